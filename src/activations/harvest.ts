@@ -1,0 +1,258 @@
+// Harvest: run a model over text and write hook activations to Arrow shards, resumably.
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type * as ort from 'onnxruntime-node';
+import { loadModel, type LoadedModel } from '../models/model.js';
+import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
+import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
+import { documents, describeCorpus, type Split } from '../corpus/sources.js';
+import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
+import { UserError } from '../util/errors.js';
+import { sha256, writeAtomic } from '../util/fsx.js';
+import { Progress, fmtCount } from '../util/progress.js';
+import { ShardBuffer, encodeShard, type Dtype } from './shard.js';
+import { identityHash, readManifest, writeManifest, type HarvestIdentity, type Manifest, type SiteInfo } from './manifest.js';
+import { versions } from '../util/versions.js';
+
+export interface HarvestConfig {
+  /** Model folder or .onnx file. */
+  model: string;
+  tokenizer?: string;
+  /** Canonical hook names or raw tensor names. */
+  hooks: string[];
+  /** builtin | sotu | moby-dick | path to .txt/.jsonl */
+  corpus: string;
+  split: Split;
+  tokens: number;
+  ctx: number;
+  batch: number;
+  dtype: Dtype;
+  seed: number;
+  /** Rows per shard (rounded down to whole windows). */
+  shardTokens: number;
+  /** Output folder (default: cache/acts/<model>-<hooks>-<identity hash>). */
+  out?: string;
+  /** Replace token ids the model cannot embed with this id (default: refuse them). */
+  oovId?: number;
+  threads?: number;
+  /** Overwrite an output folder that holds a different harvest. */
+  force?: boolean;
+  quiet?: boolean;
+}
+
+export const cacheDir = (): string => process.env.SDL_CACHE ?? 'cache';
+
+/** A short folder-name summary of the hooks: L6-resid_post+mlp_in+mlp_out. */
+function hookSummary(hooks: HookPoint[]): string {
+  const layers = [...new Set(hooks.filter((h) => h.layer >= 0).map((h) => h.layer))];
+  const sites = [...new Set(hooks.filter((h) => h.layer >= 0).map((h) => h.site))];
+  const raw = hooks.filter((h) => h.layer < 0).length;
+  return [layers.length ? `L${layers.join('_')}` : '', sites.join('+'), raw ? `${raw}raw` : ''].filter(Boolean).join('-');
+}
+
+export const HARVEST_DEFAULTS = { ctx: 128, batch: 16, dtype: 'f32' as Dtype, seed: 0, shardTokens: 65536, tokens: 262144 };
+
+/** The sites a transcoder and an SAE of one layer need. */
+export const DEFAULT_SITES = ['resid_post', 'mlp_in', 'mlp_out'] as const;
+
+/** Turns layer/site flags into hook names (validated against the model later). */
+export function hookSpecs(layers: number[], sites: string[], tensors: string[]): string[] {
+  for (const s of sites) if (!(SITES as readonly string[]).includes(s)) throw new UserError(`unknown site '${s}'; sites are ${SITES.join(', ')}`);
+  return [...layers.flatMap((l) => sites.map((s) => canonical(l, s))), ...tensors];
+}
+
+export function resolveHookSpecs(model: LoadedModel, specs: string[]): HookPoint[] {
+  const out: HookPoint[] = [];
+  const layers = model.hooks.nLayers;
+  for (const spec of specs) {
+    const c = parseCanonical(spec);
+    if (c) {
+      if (c.layer >= layers) throw new UserError(`layer ${c.layer} does not exist: ${model.name} has ${layers} layers (0-${layers - 1})`);
+      const p = model.hooks.points.get(spec);
+      if (p) { out.push(p); continue; }
+      const why = model.hooks.missing.get(spec);
+      throw new UserError(`${spec} does not exist as a tensor in ${model.name}${why ? `: ${why}` : ''}; hooks that exist for layer ${c.layer}: ${describeAvailable(model.hooks, c.layer)}`);
+    }
+    if (/^blocks\./.test(spec)) throw new UserError(`'${spec}' is not a hook name; use blocks.L.hook_{${SITES.join('|')}} or a raw tensor name`);
+    // A raw tensor name.
+    const exists = model.proto.graph.nodes.some((n) => n.outputs.includes(spec)) || model.proto.graph.inputs.some((i) => i.name === spec);
+    if (!exists) throw new UserError(`tensor '${spec}' is not in ${model.name}; 'sdl inspect ${model.onnxPath}' lists its hooks and tensors`);
+    out.push({ name: spec, layer: -1, site: 'resid_post', tensor: spec, via: 'sdlkit-name' });
+  }
+  if (!out.length) throw new UserError('no hooks to harvest; pass --layer/--layers with --sites, or --tensor');
+  return out;
+}
+
+/** Yields batches of windows for the shards from `firstShard` on. */
+function* windowStream(model: LoadedModel, cfg: HarvestConfig): Generator<Window> {
+  yield* tokenWindows(shuffleDocs(documents({ source: cfg.corpus, split: cfg.split }), cfg.seed), model.tokenizer, cfg.ctx);
+}
+
+export interface HarvestResult {
+  out: string;
+  manifest: Manifest;
+  reusedShards: number;
+  newShards: number;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
+  if (!Number.isInteger(cfg.ctx) || cfg.ctx < 2) throw new UserError(`--ctx must be an integer >= 2 (got ${cfg.ctx})`);
+  if (!Number.isInteger(cfg.batch) || cfg.batch < 1) throw new UserError(`--batch must be a positive integer (got ${cfg.batch})`);
+  if (!(cfg.tokens > 0)) throw new UserError(`--tokens must be positive (got ${cfg.tokens})`);
+  describeCorpus(cfg.corpus); // fails early on a missing, empty or binary corpus
+  const model = loadModel(cfg.model, { tokenizer: cfg.tokenizer });
+  if (cfg.ctx > model.contextLength) throw new UserError(`--ctx ${cfg.ctx} exceeds ${model.name}'s context length ${model.contextLength}`);
+  const hooks = resolveHookSpecs(model, cfg.hooks);
+  const windowsPerShard = Math.max(1, Math.floor(cfg.shardTokens / cfg.ctx));
+  const nWindows = Math.ceil(cfg.tokens / cfg.ctx);
+  const nShards = Math.ceil(nWindows / windowsPerShard);
+
+  const identity: HarvestIdentity = {
+    model: { name: model.name, sha256: model.sha256 },
+    tokenizer: { kind: model.tokenizer.kind, sha256: sha256(readFileSync(model.tokenizerPath)) },
+    corpus: { source: cfg.corpus, split: cfg.split },
+    hooks: hooks.map((h) => h.name),
+    ctx: cfg.ctx, batch: cfg.batch, dtype: cfg.dtype, seed: cfg.seed, tokens: cfg.tokens,
+    shard_tokens: windowsPerShard * cfg.ctx, oov_id: cfg.oovId ?? null,
+  };
+  const idHash = identityHash(identity);
+  const out = cfg.out ?? join(cacheDir(), 'acts', `${model.name}-${hookSummary(hooks)}-${idHash.slice(0, 8)}`);
+
+  // The output folder: empty, or this same harvest (resume), or a different one (refuse unless --force).
+  let manifest = readManifest(out);
+  if (manifest && manifest.identity_sha256 !== idHash) {
+    if (!cfg.force) throw new UserError(`${out} holds a different harvest (${manifest.identity.model.name}, ${manifest.identity.hooks.join(',')}, ${manifest.identity.tokens} tokens); pass another --out, or --force to replace it`);
+    rmSync(out, { recursive: true, force: true });
+    manifest = undefined;
+  } else if (!manifest && existsSync(out) && readdirSync(out).some((f) => f.endsWith('.arrow'))) {
+    if (!cfg.force) throw new UserError(`${out} holds shards but no manifest; pass another --out, or --force to replace it`);
+    rmSync(out, { recursive: true, force: true });
+  }
+  mkdirSync(out, { recursive: true });
+
+  // Finished shards are reused only if their bytes still match the recorded checksum.
+  const good = new Map<number, Manifest['shards'][number]>();
+  for (const s of manifest?.shards ?? []) {
+    const p = join(out, s.file);
+    const k = Number(/(\d+)/.exec(s.file)?.[1]);
+    if (existsSync(p) && sha256(readFileSync(p)) === s.sha256) good.set(k, s);
+    else if (!cfg.quiet) process.stderr.write(`shard ${s.file} is missing or corrupt (checksum mismatch): redoing it\n`);
+  }
+  const now = new Date().toISOString();
+  const m: Manifest = manifest ?? {
+    format: 'sdlkit-activations/1', identity, identity_sha256: idHash, model_path: model.onnxPath, tokenizer_path: model.tokenizerPath,
+    context_length: cfg.ctx, dtype: cfg.dtype, sites: [], shards: [], tokens: 0, complete: false, oov_mapped: 0,
+    created: now, updated: now, elapsed_s: 0, versions: versions(),
+  };
+  m.complete = false;
+  const t0 = performance.now();
+  const elapsedBefore = m.elapsed_s;
+
+  const bytes = exposeHooks(model.bytes, hooks, new Set(model.proto.graph.outputs.map((o) => o.name)));
+  const session = await createSession(bytes, { threads: cfg.threads });
+  const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
+  const fetches = [...new Set(hooks.map((h) => h.tensor))];
+
+  let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
+  let buf: ShardBuffer | undefined;
+  let oov = 0;
+  const totalRows = nWindows * cfg.ctx;
+  const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
+  const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
+  let doneRows = doneRowsAtStart;
+  let newShards = 0;
+
+  const checkVocab = (w: Window) => {
+    for (let i = 0; i < w.ids.length; i++) {
+      const id = w.ids[i];
+      if (id >= 0 && id < model.vocabSize) continue;
+      if (cfg.oovId === undefined) {
+        throw new UserError(`token id ${id} ('${model.tokenizer.piece(id)}') is beyond ${model.name}'s vocabulary of ${model.vocabSize} ids (the tokenizer has ${model.tokenizer.vocabSize}); pass --oov-id N to map such ids to N, or use the model's own tokenizer`);
+      }
+      w.ids[i] = cfg.oovId;
+      oov++;
+    }
+  };
+
+  const runBatch = (ws: Window[]): Promise<ort.InferenceSession.OnnxValueMapType> => {
+    const ids = new Int32Array(ws.length * cfg.ctx);
+    ws.forEach((w, b) => ids.set(w.ids, b * cfg.ctx));
+    return session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), fetches).catch((e: Error) => {
+      throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
+    });
+  };
+
+  const stream = windowStream(model, cfg);
+  let exhausted = false;
+  for (let k = 0; k < nShards && !exhausted; k++) {
+    const first = k * windowsPerShard;
+    const count = Math.min(windowsPerShard, nWindows - first);
+    // Windows of this shard (tokenization is cheap next to the model, so finished shards are re-derived and skipped).
+    const ws: Window[] = [];
+    for (let i = 0; i < count; i++) {
+      const n = stream.next();
+      if (n.done) { exhausted = true; break; }
+      checkVocab(n.value);
+      ws.push(n.value);
+    }
+    if (good.has(k)) { oov = 0; continue; }
+    if (!ws.length) break;
+    // Run in batches, keeping one batch in flight while the previous one is copied out.
+    let pending = runBatch(ws.slice(0, cfg.batch));
+    for (let b = 0; b < ws.length; b += cfg.batch) {
+      const res = await pending;
+      if (b + cfg.batch < ws.length) pending = runBatch(ws.slice(b + cfg.batch, b + 2 * cfg.batch));
+      const bw = ws.slice(b, b + cfg.batch);
+      if (!sites) {
+        sites = hooks.map((h) => {
+          const dims = res[h.tensor].dims;
+          return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
+        });
+        m.sites = sites;
+      }
+      if (!buf) buf = new ShardBuffer(windowsPerShard * cfg.ctx, sites);
+      for (let si = 0; si < sites.length; si++) {
+        const t = res[sites[si].tensor];
+        const expect = bw.length * cfg.ctx * sites[si].width;
+        if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
+          throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
+        }
+        buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
+      }
+      bw.forEach((w, i) => {
+        const r = buf!.rows + i * cfg.ctx;
+        buf!.token.set(w.ids, r);
+        buf!.doc.set(w.docs, r);
+        buf!.window.fill(w.index, r, r + cfg.ctx);
+        for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
+      });
+      buf.rows += bw.length * cfg.ctx;
+      doneRows += bw.length * cfg.ctx;
+      progress.update(doneRows, `shard ${k + 1}/${nShards}`);
+    }
+    const file = `shard-${String(k).padStart(5, '0')}.arrow`;
+    const data = encodeShard(buf!, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) });
+    writeAtomic(join(out, file), data);
+    good.set(k, { file, rows: buf!.rows, sha256: sha256(data) });
+    buf!.reset();
+    newShards++;
+    m.shards = [...good.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
+    m.tokens = m.shards.reduce((a, s) => a + s.rows, 0);
+    m.oov_mapped += oov;
+    oov = 0;
+    m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
+    writeManifest(out, m);
+  }
+  if (exhausted && !cfg.quiet) process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
+  if (m.tokens === 0) throw new UserError(`the corpus ${cfg.corpus} (split ${cfg.split}) gave no complete ${cfg.ctx}-token window; use a larger corpus, another --split, or a smaller --ctx`);
+  m.complete = true;
+  m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
+  writeManifest(out, m);
+  const seconds = (performance.now() - t0) / 1000;
+  progress.done();
+  await session.release();
+  writeAtomic(join(cacheDir(), 'LATEST_HARVEST'), out + '\n');
+  return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
+}

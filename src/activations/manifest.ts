@@ -1,0 +1,90 @@
+// The manifest of a harvest: what made the shards (so a stale or different harvest is detected)
+// and each shard's rows and checksum (so a corrupt shard is detected and redone).
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { UserError } from '../util/errors.js';
+import { sha256, writeJsonAtomic } from '../util/fsx.js';
+import type { Dtype } from './shard.js';
+
+export const MANIFEST = 'manifest.json';
+
+export interface SiteInfo {
+  /** Column name: the canonical hook name (blocks.L.hook_SITE) or the raw tensor name. */
+  name: string;
+  /** Raw tensor fetched from the graph. */
+  tensor: string;
+  width: number;
+  layer?: number;
+  site?: string;
+}
+
+export interface ShardInfo {
+  file: string;
+  rows: number;
+  sha256: string;
+}
+
+/** Everything that determines the shards' bytes. Equal identity => the same harvest. */
+export interface HarvestIdentity {
+  model: { name: string; sha256: string };
+  tokenizer: { kind: string; sha256: string };
+  corpus: { source: string; split: string };
+  hooks: string[];
+  ctx: number;
+  batch: number;
+  dtype: Dtype;
+  seed: number;
+  tokens: number;
+  shard_tokens: number;
+  oov_id: number | null;
+}
+
+export interface Manifest {
+  format: 'sdlkit-activations/1';
+  identity: HarvestIdentity;
+  identity_sha256: string;
+  model_path: string;
+  tokenizer_path: string;
+  context_length: number;
+  dtype: Dtype;
+  sites: SiteInfo[];
+  shards: ShardInfo[];
+  /** Rows over all shards. */
+  tokens: number;
+  complete: boolean;
+  /** Out-of-vocabulary ids mapped to identity.oov_id. */
+  oov_mapped: number;
+  created: string;
+  updated: string;
+  elapsed_s: number;
+  versions: Record<string, string>;
+}
+
+export const identityHash = (id: HarvestIdentity): string => sha256(JSON.stringify(id));
+
+export function readManifest(dir: string): Manifest | undefined {
+  const p = join(dir, MANIFEST);
+  if (!existsSync(p)) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(p, 'utf8')) as Manifest;
+    if (m.format !== 'sdlkit-activations/1') throw new Error('format');
+    return m;
+  } catch {
+    throw new UserError(`${p} is not an sdlkit activations manifest; pass another --out folder or remove it`);
+  }
+}
+
+export function writeManifest(dir: string, m: Manifest): void {
+  m.updated = new Date().toISOString();
+  writeJsonAtomic(join(dir, MANIFEST), m);
+}
+
+/** Loads a finished harvest for reading (fit, index): a clear message when it is not one. */
+export function openActivations(dir: string): Manifest {
+  if (!existsSync(dir)) throw new UserError(`activations folder ${dir} not found; run 'sdl harvest' first or pass --acts`);
+  const m = readManifest(dir);
+  if (!m) throw new UserError(`${dir} has no ${MANIFEST}; pass a folder written by 'sdl harvest' or 'sdl synth'`);
+  if (!m.complete) throw new UserError(`the harvest in ${dir} is not finished (${m.shards.length} shards so far); run the same 'sdl harvest' command again to complete it`);
+  if (m.shards.length === 0 || m.tokens === 0) throw new UserError(`the harvest in ${dir} has no shards (no tokens); harvest again with more text`);
+  return m;
+}

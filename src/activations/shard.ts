@@ -1,0 +1,118 @@
+// Activation shards: Apache Arrow IPC files, one row per token. Columns: doc, window, pos, token
+// (int32) and one FixedSizeList<float32|float16>[width] column per hook site, named by the hook.
+// Any Arrow reader opens them (pyarrow.ipc.open_file, DuckDB, polars).
+import {
+  Field, FixedSizeList, Float16, Float32, Int32, RecordBatch, Schema, Struct, Table, makeData, tableFromIPC, tableToIPC,
+  type Data,
+} from 'apache-arrow';
+import { f16ToF32, f32ToF16 } from '../util/f16.js';
+
+export type Dtype = 'f32' | 'f16';
+export const INDEX_COLUMNS = ['doc', 'window', 'pos', 'token'] as const;
+
+export interface ShardSite {
+  name: string;
+  width: number;
+}
+
+/** An in-memory shard being filled row by row (preallocated; no growth in the hot path). */
+export class ShardBuffer {
+  rows = 0;
+  readonly doc: Int32Array;
+  readonly window: Int32Array;
+  readonly pos: Int32Array;
+  readonly token: Int32Array;
+  readonly values: Float32Array[];
+
+  constructor(readonly capacity: number, readonly sites: ShardSite[]) {
+    this.doc = new Int32Array(capacity);
+    this.window = new Int32Array(capacity);
+    this.pos = new Int32Array(capacity);
+    this.token = new Int32Array(capacity);
+    this.values = sites.map((s) => new Float32Array(capacity * s.width));
+  }
+
+  get full(): boolean {
+    return this.rows >= this.capacity;
+  }
+
+  reset(): void {
+    this.rows = 0;
+  }
+}
+
+function intData(a: Int32Array): Data<Int32> {
+  return makeData({ type: new Int32(), length: a.length, nullCount: 0, data: a });
+}
+
+/** Serialises the first `rows` rows of a buffer as an Arrow IPC file. */
+export function encodeShard(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
+  const n = buf.rows;
+  const fields: Field[] = INDEX_COLUMNS.map((c) => new Field(c, new Int32(), false));
+  const children: Data[] = [buf.doc, buf.window, buf.pos, buf.token].map((a) => intData(a.subarray(0, n)));
+  buf.sites.forEach((s, i) => {
+    const flat = buf.values[i].subarray(0, n * s.width);
+    const child = dtype === 'f16'
+      ? makeData({ type: new Float16(), length: flat.length, nullCount: 0, data: f32ToF16(flat) })
+      : makeData({ type: new Float32(), length: flat.length, nullCount: 0, data: flat });
+    const itemField = new Field('item', child.type, false);
+    const type = new FixedSizeList(s.width, itemField);
+    fields.push(new Field(s.name, type, false));
+    children.push(makeData({ type, length: n, nullCount: 0, child }));
+  });
+  const schema = new Schema(fields, new Map(Object.entries(metadata)));
+  const data = makeData({ type: new Struct(fields), length: n, nullCount: 0, children });
+  return tableToIPC(new Table([new RecordBatch(schema, data)]), 'file');
+}
+
+export interface ShardData {
+  rows: number;
+  doc: Int32Array;
+  window: Int32Array;
+  pos: Int32Array;
+  token: Int32Array;
+  /** Per site: [rows * width] float32 (f16 shards are widened on read). */
+  values: Map<string, Float32Array>;
+  widths: Map<string, number>;
+  metadata: Map<string, string>;
+}
+
+function concatInt(parts: Int32Array[]): Int32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** Reads a shard; `sites` limits which float columns are materialised. */
+export function decodeShard(bytes: Uint8Array, sites?: string[]): ShardData {
+  const table = tableFromIPC(bytes);
+  const rows = table.numRows;
+  const intCol = (name: string): Int32Array => {
+    const col = table.getChild(name);
+    if (!col) throw new Error(`shard has no '${name}' column`);
+    return concatInt(col.data.map((d) => (d.values as Int32Array).subarray(d.offset, d.offset + d.length)));
+  };
+  const values = new Map<string, Float32Array>();
+  const widths = new Map<string, number>();
+  for (const f of table.schema.fields) {
+    if ((INDEX_COLUMNS as readonly string[]).includes(f.name)) continue;
+    const width = (f.type as FixedSizeList).listSize;
+    widths.set(f.name, width);
+    if (sites && !sites.includes(f.name)) continue;
+    const out = new Float32Array(rows * width);
+    let o = 0;
+    for (const d of table.getChild(f.name)!.data) {
+      const child = d.children[0];
+      const raw = child.values as Float32Array | Uint16Array;
+      const len = d.length * width;
+      const base = d.offset * width + child.offset;
+      if (raw instanceof Uint16Array) f16ToF32(raw.subarray(base, base + len), out.subarray(o, o + len));
+      else out.set(raw.subarray(base, base + len), o);
+      o += len;
+    }
+    values.set(f.name, out);
+  }
+  return { rows, doc: intCol('doc'), window: intCol('window'), pos: intCol('pos'), token: intCol('token'), values, widths, metadata: table.schema.metadata };
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// The `sdl` command line: yargs wiring only; each command lives in src/commands/<name>.ts.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { UserError } from './util/errors.js';
+import * as importCmd from './commands/import.js';
+import * as inspectCmd from './commands/inspect.js';
+import * as harvestCmd from './commands/harvest.js';
+
+function fail(e: unknown): never {
+  if (e instanceof UserError) {
+    process.stderr.write(`sdl: ${e.message}\n`);
+    process.exit(e.exitCode);
+  }
+  process.stderr.write(`sdl: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(70);
+}
+
+process.on('unhandledRejection', fail);
+
+let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
+for (const c of [importCmd, inspectCmd, harvestCmd]) y = c.register(y);
+y.fail((msg, err) => {
+  if (err) fail(err);
+  process.stderr.write(`sdl: ${msg}\n`);
+  process.exit(2);
+})
+  .help()
+  .wrap(Math.min(120, process.stdout.columns ?? 100))
+  .parseAsync()
+  .catch(fail);

@@ -1,0 +1,88 @@
+// Documents -> token windows of a fixed context length, deterministically for a given seed.
+// Packing follows SAELens' defaults (prepend_bos, BOS as the document separator): the token stream is
+// the documents joined by BOS, cut into windows of ctx-1 tokens, each window starting with BOS.
+import type { Tokenizer } from '../models/tokenizer.js';
+import { Rng } from '../util/rng.js';
+import type { Doc } from './sources.js';
+
+export interface Window {
+  /** Global index of the window in the stream (0, 1, 2, ...). */
+  index: number;
+  ids: Int32Array;
+  /** Document number (order of appearance in the shuffled stream) of each token. */
+  docs: Int32Array;
+}
+
+/** Shuffles a stream of documents through a bounded buffer (memory stays flat). */
+export function* shuffleDocs(docs: Iterable<Doc>, seed: number, bufferSize = 256): Generator<Doc> {
+  const rng = new Rng(seed);
+  const buf: Doc[] = [];
+  for (const d of docs) {
+    if (buf.length < bufferSize) {
+      buf.push(d);
+      continue;
+    }
+    const i = rng.int(buf.length);
+    yield buf[i];
+    buf[i] = d;
+  }
+  rng.shuffle(buf);
+  yield* buf;
+}
+
+/**
+ * Tokenizes a document in pieces of about `chunk` characters cut after a newline, so tokenizers with
+ * quadratic merge loops stay fast on long texts; only the first piece gets llama2.c's dummy prefix.
+ */
+export function encodeDocument(tok: Tokenizer, text: string, chunk = 2000): number[] {
+  const out: number[] = [];
+  let start = 0;
+  let first = true;
+  while (start < text.length) {
+    let end = Math.min(text.length, start + chunk);
+    if (end < text.length) {
+      const nl = text.lastIndexOf('\n', end);
+      if (nl > start) end = nl + 1;
+      else {
+        const sp = text.lastIndexOf(' ', end);
+        if (sp > start) end = sp;
+      }
+    }
+    out.push(...tok.encode(text.slice(start, end), { bos: false, prefix: first }));
+    first = false;
+    start = end;
+  }
+  return out;
+}
+
+export function* tokenWindows(docs: Iterable<Doc>, tok: Tokenizer, ctx: number): Generator<Window> {
+  let ids = new Int32Array(ctx), dn = new Int32Array(ctx);
+  let fill = 0;
+  let index = 0;
+  let docNo = -1;
+  const start = () => {
+    ids = new Int32Array(ctx);
+    dn = new Int32Array(ctx);
+    ids[0] = tok.bosId;
+    fill = 1;
+  };
+  start();
+  for (const d of docs) {
+    docNo++;
+    const toks = encodeDocument(tok, d.text);
+    // Separator BOS before each document, except where the window's own BOS already stands.
+    const stream = fill === 1 ? toks : [tok.bosId, ...toks];
+    if (fill === 1) dn[0] = docNo;
+    for (const t of stream) {
+      ids[fill] = t;
+      dn[fill] = docNo;
+      fill++;
+      if (fill === ctx) {
+        yield { index: index++, ids, docs: dn };
+        start();
+        dn[0] = docNo;
+      }
+    }
+  }
+  // The final partial window is dropped (as SAELens does), so every window has length ctx.
+}

@@ -1,0 +1,260 @@
+// Tokenizers: llama2.c's tokenizer.bin (SentencePiece-style BPE by merge score, with byte fallback)
+// and Hugging Face tokenizer.json byte-level BPE (GPT-2 family). One interface for both.
+import { existsSync, readFileSync } from 'node:fs';
+import { UserError } from '../util/errors.js';
+
+export interface Tokenizer {
+  readonly kind: 'llama2c' | 'hf-bpe';
+  readonly vocabSize: number;
+  /** Token that begins a sequence (llama2.c: 1; GPT-2: <|endoftext|>). */
+  readonly bosId: number;
+  readonly eosId: number;
+  /** bos: prepend the BOS id (default true); prefix: llama2.c's dummy-prefix space (default true). */
+  encode(text: string, opts?: { bos?: boolean; prefix?: boolean }): number[];
+  decode(ids: readonly number[]): string;
+  /** The display text of one token (for feature contexts). */
+  piece(id: number): string;
+}
+
+const utf8 = new TextDecoder('utf-8');
+
+export class Llama2cTokenizer implements Tokenizer {
+  readonly kind = 'llama2c' as const;
+  readonly bosId = 1;
+  readonly eosId = 2;
+  readonly vocab: string[];
+  readonly scores: Float32Array;
+  private readonly lookup = new Map<string, number>();
+  readonly maxTokenLength: number;
+
+  constructor(buf: Uint8Array, vocabSize: number, source = 'tokenizer') {
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    if (buf.length < 4) throw new UserError(`${source} is not a llama2.c tokenizer (too short)`);
+    this.maxTokenLength = dv.getInt32(0, true);
+    this.vocab = [];
+    this.scores = new Float32Array(vocabSize);
+    let off = 4;
+    for (let i = 0; i < vocabSize; i++) {
+      if (off + 8 > buf.length) throw new UserError(`${source} holds fewer than the ${vocabSize} tokens the model needs (ended at token ${i}); pass the tokenizer that belongs to this model`);
+      this.scores[i] = dv.getFloat32(off, true);
+      const len = dv.getInt32(off + 4, true);
+      off += 8;
+      if (len < 0 || off + len > buf.length) throw new UserError(`${source}: token ${i} has an invalid length ${len}; not a llama2.c tokenizer`);
+      const s = utf8.decode(buf.subarray(off, off + len));
+      off += len;
+      this.vocab.push(s);
+      if (!this.lookup.has(s)) this.lookup.set(s, i);
+    }
+  }
+
+  get vocabSize(): number {
+    return this.vocab.length;
+  }
+
+  /** Encodes exactly as llama2.c's run.c: optional BOS, a dummy-prefix space, code points, then merges by best score. */
+  encode(text: string, opts: { bos?: boolean; prefix?: boolean } = {}): number[] {
+    const tokens: number[] = [];
+    if (text.length > 0 && (opts.prefix ?? true)) {
+      const space = this.lookup.get(' ');
+      if (space !== undefined) tokens.push(space);
+    }
+    const enc = new TextEncoder();
+    for (const ch of text) {
+      const id = this.lookup.get(ch);
+      if (id !== undefined) tokens.push(id);
+      else for (const b of enc.encode(ch)) tokens.push(b + 3); // byte fallback: <0x00> is id 3
+    }
+    // Greedy merges: the pair whose merged piece has the highest score, leftmost on ties.
+    // A linked list keeps each merge O(1) in place; the scan is O(n) per merge as in run.c.
+    for (;;) {
+      let bestScore = -Infinity, bestIdx = -1, bestId = -1;
+      for (let i = 0; i + 1 < tokens.length; i++) {
+        const id = this.lookup.get(this.vocab[tokens[i]] + this.vocab[tokens[i + 1]]);
+        if (id !== undefined && this.scores[id] > bestScore) {
+          bestScore = this.scores[id];
+          bestIdx = i;
+          bestId = id;
+        }
+      }
+      if (bestIdx < 0) break;
+      tokens.splice(bestIdx, 2, bestId);
+    }
+    if (opts.bos ?? true) tokens.unshift(this.bosId);
+    return tokens;
+  }
+
+  private pieceBytes(id: number, prev: number): Uint8Array | string {
+    let p = this.vocab[id] ?? '';
+    if (prev === this.bosId && p.startsWith(' ')) p = p.slice(1);
+    const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p);
+    if (m) return new Uint8Array([parseInt(m[1], 16)]);
+    return p;
+  }
+
+  decode(ids: readonly number[]): string {
+    // Byte tokens can split a UTF-8 character: gather bytes, decode once.
+    const enc = new TextEncoder();
+    const parts: Uint8Array[] = [];
+    let prev = -1;
+    for (const id of ids) {
+      if (id === this.bosId || id === this.eosId) { prev = id; continue; }
+      const b = this.pieceBytes(id, prev);
+      parts.push(typeof b === 'string' ? enc.encode(b) : b);
+      prev = id;
+    }
+    const total = parts.reduce((a, p) => a + p.length, 0);
+    const all = new Uint8Array(total);
+    let o = 0;
+    for (const p of parts) { all.set(p, o); o += p.length; }
+    return utf8.decode(all);
+  }
+
+  piece(id: number): string {
+    const p = this.vocab[id] ?? `<${id}>`;
+    const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p);
+    if (m) {
+      const b = parseInt(m[1], 16);
+      return b === 10 ? '\n' : b < 128 ? String.fromCharCode(b) : p;
+    }
+    return p;
+  }
+}
+
+/** GPT-2's map from bytes to printable unicode characters (the byte-level BPE alphabet). */
+function bytesToUnicode(): string[] {
+  const bs: number[] = [];
+  for (let i = 33; i <= 126; i++) bs.push(i);
+  for (let i = 161; i <= 172; i++) bs.push(i);
+  for (let i = 174; i <= 255; i++) bs.push(i);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  const out: string[] = new Array(256);
+  bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i])));
+  return out;
+}
+
+// GPT-2's pre-tokenizer split.
+const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+
+export class HfBpeTokenizer implements Tokenizer {
+  readonly kind = 'hf-bpe' as const;
+  readonly vocab = new Map<string, number>();
+  readonly idToToken: string[] = [];
+  private readonly ranks = new Map<string, number>();
+  private readonly byteEnc = bytesToUnicode();
+  private readonly byteDec = new Map<string, number>();
+  private readonly cache = new Map<string, number[]>();
+  readonly bosId: number;
+  readonly eosId: number;
+
+  constructor(json: unknown, source = 'tokenizer.json') {
+    const j = json as { model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] }; added_tokens?: { id: number; content: string }[] };
+    if (!j?.model?.vocab || !Array.isArray(j.model.merges)) throw new UserError(`${source} is not a Hugging Face BPE tokenizer.json (model.vocab / model.merges missing)`);
+    if (j.model.type && j.model.type !== 'BPE') throw new UserError(`${source}: tokenizer model type ${j.model.type} is not supported (only byte-level BPE)`);
+    for (const [t, id] of Object.entries(j.model.vocab)) { this.vocab.set(t, id); this.idToToken[id] = t; }
+    for (const a of j.added_tokens ?? []) { this.vocab.set(a.content, a.id); this.idToToken[a.id] = a.content; }
+    j.model.merges.forEach((m, i) => {
+      const [a, b] = Array.isArray(m) ? m : m.split(' ');
+      this.ranks.set(`${a} ${b}`, i);
+    });
+    this.byteEnc.forEach((c, b) => this.byteDec.set(c, b));
+    const eot = this.vocab.get('<|endoftext|>');
+    this.bosId = eot ?? 0;
+    this.eosId = eot ?? 0;
+  }
+
+  get vocabSize(): number {
+    return this.idToToken.length;
+  }
+
+  private bpe(word: string): number[] {
+    const hit = this.cache.get(word);
+    if (hit) return hit;
+    let parts = [...word];
+    while (parts.length > 1) {
+      let best = Infinity, at = -1;
+      for (let i = 0; i + 1 < parts.length; i++) {
+        const r = this.ranks.get(`${parts[i]} ${parts[i + 1]}`);
+        if (r !== undefined && r < best) { best = r; at = i; }
+      }
+      if (at < 0) break;
+      const merged = parts[at] + parts[at + 1];
+      const next: string[] = [];
+      for (let i = 0; i < parts.length; i++) {
+        if (i + 1 < parts.length && parts[i] === parts[at] && parts[i + 1] === parts[at + 1]) { next.push(merged); i++; }
+        else next.push(parts[i]);
+      }
+      parts = next;
+    }
+    const ids = parts.map((p) => {
+      const id = this.vocab.get(p);
+      if (id === undefined) throw new Error(`BPE produced unknown piece ${p}`);
+      return id;
+    });
+    if (this.cache.size < 100000) this.cache.set(word, ids);
+    return ids;
+  }
+
+  encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    const out: number[] = (opts.bos ?? true) ? [this.bosId] : [];
+    const enc = new TextEncoder();
+    for (const m of text.matchAll(GPT2_SPLIT)) {
+      const word = Array.from(enc.encode(m[0]), (b) => this.byteEnc[b]).join('');
+      out.push(...this.bpe(word));
+    }
+    return out;
+  }
+
+  decode(ids: readonly number[]): string {
+    const bytes: number[] = [];
+    for (const id of ids) {
+      const t = this.idToToken[id];
+      if (t === undefined || t === '<|endoftext|>') continue;
+      for (const ch of t) { const b = this.byteDec.get(ch); if (b !== undefined) bytes.push(b); }
+    }
+    return utf8.decode(new Uint8Array(bytes));
+  }
+
+  piece(id: number): string {
+    const t = this.idToToken[id];
+    if (t === undefined) return `<${id}>`;
+    return t.startsWith('<|') ? t : this.decode([id]);
+  }
+}
+
+/** Loads a tokenizer file by its format: llama2.c `.bin` (needs the vocab size) or HF `tokenizer.json`. */
+export function loadTokenizer(path: string, vocabSize?: number): Tokenizer {
+  if (!existsSync(path)) throw new UserError(`tokenizer ${path} not found; pass --tokenizer with a llama2.c tokenizer.bin or a Hugging Face tokenizer.json`);
+  const buf = readFileSync(path);
+  if (path.endsWith('.json')) {
+    let json: unknown;
+    try { json = JSON.parse(buf.toString('utf8')); } catch { throw new UserError(`${path} is not valid JSON; pass a Hugging Face tokenizer.json`); }
+    return new HfBpeTokenizer(json, path);
+  }
+  if (vocabSize === undefined) throw new UserError(`${path}: a llama2.c tokenizer needs the model's vocabulary size (from the model's config.json)`);
+  return new Llama2cTokenizer(buf, vocabSize, path);
+}
+
+/** Serialises a llama2.c tokenizer.bin (max_token_length, then score, byte length and bytes per token). */
+export function writeLlama2cTokenizer(vocab: readonly string[], scores: ArrayLike<number>): Uint8Array {
+  const enc = new TextEncoder();
+  const pieces = vocab.map((v) => enc.encode(v));
+  const maxLen = pieces.reduce((a, p) => Math.max(a, p.length), 0);
+  const out = new Uint8Array(4 + pieces.reduce((a, p) => a + 8 + p.length, 0));
+  const dv = new DataView(out.buffer);
+  dv.setInt32(0, maxLen, true);
+  let off = 4;
+  pieces.forEach((p, i) => {
+    dv.setFloat32(off, scores[i], true);
+    dv.setInt32(off + 4, p.length, true);
+    out.set(p, off + 8);
+    off += 8 + p.length;
+  });
+  return out;
+}
+
+/** The 259 fixed tokens of a llama2.c vocabulary: <unk>, <s>, </s>, then byte fallbacks <0x00>..<0xFF>. */
+export function llama2cBaseVocab(): string[] {
+  return ['<unk>', '\n<s>\n', '\n</s>\n', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)];
+}

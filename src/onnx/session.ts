@@ -1,0 +1,75 @@
+// Running ONNX models with onnxruntime-node: exposing hook tensors as outputs and feeding the
+// inputs that decoder-only LMs take (ids, positions, attention mask, empty KV caches).
+import * as ort from 'onnxruntime-node';
+import { DataType, appendToGraph, type ValueInfo } from './proto.js';
+import type { HookPoint } from './hooks.js';
+import { UserError } from '../util/errors.js';
+
+export interface SessionOptions {
+  /** Intra-op threads (default: all cores). */
+  threads?: number;
+}
+
+export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      intraOpNumThreads: opts.threads ?? 0,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+    });
+  } catch (e) {
+    throw new UserError(`onnxruntime could not load the model: ${String((e as Error).message).split('\n')[0]}`);
+  }
+}
+
+/** The model bytes with the hooks' tensors added as graph outputs (plus any nodes they need). */
+export function exposeHooks(bytes: Uint8Array, hooks: HookPoint[], existingOutputs: Set<string>): Uint8Array {
+  const nodes = hooks.flatMap((h) => h.extraNodes ?? []);
+  const seen = new Set<string>();
+  const outputs: ValueInfo[] = [];
+  for (const h of hooks) {
+    if (existingOutputs.has(h.tensor) || seen.has(h.tensor)) continue;
+    seen.add(h.tensor);
+    outputs.push({ name: h.tensor, elemType: 0 });
+  }
+  return outputs.length || nodes.length ? appendToGraph(bytes, { outputs, nodes }) : bytes;
+}
+
+const ID_INPUT = /^(input_ids|ids|tokens|token_ids|input)$|[./]input_ids$/;
+
+/**
+ * Builds the feeds for a [batch, seq] window of token ids. Knows input_ids, position_ids, attention_mask
+ * and past key/value inputs (fed empty); anything else is refused by name.
+ */
+export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, seq: number): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  const intTensor = (elemType: number, values: ArrayLike<number>, dims: number[]) =>
+    elemType === DataType.INT32 ? new ort.Tensor('int32', Int32Array.from(values), dims)
+      : new ort.Tensor('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
+  for (const inp of inputs) {
+    const n = inp.name;
+    if (ID_INPUT.test(n)) feeds[n] = intTensor(inp.elemType, ids, [batch, seq]);
+    else if (/position_ids$/.test(n)) {
+      const pos = new Int32Array(batch * seq);
+      for (let b = 0; b < batch; b++) for (let t = 0; t < seq; t++) pos[b * seq + t] = t;
+      feeds[n] = intTensor(inp.elemType, pos, [batch, seq]);
+    } else if (/attention_mask$/.test(n)) feeds[n] = intTensor(inp.elemType, new Int32Array(batch * seq).fill(1), [batch, seq]);
+    else if (/past|cache/.test(n)) {
+      const dims = (inp.shape ?? []).map((d) => {
+        if (typeof d === 'number' && d > 0) return d;
+        const s = String(d);
+        if (/batch/.test(s)) return batch;
+        if (/past|cache|seq/.test(s) || d === 0) return 0;
+        throw new UserError(`model input ${n} has a dimension '${s}' that sdlkit cannot size for an empty cache`);
+      });
+      const size = dims.reduce((a, b) => a * b, 1);
+      const type = inp.elemType === DataType.FLOAT16 ? 'float16' : 'float32';
+      feeds[n] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(size) : new Float32Array(size), dims);
+    } else {
+      throw new UserError(`model input '${n}' is not one sdlkit can feed (it feeds input_ids, position_ids, attention_mask and past_* caches); export the model without it`);
+    }
+  }
+  if (!Object.keys(feeds).some((k) => ID_INPUT.test(k))) throw new UserError(`the model has no token-id input (looked for input_ids among: ${inputs.map((i) => i.name).join(', ')})`);
+  return feeds;
+}

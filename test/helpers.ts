@@ -1,0 +1,55 @@
+// Test fixtures: a tiny random llama2.c model made on the fly (so tests need no downloads), and paths.
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { writeLlama2c, type LlamaWeights } from '../src/models/llama2c.js';
+import { llama2cBaseVocab, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
+import { importLlama2c } from '../src/models/import-llama2c.js';
+import { Rng } from '../src/util/rng.js';
+
+export const ROOT = resolve(new URL('.', import.meta.url).pathname, '../..');
+export const SHARED = resolve(ROOT, '../shared');
+export const STORIES = join(SHARED, 'models/stories260K');
+export const GPT2 = join(SHARED, 'models/tiny-random-gpt2/past.onnx');
+export const CLI = join(ROOT, 'dist/src/cli.js');
+export const haveShared = existsSync(join(STORIES, 'stories260K.bin')) && existsSync(GPT2);
+export const sharedSkip = haveShared ? false : 'needs ../shared/models (present in CI and developer checkouts)';
+
+export function tmp(prefix = 'sdl-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. */
+export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number } = {}): string {
+  const dim = opts.dim ?? 16, L = opts.layers ?? 2, H = 40, NH = 4, KV = 2, T = 64;
+  const vocab = llama2cBaseVocab();
+  const merges = [' ', 'e', 't', 'a', 'o', 'n', 'h', 's', 'th', 'he', 'the', ' the', 'an', 'nd', 'and', ' and', 'in', 'er', 're', 'on', ' a', ' t', '.', ','];
+  for (const m of merges) if (!vocab.includes(m)) vocab.push(m);
+  const scores = vocab.map((_, i) => (i < 259 ? 0 : -i));
+  const V = vocab.length;
+  const rng = new Rng(opts.seed ?? 1);
+  const rand = (n: number, s = 0.3) => Float32Array.from({ length: n }, () => rng.normal() * s);
+  const ones = (n: number) => Float32Array.from({ length: n }, () => 1 + 0.1 * rng.normal());
+  const hs = dim / NH;
+  const emb = rand(V * dim, 1);
+  const w: LlamaWeights = {
+    config: { dim, hidden_dim: H, n_layers: L, n_heads: NH, n_kv_heads: KV, vocab_size: V, seq_len: T, norm_eps: 1e-5, rope_theta: 10000, shared_classifier: true },
+    tok_embeddings: emb, rms_att: ones(L * dim), wq: rand(L * dim * dim), wk: rand(L * KV * hs * dim), wv: rand(L * KV * hs * dim),
+    wo: rand(L * dim * dim), rms_ffn: ones(L * dim), w1: rand(L * H * dim), w2: rand(L * dim * H), w3: rand(L * H * dim), rms_final: ones(dim), wcls: emb,
+  };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'ckpt.bin'), writeLlama2c(w));
+  writeFileSync(join(dir, 'tok.bin'), writeLlama2cTokenizer(vocab, scores));
+  const out = join(dir, 'model');
+  importLlama2c(join(dir, 'ckpt.bin'), join(dir, 'tok.bin'), out, 'tiny');
+  return out;
+}
+
+export function corpusFile(dir: string, paragraphs = 400): string {
+  const rng = new Rng(7);
+  const words = ['the', 'whale', 'and', 'ship', 'sea', 'captain', 'a', 'man', 'on', 'deck', 'there', 'then', 'in', 'her', 'he', 'said', 'to', 'nation', 'state', 'union'];
+  const text = Array.from({ length: paragraphs }, () => Array.from({ length: 40 }, () => words[rng.int(words.length)]).join(' ') + '.').join('\n\n\n');
+  const p = join(dir, 'corpus.txt');
+  writeFileSync(p, text);
+  return p;
+}
