@@ -21,7 +21,7 @@ export function tmp(prefix = 'sdl-test-'): string {
 
 /** A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. */
 export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number } = {}): string {
-  const dim = opts.dim ?? 16, L = opts.layers ?? 2, H = 40, NH = 4, KV = 2, T = 64;
+  const dim = opts.dim ?? 16, L = opts.layers ?? 2, H = 40, NH = 4, KV = 2, T = 256;
   const vocab = llama2cBaseVocab();
   const merges = [' ', 'e', 't', 'a', 'o', 'n', 'h', 's', 'th', 'he', 'the', ' the', 'an', 'nd', 'and', ' and', 'in', 'er', 're', 'on', ' a', ' t', '.', ','];
   for (const m of merges) if (!vocab.includes(m)) vocab.push(m);

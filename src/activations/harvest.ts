@@ -131,6 +131,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     rmSync(out, { recursive: true, force: true });
   }
   mkdirSync(out, { recursive: true });
+  // Temporary files of a killed run are never complete: remove them.
+  for (const f of readdirSync(out)) if (/\.tmp-\d+$/.test(f)) rmSync(join(out, f), { force: true });
 
   // Finished shards are reused only if their bytes still match the recorded checksum.
   const good = new Map<number, Manifest['shards'][number]>();

@@ -158,6 +158,13 @@ export class Writer {
     for (const v of vs) inner.rawVarint(v);
     return this.bytes(field, inner.finish());
   }
+  /** Appends already-encoded bytes (a whole field copied from another message). */
+  raw(b: Uint8Array): this {
+    this.ensure(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+    return this;
+  }
   finish(): Uint8Array {
     return this.buf.slice(0, this.len);
   }

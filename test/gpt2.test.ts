@@ -1,0 +1,86 @@
+// Foreign graphs: an onnxruntime-optimized GPT-2 export with fused contrib ops and int32 inputs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { loadModel } from '../src/models/model.js';
+import { resolveHooks } from '../src/onnx/hooks.js';
+import { Reader, Writer } from '../src/onnx/protobuf.js';
+import { encodeValueInfo } from '../src/onnx/proto.js';
+import { makeFeeds } from '../src/onnx/session.js';
+import { harvest } from '../src/activations/harvest.js';
+import { decodeShard } from '../src/activations/shard.js';
+import { GPT2, corpusFile, sharedSkip, tmp } from './helpers.js';
+
+/** Adds graph outputs the long way: rewrite the graph message itself with extra output fields. */
+function addOutputsByHand(model: Uint8Array, names: string[]): Uint8Array {
+  const r = new Reader(model);
+  const w = new Writer();
+  while (!r.done()) {
+    const start = r.pos;
+    const { field, wire } = r.tag();
+    if (field !== 7) {
+      r.skip(wire);
+      w.raw(model.subarray(start, r.pos));
+      continue;
+    }
+    const graph = new Writer().raw(r.bytes());
+    for (const n of names) graph.bytes(12, encodeValueInfo({ name: n, elemType: 1 }));
+    w.bytes(7, graph.finish());
+  }
+  return w.finish();
+}
+
+test('tiny-random-gpt2: hooks by exporter names agree with the structural resolver; the fused-away hook is named', { skip: sharedSkip }, () => {
+  const m = loadModel(GPT2);
+  assert.equal(m.hooks.nLayers, 5);
+  assert.equal(m.vocabSize, 1000);
+  assert.equal(m.hooks.points.get('blocks.2.hook_resid_post')!.tensor, '/transformer/h.2/Add_1_output_0');
+  assert.equal(m.hooks.points.get('blocks.2.hook_resid_mid')!.tensor, '/transformer/h.2/Add_output_0');
+  const s = resolveHooks(m.proto, { useNames: false });
+  for (const name of ['blocks.2.hook_resid_post', 'blocks.2.hook_resid_mid', 'blocks.0.hook_resid_post']) {
+    assert.equal(s.points.get(name)?.tensor, m.hooks.points.get(name)!.tensor, name);
+  }
+  assert.ok(!m.hooks.points.has('blocks.4.hook_resid_post'));
+  assert.match(m.hooks.missing.get('blocks.4.hook_resid_post')!, /SkipLayerNormalization.*fused away/);
+  assert.equal(m.hooks.points.get('blocks.0.hook_resid_pre')!.tensor, 'EmbedLayerNormalization_0_embedding_sum');
+});
+
+test('tiny-random-gpt2: harvested resid_post and resid_mid equal onnxruntime outputs added by hand', { skip: sharedSkip }, async () => {
+  const dir = tmp();
+  const corpus = corpusFile(dir, 60);
+  const out = join(dir, 'acts');
+  const ctx = 32;
+  await harvest({ model: GPT2, hooks: ['blocks.2.hook_resid_post', 'blocks.2.hook_resid_mid', 'blocks.1.hook_attn_out', 'blocks.1.hook_mlp_out'], corpus, split: 'all', tokens: 4 * ctx, ctx, batch: 2, dtype: 'f32', seed: 0, shardTokens: 1024, out, oovId: 0, quiet: true });
+  const shard = decodeShard(readFileSync(join(out, 'shard-00000.arrow')));
+  assert.equal(shard.rows, 4 * ctx);
+  const names = ['/transformer/h.2/Add_1_output_0', '/transformer/h.2/Add_output_0', '/transformer/h.1/Add_output_0', '/transformer/h.0/Add_1_output_0', '/transformer/h.1/Add_1_output_0'];
+  const bytes = addOutputsByHand(new Uint8Array(readFileSync(GPT2)), names);
+  const session = await ort.InferenceSession.create(bytes);
+  const m = loadModel(GPT2);
+  const res = await session.run(makeFeeds(m.proto.graph.inputs, shard.token, 4, ctx));
+  const close = (a: Float32Array, b: Float32Array, tol: number) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) <= tol);
+  assert.ok(close(shard.values.get('blocks.2.hook_resid_post')!, res[names[0]].data as Float32Array, 1e-6));
+  assert.ok(close(shard.values.get('blocks.2.hook_resid_mid')!, res[names[1]].data as Float32Array, 1e-6));
+  // attn_out and mlp_out are differences of consecutive residual sums (the fused bias added back).
+  const diff = (a: Float32Array, b: Float32Array) => a.map((v, i) => v - b[i]);
+  const mid1 = res[names[2]].data as Float32Array, post0 = res[names[3]].data as Float32Array, post1 = res[names[4]].data as Float32Array;
+  assert.ok(close(shard.values.get('blocks.1.hook_attn_out')!, diff(mid1, post0), 1e-4));
+  assert.ok(close(shard.values.get('blocks.1.hook_mlp_out')!, diff(post1, mid1), 1e-4));
+});
+
+test('tiny-random-gpt2: token ids beyond the 1000-id vocabulary are refused with a clear message', { skip: sharedSkip }, async () => {
+  const dir = tmp();
+  await assert.rejects(
+    harvest({ model: GPT2, hooks: ['blocks.2.hook_resid_post'], corpus: corpusFile(dir, 20), split: 'all', tokens: 64, ctx: 32, batch: 2, dtype: 'f32', seed: 0, shardTokens: 1024, out: join(dir, 'a'), quiet: true }),
+    /beyond past's vocabulary of 1000 ids \(the tokenizer has 50\d+\); pass --oov-id/,
+  );
+});
+
+test('GPT-2 byte-level BPE matches known ids', { skip: sharedSkip }, () => {
+  const m = loadModel(GPT2);
+  assert.deepEqual(m.tokenizer.encode('Hello world', { bos: false }), [15496, 995]);
+  const text = "It's a test: don't panic, 1234 times!\n\nNew line.";
+  assert.equal(m.tokenizer.decode(m.tokenizer.encode(text, { bos: false })), text);
+});

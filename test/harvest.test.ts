@@ -1,0 +1,128 @@
+// Harvest reliability: resume after SIGKILL with identical bytes, corrupt shards redone, foreign folders refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { harvest, type HarvestConfig } from '../src/activations/harvest.js';
+import { decodeShard } from '../src/activations/shard.js';
+import { readManifest } from '../src/activations/manifest.js';
+import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
+
+const base = (model: string, corpus: string, out: string): HarvestConfig => ({
+  model, hooks: ['blocks.1.hook_resid_post', 'blocks.0.hook_mlp_in', 'blocks.0.hook_mlp_out'], corpus, split: 'all',
+  tokens: 6000, ctx: 32, batch: 4, dtype: 'f16', seed: 3, shardTokens: 512, out, quiet: true,
+});
+
+const shardBytes = (dir: string) => Object.fromEntries(readdirSync(dir).filter((f) => f.endsWith('.arrow')).sort().map((f) => [f, readFileSync(join(dir, f))]));
+
+test('shards hold the right rows: positions, windows starting with BOS, activations matching a direct run', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const corpus = corpusFile(dir);
+  const r = await harvest({ ...base(model, corpus, join(dir, 'a')), dtype: 'f32', tokens: 1024 });
+  assert.equal(r.manifest.tokens, 1024);
+  assert.equal(r.manifest.shards.length, 2);
+  assert.deepEqual(r.manifest.sites.map((s) => [s.name, s.width]), [['blocks.1.hook_resid_post', 16], ['blocks.0.hook_mlp_in', 16], ['blocks.0.hook_mlp_out', 16]]);
+  const s = decodeShard(readFileSync(join(dir, 'a', 'shard-00000.arrow')));
+  assert.equal(s.rows, 512);
+  for (let r = 0; r < s.rows; r++) {
+    assert.equal(s.pos[r], r % 32);
+    assert.equal(s.window[r], Math.floor(r / 32));
+    if (r % 32 === 0) assert.equal(s.token[r], 1);
+  }
+  // No value is NaN and the residual is not all zeros.
+  const v = s.values.get('blocks.1.hook_resid_post')!;
+  assert.ok(v.every(Number.isFinite));
+  assert.ok(v.some((x) => Math.abs(x) > 0.1));
+});
+
+test('a harvest killed with SIGKILL and restarted ends with the same bytes as an uninterrupted one', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'), { dim: 32, layers: 2 });
+  const corpus = corpusFile(dir);
+  const clean = join(dir, 'clean');
+  await harvest(base(model, corpus, clean));
+  const want = shardBytes(clean);
+  assert.equal(Object.keys(want).length, Math.ceil(6000 / 32 / 16));
+
+  const out = join(dir, 'killed');
+  const args = [CLI, 'harvest', '--model', model, '--tensor', 'blocks.1.hook_resid_post', '--tensor', 'blocks.0.hook_mlp_in', '--tensor', 'blocks.0.hook_mlp_out',
+    '--corpus', corpus, '--tokens', '6000', '--ctx', '32', '--batch', '4', '--dtype', 'f16', '--seed', '3', '--shard-tokens', '512', '--out', out];
+  let kills = 0;
+  for (let delay = 150; kills < 30; delay += 60) {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+    const code = await exited;
+    clearTimeout(timer);
+    if (code === 0) break;
+    assert.equal(code, null, `the harvest failed rather than being killed: ${stderr}`);
+    kills++;
+  }
+  assert.ok(kills >= 1, 'the harvest was killed at least once before finishing');
+  const m = readManifest(out)!;
+  assert.ok(m.complete);
+  assert.deepEqual(shardBytes(out), want);
+  assert.ok(!readdirSync(out).some((f) => f.includes('.tmp-')));
+});
+
+test('a corrupted shard is detected by its checksum and redone; a different harvest in the folder is refused', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const corpus = corpusFile(dir);
+  const out = join(dir, 'a');
+  await harvest(base(model, corpus, out));
+  const want = shardBytes(out);
+  const victim = join(out, 'shard-00002.arrow');
+  const bytes = readFileSync(victim);
+  bytes[bytes.length >> 1] ^= 0xff;
+  writeFileSync(victim, bytes);
+  const r = await harvest(base(model, corpus, out));
+  assert.equal(r.newShards, 1);
+  assert.deepEqual(shardBytes(out), want);
+  await assert.rejects(harvest({ ...base(model, corpus, out), seed: 4 }), /holds a different harvest/);
+  const forced = await harvest({ ...base(model, corpus, out), seed: 4, force: true });
+  assert.equal(forced.reusedShards, 0);
+  assert.notDeepEqual(shardBytes(out), want);
+});
+
+function sdl(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { code: r.status, stderr: r.stderr, stdout: r.stdout };
+}
+
+function assertCleanError(r: { code: number | null; stderr: string }, pattern: RegExp) {
+  assert.equal(r.code, 2, r.stderr);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+  assert.match(lines[0], /^sdl: /);
+  assert.match(lines[0], pattern);
+}
+
+test('bad input gets one clear line and exit code 2, and leaves no harvest behind', () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const corpus = corpusFile(dir, 50);
+  const out = join(dir, 'out');
+  assertCleanError(sdl('harvest', '--model', join(dir, 'nope.onnx'), '--layer', '0', '--out', out), /model .*nope.onnx not found/);
+  writeFileSync(join(dir, 'fake.onnx'), 'this is text, not a protobuf model at all');
+  writeFileSync(join(dir, 'tokenizer.json'), '{}');
+  assertCleanError(sdl('harvest', '--model', join(dir, 'fake.onnx'), '--layer', '0', '--corpus', corpus, '--out', out), /fake.onnx is not an ONNX model/);
+  assertCleanError(sdl('harvest', '--model', model, '--layer', '9', '--corpus', corpus, '--out', out), /layer 9 does not exist: tiny has 2 layers \(0-1\)/);
+  assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--sites', 'resid_side', '--corpus', corpus, '--out', out), /unknown site 'resid_side'/);
+  writeFileSync(join(dir, 'empty.txt'), '');
+  assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', join(dir, 'empty.txt'), '--out', out), /corpus .*empty.txt is empty/);
+  writeFileSync(join(dir, 'bin.txt'), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 1, 2, 0xff, 0xfe, 0, 0]));
+  assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', join(dir, 'bin.txt'), '--out', out), /looks binary/);
+  assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', join(dir, 'missing.txt'), '--out', out), /corpus .*missing.txt not found/);
+  assertCleanError(sdl('harvest', '--model', model, '--tensor', 'no/such/tensor', '--corpus', corpus, '--out', out), /tensor 'no\/such\/tensor' is not in tiny/);
+  assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--ctx', '1000', '--out', out), /--ctx 1000 exceeds tiny's context length 256/);
+  assert.ok(!existsSync(join(out, 'manifest.json')));
+  // A working run on the same folder then succeeds.
+  const ok = sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--tokens', '256', '--ctx', '32', '--out', out, '--json');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(JSON.parse(ok.stdout).tokens, 256);
+});
