@@ -4,13 +4,14 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { loadModel, type LoadedModel } from '../models/model.js';
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
-import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
+import { createSession, hookSubgraph, makeFeeds } from '../onnx/session.js';
 import { documents, describeCorpus, type Split } from '../corpus/sources.js';
 import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
 import { sha256, writeAtomic } from '../util/fsx.js';
 import { Progress, fmtCount } from '../util/progress.js';
-import { ShardBuffer, encodeShard, type Dtype } from './shard.js';
+import type { ShardBuffer, Dtype } from './shard.js';
+import { ShardWriter, type Written } from './shard-writer.js';
 import { identityHash, readManifest, writeManifest, type HarvestIdentity, type Manifest, type SiteInfo } from './manifest.js';
 import { versions } from '../util/versions.js';
 
@@ -152,8 +153,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   const t0 = performance.now();
   const elapsedBefore = m.elapsed_s;
 
-  const bytes = exposeHooks(model.bytes, hooks, new Set(model.proto.graph.outputs.map((o) => o.name)));
-  const session = await createSession(bytes, { threads: cfg.threads });
+  const bytes = hookSubgraph(model.bytes, model.proto, hooks);
+  const session = await createSession(bytes, { threads: cfg.threads, spinning: false }); // the shard writer shares the cores
   const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
   const fetches = [...new Set(hooks.map((h) => h.tensor))];
 
@@ -164,7 +165,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
   const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
   let doneRows = doneRowsAtStart;
-  let newShards = 0;
 
   const checkVocab = (w: Window) => {
     for (let i = 0; i < w.ids.length; i++) {
@@ -186,66 +186,83 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     });
   };
 
-  const stream = windowStream(model, cfg);
-  let exhausted = false;
-  for (let k = 0; k < nShards && !exhausted; k++) {
-    const first = k * windowsPerShard;
-    const count = Math.min(windowsPerShard, nWindows - first);
-    // Windows of this shard (tokenization is cheap next to the model, so finished shards are re-derived and skipped).
-    const ws: Window[] = [];
-    for (let i = 0; i < count; i++) {
-      const n = stream.next();
-      if (n.done) { exhausted = true; break; }
-      checkVocab(n.value);
-      ws.push(n.value);
-    }
-    if (good.has(k)) { oov = 0; continue; }
-    if (!ws.length) break;
-    // Run in batches, keeping one batch in flight while the previous one is copied out.
-    let pending = runBatch(ws.slice(0, cfg.batch));
-    for (let b = 0; b < ws.length; b += cfg.batch) {
-      const res = await pending;
-      if (b + cfg.batch < ws.length) pending = runBatch(ws.slice(b + cfg.batch, b + 2 * cfg.batch));
-      const bw = ws.slice(b, b + cfg.batch);
-      if (!sites) {
-        sites = hooks.map((h) => {
-          const dims = res[h.tensor].dims;
-          return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
-        });
-        m.sites = sites;
-      }
-      if (!buf) buf = new ShardBuffer(windowsPerShard * cfg.ctx, sites);
-      for (let si = 0; si < sites.length; si++) {
-        const t = res[sites[si].tensor];
-        const expect = bw.length * cfg.ctx * sites[si].width;
-        if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
-          throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
-        }
-        buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
-      }
-      bw.forEach((w, i) => {
-        const r = buf!.rows + i * cfg.ctx;
-        buf!.token.set(w.ids, r);
-        buf!.doc.set(w.docs, r);
-        buf!.window.fill(w.index, r, r + cfg.ctx);
-        for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
-      });
-      buf.rows += bw.length * cfg.ctx;
-      doneRows += bw.length * cfg.ctx;
-      progress.update(doneRows, `shard ${k + 1}/${nShards}`);
-    }
-    const file = `shard-${String(k).padStart(5, '0')}.arrow`;
-    const data = encodeShard(buf!, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) });
-    writeAtomic(join(out, file), data);
-    good.set(k, { file, rows: buf!.rows, sha256: sha256(data) });
-    buf!.reset();
+  const writer = new ShardWriter();
+  let inFlight: Promise<{ k: number; file: string; w: Written; oov: number }> | undefined;
+  let newShards = 0;
+  const recordWrite = async () => {
+    if (!inFlight) return;
+    const { k, file, w, oov: o } = await inFlight;
+    inFlight = undefined;
+    good.set(k, { file, rows: w.rows, sha256: w.sha256 });
     newShards++;
     m.shards = [...good.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
     m.tokens = m.shards.reduce((a, s) => a + s.rows, 0);
-    m.oov_mapped += oov;
-    oov = 0;
+    m.oov_mapped += o;
     m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
     writeManifest(out, m);
+  };
+  const stream = windowStream(model, cfg);
+  let exhausted = false;
+  try {
+    for (let k = 0; k < nShards && !exhausted; k++) {
+      const first = k * windowsPerShard;
+      const count = Math.min(windowsPerShard, nWindows - first);
+      // Windows of this shard (tokenization is cheap next to the model, so finished shards are re-derived and skipped).
+      const ws: Window[] = [];
+      for (let i = 0; i < count; i++) {
+        const n = stream.next();
+        if (n.done) { exhausted = true; break; }
+        checkVocab(n.value);
+        ws.push(n.value);
+      }
+      if (good.has(k)) { oov = 0; continue; }
+      if (!ws.length) break;
+      // Run in batches, keeping one batch in flight while the previous one is copied out.
+      let pending = runBatch(ws.slice(0, cfg.batch));
+      for (let b = 0; b < ws.length; b += cfg.batch) {
+        const res = await pending;
+        if (b + cfg.batch < ws.length) pending = runBatch(ws.slice(b + cfg.batch, b + 2 * cfg.batch));
+        const bw = ws.slice(b, b + cfg.batch);
+        if (!sites) {
+          sites = hooks.map((h) => {
+            const dims = res[h.tensor].dims;
+            return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
+          });
+          m.sites = sites;
+        }
+        if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
+        for (let si = 0; si < sites.length; si++) {
+          const t = res[sites[si].tensor];
+          const expect = bw.length * cfg.ctx * sites[si].width;
+          if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
+            throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
+          }
+          buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
+        }
+        bw.forEach((w, i) => {
+          const r = buf!.rows + i * cfg.ctx;
+          buf!.token.set(w.ids, r);
+          buf!.doc.set(w.docs, r);
+          buf!.window.fill(w.index, r, r + cfg.ctx);
+          for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
+        });
+        buf.rows += bw.length * cfg.ctx;
+        doneRows += bw.length * cfg.ctx;
+        progress.update(doneRows, `shard ${k + 1}/${nShards}`);
+      }
+      // Hand the shard to the writer thread; record the previous one once it is safely on disk.
+      await recordWrite();
+      const file = `shard-${String(k).padStart(5, '0')}.arrow`;
+      const oovHere = oov;
+      oov = 0;
+      const full = buf!;
+      buf = undefined;
+      inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
+    }
+    await recordWrite();
+  } finally {
+    await writer.close();
+    await session.release();
   }
   if (exhausted && !cfg.quiet) process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
   if (m.tokens === 0) throw new UserError(`the corpus ${cfg.corpus} (split ${cfg.split}) gave no complete ${cfg.ctx}-token window; use a larger corpus, another --split, or a smaller --ctx`);
@@ -254,7 +271,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   writeManifest(out, m);
   const seconds = (performance.now() - t0) / 1000;
   progress.done();
-  await session.release();
   writeAtomic(join(cacheDir(), 'LATEST_HARVEST'), out + '\n');
   return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
 }

@@ -18,11 +18,11 @@ export interface ShardSite {
 /** An in-memory shard being filled row by row (preallocated; no growth in the hot path). */
 export class ShardBuffer {
   rows = 0;
-  readonly doc: Int32Array;
-  readonly window: Int32Array;
-  readonly pos: Int32Array;
-  readonly token: Int32Array;
-  readonly values: Float32Array[];
+  doc: Int32Array;
+  window: Int32Array;
+  pos: Int32Array;
+  token: Int32Array;
+  values: Float32Array[];
 
   constructor(readonly capacity: number, readonly sites: ShardSite[]) {
     this.doc = new Int32Array(capacity);

@@ -45,27 +45,55 @@ export class Llama2cTokenizer implements Tokenizer {
       this.vocab.push(s);
       if (!this.lookup.has(s)) this.lookup.set(s, i);
     }
+    this.wordSafe = this.vocab.every((p) => p.indexOf(' ', 1) < 0);
   }
 
   get vocabSize(): number {
     return this.vocab.length;
   }
 
+  /**
+   * True when no piece has a space after its first character: then no merge can cross the start of a
+   * space-led word, and encoding word by word (with a cache) gives exactly run.c's result.
+   */
+  private readonly wordSafe: boolean = false;
+  private readonly wordCache = new Map<string, number[]>();
+
   /** Encodes exactly as llama2.c's run.c: optional BOS, a dummy-prefix space, code points, then merges by best score. */
   encode(text: string, opts: { bos?: boolean; prefix?: boolean } = {}): number[] {
-    const tokens: number[] = [];
-    if (text.length > 0 && (opts.prefix ?? true)) {
-      const space = this.lookup.get(' ');
-      if (space !== undefined) tokens.push(space);
+    const withPrefix = text.length > 0 && (opts.prefix ?? true) && this.lookup.has(' ') ? ' ' + text : text;
+    const tokens: number[] = (opts.bos ?? true) ? [this.bosId] : [];
+    if (!this.wordSafe) {
+      tokens.push(...this.mergeAll(withPrefix));
+      return tokens;
     }
+    // Words start at each space; runs of spaces each start a word (a merge may still join them, since
+    // a piece '  ' has its second space after index 0 only if such a piece exists, which wordSafe excludes).
+    let start = 0;
+    for (let i = 1; i <= withPrefix.length; i++) {
+      if (i === withPrefix.length || withPrefix.charCodeAt(i) === 32) {
+        const word = withPrefix.slice(start, i);
+        let ids = this.wordCache.get(word);
+        if (!ids) {
+          ids = this.mergeAll(word);
+          if (this.wordCache.size < 200000) this.wordCache.set(word, ids);
+        }
+        for (const id of ids) tokens.push(id);
+        start = i;
+      }
+    }
+    return tokens;
+  }
+
+  /** run.c's algorithm on one string: code points (or their bytes + 3), then best-score merges, leftmost on ties. */
+  private mergeAll(text: string): number[] {
+    const tokens: number[] = [];
     const enc = new TextEncoder();
     for (const ch of text) {
       const id = this.lookup.get(ch);
       if (id !== undefined) tokens.push(id);
       else for (const b of enc.encode(ch)) tokens.push(b + 3); // byte fallback: <0x00> is id 3
     }
-    // Greedy merges: the pair whose merged piece has the highest score, leftmost on ties.
-    // A linked list keeps each merge O(1) in place; the scan is O(n) per merge as in run.c.
     for (;;) {
       let bestScore = -Infinity, bestIdx = -1, bestId = -1;
       for (let i = 0; i + 1 < tokens.length; i++) {
@@ -79,8 +107,12 @@ export class Llama2cTokenizer implements Tokenizer {
       if (bestIdx < 0) break;
       tokens.splice(bestIdx, 2, bestId);
     }
-    if (opts.bos ?? true) tokens.unshift(this.bosId);
     return tokens;
+  }
+
+  /** The reference path, without the word split (for tests). */
+  encodeGlobal(text: string): number[] {
+    return [this.bosId, ...this.mergeAll(text.length > 0 && this.lookup.has(' ') ? ' ' + text : text)];
   }
 
   private pieceBytes(id: number, prev: number): Uint8Array | string {

@@ -374,3 +374,46 @@ export function appendToGraph(model: Uint8Array, extra: { outputs?: ValueInfo[];
   out.set(tail, model.length);
   return out;
 }
+
+/**
+ * Rewrites a serialized model's graph at the byte level: keeps the nodes `keepNode` accepts (by their
+ * index in graph order), replaces the graph outputs with `outputs`, and appends `nodes`. Every kept field
+ * is copied verbatim, so whatever sdlkit does not decode (subgraphs, doc strings, types) survives.
+ */
+export function pruneGraph(model: Uint8Array, keepNode: (index: number) => boolean, outputs: ValueInfo[], nodes: NodeProto[] = [], keepInitializer: (name: string) => boolean = () => true): Uint8Array {
+  const r = new Reader(model);
+  const w = new Writer();
+  let nodeIndex = 0;
+  let first = true;
+  while (!r.done()) {
+    const start = r.pos;
+    const { field, wire } = r.tag();
+    if (field !== 7) {
+      r.skip(wire);
+      w.raw(model.subarray(start, r.pos));
+      continue;
+    }
+    const gr = r.sub();
+    const g = new Writer();
+    while (!gr.done()) {
+      const fs = gr.pos;
+      const t = gr.tag();
+      gr.skip(t.wire);
+      if (t.field === 1 && !keepNode(nodeIndex++)) continue;
+      if (t.field === 12) continue;
+      if (t.field === 5) {
+        const tr = new Reader(gr.buf, fs, gr.pos);
+        tr.tag();
+        if (!keepInitializer(decodeTensor(tr.sub()).name)) continue;
+      }
+      g.raw(gr.buf.subarray(fs, gr.pos));
+    }
+    if (first) {
+      for (const n of nodes) g.bytes(1, encodeNode(n, FLOAT_ATTRS));
+      for (const o of outputs) g.bytes(12, encodeValueInfo(o));
+      first = false;
+    }
+    w.bytes(7, g.finish());
+  }
+  return w.finish();
+}

@@ -1,13 +1,16 @@
 // Running ONNX models with onnxruntime-node: exposing hook tensors as outputs and feeding the
 // inputs that decoder-only LMs take (ids, positions, attention mask, empty KV caches).
 import * as ort from 'onnxruntime-node';
-import { DataType, appendToGraph, type ValueInfo } from './proto.js';
+import { DataType, appendToGraph, pruneGraph, type ModelProto, type ValueInfo } from './proto.js';
+import { GraphIndex } from './graph.js';
 import type { HookPoint } from './hooks.js';
 import { UserError } from '../util/errors.js';
 
 export interface SessionOptions {
   /** Intra-op threads (default: all cores). */
   threads?: number;
+  /** Let idle intra-op threads spin (fastest alone; off when another thread shares the cores). */
+  spinning?: boolean;
 }
 
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
@@ -17,6 +20,8 @@ export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
+      logSeverityLevel: 3,
+      extra: { session: { intra_op: { allow_spinning: opts.spinning === false ? '0' : '1' } } },
     });
   } catch (e) {
     throw new UserError(`onnxruntime could not load the model: ${String((e as Error).message).split('\n')[0]}`);
@@ -34,6 +39,34 @@ export function exposeHooks(bytes: Uint8Array, hooks: HookPoint[], existingOutpu
     outputs.push({ name: h.tensor, elemType: 0 });
   }
   return outputs.length || nodes.length ? appendToGraph(bytes, { outputs, nodes }) : bytes;
+}
+
+/**
+ * The model cut down to what the hooks need: nodes downstream of every hook (later layers, the LM head)
+ * are dropped and the hooks become the only outputs. Harvesting layer 3 of 8 then costs about 4 layers.
+ */
+export function hookSubgraph(bytes: Uint8Array, proto: ModelProto, hooks: HookPoint[]): Uint8Array {
+  // Subgraphs (If/Loop bodies) read outer tensors implicitly; keep such models whole.
+  if (proto.graph.nodes.some((n) => Object.values(n.attrs).some((a) => typeof a === 'object' && a !== null && 'graph' in a))) {
+    return exposeHooks(bytes, hooks, new Set(proto.graph.outputs.map((o) => o.name)));
+  }
+  const ix = new GraphIndex(proto.graph);
+  const extra = hooks.flatMap((h) => h.extraNodes ?? []);
+  const need = new Set<number>();
+  const stack = [...new Set([...hooks.map((h) => h.tensor), ...extra.flatMap((n) => n.inputs)])];
+  const seen = new Set<string>();
+  while (stack.length) {
+    const t = stack.pop()!;
+    if (seen.has(t)) continue;
+    seen.add(t);
+    const p = ix.producer.get(t);
+    if (!p || need.has(p.index)) continue;
+    need.add(p.index);
+    for (const i of p.node.inputs) if (i) stack.push(i);
+  }
+  const outputs = [...new Set(hooks.map((h) => h.tensor))].map((name) => ({ name, elemType: 0 }));
+  const used = new Set([...need].flatMap((i) => proto.graph.nodes[i].inputs).concat(extra.flatMap((n) => n.inputs)));
+  return pruneGraph(bytes, (i) => need.has(i), outputs, extra, (name) => used.has(name));
 }
 
 const ID_INPUT = /^(input_ids|ids|tokens|token_ids|input)$|[./]input_ids$/;

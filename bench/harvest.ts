@@ -1,0 +1,72 @@
+// Harvest throughput against a bare onnxruntime-node forward pass of the same model, same batch and context.
+// Usage: node dist/bench/harvest.js [--model <folder>] [--tokens 131072] [--repeats 3]
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { harvest } from '../src/activations/harvest.js';
+import { loadModel } from '../src/models/model.js';
+import { importLlama2c } from '../src/models/import-llama2c.js';
+import { createSession, makeFeeds } from '../src/onnx/session.js';
+import { Rng } from '../src/util/rng.js';
+
+const arg = (name: string, def: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+};
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function bareForward(modelDir: string, tokens: number, ctx: number, batch: number): Promise<number> {
+  const m = loadModel(modelDir);
+  const s = await createSession(m.bytes);
+  const inputs = m.proto.graph.inputs;
+  const rng = new Rng(1);
+  const n = Math.ceil(tokens / (ctx * batch));
+  const ids = Int32Array.from({ length: ctx * batch }, () => rng.int(Math.min(m.vocabSize, m.tokenizer.vocabSize)));
+  await s.run(makeFeeds(inputs, ids, batch, ctx)); // warm-up
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await s.run(makeFeeds(inputs, ids, batch, ctx));
+  const secs = (performance.now() - t0) / 1000;
+  await s.release();
+  return (n * ctx * batch) / secs;
+}
+
+async function main() {
+  const tokens = Number(arg('tokens', '131072'));
+  const repeats = Number(arg('repeats', '3'));
+  const ctx = Number(arg('ctx', '128'));
+  const batch = Number(arg('batch', '16'));
+  const layer = Number(arg('layer', '3'));
+  const models: [string, string][] = [];
+  const given = arg('model', '');
+  if (given) models.push([given, given]);
+  else {
+    const stories = join(process.cwd(), '../shared/models/stories260K');
+    if (existsSync(stories)) {
+      const dir = mkdtempSync(join(tmpdir(), 'bench-'));
+      importLlama2c(join(stories, 'stories260K.bin'), join(stories, 'tok512.bin'), join(dir, 'stories260K'));
+      models.push(['stories260K', join(dir, 'stories260K')]);
+    }
+    const bundled = join(process.cwd(), 'models/sdl-tiny');
+    if (existsSync(join(bundled, 'config.json'))) models.push(['sdl-tiny (bundled)', bundled]);
+  }
+  const rows: string[] = [];
+  for (const [label, dir] of models) {
+    const bare: number[] = [], harv: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      bare.push(await bareForward(dir, tokens, ctx, batch));
+      const out = mkdtempSync(join(tmpdir(), 'bench-h-'));
+      const res = await harvest({ model: dir, hooks: [`blocks.${layer}.hook_resid_post`, `blocks.${layer}.hook_mlp_in`, `blocks.${layer}.hook_mlp_out`], corpus: 'builtin', split: 'all', tokens, ctx, batch, dtype: 'f32', seed: r, shardTokens: 65536, out, quiet: true });
+      harv.push(res.tokensPerSecond);
+      rmSync(out, { recursive: true, force: true });
+    }
+    const b = median(bare), h = median(harv);
+    rows.push(`| ${label} | ${ctx} | ${batch} | ${Math.round(b)} (${Math.round(Math.min(...bare))}-${Math.round(Math.max(...bare))}) | ${Math.round(h)} (${Math.round(Math.min(...harv))}-${Math.round(Math.max(...harv))}) | ${(h / b).toFixed(2)}x |`);
+  }
+  console.log(`harvest vs bare onnxruntime forward, ${tokens} tokens, median of ${repeats} (min-max), tokens/s`);
+  console.log('| model | ctx | batch | bare forward | sdl harvest (3 hooks, tokenize + write) | ratio |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of rows) console.log(r);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
