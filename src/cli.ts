@@ -6,6 +6,7 @@ import { UserError } from './util/errors.js';
 import * as importCmd from './commands/import.js';
 import * as inspectCmd from './commands/inspect.js';
 import * as harvestCmd from './commands/harvest.js';
+import * as fitCmd from './commands/fit.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -19,7 +20,7 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

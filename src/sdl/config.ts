@@ -1,0 +1,115 @@
+// Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
+// Where the established tools disagree (peers.md section 9), the choice is named here.
+
+export type Kind = 'sae' | 'transcoder' | 'crosscoder';
+export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
+
+/** What a dictionary is: shapes, activation, and the sites it reads and writes. */
+export interface DictConfig {
+  kind: Kind;
+  activation: Activation;
+  /** Encoder input sites (concatenated in this order) and their widths. */
+  sitesIn: { name: string; width: number }[];
+  /** Decoder output sites and widths (per-site decoder blocks for crosscoders). */
+  sitesOut: { name: string; width: number }[];
+  dIn: number;
+  dOut: number;
+  dSae: number;
+  /** TopK / BatchTopK / Matryoshka: active latents per token. */
+  k: number;
+  /** Matryoshka: nested prefix widths (ascending, last = dSae). */
+  matryoshkaWidths: number[];
+  /** Subtract b_dec from the input before encoding (SAEs and crosscoders; never transcoders). */
+  applyBDecToInput: boolean;
+  /** The paper's theory setting: no b_enc / b_dec. */
+  noBias: boolean;
+  /** W_dec = W_enc^T. */
+  tied: boolean;
+}
+
+export interface TrainConfig {
+  /** Adam learning rate; default 2e-4 / sqrt(dSae / 2^14) (sparsify's rule). */
+  lr?: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEps: number;
+  /** Linear LR warm-up, in steps (default 5% of training). */
+  lrWarmupSteps?: number;
+  /** Linear LR decay to zero over the last fraction of training. */
+  lrDecayFraction: number;
+  /** Sparsity-coefficient warm-up, in steps (default 5% of training). */
+  sparsityWarmupSteps?: number;
+  /** Clip the global gradient norm (SAELens: 1.0). 0 disables. */
+  clipGradNorm: number;
+  batchTokens: number;
+  /** Training length: tokens or steps (steps wins when both are set). */
+  tokens?: number;
+  steps?: number;
+  seed: number;
+  /** ReLU: L1 coefficient (weighted by decoder norms). JumpReLU: L0 coefficient. */
+  sparsityCoefficient?: number;
+  jumpreluBandwidth: number;
+  jumpreluInitThreshold: number;
+  /** Keep decoder rows at unit norm, removing the gradient along them. */
+  unitNormDecoder: boolean;
+  bDecInit: 'geometric_median' | 'mean' | 'zeros';
+  /** Scale inputs (and targets) to mean norm sqrt(width) per site; folded back into the saved weights. */
+  normalizeActivations: boolean;
+  /** Latents that have not fired for this many tokens are dead (default min(10M, 25% of training)). */
+  deadWindowTokens?: number;
+  /** AuxK for the TopK family: coefficient (OpenAI/dictionary_learning: 1/32) and k_aux (default dIn/2). */
+  auxkCoefficient: number;
+  auxkK?: number;
+  /** BatchTopK threshold EMA rate (SAELens topk_threshold_lr). */
+  thresholdLr: number;
+  /** Anthropic resampling every N steps (0: off). */
+  resampleEvery: number;
+  /** Stop resampling after this step (default: 75% of training). */
+  resampleUntil?: number;
+  /** Feature anchoring (paper section 5). */
+  anchors?: { encoder: Float32Array[]; decoder: Float32Array[] };
+  anchorWeight: number;
+  /** Held-out tokens (taken from the end of the shards, never trained on). */
+  evalTokens: number;
+  evalEvery: number;
+  checkpointEvery: number;
+  /** Rows in the streaming shuffle buffer. */
+  shuffleBufferTokens: number;
+  /** Skip the BOS row of every window (its activations are outliers). */
+  excludeBos: boolean;
+}
+
+export const TRAIN_DEFAULTS: TrainConfig = {
+  adamBeta1: 0.9,
+  adamBeta2: 0.999,
+  adamEps: 1e-8,
+  lrDecayFraction: 0.2,
+  clipGradNorm: 1.0,
+  batchTokens: 4096,
+  seed: 0,
+  jumpreluBandwidth: 0.05,
+  jumpreluInitThreshold: 0.01,
+  unitNormDecoder: true,
+  bDecInit: 'geometric_median',
+  normalizeActivations: true,
+  auxkCoefficient: 1 / 32,
+  thresholdLr: 0.01,
+  resampleEvery: 0,
+  anchorWeight: 0.1,
+  evalTokens: 16384,
+  evalEvery: 500,
+  checkpointEvery: 500,
+  shuffleBufferTokens: 262144,
+  excludeBos: true,
+};
+
+/** Default sparsity coefficients per activation (normalised units, E||x|| = sqrt(d)). */
+export const DEFAULT_SPARSITY: Record<Activation, number> = { relu: 5, jumprelu: 0.05, topk: 0, batchtopk: 0, matryoshka: 0 };
+
+export const defaultLr = (dSae: number): number => 2e-4 / Math.sqrt(dSae / 16384);
+
+/** Matryoshka prefixes: dSae/16, /8, /4, /2, 1 (rounded), as SAELens' matryoshka_widths examples nest. */
+export function defaultMatryoshkaWidths(dSae: number): number[] {
+  const w = [16, 8, 4, 2].map((f) => Math.max(1, Math.round(dSae / f)));
+  return [...new Set([...w, dSae])].sort((a, b) => a - b);
+}

@@ -1,0 +1,177 @@
+// Training data from harvested shards: site selection, per-site normalisation, a held-out split, NaN
+// checks, and a streaming shuffle buffer whose memory is bounded whatever the shards' total size.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeShard } from '../activations/shard.js';
+import type { Manifest } from '../activations/manifest.js';
+import { UserError } from '../util/errors.js';
+import { Rng } from '../util/rng.js';
+
+export interface SiteRef {
+  name: string;
+  width: number;
+}
+
+/** Rows of one shard for the chosen sites, as [rows, dIn] and [rows, dOut] (the same array when in == out). */
+export interface Rows {
+  n: number;
+  x: Float32Array;
+  y: Float32Array;
+}
+
+function concatSites(values: Map<string, Float32Array>, sites: SiteRef[], keep: Int32Array, n: number): Float32Array {
+  const d = sites.reduce((a, s) => a + s.width, 0);
+  const out = new Float32Array(n * d);
+  let off = 0;
+  for (const s of sites) {
+    const v = values.get(s.name)!;
+    for (let r = 0; r < n; r++) out.set(v.subarray(keep[r] * s.width, (keep[r] + 1) * s.width), r * d + off);
+    off += s.width;
+  }
+  return out;
+}
+
+const sameSites = (a: SiteRef[], b: SiteRef[]) => a.length === b.length && a.every((s, i) => s.name === b[i].name);
+
+/** A range of raw rows [from, to) of one shard. */
+export interface RowRange {
+  shard: number;
+  from: number;
+  to: number;
+}
+
+/** Loads a range of a shard's rows (BOS rows dropped when asked), refusing NaN or Inf with the shard and row. */
+export function loadRows(dir: string, manifest: Manifest, range: RowRange, sitesIn: SiteRef[], sitesOut: SiteRef[], excludeBos: boolean): Rows {
+  const shard = range.shard;
+  const info = manifest.shards[shard];
+  const names = [...new Set([...sitesIn, ...sitesOut].map((s) => s.name))];
+  const data = decodeShard(new Uint8Array(readFileSync(join(dir, info.file))), names);
+  for (const name of names) {
+    const v = data.values.get(name);
+    if (!v) throw new UserError(`shard ${info.file} has no column ${name}`);
+    const w = data.widths.get(name)!;
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i])) throw new UserError(`shard ${info.file} row ${Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`);
+    }
+  }
+  const keep = new Int32Array(data.rows);
+  let n = 0;
+  for (let r = range.from; r < Math.min(range.to, data.rows); r++) if (!excludeBos || data.pos[r] !== 0) keep[n++] = r;
+  const x = concatSites(data.values, sitesIn, keep, n);
+  const y = sameSites(sitesIn, sitesOut) ? x : concatSites(data.values, sitesOut, keep, n);
+  return { n, x, y };
+}
+
+/** Per-site scale factors so each site's mean norm is sqrt(width) (SAELens expected_average_only_in). */
+export function siteScales(rows: Rows, sites: SiteRef[], which: 'x' | 'y'): number[] {
+  const a = rows[which];
+  const d = sites.reduce((s, x) => s + x.width, 0);
+  let off = 0;
+  return sites.map((s) => {
+    let sum = 0;
+    for (let r = 0; r < rows.n; r++) {
+      let q = 0;
+      for (let j = 0; j < s.width; j++) q += a[r * d + off + j] ** 2;
+      sum += Math.sqrt(q);
+    }
+    off += s.width;
+    const mean = sum / Math.max(1, rows.n);
+    return mean > 0 ? Math.sqrt(s.width) / mean : 1;
+  });
+}
+
+export function applyScales(a: Float32Array, sites: SiteRef[], scales: number[]): void {
+  const d = sites.reduce((s, x) => s + x.width, 0);
+  const n = a.length / d;
+  let off = 0;
+  sites.forEach((s, i) => {
+    const f = scales[i];
+    if (f !== 1) for (let r = 0; r < n; r++) for (let j = 0; j < s.width; j++) a[r * d + off + j] *= f;
+    off += s.width;
+  });
+}
+
+/** The last `evalTokens` raw rows of a harvest are held out; everything before them trains. */
+export function splitRows(manifest: Manifest, evalTokens: number): { train: RowRange[]; held: RowRange[] } {
+  const train: RowRange[] = [], held: RowRange[] = [];
+  let left = Math.min(evalTokens, Math.floor(manifest.tokens / 2));
+  for (let s = manifest.shards.length - 1; s >= 0; s--) {
+    const rows = manifest.shards[s].rows;
+    const h = Math.min(left, rows);
+    left -= h;
+    if (h > 0) held.unshift({ shard: s, from: rows - h, to: rows });
+    if (h < rows) train.unshift({ shard: s, from: 0, to: rows - h });
+  }
+  return { train, held };
+}
+
+/**
+ * Streams training rows in random order: shards in a seeded random order per epoch, rows drawn at
+ * random from a fixed-capacity buffer and replaced by the next incoming rows.
+ */
+export class ShuffleStream {
+  private readonly rng: Rng;
+  private readonly bx: Float32Array;
+  private readonly by: Float32Array;
+  private readonly same: boolean;
+  private fill = 0;
+  private queue: number[] = [];
+  private cur?: Rows;
+  private curPos = 0;
+  epoch = 0;
+
+  constructor(
+    private readonly load: (range: RowRange) => Rows,
+    private readonly trainShards: RowRange[],
+    private readonly dIn: number,
+    private readonly dOut: number,
+    capacity: number,
+    seed: number,
+    private readonly transform?: (r: Rows) => void,
+    sameInOut = false,
+  ) {
+    this.rng = new Rng(seed);
+    const total = trainShards.reduce((a, s) => a + s.to - s.from, 0);
+    if (total === 0) throw new UserError('no training rows: the harvest is empty after the held-out split; harvest more tokens or lower --eval-tokens');
+    const cap = Math.max(1, Math.min(capacity, total));
+    this.same = sameInOut;
+    this.bx = new Float32Array(cap * dIn);
+    this.by = sameInOut ? this.bx : new Float32Array(cap * dOut);
+    while (this.fill < cap) {
+      const r = this.nextRow();
+      this.bx.set(r.x, this.fill * dIn);
+      if (!sameInOut) this.by.set(r.y, this.fill * dOut);
+      this.fill++;
+    }
+  }
+
+  private nextRow(): { x: Float32Array; y: Float32Array } {
+    while (!this.cur || this.curPos >= this.cur.n) {
+      if (!this.queue.length) {
+        this.queue = this.rng.shuffle(this.trainShards.map((_, i) => i));
+        if (this.cur) this.epoch++;
+      }
+      const rows = this.load(this.trainShards[this.queue.pop()!]);
+      this.transform?.(rows);
+      this.cur = rows;
+      this.curPos = 0;
+    }
+    const i = this.curPos++;
+    const x = this.cur.x.subarray(i * this.dIn, (i + 1) * this.dIn);
+    return { x, y: this.same ? x : this.cur.y.subarray(i * this.dOut, (i + 1) * this.dOut) };
+  }
+
+  /** Fills `x` [B, dIn] and `y` [B, dOut] with a random batch, refilling the used buffer slots. */
+  batch(B: number, x: Float32Array, y: Float32Array): void {
+    const cap = this.fill;
+    for (let b = 0; b < B; b++) {
+      const slot = this.rng.int(cap);
+      x.set(this.bx.subarray(slot * this.dIn, (slot + 1) * this.dIn), b * this.dIn);
+      if (!this.same) y.set(this.by.subarray(slot * this.dOut, (slot + 1) * this.dOut), b * this.dOut);
+      const r = this.nextRow();
+      this.bx.set(r.x, slot * this.dIn);
+      if (!this.same) this.by.set(r.y, slot * this.dOut);
+    }
+    if (this.same && y !== x) y.set(x);
+  }
+}

@@ -1,0 +1,185 @@
+// The dictionary: x_q = sigma(W_enc^T (x - b_dec?) + b_enc), x_r_hat = W_dec^T x_q + b_dec, one shape for
+// SAEs, transcoders and crosscoders (they differ only in the sites they read and write).
+// Weights are stored in SAELens orientation: W_enc [d_in, d_sae], W_dec [d_sae, d_out].
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DictConfig } from './config.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+import { UserError } from '../util/errors.js';
+import { writeJsonAtomic } from '../util/fsx.js';
+
+export interface DictionaryWeights {
+  W_enc: Float32Array;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+  /** Per-latent inference threshold (JumpReLU; BatchTopK and Matryoshka store their global one here). */
+  threshold?: Float32Array;
+}
+
+export const WEIGHTS_FILE = 'sae_weights.safetensors';
+export const CFG_FILE = 'cfg.json';
+
+/** The saved cfg.json: SAELens' keys (so its loader reads the folder) plus sdlkit's full record. */
+export interface SavedCfg {
+  d_in: number;
+  d_sae: number;
+  d_out?: number;
+  dtype: 'float32';
+  device: 'cpu';
+  apply_b_dec_to_input: boolean;
+  normalize_activations: 'none';
+  reshape_activations: 'none';
+  architecture: string;
+  k?: number;
+  metadata: Record<string, unknown>;
+  sdlkit: { dict: DictConfig; [key: string]: unknown };
+}
+
+/** SAELens architecture name for a dictionary. BatchTopK/Matryoshka infer as JumpReLU with a global threshold. */
+export function saelensArchitecture(cfg: DictConfig): string {
+  const base = cfg.activation === 'relu' ? 'standard' : cfg.activation === 'topk' ? 'topk' : 'jumprelu';
+  if (cfg.kind !== 'transcoder') return base;
+  return base === 'standard' ? 'transcoder' : base === 'jumprelu' ? 'jumprelu_transcoder' : 'topk_transcoder';
+}
+
+export class Dictionary {
+  constructor(readonly cfg: DictConfig, readonly w: DictionaryWeights, readonly meta: Record<string, unknown> = {}) {
+    const { dIn, dOut, dSae } = cfg;
+    const check = (name: string, a: Float32Array | undefined, n: number) => {
+      if (a && a.length !== n) throw new UserError(`dictionary tensor ${name} has ${a.length} values, expected ${n}`);
+    };
+    check('W_enc', w.W_enc, dIn * dSae);
+    check('W_dec', w.W_dec, dSae * dOut);
+    check('b_enc', w.b_enc, dSae);
+    check('b_dec', w.b_dec, dOut);
+    check('threshold', w.threshold, dSae);
+  }
+
+  /** Pre-activations for `n` rows of x [n, dIn] (row-major). */
+  preacts(x: Float32Array, n: number): Float32Array {
+    const { dIn, dSae, applyBDecToInput } = this.cfg;
+    const { W_enc, b_enc, b_dec } = this.w;
+    const pre = new Float32Array(n * dSae);
+    const xr = new Float32Array(dIn);
+    for (let r = 0; r < n; r++) {
+      for (let i = 0; i < dIn; i++) xr[i] = x[r * dIn + i] - (applyBDecToInput ? b_dec[i] : 0);
+      const out = pre.subarray(r * dSae, (r + 1) * dSae);
+      out.set(b_enc);
+      for (let i = 0; i < dIn; i++) {
+        const v = xr[i];
+        if (v === 0) continue;
+        const row = W_enc.subarray(i * dSae, (i + 1) * dSae);
+        for (let j = 0; j < dSae; j++) out[j] += v * row[j];
+      }
+    }
+    return pre;
+  }
+
+  /** The activation at inference (thresholds, not batch statistics), in place on pre-activations. */
+  activate(pre: Float32Array, n: number): Float32Array {
+    const { dSae, k, activation } = this.cfg;
+    const th = this.w.threshold;
+    for (let r = 0; r < n; r++) {
+      const z = pre.subarray(r * dSae, (r + 1) * dSae);
+      if (activation === 'relu') for (let j = 0; j < dSae; j++) z[j] = z[j] > 0 ? z[j] : 0;
+      else if (activation === 'topk') {
+        const kk = Math.min(k, dSae);
+        const kth = kthLargest(z, kk);
+        let greater = 0;
+        for (let j = 0; j < dSae; j++) if (z[j] > kth) greater++;
+        let ties = kk - greater; // equal values at the k-th place: keep the first ones, exactly k in all
+        for (let j = 0; j < dSae; j++) {
+          const keep = z[j] > kth || (z[j] === kth && ties-- > 0);
+          z[j] = keep && z[j] > 0 ? z[j] : 0;
+        }
+      } else {
+        for (let j = 0; j < dSae; j++) z[j] = z[j] > (th ? th[j] : 0) && z[j] > 0 ? z[j] : 0;
+      }
+    }
+    return pre;
+  }
+
+  encode(x: Float32Array, n: number): Float32Array {
+    return this.activate(this.preacts(x, n), n);
+  }
+
+  decode(acts: Float32Array, n: number): Float32Array {
+    const { dSae, dOut } = this.cfg;
+    const { W_dec, b_dec } = this.w;
+    const out = new Float32Array(n * dOut);
+    for (let r = 0; r < n; r++) {
+      const o = out.subarray(r * dOut, (r + 1) * dOut);
+      o.set(b_dec);
+      for (let j = 0; j < dSae; j++) {
+        const a = acts[r * dSae + j];
+        if (a === 0) continue;
+        const row = W_dec.subarray(j * dOut, (j + 1) * dOut);
+        for (let i = 0; i < dOut; i++) o[i] += a * row[i];
+      }
+    }
+    return out;
+  }
+
+  save(dir: string, extra: { training?: unknown; metadata?: Record<string, unknown> } = {}): void {
+    mkdirSync(dir, { recursive: true });
+    const { dIn, dOut, dSae } = this.cfg;
+    const t: Record<string, NamedTensor> = {
+      W_enc: { data: this.w.W_enc, shape: [dIn, dSae] },
+      W_dec: { data: this.w.W_dec, shape: [dSae, dOut] },
+      b_enc: { data: this.w.b_enc, shape: [dSae] },
+      b_dec: { data: this.w.b_dec, shape: [dOut] },
+    };
+    if (this.w.threshold) t.threshold = { data: this.w.threshold, shape: [dSae] };
+    writeSafetensors(join(dir, WEIGHTS_FILE), t);
+    const cfg: SavedCfg = {
+      d_in: dIn,
+      d_sae: dSae,
+      ...(this.cfg.kind === 'transcoder' ? { d_out: dOut } : {}),
+      dtype: 'float32',
+      device: 'cpu',
+      apply_b_dec_to_input: this.cfg.applyBDecToInput,
+      normalize_activations: 'none',
+      reshape_activations: 'none',
+      architecture: saelensArchitecture(this.cfg),
+      ...(this.cfg.activation === 'topk' ? { k: this.cfg.k } : {}),
+      metadata: { hook_name: this.cfg.sitesIn[0]?.name, ...(this.cfg.kind === 'transcoder' ? { hook_name_out: this.cfg.sitesOut[0]?.name } : {}), ...this.meta, ...extra.metadata },
+      sdlkit: { format: 'sdlkit-dictionary/1', dict: this.cfg, ...(extra.training ? { training: extra.training } : {}) },
+    };
+    // cfg.json last: a folder with weights but no cfg.json is not a finished dictionary.
+    writeJsonAtomic(join(dir, CFG_FILE), cfg);
+  }
+
+  static load(dir: string): Dictionary {
+    const cfgPath = join(dir, CFG_FILE);
+    if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE))) throw new UserError(`${dir} is not a dictionary folder (needs ${CFG_FILE} and ${WEIGHTS_FILE}); 'sdl fit' writes one`);
+    const saved = JSON.parse(readFileSync(cfgPath, 'utf8')) as SavedCfg;
+    if (!saved.sdlkit?.dict) throw new UserError(`${cfgPath} was not written by sdlkit; use 'sdl import saelens' for SAELens folders`);
+    const st = readSafetensors(join(dir, WEIGHTS_FILE)).tensors;
+    const get = (n: string) => {
+      if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
+      return st[n].data;
+    };
+    return new Dictionary(saved.sdlkit.dict, { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data }, saved.metadata);
+  }
+}
+
+/** The k-th largest value of an array (1-based k), by quickselect on a copy. */
+export function kthLargest(a: ArrayLike<number>, k: number): number {
+  const b = Float32Array.from(a);
+  let lo = 0, hi = b.length - 1;
+  const target = k - 1;
+  while (lo < hi) {
+    const pivot = b[(lo + hi) >> 1];
+    let i = lo, j = hi;
+    while (i <= j) {
+      while (b[i] > pivot) i++;
+      while (b[j] < pivot) j--;
+      if (i <= j) { const t = b[i]; b[i] = b[j]; b[j] = t; i++; j--; }
+    }
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else break;
+  }
+  return b[target];
+}

@@ -1,0 +1,64 @@
+// Initial weights: unit-norm decoder rows, the encoder as the decoder's transpose where shapes allow
+// (as SAELens, dictionary_learning and sparsify do), b_dec at the geometric median, mean or zero.
+import type { DictConfig, TrainConfig } from './config.js';
+import type { DictionaryWeights } from './dictionary.js';
+import { Rng } from '../util/rng.js';
+
+/** Weiszfeld's algorithm for the geometric median of n rows of width d. */
+export function geometricMedian(a: Float32Array, n: number, d: number, iters = 100, tol = 1e-6): Float32Array {
+  const med = new Float64Array(d);
+  for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) med[j] += a[r * d + j] / n;
+  const next = new Float64Array(d);
+  for (let it = 0; it < iters; it++) {
+    next.fill(0);
+    let wsum = 0;
+    for (let r = 0; r < n; r++) {
+      let dist = 0;
+      for (let j = 0; j < d; j++) dist += (a[r * d + j] - med[j]) ** 2;
+      const w = 1 / Math.max(Math.sqrt(dist), 1e-8);
+      wsum += w;
+      for (let j = 0; j < d; j++) next[j] += w * a[r * d + j];
+    }
+    let move = 0;
+    for (let j = 0; j < d; j++) {
+      const v = next[j] / wsum;
+      move += (v - med[j]) ** 2;
+      med[j] = v;
+    }
+    if (Math.sqrt(move) < tol) break;
+  }
+  return Float32Array.from(med);
+}
+
+export function meanRows(a: Float32Array, n: number, d: number): Float32Array {
+  const m = new Float64Array(d);
+  for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) m[j] += a[r * d + j];
+  return Float32Array.from(m, (v) => v / Math.max(1, n));
+}
+
+export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: Float32Array; n: number }): DictionaryWeights {
+  const { dIn, dOut, dSae } = cfg;
+  const rng = new Rng(train.seed * 7919 + 17);
+  const W_dec = new Float32Array(dSae * dOut);
+  for (let i = 0; i < dSae; i++) {
+    let norm = 0;
+    for (let j = 0; j < dOut; j++) norm += (W_dec[i * dOut + j] = rng.normal()) ** 2;
+    norm = Math.sqrt(norm);
+    for (let j = 0; j < dOut; j++) W_dec[i * dOut + j] /= norm;
+  }
+  const W_enc = new Float32Array(dIn * dSae);
+  if (dIn === dOut) {
+    for (let i = 0; i < dSae; i++) for (let j = 0; j < dIn; j++) W_enc[j * dSae + i] = W_dec[i * dOut + j];
+  } else {
+    for (let i = 0; i < dSae; i++) {
+      let norm = 0;
+      for (let j = 0; j < dIn; j++) norm += (W_enc[j * dSae + i] = rng.normal()) ** 2;
+      norm = Math.sqrt(norm);
+      for (let j = 0; j < dIn; j++) W_enc[j * dSae + i] /= norm;
+    }
+  }
+  const b_dec = cfg.noBias || train.bDecInit === 'zeros' ? new Float32Array(dOut)
+    : train.bDecInit === 'mean' ? meanRows(sampleY.y, sampleY.n, dOut)
+      : geometricMedian(sampleY.y, Math.min(sampleY.n, 4096), dOut);
+  return { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
+}

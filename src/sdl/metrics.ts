@@ -1,0 +1,85 @@
+// Held-out evaluation: pooled FVU (total squared error over total variance about the mean, over all
+// held-out tokens, as sparsify and SAELens' training log compute it), MSE, L0, per-site FVU for
+// crosscoders, and per-latent firing frequencies with a log10 density histogram.
+
+export interface EvalMetrics {
+  tokens: number;
+  /** Mean over tokens of ||y - y^||^2, in the harvest's units. */
+  mse: number;
+  fvu: number;
+  /** Per output site (crosscoders: each layer's reconstruction). */
+  fvuBySite: Record<string, number>;
+  l0: number;
+  /** Latents that never fired on the held-out tokens. */
+  deadOnEval: number;
+  /** Histogram of log10 firing frequency: bin edges and counts (never-firing latents counted separately). */
+  density: { edges: number[]; counts: number[]; never: number };
+}
+
+export class EvalAccumulator {
+  private sse: Float64Array;
+  private sumY: Float64Array;
+  private sumY2: Float64Array;
+  private fires: Float64Array;
+  private actives = 0;
+  private n = 0;
+
+  constructor(readonly sites: { name: string; width: number }[], readonly dSae: number) {
+    const d = sites.reduce((a, s) => a + s.width, 0);
+    this.sse = new Float64Array(d);
+    this.sumY = new Float64Array(d);
+    this.sumY2 = new Float64Array(d);
+    this.fires = new Float64Array(dSae);
+  }
+
+  /** Adds a chunk: targets and reconstructions in harvest units, and the active mask. */
+  add(y: Float32Array, yhat: Float32Array, active: Float32Array, rows: number): void {
+    const d = this.sse.length;
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < d; j++) {
+        const v = y[r * d + j];
+        const e = v - yhat[r * d + j];
+        this.sse[j] += e * e;
+        this.sumY[j] += v;
+        this.sumY2[j] += v * v;
+      }
+      for (let i = 0; i < this.dSae; i++) {
+        const a = active[r * this.dSae + i];
+        if (a) { this.fires[i]++; this.actives++; }
+      }
+    }
+    this.n += rows;
+  }
+
+  result(): EvalMetrics {
+    const n = Math.max(1, this.n);
+    const bySite: Record<string, number> = {};
+    let off = 0, sseAll = 0, sstAll = 0;
+    for (const s of this.sites) {
+      let sse = 0, sst = 0;
+      for (let j = off; j < off + s.width; j++) {
+        sse += this.sse[j];
+        sst += this.sumY2[j] - (this.sumY[j] * this.sumY[j]) / n;
+      }
+      bySite[s.name] = sst > 0 ? sse / sst : NaN;
+      sseAll += sse;
+      sstAll += sst;
+      off += s.width;
+    }
+    const edges = [-7, -6, -5, -4, -3, -2, -1, 0];
+    const counts = new Array(edges.length - 1).fill(0);
+    let never = 0;
+    for (const f of this.fires) {
+      if (f === 0) { never++; continue; }
+      const l = Math.log10(f / n);
+      const b = Math.min(edges.length - 2, Math.max(0, Math.floor(l - edges[0])));
+      counts[b]++;
+    }
+    return { tokens: this.n, mse: sseAll / n, fvu: sstAll > 0 ? sseAll / sstAll : NaN, fvuBySite: bySite, l0: this.actives / n, deadOnEval: never, density: { edges, counts, never } };
+  }
+
+  /** Per-latent firing frequency on the held-out tokens. */
+  frequencies(): Float64Array {
+    return this.fires.map((f) => f / Math.max(1, this.n));
+  }
+}

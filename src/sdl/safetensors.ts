@@ -1,0 +1,77 @@
+// safetensors: an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
+// then the raw little-endian bytes. F32 is written; F32, F16 and F64 are read.
+import { readFileSync } from 'node:fs';
+import { UserError } from '../util/errors.js';
+import { writeAtomic } from '../util/fsx.js';
+import { f16ToF32 } from '../util/f16.js';
+
+export interface NamedTensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+export function encodeSafetensors(tensors: Record<string, NamedTensor>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  const names = Object.keys(tensors);
+  for (const n of names) {
+    const t = tensors[n];
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    if (count !== t.data.length) throw new Error(`tensor ${n}: shape ${t.shape} does not match ${t.data.length} values`);
+    header[n] = { dtype: 'F32', shape: t.shape, data_offsets: [off, off + t.data.byteLength] };
+    off += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // 8-byte alignment of the data
+  const hb = Buffer.from(json, 'utf8');
+  const out = new Uint8Array(8 + hb.length + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(hb.length), true);
+  out.set(hb, 8);
+  let p = 8 + hb.length;
+  for (const n of names) {
+    const d = tensors[n].data;
+    out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), p);
+    p += d.byteLength;
+  }
+  return out;
+}
+
+export function writeSafetensors(path: string, tensors: Record<string, NamedTensor>, metadata?: Record<string, string>): void {
+  writeAtomic(path, encodeSafetensors(tensors, metadata));
+}
+
+export interface SafetensorsFile {
+  tensors: Record<string, NamedTensor & { dtype: string }>;
+  metadata: Record<string, string>;
+}
+
+export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): SafetensorsFile {
+  if (buf.length < 8) throw new UserError(`${source} is not a safetensors file (too short)`);
+  const n = Number(new DataView(buf.buffer, buf.byteOffset, 8).getBigUint64(0, true));
+  if (n <= 0 || 8 + n > buf.length) throw new UserError(`${source} is not a safetensors file (bad header length)`);
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
+  try {
+    header = JSON.parse(Buffer.from(buf.subarray(8, 8 + n)).toString('utf8'));
+  } catch {
+    throw new UserError(`${source} is not a safetensors file (header is not JSON)`);
+  }
+  const base = 8 + n;
+  const tensors: SafetensorsFile['tensors'] = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const { dtype, shape, data_offsets: [a, b] } = info as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const bytes = buf.slice(base + a, base + b);
+    let data: Float32Array;
+    if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, (b - a) / 4);
+    else if (dtype === 'F16') data = f16ToF32(new Uint16Array(bytes.buffer, 0, (b - a) / 2));
+    else if (dtype === 'F64') data = Float32Array.from(new Float64Array(bytes.buffer, 0, (b - a) / 8));
+    else throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; sdlkit reads F32, F16 and F64`);
+    tensors[name] = { data, shape, dtype };
+  }
+  return { tensors, metadata: (header.__metadata__ as Record<string, string>) ?? {} };
+}
+
+export function readSafetensors(path: string): SafetensorsFile {
+  return decodeSafetensors(new Uint8Array(readFileSync(path)), path);
+}
