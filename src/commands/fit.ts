@@ -47,7 +47,7 @@ export function register(y: Argv): Argv {
       .option('sites', { type: 'string', describe: 'crosscoder sites, comma-separated (default: every resid_post)' })
       .option('layer', { type: 'number', describe: 'transcoder layer (mlp_in -> mlp_out); SAE: resid_post of this layer' })
       .option('activation', { choices: ['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'] as const, default: 'topk' as const })
-      .option('k', { type: 'number', default: 32, describe: 'active latents per token (TopK family)' })
+      .option('k', { type: 'number', describe: 'active latents per token, TopK family (default 32, at most the latents)' })
       .option('expansion', { type: 'number', default: 8, describe: 'latents = expansion x d_in' })
       .option('latents', { type: 'number', describe: 'number of latents (overrides --expansion)' })
       .option('matryoshka-widths', { type: 'string', describe: 'nested prefix sizes, e.g. 64,128,256,512' })
@@ -94,14 +94,15 @@ export function register(y: Argv): Argv {
       const dSae = argv.latents ?? Math.round(argv.expansion * dIn);
       if (!(dSae > 0)) throw new UserError('--latents / --expansion must give at least one latent');
       const activation = argv.activation as Activation;
-      if (['topk', 'batchtopk', 'matryoshka'].includes(activation) && !(argv.k >= 1 && argv.k <= dSae)) throw new UserError(`--k must be between 1 and the number of latents (${dSae})`);
+      const k = argv.k ?? Math.min(32, dSae);
+      if (['topk', 'batchtopk', 'matryoshka'].includes(activation) && !(k >= 1 && k <= dSae)) throw new UserError(`--k must be between 1 and the number of latents (${dSae})`);
       if (argv.tied && dIn !== dOut) throw new UserError('--tied needs the same input and output width (not a transcoder between different widths)');
       const widths = argv['matryoshka-widths'] ? argv['matryoshka-widths'].split(',').map(Number) : defaultMatryoshkaWidths(dSae);
       if (activation === 'matryoshka' && (widths.some((w, i) => !(w > 0) || (i > 0 && w <= widths[i - 1])) || widths[widths.length - 1] !== dSae)) {
         throw new UserError(`--matryoshka-widths must increase and end at the number of latents (${dSae})`);
       }
       const dict: DictConfig = {
-        kind: argv.kind as Kind, activation, sitesIn, sitesOut, dIn, dOut, dSae, k: argv.k, matryoshkaWidths: widths,
+        kind: argv.kind as Kind, activation, sitesIn, sitesOut, dIn, dOut, dSae, k, matryoshkaWidths: widths,
         applyBDecToInput: argv.kind !== 'transcoder' && argv.bias, noBias: !argv.bias, tied: argv.tied,
       };
       const train: TrainConfig = {

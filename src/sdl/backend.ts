@@ -40,6 +40,8 @@ export async function initBackend(requested?: string): Promise<BackendName> {
     const ok = b === 'tensorflow' ? await tryNode() : b === 'wasm' ? await tryWasm() : await tf.setBackend('cpu');
     if (ok) {
       await tf.ready();
+      // The cpu backend prints a banner suggesting tfjs-node on first use; sdlkit reports its backend itself.
+      if (b === 'cpu') (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
       chosen = b;
       return b;
     }

@@ -297,8 +297,12 @@ export async function fit(job: FitJob): Promise<FitResult> {
     tf.dispose(Y === X ? [X] : [X, Y]);
     if (!Number.isFinite(r.loss)) {
       tf.dispose(Object.values(r.grads) as tf.Tensor[]);
-      throw new UserError(`the loss became ${r.loss} at step ${stepNo}; the last good checkpoint (step ${lastCheckpointStep}) is in ${ckptDir}; lower --lr and resume with --resume`);
+      const where = existsSync(join(ckptDir, 'state.json')) ? `the last good checkpoint (step ${lastCheckpointStep}) is in ${ckptDir}; lower --lr and resume with --resume` : 'no checkpoint was written yet; lower --lr and start again';
+      throw new UserError(`the loss became ${r.loss} at step ${stepNo}; ${where}`);
     }
+    // Checkpoint here, before the update: these parameters just produced a finite loss, so a checkpoint
+    // is always a good state to resume from.
+    if (stepNo > 0 && stepNo % train.checkpointEvery === 0 && stepNo !== lastCheckpointStep) saveCheckpoint();
     const g: Grads = r.grads;
     if (train.unitNormDecoder && !cfg.tied && g.W_dec) {
       const pg = projectDecoderGrad(p.W_dec, g.W_dec as tf.Tensor2D);
@@ -342,7 +346,6 @@ export async function fit(job: FitJob): Promise<FitResult> {
       rec.eval = lastEval;
     }
     if (stepNo % 10 === 0 || rec.eval || resampled) log(rec);
-    if (stepNo % train.checkpointEvery === 0 && stepNo < totalSteps) saveCheckpoint();
     progress.update(tokens, `step ${stepNo}/${totalSteps} loss ${r.loss.toFixed(4)} l0 ${r.l0.toFixed(1)} dead ${(100 * deadFrac).toFixed(1)}%${lastEval ? ` fvu ${lastEval.fvu.toFixed(4)}` : ''}`);
   }
   progress.done();

@@ -1,0 +1,57 @@
+// Writes activation rows that did not come from a model (synthetic benches, imported arrays) as shards
+// in the harvest format, so fit, index and export read them unchanged.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ShardBuffer, encodeShard, type Dtype } from '../activations/shard.js';
+import { identityHash, writeManifest, type HarvestIdentity, type Manifest } from '../activations/manifest.js';
+import { sha256, writeAtomic } from '../util/fsx.js';
+import { versions } from '../util/versions.js';
+
+export interface SiteRows {
+  name: string;
+  width: number;
+  /** [rows, width] row-major. */
+  data: Float32Array;
+}
+
+export function writeRowsAsShards(dir: string, sites: SiteRows[], rows: number, opts: { source: string; seed: number; shardTokens?: number; dtype?: Dtype; params?: unknown }): Manifest {
+  mkdirSync(dir, { recursive: true });
+  const shardTokens = opts.shardTokens ?? 65536;
+  const dtype = opts.dtype ?? 'f32';
+  const identity: HarvestIdentity = {
+    model: { name: 'synthetic', sha256: sha256(JSON.stringify(opts.params ?? {})) },
+    tokenizer: { kind: 'none', sha256: '' },
+    corpus: { source: opts.source, split: 'all' },
+    hooks: sites.map((s) => s.name),
+    ctx: 1, batch: 1, dtype, seed: opts.seed, tokens: rows, shard_tokens: shardTokens, oov_id: null,
+  };
+  const idHash = identityHash(identity);
+  const now = new Date().toISOString();
+  const m: Manifest = {
+    format: 'sdlkit-activations/1', identity, identity_sha256: idHash, model_path: '', tokenizer_path: '', context_length: 1, dtype,
+    sites: sites.map((s) => ({ name: s.name, tensor: s.name, width: s.width })), shards: [], tokens: 0, complete: false, oov_mapped: 0,
+    created: now, updated: now, elapsed_s: 0, versions: versions(),
+  };
+  const buf = new ShardBuffer(Math.min(shardTokens, rows), sites.map((s) => ({ name: s.name, width: s.width })));
+  for (let start = 0, k = 0; start < rows; start += shardTokens, k++) {
+    const n = Math.min(shardTokens, rows - start);
+    buf.reset();
+    for (let r = 0; r < n; r++) {
+      // No text behind these rows: every row is its own one-token "window" at position 1 (never a BOS row).
+      buf.doc[r] = start + r;
+      buf.window[r] = start + r;
+      buf.pos[r] = 1;
+      buf.token[r] = -1;
+    }
+    sites.forEach((s, i) => buf.values[i].set(s.data.subarray(start * s.width, (start + n) * s.width)));
+    buf.rows = n;
+    const file = `shard-${String(k).padStart(5, '0')}.arrow`;
+    const data = encodeShard(buf, dtype, { sdlkit_identity: idHash, shard: String(k) });
+    writeAtomic(join(dir, file), data);
+    m.shards.push({ file, rows: n, sha256: sha256(data) });
+    m.tokens += n;
+  }
+  m.complete = true;
+  writeManifest(dir, m);
+  return m;
+}
