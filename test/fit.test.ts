@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { featureDirections, sparseFeatures, embed } from '../src/synth/features.js';
 import { writeRowsAsShards } from '../src/synth/write.js';
@@ -146,4 +146,31 @@ test('fit refuses bad input with one clear line', () => {
   const fresh = sdl('fit', ...common.slice(0, -4), '--out', join(dir, 'o4'), '--backend', 'cpu', '--steps', '5', '--lr', '1e30', '--clip', '0', '--lr-warmup', '0');
   assert.match(fresh.stderr, /^sdl: the loss became (NaN|Infinity) at step 1; no checkpoint was written yet/);
   assert.ok(!existsSync(join(dir, 'o4', 'cfg.json')));
+});
+
+test('--resample revives dead latents on schedule (logged); --anchors pins the first k latents to the anchors', () => {
+  const dir = tmp();
+  const { W } = bench(join(dir, 'acts'), 20, 16, 20000, 11);
+  const out = join(dir, 'rs');
+  const r = sdl('fit', '--acts', join(dir, 'acts'), '--activation', 'relu', '--sparsity', '5', '--latents', '128', '--batch', '512', '--steps', '300',
+    '--lr', '1e-2', '--resample', '50', '--dead-window', '12800', '--eval-tokens', '2048', '--out', out, '--backend', 'cpu', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const events = readFileSync(join(out, 'training_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.resampled);
+  assert.ok(events.length >= 2, 'resampling happened at several scheduled steps');
+  assert.ok(events.every((e) => e.step % 50 === 0 && e.resampled > 0 && e.step <= 225));
+  // Anchors: the first 5 true directions; after training the first 5 encoder columns and decoder rows point along them.
+  const anchors = Array.from({ length: 5 }, (_, i) => Array.from(W.subarray(i * 16, (i + 1) * 16)));
+  const af = join(dir, 'anchors.json');
+  writeFileSync(af, JSON.stringify({ encoder: anchors }));
+  const ar = sdl('fit', '--acts', join(dir, 'acts'), '--latents', '64', '--k', '3', '--batch', '512', '--steps', '200', '--lr', '3e-3', '--anchors', af,
+    '--anchor-weight', '1', '--eval-tokens', '2048', '--out', join(dir, 'fa'), '--backend', 'cpu', '--json');
+  assert.equal(ar.code, 0, ar.stderr);
+  const d = Dictionary.load(join(dir, 'fa'));
+  for (let i = 0; i < 5; i++) {
+    const row = d.w.W_dec.subarray(i * 16, (i + 1) * 16);
+    const cos = row.reduce((s, v, j) => s + v * W[i * 16 + j], 0) / Math.hypot(...row);
+    assert.ok(cos > 0.95, `anchored latent ${i}: cosine ${cos}`);
+  }
+  const bad = sdl('fit', '--acts', join(dir, 'acts'), '--steps', '5', '--anchors', join(dir, 'nope.json'), '--out', join(dir, 'x'));
+  assert.match(bad.stderr, /^sdl: anchors file .*nope.json not found/);
 });
