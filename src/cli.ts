@@ -7,6 +7,8 @@ import * as importCmd from './commands/import.js';
 import * as inspectCmd from './commands/inspect.js';
 import * as harvestCmd from './commands/harvest.js';
 import * as fitCmd from './commands/fit.js';
+import * as modelCmd from './commands/model.js';
+import * as pipelineCmd from './commands/pipeline.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -20,7 +22,7 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

@@ -49,4 +49,31 @@ export async function initBackend(requested?: string): Promise<BackendName> {
   throw new UserError(requested === 'node' ? 'the tfjs-node backend is not installed (it is an optional dependency that needs to download libtensorflow); use --backend wasm' : `backend ${requested} could not start`);
 }
 
+/**
+ * Autograd's gradient kernels, needed by the language-model trainer only (the dictionary trainer's gradients
+ * are hand-written). tfjs-core's node bundle leaves them out; the @tensorflow/tfjs bundle registers them into
+ * the same core. It is required (CommonJS) rather than imported: its ESM entry brings a second copy of core.
+ */
+export function ensureGradients(): void {
+  if (gradientsReady) return;
+  require('@tensorflow/tfjs');
+  // BatchMatMul's stock gradient multiplies with transposed operands, which tfjs-wasm runs 10-20x slower
+  // than an explicit transpose followed by a plain matMul: register the explicit form instead.
+  const swap = (t: tf.Tensor) => tf.transpose(t, [...Array(t.rank - 2).keys(), t.rank - 1, t.rank - 2]);
+  tf.registerGradient({
+    kernelName: 'BatchMatMul',
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved, attrs) => {
+      const [a, b] = saved;
+      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+      if (transposeA || transposeB) throw new Error('sdlkit registers BatchMatMul gradients for plain matMuls only');
+      const d = dy as tf.Tensor;
+      // Broadcast batch dimensions are not used by sdlkit's models: shapes match except the last two.
+      return { a: () => tf.matMul(d, swap(b)), b: () => tf.matMul(swap(a), d) };
+    },
+  });
+  gradientsReady = true;
+}
+let gradientsReady = false;
+
 export { tf };

@@ -47,13 +47,15 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
     for (let j = 0; j < dOut; j++) W_dec[i * dOut + j] /= norm;
   }
   const W_enc = new Float32Array(dIn * dSae);
-  if (dIn === dOut) {
+  if (cfg.kind !== 'transcoder' && dIn === dOut) {
     for (let i = 0; i < dSae; i++) for (let j = 0; j < dIn; j++) W_enc[j * dSae + i] = W_dec[i * dOut + j];
   } else {
+    // Transcoders: a small random encoder (columns of norm 0.1), so the first predictions stay near b_dec
+    // instead of adding k random unit decoder rows (sparsify starts its transcoders from W_dec = 0).
     for (let i = 0; i < dSae; i++) {
       let norm = 0;
       for (let j = 0; j < dIn; j++) norm += (W_enc[j * dSae + i] = rng.normal()) ** 2;
-      norm = Math.sqrt(norm);
+      norm = Math.sqrt(norm) * 10;
       for (let j = 0; j < dIn; j++) W_enc[j * dSae + i] /= norm;
     }
   }
