@@ -56,7 +56,7 @@ export class Llama2cTokenizer implements Tokenizer {
    * True when no piece has a space after its first character: then no merge can cross the start of a
    * space-led word, and encoding word by word (with a cache) gives exactly run.c's result.
    */
-  private readonly wordSafe: boolean = false;
+  readonly wordSafe: boolean = false;
   private readonly wordCache = new Map<string, number[]>();
 
   /** Encodes exactly as llama2.c's run.c: optional BOS, a dummy-prefix space, code points, then merges by best score. */
