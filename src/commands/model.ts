@@ -13,6 +13,7 @@ export function register(y: Argv): Argv {
       .option('out', { type: 'string', default: join(BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME), describe: 'model folder' })
       .option('steps', { type: 'number', default: LM_DEFAULTS.steps })
       .option('minutes', { type: 'number', describe: 'stop training after this many minutes (then export)' })
+      .option('stop-step', { type: 'number', describe: 'stop at this step (the LR schedule still spans --steps)' })
       .option('vocab', { type: 'number', default: LM_DEFAULTS.vocabSize })
       .option('dim', { type: 'number', default: LM_DEFAULTS.dim })
       .option('hidden', { type: 'number', default: LM_DEFAULTS.hiddenDim })
@@ -27,7 +28,7 @@ export function register(y: Argv): Argv {
       .example('sdl model train', 'reproduce models/sdl-tiny (resumes from models/sdl-tiny/training/ when interrupted)'),
     async (argv) => {
       const r = await trainBundledModel({
-        ...LM_DEFAULTS, out: argv.out, steps: argv.steps, minutes: argv.minutes, vocabSize: argv.vocab, dim: argv.dim, hiddenDim: argv.hidden,
+        ...LM_DEFAULTS, out: argv.out, steps: argv.steps, minutes: argv.minutes, stopStep: argv['stop-step'], vocabSize: argv.vocab, dim: argv.dim, hiddenDim: argv.hidden,
         layers: argv.layers, heads: argv.heads, kvHeads: argv['kv-heads'], ctx: argv.ctx, batch: argv.batch, lr: argv.lr, seed: argv.seed, quiet: argv.json,
       });
       if (argv.json) return printJson(r);

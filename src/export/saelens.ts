@@ -1,0 +1,80 @@
+// The SAELens folder layout (cfg.json + sae_weights.safetensors, SAELens v6 inference form) both ways,
+// so SAE.load_from_disk reads sdlkit's dictionaries and sdlkit indexes and splices SAELens ones.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Dictionary, saelensArchitecture, WEIGHTS_FILE, CFG_FILE } from '../sdl/dictionary.js';
+import type { Activation, DictConfig } from '../sdl/config.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
+import { UserError } from '../util/errors.js';
+import { writeJsonAtomic } from '../util/fsx.js';
+
+/** The sae_lens version whose loader (v6 parser) the written cfg.json targets. */
+export const SAELENS_VERSION = '6.0.0';
+
+export function exportSaelens(d: Dictionary, dir: string): void {
+  const c = d.cfg;
+  if (c.sitesIn.length > 1 || c.sitesOut.length > 1) throw new UserError('a crosscoder has no SAELens equivalent; export it with --format onnx');
+  mkdirSync(dir, { recursive: true });
+  // SAELens loads with strict=True: exactly its tensor names, threshold only for JumpReLU architectures.
+  const arch = saelensArchitecture(c);
+  const t: Record<string, NamedTensor> = {
+    W_enc: { data: d.w.W_enc, shape: [c.dIn, c.dSae] },
+    W_dec: { data: d.w.W_dec, shape: [c.dSae, c.dOut] },
+    b_enc: { data: d.w.b_enc, shape: [c.dSae] },
+    b_dec: { data: d.w.b_dec, shape: [c.dOut] },
+  };
+  if (arch.startsWith('jumprelu')) t.threshold = { data: d.w.threshold ?? new Float32Array(c.dSae), shape: [c.dSae] };
+  writeSafetensors(join(dir, WEIGHTS_FILE), t);
+  const meta = d.meta as Record<string, unknown>;
+  writeJsonAtomic(join(dir, CFG_FILE), {
+    d_in: c.dIn,
+    d_sae: c.dSae,
+    ...(c.kind === 'transcoder' ? { d_out: c.dOut } : {}),
+    dtype: 'float32',
+    device: 'cpu',
+    apply_b_dec_to_input: c.applyBDecToInput,
+    normalize_activations: 'none',
+    reshape_activations: 'none',
+    architecture: arch,
+    ...(arch.startsWith('topk') ? { k: c.k, rescale_acts_by_decoder_norm: false } : {}),
+    metadata: {
+      sae_lens_version: SAELENS_VERSION,
+      sae_lens_training_version: SAELENS_VERSION,
+      model_name: meta.model_name ?? null,
+      hook_name: c.sitesIn[0].name,
+      hook_head_index: null,
+      ...(c.kind === 'transcoder' ? { hook_name_out: c.sitesOut[0].name, hook_head_index_out: null } : {}),
+      model_class_name: 'HookedTransformer',
+      dataset_path: meta.dataset_path ?? null,
+      context_size: meta.context_size ?? null,
+      prepend_bos: true,
+      exclude_special_tokens: false,
+      sdlkit: { dict: c },
+    },
+  });
+}
+
+/** Reads a SAELens folder (v6 or flat pre-6.0 cfg.json) as an sdlkit dictionary. */
+export function importSaelens(dir: string): Dictionary {
+  const cfgPath = join(dir, CFG_FILE);
+  if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE))) throw new UserError(`${dir} is not a SAELens folder (needs cfg.json and sae_weights.safetensors)`);
+  const raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, any>;
+  const meta = (raw.metadata ?? raw) as Record<string, any>;
+  const st = readSafetensors(join(dir, WEIGHTS_FILE)).tensors;
+  for (const n of ['W_enc', 'W_dec', 'b_enc', 'b_dec']) if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
+  const [dIn, dSae] = st.W_enc.shape;
+  const dOut = st.W_dec.shape[1];
+  let arch = String(raw.architecture ?? (raw.activation_fn === 'topk' || raw.activation_fn_str === 'topk' ? 'topk' : 'standard'));
+  if (arch === 'standard' && (raw.activation_fn === 'topk' || raw.activation_fn_str === 'topk')) arch = 'topk';
+  const activation: Activation = arch.startsWith('topk') ? 'topk' : arch.startsWith('jumprelu') ? 'jumprelu' : arch === 'standard' || arch === 'transcoder' ? 'relu' : (() => { throw new UserError(`SAELens architecture '${arch}' is not supported (standard, topk, jumprelu and their transcoders are)`); })();
+  const k = Number(raw.k ?? raw.activation_fn_kwargs?.k ?? 0);
+  const hookIn = String(meta.hook_name ?? meta.hook_point ?? 'input');
+  const isTranscoder = arch.includes('transcoder') || raw.d_out !== undefined;
+  const hookOut = isTranscoder ? String(meta.hook_name_out ?? `${hookIn}.out`) : hookIn;
+  const cfg: DictConfig = {
+    kind: isTranscoder ? 'transcoder' : 'sae', activation, sitesIn: [{ name: hookIn, width: dIn }], sitesOut: [{ name: hookOut, width: dOut }],
+    dIn, dOut, dSae, k, matryoshkaWidths: [dSae], applyBDecToInput: Boolean(raw.apply_b_dec_to_input ?? !isTranscoder), noBias: false, tied: false,
+  };
+  if (activation === 'topk' && !(k > 0)) throw new UserError(`${cfgPath}: a topk SAE without k`);
+  return new Dictionary(cfg, { W_enc: st.W_enc.data, W_dec: st.W_dec.data, b_enc: st.b_enc.data, b_dec: st.b_dec.data, threshold: st.threshold?.data }, { model_name: meta.model_name, source: 'saelens' });
+}

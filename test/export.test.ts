@@ -1,0 +1,96 @@
+// Export: the ONNX dictionary matches sdlkit's own encode/decode; the SAELens folder has SAELens' names,
+// shapes and dtype, and reads back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { Dictionary } from '../src/sdl/dictionary.js';
+import type { Activation, DictConfig } from '../src/sdl/config.js';
+import { dictionaryToOnnx } from '../src/export/onnx.js';
+import { exportSaelens, importSaelens } from '../src/export/saelens.js';
+import { Rng } from '../src/util/rng.js';
+import { tmp } from './helpers.js';
+
+function randomDict(activation: Activation, o: Partial<DictConfig> = {}): Dictionary {
+  const dIn = 12, dSae = 40;
+  const sites = o.sitesIn ?? [{ name: 'blocks.1.hook_resid_post', width: dIn }];
+  const cfg: DictConfig = { kind: 'sae', activation, sitesIn: sites, sitesOut: sites, dIn, dOut: dIn, dSae, k: 5, matryoshkaWidths: [dSae], applyBDecToInput: true, noBias: false, tied: false, ...o };
+  const rng = new Rng(3);
+  const r = (n: number, s = 0.5) => Float32Array.from({ length: n }, () => rng.normal() * s);
+  return new Dictionary(cfg, { W_enc: r(cfg.dIn * dSae), b_enc: r(dSae, 0.1), W_dec: r(dSae * cfg.dOut), b_dec: r(cfg.dOut, 0.1), threshold: activation === 'relu' || activation === 'topk' ? undefined : Float32Array.from({ length: dSae }, () => 0.2 + 0.3 * rng.next()) });
+}
+
+async function compare(d: Dictionary, bytes: Uint8Array, tol: number) {
+  const s = await ort.InferenceSession.create(bytes);
+  const n = 50;
+  const rng = new Rng(9);
+  const x = Float32Array.from({ length: n * d.cfg.dIn }, () => rng.normal() * 2);
+  const out = await s.run({ x: new ort.Tensor('float32', x, [n, d.cfg.dIn]) });
+  const f = d.encode(x, n);
+  const rec = d.decode(f, n);
+  const got = out.features.data as Float32Array;
+  for (let i = 0; i < f.length; i++) assert.ok(Math.abs(f[i] - got[i]) <= tol, `feature ${i}: ${f[i]} vs ${got[i]}`);
+  let active = 0;
+  for (const v of got) if (v !== 0) active++;
+  if (d.cfg.activation === 'topk') assert.ok(active <= n * d.cfg.k);
+  const recNames = d.cfg.sitesOut.length > 1 ? d.cfg.sitesOut.map((s) => `reconstruction.${s.name}`) : ['reconstruction'];
+  let off = 0;
+  for (const [si, name] of recNames.entries()) {
+    const w = d.cfg.sitesOut[si].width;
+    const r = out[name].data as Float32Array;
+    for (let b = 0; b < n; b++) for (let j = 0; j < w; j++) assert.ok(Math.abs(rec[b * d.cfg.dOut + off + j] - r[b * w + j]) <= tol * 10, `${name}[${b},${j}]`);
+    off += w;
+  }
+}
+
+test('ONNX export matches sdlkit encode/decode within 1e-5 for every activation, and a crosscoder splits per site', async () => {
+  for (const a of ['relu', 'topk', 'jumprelu', 'batchtopk', 'matryoshka'] as const) await compare(randomDict(a), dictionaryToOnnx(randomDict(a)), 1e-5);
+  const sites = [{ name: 'blocks.1.hook_resid_post', width: 5 }, { name: 'blocks.2.hook_resid_post', width: 7 }];
+  const cc = randomDict('topk', { kind: 'crosscoder', sitesIn: sites, sitesOut: sites });
+  await compare(cc, dictionaryToOnnx(cc), 1e-5);
+  const tc = randomDict('relu', { kind: 'transcoder', sitesIn: [{ name: 'blocks.1.hook_mlp_in', width: 12 }], sitesOut: [{ name: 'blocks.1.hook_mlp_out', width: 9 }], dOut: 9, applyBDecToInput: false });
+  await compare(tc, dictionaryToOnnx(tc), 1e-5);
+  await compare(randomDict('topk'), dictionaryToOnnx(randomDict('topk'), { fp16: true }), 2e-2);
+  const enc = await ort.InferenceSession.create(dictionaryToOnnx(randomDict('relu'), { encoderOnly: true }));
+  assert.deepEqual(enc.outputNames, ['features']);
+});
+
+test('onnx.checker accepts the exported model (where python3-onnx is installed)', (t) => {
+  const probe = spawnSync('/usr/bin/python3', ['-c', 'import onnx'], { encoding: 'utf8' });
+  if (probe.status !== 0) return t.skip('python3-onnx is not installed (apt-get install python3-onnx)');
+  const dir = tmp();
+  for (const a of ['topk', 'jumprelu'] as const) {
+    const p = join(dir, `${a}.onnx`);
+    writeFileSync(p, dictionaryToOnnx(randomDict(a)));
+    const r = spawnSync('/usr/bin/python3', ['-c', `import onnx,sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)`, p], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  }
+});
+
+test('SAELens export: tensor names, shapes and dtype in the safetensors header; cfg.json keys; reads back', () => {
+  const dir = tmp();
+  for (const a of ['topk', 'batchtopk', 'relu'] as const) {
+    const d = randomDict(a);
+    const out = join(dir, a);
+    exportSaelens(d, out);
+    const buf = readFileSync(join(out, 'sae_weights.safetensors'));
+    const n = Number(buf.readBigUInt64LE(0));
+    const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+    const want: Record<string, number[]> = { W_enc: [12, 40], W_dec: [40, 12], b_enc: [40], b_dec: [12] };
+    if (a === 'batchtopk') want.threshold = [40];
+    assert.deepEqual(Object.keys(header).sort(), Object.keys(want).sort());
+    for (const [k, shape] of Object.entries(want)) {
+      assert.equal(header[k].dtype, 'F32');
+      assert.deepEqual(header[k].shape, shape);
+    }
+    const cfg = JSON.parse(readFileSync(join(out, 'cfg.json'), 'utf8'));
+    assert.equal(cfg.architecture, a === 'topk' ? 'topk' : a === 'relu' ? 'standard' : 'jumprelu');
+    assert.equal(cfg.metadata.hook_name, 'blocks.1.hook_resid_post');
+    assert.ok(cfg.metadata.sae_lens_version >= '6');
+    const back = importSaelens(out);
+    const x = Float32Array.from({ length: 36 }, (_, i) => Math.sin(i));
+    assert.deepEqual(back.encode(x, 3), d.encode(x, 3));
+  }
+});
