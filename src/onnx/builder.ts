@@ -9,13 +9,14 @@ export class GraphBuilder {
   private counter = 0;
   private names = new Set<string>();
 
-  constructor(name = 'sdlkit') {
+  /** `namePrefix` goes before every generated name, so nodes built here can join another model's graph. */
+  constructor(name = 'sdlkit', private readonly namePrefix = '') {
     this.graph.name = name;
   }
 
   private fresh(prefix: string): string {
     let n: string;
-    do n = `${prefix}_${this.counter++}`; while (this.names.has(n));
+    do n = `${this.namePrefix}${prefix}_${this.counter++}`; while (this.names.has(n));
     this.names.add(n);
     return n;
   }

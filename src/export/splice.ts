@@ -1,0 +1,101 @@
+// Splicing a dictionary into a model: the hooked tensor's consumers read the dictionary's reconstruction
+// instead (or zeros, for the ablation baseline, or a new graph input, for a two-stage check). The graph is
+// rewritten at the byte level: every field is copied verbatim except the consumers' input names, and the new
+// nodes go right after the hooked tensor's producer, so the node list stays topologically sorted.
+import { Reader, Writer } from '../onnx/protobuf.js';
+import { DataType, encodeNode, encodeTensor, encodeValueInfo, type ModelProto } from '../onnx/proto.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { GraphIndex } from '../onnx/graph.js';
+import type { Dictionary } from '../sdl/dictionary.js';
+import { addDictionaryNodes } from './onnx.js';
+import { UserError } from '../util/errors.js';
+
+export type Replacement =
+  | { kind: 'dictionary'; dict: Dictionary; input: string }
+  | { kind: 'zero' }
+  | { kind: 'input'; name: string; width: number };
+
+export const SPLICED = 'sdlkit/spliced';
+
+/**
+ * Replaces tensor `target` ([batch, seq, d]) in the model. Position 0 (BOS) keeps its original value:
+ * dictionaries are trained without BOS rows (fit's --exclude-bos default).
+ */
+export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string, rep: Replacement): Uint8Array {
+  const ix = new GraphIndex(proto.graph);
+  const prod = ix.producer.get(target);
+  if (!prod) throw new UserError(`tensor ${target} is not produced by a node of the model; it cannot be spliced`);
+  const g = new GraphBuilder('splice', 'sdlkit/');
+  const shape = g.op('Shape', [target]);
+  let recon3d: string;
+  const extraInputs: { name: string; elemType: number; shape: (number | string)[] }[] = [];
+  if (rep.kind === 'zero') recon3d = g.op('Mul', [target, g.scalarF32(0, 'sdlkit/zero')]);
+  else if (rep.kind === 'input') {
+    recon3d = rep.name;
+    extraInputs.push({ name: rep.name, elemType: DataType.FLOAT, shape: ['batch', 'seq', rep.width] });
+  } else {
+    const d = rep.dict;
+    const x2 = g.op('Reshape', [rep.input, g.i64('sdlkit/flat_in', [-1, d.cfg.dIn])]);
+    const { reconstruction } = addDictionaryNodes(g, d, x2, { prefix: 'sdlkit/dict/' });
+    recon3d = g.op('Reshape', [reconstruction!, shape]);
+  }
+  // Keep position 0 as it was.
+  const big = g.i64('sdlkit/big', [1 << 30]);
+  const first = g.op('Slice', [target, g.i64('sdlkit/s0', [0]), g.i64('sdlkit/s1', [1]), g.i64('sdlkit/ax1', [1])]);
+  const rest = g.op('Slice', [recon3d, 'sdlkit/s1', big, 'sdlkit/ax1']);
+  g.op('Concat', [first, rest], { axis: 1 }, SPLICED);
+  const newNodes = g.graph.nodes.map((n) => encodeNode(n, new Set(['alpha', 'beta', 'epsilon'])));
+  const newInits = g.graph.initializers.map(encodeTensor);
+
+  const r = new Reader(bytes);
+  const w = new Writer();
+  let nodeIndex = 0;
+  let graphDone = false;
+  while (!r.done()) {
+    const start = r.pos;
+    const { field, wire } = r.tag();
+    if (field !== 7 || graphDone) {
+      r.skip(wire);
+      w.raw(bytes.subarray(start, r.pos));
+      continue;
+    }
+    graphDone = true;
+    const gr = r.sub();
+    const out = new Writer();
+    while (!gr.done()) {
+      const fs = gr.pos;
+      const t = gr.tag();
+      gr.skip(t.wire);
+      const raw = gr.buf.subarray(fs, gr.pos);
+      if (t.field !== 1) { out.raw(raw); continue; }
+      const idx = nodeIndex++;
+      const node = proto.graph.nodes[idx];
+      out.raw(node.inputs.includes(target) ? renameInputs(raw, target, SPLICED) : raw);
+      if (idx === prod.index) for (const n of newNodes) out.bytes(1, n);
+    }
+    for (const t of newInits) out.bytes(5, t);
+    for (const i of extraInputs) out.bytes(11, encodeValueInfo(i));
+    w.bytes(7, out.finish());
+  }
+  return w.finish();
+}
+
+/** A NodeProto field with input `from` renamed to `to`, every other byte unchanged. */
+function renameInputs(field: Uint8Array, from: string, to: string): Uint8Array {
+  const outer = new Reader(field);
+  outer.tag();
+  const body = outer.sub();
+  const w = new Writer();
+  while (!body.done()) {
+    const s = body.pos;
+    const t = body.tag();
+    if (t.field === 1) {
+      const name = body.string();
+      w.string(1, name === from ? to : name);
+    } else {
+      body.skip(t.wire);
+      w.raw(body.buf.subarray(s, body.pos));
+    }
+  }
+  return new Writer().bytes(1, w.finish()).finish();
+}
