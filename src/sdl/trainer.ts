@@ -1,6 +1,6 @@
 // The trainer: one loop for every kind and activation. Data -> step -> Adam -> constraints -> stats,
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf, initBackend, type BackendName } from './backend.js';
 import { TRAIN_DEFAULTS, DEFAULT_SPARSITY, defaultLr, type DictConfig, type TrainConfig } from './config.js';
@@ -15,7 +15,7 @@ import type { Manifest } from '../activations/manifest.js';
 import { MANIFEST } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { readJson, writeJsonAtomic } from '../util/fsx.js';
-import { Progress, fmtCount } from '../util/progress.js';
+import { Progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 
 export interface FitJob {
@@ -219,7 +219,6 @@ export async function fit(job: FitJob): Promise<FitResult> {
   const progress = new Progress('fit', totalSteps * B, 'tok', tokens, job.quiet);
   const t0 = performance.now();
   const elapsed0 = state?.elapsed ?? 0;
-  let last = { loss: NaN, mse: NaN, l0: NaN };
   let lastEval: EvalMetrics | undefined;
   const rng = new Rng(train.seed + 99);
   let lastCheckpointStep = stepNo;
@@ -335,7 +334,6 @@ export async function fit(job: FitJob): Promise<FitResult> {
     }
     stepNo++;
     tokens += B;
-    last = { loss: r.loss, mse: r.mse, l0: r.l0 };
     let resampled = 0;
     if (train.resampleEvery > 0 && stepNo % train.resampleEvery === 0 && stepNo <= resampleUntil) resampled = resample();
     const deadFrac = sinceFired.reduce((a, s) => a + (s >= deadWindow ? 1 : 0), 0) / cfg.dSae;
@@ -375,9 +373,6 @@ export async function fit(job: FitJob): Promise<FitResult> {
   adam.dispose();
   if (anchors) tf.dispose([anchors.enc, anchors.dec]);
   const newTokens = tokens - (state?.tokens ?? 0);
-  void last;
-  void fmtCount;
-  void readFileSync;
   return { dictionary, eval: evalNow, steps: stepNo, tokens, seconds, tokensPerSecond: newTokens / seconds, backend, deadFraction };
 }
 
