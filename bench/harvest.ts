@@ -36,7 +36,7 @@ async function main() {
   const repeats = Number(arg('repeats', '3'));
   const ctx = Number(arg('ctx', '128'));
   const batch = Number(arg('batch', '16'));
-  const layer = Number(arg('layer', '3'));
+  const layerArg = arg('layer', '');
   const models: [string, string][] = [];
   const given = arg('model', '');
   if (given) models.push([given, given]);
@@ -56,6 +56,9 @@ async function main() {
     for (let r = 0; r < repeats; r++) {
       bare.push(await bareForward(dir, tokens, ctx, batch));
       const out = mkdtempSync(join(tmpdir(), 'bench-h-'));
+      // A middle layer unless --layer says otherwise: 3 of stories260K's 5, 6 of sdl-tiny's 8 (as `sdl harvest --layer 6`).
+      const nl = loadModel(dir).hooks.nLayers;
+      const layer = layerArg ? Number(layerArg) : nl > 6 ? 6 : Math.floor(nl / 2) + 1;
       const res = await harvest({ model: dir, hooks: [`blocks.${layer}.hook_resid_post`, `blocks.${layer}.hook_mlp_in`, `blocks.${layer}.hook_mlp_out`], corpus: 'builtin', split: 'all', tokens, ctx, batch, dtype: 'f32', seed: r, shardTokens: 65536, out, quiet: true });
       harv.push(res.tokensPerSecond);
       rmSync(out, { recursive: true, force: true });
