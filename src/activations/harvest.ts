@@ -150,6 +150,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     created: now, updated: now, elapsed_s: 0, versions: versions(),
   };
   m.complete = false;
+  // The manifest lands before any shard, so a run killed after its first shard still resumes as itself.
+  writeManifest(out, m);
   const t0 = performance.now();
   const elapsedBefore = m.elapsed_s;
 
