@@ -71,3 +71,20 @@ test('the spliced model\'s logits equal a manual two-stage computation', async (
   const clean = (await s1.run(makeFeeds(m.proto.graph.inputs, ids, B, ctx))).logits.data as Float32Array;
   assert.ok(clean.some((v, i) => Math.abs(v - one[i]) > 1e-3), 'the splice changes the logits');
 });
+
+test('crosscoders are evaluated in two stages: every site replaced at once; a perfect crosscoder recovers all the loss', async () => {
+  const m = loadModel(tinyLlama(join(tmp(), 'm')));
+  const sites = [{ name: 'blocks.0.hook_resid_post', width: 16 }, { name: 'blocks.1.hook_resid_mid', width: 16 }];
+  const d = 32, k = 64;
+  const W_enc = new Float32Array(d * k), W_dec = new Float32Array(k * d);
+  for (let i = 0; i < d; i++) {
+    W_enc[i * k + i] = 1; W_enc[i * k + d + i] = -1;
+    W_dec[i * d + i] = 1; W_dec[(d + i) * d + i] = -1;
+  }
+  const cfgX: DictConfig = { kind: 'crosscoder', activation: 'relu', sitesIn: sites, sitesOut: sites, dIn: d, dOut: d, dSae: k, k: 4, matryoshkaWidths: [k], applyBDecToInput: true, noBias: false, tied: false };
+  const windows = evalWindows(m, 4, 32);
+  const perfect = await spliceEval(m, new Dictionary(cfgX, { W_enc, b_enc: new Float32Array(k), W_dec, b_dec: new Float32Array(d) }), windows, 32, 2);
+  assert.ok(Math.abs(perfect.ce_loss_recovered - 1) < 1e-4 && perfect.kl_spliced < 1e-6, `recovered ${perfect.ce_loss_recovered}, KL ${perfect.kl_spliced}`);
+  const zero = await spliceEval(m, new Dictionary(cfgX, { W_enc: new Float32Array(d * k), b_enc: new Float32Array(k), W_dec: new Float32Array(k * d), b_dec: new Float32Array(d) }), windows, 32, 2);
+  assert.ok(Math.abs(zero.ce_loss_recovered) < 1e-4, `recovered ${zero.ce_loss_recovered}`);
+});

@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { join } from 'node:path';
 import { Dictionary } from '../sdl/dictionary.js';
 import { dictionaryToOnnx } from '../export/onnx.js';
-import { exportSaelens, importSaelens } from '../export/saelens.js';
+import { exportSaelens } from '../export/saelens.js';
 import { writeAtomic } from '../util/fsx.js';
 import { spliceModel } from '../export/splice.js';
 import { loadModel } from '../models/model.js';
@@ -43,19 +43,6 @@ export function register(y: Argv): Argv {
           exportSaelens(d, out);
           console.log(`wrote ${out}: cfg.json + sae_weights.safetensors (SAELens ${d.cfg.kind}, loads with SAE.load_from_disk)`);
         }
-      },
-    )
-    .command(
-      'import-saelens <folder>',
-      'Read a SAELens folder into an sdlkit dictionary folder',
-      (a) => a
-        .positional('folder', { type: 'string', demandOption: true })
-        .option('out', { type: 'string', demandOption: true, describe: 'sdlkit dictionary folder to write' })
-        .example('sdl import-saelens gpt2-small-res-jb/blocks.8.hook_resid_pre --out cache/dicts/jb-l8', ''),
-      (argv) => {
-        const d = importSaelens(argv.folder!);
-        d.save(argv.out!, { metadata: { imported_from: argv.folder } });
-        console.log(`imported ${d.cfg.kind} (${d.cfg.activation}, ${d.cfg.dSae} latents, d_in ${d.cfg.dIn}) -> ${argv.out}`);
       },
     );
 }

@@ -5,7 +5,8 @@ import type * as ort from 'onnxruntime-node';
 import type { LoadedModel } from '../models/model.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
-import { spliceModel } from '../export/splice.js';
+import { spliceModel, spliceMany } from '../export/splice.js';
+import * as ortRuntime from 'onnxruntime-node';
 import { documents } from '../corpus/sources.js';
 import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
@@ -46,7 +47,7 @@ function logSoftmaxRow(row: Float32Array): Float64Array {
 
 export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch = 8): Promise<SpliceMetrics> {
   const c = dict.cfg;
-  if (c.sitesIn.length !== 1 || c.sitesOut.length !== 1) throw new UserError('splice evaluation covers SAEs and transcoders (one input and one output site)');
+  if (c.sitesIn.length !== 1 || c.sitesOut.length !== 1) return crosscoderEval(model, dict, windows, ctx, batch);
   const hin = model.hooks.points.get(c.sitesIn[0].name), hout = model.hooks.points.get(c.sitesOut[0].name);
   if (!hin || !hout) throw new UserError(`${model.name} has no hook ${!hin ? c.sitesIn[0].name : c.sitesOut[0].name}; the dictionary was trained on another model`);
   const logitsName = model.proto.graph.outputs[0].name;
@@ -104,5 +105,95 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
     ce_loss_recovered: (r.ce_zero_ablation - r.ce_spliced) / (r.ce_zero_ablation - r.ce_clean),
     delta_ce: r.ce_spliced - r.ce_clean,
     kl_spliced: klS / preds, kl_zero_ablation: klZ / preds, fvu: sse / sst, l0: l0 / rows,
+  };
+}
+
+/** CE and KL of predictions at every position but the last, accumulated over a batch. */
+class CeAccumulator {
+  ce = [0, 0, 0];
+  kl = [0, 0];
+  preds = 0;
+  add(ids: Int32Array, B: number, ctx: number, clean: Float32Array, spliced: Float32Array, zero: Float32Array): void {
+    const V = clean.length / (B * ctx);
+    for (let b = 0; b < B; b++) for (let t = 0; t + 1 < ctx; t++) {
+      const o = (b * ctx + t) * V;
+      const p = [clean, spliced, zero].map((L) => logSoftmaxRow(L.subarray(o, o + V)));
+      const y = ids[b * ctx + t + 1];
+      p.forEach((q, i) => (this.ce[i] -= q[y]));
+      for (let v = 0; v < V; v++) {
+        const pc = Math.exp(p[0][v]);
+        this.kl[0] += pc * (p[0][v] - p[1][v]);
+        this.kl[1] += pc * (p[0][v] - p[2][v]);
+      }
+      this.preds++;
+    }
+  }
+}
+
+/**
+ * Crosscoders read every site at once, later layers included, so no single forward pass can splice them:
+ * two stages. The clean pass gives every site; the crosscoder reconstructs all of them from those clean values
+ * (position 0 kept); the model then runs with every site replaced by its reconstruction (or by zeros).
+ */
+async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch: number): Promise<SpliceMetrics> {
+  const c = dict.cfg;
+  const hooks = c.sitesIn.map((s) => {
+    const h = model.hooks.points.get(s.name);
+    if (!h) throw new UserError(`${model.name} has no hook ${s.name}; the dictionary was trained on another model`);
+    return h;
+  });
+  const logitsName = model.proto.graph.outputs[0].name;
+  const clean = await createSession(exposeHooks(model.bytes, hooks, new Set(model.proto.graph.outputs.map((o) => o.name))));
+  const names = hooks.map((_, i) => `sdlkit_replacement_${i}`);
+  const spliced = await createSession(spliceMany(model.bytes, hooks.map((h, i) => ({ target: h.tensor, rep: { kind: 'input' as const, name: names[i], width: c.sitesIn[i].width } }))));
+  const zero = await createSession(spliceMany(model.bytes, hooks.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } }))));
+  const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
+  const acc = new CeAccumulator();
+  const n = windows.length / ctx;
+  let sse = 0, l0 = 0, rows = 0;
+  const sumY = new Float64Array(c.dIn), sumY2 = new Float64Array(c.dIn);
+  for (let b0 = 0; b0 < n; b0 += batch) {
+    const B = Math.min(batch, n - b0);
+    const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
+    const feeds = makeFeeds(inputs, ids, B, ctx);
+    const rc = await clean.run(feeds);
+    const sites = hooks.map((h) => rc[h.tensor].data as Float32Array);
+    // Concatenate the sites per token, encode and decode, and split back (position 0 unchanged).
+    const x = new Float32Array(B * ctx * c.dIn);
+    for (let r = 0; r < B * ctx; r++) {
+      let off = 0;
+      c.sitesIn.forEach((s, i) => { x.set(sites[i].subarray(r * s.width, (r + 1) * s.width), r * c.dIn + off); off += s.width; });
+    }
+    const f = dict.encode(x, B * ctx);
+    const rec = dict.decode(f, B * ctx);
+    const repl = c.sitesIn.map((s) => new Float32Array(B * ctx * s.width));
+    for (let r = 0; r < B * ctx; r++) {
+      const keep = r % ctx === 0;
+      let off = 0;
+      c.sitesIn.forEach((s, i) => {
+        repl[i].set((keep ? x : rec).subarray(r * c.dIn + off, r * c.dIn + off + s.width), r * s.width);
+        off += s.width;
+      });
+      if (keep) continue;
+      for (let j = 0; j < c.dIn; j++) {
+        sse += (x[r * c.dIn + j] - rec[r * c.dIn + j]) ** 2;
+        sumY[j] += x[r * c.dIn + j];
+        sumY2[j] += x[r * c.dIn + j] ** 2;
+      }
+      for (let i = 0; i < c.dSae; i++) if (f[r * c.dSae + i] !== 0) l0++;
+      rows++;
+    }
+    const extra = Object.fromEntries(names.map((nm, i) => [nm, new ortRuntime.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
+    const rs = await spliced.run({ ...feeds, ...extra }, [logitsName]);
+    const rz = await zero.run(feeds, [logitsName]);
+    acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
+  }
+  let sst = 0;
+  for (let j = 0; j < c.dIn; j++) sst += sumY2[j] - (sumY[j] * sumY[j]) / rows;
+  await Promise.all([clean.release(), spliced.release(), zero.release()]);
+  const [ceC, ceS, ceZ] = acc.ce.map((v) => v / acc.preds);
+  return {
+    tokens: acc.preds, ce_clean: ceC, ce_spliced: ceS, ce_zero_ablation: ceZ, ce_loss_recovered: (ceZ - ceS) / (ceZ - ceC), delta_ce: ceS - ceC,
+    kl_spliced: acc.kl[0] / acc.preds, kl_zero_ablation: acc.kl[1] / acc.preds, fvu: sse / sst, l0: l0 / rows,
   };
 }

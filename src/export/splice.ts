@@ -3,7 +3,7 @@
 // rewritten at the byte level: every field is copied verbatim except the consumers' input names, and the new
 // nodes go right after the hooked tensor's producer, so the node list stays topologically sorted.
 import { Reader, Writer } from '../onnx/protobuf.js';
-import { DataType, encodeNode, encodeTensor, encodeValueInfo, type ModelProto } from '../onnx/proto.js';
+import { DataType, decodeModel, encodeNode, encodeTensor, encodeValueInfo, type ModelProto } from '../onnx/proto.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { GraphIndex } from '../onnx/graph.js';
 import type { Dictionary } from '../sdl/dictionary.js';
@@ -16,34 +16,37 @@ export type Replacement =
   | { kind: 'input'; name: string; width: number };
 
 export const SPLICED = 'sdlkit/spliced';
+const splicedName = (tag: string) => (tag ? `sdlkit/${tag}/spliced` : SPLICED);
 
 /**
  * Replaces tensor `target` ([batch, seq, d]) in the model. Position 0 (BOS) keeps its original value:
  * dictionaries are trained without BOS rows (fit's --exclude-bos default).
  */
-export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string, rep: Replacement): Uint8Array {
+export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string, rep: Replacement, tag = ''): Uint8Array {
   const ix = new GraphIndex(proto.graph);
   const prod = ix.producer.get(target);
   if (!prod) throw new UserError(`tensor ${target} is not produced by a node of the model; it cannot be spliced`);
-  const g = new GraphBuilder('splice', 'sdlkit/');
+  // `tag` keeps the names of several splices into one model apart.
+  const P = tag ? `sdlkit/${tag}/` : 'sdlkit/';
+  const g = new GraphBuilder('splice', P);
   const shape = g.op('Shape', [target]);
   let recon3d: string;
   const extraInputs: { name: string; elemType: number; shape: (number | string)[] }[] = [];
-  if (rep.kind === 'zero') recon3d = g.op('Mul', [target, g.scalarF32(0, 'sdlkit/zero')]);
+  if (rep.kind === 'zero') recon3d = g.op('Mul', [target, g.scalarF32(0, `${P}zero`)]);
   else if (rep.kind === 'input') {
     recon3d = rep.name;
     extraInputs.push({ name: rep.name, elemType: DataType.FLOAT, shape: ['batch', 'seq', rep.width] });
   } else {
     const d = rep.dict;
-    const x2 = g.op('Reshape', [rep.input, g.i64('sdlkit/flat_in', [-1, d.cfg.dIn])]);
-    const { reconstruction } = addDictionaryNodes(g, d, x2, { prefix: 'sdlkit/dict/' });
+    const x2 = g.op('Reshape', [rep.input, g.i64(`${P}flat_in`, [-1, d.cfg.dIn])]);
+    const { reconstruction } = addDictionaryNodes(g, d, x2, { prefix: `${P}dict/` });
     recon3d = g.op('Reshape', [reconstruction!, shape]);
   }
   // Keep position 0 as it was.
-  const big = g.i64('sdlkit/big', [1 << 30]);
-  const first = g.op('Slice', [target, g.i64('sdlkit/s0', [0]), g.i64('sdlkit/s1', [1]), g.i64('sdlkit/ax1', [1])]);
-  const rest = g.op('Slice', [recon3d, 'sdlkit/s1', big, 'sdlkit/ax1']);
-  g.op('Concat', [first, rest], { axis: 1 }, SPLICED);
+  const big = g.i64(`${P}big`, [1 << 30]);
+  const first = g.op('Slice', [target, g.i64(`${P}s0`, [0]), g.i64(`${P}s1`, [1]), g.i64(`${P}ax1`, [1])]);
+  const rest = g.op('Slice', [recon3d, `${P}s1`, big, `${P}ax1`]);
+  g.op('Concat', [first, rest], { axis: 1 }, splicedName(tag));
   const newNodes = g.graph.nodes.map((n) => encodeNode(n, new Set(['alpha', 'beta', 'epsilon'])));
   const newInits = g.graph.initializers.map(encodeTensor);
 
@@ -70,7 +73,7 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
       if (t.field !== 1) { out.raw(raw); continue; }
       const idx = nodeIndex++;
       const node = proto.graph.nodes[idx];
-      out.raw(node.inputs.includes(target) ? renameInputs(raw, target, SPLICED) : raw);
+      out.raw(node.inputs.includes(target) ? renameInputs(raw, target, splicedName(tag)) : raw);
       if (idx === prod.index) for (const n of newNodes) out.bytes(1, n);
     }
     for (const t of newInits) out.bytes(5, t);
@@ -98,4 +101,13 @@ function renameInputs(field: Uint8Array, from: string, to: string): Uint8Array {
     }
   }
   return new Writer().bytes(1, w.finish()).finish();
+}
+
+/** Several splices into one model (crosscoders: one per site), each with its own names. */
+export function spliceMany(bytes: Uint8Array, targets: { target: string; rep: Replacement }[]): Uint8Array {
+  let b = bytes;
+  targets.forEach(({ target, rep }, i) => {
+    b = spliceModel(b, decodeModel(b), target, rep, `s${i}`);
+  });
+  return b;
 }
