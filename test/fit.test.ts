@@ -127,6 +127,11 @@ test('fit refuses bad input with one clear line', () => {
   assert.match(tc.stderr, /^sdl: a transcoder needs blocks\.L\.hook_mlp_in and blocks\.L\.hook_mlp_out in the harvest, which has x; harvest with --sites mlp_in,mlp_out\n$/);
   const none = sdl('fit', '--acts', join(dir, 'nope'), '--steps', '5');
   assert.match(none.stderr, /^sdl: activations folder .*nope not found/);
+  // An empty shard set: a harvest folder whose manifest lists no shards.
+  writeRowsAsShards(join(dir, 'empty'), [{ name: 'x', width: 12, data: new Float32Array(0) }], 0, { source: 'empty', seed: 1 });
+  const empty = sdl('fit', '--acts', join(dir, 'empty'), '--steps', '5');
+  assert.equal(empty.code, 2);
+  assert.match(empty.stderr, /^sdl: the harvest in .*empty has no shards \(no tokens\)/);
   // NaN in a shard: named with its shard and row.
   const data = new Float32Array(3000 * 12).map((_, i) => (i === 1234 * 12 + 5 ? NaN : Math.sin(i)));
   writeRowsAsShards(join(dir, 'nan'), [{ name: 'x', width: 12, data }], 3000, { source: 'nan', seed: 1, shardTokens: 1000 });

@@ -11,7 +11,8 @@ import { encodeValueInfo } from '../src/onnx/proto.js';
 import { makeFeeds } from '../src/onnx/session.js';
 import { harvest } from '../src/activations/harvest.js';
 import { decodeShard } from '../src/activations/shard.js';
-import { GPT2, corpusFile, sharedSkip, tmp } from './helpers.js';
+import { spawnSync } from 'node:child_process';
+import { CLI, GPT2, corpusFile, sharedSkip, tmp } from './helpers.js';
 
 /** Adds graph outputs the long way: rewrite the graph message itself with extra output fields. */
 function addOutputsByHand(model: Uint8Array, names: string[]): Uint8Array {
@@ -83,4 +84,25 @@ test('GPT-2 byte-level BPE matches known ids', { skip: sharedSkip }, () => {
   assert.deepEqual(m.tokenizer.encode('Hello world', { bos: false }), [15496, 995]);
   const text = "It's a test: don't panic, 1234 times!\n\nNew line.";
   assert.equal(m.tokenizer.decode(m.tokenizer.encode(text, { bos: false })), text);
+});
+
+test('sdl inspect lists inputs, ops and every hook (with how it was found); a fused-away hook is a clear error', { skip: sharedSkip }, () => {
+  const r = spawnSync(process.execPath, [CLI, 'inspect', GPT2, '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.deepEqual(j.inputs.map((i: { name: string }) => i.name), ['input_ids', 'position_ids', 'attention_mask', 'past_0', 'past_1', 'past_2', 'past_3', 'past_4']);
+  assert.equal(j.inputs[0].type, 'int32');
+  assert.equal(j.ops['com.microsoft.SkipLayerNormalization'], 10);
+  assert.equal(j.layers, 5);
+  const h = Object.fromEntries(j.hooks.map((x: { name: string }) => [x.name, x]));
+  assert.equal(h['blocks.2.hook_resid_post'].tensor, '/transformer/h.2/Add_1_output_0');
+  assert.equal(h['blocks.2.hook_resid_post'].via, 'exporter-name');
+  assert.equal(h['blocks.2.hook_mlp_in'].via, 'structure');
+  assert.match(h['blocks.4.hook_resid_post'].missing, /fused away/);
+  const text = spawnSync(process.execPath, [CLI, 'inspect', GPT2], { encoding: 'utf8' });
+  assert.match(text.stdout, /blocks\.4\.hook_resid_post\s+-- missing: SkipLayerNormalization node/);
+  const dir = tmp();
+  const bad = spawnSync(process.execPath, [CLI, 'harvest', '--model', GPT2, '--layer', '4', '--sites', 'resid_post', '--corpus', corpusFile(dir, 20), '--oov-id', '0', '--out', join(dir, 'o')], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^sdl: blocks\.4\.hook_resid_post does not exist as a tensor in past: SkipLayerNormalization node '[^']+' computes the residual sum of block 4 internally .*; hooks that exist for layer 4: .*blocks\.4\.hook_resid_mid/);
 });

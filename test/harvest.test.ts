@@ -126,3 +126,16 @@ test('bad input gets one clear line and exit code 2, and leaves no harvest behin
   assert.equal(ok.code, 0, ok.stderr);
   assert.equal(JSON.parse(ok.stdout).tokens, 256);
 });
+
+test('a JSONL corpus works (one document per line), and malformed lines are named', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ id: `doc${i}`, text: `the whale and the ship ${i} `.repeat(12) }));
+  writeFileSync(join(dir, 'c.jsonl'), lines.join('\n') + '\n');
+  const r = await harvest({ ...base(model, join(dir, 'c.jsonl'), join(dir, 'a')), tokens: 640, dtype: 'f32' });
+  assert.equal(r.manifest.tokens, 640);
+  const s = decodeShard(readFileSync(join(dir, 'a', 'shard-00000.arrow')));
+  assert.ok(new Set(s.doc).size > 1, 'rows come from several documents');
+  writeFileSync(join(dir, 'bad.jsonl'), '{"text": "fine"}\n{"txt": 3}\n');
+  await assert.rejects(harvest(base(model, join(dir, 'bad.jsonl'), join(dir, 'b'))), /line 2 has no "text" string field/);
+});
