@@ -1,0 +1,176 @@
+// A dictionary against known features (the paper's section 5 metrics): GT recovery M_GT(tau), mean max inner
+// product M_IP, activation patterns of the latents on features in isolation, and absorption against a hierarchy.
+import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import type { Dictionary } from '../sdl/dictionary.js';
+import { readSafetensors } from '../sdl/safetensors.js';
+import type { Truth } from '../synth/lrb.js';
+import { UserError } from '../util/errors.js';
+
+export interface TruthFile {
+  truth: Truth;
+  /** [n, width] per truth tensor (W_p, W_r, W_p.s). */
+  W: Record<string, Float32Array>;
+}
+
+export function readTruth(path: string): TruthFile {
+  const dir = path.endsWith('.json') ? path.replace(/\/[^/]+$/, '') : path;
+  const jp = join(dir, 'truth.json'), sp = join(dir, 'truth.safetensors');
+  if (!existsSync(jp) || !existsSync(sp)) throw new UserError(`${path} has no truth.json / truth.safetensors; pass the folder written by 'sdl synth'`);
+  const truth = JSON.parse(readFileSync(jp, 'utf8')) as Truth;
+  const st = readSafetensors(sp).tensors;
+  return { truth, W: Object.fromEntries(Object.entries(st).map(([k, v]) => [k, v.data])) };
+}
+
+export interface RecoveryMetrics {
+  /** Fraction of (non-anchored) ground-truth features with a learned feature of |cosine| > tau. */
+  mgt: number;
+  mip: number;
+  tau: number;
+  sweep: { tau: number; mgt: number }[];
+  features: number;
+  using: 'encoder' | 'decoder';
+}
+
+/** Learned directions: encoder columns (the paper's rows of W_E) or decoder rows, unit-normalised, [dSae, d]. */
+function learned(d: Dictionary, using: 'encoder' | 'decoder'): { L: Float32Array; dim: number } {
+  const { dIn, dOut, dSae } = d.cfg;
+  const dim = using === 'encoder' ? dIn : dOut;
+  const L = new Float32Array(dSae * dim);
+  for (let i = 0; i < dSae; i++) {
+    let n = 0;
+    for (let j = 0; j < dim; j++) {
+      const v = using === 'encoder' ? d.w.W_enc[j * dSae + i] : d.w.W_dec[i * dOut + j];
+      L[i * dim + j] = v;
+      n += v * v;
+    }
+    n = Math.sqrt(n) || 1;
+    for (let j = 0; j < dim; j++) L[i * dim + j] /= n;
+  }
+  return { L, dim };
+}
+
+/** For each true direction (rows of W [n, dim]), the largest |cosine| with a learned one. */
+export function maxCosines(W: Float32Array, n: number, d: Dictionary, using: 'encoder' | 'decoder'): Float64Array {
+  const { L, dim } = learned(d, using);
+  const out = new Float64Array(n);
+  for (let f = 0; f < n; f++) {
+    let wn = 0;
+    for (let j = 0; j < dim; j++) wn += W[f * dim + j] ** 2;
+    wn = Math.sqrt(wn) || 1;
+    let best = 0;
+    for (let i = 0; i < d.cfg.dSae; i++) {
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += W[f * dim + j] * L[i * dim + j];
+      best = Math.max(best, Math.abs(dot) / wn);
+    }
+    out[f] = best;
+  }
+  return out;
+}
+
+export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; using?: 'encoder' | 'decoder'; exclude?: number[] } = {}): RecoveryMetrics {
+  const using = opts.using ?? 'encoder';
+  const key = using === 'decoder' && t.W.W_r ? 'W_r' : t.W.W_p ? 'W_p' : Object.keys(t.W)[0];
+  const n = t.truth.config.n;
+  let W = t.W[key];
+  const dim = W.length / n;
+  const want = using === 'encoder' ? d.cfg.dIn : d.cfg.dOut;
+  if (dim !== want) {
+    // Crosscoders: the true direction of a feature is the concatenation of its per-source directions.
+    const parts = Object.keys(t.W).filter((k) => k.startsWith('W_p')).sort();
+    const per = t.W[parts[0]].length / n;
+    if (parts.length * per !== want) throw new UserError(`the truth's directions have width ${dim}, the dictionary's ${using} side ${want}`);
+    W = new Float32Array(n * want);
+    for (let f = 0; f < n; f++) parts.forEach((k, s) => W.set(t.W[k].subarray(f * per, (f + 1) * per), f * want + s * per));
+  }
+  const cos = maxCosines(W, n, d, using);
+  const skip = new Set(opts.exclude ?? []);
+  const keep = Array.from(cos).filter((_, i) => !skip.has(i));
+  const tau = opts.tau ?? 0.95;
+  const frac = (th: number) => keep.filter((c) => c > th).length / Math.max(1, keep.length);
+  return {
+    mgt: frac(tau), mip: keep.reduce((a, b) => a + b, 0) / Math.max(1, keep.length), tau, using, features: keep.length,
+    sweep: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99].map((th) => ({ tau: th, mgt: frac(th) })),
+  };
+}
+
+export interface PatternSummary {
+  dead: number;
+  monosemantic: number;
+  polysemantic: number;
+  /** For each latent, the true features that fire it in isolation (Definition 3.1). */
+  patterns: number[][];
+}
+
+/** Activation pattern F_i = {d : latent i fires on feature d alone at a typical magnitude}. */
+export function activationPatterns(d: Dictionary, t: TruthFile, magnitude?: number): PatternSummary {
+  const n = t.truth.config.n;
+  const W = t.W.W_p ?? t.W[Object.keys(t.W).find((k) => k.startsWith('W_p'))!];
+  const dim = d.cfg.dIn;
+  if (W.length / n !== dim) throw new UserError('activation patterns need an SAE or transcoder on the bench input x_p');
+  const a = magnitude ?? t.truth.config.cMin + t.truth.config.beta;
+  const x = new Float32Array(n * dim);
+  for (let f = 0; f < n; f++) for (let j = 0; j < dim; j++) x[f * dim + j] = a * W[f * dim + j];
+  const acts = d.encode(x, n);
+  const patterns: number[][] = Array.from({ length: d.cfg.dSae }, () => []);
+  for (let f = 0; f < n; f++) for (let i = 0; i < d.cfg.dSae; i++) if (acts[f * d.cfg.dSae + i] > 0) patterns[i].push(f);
+  return {
+    dead: patterns.filter((p) => p.length === 0).length,
+    monosemantic: patterns.filter((p) => p.length === 1).length,
+    polysemantic: patterns.filter((p) => p.length >= 2).length,
+    patterns,
+  };
+}
+
+export interface Absorption {
+  parent: number;
+  parentLatent: number;
+  /** Children whose (parent + child) input leaves the parent latent silent, with the latent that took them. */
+  absorbed: { child: number; by: number }[];
+  /** The child the parent latent responds to most weakly (the paper's predicted absorbed child). */
+  weakestChild: number;
+  predictionHolds: boolean | null;
+}
+
+/** Absorption against the truth's hierarchy: does the parent's latent still fire when a child is present? */
+export function absorption(d: Dictionary, t: TruthFile): { rate: number; parents: Absorption[] } {
+  const { n, cMin, beta } = t.truth.config;
+  const W = t.W.W_p;
+  const dim = d.cfg.dIn;
+  const a = cMin + beta;
+  const cos = (f: number, i: number) => {
+    let dot = 0;
+    for (let j = 0; j < dim; j++) dot += W[f * dim + j] * d.w.W_enc[j * d.cfg.dSae + i];
+    return dot;
+  };
+  const parents: Absorption[] = [];
+  let absorbedCount = 0, childCount = 0;
+  for (const h of t.truth.hierarchy) {
+    // The parent's latent: the one whose encoder direction best matches the parent's direction.
+    let pl = 0, best = -Infinity;
+    for (let i = 0; i < d.cfg.dSae; i++) {
+      let nn = 0;
+      for (let j = 0; j < dim; j++) nn += d.w.W_enc[j * d.cfg.dSae + i] ** 2;
+      const c = cos(h.parent, i) / (Math.sqrt(nn) || 1);
+      if (c > best) { best = c; pl = i; }
+    }
+    const absorbed: { child: number; by: number }[] = [];
+    for (const ch of h.children) {
+      const x = new Float32Array(dim);
+      for (let j = 0; j < dim; j++) x[j] = a * (W[h.parent * dim + j] + W[ch * dim + j]);
+      const f = d.encode(x, 1);
+      childCount++;
+      if (f[pl] > 0) continue;
+      let by = 0;
+      for (let i = 1; i < d.cfg.dSae; i++) if (f[i] > f[by]) by = i;
+      absorbed.push({ child: ch, by });
+      absorbedCount++;
+    }
+    let weakest = h.children[0];
+    for (const ch of h.children) if (cos(ch, pl) < cos(weakest, pl)) weakest = ch;
+    parents.push({ parent: h.parent, parentLatent: pl, absorbed, weakestChild: weakest, predictionHolds: absorbed.length ? absorbed.some((x) => x.child === weakest) : null });
+  }
+  void n;
+  return { rate: childCount ? absorbedCount / childCount : 0, parents };
+}
