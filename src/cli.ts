@@ -11,6 +11,7 @@ import * as modelCmd from './commands/model.js';
 import * as pipelineCmd from './commands/pipeline.js';
 import * as exportCmd from './commands/export.js';
 import * as evalCmd from './commands/eval.js';
+import * as synthCmd from './commands/synth.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -24,7 +25,7 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

@@ -3,11 +3,12 @@ import { loadModel } from '../models/model.js';
 import { Dictionary } from '../sdl/dictionary.js';
 import { spliceEval, evalWindows } from '../eval/splice-eval.js';
 import { defaultModel, printJson } from './common.js';
+import { readTruth, recovery, activationPatterns, absorption } from '../analysis/truth.js';
 
 export function register(y: Argv): Argv {
   return y.command(
     'eval <dictionary>',
-    'Splice a dictionary into its model and measure CE loss recovered, delta loss, KL, FVU and L0 on held-out text',
+    'Measure a dictionary: inside its model (CE loss recovered, KL, FVU, L0) or against known features (--truth)',
     (a) => a
       .positional('dictionary', { type: 'string', demandOption: true })
       .option('model', { type: 'string', describe: 'model folder or .onnx (default: the bundled model)' })
@@ -16,10 +17,29 @@ export function register(y: Argv): Argv {
       .option('windows', { type: 'number', default: 32, describe: 'windows of --ctx tokens' })
       .option('ctx', { type: 'number', default: 128 })
       .option('batch', { type: 'number', default: 8 })
+      .option('truth', { type: 'string', describe: 'a bench folder from sdl synth: measure against its known features instead' })
+      .option('tau', { type: 'number', default: 0.95, describe: 'truth: cosine threshold of M_GT' })
+      .option('using', { choices: ['encoder', 'decoder'] as const, default: 'encoder' as const, describe: 'truth: learned features = encoder rows (the paper) or decoder rows' })
+      .option('exclude', { type: 'number', default: 0, describe: 'truth: leave out the first N features (anchored ones)' })
       .option('json', { type: 'boolean', default: false })
-      .example('sdl eval cache/dicts/pipeline-sae-L6', 'CE loss recovered of the pipeline SAE in the bundled model'),
+      .example('sdl eval cache/dicts/pipeline-sae-L6', 'CE loss recovered of the pipeline SAE in the bundled model')
+      .example('sdl eval cache/dicts/lrb-topk --truth cache/synth/lrb-256-64-0', 'GT recovery, activation patterns, absorption'),
     async (argv) => {
       const d = Dictionary.load(argv.dictionary!);
+      if (argv.truth) {
+        const t = readTruth(argv.truth);
+        const exclude = Array.from({ length: argv.exclude }, (_, i) => i);
+        const rec = recovery(d, t, { tau: argv.tau, using: argv.using, exclude });
+        const pat = t.W.W_p && t.W.W_p.length / t.truth.config.n === d.cfg.dIn ? activationPatterns(d, t) : undefined;
+        const abs = t.truth.hierarchy.length && pat ? absorption(d, t) : undefined;
+        const res = { recovery: rec, patterns: pat && { dead: pat.dead, monosemantic: pat.monosemantic, polysemantic: pat.polysemantic }, absorption: abs };
+        if (argv.json) return printJson(res);
+        console.log(`M_GT(${rec.tau}) ${(100 * rec.mgt).toFixed(2)}%, M_IP ${rec.mip.toFixed(3)} over ${rec.features} features (${rec.using} directions)`);
+        console.log('  tau sweep: ' + rec.sweep.map((s) => `${s.tau}: ${(100 * s.mgt).toFixed(1)}%`).join(', '));
+        if (pat) console.log(`  latents on features in isolation: ${pat.dead} dead, ${pat.monosemantic} monosemantic, ${pat.polysemantic} polysemantic`);
+        if (abs) console.log(`  absorption rate ${(100 * abs.rate).toFixed(1)}% of children; the paper's prediction (the weakest child is absorbed) holds for ${abs.parents.filter((p) => p.predictionHolds).length} of ${abs.parents.filter((p) => p.predictionHolds !== null).length} parents with absorption`);
+        return;
+      }
       const m = loadModel(argv.model ?? defaultModel(), { tokenizer: argv.tokenizer });
       const r = await spliceEval(m, d, evalWindows(m, argv.windows, argv.ctx, argv.corpus), argv.ctx, argv.batch);
       if (argv.json) return printJson(r);
