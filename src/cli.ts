@@ -12,6 +12,7 @@ import * as pipelineCmd from './commands/pipeline.js';
 import * as exportCmd from './commands/export.js';
 import * as evalCmd from './commands/eval.js';
 import * as synthCmd from './commands/synth.js';
+import * as indexCmds from './commands/index-cmds.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -25,13 +26,18 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);
   process.exit(2);
 })
   .help()
-  .wrap(Math.min(120, process.stdout.columns ?? 100))
-  .parseAsync()
-  .catch(fail);
+  .wrap(Math.min(120, process.stdout.columns ?? 100));
+
+// Synchronous handlers throw out of parseAsync() itself, asynchronous ones reject its promise: catch both.
+try {
+  await y.parseAsync();
+} catch (e) {
+  fail(e);
+}

@@ -142,6 +142,8 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 
   piece(id: number): string {
+    if (id === this.bosId) return '<s>';
+    if (id === this.eosId) return '</s>';
     const p = this.vocab[id] ?? `<${id}>`;
     const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p);
     if (m) {

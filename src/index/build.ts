@@ -1,0 +1,237 @@
+// The feature index: runs a dictionary over activation shards and writes per-feature statistics to SQLite
+// (better-sqlite3): frequency, mean and max activation, a histogram, decoder norm, encoder/decoder cosine,
+// top activating examples with their token contexts and per-token activations, top tokens, nearest
+// features by decoder cosine, co-occurrence, dead and dense flags. Built in a temporary file and renamed.
+import Database from 'better-sqlite3';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { decodeShard } from '../activations/shard.js';
+import { openActivations, type Manifest } from '../activations/manifest.js';
+import type { Dictionary } from '../sdl/dictionary.js';
+import { loadModel } from '../models/model.js';
+import type { Tokenizer } from '../models/tokenizer.js';
+import { tf, initBackend } from '../sdl/backend.js';
+import { sha256 } from '../util/fsx.js';
+import { Progress } from '../util/progress.js';
+import { UserError } from '../util/errors.js';
+import { SCHEMA } from './schema.js';
+
+export const INDEX_FILE = 'index.sqlite';
+
+export interface IndexOptions {
+  topK: number;
+  /** Tokens either side of the firing token stored with each example. */
+  contextRadius: number;
+  /** Firing frequency above which a latent is flagged dense. */
+  denseThreshold: number;
+  neighbors: number;
+  force?: boolean;
+  quiet?: boolean;
+}
+
+export const INDEX_DEFAULTS: IndexOptions = { topK: 20, contextRadius: 8, denseThreshold: 0.1, neighbors: 10 };
+
+/** Histogram bin edges for activation values (log-spaced), shared by every feature. */
+export const HIST_EDGES = Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
+
+interface Example {
+  act: number;
+  doc: number;
+  window: number;
+  pos: number;
+  token: number;
+  ctxStart: number;
+  ctxTokens: number[];
+  ctxActs: number[];
+}
+
+/** Features as rows [n, dSae] with tfjs (the wasm matMul), thresholds as at inference. */
+function encodeChunk(d: Dictionary, W: { W_enc: tf.Tensor2D; b_enc: tf.Tensor1D; b_dec: tf.Tensor1D; th?: tf.Tensor1D }, x: Float32Array, n: number): Float32Array {
+  return tf.tidy(() => {
+    const X = tf.tensor2d(x, [n, d.cfg.dIn]);
+    const pre = tf.add(tf.matMul(d.cfg.applyBDecToInput ? tf.sub(X, W.b_dec) : X, W.W_enc), W.b_enc) as tf.Tensor2D;
+    if (d.cfg.activation === 'relu') return tf.relu(pre).dataSync() as Float32Array;
+    if (d.cfg.activation === 'topk') {
+      const { values } = tf.topk(pre, Math.min(d.cfg.k, d.cfg.dSae));
+      const kth = tf.slice(values, [0, values.shape[1]! - 1], [n, 1]);
+      return tf.mul(tf.relu(pre), tf.cast(tf.greaterEqual(tf.sub(pre, kth), tf.scalar(0)), 'float32')).dataSync() as Float32Array;
+    }
+    return tf.mul(tf.relu(pre), tf.cast(tf.greater(tf.sub(pre, W.th!), tf.scalar(0)), 'float32')).dataSync() as Float32Array;
+  });
+}
+
+export interface IndexResult {
+  path: string;
+  tokens: number;
+  seconds: number;
+  upToDate: boolean;
+  dead: number;
+  dense: number;
+}
+
+export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string, opts: IndexOptions): Promise<IndexResult> {
+  const manifest: Manifest = openActivations(actsDir);
+  const sites = d.cfg.sitesIn;
+  for (const s of sites) if (!manifest.sites.some((m) => m.name === s.name && m.width === s.width)) throw new UserError(`the harvest in ${actsDir} has no site ${s.name}[${s.width}]; index with the activations the dictionary reads`);
+  const path = join(dictDir, INDEX_FILE);
+  const identity = sha256(readFileSync(join(dictDir, 'sae_weights.safetensors'))) + ':' + manifest.identity_sha256 + ':' + JSON.stringify(opts.topK + '/' + opts.contextRadius);
+  if (existsSync(path) && !opts.force) {
+    const db = new Database(path, { readonly: true });
+    const row = db.prepare("select value from dictionary where key = 'index_identity'").get() as { value: string } | undefined;
+    const tokens = Number((db.prepare("select value from dictionary where key = 'tokens'").get() as { value: string } | undefined)?.value ?? 0);
+    db.close();
+    if (row?.value === identity) return { path, tokens, seconds: 0, upToDate: true, dead: -1, dense: -1 };
+  }
+  await initBackend();
+  let tok: Tokenizer | undefined;
+  try {
+    if (manifest.model_path && existsSync(manifest.model_path)) {
+      const dir = dirname(manifest.model_path);
+      tok = loadModel(existsSync(join(dir, 'config.json')) ? dir : manifest.model_path).tokenizer;
+    }
+  } catch { tok = undefined; }
+  const m = d.cfg.dSae;
+  const count = new Float64Array(m), sum = new Float64Array(m), max = new Float32Array(m);
+  const hist = new Uint32Array(m * (HIST_EDGES.length + 1));
+  const top: Example[][] = Array.from({ length: m }, () => []);
+  const minTop = new Float32Array(m);
+  const V = tok?.vocabSize ?? 0;
+  const denseTokens = V > 0 && V * m <= 1 << 26;
+  const tokCount = denseTokens ? new Float32Array(V * m) : undefined;
+  const tokSum = denseTokens ? new Float32Array(V * m) : undefined;
+  const co = new Uint32Array(m * m);
+  const W = {
+    W_enc: tf.tensor2d(d.w.W_enc, [d.cfg.dIn, m]), b_enc: tf.tensor1d(d.w.b_enc), b_dec: tf.tensor1d(d.w.b_dec),
+    th: d.w.threshold ? tf.tensor1d(d.w.threshold) : undefined,
+  };
+  const progress = new Progress('index', manifest.tokens, 'tok', 0, opts.quiet);
+  const t0 = performance.now();
+  let done = 0;
+  const R = opts.contextRadius;
+  const active = new Int32Array(m);
+  for (const info of manifest.shards) {
+    const s = decodeShard(new Uint8Array(readFileSync(join(actsDir, info.file))), sites.map((x) => x.name));
+    // Chunks of whole windows, so every context lies inside the chunk.
+    const ctx = Math.max(1, manifest.context_length);
+    const chunkRows = Math.max(ctx, Math.floor(4096 / ctx) * ctx);
+    for (let r0 = 0; r0 < s.rows; r0 += chunkRows) {
+      const n = Math.min(chunkRows, s.rows - r0);
+      const x = new Float32Array(n * d.cfg.dIn);
+      let off = 0;
+      for (const site of sites) {
+        const v = s.values.get(site.name)!;
+        for (let r = 0; r < n; r++) x.set(v.subarray((r0 + r) * site.width, (r0 + r + 1) * site.width), r * d.cfg.dIn + off);
+        off += site.width;
+      }
+      const f = encodeChunk(d, W, x, n);
+      for (let r = 0; r < n; r++) {
+        const row = r0 + r;
+        const t = s.token[row];
+        let na = 0;
+        for (let i = 0; i < m; i++) {
+          const a = f[r * m + i];
+          if (a <= 0) continue;
+          active[na++] = i;
+          count[i]++;
+          sum[i] += a;
+          if (a > max[i]) max[i] = a;
+          let b = 0;
+          while (b < HIST_EDGES.length && a >= HIST_EDGES[b]) b++;
+          hist[i * (HIST_EDGES.length + 1) + b]++;
+          if (tokCount && t >= 0 && t < V) { tokCount[i * V + t]++; tokSum![i * V + t] += a; }
+          if (top[i].length < opts.topK || a > minTop[i]) {
+            // The context: tokens of the same window within the radius, and this feature's activation on each.
+            let lo = r, hi = r;
+            while (lo > 0 && r - lo < R && s.window[r0 + lo - 1] === s.window[row]) lo--;
+            while (hi + 1 < n && hi - r < R && s.window[r0 + hi + 1] === s.window[row]) hi++;
+            const ex: Example = {
+              act: a, doc: s.doc[row], window: s.window[row], pos: s.pos[row], token: t, ctxStart: s.pos[r0 + lo],
+              ctxTokens: Array.from(s.token.subarray(r0 + lo, r0 + hi + 1)), ctxActs: Array.from({ length: hi - lo + 1 }, (_, j) => f[(lo + j) * m + i]),
+            };
+            const list = top[i];
+            list.push(ex);
+            list.sort((p, q) => q.act - p.act);
+            if (list.length > opts.topK) list.pop();
+            minTop[i] = list.length >= opts.topK ? list[list.length - 1].act : 0;
+          }
+        }
+        for (let a = 0; a < na; a++) {
+          const ia = active[a] * m;
+          for (let b = 0; b < na; b++) co[ia + active[b]]++;
+        }
+      }
+      done += n;
+      progress.update(done);
+    }
+  }
+  progress.done();
+  tf.dispose(Object.values(W).filter(Boolean) as tf.Tensor[]);
+
+  // Decoder geometry: norms, encoder/decoder cosine, nearest features by decoder cosine.
+  const dOut = d.cfg.dOut;
+  const dn = new Float32Array(m), ec = new Float32Array(m);
+  const unit = new Float32Array(m * dOut);
+  for (let i = 0; i < m; i++) {
+    let q = 0;
+    for (let j = 0; j < dOut; j++) q += d.w.W_dec[i * dOut + j] ** 2;
+    dn[i] = Math.sqrt(q);
+    for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
+    if (d.cfg.dIn === dOut) {
+      let dot = 0, en = 0;
+      for (let j = 0; j < dOut; j++) { dot += d.w.W_enc[j * m + i] * unit[i * dOut + j]; en += d.w.W_enc[j * m + i] ** 2; }
+      ec[i] = dot / (Math.sqrt(en) || 1);
+    } else ec[i] = NaN;
+  }
+  const cos = tf.tidy(() => { const U = tf.tensor2d(unit, [m, dOut]); return tf.matMul(U, tf.transpose(U)).dataSync() as Float32Array; });
+
+  const tmpPath = `${path}.tmp-${process.pid}`;
+  rmSync(tmpPath, { force: true });
+  const db = new Database(tmpPath);
+  db.exec(SCHEMA);
+  const total = done;
+  const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
+  const meta: Record<string, unknown> = {
+    index_identity: identity, tokens: total, dictionary: dictDir, activations: actsDir, model: manifest.identity.model.name, corpus: manifest.identity.corpus,
+    config: d.cfg, meta: d.meta, top_k: opts.topK, context_radius: opts.contextRadius, dense_threshold: opts.denseThreshold, histogram_edges: HIST_EDGES,
+    dead_window: `never fired over the ${total} indexed tokens`,
+  };
+  try {
+    const saved = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
+    meta.training = saved.sdlkit?.training;
+  } catch { /* a dictionary without training record */ }
+  const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens) values (?,?,?,?,?,?,?,?,?,?,?)');
+  const insEx = db.prepare('insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)');
+  const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
+  const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
+  const insTf = db.prepare('insert into token_features (token, feature, count, mean_act) values (?,?,?,?)');
+  const insTok = db.prepare('insert into tokens (id, text) values (?, ?)');
+  let dead = 0, dense = 0;
+  db.transaction(() => {
+    for (const [k, v] of Object.entries(meta)) if (v !== undefined) put.run(k, typeof v === 'string' ? v : JSON.stringify(v));
+    for (let i = 0; i < m; i++) {
+      const freq = count[i] / Math.max(1, total);
+      const isDead = count[i] === 0 ? 1 : 0, isDense = freq > opts.denseThreshold ? 1 : 0;
+      dead += isDead;
+      dense += isDense;
+      let topTokens: { token: number; count: number; mean: number }[] = [];
+      if (tokCount) {
+        const c = tokCount.subarray(i * V, (i + 1) * V);
+        topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum![i * V + t] / n : 0 })).filter((x) => x.count > 0).sort((a, b) => b.count - a.count).slice(0, 10);
+        for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum![i * V + t] / c[t]);
+      }
+      insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
+        JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens));
+      top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
+      const nb = Array.from({ length: m }, (_, j) => j).filter((j) => j !== i).sort((a, b) => cos[i * m + b] - cos[i * m + a]).slice(0, opts.neighbors);
+      nb.forEach((j, rank) => insNb.run(i, rank, j, cos[i * m + j]));
+      const coList = Array.from({ length: m }, (_, j) => j).filter((j) => j !== i && co[i * m + j] > 0).sort((a, b) => co[i * m + b] - co[i * m + a]).slice(0, opts.neighbors);
+      for (const j of coList) insCo.run(i, j, co[i * m + j], co[i * m + j] / (count[i] + count[j] - co[i * m + j]));
+    }
+    if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
+  })();
+  db.pragma('journal_mode = WAL');
+  db.close();
+  renameSync(tmpPath, path);
+  for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
+  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, dead, dense };
+}

@@ -1,0 +1,74 @@
+// Read-only queries over a feature index.
+import Database from 'better-sqlite3';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { INDEX_FILE } from './build.js';
+import { UserError } from '../util/errors.js';
+
+export function openIndex(dictDir: string): Database.Database {
+  const p = join(dictDir, INDEX_FILE);
+  if (!existsSync(p)) throw new UserError(`${dictDir} has no feature index; run 'sdl index ${dictDir}' first`);
+  return new Database(p, { readonly: true, fileMustExist: true });
+}
+
+export interface FeatureRow {
+  id: number; count: number; freq: number; mean_act: number; max_act: number; decoder_norm: number; enc_dec_cos: number | null;
+  dead: number; dense: number; histogram: string; top_tokens: string; absorption: number | null;
+}
+
+const SORTS: Record<string, string> = { freq: 'freq desc', max: 'max_act desc', absorption: 'absorption desc', id: 'id asc', mean: 'mean_act desc' };
+
+export function listFeatures(db: Database.Database, q: { dead?: boolean; dense?: boolean; absorbed?: boolean; sort?: string; limit?: number; where?: string }): FeatureRow[] {
+  const conds: string[] = [];
+  if (q.dead) conds.push('dead = 1');
+  if (q.dense) conds.push('dense = 1');
+  if (q.absorbed) conds.push('absorption > 0');
+  if (q.where) {
+    if (/;|--|\b(attach|pragma|insert|update|delete|drop|create)\b/i.test(q.where)) throw new UserError('--where takes a condition on the features columns, e.g. "freq > 0.01 and max_act < 2"');
+    conds.push(`(${q.where})`);
+  }
+  const order = SORTS[q.sort ?? 'id'];
+  if (!order) throw new UserError(`--sort takes ${Object.keys(SORTS).join(', ')}`);
+  const sql = `select * from features ${conds.length ? 'where ' + conds.join(' and ') : ''} order by ${order} limit ?`;
+  try {
+    return db.prepare(sql).all(q.limit ?? 50) as FeatureRow[];
+  } catch (e) {
+    throw new UserError(`the query failed: ${(e as Error).message} (columns: id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, absorption)`);
+  }
+}
+
+export function tokenText(db: Database.Database): (id: number) => string {
+  const rows = db.prepare('select id, text from tokens').all() as { id: number; text: string }[];
+  const m = new Map(rows.map((r) => [r.id, r.text]));
+  return (id) => m.get(id) ?? `<${id}>`;
+}
+
+export function featureDetail(db: Database.Database, id: number) {
+  const f = db.prepare('select * from features where id = ?').get(id) as FeatureRow | undefined;
+  if (!f) {
+    const n = (db.prepare('select count(*) as n from features').get() as { n: number }).n;
+    throw new UserError(`feature ${id} does not exist; the dictionary has features 0-${n - 1}`);
+  }
+  const examples = db.prepare('select * from examples where feature = ? order by rank').all(id) as { act: number; pos: number; context_start: number; context_tokens: string; context_acts: string; doc: number; window: number }[];
+  const neighbors = db.prepare('select other, cosine from neighbors where feature = ? order by rank').all(id);
+  const cooc = db.prepare('select other, count, jaccard from cooccurrence where feature = ? order by count desc').all(id);
+  return { feature: f, examples, neighbors, cooccurrence: cooc };
+}
+
+export function featuresForToken(db: Database.Database, text: string, limit: number) {
+  const ids = (db.prepare('select id from tokens where text = ? or text = ?').all(text, ' ' + text.trimStart()) as { id: number }[]).map((r) => r.id);
+  if (!ids.length) throw new UserError(`no token '${text}' in the tokenizer's vocabulary (try with or without a leading space)`);
+  return db.prepare(`select tf.token, tf.feature, tf.count, tf.mean_act, f.count as feature_count, 1.0 * tf.count / f.count as share
+    from token_features tf join features f on f.id = tf.feature where tf.token in (${ids.map(() => '?').join(',')})
+    order by tf.count * tf.mean_act desc limit ?`).all(...ids, limit);
+}
+
+/** Runs a read-only SELECT. */
+export function runSql(db: Database.Database, sql: string): unknown[] {
+  if (!/^\s*(select|with)\b/i.test(sql)) throw new UserError('sdl sql runs read-only SELECT queries');
+  try {
+    return db.prepare(sql).all();
+  } catch (e) {
+    throw new UserError(`the query failed: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,33 @@
+// The feature index's tables, indexed for the lookup queries (sort by frequency or maximum, dead/dense filters,
+// features of a token, examples and neighbours of a feature).
+export const SCHEMA = `
+create table dictionary (key text primary key, value text not null);
+create table features (
+  id integer primary key,
+  count integer not null,
+  freq real not null,
+  mean_act real not null,
+  max_act real not null,
+  decoder_norm real not null,
+  enc_dec_cos real,
+  dead integer not null,
+  dense integer not null,
+  histogram text not null,
+  top_tokens text not null,
+  absorption real
+);
+create index features_freq on features (freq);
+create index features_max on features (max_act);
+create index features_dead on features (dead) where dead = 1;
+create index features_dense on features (dense) where dense = 1;
+create table examples (
+  feature integer not null, rank integer not null, act real not null, doc integer, window integer, pos integer, token integer,
+  context_start integer, context_tokens text not null, context_acts text not null,
+  primary key (feature, rank)
+);
+create table neighbors (feature integer not null, rank integer not null, other integer not null, cosine real not null, primary key (feature, rank));
+create table cooccurrence (feature integer not null, other integer not null, count integer not null, jaccard real not null, primary key (feature, other));
+create table token_features (token integer not null, feature integer not null, count integer not null, mean_act real not null, primary key (token, feature));
+create index token_features_feature on token_features (feature);
+create table tokens (id integer primary key, text text not null);
+`;

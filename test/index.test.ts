@@ -1,0 +1,85 @@
+// The feature index against a brute-force computation on a small case, and its queries.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { harvest } from '../src/activations/harvest.js';
+import { decodeShard } from '../src/activations/shard.js';
+import { Dictionary } from '../src/sdl/dictionary.js';
+import type { DictConfig } from '../src/sdl/config.js';
+import { buildIndex, INDEX_DEFAULTS } from '../src/index/build.js';
+import { openIndex, listFeatures, featureDetail, runSql } from '../src/index/query.js';
+import { Rng } from '../src/util/rng.js';
+import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
+
+test('stored frequencies, maxima and top examples equal a brute-force computation; re-runs are no-ops', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const acts = join(dir, 'acts');
+  await harvest({ model, hooks: ['blocks.1.hook_resid_post'], corpus: corpusFile(dir, 80), split: 'all', tokens: 2048, ctx: 32, batch: 8, dtype: 'f32', seed: 0, shardTokens: 1024, out: acts, quiet: true });
+  const site = { name: 'blocks.1.hook_resid_post', width: 16 };
+  const cfg: DictConfig = { kind: 'sae', activation: 'topk', sitesIn: [site], sitesOut: [site], dIn: 16, dOut: 16, dSae: 40, k: 3, matryoshkaWidths: [40], applyBDecToInput: true, noBias: false, tied: false };
+  const rng = new Rng(2);
+  const r = (n: number, s: number) => Float32Array.from({ length: n }, () => rng.normal() * s);
+  const d = new Dictionary(cfg, { W_enc: r(16 * 40, 0.5), b_enc: r(40, 0.1), W_dec: r(40 * 16, 0.3), b_dec: r(16, 0.1) });
+  const dictDir = join(dir, 'dict');
+  d.save(dictDir);
+  const res = await buildIndex(dictDir, d, acts, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true });
+  assert.equal(res.tokens, 2048);
+  // Brute force.
+  const count = new Float64Array(40), max = new Float64Array(40);
+  const all: { f: number; act: number; window: number; pos: number }[] = [];
+  for (const f of ['shard-00000.arrow', 'shard-00001.arrow']) {
+    const s = decodeShard(readFileSync(join(acts, f)));
+    const feats = d.encode(s.values.get(site.name)!, s.rows);
+    for (let row = 0; row < s.rows; row++) for (let i = 0; i < 40; i++) {
+      const a = feats[row * 40 + i];
+      if (a <= 0) continue;
+      count[i]++;
+      max[i] = Math.max(max[i], a);
+      all.push({ f: i, act: a, window: s.window[row], pos: s.pos[row] });
+    }
+  }
+  const db = openIndex(dictDir);
+  const rows = listFeatures(db, { limit: 100 });
+  assert.equal(rows.length, 40);
+  for (const row of rows) {
+    assert.equal(row.count, count[row.id], `count of ${row.id}`);
+    assert.ok(Math.abs(row.freq - count[row.id] / 2048) < 1e-12);
+    assert.ok(Math.abs(row.max_act - max[row.id]) < 1e-4, `max of ${row.id}: ${row.max_act} vs ${max[row.id]}`);
+    assert.equal(row.dead, count[row.id] === 0 ? 1 : 0);
+    const want = all.filter((e) => e.f === row.id).sort((a, b) => b.act - a.act).slice(0, 5);
+    const got = featureDetail(db, row.id).examples;
+    assert.equal(got.length, want.length);
+    got.forEach((g, i) => {
+      assert.ok(Math.abs(g.act - want[i].act) < 1e-4, `example ${i} of ${row.id}`);
+      const acts = JSON.parse(g.context_acts) as number[];
+      assert.ok(Math.abs(acts[g.pos - g.context_start] - g.act) < 1e-3, 'the context holds the firing token');
+    });
+  }
+  assert.deepEqual(listFeatures(db, { dead: true, limit: 100 }).map((x) => x.id), Array.from(count.keys()).filter((i) => count[i] === 0));
+  assert.deepEqual(listFeatures(db, { sort: 'freq', limit: 3 }).map((x) => x.count), [...count].sort((a, b) => b - a).slice(0, 3));
+  assert.throws(() => runSql(db, 'delete from features'), /read-only SELECT/);
+  assert.throws(() => featureDetail(db, 99), /feature 99 does not exist; the dictionary has features 0-39/);
+  db.close();
+  const mtime = statSync(join(dictDir, 'index.sqlite')).mtimeMs;
+  const again = await buildIndex(dictDir, d, acts, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true });
+  assert.ok(again.upToDate);
+  assert.equal(statSync(join(dictDir, 'index.sqlite')).mtimeMs, mtime);
+  // The query commands.
+  const top = spawnSync(process.execPath, [CLI, 'features', dictDir, '--sort', 'max', '--limit', '2', '--json'], { encoding: 'utf8' });
+  assert.equal(top.status, 0, top.stderr);
+  assert.equal(JSON.parse(top.stdout).length, 2);
+  const one = spawnSync(process.execPath, [CLI, 'feature', dictDir, String(JSON.parse(top.stdout)[0].id)], { encoding: 'utf8' });
+  assert.match(one.stdout, /top contexts:\n {2}\s*\d+\.\d{3} {2}.*\[\[/);
+  const tokenSearch = spawnSync(process.execPath, [CLI, 'search', dictDir, '--token', ' the', '--json'], { encoding: 'utf8' });
+  assert.equal(tokenSearch.status, 0, tokenSearch.stderr);
+  const textSearch = spawnSync(process.execPath, [CLI, 'search', dictDir, '--text', 'the whale and the sea', '--json'], { encoding: 'utf8' });
+  assert.equal(textSearch.status, 0, textSearch.stderr);
+  const perToken = JSON.parse(textSearch.stdout);
+  assert.equal(perToken[0].token, '<s>');
+  assert.ok(perToken.every((t: { features: unknown[] }) => t.features.length <= 3), 'TopK 3: at most 3 features per token');
+  const bad = spawnSync(process.execPath, [CLI, 'features', dictDir, '--where', 'freq > 0; drop table features'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+});
