@@ -47,17 +47,21 @@ interface Example {
 
 /** Features as rows [n, dSae] with tfjs (the wasm matMul), thresholds as at inference. */
 function encodeChunk(d: Dictionary, W: { W_enc: tf.Tensor2D; b_enc: tf.Tensor1D; b_dec: tf.Tensor1D; th?: tf.Tensor1D }, x: Float32Array, n: number): Float32Array {
-  return tf.tidy(() => {
+  // tidy returns the tensor, read afterwards: tidy walks whatever it returns, element by element.
+  const t = tf.tidy(() => {
     const X = tf.tensor2d(x, [n, d.cfg.dIn]);
     const pre = tf.add(tf.matMul(d.cfg.applyBDecToInput ? tf.sub(X, W.b_dec) : X, W.W_enc), W.b_enc) as tf.Tensor2D;
-    if (d.cfg.activation === 'relu') return tf.relu(pre).dataSync() as Float32Array;
+    if (d.cfg.activation === 'relu') return tf.relu(pre);
     if (d.cfg.activation === 'topk') {
       const { values } = tf.topk(pre, Math.min(d.cfg.k, d.cfg.dSae));
       const kth = tf.slice(values, [0, values.shape[1]! - 1], [n, 1]);
-      return tf.mul(tf.relu(pre), tf.cast(tf.greaterEqual(tf.sub(pre, kth), tf.scalar(0)), 'float32')).dataSync() as Float32Array;
+      return tf.mul(tf.relu(pre), tf.cast(tf.greaterEqual(tf.sub(pre, kth), tf.scalar(0)), 'float32'));
     }
-    return tf.mul(tf.relu(pre), tf.cast(tf.greater(tf.sub(pre, W.th!), tf.scalar(0)), 'float32')).dataSync() as Float32Array;
+    return tf.mul(tf.relu(pre), tf.cast(tf.greater(tf.sub(pre, W.th!), tf.scalar(0)), 'float32'));
   });
+  const out = t.dataSync() as Float32Array;
+  t.dispose();
+  return out;
 }
 
 export interface IndexResult {
@@ -182,7 +186,9 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       ec[i] = dot / (Math.sqrt(en) || 1);
     } else ec[i] = NaN;
   }
-  const cos = tf.tidy(() => { const U = tf.tensor2d(unit, [m, dOut]); return tf.matMul(U, tf.transpose(U)).dataSync() as Float32Array; });
+  const cosT = tf.tidy(() => { const U = tf.tensor2d(unit, [m, dOut]); return tf.matMul(U, tf.transpose(U)); });
+  const cos = cosT.dataSync() as Float32Array;
+  cosT.dispose();
 
   const tmpPath = `${path}.tmp-${process.pid}`;
   rmSync(tmpPath, { force: true });

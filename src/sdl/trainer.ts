@@ -89,7 +89,12 @@ function foldWeights(p: Params, cfg: DictConfig, scalesIn: number[], scalesOut: 
 }
 
 function thresholdVector(p: Params, cfg: DictConfig, batchThreshold: number): Float32Array | undefined {
-  if (cfg.activation === 'jumprelu') return Float32Array.from(tf.tidy(() => tf.exp(p.log_threshold!)).dataSync());
+  if (cfg.activation === 'jumprelu') {
+    const t = tf.exp(p.log_threshold!);
+    const th = Float32Array.from(t.dataSync());
+    t.dispose();
+    return th;
+  }
   if (cfg.activation === 'batchtopk' || cfg.activation === 'matryoshka') return new Float32Array(cfg.dSae).fill(batchThreshold);
   return undefined;
 }
@@ -244,12 +249,13 @@ export async function fit(job: FitJob): Promise<FitResult> {
     const px = new Float32Array(poolN * cfg.dIn), py = same ? px : new Float32Array(poolN * cfg.dOut);
     stream.batch(poolN, px, py);
     const X = tf.tensor2d(px, [poolN, cfg.dIn]), Y = tf.tensor2d(py, [poolN, cfg.dOut]);
-    const losses = tf.tidy(() => {
+    const lossT = tf.tidy(() => {
       const { pre } = preacts(cfg, p, X);
       const yhat = tf.add(tf.matMul(tf.mul(pre, inferMask(cfg, p, pre, threshold)), p.W_dec), p.b_dec);
-      return tf.sum(tf.square(tf.sub(yhat, Y)), 1).dataSync() as Float32Array;
+      return tf.sum(tf.square(tf.sub(yhat, Y)), 1);
     });
-    tf.dispose([X, Y]);
+    const losses = lossT.dataSync() as Float32Array;
+    tf.dispose([X, Y, lossT]);
     const w = Float64Array.from(losses, (l) => l * l);
     const total = w.reduce((a, b) => a + b, 0);
     const We = p.W_enc.dataSync().slice() as Float32Array, Wd = p.W_dec.dataSync().slice() as Float32Array, be = p.b_enc.dataSync().slice() as Float32Array;
