@@ -15,6 +15,7 @@ import { sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { SCHEMA } from './schema.js';
+import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
 
 export const INDEX_FILE = 'index.sqlite';
 
@@ -113,6 +114,14 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   let done = 0;
   const R = opts.contextRadius;
   const active = new Int32Array(m);
+  // Rows at word tokens, for first-letter absorption (SAEs whose input and output are the same site).
+  const letterOf = new Int8Array(V).fill(-1);
+  if (tok) for (let t = 0; t < V; t++) letterOf[t] = firstLetter(tok.piece(t));
+  const doAbsorption = Boolean(tok) && d.cfg.kind !== 'transcoder' && d.cfg.dIn === d.cfg.dOut;
+  const ABS_MAX = 12000;
+  const absX = new Float32Array(doAbsorption ? ABS_MAX * d.cfg.dIn : 0);
+  const absLabel: number[] = [], absToken: number[] = [];
+  const absFeats: { ids: Int32Array; vals: Float32Array }[] = [];
   for (const info of manifest.shards) {
     const s = decodeShard(new Uint8Array(readFileSync(join(actsDir, info.file))), sites.map((x) => x.name));
     // Chunks of whole windows, so every context lies inside the chunk.
@@ -159,6 +168,13 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
             minTop[i] = list.length >= opts.topK ? list[list.length - 1].act : 0;
           }
         }
+        if (doAbsorption && absLabel.length < ABS_MAX && t >= 0 && t < V && letterOf[t] >= 0 && (row * 2654435761 >>> 0) % 4 === 0) {
+          absX.set(x.subarray(r * d.cfg.dIn, (r + 1) * d.cfg.dIn), absLabel.length * d.cfg.dIn);
+          absLabel.push(letterOf[t]);
+          absToken.push(t);
+          const ids = Int32Array.from(active.subarray(0, na));
+          absFeats.push({ ids, vals: Float32Array.from(ids, (i) => f[r * m + i]) });
+        }
         for (let a = 0; a < na; a++) {
           const ia = active[a] * m;
           for (let b = 0; b < na; b++) co[ia + active[b]]++;
@@ -190,6 +206,10 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const cos = cosT.dataSync() as Float32Array;
   cosT.dispose();
 
+  const abs = doAbsorption && absLabel.length >= 200
+    ? measureAbsorption({ x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats }, d.cfg.dIn, d.w.W_dec, d.cfg.dOut, m)
+    : undefined;
+
   const tmpPath = `${path}.tmp-${process.pid}`;
   rmSync(tmpPath, { force: true });
   const db = new Database(tmpPath);
@@ -205,7 +225,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     const saved = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
     meta.training = saved.sdlkit?.training;
   } catch { /* a dictionary without training record */ }
-  const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens) values (?,?,?,?,?,?,?,?,?,?,?)');
+  const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption) values (?,?,?,?,?,?,?,?,?,?,?,?)');
+  const insLetter = db.prepare('insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)');
   const insEx = db.prepare('insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)');
   const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
   const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
@@ -226,7 +247,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum![i * V + t] / c[t]);
       }
       insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
-        JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens));
+        JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens),
+        abs ? abs.latentScore.get(i) ?? 0 : null);
       top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
       const nb = Array.from({ length: m }, (_, j) => j).filter((j) => j !== i).sort((a, b) => cos[i * m + b] - cos[i * m + a]).slice(0, opts.neighbors);
       nb.forEach((j, rank) => insNb.run(i, rank, j, cos[i * m + j]));
@@ -234,6 +256,10 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       for (const j of coList) insCo.run(i, j, co[i * m + j], co[i * m + j] / (count[i] + count[j] - co[i * m + j]));
     }
     if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
+    if (abs) {
+      for (const l of abs.letters) insLetter.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
+      put.run('absorption', JSON.stringify({ method: 'first-letter (SAEBench, adapted: natural word occurrences)', samples: absLabel.length, letters_evaluated: abs.letters.length, mean_absorption_fraction: abs.meanAbsorption, mean_full_absorption: abs.meanFullAbsorption }));
+    }
   })();
   db.pragma('journal_mode = WAL');
   db.close();

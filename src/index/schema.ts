@@ -30,4 +30,6 @@ create table cooccurrence (feature integer not null, other integer not null, cou
 create table token_features (token integer not null, feature integer not null, count integer not null, mean_act real not null, primary key (token, feature));
 create index token_features_feature on token_features (feature);
 create table tokens (id integer primary key, text text not null);
+create table absorption_letters (letter text primary key, probe_f1 real not null, main_latents text not null, main_f1 real not null, tokens integer not null, mean_absorption real not null, full_absorption_rate real not null);
+create index features_absorption on features (absorption) where absorption > 0;
 `;
