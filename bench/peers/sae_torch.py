@@ -1,0 +1,52 @@
+"""PyTorch reference SAE trainer for sdlkit's benchmark (the algorithm SAELens / dictionary_learning / sparsify
+implement): Adam, unit-norm decoder rows with the parallel gradient removed, TopK or ReLU + decoder-norm-weighted L1,
+fp32, the same batch. Prints tokens per second as JSON. Run with Debian's python3 and torch.set_num_threads(2)."""
+import json
+import sys
+import time
+
+import torch
+
+
+def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
+    torch.manual_seed(0)
+    d_sae = d_in * expansion
+    x_all = torch.randn(batch * 4, d_in)
+    W_dec = torch.randn(d_sae, d_in)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_dec.requires_grad_(True)
+    W_enc = W_dec.detach().t().clone().requires_grad_(True)
+    b_enc = torch.zeros(d_sae, requires_grad=True)
+    b_dec = torch.zeros(d_in, requires_grad=True)
+    params = [W_enc, b_enc, W_dec, b_dec]
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def step(x: torch.Tensor) -> None:
+        pre = (x - b_dec) @ W_enc + b_enc
+        if activation == "topk":
+            vals, idx = pre.topk(k, dim=1)
+            acts = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+            loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean()
+        else:
+            acts = torch.relu(pre)
+            loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean() + 5.0 * (acts * W_dec.norm(dim=1)).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            W_dec.grad -= (W_dec.grad * W_dec).sum(1, keepdim=True) * W_dec
+        opt.step()
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+
+    for i in range(warmup):
+        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
+    return steps * batch / (time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    d_in, expansion, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    print(json.dumps({"tokens_per_second": bench(d_in, expansion, activation, k, batch, steps, 3), "torch": torch.__version__}))
