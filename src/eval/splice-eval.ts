@@ -56,7 +56,7 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
   const zero = await createSession(spliceModel(model.bytes, model.proto, hout.tensor, { kind: 'zero' }));
   const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
   const n = windows.length / ctx;
-  let ceC = 0, ceS = 0, ceZ = 0, klS = 0, klZ = 0, preds = 0;
+  const acc = new CeAccumulator();
   let sse = 0, l0 = 0, rows = 0;
   const sumY = new Float64Array(c.dOut), sumY2 = new Float64Array(c.dOut);
   for (let b0 = 0; b0 < n; b0 += batch) {
@@ -64,22 +64,7 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
     const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
     const feeds = makeFeeds(inputs, ids, B, ctx);
     const [rc, rs, rz] = await Promise.all([clean.run(feeds), spliced.run(feeds, [logitsName]), zero.run(feeds, [logitsName])]) as ort.InferenceSession.OnnxValueMapType[];
-    const Lc = rc[logitsName].data as Float32Array, Ls = rs[logitsName].data as Float32Array, Lz = rz[logitsName].data as Float32Array;
-    const V = Lc.length / (B * ctx);
-    for (let b = 0; b < B; b++) for (let t = 0; t + 1 < ctx; t++) {
-      const o = (b * ctx + t) * V;
-      const pc = logSoftmaxRow(Lc.subarray(o, o + V)), ps = logSoftmaxRow(Ls.subarray(o, o + V)), pz = logSoftmaxRow(Lz.subarray(o, o + V));
-      const y = ids[b * ctx + t + 1];
-      ceC -= pc[y];
-      ceS -= ps[y];
-      ceZ -= pz[y];
-      for (let v = 0; v < V; v++) {
-        const p = Math.exp(pc[v]);
-        klS += p * (pc[v] - ps[v]);
-        klZ += p * (pc[v] - pz[v]);
-      }
-      preds++;
-    }
+    acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
     // Reconstruction quality on the same tokens (position 0 excluded, as in training).
     const X = rc[hin.tensor].data as Float32Array, Y = rc[hout.tensor].data as Float32Array;
     for (let b = 0; b < B; b++) {
@@ -99,12 +84,14 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
   let sst = 0;
   for (let j = 0; j < c.dOut; j++) sst += sumY2[j] - (sumY[j] * sumY[j]) / rows;
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
-  const r = { ce_clean: ceC / preds, ce_spliced: ceS / preds, ce_zero_ablation: ceZ / preds };
+  return summarize(acc, sse / sst, l0 / rows);
+}
+
+function summarize(acc: CeAccumulator, fvu: number, l0: number): SpliceMetrics {
+  const [ceC, ceS, ceZ] = acc.ce.map((v) => v / acc.preds);
   return {
-    tokens: preds, ...r,
-    ce_loss_recovered: (r.ce_zero_ablation - r.ce_spliced) / (r.ce_zero_ablation - r.ce_clean),
-    delta_ce: r.ce_spliced - r.ce_clean,
-    kl_spliced: klS / preds, kl_zero_ablation: klZ / preds, fvu: sse / sst, l0: l0 / rows,
+    tokens: acc.preds, ce_clean: ceC, ce_spliced: ceS, ce_zero_ablation: ceZ, ce_loss_recovered: (ceZ - ceS) / (ceZ - ceC), delta_ce: ceS - ceC,
+    kl_spliced: acc.kl[0] / acc.preds, kl_zero_ablation: acc.kl[1] / acc.preds, fvu, l0,
   };
 }
 
@@ -191,9 +178,5 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
   let sst = 0;
   for (let j = 0; j < c.dIn; j++) sst += sumY2[j] - (sumY[j] * sumY[j]) / rows;
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
-  const [ceC, ceS, ceZ] = acc.ce.map((v) => v / acc.preds);
-  return {
-    tokens: acc.preds, ce_clean: ceC, ce_spliced: ceS, ce_zero_ablation: ceZ, ce_loss_recovered: (ceZ - ceS) / (ceZ - ceC), delta_ce: ceS - ceC,
-    kl_spliced: acc.kl[0] / acc.preds, kl_zero_ablation: acc.kl[1] / acc.preds, fvu: sse / sst, l0: l0 / rows,
-  };
+  return summarize(acc, sse / sst, l0 / rows);
 }

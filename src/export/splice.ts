@@ -3,7 +3,7 @@
 // rewritten at the byte level: every field is copied verbatim except the consumers' input names, and the new
 // nodes go right after the hooked tensor's producer, so the node list stays topologically sorted.
 import { Reader, Writer } from '../onnx/protobuf.js';
-import { DataType, decodeModel, encodeNode, encodeTensor, encodeValueInfo, type ModelProto } from '../onnx/proto.js';
+import { DataType, decodeModel, encodeNode, encodeTensor, encodeValueInfo, graphField, rewriteGraph, type ModelProto } from '../onnx/proto.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { GraphIndex } from '../onnx/graph.js';
 import type { Dictionary } from '../sdl/dictionary.js';
@@ -50,37 +50,17 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
   const newNodes = g.graph.nodes.map((n) => encodeNode(n, new Set(['alpha', 'beta', 'epsilon'])));
   const newInits = g.graph.initializers.map(encodeTensor);
 
-  const r = new Reader(bytes);
-  const w = new Writer();
-  let nodeIndex = 0;
-  let graphDone = false;
-  while (!r.done()) {
-    const start = r.pos;
-    const { field, wire } = r.tag();
-    if (field !== 7 || graphDone) {
-      r.skip(wire);
-      w.raw(bytes.subarray(start, r.pos));
-      continue;
-    }
-    graphDone = true;
-    const gr = r.sub();
-    const out = new Writer();
-    while (!gr.done()) {
-      const fs = gr.pos;
-      const t = gr.tag();
-      gr.skip(t.wire);
-      const raw = gr.buf.subarray(fs, gr.pos);
-      if (t.field !== 1) { out.raw(raw); continue; }
-      const idx = nodeIndex++;
-      const node = proto.graph.nodes[idx];
-      out.raw(node.inputs.includes(target) ? renameInputs(raw, target, splicedName(tag)) : raw);
-      if (idx === prod.index) for (const n of newNodes) out.bytes(1, n);
-    }
-    for (const t of newInits) out.bytes(5, t);
-    for (const i of extraInputs) out.bytes(11, encodeValueInfo(i));
-    w.bytes(7, out.finish());
-  }
-  return w.finish();
+  return rewriteGraph(
+    bytes,
+    ({ field, raw, nodeIndex }) => {
+      if (field !== 1) return raw;
+      const node = proto.graph.nodes[nodeIndex];
+      const kept = node.inputs.includes(target) ? renameInputs(raw, target, splicedName(tag)) : raw;
+      // The new nodes go right after the hooked tensor's producer: the node list stays topologically sorted.
+      return nodeIndex === prod.index ? [kept, ...newNodes.map((n) => graphField(1, n))] : kept;
+    },
+    () => [...newInits.map((t) => graphField(5, t)), ...extraInputs.map((i) => graphField(11, encodeValueInfo(i)))],
+  );
 }
 
 /** A NodeProto field with input `from` renamed to `to`, every other byte unchanged. */

@@ -375,12 +375,22 @@ export function appendToGraph(model: Uint8Array, extra: { outputs?: ValueInfo[];
   return out;
 }
 
+/** One field of a GraphProto as it appears in the bytes (tag included), with the node's index for nodes. */
+export interface GraphField {
+  field: number;
+  raw: Uint8Array;
+  /** Index of the node in graph order (field 1 only). */
+  nodeIndex: number;
+}
+
 /**
- * Rewrites a serialized model's graph at the byte level: keeps the nodes `keepNode` accepts (by their
- * index in graph order), replaces the graph outputs with `outputs`, and appends `nodes`. Every kept field
- * is copied verbatim, so whatever sdlkit does not decode (subgraphs, doc strings, types) survives.
+ * Rewrites a serialized model's graph fields at the byte level: every field outside the graph, and every graph
+ * field `visit` returns unchanged, is copied verbatim, so whatever sdlkit does not decode (subgraphs, doc strings,
+ * types) survives. `visit` returns the bytes to write for a field (possibly several fields, or none); `append`
+ * gives fields to add at the end of the first graph message. Graph parts merged from appended messages count
+ * their nodes on, as decodeModel does.
  */
-export function pruneGraph(model: Uint8Array, keepNode: (index: number) => boolean, outputs: ValueInfo[], nodes: NodeProto[] = [], keepInitializer: (name: string) => boolean = () => true): Uint8Array {
+export function rewriteGraph(model: Uint8Array, visit: (f: GraphField) => Uint8Array | Uint8Array[] | null, append: () => Uint8Array[] = () => []): Uint8Array {
   const r = new Reader(model);
   const w = new Writer();
   let nodeIndex = 0;
@@ -399,21 +409,40 @@ export function pruneGraph(model: Uint8Array, keepNode: (index: number) => boole
       const fs = gr.pos;
       const t = gr.tag();
       gr.skip(t.wire);
-      if (t.field === 1 && !keepNode(nodeIndex++)) continue;
-      if (t.field === 12) continue;
-      if (t.field === 5) {
-        const tr = new Reader(gr.buf, fs, gr.pos);
-        tr.tag();
-        if (!keepInitializer(decodeTensor(tr.sub()).name)) continue;
-      }
-      g.raw(gr.buf.subarray(fs, gr.pos));
+      const raw = gr.buf.subarray(fs, gr.pos);
+      const out = visit({ field: t.field, raw, nodeIndex: t.field === 1 ? nodeIndex++ : -1 });
+      if (out === null) continue;
+      for (const b of Array.isArray(out) ? out : [out]) g.raw(b);
     }
     if (first) {
-      for (const n of nodes) g.bytes(1, encodeNode(n, FLOAT_ATTRS));
-      for (const o of outputs) g.bytes(12, encodeValueInfo(o));
+      for (const b of append()) g.raw(b);
       first = false;
     }
     w.bytes(7, g.finish());
   }
   return w.finish();
+}
+
+/** A whole graph field (tag + length + body) for raw insertion. */
+export const graphField = (field: number, body: Uint8Array): Uint8Array => new Writer().bytes(field, body).finish();
+
+/**
+ * Keeps the nodes `keepNode` accepts (by index in graph order) and the initializers `keepInitializer` accepts,
+ * replaces the graph outputs with `outputs`, and appends `nodes`.
+ */
+export function pruneGraph(model: Uint8Array, keepNode: (index: number) => boolean, outputs: ValueInfo[], nodes: NodeProto[] = [], keepInitializer: (name: string) => boolean = () => true): Uint8Array {
+  return rewriteGraph(
+    model,
+    ({ field, raw, nodeIndex }) => {
+      if (field === 1) return keepNode(nodeIndex) ? raw : null;
+      if (field === 12) return null;
+      if (field === 5) {
+        const tr = new Reader(raw);
+        tr.tag();
+        return keepInitializer(decodeTensor(tr.sub()).name) ? raw : null;
+      }
+      return raw;
+    },
+    () => [...nodes.map((n) => graphField(1, encodeNode(n, FLOAT_ATTRS))), ...outputs.map((o) => graphField(12, encodeValueInfo(o)))],
+  );
 }
