@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { generateLrb } from '../src/synth/lrb.js';
 import { readTruth, recovery, activationPatterns, absorption } from '../src/analysis/truth.js';
 import { openActivations } from '../src/activations/manifest.js';
@@ -49,4 +50,17 @@ test('recovery metrics: a dictionary made of the true directions scores 100%, an
   assert.ok(p.patterns.every((fs, i) => fs.includes(i)), 'each latent fires on its own feature');
   assert.equal(absorption(dict, truth).parents.length, 0);
   void t;
+});
+
+test('sdl bench lrb runs every method with and without anchoring and writes the table', () => {
+  const dir = tmp();
+  const out = join(dir, 'table.md');
+  const r = spawnSync(process.execPath, [CLI, 'bench', 'lrb', '--n', '24', '--np', '20', '--latents', '48', '--k', '3', '--N', '4000', '--steps', '15', '--anchors', '3', '--out', out, '--json'],
+    { encoding: 'utf8', env: { ...process.env, SDL_CACHE: join(dir, 'cache') } });
+  assert.equal(r.status, 0, r.stderr);
+  const rows = JSON.parse(r.stdout) as { method: string; anchoring: boolean; mgt: number; mip: number }[];
+  assert.equal(rows.length, 14);
+  assert.deepEqual([...new Set(rows.map((x) => x.method))], ['relu sae', 'jumprelu sae', 'topk sae', 'batchtopk sae', 'matryoshka sae', 'topk transcoder', 'topk crosscoder']);
+  assert.ok(rows.every((x) => x.mip > 0 && x.mip <= 1 && x.mgt >= 0 && x.mgt <= 1));
+  assert.match(readFileSync(out, 'utf8'), /\| topk sae \| yes \|/);
 });

@@ -71,7 +71,8 @@ export function maxCosines(W: Float32Array, n: number, d: Dictionary, using: 'en
 
 export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; using?: 'encoder' | 'decoder'; exclude?: number[] } = {}): RecoveryMetrics {
   const using = opts.using ?? 'encoder';
-  const key = using === 'decoder' && t.W.W_r ? 'W_r' : t.W.W_p ? 'W_p' : Object.keys(t.W)[0];
+  // Decoder directions live in the target space: W_r for a transcoder writing x_r, W_p otherwise.
+  const key = using === 'decoder' && t.W.W_r && d.cfg.sitesOut.some((s) => s.name === 'x_r') ? 'W_r' : t.W.W_p ? 'W_p' : Object.keys(t.W)[0];
   const n = t.truth.config.n;
   let W = t.W[key];
   const dim = W.length / n;
