@@ -62,6 +62,7 @@ export function register(y: Argv): Argv {
       .option('sparsity', { type: 'number', describe: 'L1 (relu) or L0 (jumprelu) coefficient' })
       .option('sparsity-warmup', { type: 'number', describe: 'sparsity warm-up steps (default 5% of training)' })
       .option('bandwidth', { type: 'number', default: TRAIN_DEFAULTS.jumpreluBandwidth, describe: 'JumpReLU straight-through bandwidth' })
+      .option('threshold-init', { type: 'number', default: TRAIN_DEFAULTS.jumpreluInitThreshold, describe: 'JumpReLU initial threshold' })
       .option('clip', { type: 'number', default: TRAIN_DEFAULTS.clipGradNorm, describe: 'global gradient-norm clip (0: off)' })
       .option('batch', { type: 'string', default: String(TRAIN_DEFAULTS.batchTokens), describe: 'tokens per step' })
       .option('tokens', { type: 'string', describe: 'training tokens (default: one pass over the harvest)' })
@@ -109,7 +110,7 @@ export function register(y: Argv): Argv {
         ...TRAIN_DEFAULTS,
         lr: argv.lr, lrWarmupSteps: argv['lr-warmup'], lrDecayFraction: argv['lr-decay'], sparsityWarmupSteps: argv['sparsity-warmup'],
         clipGradNorm: argv.clip, batchTokens: parseCount(argv.batch, '--batch'), tokens: argv.tokens ? parseCount(argv.tokens, '--tokens') : undefined,
-        steps: argv.steps, seed: argv.seed, sparsityCoefficient: argv.sparsity, jumpreluBandwidth: argv.bandwidth, unitNormDecoder: argv['unit-norm-decoder'],
+        steps: argv.steps, seed: argv.seed, sparsityCoefficient: argv.sparsity, jumpreluBandwidth: argv.bandwidth, jumpreluInitThreshold: argv['threshold-init'], unitNormDecoder: argv['unit-norm-decoder'],
         bDecInit: argv['b-dec-init'], normalizeActivations: argv.normalize, deadWindowTokens: argv['dead-window'] ? parseCount(argv['dead-window'], '--dead-window') : undefined,
         auxkCoefficient: argv['auxk-coef'], auxkK: argv['auxk-k'], resampleEvery: argv.resample, anchorWeight: argv['anchor-weight'],
         anchors: argv.anchors ? readAnchors(argv.anchors, dIn, dOut) : undefined, evalTokens: parseCount(argv['eval-tokens'], '--eval-tokens'),

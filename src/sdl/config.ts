@@ -87,8 +87,10 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   clipGradNorm: 1.0,
   batchTokens: 4096,
   seed: 0,
-  jumpreluBandwidth: 0.05,
-  jumpreluInitThreshold: 0.01,
+  // JumpReLU in normalised units (pre-activations of order 1): SAELens' small defaults (0.05 / 0.01) leave the
+  // threshold inside a window few pre-activations reach, and Adam moves log theta by at most lr per step.
+  jumpreluBandwidth: 2,
+  jumpreluInitThreshold: 1,
   unitNormDecoder: true,
   bDecInit: 'geometric_median',
   normalizeActivations: true,
@@ -104,7 +106,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
 };
 
 /** Default sparsity coefficients per activation (normalised units, E||x|| = sqrt(d)). */
-export const DEFAULT_SPARSITY: Record<Activation, number> = { relu: 5, jumprelu: 0.05, topk: 0, batchtopk: 0, matryoshka: 0 };
+export const DEFAULT_SPARSITY: Record<Activation, number> = { relu: 5, jumprelu: 0.5, topk: 0, batchtopk: 0, matryoshka: 0 };
 
 export const defaultLr = (dSae: number): number => 2e-4 / Math.sqrt(dSae / 16384);
 
