@@ -84,7 +84,7 @@ export function resolveHookSpecs(model: LoadedModel, specs: string[]): HookPoint
   return out;
 }
 
-/** Yields batches of windows for the shards from `firstShard` on. */
+/** Every window of the harvest, in order; a resumed run re-derives them and skips the finished shards'. */
 function* windowStream(model: LoadedModel, cfg: HarvestConfig): Generator<Window> {
   yield* tokenWindows(shuffleDocs(documents({ source: cfg.corpus, split: cfg.split }), cfg.seed), model.tokenizer, cfg.ctx);
 }

@@ -1,12 +1,11 @@
 // Measuring a dictionary inside its model: cross-entropy with the clean model, with the dictionary's
 // reconstruction spliced in, and with the site zero-ablated, on held-out text; CE loss recovered
 // = (CE_zero - CE_spliced) / (CE_zero - CE_clean), delta LM loss, KL(clean || spliced), FVU and L0.
-import type * as ort from 'onnxruntime-node';
 import type { LoadedModel } from '../models/model.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
 import { spliceModel, spliceMany } from '../export/splice.js';
-import * as ortRuntime from 'onnxruntime-node';
+import * as ort from 'onnxruntime-node';
 import { documents } from '../corpus/sources.js';
 import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
@@ -170,7 +169,7 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
       for (let i = 0; i < c.dSae; i++) if (f[r * c.dSae + i] !== 0) l0++;
       rows++;
     }
-    const extra = Object.fromEntries(names.map((nm, i) => [nm, new ortRuntime.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
+    const extra = Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
     const rs = await spliced.run({ ...feeds, ...extra }, [logitsName]);
     const rz = await zero.run(feeds, [logitsName]);
     acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
