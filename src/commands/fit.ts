@@ -79,7 +79,7 @@ export function register(y: Argv): Argv {
       .option('checkpoint-every', { type: 'number', default: TRAIN_DEFAULTS.checkpointEvery })
       .option('buffer', { type: 'string', default: String(TRAIN_DEFAULTS.shuffleBufferTokens), describe: 'shuffle-buffer rows' })
       .option('include-bos', { type: 'boolean', default: false, describe: 'train on BOS rows too' })
-      .option('backend', { choices: ['node', 'wasm', 'cpu'] as const, describe: 'TensorFlow.js backend (default: node, else wasm, else cpu)' })
+      .option('backend', { choices: ['native', 'node', 'wasm', 'cpu'] as const, describe: "compute backend: sdlkit's native kernels, or TensorFlow.js (node, wasm, cpu); default: native, else node, else wasm, else cpu" })
       .option('out', { type: 'string', describe: 'dictionary folder (default: cache/dicts/<model>-<kind>-<activation>-<site>-<latents>)' })
       .option('resume', { type: 'boolean', default: false, describe: 'continue from the checkpoint in --out' })
       .option('json', { type: 'boolean', default: false })
@@ -118,7 +118,7 @@ export function register(y: Argv): Argv {
       };
       const siteTag = sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`;
       const out = argv.out ?? join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`);
-      const r = await fit({ actsDir, manifest, dict, train, out, resume: argv.resume, backend: argv.backend, quiet: argv.json });
+      const r = await fit({ actsDir, manifest, dict, train, out, resume: argv.resume, backend: argv.backend, quiet: argv.json, onNote: (n) => console.error(`note: ${n}`) });
       if (argv.json) return printJson({ out, backend: r.backend, steps: r.steps, tokens: r.tokens, seconds: r.seconds, tokens_per_second: r.tokensPerSecond, dead_fraction: r.deadFraction, eval: r.eval });
       const site = Object.entries(r.eval.fvuBySite).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ');
       console.log(`fit ${dict.kind} (${activation}, ${dSae} latents) on ${fmtCount(r.tokens)} tokens in ${r.seconds.toFixed(1)}s (${fmtCount(r.tokensPerSecond)} tok/s, backend ${r.backend})`);

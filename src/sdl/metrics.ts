@@ -32,8 +32,8 @@ export class EvalAccumulator {
     this.fires = new Float64Array(dSae);
   }
 
-  /** Adds a chunk: targets and reconstructions in harvest units, and the active mask. */
-  add(y: Float32Array, yhat: Float32Array, active: Float32Array, rows: number): void {
+  /** Adds a chunk: targets and reconstructions in harvest units, per-latent firing counts and the active pairs in all. */
+  add(y: Float32Array, yhat: Float32Array, rows: number, fired: ArrayLike<number>, actives: number): void {
     const d = this.sse.length;
     for (let r = 0; r < rows; r++) {
       for (let j = 0; j < d; j++) {
@@ -43,11 +43,9 @@ export class EvalAccumulator {
         this.sumY[j] += v;
         this.sumY2[j] += v * v;
       }
-      for (let i = 0; i < this.dSae; i++) {
-        const a = active[r * this.dSae + i];
-        if (a) { this.fires[i]++; this.actives++; }
-      }
     }
+    for (let i = 0; i < this.dSae; i++) this.fires[i] += fired[i];
+    this.actives += actives;
     this.n += rows;
   }
 

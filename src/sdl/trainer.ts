@@ -2,15 +2,13 @@
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { tf, initBackend, type BackendName } from './backend.js';
 import { TRAIN_DEFAULTS, DEFAULT_SPARSITY, defaultLr, type DictConfig, type TrainConfig } from './config.js';
 import { Dictionary, type DictionaryWeights } from './dictionary.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows } from './data.js';
 import { initWeights } from './init.js';
-import { step, preacts, inferMask, type Params, type Grads } from './step.js';
-import { Adam, normalizeRows, projectDecoderGrad } from './adam.js';
+import { createEngine, type Engine } from './engine.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
-import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+import { readSafetensors, writeSafetensors } from './safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
 import { MANIFEST } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
@@ -27,6 +25,8 @@ export interface FitJob {
   resume?: boolean;
   backend?: string;
   quiet?: boolean;
+  /** Called with a note when the native kernels could not be used. */
+  onNote?: (note: string) => void;
 }
 
 export interface FitResult {
@@ -36,7 +36,7 @@ export interface FitResult {
   tokens: number;
   seconds: number;
   tokensPerSecond: number;
-  backend: BackendName;
+  backend: string;
   deadFraction: number;
 }
 
@@ -54,23 +54,9 @@ interface CheckpointState {
 
 const CKPT = 'checkpoint';
 
-function toParams(w: DictionaryWeights, cfg: DictConfig, train: TrainConfig): Params {
-  const p: Params = {
-    W_enc: tf.tensor2d(w.W_enc, [cfg.dIn, cfg.dSae]),
-    b_enc: tf.tensor1d(w.b_enc),
-    W_dec: cfg.tied ? (tf.transpose(tf.tensor2d(w.W_enc, [cfg.dIn, cfg.dSae])) as tf.Tensor2D) : tf.tensor2d(w.W_dec, [cfg.dSae, cfg.dOut]),
-    b_dec: tf.tensor1d(w.b_dec),
-  };
-  if (cfg.activation === 'jumprelu') p.log_threshold = tf.fill([cfg.dSae], Math.log(train.jumpreluInitThreshold)) as tf.Tensor1D;
-  return p;
-}
-
-/** Reads the weights back into typed arrays, folding the per-site input/target scales into them. */
-function foldWeights(p: Params, cfg: DictConfig, scalesIn: number[], scalesOut: number[], threshold?: Float32Array): DictionaryWeights {
-  const W_enc = p.W_enc.dataSync().slice() as Float32Array;
-  const W_dec = p.W_dec.dataSync().slice() as Float32Array;
-  const b_enc = p.b_enc.dataSync().slice() as Float32Array;
-  const b_dec = p.b_dec.dataSync().slice() as Float32Array;
+/** The engine's weights with the per-site input/target scales folded into them. */
+function foldWeights(engine: Engine, cfg: DictConfig, scalesIn: number[], scalesOut: number[], threshold?: Float32Array): DictionaryWeights {
+  const { W_enc, W_dec, b_enc, b_dec } = engine.weights();
   // Trained on x' = s_in x, y' = s_out y:  W_enc rows of site j scale by s_j; W_dec columns and b_dec by 1/s_out.
   let off = 0;
   cfg.sitesIn.forEach((s, i) => {
@@ -88,37 +74,25 @@ function foldWeights(p: Params, cfg: DictConfig, scalesIn: number[], scalesOut: 
   return { W_enc, b_enc, W_dec, b_dec, threshold };
 }
 
-function thresholdVector(p: Params, cfg: DictConfig, batchThreshold: number): Float32Array | undefined {
-  if (cfg.activation === 'jumprelu') {
-    const t = tf.exp(p.log_threshold!);
-    const th = Float32Array.from(t.dataSync());
-    t.dispose();
-    return th;
-  }
+function thresholdVector(engine: Engine, cfg: DictConfig, batchThreshold: number): Float32Array | undefined {
+  if (cfg.activation === 'jumprelu') return Float32Array.from(engine.weights().log_threshold!, Math.exp);
   if (cfg.activation === 'batchtopk' || cfg.activation === 'matryoshka') return new Float32Array(cfg.dSae).fill(batchThreshold);
   return undefined;
 }
 
-/** Evaluates params (normalised space) on held-out rows; reconstructions are compared in harvest units. */
-function evaluate(cfg: DictConfig, p: Params, held: Rows, scalesOut: number[], batchThreshold: number): EvalMetrics {
+/** Evaluates the engine (normalised space) on held-out rows; reconstructions are compared in harvest units. */
+function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number[], batchThreshold: number): EvalMetrics {
   const acc = new EvalAccumulator(cfg.sitesOut, cfg.dSae);
-  const chunk = 2048;
+  const chunk = 4096;
+  const inv = scalesOut.map((s) => 1 / s);
   for (let r = 0; r < held.n; r += chunk) {
     const n = Math.min(chunk, held.n - r);
-    const X = tf.tensor2d(held.x.subarray(r * cfg.dIn, (r + n) * cfg.dIn), [n, cfg.dIn]);
-    const [yhat, mask] = tf.tidy(() => {
-      const { pre } = preacts(cfg, p, X);
-      const m = inferMask(cfg, p, pre, batchThreshold);
-      return [tf.add(tf.matMul(tf.mul(pre, m), p.W_dec), p.b_dec), m];
-    });
+    const f = engine.forward(held.x.subarray(r * cfg.dIn, (r + n) * cfg.dIn), n, batchThreshold);
     const y = held.y.slice(r * cfg.dOut, (r + n) * cfg.dOut);
-    const yh = yhat.dataSync().slice() as Float32Array;
     // Back to harvest units (undo the per-site scale) before comparing.
-    const inv = scalesOut.map((s) => 1 / s);
     applyScales(y, cfg.sitesOut, inv);
-    applyScales(yh, cfg.sitesOut, inv);
-    acc.add(y, yh, mask.dataSync() as Float32Array, n);
-    tf.dispose([X, yhat, mask]);
+    applyScales(f.yhat, cfg.sitesOut, inv);
+    acc.add(y, f.yhat, n, f.fired, f.actives);
   }
   return acc.result();
 }
@@ -126,7 +100,6 @@ function evaluate(cfg: DictConfig, p: Params, held: Rows, scalesOut: number[], b
 export async function fit(job: FitJob): Promise<FitResult> {
   const { dict: cfg, manifest } = job;
   const train: TrainConfig = { ...TRAIN_DEFAULTS, ...job.train };
-  const backend = await initBackend(job.backend);
   const B = train.batchTokens;
   const totalSteps = train.steps ?? Math.ceil((train.tokens ?? manifest.tokens) / B);
   if (!(totalSteps > 0)) throw new UserError('nothing to train: pass --tokens or --steps');
@@ -179,32 +152,19 @@ export async function fit(job: FitJob): Promise<FitResult> {
   const stream = new ShuffleStream(load, trainRanges, cfg.dIn, cfg.dOut, train.shuffleBufferTokens, train.seed + (state?.step ?? 0), transform, same);
 
   // Parameters: fresh, or from the checkpoint.
-  let p: Params;
-  const adam = new Adam(train.adamBeta1, train.adamBeta2, train.adamEps);
   let threshold = state?.threshold ?? 0;
   let thresholdInit = state?.thresholdInit ?? false;
-  if (state) {
-    const st = readSafetensors(join(ckptDir, 'state.safetensors')).tensors;
-    const t2 = (n: string, shape: number[]) => (shape.length === 2 ? tf.tensor2d(st[n].data, shape as [number, number]) : tf.tensor1d(st[n].data));
-    p = { W_enc: t2('W_enc', [cfg.dIn, cfg.dSae]) as tf.Tensor2D, b_enc: t2('b_enc', [cfg.dSae]) as tf.Tensor1D, W_dec: t2('W_dec', [cfg.dSae, cfg.dOut]) as tf.Tensor2D, b_dec: t2('b_dec', [cfg.dOut]) as tf.Tensor1D };
-    if (st.log_threshold) p.log_threshold = tf.tensor1d(st.log_threshold.data);
-    for (const [n, t] of Object.entries(st)) {
-      const m = /^adam_(m|v)\.(.+)$/.exec(n);
-      if (m) (m[1] === 'm' ? adam.m : adam.v).set(m[2], tf.tensor(t.data, t.shape));
-    }
-    adam.t = state.adamT;
-  } else {
+  const init = (() => {
     const n = Math.min(sample.n, 4096);
     const ys = (same ? sample.x : sample.y).slice(0, n * cfg.dOut);
     applyScales(ys, cfg.sitesOut, scalesOut);
-    p = toParams(initWeights(cfg, train, { y: ys, n }), cfg, train);
-  }
-  const anchors = train.anchors ? {
-    enc: tf.tensor2d(transposeRows(train.anchors.encoder, cfg.dIn), [cfg.dIn, train.anchors.encoder.length]),
-    dec: tf.tensor2d(concatRows(train.anchors.decoder, cfg.dOut), [train.anchors.decoder.length, cfg.dOut]),
-    k: train.anchors.encoder.length,
-    weight: train.anchorWeight,
-  } : undefined;
+    return initWeights(cfg, train, { y: ys, n });
+  })();
+  const anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
+  const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, anchors });
+  if (note) job.onNote?.(note);
+  const backend = engine.backend;
+  if (state) engine.loadState(readSafetensors(join(ckptDir, 'state.safetensors')).tensors, state.adamT);
 
   mkdirSync(job.out, { recursive: true });
   // A finished dictionary in `out` is replaced only when this run completes: remove its cfg.json now,
@@ -229,12 +189,9 @@ export async function fit(job: FitJob): Promise<FitResult> {
   let lastCheckpointStep = stepNo;
 
   const saveCheckpoint = () => {
-    const t: Record<string, NamedTensor> = {};
-    for (const [n, v] of Object.entries(p)) if (v) t[n] = { data: (v as tf.Tensor).dataSync() as Float32Array, shape: (v as tf.Tensor).shape };
-    for (const [kind, store] of [['m', adam.m], ['v', adam.v]] as const) for (const [n, v] of store) t[`adam_${kind}.${n}`] = { data: v.dataSync() as Float32Array, shape: v.shape };
     mkdirSync(ckptDir, { recursive: true });
-    writeSafetensors(join(ckptDir, 'state.safetensors'), t);
-    const s: CheckpointState = { step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: adam.t, dict: cfg, elapsed: elapsed0 + (performance.now() - t0) / 1000 };
+    writeSafetensors(join(ckptDir, 'state.safetensors'), engine.saveState());
+    const s: CheckpointState = { step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: engine.adamT, dict: cfg, elapsed: elapsed0 + (performance.now() - t0) / 1000 };
     writeJsonAtomic(join(ckptDir, 'state.json'), s);
     lastCheckpointStep = stepNo;
   };
@@ -248,17 +205,15 @@ export async function fit(job: FitJob): Promise<FitResult> {
     const poolN = Math.min(16384, Math.max(B, 4 * dead.length));
     const px = new Float32Array(poolN * cfg.dIn), py = same ? px : new Float32Array(poolN * cfg.dOut);
     stream.batch(poolN, px, py);
-    const X = tf.tensor2d(px, [poolN, cfg.dIn]), Y = tf.tensor2d(py, [poolN, cfg.dOut]);
-    const lossT = tf.tidy(() => {
-      const { pre } = preacts(cfg, p, X);
-      const yhat = tf.add(tf.matMul(tf.mul(pre, inferMask(cfg, p, pre, threshold)), p.W_dec), p.b_dec);
-      return tf.sum(tf.square(tf.sub(yhat, Y)), 1);
-    });
-    const losses = lossT.dataSync() as Float32Array;
-    tf.dispose([X, Y, lossT]);
-    const w = Float64Array.from(losses, (l) => l * l);
+    const f = engine.forward(px, poolN, threshold);
+    const w = new Float64Array(poolN);
+    for (let r = 0; r < poolN; r++) {
+      let l = 0;
+      for (let j = 0; j < cfg.dOut; j++) l += (f.yhat[r * cfg.dOut + j] - py[r * cfg.dOut + j]) ** 2;
+      w[r] = l * l;
+    }
     const total = w.reduce((a, b) => a + b, 0);
-    const We = p.W_enc.dataSync().slice() as Float32Array, Wd = p.W_dec.dataSync().slice() as Float32Array, be = p.b_enc.dataSync().slice() as Float32Array;
+    const We = engine.weights().W_enc;
     let aliveNorm = 0, alive = 0;
     const deadSet = new Set(dead);
     for (let i = 0; i < cfg.dSae; i++) {
@@ -269,70 +224,39 @@ export async function fit(job: FitJob): Promise<FitResult> {
       alive++;
     }
     aliveNorm = alive ? aliveNorm / alive : 1;
+    const enc: Float32Array[] = [], dec: Float32Array[] = [];
     for (const i of dead) {
       let r = rng.next() * total, s = 0;
       for (; s < poolN - 1 && (r -= w[s]) > 0; s++);
       const xin = px.subarray(s * cfg.dIn, (s + 1) * cfg.dIn), yout = py.subarray(s * cfg.dOut, (s + 1) * cfg.dOut);
       const nx = Math.hypot(...xin) || 1, ny = Math.hypot(...yout) || 1;
-      for (let j = 0; j < cfg.dIn; j++) We[j * cfg.dSae + i] = (xin[j] / nx) * 0.2 * aliveNorm;
-      for (let j = 0; j < cfg.dOut; j++) Wd[i * cfg.dOut + j] = yout[j] / ny;
-      be[i] = 0;
+      enc.push(Float32Array.from(xin, (v) => (v / nx) * 0.2 * aliveNorm));
+      dec.push(Float32Array.from(yout, (v) => v / ny));
       sinceFired[i] = 0;
     }
-    tf.dispose([p.W_enc, p.W_dec, p.b_enc]);
-    p.W_enc = tf.tensor2d(We, [cfg.dIn, cfg.dSae]);
-    p.W_dec = cfg.tied ? (tf.transpose(p.W_enc) as tf.Tensor2D) : tf.tensor2d(Wd, [cfg.dSae, cfg.dOut]);
-    p.b_enc = tf.tensor1d(be);
-    adam.resetLatents(dead, cfg.dSae);
+    engine.resample(dead, enc, dec);
     return dead.length;
   };
 
   while (stepNo < totalSteps) {
     stream.batch(B, Xb, Yb);
-    const X = tf.tensor2d(Xb, [B, cfg.dIn]);
-    const Y = same ? X : tf.tensor2d(Yb, [B, cfg.dOut]);
     const lrNow = lr * Math.min(1, (stepNo + 1) / Math.max(1, warm)) * (stepNo >= decayStart ? Math.max(0, (totalSteps - stepNo) / Math.max(1, totalSteps - decayStart)) : 1);
     const spNow = sparsity * Math.min(1, (stepNo + 1) / Math.max(1, sparsityWarm));
-    let dead: Float32Array | undefined;
+    let dead: Uint8Array | undefined;
     if (cfg.activation === 'topk' || cfg.activation === 'batchtopk') {
-      dead = new Float32Array(cfg.dSae);
+      dead = new Uint8Array(cfg.dSae);
       for (let i = 0; i < cfg.dSae; i++) dead[i] = sinceFired[i] >= deadWindow ? 1 : 0;
     }
-    const r = step(cfg, p, X, Y, { sparsity: spNow, bandwidth: train.jumpreluBandwidth, dead, auxkCoefficient: train.auxkCoefficient, auxkK, anchors });
-    tf.dispose(Y === X ? [X] : [X, Y]);
+    const r = engine.step(Xb, Yb, B, { sparsity: spNow, bandwidth: train.jumpreluBandwidth, dead, auxkCoefficient: train.auxkCoefficient, auxkK });
     if (!Number.isFinite(r.loss)) {
-      tf.dispose(Object.values(r.grads) as tf.Tensor[]);
       const where = existsSync(join(ckptDir, 'state.json')) ? `the last good checkpoint (step ${lastCheckpointStep}) is in ${ckptDir}; lower --lr and resume with --resume` : 'no checkpoint was written yet; lower --lr and start again';
+      engine.dispose();
       throw new UserError(`the loss became ${r.loss} at step ${stepNo}; ${where}`);
     }
     // Checkpoint here, before the update: these parameters just produced a finite loss, so a checkpoint
     // is always a good state to resume from.
     if (stepNo > 0 && stepNo % train.checkpointEvery === 0 && stepNo !== lastCheckpointStep) saveCheckpoint();
-    const g: Grads = r.grads;
-    if (train.unitNormDecoder && !cfg.tied && g.W_dec) {
-      const pg = projectDecoderGrad(p.W_dec, g.W_dec as tf.Tensor2D);
-      g.W_dec.dispose();
-      g.W_dec = pg;
-    }
-    const trainable = { ...p };
-    if (cfg.tied) delete (trainable as Partial<Params>).W_dec;
-    adam.update(trainable, g, lrNow, train.clipGradNorm);
-    Object.assign(p, trainable);
-    tf.dispose(Object.values(g) as tf.Tensor[]);
-    if (cfg.tied) {
-      const old = p.W_dec;
-      if (train.unitNormDecoder) {
-        const wn = tf.tidy(() => tf.transpose(normalizeRows(tf.transpose(p.W_enc) as tf.Tensor2D)) as tf.Tensor2D);
-        p.W_enc.dispose();
-        p.W_enc = wn;
-      }
-      p.W_dec = tf.transpose(p.W_enc) as tf.Tensor2D;
-      old.dispose();
-    } else if (train.unitNormDecoder) {
-      const wn = normalizeRows(p.W_dec);
-      p.W_dec.dispose();
-      p.W_dec = wn;
-    }
+    engine.update(lrNow, train.clipGradNorm);
     for (let i = 0; i < cfg.dSae; i++) sinceFired[i] = r.fired[i] > 0 ? 0 : sinceFired[i] + B;
     if (r.minSelected !== undefined) {
       threshold = thresholdInit ? (1 - train.thresholdLr) * threshold + train.thresholdLr * r.minSelected : r.minSelected;
@@ -346,7 +270,7 @@ export async function fit(job: FitJob): Promise<FitResult> {
     const rec: Record<string, unknown> = { step: stepNo, tokens, loss: r.loss, mse: r.mse, sparsity_loss: r.sparsityLoss, aux_loss: r.auxLoss, l0: r.l0, lr: lrNow, dead_fraction: deadFrac };
     if (resampled) rec.resampled = resampled;
     if (stepNo % train.evalEvery === 0 || stepNo === totalSteps) {
-      lastEval = evaluate(cfg, p, heldRows, scalesOut, threshold);
+      lastEval = evaluate(cfg, engine, heldRows, scalesOut, threshold);
       rec.eval = lastEval;
     }
     if (stepNo % 10 === 0 || rec.eval || resampled) log(rec);
@@ -354,9 +278,9 @@ export async function fit(job: FitJob): Promise<FitResult> {
   }
   progress.done();
   const seconds = (performance.now() - t0) / 1000;
-  const evalNow = lastEval ?? evaluate(cfg, p, heldRows, scalesOut, threshold);
+  const evalNow = lastEval ?? evaluate(cfg, engine, heldRows, scalesOut, threshold);
   const deadFraction = sinceFired.reduce((a, s) => a + (s >= deadWindow ? 1 : 0), 0) / cfg.dSae;
-  const weights = foldWeights(p, cfg, scalesIn, scalesOut, thresholdVector(p, cfg, threshold));
+  const weights = foldWeights(engine, cfg, scalesIn, scalesOut, thresholdVector(engine, cfg, threshold));
   const dictionary = new Dictionary(cfg, weights, {
     model_name: manifest.identity.model.name,
     model_sha256: manifest.identity.model.sha256,
@@ -367,7 +291,7 @@ export async function fit(job: FitJob): Promise<FitResult> {
   const training = {
     backend, steps: stepNo, tokens, batch_tokens: B, lr, lr_warmup_steps: warm, lr_decay_fraction: train.lrDecayFraction,
     sparsity_coefficient: sparsity, sparsity_warmup_steps: sparsityWarm, dead_window_tokens: deadWindow, auxk_k: auxkK,
-    auxk_coefficient: train.auxkCoefficient, resample_every: train.resampleEvery, anchors: anchors ? anchors.k : 0, anchor_weight: train.anchorWeight,
+    auxk_coefficient: train.auxkCoefficient, resample_every: train.resampleEvery, anchors: anchors ? anchors.encoder.length : 0, anchor_weight: train.anchorWeight,
     seed: train.seed, scales_in: scalesIn, scales_out: scalesOut, batch_threshold: threshold, exclude_bos: train.excludeBos,
     unit_norm_decoder: train.unitNormDecoder, b_dec_init: train.bDecInit, eval: evalNow, dead_fraction: deadFraction,
     seconds: elapsed0 + seconds, activations: job.actsDir, activations_sha256: manifest.identity_sha256,
@@ -375,22 +299,8 @@ export async function fit(job: FitJob): Promise<FitResult> {
   copyFileSync(join(job.actsDir, MANIFEST), join(job.out, 'acts_manifest.json'));
   writeJsonAtomic(join(job.out, 'eval.json'), { ...evalNow, dead_fraction_train: deadFraction });
   dictionary.save(job.out, { training });
-  tf.dispose(Object.values(p) as tf.Tensor[]);
-  adam.dispose();
-  if (anchors) tf.dispose([anchors.enc, anchors.dec]);
+  engine.dispose();
   const newTokens = tokens - (state?.tokens ?? 0);
   return { dictionary, eval: evalNow, steps: stepNo, tokens, seconds, tokensPerSecond: newTokens / seconds, backend, deadFraction };
 }
 
-function transposeRows(rows: Float32Array[], d: number): Float32Array {
-  const k = rows.length;
-  const out = new Float32Array(d * k);
-  rows.forEach((r, i) => { for (let j = 0; j < d; j++) out[j * k + i] = r[j]; });
-  return out;
-}
-
-function concatRows(rows: Float32Array[], d: number): Float32Array {
-  const out = new Float32Array(rows.length * d);
-  rows.forEach((r, i) => out.set(r.subarray(0, d), i * d));
-  return out;
-}

@@ -1,0 +1,367 @@
+// Node-API bindings for sdlkit's CPU kernels. Tensors cross the boundary as Float32Arrays owned by
+// JavaScript (no copies); the engine keeps only its workspace.
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "engine.h"
+#include "gemm.h"
+#include "simd.h"
+
+namespace {
+
+using sdl::Engine;
+
+struct JsError {
+  std::string msg;
+};
+
+#define CHECK_NAPI(call)                                      \
+  do {                                                        \
+    if ((call) != napi_ok) throw JsError{"N-API call failed: " #call}; \
+  } while (0)
+
+napi_value get(napi_env env, napi_value obj, const char* name) {
+  napi_value v;
+  CHECK_NAPI(napi_get_named_property(env, obj, name, &v));
+  return v;
+}
+
+bool isUndefined(napi_env env, napi_value v) {
+  napi_valuetype t;
+  CHECK_NAPI(napi_typeof(env, v, &t));
+  return t == napi_undefined || t == napi_null;
+}
+
+double num(napi_env env, napi_value v, const char* what) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) throw JsError{std::string(what) + " must be a number"};
+  return d;
+}
+
+double numProp(napi_env env, napi_value obj, const char* name, double def) {
+  napi_value v = get(env, obj, name);
+  return isUndefined(env, v) ? def : num(env, v, name);
+}
+
+bool boolProp(napi_env env, napi_value obj, const char* name) {
+  napi_value v = get(env, obj, name);
+  if (isUndefined(env, v)) return false;
+  bool b;
+  CHECK_NAPI(napi_get_value_bool(env, v, &b));
+  return b;
+}
+
+template <class T>
+T* typed(napi_env env, napi_value v, napi_typedarray_type want, size_t minLen, const char* what, bool optional = false) {
+  if (optional && isUndefined(env, v)) return nullptr;
+  bool is;
+  CHECK_NAPI(napi_is_typedarray(env, v, &is));
+  if (!is) throw JsError{std::string(what) + " must be a typed array"};
+  napi_typedarray_type t;
+  size_t len;
+  void* data;
+  napi_value ab;
+  size_t off;
+  CHECK_NAPI(napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off));
+  if (t != want) throw JsError{std::string(what) + " has the wrong element type"};
+  if (len < minLen) throw JsError{std::string(what) + " is too short: " + std::to_string(len) + " < " + std::to_string(minLen)};
+  return static_cast<T*>(data);
+}
+
+float* f32(napi_env env, napi_value v, size_t n, const char* what, bool optional = false) {
+  return typed<float>(env, v, napi_float32_array, n, what, optional);
+}
+
+napi_value mkNum(napi_env env, double d) {
+  napi_value v;
+  CHECK_NAPI(napi_create_double(env, d, &v));
+  return v;
+}
+
+void setNum(napi_env env, napi_value obj, const char* name, double d) { CHECK_NAPI(napi_set_named_property(env, obj, name, mkNum(env, d))); }
+
+template <class F>
+napi_value guard(napi_env env, F&& f) {
+  try {
+    return f();
+  } catch (const JsError& e) {
+    napi_throw_error(env, nullptr, e.msg.c_str());
+  } catch (const std::bad_alloc&) {
+    napi_throw_error(env, nullptr, "sdlkit native kernels: out of memory");
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, e.what());
+  }
+  return nullptr;
+}
+
+std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t n, napi_value* self = nullptr) {
+  std::vector<napi_value> a(n);
+  size_t got = n;
+  CHECK_NAPI(napi_get_cb_info(env, info, &got, a.data(), self, nullptr));
+  if (got < n) throw JsError{"expected " + std::to_string(n) + " arguments"};
+  return a;
+}
+
+Engine* unwrap(napi_env env, napi_value self) {
+  void* p;
+  CHECK_NAPI(napi_unwrap(env, self, &p));
+  return static_cast<Engine*>(p);
+}
+
+sdl::Tensors tensors(napi_env env, Engine* e, napi_value obj, const char* what) {
+  const sdl::Config& c = e->config();
+  const size_t m = c.dSae;
+  sdl::Tensors t;
+  t.W_encT = f32(env, get(env, obj, "W_encT"), m * c.dIn, "W_encT");
+  t.b_enc = f32(env, get(env, obj, "b_enc"), m, "b_enc");
+  t.W_dec = c.tied ? t.W_encT : f32(env, get(env, obj, "W_dec"), m * c.dOut, "W_dec");
+  t.b_dec = f32(env, get(env, obj, "b_dec"), c.dOut, "b_dec");
+  t.log_threshold = f32(env, get(env, obj, "log_threshold"), m, "log_threshold", c.act != sdl::JUMPRELU);
+  (void)what;
+  return t;
+}
+
+napi_value EngineNew(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 1, &self);
+    napi_value o = a[0];
+    sdl::Config c;
+    c.dIn = (int)num(env, get(env, o, "dIn"), "dIn");
+    c.dOut = (int)num(env, get(env, o, "dOut"), "dOut");
+    c.dSae = (int)num(env, get(env, o, "dSae"), "dSae");
+    c.act = (sdl::Activation)(int)num(env, get(env, o, "activation"), "activation");
+    c.k = (int)numProp(env, o, "k", 0);
+    c.applyBDec = boolProp(env, o, "applyBDec");
+    c.noBias = boolProp(env, o, "noBias");
+    c.tied = boolProp(env, o, "tied");
+    napi_value w = get(env, o, "widths");
+    if (!isUndefined(env, w)) {
+      uint32_t n;
+      CHECK_NAPI(napi_get_array_length(env, w, &n));
+      for (uint32_t i = 0; i < n; i++) {
+        napi_value x;
+        CHECK_NAPI(napi_get_element(env, w, i, &x));
+        c.widths.push_back((int)num(env, x, "widths"));
+      }
+    }
+    if (c.act == sdl::MATRYOSHKA && (c.widths.empty() || c.widths.back() != c.dSae)) throw JsError{"matryoshka widths must end at dSae"};
+    if (c.tied && c.dIn != c.dOut) throw JsError{"a tied dictionary needs dIn == dOut"};
+    int threads = (int)numProp(env, o, "threads", 1);
+    auto* e = new Engine(c, threads);
+    CHECK_NAPI(napi_wrap(env, self, e, [](napi_env, void* p, void*) { delete static_cast<Engine*>(p); }, nullptr, nullptr));
+    return self;
+  });
+}
+
+// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz }
+napi_value EngineStep(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 7, &self);
+    Engine* e = unwrap(env, self);
+    const sdl::Config& c = e->config();
+    sdl::Tensors p = tensors(env, e, a[0], "params"), g = tensors(env, e, a[1], "grads");
+    int B = (int)num(env, a[4], "B");
+    const float* X = f32(env, a[2], (size_t)B * c.dIn, "X");
+    const float* Y = f32(env, a[3], (size_t)B * c.dOut, "Y");
+    napi_value o = a[5];
+    sdl::StepOptions so;
+    so.sparsity = (float)numProp(env, o, "sparsity", 0);
+    so.bandwidth = (float)numProp(env, o, "bandwidth", 1);
+    so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
+    so.auxkK = (int)numProp(env, o, "auxkK", 0);
+    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.05);
+    so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, c.dSae, "dead", true);
+    so.anchorK = (int)numProp(env, o, "anchorK", 0);
+    if (so.anchorK > 0) {
+      so.anchorEnc = f32(env, get(env, o, "anchorEnc"), (size_t)so.anchorK * c.dIn, "anchorEnc");
+      so.anchorDec = f32(env, get(env, o, "anchorDec"), (size_t)so.anchorK * c.dOut, "anchorDec");
+      so.anchorWeight = (float)numProp(env, o, "anchorWeight", 0);
+    }
+    float* fired = f32(env, a[6], c.dSae, "fired");
+    sdl::StepResult r = e->step(p, g, X, Y, B, so, fired);
+    napi_value out;
+    CHECK_NAPI(napi_create_object(env, &out));
+    setNum(env, out, "loss", r.loss);
+    setNum(env, out, "mse", r.mse);
+    setNum(env, out, "sparsityLoss", r.sparsityLoss);
+    setNum(env, out, "auxLoss", r.auxLoss);
+    setNum(env, out, "anchorLoss", r.anchorLoss);
+    setNum(env, out, "l0", r.l0);
+    setNum(env, out, "minSelected", r.minSelected);
+    setNum(env, out, "dense", r.dense ? 1 : 0);
+    setNum(env, out, "nnz", (double)r.nnz);
+    return out;
+  });
+}
+
+napi_value copyOut(napi_env env, const void* src, size_t bytes, napi_typedarray_type t, size_t len) {
+  void* data;
+  napi_value ab, arr;
+  CHECK_NAPI(napi_create_arraybuffer(env, bytes, &data, &ab));
+  if (bytes) memcpy(data, src, bytes);
+  CHECK_NAPI(napi_create_typedarray(env, t, len, ab, 0, &arr));
+  return arr;
+}
+
+// forward(params, X, n, threshold, wantYhat) -> { count: Int32Array[n], idx: Int32Array, val: Float32Array, yhat?: Float32Array }
+napi_value EngineForward(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 5, &self);
+    Engine* e = unwrap(env, self);
+    const sdl::Config& c = e->config();
+    sdl::Tensors p = tensors(env, e, a[0], "params");
+    int n = (int)num(env, a[2], "n");
+    const float* X = f32(env, a[1], (size_t)n * c.dIn, "X");
+    float threshold = (float)num(env, a[3], "threshold");
+    bool wantYhat;
+    CHECK_NAPI(napi_get_value_bool(env, a[4], &wantYhat));
+    sdl::Sparse sp;
+    std::vector<float> yhat(wantYhat ? (size_t)n * c.dOut : 0);
+    e->forward(p, X, n, threshold, sp, wantYhat ? yhat.data() : nullptr);
+    napi_value out;
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, "count", copyOut(env, sp.count.data(), sizeof(int) * n, napi_int32_array, n)));
+    CHECK_NAPI(napi_set_named_property(env, out, "idx", copyOut(env, sp.idx.data(), sizeof(int32_t) * sp.nnz, napi_int32_array, sp.nnz)));
+    CHECK_NAPI(napi_set_named_property(env, out, "val", copyOut(env, sp.val.data(), sizeof(float) * sp.nnz, napi_float32_array, sp.nnz)));
+    if (wantYhat) CHECK_NAPI(napi_set_named_property(env, out, "yhat", copyOut(env, yhat.data(), sizeof(float) * yhat.size(), napi_float32_array, yhat.size())));
+    return out;
+  });
+}
+
+// projectDecoderGrad(W, g)
+napi_value EngineProject(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 2, &self);
+    Engine* e = unwrap(env, self);
+    size_t n = (size_t)e->config().dSae * e->config().dOut;
+    e->projectDecoderGrad(f32(env, a[0], n, "W"), f32(env, a[1], n, "g"));
+    return nullptr;
+  });
+}
+
+// normalizeRows(W, d)
+napi_value EngineNormalize(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 2, &self);
+    Engine* e = unwrap(env, self);
+    int d = (int)num(env, a[1], "d");
+    e->normalizeRows(f32(env, a[0], (size_t)e->config().dSae * d, "W"), d);
+    return nullptr;
+  });
+}
+
+// sumSquares(x) -> number
+napi_value EngineSumSquares(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 1, &self);
+    Engine* e = unwrap(env, self);
+    size_t len;
+    napi_typedarray_type t;
+    void* data;
+    napi_value ab;
+    size_t off;
+    CHECK_NAPI(napi_get_typedarray_info(env, a[0], &t, &len, &data, &ab, &off));
+    if (t != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
+    return mkNum(env, e->sumSquares(static_cast<float*>(data), (long)len));
+  });
+}
+
+// adam(p, g, m, v, lr, gscale, beta1, beta2, eps, t)
+napi_value EngineAdam(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 10, &self);
+    Engine* e = unwrap(env, self);
+    size_t len;
+    napi_typedarray_type t;
+    void* data;
+    napi_value ab;
+    size_t off;
+    CHECK_NAPI(napi_get_typedarray_info(env, a[0], &t, &len, &data, &ab, &off));
+    float* p = f32(env, a[0], len, "p");
+    e->adam(p, f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"), (long)len, (float)num(env, a[4], "lr"),
+            (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"), (float)num(env, a[7], "beta2"), (float)num(env, a[8], "eps"),
+            (int)num(env, a[9], "t"));
+    return nullptr;
+  });
+}
+
+// gemm(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, accumulate, threads): for tests and benchmarks.
+napi_value Gemm(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 13);
+    int M = (int)num(env, a[0], "M"), N = (int)num(env, a[1], "N"), K = (int)num(env, a[2], "K");
+    long ars = (long)num(env, a[4], "ars"), acs = (long)num(env, a[5], "acs"), brs = (long)num(env, a[7], "brs"), bcs = (long)num(env, a[8], "bcs");
+    long ldc = (long)num(env, a[10], "ldc");
+    size_t needA = (size_t)((M - 1) * ars + (K - 1) * acs + 1), needB = (size_t)((K - 1) * brs + (N - 1) * bcs + 1);
+    bool acc;
+    CHECK_NAPI(napi_get_value_bool(env, a[11], &acc));
+    static std::unique_ptr<sdl::Pool> pool;
+    int threads = (int)num(env, a[12], "threads");
+    if (!pool || pool->size() != threads) pool.reset(new sdl::Pool(threads));
+    sdl::gemm(*pool, M, N, K, sdl::View{f32(env, a[3], needA, "A"), ars, acs}, sdl::View{f32(env, a[6], needB, "B"), brs, bcs},
+              f32(env, a[9], (size_t)(M - 1) * ldc + N, "C"), ldc, acc);
+    return nullptr;
+  });
+}
+
+// cpuFeatures() -> { avx512, avx2, fma }: which of the other builds this processor can run.
+napi_value CpuFeatures(napi_env env, napi_callback_info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value out;
+    CHECK_NAPI(napi_create_object(env, &out));
+    bool avx512 = false, avx2 = false, fma = false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl");
+    avx2 = __builtin_cpu_supports("avx2");
+    fma = __builtin_cpu_supports("fma");
+#endif
+    napi_value t;
+    CHECK_NAPI(napi_get_boolean(env, avx512, &t));
+    CHECK_NAPI(napi_set_named_property(env, out, "avx512", t));
+    CHECK_NAPI(napi_get_boolean(env, avx2, &t));
+    CHECK_NAPI(napi_set_named_property(env, out, "avx2", t));
+    CHECK_NAPI(napi_get_boolean(env, fma, &t));
+    CHECK_NAPI(napi_set_named_property(env, out, "fma", t));
+    return out;
+  });
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor methods[] = {
+      {"step", nullptr, EngineStep, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"forward", nullptr, EngineForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"projectDecoderGrad", nullptr, EngineProject, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normalizeRows", nullptr, EngineNormalize, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumSquares", nullptr, EngineSumSquares, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adam", nullptr, EngineAdam, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_value cls;
+  napi_define_class(env, "Engine", NAPI_AUTO_LENGTH, EngineNew, nullptr, sizeof(methods) / sizeof(methods[0]), methods, &cls);
+  napi_set_named_property(env, exports, "Engine", cls);
+  napi_value fn;
+  napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);
+  napi_set_named_property(env, exports, "gemm", fn);
+  napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
+  napi_set_named_property(env, exports, "cpuFeatures", fn);
+  napi_value isa;
+  napi_create_string_utf8(env, SDL_ISA, NAPI_AUTO_LENGTH, &isa);
+  napi_set_named_property(env, exports, "isa", isa);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

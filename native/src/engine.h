@@ -1,0 +1,97 @@
+// The unified SDL training step on the CPU, with hand-written gradients (the same objective as
+// src/sdl/step.ts, which is the portable reference):
+//   x~ = x - b_dec (when applied) ;  pre = x~ W_enc + b_enc ;  f = sigma(pre) ;  y^ = f W_dec + b_dec
+//   L = (1/B) sum_b ||y^_b - y_b||^2  + sparsity + AuxK + anchoring   (Matryoshka: mean over nested prefixes)
+// Weights are latent-major: W_enc is stored transposed, [d_sae, d_in], so each latent owns a contiguous row
+// in both matrices. The encoder is a dense GEMM; after it the work follows the active entries only: the
+// sparse path (every activation) touches nnz rows of W_dec per pass, and a dense path (ReLU and JumpReLU when
+// many latents fire) uses GEMMs for the decoder and the backward pass.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "pool.h"
+
+namespace sdl {
+
+enum Activation { RELU = 0, TOPK = 1, BATCHTOPK = 2, JUMPRELU = 3, MATRYOSHKA = 4 };
+
+struct Config {
+  int dIn = 0, dOut = 0, dSae = 0;
+  Activation act = TOPK;
+  int k = 0;
+  std::vector<int> widths;  // Matryoshka prefixes, ascending, last = dSae
+  bool applyBDec = true, noBias = false, tied = false;
+};
+
+// Parameter (or gradient) buffers. W_encT [dSae][dIn]; W_dec [dSae][dOut] (the same buffer as W_encT when tied).
+struct Tensors {
+  float* W_encT = nullptr;
+  float* b_enc = nullptr;
+  float* W_dec = nullptr;
+  float* b_dec = nullptr;
+  float* log_threshold = nullptr;
+};
+
+struct StepOptions {
+  float sparsity = 0, bandwidth = 1;
+  float auxkCoefficient = 0;
+  int auxkK = 0;
+  const uint8_t* dead = nullptr;  // 1 for latents counted dead (AuxK)
+  const float* anchorEnc = nullptr;  // [anchorK][dIn]
+  const float* anchorDec = nullptr;  // [anchorK][dOut]
+  int anchorK = 0;
+  float anchorWeight = 0;
+  float denseAbove = 0.05f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
+};
+
+struct StepResult {
+  double loss = 0, mse = 0, sparsityLoss = 0, auxLoss = 0, anchorLoss = 0, l0 = 0;
+  float minSelected = -1;  // BatchTopK/Matryoshka: smallest selected pre-activation (-1 when none)
+  bool dense = false;
+  long nnz = 0;
+};
+
+// Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]).
+struct Sparse {
+  std::vector<long> start;
+  std::vector<int> count;
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+  long nnz = 0;
+};
+
+class Engine {
+ public:
+  Engine(const Config& cfg, int threads);
+  const Config& config() const { return cfg_; }
+  Pool& pool() { return pool_; }
+
+  // Loss and gradients (written into g; W_dec's gradient goes to g.W_encT when tied). fired[dSae] receives
+  // how many tokens each latent fired on.
+  StepResult step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired);
+
+  // Inference: activations with thresholds instead of batch statistics (BatchTopK/Matryoshka: pre > threshold).
+  // Writes the active entries into `out` and, when yhat is given, the reconstruction [n][dOut].
+  void forward(const Tensors& p, const float* X, int n, float threshold, Sparse& out, float* yhat);
+
+  // Removes from each decoder row's gradient its component along the row.
+  void projectDecoderGrad(const float* W, float* g);
+  // Rescales each row of W [dSae][d] to unit norm.
+  void normalizeRows(float* W, int d);
+  // Sum of squares of n floats.
+  double sumSquares(const float* x, long n);
+  // Adam with bias correction on one tensor: g is scaled by gscale first.
+  void adam(float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
+
+ private:
+  void preacts(const Tensors& p, const float* X, int B, float* pre, float* xt);
+  void grow(int B);
+  Config cfg_;
+  Pool pool_;
+  int cap_ = 0;
+  std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;
+  Sparse sp_, aux_;
+};
+
+}  // namespace sdl

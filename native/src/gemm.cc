@@ -1,0 +1,165 @@
+#include "gemm.h"
+
+#include <cstdlib>
+#include <vector>
+
+namespace sdl {
+namespace {
+
+constexpr int KC = 256;      // depth of a packed block: a KC x NR panel of B stays in L1
+constexpr int MC = MR * 12;  // rows of A per task block (MC x KC floats stay in L2)
+constexpr int NC = NR * 48;  // columns per task block
+
+float* alignedAlloc(size_t n) {
+  void* p = nullptr;
+  if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) != 0) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+struct Buffer {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t want) {
+    if (want > n) {
+      free(p);
+      p = alignedAlloc(want);
+      n = want;
+    }
+    return p;
+  }
+  ~Buffer() { free(p); }
+};
+
+// Per-thread A-panel buffers (threads are identified by the pool's thread index).
+Buffer& aBuffer(int thread) {
+  static thread_local Buffer buf;
+  (void)thread;
+  return buf;
+}
+
+// Packs rows [i0, i0 + mc) and depths [k0, k0 + kc) of A into MR-high panels: panel r holds a[p][MR].
+void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
+  for (int ir = 0; ir < mc; ir += MR) {
+    int mr = mc - ir < MR ? mc - ir : MR;
+    float* dst = out + (long)ir * kc;
+    const float* base = A.p + (long)(i0 + ir) * A.rs + (long)k0 * A.cs;
+    if (A.cs == 1) {
+      for (int i = 0; i < mr; i++) {
+        const float* src = base + (long)i * A.rs;
+        for (int p = 0; p < kc; p++) dst[p * MR + i] = src[p];
+      }
+    } else {
+      for (int p = 0; p < kc; p++) {
+        const float* src = base + (long)p * A.cs;
+        for (int i = 0; i < mr; i++) dst[p * MR + i] = src[(long)i * A.rs];
+      }
+    }
+    for (int i = mr; i < MR; i++)
+      for (int p = 0; p < kc; p++) dst[p * MR + i] = 0.f;
+  }
+}
+
+// Packs depths [k0, k0 + kc) and the NR-wide panel starting at column j0 of B: out[p][NR].
+void packBPanel(const View& B, int k0, int kc, int j0, int nr, float* out) {
+  const float* base = B.p + (long)k0 * B.rs + (long)j0 * B.cs;
+  if (B.cs == 1) {
+    for (int p = 0; p < kc; p++) {
+      const float* src = base + (long)p * B.rs;
+      float* dst = out + (long)p * NR;
+      int j = 0;
+      for (; j < nr; j++) dst[j] = src[j];
+      for (; j < NR; j++) dst[j] = 0.f;
+    }
+  } else {
+    for (int j = 0; j < nr; j++) {
+      const float* src = base + (long)j * B.cs;
+      for (int p = 0; p < kc; p++) out[(long)p * NR + j] = src[(long)p * B.rs];
+    }
+    for (int j = nr; j < NR; j++)
+      for (int p = 0; p < kc; p++) out[(long)p * NR + j] = 0.f;
+  }
+}
+
+// C tile (mr x nr) = or += a-panel x b-panel over kc.
+inline void microkernel(int kc, const float* __restrict a, const float* __restrict b, float* __restrict c, long ldc, int mr, int nr,
+                        bool overwrite) {
+  vf acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[i][v] = vsplat(0.f);
+  for (int p = 0; p < kc; p++) {
+    vf bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) bv[v] = vload(b + p * NR + v * VW);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      vf ai = vsplat(a[p * MR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];
+    }
+  }
+  if (mr == MR && nr == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) {
+        float* cp = c + i * ldc + v * VW;
+        vstore(cp, overwrite ? acc[i][v] : vload(cp) + acc[i][v]);
+      }
+  } else {
+    for (int i = 0; i < mr; i++)
+      for (int j = 0; j < nr; j++) {
+        float x = acc[i][j / VW][j % VW];
+        float* cp = c + i * ldc + j;
+        *cp = overwrite ? x : *cp + x;
+      }
+  }
+}
+
+}  // namespace
+
+void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C[(long)i * ldc + j] = 0.f;
+    return;
+  }
+  const int nPanels = (N + NR - 1) / NR;
+  const long Npad = (long)nPanels * NR;
+  const int nKBlocks = (K + KC - 1) / KC;
+  // B packed once: K-block kb starts at k0 * Npad; within it, panel jp at jp * kc * NR.
+  static thread_local Buffer bBuf;
+  float* Bp = bBuf.get((size_t)K * Npad);
+  pool.run(nKBlocks * nPanels, [&](int t, int) {
+    int kb = t / nPanels, jp = t % nPanels;
+    int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+    int j0 = jp * NR, nr = N - j0 < NR ? N - j0 : NR;
+    packBPanel(B, k0, kc, j0, nr, Bp + (long)k0 * Npad + (long)jp * kc * NR);
+  });
+  const int mBlocks = (M + MC - 1) / MC, nBlocks = (N + NC - 1) / NC;
+  pool.run(mBlocks * nBlocks, [&](int t, int thread) {
+    int ib = t / nBlocks, jb = t % nBlocks;
+    int i0 = ib * MC, mc = M - i0 < MC ? M - i0 : MC;
+    int j0 = jb * NC, nc = N - j0 < NC ? N - j0 : NC;
+    float* Ap = aBuffer(thread).get((size_t)MC * KC);
+    for (int kb = 0; kb < nKBlocks; kb++) {
+      int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+      packA(A, i0, mc, k0, kc, Ap);
+      bool overwrite = kb == 0 && !accumulate;
+      const float* Bk = Bp + (long)k0 * Npad;
+      for (int jr = 0; jr < nc; jr += NR) {
+        int nr = nc - jr < NR ? nc - jr : NR;
+        const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
+        for (int ir = 0; ir < mc; ir += MR) {
+          int mr = mc - ir < MR ? mc - ir : MR;
+          microkernel(kc, Ap + (long)ir * kc, bp, C + (long)(i0 + ir) * ldc + j0 + jr, ldc, mr, nr, overwrite);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace sdl

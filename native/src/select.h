@@ -1,0 +1,25 @@
+// Selection: the k largest entries of a row (TopK), the k-th largest positive value of a whole batch
+// (BatchTopK), and small sorts, on (value, index) pairs held in separate arrays.
+#pragma once
+#include <cstdint>
+
+#include "pool.h"
+
+namespace sdl {
+
+// Reorders (val, idx) so that the first k entries are the k largest values (in no particular order).
+void partitionTopK(float* val, int32_t* idx, int n, int k);
+
+// Sorts (idx, val) pairs by ascending idx (n is small: k entries of one row).
+void sortByIndex(int32_t* idx, float* val, int n);
+
+// Top-k of z[0..m) among values > 0, sorted by index; returns how many (<= k). `scratch` holds >= 3m + 64 floats.
+int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch);
+
+// The want-th largest value among the positive entries of z[0..n) (want >= 1, at most their count).
+float kthLargestPositive(Pool& pool, const float* z, long n, long want);
+
+// Number of positive entries of z[0..n).
+long countPositive(Pool& pool, const float* z, long n);
+
+}  // namespace sdl

@@ -1,0 +1,66 @@
+// The vector type and register-tile shape for the instruction set this translation unit is compiled for.
+// Each addon binary (avx512, avx2, generic) compiles all sources with its own flags; nothing ISA-specific is
+// shared between them, so no function compiled for one instruction set can be linked into another.
+#pragma once
+#include <cstring>
+#include <utility>
+
+namespace sdl {
+
+#if defined(__AVX512F__)
+constexpr int VW = 16;  // floats per vector
+constexpr int MR = 14;  // rows of the GEMM register tile (14 x 2 vectors = 28 of 32 zmm accumulators)
+constexpr int NV = 2;   // vectors per tile row
+#define SDL_ISA "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int VW = 8;
+constexpr int MR = 6;
+constexpr int NV = 2;
+#define SDL_ISA "avx2"
+#else
+constexpr int VW = 4;
+constexpr int MR = 6;
+constexpr int NV = 2;
+#define SDL_ISA "generic"
+#endif
+constexpr int NR = VW * NV;  // columns of the GEMM register tile
+
+typedef float vf __attribute__((vector_size(VW * 4), aligned(4), may_alias));
+
+static inline vf vload(const float* p) { return *reinterpret_cast<const vf*>(p); }
+static inline void vstore(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
+template <size_t... I>
+static inline vf vsplatImpl(float x, std::index_sequence<I...>) { return vf{((void)I, x)...}; }
+static inline vf vsplat(float x) { return vsplatImpl(x, std::make_index_sequence<VW>()); }
+static inline float vsum(vf v) {
+  float s = 0;
+  for (int i = 0; i < VW; i++) s += v[i];
+  return s;
+}
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+
+// y[0..n) += a * x[0..n)
+static inline void axpy(int n, float a, const float* __restrict x, float* __restrict y) {
+  vf av = vsplat(a);
+  int i = 0;
+  for (; i + VW <= n; i += VW) vstore(y + i, vload(y + i) + av * vload(x + i));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+// <x, y> over n floats, with four independent accumulators.
+static inline float dot(int n, const float* __restrict x, const float* __restrict y) {
+  vf s0 = vsplat(0), s1 = s0, s2 = s0, s3 = s0;
+  int i = 0;
+  for (; i + 4 * VW <= n; i += 4 * VW) {
+    s0 += vload(x + i) * vload(y + i);
+    s1 += vload(x + i + VW) * vload(y + i + VW);
+    s2 += vload(x + i + 2 * VW) * vload(y + i + 2 * VW);
+    s3 += vload(x + i + 3 * VW) * vload(y + i + 3 * VW);
+  }
+  for (; i + VW <= n; i += VW) s0 += vload(x + i) * vload(y + i);
+  float s = vsum((s0 + s1) + (s2 + s3));
+  for (; i < n; i++) s += x[i] * y[i];
+  return s;
+}
+
+}  // namespace sdl

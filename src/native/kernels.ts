@@ -1,0 +1,135 @@
+// sdlkit's native CPU kernels (native/, C++ built by node-gyp at install): a dense GEMM and the SDL training
+// step, one binary per instruction set (AVX-512, AVX2+FMA, generic). The generic build tells which of the
+// others this processor can run; the fastest one is loaded. When none was built, callers fall back to
+// TensorFlow.js and say so (nativeStatus()).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeTensors {
+  W_encT: Float32Array;
+  b_enc: Float32Array;
+  W_dec?: Float32Array;
+  b_dec: Float32Array;
+  log_threshold?: Float32Array;
+}
+
+export interface NativeStepOptions {
+  sparsity: number;
+  bandwidth: number;
+  auxkCoefficient: number;
+  auxkK: number;
+  dead?: Uint8Array;
+  anchorK?: number;
+  anchorEnc?: Float32Array;
+  anchorDec?: Float32Array;
+  anchorWeight?: number;
+  denseAbove?: number;
+}
+
+export interface NativeStepResult {
+  loss: number;
+  mse: number;
+  sparsityLoss: number;
+  auxLoss: number;
+  anchorLoss: number;
+  l0: number;
+  /** BatchTopK/Matryoshka: the smallest selected pre-activation; -1 when nothing was selected. */
+  minSelected: number;
+  /** 1 when the dense (GEMM) path ran. */
+  dense: number;
+  nnz: number;
+}
+
+export interface NativeForward {
+  /** Active latents per row; the rows' entries follow each other in idx/val. */
+  count: Int32Array;
+  idx: Int32Array;
+  val: Float32Array;
+  yhat?: Float32Array;
+}
+
+export interface NativeEngineConfig {
+  dIn: number;
+  dOut: number;
+  dSae: number;
+  /** 0 relu, 1 topk, 2 batchtopk, 3 jumprelu, 4 matryoshka */
+  activation: number;
+  k: number;
+  widths?: number[];
+  applyBDec: boolean;
+  noBias: boolean;
+  tied: boolean;
+  threads: number;
+}
+
+export interface NativeEngine {
+  step(p: NativeTensors, g: NativeTensors, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
+  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, wantYhat: boolean): NativeForward;
+  projectDecoderGrad(W: Float32Array, g: Float32Array): void;
+  normalizeRows(W: Float32Array, d: number): void;
+  sumSquares(x: Float32Array): number;
+  adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, gscale: number, beta1: number, beta2: number, eps: number, t: number): void;
+}
+
+export interface NativeModule {
+  isa: 'avx512' | 'avx2' | 'generic';
+  Engine: new (cfg: NativeEngineConfig) => NativeEngine;
+  gemm(M: number, N: number, K: number, A: Float32Array, ars: number, acs: number, B: Float32Array, brs: number, bcs: number, C: Float32Array, ldc: number, accumulate: boolean, threads: number): void;
+  cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
+}
+
+export const ACTIVATION_CODE = { relu: 0, topk: 1, batchtopk: 2, jumprelu: 3, matryoshka: 4 } as const;
+
+const require = createRequire(import.meta.url);
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const buildDir = join(root, 'native', 'build', 'Release');
+let loaded: NativeModule | null | undefined;
+let status = '';
+
+/** The fastest native build this processor can run, or undefined (see nativeStatus()). SDLKIT_NATIVE=off disables it, =generic|avx2|avx512 picks one. */
+export function native(): NativeModule | undefined {
+  if (loaded !== undefined) return loaded ?? undefined;
+  loaded = null;
+  const want = process.env.SDLKIT_NATIVE;
+  if (want === 'off' || want === '0') {
+    status = 'disabled by SDLKIT_NATIVE=off';
+    return undefined;
+  }
+  const generic = join(buildDir, 'sdlkit_generic.node');
+  if (!existsSync(generic)) {
+    status = 'not built (npm run build:native builds them and shows why they failed)';
+    return undefined;
+  }
+  try {
+    const g = require(generic) as NativeModule;
+    const f = g.cpuFeatures();
+    let pick: string = f.avx512 ? 'avx512' : f.avx2 && f.fma ? 'avx2' : 'generic';
+    if (want && ['generic', 'avx2', 'avx512'].includes(want)) {
+      if ((want === 'avx512' && !f.avx512) || (want === 'avx2' && !(f.avx2 && f.fma))) throw new Error(`SDLKIT_NATIVE=${want}, but this processor lacks it`);
+      pick = want;
+    }
+    const file = join(buildDir, `sdlkit_${pick}.node`);
+    loaded = existsSync(file) ? (require(file) as NativeModule) : g;
+    status = `native-${loaded.isa}`;
+  } catch (e) {
+    status = `failed to load: ${(e as Error).message}`;
+    loaded = null;
+  }
+  return loaded ?? undefined;
+}
+
+/** 'native-avx512' etc. when loaded, else why not. */
+export function nativeStatus(): string {
+  native();
+  return status;
+}
+
+/** Worker threads for the native kernels: SDLKIT_THREADS, else the machine's cores (at most 16). */
+export function nativeThreads(): number {
+  const env = Number(process.env.SDLKIT_THREADS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.max(1, Math.min(16, availableParallelism()));
+}

@@ -1,0 +1,149 @@
+// The Engine on sdlkit's native kernels. Weights live in Float32Arrays shared with C++ without copies;
+// the encoder is stored latent-major (W_encT [dSae, dIn]) so every latent owns a contiguous row in both
+// matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
+import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernels.js';
+import { ACTIVATION_CODE, nativeThreads } from '../native/kernels.js';
+import type { DictConfig, TrainConfig } from './config.js';
+import type { NamedTensor } from './safetensors.js';
+import { concatRows, transpose, type Engine, type EngineForward, type EngineInit, type EngineStepOptions, type EngineStepResult, type EngineWeights } from './engine.js';
+
+type Name = 'W_encT' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
+
+export class NativeTrainEngine implements Engine {
+  readonly backend: string;
+  private readonly e: NativeEngine;
+  private readonly cfg: DictConfig;
+  private readonly train: TrainConfig;
+  private readonly p: NativeTensors;
+  private readonly g: NativeTensors;
+  private readonly m = new Map<Name, Float32Array>();
+  private readonly v = new Map<Name, Float32Array>();
+  private readonly trainable: Name[];
+  private readonly fired: Float32Array;
+  private readonly anchorOpts: { anchorK: number; anchorEnc?: Float32Array; anchorDec?: Float32Array; anchorWeight?: number };
+  private t = 0;
+
+  constructor(mod: NativeModule, init: EngineInit) {
+    const { cfg, train, weights: w, anchors } = init;
+    this.cfg = cfg;
+    this.train = train;
+    this.backend = `native-${mod.isa}`;
+    this.e = new mod.Engine({
+      dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATION_CODE[cfg.activation], k: cfg.k, widths: cfg.matryoshkaWidths,
+      applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: nativeThreads(),
+    });
+    const W_encT = transpose(w.W_enc, cfg.dIn, cfg.dSae);
+    this.p = { W_encT, b_enc: Float32Array.from(w.b_enc), W_dec: cfg.tied ? W_encT : Float32Array.from(w.W_dec), b_dec: Float32Array.from(w.b_dec) };
+    if (cfg.activation === 'jumprelu') this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
+    this.g = { W_encT: new Float32Array(W_encT.length), b_enc: new Float32Array(cfg.dSae), W_dec: cfg.tied ? undefined : new Float32Array(cfg.dSae * cfg.dOut), b_dec: new Float32Array(cfg.dOut) };
+    if (this.p.log_threshold) this.g.log_threshold = new Float32Array(cfg.dSae);
+    this.trainable = ['W_encT', ...(cfg.tied ? [] : ['W_dec' as const]), ...(cfg.noBias ? [] : ['b_enc' as const, 'b_dec' as const]), ...(this.p.log_threshold ? ['log_threshold' as const] : [])];
+    for (const n of this.trainable) {
+      this.m.set(n, new Float32Array(this.p[n]!.length));
+      this.v.set(n, new Float32Array(this.p[n]!.length));
+    }
+    this.fired = new Float32Array(cfg.dSae);
+    this.anchorOpts = anchors
+      ? { anchorK: anchors.encoder.length, anchorEnc: concatRows(anchors.encoder, cfg.dIn), anchorDec: concatRows(anchors.decoder, cfg.dOut), anchorWeight: anchors.weight }
+      : { anchorK: 0 };
+  }
+
+  get adamT(): number {
+    return this.t;
+  }
+
+  step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult {
+    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, denseAbove: denseAbove() }, this.fired);
+    const batchTop = this.cfg.activation === 'batchtopk' || this.cfg.activation === 'matryoshka';
+    return {
+      loss: r.loss, mse: r.mse, sparsityLoss: r.sparsityLoss, auxLoss: r.auxLoss, l0: r.l0, fired: this.fired,
+      minSelected: batchTop && r.minSelected >= 0 ? r.minSelected : undefined,
+    };
+  }
+
+  update(lr: number, clip: number): void {
+    const { cfg, train } = this;
+    if (train.unitNormDecoder && !cfg.tied) this.e.projectDecoderGrad(this.p.W_dec!, this.g.W_dec!);
+    let sq = 0;
+    for (const n of this.trainable) sq += this.e.sumSquares(this.g[n]!);
+    const norm = Math.sqrt(sq);
+    const scale = clip > 0 && norm > clip ? clip / norm : 1;
+    this.t++;
+    for (const n of this.trainable) this.e.adam(this.p[n]!, this.g[n]!, this.m.get(n)!, this.v.get(n)!, lr, scale, train.adamBeta1, train.adamBeta2, train.adamEps, this.t);
+    if (train.unitNormDecoder) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
+  }
+
+  forward(X: Float32Array, n: number, batchThreshold: number): EngineForward {
+    const r = this.e.forward(this.p, X, n, batchThreshold, true);
+    const fired = new Float64Array(this.cfg.dSae);
+    for (const j of r.idx) fired[j]++;
+    return { yhat: r.yhat!, fired, actives: r.idx.length };
+  }
+
+  weights(): EngineWeights {
+    const { cfg, p } = this;
+    const W_enc = transpose(p.W_encT, cfg.dSae, cfg.dIn);
+    return {
+      W_enc, b_enc: p.b_enc.slice(), W_dec: cfg.tied ? p.W_encT.slice() : p.W_dec!.slice(), b_dec: p.b_dec.slice(),
+      ...(p.log_threshold ? { log_threshold: p.log_threshold.slice() } : {}),
+    };
+  }
+
+  resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void {
+    const { cfg, p } = this;
+    latents.forEach((j, i) => {
+      p.W_encT.set(encoder[i].subarray(0, cfg.dIn), j * cfg.dIn);
+      if (!cfg.tied) p.W_dec!.set(decoder[i].subarray(0, cfg.dOut), j * cfg.dOut);
+      p.b_enc[j] = 0;
+    });
+    for (const store of [this.m, this.v]) {
+      for (const [n, a] of store) {
+        const width = n === 'W_encT' ? cfg.dIn : n === 'W_dec' ? cfg.dOut : n === 'b_enc' || n === 'log_threshold' ? 1 : 0;
+        if (!width) continue;
+        for (const j of latents) a.fill(0, j * width, (j + 1) * width);
+      }
+    }
+  }
+
+  saveState(): Record<string, NamedTensor> {
+    const { cfg } = this;
+    const w = this.weights();
+    const t: Record<string, NamedTensor> = {
+      W_enc: { data: w.W_enc, shape: [cfg.dIn, cfg.dSae] }, b_enc: { data: w.b_enc, shape: [cfg.dSae] },
+      W_dec: { data: w.W_dec, shape: [cfg.dSae, cfg.dOut] }, b_dec: { data: w.b_dec, shape: [cfg.dOut] },
+    };
+    if (w.log_threshold) t.log_threshold = { data: w.log_threshold, shape: [cfg.dSae] };
+    for (const [kind, store] of [['m', this.m], ['v', this.v]] as const) {
+      for (const [n, a] of store) {
+        if (n === 'W_encT') t[`adam_${kind}.W_enc`] = { data: transpose(a, cfg.dSae, cfg.dIn), shape: [cfg.dIn, cfg.dSae] };
+        else t[`adam_${kind}.${n}`] = { data: a.slice(), shape: n === 'W_dec' ? [cfg.dSae, cfg.dOut] : [a.length] };
+      }
+    }
+    return t;
+  }
+
+  loadState(t: Record<string, NamedTensor>, adamT: number): void {
+    const { cfg, p } = this;
+    p.W_encT.set(transpose(t.W_enc.data, cfg.dIn, cfg.dSae));
+    p.b_enc.set(t.b_enc.data);
+    if (!cfg.tied) p.W_dec!.set(t.W_dec.data);
+    p.b_dec.set(t.b_dec.data);
+    if (p.log_threshold && t.log_threshold) p.log_threshold.set(t.log_threshold.data);
+    for (const [kind, store] of [['m', this.m], ['v', this.v]] as const) {
+      for (const [n, a] of store) {
+        const src = t[`adam_${kind}.${n === 'W_encT' ? 'W_enc' : n}`];
+        if (!src) continue;
+        a.set(n === 'W_encT' ? transpose(src.data, cfg.dIn, cfg.dSae) : src.data);
+      }
+    }
+    this.t = adamT;
+  }
+
+  dispose(): void {}
+}
+
+/** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
+function denseAbove(): number {
+  const v = Number(process.env.SDLKIT_DENSE_ABOVE);
+  return Number.isFinite(v) && v > 0 ? v : 0.05;
+}

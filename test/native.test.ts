@@ -1,0 +1,239 @@
+// The native kernels against the TensorFlow.js reference (whose gradients step.test.ts checks against finite
+// differences): the same loss and gradients for every activation and option, on both the sparse and the dense
+// path; the GEMM on strided views; inference; and whole training runs through the Engine interface.
+// The native kernels are part of the product: these tests fail when they are not built (SDLKIT_NATIVE=off
+// skips them on purpose).
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { tf, initBackend } from '../src/sdl/backend.js';
+import { step, type Params } from '../src/sdl/step.js';
+import type { Activation, DictConfig } from '../src/sdl/config.js';
+import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
+import { ACTIVATION_CODE, native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import { transpose, concatRows, type EngineWeights } from '../src/sdl/engine.js';
+import { TfEngine } from '../src/sdl/engine-tf.js';
+import { NativeTrainEngine } from '../src/sdl/engine-native.js';
+import { Dictionary } from '../src/sdl/dictionary.js';
+import { Rng } from '../src/util/rng.js';
+
+const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+let mod: NativeModule;
+
+before(async () => {
+  await initBackend('cpu');
+  if (skip) return;
+  const m = native();
+  assert.ok(m, `the native kernels are ${nativeStatus()}`);
+  mod = m;
+});
+
+function config(activation: Activation, o: Partial<DictConfig> = {}): DictConfig {
+  const dIn = o.dIn ?? 12, dOut = o.dOut ?? dIn, dSae = o.dSae ?? 40;
+  return {
+    kind: dIn === dOut ? 'sae' : 'transcoder', activation, sitesIn: [{ name: 'a', width: dIn }], sitesOut: [{ name: 'b', width: dOut }],
+    dIn, dOut, dSae, k: 4, matryoshkaWidths: [5, 17, dSae], applyBDecToInput: dIn === dOut, noBias: false, tied: false, ...o,
+  };
+}
+
+interface Case {
+  cfg: DictConfig;
+  sparsity: number;
+  dead?: Uint8Array;
+  auxkK?: number;
+  anchorK?: number;
+  denseAbove?: number;
+  B?: number;
+}
+
+function randomWeights(cfg: DictConfig, rng: Rng): EngineWeights {
+  const r = (n: number, s: number) => Float32Array.from({ length: n }, () => rng.normal() * s);
+  const w: EngineWeights = { W_enc: r(cfg.dIn * cfg.dSae, 0.5), b_enc: r(cfg.dSae, 0.3), W_dec: r(cfg.dSae * cfg.dOut, 0.5), b_dec: r(cfg.dOut, 0.3) };
+  if (cfg.tied) w.W_dec = transpose(w.W_enc, cfg.dIn, cfg.dSae);
+  if (cfg.noBias) { w.b_enc.fill(0); w.b_dec.fill(0); }
+  if (cfg.activation === 'jumprelu') w.log_threshold = Float32Array.from({ length: cfg.dSae }, () => Math.log(0.3 + 0.5 * rng.next()));
+  return w;
+}
+
+function close(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = 2e-4) {
+  assert.equal(got.length, want.length, `${name}: length`);
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
+  for (let i = 0; i < want.length; i++) {
+    assert.ok(Math.abs(got[i] - want[i]) <= tol * Math.max(1, scale), `${name}[${i}]: native ${got[i]} vs tfjs ${want[i]} (scale ${scale})`);
+  }
+}
+
+/** Runs one step natively and with step.ts on the same inputs, and compares every output. */
+function compare(name: string, c: Case, seed = 1) {
+  const { cfg } = c;
+  const { dIn, dOut, dSae } = cfg;
+  const B = c.B ?? 50;
+  const rng = new Rng(seed);
+  const w = randomWeights(cfg, rng);
+  const X = Float32Array.from({ length: B * dIn }, () => rng.normal() * 1.5);
+  const Y = cfg.kind === 'transcoder' ? Float32Array.from({ length: B * dOut }, () => rng.normal()) : X;
+  const anchorK = c.anchorK ?? 0;
+  const aEnc = Array.from({ length: anchorK }, () => Float32Array.from({ length: dIn }, () => rng.normal()));
+  const aDec = Array.from({ length: anchorK }, () => Float32Array.from({ length: dOut }, () => rng.normal()));
+  const opts = { sparsity: c.sparsity, bandwidth: 0.7, auxkCoefficient: 1 / 32, auxkK: c.auxkK ?? 0 };
+
+  // TensorFlow.js reference.
+  const p: Params = {
+    W_enc: tf.tensor2d(w.W_enc, [dIn, dSae]), b_enc: tf.tensor1d(w.b_enc),
+    W_dec: cfg.tied ? (tf.transpose(tf.tensor2d(w.W_enc, [dIn, dSae])) as tf.Tensor2D) : tf.tensor2d(w.W_dec, [dSae, dOut]), b_dec: tf.tensor1d(w.b_dec),
+  };
+  if (w.log_threshold) p.log_threshold = tf.tensor1d(w.log_threshold);
+  const anchors = anchorK ? { enc: tf.tensor2d(transpose(concatRows(aEnc, dIn), anchorK, dIn), [dIn, anchorK]), dec: tf.tensor2d(concatRows(aDec, dOut), [anchorK, dOut]), k: anchorK, weight: 0.3 } : undefined;
+  const ref = step(cfg, p, tf.tensor2d(X, [B, dIn]), tf.tensor2d(Y, [B, dOut]), { ...opts, dead: c.dead ? Float32Array.from(c.dead) : undefined, anchors });
+
+  // Native.
+  const e = new mod.Engine({ dIn, dOut, dSae, activation: ACTIVATION_CODE[cfg.activation], k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: 2 });
+  const W_encT = transpose(w.W_enc, dIn, dSae);
+  const np: NativeTensors = { W_encT, b_enc: w.b_enc, W_dec: cfg.tied ? W_encT : w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold };
+  const ng: NativeTensors = { W_encT: new Float32Array(dSae * dIn).fill(NaN), b_enc: new Float32Array(dSae), W_dec: cfg.tied ? undefined : new Float32Array(dSae * dOut).fill(NaN), b_dec: new Float32Array(dOut), log_threshold: w.log_threshold ? new Float32Array(dSae) : undefined };
+  const fired = new Float32Array(dSae);
+  const r = e.step(np, ng, X, Y, B, { ...opts, dead: c.dead, anchorK, anchorEnc: concatRows(aEnc, dIn), anchorDec: concatRows(aDec, dOut), anchorWeight: 0.3, denseAbove: c.denseAbove ?? 0.05 }, fired);
+
+  const tol = 1e-4 * Math.max(1, Math.abs(ref.loss));
+  assert.ok(Math.abs(r.loss - ref.loss) <= tol, `${name}: loss native ${r.loss} vs tfjs ${ref.loss}`);
+  assert.ok(Math.abs(r.mse - ref.mse) <= 1e-4 * Math.max(1, ref.mse), `${name}: mse ${r.mse} vs ${ref.mse}`);
+  assert.ok(Math.abs(r.sparsityLoss - ref.sparsityLoss) <= 1e-4 * Math.max(1, ref.sparsityLoss), `${name}: sparsity loss ${r.sparsityLoss} vs ${ref.sparsityLoss}`);
+  assert.ok(Math.abs(r.auxLoss - ref.auxLoss) <= 1e-4 * Math.max(1, ref.auxLoss), `${name}: aux loss ${r.auxLoss} vs ${ref.auxLoss}`);
+  assert.ok(Math.abs(r.l0 - ref.l0) < 1e-6, `${name}: L0 ${r.l0} vs ${ref.l0}`);
+  close(`${name} fired`, fired, ref.fired, 0);
+  if (ref.minSelected !== undefined) assert.ok(Math.abs(r.minSelected - ref.minSelected) < 1e-6, `${name}: min selected ${r.minSelected} vs ${ref.minSelected}`);
+  const gEnc = transpose(ng.W_encT, dSae, dIn);
+  close(`${name} dW_enc`, gEnc, ref.grads.W_enc!.dataSync());
+  if (!cfg.tied) close(`${name} dW_dec`, ng.W_dec!, ref.grads.W_dec!.dataSync());
+  if (!cfg.noBias) {
+    close(`${name} db_enc`, ng.b_enc, ref.grads.b_enc!.dataSync());
+    close(`${name} db_dec`, ng.b_dec, ref.grads.b_dec!.dataSync());
+  }
+  if (cfg.activation === 'jumprelu') close(`${name} dlog_threshold`, ng.log_threshold!, ref.grads.log_threshold!.dataSync());
+  tf.dispose([...Object.values(p), ...Object.values(ref.grads)] as tf.Tensor[]);
+  return r;
+}
+
+test('native step = tfjs step: every activation, sparse path', { skip }, () => {
+  for (const act of ['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'] as const) {
+    const r = compare(act, { cfg: config(act), sparsity: act === 'relu' ? 0.7 : act === 'jumprelu' ? 0.4 : 0, denseAbove: 1.1 });
+    assert.equal(r.dense, 0, `${act} took the sparse path`);
+  }
+});
+
+test('native step = tfjs step: ReLU and JumpReLU on the dense (GEMM) path, at sizes that leave partial register tiles', { skip }, () => {
+  for (const act of ['relu', 'jumprelu'] as const) {
+    for (const [dIn, dSae, B] of [[12, 40, 50], [33, 97, 301]]) {
+      const r = compare(`${act} dense ${dIn}x${dSae}`, { cfg: config(act, { dIn, dSae }), sparsity: 0.5, denseAbove: 0, B });
+      assert.equal(r.dense, 1, `${act} took the dense path`);
+    }
+  }
+});
+
+test('native step = tfjs step: transcoder, tied, no-bias, AuxK on dead latents, anchoring', { skip }, () => {
+  compare('transcoder relu', { cfg: config('relu', { dIn: 12, dOut: 9, kind: 'transcoder', applyBDecToInput: false }), sparsity: 0.3 });
+  compare('transcoder topk', { cfg: config('topk', { dIn: 12, dOut: 9, kind: 'transcoder', applyBDecToInput: false }), sparsity: 0 });
+  compare('tied topk', { cfg: config('topk', { tied: true }), sparsity: 0 });
+  compare('tied relu dense', { cfg: config('relu', { tied: true }), sparsity: 0.3, denseAbove: 0 });
+  compare('no-bias relu', { cfg: config('relu', { noBias: true, applyBDecToInput: false }), sparsity: 0.2 });
+  const dead = new Uint8Array(40);
+  for (const j of [1, 4, 6, 9, 20, 33, 39]) dead[j] = 1;
+  compare('auxk topk', { cfg: config('topk'), sparsity: 0, dead, auxkK: 3 }, 3);
+  compare('auxk batchtopk', { cfg: config('batchtopk'), sparsity: 0, dead, auxkK: 2 }, 4);
+  compare('anchors topk', { cfg: config('topk'), sparsity: 0, anchorK: 3 });
+  compare('anchors relu dense', { cfg: config('relu'), sparsity: 0.4, anchorK: 2, denseAbove: 0 });
+});
+
+test('native TopK selection on wide rows (the chunk-maximum filter) keeps exactly the k largest', { skip }, () => {
+  // 2k chunks of 16 or more: the filtered path; compare with the tfjs step on every output.
+  compare('topk wide', { cfg: config('topk', { dIn: 16, dSae: 1024, k: 8 }), sparsity: 0, B: 64 }, 7);
+  compare('topk wide, k = 1', { cfg: config('topk', { dIn: 16, dSae: 512, k: 1 }), sparsity: 0, B: 64 }, 8);
+  compare('batchtopk wide', { cfg: config('batchtopk', { dIn: 16, dSae: 1024, k: 8 }), sparsity: 0, B: 64 }, 9);
+});
+
+test('native GEMM on strided views equals a float64 product, with and without accumulation', { skip }, () => {
+  const rng = new Rng(11);
+  for (const [M, N, K] of [[1, 1, 1], [15, 33, 7], [70, 45, 300], [200, 130, 513]]) {
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      const A = Float32Array.from({ length: M * K }, () => rng.normal());
+      const Bm = Float32Array.from({ length: K * N }, () => rng.normal());
+      // A(i, p) is A[i*K + p] or, transposed storage, A[p*M + i]; likewise B.
+      const [ars, acs] = ta ? [1, M] : [K, 1];
+      const [brs, bcs] = tb ? [1, K] : [N, 1];
+      const C0 = Float32Array.from({ length: M * N }, () => rng.normal());
+      for (const acc of [false, true]) {
+        const C = C0.slice();
+        mod.gemm(M, N, K, A, ars, acs, Bm, brs, bcs, C, N, acc, 2);
+        for (let t = 0; t < 40; t++) {
+          const i = (t * 7) % M, j = (t * 13) % N;
+          let s = acc ? C0[i * N + j] : 0;
+          for (let p = 0; p < K; p++) s += A[i * ars + p * acs] * Bm[p * brs + j * bcs];
+          assert.ok(Math.abs(C[i * N + j] - s) <= 1e-4 * Math.sqrt(K) * 4, `gemm ${M}x${N}x${K} ta=${ta} tb=${tb} acc=${acc} C[${i},${j}] = ${C[i * N + j]}, want ${s}`);
+        }
+      }
+    }
+  }
+});
+
+test('native forward = Dictionary.encode/decode for every activation', { skip }, () => {
+  for (const act of ['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'] as const) {
+    const cfg = config(act, { dIn: 10, dSae: 300 });
+    const rng = new Rng(21);
+    const w = randomWeights(cfg, rng);
+    const threshold = act === 'batchtopk' || act === 'matryoshka' ? 0.4 : 0;
+    const thVec = act === 'jumprelu' ? Float32Array.from(w.log_threshold!, Math.exp) : threshold ? new Float32Array(cfg.dSae).fill(threshold) : undefined;
+    const d = new Dictionary(cfg, { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, threshold: thVec });
+    const n = 37;
+    const X = Float32Array.from({ length: n * cfg.dIn }, () => rng.normal() * 1.5);
+    const e = new mod.Engine({ dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATION_CODE[act], k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: true, noBias: false, tied: false, threads: 2 });
+    const out = e.forward({ W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold }, X, n, threshold, true);
+    const want = d.encode(X, n);
+    const got = new Float32Array(n * cfg.dSae);
+    let s = 0;
+    for (let b = 0; b < n; b++) for (let q = 0; q < out.count[b]; q++, s++) got[b * cfg.dSae + out.idx[s]] = out.val[s];
+    close(`${act} features`, got, want, 1e-5);
+    close(`${act} reconstruction`, out.yhat!, d.decode(want, n), 1e-5);
+  }
+});
+
+test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-norm decoder, AuxK', { skip }, () => {
+  for (const act of ['topk', 'relu'] as const) {
+    const cfg = config(act, { dIn: 16, dSae: 64 });
+    const rng = new Rng(31);
+    const w = randomWeights(cfg, rng);
+    // Unit decoder rows to start from, as the trainer's initialisation gives.
+    for (let j = 0; j < cfg.dSae; j++) {
+      const row = w.W_dec.subarray(j * cfg.dOut, (j + 1) * cfg.dOut);
+      const nrm = Math.hypot(...row);
+      row.forEach((v, i) => (row[i] = v / nrm));
+    }
+    const train = { ...TRAIN_DEFAULTS, clipGradNorm: 1 };
+    const a = new TfEngine('cpu', { cfg, train, weights: w });
+    const b = new NativeTrainEngine(mod, { cfg, train, weights: w });
+    const B = 128;
+    const X = new Float32Array(B * cfg.dIn);
+    const dead = new Uint8Array(cfg.dSae);
+    for (let j = 0; j < 10; j++) dead[j * 3] = 1;
+    let la = 0, lb = 0;
+    for (let s = 0; s < 30; s++) {
+      for (let i = 0; i < X.length; i++) X[i] = rng.normal();
+      const o = { sparsity: act === 'relu' ? 1 : 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 4, dead: act === 'topk' ? dead : undefined };
+      la = a.step(X, X, B, o).loss;
+      lb = b.step(X, X, B, o).loss;
+      a.update(1e-2, 1);
+      b.update(1e-2, 1);
+    }
+    assert.ok(Math.abs(la - lb) <= 1e-3 * Math.abs(la), `${act}: final loss tfjs ${la} vs native ${lb}`);
+    const wa = a.weights(), wb = b.weights();
+    close(`${act} trained W_enc`, wb.W_enc, wa.W_enc, 1e-3);
+    close(`${act} trained W_dec`, wb.W_dec, wa.W_dec, 1e-3);
+    // Checkpoint state round-trips between engines.
+    const st = b.saveState();
+    const c = new TfEngine('cpu', { cfg, train, weights: w });
+    c.loadState(st, b.adamT);
+    close(`${act} state W_enc`, c.weights().W_enc, wb.W_enc, 0);
+    close(`${act} adam m`, c.saveState()['adam_m.W_enc'].data, st['adam_m.W_enc'].data, 0);
+    a.dispose();
+    c.dispose();
+  }
+});
