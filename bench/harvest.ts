@@ -9,12 +9,12 @@ import { loadModel } from '../src/models/model.js';
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { createSession, makeFeeds } from '../src/onnx/session.js';
 import { Rng } from '../src/util/rng.js';
+import { median, spread } from './stats.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : def;
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function bareForward(modelDir: string, tokens: number, ctx: number, batch: number): Promise<number> {
   const m = loadModel(modelDir);
@@ -64,7 +64,7 @@ async function main() {
       rmSync(out, { recursive: true, force: true });
     }
     const b = median(bare), h = median(harv);
-    rows.push(`| ${label} | ${ctx} | ${batch} | ${Math.round(b)} (${Math.round(Math.min(...bare))}-${Math.round(Math.max(...bare))}) | ${Math.round(h)} (${Math.round(Math.min(...harv))}-${Math.round(Math.max(...harv))}) | ${(h / b).toFixed(2)}x |`);
+    rows.push(`| ${label} | ${ctx} | ${batch} | ${Math.round(b)} (${spread(bare)}) | ${Math.round(h)} (${spread(harv)}) | ${(h / b).toFixed(2)}x |`);
   }
   console.log(`harvest vs bare onnxruntime forward, ${tokens} tokens, median of ${repeats} (min-max), tokens/s`);
   console.log('| model | ctx | batch | bare forward | sdl harvest (3 hooks, tokenize + write) | ratio |');
