@@ -111,9 +111,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     const int k = c.k < m ? c.k : m;
     ensure(sp.idx, (size_t)B * k);
     ensure(sp.val, (size_t)B * k);
-    ensure(scratch_, (size_t)T * (3 * m + 64));
+    ensure(scratch_, (size_t)T * (5 * m + 128));
     pool_.range(B, [&](long b0, long b1, int th) {
-      float* scr = scratch_.data() + (size_t)th * (3 * m + 64);
+      float* scr = scratch_.data() + (size_t)th * (5 * m + 128);
       for (long b = b0; b < b1; b++) {
         sp.start[b] = b * k;
         sp.count[b] = topkRow(pre + b * m, m, k, sp.idx.data() + b * k, sp.val.data() + b * k, scr);
@@ -288,10 +288,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     G = ensure(G_, (size_t)nG * B * dOut);
     const bool wantAux = (c.act == TOPK || c.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
     float* E = wantAux ? ensure(E_, (size_t)B * dOut) : nullptr;
-    ensure(scratch_, (size_t)T * (3 * m + 64) + (size_t)T * dOut);
+    ensure(scratch_, (size_t)T * (5 * m + 128) + (size_t)T * dOut);
     const float lb = o.sparsity / B;
     pool_.range(B, [&](long b0, long b1, int th) {
-      float* yh = scratch_.data() + (size_t)T * (3 * m + 64) + (size_t)th * dOut;
+      float* yh = scratch_.data() + (size_t)T * (5 * m + 128) + (size_t)th * dOut;
       double s = 0, sl = 0;
       for (long b = b0; b < b1; b++) {
         const long st = sp.start[b];
@@ -397,12 +397,12 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       auxDp.resize((size_t)B * kAux + 1);
       auxGrow.resize((size_t)B * kAux + 1);
       float* GA = ensure(GA_, (size_t)B * dOut);
-      const size_t scrW = (size_t)3 * nDead + 64 + nDead + (size_t)dOut;
+      const size_t scrW = (size_t)5 * nDead + 128 + nDead + (size_t)dOut;
       std::vector<float> scr((size_t)T * scrW);
       const float ga = (float)(2.0 * o.auxkCoefficient / denom);
       pool_.range(B, [&](long b0, long b1, int th) {
         float* s0 = scr.data() + (size_t)th * scrW;
-        float* gathered = s0 + 3 * nDead + 64;
+        float* gathered = s0 + 5 * nDead + 128;
         float* eh = gathered + nDead;
         double s = 0;
         for (long b = b0; b < b1; b++) {
@@ -593,7 +593,7 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
     float* xt = useXt ? ensure(xt_, (size_t)rows * dIn) : nullptr;
     float* pre = ensure(pre_, (size_t)rows * m);
     preacts(p, X + (long)r0 * dIn, rows, pre, xt);
-    ensure(scratch_, (size_t)T * (3 * m + 64));
+    ensure(scratch_, (size_t)T * (5 * m + 128));
     const int k = c.k < m ? c.k : m;
     // Each thread takes one contiguous block of rows, so concatenating the blocks keeps row order.
     const long per = (rows + T - 1) / T;
@@ -603,7 +603,7 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
       std::vector<float>& ov = tv[t];
       oi.clear();
       ov.clear();
-      float* scr = scratch_.data() + (size_t)t * (3 * m + 64);
+      float* scr = scratch_.data() + (size_t)t * (5 * m + 128);
       std::vector<int32_t> ki(k > 0 ? k : 1);
       std::vector<float> kv(k > 0 ? k : 1);
       for (long b = b0; b < b1; b++) {

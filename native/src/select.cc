@@ -5,6 +5,10 @@
 
 #include "simd.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace sdl {
 
 void partitionTopK(float* val, int32_t* idx, int n, int k) {
@@ -48,54 +52,156 @@ void sortByIndex(int32_t* idx, float* val, int n) {
 }
 
 namespace {
-constexpr int CHUNK = 16;
+
+// The k-th largest of v[0..n) (1 <= k <= n). Quickselect without data-dependent branches: each round splits
+// the values into those above and below the pivot (AVX-512: compressed vectors), rotating through three
+// buffers; v has room for n + 16 floats and `work` for 2n + 32. v may be overwritten.
+float kthLargestInPlace(float* v, int n, int k, float* work) {
+  float* buf[3] = {v, work, work + n + 16};
+  int in = 0;
+  for (;;) {
+    float* x = buf[in];
+    if (n <= 8) {
+      for (int i = 1; i < n; i++) {
+        float key = x[i];
+        int j = i - 1;
+        while (j >= 0 && x[j] < key) { x[j + 1] = x[j]; j--; }
+        x[j + 1] = key;
+      }
+      return x[k - 1];
+    }
+    float a = x[0], b = x[n / 2], c = x[n - 1];
+    float pivot = (a > b) ? ((b > c) ? b : (a > c ? c : a)) : ((a > c) ? a : (b > c ? c : b));
+    float* hi = buf[(in + 1) % 3];
+    float* lo = buf[(in + 2) % 3];
+    int nh = 0, nl = 0, i = 0;
+#if defined(__AVX512F__)
+    const __m512 pv = _mm512_set1_ps(pivot);
+    for (; i + 16 <= n; i += 16) {
+      __m512 y = _mm512_loadu_ps(x + i);
+      __mmask16 mh = _mm512_cmp_ps_mask(y, pv, _CMP_GT_OQ), ml = _mm512_cmp_ps_mask(y, pv, _CMP_LT_OQ);
+      // Compress in registers and store whole vectors (a masked compress-store to memory is slow on some
+      // cores); the buffers have 16 floats of slack.
+      _mm512_storeu_ps(hi + nh, _mm512_maskz_compress_ps(mh, y));
+      _mm512_storeu_ps(lo + nl, _mm512_maskz_compress_ps(ml, y));
+      nh += __builtin_popcount(mh);
+      nl += __builtin_popcount(ml);
+    }
+#endif
+    for (; i < n; i++) {
+      float y = x[i];
+      hi[nh] = y;
+      nh += y > pivot;
+      lo[nl] = y;
+      nl += y < pivot;
+    }
+    if (k <= nh) { n = nh; in = (in + 1) % 3; }
+    else if (k <= n - nl) return pivot;
+    else { k -= n - nl; n = nl; in = (in + 2) % 3; }
+  }
 }
+
+// Appends (j, z[j]) for j in [0, m) with z[j] >= t and z[j] > 0, in index order; returns the count.
+int collect(const float* z, int m, float t, int32_t* ci, float* cv) {
+  int n = 0;
+  int j = 0;
+  const float lim = t > 0.f ? t : 0.f;
+#if defined(__AVX512F__)
+  const __m512 tv = _mm512_set1_ps(lim);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; j + 16 <= m; j += 16) {
+    __m512 x = _mm512_loadu_ps(z + j);
+    // >= t, and > 0 when t <= 0 (strict: zero activations are inactive)
+    __mmask16 k = t > 0.f ? _mm512_cmp_ps_mask(x, tv, _CMP_GE_OQ) : _mm512_cmp_ps_mask(x, tv, _CMP_GT_OQ);
+    if (k) {
+      _mm512_storeu_ps(cv + n, _mm512_maskz_compress_ps(k, x));
+      _mm512_storeu_si512(ci + n, _mm512_maskz_compress_epi32(k, iv));
+      n += __builtin_popcount(k);
+    }
+    iv = _mm512_add_epi32(iv, step);
+  }
+#endif
+  for (; j < m; j++) {
+    float x = z[j];
+    if (t > 0.f ? x >= t : x > 0.f) { cv[n] = x; ci[n] = j; n++; }
+  }
+  return n;
+}
+
+int nextPow2(int x) {
+  int p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
+// gmax[i] = max over z[i], z[i + G], z[i + 2G], ... with G = NVEC * VW, the maxima held in registers.
+template <int NVEC>
+void groupMax(const float* z, int m, float* gmax) {
+  constexpr int G = NVEC * VW;
+  vf acc[NVEC];
+  for (int v = 0; v < NVEC; v++) acc[v] = vload(z + v * VW);
+  const int blocks = m / G;
+  for (int b = 1; b < blocks; b++) {
+    const float* p = z + (long)b * G;
+    for (int v = 0; v < NVEC; v++) acc[v] = vmax(acc[v], vload(p + v * VW));
+  }
+  for (int v = 0; v < NVEC; v++) vstore(gmax + v * VW, acc[v]);
+  for (int i = blocks * G; i < m; i++) gmax[i - blocks * G] = z[i] > gmax[i - blocks * G] ? z[i] : gmax[i - blocks * G];
+}
+
+void groupMaxAny(const float* z, int m, int G, float* gmax) {
+  for (int i = 0; i < G; i++) gmax[i] = z[i];
+  const int blocks = m / G;
+  for (int b = 1; b < blocks; b++) {
+    const float* p = z + (long)b * G;
+    for (int i = 0; i < G; i += VW) vstore(gmax + i, vmax(vload(gmax + i), vload(p + i)));
+  }
+  for (int i = blocks * G; i < m; i++) gmax[i - blocks * G] = z[i] > gmax[i - blocks * G] ? z[i] : gmax[i - blocks * G];
+}
+
+}  // namespace
 
 int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch) {
   if (k <= 0) return 0;
-  float* cv = scratch;                                       // candidate values
+  float* cv = scratch;                                         // candidate values
   int32_t* ci = reinterpret_cast<int32_t*>(scratch + m + 16);  // candidate indices
-  int nc = 0;
-  const int chunks = m / CHUNK;
-  if (k >= m || chunks < 2 * k) {
-    // Small rows: every positive value is a candidate.
-    for (int j = 0; j < m; j++)
-      if (z[j] > 0.f) { cv[nc] = z[j]; ci[nc] = j; nc++; }
-  } else {
-    // The k-th largest chunk maximum t bounds the k-th largest value from below (k chunks each hold a value
-    // >= t), so only chunks whose maximum reaches t can hold the top k.
-    float* cmax = scratch + 2 * m + 32;  // caller provides room: see kernels' scratch sizing
-    int32_t* corder = reinterpret_cast<int32_t*>(cmax + chunks + 16);
-    for (int c = 0; c < chunks; c++) {
-      const float* p = z + c * CHUNK;
-      float mx = p[0];
-      for (int i = 1; i < CHUNK; i++) mx = p[i] > mx ? p[i] : mx;
-      cmax[c] = mx;
-      corder[c] = c;
+  float* tmp = scratch + 2 * m + 32;                           // selection workspace (3m + 64 values)
+  // Strided groups {z[g], z[g + G], z[g + 2G], ...}: their maxima come from vertical vector maxima. The k-th
+  // largest group maximum t bounds the k-th largest value from below (k groups each hold a value >= t), so
+  // only values >= t can be among the top k; with G = 4k groups that leaves few candidates.
+  int G = nextPow2(4 * k);
+  if (G < VW) G = VW;
+  float t = 0.f;
+  if (k < m && m >= 2 * G) {
+    float* gmax = tmp;
+    switch (G / VW) {
+      case 1: groupMax<1>(z, m, gmax); break;
+      case 2: groupMax<2>(z, m, gmax); break;
+      case 4: groupMax<4>(z, m, gmax); break;
+      case 8: groupMax<8>(z, m, gmax); break;
+      case 16: groupMax<16>(z, m, gmax); break;
+      default: groupMaxAny(z, m, G, gmax);
     }
-    // The tail (m % CHUNK values) is always scanned.
-    float* tmp = cv;  // reuse candidate storage to find t
-    int32_t* tmpi = ci;
-    memcpy(tmp, cmax, sizeof(float) * chunks);
-    memcpy(tmpi, corder, sizeof(int32_t) * chunks);
-    partitionTopK(tmp, tmpi, chunks, k);
-    float t = tmp[0];
-    for (int i = 1; i < k; i++) t = tmp[i] < t ? tmp[i] : t;
-    if (t <= 0.f) t = 0.f;
-    for (int c = 0; c < chunks; c++) {
-      if (!(cmax[c] >= t) || cmax[c] <= 0.f) continue;
-      const float* p = z + c * CHUNK;
-      for (int i = 0; i < CHUNK; i++)
-        if (p[i] >= t && p[i] > 0.f) { cv[nc] = p[i]; ci[nc] = c * CHUNK + i; nc++; }
-    }
-    for (int j = chunks * CHUNK; j < m; j++)
-      if (z[j] >= t && z[j] > 0.f) { cv[nc] = z[j]; ci[nc] = j; nc++; }
+    t = kthLargestInPlace(gmax, G, k, tmp + G + 16);
   }
+  int nc = collect(z, m, t, ci, cv);
   int keep = nc < k ? nc : k;
-  partitionTopK(cv, ci, nc, keep);
-  for (int i = 0; i < keep; i++) { idx[i] = ci[i]; val[i] = cv[i]; }
-  sortByIndex(idx, val, keep);
-  return keep;
+  if (nc <= keep) {
+    for (int i = 0; i < nc; i++) { idx[i] = ci[i]; val[i] = cv[i]; }
+    return nc;
+  }
+  // The keep-th largest candidate, then the candidates in index order: those above it, and ties up to keep.
+  for (int i = 0; i < nc; i++) tmp[i] = cv[i];
+  float kth = kthLargestInPlace(tmp, nc, keep, tmp + nc + 16);
+  int above = 0;
+  for (int i = 0; i < nc; i++) above += cv[i] > kth;
+  int ties = keep - above, o = 0;
+  for (int i = 0; i < nc; i++) {
+    float x = cv[i];
+    if (x > kth || (x == kth && ties-- > 0)) { idx[o] = ci[i]; val[o] = x; o++; }
+  }
+  return o;
 }
 
 long countPositive(Pool& pool, const float* z, long n) {

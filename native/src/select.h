@@ -13,7 +13,7 @@ void partitionTopK(float* val, int32_t* idx, int n, int k);
 // Sorts (idx, val) pairs by ascending idx (n is small: k entries of one row).
 void sortByIndex(int32_t* idx, float* val, int n);
 
-// Top-k of z[0..m) among values > 0, sorted by index; returns how many (<= k). `scratch` holds >= 3m + 64 floats.
+// Top-k of z[0..m) among values > 0, sorted by index; returns how many (<= k). `scratch` holds >= 5m + 128 floats.
 int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch);
 
 // The want-th largest value among the positive entries of z[0..n) (want >= 1, at most their count).
