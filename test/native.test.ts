@@ -237,3 +237,40 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
     c.dispose();
   }
 });
+
+test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, histogram, tokens, co-occurrence, top-K events', { skip }, async () => {
+  const { JsIndexStats } = await import('../src/index/stats.js');
+  const rng = new Rng(41);
+  const m = 70, V = 13, n = 400;
+  const edges = Float32Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
+  const cfg = { m, vocab: V, topK: 5, radius: 3, cooccurrence: true, edges };
+  const a = new JsIndexStats(cfg), b = new mod.IndexStats({ ...cfg, threads: 2 });
+  for (let chunk = 0; chunk < 3; chunk++) {
+    const start = new Int32Array(n + 1);
+    const idx: number[] = [], val: number[] = [];
+    for (let r = 0; r < n; r++) {
+      const lat = [...new Set(Array.from({ length: rng.int(6) }, () => rng.int(m)))].sort((x, y) => x - y);
+      for (const l of lat) { idx.push(l); val.push(Math.exp(rng.normal() * 2)); }
+      start[r + 1] = idx.length;
+    }
+    const token = Int32Array.from({ length: n }, () => rng.int(V + 2) - 1); // includes ids outside the vocabulary
+    const window = Int32Array.from({ length: n }, (_, r) => Math.floor(r / 17));
+    const ea = a.add(start, Int32Array.from(idx), Float32Array.from(val), token, window);
+    const eb = b.add(start, Int32Array.from(idx), Float32Array.from(val), token, window);
+    // Events may come in another order across features; per feature they must agree, in order.
+    const byFeature = (e: typeof ea) => {
+      const out = new Map<number, string[]>();
+      for (let q = 0; q < e.acts.length; q++) {
+        const [i, r, lo, hi, off] = e.events.subarray(q * 5, q * 5 + 5);
+        out.set(i, [...(out.get(i) ?? []), JSON.stringify([r, lo, hi, e.acts[q], Array.from(e.ctx.subarray(off, off + hi - lo + 1))])]);
+      }
+      return out;
+    };
+    assert.deepEqual(byFeature(eb), byFeature(ea), `chunk ${chunk}: top-K events`);
+    assert.ok(ea.acts.length > 0);
+  }
+  const ra = a.result(), rb = b.result();
+  for (const k of ['count', 'max', 'hist', 'tokCount', 'co'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  close('sum', rb.sum, ra.sum, 1e-9);
+  close('tokSum', rb.tokSum, ra.tokSum, 1e-6);
+});

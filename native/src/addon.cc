@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine.h"
+#include "index_stats.h"
 #include "gemm.h"
 #include "simd.h"
 
@@ -228,8 +229,21 @@ napi_value EngineForward(napi_env env, napi_callback_info info) {
     napi_value out;
     CHECK_NAPI(napi_create_object(env, &out));
     CHECK_NAPI(napi_set_named_property(env, out, "count", copyOut(env, sp.count.data(), sizeof(int) * n, napi_int32_array, n)));
-    CHECK_NAPI(napi_set_named_property(env, out, "idx", copyOut(env, sp.idx.data(), sizeof(int32_t) * sp.nnz, napi_int32_array, sp.nnz)));
-    CHECK_NAPI(napi_set_named_property(env, out, "val", copyOut(env, sp.val.data(), sizeof(float) * sp.nnz, napi_float32_array, sp.nnz)));
+    // Rows back to back, without the gaps the engine may leave.
+    void *di, *dv;
+    napi_value abi, abv, ai, av;
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * sp.nnz, &di, &abi));
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * sp.nnz, &dv, &abv));
+    long o = 0;
+    for (int b = 0; b < n; b++) {
+      memcpy(static_cast<int32_t*>(di) + o, sp.idx.data() + sp.start[b], sizeof(int32_t) * sp.count[b]);
+      memcpy(static_cast<float*>(dv) + o, sp.val.data() + sp.start[b], sizeof(float) * sp.count[b]);
+      o += sp.count[b];
+    }
+    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, sp.nnz, abi, 0, &ai));
+    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, sp.nnz, abv, 0, &av));
+    CHECK_NAPI(napi_set_named_property(env, out, "idx", ai));
+    CHECK_NAPI(napi_set_named_property(env, out, "val", av));
     if (wantYhat) CHECK_NAPI(napi_set_named_property(env, out, "yhat", copyOut(env, yhat.data(), sizeof(float) * yhat.size(), napi_float32_array, yhat.size())));
     return out;
   });
@@ -315,6 +329,118 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
   });
 }
 
+
+// ---- IndexStats
+
+sdl::IndexStats* unwrapStats(napi_env env, napi_value self) {
+  void* p;
+  CHECK_NAPI(napi_unwrap(env, self, &p));
+  return static_cast<sdl::IndexStats*>(p);
+}
+
+// new IndexStats({ m, vocab, topK, radius, cooccurrence, edges: Float32Array })
+napi_value StatsNew(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 1, &self);
+    napi_value o = a[0];
+    int m = (int)num(env, get(env, o, "m"), "m");
+    napi_value ev = get(env, o, "edges");
+    size_t ne;
+    napi_typedarray_type t;
+    void* data;
+    napi_value ab;
+    size_t off;
+    CHECK_NAPI(napi_get_typedarray_info(env, ev, &t, &ne, &data, &ab, &off));
+    if (t != napi_float32_array) throw JsError{"edges must be a Float32Array"};
+    std::vector<float> edges(static_cast<float*>(data), static_cast<float*>(data) + ne);
+    auto* st = new sdl::IndexStats(m, (int)numProp(env, o, "vocab", 0), (int)num(env, get(env, o, "topK"), "topK"), (int)num(env, get(env, o, "radius"), "radius"),
+                                   boolProp(env, o, "cooccurrence"), std::move(edges), (int)numProp(env, o, "threads", 1));
+    CHECK_NAPI(napi_wrap(env, self, st, [](napi_env, void* p, void*) { delete static_cast<sdl::IndexStats*>(p); }, nullptr, nullptr));
+    return self;
+  });
+}
+
+// add(start: Int32Array[n + 1], idx, val, token: Int32Array[n], window: Int32Array[n])
+//   -> { events: Int32Array [e * 5: feature, row, lo, hi, ctxOffset], acts: Float32Array[e], ctx: Float32Array }
+napi_value StatsAdd(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 5, &self);
+    sdl::IndexStats* st = unwrapStats(env, self);
+    size_t n1;
+    napi_typedarray_type t;
+    void* data;
+    napi_value ab;
+    size_t off;
+    CHECK_NAPI(napi_get_typedarray_info(env, a[0], &t, &n1, &data, &ab, &off));
+    if (t != napi_int32_array || n1 < 1) throw JsError{"start must be an Int32Array of rows + 1 offsets"};
+    const int n = (int)n1 - 1;
+    const int32_t* start = static_cast<int32_t*>(data);
+    const size_t nnz = (size_t)start[n];
+    const int32_t* idx = typed<int32_t>(env, a[1], napi_int32_array, nnz, "idx");
+    const float* val = f32(env, a[2], nnz, "val");
+    const int32_t* token = typed<int32_t>(env, a[3], napi_int32_array, n, "token");
+    const int32_t* window = typed<int32_t>(env, a[4], napi_int32_array, n, "window");
+    for (size_t q = 0; q < nnz; q++)
+      if (idx[q] < 0 || idx[q] >= st->m) throw JsError{"latent index out of range"};
+    st->add(n, start, idx, val, token, window);
+    const size_t e = st->events.size();
+    std::vector<int32_t> ev(e * 5);
+    std::vector<float> acts(e);
+    for (size_t i = 0; i < e; i++) {
+      const sdl::IndexEvent& x = st->events[i];
+      ev[i * 5] = x.feature;
+      ev[i * 5 + 1] = x.row;
+      ev[i * 5 + 2] = x.lo;
+      ev[i * 5 + 3] = x.hi;
+      ev[i * 5 + 4] = x.ctxOffset;
+      acts[i] = x.act;
+    }
+    napi_value out;
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, "events", copyOut(env, ev.data(), ev.size() * 4, napi_int32_array, ev.size())));
+    CHECK_NAPI(napi_set_named_property(env, out, "acts", copyOut(env, acts.data(), acts.size() * 4, napi_float32_array, acts.size())));
+    CHECK_NAPI(napi_set_named_property(env, out, "ctx", copyOut(env, st->ctxActs.data(), st->ctxActs.size() * 4, napi_float32_array, st->ctxActs.size())));
+    return out;
+  });
+}
+
+// Hands a vector's memory to JavaScript without copying (the ArrayBuffer's finalizer frees it).
+template <class T>
+napi_value give(napi_env env, std::vector<T>& v, napi_typedarray_type t) {
+  auto* holder = new std::vector<T>(std::move(v));
+  napi_value ab, arr;
+  void* p = holder->empty() ? nullptr : holder->data();
+  if (!p) {
+    delete holder;
+    return copyOut(env, nullptr, 0, t, 0);
+  }
+  CHECK_NAPI(napi_create_external_arraybuffer(env, p, holder->size() * sizeof(T), [](napi_env, void*, void* h) { delete static_cast<std::vector<T>*>(h); }, holder, &ab));
+  CHECK_NAPI(napi_create_typedarray(env, t, holder->size(), ab, 0, &arr));
+  return arr;
+}
+
+// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tokCount, tokSum: Float32Array, co: Uint32Array }
+// (moves the accumulators out: call once, at the end)
+napi_value StatsResult(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    args(env, info, 0, &self);
+    sdl::IndexStats* st = unwrapStats(env, self);
+    napi_value out;
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, "count", give(env, st->count, napi_float64_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "sum", give(env, st->sum, napi_float64_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "max", give(env, st->max, napi_float32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "hist", give(env, st->hist, napi_uint32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "tokCount", give(env, st->tokCount, napi_float32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "tokSum", give(env, st->tokSum, napi_float32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "co", give(env, st->co, napi_uint32_array)));
+    return out;
+  });
+}
+
 // cpuFeatures() -> { avx512, avx2, fma }: which of the other builds this processor can run.
 napi_value CpuFeatures(napi_env env, napi_callback_info) {
   return guard(env, [&]() -> napi_value {
@@ -351,6 +477,13 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value cls;
   napi_define_class(env, "Engine", NAPI_AUTO_LENGTH, EngineNew, nullptr, sizeof(methods) / sizeof(methods[0]), methods, &cls);
   napi_set_named_property(env, exports, "Engine", cls);
+  napi_property_descriptor statsMethods[] = {
+      {"add", nullptr, StatsAdd, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"result", nullptr, StatsResult, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_value statsCls;
+  napi_define_class(env, "IndexStats", NAPI_AUTO_LENGTH, StatsNew, nullptr, 2, statsMethods, &statsCls);
+  napi_set_named_property(env, exports, "IndexStats", statsCls);
   napi_value fn;
   napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);
   napi_set_named_property(env, exports, "gemm", fn);

@@ -53,13 +53,7 @@ void Engine::preacts(const Tensors& p, const float* X, int B, float* pre, float*
     });
     A = xt;
   }
-  gemm(pool_, B, m, dIn, View{A, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false);
-  pool_.range(B, [&](long b0, long b1, int) {
-    for (long b = b0; b < b1; b++) {
-      float* r = pre + b * m;
-      for (int j = 0; j < m; j++) r[j] += p.b_enc[j];
-    }
-  });
+  gemm(pool_, B, m, dIn, View{A, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
 }
 
 StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired) {
@@ -582,54 +576,63 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
     theta.resize(m);
     for (int j = 0; j < m; j++) theta[j] = std::exp(p.log_threshold[j]);
   }
+  const int k = c.k < m ? c.k : m;
   out.start.assign(n, 0);
   out.count.assign(n, 0);
-  out.idx.clear();
-  out.val.clear();
-  std::vector<std::vector<int32_t>> ti(T);
-  std::vector<std::vector<float>> tv(T);
+  out.nnz = 0;
+  // TopK rows take k slots each; threshold rules are counted first and then filled without gaps.
+  if (c.act == TOPK) {
+    out.idx.resize((size_t)n * k + 1);
+    out.val.resize((size_t)n * k + 1);
+  } else {
+    out.idx.clear();
+    out.val.clear();
+  }
+  ensure(scratch_, (size_t)T * (5 * m + 128));
   for (int r0 = 0; r0 < n; r0 += CH) {
     const int rows = n - r0 < CH ? n - r0 : CH;
     float* xt = useXt ? ensure(xt_, (size_t)rows * dIn) : nullptr;
     float* pre = ensure(pre_, (size_t)rows * m);
     preacts(p, X + (long)r0 * dIn, rows, pre, xt);
-    ensure(scratch_, (size_t)T * (5 * m + 128));
-    const int k = c.k < m ? c.k : m;
-    // Each thread takes one contiguous block of rows, so concatenating the blocks keeps row order.
-    const long per = (rows + T - 1) / T;
-    pool_.run(T, [&](int t, int) {
-      long b0 = per * t, b1 = b0 + per < rows ? b0 + per : rows;
-      std::vector<int32_t>& oi = ti[t];
-      std::vector<float>& ov = tv[t];
-      oi.clear();
-      ov.clear();
-      float* scr = scratch_.data() + (size_t)t * (5 * m + 128);
-      std::vector<int32_t> ki(k > 0 ? k : 1);
-      std::vector<float> kv(k > 0 ? k : 1);
+    auto thr = [&](int j) { return c.act == RELU ? 0.f : c.act == JUMPRELU ? theta[j] : threshold; };
+    if (c.act == TOPK) {
+      pool_.range(rows, [&](long b0, long b1, int th) {
+        float* scr = scratch_.data() + (size_t)th * (5 * m + 128);
+        for (long b = b0; b < b1; b++) {
+          const long row = r0 + b;
+          out.start[row] = row * k;
+          out.count[row] = topkRow(pre + b * m, m, k, out.idx.data() + row * k, out.val.data() + row * k, scr);
+        }
+      });
+      continue;
+    }
+    pool_.range(rows, [&](long b0, long b1, int) {
       for (long b = b0; b < b1; b++) {
         const float* z = pre + b * m;
         int cnt = 0;
-        if (c.act == TOPK) {
-          cnt = topkRow(z, m, k, ki.data(), kv.data(), scr);
-          oi.insert(oi.end(), ki.begin(), ki.begin() + cnt);
-          ov.insert(ov.end(), kv.begin(), kv.begin() + cnt);
-        } else {
-          for (int j = 0; j < m; j++) {
-            float th = c.act == RELU ? 0.f : c.act == JUMPRELU ? theta[j] : threshold;
-            if (z[j] > th && z[j] > 0.f) { oi.push_back(j); ov.push_back(z[j]); cnt++; }
-          }
-        }
+        for (int j = 0; j < m; j++) cnt += z[j] > thr(j) && z[j] > 0.f;
         out.count[r0 + b] = cnt;
       }
     });
-    for (int t = 0; t < T; t++) {
-      out.idx.insert(out.idx.end(), ti[t].begin(), ti[t].end());
-      out.val.insert(out.val.end(), tv[t].begin(), tv[t].end());
-    }
+    long base = out.nnz;
+    for (int b = 0; b < rows; b++) { out.start[r0 + b] = base; base += out.count[r0 + b]; }
+    out.idx.resize(base + 1);
+    out.val.resize(base + 1);
+    pool_.range(rows, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        const float* z = pre + b * m;
+        long s = out.start[r0 + b];
+        for (int j = 0; j < m; j++)
+          if (z[j] > thr(j) && z[j] > 0.f) { out.idx[s] = j; out.val[s] = z[j]; s++; }
+      }
+    });
+    out.nnz = base;
   }
-  long s = 0;
-  for (int b = 0; b < n; b++) { out.start[b] = s; s += out.count[b]; }
-  out.nnz = s;
+  if (c.act == TOPK) {
+    long s = 0;
+    for (int b = 0; b < n; b++) s += out.count[b];
+    out.nnz = s;
+  }
   if (yhat) {
     pool_.range(n, [&](long b0, long b1, int) {
       for (long b = b0; b < b1; b++) {

@@ -52,7 +52,7 @@ struct StepResult {
   long nnz = 0;
 };
 
-// Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]).
+// Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).
 struct Sparse {
   std::vector<long> start;
   std::vector<int> count;

@@ -82,7 +82,7 @@ void packBPanel(const View& B, int k0, int kc, int j0, int nr, float* out) {
 
 // C tile (mr x nr) = or += a-panel x b-panel over kc.
 inline void microkernel(int kc, const float* __restrict a, const float* __restrict b, float* __restrict c, long ldc, int mr, int nr,
-                        bool overwrite) {
+                        bool overwrite, const float* bias) {
   vf acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; i++)
@@ -97,6 +97,20 @@ inline void microkernel(int kc, const float* __restrict a, const float* __restri
       vf ai = vsplat(a[p * MR + i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];
+    }
+  }
+  if (bias) {
+    // Only on the first depth block, which overwrites C.
+    if (nr == NR) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) {
+        vf bv = vload(bias + v * VW);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) acc[i][v] += bv;
+      }
+    } else {
+      for (int i = 0; i < MR; i++)
+        for (int j = 0; j < nr; j++) acc[i][j / VW][j % VW] += bias[j];
     }
   }
   if (mr == MR && nr == NR) {
@@ -119,12 +133,11 @@ inline void microkernel(int kc, const float* __restrict a, const float* __restri
 
 }  // namespace
 
-void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate) {
+void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate, const float* colBias) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate)
-      for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) C[(long)i * ldc + j] = 0.f;
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) C[(long)i * ldc + j] = (accumulate ? C[(long)i * ldc + j] : 0.f) + (colBias ? colBias[j] : 0.f);
     return;
   }
   const int nPanels = (N + NR - 1) / NR;
@@ -155,7 +168,8 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
         const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
         for (int ir = 0; ir < mc; ir += MR) {
           int mr = mc - ir < MR ? mc - ir : MR;
-          microkernel(kc, Ap + (long)ir * kc, bp, C + (long)(i0 + ir) * ldc + j0 + jr, ldc, mr, nr, overwrite);
+          microkernel(kc, Ap + (long)ir * kc, bp, C + (long)(i0 + ir) * ldc + j0 + jr, ldc, mr, nr, overwrite,
+                      colBias && kb == 0 ? colBias + j0 + jr : nullptr);
         }
       }
     }

@@ -13,7 +13,7 @@ struct View {
   long rs, cs;  // element (i, j) is p[i * rs + j * cs]
 };
 
-// C[M, N] (row stride ldc) = A[M, K] B[K, N], or C += A B when accumulate.
-void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate);
+// C[M, N] (row stride ldc) = A[M, K] B[K, N] (+ colBias[j] on every row, when given), or C += A B when accumulate.
+void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate, const float* colBias = nullptr);
 
 }  // namespace sdl

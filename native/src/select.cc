@@ -105,9 +105,8 @@ float kthLargestInPlace(float* v, int n, int k, float* work) {
 int collect(const float* z, int m, float t, int32_t* ci, float* cv) {
   int n = 0;
   int j = 0;
-  const float lim = t > 0.f ? t : 0.f;
 #if defined(__AVX512F__)
-  const __m512 tv = _mm512_set1_ps(lim);
+  const __m512 tv = _mm512_set1_ps(t > 0.f ? t : 0.f);
   const __m512i step = _mm512_set1_epi32(16);
   __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (; j + 16 <= m; j += 16) {

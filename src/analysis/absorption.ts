@@ -38,47 +38,51 @@ export interface AbsorptionResult {
   latentScore: Map<number, number>;
 }
 
+import { gemm } from '../sdl/linalg.js';
+
 const f1 = (tp: number, fp: number, fn: number) => (tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn));
 
 /** One-vs-rest logistic probes (26 outputs) by full-batch gradient descent with class-balanced weights. */
 function trainProbe(x: Float32Array, y: Int32Array, idx: number[], d: number, steps = 120, lr = 1): { W: Float64Array; b: Float64Array } {
-  const C = 26;
-  const W = new Float64Array(C * d), b = new Float64Array(C);
+  const C = 26, n = idx.length;
   const pos = new Float64Array(C);
   for (const i of idx) pos[y[i]]++;
   // Standardise for conditioning; fold the scale back into W at the end.
   const mu = new Float64Array(d), sd = new Float64Array(d);
-  for (const i of idx) for (let j = 0; j < d; j++) mu[j] += x[i * d + j] / idx.length;
-  for (const i of idx) for (let j = 0; j < d; j++) sd[j] += (x[i * d + j] - mu[j]) ** 2 / idx.length;
+  for (const i of idx) for (let j = 0; j < d; j++) mu[j] += x[i * d + j] / n;
+  for (const i of idx) for (let j = 0; j < d; j++) sd[j] += (x[i * d + j] - mu[j]) ** 2 / n;
   for (let j = 0; j < d; j++) sd[j] = Math.sqrt(sd[j]) || 1;
-  const gW = new Float64Array(C * d), gb = new Float64Array(C);
-  const z = new Float64Array(d);
+  const Z = new Float32Array(n * d);
+  idx.forEach((i, r) => { for (let j = 0; j < d; j++) Z[r * d + j] = (x[i * d + j] - mu[j]) / sd[j]; });
+  // Per-sample class weights w and targets, as [n, C].
+  const wPos = Float64Array.from(pos, (p) => (p ? n / (2 * p) : 0)), wNeg = Float64Array.from(pos, (p) => (p ? n / (2 * (n - p)) : 0));
+  const W = new Float32Array(C * d), b = new Float64Array(C);
+  const L = new Float32Array(n * C), G = new Float32Array(n * C), gW = new Float32Array(C * d);
   for (let s = 0; s < steps; s++) {
-    gW.fill(0);
-    gb.fill(0);
-    for (const i of idx) {
-      for (let j = 0; j < d; j++) z[j] = (x[i * d + j] - mu[j]) / sd[j];
+    gemm(n, C, d, Z, d, 1, W, 1, d, L, C); // logits without bias: Z W^T
+    const gb = new Float64Array(C);
+    for (let r = 0; r < n; r++) {
+      const yr = y[idx[r]];
       for (let c = 0; c < C; c++) {
-        if (pos[c] === 0) continue;
-        let a = b[c];
-        for (let j = 0; j < d; j++) a += W[c * d + j] * z[j];
-        const p = 1 / (1 + Math.exp(-a));
-        const t = y[i] === c ? 1 : 0;
-        const w = t ? idx.length / (2 * pos[c]) : idx.length / (2 * (idx.length - pos[c]));
-        const g = (w * (p - t)) / idx.length;
+        if (pos[c] === 0) { G[r * C + c] = 0; continue; }
+        const p = 1 / (1 + Math.exp(-(L[r * C + c] + b[c])));
+        const t = yr === c ? 1 : 0;
+        const g = ((t ? wPos[c] : wNeg[c]) * (p - t)) / n;
+        G[r * C + c] = g;
         gb[c] += g;
-        for (let j = 0; j < d; j++) gW[c * d + j] += g * z[j];
       }
     }
+    gemm(C, d, n, G, 1, C, Z, d, 1, gW, d); // G^T Z
     for (let k = 0; k < W.length; k++) W[k] -= lr * (gW[k] + 1e-4 * W[k]);
     for (let c = 0; c < C; c++) b[c] -= lr * gb[c];
   }
   // Back to raw units: w_raw = w / sd, b_raw = b - sum w mu / sd.
+  const Wr = new Float64Array(C * d);
   for (let c = 0; c < C; c++) for (let j = 0; j < d; j++) {
     b[c] -= (W[c * d + j] * mu[j]) / sd[j];
-    W[c * d + j] /= sd[j];
+    Wr[c * d + j] = W[c * d + j] / sd[j];
   }
-  return { W, b };
+  return { W: Wr, b };
 }
 
 export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32Array, dOut: number, dSae: number): AbsorptionResult {
@@ -127,12 +131,17 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
       for (let k = 0; k < f.ids.length; k++) (inC ? mean : meanRest)[f.ids[k]] += f.vals[k];
     }
     const cand = Array.from({ length: dSae }, (_, i) => i).sort((a, b) => (mean[b] / Math.max(1, nc) - meanRest[b] / Math.max(1, nr)) - (mean[a] / Math.max(1, nc) - meanRest[a] / Math.max(1, nr))).slice(0, 20);
-    const evalSet = (lats: number[], rows: number[]) => {
+    // Whether each candidate fires on each training row, so a set's F1 is an OR of bitmaps.
+    const firesOn = new Map(cand.map((l) => [l, Uint8Array.from(train, (i) => (act(i, l) > 0 ? 1 : 0))]));
+    const evalSet = (lats: number[]) => {
+      const maps = lats.map((l) => firesOn.get(l)!);
       let tp2 = 0, fp2 = 0, fn2 = 0;
-      for (const i of rows) {
-        const p = lats.some((l) => act(i, l) > 0), t = s.label[i] === c;
+      train.forEach((i, r) => {
+        let p = false;
+        for (const mp of maps) if (mp[r]) { p = true; break; }
+        const t = s.label[i] === c;
         if (p && t) tp2++; else if (p) fp2++; else if (t) fn2++;
-      }
+      });
       return f1(tp2, fp2, fn2);
     };
     let main: number[] = [], best = 0;
@@ -140,7 +149,7 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
       let pick = -1, pickF1 = best;
       for (const l of cand) {
         if (main.includes(l)) continue;
-        const v = evalSet([...main, l], train);
+        const v = evalSet([...main, l]);
         if (v > pickF1) { pickF1 = v; pick = l; }
       }
       if (pick < 0 || pickF1 < best + 0.03) break;

@@ -10,7 +10,9 @@ import { openActivations, type Manifest } from '../activations/manifest.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { loadModel } from '../models/model.js';
 import type { Tokenizer } from '../models/tokenizer.js';
-import { tf, initBackend } from '../sdl/backend.js';
+import { encodeSparse } from '../sdl/encoder.js';
+import { native } from '../native/kernels.js';
+import { createIndexStats } from './stats.js';
 import { sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
@@ -18,6 +20,9 @@ import { SCHEMA } from './schema.js';
 import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
 
 export const INDEX_FILE = 'index.sqlite';
+
+/** Above this many latents the m x m co-occurrence counters (4 m^2 bytes) are not kept. */
+export const MAX_COOCCURRENCE_LATENTS = 8192;
 
 export interface IndexOptions {
   topK: number;
@@ -35,7 +40,7 @@ export const INDEX_DEFAULTS: IndexOptions = { topK: 20, contextRadius: 8, denseT
 /** Histogram bin edges for activation values (log-spaced), shared by every feature. */
 export const HIST_EDGES = Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
 
-interface Example {
+export interface Example {
   act: number;
   doc: number;
   window: number;
@@ -44,25 +49,6 @@ interface Example {
   ctxStart: number;
   ctxTokens: number[];
   ctxActs: number[];
-}
-
-/** Features as rows [n, dSae] with tfjs (the wasm matMul), thresholds as at inference. */
-function encodeChunk(d: Dictionary, W: { W_enc: tf.Tensor2D; b_enc: tf.Tensor1D; b_dec: tf.Tensor1D; th?: tf.Tensor1D }, x: Float32Array, n: number): Float32Array {
-  // tidy returns the tensor, read afterwards: tidy walks whatever it returns, element by element.
-  const t = tf.tidy(() => {
-    const X = tf.tensor2d(x, [n, d.cfg.dIn]);
-    const pre = tf.add(tf.matMul(d.cfg.applyBDecToInput ? tf.sub(X, W.b_dec) : X, W.W_enc), W.b_enc) as tf.Tensor2D;
-    if (d.cfg.activation === 'relu') return tf.relu(pre);
-    if (d.cfg.activation === 'topk') {
-      const { values } = tf.topk(pre, Math.min(d.cfg.k, d.cfg.dSae));
-      const kth = tf.slice(values, [0, values.shape[1]! - 1], [n, 1]);
-      return tf.mul(tf.relu(pre), tf.cast(tf.greaterEqual(tf.sub(pre, kth), tf.scalar(0)), 'float32'));
-    }
-    return tf.mul(tf.relu(pre), tf.cast(tf.greater(tf.sub(pre, W.th!), tf.scalar(0)), 'float32'));
-  });
-  const out = t.dataSync() as Float32Array;
-  t.dispose();
-  return out;
 }
 
 export interface IndexResult {
@@ -87,7 +73,6 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     db.close();
     if (row?.value === identity) return { path, tokens, seconds: 0, upToDate: true, dead: -1, dense: -1 };
   }
-  await initBackend();
   let tok: Tokenizer | undefined;
   try {
     if (manifest.model_path && existsSync(manifest.model_path)) {
@@ -96,24 +81,15 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     }
   } catch { tok = undefined; }
   const m = d.cfg.dSae;
-  const count = new Float64Array(m), sum = new Float64Array(m), max = new Float32Array(m);
-  const hist = new Uint32Array(m * (HIST_EDGES.length + 1));
   const top: Example[][] = Array.from({ length: m }, () => []);
-  const minTop = new Float32Array(m);
   const V = tok?.vocabSize ?? 0;
-  const denseTokens = V > 0 && V * m <= 1 << 26;
-  const tokCount = denseTokens ? new Float32Array(V * m) : undefined;
-  const tokSum = denseTokens ? new Float32Array(V * m) : undefined;
-  const co = new Uint32Array(m * m);
-  const W = {
-    W_enc: tf.tensor2d(d.w.W_enc, [d.cfg.dIn, m]), b_enc: tf.tensor1d(d.w.b_enc), b_dec: tf.tensor1d(d.w.b_dec),
-    th: d.w.threshold ? tf.tensor1d(d.w.threshold) : undefined,
-  };
+  const keepTokens = V > 0 && V * m <= 1 << 26;
+  // Co-occurrence counts for pairs i < j (upper triangle); skipped for very wide dictionaries (m^2 counters).
+  const coOn = m <= MAX_COOCCURRENCE_LATENTS;
+  const stats = createIndexStats({ m, vocab: keepTokens ? V : 0, topK: opts.topK, radius: opts.contextRadius, cooccurrence: coOn, edges: Float32Array.from(HIST_EDGES) });
   const progress = new Progress('index', manifest.tokens, 'tok', 0, opts.quiet);
   const t0 = performance.now();
   let done = 0;
-  const R = opts.contextRadius;
-  const active = new Int32Array(m);
   // Rows at word tokens, for first-letter absorption (SAEs whose input and output are the same site).
   const letterOf = new Int8Array(V).fill(-1);
   if (tok) for (let t = 0; t < V; t++) letterOf[t] = firstLetter(tok.piece(t));
@@ -122,62 +98,43 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const absX = new Float32Array(doAbsorption ? ABS_MAX * d.cfg.dIn : 0);
   const absLabel: number[] = [], absToken: number[] = [];
   const absFeats: { ids: Int32Array; vals: Float32Array }[] = [];
+  // Chunks of whole windows, so every context lies inside the chunk; large chunks amortise the native calls.
+  const ctx = Math.max(1, manifest.context_length);
+  const chunkRows = Math.max(ctx, Math.floor(16384 / ctx) * ctx);
+  const x = new Float32Array(chunkRows * d.cfg.dIn);
   for (const info of manifest.shards) {
     const s = decodeShard(new Uint8Array(readFileSync(join(actsDir, info.file))), sites.map((x) => x.name));
-    // Chunks of whole windows, so every context lies inside the chunk.
-    const ctx = Math.max(1, manifest.context_length);
-    const chunkRows = Math.max(ctx, Math.floor(4096 / ctx) * ctx);
     for (let r0 = 0; r0 < s.rows; r0 += chunkRows) {
       const n = Math.min(chunkRows, s.rows - r0);
-      const x = new Float32Array(n * d.cfg.dIn);
       let off = 0;
       for (const site of sites) {
         const v = s.values.get(site.name)!;
-        for (let r = 0; r < n; r++) x.set(v.subarray((r0 + r) * site.width, (r0 + r + 1) * site.width), r * d.cfg.dIn + off);
+        if (sites.length === 1) x.set(v.subarray(r0 * site.width, (r0 + n) * site.width));
+        else for (let r = 0; r < n; r++) x.set(v.subarray((r0 + r) * site.width, (r0 + r + 1) * site.width), r * d.cfg.dIn + off);
         off += site.width;
       }
-      const f = encodeChunk(d, W, x, n);
-      for (let r = 0; r < n; r++) {
+      const f = encodeSparse(d, x, n);
+      const ev = stats.add(f.start, f.idx, f.val, s.token.subarray(r0, r0 + n), s.window.subarray(r0, r0 + n));
+      // Entries into a feature's top K, in order: keep the example (tokens and activations of its context).
+      for (let e = 0; e < ev.acts.length; e++) {
+        const [i, r, lo, hi, co] = ev.events.subarray(e * 5, e * 5 + 5);
         const row = r0 + r;
-        const t = s.token[row];
-        let na = 0;
-        for (let i = 0; i < m; i++) {
-          const a = f[r * m + i];
-          if (a <= 0) continue;
-          active[na++] = i;
-          count[i]++;
-          sum[i] += a;
-          if (a > max[i]) max[i] = a;
-          let b = 0;
-          while (b < HIST_EDGES.length && a >= HIST_EDGES[b]) b++;
-          hist[i * (HIST_EDGES.length + 1) + b]++;
-          if (tokCount && t >= 0 && t < V) { tokCount[i * V + t]++; tokSum![i * V + t] += a; }
-          if (top[i].length < opts.topK || a > minTop[i]) {
-            // The context: tokens of the same window within the radius, and this feature's activation on each.
-            let lo = r, hi = r;
-            while (lo > 0 && r - lo < R && s.window[r0 + lo - 1] === s.window[row]) lo--;
-            while (hi + 1 < n && hi - r < R && s.window[r0 + hi + 1] === s.window[row]) hi++;
-            const ex: Example = {
-              act: a, doc: s.doc[row], window: s.window[row], pos: s.pos[row], token: t, ctxStart: s.pos[r0 + lo],
-              ctxTokens: Array.from(s.token.subarray(r0 + lo, r0 + hi + 1)), ctxActs: Array.from({ length: hi - lo + 1 }, (_, j) => f[(lo + j) * m + i]),
-            };
-            const list = top[i];
-            list.push(ex);
-            list.sort((p, q) => q.act - p.act);
-            if (list.length > opts.topK) list.pop();
-            minTop[i] = list.length >= opts.topK ? list[list.length - 1].act : 0;
-          }
-        }
-        if (doAbsorption && absLabel.length < ABS_MAX && t >= 0 && t < V && letterOf[t] >= 0 && (row * 2654435761 >>> 0) % 4 === 0) {
+        const list = top[i];
+        list.push({
+          act: ev.acts[e], doc: s.doc[row], window: s.window[row], pos: s.pos[row], token: s.token[row], ctxStart: s.pos[r0 + lo],
+          ctxTokens: Array.from(s.token.subarray(r0 + lo, r0 + hi + 1)), ctxActs: Array.from(ev.ctx.subarray(co, co + hi - lo + 1)),
+        });
+        list.sort((p, q) => q.act - p.act);
+        if (list.length > opts.topK) list.pop();
+      }
+      if (doAbsorption && absLabel.length < ABS_MAX) {
+        for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
+          const row = r0 + r, t = s.token[row];
+          if (!(t >= 0 && t < V && letterOf[t] >= 0 && (row * 2654435761 >>> 0) % 4 === 0)) continue;
           absX.set(x.subarray(r * d.cfg.dIn, (r + 1) * d.cfg.dIn), absLabel.length * d.cfg.dIn);
           absLabel.push(letterOf[t]);
           absToken.push(t);
-          const ids = Int32Array.from(active.subarray(0, na));
-          absFeats.push({ ids, vals: Float32Array.from(ids, (i) => f[r * m + i]) });
-        }
-        for (let a = 0; a < na; a++) {
-          const ia = active[a] * m;
-          for (let b = 0; b < na; b++) co[ia + active[b]]++;
+          absFeats.push({ ids: f.idx.slice(f.start[r], f.start[r + 1]), vals: f.val.slice(f.start[r], f.start[r + 1]) });
         }
       }
       done += n;
@@ -185,7 +142,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     }
   }
   progress.done();
-  tf.dispose(Object.values(W).filter(Boolean) as tf.Tensor[]);
+  const { count, sum, max, hist, tokCount, tokSum, co } = stats.result();
+  const coAt = (i: number, j: number) => (i < j ? co[i * m + j] : co[j * m + i]);
 
   // Decoder geometry: norms, encoder/decoder cosine, nearest features by decoder cosine.
   const dOut = d.cfg.dOut;
@@ -202,9 +160,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       ec[i] = dot / (Math.sqrt(en) || 1);
     } else ec[i] = NaN;
   }
-  const cosT = tf.tidy(() => { const U = tf.tensor2d(unit, [m, dOut]); return tf.matMul(U, tf.transpose(U)); });
-  const cos = cosT.dataSync() as Float32Array;
-  cosT.dispose();
+  const nearest = nearestByCosine(unit, m, dOut, opts.neighbors);
 
   const abs = doAbsorption && absLabel.length >= 200
     ? measureAbsorption({ x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats }, d.cfg.dIn, d.w.W_dec, d.cfg.dOut, m)
@@ -241,19 +197,21 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       dead += isDead;
       dense += isDense;
       let topTokens: { token: number; count: number; mean: number }[] = [];
-      if (tokCount) {
+      if (keepTokens) {
         const c = tokCount.subarray(i * V, (i + 1) * V);
-        topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum![i * V + t] / n : 0 })).filter((x) => x.count > 0).sort((a, b) => b.count - a.count).slice(0, 10);
-        for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum![i * V + t] / c[t]);
+        topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum[i * V + t] / n : 0 })).filter((x) => x.count > 0).sort((a, b) => b.count - a.count).slice(0, 10);
+        for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum[i * V + t] / c[t]);
       }
       insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
         JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens),
         abs ? abs.latentScore.get(i) ?? 0 : null);
       top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
-      const nb = Array.from({ length: m }, (_, j) => j).filter((j) => j !== i).sort((a, b) => cos[i * m + b] - cos[i * m + a]).slice(0, opts.neighbors);
-      nb.forEach((j, rank) => insNb.run(i, rank, j, cos[i * m + j]));
-      const coList = Array.from({ length: m }, (_, j) => j).filter((j) => j !== i && co[i * m + j] > 0).sort((a, b) => co[i * m + b] - co[i * m + a]).slice(0, opts.neighbors);
-      for (const j of coList) insCo.run(i, j, co[i * m + j], co[i * m + j] / (count[i] + count[j] - co[i * m + j]));
+      nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
+      if (coOn) {
+        for (const { j, score: c } of largest(m, opts.neighbors, (j) => (j === i ? 0 : coAt(i, j)))) {
+          if (c > 0) insCo.run(i, j, c, c / (count[i] + count[j] - c));
+        }
+      }
     }
     if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
     if (abs) {
@@ -266,4 +224,39 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   renameSync(tmpPath, path);
   for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
   return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, dead, dense };
+}
+
+/** The n largest scores among j in [0, m) with their indices, best first (ties: lower j first); a partial selection. */
+export function largest(m: number, n: number, score: (j: number) => number): { j: number; score: number }[] {
+  const best: { j: number; score: number }[] = [];
+  for (let j = 0; j < m; j++) {
+    const s = score(j);
+    if (best.length === n && s <= best[n - 1].score) continue;
+    let p = best.length;
+    while (p > 0 && best[p - 1].score < s) p--;
+    best.splice(p, 0, { j, score: s });
+    if (best.length > n) best.pop();
+  }
+  return best;
+}
+
+/** Each latent's nearest latents by decoder cosine (unit rows [m, d]), in blocks of rows so memory stays O(m). */
+function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): { j: number; score: number }[][] {
+  const out: { j: number; score: number }[][] = [];
+  const blk = 256;
+  const C = new Float32Array(blk * m);
+  const mod = native();
+  for (let i0 = 0; i0 < m; i0 += blk) {
+    const rows = Math.min(blk, m - i0);
+    if (mod) mod.gemm(rows, m, d, unit.subarray(i0 * d), d, 1, unit, 1, d, C, m, false, 2);
+    else {
+      for (let r = 0; r < rows; r++) for (let j = 0; j < m; j++) {
+        let s = 0;
+        for (let q = 0; q < d; q++) s += unit[(i0 + r) * d + q] * unit[j * d + q];
+        C[r * m + j] = s;
+      }
+    }
+    for (let r = 0; r < rows; r++) out.push(largest(m, n, (j) => (j === i0 + r ? -Infinity : C[r * m + j])));
+  }
+  return out;
 }

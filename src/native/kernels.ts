@@ -74,9 +74,43 @@ export interface NativeEngine {
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, gscale: number, beta1: number, beta2: number, eps: number, t: number): void;
 }
 
+/** One chunk's top-K entries: [feature, row, lo, hi, ctxOffset] per event, its activation, and context activations. */
+export interface IndexEvents {
+  events: Int32Array;
+  acts: Float32Array;
+  ctx: Float32Array;
+}
+
+export interface IndexStatsResult {
+  count: Float64Array;
+  sum: Float64Array;
+  max: Float32Array;
+  hist: Uint32Array;
+  tokCount: Float32Array;
+  tokSum: Float32Array;
+  co: Uint32Array;
+}
+
+export interface IndexStatsConfig {
+  m: number;
+  vocab: number;
+  topK: number;
+  radius: number;
+  cooccurrence: boolean;
+  edges: Float32Array;
+  /** Native only: threads, each owning a range of latents. */
+  threads?: number;
+}
+
+export interface IndexStatsLike {
+  add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array): IndexEvents;
+  result(): IndexStatsResult;
+}
+
 export interface NativeModule {
   isa: 'avx512' | 'avx2' | 'generic';
   Engine: new (cfg: NativeEngineConfig) => NativeEngine;
+  IndexStats: new (cfg: IndexStatsConfig) => IndexStatsLike;
   gemm(M: number, N: number, K: number, A: Float32Array, ars: number, acs: number, B: Float32Array, brs: number, bcs: number, C: Float32Array, ldc: number, accumulate: boolean, threads: number): void;
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
 }

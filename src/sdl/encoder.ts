@@ -1,0 +1,92 @@
+// Inference for saved dictionaries: features as sparse rows (the active latents of each token), from the native
+// kernels where they are built, else from Dictionary's plain-TypeScript reference. Every reader of features
+// (the index, in-model evaluation, ground-truth metrics, search) goes through here.
+import { ACTIVATION_CODE, native, nativeThreads, type NativeEngine, type NativeTensors } from '../native/kernels.js';
+import type { Dictionary } from './dictionary.js';
+import { transpose } from './engine.js';
+
+/** Active latents per token: row r holds idx/val[start[r] .. start[r + 1]), latents in increasing order. */
+export interface SparseActs {
+  rows: number;
+  start: Int32Array;
+  idx: Int32Array;
+  val: Float32Array;
+}
+
+const engines = new WeakMap<Dictionary, { e: NativeEngine; p: NativeTensors; threshold: number }>();
+
+function nativeFor(d: Dictionary) {
+  const hit = engines.get(d);
+  if (hit) return hit;
+  const mod = native();
+  if (!mod) return undefined;
+  const c = d.cfg;
+  const th = d.w.threshold;
+  const e = new mod.Engine({
+    dIn: c.dIn, dOut: c.dOut, dSae: c.dSae, activation: ACTIVATION_CODE[c.activation], k: c.k, widths: c.matryoshkaWidths,
+    applyBDec: c.applyBDecToInput, noBias: false, tied: false, threads: nativeThreads(),
+  });
+  // JumpReLU thresholds travel as log thresholds (the training parameter); BatchTopK/Matryoshka use one global value.
+  const p: NativeTensors = {
+    W_encT: transpose(d.w.W_enc, c.dIn, c.dSae), b_enc: d.w.b_enc, W_dec: d.w.W_dec, b_dec: d.w.b_dec,
+    log_threshold: c.activation === 'jumprelu' ? Float32Array.from(th ?? new Float32Array(c.dSae), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
+  };
+  const entry = { e, p, threshold: th && (c.activation === 'batchtopk' || c.activation === 'matryoshka') ? th[0] : 0 };
+  engines.set(d, entry);
+  return entry;
+}
+
+/** Features of n rows of x [n, dIn] (inference thresholds), as sparse rows. */
+export function encodeSparse(d: Dictionary, x: Float32Array, n: number): SparseActs {
+  const nat = nativeFor(d);
+  if (nat) {
+    const r = nat.e.forward(nat.p, x, n, nat.threshold, false);
+    const start = new Int32Array(n + 1);
+    for (let i = 0; i < n; i++) start[i + 1] = start[i] + r.count[i];
+    return { rows: n, start, idx: r.idx, val: r.val };
+  }
+  return sparsify(d.encode(x, n), n, d.cfg.dSae);
+}
+
+/** Features of n rows as a dense [n, dSae] matrix. */
+export function encodeDense(d: Dictionary, x: Float32Array, n: number): Float32Array {
+  return densify(encodeSparse(d, x, n), d.cfg.dSae);
+}
+
+/** Reconstructions [rows, dOut] from sparse features. */
+export function decodeSparse(d: Dictionary, f: SparseActs): Float32Array {
+  const { dOut } = d.cfg;
+  const { W_dec, b_dec } = d.w;
+  const out = new Float32Array(f.rows * dOut);
+  for (let r = 0; r < f.rows; r++) {
+    const o = out.subarray(r * dOut, (r + 1) * dOut);
+    o.set(b_dec);
+    for (let q = f.start[r]; q < f.start[r + 1]; q++) {
+      const a = f.val[q], base = f.idx[q] * dOut;
+      for (let j = 0; j < dOut; j++) o[j] += a * W_dec[base + j];
+    }
+  }
+  return out;
+}
+
+export function sparsify(dense: Float32Array, rows: number, m: number): SparseActs {
+  const start = new Int32Array(rows + 1);
+  let nnz = 0;
+  for (let i = 0; i < dense.length; i++) if (dense[i] !== 0) nnz++;
+  const idx = new Int32Array(nnz), val = new Float32Array(nnz);
+  let q = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < m; i++) {
+      const a = dense[r * m + i];
+      if (a !== 0) { idx[q] = i; val[q] = a; q++; }
+    }
+    start[r + 1] = q;
+  }
+  return { rows, start, idx, val };
+}
+
+export function densify(f: SparseActs, m: number): Float32Array {
+  const out = new Float32Array(f.rows * m);
+  for (let r = 0; r < f.rows; r++) for (let q = f.start[r]; q < f.start[r + 1]; q++) out[r * m + f.idx[q]] = f.val[q];
+  return out;
+}
