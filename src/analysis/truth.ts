@@ -6,6 +6,7 @@ import type { Dictionary } from '../sdl/dictionary.js';
 import { readSafetensors } from '../sdl/safetensors.js';
 import type { Truth } from '../synth/lrb.js';
 import { UserError } from '../util/errors.js';
+import { encodeDense } from '../sdl/encoder.js';
 
 export interface TruthFile {
   truth: Truth;
@@ -113,7 +114,7 @@ export function activationPatterns(d: Dictionary, t: TruthFile, magnitude?: numb
   const a = magnitude ?? t.truth.config.cMin + t.truth.config.beta;
   const x = new Float32Array(n * dim);
   for (let f = 0; f < n; f++) for (let j = 0; j < dim; j++) x[f * dim + j] = a * W[f * dim + j];
-  const acts = d.encode(x, n);
+  const acts = encodeDense(d, x, n);
   const patterns: number[][] = Array.from({ length: d.cfg.dSae }, () => []);
   for (let f = 0; f < n; f++) for (let i = 0; i < d.cfg.dSae; i++) if (acts[f * d.cfg.dSae + i] > 0) patterns[i].push(f);
   return {
@@ -160,7 +161,7 @@ export function absorption(d: Dictionary, t: TruthFile): { rate: number; parents
     for (const ch of h.children) {
       const x = new Float32Array(dim);
       for (let j = 0; j < dim; j++) x[j] = a * (W[h.parent * dim + j] + W[ch * dim + j]);
-      const f = d.encode(x, 1);
+      const f = encodeDense(d, x, 1);
       childCount++;
       if (f[pl] > 0) continue;
       let by = 0;

@@ -8,6 +8,7 @@ import { loadModel } from '../models/model.js';
 import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
 import { UserError } from '../util/errors.js';
 import { printJson } from './common.js';
+import { encodeDense } from '../sdl/encoder.js';
 
 const SPARK = '▁▂▃▄▅▆▇█';
 const sparkline = (h: number[]) => {
@@ -129,7 +130,7 @@ export function register(y: Argv): Argv {
         for (let t = 0; t < T; t++) x.set(v.subarray(t * site.width, (t + 1) * site.width), t * d.cfg.dIn + off);
         off += site.width;
       });
-      const f = d.encode(x, T);
+      const f = encodeDense(d, x, T);
       const res = ids.map((id, t) => ({
         position: t, token: m.tokenizer.piece(id),
         features: Array.from({ length: d.cfg.dSae }, (_, i) => ({ feature: i, act: f[t * d.cfg.dSae + i] })).filter((a) => a.act > 0).sort((a, b) => b.act - a.act).slice(0, argv.limit),

@@ -9,6 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { documents } from '../corpus/sources.js';
 import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
+import { decodeSparse, encodeSparse } from '../sdl/encoder.js';
 
 export interface SpliceMetrics {
   tokens: number;
@@ -69,9 +70,9 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
     for (let b = 0; b < B; b++) {
       const x = X.subarray((b * ctx + 1) * c.dIn, (b + 1) * ctx * c.dIn), y = Y.subarray((b * ctx + 1) * c.dOut, (b + 1) * ctx * c.dOut);
       const m = ctx - 1;
-      const f = dict.encode(x, m);
-      for (const v of f) if (v !== 0) l0++;
-      const rec = dict.decode(f, m);
+      const f = encodeSparse(dict, x, m);
+      l0 += f.idx.length;
+      const rec = decodeSparse(dict, f);
       for (let i = 0; i < rec.length; i++) {
         sse += (y[i] - rec[i]) ** 2;
         sumY[i % c.dOut] += y[i];
@@ -150,8 +151,8 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
       let off = 0;
       c.sitesIn.forEach((s, i) => { x.set(sites[i].subarray(r * s.width, (r + 1) * s.width), r * c.dIn + off); off += s.width; });
     }
-    const f = dict.encode(x, B * ctx);
-    const rec = dict.decode(f, B * ctx);
+    const f = encodeSparse(dict, x, B * ctx);
+    const rec = decodeSparse(dict, f);
     const repl = c.sitesIn.map((s) => new Float32Array(B * ctx * s.width));
     for (let r = 0; r < B * ctx; r++) {
       const keep = r % ctx === 0;
@@ -166,7 +167,7 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
         sumY[j] += x[r * c.dIn + j];
         sumY2[j] += x[r * c.dIn + j] ** 2;
       }
-      for (let i = 0; i < c.dSae; i++) if (f[r * c.dSae + i] !== 0) l0++;
+      l0 += f.start[r + 1] - f.start[r];
       rows++;
     }
     const extra = Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
