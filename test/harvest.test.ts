@@ -139,3 +139,17 @@ test('a JSONL corpus works (one document per line), and malformed lines are name
   writeFileSync(join(dir, 'bad.jsonl'), '{"text": "fine"}\n{"txt": 3}\n');
   await assert.rejects(harvest(base(model, join(dir, 'bad.jsonl'), join(dir, 'b'))), /line 2 has no "text" string field/);
 });
+
+test('a shard written as the Arrow writer\'s chunks is byte-identical to the joined file', async () => {
+  const { ShardBuffer, encodeShard, encodeShardChunks } = await import('../src/activations/shard.js');
+  for (const dtype of ['f32', 'f16'] as const) {
+    const b = new ShardBuffer(300, [{ name: 'a', width: 8 }, { name: 'b', width: 3 }]);
+    b.rows = 257;
+    b.values.forEach((v) => v.forEach((_, i, a) => (a[i] = Math.sin(i))));
+    b.token.forEach((_, i, a) => (a[i] = i % 17));
+    const one = encodeShard(b, dtype, { k: 'v' });
+    const chunks = encodeShardChunks(b, dtype, { k: 'v' });
+    const joined = Buffer.concat(chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
+    assert.equal(Buffer.compare(Buffer.from(one), joined), 0, dtype);
+  }
+});

@@ -183,9 +183,11 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   const runBatch = (ws: Window[]): Promise<ort.InferenceSession.OnnxValueMapType> => {
     const ids = new Int32Array(ws.length * cfg.ctx);
     ws.forEach((w, b) => ids.set(w.ids, b * cfg.ctx));
-    return session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), fetches).catch((e: Error) => {
+    const p = session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), fetches).catch((e: Error) => {
       throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
     });
+    p.catch(() => undefined); // awaited later (a batch runs while the previous one is written out); not unhandled meanwhile
+    return p;
   };
 
   const writer = new ShardWriter();
@@ -205,11 +207,13 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   };
   const stream = windowStream(model, cfg);
   let exhausted = false;
-  try {
+  // The work as a stream of batches across shards. Finished shards are re-derived (tokenization is cheap next
+  // to the model) and skipped; the last batch of a shard carries the shard's OOV count.
+  interface Job { k: number; ws: Window[]; last: boolean; oov: number }
+  function* jobs(): Generator<Job> {
     for (let k = 0; k < nShards && !exhausted; k++) {
       const first = k * windowsPerShard;
       const count = Math.min(windowsPerShard, nWindows - first);
-      // Windows of this shard (tokenization is cheap next to the model, so finished shards are re-derived and skipped).
       const ws: Window[] = [];
       for (let i = 0; i < count; i++) {
         const n = stream.next();
@@ -217,49 +221,59 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         checkVocab(n.value);
         ws.push(n.value);
       }
-      if (good.has(k)) { oov = 0; continue; }
-      if (!ws.length) break;
-      // Run in batches, keeping one batch in flight while the previous one is copied out.
-      let pending = runBatch(ws.slice(0, cfg.batch));
-      for (let b = 0; b < ws.length; b += cfg.batch) {
-        const res = await pending;
-        if (b + cfg.batch < ws.length) pending = runBatch(ws.slice(b + cfg.batch, b + 2 * cfg.batch));
-        const bw = ws.slice(b, b + cfg.batch);
-        if (!sites) {
-          sites = hooks.map((h) => {
-            const dims = res[h.tensor].dims;
-            return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
-          });
-          m.sites = sites;
-        }
-        if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
-        for (let si = 0; si < sites.length; si++) {
-          const t = res[sites[si].tensor];
-          const expect = bw.length * cfg.ctx * sites[si].width;
-          if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
-            throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
-          }
-          buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
-        }
-        bw.forEach((w, i) => {
-          const r = buf!.rows + i * cfg.ctx;
-          buf!.token.set(w.ids, r);
-          buf!.doc.set(w.docs, r);
-          buf!.window.fill(w.index, r, r + cfg.ctx);
-          for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
-        });
-        buf.rows += bw.length * cfg.ctx;
-        doneRows += bw.length * cfg.ctx;
-        progress.update(doneRows, `shard ${k + 1}/${nShards}`);
-      }
-      // Hand the shard to the writer thread; record the previous one once it is safely on disk.
-      await recordWrite();
-      const file = `shard-${String(k).padStart(5, '0')}.arrow`;
       const oovHere = oov;
       oov = 0;
-      const full = buf!;
-      buf = undefined;
-      inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
+      if (good.has(k)) continue;
+      if (!ws.length) return;
+      for (let b = 0; b < ws.length; b += cfg.batch) yield { k, ws: ws.slice(b, b + cfg.batch), last: b + cfg.batch >= ws.length, oov: oovHere };
+    }
+  }
+  try {
+    const it = jobs();
+    let job = it.next();
+    let pending = job.done ? undefined : runBatch(job.value.ws);
+    while (!job.done) {
+      // Tokenize the next batch while this one runs, and start it before copying this one out: the model never waits.
+      const next = it.next();
+      const res = await pending!;
+      if (!next.done) pending = runBatch(next.value.ws);
+      const { k, ws: bw, last } = job.value;
+      if (!sites) {
+        sites = hooks.map((h) => {
+          const dims = res[h.tensor].dims;
+          return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
+        });
+        m.sites = sites;
+      }
+      if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
+      for (let si = 0; si < sites.length; si++) {
+        const t = res[sites[si].tensor];
+        const expect = bw.length * cfg.ctx * sites[si].width;
+        if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
+          throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
+        }
+        buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
+      }
+      bw.forEach((w, i) => {
+        const r = buf!.rows + i * cfg.ctx;
+        buf!.token.set(w.ids, r);
+        buf!.doc.set(w.docs, r);
+        buf!.window.fill(w.index, r, r + cfg.ctx);
+        for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
+      });
+      buf.rows += bw.length * cfg.ctx;
+      doneRows += bw.length * cfg.ctx;
+      progress.update(doneRows, `shard ${k + 1}/${nShards}`);
+      if (last) {
+        // Hand the shard to the writer thread; record the previous one once it is safely on disk.
+        await recordWrite();
+        const file = `shard-${String(k).padStart(5, '0')}.arrow`;
+        const full = buf;
+        buf = undefined;
+        const oovHere = job.value.oov;
+        inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
+      }
+      job = next;
     }
     await recordWrite();
   } finally {

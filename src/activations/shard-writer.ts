@@ -2,7 +2,7 @@
 // shard k overlaps the model running on shard k+1. At most one shard is in flight: memory stays bounded.
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { join } from 'node:path';
-import { ShardBuffer, encodeShard, type Dtype, type ShardSite } from './shard.js';
+import { ShardBuffer, encodeShardChunks, type Dtype, type ShardSite } from './shard.js';
 import { sha256, writeAtomic } from '../util/fsx.js';
 
 interface Job {
@@ -26,7 +26,7 @@ export interface Written {
 
 function finalize(job: Job): Written {
   const buf = Object.assign(Object.create(ShardBuffer.prototype) as ShardBuffer, { ...job, capacity: job.rows });
-  const data = encodeShard(buf, job.dtype, job.metadata);
+  const data = encodeShardChunks(buf, job.dtype, job.metadata);
   writeAtomic(job.path, data);
   return { rows: job.rows, sha256: sha256(data) };
 }

@@ -2,7 +2,7 @@
 // (int32) and one FixedSizeList<float32|float16>[width] column per hook site, named by the hook.
 // Any Arrow reader opens them (pyarrow.ipc.open_file, DuckDB, polars).
 import {
-  Field, FixedSizeList, Float16, Float32, Int32, RecordBatch, Schema, Struct, Table, makeData, tableFromIPC, tableToIPC,
+  Field, FixedSizeList, Float16, Float32, Int32, RecordBatch, RecordBatchFileWriter, Schema, Struct, Table, makeData, tableFromIPC, tableToIPC,
   type Data,
 } from 'apache-arrow';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
@@ -46,7 +46,7 @@ function intData(a: Int32Array): Data<Int32> {
 }
 
 /** Serialises the first `rows` rows of a buffer as an Arrow IPC file. */
-export function encodeShard(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
+function shardTable(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string>): Table {
   const n = buf.rows;
   const fields: Field[] = INDEX_COLUMNS.map((c) => new Field(c, new Int32(), false));
   const children: Data[] = [buf.doc, buf.window, buf.pos, buf.token].map((a) => intData(a.subarray(0, n)));
@@ -62,7 +62,24 @@ export function encodeShard(buf: ShardBuffer, dtype: Dtype, metadata: Record<str
   });
   const schema = new Schema(fields, new Map(Object.entries(metadata)));
   const data = makeData({ type: new Struct(fields), length: n, nullCount: 0, children });
-  return tableToIPC(new Table([new RecordBatch(schema, data)]), 'file');
+  return new Table([new RecordBatch(schema, data)]);
+}
+
+/** A shard as one Arrow IPC file. */
+export function encodeShard(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
+  return tableToIPC(shardTable(buf, dtype, metadata), 'file');
+}
+
+/**
+ * The same file as the writer's chunks, most of them views of the shard's own arrays: writing and hashing
+ * them one by one saves copying 50 MB per shard into one buffer. (Reads the writer's queue of chunks; where
+ * an apache-arrow version keeps it elsewhere, falls back to the joined bytes.)
+ */
+export function encodeShardChunks(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array[] {
+  const writer = RecordBatchFileWriter.writeAll(shardTable(buf, dtype, metadata));
+  const queued = (writer as unknown as { _sink?: { _values?: unknown } })._sink?._values;
+  if (Array.isArray(queued) && queued.every((c) => c instanceof Uint8Array)) return queued as Uint8Array[];
+  return [writer.toUint8Array(true)];
 }
 
 export interface ShardData {
