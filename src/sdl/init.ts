@@ -1,7 +1,8 @@
 // Initial weights: unit-norm decoder rows, the encoder as the decoder's transpose where shapes allow
 // (as SAELens, dictionary_learning and sparsify do), b_dec at the geometric median, mean or zero.
 import type { DictConfig, TrainConfig } from './config.js';
-import type { DictionaryWeights } from './dictionary.js';
+import { Dictionary, type DictionaryWeights } from './dictionary.js';
+import { decodeSparse, encodeSparse } from './encoder.js';
 import { Rng } from '../util/rng.js';
 
 /** Weiszfeld's algorithm for the geometric median of n rows of width d. */
@@ -62,5 +63,30 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
   const b_dec = cfg.noBias || train.bDecInit === 'zeros' ? new Float32Array(dOut)
     : train.bDecInit === 'mean' ? meanRows(sampleY.y, sampleY.n, dOut)
       : geometricMedian(sampleY.y, Math.min(sampleY.n, 4096), dOut);
-  return { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
+  const w = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
+  if (cfg.kind !== 'transcoder' && dIn === dOut && cfg.activation !== 'jumprelu' && sampleY.n > 0) calibrateEncoderScale(cfg, w, sampleY.y, Math.min(sampleY.n, 4096));
+  return w;
+}
+
+/**
+ * Scales W_enc = W_dec^T so the first reconstructions have the right size. With b_enc = 0 the TopK, BatchTopK
+ * and ReLU selections do not change when W_enc is scaled by c > 0, so the reconstruction is b_dec + c R0 and
+ * the best c is <x - b_dec, R0> / ||R0||^2 over the sample. Unscaled, k unit rows each weighted by a top
+ * pre-activation overshoot badly when k is large (held-out FVU near 9 at d_in 64, 4096 latents, k 32),
+ * and short runs spend their steps shrinking it.
+ */
+function calibrateEncoderScale(cfg: DictConfig, w: DictionaryWeights, x: Float32Array, n: number): void {
+  const { dIn, dSae } = cfg;
+  const probe = new Dictionary({ ...cfg, activation: cfg.activation === 'relu' ? 'relu' : 'topk', noBias: false }, { ...w, b_dec: w.b_dec, threshold: undefined });
+  const rows = x.subarray(0, n * dIn);
+  const f = encodeSparse(probe, rows, n);
+  const R0 = decodeSparse(probe, f);
+  let num = 0, den = 0;
+  for (let r = 0; r < n; r++) for (let j = 0; j < dIn; j++) {
+    const r0 = R0[r * dIn + j] - w.b_dec[j];
+    num += (x[r * dIn + j] - w.b_dec[j]) * r0;
+    den += r0 * r0;
+  }
+  const c = den > 0 ? num / den : 1;
+  if (c > 0 && Number.isFinite(c)) for (let i = 0; i < dIn * dSae; i++) w.W_enc[i] *= c;
 }

@@ -3,8 +3,8 @@
 // for transcoder benches, several sources for crosscoder benches), optionally with a feature hierarchy
 // (a parent is active exactly when one of its children is, Definition 3.2) and per-feature frequencies.
 import { join } from 'node:path';
-import { featureDirections, embed } from './features.js';
-import { writeRowsAsShards, type SiteRows } from './write.js';
+import { featureDirections } from './features.js';
+import { writeRowsAsShards } from './write.js';
 import { writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
 import { writeJsonAtomic } from '../util/fsx.js';
 import { Rng } from '../util/rng.js';
@@ -60,39 +60,61 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
     const parent = h * (c.children + 1);
     return { parent, children: Array.from({ length: c.children }, (_, j) => parent + 1 + j) };
   });
-  const parentOf = new Map<number, number>();
-  for (const h of hierarchy) for (const ch of h.children) parentOf.set(ch, h.parent);
-  const isParent = new Set(hierarchy.map((h) => h.parent));
-  const x = new Float32Array(c.N * c.n);
-  const mag = () => c.cMin - c.beta * Math.log(1 - rng.next());
-  for (let r = 0; r < c.N; r++) {
-    for (let i = 0; i < c.n; i++) {
-      if (isParent.has(i)) continue; // parents follow their children
-      if (rng.next() < p[i]) {
-        x[r * c.n + i] = mag();
-        const par = parentOf.get(i);
-        if (par !== undefined && x[r * c.n + par] === 0) x[r * c.n + par] = mag();
-      }
-    }
-  }
-  const sites: SiteRows[] = [];
+  const parentOf = new Int32Array(c.n).fill(-1);
+  for (const h of hierarchy) for (const ch of h.children) parentOf[ch] = h.parent;
+  const isParent = new Uint8Array(c.n);
+  for (const h of hierarchy) isParent[h.parent] = 1;
+  const sites: { name: string; width: number; W: Float32Array }[] = [];
   const truth: Record<string, NamedTensor> = {};
   let interference = 0;
   for (let s = 0; s < c.sources; s++) {
     const { W, achieved } = featureDirections(c.n, c.np, c.M, c.seed * 101 + s);
     interference = Math.max(interference, achieved);
-    const name = c.sources > 1 ? `x_p.${s}` : 'x_p';
-    sites.push({ name, width: c.np, data: embed(x, c.N, W, c.n, c.np) });
+    sites.push({ name: c.sources > 1 ? `x_p.${s}` : 'x_p', width: c.np, W });
     truth[c.sources > 1 ? `W_p.${s}` : 'W_p'] = { data: W, shape: [c.n, c.np] };
   }
   if (c.nr > 0) {
     const { W } = featureDirections(c.n, c.nr, c.M, c.seed * 101 + 999);
-    sites.push({ name: 'x_r', width: c.nr, data: embed(x, c.N, W, c.n, c.nr) });
+    sites.push({ name: 'x_r', width: c.nr, W });
     truth.W_r = { data: W, shape: [c.n, c.nr] };
   }
-  writeRowsAsShards(out, sites, c.N, { source: 'lrb', seed: c.seed, shardTokens: c.shardTokens, params: c });
+  // Shard by shard, each from its own seed (so memory stays one shard and any shard can be regenerated).
+  // Feature by feature, the rows where it is active come from geometric gaps: work grows with the active
+  // entries, not with N x n.
+  const logq = Float64Array.from(p, (pi) => (pi >= 1 ? -Infinity : Math.log(1 - pi)));
+  writeRowsAsShards(out, sites, c.N, { source: 'lrb', seed: c.seed, shardTokens: c.shardTokens, params: c }, (k, start, rows, values) => {
+    const rng = new Rng(c.seed * 1_000_003 + k * 7919 + 1);
+    const mag = () => c.cMin - c.beta * Math.log(1 - rng.next());
+    const gap = (i: number) => (logq[i] === -Infinity ? 1 : 1 + Math.floor(Math.log(1 - rng.next()) / logq[i]));
+    // Active (row, feature, magnitude) triples, gathered per row.
+    const rowOf: number[] = [], featOf: number[] = [], valOf: number[] = [];
+    for (let i = 0; i < c.n; i++) {
+      if (isParent[i] || p[i] <= 0) continue; // parents follow their children
+      for (let r = gap(i) - 1; r < rows; r += gap(i)) { rowOf.push(r); featOf.push(i); valOf.push(mag()); }
+    }
+    const cnt = new Int32Array(rows + 1);
+    for (const r of rowOf) cnt[r + 1]++;
+    for (let r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
+    const at = cnt.slice(0, rows);
+    const feat = new Int32Array(rowOf.length), val = new Float32Array(rowOf.length);
+    rowOf.forEach((r, e) => { feat[at[r]] = featOf[e]; val[at[r]] = valOf[e]; at[r]++; });
+    const parentOn = new Map<number, number>();
+    for (let r = 0; r < rows; r++) {
+      parentOn.clear();
+      for (let e = cnt[r]; e < cnt[r + 1]; e++) {
+        const par = parentOf[feat[e]];
+        if (par >= 0 && !parentOn.has(par)) parentOn.set(par, mag());
+      }
+      sites.forEach((site, si) => {
+        const o = values[si].subarray(r * site.width, (r + 1) * site.width);
+        const add = (i: number, v: number) => { for (let j = 0; j < site.width; j++) o[j] += v * site.W[i * site.width + j]; };
+        for (let e = cnt[r]; e < cnt[r + 1]; e++) add(feat[e], val[e]);
+        for (const [par, v] of parentOn) add(par, v);
+      });
+    }
+  });
   writeSafetensors(join(out, 'truth.safetensors'), truth);
-  const t: Truth = { config: c, hierarchy, frequencies: Array.from(p), interference, sites: sites.map((s) => s.name) };
+  const t: Truth = { config: c, hierarchy, frequencies: Array.from(p), interference, sites: sites.map((x) => x.name) };
   writeJsonAtomic(join(out, 'truth.json'), t);
   return t;
 }

@@ -2,7 +2,8 @@
 // in the harvest format, so fit, index and export read them unchanged.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ShardBuffer, encodeShard, type Dtype } from '../activations/shard.js';
+import { ShardBuffer, encodeShardChunks, type Dtype } from '../activations/shard.js';
+import { Progress } from '../util/progress.js';
 import { identityHash, writeManifest, type HarvestIdentity, type Manifest } from '../activations/manifest.js';
 import { sha256, writeAtomic } from '../util/fsx.js';
 import { versions } from '../util/versions.js';
@@ -14,7 +15,10 @@ export interface SiteRows {
   data: Float32Array;
 }
 
-export function writeRowsAsShards(dir: string, sites: SiteRows[], rows: number, opts: { source: string; seed: number; shardTokens?: number; dtype?: Dtype; params?: unknown }): Manifest {
+/** Fills shard k (rows [start, start + rows)): one zeroed [rows, width] array per site. */
+export type FillShard = (k: number, start: number, rows: number, values: Float32Array[]) => void;
+
+export function writeRowsAsShards(dir: string, sites: { name: string; width: number; data?: Float32Array }[], rows: number, opts: { source: string; seed: number; shardTokens?: number; dtype?: Dtype; params?: unknown }, fill?: FillShard): Manifest {
   mkdirSync(dir, { recursive: true });
   const shardTokens = opts.shardTokens ?? 65536;
   const dtype = opts.dtype ?? 'f32';
@@ -33,6 +37,7 @@ export function writeRowsAsShards(dir: string, sites: SiteRows[], rows: number, 
     created: now, updated: now, elapsed_s: 0, versions: versions(),
   };
   const buf = new ShardBuffer(Math.min(shardTokens, rows), sites.map((s) => ({ name: s.name, width: s.width })));
+  const progress = rows > 4 * shardTokens ? new Progress('synth', rows, 'rows') : undefined;
   for (let start = 0, k = 0; start < rows; start += shardTokens, k++) {
     const n = Math.min(shardTokens, rows - start);
     buf.reset();
@@ -43,14 +48,24 @@ export function writeRowsAsShards(dir: string, sites: SiteRows[], rows: number, 
       buf.pos[r] = 1;
       buf.token[r] = -1;
     }
-    sites.forEach((s, i) => buf.values[i].set(s.data.subarray(start * s.width, (start + n) * s.width)));
+    if (fill) {
+      const views = sites.map((s, i) => buf.values[i].subarray(0, n * s.width).fill(0));
+      fill(k, start, n, views);
+    } else {
+      sites.forEach((s, i) => {
+        if (!s.data) throw new Error(`writeRowsAsShards: site ${s.name} has no data and no fill function was given`);
+        buf.values[i].set(s.data.subarray(start * s.width, (start + n) * s.width));
+      });
+    }
     buf.rows = n;
     const file = `shard-${String(k).padStart(5, '0')}.arrow`;
-    const data = encodeShard(buf, dtype, { sdlkit_identity: idHash, shard: String(k) });
+    const data = encodeShardChunks(buf, dtype, { sdlkit_identity: idHash, shard: String(k) });
     writeAtomic(join(dir, file), data);
     m.shards.push({ file, rows: n, sha256: sha256(data) });
     m.tokens += n;
+    if (progress) progress.update(m.tokens);
   }
+  progress?.done();
   m.complete = true;
   writeManifest(dir, m);
   return m;
