@@ -14,6 +14,7 @@ import * as evalCmd from './commands/eval.js';
 import * as synthCmd from './commands/synth.js';
 import * as indexCmds from './commands/index-cmds.js';
 import * as benchCmd from './commands/bench-lrb.js';
+import * as theoryCmd from './commands/theory.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -27,7 +28,7 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, benchCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, benchCmd, theoryCmd]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

@@ -42,7 +42,7 @@ struct StepOptions {
   const float* anchorDec = nullptr;  // [anchorK][dOut]
   int anchorK = 0;
   float anchorWeight = 0;
-  float denseAbove = 0.05f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
+  float denseAbove = 0.07f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
 };
 
 struct StepResult {

@@ -103,3 +103,106 @@ export function theorem36Decoder(WE: Mat, Wp: Mat, Wr: Mat, M: ArrayLike<number>
   }
   return WD;
 }
+
+/** A threshold activation: neuron i passes z_i when z_i > c_i (Theorem 3.8 takes realizability as thresholding). */
+export const threshold = (c: ArrayLike<number>): Sigma => (z) => z.map((v, i) => (v > c[i] ? v : 0));
+
+/**
+ * Theorem 3.8: from an encoder whose threshold pattern is P = (F_1, ..., F_M) (neuron i fires for the sub-concepts
+ * of parent i), the construction that splits off one sub-concept of parent i*: the weakest-responding child j*
+ * (a_j* = min_j <w_E^i*, w_p^{d_j}>), the parent row scaled by lambda = (c + a_min) / (2 a_min) with its threshold
+ * raised to c'' = (c + a_min) / 2 + eps, and a new neuron alpha w_p^{d_j*} with alpha = 2 c'' / (1 + M) and
+ * threshold c''. Thresholds are per neuron (as JumpReLU's are); the other neurons keep c.
+ */
+export function theorem38(WE: Mat, Wp: Mat, children: number[][], c: number, parent: number, maxInterference: number, eps = 1e-9):
+  { WE: Mat; thresholds: number[]; split: number; a: number[] } {
+  const np = Wp.rows;
+  const resp = (row: Float64Array | number[], d: number) => { let s = 0; for (let j = 0; j < np; j++) s += row[j] * get(Wp, j, d); return s; };
+  const rowOf = (i: number) => WE.a.subarray(i * np, (i + 1) * np);
+  const a = children[parent].map((d) => resp(rowOf(parent), d));
+  let jStar = 0;
+  a.forEach((v, j) => { if (v < a[jStar]) jStar = j; });
+  const aMin = a[jStar];
+  const lambda = (c + aMin) / (2 * aMin);
+  const cpp = (c + aMin) / 2 + eps;
+  const alpha = (2 * cpp) / (1 + maxInterference);
+  const out = mat(WE.rows + 1, np);
+  out.a.set(WE.a);
+  for (let j = 0; j < np; j++) out.a[parent * np + j] *= lambda;
+  const d = children[parent][jStar];
+  for (let j = 0; j < np; j++) out.a[WE.rows * np + j] = alpha * get(Wp, j, d);
+  const thresholds = Array.from({ length: WE.rows + 1 }, (_, i) => (i === parent || i === WE.rows ? cpp : c));
+  return { WE: out, thresholds, split: d, a };
+}
+
+/** Largest off-diagonal inner product of the columns of W_p (the paper's M). */
+export function maxInterference(Wp: Mat): number {
+  let m = -Infinity;
+  for (let a = 0; a < Wp.cols; a++) for (let b = a + 1; b < Wp.cols; b++) {
+    let s = 0;
+    for (let j = 0; j < Wp.rows; j++) s += get(Wp, j, a) * get(Wp, j, b);
+    m = Math.max(m, s);
+  }
+  return m;
+}
+
+export interface MonteCarlo31 {
+  /** Monte-Carlo estimate of L_SDL and its standard error. */
+  L: number;
+  se: number;
+  /** eq. 11 with M_d = (1 - S) S^(n-1) E[x_d^2 | x_d > 0]. */
+  Ltilde: number;
+  /** The largest per-sample error seen (the theorem's C, estimated). */
+  C: number;
+  /** n^2 C (1 - S)^2 (eq. 12). */
+  bound: number;
+  samples: number;
+}
+
+/**
+ * Theorem 3.1 by Monte Carlo: samples of the bench distribution (independent features, each active with
+ * probability 1 - S at magnitude c_min + Exp(beta)) through a given dictionary, against eq. 11 and the bound of eq. 12.
+ * Magnitudes are capped at cap (a bounded distribution keeps the theorem's C finite; positively homogeneous sigma
+ * make the single-feature terms exact either way).
+ */
+export function theorem31(WD: Mat, WE: Mat, Wp: Mat, Wr: Mat, sigma: Sigma, o: { S: number; cMin: number; beta: number; cap: number; samples: number; seed: number }): MonteCarlo31 {
+  const n = Wp.cols;
+  let state = o.seed * 2654435761 + 1;
+  const rand = () => { state = (state * 1664525 + 1013904223) >>> 0; return (state + 0.5) / 4294967296; };
+  const mag = () => Math.min(o.cap, o.cMin - o.beta * Math.log(1 - rand()));
+  const p = 1 - o.S;
+  let sum = 0, sum2 = 0, C = 0;
+  const x = new Float64Array(n);
+  const xp = new Float64Array(Wp.rows), xr = new Float64Array(Wr.rows), z = new Float64Array(WE.rows);
+  for (let s = 0; s < o.samples; s++) {
+    let active = 0;
+    for (let d = 0; d < n; d++) { x[d] = rand() < p ? mag() : 0; if (x[d]) active++; }
+    let e = 0;
+    if (active) {
+      xp.fill(0); xr.fill(0); z.fill(0);
+      for (let d = 0; d < n; d++) if (x[d]) {
+        for (let j = 0; j < Wp.rows; j++) xp[j] += x[d] * get(Wp, j, d);
+        for (let j = 0; j < Wr.rows; j++) xr[j] += x[d] * get(Wr, j, d);
+      }
+      for (let i = 0; i < WE.rows; i++) for (let j = 0; j < WE.cols; j++) z[i] += get(WE, i, j) * xp[j];
+      const q = sigma(z);
+      for (let r = 0; r < WD.rows; r++) {
+        let y = 0;
+        for (let i = 0; i < WD.cols; i++) y += get(WD, r, i) * q[i];
+        e += (xr[r] - y) ** 2;
+      }
+    }
+    sum += e;
+    sum2 += e * e;
+    C = Math.max(C, e);
+  }
+  const L = sum / o.samples;
+  const se = Math.sqrt(Math.max(0, sum2 / o.samples - L * L) / o.samples);
+  // E[m^2] for m = min(cap, c_min + Exp(beta)), by quadrature on the exponential's quantiles.
+  let m2 = 0;
+  const K = 20000;
+  for (let k = 0; k < K; k++) { const u = (k + 0.5) / K; const m = Math.min(o.cap, o.cMin - o.beta * Math.log(1 - u)); m2 += (m * m) / K; }
+  const Md = Array.from({ length: n }, () => p * Math.pow(o.S, n - 1) * m2);
+  const Ltilde = lossTilde(WD, WE, Wp, Wr, Md, sigma);
+  return { L, se, Ltilde, C, bound: n * n * C * p * p, samples: o.samples };
+}
