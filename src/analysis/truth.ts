@@ -7,6 +7,7 @@ import { readSafetensors } from '../sdl/safetensors.js';
 import type { Truth } from '../synth/lrb.js';
 import { UserError } from '../util/errors.js';
 import { encodeDense } from '../sdl/encoder.js';
+import { gemm } from '../sdl/linalg.js';
 
 export interface TruthFile {
   truth: Truth;
@@ -51,21 +52,25 @@ function learned(d: Dictionary, using: 'encoder' | 'decoder'): { L: Float32Array
   return { L, dim };
 }
 
-/** For each true direction (rows of W [n, dim]), the largest |cosine| with a learned one. */
+/** For each true direction (rows of W [n, dim]), the largest |cosine| with a learned one (blocks of a GEMM). */
 export function maxCosines(W: Float32Array, n: number, d: Dictionary, using: 'encoder' | 'decoder'): Float64Array {
   const { L, dim } = learned(d, using);
+  const m = d.cfg.dSae;
   const out = new Float64Array(n);
-  for (let f = 0; f < n; f++) {
-    let wn = 0;
-    for (let j = 0; j < dim; j++) wn += W[f * dim + j] ** 2;
-    wn = Math.sqrt(wn) || 1;
-    let best = 0;
-    for (let i = 0; i < d.cfg.dSae; i++) {
-      let dot = 0;
-      for (let j = 0; j < dim; j++) dot += W[f * dim + j] * L[i * dim + j];
-      best = Math.max(best, Math.abs(dot) / wn);
+  const blk = 256;
+  const C = new Float32Array(blk * m);
+  for (let f0 = 0; f0 < n; f0 += blk) {
+    const rows = Math.min(blk, n - f0);
+    gemm(rows, m, dim, W.subarray(f0 * dim), dim, 1, L, 1, dim, C, m);
+    for (let r = 0; r < rows; r++) {
+      const f = f0 + r;
+      let wn = 0;
+      for (let j = 0; j < dim; j++) wn += W[f * dim + j] ** 2;
+      wn = Math.sqrt(wn) || 1;
+      let best = 0;
+      for (let i = 0; i < m; i++) best = Math.max(best, Math.abs(C[r * m + i]));
+      out[f] = best / wn;
     }
-    out[f] = best;
   }
   return out;
 }
