@@ -13,7 +13,7 @@ import * as exportCmd from './commands/export.js';
 import * as evalCmd from './commands/eval.js';
 import * as synthCmd from './commands/synth.js';
 import * as indexCmds from './commands/index-cmds.js';
-import * as benchCmd from './commands/bench-lrb.js';
+import * as benchCmd from './commands/bench.js';
 import * as theoryCmd from './commands/theory.js';
 
 function fail(e: unknown): never {

@@ -58,9 +58,30 @@ test('sdl bench lrb runs every method with and without anchoring and writes the 
   const r = spawnSync(process.execPath, [CLI, 'bench', 'lrb', '--n', '24', '--np', '20', '--latents', '48', '--k', '3', '--N', '4000', '--steps', '15', '--anchors', '3', '--out', out, '--json'],
     { encoding: 'utf8', env: { ...process.env, SDL_CACHE: join(dir, 'cache') } });
   assert.equal(r.status, 0, r.stderr);
-  const rows = JSON.parse(r.stdout) as { method: string; anchoring: boolean; mgt: number; mip: number }[];
+  const rows = JSON.parse(r.stdout) as { method: string; anchoring: boolean; mgt: number[]; mip: number[] }[];
   assert.equal(rows.length, 14);
-  assert.deepEqual([...new Set(rows.map((x) => x.method))], ['relu sae', 'jumprelu sae', 'topk sae', 'batchtopk sae', 'matryoshka sae', 'topk transcoder', 'topk crosscoder']);
-  assert.ok(rows.every((x) => x.mip > 0 && x.mip <= 1 && x.mgt >= 0 && x.mgt <= 1));
-  assert.match(readFileSync(out, 'utf8'), /\| topk sae \| yes \|/);
+  assert.deepEqual([...new Set(rows.map((x) => x.method))], ['relu', 'jumprelu', 'topk', 'batchtopk', 'matryoshka', 'transcoder', 'crosscoder']);
+  assert.ok(rows.every((x) => x.mip.length === 1 && x.mip[0] > 0 && x.mip[0] <= 1 && x.mgt[0] >= 0 && x.mgt[0] <= 1));
+  assert.match(readFileSync(out, 'utf8'), /\| topk \| yes \|/);
+});
+
+test('sdl bench resample and sdl bench absorption run their arms and write their tables (and the plot)', () => {
+  const dir = tmp();
+  const env = { ...process.env, SDL_CACHE: join(dir, 'cache') };
+  const out = join(dir, 'resample.md');
+  const r = spawnSync(process.execPath, [CLI, 'bench', 'resample', '--n', '24', '--np', '20', '--latents', '96', '--k', '2', '--N', '4000', '--steps', '40', '--resample-every', '10', '--dead-window', '2000', '--batch', '256', '--out', out, '--json'], { encoding: 'utf8', env });
+  assert.equal(r.status, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { arm: string; curves: { dead: [number, number][] } }[];
+  assert.deepEqual(res.map((x) => x.arm), ['no remedy', 'resampling', 'AuxK']);
+  assert.ok(res.every((x) => x.curves.dead.length >= 4));
+  assert.match(readFileSync(join(dir, 'resample.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*<path d="M/);
+  assert.match(readFileSync(out, 'utf8'), /\| resampling \|/);
+  const a = spawnSync(process.execPath, [CLI, 'bench', 'absorption', '--n', '24', '--np', '20', '--parents', '3', '--children', '3', '--latents', '48', '--k', '3', '--N', '4000', '--steps', '20', '--batch', '256', '--methods', 'topk,relu', '--json'], { encoding: 'utf8', env });
+  assert.equal(a.status, 0, a.stderr);
+  const rows = JSON.parse(a.stdout) as { method: string; rate: number }[];
+  assert.deepEqual(rows.map((x) => x.method), ['topk', 'relu']);
+  assert.ok(rows.every((x) => x.rate >= 0 && x.rate <= 1));
+  const bad = spawnSync(process.execPath, [CLI, 'bench', 'absorption', '--methods', 'gated'], { encoding: 'utf8', env });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown method 'gated'/);
 });

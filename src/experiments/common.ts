@@ -1,0 +1,56 @@
+// Shared pieces of the bench experiments: cached bench data, dictionary configs per method, anchors from the truth.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateLrb, type LrbConfig } from '../synth/lrb.js';
+import type { TruthFile } from '../analysis/truth.js';
+import type { Manifest } from '../activations/manifest.js';
+import { defaultMatryoshkaWidths, type Activation, type DictConfig, type Kind } from '../sdl/config.js';
+
+/** The bench's shards and truth in `dir`, generated unless a finished copy with the same configuration is there. */
+export function ensureLrb(dir: string, cfg: Partial<LrbConfig>): void {
+  const tj = join(dir, 'truth.json');
+  if (existsSync(tj) && existsSync(join(dir, 'manifest.json'))) {
+    const old = JSON.parse(readFileSync(tj, 'utf8')).config as Record<string, unknown>;
+    if (Object.entries(cfg).every(([k, v]) => JSON.stringify(old[k]) === JSON.stringify(v))) return;
+  }
+  generateLrb(dir, cfg);
+}
+
+export interface Method {
+  act: Activation;
+  kind: Kind;
+}
+
+export const METHODS: Record<string, Method> = {
+  relu: { act: 'relu', kind: 'sae' }, jumprelu: { act: 'jumprelu', kind: 'sae' }, topk: { act: 'topk', kind: 'sae' },
+  batchtopk: { act: 'batchtopk', kind: 'sae' }, matryoshka: { act: 'matryoshka', kind: 'sae' },
+  transcoder: { act: 'topk', kind: 'transcoder' }, crosscoder: { act: 'topk', kind: 'crosscoder' },
+};
+
+/** The dictionary for a method on bench shards: SAEs read x_p, transcoders x_p -> x_r, crosscoders every x_p.s. */
+export function benchDict(m: Manifest, method: Method, latents: number, k: number): DictConfig {
+  const sIn = method.kind === 'crosscoder' ? m.sites.filter((s) => s.name.startsWith('x_p')) : [m.sites.find((s) => s.name === 'x_p') ?? m.sites[0]];
+  const sOut = method.kind === 'transcoder' ? [m.sites.find((s) => s.name === 'x_r')!] : sIn;
+  const sitesIn = sIn.map((s) => ({ name: s.name, width: s.width })), sitesOut = sOut.map((s) => ({ name: s.name, width: s.width }));
+  const dIn = sitesIn.reduce((a, s) => a + s.width, 0), dOut = sitesOut.reduce((a, s) => a + s.width, 0);
+  return {
+    kind: method.kind, activation: method.act, sitesIn, sitesOut, dIn, dOut, dSae: latents, k, matryoshkaWidths: defaultMatryoshkaWidths(latents),
+    applyBDecToInput: method.kind !== 'transcoder', noBias: false, tied: false,
+  };
+}
+
+/** Unit anchor directions for the first `count` true features (the bench's features are exchangeable). */
+export function anchorsFor(t: TruthFile, cfg: DictConfig, count: number): { encoder: Float32Array[]; decoder: Float32Array[] } {
+  const dirOf = (key: string, f: number, w: number) => t.W[key].subarray(f * w, (f + 1) * w);
+  const norm = (v: Float32Array) => { const n = Math.hypot(...v) || 1; return v.map((x) => x / n); };
+  const parts = cfg.kind === 'crosscoder' ? cfg.sitesIn.map((s) => s.name.replace('x_p', 'W_p')) : ['W_p'];
+  const per = cfg.dIn / parts.length;
+  const enc = Array.from({ length: count }, (_, f) => norm(Float32Array.from(parts.flatMap((p) => [...dirOf(p, f, per)]))));
+  const dec = cfg.kind === 'transcoder' ? Array.from({ length: count }, (_, f) => norm(Float32Array.from(dirOf('W_r', f, cfg.dOut)))) : enc;
+  return { encoder: enc, decoder: dec };
+}
+
+export const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+export const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, b) => a + (b - mean(xs)) ** 2, 0) / (xs.length - 1)));
+/** mean, or mean +- sd over seeds. */
+export const pm = (xs: number[], digits: number, scale = 1) => (xs.length > 1 ? `${(scale * mean(xs)).toFixed(digits)} ± ${(scale * sd(xs)).toFixed(digits)}` : (scale * xs[0]).toFixed(digits));
