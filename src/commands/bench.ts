@@ -56,7 +56,7 @@ export function register(y: Argv): Argv {
     .command('resample', 'Dead latents with no remedy, with resampling, and with AuxK: dead fraction and FVU over training, with an SVG plot', (a) => a
       .option('n', { type: 'number', default: 128 })
       .option('np', { type: 'number', default: 96 })
-      .option('latents', { type: 'number', default: 1024 })
+      .option('latents', { type: 'number', default: 128, describe: 'n_q (= n by default: too few latents to spare, so a dead one is a missing feature)' })
       .option('k', { type: 'number', default: 4 })
       .option('activation', { choices: ['topk', 'batchtopk', 'relu'] as const, default: 'topk' as const })
       .option('sparsity', { type: 'number', describe: 'ReLU L1 coefficient (default: fit\'s)' })
@@ -67,7 +67,7 @@ export function register(y: Argv): Argv {
       .option('batch', { type: 'number', default: 2048 })
       .option('lr', { type: 'number', default: 3e-3 })
       .option('resample-every', { type: 'number', default: 250 })
-      .option('dead-window', { type: 'string', default: '100k', describe: 'a latent is dead when it has not fired for this many tokens' })
+      .option('dead-window', { type: 'string', default: '40k', describe: 'a latent is dead when it has not fired for this many tokens' })
       .option('seeds', { type: 'string', default: '0' })
       .option('out', { type: 'string', describe: 'markdown here, and the plot beside it (.svg)' })
       .option('json', { type: 'boolean', default: false })
@@ -98,6 +98,7 @@ export function register(y: Argv): Argv {
       .option('batch', { type: 'number', default: 2048 })
       .option('lr', { type: 'number', default: 3e-3 })
       .option('methods', { type: 'string', default: 'relu,jumprelu,topk,batchtopk,matryoshka' })
+      .option('sparsity', { type: 'number', describe: "ReLU L1 / JumpReLU L0 coefficient (default: fit's)" })
       .option('seeds', { type: 'string', default: '0' })
       .option('out', { type: 'string' })
       .option('json', { type: 'boolean', default: false })
@@ -106,7 +107,7 @@ export function register(y: Argv): Argv {
       if (argv.parents * (argv.children + 1) > argv.n) throw new UserError(`--parents ${argv.parents} x (--children ${argv.children} + 1) needs more than --n ${argv.n} features`);
       const r = await runAbsorption({
         n: argv.n, np: argv.np, parents: argv.parents, children: argv.children, latents: argv.latents, k: argv.k, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'),
-        steps: argv.steps, batch: argv.batch, lr: argv.lr, seeds: seedsOf(argv.seeds), methods, cache: join(cacheDir(), 'bench'),
+        steps: argv.steps, batch: argv.batch, lr: argv.lr, seeds: seedsOf(argv.seeds), methods, cache: join(cacheDir(), 'bench'), sparsity: argv.sparsity,
       }, log(argv.json));
       if (argv.out) writeAtomic(argv.out, r.markdown + '\n');
       if (argv.json) return printJson(r.rows);

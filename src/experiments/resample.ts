@@ -57,9 +57,9 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
   const svg = lineChart([
     { title: 'dead latents', xLabel: 'step', yLabel: `fraction not fired in the last ${o.deadWindow} tokens`, series: series('dead'), yMin: 0, yMax: 1 },
     { title: 'held-out FVU', xLabel: 'step', yLabel: 'FVU (log scale)', series: series('fvu'), logY: true },
-  ], { title: `${o.activation} SAE, ${o.latents} latents on ${o.n} features (n_p ${o.np}), k ${o.k}, seed ${first}` });
+  ], { title: `${o.activation} SAE, ${o.latents} latents on ${o.n} features (n_p ${o.np})${o.activation === 'relu' ? '' : `, k ${o.k}`}, seed ${first}` });
   const markdown = [
-    `${o.activation} SAE on the LRB (n ${o.n}, n_p ${o.np}, S ${o.S}, M ${o.M}, N ${o.N}), ${o.latents} latents, k ${o.k}, ${o.steps} steps x ${o.batch}, Adam ${o.lr}; resampling every ${o.resampleEvery} steps until 75% of training; AuxK coefficient 1/32; dead = not fired in the last ${o.deadWindow} tokens; seeds ${o.seeds.join(', ')}${o.seeds.length > 1 ? ' (mean ± sd)' : ''}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all.`,
+    `${o.activation} SAE on the LRB (n ${o.n}, n_p ${o.np}, S ${o.S}, M ${o.M}, N ${o.N}), ${o.latents} latents, ${o.activation === 'relu' ? `L1 coefficient ${o.sparsity ?? 'default'}` : `k ${o.k}`}, ${o.steps} steps x ${o.batch}, Adam ${o.lr}; resampling every ${o.resampleEvery} steps until 75% of training; AuxK coefficient 1/32; dead = not fired in the last ${o.deadWindow} tokens; seeds ${o.seeds.join(', ')}${o.seeds.length > 1 ? ' (mean ± sd)' : ''}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all.`,
     '',
     '| run | final held-out FVU | dead at the end | silent on every isolated feature | decoder M_GT % / M_IP |',
     '|---|---|---|---|---|',

@@ -56,12 +56,14 @@ export function lineChart(panels: Panel[], opts: { width?: number; height?: numb
       parts.push(`<line x1="${px(t)}" x2="${px(t)}" y1="${top + H - m.b}" y2="${top + H - m.b + 4}" stroke="#888"/>`);
       parts.push(`<text x="${px(t)}" y="${top + H - m.b + 16}" text-anchor="middle" font-size="11">${fmt(t)}</text>`);
     }
-    const yt = p.logY ? ticks(Math.floor(y0), Math.ceil(y1)).filter((v) => Number.isInteger(v)).map((v) => 10 ** v) : ticks(y0, y1);
+    // Log axes: decades when the range spans two or more, else 1-2-5 steps between the ends.
+    const decades = p.logY ? ticks(Math.floor(y0), Math.ceil(y1)).filter((v) => Number.isInteger(v) && v >= y0 - 1e-9 && v <= y1 + 1e-9) : [];
+    const yt = !p.logY ? ticks(y0, y1) : decades.length >= 2 ? decades.map((v) => 10 ** v) : ticks(10 ** y0, 10 ** y1).filter((v) => v > 0);
     for (const t of yt) {
       const y = py(t);
       if (y < top + m.t - 1 || y > top + H - m.b + 1) continue;
       parts.push(`<line x1="${ox + m.l}" x2="${ox + W - m.r}" y1="${y}" y2="${y}" stroke="#eee"/>`);
-      parts.push(`<text x="${ox + m.l - 6}" y="${y + 4}" text-anchor="end" font-size="11">${p.logY ? t.toExponential(0) : fmt(t)}</text>`);
+      parts.push(`<text x="${ox + m.l - 6}" y="${y + 4}" text-anchor="end" font-size="11">${p.logY && decades.length >= 2 ? t.toExponential(0) : fmt(t)}</text>`);
     }
     parts.push(`<text x="${ox + (m.l + W - m.r) / 2}" y="${top + H - 8}" text-anchor="middle" font-size="12">${esc(p.xLabel)}</text>`);
     parts.push(`<text transform="translate(${ox + 14},${top + (m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle" font-size="12">${esc(p.yLabel)}</text>`);
