@@ -56,21 +56,30 @@ bool boolProp(napi_env env, napi_value obj, const char* name) {
   return b;
 }
 
-template <class T>
-T* typed(napi_env env, napi_value v, napi_typedarray_type want, size_t minLen, const char* what, bool optional = false) {
-  if (optional && isUndefined(env, v)) return nullptr;
+struct TypedArray {
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+};
+
+TypedArray typedInfo(napi_env env, napi_value v, const char* what) {
   bool is;
   CHECK_NAPI(napi_is_typedarray(env, v, &is));
   if (!is) throw JsError{std::string(what) + " must be a typed array"};
-  napi_typedarray_type t;
-  size_t len;
-  void* data;
+  TypedArray a;
   napi_value ab;
   size_t off;
-  CHECK_NAPI(napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off));
-  if (t != want) throw JsError{std::string(what) + " has the wrong element type"};
-  if (len < minLen) throw JsError{std::string(what) + " is too short: " + std::to_string(len) + " < " + std::to_string(minLen)};
-  return static_cast<T*>(data);
+  CHECK_NAPI(napi_get_typedarray_info(env, v, &a.type, &a.length, &a.data, &ab, &off));
+  return a;
+}
+
+template <class T>
+T* typed(napi_env env, napi_value v, napi_typedarray_type want, size_t minLen, const char* what, bool optional = false) {
+  if (optional && isUndefined(env, v)) return nullptr;
+  TypedArray a = typedInfo(env, v, what);
+  if (a.type != want) throw JsError{std::string(what) + " has the wrong element type"};
+  if (a.length < minLen) throw JsError{std::string(what) + " is too short: " + std::to_string(a.length) + " < " + std::to_string(minLen)};
+  return static_cast<T*>(a.data);
 }
 
 float* f32(napi_env env, napi_value v, size_t n, const char* what, bool optional = false) {
@@ -279,14 +288,9 @@ napi_value EngineSumSquares(napi_env env, napi_callback_info info) {
     napi_value self;
     auto a = args(env, info, 1, &self);
     Engine* e = unwrap(env, self);
-    size_t len;
-    napi_typedarray_type t;
-    void* data;
-    napi_value ab;
-    size_t off;
-    CHECK_NAPI(napi_get_typedarray_info(env, a[0], &t, &len, &data, &ab, &off));
-    if (t != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
-    return mkNum(env, e->sumSquares(static_cast<float*>(data), (long)len));
+    TypedArray x = typedInfo(env, a[0], "x");
+    if (x.type != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
+    return mkNum(env, e->sumSquares(static_cast<float*>(x.data), (long)x.length));
   });
 }
 
@@ -296,12 +300,7 @@ napi_value EngineAdam(napi_env env, napi_callback_info info) {
     napi_value self;
     auto a = args(env, info, 10, &self);
     Engine* e = unwrap(env, self);
-    size_t len;
-    napi_typedarray_type t;
-    void* data;
-    napi_value ab;
-    size_t off;
-    CHECK_NAPI(napi_get_typedarray_info(env, a[0], &t, &len, &data, &ab, &off));
+    const size_t len = typedInfo(env, a[0], "p").length;
     float* p = f32(env, a[0], len, "p");
     e->adam(p, f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"), (long)len, (float)num(env, a[4], "lr"),
             (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"), (float)num(env, a[7], "beta2"), (float)num(env, a[8], "eps"),
@@ -345,15 +344,9 @@ napi_value StatsNew(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 1, &self);
     napi_value o = a[0];
     int m = (int)num(env, get(env, o, "m"), "m");
-    napi_value ev = get(env, o, "edges");
-    size_t ne;
-    napi_typedarray_type t;
-    void* data;
-    napi_value ab;
-    size_t off;
-    CHECK_NAPI(napi_get_typedarray_info(env, ev, &t, &ne, &data, &ab, &off));
-    if (t != napi_float32_array) throw JsError{"edges must be a Float32Array"};
-    std::vector<float> edges(static_cast<float*>(data), static_cast<float*>(data) + ne);
+    TypedArray ev = typedInfo(env, get(env, o, "edges"), "edges");
+    if (ev.type != napi_float32_array) throw JsError{"edges must be a Float32Array"};
+    std::vector<float> edges(static_cast<float*>(ev.data), static_cast<float*>(ev.data) + ev.length);
     auto* st = new sdl::IndexStats(m, (int)numProp(env, o, "vocab", 0), (int)num(env, get(env, o, "topK"), "topK"), (int)num(env, get(env, o, "radius"), "radius"),
                                    boolProp(env, o, "cooccurrence"), std::move(edges), (int)numProp(env, o, "threads", 1));
     CHECK_NAPI(napi_wrap(env, self, st, [](napi_env, void* p, void*) { delete static_cast<sdl::IndexStats*>(p); }, nullptr, nullptr));
@@ -368,15 +361,10 @@ napi_value StatsAdd(napi_env env, napi_callback_info info) {
     napi_value self;
     auto a = args(env, info, 5, &self);
     sdl::IndexStats* st = unwrapStats(env, self);
-    size_t n1;
-    napi_typedarray_type t;
-    void* data;
-    napi_value ab;
-    size_t off;
-    CHECK_NAPI(napi_get_typedarray_info(env, a[0], &t, &n1, &data, &ab, &off));
-    if (t != napi_int32_array || n1 < 1) throw JsError{"start must be an Int32Array of rows + 1 offsets"};
-    const int n = (int)n1 - 1;
-    const int32_t* start = static_cast<int32_t*>(data);
+    TypedArray sa = typedInfo(env, a[0], "start");
+    if (sa.type != napi_int32_array || sa.length < 1) throw JsError{"start must be an Int32Array of rows + 1 offsets"};
+    const int n = (int)sa.length - 1;
+    const int32_t* start = static_cast<int32_t*>(sa.data);
     const size_t nnz = (size_t)start[n];
     const int32_t* idx = typed<int32_t>(env, a[1], napi_int32_array, nnz, "idx");
     const float* val = f32(env, a[2], nnz, "val");

@@ -23,27 +23,32 @@ const seedsOf = (s: string) => list(s, 'seed').map((x) => {
 });
 const log = (json: boolean) => (s: string) => { if (!json) process.stderr.write(s + '\n'); };
 
+/** The bench's size and training options, shared by every experiment (defaults differ per experiment). */
+function sizeOptions<T>(a: Argv<T>, d: { n: number; np: number; latents: number; k: number; steps: number }) {
+  return a
+    .option('n', { type: 'number', default: d.n, describe: 'features (the paper: 1000)' })
+    .option('np', { type: 'number', default: d.np, describe: 'input width (the paper: 768)' })
+    .option('latents', { type: 'number', default: d.latents, describe: 'n_q (the paper: 16,000)' })
+    .option('k', { type: 'number', default: d.k, describe: 'TopK family k' })
+    .option('S', { type: 'number', default: 0.99, describe: 'probability that a feature is inactive' })
+    .option('M', { type: 'number', default: 0.1, describe: 'maximum interference' })
+    .option('N', { type: 'string', default: '100k', describe: 'bench samples' })
+    .option('steps', { type: 'number', default: d.steps })
+    .option('batch', { type: 'number', default: 2048 })
+    .option('lr', { type: 'number', default: 3e-3 })
+    .option('seeds', { type: 'string', default: '0', describe: 'seeds (bench data and training), comma-separated' })
+    .option('json', { type: 'boolean', default: false });
+}
+
 export function register(y: Argv): Argv {
   return y.command('bench', "The paper's controlled experiments on the Linear Representation Bench", (b) => b
-    .command('lrb', 'Every method with and without feature anchoring (Table 1), by encoder rows and decoder rows', (a) => a
-      .option('n', { type: 'number', default: 128, describe: 'features (the paper: 1000)' })
-      .option('np', { type: 'number', default: 96, describe: 'input width (the paper: 768)' })
-      .option('latents', { type: 'number', default: 512, describe: 'n_q (the paper: 16,000)' })
-      .option('k', { type: 'number', default: 4, describe: 'TopK family k' })
-      .option('S', { type: 'number', default: 0.99 })
-      .option('M', { type: 'number', default: 0.1 })
-      .option('N', { type: 'string', default: '100k' })
-      .option('steps', { type: 'number', default: 400 })
-      .option('batch', { type: 'number', default: 2048 })
-      .option('lr', { type: 'number', default: 3e-3 })
+    .command('lrb', 'Every method with and without feature anchoring (Table 1), by encoder rows and decoder rows', (a) => sizeOptions(a, { n: 128, np: 96, latents: 512, k: 4, steps: 400 })
       .option('anchors', { type: 'number', default: 10, describe: 'anchored features in the +FA runs (the paper: 100)' })
       .option('anchor-weight', { type: 'number', default: 0.1 })
       .option('methods', { type: 'string', default: Object.keys(METHODS).join(','), describe: `some of ${Object.keys(METHODS).join(', ')}` })
-      .option('seeds', { type: 'string', default: '0', describe: 'seeds (bench data and training), comma-separated' })
       .option('out', { type: 'string', describe: 'write the table as markdown here' })
-      .option('json', { type: 'boolean', default: false })
       .example('sdl bench lrb', 'the small grid (minutes)')
-      .example('sdl bench lrb --seeds 0,1,2 --out docs/BENCH_LRB.md', 'three seeds, mean ± sd')
+      .example('sdl bench lrb --seeds 0,1,2 --out cache/lrb.md', 'three seeds, mean ± sd')
       .example('sdl bench lrb --n 1000 --np 768 --latents 16000 --k 32 --methods topk --batch 4096 --lr 1e-3 --steps 600', "Table 7's TopK k = 32 at the paper's size"), async (argv) => {
       const r = await runLrbGrid({
         n: argv.n, np: argv.np, latents: argv.latents, k: argv.k, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'), steps: argv.steps, batch: argv.batch, lr: argv.lr,
@@ -53,25 +58,13 @@ export function register(y: Argv): Argv {
       if (argv.json) return printJson(r.rows);
       console.log(r.markdown);
     })
-    .command('resample', 'Dead latents with no remedy, with resampling, and with AuxK: dead fraction and FVU over training, with an SVG plot', (a) => a
-      .option('n', { type: 'number', default: 128 })
-      .option('np', { type: 'number', default: 96 })
-      .option('latents', { type: 'number', default: 128, describe: 'n_q (= n by default: too few latents to spare, so a dead one is a missing feature)' })
-      .option('k', { type: 'number', default: 4 })
+    .command('resample', 'Dead latents with no remedy, with resampling, and with AuxK: dead fraction and FVU over training, with an SVG plot', (a) => sizeOptions(a, { n: 128, np: 96, latents: 128, k: 4, steps: 1500 })
       .option('activation', { choices: ['topk', 'batchtopk', 'relu'] as const, default: 'topk' as const })
       .option('sparsity', { type: 'number', describe: 'ReLU L1 coefficient (default: fit\'s)' })
-      .option('S', { type: 'number', default: 0.99 })
-      .option('M', { type: 'number', default: 0.1 })
-      .option('N', { type: 'string', default: '100k' })
-      .option('steps', { type: 'number', default: 1500 })
-      .option('batch', { type: 'number', default: 2048 })
-      .option('lr', { type: 'number', default: 3e-3 })
       .option('resample-every', { type: 'number', default: 250 })
       .option('dead-window', { type: 'string', default: '40k', describe: 'a latent is dead when it has not fired for this many tokens' })
-      .option('seeds', { type: 'string', default: '0' })
       .option('out', { type: 'string', describe: 'markdown here, and the plot beside it (.svg)' })
-      .option('json', { type: 'boolean', default: false })
-      .example('sdl bench resample --out docs/BENCH_RESAMPLE.md', 'writes docs/BENCH_RESAMPLE.md and docs/BENCH_RESAMPLE.svg'), async (argv) => {
+      .example('sdl bench resample --seeds 0,1,2 --out cache/resample.md', 'writes cache/resample.md and cache/resample.svg'), async (argv) => {
       const r = await runResample({
         n: argv.n, np: argv.np, latents: argv.latents, k: argv.k, activation: argv.activation as Activation, sparsity: argv.sparsity, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'),
         steps: argv.steps, batch: argv.batch, lr: argv.lr, resampleEvery: argv['resample-every'], deadWindow: parseCount(argv['dead-window'], '--dead-window'), seeds: seedsOf(argv.seeds), cache: join(cacheDir(), 'bench'),
@@ -84,25 +77,13 @@ export function register(y: Argv): Argv {
       if (argv.json) return printJson(r.results.map(({ curves, ...x }) => ({ ...x, curves })));
       console.log(r.markdown);
     })
-    .command('absorption', 'Absorption rate per method on the hierarchical bench, and Theorem 3.8\'s weakest-child prediction', (a) => a
-      .option('n', { type: 'number', default: 128 })
-      .option('np', { type: 'number', default: 96 })
+    .command('absorption', 'Absorption rate per method on the hierarchical bench, and Theorem 3.8\'s weakest-child prediction', (a) => sizeOptions(a, { n: 128, np: 96, latents: 512, k: 4, steps: 400 })
       .option('parents', { type: 'number', default: 16 })
       .option('children', { type: 'number', default: 4 })
-      .option('latents', { type: 'number', default: 512 })
-      .option('k', { type: 'number', default: 4 })
-      .option('S', { type: 'number', default: 0.99 })
-      .option('M', { type: 'number', default: 0.1 })
-      .option('N', { type: 'string', default: '100k' })
-      .option('steps', { type: 'number', default: 400 })
-      .option('batch', { type: 'number', default: 2048 })
-      .option('lr', { type: 'number', default: 3e-3 })
       .option('methods', { type: 'string', default: 'relu,jumprelu,topk,batchtopk,matryoshka' })
       .option('sparsity', { type: 'number', describe: "ReLU L1 / JumpReLU L0 coefficient (default: fit's)" })
-      .option('seeds', { type: 'string', default: '0' })
-      .option('out', { type: 'string' })
-      .option('json', { type: 'boolean', default: false })
-      .example('sdl bench absorption --seeds 0,1,2 --out docs/BENCH_ABSORPTION.md', ''), async (argv) => {
+      .option('out', { type: 'string', describe: 'write the table as markdown here' })
+      .example('sdl bench absorption --latents 128 --k 1 --seeds 0,1,2', 'one latent per feature and per token: absorption appears'), async (argv) => {
       const methods = list(argv.methods, 'method', ['relu', 'jumprelu', 'topk', 'batchtopk', 'matryoshka']);
       if (argv.parents * (argv.children + 1) > argv.n) throw new UserError(`--parents ${argv.parents} x (--children ${argv.children} + 1) needs more than --n ${argv.n} features`);
       const r = await runAbsorption({

@@ -6,6 +6,7 @@
 import { tf } from './backend.js';
 import type { DictConfig } from './config.js';
 import { kthLargest } from './dictionary.js';
+import type { EngineStepResult } from './engine.js';
 
 export interface Params {
   W_enc: tf.Tensor2D; // [dIn, dSae]
@@ -26,18 +27,9 @@ export interface StepOptions {
   anchors?: { enc: tf.Tensor2D; dec: tf.Tensor2D; k: number; weight: number };
 }
 
-export interface StepResult {
+/** The engine's step result (loss, MSE per token, sparsity and aux terms, mean L0, firing counts) and the gradients. */
+export interface StepResult extends EngineStepResult {
   grads: Grads;
-  /** Scalars read back: total loss, reconstruction MSE (per token, summed over dims), sparsity and aux terms, mean L0. */
-  loss: number;
-  mse: number;
-  sparsityLoss: number;
-  auxLoss: number;
-  l0: number;
-  /** Tokens each latent fired on in this batch. */
-  fired: Float32Array;
-  /** BatchTopK: the smallest selected positive activation (for the inference threshold). */
-  minSelected?: number;
 }
 
 const mm = (a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D => tf.matMul(a, b);
