@@ -179,3 +179,23 @@ test('--resample revives dead latents on schedule (logged); --anchors pins the f
   const bad = sdl('fit', '--acts', join(dir, 'acts'), '--steps', '5', '--anchors', join(dir, 'nope.json'), '--out', join(dir, 'x'));
   assert.match(bad.stderr, /^sdl: anchors file .*nope.json not found/);
 });
+
+test('the backend switch: native by default, TensorFlow.js with SDLKIT_NATIVE=off (said on stderr), --backend native refused when off', () => {
+  const dir = tmp();
+  bench(join(dir, 'acts'), 40, 24, 8192, 3);
+  const args = (out: string, extra: string[] = []) => [CLI, 'fit', '--acts', join(dir, 'acts'), '--site', 'x', '--latents', '64', '--k', '4', '--steps', '20', '--batch', '512', '--eval-tokens', '1024', '--out', join(dir, out), '--json', ...extra];
+  const nat = spawnSync(process.execPath, args('a'), { encoding: 'utf8' });
+  assert.equal(nat.status, 0, nat.stderr);
+  assert.match(JSON.parse(nat.stdout).backend, /^native-(avx512|avx2|generic)$/);
+  assert.doesNotMatch(nat.stderr, /note:/);
+  const off = spawnSync(process.execPath, args('b'), { encoding: 'utf8', env: { ...process.env, SDLKIT_NATIVE: 'off' } });
+  assert.equal(off.status, 0, off.stderr);
+  assert.equal(JSON.parse(off.stdout).backend, 'wasm');
+  assert.match(off.stderr, /note: native kernels disabled by SDLKIT_NATIVE=off; using TensorFlow\.js \(wasm\)/);
+  const refused = spawnSync(process.execPath, args('c', ['--backend', 'native']), { encoding: 'utf8', env: { ...process.env, SDLKIT_NATIVE: 'off' } });
+  assert.equal(refused.status, 2);
+  assert.match(refused.stderr, /the native kernels are disabled by SDLKIT_NATIVE=off; use --backend wasm/);
+  // Both engines train the same dictionary to a similar held-out FVU from the same seed.
+  const fa = JSON.parse(nat.stdout).eval.fvu, fb = JSON.parse(off.stdout).eval.fvu;
+  assert.ok(Math.abs(fa - fb) < 0.02, `native FVU ${fa} vs wasm ${fb}`);
+});
