@@ -86,10 +86,8 @@ class Engine {
 
  private:
   void preacts(const Tensors& p, const float* X, int B, float* pre, float* xt);
-  void grow(int B);
   Config cfg_;
   Pool pool_;
-  int cap_ = 0;
   std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;
   Sparse sp_, aux_;
 };

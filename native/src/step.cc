@@ -1,0 +1,523 @@
+// Engine::step: loss and gradients of one batch (see engine.h for the objective). The encoder is one GEMM; then
+// either the sparse path (every activation: per-row passes over the active decoder rows, then per-latent gradient
+// rows from entries grouped by latent) or, for ReLU/JumpReLU with many active latents, the dense path (GEMMs).
+#include <cmath>
+#include <cstring>
+
+#include "engine.h"
+#include "gemm.h"
+#include "select.h"
+#include "simd.h"
+#include "util.h"
+
+namespace sdl {
+
+StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired) {
+  const Config& c = cfg_;
+  const int m = c.dSae, dIn = c.dIn, dOut = c.dOut;
+  const int T = pool_.size();
+  const long BM = (long)B * m;
+  StepResult r;
+  const bool useXt = c.applyBDec && !c.noBias;
+  float* xt = useXt ? ensure(xt_, (size_t)B * dIn) : nullptr;
+  float* pre = ensure(pre_, (size_t)BM);
+  preacts(p, X, B, pre, xt);
+  const float* xrows = useXt ? xt : X;
+  float* Wd = c.tied ? p.W_encT : p.W_dec;
+  float* gWd = c.tied ? g.W_encT : g.W_dec;
+
+  // Decoder row norms (ReLU's L1 term) and JumpReLU thresholds.
+  std::vector<float> norms, theta;
+  const bool l1 = c.act == RELU && o.sparsity > 0;
+  if (l1) {
+    norms.resize(m);
+    pool_.range(m, [&](long j0, long j1, int) {
+      for (long j = j0; j < j1; j++) norms[j] = std::sqrt(dot(dOut, Wd + j * dOut, Wd + j * dOut));
+    });
+  }
+  if (c.act == JUMPRELU) {
+    theta.resize(m);
+    for (int j = 0; j < m; j++) theta[j] = std::exp(p.log_threshold[j]);
+  }
+  const float eps = o.bandwidth;
+  auto inWindow = [&](float z, int j) { float u = (z - theta[j]) / eps; return u > -0.5f && u < 0.5f; };
+
+  // ---- Which entries are active (and, for JumpReLU, inside the STE window).
+  Sparse& sp = sp_;
+  ensure(sp.start, B);
+  ensure(sp.count, B);
+  float kth = 0;
+  bool haveKth = false;
+  if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
+    long npos = countPositive(pool_, pre, BM);
+    long want = (long)c.k * B < npos ? (long)c.k * B : npos;
+    if (want > 0) {
+      kth = kthLargestPositive(pool_, pre, BM, want);
+      haveKth = true;
+      r.minSelected = kth;
+    }
+  }
+  if (c.act == TOPK) {
+    const int k = c.k < m ? c.k : m;
+    ensure(sp.idx, (size_t)B * k);
+    ensure(sp.val, (size_t)B * k);
+    ensure(scratch_, (size_t)T * (5 * m + 128));
+    pool_.range(B, [&](long b0, long b1, int th) {
+      float* scr = scratch_.data() + (size_t)th * (5 * m + 128);
+      for (long b = b0; b < b1; b++) {
+        sp.start[b] = b * k;
+        sp.count[b] = topkRow(pre + b * m, m, k, sp.idx.data() + b * k, sp.val.data() + b * k, scr);
+      }
+    });
+  } else {
+    // Threshold rules: count per row, then fill (or go dense).
+    auto keep = [&](float z, int j) -> bool {
+      switch (c.act) {
+        case RELU: return z > 0.f;
+        case JUMPRELU: return z > theta[j] || inWindow(z, j);
+        default: return haveKth && z >= kth;
+      }
+    };
+    pool_.range(B, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        const float* z = pre + b * m;
+        int n = 0;
+        if (c.act == RELU) {
+          for (int j = 0; j < m; j++) n += z[j] > 0.f;
+        } else {
+          for (int j = 0; j < m; j++) n += keep(z[j], j);
+        }
+        sp.count[b] = n;
+      }
+    });
+    long total = 0;
+    for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
+    r.dense = (c.act == RELU || c.act == JUMPRELU) && (double)total > o.denseAbove * (double)BM;
+    if (!r.dense) {
+      ensure(sp.idx, (size_t)total + 1);
+      ensure(sp.val, (size_t)total + 1);
+      pool_.range(B, [&](long b0, long b1, int) {
+        for (long b = b0; b < b1; b++) {
+          const float* z = pre + b * m;
+          long s = sp.start[b];
+          for (int j = 0; j < m; j++) {
+            if (!keep(z[j], j)) continue;
+            sp.idx[s] = j;
+            sp.val[s] = (c.act == JUMPRELU && !(z[j] > theta[j])) ? 0.f : z[j];
+            s++;
+          }
+        }
+      });
+    }
+  }
+
+  // ---- Per-latent epilogue shared by both paths: sparsity terms, anchors, biases, fired counts.
+  // sumV: sum of activations (ReLU L1's decoder-norm gradient); sumDaK, sumK: JumpReLU's threshold gradient.
+  Partials anchorLoss(T);
+  auto finishLatent = [&](long j, double sumV, double sumDaK, double sumK, double gbe, double nFired, int th) {
+    float* gwd = gWd + j * dOut;
+    float* gwe = g.W_encT + j * dIn;
+    if (l1) axpy(dOut, (float)(o.sparsity / B * sumV / (norms[j] + 1e-12)), Wd + j * dOut, gwd);
+    if (c.act == JUMPRELU) {
+      double gTheta = -theta[j] * sumDaK - o.sparsity / B * sumK;
+      g.log_threshold[j] = (float)(gTheta * theta[j]);
+    }
+    if (j < o.anchorK) {
+      double s = 0;
+      const float w2 = 2 * o.anchorWeight;
+      for (int i = 0; i < dIn; i++) {
+        float de = p.W_encT[j * dIn + i] - o.anchorEnc[j * dIn + i];
+        s += (double)de * de;
+        gwe[i] += w2 * de;
+      }
+      for (int i = 0; i < dOut; i++) {
+        float dd = Wd[j * dOut + i] - o.anchorDec[j * dOut + i];
+        s += (double)dd * dd;
+        gwd[i] += w2 * dd;
+      }
+      anchorLoss.at(th)[0] += o.anchorWeight * s;
+    }
+    if (!c.noBias) g.b_enc[j] = (float)gbe;
+    fired[j] = (float)nFired;
+  };
+
+  Partials sse(T), spLoss(T), aux(T);
+  float* G = nullptr;            // dL/dy^ rows [B][dOut] (Matryoshka: one block of rows per prefix)
+  const int nG = c.act == MATRYOSHKA ? (int)c.widths.size() : 1;
+
+  if (r.dense) {
+    // ---- Dense path (ReLU / JumpReLU with many active latents): GEMMs for decoder and backward.
+    float* acts = c.act == RELU ? pre : ensure(acts_, (size_t)BM);
+    Partials nnz(T);
+    pool_.range(B, [&](long b0, long b1, int th) {
+      long n = 0;
+      for (long b = b0; b < b1; b++) {
+        float* z = pre + b * m;
+        float* a = acts + b * m;
+        if (c.act == RELU) {
+          for (int j = 0; j < m; j++) a[j] = z[j] > 0.f ? z[j] : 0.f;
+        } else {
+          for (int j = 0; j < m; j++) a[j] = z[j] > theta[j] ? z[j] : 0.f;
+        }
+        for (int j = 0; j < m; j++) n += a[j] > 0.f;
+      }
+      nnz.at(th)[0] += n;
+    });
+    r.nnz = (long)nnz.total();
+    float* yh = ensure(yhat_, (size_t)B * dOut);
+    gemm(pool_, B, dOut, m, View{acts, m, 1}, View{Wd, dOut, 1}, yh, dOut, false);
+    G = ensure(G_, (size_t)B * dOut);
+    pool_.range(B, [&](long b0, long b1, int th) {
+      double s = 0;
+      for (long b = b0; b < b1; b++)
+        for (int i = 0; i < dOut; i++) {
+          float e = yh[b * dOut + i] + p.b_dec[i] - Y[b * dOut + i];
+          s += (double)e * e;
+          G[b * dOut + i] = e * (2.f / B);
+        }
+      sse.at(th)[0] += s;
+    });
+    float* D = ensure(dacts_, (size_t)BM);
+    gemm(pool_, B, m, dOut, View{G, dOut, 1}, View{Wd, 1, dOut}, D, m, false);
+    // dpre in place of dacts, with per-thread column sums.
+    const int NS = 5;  // sumV, sumDaK, sumK, gbe, fired
+    std::vector<float> cols((size_t)T * NS * m, 0.f);
+    pool_.range(B, [&](long b0, long b1, int th) {
+      float* cV = cols.data() + (size_t)th * NS * m;
+      float *cDaK = cV + m, *cK = cV + 2 * m, *cDp = cV + 3 * m, *cF = cV + 4 * m;
+      double sl = 0;
+      const float lb = o.sparsity / B;
+      for (long b = b0; b < b1; b++) {
+        const float* a = acts + b * m;
+        const float* z = pre + b * m;
+        float* d = D + b * m;
+        if (c.act == RELU) {
+          for (int j = 0; j < m; j++) {
+            bool on = a[j] > 0.f;
+            float dp = on ? d[j] + (l1 ? lb * norms[j] : 0.f) : 0.f;
+            d[j] = dp;
+            cV[j] += a[j];
+            cDp[j] += dp;
+            cF[j] += on ? 1.f : 0.f;
+            if (l1) sl += (double)a[j] * norms[j];
+          }
+        } else {
+          for (int j = 0; j < m; j++) {
+            bool on = a[j] > 0.f;
+            float K = rect(z[j], theta[j], eps);
+            cDaK[j] += d[j] * K;
+            cK[j] += K;
+            float dp = on ? d[j] : 0.f;
+            d[j] = dp;
+            cDp[j] += dp;
+            cF[j] += on ? 1.f : 0.f;
+            sl += on ? 1.0 : 0.0;
+          }
+        }
+      }
+      spLoss.at(th)[0] += sl;
+    });
+    gemm(pool_, m, dOut, B, View{acts, 1, m}, View{G, dOut, 1}, gWd, dOut, false);
+    gemm(pool_, m, dIn, B, View{D, 1, m}, View{xrows, dIn, 1}, g.W_encT, dIn, c.tied);
+    pool_.range(m, [&](long j0, long j1, int th) {
+      for (long j = j0; j < j1; j++) {
+        double s[NS] = {0, 0, 0, 0, 0};
+        for (int t = 0; t < T; t++)
+          for (int q = 0; q < NS; q++) s[q] += cols[((size_t)t * NS + q) * m + j];
+        finishLatent(j, s[0], s[1], s[2], s[3], s[4], th);
+      }
+    });
+  } else {
+    // ---- Sparse path: per row, reconstruct from the active decoder rows, then dL/dacts on those entries.
+    long total = 0;
+    for (int b = 0; b < B; b++) total += sp.count[b];
+    r.nnz = total;
+    const long cap = c.act == TOPK ? (long)B * (c.k < m ? c.k : m) : total;
+    std::vector<float> dpre(cap + 1), dact(c.act == JUMPRELU ? cap + 1 : 1);
+    std::vector<const float*> grow(cap + 1);
+    G = ensure(G_, (size_t)nG * B * dOut);
+    const bool wantAux = (c.act == TOPK || c.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
+    float* E = wantAux ? ensure(E_, (size_t)B * dOut) : nullptr;
+    ensure(scratch_, (size_t)T * (5 * m + 128) + (size_t)T * dOut);
+    const float lb = o.sparsity / B;
+    pool_.range(B, [&](long b0, long b1, int th) {
+      float* yh = scratch_.data() + (size_t)T * (5 * m + 128) + (size_t)th * dOut;
+      double s = 0, sl = 0;
+      for (long b = b0; b < b1; b++) {
+        const long st = sp.start[b];
+        const int n = sp.count[b];
+        const int32_t* ix = sp.idx.data() + st;
+        const float* v = sp.val.data() + st;
+        const float* y = Y + b * dOut;
+        for (int i = 0; i < dOut; i++) yh[i] = p.b_dec[i];
+        if (c.act == MATRYOSHKA) {
+          // Nested prefixes: r_g = b_dec + sum_{j < w_g} f_j W_dec[j] - y; L = mean_g ||r_g||^2 / B.
+          // S_h = sum_{g >= h} 2 r_g / (B G) is dL/dy^ for the latents of block h.
+          int q = 0;
+          for (int gi = 0; gi < nG; gi++) {
+            for (; q < n && ix[q] < c.widths[gi]; q++) axpy(dOut, v[q], Wd + (long)ix[q] * dOut, yh);
+            float* Rg = G + ((size_t)gi * B + b) * dOut;
+            double sg = 0;
+            for (int i = 0; i < dOut; i++) {
+              float e = yh[i] - y[i];
+              Rg[i] = e;
+              sg += (double)e * e;
+            }
+            sl += sg / nG;  // main loss (mean over prefixes), accumulated apart from the MSE
+            if (gi == nG - 1) s += sg;
+          }
+          const float sc = 2.f / ((float)B * nG);
+          for (int gi = nG - 1; gi >= 0; gi--) {
+            float* Rg = G + ((size_t)gi * B + b) * dOut;
+            const float* Rn = gi + 1 < nG ? G + ((size_t)(gi + 1) * B + b) * dOut : nullptr;
+            for (int i = 0; i < dOut; i++) Rg[i] = Rg[i] * sc + (Rn ? Rn[i] : 0.f);
+          }
+          int blk = 0;
+          for (int q2 = 0; q2 < n; q2++) {
+            while (ix[q2] >= c.widths[blk]) blk++;
+            const float* Sg = G + ((size_t)blk * B + b) * dOut;
+            grow[st + q2] = Sg;
+            dpre[st + q2] = dot(dOut, Sg, Wd + (long)ix[q2] * dOut);
+          }
+          continue;
+        }
+        for (int q = 0; q < n; q++)
+          if (v[q] != 0.f) axpy(dOut, v[q], Wd + (long)ix[q] * dOut, yh);
+        float* Gb = G + b * dOut;
+        for (int i = 0; i < dOut; i++) {
+          float e = yh[i] - y[i];
+          s += (double)e * e;
+          if (E) E[b * dOut + i] = e;
+          Gb[i] = e * (2.f / B);
+        }
+        for (int q = 0; q < n; q++) {
+          const int j = ix[q];
+          float da = dot(dOut, Gb, Wd + (long)j * dOut);
+          grow[st + q] = Gb;
+          if (c.act == RELU) {
+            dpre[st + q] = da + (l1 ? lb * norms[j] : 0.f);
+            if (l1) sl += (double)v[q] * norms[j];
+          } else if (c.act == JUMPRELU) {
+            dact[st + q] = da;
+            bool on = v[q] != 0.f;
+            dpre[st + q] = on ? da : 0.f;
+            sl += on ? 1.0 : 0.0;
+          } else {
+            dpre[st + q] = da;
+          }
+        }
+      }
+      sse.at(th)[0] += s;
+      spLoss.at(th)[0] += sl;
+    });
+
+    // ---- AuxK: the top k_aux dead pre-activations reconstruct the (detached) residual y - y^.
+    Sparse& ax = aux_;
+    long auxTotal = 0;
+    std::vector<float> auxDp;
+    std::vector<const float*> auxGrow;
+    std::vector<int32_t> deadList;
+    if (wantAux) {
+      for (int j = 0; j < m; j++)
+        if (o.dead[j]) deadList.push_back(j);
+    }
+    if (!deadList.empty()) {
+      const int nDead = (int)deadList.size();
+      const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
+      // Variance of the target -e about its batch mean.
+      std::vector<double> mean(dOut, 0.0);
+      for (int b = 0; b < B; b++)
+        for (int i = 0; i < dOut; i++) mean[i] -= E[(long)b * dOut + i];
+      for (int i = 0; i < dOut; i++) mean[i] /= B;
+      Partials var(T);
+      pool_.range(B, [&](long b0, long b1, int th) {
+        double s = 0;
+        for (long b = b0; b < b1; b++)
+          for (int i = 0; i < dOut; i++) {
+            double d = -E[b * dOut + i] - mean[i];
+            s += d * d;
+          }
+        var.at(th)[0] += s;
+      });
+      const double denom = var.total() + 1e-12;
+      ensure(ax.start, B);
+      ensure(ax.count, B);
+      ensure(ax.idx, (size_t)B * kAux);
+      ensure(ax.val, (size_t)B * kAux);
+      auxDp.resize((size_t)B * kAux + 1);
+      auxGrow.resize((size_t)B * kAux + 1);
+      float* GA = ensure(GA_, (size_t)B * dOut);
+      const size_t scrW = (size_t)5 * nDead + 128 + nDead + (size_t)dOut;
+      std::vector<float> scr((size_t)T * scrW);
+      const float ga = (float)(2.0 * o.auxkCoefficient / denom);
+      pool_.range(B, [&](long b0, long b1, int th) {
+        float* s0 = scr.data() + (size_t)th * scrW;
+        float* gathered = s0 + 5 * nDead + 128;
+        float* eh = gathered + nDead;
+        double s = 0;
+        for (long b = b0; b < b1; b++) {
+          const float* z = pre + b * m;
+          for (int t = 0; t < nDead; t++) gathered[t] = z[deadList[t]];
+          int32_t* ix = ax.idx.data() + b * kAux;
+          float* v = ax.val.data() + b * kAux;
+          int n = topkRow(gathered, nDead, kAux, ix, v, s0);
+          for (int q = 0; q < n; q++) ix[q] = deadList[ix[q]];
+          ax.start[b] = b * kAux;
+          ax.count[b] = n;
+          for (int i = 0; i < dOut; i++) eh[i] = 0.f;
+          for (int q = 0; q < n; q++) axpy(dOut, v[q], Wd + (long)ix[q] * dOut, eh);
+          float* ga_b = GA + b * dOut;
+          for (int i = 0; i < dOut; i++) {
+            float d = eh[i] + E[b * dOut + i];  // e^ - (y - y^)
+            s += (double)d * d;
+            ga_b[i] = ga * d;
+          }
+          for (int q = 0; q < n; q++) {
+            auxDp[b * kAux + q] = dot(dOut, ga_b, Wd + (long)ix[q] * dOut);
+            auxGrow[b * kAux + q] = ga_b;
+          }
+        }
+        aux.at(th)[0] += s;
+      });
+      for (int b = 0; b < B; b++) auxTotal += ax.count[b];
+      r.auxLoss = o.auxkCoefficient * aux.total() / denom;
+    }
+
+    // ---- Entries grouped by latent (a counting sort per thread), then each latent's gradient rows.
+    // An entry reference is its slot in the main arrays, or mainCap + its slot in the AuxK arrays.
+    const long mainCap = cap + 1;
+    std::vector<long> cnt((size_t)T * (m + 1), 0);
+    auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
+    const bool hasAux = auxTotal > 0;
+    pool_.run(T, [&](int t, int) {
+      long* ct = cnt.data() + (size_t)t * (m + 1);
+      auto [b0, b1] = rowsOf(t);
+      for (long b = b0; b < b1; b++) {
+        for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
+        if (hasAux)
+          for (int q = 0; q < ax.count[b]; q++) ct[ax.idx[ax.start[b] + q]]++;
+      }
+    });
+    std::vector<long> colStart(m + 1);
+    std::vector<long> off((size_t)T * m);
+    long run = 0;
+    for (int j = 0; j < m; j++) {
+      colStart[j] = run;
+      for (int t = 0; t < T; t++) {
+        off[(size_t)t * m + j] = run;
+        run += cnt[(size_t)t * (m + 1) + j];
+      }
+    }
+    colStart[m] = run;
+    std::vector<long> order(run + 1);
+    pool_.run(T, [&](int t, int) {
+      long* o2 = off.data() + (size_t)t * m;
+      auto [b0, b1] = rowsOf(t);
+      for (long b = b0; b < b1; b++) {
+        for (int q = 0; q < sp.count[b]; q++) {
+          long s = sp.start[b] + q;
+          order[o2[sp.idx[s]]++] = s;
+        }
+        if (hasAux)
+          for (int q = 0; q < ax.count[b]; q++) {
+            long s = ax.start[b] + q;
+            order[o2[ax.idx[s]]++] = mainCap + s;
+          }
+      }
+    });
+    // Row b of an entry: main slots follow sp.start; recover it with a slot -> row table.
+    std::vector<int32_t> slotRow(mainCap), auxRow(hasAux ? (size_t)B * (o.auxkK < (int)deadList.size() ? o.auxkK : deadList.size()) + 1 : 1);
+    pool_.range(B, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        for (int q = 0; q < sp.count[b]; q++) slotRow[sp.start[b] + q] = (int32_t)b;
+        if (hasAux)
+          for (int q = 0; q < ax.count[b]; q++) auxRow[ax.start[b] + q] = (int32_t)b;
+      }
+    });
+    pool_.range(m, [&](long j0, long j1, int th) {
+      for (long j = j0; j < j1; j++) {
+        float* gwd = gWd + j * dOut;
+        float* gwe = g.W_encT + j * dIn;
+        for (int i = 0; i < dOut; i++) gwd[i] = 0.f;
+        if (!c.tied)
+          for (int i = 0; i < dIn; i++) gwe[i] = 0.f;
+        double sumV = 0, sumDaK = 0, sumK = 0, gbe = 0, nf = 0;
+        for (long e = colStart[j]; e < colStart[j + 1]; e++) {
+          long s = order[e];
+          float v, dp;
+          const float* gr;
+          int b;
+          if (s < mainCap) {
+            v = sp.val[s];
+            dp = dpre[s];
+            gr = grow[s];
+            b = slotRow[s];
+            sumV += v;
+            nf += v > 0.f;
+            if (c.act == JUMPRELU) {
+              float K = rect(pre[(long)b * m + j], theta[j], eps);
+              sumDaK += (double)dact[s] * K;
+              sumK += K;
+            }
+          } else {
+            s -= mainCap;
+            v = ax.val[s];
+            dp = auxDp[s];
+            gr = auxGrow[s];
+            b = auxRow[s];
+          }
+          if (v != 0.f) axpy(dOut, v, gr, gwd);
+          if (dp != 0.f) {
+            axpy(dIn, dp, xrows + (long)b * dIn, gwe);
+            gbe += dp;
+          }
+        }
+        finishLatent(j, sumV, sumDaK, sumK, gbe, nf, th);
+      }
+    }, 16);
+  }
+
+  // ---- b_dec: sum over rows of dL/dy^ (Matryoshka: the first prefix's, which every prefix includes),
+  // minus W_enc gb_enc where pre depends on b_dec through x~ = x - b_dec.
+  if (!c.noBias) {
+    const float* G0 = G;
+    std::vector<double> part((size_t)T * (dOut + 8), 0.0);
+    pool_.range(B, [&](long b0, long b1, int th) {
+      double* pp = part.data() + (size_t)th * (dOut + 8);
+      for (long b = b0; b < b1; b++)
+        for (int i = 0; i < dOut; i++) pp[i] += G0[b * dOut + i];
+    });
+    std::vector<double> corr((size_t)T * (dIn + 8), 0.0);
+    if (useXt) {
+      pool_.range(m, [&](long j0, long j1, int th) {
+        double* cc = corr.data() + (size_t)th * (dIn + 8);
+        for (long j = j0; j < j1; j++) {
+          float gb = g.b_enc[j];
+          if (gb == 0.f) continue;
+          const float* w = p.W_encT + j * dIn;
+          for (int i = 0; i < dIn; i++) cc[i] += (double)gb * w[i];
+        }
+      });
+    }
+    for (int i = 0; i < dOut; i++) {
+      double s = 0;
+      for (int t = 0; t < T; t++) s += part[(size_t)t * (dOut + 8) + i];
+      if (useXt)
+        for (int t = 0; t < T; t++) s -= corr[(size_t)t * (dIn + 8) + i];
+      g.b_dec[i] = (float)s;
+    }
+  }
+
+  double l0 = 0;
+  for (int j = 0; j < m; j++) l0 += fired[j];
+  r.l0 = l0 / B;
+  r.mse = sse.total() / B;
+  const double mainLoss = c.act == MATRYOSHKA ? spLoss.total() / B : r.mse;
+  if (c.act == RELU) r.sparsityLoss = l1 ? o.sparsity * spLoss.total() / B : 0;
+  else if (c.act == JUMPRELU) r.sparsityLoss = o.sparsity * spLoss.total() / B;
+  r.anchorLoss = anchorLoss.total();
+  r.loss = mainLoss + r.sparsityLoss + r.auxLoss + r.anchorLoss;
+  return r;
+}
+
+}  // namespace sdl

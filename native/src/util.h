@@ -1,0 +1,34 @@
+// Small helpers shared by the engine's translation units.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+namespace sdl {
+
+template <class T>
+T* ensure(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// Per-thread partial sums, padded apart so threads do not share cache lines.
+struct Partials {
+  explicit Partials(int threads, int width = 1) : w(width), v((size_t)threads * stride(width), 0.0) {}
+  static size_t stride(int width) { return ((size_t)width + 7) / 8 * 8 + 8; }
+  double* at(int thread) { return v.data() + (size_t)thread * stride(w); }
+  double total(int i = 0) const {
+    double s = 0;
+    for (size_t t = 0; t < v.size() / stride(w); t++) s += v[t * stride(w) + i];
+    return s;
+  }
+  int w;
+  std::vector<double> v;
+};
+
+// The straight-through estimator's rectangle kernel K((z - theta) / eps) / eps.
+inline float rect(float z, float theta, float eps) {
+  float u = (z - theta) / eps;
+  return (u > -0.5f && u < 0.5f) ? 1.f / eps : 0.f;
+}
+
+}  // namespace sdl
