@@ -4,7 +4,6 @@
 // it out (row, context bounds, the feature's activation on each context row) so the caller can keep the example.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "pool.h"

@@ -11,7 +11,7 @@ import type { Dictionary } from '../sdl/dictionary.js';
 import { loadModel } from '../models/model.js';
 import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
-import { native } from '../native/kernels.js';
+import { gemm } from '../sdl/linalg.js';
 import { createIndexStats } from './stats.js';
 import { sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
@@ -245,17 +245,9 @@ function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): {
   const out: { j: number; score: number }[][] = [];
   const blk = 256;
   const C = new Float32Array(blk * m);
-  const mod = native();
   for (let i0 = 0; i0 < m; i0 += blk) {
     const rows = Math.min(blk, m - i0);
-    if (mod) mod.gemm(rows, m, d, unit.subarray(i0 * d), d, 1, unit, 1, d, C, m, false, 2);
-    else {
-      for (let r = 0; r < rows; r++) for (let j = 0; j < m; j++) {
-        let s = 0;
-        for (let q = 0; q < d; q++) s += unit[(i0 + r) * d + q] * unit[j * d + q];
-        C[r * m + j] = s;
-      }
-    }
+    gemm(rows, m, d, unit.subarray(i0 * d), d, 1, unit, 1, d, C, m); // cosines of this block with every row
     for (let r = 0; r < rows; r++) out.push(largest(m, n, (j) => (j === i0 + r ? -Infinity : C[r * m + j])));
   }
   return out;

@@ -3,6 +3,7 @@
 import { DataType } from '../onnx/proto.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { UserError } from '../util/errors.js';
+import { transpose } from '../sdl/linalg.js';
 
 export interface LlamaConfig {
   dim: number;
@@ -107,13 +108,6 @@ export function ropeTables(seqLen: number, hs: number, theta: number): { real: F
     }
   }
   return { real, imag };
-}
-
-/** Transposes a row-major [rows, cols] matrix (one layer's slice) into [cols, rows]. */
-function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
-  return out;
 }
 
 export const HOOK_SITES = ['resid_pre', 'attn_out', 'resid_mid', 'mlp_in', 'mlp_out', 'resid_post'] as const;

@@ -3,7 +3,7 @@
 // (the index, in-model evaluation, ground-truth metrics, search) goes through here.
 import { ACTIVATION_CODE, native, nativeThreads, type NativeEngine, type NativeTensors } from '../native/kernels.js';
 import type { Dictionary } from './dictionary.js';
-import { transpose } from './engine.js';
+import { transpose } from './linalg.js';
 
 /** Active latents per token: row r holds idx/val[start[r] .. start[r + 1]), latents in increasing order. */
 export interface SparseActs {

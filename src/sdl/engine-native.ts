@@ -5,7 +5,8 @@ import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernel
 import { ACTIVATION_CODE, nativeThreads } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor } from './safetensors.js';
-import { concatRows, transpose, type Engine, type EngineForward, type EngineInit, type EngineStepOptions, type EngineStepResult, type EngineWeights } from './engine.js';
+import { concatRows, transpose } from './linalg.js';
+import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine.js';
 
 type Name = 'W_encT' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
 

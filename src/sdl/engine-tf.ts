@@ -5,7 +5,8 @@ import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor } from './safetensors.js';
 import { step, preacts, inferMask, type Params, type Grads } from './step.js';
 import { Adam, normalizeRows, projectDecoderGrad } from './adam.js';
-import { concatRows, transpose, type Engine, type EngineForward, type EngineInit, type EngineStepOptions, type EngineStepResult, type EngineWeights } from './engine.js';
+import { concatRows, transpose } from './linalg.js';
+import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine.js';
 
 export class TfEngine implements Engine {
   private p: Params;

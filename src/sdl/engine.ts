@@ -99,17 +99,3 @@ export async function createEngine(requested: string | undefined, init: EngineIn
   const { TfEngine } = await import('./engine-tf.js');
   return { engine: new TfEngine(backend, init), note: requested ? undefined : `native kernels ${nativeStatus()}; using TensorFlow.js (${backend})` };
 }
-
-/** Transposes a row-major [rows, cols] matrix. */
-export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
-  return out;
-}
-
-/** Concatenates rows (each cut to d values) into one row-major [rows, d] matrix. */
-export function concatRows(rows: Float32Array[], d: number): Float32Array {
-  const out = new Float32Array(rows.length * d);
-  rows.forEach((r, i) => out.set(r.subarray(0, d), i * d));
-  return out;
-}

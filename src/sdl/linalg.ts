@@ -1,7 +1,7 @@
-// C[M, N] = A[M, K] B[K, N] (+ C) on strided views: element (i, j) of A is A[i * ars + j * acs]. The native
-// GEMM where it is built (both cores, AVX-512/AVX2), else a plain loop.
+// Dense matrix helpers on row-major Float32Arrays: the GEMM (native where built), transposes, row concatenation.
 import { native, nativeThreads } from '../native/kernels.js';
 
+/** C[M, N] = A[M, K] B[K, N] (+ C) on strided views (element (i, j) of A is A[i * ars + j * acs]); native where built. */
 export function gemm(M: number, N: number, K: number, A: Float32Array, ars: number, acs: number, B: Float32Array, brs: number, bcs: number, C: Float32Array, ldc: number, accumulate = false): void {
   const mod = native();
   if (mod) return mod.gemm(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, accumulate, nativeThreads());
@@ -12,4 +12,18 @@ export function gemm(M: number, N: number, K: number, A: Float32Array, ars: numb
       C[i * ldc + j] = s;
     }
   }
+}
+
+/** Transposes a row-major [rows, cols] matrix into [cols, rows]. */
+export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
+  return out;
+}
+
+/** Concatenates rows (each cut to d values) into one row-major [rows, d] matrix. */
+export function concatRows(rows: Float32Array[], d: number): Float32Array {
+  const out = new Float32Array(rows.length * d);
+  rows.forEach((r, i) => out.set(r.subarray(0, d), i * d));
+  return out;
 }

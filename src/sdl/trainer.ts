@@ -154,17 +154,20 @@ export async function fit(job: FitJob): Promise<FitResult> {
   // Parameters: fresh, or from the checkpoint.
   let threshold = state?.threshold ?? 0;
   let thresholdInit = state?.thresholdInit ?? false;
-  const init = (() => {
-    const n = Math.min(sample.n, 4096);
-    const ys = (same ? sample.x : sample.y).slice(0, n * cfg.dOut);
-    applyScales(ys, cfg.sitesOut, scalesOut);
-    return initWeights(cfg, train, { y: ys, n });
-  })();
+  const saved = state ? readSafetensors(join(ckptDir, 'state.safetensors')).tensors : undefined;
+  const init = saved
+    ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
+    : (() => {
+      const n = Math.min(sample.n, 4096);
+      const ys = (same ? sample.x : sample.y).slice(0, n * cfg.dOut);
+      applyScales(ys, cfg.sitesOut, scalesOut);
+      return initWeights(cfg, train, { y: ys, n });
+    })();
   const anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
   const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, anchors });
   if (note) job.onNote?.(note);
   const backend = engine.backend;
-  if (state) engine.loadState(readSafetensors(join(ckptDir, 'state.safetensors')).tensors, state.adamT);
+  if (saved) engine.loadState(saved, state!.adamT); // the Adam moments (the parameters came in through init)
 
   mkdirSync(job.out, { recursive: true });
   // A finished dictionary in `out` is replaced only when this run completes: remove its cfg.json now,
