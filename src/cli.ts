@@ -15,6 +15,7 @@ import * as synthCmd from './commands/synth.js';
 import * as indexCmds from './commands/index-cmds.js';
 import * as benchCmd from './commands/bench.js';
 import * as theoryCmd from './commands/theory.js';
+import * as interveneCmds from './commands/intervene.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -28,7 +29,7 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, benchCmd, theoryCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, interveneCmds, benchCmd, theoryCmd]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { loadModel, type LoadedModel } from '../models/model.js';
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
-import { createSession, hookSubgraph, makeFeeds } from '../onnx/session.js';
+import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import { documents, describeCorpus, type Split } from '../corpus/sources.js';
 import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
@@ -157,7 +157,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
 
   const bytes = hookSubgraph(model.bytes, model.proto, hooks);
   const session = await createSession(bytes, { threads: cfg.threads, spinning: false }); // the shard writer shares the cores
-  const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
+  const inputs = runtimeInputs(model.proto);
   const fetches = [...new Set(hooks.map((h) => h.tensor))];
 
   let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;

@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { loadModel } from '../models/model.js';
+import { bindModel } from '../intervene/bind.js';
 import { Dictionary } from '../sdl/dictionary.js';
 import { spliceEval, evalWindows } from '../eval/splice-eval.js';
 import { defaultModel, printJson } from './common.js';
@@ -11,7 +11,7 @@ export function register(y: Argv): Argv {
     'Measure a dictionary: inside its model (CE loss recovered, KL, FVU, L0) or against known features (--truth)',
     (a) => a
       .positional('dictionary', { type: 'string', demandOption: true })
-      .option('model', { type: 'string', describe: 'model folder or .onnx (default: the bundled model)' })
+      .option('model', { type: 'string', describe: 'model folder or .onnx (default: the one the dictionary was trained on, else the bundled model)' })
       .option('tokenizer', { type: 'string' })
       .option('corpus', { type: 'string', default: 'builtin', describe: 'held-out text (builtin corpora: their heldout split)' })
       .option('windows', { type: 'number', default: 32, describe: 'windows of --ctx tokens' })
@@ -40,7 +40,7 @@ export function register(y: Argv): Argv {
         if (abs) console.log(`  absorption rate ${(100 * abs.rate).toFixed(1)}% of children; the paper's prediction (the weakest child is absorbed) holds for ${abs.parents.filter((p) => p.predictionHolds).length} of ${abs.parents.filter((p) => p.predictionHolds !== null).length} parents with absorption`);
         return;
       }
-      const m = loadModel(argv.model ?? defaultModel(), { tokenizer: argv.tokenizer });
+      const { model: m } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, tokenizer: argv.tokenizer, fallback: defaultModel });
       const r = await spliceEval(m, d, evalWindows(m, argv.windows, argv.ctx, argv.corpus), argv.ctx, argv.batch);
       if (argv.json) return printJson(r);
       console.log(`${d.cfg.kind} on ${d.cfg.sitesIn[0].name}${d.cfg.kind === 'transcoder' ? ` -> ${d.cfg.sitesOut[0].name}` : ''}, ${r.tokens} predictions:`);

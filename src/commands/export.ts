@@ -5,7 +5,7 @@ import { dictionaryToOnnx } from '../export/onnx.js';
 import { exportSaelens } from '../export/saelens.js';
 import { writeAtomic } from '../util/fsx.js';
 import { spliceModel } from '../export/splice.js';
-import { loadModel } from '../models/model.js';
+import { bindModel } from '../intervene/bind.js';
 import { UserError } from '../util/errors.js';
 import { defaultModel } from './common.js';
 
@@ -21,15 +21,14 @@ export function register(y: Argv): Argv {
         .option('encoder-only', { type: 'boolean', default: false, describe: 'onnx: only the features output' })
         .option('fp16', { type: 'boolean', default: false, describe: 'onnx: store weights as float16' })
         .option('splice', { type: 'boolean', default: false, describe: 'onnx: write the model with the dictionary spliced in at its hook (needs --model)' })
-        .option('model', { type: 'string', describe: 'with --splice: the model (default: the bundled model)' })
+        .option('model', { type: 'string', describe: 'with --splice: the model (default: the one the dictionary was trained on)' })
         .example('sdl export cache/dicts/my-sae --format onnx', 'writes cache/dicts/my-sae/dictionary.onnx')
         .example('sdl export cache/dicts/my-sae --format saelens --out my-sae-saelens', ''),
-      (argv) => {
+      async (argv) => {
         const d = Dictionary.load(argv.dictionary!);
         if (argv.format === 'onnx' && argv.splice) {
-          const m = loadModel(argv.model ?? defaultModel());
-          const hin = m.hooks.points.get(d.cfg.sitesIn[0].name), hout = m.hooks.points.get(d.cfg.sitesOut[0].name);
-          if (!hin || !hout || d.cfg.sitesIn.length > 1) throw new UserError(`${m.name} has no hook ${d.cfg.sitesOut[0].name} (or the dictionary reads several sites); splice it into the model it was trained on`);
+          if (d.cfg.sitesIn.length > 1) throw new UserError(`a ${d.cfg.kind} reads several sites and cannot be spliced into one forward pass; 'sdl eval' measures it in two stages`);
+          const { model: m, inputs: [hin], outputs: [hout] } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, fallback: defaultModel });
           const out = argv.out ?? join(argv.dictionary!, 'spliced.onnx');
           writeAtomic(out, spliceModel(m.bytes, m.proto, hout.tensor, { kind: 'dictionary', dict: d, input: hin.tensor }));
           console.log(`wrote ${out}: ${m.name} with ${hout.name} replaced by the dictionary's reconstruction (position 0 kept)`);

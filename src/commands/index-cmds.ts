@@ -4,11 +4,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Dictionary } from '../sdl/dictionary.js';
 import { buildIndex, INDEX_DEFAULTS, HIST_EDGES } from '../index/build.js';
 import { openIndex, listFeatures, featureDetail, featuresForToken, runSql, tokenText } from '../index/query.js';
-import { loadModel } from '../models/model.js';
-import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
+import { bindModel } from '../intervene/bind.js';
+import { Intervener } from '../intervene/intervener.js';
 import { UserError } from '../util/errors.js';
 import { printJson } from './common.js';
-import { encodeDense } from '../sdl/encoder.js';
 
 const SPARK = '▁▂▃▄▅▆▇█';
 const sparkline = (h: number[]) => {
@@ -111,26 +110,15 @@ export function register(y: Argv): Argv {
       const d = Dictionary.load(argv.dictionary!);
       const db = openIndex(argv.dictionary!);
       const acts = (db.prepare("select value from dictionary where key = 'activations'").get() as { value: string }).value;
-      const man = JSON.parse(readFileSync(join(acts, 'manifest.json'), 'utf8'));
-      const spec = argv.model ?? (existsSync(join(dirname(man.model_path), 'config.json')) ? dirname(man.model_path) : man.model_path);
-      const m = loadModel(spec);
-      const hooks = d.cfg.sitesIn.map((s) => {
-        const h = m.hooks.points.get(s.name);
-        if (!h) throw new UserError(`${m.name} has no hook ${s.name}`);
-        return h;
-      });
+      const harvestModel = () => {
+        const man = JSON.parse(readFileSync(join(acts, 'manifest.json'), 'utf8'));
+        return existsSync(join(dirname(man.model_path), 'config.json')) ? dirname(man.model_path) : man.model_path;
+      };
+      const iv = await Intervener.create(await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, fallback: harvestModel }), d);
+      const m = iv.model;
       const ids = m.tokenizer.encode(argv.text!);
-      const s = await createSession(exposeHooks(m.bytes, hooks, new Set(m.proto.graph.outputs.map((o) => o.name))));
-      const out = await s.run(makeFeeds(m.proto.graph.inputs, Int32Array.from(ids), 1, ids.length));
-      const T = ids.length;
-      const x = new Float32Array(T * d.cfg.dIn);
-      let off = 0;
-      d.cfg.sitesIn.forEach((site, i) => {
-        const v = out[hooks[i].tensor].data as Float32Array;
-        for (let t = 0; t < T; t++) x.set(v.subarray(t * site.width, (t + 1) * site.width), t * d.cfg.dIn + off);
-        off += site.width;
-      });
-      const f = encodeDense(d, x, T);
+      const f = (await iv.forward(Int32Array.from(ids), 1, ids.length)).features;
+      await iv.release();
       const res = ids.map((id, t) => ({
         position: t, token: m.tokenizer.piece(id),
         features: Array.from({ length: d.cfg.dSae }, (_, i) => ({ feature: i, act: f[t * d.cfg.dSae + i] })).filter((a) => a.act > 0).sort((a, b) => b.act - a.act).slice(0, argv.limit),

@@ -3,7 +3,7 @@
 // = (CE_zero - CE_spliced) / (CE_zero - CE_clean), delta LM loss, KL(clean || spliced), FVU and L0.
 import type { LoadedModel } from '../models/model.js';
 import type { Dictionary } from '../sdl/dictionary.js';
-import { createSession, exposeHooks, makeFeeds } from '../onnx/session.js';
+import { createSession, exposeHooks, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import { spliceModel, spliceMany } from '../export/splice.js';
 import * as ort from 'onnxruntime-node';
 import { documents } from '../corpus/sources.js';
@@ -36,7 +36,7 @@ export function evalWindows(model: LoadedModel, count: number, ctx: number, corp
   return out;
 }
 
-function logSoftmaxRow(row: Float32Array): Float64Array {
+export function logSoftmaxRow(row: Float32Array): Float64Array {
   let max = -Infinity;
   for (const v of row) if (v > max) max = v;
   let z = 0;
@@ -54,9 +54,9 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
   const clean = await createSession(exposeHooks(model.bytes, [hin, hout], new Set(model.proto.graph.outputs.map((o) => o.name))));
   const spliced = await createSession(spliceModel(model.bytes, model.proto, hout.tensor, { kind: 'dictionary', dict, input: hin.tensor }));
   const zero = await createSession(spliceModel(model.bytes, model.proto, hout.tensor, { kind: 'zero' }));
-  const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
+  const inputs = runtimeInputs(model.proto);
   const n = windows.length / ctx;
-  const acc = new CeAccumulator();
+  const acc = new CeAccumulator(3);
   let sse = 0, l0 = 0, rows = 0;
   const sumY = new Float64Array(c.dOut), sumY2 = new Float64Array(c.dOut);
   for (let b0 = 0; b0 < n; b0 += batch) {
@@ -95,22 +95,28 @@ function summarize(acc: CeAccumulator, fvu: number, l0: number): SpliceMetrics {
   };
 }
 
-/** CE and KL of predictions at every position but the last, accumulated over a batch. */
-class CeAccumulator {
-  ce = [0, 0, 0];
-  kl = [0, 0];
+/**
+ * CE of each variant's predictions at every position but the last, and KL(clean || variant) for every variant
+ * after the first (the clean model), accumulated over batches. Shared by eval, ablate and steer.
+ */
+export class CeAccumulator {
+  readonly ce: number[];
+  readonly kl: number[];
   preds = 0;
-  add(ids: Int32Array, B: number, ctx: number, clean: Float32Array, spliced: Float32Array, zero: Float32Array): void {
-    const V = clean.length / (B * ctx);
+  constructor(variants: number) {
+    this.ce = new Array(variants).fill(0);
+    this.kl = new Array(variants - 1).fill(0);
+  }
+  add(ids: Int32Array, B: number, ctx: number, ...logits: Float32Array[]): void {
+    const V = logits[0].length / (B * ctx);
     for (let b = 0; b < B; b++) for (let t = 0; t + 1 < ctx; t++) {
       const o = (b * ctx + t) * V;
-      const p = [clean, spliced, zero].map((L) => logSoftmaxRow(L.subarray(o, o + V)));
+      const p = logits.map((L) => logSoftmaxRow(L.subarray(o, o + V)));
       const y = ids[b * ctx + t + 1];
       p.forEach((q, i) => (this.ce[i] -= q[y]));
       for (let v = 0; v < V; v++) {
         const pc = Math.exp(p[0][v]);
-        this.kl[0] += pc * (p[0][v] - p[1][v]);
-        this.kl[1] += pc * (p[0][v] - p[2][v]);
+        for (let i = 1; i < p.length; i++) this.kl[i - 1] += pc * (p[0][v] - p[i][v]);
       }
       this.preds++;
     }
@@ -134,8 +140,8 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
   const names = hooks.map((_, i) => `sdlkit_replacement_${i}`);
   const spliced = await createSession(spliceMany(model.bytes, hooks.map((h, i) => ({ target: h.tensor, rep: { kind: 'input' as const, name: names[i], width: c.sitesIn[i].width } }))));
   const zero = await createSession(spliceMany(model.bytes, hooks.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } }))));
-  const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
-  const acc = new CeAccumulator();
+  const inputs = runtimeInputs(model.proto);
+  const acc = new CeAccumulator(3);
   const n = windows.length / ctx;
   let sse = 0, l0 = 0, rows = 0;
   const sumY = new Float64Array(c.dIn), sumY2 = new Float64Array(c.dIn);

@@ -13,7 +13,36 @@ import { UserError } from '../util/errors.js';
 export type Replacement =
   | { kind: 'dictionary'; dict: Dictionary; input: string }
   | { kind: 'zero' }
-  | { kind: 'input'; name: string; width: number };
+  | { kind: 'input'; name: string; width: number }
+  | SteerReplacement;
+
+/**
+ * An intervention on the dictionary's features with the error term kept: y' = y + coef W_dec, where
+ * coef = clamp_mask * (clamp_value - f(x)) + add / ||W_dec[i]||. `add` moves along unit decoder directions;
+ * clamping sets a feature's activation and leaves the rest of the reconstruction and the error untouched
+ * (SAELens' clamp with the error term). Ablation is a clamp to 0. The three per-feature inputs are graph
+ * inputs [rows, d_sae] (rows 1 to broadcast over tokens, or one row per token), so one session serves
+ * readout, steering and ablation. The features come from the dictionary's own nodes reading `input`, or,
+ * when the dictionary reads sites the forward pass has not reached yet (crosscoders), from a graph input.
+ * `cols` is the slice of the decoder's output that this site receives (crosscoders write several sites).
+ */
+export interface SteerReplacement {
+  kind: 'steer';
+  dict: Dictionary;
+  input?: string;
+  cols: [number, number];
+  /** Declare the shared steering inputs (once per model, when several sites are spliced). */
+  declareInputs: boolean;
+}
+
+/** Names of the intervention graph's extra inputs and outputs. */
+export const STEER = {
+  add: 'sdlkit_steer_add',
+  clampMask: 'sdlkit_steer_clamp_mask',
+  clampValue: 'sdlkit_steer_clamp_value',
+  /** Graph input of the features (crosscoders) or graph output of the features computed in the graph. */
+  features: 'sdlkit_features',
+} as const;
 
 export const SPLICED = 'sdlkit/spliced';
 const splicedName = (tag: string) => (tag ? `sdlkit/${tag}/spliced` : SPLICED);
@@ -32,7 +61,32 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
   const shape = g.op('Shape', [target]);
   let recon3d: string;
   const extraInputs: { name: string; elemType: number; shape: (number | string)[] }[] = [];
-  if (rep.kind === 'zero') recon3d = g.op('Mul', [target, g.scalarF32(0, `${P}zero`)]);
+  const extraOutputs: { name: string; elemType: number; shape: (number | string)[] }[] = [];
+  if (rep.kind === 'steer') {
+    const d = rep.dict, m = d.cfg.dSae;
+    if (rep.declareInputs) {
+      for (const name of [STEER.add, STEER.clampMask, STEER.clampValue]) extraInputs.push({ name, elemType: DataType.FLOAT, shape: ['steer_rows', m] });
+      if (!rep.input) extraInputs.push({ name: STEER.features, elemType: DataType.FLOAT, shape: ['tokens', m] });
+    }
+    let f: string = STEER.features;
+    if (rep.input) {
+      const x2 = g.op('Reshape', [rep.input, g.i64(`${P}flat_in`, [-1, d.cfg.dIn])]);
+      f = g.op('Identity', [addDictionaryNodes(g, d, x2, { prefix: `${P}dict/`, encoderOnly: true }).features], {}, STEER.features);
+      extraOutputs.push({ name: STEER.features, elemType: DataType.FLOAT, shape: ['tokens', m] });
+    }
+    const [c0, c1] = rep.cols, w = c1 - c0, dOut = d.cfg.dOut;
+    const invNorm = new Float32Array(m), Wd = new Float32Array(m * w);
+    for (let i = 0; i < m; i++) {
+      let n2 = 0;
+      for (let j = 0; j < dOut; j++) n2 += d.w.W_dec[i * dOut + j] ** 2;
+      invNorm[i] = n2 > 0 ? 1 / Math.sqrt(n2) : 0;
+      Wd.set(d.w.W_dec.subarray(i * dOut + c0, i * dOut + c1), i * w);
+    }
+    const clamp = g.op('Mul', [STEER.clampMask, g.op('Sub', [STEER.clampValue, f])]);
+    const coef = g.op('Add', [clamp, g.op('Mul', [STEER.add, g.f32(`${P}inv_decoder_norm`, invNorm, [m])])]);
+    const delta = g.op('MatMul', [coef, g.f32(`${P}W_dec_site`, Wd, [m, w])]);
+    recon3d = g.op('Add', [target, g.op('Reshape', [delta, shape])]);
+  } else if (rep.kind === 'zero') recon3d = g.op('Mul', [target, g.scalarF32(0, `${P}zero`)]);
   else if (rep.kind === 'input') {
     recon3d = rep.name;
     extraInputs.push({ name: rep.name, elemType: DataType.FLOAT, shape: ['batch', 'seq', rep.width] });
@@ -59,7 +113,11 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
       // The new nodes go right after the hooked tensor's producer: the node list stays topologically sorted.
       return nodeIndex === prod.index ? [kept, ...newNodes.map((n) => graphField(1, n))] : kept;
     },
-    () => [...newInits.map((t) => graphField(5, t)), ...extraInputs.map((i) => graphField(11, encodeValueInfo(i)))],
+    () => [
+      ...newInits.map((t) => graphField(5, t)),
+      ...extraInputs.map((i) => graphField(11, encodeValueInfo(i))),
+      ...extraOutputs.map((o) => graphField(12, encodeValueInfo(o))),
+    ],
   );
 }
 

@@ -2,7 +2,7 @@
 // and the graph stays cache-free). Greedy at temperature 0, else seeded sampling.
 import type * as ort from 'onnxruntime-node';
 import type { LoadedModel } from './model.js';
-import { makeFeeds } from '../onnx/session.js';
+import { makeFeeds, runtimeInputs } from '../onnx/session.js';
 import { Rng } from '../util/rng.js';
 
 export interface GenerateOptions {
@@ -14,15 +14,22 @@ export interface GenerateOptions {
   stopAtBos?: boolean;
 }
 
-export async function generate(model: LoadedModel, session: ort.InferenceSession, prompt: number[], opts: GenerateOptions): Promise<number[]> {
+/** Logits [ids.length, vocab] of one sequence: a plain session, or an intervened model (intervene/). */
+export type LogitsFn = (ids: Int32Array) => Promise<Float32Array>;
+
+export function sessionLogits(model: LoadedModel, session: ort.InferenceSession): LogitsFn {
+  const inputs = runtimeInputs(model.proto);
+  const outName = model.proto.graph.outputs[0].name;
+  return async (ids) => (await session.run(makeFeeds(inputs, ids, 1, ids.length), [outName]))[outName].data as Float32Array;
+}
+
+export async function generate(model: LoadedModel, forward: ort.InferenceSession | LogitsFn, prompt: number[], opts: GenerateOptions): Promise<number[]> {
   const ids = [...prompt];
   const rng = new Rng(opts.seed ?? 0);
   const temp = opts.temperature ?? 0;
-  const inputs = model.proto.graph.inputs.filter((i) => !model.proto.graph.initializers.some((t) => t.name === i.name));
-  const outName = model.proto.graph.outputs[0].name;
+  const logitsOf = typeof forward === 'function' ? forward : sessionLogits(model, forward);
   while (ids.length < Math.min(opts.steps + 1, model.contextLength)) {
-    const res = await session.run(makeFeeds(inputs, Int32Array.from(ids), 1, ids.length), [outName]);
-    const logits = res[outName].data as Float32Array;
+    const logits = await logitsOf(Int32Array.from(ids));
     const V = logits.length / ids.length;
     const last = logits.subarray((ids.length - 1) * V, ids.length * V);
     let next = 0;

@@ -69,6 +69,12 @@ export function hookSubgraph(bytes: Uint8Array, proto: ModelProto, hooks: HookPo
   return pruneGraph(bytes, (i) => need.has(i), outputs, extra, (name) => used.has(name));
 }
 
+/** The graph inputs a caller feeds (graph inputs that are not also initializers). */
+export function runtimeInputs(proto: ModelProto): ValueInfo[] {
+  const inits = new Set(proto.graph.initializers.map((t) => t.name));
+  return proto.graph.inputs.filter((i) => !inits.has(i.name));
+}
+
 const ID_INPUT = /^(input_ids|ids|tokens|token_ids|input)$|[./]input_ids$/;
 
 /**
