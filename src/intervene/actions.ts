@@ -70,7 +70,7 @@ export async function steer(iv: Intervener, prompt: string, intervention: Interv
   const model = iv.model;
   const ids = [model.tokenizer.bosId, ...encodeDocument(model.tokenizer, prompt)];
   if (ids.length >= model.contextLength) throw new UserError(`the prompt is ${ids.length} tokens but ${model.name}'s context is ${model.contextLength}; shorten it`);
-  const run = (v: Intervention) => generate(model, async (x) => (await iv.forward(x, 1, x.length, v)).logits, ids, { steps: ids.length - 1 + opts.tokens, temperature: opts.temperature, seed: opts.seed });
+  const run = (v: Intervention) => generate(model, (x) => iv.logits(x, v), ids, { steps: ids.length - 1 + opts.tokens, temperature: opts.temperature, seed: opts.seed });
   const clean = await run({});
   const steered = await run(intervention);
   const text = (out: number[]) => model.tokenizer.decode(out.slice(ids.length));

@@ -66,8 +66,13 @@ export class Intervener {
     return this.model.proto.graph.outputs[0].name;
   }
 
+  /** The logits alone (generation): the session fetches nothing else. */
+  async logits(ids: Int32Array, iv: Intervention = {}): Promise<Float32Array> {
+    return (await this.forward(ids, 1, ids.length, iv, true)).logits;
+  }
+
   /** One forward pass of `batch` windows of `seq` tokens with the intervention applied. */
-  async forward(ids: Int32Array, batch: number, seq: number, iv: Intervention = {}): Promise<ForwardResult> {
+  async forward(ids: Int32Array, batch: number, seq: number, iv: Intervention = {}, logitsOnly = false): Promise<ForwardResult> {
     const c = this.dict.cfg, m = c.dSae, N = batch * seq;
     if (seq > this.model.contextLength) throw new UserError(`${seq} tokens do not fit ${this.model.name}'s context of ${this.model.contextLength}; shorten the text`);
     const feeds: Record<string, ort.Tensor> = makeFeeds(runtimeInputs(this.model.proto), ids, batch, seq);
@@ -89,11 +94,17 @@ export class Intervener {
     }
     let features: Float32Array | undefined;
     let x: Float32Array | undefined;
-    if (this.cleanPass) {
+    if (this.cleanPass && (logitsOnly ? feeds[STEER.clampMask].data.some((v) => v !== 0) : true)) {
       const clean = await this.cleanPass.run(makeFeeds(runtimeInputs(this.model.proto), ids, batch, seq));
       x = this.concatSites(clean, this.bound.inputs.map((h) => h.tensor), c.sitesIn, N);
       features = densify(encodeSparse(this.dict, x, N), m);
       feeds[STEER.features] = new ort.Tensor('float32', features, [N, m]);
+    }
+    if (this.cleanPass && !features) feeds[STEER.features] = new ort.Tensor('float32', new Float32Array(N * m), [N, m]);
+    if (logitsOnly) {
+      const logits = (await this.session.run(feeds, [this.logitsName]))[this.logitsName].data as Float32Array;
+      const none = new Float32Array(0);
+      return { batch, seq, logits, vocab: logits.length / N, features: none, x: none, y: none };
     }
     const out = await this.session.run(feeds);
     x ??= this.concatSites(out, this.bound.inputs.map((h) => h.tensor), c.sitesIn, N);
