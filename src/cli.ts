@@ -22,7 +22,10 @@ function fail(e: unknown): never {
     process.stderr.write(`sdl: ${e.message}\n`);
     process.exit(e.exitCode);
   }
-  process.stderr.write(`sdl: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  // A bug, not bad input: one line, and the stack only when asked for.
+  const first = String((e as Error)?.message ?? e).split('\n')[0];
+  if (process.env.SDL_DEBUG) process.stderr.write(`sdl: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  else process.stderr.write(`sdl: internal error: ${first} (rerun with SDL_DEBUG=1 for the stack, and report it)\n`);
   process.exit(70);
 }
 

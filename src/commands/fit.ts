@@ -82,6 +82,8 @@ export function register(y: Argv): Argv {
       .option('backend', { choices: ['native', 'node', 'wasm', 'cpu'] as const, describe: "compute backend: sdlkit's native kernels, or TensorFlow.js (node, wasm, cpu); default: native, else node, else wasm, else cpu" })
       .option('out', { type: 'string', describe: 'dictionary folder (default: cache/dicts/<model>-<kind>-<activation>-<site>-<latents>)' })
       .option('resume', { type: 'boolean', default: false, describe: 'continue from the checkpoint in --out' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace a dictionary already in --out' })
+      .option('verify', { type: 'boolean', default: true, describe: "--no-verify: skip the shards' checksums" })
       .option('json', { type: 'boolean', default: false })
       .example('sdl fit --kind sae --activation topk --k 32 --expansion 8', 'a TopK SAE on the last harvest')
       .example('sdl fit --kind transcoder --layer 6 --activation relu --sparsity 5', '')
@@ -93,15 +95,10 @@ export function register(y: Argv): Argv {
       const { sitesIn, sitesOut } = chooseSites(manifest, { kind: argv.kind as Kind, sites, layer: argv.layer });
       const dIn = sitesIn.reduce((a, s) => a + s.width, 0), dOut = sitesOut.reduce((a, s) => a + s.width, 0);
       const dSae = argv.latents ?? Math.round(argv.expansion * dIn);
-      if (!(dSae > 0)) throw new UserError('--latents / --expansion must give at least one latent');
+      if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
       const activation = argv.activation as Activation;
       const k = argv.k ?? Math.min(32, dSae);
-      if (['topk', 'batchtopk', 'matryoshka'].includes(activation) && !(k >= 1 && k <= dSae)) throw new UserError(`--k must be between 1 and the number of latents (${dSae})`);
-      if (argv.tied && dIn !== dOut) throw new UserError('--tied needs the same input and output width (not a transcoder between different widths)');
       const widths = argv['matryoshka-widths'] ? argv['matryoshka-widths'].split(',').map(Number) : defaultMatryoshkaWidths(dSae);
-      if (activation === 'matryoshka' && (widths.some((w, i) => !(w > 0) || (i > 0 && w <= widths[i - 1])) || widths[widths.length - 1] !== dSae)) {
-        throw new UserError(`--matryoshka-widths must increase and end at the number of latents (${dSae})`);
-      }
       const dict: DictConfig = {
         kind: argv.kind as Kind, activation, sitesIn, sitesOut, dIn, dOut, dSae, k, matryoshkaWidths: widths,
         applyBDecToInput: argv.kind !== 'transcoder' && argv.bias, noBias: !argv.bias, tied: argv.tied,
@@ -118,7 +115,7 @@ export function register(y: Argv): Argv {
       };
       const siteTag = sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`;
       const out = argv.out ?? join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`);
-      const r = await fit({ actsDir, manifest, dict, train, out, resume: argv.resume, backend: argv.backend, quiet: argv.json, onNote: (n) => console.error(`note: ${n}`) });
+      const r = await fit({ actsDir, manifest, dict, train, out, resume: argv.resume, force: argv.force, verify: argv.verify, backend: argv.backend, quiet: argv.json, onNote: (n) => console.error(`note: ${n}`) });
       if (argv.json) return printJson({ out, backend: r.backend, steps: r.steps, tokens: r.tokens, seconds: r.seconds, tokens_per_second: r.tokensPerSecond, dead_fraction: r.deadFraction, eval: r.eval });
       const site = Object.entries(r.eval.fvuBySite).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ');
       console.log(`fit ${dict.kind} (${activation}, ${dSae} latents) on ${fmtCount(r.tokens)} tokens in ${r.seconds.toFixed(1)}s (${fmtCount(r.tokensPerSecond)} tok/s, backend ${r.backend})`);

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { Dictionary } from '../sdl/dictionary.js';
 import { buildIndex, INDEX_DEFAULTS, HIST_EDGES } from '../index/build.js';
-import { openIndex, listFeatures, featureDetail, featuresForToken, runSql, tokenText } from '../index/query.js';
+import { openIndex, featureDetail, featuresForToken, queryWithTimeout, tokenText, type FeatureRow } from '../index/query.js';
 import { bindModel } from '../intervene/bind.js';
 import { Intervener } from '../intervene/intervener.js';
 import { UserError } from '../util/errors.js';
@@ -41,10 +41,16 @@ export function register(y: Argv): Argv {
       .option('context', { type: 'number', default: INDEX_DEFAULTS.contextRadius, describe: 'tokens either side of each example' })
       .option('dense', { type: 'number', default: INDEX_DEFAULTS.denseThreshold, describe: 'firing frequency above which a latent is dense' })
       .option('force', { type: 'boolean', default: false, describe: 'rebuild even when the index is up to date' })
+      .option('verify', { type: 'boolean', default: true, describe: "--no-verify: skip the shards' checksums" })
       .option('json', { type: 'boolean', default: false })
       .example('sdl index cache/dicts/pipeline-sae-L6', ''), async (argv) => {
+      for (const [k, v] of [['top-k', argv['top-k']], ['context', argv.context]] as const) if (!Number.isInteger(v) || v < (k === 'context' ? 0 : 1)) throw new UserError(`--${k} must be a ${k === 'context' ? 'non-negative' : 'positive'} integer (got ${v})`);
+      if (!(argv.dense > 0 && argv.dense <= 1)) throw new UserError(`--dense must be a frequency in (0, 1] (got ${argv.dense})`);
       const d = Dictionary.load(argv.dictionary!);
-      const r = await buildIndex(argv.dictionary!, d, argv.acts ?? trainingActs(argv.dictionary!), { ...INDEX_DEFAULTS, topK: argv['top-k'], contextRadius: argv.context, denseThreshold: argv.dense, force: argv.force, quiet: argv.json });
+      const r = await buildIndex(argv.dictionary!, d, argv.acts ?? trainingActs(argv.dictionary!), {
+        ...INDEX_DEFAULTS, topK: argv['top-k'], contextRadius: argv.context, denseThreshold: argv.dense, force: argv.force, quiet: argv.json, verify: argv.verify,
+        onNote: (n) => console.error(`note: ${n}`),
+      });
       if (argv.json) return printJson(r);
       if (r.upToDate) return console.log(`${r.path} is up to date (${r.tokens} tokens); --force rebuilds it`);
       console.log(`indexed ${d.cfg.dSae} features over ${r.tokens} tokens in ${r.seconds.toFixed(1)}s: ${r.dead} dead, ${r.dense} dense -> ${r.path}`);
@@ -57,12 +63,16 @@ export function register(y: Argv): Argv {
       .option('sort', { choices: ['id', 'freq', 'max', 'mean', 'absorption'] as const, default: 'id' as const })
       .option('limit', { type: 'number', default: 20 })
       .option('where', { type: 'string', describe: 'a condition on the columns, e.g. "freq > 0.01 and max_act > 2"' })
+      .option('timeout', { type: 'number', default: 30, describe: 'seconds before a query is stopped' })
       .option('json', { type: 'boolean', default: false })
       .example('sdl features cache/dicts/pipeline-sae-L6 --dead', '')
-      .example('sdl features cache/dicts/pipeline-sae-L6 --sort freq --limit 10', ''), (argv) => {
-      const db = openIndex(argv.dictionary!);
-      const rows = listFeatures(db, { dead: argv.dead, dense: argv.dense, absorbed: argv.absorbed, sort: argv.sort, limit: argv.limit, where: argv.where });
+      .example('sdl features cache/dicts/pipeline-sae-L6 --sort freq --limit 10', ''), async (argv) => {
+      if (!Number.isInteger(argv.limit) || argv.limit < 1) throw new UserError(`--limit must be a positive integer (got ${argv.limit})`);
+      const q = { dead: argv.dead, dense: argv.dense, absorbed: argv.absorbed, sort: argv.sort, limit: argv.limit, where: argv.where };
+      const rows = await queryWithTimeout(argv.dictionary!, { features: q }, argv.timeout) as FeatureRow[];
       if (argv.json) return printJson(rows.map((r) => ({ ...r, histogram: JSON.parse(r.histogram), top_tokens: JSON.parse(r.top_tokens) })));
+      if (!rows.length) return console.log(`no features match (${[argv.dead && 'dead', argv.dense && 'dense', argv.absorbed && 'absorbed', argv.where].filter(Boolean).join(', ') || 'all'})`);
+      const db = openIndex(argv.dictionary!);
       const text = tokenText(db);
       for (const r of rows) {
         const toks = (JSON.parse(r.top_tokens) as { token: number }[]).slice(0, 5).map((t) => JSON.stringify(text(t.token))).join(' ');
@@ -71,11 +81,12 @@ export function register(y: Argv): Argv {
     })
     .command('feature <dictionary> <id>', 'One feature: statistics, activation histogram, top contexts, neighbours', (a) => a
       .positional('dictionary', { type: 'string', demandOption: true })
-      .positional('id', { type: 'number', demandOption: true })
+      .positional('id', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', default: false })
       .example('sdl feature cache/dicts/pipeline-sae-L6 123', ''), (argv) => {
+      if (!/^\d+$/.test(argv.id!)) throw new UserError(`a feature id is a non-negative integer (got '${argv.id}')`);
       const db = openIndex(argv.dictionary!);
-      const r = featureDetail(db, argv.id!);
+      const r = featureDetail(db, Number(argv.id));
       if (argv.json) return printJson(r);
       const text = tokenText(db);
       const f = r.feature;
@@ -97,7 +108,7 @@ export function register(y: Argv): Argv {
       .option('model', { type: 'string', describe: 'with --text: the model (default: the one the activations came from)' })
       .option('limit', { type: 'number', default: 10 })
       .option('json', { type: 'boolean', default: false })
-      .example('sdl search cache/dicts/pipeline-sae-L6 --token " whale"', '')
+      .example('sdl search cache/dicts/pipeline-sae-L6 --token " the"', '')
       .example('sdl search cache/dicts/pipeline-sae-L6 --text "The whale swam under the ship."', ''), async (argv) => {
       if (!argv.token === !argv.text) throw new UserError('pass --token or --text');
       if (argv.token !== undefined) {
@@ -129,9 +140,10 @@ export function register(y: Argv): Argv {
     .command('sql <dictionary> <query>', 'Run a read-only SELECT on the feature index', (a) => a
       .positional('dictionary', { type: 'string', demandOption: true })
       .positional('query', { type: 'string', demandOption: true })
+      .option('timeout', { type: 'number', default: 30, describe: 'seconds before the query is stopped' })
       .option('json', { type: 'boolean', default: false })
-      .example('sdl sql cache/dicts/pipeline-sae-L6 "select id, freq from features order by freq desc limit 5"', ''), (argv) => {
-      const rows = runSql(openIndex(argv.dictionary!), argv.query!);
+      .example('sdl sql cache/dicts/pipeline-sae-L6 "select id, freq from features order by freq desc limit 5"', ''), async (argv) => {
+      const rows = await queryWithTimeout(argv.dictionary!, { sql: argv.query! }, argv.timeout);
       if (argv.json) return printJson(rows);
       if (!rows.length) return console.log('(no rows)');
       const cols = Object.keys(rows[0] as object);

@@ -36,7 +36,7 @@ export function register(y: Argv): Argv {
         const dIn = sitesIn[0].width, dOut = sitesOut[0].width, dSae = argv.expansion * dIn;
         const dict: DictConfig = { kind: j.kind, activation: 'topk', sitesIn, sitesOut, dIn, dOut, dSae, k: 16, matryoshkaWidths: defaultMatryoshkaWidths(dSae), applyBDecToInput: j.kind === 'sae', noBias: false, tied: false };
         const out = join(cacheDir(), 'dicts', `pipeline-${j.kind}-L${argv.layer}`);
-        const r = await fit({ actsDir: h.out, manifest: h.manifest, dict, train: { ...TRAIN_DEFAULTS, steps: argv.steps, batchTokens: 2048, evalEvery: argv.steps }, out, onNote: (n) => console.error(`note: ${n}`) });
+        const r = await fit({ actsDir: h.out, manifest: h.manifest, dict, train: { ...TRAIN_DEFAULTS, steps: argv.steps, batchTokens: 2048, evalEvery: argv.steps }, out, force: true, onNote: (n) => console.error(`note: ${n}`) });
         console.log(`${j.label}: ${dSae} latents, k 16, ${r.steps} steps in ${r.seconds.toFixed(1)}s (${r.backend}); held-out FVU ${r.eval.fvu.toFixed(3)}, L0 ${r.eval.l0.toFixed(1)}, dead ${(100 * r.deadFraction).toFixed(1)}% -> ${out}`);
         const e = await spliceEval(lm, r.dictionary, windows, 128);
         console.log(`    spliced into the model: CE loss recovered ${(100 * e.ce_loss_recovered).toFixed(1)}% (clean ${e.ce_clean.toFixed(3)}, spliced ${e.ce_spliced.toFixed(3)}, zero-ablated ${e.ce_zero_ablation.toFixed(3)} nats), KL ${e.kl_spliced.toFixed(4)}`);

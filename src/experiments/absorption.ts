@@ -27,7 +27,7 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
     for (const name of o.methods) {
       const dict = benchDict(m, METHODS[name], o.latents, o.k);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out: join(acts, `dict-${name}`), quiet: true,
+        actsDir: acts, manifest: m, dict, out: join(acts, `dict-${name}`), quiet: true, force: true,
         train: {
           ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 4096, evalEvery: o.steps, checkpointEvery: 1e9, excludeBos: false,
           ...(o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),

@@ -42,7 +42,7 @@ export async function runLrbGrid(o: GridOptions, log: (s: string) => void = () =
       const truth = readTruth(acts);
       const dict = benchDict(m, method, o.latents, o.k);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out: join(dir, `dict-${name}${fa ? '-fa' : ''}`), quiet: true,
+        actsDir: acts, manifest: m, dict, out: join(dir, `dict-${name}${fa ? '-fa' : ''}`), quiet: true, force: true,
         train: {
           ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 4096, evalEvery: o.steps, checkpointEvery: 1e9, excludeBos: false,
           ...(fa ? { anchors: anchorsFor(truth, dict, o.anchors), anchorWeight: o.anchorWeight } : {}),

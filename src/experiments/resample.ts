@@ -33,7 +33,7 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
       const dict = benchDict(m, { act: o.activation, kind: 'sae' }, o.latents, o.k);
       const out = join(dir, `dict-${o.activation}-${arm.name.replace(/\W+/g, '-')}`);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out, quiet: true,
+        actsDir: acts, manifest: m, dict, out, quiet: true, force: true,
         train: {
           ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 8192, evalEvery: Math.max(1, Math.floor(o.steps / 30)), checkpointEvery: 1e9,
           excludeBos: false, deadWindowTokens: o.deadWindow, auxkCoefficient: arm.auxk, resampleEvery: arm.resample ? o.resampleEvery : 0,

@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { decodeShard } from '../activations/shard.js';
+import { readShard } from '../activations/reader.js';
 import { openActivations, type Manifest } from '../activations/manifest.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { loadModel } from '../models/model.js';
@@ -13,7 +13,7 @@ import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
 import { gemm } from '../sdl/linalg.js';
 import { createIndexStats } from './stats.js';
-import { sha256 } from '../util/fsx.js';
+import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { SCHEMA } from './schema.js';
@@ -33,6 +33,10 @@ export interface IndexOptions {
   neighbors: number;
   force?: boolean;
   quiet?: boolean;
+  /** Check each shard's checksum against the harvest manifest (default true). */
+  verify?: boolean;
+  /** Called with one-line notes for the user (what the index leaves out, and why). */
+  onNote?: (note: string) => void;
 }
 
 export const INDEX_DEFAULTS: IndexOptions = { topK: 20, contextRadius: 8, denseThreshold: 0.1, neighbors: 10 };
@@ -73,13 +77,16 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     db.close();
     if (row?.value === identity) return { path, tokens, seconds: 0, upToDate: true, dead: -1, dense: -1 };
   }
+  checkOutput(path, 'file');
+  removeStaleTemps(dictDir);
+  // Token texts and the absorption probes need the harvest's tokenizer; a model that has moved away is said, not hidden.
   let tok: Tokenizer | undefined;
-  try {
-    if (manifest.model_path && existsSync(manifest.model_path)) {
-      const dir = dirname(manifest.model_path);
-      tok = loadModel(existsSync(join(dir, 'config.json')) ? dir : manifest.model_path).tokenizer;
-    }
-  } catch { tok = undefined; }
+  if (manifest.model_path && existsSync(manifest.model_path)) {
+    const dir = dirname(manifest.model_path);
+    tok = loadModel(existsSync(join(dir, 'config.json')) ? dir : manifest.model_path).tokenizer;
+  } else if (manifest.model_path) {
+    opts.onNote?.(`the harvest's model ${manifest.model_path} is gone: the index holds token ids without their text, and no absorption scores`);
+  }
   const m = d.cfg.dSae;
   const top: Example[][] = Array.from({ length: m }, () => []);
   const V = tok?.vocabSize ?? 0;
@@ -102,8 +109,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const ctx = Math.max(1, manifest.context_length);
   const chunkRows = Math.max(ctx, Math.floor(16384 / ctx) * ctx);
   const x = new Float32Array(chunkRows * d.cfg.dIn);
-  for (const info of manifest.shards) {
-    const s = decodeShard(new Uint8Array(readFileSync(join(actsDir, info.file))), sites.map((x) => x.name));
+  for (let si = 0; si < manifest.shards.length; si++) {
+    const s = readShard(actsDir, manifest, si, sites.map((x) => x.name), { verify: opts.verify });
     for (let r0 = 0; r0 < s.rows; r0 += chunkRows) {
       const n = Math.min(chunkRows, s.rows - r0);
       let off = 0;
@@ -168,62 +175,74 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
 
   const tmpPath = `${path}.tmp-${process.pid}`;
   rmSync(tmpPath, { force: true });
-  const db = new Database(tmpPath);
-  db.exec(SCHEMA);
   const total = done;
-  const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
-  const meta: Record<string, unknown> = {
-    index_identity: identity, tokens: total, dictionary: dictDir, activations: actsDir, model: manifest.identity.model.name, corpus: manifest.identity.corpus,
-    config: d.cfg, meta: d.meta, top_k: opts.topK, context_radius: opts.contextRadius, dense_threshold: opts.denseThreshold, histogram_edges: HIST_EDGES,
-    dead_window: `never fired over the ${total} indexed tokens`,
-  };
+  let counts: { dead: number; dense: number };
   try {
-    const saved = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
-    meta.training = saved.sdlkit?.training;
-  } catch { /* a dictionary without training record */ }
-  const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption) values (?,?,?,?,?,?,?,?,?,?,?,?)');
-  const insLetter = db.prepare('insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)');
-  const insEx = db.prepare('insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)');
-  const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
-  const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
-  const insTf = db.prepare('insert into token_features (token, feature, count, mean_act) values (?,?,?,?)');
-  const insTok = db.prepare('insert into tokens (id, text) values (?, ?)');
-  let dead = 0, dense = 0;
-  db.transaction(() => {
-    for (const [k, v] of Object.entries(meta)) if (v !== undefined) put.run(k, typeof v === 'string' ? v : JSON.stringify(v));
-    for (let i = 0; i < m; i++) {
-      const freq = count[i] / Math.max(1, total);
-      const isDead = count[i] === 0 ? 1 : 0, isDense = freq > opts.denseThreshold ? 1 : 0;
-      dead += isDead;
-      dense += isDense;
-      let topTokens: { token: number; count: number; mean: number }[] = [];
-      if (keepTokens) {
-        const c = tokCount.subarray(i * V, (i + 1) * V);
-        topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum[i * V + t] / n : 0 })).filter((x) => x.count > 0).sort((a, b) => b.count - a.count).slice(0, 10);
-        for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum[i * V + t] / c[t]);
-      }
-      insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
-        JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens),
-        abs ? abs.latentScore.get(i) ?? 0 : null);
-      top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
-      nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
-      if (coOn) {
-        for (const { j, score: c } of largest(m, opts.neighbors, (j) => (j === i ? 0 : coAt(i, j)))) {
-          if (c > 0) insCo.run(i, j, c, c / (count[i] + count[j] - c));
-        }
-      }
-    }
-    if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
-    if (abs) {
-      for (const l of abs.letters) insLetter.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
-      put.run('absorption', JSON.stringify({ method: 'first-letter (SAEBench, adapted: natural word occurrences)', samples: absLabel.length, letters_evaluated: abs.letters.length, mean_absorption_fraction: abs.meanAbsorption, mean_full_absorption: abs.meanFullAbsorption }));
-    }
-  })();
-  db.pragma('journal_mode = WAL');
-  db.close();
+    counts = writeIndexDb(tmpPath);
+  } catch (e) {
+    // Out of space or killed half-way: no half-written index is left behind.
+    for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${tmpPath}${suffix}`, { force: true });
+    throw outputError(path, e);
+  }
   renameSync(tmpPath, path);
   for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
-  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, dead, dense };
+  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, ...counts };
+
+  function writeIndexDb(tmpPath: string): { dead: number; dense: number } {
+    const db = new Database(tmpPath);
+    db.exec(SCHEMA);
+    const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
+    const meta: Record<string, unknown> = {
+      index_identity: identity, tokens: total, dictionary: dictDir, activations: actsDir, model: manifest.identity.model.name, corpus: manifest.identity.corpus,
+      config: d.cfg, meta: d.meta, top_k: opts.topK, context_radius: opts.contextRadius, dense_threshold: opts.denseThreshold, histogram_edges: HIST_EDGES,
+      dead_window: `never fired over the ${total} indexed tokens`,
+    };
+    try {
+      const saved = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
+      meta.training = saved.sdlkit?.training;
+    } catch { /* a dictionary without training record */ }
+    const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption) values (?,?,?,?,?,?,?,?,?,?,?,?)');
+    const insLetter = db.prepare('insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)');
+    const insEx = db.prepare('insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)');
+    const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
+    const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
+    const insTf = db.prepare('insert into token_features (token, feature, count, mean_act) values (?,?,?,?)');
+    const insTok = db.prepare('insert into tokens (id, text) values (?, ?)');
+    let dead = 0, dense = 0;
+    db.transaction(() => {
+      for (const [k, v] of Object.entries(meta)) if (v !== undefined) put.run(k, typeof v === 'string' ? v : JSON.stringify(v));
+      for (let i = 0; i < m; i++) {
+        const freq = count[i] / Math.max(1, total);
+        const isDead = count[i] === 0 ? 1 : 0, isDense = freq > opts.denseThreshold ? 1 : 0;
+        dead += isDead;
+        dense += isDense;
+        let topTokens: { token: number; count: number; mean: number }[] = [];
+        if (keepTokens) {
+          const c = tokCount.subarray(i * V, (i + 1) * V);
+          topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum[i * V + t] / n : 0 })).filter((x) => x.count > 0).sort((a, b) => b.count - a.count).slice(0, 10);
+          for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum[i * V + t] / c[t]);
+        }
+        insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
+          JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens),
+          abs ? abs.latentScore.get(i) ?? 0 : null);
+        top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
+        nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
+        if (coOn) {
+          for (const { j, score: c } of largest(m, opts.neighbors, (j) => (j === i ? 0 : coAt(i, j)))) {
+            if (c > 0) insCo.run(i, j, c, c / (count[i] + count[j] - c));
+          }
+        }
+      }
+      if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
+      if (abs) {
+        for (const l of abs.letters) insLetter.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
+        put.run('absorption', JSON.stringify({ method: 'first-letter (SAEBench, adapted: natural word occurrences)', samples: absLabel.length, letters_evaluated: abs.letters.length, mean_absorption_fraction: abs.meanAbsorption, mean_full_absorption: abs.meanFullAbsorption }));
+      }
+    })();
+    db.pragma('journal_mode = WAL');
+    db.close();
+    return { dead, dense };
+  }
 }
 
 /** The n largest scores among j in [0, m) with their indices, best first (ties: lower j first); a partial selection. */

@@ -2,6 +2,8 @@
 import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { INDEX_FILE } from './build.js';
 import { UserError } from '../util/errors.js';
 
@@ -18,7 +20,9 @@ export interface FeatureRow {
 
 const SORTS: Record<string, string> = { freq: 'freq desc', max: 'max_act desc', absorption: 'absorption desc', id: 'id asc', mean: 'mean_act desc' };
 
-export function listFeatures(db: Database.Database, q: { dead?: boolean; dense?: boolean; absorbed?: boolean; sort?: string; limit?: number; where?: string }): FeatureRow[] {
+export interface FeatureQuery { dead?: boolean; dense?: boolean; absorbed?: boolean; sort?: string; limit?: number; where?: string }
+
+export function listFeatures(db: Database.Database, q: FeatureQuery): FeatureRow[] {
   const conds: string[] = [];
   if (q.dead) conds.push('dead = 1');
   if (q.dense) conds.push('dense = 1');
@@ -71,4 +75,27 @@ export function runSql(db: Database.Database, sql: string): unknown[] {
   } catch (e) {
     throw new UserError(`the query failed: ${(e as Error).message}`);
   }
+}
+
+/**
+ * A query with a time limit (`sdl sql`, `sdl features --where`): it runs in a child process (query-worker.ts),
+ * killed past `seconds`; the command then stops with one line.
+ */
+export function queryWithTimeout(dir: string, job: { sql: string } | { features: FeatureQuery }, seconds: number): Promise<unknown[]> {
+  if (!(seconds > 0)) throw new UserError(`--timeout must be a positive number of seconds (got ${seconds})`);
+  openIndex(dir).close(); // a missing index is reported before a worker starts
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(new URL('./query-worker.js', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new UserError(`the query ran longer than ${seconds} s and was stopped; narrow it, or pass --timeout with more seconds`));
+    }, seconds * 1000);
+    child.once('message', (m: { rows?: unknown[]; error?: string; user?: boolean }) => {
+      clearTimeout(timer);
+      if (m.rows) resolve(m.rows);
+      else reject(m.user ? new UserError(m.error!) : new Error(m.error));
+    });
+    child.once('error', (e) => { clearTimeout(timer); reject(e); });
+    child.send({ dir, ...job });
+  });
 }

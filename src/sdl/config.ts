@@ -1,5 +1,6 @@
 // Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
 // Where the established tools disagree (peers.md section 9), the choice is named here.
+import { UserError } from '../util/errors.js';
 
 export type Kind = 'sae' | 'transcoder' | 'crosscoder';
 export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
@@ -114,4 +115,50 @@ export const defaultLr = (dSae: number): number => 2e-4 / Math.sqrt(dSae / 16384
 export function defaultMatryoshkaWidths(dSae: number): number[] {
   const w = [16, 8, 4, 2].map((f) => Math.max(1, Math.round(dSae / f)));
   return [...new Set([...w, dSae])].sort((a, b) => a - b);
+}
+
+type Rule = 'int>0' | 'int>=0' | '>0' | '>=0' | '[0,1]' | '(0,1)' | 'int';
+const RULES: Record<Rule, [(v: number) => boolean, string]> = {
+  'int>0': [(v) => Number.isInteger(v) && v > 0, 'a positive integer'],
+  'int>=0': [(v) => Number.isInteger(v) && v >= 0, 'a non-negative integer'],
+  int: [(v) => Number.isInteger(v), 'an integer'],
+  '>0': [(v) => Number.isFinite(v) && v > 0, 'a positive number'],
+  '>=0': [(v) => Number.isFinite(v) && v >= 0, 'zero or a positive number'],
+  '[0,1]': [(v) => v >= 0 && v <= 1, 'between 0 and 1'],
+  '(0,1)': [(v) => v > 0 && v < 1, 'strictly between 0 and 1'],
+};
+
+/** Each training setting's valid range, keyed by field, with the `sdl fit` option that sets it. */
+const TRAIN_RULES: [keyof TrainConfig, Rule, string][] = [
+  ['lr', '>0', '--lr'], ['adamBeta1', '[0,1]', 'adam beta1'], ['adamBeta2', '[0,1]', 'adam beta2'], ['adamEps', '>0', 'adam eps'],
+  ['lrWarmupSteps', 'int>=0', '--lr-warmup'], ['lrDecayFraction', '[0,1]', '--lr-decay'], ['sparsityWarmupSteps', 'int>=0', '--sparsity-warmup'],
+  ['clipGradNorm', '>=0', '--clip'], ['batchTokens', 'int>0', '--batch'], ['tokens', 'int>0', '--tokens'], ['steps', 'int>0', '--steps'],
+  ['seed', 'int', '--seed'], ['sparsityCoefficient', '>=0', '--sparsity'], ['jumpreluBandwidth', '>0', '--bandwidth'],
+  ['jumpreluInitThreshold', '>0', '--threshold-init'], ['deadWindowTokens', 'int>0', '--dead-window'], ['auxkCoefficient', '>=0', '--auxk-coef'],
+  ['auxkK', 'int>0', '--auxk-k'], ['thresholdLr', '(0,1)', 'threshold EMA rate'], ['resampleEvery', 'int>=0', '--resample'],
+  ['resampleUntil', 'int>=0', 'resample until'], ['anchorWeight', '>=0', '--anchor-weight'], ['evalTokens', 'int>0', '--eval-tokens'],
+  ['evalEvery', 'int>0', '--eval-every'], ['checkpointEvery', 'int>0', '--checkpoint-every'], ['shuffleBufferTokens', 'int>0', '--buffer'],
+];
+
+/** Refuses out-of-range training settings with one line naming the option; every caller of the trainer gets it. */
+export function checkTrainConfig(t: TrainConfig): void {
+  for (const [key, rule, option] of TRAIN_RULES) {
+    const v = t[key];
+    if (v === undefined) continue;
+    const [ok, what] = RULES[rule];
+    if (typeof v !== 'number' || !ok(v)) throw new UserError(`${option} must be ${what} (got ${String(v)})`);
+  }
+}
+
+/** Refuses a dictionary shape that cannot be trained (the sizes the native kernels are given come from here). */
+export function checkDictConfig(c: DictConfig): void {
+  for (const key of ['dIn', 'dOut', 'dSae'] as const) if (!RULES['int>0'][0](c[key])) throw new UserError(`${key} must be a positive integer (got ${c[key]})`);
+  if (['topk', 'batchtopk', 'matryoshka'].includes(c.activation) && !(Number.isInteger(c.k) && c.k >= 1 && c.k <= c.dSae)) {
+    throw new UserError(`--k must be an integer between 1 and the number of latents (${c.dSae}) (got ${c.k})`);
+  }
+  const w = c.matryoshkaWidths;
+  if (c.activation === 'matryoshka' && (!w.length || w.some((x, i) => !Number.isInteger(x) || x < 1 || (i > 0 && x <= w[i - 1])) || w[w.length - 1] !== c.dSae)) {
+    throw new UserError(`--matryoshka-widths must be increasing integers ending at the number of latents (${c.dSae}) (got ${w.join(',')})`);
+  }
+  if (c.tied && c.dIn !== c.dOut) throw new UserError('--tied needs the same input and output width (not a transcoder between different widths)');
 }

@@ -2,7 +2,7 @@
 // checks, and a streaming shuffle buffer whose memory is bounded whatever the shards' total size.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeShard } from '../activations/shard.js';
+import { readShard, type ReadOptions } from '../activations/reader.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
@@ -41,11 +41,11 @@ export interface RowRange {
 }
 
 /** Loads a range of a shard's rows (BOS rows dropped when asked), refusing NaN or Inf with the shard and row. */
-export function loadRows(dir: string, manifest: Manifest, range: RowRange, sitesIn: SiteRef[], sitesOut: SiteRef[], excludeBos: boolean): Rows {
+export function loadRows(dir: string, manifest: Manifest, range: RowRange, sitesIn: SiteRef[], sitesOut: SiteRef[], excludeBos: boolean, read: ReadOptions = {}): Rows {
   const shard = range.shard;
   const info = manifest.shards[shard];
   const names = [...new Set([...sitesIn, ...sitesOut].map((s) => s.name))];
-  const data = decodeShard(new Uint8Array(readFileSync(join(dir, info.file))), names);
+  const data = readShard(dir, manifest, shard, names, read);
   for (const name of names) {
     const v = data.values.get(name);
     if (!v) throw new UserError(`shard ${info.file} has no column ${name}`);

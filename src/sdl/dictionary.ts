@@ -153,14 +153,33 @@ export class Dictionary {
   static load(dir: string): Dictionary {
     const cfgPath = join(dir, CFG_FILE);
     if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE))) throw new UserError(`${dir} is not a dictionary folder (needs ${CFG_FILE} and ${WEIGHTS_FILE}); 'sdl fit' writes one`);
-    const saved = JSON.parse(readFileSync(cfgPath, 'utf8')) as SavedCfg;
-    if (!saved.sdlkit?.dict) throw new UserError(`${cfgPath} was not written by sdlkit; use 'sdl import saelens' for SAELens folders`);
+    let saved: SavedCfg;
+    try {
+      saved = JSON.parse(readFileSync(cfgPath, 'utf8')) as SavedCfg;
+    } catch (e) {
+      throw new UserError(`${cfgPath} is not valid JSON (${(e as Error).message.split('\n')[0]}); fit the dictionary again or restore the file`);
+    }
+    if (!saved || typeof saved !== 'object' || !saved.sdlkit?.dict) throw new UserError(`${cfgPath} was not written by sdlkit; use 'sdl import saelens' for SAELens folders`);
+    checkDictConfig(saved.sdlkit.dict, cfgPath);
     const st = readSafetensors(join(dir, WEIGHTS_FILE)).tensors;
     const get = (n: string) => {
       if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
       return st[n].data;
     };
     return new Dictionary(saved.sdlkit.dict, { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data }, saved.metadata);
+  }
+}
+
+/** A cfg.json's dictionary record, checked field by field before any array is sized from it. */
+function checkDictConfig(c: DictConfig, source: string): void {
+  const bad = (what: string) => new UserError(`${source}: ${what}; the file is damaged or edited, fit the dictionary again`);
+  const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
+  for (const key of ['dIn', 'dOut', 'dSae', 'k'] as const) if (!posInt(c[key])) throw bad(`${key} is ${JSON.stringify(c[key])}, not a positive integer`);
+  if (!['sae', 'transcoder', 'crosscoder'].includes(c.kind)) throw bad(`unknown kind ${JSON.stringify(c.kind)}`);
+  if (!['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'].includes(c.activation)) throw bad(`unknown activation ${JSON.stringify(c.activation)}`);
+  for (const [sites, d, what] of [[c.sitesIn, c.dIn, 'sitesIn'], [c.sitesOut, c.dOut, 'sitesOut']] as const) {
+    if (!Array.isArray(sites) || !sites.length || sites.some((s) => typeof s?.name !== 'string' || !posInt(s.width))) throw bad(`${what} is malformed`);
+    if (sites.reduce((a, s) => a + s.width, 0) !== d) throw bad(`the widths of ${what} do not add up to ${d}`);
   }
 }
 

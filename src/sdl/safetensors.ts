@@ -1,6 +1,6 @@
 // safetensors: an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
 // then the raw little-endian bytes. F32 is written; F32, F16 and F64 are read.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { UserError } from '../util/errors.js';
 import { writeAtomic } from '../util/fsx.js';
 import { f16ToF32 } from '../util/f16.js';
@@ -60,18 +60,24 @@ export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): Safe
   const tensors: SafetensorsFile['tensors'] = {};
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    const { dtype, shape, data_offsets: [a, b] } = info as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const { dtype, shape, data_offsets } = info as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const size = { F32: 4, F16: 2, F64: 8 }[dtype];
+    if (!size) throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; sdlkit reads F32, F16 and F64`);
+    const [a, b] = Array.isArray(data_offsets) ? data_offsets : [NaN, NaN];
+    const count = Array.isArray(shape) ? shape.reduce((x, y) => x * y, 1) : NaN;
+    if (!(a >= 0 && b >= a && (b - a) === count * size)) throw new UserError(`${source}: tensor ${name} has a malformed entry (shape ${JSON.stringify(shape)}, offsets ${JSON.stringify(data_offsets)}); the file is damaged, write it again`);
+    if (base + b > buf.length) throw new UserError(`${source} is truncated: tensor ${name} ends at byte ${base + b} but the file has ${buf.length}; write it again (sdl fit) or restore it`);
     const bytes = buf.slice(base + a, base + b);
     let data: Float32Array;
     if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, (b - a) / 4);
     else if (dtype === 'F16') data = f16ToF32(new Uint16Array(bytes.buffer, 0, (b - a) / 2));
-    else if (dtype === 'F64') data = Float32Array.from(new Float64Array(bytes.buffer, 0, (b - a) / 8));
-    else throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; sdlkit reads F32, F16 and F64`);
+    else data = Float32Array.from(new Float64Array(bytes.buffer, 0, (b - a) / 8));
     tensors[name] = { data, shape, dtype };
   }
   return { tensors, metadata: (header.__metadata__ as Record<string, string>) ?? {} };
 }
 
 export function readSafetensors(path: string): SafetensorsFile {
+  if (!existsSync(path)) throw new UserError(`${path} not found`);
   return decodeSafetensors(new Uint8Array(readFileSync(path)), path);
 }

@@ -1,9 +1,9 @@
 // The trainer: one loop for every kind and activation. Data -> step -> Adam -> constraints -> stats,
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { TRAIN_DEFAULTS, DEFAULT_SPARSITY, defaultLr, type DictConfig, type TrainConfig } from './config.js';
-import { Dictionary, type DictionaryWeights } from './dictionary.js';
+import { TRAIN_DEFAULTS, DEFAULT_SPARSITY, checkDictConfig, checkTrainConfig, defaultLr, type DictConfig, type TrainConfig } from './config.js';
+import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows } from './data.js';
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
@@ -12,7 +12,7 @@ import { readSafetensors, writeSafetensors } from './safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
 import { MANIFEST } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
-import { readJson, writeJsonAtomic } from '../util/fsx.js';
+import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 
@@ -27,6 +27,10 @@ export interface FitJob {
   quiet?: boolean;
   /** Called with a note when the native kernels could not be used. */
   onNote?: (note: string) => void;
+  /** Replace a finished dictionary already in `out` (default: refuse). */
+  force?: boolean;
+  /** Check each shard's checksum against the manifest (default true). */
+  verify?: boolean;
 }
 
 export interface FitResult {
@@ -49,7 +53,32 @@ interface CheckpointState {
   scalesOut: number[];
   adamT: number;
   dict: DictConfig;
+  /** The training settings the run started with: a resume must use the same ones. */
+  train?: Record<string, unknown>;
   elapsed: number;
+}
+
+/** Derived files in a dictionary folder, stale once the weights change: a fresh fit removes them. */
+const DERIVED = ['dictionary.onnx', 'encoder.onnx', 'spliced.onnx', 'saelens', 'index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'eval.json', 'acts_manifest.json'];
+
+/**
+ * The training settings a run started with. A resume must keep those that fix the data it sees and how it is
+ * scaled (FIXED_ON_RESUME); the optimiser's settings (learning rate, length, clipping, sparsity) may change, as
+ * after a divergence, and the change is written into the training log.
+ */
+function historyRecord(t: TrainConfig): Record<string, unknown> {
+  const { evalEvery: _e, checkpointEvery: _c, anchors, ...rest } = t;
+  return { ...rest, anchors: anchors ? sha256(JSON.stringify([anchors.encoder.map((a) => Array.from(a)), anchors.decoder.map((a) => Array.from(a))])) : null };
+}
+
+const FIXED_ON_RESUME = ['seed', 'batchTokens', 'evalTokens', 'excludeBos', 'normalizeActivations', 'unitNormDecoder', 'bDecInit', 'shuffleBufferTokens', 'anchors'];
+const pick = (r: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.map((k) => [k, r[k]]));
+
+/** The fields in which two records differ, as "name: old -> new". */
+function differences(a: Record<string, unknown>, b: Record<string, unknown>): string[] {
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])]
+    .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `${k}: ${JSON.stringify(a[k])} -> ${JSON.stringify(b[k])}`);
 }
 
 const CKPT = 'checkpoint';
@@ -100,6 +129,21 @@ function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number
 export async function fit(job: FitJob): Promise<FitResult> {
   const { dict: cfg, manifest } = job;
   const train: TrainConfig = { ...TRAIN_DEFAULTS, ...job.train };
+  checkDictConfig(cfg);
+  checkTrainConfig(train);
+  checkOutput(job.out, 'dir');
+  const unlock = lockFolder(job.out, 'sdl fit');
+  try {
+    return await fitLocked(job, cfg, train);
+  } finally {
+    unlock();
+  }
+}
+
+async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Promise<FitResult> {
+  const { manifest } = job;
+  removeStaleTemps(job.out);
+  removeStaleTemps(join(job.out, CKPT));
   const B = train.batchTokens;
   const totalSteps = train.steps ?? Math.ceil((train.tokens ?? manifest.tokens) / B);
   if (!(totalSteps > 0)) throw new UserError('nothing to train: pass --tokens or --steps');
@@ -114,16 +158,27 @@ export async function fit(job: FitJob): Promise<FitResult> {
 
   // Data: held-out rows at the end, a shuffled stream over the rest.
   const { train: trainRanges, held: heldRanges } = splitRows(manifest, train.evalTokens);
-  const load = (r: RowRange) => loadRows(job.actsDir, manifest, r, cfg.sitesIn, cfg.sitesOut, train.excludeBos);
+  const load = (r: RowRange) => loadRows(job.actsDir, manifest, r, cfg.sitesIn, cfg.sitesOut, train.excludeBos, { verify: job.verify });
   const same = cfg.sitesIn.length === cfg.sitesOut.length && cfg.sitesIn.every((s, i) => s.name === cfg.sitesOut[i].name);
   const ckptDir = join(job.out, CKPT);
   let state: CheckpointState | undefined;
-  if (job.resume && existsSync(join(ckptDir, 'state.json'))) state = readJson<CheckpointState>(join(ckptDir, 'state.json'));
-  if (state) {
+  let resumeChanges: string[] = [];
+  if (job.resume) {
+    if (!existsSync(join(ckptDir, 'state.json'))) throw new UserError(`there is no checkpoint in ${ckptDir} to resume from; run without --resume to start`);
+    state = readJson<CheckpointState>(join(ckptDir, 'state.json'));
     const d = state.dict;
     if (d.dIn !== cfg.dIn || d.dOut !== cfg.dOut || d.dSae !== cfg.dSae || d.activation !== cfg.activation || d.kind !== cfg.kind) {
       throw new UserError(`the checkpoint in ${ckptDir} is a ${d.kind}/${d.activation} with d_in ${d.dIn}, d_out ${d.dOut}, d_sae ${d.dSae}, but these shards and options give ${cfg.kind}/${cfg.activation} with d_in ${cfg.dIn}, d_out ${cfg.dOut}, d_sae ${cfg.dSae}; resume with the same shards and options, or drop --resume`);
     }
+    const now = historyRecord(train);
+    const changed = [
+      ...differences(d as unknown as Record<string, unknown>, cfg as unknown as Record<string, unknown>),
+      ...(state.train ? differences(pick(state.train, FIXED_ON_RESUME), pick(now, FIXED_ON_RESUME)) : []),
+    ];
+    if (changed.length) throw new UserError(`the checkpoint in ${ckptDir} was made with other settings (${changed.slice(0, 3).join('; ')}${changed.length > 3 ? '; ...' : ''}); resume with the same options and shards, or start again without --resume`);
+    resumeChanges = state.train ? differences(state.train, now) : [];
+  } else if (existsSync(join(job.out, CFG_FILE)) && !job.force) {
+    throw new UserError(`${job.out} already holds a dictionary; pass --force to replace it, --resume to continue its run, or choose another --out`);
   }
   // Normalisation scales from a sample of training rows (kept from the checkpoint on resume).
   const sample = load(trainRanges[0]);
@@ -173,11 +228,14 @@ export async function fit(job: FitJob): Promise<FitResult> {
   // A finished dictionary in `out` is replaced only when this run completes: remove its cfg.json now,
   // so a killed run never leaves an old cfg.json beside new weights.
   if (!job.resume) {
-    rmSync(join(job.out, 'cfg.json'), { force: true });
+    rmSync(join(job.out, CFG_FILE), { force: true });
     rmSync(join(job.out, 'training_log.jsonl'), { force: true });
+    rmSync(ckptDir, { recursive: true, force: true });
+    for (const f of DERIVED) rmSync(join(job.out, f), { recursive: true, force: true });
   }
   const logPath = join(job.out, 'training_log.jsonl');
   const log = (rec: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(rec) + '\n');
+  if (state) log({ event: 'resume', step: state.step, tokens: state.tokens, changed: resumeChanges });
 
   const sinceFired = new Float64Array(cfg.dSae);
   const Xb = new Float32Array(B * cfg.dIn);
@@ -194,7 +252,7 @@ export async function fit(job: FitJob): Promise<FitResult> {
   const saveCheckpoint = () => {
     mkdirSync(ckptDir, { recursive: true });
     writeSafetensors(join(ckptDir, 'state.safetensors'), engine.saveState());
-    const s: CheckpointState = { step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: engine.adamT, dict: cfg, elapsed: elapsed0 + (performance.now() - t0) / 1000 };
+    const s: CheckpointState = { step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: engine.adamT, dict: cfg, train: historyRecord(train), elapsed: elapsed0 + (performance.now() - t0) / 1000 };
     writeJsonAtomic(join(ckptDir, 'state.json'), s);
     lastCheckpointStep = stepNo;
   };
@@ -299,7 +357,7 @@ export async function fit(job: FitJob): Promise<FitResult> {
     unit_norm_decoder: train.unitNormDecoder, b_dec_init: train.bDecInit, eval: evalNow, dead_fraction: deadFraction,
     seconds: elapsed0 + seconds, activations: job.actsDir, activations_sha256: manifest.identity_sha256,
   };
-  copyFileSync(join(job.actsDir, MANIFEST), join(job.out, 'acts_manifest.json'));
+  writeAtomic(join(job.out, 'acts_manifest.json'), readFileSync(join(job.actsDir, MANIFEST)));
   writeJsonAtomic(join(job.out, 'eval.json'), { ...evalNow, dead_fraction_train: deadFraction });
   dictionary.save(job.out, { training });
   engine.dispose();

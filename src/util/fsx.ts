@@ -1,7 +1,8 @@
 // Atomic writes and hashing: a file is either complete or absent, never half-written.
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, existsSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { accessSync, closeSync, constants, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { UserError } from './errors.js';
 
 export function sha256(data: Uint8Array | string | Uint8Array[]): string {
   const h = createHash('sha256');
@@ -17,7 +18,12 @@ export function sha256File(path: string): string {
 export function writeAtomic(path: string, data: Uint8Array | string | Uint8Array[]): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'w');
+  } catch (e) {
+    throw outputError(path, e);
+  }
   try {
     for (const part of Array.isArray(data) ? data : [data]) {
       const buf = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
@@ -25,10 +31,105 @@ export function writeAtomic(path: string, data: Uint8Array | string | Uint8Array
       while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
     }
     fsyncSync(fd);
-  } finally {
     closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    try { closeSync(fd); } catch { /* already closed */ }
+    rmSync(tmp, { force: true });
+    throw outputError(path, e);
   }
-  renameSync(tmp, path);
+}
+
+/** A file-system error while writing `path` as one line saying what to do (out of space, read-only, ...). */
+export function outputError(path: string, e: unknown): Error {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why: Record<string, string> = {
+    ENOSPC: 'the disk is full; free space or write elsewhere (--out)',
+    EDQUOT: 'the disk quota is exhausted; free space or write elsewhere (--out)',
+    EROFS: 'the file system is read-only; write elsewhere (--out)',
+    EACCES: 'permission denied; write elsewhere (--out) or fix the permissions',
+    EPERM: 'permission denied; write elsewhere (--out) or fix the permissions',
+    EISDIR: 'it is a folder; name a file (--out)',
+    ENOTDIR: 'a part of the path is a file, not a folder; choose another --out',
+    EEXIST: 'a file is in the way; choose another --out',
+  };
+  return code && why[code] ? new UserError(`cannot write ${path}: ${why[code]}`) : (e as Error);
+}
+
+/**
+ * Checks, before any work starts, that `path` can be created as a file or a folder: nothing of the other kind is
+ * there, the nearest existing parent is a writable folder, and its file system has `minFreeBytes` free.
+ */
+export function checkOutput(path: string, kind: 'file' | 'dir', minFreeBytes = 1 << 20): void {
+  if (existsSync(path)) {
+    const isDir = statSync(path).isDirectory();
+    if (kind === 'dir' && !isDir) throw new UserError(`output folder ${path} is an existing file; choose another --out or remove it`);
+    if (kind === 'file' && isDir) throw new UserError(`output file ${path} is an existing folder; name a file with --out`);
+  }
+  let parent = kind === 'dir' && existsSync(path) ? path : dirname(path);
+  while (!existsSync(parent)) parent = dirname(parent);
+  if (!statSync(parent).isDirectory()) throw new UserError(`cannot create ${path}: ${parent} is a file, not a folder; choose another --out`);
+  try {
+    accessSync(parent, constants.W_OK);
+  } catch {
+    throw new UserError(`cannot write under ${parent} (read-only or no permission); choose another --out`);
+  }
+  const fs = statfsSync(parent);
+  const free = fs.bavail * fs.bsize;
+  if (free < minFreeBytes) throw new UserError(`only ${(free / 1e6).toFixed(1)} MB free under ${parent}, ${(minFreeBytes / 1e6).toFixed(1)} MB needed; free space or choose another --out`);
+}
+
+/** Removes `NAME.tmp-PID*` files in `dir` left by processes that no longer run (killed or out of space). */
+export function removeStaleTemps(dir: string): string[] {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) return [];
+  const removed: string[] = [];
+  for (const f of readdirSync(dir)) {
+    const m = /\.tmp-(\d+)(?:-wal|-shm|-journal)?$/.exec(f);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    rmSync(join(dir, f), { recursive: true, force: true });
+    removed.push(f);
+  }
+  return removed;
+}
+
+export function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * An exclusive lock on a folder for one writer: `.lock` holds the owner's pid, created with O_EXCL. A lock whose
+ * process no longer runs is taken over. Returns the release function (also run at exit).
+ */
+export function lockFolder(dir: string, what: string): () => void {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, '.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      const release = () => {
+        process.removeListener('exit', release);
+        try {
+          if (readFileSync(path, 'utf8') === String(process.pid)) rmSync(path, { force: true });
+        } catch { /* gone already */ }
+      };
+      process.once('exit', release);
+      return release;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw outputError(path, e);
+      const owner = Number(readFileSync(path, 'utf8'));
+      if (Number.isInteger(owner) && owner > 0 && pidAlive(owner)) throw new UserError(`${dir} is being written by another ${what} (process ${owner}); wait for it or choose another --out`);
+      rmSync(path, { force: true }); // its owner died: take the lock over
+    }
+  }
+  throw new UserError(`cannot lock ${dir}; another ${what} keeps taking it`);
 }
 
 export function writeJsonAtomic(path: string, value: unknown): void {
