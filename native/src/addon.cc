@@ -43,6 +43,16 @@ double num(napi_env env, napi_value v, const char* what) {
   return d;
 }
 
+// An integer argument within [lo, hi]: bad sizes become exceptions here, never out-of-range loops or
+// divisions by zero in the kernels.
+int count(napi_env env, napi_value v, const char* what, long lo, long hi = 1L << 31) {
+  double d = num(env, v, what);
+  if (!(d == (double)(long)d) || d < (double)lo || d > (double)hi) {
+    throw JsError{std::string(what) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d)};
+  }
+  return (int)d;
+}
+
 double numProp(napi_env env, napi_value obj, const char* name, double def) {
   napi_value v = get(env, obj, name);
   return isUndefined(env, v) ? def : num(env, v, name);
@@ -141,11 +151,13 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 1, &self);
     napi_value o = a[0];
     sdl::Config c;
-    c.dIn = (int)num(env, get(env, o, "dIn"), "dIn");
-    c.dOut = (int)num(env, get(env, o, "dOut"), "dOut");
-    c.dSae = (int)num(env, get(env, o, "dSae"), "dSae");
-    c.act = (sdl::Activation)(int)num(env, get(env, o, "activation"), "activation");
+    c.dIn = count(env, get(env, o, "dIn"), "dIn", 1);
+    c.dOut = count(env, get(env, o, "dOut"), "dOut", 1);
+    c.dSae = count(env, get(env, o, "dSae"), "dSae", 1);
+    c.act = (sdl::Activation)count(env, get(env, o, "activation"), "activation", 0, 4);
     c.k = (int)numProp(env, o, "k", 0);
+    bool topkFamily = c.act == sdl::TOPK || c.act == sdl::BATCHTOPK || c.act == sdl::MATRYOSHKA;
+    if (topkFamily && (c.k < 1 || c.k > c.dSae)) throw JsError{"k must be in [1, dSae], got " + std::to_string(c.k)};
     c.applyBDec = boolProp(env, o, "applyBDec");
     c.noBias = boolProp(env, o, "noBias");
     c.tied = boolProp(env, o, "tied");
@@ -156,12 +168,14 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
       for (uint32_t i = 0; i < n; i++) {
         napi_value x;
         CHECK_NAPI(napi_get_element(env, w, i, &x));
-        c.widths.push_back((int)num(env, x, "widths"));
+        c.widths.push_back(count(env, x, "widths", 1, c.dSae));
       }
     }
     if (c.act == sdl::MATRYOSHKA && (c.widths.empty() || c.widths.back() != c.dSae)) throw JsError{"matryoshka widths must end at dSae"};
     if (c.tied && c.dIn != c.dOut) throw JsError{"a tied dictionary needs dIn == dOut"};
+    for (size_t i = 1; i < c.widths.size(); i++) if (c.widths[i] <= c.widths[i - 1]) throw JsError{"matryoshka widths must increase"};
     int threads = (int)numProp(env, o, "threads", 1);
+    if (threads < 1 || threads > 1024) throw JsError{"threads must be in [1, 1024]"};
     auto* e = new Engine(c, threads);
     CHECK_NAPI(napi_wrap(env, self, e, [](napi_env, void* p, void*) { delete static_cast<Engine*>(p); }, nullptr, nullptr));
     return self;
@@ -176,7 +190,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     Engine* e = unwrap(env, self);
     const sdl::Config& c = e->config();
     sdl::Tensors p = tensors(env, e, a[0], "params"), g = tensors(env, e, a[1], "grads");
-    int B = (int)num(env, a[4], "B");
+    int B = count(env, a[4], "B", 1);
     const float* X = f32(env, a[2], (size_t)B * c.dIn, "X");
     const float* Y = f32(env, a[3], (size_t)B * c.dOut, "Y");
     napi_value o = a[5];
@@ -227,7 +241,7 @@ napi_value EngineForward(napi_env env, napi_callback_info info) {
     Engine* e = unwrap(env, self);
     const sdl::Config& c = e->config();
     sdl::Tensors p = tensors(env, e, a[0], "params");
-    int n = (int)num(env, a[2], "n");
+    int n = count(env, a[2], "n", 1);
     const float* X = f32(env, a[1], (size_t)n * c.dIn, "X");
     float threshold = (float)num(env, a[3], "threshold");
     bool wantYhat;
@@ -276,7 +290,7 @@ napi_value EngineNormalize(napi_env env, napi_callback_info info) {
     napi_value self;
     auto a = args(env, info, 2, &self);
     Engine* e = unwrap(env, self);
-    int d = (int)num(env, a[1], "d");
+    int d = count(env, a[1], "d", 1);
     e->normalizeRows(f32(env, a[0], (size_t)e->config().dSae * d, "W"), d);
     return nullptr;
   });
@@ -313,14 +327,14 @@ napi_value EngineAdam(napi_env env, napi_callback_info info) {
 napi_value Gemm(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     auto a = args(env, info, 13);
-    int M = (int)num(env, a[0], "M"), N = (int)num(env, a[1], "N"), K = (int)num(env, a[2], "K");
+    int M = count(env, a[0], "M", 0), N = count(env, a[1], "N", 0), K = count(env, a[2], "K", 0);
     long ars = (long)num(env, a[4], "ars"), acs = (long)num(env, a[5], "acs"), brs = (long)num(env, a[7], "brs"), bcs = (long)num(env, a[8], "bcs");
     long ldc = (long)num(env, a[10], "ldc");
     size_t needA = (size_t)((M - 1) * ars + (K - 1) * acs + 1), needB = (size_t)((K - 1) * brs + (N - 1) * bcs + 1);
     bool acc;
     CHECK_NAPI(napi_get_value_bool(env, a[11], &acc));
     static std::unique_ptr<sdl::Pool> pool;
-    int threads = (int)num(env, a[12], "threads");
+    int threads = count(env, a[12], "threads", 1, 1024);
     if (!pool || pool->size() != threads) pool.reset(new sdl::Pool(threads));
     sdl::gemm(*pool, M, N, K, sdl::View{f32(env, a[3], needA, "A"), ars, acs}, sdl::View{f32(env, a[6], needB, "B"), brs, bcs},
               f32(env, a[9], (size_t)(M - 1) * ldc + N, "C"), ldc, acc);
@@ -343,7 +357,7 @@ napi_value StatsNew(napi_env env, napi_callback_info info) {
     napi_value self;
     auto a = args(env, info, 1, &self);
     napi_value o = a[0];
-    int m = (int)num(env, get(env, o, "m"), "m");
+    int m = count(env, get(env, o, "m"), "m", 1);
     TypedArray ev = typedInfo(env, get(env, o, "edges"), "edges");
     if (ev.type != napi_float32_array) throw JsError{"edges must be a Float32Array"};
     std::vector<float> edges(static_cast<float*>(ev.data), static_cast<float*>(ev.data) + ev.length);

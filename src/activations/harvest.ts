@@ -8,7 +8,8 @@ import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/s
 import { documents, describeCorpus, type Split } from '../corpus/sources.js';
 import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
-import { sha256, writeAtomic } from '../util/fsx.js';
+import { checkNumber } from '../util/check.js';
+import { checkOutput, lockFolder, removeStaleTemps, sha256, writeAtomic } from '../util/fsx.js';
 import { Progress, fmtCount } from '../util/progress.js';
 import type { ShardBuffer, Dtype } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
@@ -99,9 +100,14 @@ export interface HarvestResult {
 }
 
 export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
-  if (!Number.isInteger(cfg.ctx) || cfg.ctx < 2) throw new UserError(`--ctx must be an integer >= 2 (got ${cfg.ctx})`);
-  if (!Number.isInteger(cfg.batch) || cfg.batch < 1) throw new UserError(`--batch must be a positive integer (got ${cfg.batch})`);
-  if (!(cfg.tokens > 0)) throw new UserError(`--tokens must be positive (got ${cfg.tokens})`);
+  checkNumber(cfg.ctx, 'int>=2', '--ctx');
+  checkNumber(cfg.batch, 'int>0', '--batch');
+  checkNumber(cfg.tokens, 'int>0', '--tokens');
+  checkNumber(cfg.seed, 'int>=0', '--seed');
+  checkNumber(cfg.shardTokens, 'int>0', '--shard-tokens');
+  checkNumber(cfg.oovId, 'int>=0', '--oov-id');
+  checkNumber(cfg.threads, 'int>0', '--threads');
+  if (cfg.shardTokens < cfg.ctx) throw new UserError(`--shard-tokens ${cfg.shardTokens} is less than one window of --ctx ${cfg.ctx} tokens`);
   describeCorpus(cfg.corpus); // fails early on a missing, empty or binary corpus
   const model = loadModel(cfg.model, { tokenizer: cfg.tokenizer });
   if (cfg.ctx > model.contextLength) throw new UserError(`--ctx ${cfg.ctx} exceeds ${model.name}'s context length ${model.contextLength}`);
@@ -121,6 +127,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   const idHash = identityHash(identity);
   const out = cfg.out ?? join(cacheDir(), 'acts', `${model.name}-${hookSummary(hooks)}-${idHash.slice(0, 8)}`);
 
+  checkOutput(out, 'dir');
   // The output folder: empty, or this same harvest (resume), or a different one (refuse unless --force).
   let manifest = readManifest(out);
   if (manifest && manifest.identity_sha256 !== idHash) {
@@ -132,161 +139,166 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     rmSync(out, { recursive: true, force: true });
   }
   mkdirSync(out, { recursive: true });
-  // Temporary files of a killed run are never complete: remove them.
-  for (const f of readdirSync(out)) if (/\.tmp-\d+$/.test(f)) rmSync(join(out, f), { force: true });
+  // One writer per folder; temporary files of killed runs are never complete: remove them (not a live run's).
+  const unlock = lockFolder(out, 'sdl harvest');
+  removeStaleTemps(out);
+  try {
 
-  // Finished shards are reused only if their bytes still match the recorded checksum.
-  const good = new Map<number, Manifest['shards'][number]>();
-  for (const s of manifest?.shards ?? []) {
-    const p = join(out, s.file);
-    const k = Number(/(\d+)/.exec(s.file)?.[1]);
-    if (existsSync(p) && sha256(readFileSync(p)) === s.sha256) good.set(k, s);
-    else if (!cfg.quiet) process.stderr.write(`shard ${s.file} is missing or corrupt (checksum mismatch): redoing it\n`);
-  }
-  const now = new Date().toISOString();
-  const m: Manifest = manifest ?? {
-    format: 'sdlkit-activations/1', identity, identity_sha256: idHash, model_path: model.onnxPath, tokenizer_path: model.tokenizerPath,
-    context_length: cfg.ctx, dtype: cfg.dtype, sites: [], shards: [], tokens: 0, complete: false, oov_mapped: 0,
-    created: now, updated: now, elapsed_s: 0, versions: versions(),
-  };
-  m.complete = false;
-  // The manifest lands before any shard, so a run killed after its first shard still resumes as itself.
-  writeManifest(out, m);
-  const t0 = performance.now();
-  const elapsedBefore = m.elapsed_s;
-
-  const bytes = hookSubgraph(model.bytes, model.proto, hooks);
-  const session = await createSession(bytes, { threads: cfg.threads, spinning: false }); // the shard writer shares the cores
-  const inputs = runtimeInputs(model.proto);
-  const fetches = [...new Set(hooks.map((h) => h.tensor))];
-
-  let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
-  let buf: ShardBuffer | undefined;
-  let oov = 0;
-  const totalRows = nWindows * cfg.ctx;
-  const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
-  const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
-  let doneRows = doneRowsAtStart;
-
-  const checkVocab = (w: Window) => {
-    for (let i = 0; i < w.ids.length; i++) {
-      const id = w.ids[i];
-      if (id >= 0 && id < model.vocabSize) continue;
-      if (cfg.oovId === undefined) {
-        throw new UserError(`token id ${id} ('${model.tokenizer.piece(id)}') is beyond ${model.name}'s vocabulary of ${model.vocabSize} ids (the tokenizer has ${model.tokenizer.vocabSize}); pass --oov-id N to map such ids to N, or use the model's own tokenizer`);
-      }
-      w.ids[i] = cfg.oovId;
-      oov++;
+    // Finished shards are reused only if their bytes still match the recorded checksum.
+    const good = new Map<number, Manifest['shards'][number]>();
+    for (const s of manifest?.shards ?? []) {
+      const p = join(out, s.file);
+      const k = Number(/(\d+)/.exec(s.file)?.[1]);
+      if (existsSync(p) && sha256(readFileSync(p)) === s.sha256) good.set(k, s);
+      else if (!cfg.quiet) process.stderr.write(`shard ${s.file} is missing or corrupt (checksum mismatch): redoing it\n`);
     }
-  };
+    const now = new Date().toISOString();
+    const m: Manifest = manifest ?? {
+      format: 'sdlkit-activations/1', identity, identity_sha256: idHash, model_path: model.onnxPath, tokenizer_path: model.tokenizerPath,
+      context_length: cfg.ctx, dtype: cfg.dtype, sites: [], shards: [], tokens: 0, complete: false, oov_mapped: 0,
+      created: now, updated: now, elapsed_s: 0, versions: versions(),
+    };
+    m.complete = false;
+    // The manifest lands before any shard, so a run killed after its first shard still resumes as itself.
+    writeManifest(out, m);
+    const t0 = performance.now();
+    const elapsedBefore = m.elapsed_s;
 
-  const runBatch = (ws: Window[]): Promise<ort.InferenceSession.OnnxValueMapType> => {
-    const ids = new Int32Array(ws.length * cfg.ctx);
-    ws.forEach((w, b) => ids.set(w.ids, b * cfg.ctx));
-    const p = session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), fetches).catch((e: Error) => {
-      throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
-    });
-    p.catch(() => undefined); // awaited later (a batch runs while the previous one is written out); not unhandled meanwhile
-    return p;
-  };
+    const bytes = hookSubgraph(model.bytes, model.proto, hooks);
+    const session = await createSession(bytes, { threads: cfg.threads, spinning: false }); // the shard writer shares the cores
+    const inputs = runtimeInputs(model.proto);
+    const fetches = [...new Set(hooks.map((h) => h.tensor))];
 
-  const writer = new ShardWriter();
-  let inFlight: Promise<{ k: number; file: string; w: Written; oov: number }> | undefined;
-  let newShards = 0;
-  const recordWrite = async () => {
-    if (!inFlight) return;
-    const { k, file, w, oov: o } = await inFlight;
-    inFlight = undefined;
-    good.set(k, { file, rows: w.rows, sha256: w.sha256 });
-    newShards++;
-    m.shards = [...good.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
-    m.tokens = m.shards.reduce((a, s) => a + s.rows, 0);
-    m.oov_mapped += o;
+    let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
+    let buf: ShardBuffer | undefined;
+    let oov = 0;
+    const totalRows = nWindows * cfg.ctx;
+    const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
+    const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
+    let doneRows = doneRowsAtStart;
+
+    const checkVocab = (w: Window) => {
+      for (let i = 0; i < w.ids.length; i++) {
+        const id = w.ids[i];
+        if (id >= 0 && id < model.vocabSize) continue;
+        if (cfg.oovId === undefined) {
+          throw new UserError(`token id ${id} ('${model.tokenizer.piece(id)}') is beyond ${model.name}'s vocabulary of ${model.vocabSize} ids (the tokenizer has ${model.tokenizer.vocabSize}); pass --oov-id N to map such ids to N, or use the model's own tokenizer`);
+        }
+        w.ids[i] = cfg.oovId;
+        oov++;
+      }
+    };
+
+    const runBatch = (ws: Window[]): Promise<ort.InferenceSession.OnnxValueMapType> => {
+      const ids = new Int32Array(ws.length * cfg.ctx);
+      ws.forEach((w, b) => ids.set(w.ids, b * cfg.ctx));
+      const p = session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), fetches).catch((e: Error) => {
+        throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
+      });
+      p.catch(() => undefined); // awaited later (a batch runs while the previous one is written out); not unhandled meanwhile
+      return p;
+    };
+
+    const writer = new ShardWriter();
+    let inFlight: Promise<{ k: number; file: string; w: Written; oov: number }> | undefined;
+    let newShards = 0;
+    const recordWrite = async () => {
+      if (!inFlight) return;
+      const { k, file, w, oov: o } = await inFlight;
+      inFlight = undefined;
+      good.set(k, { file, rows: w.rows, sha256: w.sha256 });
+      newShards++;
+      m.shards = [...good.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
+      m.tokens = m.shards.reduce((a, s) => a + s.rows, 0);
+      m.oov_mapped += o;
+      m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
+      writeManifest(out, m);
+    };
+    const stream = windowStream(model, cfg);
+    let exhausted = false;
+    // The work as a stream of batches across shards. Finished shards are re-derived (tokenization is cheap next
+    // to the model) and skipped; the last batch of a shard carries the shard's OOV count.
+    interface Job { k: number; ws: Window[]; last: boolean; oov: number }
+    function* jobs(): Generator<Job> {
+      for (let k = 0; k < nShards && !exhausted; k++) {
+        const first = k * windowsPerShard;
+        const count = Math.min(windowsPerShard, nWindows - first);
+        const ws: Window[] = [];
+        for (let i = 0; i < count; i++) {
+          const n = stream.next();
+          if (n.done) { exhausted = true; break; }
+          checkVocab(n.value);
+          ws.push(n.value);
+        }
+        const oovHere = oov;
+        oov = 0;
+        if (good.has(k)) continue;
+        if (!ws.length) return;
+        for (let b = 0; b < ws.length; b += cfg.batch) yield { k, ws: ws.slice(b, b + cfg.batch), last: b + cfg.batch >= ws.length, oov: oovHere };
+      }
+    }
+    try {
+      const it = jobs();
+      let job = it.next();
+      let pending = job.done ? undefined : runBatch(job.value.ws);
+      while (!job.done) {
+        // Tokenize the next batch while this one runs, and start it before copying this one out: the model never waits.
+        const next = it.next();
+        const res = await pending!;
+        if (!next.done) pending = runBatch(next.value.ws);
+        const { k, ws: bw, last } = job.value;
+        if (!sites) {
+          sites = hooks.map((h) => {
+            const dims = res[h.tensor].dims;
+            return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
+          });
+          m.sites = sites;
+        }
+        if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
+        for (let si = 0; si < sites.length; si++) {
+          const t = res[sites[si].tensor];
+          const expect = bw.length * cfg.ctx * sites[si].width;
+          if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
+            throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
+          }
+          buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
+        }
+        bw.forEach((w, i) => {
+          const r = buf!.rows + i * cfg.ctx;
+          buf!.token.set(w.ids, r);
+          buf!.doc.set(w.docs, r);
+          buf!.window.fill(w.index, r, r + cfg.ctx);
+          for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
+        });
+        buf.rows += bw.length * cfg.ctx;
+        doneRows += bw.length * cfg.ctx;
+        progress.update(doneRows, `shard ${k + 1}/${nShards}`);
+        if (last) {
+          // Hand the shard to the writer thread; record the previous one once it is safely on disk.
+          await recordWrite();
+          const file = `shard-${String(k).padStart(5, '0')}.arrow`;
+          const full = buf;
+          buf = undefined;
+          const oovHere = job.value.oov;
+          inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
+        }
+        job = next;
+      }
+      await recordWrite();
+    } finally {
+      await writer.close();
+      await session.release();
+    }
+    if (exhausted && !cfg.quiet) process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
+    if (m.tokens === 0) throw new UserError(`the corpus ${cfg.corpus} (split ${cfg.split}) gave no complete ${cfg.ctx}-token window; use a larger corpus, another --split, or a smaller --ctx`);
+    m.complete = true;
     m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
     writeManifest(out, m);
-  };
-  const stream = windowStream(model, cfg);
-  let exhausted = false;
-  // The work as a stream of batches across shards. Finished shards are re-derived (tokenization is cheap next
-  // to the model) and skipped; the last batch of a shard carries the shard's OOV count.
-  interface Job { k: number; ws: Window[]; last: boolean; oov: number }
-  function* jobs(): Generator<Job> {
-    for (let k = 0; k < nShards && !exhausted; k++) {
-      const first = k * windowsPerShard;
-      const count = Math.min(windowsPerShard, nWindows - first);
-      const ws: Window[] = [];
-      for (let i = 0; i < count; i++) {
-        const n = stream.next();
-        if (n.done) { exhausted = true; break; }
-        checkVocab(n.value);
-        ws.push(n.value);
-      }
-      const oovHere = oov;
-      oov = 0;
-      if (good.has(k)) continue;
-      if (!ws.length) return;
-      for (let b = 0; b < ws.length; b += cfg.batch) yield { k, ws: ws.slice(b, b + cfg.batch), last: b + cfg.batch >= ws.length, oov: oovHere };
-    }
-  }
-  try {
-    const it = jobs();
-    let job = it.next();
-    let pending = job.done ? undefined : runBatch(job.value.ws);
-    while (!job.done) {
-      // Tokenize the next batch while this one runs, and start it before copying this one out: the model never waits.
-      const next = it.next();
-      const res = await pending!;
-      if (!next.done) pending = runBatch(next.value.ws);
-      const { k, ws: bw, last } = job.value;
-      if (!sites) {
-        sites = hooks.map((h) => {
-          const dims = res[h.tensor].dims;
-          return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
-        });
-        m.sites = sites;
-      }
-      if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
-      for (let si = 0; si < sites.length; si++) {
-        const t = res[sites[si].tensor];
-        const expect = bw.length * cfg.ctx * sites[si].width;
-        if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
-          throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
-        }
-        buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
-      }
-      bw.forEach((w, i) => {
-        const r = buf!.rows + i * cfg.ctx;
-        buf!.token.set(w.ids, r);
-        buf!.doc.set(w.docs, r);
-        buf!.window.fill(w.index, r, r + cfg.ctx);
-        for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
-      });
-      buf.rows += bw.length * cfg.ctx;
-      doneRows += bw.length * cfg.ctx;
-      progress.update(doneRows, `shard ${k + 1}/${nShards}`);
-      if (last) {
-        // Hand the shard to the writer thread; record the previous one once it is safely on disk.
-        await recordWrite();
-        const file = `shard-${String(k).padStart(5, '0')}.arrow`;
-        const full = buf;
-        buf = undefined;
-        const oovHere = job.value.oov;
-        inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
-      }
-      job = next;
-    }
-    await recordWrite();
+    const seconds = (performance.now() - t0) / 1000;
+    progress.done();
+    writeAtomic(join(cacheDir(), 'LATEST_HARVEST'), out + '\n');
+    return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
   } finally {
-    await writer.close();
-    await session.release();
+    unlock();
   }
-  if (exhausted && !cfg.quiet) process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
-  if (m.tokens === 0) throw new UserError(`the corpus ${cfg.corpus} (split ${cfg.split}) gave no complete ${cfg.ctx}-token window; use a larger corpus, another --split, or a smaller --ctx`);
-  m.complete = true;
-  m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
-  writeManifest(out, m);
-  const seconds = (performance.now() - t0) / 1000;
-  progress.done();
-  writeAtomic(join(cacheDir(), 'LATEST_HARVEST'), out + '\n');
-  return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
 }

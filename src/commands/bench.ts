@@ -8,6 +8,7 @@ import { runAbsorption } from '../experiments/absorption.js';
 import { METHODS } from '../experiments/common.js';
 import { writeAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
+import { checkOptions } from '../util/check.js';
 import type { Activation } from '../sdl/config.js';
 import { parseCount, printJson } from './common.js';
 
@@ -21,6 +22,11 @@ const seedsOf = (s: string) => list(s, 'seed').map((x) => {
   if (!Number.isInteger(v)) throw new UserError(`--seeds takes integers separated by commas, not '${x}'`);
   return v;
 });
+/** The shared size options, checked before any bench data is made or anything trains. */
+function checkSizes(argv: Record<string, unknown> & { k: number; latents: number }): void {
+  checkOptions(argv, { n: 'int>0', np: 'int>0', latents: 'int>0', k: 'int>0', S: '[0,1)', M: '(0,1]', steps: 'int>0', batch: 'int>0', lr: '>0' });
+  if (argv.k > argv.latents) throw new UserError(`--k ${argv.k} is more than --latents ${argv.latents}`);
+}
 const log = (json: boolean) => (s: string) => { if (!json) process.stderr.write(s + '\n'); };
 
 /** The bench's size and training options, shared by every experiment (defaults differ per experiment). */
@@ -50,6 +56,8 @@ export function register(y: Argv): Argv {
       .example('sdl bench lrb', 'the small grid (minutes)')
       .example('sdl bench lrb --seeds 0,1,2 --out cache/lrb.md', 'three seeds, mean ± sd')
       .example('sdl bench lrb --n 1000 --np 768 --latents 16000 --k 32 --methods topk --batch 4096 --lr 1e-3 --steps 600', "Table 7's TopK k = 32 at the paper's size"), async (argv) => {
+      checkSizes(argv);
+      checkOptions(argv, { anchors: 'int>=0', 'anchor-weight': '>=0' });
       const r = await runLrbGrid({
         n: argv.n, np: argv.np, latents: argv.latents, k: argv.k, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'), steps: argv.steps, batch: argv.batch, lr: argv.lr,
         anchors: argv.anchors, anchorWeight: argv['anchor-weight'], seeds: seedsOf(argv.seeds), methods: list(argv.methods, 'method', Object.keys(METHODS)), cache: join(cacheDir(), 'bench'),
@@ -65,6 +73,8 @@ export function register(y: Argv): Argv {
       .option('dead-window', { type: 'string', default: '40k', describe: 'a latent is dead when it has not fired for this many tokens' })
       .option('out', { type: 'string', describe: 'markdown here, and the plot beside it (.svg)' })
       .example('sdl bench resample --seeds 0,1,2 --out cache/resample.md', 'writes cache/resample.md and cache/resample.svg'), async (argv) => {
+      checkSizes(argv);
+      checkOptions(argv, { sparsity: '>=0', 'resample-every': 'int>0' });
       const r = await runResample({
         n: argv.n, np: argv.np, latents: argv.latents, k: argv.k, activation: argv.activation as Activation, sparsity: argv.sparsity, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'),
         steps: argv.steps, batch: argv.batch, lr: argv.lr, resampleEvery: argv['resample-every'], deadWindow: parseCount(argv['dead-window'], '--dead-window'), seeds: seedsOf(argv.seeds), cache: join(cacheDir(), 'bench'),
@@ -84,6 +94,8 @@ export function register(y: Argv): Argv {
       .option('sparsity', { type: 'number', describe: "ReLU L1 / JumpReLU L0 coefficient (default: fit's)" })
       .option('out', { type: 'string', describe: 'write the table as markdown here' })
       .example('sdl bench absorption --latents 128 --k 1 --seeds 0,1,2', 'one latent per feature and per token: absorption appears'), async (argv) => {
+      checkSizes(argv);
+      checkOptions(argv, { parents: 'int>0', children: 'int>0', sparsity: '>=0' });
       const methods = list(argv.methods, 'method', ['relu', 'jumprelu', 'topk', 'batchtopk', 'matryoshka']);
       if (argv.parents * (argv.children + 1) > argv.n) throw new UserError(`--parents ${argv.parents} x (--children ${argv.children} + 1) needs more than --n ${argv.n} features`);
       const r = await runAbsorption({

@@ -3,6 +3,7 @@ import { bindModel } from '../intervene/bind.js';
 import { Dictionary } from '../sdl/dictionary.js';
 import { spliceEval, evalWindows } from '../eval/splice-eval.js';
 import { defaultModel, printJson } from './common.js';
+import { checkOptions } from '../util/check.js';
 import { readTruth, recovery, activationPatterns, absorption } from '../analysis/truth.js';
 
 export function register(y: Argv): Argv {
@@ -25,6 +26,7 @@ export function register(y: Argv): Argv {
       .example('sdl eval cache/dicts/pipeline-sae-L6', 'CE loss recovered of the pipeline SAE in the bundled model')
       .example('sdl eval cache/dicts/lrb-topk --truth cache/synth/lrb-256-64-0', 'GT recovery, activation patterns, absorption'),
     async (argv) => {
+      checkOptions(argv, { windows: 'int>0', ctx: 'int>=2', batch: 'int>0', tau: '(0,1]', exclude: 'int>=0' });
       const d = Dictionary.load(argv.dictionary!);
       if (argv.truth) {
         const t = readTruth(argv.truth);

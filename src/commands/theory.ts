@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { theoryReport } from '../analysis/theory-report.js';
 import { printJson } from './common.js';
+import { checkOptions } from '../util/check.js';
 
 const f = (x: number, d = 4) => (Math.abs(x) < 1e-3 && x !== 0 ? x.toExponential(2) : x.toFixed(d));
 const ok = (b: boolean) => (b ? 'holds' : 'DOES NOT HOLD');
@@ -11,6 +12,7 @@ export function register(y: Argv): Argv {
     .option('json', { type: 'boolean', default: false })
     .example('sdl theory', 'every instrument, with the quantities each statement is about')
     .example('sdl theory --seed 7 --json', ''), (argv) => {
+    checkOptions(argv, { seed: 'int>=0' });
     const r = theoryReport(argv.seed);
     if (argv.json) return printJson(r);
     const e = r.example35;

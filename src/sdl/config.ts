@@ -1,6 +1,7 @@
 // Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
 // Where the established tools disagree (peers.md section 9), the choice is named here.
 import { UserError } from '../util/errors.js';
+import { RULES, checkNumber, type Rule } from '../util/check.js';
 
 export type Kind = 'sae' | 'transcoder' | 'crosscoder';
 export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
@@ -117,17 +118,6 @@ export function defaultMatryoshkaWidths(dSae: number): number[] {
   return [...new Set([...w, dSae])].sort((a, b) => a - b);
 }
 
-type Rule = 'int>0' | 'int>=0' | '>0' | '>=0' | '[0,1]' | '(0,1)' | 'int';
-const RULES: Record<Rule, [(v: number) => boolean, string]> = {
-  'int>0': [(v) => Number.isInteger(v) && v > 0, 'a positive integer'],
-  'int>=0': [(v) => Number.isInteger(v) && v >= 0, 'a non-negative integer'],
-  int: [(v) => Number.isInteger(v), 'an integer'],
-  '>0': [(v) => Number.isFinite(v) && v > 0, 'a positive number'],
-  '>=0': [(v) => Number.isFinite(v) && v >= 0, 'zero or a positive number'],
-  '[0,1]': [(v) => v >= 0 && v <= 1, 'between 0 and 1'],
-  '(0,1)': [(v) => v > 0 && v < 1, 'strictly between 0 and 1'],
-};
-
 /** Each training setting's valid range, keyed by field, with the `sdl fit` option that sets it. */
 const TRAIN_RULES: [keyof TrainConfig, Rule, string][] = [
   ['lr', '>0', '--lr'], ['adamBeta1', '[0,1]', 'adam beta1'], ['adamBeta2', '[0,1]', 'adam beta2'], ['adamEps', '>0', 'adam eps'],
@@ -142,12 +132,7 @@ const TRAIN_RULES: [keyof TrainConfig, Rule, string][] = [
 
 /** Refuses out-of-range training settings with one line naming the option; every caller of the trainer gets it. */
 export function checkTrainConfig(t: TrainConfig): void {
-  for (const [key, rule, option] of TRAIN_RULES) {
-    const v = t[key];
-    if (v === undefined) continue;
-    const [ok, what] = RULES[rule];
-    if (typeof v !== 'number' || !ok(v)) throw new UserError(`${option} must be ${what} (got ${String(v)})`);
-  }
+  for (const [key, rule, option] of TRAIN_RULES) checkNumber(t[key], rule, option);
 }
 
 /** Refuses a dictionary shape that cannot be trained (the sizes the native kernels are given come from here). */

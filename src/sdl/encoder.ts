@@ -38,6 +38,8 @@ function nativeFor(d: Dictionary) {
 
 /** Features of n rows of x [n, dIn] (inference thresholds), as sparse rows. */
 export function encodeSparse(d: Dictionary, x: Float32Array, n: number): SparseActs {
+  if (!Number.isInteger(n) || n < 0 || x.length < n * d.cfg.dIn) throw new Error(`encodeSparse: ${n} rows of ${d.cfg.dIn} do not fit ${x.length} values`);
+  if (n === 0) return { rows: 0, start: new Int32Array(1), idx: new Int32Array(0), val: new Float32Array(0) };
   const nat = nativeFor(d);
   if (nat) {
     const r = nat.e.forward(nat.p, x, n, nat.threshold, false);

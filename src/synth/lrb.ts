@@ -9,6 +9,7 @@ import { writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
 import { writeJsonAtomic } from '../util/fsx.js';
 import { Rng } from '../util/rng.js';
 import { UserError } from '../util/errors.js';
+import { checkNumber, type Rule } from '../util/check.js';
 
 export interface LrbConfig {
   /** Ground-truth features. */
@@ -46,10 +47,20 @@ export interface Truth {
   sites: string[];
 }
 
-export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
-  const c = { ...LRB_DEFAULTS, ...cfgIn };
+/** The bench's settings, range-checked (names as `sdl synth` spells its options). */
+export function checkLrbConfig(c: LrbConfig): LrbConfig {
+  const spec: [keyof LrbConfig, Rule, string][] = [
+    ['n', 'int>0', '--n'], ['np', 'int>0', '--np'], ['nr', 'int>=0', '--nr'], ['sources', 'int>0', '--sources'], ['S', '[0,1)', '--S'], ['M', '(0,1]', '--M'],
+    ['cMin', '>=0', '--c-min'], ['beta', '>0', '--beta'], ['N', 'int>0', '--N'], ['seed', 'int>=0', '--seed'], ['parents', 'int>=0', '--parents'],
+    ['children', 'int>=0', '--children'], ['zipf', '>=0', '--zipf'], ['shardTokens', 'int>0', 'shard tokens'],
+  ];
+  for (const [key, rule, option] of spec) checkNumber(c[key], rule, option);
   if (c.parents * (c.children + 1) > c.n) throw new UserError(`the hierarchy needs ${c.parents * (c.children + 1)} features; n is ${c.n}`);
-  if (!(c.S >= 0 && c.S < 1)) throw new UserError('--S must be in [0, 1)');
+  return c;
+}
+
+export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
+  const c = checkLrbConfig({ ...LRB_DEFAULTS, ...cfgIn });
   const rng = new Rng(c.seed);
   // Per-feature activation probabilities with mean 1 - S.
   const p = new Float64Array(c.n);

@@ -1,0 +1,29 @@
+// Range checks for numeric settings, one table for the whole tool: configs (sdl/config.ts) and command options
+// use the same rules and the same one-line message.
+import { UserError } from './errors.js';
+
+export type Rule = 'int>0' | 'int>=0' | 'int>=2' | '>0' | '>=0' | '[0,1]' | '(0,1)' | '[0,1)' | '(0,1]' | 'int';
+export const RULES: Record<Rule, [(v: number) => boolean, string]> = {
+  'int>0': [(v) => Number.isInteger(v) && v > 0, 'a positive integer'],
+  'int>=0': [(v) => Number.isInteger(v) && v >= 0, 'a non-negative integer'],
+  'int>=2': [(v) => Number.isInteger(v) && v >= 2, 'an integer of at least 2'],
+  int: [(v) => Number.isInteger(v), 'an integer'],
+  '>0': [(v) => Number.isFinite(v) && v > 0, 'a positive number'],
+  '>=0': [(v) => Number.isFinite(v) && v >= 0, 'zero or a positive number'],
+  '[0,1]': [(v) => v >= 0 && v <= 1, 'between 0 and 1'],
+  '(0,1)': [(v) => v > 0 && v < 1, 'strictly between 0 and 1'],
+  '[0,1)': [(v) => v >= 0 && v < 1, 'in [0, 1)'],
+  '(0,1]': [(v) => v > 0 && v <= 1, 'in (0, 1]'],
+};
+
+/** Throws the one-line message when `value` breaks `rule`; undefined passes (an unset optional setting). */
+export function checkNumber(value: unknown, rule: Rule, option: string): void {
+  if (value === undefined) return;
+  const [ok, what] = RULES[rule];
+  if (typeof value !== 'number' || !ok(value)) throw new UserError(`${option} must be ${what} (got ${String(value)})`);
+}
+
+/** Checks several command options at once: { windows: 'int>0', ctx: 'int>=2' } against argv. */
+export function checkOptions(argv: Record<string, unknown>, spec: Record<string, Rule>): void {
+  for (const [name, rule] of Object.entries(spec)) checkNumber(argv[name], rule, `--${name}`);
+}
