@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Dictionary } from '../sdl/dictionary.js';
 import { dictionaryToOnnx } from '../export/onnx.js';
 import { exportSaelens } from '../export/saelens.js';
-import { writeAtomic } from '../util/fsx.js';
+import { checkOutput, writeAtomic } from '../util/fsx.js';
 import { spliceModel } from '../export/splice.js';
 import { bindModel } from '../intervene/bind.js';
 import { UserError } from '../util/errors.js';
@@ -30,10 +30,12 @@ export function register(y: Argv): Argv {
           if (d.cfg.sitesIn.length > 1) throw new UserError(`a ${d.cfg.kind} reads several sites and cannot be spliced into one forward pass; 'sdl eval' measures it in two stages`);
           const { model: m, inputs: [hin], outputs: [hout] } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, fallback: defaultModel });
           const out = argv.out ?? join(argv.dictionary!, 'spliced.onnx');
+          checkOutput(out, 'file');
           writeAtomic(out, spliceModel(m.bytes, m.proto, hout.tensor, { kind: 'dictionary', dict: d, input: hin.tensor }));
           console.log(`wrote ${out}: ${m.name} with ${hout.name} replaced by the dictionary's reconstruction (position 0 kept)`);
         } else if (argv.format === 'onnx') {
           const out = argv.out ?? join(argv.dictionary!, argv['encoder-only'] ? 'encoder.onnx' : 'dictionary.onnx');
+          checkOutput(out, 'file');
           const bytes = dictionaryToOnnx(d, { encoderOnly: argv['encoder-only'], fp16: argv.fp16 });
           writeAtomic(out, bytes);
           console.log(`wrote ${out} (${(bytes.length / 1e6).toFixed(2)} MB): input x [batch, ${d.cfg.dIn}], outputs features [batch, ${d.cfg.dSae}]${argv['encoder-only'] ? '' : ', reconstruction'}`);

@@ -36,7 +36,7 @@ export function addDictionaryNodes(g: GraphBuilder, d: Dictionary, x: string, op
     const [values, indices] = g.node('TopK', [pre, g.i64(P + 'k', [Math.min(c.k, c.dSae)])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
     features = g.op('ScatterElements', [g.op('Mul', [pre, g.scalarF32(0)]), indices, g.op('Relu', [values])], { axis: 1 }, P + 'features');
   } else {
-    const th = weight('threshold', d.w.threshold ?? new Float32Array(c.dSae), [c.dSae]);
+    const th = weight('threshold', d.inferenceThreshold(), [c.dSae]);
     const pass = g.op('Cast', [g.op('And', [g.op('Greater', [pre, th]), g.op('Greater', [pre, g.scalarF32(0)])])], { to: DataType.FLOAT });
     features = g.op('Mul', [pre, pass], {}, P + 'features');
   }

@@ -6,7 +6,7 @@ import { Dictionary, saelensArchitecture, WEIGHTS_FILE, CFG_FILE } from '../sdl/
 import type { Activation, DictConfig } from '../sdl/config.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
 import { UserError } from '../util/errors.js';
-import { writeJsonAtomic } from '../util/fsx.js';
+import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 
 /** The sae_lens version whose loader (v6 parser) the written cfg.json targets. */
 export const SAELENS_VERSION = '6.0.0';
@@ -14,6 +14,7 @@ export const SAELENS_VERSION = '6.0.0';
 export function exportSaelens(d: Dictionary, dir: string): void {
   const c = d.cfg;
   if (c.sitesIn.length > 1 || c.sitesOut.length > 1) throw new UserError('a crosscoder has no SAELens equivalent; export it with --format onnx');
+  checkOutput(dir, 'dir');
   mkdirSync(dir, { recursive: true });
   // SAELens loads with strict=True: exactly its tensor names, threshold only for JumpReLU architectures.
   const arch = saelensArchitecture(c);
@@ -23,7 +24,7 @@ export function exportSaelens(d: Dictionary, dir: string): void {
     b_enc: { data: d.w.b_enc, shape: [c.dSae] },
     b_dec: { data: d.w.b_dec, shape: [c.dOut] },
   };
-  if (arch.startsWith('jumprelu')) t.threshold = { data: d.w.threshold ?? new Float32Array(c.dSae), shape: [c.dSae] };
+  if (arch.startsWith('jumprelu')) t.threshold = { data: d.inferenceThreshold(), shape: [c.dSae] };
   writeSafetensors(join(dir, WEIGHTS_FILE), t);
   const meta = d.meta as Record<string, unknown>;
   writeJsonAtomic(join(dir, CFG_FILE), {

@@ -5,7 +5,7 @@ import { buildLlamaOnnx, readLlama2c } from './llama2c.js';
 import { Llama2cTokenizer } from './tokenizer.js';
 import type { ModelConfig } from './model.js';
 import { UserError } from '../util/errors.js';
-import { sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { checkOutput, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
 
 export interface ImportResult {
   dir: string;
@@ -17,6 +17,7 @@ export function importLlama2c(checkpoint: string, tokenizerPath: string, outDir:
   for (const [what, p] of [['checkpoint', checkpoint], ['tokenizer', tokenizerPath]] as const) {
     if (!existsSync(p)) throw new UserError(`${what} ${p} not found`);
   }
+  checkOutput(outDir, 'dir');
   const ckpt = new Uint8Array(readFileSync(checkpoint));
   const w = readLlama2c(ckpt, checkpoint);
   const tokBytes = new Uint8Array(readFileSync(tokenizerPath));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { DictConfig } from './config.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
 import { UserError } from '../util/errors.js';
-import { writeJsonAtomic } from '../util/fsx.js';
+import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 
 export interface DictionaryWeights {
   W_enc: Float32Array;
@@ -56,6 +56,16 @@ export class Dictionary {
     check('threshold', w.threshold, dSae);
   }
 
+  /**
+   * The per-latent inference threshold: JumpReLU's own, BatchTopK/Matryoshka's global one repeated. A dictionary of
+   * those activations without one cannot encode correctly, so it fails here rather than thresholding at 0.
+   */
+  inferenceThreshold(): Float32Array {
+    const th = this.w.threshold;
+    if (!th) throw new UserError(`this ${this.cfg.activation} dictionary has no threshold tensor, which its inference needs; fit or import it again`);
+    return th;
+  }
+
   /** Pre-activations for `n` rows of x [n, dIn] (row-major). */
   preacts(x: Float32Array, n: number): Float32Array {
     const { dIn, dSae, applyBDecToInput } = this.cfg;
@@ -94,7 +104,8 @@ export class Dictionary {
           z[j] = keep && z[j] > 0 ? z[j] : 0;
         }
       } else {
-        for (let j = 0; j < dSae; j++) z[j] = z[j] > (th ? th[j] : 0) && z[j] > 0 ? z[j] : 0;
+        const t = th ?? this.inferenceThreshold();
+        for (let j = 0; j < dSae; j++) z[j] = z[j] > t[j] && z[j] > 0 ? z[j] : 0;
       }
     }
     return pre;
@@ -122,6 +133,7 @@ export class Dictionary {
   }
 
   save(dir: string, extra: { training?: unknown; metadata?: Record<string, unknown> } = {}): void {
+    checkOutput(dir, 'dir');
     mkdirSync(dir, { recursive: true });
     const { dIn, dOut, dSae } = this.cfg;
     const t: Record<string, NamedTensor> = {
@@ -166,7 +178,9 @@ export class Dictionary {
       if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
       return st[n].data;
     };
-    return new Dictionary(saved.sdlkit.dict, { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data }, saved.metadata);
+    const d = new Dictionary(saved.sdlkit.dict, { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data }, saved.metadata);
+    if (d.cfg.activation !== 'relu' && d.cfg.activation !== 'topk') d.inferenceThreshold();
+    return d;
   }
 }
 

@@ -21,7 +21,6 @@ function nativeFor(d: Dictionary) {
   const mod = native();
   if (!mod) return undefined;
   const c = d.cfg;
-  const th = d.w.threshold;
   const e = new mod.Engine({
     dIn: c.dIn, dOut: c.dOut, dSae: c.dSae, activation: ACTIVATION_CODE[c.activation], k: c.k, widths: c.matryoshkaWidths,
     applyBDec: c.applyBDecToInput, noBias: false, tied: false, threads: nativeThreads(),
@@ -29,9 +28,9 @@ function nativeFor(d: Dictionary) {
   // JumpReLU thresholds travel as log thresholds (the training parameter); BatchTopK/Matryoshka use one global value.
   const p: NativeTensors = {
     W_encT: transpose(d.w.W_enc, c.dIn, c.dSae), b_enc: d.w.b_enc, W_dec: d.w.W_dec, b_dec: d.w.b_dec,
-    log_threshold: c.activation === 'jumprelu' ? Float32Array.from(th ?? new Float32Array(c.dSae), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
+    log_threshold: c.activation === 'jumprelu' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
   };
-  const entry = { e, p, threshold: th && (c.activation === 'batchtopk' || c.activation === 'matryoshka') ? th[0] : 0 };
+  const entry = { e, p, threshold: c.activation === 'batchtopk' || c.activation === 'matryoshka' ? d.inferenceThreshold()[0] : 0 };
   engines.set(d, entry);
   return entry;
 }

@@ -203,7 +203,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     transform(rows);
     return rows;
   })();
-  if (heldRows.n === 0) throw new UserError('no held-out rows: harvest more tokens');
+  if (heldRows.n < 2) throw new UserError(`${heldRows.n} held-out row${heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`);
   const stream = new ShuffleStream(load, trainRanges, cfg.dIn, cfg.dOut, train.shuffleBufferTokens, train.seed + (state?.step ?? 0), transform, same);
 
   // Parameters: fresh, or from the checkpoint.

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { featureDirections } from './features.js';
 import { writeRowsAsShards } from './write.js';
 import { writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
-import { writeJsonAtomic } from '../util/fsx.js';
+import { writeJsonAtomic, checkOutput } from '../util/fsx.js';
 import { Rng } from '../util/rng.js';
 import { UserError } from '../util/errors.js';
 import { checkNumber, type Rule } from '../util/check.js';
@@ -61,6 +61,7 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
 
 export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
   const c = checkLrbConfig({ ...LRB_DEFAULTS, ...cfgIn });
+  checkOutput(out, 'dir');
   const rng = new Rng(c.seed);
   // Per-feature activation probabilities with mean 1 - S.
   const p = new Float64Array(c.n);
