@@ -119,6 +119,8 @@ export class ShuffleStream {
   private cur?: Rows;
   private curPos = 0;
   epoch = 0;
+  /** Rows drawn so far; replaying this many (skip) restores the stream exactly. */
+  drawn = 0;
 
   constructor(
     private readonly load: (range: RowRange) => Rows,
@@ -163,15 +165,25 @@ export class ShuffleStream {
 
   /** Fills `x` [B, dIn] and `y` [B, dOut] with a random batch, refilling the used buffer slots. */
   batch(B: number, x: Float32Array, y: Float32Array): void {
+    this.draw(B, x, y);
+    if (this.same && y !== x) y.set(x);
+  }
+
+  /** Draws `rows` rows and discards them: a resumed run replays what the killed one drew, then goes on identically. */
+  skip(rows: number): void {
+    this.draw(rows);
+  }
+
+  private draw(B: number, x?: Float32Array, y?: Float32Array): void {
     const cap = this.fill;
     for (let b = 0; b < B; b++) {
       const slot = this.rng.int(cap);
-      x.set(this.bx.subarray(slot * this.dIn, (slot + 1) * this.dIn), b * this.dIn);
-      if (!this.same) y.set(this.by.subarray(slot * this.dOut, (slot + 1) * this.dOut), b * this.dOut);
+      x?.set(this.bx.subarray(slot * this.dIn, (slot + 1) * this.dIn), b * this.dIn);
+      if (!this.same) y?.set(this.by.subarray(slot * this.dOut, (slot + 1) * this.dOut), b * this.dOut);
       const r = this.nextRow();
       this.bx.set(r.x, slot * this.dIn);
       if (!this.same) this.by.set(r.y, slot * this.dOut);
     }
-    if (this.same && y !== x) y.set(x);
+    this.drawn += B;
   }
 }

@@ -55,6 +55,10 @@ interface CheckpointState {
   dict: DictConfig;
   /** The training settings the run started with: a resume must use the same ones. */
   train?: Record<string, unknown>;
+  /** Rows the shuffle stream had drawn before this step's batch, the trainer's RNG and each latent's tokens since it fired: with them a resumed run continues exactly as an unbroken one. */
+  drawn?: number;
+  rng?: [number, number | null];
+  sinceFired?: number[];
   elapsed: number;
 }
 
@@ -204,7 +208,10 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     return rows;
   })();
   if (heldRows.n < 2) throw new UserError(`${heldRows.n} held-out row${heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`);
-  const stream = new ShuffleStream(load, trainRanges, cfg.dIn, cfg.dOut, train.shuffleBufferTokens, train.seed + (state?.step ?? 0), transform, same);
+  // A checkpoint records how many rows the stream had drawn; replaying them restores the stream exactly.
+  // (Checkpoints written before that record reseed instead: the run goes on, on another data order.)
+  const stream = new ShuffleStream(load, trainRanges, cfg.dIn, cfg.dOut, train.shuffleBufferTokens, train.seed + (state && state.drawn === undefined ? state.step : 0), transform, same);
+  if (state?.drawn) stream.skip(state.drawn);
 
   // Parameters: fresh, or from the checkpoint.
   let threshold = state?.threshold ?? 0;
@@ -237,7 +244,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   const log = (rec: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(rec) + '\n');
   if (state) log({ event: 'resume', step: state.step, tokens: state.tokens, changed: resumeChanges });
 
-  const sinceFired = new Float64Array(cfg.dSae);
+  const sinceFired = state?.sinceFired ? Float64Array.from(state.sinceFired) : new Float64Array(cfg.dSae);
   const Xb = new Float32Array(B * cfg.dIn);
   const Yb = same ? Xb : new Float32Array(B * cfg.dOut);
   let stepNo = state?.step ?? 0;
@@ -247,12 +254,17 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   const elapsed0 = state?.elapsed ?? 0;
   let lastEval: EvalMetrics | undefined;
   const rng = new Rng(train.seed + 99);
+  if (state?.rng) rng.restore(state.rng);
+  let drawnBefore = stream.drawn;
   let lastCheckpointStep = stepNo;
 
   const saveCheckpoint = () => {
     mkdirSync(ckptDir, { recursive: true });
     writeSafetensors(join(ckptDir, 'state.safetensors'), engine.saveState());
-    const s: CheckpointState = { step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: engine.adamT, dict: cfg, train: historyRecord(train), elapsed: elapsed0 + (performance.now() - t0) / 1000 };
+    const s: CheckpointState = {
+      step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: engine.adamT, dict: cfg, train: historyRecord(train),
+      drawn: drawnBefore, rng: rng.state, sinceFired: Array.from(sinceFired), elapsed: elapsed0 + (performance.now() - t0) / 1000,
+    };
     writeJsonAtomic(join(ckptDir, 'state.json'), s);
     lastCheckpointStep = stepNo;
   };
@@ -300,6 +312,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   };
 
   while (stepNo < totalSteps) {
+    drawnBefore = stream.drawn;
     stream.batch(B, Xb, Yb);
     const lrNow = lr * Math.min(1, (stepNo + 1) / Math.max(1, warm)) * (stepNo >= decayStart ? Math.max(0, (totalSteps - stepNo) / Math.max(1, totalSteps - decayStart)) : 1);
     const spNow = sparsity * Math.min(1, (stepNo + 1) / Math.max(1, sparsityWarm));

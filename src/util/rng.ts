@@ -5,6 +5,17 @@ export class Rng {
   constructor(seed: number) {
     this.s = (seed >>> 0) ^ 0x9e3779b9;
   }
+  /** The generator's whole state, for checkpoints: a resumed run draws the same numbers as an unbroken one. */
+  get state(): [number, number | null] {
+    return [this.s, this.spare ?? null];
+  }
+
+  restore([s, spare]: [number, number | null]): this {
+    this.s = s;
+    this.spare = spare ?? undefined;
+    return this;
+  }
+
   /** Uniform in [0, 1). */
   next(): number {
     let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
