@@ -1,5 +1,6 @@
 // Shard finalisation (Arrow encoding, checksum, atomic write) in a worker thread, so the disk work of
 // shard k overlaps the model running on shard k+1. At most one shard is in flight: memory stays bounded.
+import { UserError } from '../util/errors.js';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { join } from 'node:path';
 import { ShardBuffer, encodeShardChunks, type Dtype, type ShardSite } from './shard.js';
@@ -40,7 +41,8 @@ if (!isMainThread && parentPort) {
       // The arrays go back to the main thread for the next shard: no 50 MB allocation per shard.
       port.postMessage({ id: job.id, ok: finalize(job), arrays }, transfer);
     } catch (e) {
-      port.postMessage({ id: job.id, error: String((e as Error).message) });
+      // A full or read-only disk is the user's to fix: it crosses the thread boundary as such.
+      port.postMessage({ id: job.id, error: String((e as Error).message), user: e instanceof UserError });
     }
   });
 }
@@ -56,7 +58,7 @@ export class ShardWriter {
     if (inline) return;
     this.worker = new Worker(new URL(import.meta.url));
     this.worker.unref(); // never keeps the process alive after an error elsewhere
-    this.worker.on('message', (m: { id: number; ok?: Written; error?: string; arrays?: Pick<ShardBuffer, 'doc' | 'window' | 'pos' | 'token' | 'values'> }) => {
+    this.worker.on('message', (m: { id: number; ok?: Written; error?: string; user?: boolean; arrays?: Pick<ShardBuffer, 'doc' | 'window' | 'pos' | 'token' | 'values'> }) => {
       const w = this.waiting.get(m.id)!;
       this.waiting.delete(m.id);
       if (m.arrays) {
@@ -65,7 +67,7 @@ export class ShardWriter {
         this.free.push(w.buf);
       }
       if (m.ok) w.resolve(m.ok);
-      else w.reject(new Error(`writing a shard failed: ${m.error}`));
+      else w.reject(m.user ? new UserError(m.error!) : new Error(`writing a shard failed: ${m.error}`));
     });
     this.worker.on('error', (e) => { for (const w of this.waiting.values()) w.reject(e); this.waiting.clear(); });
   }

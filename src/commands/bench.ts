@@ -60,7 +60,7 @@ export function register(y: Argv): Argv {
       checkOptions(argv, { anchors: 'int>=0', 'anchor-weight': '>=0' });
       const r = await runLrbGrid({
         n: argv.n, np: argv.np, latents: argv.latents, k: argv.k, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'), steps: argv.steps, batch: argv.batch, lr: argv.lr,
-        anchors: argv.anchors, anchorWeight: argv['anchor-weight'], seeds: seedsOf(argv.seeds), methods: list(argv.methods, 'method', Object.keys(METHODS)), cache: join(cacheDir(), 'bench'),
+        anchors: argv.anchors, anchorWeight: argv['anchor-weight'], seeds: seedsOf(argv.seeds), methods: list(argv.methods, 'method', Object.keys(METHODS)), cache: join(cacheDir(), 'bench'), quiet: argv.json,
       }, log(argv.json));
       if (argv.out) writeAtomic(argv.out, r.markdown + '\n');
       if (argv.json) return printJson(r.rows);
@@ -77,7 +77,7 @@ export function register(y: Argv): Argv {
       checkOptions(argv, { sparsity: '>=0', 'resample-every': 'int>0' });
       const r = await runResample({
         n: argv.n, np: argv.np, latents: argv.latents, k: argv.k, activation: argv.activation as Activation, sparsity: argv.sparsity, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'),
-        steps: argv.steps, batch: argv.batch, lr: argv.lr, resampleEvery: argv['resample-every'], deadWindow: parseCount(argv['dead-window'], '--dead-window'), seeds: seedsOf(argv.seeds), cache: join(cacheDir(), 'bench'),
+        steps: argv.steps, batch: argv.batch, lr: argv.lr, resampleEvery: argv['resample-every'], deadWindow: parseCount(argv['dead-window'], '--dead-window'), seeds: seedsOf(argv.seeds), cache: join(cacheDir(), 'bench'), quiet: argv.json,
       }, log(argv.json));
       if (argv.out) {
         const svg = argv.out.replace(/\.md$/, '') + '.svg';
@@ -100,7 +100,7 @@ export function register(y: Argv): Argv {
       if (argv.parents * (argv.children + 1) > argv.n) throw new UserError(`--parents ${argv.parents} x (--children ${argv.children} + 1) needs more than --n ${argv.n} features`);
       const r = await runAbsorption({
         n: argv.n, np: argv.np, parents: argv.parents, children: argv.children, latents: argv.latents, k: argv.k, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'),
-        steps: argv.steps, batch: argv.batch, lr: argv.lr, seeds: seedsOf(argv.seeds), methods, cache: join(cacheDir(), 'bench'), sparsity: argv.sparsity,
+        steps: argv.steps, batch: argv.batch, lr: argv.lr, seeds: seedsOf(argv.seeds), methods, cache: join(cacheDir(), 'bench'), sparsity: argv.sparsity, quiet: argv.json,
       }, log(argv.json));
       if (argv.out) writeAtomic(argv.out, r.markdown + '\n');
       if (argv.json) return printJson(r.rows);

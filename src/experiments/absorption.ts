@@ -7,9 +7,11 @@ import { absorption, activationPatterns, readTruth, recovery } from '../analysis
 import { fit } from '../sdl/trainer.js';
 import { openActivations } from '../activations/manifest.js';
 import { TRAIN_DEFAULTS } from '../sdl/config.js';
-import { METHODS, benchDict, ensureLrb, pm } from './common.js';
+import { METHODS, benchDict, ensureLrb, pm, runTracker } from './common.js';
 
 export interface AbsorptionOptions {
+  /** Hide each run's own training progress (--json). */
+  quiet?: boolean;
   n: number; np: number; parents: number; children: number; latents: number; k: number; S: number; M: number; N: number;
   steps: number; batch: number; lr: number; seeds: number[]; methods: string[]; cache: string;
   /** ReLU L1 / JumpReLU L0 coefficient (default: fit's). */
@@ -17,6 +19,7 @@ export interface AbsorptionOptions {
 }
 
 export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => void = () => undefined) {
+  const done = runTracker(o.seeds.length * o.methods.length, log);
   const t0 = performance.now();
   const rows: { method: string; seed: number; rate: number; parentsWithAbsorption: number; predictionHeld: number; predictionTested: number; chance: number; fvu: number; mgt: number; poly: number }[] = [];
   for (const seed of o.seeds) {
@@ -27,7 +30,7 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
     for (const name of o.methods) {
       const dict = benchDict(m, METHODS[name], o.latents, o.k);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out: join(acts, `dict-${name}`), quiet: true, force: true,
+        actsDir: acts, manifest: m, dict, out: join(acts, `dict-${name}`), quiet: o.quiet ?? true, force: true,
         train: {
           ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 4096, evalEvery: o.steps, checkpointEvery: 1e9, excludeBos: false,
           ...(o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),
@@ -44,7 +47,7 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
         method: name, seed, rate: a.rate, parentsWithAbsorption: a.parents.filter((p) => p.absorbed.length > 0).length, predictionHeld: tested.filter((p) => p.predictionHolds).length, predictionTested: tested.length, chance,
         fvu: res.eval.fvu, mgt: rec.mgt, poly: pat.polysemantic,
       });
-      log(`seed ${seed} ${name}: absorption rate ${(100 * a.rate).toFixed(1)}% (${a.parents.filter((p) => p.absorbed.length > 0).length}/${a.parents.length} parents lose a child; weakest child among the absorbed in ${tested.filter((p) => p.predictionHolds).length} of ${tested.length} partly absorbed parents, chance ${chance.toFixed(1)}); FVU ${res.eval.fvu.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
+      done(`seed ${seed} ${name}: absorption rate ${(100 * a.rate).toFixed(1)}% (${a.parents.filter((p) => p.absorbed.length > 0).length}/${a.parents.length} parents lose a child; weakest child among the absorbed in ${tested.filter((p) => p.predictionHolds).length} of ${tested.length} partly absorbed parents, chance ${chance.toFixed(1)}); FVU ${res.eval.fvu.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
     }
   }
   const markdown = [

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { generateLrb, type LrbConfig } from '../synth/lrb.js';
 import type { TruthFile } from '../analysis/truth.js';
 import type { Manifest } from '../activations/manifest.js';
+import { fmtDuration } from '../util/progress.js';
 import { defaultMatryoshkaWidths, type Activation, type DictConfig, type Kind } from '../sdl/config.js';
 
 /** The bench's shards and truth in `dir`, generated unless a finished copy with the same configuration is there. */
@@ -54,3 +55,17 @@ export const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1
 export const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, b) => a + (b - mean(xs)) ** 2, 0) / (xs.length - 1)));
 /** mean, or mean +- sd over seeds. */
 export const pm = (xs: number[], digits: number, scale = 1) => (xs.length > 1 ? `${(scale * mean(xs)).toFixed(digits)} ± ${(scale * sd(xs)).toFixed(digits)}` : (scale * xs[0]).toFixed(digits));
+
+/**
+ * Progress over an experiment's runs: each finished run's line goes out prefixed with the count, the time so far
+ * and the ETA of the rest (each run's own training also shows its rate and ETA unless quiet).
+ */
+export function runTracker(total: number, log: (s: string) => void): (line: string) => void {
+  const t0 = performance.now();
+  let done = 0;
+  return (line) => {
+    done++;
+    const elapsed = (performance.now() - t0) / 1000;
+    log(`[${done}/${total}, ${fmtDuration(elapsed)} elapsed, ETA ${fmtDuration((elapsed / done) * (total - done))}] ${line}`);
+  };
+}

@@ -5,7 +5,7 @@ import { readTruth, recovery } from '../analysis/truth.js';
 import { fit } from '../sdl/trainer.js';
 import { openActivations } from '../activations/manifest.js';
 import { TRAIN_DEFAULTS } from '../sdl/config.js';
-import { METHODS, anchorsFor, benchDict, ensureLrb, pm } from './common.js';
+import { METHODS, anchorsFor, benchDict, ensureLrb, pm, runTracker } from './common.js';
 
 /** The paper's Table 1 (n = 1000, n_p = n_r = 768, n_q = 16,000, S = 0.99, M = 0.1): M_GT % / M_IP, without and with FA. */
 export const PAPER_TABLE1: Record<string, [string, string]> = {
@@ -29,6 +29,7 @@ export interface GridRow {
 
 export async function runLrbGrid(o: GridOptions, log: (s: string) => void = () => undefined): Promise<{ rows: GridRow[]; markdown: string }> {
   const t0 = performance.now();
+  const done = runTracker(o.seeds.length * o.methods.length * 2, log);
   const rows: GridRow[] = [];
   for (const seed of o.seeds) {
     const dir = join(o.cache, `lrb-${o.n}-${o.np}-${o.S}-${o.M}-${o.N}-${seed}`);
@@ -42,7 +43,7 @@ export async function runLrbGrid(o: GridOptions, log: (s: string) => void = () =
       const truth = readTruth(acts);
       const dict = benchDict(m, method, o.latents, o.k);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out: join(dir, `dict-${name}${fa ? '-fa' : ''}`), quiet: true, force: true,
+        actsDir: acts, manifest: m, dict, out: join(dir, `dict-${name}${fa ? '-fa' : ''}`), quiet: o.quiet ?? true, force: true,
         train: {
           ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 4096, evalEvery: o.steps, checkpointEvery: 1e9, excludeBos: false,
           ...(fa ? { anchors: anchorsFor(truth, dict, o.anchors), anchorWeight: o.anchorWeight } : {}),
@@ -57,7 +58,7 @@ export async function runLrbGrid(o: GridOptions, log: (s: string) => void = () =
       if (!row) rows.push((row = { method: name, anchoring: fa, using, mgt: [], mip: [], mgtDecoder: [], mipDecoder: [], fvu: [], l0: [], seconds: [] }));
       row.mgt.push(rec.mgt); row.mip.push(rec.mip); row.mgtDecoder.push(dec.mgt); row.mipDecoder.push(dec.mip);
       row.fvu.push(res.eval.fvu); row.l0.push(res.eval.l0); row.seconds.push(res.seconds);
-      log(`seed ${seed} ${name}${fa ? ' + FA' : ''}: M_GT ${(100 * rec.mgt).toFixed(1)}% M_IP ${rec.mip.toFixed(3)} (${using}); decoder ${(100 * dec.mgt).toFixed(1)}% / ${dec.mip.toFixed(3)}; FVU ${res.eval.fvu.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
+      done(`seed ${seed} ${name}${fa ? ' + FA' : ''}: M_GT ${(100 * rec.mgt).toFixed(1)}% M_IP ${rec.mip.toFixed(3)} (${using}); decoder ${(100 * dec.mgt).toFixed(1)}% / ${dec.mip.toFixed(3)}; FVU ${res.eval.fvu.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
     }
   }
   const secs = (performance.now() - t0) / 1000;

@@ -8,9 +8,11 @@ import { fit } from '../sdl/trainer.js';
 import { openActivations } from '../activations/manifest.js';
 import { TRAIN_DEFAULTS, type Activation } from '../sdl/config.js';
 import { lineChart, type Series } from '../util/svg-plot.js';
-import { benchDict, ensureLrb, pm } from './common.js';
+import { benchDict, ensureLrb, pm, runTracker } from './common.js';
 
 export interface ResampleOptions {
+  /** Hide each run's own training progress (--json). */
+  quiet?: boolean;
   n: number; np: number; latents: number; k: number; S: number; M: number; N: number;
   activation: Activation; sparsity?: number;
   steps: number; batch: number; lr: number; resampleEvery: number; deadWindow: number; seeds: number[]; cache: string;
@@ -20,6 +22,7 @@ interface Arm { name: string; resample: number; auxk: number }
 const ARMS: Arm[] = [{ name: 'no remedy', resample: 0, auxk: 0 }, { name: 'resampling', resample: 1, auxk: 0 }, { name: 'AuxK', resample: 0, auxk: 1 / 32 }];
 
 export async function runResample(o: ResampleOptions, log: (s: string) => void = () => undefined) {
+  const done = runTracker(o.seeds.length * 3, log);
   const t0 = performance.now();
   const arms = o.activation === 'topk' || o.activation === 'batchtopk' ? ARMS : ARMS.slice(0, 2);
   const results: { arm: string; seed: number; fvu: number; deadTrain: number; deadIsolated: number; mgt: number; mip: number; curves: { dead: [number, number][]; fvu: [number, number][] } }[] = [];
@@ -33,7 +36,7 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
       const dict = benchDict(m, { act: o.activation, kind: 'sae' }, o.latents, o.k);
       const out = join(dir, `dict-${o.activation}-${arm.name.replace(/\W+/g, '-')}`);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out, quiet: true, force: true,
+        actsDir: acts, manifest: m, dict, out, quiet: o.quiet ?? true, force: true,
         train: {
           ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 8192, evalEvery: Math.max(1, Math.floor(o.steps / 30)), checkpointEvery: 1e9,
           excludeBos: false, deadWindowTokens: o.deadWindow, auxkCoefficient: arm.auxk, resampleEvery: arm.resample ? o.resampleEvery : 0,
@@ -48,7 +51,7 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
       const rec = recovery(res.dictionary, truth, { using: 'decoder' });
       const pat = activationPatterns(res.dictionary, truth);
       results.push({ arm: arm.name, seed, fvu: res.eval.fvu, deadTrain: res.deadFraction, deadIsolated: pat.dead / o.latents, mgt: rec.mgt, mip: rec.mip, curves });
-      log(`seed ${seed} ${arm.name}: FVU ${res.eval.fvu.toFixed(4)}, dead (last ${o.deadWindow} tokens) ${(100 * res.deadFraction).toFixed(1)}%, silent on every isolated feature ${pat.dead}/${o.latents}, decoder M_GT ${(100 * rec.mgt).toFixed(1)}% M_IP ${rec.mip.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
+      done(`seed ${seed} ${arm.name}: FVU ${res.eval.fvu.toFixed(4)}, dead (last ${o.deadWindow} tokens) ${(100 * res.deadFraction).toFixed(1)}%, silent on every isolated feature ${pat.dead}/${o.latents}, decoder M_GT ${(100 * rec.mgt).toFixed(1)}% M_IP ${rec.mip.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
     }
   }
   const by = (arm: string) => results.filter((r) => r.arm === arm);

@@ -1,0 +1,254 @@
+// Fault injection: a table of bad inputs across every command (each must end with exit 2, exactly one line on
+// stderr, no stack frame, and nothing written that looks finished), SIGKILL at seeded random moments of harvest,
+// fit and index, two writers on one folder, and a full or read-only file system where this machine can mount one.
+// A new command adds its rows here.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
+import { Rng } from '../src/util/rng.js';
+
+const sdl = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+let dir: string, acts: string, dict: string, other: string, narrow: string;
+
+before(() => {
+  dir = tmp('sdl-faults-');
+  acts = join(dir, 'acts');
+  const h = sdl('harvest', '--layer', '6', '--tokens', '16k', '--ctx', '64', '--out', acts);
+  assert.equal(h.status, 0, h.stderr);
+  dict = join(dir, 'dict');
+  const f = sdl('fit', '--acts', acts, '--latents', '128', '--k', '8', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--checkpoint-every', '10', '--out', dict);
+  assert.equal(f.status, 0, f.stderr);
+  assert.equal(sdl('index', dict).status, 0);
+  other = tinyLlama(join(dir, 'other'), { dim: 64, layers: 8 });
+  narrow = tinyLlama(join(dir, 'narrow'), { dim: 16, layers: 8 });
+  // Damaged copies of the harvest and of the dictionary.
+  const copy = (from: string, name: string) => { const to = join(dir, name); cpSync(from, to, { recursive: true }); return to; };
+  truncateSync(join(copy(acts, 'acts-trunc'), 'shard-00000.arrow'), 5000);
+  const flipped = join(copy(acts, 'acts-flip'), 'shard-00000.arrow');
+  const b = readFileSync(flipped);
+  b[b.length - 4000] ^= 0x40; // a float inside the data: still a valid Arrow file, another checksum
+  writeFileSync(flipped, b);
+  const wide = join(copy(acts, 'acts-width'), 'manifest.json');
+  writeFileSync(wide, readFileSync(wide, 'utf8').replace(/"width": 64/g, '"width": 32'));
+  truncateSync(join(copy(dict, 'dict-trunc'), 'sae_weights.safetensors'), 1000);
+  writeFileSync(join(copy(dict, 'dict-badcfg'), 'cfg.json'), '{"d_in": 64, ');
+  const edited = join(copy(dict, 'dict-edited'), 'cfg.json');
+  writeFileSync(edited, readFileSync(edited, 'utf8').replace('"dSae": 128', '"dSae": -1'));
+  rmSync(join(copy(dict, 'dict-noindex'), 'index.sqlite'));
+  writeFileSync(join(dir, 'afile'), 'not a folder');
+  mkdirSync(join(dir, 'adir'));
+  corpusFile(dir, 10);
+});
+
+/** [name, arguments, what stderr must say, a path that must not exist afterwards]. `@` stands for the test folder. */
+const ROWS: [string, string[], RegExp, string?][] = [
+  // Output paths
+  ['harvest --out is a file', ['harvest', '--layer', '6', '--tokens', '4k', '--out', '@/afile'], /output folder .*afile is an existing file/],
+  ['fit --out is a file', ['fit', '--acts', '@/acts', '--steps', '5', '--out', '@/afile'], /output folder .*afile is an existing file/],
+  ['export onnx --out is a folder', ['export', '@/dict', '--format', 'onnx', '--out', '@/adir'], /output file .*adir is an existing folder/],
+  ['export saelens --out is a file', ['export', '@/dict', '--format', 'saelens', '--out', '@/afile'], /output folder .*afile is an existing file/],
+  ['export --splice --out is a folder', ['export', '@/dict', '--format', 'onnx', '--splice', '--out', '@/adir'], /output file .*adir is an existing folder/],
+  ['synth --out is a file', ['synth', '--n', '16', '--np', '8', '--N', '1000', '--out', '@/afile'], /output folder .*afile is an existing file/],
+  ['import saelens --out is a file', ['import', 'saelens', '@/dict-saelens-missing', '--out', '@/afile'], /not found|no such|is not/i],
+  ['out under a file', ['fit', '--acts', '@/acts', '--steps', '5', '--out', '@/afile/sub'], /afile is a file, not a folder/],
+  // Damaged inputs
+  ['truncated shard (fit)', ['fit', '--acts', '@/acts-trunc', '--steps', '5', '--out', '@/o-trunc'], /shard .*shard-00000\.arrow does not match the checksum/, '@/o-trunc/cfg.json'],
+  ['truncated shard, --no-verify (fit)', ['fit', '--acts', '@/acts-trunc', '--steps', '5', '--no-verify', '--out', '@/o-trunc2'], /shard .*shard-00000\.arrow is not a readable Arrow file/, '@/o-trunc2/cfg.json'],
+  ['changed shard bytes (fit)', ['fit', '--acts', '@/acts-flip', '--steps', '5', '--out', '@/o-flip'], /does not match the checksum in its manifest/, '@/o-flip/cfg.json'],
+  ['changed shard bytes (index)', ['index', '@/dict', '--acts', '@/acts-flip', '--force'], /does not match the checksum in its manifest/],
+  ['manifest claims another width', ['fit', '--acts', '@/acts-width', '--steps', '5', '--no-verify', '--out', '@/o-width'], /holds blocks\.6\.hook_resid_post 64 wide but the manifest says 32/, '@/o-width/cfg.json'],
+  ['truncated weights (eval)', ['eval', '@/dict-trunc'], /sae_weights\.safetensors is truncated/],
+  ['truncated weights (export)', ['export', '@/dict-trunc', '--out', '@/x.onnx'], /sae_weights\.safetensors is truncated/, '@/x.onnx'],
+  ['invalid cfg.json (export)', ['export', '@/dict-badcfg', '--out', '@/y.onnx'], /cfg\.json is not valid JSON/, '@/y.onnx'],
+  ['invalid cfg.json (index)', ['index', '@/dict-badcfg'], /cfg\.json is not valid JSON/],
+  ['invalid cfg.json (run)', ['run', '@/dict-badcfg', 'hello'], /cfg\.json is not valid JSON/],
+  ['edited cfg.json (eval)', ['eval', '@/dict-edited'], /dSae is -1, not a positive integer/],
+  ['truncated weights (import saelens)', ['import', 'saelens', '@/dict-trunc', '--out', '@/imp'], /truncated|not a SAELens|cfg/i, '@/imp/cfg.json'],
+  // Wrong model or width
+  ['eval in another model of the same width', ['eval', '@/dict', '--model', '@/other/model'], /trained on model sdl-tiny .* but tiny is another model/],
+  ['export --splice into another model', ['export', '@/dict', '--splice', '--model', '@/other/model', '--out', '@/s.onnx'], /another model/, '@/s.onnx'],
+  ['run in a narrower model', ['run', '@/dict', 'hello', '--model', '@/narrow/model'], /another model/],
+  ['steer in another model', ['steer', '@/dict', '--feature', '1', '--scale', '2', 'hi', '--model', '@/other/model'], /another model/],
+  // Option values
+  ['fit --lr -1', ['fit', '--acts', '@/acts', '--lr', '-1', '--out', '@/o-lr'], /--lr must be a positive number \(got -1\)/, '@/o-lr/cfg.json'],
+  ['fit --batch 0', ['fit', '--acts', '@/acts', '--batch', '0', '--out', '@/o-b'], /--batch must be a positive integer/],
+  ['fit --k 0', ['fit', '--acts', '@/acts', '--k', '0', '--out', '@/o-k'], /--k must be an integer between 1 and the number of latents/],
+  ['fit --expansion 0', ['fit', '--acts', '@/acts', '--expansion', '0', '--out', '@/o-e'], /--latents \/ --expansion must give a positive whole number/],
+  ['fit --lr-decay 2', ['fit', '--acts', '@/acts', '--lr-decay', '2', '--out', '@/o-d'], /--lr-decay must be between 0 and 1/],
+  ['fit --eval-tokens 1', ['fit', '--acts', '@/acts', '--eval-tokens', '1', '--steps', '3', '--out', '@/o-ev'], /FVU needs at least 2/, '@/o-ev/cfg.json'],
+  ['harvest --ctx -3', ['harvest', '--layer', '6', '--ctx', '-3', '--out', '@/h1'], /--ctx must be an integer of at least 2 \(got -3\)/, '@/h1'],
+  ['harvest --shard-tokens 0', ['harvest', '--layer', '6', '--shard-tokens', '0', '--out', '@/h2'], /--shard-tokens must be a positive integer/, '@/h2'],
+  ['harvest --layer 99', ['harvest', '--layer', '99', '--out', '@/h3'], /layer 99 does not exist/, '@/h3'],
+  ['harvest missing corpus', ['harvest', '--layer', '6', '--corpus', '@/nope.txt', '--out', '@/h4'], /nope\.txt/, '@/h4'],
+  ['eval --windows 0', ['eval', '@/dict', '--windows', '0'], /--windows must be a positive integer/],
+  ['eval --batch 0', ['eval', '@/dict', '--batch', '0'], /--batch must be a positive integer/],
+  ['eval --ctx 1', ['eval', '@/dict', '--ctx', '1'], /--ctx must be an integer of at least 2/],
+  ['synth --n 0', ['synth', '--n', '0', '--out', '@/syn1'], /--n must be a positive integer/, '@/syn1'],
+  ['synth --M -1', ['synth', '--M', '-1', '--out', '@/syn2'], /--M must be in \(0, 1\]/, '@/syn2'],
+  ['bench lrb --k 0 (before training)', ['bench', 'lrb', '--k', '0', '--steps', '2'], /--k must be a positive integer/],
+  ['theory --seed -1', ['theory', '--seed', '-1'], /--seed must be a non-negative integer/],
+  ['index --top-k 0', ['index', '@/dict', '--top-k', '0'], /--top-k must be a positive integer/],
+  ['features --limit 0', ['features', '@/dict', '--limit', '0'], /--limit must be a positive integer/],
+  ['feature abc', ['feature', '@/dict', 'abc'], /a feature id is a non-negative integer \(got 'abc'\)/],
+  ['feature out of range', ['feature', '@/dict', '999'], /feature 999 does not exist; the dictionary has features 0-127/],
+  ['sql that writes', ['sql', '@/dict', 'delete from features'], /read-only SELECT/],
+  ['sql that runs forever', ['sql', '@/dict', 'with recursive c(x) as (select 1 union all select x+1 from c) select count(*) from c', '--timeout', '1'], /ran longer than 1 s and was stopped/],
+  ['features without an index', ['features', '@/dict-noindex'], /has no feature index; run 'sdl index/],
+  ['steer --scale abc', ['steer', '@/dict', '--feature', '3', '--scale', 'abc', 'hi'], /must be a number \(got 'abc'\)/],
+  ['run empty text', ['run', '@/dict', ''], /the text is empty/],
+  ['ablate --features x', ['ablate', '@/dict', '--features', 'x'], /cannot read feature 'x'/],
+  // Runs that would record a false history
+  ['fit --resume with another --k', ['fit', '--acts', '@/acts', '--latents', '128', '--k', '4', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--out', '@/dict', '--resume'], /was made with other settings \(k: 8 -> 4/],
+  ['fit --resume with another --seed', ['fit', '--acts', '@/acts', '--latents', '128', '--k', '8', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--seed', '5', '--out', '@/dict', '--resume'], /other settings \(seed: 0 -> 5\)/],
+  ['fit --resume without a checkpoint', ['fit', '--acts', '@/acts', '--steps', '5', '--out', '@/fresh', '--resume'], /no checkpoint in .*fresh.* to resume from/, '@/fresh/cfg.json'],
+  ['a second fit into a finished dictionary', ['fit', '--acts', '@/acts', '--latents', '128', '--k', '8', '--steps', '5', '--out', '@/dict'], /already holds a dictionary; pass --force/],
+  ['fit --acts missing', ['fit', '--acts', '@/nope', '--steps', '5'], /activations folder .*nope not found/],
+];
+
+test(`${ROWS.length} bad inputs: exit 2, one line, no stack, nothing that looks finished`, () => {
+  assert.ok(ROWS.length >= 40);
+  const at = (s: string) => s.replace(/^@/, dir);
+  const weights = readFileSync(join(dir, 'dict', 'sae_weights.safetensors'));
+  for (const [name, args, re, mustNotExist] of ROWS) {
+    const r = sdl(...args.map(at));
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(r.status, 2, `${name}: exit ${r.status}, stderr ${r.stderr}`);
+    assert.equal(lines.length, 1, `${name}: ${lines.length} lines on stderr:\n${r.stderr}`);
+    assert.match(lines[0], /^sdl: /, name);
+    assert.doesNotMatch(r.stderr, /\n\s+at |internal error/, name);
+    assert.match(lines[0], re, `${name}: ${lines[0]}`);
+    if (mustNotExist) assert.ok(!existsSync(at(mustNotExist)), `${name}: ${at(mustNotExist)} was written`);
+  }
+  // The refused runs left the dictionary they were pointed at as it was.
+  assert.deepEqual(readFileSync(join(dir, 'dict', 'sae_weights.safetensors')), weights);
+  assert.equal(readFileSync(join(dir, 'afile'), 'utf8'), 'not a folder');
+});
+
+/** Runs `args`, killing it after each of the seeded delays (seconds), then once more to the end. */
+async function killAndFinish(args: string[], delays: number[], resumeArgs: string[] = [], afterKill?: () => void): Promise<number> {
+  let kills = 0;
+  for (const d of delays) {
+    const child = spawn(process.execPath, [CLI, ...args, ...(kills > 0 ? resumeArgs : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b) => (err += b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), d * 1000);
+    const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+    clearTimeout(timer);
+    if (code === null) { kills++; afterKill?.(); } else assert.equal(code, 0, err);
+  }
+  const r = spawnSync(process.execPath, [CLI, ...args, ...(kills > 0 ? resumeArgs : [])], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return kills;
+}
+
+const seeded = (seed: number, n: number, lo: number, hi: number) => { const rng = new Rng(seed); return Array.from({ length: n }, () => lo + (hi - lo) * rng.next()); };
+
+test('fit killed 5 times at seeded random moments, resumed each time: the same weights as an unbroken run', async () => {
+  const base = ['fit', '--acts', acts, '--latents', '512', '--k', '8', '--batch', '512', '--steps', '1500', '--eval-tokens', '2048', '--checkpoint-every', '10', '--resample', '100'];
+  const whole = sdl(...base, '--out', join(dir, 'fit-whole'));
+  assert.equal(whole.status, 0, whole.stderr);
+  const out = join(dir, 'fit-killed');
+  const kills = await killAndFinish([...base, '--out', out], seeded(11, 5, 0.8, 2.5), ['--resume'], () => {
+    assert.ok(!existsSync(join(out, 'cfg.json')), 'a killed fit never leaves a cfg.json');
+  });
+  assert.ok(kills >= 5, `${kills} kills`);
+  assert.deepEqual(readFileSync(join(out, 'sae_weights.safetensors')), readFileSync(join(dir, 'fit-whole', 'sae_weights.safetensors')));
+  const log = readFileSync(join(out, 'training_log.jsonl'), 'utf8');
+  assert.ok((log.match(/"event":"resume"/g) ?? []).length >= 1, 'resumes are logged');
+});
+
+test('harvest killed 5 times at seeded random moments ends byte-identical to an unbroken harvest', async () => {
+  const base = ['harvest', '--layer', '6', '--tokens', '200k', '--shard-tokens', '8192'];
+  const whole = sdl(...base, '--out', join(dir, 'h-whole'));
+  assert.equal(whole.status, 0, whole.stderr);
+  const out = join(dir, 'h-killed');
+  const kills = await killAndFinish([...base, '--out', out], seeded(12, 5, 0.5, 1.5));
+  assert.ok(kills >= 5, `${kills} kills`);
+  const shards = readdirSync(join(dir, 'h-whole')).filter((f) => f.endsWith('.arrow'));
+  assert.deepEqual(readdirSync(out).filter((f) => f.endsWith('.arrow')), shards);
+  for (const f of shards) assert.deepEqual(readFileSync(join(out, f)), readFileSync(join(dir, 'h-whole', f)), f);
+  assert.ok(!readdirSync(out).some((f) => /\.tmp-|^\.lock$/.test(f)), 'no temporary files or lock left');
+});
+
+test('index killed 5 times at seeded random moments: the index is always the old one, whole; then the new one', async () => {
+  const path = join(dict, 'index.sqlite');
+  const identity = () => {
+    const db = new Database(path, { readonly: true });
+    assert.equal((db.prepare('pragma integrity_check').get() as { integrity_check: string }).integrity_check, 'ok');
+    const v = (db.prepare("select value from dictionary where key = 'index_identity'").get() as { value: string }).value;
+    db.close();
+    return v;
+  };
+  const old = identity();
+  const kills = await killAndFinish(['index', dict, '--force', '--top-k', '7'], seeded(13, 5, 0.15, 0.6), [], () => assert.equal(identity(), old));
+  assert.ok(kills >= 5, `${kills} kills`);
+  assert.notEqual(identity(), old, 'the finished run replaced the index');
+  assert.ok(!readdirSync(dict).some((f) => f.includes('.tmp-')), 'temporary files of the killed runs are gone');
+});
+
+test('two fits into one folder: the second is refused while the first runs; a dead owner\'s lock is taken over', async () => {
+  const out = join(dir, 'locked');
+  const args = ['fit', '--acts', acts, '--latents', '128', '--batch', '256', '--steps', '3000', '--eval-tokens', '2048', '--out', out];
+  const first = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
+  for (let i = 0; i < 200 && !existsSync(join(out, '.lock')); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(existsSync(join(out, '.lock')));
+  const second = sdl(...args.slice(0, -6), '--steps', '5', '--eval-tokens', '2048', '--out', out);
+  assert.equal(second.status, 2);
+  assert.match(second.stderr, /^sdl: .*locked is being written by another sdl fit \(process \d+\); wait for it or choose another --out\n$/);
+  first.kill('SIGKILL');
+  await new Promise((r) => first.on('exit', r));
+  const third = sdl(...args.slice(0, -6), '--steps', '5', '--eval-tokens', '2048', '--out', out);
+  assert.equal(third.status, 0, third.stderr);
+  assert.ok(!existsSync(join(out, '.lock')), 'the lock is released at exit');
+});
+
+/** A small tmpfs, where this machine lets the test mount one (root on Linux); else the reason to skip. */
+function mountTmpfs(path: string, opts: string): string | undefined {
+  mkdirSync(path, { recursive: true });
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', opts, 'tmpfs', path], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'cannot mount a tmpfs here (needs root on Linux)';
+  }
+}
+
+test('a full disk and a read-only file system: one line, exit 2, nothing half-written', (t) => {
+  const full = join(dir, 'full'), ro = join(dir, 'ro');
+  const why = mountTmpfs(full, 'size=1200k');
+  if (why) return t.skip(why);
+  try {
+    // The checkpoint and weights of a 4096-latent dictionary do not fit in 1.2 MB.
+    const f = sdl('fit', '--acts', acts, '--latents', '4096', '--k', '8', '--batch', '256', '--steps', '20', '--checkpoint-every', '10', '--eval-tokens', '2048', '--out', join(full, 'd'));
+    assert.equal(f.status, 2, f.stderr);
+    assert.match(f.stderr, /(^|\n)sdl: cannot write .*: the disk is full; free space or write elsewhere \(--out\)\n$/);
+    assert.ok(!existsSync(join(full, 'd', 'cfg.json')));
+    assert.ok(!readdirSync(join(full, 'd')).concat(existsSync(join(full, 'd', 'checkpoint')) ? readdirSync(join(full, 'd', 'checkpoint')) : []).some((x) => x.includes('.tmp-')), 'no temporary files left');
+    const h = sdl('harvest', '--layer', '6', '--tokens', '16k', '--out', join(full, 'h'));
+    assert.equal(h.status, 2, h.stderr);
+    // Progress lines may come first; the run ends with one line saying what happened.
+    assert.match(h.stderr, /(^|\n)sdl: cannot write .*shard-\d+\.arrow: the disk is full; free space or write elsewhere \(--out\)\n$/);
+    assert.ok(!readdirSync(join(full, 'h')).some((x) => x.includes('.tmp-')), 'no half-written shard left');
+    const e = sdl('export', dict, '--format', 'onnx', '--out', join(full, 'big', 'dictionary.onnx'));
+    // A small dictionary fits: the export succeeds or says the disk is full, never a stack trace.
+    assert.ok(e.status === 0 || /disk is full/.test(e.stderr), e.stderr);
+  } finally {
+    spawnSync('umount', [full]);
+  }
+  const whyRo = mountTmpfs(ro, 'size=1m,ro');
+  if (whyRo) return t.skip(whyRo);
+  try {
+    const f = sdl('fit', '--acts', acts, '--steps', '5', '--out', join(ro, 'd'));
+    assert.equal(f.status, 2);
+    assert.match(f.stderr, /^sdl: cannot write under .*ro \(read-only or no permission\); choose another --out\n$/);
+    const i = sdl('index', dict, '--force', '--acts', acts);
+    assert.equal(i.status, 0, 'the dictionary folder itself is writable');
+  } finally {
+    spawnSync('umount', [ro]);
+  }
+  assert.ok(statSync(dir).isDirectory());
+});
