@@ -2,7 +2,7 @@
 // where it is opened: present, the checksum recorded at harvest time (unless the user opts out), a readable Arrow
 // file, the recorded number of rows and, for every column read, the width the manifest claims. A shard changed,
 // truncated or mislabelled after the harvest is refused with one line instead of being trained on.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeShard, type ShardData } from './shard.js';
 import type { Manifest } from './manifest.js';
@@ -14,13 +14,21 @@ export interface ReadOptions {
   verify?: boolean;
 }
 
+/** Shards already verified in this process, by path, with the size and mtime they had: each is hashed once per run. */
+const verified = new Map<string, string>();
+
 export function readShard(dir: string, manifest: Manifest, index: number, sites: string[], opts: ReadOptions = {}): ShardData {
   const info = manifest.shards[index];
   const path = join(dir, info.file);
   if (!existsSync(path)) throw new UserError(`shard ${info.file} listed in ${dir}'s manifest is missing; run the same 'sdl harvest' again to redo it`);
   const bytes = new Uint8Array(readFileSync(path));
-  if ((opts.verify ?? true) && sha256(bytes) !== info.sha256) {
-    throw new UserError(`shard ${path} does not match the checksum in its manifest (changed or damaged after the harvest); run the same 'sdl harvest' again to redo it, or pass --no-verify if you changed it on purpose`);
+  const st = statSync(path);
+  const stamp = `${info.sha256}:${st.size}:${st.mtimeMs}`;
+  if ((opts.verify ?? true) && verified.get(path) !== stamp) {
+    if (sha256(bytes) !== info.sha256) {
+      throw new UserError(`shard ${path} does not match the checksum in its manifest (changed or damaged after the harvest); run the same 'sdl harvest' again to redo it, or pass --no-verify if you changed it on purpose`);
+    }
+    verified.set(path, stamp);
   }
   let data: ShardData;
   try {
