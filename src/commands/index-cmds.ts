@@ -98,6 +98,21 @@ export function register(y: Argv): Argv {
         const toks = (JSON.parse(e.context_tokens) as number[]).map(text);
         console.log(`  ${e.act.toFixed(3).padStart(8)}  ${renderContext(toks, JSON.parse(e.context_acts), e.pos - e.context_start)}`);
       }
+      if (r.logitLens) {
+        const fmt = (xs: [number, number][]) => xs.map(([t, e]) => `${JSON.stringify(text(t))} ${e >= 0 ? '+' : ''}${e.toFixed(2)}`).join(', ');
+        console.log(`logit lens, raises: ${fmt(r.logitLens.pos)}`);
+        console.log(`logit lens, lowers: ${fmt(r.logitLens.neg)}`);
+      }
+      if (r.quantiles.length) {
+        console.log('examples across the activation range (one per band, strongest band first):');
+        const seen = new Set<number>();
+        for (const e of r.quantiles) {
+          if (seen.has((e as { band: number }).band)) continue;
+          seen.add((e as { band: number }).band);
+          const toks = (JSON.parse(e.context_tokens) as number[]).map(text);
+          console.log(`  ${e.act.toFixed(3).padStart(8)}  ${renderContext(toks, JSON.parse(e.context_acts), e.pos - e.context_start)}`);
+        }
+      }
       console.log(`nearest by decoder cosine: ${(r.neighbors as { other: number; cosine: number }[]).map((n) => `${n.other} (${n.cosine.toFixed(2)})`).join(', ')}`);
       console.log(`fires together with: ${(r.cooccurrence as { other: number; count: number; jaccard: number }[]).map((n) => `${n.other} (${n.count}, J ${n.jaccard.toFixed(2)})`).join(', ')}`);
     })

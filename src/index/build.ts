@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { readShard } from '../activations/reader.js';
 import { openActivations, type Manifest } from '../activations/manifest.js';
 import type { Dictionary } from '../sdl/dictionary.js';
-import { loadModel } from '../models/model.js';
+import { loadModel, type LoadedModel } from '../models/model.js';
 import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
 import { gemm } from '../sdl/linalg.js';
@@ -17,6 +17,8 @@ import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { SCHEMA } from './schema.js';
+import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
+import { featureLogitLens } from './logit-lens.js';
 import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
 
 export const INDEX_FILE = 'index.sqlite';
@@ -35,6 +37,8 @@ export interface IndexOptions {
   quiet?: boolean;
   /** Check each shard's checksum against the harvest manifest (default true). */
   verify?: boolean;
+  /** Quantile examples kept per activation band (default 5). */
+  perBand?: number;
   /** Called with one-line notes for the user (what the index leaves out, and why). */
   onNote?: (note: string) => void;
 }
@@ -80,10 +84,11 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   checkOutput(path, 'file');
   removeStaleTemps(dictDir);
   // Token texts and the absorption probes need the harvest's tokenizer; a model that has moved away is said, not hidden.
-  let tok: Tokenizer | undefined;
+  let tok: Tokenizer | undefined, model: LoadedModel | undefined;
   if (manifest.model_path && existsSync(manifest.model_path)) {
     const dir = dirname(manifest.model_path);
-    tok = loadModel(existsSync(join(dir, 'config.json')) ? dir : manifest.model_path).tokenizer;
+    model = loadModel(existsSync(join(dir, 'config.json')) ? dir : manifest.model_path);
+    tok = model.tokenizer;
   } else if (manifest.model_path) {
     opts.onNote?.(`the harvest's model ${manifest.model_path} is gone: the index holds token ids without their text, and no absorption scores`);
   }
@@ -109,6 +114,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const ctx = Math.max(1, manifest.context_length);
   const chunkRows = Math.max(ctx, Math.floor(16384 / ctx) * ctx);
   const x = new Float32Array(chunkRows * d.cfg.dIn);
+  const quantiles = new QuantileSampler(m, opts.perBand ?? 5, opts.contextRadius);
+  const l0Hist = new Float64Array(257);
   for (let si = 0; si < manifest.shards.length; si++) {
     const s = readShard(actsDir, manifest, si, sites.map((x) => x.name), { verify: opts.verify });
     for (let r0 = 0; r0 < s.rows; r0 += chunkRows) {
@@ -121,6 +128,9 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         off += site.width;
       }
       const f = encodeSparse(d, x, n);
+      const rows = (a: Int32Array) => a.subarray(r0, r0 + n);
+      quantiles.add(f, { doc: rows(s.doc), window: rows(s.window), pos: rows(s.pos), token: rows(s.token) });
+      for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
       const ev = stats.add(f.start, f.idx, f.val, s.token.subarray(r0, r0 + n), s.window.subarray(r0, r0 + n));
       // Entries into a feature's top K, in order: keep the example (tokens and activations of its context).
       for (let e = 0; e < ev.acts.length; e++) {
@@ -175,6 +185,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
 
   const tmpPath = `${path}.tmp-${process.pid}`;
   rmSync(tmpPath, { force: true });
+  const lens = model ? featureLogitLens(model, d, 10, opts.onNote) : undefined;
   const total = done;
   let counts: { dead: number; dense: number };
   try {
@@ -196,12 +207,15 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       index_identity: identity, tokens: total, dictionary: dictDir, activations: actsDir, model: manifest.identity.model.name, corpus: manifest.identity.corpus,
       config: d.cfg, meta: d.meta, top_k: opts.topK, context_radius: opts.contextRadius, dense_threshold: opts.denseThreshold, histogram_edges: HIST_EDGES,
       dead_window: `never fired over the ${total} indexed tokens`,
+      l0_histogram: trimZeros(Array.from(l0Hist)), quantile_edges: QUANTILE_EDGES.map((e) => (Number.isFinite(e) ? e : null)),
+      logit_lens: lens ? lens.source : undefined,
     };
     try {
       const saved = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
       meta.training = saved.sdlkit?.training;
     } catch { /* a dictionary without training record */ }
-    const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption) values (?,?,?,?,?,?,?,?,?,?,?,?)');
+    const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption, logit_lens) values (?,?,?,?,?,?,?,?,?,?,?,?,?)');
+    const insQ = db.prepare('insert into quantile_examples (feature, band, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?,?)');
     const insLetter = db.prepare('insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)');
     const insEx = db.prepare('insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)');
     const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
@@ -224,7 +238,9 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         }
         insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
           JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens),
-          abs ? abs.latentScore.get(i) ?? 0 : null);
+          abs ? abs.latentScore.get(i) ?? 0 : null, lens ? JSON.stringify(lens.rows[i]) : null);
+        const round = (v: number) => Math.round(v * 1e4) / 1e4;
+        quantiles.examples(i).forEach((e, rank) => insQ.run(i, e.band, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map(round))));
         top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
         nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
         if (coOn) {
@@ -244,6 +260,12 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     return { dead, dense };
   }
 }
+
+const trimZeros = (a: number[]): number[] => {
+  let n = a.length;
+  while (n > 1 && a[n - 1] === 0) n--;
+  return a.slice(0, n);
+};
 
 /** The n largest scores among j in [0, m) with their indices, best first (ties: lower j first); a partial selection. */
 export function largest(m: number, n: number, score: (j: number) => number): { j: number; score: number }[] {

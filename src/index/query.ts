@@ -15,7 +15,7 @@ export function openIndex(dictDir: string): Database.Database {
 
 export interface FeatureRow {
   id: number; count: number; freq: number; mean_act: number; max_act: number; decoder_norm: number; enc_dec_cos: number | null;
-  dead: number; dense: number; histogram: string; top_tokens: string; absorption: number | null;
+  dead: number; dense: number; histogram: string; top_tokens: string; absorption: number | null; logit_lens: string | null;
 }
 
 const SORTS: Record<string, string> = { freq: 'freq desc', max: 'max_act desc', absorption: 'absorption desc', id: 'id asc', mean: 'mean_act desc' };
@@ -56,7 +56,9 @@ export function featureDetail(db: Database.Database, id: number) {
   const examples = db.prepare('select * from examples where feature = ? order by rank').all(id) as { act: number; pos: number; context_start: number; context_tokens: string; context_acts: string; doc: number; window: number }[];
   const neighbors = db.prepare('select other, cosine from neighbors where feature = ? order by rank').all(id);
   const cooc = db.prepare('select other, count, jaccard from cooccurrence where feature = ? order by count desc').all(id);
-  return { feature: f, examples, neighbors, cooccurrence: cooc };
+  const quantiles = db.prepare('select band, act, pos, context_start, context_tokens, context_acts, doc, window from quantile_examples where feature = ? order by band desc, rank').all(id) as typeof examples & { band: number }[];
+  const lens = f.logit_lens ? JSON.parse(f.logit_lens) as { pos: [number, number][]; neg: [number, number][] } : null;
+  return { feature: f, examples, quantiles, logitLens: lens, neighbors, cooccurrence: cooc };
 }
 
 export function featuresForToken(db: Database.Database, text: string, limit: number) {

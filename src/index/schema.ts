@@ -14,7 +14,8 @@ create table features (
   dense integer not null,
   histogram text not null,
   top_tokens text not null,
-  absorption real
+  absorption real,
+  logit_lens text
 );
 create index features_freq on features (freq);
 create index features_max on features (max_act);
@@ -24,6 +25,11 @@ create table examples (
   feature integer not null, rank integer not null, act real not null, doc integer, window integer, pos integer, token integer,
   context_start integer, context_tokens text not null, context_acts text not null,
   primary key (feature, rank)
+);
+create table quantile_examples (
+  feature integer not null, band integer not null, rank integer not null, act real not null, doc integer, window integer, pos integer,
+  token integer, context_start integer, context_tokens text not null, context_acts text not null,
+  primary key (feature, band, rank)
 );
 create table neighbors (feature integer not null, rank integer not null, other integer not null, cosine real not null, primary key (feature, rank));
 create table cooccurrence (feature integer not null, other integer not null, count integer not null, jaccard real not null, primary key (feature, other));

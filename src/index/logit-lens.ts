@@ -1,0 +1,60 @@
+// Every feature's logit lens for the index: the tokens whose logits its decoder direction raises and lowers most
+// (analysis/logit-lens.ts), computed as one blocked GEMM of the decoder rows against the unembedding.
+import type { LoadedModel } from '../models/model.js';
+import type { Dictionary } from '../sdl/dictionary.js';
+import { findUnembedding } from '../analysis/logit-lens.js';
+import { gemm } from '../sdl/linalg.js';
+import { UserError } from '../util/errors.js';
+
+export interface LensRow { pos: [number, number][]; neg: [number, number][] }
+
+/**
+ * Per feature, the `n` most raised and most lowered tokens. The direction is the part of the decoder row that
+ * writes a residual-width site (the last one, for crosscoders over several layers). Undefined, with a note, when
+ * the model's head or such a site cannot be found.
+ */
+export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, onNote?: (s: string) => void): { rows: LensRow[]; source: string } | undefined {
+  let u;
+  try {
+    u = findUnembedding(model);
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    onNote?.(`no logit lens: ${e.message}`);
+    return undefined;
+  }
+  const c = d.cfg;
+  let off = -1, acc = 0;
+  for (const s of c.sitesOut) { if (s.width === u.d) off = acc; acc += s.width; }
+  if (off < 0) {
+    onNote?.(`no logit lens: no site the dictionary writes is ${u.d} wide (the residual width of ${model.name})`);
+    return undefined;
+  }
+  const m = c.dSae, D = u.d, V = u.vocab;
+  const rows: LensRow[] = [];
+  const block = Math.max(1, Math.min(m, Math.floor(2 ** 24 / V)));
+  const A = new Float32Array(block * D), C = new Float32Array(block * V);
+  for (let i0 = 0; i0 < m; i0 += block) {
+    const b = Math.min(block, m - i0);
+    for (let r = 0; r < b; r++) for (let j = 0; j < D; j++) A[r * D + j] = d.w.W_dec[(i0 + r) * c.dOut + off + j] * u.scale[j];
+    gemm(b, V, D, A, D, 1, u.W_U, V, 1, C, V);
+    for (let r = 0; r < b; r++) {
+      const e = C.subarray(r * V, (r + 1) * V);
+      rows.push({ pos: topN(e, n, 1), neg: topN(e, n, -1) });
+    }
+  }
+  return { rows, source: `${u.source}; direction: decoder columns ${off}-${off + D - 1}` };
+}
+
+/** The n entries with the largest sign * value, best first, as [index, value] (one pass, a small sorted list). */
+function topN(e: Float32Array, n: number, sign: 1 | -1): [number, number][] {
+  const best: [number, number][] = [];
+  for (let t = 0; t < e.length; t++) {
+    const v = sign * e[t];
+    if (best.length === n && v <= best[n - 1][1]) continue;
+    let at = best.length;
+    while (at > 0 && best[at - 1][1] < v) at--;
+    best.splice(at, 0, [t, v]);
+    if (best.length > n) best.pop();
+  }
+  return best.map(([t, v]) => [t, Math.round(sign * v * 1e4) / 1e4]);
+}

@@ -1,0 +1,94 @@
+// Examples across a feature's whole activation range, not only its maximum (as Neuronpedia and SAEDashboard show
+// them): activations fall into log-spaced bands, and each (feature, band) keeps a seeded reservoir sample of
+// `perBand` examples with their context (the tokens around the firing token, inside its window, and the feature's
+// activation on each). One pass, memory proportional to the samples kept.
+import type { SparseActs } from '../sdl/encoder.js';
+import { Rng } from '../util/rng.js';
+
+/** Band edges: band b holds activations in [EDGES[b], EDGES[b+1]) (the first band also everything below). */
+export const QUANTILE_EDGES = [0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, Infinity];
+export const BANDS = QUANTILE_EDGES.length - 1;
+
+export interface QuantileExample {
+  band: number;
+  act: number;
+  doc: number;
+  window: number;
+  pos: number;
+  token: number;
+  ctxStart: number;
+  ctxTokens: number[];
+  ctxActs: number[];
+}
+
+const bandOf = (a: number): number => {
+  let b = 0;
+  while (b + 1 < BANDS && a >= QUANTILE_EDGES[b + 1]) b++;
+  return b;
+};
+
+/** The activation of latent `i` in sparse row `r` (0 when inactive); rows list latents in increasing order. */
+function actAt(f: SparseActs, r: number, i: number): number {
+  let lo = f.start[r], hi = f.start[r + 1] - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (f.idx[mid] === i) return f.val[mid];
+    if (f.idx[mid] < i) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return 0;
+}
+
+export class QuantileSampler {
+  /** Firings seen per (feature, band). */
+  readonly seen: Int32Array;
+  private readonly kept = new Map<number, QuantileExample[]>();
+  private readonly rng: Rng;
+
+  constructor(readonly m: number, readonly perBand: number, readonly radius: number, seed = 0) {
+    this.seen = new Int32Array(m * BANDS);
+    this.rng = new Rng(seed);
+  }
+
+  /**
+   * One chunk of rows (whole windows): sparse features, and per row its doc, window, position and token.
+   * A context never crosses into another window.
+   */
+  add(f: SparseActs, rows: { doc: Int32Array; window: Int32Array; pos: Int32Array; token: Int32Array }): void {
+    for (let r = 0; r < f.rows; r++) {
+      for (let q = f.start[r]; q < f.start[r + 1]; q++) {
+        const i = f.idx[q], a = f.val[q];
+        if (!(a > 0)) continue;
+        const key = i * BANDS + bandOf(a);
+        const n = ++this.seen[key];
+        let list = this.kept.get(key);
+        let slot: number;
+        if (n <= this.perBand) slot = n - 1;
+        else {
+          slot = this.rng.int(n);
+          if (slot >= this.perBand) continue;
+        }
+        if (!list) this.kept.set(key, (list = []));
+        let lo = r, hi = r;
+        while (lo > 0 && r - lo < this.radius && rows.window[lo - 1] === rows.window[r]) lo--;
+        while (hi + 1 < f.rows && hi - r < this.radius && rows.window[hi + 1] === rows.window[r]) hi++;
+        const ctxActs: number[] = [];
+        for (let c = lo; c <= hi; c++) ctxActs.push(c === r ? a : actAt(f, c, i));
+        list[slot] = {
+          band: key % BANDS, act: a, doc: rows.doc[r], window: rows.window[r], pos: rows.pos[r], token: rows.token[r],
+          ctxStart: rows.pos[lo], ctxTokens: Array.from(rows.token.subarray(lo, hi + 1)), ctxActs,
+        };
+      }
+    }
+  }
+
+  /** Feature i's kept examples, band by band (lowest first), strongest first within a band. */
+  examples(i: number): QuantileExample[] {
+    const out: QuantileExample[] = [];
+    for (let b = 0; b < BANDS; b++) {
+      const list = this.kept.get(i * BANDS + b);
+      if (list) out.push(...[...list].sort((p, q) => q.act - p.act));
+    }
+    return out;
+  }
+}
