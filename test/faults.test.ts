@@ -129,10 +129,10 @@ test(`${ROWS.length} bad inputs: exit 2, one line, no stack, nothing that looks 
 });
 
 /** Runs `args`, killing it after each of the seeded delays (seconds), then once more to the end. */
-async function killAndFinish(args: string[], delays: number[], resumeArgs: string[] = [], afterKill?: () => void): Promise<number> {
+async function killAndFinish(args: string[], delays: number[], resume: () => string[] = () => [], afterKill?: () => void): Promise<number> {
   let kills = 0;
   for (const d of delays) {
-    const child = spawn(process.execPath, [CLI, ...args, ...(kills > 0 ? resumeArgs : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args, ...resume()], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (b) => (err += b));
     const timer = setTimeout(() => child.kill('SIGKILL'), d * 1000);
@@ -140,7 +140,7 @@ async function killAndFinish(args: string[], delays: number[], resumeArgs: strin
     clearTimeout(timer);
     if (code === null) { kills++; afterKill?.(); } else assert.equal(code, 0, err);
   }
-  const r = spawnSync(process.execPath, [CLI, ...args, ...(kills > 0 ? resumeArgs : [])], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...args, ...resume()], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return kills;
 }
@@ -152,7 +152,8 @@ test('fit killed 5 times at seeded random moments, resumed each time: the same w
   const whole = sdl(...base, '--out', join(dir, 'fit-whole'));
   assert.equal(whole.status, 0, whole.stderr);
   const out = join(dir, 'fit-killed');
-  const kills = await killAndFinish([...base, '--out', out], seeded(11, 5, 0.8, 2.5), ['--resume'], () => {
+  // --resume once a checkpoint exists (a run killed before its first checkpoint simply starts again).
+  const kills = await killAndFinish([...base, '--out', out], seeded(11, 5, 0.8, 2.5), () => (existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : []), () => {
     assert.ok(!existsSync(join(out, 'cfg.json')), 'a killed fit never leaves a cfg.json');
   });
   assert.ok(kills >= 5, `${kills} kills`);
@@ -184,7 +185,7 @@ test('index killed 5 times at seeded random moments: the index is always the old
     return v;
   };
   const old = identity();
-  const kills = await killAndFinish(['index', dict, '--force', '--top-k', '7'], seeded(13, 5, 0.15, 0.6), [], () => assert.equal(identity(), old));
+  const kills = await killAndFinish(['index', dict, '--force', '--top-k', '7'], seeded(13, 5, 0.15, 0.6), undefined, () => assert.equal(identity(), old));
   assert.ok(kills >= 5, `${kills} kills`);
   assert.notEqual(identity(), old, 'the finished run replaced the index');
   assert.ok(!readdirSync(dict).some((f) => f.includes('.tmp-')), 'temporary files of the killed runs are gone');
