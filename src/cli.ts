@@ -16,6 +16,7 @@ import * as indexCmds from './commands/index-cmds.js';
 import * as benchCmd from './commands/bench.js';
 import * as theoryCmd from './commands/theory.js';
 import * as interveneCmds from './commands/intervene.js';
+import * as dashboardCmds from './commands/dashboard.js';
 
 function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -32,7 +33,7 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, interveneCmds, benchCmd, theoryCmd]) y = c.register(y);
+for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, interveneCmds, dashboardCmds, benchCmd, theoryCmd]) y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

@@ -51,6 +51,7 @@ function shrink(args: string[]): string[] {
   if (cmd === 'pipeline') { set(a, '--tokens', '48k'); set(a, '--steps', '40'); }
   if (cmd === 'fit') { set(a, '--steps', '20'); set(a, '--eval-tokens', '2048'); }
   if (cmd === 'synth') set(a, '--N', '20k');
+  if (cmd === 'serve') set(a, '--port', '0');
   if (cmd.startsWith('bench')) { set(a, '--steps', '5'); set(a, '--N', '8k'); set(a, '--batch', '256'); if (a.includes('--seeds')) set(a, '--seeds', '0'); }
   return a;
 }
@@ -79,8 +80,12 @@ test('every README example runs, in order, on a fresh cache', { timeout: 600_000
     if (!haveShared && NEEDS_SHARED.test(line)) continue;
     const args = shrink(ex);
     const t0 = performance.now();
-    const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: { ...process.env, SDL_CACHE: undefined } });
-    assert.equal(r.status, 0, `README example 'sdl ${line}' (run as 'sdl ${args.join(' ')}') failed:\n${r.stderr}`);
+    // A server runs until stopped: it must come up and say where, then it is stopped.
+    const r = args[0] === 'serve'
+      ? spawnSync('bash', ['-c', `timeout 60 ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} ${args.map((x) => JSON.stringify(x)).join(' ')} | { IFS= read -r line; echo "$line"; kill $(pgrep -f -n ${JSON.stringify(CLI + ' serve')}) 2>/dev/null; cat >/dev/null; }`], { cwd, encoding: 'utf8' })
+      : spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: { ...process.env, SDL_CACHE: undefined } });
+    if (args[0] === 'serve') assert.match(r.stdout, /serving 1 dictionary at http:\/\/127\.0\.0\.1:\d+\//, `sdl ${line}: ${r.stderr}`);
+    if (args[0] !== 'serve') assert.equal(r.status, 0, `README example 'sdl ${line}' (run as 'sdl ${args.join(' ')}') failed:\n${r.stderr}`);
     assert.ok(r.stdout.trim().length > 0 || /--out|export|import/.test(line), `'sdl ${line}' printed nothing`);
     ran.push(`${((performance.now() - t0) / 1000).toFixed(1)}s sdl ${line}`);
   }

@@ -1,9 +1,11 @@
 import type { Argv } from 'yargs';
 import { bindModel } from '../intervene/bind.js';
 import { Dictionary } from '../sdl/dictionary.js';
-import { spliceEval, evalWindows } from '../eval/splice-eval.js';
+import { spliceEval, evalWindows, SPLICE_EVAL_FILE } from '../eval/splice-eval.js';
 import { defaultModel, printJson } from './common.js';
 import { checkOptions } from '../util/check.js';
+import { writeJsonAtomic } from '../util/fsx.js';
+import { join } from 'node:path';
 import { readTruth, recovery, activationPatterns, absorption } from '../analysis/truth.js';
 
 export function register(y: Argv): Argv {
@@ -44,6 +46,8 @@ export function register(y: Argv): Argv {
       }
       const { model: m } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, tokenizer: argv.tokenizer, fallback: defaultModel });
       const r = await spliceEval(m, d, evalWindows(m, argv.windows, argv.ctx, argv.corpus), argv.ctx, argv.batch);
+      // Kept beside the weights for the dashboard and for comparisons (removed when the dictionary is fitted again).
+      writeJsonAtomic(join(argv.dictionary!, SPLICE_EVAL_FILE), { ...r, model: m.name, model_sha256: m.sha256, corpus: argv.corpus, windows: argv.windows, ctx: argv.ctx });
       if (argv.json) return printJson(r);
       console.log(`${d.cfg.kind} on ${d.cfg.sitesIn[0].name}${d.cfg.kind === 'transcoder' ? ` -> ${d.cfg.sitesOut[0].name}` : ''}, ${r.tokens} predictions:`);
       console.log(`  CE clean ${r.ce_clean.toFixed(4)}, spliced ${r.ce_spliced.toFixed(4)}, zero-ablated ${r.ce_zero_ablation.toFixed(4)} nats`);

@@ -25,7 +25,7 @@ function renderContext(tokens: string[], acts: number[], at: number): string {
   }).join('');
 }
 
-function trainingActs(dictDir: string): string {
+export function trainingActs(dictDir: string): string {
   const cfg = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
   const acts = cfg.sdlkit?.training?.activations;
   if (!acts || !existsSync(acts)) throw new UserError(`no --acts given and the activations ${dictDir} was trained on are not at ${acts ?? '(unrecorded)'}; pass --acts <harvest folder>`);

@@ -11,6 +11,9 @@ import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
 import { decodeSparse, encodeSparse } from '../sdl/encoder.js';
 
+/** Where `sdl eval` keeps its in-model measurement, beside the dictionary's weights. */
+export const SPLICE_EVAL_FILE = 'splice_eval.json';
+
 export interface SpliceMetrics {
   tokens: number;
   ce_clean: number;

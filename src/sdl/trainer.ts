@@ -63,7 +63,7 @@ interface CheckpointState {
 }
 
 /** Derived files in a dictionary folder, stale once the weights change: a fresh fit removes them. */
-const DERIVED = ['dictionary.onnx', 'encoder.onnx', 'spliced.onnx', 'saelens', 'index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'eval.json', 'acts_manifest.json'];
+const DERIVED = ['dictionary.onnx', 'encoder.onnx', 'spliced.onnx', 'saelens', 'dashboard', 'splice_eval.json', 'index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'eval.json', 'acts_manifest.json'];
 
 /**
  * The training settings a run started with. A resume must keep those that fix the data it sees and how it is
