@@ -4,7 +4,7 @@
 // there first. A README that lies fails here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, ROOT, SHARED, STORIES, corpusFile, haveShared, tmp } from './helpers.js';
@@ -58,7 +58,22 @@ function shrink(args: string[]): string[] {
 
 const NEEDS_SHARED = /\.\.\/shared|stories15M/;
 
-test('every README example runs, in order, on a fresh cache', { timeout: 600_000 }, () => {
+/** Starts `sdl serve ...`, waits for the line with its URL, stops it; status 0 when the line came. */
+function untilServing(args: string[], cwd: string): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((ok) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.stdout.on('data', (b) => {
+      stdout += b;
+      if (/serving \d+ dictionar\w+ at http:\/\/127\.0\.0\.1:\d+\//.test(stdout)) child.kill('SIGTERM');
+    });
+    child.stderr.on('data', (b) => (stderr += b));
+    child.on('exit', () => { clearTimeout(timer); ok({ status: /serving/.test(stdout) ? 0 : 1, stdout, stderr }); });
+  });
+}
+
+test('every README example runs, in order, on a fresh cache', { timeout: 600_000 }, async () => {
   const root = tmp('sdl-readme-');
   const cwd = join(root, 'work');
   mkdirSync(cwd);
@@ -80,12 +95,9 @@ test('every README example runs, in order, on a fresh cache', { timeout: 600_000
     if (!haveShared && NEEDS_SHARED.test(line)) continue;
     const args = shrink(ex);
     const t0 = performance.now();
-    // A server runs until stopped: it must come up and say where, then it is stopped.
-    const r = args[0] === 'serve'
-      ? spawnSync('bash', ['-c', `timeout 60 ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} ${args.map((x) => JSON.stringify(x)).join(' ')} | { IFS= read -r line; echo "$line"; kill $(pgrep -f -n ${JSON.stringify(CLI + ' serve')}) 2>/dev/null; cat >/dev/null; }`], { cwd, encoding: 'utf8' })
-      : spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: { ...process.env, SDL_CACHE: undefined } });
-    if (args[0] === 'serve') assert.match(r.stdout, /serving 1 dictionary at http:\/\/127\.0\.0\.1:\d+\//, `sdl ${line}: ${r.stderr}`);
-    if (args[0] !== 'serve') assert.equal(r.status, 0, `README example 'sdl ${line}' (run as 'sdl ${args.join(' ')}') failed:\n${r.stderr}`);
+    // A server runs until stopped: it must come up and say where; then it is stopped.
+    const r = args[0] === 'serve' ? await untilServing(args, cwd) : spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+    assert.equal(r.status, 0, `README example 'sdl ${line}' (run as 'sdl ${args.join(' ')}') failed:\n${r.stderr}`);
     assert.ok(r.stdout.trim().length > 0 || /--out|export|import/.test(line), `'sdl ${line}' printed nothing`);
     ran.push(`${((performance.now() - t0) / 1000).toFixed(1)}s sdl ${line}`);
   }
