@@ -9,7 +9,8 @@ import { tf, initBackend } from '../src/sdl/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
-import { ACTIVATION_CODE, native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import { ACTIVATIONS } from '../src/sdl/activations.js';
 import type { EngineWeights } from '../src/sdl/engine.js';
 import { transpose, concatRows } from '../src/sdl/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
@@ -88,7 +89,7 @@ function compare(name: string, c: Case, seed = 1) {
   const ref = step(cfg, p, tf.tensor2d(X, [B, dIn]), tf.tensor2d(Y, [B, dOut]), { ...opts, dead: c.dead ? Float32Array.from(c.dead) : undefined, anchors });
 
   // Native.
-  const e = new mod.Engine({ dIn, dOut, dSae, activation: ACTIVATION_CODE[cfg.activation], k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: 2 });
+  const e = new mod.Engine({ dIn, dOut, dSae, activation: ACTIVATIONS[cfg.activation].nativeCode, k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: 2 });
   const W_encT = transpose(w.W_enc, dIn, dSae);
   const np: NativeTensors = { W_encT, b_enc: w.b_enc, W_dec: cfg.tied ? W_encT : w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold };
   const ng: NativeTensors = { W_encT: new Float32Array(dSae * dIn).fill(NaN), b_enc: new Float32Array(dSae), W_dec: cfg.tied ? undefined : new Float32Array(dSae * dOut).fill(NaN), b_dec: new Float32Array(dOut), log_threshold: w.log_threshold ? new Float32Array(dSae) : undefined };
@@ -186,7 +187,7 @@ test('native forward = Dictionary.encode/decode for every activation', { skip },
     const d = new Dictionary(cfg, { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, threshold: thVec });
     const n = 37;
     const X = Float32Array.from({ length: n * cfg.dIn }, () => rng.normal() * 1.5);
-    const e = new mod.Engine({ dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATION_CODE[act], k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: true, noBias: false, tied: false, threads: 2 });
+    const e = new mod.Engine({ dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATIONS[act].nativeCode, k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: true, noBias: false, tied: false, threads: 2 });
     const out = e.forward({ W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold }, X, n, threshold, true);
     const want = d.encode(X, n);
     const got = new Float32Array(n * cfg.dSae);

@@ -9,6 +9,7 @@ import { METHODS } from '../experiments/common.js';
 import { writeAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { checkOptions } from '../util/check.js';
+import { ACTIVATION_NAMES } from '../sdl/activations.js';
 import type { Activation } from '../sdl/config.js';
 import { parseCount, printJson } from './common.js';
 
@@ -96,7 +97,7 @@ export function register(y: Argv): Argv {
       .example('sdl bench absorption --latents 128 --k 1 --seeds 0,1,2', 'one latent per feature and per token: absorption appears'), async (argv) => {
       checkSizes(argv);
       checkOptions(argv, { parents: 'int>0', children: 'int>0', sparsity: '>=0' });
-      const methods = list(argv.methods, 'method', ['relu', 'jumprelu', 'topk', 'batchtopk', 'matryoshka']);
+      const methods = list(argv.methods, 'method', ACTIVATION_NAMES);
       if (argv.parents * (argv.children + 1) > argv.n) throw new UserError(`--parents ${argv.parents} x (--children ${argv.children} + 1) needs more than --n ${argv.n} features`);
       const r = await runAbsorption({
         n: argv.n, np: argv.np, parents: argv.parents, children: argv.children, latents: argv.latents, k: argv.k, S: argv.S, M: argv.M, N: parseCount(argv.N, '--N'),

@@ -5,10 +5,11 @@ import { openActivations } from '../activations/manifest.js';
 import { cacheDir } from '../activations/harvest.js';
 import { fit } from '../sdl/trainer.js';
 import { chooseSites } from '../sdl/sites.js';
-import { TRAIN_DEFAULTS, defaultMatryoshkaWidths, type Activation, type DictConfig, type Kind, type TrainConfig } from '../sdl/config.js';
+import { DEFAULT_EXPANSION, TRAIN_DEFAULTS, makeDictConfig, type Activation, type Kind, type TrainConfig } from '../sdl/config.js';
 import { UserError } from '../util/errors.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, printJson } from './common.js';
+import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
 
 /** The harvest to use when --acts is not given: the last one. */
 export function latestHarvest(): string {
@@ -42,13 +43,13 @@ export function register(y: Argv): Argv {
     'Train a sparse dictionary (SAE, transcoder or crosscoder) on harvested activations',
     (a) => a
       .option('acts', { type: 'string', describe: 'harvest folder (default: the last harvest)' })
-      .option('kind', { choices: ['sae', 'transcoder', 'crosscoder'] as const, default: 'sae' as const })
+      .option('kind', { choices: KIND_NAMES, default: 'sae' as Kind })
       .option('site', { type: 'string', describe: 'SAE site (default: the first resid_post)' })
       .option('sites', { type: 'string', describe: 'crosscoder sites, comma-separated (default: every resid_post)' })
       .option('layer', { type: 'number', describe: 'transcoder layer (mlp_in -> mlp_out); SAE: resid_post of this layer' })
-      .option('activation', { choices: ['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'] as const, default: 'topk' as const })
+      .option('activation', { choices: ACTIVATION_NAMES, default: 'topk' as Activation })
       .option('k', { type: 'number', describe: 'active latents per token, TopK family (default 32, at most the latents)' })
-      .option('expansion', { type: 'number', default: 8, describe: 'latents = expansion x d_in' })
+      .option('expansion', { type: 'number', default: DEFAULT_EXPANSION, describe: 'latents = expansion x d_in' })
       .option('latents', { type: 'number', describe: 'number of latents (overrides --expansion)' })
       .option('matryoshka-widths', { type: 'string', describe: 'nested prefix sizes, e.g. 64,128,256,512' })
       .option('bias', { type: 'boolean', default: true, describe: '--no-bias: no b_enc/b_dec (the paper\'s theory setting)' })
@@ -93,16 +94,12 @@ export function register(y: Argv): Argv {
       const manifest = openActivations(actsDir);
       const sites = argv.kind === 'crosscoder' ? argv.sites?.split(',').map((s) => s.trim()) : argv.site ? [argv.site] : undefined;
       const { sitesIn, sitesOut } = chooseSites(manifest, { kind: argv.kind as Kind, sites, layer: argv.layer });
-      const dIn = sitesIn.reduce((a, s) => a + s.width, 0), dOut = sitesOut.reduce((a, s) => a + s.width, 0);
-      const dSae = argv.latents ?? Math.round(argv.expansion * dIn);
-      if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
       const activation = argv.activation as Activation;
-      const k = argv.k ?? Math.min(32, dSae);
-      const widths = argv['matryoshka-widths'] ? argv['matryoshka-widths'].split(',').map(Number) : defaultMatryoshkaWidths(dSae);
-      const dict: DictConfig = {
-        kind: argv.kind as Kind, activation, sitesIn, sitesOut, dIn, dOut, dSae, k, matryoshkaWidths: widths,
-        applyBDecToInput: argv.kind !== 'transcoder' && argv.bias, noBias: !argv.bias, tied: argv.tied,
-      };
+      const dict = makeDictConfig({
+        kind: argv.kind as Kind, activation, sitesIn, sitesOut, latents: argv.latents, expansion: argv.expansion, k: argv.k,
+        matryoshkaWidths: argv['matryoshka-widths']?.split(',').map(Number), bias: argv.bias, tied: argv.tied,
+      });
+      const { dIn, dOut, dSae } = dict;
       const train: TrainConfig = {
         ...TRAIN_DEFAULTS,
         lr: argv.lr, lrWarmupSteps: argv['lr-warmup'], lrDecayFraction: argv['lr-decay'], sparsityWarmupSteps: argv['sparsity-warmup'],

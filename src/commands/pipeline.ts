@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { DEFAULT_SITES, HARVEST_DEFAULTS, harvest, hookSpecs, cacheDir } from '../activations/harvest.js';
 import { fit } from '../sdl/trainer.js';
 import { chooseSites } from '../sdl/sites.js';
-import { TRAIN_DEFAULTS, defaultMatryoshkaWidths, type DictConfig } from '../sdl/config.js';
+import { TRAIN_DEFAULTS, makeDictConfig } from '../sdl/config.js';
 import { fmtCount } from '../util/progress.js';
 import { defaultModel, parseCount } from './common.js';
 import { loadModel } from '../models/model.js';
@@ -33,8 +33,8 @@ export function register(y: Argv): Argv {
       const jobs: { kind: 'sae' | 'transcoder'; label: string }[] = [{ kind: 'sae', label: '2/3 TopK SAE on resid_post' }, { kind: 'transcoder', label: '3/3 TopK transcoder mlp_in -> mlp_out' }];
       for (const j of jobs) {
         const { sitesIn, sitesOut } = chooseSites(h.manifest, { kind: j.kind, layer: argv.layer });
-        const dIn = sitesIn[0].width, dOut = sitesOut[0].width, dSae = argv.expansion * dIn;
-        const dict: DictConfig = { kind: j.kind, activation: 'topk', sitesIn, sitesOut, dIn, dOut, dSae, k: 16, matryoshkaWidths: defaultMatryoshkaWidths(dSae), applyBDecToInput: j.kind === 'sae', noBias: false, tied: false };
+        const dict = makeDictConfig({ kind: j.kind, activation: 'topk', sitesIn, sitesOut, expansion: argv.expansion, k: 16 });
+        const dSae = dict.dSae;
         const out = join(cacheDir(), 'dicts', `pipeline-${j.kind}-L${argv.layer}`);
         const r = await fit({ actsDir: h.out, manifest: h.manifest, dict, train: { ...TRAIN_DEFAULTS, steps: argv.steps, batchTokens: 2048, evalEvery: argv.steps }, out, force: true, onNote: (n) => console.error(`note: ${n}`) });
         console.log(`${j.label}: ${dSae} latents, k 16, ${r.steps} steps in ${r.seconds.toFixed(1)}s (${r.backend}); held-out FVU ${r.eval.fvu.toFixed(3)}, L0 ${r.eval.l0.toFixed(1)}, dead ${(100 * r.deadFraction).toFixed(1)}% -> ${out}`);

@@ -5,7 +5,7 @@ import { generateLrb, type LrbConfig } from '../synth/lrb.js';
 import type { TruthFile } from '../analysis/truth.js';
 import type { Manifest } from '../activations/manifest.js';
 import { fmtDuration } from '../util/progress.js';
-import { defaultMatryoshkaWidths, type Activation, type DictConfig, type Kind } from '../sdl/config.js';
+import { makeDictConfig, type Activation, type DictConfig, type Kind } from '../sdl/config.js';
 
 /** The bench's shards and truth in `dir`, generated unless a finished copy with the same configuration is there. */
 export function ensureLrb(dir: string, cfg: Partial<LrbConfig>): void {
@@ -33,11 +33,7 @@ export function benchDict(m: Manifest, method: Method, latents: number, k: numbe
   const sIn = method.kind === 'crosscoder' ? m.sites.filter((s) => s.name.startsWith('x_p')) : [m.sites.find((s) => s.name === 'x_p') ?? m.sites[0]];
   const sOut = method.kind === 'transcoder' ? [m.sites.find((s) => s.name === 'x_r')!] : sIn;
   const sitesIn = sIn.map((s) => ({ name: s.name, width: s.width })), sitesOut = sOut.map((s) => ({ name: s.name, width: s.width }));
-  const dIn = sitesIn.reduce((a, s) => a + s.width, 0), dOut = sitesOut.reduce((a, s) => a + s.width, 0);
-  return {
-    kind: method.kind, activation: method.act, sitesIn, sitesOut, dIn, dOut, dSae: latents, k, matryoshkaWidths: defaultMatryoshkaWidths(latents),
-    applyBDecToInput: method.kind !== 'transcoder', noBias: false, tied: false,
-  };
+  return makeDictConfig({ kind: method.kind, activation: method.act, sitesIn, sitesOut, latents, k });
 }
 
 /** Unit anchor directions for the first `count` true features (the bench's features are exchangeable). */

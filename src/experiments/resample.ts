@@ -9,6 +9,7 @@ import { openActivations } from '../activations/manifest.js';
 import { TRAIN_DEFAULTS, type Activation } from '../sdl/config.js';
 import { lineChart, type Series } from '../util/svg-plot.js';
 import { benchDict, ensureLrb, pm, runTracker } from './common.js';
+import { ACTIVATIONS } from '../sdl/activations.js';
 
 export interface ResampleOptions {
   /** Hide each run's own training progress (--json). */
@@ -24,7 +25,7 @@ const ARMS: Arm[] = [{ name: 'no remedy', resample: 0, auxk: 0 }, { name: 'resam
 export async function runResample(o: ResampleOptions, log: (s: string) => void = () => undefined) {
   const done = runTracker(o.seeds.length * 3, log);
   const t0 = performance.now();
-  const arms = o.activation === 'topk' || o.activation === 'batchtopk' ? ARMS : ARMS.slice(0, 2);
+  const arms = ACTIVATIONS[o.activation].auxk ? ARMS : ARMS.slice(0, 2);
   const results: { arm: string; seed: number; fvu: number; deadTrain: number; deadIsolated: number; mgt: number; mip: number; curves: { dead: [number, number][]; fvu: [number, number][] } }[] = [];
   for (const seed of o.seeds) {
     const dir = join(o.cache, `resample-${o.n}-${o.np}-${o.S}-${o.M}-${o.N}-${seed}`);
@@ -60,9 +61,9 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
   const svg = lineChart([
     { title: 'dead latents', xLabel: 'step', yLabel: `fraction not fired in the last ${o.deadWindow} tokens`, series: series('dead'), yMin: 0, yMax: 1 },
     { title: 'held-out FVU', xLabel: 'step', yLabel: 'FVU (log scale)', series: series('fvu'), logY: true },
-  ], { title: `${o.activation} SAE, ${o.latents} latents on ${o.n} features (n_p ${o.np})${o.activation === 'relu' ? '' : `, k ${o.k}`}, seed ${first}` });
+  ], { title: `${o.activation} SAE, ${o.latents} latents on ${o.n} features (n_p ${o.np})${ACTIVATIONS[o.activation].usesK ? `, k ${o.k}` : ''}, seed ${first}` });
   const markdown = [
-    `${o.activation} SAE on the LRB (n ${o.n}, n_p ${o.np}, S ${o.S}, M ${o.M}, N ${o.N}), ${o.latents} latents, ${o.activation === 'relu' ? `L1 coefficient ${o.sparsity ?? 'default'}` : `k ${o.k}`}, ${o.steps} steps x ${o.batch}, Adam ${o.lr}; resampling every ${o.resampleEvery} steps until 75% of training; AuxK coefficient 1/32; dead = not fired in the last ${o.deadWindow} tokens; seeds ${o.seeds.join(', ')}${o.seeds.length > 1 ? ' (mean ± sd)' : ''}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all.`,
+    `${o.activation} SAE on the LRB (n ${o.n}, n_p ${o.np}, S ${o.S}, M ${o.M}, N ${o.N}), ${o.latents} latents, ${ACTIVATIONS[o.activation].usesK ? `k ${o.k}` : `L1 coefficient ${o.sparsity ?? 'default'}`}, ${o.steps} steps x ${o.batch}, Adam ${o.lr}; resampling every ${o.resampleEvery} steps until 75% of training; AuxK coefficient 1/32; dead = not fired in the last ${o.deadWindow} tokens; seeds ${o.seeds.join(', ')}${o.seeds.length > 1 ? ' (mean ± sd)' : ''}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all.`,
     '',
     '| run | final held-out FVU | dead at the end | silent on every isolated feature | decoder M_GT % / M_IP |',
     '|---|---|---|---|---|',

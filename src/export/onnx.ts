@@ -5,6 +5,7 @@ import { DataType } from '../onnx/proto.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { f32ToF16 } from '../util/f16.js';
+import { ACTIVATIONS } from '../sdl/activations.js';
 
 export interface OnnxExportOptions {
   encoderOnly?: boolean;
@@ -31,8 +32,9 @@ export function addDictionaryNodes(g: GraphBuilder, d: Dictionary, x: string, op
   const xt = c.applyBDecToInput ? g.op('Sub', [x, b_dec]) : x;
   const pre = g.op('Add', [g.op('MatMul', [xt, W_enc]), b_enc], {}, P + 'pre_activations');
   let features: string;
-  if (c.activation === 'relu') features = g.op('Relu', [pre], {}, P + 'features');
-  else if (c.activation === 'topk') {
+  const how = ACTIVATIONS[c.activation].inference;
+  if (how === 'relu') features = g.op('Relu', [pre], {}, P + 'features');
+  else if (how === 'topk') {
     const [values, indices] = g.node('TopK', [pre, g.i64(P + 'k', [Math.min(c.k, c.dSae)])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
     features = g.op('ScatterElements', [g.op('Mul', [pre, g.scalarF32(0)]), indices, g.op('Relu', [values])], { axis: 1 }, P + 'features');
   } else {

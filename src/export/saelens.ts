@@ -3,10 +3,11 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Dictionary, saelensArchitecture, WEIGHTS_FILE, CFG_FILE } from '../sdl/dictionary.js';
-import type { Activation, DictConfig } from '../sdl/config.js';
+import { makeDictConfig, type Activation } from '../sdl/config.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
+import { ACTIVATIONS } from '../sdl/activations.js';
 
 /** The sae_lens version whose loader (v6 parser) the written cfg.json targets. */
 export const SAELENS_VERSION = '6.0.0';
@@ -59,7 +60,12 @@ export function exportSaelens(d: Dictionary, dir: string): void {
 export function importSaelens(dir: string): Dictionary {
   const cfgPath = join(dir, CFG_FILE);
   if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE))) throw new UserError(`${dir} is not a SAELens folder (needs cfg.json and sae_weights.safetensors)`);
-  const raw = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, any>;
+  let raw: Record<string, any>;
+  try {
+    raw = JSON.parse(readFileSync(cfgPath, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${cfgPath} is not valid JSON (${(e as Error).message.split('\n')[0]})`);
+  }
   const meta = (raw.metadata ?? raw) as Record<string, any>;
   const st = readSafetensors(join(dir, WEIGHTS_FILE)).tensors;
   for (const n of ['W_enc', 'W_dec', 'b_enc', 'b_dec']) if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
@@ -72,10 +78,12 @@ export function importSaelens(dir: string): Dictionary {
   const hookIn = String(meta.hook_name ?? meta.hook_point ?? 'input');
   const isTranscoder = arch.includes('transcoder') || raw.d_out !== undefined;
   const hookOut = isTranscoder ? String(meta.hook_name_out ?? `${hookIn}.out`) : hookIn;
-  const cfg: DictConfig = {
+  if (ACTIVATIONS[activation].usesK && !(k > 0)) throw new UserError(`${cfgPath}: a topk SAE without k`);
+  if (dOut === undefined || st.W_dec.shape[0] !== dSae) throw new UserError(`${cfgPath}: W_enc ${JSON.stringify(st.W_enc.shape)} and W_dec ${JSON.stringify(st.W_dec.shape)} do not fit together`);
+  const cfg = makeDictConfig({
     kind: isTranscoder ? 'transcoder' : 'sae', activation, sitesIn: [{ name: hookIn, width: dIn }], sitesOut: [{ name: hookOut, width: dOut }],
-    dIn, dOut, dSae, k, matryoshkaWidths: [dSae], applyBDecToInput: Boolean(raw.apply_b_dec_to_input ?? !isTranscoder), noBias: false, tied: false,
-  };
-  if (activation === 'topk' && !(k > 0)) throw new UserError(`${cfgPath}: a topk SAE without k`);
+    latents: dSae, k: ACTIVATIONS[activation].usesK ? k : undefined, matryoshkaWidths: [dSae],
+    applyBDecToInput: raw.apply_b_dec_to_input === undefined ? undefined : Boolean(raw.apply_b_dec_to_input),
+  });
   return new Dictionary(cfg, { W_enc: st.W_enc.data, W_dec: st.W_dec.data, b_enc: st.b_enc.data, b_dec: st.b_dec.data, threshold: st.threshold?.data }, { model_name: meta.model_name, source: 'saelens' });
 }

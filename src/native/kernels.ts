@@ -115,8 +115,6 @@ export interface NativeModule {
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
 }
 
-export const ACTIVATION_CODE = { relu: 0, topk: 1, batchtopk: 2, jumprelu: 3, matryoshka: 4 } as const;
-
 const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const buildDir = join(root, 'native', 'build', 'Release');

@@ -2,6 +2,7 @@
 // Where the established tools disagree (peers.md section 9), the choice is named here.
 import { UserError } from '../util/errors.js';
 import { RULES, checkNumber, type Rule } from '../util/check.js';
+import { ACTIVATIONS, ACTIVATION_NAMES, KINDS, KIND_NAMES } from './activations.js';
 
 export type Kind = 'sae' | 'transcoder' | 'crosscoder';
 export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
@@ -108,7 +109,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
 };
 
 /** Default sparsity coefficients per activation (normalised units, E||x|| = sqrt(d)). */
-export const DEFAULT_SPARSITY: Record<Activation, number> = { relu: 5, jumprelu: 0.5, topk: 0, batchtopk: 0, matryoshka: 0 };
+export const defaultSparsity = (a: Activation): number => ACTIVATIONS[a].defaultSparsity;
 
 export const defaultLr = (dSae: number): number => 2e-4 / Math.sqrt(dSae / 16384);
 
@@ -135,15 +136,66 @@ export function checkTrainConfig(t: TrainConfig): void {
   for (const [key, rule, option] of TRAIN_RULES) checkNumber(t[key], rule, option);
 }
 
-/** Refuses a dictionary shape that cannot be trained (the sizes the native kernels are given come from here). */
-export function checkDictConfig(c: DictConfig): void {
-  for (const key of ['dIn', 'dOut', 'dSae'] as const) if (!RULES['int>0'][0](c[key])) throw new UserError(`${key} must be a positive integer (got ${c[key]})`);
-  if (['topk', 'batchtopk', 'matryoshka'].includes(c.activation) && !(Number.isInteger(c.k) && c.k >= 1 && c.k <= c.dSae)) {
-    throw new UserError(`--k must be an integer between 1 and the number of latents (${c.dSae}) (got ${c.k})`);
+/**
+ * Refuses a dictionary record that cannot be built, trained or loaded: one check for every way a config comes
+ * into being (`sdl fit`, the pipeline, the bench, imports, a cfg.json on disk). `source` names a file the record
+ * was read from, so the message can say the file is damaged. The sizes the native kernels get come from here.
+ */
+export function checkDictConfig(c: DictConfig, source?: string): void {
+  const bad = (what: string) => new UserError(source ? `${source}: ${what}; the file is damaged or edited, fit the dictionary again` : what);
+  const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
+  if (!KIND_NAMES.includes(c.kind)) throw bad(`unknown kind ${JSON.stringify(c.kind)}`);
+  if (!ACTIVATION_NAMES.includes(c.activation)) throw bad(`unknown activation ${JSON.stringify(c.activation)}`);
+  for (const key of ['dIn', 'dOut', 'dSae'] as const) if (!posInt(c[key])) throw bad(source ? `${key} is ${JSON.stringify(c[key])}, not a positive integer` : `${key} must be a positive integer (got ${c[key]})`);
+  for (const [sites, d, what] of [[c.sitesIn, c.dIn, 'sitesIn'], [c.sitesOut, c.dOut, 'sitesOut']] as const) {
+    if (!Array.isArray(sites) || !sites.length || sites.some((s) => typeof s?.name !== 'string' || !posInt(s.width))) throw bad(`${what} is malformed`);
+    if (sites.reduce((a, s) => a + s.width, 0) !== d) throw bad(`the widths of ${what} do not add up to ${d}`);
+  }
+  if (!(Number.isInteger(c.k) && c.k >= 1 && c.k <= c.dSae)) {
+    throw bad(`--k must be an integer between 1 and the number of latents (${c.dSae}) (got ${c.k})`);
   }
   const w = c.matryoshkaWidths;
-  if (c.activation === 'matryoshka' && (!w.length || w.some((x, i) => !Number.isInteger(x) || x < 1 || (i > 0 && x <= w[i - 1])) || w[w.length - 1] !== c.dSae)) {
-    throw new UserError(`--matryoshka-widths must be increasing integers ending at the number of latents (${c.dSae}) (got ${w.join(',')})`);
+  if (ACTIVATIONS[c.activation].nested && (!Array.isArray(w) || !w.length || w.some((x, i) => !Number.isInteger(x) || x < 1 || (i > 0 && x <= w[i - 1])) || w[w.length - 1] !== c.dSae)) {
+    throw bad(`--matryoshka-widths must be increasing integers ending at the number of latents (${c.dSae}) (got ${Array.isArray(w) ? w.join(',') : w})`);
   }
-  if (c.tied && c.dIn !== c.dOut) throw new UserError('--tied needs the same input and output width (not a transcoder between different widths)');
+  if (c.tied && c.dIn !== c.dOut) throw bad('--tied needs the same input and output width (not a transcoder between different widths)');
+}
+
+/** TopK-family k when none is given (SAELens and sparsify use 32 too), at most the number of latents. */
+export const DEFAULT_K = 32;
+export const DEFAULT_EXPANSION = 8;
+
+/** What a caller says about a dictionary; makeDictConfig fills the rest. */
+export interface DictSpec {
+  kind: Kind;
+  activation: Activation;
+  sitesIn: { name: string; width: number }[];
+  /** Default: the input sites (SAEs, crosscoders). */
+  sitesOut?: { name: string; width: number }[];
+  /** Number of latents; default expansion x d_in. */
+  latents?: number;
+  expansion?: number;
+  k?: number;
+  matryoshkaWidths?: number[];
+  /** false: no b_enc / b_dec (the paper's theory setting). */
+  bias?: boolean;
+  tied?: boolean;
+  /** Default: the kind's rule (subtract b_dec when input and output are the same space) and only with biases. */
+  applyBDecToInput?: boolean;
+}
+
+/** The one way to build a DictConfig: defaults filled by one rule each, then checked. */
+export function makeDictConfig(s: DictSpec): DictConfig {
+  const sitesOut = s.sitesOut ?? s.sitesIn;
+  const dIn = s.sitesIn.reduce((a, x) => a + x.width, 0), dOut = sitesOut.reduce((a, x) => a + x.width, 0);
+  const dSae = s.latents ?? Math.round((s.expansion ?? DEFAULT_EXPANSION) * dIn);
+  if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
+  const bias = s.bias ?? true;
+  const cfg: DictConfig = {
+    kind: s.kind, activation: s.activation, sitesIn: s.sitesIn, sitesOut, dIn, dOut, dSae, k: s.k ?? Math.min(DEFAULT_K, dSae),
+    matryoshkaWidths: s.matryoshkaWidths ?? defaultMatryoshkaWidths(dSae),
+    applyBDecToInput: s.applyBDecToInput ?? (KINDS[s.kind].applyBDecToInput && bias), noBias: !bias, tied: s.tied ?? false,
+  };
+  checkDictConfig(cfg);
+  return cfg;
 }

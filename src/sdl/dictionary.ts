@@ -7,6 +7,8 @@ import type { DictConfig } from './config.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
+import { ACTIVATIONS, needsThreshold } from './activations.js';
+import { checkDictConfig } from './config.js';
 
 export interface DictionaryWeights {
   W_enc: Float32Array;
@@ -38,9 +40,7 @@ export interface SavedCfg {
 
 /** SAELens architecture name for a dictionary. BatchTopK/Matryoshka infer as JumpReLU with a global threshold. */
 export function saelensArchitecture(cfg: DictConfig): string {
-  const base = cfg.activation === 'relu' ? 'standard' : cfg.activation === 'topk' ? 'topk' : 'jumprelu';
-  if (cfg.kind !== 'transcoder') return base;
-  return base === 'standard' ? 'transcoder' : base === 'jumprelu' ? 'jumprelu_transcoder' : 'topk_transcoder';
+  return ACTIVATIONS[cfg.activation].saelens[cfg.kind === 'transcoder' ? 'transcoder' : 'sae'];
 }
 
 export class Dictionary {
@@ -88,12 +88,13 @@ export class Dictionary {
 
   /** The activation at inference (thresholds, not batch statistics), in place on pre-activations. */
   activate(pre: Float32Array, n: number): Float32Array {
-    const { dSae, k, activation } = this.cfg;
+    const { dSae, k } = this.cfg;
+    const how = ACTIVATIONS[this.cfg.activation].inference;
     const th = this.w.threshold;
     for (let r = 0; r < n; r++) {
       const z = pre.subarray(r * dSae, (r + 1) * dSae);
-      if (activation === 'relu') for (let j = 0; j < dSae; j++) z[j] = z[j] > 0 ? z[j] : 0;
-      else if (activation === 'topk') {
+      if (how === 'relu') for (let j = 0; j < dSae; j++) z[j] = z[j] > 0 ? z[j] : 0;
+      else if (how === 'topk') {
         const kk = Math.min(k, dSae);
         const kth = kthLargest(z, kk);
         let greater = 0;
@@ -154,7 +155,7 @@ export class Dictionary {
       normalize_activations: 'none',
       reshape_activations: 'none',
       architecture: saelensArchitecture(this.cfg),
-      ...(this.cfg.activation === 'topk' ? { k: this.cfg.k } : {}),
+      ...(ACTIVATIONS[this.cfg.activation].inference === 'topk' ? { k: this.cfg.k } : {}),
       metadata: { hook_name: this.cfg.sitesIn[0]?.name, ...(this.cfg.kind === 'transcoder' ? { hook_name_out: this.cfg.sitesOut[0]?.name } : {}), ...this.meta, ...extra.metadata },
       sdlkit: { format: 'sdlkit-dictionary/1', dict: this.cfg, ...(extra.training ? { training: extra.training } : {}) },
     };
@@ -179,21 +180,8 @@ export class Dictionary {
       return st[n].data;
     };
     const d = new Dictionary(saved.sdlkit.dict, { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data }, saved.metadata);
-    if (d.cfg.activation !== 'relu' && d.cfg.activation !== 'topk') d.inferenceThreshold();
+    if (needsThreshold(d.cfg.activation)) d.inferenceThreshold();
     return d;
-  }
-}
-
-/** A cfg.json's dictionary record, checked field by field before any array is sized from it. */
-function checkDictConfig(c: DictConfig, source: string): void {
-  const bad = (what: string) => new UserError(`${source}: ${what}; the file is damaged or edited, fit the dictionary again`);
-  const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
-  for (const key of ['dIn', 'dOut', 'dSae', 'k'] as const) if (!posInt(c[key])) throw bad(`${key} is ${JSON.stringify(c[key])}, not a positive integer`);
-  if (!['sae', 'transcoder', 'crosscoder'].includes(c.kind)) throw bad(`unknown kind ${JSON.stringify(c.kind)}`);
-  if (!['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'].includes(c.activation)) throw bad(`unknown activation ${JSON.stringify(c.activation)}`);
-  for (const [sites, d, what] of [[c.sitesIn, c.dIn, 'sitesIn'], [c.sitesOut, c.dOut, 'sitesOut']] as const) {
-    if (!Array.isArray(sites) || !sites.length || sites.some((s) => typeof s?.name !== 'string' || !posInt(s.width))) throw bad(`${what} is malformed`);
-    if (sites.reduce((a, s) => a + s.width, 0) !== d) throw bad(`the widths of ${what} do not add up to ${d}`);
   }
 }
 

@@ -1,9 +1,10 @@
 // Inference for saved dictionaries: features as sparse rows (the active latents of each token), from the native
 // kernels where they are built, else from Dictionary's plain-TypeScript reference. Every reader of features
 // (the index, in-model evaluation, ground-truth metrics, search) goes through here.
-import { ACTIVATION_CODE, native, nativeThreads, type NativeEngine, type NativeTensors } from '../native/kernels.js';
+import { native, nativeThreads, type NativeEngine, type NativeTensors } from '../native/kernels.js';
 import type { Dictionary } from './dictionary.js';
 import { transpose } from './linalg.js';
+import { ACTIVATIONS } from './activations.js';
 
 /** Active latents per token: row r holds idx/val[start[r] .. start[r + 1]), latents in increasing order. */
 export interface SparseActs {
@@ -22,15 +23,15 @@ function nativeFor(d: Dictionary) {
   if (!mod) return undefined;
   const c = d.cfg;
   const e = new mod.Engine({
-    dIn: c.dIn, dOut: c.dOut, dSae: c.dSae, activation: ACTIVATION_CODE[c.activation], k: c.k, widths: c.matryoshkaWidths,
+    dIn: c.dIn, dOut: c.dOut, dSae: c.dSae, activation: ACTIVATIONS[c.activation].nativeCode, k: c.k, widths: c.matryoshkaWidths,
     applyBDec: c.applyBDecToInput, noBias: false, tied: false, threads: nativeThreads(),
   });
   // JumpReLU thresholds travel as log thresholds (the training parameter); BatchTopK/Matryoshka use one global value.
   const p: NativeTensors = {
     W_encT: transpose(d.w.W_enc, c.dIn, c.dSae), b_enc: d.w.b_enc, W_dec: d.w.W_dec, b_dec: d.w.b_dec,
-    log_threshold: c.activation === 'jumprelu' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
+    log_threshold: ACTIVATIONS[c.activation].inference === 'per-latent' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
   };
-  const entry = { e, p, threshold: c.activation === 'batchtopk' || c.activation === 'matryoshka' ? d.inferenceThreshold()[0] : 0 };
+  const entry = { e, p, threshold: ACTIVATIONS[c.activation].inference === 'global' ? d.inferenceThreshold()[0] : 0 };
   engines.set(d, entry);
   return entry;
 }

@@ -2,11 +2,12 @@
 // the encoder is stored latent-major (W_encT [dSae, dIn]) so every latent owns a contiguous row in both
 // matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
 import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernels.js';
-import { ACTIVATION_CODE, nativeThreads } from '../native/kernels.js';
+import { nativeThreads } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor } from './safetensors.js';
 import { concatRows, transpose } from './linalg.js';
 import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine.js';
+import { ACTIVATIONS } from './activations.js';
 
 type Name = 'W_encT' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
 
@@ -30,12 +31,12 @@ export class NativeTrainEngine implements Engine {
     this.train = train;
     this.backend = `native-${mod.isa}`;
     this.e = new mod.Engine({
-      dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATION_CODE[cfg.activation], k: cfg.k, widths: cfg.matryoshkaWidths,
+      dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATIONS[cfg.activation].nativeCode, k: cfg.k, widths: cfg.matryoshkaWidths,
       applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: nativeThreads(),
     });
     const W_encT = transpose(w.W_enc, cfg.dIn, cfg.dSae);
     this.p = { W_encT, b_enc: Float32Array.from(w.b_enc), W_dec: cfg.tied ? W_encT : Float32Array.from(w.W_dec), b_dec: Float32Array.from(w.b_dec) };
-    if (cfg.activation === 'jumprelu') this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
+    if (ACTIVATIONS[cfg.activation].selection === 'threshold') this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
     this.g = { W_encT: new Float32Array(W_encT.length), b_enc: new Float32Array(cfg.dSae), W_dec: cfg.tied ? undefined : new Float32Array(cfg.dSae * cfg.dOut), b_dec: new Float32Array(cfg.dOut) };
     if (this.p.log_threshold) this.g.log_threshold = new Float32Array(cfg.dSae);
     this.trainable = ['W_encT', ...(cfg.tied ? [] : ['W_dec' as const]), ...(cfg.noBias ? [] : ['b_enc' as const, 'b_dec' as const]), ...(this.p.log_threshold ? ['log_threshold' as const] : [])];
@@ -55,7 +56,7 @@ export class NativeTrainEngine implements Engine {
 
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult {
     const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, denseAbove: denseAbove() }, this.fired);
-    const batchTop = this.cfg.activation === 'batchtopk' || this.cfg.activation === 'matryoshka';
+    const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
     return {
       loss: r.loss, mse: r.mse, sparsityLoss: r.sparsityLoss, auxLoss: r.auxLoss, l0: r.l0, fired: this.fired,
       minSelected: batchTop && r.minSelected >= 0 ? r.minSelected : undefined,

@@ -7,6 +7,7 @@ import { step, preacts, inferMask, type Params, type Grads } from './step.js';
 import { Adam, normalizeRows, projectDecoderGrad } from './adam.js';
 import { concatRows, transpose } from './linalg.js';
 import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine.js';
+import { ACTIVATIONS } from './activations.js';
 
 export class TfEngine implements Engine {
   private p: Params;
@@ -27,7 +28,7 @@ export class TfEngine implements Engine {
       W_dec: cfg.tied ? (tf.transpose(W_enc) as tf.Tensor2D) : tf.tensor2d(w.W_dec, [cfg.dSae, cfg.dOut]),
       b_dec: tf.tensor1d(w.b_dec),
     };
-    if (cfg.activation === 'jumprelu') this.p.log_threshold = w.log_threshold ? tf.tensor1d(w.log_threshold) : (tf.fill([cfg.dSae], Math.log(train.jumpreluInitThreshold)) as tf.Tensor1D);
+    if (ACTIVATIONS[cfg.activation].selection === 'threshold') this.p.log_threshold = w.log_threshold ? tf.tensor1d(w.log_threshold) : (tf.fill([cfg.dSae], Math.log(train.jumpreluInitThreshold)) as tf.Tensor1D);
     this.adam = new Adam(train.adamBeta1, train.adamBeta2, train.adamEps);
     if (anchors) {
       const k = anchors.encoder.length;

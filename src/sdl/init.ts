@@ -4,6 +4,7 @@ import type { DictConfig, TrainConfig } from './config.js';
 import { Dictionary, type DictionaryWeights } from './dictionary.js';
 import { decodeSparse, encodeSparse } from './encoder.js';
 import { Rng } from '../util/rng.js';
+import { ACTIVATIONS } from './activations.js';
 
 /** Weiszfeld's algorithm for the geometric median of n rows of width d. */
 export function geometricMedian(a: Float32Array, n: number, d: number, iters = 100, tol = 1e-6): Float32Array {
@@ -64,7 +65,7 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
     : train.bDecInit === 'mean' ? meanRows(sampleY.y, sampleY.n, dOut)
       : geometricMedian(sampleY.y, Math.min(sampleY.n, 4096), dOut);
   const w = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
-  if (cfg.kind !== 'transcoder' && dIn === dOut && cfg.activation !== 'jumprelu' && sampleY.n > 0) calibrateEncoderScale(cfg, w, sampleY.y, Math.min(sampleY.n, 4096));
+  if (cfg.kind !== 'transcoder' && dIn === dOut && ACTIVATIONS[cfg.activation].selection !== 'threshold' && sampleY.n > 0) calibrateEncoderScale(cfg, w, sampleY.y, Math.min(sampleY.n, 4096));
   return w;
 }
 
@@ -77,7 +78,7 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
  */
 function calibrateEncoderScale(cfg: DictConfig, w: DictionaryWeights, x: Float32Array, n: number): void {
   const { dIn, dSae } = cfg;
-  const probe = new Dictionary({ ...cfg, activation: cfg.activation === 'relu' ? 'relu' : 'topk', noBias: false }, { ...w, b_dec: w.b_dec, threshold: undefined });
+  const probe = new Dictionary({ ...cfg, activation: ACTIVATIONS[cfg.activation].selection === 'relu' ? 'relu' : 'topk', noBias: false }, { ...w, b_dec: w.b_dec, threshold: undefined });
   const rows = x.subarray(0, n * dIn);
   const f = encodeSparse(probe, rows, n);
   const R0 = decodeSparse(probe, f);

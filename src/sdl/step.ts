@@ -7,6 +7,7 @@ import { tf } from './backend.js';
 import type { DictConfig } from './config.js';
 import { kthLargest } from './dictionary.js';
 import type { EngineStepResult } from './engine.js';
+import { ACTIVATIONS } from './activations.js';
 
 export interface Params {
   W_enc: tf.Tensor2D; // [dIn, dSae]
@@ -49,18 +50,17 @@ export function preacts(cfg: DictConfig, p: Params, X: tf.Tensor2D): { xt: tf.Te
  */
 export function trainMask(cfg: DictConfig, p: Params, pre: tf.Tensor2D): { mask: tf.Tensor2D; minSelected?: number } {
   const B = pre.shape[0];
-  switch (cfg.activation) {
+  switch (ACTIVATIONS[cfg.activation].selection) {
     case 'relu':
       return { mask: tf.cast(tf.greater(pre, 0), 'float32') as tf.Tensor2D };
-    case 'jumprelu':
+    case 'threshold':
       return { mask: tf.cast(tf.greater(pre, tf.exp(p.log_threshold!)), 'float32') as tf.Tensor2D };
     case 'topk': {
       const { values } = tf.topk(pre, Math.min(cfg.k, cfg.dSae));
       const kth = tf.slice(values, [0, values.shape[1]! - 1], [B, 1]);
       return { mask: tf.cast(tf.logicalAnd(geCol(pre, kth), tf.greater(pre, 0)), 'float32') as tf.Tensor2D };
     }
-    case 'batchtopk':
-    case 'matryoshka': {
+    case 'batch': {
       const data = pre.dataSync();
       const pos = new Float32Array(data.length);
       let n = 0;
@@ -75,7 +75,7 @@ export function trainMask(cfg: DictConfig, p: Params, pre: tf.Tensor2D): { mask:
 
 /** Inference-time activation mask (thresholds instead of batch statistics). */
 export function inferMask(cfg: DictConfig, p: Params, pre: tf.Tensor2D, threshold: number): tf.Tensor2D {
-  if (cfg.activation === 'batchtopk' || cfg.activation === 'matryoshka') {
+  if (ACTIVATIONS[cfg.activation].inference === 'global') {
     return tf.cast(tf.greater(pre, Math.max(threshold, 0)), 'float32') as tf.Tensor2D;
   }
   return trainMask(cfg, p, pre).mask;
@@ -100,7 +100,7 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
     const WdecT = T(p.W_dec);
     let gW_dec: tf.Tensor2D, gb_dec: tf.Tensor1D, dacts: tf.Tensor2D, mse: tf.Scalar;
 
-    if (cfg.activation === 'matryoshka') {
+    if (ACTIVATIONS[cfg.activation].nested) {
       // Nested prefixes: L = mean_g (1/B) sum ||b_dec + f[:, :w_g] W_dec[:w_g] - y||^2.
       const widths = cfg.matryoshkaWidths;
       const G = widths.length;
@@ -151,14 +151,15 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
       let auxLoss: tf.Scalar = tf.scalar(0);
       let dpre = tf.mul(dacts, mask) as tf.Tensor2D;
       let gLogTheta: tf.Tensor1D | undefined;
-      if (cfg.activation === 'relu' && o.sparsity > 0) {
+      const term = ACTIVATIONS[cfg.activation].sparsity;
+      if (term === 'l1' && o.sparsity > 0) {
         // L1 weighted by decoder norms: lambda/B sum_b sum_i f_bi ||W_dec,i||.
         const norms = tf.norm(p.W_dec, 'euclidean', 1) as tf.Tensor1D;
         sparsityLoss = tf.mul(tf.div(tf.sum(tf.mul(acts, norms)), B), o.sparsity) as tf.Scalar;
         dpre = tf.add(dpre, tf.mul(mask, tf.mul(norms, o.sparsity / B))) as tf.Tensor2D;
         const meanActs = tf.div(tf.sum(acts, 0), B);
         gW_dec = tf.add(gW_dec, tf.mul(tf.reshape(tf.div(tf.mul(meanActs, o.sparsity), tf.add(norms, 1e-12)), [cfg.dSae, 1]), p.W_dec)) as tf.Tensor2D;
-      } else if (cfg.activation === 'jumprelu') {
+      } else if (term === 'l0') {
         // f = z H(z - theta): d f/d theta = -(theta/eps) K; L0 = lambda/B sum H(z - theta): d/d theta = -(lambda/eps) K / B.
         const theta = tf.exp(p.log_threshold!) as tf.Tensor1D;
         const K = rect(pre, theta, o.bandwidth);
@@ -166,7 +167,7 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
         const gTheta = tf.add(tf.mul(tf.sum(tf.mul(dacts, K), 0), tf.neg(theta)), tf.mul(tf.sum(K, 0), -o.sparsity / B)) as tf.Tensor1D;
         gLogTheta = tf.mul(gTheta, theta) as tf.Tensor1D;
       }
-      if (o.dead && e && o.auxkCoefficient > 0 && (cfg.activation === 'topk' || cfg.activation === 'batchtopk')) {
+      if (o.dead && e && o.auxkCoefficient > 0 && ACTIVATIONS[cfg.activation].auxk) {
         // AuxK: the top k_aux dead pre-activations reconstruct the residual e (detached), normalised by its variance.
         const nDead = o.dead.reduce((a, b) => a + b, 0);
         if (nDead > 0) {

@@ -2,7 +2,7 @@
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { TRAIN_DEFAULTS, DEFAULT_SPARSITY, checkDictConfig, checkTrainConfig, defaultLr, type DictConfig, type TrainConfig } from './config.js';
+import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, defaultLr, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows } from './data.js';
 import { initWeights } from './init.js';
@@ -15,6 +15,7 @@ import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
+import { ACTIVATIONS } from './activations.js';
 
 export interface FitJob {
   actsDir: string;
@@ -108,8 +109,9 @@ function foldWeights(engine: Engine, cfg: DictConfig, scalesIn: number[], scales
 }
 
 function thresholdVector(engine: Engine, cfg: DictConfig, batchThreshold: number): Float32Array | undefined {
-  if (cfg.activation === 'jumprelu') return Float32Array.from(engine.weights().log_threshold!, Math.exp);
-  if (cfg.activation === 'batchtopk' || cfg.activation === 'matryoshka') return new Float32Array(cfg.dSae).fill(batchThreshold);
+  const how = ACTIVATIONS[cfg.activation].inference;
+  if (how === 'per-latent') return Float32Array.from(engine.weights().log_threshold!, Math.exp);
+  if (how === 'global') return new Float32Array(cfg.dSae).fill(batchThreshold);
   return undefined;
 }
 
@@ -155,7 +157,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   const warm = train.lrWarmupSteps ?? Math.min(1000, Math.ceil(totalSteps * 0.05));
   const sparsityWarm = train.sparsityWarmupSteps ?? Math.ceil(totalSteps * 0.05);
   const decayStart = Math.floor(totalSteps * (1 - train.lrDecayFraction));
-  const sparsity = train.sparsityCoefficient ?? DEFAULT_SPARSITY[cfg.activation];
+  const sparsity = train.sparsityCoefficient ?? defaultSparsity(cfg.activation);
   const deadWindow = train.deadWindowTokens ?? Math.min(10_000_000, Math.max(B, Math.floor(totalSteps * B * 0.25)));
   const auxkK = train.auxkK ?? Math.max(1, Math.floor(cfg.dIn / 2));
   const resampleUntil = train.resampleUntil ?? Math.floor(totalSteps * 0.75);
@@ -317,7 +319,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     const lrNow = lr * Math.min(1, (stepNo + 1) / Math.max(1, warm)) * (stepNo >= decayStart ? Math.max(0, (totalSteps - stepNo) / Math.max(1, totalSteps - decayStart)) : 1);
     const spNow = sparsity * Math.min(1, (stepNo + 1) / Math.max(1, sparsityWarm));
     let dead: Uint8Array | undefined;
-    if (cfg.activation === 'topk' || cfg.activation === 'batchtopk') {
+    if (ACTIVATIONS[cfg.activation].auxk) {
       dead = new Uint8Array(cfg.dSae);
       for (let i = 0; i < cfg.dSae; i++) dead[i] = sinceFired[i] >= deadWindow ? 1 : 0;
     }
