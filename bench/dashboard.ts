@@ -21,7 +21,8 @@ function sdl(...args: string[]): number {
 }
 
 async function main() {
-  const latents = arg('latents', '16384'), tokens = arg('tokens', '256k');
+  const latents = arg('latents', '16384'),
+    tokens = arg('tokens', '256k');
   const dir = mkdtempSync(join(tmpdir(), 'sdl-bench-dash-'));
   sdl('harvest', '--layer', '6', '--sites', 'resid_post', '--tokens', tokens, '--out', join(dir, 'acts'));
   const dict = join(dir, 'sae');
@@ -42,14 +43,23 @@ async function main() {
     await page.waitForSelector('#shown-count[data-total]');
     times.list.push(performance.now() - t);
     t = performance.now();
-    await page.evaluate((h) => { (globalThis as unknown as { location: { hash: string } }).location.hash = h; }, `#/d0/f/${1000 + rep * 2000}`);
+    await page.evaluate(
+      (h) => {
+        (globalThis as unknown as { location: { hash: string } }).location.hash = h;
+      },
+      `#/d0/f/${1000 + rep * 2000}`,
+    );
     await page.waitForSelector(`#feature-page[data-feature="${1000 + rep * 2000}"]`);
     times.feature.push(performance.now() - t);
   }
   await browser.close();
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  console.log(`${res.features} features (fit ${fit.toFixed(1)} s, index ${index.toFixed(1)} s): dashboard written in ${dash.toFixed(1)} s (whole command), ${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB`);
-  console.log(`in Chromium (median of 5, file://): feature list interactive ${med(times.list).toFixed(0)} ms (${times.list.map((x) => x.toFixed(0)).join(', ')}), a feature page ${med(times.feature).toFixed(0)} ms (${times.feature.map((x) => x.toFixed(0)).join(', ')})`);
+  console.log(
+    `${res.features} features (fit ${fit.toFixed(1)} s, index ${index.toFixed(1)} s): dashboard written in ${dash.toFixed(1)} s (whole command), ${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB`,
+  );
+  console.log(
+    `in Chromium (median of 5, file://): feature list interactive ${med(times.list).toFixed(0)} ms (${times.list.map((x) => x.toFixed(0)).join(', ')}), a feature page ${med(times.feature).toFixed(0)} ms (${times.feature.map((x) => x.toFixed(0)).join(', ')})`,
+  );
 }
 
 await main();

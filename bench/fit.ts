@@ -16,9 +16,30 @@ const arg = (name: string, def: string) => {
 };
 
 /** Tokens per second of `steps` training steps (after 3 warm-up steps), the way PyTorch's loop is timed. */
-async function sdlkit(backend: string, dIn: number, expansion: number, activation: Activation, k: number, B: number, steps: number): Promise<{ tps: number; name: string }> {
+async function sdlkit(
+  backend: string,
+  dIn: number,
+  expansion: number,
+  activation: Activation,
+  k: number,
+  B: number,
+  steps: number,
+): Promise<{ tps: number; name: string }> {
   const dSae = dIn * expansion;
-  const cfg: DictConfig = { kind: 'sae', activation, sitesIn: [{ name: 'x', width: dIn }], sitesOut: [{ name: 'x', width: dIn }], dIn, dOut: dIn, dSae, k, matryoshkaWidths: [dSae], applyBDecToInput: true, noBias: false, tied: false };
+  const cfg: DictConfig = {
+    kind: 'sae',
+    activation,
+    sitesIn: [{ name: 'x', width: dIn }],
+    sitesOut: [{ name: 'x', width: dIn }],
+    dIn,
+    dOut: dIn,
+    dSae,
+    k,
+    matryoshkaWidths: [dSae],
+    applyBDecToInput: true,
+    noBias: false,
+    tied: false,
+  };
   // The peer's initialisation: unit-norm random decoder rows, W_enc = W_dec^T, zero biases.
   const rng = new Rng(0);
   const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal());
@@ -51,8 +72,15 @@ function peer(dIn: number, expansion: number, activation: string, k: number, B: 
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE; // with them set, OpenBLAS picks a slower kernel on this processor (DEVELOPERS.md)
   delete env.OPENBLAS_L2_SIZE;
-  const r = spawnSync('/usr/bin/python3', [join(process.cwd(), 'bench/peers/sae_torch.py'), String(dIn), String(expansion), activation, String(k), String(B), String(steps)], { encoding: 'utf8', env });
-  if (r.status !== 0) return /No module named 'torch'/.test(r.stderr) ? 'torch missing: apt-get install python3-torch libopenblas0-pthread' : `peer failed: ${r.stderr.trim().split('\n').pop()}`;
+  const r = spawnSync(
+    '/usr/bin/python3',
+    [join(process.cwd(), 'bench/peers/sae_torch.py'), String(dIn), String(expansion), activation, String(k), String(B), String(steps)],
+    { encoding: 'utf8', env },
+  );
+  if (r.status !== 0)
+    return /No module named 'torch'/.test(r.stderr)
+      ? 'torch missing: apt-get install python3-torch libopenblas0-pthread'
+      : `peer failed: ${r.stderr.trim().split('\n').pop()}`;
   return JSON.parse(r.stdout).tokens_per_second;
 }
 
@@ -64,33 +92,41 @@ async function main() {
   const backends = arg('backends', 'native').split(',');
   const acts = arg('activations', 'topk,relu').split(',') as ('topk' | 'relu')[];
   const rows: Record<string, unknown>[] = [];
-  console.log(`fit throughput, tokens/s, batch ${B}, 8x expansion, ${steps} timed steps after 3 warm-up, median of ${repeats} (min-max); PyTorch fp32 on 2 threads`);
+  console.log(
+    `fit throughput, tokens/s, batch ${B}, 8x expansion, ${steps} timed steps after 3 warm-up, median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
+  );
   console.log(`| d_in | activation | ${backends.map((b) => `sdlkit ${b}`).join(' | ')} | PyTorch | ${backends.map((b) => `${b} / PyTorch`).join(' | ')} |`);
   console.log(`|---|---|${backends.map(() => '---|').join('')}---|${backends.map(() => '---|').join('')}`);
-  for (const d of sizes) for (const act of acts) {
-    const k = act === 'topk' ? 32 : 0;
-    const ours: Record<string, number[]> = Object.fromEntries(backends.map((b) => [b, []]));
-    const names: Record<string, string> = {};
-    const theirs: number[] = [];
-    let peerNote = '';
-    for (let r = 0; r < repeats; r++) {
-      for (const b of backends) {
-        const s = await sdlkit(b, d, 8, act, k, B, steps);
-        ours[b].push(s.tps);
-        names[b] = s.name;
+  for (const d of sizes)
+    for (const act of acts) {
+      const k = act === 'topk' ? 32 : 0;
+      const ours: Record<string, number[]> = Object.fromEntries(backends.map((b) => [b, []]));
+      const names: Record<string, string> = {};
+      const theirs: number[] = [];
+      let peerNote = '';
+      for (let r = 0; r < repeats; r++) {
+        for (const b of backends) {
+          const s = await sdlkit(b, d, 8, act, k, B, steps);
+          ours[b].push(s.tps);
+          names[b] = s.name;
+        }
+        const pt = peer(d, 8, act, k, B, steps);
+        if (typeof pt === 'number') theirs.push(pt);
+        else peerNote = pt;
       }
-      const pt = peer(d, 8, act, k, B, steps);
-      if (typeof pt === 'number') theirs.push(pt);
-      else peerNote = pt;
+      const pm = theirs.length ? median(theirs) : NaN;
+      const cells = backends.map((b) => `${Math.round(median(ours[b]))} (${spread(ours[b])})`);
+      const ratios = backends.map((b) => (theirs.length ? `${(median(ours[b]) / pm).toFixed(2)}x` : '-'));
+      console.log(
+        `| ${d} | ${act === 'topk' ? 'TopK k=32' : 'ReLU+L1'} | ${cells.join(' | ')} | ${theirs.length ? `${Math.round(pm)} (${spread(theirs)})` : peerNote} | ${ratios.join(' | ')} |`,
+      );
+      rows.push({ d_in: d, activation: act, sdlkit: Object.fromEntries(backends.map((b) => [names[b], ours[b]])), pytorch: theirs });
     }
-    const pm = theirs.length ? median(theirs) : NaN;
-    const cells = backends.map((b) => `${Math.round(median(ours[b]))} (${spread(ours[b])})`);
-    const ratios = backends.map((b) => (theirs.length ? `${(median(ours[b]) / pm).toFixed(2)}x` : '-'));
-    console.log(`| ${d} | ${act === 'topk' ? 'TopK k=32' : 'ReLU+L1'} | ${cells.join(' | ')} | ${theirs.length ? `${Math.round(pm)} (${spread(theirs)})` : peerNote} | ${ratios.join(' | ')} |`);
-    rows.push({ d_in: d, activation: act, sdlkit: Object.fromEntries(backends.map((b) => [names[b], ours[b]])), pytorch: theirs });
-  }
   const out = arg('json', '');
   if (out) writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), batch: B, steps, repeats, rows }, null, 2));
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -52,7 +52,9 @@ async function main() {
   }
   const rows: string[] = [];
   for (const [label, dir] of models) {
-    const bare: number[] = [], harv: number[] = [], ratios: number[] = [];
+    const bare: number[] = [],
+      harv: number[] = [],
+      ratios: number[] = [];
     for (let r = 0; r < repeats; r++) {
       // Bare, harvest, bare: each harvest is compared with the bare passes right around it, so the machine's
       // drifting speed (this shared VM's bare pass ranges over +-30% within minutes) cancels in the ratio.
@@ -61,16 +63,32 @@ async function main() {
       // A middle layer unless --layer says otherwise: 3 of stories260K's 5, 6 of sdl-tiny's 8 (as `sdl harvest --layer 6`).
       const nl = loadModel(dir).hooks.nLayers;
       const layer = layerArg ? Number(layerArg) : nl > 6 ? 6 : Math.floor(nl / 2) + 1;
-      const res = await harvest({ model: dir, hooks: [`blocks.${layer}.hook_resid_post`, `blocks.${layer}.hook_mlp_in`, `blocks.${layer}.hook_mlp_out`], corpus: 'builtin', split: 'all', tokens, ctx, batch, dtype: 'f32', seed: r, shardTokens: 65536, out, quiet: true });
+      const res = await harvest({
+        model: dir,
+        hooks: [`blocks.${layer}.hook_resid_post`, `blocks.${layer}.hook_mlp_in`, `blocks.${layer}.hook_mlp_out`],
+        corpus: 'builtin',
+        split: 'all',
+        tokens,
+        ctx,
+        batch,
+        dtype: 'f32',
+        seed: r,
+        shardTokens: 65536,
+        out,
+        quiet: true,
+      });
       harv.push(res.tokensPerSecond);
       rmSync(out, { recursive: true, force: true });
       const after = await bareForward(dir, tokens, ctx, batch);
       bare.push(before, after);
       ratios.push(res.tokensPerSecond / ((before + after) / 2));
     }
-    const b = median(bare), h = median(harv);
+    const b = median(bare),
+      h = median(harv);
     const rr = median(ratios);
-    rows.push(`| ${label} | ${ctx} | ${batch} | ${Math.round(b)} (${spread(bare)}) | ${Math.round(h)} (${spread(harv)}) | ${(h / b).toFixed(2)}x | ${rr.toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}) |`);
+    rows.push(
+      `| ${label} | ${ctx} | ${batch} | ${Math.round(b)} (${spread(bare)}) | ${Math.round(h)} (${spread(harv)}) | ${(h / b).toFixed(2)}x | ${rr.toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}) |`,
+    );
   }
   console.log(`harvest vs bare onnxruntime forward, ${tokens} tokens, ${repeats} repeats of bare-harvest-bare; medians (min-max), tokens/s`);
   console.log('| model | ctx | batch | bare forward | sdl harvest (3 hooks, tokenize + write) | ratio of medians | median of paired ratios |');
@@ -78,4 +96,7 @@ async function main() {
   for (const r of rows) console.log(r);
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -21,14 +21,21 @@ const arg = (name: string, def: string) => {
 async function main() {
   const dictDir = process.argv[2];
   if (!dictDir || dictDir.startsWith('--')) throw new Error('usage: node dist/bench/intervene.js <dictionary> [--tokens 64] [--repeats 11]');
-  const tokens = Number(arg('tokens', '64')), repeats = Number(arg('repeats', '11'));
+  const tokens = Number(arg('tokens', '64')),
+    repeats = Number(arg('repeats', '11'));
   const d = Dictionary.load(dictDir);
   const iv = await Intervener.create(await bindModel(d, { dictDir, fallback: defaultModel }), d);
   const m = iv.model;
   const plain = await createSession(m.bytes);
   const prompt = [m.tokenizer.bosId, ...encodeDocument(m.tokenizer, 'The whale swam under the ship')];
   const opts = { steps: prompt.length - 1 + tokens, temperature: 0, stopAtBos: false };
-  const steered = (ids: Int32Array) => iv.logits(ids, { add: new Map([[0, 4], [1, -2]]) });
+  const steered = (ids: Int32Array) =>
+    iv.logits(ids, {
+      add: new Map([
+        [0, 4],
+        [1, -2],
+      ]),
+    });
   const rate = async (f: () => Promise<number[]>) => {
     const t0 = performance.now();
     const out = await f();
@@ -36,14 +43,22 @@ async function main() {
   };
   await generate(m, plain, prompt, opts); // warm-up
   await generate(m, steered, prompt, opts);
-  const ratios: number[] = [], plainRates: number[] = [], steerRates: number[] = [];
+  const ratios: number[] = [],
+    plainRates: number[] = [],
+    steerRates: number[] = [];
   for (let r = 0; r < repeats; r++) {
     const a = await rate(() => generate(m, plain, prompt, opts));
     const b = await rate(() => generate(m, steered, prompt, opts));
-    plainRates.push(a); steerRates.push(b); ratios.push(b / a);
+    plainRates.push(a);
+    steerRates.push(b);
+    ratios.push(b / a);
   }
-  console.log(`generation of ${tokens} tokens (${m.name}, context grows to ${prompt.length + tokens}, full recompute per token), tokens/s median (min-max) of ${repeats}:`);
-  console.log(`  plain ${median(plainRates).toFixed(1)} (${spread(plainRates)}), steered ${median(steerRates).toFixed(1)} (${spread(steerRates)}), paired ratio ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)})`);
+  console.log(
+    `generation of ${tokens} tokens (${m.name}, context grows to ${prompt.length + tokens}, full recompute per token), tokens/s median (min-max) of ${repeats}:`,
+  );
+  console.log(
+    `  plain ${median(plainRates).toFixed(1)} (${spread(plainRates)}), steered ${median(steerRates).toFixed(1)} (${spread(steerRates)}), paired ratio ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)})`,
+  );
 
   const text = 'The whale swam under the ship, and the captain said that the sea was calm. '.repeat(28);
   const { windows } = textWindows(m, text);
@@ -57,11 +72,16 @@ async function main() {
   const cli: number[] = [];
   for (let r = 0; r < repeats; r++) {
     const t0 = performance.now();
-    const p = spawnSync(process.execPath, [join(import.meta.dirname, '../src/cli.js'), 'run', dictDir, text, '--json'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    const p = spawnSync(process.execPath, [join(import.meta.dirname, '../src/cli.js'), 'run', dictDir, text, '--json'], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 28,
+    });
     if (p.status !== 0) throw new Error(p.stderr);
     cli.push(performance.now() - t0);
   }
-  console.log(`sdl run on ${n} tokens (${windows.length} windows): readout ${median(times).toFixed(0)} ms (${spread(times)}), whole command ${median(cli).toFixed(0)} ms (${spread(cli)})`);
+  console.log(
+    `sdl run on ${n} tokens (${windows.length} windows): readout ${median(times).toFixed(0)} ms (${spread(times)}), whole command ${median(cli).toFixed(0)} ms (${spread(cli)})`,
+  );
   await plain.release();
   await iv.release();
 }

@@ -15,14 +15,21 @@ async function main() {
   const feature = arg('feature', '30');
   const out = resolve(arg('out', 'docs/img'));
   const cli = join(import.meta.dirname, '../src/cli.js');
-  for (const cmd of [['eval', dict], ['dashboard', dict, '--out', join(dict, 'dashboard')]]) {
+  for (const cmd of [
+    ['eval', dict],
+    ['dashboard', dict, '--out', join(dict, 'dashboard')],
+  ]) {
     const r = spawnSync(process.execPath, [cli, ...cmd], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`sdl ${cmd.join(' ')} failed`);
   }
   const browser = await chromium.launch({ executablePath: process.env.SDL_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 }, deviceScaleFactor: 1 });
   const base = `file://${resolve(dict, 'dashboard', 'index.html')}`;
-  for (const [hash, file, full] of [['#/d0', 'dashboard-overview.png', false], ['#/d0/features?sort=freq&desc=1', 'dashboard-features.png', false], [`#/d0/f/${feature}`, 'dashboard-feature.png', true]] as const) {
+  for (const [hash, file, full] of [
+    ['#/d0', 'dashboard-overview.png', false],
+    ['#/d0/features?sort=freq&desc=1', 'dashboard-features.png', false],
+    [`#/d0/f/${feature}`, 'dashboard-feature.png', true],
+  ] as const) {
     await page.goto(base + hash);
     await page.waitForSelector('body[data-ready="1"]');
     await page.waitForTimeout(200);

@@ -33,7 +33,23 @@ function fail(e: unknown): never {
 process.on('unhandledRejection', fail);
 
 let y = yargs(hideBin(process.argv)).scriptName('sdl').strict().demandCommand(1, 'name a command; sdl --help lists them');
-for (const c of [importCmd, inspectCmd, harvestCmd, fitCmd, modelCmd, pipelineCmd, exportCmd, evalCmd, synthCmd, indexCmds, interveneCmds, dashboardCmds, benchCmd, theoryCmd]) y = c.register(y);
+for (const c of [
+  importCmd,
+  inspectCmd,
+  harvestCmd,
+  fitCmd,
+  modelCmd,
+  pipelineCmd,
+  exportCmd,
+  evalCmd,
+  synthCmd,
+  indexCmds,
+  interveneCmds,
+  dashboardCmds,
+  benchCmd,
+  theoryCmd,
+])
+  y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
   process.stderr.write(`sdl: ${msg}\n`);

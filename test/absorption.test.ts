@@ -9,9 +9,13 @@ test('word tokens are classed by first letter; an absorbing latent is found and 
   assert.equal(firstLetter('\u2581ship'), 18);
   assert.equal(firstLetter(' a'), -1);
   assert.equal(firstLetter('3rd'), -1);
-  const d = 26, dSae = 27, n = 10400;
+  const d = 26,
+    dSae = 27,
+    n = 10400;
   const rng = new Rng(1);
-  const x = new Float32Array(n * d), label = new Int32Array(n), token = new Int32Array(n);
+  const x = new Float32Array(n * d),
+    label = new Int32Array(n),
+    token = new Int32Array(n);
   const feats: { ids: Int32Array; vals: Float32Array }[] = [];
   for (let i = 0; i < n; i++) {
     const c = i % 26;

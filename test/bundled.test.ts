@@ -3,14 +3,14 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { tf, initBackend } from '../src/sdl/backend.js';
+import { tf, initBackend } from '../src/tensor/backend.js';
 import { loadModel, BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { readLlama2c } from '../src/models/llama2c.js';
-import { llamaToLm, lmForward } from '../src/models/lm.js';
+import { llamaToLm, lmForward } from '../src/lm/lm.js';
 import { createSession, makeFeeds } from '../src/onnx/session.js';
 import { documents } from '../src/corpus/sources.js';
 import { encodeDocument } from '../src/corpus/windows.js';
-import { heldoutWindows } from '../src/models/train-lm.js';
+import { heldoutWindows } from '../src/lm/train-lm.js';
 import type { Llama2cTokenizer } from '../src/models/tokenizer.js';
 
 const DIR = join(BUNDLED_MODEL_DIR, 'sdl-tiny');
@@ -21,7 +21,8 @@ before(async () => {
 
 test('the bundled model is complete and under 20 MB', () => {
   const files = readdirSync(DIR);
-  for (const f of ['config.json', 'model.onnx', 'model.bin', 'tokenizer.bin', 'tokenizer.json', 'MODEL_CARD.md', 'model_card.json']) assert.ok(files.includes(f), f);
+  for (const f of ['config.json', 'model.onnx', 'model.bin', 'tokenizer.bin', 'tokenizer.json', 'MODEL_CARD.md', 'model_card.json'])
+    assert.ok(files.includes(f), f);
   const size = files.filter((f) => f !== 'training').reduce((a, f) => a + statSync(join(DIR, f)).size, 0);
   assert.ok(size < 20e6, `${size} bytes`);
   const m = loadModel(DIR);
@@ -29,7 +30,7 @@ test('the bundled model is complete and under 20 MB', () => {
   assert.equal(m.hooks.points.size, 6 * m.hooks.nLayers);
 });
 
-test('the committed ONNX graph gives the same logits as the checkpoint\'s own tfjs forward pass', async () => {
+test("the committed ONNX graph gives the same logits as the checkpoint's own tfjs forward pass", async () => {
   const m = loadModel(DIR);
   const w = readLlama2c(new Uint8Array(readFileSync(join(DIR, 'model.bin'))));
   const text = [...documents({ source: 'builtin', split: 'heldout' })][0].text.slice(0, 400);

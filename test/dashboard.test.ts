@@ -27,8 +27,31 @@ before(async () => {
   assert.equal(sdl('harvest', '--layer', '6', '--tokens', '24k', '--out', acts).status, 0);
   sae = join(dir, 'sae');
   tc = join(dir, 'tc');
-  for (const [out, kind] of [[sae, 'sae'], [tc, 'transcoder']]) {
-    const f = sdl('fit', '--acts', acts, '--kind', kind, '--layer', '6', '--latents', '256', '--k', '8', '--batch', '1024', '--steps', '60', '--eval-tokens', '2048', '--out', out);
+  for (const [out, kind] of [
+    [sae, 'sae'],
+    [tc, 'transcoder'],
+  ]) {
+    const f = sdl(
+      'fit',
+      '--acts',
+      acts,
+      '--kind',
+      kind,
+      '--layer',
+      '6',
+      '--latents',
+      '256',
+      '--k',
+      '8',
+      '--batch',
+      '1024',
+      '--steps',
+      '60',
+      '--eval-tokens',
+      '2048',
+      '--out',
+      out,
+    );
     assert.equal(f.status, 0, f.stderr);
   }
   assert.equal(sdl('index', sae).status, 0);
@@ -41,13 +64,17 @@ before(async () => {
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
 });
 
-after(async () => { await browser?.close(); });
+after(async () => {
+  await browser?.close();
+});
 
 /** A page that records console errors and uncaught exceptions. */
 async function open(url: string): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const errors: string[] = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(url);
   await page.waitForSelector('body[data-ready="1"]');
@@ -55,29 +82,38 @@ async function open(url: string): Promise<{ page: Page; errors: string[] }> {
 }
 
 const go = async (page: Page, hash: string, selector: string) => {
-  await page.evaluate((h) => { (globalThis as unknown as { location: { hash: string } }).location.hash = h; }, hash);
+  await page.evaluate((h) => {
+    (globalThis as unknown as { location: { hash: string } }).location.hash = h;
+  }, hash);
   await page.waitForSelector(selector);
 };
 
 test('static dashboard from file://: pages, list size, filters, sorting, feature page values, not-found', { skip }, async () => {
   const db = new Database(join(sae, 'index.sqlite'), { readonly: true });
-  const all = db.prepare('select id, max_act, dead, top_tokens from features order by id').all() as { id: number; max_act: number; dead: number; top_tokens: string }[];
+  const all = db.prepare('select id, max_act, dead, top_tokens from features order by id').all() as {
+    id: number;
+    max_act: number;
+    dead: number;
+    top_tokens: string;
+  }[];
   const vocab = new Map((db.prepare('select id, text from tokens').all() as { id: number; text: string }[]).map((r) => [r.id, r.text]));
   const { page, errors } = await open(`file://${join(site, 'index.html')}#/compare`);
   assert.equal(await page.locator('#compare-table tbody tr').count(), 2);
   await go(page, '#/d0', '#overview-stats');
-  assert.match(await page.locator('#overview-stats').innerText(), /CE loss recovered/);
+  assert.match((await page.locator('#overview-stats').textContent()) ?? '', /CE loss recovered/);
   // The list holds every feature of the index; filters and sorting change what is shown.
   await go(page, '#/d0/features', '#shown-count[data-total]');
   assert.equal(Number(await page.getAttribute('#shown-count', 'data-total')), all.length);
   assert.equal(Number(await page.getAttribute('#shown-count', 'data-shown')), all.length);
-  assert.ok(await page.locator('.vrow').count() < 80, 'only the visible rows are in the page');
+  assert.ok((await page.locator('.vrow').count()) < 80, 'only the visible rows are in the page');
   await page.check('#filter-dead');
   assert.equal(Number(await page.getAttribute('#shown-count', 'data-shown')), all.filter((f) => f.dead).length);
   await page.uncheck('#filter-dead');
   const word = 'the';
   await page.fill('#filter-text', word);
-  const want = all.filter((f) => (JSON.parse(f.top_tokens) as { token: number }[]).slice(0, 5).some((t) => (vocab.get(t.token) ?? '').toLowerCase().includes(word))).length;
+  const want = all.filter((f) =>
+    (JSON.parse(f.top_tokens) as { token: number }[]).slice(0, 5).some((t) => (vocab.get(t.token) ?? '').toLowerCase().includes(word)),
+  ).length;
   assert.equal(Number(await page.getAttribute('#shown-count', 'data-shown')), want);
   await page.fill('#filter-text', '');
   await page.selectOption('#sort', 'max');
@@ -86,7 +122,7 @@ test('static dashboard from file://: pages, list size, filters, sorting, feature
   // A feature page: top examples as in the index, logit lens as computed here from the weights.
   const f = all.filter((x) => !x.dead).sort((a, b) => b.max_act - a.max_act)[3].id;
   await go(page, `#/d0/f/${f}`, `#feature-page[data-feature="${f}"]`);
-  const shown = (await page.locator('#top-examples .ex .v').allInnerTexts()).map(Number);
+  const shown = (await page.locator('#top-examples .ex .v').allTextContents()).map(Number);
   const indexed = (db.prepare('select act from examples where feature = ? order by rank').all(f) as { act: number }[]).map((e) => Number(e.act.toFixed(3)));
   assert.deepEqual(shown, indexed);
   const model = loadModel(join(BUNDLED_MODEL_DIR, 'sdl-tiny'));
@@ -97,10 +133,12 @@ test('static dashboard from file://: pages, list size, filters, sorting, feature
     for (let j = 0; j < u.d; j++) s += dict.w.W_dec[f * dict.cfg.dOut + j] * u.scale[j] * u.W_U[j * u.vocab + v];
     return s;
   });
-  const top10 = Array.from(effect.keys()).sort((a, b) => effect[b] - effect[a]).slice(0, 10);
-  const lens = (await page.locator('#lens-pos .tok').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-token')))));
+  const top10 = Array.from(effect.keys())
+    .sort((a, b) => effect[b] - effect[a])
+    .slice(0, 10);
+  const lens = await page.locator('#lens-pos .tok').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-token'))));
   assert.deepEqual(lens, top10);
-  assert.ok(await page.locator('#quantile-examples .ex').count() > 0);
+  assert.ok((await page.locator('#quantile-examples .ex').count()) > 0);
   // A feature that does not exist: a not-found page, no crash.
   await go(page, '#/d0/f/99999', '#not-found');
   await go(page, '#/d1/features', '#shown-count[data-total]');
@@ -138,7 +176,11 @@ test('sdl serve: live text colouring equals sdl run, steering, traversal refused
   try {
     const url = await new Promise<string>((ok, fail) => {
       let out = '';
-      server.stdout!.on('data', (b) => { out += b; const m = /at (http:\/\/\S+)/.exec(out); if (m) ok(m[1]); });
+      server.stdout!.on('data', (b) => {
+        out += b;
+        const m = /at (http:\/\/\S+)/.exec(out);
+        if (m) ok(m[1]);
+      });
       server.on('exit', (c) => fail(new Error(`serve exited ${c}`)));
     });
     const port = Number(new URL(url).port);
@@ -157,8 +199,13 @@ test('sdl serve: live text colouring equals sdl run, steering, traversal refused
     acts.forEach((a, i) => assert.ok(Math.abs(a - ref[i].features[0].act) < 1e-5, `token ${i}: ${a} vs ${ref[i].features[0].act}`));
     await page.fill('#steer-prompt', 'The ship');
     await page.click('#steer-run');
-    await page.waitForFunction(() => { const t = (globalThis as unknown as { document: { querySelector(s: string): { textContent: string | null } | null } }).document.querySelector('#steer-out')?.textContent ?? ''; return t.length > 0 && !t.startsWith('generating'); });
-    assert.match(await page.locator('#steer-clean').innerText(), /^The ship/);
+    await page.waitForFunction(() => {
+      const t =
+        (globalThis as unknown as { document: { querySelector(s: string): { textContent: string | null } | null } }).document.querySelector('#steer-out')
+          ?.textContent ?? '';
+      return t.length > 0 && !t.startsWith('generating');
+    });
+    assert.match((await page.locator('#steer-clean').textContent()) ?? '', /^The ship/);
     assert.deepEqual(errors, []);
     await page.close();
     // Nothing outside the dashboard folder is served.

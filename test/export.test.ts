@@ -14,12 +14,33 @@ import { Rng } from '../src/util/rng.js';
 import { tmp } from './helpers.js';
 
 function randomDict(activation: Activation, o: Partial<DictConfig> = {}): Dictionary {
-  const dIn = 12, dSae = 40;
+  const dIn = 12,
+    dSae = 40;
   const sites = o.sitesIn ?? [{ name: 'blocks.1.hook_resid_post', width: dIn }];
-  const cfg: DictConfig = { kind: 'sae', activation, sitesIn: sites, sitesOut: sites, dIn, dOut: dIn, dSae, k: 5, matryoshkaWidths: [dSae], applyBDecToInput: true, noBias: false, tied: false, ...o };
+  const cfg: DictConfig = {
+    kind: 'sae',
+    activation,
+    sitesIn: sites,
+    sitesOut: sites,
+    dIn,
+    dOut: dIn,
+    dSae,
+    k: 5,
+    matryoshkaWidths: [dSae],
+    applyBDecToInput: true,
+    noBias: false,
+    tied: false,
+    ...o,
+  };
   const rng = new Rng(3);
   const r = (n: number, s = 0.5) => Float32Array.from({ length: n }, () => rng.normal() * s);
-  return new Dictionary(cfg, { W_enc: r(cfg.dIn * dSae), b_enc: r(dSae, 0.1), W_dec: r(dSae * cfg.dOut), b_dec: r(cfg.dOut, 0.1), threshold: activation === 'relu' || activation === 'topk' ? undefined : Float32Array.from({ length: dSae }, () => 0.2 + 0.3 * rng.next()) });
+  return new Dictionary(cfg, {
+    W_enc: r(cfg.dIn * dSae),
+    b_enc: r(dSae, 0.1),
+    W_dec: r(dSae * cfg.dOut),
+    b_dec: r(cfg.dOut, 0.1),
+    threshold: activation === 'relu' || activation === 'topk' ? undefined : Float32Array.from({ length: dSae }, () => 0.2 + 0.3 * rng.next()),
+  });
 }
 
 async function compare(d: Dictionary, bytes: Uint8Array, tol: number) {
@@ -47,10 +68,19 @@ async function compare(d: Dictionary, bytes: Uint8Array, tol: number) {
 
 test('ONNX export matches sdlkit encode/decode within 1e-5 for every activation, and a crosscoder splits per site', async () => {
   for (const a of ['relu', 'topk', 'jumprelu', 'batchtopk', 'matryoshka'] as const) await compare(randomDict(a), dictionaryToOnnx(randomDict(a)), 1e-5);
-  const sites = [{ name: 'blocks.1.hook_resid_post', width: 5 }, { name: 'blocks.2.hook_resid_post', width: 7 }];
+  const sites = [
+    { name: 'blocks.1.hook_resid_post', width: 5 },
+    { name: 'blocks.2.hook_resid_post', width: 7 },
+  ];
   const cc = randomDict('topk', { kind: 'crosscoder', sitesIn: sites, sitesOut: sites });
   await compare(cc, dictionaryToOnnx(cc), 1e-5);
-  const tc = randomDict('relu', { kind: 'transcoder', sitesIn: [{ name: 'blocks.1.hook_mlp_in', width: 12 }], sitesOut: [{ name: 'blocks.1.hook_mlp_out', width: 9 }], dOut: 9, applyBDecToInput: false });
+  const tc = randomDict('relu', {
+    kind: 'transcoder',
+    sitesIn: [{ name: 'blocks.1.hook_mlp_in', width: 12 }],
+    sitesOut: [{ name: 'blocks.1.hook_mlp_out', width: 9 }],
+    dOut: 9,
+    applyBDecToInput: false,
+  });
   await compare(tc, dictionaryToOnnx(tc), 1e-5);
   await compare(randomDict('topk'), dictionaryToOnnx(randomDict('topk'), { fp16: true }), 2e-2);
   const enc = await ort.InferenceSession.create(dictionaryToOnnx(randomDict('relu'), { encoderOnly: true }));
@@ -64,7 +94,9 @@ test('onnx.checker accepts the exported model (where python3-onnx is installed)'
   for (const a of ['topk', 'jumprelu'] as const) {
     const p = join(dir, `${a}.onnx`);
     writeFileSync(p, dictionaryToOnnx(randomDict(a)));
-    const r = spawnSync('/usr/bin/python3', ['-c', `import onnx,sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)`, p], { encoding: 'utf8' });
+    const r = spawnSync('/usr/bin/python3', ['-c', `import onnx,sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)`, p], {
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 0, r.stderr);
   }
 });

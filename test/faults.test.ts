@@ -12,7 +12,7 @@ import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 import { Rng } from '../src/util/rng.js';
 
 const sdl = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-let dir: string, acts: string, dict: string, other: string, narrow: string;
+let dir: string, acts: string, dict: string;
 
 before(() => {
   dir = tmp('sdl-faults-');
@@ -20,13 +20,35 @@ before(() => {
   const h = sdl('harvest', '--layer', '6', '--tokens', '16k', '--ctx', '64', '--out', acts);
   assert.equal(h.status, 0, h.stderr);
   dict = join(dir, 'dict');
-  const f = sdl('fit', '--acts', acts, '--latents', '128', '--k', '8', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--checkpoint-every', '10', '--out', dict);
+  const f = sdl(
+    'fit',
+    '--acts',
+    acts,
+    '--latents',
+    '128',
+    '--k',
+    '8',
+    '--batch',
+    '512',
+    '--steps',
+    '30',
+    '--eval-tokens',
+    '2048',
+    '--checkpoint-every',
+    '10',
+    '--out',
+    dict,
+  );
   assert.equal(f.status, 0, f.stderr);
   assert.equal(sdl('index', dict).status, 0);
-  other = tinyLlama(join(dir, 'other'), { dim: 64, layers: 8 });
-  narrow = tinyLlama(join(dir, 'narrow'), { dim: 16, layers: 8 });
+  tinyLlama(join(dir, 'other'), { dim: 64, layers: 8 }); // another model of the same width
+  tinyLlama(join(dir, 'narrow'), { dim: 16, layers: 8 }); // a narrower one
   // Damaged copies of the harvest and of the dictionary.
-  const copy = (from: string, name: string) => { const to = join(dir, name); cpSync(from, to, { recursive: true }); return to; };
+  const copy = (from: string, name: string) => {
+    const to = join(dir, name);
+    cpSync(from, to, { recursive: true });
+    return to;
+  };
   truncateSync(join(copy(acts, 'acts-trunc'), 'shard-00000.arrow'), 5000);
   const flipped = join(copy(acts, 'acts-flip'), 'shard-00000.arrow');
   const b = readFileSync(flipped);
@@ -56,11 +78,31 @@ const ROWS: [string, string[], RegExp, string?][] = [
   ['import saelens --out is a file', ['import', 'saelens', '@/dict-saelens-missing', '--out', '@/afile'], /not found|no such|is not/i],
   ['out under a file', ['fit', '--acts', '@/acts', '--steps', '5', '--out', '@/afile/sub'], /afile is a file, not a folder/],
   // Damaged inputs
-  ['truncated shard (fit)', ['fit', '--acts', '@/acts-trunc', '--steps', '5', '--out', '@/o-trunc'], /shard .*shard-00000\.arrow does not match the checksum/, '@/o-trunc/cfg.json'],
-  ['truncated shard, --no-verify (fit)', ['fit', '--acts', '@/acts-trunc', '--steps', '5', '--no-verify', '--out', '@/o-trunc2'], /shard .*shard-00000\.arrow is not a readable Arrow file/, '@/o-trunc2/cfg.json'],
-  ['changed shard bytes (fit)', ['fit', '--acts', '@/acts-flip', '--steps', '5', '--out', '@/o-flip'], /does not match the checksum in its manifest/, '@/o-flip/cfg.json'],
+  [
+    'truncated shard (fit)',
+    ['fit', '--acts', '@/acts-trunc', '--steps', '5', '--out', '@/o-trunc'],
+    /shard .*shard-00000\.arrow does not match the checksum/,
+    '@/o-trunc/cfg.json',
+  ],
+  [
+    'truncated shard, --no-verify (fit)',
+    ['fit', '--acts', '@/acts-trunc', '--steps', '5', '--no-verify', '--out', '@/o-trunc2'],
+    /shard .*shard-00000\.arrow is not a readable Arrow file/,
+    '@/o-trunc2/cfg.json',
+  ],
+  [
+    'changed shard bytes (fit)',
+    ['fit', '--acts', '@/acts-flip', '--steps', '5', '--out', '@/o-flip'],
+    /does not match the checksum in its manifest/,
+    '@/o-flip/cfg.json',
+  ],
   ['changed shard bytes (index)', ['index', '@/dict', '--acts', '@/acts-flip', '--force'], /does not match the checksum in its manifest/],
-  ['manifest claims another width', ['fit', '--acts', '@/acts-width', '--steps', '5', '--no-verify', '--out', '@/o-width'], /holds blocks\.6\.hook_resid_post 64 wide but the manifest says 32/, '@/o-width/cfg.json'],
+  [
+    'manifest claims another width',
+    ['fit', '--acts', '@/acts-width', '--steps', '5', '--no-verify', '--out', '@/o-width'],
+    /holds blocks\.6\.hook_resid_post 64 wide but the manifest says 32/,
+    '@/o-width/cfg.json',
+  ],
   ['truncated weights (eval)', ['eval', '@/dict-trunc'], /sae_weights\.safetensors is truncated/],
   ['truncated weights (export)', ['export', '@/dict-trunc', '--out', '@/x.onnx'], /sae_weights\.safetensors is truncated/, '@/x.onnx'],
   ['invalid cfg.json (export)', ['export', '@/dict-badcfg', '--out', '@/y.onnx'], /cfg\.json is not valid JSON/, '@/y.onnx'],
@@ -96,16 +138,56 @@ const ROWS: [string, string[], RegExp, string?][] = [
   ['feature abc', ['feature', '@/dict', 'abc'], /a feature id is a non-negative integer \(got 'abc'\)/],
   ['feature out of range', ['feature', '@/dict', '999'], /feature 999 does not exist; the dictionary has features 0-127/],
   ['sql that writes', ['sql', '@/dict', 'delete from features'], /read-only SELECT/],
-  ['sql that runs forever', ['sql', '@/dict', 'with recursive c(x) as (select 1 union all select x+1 from c) select count(*) from c', '--timeout', '1'], /ran longer than 1 s and was stopped/],
+  [
+    'sql that runs forever',
+    ['sql', '@/dict', 'with recursive c(x) as (select 1 union all select x+1 from c) select count(*) from c', '--timeout', '1'],
+    /ran longer than 1 s and was stopped/,
+  ],
   ['features without an index', ['features', '@/dict-noindex'], /has no feature index; run 'sdl index/],
   ['steer --scale abc', ['steer', '@/dict', '--feature', '3', '--scale', 'abc', 'hi'], /must be a number \(got 'abc'\)/],
   ['run empty text', ['run', '@/dict', ''], /the text is empty/],
   ['ablate --features x', ['ablate', '@/dict', '--features', 'x'], /cannot read feature 'x'/],
   // Runs that would record a false history
-  ['fit --resume with another --k', ['fit', '--acts', '@/acts', '--latents', '128', '--k', '4', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--out', '@/dict', '--resume'], /was made with other settings \(k: 8 -> 4/],
-  ['fit --resume with another --seed', ['fit', '--acts', '@/acts', '--latents', '128', '--k', '8', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--seed', '5', '--out', '@/dict', '--resume'], /other settings \(seed: 0 -> 5\)/],
-  ['fit --resume without a checkpoint', ['fit', '--acts', '@/acts', '--steps', '5', '--out', '@/fresh', '--resume'], /no checkpoint in .*fresh.* to resume from/, '@/fresh/cfg.json'],
-  ['a second fit into a finished dictionary', ['fit', '--acts', '@/acts', '--latents', '128', '--k', '8', '--steps', '5', '--out', '@/dict'], /already holds a dictionary; pass --force/],
+  [
+    'fit --resume with another --k',
+    ['fit', '--acts', '@/acts', '--latents', '128', '--k', '4', '--batch', '512', '--steps', '30', '--eval-tokens', '2048', '--out', '@/dict', '--resume'],
+    /was made with other settings \(k: 8 -> 4/,
+  ],
+  [
+    'fit --resume with another --seed',
+    [
+      'fit',
+      '--acts',
+      '@/acts',
+      '--latents',
+      '128',
+      '--k',
+      '8',
+      '--batch',
+      '512',
+      '--steps',
+      '30',
+      '--eval-tokens',
+      '2048',
+      '--seed',
+      '5',
+      '--out',
+      '@/dict',
+      '--resume',
+    ],
+    /other settings \(seed: 0 -> 5\)/,
+  ],
+  [
+    'fit --resume without a checkpoint',
+    ['fit', '--acts', '@/acts', '--steps', '5', '--out', '@/fresh', '--resume'],
+    /no checkpoint in .*fresh.* to resume from/,
+    '@/fresh/cfg.json',
+  ],
+  [
+    'a second fit into a finished dictionary',
+    ['fit', '--acts', '@/acts', '--latents', '128', '--k', '8', '--steps', '5', '--out', '@/dict'],
+    /already holds a dictionary; pass --force/,
+  ],
   ['fit --acts missing', ['fit', '--acts', '@/nope', '--steps', '5'], /activations folder .*nope not found/],
 ];
 
@@ -138,24 +220,53 @@ async function killAndFinish(args: string[], delays: number[], resume: () => str
     const timer = setTimeout(() => child.kill('SIGKILL'), d * 1000);
     const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
     clearTimeout(timer);
-    if (code === null) { kills++; afterKill?.(); } else assert.equal(code, 0, err);
+    if (code === null) {
+      kills++;
+      afterKill?.();
+    } else assert.equal(code, 0, err);
   }
   const r = spawnSync(process.execPath, [CLI, ...args, ...resume()], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return kills;
 }
 
-const seeded = (seed: number, n: number, lo: number, hi: number) => { const rng = new Rng(seed); return Array.from({ length: n }, () => lo + (hi - lo) * rng.next()); };
+const seeded = (seed: number, n: number, lo: number, hi: number) => {
+  const rng = new Rng(seed);
+  return Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
+};
 
 test('fit killed 5 times at seeded random moments, resumed each time: the same weights as an unbroken run', async () => {
-  const base = ['fit', '--acts', acts, '--latents', '512', '--k', '8', '--batch', '512', '--steps', '1500', '--eval-tokens', '2048', '--checkpoint-every', '10', '--resample', '100'];
+  const base = [
+    'fit',
+    '--acts',
+    acts,
+    '--latents',
+    '512',
+    '--k',
+    '8',
+    '--batch',
+    '512',
+    '--steps',
+    '1500',
+    '--eval-tokens',
+    '2048',
+    '--checkpoint-every',
+    '10',
+    '--resample',
+    '100',
+  ];
   const whole = sdl(...base, '--out', join(dir, 'fit-whole'));
   assert.equal(whole.status, 0, whole.stderr);
   const out = join(dir, 'fit-killed');
   // --resume once a checkpoint exists (a run killed before its first checkpoint simply starts again).
-  const kills = await killAndFinish([...base, '--out', out], seeded(11, 5, 0.8, 2.5), () => (existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : []), () => {
-    assert.ok(!existsSync(join(out, 'cfg.json')), 'a killed fit never leaves a cfg.json');
-  });
+  const kills = await killAndFinish(
+    [...base, '--out', out],
+    seeded(11, 5, 0.8, 2.5),
+    () => (existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : []),
+    () => {
+      assert.ok(!existsSync(join(out, 'cfg.json')), 'a killed fit never leaves a cfg.json');
+    },
+  );
   assert.ok(kills >= 5, `${kills} kills`);
   assert.deepEqual(readFileSync(join(out, 'sae_weights.safetensors')), readFileSync(join(dir, 'fit-whole', 'sae_weights.safetensors')));
   const log = readFileSync(join(out, 'training_log.jsonl'), 'utf8');
@@ -170,7 +281,10 @@ test('harvest killed 5 times at seeded random moments ends byte-identical to an 
   const kills = await killAndFinish([...base, '--out', out], seeded(12, 5, 0.5, 1.5));
   assert.ok(kills >= 5, `${kills} kills`);
   const shards = readdirSync(join(dir, 'h-whole')).filter((f) => f.endsWith('.arrow'));
-  assert.deepEqual(readdirSync(out).filter((f) => f.endsWith('.arrow')), shards);
+  assert.deepEqual(
+    readdirSync(out).filter((f) => f.endsWith('.arrow')),
+    shards,
+  );
   for (const f of shards) assert.deepEqual(readFileSync(join(out, f)), readFileSync(join(dir, 'h-whole', f)), f);
   assert.ok(!readdirSync(out).some((f) => /\.tmp-|^\.lock$/.test(f)), 'no temporary files or lock left');
 });
@@ -191,7 +305,7 @@ test('index killed 5 times at seeded random moments: the index is always the old
   assert.ok(!readdirSync(dict).some((f) => f.includes('.tmp-')), 'temporary files of the killed runs are gone');
 });
 
-test('two fits into one folder: the second is refused while the first runs; a dead owner\'s lock is taken over', async () => {
+test("two fits into one folder: the second is refused while the first runs; a dead owner's lock is taken over", async () => {
   const out = join(dir, 'locked');
   const args = ['fit', '--acts', acts, '--latents', '128', '--batch', '256', '--steps', '3000', '--eval-tokens', '2048', '--out', out];
   const first = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
@@ -219,16 +333,40 @@ function mountTmpfs(path: string, opts: string): string | undefined {
 }
 
 test('a full disk and a read-only file system: one line, exit 2, nothing half-written', (t) => {
-  const full = join(dir, 'full'), ro = join(dir, 'ro');
+  const full = join(dir, 'full'),
+    ro = join(dir, 'ro');
   const why = mountTmpfs(full, 'size=1200k');
   if (why) return t.skip(why);
   try {
     // The checkpoint and weights of a 4096-latent dictionary do not fit in 1.2 MB.
-    const f = sdl('fit', '--acts', acts, '--latents', '4096', '--k', '8', '--batch', '256', '--steps', '20', '--checkpoint-every', '10', '--eval-tokens', '2048', '--out', join(full, 'd'));
+    const f = sdl(
+      'fit',
+      '--acts',
+      acts,
+      '--latents',
+      '4096',
+      '--k',
+      '8',
+      '--batch',
+      '256',
+      '--steps',
+      '20',
+      '--checkpoint-every',
+      '10',
+      '--eval-tokens',
+      '2048',
+      '--out',
+      join(full, 'd'),
+    );
     assert.equal(f.status, 2, f.stderr);
     assert.match(f.stderr, /(^|\n)sdl: cannot write .*: the disk is full; free space or write elsewhere \(--out\)\n$/);
     assert.ok(!existsSync(join(full, 'd', 'cfg.json')));
-    assert.ok(!readdirSync(join(full, 'd')).concat(existsSync(join(full, 'd', 'checkpoint')) ? readdirSync(join(full, 'd', 'checkpoint')) : []).some((x) => x.includes('.tmp-')), 'no temporary files left');
+    assert.ok(
+      !readdirSync(join(full, 'd'))
+        .concat(existsSync(join(full, 'd', 'checkpoint')) ? readdirSync(join(full, 'd', 'checkpoint')) : [])
+        .some((x) => x.includes('.tmp-')),
+      'no temporary files left',
+    );
     const h = sdl('harvest', '--layer', '6', '--tokens', '16k', '--out', join(full, 'h'));
     assert.equal(h.status, 2, h.stderr);
     // Progress lines may come first; the run ends with one line saying what happened.

@@ -53,10 +53,30 @@ test('tiny-random-gpt2: harvested resid_post and resid_mid equal onnxruntime out
   const corpus = corpusFile(dir, 60);
   const out = join(dir, 'acts');
   const ctx = 32;
-  await harvest({ model: GPT2, hooks: ['blocks.2.hook_resid_post', 'blocks.2.hook_resid_mid', 'blocks.1.hook_attn_out', 'blocks.1.hook_mlp_out'], corpus, split: 'all', tokens: 4 * ctx, ctx, batch: 2, dtype: 'f32', seed: 0, shardTokens: 1024, out, oovId: 0, quiet: true });
+  await harvest({
+    model: GPT2,
+    hooks: ['blocks.2.hook_resid_post', 'blocks.2.hook_resid_mid', 'blocks.1.hook_attn_out', 'blocks.1.hook_mlp_out'],
+    corpus,
+    split: 'all',
+    tokens: 4 * ctx,
+    ctx,
+    batch: 2,
+    dtype: 'f32',
+    seed: 0,
+    shardTokens: 1024,
+    out,
+    oovId: 0,
+    quiet: true,
+  });
   const shard = decodeShard(readFileSync(join(out, 'shard-00000.arrow')));
   assert.equal(shard.rows, 4 * ctx);
-  const names = ['/transformer/h.2/Add_1_output_0', '/transformer/h.2/Add_output_0', '/transformer/h.1/Add_output_0', '/transformer/h.0/Add_1_output_0', '/transformer/h.1/Add_1_output_0'];
+  const names = [
+    '/transformer/h.2/Add_1_output_0',
+    '/transformer/h.2/Add_output_0',
+    '/transformer/h.1/Add_output_0',
+    '/transformer/h.0/Add_1_output_0',
+    '/transformer/h.1/Add_1_output_0',
+  ];
   const bytes = addOutputsByHand(new Uint8Array(readFileSync(GPT2)), names);
   const session = await ort.InferenceSession.create(bytes);
   const m = loadModel(GPT2);
@@ -66,7 +86,9 @@ test('tiny-random-gpt2: harvested resid_post and resid_mid equal onnxruntime out
   assert.ok(close(shard.values.get('blocks.2.hook_resid_mid')!, res[names[1]].data as Float32Array, 1e-6));
   // attn_out and mlp_out are differences of consecutive residual sums (the fused bias added back).
   const diff = (a: Float32Array, b: Float32Array) => a.map((v, i) => v - b[i]);
-  const mid1 = res[names[2]].data as Float32Array, post0 = res[names[3]].data as Float32Array, post1 = res[names[4]].data as Float32Array;
+  const mid1 = res[names[2]].data as Float32Array,
+    post0 = res[names[3]].data as Float32Array,
+    post1 = res[names[4]].data as Float32Array;
   assert.ok(close(shard.values.get('blocks.1.hook_attn_out')!, diff(mid1, post0), 1e-4));
   assert.ok(close(shard.values.get('blocks.1.hook_mlp_out')!, diff(post1, mid1), 1e-4));
 });
@@ -74,7 +96,20 @@ test('tiny-random-gpt2: harvested resid_post and resid_mid equal onnxruntime out
 test('tiny-random-gpt2: token ids beyond the 1000-id vocabulary are refused with a clear message', { skip: sharedSkip }, async () => {
   const dir = tmp();
   await assert.rejects(
-    harvest({ model: GPT2, hooks: ['blocks.2.hook_resid_post'], corpus: corpusFile(dir, 20), split: 'all', tokens: 64, ctx: 32, batch: 2, dtype: 'f32', seed: 0, shardTokens: 1024, out: join(dir, 'a'), quiet: true }),
+    harvest({
+      model: GPT2,
+      hooks: ['blocks.2.hook_resid_post'],
+      corpus: corpusFile(dir, 20),
+      split: 'all',
+      tokens: 64,
+      ctx: 32,
+      batch: 2,
+      dtype: 'f32',
+      seed: 0,
+      shardTokens: 1024,
+      out: join(dir, 'a'),
+      quiet: true,
+    }),
     /beyond past's vocabulary of 1000 ids \(the tokenizer has 50\d+\); pass --oov-id/,
   );
 });
@@ -90,7 +125,10 @@ test('sdl inspect lists inputs, ops and every hook (with how it was found); a fu
   const r = spawnSync(process.execPath, [CLI, 'inspect', GPT2, '--json'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
-  assert.deepEqual(j.inputs.map((i: { name: string }) => i.name), ['input_ids', 'position_ids', 'attention_mask', 'past_0', 'past_1', 'past_2', 'past_3', 'past_4']);
+  assert.deepEqual(
+    j.inputs.map((i: { name: string }) => i.name),
+    ['input_ids', 'position_ids', 'attention_mask', 'past_0', 'past_1', 'past_2', 'past_3', 'past_4'],
+  );
   assert.equal(j.inputs[0].type, 'int32');
   assert.equal(j.ops['com.microsoft.SkipLayerNormalization'], 10);
   assert.equal(j.layers, 5);
@@ -102,7 +140,14 @@ test('sdl inspect lists inputs, ops and every hook (with how it was found); a fu
   const text = spawnSync(process.execPath, [CLI, 'inspect', GPT2], { encoding: 'utf8' });
   assert.match(text.stdout, /blocks\.4\.hook_resid_post\s+-- missing: SkipLayerNormalization node/);
   const dir = tmp();
-  const bad = spawnSync(process.execPath, [CLI, 'harvest', '--model', GPT2, '--layer', '4', '--sites', 'resid_post', '--corpus', corpusFile(dir, 20), '--oov-id', '0', '--out', join(dir, 'o')], { encoding: 'utf8' });
+  const bad = spawnSync(
+    process.execPath,
+    [CLI, 'harvest', '--model', GPT2, '--layer', '4', '--sites', 'resid_post', '--corpus', corpusFile(dir, 20), '--oov-id', '0', '--out', join(dir, 'o')],
+    { encoding: 'utf8' },
+  );
   assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /^sdl: blocks\.4\.hook_resid_post does not exist as a tensor in past: SkipLayerNormalization node '[^']+' computes the residual sum of block 4 internally .*; hooks that exist for layer 4: .*blocks\.4\.hook_resid_mid/);
+  assert.match(
+    bad.stderr,
+    /^sdl: blocks\.4\.hook_resid_post does not exist as a tensor in past: SkipLayerNormalization node '[^']+' computes the residual sum of block 4 internally .*; hooks that exist for layer 4: .*blocks\.4\.hook_resid_mid/,
+  );
 });

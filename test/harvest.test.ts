@@ -10,11 +10,27 @@ import { readManifest } from '../src/activations/manifest.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 
 const base = (model: string, corpus: string, out: string): HarvestConfig => ({
-  model, hooks: ['blocks.1.hook_resid_post', 'blocks.0.hook_mlp_in', 'blocks.0.hook_mlp_out'], corpus, split: 'all',
-  tokens: 6000, ctx: 32, batch: 4, dtype: 'f16', seed: 3, shardTokens: 512, out, quiet: true,
+  model,
+  hooks: ['blocks.1.hook_resid_post', 'blocks.0.hook_mlp_in', 'blocks.0.hook_mlp_out'],
+  corpus,
+  split: 'all',
+  tokens: 6000,
+  ctx: 32,
+  batch: 4,
+  dtype: 'f16',
+  seed: 3,
+  shardTokens: 512,
+  out,
+  quiet: true,
 });
 
-const shardBytes = (dir: string) => Object.fromEntries(readdirSync(dir).filter((f) => f.endsWith('.arrow')).sort().map((f) => [f, readFileSync(join(dir, f))]));
+const shardBytes = (dir: string) =>
+  Object.fromEntries(
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.arrow'))
+      .sort()
+      .map((f) => [f, readFileSync(join(dir, f))]),
+  );
 
 test('shards hold the right rows: positions, windows starting with BOS, activations matching a direct run', async () => {
   const dir = tmp();
@@ -23,7 +39,14 @@ test('shards hold the right rows: positions, windows starting with BOS, activati
   const r = await harvest({ ...base(model, corpus, join(dir, 'a')), dtype: 'f32', tokens: 1024 });
   assert.equal(r.manifest.tokens, 1024);
   assert.equal(r.manifest.shards.length, 2);
-  assert.deepEqual(r.manifest.sites.map((s) => [s.name, s.width]), [['blocks.1.hook_resid_post', 16], ['blocks.0.hook_mlp_in', 16], ['blocks.0.hook_mlp_out', 16]]);
+  assert.deepEqual(
+    r.manifest.sites.map((s) => [s.name, s.width]),
+    [
+      ['blocks.1.hook_resid_post', 16],
+      ['blocks.0.hook_mlp_in', 16],
+      ['blocks.0.hook_mlp_out', 16],
+    ],
+  );
   const s = decodeShard(readFileSync(join(dir, 'a', 'shard-00000.arrow')));
   assert.equal(s.rows, 512);
   for (let r = 0; r < s.rows; r++) {
@@ -47,8 +70,34 @@ test('a harvest killed with SIGKILL and restarted ends with the same bytes as an
   assert.equal(Object.keys(want).length, Math.ceil(6000 / 32 / 16));
 
   const out = join(dir, 'killed');
-  const args = [CLI, 'harvest', '--model', model, '--tensor', 'blocks.1.hook_resid_post', '--tensor', 'blocks.0.hook_mlp_in', '--tensor', 'blocks.0.hook_mlp_out',
-    '--corpus', corpus, '--tokens', '6000', '--ctx', '32', '--batch', '4', '--dtype', 'f16', '--seed', '3', '--shard-tokens', '512', '--out', out];
+  const args = [
+    CLI,
+    'harvest',
+    '--model',
+    model,
+    '--tensor',
+    'blocks.1.hook_resid_post',
+    '--tensor',
+    'blocks.0.hook_mlp_in',
+    '--tensor',
+    'blocks.0.hook_mlp_out',
+    '--corpus',
+    corpus,
+    '--tokens',
+    '6000',
+    '--ctx',
+    '32',
+    '--batch',
+    '4',
+    '--dtype',
+    'f16',
+    '--seed',
+    '3',
+    '--shard-tokens',
+    '512',
+    '--out',
+    out,
+  ];
   let kills = 0;
   for (let delay = 150; kills < 30; delay += 60) {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -118,8 +167,14 @@ test('bad input gets one clear line and exit code 2, and leaves no harvest behin
   writeFileSync(join(dir, 'bin.txt'), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 1, 2, 0xff, 0xfe, 0, 0]));
   assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', join(dir, 'bin.txt'), '--out', out), /looks binary/);
   assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', join(dir, 'missing.txt'), '--out', out), /corpus .*missing.txt not found/);
-  assertCleanError(sdl('harvest', '--model', model, '--tensor', 'no/such/tensor', '--corpus', corpus, '--out', out), /tensor 'no\/such\/tensor' is not in tiny/);
-  assertCleanError(sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--ctx', '1000', '--out', out), /--ctx 1000 exceeds tiny's context length 256/);
+  assertCleanError(
+    sdl('harvest', '--model', model, '--tensor', 'no/such/tensor', '--corpus', corpus, '--out', out),
+    /tensor 'no\/such\/tensor' is not in tiny/,
+  );
+  assertCleanError(
+    sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--ctx', '1000', '--out', out),
+    /--ctx 1000 exceeds tiny's context length 256/,
+  );
   assert.ok(!existsSync(join(out, 'manifest.json')));
   // A working run on the same folder then succeeds.
   const ok = sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--tokens', '256', '--ctx', '32', '--out', out, '--json');
@@ -131,7 +186,7 @@ test('a JSONL corpus works (one document per line), and malformed lines are name
   const dir = tmp();
   const model = tinyLlama(join(dir, 'm'));
   const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ id: `doc${i}`, text: `the whale and the ship ${i} `.repeat(12) }));
-  writeFileSync(join(dir, 'c.jsonl'), lines.join('\n') + '\n');
+  writeFileSync(join(dir, 'c.jsonl'), `${lines.join('\n')}\n`);
   const r = await harvest({ ...base(model, join(dir, 'c.jsonl'), join(dir, 'a')), tokens: 640, dtype: 'f32' });
   assert.equal(r.manifest.tokens, 640);
   const s = decodeShard(readFileSync(join(dir, 'a', 'shard-00000.arrow')));
@@ -140,10 +195,13 @@ test('a JSONL corpus works (one document per line), and malformed lines are name
   await assert.rejects(harvest(base(model, join(dir, 'bad.jsonl'), join(dir, 'b'))), /line 2 has no "text" string field/);
 });
 
-test('a shard written as the Arrow writer\'s chunks is byte-identical to the joined file', async () => {
+test("a shard written as the Arrow writer's chunks is byte-identical to the joined file", async () => {
   const { ShardBuffer, encodeShard, encodeShardChunks } = await import('../src/activations/shard.js');
   for (const dtype of ['f32', 'f16'] as const) {
-    const b = new ShardBuffer(300, [{ name: 'a', width: 8 }, { name: 'b', width: 3 }]);
+    const b = new ShardBuffer(300, [
+      { name: 'a', width: 8 },
+      { name: 'b', width: 3 },
+    ]);
     b.rows = 257;
     b.values.forEach((v) => v.forEach((_, i, a) => (a[i] = Math.sin(i))));
     b.token.forEach((_, i, a) => (a[i] = i % 17));

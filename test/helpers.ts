@@ -21,7 +21,12 @@ export function tmp(prefix = 'sdl-test-'): string {
 
 /** A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. */
 export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number } = {}): string {
-  const dim = opts.dim ?? 16, L = opts.layers ?? 2, H = 40, NH = 4, KV = 2, T = 256;
+  const dim = opts.dim ?? 16,
+    L = opts.layers ?? 2,
+    H = 40,
+    NH = 4,
+    KV = 2,
+    T = 256;
   const vocab = llama2cBaseVocab();
   const merges = [' ', 'e', 't', 'a', 'o', 'n', 'h', 's', 'th', 'he', 'the', ' the', 'an', 'nd', 'and', ' and', 'in', 'er', 're', 'on', ' a', ' t', '.', ','];
   for (const m of merges) if (!vocab.includes(m)) vocab.push(m);
@@ -33,9 +38,30 @@ export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; se
   const hs = dim / NH;
   const emb = rand(V * dim, 1);
   const w: LlamaWeights = {
-    config: { dim, hidden_dim: H, n_layers: L, n_heads: NH, n_kv_heads: KV, vocab_size: V, seq_len: T, norm_eps: 1e-5, rope_theta: 10000, shared_classifier: true },
-    tok_embeddings: emb, rms_att: ones(L * dim), wq: rand(L * dim * dim), wk: rand(L * KV * hs * dim), wv: rand(L * KV * hs * dim),
-    wo: rand(L * dim * dim), rms_ffn: ones(L * dim), w1: rand(L * H * dim), w2: rand(L * dim * H), w3: rand(L * H * dim), rms_final: ones(dim), wcls: emb,
+    config: {
+      dim,
+      hidden_dim: H,
+      n_layers: L,
+      n_heads: NH,
+      n_kv_heads: KV,
+      vocab_size: V,
+      seq_len: T,
+      norm_eps: 1e-5,
+      rope_theta: 10000,
+      shared_classifier: true,
+    },
+    tok_embeddings: emb,
+    rms_att: ones(L * dim),
+    wq: rand(L * dim * dim),
+    wk: rand(L * KV * hs * dim),
+    wv: rand(L * KV * hs * dim),
+    wo: rand(L * dim * dim),
+    rms_ffn: ones(L * dim),
+    w1: rand(L * H * dim),
+    w2: rand(L * dim * H),
+    w3: rand(L * H * dim),
+    rms_final: ones(dim),
+    wcls: emb,
   };
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'ckpt.bin'), writeLlama2c(w));
@@ -47,8 +73,29 @@ export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; se
 
 export function corpusFile(dir: string, paragraphs = 400): string {
   const rng = new Rng(7);
-  const words = ['the', 'whale', 'and', 'ship', 'sea', 'captain', 'a', 'man', 'on', 'deck', 'there', 'then', 'in', 'her', 'he', 'said', 'to', 'nation', 'state', 'union'];
-  const text = Array.from({ length: paragraphs }, () => Array.from({ length: 40 }, () => words[rng.int(words.length)]).join(' ') + '.').join('\n\n\n');
+  const words = [
+    'the',
+    'whale',
+    'and',
+    'ship',
+    'sea',
+    'captain',
+    'a',
+    'man',
+    'on',
+    'deck',
+    'there',
+    'then',
+    'in',
+    'her',
+    'he',
+    'said',
+    'to',
+    'nation',
+    'state',
+    'union',
+  ];
+  const text = Array.from({ length: paragraphs }, () => `${Array.from({ length: 40 }, () => words[rng.int(words.length)]).join(' ')}.`).join('\n\n\n');
   const p = join(dir, 'corpus.txt');
   writeFileSync(p, text);
   return p;

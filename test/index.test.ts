@@ -17,9 +17,35 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   const dir = tmp();
   const model = tinyLlama(join(dir, 'm'));
   const acts = join(dir, 'acts');
-  await harvest({ model, hooks: ['blocks.1.hook_resid_post'], corpus: corpusFile(dir, 80), split: 'all', tokens: 2048, ctx: 32, batch: 8, dtype: 'f32', seed: 0, shardTokens: 1024, out: acts, quiet: true });
+  await harvest({
+    model,
+    hooks: ['blocks.1.hook_resid_post'],
+    corpus: corpusFile(dir, 80),
+    split: 'all',
+    tokens: 2048,
+    ctx: 32,
+    batch: 8,
+    dtype: 'f32',
+    seed: 0,
+    shardTokens: 1024,
+    out: acts,
+    quiet: true,
+  });
   const site = { name: 'blocks.1.hook_resid_post', width: 16 };
-  const cfg: DictConfig = { kind: 'sae', activation: 'topk', sitesIn: [site], sitesOut: [site], dIn: 16, dOut: 16, dSae: 40, k: 3, matryoshkaWidths: [40], applyBDecToInput: true, noBias: false, tied: false };
+  const cfg: DictConfig = {
+    kind: 'sae',
+    activation: 'topk',
+    sitesIn: [site],
+    sitesOut: [site],
+    dIn: 16,
+    dOut: 16,
+    dSae: 40,
+    k: 3,
+    matryoshkaWidths: [40],
+    applyBDecToInput: true,
+    noBias: false,
+    tied: false,
+  };
   const rng = new Rng(2);
   const r = (n: number, s: number) => Float32Array.from({ length: n }, () => rng.normal() * s);
   const d = new Dictionary(cfg, { W_enc: r(16 * 40, 0.5), b_enc: r(40, 0.1), W_dec: r(40 * 16, 0.3), b_dec: r(16, 0.1) });
@@ -28,18 +54,20 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   const res = await buildIndex(dictDir, d, acts, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true });
   assert.equal(res.tokens, 2048);
   // Brute force.
-  const count = new Float64Array(40), max = new Float64Array(40);
+  const count = new Float64Array(40),
+    max = new Float64Array(40);
   const all: { f: number; act: number; window: number; pos: number }[] = [];
   for (const f of ['shard-00000.arrow', 'shard-00001.arrow']) {
     const s = decodeShard(readFileSync(join(acts, f)));
     const feats = d.encode(s.values.get(site.name)!, s.rows);
-    for (let row = 0; row < s.rows; row++) for (let i = 0; i < 40; i++) {
-      const a = feats[row * 40 + i];
-      if (a <= 0) continue;
-      count[i]++;
-      max[i] = Math.max(max[i], a);
-      all.push({ f: i, act: a, window: s.window[row], pos: s.pos[row] });
-    }
+    for (let row = 0; row < s.rows; row++)
+      for (let i = 0; i < 40; i++) {
+        const a = feats[row * 40 + i];
+        if (a <= 0) continue;
+        count[i]++;
+        max[i] = Math.max(max[i], a);
+        all.push({ f: i, act: a, window: s.window[row], pos: s.pos[row] });
+      }
   }
   const db = openIndex(dictDir);
   const rows = listFeatures(db, { limit: 100 });
@@ -49,7 +77,10 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
     assert.ok(Math.abs(row.freq - count[row.id] / 2048) < 1e-12);
     assert.ok(Math.abs(row.max_act - max[row.id]) < 1e-4, `max of ${row.id}: ${row.max_act} vs ${max[row.id]}`);
     assert.equal(row.dead, count[row.id] === 0 ? 1 : 0);
-    const want = all.filter((e) => e.f === row.id).sort((a, b) => b.act - a.act).slice(0, 5);
+    const want = all
+      .filter((e) => e.f === row.id)
+      .sort((a, b) => b.act - a.act)
+      .slice(0, 5);
     const got = featureDetail(db, row.id).examples;
     assert.equal(got.length, want.length);
     got.forEach((g, i) => {
@@ -58,8 +89,14 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
       assert.ok(Math.abs(acts[g.pos - g.context_start] - g.act) < 1e-3, 'the context holds the firing token');
     });
   }
-  assert.deepEqual(listFeatures(db, { dead: true, limit: 100 }).map((x) => x.id), Array.from(count.keys()).filter((i) => count[i] === 0));
-  assert.deepEqual(listFeatures(db, { sort: 'freq', limit: 3 }).map((x) => x.count), [...count].sort((a, b) => b - a).slice(0, 3));
+  assert.deepEqual(
+    listFeatures(db, { dead: true, limit: 100 }).map((x) => x.id),
+    Array.from(count.keys()).filter((i) => count[i] === 0),
+  );
+  assert.deepEqual(
+    listFeatures(db, { sort: 'freq', limit: 3 }).map((x) => x.count),
+    [...count].sort((a, b) => b - a).slice(0, 3),
+  );
   assert.throws(() => runSql(db, 'delete from features'), /read-only SELECT/);
   assert.throws(() => featureDetail(db, 99), /feature 99 does not exist; the dictionary has features 0-39/);
   db.close();
@@ -79,7 +116,10 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   assert.equal(textSearch.status, 0, textSearch.stderr);
   const perToken = JSON.parse(textSearch.stdout);
   assert.equal(perToken[0].token, '<s>');
-  assert.ok(perToken.every((t: { features: unknown[] }) => t.features.length <= 3), 'TopK 3: at most 3 features per token');
+  assert.ok(
+    perToken.every((t: { features: unknown[] }) => t.features.length <= 3),
+    'TopK 3: at most 3 features per token',
+  );
   const bad = spawnSync(process.execPath, [CLI, 'features', dictDir, '--where', 'freq > 0; drop table features'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
 });

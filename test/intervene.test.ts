@@ -31,14 +31,55 @@ before(() => {
   assert.equal(h.status, 0, h.stderr);
   sae = join(dir, 'sae');
   transcoder = join(dir, 'tc');
-  for (const [out, kind] of [[sae, 'sae'], [transcoder, 'transcoder']]) {
-    const f = sdl('fit', '--acts', acts, '--kind', kind, '--layer', '6', '--latents', '256', '--k', '8', '--batch', '1024', '--steps', '60', '--eval-tokens', '2048', '--out', out);
+  for (const [out, kind] of [
+    [sae, 'sae'],
+    [transcoder, 'transcoder'],
+  ]) {
+    const f = sdl(
+      'fit',
+      '--acts',
+      acts,
+      '--kind',
+      kind,
+      '--layer',
+      '6',
+      '--latents',
+      '256',
+      '--k',
+      '8',
+      '--batch',
+      '1024',
+      '--steps',
+      '60',
+      '--eval-tokens',
+      '2048',
+      '--out',
+      out,
+    );
     assert.equal(f.status, 0, f.stderr);
   }
   const acts2 = join(dir, 'acts2');
   assert.equal(sdl('harvest', '--layers', '2,6', '--sites', 'resid_post', '--tokens', '24k', '--out', acts2).status, 0);
   crosscoder = join(dir, 'cc');
-  const c = sdl('fit', '--acts', acts2, '--kind', 'crosscoder', '--latents', '256', '--k', '8', '--batch', '1024', '--steps', '40', '--eval-tokens', '2048', '--out', crosscoder);
+  const c = sdl(
+    'fit',
+    '--acts',
+    acts2,
+    '--kind',
+    'crosscoder',
+    '--latents',
+    '256',
+    '--k',
+    '8',
+    '--batch',
+    '1024',
+    '--steps',
+    '40',
+    '--eval-tokens',
+    '2048',
+    '--out',
+    crosscoder,
+  );
   assert.equal(c.status, 0, c.stderr);
   model = loadModel(MODEL);
 });
@@ -64,7 +105,12 @@ for (const which of ['sae', 'transcoder'] as const) {
     const clean = await cleanLogits(ids);
     const plain = await iv.forward(ids, 1, ids.length);
     assert.ok(maxDiff(plain.logits, clean) < 1e-5, `no intervention: ${maxDiff(plain.logits, clean)}`);
-    const add0 = await iv.forward(ids, 1, ids.length, { add: new Map([[3, 0], [17, 0]]) });
+    const add0 = await iv.forward(ids, 1, ids.length, {
+      add: new Map([
+        [3, 0],
+        [17, 0],
+      ]),
+    });
     assert.ok(maxDiff(add0.logits, clean) < 1e-5, `add 0: ${maxDiff(add0.logits, clean)}`);
     const own = await iv.forward(ids, 1, ids.length, { clampAll: plain.features });
     assert.ok(maxDiff(own.logits, clean) < 1e-5, `clamp to own values: ${maxDiff(own.logits, clean)}`);
@@ -95,7 +141,9 @@ test('crosscoder (layers 2 and 6): features from a clean pass, interventions at 
   const sess = await createSession(hookSubgraph(model.bytes, model.proto, hooks));
   const out = await sess.run(makeFeeds(runtimeInputs(model.proto), ids, 1, ids.length));
   await sess.release();
-  const T = ids.length, D = iv.dict.cfg.dIn, x = new Float32Array(T * D);
+  const T = ids.length,
+    D = iv.dict.cfg.dIn,
+    x = new Float32Array(T * D);
   for (let t = 0; t < T; t++) {
     x.set((out[hooks[0].tensor].data as Float32Array).subarray(t * 64, (t + 1) * 64), t * D);
     x.set((out[hooks[1].tensor].data as Float32Array).subarray(t * 64, (t + 1) * 64), t * D + 64);
@@ -133,13 +181,14 @@ test('ablating a feature that never fires on the prompt changes no logit; ablati
   await iv.release();
 });
 
-test('adding a feature\'s direction raises the logit of its logit-lens top token', async () => {
+test("adding a feature's direction raises the logit of its logit-lens top token", async () => {
   const iv = await open(sae);
   const u = findUnembedding(model);
   assert.match(u.source, /norm scale/);
   const ids = textWindows(model, PROMPT).windows[0];
   const clean = await iv.forward(ids, 1, ids.length);
-  const V = clean.vocab, T = ids.length;
+  const V = clean.vocab,
+    T = ids.length;
   const d = iv.dict.cfg.dOut;
   const report: string[] = [];
   for (const f of [0, 1, 2, 3, 4]) {
@@ -147,7 +196,8 @@ test('adding a feature\'s direction raises the logit of its logit-lens top token
     const top = lens.positive[0].token;
     const steered = await iv.forward(ids, 1, ids.length, { add: new Map([[f, 20]]) });
     // Mean over positions (BOS excluded) of the change in that token's logit, relative to the mean change of all logits.
-    let dTop = 0, dAll = 0;
+    let dTop = 0,
+      dAll = 0;
     for (let t = 1; t < T; t++) {
       dTop += steered.logits[t * V + top] - clean.logits[t * V + top];
       for (let v = 0; v < V; v++) dAll += (steered.logits[t * V + v] - clean.logits[t * V + v]) / V;

@@ -11,7 +11,12 @@ import { resolveHooks } from '../src/onnx/hooks.js';
 import { readLlama2c, writeLlama2c } from '../src/models/llama2c.js';
 import { STORIES, sharedSkip, tmp } from './helpers.js';
 
-interface Reference { ids: number[]; argmax_next: number[]; logits_last: number[]; activations: Record<string, number[][]> }
+interface Reference {
+  ids: number[];
+  argmax_next: number[];
+  logits_last: number[];
+  activations: Record<string, number[][]>;
+}
 
 test('stories260K: import, tokenizer, every hook within 1e-4 of the float64 reference, logits and argmax', { skip: sharedSkip }, async () => {
   const dir = join(tmp(), 'stories260K');
@@ -35,7 +40,8 @@ test('stories260K: import, tokenizer, every hook within 1e-4 of the float64 refe
   }
   assert.ok(worst < 1e-4, `worst hook error ${worst}`);
   const logits = out.logits.data as Float32Array;
-  const V = 512, T = ref.ids.length;
+  const V = 512,
+    T = ref.ids.length;
   for (let t = 0; t < T; t++) {
     let best = 0;
     for (let v = 1; v < V; v++) if (logits[t * V + v] > logits[t * V + best]) best = v;
@@ -51,7 +57,7 @@ test('stories260K: greedy generation from BOS reproduces llama2.c run.c exactly'
   const s = await createSession(m.bytes);
   const ids = await generate(m, s, [m.tokenizer.bosId], { steps: 256, temperature: 0 });
   const want = readFileSync(join(STORIES, 'greedy-256.txt'), 'utf8');
-  assert.equal(m.tokenizer.decode(ids) + '\n', want);
+  assert.equal(`${m.tokenizer.decode(ids)}\n`, want);
 });
 
 test('the structural hook resolver finds the same hooks as the pinned names on an imported model', { skip: sharedSkip }, () => {
@@ -61,7 +67,10 @@ test('the structural hook resolver finds the same hooks as the pinned names on a
   const structural = resolveHooks(m.proto, { useNames: false });
   assert.equal(structural.nLayers, 5);
   const identityInput = new Map(m.proto.graph.nodes.filter((n) => n.opType === 'Identity').map((n) => [n.outputs[0], n.inputs[0]]));
-  const root = (t: string) => { while (identityInput.has(t)) t = identityInput.get(t)!; return t; };
+  const root = (t: string) => {
+    while (identityInput.has(t)) t = identityInput.get(t)!;
+    return t;
+  };
   for (const [name, p] of m.hooks.points) {
     const q = structural.points.get(name);
     assert.ok(q, `${name} found by structure`);

@@ -5,14 +5,14 @@
 // skips them on purpose).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { tf, initBackend } from '../src/sdl/backend.js';
+import { tf, initBackend } from '../src/tensor/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
 import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
 import { ACTIVATIONS } from '../src/sdl/activations.js';
 import type { EngineWeights } from '../src/sdl/engine.js';
-import { transpose, concatRows } from '../src/sdl/linalg.js';
+import { transpose, concatRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
 import { NativeTrainEngine } from '../src/sdl/engine-native.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
@@ -30,10 +30,23 @@ before(async () => {
 });
 
 function config(activation: Activation, o: Partial<DictConfig> = {}): DictConfig {
-  const dIn = o.dIn ?? 12, dOut = o.dOut ?? dIn, dSae = o.dSae ?? 40;
+  const dIn = o.dIn ?? 12,
+    dOut = o.dOut ?? dIn,
+    dSae = o.dSae ?? 40;
   return {
-    kind: dIn === dOut ? 'sae' : 'transcoder', activation, sitesIn: [{ name: 'a', width: dIn }], sitesOut: [{ name: 'b', width: dOut }],
-    dIn, dOut, dSae, k: 4, matryoshkaWidths: [5, 17, dSae], applyBDecToInput: dIn === dOut, noBias: false, tied: false, ...o,
+    kind: dIn === dOut ? 'sae' : 'transcoder',
+    activation,
+    sitesIn: [{ name: 'a', width: dIn }],
+    sitesOut: [{ name: 'b', width: dOut }],
+    dIn,
+    dOut,
+    dSae,
+    k: 4,
+    matryoshkaWidths: [5, 17, dSae],
+    applyBDecToInput: dIn === dOut,
+    noBias: false,
+    tied: false,
+    ...o,
   };
 }
 
@@ -51,7 +64,10 @@ function randomWeights(cfg: DictConfig, rng: Rng): EngineWeights {
   const r = (n: number, s: number) => Float32Array.from({ length: n }, () => rng.normal() * s);
   const w: EngineWeights = { W_enc: r(cfg.dIn * cfg.dSae, 0.5), b_enc: r(cfg.dSae, 0.3), W_dec: r(cfg.dSae * cfg.dOut, 0.5), b_dec: r(cfg.dOut, 0.3) };
   if (cfg.tied) w.W_dec = transpose(w.W_enc, cfg.dIn, cfg.dSae);
-  if (cfg.noBias) { w.b_enc.fill(0); w.b_dec.fill(0); }
+  if (cfg.noBias) {
+    w.b_enc.fill(0);
+    w.b_dec.fill(0);
+  }
   if (cfg.activation === 'jumprelu') w.log_threshold = Float32Array.from({ length: cfg.dSae }, () => Math.log(0.3 + 0.5 * rng.next()));
   return w;
 }
@@ -81,29 +97,75 @@ function compare(name: string, c: Case, seed = 1) {
 
   // TensorFlow.js reference.
   const p: Params = {
-    W_enc: tf.tensor2d(w.W_enc, [dIn, dSae]), b_enc: tf.tensor1d(w.b_enc),
-    W_dec: cfg.tied ? (tf.transpose(tf.tensor2d(w.W_enc, [dIn, dSae])) as tf.Tensor2D) : tf.tensor2d(w.W_dec, [dSae, dOut]), b_dec: tf.tensor1d(w.b_dec),
+    W_enc: tf.tensor2d(w.W_enc, [dIn, dSae]),
+    b_enc: tf.tensor1d(w.b_enc),
+    W_dec: cfg.tied ? (tf.transpose(tf.tensor2d(w.W_enc, [dIn, dSae])) as tf.Tensor2D) : tf.tensor2d(w.W_dec, [dSae, dOut]),
+    b_dec: tf.tensor1d(w.b_dec),
   };
   if (w.log_threshold) p.log_threshold = tf.tensor1d(w.log_threshold);
-  const anchors = anchorK ? { enc: tf.tensor2d(transpose(concatRows(aEnc, dIn), anchorK, dIn), [dIn, anchorK]), dec: tf.tensor2d(concatRows(aDec, dOut), [anchorK, dOut]), k: anchorK, weight: 0.3 } : undefined;
+  const anchors = anchorK
+    ? {
+        enc: tf.tensor2d(transpose(concatRows(aEnc, dIn), anchorK, dIn), [dIn, anchorK]),
+        dec: tf.tensor2d(concatRows(aDec, dOut), [anchorK, dOut]),
+        k: anchorK,
+        weight: 0.3,
+      }
+    : undefined;
   const ref = step(cfg, p, tf.tensor2d(X, [B, dIn]), tf.tensor2d(Y, [B, dOut]), { ...opts, dead: c.dead ? Float32Array.from(c.dead) : undefined, anchors });
 
   // Native.
-  const e = new mod.Engine({ dIn, dOut, dSae, activation: ACTIVATIONS[cfg.activation].nativeCode, k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: 2 });
+  const e = new mod.Engine({
+    dIn,
+    dOut,
+    dSae,
+    activation: ACTIVATIONS[cfg.activation].nativeCode,
+    k: cfg.k,
+    widths: cfg.matryoshkaWidths,
+    applyBDec: cfg.applyBDecToInput,
+    noBias: cfg.noBias,
+    tied: cfg.tied,
+    threads: 2,
+  });
   const W_encT = transpose(w.W_enc, dIn, dSae);
   const np: NativeTensors = { W_encT, b_enc: w.b_enc, W_dec: cfg.tied ? W_encT : w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold };
-  const ng: NativeTensors = { W_encT: new Float32Array(dSae * dIn).fill(NaN), b_enc: new Float32Array(dSae), W_dec: cfg.tied ? undefined : new Float32Array(dSae * dOut).fill(NaN), b_dec: new Float32Array(dOut), log_threshold: w.log_threshold ? new Float32Array(dSae) : undefined };
+  const ng: NativeTensors = {
+    W_encT: new Float32Array(dSae * dIn).fill(NaN),
+    b_enc: new Float32Array(dSae),
+    W_dec: cfg.tied ? undefined : new Float32Array(dSae * dOut).fill(NaN),
+    b_dec: new Float32Array(dOut),
+    log_threshold: w.log_threshold ? new Float32Array(dSae) : undefined,
+  };
   const fired = new Float32Array(dSae);
-  const r = e.step(np, ng, X, Y, B, { ...opts, dead: c.dead, anchorK, anchorEnc: concatRows(aEnc, dIn), anchorDec: concatRows(aDec, dOut), anchorWeight: 0.3, denseAbove: c.denseAbove ?? 0.05 }, fired);
+  const r = e.step(
+    np,
+    ng,
+    X,
+    Y,
+    B,
+    {
+      ...opts,
+      dead: c.dead,
+      anchorK,
+      anchorEnc: concatRows(aEnc, dIn),
+      anchorDec: concatRows(aDec, dOut),
+      anchorWeight: 0.3,
+      denseAbove: c.denseAbove ?? 0.05,
+    },
+    fired,
+  );
 
   const tol = 1e-4 * Math.max(1, Math.abs(ref.loss));
   assert.ok(Math.abs(r.loss - ref.loss) <= tol, `${name}: loss native ${r.loss} vs tfjs ${ref.loss}`);
   assert.ok(Math.abs(r.mse - ref.mse) <= 1e-4 * Math.max(1, ref.mse), `${name}: mse ${r.mse} vs ${ref.mse}`);
-  assert.ok(Math.abs(r.sparsityLoss - ref.sparsityLoss) <= 1e-4 * Math.max(1, ref.sparsityLoss), `${name}: sparsity loss ${r.sparsityLoss} vs ${ref.sparsityLoss}`);
+  assert.ok(
+    Math.abs(r.sparsityLoss - ref.sparsityLoss) <= 1e-4 * Math.max(1, ref.sparsityLoss),
+    `${name}: sparsity loss ${r.sparsityLoss} vs ${ref.sparsityLoss}`,
+  );
   assert.ok(Math.abs(r.auxLoss - ref.auxLoss) <= 1e-4 * Math.max(1, ref.auxLoss), `${name}: aux loss ${r.auxLoss} vs ${ref.auxLoss}`);
   assert.ok(Math.abs(r.l0 - ref.l0) < 1e-6, `${name}: L0 ${r.l0} vs ${ref.l0}`);
   close(`${name} fired`, fired, ref.fired, 0);
-  if (ref.minSelected !== undefined) assert.ok(Math.abs(r.minSelected - ref.minSelected) < 1e-6, `${name}: min selected ${r.minSelected} vs ${ref.minSelected}`);
+  if (ref.minSelected !== undefined)
+    assert.ok(Math.abs(r.minSelected - ref.minSelected) < 1e-6, `${name}: min selected ${r.minSelected} vs ${ref.minSelected}`);
   const gEnc = transpose(ng.W_encT, dSae, dIn);
   close(`${name} dW_enc`, gEnc, ref.grads.W_enc!.dataSync());
   if (!cfg.tied) close(`${name} dW_dec`, ng.W_dec!, ref.grads.W_dec!.dataSync());
@@ -125,7 +187,10 @@ test('native step = tfjs step: every activation, sparse path', { skip }, () => {
 
 test('native step = tfjs step: ReLU and JumpReLU on the dense (GEMM) path, at sizes that leave partial register tiles', { skip }, () => {
   for (const act of ['relu', 'jumprelu'] as const) {
-    for (const [dIn, dSae, B] of [[12, 40, 50], [33, 97, 301]]) {
+    for (const [dIn, dSae, B] of [
+      [12, 40, 50],
+      [33, 97, 301],
+    ]) {
       const r = compare(`${act} dense ${dIn}x${dSae}`, { cfg: config(act, { dIn, dSae }), sparsity: 0.5, denseAbove: 0, B });
       assert.equal(r.dense, 1, `${act} took the dense path`);
     }
@@ -155,8 +220,18 @@ test('native TopK selection on wide rows (the chunk-maximum filter) keeps exactl
 
 test('native GEMM on strided views equals a float64 product, with and without accumulation', { skip }, () => {
   const rng = new Rng(11);
-  for (const [M, N, K] of [[1, 1, 1], [15, 33, 7], [70, 45, 300], [200, 130, 513]]) {
-    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+  for (const [M, N, K] of [
+    [1, 1, 1],
+    [15, 33, 7],
+    [70, 45, 300],
+    [200, 130, 513],
+  ]) {
+    for (const [ta, tb] of [
+      [false, false],
+      [true, false],
+      [false, true],
+      [true, true],
+    ]) {
       const A = Float32Array.from({ length: M * K }, () => rng.normal());
       const Bm = Float32Array.from({ length: K * N }, () => rng.normal());
       // A(i, p) is A[i*K + p] or, transposed storage, A[p*M + i]; likewise B.
@@ -167,10 +242,14 @@ test('native GEMM on strided views equals a float64 product, with and without ac
         const C = C0.slice();
         mod.gemm(M, N, K, A, ars, acs, Bm, brs, bcs, C, N, acc, 2);
         for (let t = 0; t < 40; t++) {
-          const i = (t * 7) % M, j = (t * 13) % N;
+          const i = (t * 7) % M,
+            j = (t * 13) % N;
           let s = acc ? C0[i * N + j] : 0;
           for (let p = 0; p < K; p++) s += A[i * ars + p * acs] * Bm[p * brs + j * bcs];
-          assert.ok(Math.abs(C[i * N + j] - s) <= 1e-4 * Math.sqrt(K) * 4, `gemm ${M}x${N}x${K} ta=${ta} tb=${tb} acc=${acc} C[${i},${j}] = ${C[i * N + j]}, want ${s}`);
+          assert.ok(
+            Math.abs(C[i * N + j] - s) <= 1e-4 * Math.sqrt(K) * 4,
+            `gemm ${M}x${N}x${K} ta=${ta} tb=${tb} acc=${acc} C[${i},${j}] = ${C[i * N + j]}, want ${s}`,
+          );
         }
       }
     }
@@ -187,8 +266,25 @@ test('native forward = Dictionary.encode/decode for every activation', { skip },
     const d = new Dictionary(cfg, { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, threshold: thVec });
     const n = 37;
     const X = Float32Array.from({ length: n * cfg.dIn }, () => rng.normal() * 1.5);
-    const e = new mod.Engine({ dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATIONS[act].nativeCode, k: cfg.k, widths: cfg.matryoshkaWidths, applyBDec: true, noBias: false, tied: false, threads: 2 });
-    const out = e.forward({ W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold }, X, n, threshold, true);
+    const e = new mod.Engine({
+      dIn: cfg.dIn,
+      dOut: cfg.dOut,
+      dSae: cfg.dSae,
+      activation: ACTIVATIONS[act].nativeCode,
+      k: cfg.k,
+      widths: cfg.matryoshkaWidths,
+      applyBDec: true,
+      noBias: false,
+      tied: false,
+      threads: 2,
+    });
+    const out = e.forward(
+      { W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold },
+      X,
+      n,
+      threshold,
+      true,
+    );
     const want = d.encode(X, n);
     const got = new Float32Array(n * cfg.dSae);
     let s = 0;
@@ -216,7 +312,8 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
     const X = new Float32Array(B * cfg.dIn);
     const dead = new Uint8Array(cfg.dSae);
     for (let j = 0; j < 10; j++) dead[j * 3] = 1;
-    let la = 0, lb = 0;
+    let la = 0,
+      lb = 0;
     for (let s = 0; s < 30; s++) {
       for (let i = 0; i < X.length; i++) X[i] = rng.normal();
       const o = { sparsity: act === 'relu' ? 1 : 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 4, dead: act === 'topk' ? dead : undefined };
@@ -226,7 +323,8 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
       b.update(1e-2, 1);
     }
     assert.ok(Math.abs(la - lb) <= 1e-3 * Math.abs(la), `${act}: final loss tfjs ${la} vs native ${lb}`);
-    const wa = a.weights(), wb = b.weights();
+    const wa = a.weights(),
+      wb = b.weights();
     close(`${act} trained W_enc`, wb.W_enc, wa.W_enc, 1e-3);
     close(`${act} trained W_dec`, wb.W_dec, wa.W_dec, 1e-3);
     // Checkpoint state round-trips between engines.
@@ -243,16 +341,23 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
 test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, histogram, tokens, co-occurrence, top-K events', { skip }, async () => {
   const { JsIndexStats } = await import('../src/index/stats.js');
   const rng = new Rng(41);
-  const m = 70, V = 13, n = 400;
+  const m = 70,
+    V = 13,
+    n = 400;
   const edges = Float32Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
   const cfg = { m, vocab: V, topK: 5, radius: 3, cooccurrence: true, edges };
-  const a = new JsIndexStats(cfg), b = new mod.IndexStats({ ...cfg, threads: 2 });
+  const a = new JsIndexStats(cfg),
+    b = new mod.IndexStats({ ...cfg, threads: 2 });
   for (let chunk = 0; chunk < 3; chunk++) {
     const start = new Int32Array(n + 1);
-    const idx: number[] = [], val: number[] = [];
+    const idx: number[] = [],
+      val: number[] = [];
     for (let r = 0; r < n; r++) {
       const lat = [...new Set(Array.from({ length: rng.int(6) }, () => rng.int(m)))].sort((x, y) => x - y);
-      for (const l of lat) { idx.push(l); val.push(Math.exp(rng.normal() * 2)); }
+      for (const l of lat) {
+        idx.push(l);
+        val.push(Math.exp(rng.normal() * 2));
+      }
       start[r + 1] = idx.length;
     }
     const token = Int32Array.from({ length: n }, () => rng.int(V + 2) - 1); // includes ids outside the vocabulary
@@ -271,7 +376,8 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
     assert.deepEqual(byFeature(eb), byFeature(ea), `chunk ${chunk}: top-K events`);
     assert.ok(ea.acts.length > 0);
   }
-  const ra = a.result(), rb = b.result();
+  const ra = a.result(),
+    rb = b.result();
   for (const k of ['count', 'max', 'hist', 'tokCount', 'co'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
   close('sum', rb.sum, ra.sum, 1e-9);
   close('tokSum', rb.tokSum, ra.tokSum, 1e-6);

@@ -16,11 +16,21 @@ test('varints round-trip, including negative int64 and values past 2^32', () => 
 
 test('a model round-trips, and appended outputs merge into the graph', () => {
   const bytes = encodeModel({
-    irVersion: 8, opsets: [{ domain: '', version: 17 }], producerName: 't', producerVersion: '1', metadata: { a: 'b' },
+    irVersion: 8,
+    opsets: [{ domain: '', version: 17 }],
+    producerName: 't',
+    producerVersion: '1',
+    metadata: { a: 'b' },
     graph: {
-      name: 'g', initializers: [], valueInfo: [],
-      nodes: [{ name: 'n1', opType: 'Relu', domain: '', inputs: ['x'], outputs: ['y'], attrs: {} }, { name: 'n2', opType: 'LeakyRelu', domain: '', inputs: ['y'], outputs: ['z'], attrs: { alpha: 0.5 } }],
-      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: ['batch', 4] }], outputs: [{ name: 'z', elemType: DataType.FLOAT, shape: ['batch', 4] }],
+      name: 'g',
+      initializers: [],
+      valueInfo: [],
+      nodes: [
+        { name: 'n1', opType: 'Relu', domain: '', inputs: ['x'], outputs: ['y'], attrs: {} },
+        { name: 'n2', opType: 'LeakyRelu', domain: '', inputs: ['y'], outputs: ['z'], attrs: { alpha: 0.5 } },
+      ],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: ['batch', 4] }],
+      outputs: [{ name: 'z', elemType: DataType.FLOAT, shape: ['batch', 4] }],
     },
   });
   const m = decodeModel(bytes);
@@ -28,7 +38,10 @@ test('a model round-trips, and appended outputs merge into the graph', () => {
   assert.equal(m.graph.nodes[1].attrs.alpha, 0.5);
   assert.equal(m.metadata.a, 'b');
   const m2 = decodeModel(appendToGraph(bytes, { outputs: [{ name: 'y', elemType: 0 }] }));
-  assert.deepEqual(m2.graph.outputs.map((o) => o.name), ['z', 'y']);
+  assert.deepEqual(
+    m2.graph.outputs.map((o) => o.name),
+    ['z', 'y'],
+  );
   assert.equal(m2.graph.nodes.length, 2);
 });
 

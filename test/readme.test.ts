@@ -12,14 +12,21 @@ import { CLI, ROOT, SHARED, STORIES, corpusFile, haveShared, tmp } from './helpe
 /** Splits a command line as a shell would for the quoting the README uses ("..." and '...'). */
 export function shellWords(line: string): string[] {
   const out: string[] = [];
-  let cur = '', quote = '', any = false;
+  let cur = '',
+    quote = '',
+    any = false;
   for (const ch of line) {
     if (quote) {
       if (ch === quote) quote = '';
       else cur += ch;
-    } else if (ch === '"' || ch === "'") { quote = ch; any = true; }
-    else if (ch === ' ') { if (cur || any) out.push(cur); cur = ''; any = false; }
-    else cur += ch;
+    } else if (ch === '"' || ch === "'") {
+      quote = ch;
+      any = true;
+    } else if (ch === ' ') {
+      if (cur || any) out.push(cur);
+      cur = '';
+      any = false;
+    } else cur += ch;
   }
   if (cur || any) out.push(cur);
   return out;
@@ -48,11 +55,22 @@ function shrink(args: string[]): string[] {
   const a = [...args];
   const cmd = a[0] === 'bench' ? `bench ${a[1]}` : a[0];
   if (cmd === 'harvest') set(a, '--tokens', '48k');
-  if (cmd === 'pipeline') { set(a, '--tokens', '48k'); set(a, '--steps', '40'); }
-  if (cmd === 'fit') { set(a, '--steps', '20'); set(a, '--eval-tokens', '2048'); }
+  if (cmd === 'pipeline') {
+    set(a, '--tokens', '48k');
+    set(a, '--steps', '40');
+  }
+  if (cmd === 'fit') {
+    set(a, '--steps', '20');
+    set(a, '--eval-tokens', '2048');
+  }
   if (cmd === 'synth') set(a, '--N', '20k');
   if (cmd === 'serve') set(a, '--port', '0');
-  if (cmd.startsWith('bench')) { set(a, '--steps', '5'); set(a, '--N', '8k'); set(a, '--batch', '256'); if (a.includes('--seeds')) set(a, '--seeds', '0'); }
+  if (cmd.startsWith('bench')) {
+    set(a, '--steps', '5');
+    set(a, '--N', '8k');
+    set(a, '--batch', '256');
+    if (a.includes('--seeds')) set(a, '--seeds', '0');
+  }
   return a;
 }
 
@@ -62,14 +80,18 @@ const NEEDS_SHARED = /\.\.\/shared|stories15M/;
 function untilServing(args: string[], cwd: string): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((ok) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
+    let stdout = '',
+      stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.stdout.on('data', (b) => {
       stdout += b;
       if (/serving \d+ dictionar\w+ at http:\/\/127\.0\.0\.1:\d+\//.test(stdout)) child.kill('SIGTERM');
     });
     child.stderr.on('data', (b) => (stderr += b));
-    child.on('exit', () => { clearTimeout(timer); ok({ status: /serving/.test(stdout) ? 0 : 1, stdout, stderr }); });
+    child.on('exit', () => {
+      clearTimeout(timer);
+      ok({ status: /serving/.test(stdout) ? 0 : 1, stdout, stderr });
+    });
   });
 }
 

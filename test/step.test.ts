@@ -2,7 +2,7 @@
 // float64 reference of the same objective.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { tf, initBackend } from '../src/sdl/backend.js';
+import { tf, initBackend } from '../src/tensor/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
@@ -22,10 +22,23 @@ interface Case {
 }
 
 function config(activation: Activation, o: Partial<DictConfig> = {}): DictConfig {
-  const dIn = o.dIn ?? 5, dOut = o.dOut ?? dIn, dSae = o.dSae ?? 8;
+  const dIn = o.dIn ?? 5,
+    dOut = o.dOut ?? dIn,
+    dSae = o.dSae ?? 8;
   return {
-    kind: dIn === dOut ? 'sae' : 'transcoder', activation, sitesIn: [{ name: 'a', width: dIn }], sitesOut: [{ name: 'b', width: dOut }],
-    dIn, dOut, dSae, k: 3, matryoshkaWidths: [2, 5, dSae], applyBDecToInput: dIn === dOut, noBias: false, tied: false, ...o,
+    kind: dIn === dOut ? 'sae' : 'transcoder',
+    activation,
+    sitesIn: [{ name: 'a', width: dIn }],
+    sitesOut: [{ name: 'b', width: dOut }],
+    dIn,
+    dOut,
+    dSae,
+    k: 3,
+    matryoshkaWidths: [2, 5, dSae],
+    applyBDecToInput: dIn === dOut,
+    noBias: false,
+    tied: false,
+    ...o,
   };
 }
 
@@ -34,31 +47,37 @@ function refLoss(c: Case, p: P64, X: Float64Array, Y: Float64Array, B: number, e
   const { dIn, dOut, dSae, k, activation } = c.cfg;
   const Wd = c.cfg.tied ? Float64Array.from({ length: dSae * dOut }, (_, i) => p.W_enc[(i % dOut) * dSae + Math.floor(i / dOut)]) : p.W_dec;
   const pre = new Float64Array(B * dSae);
-  for (let b = 0; b < B; b++) for (let i = 0; i < dSae; i++) {
-    let s = p.b_enc[i];
-    for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - (c.cfg.applyBDecToInput ? p.b_dec[j] : 0)) * p.W_enc[j * dSae + i];
-    pre[b * dSae + i] = s;
-  }
+  for (let b = 0; b < B; b++)
+    for (let i = 0; i < dSae; i++) {
+      let s = p.b_enc[i];
+      for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - (c.cfg.applyBDecToInput ? p.b_dec[j] : 0)) * p.W_enc[j * dSae + i];
+      pre[b * dSae + i] = s;
+    }
   const mask = new Float64Array(B * dSae);
   if (activation === 'relu') pre.forEach((v, i) => (mask[i] = v > 0 ? 1 : 0));
   else if (activation === 'jumprelu') pre.forEach((v, i) => (mask[i] = v > Math.exp(p.log_threshold![i % dSae]) ? 1 : 0));
-  else if (activation === 'topk') for (let b = 0; b < B; b++) {
-    const row = Array.from(pre.subarray(b * dSae, (b + 1) * dSae));
-    const kth = [...row].sort((x, y) => y - x)[k - 1];
-    row.forEach((v, i) => (mask[b * dSae + i] = v >= kth && v > 0 ? 1 : 0));
-  } else {
-    const pos = Array.from(pre).filter((v) => v > 0).sort((x, y) => y - x);
+  else if (activation === 'topk')
+    for (let b = 0; b < B; b++) {
+      const row = Array.from(pre.subarray(b * dSae, (b + 1) * dSae));
+      const kth = [...row].sort((x, y) => y - x)[k - 1];
+      row.forEach((v, i) => (mask[b * dSae + i] = v >= kth && v > 0 ? 1 : 0));
+    }
+  else {
+    const pos = Array.from(pre)
+      .filter((v) => v > 0)
+      .sort((x, y) => y - x);
     const kth = pos[Math.min(k * B, pos.length) - 1];
     pre.forEach((v, i) => (mask[i] = v >= kth ? 1 : 0));
   }
   const acts = pre.map((v, i) => v * mask[i]);
   const recon = (upto: number) => {
     const out = new Float64Array(B * dOut);
-    for (let b = 0; b < B; b++) for (let j = 0; j < dOut; j++) {
-      let s = p.b_dec[j];
-      for (let i = 0; i < upto; i++) s += acts[b * dSae + i] * Wd[i * dOut + j];
-      out[b * dOut + j] = s;
-    }
+    for (let b = 0; b < B; b++)
+      for (let j = 0; j < dOut; j++) {
+        let s = p.b_dec[j];
+        for (let i = 0; i < upto; i++) s += acts[b * dSae + i] * Wd[i * dOut + j];
+        out[b * dOut + j] = s;
+      }
     return out;
   };
   const sq = (a: Float64Array, y: Float64Array) => a.reduce((s, v, i) => s + (v - y[i]) ** 2, 0);
@@ -78,14 +97,19 @@ function refLoss(c: Case, p: P64, X: Float64Array, Y: Float64Array, B: number, e
     const e = eFixed!;
     const ehat = new Float64Array(B * dOut);
     for (let b = 0; b < B; b++) {
-      const cand = Array.from({ length: dSae }, (_, i) => i).filter((i) => c.dead![i] === 1).map((i) => [pre[b * dSae + i], i]).sort((x, y) => y[0] - x[0]).slice(0, c.auxk).filter((x) => x[0] > 0);
+      const cand = Array.from({ length: dSae }, (_, i) => i)
+        .filter((i) => c.dead![i] === 1)
+        .map((i) => [pre[b * dSae + i], i])
+        .sort((x, y) => y[0] - x[0])
+        .slice(0, c.auxk)
+        .filter((x) => x[0] > 0);
       for (const [v, i] of cand) for (let j = 0; j < dOut; j++) ehat[b * dOut + j] += v * Wd[i * dOut + j];
     }
     const mean = new Float64Array(dOut);
     for (let b = 0; b < B; b++) for (let j = 0; j < dOut; j++) mean[j] += e[b * dOut + j] / B;
     let den = 0;
     for (let b = 0; b < B; b++) for (let j = 0; j < dOut; j++) den += (e[b * dOut + j] - mean[j]) ** 2;
-    loss += (sq(ehat, e) / den) / 32;
+    loss += sq(ehat, e) / den / 32;
   }
   if (c.anchors) {
     const { enc, dec, k: ka, weight } = c.anchors;
@@ -103,34 +127,57 @@ function checkCase(name: string, c: Case, seed = 1) {
   const rng = new Rng(seed);
   const r = (n: number, s = 1) => Float64Array.from({ length: n }, () => rng.normal() * s);
   const p: P64 = { W_enc: r(dIn * dSae, 0.6), b_enc: r(dSae, 0.3), W_dec: r(dSae * dOut, 0.6), b_dec: r(dOut, 0.3) };
-  if (c.cfg.noBias) { p.b_enc.fill(0); p.b_dec.fill(0); }
+  if (c.cfg.noBias) {
+    p.b_enc.fill(0);
+    p.b_dec.fill(0);
+  }
   if (c.cfg.activation === 'jumprelu') p.log_threshold = Float64Array.from({ length: dSae }, () => Math.log(0.2 + 0.3 * rng.next()));
-  const X = r(B * dIn), Y = c.cfg.dIn === c.cfg.dOut && c.cfg.kind !== 'transcoder' ? X : r(B * dOut);
+  const X = r(B * dIn),
+    Y = c.cfg.dIn === c.cfg.dOut && c.cfg.kind !== 'transcoder' ? X : r(B * dOut);
   const f32 = (a: Float64Array) => Float32Array.from(a);
   const params: Params = {
-    W_enc: tf.tensor2d(f32(p.W_enc), [dIn, dSae]), b_enc: tf.tensor1d(f32(p.b_enc)),
-    W_dec: c.cfg.tied ? (tf.transpose(tf.tensor2d(f32(p.W_enc), [dIn, dSae])) as tf.Tensor2D) : tf.tensor2d(f32(p.W_dec), [dSae, dOut]), b_dec: tf.tensor1d(f32(p.b_dec)),
+    W_enc: tf.tensor2d(f32(p.W_enc), [dIn, dSae]),
+    b_enc: tf.tensor1d(f32(p.b_enc)),
+    W_dec: c.cfg.tied ? (tf.transpose(tf.tensor2d(f32(p.W_enc), [dIn, dSae])) as tf.Tensor2D) : tf.tensor2d(f32(p.W_dec), [dSae, dOut]),
+    b_dec: tf.tensor1d(f32(p.b_dec)),
   };
   if (p.log_threshold) params.log_threshold = tf.tensor1d(f32(p.log_threshold));
-  const anchors = c.anchors ? { enc: tf.tensor2d(f32(c.anchors.enc), [dIn, c.anchors.k]), dec: tf.tensor2d(f32(c.anchors.dec), [c.anchors.k, dOut]), k: c.anchors.k, weight: c.anchors.weight } : undefined;
-  const res = step(c.cfg, params, tf.tensor2d(f32(X), [B, dIn]), tf.tensor2d(f32(Y), [B, dOut]), { sparsity: c.sparsity, bandwidth: 0.5, dead: c.dead, auxkCoefficient: 1 / 32, auxkK: c.auxk ?? 0, anchors });
+  const anchors = c.anchors
+    ? {
+        enc: tf.tensor2d(f32(c.anchors.enc), [dIn, c.anchors.k]),
+        dec: tf.tensor2d(f32(c.anchors.dec), [c.anchors.k, dOut]),
+        k: c.anchors.k,
+        weight: c.anchors.weight,
+      }
+    : undefined;
+  const res = step(c.cfg, params, tf.tensor2d(f32(X), [B, dIn]), tf.tensor2d(f32(Y), [B, dOut]), {
+    sparsity: c.sparsity,
+    bandwidth: 0.5,
+    dead: c.dead,
+    auxkCoefficient: 1 / 32,
+    auxkK: c.auxk ?? 0,
+    anchors,
+  });
   // e = y - y^ at the unperturbed point (AuxK's target is detached).
   let eFixed: Float64Array | undefined;
   if (c.dead) {
     const yhat = new Float64Array(B * dOut);
     const pre = new Float64Array(B * dSae);
-    for (let b = 0; b < B; b++) for (let i = 0; i < dSae; i++) {
-      let s = p.b_enc[i];
-      for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - p.b_dec[j]) * p.W_enc[j * dSae + i];
-      pre[b * dSae + i] = s;
-    }
+    for (let b = 0; b < B; b++)
+      for (let i = 0; i < dSae; i++) {
+        let s = p.b_enc[i];
+        for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - p.b_dec[j]) * p.W_enc[j * dSae + i];
+        pre[b * dSae + i] = s;
+      }
     // Reuse the reference's selection by evaluating its reconstruction through the loss pieces.
     for (let b = 0; b < B; b++) {
       const row = Array.from(pre.subarray(b * dSae, (b + 1) * dSae));
       const kth = c.cfg.activation === 'topk' ? [...row].sort((x, y) => y - x)[c.cfg.k - 1] : -Infinity;
       for (let j = 0; j < dOut; j++) {
         let s = p.b_dec[j];
-        row.forEach((v, i) => { if (v >= kth && v > 0) s += v * p.W_dec[i * dOut + j]; });
+        row.forEach((v, i) => {
+          if (v >= kth && v > 0) s += v * p.W_dec[i * dOut + j];
+        });
         yhat[b * dOut + j] = s;
       }
     }
@@ -138,7 +185,9 @@ function checkCase(name: string, c: Case, seed = 1) {
   }
   const base = refLoss(c, p, X, Y, B, eFixed);
   assert.ok(Math.abs(base - res.loss) <= 1e-3 * Math.max(1, Math.abs(base)), `${name}: loss ${res.loss} vs reference ${base}`);
-  const names = ((c.cfg.tied ? ['W_enc', 'b_enc', 'b_dec'] : ['W_enc', 'b_enc', 'W_dec', 'b_dec']) as (keyof P64)[]).filter((n) => !(c.cfg.noBias && n.startsWith('b_')));
+  const names = ((c.cfg.tied ? ['W_enc', 'b_enc', 'b_dec'] : ['W_enc', 'b_enc', 'W_dec', 'b_dec']) as (keyof P64)[]).filter(
+    (n) => !(c.cfg.noBias && n.startsWith('b_')),
+  );
   const h = 1e-6;
   for (const n of names) {
     const g = res.grads[n]!.dataSync();
@@ -178,7 +227,11 @@ test('gradients match finite differences: AuxK on dead latents, and feature anch
   checkCase('auxk', { cfg: config('topk'), sparsity: 0, dead, auxk: 2 }, 3);
   const rng = new Rng(5);
   const k = 2;
-  checkCase('anchors', { cfg: config('topk'), sparsity: 0, anchors: { enc: Float64Array.from({ length: 5 * k }, () => rng.normal()), dec: Float64Array.from({ length: k * 5 }, () => rng.normal()), k, weight: 0.3 } });
+  checkCase('anchors', {
+    cfg: config('topk'),
+    sparsity: 0,
+    anchors: { enc: Float64Array.from({ length: 5 * k }, () => rng.normal()), dec: Float64Array.from({ length: k * 5 }, () => rng.normal()), k, weight: 0.3 },
+  });
 });
 
 test('JumpReLU: weight gradients match finite differences; the threshold gets the straight-through estimate', () => {
@@ -188,19 +241,21 @@ test('JumpReLU: weight gradients match finite differences; the threshold gets th
   const { dIn, dOut, dSae } = c.cfg;
   const eps = 0.5;
   const pre = new Float64Array(B * dSae);
-  for (let b = 0; b < B; b++) for (let i = 0; i < dSae; i++) {
-    let s = p.b_enc[i];
-    for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - p.b_dec[j]) * p.W_enc[j * dSae + i];
-    pre[b * dSae + i] = s;
-  }
+  for (let b = 0; b < B; b++)
+    for (let i = 0; i < dSae; i++) {
+      let s = p.b_enc[i];
+      for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - p.b_dec[j]) * p.W_enc[j * dSae + i];
+      pre[b * dSae + i] = s;
+    }
   const theta = p.log_threshold!.map(Math.exp);
   const acts = pre.map((v, i) => (v > theta[i % dSae] ? v : 0));
   const e = new Float64Array(B * dOut);
-  for (let b = 0; b < B; b++) for (let j = 0; j < dOut; j++) {
-    let s = p.b_dec[j];
-    for (let i = 0; i < dSae; i++) s += acts[b * dSae + i] * p.W_dec[i * dOut + j];
-    e[b * dOut + j] = s - Y[b * dOut + j];
-  }
+  for (let b = 0; b < B; b++)
+    for (let j = 0; j < dOut; j++) {
+      let s = p.b_dec[j];
+      for (let i = 0; i < dSae; i++) s += acts[b * dSae + i] * p.W_dec[i * dOut + j];
+      e[b * dOut + j] = s - Y[b * dOut + j];
+    }
   const g = res.grads.log_threshold!.dataSync();
   for (let i = 0; i < dSae; i++) {
     let gt = 0;
@@ -208,7 +263,7 @@ test('JumpReLU: weight gradients match finite differences; the threshold gets th
       const u = (pre[b * dSae + i] - theta[i]) / eps;
       const K = u > -0.5 && u < 0.5 ? 1 / eps : 0;
       let dact = 0;
-      for (let j = 0; j < dOut; j++) dact += (2 * e[b * dOut + j] / B) * p.W_dec[i * dOut + j];
+      for (let j = 0; j < dOut; j++) dact += ((2 * e[b * dOut + j]) / B) * p.W_dec[i * dOut + j];
       gt += dact * -theta[i] * K - (c.sparsity / B) * K;
     }
     assert.ok(Math.abs(gt * theta[i] - g[i]) < 1e-3 * Math.max(1, Math.abs(gt)), `log theta[${i}]: ${g[i]} vs ${gt * theta[i]}`);

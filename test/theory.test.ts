@@ -24,17 +24,21 @@ function directions(n: number, d: number, M: number, seed: number): Mat {
 }
 
 test('Theorem 3.3: the construction stays under n^2 M^2 sum M_d, and is exact for orthonormal features', () => {
-  const n = 12, d = 10, Mi = 0.3;
-  const Wp = directions(n, d, Mi, 1), Wr = directions(n, 8, Mi, 2);
+  const n = 12,
+    d = 10,
+    Mi = 0.3;
+  const Wp = directions(n, d, Mi, 1),
+    Wr = directions(n, 8, Mi, 2);
   const Md = Array.from({ length: n }, (_, i) => 0.5 + i / n);
   const { WE, WD } = theorem33(Wp, Wr, 16);
   const L = lossTilde(WD, WE, Wp, Wr, Md, relu);
   let maxInt = 0;
-  for (let a = 0; a < n; a++) for (let b = a + 1; b < n; b++) {
-    let dot = 0;
-    for (let j = 0; j < d; j++) dot += Wp.a[j * n + a] * Wp.a[j * n + b];
-    maxInt = Math.max(maxInt, dot);
-  }
+  for (let a = 0; a < n; a++)
+    for (let b = a + 1; b < n; b++) {
+      let dot = 0;
+      for (let j = 0; j < d; j++) dot += Wp.a[j * n + a] * Wp.a[j * n + b];
+      maxInt = Math.max(maxInt, dot);
+    }
   assert.ok(L > 0 && L <= n * n * maxInt * maxInt * Md.reduce((a, b) => a + b, 0), `L~ ${L}`);
   const I = mat(6, 6);
   for (let i = 0; i < 6; i++) I.a[i * 6 + i] = 1;
@@ -42,8 +46,10 @@ test('Theorem 3.3: the construction stays under n^2 M^2 sum M_d, and is exact fo
   assert.equal(lossTilde(o.WD, o.WE, I, I, [1, 1, 1, 1, 1, 1], relu), 0);
 });
 
-test('Theorem 3.6: the eq. 55 decoder zeroes the decoder gradient and each active encoder row\'s own direction; loss > 0', () => {
-  const n = 8, np = 8, nq = 8;
+test("Theorem 3.6: the eq. 55 decoder zeroes the decoder gradient and each active encoder row's own direction; loss > 0", () => {
+  const n = 8,
+    np = 8,
+    nq = 8;
   const rng = new Rng(5);
   const Wp = mat(np, n);
   for (let i = 0; i < n; i++) Wp.a[i * n + i] = 1; // orthonormal features: any partition is realisable
@@ -55,7 +61,10 @@ test('Theorem 3.6: the eq. 55 decoder zeroes the decoder gradient and each activ
   const WD = theorem36Decoder(WE, Wp, Wr, Md, relu);
   const pattern = patternOf(WE, Wp, relu);
   assert.deepEqual(pattern.slice(0, 4), blocks);
-  assert.ok(pattern.slice(4).every((p) => p.length === 0), 'the other neurons are dead');
+  assert.ok(
+    pattern.slice(4).every((p) => p.length === 0),
+    'the other neurons are dead',
+  );
   const { gD, gE } = gradTilde(WD, WE, Wp, Wr, Md, relu);
   assert.ok(maxAbs(gD) < 1e-12, `decoder gradient ${maxAbs(gD)}`);
   // The proof's normal equation makes <grad_{w_E^i} L~, w_E^i> vanish for every active neuron ...

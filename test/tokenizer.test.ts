@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { trainBpe, hfTokenizerJson } from '../src/models/bpe-train.js';
+import { trainBpe, hfTokenizerJson } from '../src/lm/bpe-train.js';
 import { Llama2cTokenizer, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
 import { encodeDocument } from '../src/corpus/windows.js';
 import { STORIES, sharedSkip } from './helpers.js';
@@ -15,12 +15,15 @@ test('BPE training: byte fallback, merges that never cross a space, and run.c en
   const t = trainBpe([text, text.toUpperCase(), text.slice(100)], { vocabSize: 400, minCharCount: 2 });
   assert.equal(t.vocab.length, 400);
   assert.deepEqual(t.vocab.slice(0, 4), ['<unk>', '\n<s>\n', '\n</s>\n', '<0x00>']);
-  assert.ok(t.vocab.every((p) => p.indexOf(' ', 1) < 0), 'no piece has a space after its first character');
+  assert.ok(
+    t.vocab.every((p) => p.indexOf(' ', 1) < 0),
+    'no piece has a space after its first character',
+  );
   const tok = new Llama2cTokenizer(writeLlama2cTokenizer(t.vocab, t.scores), t.vocab.length);
   assert.ok(tok.wordSafe);
   for (const s of [text, 'unseen words: ζ∑ and emoji 🐋 fall back to bytes']) {
     const ids = tok.encode(s);
-    assert.deepEqual(ids, tok.encodeGlobal(s), 'word-by-word encoding equals run.c\'s global merge loop');
+    assert.deepEqual(ids, tok.encodeGlobal(s), "word-by-word encoding equals run.c's global merge loop");
     assert.equal(tok.decode(ids), s);
   }
   assert.ok(tok.encode(text).length < 0.7 * text.length, `merges compress the training text (${tok.encode(text).length} tokens for ${text.length} characters)`);

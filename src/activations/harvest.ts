@@ -15,6 +15,7 @@ import type { ShardBuffer, Dtype } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
 import { identityHash, readManifest, writeManifest, type HarvestIdentity, type Manifest, type SiteInfo } from './manifest.js';
 import { versions } from '../util/versions.js';
+import { LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
 
 export interface HarvestConfig {
   /** Model folder or .onnx file. */
@@ -41,8 +42,6 @@ export interface HarvestConfig {
   force?: boolean;
   quiet?: boolean;
 }
-
-export const cacheDir = (): string => process.env.SDL_CACHE ?? 'cache';
 
 /** A short folder-name summary of the hooks: L6-resid_post+mlp_in+mlp_out. */
 function hookSummary(hooks: HookPoint[]): string {
@@ -71,9 +70,14 @@ export function resolveHookSpecs(model: LoadedModel, specs: string[]): HookPoint
     if (c) {
       if (c.layer >= layers) throw new UserError(`layer ${c.layer} does not exist: ${model.name} has ${layers} layers (0-${layers - 1})`);
       const p = model.hooks.points.get(spec);
-      if (p) { out.push(p); continue; }
+      if (p) {
+        out.push(p);
+        continue;
+      }
       const why = model.hooks.missing.get(spec);
-      throw new UserError(`${spec} does not exist as a tensor in ${model.name}${why ? `: ${why}` : ''}; hooks that exist for layer ${c.layer}: ${describeAvailable(model.hooks, c.layer)}`);
+      throw new UserError(
+        `${spec} does not exist as a tensor in ${model.name}${why ? `: ${why}` : ''}; hooks that exist for layer ${c.layer}: ${describeAvailable(model.hooks, c.layer)}`,
+      );
     }
     if (/^blocks\./.test(spec)) throw new UserError(`'${spec}' is not a hook name; use blocks.L.hook_{${SITES.join('|')}} or a raw tensor name`);
     // A raw tensor name.
@@ -121,8 +125,13 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     tokenizer: { kind: model.tokenizer.kind, sha256: sha256(readFileSync(model.tokenizerPath)) },
     corpus: { source: cfg.corpus, split: cfg.split },
     hooks: hooks.map((h) => h.name),
-    ctx: cfg.ctx, batch: cfg.batch, dtype: cfg.dtype, seed: cfg.seed, tokens: cfg.tokens,
-    shard_tokens: windowsPerShard * cfg.ctx, oov_id: cfg.oovId ?? null,
+    ctx: cfg.ctx,
+    batch: cfg.batch,
+    dtype: cfg.dtype,
+    seed: cfg.seed,
+    tokens: cfg.tokens,
+    shard_tokens: windowsPerShard * cfg.ctx,
+    oov_id: cfg.oovId ?? null,
   };
   const idHash = identityHash(identity);
   const out = cfg.out ?? join(cacheDir(), 'acts', `${model.name}-${hookSummary(hooks)}-${idHash.slice(0, 8)}`);
@@ -131,7 +140,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   // The output folder: empty, or this same harvest (resume), or a different one (refuse unless --force).
   let manifest = readManifest(out);
   if (manifest && manifest.identity_sha256 !== idHash) {
-    if (!cfg.force) throw new UserError(`${out} holds a different harvest (${manifest.identity.model.name}, ${manifest.identity.hooks.join(',')}, ${manifest.identity.tokens} tokens); pass another --out, or --force to replace it`);
+    if (!cfg.force)
+      throw new UserError(
+        `${out} holds a different harvest (${manifest.identity.model.name}, ${manifest.identity.hooks.join(',')}, ${manifest.identity.tokens} tokens); pass another --out, or --force to replace it`,
+      );
     rmSync(out, { recursive: true, force: true });
     manifest = undefined;
   } else if (!manifest && existsSync(out) && readdirSync(out).some((f) => f.endsWith('.arrow'))) {
@@ -143,7 +155,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   const unlock = lockFolder(out, 'sdl harvest');
   removeStaleTemps(out);
   try {
-
     // Finished shards are reused only if their bytes still match the recorded checksum.
     const good = new Map<number, Manifest['shards'][number]>();
     for (const s of manifest?.shards ?? []) {
@@ -154,9 +165,22 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     }
     const now = new Date().toISOString();
     const m: Manifest = manifest ?? {
-      format: 'sdlkit-activations/1', identity, identity_sha256: idHash, model_path: model.onnxPath, tokenizer_path: model.tokenizerPath,
-      context_length: cfg.ctx, dtype: cfg.dtype, sites: [], shards: [], tokens: 0, complete: false, oov_mapped: 0,
-      created: now, updated: now, elapsed_s: 0, versions: versions(),
+      format: 'sdlkit-activations/1',
+      identity,
+      identity_sha256: idHash,
+      model_path: model.onnxPath,
+      tokenizer_path: model.tokenizerPath,
+      context_length: cfg.ctx,
+      dtype: cfg.dtype,
+      sites: [],
+      shards: [],
+      tokens: 0,
+      complete: false,
+      oov_mapped: 0,
+      created: now,
+      updated: now,
+      elapsed_s: 0,
+      versions: versions(),
     };
     m.complete = false;
     // The manifest lands before any shard, so a run killed after its first shard still resumes as itself.
@@ -182,7 +206,9 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         const id = w.ids[i];
         if (id >= 0 && id < model.vocabSize) continue;
         if (cfg.oovId === undefined) {
-          throw new UserError(`token id ${id} ('${model.tokenizer.piece(id)}') is beyond ${model.name}'s vocabulary of ${model.vocabSize} ids (the tokenizer has ${model.tokenizer.vocabSize}); pass --oov-id N to map such ids to N, or use the model's own tokenizer`);
+          throw new UserError(
+            `token id ${id} ('${model.tokenizer.piece(id)}') is beyond ${model.name}'s vocabulary of ${model.vocabSize} ids (the tokenizer has ${model.tokenizer.vocabSize}); pass --oov-id N to map such ids to N, or use the model's own tokenizer`,
+          );
         }
         w.ids[i] = cfg.oovId;
         oov++;
@@ -218,7 +244,12 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     let exhausted = false;
     // The work as a stream of batches across shards. Finished shards are re-derived (tokenization is cheap next
     // to the model) and skipped; the last batch of a shard carries the shard's OOV count.
-    interface Job { k: number; ws: Window[]; last: boolean; oov: number }
+    interface Job {
+      k: number;
+      ws: Window[];
+      last: boolean;
+      oov: number;
+    }
     function* jobs(): Generator<Job> {
       for (let k = 0; k < nShards && !exhausted; k++) {
         const first = k * windowsPerShard;
@@ -226,7 +257,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         const ws: Window[] = [];
         for (let i = 0; i < count; i++) {
           const n = stream.next();
-          if (n.done) { exhausted = true; break; }
+          if (n.done) {
+            exhausted = true;
+            break;
+          }
           checkVocab(n.value);
           ws.push(n.value);
         }
@@ -259,7 +293,9 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           const t = res[sites[si].tensor];
           const expect = bw.length * cfg.ctx * sites[si].width;
           if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
-            throw new UserError(`hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`);
+            throw new UserError(
+              `hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`,
+            );
           }
           buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
         }
@@ -289,14 +325,18 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       await writer.close();
       await session.release();
     }
-    if (exhausted && !cfg.quiet) process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
-    if (m.tokens === 0) throw new UserError(`the corpus ${cfg.corpus} (split ${cfg.split}) gave no complete ${cfg.ctx}-token window; use a larger corpus, another --split, or a smaller --ctx`);
+    if (exhausted && !cfg.quiet)
+      process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
+    if (m.tokens === 0)
+      throw new UserError(
+        `the corpus ${cfg.corpus} (split ${cfg.split}) gave no complete ${cfg.ctx}-token window; use a larger corpus, another --split, or a smaller --ctx`,
+      );
     m.complete = true;
     m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
     writeManifest(out, m);
     const seconds = (performance.now() - t0) / 1000;
     progress.done();
-    writeAtomic(join(cacheDir(), 'LATEST_HARVEST'), out + '\n');
+    writeAtomic(join(cacheDir(), LATEST_HARVEST_FILE), `${out}\n`);
     return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
   } finally {
     unlock();

@@ -5,8 +5,7 @@ import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { sha256, writeJsonAtomic } from '../util/fsx.js';
 import type { Dtype } from './shard.js';
-
-export const MANIFEST = 'manifest.json';
+import { MANIFEST_FILE } from '../util/files.js';
 
 export interface SiteInfo {
   /** Column name: the canonical hook name (blocks.L.hook_SITE) or the raw tensor name. */
@@ -63,7 +62,7 @@ export interface Manifest {
 export const identityHash = (id: HarvestIdentity): string => sha256(JSON.stringify(id));
 
 export function readManifest(dir: string): Manifest | undefined {
-  const p = join(dir, MANIFEST);
+  const p = join(dir, MANIFEST_FILE);
   if (!existsSync(p)) return undefined;
   try {
     const m = JSON.parse(readFileSync(p, 'utf8')) as Manifest;
@@ -76,15 +75,16 @@ export function readManifest(dir: string): Manifest | undefined {
 
 export function writeManifest(dir: string, m: Manifest): void {
   m.updated = new Date().toISOString();
-  writeJsonAtomic(join(dir, MANIFEST), m);
+  writeJsonAtomic(join(dir, MANIFEST_FILE), m);
 }
 
 /** Loads a finished harvest for reading (fit, index): a clear message when it is not one. */
 export function openActivations(dir: string): Manifest {
   if (!existsSync(dir)) throw new UserError(`activations folder ${dir} not found; run 'sdl harvest' first or pass --acts`);
   const m = readManifest(dir);
-  if (!m) throw new UserError(`${dir} has no ${MANIFEST}; pass a folder written by 'sdl harvest' or 'sdl synth'`);
-  if (!m.complete) throw new UserError(`the harvest in ${dir} is not finished (${m.shards.length} shards so far); run the same 'sdl harvest' command again to complete it`);
+  if (!m) throw new UserError(`${dir} has no ${MANIFEST_FILE}; pass a folder written by 'sdl harvest' or 'sdl synth'`);
+  if (!m.complete)
+    throw new UserError(`the harvest in ${dir} is not finished (${m.shards.length} shards so far); run the same 'sdl harvest' command again to complete it`);
   if (m.shards.length === 0 || m.tokens === 0) throw new UserError(`the harvest in ${dir} has no shards (no tokens); harvest again with more text`);
   return m;
 }

@@ -26,7 +26,9 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
   const stamp = `${info.sha256}:${st.size}:${st.mtimeMs}`;
   if ((opts.verify ?? true) && verified.get(path) !== stamp) {
     if (sha256(bytes) !== info.sha256) {
-      throw new UserError(`shard ${path} does not match the checksum in its manifest (changed or damaged after the harvest); run the same 'sdl harvest' again to redo it, or pass --no-verify if you changed it on purpose`);
+      throw new UserError(
+        `shard ${path} does not match the checksum in its manifest (changed or damaged after the harvest); run the same 'sdl harvest' again to redo it, or pass --no-verify if you changed it on purpose`,
+      );
     }
     verified.set(path, stamp);
   }
@@ -36,12 +38,14 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
   } catch (e) {
     throw new UserError(`shard ${path} is not a readable Arrow file (${(e as Error).message.split('\n')[0]}); run the same 'sdl harvest' again to redo it`);
   }
-  if (data.rows !== info.rows) throw new UserError(`shard ${path} has ${data.rows} rows but its manifest records ${info.rows}; run the same 'sdl harvest' again to redo it`);
+  if (data.rows !== info.rows)
+    throw new UserError(`shard ${path} has ${data.rows} rows but its manifest records ${info.rows}; run the same 'sdl harvest' again to redo it`);
   for (const name of sites) {
     const site = manifest.sites.find((s) => s.name === name);
     const w = data.widths.get(name);
     if (w === undefined) throw new UserError(`shard ${path} has no column ${name}`);
-    if (site && site.width !== w) throw new UserError(`shard ${path} holds ${name} ${w} wide but the manifest says ${site.width}; the manifest was edited or belongs to another harvest`);
+    if (site && site.width !== w)
+      throw new UserError(`shard ${path} holds ${name} ${w} wide but the manifest says ${site.width}; the manifest was edited or belongs to another harvest`);
   }
   return data;
 }

@@ -58,25 +58,40 @@ export class ShardWriter {
     if (inline) return;
     this.worker = new Worker(new URL(import.meta.url));
     this.worker.unref(); // never keeps the process alive after an error elsewhere
-    this.worker.on('message', (m: { id: number; ok?: Written; error?: string; user?: boolean; arrays?: Pick<ShardBuffer, 'doc' | 'window' | 'pos' | 'token' | 'values'> }) => {
-      const w = this.waiting.get(m.id)!;
-      this.waiting.delete(m.id);
-      if (m.arrays) {
-        Object.assign(w.buf, m.arrays);
-        w.buf.reset();
-        this.free.push(w.buf);
-      }
-      if (m.ok) w.resolve(m.ok);
-      else w.reject(m.user ? new UserError(m.error!) : new Error(`writing a shard failed: ${m.error}`));
+    this.worker.on(
+      'message',
+      (m: { id: number; ok?: Written; error?: string; user?: boolean; arrays?: Pick<ShardBuffer, 'doc' | 'window' | 'pos' | 'token' | 'values'> }) => {
+        const w = this.waiting.get(m.id)!;
+        this.waiting.delete(m.id);
+        if (m.arrays) {
+          Object.assign(w.buf, m.arrays);
+          w.buf.reset();
+          this.free.push(w.buf);
+        }
+        if (m.ok) w.resolve(m.ok);
+        else w.reject(m.user ? new UserError(m.error!) : new Error(`writing a shard failed: ${m.error}`));
+      },
+    );
+    this.worker.on('error', (e) => {
+      for (const w of this.waiting.values()) w.reject(e);
+      this.waiting.clear();
     });
-    this.worker.on('error', (e) => { for (const w of this.waiting.values()) w.reject(e); this.waiting.clear(); });
   }
 
   /** Hands a filled buffer over (its arrays are transferred: the caller must not reuse it). */
   write(dir: string, file: string, buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string>): Promise<Written> {
     const job: Job = {
-      id: this.next++, path: join(dir, file), dtype, metadata, rows: buf.rows, sites: buf.sites,
-      doc: buf.doc, window: buf.window, pos: buf.pos, token: buf.token, values: buf.values,
+      id: this.next++,
+      path: join(dir, file),
+      dtype,
+      metadata,
+      rows: buf.rows,
+      sites: buf.sites,
+      doc: buf.doc,
+      window: buf.window,
+      pos: buf.pos,
+      token: buf.token,
+      values: buf.values,
     };
     if (!this.worker) {
       const w = finalize(job);

@@ -2,7 +2,19 @@
 // (int32) and one FixedSizeList<float32|float16>[width] column per hook site, named by the hook.
 // Any Arrow reader opens them (pyarrow.ipc.open_file, DuckDB, polars).
 import {
-  Field, FixedSizeList, Float16, Float32, Int32, RecordBatch, RecordBatchFileWriter, Schema, Struct, Table, makeData, tableFromIPC, tableToIPC,
+  Field,
+  FixedSizeList,
+  Float16,
+  Float32,
+  Int32,
+  RecordBatch,
+  RecordBatchFileWriter,
+  Schema,
+  Struct,
+  Table,
+  makeData,
+  tableFromIPC,
+  tableToIPC,
   type Data,
 } from 'apache-arrow';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
@@ -24,7 +36,10 @@ export class ShardBuffer {
   token: Int32Array;
   values: Float32Array[];
 
-  constructor(readonly capacity: number, readonly sites: ShardSite[]) {
+  constructor(
+    readonly capacity: number,
+    readonly sites: ShardSite[],
+  ) {
     this.doc = new Int32Array(capacity);
     this.window = new Int32Array(capacity);
     this.pos = new Int32Array(capacity);
@@ -52,9 +67,10 @@ function shardTable(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, str
   const children: Data[] = [buf.doc, buf.window, buf.pos, buf.token].map((a) => intData(a.subarray(0, n)));
   buf.sites.forEach((s, i) => {
     const flat = buf.values[i].subarray(0, n * s.width);
-    const child = dtype === 'f16'
-      ? makeData({ type: new Float16(), length: flat.length, nullCount: 0, data: f32ToF16(flat) })
-      : makeData({ type: new Float32(), length: flat.length, nullCount: 0, data: flat });
+    const child =
+      dtype === 'f16'
+        ? makeData({ type: new Float16(), length: flat.length, nullCount: 0, data: f32ToF16(flat) })
+        : makeData({ type: new Float32(), length: flat.length, nullCount: 0, data: flat });
     const itemField = new Field('item', child.type, false);
     const type = new FixedSizeList(s.width, itemField);
     fields.push(new Field(s.name, type, false));
@@ -98,7 +114,10 @@ function concatInt(parts: Int32Array[]): Int32Array {
   if (parts.length === 1) return parts[0];
   const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 

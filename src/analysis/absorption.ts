@@ -38,33 +38,44 @@ export interface AbsorptionResult {
   latentScore: Map<number, number>;
 }
 
-import { gemm } from '../sdl/linalg.js';
+import { gemm } from '../tensor/linalg.js';
 
 const f1 = (tp: number, fp: number, fn: number) => (tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn));
 
 /** One-vs-rest logistic probes (26 outputs) by full-batch gradient descent with class-balanced weights. */
 function trainProbe(x: Float32Array, y: Int32Array, idx: number[], d: number, steps = 120, lr = 1): { W: Float64Array; b: Float64Array } {
-  const C = 26, n = idx.length;
+  const C = 26,
+    n = idx.length;
   const pos = new Float64Array(C);
   for (const i of idx) pos[y[i]]++;
   // Standardise for conditioning; fold the scale back into W at the end.
-  const mu = new Float64Array(d), sd = new Float64Array(d);
+  const mu = new Float64Array(d),
+    sd = new Float64Array(d);
   for (const i of idx) for (let j = 0; j < d; j++) mu[j] += x[i * d + j] / n;
   for (const i of idx) for (let j = 0; j < d; j++) sd[j] += (x[i * d + j] - mu[j]) ** 2 / n;
   for (let j = 0; j < d; j++) sd[j] = Math.sqrt(sd[j]) || 1;
   const Z = new Float32Array(n * d);
-  idx.forEach((i, r) => { for (let j = 0; j < d; j++) Z[r * d + j] = (x[i * d + j] - mu[j]) / sd[j]; });
+  idx.forEach((i, r) => {
+    for (let j = 0; j < d; j++) Z[r * d + j] = (x[i * d + j] - mu[j]) / sd[j];
+  });
   // Per-sample class weights w and targets, as [n, C].
-  const wPos = Float64Array.from(pos, (p) => (p ? n / (2 * p) : 0)), wNeg = Float64Array.from(pos, (p) => (p ? n / (2 * (n - p)) : 0));
-  const W = new Float32Array(C * d), b = new Float64Array(C);
-  const L = new Float32Array(n * C), G = new Float32Array(n * C), gW = new Float32Array(C * d);
+  const wPos = Float64Array.from(pos, (p) => (p ? n / (2 * p) : 0)),
+    wNeg = Float64Array.from(pos, (p) => (p ? n / (2 * (n - p)) : 0));
+  const W = new Float32Array(C * d),
+    b = new Float64Array(C);
+  const L = new Float32Array(n * C),
+    G = new Float32Array(n * C),
+    gW = new Float32Array(C * d);
   for (let s = 0; s < steps; s++) {
     gemm(n, C, d, Z, d, 1, W, 1, d, L, C); // logits without bias: Z W^T
     const gb = new Float64Array(C);
     for (let r = 0; r < n; r++) {
       const yr = y[idx[r]];
       for (let c = 0; c < C; c++) {
-        if (pos[c] === 0) { G[r * C + c] = 0; continue; }
+        if (pos[c] === 0) {
+          G[r * C + c] = 0;
+          continue;
+        }
         const p = 1 / (1 + Math.exp(-(L[r * C + c] + b[c])));
         const t = yr === c ? 1 : 0;
         const g = ((t ? wPos[c] : wNeg[c]) * (p - t)) / n;
@@ -78,10 +89,11 @@ function trainProbe(x: Float32Array, y: Int32Array, idx: number[], d: number, st
   }
   // Back to raw units: w_raw = w / sd, b_raw = b - sum w mu / sd.
   const Wr = new Float64Array(C * d);
-  for (let c = 0; c < C; c++) for (let j = 0; j < d; j++) {
-    b[c] -= (W[c * d + j] * mu[j]) / sd[j];
-    Wr[c * d + j] = W[c * d + j] / sd[j];
-  }
+  for (let c = 0; c < C; c++)
+    for (let j = 0; j < d; j++) {
+      b[c] -= (W[c * d + j] * mu[j]) / sd[j];
+      Wr[c * d + j] = W[c * d + j] / sd[j];
+    }
   return { W: Wr, b };
 }
 
@@ -90,7 +102,8 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
   // 80/20 split. SAEBench splits the vocabulary so test words are unseen; a vocabulary of a few hundred pieces
   // has too few words per letter for that, so occurrences are split instead (the same word can be in both).
   const isTest = (i: number) => i % 5 === 0;
-  const train: number[] = [], test: number[] = [];
+  const train: number[] = [],
+    test: number[] = [];
   for (let i = 0; i < n; i++) (isTest(i) ? test : train).push(i);
   const probe = trainProbe(s.x, s.label, train, d);
   const score = (c: number, i: number) => {
@@ -110,12 +123,18 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
     decNorm[i] = Math.sqrt(q) || 1;
   }
   const letters: LetterResult[] = [];
-  const topAbsorber = new Map<number, number>(), fired = new Map<number, number>();
+  const topAbsorber = new Map<number, number>(),
+    fired = new Map<number, number>();
   for (let c = 0; c < 26; c++) {
-    let tp = 0, fp = 0, fn = 0;
+    let tp = 0,
+      fp = 0,
+      fn = 0;
     for (const i of test) {
-      const p = score(c, i) > 0, t = s.label[i] === c;
-      if (p && t) tp++; else if (p) fp++; else if (t) fn++;
+      const p = score(c, i) > 0,
+        t = s.label[i] === c;
+      if (p && t) tp++;
+      else if (p) fp++;
+      else if (t) fn++;
     }
     const probeF1 = f1(tp, fp, fn);
     const nPos = test.filter((i) => s.label[i] === c).length;
@@ -123,34 +142,51 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
     // Main latents: greedy k-sparse selection on the training split.
     const mean = new Float64Array(dSae);
     const meanRest = new Float64Array(dSae);
-    let nc = 0, nr = 0;
+    let nc = 0,
+      nr = 0;
     for (const i of train) {
       const f = s.feats[i];
       const inC = s.label[i] === c;
-      if (inC) nc++; else nr++;
+      if (inC) nc++;
+      else nr++;
       for (let k = 0; k < f.ids.length; k++) (inC ? mean : meanRest)[f.ids[k]] += f.vals[k];
     }
-    const cand = Array.from({ length: dSae }, (_, i) => i).sort((a, b) => (mean[b] / Math.max(1, nc) - meanRest[b] / Math.max(1, nr)) - (mean[a] / Math.max(1, nc) - meanRest[a] / Math.max(1, nr))).slice(0, 20);
+    const cand = Array.from({ length: dSae }, (_, i) => i)
+      .sort((a, b) => mean[b] / Math.max(1, nc) - meanRest[b] / Math.max(1, nr) - (mean[a] / Math.max(1, nc) - meanRest[a] / Math.max(1, nr)))
+      .slice(0, 20);
     // Whether each candidate fires on each training row, so a set's F1 is an OR of bitmaps.
     const firesOn = new Map(cand.map((l) => [l, Uint8Array.from(train, (i) => (act(i, l) > 0 ? 1 : 0))]));
     const evalSet = (lats: number[]) => {
       const maps = lats.map((l) => firesOn.get(l)!);
-      let tp2 = 0, fp2 = 0, fn2 = 0;
+      let tp2 = 0,
+        fp2 = 0,
+        fn2 = 0;
       train.forEach((i, r) => {
         let p = false;
-        for (const mp of maps) if (mp[r]) { p = true; break; }
+        for (const mp of maps)
+          if (mp[r]) {
+            p = true;
+            break;
+          }
         const t = s.label[i] === c;
-        if (p && t) tp2++; else if (p) fp2++; else if (t) fn2++;
+        if (p && t) tp2++;
+        else if (p) fp2++;
+        else if (t) fn2++;
       });
       return f1(tp2, fp2, fn2);
     };
-    let main: number[] = [], best = 0;
+    let main: number[] = [],
+      best = 0;
     for (let k = 0; k < 5; k++) {
-      let pick = -1, pickF1 = best;
+      let pick = -1,
+        pickF1 = best;
       for (const l of cand) {
         if (main.includes(l)) continue;
         const v = evalSet([...main, l]);
-        if (v > pickF1) { pickF1 = v; pick = l; }
+        if (v > pickF1) {
+          pickF1 = v;
+          pick = l;
+        }
       }
       if (pick < 0 || pickF1 < best + 0.03) break;
       main = [...main, pick];
@@ -160,12 +196,15 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
     const pw = probe.W.subarray(c * d, (c + 1) * d);
     const pn = Math.hypot(...pw) || 1;
     const cos = new Float64Array(dSae);
-    if (dOut === d) for (let i = 0; i < dSae; i++) {
-      let dot = 0;
-      for (let j = 0; j < d; j++) dot += W_dec[i * dOut + j] * pw[j];
-      cos[i] = dot / (pn * decNorm[i]);
-    }
-    let fracSum = 0, full = 0, count = 0;
+    if (dOut === d)
+      for (let i = 0; i < dSae; i++) {
+        let dot = 0;
+        for (let j = 0; j < d; j++) dot += W_dec[i * dOut + j] * pw[j];
+        cos[i] = dot / (pn * decNorm[i]);
+      }
+    let fracSum = 0,
+      full = 0,
+      count = 0;
     for (const i of test) {
       if (s.label[i] !== c || score(c, i) <= 0) continue; // probe true positives
       count++;
@@ -186,13 +225,24 @@ export function measureAbsorption(s: AbsorptionSample, d: number, W_dec: Float32
       let frac: number;
       if (M >= P || P <= 0 || A / P < 0.4) frac = 0;
       else if (M <= 0) frac = 1;
-      else { const q = Math.min(A, P - M); frac = Math.min(1, Math.max(0, q / (q + M))); }
+      else {
+        const q = Math.min(A, P - M);
+        frac = Math.min(1, Math.max(0, q / (q + M)));
+      }
       fracSum += frac;
       if (frac > 0 && others.length) topAbsorber.set(others[0].lat, (topAbsorber.get(others[0].lat) ?? 0) + 1);
       const mainSilent = main.every((l) => act(i, l) < 1e-8);
       if (mainSilent && others.length && others[0].cos >= 0.025 && P >= 0 && others[0].proj / P >= 0.4) full++;
     }
-    letters.push({ letter: String.fromCharCode(97 + c), probeF1, main, mainF1: best, tokens: count, meanAbsorption: count ? fracSum / count : 0, fullAbsorptionRate: count ? full / count : 0 });
+    letters.push({
+      letter: String.fromCharCode(97 + c),
+      probeF1,
+      main,
+      mainF1: best,
+      tokens: count,
+      meanAbsorption: count ? fracSum / count : 0,
+      fullAbsorptionRate: count ? full / count : 0,
+    });
   }
   const latentScore = new Map<number, number>();
   for (const [lat, k] of topAbsorber) latentScore.set(lat, k / Math.max(1, fired.get(lat) ?? 1));

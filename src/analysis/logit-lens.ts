@@ -33,7 +33,12 @@ function floats(t: TensorProto): Float32Array {
   throw new UserError(`tensor ${t.name} is stored as ${t.external ? 'external data' : `type ${t.dataType}`}, which the logit lens cannot read`);
 }
 
-const NORMS: Record<string, number> = { LayerNormalization: 1, SimplifiedLayerNormalization: 1, SkipLayerNormalization: 2, SkipSimplifiedLayerNormalization: 2 };
+const NORMS: Record<string, number> = {
+  LayerNormalization: 1,
+  SimplifiedLayerNormalization: 1,
+  SkipLayerNormalization: 2,
+  SkipSimplifiedLayerNormalization: 2,
+};
 
 export function findUnembedding(model: LoadedModel): Unembedding {
   const g = model.proto.graph;
@@ -45,29 +50,50 @@ export function findUnembedding(model: LoadedModel): Unembedding {
   if (!head) throw none(`no node produces ${logits}`);
   let W_U: Float32Array, d: number, vocab: number, hidden: string;
   const transposeOf = (t: TensorProto): Float32Array => {
-    const [V, D] = t.dims, src = floats(t), out = new Float32Array(V * D);
+    const [V, D] = t.dims,
+      src = floats(t),
+      out = new Float32Array(V * D);
     for (let v = 0; v < V; v++) for (let j = 0; j < D; j++) out[j * V + v] = src[v * D + j];
     return out;
   };
   if (head.opType === 'MatMul' && inits.get(head.inputs[1])?.dims.length === 2) {
     const t = inits.get(head.inputs[1])!;
-    [d, vocab] = t.dims; W_U = floats(t); hidden = head.inputs[0];
+    [d, vocab] = t.dims;
+    W_U = floats(t);
+    hidden = head.inputs[0];
   } else if (head.opType === 'Gemm' && inits.has(head.inputs[1])) {
     const t = inits.get(head.inputs[1])!;
-    if (head.attrs.transB === 1) { [vocab, d] = t.dims; W_U = transposeOf(t); } else { [d, vocab] = t.dims; W_U = floats(t); }
+    if (head.attrs.transB === 1) {
+      [vocab, d] = t.dims;
+      W_U = transposeOf(t);
+    } else {
+      [d, vocab] = t.dims;
+      W_U = floats(t);
+    }
     hidden = head.inputs[0];
-  } else if (head.opType === 'MatMul' && ix.producer.get(head.inputs[1])?.node.opType === 'Transpose' && inits.has(ix.producer.get(head.inputs[1])!.node.inputs[0])) {
+  } else if (
+    head.opType === 'MatMul' &&
+    ix.producer.get(head.inputs[1])?.node.opType === 'Transpose' &&
+    inits.has(ix.producer.get(head.inputs[1])!.node.inputs[0])
+  ) {
     const t = inits.get(ix.producer.get(head.inputs[1])!.node.inputs[0])!;
-    [vocab, d] = t.dims; W_U = transposeOf(t); hidden = head.inputs[0];
+    [vocab, d] = t.dims;
+    W_U = transposeOf(t);
+    hidden = head.inputs[0];
   } else throw none(`its logits come from a ${head.opType} node sdlkit does not read as an unembedding`);
-  let scale: Float32Array = new Float32Array(d).fill(1), source: string = `${head.opType} ${head.name || head.outputs[0]}`;
+  let scale: Float32Array = new Float32Array(d).fill(1),
+    source: string = `${head.opType} ${head.name || head.outputs[0]}`;
   const norm = ix.producer.get(hidden)?.node;
   if (norm?.opType === 'Mul') {
     const s = norm.inputs.map((i) => inits.get(i)).find((t) => t && t.dims.length === 1 && t.dims[0] === d);
-    if (s) { scale = floats(s); source += ` after the norm scale ${s.name}`; }
+    if (s) {
+      scale = floats(s);
+      source += ` after the norm scale ${s.name}`;
+    }
   } else if (norm && NORMS[norm.opType] !== undefined && inits.has(norm.inputs[NORMS[norm.opType]])) {
     const s = inits.get(norm.inputs[NORMS[norm.opType]])!;
-    scale = floats(s); source += ` after ${norm.opType} scale ${s.name}`;
+    scale = floats(s);
+    source += ` after ${norm.opType} scale ${s.name}`;
   }
   return { W_U, scale, d, vocab, source };
 }
@@ -85,7 +111,10 @@ export function logitEffect(u: Unembedding, direction: Float32Array): Float32Arr
   return out;
 }
 
-export interface LensEntry { token: number; effect: number }
+export interface LensEntry {
+  token: number;
+  effect: number;
+}
 
 /** The `n` tokens whose logits a direction raises most and lowers most. */
 export function logitLens(u: Unembedding, direction: Float32Array, n = 10): { positive: LensEntry[]; negative: LensEntry[] } {

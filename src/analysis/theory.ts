@@ -9,12 +9,14 @@ const get = (m: Mat, r: number, c: number) => m.a[r * m.cols + c];
 /** sigma with sigma(z)_i in {0, z_i}: ReLU, or TopK composed with ReLU (Example 3.5 uses Top-1 after ReLU). */
 export type Sigma = (z: Float64Array) => Float64Array;
 export const relu: Sigma = (z) => z.map((v) => (v > 0 ? v : 0));
-export const topkRelu = (k: number): Sigma => (z) => {
-  const r = relu(z);
-  const kth = [...r].sort((x, y) => y - x)[k - 1];
-  let kept = 0;
-  return r.map((v) => (v > 0 && v >= kth && kept++ < k ? v : 0));
-};
+export const topkRelu =
+  (k: number): Sigma =>
+  (z) => {
+    const r = relu(z);
+    const kth = [...r].sort((x, y) => y - x)[k - 1];
+    let kept = 0;
+    return r.map((v) => (v > 0 && v >= kth && kept++ < k ? v : 0));
+  };
 
 /** z_d = sigma(W_E w_p^d) for every feature d: [n][nq]. */
 export function codes(WE: Mat, Wp: Mat, sigma: Sigma): Float64Array[] {
@@ -42,7 +44,8 @@ export function lossTilde(WD: Mat, WE: Mat, Wp: Mat, Wr: Mat, M: ArrayLike<numbe
 /** Gradients of L~ in both blocks, inside the current activation pattern (z linear in W_E there, Thm 3.2). */
 export function gradTilde(WD: Mat, WE: Mat, Wp: Mat, Wr: Mat, M: ArrayLike<number>, sigma: Sigma): { gD: Mat; gE: Mat } {
   const Z = codes(WE, Wp, sigma);
-  const gD = mat(WD.rows, WD.cols), gE = mat(WE.rows, WE.cols);
+  const gD = mat(WD.rows, WD.cols),
+    gE = mat(WE.rows, WE.cols);
   Z.forEach((z, d) => {
     const e = new Float64Array(WD.rows); // residual w_r^d - W_D z
     for (let r = 0; r < WD.rows; r++) {
@@ -76,7 +79,8 @@ export function example35() {
 /** Theorem 3.3: W_D* = [W_r, 0], W_E* = [W_p^T; 0] (zero padding to nq >= n). */
 export function theorem33(Wp: Mat, Wr: Mat, nq: number): { WE: Mat; WD: Mat } {
   const n = Wp.cols;
-  const WE = mat(nq, Wp.rows), WD = mat(Wr.rows, nq);
+  const WE = mat(nq, Wp.rows),
+    WD = mat(Wr.rows, nq);
   for (let d = 0; d < n; d++) {
     for (let j = 0; j < Wp.rows; j++) WE.a[d * Wp.rows + j] = get(Wp, j, d);
     for (let r = 0; r < Wr.rows; r++) WD.a[r * nq + d] = get(Wr, r, d);
@@ -105,7 +109,10 @@ export function theorem36Decoder(WE: Mat, Wp: Mat, Wr: Mat, M: ArrayLike<number>
 }
 
 /** A threshold activation: neuron i passes z_i when z_i > c_i (Theorem 3.8 takes realizability as thresholding). */
-export const threshold = (c: ArrayLike<number>): Sigma => (z) => z.map((v, i) => (v > c[i] ? v : 0));
+export const threshold =
+  (c: ArrayLike<number>): Sigma =>
+  (z) =>
+    z.map((v, i) => (v > c[i] ? v : 0));
 
 /**
  * Theorem 3.8: from an encoder whose threshold pattern is P = (F_1, ..., F_M) (neuron i fires for the sub-concepts
@@ -114,14 +121,27 @@ export const threshold = (c: ArrayLike<number>): Sigma => (z) => z.map((v, i) =>
  * raised to c'' = (c + a_min) / 2 + eps, and a new neuron alpha w_p^{d_j*} with alpha = 2 c'' / (1 + M) and
  * threshold c''. Thresholds are per neuron (as JumpReLU's are); the other neurons keep c.
  */
-export function theorem38(WE: Mat, Wp: Mat, children: number[][], c: number, parent: number, maxInterference: number, eps = 1e-9):
-  { WE: Mat; thresholds: number[]; split: number; a: number[] } {
+export function theorem38(
+  WE: Mat,
+  Wp: Mat,
+  children: number[][],
+  c: number,
+  parent: number,
+  maxInterference: number,
+  eps = 1e-9,
+): { WE: Mat; thresholds: number[]; split: number; a: number[] } {
   const np = Wp.rows;
-  const resp = (row: Float64Array | number[], d: number) => { let s = 0; for (let j = 0; j < np; j++) s += row[j] * get(Wp, j, d); return s; };
+  const resp = (row: Float64Array | number[], d: number) => {
+    let s = 0;
+    for (let j = 0; j < np; j++) s += row[j] * get(Wp, j, d);
+    return s;
+  };
   const rowOf = (i: number) => WE.a.subarray(i * np, (i + 1) * np);
   const a = children[parent].map((d) => resp(rowOf(parent), d));
   let jStar = 0;
-  a.forEach((v, j) => { if (v < a[jStar]) jStar = j; });
+  a.forEach((v, j) => {
+    if (v < a[jStar]) jStar = j;
+  });
   const aMin = a[jStar];
   const lambda = (c + aMin) / (2 * aMin);
   const cpp = (c + aMin) / 2 + eps;
@@ -138,11 +158,12 @@ export function theorem38(WE: Mat, Wp: Mat, children: number[][], c: number, par
 /** Largest off-diagonal inner product of the columns of W_p (the paper's M). */
 export function maxInterference(Wp: Mat): number {
   let m = -Infinity;
-  for (let a = 0; a < Wp.cols; a++) for (let b = a + 1; b < Wp.cols; b++) {
-    let s = 0;
-    for (let j = 0; j < Wp.rows; j++) s += get(Wp, j, a) * get(Wp, j, b);
-    m = Math.max(m, s);
-  }
+  for (let a = 0; a < Wp.cols; a++)
+    for (let b = a + 1; b < Wp.cols; b++) {
+      let s = 0;
+      for (let j = 0; j < Wp.rows; j++) s += get(Wp, j, a) * get(Wp, j, b);
+      m = Math.max(m, s);
+    }
   return m;
 }
 
@@ -165,25 +186,45 @@ export interface MonteCarlo31 {
  * Magnitudes are capped at cap (a bounded distribution keeps the theorem's C finite; positively homogeneous sigma
  * make the single-feature terms exact either way).
  */
-export function theorem31(WD: Mat, WE: Mat, Wp: Mat, Wr: Mat, sigma: Sigma, o: { S: number; cMin: number; beta: number; cap: number; samples: number; seed: number }): MonteCarlo31 {
+export function theorem31(
+  WD: Mat,
+  WE: Mat,
+  Wp: Mat,
+  Wr: Mat,
+  sigma: Sigma,
+  o: { S: number; cMin: number; beta: number; cap: number; samples: number; seed: number },
+): MonteCarlo31 {
   const n = Wp.cols;
   let state = o.seed * 2654435761 + 1;
-  const rand = () => { state = (state * 1664525 + 1013904223) >>> 0; return (state + 0.5) / 4294967296; };
+  const rand = () => {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    return (state + 0.5) / 4294967296;
+  };
   const mag = () => Math.min(o.cap, o.cMin - o.beta * Math.log(1 - rand()));
   const p = 1 - o.S;
-  let sum = 0, sum2 = 0, C = 0;
+  let sum = 0,
+    sum2 = 0,
+    C = 0;
   const x = new Float64Array(n);
-  const xp = new Float64Array(Wp.rows), xr = new Float64Array(Wr.rows), z = new Float64Array(WE.rows);
+  const xp = new Float64Array(Wp.rows),
+    xr = new Float64Array(Wr.rows),
+    z = new Float64Array(WE.rows);
   for (let s = 0; s < o.samples; s++) {
     let active = 0;
-    for (let d = 0; d < n; d++) { x[d] = rand() < p ? mag() : 0; if (x[d]) active++; }
+    for (let d = 0; d < n; d++) {
+      x[d] = rand() < p ? mag() : 0;
+      if (x[d]) active++;
+    }
     let e = 0;
     if (active) {
-      xp.fill(0); xr.fill(0); z.fill(0);
-      for (let d = 0; d < n; d++) if (x[d]) {
-        for (let j = 0; j < Wp.rows; j++) xp[j] += x[d] * get(Wp, j, d);
-        for (let j = 0; j < Wr.rows; j++) xr[j] += x[d] * get(Wr, j, d);
-      }
+      xp.fill(0);
+      xr.fill(0);
+      z.fill(0);
+      for (let d = 0; d < n; d++)
+        if (x[d]) {
+          for (let j = 0; j < Wp.rows; j++) xp[j] += x[d] * get(Wp, j, d);
+          for (let j = 0; j < Wr.rows; j++) xr[j] += x[d] * get(Wr, j, d);
+        }
       for (let i = 0; i < WE.rows; i++) for (let j = 0; j < WE.cols; j++) z[i] += get(WE, i, j) * xp[j];
       const q = sigma(z);
       for (let r = 0; r < WD.rows; r++) {
@@ -201,8 +242,12 @@ export function theorem31(WD: Mat, WE: Mat, Wp: Mat, Wr: Mat, sigma: Sigma, o: {
   // E[m^2] for m = min(cap, c_min + Exp(beta)), by quadrature on the exponential's quantiles.
   let m2 = 0;
   const K = 20000;
-  for (let k = 0; k < K; k++) { const u = (k + 0.5) / K; const m = Math.min(o.cap, o.cMin - o.beta * Math.log(1 - u)); m2 += (m * m) / K; }
-  const Md = Array.from({ length: n }, () => p * Math.pow(o.S, n - 1) * m2);
+  for (let k = 0; k < K; k++) {
+    const u = (k + 0.5) / K;
+    const m = Math.min(o.cap, o.cMin - o.beta * Math.log(1 - u));
+    m2 += (m * m) / K;
+  }
+  const Md = Array.from({ length: n }, () => p * o.S ** (n - 1) * m2);
   const Ltilde = lossTilde(WD, WE, Wp, Wr, Md, sigma);
   return { L, se, Ltilde, C, bound: n * n * C * p * p, samples: o.samples };
 }

@@ -3,11 +3,11 @@
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Dictionary } from '../sdl/dictionary.js';
-import { readSafetensors } from '../sdl/safetensors.js';
+import { readSafetensors } from '../tensor/safetensors.js';
 import type { Truth } from '../synth/lrb.js';
 import { UserError } from '../util/errors.js';
 import { encodeDense } from '../sdl/encoder.js';
-import { gemm } from '../sdl/linalg.js';
+import { gemm } from '../tensor/linalg.js';
 
 export interface TruthFile {
   truth: Truth;
@@ -17,7 +17,8 @@ export interface TruthFile {
 
 export function readTruth(path: string): TruthFile {
   const dir = path.endsWith('.json') ? path.replace(/\/[^/]+$/, '') : path;
-  const jp = join(dir, 'truth.json'), sp = join(dir, 'truth.safetensors');
+  const jp = join(dir, 'truth.json'),
+    sp = join(dir, 'truth.safetensors');
   if (!existsSync(jp) || !existsSync(sp)) throw new UserError(`${path} has no truth.json / truth.safetensors; pass the folder written by 'sdl synth'`);
   const truth = JSON.parse(readFileSync(jp, 'utf8')) as Truth;
   const st = readSafetensors(sp).tensors;
@@ -85,7 +86,9 @@ export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; usin
   const want = using === 'encoder' ? d.cfg.dIn : d.cfg.dOut;
   if (dim !== want) {
     // Crosscoders: the true direction of a feature is the concatenation of its per-source directions.
-    const parts = Object.keys(t.W).filter((k) => k.startsWith('W_p')).sort();
+    const parts = Object.keys(t.W)
+      .filter((k) => k.startsWith('W_p'))
+      .sort();
     const per = t.W[parts[0]].length / n;
     if (parts.length * per !== want) throw new UserError(`the truth's directions have width ${dim}, the dictionary's ${using} side ${want}`);
     W = new Float32Array(n * want);
@@ -97,7 +100,11 @@ export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; usin
   const tau = opts.tau ?? 0.95;
   const frac = (th: number) => keep.filter((c) => c > th).length / Math.max(1, keep.length);
   return {
-    mgt: frac(tau), mip: keep.reduce((a, b) => a + b, 0) / Math.max(1, keep.length), tau, using, features: keep.length,
+    mgt: frac(tau),
+    mip: keep.reduce((a, b) => a + b, 0) / Math.max(1, keep.length),
+    tau,
+    using,
+    features: keep.length,
     sweep: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99].map((th) => ({ tau: th, mgt: frac(th) })),
   };
 }
@@ -152,15 +159,20 @@ export function absorption(d: Dictionary, t: TruthFile): { rate: number; parents
     return dot;
   };
   const parents: Absorption[] = [];
-  let absorbedCount = 0, childCount = 0;
+  let absorbedCount = 0,
+    childCount = 0;
   for (const h of t.truth.hierarchy) {
     // The parent's latent: the one whose encoder direction best matches the parent's direction.
-    let pl = 0, best = -Infinity;
+    let pl = 0,
+      best = -Infinity;
     for (let i = 0; i < d.cfg.dSae; i++) {
       let nn = 0;
       for (let j = 0; j < dim; j++) nn += d.w.W_enc[j * d.cfg.dSae + i] ** 2;
       const c = cos(h.parent, i) / (Math.sqrt(nn) || 1);
-      if (c > best) { best = c; pl = i; }
+      if (c > best) {
+        best = c;
+        pl = i;
+      }
     }
     const absorbed: { child: number; by: number }[] = [];
     for (const ch of h.children) {
@@ -176,7 +188,13 @@ export function absorption(d: Dictionary, t: TruthFile): { rate: number; parents
     }
     let weakest = h.children[0];
     for (const ch of h.children) if (cos(ch, pl) < cos(weakest, pl)) weakest = ch;
-    parents.push({ parent: h.parent, parentLatent: pl, absorbed, weakestChild: weakest, predictionHolds: absorbed.length ? absorbed.some((x) => x.child === weakest) : null });
+    parents.push({
+      parent: h.parent,
+      parentLatent: pl,
+      absorbed,
+      weakestChild: weakest,
+      predictionHolds: absorbed.length ? absorbed.some((x) => x.child === weakest) : null,
+    });
   }
   void n;
   return { rate: childCount ? absorbedCount / childCount : 0, parents };

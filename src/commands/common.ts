@@ -18,10 +18,14 @@ export function defaultModel(): string {
 /** Parses "2,4,6" or "2-4" into layer numbers. */
 export function parseLayers(s: string): number[] {
   const out: number[] = [];
-  for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const part of s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m) throw new UserError(`cannot read layers '${s}'; write them as 6, 2,4,6 or 2-6`);
-    const a = Number(m[1]), b = m[2] !== undefined ? Number(m[2]) : a;
+    const a = Number(m[1]),
+      b = m[2] !== undefined ? Number(m[2]) : a;
     for (let l = a; l <= b; l++) out.push(l);
   }
   return out;
@@ -37,5 +41,5 @@ export function parseCount(s: string | number, what: string): number {
 }
 
 export function printJson(v: unknown): void {
-  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }

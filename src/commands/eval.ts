@@ -1,32 +1,38 @@
 import type { Argv } from 'yargs';
 import { bindModel } from '../intervene/bind.js';
 import { Dictionary } from '../sdl/dictionary.js';
-import { spliceEval, evalWindows, SPLICE_EVAL_FILE } from '../eval/splice-eval.js';
+import { spliceEval, evalWindows } from '../eval/splice-eval.js';
 import { defaultModel, printJson } from './common.js';
 import { checkOptions } from '../util/check.js';
 import { writeJsonAtomic } from '../util/fsx.js';
 import { join } from 'node:path';
 import { readTruth, recovery, activationPatterns, absorption } from '../analysis/truth.js';
+import { SPLICE_EVAL_FILE } from '../util/files.js';
 
 export function register(y: Argv): Argv {
   return y.command(
     'eval <dictionary>',
     'Measure a dictionary: inside its model (CE loss recovered, KL, FVU, L0) or against known features (--truth)',
-    (a) => a
-      .positional('dictionary', { type: 'string', demandOption: true })
-      .option('model', { type: 'string', describe: 'model folder or .onnx (default: the one the dictionary was trained on, else the bundled model)' })
-      .option('tokenizer', { type: 'string' })
-      .option('corpus', { type: 'string', default: 'builtin', describe: 'held-out text (builtin corpora: their heldout split)' })
-      .option('windows', { type: 'number', default: 32, describe: 'windows of --ctx tokens' })
-      .option('ctx', { type: 'number', default: 128 })
-      .option('batch', { type: 'number', default: 8 })
-      .option('truth', { type: 'string', describe: 'a bench folder from sdl synth: measure against its known features instead' })
-      .option('tau', { type: 'number', default: 0.95, describe: 'truth: cosine threshold of M_GT' })
-      .option('using', { choices: ['encoder', 'decoder'] as const, default: 'encoder' as const, describe: 'truth: learned features = encoder rows (the paper) or decoder rows' })
-      .option('exclude', { type: 'number', default: 0, describe: 'truth: leave out the first N features (anchored ones)' })
-      .option('json', { type: 'boolean', default: false })
-      .example('sdl eval cache/dicts/pipeline-sae-L6', 'CE loss recovered of the pipeline SAE in the bundled model')
-      .example('sdl eval cache/dicts/lrb-topk --truth cache/synth/lrb-256-64-0', 'GT recovery, activation patterns, absorption'),
+    (a) =>
+      a
+        .positional('dictionary', { type: 'string', demandOption: true })
+        .option('model', { type: 'string', describe: 'model folder or .onnx (default: the one the dictionary was trained on, else the bundled model)' })
+        .option('tokenizer', { type: 'string' })
+        .option('corpus', { type: 'string', default: 'builtin', describe: 'held-out text (builtin corpora: their heldout split)' })
+        .option('windows', { type: 'number', default: 32, describe: 'windows of --ctx tokens' })
+        .option('ctx', { type: 'number', default: 128 })
+        .option('batch', { type: 'number', default: 8 })
+        .option('truth', { type: 'string', describe: 'a bench folder from sdl synth: measure against its known features instead' })
+        .option('tau', { type: 'number', default: 0.95, describe: 'truth: cosine threshold of M_GT' })
+        .option('using', {
+          choices: ['encoder', 'decoder'] as const,
+          default: 'encoder' as const,
+          describe: 'truth: learned features = encoder rows (the paper) or decoder rows',
+        })
+        .option('exclude', { type: 'number', default: 0, describe: 'truth: leave out the first N features (anchored ones)' })
+        .option('json', { type: 'boolean', default: false })
+        .example('sdl eval cache/dicts/pipeline-sae-L6', 'CE loss recovered of the pipeline SAE in the bundled model')
+        .example('sdl eval cache/dicts/lrb-topk --truth cache/synth/lrb-256-64-0', 'GT recovery, activation patterns, absorption'),
     async (argv) => {
       checkOptions(argv, { windows: 'int>0', ctx: 'int>=2', batch: 'int>0', tau: '(0,1]', exclude: 'int>=0' });
       const d = Dictionary.load(argv.dictionary!);
@@ -39,19 +45,31 @@ export function register(y: Argv): Argv {
         const res = { recovery: rec, patterns: pat && { dead: pat.dead, monosemantic: pat.monosemantic, polysemantic: pat.polysemantic }, absorption: abs };
         if (argv.json) return printJson(res);
         console.log(`M_GT(${rec.tau}) ${(100 * rec.mgt).toFixed(2)}%, M_IP ${rec.mip.toFixed(3)} over ${rec.features} features (${rec.using} directions)`);
-        console.log('  tau sweep: ' + rec.sweep.map((s) => `${s.tau}: ${(100 * s.mgt).toFixed(1)}%`).join(', '));
+        console.log(`  tau sweep: ${rec.sweep.map((s) => `${s.tau}: ${(100 * s.mgt).toFixed(1)}%`).join(', ')}`);
         if (pat) console.log(`  latents on features in isolation: ${pat.dead} dead, ${pat.monosemantic} monosemantic, ${pat.polysemantic} polysemantic`);
-        if (abs) console.log(`  absorption rate ${(100 * abs.rate).toFixed(1)}% of children; the paper's prediction (the weakest child is absorbed) holds for ${abs.parents.filter((p) => p.predictionHolds).length} of ${abs.parents.filter((p) => p.predictionHolds !== null).length} parents with absorption`);
+        if (abs)
+          console.log(
+            `  absorption rate ${(100 * abs.rate).toFixed(1)}% of children; the paper's prediction (the weakest child is absorbed) holds for ${abs.parents.filter((p) => p.predictionHolds).length} of ${abs.parents.filter((p) => p.predictionHolds !== null).length} parents with absorption`,
+          );
         return;
       }
       const { model: m } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, tokenizer: argv.tokenizer, fallback: defaultModel });
       const r = await spliceEval(m, d, evalWindows(m, argv.windows, argv.ctx, argv.corpus), argv.ctx, argv.batch);
       // Kept beside the weights for the dashboard and for comparisons (removed when the dictionary is fitted again).
-      writeJsonAtomic(join(argv.dictionary!, SPLICE_EVAL_FILE), { ...r, model: m.name, model_sha256: m.sha256, corpus: argv.corpus, windows: argv.windows, ctx: argv.ctx });
+      writeJsonAtomic(join(argv.dictionary!, SPLICE_EVAL_FILE), {
+        ...r,
+        model: m.name,
+        model_sha256: m.sha256,
+        corpus: argv.corpus,
+        windows: argv.windows,
+        ctx: argv.ctx,
+      });
       if (argv.json) return printJson(r);
       console.log(`${d.cfg.kind} on ${d.cfg.sitesIn[0].name}${d.cfg.kind === 'transcoder' ? ` -> ${d.cfg.sitesOut[0].name}` : ''}, ${r.tokens} predictions:`);
       console.log(`  CE clean ${r.ce_clean.toFixed(4)}, spliced ${r.ce_spliced.toFixed(4)}, zero-ablated ${r.ce_zero_ablation.toFixed(4)} nats`);
-      console.log(`  CE loss recovered ${(100 * r.ce_loss_recovered).toFixed(2)}%, delta LM loss ${r.delta_ce.toFixed(4)}, KL ${r.kl_spliced.toFixed(4)} (zero-ablation ${r.kl_zero_ablation.toFixed(4)})`);
+      console.log(
+        `  CE loss recovered ${(100 * r.ce_loss_recovered).toFixed(2)}%, delta LM loss ${r.delta_ce.toFixed(4)}, KL ${r.kl_spliced.toFixed(4)} (zero-ablation ${r.kl_zero_ablation.toFixed(4)})`,
+      );
       console.log(`  FVU ${r.fvu.toFixed(4)}, L0 ${r.l0.toFixed(1)}`);
     },
   );

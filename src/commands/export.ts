@@ -10,11 +10,11 @@ import { UserError } from '../util/errors.js';
 import { defaultModel } from './common.js';
 
 export function register(y: Argv): Argv {
-  return y
-    .command(
-      'export <dictionary>',
-      'Write a dictionary as a standalone ONNX model or as a SAELens folder',
-      (a) => a
+  return y.command(
+    'export <dictionary>',
+    'Write a dictionary as a standalone ONNX model or as a SAELens folder',
+    (a) =>
+      a
         .positional('dictionary', { type: 'string', demandOption: true, describe: 'dictionary folder (sdl fit output)' })
         .option('format', { choices: ['onnx', 'saelens'] as const, default: 'onnx' as const })
         .option('out', { type: 'string', describe: 'output file (onnx) or folder (saelens); default inside the dictionary folder' })
@@ -24,26 +24,33 @@ export function register(y: Argv): Argv {
         .option('model', { type: 'string', describe: 'with --splice: the model (default: the one the dictionary was trained on)' })
         .example('sdl export cache/dicts/my-sae --format onnx', 'writes cache/dicts/my-sae/dictionary.onnx')
         .example('sdl export cache/dicts/my-sae --format saelens --out my-sae-saelens', ''),
-      async (argv) => {
-        const d = Dictionary.load(argv.dictionary!);
-        if (argv.format === 'onnx' && argv.splice) {
-          if (d.cfg.sitesIn.length > 1) throw new UserError(`a ${d.cfg.kind} reads several sites and cannot be spliced into one forward pass; 'sdl eval' measures it in two stages`);
-          const { model: m, inputs: [hin], outputs: [hout] } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, fallback: defaultModel });
-          const out = argv.out ?? join(argv.dictionary!, 'spliced.onnx');
-          checkOutput(out, 'file');
-          writeAtomic(out, spliceModel(m.bytes, m.proto, hout.tensor, { kind: 'dictionary', dict: d, input: hin.tensor }));
-          console.log(`wrote ${out}: ${m.name} with ${hout.name} replaced by the dictionary's reconstruction (position 0 kept)`);
-        } else if (argv.format === 'onnx') {
-          const out = argv.out ?? join(argv.dictionary!, argv['encoder-only'] ? 'encoder.onnx' : 'dictionary.onnx');
-          checkOutput(out, 'file');
-          const bytes = dictionaryToOnnx(d, { encoderOnly: argv['encoder-only'], fp16: argv.fp16 });
-          writeAtomic(out, bytes);
-          console.log(`wrote ${out} (${(bytes.length / 1e6).toFixed(2)} MB): input x [batch, ${d.cfg.dIn}], outputs features [batch, ${d.cfg.dSae}]${argv['encoder-only'] ? '' : ', reconstruction'}`);
-        } else {
-          const out = argv.out ?? join(argv.dictionary!, 'saelens');
-          exportSaelens(d, out);
-          console.log(`wrote ${out}: cfg.json + sae_weights.safetensors (SAELens ${d.cfg.kind}, loads with SAE.load_from_disk)`);
-        }
-      },
-    );
+    async (argv) => {
+      const d = Dictionary.load(argv.dictionary!);
+      if (argv.format === 'onnx' && argv.splice) {
+        if (d.cfg.sitesIn.length > 1)
+          throw new UserError(`a ${d.cfg.kind} reads several sites and cannot be spliced into one forward pass; 'sdl eval' measures it in two stages`);
+        const {
+          model: m,
+          inputs: [hin],
+          outputs: [hout],
+        } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, fallback: defaultModel });
+        const out = argv.out ?? join(argv.dictionary!, 'spliced.onnx');
+        checkOutput(out, 'file');
+        writeAtomic(out, spliceModel(m.bytes, m.proto, hout.tensor, { kind: 'dictionary', dict: d, input: hin.tensor }));
+        console.log(`wrote ${out}: ${m.name} with ${hout.name} replaced by the dictionary's reconstruction (position 0 kept)`);
+      } else if (argv.format === 'onnx') {
+        const out = argv.out ?? join(argv.dictionary!, argv['encoder-only'] ? 'encoder.onnx' : 'dictionary.onnx');
+        checkOutput(out, 'file');
+        const bytes = dictionaryToOnnx(d, { encoderOnly: argv['encoder-only'], fp16: argv.fp16 });
+        writeAtomic(out, bytes);
+        console.log(
+          `wrote ${out} (${(bytes.length / 1e6).toFixed(2)} MB): input x [batch, ${d.cfg.dIn}], outputs features [batch, ${d.cfg.dSae}]${argv['encoder-only'] ? '' : ', reconstruction'}`,
+        );
+      } else {
+        const out = argv.out ?? join(argv.dictionary!, 'saelens');
+        exportSaelens(d, out);
+        console.log(`wrote ${out}: cfg.json + sae_weights.safetensors (SAELens ${d.cfg.kind}, loads with SAE.load_from_disk)`);
+      }
+    },
+  );
 }

@@ -14,8 +14,7 @@ export interface Doc {
 export type Split = 'train' | 'heldout' | 'all';
 /** One document in HELDOUT_MOD goes to the held-out split, chosen by a hash of its key. */
 export const HELDOUT_MOD = 10;
-export const inSplit = (key: string, split: Split): boolean =>
-  split === 'all' || ((hash32(key) % HELDOUT_MOD === 0) === (split === 'heldout'));
+export const inSplit = (key: string, split: Split): boolean => split === 'all' || (hash32(key) % HELDOUT_MOD === 0) === (split === 'heldout');
 
 export const BUILTIN_CORPORA = ['sotu', 'moby-dick', 'builtin'] as const;
 
@@ -72,7 +71,9 @@ function* textFileDocs(path: string): Generator<Doc> {
   // A plain text file is split into documents at runs of two or more blank lines, or every ~64 KiB
   // at a paragraph break, so huge files stream.
   let buf: string[] = [];
-  let size = 0, blank = 0, n = 0;
+  let size = 0,
+    blank = 0,
+    n = 0;
   const flush = function* (): Generator<Doc> {
     const text = buf.join('\n').trim();
     if (text) yield { key: `${path}#${n++}`, text };

@@ -56,7 +56,8 @@ export function encodeDocument(tok: Tokenizer, text: string, chunk = 2000): numb
 }
 
 export function* tokenWindows(docs: Iterable<Doc>, tok: Tokenizer, ctx: number): Generator<Window> {
-  let ids = new Int32Array(ctx), dn = new Int32Array(ctx);
+  let ids = new Int32Array(ctx),
+    dn = new Int32Array(ctx);
   let fill = 0;
   let index = 0;
   let docNo = -1;

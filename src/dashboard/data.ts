@@ -5,14 +5,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import { openIndex, tokenText, type FeatureRow } from '../index/query.js';
-import { Dictionary, WEIGHTS_FILE } from '../sdl/dictionary.js';
+import { type Dictionary, WEIGHTS_FILE } from '../sdl/dictionary.js';
 import { sha256 } from '../util/fsx.js';
-import { SPLICE_EVAL_FILE } from '../eval/splice-eval.js';
 import { UserError } from '../util/errors.js';
+import { EVAL_FILE, SPLICE_EVAL_FILE, TRAINING_LOG_FILE } from '../util/files.js';
 
 /** Features per detail file: small enough to load in a blink, few enough files at 16k+ features. */
 export const CHUNK = 128;
-
 
 export interface Overview {
   name: string;
@@ -38,14 +37,14 @@ export interface Overview {
   chunk: number;
 }
 
-const readJson = <T>(p: string): T | undefined => (existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) as T : undefined);
+const readJson = <T>(p: string): T | undefined => (existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as T) : undefined);
 
 /** Opens a dictionary's index, refusing one built from other weights. */
 export function openCheckedIndex(dictDir: string): Database.Database {
   const db = openIndex(dictDir);
   const row = db.prepare("select value from dictionary where key = 'index_identity'").get() as { value: string } | undefined;
   const weights = sha256(readFileSync(join(dictDir, WEIGHTS_FILE)));
-  if (!row || !row.value.startsWith(weights)) {
+  if (!row?.value.startsWith(weights)) {
     db.close();
     throw new UserError(`the feature index in ${dictDir} was built from other weights; run 'sdl index ${dictDir} --force'`);
   }
@@ -56,7 +55,7 @@ export function overview(dictDir: string, db: Database.Database, d: Dictionary):
   const meta = new Map((db.prepare('select key, value from dictionary').all() as { key: string; value: string }[]).map((r) => [r.key, r.value]));
   const j = (k: string) => (meta.has(k) ? JSON.parse(meta.get(k)!) : undefined);
   const curves: Overview['curves'] = { step: [], loss: [], l0: [], dead: [], fvu: [] };
-  const logPath = join(dictDir, 'training_log.jsonl');
+  const logPath = join(dictDir, TRAINING_LOG_FILE);
   if (existsSync(logPath)) {
     for (const line of readFileSync(logPath, 'utf8').split('\n')) {
       if (!line.trim()) continue;
@@ -81,7 +80,7 @@ export function overview(dictDir: string, db: Database.Database, d: Dictionary):
     curves,
     logFreq: feats.map((f) => (f.freq > 0 ? Math.log10(f.freq) : null)),
     l0Histogram: j('l0_histogram') ?? [],
-    heldOut: readJson(join(dictDir, 'eval.json')),
+    heldOut: readJson(join(dictDir, EVAL_FILE)),
     inModel: readJson(join(dictDir, SPLICE_EVAL_FILE)),
     counts: { features: feats.length, dead: feats.filter((f) => f.dead).length, dense: feats.filter((f) => f.dense).length, tokens: Number(j('tokens') ?? 0) },
     absorption: j('absorption'),
@@ -99,7 +98,16 @@ export function featureList(db: Database.Database): { columns: string[]; rows: u
   const rows = db.prepare('select id, freq, max_act, mean_act, dead, dense, absorption, top_tokens from features order by id').all() as FeatureRow[];
   return {
     columns: ['id', 'freq', 'max', 'mean', 'dead', 'dense', 'absorption', 'top_tokens'],
-    rows: rows.map((r) => [r.id, r.freq, r.max_act, r.mean_act, r.dead, r.dense, r.absorption, (JSON.parse(r.top_tokens) as { token: number }[]).slice(0, 5).map((t) => t.token)]),
+    rows: rows.map((r) => [
+      r.id,
+      r.freq,
+      r.max_act,
+      r.mean_act,
+      r.dead,
+      r.dense,
+      r.absorption,
+      (JSON.parse(r.top_tokens) as { token: number }[]).slice(0, 5).map((t) => t.token),
+    ]),
   };
 }
 
@@ -111,7 +119,11 @@ export function featureDetails(db: Database.Database, d: Dictionary, from: numbe
   const nb = db.prepare('select other, cosine from neighbors where feature = ? order by rank');
   const co = db.prepare('select other, count, jaccard from cooccurrence where feature = ? order by count desc');
   const example = (e: { act: number; pos: number; context_start: number; context_tokens: string; context_acts: string; band?: number }) => ({
-    act: e.act, at: e.pos - e.context_start, tokens: JSON.parse(e.context_tokens), acts: JSON.parse(e.context_acts), ...(e.band !== undefined ? { band: e.band } : {}),
+    act: e.act,
+    at: e.pos - e.context_start,
+    tokens: JSON.parse(e.context_tokens),
+    acts: JSON.parse(e.context_acts),
+    ...(e.band !== undefined ? { band: e.band } : {}),
   });
   const out: Record<number, unknown> = {};
   const c = d.cfg;
@@ -126,10 +138,24 @@ export function featureDetails(db: Database.Database, d: Dictionary, from: numbe
       return { site: s.name, norm: Math.sqrt(q) };
     });
     out[i] = {
-      id: i, count: f.count, freq: f.freq, mean: f.mean_act, max: f.max_act, decoderNorm: f.decoder_norm, encDecCos: f.enc_dec_cos, dead: f.dead, dense: f.dense,
-      absorption: f.absorption, histogram: JSON.parse(f.histogram), topTokens: JSON.parse(f.top_tokens), logitLens: f.logit_lens ? JSON.parse(f.logit_lens) : null,
-      examples: (ex.all(i) as Parameters<typeof example>[0][]).map(example), quantiles: (qx.all(i) as Parameters<typeof example>[0][]).map(example),
-      neighbors: nb.all(i), cooccurrence: co.all(i), siteNorms,
+      id: i,
+      count: f.count,
+      freq: f.freq,
+      mean: f.mean_act,
+      max: f.max_act,
+      decoderNorm: f.decoder_norm,
+      encDecCos: f.enc_dec_cos,
+      dead: f.dead,
+      dense: f.dense,
+      absorption: f.absorption,
+      histogram: JSON.parse(f.histogram),
+      topTokens: JSON.parse(f.top_tokens),
+      logitLens: f.logit_lens ? JSON.parse(f.logit_lens) : null,
+      examples: (ex.all(i) as Parameters<typeof example>[0][]).map(example),
+      quantiles: (qx.all(i) as Parameters<typeof example>[0][]).map(example),
+      neighbors: nb.all(i),
+      cooccurrence: co.all(i),
+      siteNorms,
     };
   }
   return out;

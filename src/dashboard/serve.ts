@@ -10,10 +10,22 @@ import { Intervener } from '../intervene/intervener.js';
 import { readout, steer, textWindows } from '../intervene/actions.js';
 import { UserError } from '../util/errors.js';
 
-const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.json': 'application/json', '.png': 'image/png' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.png': 'image/png',
+};
 const MAX_BODY = 1 << 16;
 
-export interface ServeOptions { root: string; dicts: string[]; port: number; host: string; defaultModel: () => string }
+export interface ServeOptions {
+  root: string;
+  dicts: string[];
+  port: number;
+  host: string;
+  defaultModel: () => string;
+}
 
 export async function serveDashboard(o: ServeOptions): Promise<{ server: Server; url: string }> {
   const root = resolve(o.root);
@@ -23,7 +35,10 @@ export async function serveDashboard(o: ServeOptions): Promise<{ server: Server;
     if (!interveners.has(k)) {
       const dir = o.dicts[k];
       const d = Dictionary.load(dir);
-      interveners.set(k, bindModel(d, { dictDir: dir, fallback: o.defaultModel }).then((b) => Intervener.create(b, d)));
+      interveners.set(
+        k,
+        bindModel(d, { dictDir: dir, fallback: o.defaultModel }).then((b) => Intervener.create(b, d)),
+      );
     }
     return interveners.get(k)!;
   };
@@ -38,31 +53,44 @@ export async function serveDashboard(o: ServeOptions): Promise<{ server: Server;
     },
     async steer(b) {
       const iv = await intervener(Number(String(b.dict ?? 'd0').slice(1)));
-      const feature = Number(b.feature), scale = Number(b.scale);
+      const feature = Number(b.feature),
+        scale = Number(b.scale);
       if (!Number.isFinite(scale)) throw new UserError(`the scale must be a number (got '${String(b.scale)}')`);
       const prompt = String(b.prompt ?? '');
       if (!prompt.trim()) throw new UserError('the prompt is empty');
       const tokens = Math.min(200, Math.max(1, Math.floor(Number(b.tokens ?? 30))));
       const values = new Map([[feature, scale]]);
-      return steer(iv, prompt, b.mode === 'clamp' ? { clamp: values } : { add: values }, { tokens, temperature: Math.max(0, Number(b.temperature ?? 0)) || 0, seed: Math.floor(Number(b.seed ?? 1)) || 0 });
+      return steer(iv, prompt, b.mode === 'clamp' ? { clamp: values } : { add: values }, {
+        tokens,
+        temperature: Math.max(0, Number(b.temperature ?? 0)) || 0,
+        seed: Math.floor(Number(b.seed ?? 1)) || 0,
+      });
     },
   };
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer) => {
     res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
     res.end(body);
   };
-  const readBody = (req: IncomingMessage) => new Promise<Record<string, unknown>>((ok, fail) => {
-    let size = 0;
-    const parts: Buffer[] = [];
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY) { fail(new UserError('request body too large')); req.destroy(); } else parts.push(c);
+  const readBody = (req: IncomingMessage) =>
+    new Promise<Record<string, unknown>>((ok, fail) => {
+      let size = 0;
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_BODY) {
+          fail(new UserError('request body too large'));
+          req.destroy();
+        } else parts.push(c);
+      });
+      req.on('end', () => {
+        try {
+          ok(JSON.parse(Buffer.concat(parts).toString('utf8') || '{}'));
+        } catch {
+          fail(new UserError('the request body is not JSON'));
+        }
+      });
+      req.on('error', fail);
     });
-    req.on('end', () => {
-      try { ok(JSON.parse(Buffer.concat(parts).toString('utf8') || '{}')); } catch { fail(new UserError('the request body is not JSON')); }
-    });
-    req.on('error', fail);
-  });
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
@@ -74,20 +102,32 @@ export async function serveDashboard(o: ServeOptions): Promise<{ server: Server;
       }
       // Static files: the decoded path must stay inside the dashboard folder.
       let rel: string;
-      try { rel = decodeURIComponent(url.pathname); } catch { return send(res, 400, 'text/plain', 'bad path'); }
+      try {
+        rel = decodeURIComponent(url.pathname);
+      } catch {
+        return send(res, 400, 'text/plain', 'bad path');
+      }
       const file = normalize(join(root, rel === '/' ? 'index.html' : rel));
-      if (!(file === root || file.startsWith(root + sep)) || !existsSync(file) || !statSync(file).isFile()) return send(res, 404, 'text/plain; charset=utf-8', 'not found');
+      if (!(file === root || file.startsWith(root + sep)) || !existsSync(file) || !statSync(file).isFile())
+        return send(res, 404, 'text/plain; charset=utf-8', 'not found');
       return send(res, 200, TYPES[extname(file)] ?? 'application/octet-stream', readFileSync(file));
     } catch (e) {
       const user = e instanceof UserError;
       if (!user) process.stderr.write(`sdl serve: ${(e as Error).stack ?? e}\n`);
-      if (!res.headersSent) send(res, user ? 400 : 500, TYPES['.json'], JSON.stringify({ error: user ? (e as Error).message : 'internal error (see the server log)' }));
+      if (!res.headersSent)
+        send(res, user ? 400 : 500, TYPES['.json'], JSON.stringify({ error: user ? (e as Error).message : 'internal error (see the server log)' }));
     }
   });
   await new Promise<void>((ok, fail) => {
-    server.once('error', (e: NodeJS.ErrnoException) => fail(e.code === 'EADDRINUSE'
-      ? new UserError(`port ${o.port} on ${o.host} is in use; pass --port with another number (0 picks a free one)`)
-      : e.code === 'EADDRNOTAVAIL' ? new UserError(`cannot listen on ${o.host}: no such address here; pass --host 127.0.0.1`) : e));
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      fail(
+        e.code === 'EADDRINUSE'
+          ? new UserError(`port ${o.port} on ${o.host} is in use; pass --port with another number (0 picks a free one)`)
+          : e.code === 'EADDRNOTAVAIL'
+            ? new UserError(`cannot listen on ${o.host}: no such address here; pass --host 127.0.0.1`)
+            : e,
+      ),
+    );
     server.listen(o.port, o.host, () => ok());
   });
   const addr = server.address() as { port: number };

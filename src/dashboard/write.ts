@@ -14,7 +14,14 @@ const ASSETS = ['index.html', 'app.js', 'style.css'];
 
 const script = (key: string, value: unknown) => `SDL.load(${JSON.stringify(key)}, ${JSON.stringify(value)});\n`;
 
-export interface DashboardResult { out: string; dictionaries: number; features: number; files: number; bytes: number; seconds: number }
+export interface DashboardResult {
+  out: string;
+  dictionaries: number;
+  features: number;
+  files: number;
+  bytes: number;
+  seconds: number;
+}
 
 /** Writes the dashboard of `dicts` into `out` (built beside it and renamed into place: never half a dashboard). */
 export function writeDashboard(dicts: string[], out: string, opts: { quiet?: boolean } = {}): DashboardResult {
@@ -47,9 +54,17 @@ export function writeDashboard(dicts: string[], out: string, opts: { quiet?: boo
     db.close();
     const t = ov.training as { eval?: { fvu?: number; l0?: number } } | undefined;
     return {
-      key, name: ov.name, kind: d.cfg.kind, activation: d.cfg.activation, site: d.cfg.sitesIn.map((s) => s.name).join(' + '), latents: d.cfg.dSae, k: d.cfg.k,
-      fvu: (ov.heldOut as { fvu?: number } | undefined)?.fvu ?? t?.eval?.fvu ?? null, l0: (ov.heldOut as { l0?: number } | undefined)?.l0 ?? t?.eval?.l0 ?? null,
-      dead: ov.counts.dead / ov.counts.features, dense: ov.counts.dense / ov.counts.features,
+      key,
+      name: ov.name,
+      kind: d.cfg.kind,
+      activation: d.cfg.activation,
+      site: d.cfg.sitesIn.map((s) => s.name).join(' + '),
+      latents: d.cfg.dSae,
+      k: d.cfg.k,
+      fvu: (ov.heldOut as { fvu?: number } | undefined)?.fvu ?? t?.eval?.fvu ?? null,
+      l0: (ov.heldOut as { l0?: number } | undefined)?.l0 ?? t?.eval?.l0 ?? null,
+      dead: ov.counts.dead / ov.counts.features,
+      dense: ov.counts.dense / ov.counts.features,
       ceRecovered: (ov.inModel as { ce_loss_recovered?: number } | undefined)?.ce_loss_recovered ?? null,
       absorption: (ov.absorption as { mean_absorption_fraction?: number } | undefined)?.mean_absorption_fraction ?? null,
     };
@@ -58,9 +73,12 @@ export function writeDashboard(dicts: string[], out: string, opts: { quiet?: boo
   progress.done();
   rmSync(out, { recursive: true, force: true });
   renameSync(tmp, out);
-  const size = (p: string): [number, number] => statSync(p).isDirectory()
-    ? readdirSync(p).map((f) => size(join(p, f))).reduce((a, b) => [a[0] + b[0], a[1] + b[1]], [0, 0])
-    : [1, statSync(p).size];
+  const size = (p: string): [number, number] =>
+    statSync(p).isDirectory()
+      ? readdirSync(p)
+          .map((f) => size(join(p, f)))
+          .reduce((a, b) => [a[0] + b[0], a[1] + b[1]], [0, 0])
+      : [1, statSync(p).size];
   const [files, bytes] = size(out);
   return { out, dictionaries: dicts.length, features: total, files, bytes, seconds: (performance.now() - t0) / 1000 };
 }

@@ -11,9 +11,6 @@ import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
 import { decodeSparse, encodeSparse } from '../sdl/encoder.js';
 
-/** Where `sdl eval` keeps its in-model measurement, beside the dictionary's weights. */
-export const SPLICE_EVAL_FILE = 'splice_eval.json';
-
 export interface SpliceMetrics {
   tokens: number;
   ce_clean: number;
@@ -31,7 +28,11 @@ export interface SpliceMetrics {
 export function evalWindows(model: LoadedModel, count: number, ctx: number, corpus = 'builtin'): Int32Array {
   const out = new Int32Array(count * ctx);
   let n = 0;
-  for (const w of tokenWindows(documents({ source: corpus, split: corpus === 'builtin' || corpus === 'sotu' || corpus === 'moby-dick' ? 'heldout' : 'all' }), model.tokenizer, ctx)) {
+  for (const w of tokenWindows(
+    documents({ source: corpus, split: corpus === 'builtin' || corpus === 'sotu' || corpus === 'moby-dick' ? 'heldout' : 'all' }),
+    model.tokenizer,
+    ctx,
+  )) {
     out.set(w.ids, n * ctx);
     if (++n === count) break;
   }
@@ -51,8 +52,10 @@ export function logSoftmaxRow(row: Float32Array): Float64Array {
 export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch = 8): Promise<SpliceMetrics> {
   const c = dict.cfg;
   if (c.sitesIn.length !== 1 || c.sitesOut.length !== 1) return crosscoderEval(model, dict, windows, ctx, batch);
-  const hin = model.hooks.points.get(c.sitesIn[0].name), hout = model.hooks.points.get(c.sitesOut[0].name);
-  if (!hin || !hout) throw new UserError(`${model.name} has no hook ${!hin ? c.sitesIn[0].name : c.sitesOut[0].name}; the dictionary was trained on another model`);
+  const hin = model.hooks.points.get(c.sitesIn[0].name),
+    hout = model.hooks.points.get(c.sitesOut[0].name);
+  if (!hin || !hout)
+    throw new UserError(`${model.name} has no hook ${!hin ? c.sitesIn[0].name : c.sitesOut[0].name}; the dictionary was trained on another model`);
   const logitsName = model.proto.graph.outputs[0].name;
   const clean = await createSession(exposeHooks(model.bytes, [hin, hout], new Set(model.proto.graph.outputs.map((o) => o.name))));
   const spliced = await createSession(spliceModel(model.bytes, model.proto, hout.tensor, { kind: 'dictionary', dict, input: hin.tensor }));
@@ -60,18 +63,27 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
   const inputs = runtimeInputs(model.proto);
   const n = windows.length / ctx;
   const acc = new CeAccumulator(3);
-  let sse = 0, l0 = 0, rows = 0;
-  const sumY = new Float64Array(c.dOut), sumY2 = new Float64Array(c.dOut);
+  let sse = 0,
+    l0 = 0,
+    rows = 0;
+  const sumY = new Float64Array(c.dOut),
+    sumY2 = new Float64Array(c.dOut);
   for (let b0 = 0; b0 < n; b0 += batch) {
     const B = Math.min(batch, n - b0);
     const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
     const feeds = makeFeeds(inputs, ids, B, ctx);
-    const [rc, rs, rz] = await Promise.all([clean.run(feeds), spliced.run(feeds, [logitsName]), zero.run(feeds, [logitsName])]) as ort.InferenceSession.OnnxValueMapType[];
+    const [rc, rs, rz] = (await Promise.all([
+      clean.run(feeds),
+      spliced.run(feeds, [logitsName]),
+      zero.run(feeds, [logitsName]),
+    ])) as ort.InferenceSession.OnnxValueMapType[];
     acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
     // Reconstruction quality on the same tokens (position 0 excluded, as in training).
-    const X = rc[hin.tensor].data as Float32Array, Y = rc[hout.tensor].data as Float32Array;
+    const X = rc[hin.tensor].data as Float32Array,
+      Y = rc[hout.tensor].data as Float32Array;
     for (let b = 0; b < B; b++) {
-      const x = X.subarray((b * ctx + 1) * c.dIn, (b + 1) * ctx * c.dIn), y = Y.subarray((b * ctx + 1) * c.dOut, (b + 1) * ctx * c.dOut);
+      const x = X.subarray((b * ctx + 1) * c.dIn, (b + 1) * ctx * c.dIn),
+        y = Y.subarray((b * ctx + 1) * c.dOut, (b + 1) * ctx * c.dOut);
       const m = ctx - 1;
       const f = encodeSparse(dict, x, m);
       l0 += f.idx.length;
@@ -93,8 +105,16 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
 function summarize(acc: CeAccumulator, fvu: number, l0: number): SpliceMetrics {
   const [ceC, ceS, ceZ] = acc.ce.map((v) => v / acc.preds);
   return {
-    tokens: acc.preds, ce_clean: ceC, ce_spliced: ceS, ce_zero_ablation: ceZ, ce_loss_recovered: (ceZ - ceS) / (ceZ - ceC), delta_ce: ceS - ceC,
-    kl_spliced: acc.kl[0] / acc.preds, kl_zero_ablation: acc.kl[1] / acc.preds, fvu, l0,
+    tokens: acc.preds,
+    ce_clean: ceC,
+    ce_spliced: ceS,
+    ce_zero_ablation: ceZ,
+    ce_loss_recovered: (ceZ - ceS) / (ceZ - ceC),
+    delta_ce: ceS - ceC,
+    kl_spliced: acc.kl[0] / acc.preds,
+    kl_zero_ablation: acc.kl[1] / acc.preds,
+    fvu,
+    l0,
   };
 }
 
@@ -112,17 +132,18 @@ export class CeAccumulator {
   }
   add(ids: Int32Array, B: number, ctx: number, ...logits: Float32Array[]): void {
     const V = logits[0].length / (B * ctx);
-    for (let b = 0; b < B; b++) for (let t = 0; t + 1 < ctx; t++) {
-      const o = (b * ctx + t) * V;
-      const p = logits.map((L) => logSoftmaxRow(L.subarray(o, o + V)));
-      const y = ids[b * ctx + t + 1];
-      p.forEach((q, i) => (this.ce[i] -= q[y]));
-      for (let v = 0; v < V; v++) {
-        const pc = Math.exp(p[0][v]);
-        for (let i = 1; i < p.length; i++) this.kl[i - 1] += pc * (p[0][v] - p[i][v]);
+    for (let b = 0; b < B; b++)
+      for (let t = 0; t + 1 < ctx; t++) {
+        const o = (b * ctx + t) * V;
+        const p = logits.map((L) => logSoftmaxRow(L.subarray(o, o + V)));
+        const y = ids[b * ctx + t + 1];
+        p.forEach((q, i) => (this.ce[i] -= q[y]));
+        for (let v = 0; v < V; v++) {
+          const pc = Math.exp(p[0][v]);
+          for (let i = 1; i < p.length; i++) this.kl[i - 1] += pc * (p[0][v] - p[i][v]);
+        }
+        this.preds++;
       }
-      this.preds++;
-    }
   }
 }
 
@@ -141,13 +162,26 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
   const logitsName = model.proto.graph.outputs[0].name;
   const clean = await createSession(exposeHooks(model.bytes, hooks, new Set(model.proto.graph.outputs.map((o) => o.name))));
   const names = hooks.map((_, i) => `sdlkit_replacement_${i}`);
-  const spliced = await createSession(spliceMany(model.bytes, hooks.map((h, i) => ({ target: h.tensor, rep: { kind: 'input' as const, name: names[i], width: c.sitesIn[i].width } }))));
-  const zero = await createSession(spliceMany(model.bytes, hooks.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } }))));
+  const spliced = await createSession(
+    spliceMany(
+      model.bytes,
+      hooks.map((h, i) => ({ target: h.tensor, rep: { kind: 'input' as const, name: names[i], width: c.sitesIn[i].width } })),
+    ),
+  );
+  const zero = await createSession(
+    spliceMany(
+      model.bytes,
+      hooks.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } })),
+    ),
+  );
   const inputs = runtimeInputs(model.proto);
   const acc = new CeAccumulator(3);
   const n = windows.length / ctx;
-  let sse = 0, l0 = 0, rows = 0;
-  const sumY = new Float64Array(c.dIn), sumY2 = new Float64Array(c.dIn);
+  let sse = 0,
+    l0 = 0,
+    rows = 0;
+  const sumY = new Float64Array(c.dIn),
+    sumY2 = new Float64Array(c.dIn);
   for (let b0 = 0; b0 < n; b0 += batch) {
     const B = Math.min(batch, n - b0);
     const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
@@ -158,7 +192,10 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
     const x = new Float32Array(B * ctx * c.dIn);
     for (let r = 0; r < B * ctx; r++) {
       let off = 0;
-      c.sitesIn.forEach((s, i) => { x.set(sites[i].subarray(r * s.width, (r + 1) * s.width), r * c.dIn + off); off += s.width; });
+      c.sitesIn.forEach((s, i) => {
+        x.set(sites[i].subarray(r * s.width, (r + 1) * s.width), r * c.dIn + off);
+        off += s.width;
+      });
     }
     const f = encodeSparse(dict, x, B * ctx);
     const rec = decodeSparse(dict, f);

@@ -12,8 +12,21 @@ import { METHODS, benchDict, ensureLrb, pm, runTracker } from './common.js';
 export interface AbsorptionOptions {
   /** Hide each run's own training progress (--json). */
   quiet?: boolean;
-  n: number; np: number; parents: number; children: number; latents: number; k: number; S: number; M: number; N: number;
-  steps: number; batch: number; lr: number; seeds: number[]; methods: string[]; cache: string;
+  n: number;
+  np: number;
+  parents: number;
+  children: number;
+  latents: number;
+  k: number;
+  S: number;
+  M: number;
+  N: number;
+  steps: number;
+  batch: number;
+  lr: number;
+  seeds: number[];
+  methods: string[];
+  cache: string;
   /** ReLU L1 / JumpReLU L0 coefficient (default: fit's). */
   sparsity?: number;
 }
@@ -21,7 +34,18 @@ export interface AbsorptionOptions {
 export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => void = () => undefined) {
   const done = runTracker(o.seeds.length * o.methods.length, log);
   const t0 = performance.now();
-  const rows: { method: string; seed: number; rate: number; parentsWithAbsorption: number; predictionHeld: number; predictionTested: number; chance: number; fvu: number; mgt: number; poly: number }[] = [];
+  const rows: {
+    method: string;
+    seed: number;
+    rate: number;
+    parentsWithAbsorption: number;
+    predictionHeld: number;
+    predictionTested: number;
+    chance: number;
+    fvu: number;
+    mgt: number;
+    poly: number;
+  }[] = [];
   for (const seed of o.seeds) {
     const acts = join(o.cache, `absorption-${o.n}-${o.np}-${o.parents}x${o.children}-${o.S}-${o.M}-${o.N}-${seed}`);
     ensureLrb(acts, { n: o.n, np: o.np, S: o.S, M: o.M, N: o.N, seed, parents: o.parents, children: o.children, shardTokens: 65536 });
@@ -30,9 +54,22 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
     for (const name of o.methods) {
       const dict = benchDict(m, METHODS[name], o.latents, o.k);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out: join(acts, `dict-${name}`), quiet: o.quiet ?? true, force: true,
+        actsDir: acts,
+        manifest: m,
+        dict,
+        out: join(acts, `dict-${name}`),
+        quiet: o.quiet ?? true,
+        force: true,
         train: {
-          ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 4096, evalEvery: o.steps, checkpointEvery: 1e9, excludeBos: false,
+          ...TRAIN_DEFAULTS,
+          steps: o.steps,
+          batchTokens: o.batch,
+          lr: o.lr,
+          seed,
+          evalTokens: 4096,
+          evalEvery: o.steps,
+          checkpointEvery: 1e9,
+          excludeBos: false,
           ...(o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),
         },
       });
@@ -44,10 +81,20 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
       const rec = recovery(res.dictionary, truth, { using: 'decoder' });
       const pat = activationPatterns(res.dictionary, truth);
       rows.push({
-        method: name, seed, rate: a.rate, parentsWithAbsorption: a.parents.filter((p) => p.absorbed.length > 0).length, predictionHeld: tested.filter((p) => p.predictionHolds).length, predictionTested: tested.length, chance,
-        fvu: res.eval.fvu, mgt: rec.mgt, poly: pat.polysemantic,
+        method: name,
+        seed,
+        rate: a.rate,
+        parentsWithAbsorption: a.parents.filter((p) => p.absorbed.length > 0).length,
+        predictionHeld: tested.filter((p) => p.predictionHolds).length,
+        predictionTested: tested.length,
+        chance,
+        fvu: res.eval.fvu,
+        mgt: rec.mgt,
+        poly: pat.polysemantic,
       });
-      done(`seed ${seed} ${name}: absorption rate ${(100 * a.rate).toFixed(1)}% (${a.parents.filter((p) => p.absorbed.length > 0).length}/${a.parents.length} parents lose a child; weakest child among the absorbed in ${tested.filter((p) => p.predictionHolds).length} of ${tested.length} partly absorbed parents, chance ${chance.toFixed(1)}); FVU ${res.eval.fvu.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
+      done(
+        `seed ${seed} ${name}: absorption rate ${(100 * a.rate).toFixed(1)}% (${a.parents.filter((p) => p.absorbed.length > 0).length}/${a.parents.length} parents lose a child; weakest child among the absorbed in ${tested.filter((p) => p.predictionHolds).length} of ${tested.length} partly absorbed parents, chance ${chance.toFixed(1)}); FVU ${res.eval.fvu.toFixed(3)}; ${res.seconds.toFixed(0)} s`,
+      );
     }
   }
   const markdown = [
@@ -59,8 +106,27 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
     '|---|---|---|---|---|---|---|---|',
     ...o.methods.map((name) => {
       const r = rows.filter((x) => x.method === name);
-      const held = r.reduce((a, x) => a + x.predictionHeld, 0), tested = r.reduce((a, x) => a + x.predictionTested, 0), chance = r.reduce((a, x) => a + x.chance, 0);
-      return `| ${name} | ${pm(r.map((x) => x.rate), 1, 100)}% | ${pm(r.map((x) => x.parentsWithAbsorption), 1)} / ${o.parents} | ${held} of ${tested} | ${chance.toFixed(1)} | ${pm(r.map((x) => x.poly), 1)} | ${pm(r.map((x) => x.mgt), 1, 100)} | ${pm(r.map((x) => x.fvu), 3)} |`;
+      const held = r.reduce((a, x) => a + x.predictionHeld, 0),
+        tested = r.reduce((a, x) => a + x.predictionTested, 0),
+        chance = r.reduce((a, x) => a + x.chance, 0);
+      return `| ${name} | ${pm(
+        r.map((x) => x.rate),
+        1,
+        100,
+      )}% | ${pm(
+        r.map((x) => x.parentsWithAbsorption),
+        1,
+      )} / ${o.parents} | ${held} of ${tested} | ${chance.toFixed(1)} | ${pm(
+        r.map((x) => x.poly),
+        1,
+      )} | ${pm(
+        r.map((x) => x.mgt),
+        1,
+        100,
+      )} | ${pm(
+        r.map((x) => x.fvu),
+        3,
+      )} |`;
     }),
   ].join('\n');
   return { rows, markdown };

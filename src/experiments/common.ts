@@ -6,11 +6,12 @@ import type { TruthFile } from '../analysis/truth.js';
 import type { Manifest } from '../activations/manifest.js';
 import { fmtDuration } from '../util/progress.js';
 import { makeDictConfig, type Activation, type DictConfig, type Kind } from '../sdl/config.js';
+import { MANIFEST_FILE } from '../util/files.js';
 
 /** The bench's shards and truth in `dir`, generated unless a finished copy with the same configuration is there. */
 export function ensureLrb(dir: string, cfg: Partial<LrbConfig>): void {
   const tj = join(dir, 'truth.json');
-  if (existsSync(tj) && existsSync(join(dir, 'manifest.json'))) {
+  if (existsSync(tj) && existsSync(join(dir, MANIFEST_FILE))) {
     const old = JSON.parse(readFileSync(tj, 'utf8')).config as Record<string, unknown>;
     if (Object.entries(cfg).every(([k, v]) => JSON.stringify(old[k]) === JSON.stringify(v))) return;
   }
@@ -23,23 +24,31 @@ export interface Method {
 }
 
 export const METHODS: Record<string, Method> = {
-  relu: { act: 'relu', kind: 'sae' }, jumprelu: { act: 'jumprelu', kind: 'sae' }, topk: { act: 'topk', kind: 'sae' },
-  batchtopk: { act: 'batchtopk', kind: 'sae' }, matryoshka: { act: 'matryoshka', kind: 'sae' },
-  transcoder: { act: 'topk', kind: 'transcoder' }, crosscoder: { act: 'topk', kind: 'crosscoder' },
+  relu: { act: 'relu', kind: 'sae' },
+  jumprelu: { act: 'jumprelu', kind: 'sae' },
+  topk: { act: 'topk', kind: 'sae' },
+  batchtopk: { act: 'batchtopk', kind: 'sae' },
+  matryoshka: { act: 'matryoshka', kind: 'sae' },
+  transcoder: { act: 'topk', kind: 'transcoder' },
+  crosscoder: { act: 'topk', kind: 'crosscoder' },
 };
 
 /** The dictionary for a method on bench shards: SAEs read x_p, transcoders x_p -> x_r, crosscoders every x_p.s. */
 export function benchDict(m: Manifest, method: Method, latents: number, k: number): DictConfig {
   const sIn = method.kind === 'crosscoder' ? m.sites.filter((s) => s.name.startsWith('x_p')) : [m.sites.find((s) => s.name === 'x_p') ?? m.sites[0]];
   const sOut = method.kind === 'transcoder' ? [m.sites.find((s) => s.name === 'x_r')!] : sIn;
-  const sitesIn = sIn.map((s) => ({ name: s.name, width: s.width })), sitesOut = sOut.map((s) => ({ name: s.name, width: s.width }));
+  const sitesIn = sIn.map((s) => ({ name: s.name, width: s.width })),
+    sitesOut = sOut.map((s) => ({ name: s.name, width: s.width }));
   return makeDictConfig({ kind: method.kind, activation: method.act, sitesIn, sitesOut, latents, k });
 }
 
 /** Unit anchor directions for the first `count` true features (the bench's features are exchangeable). */
 export function anchorsFor(t: TruthFile, cfg: DictConfig, count: number): { encoder: Float32Array[]; decoder: Float32Array[] } {
   const dirOf = (key: string, f: number, w: number) => t.W[key].subarray(f * w, (f + 1) * w);
-  const norm = (v: Float32Array) => { const n = Math.hypot(...v) || 1; return v.map((x) => x / n); };
+  const norm = (v: Float32Array) => {
+    const n = Math.hypot(...v) || 1;
+    return v.map((x) => x / n);
+  };
   const parts = cfg.kind === 'crosscoder' ? cfg.sitesIn.map((s) => s.name.replace('x_p', 'W_p')) : ['W_p'];
   const per = cfg.dIn / parts.length;
   const enc = Array.from({ length: count }, (_, f) => norm(Float32Array.from(parts.flatMap((p) => [...dirOf(p, f, per)]))));
@@ -50,7 +59,8 @@ export function anchorsFor(t: TruthFile, cfg: DictConfig, count: number): { enco
 export const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 export const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, b) => a + (b - mean(xs)) ** 2, 0) / (xs.length - 1)));
 /** mean, or mean +- sd over seeds. */
-export const pm = (xs: number[], digits: number, scale = 1) => (xs.length > 1 ? `${(scale * mean(xs)).toFixed(digits)} ± ${(scale * sd(xs)).toFixed(digits)}` : (scale * xs[0]).toFixed(digits));
+export const pm = (xs: number[], digits: number, scale = 1) =>
+  xs.length > 1 ? `${(scale * mean(xs)).toFixed(digits)} ± ${(scale * sd(xs)).toFixed(digits)}` : (scale * xs[0]).toFixed(digits);
 
 /**
  * Progress over an experiment's runs: each finished run's line goes out prefixed with the count, the time so far

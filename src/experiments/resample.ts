@@ -10,23 +10,54 @@ import { TRAIN_DEFAULTS, type Activation } from '../sdl/config.js';
 import { lineChart, type Series } from '../util/svg-plot.js';
 import { benchDict, ensureLrb, pm, runTracker } from './common.js';
 import { ACTIVATIONS } from '../sdl/activations.js';
+import { TRAINING_LOG_FILE } from '../util/files.js';
 
 export interface ResampleOptions {
   /** Hide each run's own training progress (--json). */
   quiet?: boolean;
-  n: number; np: number; latents: number; k: number; S: number; M: number; N: number;
-  activation: Activation; sparsity?: number;
-  steps: number; batch: number; lr: number; resampleEvery: number; deadWindow: number; seeds: number[]; cache: string;
+  n: number;
+  np: number;
+  latents: number;
+  k: number;
+  S: number;
+  M: number;
+  N: number;
+  activation: Activation;
+  sparsity?: number;
+  steps: number;
+  batch: number;
+  lr: number;
+  resampleEvery: number;
+  deadWindow: number;
+  seeds: number[];
+  cache: string;
 }
 
-interface Arm { name: string; resample: number; auxk: number }
-const ARMS: Arm[] = [{ name: 'no remedy', resample: 0, auxk: 0 }, { name: 'resampling', resample: 1, auxk: 0 }, { name: 'AuxK', resample: 0, auxk: 1 / 32 }];
+interface Arm {
+  name: string;
+  resample: number;
+  auxk: number;
+}
+const ARMS: Arm[] = [
+  { name: 'no remedy', resample: 0, auxk: 0 },
+  { name: 'resampling', resample: 1, auxk: 0 },
+  { name: 'AuxK', resample: 0, auxk: 1 / 32 },
+];
 
 export async function runResample(o: ResampleOptions, log: (s: string) => void = () => undefined) {
   const done = runTracker(o.seeds.length * 3, log);
   const t0 = performance.now();
   const arms = ACTIVATIONS[o.activation].auxk ? ARMS : ARMS.slice(0, 2);
-  const results: { arm: string; seed: number; fvu: number; deadTrain: number; deadIsolated: number; mgt: number; mip: number; curves: { dead: [number, number][]; fvu: [number, number][] } }[] = [];
+  const results: {
+    arm: string;
+    seed: number;
+    fvu: number;
+    deadTrain: number;
+    deadIsolated: number;
+    mgt: number;
+    mip: number;
+    curves: { dead: [number, number][]; fvu: [number, number][] };
+  }[] = [];
   for (const seed of o.seeds) {
     const dir = join(o.cache, `resample-${o.n}-${o.np}-${o.S}-${o.M}-${o.N}-${seed}`);
     ensureLrb(join(dir, 'data'), { n: o.n, np: o.np, S: o.S, M: o.M, N: o.N, seed, shardTokens: 65536 });
@@ -37,31 +68,65 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
       const dict = benchDict(m, { act: o.activation, kind: 'sae' }, o.latents, o.k);
       const out = join(dir, `dict-${o.activation}-${arm.name.replace(/\W+/g, '-')}`);
       const res = await fit({
-        actsDir: acts, manifest: m, dict, out, quiet: o.quiet ?? true, force: true,
+        actsDir: acts,
+        manifest: m,
+        dict,
+        out,
+        quiet: o.quiet ?? true,
+        force: true,
         train: {
-          ...TRAIN_DEFAULTS, steps: o.steps, batchTokens: o.batch, lr: o.lr, seed, evalTokens: 8192, evalEvery: Math.max(1, Math.floor(o.steps / 30)), checkpointEvery: 1e9,
-          excludeBos: false, deadWindowTokens: o.deadWindow, auxkCoefficient: arm.auxk, resampleEvery: arm.resample ? o.resampleEvery : 0,
+          ...TRAIN_DEFAULTS,
+          steps: o.steps,
+          batchTokens: o.batch,
+          lr: o.lr,
+          seed,
+          evalTokens: 8192,
+          evalEvery: Math.max(1, Math.floor(o.steps / 30)),
+          checkpointEvery: 1e9,
+          excludeBos: false,
+          deadWindowTokens: o.deadWindow,
+          auxkCoefficient: arm.auxk,
+          resampleEvery: arm.resample ? o.resampleEvery : 0,
           ...(o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),
         },
       });
-      const recs = readFileSync(join(out, 'training_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; dead_fraction: number; eval?: { fvu: number } });
+      const recs = readFileSync(join(out, TRAINING_LOG_FILE), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { step: number; dead_fraction: number; eval?: { fvu: number } });
       const curves = {
         dead: recs.map((r) => [r.step, r.dead_fraction] as [number, number]),
         fvu: recs.filter((r) => r.eval).map((r) => [r.step, r.eval!.fvu] as [number, number]),
       };
       const rec = recovery(res.dictionary, truth, { using: 'decoder' });
       const pat = activationPatterns(res.dictionary, truth);
-      results.push({ arm: arm.name, seed, fvu: res.eval.fvu, deadTrain: res.deadFraction, deadIsolated: pat.dead / o.latents, mgt: rec.mgt, mip: rec.mip, curves });
-      done(`seed ${seed} ${arm.name}: FVU ${res.eval.fvu.toFixed(4)}, dead (last ${o.deadWindow} tokens) ${(100 * res.deadFraction).toFixed(1)}%, silent on every isolated feature ${pat.dead}/${o.latents}, decoder M_GT ${(100 * rec.mgt).toFixed(1)}% M_IP ${rec.mip.toFixed(3)}; ${res.seconds.toFixed(0)} s`);
+      results.push({
+        arm: arm.name,
+        seed,
+        fvu: res.eval.fvu,
+        deadTrain: res.deadFraction,
+        deadIsolated: pat.dead / o.latents,
+        mgt: rec.mgt,
+        mip: rec.mip,
+        curves,
+      });
+      done(
+        `seed ${seed} ${arm.name}: FVU ${res.eval.fvu.toFixed(4)}, dead (last ${o.deadWindow} tokens) ${(100 * res.deadFraction).toFixed(1)}%, silent on every isolated feature ${pat.dead}/${o.latents}, decoder M_GT ${(100 * rec.mgt).toFixed(1)}% M_IP ${rec.mip.toFixed(3)}; ${res.seconds.toFixed(0)} s`,
+      );
     }
   }
   const by = (arm: string) => results.filter((r) => r.arm === arm);
   const first = o.seeds[0];
   const series = (key: 'dead' | 'fvu'): Series[] => arms.map((a) => ({ name: a.name, points: by(a.name).find((r) => r.seed === first)!.curves[key] }));
-  const svg = lineChart([
-    { title: 'dead latents', xLabel: 'step', yLabel: `fraction not fired in the last ${o.deadWindow} tokens`, series: series('dead'), yMin: 0, yMax: 1 },
-    { title: 'held-out FVU', xLabel: 'step', yLabel: 'FVU (log scale)', series: series('fvu'), logY: true },
-  ], { title: `${o.activation} SAE, ${o.latents} latents on ${o.n} features (n_p ${o.np})${ACTIVATIONS[o.activation].usesK ? `, k ${o.k}` : ''}, seed ${first}` });
+  const svg = lineChart(
+    [
+      { title: 'dead latents', xLabel: 'step', yLabel: `fraction not fired in the last ${o.deadWindow} tokens`, series: series('dead'), yMin: 0, yMax: 1 },
+      { title: 'held-out FVU', xLabel: 'step', yLabel: 'FVU (log scale)', series: series('fvu'), logY: true },
+    ],
+    {
+      title: `${o.activation} SAE, ${o.latents} latents on ${o.n} features (n_p ${o.np})${ACTIVATIONS[o.activation].usesK ? `, k ${o.k}` : ''}, seed ${first}`,
+    },
+  );
   const markdown = [
     `${o.activation} SAE on the LRB (n ${o.n}, n_p ${o.np}, S ${o.S}, M ${o.M}, N ${o.N}), ${o.latents} latents, ${ACTIVATIONS[o.activation].usesK ? `k ${o.k}` : `L1 coefficient ${o.sparsity ?? 'default'}`}, ${o.steps} steps x ${o.batch}, Adam ${o.lr}; resampling every ${o.resampleEvery} steps until 75% of training; AuxK coefficient 1/32; dead = not fired in the last ${o.deadWindow} tokens; seeds ${o.seeds.join(', ')}${o.seeds.length > 1 ? ' (mean ± sd)' : ''}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all.`,
     '',
@@ -69,7 +134,25 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
     '|---|---|---|---|---|',
     ...arms.map((a) => {
       const r = by(a.name);
-      return `| ${a.name} | ${pm(r.map((x) => x.fvu), 4)} | ${pm(r.map((x) => x.deadTrain), 1, 100)}% | ${pm(r.map((x) => x.deadIsolated), 1, 100)}% | ${pm(r.map((x) => x.mgt), 1, 100)} / ${pm(r.map((x) => x.mip), 3)} |`;
+      return `| ${a.name} | ${pm(
+        r.map((x) => x.fvu),
+        4,
+      )} | ${pm(
+        r.map((x) => x.deadTrain),
+        1,
+        100,
+      )}% | ${pm(
+        r.map((x) => x.deadIsolated),
+        1,
+        100,
+      )}% | ${pm(
+        r.map((x) => x.mgt),
+        1,
+        100,
+      )} / ${pm(
+        r.map((x) => x.mip),
+        3,
+      )} |`;
     }),
   ].join('\n');
   return { results, markdown, svg };

@@ -17,7 +17,12 @@ export interface OnnxExportOptions {
  * Adds the dictionary's nodes to `g`, reading `x` [n, d_in]; returns the features and reconstruction tensors.
  * `prefix` keeps names apart when the nodes go into another model (splicing).
  */
-export function addDictionaryNodes(g: GraphBuilder, d: Dictionary, x: string, opts: OnnxExportOptions & { prefix?: string } = {}): { features: string; reconstruction?: string } {
+export function addDictionaryNodes(
+  g: GraphBuilder,
+  d: Dictionary,
+  x: string,
+  opts: OnnxExportOptions & { prefix?: string } = {},
+): { features: string; reconstruction?: string } {
   const c = d.cfg;
   const P = opts.prefix ?? '';
   const weight = (name: string, data: Float32Array, dims: number[]): string => {
@@ -30,21 +35,21 @@ export function addDictionaryNodes(g: GraphBuilder, d: Dictionary, x: string, op
   const b_enc = weight('b_enc', d.w.b_enc, [c.dSae]);
   const b_dec = weight('b_dec', d.w.b_dec, [c.dOut]);
   const xt = c.applyBDecToInput ? g.op('Sub', [x, b_dec]) : x;
-  const pre = g.op('Add', [g.op('MatMul', [xt, W_enc]), b_enc], {}, P + 'pre_activations');
+  const pre = g.op('Add', [g.op('MatMul', [xt, W_enc]), b_enc], {}, `${P}pre_activations`);
   let features: string;
   const how = ACTIVATIONS[c.activation].inference;
-  if (how === 'relu') features = g.op('Relu', [pre], {}, P + 'features');
+  if (how === 'relu') features = g.op('Relu', [pre], {}, `${P}features`);
   else if (how === 'topk') {
-    const [values, indices] = g.node('TopK', [pre, g.i64(P + 'k', [Math.min(c.k, c.dSae)])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
-    features = g.op('ScatterElements', [g.op('Mul', [pre, g.scalarF32(0)]), indices, g.op('Relu', [values])], { axis: 1 }, P + 'features');
+    const [values, indices] = g.node('TopK', [pre, g.i64(`${P}k`, [Math.min(c.k, c.dSae)])], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 });
+    features = g.op('ScatterElements', [g.op('Mul', [pre, g.scalarF32(0)]), indices, g.op('Relu', [values])], { axis: 1 }, `${P}features`);
   } else {
     const th = weight('threshold', d.inferenceThreshold(), [c.dSae]);
     const pass = g.op('Cast', [g.op('And', [g.op('Greater', [pre, th]), g.op('Greater', [pre, g.scalarF32(0)])])], { to: DataType.FLOAT });
-    features = g.op('Mul', [pre, pass], {}, P + 'features');
+    features = g.op('Mul', [pre, pass], {}, `${P}features`);
   }
   if (opts.encoderOnly) return { features };
   const W_dec = weight('W_dec', d.w.W_dec, [c.dSae, c.dOut]);
-  return { features, reconstruction: g.op('Add', [g.op('MatMul', [features, W_dec]), b_dec], {}, P + 'reconstruction') };
+  return { features, reconstruction: g.op('Add', [g.op('MatMul', [features, W_dec]), b_dec], {}, `${P}reconstruction`) };
 }
 
 export function dictionaryToOnnx(d: Dictionary, opts: OnnxExportOptions = {}): Uint8Array {
@@ -56,7 +61,18 @@ export function dictionaryToOnnx(d: Dictionary, opts: OnnxExportOptions = {}): U
   if (reconstruction) {
     if (c.sitesOut.length > 1) {
       const outs = c.sitesOut.map((s) => `reconstruction.${s.name}`);
-      g.node('Split', [reconstruction, g.i64('split_sizes', c.sitesOut.map((s) => s.width))], { axis: 1 }, { outputs: outs });
+      g.node(
+        'Split',
+        [
+          reconstruction,
+          g.i64(
+            'split_sizes',
+            c.sitesOut.map((s) => s.width),
+          ),
+        ],
+        { axis: 1 },
+        { outputs: outs },
+      );
       c.sitesOut.forEach((s, i) => g.output(outs[i], DataType.FLOAT, ['batch', s.width]));
     } else g.output('reconstruction', DataType.FLOAT, ['batch', c.dOut]);
   }

@@ -63,7 +63,8 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
   const extraInputs: { name: string; elemType: number; shape: (number | string)[] }[] = [];
   const extraOutputs: { name: string; elemType: number; shape: (number | string)[] }[] = [];
   if (rep.kind === 'steer') {
-    const d = rep.dict, m = d.cfg.dSae;
+    const d = rep.dict,
+      m = d.cfg.dSae;
     if (rep.declareInputs) {
       for (const name of [STEER.add, STEER.clampMask, STEER.clampValue]) extraInputs.push({ name, elemType: DataType.FLOAT, shape: ['steer_rows', m] });
       if (!rep.input) extraInputs.push({ name: STEER.features, elemType: DataType.FLOAT, shape: ['tokens', m] });
@@ -74,8 +75,11 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
       f = g.op('Identity', [addDictionaryNodes(g, d, x2, { prefix: `${P}dict/`, encoderOnly: true }).features], {}, STEER.features);
       extraOutputs.push({ name: STEER.features, elemType: DataType.FLOAT, shape: ['tokens', m] });
     }
-    const [c0, c1] = rep.cols, w = c1 - c0, dOut = d.cfg.dOut;
-    const invNorm = new Float32Array(m), Wd = new Float32Array(m * w);
+    const [c0, c1] = rep.cols,
+      w = c1 - c0,
+      dOut = d.cfg.dOut;
+    const invNorm = new Float32Array(m),
+      Wd = new Float32Array(m * w);
     for (let i = 0; i < m; i++) {
       let n2 = 0;
       for (let j = 0; j < dOut; j++) n2 += d.w.W_dec[i * dOut + j] ** 2;

@@ -11,7 +11,7 @@ import type { Dictionary } from '../sdl/dictionary.js';
 import { loadModel, type LoadedModel } from '../models/model.js';
 import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
-import { gemm } from '../sdl/linalg.js';
+import { gemm } from '../tensor/linalg.js';
 import { createIndexStats } from './stats.js';
 import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
@@ -20,8 +20,9 @@ import { SCHEMA } from './schema.js';
 import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
 import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
+import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
 
-export const INDEX_FILE = 'index.sqlite';
+export { INDEX_FILE };
 
 /** Above this many latents the m x m co-occurrence counters (4 m^2 bytes) are not kept. */
 export const MAX_COOCCURRENCE_LATENTS = 8192;
@@ -71,9 +72,11 @@ export interface IndexResult {
 export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string, opts: IndexOptions): Promise<IndexResult> {
   const manifest: Manifest = openActivations(actsDir);
   const sites = d.cfg.sitesIn;
-  for (const s of sites) if (!manifest.sites.some((m) => m.name === s.name && m.width === s.width)) throw new UserError(`the harvest in ${actsDir} has no site ${s.name}[${s.width}]; index with the activations the dictionary reads`);
+  for (const s of sites)
+    if (!manifest.sites.some((m) => m.name === s.name && m.width === s.width))
+      throw new UserError(`the harvest in ${actsDir} has no site ${s.name}[${s.width}]; index with the activations the dictionary reads`);
   const path = join(dictDir, INDEX_FILE);
-  const identity = sha256(readFileSync(join(dictDir, 'sae_weights.safetensors'))) + ':' + manifest.identity_sha256 + ':' + JSON.stringify(opts.topK + '/' + opts.contextRadius);
+  const identity = `${sha256(readFileSync(join(dictDir, WEIGHTS_FILE)))}:${manifest.identity_sha256}:${JSON.stringify(`${opts.topK}/${opts.contextRadius}`)}`;
   if (existsSync(path) && !opts.force) {
     const db = new Database(path, { readonly: true });
     const row = db.prepare("select value from dictionary where key = 'index_identity'").get() as { value: string } | undefined;
@@ -98,7 +101,14 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const keepTokens = V > 0 && V * m <= 1 << 26;
   // Co-occurrence counts for pairs i < j (upper triangle); skipped for very wide dictionaries (m^2 counters).
   const coOn = m <= MAX_COOCCURRENCE_LATENTS;
-  const stats = createIndexStats({ m, vocab: keepTokens ? V : 0, topK: opts.topK, radius: opts.contextRadius, cooccurrence: coOn, edges: Float32Array.from(HIST_EDGES) });
+  const stats = createIndexStats({
+    m,
+    vocab: keepTokens ? V : 0,
+    topK: opts.topK,
+    radius: opts.contextRadius,
+    cooccurrence: coOn,
+    edges: Float32Array.from(HIST_EDGES),
+  });
   const progress = new Progress('index', manifest.tokens, 'tok', 0, opts.quiet);
   const t0 = performance.now();
   let done = 0;
@@ -108,7 +118,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const doAbsorption = Boolean(tok) && d.cfg.kind !== 'transcoder' && d.cfg.dIn === d.cfg.dOut;
   const ABS_MAX = 12000;
   const absX = new Float32Array(doAbsorption ? ABS_MAX * d.cfg.dIn : 0);
-  const absLabel: number[] = [], absToken: number[] = [];
+  const absLabel: number[] = [],
+    absToken: number[] = [];
   const absFeats: { ids: Int32Array; vals: Float32Array }[] = [];
   // Chunks of whole windows, so every context lies inside the chunk; large chunks amortise the native calls.
   const ctx = Math.max(1, manifest.context_length);
@@ -117,7 +128,13 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const quantiles = new QuantileSampler(m, opts.perBand ?? 5, opts.contextRadius);
   const l0Hist = new Float64Array(257);
   for (let si = 0; si < manifest.shards.length; si++) {
-    const s = readShard(actsDir, manifest, si, sites.map((x) => x.name), { verify: opts.verify });
+    const s = readShard(
+      actsDir,
+      manifest,
+      si,
+      sites.map((x) => x.name),
+      { verify: opts.verify },
+    );
     for (let r0 = 0; r0 < s.rows; r0 += chunkRows) {
       const n = Math.min(chunkRows, s.rows - r0);
       let off = 0;
@@ -138,16 +155,23 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         const row = r0 + r;
         const list = top[i];
         list.push({
-          act: ev.acts[e], doc: s.doc[row], window: s.window[row], pos: s.pos[row], token: s.token[row], ctxStart: s.pos[r0 + lo],
-          ctxTokens: Array.from(s.token.subarray(r0 + lo, r0 + hi + 1)), ctxActs: Array.from(ev.ctx.subarray(co, co + hi - lo + 1)),
+          act: ev.acts[e],
+          doc: s.doc[row],
+          window: s.window[row],
+          pos: s.pos[row],
+          token: s.token[row],
+          ctxStart: s.pos[r0 + lo],
+          ctxTokens: Array.from(s.token.subarray(r0 + lo, r0 + hi + 1)),
+          ctxActs: Array.from(ev.ctx.subarray(co, co + hi - lo + 1)),
         });
         list.sort((p, q) => q.act - p.act);
         if (list.length > opts.topK) list.pop();
       }
       if (doAbsorption && absLabel.length < ABS_MAX) {
         for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
-          const row = r0 + r, t = s.token[row];
-          if (!(t >= 0 && t < V && letterOf[t] >= 0 && (row * 2654435761 >>> 0) % 4 === 0)) continue;
+          const row = r0 + r,
+            t = s.token[row];
+          if (!(t >= 0 && t < V && letterOf[t] >= 0 && ((row * 2654435761) >>> 0) % 4 === 0)) continue;
           absX.set(x.subarray(r * d.cfg.dIn, (r + 1) * d.cfg.dIn), absLabel.length * d.cfg.dIn);
           absLabel.push(letterOf[t]);
           absToken.push(t);
@@ -164,7 +188,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
 
   // Decoder geometry: norms, encoder/decoder cosine, nearest features by decoder cosine.
   const dOut = d.cfg.dOut;
-  const dn = new Float32Array(m), ec = new Float32Array(m);
+  const dn = new Float32Array(m),
+    ec = new Float32Array(m);
   const unit = new Float32Array(m * dOut);
   for (let i = 0; i < m; i++) {
     let q = 0;
@@ -172,16 +197,27 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     dn[i] = Math.sqrt(q);
     for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
     if (d.cfg.dIn === dOut) {
-      let dot = 0, en = 0;
-      for (let j = 0; j < dOut; j++) { dot += d.w.W_enc[j * m + i] * unit[i * dOut + j]; en += d.w.W_enc[j * m + i] ** 2; }
+      let dot = 0,
+        en = 0;
+      for (let j = 0; j < dOut; j++) {
+        dot += d.w.W_enc[j * m + i] * unit[i * dOut + j];
+        en += d.w.W_enc[j * m + i] ** 2;
+      }
       ec[i] = dot / (Math.sqrt(en) || 1);
     } else ec[i] = NaN;
   }
   const nearest = nearestByCosine(unit, m, dOut, opts.neighbors);
 
-  const abs = doAbsorption && absLabel.length >= 200
-    ? measureAbsorption({ x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats }, d.cfg.dIn, d.w.W_dec, d.cfg.dOut, m)
-    : undefined;
+  const abs =
+    doAbsorption && absLabel.length >= 200
+      ? measureAbsorption(
+          { x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats },
+          d.cfg.dIn,
+          d.w.W_dec,
+          d.cfg.dOut,
+          m,
+        )
+      : undefined;
 
   const tmpPath = `${path}.tmp-${process.pid}`;
   rmSync(tmpPath, { force: true });
@@ -204,44 +240,99 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     db.exec(SCHEMA);
     const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
     const meta: Record<string, unknown> = {
-      index_identity: identity, tokens: total, dictionary: dictDir, activations: actsDir, model: manifest.identity.model.name, corpus: manifest.identity.corpus,
-      config: d.cfg, meta: d.meta, top_k: opts.topK, context_radius: opts.contextRadius, dense_threshold: opts.denseThreshold, histogram_edges: HIST_EDGES,
+      index_identity: identity,
+      tokens: total,
+      dictionary: dictDir,
+      activations: actsDir,
+      model: manifest.identity.model.name,
+      corpus: manifest.identity.corpus,
+      config: d.cfg,
+      meta: d.meta,
+      top_k: opts.topK,
+      context_radius: opts.contextRadius,
+      dense_threshold: opts.denseThreshold,
+      histogram_edges: HIST_EDGES,
       dead_window: `never fired over the ${total} indexed tokens`,
-      l0_histogram: trimZeros(Array.from(l0Hist)), quantile_edges: QUANTILE_EDGES.map((e) => (Number.isFinite(e) ? e : null)),
+      l0_histogram: trimZeros(Array.from(l0Hist)),
+      quantile_edges: QUANTILE_EDGES.map((e) => (Number.isFinite(e) ? e : null)),
       logit_lens: lens ? lens.source : undefined,
     };
     try {
-      const saved = JSON.parse(readFileSync(join(dictDir, 'cfg.json'), 'utf8'));
+      const saved = JSON.parse(readFileSync(join(dictDir, CFG_FILE), 'utf8'));
       meta.training = saved.sdlkit?.training;
-    } catch { /* a dictionary without training record */ }
-    const insFeat = db.prepare('insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption, logit_lens) values (?,?,?,?,?,?,?,?,?,?,?,?,?)');
-    const insQ = db.prepare('insert into quantile_examples (feature, band, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?,?)');
-    const insLetter = db.prepare('insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)');
-    const insEx = db.prepare('insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)');
+    } catch {
+      /* a dictionary without training record */
+    }
+    const insFeat = db.prepare(
+      'insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption, logit_lens) values (?,?,?,?,?,?,?,?,?,?,?,?,?)',
+    );
+    const insQ = db.prepare(
+      'insert into quantile_examples (feature, band, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?,?)',
+    );
+    const insLetter = db.prepare(
+      'insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)',
+    );
+    const insEx = db.prepare(
+      'insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)',
+    );
     const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
     const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
     const insTf = db.prepare('insert into token_features (token, feature, count, mean_act) values (?,?,?,?)');
     const insTok = db.prepare('insert into tokens (id, text) values (?, ?)');
-    let dead = 0, dense = 0;
+    let dead = 0,
+      dense = 0;
     db.transaction(() => {
       for (const [k, v] of Object.entries(meta)) if (v !== undefined) put.run(k, typeof v === 'string' ? v : JSON.stringify(v));
       for (let i = 0; i < m; i++) {
         const freq = count[i] / Math.max(1, total);
-        const isDead = count[i] === 0 ? 1 : 0, isDense = freq > opts.denseThreshold ? 1 : 0;
+        const isDead = count[i] === 0 ? 1 : 0,
+          isDense = freq > opts.denseThreshold ? 1 : 0;
         dead += isDead;
         dense += isDense;
         let topTokens: { token: number; count: number; mean: number }[] = [];
         if (keepTokens) {
           const c = tokCount.subarray(i * V, (i + 1) * V);
-          topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum[i * V + t] / n : 0 })).filter((x) => x.count > 0).sort((a, b) => b.count - a.count).slice(0, 10);
+          topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum[i * V + t] / n : 0 }))
+            .filter((x) => x.count > 0)
+            .sort((a, b) => b.count - a.count)
+            .slice(0, 10);
           for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum[i * V + t] / c[t]);
         }
-        insFeat.run(i, count[i], freq, count[i] ? sum[i] / count[i] : 0, max[i], dn[i], Number.isNaN(ec[i]) ? null : ec[i], isDead, isDense,
-          JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))), JSON.stringify(topTokens),
-          abs ? abs.latentScore.get(i) ?? 0 : null, lens ? JSON.stringify(lens.rows[i]) : null);
+        insFeat.run(
+          i,
+          count[i],
+          freq,
+          count[i] ? sum[i] / count[i] : 0,
+          max[i],
+          dn[i],
+          Number.isNaN(ec[i]) ? null : ec[i],
+          isDead,
+          isDense,
+          JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))),
+          JSON.stringify(topTokens),
+          abs ? (abs.latentScore.get(i) ?? 0) : null,
+          lens ? JSON.stringify(lens.rows[i]) : null,
+        );
         const round = (v: number) => Math.round(v * 1e4) / 1e4;
-        quantiles.examples(i).forEach((e, rank) => insQ.run(i, e.band, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map(round))));
-        top[i].forEach((e, rank) => insEx.run(i, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4))));
+        quantiles
+          .examples(i)
+          .forEach((e, rank) =>
+            insQ.run(i, e.band, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map(round))),
+          );
+        top[i].forEach((e, rank) =>
+          insEx.run(
+            i,
+            rank,
+            e.act,
+            e.doc,
+            e.window,
+            e.pos,
+            e.token,
+            e.ctxStart,
+            JSON.stringify(e.ctxTokens),
+            JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4)),
+          ),
+        );
         nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
         if (coOn) {
           for (const { j, score: c } of largest(m, opts.neighbors, (j) => (j === i ? 0 : coAt(i, j)))) {
@@ -252,7 +343,16 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
       if (abs) {
         for (const l of abs.letters) insLetter.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
-        put.run('absorption', JSON.stringify({ method: 'first-letter (SAEBench, adapted: natural word occurrences)', samples: absLabel.length, letters_evaluated: abs.letters.length, mean_absorption_fraction: abs.meanAbsorption, mean_full_absorption: abs.meanFullAbsorption }));
+        put.run(
+          'absorption',
+          JSON.stringify({
+            method: 'first-letter (SAEBench, adapted: natural word occurrences)',
+            samples: absLabel.length,
+            letters_evaluated: abs.letters.length,
+            mean_absorption_fraction: abs.meanAbsorption,
+            mean_full_absorption: abs.meanFullAbsorption,
+          }),
+        );
       }
     })();
     db.pragma('journal_mode = WAL');

@@ -2,11 +2,14 @@
 // (analysis/logit-lens.ts), computed as one blocked GEMM of the decoder rows against the unembedding.
 import type { LoadedModel } from '../models/model.js';
 import type { Dictionary } from '../sdl/dictionary.js';
-import { findUnembedding } from '../analysis/logit-lens.js';
-import { gemm } from '../sdl/linalg.js';
+import { findUnembedding, type Unembedding } from '../analysis/logit-lens.js';
+import { gemm } from '../tensor/linalg.js';
 import { UserError } from '../util/errors.js';
 
-export interface LensRow { pos: [number, number][]; neg: [number, number][] }
+export interface LensRow {
+  pos: [number, number][];
+  neg: [number, number][];
+}
 
 /**
  * Per feature, the `n` most raised and most lowered tokens. The direction is the part of the decoder row that
@@ -14,7 +17,7 @@ export interface LensRow { pos: [number, number][]; neg: [number, number][] }
  * the model's head or such a site cannot be found.
  */
 export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, onNote?: (s: string) => void): { rows: LensRow[]; source: string } | undefined {
-  let u;
+  let u: Unembedding;
   try {
     u = findUnembedding(model);
   } catch (e) {
@@ -23,16 +26,23 @@ export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, o
     return undefined;
   }
   const c = d.cfg;
-  let off = -1, acc = 0;
-  for (const s of c.sitesOut) { if (s.width === u.d) off = acc; acc += s.width; }
+  let off = -1,
+    acc = 0;
+  for (const s of c.sitesOut) {
+    if (s.width === u.d) off = acc;
+    acc += s.width;
+  }
   if (off < 0) {
     onNote?.(`no logit lens: no site the dictionary writes is ${u.d} wide (the residual width of ${model.name})`);
     return undefined;
   }
-  const m = c.dSae, D = u.d, V = u.vocab;
+  const m = c.dSae,
+    D = u.d,
+    V = u.vocab;
   const rows: LensRow[] = [];
   const block = Math.max(1, Math.min(m, Math.floor(2 ** 24 / V)));
-  const A = new Float32Array(block * D), C = new Float32Array(block * V);
+  const A = new Float32Array(block * D),
+    C = new Float32Array(block * V);
   for (let i0 = 0; i0 < m; i0 += block) {
     const b = Math.min(block, m - i0);
     for (let r = 0; r < b; r++) for (let j = 0; j < D; j++) A[r * D + j] = d.w.W_dec[(i0 + r) * c.dOut + off + j] * u.scale[j];

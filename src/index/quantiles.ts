@@ -29,7 +29,8 @@ const bandOf = (a: number): number => {
 
 /** The activation of latent `i` in sparse row `r` (0 when inactive); rows list latents in increasing order. */
 function actAt(f: SparseActs, r: number, i: number): number {
-  let lo = f.start[r], hi = f.start[r + 1] - 1;
+  let lo = f.start[r],
+    hi = f.start[r + 1] - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
     if (f.idx[mid] === i) return f.val[mid];
@@ -45,7 +46,12 @@ export class QuantileSampler {
   private readonly kept = new Map<number, QuantileExample[]>();
   private readonly rng: Rng;
 
-  constructor(readonly m: number, readonly perBand: number, readonly radius: number, seed = 0) {
+  constructor(
+    readonly m: number,
+    readonly perBand: number,
+    readonly radius: number,
+    seed = 0,
+  ) {
     this.seen = new Int32Array(m * BANDS);
     this.rng = new Rng(seed);
   }
@@ -57,7 +63,8 @@ export class QuantileSampler {
   add(f: SparseActs, rows: { doc: Int32Array; window: Int32Array; pos: Int32Array; token: Int32Array }): void {
     for (let r = 0; r < f.rows; r++) {
       for (let q = f.start[r]; q < f.start[r + 1]; q++) {
-        const i = f.idx[q], a = f.val[q];
+        const i = f.idx[q],
+          a = f.val[q];
         if (!(a > 0)) continue;
         const key = i * BANDS + bandOf(a);
         const n = ++this.seen[key];
@@ -69,14 +76,22 @@ export class QuantileSampler {
           if (slot >= this.perBand) continue;
         }
         if (!list) this.kept.set(key, (list = []));
-        let lo = r, hi = r;
+        let lo = r,
+          hi = r;
         while (lo > 0 && r - lo < this.radius && rows.window[lo - 1] === rows.window[r]) lo--;
         while (hi + 1 < f.rows && hi - r < this.radius && rows.window[hi + 1] === rows.window[r]) hi++;
         const ctxActs: number[] = [];
         for (let c = lo; c <= hi; c++) ctxActs.push(c === r ? a : actAt(f, c, i));
         list[slot] = {
-          band: key % BANDS, act: a, doc: rows.doc[r], window: rows.window[r], pos: rows.pos[r], token: rows.token[r],
-          ctxStart: rows.pos[lo], ctxTokens: Array.from(rows.token.subarray(lo, hi + 1)), ctxActs,
+          band: key % BANDS,
+          act: a,
+          doc: rows.doc[r],
+          window: rows.window[r],
+          pos: rows.pos[r],
+          token: rows.token[r],
+          ctxStart: rows.pos[lo],
+          ctxTokens: Array.from(rows.token.subarray(lo, hi + 1)),
+          ctxActs,
         };
       }
     }

@@ -14,13 +14,31 @@ export function openIndex(dictDir: string): Database.Database {
 }
 
 export interface FeatureRow {
-  id: number; count: number; freq: number; mean_act: number; max_act: number; decoder_norm: number; enc_dec_cos: number | null;
-  dead: number; dense: number; histogram: string; top_tokens: string; absorption: number | null; logit_lens: string | null;
+  id: number;
+  count: number;
+  freq: number;
+  mean_act: number;
+  max_act: number;
+  decoder_norm: number;
+  enc_dec_cos: number | null;
+  dead: number;
+  dense: number;
+  histogram: string;
+  top_tokens: string;
+  absorption: number | null;
+  logit_lens: string | null;
 }
 
 const SORTS: Record<string, string> = { freq: 'freq desc', max: 'max_act desc', absorption: 'absorption desc', id: 'id asc', mean: 'mean_act desc' };
 
-export interface FeatureQuery { dead?: boolean; dense?: boolean; absorbed?: boolean; sort?: string; limit?: number; where?: string }
+export interface FeatureQuery {
+  dead?: boolean;
+  dense?: boolean;
+  absorbed?: boolean;
+  sort?: string;
+  limit?: number;
+  where?: string;
+}
 
 export function listFeatures(db: Database.Database, q: FeatureQuery): FeatureRow[] {
   const conds: string[] = [];
@@ -28,16 +46,19 @@ export function listFeatures(db: Database.Database, q: FeatureQuery): FeatureRow
   if (q.dense) conds.push('dense = 1');
   if (q.absorbed) conds.push('absorption > 0');
   if (q.where) {
-    if (/;|--|\b(attach|pragma|insert|update|delete|drop|create)\b/i.test(q.where)) throw new UserError('--where takes a condition on the features columns, e.g. "freq > 0.01 and max_act < 2"');
+    if (/;|--|\b(attach|pragma|insert|update|delete|drop|create)\b/i.test(q.where))
+      throw new UserError('--where takes a condition on the features columns, e.g. "freq > 0.01 and max_act < 2"');
     conds.push(`(${q.where})`);
   }
   const order = SORTS[q.sort ?? 'id'];
   if (!order) throw new UserError(`--sort takes ${Object.keys(SORTS).join(', ')}`);
-  const sql = `select * from features ${conds.length ? 'where ' + conds.join(' and ') : ''} order by ${order} limit ?`;
+  const sql = `select * from features ${conds.length ? `where ${conds.join(' and ')}` : ''} order by ${order} limit ?`;
   try {
     return db.prepare(sql).all(q.limit ?? 50) as FeatureRow[];
   } catch (e) {
-    throw new UserError(`the query failed: ${(e as Error).message} (columns: id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, absorption)`);
+    throw new UserError(
+      `the query failed: ${(e as Error).message} (columns: id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, absorption)`,
+    );
   }
 }
 
@@ -53,20 +74,34 @@ export function featureDetail(db: Database.Database, id: number) {
     const n = (db.prepare('select count(*) as n from features').get() as { n: number }).n;
     throw new UserError(`feature ${id} does not exist; the dictionary has features 0-${n - 1}`);
   }
-  const examples = db.prepare('select * from examples where feature = ? order by rank').all(id) as { act: number; pos: number; context_start: number; context_tokens: string; context_acts: string; doc: number; window: number }[];
+  const examples = db.prepare('select * from examples where feature = ? order by rank').all(id) as {
+    act: number;
+    pos: number;
+    context_start: number;
+    context_tokens: string;
+    context_acts: string;
+    doc: number;
+    window: number;
+  }[];
   const neighbors = db.prepare('select other, cosine from neighbors where feature = ? order by rank').all(id);
   const cooc = db.prepare('select other, count, jaccard from cooccurrence where feature = ? order by count desc').all(id);
-  const quantiles = db.prepare('select band, act, pos, context_start, context_tokens, context_acts, doc, window from quantile_examples where feature = ? order by band desc, rank').all(id) as typeof examples & { band: number }[];
-  const lens = f.logit_lens ? JSON.parse(f.logit_lens) as { pos: [number, number][]; neg: [number, number][] } : null;
+  const quantiles = db
+    .prepare(
+      'select band, act, pos, context_start, context_tokens, context_acts, doc, window from quantile_examples where feature = ? order by band desc, rank',
+    )
+    .all(id) as typeof examples & { band: number }[];
+  const lens = f.logit_lens ? (JSON.parse(f.logit_lens) as { pos: [number, number][]; neg: [number, number][] }) : null;
   return { feature: f, examples, quantiles, logitLens: lens, neighbors, cooccurrence: cooc };
 }
 
 export function featuresForToken(db: Database.Database, text: string, limit: number) {
-  const ids = (db.prepare('select id from tokens where text = ? or text = ?').all(text, ' ' + text.trimStart()) as { id: number }[]).map((r) => r.id);
+  const ids = (db.prepare('select id from tokens where text = ? or text = ?').all(text, ` ${text.trimStart()}`) as { id: number }[]).map((r) => r.id);
   if (!ids.length) throw new UserError(`no token '${text}' in the tokenizer's vocabulary (try with or without a leading space)`);
-  return db.prepare(`select tf.token, tf.feature, tf.count, tf.mean_act, f.count as feature_count, 1.0 * tf.count / f.count as share
+  return db
+    .prepare(`select tf.token, tf.feature, tf.count, tf.mean_act, f.count as feature_count, 1.0 * tf.count / f.count as share
     from token_features tf join features f on f.id = tf.feature where tf.token in (${ids.map(() => '?').join(',')})
-    order by tf.count * tf.mean_act desc limit ?`).all(...ids, limit);
+    order by tf.count * tf.mean_act desc limit ?`)
+    .all(...ids, limit);
 }
 
 /** Runs a read-only SELECT. */
@@ -97,7 +132,10 @@ export function queryWithTimeout(dir: string, job: { sql: string } | { features:
       if (m.rows) resolve(m.rows);
       else reject(m.user ? new UserError(m.error!) : new Error(m.error));
     });
-    child.once('error', (e) => { clearTimeout(timer); reject(e); });
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     child.send({ dir, ...job });
   });
 }

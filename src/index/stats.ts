@@ -13,8 +13,13 @@ export class JsIndexStats implements IndexStatsLike {
   constructor(private readonly c: IndexStatsConfig) {
     const { m, vocab } = c;
     this.r = {
-      count: new Float64Array(m), sum: new Float64Array(m), max: new Float32Array(m), hist: new Uint32Array(m * (c.edges.length + 1)),
-      tokCount: new Float32Array(vocab > 0 ? m * vocab : 0), tokSum: new Float32Array(vocab > 0 ? m * vocab : 0), co: new Uint32Array(c.cooccurrence ? m * m : 0),
+      count: new Float64Array(m),
+      sum: new Float64Array(m),
+      max: new Float32Array(m),
+      hist: new Uint32Array(m * (c.edges.length + 1)),
+      tokCount: new Float32Array(vocab > 0 ? m * vocab : 0),
+      tokSum: new Float32Array(vocab > 0 ? m * vocab : 0),
+      co: new Uint32Array(c.cooccurrence ? m * m : 0),
     };
     this.top = Array.from({ length: m }, () => new Float32Array(c.topK));
     this.topLen = new Int32Array(m);
@@ -26,29 +31,47 @@ export class JsIndexStats implements IndexStatsLike {
     const { count, sum, max, hist, tokCount, tokSum, co } = this.r;
     const H = edges.length;
     const n = start.length - 1;
-    const events: number[] = [], acts: number[] = [], ctx: number[] = [];
+    const events: number[] = [],
+      acts: number[] = [],
+      ctx: number[] = [];
     for (let r = 0; r < n; r++) {
-      const q0 = start[r], q1 = start[r + 1], t = token[r];
+      const q0 = start[r],
+        q1 = start[r + 1],
+        t = token[r];
       const tokOk = vocab > 0 && t >= 0 && t < vocab;
       for (let q = q0; q < q1; q++) {
-        const i = idx[q], a = val[q];
+        const i = idx[q],
+          a = val[q];
         count[i]++;
         sum[i] += a;
         if (a > max[i]) max[i] = a;
-        let lo = 0, hi = H; // number of edges <= a, by bisection
-        while (lo < hi) { const mid = (lo + hi) >> 1; if (edges[mid] <= a) lo = mid + 1; else hi = mid; }
+        let lo = 0,
+          hi = H; // number of edges <= a, by bisection
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (edges[mid] <= a) lo = mid + 1;
+          else hi = mid;
+        }
         hist[i * (H + 1) + lo]++;
-        if (tokOk) { tokCount[i * vocab + t]++; tokSum[i * vocab + t] += a; }
+        if (tokOk) {
+          tokCount[i * vocab + t]++;
+          tokSum[i * vocab + t] += a;
+        }
         if (this.topLen[i] < topK || a > this.topMin[i]) {
           this.pushTop(i, a);
-          let c0 = r, c1 = r;
+          let c0 = r,
+            c1 = r;
           while (c0 > 0 && r - c0 < radius && window[c0 - 1] === window[r]) c0--;
           while (c1 + 1 < n && c1 - r < radius && window[c1 + 1] === window[r]) c1++;
           events.push(i, r, c0, c1, ctx.length);
           acts.push(a);
           for (let rr = c0; rr <= c1; rr++) {
             let v = 0;
-            for (let s = start[rr]; s < start[rr + 1]; s++) if (idx[s] === i) { v = val[s]; break; }
+            for (let s = start[rr]; s < start[rr + 1]; s++)
+              if (idx[s] === i) {
+                v = val[s];
+                break;
+              }
             ctx.push(v);
           }
         }

@@ -9,8 +9,7 @@ import type { HookPoint } from '../onnx/hooks.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { UserError } from '../util/errors.js';
-
-export const ACTS_MANIFEST_FILE = 'acts_manifest.json';
+import { ACTS_MANIFEST_FILE } from '../util/files.js';
 
 export interface BoundModel {
   model: LoadedModel;
@@ -44,18 +43,22 @@ export async function bindModel(d: Dictionary, opts: { spec?: string; dictDir?: 
 export async function checkBinding(d: Dictionary, model: LoadedModel): Promise<Omit<BoundModel, 'model'>> {
   const want = d.meta.model_sha256;
   if (typeof want === 'string' && want !== model.sha256) {
-    throw new UserError(`the dictionary was trained on model ${String(d.meta.model_name ?? '?')} (sha256 ${want.slice(0, 12)}…) but ${model.name} is another model (sha256 ${model.sha256.slice(0, 12)}…); pass --model with the model it was trained on`);
+    throw new UserError(
+      `the dictionary was trained on model ${String(d.meta.model_name ?? '?')} (sha256 ${want.slice(0, 12)}…) but ${model.name} is another model (sha256 ${model.sha256.slice(0, 12)}…); pass --model with the model it was trained on`,
+    );
   }
   const hook = (s: { name: string }): HookPoint => {
     const h = model.hooks.points.get(s.name);
     if (!h) throw new UserError(`${model.name} has no hook ${s.name}, which the dictionary reads or writes; pass --model with the model it was trained on`);
     return h;
   };
-  const inputs = d.cfg.sitesIn.map(hook), outputs = d.cfg.sitesOut.map(hook);
+  const inputs = d.cfg.sitesIn.map(hook),
+    outputs = d.cfg.sitesOut.map(hook);
   const widths = await hookWidths(model, [...inputs, ...outputs]);
   [...d.cfg.sitesIn, ...d.cfg.sitesOut].forEach((s, i) => {
     const w = widths[i];
-    if (w !== s.width) throw new UserError(`${s.name} is ${w} wide in ${model.name} but the dictionary expects ${s.width}; pass --model with the model it was trained on`);
+    if (w !== s.width)
+      throw new UserError(`${s.name} is ${w} wide in ${model.name} but the dictionary expects ${s.width}; pass --model with the model it was trained on`);
   });
   return { inputs, outputs };
 }

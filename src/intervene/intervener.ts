@@ -73,15 +73,27 @@ export class Intervener {
 
   /** One forward pass of `batch` windows of `seq` tokens with the intervention applied. */
   async forward(ids: Int32Array, batch: number, seq: number, iv: Intervention = {}, logitsOnly = false): Promise<ForwardResult> {
-    const c = this.dict.cfg, m = c.dSae, N = batch * seq;
-    if (seq > this.model.contextLength) throw new UserError(`${seq} tokens do not fit ${this.model.name}'s context of ${this.model.contextLength}; shorten the text`);
+    const c = this.dict.cfg,
+      m = c.dSae,
+      N = batch * seq;
+    if (seq > this.model.contextLength)
+      throw new UserError(`${seq} tokens do not fit ${this.model.name}'s context of ${this.model.contextLength}; shorten the text`);
     const feeds: Record<string, ort.Tensor> = makeFeeds(runtimeInputs(this.model.proto), ids, batch, seq);
-    const add = new Float32Array(m), mask = new Float32Array(m), value = new Float32Array(m);
+    const add = new Float32Array(m),
+      mask = new Float32Array(m),
+      value = new Float32Array(m);
     const check = (f: number) => {
       if (!Number.isInteger(f) || f < 0 || f >= m) throw new UserError(`feature ${f} does not exist: the dictionary has features 0-${m - 1}`);
     };
-    for (const [f, a] of iv.add ?? []) { check(f); add[f] += a; }
-    for (const [f, v] of iv.clamp ?? []) { check(f); mask[f] = 1; value[f] = v; }
+    for (const [f, a] of iv.add ?? []) {
+      check(f);
+      add[f] += a;
+    }
+    for (const [f, v] of iv.clamp ?? []) {
+      check(f);
+      mask[f] = 1;
+      value[f] = v;
+    }
     const row = (a: Float32Array) => new ort.Tensor('float32', a, [1, m]);
     feeds[STEER.add] = row(add);
     if (iv.clampAll) {
@@ -96,7 +108,12 @@ export class Intervener {
     let x: Float32Array | undefined;
     if (this.cleanPass && (logitsOnly ? feeds[STEER.clampMask].data.some((v) => v !== 0) : true)) {
       const clean = await this.cleanPass.run(makeFeeds(runtimeInputs(this.model.proto), ids, batch, seq));
-      x = this.concatSites(clean, this.bound.inputs.map((h) => h.tensor), c.sitesIn, N);
+      x = this.concatSites(
+        clean,
+        this.bound.inputs.map((h) => h.tensor),
+        c.sitesIn,
+        N,
+      );
       features = densify(encodeSparse(this.dict, x, N), m);
       feeds[STEER.features] = new ort.Tensor('float32', features, [N, m]);
     }
@@ -107,10 +124,28 @@ export class Intervener {
       return { batch, seq, logits, vocab: logits.length / N, features: none, x: none, y: none };
     }
     const out = await this.session.run(feeds);
-    x ??= this.concatSites(out, this.bound.inputs.map((h) => h.tensor), c.sitesIn, N);
+    x ??= this.concatSites(
+      out,
+      this.bound.inputs.map((h) => h.tensor),
+      c.sitesIn,
+      N,
+    );
     features ??= out[STEER.features].data as Float32Array;
     const logits = out[this.logitsName].data as Float32Array;
-    return { batch, seq, logits, vocab: logits.length / N, features, x, y: this.concatSites(out, this.bound.outputs.map((h) => h.tensor), c.sitesOut, N) };
+    return {
+      batch,
+      seq,
+      logits,
+      vocab: logits.length / N,
+      features,
+      x,
+      y: this.concatSites(
+        out,
+        this.bound.outputs.map((h) => h.tensor),
+        c.sitesOut,
+        N,
+      ),
+    };
   }
 
   private concatSites(out: ort.InferenceSession.OnnxValueMapType, tensors: string[], sites: { width: number }[], N: number): Float32Array {
@@ -133,7 +168,8 @@ export class Intervener {
     const rec = decodeSparse(this.dict, sparsify(r.features, N, dSae));
     const err = new Float32Array(N);
     for (let t = 0; t < N; t++) {
-      let e = 0, n = 0;
+      let e = 0,
+        n = 0;
       for (let j = 0; j < dOut; j++) {
         const y = r.y[t * dOut + j];
         e += (y - rec[t * dOut + j]) ** 2;

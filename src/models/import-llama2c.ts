@@ -14,7 +14,10 @@ export interface ImportResult {
 }
 
 export function importLlama2c(checkpoint: string, tokenizerPath: string, outDir: string, name?: string): ImportResult {
-  for (const [what, p] of [['checkpoint', checkpoint], ['tokenizer', tokenizerPath]] as const) {
+  for (const [what, p] of [
+    ['checkpoint', checkpoint],
+    ['tokenizer', tokenizerPath],
+  ] as const) {
     if (!existsSync(p)) throw new UserError(`${what} ${p} not found`);
   }
   checkOutput(outDir, 'dir');

@@ -3,7 +3,7 @@
 import { DataType } from '../onnx/proto.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { UserError } from '../util/errors.js';
-import { transpose } from '../sdl/linalg.js';
+import { transpose } from '../tensor/linalg.js';
 
 export interface LlamaConfig {
   dim: number;
@@ -43,27 +43,62 @@ export const HEADER_BYTES = 28;
 
 /** Parses a llama2.c v0 checkpoint. */
 export function readLlama2c(buf: Uint8Array, source = 'checkpoint'): LlamaWeights {
-  if (buf.length < HEADER_BYTES) throw new UserError(`${source} is too small to be a llama2.c checkpoint (${buf.length} bytes); pass the .bin file written by llama2.c's export`);
+  if (buf.length < HEADER_BYTES)
+    throw new UserError(`${source} is too small to be a llama2.c checkpoint (${buf.length} bytes); pass the .bin file written by llama2.c's export`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const h = Array.from({ length: 7 }, (_, i) => dv.getInt32(i * 4, true));
   const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocabRaw, seq_len] = h;
   const vocab_size = Math.abs(vocabRaw);
-  const sane = dim > 0 && dim <= 65536 && hidden_dim > 0 && n_layers > 0 && n_layers <= 1024 && n_heads > 0 && dim % n_heads === 0
-    && n_kv_heads > 0 && n_heads % n_kv_heads === 0 && vocab_size > 0 && seq_len > 0 && seq_len <= 1 << 20;
+  const sane =
+    dim > 0 &&
+    dim <= 65536 &&
+    hidden_dim > 0 &&
+    n_layers > 0 &&
+    n_layers <= 1024 &&
+    n_heads > 0 &&
+    dim % n_heads === 0 &&
+    n_kv_heads > 0 &&
+    n_heads % n_kv_heads === 0 &&
+    vocab_size > 0 &&
+    seq_len > 0 &&
+    seq_len <= 1 << 20;
   if (!sane) throw new UserError(`${source} does not have a valid llama2.c header (read ${h.join(', ')}); pass a llama2.c v0 checkpoint`);
   const hs = dim / n_heads;
   const kvDim = n_kv_heads * hs;
-  const config: LlamaConfig = { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, norm_eps: 1e-5, rope_theta: 10000, shared_classifier: vocabRaw > 0 };
+  const config: LlamaConfig = {
+    dim,
+    hidden_dim,
+    n_layers,
+    n_heads,
+    n_kv_heads,
+    vocab_size,
+    seq_len,
+    norm_eps: 1e-5,
+    rope_theta: 10000,
+    shared_classifier: vocabRaw > 0,
+  };
   const L = n_layers;
   const sizes: [keyof Omit<LlamaWeights, 'config' | 'wcls'> | 'freq_real' | 'freq_imag', number][] = [
-    ['tok_embeddings', vocab_size * dim], ['rms_att', L * dim], ['wq', L * dim * dim], ['wk', L * kvDim * dim],
-    ['wv', L * kvDim * dim], ['wo', L * dim * dim], ['rms_ffn', L * dim], ['w1', L * hidden_dim * dim],
-    ['w2', L * dim * hidden_dim], ['w3', L * hidden_dim * dim], ['rms_final', dim],
-    ['freq_real', (seq_len * hs) / 2], ['freq_imag', (seq_len * hs) / 2],
+    ['tok_embeddings', vocab_size * dim],
+    ['rms_att', L * dim],
+    ['wq', L * dim * dim],
+    ['wk', L * kvDim * dim],
+    ['wv', L * kvDim * dim],
+    ['wo', L * dim * dim],
+    ['rms_ffn', L * dim],
+    ['w1', L * hidden_dim * dim],
+    ['w2', L * dim * hidden_dim],
+    ['w3', L * hidden_dim * dim],
+    ['rms_final', dim],
+    ['freq_real', (seq_len * hs) / 2],
+    ['freq_imag', (seq_len * hs) / 2],
   ];
   const floats = sizes.reduce((a, [, n]) => a + n, 0) + (config.shared_classifier ? 0 : vocab_size * dim);
   const expected = HEADER_BYTES + floats * 4;
-  if (buf.length !== expected) throw new UserError(`${source}: header says dim ${dim}, ${n_layers} layers, vocab ${vocab_size}, which needs ${expected} bytes, but the file has ${buf.length}; the file is truncated or not a llama2.c v0 checkpoint`);
+  if (buf.length !== expected)
+    throw new UserError(
+      `${source}: header says dim ${dim}, ${n_layers} layers, vocab ${vocab_size}, which needs ${expected} bytes, but the file has ${buf.length}; the file is truncated or not a llama2.c v0 checkpoint`,
+    );
   // Copy into an aligned buffer (the file view may be unaligned for Float32Array).
   const all = new Float32Array(floats);
   new Uint8Array(all.buffer).set(buf.subarray(HEADER_BYTES, expected));
@@ -102,7 +137,7 @@ export function ropeTables(seqLen: number, hs: number, theta: number): { real: F
   const imag = new Float32Array((seqLen * hs) / 2);
   for (let p = 0; p < seqLen; p++) {
     for (let j = 0; j < hs / 2; j++) {
-      const freq = 1 / Math.pow(theta, (2 * j) / hs);
+      const freq = 1 / theta ** ((2 * j) / hs);
       real[p * (hs / 2) + j] = Math.cos(p * freq);
       imag[p * (hs / 2) + j] = Math.sin(p * freq);
     }
@@ -122,7 +157,13 @@ export const hookName = (layer: number, site: string): string => `blocks.${layer
  */
 export function buildLlamaOnnx(w: LlamaWeights, metadata: Record<string, string> = {}): Uint8Array {
   const c = w.config;
-  const D = c.dim, H = c.hidden_dim, NH = c.n_heads, hs = D / NH, KV = c.n_kv_heads, kvMul = NH / KV, T = c.seq_len;
+  const D = c.dim,
+    H = c.hidden_dim,
+    NH = c.n_heads,
+    hs = D / NH,
+    KV = c.n_kv_heads,
+    kvMul = NH / KV,
+    T = c.seq_len;
   const g = new GraphBuilder('llama2c');
   const ids = g.input('input_ids', DataType.INT64, ['batch', 'seq']);
 
@@ -133,12 +174,15 @@ export function buildLlamaOnnx(w: LlamaWeights, metadata: Record<string, string>
 
   // Position tables [T, D]: cos/sin of each pair's angle, repeated for both members of the pair.
   const { real, imag } = ropeTables(T, hs, c.rope_theta);
-  const cos = new Float32Array(T * D), sin = new Float32Array(T * D);
-  for (let p = 0; p < T; p++) for (let h = 0; h < NH; h++) for (let j = 0; j < hs / 2; j++) {
-    const k = p * D + h * hs + 2 * j;
-    cos[k] = cos[k + 1] = real[p * (hs / 2) + j];
-    sin[k] = sin[k + 1] = imag[p * (hs / 2) + j];
-  }
+  const cos = new Float32Array(T * D),
+    sin = new Float32Array(T * D);
+  for (let p = 0; p < T; p++)
+    for (let h = 0; h < NH; h++)
+      for (let j = 0; j < hs / 2; j++) {
+        const k = p * D + h * hs + 2 * j;
+        cos[k] = cos[k + 1] = real[p * (hs / 2) + j];
+        sin[k] = sin[k + 1] = imag[p * (hs / 2) + j];
+      }
   const cosT = g.op('Slice', [g.f32('rope_cos', cos, [T, D]), zero1d, seq1d, zero1d]);
   const sinT = g.op('Slice', [g.f32('rope_sin', sin, [T, D]), zero1d, seq1d, zero1d]);
   // R: (x R)[2j] = -x[2j+1], (x R)[2j+1] = x[2j]  => rotated = x*cos + (x R)*sin.
@@ -150,7 +194,12 @@ export function buildLlamaOnnx(w: LlamaWeights, metadata: Record<string, string>
   const rot = g.f32('rope_swap', R, [D, D]);
   const mask = new Float32Array(T * T);
   for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) mask[i * T + j] = -1e9;
-  const maskT = g.op('Slice', [g.f32('causal_mask', mask, [T, T]), g.i64('zero_2d', [0, 0]), g.op('Concat', [seq1d, seq1d], { axis: 0 }), g.i64('axes_01', [0, 1])]);
+  const maskT = g.op('Slice', [
+    g.f32('causal_mask', mask, [T, T]),
+    g.i64('zero_2d', [0, 0]),
+    g.op('Concat', [seq1d, seq1d], { axis: 0 }),
+    g.i64('axes_01', [0, 1]),
+  ]);
   const scale = g.scalarF32(1 / Math.sqrt(hs), 'attn_scale');
   const eps = g.scalarF32(c.norm_eps, 'norm_eps');
   const shapeHeads = g.i64('shape_heads', [0, 0, NH, hs]);
@@ -193,7 +242,10 @@ export function buildLlamaOnnx(w: LlamaWeights, metadata: Record<string, string>
     const h1 = g.op('MatMul', [mlpIn, g.f32(`${p}.feed_forward.w1.T`, transpose(layerSlice(w.w1, l, H * D), H, D), [D, H])]);
     const h3 = g.op('MatMul', [mlpIn, g.f32(`${p}.feed_forward.w3.T`, transpose(layerSlice(w.w3, l, H * D), H, D), [D, H])]);
     const gated = g.op('Mul', [g.op('Mul', [h1, g.op('Sigmoid', [h1])]), h3]);
-    const mlpOut = g.name(g.op('MatMul', [gated, g.f32(`${p}.feed_forward.w2.T`, transpose(layerSlice(w.w2, l, D * H), D, H), [H, D])]), hookName(l, 'mlp_out'));
+    const mlpOut = g.name(
+      g.op('MatMul', [gated, g.f32(`${p}.feed_forward.w2.T`, transpose(layerSlice(w.w2, l, D * H), D, H), [H, D])]),
+      hookName(l, 'mlp_out'),
+    );
     x = g.name(g.op('Add', [mid, mlpOut]), hookName(l, 'resid_post'));
   }
   const xf = rmsnorm(x, g.f32('norm.weight', w.rms_final.slice(), [D]));

@@ -35,7 +35,10 @@ export class Llama2cTokenizer implements Tokenizer {
     this.scores = new Float32Array(vocabSize);
     let off = 4;
     for (let i = 0; i < vocabSize; i++) {
-      if (off + 8 > buf.length) throw new UserError(`${source} holds fewer than the ${vocabSize} tokens the model needs (ended at token ${i}); pass the tokenizer that belongs to this model`);
+      if (off + 8 > buf.length)
+        throw new UserError(
+          `${source} holds fewer than the ${vocabSize} tokens the model needs (ended at token ${i}); pass the tokenizer that belongs to this model`,
+        );
       this.scores[i] = dv.getFloat32(off, true);
       const len = dv.getInt32(off + 4, true);
       off += 8;
@@ -61,7 +64,7 @@ export class Llama2cTokenizer implements Tokenizer {
 
   /** Encodes exactly as llama2.c's run.c: optional BOS, a dummy-prefix space, code points, then merges by best score. */
   encode(text: string, opts: { bos?: boolean; prefix?: boolean } = {}): number[] {
-    const withPrefix = text.length > 0 && (opts.prefix ?? true) && this.lookup.has(' ') ? ' ' + text : text;
+    const withPrefix = text.length > 0 && (opts.prefix ?? true) && this.lookup.has(' ') ? ` ${text}` : text;
     const tokens: number[] = (opts.bos ?? true) ? [this.bosId] : [];
     if (!this.wordSafe) {
       tokens.push(...this.mergeAll(withPrefix));
@@ -95,7 +98,9 @@ export class Llama2cTokenizer implements Tokenizer {
       else for (const b of enc.encode(ch)) tokens.push(b + 3); // byte fallback: <0x00> is id 3
     }
     for (;;) {
-      let bestScore = -Infinity, bestIdx = -1, bestId = -1;
+      let bestScore = -Infinity,
+        bestIdx = -1,
+        bestId = -1;
       for (let i = 0; i + 1 < tokens.length; i++) {
         const id = this.lookup.get(this.vocab[tokens[i]] + this.vocab[tokens[i + 1]]);
         if (id !== undefined && this.scores[id] > bestScore) {
@@ -112,7 +117,7 @@ export class Llama2cTokenizer implements Tokenizer {
 
   /** The reference path, without the word split (for tests). */
   encodeGlobal(text: string): number[] {
-    return [this.bosId, ...this.mergeAll(text.length > 0 && this.lookup.has(' ') ? ' ' + text : text)];
+    return [this.bosId, ...this.mergeAll(text.length > 0 && this.lookup.has(' ') ? ` ${text}` : text)];
   }
 
   private pieceBytes(id: number, prev: number): Uint8Array | string {
@@ -129,7 +134,10 @@ export class Llama2cTokenizer implements Tokenizer {
     const parts: Uint8Array[] = [];
     let prev = -1;
     for (const id of ids) {
-      if (id === this.bosId || id === this.eosId) { prev = id; continue; }
+      if (id === this.bosId || id === this.eosId) {
+        prev = id;
+        continue;
+      }
       const b = this.pieceBytes(id, prev);
       parts.push(typeof b === 'string' ? enc.encode(b) : b);
       prev = id;
@@ -137,7 +145,10 @@ export class Llama2cTokenizer implements Tokenizer {
     const total = parts.reduce((a, p) => a + p.length, 0);
     const all = new Uint8Array(total);
     let o = 0;
-    for (const p of parts) { all.set(p, o); o += p.length; }
+    for (const p of parts) {
+      all.set(p, o);
+      o += p.length;
+    }
     return utf8.decode(all);
   }
 
@@ -162,7 +173,11 @@ function bytesToUnicode(): string[] {
   for (let i = 174; i <= 255; i++) bs.push(i);
   const cs = [...bs];
   let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  for (let b = 0; b < 256; b++)
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
   const out: string[] = new Array(256);
   bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i])));
   return out;
@@ -183,11 +198,21 @@ export class HfBpeTokenizer implements Tokenizer {
   readonly eosId: number;
 
   constructor(json: unknown, source = 'tokenizer.json') {
-    const j = json as { model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] }; added_tokens?: { id: number; content: string }[] };
-    if (!j?.model?.vocab || !Array.isArray(j.model.merges)) throw new UserError(`${source} is not a Hugging Face BPE tokenizer.json (model.vocab / model.merges missing)`);
+    const j = json as {
+      model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] };
+      added_tokens?: { id: number; content: string }[];
+    };
+    if (!j?.model?.vocab || !Array.isArray(j.model.merges))
+      throw new UserError(`${source} is not a Hugging Face BPE tokenizer.json (model.vocab / model.merges missing)`);
     if (j.model.type && j.model.type !== 'BPE') throw new UserError(`${source}: tokenizer model type ${j.model.type} is not supported (only byte-level BPE)`);
-    for (const [t, id] of Object.entries(j.model.vocab)) { this.vocab.set(t, id); this.idToToken[id] = t; }
-    for (const a of j.added_tokens ?? []) { this.vocab.set(a.content, a.id); this.idToToken[a.id] = a.content; }
+    for (const [t, id] of Object.entries(j.model.vocab)) {
+      this.vocab.set(t, id);
+      this.idToToken[id] = t;
+    }
+    for (const a of j.added_tokens ?? []) {
+      this.vocab.set(a.content, a.id);
+      this.idToToken[a.id] = a.content;
+    }
     j.model.merges.forEach((m, i) => {
       const [a, b] = Array.isArray(m) ? m : m.split(' ');
       this.ranks.set(`${a} ${b}`, i);
@@ -207,17 +232,23 @@ export class HfBpeTokenizer implements Tokenizer {
     if (hit) return hit;
     let parts = [...word];
     while (parts.length > 1) {
-      let best = Infinity, at = -1;
+      let best = Infinity,
+        at = -1;
       for (let i = 0; i + 1 < parts.length; i++) {
         const r = this.ranks.get(`${parts[i]} ${parts[i + 1]}`);
-        if (r !== undefined && r < best) { best = r; at = i; }
+        if (r !== undefined && r < best) {
+          best = r;
+          at = i;
+        }
       }
       if (at < 0) break;
       const merged = parts[at] + parts[at + 1];
       const next: string[] = [];
       for (let i = 0; i < parts.length; i++) {
-        if (i + 1 < parts.length && parts[i] === parts[at] && parts[i + 1] === parts[at + 1]) { next.push(merged); i++; }
-        else next.push(parts[i]);
+        if (i + 1 < parts.length && parts[i] === parts[at] && parts[i + 1] === parts[at + 1]) {
+          next.push(merged);
+          i++;
+        } else next.push(parts[i]);
       }
       parts = next;
     }
@@ -245,7 +276,10 @@ export class HfBpeTokenizer implements Tokenizer {
     for (const id of ids) {
       const t = this.idToToken[id];
       if (t === undefined || t === '<|endoftext|>') continue;
-      for (const ch of t) { const b = this.byteDec.get(ch); if (b !== undefined) bytes.push(b); }
+      for (const ch of t) {
+        const b = this.byteDec.get(ch);
+        if (b !== undefined) bytes.push(b);
+      }
     }
     return utf8.decode(new Uint8Array(bytes));
   }
@@ -263,7 +297,11 @@ export function loadTokenizer(path: string, vocabSize?: number): Tokenizer {
   const buf = readFileSync(path);
   if (path.endsWith('.json')) {
     let json: unknown;
-    try { json = JSON.parse(buf.toString('utf8')); } catch { throw new UserError(`${path} is not valid JSON; pass a Hugging Face tokenizer.json`); }
+    try {
+      json = JSON.parse(buf.toString('utf8'));
+    } catch {
+      throw new UserError(`${path} is not valid JSON; pass a Hugging Face tokenizer.json`);
+    }
     return new HfBpeTokenizer(json, path);
   }
   if (vocabSize === undefined) throw new UserError(`${path}: a llama2.c tokenizer needs the model's vocabulary size (from the model's config.json)`);

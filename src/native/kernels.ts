@@ -71,7 +71,18 @@ export interface NativeEngine {
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
   sumSquares(x: Float32Array): number;
-  adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, gscale: number, beta1: number, beta2: number, eps: number, t: number): void;
+  adam(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    lr: number,
+    gscale: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    t: number,
+  ): void;
 }
 
 /** One chunk's top-K entries: [feature, row, lo, hi, ctxOffset] per event, its activation, and context activations. */
@@ -111,7 +122,21 @@ export interface NativeModule {
   isa: 'avx512' | 'avx2' | 'generic';
   Engine: new (cfg: NativeEngineConfig) => NativeEngine;
   IndexStats: new (cfg: IndexStatsConfig) => IndexStatsLike;
-  gemm(M: number, N: number, K: number, A: Float32Array, ars: number, acs: number, B: Float32Array, brs: number, bcs: number, C: Float32Array, ldc: number, accumulate: boolean, threads: number): void;
+  gemm(
+    M: number,
+    N: number,
+    K: number,
+    A: Float32Array,
+    ars: number,
+    acs: number,
+    B: Float32Array,
+    brs: number,
+    bcs: number,
+    C: Float32Array,
+    ldc: number,
+    accumulate: boolean,
+    threads: number,
+  ): void;
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
 }
 

@@ -10,13 +10,17 @@ export class GraphBuilder {
   private names = new Set<string>();
 
   /** `namePrefix` goes before every generated name, so nodes built here can join another model's graph. */
-  constructor(name = 'sdlkit', private readonly namePrefix = '') {
+  constructor(
+    name = 'sdlkit',
+    private readonly namePrefix = '',
+  ) {
     this.graph.name = name;
   }
 
   private fresh(prefix: string): string {
     let n: string;
-    do n = `${this.namePrefix}${prefix}_${this.counter++}`; while (this.names.has(n));
+    do n = `${this.namePrefix}${prefix}_${this.counter++}`;
+    while (this.names.has(n));
     this.names.add(n);
     return n;
   }
@@ -52,10 +56,13 @@ export class GraphBuilder {
   }
 
   /** Adds a node; returns its output names (fresh unless given). */
-  node(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { outputs?: string[] | number; name?: string; domain?: string } = {}): string[] {
-    const outs = Array.isArray(opts.outputs)
-      ? opts.outputs
-      : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(opType.toLowerCase()));
+  node(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, AttrValue> = {},
+    opts: { outputs?: string[] | number; name?: string; domain?: string } = {},
+  ): string[] {
+    const outs = Array.isArray(opts.outputs) ? opts.outputs : Array.from({ length: opts.outputs ?? 1 }, () => this.fresh(opType.toLowerCase()));
     for (const o of outs) this.names.add(o);
     const n: NodeProto = { name: opts.name ?? this.fresh(`n_${opType}`), opType, domain: opts.domain ?? '', inputs, outputs: outs, attrs };
     this.graph.nodes.push(n);

@@ -13,7 +13,9 @@ export class GraphIndex {
     this.inputNames = new Set(graph.inputs.map((i) => i.name).filter((n) => !this.initializerNames.has(n)));
     graph.nodes.forEach((n, index) => {
       this.nodeIndex.set(n, index);
-      n.outputs.forEach((o, slot) => { if (o) this.producer.set(o, { node: n, index, slot }); });
+      n.outputs.forEach((o, slot) => {
+        if (o) this.producer.set(o, { node: n, index, slot });
+      });
       for (const i of n.inputs) {
         if (!i) continue;
         let list = this.consumers.get(i);

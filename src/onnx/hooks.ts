@@ -64,7 +64,8 @@ function sumPoints(ix: GraphIndex): SumPoint[] {
       const [a, b] = n.inputs.map((t) => alias(ix, t));
       if (!a || !b || ix.initializerNames.has(a) || ix.initializerNames.has(b)) continue;
       // The residual operand's producer feeds (through the block) the branch operand.
-      const pa = ix.producer.get(a)?.node, pb = ix.producer.get(b)?.node;
+      const pa = ix.producer.get(a)?.node,
+        pb = ix.producer.get(b)?.node;
       if (pa && ix.isAncestorNode(pa, b)) pts.push({ node: n, resid: a, branch: b, out: n.outputs[0] });
       else if (pb && ix.isAncestorNode(pb, a)) pts.push({ node: n, resid: b, branch: a, out: n.outputs[0] });
     } else if (/^Skip(Simplified)?LayerNormalization$/.test(n.opType)) {
@@ -90,10 +91,11 @@ function residualChain(ix: GraphIndex): SumPoint[] {
     const hit = memo.get(p);
     if (hit) return hit;
     let best: SumPoint[] = [];
-    if (p.out) for (const q of byResid.get(p.out) ?? []) {
-      const c = longestFrom(q);
-      if (c.length > best.length) best = c;
-    }
+    if (p.out)
+      for (const q of byResid.get(p.out) ?? []) {
+        const c = longestFrom(q);
+        if (c.length > best.length) best = c;
+      }
     const r = [p, ...best];
     memo.set(p, r);
     return r;
@@ -136,31 +138,41 @@ export function resolveHooks(model: ModelProto, opts: { useNames?: boolean } = {
   };
 
   // 1. Names pinned by sdlkit's own models.
-  if (useNames) for (const name of ix.producer.keys()) {
-    const c = parseCanonical(name);
-    if (c) put({ name, ...c, tensor: name, via: 'sdlkit-name' });
-  }
+  if (useNames)
+    for (const name of ix.producer.keys()) {
+      const c = parseCanonical(name);
+      if (c) put({ name, ...c, tensor: name, via: 'sdlkit-name' });
+    }
   // 2. torch.onnx exporter names for the residual stream.
-  if (useNames) for (const name of ix.producer.keys()) {
-    const m = TORCH_RESID.exec(name);
-    if (!m) continue;
-    const layer = Number(m[1]);
-    const site: Site = m[2] ? 'resid_post' : 'resid_mid';
-    put({ name: canonical(layer, site), layer, site, tensor: name, via: 'exporter-name' });
-  }
+  if (useNames)
+    for (const name of ix.producer.keys()) {
+      const m = TORCH_RESID.exec(name);
+      if (!m) continue;
+      const layer = Number(m[1]);
+      const site: Site = m[2] ? 'resid_post' : 'resid_mid';
+      put({ name: canonical(layer, site), layer, site, tensor: name, via: 'exporter-name' });
+    }
   // 3. Structure: consecutive (attention, MLP) residual sums.
   const chain = residualChain(ix);
   if (chain.length >= 2) {
     const blocks = Math.floor(chain.length / 2);
     nLayers = Math.max(nLayers, blocks);
     for (let l = 0; l < blocks; l++) {
-      const A = chain[2 * l], M = chain[2 * l + 1];
+      const A = chain[2 * l],
+        M = chain[2 * l + 1];
       const branchHook = (s: SumPoint, site: Site): HookPoint => {
         const name = canonical(l, site);
         if (!s.bias) return { name, layer: l, site, tensor: s.branch, via: 'structure' };
         // A fused op adds its bias to the branch inside the kernel; add it back explicitly.
         const tensor = `sdlkit/${name}`;
-        return { name, layer: l, site, tensor, via: 'structure', extraNodes: [{ name: `sdlkit_${name}`, opType: 'Add', domain: '', inputs: [s.branch, s.bias], outputs: [tensor], attrs: {} }] };
+        return {
+          name,
+          layer: l,
+          site,
+          tensor,
+          via: 'structure',
+          extraNodes: [{ name: `sdlkit_${name}`, opType: 'Add', domain: '', inputs: [s.branch, s.bias], outputs: [tensor], attrs: {} }],
+        };
       };
       put({ name: canonical(l, 'resid_pre'), layer: l, site: 'resid_pre', tensor: A.resid, via: 'structure' });
       put(branchHook(A, 'attn_out'));
@@ -169,7 +181,11 @@ export function resolveHooks(model: ModelProto, opts: { useNames?: boolean } = {
       if (mi) put({ name: canonical(l, 'mlp_in'), layer: l, site: 'mlp_in', tensor: mi, via: 'structure' });
       put(branchHook(M, 'mlp_out'));
       if (M.out) put({ name: canonical(l, 'resid_post'), layer: l, site: 'resid_post', tensor: M.out, via: 'structure' });
-      else missing.set(canonical(l, 'resid_post'), `${M.node.opType} node '${M.node.name}' computes the residual sum of block ${l} internally and does not output it (fused away by the graph optimizer)`);
+      else
+        missing.set(
+          canonical(l, 'resid_post'),
+          `${M.node.opType} node '${M.node.name}' computes the residual sum of block ${l} internally and does not output it (fused away by the graph optimizer)`,
+        );
     }
   }
   // resid_pre of layer l+1 is resid_post of layer l.

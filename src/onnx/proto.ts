@@ -3,12 +3,22 @@
 import { Reader, Writer, WIRE_LEN } from './protobuf.js';
 
 export const DataType = {
-  FLOAT: 1, UINT8: 2, INT8: 3, UINT16: 4, INT16: 5, INT32: 6, INT64: 7, STRING: 8, BOOL: 9,
-  FLOAT16: 10, DOUBLE: 11, UINT32: 12, UINT64: 13, BFLOAT16: 16,
+  FLOAT: 1,
+  UINT8: 2,
+  INT8: 3,
+  UINT16: 4,
+  INT16: 5,
+  INT32: 6,
+  INT64: 7,
+  STRING: 8,
+  BOOL: 9,
+  FLOAT16: 10,
+  DOUBLE: 11,
+  UINT32: 12,
+  UINT64: 13,
+  BFLOAT16: 16,
 } as const;
-export const DATA_TYPE_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(DataType).map(([k, v]) => [v, k.toLowerCase()]),
-);
+export const DATA_TYPE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(DataType).map(([k, v]) => [v, k.toLowerCase()]));
 
 export interface TensorProto {
   name: string;
@@ -72,8 +82,12 @@ function decodeTensor(r: Reader): TensorProto {
   while (!r.done()) {
     const { field, wire } = r.tag();
     switch (field) {
-      case 1: r.repeatedVarint(wire, t.dims, true); break;
-      case 2: t.dataType = r.varint(); break;
+      case 1:
+        r.repeatedVarint(wire, t.dims, true);
+        break;
+      case 2:
+        t.dataType = r.varint();
+        break;
       case 4: {
         const out = (t.floatData ??= []);
         if (wire === WIRE_LEN) {
@@ -82,12 +96,23 @@ function decodeTensor(r: Reader): TensorProto {
         } else out.push(r.float32());
         break;
       }
-      case 5: r.repeatedVarint(wire, (t.int32Data ??= []), true); break;
-      case 7: r.repeatedVarint(wire, (t.int64Data ??= []), true); break;
-      case 8: t.name = r.string(); break;
-      case 9: t.raw = r.bytes(); break;
-      case 14: t.external = r.varint() === 1; break;
-      default: r.skip(wire);
+      case 5:
+        r.repeatedVarint(wire, (t.int32Data ??= []), true);
+        break;
+      case 7:
+        r.repeatedVarint(wire, (t.int64Data ??= []), true);
+        break;
+      case 8:
+        t.name = r.string();
+        break;
+      case 9:
+        t.raw = r.bytes();
+        break;
+      case 14:
+        t.external = r.varint() === 1;
+        break;
+      default:
+        r.skip(wire);
     }
   }
   return t;
@@ -113,7 +138,10 @@ function decodeValueInfo(r: Reader): ValueInfo {
       const tp = r.sub();
       while (!tp.done()) {
         const t = tp.tag();
-        if (t.field !== 1) { tp.skip(t.wire); continue; } // only tensor types
+        if (t.field !== 1) {
+          tp.skip(t.wire);
+          continue;
+        } // only tensor types
         const tt = tp.sub();
         while (!tt.done()) {
           const u = tt.tag();
@@ -137,7 +165,9 @@ function decodeValueInfo(r: Reader): ValueInfo {
 function decodeAttr(r: Reader): [string, AttrValue] {
   let name = '';
   let type = 0;
-  let f = 0, i = 0, s = '';
+  let f = 0,
+    i = 0,
+    s = '';
   let t: TensorProto | undefined;
   const floats: number[] = [];
   const ints: number[] = [];
@@ -145,24 +175,58 @@ function decodeAttr(r: Reader): [string, AttrValue] {
   while (!r.done()) {
     const { field, wire } = r.tag();
     switch (field) {
-      case 1: name = r.string(); break;
-      case 2: f = r.float32(); break;
-      case 3: i = r.int64(); break;
-      case 4: s = r.string(); break;
-      case 5: t = decodeTensor(r.sub()); break;
-      case 7:
-        if (wire === WIRE_LEN) { const sr = r.sub(); while (!sr.done()) floats.push(sr.float32()); }
-        else floats.push(r.float32());
+      case 1:
+        name = r.string();
         break;
-      case 8: r.repeatedVarint(wire, ints, true); break;
-      case 9: strings.push(r.string()); break;
-      case 20: type = r.varint(); break;
-      default: r.skip(wire);
+      case 2:
+        f = r.float32();
+        break;
+      case 3:
+        i = r.int64();
+        break;
+      case 4:
+        s = r.string();
+        break;
+      case 5:
+        t = decodeTensor(r.sub());
+        break;
+      case 7:
+        if (wire === WIRE_LEN) {
+          const sr = r.sub();
+          while (!sr.done()) floats.push(sr.float32());
+        } else floats.push(r.float32());
+        break;
+      case 8:
+        r.repeatedVarint(wire, ints, true);
+        break;
+      case 9:
+        strings.push(r.string());
+        break;
+      case 20:
+        type = r.varint();
+        break;
+      default:
+        r.skip(wire);
     }
   }
   const value: AttrValue =
-    type === 1 ? f : type === 2 ? i : type === 3 ? s : type === 4 ? t! : type === 6 ? floats
-      : type === 7 ? ints : type === 8 ? strings : type === 5 || type === 10 ? { graph: true } : i;
+    type === 1
+      ? f
+      : type === 2
+        ? i
+        : type === 3
+          ? s
+          : type === 4
+            ? t!
+            : type === 6
+              ? floats
+              : type === 7
+                ? ints
+                : type === 8
+                  ? strings
+                  : type === 5 || type === 10
+                    ? { graph: true }
+                    : i;
   return [name, value];
 }
 
@@ -171,13 +235,28 @@ function decodeNode(r: Reader): NodeProto {
   while (!r.done()) {
     const { field, wire } = r.tag();
     switch (field) {
-      case 1: n.inputs.push(r.string()); break;
-      case 2: n.outputs.push(r.string()); break;
-      case 3: n.name = r.string(); break;
-      case 4: n.opType = r.string(); break;
-      case 5: { const [k, v] = decodeAttr(r.sub()); n.attrs[k] = v; break; }
-      case 7: n.domain = r.string(); break;
-      default: r.skip(wire);
+      case 1:
+        n.inputs.push(r.string());
+        break;
+      case 2:
+        n.outputs.push(r.string());
+        break;
+      case 3:
+        n.name = r.string();
+        break;
+      case 4:
+        n.opType = r.string();
+        break;
+      case 5: {
+        const [k, v] = decodeAttr(r.sub());
+        n.attrs[k] = v;
+        break;
+      }
+      case 7:
+        n.domain = r.string();
+        break;
+      default:
+        r.skip(wire);
     }
   }
   return n;
@@ -188,13 +267,26 @@ function decodeGraph(r: Reader): GraphProto {
   while (!r.done()) {
     const { field, wire } = r.tag();
     switch (field) {
-      case 1: g.nodes.push(decodeNode(r.sub())); break;
-      case 2: g.name = r.string(); break;
-      case 5: g.initializers.push(decodeTensor(r.sub())); break;
-      case 11: g.inputs.push(decodeValueInfo(r.sub())); break;
-      case 12: g.outputs.push(decodeValueInfo(r.sub())); break;
-      case 13: g.valueInfo.push(decodeValueInfo(r.sub())); break;
-      default: r.skip(wire);
+      case 1:
+        g.nodes.push(decodeNode(r.sub()));
+        break;
+      case 2:
+        g.name = r.string();
+        break;
+      case 5:
+        g.initializers.push(decodeTensor(r.sub()));
+        break;
+      case 11:
+        g.inputs.push(decodeValueInfo(r.sub()));
+        break;
+      case 12:
+        g.outputs.push(decodeValueInfo(r.sub()));
+        break;
+      case 13:
+        g.valueInfo.push(decodeValueInfo(r.sub()));
+        break;
+      default:
+        r.skip(wire);
     }
   }
   return g;
@@ -209,13 +301,21 @@ export function decodeModel(buf: Uint8Array): ModelProto {
     while (!r.done()) {
       const { field, wire } = r.tag();
       switch (field) {
-        case 1: m.irVersion = r.varint(); break;
-        case 2: m.producerName = r.string(); break;
-        case 3: m.producerVersion = r.string(); break;
+        case 1:
+          m.irVersion = r.varint();
+          break;
+        case 2:
+          m.producerName = r.string();
+          break;
+        case 3:
+          m.producerVersion = r.string();
+          break;
         case 7:
           // Repeated occurrences of an embedded message merge; sdlkit's appended outputs rely on this.
-          if (!graphSeen) { m.graph = decodeGraph(r.sub()); graphSeen = true; }
-          else mergeGraph(m.graph, decodeGraph(r.sub()));
+          if (!graphSeen) {
+            m.graph = decodeGraph(r.sub());
+            graphSeen = true;
+          } else mergeGraph(m.graph, decodeGraph(r.sub()));
           break;
         case 8: {
           const o = r.sub();
@@ -231,7 +331,8 @@ export function decodeModel(buf: Uint8Array): ModelProto {
         }
         case 14: {
           const e = r.sub();
-          let k = '', v = '';
+          let k = '',
+            v = '';
           while (!e.done()) {
             const t = e.tag();
             if (t.field === 1) k = e.string();
@@ -241,7 +342,8 @@ export function decodeModel(buf: Uint8Array): ModelProto {
           m.metadata[k] = v;
           break;
         }
-        default: r.skip(wire);
+        default:
+          r.skip(wire);
       }
     }
   } catch (e) {
@@ -306,15 +408,19 @@ function encodeAttr(name: string, v: AttrValue): Uint8Array {
     else w.float32(2, v).varint(20, 1);
   } else if (typeof v === 'string') w.string(4, v).varint(20, 3);
   else if (Array.isArray(v)) {
-    if (v.length && typeof v[0] === 'string') { for (const s of v as string[]) w.string(9, s); w.varint(20, 8); }
-    else w.packedVarints(8, v as number[]).varint(20, 7);
+    if (v.length && typeof v[0] === 'string') {
+      for (const s of v as string[]) w.string(9, s);
+      w.varint(20, 8);
+    } else w.packedVarints(8, v as number[]).varint(20, 7);
   } else if ('dataType' in v) w.bytes(5, encodeTensor(v)).varint(20, 4);
   else throw new Error(`cannot encode attribute ${name}`);
   return w.finish();
 }
 
 /** A float attribute that happens to be integral (alpha = 1.0) must stay FLOAT: wrap it. */
-export class FloatAttr { constructor(readonly value: number) {} }
+export class FloatAttr {
+  constructor(readonly value: number) {}
+}
 
 export function encodeNode(n: NodeProto, floatAttrs: ReadonlySet<string> = new Set()): Uint8Array {
   const w = new Writer();
@@ -430,7 +536,13 @@ export const graphField = (field: number, body: Uint8Array): Uint8Array => new W
  * Keeps the nodes `keepNode` accepts (by index in graph order) and the initializers `keepInitializer` accepts,
  * replaces the graph outputs with `outputs`, and appends `nodes`.
  */
-export function pruneGraph(model: Uint8Array, keepNode: (index: number) => boolean, outputs: ValueInfo[], nodes: NodeProto[] = [], keepInitializer: (name: string) => boolean = () => true): Uint8Array {
+export function pruneGraph(
+  model: Uint8Array,
+  keepNode: (index: number) => boolean,
+  outputs: ValueInfo[],
+  nodes: NodeProto[] = [],
+  keepInitializer: (name: string) => boolean = () => true,
+): Uint8Array {
   return rewriteGraph(
     model,
     ({ field, raw, nodeIndex }) => {

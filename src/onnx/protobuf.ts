@@ -9,7 +9,11 @@ export const WIRE_I32 = 5;
 
 export class Reader {
   pos: number;
-  constructor(readonly buf: Uint8Array, start = 0, readonly end = buf.length) {
+  constructor(
+    readonly buf: Uint8Array,
+    start = 0,
+    readonly end = buf.length,
+  ) {
     this.pos = start;
   }
   done(): boolean {

@@ -66,7 +66,13 @@ export function hookSubgraph(bytes: Uint8Array, proto: ModelProto, hooks: HookPo
   }
   const outputs = [...new Set(hooks.map((h) => h.tensor))].map((name) => ({ name, elemType: 0 }));
   const used = new Set([...need].flatMap((i) => proto.graph.nodes[i].inputs).concat(extra.flatMap((n) => n.inputs)));
-  return pruneGraph(bytes, (i) => need.has(i), outputs, extra, (name) => used.has(name));
+  return pruneGraph(
+    bytes,
+    (i) => need.has(i),
+    outputs,
+    extra,
+    (name) => used.has(name),
+  );
 }
 
 /** The graph inputs a caller feeds (graph inputs that are not also initializers). */
@@ -84,7 +90,8 @@ const ID_INPUT = /^(input_ids|ids|tokens|token_ids|input)$|[./]input_ids$/;
 export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, seq: number): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
   const intTensor = (elemType: number, values: ArrayLike<number>, dims: number[]) =>
-    elemType === DataType.INT32 ? new ort.Tensor('int32', Int32Array.from(values), dims)
+    elemType === DataType.INT32
+      ? new ort.Tensor('int32', Int32Array.from(values), dims)
       : new ort.Tensor('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
   for (const inp of inputs) {
     const n = inp.name;
@@ -106,9 +113,12 @@ export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, s
       const type = inp.elemType === DataType.FLOAT16 ? 'float16' : 'float32';
       feeds[n] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(size) : new Float32Array(size), dims);
     } else {
-      throw new UserError(`model input '${n}' is not one sdlkit can feed (it feeds input_ids, position_ids, attention_mask and past_* caches); export the model without it`);
+      throw new UserError(
+        `model input '${n}' is not one sdlkit can feed (it feeds input_ids, position_ids, attention_mask and past_* caches); export the model without it`,
+      );
     }
   }
-  if (!Object.keys(feeds).some((k) => ID_INPUT.test(k))) throw new UserError(`the model has no token-id input (looked for input_ids among: ${inputs.map((i) => i.name).join(', ')})`);
+  if (!Object.keys(feeds).some((k) => ID_INPUT.test(k)))
+    throw new UserError(`the model has no token-id input (looked for input_ids among: ${inputs.map((i) => i.name).join(', ')})`);
   return feeds;
 }

@@ -2,7 +2,10 @@
 // sparsity term, the traits other code asks about, the SAELens architecture it saves as, and its code in the native
 // kernels (native/src/engine.h's `enum Activation`, held equal by test/registry.test.ts). Code elsewhere asks these
 // records, never the activation's name.
-import type { Activation, Kind } from './config.js';
+
+/** The activations and kinds there are: the records below are keyed by these. */
+export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
+export type Kind = 'sae' | 'transcoder' | 'crosscoder';
 
 export interface ActivationSpec {
   /** Code of the native kernels' enum. */
@@ -29,11 +32,61 @@ export interface ActivationSpec {
 }
 
 export const ACTIVATIONS: Readonly<Record<Activation, ActivationSpec>> = {
-  relu: { nativeCode: 0, selection: 'relu', inference: 'relu', sparsity: 'l1', defaultSparsity: 5, usesK: false, auxk: false, nested: false, saelens: { sae: 'standard', transcoder: 'transcoder' } },
-  topk: { nativeCode: 1, selection: 'topk', inference: 'topk', sparsity: 'none', defaultSparsity: 0, usesK: true, auxk: true, nested: false, saelens: { sae: 'topk', transcoder: 'topk_transcoder' } },
-  batchtopk: { nativeCode: 2, selection: 'batch', inference: 'global', sparsity: 'none', defaultSparsity: 0, usesK: true, auxk: true, nested: false, saelens: { sae: 'jumprelu', transcoder: 'jumprelu_transcoder' } },
-  jumprelu: { nativeCode: 3, selection: 'threshold', inference: 'per-latent', sparsity: 'l0', defaultSparsity: 0.5, usesK: false, auxk: false, nested: false, saelens: { sae: 'jumprelu', transcoder: 'jumprelu_transcoder' } },
-  matryoshka: { nativeCode: 4, selection: 'batch', inference: 'global', sparsity: 'none', defaultSparsity: 0, usesK: true, auxk: false, nested: true, saelens: { sae: 'jumprelu', transcoder: 'jumprelu_transcoder' } },
+  relu: {
+    nativeCode: 0,
+    selection: 'relu',
+    inference: 'relu',
+    sparsity: 'l1',
+    defaultSparsity: 5,
+    usesK: false,
+    auxk: false,
+    nested: false,
+    saelens: { sae: 'standard', transcoder: 'transcoder' },
+  },
+  topk: {
+    nativeCode: 1,
+    selection: 'topk',
+    inference: 'topk',
+    sparsity: 'none',
+    defaultSparsity: 0,
+    usesK: true,
+    auxk: true,
+    nested: false,
+    saelens: { sae: 'topk', transcoder: 'topk_transcoder' },
+  },
+  batchtopk: {
+    nativeCode: 2,
+    selection: 'batch',
+    inference: 'global',
+    sparsity: 'none',
+    defaultSparsity: 0,
+    usesK: true,
+    auxk: true,
+    nested: false,
+    saelens: { sae: 'jumprelu', transcoder: 'jumprelu_transcoder' },
+  },
+  jumprelu: {
+    nativeCode: 3,
+    selection: 'threshold',
+    inference: 'per-latent',
+    sparsity: 'l0',
+    defaultSparsity: 0.5,
+    usesK: false,
+    auxk: false,
+    nested: false,
+    saelens: { sae: 'jumprelu', transcoder: 'jumprelu_transcoder' },
+  },
+  matryoshka: {
+    nativeCode: 4,
+    selection: 'batch',
+    inference: 'global',
+    sparsity: 'none',
+    defaultSparsity: 0,
+    usesK: true,
+    auxk: false,
+    nested: true,
+    saelens: { sae: 'jumprelu', transcoder: 'jumprelu_transcoder' },
+  },
 };
 
 export const ACTIVATION_NAMES = Object.keys(ACTIVATIONS) as Activation[];

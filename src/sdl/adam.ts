@@ -1,13 +1,17 @@
 // Adam with bias correction, global-norm clipping, and the unit-norm decoder constraint (the gradient
 // component along each decoder row removed before the update, rows renormalised after it).
-import { tf } from './backend.js';
+import { tf } from '../tensor/backend.js';
 import type { Grads, Params } from './step.js';
 
 export class Adam {
   t = 0;
   readonly m = new Map<string, tf.Tensor>();
   readonly v = new Map<string, tf.Tensor>();
-  constructor(readonly beta1: number, readonly beta2: number, readonly eps: number) {}
+  constructor(
+    readonly beta1: number,
+    readonly beta2: number,
+    readonly eps: number,
+  ) {}
 
   /** Applies one update in place on `p`; returns the pre-clip global gradient norm. */
   update(p: Params, g: Grads, lr: number, clip: number): number {
@@ -16,7 +20,8 @@ export class Adam {
     const sq = tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(g[n]!)))).dataSync()[0]);
     const norm = Math.sqrt(sq);
     const scale = clip > 0 && norm > clip ? clip / norm : 1;
-    const bc1 = 1 - this.beta1 ** this.t, bc2 = 1 - this.beta2 ** this.t;
+    const bc1 = 1 - this.beta1 ** this.t,
+      bc2 = 1 - this.beta2 ** this.t;
     for (const n of names) {
       const grad = g[n]!;
       const m0 = this.m.get(n) ?? tf.zerosLike(grad);

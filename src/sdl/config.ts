@@ -1,11 +1,12 @@
 // Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
 // Where the established tools disagree (peers.md section 9), the choice is named here.
 import { UserError } from '../util/errors.js';
-import { RULES, checkNumber, type Rule } from '../util/check.js';
+import { checkNumber, type Rule } from '../util/check.js';
 import { ACTIVATIONS, ACTIVATION_NAMES, KINDS, KIND_NAMES } from './activations.js';
 
-export type Kind = 'sae' | 'transcoder' | 'crosscoder';
-export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
+import type { Activation, Kind } from './activations.js';
+
+export type { Activation, Kind };
 
 /** What a dictionary is: shapes, activation, and the sites it reads and writes. */
 export interface DictConfig {
@@ -121,14 +122,32 @@ export function defaultMatryoshkaWidths(dSae: number): number[] {
 
 /** Each training setting's valid range, keyed by field, with the `sdl fit` option that sets it. */
 const TRAIN_RULES: [keyof TrainConfig, Rule, string][] = [
-  ['lr', '>0', '--lr'], ['adamBeta1', '[0,1]', 'adam beta1'], ['adamBeta2', '[0,1]', 'adam beta2'], ['adamEps', '>0', 'adam eps'],
-  ['lrWarmupSteps', 'int>=0', '--lr-warmup'], ['lrDecayFraction', '[0,1]', '--lr-decay'], ['sparsityWarmupSteps', 'int>=0', '--sparsity-warmup'],
-  ['clipGradNorm', '>=0', '--clip'], ['batchTokens', 'int>0', '--batch'], ['tokens', 'int>0', '--tokens'], ['steps', 'int>0', '--steps'],
-  ['seed', 'int', '--seed'], ['sparsityCoefficient', '>=0', '--sparsity'], ['jumpreluBandwidth', '>0', '--bandwidth'],
-  ['jumpreluInitThreshold', '>0', '--threshold-init'], ['deadWindowTokens', 'int>0', '--dead-window'], ['auxkCoefficient', '>=0', '--auxk-coef'],
-  ['auxkK', 'int>0', '--auxk-k'], ['thresholdLr', '(0,1)', 'threshold EMA rate'], ['resampleEvery', 'int>=0', '--resample'],
-  ['resampleUntil', 'int>=0', 'resample until'], ['anchorWeight', '>=0', '--anchor-weight'], ['evalTokens', 'int>0', '--eval-tokens'],
-  ['evalEvery', 'int>0', '--eval-every'], ['checkpointEvery', 'int>0', '--checkpoint-every'], ['shuffleBufferTokens', 'int>0', '--buffer'],
+  ['lr', '>0', '--lr'],
+  ['adamBeta1', '[0,1]', 'adam beta1'],
+  ['adamBeta2', '[0,1]', 'adam beta2'],
+  ['adamEps', '>0', 'adam eps'],
+  ['lrWarmupSteps', 'int>=0', '--lr-warmup'],
+  ['lrDecayFraction', '[0,1]', '--lr-decay'],
+  ['sparsityWarmupSteps', 'int>=0', '--sparsity-warmup'],
+  ['clipGradNorm', '>=0', '--clip'],
+  ['batchTokens', 'int>0', '--batch'],
+  ['tokens', 'int>0', '--tokens'],
+  ['steps', 'int>0', '--steps'],
+  ['seed', 'int', '--seed'],
+  ['sparsityCoefficient', '>=0', '--sparsity'],
+  ['jumpreluBandwidth', '>0', '--bandwidth'],
+  ['jumpreluInitThreshold', '>0', '--threshold-init'],
+  ['deadWindowTokens', 'int>0', '--dead-window'],
+  ['auxkCoefficient', '>=0', '--auxk-coef'],
+  ['auxkK', 'int>0', '--auxk-k'],
+  ['thresholdLr', '(0,1)', 'threshold EMA rate'],
+  ['resampleEvery', 'int>=0', '--resample'],
+  ['resampleUntil', 'int>=0', 'resample until'],
+  ['anchorWeight', '>=0', '--anchor-weight'],
+  ['evalTokens', 'int>0', '--eval-tokens'],
+  ['evalEvery', 'int>0', '--eval-every'],
+  ['checkpointEvery', 'int>0', '--checkpoint-every'],
+  ['shuffleBufferTokens', 'int>0', '--buffer'],
 ];
 
 /** Refuses out-of-range training settings with one line naming the option; every caller of the trainer gets it. */
@@ -146,8 +165,13 @@ export function checkDictConfig(c: DictConfig, source?: string): void {
   const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
   if (!KIND_NAMES.includes(c.kind)) throw bad(`unknown kind ${JSON.stringify(c.kind)}`);
   if (!ACTIVATION_NAMES.includes(c.activation)) throw bad(`unknown activation ${JSON.stringify(c.activation)}`);
-  for (const key of ['dIn', 'dOut', 'dSae'] as const) if (!posInt(c[key])) throw bad(source ? `${key} is ${JSON.stringify(c[key])}, not a positive integer` : `${key} must be a positive integer (got ${c[key]})`);
-  for (const [sites, d, what] of [[c.sitesIn, c.dIn, 'sitesIn'], [c.sitesOut, c.dOut, 'sitesOut']] as const) {
+  for (const key of ['dIn', 'dOut', 'dSae'] as const)
+    if (!posInt(c[key]))
+      throw bad(source ? `${key} is ${JSON.stringify(c[key])}, not a positive integer` : `${key} must be a positive integer (got ${c[key]})`);
+  for (const [sites, d, what] of [
+    [c.sitesIn, c.dIn, 'sitesIn'],
+    [c.sitesOut, c.dOut, 'sitesOut'],
+  ] as const) {
     if (!Array.isArray(sites) || !sites.length || sites.some((s) => typeof s?.name !== 'string' || !posInt(s.width))) throw bad(`${what} is malformed`);
     if (sites.reduce((a, s) => a + s.width, 0) !== d) throw bad(`the widths of ${what} do not add up to ${d}`);
   }
@@ -155,7 +179,10 @@ export function checkDictConfig(c: DictConfig, source?: string): void {
     throw bad(`--k must be an integer between 1 and the number of latents (${c.dSae}) (got ${c.k})`);
   }
   const w = c.matryoshkaWidths;
-  if (ACTIVATIONS[c.activation].nested && (!Array.isArray(w) || !w.length || w.some((x, i) => !Number.isInteger(x) || x < 1 || (i > 0 && x <= w[i - 1])) || w[w.length - 1] !== c.dSae)) {
+  if (
+    ACTIVATIONS[c.activation].nested &&
+    (!Array.isArray(w) || !w.length || w.some((x, i) => !Number.isInteger(x) || x < 1 || (i > 0 && x <= w[i - 1])) || w[w.length - 1] !== c.dSae)
+  ) {
     throw bad(`--matryoshka-widths must be increasing integers ending at the number of latents (${c.dSae}) (got ${Array.isArray(w) ? w.join(',') : w})`);
   }
   if (c.tied && c.dIn !== c.dOut) throw bad('--tied needs the same input and output width (not a transcoder between different widths)');
@@ -187,14 +214,24 @@ export interface DictSpec {
 /** The one way to build a DictConfig: defaults filled by one rule each, then checked. */
 export function makeDictConfig(s: DictSpec): DictConfig {
   const sitesOut = s.sitesOut ?? s.sitesIn;
-  const dIn = s.sitesIn.reduce((a, x) => a + x.width, 0), dOut = sitesOut.reduce((a, x) => a + x.width, 0);
+  const dIn = s.sitesIn.reduce((a, x) => a + x.width, 0),
+    dOut = sitesOut.reduce((a, x) => a + x.width, 0);
   const dSae = s.latents ?? Math.round((s.expansion ?? DEFAULT_EXPANSION) * dIn);
   if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
   const bias = s.bias ?? true;
   const cfg: DictConfig = {
-    kind: s.kind, activation: s.activation, sitesIn: s.sitesIn, sitesOut, dIn, dOut, dSae, k: s.k ?? Math.min(DEFAULT_K, dSae),
+    kind: s.kind,
+    activation: s.activation,
+    sitesIn: s.sitesIn,
+    sitesOut,
+    dIn,
+    dOut,
+    dSae,
+    k: s.k ?? Math.min(DEFAULT_K, dSae),
     matryoshkaWidths: s.matryoshkaWidths ?? defaultMatryoshkaWidths(dSae),
-    applyBDecToInput: s.applyBDecToInput ?? (KINDS[s.kind].applyBDecToInput && bias), noBias: !bias, tied: s.tied ?? false,
+    applyBDecToInput: s.applyBDecToInput ?? (KINDS[s.kind].applyBDecToInput && bias),
+    noBias: !bias,
+    tied: s.tied ?? false,
   };
   checkDictConfig(cfg);
   return cfg;

@@ -1,7 +1,5 @@
 // Training data from harvested shards: site selection, per-site normalisation, a held-out split, NaN
 // checks, and a streaming shuffle buffer whose memory is bounded whatever the shards' total size.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { readShard, type ReadOptions } from '../activations/reader.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
@@ -41,7 +39,15 @@ export interface RowRange {
 }
 
 /** Loads a range of a shard's rows (BOS rows dropped when asked), refusing NaN or Inf with the shard and row. */
-export function loadRows(dir: string, manifest: Manifest, range: RowRange, sitesIn: SiteRef[], sitesOut: SiteRef[], excludeBos: boolean, read: ReadOptions = {}): Rows {
+export function loadRows(
+  dir: string,
+  manifest: Manifest,
+  range: RowRange,
+  sitesIn: SiteRef[],
+  sitesOut: SiteRef[],
+  excludeBos: boolean,
+  read: ReadOptions = {},
+): Rows {
   const shard = range.shard;
   const info = manifest.shards[shard];
   const names = [...new Set([...sitesIn, ...sitesOut].map((s) => s.name))];
@@ -51,7 +57,10 @@ export function loadRows(dir: string, manifest: Manifest, range: RowRange, sites
     if (!v) throw new UserError(`shard ${info.file} has no column ${name}`);
     const w = data.widths.get(name)!;
     for (let i = 0; i < v.length; i++) {
-      if (!Number.isFinite(v[i])) throw new UserError(`shard ${info.file} row ${Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`);
+      if (!Number.isFinite(v[i]))
+        throw new UserError(
+          `shard ${info.file} row ${Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`,
+        );
     }
   }
   const keep = new Int32Array(data.rows);
@@ -93,7 +102,8 @@ export function applyScales(a: Float32Array, sites: SiteRef[], scales: number[])
 
 /** The last `evalTokens` raw rows of a harvest are held out; everything before them trains. */
 export function splitRows(manifest: Manifest, evalTokens: number): { train: RowRange[]; held: RowRange[] } {
-  const train: RowRange[] = [], held: RowRange[] = [];
+  const train: RowRange[] = [],
+    held: RowRange[] = [];
   let left = Math.min(evalTokens, Math.floor(manifest.tokens / 2));
   for (let s = manifest.shards.length - 1; s >= 0; s--) {
     const rows = manifest.shards[s].rows;

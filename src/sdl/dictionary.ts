@@ -4,11 +4,12 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DictConfig } from './config.js';
-import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 import { ACTIVATIONS, needsThreshold } from './activations.js';
 import { checkDictConfig } from './config.js';
+import { CFG_FILE, WEIGHTS_FILE } from '../util/files.js';
 
 export interface DictionaryWeights {
   W_enc: Float32Array;
@@ -19,8 +20,7 @@ export interface DictionaryWeights {
   threshold?: Float32Array;
 }
 
-export const WEIGHTS_FILE = 'sae_weights.safetensors';
-export const CFG_FILE = 'cfg.json';
+export { CFG_FILE, WEIGHTS_FILE };
 
 /** The saved cfg.json: SAELens' keys (so its loader reads the folder) plus sdlkit's full record. */
 export interface SavedCfg {
@@ -44,7 +44,11 @@ export function saelensArchitecture(cfg: DictConfig): string {
 }
 
 export class Dictionary {
-  constructor(readonly cfg: DictConfig, readonly w: DictionaryWeights, readonly meta: Record<string, unknown> = {}) {
+  constructor(
+    readonly cfg: DictConfig,
+    readonly w: DictionaryWeights,
+    readonly meta: Record<string, unknown> = {},
+  ) {
     const { dIn, dOut, dSae } = cfg;
     const check = (name: string, a: Float32Array | undefined, n: number) => {
       if (a && a.length !== n) throw new UserError(`dictionary tensor ${name} has ${a.length} values, expected ${n}`);
@@ -156,7 +160,12 @@ export class Dictionary {
       reshape_activations: 'none',
       architecture: saelensArchitecture(this.cfg),
       ...(ACTIVATIONS[this.cfg.activation].inference === 'topk' ? { k: this.cfg.k } : {}),
-      metadata: { hook_name: this.cfg.sitesIn[0]?.name, ...(this.cfg.kind === 'transcoder' ? { hook_name_out: this.cfg.sitesOut[0]?.name } : {}), ...this.meta, ...extra.metadata },
+      metadata: {
+        hook_name: this.cfg.sitesIn[0]?.name,
+        ...(this.cfg.kind === 'transcoder' ? { hook_name_out: this.cfg.sitesOut[0]?.name } : {}),
+        ...this.meta,
+        ...extra.metadata,
+      },
       sdlkit: { format: 'sdlkit-dictionary/1', dict: this.cfg, ...(extra.training ? { training: extra.training } : {}) },
     };
     // cfg.json last: a folder with weights but no cfg.json is not a finished dictionary.
@@ -165,21 +174,27 @@ export class Dictionary {
 
   static load(dir: string): Dictionary {
     const cfgPath = join(dir, CFG_FILE);
-    if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE))) throw new UserError(`${dir} is not a dictionary folder (needs ${CFG_FILE} and ${WEIGHTS_FILE}); 'sdl fit' writes one`);
+    if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE)))
+      throw new UserError(`${dir} is not a dictionary folder (needs ${CFG_FILE} and ${WEIGHTS_FILE}); 'sdl fit' writes one`);
     let saved: SavedCfg;
     try {
       saved = JSON.parse(readFileSync(cfgPath, 'utf8')) as SavedCfg;
     } catch (e) {
       throw new UserError(`${cfgPath} is not valid JSON (${(e as Error).message.split('\n')[0]}); fit the dictionary again or restore the file`);
     }
-    if (!saved || typeof saved !== 'object' || !saved.sdlkit?.dict) throw new UserError(`${cfgPath} was not written by sdlkit; use 'sdl import saelens' for SAELens folders`);
+    if (!saved || typeof saved !== 'object' || !saved.sdlkit?.dict)
+      throw new UserError(`${cfgPath} was not written by sdlkit; use 'sdl import saelens' for SAELens folders`);
     checkDictConfig(saved.sdlkit.dict, cfgPath);
     const st = readSafetensors(join(dir, WEIGHTS_FILE)).tensors;
     const get = (n: string) => {
       if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
       return st[n].data;
     };
-    const d = new Dictionary(saved.sdlkit.dict, { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data }, saved.metadata);
+    const d = new Dictionary(
+      saved.sdlkit.dict,
+      { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data },
+      saved.metadata,
+    );
     if (needsThreshold(d.cfg.activation)) d.inferenceThreshold();
     return d;
   }
@@ -188,15 +203,23 @@ export class Dictionary {
 /** The k-th largest value of an array (1-based k), by quickselect on a copy. */
 export function kthLargest(a: ArrayLike<number>, k: number): number {
   const b = Float32Array.from(a);
-  let lo = 0, hi = b.length - 1;
+  let lo = 0,
+    hi = b.length - 1;
   const target = k - 1;
   while (lo < hi) {
     const pivot = b[(lo + hi) >> 1];
-    let i = lo, j = hi;
+    let i = lo,
+      j = hi;
     while (i <= j) {
       while (b[i] > pivot) i++;
       while (b[j] < pivot) j--;
-      if (i <= j) { const t = b[i]; b[i] = b[j]; b[j] = t; i++; j--; }
+      if (i <= j) {
+        const t = b[i];
+        b[i] = b[j];
+        b[j] = t;
+        i++;
+        j--;
+      }
     }
     if (target <= j) hi = j;
     else if (target >= i) lo = i;

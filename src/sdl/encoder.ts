@@ -3,7 +3,7 @@
 // (the index, in-model evaluation, ground-truth metrics, search) goes through here.
 import { native, nativeThreads, type NativeEngine, type NativeTensors } from '../native/kernels.js';
 import type { Dictionary } from './dictionary.js';
-import { transpose } from './linalg.js';
+import { transpose } from '../tensor/linalg.js';
 import { ACTIVATIONS } from './activations.js';
 
 /** Active latents per token: row r holds idx/val[start[r] .. start[r + 1]), latents in increasing order. */
@@ -23,13 +23,25 @@ function nativeFor(d: Dictionary) {
   if (!mod) return undefined;
   const c = d.cfg;
   const e = new mod.Engine({
-    dIn: c.dIn, dOut: c.dOut, dSae: c.dSae, activation: ACTIVATIONS[c.activation].nativeCode, k: c.k, widths: c.matryoshkaWidths,
-    applyBDec: c.applyBDecToInput, noBias: false, tied: false, threads: nativeThreads(),
+    dIn: c.dIn,
+    dOut: c.dOut,
+    dSae: c.dSae,
+    activation: ACTIVATIONS[c.activation].nativeCode,
+    k: c.k,
+    widths: c.matryoshkaWidths,
+    applyBDec: c.applyBDecToInput,
+    noBias: false,
+    tied: false,
+    threads: nativeThreads(),
   });
   // JumpReLU thresholds travel as log thresholds (the training parameter); BatchTopK/Matryoshka use one global value.
   const p: NativeTensors = {
-    W_encT: transpose(d.w.W_enc, c.dIn, c.dSae), b_enc: d.w.b_enc, W_dec: d.w.W_dec, b_dec: d.w.b_dec,
-    log_threshold: ACTIVATIONS[c.activation].inference === 'per-latent' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
+    W_encT: transpose(d.w.W_enc, c.dIn, c.dSae),
+    b_enc: d.w.b_enc,
+    W_dec: d.w.W_dec,
+    b_dec: d.w.b_dec,
+    log_threshold:
+      ACTIVATIONS[c.activation].inference === 'per-latent' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
   };
   const entry = { e, p, threshold: ACTIVATIONS[c.activation].inference === 'global' ? d.inferenceThreshold()[0] : 0 };
   engines.set(d, entry);
@@ -64,7 +76,8 @@ export function decodeSparse(d: Dictionary, f: SparseActs): Float32Array {
     const o = out.subarray(r * dOut, (r + 1) * dOut);
     o.set(b_dec);
     for (let q = f.start[r]; q < f.start[r + 1]; q++) {
-      const a = f.val[q], base = f.idx[q] * dOut;
+      const a = f.val[q],
+        base = f.idx[q] * dOut;
       for (let j = 0; j < dOut; j++) o[j] += a * W_dec[base + j];
     }
   }
@@ -75,12 +88,17 @@ export function sparsify(dense: Float32Array, rows: number, m: number): SparseAc
   const start = new Int32Array(rows + 1);
   let nnz = 0;
   for (let i = 0; i < dense.length; i++) if (dense[i] !== 0) nnz++;
-  const idx = new Int32Array(nnz), val = new Float32Array(nnz);
+  const idx = new Int32Array(nnz),
+    val = new Float32Array(nnz);
   let q = 0;
   for (let r = 0; r < rows; r++) {
     for (let i = 0; i < m; i++) {
       const a = dense[r * m + i];
-      if (a !== 0) { idx[q] = i; val[q] = a; q++; }
+      if (a !== 0) {
+        idx[q] = i;
+        val[q] = a;
+        q++;
+      }
     }
     start[r + 1] = q;
   }

@@ -4,9 +4,9 @@
 import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernels.js';
 import { nativeThreads } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
-import type { NamedTensor } from './safetensors.js';
-import { concatRows, transpose } from './linalg.js';
-import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine.js';
+import type { NamedTensor } from '../tensor/safetensors.js';
+import { concatRows, transpose } from '../tensor/linalg.js';
+import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine-types.js';
 import { ACTIVATIONS } from './activations.js';
 
 type Name = 'W_encT' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
@@ -31,22 +31,46 @@ export class NativeTrainEngine implements Engine {
     this.train = train;
     this.backend = `native-${mod.isa}`;
     this.e = new mod.Engine({
-      dIn: cfg.dIn, dOut: cfg.dOut, dSae: cfg.dSae, activation: ACTIVATIONS[cfg.activation].nativeCode, k: cfg.k, widths: cfg.matryoshkaWidths,
-      applyBDec: cfg.applyBDecToInput, noBias: cfg.noBias, tied: cfg.tied, threads: nativeThreads(),
+      dIn: cfg.dIn,
+      dOut: cfg.dOut,
+      dSae: cfg.dSae,
+      activation: ACTIVATIONS[cfg.activation].nativeCode,
+      k: cfg.k,
+      widths: cfg.matryoshkaWidths,
+      applyBDec: cfg.applyBDecToInput,
+      noBias: cfg.noBias,
+      tied: cfg.tied,
+      threads: nativeThreads(),
     });
     const W_encT = transpose(w.W_enc, cfg.dIn, cfg.dSae);
     this.p = { W_encT, b_enc: Float32Array.from(w.b_enc), W_dec: cfg.tied ? W_encT : Float32Array.from(w.W_dec), b_dec: Float32Array.from(w.b_dec) };
-    if (ACTIVATIONS[cfg.activation].selection === 'threshold') this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
-    this.g = { W_encT: new Float32Array(W_encT.length), b_enc: new Float32Array(cfg.dSae), W_dec: cfg.tied ? undefined : new Float32Array(cfg.dSae * cfg.dOut), b_dec: new Float32Array(cfg.dOut) };
+    if (ACTIVATIONS[cfg.activation].selection === 'threshold')
+      this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
+    this.g = {
+      W_encT: new Float32Array(W_encT.length),
+      b_enc: new Float32Array(cfg.dSae),
+      W_dec: cfg.tied ? undefined : new Float32Array(cfg.dSae * cfg.dOut),
+      b_dec: new Float32Array(cfg.dOut),
+    };
     if (this.p.log_threshold) this.g.log_threshold = new Float32Array(cfg.dSae);
-    this.trainable = ['W_encT', ...(cfg.tied ? [] : ['W_dec' as const]), ...(cfg.noBias ? [] : ['b_enc' as const, 'b_dec' as const]), ...(this.p.log_threshold ? ['log_threshold' as const] : [])];
+    this.trainable = [
+      'W_encT',
+      ...(cfg.tied ? [] : ['W_dec' as const]),
+      ...(cfg.noBias ? [] : ['b_enc' as const, 'b_dec' as const]),
+      ...(this.p.log_threshold ? ['log_threshold' as const] : []),
+    ];
     for (const n of this.trainable) {
       this.m.set(n, new Float32Array(this.p[n]!.length));
       this.v.set(n, new Float32Array(this.p[n]!.length));
     }
     this.fired = new Float32Array(cfg.dSae);
     this.anchorOpts = anchors
-      ? { anchorK: anchors.encoder.length, anchorEnc: concatRows(anchors.encoder, cfg.dIn), anchorDec: concatRows(anchors.decoder, cfg.dOut), anchorWeight: anchors.weight }
+      ? {
+          anchorK: anchors.encoder.length,
+          anchorEnc: concatRows(anchors.encoder, cfg.dIn),
+          anchorDec: concatRows(anchors.decoder, cfg.dOut),
+          anchorWeight: anchors.weight,
+        }
       : { anchorK: 0 };
   }
 
@@ -58,7 +82,12 @@ export class NativeTrainEngine implements Engine {
     const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, denseAbove: denseAbove() }, this.fired);
     const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
     return {
-      loss: r.loss, mse: r.mse, sparsityLoss: r.sparsityLoss, auxLoss: r.auxLoss, l0: r.l0, fired: this.fired,
+      loss: r.loss,
+      mse: r.mse,
+      sparsityLoss: r.sparsityLoss,
+      auxLoss: r.auxLoss,
+      l0: r.l0,
+      fired: this.fired,
       minSelected: batchTop && r.minSelected >= 0 ? r.minSelected : undefined,
     };
   }
@@ -71,7 +100,8 @@ export class NativeTrainEngine implements Engine {
     const norm = Math.sqrt(sq);
     const scale = clip > 0 && norm > clip ? clip / norm : 1;
     this.t++;
-    for (const n of this.trainable) this.e.adam(this.p[n]!, this.g[n]!, this.m.get(n)!, this.v.get(n)!, lr, scale, train.adamBeta1, train.adamBeta2, train.adamEps, this.t);
+    for (const n of this.trainable)
+      this.e.adam(this.p[n]!, this.g[n]!, this.m.get(n)!, this.v.get(n)!, lr, scale, train.adamBeta1, train.adamBeta2, train.adamEps, this.t);
     if (train.unitNormDecoder) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
   }
 
@@ -86,7 +116,10 @@ export class NativeTrainEngine implements Engine {
     const { cfg, p } = this;
     const W_enc = transpose(p.W_encT, cfg.dSae, cfg.dIn);
     return {
-      W_enc, b_enc: p.b_enc.slice(), W_dec: cfg.tied ? p.W_encT.slice() : p.W_dec!.slice(), b_dec: p.b_dec.slice(),
+      W_enc,
+      b_enc: p.b_enc.slice(),
+      W_dec: cfg.tied ? p.W_encT.slice() : p.W_dec!.slice(),
+      b_dec: p.b_dec.slice(),
       ...(p.log_threshold ? { log_threshold: p.log_threshold.slice() } : {}),
     };
   }
@@ -111,11 +144,16 @@ export class NativeTrainEngine implements Engine {
     const { cfg } = this;
     const w = this.weights();
     const t: Record<string, NamedTensor> = {
-      W_enc: { data: w.W_enc, shape: [cfg.dIn, cfg.dSae] }, b_enc: { data: w.b_enc, shape: [cfg.dSae] },
-      W_dec: { data: w.W_dec, shape: [cfg.dSae, cfg.dOut] }, b_dec: { data: w.b_dec, shape: [cfg.dOut] },
+      W_enc: { data: w.W_enc, shape: [cfg.dIn, cfg.dSae] },
+      b_enc: { data: w.b_enc, shape: [cfg.dSae] },
+      W_dec: { data: w.W_dec, shape: [cfg.dSae, cfg.dOut] },
+      b_dec: { data: w.b_dec, shape: [cfg.dOut] },
     };
     if (w.log_threshold) t.log_threshold = { data: w.log_threshold, shape: [cfg.dSae] };
-    for (const [kind, store] of [['m', this.m], ['v', this.v]] as const) {
+    for (const [kind, store] of [
+      ['m', this.m],
+      ['v', this.v],
+    ] as const) {
       for (const [n, a] of store) {
         if (n === 'W_encT') t[`adam_${kind}.W_enc`] = { data: transpose(a, cfg.dSae, cfg.dIn), shape: [cfg.dIn, cfg.dSae] };
         else t[`adam_${kind}.${n}`] = { data: a.slice(), shape: n === 'W_dec' ? [cfg.dSae, cfg.dOut] : [a.length] };
@@ -131,7 +169,10 @@ export class NativeTrainEngine implements Engine {
     if (!cfg.tied) p.W_dec!.set(t.W_dec.data);
     p.b_dec.set(t.b_dec.data);
     if (p.log_threshold && t.log_threshold) p.log_threshold.set(t.log_threshold.data);
-    for (const [kind, store] of [['m', this.m], ['v', this.v]] as const) {
+    for (const [kind, store] of [
+      ['m', this.m],
+      ['v', this.v],
+    ] as const) {
       for (const [n, a] of store) {
         const src = t[`adam_${kind}.${n === 'W_encT' ? 'W_enc' : n}`];
         if (!src) continue;

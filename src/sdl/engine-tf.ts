@@ -1,12 +1,12 @@
 // The Engine on TensorFlow.js (tfjs-node, wasm or cpu): step.ts's hand-written gradients and adam.ts.
 // It is the portable reference; the native kernels are tested against it.
-import { tf, type BackendName } from './backend.js';
+import { tf, type BackendName } from '../tensor/backend.js';
 import type { DictConfig, TrainConfig } from './config.js';
-import type { NamedTensor } from './safetensors.js';
+import type { NamedTensor } from '../tensor/safetensors.js';
 import { step, preacts, inferMask, type Params, type Grads } from './step.js';
 import { Adam, normalizeRows, projectDecoderGrad } from './adam.js';
-import { concatRows, transpose } from './linalg.js';
-import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine.js';
+import { concatRows, transpose } from '../tensor/linalg.js';
+import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine-types.js';
 import { ACTIVATIONS } from './activations.js';
 
 export class TfEngine implements Engine {
@@ -17,7 +17,10 @@ export class TfEngine implements Engine {
   private readonly train: TrainConfig;
   private readonly anchors?: { enc: tf.Tensor2D; dec: tf.Tensor2D; k: number; weight: number };
 
-  constructor(readonly backend: BackendName, init: EngineInit) {
+  constructor(
+    readonly backend: BackendName,
+    init: EngineInit,
+  ) {
     const { cfg, train, weights: w, anchors } = init;
     this.cfg = cfg;
     this.train = train;
@@ -28,7 +31,8 @@ export class TfEngine implements Engine {
       W_dec: cfg.tied ? (tf.transpose(W_enc) as tf.Tensor2D) : tf.tensor2d(w.W_dec, [cfg.dSae, cfg.dOut]),
       b_dec: tf.tensor1d(w.b_dec),
     };
-    if (ACTIVATIONS[cfg.activation].selection === 'threshold') this.p.log_threshold = w.log_threshold ? tf.tensor1d(w.log_threshold) : (tf.fill([cfg.dSae], Math.log(train.jumpreluInitThreshold)) as tf.Tensor1D);
+    if (ACTIVATIONS[cfg.activation].selection === 'threshold')
+      this.p.log_threshold = w.log_threshold ? tf.tensor1d(w.log_threshold) : (tf.fill([cfg.dSae], Math.log(train.jumpreluInitThreshold)) as tf.Tensor1D);
     this.adam = new Adam(train.adamBeta1, train.adamBeta2, train.adamEps);
     if (anchors) {
       const k = anchors.encoder.length;
@@ -51,7 +55,14 @@ export class TfEngine implements Engine {
     const X = tf.tensor2d(Xa.subarray(0, B * cfg.dIn), [B, cfg.dIn]);
     const Y = Ya === Xa ? X : tf.tensor2d(Ya.subarray(0, B * cfg.dOut), [B, cfg.dOut]);
     const dead = o.dead ? Float32Array.from(o.dead) : undefined;
-    const r = step(cfg, this.p, X, Y, { sparsity: o.sparsity, bandwidth: o.bandwidth, dead, auxkCoefficient: o.auxkCoefficient, auxkK: o.auxkK, anchors: this.anchors });
+    const r = step(cfg, this.p, X, Y, {
+      sparsity: o.sparsity,
+      bandwidth: o.bandwidth,
+      dead,
+      auxkCoefficient: o.auxkCoefficient,
+      auxkK: o.auxkK,
+      anchors: this.anchors,
+    });
     tf.dispose(Y === X ? [X] : [X, Y]);
     this.grads = r.grads;
     return { loss: r.loss, mse: r.mse, sparsityLoss: r.sparsityLoss, auxLoss: r.auxLoss, l0: r.l0, fired: r.fired, minSelected: r.minSelected };
@@ -104,7 +115,11 @@ export class TfEngine implements Engine {
       });
       yhat.set(yh.dataSync() as Float32Array, r * cfg.dOut);
       const md = mask.dataSync();
-      for (let i = 0; i < md.length; i++) if (md[i]) { fired[i % cfg.dSae]++; actives++; }
+      for (let i = 0; i < md.length; i++)
+        if (md[i]) {
+          fired[i % cfg.dSae]++;
+          actives++;
+        }
       tf.dispose([X, yh, mask]);
     }
     return { yhat, fired, actives };
@@ -113,8 +128,10 @@ export class TfEngine implements Engine {
   weights(): EngineWeights {
     const { p } = this;
     const w: EngineWeights = {
-      W_enc: p.W_enc.dataSync().slice() as Float32Array, b_enc: p.b_enc.dataSync().slice() as Float32Array,
-      W_dec: p.W_dec.dataSync().slice() as Float32Array, b_dec: p.b_dec.dataSync().slice() as Float32Array,
+      W_enc: p.W_enc.dataSync().slice() as Float32Array,
+      b_enc: p.b_enc.dataSync().slice() as Float32Array,
+      W_dec: p.W_dec.dataSync().slice() as Float32Array,
+      b_dec: p.b_dec.dataSync().slice() as Float32Array,
     };
     if (p.log_threshold) w.log_threshold = p.log_threshold.dataSync().slice() as Float32Array;
     return w;
@@ -138,7 +155,11 @@ export class TfEngine implements Engine {
   saveState(): Record<string, NamedTensor> {
     const t: Record<string, NamedTensor> = {};
     for (const [n, v] of Object.entries(this.p)) if (v) t[n] = { data: (v as tf.Tensor).dataSync().slice() as Float32Array, shape: (v as tf.Tensor).shape };
-    for (const [kind, store] of [['m', this.adam.m], ['v', this.adam.v]] as const) for (const [n, v] of store) t[`adam_${kind}.${n}`] = { data: v.dataSync().slice() as Float32Array, shape: v.shape };
+    for (const [kind, store] of [
+      ['m', this.adam.m],
+      ['v', this.adam.v],
+    ] as const)
+      for (const [n, v] of store) t[`adam_${kind}.${n}`] = { data: v.dataSync().slice() as Float32Array, shape: v.shape };
     return t;
   }
 
@@ -147,7 +168,8 @@ export class TfEngine implements Engine {
     tf.dispose(Object.values(this.p) as tf.Tensor[]);
     const W_enc = tf.tensor2d(st.W_enc.data, [cfg.dIn, cfg.dSae]);
     this.p = {
-      W_enc, b_enc: tf.tensor1d(st.b_enc.data),
+      W_enc,
+      b_enc: tf.tensor1d(st.b_enc.data),
       W_dec: cfg.tied ? (tf.transpose(W_enc) as tf.Tensor2D) : tf.tensor2d(st.W_dec.data, [cfg.dSae, cfg.dOut]),
       b_dec: tf.tensor1d(st.b_dec.data),
     };

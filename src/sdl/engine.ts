@@ -2,91 +2,19 @@
 // inference, and the parameter/optimiser state. Two implementations share this interface and the trainer:
 // sdlkit's native CPU kernels (engine-native.ts, the default where they are built) and TensorFlow.js
 // (engine-tf.ts: tfjs-node, wasm or cpu), which is also the reference the native kernels are tested against.
-import type { DictConfig, TrainConfig } from './config.js';
-import type { NamedTensor } from './safetensors.js';
-import { initBackend } from './backend.js';
+import type { Engine, EngineInit } from './engine-types.js';
 import { native, nativeStatus } from '../native/kernels.js';
 import { UserError } from '../util/errors.js';
 
-/** Parameters in SAELens orientation: W_enc [dIn, dSae], W_dec [dSae, dOut]. */
-export interface EngineWeights {
-  W_enc: Float32Array;
-  b_enc: Float32Array;
-  W_dec: Float32Array;
-  b_dec: Float32Array;
-  log_threshold?: Float32Array;
-}
-
-export interface Anchors {
-  /** Anchored encoder directions (one per latent, dIn values) and decoder rows (dOut values). */
-  encoder: Float32Array[];
-  decoder: Float32Array[];
-  weight: number;
-}
-
-export interface EngineStepOptions {
-  sparsity: number;
-  bandwidth: number;
-  /** 1 for latents counted dead (AuxK). */
-  dead?: Uint8Array;
-  auxkCoefficient: number;
-  auxkK: number;
-}
-
-export interface EngineStepResult {
-  loss: number;
-  mse: number;
-  sparsityLoss: number;
-  auxLoss: number;
-  l0: number;
-  /** Tokens each latent fired on in this batch. */
-  fired: Float32Array;
-  /** BatchTopK/Matryoshka: the smallest selected pre-activation. */
-  minSelected?: number;
-}
-
-export interface EngineForward {
-  /** Reconstructions [n, dOut]. */
-  yhat: Float32Array;
-  /** Tokens each latent fired on. */
-  fired: Float64Array;
-  /** Active (token, latent) pairs in all. */
-  actives: number;
-}
-
-export interface Engine {
-  /** 'native-avx512', 'native-avx2', 'native-generic', 'tensorflow', 'wasm' or 'cpu'. */
-  readonly backend: string;
-  /** Loss and gradients for B rows of X [B, dIn] and Y [B, dOut] (Y may be X); the gradients stay inside. */
-  step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult;
-  /** Applies the last step's gradients: decoder-gradient projection, global-norm clipping, Adam, unit-norm decoder rows. */
-  update(lr: number, clip: number): void;
-  /** Inference (thresholds, not batch statistics) on n rows. */
-  forward(X: Float32Array, n: number, batchThreshold: number): EngineForward;
-  /** A copy of the parameters. */
-  weights(): EngineWeights;
-  /** Resampling: new encoder columns, decoder rows and zero b_enc for the given latents; their Adam moments are zeroed. */
-  resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void;
-  /** Parameters and Adam moments (adam_m.<name>, adam_v.<name>), SAELens orientation: the checkpoint format. */
-  saveState(): Record<string, NamedTensor>;
-  loadState(t: Record<string, NamedTensor>, adamT: number): void;
-  readonly adamT: number;
-  dispose(): void;
-}
-
-export interface EngineInit {
-  cfg: DictConfig;
-  train: TrainConfig;
-  weights: EngineWeights;
-  anchors?: Anchors;
-}
+export type * from './engine-types.js';
 
 /**
  * The engine for a backend request: 'native', 'node' (tfjs-node), 'wasm', 'cpu', or undefined for the best
  * available (native, then tfjs-node, wasm, cpu). `note` says why the native kernels were not used, if not.
  */
 export async function createEngine(requested: string | undefined, init: EngineInit): Promise<{ engine: Engine; note?: string }> {
-  if (requested && !['native', 'node', 'tensorflow', 'wasm', 'cpu'].includes(requested)) throw new UserError(`unknown backend '${requested}'; use native, node, wasm or cpu`);
+  if (requested && !['native', 'node', 'tensorflow', 'wasm', 'cpu'].includes(requested))
+    throw new UserError(`unknown backend '${requested}'; use native, node, wasm or cpu`);
   if (!requested || requested === 'native') {
     const mod = native();
     if (mod) {
@@ -95,6 +23,8 @@ export async function createEngine(requested: string | undefined, init: EngineIn
     }
     if (requested === 'native') throw new UserError(`the native kernels are ${nativeStatus()}; use --backend wasm`);
   }
+  // TensorFlow.js loads only here, when it is the engine.
+  const { initBackend } = await import('../tensor/backend.js');
   const backend = await initBackend(requested);
   const { TfEngine } = await import('./engine-tf.js');
   return { engine: new TfEngine(backend, init), note: requested ? undefined : `native kernels ${nativeStatus()}; using TensorFlow.js (${backend})` };

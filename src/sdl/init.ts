@@ -61,11 +61,15 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
       for (let j = 0; j < dIn; j++) W_enc[j * dSae + i] /= norm;
     }
   }
-  const b_dec = cfg.noBias || train.bDecInit === 'zeros' ? new Float32Array(dOut)
-    : train.bDecInit === 'mean' ? meanRows(sampleY.y, sampleY.n, dOut)
-      : geometricMedian(sampleY.y, Math.min(sampleY.n, 4096), dOut);
+  const b_dec =
+    cfg.noBias || train.bDecInit === 'zeros'
+      ? new Float32Array(dOut)
+      : train.bDecInit === 'mean'
+        ? meanRows(sampleY.y, sampleY.n, dOut)
+        : geometricMedian(sampleY.y, Math.min(sampleY.n, 4096), dOut);
   const w = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
-  if (cfg.kind !== 'transcoder' && dIn === dOut && ACTIVATIONS[cfg.activation].selection !== 'threshold' && sampleY.n > 0) calibrateEncoderScale(cfg, w, sampleY.y, Math.min(sampleY.n, 4096));
+  if (cfg.kind !== 'transcoder' && dIn === dOut && ACTIVATIONS[cfg.activation].selection !== 'threshold' && sampleY.n > 0)
+    calibrateEncoderScale(cfg, w, sampleY.y, Math.min(sampleY.n, 4096));
   return w;
 }
 
@@ -78,16 +82,21 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
  */
 function calibrateEncoderScale(cfg: DictConfig, w: DictionaryWeights, x: Float32Array, n: number): void {
   const { dIn, dSae } = cfg;
-  const probe = new Dictionary({ ...cfg, activation: ACTIVATIONS[cfg.activation].selection === 'relu' ? 'relu' : 'topk', noBias: false }, { ...w, b_dec: w.b_dec, threshold: undefined });
+  const probe = new Dictionary(
+    { ...cfg, activation: ACTIVATIONS[cfg.activation].selection === 'relu' ? 'relu' : 'topk', noBias: false },
+    { ...w, b_dec: w.b_dec, threshold: undefined },
+  );
   const rows = x.subarray(0, n * dIn);
   const f = encodeSparse(probe, rows, n);
   const R0 = decodeSparse(probe, f);
-  let num = 0, den = 0;
-  for (let r = 0; r < n; r++) for (let j = 0; j < dIn; j++) {
-    const r0 = R0[r * dIn + j] - w.b_dec[j];
-    num += (x[r * dIn + j] - w.b_dec[j]) * r0;
-    den += r0 * r0;
-  }
+  let num = 0,
+    den = 0;
+  for (let r = 0; r < n; r++)
+    for (let j = 0; j < dIn; j++) {
+      const r0 = R0[r * dIn + j] - w.b_dec[j];
+      num += (x[r * dIn + j] - w.b_dec[j]) * r0;
+      den += r0 * r0;
+    }
   const c = den > 0 ? num / den : 1;
   if (c > 0 && Number.isFinite(c)) for (let i = 0; i < dIn * dSae; i++) w.W_enc[i] *= c;
 }

@@ -24,7 +24,10 @@ export class EvalAccumulator {
   private actives = 0;
   private n = 0;
 
-  constructor(readonly sites: { name: string; width: number }[], readonly dSae: number) {
+  constructor(
+    readonly sites: { name: string; width: number }[],
+    readonly dSae: number,
+  ) {
     const d = sites.reduce((a, s) => a + s.width, 0);
     this.sse = new Float64Array(d);
     this.sumY = new Float64Array(d);
@@ -52,9 +55,12 @@ export class EvalAccumulator {
   result(): EvalMetrics {
     const n = Math.max(1, this.n);
     const bySite: Record<string, number> = {};
-    let off = 0, sseAll = 0, sstAll = 0;
+    let off = 0,
+      sseAll = 0,
+      sstAll = 0;
     for (const s of this.sites) {
-      let sse = 0, sst = 0;
+      let sse = 0,
+        sst = 0;
       for (let j = off; j < off + s.width; j++) {
         sse += this.sse[j];
         sst += this.sumY2[j] - (this.sumY[j] * this.sumY[j]) / n;
@@ -68,12 +74,23 @@ export class EvalAccumulator {
     const counts = new Array(edges.length - 1).fill(0);
     let never = 0;
     for (const f of this.fires) {
-      if (f === 0) { never++; continue; }
+      if (f === 0) {
+        never++;
+        continue;
+      }
       const l = Math.log10(f / n);
       const b = Math.min(edges.length - 2, Math.max(0, Math.floor(l - edges[0])));
       counts[b]++;
     }
-    return { tokens: this.n, mse: sseAll / n, fvu: sstAll > 0 ? sseAll / sstAll : NaN, fvuBySite: bySite, l0: this.actives / n, deadOnEval: never, density: { edges, counts, never } };
+    return {
+      tokens: this.n,
+      mse: sseAll / n,
+      fvu: sstAll > 0 ? sseAll / sstAll : NaN,
+      fvuBySite: bySite,
+      l0: this.actives / n,
+      deadOnEval: never,
+      density: { edges, counts, never },
+    };
   }
 
   /** Per-latent firing frequency on the held-out tokens. */

@@ -27,18 +27,29 @@ export function chooseSites(m: Manifest, req: SiteRequest): SiteChoice {
     return s;
   };
   if (req.kind === 'transcoder') {
-    const layers = [...new Set(avail.map((s) => parseCanonical(s.name)).filter((c) => c && c.site === 'mlp_in').map((c) => c!.layer))];
+    const layers = [
+      ...new Set(
+        avail
+          .map((s) => parseCanonical(s.name))
+          .filter((c) => c && c.site === 'mlp_in')
+          .map((c) => c!.layer),
+      ),
+    ];
     const layer = req.layer ?? layers[0];
-    const inName = `blocks.${layer}.hook_mlp_in`, outName = `blocks.${layer}.hook_mlp_out`;
+    const inName = `blocks.${layer}.hook_mlp_in`,
+      outName = `blocks.${layer}.hook_mlp_out`;
     if (layer === undefined || !byName.has(inName) || !byName.has(outName)) {
-      throw new UserError(`a transcoder needs ${layer === undefined ? 'blocks.L.hook_mlp_in and blocks.L.hook_mlp_out' : `${inName} and ${outName}`} in the harvest, which has ${list}; harvest with --sites mlp_in,mlp_out`);
+      throw new UserError(
+        `a transcoder needs ${layer === undefined ? 'blocks.L.hook_mlp_in and blocks.L.hook_mlp_out' : `${inName} and ${outName}`} in the harvest, which has ${list}; harvest with --sites mlp_in,mlp_out`,
+      );
     }
     return { sitesIn: [need(inName)], sitesOut: [need(outName)] };
   }
   if (req.kind === 'sae') {
     if (req.sites && req.sites.length > 1) throw new UserError('an SAE reads one site; pass one --site, or use --kind crosscoder for several');
-    const name = req.sites?.[0]
-      ?? (req.layer !== undefined ? `blocks.${req.layer}.hook_resid_post` : avail.find((s) => /hook_resid_post$/.test(s.name))?.name ?? avail[0]?.name);
+    const name =
+      req.sites?.[0] ??
+      (req.layer !== undefined ? `blocks.${req.layer}.hook_resid_post` : (avail.find((s) => /hook_resid_post$/.test(s.name))?.name ?? avail[0]?.name));
     const s = need(name);
     return { sitesIn: [s], sitesOut: [s] };
   }

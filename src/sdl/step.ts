@@ -3,10 +3,10 @@
 //   y^ = f W_dec + b_dec;  L = (1/B) sum ||y^ - y||^2  (+ sparsity, AuxK, anchoring)
 // Hand-written because tfjs autograd emits matMuls with transposed operands, which the wasm backend runs
 // 10-20x slower than an explicit transpose followed by a plain matMul; every matMul here is plain.
-import { tf } from './backend.js';
+import { tf } from '../tensor/backend.js';
 import type { DictConfig } from './config.js';
 import { kthLargest } from './dictionary.js';
-import type { EngineStepResult } from './engine.js';
+import type { EngineStepResult } from './engine-types.js';
 import { ACTIVATIONS } from './activations.js';
 
 export interface Params {
@@ -122,7 +122,8 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
         acc = acc ? (tf.add(acc, Gg) as tf.Tensor2D) : Gg;
         S[g] = acc;
       }
-      const dBlocks: tf.Tensor2D[] = [], wBlocks: tf.Tensor2D[] = [];
+      const dBlocks: tf.Tensor2D[] = [],
+        wBlocks: tf.Tensor2D[] = [];
       start = 0;
       widths.forEach((w, g) => {
         const a = tf.slice(actsT, [start, 0], [w - start, B]) as tf.Tensor2D;
@@ -203,12 +204,22 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
         const de = tf.sub(tf.slice(p.W_enc, [0, 0], [cfg.dIn, k]), enc) as tf.Tensor2D;
         const dd = tf.sub(tf.slice(p.W_dec, [0, 0], [k, cfg.dOut]), dec) as tf.Tensor2D;
         anchorLoss = tf.mul(tf.add(tf.sum(tf.square(de)), tf.sum(tf.square(dd))), weight) as tf.Scalar;
-        gW_enc = tf.add(gW_enc, tf.pad(tf.mul(de, 2 * weight), [[0, 0], [0, cfg.dSae - k]])) as tf.Tensor2D;
-        gW_dec = tf.add(gW_dec, tf.pad(tf.mul(dd, 2 * weight), [[0, cfg.dSae - k], [0, 0]])) as tf.Tensor2D;
+        gW_enc = tf.add(
+          gW_enc,
+          tf.pad(tf.mul(de, 2 * weight), [
+            [0, 0],
+            [0, cfg.dSae - k],
+          ]),
+        ) as tf.Tensor2D;
+        gW_dec = tf.add(
+          gW_dec,
+          tf.pad(tf.mul(dd, 2 * weight), [
+            [0, cfg.dSae - k],
+            [0, 0],
+          ]),
+        ) as tf.Tensor2D;
       }
-      const grads: Grads = cfg.tied
-        ? { W_enc: tf.add(gW_enc, T(gW_dec)) as tf.Tensor2D }
-        : { W_enc: gW_enc, W_dec: gW_dec };
+      const grads: Grads = cfg.tied ? { W_enc: tf.add(gW_enc, T(gW_dec)) as tf.Tensor2D } : { W_enc: gW_enc, W_dec: gW_dec };
       if (!cfg.noBias) {
         grads.b_enc = gb_enc;
         grads.b_dec = gb_decTotal;

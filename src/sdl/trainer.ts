@@ -8,14 +8,23 @@ import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRa
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
-import { readSafetensors, writeSafetensors } from './safetensors.js';
+import { readSafetensors, writeSafetensors } from '../tensor/safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
-import { MANIFEST } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 import { ACTIVATIONS } from './activations.js';
+import {
+  ACTS_MANIFEST_FILE,
+  CHECKPOINT_DIR,
+  CHECKPOINT_STATE_FILE,
+  CHECKPOINT_TENSORS_FILE,
+  DERIVED_FILES,
+  EVAL_FILE,
+  MANIFEST_FILE,
+  TRAINING_LOG_FILE,
+} from '../util/files.js';
 
 export interface FitJob {
   actsDir: string;
@@ -64,7 +73,6 @@ interface CheckpointState {
 }
 
 /** Derived files in a dictionary folder, stale once the weights change: a fresh fit removes them. */
-const DERIVED = ['dictionary.onnx', 'encoder.onnx', 'spliced.onnx', 'saelens', 'dashboard', 'splice_eval.json', 'index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'eval.json', 'acts_manifest.json'];
 
 /**
  * The training settings a run started with. A resume must keep those that fix the data it sees and how it is
@@ -76,7 +84,17 @@ function historyRecord(t: TrainConfig): Record<string, unknown> {
   return { ...rest, anchors: anchors ? sha256(JSON.stringify([anchors.encoder.map((a) => Array.from(a)), anchors.decoder.map((a) => Array.from(a))])) : null };
 }
 
-const FIXED_ON_RESUME = ['seed', 'batchTokens', 'evalTokens', 'excludeBos', 'normalizeActivations', 'unitNormDecoder', 'bDecInit', 'shuffleBufferTokens', 'anchors'];
+const FIXED_ON_RESUME = [
+  'seed',
+  'batchTokens',
+  'evalTokens',
+  'excludeBos',
+  'normalizeActivations',
+  'unitNormDecoder',
+  'bDecInit',
+  'shuffleBufferTokens',
+  'anchors',
+];
 const pick = (r: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.map((k) => [k, r[k]]));
 
 /** The fields in which two records differ, as "name: old -> new". */
@@ -85,8 +103,6 @@ function differences(a: Record<string, unknown>, b: Record<string, unknown>): st
     .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
     .map((k) => `${k}: ${JSON.stringify(a[k])} -> ${JSON.stringify(b[k])}`);
 }
-
-const CKPT = 'checkpoint';
 
 /** The engine's weights with the per-site input/target scales folded into them. */
 function foldWeights(engine: Engine, cfg: DictConfig, scalesIn: number[], scalesOut: number[], threshold?: Float32Array): DictionaryWeights {
@@ -133,7 +149,7 @@ function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number
 }
 
 export async function fit(job: FitJob): Promise<FitResult> {
-  const { dict: cfg, manifest } = job;
+  const cfg = job.dict;
   const train: TrainConfig = { ...TRAIN_DEFAULTS, ...job.train };
   checkDictConfig(cfg);
   checkTrainConfig(train);
@@ -149,7 +165,7 @@ export async function fit(job: FitJob): Promise<FitResult> {
 async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Promise<FitResult> {
   const { manifest } = job;
   removeStaleTemps(job.out);
-  removeStaleTemps(join(job.out, CKPT));
+  removeStaleTemps(join(job.out, CHECKPOINT_DIR));
   const B = train.batchTokens;
   const totalSteps = train.steps ?? Math.ceil((train.tokens ?? manifest.tokens) / B);
   if (!(totalSteps > 0)) throw new UserError('nothing to train: pass --tokens or --steps');
@@ -166,22 +182,28 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   const { train: trainRanges, held: heldRanges } = splitRows(manifest, train.evalTokens);
   const load = (r: RowRange) => loadRows(job.actsDir, manifest, r, cfg.sitesIn, cfg.sitesOut, train.excludeBos, { verify: job.verify });
   const same = cfg.sitesIn.length === cfg.sitesOut.length && cfg.sitesIn.every((s, i) => s.name === cfg.sitesOut[i].name);
-  const ckptDir = join(job.out, CKPT);
+  const ckptDir = join(job.out, CHECKPOINT_DIR);
   let state: CheckpointState | undefined;
   let resumeChanges: string[] = [];
   if (job.resume) {
-    if (!existsSync(join(ckptDir, 'state.json'))) throw new UserError(`there is no checkpoint in ${ckptDir} to resume from; run without --resume to start`);
-    state = readJson<CheckpointState>(join(ckptDir, 'state.json'));
+    if (!existsSync(join(ckptDir, CHECKPOINT_STATE_FILE)))
+      throw new UserError(`there is no checkpoint in ${ckptDir} to resume from; run without --resume to start`);
+    state = readJson<CheckpointState>(join(ckptDir, CHECKPOINT_STATE_FILE));
     const d = state.dict;
     if (d.dIn !== cfg.dIn || d.dOut !== cfg.dOut || d.dSae !== cfg.dSae || d.activation !== cfg.activation || d.kind !== cfg.kind) {
-      throw new UserError(`the checkpoint in ${ckptDir} is a ${d.kind}/${d.activation} with d_in ${d.dIn}, d_out ${d.dOut}, d_sae ${d.dSae}, but these shards and options give ${cfg.kind}/${cfg.activation} with d_in ${cfg.dIn}, d_out ${cfg.dOut}, d_sae ${cfg.dSae}; resume with the same shards and options, or drop --resume`);
+      throw new UserError(
+        `the checkpoint in ${ckptDir} is a ${d.kind}/${d.activation} with d_in ${d.dIn}, d_out ${d.dOut}, d_sae ${d.dSae}, but these shards and options give ${cfg.kind}/${cfg.activation} with d_in ${cfg.dIn}, d_out ${cfg.dOut}, d_sae ${cfg.dSae}; resume with the same shards and options, or drop --resume`,
+      );
     }
     const now = historyRecord(train);
     const changed = [
       ...differences(d as unknown as Record<string, unknown>, cfg as unknown as Record<string, unknown>),
       ...(state.train ? differences(pick(state.train, FIXED_ON_RESUME), pick(now, FIXED_ON_RESUME)) : []),
     ];
-    if (changed.length) throw new UserError(`the checkpoint in ${ckptDir} was made with other settings (${changed.slice(0, 3).join('; ')}${changed.length > 3 ? '; ...' : ''}); resume with the same options and shards, or start again without --resume`);
+    if (changed.length)
+      throw new UserError(
+        `the checkpoint in ${ckptDir} was made with other settings (${changed.slice(0, 3).join('; ')}${changed.length > 3 ? '; ...' : ''}); resume with the same options and shards, or start again without --resume`,
+      );
     resumeChanges = state.train ? differences(state.train, now) : [];
   } else if (existsSync(join(job.out, CFG_FILE)) && !job.force) {
     throw new UserError(`${job.out} already holds a dictionary; pass --force to replace it, --resume to continue its run, or choose another --out`);
@@ -209,24 +231,34 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     transform(rows);
     return rows;
   })();
-  if (heldRows.n < 2) throw new UserError(`${heldRows.n} held-out row${heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`);
+  if (heldRows.n < 2)
+    throw new UserError(`${heldRows.n} held-out row${heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`);
   // A checkpoint records how many rows the stream had drawn; replaying them restores the stream exactly.
   // (Checkpoints written before that record reseed instead: the run goes on, on another data order.)
-  const stream = new ShuffleStream(load, trainRanges, cfg.dIn, cfg.dOut, train.shuffleBufferTokens, train.seed + (state && state.drawn === undefined ? state.step : 0), transform, same);
+  const stream = new ShuffleStream(
+    load,
+    trainRanges,
+    cfg.dIn,
+    cfg.dOut,
+    train.shuffleBufferTokens,
+    train.seed + (state && state.drawn === undefined ? state.step : 0),
+    transform,
+    same,
+  );
   if (state?.drawn) stream.skip(state.drawn);
 
   // Parameters: fresh, or from the checkpoint.
   let threshold = state?.threshold ?? 0;
   let thresholdInit = state?.thresholdInit ?? false;
-  const saved = state ? readSafetensors(join(ckptDir, 'state.safetensors')).tensors : undefined;
+  const saved = state ? readSafetensors(join(ckptDir, CHECKPOINT_TENSORS_FILE)).tensors : undefined;
   const init = saved
     ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
     : (() => {
-      const n = Math.min(sample.n, 4096);
-      const ys = (same ? sample.x : sample.y).slice(0, n * cfg.dOut);
-      applyScales(ys, cfg.sitesOut, scalesOut);
-      return initWeights(cfg, train, { y: ys, n });
-    })();
+        const n = Math.min(sample.n, 4096);
+        const ys = (same ? sample.x : sample.y).slice(0, n * cfg.dOut);
+        applyScales(ys, cfg.sitesOut, scalesOut);
+        return initWeights(cfg, train, { y: ys, n });
+      })();
   const anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
   const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, anchors });
   if (note) job.onNote?.(note);
@@ -238,12 +270,12 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   // so a killed run never leaves an old cfg.json beside new weights.
   if (!job.resume) {
     rmSync(join(job.out, CFG_FILE), { force: true });
-    rmSync(join(job.out, 'training_log.jsonl'), { force: true });
+    rmSync(join(job.out, TRAINING_LOG_FILE), { force: true });
     rmSync(ckptDir, { recursive: true, force: true });
-    for (const f of DERIVED) rmSync(join(job.out, f), { recursive: true, force: true });
+    for (const f of DERIVED_FILES) rmSync(join(job.out, f), { recursive: true, force: true });
   }
-  const logPath = join(job.out, 'training_log.jsonl');
-  const log = (rec: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(rec) + '\n');
+  const logPath = join(job.out, TRAINING_LOG_FILE);
+  const log = (rec: Record<string, unknown>) => appendFileSync(logPath, `${JSON.stringify(rec)}\n`);
   if (state) log({ event: 'resume', step: state.step, tokens: state.tokens, changed: resumeChanges });
 
   const sinceFired = state?.sinceFired ? Float64Array.from(state.sinceFired) : new Float64Array(cfg.dSae);
@@ -262,12 +294,23 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
 
   const saveCheckpoint = () => {
     mkdirSync(ckptDir, { recursive: true });
-    writeSafetensors(join(ckptDir, 'state.safetensors'), engine.saveState());
+    writeSafetensors(join(ckptDir, CHECKPOINT_TENSORS_FILE), engine.saveState());
     const s: CheckpointState = {
-      step: stepNo, tokens, threshold, thresholdInit, scalesIn, scalesOut, adamT: engine.adamT, dict: cfg, train: historyRecord(train),
-      drawn: drawnBefore, rng: rng.state, sinceFired: Array.from(sinceFired), elapsed: elapsed0 + (performance.now() - t0) / 1000,
+      step: stepNo,
+      tokens,
+      threshold,
+      thresholdInit,
+      scalesIn,
+      scalesOut,
+      adamT: engine.adamT,
+      dict: cfg,
+      train: historyRecord(train),
+      drawn: drawnBefore,
+      rng: rng.state,
+      sinceFired: Array.from(sinceFired),
+      elapsed: elapsed0 + (performance.now() - t0) / 1000,
     };
-    writeJsonAtomic(join(ckptDir, 'state.json'), s);
+    writeJsonAtomic(join(ckptDir, CHECKPOINT_STATE_FILE), s);
     lastCheckpointStep = stepNo;
   };
 
@@ -278,7 +321,8 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     for (let i = 0; i < cfg.dSae; i++) if (sinceFired[i] >= (train.resampleEvery * B) / 2) dead.push(i);
     if (!dead.length) return 0;
     const poolN = Math.min(16384, Math.max(B, 4 * dead.length));
-    const px = new Float32Array(poolN * cfg.dIn), py = same ? px : new Float32Array(poolN * cfg.dOut);
+    const px = new Float32Array(poolN * cfg.dIn),
+      py = same ? px : new Float32Array(poolN * cfg.dOut);
     stream.batch(poolN, px, py);
     const f = engine.forward(px, poolN, threshold);
     const w = new Float64Array(poolN);
@@ -289,7 +333,8 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     }
     const total = w.reduce((a, b) => a + b, 0);
     const We = engine.weights().W_enc;
-    let aliveNorm = 0, alive = 0;
+    let aliveNorm = 0,
+      alive = 0;
     const deadSet = new Set(dead);
     for (let i = 0; i < cfg.dSae; i++) {
       if (deadSet.has(i)) continue;
@@ -299,12 +344,16 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
       alive++;
     }
     aliveNorm = alive ? aliveNorm / alive : 1;
-    const enc: Float32Array[] = [], dec: Float32Array[] = [];
+    const enc: Float32Array[] = [],
+      dec: Float32Array[] = [];
     for (const i of dead) {
-      let r = rng.next() * total, s = 0;
+      let r = rng.next() * total,
+        s = 0;
       for (; s < poolN - 1 && (r -= w[s]) > 0; s++);
-      const xin = px.subarray(s * cfg.dIn, (s + 1) * cfg.dIn), yout = py.subarray(s * cfg.dOut, (s + 1) * cfg.dOut);
-      const nx = Math.hypot(...xin) || 1, ny = Math.hypot(...yout) || 1;
+      const xin = px.subarray(s * cfg.dIn, (s + 1) * cfg.dIn),
+        yout = py.subarray(s * cfg.dOut, (s + 1) * cfg.dOut);
+      const nx = Math.hypot(...xin) || 1,
+        ny = Math.hypot(...yout) || 1;
       enc.push(Float32Array.from(xin, (v) => (v / nx) * 0.2 * aliveNorm));
       dec.push(Float32Array.from(yout, (v) => v / ny));
       sinceFired[i] = 0;
@@ -316,7 +365,10 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   while (stepNo < totalSteps) {
     drawnBefore = stream.drawn;
     stream.batch(B, Xb, Yb);
-    const lrNow = lr * Math.min(1, (stepNo + 1) / Math.max(1, warm)) * (stepNo >= decayStart ? Math.max(0, (totalSteps - stepNo) / Math.max(1, totalSteps - decayStart)) : 1);
+    const lrNow =
+      lr *
+      Math.min(1, (stepNo + 1) / Math.max(1, warm)) *
+      (stepNo >= decayStart ? Math.max(0, (totalSteps - stepNo) / Math.max(1, totalSteps - decayStart)) : 1);
     const spNow = sparsity * Math.min(1, (stepNo + 1) / Math.max(1, sparsityWarm));
     let dead: Uint8Array | undefined;
     if (ACTIVATIONS[cfg.activation].auxk) {
@@ -325,7 +377,9 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     }
     const r = engine.step(Xb, Yb, B, { sparsity: spNow, bandwidth: train.jumpreluBandwidth, dead, auxkCoefficient: train.auxkCoefficient, auxkK });
     if (!Number.isFinite(r.loss)) {
-      const where = existsSync(join(ckptDir, 'state.json')) ? `the last good checkpoint (step ${lastCheckpointStep}) is in ${ckptDir}; lower --lr and resume with --resume` : 'no checkpoint was written yet; lower --lr and start again';
+      const where = existsSync(join(ckptDir, CHECKPOINT_STATE_FILE))
+        ? `the last good checkpoint (step ${lastCheckpointStep}) is in ${ckptDir}; lower --lr and resume with --resume`
+        : 'no checkpoint was written yet; lower --lr and start again';
       engine.dispose();
       throw new UserError(`the loss became ${r.loss} at step ${stepNo}; ${where}`);
     }
@@ -343,14 +397,27 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     let resampled = 0;
     if (train.resampleEvery > 0 && stepNo % train.resampleEvery === 0 && stepNo <= resampleUntil) resampled = resample();
     const deadFrac = sinceFired.reduce((a, s) => a + (s >= deadWindow ? 1 : 0), 0) / cfg.dSae;
-    const rec: Record<string, unknown> = { step: stepNo, tokens, loss: r.loss, mse: r.mse, sparsity_loss: r.sparsityLoss, aux_loss: r.auxLoss, l0: r.l0, lr: lrNow, dead_fraction: deadFrac };
+    const rec: Record<string, unknown> = {
+      step: stepNo,
+      tokens,
+      loss: r.loss,
+      mse: r.mse,
+      sparsity_loss: r.sparsityLoss,
+      aux_loss: r.auxLoss,
+      l0: r.l0,
+      lr: lrNow,
+      dead_fraction: deadFrac,
+    };
     if (resampled) rec.resampled = resampled;
     if (stepNo % train.evalEvery === 0 || stepNo === totalSteps) {
       lastEval = evaluate(cfg, engine, heldRows, scalesOut, threshold);
       rec.eval = lastEval;
     }
     if (stepNo % 10 === 0 || rec.eval || resampled) log(rec);
-    progress.update(tokens, `step ${stepNo}/${totalSteps} loss ${r.loss.toFixed(4)} l0 ${r.l0.toFixed(1)} dead ${(100 * deadFrac).toFixed(1)}%${lastEval ? ` fvu ${lastEval.fvu.toFixed(4)}` : ''}`);
+    progress.update(
+      tokens,
+      `step ${stepNo}/${totalSteps} loss ${r.loss.toFixed(4)} l0 ${r.l0.toFixed(1)} dead ${(100 * deadFrac).toFixed(1)}%${lastEval ? ` fvu ${lastEval.fvu.toFixed(4)}` : ''}`,
+    );
   }
   progress.done();
   const seconds = (performance.now() - t0) / 1000;
@@ -365,18 +432,38 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     prepend_bos: true,
   });
   const training = {
-    backend, steps: stepNo, tokens, batch_tokens: B, lr, lr_warmup_steps: warm, lr_decay_fraction: train.lrDecayFraction,
-    sparsity_coefficient: sparsity, sparsity_warmup_steps: sparsityWarm, dead_window_tokens: deadWindow, auxk_k: auxkK,
-    auxk_coefficient: train.auxkCoefficient, resample_every: train.resampleEvery, anchors: anchors ? anchors.encoder.length : 0, anchor_weight: train.anchorWeight,
-    seed: train.seed, scales_in: scalesIn, scales_out: scalesOut, batch_threshold: threshold, exclude_bos: train.excludeBos,
-    unit_norm_decoder: train.unitNormDecoder, b_dec_init: train.bDecInit, eval: evalNow, dead_fraction: deadFraction,
-    seconds: elapsed0 + seconds, activations: job.actsDir, activations_sha256: manifest.identity_sha256,
+    backend,
+    steps: stepNo,
+    tokens,
+    batch_tokens: B,
+    lr,
+    lr_warmup_steps: warm,
+    lr_decay_fraction: train.lrDecayFraction,
+    sparsity_coefficient: sparsity,
+    sparsity_warmup_steps: sparsityWarm,
+    dead_window_tokens: deadWindow,
+    auxk_k: auxkK,
+    auxk_coefficient: train.auxkCoefficient,
+    resample_every: train.resampleEvery,
+    anchors: anchors ? anchors.encoder.length : 0,
+    anchor_weight: train.anchorWeight,
+    seed: train.seed,
+    scales_in: scalesIn,
+    scales_out: scalesOut,
+    batch_threshold: threshold,
+    exclude_bos: train.excludeBos,
+    unit_norm_decoder: train.unitNormDecoder,
+    b_dec_init: train.bDecInit,
+    eval: evalNow,
+    dead_fraction: deadFraction,
+    seconds: elapsed0 + seconds,
+    activations: job.actsDir,
+    activations_sha256: manifest.identity_sha256,
   };
-  writeAtomic(join(job.out, 'acts_manifest.json'), readFileSync(join(job.actsDir, MANIFEST)));
-  writeJsonAtomic(join(job.out, 'eval.json'), { ...evalNow, dead_fraction_train: deadFraction });
+  writeAtomic(join(job.out, ACTS_MANIFEST_FILE), readFileSync(join(job.actsDir, MANIFEST_FILE)));
+  writeJsonAtomic(join(job.out, EVAL_FILE), { ...evalNow, dead_fraction_train: deadFraction });
   dictionary.save(job.out, { training });
   engine.dispose();
   const newTokens = tokens - (state?.tokens ?? 0);
   return { dictionary, eval: evalNow, steps: stepNo, tokens, seconds, tokensPerSecond: newTokens / seconds, backend, deadFraction };
 }
-

@@ -2,7 +2,7 @@
 // Bench, Appendix C): unit directions with bounded pairwise interference, Bernoulli(1 - S) masks and
 // c_min + Exp(beta) magnitudes; x_p = W_p x, and x_r = W_r x for transcoder benches.
 import { Rng } from '../util/rng.js';
-import { gemm } from '../sdl/linalg.js';
+import { gemm } from '../tensor/linalg.js';
 
 /**
  * n unit directions in R^d (rows of [n, d]) pushed to max |<w_i, w_j>| <= M by projected gradient descent on
@@ -22,7 +22,8 @@ export function featureDirections(n: number, d: number, maxInterference: number,
     }
   };
   normalize();
-  const G = new Float32Array(n * n), g = new Float32Array(n * d);
+  const G = new Float32Array(n * n),
+    g = new Float32Array(n * d);
   // The paper's margin epsilon: pairs are pushed below M - eps, so float32 rounding never leaves one over M.
   const target = maxInterference - 1e-4;
   let worst = 1;
@@ -38,7 +39,10 @@ export function featureDirections(n: number, d: number, maxInterference: number,
         if (a > worst) worst = a;
         // Only pairs over the bound push each other apart: C_ik = 2 (|G_ik| - M) sign(G_ik).
         if (a <= target) G[i * n + k] = 0;
-        else { G[i * n + k] = 2 * (a - target) * Math.sign(G[i * n + k]); any = true; }
+        else {
+          G[i * n + k] = 2 * (a - target) * Math.sign(G[i * n + k]);
+          any = true;
+        }
       }
     }
     if (!any || it === iters) break;
@@ -58,20 +62,22 @@ export interface SparseSample {
 export function sparseFeatures(N: number, n: number, p: number | Float32Array, cMin: number, beta: number, seed: number): Float32Array {
   const rng = new Rng(seed);
   const x = new Float32Array(N * n);
-  for (let r = 0; r < N; r++) for (let i = 0; i < n; i++) {
-    const pi = typeof p === 'number' ? p : p[i];
-    if (rng.next() < pi) x[r * n + i] = cMin - beta * Math.log(1 - rng.next());
-  }
+  for (let r = 0; r < N; r++)
+    for (let i = 0; i < n; i++) {
+      const pi = typeof p === 'number' ? p : p[i];
+      if (rng.next() < pi) x[r * n + i] = cMin - beta * Math.log(1 - rng.next());
+    }
   return x;
 }
 
 /** rows [N, n] times directions [n, d] -> [N, d]. */
 export function embed(x: Float32Array, N: number, W: Float32Array, n: number, d: number): Float32Array {
   const out = new Float32Array(N * d);
-  for (let r = 0; r < N; r++) for (let i = 0; i < n; i++) {
-    const v = x[r * n + i];
-    if (v === 0) continue;
-    for (let j = 0; j < d; j++) out[r * d + j] += v * W[i * d + j];
-  }
+  for (let r = 0; r < N; r++)
+    for (let i = 0; i < n; i++) {
+      const v = x[r * n + i];
+      if (v === 0) continue;
+      for (let j = 0; j < d; j++) out[r * d + j] += v * W[i * d + j];
+    }
   return out;
 }

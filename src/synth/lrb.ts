@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { featureDirections } from './features.js';
 import { writeRowsAsShards } from './write.js';
-import { writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
+import { writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import { writeJsonAtomic, checkOutput } from '../util/fsx.js';
 import { Rng } from '../util/rng.js';
 import { UserError } from '../util/errors.js';
@@ -36,7 +36,22 @@ export interface LrbConfig {
   shardTokens: number;
 }
 
-export const LRB_DEFAULTS: LrbConfig = { n: 1000, np: 768, nr: 0, sources: 1, S: 0.99, M: 0.1, cMin: 0, beta: 1, N: 100000, seed: 0, parents: 0, children: 0, zipf: 0, shardTokens: 65536 };
+export const LRB_DEFAULTS: LrbConfig = {
+  n: 1000,
+  np: 768,
+  nr: 0,
+  sources: 1,
+  S: 0.99,
+  M: 0.1,
+  cMin: 0,
+  beta: 1,
+  N: 100000,
+  seed: 0,
+  parents: 0,
+  children: 0,
+  zipf: 0,
+  shardTokens: 65536,
+};
 
 export interface Truth {
   config: LrbConfig;
@@ -50,9 +65,20 @@ export interface Truth {
 /** The bench's settings, range-checked (names as `sdl synth` spells its options). */
 export function checkLrbConfig(c: LrbConfig): LrbConfig {
   const spec: [keyof LrbConfig, Rule, string][] = [
-    ['n', 'int>0', '--n'], ['np', 'int>0', '--np'], ['nr', 'int>=0', '--nr'], ['sources', 'int>0', '--sources'], ['S', '[0,1)', '--S'], ['M', '(0,1]', '--M'],
-    ['cMin', '>=0', '--c-min'], ['beta', '>0', '--beta'], ['N', 'int>0', '--N'], ['seed', 'int>=0', '--seed'], ['parents', 'int>=0', '--parents'],
-    ['children', 'int>=0', '--children'], ['zipf', '>=0', '--zipf'], ['shardTokens', 'int>0', 'shard tokens'],
+    ['n', 'int>0', '--n'],
+    ['np', 'int>0', '--np'],
+    ['nr', 'int>=0', '--nr'],
+    ['sources', 'int>0', '--sources'],
+    ['S', '[0,1)', '--S'],
+    ['M', '(0,1]', '--M'],
+    ['cMin', '>=0', '--c-min'],
+    ['beta', '>0', '--beta'],
+    ['N', 'int>0', '--N'],
+    ['seed', 'int>=0', '--seed'],
+    ['parents', 'int>=0', '--parents'],
+    ['children', 'int>=0', '--children'],
+    ['zipf', '>=0', '--zipf'],
+    ['shardTokens', 'int>0', 'shard tokens'],
   ];
   for (const [key, rule, option] of spec) checkNumber(c[key], rule, option);
   if (c.parents * (c.children + 1) > c.n) throw new UserError(`the hierarchy needs ${c.parents * (c.children + 1)} features; n is ${c.n}`);
@@ -62,10 +88,9 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
 export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
   const c = checkLrbConfig({ ...LRB_DEFAULTS, ...cfgIn });
   checkOutput(out, 'dir');
-  const rng = new Rng(c.seed);
   // Per-feature activation probabilities with mean 1 - S.
   const p = new Float64Array(c.n);
-  for (let i = 0; i < c.n; i++) p[i] = c.zipf > 0 ? 1 / Math.pow(i + 1, c.zipf) : 1;
+  for (let i = 0; i < c.n; i++) p[i] = c.zipf > 0 ? 1 / (i + 1) ** c.zipf : 1;
   const scale = ((1 - c.S) * c.n) / p.reduce((a, b) => a + b, 0);
   for (let i = 0; i < c.n; i++) p[i] = Math.min(1, p[i] * scale);
   const hierarchy = Array.from({ length: c.parents }, (_, h) => {
@@ -94,22 +119,33 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
   // Feature by feature, the rows where it is active come from geometric gaps: work grows with the active
   // entries, not with N x n.
   const logq = Float64Array.from(p, (pi) => (pi >= 1 ? -Infinity : Math.log(1 - pi)));
-  writeRowsAsShards(out, sites, c.N, { source: 'lrb', seed: c.seed, shardTokens: c.shardTokens, params: c }, (k, start, rows, values) => {
+  writeRowsAsShards(out, sites, c.N, { source: 'lrb', seed: c.seed, shardTokens: c.shardTokens, params: c }, (k, _start, rows, values) => {
     const rng = new Rng(c.seed * 1_000_003 + k * 7919 + 1);
     const mag = () => c.cMin - c.beta * Math.log(1 - rng.next());
     const gap = (i: number) => (logq[i] === -Infinity ? 1 : 1 + Math.floor(Math.log(1 - rng.next()) / logq[i]));
     // Active (row, feature, magnitude) triples, gathered per row.
-    const rowOf: number[] = [], featOf: number[] = [], valOf: number[] = [];
+    const rowOf: number[] = [],
+      featOf: number[] = [],
+      valOf: number[] = [];
     for (let i = 0; i < c.n; i++) {
       if (isParent[i] || p[i] <= 0) continue; // parents follow their children
-      for (let r = gap(i) - 1; r < rows; r += gap(i)) { rowOf.push(r); featOf.push(i); valOf.push(mag()); }
+      for (let r = gap(i) - 1; r < rows; r += gap(i)) {
+        rowOf.push(r);
+        featOf.push(i);
+        valOf.push(mag());
+      }
     }
     const cnt = new Int32Array(rows + 1);
     for (const r of rowOf) cnt[r + 1]++;
     for (let r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
     const at = cnt.slice(0, rows);
-    const feat = new Int32Array(rowOf.length), val = new Float32Array(rowOf.length);
-    rowOf.forEach((r, e) => { feat[at[r]] = featOf[e]; val[at[r]] = valOf[e]; at[r]++; });
+    const feat = new Int32Array(rowOf.length),
+      val = new Float32Array(rowOf.length);
+    rowOf.forEach((r, e) => {
+      feat[at[r]] = featOf[e];
+      val[at[r]] = valOf[e];
+      at[r]++;
+    });
     const parentOn = new Map<number, number>();
     for (let r = 0; r < rows; r++) {
       parentOn.clear();
@@ -119,7 +155,9 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
       }
       sites.forEach((site, si) => {
         const o = values[si].subarray(r * site.width, (r + 1) * site.width);
-        const add = (i: number, v: number) => { for (let j = 0; j < site.width; j++) o[j] += v * site.W[i * site.width + j]; };
+        const add = (i: number, v: number) => {
+          for (let j = 0; j < site.width; j++) o[j] += v * site.W[i * site.width + j];
+        };
         for (let e = cnt[r]; e < cnt[r + 1]; e++) add(feat[e], val[e]);
         for (const [par, v] of parentOn) add(par, v);
       });

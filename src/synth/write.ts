@@ -18,7 +18,13 @@ export interface SiteRows {
 /** Fills shard k (rows [start, start + rows)): one zeroed [rows, width] array per site. */
 export type FillShard = (k: number, start: number, rows: number, values: Float32Array[]) => void;
 
-export function writeRowsAsShards(dir: string, sites: { name: string; width: number; data?: Float32Array }[], rows: number, opts: { source: string; seed: number; shardTokens?: number; dtype?: Dtype; params?: unknown }, fill?: FillShard): Manifest {
+export function writeRowsAsShards(
+  dir: string,
+  sites: { name: string; width: number; data?: Float32Array }[],
+  rows: number,
+  opts: { source: string; seed: number; shardTokens?: number; dtype?: Dtype; params?: unknown },
+  fill?: FillShard,
+): Manifest {
   mkdirSync(dir, { recursive: true });
   const shardTokens = opts.shardTokens ?? 65536;
   const dtype = opts.dtype ?? 'f32';
@@ -27,16 +33,38 @@ export function writeRowsAsShards(dir: string, sites: { name: string; width: num
     tokenizer: { kind: 'none', sha256: '' },
     corpus: { source: opts.source, split: 'all' },
     hooks: sites.map((s) => s.name),
-    ctx: 1, batch: 1, dtype, seed: opts.seed, tokens: rows, shard_tokens: shardTokens, oov_id: null,
+    ctx: 1,
+    batch: 1,
+    dtype,
+    seed: opts.seed,
+    tokens: rows,
+    shard_tokens: shardTokens,
+    oov_id: null,
   };
   const idHash = identityHash(identity);
   const now = new Date().toISOString();
   const m: Manifest = {
-    format: 'sdlkit-activations/1', identity, identity_sha256: idHash, model_path: '', tokenizer_path: '', context_length: 1, dtype,
-    sites: sites.map((s) => ({ name: s.name, tensor: s.name, width: s.width })), shards: [], tokens: 0, complete: false, oov_mapped: 0,
-    created: now, updated: now, elapsed_s: 0, versions: versions(),
+    format: 'sdlkit-activations/1',
+    identity,
+    identity_sha256: idHash,
+    model_path: '',
+    tokenizer_path: '',
+    context_length: 1,
+    dtype,
+    sites: sites.map((s) => ({ name: s.name, tensor: s.name, width: s.width })),
+    shards: [],
+    tokens: 0,
+    complete: false,
+    oov_mapped: 0,
+    created: now,
+    updated: now,
+    elapsed_s: 0,
+    versions: versions(),
   };
-  const buf = new ShardBuffer(Math.min(shardTokens, rows), sites.map((s) => ({ name: s.name, width: s.width })));
+  const buf = new ShardBuffer(
+    Math.min(shardTokens, rows),
+    sites.map((s) => ({ name: s.name, width: s.width })),
+  );
   const progress = rows > 4 * shardTokens ? new Progress('synth', rows, 'rows') : undefined;
   for (let start = 0, k = 0; start < rows; start += shardTokens, k++) {
     const n = Math.min(shardTokens, rows - start);

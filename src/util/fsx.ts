@@ -1,6 +1,21 @@
 // Atomic writes and hashing: a file is either complete or absent, never half-written.
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, statfsSync, writeSync, existsSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  statfsSync,
+  writeSync,
+  existsSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { UserError } from './errors.js';
 
@@ -34,7 +49,11 @@ export function writeAtomic(path: string, data: Uint8Array | string | Uint8Array
     closeSync(fd);
     renameSync(tmp, path);
   } catch (e) {
-    try { closeSync(fd); } catch { /* already closed */ }
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
     rmSync(tmp, { force: true });
     throw outputError(path, e);
   }
@@ -76,7 +95,10 @@ export function checkOutput(path: string, kind: 'file' | 'dir', minFreeBytes = 1
   }
   const fs = statfsSync(parent);
   const free = fs.bavail * fs.bsize;
-  if (free < minFreeBytes) throw new UserError(`only ${(free / 1e6).toFixed(1)} MB free under ${parent}, ${(minFreeBytes / 1e6).toFixed(1)} MB needed; free space or choose another --out`);
+  if (free < minFreeBytes)
+    throw new UserError(
+      `only ${(free / 1e6).toFixed(1)} MB free under ${parent}, ${(minFreeBytes / 1e6).toFixed(1)} MB needed; free space or choose another --out`,
+    );
 }
 
 /** Removes `NAME.tmp-PID*` files in `dir` left by processes that no longer run (killed or out of space). */
@@ -123,14 +145,17 @@ export function lockFolder(dir: string, what: string): () => void {
         process.removeListener('exit', release);
         try {
           if (readFileSync(path, 'utf8') === String(process.pid)) rmSync(path, { force: true });
-        } catch { /* gone already */ }
+        } catch {
+          /* gone already */
+        }
       };
       process.once('exit', release);
       return release;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw outputError(path, e);
       const owner = Number(readFileSync(path, 'utf8'));
-      if (Number.isInteger(owner) && owner > 0 && pidAlive(owner)) throw new UserError(`${dir} is being written by another ${what} (process ${owner}); wait for it or choose another --out`);
+      if (Number.isInteger(owner) && owner > 0 && pidAlive(owner))
+        throw new UserError(`${dir} is being written by another ${what} (process ${owner}); wait for it or choose another --out`);
       rmSync(path, { force: true }); // its owner died: take the lock over
     }
   }
@@ -138,7 +163,7 @@ export function lockFolder(dir: string, what: string): () => void {
 }
 
 export function writeJsonAtomic(path: string, value: unknown): void {
-  writeAtomic(path, JSON.stringify(value, null, 2) + '\n');
+  writeAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function readJson<T>(path: string): T {

@@ -4,7 +4,13 @@ export class Progress {
   private lastPrint = 0;
   private readonly tty = Boolean(process.stderr.isTTY);
 
-  constructor(private readonly label: string, private readonly total: number, private readonly unit = 'tok', private readonly startAt = 0, private readonly quiet = false) {}
+  constructor(
+    private readonly label: string,
+    private readonly total: number,
+    private readonly unit = 'tok',
+    private readonly startAt = 0,
+    private readonly quiet = false,
+  ) {}
 
   update(done: number, extra = ''): void {
     if (this.quiet) return;
@@ -15,22 +21,22 @@ export class Progress {
     const rate = secs > 0 ? (done - this.startAt) / secs : 0;
     const eta = rate > 0 ? (this.total - done) / rate : Infinity;
     const pct = this.total > 0 ? ((100 * done) / this.total).toFixed(1) : '0.0';
-    const line = `${this.label} ${fmtCount(done)}/${fmtCount(this.total)} ${this.unit} (${pct}%) ${fmtCount(rate)} ${this.unit}/s ETA ${fmtDuration(eta)}${extra ? ' ' + extra : ''}`;
+    const line = `${this.label} ${fmtCount(done)}/${fmtCount(this.total)} ${this.unit} (${pct}%) ${fmtCount(rate)} ${this.unit}/s ETA ${fmtDuration(eta)}${extra ? ` ${extra}` : ''}`;
     if (this.tty) process.stderr.write(`\r\x1b[K${line}`);
-    else process.stderr.write(line + '\n');
+    else process.stderr.write(`${line}\n`);
   }
 
   done(message?: string): void {
     if (this.quiet) return;
     if (this.tty) process.stderr.write('\r\x1b[K');
-    if (message) process.stderr.write(message + '\n');
+    if (message) process.stderr.write(`${message}\n`);
   }
 }
 
 export function fmtCount(n: number): string {
   if (!Number.isFinite(n)) return '?';
-  if (n >= 1e6) return (n / 1e6).toFixed(2) + 'M';
-  if (n >= 1e4) return (n / 1e3).toFixed(1) + 'k';
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
   return String(Math.round(n));
 }
 

@@ -33,7 +33,8 @@ function ticks(lo: number, hi: number, n = 5): number[] {
 const fmt = (v: number) => (Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(v % 1000 === 0 ? 0 : 1)}k` : String(Number(v.toPrecision(3))));
 
 export function lineChart(panels: Panel[], opts: { width?: number; height?: number; title?: string } = {}): string {
-  const W = opts.width ?? 420, H = opts.height ?? 300;
+  const W = opts.width ?? 420,
+    H = opts.height ?? 300;
   const m = { l: 58, r: 14, t: 34, b: 44 };
   const names = [...new Set(panels.flatMap((p) => p.series.map((s) => s.name)))];
   const legendH = 22;
@@ -44,10 +45,14 @@ export function lineChart(panels: Panel[], opts: { width?: number; height?: numb
     const xs = p.series.flatMap((s) => s.points.map((q) => q[0]));
     const tf = (v: number) => (p.logY ? Math.log10(Math.max(v, 1e-12)) : v);
     const ys = p.series.flatMap((s) => s.points.map((q) => tf(q[1])));
-    const x0 = Math.min(...xs), x1 = Math.max(...xs);
+    const x0 = Math.min(...xs),
+      x1 = Math.max(...xs);
     let y0 = p.yMin !== undefined ? tf(p.yMin) : Math.min(...ys, p.logY ? Infinity : 0);
     let y1 = p.yMax !== undefined ? tf(p.yMax) : Math.max(...ys);
-    if (y1 === y0) { y1 += 1; y0 -= p.logY ? 1 : 0; }
+    if (y1 === y0) {
+      y1 += 1;
+      y0 -= p.logY ? 1 : 0;
+    }
     const px = (x: number) => ox + m.l + ((x - x0) / (x1 - x0 || 1)) * (W - m.l - m.r);
     const py = (y: number) => top + m.t + (1 - (tf(y) - y0) / (y1 - y0)) * (H - m.t - m.b);
     parts.push(`<text x="${ox + W / 2}" y="${top + 20}" text-anchor="middle" font-size="14" font-weight="bold">${esc(p.title)}</text>`);
@@ -63,7 +68,9 @@ export function lineChart(panels: Panel[], opts: { width?: number; height?: numb
       const y = py(t);
       if (y < top + m.t - 1 || y > top + H - m.b + 1) continue;
       parts.push(`<line x1="${ox + m.l}" x2="${ox + W - m.r}" y1="${y}" y2="${y}" stroke="#eee"/>`);
-      parts.push(`<text x="${ox + m.l - 6}" y="${y + 4}" text-anchor="end" font-size="11">${p.logY && decades.length >= 2 ? t.toExponential(0) : fmt(t)}</text>`);
+      parts.push(
+        `<text x="${ox + m.l - 6}" y="${y + 4}" text-anchor="end" font-size="11">${p.logY && decades.length >= 2 ? t.toExponential(0) : fmt(t)}</text>`,
+      );
     }
     parts.push(`<text x="${ox + (m.l + W - m.r) / 2}" y="${top + H - 8}" text-anchor="middle" font-size="12">${esc(p.xLabel)}</text>`);
     parts.push(`<text transform="translate(${ox + 14},${top + (m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle" font-size="12">${esc(p.yLabel)}</text>`);
@@ -73,7 +80,8 @@ export function lineChart(panels: Panel[], opts: { width?: number; height?: numb
       parts.push(`<path d="${d}" fill="none" stroke="${c}" stroke-width="1.8"/>`);
     }
   });
-  const totalW = W * panels.length, totalH = top + H + legendH;
+  const totalW = W * panels.length,
+    totalH = top + H + legendH;
   const legend = names.map((n, i) => {
     const x = 20 + i * 200;
     return `<line x1="${x}" x2="${x + 24}" y1="${top + H + 10}" y2="${top + H + 10}" stroke="${COLORS[i % COLORS.length]}" stroke-width="3"/><text x="${x + 30}" y="${top + H + 14}" font-size="12">${esc(n)}</text>`;

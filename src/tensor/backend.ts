@@ -22,7 +22,7 @@ async function tryNode(): Promise<boolean> {
 
 async function tryWasm(): Promise<boolean> {
   try {
-    setWasmPaths(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')) + '/dist/');
+    setWasmPaths(`${dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'))}/dist/`);
     // Node has no SharedArrayBuffer workers for the threaded build: use the single-threaded SIMD one.
     tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
     return await tf.setBackend('wasm');
@@ -34,7 +34,14 @@ async function tryWasm(): Promise<boolean> {
 /** Selects and initialises a backend; returns its name. */
 export async function initBackend(requested?: string): Promise<BackendName> {
   if (chosen && (!requested || requested === chosen || (requested === 'node' && chosen === 'tensorflow'))) return chosen;
-  const order: BackendName[] = requested === 'node' || requested === 'tensorflow' ? ['tensorflow'] : requested === 'wasm' ? ['wasm'] : requested === 'cpu' ? ['cpu'] : ['tensorflow', 'wasm', 'cpu'];
+  const order: BackendName[] =
+    requested === 'node' || requested === 'tensorflow'
+      ? ['tensorflow']
+      : requested === 'wasm'
+        ? ['wasm']
+        : requested === 'cpu'
+          ? ['cpu']
+          : ['tensorflow', 'wasm', 'cpu'];
   if (requested && !['node', 'tensorflow', 'wasm', 'cpu'].includes(requested)) throw new UserError(`unknown backend '${requested}'; use node, wasm or cpu`);
   for (const b of order) {
     const ok = b === 'tensorflow' ? await tryNode() : b === 'wasm' ? await tryWasm() : await tf.setBackend('cpu');
@@ -46,7 +53,11 @@ export async function initBackend(requested?: string): Promise<BackendName> {
       return b;
     }
   }
-  throw new UserError(requested === 'node' ? 'the tfjs-node backend is not installed (it is an optional dependency that needs to download libtensorflow); use --backend wasm' : `backend ${requested} could not start`);
+  throw new UserError(
+    requested === 'node'
+      ? 'the tfjs-node backend is not installed (it is an optional dependency that needs to download libtensorflow); use --backend wasm'
+      : `backend ${requested} could not start`,
+  );
 }
 
 /**

@@ -1,8 +1,8 @@
 // The llama2.c architecture in TensorFlow.js, for training the bundled model and checking its ONNX graph:
 // RMSNorm, rotary embeddings (pairs (2j, 2j+1) of each head), SwiGLU, grouped-query attention, tied classifier.
 // Every matMul goes through `mm`, whose gradient uses explicit transposes (see DEVELOPERS.md on tfjs-wasm).
-import { tf } from '../sdl/backend.js';
-import { ropeTables, type LlamaConfig, type LlamaWeights } from './llama2c.js';
+import { tf } from '../tensor/backend.js';
+import { ropeTables, type LlamaConfig, type LlamaWeights } from '../models/llama2c.js';
 import { Rng } from '../util/rng.js';
 
 /** Plain matMul; its gradient is re-registered with explicit transposes by ensureGradients(). */
@@ -11,8 +11,15 @@ export const mm = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => tf.matMul(a, b);
 export interface LmParams {
   tok_embeddings: tf.Variable; // [V, D]
   layers: {
-    rms_att: tf.Variable; wq: tf.Variable; wk: tf.Variable; wv: tf.Variable; wo: tf.Variable; // stored [in, out]
-    rms_ffn: tf.Variable; w1: tf.Variable; w2: tf.Variable; w3: tf.Variable;
+    rms_att: tf.Variable;
+    wq: tf.Variable;
+    wk: tf.Variable;
+    wv: tf.Variable;
+    wo: tf.Variable; // stored [in, out]
+    rms_ffn: tf.Variable;
+    w1: tf.Variable;
+    w2: tf.Variable;
+    w3: tf.Variable;
   }[];
   rms_final: tf.Variable;
 }
@@ -20,15 +27,29 @@ export interface LmParams {
 export function initLm(c: LlamaConfig, seed: number): LmParams {
   const rng = new Rng(seed);
   const hs = c.dim / c.n_heads;
-  const normal = (shape: number[], std: number) => tf.variable(tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * std), shape));
+  const normal = (shape: number[], std: number) =>
+    tf.variable(
+      tf.tensor(
+        Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * std),
+        shape,
+      ),
+    );
   const ones = (n: number) => tf.variable(tf.ones([n]));
   // GPT-2 style init: 0.02, with the residual projections scaled by 1/sqrt(2 L).
-  const std = 0.02, proj = 0.02 / Math.sqrt(2 * c.n_layers);
+  const std = 0.02,
+    proj = 0.02 / Math.sqrt(2 * c.n_layers);
   return {
     tok_embeddings: normal([c.vocab_size, c.dim], std),
     layers: Array.from({ length: c.n_layers }, () => ({
-      rms_att: ones(c.dim), wq: normal([c.dim, c.dim], std), wk: normal([c.dim, c.n_kv_heads * hs], std), wv: normal([c.dim, c.n_kv_heads * hs], std), wo: normal([c.dim, c.dim], proj),
-      rms_ffn: ones(c.dim), w1: normal([c.dim, c.hidden_dim], std), w2: normal([c.hidden_dim, c.dim], proj), w3: normal([c.dim, c.hidden_dim], std),
+      rms_att: ones(c.dim),
+      wq: normal([c.dim, c.dim], std),
+      wk: normal([c.dim, c.n_kv_heads * hs], std),
+      wv: normal([c.dim, c.n_kv_heads * hs], std),
+      wo: normal([c.dim, c.dim], proj),
+      rms_ffn: ones(c.dim),
+      w1: normal([c.dim, c.hidden_dim], std),
+      w2: normal([c.hidden_dim, c.dim], proj),
+      w3: normal([c.dim, c.hidden_dim], std),
     })),
     rms_final: ones(c.dim),
   };
@@ -45,19 +66,31 @@ function rmsnorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
 /** Logits [B, T, V] for ids [B, T]. */
 export function lmForward(c: LlamaConfig, p: LmParams, ids: tf.Tensor2D): tf.Tensor3D {
   const [B, T] = ids.shape;
-  const D = c.dim, NH = c.n_heads, KV = c.n_kv_heads, hs = D / NH, rep = NH / KV;
+  const D = c.dim,
+    NH = c.n_heads,
+    KV = c.n_kv_heads,
+    hs = D / NH,
+    rep = NH / KV;
   // Rotary embedding as x*cos + (x R)*sin with R the pair swap ((x R)[2j] = -x[2j+1], (x R)[2j+1] = x[2j]):
   // the same form as the ONNX graph, and far faster in tfjs than splitting the pairs apart.
   const { real, imag } = ropeTables(T, hs, c.rope_theta);
-  const cosT = new Float32Array(B * T * D), sinT = new Float32Array(B * T * D);
-  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < NH; h++) for (let j = 0; j < hs / 2; j++) {
-    const k = (b * T + t) * D + h * hs + 2 * j;
-    cosT[k] = cosT[k + 1] = real[t * (hs / 2) + j];
-    sinT[k] = sinT[k + 1] = imag[t * (hs / 2) + j];
-  }
-  const cos = tf.tensor(cosT, [B * T, D]), sin = tf.tensor(sinT, [B * T, D]);
+  const cosT = new Float32Array(B * T * D),
+    sinT = new Float32Array(B * T * D);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < NH; h++)
+        for (let j = 0; j < hs / 2; j++) {
+          const k = (b * T + t) * D + h * hs + 2 * j;
+          cosT[k] = cosT[k + 1] = real[t * (hs / 2) + j];
+          sinT[k] = sinT[k + 1] = imag[t * (hs / 2) + j];
+        }
+  const cos = tf.tensor(cosT, [B * T, D]),
+    sin = tf.tensor(sinT, [B * T, D]);
   const R = new Float32Array(D * D);
-  for (let i = 0; i < D; i += 2) { R[(i + 1) * D + i] = -1; R[i * D + i + 1] = 1; }
+  for (let i = 0; i < D; i += 2) {
+    R[(i + 1) * D + i] = -1;
+    R[i * D + i + 1] = 1;
+  }
   const swapPairs = tf.tensor(R, [D, D]);
   const rope = (t: tf.Tensor) => tf.reshape(tf.add(tf.mul(t, cos), tf.mul(mm(t, swapPairs), sin)), [B, T, NH, hs]);
   const maskData = new Float32Array(T * T);
@@ -107,28 +140,50 @@ export function lmToLlama(c: LlamaConfig, p: LmParams): LlamaWeights {
     const parts = p.layers.map((l) => (transpose ? tf.transpose(f(l)) : f(l)).dataSync() as Float32Array);
     const out = new Float32Array(parts.reduce((a, x) => a + x.length, 0));
     let o = 0;
-    for (const x of parts) { out.set(x, o); o += x.length; }
+    for (const x of parts) {
+      out.set(x, o);
+      o += x.length;
+    }
     return out;
   };
   const emb = p.tok_embeddings.dataSync().slice() as Float32Array;
   return {
-    config: c, tok_embeddings: emb, rms_att: cat((l) => l.rms_att, false), wq: cat((l) => l.wq, true), wk: cat((l) => l.wk, true), wv: cat((l) => l.wv, true),
-    wo: cat((l) => l.wo, true), rms_ffn: cat((l) => l.rms_ffn, false), w1: cat((l) => l.w1, true), w2: cat((l) => l.w2, true), w3: cat((l) => l.w3, true),
-    rms_final: p.rms_final.dataSync().slice() as Float32Array, wcls: emb,
+    config: c,
+    tok_embeddings: emb,
+    rms_att: cat((l) => l.rms_att, false),
+    wq: cat((l) => l.wq, true),
+    wk: cat((l) => l.wk, true),
+    wv: cat((l) => l.wv, true),
+    wo: cat((l) => l.wo, true),
+    rms_ffn: cat((l) => l.rms_ffn, false),
+    w1: cat((l) => l.w1, true),
+    w2: cat((l) => l.w2, true),
+    w3: cat((l) => l.w3, true),
+    rms_final: p.rms_final.dataSync().slice() as Float32Array,
+    wcls: emb,
   };
 }
 
 /** llama2.c weights -> tfjs parameters (for resuming and for checking the ONNX graph against tfjs). */
 export function llamaToLm(w: LlamaWeights): LmParams {
   const c = w.config;
-  const hs = c.dim / c.n_heads, kv = c.n_kv_heads * hs;
-  const mat = (a: Float32Array, l: number, rows: number, cols: number) => tf.variable(tf.transpose(tf.tensor(a.slice(l * rows * cols, (l + 1) * rows * cols), [rows, cols])));
+  const hs = c.dim / c.n_heads,
+    kv = c.n_kv_heads * hs;
+  const mat = (a: Float32Array, l: number, rows: number, cols: number) =>
+    tf.variable(tf.transpose(tf.tensor(a.slice(l * rows * cols, (l + 1) * rows * cols), [rows, cols])));
   const vec = (a: Float32Array, l: number, n: number) => tf.variable(tf.tensor(a.slice(l * n, (l + 1) * n)));
   return {
     tok_embeddings: tf.variable(tf.tensor(w.tok_embeddings, [c.vocab_size, c.dim])),
     layers: Array.from({ length: c.n_layers }, (_, l) => ({
-      rms_att: vec(w.rms_att, l, c.dim), wq: mat(w.wq, l, c.dim, c.dim), wk: mat(w.wk, l, kv, c.dim), wv: mat(w.wv, l, kv, c.dim), wo: mat(w.wo, l, c.dim, c.dim),
-      rms_ffn: vec(w.rms_ffn, l, c.dim), w1: mat(w.w1, l, c.hidden_dim, c.dim), w2: mat(w.w2, l, c.dim, c.hidden_dim), w3: mat(w.w3, l, c.hidden_dim, c.dim),
+      rms_att: vec(w.rms_att, l, c.dim),
+      wq: mat(w.wq, l, c.dim, c.dim),
+      wk: mat(w.wk, l, kv, c.dim),
+      wv: mat(w.wv, l, kv, c.dim),
+      wo: mat(w.wo, l, c.dim, c.dim),
+      rms_ffn: vec(w.rms_ffn, l, c.dim),
+      w1: mat(w.w1, l, c.hidden_dim, c.dim),
+      w2: mat(w.w2, l, c.dim, c.hidden_dim),
+      w3: mat(w.w3, l, c.hidden_dim, c.dim),
     })),
     rms_final: tf.variable(tf.tensor(w.rms_final)),
   };

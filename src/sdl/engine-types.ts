@@ -1,0 +1,78 @@
+// The engine's interface: one training step (loss and gradients), the optimiser update, inference, and the
+// parameter/optimiser state. Implementations (engine-native.ts, engine-tf.ts) import only this file; engine.ts
+// picks one, so the module graph has no cycle and the native path never loads TensorFlow.js.
+import type { DictConfig, TrainConfig } from './config.js';
+import type { NamedTensor } from '../tensor/safetensors.js';
+
+/** Parameters in SAELens orientation: W_enc [dIn, dSae], W_dec [dSae, dOut]. */
+export interface EngineWeights {
+  W_enc: Float32Array;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+  log_threshold?: Float32Array;
+}
+
+export interface Anchors {
+  /** Anchored encoder directions (one per latent, dIn values) and decoder rows (dOut values). */
+  encoder: Float32Array[];
+  decoder: Float32Array[];
+  weight: number;
+}
+
+export interface EngineStepOptions {
+  sparsity: number;
+  bandwidth: number;
+  /** 1 for latents counted dead (AuxK). */
+  dead?: Uint8Array;
+  auxkCoefficient: number;
+  auxkK: number;
+}
+
+export interface EngineStepResult {
+  loss: number;
+  mse: number;
+  sparsityLoss: number;
+  auxLoss: number;
+  l0: number;
+  /** Tokens each latent fired on in this batch. */
+  fired: Float32Array;
+  /** BatchTopK/Matryoshka: the smallest selected pre-activation. */
+  minSelected?: number;
+}
+
+export interface EngineForward {
+  /** Reconstructions [n, dOut]. */
+  yhat: Float32Array;
+  /** Tokens each latent fired on. */
+  fired: Float64Array;
+  /** Active (token, latent) pairs in all. */
+  actives: number;
+}
+
+export interface Engine {
+  /** 'native-avx512', 'native-avx2', 'native-generic', 'tensorflow', 'wasm' or 'cpu'. */
+  readonly backend: string;
+  /** Loss and gradients for B rows of X [B, dIn] and Y [B, dOut] (Y may be X); the gradients stay inside. */
+  step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult;
+  /** Applies the last step's gradients: decoder-gradient projection, global-norm clipping, Adam, unit-norm decoder rows. */
+  update(lr: number, clip: number): void;
+  /** Inference (thresholds, not batch statistics) on n rows. */
+  forward(X: Float32Array, n: number, batchThreshold: number): EngineForward;
+  /** A copy of the parameters. */
+  weights(): EngineWeights;
+  /** Resampling: new encoder columns, decoder rows and zero b_enc for the given latents; their Adam moments are zeroed. */
+  resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void;
+  /** Parameters and Adam moments (adam_m.<name>, adam_v.<name>), SAELens orientation: the checkpoint format. */
+  saveState(): Record<string, NamedTensor>;
+  loadState(t: Record<string, NamedTensor>, adamT: number): void;
+  readonly adamT: number;
+  dispose(): void;
+}
+
+export interface EngineInit {
+  cfg: DictConfig;
+  train: TrainConfig;
+  weights: EngineWeights;
+  anchors?: Anchors;
+}
