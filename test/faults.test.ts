@@ -391,3 +391,70 @@ test('a full disk and a read-only file system: one line, exit 2, nothing half-wr
   }
   assert.ok(statSync(dir).isDirectory());
 });
+
+test('no silent fallbacks: each one either works or says so', () => {
+  // An index whose harvest model has gone: built, and the note says what it lacks.
+  const moved = join(dir, 'acts-moved');
+  cpSync(acts, moved, { recursive: true });
+  const man = join(moved, 'manifest.json');
+  writeFileSync(man, readFileSync(man, 'utf8').replace(/"model_path": "[^"]*"/, `"model_path": "${join(dir, 'gone', 'model.onnx')}"`));
+  const dictCopy = join(dir, 'dict-moved');
+  cpSync(dict, dictCopy, { recursive: true });
+  const ix = sdl('index', dictCopy, '--acts', moved, '--force', '--no-verify');
+  assert.equal(ix.status, 0, ix.stderr);
+  assert.match(ix.stderr, /note: the harvest's model .*gone.* is gone: the index holds token ids without their text, and no absorption scores/);
+  // A JumpReLU dictionary without its threshold tensor is refused, never thresholded at 0.
+  const jr = join(dir, 'jr');
+  assert.equal(sdl('fit', '--acts', acts, '--activation', 'jumprelu', '--latents', '64', '--steps', '5', '--eval-tokens', '2048', '--out', jr).status, 0);
+  const st = readFileSync(join(jr, 'sae_weights.safetensors'));
+  const n = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + n).toString('utf8'));
+  delete header.threshold;
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + json.length) % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(join(jr, 'sae_weights.safetensors'), Buffer.concat([len, Buffer.from(json), st.subarray(8 + n)]));
+  const e = sdl('export', jr, '--out', join(dir, 'jr.onnx'));
+  assert.equal(e.status, 2);
+  assert.match(e.stderr, /^sdl: this jumprelu dictionary has no threshold tensor, which its inference needs; fit or import it again\n$/);
+  // A checkpoint without an Adam moment is refused on --resume.
+  const ck = join(dir, 'dict', 'checkpoint', 'state.safetensors');
+  const c = readFileSync(ck);
+  const cn = Number(c.readBigUInt64LE(0));
+  const ch = JSON.parse(c.subarray(8, 8 + cn).toString('utf8'));
+  delete ch['adam_v.W_enc'];
+  let cj = JSON.stringify(ch);
+  cj += ' '.repeat(Math.max(0, cn - cj.length));
+  assert.equal(cj.length, cn, 'the edited header keeps its length');
+  const damaged = join(dir, 'dict-ckpt');
+  cpSync(dict, damaged, { recursive: true });
+  writeFileSync(join(damaged, 'checkpoint', 'state.safetensors'), Buffer.concat([c.subarray(0, 8), Buffer.from(cj), c.subarray(8 + cn)]));
+  const r = sdl(
+    'fit',
+    '--acts',
+    acts,
+    '--latents',
+    '128',
+    '--k',
+    '8',
+    '--batch',
+    '512',
+    '--steps',
+    '30',
+    '--eval-tokens',
+    '2048',
+    '--out',
+    damaged,
+    '--resume',
+  );
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /^sdl: the checkpoint .*state\.safetensors lacks adam_v\.W_enc; it is damaged: start again without --resume\n$/);
+  // An unknown SDLKIT_NATIVE value is named, and the run says which engine it used instead.
+  const nat = spawnSync(process.execPath, [CLI, 'fit', '--acts', acts, '--latents', '64', '--steps', '3', '--eval-tokens', '2048', '--out', join(dir, 'nat')], {
+    encoding: 'utf8',
+    env: { ...process.env, SDLKIT_NATIVE: 'avx' },
+  });
+  assert.equal(nat.status, 0, nat.stderr);
+  assert.match(nat.stderr, /note: native kernels not loaded: SDLKIT_NATIVE=avx is not one of off, generic, avx2, avx512; using TensorFlow\.js/);
+});

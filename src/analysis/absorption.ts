@@ -1,4 +1,4 @@
-// Feature absorption on real activations: SAEBench's first-letter method (peers.md 2h), adapted to a small
+// Feature absorption on real activations: SAEBench's first-letter method, adapted to a small
 // model and vocabulary. Adaptations (documented in docs/index.md): activations are read at natural occurrences
 // of word tokens in the indexed text (no ICL spelling prompts, which a tiny model cannot follow); the "main"
 // latents of a letter are chosen by a greedy k-sparse search on a thresholded sum (k <= 5, each step must add

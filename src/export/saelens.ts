@@ -2,7 +2,7 @@
 // so SAE.load_from_disk reads sdlkit's dictionaries and sdlkit indexes and splices SAELens ones.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Dictionary, saelensArchitecture, WEIGHTS_FILE, CFG_FILE } from '../sdl/dictionary.js';
+import { Dictionary, SAELENS_VERSION, saelensArchitecture, saelensCfg, WEIGHTS_FILE, CFG_FILE } from '../sdl/dictionary.js';
 import { makeDictConfig, type Activation } from '../sdl/config.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import { UserError } from '../util/errors.js';
@@ -10,7 +10,7 @@ import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 import { ACTIVATIONS } from '../sdl/activations.js';
 
 /** The sae_lens version whose loader (v6 parser) the written cfg.json targets. */
-export const SAELENS_VERSION = '6.0.0';
+export { SAELENS_VERSION };
 
 export function exportSaelens(d: Dictionary, dir: string): void {
   const c = d.cfg;
@@ -27,33 +27,8 @@ export function exportSaelens(d: Dictionary, dir: string): void {
   };
   if (arch.startsWith('jumprelu')) t.threshold = { data: d.inferenceThreshold(), shape: [c.dSae] };
   writeSafetensors(join(dir, WEIGHTS_FILE), t);
-  const meta = d.meta as Record<string, unknown>;
-  writeJsonAtomic(join(dir, CFG_FILE), {
-    d_in: c.dIn,
-    d_sae: c.dSae,
-    ...(c.kind === 'transcoder' ? { d_out: c.dOut } : {}),
-    dtype: 'float32',
-    device: 'cpu',
-    apply_b_dec_to_input: c.applyBDecToInput,
-    normalize_activations: 'none',
-    reshape_activations: 'none',
-    architecture: arch,
-    ...(arch.startsWith('topk') ? { k: c.k, rescale_acts_by_decoder_norm: false } : {}),
-    metadata: {
-      sae_lens_version: SAELENS_VERSION,
-      sae_lens_training_version: SAELENS_VERSION,
-      model_name: meta.model_name ?? null,
-      hook_name: c.sitesIn[0].name,
-      hook_head_index: null,
-      ...(c.kind === 'transcoder' ? { hook_name_out: c.sitesOut[0].name, hook_head_index_out: null } : {}),
-      model_class_name: 'HookedTransformer',
-      dataset_path: meta.dataset_path ?? null,
-      context_size: meta.context_size ?? null,
-      prepend_bos: true,
-      exclude_special_tokens: false,
-      sdlkit: { dict: c },
-    },
-  });
+  const cfg = saelensCfg(d);
+  writeJsonAtomic(join(dir, CFG_FILE), { ...cfg, metadata: { ...cfg.metadata, sdlkit: { dict: c } } });
 }
 
 /** Reads a SAELens folder (v6 or flat pre-6.0 cfg.json) as an sdlkit dictionary. */

@@ -155,6 +155,10 @@ export function native(): NativeModule | undefined {
     status = 'disabled by SDLKIT_NATIVE=off';
     return undefined;
   }
+  if (want && !['generic', 'avx2', 'avx512'].includes(want)) {
+    status = `not loaded: SDLKIT_NATIVE=${want} is not one of off, generic, avx2, avx512`;
+    return undefined;
+  }
   const generic = join(buildDir, 'sdlkit_generic.node');
   if (!existsSync(generic)) {
     status = 'not built (npm run build:native builds them and shows why they failed)';
@@ -169,8 +173,10 @@ export function native(): NativeModule | undefined {
       pick = want;
     }
     const file = join(buildDir, `sdlkit_${pick}.node`);
+    // An explicit request is kept or refused; the automatic pick says when it had to settle for the generic build.
+    if (!existsSync(file) && want) throw new Error(`SDLKIT_NATIVE=${want}, but the ${pick} build is missing (npm run build:native)`);
     loaded = existsSync(file) ? (require(file) as NativeModule) : g;
-    status = `native-${loaded.isa}`;
+    status = existsSync(file) ? `native-${loaded.isa}` : `native-generic (the ${pick} build is missing: npm run build:native)`;
   } catch (e) {
     status = `failed to load: ${(e as Error).message}`;
     loaded = null;

@@ -1,5 +1,5 @@
 // Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
-// Where the established tools disagree (peers.md section 9), the choice is named here.
+// Where the established tools disagree (SAELens, sparsify, dictionary_learning), the choice is named at the field.
 import { UserError } from '../util/errors.js';
 import { checkNumber, type Rule } from '../util/check.js';
 import { ACTIVATIONS, ACTIVATION_NAMES, KINDS, KIND_NAMES } from './activations.js';

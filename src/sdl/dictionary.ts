@@ -34,8 +34,46 @@ export interface SavedCfg {
   reshape_activations: 'none';
   architecture: string;
   k?: number;
+  rescale_acts_by_decoder_norm?: boolean;
   metadata: Record<string, unknown>;
   sdlkit: { dict: DictConfig; [key: string]: unknown };
+}
+
+export const SAELENS_VERSION = '6.0.0';
+
+/**
+ * A dictionary's cfg.json in SAELens v6's inference layout: the one builder for sdlkit's own folders (which add
+ * their `sdlkit` record) and for `sdl export --format saelens`.
+ */
+export function saelensCfg(d: Dictionary): Omit<SavedCfg, 'sdlkit'> {
+  const c = d.cfg,
+    meta = d.meta,
+    arch = saelensArchitecture(c);
+  return {
+    d_in: c.dIn,
+    d_sae: c.dSae,
+    ...(c.kind === 'transcoder' ? { d_out: c.dOut } : {}),
+    dtype: 'float32',
+    device: 'cpu',
+    apply_b_dec_to_input: c.applyBDecToInput,
+    normalize_activations: 'none',
+    reshape_activations: 'none',
+    architecture: arch,
+    ...(ACTIVATIONS[c.activation].inference === 'topk' ? { k: c.k, rescale_acts_by_decoder_norm: false } : {}),
+    metadata: {
+      sae_lens_version: SAELENS_VERSION,
+      sae_lens_training_version: SAELENS_VERSION,
+      model_name: meta.model_name ?? null,
+      hook_name: c.sitesIn[0].name,
+      hook_head_index: null,
+      ...(c.kind === 'transcoder' ? { hook_name_out: c.sitesOut[0].name, hook_head_index_out: null } : {}),
+      model_class_name: 'HookedTransformer',
+      dataset_path: meta.dataset_path ?? null,
+      context_size: meta.context_size ?? null,
+      prepend_bos: true,
+      exclude_special_tokens: false,
+    },
+  };
 }
 
 /** SAELens architecture name for a dictionary. BatchTopK/Matryoshka infer as JumpReLU with a global threshold. */
@@ -149,23 +187,10 @@ export class Dictionary {
     };
     if (this.w.threshold) t.threshold = { data: this.w.threshold, shape: [dSae] };
     writeSafetensors(join(dir, WEIGHTS_FILE), t);
+    const base = saelensCfg(this);
     const cfg: SavedCfg = {
-      d_in: dIn,
-      d_sae: dSae,
-      ...(this.cfg.kind === 'transcoder' ? { d_out: dOut } : {}),
-      dtype: 'float32',
-      device: 'cpu',
-      apply_b_dec_to_input: this.cfg.applyBDecToInput,
-      normalize_activations: 'none',
-      reshape_activations: 'none',
-      architecture: saelensArchitecture(this.cfg),
-      ...(ACTIVATIONS[this.cfg.activation].inference === 'topk' ? { k: this.cfg.k } : {}),
-      metadata: {
-        hook_name: this.cfg.sitesIn[0]?.name,
-        ...(this.cfg.kind === 'transcoder' ? { hook_name_out: this.cfg.sitesOut[0]?.name } : {}),
-        ...this.meta,
-        ...extra.metadata,
-      },
+      ...base,
+      metadata: { ...base.metadata, ...this.meta, ...extra.metadata },
       sdlkit: { format: 'sdlkit-dictionary/1', dict: this.cfg, ...(extra.training ? { training: extra.training } : {}) },
     };
     // cfg.json last: a folder with weights but no cfg.json is not a finished dictionary.

@@ -19,7 +19,8 @@ export async function createEngine(requested: string | undefined, init: EngineIn
     const mod = native();
     if (mod) {
       const { NativeTrainEngine } = await import('./engine-native.js');
-      return { engine: new NativeTrainEngine(mod, init) };
+      const status = nativeStatus();
+      return { engine: new NativeTrainEngine(mod, init), note: status.includes('missing') ? `native kernels: ${status}` : undefined };
     }
     if (requested === 'native') throw new UserError(`the native kernels are ${nativeStatus()}; use --backend wasm`);
   }

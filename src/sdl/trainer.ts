@@ -8,7 +8,7 @@ import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRa
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
-import { readSafetensors, writeSafetensors } from '../tensor/safetensors.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
@@ -102,6 +102,23 @@ function differences(a: Record<string, unknown>, b: Record<string, unknown>): st
   return [...new Set([...Object.keys(a), ...Object.keys(b)])]
     .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
     .map((k) => `${k}: ${JSON.stringify(a[k])} -> ${JSON.stringify(b[k])}`);
+}
+
+/**
+ * A checkpoint's tensors, refused unless complete: every parameter the dictionary trains and both Adam moments of
+ * each. (A resume that quietly started some moments at zero would not continue the run it claims to.)
+ */
+function checkCheckpoint(t: Record<string, NamedTensor>, cfg: DictConfig, path: string): Record<string, NamedTensor> {
+  const trained = [
+    'W_enc',
+    ...(cfg.tied ? [] : ['W_dec']),
+    ...(cfg.noBias ? [] : ['b_enc', 'b_dec']),
+    ...(ACTIVATIONS[cfg.activation].selection === 'threshold' ? ['log_threshold'] : []),
+  ];
+  const need = ['W_enc', 'b_enc', 'b_dec', ...trained, ...trained.flatMap((n) => [`adam_m.${n}`, `adam_v.${n}`])];
+  const missing = [...new Set(need)].filter((n) => !t[n]);
+  if (missing.length) throw new UserError(`the checkpoint ${path} lacks ${missing.join(', ')}; it is damaged: start again without --resume`);
+  return t;
 }
 
 /** The engine's weights with the per-site input/target scales folded into them. */
@@ -250,7 +267,9 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   // Parameters: fresh, or from the checkpoint.
   let threshold = state?.threshold ?? 0;
   let thresholdInit = state?.thresholdInit ?? false;
-  const saved = state ? readSafetensors(join(ckptDir, CHECKPOINT_TENSORS_FILE)).tensors : undefined;
+  const saved = state
+    ? checkCheckpoint(readSafetensors(join(ckptDir, CHECKPOINT_TENSORS_FILE)).tensors, cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE))
+    : undefined;
   const init = saved
     ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
     : (() => {
