@@ -41,24 +41,39 @@ async function main() {
     const out = await f();
     return (out.length - prompt.length) / ((performance.now() - t0) / 1000);
   };
+  const clamped = (ids: Int32Array) =>
+    iv.logits(ids, {
+      clamp: new Map([
+        [0, 4],
+        [1, 0],
+      ]),
+    });
   await generate(m, plain, prompt, opts); // warm-up
   await generate(m, steered, prompt, opts);
-  const ratios: number[] = [],
-    plainRates: number[] = [],
-    steerRates: number[] = [];
+  await generate(m, clamped, prompt, opts);
+  const plainRates: number[] = [],
+    steerRates: number[] = [],
+    clampRates: number[] = [],
+    ratios: number[] = [],
+    clampRatios: number[] = [];
   for (let r = 0; r < repeats; r++) {
     const a = await rate(() => generate(m, plain, prompt, opts));
     const b = await rate(() => generate(m, steered, prompt, opts));
+    const c = await rate(() => generate(m, clamped, prompt, opts));
     plainRates.push(a);
     steerRates.push(b);
+    clampRates.push(c);
     ratios.push(b / a);
+    clampRatios.push(c / a);
   }
+  const range = (xs: number[]) => `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}-${Math.max(...xs).toFixed(3)})`;
   console.log(
     `generation of ${tokens} tokens (${m.name}, context grows to ${prompt.length + tokens}, full recompute per token), tokens/s median (min-max) of ${repeats}:`,
   );
   console.log(
-    `  plain ${median(plainRates).toFixed(1)} (${spread(plainRates)}), steered ${median(steerRates).toFixed(1)} (${spread(steerRates)}), paired ratio ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)})`,
+    `  plain ${median(plainRates).toFixed(1)} (${spread(plainRates)}), steered by add ${median(steerRates).toFixed(1)} (${spread(steerRates)}), paired ratio ${range(ratios)}`,
   );
+  console.log(`  clamped (the full graph, features computed) ${median(clampRates).toFixed(1)} (${spread(clampRates)}), paired ratio ${range(clampRatios)}`);
 
   const text = 'The whale swam under the ship, and the captain said that the sea was calm. '.repeat(28);
   const { windows } = textWindows(m, text);

@@ -159,6 +159,22 @@ test('crosscoder (layers 2 and 6): features from a clean pass, interventions at 
   await iv.release();
 });
 
+test("steering by add alone: the lighter shift graph gives the full graph's logits", async () => {
+  for (const d of [sae, transcoder, crosscoder]) {
+    const iv = await open(d);
+    const ids = textWindows(model, PROMPT).windows[0];
+    const add = new Map([
+      [3, 6],
+      [17, -2.5],
+    ]);
+    const full = await iv.forward(ids, 1, ids.length, { add });
+    const fast = await iv.logits(ids, { add });
+    assert.ok(maxDiff(full.logits, fast) < 1e-4, `${d}: ${maxDiff(full.logits, fast)}`);
+    assert.ok(maxDiff(full.logits, await cleanLogits(ids)) > 1e-3, 'the steering does something');
+    await iv.release();
+  }
+});
+
 test('ablating a feature that never fires on the prompt changes no logit; ablating one that fires does', async () => {
   const iv = await open(sae);
   const ids = textWindows(model, PROMPT).windows[0];

@@ -14,6 +14,8 @@ export type Replacement =
   | { kind: 'dictionary'; dict: Dictionary; input: string }
   | { kind: 'zero' }
   | { kind: 'input'; name: string; width: number }
+  /** y' = y + shift, one vector [1, width] fed per call: steering by `add` alone (see Intervener.logits). */
+  | { kind: 'shift'; name: string; width: number; declareInput: boolean }
   | SteerReplacement;
 
 /**
@@ -90,6 +92,9 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
     const coef = g.op('Add', [clamp, g.op('Mul', [STEER.add, g.f32(`${P}inv_decoder_norm`, invNorm, [m])])]);
     const delta = g.op('MatMul', [coef, g.f32(`${P}W_dec_site`, Wd, [m, w])]);
     recon3d = g.op('Add', [target, g.op('Reshape', [delta, shape])]);
+  } else if (rep.kind === 'shift') {
+    if (rep.declareInput) extraInputs.push({ name: rep.name, elemType: DataType.FLOAT, shape: [1, rep.width] });
+    recon3d = g.op('Add', [target, rep.name]);
   } else if (rep.kind === 'zero') recon3d = g.op('Mul', [target, g.scalarF32(0, `${P}zero`)]);
   else if (rep.kind === 'input') {
     recon3d = rep.name;

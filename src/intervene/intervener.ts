@@ -46,6 +46,44 @@ export class Intervener {
     private readonly cleanPass: ort.InferenceSession | undefined,
   ) {}
 
+  /**
+   * Steering by `add` alone needs no features: the change at each site is the constant sum of scaled unit decoder
+   * rows, so generation runs a lighter graph that adds it (the same splice, y' = y + shift). Built on first use;
+   * test/intervene.test.ts holds its logits equal to the full graph's.
+   */
+  private shiftSession?: Promise<ort.InferenceSession>;
+  private shiftNames(): string[] {
+    return this.dict.cfg.sitesOut.map((_, i) => `sdlkit_steer_shift_${i}`);
+  }
+
+  private shifted(): Promise<ort.InferenceSession> {
+    this.shiftSession ??= (async () => {
+      const names = this.shiftNames();
+      const targets = this.bound.outputs.map((h, i) => ({
+        target: h.tensor,
+        rep: { kind: 'shift' as const, name: names[i], width: this.dict.cfg.sitesOut[i].width, declareInput: true },
+      }));
+      return createSession(spliceMany(this.model.bytes, targets));
+    })();
+    return this.shiftSession;
+  }
+
+  /** Per written site, the vector sum_i add_i W_dec[i] / ||W_dec[i]||. */
+  shiftVectors(add: Map<number, number>): Float32Array[] {
+    const { dSae, dOut, sitesOut } = this.dict.cfg;
+    const W = this.dict.w.W_dec;
+    const total = new Float32Array(dOut);
+    for (const [f, a] of add) {
+      if (!Number.isInteger(f) || f < 0 || f >= dSae) throw new UserError(`feature ${f} does not exist: the dictionary has features 0-${dSae - 1}`);
+      let n2 = 0;
+      for (let j = 0; j < dOut; j++) n2 += W[f * dOut + j] ** 2;
+      const s = n2 > 0 ? a / Math.sqrt(n2) : 0;
+      for (let j = 0; j < dOut; j++) total[j] += s * W[f * dOut + j];
+    }
+    let off = 0;
+    return sitesOut.map((site) => total.slice(off, (off += site.width)));
+  }
+
   static async create(bound: BoundModel, dict: Dictionary): Promise<Intervener> {
     const { model, inputs, outputs } = bound;
     const c = dict.cfg;
@@ -66,8 +104,15 @@ export class Intervener {
     return this.model.proto.graph.outputs[0].name;
   }
 
-  /** The logits alone (generation): the session fetches nothing else. */
+  /** The logits alone (generation): the session fetches nothing else; pure `add` steering runs the lighter graph. */
   async logits(ids: Int32Array, iv: Intervention = {}): Promise<Float32Array> {
+    if (iv.add?.size && !iv.clamp?.size && !iv.clampAll) {
+      const session = await this.shifted();
+      const feeds: Record<string, ort.Tensor> = makeFeeds(runtimeInputs(this.model.proto), ids, 1, ids.length);
+      const vecs = this.shiftVectors(iv.add);
+      this.shiftNames().forEach((n, i) => (feeds[n] = new ort.Tensor('float32', vecs[i], [1, vecs[i].length])));
+      return (await session.run(feeds, [this.logitsName]))[this.logitsName].data as Float32Array;
+    }
     return (await this.forward(ids, 1, ids.length, iv, true)).logits;
   }
 
@@ -181,6 +226,7 @@ export class Intervener {
   }
 
   async release(): Promise<void> {
+    if (this.shiftSession) await (await this.shiftSession).release();
     await this.session.release();
     await this.cleanPass?.release();
   }
