@@ -184,6 +184,7 @@ export function register(y: Argv): Argv {
           const db = openIndex(argv.dictionary!);
           const rows = featuresForToken(db, argv.token, argv.limit) as { token: number; feature: number; count: number; mean_act: number; share: number }[];
           if (argv.json) return printJson(rows);
+          if (!rows.length) return console.log(`no feature fired on ${JSON.stringify(argv.token)} in the indexed tokens`);
           for (const r of rows)
             console.log(
               `feature ${String(r.feature).padStart(6)}  fires ${r.count}x on it (mean ${r.mean_act.toFixed(3)}; ${(100 * r.share).toFixed(1)}% of the feature's firings)`,
