@@ -9,7 +9,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import Database from 'better-sqlite3';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { CLI, tmp } from './helpers.js';
+import { CLI, bundledDictionaries, tmp } from './helpers.js';
 import { loadModel, BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
 import { findUnembedding } from '../src/analysis/logit-lens.js';
@@ -23,37 +23,7 @@ let dir: string, sae: string, tc: string, site: string, browser: Browser;
 before(async () => {
   if (skip) return;
   dir = tmp('sdl-dash-');
-  const acts = join(dir, 'acts');
-  assert.equal(sdl('harvest', '--layer', '6', '--tokens', '24k', '--out', acts).status, 0);
-  sae = join(dir, 'sae');
-  tc = join(dir, 'tc');
-  for (const [out, kind] of [
-    [sae, 'sae'],
-    [tc, 'transcoder'],
-  ]) {
-    const f = sdl(
-      'fit',
-      '--acts',
-      acts,
-      '--kind',
-      kind,
-      '--layer',
-      '6',
-      '--latents',
-      '256',
-      '--k',
-      '8',
-      '--batch',
-      '1024',
-      '--steps',
-      '60',
-      '--eval-tokens',
-      '2048',
-      '--out',
-      out,
-    );
-    assert.equal(f.status, 0, f.stderr);
-  }
+  ({ sae, transcoder: tc } = bundledDictionaries(dir, '24k'));
   assert.equal(sdl('index', sae).status, 0);
   assert.equal(sdl('eval', sae, '--windows', '4').status, 0);
   // The transcoder has no index yet: the dashboard builds it and says so.

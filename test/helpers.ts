@@ -1,5 +1,6 @@
 // Test fixtures: a tiny random llama2.c model made on the fly (so tests need no downloads), and paths.
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeLlama2c, type LlamaWeights } from '../src/models/llama2c.js';
@@ -99,4 +100,46 @@ export function corpusFile(dir: string, paragraphs = 400): string {
   const p = join(dir, 'corpus.txt');
   writeFileSync(p, text);
   return p;
+}
+
+/**
+ * The bundled model's layer 6 harvested (`tokens`) into dir/acts, with a small TopK SAE (dir/sae) and transcoder
+ * (dir/tc) fitted on it through the CLI: the dictionaries the intervention and dashboard tests work on.
+ */
+export function bundledDictionaries(dir: string, tokens: string): { acts: string; sae: string; transcoder: string } {
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`sdl ${args.join(' ')}: ${r.stderr}`);
+  };
+  const acts = join(dir, 'acts'),
+    sae = join(dir, 'sae'),
+    transcoder = join(dir, 'tc');
+  run('harvest', '--layer', '6', '--tokens', tokens, '--out', acts);
+  for (const [out, kind] of [
+    [sae, 'sae'],
+    [transcoder, 'transcoder'],
+  ]) {
+    run(
+      'fit',
+      '--acts',
+      acts,
+      '--kind',
+      kind,
+      '--layer',
+      '6',
+      '--latents',
+      '256',
+      '--k',
+      '8',
+      '--batch',
+      '1024',
+      '--steps',
+      '60',
+      '--eval-tokens',
+      '2048',
+      '--out',
+      out,
+    );
+  }
+  return { acts, sae, transcoder };
 }

@@ -14,7 +14,7 @@ import { findUnembedding, logitLens } from '../src/analysis/logit-lens.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/onnx/session.js';
 import { generate } from '../src/models/generate.js';
 import { densify, encodeSparse } from '../src/sdl/encoder.js';
-import { CLI, tinyLlama, tmp } from './helpers.js';
+import { CLI, bundledDictionaries, tinyLlama, tmp } from './helpers.js';
 
 const MODEL = join(BUNDLED_MODEL_DIR, 'sdl-tiny');
 const PROMPT = 'The whale swam under the ship, and the captain said that the sea was calm.';
@@ -26,38 +26,7 @@ function sdl(...args: string[]) {
 
 before(() => {
   dir = tmp();
-  const acts = join(dir, 'acts');
-  const h = sdl('harvest', '--layer', '6', '--tokens', '40k', '--out', acts);
-  assert.equal(h.status, 0, h.stderr);
-  sae = join(dir, 'sae');
-  transcoder = join(dir, 'tc');
-  for (const [out, kind] of [
-    [sae, 'sae'],
-    [transcoder, 'transcoder'],
-  ]) {
-    const f = sdl(
-      'fit',
-      '--acts',
-      acts,
-      '--kind',
-      kind,
-      '--layer',
-      '6',
-      '--latents',
-      '256',
-      '--k',
-      '8',
-      '--batch',
-      '1024',
-      '--steps',
-      '60',
-      '--eval-tokens',
-      '2048',
-      '--out',
-      out,
-    );
-    assert.equal(f.status, 0, f.stderr);
-  }
+  ({ sae, transcoder } = bundledDictionaries(dir, '40k'));
   const acts2 = join(dir, 'acts2');
   assert.equal(sdl('harvest', '--layers', '2,6', '--sites', 'resid_post', '--tokens', '24k', '--out', acts2).status, 0);
   crosscoder = join(dir, 'cc');

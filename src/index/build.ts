@@ -17,7 +17,7 @@ import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { SCHEMA } from './schema.js';
-import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
+import { QUANTILE_EDGES, QuantileSampler, type ContextExample } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
 import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
 import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
@@ -49,16 +49,8 @@ export const INDEX_DEFAULTS: IndexOptions = { topK: 20, contextRadius: 8, denseT
 /** Histogram bin edges for activation values (log-spaced), shared by every feature. */
 export const HIST_EDGES = Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
 
-export interface Example {
-  act: number;
-  doc: number;
-  window: number;
-  pos: number;
-  token: number;
-  ctxStart: number;
-  ctxTokens: number[];
-  ctxActs: number[];
-}
+/** A top activating example (the same record as a quantile example, without its band). */
+export type Example = ContextExample;
 
 export interface IndexResult {
   path: string;

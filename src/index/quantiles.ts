@@ -9,8 +9,8 @@ import { Rng } from '../util/rng.js';
 export const QUANTILE_EDGES = [0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, Infinity];
 export const BANDS = QUANTILE_EDGES.length - 1;
 
-export interface QuantileExample {
-  band: number;
+/** An example of a feature firing: the token, its context inside the window, and the feature's activation on each. */
+export interface ContextExample {
   act: number;
   doc: number;
   window: number;
@@ -19,6 +19,10 @@ export interface QuantileExample {
   ctxStart: number;
   ctxTokens: number[];
   ctxActs: number[];
+}
+
+export interface QuantileExample extends ContextExample {
+  band: number;
 }
 
 const bandOf = (a: number): number => {
