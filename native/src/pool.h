@@ -50,17 +50,32 @@ class Pool {
     while (busy_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
 
-  // Splits [0, n) into about `chunks` contiguous ranges and runs f(begin, end, thread) on each.
+  // Splits [0, n) into one contiguous slice per thread and runs f(begin, end, slice) on each. The slice index (not
+  // the thread that happens to run it) names the caller's per-slice buffers, so partial sums are combined in the
+  // same order every time: training is bit-for-bit reproducible whatever the scheduling (exact resume relies on it).
   template <class F>
-  void range(long n, F&& f, int chunksPerThread = 4) {
+  void range(long n, F&& f) {
+    if (n <= 0) return;
+    const int tasks = n < n_ ? (int)n : n_;
+    const long per = (n + tasks - 1) / tasks;
+    run(tasks, [&](int t, int) {
+      long b = (long)t * per, e = b + per < n ? b + per : n;
+      if (b < e) f(b, e, t);
+    });
+  }
+
+  // Dynamic chunks (about chunksPerThread per thread, claimed as threads free up) for loops whose results do not
+  // depend on which thread ran which chunk (each index writes only its own outputs): better load balance.
+  template <class F>
+  void rangeDynamic(long n, F&& f, int chunksPerThread = 4) {
     if (n <= 0) return;
     long chunks = (long)n_ * chunksPerThread;
     if (chunks > n) chunks = n;
     long step = (n + chunks - 1) / chunks;
     int tasks = (int)((n + step - 1) / step);
-    run(tasks, [&](int t, int th) {
+    run(tasks, [&](int t, int) {
       long b = (long)t * step, e = b + step < n ? b + step : n;
-      f(b, e, th);
+      f(b, e);
     });
   }
 

@@ -474,23 +474,27 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         }
         finishLatent(j, sumV, sumDaK, sumK, gbe, nf, th);
       }
-    }, 16);
+    });
   }
 
   // ---- b_dec: sum over rows of dL/dy^ (Matryoshka: the first prefix's, which every prefix includes),
   // minus W_enc gb_enc where pre depends on b_dec through x~ = x - b_dec.
   if (!c.noBias) {
     const float* G0 = G;
+    // Partial sums per fixed slice of rows (task t always sums the same rows), added in task order: the result
+    // does not depend on which thread ran which slice, so training is bit-for-bit reproducible (and resumable).
     std::vector<double> part((size_t)T * (dOut + 8), 0.0);
-    pool_.range(B, [&](long b0, long b1, int th) {
-      double* pp = part.data() + (size_t)th * (dOut + 8);
+    pool_.run(T, [&](int t, int) {
+      double* pp = part.data() + (size_t)t * (dOut + 8);
+      const long per = (B + T - 1) / T, b0 = per * t, b1 = b0 + per < B ? b0 + per : B;
       for (long b = b0; b < b1; b++)
         for (int i = 0; i < dOut; i++) pp[i] += G0[b * dOut + i];
     });
     std::vector<double> corr((size_t)T * (dIn + 8), 0.0);
     if (useXt) {
-      pool_.range(m, [&](long j0, long j1, int th) {
-        double* cc = corr.data() + (size_t)th * (dIn + 8);
+      pool_.run(T, [&](int t, int) {
+        double* cc = corr.data() + (size_t)t * (dIn + 8);
+        const long per = (m + T - 1) / T, j0 = per * t, j1 = j0 + per < m ? j0 + per : m;
         for (long j = j0; j < j1; j++) {
           float gb = g.b_enc[j];
           if (gb == 0.f) continue;

@@ -1,6 +1,6 @@
 // The trainer: one loop for every kind and activation. Data -> step -> Adam -> constraints -> stats,
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, defaultLr, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
@@ -8,7 +8,7 @@ import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRa
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
-import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
+import { decodeSafetensors, encodeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
@@ -69,6 +69,8 @@ interface CheckpointState {
   drawn?: number;
   rng?: [number, number | null];
   sinceFired?: number[];
+  /** SHA-256 of the tensors file written with this state. */
+  tensors_sha256?: string;
   elapsed: number;
 }
 
@@ -102,6 +104,17 @@ function differences(a: Record<string, unknown>, b: Record<string, unknown>): st
   return [...new Set([...Object.keys(a), ...Object.keys(b)])]
     .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
     .map((k) => `${k}: ${JSON.stringify(a[k])} -> ${JSON.stringify(b[k])}`);
+}
+
+/** The tensors that belong to a checkpoint's state.json: the file (current or just written) with the recorded sha256. */
+function checkpointTensors(dir: string, state: CheckpointState): Record<string, NamedTensor> {
+  for (const f of [CHECKPOINT_TENSORS_FILE, `next.${CHECKPOINT_TENSORS_FILE}`]) {
+    const p = join(dir, f);
+    if (!existsSync(p)) continue;
+    const bytes = new Uint8Array(readFileSync(p));
+    if (state.tensors_sha256 === undefined || sha256(bytes) === state.tensors_sha256) return decodeSafetensors(bytes, p).tensors;
+  }
+  throw new UserError(`the checkpoint in ${dir} has no tensors file matching its state.json; it is damaged: start again without --resume`);
 }
 
 /**
@@ -267,9 +280,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   // Parameters: fresh, or from the checkpoint.
   let threshold = state?.threshold ?? 0;
   let thresholdInit = state?.thresholdInit ?? false;
-  const saved = state
-    ? checkCheckpoint(readSafetensors(join(ckptDir, CHECKPOINT_TENSORS_FILE)).tensors, cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE))
-    : undefined;
+  const saved = state ? checkCheckpoint(checkpointTensors(ckptDir, state), cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE)) : undefined;
   const init = saved
     ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
     : (() => {
@@ -311,9 +322,14 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
   let drawnBefore = stream.drawn;
   let lastCheckpointStep = stepNo;
 
+  // A checkpoint is two files; a kill between writing them must not pair new tensors with an old state.json.
+  // So: the tensors go to NEXT (atomically), then state.json names their sha256, then NEXT replaces the old file.
+  // The loader takes whichever of the two files has the recorded sha256.
+  const NEXT = `next.${CHECKPOINT_TENSORS_FILE}`;
   const saveCheckpoint = () => {
     mkdirSync(ckptDir, { recursive: true });
-    writeSafetensors(join(ckptDir, CHECKPOINT_TENSORS_FILE), engine.saveState());
+    const bytes = encodeSafetensors(engine.saveState());
+    writeAtomic(join(ckptDir, NEXT), bytes);
     const s: CheckpointState = {
       step: stepNo,
       tokens,
@@ -327,9 +343,11 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
       drawn: drawnBefore,
       rng: rng.state,
       sinceFired: Array.from(sinceFired),
+      tensors_sha256: sha256(bytes),
       elapsed: elapsed0 + (performance.now() - t0) / 1000,
     };
     writeJsonAtomic(join(ckptDir, CHECKPOINT_STATE_FILE), s);
+    renameSync(join(ckptDir, NEXT), join(ckptDir, CHECKPOINT_TENSORS_FILE));
     lastCheckpointStep = stepNo;
   };
 
