@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 import { Rng } from '../src/util/rng.js';
@@ -436,7 +437,35 @@ test('no silent fallbacks: each one either works or says so', () => {
   assert.equal(cj.length, cn, 'the edited header keeps its length');
   const damaged = join(dir, 'dict-ckpt');
   cpSync(dict, damaged, { recursive: true });
-  writeFileSync(join(damaged, 'checkpoint', 'state.safetensors'), Buffer.concat([c.subarray(0, 8), Buffer.from(cj), c.subarray(8 + cn)]));
+  const edited = Buffer.concat([c.subarray(0, 8), Buffer.from(cj), c.subarray(8 + cn)]);
+  writeFileSync(join(damaged, 'checkpoint', 'state.safetensors'), edited);
+  const resumeArgs = [
+    'fit',
+    '--acts',
+    acts,
+    '--latents',
+    '128',
+    '--k',
+    '8',
+    '--batch',
+    '512',
+    '--steps',
+    '30',
+    '--eval-tokens',
+    '2048',
+    '--out',
+    damaged,
+    '--resume',
+  ];
+  // Tensors that are not the ones state.json recorded are refused as such...
+  const mismatch = sdl(...resumeArgs);
+  assert.equal(mismatch.status, 2, mismatch.stderr);
+  assert.match(mismatch.stderr, /^sdl: the checkpoint in .* has no tensors file matching its state\.json; it is damaged: start again without --resume\n$/);
+  // ...and with the recorded checksum made to match, the missing moment itself is named.
+  const statePath = join(damaged, 'checkpoint', 'state.json');
+  const stateJson = JSON.parse(readFileSync(statePath, 'utf8'));
+  stateJson.tensors_sha256 = createHash('sha256').update(edited).digest('hex');
+  writeFileSync(statePath, JSON.stringify(stateJson));
   const r = sdl(
     'fit',
     '--acts',
