@@ -466,24 +466,8 @@ test('no silent fallbacks: each one either works or says so', () => {
   const stateJson = JSON.parse(readFileSync(statePath, 'utf8'));
   stateJson.tensors_sha256 = createHash('sha256').update(edited).digest('hex');
   writeFileSync(statePath, JSON.stringify(stateJson));
-  const r = sdl(
-    'fit',
-    '--acts',
-    acts,
-    '--latents',
-    '128',
-    '--k',
-    '8',
-    '--batch',
-    '512',
-    '--steps',
-    '30',
-    '--eval-tokens',
-    '2048',
-    '--out',
-    damaged,
-    '--resume',
-  );
+  const r = sdl(...resumeArgs);
+
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /^sdl: the checkpoint .*state\.safetensors lacks adam_v\.W_enc; it is damaged: start again without --resume\n$/);
   // An unknown SDLKIT_NATIVE value is named, and the run says which engine it used instead.
