@@ -15,31 +15,17 @@ import { Rng } from '../src/util/rng.js';
 const sdl = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
 let dir: string, acts: string, dict: string;
 
+/** The shared test dictionary's training arguments (a resume of it must use the same ones). */
+const dictFit = () => ['fit', '--acts', acts, '--latents', '128', '--k', '8', '--batch', '512', '--steps', '30', '--eval-tokens', '2048'];
+
 before(() => {
   dir = tmp('sdl-faults-');
   acts = join(dir, 'acts');
   const h = sdl('harvest', '--layer', '6', '--tokens', '16k', '--ctx', '64', '--out', acts);
   assert.equal(h.status, 0, h.stderr);
   dict = join(dir, 'dict');
-  const f = sdl(
-    'fit',
-    '--acts',
-    acts,
-    '--latents',
-    '128',
-    '--k',
-    '8',
-    '--batch',
-    '512',
-    '--steps',
-    '30',
-    '--eval-tokens',
-    '2048',
-    '--checkpoint-every',
-    '10',
-    '--out',
-    dict,
-  );
+  const f = sdl(...dictFit(), '--checkpoint-every', '10', '--out', dict);
+
   assert.equal(f.status, 0, f.stderr);
   assert.equal(sdl('index', dict).status, 0);
   tinyLlama(join(dir, 'other'), { dim: 64, layers: 8 }); // another model of the same width
@@ -439,24 +425,7 @@ test('no silent fallbacks: each one either works or says so', () => {
   cpSync(dict, damaged, { recursive: true });
   const edited = Buffer.concat([c.subarray(0, 8), Buffer.from(cj), c.subarray(8 + cn)]);
   writeFileSync(join(damaged, 'checkpoint', 'state.safetensors'), edited);
-  const resumeArgs = [
-    'fit',
-    '--acts',
-    acts,
-    '--latents',
-    '128',
-    '--k',
-    '8',
-    '--batch',
-    '512',
-    '--steps',
-    '30',
-    '--eval-tokens',
-    '2048',
-    '--out',
-    damaged,
-    '--resume',
-  ];
+  const resumeArgs = [...dictFit(), '--out', damaged, '--resume'];
   // Tensors that are not the ones state.json recorded are refused as such...
   const mismatch = sdl(...resumeArgs);
   assert.equal(mismatch.status, 2, mismatch.stderr);
