@@ -9,7 +9,6 @@ import { Intervener } from '../src/intervene/intervener.js';
 import { readout, textWindows } from '../src/intervene/actions.js';
 import { createSession } from '../src/onnx/session.js';
 import { generate } from '../src/models/generate.js';
-import { encodeDocument } from '../src/corpus/windows.js';
 import { defaultModel } from '../src/commands/common.js';
 import { median, spread } from './stats.js';
 
@@ -27,7 +26,7 @@ async function main() {
   const iv = await Intervener.create(await bindModel(d, { dictDir, fallback: defaultModel }), d);
   const m = iv.model;
   const plain = await createSession(m.bytes);
-  const prompt = [m.tokenizer.bosId, ...encodeDocument(m.tokenizer, 'The whale swam under the ship')];
+  const prompt = m.tokenizer.encode('The whale swam under the ship');
   const opts = { steps: prompt.length - 1 + tokens, temperature: 0, stopAtBos: false };
   const steered = (ids: Int32Array) =>
     iv.logits(ids, {

@@ -9,7 +9,6 @@ import { readLlama2c } from '../src/models/llama2c.js';
 import { llamaToLm, lmForward } from '../src/lm/lm.js';
 import { createSession, makeFeeds } from '../src/onnx/session.js';
 import { documents } from '../src/corpus/sources.js';
-import { encodeDocument } from '../src/corpus/windows.js';
 import { heldoutWindows } from '../src/lm/train-lm.js';
 import type { Llama2cTokenizer } from '../src/models/tokenizer.js';
 
@@ -34,7 +33,7 @@ test("the committed ONNX graph gives the same logits as the checkpoint's own tfj
   const m = loadModel(DIR);
   const w = readLlama2c(new Uint8Array(readFileSync(join(DIR, 'model.bin'))));
   const text = [...documents({ source: 'builtin', split: 'heldout' })][0].text.slice(0, 400);
-  const ids = [m.tokenizer.bosId, ...encodeDocument(m.tokenizer, text)].slice(0, 64);
+  const ids = m.tokenizer.encode(text).slice(0, 64);
   const p = llamaToLm(w);
   const ref = tf.tidy(() => lmForward(w.config, p, tf.tensor2d(Int32Array.from(ids), [1, ids.length], 'int32')).dataSync());
   const s = await createSession(m.bytes);
@@ -49,7 +48,7 @@ test('held-out loss recomputed with onnxruntime matches the model card, far belo
   const card = JSON.parse(readFileSync(join(DIR, 'model_card.json'), 'utf8'));
   const tok = m.tokenizer as Llama2cTokenizer;
   const parts: number[] = [];
-  for (const d of documents({ source: 'builtin', split: 'heldout' })) parts.push(tok.bosId, ...encodeDocument(tok, d.text));
+  for (const d of documents({ source: 'builtin', split: 'heldout' })) parts.push(...tok.encode(d.text));
   const ctx = card.loss.eval_ctx;
   const windows = heldoutWindows(Int32Array.from(parts), card.loss.eval_windows, ctx);
   const s = await createSession(m.bytes);

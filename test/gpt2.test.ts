@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadModel } from '../src/models/model.js';
 import { resolveHooks } from '../src/onnx/hooks.js';
@@ -134,7 +134,7 @@ test('sdl inspect lists inputs, ops and every hook (with how it was found); a fu
   assert.equal(j.layers, 5);
   const h = Object.fromEntries(j.hooks.map((x: { name: string }) => [x.name, x]));
   assert.equal(h['blocks.2.hook_resid_post'].tensor, '/transformer/h.2/Add_1_output_0');
-  assert.equal(h['blocks.2.hook_resid_post'].via, 'exporter-name');
+  assert.equal(h['blocks.2.hook_resid_post'].via, 'structure'); // the structure decides; torch names only fill gaps
   assert.equal(h['blocks.2.hook_mlp_in'].via, 'structure');
   assert.match(h['blocks.4.hook_resid_post'].missing, /fused away/);
   const text = spawnSync(process.execPath, [CLI, 'inspect', GPT2], { encoding: 'utf8' });
@@ -150,4 +150,28 @@ test('sdl inspect lists inputs, ops and every hook (with how it was found); a fu
     bad.stderr,
     /^sdl: blocks\.4\.hook_resid_post does not exist as a tensor in past: SkipLayerNormalization node '[^']+' computes the residual sum of block 4 internally .*; hooks that exist for layer 4: .*blocks\.4\.hook_resid_mid/,
   );
+});
+
+test('the whole loop on a foreign model by raw tensor name: harvest --tensor --oov-id, fit (default folder), index, eval, export --splice, search', {
+  skip: sharedSkip,
+}, () => {
+  const dir = tmp();
+  const corpus = corpusFile(dir, 80);
+  const tensor = '/transformer/h.2/Add_1_output_0';
+  const sdl = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, SDL_CACHE: join(dir, 'cache') } });
+    assert.equal(r.status, 0, `sdl ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  sdl('harvest', '--model', GPT2, '--tensor', tensor, '--oov-id', '0', '--corpus', corpus, '--tokens', '8k', '--ctx', '64', '--out', join(dir, 'acts'));
+  const fit = JSON.parse(sdl('fit', '--acts', join(dir, 'acts'), '--latents', '128', '--tokens', '16k', '--json'));
+  // The default folder is one folder named after the tensor, not folders along its path.
+  assert.equal(dirname(fit.out), join(dir, 'cache', 'dicts'));
+  assert.match(basename(fit.out), /transformer_h\.2_Add_1_output_0/);
+  sdl('index', fit.out);
+  const ev = JSON.parse(sdl('eval', fit.out, '--windows', '8', '--ctx', '32', '--json'));
+  assert.ok(ev.ce_loss_recovered > 0.5, `CE loss recovered ${ev.ce_loss_recovered}`);
+  sdl('export', fit.out, '--splice', '--out', join(dir, 'spliced.onnx'));
+  const s = sdl('search', fit.out, '--text', 'Call me Ishmael.');
+  assert.match(s, /me/);
 });

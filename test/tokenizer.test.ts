@@ -1,10 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { trainBpe, hfTokenizerJson } from '../src/lm/bpe-train.js';
-import { Llama2cTokenizer, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
-import { encodeDocument } from '../src/corpus/windows.js';
+import { Llama2cTokenizer, loadTokenizer, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
+import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
+import { documents } from '../src/corpus/sources.js';
+import { UserError } from '../src/util/errors.js';
 import { STORIES, sharedSkip } from './helpers.js';
 
 const text = `Call me Ishmael. Some years ago - never mind how long precisely - having little or no money in my purse,
@@ -39,5 +42,72 @@ test('long documents are tokenized in pieces exactly as a whole (stories260K tok
   assert.ok(tok.wordSafe);
   const long = Array.from({ length: 30 }, () => text).join('\n');
   assert.deepEqual(tok.encode(long), tok.encodeGlobal(long));
-  assert.equal(tok.decode([tok.bosId, ...encodeDocument(tok, long, 500)]), long);
+  assert.equal(tok.decode(tok.encode(long)), long);
+});
+
+// Hugging Face tokenizer.json files of each family's type, shrunk from the real files (or built in the
+// family's layout) by test/fixtures/tokenizers/make.mjs, with ids from Hugging Face's Rust library.
+const FIXTURES = join(dirname(new URL(import.meta.url).pathname), '../../test/fixtures/tokenizers');
+const EXPECTED_BOS: Record<string, [string, RegExp]> = {
+  gpt2: ['<|endoftext|>', /bos_token/],
+  llama3: ['<|begin_of_text|>', /bos_token/],
+  qwen3: ['<|endoftext|>', /document separator/],
+  llama2: ['<s>', /post-processor/],
+  gemma3: ['<bos>', /post-processor/],
+  t5: ['</s>', /eos_token/],
+  bert: ['[CLS]', /post-processor/],
+};
+
+for (const [family, [bosToken, bosSource]] of Object.entries(EXPECTED_BOS)) {
+  test(`tokenizer.json (${family}): the same ids as Hugging Face's Rust library, and its BOS rule`, () => {
+    const ref = JSON.parse(readFileSync(join(FIXTURES, family, 'reference.json'), 'utf8')) as {
+      what: string;
+      vocab_size: number;
+      cases: { text: string; ids: number[]; ids_special: number[] }[];
+    };
+    const tok = loadTokenizer(join(FIXTURES, family, 'tokenizer.json'));
+    assert.equal(tok.vocabSize, ref.vocab_size);
+    assert.equal(tok.bos.token, bosToken);
+    assert.match(tok.bos.source, bosSource);
+    let tokens = 0;
+    for (const c of ref.cases) {
+      assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}: ${JSON.stringify(c.text.slice(0, 40))}`);
+      tokens += c.ids.length;
+      // Where the tokenizer's own post-processor starts the sequence, sdlkit's BOS is that token.
+      if (/post-processor/.test(tok.bos.source)) assert.equal(c.ids_special[0], tok.bosId);
+      assert.deepEqual(tok.encode(c.text), [tok.bosId, ...c.ids]);
+      // Byte-level and byte-fallback files are lossless: decoding gives the text back.
+      if (/gpt2|llama3|qwen3/.test(family)) assert.equal(tok.decode(c.ids), c.text);
+    }
+    assert.ok(tokens > 500, `${tokens} reference tokens`);
+    assert.ok(tok.piece(tok.bosId).length > 0);
+  });
+}
+
+test('the bundled tokenizer.json gives the same ids as its tokenizer.bin (llama2.c) on the corpus', () => {
+  const bin = loadTokenizer(join(BUNDLED_MODEL_DIR, 'sdl-tiny/tokenizer.bin'), 512);
+  const json = loadTokenizer(join(BUNDLED_MODEL_DIR, 'sdl-tiny/tokenizer.json'));
+  assert.equal(json.kind, 'hf-BPE');
+  assert.equal(json.bosId, bin.bosId);
+  let n = 0;
+  for (const d of documents({ source: 'builtin', split: 'heldout' })) {
+    assert.deepEqual(json.encode(d.text), bin.encode(d.text), d.text.slice(0, 60));
+    if (++n === 20) break;
+  }
+});
+
+test('a tokenizer.json of a type sdlkit cannot read is refused in one line naming the type', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sdl-tok-'));
+  const f = join(dir, 'tokenizer.json');
+  writeFileSync(f, JSON.stringify({ model: { type: 'WordLevel', vocab: { a: 0 }, unk_token: 'a' } }));
+  assert.throws(
+    () => loadTokenizer(f),
+    (e: Error) => e instanceof UserError && /model type "WordLevel" is not supported/.test(e.message) && !e.message.includes('\n'),
+  );
+  const parts = { added_tokens: [], normalizer: { type: 'Frobnicate' }, pre_tokenizer: null, post_processor: null, decoder: null };
+  writeFileSync(f, JSON.stringify({ model: { type: 'BPE', vocab: { a: 0 }, merges: [] }, ...parts }));
+  assert.throws(
+    () => loadTokenizer(f),
+    (e: Error) => e instanceof UserError && /cannot be read: Unknown Normalizer type: Frobnicate/.test(e.message),
+  );
 });

@@ -2,9 +2,10 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
-import { loadModel, type LoadedModel } from '../models/model.js';
+import { loadModel, rawTensorHook, tokenizerIdentity, type LoadedModel } from '../models/model.js';
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
-import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
+import { checkStaticShape, createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
+import { f16ToF32 } from '../util/f16.js';
 import { documents, describeCorpus, type Split } from '../corpus/sources.js';
 import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
@@ -80,10 +81,9 @@ export function resolveHookSpecs(model: LoadedModel, specs: string[]): HookPoint
       );
     }
     if (/^blocks\./.test(spec)) throw new UserError(`'${spec}' is not a hook name; use blocks.L.hook_{${SITES.join('|')}} or a raw tensor name`);
-    // A raw tensor name.
-    const exists = model.proto.graph.nodes.some((n) => n.outputs.includes(spec)) || model.proto.graph.inputs.some((i) => i.name === spec);
-    if (!exists) throw new UserError(`tensor '${spec}' is not in ${model.name}; 'sdl inspect ${model.onnxPath}' lists its hooks and tensors`);
-    out.push({ name: spec, layer: -1, site: 'resid_post', tensor: spec, via: 'sdlkit-name' });
+    const raw = rawTensorHook(model, spec);
+    if (!raw) throw new UserError(`tensor '${spec}' is not in ${model.name}; 'sdl inspect ${model.onnxPath}' lists its hooks and tensors`);
+    out.push(raw);
   }
   if (!out.length) throw new UserError('no hooks to harvest; pass --layer/--layers with --sites, or --tensor');
   return out;
@@ -115,6 +115,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   describeCorpus(cfg.corpus); // fails early on a missing, empty or binary corpus
   const model = loadModel(cfg.model, { tokenizer: cfg.tokenizer });
   if (cfg.ctx > model.contextLength) throw new UserError(`--ctx ${cfg.ctx} exceeds ${model.name}'s context length ${model.contextLength}`);
+  checkStaticShape(model, cfg.batch, cfg.ctx);
   const hooks = resolveHookSpecs(model, cfg.hooks);
   const windowsPerShard = Math.max(1, Math.floor(cfg.shardTokens / cfg.ctx));
   const nWindows = Math.ceil(cfg.tokens / cfg.ctx);
@@ -122,7 +123,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
 
   const identity: HarvestIdentity = {
     model: { name: model.name, sha256: model.sha256 },
-    tokenizer: { kind: model.tokenizer.kind, sha256: sha256(readFileSync(model.tokenizerPath)) },
+    tokenizer: tokenizerIdentity(model),
     corpus: { source: cfg.corpus, split: cfg.split },
     hooks: hooks.map((h) => h.name),
     ctx: cfg.ctx,
@@ -169,7 +170,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       identity,
       identity_sha256: idHash,
       model_path: model.onnxPath,
-      tokenizer_path: model.tokenizerPath,
+      tokenizer_path: model.tokenizerPath as string,
       context_length: cfg.ctx,
       dtype: cfg.dtype,
       sites: [],
@@ -292,12 +293,14 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         for (let si = 0; si < sites.length; si++) {
           const t = res[sites[si].tensor];
           const expect = bw.length * cfg.ctx * sites[si].width;
-          if (t.type !== 'float32' || (t.data as Float32Array).length !== expect) {
+          if ((t.type !== 'float32' && t.type !== 'float16') || t.data.length !== expect) {
             throw new UserError(
-              `hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 tensors of shape [batch, seq, width]`,
+              `hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 or float16 tensors of shape [batch, seq, width]`,
             );
           }
-          buf.values[si].set(t.data as Float32Array, buf.rows * sites[si].width);
+          // A model that computes in float16 gives float16 hooks: widen them (exactly) before storing.
+          const values = t.type === 'float16' ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
+          buf.values[si].set(values, buf.rows * sites[si].width);
         }
         bw.forEach((w, i) => {
           const r = buf!.rows + i * cfg.ctx;

@@ -6,6 +6,7 @@ import { UserError } from '../util/errors.js';
 import { sha256, writeJsonAtomic } from '../util/fsx.js';
 import type { Dtype } from './shard.js';
 import { MANIFEST_FILE } from '../util/files.js';
+import type { BosRule } from '../models/tokenizer.js';
 
 export interface SiteInfo {
   /** Column name: the canonical hook name (blocks.L.hook_SITE) or the raw tensor name. */
@@ -26,7 +27,8 @@ export interface ShardInfo {
 /** Everything that determines the shards' bytes. Equal identity => the same harvest. */
 export interface HarvestIdentity {
   model: { name: string; sha256: string };
-  tokenizer: { kind: string; sha256: string };
+  /** The tokenizer's files and the token each window starts with (and why that one). */
+  tokenizer: { kind: string; sha256: string; config_sha256?: string; bos?: BosRule };
   corpus: { source: string; split: string };
   hooks: string[];
   ctx: number;

@@ -148,7 +148,8 @@ export function register(y: Argv): Argv {
         shuffleBufferTokens: parseCount(argv.buffer, '--buffer'),
         excludeBos: !argv['include-bos'],
       };
-      const siteTag = sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`;
+      // A raw tensor name (/transformer/h.2/Add_1_output_0) must not become nested folders.
+      const siteTag = (sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`).replace(/[^\w.+-]+/g, '_').replace(/^_+|_+$/g, '');
       const out = argv.out ?? join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`);
       const r = await fit({
         actsDir,

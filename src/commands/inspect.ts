@@ -18,6 +18,8 @@ export function register(y: Argv): Argv {
         .example('sdl inspect ../shared/models/tiny-random-gpt2/past.onnx', ''),
     (argv) => {
       const m = loadModel(argv.model!, { tokenizer: argv.tokenizer });
+      // The graph needs no tokenizer; one that is present is described (and must be readable).
+      const tok = m.tokenizerPath ? m.tokenizer : undefined;
       const ix = new GraphIndex(m.proto.graph);
       const inputs = ix.runtimeInputs().map((i) => ({ name: i.name, type: DATA_TYPE_NAMES[i.elemType] ?? String(i.elemType), shape: i.shape ?? null }));
       const outputs = m.proto.graph.outputs.map((o) => o.name);
@@ -39,7 +41,7 @@ export function register(y: Argv): Argv {
         ir_version: m.proto.irVersion,
         opsets: m.proto.opsets,
         vocab_size: m.vocabSize,
-        tokenizer: { path: m.tokenizerPath, kind: m.tokenizer.kind, vocab_size: m.tokenizer.vocabSize },
+        tokenizer: tok ? { path: m.tokenizerPath, kind: tok.kind, vocab_size: tok.vocabSize, bos: tok.bos } : null,
         context_length: Number.isFinite(m.contextLength) ? m.contextLength : null,
         layers: m.hooks.nLayers,
         nodes: m.proto.graph.nodes.length,
@@ -54,7 +56,7 @@ export function register(y: Argv): Argv {
         `${m.onnxPath}\n  producer ${summary.producer || '?'}, IR ${summary.ir_version}, opsets ${m.proto.opsets.map((o) => `${o.domain || 'ai.onnx'}:${o.version}`).join(' ')}`,
       );
       console.log(
-        `  ${summary.nodes} nodes, ${summary.initializers} initializers, ${m.hooks.nLayers} layers, vocab ${m.vocabSize} (tokenizer ${m.tokenizer.kind}, ${m.tokenizer.vocabSize} tokens), context ${summary.context_length ?? 'unknown'}`,
+        `  ${summary.nodes} nodes, ${summary.initializers} initializers, ${m.hooks.nLayers} layers, vocab ${m.vocabSize} (${tok ? `tokenizer ${tok.kind}, ${tok.vocabSize} tokens, BOS ${tok.bos.token}` : 'no tokenizer'}), context ${summary.context_length ?? 'unknown'}`,
       );
       console.log('inputs:');
       for (const i of inputs) console.log(`  ${i.name}  ${i.type} [${(i.shape ?? []).join(', ')}]`);

@@ -30,31 +30,6 @@ export function* shuffleDocs(docs: Iterable<Doc>, seed: number, bufferSize = 256
   yield* buf;
 }
 
-/**
- * Tokenizes a document in pieces of about `chunk` characters cut after a newline, so tokenizers with
- * quadratic merge loops stay fast on long texts; only the first piece gets llama2.c's dummy prefix.
- */
-export function encodeDocument(tok: Tokenizer, text: string, chunk = 2000): number[] {
-  const out: number[] = [];
-  let start = 0;
-  let first = true;
-  while (start < text.length) {
-    let end = Math.min(text.length, start + chunk);
-    if (end < text.length) {
-      const nl = text.lastIndexOf('\n', end);
-      if (nl > start) end = nl + 1;
-      else {
-        const sp = text.lastIndexOf(' ', end);
-        if (sp > start) end = sp;
-      }
-    }
-    out.push(...tok.encode(text.slice(start, end), { bos: false, prefix: first }));
-    first = false;
-    start = end;
-  }
-  return out;
-}
-
 export function* tokenWindows(docs: Iterable<Doc>, tok: Tokenizer, ctx: number): Generator<Window> {
   let ids = new Int32Array(ctx),
     dn = new Int32Array(ctx);
@@ -70,7 +45,7 @@ export function* tokenWindows(docs: Iterable<Doc>, tok: Tokenizer, ctx: number):
   start();
   for (const d of docs) {
     docNo++;
-    const toks = encodeDocument(tok, d.text);
+    const toks = tok.encode(d.text, { bos: false });
     // Separator BOS before each document, except where the window's own BOS already stands.
     const stream = fill === 1 ? toks : [tok.bosId, ...toks];
     if (fill === 1) dn[0] = docNo;

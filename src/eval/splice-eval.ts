@@ -1,7 +1,7 @@
 // Measuring a dictionary inside its model: cross-entropy with the clean model, with the dictionary's
 // reconstruction spliced in, and with the site zero-ablated, on held-out text; CE loss recovered
 // = (CE_zero - CE_spliced) / (CE_zero - CE_clean), delta LM loss, KL(clean || spliced), FVU and L0.
-import type { LoadedModel } from '../models/model.js';
+import { siteHook, type LoadedModel } from '../models/model.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { createSession, exposeHooks, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import { spliceModel, spliceMany } from '../export/splice.js';
@@ -52,8 +52,8 @@ export function logSoftmaxRow(row: Float32Array): Float64Array {
 export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch = 8): Promise<SpliceMetrics> {
   const c = dict.cfg;
   if (c.sitesIn.length !== 1 || c.sitesOut.length !== 1) return crosscoderEval(model, dict, windows, ctx, batch);
-  const hin = model.hooks.points.get(c.sitesIn[0].name),
-    hout = model.hooks.points.get(c.sitesOut[0].name);
+  const hin = siteHook(model, c.sitesIn[0].name),
+    hout = siteHook(model, c.sitesOut[0].name);
   if (!hin || !hout)
     throw new UserError(`${model.name} has no hook ${!hin ? c.sitesIn[0].name : c.sitesOut[0].name}; the dictionary was trained on another model`);
   const logitsName = model.proto.graph.outputs[0].name;
@@ -155,7 +155,7 @@ export class CeAccumulator {
 async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch: number): Promise<SpliceMetrics> {
   const c = dict.cfg;
   const hooks = c.sitesIn.map((s) => {
-    const h = model.hooks.points.get(s.name);
+    const h = siteHook(model, s.name);
     if (!h) throw new UserError(`${model.name} has no hook ${s.name}; the dictionary was trained on another model`);
     return h;
   });

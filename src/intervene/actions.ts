@@ -1,7 +1,6 @@
 // What the intervention commands compute, apart from printing: per-token readout, steered generation beside
 // the clean one, and zero-ablation's effect on the loss. Shared by the CLI and `sdl serve`.
 import type { LoadedModel } from '../models/model.js';
-import { encodeDocument } from '../corpus/windows.js';
 import { generate } from '../models/generate.js';
 import { CeAccumulator, logSoftmaxRow } from '../eval/splice-eval.js';
 import type { Intervener, Intervention } from './intervener.js';
@@ -21,7 +20,7 @@ const MAX_WINDOW = 1024;
  * each after a BOS (the model's context restarts at each window: `note` says so). The last window is shorter.
  */
 export function textWindows(model: LoadedModel, text: string): { windows: Int32Array[]; ctx: number; note?: string } {
-  const toks = encodeDocument(model.tokenizer, text);
+  const toks = model.tokenizer.encode(text, { bos: false });
   if (!toks.length) throw new UserError('the text gives no tokens');
   const ctx = Math.min(model.contextLength, MAX_WINDOW);
   const piece = ctx - 1;
@@ -97,7 +96,7 @@ export async function steer(
   opts: { tokens: number; temperature: number; seed: number },
 ): Promise<SteerResult> {
   const model = iv.model;
-  const ids = [model.tokenizer.bosId, ...encodeDocument(model.tokenizer, prompt)];
+  const ids = model.tokenizer.encode(prompt);
   if (ids.length >= model.contextLength)
     throw new UserError(`the prompt is ${ids.length} tokens but ${model.name}'s context is ${model.contextLength}; shorten it`);
   const run = (v: Intervention) =>

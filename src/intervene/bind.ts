@@ -4,7 +4,7 @@
 // goes through here, so a dictionary is never measured or steered in the wrong model with exit 0.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { loadModel, type LoadedModel } from '../models/model.js';
+import { loadModel, mapOutOfVocabulary, siteHook, type LoadedModel } from '../models/model.js';
 import type { HookPoint } from '../onnx/hooks.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import type { Dictionary } from '../sdl/dictionary.js';
@@ -19,11 +19,15 @@ export interface BoundModel {
   outputs: HookPoint[];
 }
 
+/** The harvest manifest a dictionary folder keeps a copy of (undefined for dictionaries from elsewhere). */
+function recordedHarvest(dictDir: string): { model_path?: string; identity?: { oov_id?: number | null } } | undefined {
+  const p = join(dictDir, ACTS_MANIFEST_FILE);
+  return existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : undefined;
+}
+
 /** The model a dictionary folder was trained on: its harvest's model file (its folder when that is a model folder). */
 export function recordedModelPath(dictDir: string): string | undefined {
-  const p = join(dictDir, ACTS_MANIFEST_FILE);
-  if (!existsSync(p)) return undefined;
-  const path = (JSON.parse(readFileSync(p, 'utf8')) as { model_path?: string }).model_path;
+  const path = recordedHarvest(dictDir)?.model_path;
   if (!path) return undefined;
   return existsSync(join(dirname(path), 'config.json')) ? dirname(path) : path;
 }
@@ -35,7 +39,10 @@ export function recordedModelPath(dictDir: string): string | undefined {
 export async function bindModel(d: Dictionary, opts: { spec?: string; dictDir?: string; tokenizer?: string; fallback: () => string }): Promise<BoundModel> {
   const recorded = opts.dictDir ? recordedModelPath(opts.dictDir) : undefined;
   const spec = opts.spec ?? (recorded && existsSync(recorded) ? recorded : opts.fallback());
-  const model = loadModel(spec, { tokenizer: opts.tokenizer });
+  let model = loadModel(spec, { tokenizer: opts.tokenizer });
+  // A harvest made with --oov-id fed the model mapped ids; so does every command after it.
+  const oov = opts.dictDir ? recordedHarvest(opts.dictDir)?.identity?.oov_id : undefined;
+  if (typeof oov === 'number') model = mapOutOfVocabulary(model, oov);
   return { model, ...(await checkBinding(d, model)) };
 }
 
@@ -48,7 +55,7 @@ export async function checkBinding(d: Dictionary, model: LoadedModel): Promise<O
     );
   }
   const hook = (s: { name: string }): HookPoint => {
-    const h = model.hooks.points.get(s.name);
+    const h = siteHook(model, s.name);
     if (!h) throw new UserError(`${model.name} has no hook ${s.name}, which the dictionary reads or writes; pass --model with the model it was trained on`);
     return h;
   };

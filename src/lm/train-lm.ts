@@ -5,7 +5,6 @@ import { LM_DEFAULTS, type LmTrainConfig } from './config.js';
 import { join } from 'node:path';
 import { tf, initBackend, ensureGradients } from '../tensor/backend.js';
 import { documents } from '../corpus/sources.js';
-import { encodeDocument } from '../corpus/windows.js';
 import { trainBpe, hfTokenizerJson } from './bpe-train.js';
 import { Llama2cTokenizer, writeLlama2cTokenizer } from '../models/tokenizer.js';
 import { initLm, lmLoss, lmToLlama, llamaToLm, lmVariables, type LmParams } from './lm.js';
@@ -24,7 +23,7 @@ function tokenStream(tok: Llama2cTokenizer, corpus: string, split: 'train' | 'he
   const parts: number[][] = [];
   let n = 0;
   for (const d of documents({ source: corpus, split })) {
-    const ids = [tok.bosId, ...encodeDocument(tok, d.text)];
+    const ids = tok.encode(d.text);
     parts.push(ids);
     n += ids.length;
   }

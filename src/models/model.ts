@@ -1,11 +1,14 @@
 // A model as sdlkit uses it: an ONNX graph, its tokenizer, its hooks and its facts (vocab, context).
-// `--model` takes a model folder (config.json + model.onnx + tokenizer) or a bare .onnx file
-// (the tokenizer is then tokenizer.json beside it, or --tokenizer).
+// `--model` takes a model folder (config.json + model.onnx + tokenizer), the .onnx inside such a folder
+// (the folder's config still decides its tokenizer), or a bare .onnx file (the tokenizer is then
+// tokenizer.json or tokenizer.bin beside it, or --tokenizer). The tokenizer is read when first used:
+// commands that never tokenize (inspect) work on a bare graph.
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { decodeModel, type ModelProto } from '../onnx/proto.js';
-import { resolveHooks, type HookMap } from '../onnx/hooks.js';
-import { loadTokenizer, type Tokenizer } from './tokenizer.js';
+import { parseCanonical, resolveHooks, type HookMap, type HookPoint } from '../onnx/hooks.js';
+import { staticIdsShape } from '../onnx/graph.js';
+import { loadTokenizer, type BosRule, type Tokenizer } from './tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { sha256 } from '../util/fsx.js';
 
@@ -33,8 +36,10 @@ export interface LoadedModel {
   sha256: string;
   proto: ModelProto;
   hooks: HookMap;
-  tokenizer: Tokenizer;
-  tokenizerPath: string;
+  /** Read on first use; throws a UserError naming what to pass when the model has none. */
+  readonly tokenizer: Tokenizer;
+  /** The tokenizer file that belongs to the model, or undefined when none was found. */
+  tokenizerPath: string | undefined;
   /** Number of token ids the model's embedding accepts. */
   vocabSize: number;
   /** Longest context the model supports (from its config, or the position table; Infinity when unknown). */
@@ -60,18 +65,33 @@ function positionRows(proto: ModelProto): number | undefined {
   return undefined;
 }
 
+/** The sdlkit model folder an .onnx file belongs to (its config.json names that file), if any. */
+function folderConfig(dir: string, onnxName?: string): ModelConfig | undefined {
+  const cfgPath = join(dir, 'config.json');
+  if (!existsSync(cfgPath)) return undefined;
+  let cfg: ModelConfig;
+  try {
+    cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as ModelConfig;
+  } catch {
+    throw new UserError(`${cfgPath} is not valid JSON; restore it (sdl import writes it) or pass the .onnx file from another folder`);
+  }
+  if (cfg?.format !== 'sdlkit-model/1') return undefined; // someone else's config.json (e.g. Hugging Face's)
+  if (onnxName !== undefined && cfg.onnx !== onnxName) return undefined;
+  return cfg;
+}
+
 export function loadModel(spec: string, opts: { tokenizer?: string } = {}): LoadedModel {
   if (!existsSync(spec)) throw new UserError(`model ${spec} not found; pass --model with a model folder or an .onnx file (sdl import llama2c makes one)`);
   let onnxPath: string, config: ModelConfig | undefined, dir: string;
   if (statSync(spec).isDirectory()) {
     dir = spec;
-    const cfgPath = join(dir, 'config.json');
-    if (!existsSync(cfgPath)) throw new UserError(`${dir} has no config.json; pass a folder made by 'sdl import' or an .onnx file`);
-    config = JSON.parse(readFileSync(cfgPath, 'utf8')) as ModelConfig;
+    config = folderConfig(dir);
+    if (!config) throw new UserError(`${dir} has no sdlkit config.json; pass a folder made by 'sdl import' or an .onnx file`);
     onnxPath = join(dir, config.onnx);
   } else {
     onnxPath = spec;
     dir = dirname(spec);
+    config = folderConfig(dir, basename(spec));
   }
   if (!existsSync(onnxPath)) throw new UserError(`model file ${onnxPath} not found`);
   const bytes = new Uint8Array(readFileSync(onnxPath));
@@ -81,10 +101,12 @@ export function loadModel(spec: string, opts: { tokenizer?: string } = {}): Load
   } catch (e) {
     throw new UserError(`${onnxPath} is ${(e as Error).message}`);
   }
-  const tokPath = opts.tokenizer ?? (config ? join(dir, config.tokenizer) : join(dir, 'tokenizer.json'));
-  if (!existsSync(tokPath)) throw new UserError(`no tokenizer for ${onnxPath}: ${tokPath} not found; pass --tokenizer`);
   const vocabSize = config?.vocab_size ?? embeddingRows(proto);
-  const tokenizer = loadTokenizer(tokPath, vocabSize);
+  const candidates = opts.tokenizer ? [opts.tokenizer] : config ? [join(dir, config.tokenizer)] : [join(dir, 'tokenizer.json'), join(dir, 'tokenizer.bin')];
+  const tokPath = candidates.find((p) => existsSync(p));
+  if (opts.tokenizer && !tokPath)
+    throw new UserError(`tokenizer ${opts.tokenizer} not found; pass --tokenizer with a llama2.c tokenizer.bin or a Hugging Face tokenizer.json`);
+  let tokenizer: Tokenizer | undefined;
   return {
     name: config?.name ?? onnxPath.replace(/^.*\//, '').replace(/\.onnx$/, ''),
     onnxPath: resolve(onnxPath),
@@ -92,10 +114,60 @@ export function loadModel(spec: string, opts: { tokenizer?: string } = {}): Load
     sha256: sha256(bytes),
     proto,
     hooks: resolveHooks(proto),
-    tokenizer,
-    tokenizerPath: resolve(tokPath),
-    vocabSize: vocabSize ?? tokenizer.vocabSize,
-    contextLength: config?.context_length ?? positionRows(proto) ?? Infinity,
+    get tokenizer(): Tokenizer {
+      if (!tokPath) throw new UserError(`no tokenizer for ${onnxPath}: looked for ${candidates.join(' and ')}; pass --tokenizer`);
+      tokenizer ??= loadTokenizer(tokPath, vocabSize);
+      return tokenizer;
+    },
+    tokenizerPath: tokPath ? resolve(tokPath) : undefined,
+    get vocabSize(): number {
+      return vocabSize ?? this.tokenizer.vocabSize;
+    },
+    contextLength: config?.context_length ?? positionRows(proto) ?? staticIdsShape(proto)?.seq ?? Infinity,
     config,
   };
+}
+
+/** What identifies the model's tokenizer in a harvest: its files' checksums and its BOS rule. */
+export function tokenizerIdentity(m: LoadedModel): { kind: string; sha256: string; config_sha256?: string; bos: BosRule } {
+  const tok = m.tokenizer; // throws when the model has none
+  const path = m.tokenizerPath as string;
+  const cfg = join(dirname(path), 'tokenizer_config.json');
+  return {
+    kind: tok.kind,
+    sha256: sha256(readFileSync(path)),
+    ...(tok.kind.startsWith('hf-') && existsSync(cfg) ? { config_sha256: sha256(readFileSync(cfg)) } : {}),
+    bos: tok.bos,
+  };
+}
+
+/** The hook a dictionary site names: a canonical hook, or a raw tensor name (`--tensor`); undefined if absent. */
+export function siteHook(m: LoadedModel, name: string): HookPoint | undefined {
+  return m.hooks.points.get(name) ?? (parseCanonical(name) ? undefined : rawTensorHook(m, name));
+}
+
+/** A hook on a raw tensor name (`--tensor`), or undefined when the graph has no such tensor. */
+export function rawTensorHook(m: LoadedModel, tensor: string): HookPoint | undefined {
+  const exists = m.proto.graph.nodes.some((n) => n.outputs.includes(tensor)) || m.proto.graph.inputs.some((i) => i.name === tensor);
+  return exists ? { name: tensor, layer: -1, site: 'resid_post', tensor, via: 'tensor' } : undefined;
+}
+
+/**
+ * The model whose tokenizer maps ids beyond the model's vocabulary to `oovId`: what a harvest made with
+ * --oov-id recorded, so every later command feeds the model the same ids the dictionary was trained on.
+ */
+export function mapOutOfVocabulary(m: LoadedModel, oovId: number): LoadedModel {
+  const tok = m.tokenizer;
+  const vocab = m.vocabSize;
+  const map = (id: number) => (id < vocab ? id : oovId);
+  const mapped: Tokenizer = {
+    kind: tok.kind,
+    vocabSize: tok.vocabSize,
+    bos: { ...tok.bos, id: map(tok.bos.id), source: `${tok.bos.source}; beyond the model's vocabulary, mapped to --oov-id ${oovId}` },
+    bosId: map(tok.bosId),
+    encode: (text, opts) => tok.encode(text, opts).map(map),
+    decode: (ids) => tok.decode(ids),
+    piece: (id) => tok.piece(id),
+  };
+  return { ...m, tokenizer: mapped, vocabSize: vocab };
 }

@@ -1,27 +1,20 @@
 // Tokenizers: llama2.c's tokenizer.bin (SentencePiece-style BPE by merge score, with byte fallback)
-// and Hugging Face tokenizer.json byte-level BPE (GPT-2 family). One interface for both.
+// and any Hugging Face tokenizer.json (through @huggingface/tokenizers, in hf-tokenizer.ts). One interface.
 import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { UserError } from '../util/errors.js';
+import { HfTokenizer } from './hf-tokenizer.js';
+import type { BosRule, Tokenizer } from './tokenizer-types.js';
 
-export interface Tokenizer {
-  readonly kind: 'llama2c' | 'hf-bpe';
-  readonly vocabSize: number;
-  /** Token that begins a sequence (llama2.c: 1; GPT-2: <|endoftext|>). */
-  readonly bosId: number;
-  readonly eosId: number;
-  /** bos: prepend the BOS id (default true); prefix: llama2.c's dummy-prefix space (default true). */
-  encode(text: string, opts?: { bos?: boolean; prefix?: boolean }): number[];
-  decode(ids: readonly number[]): string;
-  /** The display text of one token (for feature contexts). */
-  piece(id: number): string;
-}
+export type { BosRule, Tokenizer } from './tokenizer-types.js';
 
 const utf8 = new TextDecoder('utf-8');
 
 export class Llama2cTokenizer implements Tokenizer {
-  readonly kind = 'llama2c' as const;
+  readonly kind = 'llama2c';
   readonly bosId = 1;
   readonly eosId = 2;
+  readonly bos: BosRule = { id: 1, token: '<s>', source: 'llama2.c (id 1)' };
   readonly vocab: string[];
   readonly scores: Float32Array;
   private readonly lookup = new Map<string, number>();
@@ -62,14 +55,18 @@ export class Llama2cTokenizer implements Tokenizer {
   readonly wordSafe: boolean = false;
   private readonly wordCache = new Map<string, number[]>();
 
-  /** Encodes exactly as llama2.c's run.c: optional BOS, a dummy-prefix space, code points, then merges by best score. */
-  encode(text: string, opts: { bos?: boolean; prefix?: boolean } = {}): number[] {
-    const withPrefix = text.length > 0 && (opts.prefix ?? true) && this.lookup.has(' ') ? ` ${text}` : text;
+  /**
+   * Encodes exactly as llama2.c's run.c: optional BOS, a dummy-prefix space, code points, then merges by
+   * best score. Word-safe vocabularies go word by word (with a cache); others in pieces of about 2,000
+   * characters cut after a newline, so the quadratic merge loop stays fast on long documents.
+   */
+  encode(text: string, opts: { bos?: boolean } = {}): number[] {
     const tokens: number[] = (opts.bos ?? true) ? [this.bosId] : [];
     if (!this.wordSafe) {
-      tokens.push(...this.mergeAll(withPrefix));
+      for (const [piece, first] of pieces(text, 2000)) tokens.push(...this.mergeAll(this.withPrefix(piece, first)));
       return tokens;
     }
+    const withPrefix = this.withPrefix(text, true);
     // Words start at each space; runs of spaces each start a word (a merge may still join them, since
     // a piece '  ' has its second space after index 0 only if such a piece exists, which wordSafe excludes).
     let start = 0;
@@ -86,6 +83,10 @@ export class Llama2cTokenizer implements Tokenizer {
       }
     }
     return tokens;
+  }
+
+  private withPrefix(text: string, first: boolean): string {
+    return text.length > 0 && first && this.lookup.has(' ') ? ` ${text}` : text;
   }
 
   /** run.c's algorithm on one string: code points (or their bytes + 3), then best-score merges, leftmost on ties. */
@@ -165,132 +166,6 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 }
 
-/** GPT-2's map from bytes to printable unicode characters (the byte-level BPE alphabet). */
-function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let i = 33; i <= 126; i++) bs.push(i);
-  for (let i = 161; i <= 172; i++) bs.push(i);
-  for (let i = 174; i <= 255; i++) bs.push(i);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++)
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  const out: string[] = new Array(256);
-  bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i])));
-  return out;
-}
-
-// GPT-2's pre-tokenizer split.
-const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
-
-export class HfBpeTokenizer implements Tokenizer {
-  readonly kind = 'hf-bpe' as const;
-  readonly vocab = new Map<string, number>();
-  readonly idToToken: string[] = [];
-  private readonly ranks = new Map<string, number>();
-  private readonly byteEnc = bytesToUnicode();
-  private readonly byteDec = new Map<string, number>();
-  private readonly cache = new Map<string, number[]>();
-  readonly bosId: number;
-  readonly eosId: number;
-
-  constructor(json: unknown, source = 'tokenizer.json') {
-    const j = json as {
-      model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[] };
-      added_tokens?: { id: number; content: string }[];
-    };
-    if (!j?.model?.vocab || !Array.isArray(j.model.merges))
-      throw new UserError(`${source} is not a Hugging Face BPE tokenizer.json (model.vocab / model.merges missing)`);
-    if (j.model.type && j.model.type !== 'BPE') throw new UserError(`${source}: tokenizer model type ${j.model.type} is not supported (only byte-level BPE)`);
-    for (const [t, id] of Object.entries(j.model.vocab)) {
-      this.vocab.set(t, id);
-      this.idToToken[id] = t;
-    }
-    for (const a of j.added_tokens ?? []) {
-      this.vocab.set(a.content, a.id);
-      this.idToToken[a.id] = a.content;
-    }
-    j.model.merges.forEach((m, i) => {
-      const [a, b] = Array.isArray(m) ? m : m.split(' ');
-      this.ranks.set(`${a} ${b}`, i);
-    });
-    this.byteEnc.forEach((c, b) => this.byteDec.set(c, b));
-    const eot = this.vocab.get('<|endoftext|>');
-    this.bosId = eot ?? 0;
-    this.eosId = eot ?? 0;
-  }
-
-  get vocabSize(): number {
-    return this.idToToken.length;
-  }
-
-  private bpe(word: string): number[] {
-    const hit = this.cache.get(word);
-    if (hit) return hit;
-    let parts = [...word];
-    while (parts.length > 1) {
-      let best = Infinity,
-        at = -1;
-      for (let i = 0; i + 1 < parts.length; i++) {
-        const r = this.ranks.get(`${parts[i]} ${parts[i + 1]}`);
-        if (r !== undefined && r < best) {
-          best = r;
-          at = i;
-        }
-      }
-      if (at < 0) break;
-      const merged = parts[at] + parts[at + 1];
-      const next: string[] = [];
-      for (let i = 0; i < parts.length; i++) {
-        if (i + 1 < parts.length && parts[i] === parts[at] && parts[i + 1] === parts[at + 1]) {
-          next.push(merged);
-          i++;
-        } else next.push(parts[i]);
-      }
-      parts = next;
-    }
-    const ids = parts.map((p) => {
-      const id = this.vocab.get(p);
-      if (id === undefined) throw new Error(`BPE produced unknown piece ${p}`);
-      return id;
-    });
-    if (this.cache.size < 100000) this.cache.set(word, ids);
-    return ids;
-  }
-
-  encode(text: string, opts: { bos?: boolean } = {}): number[] {
-    const out: number[] = (opts.bos ?? true) ? [this.bosId] : [];
-    const enc = new TextEncoder();
-    for (const m of text.matchAll(GPT2_SPLIT)) {
-      const word = Array.from(enc.encode(m[0]), (b) => this.byteEnc[b]).join('');
-      out.push(...this.bpe(word));
-    }
-    return out;
-  }
-
-  decode(ids: readonly number[]): string {
-    const bytes: number[] = [];
-    for (const id of ids) {
-      const t = this.idToToken[id];
-      if (t === undefined || t === '<|endoftext|>') continue;
-      for (const ch of t) {
-        const b = this.byteDec.get(ch);
-        if (b !== undefined) bytes.push(b);
-      }
-    }
-    return utf8.decode(new Uint8Array(bytes));
-  }
-
-  piece(id: number): string {
-    const t = this.idToToken[id];
-    if (t === undefined) return `<${id}>`;
-    return t.startsWith('<|') ? t : this.decode([id]);
-  }
-}
-
 /** Loads a tokenizer file by its format: llama2.c `.bin` (needs the vocab size) or HF `tokenizer.json`. */
 export function loadTokenizer(path: string, vocabSize?: number): Tokenizer {
   if (!existsSync(path)) throw new UserError(`tokenizer ${path} not found; pass --tokenizer with a llama2.c tokenizer.bin or a Hugging Face tokenizer.json`);
@@ -302,7 +177,15 @@ export function loadTokenizer(path: string, vocabSize?: number): Tokenizer {
     } catch {
       throw new UserError(`${path} is not valid JSON; pass a Hugging Face tokenizer.json`);
     }
-    return new HfBpeTokenizer(json, path);
+    const cfgPath = join(dirname(path), 'tokenizer_config.json');
+    let config: Record<string, unknown> = {};
+    if (existsSync(cfgPath))
+      try {
+        config = JSON.parse(readFileSync(cfgPath, 'utf8'));
+      } catch {
+        throw new UserError(`${cfgPath} is not valid JSON; fix or remove it (it sits beside ${path})`);
+      }
+    return new HfTokenizer(json, config, path);
   }
   if (vocabSize === undefined) throw new UserError(`${path}: a llama2.c tokenizer needs the model's vocabulary size (from the model's config.json)`);
   return new Llama2cTokenizer(buf, vocabSize, path);
@@ -329,4 +212,22 @@ export function writeLlama2cTokenizer(vocab: readonly string[], scores: ArrayLik
 /** The 259 fixed tokens of a llama2.c vocabulary: <unk>, <s>, </s>, then byte fallbacks <0x00>..<0xFF>. */
 export function llama2cBaseVocab(): string[] {
   return ['<unk>', '\n<s>\n', '\n</s>\n', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)];
+}
+
+/** Cuts text into pieces of about `chunk` characters after a newline (or a space); yields [piece, isFirst]. */
+function* pieces(text: string, chunk: number): Generator<[string, boolean]> {
+  let start = 0;
+  while (start < text.length) {
+    let end = Math.min(text.length, start + chunk);
+    if (end < text.length) {
+      const nl = text.lastIndexOf('\n', end);
+      if (nl > start) end = nl + 1;
+      else {
+        const sp = text.lastIndexOf(' ', end);
+        if (sp > start) end = sp;
+      }
+    }
+    yield [text.slice(start, end), start === 0];
+    start = end;
+  }
 }

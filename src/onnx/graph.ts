@@ -1,5 +1,5 @@
 // Read-only views over a decoded ONNX graph: producers, consumers, ancestry, and a summary for `inspect`.
-import type { GraphProto, NodeProto, ValueInfo } from './proto.js';
+import type { GraphProto, ModelProto, NodeProto, ValueInfo } from './proto.js';
 
 export class GraphIndex {
   readonly producer = new Map<string, { node: NodeProto; index: number; slot: number }>();
@@ -63,4 +63,18 @@ export class GraphIndex {
   runtimeInputs(): ValueInfo[] {
     return this.graph.inputs.filter((i) => !this.initializerNames.has(i.name));
   }
+}
+
+/** Names a token-id input goes by. */
+export const ID_INPUT = /^(input_ids|ids|tokens|token_ids|input)$|[./]input_ids$/;
+
+/** The token-id input's fixed [batch, seq] dims, where the export fixed them (undefined where dynamic). */
+export function staticIdsShape(proto: ModelProto): { batch?: number; seq?: number; input: string } | undefined {
+  const inits = new Set(proto.graph.initializers.map((t) => t.name));
+  const inp = proto.graph.inputs.find((i) => !inits.has(i.name) && ID_INPUT.test(i.name));
+  const shape = inp?.shape;
+  if (!inp || !shape || shape.length !== 2) return undefined;
+  const fixed = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : undefined);
+  const [batch, seq] = [fixed(shape[0]), fixed(shape[1])];
+  return batch === undefined && seq === undefined ? undefined : { batch, seq, input: inp.name };
 }

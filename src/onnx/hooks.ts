@@ -15,7 +15,8 @@ export interface HookPoint {
   site: Site;
   /** The raw tensor to fetch (after `extraNodes` are added to the graph). */
   tensor: string;
-  via: 'sdlkit-name' | 'exporter-name' | 'structure';
+  /** How it was found; 'tensor' is a raw tensor name the user gave (layer -1). */
+  via: 'sdlkit-name' | 'exporter-name' | 'structure' | 'tensor';
   /** Nodes to add to the graph to materialise this hook (e.g. a bias a fused op folds in). */
   extraNodes?: NodeProto[];
 }
@@ -110,20 +111,59 @@ function residualChain(ix: GraphIndex): SumPoint[] {
 
 const MATMUL_OPS = new Set(['MatMul', 'Gemm', 'FusedMatMul', 'MatMulNBits', 'MatMulInteger']);
 
-/** The input of the first matmul of the MLP branch: the normalised MLP input. */
-function mlpInput(ix: GraphIndex, attnSum: SumPoint, mlpSum: SumPoint): string | undefined {
-  // Nodes upstream of the MLP branch, stopping at the attention sum's node.
+const ATTENTION_OPS = new Set(['Softmax', 'Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'PackedAttention', 'SparseAttention']);
+
+/** The nodes that compute `tensor`, walking up until `stop` says a node belongs to an earlier stage. */
+function branchNodes(ix: GraphIndex, tensor: string, stop: (n: NodeProto) => boolean): Set<NodeProto> {
   const seen = new Set<NodeProto>();
-  const stack = [mlpSum.branch];
+  const stack = [tensor];
   while (stack.length) {
     const p = ix.producer.get(stack.pop()!);
-    if (!p || seen.has(p.node) || p.node === attnSum.node) continue;
+    if (!p || seen.has(p.node) || stop(p.node)) continue;
     seen.add(p.node);
     for (const i of ix.dataInputs(p.node)) stack.push(i);
   }
+  return seen;
+}
+
+/** The data input of the earliest matmul among `nodes`: the normalised MLP input. */
+function firstMatmulInput(ix: GraphIndex, nodes: Set<NodeProto>): string | undefined {
   let first: NodeProto | undefined;
-  for (const n of seen) if (MATMUL_OPS.has(n.opType) && (!first || ix.nodeIndex.get(n)! < ix.nodeIndex.get(first)!)) first = n;
+  for (const n of nodes) if (MATMUL_OPS.has(n.opType) && (!first || ix.nodeIndex.get(n)! < ix.nodeIndex.get(first)!)) first = n;
   return first ? ix.dataInputs(first)[0] : undefined;
+}
+
+/** The input of the first matmul of the MLP branch: the normalised MLP input. */
+function mlpInput(ix: GraphIndex, attnSum: SumPoint, mlpSum: SumPoint): string | undefined {
+  return firstMatmulInput(
+    ix,
+    branchNodes(ix, mlpSum.branch, (n) => n === attnSum.node),
+  );
+}
+
+/**
+ * A parallel block (GPT-NeoX, GPT-J): attention and MLP both read the block's input and their outputs
+ * are added together before the residual sum. Returns the two branch tensors and their node sets.
+ */
+function parallelBranches(
+  ix: GraphIndex,
+  s: SumPoint,
+): { node: NodeProto; branches: { tensor: string; nodes: Set<NodeProto>; attention: boolean }[] } | undefined {
+  const p = ix.producer.get(s.branch)?.node;
+  if (p?.opType !== 'Add' || p.inputs.length !== 2) return undefined;
+  const [a, b] = p.inputs.map((t) => alias(ix, t));
+  if (!a || !b || ix.initializerNames.has(a) || ix.initializerNames.has(b)) return undefined;
+  const pa = ix.producer.get(a)?.node,
+    pb = ix.producer.get(b)?.node;
+  if (!pa || !pb || ix.isAncestorNode(pa, b) || ix.isAncestorNode(pb, a)) return undefined;
+  const residNode = ix.producer.get(s.resid)?.node;
+  // A node belongs to an earlier stage when it computes the block's input (or is upstream of it).
+  const stop = (n: NodeProto) => n === residNode || (residNode !== undefined && ix.isAncestorNode(n, s.resid));
+  const branches = [a, b].map((tensor) => {
+    const nodes = branchNodes(ix, tensor, stop);
+    return { tensor, nodes, attention: [...nodes].some((n) => ATTENTION_OPS.has(n.opType)) };
+  });
+  return { node: p, branches };
 }
 
 export function resolveHooks(model: ModelProto, opts: { useNames?: boolean } = {}): HookMap {
@@ -133,7 +173,7 @@ export function resolveHooks(model: ModelProto, opts: { useNames?: boolean } = {
   const missing = new Map<string, string>();
   let nLayers = 0;
   const put = (p: HookPoint) => {
-    if (!points.has(p.name)) points.set(p.name, p);
+    if (!points.has(p.name) && !missing.has(p.name)) points.set(p.name, p);
     nLayers = Math.max(nLayers, p.layer + 1);
   };
 
@@ -143,7 +183,68 @@ export function resolveHooks(model: ModelProto, opts: { useNames?: boolean } = {
       const c = parseCanonical(name);
       if (c) put({ name, ...c, tensor: name, via: 'sdlkit-name' });
     }
-  // 2. torch.onnx exporter names for the residual stream.
+  // 2. Structure: the chain of residual sums, one per sub-layer (two per block), or one per block
+  //    where attention and MLP run in parallel.
+  const chain = residualChain(ix);
+  let l = 0;
+  for (let i = 0; i < chain.length; l++) {
+    const A = chain[i];
+    const branchHook = (s: SumPoint, site: Site, tensor = s.branch): HookPoint => {
+      const name = canonical(l, site);
+      if (!s.bias) return { name, layer: l, site, tensor, via: 'structure' };
+      // A fused op adds its bias to the branch inside the kernel; add it back explicitly.
+      const out = `sdlkit/${name}`;
+      return {
+        name,
+        layer: l,
+        site,
+        tensor: out,
+        via: 'structure',
+        extraNodes: [{ name: `sdlkit_${name}`, opType: 'Add', domain: '', inputs: [tensor, s.bias], outputs: [out], attrs: {} }],
+      };
+    };
+    const par = parallelBranches(ix, A);
+    if (!par && i + 1 >= chain.length) break; // a lone sum: not a whole block
+    put({ name: canonical(l, 'resid_pre'), layer: l, site: 'resid_pre', tensor: A.resid, via: 'structure' });
+    let last: SumPoint;
+    if (par) {
+      last = A;
+      missing.set(
+        canonical(l, 'resid_mid'),
+        `parallel attention and MLP: both read resid_pre and node '${par.node.name}' adds their outputs, so no resid_mid exists in block ${l}`,
+      );
+      const attn = par.branches.filter((b) => b.attention);
+      if (attn.length === 1) {
+        const mlp = par.branches.find((b) => !b.attention)!;
+        put(branchHook(A, 'attn_out', attn[0].tensor));
+        put(branchHook(A, 'mlp_out', mlp.tensor));
+        const mi = firstMatmulInput(ix, mlp.nodes);
+        if (mi) put({ name: canonical(l, 'mlp_in'), layer: l, site: 'mlp_in', tensor: mi, via: 'structure' });
+      } else {
+        const why = `ambiguous: the two parallel branches of block ${l} (${par.branches.map((b) => b.tensor).join(', ')}) ${attn.length ? 'both' : 'neither'} contain attention; pass --tensor with the one you mean`;
+        for (const site of ['attn_out', 'mlp_out', 'mlp_in'] as const) missing.set(canonical(l, site), why);
+      }
+      i += 1;
+    } else {
+      const M = chain[i + 1];
+      last = M;
+      put(branchHook(A, 'attn_out'));
+      if (A.out) put({ name: canonical(l, 'resid_mid'), layer: l, site: 'resid_mid', tensor: A.out, via: 'structure' });
+      const mi = mlpInput(ix, A, M);
+      if (mi) put({ name: canonical(l, 'mlp_in'), layer: l, site: 'mlp_in', tensor: mi, via: 'structure' });
+      put(branchHook(M, 'mlp_out'));
+      i += 2;
+    }
+    if (last.out) put({ name: canonical(l, 'resid_post'), layer: l, site: 'resid_post', tensor: last.out, via: 'structure' });
+    else
+      missing.set(
+        canonical(l, 'resid_post'),
+        `${last.node.opType} node '${last.node.name}' computes the residual sum of block ${l} internally and does not output it (fused away by the graph optimizer)`,
+      );
+    nLayers = Math.max(nLayers, l + 1);
+  }
+  // 3. torch.onnx exporter names for the residual stream, where the structure found nothing (and never
+  //    for a hook the structure shows cannot exist: in a parallel block '/layers.N/Add' is attn + MLP).
   if (useNames)
     for (const name of ix.producer.keys()) {
       const m = TORCH_RESID.exec(name);
@@ -152,42 +253,6 @@ export function resolveHooks(model: ModelProto, opts: { useNames?: boolean } = {
       const site: Site = m[2] ? 'resid_post' : 'resid_mid';
       put({ name: canonical(layer, site), layer, site, tensor: name, via: 'exporter-name' });
     }
-  // 3. Structure: consecutive (attention, MLP) residual sums.
-  const chain = residualChain(ix);
-  if (chain.length >= 2) {
-    const blocks = Math.floor(chain.length / 2);
-    nLayers = Math.max(nLayers, blocks);
-    for (let l = 0; l < blocks; l++) {
-      const A = chain[2 * l],
-        M = chain[2 * l + 1];
-      const branchHook = (s: SumPoint, site: Site): HookPoint => {
-        const name = canonical(l, site);
-        if (!s.bias) return { name, layer: l, site, tensor: s.branch, via: 'structure' };
-        // A fused op adds its bias to the branch inside the kernel; add it back explicitly.
-        const tensor = `sdlkit/${name}`;
-        return {
-          name,
-          layer: l,
-          site,
-          tensor,
-          via: 'structure',
-          extraNodes: [{ name: `sdlkit_${name}`, opType: 'Add', domain: '', inputs: [s.branch, s.bias], outputs: [tensor], attrs: {} }],
-        };
-      };
-      put({ name: canonical(l, 'resid_pre'), layer: l, site: 'resid_pre', tensor: A.resid, via: 'structure' });
-      put(branchHook(A, 'attn_out'));
-      if (A.out) put({ name: canonical(l, 'resid_mid'), layer: l, site: 'resid_mid', tensor: A.out, via: 'structure' });
-      const mi = mlpInput(ix, A, M);
-      if (mi) put({ name: canonical(l, 'mlp_in'), layer: l, site: 'mlp_in', tensor: mi, via: 'structure' });
-      put(branchHook(M, 'mlp_out'));
-      if (M.out) put({ name: canonical(l, 'resid_post'), layer: l, site: 'resid_post', tensor: M.out, via: 'structure' });
-      else
-        missing.set(
-          canonical(l, 'resid_post'),
-          `${M.node.opType} node '${M.node.name}' computes the residual sum of block ${l} internally and does not output it (fused away by the graph optimizer)`,
-        );
-    }
-  }
   // resid_pre of layer l+1 is resid_post of layer l.
   for (let l = 1; l < nLayers; l++) {
     const prev = points.get(canonical(l - 1, 'resid_post'));

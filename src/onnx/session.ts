@@ -1,8 +1,8 @@
 // Running ONNX models with onnxruntime-node: exposing hook tensors as outputs and feeding the
 // inputs that decoder-only LMs take (ids, positions, attention mask, empty KV caches).
 import * as ort from 'onnxruntime-node';
-import { DataType, appendToGraph, pruneGraph, type ModelProto, type ValueInfo } from './proto.js';
-import { GraphIndex } from './graph.js';
+import { DATA_TYPE_NAMES, DataType, appendToGraph, pruneGraph, type ModelProto, type ValueInfo } from './proto.js';
+import { GraphIndex, ID_INPUT, staticIdsShape } from './graph.js';
 import type { HookPoint } from './hooks.js';
 import { UserError } from '../util/errors.js';
 
@@ -81,7 +81,15 @@ export function runtimeInputs(proto: ModelProto): ValueInfo[] {
   return proto.graph.inputs.filter((i) => !inits.has(i.name));
 }
 
-const ID_INPUT = /^(input_ids|ids|tokens|token_ids|input)$|[./]input_ids$/;
+/** Refuses a batch or context that a statically shaped export cannot take, naming the values it can. */
+export function checkStaticShape(model: { proto: ModelProto; name: string }, batch: number, ctx: number): void {
+  const s = staticIdsShape(model.proto);
+  if (!s) return;
+  if ((s.batch !== undefined && s.batch !== batch) || (s.seq !== undefined && s.seq !== ctx))
+    throw new UserError(
+      `${model.name}'s input ${s.input} has the static shape [${s.batch ?? 'batch'}, ${s.seq ?? 'seq'}]; pass${s.seq !== undefined ? ` --ctx ${s.seq}` : ''}${s.batch !== undefined ? ` --batch ${s.batch}` : ''} (or export it with dynamic axes)`,
+    );
+}
 
 /**
  * Builds the feeds for a [batch, seq] window of token ids. Knows input_ids, position_ids, attention_mask
@@ -101,7 +109,13 @@ export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, s
       for (let b = 0; b < batch; b++) for (let t = 0; t < seq; t++) pos[b * seq + t] = t;
       feeds[n] = intTensor(inp.elemType, pos, [batch, seq]);
     } else if (/attention_mask$/.test(n)) feeds[n] = intTensor(inp.elemType, new Int32Array(batch * seq).fill(1), [batch, seq]);
-    else if (/past|cache/.test(n)) {
+    else if (/token_type_ids$/.test(n)) feeds[n] = intTensor(inp.elemType, new Int32Array(batch * seq), [batch, seq]);
+    else if (n === 'use_cache_branch') {
+      // optimum's merged decoder: false takes the branch without a cache (the caches are fed empty).
+      if (inp.elemType !== DataType.BOOL)
+        throw new UserError(`model input use_cache_branch is ${DATA_TYPE_NAMES[inp.elemType] ?? inp.elemType}; sdlkit feeds it as bool`);
+      feeds[n] = new ort.Tensor('bool', new Uint8Array(1), [1]);
+    } else if (/past|cache/.test(n)) {
       const dims = (inp.shape ?? []).map((d) => {
         if (typeof d === 'number' && d > 0) return d;
         const s = String(d);
@@ -114,7 +128,7 @@ export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, s
       feeds[n] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(size) : new Float32Array(size), dims);
     } else {
       throw new UserError(
-        `model input '${n}' is not one sdlkit can feed (it feeds input_ids, position_ids, attention_mask and past_* caches); export the model without it`,
+        `model input '${n}' is not one sdlkit can feed (it feeds input_ids, position_ids, attention_mask, token_type_ids, use_cache_branch and empty past_* caches); export the model without it`,
       );
     }
   }

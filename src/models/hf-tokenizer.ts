@@ -1,0 +1,136 @@
+// Hugging Face tokenizer.json (with tokenizer_config.json where present), through @huggingface/tokenizers:
+// a maintained pure-JavaScript implementation of every normalizer, pre-tokenizer, model and decoder the
+// Rust library defines, tested here against the Rust library's ids (test/fixtures/tokenizers).
+// sdlkit adds only what the library leaves to the caller: which token starts a window (BosRule) and
+// the display text of one token.
+import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
+import { UserError } from '../util/errors.js';
+import type { BosRule, Tokenizer } from './tokenizer-types.js';
+
+/** tokenizer.json model types the library implements. */
+const MODEL_TYPES = ['BPE', 'Unigram', 'WordPiece'] as const;
+
+interface TokenizerJson {
+  model?: { type?: string; vocab?: unknown };
+  added_tokens?: { id: number; content: string; special?: boolean }[];
+  post_processor?: PostProcessor | null;
+  decoder?: { type?: string; decoders?: { type?: string }[] } | null;
+}
+interface PostProcessor {
+  type: string;
+  single?: ({ SpecialToken?: { id: string } } | { Sequence?: { id: string } })[];
+  cls?: [string, number];
+  processors?: PostProcessor[];
+}
+
+/** A token named in tokenizer_config.json: a string, or an AddedToken object with `content`. */
+function configToken(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return undefined;
+}
+
+/** The special token the post-processor puts before the text, if any (Llama's <s>, BERT's [CLS]). */
+function leadingSpecial(pp: PostProcessor | null | undefined): string | undefined {
+  if (!pp) return undefined;
+  if (pp.type === 'Sequence') {
+    for (const p of pp.processors ?? []) {
+      const t = leadingSpecial(p);
+      if (t) return t;
+    }
+    return undefined;
+  }
+  if (pp.type === 'TemplateProcessing') {
+    const first = pp.single?.[0];
+    return first && 'SpecialToken' in first ? first.SpecialToken?.id : undefined;
+  }
+  if (pp.type === 'BertProcessing' || pp.type === 'RobertaProcessing') return pp.cls?.[0];
+  return undefined;
+}
+
+export class HfTokenizer implements Tokenizer {
+  readonly kind: string;
+  readonly vocabSize: number;
+  readonly bos: BosRule;
+  private readonly lib: HfLibTokenizer;
+  private readonly special = new Set<number>();
+  private readonly byteLevel: boolean;
+  private readonly wordPiece: boolean;
+
+  constructor(json: unknown, config: Record<string, unknown>, source = 'tokenizer.json') {
+    const j = json as TokenizerJson;
+    const type = j?.model?.type;
+    if (!j?.model?.vocab) throw new UserError(`${source} is not a Hugging Face tokenizer.json (it has no model.vocab)`);
+    if (!MODEL_TYPES.includes(type as (typeof MODEL_TYPES)[number]))
+      throw new UserError(
+        `${source}: tokenizer model type ${JSON.stringify(type)} is not supported (sdlkit reads ${MODEL_TYPES.join(', ')}); convert the tokenizer or pass another with --tokenizer`,
+      );
+    try {
+      this.lib = new HfLibTokenizer(j, config);
+    } catch (e) {
+      throw new UserError(`${source} cannot be read: ${String((e as Error).message).split('\n')[0]}`);
+    }
+    this.kind = `hf-${type}`;
+    let maxId = -1;
+    for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    for (const a of j.added_tokens ?? []) {
+      maxId = Math.max(maxId, a.id);
+      if (a.special) this.special.add(a.id);
+    }
+    this.vocabSize = maxId + 1;
+    const decoders = [j.decoder?.type, ...(j.decoder?.decoders ?? []).map((d) => d.type)];
+    this.byteLevel = decoders.includes('ByteLevel');
+    this.wordPiece = type === 'WordPiece';
+    this.bos = this.bosRule(j, config, source);
+  }
+
+  get bosId(): number {
+    return this.bos.id;
+  }
+
+  /**
+   * Which token starts every window. The tokenizer's own rule first (its post-processor, then
+   * tokenizer_config's add_bos_token); a tokenizer that adds none (GPT-2) gets the convention of SAELens'
+   * prepend_bos: its bos_token, else its document separator <|endoftext|>, else its eos_token.
+   */
+  private bosRule(j: TokenizerJson, config: Record<string, unknown>, source: string): BosRule {
+    const idOf = (t: string | undefined) => (t === undefined ? undefined : this.lib.token_to_id(t));
+    const candidates: [string | undefined, string][] = [
+      [leadingSpecial(j.post_processor), 'the post-processor adds it'],
+      [config.add_bos_token === true ? configToken(config.bos_token) : undefined, 'tokenizer_config add_bos_token'],
+      [configToken(config.bos_token), "tokenizer_config bos_token (the tokenizer does not add it; sdlkit prepends it, as SAELens' prepend_bos)"],
+      ['<|endoftext|>', 'the document separator <|endoftext|> (the tokenizer defines no BOS)'],
+      [configToken(config.eos_token), 'tokenizer_config eos_token as the document separator (the tokenizer defines no BOS)'],
+    ];
+    for (const [token, why] of candidates) {
+      const id = idOf(token);
+      if (token !== undefined && id !== undefined) return { id, token, source: why };
+    }
+    throw new UserError(
+      `${source} defines no token to start a sequence (no BOS in its post-processor or tokenizer_config.json, no <|endoftext|>, no eos_token); add bos_token to tokenizer_config.json`,
+    );
+  }
+
+  encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    const ids = text.length ? this.lib.encode(text, { add_special_tokens: false }).ids : [];
+    return (opts.bos ?? true) ? [this.bos.id, ...ids] : ids;
+  }
+
+  decode(ids: readonly number[]): string {
+    return this.lib.decode(Array.from(ids), { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+  }
+
+  piece(id: number): string {
+    const t = this.lib.id_to_token(id);
+    if (t === undefined) return `<${id}>`;
+    if (this.special.has(id)) return t;
+    if (this.byteLevel) return this.lib.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    if (this.wordPiece) return t.startsWith('##') ? t.slice(2) : ` ${t}`;
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(t);
+    if (byte) {
+      const b = Number.parseInt(byte[1], 16);
+      return b === 10 ? '\n' : b < 128 ? String.fromCharCode(b) : t;
+    }
+    return t.replace(/▁/g, ' ');
+  }
+}
