@@ -11,6 +11,7 @@ import * as modelCmd from './commands/model.js';
 import * as pipelineCmd from './commands/pipeline.js';
 import * as exportCmd from './commands/export.js';
 import * as evalCmd from './commands/eval.js';
+import * as compareCmd from './commands/compare.js';
 import * as synthCmd from './commands/synth.js';
 import * as indexCmds from './commands/index-cmds.js';
 import * as benchCmd from './commands/bench.js';
@@ -42,6 +43,7 @@ for (const c of [
   pipelineCmd,
   exportCmd,
   evalCmd,
+  compareCmd,
   synthCmd,
   indexCmds,
   interveneCmds,

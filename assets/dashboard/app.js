@@ -625,9 +625,13 @@ function comparePage() {
     ['latents', (d) => d.latents],
     ['L0', (d) => fmt(d.l0, 1)],
     ['FVU', (d) => fmt(d.fvu, 4)],
+    ['EV', (d) => fmt(d.explainedVariance, 4)],
+    ['cosine', (d) => fmt(d.cossim, 4)],
+    ['RRB', (d) => fmt(d.rrb, 3)],
     ['dead', (d) => pct(d.dead)],
     ['dense', (d) => pct(d.dense)],
     ['CE recovered', (d) => pct(d.ceRecovered)],
+    ['KL', (d) => fmt(d.kl, 4)],
     ['absorption', (d) => fmt(d.absorption, 3)],
   ];
   const W = 420,

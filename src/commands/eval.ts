@@ -70,7 +70,12 @@ export function register(y: Argv): Argv {
       console.log(
         `  CE loss recovered ${(100 * r.ce_loss_recovered).toFixed(2)}%, delta LM loss ${r.delta_ce.toFixed(4)}, KL ${r.kl_spliced.toFixed(4)} (zero-ablation ${r.kl_zero_ablation.toFixed(4)})`,
       );
-      console.log(`  FVU ${r.fvu.toFixed(4)}, L0 ${r.l0.toFixed(1)}`);
+      console.log(
+        `  FVU ${r.fvu.toFixed(4)} (explained variance ${r.explained_variance.toFixed(4)}), L0 ${r.l0.toFixed(1)}, cosine ${r.cossim.toFixed(4)}, L2 ratio ${r.l2_ratio.toFixed(3)}, relative reconstruction bias ${r.relative_reconstruction_bias.toFixed(3)}`,
+      );
+      console.log(
+        `  latents alive ${(100 * r.frac_alive).toFixed(1)}%, firing on >1% of tokens ${(100 * r.freq_over_1_percent).toFixed(1)}%, on >10% ${(100 * r.freq_over_10_percent).toFixed(1)}%`,
+      );
     },
   );
 }

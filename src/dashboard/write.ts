@@ -7,6 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Dictionary } from '../sdl/dictionary.js';
 import { CHUNK, featureDetails, featureList, openCheckedIndex, overview } from './data.js';
 import { checkOutput, writeAtomic } from '../util/fsx.js';
+import { compareRow } from '../analysis/compare.js';
 import { Progress } from '../util/progress.js';
 
 export const ASSETS_DIR = resolve(dirname(new URL(import.meta.url).pathname), '../../../assets/dashboard');
@@ -52,20 +53,25 @@ export function writeDashboard(dicts: string[], out: string, opts: { quiet?: boo
       progress.update(done);
     }
     db.close();
-    const t = ov.training as { eval?: { fvu?: number; l0?: number } } | undefined;
+    // The compare page shows what `sdl compare` shows (one implementation), plus index counts and absorption.
+    const row = compareRow(dir);
     return {
       key,
       name: ov.name,
-      kind: d.cfg.kind,
-      activation: d.cfg.activation,
-      site: d.cfg.sitesIn.map((s) => s.name).join(' + '),
-      latents: d.cfg.dSae,
+      kind: row.kind,
+      activation: row.activation,
+      site: row.sites.join(' + '),
+      latents: row.latents,
       k: d.cfg.k,
-      fvu: (ov.heldOut as { fvu?: number } | undefined)?.fvu ?? t?.eval?.fvu ?? null,
-      l0: (ov.heldOut as { l0?: number } | undefined)?.l0 ?? t?.eval?.l0 ?? null,
+      fvu: row.fvu,
+      l0: row.l0,
+      explainedVariance: row.explained_variance,
+      cossim: row.cossim,
+      rrb: row.relative_reconstruction_bias,
+      kl: row.kl,
       dead: ov.counts.dead / ov.counts.features,
       dense: ov.counts.dense / ov.counts.features,
-      ceRecovered: (ov.inModel as { ce_loss_recovered?: number } | undefined)?.ce_loss_recovered ?? null,
+      ceRecovered: row.ce_loss_recovered,
       absorption: (ov.absorption as { mean_absorption_fraction?: number } | undefined)?.mean_absorption_fraction ?? null,
     };
   });

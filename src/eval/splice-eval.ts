@@ -10,6 +10,7 @@ import { documents } from '../corpus/sources.js';
 import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
 import { decodeSparse, encodeSparse } from '../sdl/encoder.js';
+import { EvalAccumulator, type EvalMetrics } from '../sdl/metrics.js';
 
 export interface SpliceMetrics {
   tokens: number;
@@ -22,6 +23,15 @@ export interface SpliceMetrics {
   kl_zero_ablation: number;
   fvu: number;
   l0: number;
+  /** SAEBench's core metrics on the same tokens (docs/metrics.md). */
+  explained_variance: number;
+  cossim: number;
+  l2_ratio: number;
+  relative_reconstruction_bias: number;
+  /** Share of latents that fired on the evaluated tokens. */
+  frac_alive: number;
+  freq_over_1_percent: number;
+  freq_over_10_percent: number;
 }
 
 /** Held-out windows of the model's own tokenizer (the first `count` of the heldout split, unshuffled). */
@@ -63,11 +73,7 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
   const inputs = runtimeInputs(model.proto);
   const n = windows.length / ctx;
   const acc = new CeAccumulator(3);
-  let sse = 0,
-    l0 = 0,
-    rows = 0;
-  const sumY = new Float64Array(c.dOut),
-    sumY2 = new Float64Array(c.dOut);
+  const rec = new EvalAccumulator(c.sitesOut, c.dSae);
   for (let b0 = 0; b0 < n; b0 += batch) {
     const B = Math.min(batch, n - b0);
     const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
@@ -84,25 +90,22 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
     for (let b = 0; b < B; b++) {
       const x = X.subarray((b * ctx + 1) * c.dIn, (b + 1) * ctx * c.dIn),
         y = Y.subarray((b * ctx + 1) * c.dOut, (b + 1) * ctx * c.dOut);
-      const m = ctx - 1;
-      const f = encodeSparse(dict, x, m);
-      l0 += f.idx.length;
-      const rec = decodeSparse(dict, f);
-      for (let i = 0; i < rec.length; i++) {
-        sse += (y[i] - rec[i]) ** 2;
-        sumY[i % c.dOut] += y[i];
-        sumY2[i % c.dOut] += y[i] * y[i];
-      }
-      rows += m;
+      const f = encodeSparse(dict, x, ctx - 1);
+      rec.add(y, decodeSparse(dict, f), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
     }
   }
-  let sst = 0;
-  for (let j = 0; j < c.dOut; j++) sst += sumY2[j] - (sumY[j] * sumY[j]) / rows;
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
-  return summarize(acc, sse / sst, l0 / rows);
+  return summarize(acc, rec.result());
 }
 
-function summarize(acc: CeAccumulator, fvu: number, l0: number): SpliceMetrics {
+/** Per-latent firing counts of a chunk's sparse codes. */
+function firingCounts(idx: ArrayLike<number>, dSae: number): Uint32Array {
+  const counts = new Uint32Array(dSae);
+  for (let q = 0; q < idx.length; q++) counts[idx[q]]++;
+  return counts;
+}
+
+function summarize(acc: CeAccumulator, r: EvalMetrics): SpliceMetrics {
   const [ceC, ceS, ceZ] = acc.ce.map((v) => v / acc.preds);
   return {
     tokens: acc.preds,
@@ -113,8 +116,15 @@ function summarize(acc: CeAccumulator, fvu: number, l0: number): SpliceMetrics {
     delta_ce: ceS - ceC,
     kl_spliced: acc.kl[0] / acc.preds,
     kl_zero_ablation: acc.kl[1] / acc.preds,
-    fvu,
-    l0,
+    fvu: r.fvu,
+    l0: r.l0,
+    explained_variance: r.explainedVariance,
+    cossim: r.cossim,
+    l2_ratio: r.l2Ratio,
+    relative_reconstruction_bias: r.relativeReconstructionBias,
+    frac_alive: 1 - r.deadOnEval / Math.max(1, r.density.counts.reduce((a, b) => a + b, 0) + r.density.never),
+    freq_over_1_percent: r.densityStats.over1Percent,
+    freq_over_10_percent: r.densityStats.over10Percent,
   };
 }
 
@@ -177,11 +187,7 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
   const inputs = runtimeInputs(model.proto);
   const acc = new CeAccumulator(3);
   const n = windows.length / ctx;
-  let sse = 0,
-    l0 = 0,
-    rows = 0;
-  const sumY = new Float64Array(c.dIn),
-    sumY2 = new Float64Array(c.dIn);
+  const quality = new EvalAccumulator(c.sitesIn, c.dSae);
   for (let b0 = 0; b0 < n; b0 += batch) {
     const B = Math.min(batch, n - b0);
     const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
@@ -208,21 +214,14 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
         off += s.width;
       });
       if (keep) continue;
-      for (let j = 0; j < c.dIn; j++) {
-        sse += (x[r * c.dIn + j] - rec[r * c.dIn + j]) ** 2;
-        sumY[j] += x[r * c.dIn + j];
-        sumY2[j] += x[r * c.dIn + j] ** 2;
-      }
-      l0 += f.start[r + 1] - f.start[r];
-      rows++;
+      const fired = f.idx.subarray(f.start[r], f.start[r + 1]);
+      quality.add(x.subarray(r * c.dIn, (r + 1) * c.dIn), rec.subarray(r * c.dIn, (r + 1) * c.dIn), 1, firingCounts(fired, c.dSae), fired.length);
     }
     const extra = Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
     const rs = await spliced.run({ ...feeds, ...extra }, [logitsName]);
     const rz = await zero.run(feeds, [logitsName]);
     acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
   }
-  let sst = 0;
-  for (let j = 0; j < c.dIn; j++) sst += sumY2[j] - (sumY[j] * sumY[j]) / rows;
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
-  return summarize(acc, sse / sst, l0 / rows);
+  return summarize(acc, quality.result());
 }

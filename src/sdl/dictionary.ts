@@ -197,7 +197,8 @@ export class Dictionary {
     writeJsonAtomic(join(dir, CFG_FILE), cfg);
   }
 
-  static load(dir: string): Dictionary {
+  /** A dictionary folder's checked cfg.json, without reading the weights. */
+  static readConfig(dir: string): SavedCfg {
     const cfgPath = join(dir, CFG_FILE);
     if (!existsSync(cfgPath) || !existsSync(join(dir, WEIGHTS_FILE)))
       throw new UserError(`${dir} is not a dictionary folder (needs ${CFG_FILE} and ${WEIGHTS_FILE}); 'sdl fit' writes one`);
@@ -210,6 +211,11 @@ export class Dictionary {
     if (!saved || typeof saved !== 'object' || !saved.sdlkit?.dict)
       throw new UserError(`${cfgPath} was not written by sdlkit; use 'sdl import saelens' for SAELens folders`);
     checkDictConfig(saved.sdlkit.dict, cfgPath);
+    return saved;
+  }
+
+  static load(dir: string): Dictionary {
+    const saved = Dictionary.readConfig(dir);
     const st = readSafetensors(join(dir, WEIGHTS_FILE)).tensors;
     const get = (n: string) => {
       if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);

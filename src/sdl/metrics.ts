@@ -1,6 +1,7 @@
 // Held-out evaluation: pooled FVU (total squared error over total variance about the mean, over all
 // held-out tokens, as sparsify and SAELens' training log compute it), MSE, L0, per-site FVU for
-// crosscoders, and per-latent firing frequencies with a log10 density histogram.
+// crosscoders, per-latent firing frequencies with a log10 density histogram, and SAEBench's core
+// reconstruction metrics (definitions with worked cases in docs/metrics.md).
 
 export interface EvalMetrics {
   tokens: number;
@@ -14,6 +15,16 @@ export interface EvalMetrics {
   deadOnEval: number;
   /** Histogram of log10 firing frequency: bin edges and counts (never-firing latents counted separately). */
   density: { edges: number[]; counts: number[]; never: number };
+  /** 1 - FVU: the share of the target's variance (about its mean) the reconstruction explains. */
+  explainedVariance: number;
+  /** Mean over tokens of cos(y, ŷ). */
+  cossim: number;
+  /** Mean over tokens of ||ŷ|| / ||y||. */
+  l2Ratio: number;
+  /** E||ŷ||² / E<ŷ, y>: the γ with ŷ/γ the least-squares fit to y (Gated SAE paper); below 1 means shrinkage. */
+  relativeReconstructionBias: number;
+  /** Feature density: share of latents firing on more than 1% / 10% of tokens, and mean log10 frequency of live latents. */
+  densityStats: { over1Percent: number; over10Percent: number; meanLog10Frequency: number };
 }
 
 export class EvalAccumulator {
@@ -23,6 +34,10 @@ export class EvalAccumulator {
   private fires: Float64Array;
   private actives = 0;
   private n = 0;
+  private cosSum = 0;
+  private ratioSum = 0;
+  private hatHat = 0;
+  private hatY = 0;
 
   constructor(
     readonly sites: { name: string; width: number }[],
@@ -39,13 +54,25 @@ export class EvalAccumulator {
   add(y: Float32Array, yhat: Float32Array, rows: number, fired: ArrayLike<number>, actives: number): void {
     const d = this.sse.length;
     for (let r = 0; r < rows; r++) {
+      let yy = 0,
+        hh = 0,
+        hy = 0;
       for (let j = 0; j < d; j++) {
         const v = y[r * d + j];
-        const e = v - yhat[r * d + j];
+        const h = yhat[r * d + j];
+        const e = v - h;
         this.sse[j] += e * e;
         this.sumY[j] += v;
         this.sumY2[j] += v * v;
+        yy += v * v;
+        hh += h * h;
+        hy += h * v;
       }
+      // A zero target (or reconstruction) has no direction: it counts as cosine 0, ratio 0 (SAEBench's eps does the same).
+      this.cosSum += yy > 0 && hh > 0 ? hy / Math.sqrt(yy * hh) : 0;
+      this.ratioSum += yy > 0 ? Math.sqrt(hh / yy) : 0;
+      this.hatHat += hh;
+      this.hatY += hy;
     }
     for (let i = 0; i < this.dSae; i++) this.fires[i] += fired[i];
     this.actives += actives;
@@ -82,10 +109,25 @@ export class EvalAccumulator {
       const b = Math.min(edges.length - 2, Math.max(0, Math.floor(l - edges[0])));
       counts[b]++;
     }
+    let over1 = 0,
+      over10 = 0,
+      logSum = 0;
+    for (const f of this.fires) {
+      if (f / n > 0.01) over1++;
+      if (f / n > 0.1) over10++;
+      if (f > 0) logSum += Math.log10(f / n);
+    }
+    const live = this.dSae - never;
+    const fvu = sstAll > 0 ? sseAll / sstAll : NaN;
     return {
       tokens: this.n,
       mse: sseAll / n,
-      fvu: sstAll > 0 ? sseAll / sstAll : NaN,
+      fvu,
+      explainedVariance: 1 - fvu,
+      cossim: this.cosSum / n,
+      l2Ratio: this.ratioSum / n,
+      relativeReconstructionBias: this.hatY !== 0 ? this.hatHat / this.hatY : NaN,
+      densityStats: { over1Percent: over1 / this.dSae, over10Percent: over10 / this.dSae, meanLog10Frequency: live ? logSum / live : NaN },
       fvuBySite: bySite,
       l0: this.actives / n,
       deadOnEval: never,

@@ -1,0 +1,98 @@
+// SAEBench's core metrics on constructed cases with known answers (definitions: docs/metrics.md).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { EvalAccumulator } from '../src/sdl/metrics.js';
+import { frontier, type CompareRow } from '../src/analysis/compare.js';
+import { CLI, tmp } from './helpers.js';
+
+const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 1e-9, `${what}: ${a} vs ${b}`);
+
+test('a reconstruction shrunk to half: FVU 0.25, explained variance 0.75, cosine 1, L2 ratio 0.5, relative reconstruction bias 0.5', () => {
+  const acc = new EvalAccumulator([{ name: 'x', width: 2 }], 4);
+  const y = Float32Array.from([1, 2, -1, -2]); // mean 0
+  acc.add(
+    y,
+    y.map((v) => 0.5 * v),
+    2,
+    [2, 1, 0, 0],
+    3,
+  );
+  const m = acc.result();
+  close(m.fvu, 0.25, 'FVU');
+  close(m.explainedVariance, 0.75, 'explained variance');
+  close(m.cossim, 1, 'cosine');
+  close(m.l2Ratio, 0.5, 'L2 ratio');
+  close(m.relativeReconstructionBias, 0.5, 'relative reconstruction bias');
+  close(m.l0, 1.5, 'L0');
+  close(m.densityStats.over10Percent, 0.5, 'dense share');
+  close(m.densityStats.meanLog10Frequency, Math.log10(0.5) / 2, 'mean log10 frequency of live latents');
+  assert.equal(m.deadOnEval, 2);
+});
+
+test('an orthogonal error: cosine 1/sqrt(2), L2 ratio sqrt(2), bias 2 (the reconstruction overshoots), nothing explained', () => {
+  const acc = new EvalAccumulator([{ name: 'x', width: 2 }], 1);
+  acc.add(Float32Array.from([1, 0, -1, 0]), Float32Array.from([1, 1, -1, -1]), 2, [2], 2);
+  const m = acc.result();
+  close(m.cossim, Math.SQRT1_2, 'cosine');
+  close(m.l2Ratio, Math.SQRT2, 'L2 ratio');
+  close(m.relativeReconstructionBias, 2, 'relative reconstruction bias');
+  close(m.explainedVariance, 0, 'explained variance');
+});
+
+test('frontier: the dictionaries no other beats at lower L0, in order of L0', () => {
+  const pts: [number, number][] = [
+    [32, 0.1],
+    [16, 0.2],
+    [16, 0.25],
+    [64, 0.12],
+    [64, 0.05],
+    [8, 0.4],
+  ];
+  assert.deepEqual(frontier(pts, 'lower'), [
+    [8, 0.4],
+    [16, 0.2],
+    [32, 0.1],
+    [64, 0.05],
+  ]);
+  assert.deepEqual(frontier(pts, 'higher'), [[8, 0.4]]);
+});
+
+test('sdl compare: one row per dictionary (a folder of them expands), the held-out metrics as fit wrote them, the frontier plot; a folder without dictionaries is refused', () => {
+  const dir = tmp();
+  const sdl = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const acts = join(dir, 'acts');
+  assert.equal(sdl('harvest', '--layer', '3', '--sites', 'resid_post', '--tokens', '16k', '--ctx', '64', '--out', acts).status, 0);
+  for (const k of [8, 24]) {
+    const r = sdl('fit', '--acts', acts, '--latents', '128', '--k', String(k), '--tokens', '64k', '--batch', '1024', '--out', join(dir, 'sweep', `k${k}`));
+    assert.equal(r.status, 0, r.stderr);
+  }
+  const plot = join(dir, 'frontier.svg');
+  const r = sdl('compare', join(dir, 'sweep'), '--plot', plot, '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const rows = JSON.parse(r.stdout).dictionaries as CompareRow[];
+  assert.deepEqual(
+    rows.map((x) => x.name),
+    ['k24', 'k8'],
+  );
+  for (const row of rows) {
+    const ev = JSON.parse(readFileSync(join(row.path, 'eval.json'), 'utf8'));
+    assert.equal(row.l0, ev.l0);
+    assert.equal(row.fvu, ev.fvu);
+    assert.ok(row.cossim! > 0.5 && row.cossim! <= 1, `cosine ${row.cossim}`);
+    assert.ok(Math.abs(row.explained_variance! - (1 - row.fvu!)) < 1e-12);
+    assert.equal(row.ce_loss_recovered, null, 'not measured until sdl eval runs');
+  }
+  assert.ok(rows[0].fvu! < rows[1].fvu!, 'k 24 reconstructs better than k 8');
+  const svg = readFileSync(plot, 'utf8');
+  assert.match(svg, /^<svg/);
+  assert.match(svg, /sae\/topk/);
+  const table = sdl('compare', join(dir, 'sweep', 'k8'), join(dir, 'sweep', 'k24'));
+  assert.match(table.stdout, /^dictionary\s+kind\s+latents\s+L0\s+FVU/);
+  assert.match(table.stdout, /k8\s+sae\/topk k8\s+128\s+8\.0/);
+  const bad = sdl('compare', acts);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /is neither a dictionary folder nor a folder of dictionaries/);
+});
