@@ -1,10 +1,10 @@
 // The trainer: one loop for every kind and activation. Data -> step -> Adam -> constraints -> stats,
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, defaultLr, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
-import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows } from './data.js';
+import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
@@ -179,189 +179,394 @@ function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number
 }
 
 export async function fit(job: FitJob): Promise<FitResult> {
-  const cfg = job.dict;
-  const train: TrainConfig = { ...TRAIN_DEFAULTS, ...job.train };
-  checkDictConfig(cfg);
-  checkTrainConfig(train);
-  checkOutput(job.out, 'dir');
-  const unlock = lockFolder(job.out, 'sdl fit');
+  const [r] = await fitSweep({ ...job, members: [{ name: basename(job.out), dict: job.dict, train: job.train, out: job.out }] });
+  return r;
+}
+
+/** One dictionary of a sweep: its configuration and folder. */
+export interface SweepMember {
+  name: string;
+  dict: DictConfig;
+  train: TrainConfig;
+  out: string;
+}
+
+export interface SweepJob extends Omit<FitJob, 'dict' | 'train' | 'out'> {
+  members: SweepMember[];
+  /** Called as each member finishes (its folder is then a complete dictionary). */
+  onMemberDone?: (m: SweepMember, r: FitResult) => void;
+}
+
+/** Settings every member of a sweep must share: they fix the one data stream all members train on. */
+const SHARED_SETTINGS: (keyof TrainConfig)[] = ['batchTokens', 'shuffleBufferTokens', 'evalTokens', 'excludeBos', 'checkpointEvery'];
+
+/**
+ * Trains several dictionaries on one read of the shards and one shuffle: every batch is drawn once (holding
+ * every site any member needs) and each member takes its own sites from it. A single `sdl fit` is a sweep of
+ * one, so a member trains exactly as it would alone with the same seed (tested).
+ */
+export async function fitSweep(job: SweepJob): Promise<FitResult[]> {
+  if (!job.members.length) throw new UserError('the sweep has no members');
+  const members = job.members.map((m) => ({ ...m, train: { ...TRAIN_DEFAULTS, ...m.train } }));
+  const first = members[0];
+  for (const m of members) {
+    checkDictConfig(m.dict, `sweep member ${m.name}`);
+    checkTrainConfig(m.train);
+    for (const k of SHARED_SETTINGS)
+      if (JSON.stringify(m.train[k]) !== JSON.stringify(first.train[k]))
+        throw new UserError(
+          `sweep member ${m.name} sets ${k} to ${JSON.stringify(m.train[k])} but ${first.name} to ${JSON.stringify(first.train[k])}; members share one data stream, so ${k} must be the same for all`,
+        );
+    if (members.length > 1 && m.train.resampleEvery > 0)
+      throw new UserError(`sweep member ${m.name} resamples dead latents, which draws extra rows from the shared stream; train it alone`);
+    checkOutput(m.out, 'dir');
+  }
+  const outs = new Set(members.map((m) => m.out));
+  if (outs.size !== members.length) throw new UserError('two sweep members write the same folder; give each its own --out');
+  const unlocks: (() => void)[] = [];
   try {
-    return await fitLocked(job, cfg, train);
+    for (const m of members) unlocks.push(lockFolder(m.out, 'sdl fit'));
+    return await sweepLocked(job, members);
   } finally {
-    unlock();
+    for (const u of unlocks) u();
   }
 }
 
-async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Promise<FitResult> {
+/** The rows every member draws from: all the sites any member reads or writes, in the harvest's order. */
+interface SharedRows {
+  sites: SiteRef[];
+  width: number;
+  load: (r: RowRange) => Rows;
+  trainRanges: RowRange[];
+  sample: Rows;
+  held: Rows;
+}
+
+function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
   const { manifest } = job;
-  removeStaleTemps(job.out);
-  removeStaleTemps(join(job.out, CHECKPOINT_DIR));
-  const B = train.batchTokens;
-  const totalSteps = train.steps ?? Math.ceil((train.tokens ?? manifest.tokens) / B);
-  if (!(totalSteps > 0)) throw new UserError('nothing to train: pass --tokens or --steps');
-  const lr = train.lr ?? defaultLr(cfg.dSae);
-  const warm = train.lrWarmupSteps ?? Math.min(1000, Math.ceil(totalSteps * 0.05));
-  const sparsityWarm = train.sparsityWarmupSteps ?? Math.ceil(totalSteps * 0.05);
-  const decayStart = Math.floor(totalSteps * (1 - train.lrDecayFraction));
-  const sparsity = train.sparsityCoefficient ?? defaultSparsity(cfg.activation);
-  const deadWindow = train.deadWindowTokens ?? Math.min(10_000_000, Math.max(B, Math.floor(totalSteps * B * 0.25)));
-  const auxkK = train.auxkK ?? Math.max(1, Math.floor(cfg.dIn / 2));
-  const resampleUntil = train.resampleUntil ?? Math.floor(totalSteps * 0.75);
-
-  // Data: held-out rows at the end, a shuffled stream over the rest.
-  const { train: trainRanges, held: heldRanges } = splitRows(manifest, train.evalTokens);
-  const load = (r: RowRange) => loadRows(job.actsDir, manifest, r, cfg.sitesIn, cfg.sitesOut, train.excludeBos, { verify: job.verify });
-  const same = cfg.sitesIn.length === cfg.sitesOut.length && cfg.sitesIn.every((s, i) => s.name === cfg.sitesOut[i].name);
-  const ckptDir = join(job.out, CHECKPOINT_DIR);
-  let state: CheckpointState | undefined;
-  let resumeChanges: string[] = [];
-  if (job.resume) {
-    if (!existsSync(join(ckptDir, CHECKPOINT_STATE_FILE)))
-      throw new UserError(`there is no checkpoint in ${ckptDir} to resume from; run without --resume to start`);
-    state = readJson<CheckpointState>(join(ckptDir, CHECKPOINT_STATE_FILE));
-    const d = state.dict;
-    if (d.dIn !== cfg.dIn || d.dOut !== cfg.dOut || d.dSae !== cfg.dSae || d.activation !== cfg.activation || d.kind !== cfg.kind) {
-      throw new UserError(
-        `the checkpoint in ${ckptDir} is a ${d.kind}/${d.activation} with d_in ${d.dIn}, d_out ${d.dOut}, d_sae ${d.dSae}, but these shards and options give ${cfg.kind}/${cfg.activation} with d_in ${cfg.dIn}, d_out ${cfg.dOut}, d_sae ${cfg.dSae}; resume with the same shards and options, or drop --resume`,
-      );
-    }
-    const now = historyRecord(train);
-    const changed = [
-      ...differences(d as unknown as Record<string, unknown>, cfg as unknown as Record<string, unknown>),
-      ...(state.train ? differences(pick(state.train, FIXED_ON_RESUME), pick(now, FIXED_ON_RESUME)) : []),
-    ];
-    if (changed.length)
-      throw new UserError(
-        `the checkpoint in ${ckptDir} was made with other settings (${changed.slice(0, 3).join('; ')}${changed.length > 3 ? '; ...' : ''}); resume with the same options and shards, or start again without --resume`,
-      );
-    resumeChanges = state.train ? differences(state.train, now) : [];
-  } else if (existsSync(join(job.out, CFG_FILE)) && !job.force) {
-    throw new UserError(`${job.out} already holds a dictionary; pass --force to replace it, --resume to continue its run, or choose another --out`);
+  const wanted = new Set(members.flatMap((m) => [...m.dict.sitesIn, ...m.dict.sitesOut].map((s) => s.name)));
+  const sites = manifest.sites.filter((s) => wanted.has(s.name)).map((s) => ({ name: s.name, width: s.width }));
+  for (const name of wanted)
+    if (!sites.some((s) => s.name === name))
+      throw new UserError(`a sweep member needs site ${name}, which the harvest lacks (it has ${manifest.sites.map((s) => s.name).join(', ')})`);
+  const width = sites.reduce((a, s) => a + s.width, 0);
+  const t = members[0].train;
+  const { train: trainRanges, held: heldRanges } = splitRows(manifest, t.evalTokens);
+  const load = (r: RowRange) => loadRows(job.actsDir, manifest, r, sites, sites, t.excludeBos, { verify: job.verify });
+  const parts = heldRanges.map(load);
+  const n = parts.reduce((a, p) => a + p.n, 0);
+  const x = new Float32Array(n * width);
+  let o = 0;
+  for (const p of parts) {
+    x.set(p.x, o * width);
+    o += p.n;
   }
-  // Normalisation scales from a sample of training rows (kept from the checkpoint on resume).
-  const sample = load(trainRanges[0]);
-  const scalesIn = state?.scalesIn ?? (train.normalizeActivations ? siteScales(sample, cfg.sitesIn, 'x') : cfg.sitesIn.map(() => 1));
-  const scalesOut = state?.scalesOut ?? (same ? scalesIn : train.normalizeActivations ? siteScales(sample, cfg.sitesOut, 'y') : cfg.sitesOut.map(() => 1));
-  const transform = (r: Rows) => {
-    applyScales(r.x, cfg.sitesIn, scalesIn);
-    if (r.y !== r.x) applyScales(r.y, cfg.sitesOut, scalesOut);
-  };
-  const heldRows: Rows = (() => {
-    const parts = heldRanges.map(load);
-    const n = parts.reduce((a, p) => a + p.n, 0);
-    const x = new Float32Array(n * cfg.dIn);
-    const y = same ? x : new Float32Array(n * cfg.dOut);
-    let o = 0;
-    for (const p of parts) {
-      x.set(p.x, o * cfg.dIn);
-      if (!same) y.set(p.y, o * cfg.dOut);
-      o += p.n;
+  if (!trainRanges.length) throw new UserError('no training rows: the harvest is empty after the held-out split; harvest more tokens or lower --eval-tokens');
+  return { sites, width, load, trainRanges, sample: load(trainRanges[0]), held: { n, x, y: x } };
+}
+
+/** Copies one member's sites out of rows of the shared layout, each site multiplied by its scale. */
+class SitePicker {
+  private readonly parts: { from: number; width: number; site: number }[];
+  readonly d: number;
+
+  constructor(shared: SiteRef[], sites: SiteRef[]) {
+    const offsets = new Map<string, number>();
+    let off = 0;
+    for (const s of shared) {
+      offsets.set(s.name, off);
+      off += s.width;
     }
-    const rows = { n, x, y };
-    transform(rows);
-    return rows;
-  })();
-  if (heldRows.n < 2)
-    throw new UserError(`${heldRows.n} held-out row${heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`);
-  // A checkpoint records how many rows the stream had drawn; replaying them restores the stream exactly.
-  // (Checkpoints written before that record reseed instead: the run goes on, on another data order.)
-  const stream = new ShuffleStream(
-    load,
-    trainRanges,
-    cfg.dIn,
-    cfg.dOut,
-    train.shuffleBufferTokens,
-    train.seed + (state && state.drawn === undefined ? state.step : 0),
-    transform,
-    same,
-  );
-  if (state?.drawn) stream.skip(state.drawn);
-
-  // Parameters: fresh, or from the checkpoint.
-  let threshold = state?.threshold ?? 0;
-  let thresholdInit = state?.thresholdInit ?? false;
-  const saved = state ? checkCheckpoint(checkpointTensors(ckptDir, state), cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE)) : undefined;
-  const init = saved
-    ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
-    : (() => {
-        const n = Math.min(sample.n, 4096);
-        const ys = (same ? sample.x : sample.y).slice(0, n * cfg.dOut);
-        applyScales(ys, cfg.sitesOut, scalesOut);
-        return initWeights(cfg, train, { y: ys, n });
-      })();
-  const anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
-  const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, anchors });
-  if (note) job.onNote?.(note);
-  const backend = engine.backend;
-  if (saved) engine.loadState(saved, state!.adamT); // the Adam moments (the parameters came in through init)
-
-  mkdirSync(job.out, { recursive: true });
-  // A finished dictionary in `out` is replaced only when this run completes: remove its cfg.json now,
-  // so a killed run never leaves an old cfg.json beside new weights.
-  if (!job.resume) {
-    rmSync(join(job.out, CFG_FILE), { force: true });
-    rmSync(join(job.out, TRAINING_LOG_FILE), { force: true });
-    rmSync(ckptDir, { recursive: true, force: true });
-    for (const f of DERIVED_FILES) rmSync(join(job.out, f), { recursive: true, force: true });
+    this.parts = sites.map((s, i) => ({ from: offsets.get(s.name)!, width: s.width, site: i }));
+    this.d = sites.reduce((a, s) => a + s.width, 0);
   }
-  const logPath = join(job.out, TRAINING_LOG_FILE);
-  const log = (rec: Record<string, unknown>) => appendFileSync(logPath, `${JSON.stringify(rec)}\n`);
-  if (state) log({ event: 'resume', step: state.step, tokens: state.tokens, changed: resumeChanges });
 
-  const sinceFired = state?.sinceFired ? Float64Array.from(state.sinceFired) : new Float64Array(cfg.dSae);
-  const Xb = new Float32Array(B * cfg.dIn);
-  const Yb = same ? Xb : new Float32Array(B * cfg.dOut);
-  let stepNo = state?.step ?? 0;
-  let tokens = state?.tokens ?? 0;
-  const progress = new Progress('fit', totalSteps * B, 'tok', tokens, job.quiet);
-  const t0 = performance.now();
-  const elapsed0 = state?.elapsed ?? 0;
-  let lastEval: EvalMetrics | undefined;
-  const rng = new Rng(train.seed + 99);
-  if (state?.rng) rng.restore(state.rng);
-  let drawnBefore = stream.drawn;
-  let lastCheckpointStep = stepNo;
+  pick(src: Float32Array, width: number, n: number, scales: number[], out: Float32Array = new Float32Array(n * this.d)): Float32Array {
+    for (let r = 0; r < n; r++) {
+      let o = r * this.d;
+      for (const p of this.parts) {
+        const row = src.subarray(r * width + p.from, r * width + p.from + p.width);
+        const f = scales[p.site];
+        if (f === 1) out.set(row, o);
+        else for (let j = 0; j < p.width; j++) out[o + j] = row[j] * f;
+        o += p.width;
+      }
+    }
+    return out;
+  }
+}
+
+async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResult[]> {
+  const shared = sharedRows(job, specs);
+  const runs: MemberRun[] = [];
+  for (const m of specs) {
+    const run = new MemberRun(m, job, shared);
+    await run.open();
+    runs.push(run);
+  }
+  const t = specs[0].train;
+  const B = t.batchTokens;
+  // One stream for all: the first member's seed orders the data (a sweep of seeds varies the initialisation).
+  const stream = new ShuffleStream(shared.load, shared.trainRanges, shared.width, shared.width, t.shuffleBufferTokens, t.seed, undefined, true);
+  for (const r of runs) r.stream = stream;
+  stream.skip(Math.min(...runs.map((r) => r.nextDrawn)));
+  const total = Math.max(...runs.map((r) => r.totalSteps)) * B;
+  const progress = new Progress(runs.length > 1 ? 'sweep' : 'fit', total, 'tok', Math.min(...runs.map((r) => r.tokens)), job.quiet);
+  const X = new Float32Array(B * shared.width);
+  const results: (FitResult | undefined)[] = runs.map(() => undefined);
+  // Each member is written out as soon as it finishes (a killed sweep keeps its finished members).
+  const settle = () =>
+    runs.forEach((r, i) => {
+      if (r.done && !results[i]) {
+        results[i] = r.finish();
+        job.onMemberDone?.(specs[i], results[i]!);
+      }
+    });
+  try {
+    settle();
+    while (runs.some((r) => !r.done)) {
+      const pos = stream.drawn;
+      stream.batch(B, X, X);
+      // Members resumed from a later checkpoint wait until the stream reaches them.
+      for (const r of runs) if (!r.done && r.nextDrawn === pos) r.step(X);
+      settle();
+      if (runs.length === 1) progress.update(runs[0].tokens, runs[0].status());
+      else
+        progress.update(
+          pos + B,
+          `${runs.filter((r) => r.done).length}/${runs.length} members done; ${runs
+            .filter((r) => !r.done)
+            .slice(0, 4)
+            .map((r) => `${r.spec.name} ${r.status(true)}`)
+            .join(', ')}`,
+        );
+    }
+  } finally {
+    for (const r of runs) r.dispose();
+  }
+  progress.done();
+  return results as FitResult[];
+}
+
+/** The training state of one dictionary: everything `fit` used to hold in one function, stepped from outside. */
+class MemberRun {
+  stream!: ShuffleStream;
+  totalSteps = 0;
+  tokens = 0;
+  /** Stream position of this member's next batch. */
+  nextDrawn = 0;
+  private readonly cfg: DictConfig;
+  private readonly train: TrainConfig;
+  private readonly inPick: SitePicker;
+  private readonly outPick: SitePicker;
+  private readonly same: boolean;
+  private engine!: Engine;
+  private backend = '';
+  private state?: CheckpointState;
+  private scalesIn: number[] = [];
+  private scalesOut: number[] = [];
+  private heldRows!: Rows;
+  private Xb!: Float32Array;
+  private Yb!: Float32Array;
+  private sinceFired!: Float64Array;
+  private stepNo = 0;
+  private threshold = 0;
+  private thresholdInit = false;
+  private lastEval?: EvalMetrics;
+  private lastLoss = 0;
+  private lastL0 = 0;
+  private deadFrac = 0;
+  private rng!: Rng;
+  private t0 = 0;
+  private elapsed0 = 0;
+  private seconds = 0;
+  private lastCheckpointStep = 0;
+  private ckptDir: string;
+  private logPath: string;
+  private anchors?: { encoder: Float32Array[]; decoder: Float32Array[]; weight: number };
+  private lr = 0;
+  private warm = 0;
+  private sparsityWarm = 0;
+  private decayStart = 0;
+  private sparsity = 0;
+  private deadWindow = 0;
+  private auxkK = 0;
+  private resampleUntil = 0;
+  private finished?: FitResult;
+  private disposed = false;
+
+  constructor(
+    readonly spec: SweepMember,
+    private readonly job: SweepJob,
+    private readonly shared: SharedRows,
+  ) {
+    this.cfg = spec.dict;
+    this.train = spec.train;
+    this.inPick = new SitePicker(shared.sites, this.cfg.sitesIn);
+    this.outPick = new SitePicker(shared.sites, this.cfg.sitesOut);
+    this.same = this.cfg.sitesIn.length === this.cfg.sitesOut.length && this.cfg.sitesIn.every((s, i) => s.name === this.cfg.sitesOut[i].name);
+    this.ckptDir = join(spec.out, CHECKPOINT_DIR);
+    this.logPath = join(spec.out, TRAINING_LOG_FILE);
+  }
+
+  get done(): boolean {
+    return this.stepNo >= this.totalSteps;
+  }
+
+  /** This member's rows of the shared layout (x and y; y is x when the member reads and writes the same sites). */
+  private rows(src: Rows, scaled: boolean): Rows {
+    const one = (p: SitePicker, scales: number[]) => p.pick(src.x, this.shared.width, src.n, scaled ? scales : scales.map(() => 1));
+    const x = one(this.inPick, this.scalesIn.length ? this.scalesIn : this.cfg.sitesIn.map(() => 1));
+    return { n: src.n, x, y: this.same ? x : one(this.outPick, this.scalesOut.length ? this.scalesOut : this.cfg.sitesOut.map(() => 1)) };
+  }
+
+  async open(): Promise<void> {
+    const { cfg, train, job, spec } = this;
+    const { manifest } = job;
+    removeStaleTemps(spec.out);
+    removeStaleTemps(this.ckptDir);
+    const B = train.batchTokens;
+    this.totalSteps = train.steps ?? Math.ceil((train.tokens ?? manifest.tokens) / B);
+    if (!(this.totalSteps > 0)) throw new UserError('nothing to train: pass --tokens or --steps');
+    const totalSteps = this.totalSteps;
+    this.lr = train.lr ?? defaultLr(cfg.dSae);
+    this.warm = train.lrWarmupSteps ?? Math.min(1000, Math.ceil(totalSteps * 0.05));
+    this.sparsityWarm = train.sparsityWarmupSteps ?? Math.ceil(totalSteps * 0.05);
+    this.decayStart = Math.floor(totalSteps * (1 - train.lrDecayFraction));
+    this.sparsity = train.sparsityCoefficient ?? defaultSparsity(cfg.activation);
+    this.deadWindow = train.deadWindowTokens ?? Math.min(10_000_000, Math.max(B, Math.floor(totalSteps * B * 0.25)));
+    this.auxkK = train.auxkK ?? Math.max(1, Math.floor(cfg.dIn / 2));
+    this.resampleUntil = train.resampleUntil ?? Math.floor(totalSteps * 0.75);
+
+    const ckptDir = this.ckptDir;
+    let state: CheckpointState | undefined;
+    let resumeChanges: string[] = [];
+    if (job.resume) {
+      if (!existsSync(join(ckptDir, CHECKPOINT_STATE_FILE)))
+        throw new UserError(`there is no checkpoint in ${ckptDir} to resume from; run without --resume to start`);
+      state = readJson<CheckpointState>(join(ckptDir, CHECKPOINT_STATE_FILE));
+      const d = state.dict;
+      if (d.dIn !== cfg.dIn || d.dOut !== cfg.dOut || d.dSae !== cfg.dSae || d.activation !== cfg.activation || d.kind !== cfg.kind) {
+        throw new UserError(
+          `the checkpoint in ${ckptDir} is a ${d.kind}/${d.activation} with d_in ${d.dIn}, d_out ${d.dOut}, d_sae ${d.dSae}, but these shards and options give ${cfg.kind}/${cfg.activation} with d_in ${cfg.dIn}, d_out ${cfg.dOut}, d_sae ${cfg.dSae}; resume with the same shards and options, or drop --resume`,
+        );
+      }
+      const now = historyRecord(train);
+      const changed = [
+        ...differences(d as unknown as Record<string, unknown>, cfg as unknown as Record<string, unknown>),
+        ...(state.train ? differences(pick(state.train, FIXED_ON_RESUME), pick(now, FIXED_ON_RESUME)) : []),
+      ];
+      if (changed.length)
+        throw new UserError(
+          `the checkpoint in ${ckptDir} was made with other settings (${changed.slice(0, 3).join('; ')}${changed.length > 3 ? '; ...' : ''}); resume with the same options and shards, or start again without --resume`,
+        );
+      if (state.drawn === undefined)
+        throw new UserError(`the checkpoint in ${ckptDir} does not record its place in the data (an older sdlkit wrote it); start again without --resume`);
+      resumeChanges = state.train ? differences(state.train, now) : [];
+    } else if (existsSync(join(spec.out, CFG_FILE)) && !job.force) {
+      throw new UserError(`${spec.out} already holds a dictionary; pass --force to replace it, --resume to continue its run, or choose another --out`);
+    }
+    this.state = state;
+    // Normalisation scales from a sample of training rows (kept from the checkpoint on resume).
+    const sample = this.rows(this.shared.sample, false);
+    this.scalesIn = state?.scalesIn ?? (train.normalizeActivations ? siteScales(sample, cfg.sitesIn, 'x') : cfg.sitesIn.map(() => 1));
+    this.scalesOut =
+      state?.scalesOut ?? (this.same ? this.scalesIn : train.normalizeActivations ? siteScales(sample, cfg.sitesOut, 'y') : cfg.sitesOut.map(() => 1));
+    this.heldRows = this.rows(this.shared.held, true);
+    if (this.heldRows.n < 2)
+      throw new UserError(
+        `${this.heldRows.n} held-out row${this.heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`,
+      );
+
+    // Parameters: fresh, or from the checkpoint.
+    this.threshold = state?.threshold ?? 0;
+    this.thresholdInit = state?.thresholdInit ?? false;
+    const saved = state ? checkCheckpoint(checkpointTensors(ckptDir, state), cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE)) : undefined;
+    const init = saved
+      ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
+      : (() => {
+          const n = Math.min(sample.n, 4096);
+          const ys = (this.same ? sample.x : sample.y).slice(0, n * cfg.dOut);
+          applyScales(ys, cfg.sitesOut, this.scalesOut);
+          return initWeights(cfg, train, { y: ys, n });
+        })();
+    this.anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
+    const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, anchors: this.anchors });
+    if (note) job.onNote?.(note);
+    this.engine = engine;
+    this.backend = engine.backend;
+    if (saved) engine.loadState(saved, state!.adamT); // the Adam moments (the parameters came in through init)
+
+    mkdirSync(spec.out, { recursive: true });
+    // A finished dictionary in `out` is replaced only when this run completes: remove its cfg.json now,
+    // so a killed run never leaves an old cfg.json beside new weights.
+    if (!job.resume) {
+      rmSync(join(spec.out, CFG_FILE), { force: true });
+      rmSync(this.logPath, { force: true });
+      rmSync(ckptDir, { recursive: true, force: true });
+      for (const f of DERIVED_FILES) rmSync(join(spec.out, f), { recursive: true, force: true });
+    }
+    if (state) this.log({ event: 'resume', step: state.step, tokens: state.tokens, changed: resumeChanges });
+
+    this.sinceFired = state?.sinceFired ? Float64Array.from(state.sinceFired) : new Float64Array(cfg.dSae);
+    this.Xb = new Float32Array(B * cfg.dIn);
+    this.Yb = this.same ? this.Xb : new Float32Array(B * cfg.dOut);
+    this.stepNo = state?.step ?? 0;
+    this.tokens = state?.tokens ?? 0;
+    this.nextDrawn = state?.drawn ?? 0;
+    this.elapsed0 = state?.elapsed ?? 0;
+    this.rng = new Rng(train.seed + 99);
+    if (state?.rng) this.rng.restore(state.rng);
+    this.lastCheckpointStep = this.stepNo;
+    this.t0 = performance.now();
+  }
+
+  private log(rec: Record<string, unknown>): void {
+    appendFileSync(this.logPath, `${JSON.stringify(rec)}\n`);
+  }
 
   // A checkpoint is two files; a kill between writing them must not pair new tensors with an old state.json.
   // So: the tensors go to NEXT (atomically), then state.json names their sha256, then NEXT replaces the old file.
   // The loader takes whichever of the two files has the recorded sha256.
-  const NEXT = `next.${CHECKPOINT_TENSORS_FILE}`;
-  const saveCheckpoint = () => {
-    mkdirSync(ckptDir, { recursive: true });
-    const bytes = encodeSafetensors(engine.saveState());
-    writeAtomic(join(ckptDir, NEXT), bytes);
+  private saveCheckpoint(drawnBefore: number): void {
+    const NEXT = `next.${CHECKPOINT_TENSORS_FILE}`;
+    mkdirSync(this.ckptDir, { recursive: true });
+    const bytes = encodeSafetensors(this.engine.saveState());
+    writeAtomic(join(this.ckptDir, NEXT), bytes);
     const s: CheckpointState = {
-      step: stepNo,
-      tokens,
-      threshold,
-      thresholdInit,
-      scalesIn,
-      scalesOut,
-      adamT: engine.adamT,
-      dict: cfg,
-      train: historyRecord(train),
+      step: this.stepNo,
+      tokens: this.tokens,
+      threshold: this.threshold,
+      thresholdInit: this.thresholdInit,
+      scalesIn: this.scalesIn,
+      scalesOut: this.scalesOut,
+      adamT: this.engine.adamT,
+      dict: this.cfg,
+      train: historyRecord(this.train),
       drawn: drawnBefore,
-      rng: rng.state,
-      sinceFired: Array.from(sinceFired),
+      rng: this.rng.state,
+      sinceFired: Array.from(this.sinceFired),
       tensors_sha256: sha256(bytes),
-      elapsed: elapsed0 + (performance.now() - t0) / 1000,
+      elapsed: this.elapsed0 + (performance.now() - this.t0) / 1000,
     };
-    writeJsonAtomic(join(ckptDir, CHECKPOINT_STATE_FILE), s);
-    renameSync(join(ckptDir, NEXT), join(ckptDir, CHECKPOINT_TENSORS_FILE));
-    lastCheckpointStep = stepNo;
-  };
+    writeJsonAtomic(join(this.ckptDir, CHECKPOINT_STATE_FILE), s);
+    renameSync(join(this.ckptDir, NEXT), join(this.ckptDir, CHECKPOINT_TENSORS_FILE));
+    this.lastCheckpointStep = this.stepNo;
+  }
 
-  const resample = () => {
+  private resample(): number {
     // Anthropic (Towards Monosemanticity): dead latents get a high-loss input as decoder row and, scaled to
     // 0.2 x the mean alive encoder norm, as encoder column; b_enc = 0; their Adam moments are reset.
+    const { cfg, train, engine, sinceFired } = this;
+    const B = train.batchTokens;
     const dead: number[] = [];
     for (let i = 0; i < cfg.dSae; i++) if (sinceFired[i] >= (train.resampleEvery * B) / 2) dead.push(i);
     if (!dead.length) return 0;
     const poolN = Math.min(16384, Math.max(B, 4 * dead.length));
-    const px = new Float32Array(poolN * cfg.dIn),
-      py = same ? px : new Float32Array(poolN * cfg.dOut);
-    stream.batch(poolN, px, py);
-    const f = engine.forward(px, poolN, threshold);
+    const pool = new Float32Array(poolN * this.shared.width);
+    this.stream.batch(poolN, pool, pool);
+    const { x: px, y: py } = this.rows({ n: poolN, x: pool, y: pool }, true);
+    const f = engine.forward(px, poolN, this.threshold);
     const w = new Float64Array(poolN);
     for (let r = 0; r < poolN; r++) {
       let l = 0;
@@ -384,7 +589,7 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
     const enc: Float32Array[] = [],
       dec: Float32Array[] = [];
     for (const i of dead) {
-      let r = rng.next() * total,
+      let r = this.rng.next() * total,
         s = 0;
       for (; s < poolN - 1 && (r -= w[s]) > 0; s++);
       const xin = px.subarray(s * cfg.dIn, (s + 1) * cfg.dIn),
@@ -396,111 +601,152 @@ async function fitLocked(job: FitJob, cfg: DictConfig, train: TrainConfig): Prom
       sinceFired[i] = 0;
     }
     engine.resample(dead, enc, dec);
+    // The pool came from the stream: this member's next batch is wherever the stream now stands.
+    this.nextDrawn = this.stream.drawn;
     return dead.length;
-  };
+  }
 
-  while (stepNo < totalSteps) {
-    drawnBefore = stream.drawn;
-    stream.batch(B, Xb, Yb);
+  /** One training step on a batch of the shared layout. */
+  step(batch: Float32Array): void {
+    const { cfg, train, engine, sinceFired } = this;
+    const B = train.batchTokens;
+    const drawnBefore = this.nextDrawn;
+    this.inPick.pick(batch, this.shared.width, B, this.scalesIn, this.Xb);
+    if (!this.same) this.outPick.pick(batch, this.shared.width, B, this.scalesOut, this.Yb);
+    const stepNo = this.stepNo;
     const lrNow =
-      lr *
-      Math.min(1, (stepNo + 1) / Math.max(1, warm)) *
-      (stepNo >= decayStart ? Math.max(0, (totalSteps - stepNo) / Math.max(1, totalSteps - decayStart)) : 1);
-    const spNow = sparsity * Math.min(1, (stepNo + 1) / Math.max(1, sparsityWarm));
+      this.lr *
+      Math.min(1, (stepNo + 1) / Math.max(1, this.warm)) *
+      (stepNo >= this.decayStart ? Math.max(0, (this.totalSteps - stepNo) / Math.max(1, this.totalSteps - this.decayStart)) : 1);
+    const spNow = this.sparsity * Math.min(1, (stepNo + 1) / Math.max(1, this.sparsityWarm));
     let dead: Uint8Array | undefined;
     if (ACTIVATIONS[cfg.activation].auxk) {
       dead = new Uint8Array(cfg.dSae);
-      for (let i = 0; i < cfg.dSae; i++) dead[i] = sinceFired[i] >= deadWindow ? 1 : 0;
+      for (let i = 0; i < cfg.dSae; i++) dead[i] = sinceFired[i] >= this.deadWindow ? 1 : 0;
     }
-    const r = engine.step(Xb, Yb, B, { sparsity: spNow, bandwidth: train.jumpreluBandwidth, dead, auxkCoefficient: train.auxkCoefficient, auxkK });
+    const r = engine.step(this.Xb, this.Yb, B, {
+      sparsity: spNow,
+      bandwidth: train.jumpreluBandwidth,
+      dead,
+      auxkCoefficient: train.auxkCoefficient,
+      auxkK: this.auxkK,
+    });
     if (!Number.isFinite(r.loss)) {
-      const where = existsSync(join(ckptDir, CHECKPOINT_STATE_FILE))
-        ? `the last good checkpoint (step ${lastCheckpointStep}) is in ${ckptDir}; lower --lr and resume with --resume`
+      const where = existsSync(join(this.ckptDir, CHECKPOINT_STATE_FILE))
+        ? `the last good checkpoint (step ${this.lastCheckpointStep}) is in ${this.ckptDir}; lower --lr and resume with --resume`
         : 'no checkpoint was written yet; lower --lr and start again';
-      engine.dispose();
-      throw new UserError(`the loss became ${r.loss} at step ${stepNo}; ${where}`);
+      throw new UserError(`${this.job.members.length > 1 ? `sweep member ${this.spec.name}: ` : ''}the loss became ${r.loss} at step ${stepNo}; ${where}`);
     }
     // Checkpoint here, before the update: these parameters just produced a finite loss, so a checkpoint
     // is always a good state to resume from.
-    if (stepNo > 0 && stepNo % train.checkpointEvery === 0 && stepNo !== lastCheckpointStep) saveCheckpoint();
+    if (stepNo > 0 && stepNo % train.checkpointEvery === 0 && stepNo !== this.lastCheckpointStep) this.saveCheckpoint(drawnBefore);
     engine.update(lrNow, train.clipGradNorm);
     for (let i = 0; i < cfg.dSae; i++) sinceFired[i] = r.fired[i] > 0 ? 0 : sinceFired[i] + B;
     if (r.minSelected !== undefined) {
-      threshold = thresholdInit ? (1 - train.thresholdLr) * threshold + train.thresholdLr * r.minSelected : r.minSelected;
-      thresholdInit = true;
+      this.threshold = this.thresholdInit ? (1 - train.thresholdLr) * this.threshold + train.thresholdLr * r.minSelected : r.minSelected;
+      this.thresholdInit = true;
     }
-    stepNo++;
-    tokens += B;
+    this.stepNo++;
+    this.tokens += B;
+    this.nextDrawn = drawnBefore + B;
     let resampled = 0;
-    if (train.resampleEvery > 0 && stepNo % train.resampleEvery === 0 && stepNo <= resampleUntil) resampled = resample();
-    const deadFrac = sinceFired.reduce((a, s) => a + (s >= deadWindow ? 1 : 0), 0) / cfg.dSae;
+    if (train.resampleEvery > 0 && this.stepNo % train.resampleEvery === 0 && this.stepNo <= this.resampleUntil) resampled = this.resample();
+    this.deadFrac = sinceFired.reduce((a, s) => a + (s >= this.deadWindow ? 1 : 0), 0) / cfg.dSae;
+    this.lastLoss = r.loss;
+    this.lastL0 = r.l0;
     const rec: Record<string, unknown> = {
-      step: stepNo,
-      tokens,
+      step: this.stepNo,
+      tokens: this.tokens,
       loss: r.loss,
       mse: r.mse,
       sparsity_loss: r.sparsityLoss,
       aux_loss: r.auxLoss,
       l0: r.l0,
       lr: lrNow,
-      dead_fraction: deadFrac,
+      dead_fraction: this.deadFrac,
     };
     if (resampled) rec.resampled = resampled;
-    if (stepNo % train.evalEvery === 0 || stepNo === totalSteps) {
-      lastEval = evaluate(cfg, engine, heldRows, scalesOut, threshold);
-      rec.eval = lastEval;
+    if (this.stepNo % train.evalEvery === 0 || this.stepNo === this.totalSteps) {
+      this.lastEval = evaluate(cfg, engine, this.heldRows, this.scalesOut, this.threshold);
+      rec.eval = this.lastEval;
     }
-    if (stepNo % 10 === 0 || rec.eval || resampled) log(rec);
-    progress.update(
-      tokens,
-      `step ${stepNo}/${totalSteps} loss ${r.loss.toFixed(4)} l0 ${r.l0.toFixed(1)} dead ${(100 * deadFrac).toFixed(1)}%${lastEval ? ` fvu ${lastEval.fvu.toFixed(4)}` : ''}`,
-    );
+    if (this.stepNo % 10 === 0 || rec.eval || resampled) this.log(rec);
+    if (this.done) this.seconds = (performance.now() - this.t0) / 1000;
   }
-  progress.done();
-  const seconds = (performance.now() - t0) / 1000;
-  const evalNow = lastEval ?? evaluate(cfg, engine, heldRows, scalesOut, threshold);
-  const deadFraction = sinceFired.reduce((a, s) => a + (s >= deadWindow ? 1 : 0), 0) / cfg.dSae;
-  const weights = foldWeights(engine, cfg, scalesIn, scalesOut, thresholdVector(engine, cfg, threshold));
-  const dictionary = new Dictionary(cfg, weights, {
-    model_name: manifest.identity.model.name,
-    model_sha256: manifest.identity.model.sha256,
-    dataset_path: manifest.identity.corpus.source,
-    context_size: manifest.identity.ctx,
-    prepend_bos: true,
-  });
-  const training = {
-    backend,
-    steps: stepNo,
-    tokens,
-    batch_tokens: B,
-    lr,
-    lr_warmup_steps: warm,
-    lr_decay_fraction: train.lrDecayFraction,
-    sparsity_coefficient: sparsity,
-    sparsity_warmup_steps: sparsityWarm,
-    dead_window_tokens: deadWindow,
-    auxk_k: auxkK,
-    auxk_coefficient: train.auxkCoefficient,
-    resample_every: train.resampleEvery,
-    anchors: anchors ? anchors.encoder.length : 0,
-    anchor_weight: train.anchorWeight,
-    seed: train.seed,
-    scales_in: scalesIn,
-    scales_out: scalesOut,
-    batch_threshold: threshold,
-    exclude_bos: train.excludeBos,
-    unit_norm_decoder: train.unitNormDecoder,
-    b_dec_init: train.bDecInit,
-    eval: evalNow,
-    dead_fraction: deadFraction,
-    seconds: elapsed0 + seconds,
-    activations: job.actsDir,
-    activations_sha256: manifest.identity_sha256,
-  };
-  writeAtomic(join(job.out, ACTS_MANIFEST_FILE), readFileSync(join(job.actsDir, MANIFEST_FILE)));
-  writeJsonAtomic(join(job.out, EVAL_FILE), { ...evalNow, dead_fraction_train: deadFraction });
-  dictionary.save(job.out, { training });
-  engine.dispose();
-  const newTokens = tokens - (state?.tokens ?? 0);
-  return { dictionary, eval: evalNow, steps: stepNo, tokens, seconds, tokensPerSecond: newTokens / seconds, backend, deadFraction };
+
+  status(short = false): string {
+    const fvu = this.lastEval ? ` fvu ${this.lastEval.fvu.toFixed(4)}` : '';
+    if (short) return `${this.stepNo}/${this.totalSteps}${fvu}`;
+    return `step ${this.stepNo}/${this.totalSteps} loss ${this.lastLoss.toFixed(4)} l0 ${this.lastL0.toFixed(1)} dead ${(100 * this.deadFrac).toFixed(1)}%${fvu}`;
+  }
+
+  /** Writes the finished dictionary (weights, cfg, eval, harvest manifest) and returns its result. */
+  finish(): FitResult {
+    if (this.finished) return this.finished;
+    const { cfg, train, engine, job, spec } = this;
+    const { manifest } = job;
+    const B = train.batchTokens;
+    const evalNow = this.lastEval ?? evaluate(cfg, engine, this.heldRows, this.scalesOut, this.threshold);
+    const deadFraction = this.sinceFired.reduce((a, s) => a + (s >= this.deadWindow ? 1 : 0), 0) / cfg.dSae;
+    const weights = foldWeights(engine, cfg, this.scalesIn, this.scalesOut, thresholdVector(engine, cfg, this.threshold));
+    const dictionary = new Dictionary(cfg, weights, {
+      model_name: manifest.identity.model.name,
+      model_sha256: manifest.identity.model.sha256,
+      dataset_path: manifest.identity.corpus.source,
+      context_size: manifest.identity.ctx,
+      prepend_bos: true,
+    });
+    const training = {
+      backend: this.backend,
+      steps: this.stepNo,
+      tokens: this.tokens,
+      batch_tokens: B,
+      lr: this.lr,
+      lr_warmup_steps: this.warm,
+      lr_decay_fraction: train.lrDecayFraction,
+      sparsity_coefficient: this.sparsity,
+      sparsity_warmup_steps: this.sparsityWarm,
+      dead_window_tokens: this.deadWindow,
+      auxk_k: this.auxkK,
+      auxk_coefficient: train.auxkCoefficient,
+      resample_every: train.resampleEvery,
+      anchors: this.anchors ? this.anchors.encoder.length : 0,
+      anchor_weight: train.anchorWeight,
+      seed: train.seed,
+      scales_in: this.scalesIn,
+      scales_out: this.scalesOut,
+      batch_threshold: this.threshold,
+      exclude_bos: train.excludeBos,
+      unit_norm_decoder: train.unitNormDecoder,
+      b_dec_init: train.bDecInit,
+      eval: evalNow,
+      dead_fraction: deadFraction,
+      seconds: this.elapsed0 + this.seconds,
+      activations: job.actsDir,
+      activations_sha256: manifest.identity_sha256,
+    };
+    writeAtomic(join(spec.out, ACTS_MANIFEST_FILE), readFileSync(join(job.actsDir, MANIFEST_FILE)));
+    writeJsonAtomic(join(spec.out, EVAL_FILE), { ...evalNow, dead_fraction_train: deadFraction });
+    dictionary.save(spec.out, { training });
+    this.dispose();
+    const newTokens = this.tokens - (this.state?.tokens ?? 0);
+    const seconds = this.seconds || (performance.now() - this.t0) / 1000;
+    this.finished = {
+      dictionary,
+      eval: evalNow,
+      steps: this.stepNo,
+      tokens: this.tokens,
+      seconds,
+      tokensPerSecond: newTokens / seconds,
+      backend: this.backend,
+      deadFraction,
+    };
+    return this.finished;
+  }
+
+  dispose(): void {
+    if (this.disposed || !this.engine) return;
+    this.disposed = true;
+    this.engine.dispose();
+  }
 }
