@@ -7,6 +7,10 @@ import { join } from 'node:path';
 import { EvalAccumulator } from '../src/sdl/metrics.js';
 import { frontier, type CompareRow } from '../src/analysis/compare.js';
 import { CLI, tmp } from './helpers.js';
+import { hungarianMax, matching, type TruthFile } from '../src/analysis/truth.js';
+import { Dictionary } from '../src/sdl/dictionary.js';
+import { makeDictConfig } from '../src/sdl/config.js';
+import { Rng } from '../src/util/rng.js';
 
 const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 1e-9, `${what}: ${a} vs ${b}`);
 
@@ -95,4 +99,55 @@ test('sdl compare: one row per dictionary (a folder of them expands), the held-o
   const bad = sdl('compare', acts);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /is neither a dictionary folder nor a folder of dictionaries/);
+});
+
+test('hungarianMax finds the best one-to-one assignment (checked against every permutation)', () => {
+  const rng = new Rng(3);
+  const perms = (a: number[]): number[][] => (a.length <= 1 ? [a] : a.flatMap((x, i) => perms([...a.slice(0, i), ...a.slice(i + 1)]).map((p) => [x, ...p])));
+  for (let trial = 0; trial < 20; trial++) {
+    const rows = 4,
+      cols = 6;
+    const S = Array.from({ length: rows * cols }, () => rng.next());
+    const got = hungarianMax(rows, cols, (r, c) => S[r * cols + c]);
+    assert.equal(new Set(got).size, rows, 'distinct columns');
+    let best = -1;
+    for (const p of perms([0, 1, 2, 3, 4, 5]))
+      best = Math.max(
+        best,
+        p.slice(0, rows).reduce((a, c, r) => a + S[r * cols + c], 0),
+      );
+    close(
+      Array.from(got).reduce((a, c, r) => a + S[r * cols + c], 0),
+      best,
+      `trial ${trial}`,
+    );
+  }
+});
+
+test('MCC and uniqueness: 1 for a dictionary holding every true direction once; lower when latents duplicate a feature', () => {
+  const n = 6,
+    d = 8,
+    m = 10;
+  const rng = new Rng(1);
+  const W_p = Float32Array.from({ length: n * d }, () => rng.normal());
+  const truth = { truth: { config: { n } }, W: { W_p } } as unknown as TruthFile;
+  const dict = (rowsOf: number[]) => {
+    const W_dec = new Float32Array(m * d);
+    rowsOf.forEach((f, i) => W_dec.set(W_p.subarray(f * d, (f + 1) * d), i * d));
+    for (let i = rowsOf.length; i < m; i++) W_dec[i * d + (i % d)] = 1e-3 * (i + 1); // tiny, near-random extra latents
+    const cfg = makeDictConfig({
+      kind: 'sae',
+      activation: 'topk',
+      sitesIn: [{ name: 'x_p', width: d }],
+      sitesOut: [{ name: 'x_p', width: d }],
+      latents: m,
+      k: 2,
+    });
+    return new Dictionary(cfg, { W_enc: new Float32Array(d * m), b_enc: new Float32Array(m), W_dec, b_dec: new Float32Array(d) });
+  };
+  const all = matching(dict([5, 3, 1, 0, 2, 4]), truth, 'decoder');
+  assert.ok(Math.abs(all.mcc - 1) < 1e-6, `MCC with every feature present: ${all.mcc}`);
+  const dup = matching(dict([0, 0, 0, 1, 2, 3]), truth, 'decoder');
+  assert.ok(dup.mcc < 0.999, `features 4 and 5 are missing: MCC ${dup.mcc}`);
+  assert.ok(dup.uniqueness < all.uniqueness);
 });

@@ -76,8 +76,8 @@ export function maxCosines(W: Float32Array, n: number, d: Dictionary, using: 'en
   return out;
 }
 
-export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; using?: 'encoder' | 'decoder'; exclude?: number[] } = {}): RecoveryMetrics {
-  const using = opts.using ?? 'encoder';
+/** The true directions [n, dim] in the space of the dictionary's encoder or decoder side. */
+function trueDirections(d: Dictionary, t: TruthFile, using: 'encoder' | 'decoder'): Float32Array {
   // Decoder directions live in the target space: W_r for a transcoder writing x_r, W_p otherwise.
   const key = using === 'decoder' && t.W.W_r && d.cfg.sitesOut.some((s) => s.name === 'x_r') ? 'W_r' : t.W.W_p ? 'W_p' : Object.keys(t.W)[0];
   const n = t.truth.config.n;
@@ -94,6 +94,13 @@ export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; usin
     W = new Float32Array(n * want);
     for (let f = 0; f < n; f++) parts.forEach((k, s) => W.set(t.W[k].subarray(f * per, (f + 1) * per), f * want + s * per));
   }
+  return W;
+}
+
+export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; using?: 'encoder' | 'decoder'; exclude?: number[] } = {}): RecoveryMetrics {
+  const using = opts.using ?? 'encoder';
+  const n = t.truth.config.n;
+  const W = trueDirections(d, t, using);
   const cos = maxCosines(W, n, d, using);
   const skip = new Set(opts.exclude ?? []);
   const keep = Array.from(cos).filter((_, i) => !skip.has(i));
@@ -107,6 +114,107 @@ export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; usin
     features: keep.length,
     sweep: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99].map((th) => ({ tau: th, mgt: frac(th) })),
   };
+}
+
+export interface MatchingMetrics {
+  /** Mean |cosine| over the best one-to-one matching of true features to latents (Hungarian; SynthSAEBench's MCC). */
+  mcc: number;
+  /** Distinct true features among the latents' nearest ones, over min(features, latents). */
+  uniqueness: number;
+  matched: number;
+  using: 'encoder' | 'decoder';
+}
+
+/**
+ * SynthSAEBench's matching metrics. MCC: the assignment of true features to distinct latents that maximises the
+ * summed |cosine| (each feature to at most one latent and back), averaged over the matched pairs. A dictionary
+ * that spends several latents on one feature scores lower here than on M_GT, which lets them share.
+ */
+export function matching(d: Dictionary, t: TruthFile, using: 'encoder' | 'decoder' = 'decoder'): MatchingMetrics {
+  const n = t.truth.config.n;
+  const W = trueDirections(d, t, using);
+  const { L, dim } = learned(d, using);
+  const m = d.cfg.dSae;
+  const C = new Float32Array(n * m);
+  gemm(n, m, dim, W, dim, 1, L, 1, dim, C, m);
+  for (let f = 0; f < n; f++) {
+    let wn = 0;
+    for (let j = 0; j < dim; j++) wn += W[f * dim + j] ** 2;
+    wn = Math.sqrt(wn) || 1;
+    for (let i = 0; i < m; i++) C[f * m + i] = Math.abs(C[f * m + i]) / wn;
+  }
+  // Hungarian on the smaller side as rows.
+  const rows = Math.min(n, m),
+    cols = Math.max(n, m);
+  const score = n <= m ? (r: number, c: number) => C[r * m + c] : (r: number, c: number) => C[c * m + r];
+  const assign = hungarianMax(rows, cols, score);
+  let sum = 0;
+  for (let r = 0; r < rows; r++) sum += score(r, assign[r]);
+  const nearest = new Set<number>();
+  for (let i = 0; i < m; i++) {
+    let best = -1,
+      bf = -1;
+    for (let f = 0; f < n; f++)
+      if (C[f * m + i] > best) {
+        best = C[f * m + i];
+        bf = f;
+      }
+    nearest.add(bf);
+  }
+  return { mcc: sum / rows, uniqueness: nearest.size / rows, matched: rows, using };
+}
+
+/**
+ * The assignment of each of `rows` rows to a distinct column (rows <= cols) maximising the summed score: the
+ * Hungarian method with potentials (Jonker-Volgenant style shortest augmenting paths), O(rows^2 cols).
+ */
+export function hungarianMax(rows: number, cols: number, score: (r: number, c: number) => number): Int32Array {
+  const INF = Number.POSITIVE_INFINITY;
+  const u = new Float64Array(rows + 1),
+    v = new Float64Array(cols + 1);
+  const p = new Int32Array(cols + 1); // p[c] = row (1-based) assigned to column c; 0 = none
+  const way = new Int32Array(cols + 1);
+  const minv = new Float64Array(cols + 1);
+  const used = new Uint8Array(cols + 1);
+  for (let i = 1; i <= rows; i++) {
+    p[0] = i;
+    let j0 = 0;
+    minv.fill(INF);
+    used.fill(0);
+    do {
+      used[j0] = 1;
+      const i0 = p[j0];
+      let delta = INF,
+        j1 = 0;
+      for (let j = 1; j <= cols; j++) {
+        if (used[j]) continue;
+        const cur = -score(i0 - 1, j - 1) - u[i0] - v[j];
+        if (cur < minv[j]) {
+          minv[j] = cur;
+          way[j] = j0;
+        }
+        if (minv[j] < delta) {
+          delta = minv[j];
+          j1 = j;
+        }
+      }
+      for (let j = 0; j <= cols; j++) {
+        if (used[j]) {
+          u[p[j]] += delta;
+          v[j] -= delta;
+        } else minv[j] -= delta;
+      }
+      j0 = j1;
+    } while (p[j0] !== 0);
+    do {
+      const j1 = way[j0];
+      p[j0] = p[j1];
+      j0 = j1;
+    } while (j0);
+  }
+  const out = new Int32Array(rows);
+  for (let j = 1; j <= cols; j++) if (p[j]) out[p[j] - 1] = j - 1;
+  return out;
 }
 
 export interface PatternSummary {

@@ -6,7 +6,7 @@ import { defaultModel, printJson } from './common.js';
 import { checkOptions } from '../util/check.js';
 import { writeJsonAtomic } from '../util/fsx.js';
 import { join } from 'node:path';
-import { readTruth, recovery, activationPatterns, absorption } from '../analysis/truth.js';
+import { readTruth, recovery, matching, activationPatterns, absorption } from '../analysis/truth.js';
 import { SPLICE_EVAL_FILE } from '../util/files.js';
 
 export function register(y: Argv): Argv {
@@ -40,11 +40,20 @@ export function register(y: Argv): Argv {
         const t = readTruth(argv.truth);
         const exclude = Array.from({ length: argv.exclude }, (_, i) => i);
         const rec = recovery(d, t, { tau: argv.tau, using: argv.using, exclude });
+        const match = matching(d, t, argv.using);
         const pat = t.W.W_p && t.W.W_p.length / t.truth.config.n === d.cfg.dIn ? activationPatterns(d, t) : undefined;
         const abs = t.truth.hierarchy.length && pat ? absorption(d, t) : undefined;
-        const res = { recovery: rec, patterns: pat && { dead: pat.dead, monosemantic: pat.monosemantic, polysemantic: pat.polysemantic }, absorption: abs };
+        const res = {
+          recovery: rec,
+          matching: match,
+          patterns: pat && { dead: pat.dead, monosemantic: pat.monosemantic, polysemantic: pat.polysemantic },
+          absorption: abs,
+        };
         if (argv.json) return printJson(res);
         console.log(`M_GT(${rec.tau}) ${(100 * rec.mgt).toFixed(2)}%, M_IP ${rec.mip.toFixed(3)} over ${rec.features} features (${rec.using} directions)`);
+        console.log(
+          `  MCC ${match.mcc.toFixed(4)} (best one-to-one matching of ${match.matched} features), uniqueness ${(100 * match.uniqueness).toFixed(1)}%`,
+        );
         console.log(`  tau sweep: ${rec.sweep.map((s) => `${s.tau}: ${(100 * s.mgt).toFixed(1)}%`).join(', ')}`);
         if (pat) console.log(`  latents on features in isolation: ${pat.dead} dead, ${pat.monosemantic} monosemantic, ${pat.polysemantic} polysemantic`);
         if (abs)

@@ -1,15 +1,18 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv } from 'yargs';
 import { openActivations } from '../activations/manifest.js';
-import { fit } from '../sdl/trainer.js';
+import { checkSweep, fit, fitSweep, type SweepMember } from '../sdl/trainer.js';
 import { chooseSites } from '../sdl/sites.js';
-import { DEFAULT_EXPANSION, TRAIN_DEFAULTS, makeDictConfig, type Activation, type Kind, type TrainConfig } from '../sdl/config.js';
+import { DEFAULT_EXPANSION, TRAIN_DEFAULTS, makeDictConfig, type Activation, type DictConfig, type Kind, type TrainConfig } from '../sdl/config.js';
+import type { Manifest } from '../activations/manifest.js';
+import { memberName, parseSweep, readSweepFile, type MemberSettings, type SweepRecord } from '../sdl/sweep.js';
+import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, printJson } from './common.js';
 import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
-import { LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
+import { CFG_FILE, CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
 
 /** The harvest to use when --acts is not given: the last one. */
 export function latestHarvest(): string {
@@ -38,6 +41,172 @@ function readAnchors(path: string, dIn: number, dOut: number): { encoder: Float3
   if (!encoder.length || decoder.length !== encoder.length)
     throw new UserError(`${path}: give k encoder anchors and k decoder anchors (decoder may be omitted for SAEs)`);
   return { encoder, decoder };
+}
+
+/** The options of `sdl fit` that describe one dictionary (what a sweep member may set). */
+type FitArgs = Record<string, unknown>;
+
+/** One dictionary's configuration from fit's options: the single place they are turned into configs. */
+function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; train: TrainConfig; defaultOut: string } {
+  const kind = argv.kind as Kind;
+  const str = (k: string) => (argv[k] === undefined ? undefined : String(argv[k]));
+  const sites =
+    kind === 'crosscoder'
+      ? str('sites')
+          ?.split(',')
+          .map((s) => s.trim())
+      : argv.site
+        ? [String(argv.site)]
+        : undefined;
+  const { sitesIn, sitesOut } = chooseSites(manifest, { kind, sites, layer: argv.layer as number | undefined });
+  const activation = argv.activation as Activation;
+  const dict = makeDictConfig({
+    kind,
+    activation,
+    sitesIn,
+    sitesOut,
+    latents: argv.latents as number | undefined,
+    expansion: argv.expansion as number,
+    k: argv.k as number | undefined,
+    matryoshkaWidths: str('matryoshka-widths')?.split(',').map(Number),
+    bias: argv.bias as boolean,
+    tied: argv.tied as boolean,
+  });
+  const { dIn, dOut, dSae } = dict;
+  const count = (k: string) => (argv[k] === undefined ? undefined : parseCount(String(argv[k]), `--${k}`));
+  const train: TrainConfig = {
+    ...TRAIN_DEFAULTS,
+    lr: argv.lr as number | undefined,
+    lrWarmupSteps: argv['lr-warmup'] as number | undefined,
+    lrDecayFraction: argv['lr-decay'] as number,
+    sparsityWarmupSteps: argv['sparsity-warmup'] as number | undefined,
+    clipGradNorm: argv.clip as number,
+    batchTokens: count('batch')!,
+    tokens: count('tokens'),
+    steps: argv.steps as number | undefined,
+    seed: argv.seed as number,
+    sparsityCoefficient: argv.sparsity as number | undefined,
+    jumpreluBandwidth: argv.bandwidth as number,
+    jumpreluInitThreshold: argv['threshold-init'] as number,
+    unitNormDecoder: argv['unit-norm-decoder'] as boolean,
+    bDecInit: argv['b-dec-init'] as TrainConfig['bDecInit'],
+    normalizeActivations: argv.normalize as boolean,
+    deadWindowTokens: count('dead-window'),
+    auxkCoefficient: argv['auxk-coef'] as number,
+    auxkK: argv['auxk-k'] as number | undefined,
+    resampleEvery: argv.resample as number,
+    anchorWeight: argv['anchor-weight'] as number,
+    anchors: argv.anchors ? readAnchors(String(argv.anchors), dIn, dOut) : undefined,
+    evalTokens: count('eval-tokens')!,
+    evalEvery: argv['eval-every'] as number,
+    checkpointEvery: argv['checkpoint-every'] as number,
+    shuffleBufferTokens: count('buffer')!,
+    excludeBos: !argv['include-bos'],
+  };
+  // A raw tensor name (/transformer/h.2/Add_1_output_0) must not become nested folders.
+  const siteTag = (sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`).replace(/[^\w.+-]+/g, '_').replace(/^_+|_+$/g, '');
+  return { dict, train, defaultOut: join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`) };
+}
+
+const SWEEP_FILE = 'sweep.json';
+
+/** `sdl fit --sweep` / `--sweep-file`: every member built (and checked) first, then trained on one stream. */
+async function runSweep(argv: FitArgs, actsDir: string, manifest: Manifest): Promise<void> {
+  if (argv.sweep !== undefined && argv['sweep-file'] !== undefined) throw new UserError('give --sweep or --sweep-file, not both');
+  const list = argv['sweep-file']
+    ? readSweepFile(String(argv['sweep-file']))
+    : parseSweep(String(argv.sweep)).map((settings) => ({ name: undefined, settings }));
+  const names = list.map((m) => m.name ?? memberName(m.settings));
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) throw new UserError(`two sweep members are both named ${dup}; give each a distinct "name"`);
+  const spec = JSON.stringify(list.map((m) => m.settings));
+  const out = argv.out
+    ? String(argv.out)
+    : join(cacheDir(), 'sweeps', `${manifest.identity.model.name}-${sha256(spec + manifest.identity_sha256).slice(0, 8)}`);
+  checkOutput(out, 'dir');
+  const members: (SweepMember & { settings: MemberSettings })[] = list.map((m, i) => {
+    try {
+      const b = buildMember({ ...argv, ...m.settings }, manifest);
+      return { name: names[i], settings: m.settings, dict: b.dict, train: b.train, out: join(out, names[i]) };
+    } catch (e) {
+      if (e instanceof UserError) throw new UserError(`sweep member ${names[i]}: ${e.message}`);
+      throw e;
+    }
+  });
+  checkSweep(members); // shared settings agree, every member valid: before anything is written
+  const recordPath = join(out, SWEEP_FILE);
+  let record: SweepRecord | undefined = existsSync(recordPath) ? readJson<SweepRecord>(recordPath) : undefined;
+  if (record && !argv.resume) {
+    if (!argv.force) throw new UserError(`${out} holds a sweep; pass --resume to finish it, --force to start it again, or another --out`);
+    rmSync(out, { recursive: true, force: true });
+    record = undefined;
+  }
+  if (argv.resume) {
+    if (!record) throw new UserError(`there is no sweep in ${out} to resume (no ${SWEEP_FILE}); run without --resume to start`);
+    const was = JSON.stringify(record.members.map((m) => [m.name, m.settings]));
+    if (was !== JSON.stringify(members.map((m) => [m.name, m.settings])) || record.acts_sha256 !== manifest.identity_sha256)
+      throw new UserError(`${out} holds a sweep of other members or another harvest; resume with the same --sweep and --acts, or start again with --force`);
+  }
+  const now = new Date().toISOString();
+  record ??= {
+    format: 'sdlkit-sweep/1',
+    acts: actsDir,
+    acts_sha256: manifest.identity_sha256,
+    base: Object.fromEntries(
+      Object.entries(argv).filter(([k]) => /^[a-z][a-z0-9-]*$/.test(k) && !['sweep', 'sweep-file', 'resume', 'force', 'json', 'out'].includes(k)),
+    ),
+    members: members.map((m) => ({ name: m.name, settings: m.settings, out: m.out, status: 'pending' as const })),
+    started: now,
+    updated: now,
+  };
+  const rec = record;
+  const save = () => {
+    rec.updated = new Date().toISOString();
+    writeJsonAtomic(recordPath, rec);
+  };
+  // Finished members stay untouched; the others continue from their checkpoints (or start, if they had none).
+  const todo = members
+    .filter((m, i) => !(rec.members[i].status === 'finished' && existsSync(join(m.out, CFG_FILE))))
+    .map((m) => ({ ...m, resume: existsSync(join(m.out, CHECKPOINT_DIR, CHECKPOINT_STATE_FILE)) && Boolean(argv.resume) }));
+  mkdirSync(out, { recursive: true });
+  save();
+  const t0 = performance.now();
+  if (!argv.json) console.error(`sweep of ${members.length} members on one stream (${todo.length} to train): ${names.join(', ')}`);
+  if (todo.length)
+    await fitSweep({
+      actsDir,
+      manifest,
+      members: todo,
+      force: Boolean(argv.force),
+      verify: argv.verify as boolean,
+      backend: argv.backend as string | undefined,
+      quiet: Boolean(argv.json),
+      onNote: (n) => console.error(`note: ${n}`),
+      onMemberDone: (m, r) => {
+        const entry = rec.members.find((e) => e.name === m.name)!;
+        entry.status = 'finished';
+        entry.result = {
+          fvu: r.eval.fvu,
+          l0: r.eval.l0,
+          dead_fraction: r.deadFraction,
+          steps: r.steps,
+          tokens: r.tokens,
+          seconds: r.seconds,
+          tokens_per_second: r.tokensPerSecond,
+        };
+        save();
+      },
+    });
+  rec.seconds = (rec.seconds ?? 0) + (performance.now() - t0) / 1000;
+  save();
+  if (argv.json) return printJson({ out, ...rec });
+  const w = Math.max(6, ...names.map((n) => n.length));
+  console.log(`${'member'.padEnd(w)}  ${'L0'.padStart(6)}  ${'FVU'.padStart(7)}  ${'dead'.padStart(6)}`);
+  for (const m of rec.members)
+    console.log(
+      `${m.name.padEnd(w)}  ${m.result!.l0.toFixed(1).padStart(6)}  ${m.result!.fvu.toFixed(4).padStart(7)}  ${`${(100 * m.result!.dead_fraction).toFixed(1)}%`.padStart(6)}`,
+    );
+  console.log(`${members.length} dictionaries in ${rec.seconds.toFixed(1)}s -> ${out} (${SWEEP_FILE}; compare them with: sdl compare ${out})`);
 }
 
 export function register(y: Argv): Argv {
@@ -96,61 +265,21 @@ export function register(y: Argv): Argv {
         .option('resume', { type: 'boolean', default: false, describe: 'continue from the checkpoint in --out' })
         .option('force', { type: 'boolean', default: false, describe: 'replace a dictionary already in --out' })
         .option('verify', { type: 'boolean', default: true, describe: "--no-verify: skip the shards' checksums" })
+        .option('sweep', { type: 'string', describe: 'train many dictionaries on one stream: "k=16,32,64 latents=2048,4096" (the cross product)' })
+        .option('sweep-file', { type: 'string', describe: 'a JSON list of members, each any per-dictionary option of sdl fit' })
         .option('json', { type: 'boolean', default: false })
         .example('sdl fit --kind sae --activation topk --k 32 --expansion 8', 'a TopK SAE on the last harvest')
+        .example('sdl fit --sweep "k=16,32,64 latents=256,512" --tokens 256k', 'six SAEs from one read of the shards, in cache/sweeps/')
         .example('sdl fit --kind transcoder --layer 6 --activation relu --sparsity 5', '')
         .example('sdl fit --kind crosscoder --sites blocks.2.hook_resid_post,blocks.4.hook_resid_post --activation batchtopk', ''),
     async (argv) => {
       const actsDir = argv.acts ?? latestHarvest();
       const manifest = openActivations(actsDir);
-      const sites = argv.kind === 'crosscoder' ? argv.sites?.split(',').map((s) => s.trim()) : argv.site ? [argv.site] : undefined;
-      const { sitesIn, sitesOut } = chooseSites(manifest, { kind: argv.kind as Kind, sites, layer: argv.layer });
-      const activation = argv.activation as Activation;
-      const dict = makeDictConfig({
-        kind: argv.kind as Kind,
-        activation,
-        sitesIn,
-        sitesOut,
-        latents: argv.latents,
-        expansion: argv.expansion,
-        k: argv.k,
-        matryoshkaWidths: argv['matryoshka-widths']?.split(',').map(Number),
-        bias: argv.bias,
-        tied: argv.tied,
-      });
-      const { dIn, dOut, dSae } = dict;
-      const train: TrainConfig = {
-        ...TRAIN_DEFAULTS,
-        lr: argv.lr,
-        lrWarmupSteps: argv['lr-warmup'],
-        lrDecayFraction: argv['lr-decay'],
-        sparsityWarmupSteps: argv['sparsity-warmup'],
-        clipGradNorm: argv.clip,
-        batchTokens: parseCount(argv.batch, '--batch'),
-        tokens: argv.tokens ? parseCount(argv.tokens, '--tokens') : undefined,
-        steps: argv.steps,
-        seed: argv.seed,
-        sparsityCoefficient: argv.sparsity,
-        jumpreluBandwidth: argv.bandwidth,
-        jumpreluInitThreshold: argv['threshold-init'],
-        unitNormDecoder: argv['unit-norm-decoder'],
-        bDecInit: argv['b-dec-init'],
-        normalizeActivations: argv.normalize,
-        deadWindowTokens: argv['dead-window'] ? parseCount(argv['dead-window'], '--dead-window') : undefined,
-        auxkCoefficient: argv['auxk-coef'],
-        auxkK: argv['auxk-k'],
-        resampleEvery: argv.resample,
-        anchorWeight: argv['anchor-weight'],
-        anchors: argv.anchors ? readAnchors(argv.anchors, dIn, dOut) : undefined,
-        evalTokens: parseCount(argv['eval-tokens'], '--eval-tokens'),
-        evalEvery: argv['eval-every'],
-        checkpointEvery: argv['checkpoint-every'],
-        shuffleBufferTokens: parseCount(argv.buffer, '--buffer'),
-        excludeBos: !argv['include-bos'],
-      };
-      // A raw tensor name (/transformer/h.2/Add_1_output_0) must not become nested folders.
-      const siteTag = (sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`).replace(/[^\w.+-]+/g, '_').replace(/^_+|_+$/g, '');
-      const out = argv.out ?? join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`);
+      if (argv.sweep !== undefined || argv['sweep-file'] !== undefined) return runSweep(argv as unknown as FitArgs, actsDir, manifest);
+      const { dict, train, defaultOut } = buildMember(argv as unknown as FitArgs, manifest);
+      const { dSae } = dict;
+      const activation = dict.activation;
+      const out = argv.out ?? defaultOut;
       const r = await fit({
         actsDir,
         manifest,

@@ -189,6 +189,8 @@ export interface SweepMember {
   dict: DictConfig;
   train: TrainConfig;
   out: string;
+  /** Continue from this member's checkpoint (default: the job's resume). */
+  resume?: boolean;
 }
 
 export interface SweepJob extends Omit<FitJob, 'dict' | 'train' | 'out'> {
@@ -206,8 +208,22 @@ const SHARED_SETTINGS: (keyof TrainConfig)[] = ['batchTokens', 'shuffleBufferTok
  * one, so a member trains exactly as it would alone with the same seed (tested).
  */
 export async function fitSweep(job: SweepJob): Promise<FitResult[]> {
-  if (!job.members.length) throw new UserError('the sweep has no members');
-  const members = job.members.map((m) => ({ ...m, train: { ...TRAIN_DEFAULTS, ...m.train } }));
+  const members = checkSweep(job.members);
+  const outs = new Set(members.map((m) => m.out));
+  if (outs.size !== members.length) throw new UserError('two sweep members write the same folder; give each its own --out');
+  const unlocks: (() => void)[] = [];
+  try {
+    for (const m of members) unlocks.push(lockFolder(m.out, 'sdl fit'));
+    return await sweepLocked(job, members);
+  } finally {
+    for (const u of unlocks) u();
+  }
+}
+
+/** Checks every member (and that they agree on the shared settings) before anything is written; returns them with defaults filled. */
+export function checkSweep(list: SweepMember[]): SweepMember[] {
+  if (!list.length) throw new UserError('the sweep has no members');
+  const members = list.map((m) => ({ ...m, train: { ...TRAIN_DEFAULTS, ...m.train } }));
   const first = members[0];
   for (const m of members) {
     checkDictConfig(m.dict, `sweep member ${m.name}`);
@@ -221,15 +237,7 @@ export async function fitSweep(job: SweepJob): Promise<FitResult[]> {
       throw new UserError(`sweep member ${m.name} resamples dead latents, which draws extra rows from the shared stream; train it alone`);
     checkOutput(m.out, 'dir');
   }
-  const outs = new Set(members.map((m) => m.out));
-  if (outs.size !== members.length) throw new UserError('two sweep members write the same folder; give each its own --out');
-  const unlocks: (() => void)[] = [];
-  try {
-    for (const m of members) unlocks.push(lockFolder(m.out, 'sdl fit'));
-    return await sweepLocked(job, members);
-  } finally {
-    for (const u of unlocks) u();
-  }
+  return members;
 }
 
 /** The rows every member draws from: all the sites any member reads or writes, in the harvest's order. */
@@ -441,7 +449,8 @@ class MemberRun {
     const ckptDir = this.ckptDir;
     let state: CheckpointState | undefined;
     let resumeChanges: string[] = [];
-    if (job.resume) {
+    const resume = spec.resume ?? job.resume;
+    if (resume) {
       if (!existsSync(join(ckptDir, CHECKPOINT_STATE_FILE)))
         throw new UserError(`there is no checkpoint in ${ckptDir} to resume from; run without --resume to start`);
       state = readJson<CheckpointState>(join(ckptDir, CHECKPOINT_STATE_FILE));
@@ -500,7 +509,7 @@ class MemberRun {
     mkdirSync(spec.out, { recursive: true });
     // A finished dictionary in `out` is replaced only when this run completes: remove its cfg.json now,
     // so a killed run never leaves an old cfg.json beside new weights.
-    if (!job.resume) {
+    if (!resume) {
       rmSync(join(spec.out, CFG_FILE), { force: true });
       rmSync(this.logPath, { force: true });
       rmSync(ckptDir, { recursive: true, force: true });
