@@ -2,7 +2,7 @@
 // a synthetic bench with known features (TopK k 16), at three training budgets, sweep the learning rate at two batch
 // sizes (one `sdl fit --sweep` per batch size and budget) and report each setting's held-out FVU (and, on the bench,
 // the share of true features recovered, M_GT at |cos| > 0.9) beside the default's.
-// Usage: node dist/bench/defaults.js [--budgets 100k,1M,10M] [--json out.json]
+// Usage: node dist/bench/defaults.js [--budgets 100k,1M,10M] [--batches 1024,4096] [--lr-mults 0.25,0.5,1,2,4] [--sets bundled,synth] [--json out.json]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,9 @@ const arg = (name: string, def: string) => {
 const CLI = join(import.meta.dirname, '../src/cli.js');
 const dir = mkdtempSync(join(tmpdir(), 'sdl-bench-defaults-'));
 const budgets = arg('budgets', '100k,1M,10M').split(',');
+const batches = arg('batches', '1024,4096').split(',').map(Number);
+const mults = arg('lr-mults', '0.25,0.5,1,2,4').split(',').map(Number);
+const only = arg('sets', 'bundled,synth').split(',');
 
 function sdl(...args: string[]): string {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -32,11 +35,11 @@ sdl('harvest', '--layer', '6', '--sites', 'resid_post', '--tokens', '2M', '--ctx
 sdl('synth', '-n', '600', '--np', '128', '-S', '0.99', '-N', '2M', '--out', sets[1].acts);
 
 const rows: Record<string, unknown>[] = [];
-for (const set of sets) {
+for (const set of sets.filter((s) => only.includes(s.truth ? 'synth' : 'bundled'))) {
   const lr0 = defaultLr(set.latents);
-  const lrs = [lr0 / 4, lr0 / 2, lr0, lr0 * 2, lr0 * 4].map((v) => Number(v.toPrecision(3)));
+  const lrs = mults.map((f) => Number((lr0 * f).toPrecision(3)));
   for (const budget of budgets)
-    for (const batch of [1024, 4096]) {
+    for (const batch of batches) {
       const out = join(dir, `${set.truth ? 'synth' : 'bundled'}-${budget}-${batch}`);
       const rec = JSON.parse(
         sdl(
