@@ -14,7 +14,17 @@ import { checkOutput, lockFolder, removeStaleTemps, sha256, writeAtomic } from '
 import { Progress, fmtCount } from '../util/progress.js';
 import type { ShardBuffer, Dtype } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
-import { identityHash, readManifest, writeManifest, type HarvestIdentity, type Manifest, type SiteInfo } from './manifest.js';
+import {
+  checkPart,
+  identityHash,
+  manifestName,
+  readManifest,
+  writeManifest,
+  type HarvestIdentity,
+  type HarvestPart,
+  type Manifest,
+  type SiteInfo,
+} from './manifest.js';
 import { versions } from '../util/versions.js';
 import { LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
 
@@ -42,6 +52,8 @@ export interface HarvestConfig {
   /** Overwrite an output folder that holds a different harvest. */
   force?: boolean;
   quiet?: boolean;
+  /** Harvest only part `index` (0-based) of `count`: the shards k with k mod count = index (`sdl merge` joins them). */
+  part?: HarvestPart;
 }
 
 /** A short folder-name summary of the hooks: L6-resid_post+mlp_in+mlp_out. */
@@ -134,26 +146,40 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     shard_tokens: windowsPerShard * cfg.ctx,
     oov_id: cfg.oovId ?? null,
   };
-  const idHash = identityHash(identity);
-  const out = cfg.out ?? join(cacheDir(), 'acts', `${model.name}-${hookSummary(hooks)}-${idHash.slice(0, 8)}`);
+  // The job (what every part shares, and what the shards' bytes record) and this run's identity (the job plus its part).
+  const jobHash = identityHash(identity);
+  const part = cfg.part;
+  if (part) {
+    checkPart(part);
+    if (part.index >= nShards)
+      throw new UserError(
+        `part ${part.index}/${part.count} has no shards: the job has ${nShards} shard${nShards === 1 ? '' : 's'}; use at most ${nShards} parts`,
+      );
+    identity.part = part;
+  }
+  const idHash = part ? identityHash(identity) : jobHash;
+  const out = cfg.out ?? join(cacheDir(), 'acts', `${model.name}-${hookSummary(hooks)}-${jobHash.slice(0, 8)}`);
+  const manifestFile = manifestName(part);
 
   checkOutput(out, 'dir');
   // The output folder: empty, or this same harvest (resume), or a different one (refuse unless --force).
-  let manifest = readManifest(out);
+  // Parts share a folder: each has its own manifest and shard numbers, and never touches another's.
+  let manifest = readManifest(out, manifestFile);
   if (manifest && manifest.identity_sha256 !== idHash) {
     if (!cfg.force)
       throw new UserError(
         `${out} holds a different harvest (${manifest.identity.model.name}, ${manifest.identity.hooks.join(',')}, ${manifest.identity.tokens} tokens); pass another --out, or --force to replace it`,
       );
-    rmSync(out, { recursive: true, force: true });
+    if (part) rmSync(join(out, manifestFile), { force: true });
+    else rmSync(out, { recursive: true, force: true });
     manifest = undefined;
-  } else if (!manifest && existsSync(out) && readdirSync(out).some((f) => f.endsWith('.arrow'))) {
+  } else if (!part && !manifest && existsSync(out) && readdirSync(out).some((f) => f.endsWith('.arrow'))) {
     if (!cfg.force) throw new UserError(`${out} holds shards but no manifest; pass another --out, or --force to replace it`);
     rmSync(out, { recursive: true, force: true });
   }
   mkdirSync(out, { recursive: true });
-  // One writer per folder; temporary files of killed runs are never complete: remove them (not a live run's).
-  const unlock = lockFolder(out, 'sdl harvest');
+  // One writer per folder (per part); temporary files of killed runs are never complete: remove them (not a live run's).
+  const unlock = lockFolder(out, 'sdl harvest', part ? `.lock.part-${part.index}-of-${part.count}` : undefined);
   removeStaleTemps(out);
   try {
     // Finished shards are reused only if their bytes still match the recorded checksum.
@@ -169,6 +195,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       format: 'sdlkit-activations/1',
       identity,
       identity_sha256: idHash,
+      ...(part ? { job_sha256: jobHash } : {}),
       model_path: model.onnxPath,
       tokenizer_path: model.tokenizerPath as string,
       context_length: cfg.ctx,
@@ -185,7 +212,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     };
     m.complete = false;
     // The manifest lands before any shard, so a run killed after its first shard still resumes as itself.
-    writeManifest(out, m);
+    writeManifest(out, m, manifestFile);
     const t0 = performance.now();
     const elapsedBefore = m.elapsed_s;
 
@@ -197,7 +224,9 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
     let buf: ShardBuffer | undefined;
     let oov = 0;
-    const totalRows = nWindows * cfg.ctx;
+    const ownShard = (k: number) => !part || k % part.count === part.index;
+    let totalRows = 0;
+    for (let k = 0; k < nShards; k++) if (ownShard(k)) totalRows += Math.min(windowsPerShard, nWindows - k * windowsPerShard) * cfg.ctx;
     const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
     const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
     let doneRows = doneRowsAtStart;
@@ -239,7 +268,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       m.tokens = m.shards.reduce((a, s) => a + s.rows, 0);
       m.oov_mapped += o;
       m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
-      writeManifest(out, m);
+      writeManifest(out, m, manifestFile);
     };
     const stream = windowStream(model, cfg);
     let exhausted = false;
@@ -267,7 +296,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         }
         const oovHere = oov;
         oov = 0;
-        if (good.has(k)) continue;
+        if (good.has(k) || !ownShard(k)) continue;
         if (!ws.length) return;
         for (let b = 0; b < ws.length; b += cfg.batch) yield { k, ws: ws.slice(b, b + cfg.batch), last: b + cfg.batch >= ws.length, oov: oovHere };
       }
@@ -319,7 +348,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           const full = buf;
           buf = undefined;
           const oovHere = job.value.oov;
-          inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: idHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
+          // The shard records the job, not the part: a part's shard is byte for byte the whole run's.
+          inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: jobHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
         }
         job = next;
       }
@@ -336,10 +366,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       );
     m.complete = true;
     m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
-    writeManifest(out, m);
+    writeManifest(out, m, manifestFile);
     const seconds = (performance.now() - t0) / 1000;
     progress.done();
-    writeAtomic(join(cacheDir(), LATEST_HARVEST_FILE), `${out}\n`);
+    if (!part) writeAtomic(join(cacheDir(), LATEST_HARVEST_FILE), `${out}\n`);
     return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
   } finally {
     unlock();

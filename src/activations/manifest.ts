@@ -38,12 +38,30 @@ export interface HarvestIdentity {
   tokens: number;
   shard_tokens: number;
   oov_id: number | null;
+  /** Set on one part of a partitioned job (`--part`); the job is the identity without it. */
+  part?: HarvestPart;
 }
+
+/** Part `index` (0-based) of `count`: it holds the shards k with k mod count = index. */
+export interface HarvestPart {
+  index: number;
+  count: number;
+}
+
+export function checkPart(p: HarvestPart): void {
+  if (!Number.isInteger(p.count) || p.count < 1 || !Number.isInteger(p.index) || p.index < 0 || p.index >= p.count)
+    throw new UserError(`--part ${p.index}/${p.count}: give i/n with 0 <= i < n (e.g. --part 0/4 ... --part 3/4)`);
+}
+
+/** A part keeps its own manifest beside the others' in a shared folder. */
+export const manifestName = (p?: HarvestPart): string => (p ? `manifest.part-${p.index}-of-${p.count}.json` : MANIFEST_FILE);
 
 export interface Manifest {
   format: 'sdlkit-activations/1';
   identity: HarvestIdentity;
   identity_sha256: string;
+  /** On a part: the identity hash of the whole job (what `sdl merge` matches parts by). */
+  job_sha256?: string;
   model_path: string;
   tokenizer_path: string;
   context_length: number;
@@ -63,8 +81,8 @@ export interface Manifest {
 
 export const identityHash = (id: HarvestIdentity): string => sha256(JSON.stringify(id));
 
-export function readManifest(dir: string): Manifest | undefined {
-  const p = join(dir, MANIFEST_FILE);
+export function readManifest(dir: string, file = MANIFEST_FILE): Manifest | undefined {
+  const p = join(dir, file);
   if (!existsSync(p)) return undefined;
   try {
     const m = JSON.parse(readFileSync(p, 'utf8')) as Manifest;
@@ -75,9 +93,9 @@ export function readManifest(dir: string): Manifest | undefined {
   }
 }
 
-export function writeManifest(dir: string, m: Manifest): void {
+export function writeManifest(dir: string, m: Manifest, file = MANIFEST_FILE): void {
   m.updated = new Date().toISOString();
-  writeJsonAtomic(join(dir, MANIFEST_FILE), m);
+  writeJsonAtomic(join(dir, file), m);
 }
 
 /** Loads a finished harvest for reading (fit, index): a clear message when it is not one. */

@@ -133,9 +133,9 @@ export function pidAlive(pid: number): boolean {
  * An exclusive lock on a folder for one writer: `.lock` holds the owner's pid, created with O_EXCL. A lock whose
  * process no longer runs is taken over. Returns the release function (also run at exit).
  */
-export function lockFolder(dir: string, what: string): () => void {
+export function lockFolder(dir: string, what: string, name = '.lock'): () => void {
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, '.lock');
+  const path = join(dir, name);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx');
