@@ -135,6 +135,9 @@ export function bundledDictionaries(dir: string, tokens: string): { acts: string
       '1024',
       '--steps',
       '60',
+      // Pinned (the default changes with measurement): the intervention tests read features of this dictionary.
+      '--lr',
+      '1.6e-3',
       '--eval-tokens',
       '2048',
       '--out',

@@ -33,6 +33,7 @@ test('--sweep is the cross product; every member is a normal dictionary equal bi
   const common = ['--acts', acts, '--tokens', '64k', '--batch', '1024', '--eval-tokens', '2048'];
   const r = sdl('fit', ...common, '--sweep', 'k=8,16 latents=64,128', '--out', out);
   assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /note: some members are a short run \(\d+ steps, under 1000\)/, 'a budget too small for a good dictionary is said');
   const rec = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as SweepRecord;
   assert.deepEqual(
     rec.members.map((m) => [m.name, m.status]),

@@ -4,7 +4,16 @@ import type { Argv } from 'yargs';
 import { openActivations } from '../activations/manifest.js';
 import { checkSweep, fit, fitSweep, type SweepMember } from '../sdl/trainer.js';
 import { chooseSites } from '../sdl/sites.js';
-import { DEFAULT_EXPANSION, TRAIN_DEFAULTS, makeDictConfig, type Activation, type DictConfig, type Kind, type TrainConfig } from '../sdl/config.js';
+import {
+  DEFAULT_EXPANSION,
+  TRAIN_DEFAULTS,
+  makeDictConfig,
+  shortRunNote,
+  type Activation,
+  type DictConfig,
+  type Kind,
+  type TrainConfig,
+} from '../sdl/config.js';
 import type { Manifest } from '../activations/manifest.js';
 import { memberName, parseSweep, readSweepFile, type MemberSettings, type SweepRecord } from '../sdl/sweep.js';
 import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
@@ -207,6 +216,8 @@ async function runSweep(argv: FitArgs, actsDir: string, manifest: Manifest): Pro
       `${m.name.padEnd(w)}  ${m.result!.l0.toFixed(1).padStart(6)}  ${m.result!.fvu.toFixed(4).padStart(7)}  ${`${(100 * m.result!.dead_fraction).toFixed(1)}%`.padStart(6)}`,
     );
   console.log(`${members.length} dictionaries in ${rec.seconds.toFixed(1)}s -> ${out} (${SWEEP_FILE}; compare them with: sdl compare ${out})`);
+  const short = shortRunNote(Math.min(...rec.members.map((m) => m.result!.steps)));
+  if (short) console.log(`note: some members are ${short}`);
 }
 
 export function register(y: Argv): Argv {
@@ -303,6 +314,7 @@ export function register(y: Argv): Argv {
           tokens_per_second: r.tokensPerSecond,
           dead_fraction: r.deadFraction,
           eval: r.eval,
+          short_run: shortRunNote(r.steps) ?? null,
         });
       const site = Object.entries(r.eval.fvuBySite)
         .map(([k, v]) => `${k} ${v.toFixed(4)}`)
@@ -313,6 +325,8 @@ export function register(y: Argv): Argv {
       console.log(
         `held-out: FVU ${r.eval.fvu.toFixed(4)} (${site}), MSE ${r.eval.mse.toExponential(3)}, L0 ${r.eval.l0.toFixed(1)}, dead ${(100 * r.deadFraction).toFixed(1)}% -> ${out}`,
       );
+      const short = shortRunNote(r.steps);
+      if (short) console.log(`note: ${short}`);
     },
   );
 }

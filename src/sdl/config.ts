@@ -89,7 +89,9 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   adamEps: 1e-8,
   lrDecayFraction: 0.2,
   clipGradNorm: 1.0,
-  batchTokens: 4096,
+  // Measured (docs/fit.md, bench/defaults.ts): batch 1,024 ended at a lower FVU than 4,096 at every budget from
+  // 100k to 10M tokens and every learning rate, on the bundled model and on the synthetic bench.
+  batchTokens: 1024,
   seed: 0,
   // JumpReLU in normalised units (pre-activations of order 1): SAELens' small defaults (0.05 / 0.01) leave the
   // threshold inside a window few pre-activations reach, and Adam moves log theta by at most lr per step.
@@ -112,7 +114,20 @@ export const TRAIN_DEFAULTS: TrainConfig = {
 /** Default sparsity coefficients per activation (normalised units, E||x|| = sqrt(d)). */
 export const defaultSparsity = (a: Activation): number => ACTIVATIONS[a].defaultSparsity;
 
-export const defaultLr = (dSae: number): number => 2e-4 / Math.sqrt(dSae / 16384);
+/**
+ * sparsify's rule (lr proportional to 1/sqrt(latents)) at 4x its constant: on the synthetic bench within 2% of the
+ * best swept FVU at 1M and 10M tokens; on the bundled model 2-8x higher rates were better still (docs/fit.md).
+ */
+export const defaultLr = (dSae: number): number => 8e-4 / Math.sqrt(dSae / 16384);
+
+/** Below this many steps, `sdl fit` says the run is short (measured: such runs end far from a longer run's FVU). */
+export const SHORT_RUN_STEPS = 1000;
+
+/** The line `sdl fit` prints after a run of fewer than SHORT_RUN_STEPS steps (undefined otherwise). */
+export function shortRunNote(steps: number): string | undefined {
+  if (steps >= SHORT_RUN_STEPS) return undefined;
+  return `a short run (${steps} steps, under ${SHORT_RUN_STEPS}): measured (docs/fit.md), runs of ~100 steps ended at 2.5-3x the FVU of 10M-token runs and recovered under 1% of a synthetic bench's features; for a good dictionary pass more --tokens (several passes over the harvest are fine)`;
+}
 
 /** Matryoshka prefixes: dSae/16, /8, /4, /2, 1 (rounded), as SAELens' matryoshka_widths examples nest. */
 export function defaultMatryoshkaWidths(dSae: number): number[] {
