@@ -89,8 +89,8 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   adamEps: 1e-8,
   lrDecayFraction: 0.2,
   clipGradNorm: 1.0,
-  // Measured (docs/fit.md, bench/defaults.ts): batch 1,024 ended at a lower FVU than 4,096 at every budget from
-  // 100k to 10M tokens and every learning rate, on the bundled model and on the synthetic bench.
+  // Measured (docs/fit.md, bench/defaults.ts): batch 1,024 ended at a lower FVU than 4,096 at every learning rate on
+  // the bundled model (100k-10M tokens) and on the synthetic bench up to 1M; at 10M on the bench the two are within 2%.
   batchTokens: 1024,
   seed: 0,
   // JumpReLU in normalised units (pre-activations of order 1): SAELens' small defaults (0.05 / 0.01) leave the
@@ -115,7 +115,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
 export const defaultSparsity = (a: Activation): number => ACTIVATIONS[a].defaultSparsity;
 
 /**
- * sparsify's rule (lr proportional to 1/sqrt(latents)) at 4x its constant: on the synthetic bench within 2% of the
+ * sparsify's rule (lr proportional to 1/sqrt(latents)) at 4x its constant: on the synthetic bench within 3% of the
  * best swept FVU at 1M and 10M tokens; on the bundled model 2-8x higher rates were better still (docs/fit.md).
  */
 export const defaultLr = (dSae: number): number => 8e-4 / Math.sqrt(dSae / 16384);
