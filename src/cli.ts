@@ -12,6 +12,7 @@ import * as pipelineCmd from './commands/pipeline.js';
 import * as exportCmd from './commands/export.js';
 import * as evalCmd from './commands/eval.js';
 import * as compareCmd from './commands/compare.js';
+import * as queryCmds from './commands/query.js';
 import * as synthCmd from './commands/synth.js';
 import * as indexCmds from './commands/index-cmds.js';
 import * as benchCmd from './commands/bench.js';
@@ -44,6 +45,7 @@ for (const c of [
   exportCmd,
   evalCmd,
   compareCmd,
+  queryCmds,
   synthCmd,
   indexCmds,
   interveneCmds,

@@ -95,3 +95,49 @@ test('merging parts of two jobs, a missing part or a doubled part fails in one l
     assert.ok(!existsSync(out), 'nothing written');
   }
 });
+
+test('Parquet shards: harvest --format parquet = sdl convert of the Arrow harvest, byte for byte, and back; fit reads both alike; sdl query runs read-only SQL', async () => {
+  const pq = join(dir, 'pq'),
+    conv = join(dir, 'conv'),
+    back = join(dir, 'back');
+  assert.equal(sdl(...JOB, '--format', 'parquet', '--out', pq).status, 0);
+  assert.equal(sdl('convert', whole, '--format', 'parquet', '--out', conv).status, 0);
+  assert.equal(sdl('convert', conv, '--format', 'arrow', '--out', back).status, 0);
+  const a = json(join(whole, 'manifest.json')),
+    p = json(join(pq, 'manifest.json')),
+    c = json(join(conv, 'manifest.json'));
+  assert.deepEqual(c.shards, p.shards, 'converting gives the Parquet harvest');
+  assert.equal(c.identity_sha256, p.identity_sha256);
+  assert.ok(p.shards[0].file.endsWith('.parquet'));
+  for (const s of a.shards) assert.ok(readFileSync(join(whole, s.file)).equals(readFileSync(join(back, s.file))), `${s.file} round-trips`);
+  assert.deepEqual(json(join(back, 'manifest.json')).identity_sha256, a.identity_sha256);
+  // The same training on either format: the same dictionary.
+  const fit = (acts: string, out: string) =>
+    sdl('fit', '--acts', acts, '--site', 'blocks.3.hook_resid_post', '--steps', '10', '--latents', '64', '--eval-tokens', '2048', '--out', out);
+  assert.equal(fit(whole, join(dir, 'fa')).status, 0);
+  assert.equal(fit(pq, join(dir, 'fp')).status, 0);
+  assert.ok(readFileSync(join(dir, 'fa', 'sae_weights.safetensors')).equals(readFileSync(join(dir, 'fp', 'sae_weights.safetensors'))));
+  // SQL over the Parquet shards.
+  const q = sdl('query', pq, 'select count(*) as n, max("window") as w, count(distinct doc) as docs from activations', '--json');
+  assert.equal(q.status, 0, q.stderr);
+  const [row] = JSON.parse(q.stdout);
+  assert.equal(Number(row.n), p.tokens);
+  const tokens = sdl('query', pq, 'select token, count(*) as n from activations where pos > 0 group by token order by n desc, token limit 1', '--json');
+  assert.equal(tokens.status, 0, tokens.stderr);
+  const sites = JSON.parse(sdl('query', pq, 'select name, width from sites order by name', '--json').stdout);
+  assert.deepEqual(
+    sites.map((s: { name: string }) => s.name),
+    ['blocks.3.hook_mlp_out', 'blocks.3.hook_resid_post'],
+  );
+  for (const [harvest, sql, re] of [
+    [pq, "copy (select 1) to 'x.csv'", /read-only: give one SELECT/],
+    [pq, 'drop view activations', /read-only/],
+    [pq, 'select nope from activations', /DuckDB could not run the query|not valid SQL/],
+    [whole, 'select 1', /holds Arrow shards.*sdl convert/],
+  ] as [string, string, RegExp][]) {
+    const r = sdl('query', harvest, sql);
+    assert.equal(r.status, 2, `${sql}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  }
+});

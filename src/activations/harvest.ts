@@ -12,7 +12,7 @@ import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
 import { checkOutput, lockFolder, removeStaleTemps, sha256, writeAtomic } from '../util/fsx.js';
 import { Progress, fmtCount } from '../util/progress.js';
-import type { ShardBuffer, Dtype } from './shard.js';
+import { SHARD_FORMATS, shardFile, type ShardBuffer, type Dtype, type ShardFormat } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
 import {
   checkPart,
@@ -52,6 +52,8 @@ export interface HarvestConfig {
   /** Overwrite an output folder that holds a different harvest. */
   force?: boolean;
   quiet?: boolean;
+  /** Shard file format (default arrow). */
+  format?: ShardFormat;
   /** Harvest only part `index` (0-based) of `count`: the shards k with k mod count = index (`sdl merge` joins them). */
   part?: HarvestPart;
 }
@@ -133,6 +135,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   const nWindows = Math.ceil(cfg.tokens / cfg.ctx);
   const nShards = Math.ceil(nWindows / windowsPerShard);
 
+  const format = cfg.format ?? 'arrow';
+  if (!SHARD_FORMATS.includes(format)) throw new UserError(`--format ${format}: choose ${SHARD_FORMATS.join(' or ')}`);
   const identity: HarvestIdentity = {
     model: { name: model.name, sha256: model.sha256 },
     tokenizer: tokenizerIdentity(model),
@@ -145,6 +149,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     tokens: cfg.tokens,
     shard_tokens: windowsPerShard * cfg.ctx,
     oov_id: cfg.oovId ?? null,
+    // Part of the identity only when not the default, so Arrow harvests keep their identity.
+    ...(format === 'parquet' ? { format } : {}),
   };
   // The job (what every part shares, and what the shards' bytes record) and this run's identity (the job plus its part).
   const jobHash = identityHash(identity);
@@ -173,7 +179,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     if (part) rmSync(join(out, manifestFile), { force: true });
     else rmSync(out, { recursive: true, force: true });
     manifest = undefined;
-  } else if (!part && !manifest && existsSync(out) && readdirSync(out).some((f) => f.endsWith('.arrow'))) {
+  } else if (!part && !manifest && existsSync(out) && readdirSync(out).some((f) => /^shard-\d+\.(arrow|parquet)$/.test(f))) {
     if (!cfg.force) throw new UserError(`${out} holds shards but no manifest; pass another --out, or --force to replace it`);
     rmSync(out, { recursive: true, force: true });
   }
@@ -344,7 +350,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         if (last) {
           // Hand the shard to the writer thread; record the previous one once it is safely on disk.
           await recordWrite();
-          const file = `shard-${String(k).padStart(5, '0')}.arrow`;
+          const file = shardFile(k, format);
           const full = buf;
           buf = undefined;
           const oovHere = job.value.oov;

@@ -38,6 +38,8 @@ export interface HarvestIdentity {
   tokens: number;
   shard_tokens: number;
   oov_id: number | null;
+  /** 'parquet' when the shards are Parquet files (absent: Arrow IPC). */
+  format?: 'parquet';
   /** Set on one part of a partitioned job (`--part`); the job is the identity without it. */
   part?: HarvestPart;
 }

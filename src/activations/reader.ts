@@ -4,7 +4,7 @@
 // truncated or mislabelled after the harvest is refused with one line instead of being trained on.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeShard, type ShardData } from './shard.js';
+import { decodeShard, formatOf, type ShardData } from './shard.js';
 import type { Manifest } from './manifest.js';
 import { sha256 } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
@@ -34,9 +34,11 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
   }
   let data: ShardData;
   try {
-    data = decodeShard(bytes, sites);
+    data = decodeShard(bytes, sites, formatOf(info.file));
   } catch (e) {
-    throw new UserError(`shard ${path} is not a readable Arrow file (${(e as Error).message.split('\n')[0]}); run the same 'sdl harvest' again to redo it`);
+    throw new UserError(
+      `shard ${path} is not a readable ${formatOf(info.file) === 'parquet' ? 'Parquet' : 'Arrow'} file (${(e as Error).message.split('\n')[0]}); run the same 'sdl harvest' again to redo it`,
+    );
   }
   if (data.rows !== info.rows)
     throw new UserError(`shard ${path} has ${data.rows} rows but its manifest records ${info.rows}; run the same 'sdl harvest' again to redo it`);

@@ -3,12 +3,13 @@
 import { UserError } from '../util/errors.js';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { join } from 'node:path';
-import { ShardBuffer, encodeShardChunks, type Dtype, type ShardSite } from './shard.js';
+import { ShardBuffer, encodeShardChunks, encodeShardParquet, formatOf, type Dtype, type ShardFormat, type ShardSite } from './shard.js';
 import { sha256, writeAtomic } from '../util/fsx.js';
 
 interface Job {
   id: number;
   path: string;
+  format: ShardFormat;
   dtype: Dtype;
   metadata: Record<string, string>;
   rows: number;
@@ -27,7 +28,7 @@ export interface Written {
 
 function finalize(job: Job): Written {
   const buf = Object.assign(Object.create(ShardBuffer.prototype) as ShardBuffer, { ...job, capacity: job.rows });
-  const data = encodeShardChunks(buf, job.dtype, job.metadata);
+  const data = job.format === 'parquet' ? [encodeShardParquet(buf, job.dtype, job.metadata)] : encodeShardChunks(buf, job.dtype, job.metadata);
   writeAtomic(job.path, data);
   return { rows: job.rows, sha256: sha256(data) };
 }
@@ -83,6 +84,7 @@ export class ShardWriter {
     const job: Job = {
       id: this.next++,
       path: join(dir, file),
+      format: formatOf(file),
       dtype,
       metadata,
       rows: buf.rows,

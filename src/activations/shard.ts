@@ -1,6 +1,8 @@
-// Activation shards: Apache Arrow IPC files, one row per token. Columns: doc, window, pos, token
-// (int32) and one FixedSizeList<float32|float16>[width] column per hook site, named by the hook.
-// Any Arrow reader opens them (pyarrow.ipc.open_file, DuckDB, polars).
+// Activation shards: Apache Arrow IPC files (or the same table as Parquet), one row per token. Columns: doc,
+// window, pos, token (int32) and one FixedSizeList<float32|float16>[width] column per hook site, named by the hook.
+// Any Arrow reader opens the .arrow files (pyarrow.ipc.open_file, polars); Spark, Ray Data, DuckDB and Polars read
+// the .parquet ones without plugins. Parquet goes through parquet-wasm (Rust's arrow/parquet crates compiled to
+// WebAssembly: nothing to build or download), chosen by measurement (docs/scale.md).
 import {
   Field,
   FixedSizeList,
@@ -17,7 +19,16 @@ import {
   tableToIPC,
   type Data,
 } from 'apache-arrow';
+import { Compression, Table as WasmTable, WriterPropertiesBuilder, readParquet, writeParquet } from 'parquet-wasm';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
+
+export type ShardFormat = 'arrow' | 'parquet';
+export const SHARD_FORMATS: readonly ShardFormat[] = ['arrow', 'parquet'];
+
+/** Shard k's file name: shard-00000.arrow or shard-00000.parquet. */
+export const shardFile = (k: number, format: ShardFormat): string => `shard-${String(k).padStart(5, '0')}.${format}`;
+/** A shard file's format, from its name. */
+export const formatOf = (file: string): ShardFormat => (file.endsWith('.parquet') ? 'parquet' : 'arrow');
 
 export type Dtype = 'f32' | 'f16';
 export const INDEX_COLUMNS = ['doc', 'window', 'pos', 'token'] as const;
@@ -98,6 +109,17 @@ export function encodeShardChunks(buf: ShardBuffer, dtype: Dtype, metadata: Reco
   return [writer.toUint8Array(true)];
 }
 
+/**
+ * The shard as one Parquet file: zstd, one row group, the Arrow schema (and its metadata) kept in the file, so
+ * reading it back gives the same table as the .arrow shard.
+ */
+export function encodeShardParquet(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
+  const table = WasmTable.fromIPCStream(tableToIPC(shardTable(buf, dtype, metadata), 'stream'));
+  // zstd without dictionary pages (random floats gain nothing from them): measured in docs/scale.md.
+  const props = new WriterPropertiesBuilder().setCompression(Compression.ZSTD).setDictionaryEnabled(false).setMaxRowGroupSize(Math.max(1, buf.rows)).build();
+  return writeParquet(table, props);
+}
+
 export interface ShardData {
   rows: number;
   doc: Int32Array;
@@ -122,8 +144,8 @@ function concatInt(parts: Int32Array[]): Int32Array {
 }
 
 /** Reads a shard; `sites` limits which float columns are materialised. */
-export function decodeShard(bytes: Uint8Array, sites?: string[]): ShardData {
-  const table = tableFromIPC(bytes);
+export function decodeShard(bytes: Uint8Array, sites?: string[], format: ShardFormat = 'arrow'): ShardData {
+  const table = tableFromIPC(format === 'parquet' ? readParquet(bytes).intoIPCStream() : bytes);
   const rows = table.numRows;
   const intCol = (name: string): Int32Array => {
     const col = table.getChild(name);

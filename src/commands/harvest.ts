@@ -48,6 +48,7 @@ export function register(y: Argv): Argv {
           .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default: all cores)' })
           .option('out', { type: 'string', describe: 'output folder (default: cache/acts/<model>-<hooks>-<hash>)' })
           .option('force', { type: 'boolean', default: false, describe: 'replace an output folder that holds a different harvest' })
+          .option('format', { choices: ['arrow', 'parquet'] as const, default: 'arrow' as const, describe: 'shard files: Arrow IPC or Parquet (zstd)' })
           .option('part', { type: 'string', describe: 'harvest part i of n (0-based, e.g. 0/4): shards k with k mod n = i; join with sdl merge' })
           .option('json', { type: 'boolean', default: false })
           .example('sdl harvest --layer 6 --tokens 1M --part 0/2 --out cache/acts/big', 'one of two parts; run --part 1/2 anywhere at once, then sdl merge')
@@ -81,6 +82,7 @@ export function register(y: Argv): Argv {
           force: argv.force,
           quiet: argv.json,
           part: argv.part !== undefined ? parsePart(argv.part) : undefined,
+          format: argv.format,
         });
         if (argv.json)
           return printJson({

@@ -1,0 +1,52 @@
+// A harvest rewritten in the other shard format (Arrow IPC <-> Parquet): the same rows, values and order, each shard
+// read through the checked reader, written atomically, the manifest (with the new format in the identity) last.
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { UserError } from '../util/errors.js';
+import { checkOutput, lockFolder, removeStaleTemps, sha256, writeAtomic } from '../util/fsx.js';
+import { identityHash, openActivations, readManifest, writeManifest, type Manifest } from './manifest.js';
+import { readShard, type ReadOptions } from './reader.js';
+import { ShardBuffer, encodeShard, encodeShardParquet, formatOf, shardFile, type ShardFormat } from './shard.js';
+
+export function convertHarvest(src: string, format: ShardFormat, out: string, read: ReadOptions = {}): Manifest {
+  const m = openActivations(src);
+  const from = formatOf(m.shards[0].file);
+  if (from === format) throw new UserError(`${src} is already a ${format} harvest; nothing to convert`);
+  checkOutput(out, 'dir');
+  if (readManifest(out) || (existsSync(out) && readdirSync(out).some((f) => /^shard-\d+\./.test(f))))
+    throw new UserError(`${out} already holds a harvest; pass an empty or new --out`);
+  mkdirSync(out, { recursive: true });
+  const unlock = lockFolder(out, 'sdl convert');
+  removeStaleTemps(out);
+  try {
+    const { format: _old, ...rest } = m.identity;
+    const identity = { ...rest, ...(format === 'parquet' ? { format: 'parquet' as const } : {}) };
+    const idHash = identityHash(identity);
+    const names = m.sites.map((s) => s.name);
+    const shards: Manifest['shards'] = [];
+    m.shards.forEach((info, i) => {
+      const d = readShard(src, m, i, names, read);
+      const buf = new ShardBuffer(
+        d.rows,
+        m.sites.map((s) => ({ name: s.name, width: s.width })),
+      );
+      buf.doc.set(d.doc);
+      buf.window.set(d.window);
+      buf.pos.set(d.pos);
+      buf.token.set(d.token);
+      m.sites.forEach((s, j) => buf.values[j].set(d.values.get(s.name)!));
+      buf.rows = d.rows;
+      const k = Number(/(\d+)/.exec(info.file)![1]);
+      const meta = { sdlkit_identity: idHash, shard: String(k) };
+      const bytes = format === 'parquet' ? encodeShardParquet(buf, m.dtype, meta) : encodeShard(buf, m.dtype, meta);
+      const file = shardFile(k, format);
+      writeAtomic(join(out, file), bytes);
+      shards.push({ file, rows: d.rows, sha256: sha256(bytes) });
+    });
+    const converted: Manifest = { ...m, identity, identity_sha256: idHash, shards };
+    writeManifest(out, converted);
+    return converted;
+  } finally {
+    unlock();
+  }
+}
