@@ -129,6 +129,18 @@ test('Parquet shards: harvest --format parquet = sdl convert of the Arrow harves
     sites.map((s: { name: string }) => s.name),
     ['blocks.3.hook_mlp_out', 'blocks.3.hook_resid_post'],
   );
+  // A dictionary: its feature index's tables, and its (Parquet) harvest.
+  assert.equal(sdl('index', join(dir, 'fp')).status, 0);
+  const feats = sdl('query', join(dir, 'fp'), 'select count(*) as n, sum(dead) as dead from features', '--json');
+  assert.equal(feats.status, 0, feats.stderr);
+  assert.equal(Number(JSON.parse(feats.stdout)[0].n), 64);
+  const joined = sdl('query', join(dir, 'fp'), 'select count(*) as n from activations a join tokens t on t.id = a.token', '--json');
+  assert.equal(joined.status, 0, joined.stderr);
+  assert.equal(Number(JSON.parse(joined.stdout)[0].n), p.tokens);
+  assert.equal(sdl('index', join(dir, 'fa')).status, 0);
+  const arrowDict = sdl('query', join(dir, 'fa'), 'select count(*) from activations');
+  assert.equal(arrowDict.status, 2);
+  assert.match(arrowDict.stderr, /holds Arrow shards, which DuckDB cannot read here; convert it/);
   for (const [harvest, sql, re] of [
     [pq, "copy (select 1) to 'x.csv'", /read-only: give one SELECT/],
     [pq, 'drop view activations', /read-only/],

@@ -1,9 +1,16 @@
 // SQL over a harvest's Parquet shards with DuckDB (read-only): one view, `activations`, over every shard in the
 // manifest (columns doc, window, pos, token and one FLOAT[] per hook), plus `sites` (name, width) and `shards`
-// (file, rows). Only SELECT and EXPLAIN statements run. DuckDB reads Parquet natively; Arrow IPC shards need an
-// extension it would download, so Arrow harvests are pointed at `sdl convert` instead.
+// (file, rows); for a dictionary, also every table of its feature index (features, examples, neighbors, ...).
+// Only SELECT and EXPLAIN statements run. DuckDB reads Parquet natively; Arrow IPC shards and SQLite files need
+// extensions it would download, so Arrow harvests are pointed at `sdl convert`, and the index's tables are handed
+// to DuckDB as Parquet files written for the query (parquet-wasm) and removed after it.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
 import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api';
+import { tableFromArrays, tableToIPC } from 'apache-arrow';
+import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { UserError } from '../util/errors.js';
 import { openActivations } from './manifest.js';
 import { formatOf } from './shard.js';
@@ -15,28 +22,59 @@ export interface QueryResult {
 
 const quote = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
-async function open(dir: string): Promise<DuckDBConnection> {
+/** The harvest's shards as the view `activations`, and its sites and shards as tables. */
+async function addHarvest(con: DuckDBConnection, dir: string): Promise<void> {
   const m = openActivations(dir);
   if (m.shards.some((s) => formatOf(s.file) !== 'parquet'))
     throw new UserError(
       `${dir} holds Arrow shards, which DuckDB reads only through an extension it downloads; convert them once: sdl convert ${dir} --format parquet --out ${dir}-parquet`,
     );
-  const con = await (await DuckDBInstance.create(':memory:')).connect();
   const files = m.shards.map((s) => quote(resolve(join(dir, s.file)))).join(', ');
   await con.run(`create view activations as select * from read_parquet([${files}])`);
   await con.run(`create table sites as select * from (values ${m.sites.map((s) => `(${quote(s.name)}, ${s.width})`).join(', ')}) t(name, width)`);
   await con.run(`create table shards as select * from (values ${m.shards.map((s) => `(${quote(s.file)}, ${s.rows})`).join(', ')}) t(file, rows)`);
-  return con;
 }
 
-export async function queryHarvest(dir: string, sql: string): Promise<QueryResult> {
-  const con = await open(dir);
+/** Every table of a feature index (SQLite) as a view over a Parquet copy in `tmp`. */
+async function addIndex(con: DuckDBConnection, indexPath: string, tmp: string): Promise<string[]> {
+  const db = new Database(indexPath, { readonly: true, fileMustExist: true });
   try {
+    const tables = (db.prepare("select name from sqlite_master where type = 'table' and name not like 'sqlite_%'").all() as { name: string }[]).map(
+      (t) => t.name,
+    );
+    for (const name of tables) {
+      const rows = db.prepare(`select * from "${name}"`).raw().all() as unknown[][];
+      const cols = db
+        .prepare(`select * from "${name}"`)
+        .columns()
+        .map((c) => c.name);
+      if (!rows.length) continue;
+      const arrays = Object.fromEntries(cols.map((c, j) => [c, rows.map((r) => r[j] as string | number | null)]));
+      const table = WasmTable.fromIPCStream(tableToIPC(tableFromArrays(arrays as Parameters<typeof tableFromArrays>[0]), 'stream'));
+      const file = join(tmp, `${name}.parquet`);
+      writeFileSync(file, writeParquet(table, new WriterPropertiesBuilder().setCompression(Compression.SNAPPY).build()));
+      await con.run(`create view "${name}" as select * from read_parquet(${quote(file)})`);
+    }
+    return tables;
+  } finally {
+    db.close();
+  }
+}
+/** Runs one read-only statement over a harvest (Parquet) and/or a feature index. */
+export async function querySources(src: { harvest?: string; index?: string; noHarvest?: string }, sql: string): Promise<QueryResult> {
+  const con = await (await DuckDBInstance.create(':memory:')).connect();
+  const tmp = mkdtempSync(join(tmpdir(), 'sdl-query-'));
+  try {
+    if (src.harvest) await addHarvest(con, src.harvest);
+    if (src.index) await addIndex(con, src.index, tmp);
     let prepared: Awaited<ReturnType<DuckDBConnection['prepare']>>;
     try {
       prepared = await con.prepare(sql);
     } catch (e) {
-      throw new UserError(`the query is not valid SQL for DuckDB: ${String((e as Error).message).split('\n')[0]}`);
+      const msg = String((e as Error).message).split('\n')[0];
+      // A dictionary whose harvest DuckDB cannot read here: say so where the query needs it.
+      if (src.noHarvest && /Table with name (activations|sites|shards) does not exist/i.test(msg)) throw new UserError(src.noHarvest);
+      throw new UserError(`the query is not valid SQL for DuckDB: ${msg}`);
     }
     if (prepared.statementType !== StatementType.SELECT && prepared.statementType !== StatementType.EXPLAIN)
       throw new UserError('sdl query is read-only: give one SELECT (or EXPLAIN) statement');
@@ -49,5 +87,6 @@ export async function queryHarvest(dir: string, sql: string): Promise<QueryResul
     return { columns: reader.columnNames(), rows: reader.getRowsJson() };
   } finally {
     con.closeSync();
+    rmSync(tmp, { recursive: true, force: true });
   }
 }

@@ -1,7 +1,12 @@
 // `sdl convert` (Arrow IPC <-> Parquet shards) and `sdl query` (DuckDB SQL over a harvest's Parquet shards).
 import type { Argv } from 'yargs';
 import { convertHarvest } from '../activations/convert.js';
-import { queryHarvest } from '../activations/query.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { querySources } from '../activations/query.js';
+import { CFG_FILE, INDEX_FILE } from '../util/files.js';
+import { UserError } from '../util/errors.js';
+import { trainingActs } from './index-cmds.js';
 import { fmtCount } from '../util/progress.js';
 import { printJson } from './common.js';
 
@@ -25,16 +30,44 @@ export function register(y: Argv): Argv {
       },
     )
     .command(
-      'query <harvest> <sql>',
-      'SQL (DuckDB, read-only) over a Parquet harvest: tables activations, sites, shards',
+      'query <source> <sql>',
+      "SQL (DuckDB, read-only) over a Parquet harvest (activations, sites, shards) or a dictionary (its feature index's tables, and its harvest's)",
       (a) =>
         a
-          .positional('harvest', { type: 'string', demandOption: true })
+          .positional('source', { type: 'string', demandOption: true, describe: 'a harvest folder, or a dictionary folder' })
+          .option('acts', { type: 'string', describe: "a dictionary's harvest, when not the one it was trained on" })
           .positional('sql', { type: 'string', demandOption: true })
           .option('json', { type: 'boolean', default: false })
-          .example('sdl query cache/acts/L6-parquet "select token, count(*) n from activations group by token order by n desc limit 5"', ''),
+          .example('sdl query cache/acts/L6-parquet "select token, count(*) n from activations group by token order by n desc limit 5"', '')
+          .example('sdl query cache/dicts/pipeline-sae-L6 "select id, freq, max_act from features order by max_act desc limit 5"', ''),
       async (argv) => {
-        const r = await queryHarvest(argv.harvest!, argv.sql!);
+        const src = argv.source!;
+        let sources: { harvest?: string; index?: string; noHarvest?: string };
+        if (existsSync(join(src, CFG_FILE))) {
+          const index = join(src, INDEX_FILE);
+          if (!existsSync(index)) throw new UserError(`${src} has no feature index; build it with: sdl index ${src}`);
+          // The dictionary's harvest joins in when it is Parquet (DuckDB cannot read the Arrow one here).
+          const acts =
+            argv.acts ??
+            (() => {
+              try {
+                return trainingActs(src);
+              } catch {
+                return undefined;
+              }
+            })();
+          const parquet = acts !== undefined && !readFileSync(join(acts, 'manifest.json'), 'utf8').includes('.arrow"');
+          sources = {
+            index,
+            harvest: parquet ? acts : undefined,
+            noHarvest: parquet
+              ? undefined
+              : acts
+                ? `${src}'s harvest (${acts}) holds Arrow shards, which DuckDB cannot read here; convert it (sdl convert ${acts} --format parquet --out ${acts}-parquet) and pass --acts ${acts}-parquet`
+                : `${src}'s harvest is not where it was trained; pass --acts <a Parquet harvest>`,
+          };
+        } else sources = { harvest: src };
+        const r = await querySources(sources, argv.sql!);
         if (argv.json) return printJson(r.rows.map((row) => Object.fromEntries(r.columns.map((c, i) => [c, row[i]]))));
         const cells = r.rows.map((row) => row.map((v) => (typeof v === 'string' ? v : JSON.stringify(v))));
         const widths = r.columns.map((c, i) => Math.min(60, Math.max(c.length, ...cells.map((row) => row[i].length))));
