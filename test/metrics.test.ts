@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { EvalAccumulator } from '../src/sdl/metrics.js';
 import { frontier, type CompareRow } from '../src/analysis/compare.js';
 import { CLI, tmp } from './helpers.js';
-import { hungarianMax, matching, type TruthFile } from '../src/analysis/truth.js';
+import { activityScores, hungarianMax, matching, readTruth, type TruthFile } from '../src/analysis/truth.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
 import { makeDictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
@@ -150,4 +150,41 @@ test('MCC and uniqueness: 1 for a dictionary holding every true direction once; 
   const dup = matching(dict([0, 0, 0, 1, 2, 3]), truth, 'decoder');
   assert.ok(dup.mcc < 0.999, `features 4 and 5 are missing: MCC ${dup.mcc}`);
   assert.ok(dup.uniqueness < all.uniqueness);
+});
+
+test('per-latent precision and recall against the regenerated true activations: 1 for a dictionary that reads each feature exactly, low for a wrong matching', () => {
+  const dir = join(tmp(), 'bench');
+  const r = spawnSync(process.execPath, [CLI, 'synth', '-n', '16', '--np', '16', '-M', '0.02', '--c-min', '0.5', '-S', '0.9', '-N', '6000', '--out', dir], {
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const t = readTruth(dir);
+  assert.ok(t.truth.interference < 0.05, `interference ${t.truth.interference}`);
+  const n = 16,
+    d = 16;
+  const W_p = t.W.W_p;
+  const W_enc = new Float32Array(d * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) W_enc[j * n + i] = W_p[i * d + j];
+  const cfg = makeDictConfig({ kind: 'sae', activation: 'relu', sitesIn: [{ name: 'x_p', width: d }], sitesOut: [{ name: 'x_p', width: d }], latents: n });
+  // b_enc -0.25: interference (< 0.05 per active feature) stays below it, every true magnitude (>= 0.5) above it.
+  const dict = new Dictionary(
+    { ...cfg, applyBDecToInput: false },
+    { W_enc, b_enc: new Float32Array(n).fill(-0.25), W_dec: Float32Array.from(W_p), b_dec: new Float32Array(d) },
+  );
+  const exact = activityScores(
+    dict,
+    t,
+    dir,
+    Int32Array.from({ length: n }, (_, i) => i),
+  );
+  assert.equal(exact.scored, n);
+  // Precision a hair under 1: a large magnitude times the small interference can still cross -0.25.
+  assert.ok(exact.precision > 0.99 && exact.recall > 0.999 && exact.f1 > 0.99, JSON.stringify(exact));
+  const shifted = activityScores(
+    dict,
+    t,
+    dir,
+    Int32Array.from({ length: n }, (_, i) => (i + 1) % n),
+  );
+  assert.ok(shifted.f1 < 0.3, `a wrong matching scores low: ${JSON.stringify(shifted)}`);
 });

@@ -4,10 +4,13 @@ import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { readSafetensors } from '../tensor/safetensors.js';
-import type { Truth } from '../synth/lrb.js';
 import { UserError } from '../util/errors.js';
 import { encodeDense } from '../sdl/encoder.js';
 import { gemm } from '../tensor/linalg.js';
+import { encodeSparse } from '../sdl/encoder.js';
+import { openActivations } from '../activations/manifest.js';
+import { readShard } from '../activations/reader.js';
+import { benchShardCodes, type Truth } from '../synth/lrb.js';
 
 export interface TruthFile {
   truth: Truth;
@@ -119,6 +122,8 @@ export function recovery(d: Dictionary, t: TruthFile, opts: { tau?: number; usin
 export interface MatchingMetrics {
   /** Mean |cosine| over the best one-to-one matching of true features to latents (Hungarian; SynthSAEBench's MCC). */
   mcc: number;
+  /** The matching: for each latent, its true feature (-1: unmatched). */
+  featureOf: Int32Array;
   /** Distinct true features among the latents' nearest ones, over min(features, latents). */
   uniqueness: number;
   matched: number;
@@ -161,7 +166,12 @@ export function matching(d: Dictionary, t: TruthFile, using: 'encoder' | 'decode
       }
     nearest.add(bf);
   }
-  return { mcc: sum / rows, uniqueness: nearest.size / rows, matched: rows, using };
+  const featureOf = new Int32Array(m).fill(-1);
+  for (let r = 0; r < rows; r++) {
+    if (n <= m) featureOf[assign[r]] = r;
+    else featureOf[r] = assign[r];
+  }
+  return { mcc: sum / rows, featureOf, uniqueness: nearest.size / rows, matched: rows, using };
 }
 
 /**
@@ -215,6 +225,70 @@ export function hungarianMax(rows: number, cols: number, score: (r: number, c: n
   const out = new Int32Array(rows);
   for (let j = 1; j <= cols; j++) if (p[j]) out[p[j] - 1] = j - 1;
   return out;
+}
+
+export interface ActivityMetrics {
+  /** Rows of the bench the latents were scored on. */
+  rows: number;
+  /** Means over the matched latents whose feature was active at least once. */
+  precision: number;
+  recall: number;
+  f1: number;
+  scored: number;
+}
+
+/**
+ * SynthSAEBench's per-latent scores: each latent against the true feature the matching gives it, on the bench's
+ * own rows (their true activations regenerated from the shard seeds). Precision: of the rows where the latent
+ * fires, the share where its feature is active; recall: of the rows where the feature is active, the share where
+ * the latent fires. A latent that never fires scores precision 0.
+ */
+export function activityScores(d: Dictionary, t: TruthFile, benchDir: string, featureOf: Int32Array, maxRows = 16384): ActivityMetrics {
+  const input = d.cfg.sitesIn.length === 1 ? d.cfg.sitesIn[0].name : undefined;
+  if (input !== 'x_p') throw new UserError('per-latent precision and recall need an SAE or transcoder reading the bench input x_p');
+  const m = openActivations(benchDir);
+  const n = t.truth.config.n,
+    L = d.cfg.dSae;
+  const fires = new Float64Array(L),
+    both = new Float64Array(L),
+    active = new Float64Array(n);
+  let rows = 0;
+  for (let s = 0; s < m.shards.length && rows < maxRows; s++) {
+    const k = Number(/(\d+)/.exec(m.shards[s].file)![1]);
+    const shard = readShard(benchDir, m, s, [input]);
+    const codes = benchShardCodes(t.truth.config, k, shard.rows);
+    const take = Math.min(shard.rows, maxRows - rows);
+    const f = encodeSparse(d, shard.values.get(input)!.subarray(0, take * d.cfg.dIn), take);
+    const on = new Uint8Array(n);
+    for (let r = 0; r < take; r++) {
+      for (let e = codes.start[r]; e < codes.start[r + 1]; e++) {
+        on[codes.feat[e]] = 1;
+        active[codes.feat[e]]++;
+      }
+      for (let q = f.start[r]; q < f.start[r + 1]; q++) {
+        const i = f.idx[q];
+        fires[i]++;
+        if (featureOf[i] >= 0 && on[featureOf[i]]) both[i]++;
+      }
+      for (let e = codes.start[r]; e < codes.start[r + 1]; e++) on[codes.feat[e]] = 0;
+    }
+    rows += take;
+  }
+  let P = 0,
+    R = 0,
+    F = 0,
+    scored = 0;
+  for (let i = 0; i < L; i++) {
+    const f = featureOf[i];
+    if (f < 0 || active[f] === 0) continue;
+    const precision = fires[i] ? both[i] / fires[i] : 0;
+    const recall = both[i] / active[f];
+    P += precision;
+    R += recall;
+    F += precision + recall > 0 ? (2 * precision * recall) / (precision + recall) : 0;
+    scored++;
+  }
+  return { rows, precision: P / Math.max(1, scored), recall: R / Math.max(1, scored), f1: F / Math.max(1, scored), scored };
 }
 
 export interface PatternSummary {

@@ -6,7 +6,7 @@ import { defaultModel, printJson } from './common.js';
 import { checkOptions } from '../util/check.js';
 import { writeJsonAtomic } from '../util/fsx.js';
 import { join } from 'node:path';
-import { readTruth, recovery, matching, activationPatterns, absorption } from '../analysis/truth.js';
+import { readTruth, recovery, matching, activityScores, activationPatterns, absorption } from '../analysis/truth.js';
 import { SPLICE_EVAL_FILE } from '../util/files.js';
 
 export function register(y: Argv): Argv {
@@ -41,11 +41,14 @@ export function register(y: Argv): Argv {
         const exclude = Array.from({ length: argv.exclude }, (_, i) => i);
         const rec = recovery(d, t, { tau: argv.tau, using: argv.using, exclude });
         const match = matching(d, t, argv.using);
+        const dir = argv.truth.endsWith('.json') ? argv.truth.replace(/\/[^/]+$/, '') : argv.truth;
+        const activity = d.cfg.sitesIn.length === 1 && d.cfg.sitesIn[0].name === 'x_p' ? activityScores(d, t, dir, match.featureOf) : undefined;
         const pat = t.W.W_p && t.W.W_p.length / t.truth.config.n === d.cfg.dIn ? activationPatterns(d, t) : undefined;
         const abs = t.truth.hierarchy.length && pat ? absorption(d, t) : undefined;
         const res = {
           recovery: rec,
-          matching: match,
+          matching: { mcc: match.mcc, uniqueness: match.uniqueness, matched: match.matched, using: match.using },
+          activity,
           patterns: pat && { dead: pat.dead, monosemantic: pat.monosemantic, polysemantic: pat.polysemantic },
           absorption: abs,
         };
@@ -54,6 +57,10 @@ export function register(y: Argv): Argv {
         console.log(
           `  MCC ${match.mcc.toFixed(4)} (best one-to-one matching of ${match.matched} features), uniqueness ${(100 * match.uniqueness).toFixed(1)}%`,
         );
+        if (activity)
+          console.log(
+            `  matched latents against the true activations (${activity.rows} rows): precision ${activity.precision.toFixed(3)}, recall ${activity.recall.toFixed(3)}, F1 ${activity.f1.toFixed(3)}`,
+          );
         console.log(`  tau sweep: ${rec.sweep.map((s) => `${s.tau}: ${(100 * s.mgt).toFixed(1)}%`).join(', ')}`);
         if (pat) console.log(`  latents on features in isolation: ${pat.dead} dead, ${pat.monosemantic} monosemantic, ${pat.polysemantic} polysemantic`);
         if (abs)

@@ -85,9 +85,17 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
   return c;
 }
 
-export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
-  const c = checkLrbConfig({ ...LRB_DEFAULTS, ...cfgIn });
-  checkOutput(out, 'dir');
+/** What every shard's generator needs from the settings: frequencies and the hierarchy. */
+interface LrbPlan {
+  c: LrbConfig;
+  p: Float64Array;
+  logq: Float64Array;
+  hierarchy: { parent: number; children: number[] }[];
+  parentOf: Int32Array;
+  isParent: Uint8Array;
+}
+
+function lrbPlan(c: LrbConfig): LrbPlan {
   // Per-feature activation probabilities with mean 1 - S.
   const p = new Float64Array(c.n);
   for (let i = 0; i < c.n; i++) p[i] = c.zipf > 0 ? 1 / (i + 1) ** c.zipf : 1;
@@ -101,6 +109,82 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
   for (const h of hierarchy) for (const ch of h.children) parentOf[ch] = h.parent;
   const isParent = new Uint8Array(c.n);
   for (const h of hierarchy) isParent[h.parent] = 1;
+  const logq = Float64Array.from(p, (pi) => (pi >= 1 ? -Infinity : Math.log(1 - pi)));
+  return { c, p, logq, hierarchy, parentOf, isParent };
+}
+
+/** The true activations of one shard's rows, row by row (CSR): which features are on and how strongly. */
+export interface ShardCodes {
+  start: Int32Array;
+  feat: Int32Array;
+  /** Children's magnitudes are rounded to float32 (as the bench always stored them), parents' are not. */
+  val: Float64Array;
+}
+
+/**
+ * Shard k's true feature activations, from its own seed (so any shard can be regenerated: `sdl eval --truth` does,
+ * to score latents against the features that were really active). Feature by feature, the rows where it is active
+ * come from geometric gaps: work grows with the active entries, not with N x n. Within a row the children come first
+ * (in feature order), then the parents in the order their first child appears.
+ */
+function shardCodes(plan: LrbPlan, k: number, rows: number): ShardCodes {
+  const { c, p, logq, parentOf, isParent } = plan;
+  const rng = new Rng(c.seed * 1_000_003 + k * 7919 + 1);
+  const mag = () => c.cMin - c.beta * Math.log(1 - rng.next());
+  const gap = (i: number) => (logq[i] === -Infinity ? 1 : 1 + Math.floor(Math.log(1 - rng.next()) / logq[i]));
+  const rowOf: number[] = [],
+    featOf: number[] = [],
+    valOf: number[] = [];
+  for (let i = 0; i < c.n; i++) {
+    if (isParent[i] || p[i] <= 0) continue; // parents follow their children
+    for (let r = gap(i) - 1; r < rows; r += gap(i)) {
+      rowOf.push(r);
+      featOf.push(i);
+      valOf.push(mag());
+    }
+  }
+  const cnt = new Int32Array(rows + 1);
+  for (const r of rowOf) cnt[r + 1]++;
+  for (let r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
+  const at = cnt.slice(0, rows);
+  const feat = new Int32Array(rowOf.length),
+    val = new Float32Array(rowOf.length);
+  rowOf.forEach((r, e) => {
+    feat[at[r]] = featOf[e];
+    val[at[r]] = valOf[e];
+    at[r]++;
+  });
+  const start = new Int32Array(rows + 1);
+  const outFeat: number[] = [],
+    outVal: number[] = [];
+  const parentOn = new Map<number, number>();
+  for (let r = 0; r < rows; r++) {
+    parentOn.clear();
+    for (let e = cnt[r]; e < cnt[r + 1]; e++) {
+      const par = parentOf[feat[e]];
+      if (par >= 0 && !parentOn.has(par)) parentOn.set(par, mag());
+      outFeat.push(feat[e]);
+      outVal.push(val[e]);
+    }
+    for (const [par, v] of parentOn) {
+      outFeat.push(par);
+      outVal.push(v);
+    }
+    start[r + 1] = outFeat.length;
+  }
+  return { start, feat: Int32Array.from(outFeat), val: Float64Array.from(outVal) };
+}
+
+/** The true activations of shard k of a bench made with these settings (rows: the shard's row count). */
+export function benchShardCodes(c: LrbConfig, k: number, rows: number): ShardCodes {
+  return shardCodes(lrbPlan(c), k, rows);
+}
+
+export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
+  const c = checkLrbConfig({ ...LRB_DEFAULTS, ...cfgIn });
+  checkOutput(out, 'dir');
+  const plan = lrbPlan(c);
+  const { p, hierarchy } = plan;
   const sites: { name: string; width: number; W: Float32Array }[] = [];
   const truth: Record<string, NamedTensor> = {};
   let interference = 0;
@@ -115,53 +199,18 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
     sites.push({ name: 'x_r', width: c.nr, W });
     truth.W_r = { data: W, shape: [c.n, c.nr] };
   }
-  // Shard by shard, each from its own seed (so memory stays one shard and any shard can be regenerated).
-  // Feature by feature, the rows where it is active come from geometric gaps: work grows with the active
-  // entries, not with N x n.
-  const logq = Float64Array.from(p, (pi) => (pi >= 1 ? -Infinity : Math.log(1 - pi)));
+  // Shard by shard, each from its own seed (memory stays one shard).
   writeRowsAsShards(out, sites, c.N, { source: 'lrb', seed: c.seed, shardTokens: c.shardTokens, params: c }, (k, _start, rows, values) => {
-    const rng = new Rng(c.seed * 1_000_003 + k * 7919 + 1);
-    const mag = () => c.cMin - c.beta * Math.log(1 - rng.next());
-    const gap = (i: number) => (logq[i] === -Infinity ? 1 : 1 + Math.floor(Math.log(1 - rng.next()) / logq[i]));
-    // Active (row, feature, magnitude) triples, gathered per row.
-    const rowOf: number[] = [],
-      featOf: number[] = [],
-      valOf: number[] = [];
-    for (let i = 0; i < c.n; i++) {
-      if (isParent[i] || p[i] <= 0) continue; // parents follow their children
-      for (let r = gap(i) - 1; r < rows; r += gap(i)) {
-        rowOf.push(r);
-        featOf.push(i);
-        valOf.push(mag());
-      }
-    }
-    const cnt = new Int32Array(rows + 1);
-    for (const r of rowOf) cnt[r + 1]++;
-    for (let r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
-    const at = cnt.slice(0, rows);
-    const feat = new Int32Array(rowOf.length),
-      val = new Float32Array(rowOf.length);
-    rowOf.forEach((r, e) => {
-      feat[at[r]] = featOf[e];
-      val[at[r]] = valOf[e];
-      at[r]++;
-    });
-    const parentOn = new Map<number, number>();
-    for (let r = 0; r < rows; r++) {
-      parentOn.clear();
-      for (let e = cnt[r]; e < cnt[r + 1]; e++) {
-        const par = parentOf[feat[e]];
-        if (par >= 0 && !parentOn.has(par)) parentOn.set(par, mag());
-      }
+    const codes = shardCodes(plan, k, rows);
+    for (let r = 0; r < rows; r++)
       sites.forEach((site, si) => {
         const o = values[si].subarray(r * site.width, (r + 1) * site.width);
-        const add = (i: number, v: number) => {
+        for (let e = codes.start[r]; e < codes.start[r + 1]; e++) {
+          const i = codes.feat[e],
+            v = codes.val[e];
           for (let j = 0; j < site.width; j++) o[j] += v * site.W[i * site.width + j];
-        };
-        for (let e = cnt[r]; e < cnt[r + 1]; e++) add(feat[e], val[e]);
-        for (const [par, v] of parentOn) add(par, v);
+        }
       });
-    }
   });
   writeSafetensors(join(out, 'truth.safetensors'), truth);
   const t: Truth = { config: c, hierarchy, frequencies: Array.from(p), interference, sites: sites.map((x) => x.name) };
