@@ -6,7 +6,7 @@ import { spawnSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeLlama2c, type LlamaWeights } from '../src/models/llama2c.js';
+import { randomLlamaWeights, writeLlama2c } from '../src/models/llama2c.js';
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { Rng } from '../src/util/rng.js';
@@ -42,39 +42,11 @@ function gpt2SmallSized(): string {
     H = 2048,
     NH = 12,
     V = 512;
-  const rng = new Rng(5);
-  const rand = (n: number, s: number) => {
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) a[i] = rng.normal() * s;
-    return a;
-  };
-  const emb = rand(V * dim, 1);
-  const w: LlamaWeights = {
-    config: {
-      dim,
-      hidden_dim: H,
-      n_layers: L,
-      n_heads: NH,
-      n_kv_heads: NH,
-      vocab_size: V,
-      seq_len: 1024,
-      norm_eps: 1e-5,
-      rope_theta: 10000,
-      shared_classifier: true,
-    },
-    tok_embeddings: emb,
-    rms_att: new Float32Array(L * dim).fill(1),
-    wq: rand(L * dim * dim, 0.02),
-    wk: rand(L * dim * dim, 0.02),
-    wv: rand(L * dim * dim, 0.02),
-    wo: rand(L * dim * dim, 0.02),
-    rms_ffn: new Float32Array(L * dim).fill(1),
-    w1: rand(L * H * dim, 0.02),
-    w2: rand(L * dim * H, 0.02),
-    w3: rand(L * H * dim, 0.02),
-    rms_final: new Float32Array(dim).fill(1),
-    wcls: emb,
-  };
+  const w = randomLlamaWeights(
+    { dim, hidden_dim: H, n_layers: L, n_heads: NH, n_kv_heads: NH, vocab_size: V, seq_len: 1024, norm_eps: 1e-5, rope_theta: 10000, shared_classifier: true },
+    new Rng(5),
+    { scale: 0.02, normNoise: 0 },
+  );
   writeFileSync(join(dir, 'big.bin'), writeLlama2c(w));
   const out = join(dir, 'big');
   importLlama2c(join(dir, 'big.bin'), join(BUNDLED_MODEL_DIR, 'sdl-tiny', 'tokenizer.bin'), out, 'gpt2-small-sized');

@@ -56,7 +56,8 @@ for (const c of [
   y = c.register(y);
 y.fail((msg, err) => {
   if (err) fail(err);
-  process.stderr.write(`sdl: ${msg}\n`);
+  // yargs words some messages over several lines (Invalid values: / Argument: ...): one line, as every other.
+  process.stderr.write(`sdl: ${String(msg).replace(/\s*\n\s*/g, ' ')}\n`);
   process.exit(2);
 })
   .help()

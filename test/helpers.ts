@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { writeLlama2c, type LlamaWeights } from '../src/models/llama2c.js';
+import { randomLlamaWeights, writeLlama2c } from '../src/models/llama2c.js';
 import { llama2cBaseVocab, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { Rng } from '../src/util/rng.js';
@@ -33,13 +33,8 @@ export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; se
   for (const m of merges) if (!vocab.includes(m)) vocab.push(m);
   const scores = vocab.map((_, i) => (i < 259 ? 0 : -i));
   const V = vocab.length;
-  const rng = new Rng(opts.seed ?? 1);
-  const rand = (n: number, s = 0.3) => Float32Array.from({ length: n }, () => rng.normal() * s);
-  const ones = (n: number) => Float32Array.from({ length: n }, () => 1 + 0.1 * rng.normal());
-  const hs = dim / NH;
-  const emb = rand(V * dim, 1);
-  const w: LlamaWeights = {
-    config: {
+  const w = randomLlamaWeights(
+    {
       dim,
       hidden_dim: H,
       n_layers: L,
@@ -51,19 +46,9 @@ export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; se
       rope_theta: 10000,
       shared_classifier: true,
     },
-    tok_embeddings: emb,
-    rms_att: ones(L * dim),
-    wq: rand(L * dim * dim),
-    wk: rand(L * KV * hs * dim),
-    wv: rand(L * KV * hs * dim),
-    wo: rand(L * dim * dim),
-    rms_ffn: ones(L * dim),
-    w1: rand(L * H * dim),
-    w2: rand(L * dim * H),
-    w3: rand(L * H * dim),
-    rms_final: ones(dim),
-    wcls: emb,
-  };
+    new Rng(opts.seed ?? 1),
+    { scale: 0.3, normNoise: 0.1 },
+  );
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'ckpt.bin'), writeLlama2c(w));
   writeFileSync(join(dir, 'tok.bin'), writeLlama2cTokenizer(vocab, scores));

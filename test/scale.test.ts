@@ -137,6 +137,11 @@ test('Parquet shards: harvest --format parquet = sdl convert of the Arrow harves
   const joined = sdl('query', join(dir, 'fp'), 'select count(*) as n from activations a join tokens t on t.id = a.token', '--json');
   assert.equal(joined.status, 0, joined.stderr);
   assert.equal(Number(JSON.parse(joined.stdout)[0].n), p.tokens);
+  const other = join(dir, 'pq-other');
+  assert.equal(sdl(...JOB.map((a) => (a === '48k' ? '16k' : a)), '--format', 'parquet', '--out', other).status, 0);
+  const wrong = sdl('query', join(dir, 'fp'), '--acts', other, 'select count(*) from features');
+  assert.equal(wrong.status, 2, 'another harvest is never joined to this index');
+  assert.match(wrong.stderr, /holds other rows than the harvest .* was trained and indexed on/);
   assert.equal(sdl('index', join(dir, 'fa')).status, 0);
   const arrowDict = sdl('query', join(dir, 'fa'), 'select count(*) from activations');
   assert.equal(arrowDict.status, 2);

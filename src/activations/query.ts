@@ -4,7 +4,7 @@
 // Only SELECT and EXPLAIN statements run. DuckDB reads Parquet natively; Arrow IPC shards and SQLite files need
 // extensions it would download, so Arrow harvests are pointed at `sdl convert`, and the index's tables are handed
 // to DuckDB as Parquet files written for the query (parquet-wasm) and removed after it.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -12,7 +12,8 @@ import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/no
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { UserError } from '../util/errors.js';
-import { openActivations } from './manifest.js';
+import { ACTS_MANIFEST_FILE } from '../util/files.js';
+import { identityHash, openActivations, type HarvestIdentity } from './manifest.js';
 import { formatOf } from './shard.js';
 
 export interface QueryResult {
@@ -21,6 +22,35 @@ export interface QueryResult {
 }
 
 const quote = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+/** A harvest's identity regardless of its shard format (a converted harvest holds the same rows). */
+const rowsIdentity = (id: HarvestIdentity): string => {
+  const { format: _f, part: _p, ...rest } = id;
+  return identityHash(rest as HarvestIdentity);
+};
+
+/**
+ * Which harvest joins a dictionary's index in `sdl query`: `acts` (given, or where it was trained) when it is a
+ * Parquet copy of the dictionary's own harvest; otherwise none, with the line to say when a query needs it.
+ * A harvest of other rows is refused: its activations would be joined to another harvest's features.
+ */
+export function dictionaryHarvest(dictDir: string, acts: string | undefined): { harvest?: string; noHarvest?: string } {
+  if (!acts) return { noHarvest: `${dictDir}'s harvest is not where it was trained; pass --acts <a Parquet copy of it>` };
+  const m = openActivations(acts);
+  const own = join(dictDir, ACTS_MANIFEST_FILE);
+  if (existsSync(own)) {
+    const trained = JSON.parse(readFileSync(own, 'utf8')) as { identity: HarvestIdentity };
+    if (rowsIdentity(trained.identity) !== rowsIdentity(m.identity))
+      throw new UserError(
+        `${acts} holds other rows than the harvest ${dictDir} was trained and indexed on; pass that harvest (or its sdl convert copy) as --acts`,
+      );
+  }
+  if (m.shards.some((s) => formatOf(s.file) !== 'parquet'))
+    return {
+      noHarvest: `${dictDir}'s harvest (${acts}) holds Arrow shards, which DuckDB cannot read here; convert it (sdl convert ${acts} --format parquet --out ${acts}-parquet) and pass --acts ${acts}-parquet`,
+    };
+  return { harvest: acts };
+}
 
 /** The harvest's shards as the view `activations`, and its sites and shards as tables. */
 async function addHarvest(con: DuckDBConnection, dir: string): Promise<void> {
@@ -43,11 +73,9 @@ async function addIndex(con: DuckDBConnection, indexPath: string, tmp: string): 
       (t) => t.name,
     );
     for (const name of tables) {
-      const rows = db.prepare(`select * from "${name}"`).raw().all() as unknown[][];
-      const cols = db
-        .prepare(`select * from "${name}"`)
-        .columns()
-        .map((c) => c.name);
+      const stmt = db.prepare(`select * from "${name}"`);
+      const cols = stmt.columns().map((c) => c.name);
+      const rows = stmt.raw().all() as unknown[][];
       if (!rows.length) continue;
       const arrays = Object.fromEntries(cols.map((c, j) => [c, rows.map((r) => r[j] as string | number | null)]));
       const table = WasmTable.fromIPCStream(tableToIPC(tableFromArrays(arrays as Parameters<typeof tableFromArrays>[0]), 'stream'));

@@ -33,7 +33,7 @@ export function register(y: Argv): Argv {
         .example('sdl compare cache/dicts/pipeline-sae-L6 cache/dicts/pipeline-transcoder-L6 --plot cache/compare.svg', ''),
     (argv) => {
       const dirs = expandDictionaries(argv.dictionaries as string[]);
-      if (argv.plot) checkOutput(argv.plot, 'file');
+      if (argv.plot) checkOutput(argv.plot, 'file', '--plot');
       const rows = dirs.map(compareRow);
       if (argv.plot) writeAtomic(argv.plot, frontierPlot(rows));
       if (argv.json) return printJson({ dictionaries: rows, ...(argv.plot ? { plot: argv.plot } : {}) });

@@ -1,9 +1,9 @@
 // `sdl convert` (Arrow IPC <-> Parquet shards) and `sdl query` (DuckDB SQL over a harvest's Parquet shards).
 import type { Argv } from 'yargs';
 import { convertHarvest } from '../activations/convert.js';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { querySources } from '../activations/query.js';
+import { dictionaryHarvest, querySources } from '../activations/query.js';
 import { CFG_FILE, INDEX_FILE } from '../util/files.js';
 import { UserError } from '../util/errors.js';
 import { trainingActs } from './index-cmds.js';
@@ -46,26 +46,14 @@ export function register(y: Argv): Argv {
         if (existsSync(join(src, CFG_FILE))) {
           const index = join(src, INDEX_FILE);
           if (!existsSync(index)) throw new UserError(`${src} has no feature index; build it with: sdl index ${src}`);
-          // The dictionary's harvest joins in when it is Parquet (DuckDB cannot read the Arrow one here).
-          const acts =
-            argv.acts ??
-            (() => {
-              try {
-                return trainingActs(src);
-              } catch {
-                return undefined;
-              }
-            })();
-          const parquet = acts !== undefined && !readFileSync(join(acts, 'manifest.json'), 'utf8').includes('.arrow"');
-          sources = {
-            index,
-            harvest: parquet ? acts : undefined,
-            noHarvest: parquet
-              ? undefined
-              : acts
-                ? `${src}'s harvest (${acts}) holds Arrow shards, which DuckDB cannot read here; convert it (sdl convert ${acts} --format parquet --out ${acts}-parquet) and pass --acts ${acts}-parquet`
-                : `${src}'s harvest is not where it was trained; pass --acts <a Parquet harvest>`,
-          };
+          const recorded = (() => {
+            try {
+              return trainingActs(src);
+            } catch {
+              return undefined;
+            }
+          })();
+          sources = { index, ...dictionaryHarvest(src, argv.acts ?? recorded) };
         } else sources = { harvest: src };
         const r = await querySources(sources, argv.sql!);
         if (argv.json) return printJson(r.rows.map((row) => Object.fromEntries(r.columns.map((c, i) => [c, row[i]]))));

@@ -213,9 +213,13 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
         repl[i].set((keep ? x : rec).subarray(r * c.dIn + off, r * c.dIn + off + s.width), r * s.width);
         off += s.width;
       });
-      if (keep) continue;
-      const fired = f.idx.subarray(f.start[r], f.start[r + 1]);
-      quality.add(x.subarray(r * c.dIn, (r + 1) * c.dIn), rec.subarray(r * c.dIn, (r + 1) * c.dIn), 1, firingCounts(fired, c.dSae), fired.length);
+    }
+    // Reconstruction quality per window, position 0 excluded (as in training and in the single-site path).
+    for (let b = 0; b < B; b++) {
+      const from = b * ctx + 1,
+        to = (b + 1) * ctx;
+      const fired = f.idx.subarray(f.start[from], f.start[to]);
+      quality.add(x.subarray(from * c.dIn, to * c.dIn), rec.subarray(from * c.dIn, to * c.dIn), ctx - 1, firingCounts(fired, c.dSae), fired.length);
     }
     const extra = Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
     const rs = await spliced.run({ ...feeds, ...extra }, [logitsName]);

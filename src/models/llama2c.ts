@@ -39,6 +39,42 @@ export interface LlamaWeights {
   freq_imag?: Float32Array;
 }
 
+/**
+ * Random weights for a llama2.c model of the given shape (tests and benches): normal(0, scale) matrices, the
+ * embedding normal(0, 1) and shared with the classifier, norm weights 1 + normNoise * normal. Drawn in field order
+ * from `rng`, so a seed gives the same model every time.
+ */
+export function randomLlamaWeights(config: LlamaConfig, rng: { normal(): number }, opts: { scale: number; normNoise: number }): LlamaWeights {
+  const { dim, hidden_dim: H, n_layers: L, n_heads, n_kv_heads, vocab_size: V } = config;
+  const kv = n_kv_heads * (dim / n_heads);
+  const rand = (n: number, s = opts.scale) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = rng.normal() * s;
+    return a;
+  };
+  const norm = (n: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = 1 + opts.normNoise * rng.normal();
+    return a;
+  };
+  const emb = rand(V * dim, 1);
+  return {
+    config,
+    tok_embeddings: emb,
+    rms_att: norm(L * dim),
+    wq: rand(L * dim * dim),
+    wk: rand(L * kv * dim),
+    wv: rand(L * kv * dim),
+    wo: rand(L * dim * dim),
+    rms_ffn: norm(L * dim),
+    w1: rand(L * H * dim),
+    w2: rand(L * dim * H),
+    w3: rand(L * H * dim),
+    rms_final: norm(dim),
+    wcls: emb,
+  };
+}
+
 export const HEADER_BYTES = 28;
 
 /** Parses a llama2.c v0 checkpoint. */

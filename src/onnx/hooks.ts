@@ -156,9 +156,9 @@ function parallelBranches(
   const pa = ix.producer.get(a)?.node,
     pb = ix.producer.get(b)?.node;
   if (!pa || !pb || ix.isAncestorNode(pa, b) || ix.isAncestorNode(pb, a)) return undefined;
-  const residNode = ix.producer.get(s.resid)?.node;
-  // A node belongs to an earlier stage when it computes the block's input (or is upstream of it).
-  const stop = (n: NodeProto) => n === residNode || (residNode !== undefined && ix.isAncestorNode(n, s.resid));
+  // A node belongs to an earlier stage when it computes the block's input or is upstream of it (one walk).
+  const earlier = branchNodes(ix, s.resid, () => false);
+  const stop = (n: NodeProto) => earlier.has(n);
   const branches = [a, b].map((tensor) => {
     const nodes = branchNodes(ix, tensor, stop);
     return { tensor, nodes, attention: [...nodes].some((n) => ATTENTION_OPS.has(n.opType)) };

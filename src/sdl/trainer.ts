@@ -422,10 +422,9 @@ class MemberRun {
   }
 
   /** This member's rows of the shared layout (x and y; y is x when the member reads and writes the same sites). */
-  private rows(src: Rows, scaled: boolean): Rows {
-    const one = (p: SitePicker, scales: number[]) => p.pick(src.x, this.shared.width, src.n, scaled ? scales : scales.map(() => 1));
-    const x = one(this.inPick, this.scalesIn.length ? this.scalesIn : this.cfg.sitesIn.map(() => 1));
-    return { n: src.n, x, y: this.same ? x : one(this.outPick, this.scalesOut.length ? this.scalesOut : this.cfg.sitesOut.map(() => 1)) };
+  private rows(src: Rows, scalesIn: number[], scalesOut: number[]): Rows {
+    const x = this.inPick.pick(src.x, this.shared.width, src.n, scalesIn);
+    return { n: src.n, x, y: this.same ? x : this.outPick.pick(src.x, this.shared.width, src.n, scalesOut) };
   }
 
   async open(): Promise<void> {
@@ -477,11 +476,16 @@ class MemberRun {
     }
     this.state = state;
     // Normalisation scales from a sample of training rows (kept from the checkpoint on resume).
-    const sample = this.rows(this.shared.sample, false);
+    // Raw (unscaled) rows: the scales are computed from them.
+    const sample = this.rows(
+      this.shared.sample,
+      cfg.sitesIn.map(() => 1),
+      cfg.sitesOut.map(() => 1),
+    );
     this.scalesIn = state?.scalesIn ?? (train.normalizeActivations ? siteScales(sample, cfg.sitesIn, 'x') : cfg.sitesIn.map(() => 1));
     this.scalesOut =
       state?.scalesOut ?? (this.same ? this.scalesIn : train.normalizeActivations ? siteScales(sample, cfg.sitesOut, 'y') : cfg.sitesOut.map(() => 1));
-    this.heldRows = this.rows(this.shared.held, true);
+    this.heldRows = this.rows(this.shared.held, this.scalesIn, this.scalesOut);
     if (this.heldRows.n < 2)
       throw new UserError(
         `${this.heldRows.n} held-out row${this.heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`,
@@ -574,7 +578,7 @@ class MemberRun {
     const poolN = Math.min(16384, Math.max(B, 4 * dead.length));
     const pool = new Float32Array(poolN * this.shared.width);
     this.stream.batch(poolN, pool, pool);
-    const { x: px, y: py } = this.rows({ n: poolN, x: pool, y: pool }, true);
+    const { x: px, y: py } = this.rows({ n: poolN, x: pool, y: pool }, this.scalesIn, this.scalesOut);
     const f = engine.forward(px, poolN, this.threshold);
     const w = new Float64Array(poolN);
     for (let r = 0; r < poolN; r++) {

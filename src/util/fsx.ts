@@ -79,25 +79,26 @@ export function outputError(path: string, e: unknown): Error {
  * Checks, before any work starts, that `path` can be created as a file or a folder: nothing of the other kind is
  * there, the nearest existing parent is a writable folder, and its file system has `minFreeBytes` free.
  */
-export function checkOutput(path: string, kind: 'file' | 'dir', minFreeBytes = 1 << 20): void {
+/** `flag` is the option that named the path (messages tell the user which one to change). */
+export function checkOutput(path: string, kind: 'file' | 'dir', flag = '--out', minFreeBytes = 1 << 20): void {
   if (existsSync(path)) {
     const isDir = statSync(path).isDirectory();
-    if (kind === 'dir' && !isDir) throw new UserError(`output folder ${path} is an existing file; choose another --out or remove it`);
-    if (kind === 'file' && isDir) throw new UserError(`output file ${path} is an existing folder; name a file with --out`);
+    if (kind === 'dir' && !isDir) throw new UserError(`output folder ${path} is an existing file; choose another ${flag} or remove it`);
+    if (kind === 'file' && isDir) throw new UserError(`output file ${path} is an existing folder; name a file with ${flag}`);
   }
   let parent = kind === 'dir' && existsSync(path) ? path : dirname(path);
   while (!existsSync(parent)) parent = dirname(parent);
-  if (!statSync(parent).isDirectory()) throw new UserError(`cannot create ${path}: ${parent} is a file, not a folder; choose another --out`);
+  if (!statSync(parent).isDirectory()) throw new UserError(`cannot create ${path}: ${parent} is a file, not a folder; choose another ${flag}`);
   try {
     accessSync(parent, constants.W_OK);
   } catch {
-    throw new UserError(`cannot write under ${parent} (read-only or no permission); choose another --out`);
+    throw new UserError(`cannot write under ${parent} (read-only or no permission); choose another ${flag}`);
   }
   const fs = statfsSync(parent);
   const free = fs.bavail * fs.bsize;
   if (free < minFreeBytes)
     throw new UserError(
-      `only ${(free / 1e6).toFixed(1)} MB free under ${parent}, ${(minFreeBytes / 1e6).toFixed(1)} MB needed; free space or choose another --out`,
+      `only ${(free / 1e6).toFixed(1)} MB free under ${parent}, ${(minFreeBytes / 1e6).toFixed(1)} MB needed; free space or choose another ${flag}`,
     );
 }
 
