@@ -39,5 +39,7 @@ test('every activation record is consistent', () => {
     if (s.auxk) assert.ok(s.usesK);
     if (s.nested) assert.equal(s.selection, 'batch');
   }
-  assert.deepEqual(Object.keys(KINDS), ['sae', 'transcoder', 'crosscoder']);
+  assert.deepEqual(Object.keys(KINDS), ['sae', 'transcoder', 'crosscoder', 'clt']);
+  // Only kinds that read their own site subtract b_dec from the input.
+  assert.equal(KINDS.clt.applyBDecToInput, false);
 });

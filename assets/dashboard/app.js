@@ -510,7 +510,21 @@ async function featurePage(key, id) {
           f.cooccurrence.map((x) => h('a', { href: `#/${key}/f/${x.other}` }, `${x.other} (J ${x.jaccard.toFixed(2)})`)),
         ),
         f.siteNorms.length > 1
-          ? [h('h2', { style: 'margin-top: 12px' }, 'decoder norm per site'), f.siteNorms.map((s) => h('div', {}, `${s.site}: ${fmt(s.norm, 3)}`))]
+          ? [
+              // CLTs: how strongly the feature writes each later layer (zero before its own layer).
+              h('h2', { style: 'margin-top: 12px' }, 'decoder norm per target site'),
+              f.siteNorms.map((s) =>
+                h(
+                  'div',
+                  { class: 'site-norm' },
+                  h('span', { style: 'display:inline-block;width:14em' }, s.site),
+                  h('span', {
+                    style: `display:inline-block;height:0.8em;background:#4c78a8;width:${(8 * s.norm) / Math.max(1e-12, ...f.siteNorms.map((t) => t.norm))}em`,
+                  }),
+                  ` ${fmt(s.norm, 3)}`,
+                ),
+              ),
+            ]
           : null,
       ),
       h(

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "clt.h"
 #include "engine.h"
 #include "index_stats.h"
 #include "gemm.h"
@@ -233,6 +234,29 @@ napi_value copyOut(napi_env env, const void* src, size_t bytes, napi_typedarray_
   return arr;
 }
 
+// { count: Int32Array[n], idx, val (rows back to back, without the gaps the engine may leave), yhat? }
+napi_value sparseOut(napi_env env, const sdl::Sparse& sp, int n, const std::vector<float>* yhat) {
+  napi_value out;
+  CHECK_NAPI(napi_create_object(env, &out));
+  CHECK_NAPI(napi_set_named_property(env, out, "count", copyOut(env, sp.count.data(), sizeof(int) * n, napi_int32_array, n)));
+  void *di, *dv;
+  napi_value abi, abv, ai, av;
+  CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * sp.nnz, &di, &abi));
+  CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * sp.nnz, &dv, &abv));
+  long o = 0;
+  for (int b = 0; b < n; b++) {
+    memcpy(static_cast<int32_t*>(di) + o, sp.idx.data() + sp.start[b], sizeof(int32_t) * sp.count[b]);
+    memcpy(static_cast<float*>(dv) + o, sp.val.data() + sp.start[b], sizeof(float) * sp.count[b]);
+    o += sp.count[b];
+  }
+  CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, sp.nnz, abi, 0, &ai));
+  CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, sp.nnz, abv, 0, &av));
+  CHECK_NAPI(napi_set_named_property(env, out, "idx", ai));
+  CHECK_NAPI(napi_set_named_property(env, out, "val", av));
+  if (yhat) CHECK_NAPI(napi_set_named_property(env, out, "yhat", copyOut(env, yhat->data(), sizeof(float) * yhat->size(), napi_float32_array, yhat->size())));
+  return out;
+}
+
 // forward(params, X, n, threshold, wantYhat) -> { count: Int32Array[n], idx: Int32Array, val: Float32Array, yhat?: Float32Array }
 napi_value EngineForward(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
@@ -249,26 +273,7 @@ napi_value EngineForward(napi_env env, napi_callback_info info) {
     sdl::Sparse sp;
     std::vector<float> yhat(wantYhat ? (size_t)n * c.dOut : 0);
     e->forward(p, X, n, threshold, sp, wantYhat ? yhat.data() : nullptr);
-    napi_value out;
-    CHECK_NAPI(napi_create_object(env, &out));
-    CHECK_NAPI(napi_set_named_property(env, out, "count", copyOut(env, sp.count.data(), sizeof(int) * n, napi_int32_array, n)));
-    // Rows back to back, without the gaps the engine may leave.
-    void *di, *dv;
-    napi_value abi, abv, ai, av;
-    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * sp.nnz, &di, &abi));
-    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * sp.nnz, &dv, &abv));
-    long o = 0;
-    for (int b = 0; b < n; b++) {
-      memcpy(static_cast<int32_t*>(di) + o, sp.idx.data() + sp.start[b], sizeof(int32_t) * sp.count[b]);
-      memcpy(static_cast<float*>(dv) + o, sp.val.data() + sp.start[b], sizeof(float) * sp.count[b]);
-      o += sp.count[b];
-    }
-    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, sp.nnz, abi, 0, &ai));
-    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, sp.nnz, abv, 0, &av));
-    CHECK_NAPI(napi_set_named_property(env, out, "idx", ai));
-    CHECK_NAPI(napi_set_named_property(env, out, "val", av));
-    if (wantYhat) CHECK_NAPI(napi_set_named_property(env, out, "yhat", copyOut(env, yhat.data(), sizeof(float) * yhat.size(), napi_float32_array, yhat.size())));
-    return out;
+    return sparseOut(env, sp, n, wantYhat ? &yhat : nullptr);
   });
 }
 
@@ -296,29 +301,171 @@ napi_value EngineNormalize(napi_env env, napi_callback_info info) {
   });
 }
 
-// sumSquares(x) -> number
+// sumSquares(x) -> number, on a pool (Engine's or Clt's).
+napi_value sumSquaresOn(napi_env env, sdl::Pool& pool, napi_value xv) {
+  TypedArray x = typedInfo(env, xv, "x");
+  if (x.type != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
+  return mkNum(env, sdl::sumSquares(pool, static_cast<float*>(x.data), (long)x.length));
+}
+
+// adam(p, g, m, v, lr, gscale, beta1, beta2, eps, t), on a pool.
+void adamOn(napi_env env, sdl::Pool& pool, const std::vector<napi_value>& a) {
+  const size_t len = typedInfo(env, a[0], "p").length;
+  float* p = f32(env, a[0], len, "p");
+  sdl::adamUpdate(pool, p, f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"), (long)len, (float)num(env, a[4], "lr"),
+                  (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"), (float)num(env, a[7], "beta2"), (float)num(env, a[8], "eps"),
+                  (int)num(env, a[9], "t"));
+}
+
 napi_value EngineSumSquares(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
     auto a = args(env, info, 1, &self);
-    Engine* e = unwrap(env, self);
-    TypedArray x = typedInfo(env, a[0], "x");
-    if (x.type != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
-    return mkNum(env, e->sumSquares(static_cast<float*>(x.data), (long)x.length));
+    return sumSquaresOn(env, unwrap(env, self)->pool(), a[0]);
   });
 }
 
-// adam(p, g, m, v, lr, gscale, beta1, beta2, eps, t)
 napi_value EngineAdam(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
     auto a = args(env, info, 10, &self);
-    Engine* e = unwrap(env, self);
-    const size_t len = typedInfo(env, a[0], "p").length;
-    float* p = f32(env, a[0], len, "p");
-    e->adam(p, f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"), (long)len, (float)num(env, a[4], "lr"),
-            (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"), (float)num(env, a[7], "beta2"), (float)num(env, a[8], "eps"),
-            (int)num(env, a[9], "t"));
+    adamOn(env, unwrap(env, self)->pool(), a);
+    return nullptr;
+  });
+}
+
+// ---- Clt: cross-layer (and skip) transcoders.
+
+sdl::Clt* unwrapClt(napi_env env, napi_value self) {
+  void* p;
+  CHECK_NAPI(napi_unwrap(env, self, &p));
+  return static_cast<sdl::Clt*>(p);
+}
+
+sdl::CltTensors cltTensors(napi_env env, sdl::Clt* e, napi_value obj) {
+  const sdl::CltConfig& c = e->config();
+  const size_t M = (size_t)c.L * c.n;
+  sdl::CltTensors t;
+  t.W_encT = f32(env, get(env, obj, "W_encT"), M * c.dI, "W_encT");
+  t.b_enc = f32(env, get(env, obj, "b_enc"), M, "b_enc");
+  t.W_dec = f32(env, get(env, obj, "W_dec"), (size_t)e->decSize(), "W_dec");
+  t.b_dec = f32(env, get(env, obj, "b_dec"), (size_t)c.L * c.dO, "b_dec");
+  t.log_threshold = f32(env, get(env, obj, "log_threshold"), M, "log_threshold", c.act != sdl::JUMPRELU);
+  t.W_skip = f32(env, get(env, obj, "W_skip"), (size_t)c.L * c.dI * c.dO, "W_skip", !c.skip);
+  return t;
+}
+
+// new Clt({ L, dIn, dOut, n, activation, k, skip, threads }): dIn/dOut per layer, n latents per layer.
+napi_value CltNew(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 1, &self);
+    napi_value o = a[0];
+    sdl::CltConfig c;
+    c.L = count(env, get(env, o, "L"), "L", 1, 4096);
+    c.dI = count(env, get(env, o, "dIn"), "dIn", 1);
+    c.dO = count(env, get(env, o, "dOut"), "dOut", 1);
+    c.n = count(env, get(env, o, "n"), "n", 1);
+    c.act = (sdl::Activation)count(env, get(env, o, "activation"), "activation", 0, 3);
+    c.k = (int)numProp(env, o, "k", 0);
+    if ((c.act == sdl::TOPK || c.act == sdl::BATCHTOPK) && (c.k < 1 || c.k > c.n)) throw JsError{"k must be in [1, n], got " + std::to_string(c.k)};
+    c.skip = boolProp(env, o, "skip");
+    if ((double)c.L * c.n * (c.dI + (double)c.L * c.dO) > 4e9) throw JsError{"the CLT's weights would exceed 4e9 values"};
+    int threads = (int)numProp(env, o, "threads", 1);
+    if (threads < 1 || threads > 1024) throw JsError{"threads must be in [1, 1024]"};
+    auto* e = new sdl::Clt(c, threads);
+    CHECK_NAPI(napi_wrap(env, self, e, [](napi_env, void* p, void*) { delete static_cast<sdl::Clt*>(p); }, nullptr, nullptr));
+    return self;
+  });
+}
+
+// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, l0, nnz, minSelected: Float32Array[L] }
+napi_value CltStep(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 7, &self);
+    sdl::Clt* e = unwrapClt(env, self);
+    const sdl::CltConfig& c = e->config();
+    sdl::CltTensors p = cltTensors(env, e, a[0]), g = cltTensors(env, e, a[1]);
+    int B = count(env, a[4], "B", 1);
+    const float* X = f32(env, a[2], (size_t)B * c.L * c.dI, "X");
+    const float* Y = f32(env, a[3], (size_t)B * c.L * c.dO, "Y");
+    napi_value o = a[5];
+    sdl::CltStepOptions so;
+    so.sparsity = (float)numProp(env, o, "sparsity", 0);
+    so.bandwidth = (float)numProp(env, o, "bandwidth", 1);
+    so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
+    so.auxkK = (int)numProp(env, o, "auxkK", 0);
+    so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, (size_t)e->latents(), "dead", true);
+    float* fired = f32(env, a[6], (size_t)e->latents(), "fired");
+    sdl::StepResult r = e->step(p, g, X, Y, B, so, fired);
+    napi_value out;
+    CHECK_NAPI(napi_create_object(env, &out));
+    setNum(env, out, "loss", r.loss);
+    setNum(env, out, "mse", r.mse);
+    setNum(env, out, "sparsityLoss", r.sparsityLoss);
+    setNum(env, out, "auxLoss", r.auxLoss);
+    setNum(env, out, "l0", r.l0);
+    setNum(env, out, "nnz", (double)r.nnz);
+    const auto& kth = e->minSelected();
+    CHECK_NAPI(napi_set_named_property(env, out, "minSelected", copyOut(env, kth.data(), sizeof(float) * kth.size(), napi_float32_array, kth.size())));
+    return out;
+  });
+}
+
+// forward(params, X, n, theta: Float32Array[L n] | undefined, wantYhat) -> { count, idx, val, yhat? }
+napi_value CltForward(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 5, &self);
+    sdl::Clt* e = unwrapClt(env, self);
+    const sdl::CltConfig& c = e->config();
+    sdl::CltTensors p = cltTensors(env, e, a[0]);
+    int n = count(env, a[2], "n", 1);
+    const float* X = f32(env, a[1], (size_t)n * c.L * c.dI, "X");
+    const float* theta = f32(env, a[3], (size_t)e->latents(), "theta", c.act == sdl::RELU || c.act == sdl::TOPK);
+    bool wantYhat;
+    CHECK_NAPI(napi_get_value_bool(env, a[4], &wantYhat));
+    sdl::Sparse sp;
+    std::vector<float> yhat(wantYhat ? (size_t)n * c.L * c.dO : 0);
+    e->forward(p, X, n, theta, sp, wantYhat ? yhat.data() : nullptr);
+    return sparseOut(env, sp, n, wantYhat ? &yhat : nullptr);
+  });
+}
+
+napi_value CltProject(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 2, &self);
+    sdl::Clt* e = unwrapClt(env, self);
+    e->projectDecoderGrad(f32(env, a[0], (size_t)e->decSize(), "W"), f32(env, a[1], (size_t)e->decSize(), "g"));
+    return nullptr;
+  });
+}
+
+napi_value CltNormalize(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 1, &self);
+    sdl::Clt* e = unwrapClt(env, self);
+    e->normalizeDecoder(f32(env, a[0], (size_t)e->decSize(), "W"));
+    return nullptr;
+  });
+}
+
+napi_value CltSumSquares(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 1, &self);
+    return sumSquaresOn(env, unwrapClt(env, self)->pool(), a[0]);
+  });
+}
+
+napi_value CltAdam(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 10, &self);
+    adamOn(env, unwrapClt(env, self)->pool(), a);
     return nullptr;
   });
 }
@@ -479,6 +626,17 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value cls;
   napi_define_class(env, "Engine", NAPI_AUTO_LENGTH, EngineNew, nullptr, sizeof(methods) / sizeof(methods[0]), methods, &cls);
   napi_set_named_property(env, exports, "Engine", cls);
+  napi_property_descriptor cltMethods[] = {
+      {"step", nullptr, CltStep, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"forward", nullptr, CltForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"projectDecoderGrad", nullptr, CltProject, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normalizeDecoder", nullptr, CltNormalize, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumSquares", nullptr, CltSumSquares, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adam", nullptr, CltAdam, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_value cltCls;
+  napi_define_class(env, "Clt", NAPI_AUTO_LENGTH, CltNew, nullptr, sizeof(cltMethods) / sizeof(cltMethods[0]), cltMethods, &cltCls);
+  napi_set_named_property(env, exports, "Clt", cltCls);
   napi_property_descriptor statsMethods[] = {
       {"add", nullptr, StatsAdd, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"result", nullptr, StatsResult, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -130,9 +130,15 @@ void Engine::normalizeRows(float* W, int d) {
   });
 }
 
-double Engine::sumSquares(const float* x, long n) {
-  Partials part(pool_.size());
-  pool_.range(n, [&](long b, long e, int th) {
+double Engine::sumSquares(const float* x, long n) { return sdl::sumSquares(pool_, x, n); }
+
+void Engine::adam(float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t) {
+  adamUpdate(pool_, p, g, m, v, n, lr, gscale, b1, b2, eps, t);
+}
+
+double sumSquares(Pool& pool, const float* x, long n) {
+  Partials part(pool.size());
+  pool.range(n, [&](long b, long e, int th) {
     vf s = vsplat(0.f);
     long i = b;
     for (; i + VW <= e; i += VW) { vf v = vload(x + i); s += v * v; }
@@ -143,10 +149,10 @@ double Engine::sumSquares(const float* x, long n) {
   return part.total();
 }
 
-void Engine::adam(float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t) {
+void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t) {
   const float bc1 = 1.f - std::pow(b1, (float)t), bc2 = 1.f - std::pow(b2, (float)t);
   const float ib1 = 1.f - b1, ib2 = 1.f - b2, rbc1 = 1.f / bc1, rbc2 = 1.f / bc2;
-  pool_.range(n, [&](long b, long e, int) {
+  pool.range(n, [&](long b, long e, int) {
     for (long i = b; i < e; i++) {
       float gi = g[i] * gscale;
       float mi = b1 * m[i] + ib1 * gi;

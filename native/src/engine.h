@@ -61,6 +61,11 @@ struct Sparse {
   long nnz = 0;
 };
 
+// Sum of squares of n floats, and Adam with bias correction on one tensor (g scaled by gscale first): shared by
+// every engine.
+double sumSquares(Pool& pool, const float* x, long n);
+void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
+
 class Engine {
  public:
   Engine(const Config& cfg, int threads);

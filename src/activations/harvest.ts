@@ -71,16 +71,23 @@ export const HARVEST_DEFAULTS = { ctx: 128, batch: 16, dtype: 'f32' as Dtype, se
 /** The sites a transcoder and an SAE of one layer need. */
 export const DEFAULT_SITES = ['resid_post', 'mlp_in', 'mlp_out'] as const;
 
-/** Turns layer/site flags into hook names (validated against the model later). */
-export function hookSpecs(layers: number[], sites: string[], tensors: string[]): string[] {
+/** Turns layer/site flags into hook names (validated against the model later); 'all' layers become blocks.*.hook_<site>. */
+export function hookSpecs(layers: number[] | 'all', sites: string[], tensors: string[]): string[] {
   for (const s of sites) if (!(SITES as readonly string[]).includes(s)) throw new UserError(`unknown site '${s}'; sites are ${SITES.join(', ')}`);
-  return [...layers.flatMap((l) => sites.map((s) => canonical(l, s))), ...tensors];
+  const specs = layers === 'all' ? sites.map((s) => `blocks.*.hook_${s}`) : layers.flatMap((l) => sites.map((s) => canonical(l, s)));
+  return [...specs, ...tensors];
 }
 
 export function resolveHookSpecs(model: LoadedModel, specs: string[]): HookPoint[] {
   const out: HookPoint[] = [];
   const layers = model.hooks.nLayers;
-  for (const spec of specs) {
+  // Every layer of the model, in layer order then site order (as --layers 0-(L-1) would give).
+  const all = specs.filter((s) => s.startsWith('blocks.*.'));
+  const expanded = [
+    ...Array.from({ length: all.length ? layers : 0 }, (_, l) => all.map((s) => s.replace('blocks.*.', `blocks.${l}.`))).flat(),
+    ...specs.filter((s) => !s.startsWith('blocks.*.')),
+  ];
+  for (const spec of expanded) {
     const c = parseCanonical(spec);
     if (c) {
       if (c.layer >= layers) throw new UserError(`layer ${c.layer} does not exist: ${model.name} has ${layers} layers (0-${layers - 1})`);

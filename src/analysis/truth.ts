@@ -381,3 +381,62 @@ export function absorption(d: Dictionary, t: TruthFile): { rate: number; parents
   void n;
   return { rate: childCount ? absorbedCount / childCount : 0, parents };
 }
+
+export interface CltLayerRecovery {
+  /** Target layer t and the true (feature, t) pairs there: every feature read at a layer <= t. */
+  layer: number;
+  pairs: number;
+  /** Share of those pairs whose direction W_r.t[i] has a learned decoder block (of a latent at a layer <= t) at |cos| > tau. */
+  mgt: number;
+  /** Mean |cos| of the best one-to-one matching of those pairs to the latents of layers <= t (Hungarian). */
+  mcc: number;
+}
+
+/**
+ * A CLT against a CLT bench (`sdl synth --layers L`): per target layer t, the decoder blocks W_dec^{l->t} of the
+ * latents of layers l <= t against the true directions W_r.t of the features written there.
+ */
+export function cltRecovery(d: Dictionary, t: TruthFile, tau = 0.9): CltLayerRecovery[] {
+  const L = t.truth.config.layers,
+    n = t.truth.config.n;
+  const c = d.cfg;
+  if (!L || c.kind !== 'clt') throw new UserError('per-layer recovery needs a CLT and a CLT bench (sdl synth --layers)');
+  if (c.sitesOut.length !== L) throw new UserError(`the CLT writes ${c.sitesOut.length} layers, the bench has ${L}`);
+  const per = c.dSae / L,
+    dO = c.dOut / L;
+  const out: CltLayerRecovery[] = [];
+  for (let tl = 0; tl < L; tl++) {
+    const W = t.W[`W_r.${tl}`];
+    const feats = Array.from({ length: n }, (_, i) => i).filter((i) => i % L <= tl);
+    const lat = (tl + 1) * per;
+    // |cos| between each true direction and each latent's block for this target, [feats, lat].
+    const C = new Float64Array(feats.length * lat);
+    for (let j = 0; j < lat; j++) {
+      const row = d.w.W_dec.subarray(j * c.dOut + tl * dO, j * c.dOut + (tl + 1) * dO);
+      const norm = Math.hypot(...row) || 1;
+      feats.forEach((i, r) => {
+        let dot = 0,
+          wn = 0;
+        for (let a = 0; a < dO; a++) {
+          dot += row[a] * W[i * dO + a];
+          wn += W[i * dO + a] ** 2;
+        }
+        C[r * lat + j] = Math.abs(dot) / (norm * (Math.sqrt(wn) || 1));
+      });
+    }
+    let hit = 0;
+    for (let r = 0; r < feats.length; r++) {
+      let best = 0;
+      for (let j = 0; j < lat; j++) best = Math.max(best, C[r * lat + j]);
+      if (best > tau) hit++;
+    }
+    const rows = Math.min(feats.length, lat),
+      cols = Math.max(feats.length, lat);
+    const score = feats.length <= lat ? (r: number, col: number) => C[r * lat + col] : (r: number, col: number) => C[col * lat + r];
+    const assign = hungarianMax(rows, cols, score);
+    let sum = 0;
+    for (let r = 0; r < rows; r++) sum += score(r, assign[r]);
+    out.push({ layer: tl, pairs: feats.length, mgt: hit / feats.length, mcc: sum / rows });
+  }
+  return out;
+}

@@ -6,16 +6,19 @@ import { defaultModel, printJson } from './common.js';
 import { checkOptions } from '../util/check.js';
 import { writeJsonAtomic } from '../util/fsx.js';
 import { join } from 'node:path';
-import { readTruth, recovery, matching, activityScores, activationPatterns, absorption } from '../analysis/truth.js';
+import { readTruth, recovery, matching, activityScores, activationPatterns, absorption, cltRecovery } from '../analysis/truth.js';
 import { SPLICE_EVAL_FILE } from '../util/files.js';
+import { stackTranscoders } from '../sdl/stack.js';
+import { UserError } from '../util/errors.js';
 
 export function register(y: Argv): Argv {
   return y.command(
-    'eval <dictionary>',
-    'Measure a dictionary: inside its model (CE loss recovered, KL, FVU, L0) or against known features (--truth)',
+    'eval <dictionary> [more..]',
+    'Measure a dictionary: inside its model (CE loss recovered, KL, FVU, L0) or against known features (--truth); several transcoders: their replacement model',
     (a) =>
       a
         .positional('dictionary', { type: 'string', demandOption: true })
+        .positional('more', { type: 'string', array: true, describe: 'more transcoders of other layers: every MLP replaced at once' })
         .option('model', { type: 'string', describe: 'model folder or .onnx (default: the one the dictionary was trained on, else the bundled model)' })
         .option('tokenizer', { type: 'string' })
         .option('corpus', { type: 'string', default: 'builtin', describe: 'held-out text (builtin corpora: their heldout split)' })
@@ -32,10 +35,23 @@ export function register(y: Argv): Argv {
         .option('exclude', { type: 'number', default: 0, describe: 'truth: leave out the first N features (anchored ones)' })
         .option('json', { type: 'boolean', default: false })
         .example('sdl eval cache/dicts/pipeline-sae-L6', 'CE loss recovered of the pipeline SAE in the bundled model')
+        .example('sdl eval cache/dicts/clt', 'a CLT: every MLP output replaced at once; FVU per layer')
+        .example('sdl eval tc-L0 tc-L1 tc-L2', 'per-layer transcoders replacing their MLPs together (as a CLT would)')
         .example('sdl eval cache/dicts/lrb-topk --truth cache/synth/lrb-256-64-0', 'GT recovery, activation patterns, absorption'),
     async (argv) => {
       checkOptions(argv, { windows: 'int>0', ctx: 'int>=2', batch: 'int>0', tau: '(0,1]', exclude: 'int>=0' });
-      const d = Dictionary.load(argv.dictionary!);
+      const more = (argv.more ?? []) as string[];
+      const d = more.length ? stackTranscoders([argv.dictionary!, ...more].map((p) => Dictionary.load(p))) : Dictionary.load(argv.dictionary!);
+      if (more.length && argv.truth) throw new UserError('--truth measures one dictionary; pass one');
+      if (argv.truth && d.cfg.kind === 'clt') {
+        const per = cltRecovery(d, readTruth(argv.truth), argv.tau);
+        if (argv.json) return printJson({ layers: per });
+        for (const r of per)
+          console.log(
+            `target layer ${r.layer}: ${r.pairs} true (feature, layer) pairs, M_GT(${argv.tau}) ${(100 * r.mgt).toFixed(1)}%, MCC ${r.mcc.toFixed(3)}`,
+          );
+        return;
+      }
       if (argv.truth) {
         const t = readTruth(argv.truth);
         const exclude = Array.from({ length: argv.exclude }, (_, i) => i);
@@ -72,16 +88,22 @@ export function register(y: Argv): Argv {
       const { model: m } = await bindModel(d, { spec: argv.model, dictDir: argv.dictionary!, tokenizer: argv.tokenizer, fallback: defaultModel });
       const r = await spliceEval(m, d, evalWindows(m, argv.windows, argv.ctx, argv.corpus), argv.ctx, argv.batch);
       // Kept beside the weights for the dashboard and for comparisons (removed when the dictionary is fitted again).
-      writeJsonAtomic(join(argv.dictionary!, SPLICE_EVAL_FILE), {
-        ...r,
-        model: m.name,
-        model_sha256: m.sha256,
-        corpus: argv.corpus,
-        windows: argv.windows,
-        ctx: argv.ctx,
-      });
+      if (!more.length)
+        writeJsonAtomic(join(argv.dictionary!, SPLICE_EVAL_FILE), {
+          ...r,
+          model: m.name,
+          model_sha256: m.sha256,
+          corpus: argv.corpus,
+          windows: argv.windows,
+          ctx: argv.ctx,
+        });
       if (argv.json) return printJson(r);
-      console.log(`${d.cfg.kind} on ${d.cfg.sitesIn[0].name}${d.cfg.kind === 'transcoder' ? ` -> ${d.cfg.sitesOut[0].name}` : ''}, ${r.tokens} predictions:`);
+      const c = d.cfg;
+      const what =
+        c.kind === 'clt'
+          ? `${more.length ? `${more.length + 1} transcoders` : 'CLT'} replacing ${c.sitesOut.map((s) => s.name).join(', ')} at once`
+          : `${c.kind} on ${c.sitesIn[0].name}${c.kind === 'transcoder' ? ` -> ${c.sitesOut[0].name}` : ''}`;
+      console.log(`${what}, ${r.tokens} predictions:`);
       console.log(`  CE clean ${r.ce_clean.toFixed(4)}, spliced ${r.ce_spliced.toFixed(4)}, zero-ablated ${r.ce_zero_ablation.toFixed(4)} nats`);
       console.log(
         `  CE loss recovered ${(100 * r.ce_loss_recovered).toFixed(2)}%, delta LM loss ${r.delta_ce.toFixed(4)}, KL ${r.kl_spliced.toFixed(4)} (zero-ablation ${r.kl_zero_ablation.toFixed(4)})`,
@@ -92,6 +114,12 @@ export function register(y: Argv): Argv {
       console.log(
         `  latents alive ${(100 * r.frac_alive).toFixed(1)}%, firing on >1% of tokens ${(100 * r.freq_over_1_percent).toFixed(1)}%, on >10% ${(100 * r.freq_over_10_percent).toFixed(1)}%`,
       );
+      if (r.fvu_by_site)
+        console.log(
+          `  FVU per layer: ${Object.entries(r.fvu_by_site)
+            .map(([k, v]) => `${k.replace(/^blocks\.(\d+)\..*$/, 'L$1')} ${v.toFixed(3)}`)
+            .join(', ')}`,
+        );
     },
   );
 }

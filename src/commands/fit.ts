@@ -19,7 +19,7 @@ import { memberName, parseSweep, readSweepFile, type MemberSettings, type SweepR
 import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { fmtCount } from '../util/progress.js';
-import { parseCount, printJson } from './common.js';
+import { parseCount, parseLayers, printJson } from './common.js';
 import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
 import { CFG_FILE, CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
 
@@ -67,7 +67,15 @@ function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; tra
       : argv.site
         ? [String(argv.site)]
         : undefined;
-  const { sitesIn, sitesOut } = chooseSites(manifest, { kind, sites, layer: argv.layer as number | undefined });
+  const { sitesIn, sitesOut } = chooseSites(manifest, {
+    kind,
+    sites,
+    layer: argv.layer as number | undefined,
+    layers: kind === 'clt' && argv.layers !== undefined && argv.layers !== 'all' ? parseLayers(String(argv.layers)) : undefined,
+    input: argv.input as 'mlp_in' | 'resid_mid' | undefined,
+  });
+  if (kind !== 'clt' && (argv.layers !== undefined || argv.input !== undefined || argv['latents-per-layer'] !== undefined))
+    throw new UserError('--layers, --input and --latents-per-layer are for --kind clt');
   const activation = argv.activation as Activation;
   const dict = makeDictConfig({
     kind,
@@ -80,6 +88,8 @@ function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; tra
     matryoshkaWidths: str('matryoshka-widths')?.split(',').map(Number),
     bias: argv.bias as boolean,
     tied: argv.tied as boolean,
+    skip: argv.skip as boolean,
+    latentsPerLayer: argv['latents-per-layer'] as number | undefined,
   });
   const { dIn, dOut, dSae } = dict;
   const count = (k: string) => (argv[k] === undefined ? undefined : parseCount(String(argv[k]), `--${k}`));
@@ -223,7 +233,7 @@ async function runSweep(argv: FitArgs, actsDir: string, manifest: Manifest): Pro
 export function register(y: Argv): Argv {
   return y.command(
     'fit',
-    'Train a sparse dictionary (SAE, transcoder or crosscoder) on harvested activations',
+    'Train a sparse dictionary (SAE, transcoder, crosscoder or cross-layer transcoder) on harvested activations',
     (a) =>
       a
         .option('acts', { type: 'string', describe: 'harvest folder (default: the last harvest)' })
@@ -231,6 +241,10 @@ export function register(y: Argv): Argv {
         .option('site', { type: 'string', describe: 'SAE site (default: the first resid_post)' })
         .option('sites', { type: 'string', describe: 'crosscoder sites, comma-separated (default: every resid_post)' })
         .option('layer', { type: 'number', describe: 'transcoder layer (mlp_in -> mlp_out); SAE: resid_post of this layer' })
+        .option('layers', { type: 'string', describe: 'CLT layers: 0-7, 2,4,6 or all (default: every layer with both sites)' })
+        .option('input', { choices: ['mlp_in', 'resid_mid'] as const, describe: 'CLT: the site each layer reads (default mlp_in)' })
+        .option('latents-per-layer', { type: 'number', describe: 'CLT: latents per layer (default expansion x d)' })
+        .option('skip', { type: 'boolean', default: false, describe: 'transcoder/CLT: learn a linear skip path W_skip' })
         .option('activation', { choices: ACTIVATION_NAMES, default: 'topk' as Activation })
         .option('k', { type: 'number', describe: 'active latents per token, TopK family (default 32, at most the latents)' })
         .option('expansion', { type: 'number', default: DEFAULT_EXPANSION, describe: 'latents = expansion x d_in' })
@@ -282,6 +296,8 @@ export function register(y: Argv): Argv {
         .example('sdl fit --kind sae --activation topk --k 32 --expansion 8', 'a TopK SAE on the last harvest')
         .example('sdl fit --sweep "k=16,32,64 latents=256,512" --tokens 256k', 'six SAEs from one read of the shards, in cache/sweeps/')
         .example('sdl fit --kind transcoder --layer 6 --activation relu --sparsity 5', '')
+        .example('sdl fit --kind clt --latents-per-layer 512 --k 16', 'a cross-layer transcoder over every harvested layer (harvest --layers all)')
+        .example('sdl fit --kind transcoder --layer 6 --skip', 'a skip transcoder')
         .example('sdl fit --kind crosscoder --sites blocks.2.hook_resid_post,blocks.4.hook_resid_post --activation batchtopk', ''),
     async (argv) => {
       const actsDir = argv.acts ?? latestHarvest();

@@ -26,7 +26,7 @@ export function register(y: Argv): Argv {
           .option('model', { type: 'string', describe: 'model folder or .onnx file (default: the bundled model)' })
           .option('tokenizer', { type: 'string', describe: 'tokenizer file, when not beside the model' })
           .option('layer', { type: 'number', describe: 'one layer (0-based)' })
-          .option('layers', { type: 'string', describe: 'several layers: 2,4,6 or 2-6' })
+          .option('layers', { type: 'string', describe: 'several layers: 2,4,6, 2-6 or all' })
           .option('sites', {
             type: 'string',
             default: DEFAULT_SITES.join(','),
@@ -53,10 +53,11 @@ export function register(y: Argv): Argv {
           .option('json', { type: 'boolean', default: false })
           .example('sdl harvest --layer 6 --tokens 1M --part 0/2 --out cache/acts/big', 'one of two parts; run --part 1/2 anywhere at once, then sdl merge')
           .example('sdl harvest --layer 6', 'residual and MLP activations of layer 6 of the bundled model')
+          .example('sdl harvest --layers all --sites mlp_in,mlp_out', 'what a cross-layer transcoder (sdl fit --kind clt) needs, in one pass')
           .example('sdl harvest --model models/stories15M --layers 2,4 --sites resid_post --tokens 1M --dtype f16', '')
           .example('sdl harvest --model past.onnx --tensor /transformer/h.2/Add_1_output_0 --oov-id 0 --corpus my.txt', ''),
       async (argv) => {
-        const layers = argv.layers !== undefined ? parseLayers(argv.layers) : argv.layer !== undefined ? [argv.layer] : [];
+        const layers = argv.layers === 'all' ? 'all' : argv.layers !== undefined ? parseLayers(argv.layers) : argv.layer !== undefined ? [argv.layer] : [];
         if (argv.layer !== undefined && argv.layers !== undefined) throw new UserError('pass --layer or --layers, not both');
         if (!layers.length && !argv.tensor?.length) throw new UserError('say what to harvest: --layer 6, --layers 2,4,6 or --tensor <name>');
         const sites = argv.sites

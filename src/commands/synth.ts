@@ -15,6 +15,11 @@ export function register(y: Argv): Argv {
         .option('np', { type: 'number', default: LRB_DEFAULTS.np, describe: 'input width n_p' })
         .option('nr', { type: 'number', default: 0, describe: 'target width n_r (a transcoder bench: site x_r)' })
         .option('sources', { type: 'number', default: 1, describe: 'crosscoder bench: sources x_p.0, x_p.1, ...' })
+        .option('layers', {
+          type: 'number',
+          default: 0,
+          describe: 'CLT bench: per-layer mlp_in/mlp_out sites, features written to their own and every later layer',
+        })
         .option('S', { type: 'number', default: LRB_DEFAULTS.S, describe: 'probability that a feature is inactive' })
         .option('M', { type: 'number', default: LRB_DEFAULTS.M, describe: 'maximum pairwise interference' })
         .option('c-min', { type: 'number', default: LRB_DEFAULTS.cMin })
@@ -26,7 +31,8 @@ export function register(y: Argv): Argv {
         .option('seed', { type: 'number', default: 0 })
         .option('out', { type: 'string', describe: 'folder (default cache/synth/lrb-<n>-<np>-<seed>)' })
         .option('json', { type: 'boolean', default: false })
-        .example('sdl synth --n 256 --np 64 --S 0.98 --M 0.1 --N 200k', 'then: sdl fit --acts <out> --site x_p; sdl eval <dict> --truth <out>'),
+        .example('sdl synth --n 256 --np 64 --S 0.98 --M 0.1 --N 200k', 'then: sdl fit --acts <out> --site x_p; sdl eval <dict> --truth <out>')
+        .example('sdl synth --layers 4 --n 256 --np 32 --S 0.97 --N 400k', 'a CLT bench; then: sdl fit --kind clt; sdl eval <clt> --truth <out>'),
     (argv) => {
       const out = argv.out ?? join(cacheDir(), 'synth', `lrb-${argv.n}-${argv.np}-${argv.seed}`);
       const t = generateLrb(out, {
@@ -34,6 +40,7 @@ export function register(y: Argv): Argv {
         np: argv.np,
         nr: argv.nr,
         sources: argv.sources,
+        layers: argv.layers,
         S: argv.S,
         M: argv.M,
         cMin: argv['c-min'],

@@ -1,6 +1,7 @@
 // The dashboard's data, read from a dictionary folder and its feature index: an overview (config, training curves,
 // density and L0 histograms, evaluation), a compact feature list, and per-feature details in chunks the page loads
 // on demand. Everything is plain JSON; write.ts wraps it in script files so the pages also open from file://.
+import { targetNorms } from '../sdl/clt.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
@@ -127,16 +128,11 @@ export function featureDetails(db: Database.Database, d: Dictionary, from: numbe
   });
   const out: Record<number, unknown> = {};
   const c = d.cfg;
+  const norms = targetNorms(c, d.w.W_dec);
   for (let i = from; i < to; i++) {
     const f = feat.get(i) as FeatureRow;
-    // Per-site decoder norms (crosscoders write several sites; one value otherwise).
-    let off = 0;
-    const siteNorms = c.sitesOut.map((s) => {
-      let q = 0;
-      for (let k = off; k < off + s.width; k++) q += d.w.W_dec[i * c.dOut + k] ** 2;
-      off += s.width;
-      return { site: s.name, norm: Math.sqrt(q) };
-    });
+    // Per-site decoder norms (CLTs write every later layer, crosscoders several sites; one value otherwise).
+    const siteNorms = c.sitesOut.map((s, t) => ({ site: s.name, norm: norms[i * c.sitesOut.length + t] }));
     out[i] = {
       id: i,
       count: f.count,

@@ -32,6 +32,8 @@ export interface SpliceMetrics {
   frac_alive: number;
   freq_over_1_percent: number;
   freq_over_10_percent: number;
+  /** CLTs: FVU of each layer's MLP output. */
+  fvu_by_site?: Record<string, number>;
 }
 
 /** Held-out windows of the model's own tokenizer (the first `count` of the heldout split, unshuffled). */
@@ -61,6 +63,7 @@ export function logSoftmaxRow(row: Float32Array): Float64Array {
 
 export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch = 8): Promise<SpliceMetrics> {
   const c = dict.cfg;
+  if (c.kind === 'clt') return cltEval(model, dict, windows, ctx, batch);
   if (c.sitesIn.length !== 1 || c.sitesOut.length !== 1) return crosscoderEval(model, dict, windows, ctx, batch);
   const hin = siteHook(model, c.sitesIn[0].name),
     hout = siteHook(model, c.sitesOut[0].name);
@@ -91,7 +94,7 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
       const x = X.subarray((b * ctx + 1) * c.dIn, (b + 1) * ctx * c.dIn),
         y = Y.subarray((b * ctx + 1) * c.dOut, (b + 1) * ctx * c.dOut);
       const f = encodeSparse(dict, x, ctx - 1);
-      rec.add(y, decodeSparse(dict, f), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
+      rec.add(y, decodeSparse(dict, f, x), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
     }
   }
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
@@ -228,4 +231,83 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
   }
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
   return summarize(acc, quality.result());
+}
+
+/**
+ * A CLT's replacement model: every layer's MLP output replaced at once by the CLT's reconstruction, in one causal
+ * pass (layer l's features read the replacement model's own layer-l input, and its output sums the features of
+ * layers <= l), against the same model with every MLP output zeroed. FVU per layer is measured on the clean pass's
+ * inputs (as in training).
+ */
+async function cltEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch: number): Promise<SpliceMetrics> {
+  const c = dict.cfg;
+  const hook = (name: string) => {
+    const h = siteHook(model, name);
+    if (!h) throw new UserError(`${model.name} has no hook ${name}; the CLT was trained on another model`);
+    return h;
+  };
+  const ins = c.sitesIn.map((s) => hook(s.name)),
+    outs = c.sitesOut.map((s) => hook(s.name));
+  const logitsName = model.proto.graph.outputs[0].name;
+  const clean = await createSession(exposeHooks(model.bytes, [...ins, ...outs], new Set(model.proto.graph.outputs.map((o) => o.name))));
+  const spliced = await createSession(
+    spliceMany(
+      model.bytes,
+      outs.map((h, l) => ({ target: h.tensor, rep: { kind: 'clt-layer' as const, dict, layer: l, input: ins[l].tensor } })),
+    ),
+  );
+  const zero = await createSession(
+    spliceMany(
+      model.bytes,
+      outs.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } })),
+    ),
+  );
+  const inputs = runtimeInputs(model.proto);
+  const acc = new CeAccumulator(3);
+  const quality = new EvalAccumulator(c.sitesOut, c.dSae);
+  const n = windows.length / ctx;
+  for (let b0 = 0; b0 < n; b0 += batch) {
+    const B = Math.min(batch, n - b0);
+    const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
+    const feeds = makeFeeds(inputs, ids, B, ctx);
+    const [rc, rs, rz] = (await Promise.all([
+      clean.run(feeds),
+      spliced.run(feeds, [logitsName]),
+      zero.run(feeds, [logitsName]),
+    ])) as ort.InferenceSession.OnnxValueMapType[];
+    acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
+    const x = interleave(
+      ins.map((h) => rc[h.tensor].data as Float32Array),
+      c.sitesIn,
+      B * ctx,
+    );
+    const y = interleave(
+      outs.map((h) => rc[h.tensor].data as Float32Array),
+      c.sitesOut,
+      B * ctx,
+    );
+    for (let b = 0; b < B; b++) {
+      const from = b * ctx + 1,
+        to = (b + 1) * ctx;
+      const xs = x.subarray(from * c.dIn, to * c.dIn);
+      const f = encodeSparse(dict, xs, ctx - 1);
+      quality.add(y.subarray(from * c.dOut, to * c.dOut), decodeSparse(dict, f, xs), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
+    }
+  }
+  await Promise.all([clean.release(), spliced.release(), zero.release()]);
+  return { ...summarize(acc, quality.result()), fvu_by_site: quality.result().fvuBySite };
+}
+
+/** Sites [rows, width_i] side by side per row: [rows, sum width_i]. */
+function interleave(sites: Float32Array[], widths: { width: number }[], rows: number): Float32Array {
+  const d = widths.reduce((a, s) => a + s.width, 0);
+  const out = new Float32Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    let off = 0;
+    widths.forEach((s, i) => {
+      out.set(sites[i].subarray(r * s.width, (r + 1) * s.width), r * d + off);
+      off += s.width;
+    });
+  }
+  return out;
 }

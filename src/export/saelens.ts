@@ -8,13 +8,17 @@ import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/s
 import { UserError } from '../util/errors.js';
 import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 import { ACTIVATIONS } from '../sdl/activations.js';
+import { transpose } from '../tensor/linalg.js';
 
 /** The sae_lens version whose loader (v6 parser) the written cfg.json targets. */
 export { SAELENS_VERSION };
 
 export function exportSaelens(d: Dictionary, dir: string): void {
   const c = d.cfg;
+  if (c.kind === 'clt') throw new UserError('a CLT has no SAELens equivalent; export it with --format circuit-tracer or --format onnx');
   if (c.sitesIn.length > 1 || c.sitesOut.length > 1) throw new UserError('a crosscoder has no SAELens equivalent; export it with --format onnx');
+  if (c.skip && c.activation === 'topk')
+    throw new UserError('SAELens has no TopK skip transcoder (skip_transcoder is ReLU, jumprelu_skip_transcoder JumpReLU); export it with --format onnx');
   checkOutput(dir, 'dir');
   mkdirSync(dir, { recursive: true });
   // SAELens loads with strict=True: exactly its tensor names, threshold only for JumpReLU architectures.
@@ -26,6 +30,8 @@ export function exportSaelens(d: Dictionary, dir: string): void {
     b_dec: { data: d.w.b_dec, shape: [c.dOut] },
   };
   if (arch.startsWith('jumprelu')) t.threshold = { data: d.inferenceThreshold(), shape: [c.dSae] };
+  // SAELens' SkipTranscoder holds W_skip as [d_out, d_in] (it computes x @ W_skip.T).
+  if (d.w.W_skip) t.W_skip = { data: transpose(d.w.W_skip, c.dIn, c.dOut), shape: [c.dOut, c.dIn] };
   writeSafetensors(join(dir, WEIGHTS_FILE), t);
   const cfg = saelensCfg(d);
   writeJsonAtomic(join(dir, CFG_FILE), { ...cfg, metadata: { ...cfg.metadata, sdlkit: { dict: c } } });

@@ -7,11 +7,13 @@ import { DataType, decodeModel, encodeNode, encodeTensor, encodeValueInfo, graph
 import { GraphBuilder } from '../onnx/builder.js';
 import { GraphIndex } from '../onnx/graph.js';
 import type { Dictionary } from '../sdl/dictionary.js';
-import { addDictionaryNodes } from './onnx.js';
+import { addCltLayerNodes, addDictionaryNodes } from './onnx.js';
 import { UserError } from '../util/errors.js';
 
 export type Replacement =
   | { kind: 'dictionary'; dict: Dictionary; input: string }
+  /** One layer of a CLT's replacement model: this layer's MLP output from its input and the earlier layers' features. */
+  | { kind: 'clt-layer'; dict: Dictionary; layer: number; input: string }
   | { kind: 'zero' }
   | { kind: 'input'; name: string; width: number }
   /** y' = y + shift, one vector [1, width] fed per call: steering by `add` alone (see Intervener.logits). */
@@ -92,6 +94,9 @@ export function spliceModel(bytes: Uint8Array, proto: ModelProto, target: string
     const coef = g.op('Add', [clamp, g.op('Mul', [STEER.add, g.f32(`${P}inv_decoder_norm`, invNorm, [m])])]);
     const delta = g.op('MatMul', [coef, g.f32(`${P}W_dec_site`, Wd, [m, w])]);
     recon3d = g.op('Add', [target, g.op('Reshape', [delta, shape])]);
+  } else if (rep.kind === 'clt-layer') {
+    const x2 = g.op('Reshape', [rep.input, g.i64(`${P}flat_in`, [-1, rep.dict.cfg.sitesIn[rep.layer].width])]);
+    recon3d = g.op('Reshape', [addCltLayerNodes(g, rep.dict, rep.layer, x2, `${P}clt/`), shape]);
   } else if (rep.kind === 'shift') {
     if (rep.declareInput) extraInputs.push({ name: rep.name, elemType: DataType.FLOAT, shape: [1, rep.width] });
     recon3d = g.op('Add', [target, rep.name]);

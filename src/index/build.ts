@@ -19,6 +19,7 @@ import { UserError } from '../util/errors.js';
 import { SCHEMA } from './schema.js';
 import { QUANTILE_EDGES, QuantileSampler, type ContextExample } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
+import { targetNorms } from '../sdl/clt.js';
 import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
 import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
 
@@ -199,6 +200,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     } else ec[i] = NaN;
   }
   const nearest = nearestByCosine(unit, m, dOut, opts.neighbors);
+  // Dictionaries that write several sites (CLTs: every later layer; crosscoders): each feature's decoder norm per site.
+  const siteNorms = d.cfg.sitesOut.length > 1 ? targetNorms(d.cfg, d.w.W_dec) : undefined;
 
   const abs =
     doAbsorption && absLabel.length >= 200
@@ -268,6 +271,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       'insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)',
     );
     const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
+    const insNorm = db.prepare('insert into site_norms (feature, site, norm) values (?,?,?)');
     const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
     const insTf = db.prepare('insert into token_features (token, feature, count, mean_act) values (?,?,?,?)');
     const insTok = db.prepare('insert into tokens (id, text) values (?, ?)');
@@ -275,6 +279,10 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       dense = 0;
     db.transaction(() => {
       for (const [k, v] of Object.entries(meta)) if (v !== undefined) put.run(k, typeof v === 'string' ? v : JSON.stringify(v));
+      if (siteNorms) {
+        const S = d.cfg.sitesOut.length;
+        for (let i = 0; i < m; i++) for (let t = 0; t < S; t++) if (siteNorms[i * S + t] > 0) insNorm.run(i, t, siteNorms[i * S + t]);
+      }
       for (let i = 0; i < m; i++) {
         const freq = count[i] / Math.max(1, total);
         const isDead = count[i] === 0 ? 1 : 0,

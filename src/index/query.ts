@@ -91,7 +91,12 @@ export function featureDetail(db: Database.Database, id: number) {
     )
     .all(id) as typeof examples & { band: number }[];
   const lens = f.logit_lens ? (JSON.parse(f.logit_lens) as { pos: [number, number][]; neg: [number, number][] }) : null;
-  return { feature: f, examples, quantiles, logitLens: lens, neighbors, cooccurrence: cooc };
+  // Per target site (CLTs: per later layer), where the dictionary writes several; indexes made before the table have none.
+  const hasNorms = db.prepare("select 1 from sqlite_master where type = 'table' and name = 'site_norms'").get();
+  const siteNorms = hasNorms
+    ? (db.prepare('select site, norm from site_norms where feature = ? order by site').all(id) as { site: number; norm: number }[])
+    : [];
+  return { feature: f, examples, quantiles, logitLens: lens, neighbors, cooccurrence: cooc, siteNorms };
 }
 
 export function featuresForToken(db: Database.Database, text: string, limit: number) {

@@ -31,6 +31,7 @@ create table quantile_examples (
   token integer, context_start integer, context_tokens text not null, context_acts text not null,
   primary key (feature, band, rank)
 );
+create table site_norms (feature integer not null, site integer not null, norm real not null, primary key (feature, site));
 create table neighbors (feature integer not null, rank integer not null, other integer not null, cosine real not null, primary key (feature, rank));
 create table cooccurrence (feature integer not null, other integer not null, count integer not null, jaccard real not null, primary key (feature, other));
 create table token_features (token integer not null, feature integer not null, count integer not null, mean_act real not null, primary key (token, feature));

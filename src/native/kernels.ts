@@ -85,6 +85,57 @@ export interface NativeEngine {
   ): void;
 }
 
+export interface NativeCltConfig {
+  L: number;
+  /** Input and output width per layer. */
+  dIn: number;
+  dOut: number;
+  /** Latents per layer. */
+  n: number;
+  /** 0 relu, 1 topk, 2 batchtopk, 3 jumprelu */
+  activation: number;
+  k: number;
+  skip: boolean;
+  threads: number;
+}
+
+export interface NativeCltTensors {
+  W_encT: Float32Array;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+  log_threshold?: Float32Array;
+  W_skip?: Float32Array;
+}
+
+export interface NativeClt {
+  step(
+    p: NativeCltTensors,
+    g: NativeCltTensors,
+    X: Float32Array,
+    Y: Float32Array,
+    B: number,
+    o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array },
+    fired: Float32Array,
+  ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; minSelected: Float32Array };
+  forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean): NativeForward;
+  projectDecoderGrad(W: Float32Array, g: Float32Array): void;
+  normalizeDecoder(W: Float32Array): void;
+  sumSquares(x: Float32Array): number;
+  adam(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    lr: number,
+    gscale: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    t: number,
+  ): void;
+}
+
 /** One chunk's top-K entries: [feature, row, lo, hi, ctxOffset] per event, its activation, and context activations. */
 export interface IndexEvents {
   events: Int32Array;
@@ -121,6 +172,7 @@ export interface IndexStatsLike {
 export interface NativeModule {
   isa: 'avx512' | 'avx2' | 'generic';
   Engine: new (cfg: NativeEngineConfig) => NativeEngine;
+  Clt: new (cfg: NativeCltConfig) => NativeClt;
   IndexStats: new (cfg: IndexStatsConfig) => IndexStatsLike;
   gemm(
     M: number,

@@ -5,7 +5,7 @@
 
 /** The activations and kinds there are: the records below are keyed by these. */
 export type Activation = 'relu' | 'topk' | 'batchtopk' | 'jumprelu' | 'matryoshka';
-export type Kind = 'sae' | 'transcoder' | 'crosscoder';
+export type Kind = 'sae' | 'transcoder' | 'crosscoder' | 'clt';
 
 export interface ActivationSpec {
   /** Code of the native kernels' enum. */
@@ -110,6 +110,8 @@ export const KINDS: Readonly<Record<Kind, KindSpec>> = {
   sae: { applyBDecToInput: true, splicesInOnePass: true, saelens: true },
   transcoder: { applyBDecToInput: false, splicesInOnePass: true, saelens: true },
   crosscoder: { applyBDecToInput: true, splicesInOnePass: false, saelens: false },
+  // Each layer's features read only that layer's input, so the replacement model runs in one causal pass.
+  clt: { applyBDecToInput: false, splicesInOnePass: true, saelens: false },
 };
 
 export const KIND_NAMES = Object.keys(KINDS) as Kind[];

@@ -29,6 +29,8 @@ export interface DictConfig {
   noBias: boolean;
   /** W_dec = W_enc^T. */
   tied: boolean;
+  /** Skip transcoders and CLTs: a learned linear path W_skip from input to output (absent in older records: false). */
+  skip?: boolean;
 }
 
 export interface TrainConfig {
@@ -201,7 +203,27 @@ export function checkDictConfig(c: DictConfig, source?: string): void {
     throw bad(`--matryoshka-widths must be increasing integers ending at the number of latents (${c.dSae}) (got ${Array.isArray(w) ? w.join(',') : w})`);
   }
   if (c.tied && c.dIn !== c.dOut) throw bad('--tied needs the same input and output width (not a transcoder between different widths)');
+  if (c.skip && c.kind !== 'transcoder' && c.kind !== 'clt') throw bad(`--skip is for transcoders and CLTs (--kind transcoder|clt), not a ${c.kind}`);
+  if (c.kind === 'clt' || c.skip) {
+    const what = c.kind === 'clt' ? 'a CLT' : 'a skip transcoder';
+    if (!CLT_ACTIVATIONS.includes(c.activation)) throw bad(`${what} trains with --activation ${CLT_ACTIVATIONS.join(', ')} (got ${c.activation})`);
+    if (c.tied || c.noBias) throw bad(`${what} cannot be --tied or --no-bias`);
+  }
+  if (c.kind === 'clt') {
+    const L = c.sitesIn.length;
+    if (c.sitesOut.length !== L) throw bad(`a CLT reads and writes the same layers: ${L} input sites but ${c.sitesOut.length} output sites`);
+    const wi = c.sitesIn[0].width,
+      wo = c.sitesOut[0].width;
+    const odd = [...c.sitesIn.filter((s) => s.width !== wi), ...c.sitesOut.filter((s) => s.width !== wo)][0];
+    if (odd) throw bad(`a CLT needs one width across its layers: ${odd.name} is ${odd.width} wide, ${c.sitesIn[0].name} ${wi} and ${c.sitesOut[0].name} ${wo}`);
+    if (c.dSae % L !== 0) throw bad(`a CLT's ${c.dSae} latents do not split evenly over its ${L} layers`);
+    if (ACTIVATIONS[c.activation].usesK && c.k > c.dSae / L)
+      throw bad(`--k is per layer for a CLT and must be at most --latents-per-layer (${c.dSae / L}) (got ${c.k})`);
+  }
 }
+
+/** The activations the CLT kernels train (Matryoshka's nested loss is not defined across layers). */
+export const CLT_ACTIVATIONS: Activation[] = ['topk', 'batchtopk', 'jumprelu', 'relu'];
 
 /** TopK-family k when none is given (SAELens and sparsify use 32 too), at most the number of latents. */
 export const DEFAULT_K = 32;
@@ -224,6 +246,10 @@ export interface DictSpec {
   tied?: boolean;
   /** Default: the kind's rule (subtract b_dec when input and output are the same space) and only with biases. */
   applyBDecToInput?: boolean;
+  /** Transcoders and CLTs: learn a skip matrix W_skip. */
+  skip?: boolean;
+  /** CLTs: latents per layer (instead of --latents, the total). */
+  latentsPerLayer?: number;
 }
 
 /** The one way to build a DictConfig: defaults filled by one rule each, then checked. */
@@ -231,7 +257,9 @@ export function makeDictConfig(s: DictSpec): DictConfig {
   const sitesOut = s.sitesOut ?? s.sitesIn;
   const dIn = s.sitesIn.reduce((a, x) => a + x.width, 0),
     dOut = sitesOut.reduce((a, x) => a + x.width, 0);
-  const dSae = s.latents ?? Math.round((s.expansion ?? DEFAULT_EXPANSION) * dIn);
+  // A CLT's expansion is per layer (of one layer's width), like a transcoder's.
+  const layers = s.kind === 'clt' ? s.sitesIn.length : 1;
+  const dSae = s.latentsPerLayer !== undefined ? s.latentsPerLayer * layers : (s.latents ?? Math.round((s.expansion ?? DEFAULT_EXPANSION) * dIn));
   if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
   const bias = s.bias ?? true;
   const cfg: DictConfig = {
@@ -242,11 +270,12 @@ export function makeDictConfig(s: DictSpec): DictConfig {
     dIn,
     dOut,
     dSae,
-    k: s.k ?? Math.min(DEFAULT_K, dSae),
+    k: s.k ?? Math.min(DEFAULT_K, dSae / layers),
     matryoshkaWidths: s.matryoshkaWidths ?? defaultMatryoshkaWidths(dSae),
     applyBDecToInput: s.applyBDecToInput ?? (KINDS[s.kind].applyBDecToInput && bias),
     noBias: !bias,
     tied: s.tied ?? false,
+    ...(s.skip ? { skip: true } : {}),
   };
   checkDictConfig(cfg);
   return cfg;

@@ -10,6 +10,7 @@ import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 import { ACTIVATIONS, needsThreshold } from './activations.js';
 import { checkDictConfig } from './config.js';
 import { CFG_FILE, WEIGHTS_FILE } from '../util/files.js';
+import { cltFromDense, cltShape, cltToDense, decOffset } from './clt.js';
 
 export interface DictionaryWeights {
   W_enc: Float32Array;
@@ -18,6 +19,8 @@ export interface DictionaryWeights {
   b_dec: Float32Array;
   /** Per-latent inference threshold (JumpReLU; BatchTopK and Matryoshka store their global one here). */
   threshold?: Float32Array;
+  /** Skip transcoders and CLTs: [d_in, d_out] (block-diagonal for CLTs); y^ gains x W_skip. */
+  W_skip?: Float32Array;
 }
 
 export { CFG_FILE, WEIGHTS_FILE };
@@ -78,7 +81,11 @@ export function saelensCfg(d: Dictionary): Omit<SavedCfg, 'sdlkit'> {
 
 /** SAELens architecture name for a dictionary. BatchTopK/Matryoshka infer as JumpReLU with a global threshold. */
 export function saelensArchitecture(cfg: DictConfig): string {
-  return ACTIVATIONS[cfg.activation].saelens[cfg.kind === 'transcoder' ? 'transcoder' : 'sae'];
+  if (cfg.kind === 'clt') return 'clt'; // no SAELens class: sdlkit's own name (circuit-tracer reads `sdl export --format circuit-tracer`)
+  const arch = ACTIVATIONS[cfg.activation].saelens[cfg.kind === 'transcoder' ? 'transcoder' : 'sae'];
+  // SAELens' skip transcoders: skip_transcoder (ReLU) and jumprelu_skip_transcoder; TopK has none (topk_skip_transcoder
+  // is sdlkit's name, which SAELens refuses).
+  return cfg.skip ? arch.replace(/transcoder$/, 'skip_transcoder') : arch;
 }
 
 export class Dictionary {
@@ -96,6 +103,8 @@ export class Dictionary {
     check('b_enc', w.b_enc, dSae);
     check('b_dec', w.b_dec, dOut);
     check('threshold', w.threshold, dSae);
+    check('W_skip', w.W_skip, dIn * dOut);
+    if (cfg.skip && !w.W_skip) throw new UserError('this skip dictionary has no W_skip tensor; fit or import it again');
   }
 
   /**
@@ -137,15 +146,10 @@ export class Dictionary {
       const z = pre.subarray(r * dSae, (r + 1) * dSae);
       if (how === 'relu') for (let j = 0; j < dSae; j++) z[j] = z[j] > 0 ? z[j] : 0;
       else if (how === 'topk') {
-        const kk = Math.min(k, dSae);
-        const kth = kthLargest(z, kk);
-        let greater = 0;
-        for (let j = 0; j < dSae; j++) if (z[j] > kth) greater++;
-        let ties = kk - greater; // equal values at the k-th place: keep the first ones, exactly k in all
-        for (let j = 0; j < dSae; j++) {
-          const keep = z[j] > kth || (z[j] === kth && ties-- > 0);
-          z[j] = keep && z[j] > 0 ? z[j] : 0;
-        }
+        // CLTs select per layer: k of each layer's latents.
+        const groups = this.cfg.kind === 'clt' ? this.cfg.sitesIn.length : 1,
+          per = dSae / groups;
+        for (let g = 0; g < groups; g++) topkInPlace(z.subarray(g * per, (g + 1) * per), Math.min(k, per));
       } else {
         const t = th ?? this.inferenceThreshold();
         for (let j = 0; j < dSae; j++) z[j] = z[j] > t[j] && z[j] > 0 ? z[j] : 0;
@@ -158,13 +162,13 @@ export class Dictionary {
     return this.activate(this.preacts(x, n), n);
   }
 
-  decode(acts: Float32Array, n: number): Float32Array {
+  /** Reconstructions from dense features; skip dictionaries need the inputs x too. */
+  decode(acts: Float32Array, n: number, x?: Float32Array): Float32Array {
     const { dSae, dOut } = this.cfg;
-    const { W_dec, b_dec } = this.w;
-    const out = new Float32Array(n * dOut);
+    const { W_dec } = this.w;
+    const out = this.baseline(n, x);
     for (let r = 0; r < n; r++) {
       const o = out.subarray(r * dOut, (r + 1) * dOut);
-      o.set(b_dec);
       for (let j = 0; j < dSae; j++) {
         const a = acts[r * dSae + j];
         if (a === 0) continue;
@@ -172,6 +176,23 @@ export class Dictionary {
         for (let i = 0; i < dOut; i++) o[i] += a * row[i];
       }
     }
+    return out;
+  }
+
+  /** b_dec on every row, plus the skip path x W_skip where the dictionary has one: what the features add to. */
+  baseline(n: number, x?: Float32Array): Float32Array {
+    const { dIn, dOut } = this.cfg;
+    const out = new Float32Array(n * dOut);
+    for (let r = 0; r < n; r++) out.set(this.w.b_dec, r * dOut);
+    const S = this.w.W_skip;
+    if (!S) return out;
+    if (!x || x.length < n * dIn) throw new Error('a skip dictionary decodes from its inputs too: pass x');
+    for (let r = 0; r < n; r++)
+      for (let i = 0; i < dIn; i++) {
+        const v = x[r * dIn + i];
+        if (v === 0) continue;
+        for (let c = 0; c < dOut; c++) out[r * dOut + c] += v * S[i * dOut + c];
+      }
     return out;
   }
 
@@ -186,7 +207,8 @@ export class Dictionary {
       b_dec: { data: this.w.b_dec, shape: [dOut] },
     };
     if (this.w.threshold) t.threshold = { data: this.w.threshold, shape: [dSae] };
-    writeSafetensors(join(dir, WEIGHTS_FILE), t);
+    if (this.w.W_skip) t.W_skip = { data: this.w.W_skip, shape: [dIn, dOut] };
+    writeSafetensors(join(dir, WEIGHTS_FILE), this.cfg.kind === 'clt' ? cltSavedTensors(this) : t);
     const base = saelensCfg(this);
     const cfg: SavedCfg = {
       ...base,
@@ -221,14 +243,70 @@ export class Dictionary {
       if (!st[n]) throw new UserError(`${dir}/${WEIGHTS_FILE} has no tensor ${n}`);
       return st[n].data;
     };
-    const d = new Dictionary(
-      saved.sdlkit.dict,
-      { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data },
-      saved.metadata,
-    );
+    const cfg = saved.sdlkit.dict;
+    const w =
+      cfg.kind === 'clt'
+        ? cltWeightsFromSaved(cfg, get, st.threshold?.data, st.W_skip?.data)
+        : { W_enc: get('W_enc'), W_dec: get('W_dec'), b_enc: get('b_enc'), b_dec: get('b_dec'), threshold: st.threshold?.data, W_skip: st.W_skip?.data };
+    const d = new Dictionary(cfg, w, saved.metadata);
     if (needsThreshold(d.cfg.activation)) d.inferenceThreshold();
     return d;
   }
+}
+
+/** Keeps the k largest positive values of z (ties at the k-th place: the first ones, exactly k in all), zeroes the rest. */
+function topkInPlace(z: Float32Array, k: number): void {
+  const kth = kthLargest(z, k);
+  let greater = 0;
+  for (let j = 0; j < z.length; j++) if (z[j] > kth) greater++;
+  let ties = k - greater;
+  for (let j = 0; j < z.length; j++) {
+    const keep = z[j] > kth || (z[j] === kth && ties-- > 0);
+    z[j] = keep && z[j] > 0 ? z[j] : 0;
+  }
+}
+
+/**
+ * A CLT's weights file: the compact blocks, in circuit-tracer's shapes (W_enc [L, n, d_in], W_dec.l [n, L - l,
+ * d_out], b_enc/threshold [L, n], b_dec [L, d_out], W_skip [L, d_in, d_out]); the dense zero blocks are not stored.
+ */
+function cltSavedTensors(d: Dictionary): Record<string, NamedTensor> {
+  const s = cltShape(d.cfg);
+  const { L, dI, dO, n } = s;
+  const p = cltFromDense(s, d.w);
+  const t: Record<string, NamedTensor> = {
+    W_enc: { data: p.W_encT, shape: [L, n, dI] },
+    b_enc: { data: p.b_enc, shape: [L, n] },
+    b_dec: { data: p.b_dec, shape: [L, dO] },
+  };
+  for (let l = 0; l < L; l++) t[`W_dec.${l}`] = { data: p.W_dec.subarray(decOffset(s, l), decOffset(s, l + 1)), shape: [n, L - l, dO] };
+  if (d.w.threshold) t.threshold = { data: d.w.threshold, shape: [L, n] };
+  if (p.W_skip) t.W_skip = { data: p.W_skip, shape: [L, dI, dO] };
+  return t;
+}
+
+function cltWeightsFromSaved(
+  cfg: DictConfig,
+  get: (n: string) => Float32Array,
+  threshold: Float32Array | undefined,
+  skip: Float32Array | undefined,
+): DictionaryWeights {
+  const s = cltShape(cfg);
+  const W_dec = new Float32Array(decOffset(s, s.L));
+  for (let l = 0; l < s.L; l++) {
+    const block = get(`W_dec.${l}`);
+    if (block.length !== decOffset(s, l + 1) - decOffset(s, l))
+      throw new UserError(`dictionary tensor W_dec.${l} has ${block.length} values, expected ${decOffset(s, l + 1) - decOffset(s, l)}`);
+    W_dec.set(block, decOffset(s, l));
+  }
+  const p = { W_encT: get('W_enc'), b_enc: get('b_enc'), W_dec, b_dec: get('b_dec'), W_skip: skip };
+  for (const [name, a, want] of [
+    ['W_enc', p.W_encT, s.L * s.n * s.dI],
+    ['W_skip', skip, s.skip ? s.L * s.dI * s.dO : 0],
+  ] as const)
+    if (a && a.length !== want) throw new UserError(`dictionary tensor ${name} has ${a.length} values, expected ${want}`);
+  const dense = cltToDense(s, p);
+  return { W_enc: dense.W_enc, W_dec: dense.W_dec, b_enc: p.b_enc, b_dec: p.b_dec, threshold, W_skip: dense.W_skip };
 }
 
 /** The k-th largest value of an array (1-based k), by quickselect on a copy. */

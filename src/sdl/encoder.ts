@@ -1,7 +1,8 @@
 // Inference for saved dictionaries: features as sparse rows (the active latents of each token), from the native
 // kernels where they are built, else from Dictionary's plain-TypeScript reference. Every reader of features
 // (the index, in-model evaluation, ground-truth metrics, search) goes through here.
-import { native, nativeThreads, type NativeEngine, type NativeTensors } from '../native/kernels.js';
+import { native, nativeThreads, type NativeCltTensors, type NativeTensors } from '../native/kernels.js';
+import { cltFromDense, cltShape, usesCltKernels } from './clt.js';
 import type { Dictionary } from './dictionary.js';
 import { transpose } from '../tensor/linalg.js';
 import { ACTIVATIONS } from './activations.js';
@@ -14,38 +15,50 @@ export interface SparseActs {
   val: Float32Array;
 }
 
-const engines = new WeakMap<Dictionary, { e: NativeEngine; p: NativeTensors; threshold: number }>();
+type NativeEncode = (x: Float32Array, n: number) => { count: Int32Array; idx: Int32Array; val: Float32Array };
+const engines = new WeakMap<Dictionary, NativeEncode>();
 
-function nativeFor(d: Dictionary) {
+function nativeFor(d: Dictionary): NativeEncode | undefined {
   const hit = engines.get(d);
   if (hit) return hit;
   const mod = native();
   if (!mod) return undefined;
   const c = d.cfg;
-  const e = new mod.Engine({
-    dIn: c.dIn,
-    dOut: c.dOut,
-    dSae: c.dSae,
-    activation: ACTIVATIONS[c.activation].nativeCode,
-    k: c.k,
-    widths: c.matryoshkaWidths,
-    applyBDec: c.applyBDecToInput,
-    noBias: false,
-    tied: false,
-    threads: nativeThreads(),
-  });
-  // JumpReLU thresholds travel as log thresholds (the training parameter); BatchTopK/Matryoshka use one global value.
-  const p: NativeTensors = {
-    W_encT: transpose(d.w.W_enc, c.dIn, c.dSae),
-    b_enc: d.w.b_enc,
-    W_dec: d.w.W_dec,
-    b_dec: d.w.b_dec,
-    log_threshold:
-      ACTIVATIONS[c.activation].inference === 'per-latent' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
-  };
-  const entry = { e, p, threshold: ACTIVATIONS[c.activation].inference === 'global' ? d.inferenceThreshold()[0] : 0 };
-  engines.set(d, entry);
-  return entry;
+  const spec = ACTIVATIONS[c.activation];
+  let enc: NativeEncode;
+  if (usesCltKernels(c)) {
+    // CLTs (per-layer selection) and skip transcoders: the CLT kernels on the compact blocks.
+    const s = cltShape(c);
+    const e = new mod.Clt({ L: s.L, dIn: s.dI, dOut: s.dO, n: s.n, activation: spec.nativeCode, k: c.k, skip: s.skip, threads: nativeThreads() });
+    const p = cltFromDense(s, d.w) as NativeCltTensors;
+    const theta = spec.inference === 'per-latent' || spec.inference === 'global' ? d.inferenceThreshold() : undefined;
+    enc = (x, n) => e.forward(p, x, n, theta, false);
+  } else {
+    const e = new mod.Engine({
+      dIn: c.dIn,
+      dOut: c.dOut,
+      dSae: c.dSae,
+      activation: spec.nativeCode,
+      k: c.k,
+      widths: c.matryoshkaWidths,
+      applyBDec: c.applyBDecToInput,
+      noBias: false,
+      tied: false,
+      threads: nativeThreads(),
+    });
+    // JumpReLU thresholds travel as log thresholds (the training parameter); BatchTopK/Matryoshka use one global value.
+    const p: NativeTensors = {
+      W_encT: transpose(d.w.W_enc, c.dIn, c.dSae),
+      b_enc: d.w.b_enc,
+      W_dec: d.w.W_dec,
+      b_dec: d.w.b_dec,
+      log_threshold: spec.inference === 'per-latent' ? Float32Array.from(d.inferenceThreshold(), (t) => Math.log(Math.max(t, 1e-30))) : undefined,
+    };
+    const threshold = spec.inference === 'global' ? d.inferenceThreshold()[0] : 0;
+    enc = (x, n) => e.forward(p, x, n, threshold, false);
+  }
+  engines.set(d, enc);
+  return enc;
 }
 
 /** Features of n rows of x [n, dIn] (inference thresholds), as sparse rows. */
@@ -54,7 +67,7 @@ export function encodeSparse(d: Dictionary, x: Float32Array, n: number): SparseA
   if (n === 0) return { rows: 0, start: new Int32Array(1), idx: new Int32Array(0), val: new Float32Array(0) };
   const nat = nativeFor(d);
   if (nat) {
-    const r = nat.e.forward(nat.p, x, n, nat.threshold, false);
+    const r = nat(x, n);
     const start = new Int32Array(n + 1);
     for (let i = 0; i < n; i++) start[i + 1] = start[i] + r.count[i];
     return { rows: n, start, idx: r.idx, val: r.val };
@@ -67,14 +80,13 @@ export function encodeDense(d: Dictionary, x: Float32Array, n: number): Float32A
   return densify(encodeSparse(d, x, n), d.cfg.dSae);
 }
 
-/** Reconstructions [rows, dOut] from sparse features. */
-export function decodeSparse(d: Dictionary, f: SparseActs): Float32Array {
+/** Reconstructions [rows, dOut] from sparse features; skip dictionaries need the inputs x too. */
+export function decodeSparse(d: Dictionary, f: SparseActs, x?: Float32Array): Float32Array {
   const { dOut } = d.cfg;
-  const { W_dec, b_dec } = d.w;
-  const out = new Float32Array(f.rows * dOut);
+  const { W_dec } = d.w;
+  const out = d.baseline(f.rows, x);
   for (let r = 0; r < f.rows; r++) {
     const o = out.subarray(r * dOut, (r + 1) * dOut);
-    o.set(b_dec);
     for (let q = f.start[r]; q < f.start[r + 1]; q++) {
       const a = f.val[q],
         base = f.idx[q] * dOut;

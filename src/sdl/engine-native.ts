@@ -88,7 +88,7 @@ export class NativeTrainEngine implements Engine {
       auxLoss: r.auxLoss,
       l0: r.l0,
       fired: this.fired,
-      minSelected: batchTop && r.minSelected >= 0 ? r.minSelected : undefined,
+      minSelected: batchTop && r.minSelected >= 0 ? [r.minSelected] : undefined,
     };
   }
 
@@ -105,8 +105,8 @@ export class NativeTrainEngine implements Engine {
     if (train.unitNormDecoder) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
   }
 
-  forward(X: Float32Array, n: number, batchThreshold: number): EngineForward {
-    const r = this.e.forward(this.p, X, n, batchThreshold, true);
+  forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward {
+    const r = this.e.forward(this.p, X, n, batchThresholds[0] ?? 0, true);
     const fired = new Float64Array(this.cfg.dSae);
     for (const j of r.idx) fired[j]++;
     return { yhat: r.yhat!, fired, actives: r.idx.length };

@@ -99,8 +99,9 @@ export class TfEngine implements Engine {
     }
   }
 
-  forward(Xa: Float32Array, n: number, batchThreshold: number): EngineForward {
+  forward(Xa: Float32Array, n: number, batchThresholds: number[]): EngineForward {
     const { cfg, p } = this;
+    const batchThreshold = batchThresholds[0] ?? 0;
     const yhat = new Float32Array(n * cfg.dOut);
     const fired = new Float64Array(cfg.dSae);
     let actives = 0;

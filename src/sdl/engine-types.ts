@@ -11,6 +11,8 @@ export interface EngineWeights {
   W_dec: Float32Array;
   b_dec: Float32Array;
   log_threshold?: Float32Array;
+  /** Skip transcoders and CLTs: [dIn, dOut] (block-diagonal for CLTs). */
+  W_skip?: Float32Array;
 }
 
 export interface Anchors {
@@ -37,8 +39,8 @@ export interface EngineStepResult {
   l0: number;
   /** Tokens each latent fired on in this batch. */
   fired: Float32Array;
-  /** BatchTopK/Matryoshka: the smallest selected pre-activation. */
-  minSelected?: number;
+  /** BatchTopK/Matryoshka: the smallest selected pre-activation, per selection group (one; CLTs: one per layer). */
+  minSelected?: number[];
 }
 
 export interface EngineForward {
@@ -57,8 +59,8 @@ export interface Engine {
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult;
   /** Applies the last step's gradients: decoder-gradient projection, global-norm clipping, Adam, unit-norm decoder rows. */
   update(lr: number, clip: number): void;
-  /** Inference (thresholds, not batch statistics) on n rows. */
-  forward(X: Float32Array, n: number, batchThreshold: number): EngineForward;
+  /** Inference (thresholds, not batch statistics) on n rows; BatchTopK thresholds per selection group. */
+  forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward;
   /** A copy of the parameters. */
   weights(): EngineWeights;
   /** Resampling: new encoder columns, decoder rows and zero b_enc for the given latents; their Adam moments are zeroed. */

@@ -5,6 +5,7 @@
 import type { Engine, EngineInit } from './engine-types.js';
 import { native, nativeStatus } from '../native/kernels.js';
 import { UserError } from '../util/errors.js';
+import { usesCltKernels } from './clt.js';
 
 export type * from './engine-types.js';
 
@@ -15,6 +16,13 @@ export type * from './engine-types.js';
 export async function createEngine(requested: string | undefined, init: EngineInit): Promise<{ engine: Engine; note?: string }> {
   if (requested && !['native', 'node', 'tensorflow', 'wasm', 'cpu'].includes(requested))
     throw new UserError(`unknown backend '${requested}'; use native, node, wasm or cpu`);
+  if (usesCltKernels(init.cfg)) {
+    // CLTs and skip transcoders: the native CLT kernels, else their TypeScript reference (TensorFlow.js has no CLT step).
+    const mod = requested && requested !== 'native' ? undefined : native();
+    if (requested === 'native' && !mod) throw new UserError(`the native kernels are ${nativeStatus()}; use --backend cpu`);
+    const { CltEngine } = await import('./engine-clt.js');
+    return { engine: new CltEngine(mod, init), note: mod ? undefined : `native kernels ${nativeStatus()}; training with the TypeScript reference (slow)` };
+  }
   if (!requested || requested === 'native') {
     const mod = native();
     if (mod) {

@@ -5,6 +5,7 @@ import { Dictionary, type DictionaryWeights } from './dictionary.js';
 import { decodeSparse, encodeSparse } from './encoder.js';
 import { Rng } from '../util/rng.js';
 import { ACTIVATIONS } from './activations.js';
+import { cltShape } from './clt.js';
 
 /** Weiszfeld's algorithm for the geometric median of n rows of width d. */
 export function geometricMedian(a: Float32Array, n: number, d: number, iters = 100, tol = 1e-6): Float32Array {
@@ -49,7 +50,7 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
     for (let j = 0; j < dOut; j++) W_dec[i * dOut + j] /= norm;
   }
   const W_enc = new Float32Array(dIn * dSae);
-  if (cfg.kind !== 'transcoder' && dIn === dOut) {
+  if (cfg.kind !== 'transcoder' && cfg.kind !== 'clt' && dIn === dOut) {
     for (let i = 0; i < dSae; i++) for (let j = 0; j < dIn; j++) W_enc[j * dSae + i] = W_dec[i * dOut + j];
   } else {
     // Transcoders: a small random encoder (columns of norm 0.1), so the first predictions stay near b_dec
@@ -67,10 +68,36 @@ export function initWeights(cfg: DictConfig, train: TrainConfig, sampleY: { y: F
       : train.bDecInit === 'mean'
         ? meanRows(sampleY.y, sampleY.n, dOut)
         : geometricMedian(sampleY.y, Math.min(sampleY.n, 4096), dOut);
-  const w = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
-  if (cfg.kind !== 'transcoder' && dIn === dOut && ACTIVATIONS[cfg.activation].selection !== 'threshold' && sampleY.n > 0)
+  const w: DictionaryWeights = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
+  if (cfg.kind === 'clt') cltMask(cfg, w);
+  if (cfg.skip) w.W_skip = new Float32Array(dIn * dOut); // the skip path starts at zero (as circuit-tracer's)
+  if (cfg.kind !== 'transcoder' && cfg.kind !== 'clt' && dIn === dOut && ACTIVATIONS[cfg.activation].selection !== 'threshold' && sampleY.n > 0)
     calibrateEncoderScale(cfg, w, sampleY.y, Math.min(sampleY.n, 4096));
   return w;
+}
+
+/**
+ * The CLT's block structure on dense random weights: each latent's encoder column keeps only its layer's input
+ * (rescaled to norm 0.1) and its decoder row only the layers it may write (rescaled to unit norm).
+ */
+function cltMask(cfg: DictConfig, w: DictionaryWeights): void {
+  const { dI, dO, n } = cltShape(cfg);
+  const { dIn, dOut, dSae } = cfg;
+  for (let j = 0; j < dSae; j++) {
+    const l = Math.floor(j / n);
+    let e = 0;
+    for (let r = 0; r < dIn; r++) {
+      if (r < l * dI || r >= (l + 1) * dI) w.W_enc[r * dSae + j] = 0;
+      else e += w.W_enc[r * dSae + j] ** 2;
+    }
+    for (let r = l * dI; r < (l + 1) * dI; r++) w.W_enc[r * dSae + j] *= 0.1 / Math.sqrt(e);
+    let d = 0;
+    for (let c = 0; c < dOut; c++) {
+      if (c < l * dO) w.W_dec[j * dOut + c] = 0;
+      else d += w.W_dec[j * dOut + c] ** 2;
+    }
+    for (let c = l * dO; c < dOut; c++) w.W_dec[j * dOut + c] /= Math.sqrt(d);
+  }
 }
 
 /**

@@ -15,6 +15,10 @@ export interface SiteRequest {
   /** SAE: one site; crosscoder: several. */
   sites?: string[];
   layer?: number;
+  /** CLT: its layers (default: every layer the harvest has both sites of). */
+  layers?: number[];
+  /** CLT: what each layer's features read (default mlp_in; resid_mid as circuit-tracer's CLTs). */
+  input?: 'mlp_in' | 'resid_mid';
 }
 
 export function chooseSites(m: Manifest, req: SiteRequest): SiteChoice {
@@ -26,6 +30,29 @@ export function chooseSites(m: Manifest, req: SiteRequest): SiteChoice {
     if (!s) throw new UserError(`the harvest has no site ${name}; it has ${list}`);
     return s;
   };
+  if (req.kind === 'clt') {
+    const input = req.input ?? 'mlp_in';
+    const has = (site: string) =>
+      new Set(
+        avail
+          .map((s) => parseCanonical(s.name))
+          .filter((c) => c && c.site === site)
+          .map((c) => c!.layer),
+      );
+    const ins = has(input),
+      outs = has('mlp_out');
+    const layers = req.layers ?? [...ins].filter((l) => outs.has(l)).sort((a, b) => a - b);
+    const missing = layers.filter((l) => !ins.has(l) || !outs.has(l));
+    if (missing.length || layers.length < 1) {
+      const both = [...ins].filter((l) => outs.has(l)).sort((a, b) => a - b);
+      throw new UserError(
+        `a CLT needs blocks.L.hook_${input} and blocks.L.hook_mlp_out for ${missing.length ? `layer${missing.length > 1 ? 's' : ''} ${missing.join(', ')}` : 'its layers'}; the harvest has both for ${both.length ? `layers ${both.join(', ')}` : 'no layer'}; harvest with --layers all --sites ${input},mlp_out`,
+      );
+    }
+    if (new Set(layers).size !== layers.length || layers.some((l, i) => i > 0 && l <= layers[i - 1]))
+      throw new UserError(`--layers for a CLT must be increasing and distinct (got ${layers.join(',')})`);
+    return { sitesIn: layers.map((l) => need(`blocks.${l}.hook_${input}`)), sitesOut: layers.map((l) => need(`blocks.${l}.hook_mlp_out`)) };
+  }
   if (req.kind === 'transcoder') {
     const layers = [
       ...new Set(

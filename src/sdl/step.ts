@@ -234,5 +234,5 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
   const fired = out.fired.dataSync() as Float32Array;
   tf.dispose([out.loss, out.mse, out.sparsityLoss, out.auxLoss, out.fired]);
   const l0 = fired.reduce((a, b) => a + b, 0) / B;
-  return { grads: out.grads, loss, mse, sparsityLoss: sp, auxLoss: aux, l0, fired, minSelected };
+  return { grads: out.grads, loss, mse, sparsityLoss: sp, auxLoss: aux, l0, fired, minSelected: minSelected === undefined ? undefined : [minSelected] };
 }

@@ -14,6 +14,7 @@ import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
+import { cltCheckpointNames, usesCltKernels } from './clt.js';
 import { ACTIVATIONS } from './activations.js';
 import {
   ACTS_MANIFEST_FILE,
@@ -58,6 +59,8 @@ interface CheckpointState {
   step: number;
   tokens: number;
   threshold: number;
+  /** BatchTopK thresholds per selection group (CLTs: one per layer); `threshold` is the first. */
+  thresholds?: number[];
   thresholdInit: boolean;
   scalesIn: number[];
   scalesOut: number[];
@@ -122,6 +125,11 @@ function checkpointTensors(dir: string, state: CheckpointState): Record<string, 
  * each. (A resume that quietly started some moments at zero would not continue the run it claims to.)
  */
 function checkCheckpoint(t: Record<string, NamedTensor>, cfg: DictConfig, path: string): Record<string, NamedTensor> {
+  if (usesCltKernels(cfg)) {
+    const missing = cltCheckpointNames(cfg).filter((n) => !t[n]);
+    if (missing.length) throw new UserError(`the checkpoint ${path} lacks ${missing.join(', ')}; it is damaged: start again without --resume`);
+    return t;
+  }
   const trained = [
     'W_enc',
     ...(cfg.tied ? [] : ['W_dec']),
@@ -136,7 +144,7 @@ function checkCheckpoint(t: Record<string, NamedTensor>, cfg: DictConfig, path: 
 
 /** The engine's weights with the per-site input/target scales folded into them. */
 function foldWeights(engine: Engine, cfg: DictConfig, scalesIn: number[], scalesOut: number[], threshold?: Float32Array): DictionaryWeights {
-  const { W_enc, W_dec, b_enc, b_dec } = engine.weights();
+  const { W_enc, W_dec, b_enc, b_dec, W_skip } = engine.weights();
   // Trained on x' = s_in x, y' = s_out y:  W_enc rows of site j scale by s_j; W_dec columns and b_dec by 1/s_out.
   let off = 0;
   cfg.sitesIn.forEach((s, i) => {
@@ -151,18 +159,42 @@ function foldWeights(engine: Engine, cfg: DictConfig, scalesIn: number[], scales
     }
     off += s.width;
   });
-  return { W_enc, b_enc, W_dec, b_dec, threshold };
+  // The skip path maps x' to y': W_skip[r, c] scales by s_in(r) / s_out(c).
+  if (W_skip) {
+    const sIn = perColumn(cfg.sitesIn, scalesIn),
+      sOut = perColumn(cfg.sitesOut, scalesOut);
+    for (let r = 0; r < cfg.dIn; r++) for (let c = 0; c < cfg.dOut; c++) W_skip[r * cfg.dOut + c] *= sIn[r] / sOut[c];
+  }
+  return { W_enc, b_enc, W_dec, b_dec, threshold, ...(W_skip ? { W_skip } : {}) };
 }
 
-function thresholdVector(engine: Engine, cfg: DictConfig, batchThreshold: number): Float32Array | undefined {
+/** Each column's site scale. */
+function perColumn(sites: { width: number }[], scales: number[]): Float64Array {
+  const out = new Float64Array(sites.reduce((a, s) => a + s.width, 0));
+  let off = 0;
+  sites.forEach((s, i) => {
+    out.fill(scales[i], off, off + s.width);
+    off += s.width;
+  });
+  return out;
+}
+
+function thresholdVector(engine: Engine, cfg: DictConfig, thresholds: number[]): Float32Array | undefined {
   const how = ACTIVATIONS[cfg.activation].inference;
   if (how === 'per-latent') return Float32Array.from(engine.weights().log_threshold!, Math.exp);
-  if (how === 'global') return new Float32Array(cfg.dSae).fill(batchThreshold);
-  return undefined;
+  if (how !== 'global') return undefined;
+  // One threshold per selection group: the whole dictionary, or each CLT layer's latents.
+  const t = new Float32Array(cfg.dSae),
+    per = cfg.dSae / thresholds.length;
+  thresholds.forEach((v, g) => t.fill(v, g * per, (g + 1) * per));
+  return t;
 }
 
+/** BatchTopK selection groups: CLTs select per layer. */
+const selectionGroups = (cfg: DictConfig): number => (cfg.kind === 'clt' ? cfg.sitesIn.length : 1);
+
 /** Evaluates the engine (normalised space) on held-out rows; reconstructions are compared in harvest units. */
-function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number[], batchThreshold: number): EvalMetrics {
+function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number[], batchThreshold: number[]): EvalMetrics {
   const acc = new EvalAccumulator(cfg.sitesOut, cfg.dSae);
   const chunk = 4096;
   const inv = scalesOut.map((s) => 1 / s);
@@ -378,7 +410,7 @@ class MemberRun {
   private Yb!: Float32Array;
   private sinceFired!: Float64Array;
   private stepNo = 0;
-  private threshold = 0;
+  private threshold: number[] = [];
   private thresholdInit = false;
   private lastEval?: EvalMetrics;
   private lastLoss = 0;
@@ -492,11 +524,18 @@ class MemberRun {
       );
 
     // Parameters: fresh, or from the checkpoint.
-    this.threshold = state?.threshold ?? 0;
+    this.threshold = state?.thresholds ?? new Array(selectionGroups(cfg)).fill(state?.threshold ?? 0);
     this.thresholdInit = state?.thresholdInit ?? false;
     const saved = state ? checkCheckpoint(checkpointTensors(ckptDir, state), cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE)) : undefined;
     const init = saved
-      ? { W_enc: saved.W_enc.data, b_enc: saved.b_enc.data, W_dec: saved.W_dec.data, b_dec: saved.b_dec.data, log_threshold: saved.log_threshold?.data }
+      ? {
+          W_enc: saved.W_enc.data,
+          b_enc: saved.b_enc.data,
+          W_dec: saved.W_dec.data,
+          b_dec: saved.b_dec.data,
+          log_threshold: saved.log_threshold?.data,
+          W_skip: saved.W_skip?.data,
+        }
       : (() => {
           const n = Math.min(sample.n, 4096);
           const ys = (this.same ? sample.x : sample.y).slice(0, n * cfg.dOut);
@@ -549,7 +588,8 @@ class MemberRun {
     const s: CheckpointState = {
       step: this.stepNo,
       tokens: this.tokens,
-      threshold: this.threshold,
+      threshold: this.threshold[0],
+      thresholds: this.threshold,
       thresholdInit: this.thresholdInit,
       scalesIn: this.scalesIn,
       scalesOut: this.scalesOut,
@@ -656,7 +696,9 @@ class MemberRun {
     engine.update(lrNow, train.clipGradNorm);
     for (let i = 0; i < cfg.dSae; i++) sinceFired[i] = r.fired[i] > 0 ? 0 : sinceFired[i] + B;
     if (r.minSelected !== undefined) {
-      this.threshold = this.thresholdInit ? (1 - train.thresholdLr) * this.threshold + train.thresholdLr * r.minSelected : r.minSelected;
+      const lr = train.thresholdLr;
+      // A group that selected nothing this batch (-1) keeps its threshold.
+      this.threshold = r.minSelected.map((m, g) => (m < 0 ? this.threshold[g] : this.thresholdInit ? (1 - lr) * this.threshold[g] + lr * m : m));
       this.thresholdInit = true;
     }
     this.stepNo++;
@@ -728,7 +770,7 @@ class MemberRun {
       seed: train.seed,
       scales_in: this.scalesIn,
       scales_out: this.scalesOut,
-      batch_threshold: this.threshold,
+      batch_threshold: this.threshold.length === 1 ? this.threshold[0] : this.threshold,
       exclude_bos: train.excludeBos,
       unit_norm_decoder: train.unitNormDecoder,
       b_dec_init: train.bDecInit,

@@ -20,6 +20,12 @@ export interface LrbConfig {
   nr: number;
   /** Sources for crosscoder benches (each with its own directions); 1 = none. */
   sources: number;
+  /**
+   * CLT benches: layers (0 = off). Feature i is read at layer s(i) = i mod layers (site blocks.s.hook_mlp_in) and
+   * written to every layer t >= s(i) (blocks.t.hook_mlp_out) along its own direction per target, with a gain
+   * (1 at its own layer, uniform in [0.3, 1] after it).
+   */
+  layers: number;
   /** Probability that a feature is inactive (the paper's S); activation probability is 1 - S. */
   S: number;
   /** Maximum pairwise interference of the directions. */
@@ -41,6 +47,7 @@ export const LRB_DEFAULTS: LrbConfig = {
   np: 768,
   nr: 0,
   sources: 1,
+  layers: 0,
   S: 0.99,
   M: 0.1,
   cMin: 0,
@@ -69,6 +76,7 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
     ['np', 'int>0', '--np'],
     ['nr', 'int>=0', '--nr'],
     ['sources', 'int>0', '--sources'],
+    ['layers', 'int>=0', '--layers'],
     ['S', '[0,1)', '--S'],
     ['M', '(0,1]', '--M'],
     ['cMin', '>=0', '--c-min'],
@@ -82,6 +90,9 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
   ];
   for (const [key, rule, option] of spec) checkNumber(c[key], rule, option);
   if (c.parents * (c.children + 1) > c.n) throw new UserError(`the hierarchy needs ${c.parents * (c.children + 1)} features; n is ${c.n}`);
+  if (c.layers > 0 && (c.sources > 1 || c.nr > 0 || c.parents > 0))
+    throw new UserError('--layers makes a CLT bench (targets per layer, n_r = n_p); it does not combine with --sources, --nr or --parents');
+  if (c.layers > c.n) throw new UserError(`--layers ${c.layers} needs at least one feature per layer; n is ${c.n}`);
   return c;
 }
 
@@ -185,16 +196,19 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
   checkOutput(out, 'dir');
   const plan = lrbPlan(c);
   const { p, hierarchy } = plan;
-  const sites: { name: string; width: number; W: Float32Array }[] = [];
+  // gain[i]: how strongly feature i appears in the site (absent: 1 for every feature).
+  const sites: { name: string; width: number; W: Float32Array; gain?: Float32Array }[] = [];
   const truth: Record<string, NamedTensor> = {};
   let interference = 0;
-  for (let s = 0; s < c.sources; s++) {
-    const { W, achieved } = featureDirections(c.n, c.np, c.M, c.seed * 101 + s);
-    interference = Math.max(interference, achieved);
-    sites.push({ name: c.sources > 1 ? `x_p.${s}` : 'x_p', width: c.np, W });
-    truth[c.sources > 1 ? `W_p.${s}` : 'W_p'] = { data: W, shape: [c.n, c.np] };
-  }
-  if (c.nr > 0) {
+  if (c.layers > 0) interference = cltBenchSites(c, sites, truth);
+  else
+    for (let s = 0; s < c.sources; s++) {
+      const { W, achieved } = featureDirections(c.n, c.np, c.M, c.seed * 101 + s);
+      interference = Math.max(interference, achieved);
+      sites.push({ name: c.sources > 1 ? `x_p.${s}` : 'x_p', width: c.np, W });
+      truth[c.sources > 1 ? `W_p.${s}` : 'W_p'] = { data: W, shape: [c.n, c.np] };
+    }
+  if (c.nr > 0 && c.layers === 0) {
     const { W } = featureDirections(c.n, c.nr, c.M, c.seed * 101 + 999);
     sites.push({ name: 'x_r', width: c.nr, W });
     truth.W_r = { data: W, shape: [c.n, c.nr] };
@@ -207,7 +221,8 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
         const o = values[si].subarray(r * site.width, (r + 1) * site.width);
         for (let e = codes.start[r]; e < codes.start[r + 1]; e++) {
           const i = codes.feat[e],
-            v = codes.val[e];
+            v = codes.val[e] * (site.gain ? site.gain[i] : 1);
+          if (v === 0) continue;
           for (let j = 0; j < site.width; j++) o[j] += v * site.W[i * site.width + j];
         }
       });
@@ -216,4 +231,31 @@ export function generateLrb(out: string, cfgIn: Partial<LrbConfig>): Truth {
   const t: Truth = { config: c, hierarchy, frequencies: Array.from(p), interference, sites: sites.map((x) => x.name) };
   writeJsonAtomic(join(out, 'truth.json'), t);
   return t;
+}
+
+/**
+ * A CLT bench's sites: per layer l, blocks.l.hook_mlp_in (the features with s(i) = l, along W_p.l) and
+ * blocks.l.hook_mlp_out (every feature with s(i) <= l, along W_r.l, times its gain). Truth: W_p.l, W_r.l, gain [n, L].
+ */
+function cltBenchSites(
+  c: LrbConfig,
+  sites: { name: string; width: number; W: Float32Array; gain?: Float32Array }[],
+  truth: Record<string, NamedTensor>,
+): number {
+  const L = c.layers;
+  const rng = new Rng(c.seed * 31 + 5);
+  const gain = new Float32Array(c.n * L);
+  for (let i = 0; i < c.n; i++) for (let t = i % L; t < L; t++) gain[i * L + t] = t === i % L ? 1 : 0.3 + 0.7 * rng.next();
+  let interference = 0;
+  for (let l = 0; l < L; l++) {
+    const inW = featureDirections(c.n, c.np, c.M, c.seed * 101 + 2 * l),
+      outW = featureDirections(c.n, c.np, c.M, c.seed * 101 + 2 * l + 1);
+    interference = Math.max(interference, inW.achieved, outW.achieved);
+    sites.push({ name: `blocks.${l}.hook_mlp_in`, width: c.np, W: inW.W, gain: Float32Array.from({ length: c.n }, (_, i) => (i % L === l ? 1 : 0)) });
+    sites.push({ name: `blocks.${l}.hook_mlp_out`, width: c.np, W: outW.W, gain: Float32Array.from({ length: c.n }, (_, i) => gain[i * L + l]) });
+    truth[`W_p.${l}`] = { data: inW.W, shape: [c.n, c.np] };
+    truth[`W_r.${l}`] = { data: outW.W, shape: [c.n, c.np] };
+  }
+  truth.gain = { data: gain, shape: [c.n, L] };
+  return interference;
 }
