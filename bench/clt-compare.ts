@@ -31,7 +31,10 @@ let t0 = performance.now();
 const clt = JSON.parse(sdl('fit', ...common, '--kind', 'clt', '--latents-per-layer', latents, '--out', join(dir, 'clt')));
 const cltSeconds = (performance.now() - t0) / 1000;
 const sweep = join(dir, 'tcs');
-writeFileSync(join(dir, 'sweep.json'), JSON.stringify(Array.from({ length: 8 }, (_, l) => ({ name: `tc${l}`, kind: 'transcoder', layer: l, latents: Number(latents) }))));
+writeFileSync(
+  join(dir, 'sweep.json'),
+  JSON.stringify(Array.from({ length: 8 }, (_, l) => ({ name: `tc${l}`, kind: 'transcoder', layer: l, latents: Number(latents) }))),
+);
 t0 = performance.now();
 sdl('fit', ...common.filter((a) => a !== '--json'), '--sweep-file', join(dir, 'sweep.json'), '--out', sweep);
 const tcSeconds = (performance.now() - t0) / 1000;
@@ -48,7 +51,15 @@ const row = (name: string, e: Record<string, unknown>, seconds: number) => ({
   fvu_by_layer: e.fvu_by_site,
   train_seconds: Math.round(seconds),
 });
-const out = { date: new Date().toISOString(), tokens, latents_per_layer: Number(latents), k: Number(k), activation, clt_fit: clt.eval, rows: [row('CLT', eClt, cltSeconds), row('8 per-layer transcoders', eTc, tcSeconds)] };
+const out = {
+  date: new Date().toISOString(),
+  tokens,
+  latents_per_layer: Number(latents),
+  k: Number(k),
+  activation,
+  clt_fit: clt.eval,
+  rows: [row('CLT', eClt, cltSeconds), row('8 per-layer transcoders', eTc, tcSeconds)],
+};
 console.log(JSON.stringify(out, null, 2));
 const json = arg('json', '');
 if (json) writeFileSync(json, `${JSON.stringify(out, null, 2)}\n`);

@@ -34,8 +34,15 @@ async function sdlkit(L: number, d: number, n: number, activation: Activation, k
   }
   const dense = cltToDense(s, { W_encT, b_enc: new Float32Array(L * n), W_dec, b_dec: new Float32Array(L * d) });
   const train = { ...TRAIN_DEFAULTS, unitNormDecoder: true };
-  const { engine } = await createEngine('native', { cfg, train, weights: { W_enc: dense.W_enc, b_enc: new Float32Array(L * n), W_dec: dense.W_dec, b_dec: new Float32Array(L * d) } });
-  const batches = Array.from({ length: 4 }, () => [Float32Array.from({ length: B * L * d }, () => rng.normal()), Float32Array.from({ length: B * L * d }, () => rng.normal())]);
+  const { engine } = await createEngine('native', {
+    cfg,
+    train,
+    weights: { W_enc: dense.W_enc, b_enc: new Float32Array(L * n), W_dec: dense.W_dec, b_dec: new Float32Array(L * d) },
+  });
+  const batches = Array.from({ length: 4 }, () => [
+    Float32Array.from({ length: B * L * d }, () => rng.normal()),
+    Float32Array.from({ length: B * L * d }, () => rng.normal()),
+  ]);
   const one = (i: number) => {
     const [X, Y] = batches[i % 4];
     engine.step(X, Y, B, { sparsity: activation === 'relu' ? 5 : 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
@@ -51,12 +58,17 @@ function peer(L: number, d: number, n: number, activation: string, k: number, B:
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE; // with them set, OpenBLAS picks a slower kernel on this processor
   delete env.OPENBLAS_L2_SIZE;
-  const r = spawnSync('/usr/bin/python3', [join(process.cwd(), 'bench/peers/clt_torch.py'), ...[L, d, n, activation, k, B, steps].map(String)], { encoding: 'utf8', env });
+  const r = spawnSync('/usr/bin/python3', [join(process.cwd(), 'bench/peers/clt_torch.py'), ...[L, d, n, activation, k, B, steps].map(String)], {
+    encoding: 'utf8',
+    env,
+  });
   if (r.status !== 0) return `peer failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()} (apt-get install python3-torch)`;
   return JSON.parse(r.stdout).tokens_per_second as number;
 }
 
-const sizes = arg('sizes', '8x64x512,8x256x2048').split(',').map((s) => s.split('x').map(Number));
+const sizes = arg('sizes', '8x64x512,8x256x2048')
+  .split(',')
+  .map((s) => s.split('x').map(Number));
 const activations = arg('activations', 'topk,relu').split(',') as Activation[];
 const k = Number(arg('k', '32')),
   B = Number(arg('batch', '1024')),

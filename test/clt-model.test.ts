@@ -287,6 +287,15 @@ test('on a CLT bench (features written to their own and every later layer) the C
     [32, 64, 96],
   );
   for (const r of per) assert.ok(r.mgt > 0.9 && r.mcc > 0.9, `layer ${r.layer}: M_GT ${r.mgt}, MCC ${r.mcc}`);
+  // A single-site dictionary on a CLT bench, and a CLT on a single-site bench: one line each, naming what fits.
+  const mixed = sdl('eval', join(dir, 'tc2'), '--truth', bench);
+  assert.equal(mixed.status, 2);
+  assert.match(mixed.stderr, /is a CLT bench .* measured per target layer on a CLT \(sdl fit --kind clt\); this is a transcoder\n$/);
+  const flat = join(dir, 'flat');
+  ok('synth', '--n', '32', '--np', '16', '--N', '5k', '--out', flat);
+  const other = sdl('eval', out, '--truth', flat);
+  assert.equal(other.status, 2);
+  assert.match(other.stderr, /a CLT is measured against a CLT bench \(sdl synth --layers L\)/);
 });
 
 test('a BatchTopK CLT resumed from its checkpoint ends bit-for-bit where the unbroken run ended (per-layer thresholds included)', () => {

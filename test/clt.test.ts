@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { native, nativeStatus, type NativeModule } from '../src/native/kernels.js';
 import { cltReferenceForward, cltReferenceStep, type CltStepOptions } from '../src/sdl/clt-reference.js';
 import { type CltParams, type CltShape, cltFromDense, cltToDense, decOffset } from '../src/sdl/clt.js';
-import type { Activation } from '../src/sdl/config.js';
+import { makeDictConfig, type Activation } from '../src/sdl/config.js';
 import { ACTIVATIONS } from '../src/sdl/activations.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -169,15 +169,21 @@ test('the causal mask: a layer-l feature writes nothing before layer l, and read
   for (const key of ['W_encT', 'W_dec', 'W_skip'] as const) assert.deepEqual(back[key], p[key]);
 });
 
-const nativeCases: { act: Activation; skip: boolean; aux: boolean }[] = [
+// denseAbove 2: the sparse path always; 0: the dense (GEMM) path whenever anything fires.
+const nativeCases: { act: Activation; skip: boolean; aux: boolean; denseAbove?: number }[] = [
   { act: 'topk', skip: false, aux: true },
   { act: 'topk', skip: true, aux: false },
   { act: 'batchtopk', skip: false, aux: true },
-  { act: 'relu', skip: true, aux: false },
-  { act: 'jumprelu', skip: false, aux: false },
+  { act: 'relu', skip: true, aux: false, denseAbove: 2 },
+  { act: 'relu', skip: true, aux: false, denseAbove: 0 },
+  { act: 'relu', skip: false, aux: false, denseAbove: 0 },
+  { act: 'jumprelu', skip: false, aux: false, denseAbove: 2 },
+  { act: 'jumprelu', skip: true, aux: false, denseAbove: 0 },
 ];
 for (const c of nativeCases)
-  test(`native CLT step equals the reference (${c.act}${c.skip ? ', skip' : ''}${c.aux ? ', AuxK' : ''})`, { skip: skipNative }, () => {
+  test(`native CLT step equals the reference (${c.act}${c.skip ? ', skip' : ''}${c.aux ? ', AuxK' : ''}${c.denseAbove === 0 ? ', dense path' : c.denseAbove ? ', sparse path' : ''})`, {
+    skip: skipNative,
+  }, () => {
     const s: CltShape = { L: 4, dI: 12, dO: 10, n: 24, skip: c.skip };
     const rng = new Rng(11);
     const p = randomParams(s, rng, c.act);
@@ -191,7 +197,8 @@ for (const c of nativeCases)
     const e = new mod.Clt({ L: s.L, dIn: s.dI, dOut: s.dO, n: s.n, activation: ACTIVATIONS[c.act].nativeCode, k, skip: s.skip, threads: 2 });
     const gNat = zerosLike(p);
     const fired = new Float32Array(s.L * s.n);
-    const r = e.step(p as Required<CltParams>, gNat as Required<CltParams>, X, Y, B, o, fired);
+    const r = e.step(p as Required<CltParams>, gNat as Required<CltParams>, X, Y, B, { ...o, denseAbove: c.denseAbove ?? 0.07 }, fired);
+    if (c.denseAbove !== undefined) assert.equal(r.dense, c.denseAbove === 0 ? 1 : 0, 'the path asked for ran');
     const near = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
     near(r.loss, ref.loss, 'loss');
     near(r.mse, ref.mse, 'mse');
@@ -252,4 +259,28 @@ test('a one-layer CLT is a transcoder: same loss and gradients as the transcoder
     for (const key of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const)
       for (let i = 0; i < g2[key].length; i++) assert.ok(Math.abs(g1[key]![i] - g2[key][i]) < 1e-5, `${act} d${key}[${i}]: ${g1[key]![i]} vs ${g2[key][i]}`);
   }
+});
+
+test('CLT configs are refused in one line when the layers do not fit together', () => {
+  const sites = (kind: string, widths: number[]) => widths.map((width, l) => ({ name: `blocks.${l}.hook_${kind}`, width }));
+  assert.throws(
+    () =>
+      makeDictConfig({
+        kind: 'clt',
+        activation: 'topk',
+        sitesIn: sites('mlp_in', [64, 64, 32]),
+        sitesOut: sites('mlp_out', [64, 64, 64]),
+        latentsPerLayer: 16,
+        k: 4,
+      }),
+    /a CLT needs one width across its layers: blocks\.2\.hook_mlp_in is 32 wide/,
+  );
+  assert.throws(
+    () => makeDictConfig({ kind: 'clt', activation: 'topk', sitesIn: sites('mlp_in', [64, 64]), sitesOut: sites('mlp_out', [64]), latentsPerLayer: 16, k: 4 }),
+    /a CLT reads and writes the same layers: 2 input sites but 1 output sites/,
+  );
+  assert.throws(
+    () => makeDictConfig({ kind: 'clt', activation: 'topk', sitesIn: sites('mlp_in', [8, 8]), sitesOut: sites('mlp_out', [8, 8]), latents: 33, k: 4 }),
+    /do not split evenly over its 2 layers/,
+  );
 });

@@ -397,6 +397,7 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, (size_t)e->latents(), "dead", true);
+    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.07);
     float* fired = f32(env, a[6], (size_t)e->latents(), "fired");
     sdl::StepResult r = e->step(p, g, X, Y, B, so, fired);
     napi_value out;
@@ -407,6 +408,7 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
     setNum(env, out, "auxLoss", r.auxLoss);
     setNum(env, out, "l0", r.l0);
     setNum(env, out, "nnz", (double)r.nnz);
+    setNum(env, out, "dense", r.dense ? 1 : 0);
     const auto& kth = e->minSelected();
     CHECK_NAPI(napi_set_named_property(env, out, "minSelected", copyOut(env, kth.data(), sizeof(float) * kth.size(), napi_float32_array, kth.size())));
     return out;

@@ -107,6 +107,9 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     });
     long total = 0;
     for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
+    // ReLU/JumpReLU with many active entries (early in training): GEMMs for the decoder and the backward pass.
+    r.dense = (c_.act == RELU || c_.act == JUMPRELU) && (double)total > o.denseAbove * (double)BM;
+    if (r.dense) return denseStep(p, g, X, Y, B, o, fired, pre, norms, theta, r);
     ensure(sp.idx, (size_t)total + 1);
     ensure(sp.val, (size_t)total + 1);
     pool_.range(B, [&](long b0, long b1, int) {
@@ -338,7 +341,16 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     r.auxLoss = o.auxkCoefficient * auxTotal / L;
   }
 
-  // ---- b_dec: the sum over rows of dL/dy^, in fixed slices added in order (bit-for-bit reproducible).
+  return finish(g, X, B, fired, sse.total(), o.sparsity * spLoss.total(), r);
+}
+
+// b_dec's and W_skip's gradients from G (dL/dy^ rows), and the step's totals.
+StepResult& Clt::finish(const CltTensors& g, const float* X, int B, const float* fired, double sse, double spl, StepResult& r) {
+  const int L = c_.L, dI = c_.dI, dO = c_.dO, M = L * c_.n, DI = L * dI, DO = L * dO;
+  const int T = pool_.size();
+  const float* G = G_.data();
+  auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
+  // b_dec: the sum over rows of dL/dy^, in fixed slices added in order (bit-for-bit reproducible).
   std::vector<double> part((size_t)T * (DO + 8), 0.0);
   pool_.run(T, [&](int t, int) {
     double* pp = part.data() + (size_t)t * (DO + 8);
@@ -351,22 +363,117 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     for (int t = 0; t < T; t++) s += part[(size_t)t * (DO + 8) + i];
     g.b_dec[i] = (float)s;
   }
-  // ---- W_skip^l = x_l^T dL/dy^_l.
+  // W_skip^l = x_l^T dL/dy^_l.
   if (c_.skip)
     for (int l = 0; l < L; l++)
       gemm(pool_, dI, dO, B, View{X + (long)l * dI, 1, DI}, View{G + (long)l * dO, DO, 1}, g.W_skip + (long)l * dI * dO, dO, false);
-
   double l0 = 0;
   for (int j = 0; j < M; j++) l0 += fired[j];
   r.l0 = l0 / B;
-  r.mse = sse.total() / B;
-  if (c_.act == RELU) r.sparsityLoss = l1 ? o.sparsity * spLoss.total() / B : 0;
-  else if (c_.act == JUMPRELU) r.sparsityLoss = o.sparsity * spLoss.total() / B;
+  r.mse = sse / B;
+  if (c_.act == RELU || c_.act == JUMPRELU) r.sparsityLoss = spl / B;  // spl: the coefficient times the summed term
   r.loss = r.mse + r.sparsityLoss + r.auxLoss;
   float minSel = -1;
   for (float t : kth_) if (t > 0 && (minSel < 0 || t < minSel)) minSel = t;
   r.minSelected = minSel;
   return r;
+}
+
+// The dense path (ReLU/JumpReLU, many active entries): per layer, y^ += f_l W_dec^l (into the suffix of the row),
+// dL/df_l = G_suffix W_dec^l^T, and the weight gradients as GEMMs over the batch; per-latent sums finish the rest.
+StepResult& Clt::denseStep(const CltTensors& p, const CltTensors& g, const float* X, const float* Y, int B, const CltStepOptions& o, float* fired,
+                           float* pre, const std::vector<float>& norms, const std::vector<float>& theta, StepResult& r) {
+  const int L = c_.L, dI = c_.dI, dO = c_.dO, n = c_.n, M = L * n, DI = L * dI, DO = L * dO;
+  const int T = pool_.size();
+  const long BM = (long)B * M;
+  const bool l1 = c_.act == RELU && o.sparsity > 0;
+  const float eps = o.bandwidth;
+  float* acts = c_.act == RELU ? pre : ensure(acts_, (size_t)BM);
+  Partials nnz(T);
+  pool_.range(B, [&](long b0, long b1, int th) {
+    long cnt = 0;
+    for (long b = b0; b < b1; b++) {
+      float* z = pre + b * M;
+      float* a = acts + b * M;
+      for (int j = 0; j < M; j++) {
+        a[j] = c_.act == RELU ? (z[j] > 0.f ? z[j] : 0.f) : (z[j] > theta[j] ? z[j] : 0.f);
+        cnt += a[j] > 0.f;
+      }
+    }
+    nnz.at(th)[0] += cnt;
+  });
+  r.nnz = (long)nnz.total();
+  float* G = ensure(G_, (size_t)B * DO);
+  if (c_.skip) addSkip(p, X, B, G);
+  else std::memset(G, 0, sizeof(float) * B * DO);
+  for (int l = 0; l < L; l++)
+    gemm(pool_, B, rowLen(l), n, View{acts + (long)l * n, M, 1}, View{p.W_dec + dec_[l], rowLen(l), 1}, G + (long)l * dO, DO, true);
+  Partials sse(T), spLoss(T);
+  pool_.range(B, [&](long b0, long b1, int th) {
+    double s = 0;
+    for (long b = b0; b < b1; b++)
+      for (int i = 0; i < DO; i++) {
+        float e = G[b * DO + i] + p.b_dec[i] - Y[b * DO + i];
+        s += (double)e * e;
+        G[b * DO + i] = e * (2.f / B);
+      }
+    sse.at(th)[0] += s;
+  });
+  float* D = ensure(dacts_, (size_t)BM);
+  for (int l = 0; l < L; l++)
+    gemm(pool_, B, n, rowLen(l), View{G + (long)l * dO, DO, 1}, View{p.W_dec + dec_[l], 1, rowLen(l)}, D + (long)l * n, M, false);
+  // dpre in place of dacts, with per-slice column sums: sumV, sumDaK, sumK, gbe, fired.
+  const int NS = 5;
+  std::vector<float> cols((size_t)T * NS * M, 0.f);
+  const float lb = o.sparsity / B;
+  pool_.range(B, [&](long b0, long b1, int th) {
+    float* cV = cols.data() + (size_t)th * NS * M;
+    float *cDaK = cV + M, *cK = cV + 2 * M, *cDp = cV + 3 * M, *cF = cV + 4 * M;
+    double sl = 0;
+    for (long b = b0; b < b1; b++) {
+      const float* a = acts + b * M;
+      const float* z = pre + b * M;
+      float* d = D + b * M;
+      for (int j = 0; j < M; j++) {
+        const bool on = a[j] > 0.f;
+        float dp;
+        if (c_.act == RELU) {
+          dp = on ? d[j] + (l1 ? lb * norms[j] : 0.f) : 0.f;
+          if (l1) sl += (double)a[j] * norms[j];
+        } else {
+          const float K = rect(z[j], theta[j], eps);
+          cDaK[j] += d[j] * K;
+          cK[j] += K;
+          dp = on ? d[j] : 0.f;
+          sl += on ? 1.0 : 0.0;
+        }
+        d[j] = dp;
+        cV[j] += a[j];
+        cDp[j] += dp;
+        cF[j] += on ? 1.f : 0.f;
+      }
+    }
+    spLoss.at(th)[0] += sl;
+  });
+  for (int l = 0; l < L; l++) {
+    gemm(pool_, n, rowLen(l), B, View{acts + (long)l * n, 1, M}, View{G + (long)l * dO, DO, 1}, g.W_dec + dec_[l], rowLen(l), false);
+    gemm(pool_, n, dI, B, View{D + (long)l * n, 1, M}, View{X + (long)l * dI, DI, 1}, g.W_encT + (long)l * n * dI, dI, false);
+  }
+  pool_.range(M, [&](long j0, long j1, int) {
+    for (long j = j0; j < j1; j++) {
+      double q[NS] = {0, 0, 0, 0, 0};
+      for (int t = 0; t < T; t++)
+        for (int k = 0; k < NS; k++) q[k] += cols[((size_t)t * NS + k) * M + j];
+      if (l1) axpy(rowLen((int)j / n), (float)(lb * q[0] / (norms[j] + 1e-12)), p.W_dec + decRow((int)j), g.W_dec + decRow((int)j));
+      if (c_.act == JUMPRELU) {
+        double gTheta = -theta[j] * q[1] - lb * q[2];
+        g.log_threshold[j] = (float)(gTheta * theta[j]);
+      }
+      g.b_enc[j] = (float)q[3];
+      fired[j] = (float)q[4];
+    }
+  });
+  return finish(g, X, B, fired, sse.total(), o.sparsity * spLoss.total(), r);
 }
 
 void Clt::forward(const CltTensors& p, const float* X, int rowsN, const float* theta, Sparse& out, float* yhat) {

@@ -42,6 +42,7 @@ struct CltStepOptions {
   float auxkCoefficient = 0;
   int auxkK = 0;                  // dead latents per layer that reconstruct the residual
   const uint8_t* dead = nullptr;  // [L n]
+  float denseAbove = 0.07f;       // ReLU/JumpReLU: GEMMs for the decoder and backward when more than this fraction fires
 };
 
 class Clt {
@@ -69,10 +70,13 @@ class Clt {
  private:
   void preacts(const CltTensors& p, const float* X, int B, float* pre);
   void addSkip(const CltTensors& p, const float* X, int B, float* Yh);
+  StepResult& denseStep(const CltTensors& p, const CltTensors& g, const float* X, const float* Y, int B, const CltStepOptions& o, float* fired, float* pre,
+                        const std::vector<float>& norms, const std::vector<float>& theta, StepResult& r);
+  StepResult& finish(const CltTensors& g, const float* X, int B, const float* fired, double sse, double spl, StepResult& r);
   CltConfig c_;
   Pool pool_;
   std::vector<long> dec_;
-  std::vector<float> pre_, G_, E_, skip_, scratch_, tmp_, kth_;
+  std::vector<float> pre_, G_, E_, skip_, scratch_, tmp_, kth_, acts_, dacts_;
   Sparse sp_;
 };
 

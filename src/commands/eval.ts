@@ -44,7 +44,12 @@ export function register(y: Argv): Argv {
       const d = more.length ? stackTranscoders([argv.dictionary!, ...more].map((p) => Dictionary.load(p))) : Dictionary.load(argv.dictionary!);
       if (more.length && argv.truth) throw new UserError('--truth measures one dictionary; pass one');
       if (argv.truth && d.cfg.kind === 'clt') {
-        const per = cltRecovery(d, readTruth(argv.truth), argv.tau);
+        const bench = readTruth(argv.truth);
+        if (!bench.truth.config.layers)
+          throw new UserError(
+            `a CLT is measured against a CLT bench (sdl synth --layers L); ${argv.truth} is a single-site bench, which SAEs, transcoders and crosscoders are measured on`,
+          );
+        const per = cltRecovery(d, bench, argv.tau);
         if (argv.json) return printJson({ layers: per });
         for (const r of per)
           console.log(
@@ -54,6 +59,10 @@ export function register(y: Argv): Argv {
       }
       if (argv.truth) {
         const t = readTruth(argv.truth);
+        if (t.truth.config.layers > 0)
+          throw new UserError(
+            `${argv.truth} is a CLT bench (sdl synth --layers): its features are measured per target layer on a CLT (sdl fit --kind clt); this is a ${d.cfg.kind}`,
+          );
         const exclude = Array.from({ length: argv.exclude }, (_, i) => i);
         const rec = recovery(d, t, { tau: argv.tau, using: argv.using, exclude });
         const match = matching(d, t, argv.using);

@@ -115,9 +115,9 @@ export interface NativeClt {
     X: Float32Array,
     Y: Float32Array,
     B: number,
-    o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array },
+    o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array; denseAbove?: number },
     fired: Float32Array,
-  ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; minSelected: Float32Array };
+  ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; dense: number; minSelected: Float32Array };
   forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeDecoder(W: Float32Array): void;

@@ -122,6 +122,9 @@ export const defaultSparsity = (a: Activation): number => ACTIVATIONS[a].default
  */
 export const defaultLr = (dSae: number): number => 8e-4 / Math.sqrt(dSae / 16384);
 
+/** The rule's rate for a dictionary: per selection group, since a CLT layer trains like a transcoder of its own latents. */
+export const ruleLr = (cfg: DictConfig): number => defaultLr(cfg.dSae / (cfg.kind === 'clt' ? cfg.sitesIn.length : 1));
+
 /** Below this many steps, `sdl fit` says the run is short (measured: such runs end far from a longer run's FVU). */
 export const SHORT_RUN_STEPS = 1000;
 

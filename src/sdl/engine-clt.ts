@@ -3,6 +3,7 @@
 // dense SAELens-orientation form only through weights(), at evaluation and save time.
 import type { NativeClt, NativeModule } from '../native/kernels.js';
 import { nativeThreads } from '../native/kernels.js';
+import { denseAbove } from './engine-native.js';
 import type { NamedTensor } from '../tensor/safetensors.js';
 import { ACTIVATIONS } from './activations.js';
 import { cltReferenceForward, cltReferenceStep } from './clt-reference.js';
@@ -63,7 +64,7 @@ export class CltEngine implements Engine {
 
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult {
     const batch = ACTIVATIONS[this.cfg.activation].selection === 'batch';
-    const opts = { sparsity: o.sparsity, bandwidth: o.bandwidth, auxkCoefficient: o.auxkCoefficient, auxkK: o.auxkK, dead: o.dead };
+    const opts = { sparsity: o.sparsity, bandwidth: o.bandwidth, auxkCoefficient: o.auxkCoefficient, auxkK: o.auxkK, dead: o.dead, denseAbove: denseAbove() };
     if (this.nat) {
       const r = this.nat.step(this.p as Required<CltParams>, this.g as Required<CltParams>, X, Y, B, opts, this.fired);
       return { ...r, fired: this.fired, minSelected: batch ? Array.from(r.minSelected) : undefined };

@@ -186,7 +186,7 @@ export class NativeTrainEngine implements Engine {
 }
 
 /** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
-function denseAbove(): number {
+export function denseAbove(): number {
   const v = Number(process.env.SDLKIT_DENSE_ABOVE);
   return Number.isFinite(v) && v > 0 ? v : 0.07;
 }

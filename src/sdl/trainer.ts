@@ -2,7 +2,7 @@
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, defaultLr, type DictConfig, type TrainConfig } from './config.js';
+import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, ruleLr, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
@@ -468,7 +468,7 @@ class MemberRun {
     this.totalSteps = train.steps ?? Math.ceil((train.tokens ?? manifest.tokens) / B);
     if (!(this.totalSteps > 0)) throw new UserError('nothing to train: pass --tokens or --steps');
     const totalSteps = this.totalSteps;
-    this.lr = train.lr ?? defaultLr(cfg.dSae);
+    this.lr = train.lr ?? ruleLr(cfg);
     this.warm = train.lrWarmupSteps ?? Math.min(1000, Math.ceil(totalSteps * 0.05));
     this.sparsityWarm = train.sparsityWarmupSteps ?? Math.ceil(totalSteps * 0.05);
     this.decayStart = Math.floor(totalSteps * (1 - train.lrDecayFraction));
