@@ -3,6 +3,7 @@
 // sizes (one `sdl fit --sweep` per batch size and budget) and report each setting's held-out FVU (and, on the bench,
 // the share of true features recovered, M_GT at |cos| > 0.9) beside the default's.
 // Usage: node dist/bench/defaults.js [--budgets 100k,1M,10M] [--batches 1024,4096] [--lr-mults 0.25,0.5,1,2,4] [--sets bundled,synth] [--json out.json]
+//        node dist/bench/defaults.js --race [--budgets ...]      # the current defaults (the learning-rate race) against the rule alone
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,6 +36,49 @@ sdl('harvest', '--layer', '6', '--sites', 'resid_post', '--tokens', '2M', '--ctx
 sdl('synth', '-n', '600', '--np', '128', '-S', '0.99', '-N', '2M', '--out', sets[1].acts);
 
 const rows: Record<string, unknown>[] = [];
+// --race: the defaults as they are now (batch 1,024; for the TopK family the learning-rate race), beside the rule's
+// rate alone (--no-lr-race): FVU, the rate chosen, M_GT on the bench, and wall time.
+if (process.argv.includes('--race')) {
+  for (const set of sets.filter((s) => only.includes(s.truth ? 'synth' : 'bundled')))
+    for (const budget of budgets)
+      for (const mode of ['race', 'rule']) {
+        const out = join(dir, `${set.truth ? 'synth' : 'bundled'}-${budget}-${mode}`);
+        const t0 = performance.now();
+        const r = JSON.parse(
+          sdl(
+            'fit',
+            '--acts',
+            set.acts,
+            '--site',
+            set.site,
+            '--latents',
+            String(set.latents),
+            '--k',
+            String(set.k),
+            '--tokens',
+            budget,
+            '--eval-tokens',
+            '16k',
+            '--checkpoint-every',
+            '100000',
+            ...(mode === 'rule' ? ['--no-lr-race'] : []),
+            '--out',
+            out,
+            '--json',
+          ),
+        );
+        const seconds = (performance.now() - t0) / 1000;
+        const mgt = set.truth ? JSON.parse(sdl('eval', out, '--truth', set.acts, '--tau', '0.9', '--json')).recovery.mgt : null;
+        const row = { set: set.name, budget, mode, fvu: r.eval.fvu, race: r.lr_race, mgt, seconds };
+        rows.push(row);
+        console.log(
+          `${set.truth ? 'synth' : 'bundled'}\t${budget}\t${mode}\tFVU ${r.eval.fvu.toFixed(4)}${r.lr_race ? `\traced ${r.lr_race.map((x: { lr: number; fvu: number }) => `${x.lr}:${x.fvu.toFixed(4)}`).join(' ')}` : ''}${mgt !== null ? `\tM_GT(0.9) ${(100 * mgt).toFixed(1)}%` : ''}\t${seconds.toFixed(0)} s`,
+        );
+      }
+  const json = arg('json', '');
+  if (json) writeFileSync(json, JSON.stringify(rows, null, 1));
+  process.exit(0);
+}
 for (const set of sets.filter((s) => only.includes(s.truth ? 'synth' : 'bundled'))) {
   const lr0 = defaultLr(set.latents);
   const lrs = mults.map((f) => Number((lr0 * f).toPrecision(3)));

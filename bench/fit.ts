@@ -1,7 +1,7 @@
 // Dictionary training throughput: sdlkit's training step and update (the Engine the trainer uses) against the
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
-// Usage: node dist/bench/fit.js [--steps 20] [--repeats 3] [--sizes 64,128,512] [--backends native,wasm] [--json out.json]
+// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--json out.json]
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,13 +68,16 @@ async function sdlkit(
   return { tps, name };
 }
 
-function peer(dIn: number, expansion: number, activation: string, k: number, B: number, steps: number): number | string {
+/** The PyTorch peers: the dense loop (every activation) and the sparsify-style step (the TopK family). */
+const PEERS = { dense: 'bench/peers/sae_torch.py', sparsify: 'bench/peers/sae_sparsify_torch.py' } as const;
+
+function peer(dIn: number, expansion: number, activation: string, k: number, B: number, steps: number, which: keyof typeof PEERS = 'dense'): number | string {
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE; // with them set, OpenBLAS picks a slower kernel on this processor (DEVELOPERS.md)
   delete env.OPENBLAS_L2_SIZE;
   const r = spawnSync(
     '/usr/bin/python3',
-    [join(process.cwd(), 'bench/peers/sae_torch.py'), String(dIn), String(expansion), activation, String(k), String(B), String(steps)],
+    [join(process.cwd(), PEERS[which]), String(dIn), String(expansion), activation, String(k), String(B), String(steps)],
     { encoding: 'utf8', env },
   );
   if (r.status !== 0)
@@ -84,44 +87,89 @@ function peer(dIn: number, expansion: number, activation: string, k: number, B: 
   return JSON.parse(r.stdout).tokens_per_second;
 }
 
+/** GFLOP/s of the native GEMM on the encoder's shape ([B, d] x [d, m]), median of 3: the roofline's rate. */
+async function gemmRate(B: number, d: number, m: number): Promise<number> {
+  const { native } = await import('../src/native/kernels.js');
+  const mod = native();
+  if (!mod) return NaN;
+  const A = Float32Array.from({ length: B * d }, (_, i) => Math.sin(i));
+  const W = Float32Array.from({ length: d * m }, (_, i) => Math.cos(i));
+  const C = new Float32Array(B * m);
+  const times: number[] = [];
+  for (let r = 0; r < 4; r++) {
+    const t0 = performance.now();
+    mod.gemm(B, m, d, A, d, 1, W, 1, d, C, m, false, 2);
+    if (r > 0) times.push((performance.now() - t0) / 1000);
+  }
+  return (2 * B * d * m) / median(times) / 1e9;
+}
+
 async function main() {
   const steps = Number(arg('steps', '20'));
+  const reluSteps = Number(arg('relu-steps', '200'));
   const repeats = Number(arg('repeats', '3'));
   const B = Number(arg('batch', '4096'));
-  const sizes = arg('sizes', '64,128,512').split(',').map(Number);
+  // d_in, or d_in x expansion (default 8): 768x32 is 768 x 24,576.
+  const sizes = arg('sizes', '64,128,512,768,768x32')
+    .split(',')
+    .map((s) => s.split('x').map(Number))
+    .map(([d, e]) => ({ d, e: e || 8 }));
   const backends = arg('backends', 'native').split(',');
-  const acts = arg('activations', 'topk,relu').split(',') as ('topk' | 'relu')[];
+  const acts = arg('activations', 'topk,batchtopk,relu').split(',') as ('topk' | 'batchtopk' | 'relu')[];
   const rows: Record<string, unknown>[] = [];
   console.log(
-    `fit throughput, tokens/s, batch ${B}, 8x expansion, ${steps} timed steps after 3 warm-up, median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
+    `fit throughput, tokens/s, batch ${B}, TopK family ${steps} timed steps after 3 warm-up, ReLU+L1 a whole run of ${reluSteps} steps; median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
   );
-  console.log(`| d_in | activation | ${backends.map((b) => `sdlkit ${b}`).join(' | ')} | PyTorch | ${backends.map((b) => `${b} / PyTorch`).join(' | ')} |`);
-  console.log(`|---|---|${backends.map(() => '---|').join('')}---|${backends.map(() => '---|').join('')}`);
-  for (const d of sizes)
+  console.log(
+    `| size | activation | ${backends.map((b) => `sdlkit ${b}`).join(' | ')} | PyTorch dense | PyTorch sparsify-style | ${backends.map((b) => `${b} / faster peer`).join(' | ')} | GEMM GFLOP/s | bound tok/s | fraction |`,
+  );
+  console.log(`|---|---|${backends.map(() => '---|').join('')}---|---|${backends.map(() => '---|').join('')}---|---|---|`);
+  for (const { d, e } of sizes) {
+    const rate = await gemmRate(B, d, d * e);
+    const bound = (rate * 1e9) / (2 * d * d * e);
     for (const act of acts) {
-      const k = act === 'topk' ? 32 : 0;
+      const k = act === 'relu' ? 0 : 32;
+      const n = act === 'relu' ? reluSteps : steps;
       const ours: Record<string, number[]> = Object.fromEntries(backends.map((b) => [b, []]));
       const names: Record<string, string> = {};
-      const theirs: number[] = [];
+      const dense: number[] = [],
+        sparse: number[] = [];
       let peerNote = '';
       for (let r = 0; r < repeats; r++) {
         for (const b of backends) {
-          const s = await sdlkit(b, d, 8, act, k, B, steps);
+          const s = await sdlkit(b, d, e, act as Activation, k, B, n);
           ours[b].push(s.tps);
           names[b] = s.name;
         }
-        const pt = peer(d, 8, act, k, B, steps);
-        if (typeof pt === 'number') theirs.push(pt);
-        else peerNote = pt;
+        const pd = peer(d, e, act, k, B, n, 'dense');
+        if (typeof pd === 'number') dense.push(pd);
+        else peerNote = pd;
+        if (act !== 'relu') {
+          const ps = peer(d, e, act, k, B, n, 'sparsify');
+          if (typeof ps === 'number') sparse.push(ps);
+          else peerNote = ps;
+        }
       }
-      const pm = theirs.length ? median(theirs) : NaN;
-      const cells = backends.map((b) => `${Math.round(median(ours[b]))} (${spread(ours[b])})`);
-      const ratios = backends.map((b) => (theirs.length ? `${(median(ours[b]) / pm).toFixed(2)}x` : '-'));
+      const best = Math.max(dense.length ? median(dense) : 0, sparse.length ? median(sparse) : 0);
+      const cell = (xs: number[]) => (xs.length ? `${Math.round(median(xs))} (${spread(xs)})` : '-');
+      const ratios = backends.map((b) => (best ? `${(median(ours[b]) / best).toFixed(2)}x` : '-'));
+      const frac = act === 'relu' ? '-' : `${((100 * median(ours[backends[0]])) / bound).toFixed(0)}%`;
       console.log(
-        `| ${d} | ${act === 'topk' ? 'TopK k=32' : 'ReLU+L1'} | ${cells.join(' | ')} | ${theirs.length ? `${Math.round(pm)} (${spread(theirs)})` : peerNote} | ${ratios.join(' | ')} |`,
+        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} |`,
       );
-      rows.push({ d_in: d, activation: act, sdlkit: Object.fromEntries(backends.map((b) => [names[b], ours[b]])), pytorch: theirs });
+      rows.push({
+        d_in: d,
+        d_sae: d * e,
+        activation: act,
+        steps: n,
+        sdlkit: Object.fromEntries(backends.map((b) => [names[b], ours[b]])),
+        pytorch_dense: dense,
+        pytorch_sparsify: sparse,
+        gemm_gflops: rate,
+        bound_tok_s: bound,
+      });
     }
+  }
   const out = arg('json', '');
   if (out) writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), batch: B, steps, repeats, rows }, null, 2));
 }

@@ -49,7 +49,8 @@ test('--sweep is the cross product; every member is a normal dictionary equal bi
     [8, 64],
   ]) {
     const solo = join(dir, `solo-k${k}-${latents}`);
-    const s = sdl('fit', ...common, '--k', String(k), '--latents', String(latents), '--out', solo);
+    // A solo fit without --lr races learning rates; members take the rule's rate, as --no-lr-race does.
+    const s = sdl('fit', ...common, '--k', String(k), '--latents', String(latents), '--no-lr-race', '--out', solo);
     assert.equal(s.status, 0, s.stderr);
     const member = join(out, `k${k}-latents${latents}`);
     assert.ok(weights(solo).equals(weights(member)), `k${k}-latents${latents}: the member's weights equal its solo run's`);
@@ -131,4 +132,60 @@ test('a sweep killed mid-way resumes: finished members untouched, the rest conti
   assert.ok(weights(join(out, 'long')).equals(weights(join(whole, 'long'))), 'the resumed member ends where an unbroken sweep does');
   const rec = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as SweepRecord;
   assert.ok(rec.members.every((m) => m.status === 'finished'));
+});
+
+test('a TopK fit without --lr races three rates on one stream and keeps the lowest held-out FVU, equal bit for bit to a solo fit at that rate', () => {
+  const out = join(dir, 'raced');
+  const common = ['--acts', acts, '--latents', '64', '--k', '8', '--steps', '40', '--batch', '512', '--eval-tokens', '2048'];
+  const r = sdl('fit', ...common, '--out', out, '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const res = JSON.parse(r.stdout);
+  assert.equal(res.lr_race.length, 3);
+  const rec = JSON.parse(readFileSync(join(out, 'cfg.json'), 'utf8')).sdlkit.lr_race;
+  const best = rec.race.reduce((a: { fvu: number }, b: { fvu: number }) => (b.fvu < a.fvu ? b : a));
+  assert.equal(rec.chosen, best.lr, 'the lowest held-out FVU wins');
+  assert.deepEqual(
+    rec.race.map((x: { lr: number }) => x.lr / rec.rule_lr).map((m: number) => Math.round(m * 100) / 100),
+    [0.5, 2, 4],
+  );
+  assert.ok(Math.abs(res.eval.fvu - best.fvu) < 1e-12);
+  assert.ok(!existsSync(`${out}.lr-race`), 'the losers are removed');
+  const solo = join(dir, 'raced-solo');
+  assert.equal(sdl('fit', ...common, '--lr', String(rec.chosen), '--out', solo).status, 0);
+  assert.ok(weights(out).equals(weights(solo)));
+  // --no-lr-race and the activations with a sparsity term train one run at the rule's rate.
+  for (const extra of [['--no-lr-race'], ['--activation', 'relu']]) {
+    const one = sdl('fit', ...common, ...extra, '--out', join(dir, `one-${extra.join('')}`), '--json');
+    assert.equal(one.status, 0, one.stderr);
+    assert.equal(JSON.parse(one.stdout).lr_race, null);
+  }
+  // An existing dictionary is replaced only with --force, before anything trains.
+  const again = sdl('fit', ...common, '--out', out);
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /already holds a dictionary; pass --force/);
+});
+
+test('a learning-rate race killed mid-way resumes to the same dictionary as an unbroken race; a single run resumes as a single run', async () => {
+  const args = ['fit', '--acts', acts, '--latents', '64', '--k', '8', '--steps', '120', '--batch', '512', '--eval-tokens', '2048', '--checkpoint-every', '10'];
+  const whole = join(dir, 'race-whole');
+  assert.equal(sdl(...args, '--out', whole).status, 0);
+  const out = join(dir, 'race-kill');
+  const child = spawn(process.execPath, [CLI, ...args, '--out', out], { stdio: 'ignore' });
+  const t0 = Date.now();
+  const someCheckpoint = () =>
+    existsSync(`${out}.lr-race`) && readdirSync(`${out}.lr-race`).some((m) => existsSync(join(`${out}.lr-race`, m, 'checkpoint', 'state.json')));
+  while (!someCheckpoint() && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 5));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.on('exit', r));
+  assert.ok(!existsSync(join(out, 'cfg.json')), 'a killed race leaves no finished-looking dictionary');
+  const r = sdl(...args, '--out', out, '--resume');
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(weights(out).equals(weights(whole)), 'the resumed race picks the same rate and ends at the same weights');
+  assert.ok(!existsSync(`${out}.lr-race`));
+  // A run trained with --lr resumes as that run, not as a race.
+  const single = join(dir, 'single');
+  assert.equal(sdl(...args, '--lr', '2e-3', '--out', single).status, 0);
+  const again = sdl(...args, '--out', single, '--resume', '--json');
+  assert.equal(again.status, 0, again.stderr);
+  assert.equal(JSON.parse(again.stdout).lr_race, null);
 });

@@ -1,5 +1,5 @@
 """PyTorch reference SAE trainer for sdlkit's benchmark (the algorithm SAELens / dictionary_learning / sparsify
-implement): Adam, unit-norm decoder rows with the parallel gradient removed, TopK or ReLU + decoder-norm-weighted L1,
+implement): Adam, unit-norm decoder rows with the parallel gradient removed, TopK, BatchTopK or ReLU + decoder-norm-weighted L1,
 fp32, the same batch. Prints tokens per second as JSON. Run with Debian's python3 and torch.set_num_threads(2)."""
 import json
 import sys
@@ -26,6 +26,10 @@ def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps:
         if activation == "topk":
             vals, idx = pre.topk(k, dim=1)
             acts = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+            loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean()
+        elif activation == "batchtopk":
+            vals, idx = pre.flatten().topk(k * x.shape[0])
+            acts = torch.zeros_like(pre).flatten().scatter(0, idx, torch.relu(vals)).view_as(pre)
             loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean()
         else:
             acts = torch.relu(pre)

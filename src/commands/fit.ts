@@ -2,7 +2,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv } from 'yargs';
 import { openActivations } from '../activations/manifest.js';
-import { checkSweep, fit, fitSweep, type SweepMember } from '../sdl/trainer.js';
+import { checkSweep, fit, fitSweep, type FitResult, type SweepMember } from '../sdl/trainer.js';
+import { fitWithLrRace, racesLearningRate, type LrRaceResult } from '../sdl/lr-race.js';
 import { chooseSites } from '../sdl/sites.js';
 import {
   DEFAULT_EXPANSION,
@@ -259,7 +260,12 @@ export function register(y: Argv): Argv {
           default: TRAIN_DEFAULTS.normalizeActivations,
           describe: 'scale each site to mean norm sqrt(width), folded into the saved weights',
         })
-        .option('lr', { type: 'number', describe: 'Adam learning rate (default 2e-4/sqrt(latents/16384))' })
+        .option('lr', { type: 'number', describe: 'Adam learning rate (default: TopK family, the best of three raced; else 8e-4/sqrt(latents/16384))' })
+        .option('lr-race', {
+          type: 'boolean',
+          default: true,
+          describe: 'TopK family without --lr: race three rates on one stream, keep the best (--no-lr-race: the rule alone)',
+        })
         .option('lr-warmup', { type: 'number', describe: 'warm-up steps (default 5% of training, at most 1000)' })
         .option('lr-decay', { type: 'number', default: TRAIN_DEFAULTS.lrDecayFraction, describe: 'fraction of training over which the LR decays to 0' })
         .option('sparsity', { type: 'number', describe: 'L1 (relu) or L0 (jumprelu) coefficient' })
@@ -307,7 +313,7 @@ export function register(y: Argv): Argv {
       const { dSae } = dict;
       const activation = dict.activation;
       const out = argv.out ?? defaultOut;
-      const r = await fit({
+      const job = {
         actsDir,
         manifest,
         dict,
@@ -318,8 +324,11 @@ export function register(y: Argv): Argv {
         verify: argv.verify,
         backend: argv.backend,
         quiet: argv.json,
-        onNote: (n) => console.error(`note: ${n}`),
-      });
+        onNote: (n: string) => console.error(`note: ${n}`),
+      };
+      // The TopK family without --lr: the best of three rates (src/sdl/lr-race.ts); --no-lr-race takes the rule's.
+      const race = racesLearningRate(job, argv['lr-race']);
+      const r: FitResult & { race?: LrRaceResult['race']; lr?: number } = race ? await fitWithLrRace(job) : await fit(job);
       if (argv.json)
         return printJson({
           out,
@@ -330,6 +339,7 @@ export function register(y: Argv): Argv {
           tokens_per_second: r.tokensPerSecond,
           dead_fraction: r.deadFraction,
           eval: r.eval,
+          lr_race: r.race ?? null,
           short_run: shortRunNote(r.steps) ?? null,
         });
       const site = Object.entries(r.eval.fvuBySite)
@@ -341,6 +351,7 @@ export function register(y: Argv): Argv {
       console.log(
         `held-out: FVU ${r.eval.fvu.toFixed(4)} (${site}), MSE ${r.eval.mse.toExponential(3)}, L0 ${r.eval.l0.toFixed(1)}, dead ${(100 * r.deadFraction).toFixed(1)}% -> ${out}`,
       );
+      if (r.race) console.log(`learning rate ${r.lr} (held-out FVU of the three raced: ${r.race.map((x) => `${x.lr} ${x.fvu.toFixed(4)}`).join(', ')})`);
       const short = shortRunNote(r.steps);
       if (short) console.log(`note: ${short}`);
     },

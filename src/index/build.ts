@@ -292,10 +292,9 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         let topTokens: { token: number; count: number; mean: number }[] = [];
         if (keepTokens) {
           const c = tokCount.subarray(i * V, (i + 1) * V);
-          topTokens = Array.from(c, (n, t) => ({ token: t, count: n, mean: n ? tokSum[i * V + t] / n : 0 }))
-            .filter((x) => x.count > 0)
-            .sort((a, b) => b.count - a.count)
-            .slice(0, 10);
+          // The 10 most frequent tokens (ties: lower id first), selected without an object per vocabulary entry.
+          const best = topIndices(c, 10);
+          topTokens = Array.from(best, (t) => ({ token: t, count: c[t], mean: tokSum[i * V + t] / c[t] }));
           for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum[i * V + t] / c[t]);
         }
         insFeat.run(
@@ -381,6 +380,30 @@ export function largest(m: number, n: number, score: (j: number) => number): { j
   return best;
 }
 
+/**
+ * Indices of the n largest values of a (ties: lower index first), best first; only positive values unless `any`.
+ * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n.
+ */
+export function topIndices(a: Float32Array, n: number, any = false): Int32Array {
+  const idx = new Int32Array(n),
+    val = new Float64Array(n);
+  let size = 0;
+  for (let j = 0; j < a.length; j++) {
+    const v = a[j];
+    if (!any && !(v > 0)) continue;
+    if (size === n && !(v > val[n - 1])) continue;
+    let p = size < n ? size++ : n - 1;
+    while (p > 0 && val[p - 1] < v) {
+      val[p] = val[p - 1];
+      idx[p] = idx[p - 1];
+      p--;
+    }
+    val[p] = v;
+    idx[p] = j;
+  }
+  return idx.slice(0, size);
+}
+
 /** Each latent's nearest latents by decoder cosine (unit rows [m, d]), in blocks of rows so memory stays O(m). */
 function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): { j: number; score: number }[][] {
   const out: { j: number; score: number }[][] = [];
@@ -389,7 +412,11 @@ function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): {
   for (let i0 = 0; i0 < m; i0 += blk) {
     const rows = Math.min(blk, m - i0);
     gemm(rows, m, d, unit.subarray(i0 * d), d, 1, unit, 1, d, C, m); // cosines of this block with every row
-    for (let r = 0; r < rows; r++) out.push(largest(m, n, (j) => (j === i0 + r ? -Infinity : C[r * m + j])));
+    for (let r = 0; r < rows; r++) {
+      const row = C.subarray(r * m, (r + 1) * m);
+      row[i0 + r] = Number.NEGATIVE_INFINITY; // not its own neighbour
+      out.push(Array.from(topIndices(row, n, true), (j) => ({ j, score: row[j] })));
+    }
   }
   return out;
 }

@@ -1,0 +1,89 @@
+"""A sparsify-style PyTorch TopK/BatchTopK SAE step for sdlkit's benchmark, written from sparsify's description: the
+encoder is fused with the selection (pre-activations, top-k, ReLU) and its backward pass touches only the selected
+columns (index_add into the weight gradient, embedding_bag for the input gradient); the decoder is an embedding_bag of
+the selected decoder rows weighted by the activations. Same initialisation and optimiser as sae_torch.py (Adam,
+unit-norm decoder rows with the parallel gradient removed), fp32, 2 threads. BatchTopK keeps the k x batch largest
+pre-activations of the batch (variable per row): the same kernels on (row, latent) pairs. Prints tokens per second."""
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class FusedEncoder(torch.autograd.Function):
+    """pre = x W_enc^T + b_enc, then the selection; gradients only through the selected (row, latent) pairs."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, k, batch_topk):
+        pre = F.linear(x, W_enc, b_enc)
+        if batch_topk:
+            B = x.shape[0]
+            vals, flat = pre.flatten().topk(k * B)
+            rows, cols = flat // pre.shape[1], flat % pre.shape[1]
+            vals = torch.relu(vals)
+        else:
+            vals, cols = pre.topk(k, dim=1)
+            vals = torch.relu(vals)
+            rows = None
+        ctx.save_for_backward(x, W_enc, cols, vals, rows if rows is not None else torch.empty(0))
+        ctx.batch_topk = batch_topk
+        ctx.mark_non_differentiable(cols, *([rows] if rows is not None else []))
+        return vals, cols, rows
+
+    @staticmethod
+    def backward(ctx, g_vals, _g_cols, _g_rows):
+        x, W_enc, cols, vals, rows = ctx.saved_tensors
+        g = g_vals * (vals > 0)
+        if ctx.batch_topk:
+            g_x = torch.zeros_like(x).index_add_(0, rows, g[:, None] * W_enc[cols])
+            g_W = torch.zeros_like(W_enc).index_add_(0, cols, g[:, None] * x[rows])
+        else:
+            k = cols.shape[1]
+            g_x = F.embedding_bag(cols, W_enc, per_sample_weights=g, mode="sum")
+            g_W = torch.zeros_like(W_enc).index_add_(0, cols.flatten(), g.flatten()[:, None] * x.repeat_interleave(k, 0))
+        g_b = torch.zeros(W_enc.shape[0], dtype=x.dtype).index_add_(0, cols.flatten(), g.flatten())
+        return g_x, g_W, g_b, None, None
+
+
+def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
+    torch.manual_seed(0)
+    d_sae = d_in * expansion
+    x_all = torch.randn(batch * 4, d_in)
+    W_dec = torch.randn(d_sae, d_in)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_dec.requires_grad_(True)
+    W_enc = W_dec.detach().clone().requires_grad_(True)  # [d_sae, d_in]: W_enc = W_dec^T in SAELens orientation
+    b_enc = torch.zeros(d_sae, requires_grad=True)
+    b_dec = torch.zeros(d_in, requires_grad=True)
+    opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=1e-3)
+    batch_topk = activation == "batchtopk"
+
+    def step(x: torch.Tensor) -> None:
+        vals, cols, rows = FusedEncoder.apply(x - b_dec, W_enc, b_enc, k, batch_topk)
+        if batch_topk:
+            recon = torch.zeros_like(x).index_add(0, rows, vals[:, None] * W_dec[cols]) + b_dec
+        else:
+            recon = F.embedding_bag(cols, W_dec, per_sample_weights=vals, mode="sum") + b_dec
+        loss = ((recon - x) ** 2).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            W_dec.grad -= (W_dec.grad * W_dec).sum(1, keepdim=True) * W_dec
+        opt.step()
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+
+    for i in range(warmup):
+        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
+    return steps * batch / (time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    d_in, expansion, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    print(json.dumps({"tokens_per_second": bench(d_in, expansion, activation, k, batch, steps, 3), "torch": torch.__version__}))
