@@ -19,6 +19,7 @@ import { UserError } from '../util/errors.js';
 import { SCHEMA } from './schema.js';
 import { QUANTILE_EDGES, QuantileSampler, type ContextExample } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
+import { ExampleStore, TopExamples } from './examples.js';
 import { targetNorms } from '../sdl/clt.js';
 import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
 import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
@@ -89,7 +90,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     opts.onNote?.(`the harvest's model ${manifest.model_path} is gone: the index holds token ids without their text, and no absorption scores`);
   }
   const m = d.cfg.dSae;
-  const top: Example[][] = Array.from({ length: m }, () => []);
+  const tops = new TopExamples(m, opts.topK, new ExampleStore(2 * opts.contextRadius + 1));
   const V = tok?.vocabSize ?? 0;
   const keepTokens = V > 0 && V * m <= 1 << 26;
   // Co-occurrence counts for pairs i < j (upper triangle); skipped for very wide dictionaries (m^2 counters).
@@ -142,23 +143,25 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       quantiles.add(f, { doc: rows(s.doc), window: rows(s.window), pos: rows(s.pos), token: rows(s.token) });
       for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
       const ev = stats.add(f.start, f.idx, f.val, s.token.subarray(r0, r0 + n), s.window.subarray(r0, r0 + n));
-      // Entries into a feature's top K, in order: keep the example (tokens and activations of its context).
+      // Entries into a feature's top K, in order: keep the example (tokens and activations of its context) in the slot
+      // of the feature's weakest one.
       for (let e = 0; e < ev.acts.length; e++) {
-        const [i, r, lo, hi, co] = ev.events.subarray(e * 5, e * 5 + 5);
-        const row = r0 + r;
-        const list = top[i];
-        list.push({
-          act: ev.acts[e],
-          doc: s.doc[row],
-          window: s.window[row],
-          pos: s.pos[row],
-          token: s.token[row],
-          ctxStart: s.pos[r0 + lo],
-          ctxTokens: Array.from(s.token.subarray(r0 + lo, r0 + hi + 1)),
-          ctxActs: Array.from(ev.ctx.subarray(co, co + hi - lo + 1)),
-        });
-        list.sort((p, q) => q.act - p.act);
-        if (list.length > opts.topK) list.pop();
+        const i = ev.events[e * 5],
+          row = r0 + ev.events[e * 5 + 1],
+          lo = ev.events[e * 5 + 2],
+          hi = ev.events[e * 5 + 3],
+          co = ev.events[e * 5 + 4];
+        tops.store.set(
+          tops.slotFor(i),
+          ev.acts[e],
+          s.doc[row],
+          s.window[row],
+          s.pos[row],
+          s.token[row],
+          s.pos[r0 + lo],
+          s.token.subarray(r0 + lo, r0 + hi + 1),
+          ev.ctx.subarray(co, co + hi - lo + 1),
+        );
       }
       if (doAbsorption && absLabel.length < ABS_MAX) {
         for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
@@ -318,20 +321,22 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           .forEach((e, rank) =>
             insQ.run(i, e.band, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map(round))),
           );
-        top[i].forEach((e, rank) =>
-          insEx.run(
-            i,
-            rank,
-            e.act,
-            e.doc,
-            e.window,
-            e.pos,
-            e.token,
-            e.ctxStart,
-            JSON.stringify(e.ctxTokens),
-            JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4)),
-          ),
-        );
+        tops
+          .examples(i)
+          .forEach((e, rank) =>
+            insEx.run(
+              i,
+              rank,
+              e.act,
+              e.doc,
+              e.window,
+              e.pos,
+              e.token,
+              e.ctxStart,
+              JSON.stringify(e.ctxTokens),
+              JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4)),
+            ),
+          );
         nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
         if (coOn) {
           for (const { j, score: c } of largest(m, opts.neighbors, (j) => (j === i ? 0 : coAt(i, j)))) {

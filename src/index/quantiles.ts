@@ -4,22 +4,13 @@
 // activation on each). One pass, memory proportional to the samples kept.
 import type { SparseActs } from '../sdl/encoder.js';
 import { Rng } from '../util/rng.js';
+import { type ContextExample, ExampleStore } from './examples.js';
+
+export type { ContextExample };
 
 /** Band edges: band b holds activations in [EDGES[b], EDGES[b+1]) (the first band also everything below). */
 export const QUANTILE_EDGES = [0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, Infinity];
 export const BANDS = QUANTILE_EDGES.length - 1;
-
-/** An example of a feature firing: the token, its context inside the window, and the feature's activation on each. */
-export interface ContextExample {
-  act: number;
-  doc: number;
-  window: number;
-  pos: number;
-  token: number;
-  ctxStart: number;
-  ctxTokens: number[];
-  ctxActs: number[];
-}
 
 export interface QuantileExample extends ContextExample {
   band: number;
@@ -47,7 +38,10 @@ function actAt(f: SparseActs, r: number, i: number): number {
 export class QuantileSampler {
   /** Firings seen per (feature, band). */
   readonly seen: Int32Array;
-  private readonly kept = new Map<number, QuantileExample[]>();
+  /** (feature, band) -> its first slot in the store (perBand slots each, allocated when first needed). */
+  private readonly base = new Map<number, number>();
+  private readonly store: ExampleStore;
+  private readonly acts: Float32Array;
   private readonly rng: Rng;
 
   constructor(
@@ -58,6 +52,8 @@ export class QuantileSampler {
   ) {
     this.seen = new Int32Array(m * BANDS);
     this.rng = new Rng(seed);
+    this.store = new ExampleStore(2 * radius + 1);
+    this.acts = new Float32Array(2 * radius + 1);
   }
 
   /**
@@ -72,31 +68,20 @@ export class QuantileSampler {
         if (!(a > 0)) continue;
         const key = i * BANDS + bandOf(a);
         const n = ++this.seen[key];
-        let list = this.kept.get(key);
         let slot: number;
         if (n <= this.perBand) slot = n - 1;
         else {
           slot = this.rng.int(n);
           if (slot >= this.perBand) continue;
         }
-        if (!list) this.kept.set(key, (list = []));
+        let b = this.base.get(key);
+        if (b === undefined) this.base.set(key, (b = this.store.alloc(this.perBand)));
         let lo = r,
           hi = r;
         while (lo > 0 && r - lo < this.radius && rows.window[lo - 1] === rows.window[r]) lo--;
         while (hi + 1 < f.rows && hi - r < this.radius && rows.window[hi + 1] === rows.window[r]) hi++;
-        const ctxActs: number[] = [];
-        for (let c = lo; c <= hi; c++) ctxActs.push(c === r ? a : actAt(f, c, i));
-        list[slot] = {
-          band: key % BANDS,
-          act: a,
-          doc: rows.doc[r],
-          window: rows.window[r],
-          pos: rows.pos[r],
-          token: rows.token[r],
-          ctxStart: rows.pos[lo],
-          ctxTokens: Array.from(rows.token.subarray(lo, hi + 1)),
-          ctxActs,
-        };
+        for (let c = lo; c <= hi; c++) this.acts[c - lo] = c === r ? a : actAt(f, c, i);
+        this.store.set(b + slot, a, rows.doc[r], rows.window[r], rows.pos[r], rows.token[r], rows.pos[lo], rows.token.subarray(lo, hi + 1), this.acts);
       }
     }
   }
@@ -104,9 +89,12 @@ export class QuantileSampler {
   /** Feature i's kept examples, band by band (lowest first), strongest first within a band. */
   examples(i: number): QuantileExample[] {
     const out: QuantileExample[] = [];
-    for (let b = 0; b < BANDS; b++) {
-      const list = this.kept.get(i * BANDS + b);
-      if (list) out.push(...[...list].sort((p, q) => q.act - p.act));
+    for (let band = 0; band < BANDS; band++) {
+      const b = this.base.get(i * BANDS + band);
+      if (b === undefined) continue;
+      const filled = Math.min(this.seen[i * BANDS + band], this.perBand);
+      const slots = Array.from({ length: filled }, (_, q) => b + q).sort((p, q) => this.store.act[q] - this.store.act[p]);
+      for (const s of slots) out.push({ ...this.store.get(s), band });
     }
     return out;
   }

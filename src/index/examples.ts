@@ -1,0 +1,136 @@
+// Context examples kept while indexing (top activating examples and quantile samples), in typed slots that grow by
+// doubling: writing an example copies numbers into preallocated arrays instead of allocating an object and two arrays,
+// which at 16k features and millions of candidate examples was most of the index's garbage-collection time.
+/** An example of a feature firing: the token, its context inside the window, and the feature's activation on each. */
+export interface ContextExample {
+  act: number;
+  doc: number;
+  window: number;
+  pos: number;
+  token: number;
+  ctxStart: number;
+  ctxTokens: number[];
+  ctxActs: number[];
+}
+
+export class ExampleStore {
+  private cap: number;
+  private used = 0;
+  act: Float32Array;
+  doc: Int32Array;
+  window: Int32Array;
+  pos: Int32Array;
+  token: Int32Array;
+  ctxStart: Int32Array;
+  ctxLen: Int32Array;
+  /** Per slot, `width` context tokens and the feature's activation on each (the first ctxLen are used). */
+  ctxTok: Int32Array;
+  ctxAct: Float32Array;
+
+  /** `width`: the longest context (2 radius + 1). */
+  constructor(
+    readonly width: number,
+    cap = 1024,
+  ) {
+    this.cap = cap;
+    this.act = new Float32Array(cap);
+    this.doc = new Int32Array(cap);
+    this.window = new Int32Array(cap);
+    this.pos = new Int32Array(cap);
+    this.token = new Int32Array(cap);
+    this.ctxStart = new Int32Array(cap);
+    this.ctxLen = new Int32Array(cap);
+    this.ctxTok = new Int32Array(cap * width);
+    this.ctxAct = new Float32Array(cap * width);
+  }
+
+  /** n consecutive new slots; returns the first. */
+  alloc(n: number): number {
+    if (this.used + n > this.cap) {
+      let cap = this.cap;
+      while (this.used + n > cap) cap *= 2;
+      const grow = <T extends Float32Array | Int32Array>(a: T, per = 1): T => {
+        const b = new (a.constructor as new (n: number) => T)(cap * per);
+        b.set(a);
+        return b;
+      };
+      this.act = grow(this.act);
+      this.doc = grow(this.doc);
+      this.window = grow(this.window);
+      this.pos = grow(this.pos);
+      this.token = grow(this.token);
+      this.ctxStart = grow(this.ctxStart);
+      this.ctxLen = grow(this.ctxLen);
+      this.ctxTok = grow(this.ctxTok, this.width);
+      this.ctxAct = grow(this.ctxAct, this.width);
+      this.cap = cap;
+    }
+    const first = this.used;
+    this.used += n;
+    return first;
+  }
+
+  /** Writes slot s: the example's fields and its context (tokens[lo..hi] and the activations `acts(c)` on each). */
+  set(s: number, act: number, doc: number, window: number, pos: number, token: number, ctxStart: number, tokens: Int32Array, acts: ArrayLike<number>): void {
+    this.act[s] = act;
+    this.doc[s] = doc;
+    this.window[s] = window;
+    this.pos[s] = pos;
+    this.token[s] = token;
+    this.ctxStart[s] = ctxStart;
+    const n = Math.min(tokens.length, this.width);
+    this.ctxLen[s] = n;
+    this.ctxTok.set(tokens.subarray(0, n), s * this.width);
+    for (let c = 0; c < n; c++) this.ctxAct[s * this.width + c] = acts[c];
+  }
+
+  /** Slot s as a record (at the end, for the few examples that are kept). */
+  get(s: number): ContextExample {
+    const n = this.ctxLen[s],
+      o = s * this.width;
+    return {
+      act: this.act[s],
+      doc: this.doc[s],
+      window: this.window[s],
+      pos: this.pos[s],
+      token: this.token[s],
+      ctxStart: this.ctxStart[s],
+      ctxTokens: Array.from(this.ctxTok.subarray(o, o + n)),
+      ctxActs: Array.from(this.ctxAct.subarray(o, o + n)),
+    };
+  }
+}
+
+/** Each feature's K strongest examples: K slots per feature (allocated when it first fires), the weakest replaced. */
+export class TopExamples {
+  private readonly base: Int32Array;
+  private readonly count: Int32Array;
+
+  constructor(
+    readonly m: number,
+    readonly k: number,
+    readonly store: ExampleStore,
+  ) {
+    this.base = new Int32Array(m).fill(-1);
+    this.count = new Int32Array(m);
+  }
+
+  /** The slot a new example of feature i goes to (its list's next free slot, or its weakest). */
+  slotFor(i: number): number {
+    if (this.base[i] < 0) this.base[i] = this.store.alloc(this.k);
+    const b = this.base[i];
+    if (this.count[i] < this.k) return b + this.count[i]++;
+    let worst = b;
+    for (let s = b + 1; s < b + this.k; s++) if (this.store.act[s] < this.store.act[worst]) worst = s;
+    return worst;
+  }
+
+  /** Feature i's examples, strongest first. */
+  examples(i: number): ContextExample[] {
+    const b = this.base[i];
+    if (b < 0) return [];
+    const slots = Array.from({ length: this.count[i] }, (_, q) => b + q);
+    slots.sort((p, q) => this.store.act[q] - this.store.act[p] || p - q);
+    return slots.map((s) => this.store.get(s));
+  }
+}
