@@ -1,5 +1,5 @@
 // Test fixtures: a tiny random llama2.c model made on the fly (so tests need no downloads), and paths.
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -16,8 +16,11 @@ export const CLI = join(ROOT, 'dist/src/cli.js');
 export const haveShared = existsSync(join(STORIES, 'stories260K.bin')) && existsSync(GPT2);
 export const sharedSkip = haveShared ? false : 'needs ../shared/models (present in CI and developer checkouts)';
 
+/** A fresh temporary folder, removed when the test process exits (a README run alone writes close to 1 GB). */
 export function tmp(prefix = 'sdl-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. */

@@ -1,14 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { trainBpe, hfTokenizerJson } from '../src/lm/bpe-train.js';
 import { Llama2cTokenizer, loadTokenizer, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
 import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { documents } from '../src/corpus/sources.js';
 import { UserError } from '../src/util/errors.js';
-import { STORIES, sharedSkip } from './helpers.js';
+import { STORIES, sharedSkip, tmp } from './helpers.js';
 
 const text = `Call me Ishmael. Some years ago - never mind how long precisely - having little or no money in my purse,
 and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world.
@@ -97,7 +96,7 @@ test('the bundled tokenizer.json gives the same ids as its tokenizer.bin (llama2
 });
 
 test('a tokenizer.json of a type sdlkit cannot read is refused in one line naming the type', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sdl-tok-'));
+  const dir = tmp('sdl-tok-');
   const f = join(dir, 'tokenizer.json');
   writeFileSync(f, JSON.stringify({ model: { type: 'WordLevel', vocab: { a: 0 }, unk_token: 'a' } }));
   assert.throws(

@@ -68,27 +68,7 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
       });
       continue;
     }
-    pool_.range(rows, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        const float* z = pre + b * m;
-        int cnt = 0;
-        for (int j = 0; j < m; j++) cnt += z[j] > thr(j) && z[j] > 0.f;
-        out.count[r0 + b] = cnt;
-      }
-    });
-    long base = out.nnz;
-    for (int b = 0; b < rows; b++) { out.start[r0 + b] = base; base += out.count[r0 + b]; }
-    out.idx.resize(base + 1);
-    out.val.resize(base + 1);
-    pool_.range(rows, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        const float* z = pre + b * m;
-        long s = out.start[r0 + b];
-        for (int j = 0; j < m; j++)
-          if (z[j] > thr(j) && z[j] > 0.f) { out.idx[s] = j; out.val[s] = z[j]; s++; }
-      }
-    });
-    out.nnz = base;
+    appendThresholded(pool_, pre, rows, m, r0, thr, out);
   }
   if (c.act == TOPK) {
     long s = 0;

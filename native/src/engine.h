@@ -66,6 +66,40 @@ struct Sparse {
 double sumSquares(Pool& pool, const float* x, long n);
 void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
 
+// Inference by a threshold rule on rows [r0, r0 + rows) of pre-activations pre [rows][M]: the entries with z > thr(j)
+// and z > 0, counted per row and then written after out's existing entries (rows back to back). Both engines' forward.
+template <class Thr>
+void appendThresholded(Pool& pool, const float* pre, int rows, int M, int r0, Thr thr, Sparse& out) {
+  pool.range(rows, [&](long b0, long b1, int) {
+    for (long b = b0; b < b1; b++) {
+      const float* z = pre + b * M;
+      int cnt = 0;
+      for (int j = 0; j < M; j++) cnt += z[j] > thr(j) && z[j] > 0.f;
+      out.count[r0 + b] = cnt;
+    }
+  });
+  long base = out.nnz;
+  for (int b = 0; b < rows; b++) {
+    out.start[r0 + b] = base;
+    base += out.count[r0 + b];
+  }
+  out.idx.resize(base + 1);
+  out.val.resize(base + 1);
+  pool.range(rows, [&](long b0, long b1, int) {
+    for (long b = b0; b < b1; b++) {
+      const float* z = pre + b * M;
+      long s = out.start[r0 + b];
+      for (int j = 0; j < M; j++)
+        if (z[j] > thr(j) && z[j] > 0.f) {
+          out.idx[s] = j;
+          out.val[s] = z[j];
+          s++;
+        }
+    }
+  });
+  out.nnz = base;
+}
+
 class Engine {
  public:
   Engine(const Config& cfg, int threads);
