@@ -149,6 +149,15 @@ test('sdl eval on a CLT reports the replacement model and FVU per layer; per-lay
   );
 });
 
+test('run, steer and ablate take a CLT (features from the clean pass; the change lands at every layer the features write)', () => {
+  const clt = join(dir, 'clt');
+  assert.match(ok('run', clt, 'Once upon a time there was a cat'), /" c"|"at"/);
+  const steered = ok('steer', clt, '--feature', '3', '--scale', '20', '--tokens', '8', 'Once upon a time');
+  const [unsteered, withFeature] = ['unsteered', 'steered'].map((w) => new RegExp(`^${w}: +(".*")`, 'm').exec(steered)?.[1]);
+  assert.ok(unsteered && withFeature, steered);
+  assert.match(ok('ablate', clt, '--features', '3,4', 'Once upon a time there was a cat'), /CE/);
+});
+
 test('sdl index stores each CLT feature’s decoder norm per target layer (none before its own layer)', () => {
   ok('index', join(dir, 'clt'));
   const db = new Database(join(dir, 'clt', 'index.sqlite'), { readonly: true });
