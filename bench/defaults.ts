@@ -36,6 +36,24 @@ sdl('harvest', '--layer', '6', '--sites', 'resid_post', '--tokens', '2M', '--ctx
 sdl('synth', '-n', '600', '--np', '128', '-S', '0.99', '-N', '2M', '--out', sets[1].acts);
 
 const rows: Record<string, unknown>[] = [];
+/** `sdl fit` on one data set at one budget, as every cell is trained. */
+const fitArgs = (set: (typeof sets)[number], budget: string) => [
+  'fit',
+  '--acts',
+  set.acts,
+  '--site',
+  set.site,
+  '--latents',
+  String(set.latents),
+  '--k',
+  String(set.k),
+  '--tokens',
+  budget,
+  '--eval-tokens',
+  '16k',
+  '--checkpoint-every',
+  '100000',
+];
 // --race: the defaults as they are now (batch 1,024; for the TopK family the learning-rate race), beside the rule's
 // rate alone (--no-lr-race): FVU, the rate chosen, M_GT on the bench, and wall time.
 if (process.argv.includes('--race')) {
@@ -44,29 +62,7 @@ if (process.argv.includes('--race')) {
       for (const mode of ['race', 'rule']) {
         const out = join(dir, `${set.truth ? 'synth' : 'bundled'}-${budget}-${mode}`);
         const t0 = performance.now();
-        const r = JSON.parse(
-          sdl(
-            'fit',
-            '--acts',
-            set.acts,
-            '--site',
-            set.site,
-            '--latents',
-            String(set.latents),
-            '--k',
-            String(set.k),
-            '--tokens',
-            budget,
-            '--eval-tokens',
-            '16k',
-            '--checkpoint-every',
-            '100000',
-            ...(mode === 'rule' ? ['--no-lr-race'] : []),
-            '--out',
-            out,
-            '--json',
-          ),
-        );
+        const r = JSON.parse(sdl(...fitArgs(set, budget), ...(mode === 'rule' ? ['--no-lr-race'] : []), '--out', out, '--json'));
         const seconds = (performance.now() - t0) / 1000;
         const mgt = set.truth ? JSON.parse(sdl('eval', out, '--truth', set.acts, '--tau', '0.9', '--json')).recovery.mgt : null;
         const row = { set: set.name, budget, mode, fvu: r.eval.fvu, race: r.lr_race, mgt, seconds };
@@ -85,32 +81,9 @@ for (const set of sets.filter((s) => only.includes(s.truth ? 'synth' : 'bundled'
   for (const budget of budgets)
     for (const batch of batches) {
       const out = join(dir, `${set.truth ? 'synth' : 'bundled'}-${budget}-${batch}`);
-      const rec = JSON.parse(
-        sdl(
-          'fit',
-          '--acts',
-          set.acts,
-          '--site',
-          set.site,
-          '--latents',
-          String(set.latents),
-          '--k',
-          String(set.k),
-          '--batch',
-          String(batch),
-          '--tokens',
-          budget,
-          '--eval-tokens',
-          '16k',
-          '--checkpoint-every',
-          '100000',
-          '--sweep',
-          `lr=${lrs.join(',')}`,
-          '--out',
-          out,
-          '--json',
-        ),
-      ) as { members: { name: string; out: string; settings: { lr: number }; result: { fvu: number; l0: number; dead_fraction: number } }[] };
+      const rec = JSON.parse(sdl(...fitArgs(set, budget), '--batch', String(batch), '--sweep', `lr=${lrs.join(',')}`, '--out', out, '--json')) as {
+        members: { name: string; out: string; settings: { lr: number }; result: { fvu: number; l0: number; dead_fraction: number } }[];
+      };
       for (const m of rec.members) {
         let mgt: number | null = null;
         if (set.truth) mgt = JSON.parse(sdl('eval', m.out, '--truth', set.acts, '--tau', '0.9', '--json')).recovery.mgt;

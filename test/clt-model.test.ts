@@ -264,6 +264,7 @@ test('bad CLT inputs: one line naming the problem, exit 2, nothing written', () 
   bad(['export', join(dir, 'clt'), '--format', 'circuit-tracer', '--out', out], /TopK CLT has no equivalent there/);
   bad(['export', join(dir, 'tc2'), '--format', 'circuit-tracer', '--out', out], /writes cross-layer transcoders; this is a transcoder/);
   bad(['eval', join(dir, 'tc2'), join(dir, 'clt')], /only transcoders stack into a replacement model/);
+  bad(['eval', join(dir, 'tc2'), join(dir, 'tc2')], /two of the transcoders write blocks\.2\.hook_mlp_out; give one per layer/);
   assert.ok(!existsSync(out));
 });
 

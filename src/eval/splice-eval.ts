@@ -2,6 +2,7 @@
 // reconstruction spliced in, and with the site zero-ablated, on held-out text; CE loss recovered
 // = (CE_zero - CE_spliced) / (CE_zero - CE_clean), delta LM loss, KL(clean || spliced), FVU and L0.
 import { siteHook, type LoadedModel } from '../models/model.js';
+import type { HookPoint } from '../onnx/hooks.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { createSession, exposeHooks, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import { spliceModel, spliceMany } from '../export/splice.js';
@@ -63,20 +64,54 @@ export function logSoftmaxRow(row: Float32Array): Float64Array {
 
 export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch = 8): Promise<SpliceMetrics> {
   const c = dict.cfg;
-  if (c.kind === 'clt') return cltEval(model, dict, windows, ctx, batch);
-  if (c.sitesIn.length !== 1 || c.sitesOut.length !== 1) return crosscoderEval(model, dict, windows, ctx, batch);
-  const hin = siteHook(model, c.sitesIn[0].name),
-    hout = siteHook(model, c.sitesOut[0].name);
-  if (!hin || !hout)
-    throw new UserError(`${model.name} has no hook ${!hin ? c.sitesIn[0].name : c.sitesOut[0].name}; the dictionary was trained on another model`);
+  if (c.kind !== 'clt' && (c.sitesIn.length !== 1 || c.sitesOut.length !== 1)) return crosscoderEval(model, dict, windows, ctx, batch);
+  const hook = (name: string) => {
+    const h = siteHook(model, name);
+    if (!h) throw new UserError(`${model.name} has no hook ${name}; the dictionary was trained on another model`);
+    return h;
+  };
+  const ins = c.sitesIn.map((s) => hook(s.name)),
+    outs = c.sitesOut.map((s) => hook(s.name));
+  // One pass splices it: an SAE or transcoder at its site; a CLT at every layer's MLP output at once (layer l's
+  // features read the replacement model's own layer-l input, its output sums the features of layers <= l).
+  const spliced =
+    c.kind === 'clt'
+      ? spliceMany(
+          model.bytes,
+          outs.map((h, l) => ({ target: h.tensor, rep: { kind: 'clt-layer' as const, dict, layer: l, input: ins[l].tensor } })),
+        )
+      : spliceModel(model.bytes, model.proto, outs[0].tensor, { kind: 'dictionary', dict, input: ins[0].tensor });
+  return onePassEval(model, dict, windows, ctx, batch, ins, outs, spliced);
+}
+
+/**
+ * CE of the clean model, of `splicedBytes` and of the model with every output site zeroed, on the same windows; FVU and
+ * the other reconstruction metrics on the clean pass's inputs and outputs (position 0 excluded, as in training).
+ */
+async function onePassEval(
+  model: LoadedModel,
+  dict: Dictionary,
+  windows: Int32Array,
+  ctx: number,
+  batch: number,
+  ins: HookPoint[],
+  outs: HookPoint[],
+  splicedBytes: Uint8Array,
+): Promise<SpliceMetrics> {
+  const c = dict.cfg;
   const logitsName = model.proto.graph.outputs[0].name;
-  const clean = await createSession(exposeHooks(model.bytes, [hin, hout], new Set(model.proto.graph.outputs.map((o) => o.name))));
-  const spliced = await createSession(spliceModel(model.bytes, model.proto, hout.tensor, { kind: 'dictionary', dict, input: hin.tensor }));
-  const zero = await createSession(spliceModel(model.bytes, model.proto, hout.tensor, { kind: 'zero' }));
+  const clean = await createSession(exposeHooks(model.bytes, [...ins, ...outs], new Set(model.proto.graph.outputs.map((o) => o.name))));
+  const spliced = await createSession(splicedBytes);
+  const zero = await createSession(
+    spliceMany(
+      model.bytes,
+      outs.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } })),
+    ),
+  );
   const inputs = runtimeInputs(model.proto);
   const n = windows.length / ctx;
   const acc = new CeAccumulator(3);
-  const rec = new EvalAccumulator(c.sitesOut, c.dSae);
+  const quality = new EvalAccumulator(c.sitesOut, c.dSae);
   for (let b0 = 0; b0 < n; b0 += batch) {
     const B = Math.min(batch, n - b0);
     const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
@@ -87,18 +122,27 @@ export async function spliceEval(model: LoadedModel, dict: Dictionary, windows: 
       zero.run(feeds, [logitsName]),
     ])) as ort.InferenceSession.OnnxValueMapType[];
     acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
-    // Reconstruction quality on the same tokens (position 0 excluded, as in training).
-    const X = rc[hin.tensor].data as Float32Array,
-      Y = rc[hout.tensor].data as Float32Array;
+    const x = interleave(
+      ins.map((h) => rc[h.tensor].data as Float32Array),
+      c.sitesIn,
+      B * ctx,
+    );
+    const y = interleave(
+      outs.map((h) => rc[h.tensor].data as Float32Array),
+      c.sitesOut,
+      B * ctx,
+    );
     for (let b = 0; b < B; b++) {
-      const x = X.subarray((b * ctx + 1) * c.dIn, (b + 1) * ctx * c.dIn),
-        y = Y.subarray((b * ctx + 1) * c.dOut, (b + 1) * ctx * c.dOut);
-      const f = encodeSparse(dict, x, ctx - 1);
-      rec.add(y, decodeSparse(dict, f, x), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
+      const from = b * ctx + 1,
+        to = (b + 1) * ctx;
+      const xs = x.subarray(from * c.dIn, to * c.dIn);
+      const f = encodeSparse(dict, xs, ctx - 1);
+      quality.add(y.subarray(from * c.dOut, to * c.dOut), decodeSparse(dict, f, xs), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
     }
   }
   await Promise.all([clean.release(), spliced.release(), zero.release()]);
-  return summarize(acc, rec.result());
+  const r = quality.result();
+  return { ...summarize(acc, r), ...(c.sitesOut.length > 1 ? { fvu_by_site: r.fvuBySite } : {}) };
 }
 
 /** Per-latent firing counts of a chunk's sparse codes. */
@@ -198,14 +242,7 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
     const rc = await clean.run(feeds);
     const sites = hooks.map((h) => rc[h.tensor].data as Float32Array);
     // Concatenate the sites per token, encode and decode, and split back (position 0 unchanged).
-    const x = new Float32Array(B * ctx * c.dIn);
-    for (let r = 0; r < B * ctx; r++) {
-      let off = 0;
-      c.sitesIn.forEach((s, i) => {
-        x.set(sites[i].subarray(r * s.width, (r + 1) * s.width), r * c.dIn + off);
-        off += s.width;
-      });
-    }
+    const x = interleave(sites, c.sitesIn, B * ctx);
     const f = encodeSparse(dict, x, B * ctx);
     const rec = decodeSparse(dict, f);
     const repl = c.sitesIn.map((s) => new Float32Array(B * ctx * s.width));
@@ -233,73 +270,9 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
   return summarize(acc, quality.result());
 }
 
-/**
- * A CLT's replacement model: every layer's MLP output replaced at once by the CLT's reconstruction, in one causal
- * pass (layer l's features read the replacement model's own layer-l input, and its output sums the features of
- * layers <= l), against the same model with every MLP output zeroed. FVU per layer is measured on the clean pass's
- * inputs (as in training).
- */
-async function cltEval(model: LoadedModel, dict: Dictionary, windows: Int32Array, ctx: number, batch: number): Promise<SpliceMetrics> {
-  const c = dict.cfg;
-  const hook = (name: string) => {
-    const h = siteHook(model, name);
-    if (!h) throw new UserError(`${model.name} has no hook ${name}; the CLT was trained on another model`);
-    return h;
-  };
-  const ins = c.sitesIn.map((s) => hook(s.name)),
-    outs = c.sitesOut.map((s) => hook(s.name));
-  const logitsName = model.proto.graph.outputs[0].name;
-  const clean = await createSession(exposeHooks(model.bytes, [...ins, ...outs], new Set(model.proto.graph.outputs.map((o) => o.name))));
-  const spliced = await createSession(
-    spliceMany(
-      model.bytes,
-      outs.map((h, l) => ({ target: h.tensor, rep: { kind: 'clt-layer' as const, dict, layer: l, input: ins[l].tensor } })),
-    ),
-  );
-  const zero = await createSession(
-    spliceMany(
-      model.bytes,
-      outs.map((h) => ({ target: h.tensor, rep: { kind: 'zero' as const } })),
-    ),
-  );
-  const inputs = runtimeInputs(model.proto);
-  const acc = new CeAccumulator(3);
-  const quality = new EvalAccumulator(c.sitesOut, c.dSae);
-  const n = windows.length / ctx;
-  for (let b0 = 0; b0 < n; b0 += batch) {
-    const B = Math.min(batch, n - b0);
-    const ids = windows.subarray(b0 * ctx, (b0 + B) * ctx);
-    const feeds = makeFeeds(inputs, ids, B, ctx);
-    const [rc, rs, rz] = (await Promise.all([
-      clean.run(feeds),
-      spliced.run(feeds, [logitsName]),
-      zero.run(feeds, [logitsName]),
-    ])) as ort.InferenceSession.OnnxValueMapType[];
-    acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);
-    const x = interleave(
-      ins.map((h) => rc[h.tensor].data as Float32Array),
-      c.sitesIn,
-      B * ctx,
-    );
-    const y = interleave(
-      outs.map((h) => rc[h.tensor].data as Float32Array),
-      c.sitesOut,
-      B * ctx,
-    );
-    for (let b = 0; b < B; b++) {
-      const from = b * ctx + 1,
-        to = (b + 1) * ctx;
-      const xs = x.subarray(from * c.dIn, to * c.dIn);
-      const f = encodeSparse(dict, xs, ctx - 1);
-      quality.add(y.subarray(from * c.dOut, to * c.dOut), decodeSparse(dict, f, xs), ctx - 1, firingCounts(f.idx, c.dSae), f.idx.length);
-    }
-  }
-  await Promise.all([clean.release(), spliced.release(), zero.release()]);
-  return { ...summarize(acc, quality.result()), fvu_by_site: quality.result().fvuBySite };
-}
-
-/** Sites [rows, width_i] side by side per row: [rows, sum width_i]. */
+/** Sites [rows, width_i] side by side per row: [rows, sum width_i] (one site: itself). */
 function interleave(sites: Float32Array[], widths: { width: number }[], rows: number): Float32Array {
+  if (sites.length === 1) return sites[0];
   const d = widths.reduce((a, s) => a + s.width, 0);
   const out = new Float32Array(rows * d);
   for (let r = 0; r < rows; r++) {

@@ -4,7 +4,7 @@
 import { DataType } from '../onnx/proto.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Dictionary } from '../sdl/dictionary.js';
-import type { DictConfig } from '../sdl/config.js';
+import { selectionGroups, type DictConfig } from '../sdl/config.js';
 import { cltFromDense, cltShape, decRow } from '../sdl/clt.js';
 import { f32ToF16 } from '../util/f16.js';
 import { ACTIVATIONS } from '../sdl/activations.js';
@@ -39,7 +39,7 @@ export function addDictionaryNodes(
   const xt = c.applyBDecToInput ? g.op('Sub', [x, b_dec]) : x;
   const pre = g.op('Add', [g.op('MatMul', [xt, W_enc]), b_enc], {}, `${P}pre_activations`);
   // CLTs select per layer: TopK over each layer's latents.
-  const groups = c.kind === 'clt' ? c.sitesIn.length : 1;
+  const groups = selectionGroups(c);
   const threshold =
     ACTIVATIONS[c.activation].inference === 'per-latent' || ACTIVATIONS[c.activation].inference === 'global'
       ? () => weight('threshold', d.inferenceThreshold(), [c.dSae])

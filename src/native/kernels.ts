@@ -65,11 +65,8 @@ export interface NativeEngineConfig {
   threads: number;
 }
 
-export interface NativeEngine {
-  step(p: NativeTensors, g: NativeTensors, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
-  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, wantYhat: boolean): NativeForward;
-  projectDecoderGrad(W: Float32Array, g: Float32Array): void;
-  normalizeRows(W: Float32Array, d: number): void;
+/** The optimiser kernels every native engine has (native/src/engine.cc's sumSquares and adamUpdate, on its pool). */
+export interface NativeOptimiser {
   sumSquares(x: Float32Array): number;
   adam(
     p: Float32Array,
@@ -83,6 +80,13 @@ export interface NativeEngine {
     eps: number,
     t: number,
   ): void;
+}
+
+export interface NativeEngine extends NativeOptimiser {
+  step(p: NativeTensors, g: NativeTensors, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
+  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, wantYhat: boolean): NativeForward;
+  projectDecoderGrad(W: Float32Array, g: Float32Array): void;
+  normalizeRows(W: Float32Array, d: number): void;
 }
 
 export interface NativeCltConfig {
@@ -108,7 +112,7 @@ export interface NativeCltTensors {
   W_skip?: Float32Array;
 }
 
-export interface NativeClt {
+export interface NativeClt extends NativeOptimiser {
   step(
     p: NativeCltTensors,
     g: NativeCltTensors,
@@ -121,19 +125,6 @@ export interface NativeClt {
   forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeDecoder(W: Float32Array): void;
-  sumSquares(x: Float32Array): number;
-  adam(
-    p: Float32Array,
-    g: Float32Array,
-    m: Float32Array,
-    v: Float32Array,
-    lr: number,
-    gscale: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    t: number,
-  ): void;
 }
 
 /** One chunk's top-K entries: [feature, row, lo, hi, ctxOffset] per event, its activation, and context activations. */

@@ -6,7 +6,7 @@
 // A transcoder is the case L = 1; `--skip` on a transcoder trains it as that one-layer CLT. The compact layout the
 // kernels train (CltParams) never stores the zero blocks; Dictionary holds the dense form, so every reader of
 // dictionaries (index, dashboard, ONNX export, steering) sees a CLT as one more encoder/decoder pair.
-import type { DictConfig } from './config.js';
+import { selectionGroups, type DictConfig } from './config.js';
 import { UserError } from '../util/errors.js';
 import { ACTIVATIONS } from './activations.js';
 
@@ -40,7 +40,7 @@ export interface CltParams {
 export const usesCltKernels = (cfg: DictConfig): boolean => cfg.kind === 'clt' || !!cfg.skip;
 
 export function cltShape(cfg: DictConfig): CltShape {
-  const L = cfg.kind === 'clt' ? cfg.sitesIn.length : 1;
+  const L = selectionGroups(cfg);
   return { L, dI: cfg.dIn / L, dO: cfg.dOut / L, n: cfg.dSae / L, skip: !!cfg.skip };
 }
 

@@ -123,7 +123,13 @@ export const defaultSparsity = (a: Activation): number => ACTIVATIONS[a].default
 export const defaultLr = (dSae: number): number => 8e-4 / Math.sqrt(dSae / 16384);
 
 /** The rule's rate for a dictionary: per selection group, since a CLT layer trains like a transcoder of its own latents. */
-export const ruleLr = (cfg: DictConfig): number => defaultLr(cfg.dSae / (cfg.kind === 'clt' ? cfg.sitesIn.length : 1));
+export const ruleLr = (cfg: DictConfig): number => defaultLr(cfg.dSae / selectionGroups(cfg));
+
+/**
+ * Groups of latents the TopK family selects within, in equal consecutive blocks: a CLT's layers (k per layer, one
+ * BatchTopK threshold per layer); one group for every other kind.
+ */
+export const selectionGroups = (cfg: { kind: Kind; sitesIn: unknown[] }): number => (cfg.kind === 'clt' ? cfg.sitesIn.length : 1);
 
 /** Below this many steps, `sdl fit` says the run is short (measured: such runs end far from a longer run's FVU). */
 export const SHORT_RUN_STEPS = 1000;
@@ -261,7 +267,7 @@ export function makeDictConfig(s: DictSpec): DictConfig {
   const dIn = s.sitesIn.reduce((a, x) => a + x.width, 0),
     dOut = sitesOut.reduce((a, x) => a + x.width, 0);
   // A CLT's expansion is per layer (of one layer's width), like a transcoder's.
-  const layers = s.kind === 'clt' ? s.sitesIn.length : 1;
+  const layers = selectionGroups(s);
   const dSae = s.latentsPerLayer !== undefined ? s.latentsPerLayer * layers : (s.latents ?? Math.round((s.expansion ?? DEFAULT_EXPANSION) * dIn));
   if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
   const bias = s.bias ?? true;

@@ -8,7 +8,7 @@ import { readSafetensors, writeSafetensors, type NamedTensor } from '../tensor/s
 import { UserError } from '../util/errors.js';
 import { checkOutput, writeJsonAtomic } from '../util/fsx.js';
 import { ACTIVATIONS, needsThreshold } from './activations.js';
-import { checkDictConfig } from './config.js';
+import { checkDictConfig, selectionGroups } from './config.js';
 import { CFG_FILE, WEIGHTS_FILE } from '../util/files.js';
 import { cltFromDense, cltShape, cltToDense, decOffset } from './clt.js';
 
@@ -147,7 +147,7 @@ export class Dictionary {
       if (how === 'relu') for (let j = 0; j < dSae; j++) z[j] = z[j] > 0 ? z[j] : 0;
       else if (how === 'topk') {
         // CLTs select per layer: k of each layer's latents.
-        const groups = this.cfg.kind === 'clt' ? this.cfg.sitesIn.length : 1,
+        const groups = selectionGroups(this.cfg),
           per = dSae / groups;
         for (let g = 0; g < groups; g++) topkInPlace(z.subarray(g * per, (g + 1) * per), Math.min(k, per));
       } else {

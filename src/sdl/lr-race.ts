@@ -119,18 +119,33 @@ async function race(job: FitJob, raceDir: string, unlock: () => void): Promise<L
   recordRace(winner.out, { multiples_of_rule: [...LR_RACE_MULTIPLES], rule_lr: base, race, chosen: race[best].lr });
   // The winner's files replace what `out` held (its lock stays until the caller releases it); cfg.json moves last,
   // so a kill in between never leaves a folder that looks finished with the wrong weights.
+  rmSync(join(out, CFG_FILE), { force: true });
   for (const f of readdirSync(out)) if (f !== '.lock') rmSync(join(out, f), { recursive: true, force: true });
   for (const f of readdirSync(winner.out)) if (f !== CFG_FILE && f !== '.lock') renameSync(join(winner.out, f), join(out, f));
   renameSync(join(winner.out, CFG_FILE), join(out, CFG_FILE));
   rmSync(raceDir, { recursive: true, force: true });
-  const res = results.get(winner.name);
-  const dictionary = Dictionary.load(out);
-  const evalRec = res?.eval ?? JSON.parse(readFileSync(join(out, EVAL_FILE), 'utf8'));
+  // A winner that finished before a resume has its figures in its training record, not in this process.
+  const res = results.get(winner.name) ?? finishedResult(out);
+  return { ...res, dictionary: Dictionary.load(out), lr: race[best].lr, race };
+}
+
+/** A finished dictionary's result, from its cfg.json training record and eval.json. */
+function finishedResult(dir: string): FitResult {
+  const t = JSON.parse(readFileSync(join(dir, CFG_FILE), 'utf8')).sdlkit.training as {
+    steps: number;
+    tokens: number;
+    seconds: number;
+    backend: string;
+    dead_fraction: number;
+  };
   return {
-    ...(res ?? { steps: 0, tokens: 0, seconds: 0, tokensPerSecond: 0, backend: '', deadFraction: 0 }),
-    dictionary,
-    eval: evalRec,
-    lr: race[best].lr,
-    race,
+    dictionary: Dictionary.load(dir),
+    eval: JSON.parse(readFileSync(join(dir, EVAL_FILE), 'utf8')),
+    steps: t.steps,
+    tokens: t.tokens,
+    seconds: t.seconds,
+    tokensPerSecond: t.tokens / t.seconds,
+    backend: t.backend,
+    deadFraction: t.dead_fraction,
   };
 }

@@ -5,10 +5,14 @@ import { UserError } from '../util/errors.js';
 import { makeDictConfig } from './config.js';
 import { cltToDense, decOffset, type CltParams } from './clt.js';
 import { Dictionary } from './dictionary.js';
+import { parseCanonical } from '../onnx/hooks.js';
 
-export function stackTranscoders(dicts: Dictionary[]): Dictionary {
+export function stackTranscoders(given: Dictionary[]): Dictionary {
+  // Layer order is the replacement model's order (each layer's splice reads the features of earlier ones).
+  const layerOf = (d: Dictionary) => parseCanonical(d.cfg.sitesOut[0].name)?.layer ?? -1;
+  const dicts = [...given].sort((a, b) => layerOf(a) - layerOf(b));
   const first = dicts[0].cfg;
-  for (const d of dicts) {
+  for (const [i, d] of dicts.entries()) {
     const c = d.cfg;
     if (c.kind !== 'transcoder') throw new UserError(`only transcoders stack into a replacement model; ${c.sitesIn[0].name} is a ${c.kind}`);
     if (
@@ -22,6 +26,10 @@ export function stackTranscoders(dicts: Dictionary[]): Dictionary {
       throw new UserError(
         `transcoders replace MLPs together only with one activation, width, k and skip setting: ${c.sitesIn[0].name} has ${c.activation}/${c.dSae}/k ${c.k}, ${first.sitesIn[0].name} ${first.activation}/${first.dSae}/k ${first.k}`,
       );
+    if (layerOf(d) < 0) throw new UserError(`${c.sitesOut[0].name} is not a layer's MLP output; transcoders replace MLPs together by layer`);
+    if (i > 0 && layerOf(d) === layerOf(dicts[i - 1])) throw new UserError(`two of the transcoders write ${c.sitesOut[0].name}; give one per layer`);
+    if (d.meta.model_sha256 !== dicts[0].meta.model_sha256)
+      throw new UserError(`${c.sitesOut[0].name}'s transcoder was trained on another model than ${first.sitesOut[0].name}'s; stack transcoders of one model`);
   }
   const L = dicts.length,
     n = first.dSae,

@@ -2,7 +2,7 @@
 // with held-out evaluation, checkpoints, resume, resampling and a NaN guard.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, ruleLr, type DictConfig, type TrainConfig } from './config.js';
+import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, ruleLr, selectionGroups, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
@@ -191,7 +191,6 @@ function thresholdVector(engine: Engine, cfg: DictConfig, thresholds: number[]):
 }
 
 /** BatchTopK selection groups: CLTs select per layer. */
-const selectionGroups = (cfg: DictConfig): number => (cfg.kind === 'clt' ? cfg.sitesIn.length : 1);
 
 /** Evaluates the engine (normalised space) on held-out rows; reconstructions are compared in harvest units. */
 function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number[], batchThreshold: number[]): EvalMetrics {
