@@ -116,6 +116,8 @@ async function main() {
     .map(([d, e]) => ({ d, e: e || 8 }));
   const backends = arg('backends', 'native').split(',');
   const acts = arg('activations', 'topk,batchtopk,relu').split(',') as ('topk' | 'batchtopk' | 'relu')[];
+  // `--peers none` times sdlkit alone (a quick check while working on a kernel).
+  const peers = arg('peers', 'dense,sparsify').split(',');
   const rows: Record<string, unknown>[] = [];
   console.log(
     `fit throughput, tokens/s, batch ${B}, TopK family ${steps} timed steps after 3 warm-up, ReLU+L1 a whole run of ${reluSteps} steps; median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
@@ -141,10 +143,10 @@ async function main() {
           ours[b].push(s.tps);
           names[b] = s.name;
         }
-        const pd = peer(d, e, act, k, B, n, 'dense');
+        const pd = peers.includes('dense') ? peer(d, e, act, k, B, n, 'dense') : 'not run';
         if (typeof pd === 'number') dense.push(pd);
         else peerNote = pd;
-        if (act !== 'relu') {
+        if (act !== 'relu' && peers.includes('sparsify')) {
           const ps = peer(d, e, act, k, B, n, 'sparsify');
           if (typeof ps === 'number') sparse.push(ps);
           else peerNote = ps;

@@ -58,6 +58,8 @@ interface Case {
   anchorK?: number;
   denseAbove?: number;
   B?: number;
+  /** Latents [dSae - tied, dSae) copy the encoder of latents [0, tied): exact ties in the selection. */
+  tied?: number;
 }
 
 function randomWeights(cfg: DictConfig, rng: Rng): EngineWeights {
@@ -70,6 +72,16 @@ function randomWeights(cfg: DictConfig, rng: Rng): EngineWeights {
   }
   if (cfg.activation === 'jumprelu') w.log_threshold = Float32Array.from({ length: cfg.dSae }, () => Math.log(0.3 + 0.5 * rng.next()));
   return w;
+}
+
+/** Makes latent dSae - n + j's encoder (W_enc column, b_enc) a copy of latent j's, for j < n. */
+function duplicateEncoders(w: EngineWeights, cfg: DictConfig, n: number) {
+  const { dIn, dSae } = cfg;
+  for (let j = 0; j < n; j++) {
+    const t = dSae - n + j;
+    w.b_enc[t] = w.b_enc[j];
+    for (let i = 0; i < dIn; i++) w.W_enc[i * dSae + t] = w.W_enc[i * dSae + j];
+  }
 }
 
 function close(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = 2e-4) {
@@ -88,6 +100,7 @@ function compare(name: string, c: Case, seed = 1) {
   const B = c.B ?? 50;
   const rng = new Rng(seed);
   const w = randomWeights(cfg, rng);
+  if (c.tied) duplicateEncoders(w, cfg, c.tied);
   const X = Float32Array.from({ length: B * dIn }, () => rng.normal() * 1.5);
   const Y = cfg.kind === 'transcoder' ? Float32Array.from({ length: B * dOut }, () => rng.normal()) : X;
   const anchorK = c.anchorK ?? 0;
@@ -218,6 +231,21 @@ test('native TopK selection on wide rows (the chunk-maximum filter) keeps exactl
   compare('batchtopk wide', { cfg: config('batchtopk', { dIn: 16, dSae: 1024, k: 8 }), sparsity: 0, B: 64 }, 9);
 });
 
+test('native TopK fused into the encoder GEMM: many row and column blocks, partial tiles, exact ties, AuxK across blocks', { skip }, () => {
+  // 1,100 latents span three column blocks (the last partial) and 400 rows three row blocks of the fused encoder;
+  // the last 500 latents copy the first 500 encoders, so every pre-activation has an exact twin in another block
+  // and the k-th largest is often a tie (the lower index must win, as in tf.topk).
+  const dead = new Uint8Array(1100);
+  for (let j = 3; j < 1100; j += 7) dead[j] = 1;
+  for (const k of [1, 8, 40])
+    compare(`fused topk k=${k}`, { cfg: config('topk', { dIn: 20, dSae: 1100, k }), sparsity: 0, B: 400, tied: 500, dead, auxkK: 6 }, 40 + k);
+  compare(
+    'fused topk transcoder',
+    { cfg: config('topk', { dIn: 20, dOut: 9, dSae: 700, k: 8, kind: 'transcoder', applyBDecToInput: false }), sparsity: 0, B: 200, tied: 300 },
+    12,
+  );
+});
+
 test('native GEMM on strided views equals a float64 product, with and without accumulation', { skip }, () => {
   const rng = new Rng(11);
   for (const [M, N, K] of [
@@ -257,14 +285,23 @@ test('native GEMM on strided views equals a float64 product, with and without ac
 });
 
 test('native forward = Dictionary.encode/decode for every activation', { skip }, () => {
-  for (const act of ['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'] as const) {
-    const cfg = config(act, { dIn: 10, dSae: 300 });
+  const cases: [Activation, number, number, number][] = [
+    ['relu', 300, 37, 0],
+    ['topk', 300, 37, 0],
+    ['batchtopk', 300, 37, 0],
+    ['jumprelu', 300, 37, 0],
+    ['matryoshka', 300, 37, 0],
+    // The fused TopK encoder over several row and column blocks, with exact ties across blocks.
+    ['topk', 1100, 400, 500],
+  ];
+  for (const [act, dSae, n, dup] of cases) {
+    const cfg = config(act, { dIn: 10, dSae, k: act === 'topk' && dup ? 16 : 4 });
     const rng = new Rng(21);
     const w = randomWeights(cfg, rng);
+    if (dup) duplicateEncoders(w, cfg, dup);
     const threshold = act === 'batchtopk' || act === 'matryoshka' ? 0.4 : 0;
     const thVec = act === 'jumprelu' ? Float32Array.from(w.log_threshold!, Math.exp) : threshold ? new Float32Array(cfg.dSae).fill(threshold) : undefined;
     const d = new Dictionary(cfg, { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, threshold: thVec });
-    const n = 37;
     const X = Float32Array.from({ length: n * cfg.dIn }, () => rng.normal() * 1.5);
     const e = new mod.Engine({
       dIn: cfg.dIn,

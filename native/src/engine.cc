@@ -1,6 +1,8 @@
 // The engine apart from the training step (step.cc): pre-activations, inference, and the optimiser kernels.
 #include "engine.h"
 
+#include "encode.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -13,23 +15,19 @@ namespace sdl {
 
 Engine::Engine(const Config& cfg, int threads) : cfg_(cfg), pool_(threads) {}
 
-void Engine::preacts(const Tensors& p, const float* X, int B, float* pre, float* xt) {
-  const int dIn = cfg_.dIn, m = cfg_.dSae;
-  const float* A = X;
-  if (xt) {
-    pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++)
-        for (int i = 0; i < dIn; i++) xt[b * dIn + i] = X[b * dIn + i] - p.b_dec[i];
-    });
-    A = xt;
-  }
-  gemm(pool_, B, m, dIn, View{A, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
+const float* Engine::encoderInput(const Tensors& p, const float* X, int B, float* xt) {
+  if (!xt) return X;
+  const int dIn = cfg_.dIn;
+  pool_.range(B, [&](long b0, long b1, int) {
+    for (long b = b0; b < b1; b++)
+      for (int i = 0; i < dIn; i++) xt[b * dIn + i] = X[b * dIn + i] - p.b_dec[i];
+  });
+  return xt;
 }
 
 void Engine::forward(const Tensors& p, const float* X, int n, float threshold, Sparse& out, float* yhat) {
   const Config& c = cfg_;
   const int m = c.dSae, dIn = c.dIn, dOut = c.dOut;
-  const int T = pool_.size();
   const int CH = 4096;
   const bool useXt = c.applyBDec && !c.noBias;
   const float* Wd = c.tied ? p.W_encT : p.W_dec;
@@ -38,42 +36,25 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
     theta.resize(m);
     for (int j = 0; j < m; j++) theta[j] = std::exp(p.log_threshold[j]);
   }
-  const int k = c.k < m ? c.k : m;
-  out.start.assign(n, 0);
-  out.count.assign(n, 0);
-  out.nnz = 0;
-  // TopK rows take k slots each; threshold rules are counted first and then filled without gaps.
   if (c.act == TOPK) {
-    out.idx.resize((size_t)n * k + 1);
-    out.val.resize((size_t)n * k + 1);
+    // Rows' top k selected inside the encoder GEMM (encode.h): no [n, m] pre-activations.
+    const float* A = encoderInput(p, X, n, useXt ? ensure(xt_, (size_t)n * dIn) : nullptr);
+    encodeTopK(pool_, A, n, dIn, m, p.W_encT, p.b_enc, c.k, out, {}, 0, nullptr);
   } else {
+    // Threshold rules: counted and then filled without gaps, a chunk of rows at a time.
+    out.start.assign(n, 0);
+    out.count.assign(n, 0);
+    out.nnz = 0;
     out.idx.clear();
     out.val.clear();
-  }
-  ensure(scratch_, (size_t)T * (5 * m + 128));
-  for (int r0 = 0; r0 < n; r0 += CH) {
-    const int rows = n - r0 < CH ? n - r0 : CH;
-    float* xt = useXt ? ensure(xt_, (size_t)rows * dIn) : nullptr;
-    float* pre = ensure(pre_, (size_t)rows * m);
-    preacts(p, X + (long)r0 * dIn, rows, pre, xt);
     auto thr = [&](int j) { return c.act == RELU ? 0.f : c.act == JUMPRELU ? theta[j] : threshold; };
-    if (c.act == TOPK) {
-      pool_.range(rows, [&](long b0, long b1, int th) {
-        float* scr = scratch_.data() + (size_t)th * (5 * m + 128);
-        for (long b = b0; b < b1; b++) {
-          const long row = r0 + b;
-          out.start[row] = row * k;
-          out.count[row] = topkRow(pre + b * m, m, k, out.idx.data() + row * k, out.val.data() + row * k, scr);
-        }
-      });
-      continue;
+    for (int r0 = 0; r0 < n; r0 += CH) {
+      const int rows = n - r0 < CH ? n - r0 : CH;
+      const float* A = encoderInput(p, X + (long)r0 * dIn, rows, useXt ? ensure(xt_, (size_t)rows * dIn) : nullptr);
+      float* pre = ensure(pre_, (size_t)rows * m);
+      gemm(pool_, rows, m, dIn, View{A, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
+      appendThresholded(pool_, pre, rows, m, r0, thr, out);
     }
-    appendThresholded(pool_, pre, rows, m, r0, thr, out);
-  }
-  if (c.act == TOPK) {
-    long s = 0;
-    for (int b = 0; b < n; b++) s += out.count[b];
-    out.nnz = s;
   }
   if (yhat) {
     pool_.range(n, [&](long b0, long b1, int) {

@@ -124,7 +124,8 @@ class Engine {
   void adam(float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
 
  private:
-  void preacts(const Tensors& p, const float* X, int B, float* pre, float* xt);
+  // The encoder's input rows: x - b_dec written into xt when given (b_dec applied to the input), else X.
+  const float* encoderInput(const Tensors& p, const float* X, int B, float* xt);
   Config cfg_;
   Pool pool_;
   std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;

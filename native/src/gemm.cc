@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <cstdlib>
+#include <stdexcept>
 #include <vector>
 
 namespace sdl {
@@ -131,6 +132,22 @@ inline void microkernel(int kc, const float* __restrict a, const float* __restri
   }
 }
 
+// B packed once per product: K-block kb starts at k0 * Npad; within it, panel jp at jp * kc * NR.
+const float* packB(Pool& pool, int N, int K, const View& B) {
+  const int nPanels = (N + NR - 1) / NR;
+  const long Npad = (long)nPanels * NR;
+  const int nKBlocks = (K + KC - 1) / KC;
+  static thread_local Buffer bBuf;
+  float* Bp = bBuf.get((size_t)K * Npad);
+  pool.run(nKBlocks * nPanels, [&](int t, int) {
+    int kb = t / nPanels, jp = t % nPanels;
+    int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+    int j0 = jp * NR, nr = N - j0 < NR ? N - j0 : NR;
+    packBPanel(B, k0, kc, j0, nr, Bp + (long)k0 * Npad + (long)jp * kc * NR);
+  });
+  return Bp;
+}
+
 }  // namespace
 
 void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate, const float* colBias) {
@@ -140,18 +157,9 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
       for (int j = 0; j < N; j++) C[(long)i * ldc + j] = (accumulate ? C[(long)i * ldc + j] : 0.f) + (colBias ? colBias[j] : 0.f);
     return;
   }
-  const int nPanels = (N + NR - 1) / NR;
-  const long Npad = (long)nPanels * NR;
+  const long Npad = (long)((N + NR - 1) / NR) * NR;
   const int nKBlocks = (K + KC - 1) / KC;
-  // B packed once: K-block kb starts at k0 * Npad; within it, panel jp at jp * kc * NR.
-  static thread_local Buffer bBuf;
-  float* Bp = bBuf.get((size_t)K * Npad);
-  pool.run(nKBlocks * nPanels, [&](int t, int) {
-    int kb = t / nPanels, jp = t % nPanels;
-    int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-    int j0 = jp * NR, nr = N - j0 < NR ? N - j0 : NR;
-    packBPanel(B, k0, kc, j0, nr, Bp + (long)k0 * Npad + (long)jp * kc * NR);
-  });
+  const float* Bp = packB(pool, N, K, B);
   const int mBlocks = (M + MC - 1) / MC, nBlocks = (N + NC - 1) / NC;
   pool.run(mBlocks * nBlocks, [&](int t, int thread) {
     int ib = t / nBlocks, jb = t % nBlocks;
@@ -173,6 +181,51 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
         }
       }
     }
+  });
+}
+
+namespace {
+constexpr int BMC = MR * 12;  // rows per gemmBlocks task: the whole K of their packed A stays in L2
+constexpr int BNC = NR * 16;  // columns per block handed to the sink: BMC x BNC floats of C stay in L2 too
+}  // namespace
+
+int gemmBlockRows() { return BMC; }
+int gemmBlockCols() { return BNC; }
+
+void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink) {
+  if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
+  const long Npad = (long)((N + NR - 1) / NR) * NR;
+  const int nKBlocks = (K + KC - 1) / KC;
+  const float* Bp = packB(pool, N, K, B);
+  static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
+  pool.run((M + BMC - 1) / BMC, [&](int t, int thread) {
+    const int i0 = t * BMC, mc = M - i0 < BMC ? M - i0 : BMC;
+    // This row block's A, every K-block packed once (K-block kb at k0 * BMC).
+    float* Ap = aBuffer(thread).get((size_t)BMC * K);
+    for (int kb = 0; kb < nKBlocks; kb++) {
+      int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+      packA(A, i0, mc, k0, kc, Ap + (long)k0 * BMC);
+    }
+    float* Cb = cBuf.get((size_t)BMC * BNC);
+    for (int j0 = 0; j0 < N; j0 += BNC) {
+      const int nc = N - j0 < BNC ? N - j0 : BNC;
+      // The same accumulation order per entry as gemm(): K-block 0 overwrites (with the bias), later ones add.
+      for (int kb = 0; kb < nKBlocks; kb++) {
+        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+        const float* Bk = Bp + (long)k0 * Npad;
+        for (int jr = 0; jr < nc; jr += NR) {
+          int nr = nc - jr < NR ? nc - jr : NR;
+          const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
+          for (int ir = 0; ir < mc; ir += MR) {
+            int mr = mc - ir < MR ? mc - ir : MR;
+            microkernel(kc, Ap + (long)k0 * BMC + (long)ir * kc, bp, Cb + (long)ir * BNC + jr, BNC, mr, nr, kb == 0,
+                        colBias && kb == 0 ? colBias + j0 + jr : nullptr);
+          }
+        }
+      }
+      sink.block(thread, i0, mc, j0, nc, Cb, BNC);
+    }
+    sink.rowsDone(thread, i0, mc);
   });
 }
 

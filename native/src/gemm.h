@@ -16,4 +16,20 @@ struct View {
 // C[M, N] (row stride ldc) = A[M, K] B[K, N] (+ colBias[j] on every row, when given), or C += A B when accumulate.
 void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate, const float* colBias = nullptr);
 
+// Receives C = A B (+ colBias) one cache-sized block at a time (see gemmBlocks).
+struct BlockSink {
+  // Rows [i0, i0 + mc) x columns [j0, j0 + nc), complete over K, in a per-thread buffer with row stride ldc.
+  virtual void block(int thread, int i0, int mc, int j0, int nc, const float* C, long ldc) = 0;
+  // After the last column block of rows [i0, i0 + mc).
+  virtual void rowsDone(int thread, int i0, int mc) = 0;
+  virtual ~BlockSink() = default;
+};
+
+// C = A B (+ colBias) without ever holding C: each task takes a block of at most gemmBlockRows() rows and produces
+// its columns in ascending blocks, handing each to the sink while it is still in cache (an epilogue, e.g. a TopK
+// selection, then reads it from L2 instead of memory). The entries are bit-identical to gemm()'s.
+void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink);
+int gemmBlockRows();  // the most rows of one block
+int gemmBlockCols();  // the most columns of one block
+
 }  // namespace sdl

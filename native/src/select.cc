@@ -101,32 +101,6 @@ float kthLargestInPlace(float* v, int n, int k, float* work) {
   }
 }
 
-// Appends (j, z[j]) for j in [0, m) with z[j] >= t and z[j] > 0, in index order; returns the count.
-int collect(const float* z, int m, float t, int32_t* ci, float* cv) {
-  int n = 0;
-  int j = 0;
-#if defined(__AVX512F__)
-  const __m512 tv = _mm512_set1_ps(t > 0.f ? t : 0.f);
-  const __m512i step = _mm512_set1_epi32(16);
-  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (; j + 16 <= m; j += 16) {
-    __m512 x = _mm512_loadu_ps(z + j);
-    // >= t, and > 0 when t <= 0 (strict: zero activations are inactive)
-    __mmask16 k = t > 0.f ? _mm512_cmp_ps_mask(x, tv, _CMP_GE_OQ) : _mm512_cmp_ps_mask(x, tv, _CMP_GT_OQ);
-    if (k) {
-      _mm512_storeu_ps(cv + n, _mm512_maskz_compress_ps(k, x));
-      _mm512_storeu_si512(ci + n, _mm512_maskz_compress_epi32(k, iv));
-      n += __builtin_popcount(k);
-    }
-    iv = _mm512_add_epi32(iv, step);
-  }
-#endif
-  for (; j < m; j++) {
-    float x = z[j];
-    if (t > 0.f ? x >= t : x > 0.f) { cv[n] = x; ci[n] = j; n++; }
-  }
-  return n;
-}
 
 int nextPow2(int x) {
   int p = 1;
@@ -161,6 +135,47 @@ void groupMaxAny(const float* z, int m, int G, float* gmax) {
 
 }  // namespace
 
+int collect(const float* z, int m, float t, bool strict, int j0, int32_t* ci, float* cv) {
+  // Zero activations are inactive: at t <= 0 the test is always > 0.
+  if (t <= 0.f) { t = 0.f; strict = true; }
+  int n = 0;
+  int j = 0;
+#if defined(__AVX512F__)
+  const __m512 tv = _mm512_set1_ps(t);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i iv = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(j0));
+  for (; j + 16 <= m; j += 16) {
+    __m512 x = _mm512_loadu_ps(z + j);
+    __mmask16 k = strict ? _mm512_cmp_ps_mask(x, tv, _CMP_GT_OQ) : _mm512_cmp_ps_mask(x, tv, _CMP_GE_OQ);
+    if (k) {
+      _mm512_storeu_ps(cv + n, _mm512_maskz_compress_ps(k, x));
+      _mm512_storeu_si512(ci + n, _mm512_maskz_compress_epi32(k, iv));
+      n += __builtin_popcount(k);
+    }
+    iv = _mm512_add_epi32(iv, step);
+  }
+#endif
+  for (; j < m; j++) {
+    float x = z[j];
+    if (strict ? x > t : x >= t) { cv[n] = x; ci[n] = j0 + j; n++; }
+  }
+  return n;
+}
+
+float keepTopK(int32_t* ci, float* cv, int n, int k, float* work) {
+  // The k-th largest, then in index order the entries above it and ties up to k.
+  for (int i = 0; i < n; i++) work[i] = cv[i];
+  float kth = kthLargestInPlace(work, n, k, work + n + 16);
+  int above = 0;
+  for (int i = 0; i < n; i++) above += cv[i] > kth;
+  int ties = k - above, o = 0;
+  for (int i = 0; i < n; i++) {
+    float x = cv[i];
+    if (x > kth || (x == kth && ties-- > 0)) { ci[o] = ci[i]; cv[o] = x; o++; }
+  }
+  return kth;
+}
+
 int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch) {
   if (k <= 0) return 0;
   float* cv = scratch;                                         // candidate values
@@ -184,23 +199,13 @@ int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scrat
     }
     t = kthLargestInPlace(gmax, G, k, tmp + G + 16);
   }
-  int nc = collect(z, m, t, ci, cv);
-  int keep = nc < k ? nc : k;
-  if (nc <= keep) {
-    for (int i = 0; i < nc; i++) { idx[i] = ci[i]; val[i] = cv[i]; }
-    return nc;
+  int nc = collect(z, m, t, false, 0, ci, cv);
+  if (nc > k) {
+    keepTopK(ci, cv, nc, k, tmp);
+    nc = k;
   }
-  // The keep-th largest candidate, then the candidates in index order: those above it, and ties up to keep.
-  for (int i = 0; i < nc; i++) tmp[i] = cv[i];
-  float kth = kthLargestInPlace(tmp, nc, keep, tmp + nc + 16);
-  int above = 0;
-  for (int i = 0; i < nc; i++) above += cv[i] > kth;
-  int ties = keep - above, o = 0;
-  for (int i = 0; i < nc; i++) {
-    float x = cv[i];
-    if (x > kth || (x == kth && ties-- > 0)) { idx[o] = ci[i]; val[o] = x; o++; }
-  }
-  return o;
+  for (int i = 0; i < nc; i++) { idx[i] = ci[i]; val[i] = cv[i]; }
+  return nc;
 }
 
 long countPositive(Pool& pool, const float* z, long n) {

@@ -13,6 +13,14 @@ void partitionTopK(float* val, int32_t* idx, int n, int k);
 // Sorts (idx, val) pairs by ascending idx (n is small: k entries of one row).
 void sortByIndex(int32_t* idx, float* val, int n);
 
+// Appends (j0 + j, z[j]) for j in [0, m) with z[j] > t (strict) or >= t, and always z[j] > 0, in index order;
+// returns the count. ci/cv need 16 entries of slack.
+int collect(const float* z, int m, float t, bool strict, int j0, int32_t* ci, float* cv);
+
+// Keeps, in place and in their order, the k (< n) largest of the candidates (ties: the earlier first) and returns
+// the k-th largest value. `work` holds >= 3n + 64 floats.
+float keepTopK(int32_t* ci, float* cv, int n, int k, float* work);
+
 // Top-k of z[0..m) among values > 0, sorted by index; returns how many (<= k). `scratch` holds >= 5m + 128 floats.
 int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch);
 

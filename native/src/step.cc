@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "encode.h"
 #include "engine.h"
 #include "gemm.h"
 #include "select.h"
@@ -20,9 +21,22 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   StepResult r;
   const bool useXt = c.applyBDec && !c.noBias;
   float* xt = useXt ? ensure(xt_, (size_t)B * dIn) : nullptr;
-  float* pre = ensure(pre_, (size_t)BM);
-  preacts(p, X, B, pre, xt);
-  const float* xrows = useXt ? xt : X;
+  const float* xrows = encoderInput(p, X, B, xt);
+  // AuxK's candidates: the latents counted dead.
+  const bool wantAux = (c.act == TOPK || c.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
+  std::vector<int32_t> deadList;
+  if (wantAux)
+    for (int j = 0; j < m; j++)
+      if (o.dead[j]) deadList.push_back(j);
+  // TopK selects inside the encoder GEMM (rows' top k, and AuxK's top k_aux among dead latents) and never stores
+  // the pre-activations; the threshold rules need all of them.
+  const bool fused = c.act == TOPK;
+  float* pre = nullptr;
+  if (fused) encodeTopK(pool_, xrows, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
+  else {
+    pre = ensure(pre_, (size_t)BM);
+    gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
+  }
   float* Wd = c.tied ? p.W_encT : p.W_dec;
   float* gWd = c.tied ? g.W_encT : g.W_dec;
 
@@ -57,19 +71,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.minSelected = kth;
     }
   }
-  if (c.act == TOPK) {
-    const int k = c.k < m ? c.k : m;
-    ensure(sp.idx, (size_t)B * k);
-    ensure(sp.val, (size_t)B * k);
-    ensure(scratch_, (size_t)T * (5 * m + 128));
-    pool_.range(B, [&](long b0, long b1, int th) {
-      float* scr = scratch_.data() + (size_t)th * (5 * m + 128);
-      for (long b = b0; b < b1; b++) {
-        sp.start[b] = b * k;
-        sp.count[b] = topkRow(pre + b * m, m, k, sp.idx.data() + b * k, sp.val.data() + b * k, scr);
-      }
-    });
-  } else {
+  if (c.act != TOPK) {
     // Threshold rules: count per row, then fill (or go dense).
     auto keep = [&](float z, int j) -> bool {
       switch (c.act) {
@@ -236,12 +238,11 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     std::vector<float> dpre(cap + 1), dact(c.act == JUMPRELU ? cap + 1 : 1);
     std::vector<const float*> grow(cap + 1);
     G = ensure(G_, (size_t)nG * B * dOut);
-    const bool wantAux = (c.act == TOPK || c.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
     float* E = wantAux ? ensure(E_, (size_t)B * dOut) : nullptr;
-    ensure(scratch_, (size_t)T * (5 * m + 128) + (size_t)T * dOut);
+    ensure(scratch_, (size_t)T * dOut);
     const float lb = o.sparsity / B;
     pool_.range(B, [&](long b0, long b1, int th) {
-      float* yh = scratch_.data() + (size_t)T * (5 * m + 128) + (size_t)th * dOut;
+      float* yh = scratch_.data() + (size_t)th * dOut;
       double s = 0, sl = 0;
       for (long b = b0; b < b1; b++) {
         const long st = sp.start[b];
@@ -316,12 +317,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     long auxTotal = 0;
     std::vector<float> auxDp;
     std::vector<const float*> auxGrow;
-    std::vector<int32_t> deadList;
-    if (wantAux) {
-      for (int j = 0; j < m; j++)
-        if (o.dead[j]) deadList.push_back(j);
-    }
-    if (!deadList.empty()) {
+    if (!deadList.empty() && o.auxkK > 0) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
       // Variance of the target -e about its batch mean.
@@ -340,30 +336,41 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         var.at(th)[0] += s;
       });
       const double denom = var.total() + 1e-12;
-      ensure(ax.start, B);
-      ensure(ax.count, B);
-      ensure(ax.idx, (size_t)B * kAux);
-      ensure(ax.val, (size_t)B * kAux);
+      if (!fused) {
+        // The top k_aux dead pre-activations of each row (the fused encoder selected them already).
+        ensure(ax.start, B);
+        ensure(ax.count, B);
+        ensure(ax.idx, (size_t)B * kAux);
+        ensure(ax.val, (size_t)B * kAux);
+        const size_t scrW = (size_t)6 * nDead + 128;
+        std::vector<float> scr((size_t)T * scrW);
+        pool_.range(B, [&](long b0, long b1, int th) {
+          float* s0 = scr.data() + (size_t)th * scrW;
+          float* gathered = s0 + 5 * nDead + 128;
+          for (long b = b0; b < b1; b++) {
+            const float* z = pre + b * m;
+            for (int t = 0; t < nDead; t++) gathered[t] = z[deadList[t]];
+            int32_t* ix = ax.idx.data() + b * kAux;
+            float* v = ax.val.data() + b * kAux;
+            int n = topkRow(gathered, nDead, kAux, ix, v, s0);
+            for (int q = 0; q < n; q++) ix[q] = deadList[ix[q]];
+            ax.start[b] = b * kAux;
+            ax.count[b] = n;
+          }
+        });
+      }
       auxDp.resize((size_t)B * kAux + 1);
       auxGrow.resize((size_t)B * kAux + 1);
       float* GA = ensure(GA_, (size_t)B * dOut);
-      const size_t scrW = (size_t)5 * nDead + 128 + nDead + (size_t)dOut;
-      std::vector<float> scr((size_t)T * scrW);
+      std::vector<float> ehs((size_t)T * dOut);
       const float ga = (float)(2.0 * o.auxkCoefficient / denom);
       pool_.range(B, [&](long b0, long b1, int th) {
-        float* s0 = scr.data() + (size_t)th * scrW;
-        float* gathered = s0 + 5 * nDead + 128;
-        float* eh = gathered + nDead;
+        float* eh = ehs.data() + (size_t)th * dOut;
         double s = 0;
         for (long b = b0; b < b1; b++) {
-          const float* z = pre + b * m;
-          for (int t = 0; t < nDead; t++) gathered[t] = z[deadList[t]];
-          int32_t* ix = ax.idx.data() + b * kAux;
-          float* v = ax.val.data() + b * kAux;
-          int n = topkRow(gathered, nDead, kAux, ix, v, s0);
-          for (int q = 0; q < n; q++) ix[q] = deadList[ix[q]];
-          ax.start[b] = b * kAux;
-          ax.count[b] = n;
+          const int32_t* ix = ax.idx.data() + ax.start[b];
+          const float* v = ax.val.data() + ax.start[b];
+          const int n = ax.count[b];
           for (int i = 0; i < dOut; i++) eh[i] = 0.f;
           for (int q = 0; q < n; q++) axpy(dOut, v[q], Wd + (long)ix[q] * dOut, eh);
           float* ga_b = GA + b * dOut;

@@ -35,7 +35,6 @@ export interface StepResult extends EngineStepResult {
 
 const mm = (a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D => tf.matMul(a, b);
 /** a >= col for a [B, m] and a per-row col [B, 1]: subtract first, since tfjs-wasm compares with column broadcasting ~15x slower. */
-const geCol = (a: tf.Tensor2D, col: tf.Tensor) => tf.greaterEqual(tf.sub(a, col), tf.scalar(0));
 const T = (a: tf.Tensor2D) => tf.transpose(a) as tf.Tensor2D;
 
 /** Pre-activations x~ W_enc + b_enc. */
@@ -48,6 +47,25 @@ export function preacts(cfg: DictConfig, p: Params, X: tf.Tensor2D): { xt: tf.Te
  * The training-time activation: returns the active mask (1 where a latent passes its pre-activation).
  * BatchTopK and Matryoshka select the top k*B pre-activations of the whole batch.
  */
+/**
+ * 1 at each row's k largest entries that are positive: exactly k (on ties the lower index, the order tf.topk gives
+ * equal values), as torch.topk selects and the native kernels do.
+ */
+function topkMask(x: tf.Tensor2D, k: number): tf.Tensor2D {
+  const [B, m] = x.shape;
+  const { values, indices } = tf.topk(x, k);
+  const ix = indices.dataSync();
+  const xv = x.dataSync();
+  tf.dispose([values, indices]);
+  const mask = new Float32Array(B * m);
+  for (let b = 0; b < B; b++)
+    for (let q = 0; q < k; q++) {
+      const j = b * m + ix[b * k + q];
+      if (xv[j] > 0) mask[j] = 1;
+    }
+  return tf.tensor2d(mask, [B, m]);
+}
+
 export function trainMask(cfg: DictConfig, p: Params, pre: tf.Tensor2D): { mask: tf.Tensor2D; minSelected?: number } {
   const B = pre.shape[0];
   switch (ACTIVATIONS[cfg.activation].selection) {
@@ -55,11 +73,8 @@ export function trainMask(cfg: DictConfig, p: Params, pre: tf.Tensor2D): { mask:
       return { mask: tf.cast(tf.greater(pre, 0), 'float32') as tf.Tensor2D };
     case 'threshold':
       return { mask: tf.cast(tf.greater(pre, tf.exp(p.log_threshold!)), 'float32') as tf.Tensor2D };
-    case 'topk': {
-      const { values } = tf.topk(pre, Math.min(cfg.k, cfg.dSae));
-      const kth = tf.slice(values, [0, values.shape[1]! - 1], [B, 1]);
-      return { mask: tf.cast(tf.logicalAnd(geCol(pre, kth), tf.greater(pre, 0)), 'float32') as tf.Tensor2D };
-    }
+    case 'topk':
+      return { mask: topkMask(pre, Math.min(cfg.k, cfg.dSae)) };
     case 'batch': {
       const data = pre.dataSync();
       const pos = new Float32Array(data.length);
@@ -175,9 +190,7 @@ export function step(cfg: DictConfig, p: Params, X: tf.Tensor2D, Y: tf.Tensor2D,
           const kAux = Math.min(o.auxkK, nDead);
           const deadT = tf.tensor1d(o.dead);
           const masked = tf.add(tf.mul(pre, deadT), tf.mul(tf.sub(1, deadT), -1e30)) as tf.Tensor2D;
-          const { values } = tf.topk(masked, kAux);
-          const kth = tf.slice(values, [0, kAux - 1], [B, 1]);
-          const auxMask = tf.mul(tf.cast(tf.logicalAnd(geCol(masked, kth), tf.greater(masked, 0)), 'float32'), deadT) as tf.Tensor2D;
+          const auxMask = topkMask(masked, kAux);
           const auxActs = tf.mul(pre, auxMask) as tf.Tensor2D;
           const target = tf.neg(e) as tf.Tensor2D; // y - y^
           const ehat = mm(auxActs, p.W_dec);
