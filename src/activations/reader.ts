@@ -21,7 +21,8 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
   const info = manifest.shards[index];
   const path = join(dir, info.file);
   if (!existsSync(path)) throw new UserError(`shard ${info.file} listed in ${dir}'s manifest is missing; run the same 'sdl harvest' again to redo it`);
-  const bytes = new Uint8Array(readFileSync(path));
+  const file = readFileSync(path);
+  const bytes = new Uint8Array(file.buffer, file.byteOffset, file.byteLength); // a view: a shard is not copied
   const st = statSync(path);
   const stamp = `${info.sha256}:${st.size}:${st.mtimeMs}`;
   if ((opts.verify ?? true) && verified.get(path) !== stamp) {

@@ -159,9 +159,18 @@ export function decodeShard(bytes: Uint8Array, sites?: string[], format: ShardFo
     const width = (f.type as FixedSizeList).listSize;
     widths.set(f.name, width);
     if (sites && !sites.includes(f.name)) continue;
+    const chunks = table.getChild(f.name)!.data;
+    const only = chunks.length === 1 ? chunks[0] : undefined;
+    if (only && only.children[0].values instanceof Float32Array) {
+      // One float32 record batch (what sdl harvest writes): a view on the file's bytes, not a copy (a 768-wide
+      // shard of 65k rows is 200 MB; readers own the bytes and may reuse them).
+      const base = only.offset * width + only.children[0].offset;
+      values.set(f.name, (only.children[0].values as Float32Array).subarray(base, base + rows * width));
+      continue;
+    }
     const out = new Float32Array(rows * width);
     let o = 0;
-    for (const d of table.getChild(f.name)!.data) {
+    for (const d of chunks) {
       const child = d.children[0];
       const raw = child.values as Float32Array | Uint16Array;
       const len = d.length * width;

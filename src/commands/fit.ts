@@ -8,6 +8,7 @@ import { chooseSites } from '../sdl/sites.js';
 import {
   DEFAULT_EXPANSION,
   TRAIN_DEFAULTS,
+  defaultShuffleRows,
   makeDictConfig,
   shortRunNote,
   type Activation,
@@ -120,13 +121,16 @@ function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; tra
     evalTokens: count('eval-tokens')!,
     evalEvery: argv['eval-every'] as number,
     checkpointEvery: argv['checkpoint-every'] as number,
-    shuffleBufferTokens: count('buffer')!,
+    shuffleBufferTokens: count('buffer') ?? defaultShuffleRows(rowWidth([...sitesIn, ...sitesOut])),
     excludeBos: !argv['include-bos'],
   };
   // A raw tensor name (/transformer/h.2/Add_1_output_0) must not become nested folders.
   const siteTag = (sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`).replace(/[^\w.+-]+/g, '_').replace(/^_+|_+$/g, '');
   return { dict, train, defaultOut: join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`) };
 }
+
+/** Floats per row of a stream holding these sites (each distinct site once). */
+const rowWidth = (sites: { name: string; width: number }[]): number => [...new Map(sites.map((s) => [s.name, s.width])).values()].reduce((a, b) => a + b, 0);
 
 const SWEEP_FILE = 'sweep.json';
 
@@ -153,6 +157,11 @@ async function runSweep(argv: FitArgs, actsDir: string, manifest: Manifest): Pro
       throw e;
     }
   });
+  if (argv.buffer === undefined) {
+    // One stream holds every member's sites: its default buffer is sized by all of them.
+    const rows = defaultShuffleRows(rowWidth(members.flatMap((m) => [...m.dict.sitesIn, ...m.dict.sitesOut])));
+    for (const m of members) m.train.shuffleBufferTokens = rows;
+  }
   checkSweep(members); // shared settings agree, every member valid: before anything is written
   const recordPath = join(out, SWEEP_FILE);
   let record: SweepRecord | undefined = existsSync(recordPath) ? readJson<SweepRecord>(recordPath) : undefined;
@@ -286,7 +295,7 @@ export function register(y: Argv): Argv {
         .option('eval-tokens', { type: 'string', default: String(TRAIN_DEFAULTS.evalTokens), describe: 'held-out tokens (from the end of the harvest)' })
         .option('eval-every', { type: 'number', default: TRAIN_DEFAULTS.evalEvery })
         .option('checkpoint-every', { type: 'number', default: TRAIN_DEFAULTS.checkpointEvery })
-        .option('buffer', { type: 'string', default: String(TRAIN_DEFAULTS.shuffleBufferTokens), describe: 'shuffle-buffer rows' })
+        .option('buffer', { type: 'string', describe: 'shuffle-buffer rows (default 262,144, or 256 MiB of rows when fewer)' })
         .option('include-bos', { type: 'boolean', default: false, describe: 'train on BOS rows too' })
         .option('backend', {
           choices: ['native', 'node', 'wasm', 'cpu'] as const,

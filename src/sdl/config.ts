@@ -113,6 +113,14 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   excludeBos: true,
 };
 
+/**
+ * `sdl fit`'s shuffle buffer when --buffer is not given: TRAIN_DEFAULTS' 262,144 rows, or as many rows of `width`
+ * floats as fit in 256 MiB when that is fewer (d 768: 87,381 rows; the buffer alone would otherwise be 805 MB).
+ */
+export const SHUFFLE_BUFFER_BYTES = 256 * 2 ** 20;
+export const defaultShuffleRows = (width: number): number =>
+  Math.max(1, Math.min(TRAIN_DEFAULTS.shuffleBufferTokens, Math.floor(SHUFFLE_BUFFER_BYTES / (4 * width))));
+
 /** Default sparsity coefficients per activation (normalised units, E||x|| = sqrt(d)). */
 export const defaultSparsity = (a: Activation): number => ACTIVATIONS[a].defaultSparsity;
 

@@ -17,7 +17,17 @@ export interface Rows {
   y: Float32Array;
 }
 
-function concatSites(values: Map<string, Float32Array>, sites: SiteRef[], keep: Int32Array, n: number): Float32Array {
+/**
+ * The kept rows of the sites side by side. One site read by nothing else is compacted in place (keep is ascending,
+ * so each row moves down): no second copy of a shard in memory.
+ */
+function concatSites(values: Map<string, Float32Array>, sites: SiteRef[], keep: Int32Array, n: number, inPlace: boolean): Float32Array {
+  if (inPlace && sites.length === 1) {
+    const v = values.get(sites[0].name)!;
+    const w = sites[0].width;
+    for (let r = 0; r < n; r++) if (keep[r] !== r) v.copyWithin(r * w, keep[r] * w, (keep[r] + 1) * w);
+    return v.subarray(0, n * w);
+  }
   const d = sites.reduce((a, s) => a + s.width, 0);
   const out = new Float32Array(n * d);
   let off = 0;
@@ -66,8 +76,10 @@ export function loadRows(
   const keep = new Int32Array(data.rows);
   let n = 0;
   for (let r = range.from; r < Math.min(range.to, data.rows); r++) if (!excludeBos || data.pos[r] !== 0) keep[n++] = r;
-  const x = concatSites(data.values, sitesIn, keep, n);
-  const y = sameSites(sitesIn, sitesOut) ? x : concatSites(data.values, sitesOut, keep, n);
+  const same = sameSites(sitesIn, sitesOut);
+  const shared = sitesIn.some((a) => sitesOut.some((b) => b.name === a.name));
+  const x = concatSites(data.values, sitesIn, keep, n, same || !shared);
+  const y = same ? x : concatSites(data.values, sitesOut, keep, n, !shared);
   return { n, x, y };
 }
 

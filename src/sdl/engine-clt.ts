@@ -175,7 +175,7 @@ export class CltEngine implements Engine {
       ['m', this.m],
       ['v', this.v],
     ] as const)
-      for (const [n, a] of store) t[`adam_${kind}.${n}`] = { data: a.slice(), shape: [a.length] };
+      for (const [n, a] of store) t[`adam_${kind}.${n}`] = { data: a, shape: [a.length] }; // views: written before the next step
     return t;
   }
 

@@ -156,7 +156,7 @@ export class NativeTrainEngine implements Engine {
     ] as const) {
       for (const [n, a] of store) {
         if (n === 'W_encT') t[`adam_${kind}.W_enc`] = { data: transpose(a, cfg.dSae, cfg.dIn), shape: [cfg.dIn, cfg.dSae] };
-        else t[`adam_${kind}.${n}`] = { data: a.slice(), shape: n === 'W_dec' ? [cfg.dSae, cfg.dOut] : [a.length] };
+        else t[`adam_${kind}.${n}`] = { data: a, shape: n === 'W_dec' ? [cfg.dSae, cfg.dOut] : [a.length] }; // a view: written before the next step
       }
     }
     return t;

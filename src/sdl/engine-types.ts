@@ -65,7 +65,7 @@ export interface Engine {
   weights(): EngineWeights;
   /** Resampling: new encoder columns, decoder rows and zero b_enc for the given latents; their Adam moments are zeroed. */
   resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void;
-  /** Parameters and Adam moments (adam_m.<name>, adam_v.<name>), SAELens orientation: the checkpoint format. */
+  /** Parameters and Adam moments (adam_m.<name>, adam_v.<name>), SAELens orientation: the checkpoint format. May be views of live state: write them before the next step. */
   saveState(): Record<string, NamedTensor>;
   loadState(t: Record<string, NamedTensor>, adamT: number): void;
   readonly adamT: number;

@@ -8,7 +8,7 @@ import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRa
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
-import { decodeSafetensors, encodeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
+import { decodeSafetensors, safetensorsParts, type NamedTensor } from '../tensor/safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
@@ -277,9 +277,12 @@ interface SharedRows {
   width: number;
   load: (r: RowRange) => Rows;
   trainRanges: RowRange[];
-  sample: Rows;
+  /** Rows for the members' normalisation scales and initialisation; released once every member is open. */
+  sample?: Rows;
   held: Rows;
 }
+
+const SAMPLE_BYTES = 64 * 2 ** 20;
 
 function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
   const { manifest } = job;
@@ -301,7 +304,12 @@ function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
     o += p.n;
   }
   if (!trainRanges.length) throw new UserError('no training rows: the harvest is empty after the held-out split; harvest more tokens or lower --eval-tokens');
-  return { sites, width, load, trainRanges, sample: load(trainRanges[0]), held: { n, x, y: x } };
+  // The sample (normalisation scales, b_dec's initialisation) is the first training shard's rows, at most 64 MiB
+  // of them: copied out so a wide harvest's whole shard (200 MB at d 768) is not held for the run.
+  const first = load(trainRanges[0]);
+  const cap = Math.max(16384, Math.floor(SAMPLE_BYTES / (4 * width)));
+  const sx = first.n > cap ? first.x.slice(0, cap * width) : first.x;
+  return { sites, width, load, trainRanges, sample: { n: Math.min(first.n, cap), x: sx, y: sx }, held: { n, x, y: x } };
 }
 
 /** Copies one member's sites out of rows of the shared layout, each site multiplied by its scale. */
@@ -343,6 +351,7 @@ async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResu
     await run.open();
     runs.push(run);
   }
+  shared.sample = undefined;
   const t = specs[0].train;
   const B = t.batchTokens;
   // One stream for all: the first member's seed orders the data (a sweep of seeds varies the initialisation).
@@ -509,7 +518,7 @@ class MemberRun {
     // Normalisation scales from a sample of training rows (kept from the checkpoint on resume).
     // Raw (unscaled) rows: the scales are computed from them.
     const sample = this.rows(
-      this.shared.sample,
+      this.shared.sample!,
       cfg.sitesIn.map(() => 1),
       cfg.sitesOut.map(() => 1),
     );
@@ -582,7 +591,7 @@ class MemberRun {
   private saveCheckpoint(drawnBefore: number): void {
     const NEXT = `next.${CHECKPOINT_TENSORS_FILE}`;
     mkdirSync(this.ckptDir, { recursive: true });
-    const bytes = encodeSafetensors(this.engine.saveState());
+    const bytes = safetensorsParts(this.engine.saveState());
     writeAtomic(join(this.ckptDir, NEXT), bytes);
     const s: CheckpointState = {
       step: this.stepNo,
