@@ -246,6 +246,67 @@ test('native TopK fused into the encoder GEMM: many row and column blocks, parti
   );
 });
 
+test('native BatchTopK and Matryoshka selected inside the encoder GEMM once they have a threshold: bit-equal to the unfused step, recomputed when the threshold falls', {
+  skip,
+}, () => {
+  for (const act of ['batchtopk', 'matryoshka'] as const) fusedBatchCase(act);
+});
+
+function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
+  const cfg = config(act, { dIn: 20, dSae: 1100, k: 8, matryoshkaWidths: [100, 500, 1100] });
+  const { dIn, dSae } = cfg;
+  const B = 400;
+  const rng = new Rng(77);
+  const w = randomWeights(cfg, rng);
+  duplicateEncoders(w, cfg, 500);
+  const X = Float32Array.from({ length: B * dIn }, () => rng.normal() * 1.5);
+  const dead = new Uint8Array(dSae);
+  for (let j = 5; j < dSae; j += 9) dead[j] = 1;
+  const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
+  const engine = () =>
+    new mod.Engine({
+      dIn,
+      dOut: dIn,
+      dSae,
+      activation: ACTIVATIONS[act].nativeCode,
+      k: cfg.k,
+      widths: cfg.matryoshkaWidths,
+      applyBDec: true,
+      noBias: false,
+      tied: false,
+      threads: 2,
+    });
+  const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+  const run = (e: ReturnType<typeof engine>, x: Float32Array) => {
+    const g: NativeTensors = {
+      W_encT: new Float32Array(dSae * dIn),
+      b_enc: new Float32Array(dSae),
+      W_dec: new Float32Array(dSae * dIn),
+      b_dec: new Float32Array(dIn),
+    };
+    const fired = new Float32Array(dSae);
+    const r = e.step(np, g, x, x, B, opts, fired);
+    return { r, g, fired };
+  };
+  const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
+    for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'] as const) assert.equal(a.r[f], b.r[f], `${act} ${name}: ${f}`);
+    assert.deepEqual(a.fired, b.fired, `${act} ${name}: fired`);
+    for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${act} ${name}: d${t}`);
+  };
+  const e = engine();
+  const first = run(e, X);
+  assert.equal(first.r.selection, 0, `${act}: the first step has no threshold yet: stored pre-activations`);
+  const second = run(e, X);
+  assert.equal(second.r.selection, 1, `${act}: the second step selects inside the GEMM`);
+  same('fused vs stored', second, first);
+  if (act === 'batchtopk') assert.ok(first.r.auxLoss > 0, 'AuxK ran');
+  // Inputs scaled down: the batch threshold falls far below the floor under the last one, so the step recomputes.
+  const small = X.map((v) => v * 0.2);
+  const fell = run(e, small);
+  assert.equal(fell.r.selection, 2, `${act}: too few candidates: recomputed from stored pre-activations`);
+  same(`${act} recomputed vs a fresh engine`, fell, run(engine(), small));
+}
+
 test('native GEMM on strided views equals a float64 product, with and without accumulation', { skip }, () => {
   const rng = new Rng(11);
   for (const [M, N, K] of [

@@ -183,7 +183,7 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
   });
 }
 
-// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz }
+// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz, selection }
 napi_value EngineStep(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -221,6 +221,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     setNum(env, out, "minSelected", r.minSelected);
     setNum(env, out, "dense", r.dense ? 1 : 0);
     setNum(env, out, "nnz", (double)r.nnz);
+    setNum(env, out, "selection", r.selection);
     return out;
   });
 }

@@ -7,24 +7,66 @@
 namespace sdl {
 namespace {
 
+// AuxK's selection inside the fused encoder: each row's pre-activations of the dead latents are gathered as the
+// blocks pass, then each row keeps its top k_aux of them (topkRow, as the unfused path does).
+class DeadTopK {
+ public:
+  DeadTopK(int threads, const std::vector<int32_t>& dead, int kAux, Sparse* aux) : dead_(dead), kAux_(kAux), aux_(aux), th_(aux ? threads : 0) {
+    const int nDead = (int)dead.size();
+    for (auto& t : th_) {
+      t.gathered.resize((size_t)gemmBlockRows() * nDead + 16);
+      t.scratch.resize((size_t)5 * nDead + 128);
+    }
+  }
+  void block(int thread, int mc, int j0, int nc, const float* C, long ldc) {
+    if (!aux_) return;
+    const int nDead = (int)dead_.size();
+    const int lo = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0) - dead_.begin());
+    const int hi = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0 + nc) - dead_.begin());
+    float* g0 = th_[thread].gathered.data();
+    for (int r = 0; r < mc; r++) {
+      float* g = g0 + (size_t)r * nDead;
+      const float* z = C + r * ldc - j0;
+      for (int q = lo; q < hi; q++) g[q] = z[dead_[q]];
+    }
+  }
+  void rowsDone(int thread, int i0, int mc) {
+    if (!aux_) return;
+    const int nDead = (int)dead_.size();
+    for (int r = 0; r < mc; r++) {
+      const long row = i0 + r;
+      int32_t* ix = aux_->idx.data() + row * kAux_;
+      float* v = aux_->val.data() + row * kAux_;
+      int na = topkRow(th_[thread].gathered.data() + (size_t)r * nDead, nDead, kAux_, ix, v, th_[thread].scratch.data());
+      for (int q = 0; q < na; q++) ix[q] = dead_[ix[q]];
+      aux_->start[row] = row * kAux_;
+      aux_->count[row] = na;
+    }
+  }
+
+ private:
+  struct Th {
+    std::vector<float> gathered, scratch;
+  };
+  const std::vector<int32_t>& dead_;
+  const int kAux_;
+  Sparse* aux_;
+  std::vector<Th> th_;
+};
+
 // Per thread, per row of its current block: candidates in index order (at most 2k before a compaction, plus one
 // block's worth), and the running threshold: once a row holds k candidates, only values above its k-th can enter
 // (an equal value later in the row loses the tie to the earlier one).
 class TopKSink final : public BlockSink {
  public:
-  TopKSink(int threads, int k, Sparse& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux)
-      : k_(k), R_(gemmBlockRows()), cap_(2 * k + gemmBlockCols() + 32), out_(out), dead_(dead), kAux_(kAux), aux_(aux), th_(threads) {
-    const int nDead = (int)dead.size();
+  TopKSink(int threads, int k, Sparse& out, DeadTopK& dead)
+      : k_(k), R_(gemmBlockRows()), cap_(2 * k + gemmBlockCols() + 32), out_(out), dead_(dead), th_(threads) {
     for (auto& t : th_) {
       t.ci.resize((size_t)R_ * cap_);
       t.cv.resize((size_t)R_ * cap_);
       t.n.assign(R_, 0);
       t.thr.assign(R_, 0.f);
       t.work.resize((size_t)3 * cap_ + 64);
-      if (aux_) {
-        t.gathered.resize((size_t)R_ * nDead + 16);
-        t.scratch.resize((size_t)5 * nDead + 128);
-      }
     }
   }
 
@@ -40,15 +82,7 @@ class TopKSink final : public BlockSink {
         cnt = k_;
       }
     }
-    if (!aux_) return;
-    const int nDead = (int)dead_.size();
-    const int lo = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0) - dead_.begin());
-    const int hi = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0 + nc) - dead_.begin());
-    for (int r = 0; r < mc; r++) {
-      float* g = t.gathered.data() + (size_t)r * nDead;
-      const float* z = C + r * ldc - j0;
-      for (int q = lo; q < hi; q++) g[q] = z[dead_[q]];
-    }
+    dead_.block(thread, mc, j0, nc, C, ldc);
   }
 
   void rowsDone(int thread, int i0, int mc) override {
@@ -68,31 +102,103 @@ class TopKSink final : public BlockSink {
       std::copy(cv, cv + cnt, out_.val.data() + row * k_);
       t.n[r] = 0;
       t.thr[r] = 0.f;
-      if (aux_) {
-        const int nDead = (int)dead_.size();
-        int32_t* ix = aux_->idx.data() + row * kAux_;
-        float* v = aux_->val.data() + row * kAux_;
-        int na = topkRow(t.gathered.data() + (size_t)r * nDead, nDead, kAux_, ix, v, t.scratch.data());
-        for (int q = 0; q < na; q++) ix[q] = dead_[ix[q]];
-        aux_->start[row] = row * kAux_;
-        aux_->count[row] = na;
-      }
     }
+    dead_.rowsDone(thread, i0, mc);
   }
 
  private:
   struct Th {
     std::vector<int32_t> ci;
-    std::vector<float> cv, thr, work, gathered, scratch;
+    std::vector<float> cv, thr, work;
     std::vector<int> n;
   };
   const int k_, R_, cap_;
   Sparse& out_;
-  const std::vector<int32_t>& dead_;
-  const int kAux_;
-  Sparse* aux_;
+  DeadTopK& dead_;
   std::vector<Th> th_;
 };
+
+// Every entry above a floor, per row in index order, and the count of positive entries: a batch-wide selection's
+// candidates. Each row block's candidates land in its own slot of `out` (rows back to back).
+class AboveSink final : public BlockSink {
+ public:
+  AboveSink(int threads, float floor, Candidates& out, DeadTopK& dead) : floor_(floor), R_(gemmBlockRows()), out_(out), dead_(dead), th_(threads) {
+    for (auto& t : th_) {
+      t.ci.resize(R_);
+      t.cv.resize(R_);
+      t.npos = 0;
+    }
+  }
+
+  void block(int thread, int, int mc, int j0, int nc, const float* C, long ldc) override {
+    Th& t = th_[thread];
+    for (int r = 0; r < mc; r++) {
+      const float* z = C + r * ldc;
+      std::vector<int32_t>& ci = t.ci[r];
+      std::vector<float>& cv = t.cv[r];
+      const size_t n0 = ci.size();
+      ci.resize(n0 + nc + 16);
+      cv.resize(n0 + nc + 16);
+      const int got = collect(z, nc, floor_, true, j0, ci.data() + n0, cv.data() + n0);
+      ci.resize(n0 + got);
+      cv.resize(n0 + got);
+      t.npos += countPositiveRow(z, nc);
+    }
+    dead_.block(thread, mc, j0, nc, C, ldc);
+  }
+
+  void rowsDone(int thread, int i0, int mc) override {
+    Th& t = th_[thread];
+    Candidates::Block& b = out_.blocks[i0 / R_];
+    b.off.assign(mc + 1, 0);
+    for (int r = 0; r < mc; r++) b.off[r + 1] = b.off[r] + (long)t.ci[r].size();
+    b.idx.resize(b.off[mc]);
+    b.val.resize(b.off[mc]);
+    for (int r = 0; r < mc; r++) {
+      std::copy(t.ci[r].begin(), t.ci[r].end(), b.idx.begin() + b.off[r]);
+      std::copy(t.cv[r].begin(), t.cv[r].end(), b.val.begin() + b.off[r]);
+      t.ci[r].clear();
+      t.cv[r].clear();
+    }
+    b.npos = t.npos;
+    t.npos = 0;
+    dead_.rowsDone(thread, i0, mc);
+  }
+
+ private:
+  static long countPositiveRow(const float* z, int n) {
+    long c = 0;
+    for (int j = 0; j < n; j++) c += z[j] > 0.f;
+    return c;
+  }
+  struct Th {
+    std::vector<std::vector<int32_t>> ci;
+    std::vector<std::vector<float>> cv;
+    long npos = 0;
+  };
+  const float floor_;
+  const int R_;
+  Candidates& out_;
+  DeadTopK& dead_;
+  std::vector<Th> th_;
+};
+
+void prepareAux(int n, const std::vector<int32_t>& dead, int& kAux, Sparse* aux, bool& withAux) {
+  withAux = aux && !dead.empty() && kAux > 0;
+  if (!withAux) return;
+  kAux = kAux < (int)dead.size() ? kAux : (int)dead.size();
+  aux->start.resize(n);
+  aux->count.resize(n);
+  aux->idx.resize((size_t)n * kAux + 1);
+  aux->val.resize((size_t)n * kAux + 1);
+}
+
+void finishAux(int n, bool withAux, Sparse* aux) {
+  if (!withAux) return;
+  long a = 0;
+  for (int b = 0; b < n; b++) a += aux->count[b];
+  aux->nnz = a;
+}
 
 }  // namespace
 
@@ -103,29 +209,39 @@ void encodeTopK(Pool& pool, const float* A, int n, int dIn, int m, const float* 
   out.count.resize(n);
   out.idx.resize((size_t)n * k + 1);
   out.val.resize((size_t)n * k + 1);
-  const bool withAux = aux && !dead.empty() && kAux > 0;
-  if (withAux) {
-    kAux = kAux < (int)dead.size() ? kAux : (int)dead.size();
-    aux->start.resize(n);
-    aux->count.resize(n);
-    aux->idx.resize((size_t)n * kAux + 1);
-    aux->val.resize((size_t)n * kAux + 1);
-  }
+  bool withAux;
+  prepareAux(n, dead, kAux, aux, withAux);
   if (k <= 0) {
     for (int b = 0; b < n; b++) { out.start[b] = 0; out.count[b] = 0; }
     out.nnz = 0;
-    return;
+    if (withAux)
+      for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
+  } else {
+    DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
+    TopKSink sink(pool.size(), k, out, dk);
+    gemmBlocks(pool, n, m, dIn, View{A, dIn, 1}, View{W_encT, 1, dIn}, b_enc, sink);
+    long s = 0;
+    for (int b = 0; b < n; b++) s += out.count[b];
+    out.nnz = s;
   }
-  TopKSink sink(pool.size(), k, out, dead, kAux, withAux ? aux : nullptr);
+  finishAux(n, withAux, aux);
+}
+
+void encodeAbove(Pool& pool, const float* A, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+  bool withAux;
+  prepareAux(n, dead, kAux, aux, withAux);
+  out.blocks.assign((n + gemmBlockRows() - 1) / gemmBlockRows(), Candidates::Block{});
+  DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
+  AboveSink sink(pool.size(), floor, out, dk);
   gemmBlocks(pool, n, m, dIn, View{A, dIn, 1}, View{W_encT, 1, dIn}, b_enc, sink);
-  long s = 0;
-  for (int b = 0; b < n; b++) s += out.count[b];
-  out.nnz = s;
-  if (withAux) {
-    long a = 0;
-    for (int b = 0; b < n; b++) a += aux->count[b];
-    aux->nnz = a;
+  out.total = 0;
+  out.npos = 0;
+  for (auto& b : out.blocks) {
+    out.total += (long)b.val.size();
+    out.npos += b.npos;
   }
+  finishAux(n, withAux, aux);
 }
 
 }  // namespace sdl

@@ -50,6 +50,9 @@ struct StepResult {
   float minSelected = -1;  // BatchTopK/Matryoshka: smallest selected pre-activation (-1 when none)
   bool dense = false;
   long nnz = 0;
+  // How the batch's selection was made: 0 from stored pre-activations, 1 inside the encoder GEMM, 2 inside it first
+  // and then from stored pre-activations (BatchTopK: the floor under the last threshold left too few candidates).
+  int selection = 0;
 };
 
 // Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).
@@ -130,6 +133,10 @@ class Engine {
   Pool pool_;
   std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;
   Sparse sp_, aux_;
+  // BatchTopK: the last step's batch threshold; the next step's fused encoder keeps the entries above
+  // kBatchFloor x it as candidates.
+  float lastKth_ = 0;
+  static constexpr float kBatchFloor = 0.8f;
 };
 
 }  // namespace sdl

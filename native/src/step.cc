@@ -30,13 +30,27 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       if (o.dead[j]) deadList.push_back(j);
   // TopK selects inside the encoder GEMM (rows' top k, and AuxK's top k_aux among dead latents) and never stores
   // the pre-activations; the threshold rules need all of them.
+  // BatchTopK (and Matryoshka's batch-wide TopK) selects inside the GEMM too once it has a threshold: every entry above kBatchFloor x the last step's
+  // threshold is a candidate, and when there are at least as many as the batch selects, its k-th largest is among
+  // them (exact). Otherwise (the threshold fell further) the pre-activations are computed after all.
   const bool fused = c.act == TOPK;
+  Candidates cand;
+  bool batchFused = false;
+  if ((c.act == BATCHTOPK || c.act == MATRYOSHKA) && lastKth_ > 0) {
+    encodeAbove(pool_, xrows, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_);
+    const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
+    batchFused = cand.total >= want;
+    r.selection = batchFused ? 1 : 2;
+  }
   float* pre = nullptr;
-  if (fused) encodeTopK(pool_, xrows, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
-  else {
+  if (fused) {
+    encodeTopK(pool_, xrows, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
+    r.selection = 1;
+  } else if (!batchFused) {
     pre = ensure(pre_, (size_t)BM);
     gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
   }
+  const bool auxSelected = fused || batchFused;
   float* Wd = c.tied ? p.W_encT : p.W_dec;
   float* gWd = c.tied ? g.W_encT : g.W_dec;
 
@@ -62,7 +76,42 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   ensure(sp.count, B);
   float kth = 0;
   bool haveKth = false;
-  if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
+  if (batchFused) {
+    const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
+    if (want > 0) {
+      std::vector<float> all;
+      all.reserve(cand.total);
+      for (auto& bl : cand.blocks) all.insert(all.end(), bl.val.begin(), bl.val.end());
+      kth = kthLargestPositive(pool_, all.data(), (long)all.size(), want);
+      haveKth = true;
+      r.minSelected = kth;
+    }
+    // Each row's selected entries from its candidates (index order, as the unfused fill).
+    const int R = gemmBlockRows();
+    auto each = [&](int b, auto&& f) {
+      const Candidates::Block& bl = cand.blocks[b / R];
+      const int rr = b % R;
+      for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++)
+        if (haveKth && bl.val[e] >= kth) f(bl.idx[e], bl.val[e]);
+    };
+    pool_.range(B, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        int n = 0;
+        each((int)b, [&](int32_t, float) { n++; });
+        sp.count[b] = n;
+      }
+    });
+    long total = 0;
+    for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
+    ensure(sp.idx, (size_t)total + 1);
+    ensure(sp.val, (size_t)total + 1);
+    pool_.range(B, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        long s = sp.start[b];
+        each((int)b, [&](int32_t j, float v) { sp.idx[s] = j; sp.val[s] = v; s++; });
+      }
+    });
+  } else if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
     long npos = countPositive(pool_, pre, BM);
     long want = (long)c.k * B < npos ? (long)c.k * B : npos;
     if (want > 0) {
@@ -71,7 +120,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.minSelected = kth;
     }
   }
-  if (c.act != TOPK) {
+  if (haveKth) lastKth_ = kth;
+  if (c.act != TOPK && !batchFused) {
     // Threshold rules: count per row, then fill (or go dense).
     auto keep = [&](float z, int j) -> bool {
       switch (c.act) {
@@ -336,8 +386,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         var.at(th)[0] += s;
       });
       const double denom = var.total() + 1e-12;
-      if (!fused) {
-        // The top k_aux dead pre-activations of each row (the fused encoder selected them already).
+      if (!auxSelected) {
+        // The top k_aux dead pre-activations of each row (a fused encoder selected them already).
         ensure(ax.start, B);
         ensure(ax.count, B);
         ensure(ax.idx, (size_t)B * kAux);

@@ -41,6 +41,8 @@ export interface NativeStepResult {
   /** 1 when the dense (GEMM) path ran. */
   dense: number;
   nnz: number;
+  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high). */
+  selection: number;
 }
 
 export interface NativeForward {
