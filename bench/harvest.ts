@@ -1,5 +1,6 @@
 // Harvest throughput against a bare onnxruntime-node forward pass of the same graph cut to the hooked layers, same batch and context.
-// Usage: node dist/bench/harvest.js [--model <folder>] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out]
+// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out]
+// --gpt2-small: a random llama2.c model of GPT-2-small's shape (bench/gpt2-sized.ts) instead of the small models.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/on
 import { resolveHookSpecs } from '../src/activations/harvest.js';
 import { Rng } from '../src/util/rng.js';
 import { median, spread } from './stats.js';
+import { gpt2SmallSized } from './gpt2-sized.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -47,6 +49,8 @@ async function main() {
   const models: [string, string][] = [];
   const given = arg('model', '');
   if (given) models.push([given, given]);
+  else if (process.argv.includes('--gpt2-small'))
+    models.push(['GPT-2-small-sized (d 768, 12 layers, random)', gpt2SmallSized(mkdtempSync(join(tmpdir(), 'bench-g-')))]);
   else {
     const stories = join(process.cwd(), '../shared/models/stories260K');
     if (existsSync(stories)) {

@@ -6,10 +6,7 @@ import { spawnSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomLlamaWeights, writeLlama2c } from '../src/models/llama2c.js';
-import { importLlama2c } from '../src/models/import-llama2c.js';
-import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
-import { Rng } from '../src/util/rng.js';
+import { gpt2SmallSized } from './gpt2-sized.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,24 +31,6 @@ const concurrently = (runs: string[][]) =>
         if (--left === 0) ok((performance.now() - t0) / 1000);
       });
   });
-
-/** A random llama2.c checkpoint of GPT-2-small's width and depth, with the bundled tokenizer's 512 tokens. */
-function gpt2SmallSized(): string {
-  const dim = 768,
-    L = 12,
-    H = 2048,
-    NH = 12,
-    V = 512;
-  const w = randomLlamaWeights(
-    { dim, hidden_dim: H, n_layers: L, n_heads: NH, n_kv_heads: NH, vocab_size: V, seq_len: 1024, norm_eps: 1e-5, rope_theta: 10000, shared_classifier: true },
-    new Rng(5),
-    { scale: 0.02, normNoise: 0 },
-  );
-  writeFileSync(join(dir, 'big.bin'), writeLlama2c(w));
-  const out = join(dir, 'big');
-  importLlama2c(join(dir, 'big.bin'), join(BUNDLED_MODEL_DIR, 'sdl-tiny', 'tokenizer.bin'), out, 'gpt2-small-sized');
-  return out;
-}
 
 const shardBytes = (d: string) =>
   readdirSync(d)
@@ -81,7 +60,7 @@ for (const dtype of ['f16']) {
   );
 }
 // 2. GPT-2-small-sized: harvest layer 6 resid_post.
-const big = gpt2SmallSized();
+const big = gpt2SmallSized(dir);
 const bigTokens = arg('big-tokens', '8k');
 const bigJob = ['harvest', '--model', big, '--layer', '6', '--sites', 'resid_post', '--tokens', bigTokens, '--ctx', '128', '--batch', '8'];
 const tBig = timed([...bigJob, '--out', join(dir, 'big-acts')]);
