@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { harvest, type HarvestConfig } from '../src/activations/harvest.js';
 import { decodeShard } from '../src/activations/shard.js';
 import { readManifest } from '../src/activations/manifest.js';
+import { loadRows } from '../src/sdl/data.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 
 const base = (model: string, corpus: string, out: string): HarvestConfig => ({
@@ -209,5 +210,34 @@ test("a shard written as the Arrow writer's chunks is byte-identical to the join
     const chunks = encodeShardChunks(b, dtype, { k: 'v' });
     const joined = Buffer.concat(chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
     assert.equal(Buffer.compare(Buffer.from(one), joined), 0, dtype);
+  }
+});
+
+test('training rows from shards: BOS rows dropped, the rest in order, whether a site fills its file (compacted in place) or shares it (copied)', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const corpus = corpusFile(dir);
+  for (const hooks of [['blocks.1.hook_resid_post'], base(model, corpus, '').hooks]) {
+    const out = join(dir, `a${hooks.length}`);
+    await harvest({ ...base(model, corpus, out), hooks, dtype: 'f32', tokens: 2048 });
+    const m = readManifest(out)!;
+    const site = m.sites.find((s) => s.name === 'blocks.1.hook_resid_post')!;
+    const ref = { name: site.name, width: site.width };
+    for (const [from, to] of [
+      [0, m.shards[0].rows],
+      [100, 400],
+    ]) {
+      const want = decodeShard(new Uint8Array(readFileSync(join(out, m.shards[0].file))), [site.name]);
+      const v = want.values.get(site.name)!;
+      const rows = loadRows(out, m, { shard: 0, from, to }, [ref], [ref], true);
+      const keep: number[] = [];
+      for (let r = from; r < to; r++) if (want.pos[r] !== 0) keep.push(r);
+      assert.ok(keep.length < to - from, 'the range holds BOS rows');
+      assert.equal(rows.n, keep.length, `${hooks.length} hook(s) [${from}, ${to}): rows`);
+      keep.forEach((r, i) =>
+        assert.deepEqual(rows.x.subarray(i * site.width, (i + 1) * site.width), v.subarray(r * site.width, (r + 1) * site.width), `row ${r}`),
+      );
+      assert.equal(rows.y, rows.x);
+    }
   }
 });

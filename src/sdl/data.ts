@@ -18,12 +18,14 @@ export interface Rows {
 }
 
 /**
- * The kept rows of the sites side by side. One site read by nothing else is compacted in place (keep is ascending,
- * so each row moves down): no second copy of a shard in memory.
+ * The kept rows of the sites side by side. One site read by nothing else, filling most of the file it came from, is
+ * compacted in place (keep is ascending, so each row moves down): no second copy of the shard in memory. A site that
+ * is a small part of its file (one of several hooks) is copied instead, so the rest of the file can be freed.
  */
 function concatSites(values: Map<string, Float32Array>, sites: SiteRef[], keep: Int32Array, n: number, inPlace: boolean): Float32Array {
-  if (inPlace && sites.length === 1) {
-    const v = values.get(sites[0].name)!;
+  const only = sites.length === 1 ? values.get(sites[0].name)! : undefined;
+  if (inPlace && only && only.byteLength * 2 >= only.buffer.byteLength) {
+    const v = only;
     const w = sites[0].width;
     for (let r = 0; r < n; r++) if (keep[r] !== r) v.copyWithin(r * w, keep[r] * w, (keep[r] + 1) * w);
     return v.subarray(0, n * w);
