@@ -133,6 +133,13 @@ class Engine {
   Pool pool_;
   std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;
   Sparse sp_, aux_;
+  // The sparse path's per-entry and per-latent workspace, kept across steps.
+  struct Work {
+    std::vector<float> dpre, dact, auxDp;
+    std::vector<const float*> grow, auxGrow;
+    std::vector<long> cnt, colStart, off, order;
+    std::vector<int32_t> slotRow, auxRow;
+  } w_;
   // BatchTopK: the last step's batch threshold; the next step's fused encoder keeps the entries above
   // kBatchFloor x it as candidates.
   float lastKth_ = 0;

@@ -1,6 +1,7 @@
 // Engine::step: loss and gradients of one batch (see engine.h for the objective). The encoder is one GEMM; then
 // either the sparse path (every activation: per-row passes over the active decoder rows, then per-latent gradient
 // rows from entries grouped by latent) or, for ReLU/JumpReLU with many active latents, the dense path (GEMMs).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -285,8 +286,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     for (int b = 0; b < B; b++) total += sp.count[b];
     r.nnz = total;
     const long cap = c.act == TOPK ? (long)B * (c.k < m ? c.k : m) : total;
-    std::vector<float> dpre(cap + 1), dact(c.act == JUMPRELU ? cap + 1 : 1);
-    std::vector<const float*> grow(cap + 1);
+    // Per-entry buffers live in the engine (a fresh vector per step costs page faults and zeroing).
+    float* dpre = ensure(w_.dpre, (size_t)cap + 1);
+    float* dact = ensure(w_.dact, c.act == JUMPRELU ? (size_t)cap + 1 : 1);
+    const float** grow = ensure(w_.grow, (size_t)cap + 1);
     G = ensure(G_, (size_t)nG * B * dOut);
     float* E = wantAux ? ensure(E_, (size_t)B * dOut) : nullptr;
     ensure(scratch_, (size_t)T * dOut);
@@ -365,8 +368,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // ---- AuxK: the top k_aux dead pre-activations reconstruct the (detached) residual y - y^.
     Sparse& ax = aux_;
     long auxTotal = 0;
-    std::vector<float> auxDp;
-    std::vector<const float*> auxGrow;
+    float* auxDp = nullptr;
+    const float** auxGrow = nullptr;
     if (!deadList.empty() && o.auxkK > 0) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
@@ -409,8 +412,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           }
         });
       }
-      auxDp.resize((size_t)B * kAux + 1);
-      auxGrow.resize((size_t)B * kAux + 1);
+      auxDp = ensure(w_.auxDp, (size_t)B * kAux + 1);
+      auxGrow = ensure(w_.auxGrow, (size_t)B * kAux + 1);
       float* GA = ensure(GA_, (size_t)B * dOut);
       std::vector<float> ehs((size_t)T * dOut);
       const float ga = (float)(2.0 * o.auxkCoefficient / denom);
@@ -443,11 +446,12 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // ---- Entries grouped by latent (a counting sort per thread), then each latent's gradient rows.
     // An entry reference is its slot in the main arrays, or mainCap + its slot in the AuxK arrays.
     const long mainCap = cap + 1;
-    std::vector<long> cnt((size_t)T * (m + 1), 0);
+    long* cnt = ensure(w_.cnt, (size_t)T * (m + 1));
+    std::fill(cnt, cnt + (size_t)T * (m + 1), 0L);
     auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
     const bool hasAux = auxTotal > 0;
     pool_.run(T, [&](int t, int) {
-      long* ct = cnt.data() + (size_t)t * (m + 1);
+      long* ct = cnt + (size_t)t * (m + 1);
       auto [b0, b1] = rowsOf(t);
       for (long b = b0; b < b1; b++) {
         for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
@@ -455,8 +459,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           for (int q = 0; q < ax.count[b]; q++) ct[ax.idx[ax.start[b] + q]]++;
       }
     });
-    std::vector<long> colStart(m + 1);
-    std::vector<long> off((size_t)T * m);
+    long* colStart = ensure(w_.colStart, (size_t)m + 1);
+    long* off = ensure(w_.off, (size_t)T * m);
     long run = 0;
     for (int j = 0; j < m; j++) {
       colStart[j] = run;
@@ -466,9 +470,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       }
     }
     colStart[m] = run;
-    std::vector<long> order(run + 1);
+    long* order = ensure(w_.order, (size_t)run + 1);
     pool_.run(T, [&](int t, int) {
-      long* o2 = off.data() + (size_t)t * m;
+      long* o2 = off + (size_t)t * m;
       auto [b0, b1] = rowsOf(t);
       for (long b = b0; b < b1; b++) {
         for (int q = 0; q < sp.count[b]; q++) {
@@ -483,7 +487,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       }
     });
     // Row b of an entry: main slots follow sp.start; recover it with a slot -> row table.
-    std::vector<int32_t> slotRow(mainCap), auxRow(hasAux ? (size_t)B * (o.auxkK < (int)deadList.size() ? o.auxkK : deadList.size()) + 1 : 1);
+    int32_t* slotRow = ensure(w_.slotRow, (size_t)mainCap);
+    int32_t* auxRow = ensure(w_.auxRow, hasAux ? (size_t)B * (o.auxkK < (int)deadList.size() ? o.auxkK : deadList.size()) + 1 : 1);
     pool_.range(B, [&](long b0, long b1, int) {
       for (long b = b0; b < b1; b++) {
         for (int q = 0; q < sp.count[b]; q++) slotRow[sp.start[b] + q] = (int32_t)b;
@@ -491,7 +496,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           for (int q = 0; q < ax.count[b]; q++) auxRow[ax.start[b] + q] = (int32_t)b;
       }
     });
-    pool_.range(m, [&](long j0, long j1, int th) {
+    auto latentRows = [&](long j0, long j1, int th) {
       for (long j = j0; j < j1; j++) {
         float* gwd = gWd + j * dOut;
         float* gwe = g.W_encT + j * dIn;
@@ -531,7 +536,12 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         }
         finishLatent(j, sumV, sumDaK, sumK, gbe, nf, th);
       }
-    });
+    };
+    // Latents fire unevenly, so equal slices leave one thread waiting: chunks claimed as threads free up. Each
+    // latent writes only its own rows, so the result does not depend on the schedule, except the anchors' loss
+    // (summed per slice): with anchors, fixed slices.
+    if (o.anchorK > 0) pool_.range(m, latentRows);
+    else pool_.rangeDynamic(m, [&](long j0, long j1) { latentRows(j0, j1, 0); }, 8);
   }
 
   // ---- b_dec: sum over rows of dL/dy^ (Matryoshka: the first prefix's, which every prefix includes),
