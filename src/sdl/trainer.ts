@@ -279,7 +279,8 @@ interface SharedRows {
   trainRanges: RowRange[];
   /** Rows for the members' normalisation scales and initialisation; released once every member is open. */
   sample?: Rows;
-  held: Rows;
+  /** The held-out rows in the shared layout; each member keeps its own normalised copy, so released with the sample. */
+  held?: Rows;
 }
 
 const SAMPLE_BYTES = 64 * 2 ** 20;
@@ -352,6 +353,7 @@ async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResu
     runs.push(run);
   }
   shared.sample = undefined;
+  shared.held = undefined;
   const t = specs[0].train;
   const B = t.batchTokens;
   // One stream for all: the first member's seed orders the data (a sweep of seeds varies the initialisation).
@@ -525,7 +527,7 @@ class MemberRun {
     this.scalesIn = state?.scalesIn ?? (train.normalizeActivations ? siteScales(sample, cfg.sitesIn, 'x') : cfg.sitesIn.map(() => 1));
     this.scalesOut =
       state?.scalesOut ?? (this.same ? this.scalesIn : train.normalizeActivations ? siteScales(sample, cfg.sitesOut, 'y') : cfg.sitesOut.map(() => 1));
-    this.heldRows = this.rows(this.shared.held, this.scalesIn, this.scalesOut);
+    this.heldRows = this.rows(this.shared.held!, this.scalesIn, this.scalesOut);
     if (this.heldRows.n < 2)
       throw new UserError(
         `${this.heldRows.n} held-out row${this.heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`,
