@@ -29,11 +29,11 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   if (wantAux)
     for (int j = 0; j < m; j++)
       if (o.dead[j]) deadList.push_back(j);
-  // TopK selects inside the encoder GEMM (rows' top k, and AuxK's top k_aux among dead latents) and never stores
-  // the pre-activations; the threshold rules need all of them.
-  // BatchTopK (and Matryoshka's batch-wide TopK) selects inside the GEMM too once it has a threshold: every entry above kBatchFloor x the last step's
-  // threshold is a candidate, and when there are at least as many as the batch selects, its k-th largest is among
-  // them (exact). Otherwise (the threshold fell further) the pre-activations are computed after all.
+  // TopK selects inside the encoder GEMM (each row's top k, and AuxK's top k_aux among dead latents) and never
+  // stores the pre-activations. BatchTopK and Matryoshka (a batch-wide TopK) do too once they have a threshold:
+  // every entry above kBatchFloor x the last step's threshold is a candidate, and when there are at least as many as
+  // the batch selects, its k-th largest is among them (exact); otherwise (the threshold fell further) the
+  // pre-activations are computed after all. ReLU and JumpReLU use the stored pre-activations.
   const bool fused = c.act == TOPK;
   Candidates cand;
   bool batchFused = false;
