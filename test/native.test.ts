@@ -93,6 +93,22 @@ function close(name: string, got: ArrayLike<number>, want: ArrayLike<number>, to
   }
 }
 
+/** The native engine for a dictionary config, on two threads. */
+function nativeEngine(cfg: DictConfig) {
+  return new mod.Engine({
+    dIn: cfg.dIn,
+    dOut: cfg.dOut,
+    dSae: cfg.dSae,
+    activation: ACTIVATIONS[cfg.activation].nativeCode,
+    k: cfg.k,
+    widths: cfg.matryoshkaWidths,
+    applyBDec: cfg.applyBDecToInput,
+    noBias: cfg.noBias,
+    tied: cfg.tied,
+    threads: 2,
+  });
+}
+
 /** Runs one step natively and with step.ts on the same inputs, and compares every output. */
 function compare(name: string, c: Case, seed = 1) {
   const { cfg } = c;
@@ -127,18 +143,7 @@ function compare(name: string, c: Case, seed = 1) {
   const ref = step(cfg, p, tf.tensor2d(X, [B, dIn]), tf.tensor2d(Y, [B, dOut]), { ...opts, dead: c.dead ? Float32Array.from(c.dead) : undefined, anchors });
 
   // Native.
-  const e = new mod.Engine({
-    dIn,
-    dOut,
-    dSae,
-    activation: ACTIVATIONS[cfg.activation].nativeCode,
-    k: cfg.k,
-    widths: cfg.matryoshkaWidths,
-    applyBDec: cfg.applyBDecToInput,
-    noBias: cfg.noBias,
-    tied: cfg.tied,
-    threads: 2,
-  });
+  const e = nativeEngine(cfg);
   const W_encT = transpose(w.W_enc, dIn, dSae);
   const np: NativeTensors = { W_encT, b_enc: w.b_enc, W_dec: cfg.tied ? W_encT : w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold };
   const ng: NativeTensors = {
@@ -263,19 +268,7 @@ function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   const dead = new Uint8Array(dSae);
   for (let j = 5; j < dSae; j += 9) dead[j] = 1;
   const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
-  const engine = () =>
-    new mod.Engine({
-      dIn,
-      dOut: dIn,
-      dSae,
-      activation: ACTIVATIONS[act].nativeCode,
-      k: cfg.k,
-      widths: cfg.matryoshkaWidths,
-      applyBDec: true,
-      noBias: false,
-      tied: false,
-      threads: 2,
-    });
+  const engine = () => nativeEngine(cfg);
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
   const run = (e: ReturnType<typeof engine>, x: Float32Array) => {
     const g: NativeTensors = {
@@ -364,18 +357,7 @@ test('native forward = Dictionary.encode/decode for every activation', { skip },
     const thVec = act === 'jumprelu' ? Float32Array.from(w.log_threshold!, Math.exp) : threshold ? new Float32Array(cfg.dSae).fill(threshold) : undefined;
     const d = new Dictionary(cfg, { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, threshold: thVec });
     const X = Float32Array.from({ length: n * cfg.dIn }, () => rng.normal() * 1.5);
-    const e = new mod.Engine({
-      dIn: cfg.dIn,
-      dOut: cfg.dOut,
-      dSae: cfg.dSae,
-      activation: ACTIVATIONS[act].nativeCode,
-      k: cfg.k,
-      widths: cfg.matryoshkaWidths,
-      applyBDec: true,
-      noBias: false,
-      tied: false,
-      threads: 2,
-    });
+    const e = nativeEngine(cfg);
     const out = e.forward(
       { W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold },
       X,

@@ -132,6 +132,19 @@ inline void microkernel(int kc, const float* __restrict a, const float* __restri
   }
 }
 
+// One depth block of C[0..mc) x [j0, j0 + nc) (C points at its first entry) from the packed A panels Ap (kc deep)
+// and B's K-block Bk: overwritten (plus bias[0..nc) when given) or accumulated. gemm and gemmBlocks both run it.
+void tile(int kc, const float* Ap, const float* Bk, int j0, int nc, int mc, float* C, long ldc, bool overwrite, const float* bias) {
+  for (int jr = 0; jr < nc; jr += NR) {
+    int nr = nc - jr < NR ? nc - jr : NR;
+    const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
+    for (int ir = 0; ir < mc; ir += MR) {
+      int mr = mc - ir < MR ? mc - ir : MR;
+      microkernel(kc, Ap + (long)ir * kc, bp, C + (long)ir * ldc + jr, ldc, mr, nr, overwrite, bias ? bias + jr : nullptr);
+    }
+  }
+}
+
 // B packed once per product: K-block kb starts at k0 * Npad; within it, panel jp at jp * kc * NR.
 const float* packB(Pool& pool, int N, int K, const View& B) {
   const int nPanels = (N + NR - 1) / NR;
@@ -169,17 +182,8 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
     for (int kb = 0; kb < nKBlocks; kb++) {
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
       packA(A, i0, mc, k0, kc, Ap);
-      bool overwrite = kb == 0 && !accumulate;
-      const float* Bk = Bp + (long)k0 * Npad;
-      for (int jr = 0; jr < nc; jr += NR) {
-        int nr = nc - jr < NR ? nc - jr : NR;
-        const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
-        for (int ir = 0; ir < mc; ir += MR) {
-          int mr = mc - ir < MR ? mc - ir : MR;
-          microkernel(kc, Ap + (long)ir * kc, bp, C + (long)(i0 + ir) * ldc + j0 + jr, ldc, mr, nr, overwrite,
-                      colBias && kb == 0 ? colBias + j0 + jr : nullptr);
-        }
-      }
+      tile(kc, Ap, Bp + (long)k0 * Npad, j0, nc, mc, C + (long)i0 * ldc + j0, ldc, kb == 0 && !accumulate,
+           colBias && kb == 0 ? colBias + j0 : nullptr);
     }
   });
 }
@@ -212,16 +216,7 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
       // The same accumulation order per entry as gemm(): K-block 0 overwrites (with the bias), later ones add.
       for (int kb = 0; kb < nKBlocks; kb++) {
         int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        const float* Bk = Bp + (long)k0 * Npad;
-        for (int jr = 0; jr < nc; jr += NR) {
-          int nr = nc - jr < NR ? nc - jr : NR;
-          const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
-          for (int ir = 0; ir < mc; ir += MR) {
-            int mr = mc - ir < MR ? mc - ir : MR;
-            microkernel(kc, Ap + (long)k0 * BMC + (long)ir * kc, bp, Cb + (long)ir * BNC + jr, BNC, mr, nr, kb == 0,
-                        colBias && kb == 0 ? colBias + j0 + jr : nullptr);
-          }
-        }
+        tile(kc, Ap + (long)k0 * BMC, Bp + (long)k0 * Npad, j0, nc, mc, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
       }
       sink.block(thread, i0, mc, j0, nc, Cb, BNC);
     }
