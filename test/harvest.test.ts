@@ -2,12 +2,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { harvest, type HarvestConfig } from '../src/activations/harvest.js';
-import { decodeShard } from '../src/activations/shard.js';
-import { readManifest } from '../src/activations/manifest.js';
-import { loadRows } from '../src/sdl/data.js';
+import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
+import { ShardBuffer, decodeShard, encodeShard } from '../src/activations/shard.js';
+import { readManifest, type Manifest } from '../src/activations/manifest.js';
+import { arrowLayout } from '../src/activations/arrow-layout.js';
+import { readShard } from '../src/activations/reader.js';
+import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/data.js';
+import { sha256 } from '../src/util/fsx.js';
+import { UserError } from '../src/util/errors.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 
 const base = (model: string, corpus: string, out: string): HarvestConfig => ({
@@ -240,4 +245,95 @@ test('training rows from shards: BOS rows dropped, the rest in order, whether a 
       assert.equal(rows.y, rows.x);
     }
   }
+});
+
+test('training stream reads shards in pieces: the same batches, in the same order, as reading each shard whole', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const out = join(dir, 'a');
+  await harvest({ ...base(model, corpusFile(dir), out), hooks: ['blocks.1.hook_resid_post'], dtype: 'f32', tokens: 3000, shardTokens: 1024 });
+  const m = readManifest(out)!;
+  assert.ok(m.shards.length >= 3, 'several shards');
+  const site = { name: m.sites[0].name, width: m.sites[0].width };
+  const load = (r: RowRange) => loadRows(out, m, r, [site], [site], true);
+  const { train } = splitRows(m, 256);
+  const streams = [37, 1e9].map((pieceRows) => new ShuffleStream(load, train, site.width, site.width, 300, 5, { sameInOut: true, pieceRows }));
+  const B = 128;
+  const xs = streams.map(() => new Float32Array(B * site.width));
+  // More rows than the harvest holds: the walk crosses pieces, shards and an epoch boundary.
+  for (let b = 0; b < Math.ceil((2 * m.tokens) / B); b++) {
+    streams.forEach((s, i) => s.batch(B, xs[i], xs[i]));
+    assert.deepEqual(xs[0], xs[1], `batch ${b}`);
+  }
+  assert.ok(streams[0].epoch >= 1);
+  assert.equal(streams[0].epoch, streams[1].epoch);
+});
+
+test('Arrow shards read by range: rows across record batches, float16 widened, other layouts read whole, damage refused', () => {
+  const dir = tmp();
+  const sites = [
+    { name: 'a', width: 5 },
+    { name: 'b', width: 3 },
+  ];
+  const buf = new ShardBuffer(50, sites);
+  for (let r = 0; r < 50; r++) {
+    buf.doc[r] = r >> 3;
+    buf.pos[r] = r % 8;
+    buf.token[r] = 1000 + r;
+    buf.window[r] = r >> 3;
+    for (let j = 0; j < 5; j++) buf.values[0][r * 5 + j] = r + j / 8;
+    for (let j = 0; j < 3; j++) buf.values[1][r * 3 + j] = -r - j / 4;
+  }
+  buf.rows = 50;
+  const whole = new Uint8Array(encodeShard(buf, 'f32'));
+  // The same rows as three record batches, and as float16.
+  const table = tableFromIPC(whole);
+  const split = tableToIPC(new Table([table.slice(0, 17), table.slice(17, 30), table.slice(30)].flatMap((t) => t.batches)), 'file');
+  const half = new Uint8Array(encodeShard(buf, 'f16'));
+  const write = (name: string, bytes: Uint8Array, recorded = bytes) => {
+    mkdirSync(join(dir, name), { recursive: true });
+    writeFileSync(join(dir, name, 'shard-00000.arrow'), bytes);
+    const m = { sites, tokens: 50, shards: [{ file: 'shard-00000.arrow', rows: 50, sha256: sha256(recorded) }] } as unknown as Manifest;
+    return { d: join(dir, name), m };
+  };
+  for (const [name, bytes] of [
+    ['one', whole],
+    ['three', split],
+    ['f16', half],
+  ] as const) {
+    const { d, m } = write(name, bytes);
+    const ref = decodeShard(bytes);
+    assert.equal(arrowLayout(openSync(join(d, 'shard-00000.arrow'), 'r'))!.columns.get('a')!.pieces.length, name === 'three' ? 3 : 1);
+    for (const [from, to] of [
+      [0, 50],
+      [3, 29],
+      [16, 18],
+      [30, 30],
+      [45, 80],
+    ]) {
+      const got = readShard(d, m, 0, ['a', 'b'], {}, { from, to });
+      const hi = Math.min(to, 50);
+      assert.equal(got.rows, hi - from);
+      assert.deepEqual(got.token, ref.token.subarray(from, hi), `${name} [${from}, ${to}) tokens`);
+      assert.deepEqual(got.pos, ref.pos.subarray(from, hi));
+      assert.deepEqual(got.values.get('a'), ref.values.get('a')!.subarray(from * 5, hi * 5), `${name} [${from}, ${to}) a`);
+      assert.deepEqual(got.values.get('b'), ref.values.get('b')!.subarray(from * 3, hi * 3), `${name} [${from}, ${to}) b`);
+    }
+    assert.equal(readShard(d, m, 0, ['b']).values.has('a'), false, 'only the columns asked for');
+  }
+  // A column of another type (a string): no range layout, the file is read whole, the same rows come back.
+  const withText = tableToIPC(table.assign(tableFromArrays({ note: Array.from({ length: 50 }, (_, i) => `r${i}`) })), 'file');
+  const { d: dt, m: mt } = write('text', withText);
+  assert.equal(arrowLayout(openSync(join(dt, 'shard-00000.arrow'), 'r')), undefined);
+  assert.deepEqual(readShard(dt, mt, 0, ['a'], {}, { from: 10, to: 20 }).values.get('a'), decodeShard(whole).values.get('a')!.subarray(50, 100));
+  // Truncated without checksum verification: one line naming the file, not garbage.
+  const { d: dd, m: md } = write('cut', whole.subarray(0, whole.length - 200), whole);
+  assert.throws(
+    () => readShard(dd, md, 0, ['a'], { verify: false }, { from: 0, to: 10 }),
+    (e: Error) => e instanceof UserError && /not a readable Arrow file/.test(e.message),
+  );
+  assert.throws(
+    () => readShard(dd, md, 0, ['a']),
+    (e: Error) => e instanceof UserError && /does not match the checksum/.test(e.message),
+  );
 });

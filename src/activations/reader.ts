@@ -2,11 +2,15 @@
 // where it is opened: present, the checksum recorded at harvest time (unless the user opts out), a readable Arrow
 // file, the recorded number of rows and, for every column read, the width the manifest claims. A shard changed,
 // truncated or mislabelled after the harvest is refused with one line instead of being trained on.
+//
+// Arrow shards are read by range: only the rows and columns asked for leave the disk (arrow-layout.ts), so a
+// reader's memory follows what it reads, not the shard's size. Parquet shards are decoded whole and sliced.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeShard, formatOf, type ShardData } from './shard.js';
+import { arrowLayout, readColumnRows, withFile, type ArrowLayout } from './arrow-layout.js';
 import type { Manifest } from './manifest.js';
-import { sha256 } from '../util/fsx.js';
+import { sha256File } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 
 export interface ReadOptions {
@@ -14,35 +18,85 @@ export interface ReadOptions {
   verify?: boolean;
 }
 
+/** Rows [from, to) of a shard (`to` past the end means the end). */
+export interface RowSpan {
+  from: number;
+  to: number;
+}
+
 /** Shards already verified in this process, by path, with the size and mtime they had: each is hashed once per run. */
 const verified = new Map<string, string>();
+/** Layouts of Arrow shards read in this process, by path, under the same stamp (undefined: read whole). */
+const layouts = new Map<string, { stamp: string; layout: ArrowLayout | undefined }>();
 
-export function readShard(dir: string, manifest: Manifest, index: number, sites: string[], opts: ReadOptions = {}): ShardData {
+/** A view of rows [from, to) of decoded shard data. */
+function sliceShard(d: ShardData, from: number, to: number): ShardData {
+  const values = new Map<string, Float32Array>();
+  for (const [k, v] of d.values) values.set(k, v.subarray(from * d.widths.get(k)!, to * d.widths.get(k)!));
+  const cut = (a: Int32Array) => a.subarray(from, to);
+  return { ...d, rows: to - from, doc: cut(d.doc), window: cut(d.window), pos: cut(d.pos), token: cut(d.token), values };
+}
+
+function readArrowRows(fd: number, layout: ArrowLayout, sites: string[], from: number, to: number): ShardData {
+  const col = (name: string) => {
+    const c = layout.columns.get(name);
+    if (!c) throw new Error(`shard has no '${name}' column`);
+    return c;
+  };
+  const ints = (name: string) => readColumnRows(fd, col(name), from, to) as Int32Array;
+  const values = new Map<string, Float32Array>();
+  const widths = new Map<string, number>();
+  for (const [name, c] of layout.columns) if (c.kind !== 'int32') widths.set(name, c.width);
+  for (const name of sites) if (widths.has(name)) values.set(name, readColumnRows(fd, col(name), from, to) as Float32Array);
+  return { rows: to - from, doc: ints('doc'), window: ints('window'), pos: ints('pos'), token: ints('token'), values, widths, metadata: layout.metadata };
+}
+
+/** Reads the columns `sites` (and the index columns) of shard `index`, all rows or the rows of `span`. */
+export function readShard(dir: string, manifest: Manifest, index: number, sites: string[], opts: ReadOptions = {}, span?: RowSpan): ShardData {
   const info = manifest.shards[index];
   const path = join(dir, info.file);
   if (!existsSync(path)) throw new UserError(`shard ${info.file} listed in ${dir}'s manifest is missing; run the same 'sdl harvest' again to redo it`);
-  const file = readFileSync(path);
-  const bytes = new Uint8Array(file.buffer, file.byteOffset, file.byteLength); // a view: a shard is not copied
   const st = statSync(path);
   const stamp = `${info.sha256}:${st.size}:${st.mtimeMs}`;
   if ((opts.verify ?? true) && verified.get(path) !== stamp) {
-    if (sha256(bytes) !== info.sha256) {
+    if (sha256File(path) !== info.sha256) {
       throw new UserError(
         `shard ${path} does not match the checksum in its manifest (changed or damaged after the harvest); run the same 'sdl harvest' again to redo it, or pass --no-verify if you changed it on purpose`,
       );
     }
     verified.set(path, stamp);
   }
+  const format = formatOf(info.file);
   let data: ShardData;
+  let total: number;
   try {
-    data = decodeShard(bytes, sites, formatOf(info.file));
+    const known = layouts.get(path);
+    const res =
+      format === 'arrow'
+        ? withFile(path, (fd) => {
+            const layout = known?.stamp === stamp ? known.layout : arrowLayout(fd);
+            layouts.set(path, { stamp, layout });
+            if (!layout) return undefined;
+            const from = Math.min(span?.from ?? 0, layout.rows),
+              to = Math.min(span?.to ?? layout.rows, layout.rows);
+            return { total: layout.rows, data: readArrowRows(fd, layout, sites, from, Math.max(from, to)) };
+          })
+        : undefined;
+    if (res) ({ total, data } = res);
+    else {
+      const file = readFileSync(path);
+      const whole = decodeShard(new Uint8Array(file.buffer, file.byteOffset, file.byteLength), sites, format);
+      total = whole.rows;
+      const from = Math.min(span?.from ?? 0, total);
+      data = span ? sliceShard(whole, from, Math.max(from, Math.min(span.to, total))) : whole;
+    }
   } catch (e) {
     throw new UserError(
-      `shard ${path} is not a readable ${formatOf(info.file) === 'parquet' ? 'Parquet' : 'Arrow'} file (${(e as Error).message.split('\n')[0]}); run the same 'sdl harvest' again to redo it`,
+      `shard ${path} is not a readable ${format === 'parquet' ? 'Parquet' : 'Arrow'} file (${(e as Error).message.split('\n')[0]}); run the same 'sdl harvest' again to redo it`,
     );
   }
-  if (data.rows !== info.rows)
-    throw new UserError(`shard ${path} has ${data.rows} rows but its manifest records ${info.rows}; run the same 'sdl harvest' again to redo it`);
+  if (total !== info.rows)
+    throw new UserError(`shard ${path} has ${total} rows but its manifest records ${info.rows}; run the same 'sdl harvest' again to redo it`);
   for (const name of sites) {
     const site = manifest.sites.find((s) => s.name === name);
     const w = data.widths.get(name);

@@ -122,32 +122,34 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const quantiles = new QuantileSampler(m, opts.perBand ?? 5, opts.contextRadius);
   const l0Hist = new Float64Array(257);
   for (let si = 0; si < manifest.shards.length; si++) {
-    const s = readShard(
-      actsDir,
-      manifest,
-      si,
-      sites.map((x) => x.name),
-      { verify: opts.verify },
-    );
-    for (let r0 = 0; r0 < s.rows; r0 += chunkRows) {
-      const n = Math.min(chunkRows, s.rows - r0);
+    const shardRows = manifest.shards[si].rows;
+    for (let r0 = 0; r0 < shardRows; r0 += chunkRows) {
+      // One chunk of the shard at a time, read from disk by range: memory follows the chunk, not the shard.
+      const s = readShard(
+        actsDir,
+        manifest,
+        si,
+        sites.map((x) => x.name),
+        { verify: opts.verify },
+        { from: r0, to: r0 + chunkRows },
+      );
+      const n = s.rows;
       let off = 0;
       for (const site of sites) {
         const v = s.values.get(site.name)!;
-        if (sites.length === 1) x.set(v.subarray(r0 * site.width, (r0 + n) * site.width));
-        else for (let r = 0; r < n; r++) x.set(v.subarray((r0 + r) * site.width, (r0 + r + 1) * site.width), r * d.cfg.dIn + off);
+        if (sites.length === 1) x.set(v);
+        else for (let r = 0; r < n; r++) x.set(v.subarray(r * site.width, (r + 1) * site.width), r * d.cfg.dIn + off);
         off += site.width;
       }
       const f = encodeSparse(d, x, n);
-      const rows = (a: Int32Array) => a.subarray(r0, r0 + n);
-      quantiles.add(f, { doc: rows(s.doc), window: rows(s.window), pos: rows(s.pos), token: rows(s.token) });
+      quantiles.add(f, { doc: s.doc, window: s.window, pos: s.pos, token: s.token });
       for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
-      const ev = stats.add(f.start, f.idx, f.val, s.token.subarray(r0, r0 + n), s.window.subarray(r0, r0 + n));
+      const ev = stats.add(f.start, f.idx, f.val, s.token, s.window);
       // Entries into a feature's top K, in order: keep the example (tokens and activations of its context) in the slot
       // of the feature's weakest one.
       for (let e = 0; e < ev.acts.length; e++) {
         const i = ev.events[e * 5],
-          row = r0 + ev.events[e * 5 + 1],
+          row = ev.events[e * 5 + 1],
           lo = ev.events[e * 5 + 2],
           hi = ev.events[e * 5 + 3],
           co = ev.events[e * 5 + 4];
@@ -158,15 +160,15 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           s.window[row],
           s.pos[row],
           s.token[row],
-          s.pos[r0 + lo],
-          s.token.subarray(r0 + lo, r0 + hi + 1),
+          s.pos[lo],
+          s.token.subarray(lo, hi + 1),
           ev.ctx.subarray(co, co + hi - lo + 1),
         );
       }
       if (doAbsorption && absLabel.length < ABS_MAX) {
         for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
           const row = r0 + r,
-            t = s.token[row];
+            t = s.token[r];
           if (!(t >= 0 && t < V && letterOf[t] >= 0 && ((row * 2654435761) >>> 0) % 4 === 0)) continue;
           absX.set(x.subarray(r * d.cfg.dIn, (r + 1) * d.cfg.dIn), absLabel.length * d.cfg.dIn);
           absLabel.push(letterOf[t]);

@@ -63,7 +63,7 @@ export function loadRows(
   const shard = range.shard;
   const info = manifest.shards[shard];
   const names = [...new Set([...sitesIn, ...sitesOut].map((s) => s.name))];
-  const data = readShard(dir, manifest, shard, names, read);
+  const data = readShard(dir, manifest, shard, names, read, { from: range.from, to: range.to });
   for (const name of names) {
     const v = data.values.get(name);
     if (!v) throw new UserError(`shard ${info.file} has no column ${name}`);
@@ -71,13 +71,13 @@ export function loadRows(
     for (let i = 0; i < v.length; i++) {
       if (!Number.isFinite(v[i]))
         throw new UserError(
-          `shard ${info.file} row ${Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`,
+          `shard ${info.file} row ${range.from + Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`,
         );
     }
   }
   const keep = new Int32Array(data.rows);
   let n = 0;
-  for (let r = range.from; r < Math.min(range.to, data.rows); r++) if (!excludeBos || data.pos[r] !== 0) keep[n++] = r;
+  for (let r = 0; r < data.rows; r++) if (!excludeBos || data.pos[r] !== 0) keep[n++] = r;
   const same = sameSites(sitesIn, sitesOut);
   const shared = sitesIn.some((a) => sitesOut.some((b) => b.name === a.name));
   const x = concatSites(data.values, sitesIn, keep, n, same || !shared);
@@ -129,9 +129,13 @@ export function splitRows(manifest: Manifest, evalTokens: number): { train: RowR
   return { train, held };
 }
 
+/** Rows are read from a shard this many bytes at a time (a piece of the shard, in order; see ShuffleStream). */
+export const PIECE_BYTES = 16 * 2 ** 20;
+
 /**
  * Streams training rows in random order: shards in a seeded random order per epoch, rows drawn at
- * random from a fixed-capacity buffer and replaced by the next incoming rows.
+ * random from a fixed-capacity buffer and replaced by the next incoming rows. A shard is read in pieces of
+ * PIECE_BYTES, in order: the same rows in the same order as reading it whole, with one piece in memory.
  */
 export class ShuffleStream {
   private readonly rng: Rng;
@@ -140,6 +144,9 @@ export class ShuffleStream {
   private readonly same: boolean;
   private fill = 0;
   private queue: number[] = [];
+  private readonly pieceRows: number;
+  private range?: RowRange;
+  private rangeAt = 0;
   private cur?: Rows;
   private curPos = 0;
   epoch = 0;
@@ -153,14 +160,15 @@ export class ShuffleStream {
     private readonly dOut: number,
     capacity: number,
     seed: number,
-    private readonly transform?: (r: Rows) => void,
-    sameInOut = false,
+    opts: { sameInOut?: boolean; pieceRows?: number } = {},
   ) {
+    const sameInOut = opts.sameInOut ?? false;
     this.rng = new Rng(seed);
     const total = trainShards.reduce((a, s) => a + s.to - s.from, 0);
     if (total === 0) throw new UserError('no training rows: the harvest is empty after the held-out split; harvest more tokens or lower --eval-tokens');
     const cap = Math.max(1, Math.min(capacity, total));
     this.same = sameInOut;
+    this.pieceRows = opts.pieceRows ?? Math.max(1, Math.floor(PIECE_BYTES / (4 * (sameInOut ? dIn : dIn + dOut))));
     this.bx = new Float32Array(cap * dIn);
     this.by = sameInOut ? this.bx : new Float32Array(cap * dOut);
     while (this.fill < cap) {
@@ -173,12 +181,17 @@ export class ShuffleStream {
 
   private nextRow(): { x: Float32Array; y: Float32Array } {
     while (!this.cur || this.curPos >= this.cur.n) {
-      if (!this.queue.length) {
-        this.queue = this.rng.shuffle(this.trainShards.map((_, i) => i));
-        if (this.cur) this.epoch++;
+      if (!this.range || this.rangeAt >= this.range.to) {
+        if (!this.queue.length) {
+          this.queue = this.rng.shuffle(this.trainShards.map((_, i) => i));
+          if (this.range) this.epoch++;
+        }
+        this.range = this.trainShards[this.queue.pop()!];
+        this.rangeAt = this.range.from;
       }
-      const rows = this.load(this.trainShards[this.queue.pop()!]);
-      this.transform?.(rows);
+      const to = Math.min(this.range.to, this.rangeAt + this.pieceRows);
+      const rows = this.load({ shard: this.range.shard, from: this.rangeAt, to });
+      this.rangeAt = to;
       this.cur = rows;
       this.curPos = 0;
     }

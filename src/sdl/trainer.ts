@@ -305,12 +305,20 @@ function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
     o += p.n;
   }
   if (!trainRanges.length) throw new UserError('no training rows: the harvest is empty after the held-out split; harvest more tokens or lower --eval-tokens');
-  // The sample (normalisation scales, b_dec's initialisation) is the first training shard's rows, at most 64 MiB
-  // of them: copied out so a wide harvest's whole shard (200 MB at d 768) is not held for the run.
-  const first = load(trainRanges[0]);
+  // The sample (normalisation scales, b_dec's initialisation) is the first training shard's first kept rows, at
+  // most 64 MiB of them, read in pieces of that size (a wide harvest's shard is 200 MB at d 768).
   const cap = Math.max(16384, Math.floor(SAMPLE_BYTES / (4 * width)));
-  const sx = first.n > cap ? first.x.slice(0, cap * width) : first.x;
-  return { sites, width, load, trainRanges, sample: { n: Math.min(first.n, cap), x: sx, y: sx }, held: { n, x, y: x } };
+  const r0 = trainRanges[0];
+  const sx = new Float32Array(Math.min(cap, r0.to - r0.from) * width);
+  let got = 0;
+  for (let a = r0.from; a < r0.to && got < cap; a += cap) {
+    const p = load({ shard: r0.shard, from: a, to: Math.min(r0.to, a + cap) });
+    const take = Math.min(p.n, cap - got);
+    sx.set(p.x.subarray(0, take * width), got * width);
+    got += take;
+  }
+  const sample = { n: got, x: sx.subarray(0, got * width), y: sx.subarray(0, got * width) };
+  return { sites, width, load, trainRanges, sample, held: { n, x, y: x } };
 }
 
 /** Copies one member's sites out of rows of the shared layout, each site multiplied by its scale. */
@@ -357,7 +365,7 @@ async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResu
   const t = specs[0].train;
   const B = t.batchTokens;
   // One stream for all: the first member's seed orders the data (a sweep of seeds varies the initialisation).
-  const stream = new ShuffleStream(shared.load, shared.trainRanges, shared.width, shared.width, t.shuffleBufferTokens, t.seed, undefined, true);
+  const stream = new ShuffleStream(shared.load, shared.trainRanges, shared.width, shared.width, t.shuffleBufferTokens, t.seed, { sameInOut: true });
   for (const r of runs) r.stream = stream;
   stream.skip(Math.min(...runs.map((r) => r.nextDrawn)));
   const total = Math.max(...runs.map((r) => r.totalSteps)) * B;
