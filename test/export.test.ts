@@ -12,6 +12,8 @@ import { dictionaryToOnnx } from '../src/export/onnx.js';
 import { exportSaelens, importSaelens } from '../src/export/saelens.js';
 import { Rng } from '../src/util/rng.js';
 import { tmp } from './helpers.js';
+import { decodeSafetensors, encodeSafetensors, safetensorsParts } from '../src/tensor/safetensors.js';
+import { transpose } from '../src/tensor/linalg.js';
 
 function randomDict(activation: Activation, o: Partial<DictConfig> = {}): Dictionary {
   const dIn = 12,
@@ -125,4 +127,20 @@ test('SAELens export: tensor names, shapes and dtype in the safetensors header; 
     const x = Float32Array.from({ length: 36 }, (_, i) => Math.sin(i));
     assert.deepEqual(back.encode(x, 3), d.encode(x, 3));
   }
+});
+
+test('safetensors: a tensor held transposed is written in row blocks, byte-equal to writing its transpose whole', () => {
+  // [700, 3000] stored as [3000, 700]: 4 MiB blocks of 349 rows, the last one 2 rows.
+  const rows = 700,
+    cols = 3000;
+  const held = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i) * (i % 13));
+  const whole = transpose(held, cols, rows);
+  const parts = [...safetensorsParts({ b: { data: new Float32Array([1, 2]), shape: [2] }, W: { transposeOf: held, shape: [rows, cols] } })];
+  assert.ok(parts.length >= 5, `header, b, then blocks of W (got ${parts.length} parts)`);
+  const bytes = Buffer.concat(parts);
+  assert.deepEqual(bytes, Buffer.from(encodeSafetensors({ b: { data: new Float32Array([1, 2]), shape: [2] }, W: { data: whole, shape: [rows, cols] } })));
+  const back = decodeSafetensors(bytes).tensors.W;
+  assert.deepEqual(back.shape, [rows, cols]);
+  assert.deepEqual(back.data, whole);
+  assert.equal(back.data[5 * cols + 7], held[7 * rows + 5]);
 });

@@ -396,3 +396,30 @@ test('the backend switch: native by default, TensorFlow.js with SDLKIT_NATIVE=of
     fb = JSON.parse(off.stdout).eval.fvu;
   assert.ok(Math.abs(fa - fb) < 0.02, `native FVU ${fa} vs wasm ${fb}`);
 });
+
+test('a short BatchTopK run infers at the L0 it trained for: its threshold is set from the final weights, not the first steps', async () => {
+  const dir = tmp();
+  bench(join(dir, 'acts'), 200, 64, 120000, 11);
+  const m = openActivations(join(dir, 'acts'));
+  for (const activation of ['batchtopk', 'matryoshka'] as const) {
+    // 60 steps: the EMA (rate 0.01) alone would keep ~55% of the first batch's threshold.
+    const r = await fit({
+      actsDir: join(dir, 'acts'),
+      manifest: m,
+      dict: dict({
+        activation,
+        sitesIn: [{ name: 'x', width: 64 }],
+        sitesOut: [{ name: 'x', width: 64 }],
+        dIn: 64,
+        dOut: 64,
+        dSae: 512,
+        k: 16,
+        matryoshkaWidths: [64, 512],
+      }),
+      train: { ...train, steps: 60, lr: 1e-3 },
+      out: join(dir, activation),
+      quiet: true,
+    });
+    assert.ok(Math.abs(r.eval.l0 - 16) <= 0.1 * 16, `${activation}: held-out L0 ${r.eval.l0} after 60 steps, trained for 16`);
+  }
+});

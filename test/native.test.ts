@@ -17,6 +17,7 @@ import { TfEngine } from '../src/sdl/engine-tf.js';
 import { NativeTrainEngine } from '../src/sdl/engine-native.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
 import { Rng } from '../src/util/rng.js';
+import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -407,12 +408,13 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
       wb = b.weights();
     close(`${act} trained W_enc`, wb.W_enc, wa.W_enc, 1e-3);
     close(`${act} trained W_dec`, wb.W_dec, wa.W_dec, 1e-3);
-    // Checkpoint state round-trips between engines.
-    const st = b.saveState();
+    // Checkpoint state round-trips between engines, through the file (W_enc and its moments written transposed in blocks).
+    const st = decodeSafetensors(encodeSafetensors(b.saveState())).tensors;
     const c = new TfEngine('cpu', { cfg, train, weights: w });
     c.loadState(st, b.adamT);
     close(`${act} state W_enc`, c.weights().W_enc, wb.W_enc, 0);
-    close(`${act} adam m`, c.saveState()['adam_m.W_enc'].data, st['adam_m.W_enc'].data, 0);
+    close(`${act} adam m`, tensorData(c.saveState()['adam_m.W_enc']), st['adam_m.W_enc'].data, 0);
+    close(`${act} adam v`, tensorData(b.saveState()['adam_v.W_enc']), st['adam_v.W_enc'].data, 0);
     a.dispose();
     c.dispose();
   }

@@ -4,7 +4,7 @@ import { UserError } from '../util/errors.js';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { join } from 'node:path';
 import { ShardBuffer, encodeShardChunks, encodeShardParquet, formatOf, type Dtype, type ShardFormat, type ShardSite } from './shard.js';
-import { sha256, writeAtomic } from '../util/fsx.js';
+import { writeAtomic } from '../util/fsx.js';
 
 interface Job {
   id: number;
@@ -29,8 +29,7 @@ export interface Written {
 function finalize(job: Job): Written {
   const buf = Object.assign(Object.create(ShardBuffer.prototype) as ShardBuffer, { ...job, capacity: job.rows });
   const data = job.format === 'parquet' ? [encodeShardParquet(buf, job.dtype, job.metadata)] : encodeShardChunks(buf, job.dtype, job.metadata);
-  writeAtomic(job.path, data);
-  return { rows: job.rows, sha256: sha256(data) };
+  return { rows: job.rows, sha256: writeAtomic(job.path, data) };
 }
 
 if (!isMainThread && parentPort) {

@@ -4,7 +4,7 @@
 import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernels.js';
 import { nativeThreads } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
-import type { NamedTensor } from '../tensor/safetensors.js';
+import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 import { concatRows, transpose } from '../tensor/linalg.js';
 import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine-types.js';
 import { ACTIVATIONS } from './activations.js';
@@ -140,22 +140,22 @@ export class NativeTrainEngine implements Engine {
     }
   }
 
-  saveState(): Record<string, NamedTensor> {
-    const { cfg } = this;
-    const w = this.weights();
-    const t: Record<string, NamedTensor> = {
-      W_enc: { data: w.W_enc, shape: [cfg.dIn, cfg.dSae] },
-      b_enc: { data: w.b_enc, shape: [cfg.dSae] },
-      W_dec: { data: w.W_dec, shape: [cfg.dSae, cfg.dOut] },
-      b_dec: { data: w.b_dec, shape: [cfg.dOut] },
+  /** The parameters and Adam moments as views of the live arrays (W_enc's transposed as written): write before the next step. */
+  saveState(): Record<string, TensorSource> {
+    const { cfg, p } = this;
+    const t: Record<string, TensorSource> = {
+      W_enc: { transposeOf: p.W_encT, shape: [cfg.dIn, cfg.dSae] },
+      b_enc: { data: p.b_enc, shape: [cfg.dSae] },
+      W_dec: { data: cfg.tied ? p.W_encT : p.W_dec!, shape: [cfg.dSae, cfg.dOut] },
+      b_dec: { data: p.b_dec, shape: [cfg.dOut] },
     };
-    if (w.log_threshold) t.log_threshold = { data: w.log_threshold, shape: [cfg.dSae] };
+    if (p.log_threshold) t.log_threshold = { data: p.log_threshold, shape: [cfg.dSae] };
     for (const [kind, store] of [
       ['m', this.m],
       ['v', this.v],
     ] as const) {
       for (const [n, a] of store) {
-        if (n === 'W_encT') t[`adam_${kind}.W_enc`] = { data: transpose(a, cfg.dSae, cfg.dIn), shape: [cfg.dIn, cfg.dSae] };
+        if (n === 'W_encT') t[`adam_${kind}.W_enc`] = { transposeOf: a, shape: [cfg.dIn, cfg.dSae] };
         else t[`adam_${kind}.${n}`] = { data: a, shape: n === 'W_dec' ? [cfg.dSae, cfg.dOut] : [a.length] }; // a view: written before the next step
       }
     }

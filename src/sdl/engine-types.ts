@@ -2,7 +2,7 @@
 // parameter/optimiser state. Implementations (engine-native.ts, engine-tf.ts) import only this file; engine.ts
 // picks one, so the module graph has no cycle and the native path never loads TensorFlow.js.
 import type { DictConfig, TrainConfig } from './config.js';
-import type { NamedTensor } from '../tensor/safetensors.js';
+import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 
 /** Parameters in SAELens orientation: W_enc [dIn, dSae], W_dec [dSae, dOut]. */
 export interface EngineWeights {
@@ -66,7 +66,8 @@ export interface Engine {
   /** Resampling: new encoder columns, decoder rows and zero b_enc for the given latents; their Adam moments are zeroed. */
   resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void;
   /** Parameters and Adam moments (adam_m.<name>, adam_v.<name>), SAELens orientation: the checkpoint format. May be views of live state: write them before the next step. */
-  saveState(): Record<string, NamedTensor>;
+  /** Parameters and Adam moments for a checkpoint (views of live arrays where possible: consume before the next step). */
+  saveState(): Record<string, TensorSource>;
   loadState(t: Record<string, NamedTensor>, adamT: number): void;
   readonly adamT: number;
   dispose(): void;

@@ -114,7 +114,7 @@ function checkpointTensors(dir: string, state: CheckpointState): Record<string, 
   for (const f of [CHECKPOINT_TENSORS_FILE, `next.${CHECKPOINT_TENSORS_FILE}`]) {
     const p = join(dir, f);
     if (!existsSync(p)) continue;
-    const bytes = new Uint8Array(readFileSync(p));
+    const bytes = readFileSync(p); // decodeSafetensors copies each tensor out aligned: no copy of the file first
     if (state.tensors_sha256 === undefined || sha256(bytes) === state.tensors_sha256) return decodeSafetensors(bytes, p).tensors;
   }
   throw new UserError(`the checkpoint in ${dir} has no tensors file matching its state.json; it is damaged: start again without --resume`);
@@ -601,8 +601,7 @@ class MemberRun {
   private saveCheckpoint(drawnBefore: number): void {
     const NEXT = `next.${CHECKPOINT_TENSORS_FILE}`;
     mkdirSync(this.ckptDir, { recursive: true });
-    const bytes = safetensorsParts(this.engine.saveState());
-    writeAtomic(join(this.ckptDir, NEXT), bytes);
+    const tensorsSha = writeAtomic(join(this.ckptDir, NEXT), safetensorsParts(this.engine.saveState()));
     const s: CheckpointState = {
       step: this.stepNo,
       tokens: this.tokens,
@@ -617,7 +616,7 @@ class MemberRun {
       drawn: drawnBefore,
       rng: this.rng.state,
       sinceFired: Array.from(this.sinceFired),
-      tensors_sha256: sha256(bytes),
+      tensors_sha256: tensorsSha,
       elapsed: this.elapsed0 + (performance.now() - this.t0) / 1000,
     };
     writeJsonAtomic(join(this.ckptDir, CHECKPOINT_STATE_FILE), s);
@@ -695,13 +694,8 @@ class MemberRun {
       dead = new Uint8Array(cfg.dSae);
       for (let i = 0; i < cfg.dSae; i++) dead[i] = sinceFired[i] >= this.deadWindow ? 1 : 0;
     }
-    const r = engine.step(this.Xb, this.Yb, B, {
-      sparsity: spNow,
-      bandwidth: train.jumpreluBandwidth,
-      dead,
-      auxkCoefficient: train.auxkCoefficient,
-      auxkK: this.auxkK,
-    });
+    const opts = { sparsity: spNow, bandwidth: train.jumpreluBandwidth, dead, auxkCoefficient: train.auxkCoefficient, auxkK: this.auxkK };
+    const r = engine.step(this.Xb, this.Yb, B, opts);
     if (!Number.isFinite(r.loss)) {
       const where = existsSync(join(this.ckptDir, CHECKPOINT_STATE_FILE))
         ? `the last good checkpoint (step ${this.lastCheckpointStep}) is in ${this.ckptDir}; lower --lr and resume with --resume`
@@ -718,6 +712,13 @@ class MemberRun {
       // A group that selected nothing this batch (-1) keeps its threshold.
       this.threshold = r.minSelected.map((m, g) => (m < 0 ? this.threshold[g] : this.thresholdInit ? (1 - lr) * this.threshold[g] + lr * m : m));
       this.thresholdInit = true;
+      // The last step sets the inference threshold from the final weights: the batch threshold of the same batch
+      // after the update. The EMA (SAELens's rule) averages over the last ~1/lr steps, so a run of a few hundred
+      // steps would keep a threshold set by its first weights (docs/fit.md: held-out L0 25 instead of 32 after 100).
+      if (stepNo + 1 === this.totalSteps) {
+        const last = engine.step(this.Xb, this.Yb, B, opts).minSelected!;
+        this.threshold = last.map((m, g) => (m < 0 ? this.threshold[g] : m));
+      }
     }
     this.stepNo++;
     this.tokens += B;

@@ -32,8 +32,13 @@ export function gemm(
 
 /** Transposes a row-major [rows, cols] matrix into [cols, rows]. */
 export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
+  return transposeRows(a, rows, cols, 0, cols);
+}
+
+/** Rows [r0, r1) of the transpose of `a` ([rows, cols] row-major), as [r1 - r0, rows]: a transpose written in pieces. */
+export function transposeRows(a: Float32Array, rows: number, cols: number, r0: number, r1: number): Float32Array {
+  const out = new Float32Array((r1 - r0) * rows);
+  for (let i = 0; i < rows; i++) for (let j = r0; j < r1; j++) out[(j - r0) * rows + i] = a[i * cols + j];
   return out;
 }
 

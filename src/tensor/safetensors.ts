@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { UserError } from '../util/errors.js';
 import { writeAtomic } from '../util/fsx.js';
 import { f16ToF32 } from '../util/f16.js';
+import { transpose, transposeRows } from './linalg.js';
 
 export interface NamedTensor {
   data: Float32Array;
@@ -11,10 +12,28 @@ export interface NamedTensor {
 }
 
 /**
- * The file as parts: the header, then a view of each tensor's bytes (nothing copied: a checkpoint of a 24k-latent
- * dictionary with its Adam moments is 600 MB). Write the parts before the tensors change.
+ * A [rows, cols] tensor stored in memory as its transpose `transposeOf` ([cols, rows]): the native engine keeps
+ * W_enc and its Adam moments latent-major, files hold them SAELens's way. Written in row blocks, so a checkpoint
+ * never holds a transposed copy (3 x 75 MB at 768 x 24,576).
  */
-export function safetensorsParts(tensors: Record<string, NamedTensor>, metadata?: Record<string, string>): Uint8Array[] {
+export interface TransposedTensor {
+  transposeOf: Float32Array;
+  shape: [number, number];
+}
+
+export type TensorSource = NamedTensor | TransposedTensor;
+
+const BLOCK_BYTES = 4 * 2 ** 20;
+
+/** A tensor's values in file order (a transposed one is transposed here, whole). */
+export const tensorData = (t: TensorSource): Float32Array => ('data' in t ? t.data : transpose(t.transposeOf, t.shape[1], t.shape[0]));
+
+/**
+ * The file as parts: the header, then each tensor's bytes: a view of a plain tensor (nothing copied: a checkpoint
+ * of a 24k-latent dictionary with its Adam moments is 600 MB), blocks of rows of a transposed one. Consume the
+ * parts before the tensors change.
+ */
+export function* safetensorsParts(tensors: Record<string, TensorSource>, metadata?: Record<string, string>): Generator<Uint8Array> {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let off = 0;
@@ -22,9 +41,10 @@ export function safetensorsParts(tensors: Record<string, NamedTensor>, metadata?
   for (const n of names) {
     const t = tensors[n];
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new Error(`tensor ${n}: shape ${t.shape} does not match ${t.data.length} values`);
-    header[n] = { dtype: 'F32', shape: t.shape, data_offsets: [off, off + t.data.byteLength] };
-    off += t.data.byteLength;
+    const len = 'data' in t ? t.data.length : t.transposeOf.length;
+    if (count !== len) throw new Error(`tensor ${n}: shape ${t.shape} does not match ${len} values`);
+    header[n] = { dtype: 'F32', shape: t.shape, data_offsets: [off, off + 4 * count] };
+    off += 4 * count;
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // 8-byte alignment of the data
@@ -32,16 +52,30 @@ export function safetensorsParts(tensors: Record<string, NamedTensor>, metadata?
   const head = new Uint8Array(8 + hb.length);
   new DataView(head.buffer).setBigUint64(0, BigInt(hb.length), true);
   head.set(hb, 8);
-  return [head, ...names.map((n) => new Uint8Array(tensors[n].data.buffer, tensors[n].data.byteOffset, tensors[n].data.byteLength))];
+  yield head;
+  for (const n of names) {
+    const t = tensors[n];
+    if ('data' in t) {
+      yield new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      continue;
+    }
+    const [rows, cols] = t.shape;
+    const step = Math.max(1, Math.floor(BLOCK_BYTES / (4 * cols)));
+    for (let r = 0; r < rows; r += step) {
+      const b = transposeRows(t.transposeOf, cols, rows, r, Math.min(rows, r + step));
+      yield new Uint8Array(b.buffer);
+    }
+  }
 }
 
 /** The file as one buffer. */
-export function encodeSafetensors(tensors: Record<string, NamedTensor>, metadata?: Record<string, string>): Uint8Array {
-  return Buffer.concat(safetensorsParts(tensors, metadata));
+export function encodeSafetensors(tensors: Record<string, TensorSource>, metadata?: Record<string, string>): Uint8Array {
+  return Buffer.concat([...safetensorsParts(tensors, metadata)]);
 }
 
-export function writeSafetensors(path: string, tensors: Record<string, NamedTensor>, metadata?: Record<string, string>): void {
-  writeAtomic(path, safetensorsParts(tensors, metadata));
+/** Writes the file atomically; returns its SHA-256. */
+export function writeSafetensors(path: string, tensors: Record<string, TensorSource>, metadata?: Record<string, string>): string {
+  return writeAtomic(path, safetensorsParts(tensors, metadata));
 }
 
 export interface SafetensorsFile {
@@ -76,7 +110,8 @@ export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): Safe
       throw new UserError(
         `${source} is truncated: tensor ${name} ends at byte ${base + b} but the file has ${buf.length}; write it again (sdl fit) or restore it`,
       );
-    const bytes = buf.slice(base + a, base + b);
+    // A copy, aligned: Buffer's own slice() is a view at any offset, so Uint8Array's is called for a Buffer too.
+    const bytes = Uint8Array.prototype.slice.call(buf, base + a, base + b);
     let data: Float32Array;
     if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, (b - a) / 4);
     else if (dtype === 'F16') data = f16ToF32(new Uint16Array(bytes.buffer, 0, (b - a) / 2));
@@ -88,5 +123,5 @@ export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): Safe
 
 export function readSafetensors(path: string): SafetensorsFile {
   if (!existsSync(path)) throw new UserError(`${path} not found`);
-  return decodeSafetensors(new Uint8Array(readFileSync(path)), path);
+  return decodeSafetensors(readFileSync(path), path);
 }

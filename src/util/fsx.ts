@@ -20,9 +20,13 @@ import {
 import { dirname, join } from 'node:path';
 import { UserError } from './errors.js';
 
-export function sha256(data: Uint8Array | string | Uint8Array[]): string {
+/** Bytes as one buffer, a string, or parts in order (an array, or a generator consumed once). */
+export type Bytes = Uint8Array | string | Iterable<Uint8Array>;
+const partsOf = (data: Bytes): Iterable<Uint8Array | string> => (typeof data === 'string' || data instanceof Uint8Array ? [data] : data);
+
+export function sha256(data: Bytes): string {
   const h = createHash('sha256');
-  for (const part of Array.isArray(data) ? data : [data]) h.update(part);
+  for (const part of partsOf(data)) h.update(part);
   return h.digest('hex');
 }
 
@@ -44,8 +48,11 @@ export function sha256File(path: string): string {
   return h.digest('hex');
 }
 
-/** Writes to `path.tmp-PID`, fsyncs, then renames over `path`. Chunks are written one after another. */
-export function writeAtomic(path: string, data: Uint8Array | string | Uint8Array[]): void {
+/**
+ * Writes to `path.tmp-PID`, fsyncs, then renames over `path`. Parts are written one after another (a generator's
+ * are made as they are written). Returns the SHA-256 of what was written.
+ */
+export function writeAtomic(path: string, data: Bytes): string {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   let fd: number;
@@ -54,15 +61,18 @@ export function writeAtomic(path: string, data: Uint8Array | string | Uint8Array
   } catch (e) {
     throw outputError(path, e);
   }
+  const h = createHash('sha256');
   try {
-    for (const part of Array.isArray(data) ? data : [data]) {
+    for (const part of partsOf(data)) {
       const buf = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
+      h.update(buf);
       let off = 0;
       while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
     }
     fsyncSync(fd);
     closeSync(fd);
     renameSync(tmp, path);
+    return h.digest('hex');
   } catch (e) {
     try {
       closeSync(fd);
