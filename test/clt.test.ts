@@ -284,3 +284,51 @@ test('CLT configs are refused in one line when the layers do not fit together', 
     /do not split evenly over its 2 layers/,
   );
 });
+
+test('native CLT TopK selected inside each layer’s encoder GEMM: blocks crossed, exact ties, AuxK, equal to the reference', { skip: skipNative }, () => {
+  // 700 latents per layer (two 512-wide GEMM column blocks, the second partial) x 200 rows (two 168-row blocks); the
+  // second half of each layer's encoder copies the first, so every pre-activation has an exact twin in the other block.
+  const s: CltShape = { L: 2, dI: 16, dO: 8, n: 700, skip: false };
+  const rng = new Rng(5);
+  const p = randomParams(s, rng, 'topk');
+  for (let l = 0; l < s.L; l++)
+    for (let i = 350; i < 700; i++) {
+      const j = l * s.n + i,
+        twin = l * s.n + i - 350;
+      p.W_encT.copyWithin(j * s.dI, twin * s.dI, (twin + 1) * s.dI);
+      p.b_enc[j] = p.b_enc[twin];
+    }
+  const B = 200;
+  const { X, Y } = data(s, B, rng);
+  const dead = Uint8Array.from({ length: s.L * s.n }, (_, j) => (j % 3 === 0 ? 1 : 0));
+  for (const k of [1, 6]) {
+    const o: CltStepOptions = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 8, dead };
+    const gRef = zerosLike(p);
+    const ref = cltReferenceStep(s, 'topk', k, p, gRef, X, Y, B, o);
+    const e = new mod.Clt({ L: s.L, dIn: s.dI, dOut: s.dO, n: s.n, activation: ACTIVATIONS.topk.nativeCode, k, skip: false, threads: 2 });
+    const gNat = zerosLike(p);
+    const fired = new Float32Array(s.L * s.n);
+    const r = e.step(p as Required<CltParams>, gNat as Required<CltParams>, X, Y, B, { ...o, denseAbove: 0.07 }, fired);
+    const near = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `k ${k} ${what}: ${a} vs ${b}`);
+    near(r.loss, ref.loss, 'loss');
+    near(r.auxLoss, ref.auxLoss, 'aux');
+    assert.ok(ref.auxLoss > 0, 'AuxK ran');
+    assert.equal(r.l0, ref.l0);
+    assert.deepEqual(Array.from(fired), Array.from(ref.fired), `k ${k}: fired`);
+    for (const key of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) {
+      const a = gNat[key]!,
+        b = gRef[key]!;
+      let worst = 0,
+        scale = 0;
+      for (let i = 0; i < a.length; i++) {
+        worst = Math.max(worst, Math.abs(a[i] - b[i]));
+        scale = Math.max(scale, Math.abs(b[i]));
+      }
+      assert.ok(worst <= 1e-4 * Math.max(1, scale), `k ${k} d${key}: worst difference ${worst} (scale ${scale})`);
+    }
+    const fr = cltReferenceForward(s, 'topk', k, p, X, B, undefined);
+    const fn = e.forward(p as Required<CltParams>, X, B, undefined, true);
+    assert.deepEqual(Array.from(fn.idx), Array.from(fr.idx), `k ${k}: inference selection`);
+    for (let i = 0; i < fr.yhat.length; i++) near(fn.yhat![i], fr.yhat[i], `yhat[${i}]`);
+  }
+});

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "encode.h"
 #include "gemm.h"
 #include "select.h"
 #include "simd.h"
@@ -24,6 +25,38 @@ void Clt::preacts(const CltTensors& p, const float* X, int B, float* pre) {
          p.b_enc + (long)l * n);
 }
 
+void Clt::encodeTopKLayers(const CltTensors& p, const float* X, int B, const uint8_t* dead, int auxkK, Sparse& out, long r0) {
+  const int L = c_.L, dI = c_.dI, n = c_.n, k = c_.k < n ? c_.k : n;
+  layerSp_.resize(L);
+  layerAux_.resize(L);
+  for (int l = 0; l < L; l++) {
+    std::vector<int32_t> deadL;
+    if (dead)
+      for (int i = 0; i < n; i++)
+        if (dead[(long)l * n + i]) deadL.push_back(i);
+    Sparse* aux = dead && !deadL.empty() && auxkK > 0 ? &layerAux_[l] : nullptr;
+    encodeTopK(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, k, layerSp_[l], deadL, auxkK, aux);
+    if (aux)
+      for (int b = 0; b < B; b++)
+        for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;
+  }
+  pool_.range(B, [&](long b0, long b1, int) {
+    for (long b = b0; b < b1; b++) {
+      const long row = r0 + b;
+      long s = row * L * k;
+      out.start[row] = s;
+      for (int l = 0; l < L; l++) {
+        const Sparse& ls = layerSp_[l];
+        for (int q = 0; q < ls.count[b]; q++, s++) {
+          out.idx[s] = ls.idx[ls.start[b] + q] + l * n;
+          out.val[s] = ls.val[ls.start[b] + q];
+        }
+      }
+      out.count[row] = (int)(s - out.start[row]);
+    }
+  });
+}
+
 // Yh[b][t dO ..] = x_t W_skip^t for every layer t (overwrites Yh).
 void Clt::addSkip(const CltTensors& p, const float* X, int B, float* Yh) {
   const int L = c_.L, dI = c_.dI, dO = c_.dO;
@@ -36,8 +69,10 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   const int T = pool_.size();
   const long BM = (long)B * M;
   StepResult r;
-  float* pre = ensure(pre_, (size_t)BM);
-  preacts(p, X, B, pre);
+  const bool wantAux = (c_.act == TOPK || c_.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
+  // TopK selects inside the encoder GEMMs; the other rules need the pre-activations stored.
+  float* pre = c_.act == TOPK ? nullptr : ensure(pre_, (size_t)BM);
+  if (pre) preacts(p, X, B, pre);
   const float* Wd = p.W_dec;
 
   std::vector<float> norms, theta;
@@ -73,22 +108,9 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   }
   if (c_.act == TOPK) {
     const int k = c_.k < n ? c_.k : n;
-    ensure(sp.idx, (size_t)B * L * k);
-    ensure(sp.val, (size_t)B * L * k);
-    ensure(scratch_, (size_t)T * (5 * n + 128));
-    pool_.range(B, [&](long b0, long b1, int th) {
-      float* scr = scratch_.data() + (size_t)th * (5 * n + 128);
-      for (long b = b0; b < b1; b++) {
-        long s = b * L * k;
-        sp.start[b] = s;
-        for (int l = 0; l < L; l++) {
-          int cnt = topkRow(pre + b * M + (long)l * n, n, k, sp.idx.data() + s, sp.val.data() + s, scr);
-          for (int q = 0; q < cnt; q++) sp.idx[s + q] += l * n;
-          s += cnt;
-        }
-        sp.count[b] = (int)(s - sp.start[b]);
-      }
-    });
+    ensure(sp.idx, (size_t)B * L * k + 1);
+    ensure(sp.val, (size_t)B * L * k + 1);
+    encodeTopKLayers(p, X, B, wantAux ? o.dead : nullptr, o.auxkK, sp, 0);
   } else {
     auto keep = [&](float z, int j) -> bool {
       switch (c_.act) {
@@ -133,7 +155,6 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
 
   // ---- Reconstruction, error and dL/dpre per active entry.
   float* G = ensure(G_, (size_t)B * DO);  // dL/dy^ rows
-  const bool wantAux = (c_.act == TOPK || c_.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
   float* E = wantAux ? ensure(E_, (size_t)B * DO) : nullptr;
   if (c_.skip) addSkip(p, X, B, G);  // G holds the skip path's output until each row turns it into the gradient
   std::vector<float> dpre(cap + 1), dact(c_.act == JUMPRELU ? cap + 1 : 1);
@@ -285,12 +306,20 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
         float* eh = gathered + nDead;
         double s = 0;
         for (long b = b0; b < b1; b++) {
-          const float* z = pre + b * M;
-          for (int t = 0; t < nDead; t++) gathered[t] = z[deadList[t]];
           int32_t* ix = aIdx.data() + b * kAux;
           float* v = aVal.data() + b * kAux;
-          int m2 = topkRow(gathered, nDead, kAux, ix, v, s0);
-          for (int q = 0; q < m2; q++) ix[q] = deadList[ix[q]];
+          int m2;
+          if (!pre) {  // TopK: gathered inside the encoder GEMM
+            const Sparse& la = layerAux_[l];
+            m2 = la.count[b];
+            std::memcpy(ix, la.idx.data() + la.start[b], sizeof(int32_t) * m2);
+            std::memcpy(v, la.val.data() + la.start[b], sizeof(float) * m2);
+          } else {
+            const float* z = pre + b * M;
+            for (int t = 0; t < nDead; t++) gathered[t] = z[deadList[t]];
+            m2 = topkRow(gathered, nDead, kAux, ix, v, s0);
+            for (int q = 0; q < m2; q++) ix[q] = deadList[ix[q]];
+          }
           aCnt[b] = m2;
           for (int i = 0; i < len; i++) eh[i] = 0.f;
           for (int q = 0; q < m2; q++) axpy(len, v[q], Wd + decRow(ix[q]), eh);
@@ -478,7 +507,6 @@ StepResult& Clt::denseStep(const CltTensors& p, const CltTensors& g, const float
 
 void Clt::forward(const CltTensors& p, const float* X, int rowsN, const float* theta, Sparse& out, float* yhat) {
   const int L = c_.L, dI = c_.dI, n = c_.n, M = L * n, DI = L * dI, DO = L * c_.dO;
-  const int T = pool_.size();
   const int CH = 4096;
   const int k = c_.k < n ? c_.k : n;
   out.start.assign(rowsN, 0);
@@ -490,29 +518,15 @@ void Clt::forward(const CltTensors& p, const float* X, int rowsN, const float* t
     out.idx.resize((size_t)rowsN * L * k + 1);
     out.val.resize((size_t)rowsN * L * k + 1);
   }
-  ensure(scratch_, (size_t)T * (5 * n + 128));
   auto thr = [&](int j) { return c_.act == RELU ? 0.f : theta[j]; };
   for (int r0 = 0; r0 < rowsN; r0 += CH) {
     const int rows = rowsN - r0 < CH ? rowsN - r0 : CH;
-    float* pre = ensure(pre_, (size_t)rows * M);
-    preacts(p, X + (long)r0 * DI, rows, pre);
     if (c_.act == TOPK) {
-      pool_.range(rows, [&](long b0, long b1, int th) {
-        float* scr = scratch_.data() + (size_t)th * (5 * n + 128);
-        for (long b = b0; b < b1; b++) {
-          const long row = r0 + b;
-          long s = row * L * k;
-          out.start[row] = s;
-          for (int l = 0; l < L; l++) {
-            int cnt = topkRow(pre + b * M + (long)l * n, n, k, out.idx.data() + s, out.val.data() + s, scr);
-            for (int q = 0; q < cnt; q++) out.idx[s + q] += l * n;
-            s += cnt;
-          }
-          out.count[row] = (int)(s - out.start[row]);
-        }
-      });
+      encodeTopKLayers(p, X + (long)r0 * DI, rows, nullptr, 0, out, r0);
       continue;
     }
+    float* pre = ensure(pre_, (size_t)rows * M);
+    preacts(p, X + (long)r0 * DI, rows, pre);
     appendThresholded(pool_, pre, rows, M, r0, thr, out);
   }
   if (c_.act == TOPK) {

@@ -69,6 +69,10 @@ class Clt {
 
  private:
   void preacts(const CltTensors& p, const float* X, int B, float* pre);
+  // TopK: each layer's top k selected inside its encoder GEMM (encode.cc), never storing [B, L n] pre-activations.
+  // Rows [r0, r0 + B) of out (row at row L k, layer by layer, global latent indices; out sized by the caller). With
+  // `dead`, layerAux_[l] gets each row's top k_aux dead pre-activations of layer l, global indices.
+  void encodeTopKLayers(const CltTensors& p, const float* X, int B, const uint8_t* dead, int auxkK, Sparse& out, long r0);
   void addSkip(const CltTensors& p, const float* X, int B, float* Yh);
   StepResult& denseStep(const CltTensors& p, const CltTensors& g, const float* X, const float* Y, int B, const CltStepOptions& o, float* fired, float* pre,
                         const std::vector<float>& norms, const std::vector<float>& theta, StepResult& r);
@@ -78,6 +82,7 @@ class Clt {
   std::vector<long> dec_;
   std::vector<float> pre_, G_, E_, skip_, scratch_, tmp_, kth_, acts_, dacts_;
   Sparse sp_;
+  std::vector<Sparse> layerSp_, layerAux_;
 };
 
 }  // namespace sdl

@@ -202,7 +202,7 @@ void finishAux(int n, bool withAux, Sparse* aux) {
 
 }  // namespace
 
-void encodeTopK(Pool& pool, const float* A, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
+void encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
                 const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
   k = k < m ? k : m;
   out.start.resize(n);
@@ -219,7 +219,7 @@ void encodeTopK(Pool& pool, const float* A, int n, int dIn, int m, const float* 
   } else {
     DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
     TopKSink sink(pool.size(), k, out, dk);
-    gemmBlocks(pool, n, m, dIn, View{A, dIn, 1}, View{W_encT, 1, dIn}, b_enc, sink);
+    gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink);
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];
     out.nnz = s;

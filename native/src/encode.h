@@ -11,10 +11,11 @@
 
 namespace sdl {
 
-// Rows of A [n][dIn] (row stride dIn) through W_encT [m][dIn] and b_enc: out gets row b's top-k at b * k (start,
-// count, idx, val sized here). When `dead` (ascending latent indices) is non-empty and aux is given, aux gets each
-// row's top-kAux positive pre-activations among the dead latents, at b * kAux (AuxK's selection).
-void encodeTopK(Pool& pool, const float* A, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
+// Rows of A [n][dIn] (row stride lda: a CLT reads one layer's slice of each row) through W_encT [m][dIn] and b_enc:
+// out gets row b's top-k at b * k (start, count, idx, val sized here). When `dead` (ascending latent indices) is
+// non-empty and aux is given, aux gets each row's top-kAux positive pre-activations among the dead latents, at
+// b * kAux (AuxK's selection).
+void encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
                 const std::vector<int32_t>& dead, int kAux, Sparse* aux);
 
 // A batch-wide selection's candidates: every pre-activation above a floor (and > 0), per row in index order, in

@@ -45,7 +45,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   }
   float* pre = nullptr;
   if (fused) {
-    encodeTopK(pool_, xrows, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
+    encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
     r.selection = 1;
   } else if (!batchFused) {
     pre = ensure(pre_, (size_t)BM);
