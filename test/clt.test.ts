@@ -332,3 +332,46 @@ test('native CLT TopK selected inside each layer’s encoder GEMM: blocks crosse
     for (let i = 0; i < fr.yhat.length; i++) near(fn.yhat![i], fr.yhat[i], `yhat[${i}]`);
   }
 });
+
+test('native CLT BatchTopK selected inside each layer’s encoder GEMM once it has thresholds: bit-equal to the stored path, and recomputed when they fall', {
+  skip: skipNative,
+}, () => {
+  const s: CltShape = { L: 2, dI: 16, dO: 8, n: 700, skip: true };
+  const rng = new Rng(9);
+  const p = randomParams(s, rng, 'batchtopk');
+  const B = 200,
+    k = 4;
+  const { X, Y } = data(s, B, rng);
+  const dead = Uint8Array.from({ length: s.L * s.n }, (_, j) => (j % 5 === 0 ? 1 : 0));
+  const o = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, denseAbove: 0.07 };
+  const engine = () => new mod.Clt({ L: s.L, dIn: s.dI, dOut: s.dO, n: s.n, activation: ACTIVATIONS.batchtopk.nativeCode, k, skip: true, threads: 2 });
+  const run = (e: ReturnType<typeof engine>, x: Float32Array) => {
+    const g = zerosLike(p);
+    const fired = new Float32Array(s.L * s.n);
+    const r = e.step(p as Required<CltParams>, g as Required<CltParams>, x, Y, B, o, fired);
+    return { r, g, fired };
+  };
+  const same = (a: ReturnType<typeof run>, b: ReturnType<typeof run>, what: string) => {
+    for (const key of ['loss', 'mse', 'auxLoss', 'l0', 'nnz'] as const) assert.equal(a.r[key], b.r[key], `${what}: ${key}`);
+    assert.deepEqual(Array.from(a.r.minSelected), Array.from(b.r.minSelected), `${what}: thresholds`);
+    assert.deepEqual(a.fired, b.fired, `${what}: fired`);
+    for (const key of Object.keys(p) as (keyof CltParams)[]) assert.deepEqual(a.g[key], b.g[key], `${what}: d${key}`);
+  };
+  const e = engine();
+  const first = run(e, X);
+  const second = run(e, X);
+  assert.equal(first.r.selection, 0, 'the first step has no thresholds: stored pre-activations');
+  assert.equal(second.r.selection, 1, 'the second step selects inside the encoder GEMMs');
+  assert.ok(first.r.auxLoss > 0, 'AuxK ran');
+  same(second, first, 'fused vs stored');
+  // And both equal the reference step.
+  const gRef = zerosLike(p);
+  const ref = cltReferenceStep(s, 'batchtopk', k, p, gRef, X, Y, B, o);
+  assert.ok(Math.abs(second.r.loss - ref.loss) <= 1e-4 * Math.abs(ref.loss), `loss ${second.r.loss} vs reference ${ref.loss}`);
+  assert.deepEqual(Array.from(second.fired), Array.from(ref.fired));
+  // Inputs scaled down: the thresholds fall below the floor, the step recomputes, and equals a fresh engine's.
+  const small = X.map((v) => v * 0.2);
+  const fallen = run(e, small);
+  assert.equal(fallen.r.selection, 2, 'fell back to stored pre-activations');
+  same(fallen, run(engine(), small), 'fallback vs fresh');
+});

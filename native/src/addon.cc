@@ -380,7 +380,7 @@ napi_value CltNew(napi_env env, napi_callback_info info) {
   });
 }
 
-// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, l0, nnz, minSelected: Float32Array[L] }
+// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, l0, nnz, dense, selection, minSelected: Float32Array[L] }
 napi_value CltStep(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -410,6 +410,7 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
     setNum(env, out, "l0", r.l0);
     setNum(env, out, "nnz", (double)r.nnz);
     setNum(env, out, "dense", r.dense ? 1 : 0);
+    setNum(env, out, "selection", r.selection);
     const auto& kth = e->minSelected();
     CHECK_NAPI(napi_set_named_property(env, out, "minSelected", copyOut(env, kth.data(), sizeof(float) * kth.size(), napi_float32_array, kth.size())));
     return out;

@@ -3,6 +3,7 @@
 // active decoder rows, dL/dpre on the active entries, then per-latent gradient rows from entries grouped by latent.
 #include "clt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -70,8 +71,36 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   const long BM = (long)B * M;
   StepResult r;
   const bool wantAux = (c_.act == TOPK || c_.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
-  // TopK selects inside the encoder GEMMs; the other rules need the pre-activations stored.
-  float* pre = c_.act == TOPK ? nullptr : ensure(pre_, (size_t)BM);
+  // TopK selects inside the encoder GEMMs. BatchTopK does too once every layer has a threshold: each layer's entries
+  // above kBatchFloor x its last threshold are candidates, and when a layer has at least as many as it selects, its
+  // k-th largest is among them (exact); if any layer falls short the pre-activations are computed after all. The
+  // other rules need the pre-activations stored.
+  const int R = gemmBlockRows();
+  std::vector<Candidates> cand;
+  bool batchFused = false;
+  lastKth_.resize(L, 0.f);
+  if (c_.act == BATCHTOPK && std::all_of(lastKth_.begin(), lastKth_.end(), [](float t) { return t > 0.f; })) {
+    cand.resize(L);
+    layerAux_.resize(L);
+    batchFused = true;
+    for (int l = 0; l < L && batchFused; l++) {
+      std::vector<int32_t> deadL;
+      if (wantAux)
+        for (int i = 0; i < n; i++)
+          if (o.dead[(long)l * n + i]) deadL.push_back(i);
+      Sparse* aux = !deadL.empty() && o.auxkK > 0 ? &layerAux_[l] : nullptr;
+      encodeAbove(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, kBatchFloor * lastKth_[l], cand[l], deadL,
+                  o.auxkK, aux);
+      if (aux)
+        for (int b = 0; b < B; b++)
+          for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;
+      const long want = (long)c_.k * B < cand[l].npos ? (long)c_.k * B : cand[l].npos;
+      batchFused = cand[l].total >= want;
+    }
+    r.selection = batchFused ? 1 : 2;
+  }
+  if (c_.act == TOPK) r.selection = 1;
+  float* pre = c_.act == TOPK || batchFused ? nullptr : ensure(pre_, (size_t)BM);
   if (pre) preacts(p, X, B, pre);
   const float* Wd = p.W_dec;
 
@@ -95,6 +124,49 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   ensure(sp.start, B);
   ensure(sp.count, B);
   kth_.assign(L, -1.f);
+  if (batchFused) {
+    for (int l = 0; l < L; l++) {
+      const long want = (long)c_.k * B < cand[l].npos ? (long)c_.k * B : cand[l].npos;
+      if (want <= 0) continue;
+      std::vector<float> all;
+      all.reserve(cand[l].total);
+      for (auto& bl : cand[l].blocks) all.insert(all.end(), bl.val.begin(), bl.val.end());
+      kth_[l] = kthLargestPositive(pool_, all.data(), (long)all.size(), want);
+    }
+    // Each row's selected entries, layer by layer (global index order, as the unfused fill).
+    auto each = [&](long b, auto&& f) {
+      for (int l = 0; l < L; l++) {
+        const float t = kth_[l];
+        if (!(t > 0.f)) continue;
+        const Candidates::Block& bl = cand[l].blocks[b / R];
+        const int rr = (int)(b % R);
+        for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++)
+          if (bl.val[e] >= t) f(bl.idx[e] + l * n, bl.val[e]);
+      }
+    };
+    pool_.range(B, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        int c = 0;
+        each(b, [&](int32_t, float) { c++; });
+        sp.count[b] = c;
+      }
+    });
+    long total = 0;
+    for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
+    ensure(sp.idx, (size_t)total + 1);
+    ensure(sp.val, (size_t)total + 1);
+    pool_.range(B, [&](long b0, long b1, int) {
+      for (long b = b0; b < b1; b++) {
+        long s = sp.start[b];
+        each(b, [&](int32_t j, float v) { sp.idx[s] = j; sp.val[s] = v; s++; });
+      }
+    });
+  } else if (c_.act == TOPK) {
+    const int k = c_.k < n ? c_.k : n;
+    ensure(sp.idx, (size_t)B * L * k + 1);
+    ensure(sp.val, (size_t)B * L * k + 1);
+    encodeTopKLayers(p, X, B, wantAux ? o.dead : nullptr, o.auxkK, sp, 0);
+  } else {
   if (c_.act == BATCHTOPK) {
     float* tmp = ensure(tmp_, (size_t)B * n);
     for (int l = 0; l < L; l++) {
@@ -106,12 +178,6 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       if (want > 0) kth_[l] = kthLargestPositive(pool_, tmp, (long)B * n, want);
     }
   }
-  if (c_.act == TOPK) {
-    const int k = c_.k < n ? c_.k : n;
-    ensure(sp.idx, (size_t)B * L * k + 1);
-    ensure(sp.val, (size_t)B * L * k + 1);
-    encodeTopKLayers(p, X, B, wantAux ? o.dead : nullptr, o.auxkK, sp, 0);
-  } else {
     auto keep = [&](float z, int j) -> bool {
       switch (c_.act) {
         case RELU: return z > 0.f;
@@ -147,6 +213,8 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       }
     });
   }
+  for (int l = 0; l < L; l++)
+    if (kth_[l] > 0.f) lastKth_[l] = kth_[l];
   long total = 0;
   for (int b = 0; b < B; b++) total += sp.count[b];
   r.nnz = total;

@@ -83,6 +83,10 @@ class Clt {
   std::vector<float> pre_, G_, E_, skip_, scratch_, tmp_, kth_, acts_, dacts_;
   Sparse sp_;
   std::vector<Sparse> layerSp_, layerAux_;
+  // BatchTopK: each layer's last batch threshold; the next step's fused encoders keep the entries above kBatchFloor
+  // x it as candidates (as the SAE step does, step.cc).
+  std::vector<float> lastKth_;
+  static constexpr float kBatchFloor = 0.8f;
 };
 
 }  // namespace sdl

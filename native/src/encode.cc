@@ -227,14 +227,14 @@ void encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   finishAux(n, withAux, aux);
 }
 
-void encodeAbove(Pool& pool, const float* A, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
+void encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
   out.blocks.assign((n + gemmBlockRows() - 1) / gemmBlockRows(), Candidates::Block{});
   DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
   AboveSink sink(pool.size(), floor, out, dk);
-  gemmBlocks(pool, n, m, dIn, View{A, dIn, 1}, View{W_encT, 1, dIn}, b_enc, sink);
+  gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink);
   out.total = 0;
   out.npos = 0;
   for (auto& b : out.blocks) {

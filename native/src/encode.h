@@ -33,9 +33,9 @@ struct Candidates {
 };
 
 // The fused encoder for BatchTopK: collects each row's entries above `floor` (and AuxK's dead-latent top-kAux, as
-// encodeTopK does) without storing the pre-activations. When at least as many candidates as the batch selects were
+// encodeTopK does; rows of A at stride lda) without storing the pre-activations. When at least as many candidates as the batch selects were
 // found, the batch's k-th largest is among them and the selection is exact; otherwise the caller recomputes.
-void encodeAbove(Pool& pool, const float* A, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
+void encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux);
 
 }  // namespace sdl

@@ -38,7 +38,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   Candidates cand;
   bool batchFused = false;
   if ((c.act == BATCHTOPK || c.act == MATRYOSHKA) && lastKth_ > 0) {
-    encodeAbove(pool_, xrows, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_);
+    encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_);
     const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
     batchFused = cand.total >= want;
     r.selection = batchFused ? 1 : 2;

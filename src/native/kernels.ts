@@ -123,7 +123,7 @@ export interface NativeClt extends NativeOptimiser {
     B: number,
     o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array; denseAbove?: number },
     fired: Float32Array,
-  ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; dense: number; minSelected: Float32Array };
+  ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; dense: number; selection: number; minSelected: Float32Array };
   forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeDecoder(W: Float32Array): void;
