@@ -464,3 +464,55 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
   close('sum', rb.sum, ra.sum, 1e-9);
   close('tokSum', rb.tokSum, ra.tokSum, 1e-6);
 });
+
+test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire', {
+  skip,
+}, () => {
+  const cfg = config('relu', { dIn: 20, dSae: 1100 });
+  const { dIn, dSae } = cfg;
+  const B = 400;
+  const rng = new Rng(78);
+  const w = randomWeights(cfg, rng);
+  const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
+  // Encoder biases at minus the 97th percentile of x W_enc: about 3% of entries fire (the sparse path).
+  const pre: number[] = [];
+  for (let b = 0; b < B; b += 4)
+    for (let j = 0; j < dSae; j++) {
+      let z = 0;
+      for (let i = 0; i < dIn; i++) z += (X[b * dIn + i] - w.b_dec[i]) * w.W_enc[i * dSae + j];
+      pre.push(z);
+    }
+  pre.sort((a, b) => a - b);
+  w.b_enc.fill(-pre[Math.floor(0.97 * pre.length)]);
+  const opts = { sparsity: 0.3, bandwidth: 1, auxkCoefficient: 0, auxkK: 0, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
+  const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+  const run = (e: ReturnType<typeof nativeEngine>, x: Float32Array) => {
+    const g: NativeTensors = {
+      W_encT: new Float32Array(dSae * dIn),
+      b_enc: new Float32Array(dSae),
+      W_dec: new Float32Array(dSae * dIn),
+      b_dec: new Float32Array(dIn),
+    };
+    const fired = new Float32Array(dSae);
+    return { r: e.step(np, g, x, x, B, opts, fired), g, fired };
+  };
+  const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
+    for (const f of ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense'] as const) assert.equal(a.r[f], b.r[f], `${name}: ${f}`);
+    assert.deepEqual(a.fired, b.fired, `${name}: fired`);
+    for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${name}: d${t}`);
+  };
+  const e = nativeEngine(cfg);
+  const first = run(e, X);
+  assert.equal(first.r.selection, 0);
+  assert.equal(first.r.dense, 0, 'few entries fire: the sparse path');
+  assert.ok(first.r.l0 > 1, `some entries fire (L0 ${first.r.l0})`);
+  const second = run(e, X);
+  assert.equal(second.r.selection, 1, 'the next step keeps the positive entries inside the GEMM');
+  same('fused vs stored', second, first);
+  // Inputs scaled up: many entries fire, the step computes the pre-activations after all and goes dense.
+  const big = X.map((v) => v * 12);
+  const dense = run(e, big);
+  assert.equal(dense.r.selection, 2);
+  assert.equal(dense.r.dense, 1);
+  same('dense again vs a fresh engine', dense, run(nativeEngine(cfg), big));
+});

@@ -144,6 +144,8 @@ class Engine {
   // kBatchFloor x it as candidates.
   float lastKth_ = 0;
   static constexpr float kBatchFloor = 0.8f;
+  // ReLU: the last step took the sparse path, so this one first tries keeping the positive entries inside the GEMM.
+  bool lastSparse_ = false;
 };
 
 }  // namespace sdl

@@ -43,11 +43,20 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     batchFused = cand.total >= want;
     r.selection = batchFused ? 1 : 2;
   }
+  // ReLU once a step has taken the sparse path: the GEMM keeps the positive entries (encodeAbove with floor 0, which
+  // are the selection) instead of storing [B, m]; if more than denseAbove of the batch fires after all, the
+  // pre-activations are computed for the dense path (selection 2).
+  bool reluFused = false;
+  if (c.act == RELU && lastSparse_) {
+    encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr);
+    reluFused = !((double)cand.npos > o.denseAbove * (double)BM);
+    r.selection = reluFused ? 1 : 2;
+  }
   float* pre = nullptr;
   if (fused) {
     encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
     r.selection = 1;
-  } else if (!batchFused) {
+  } else if (!batchFused && !reluFused) {
     pre = ensure(pre_, (size_t)BM);
     gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
   }
@@ -77,9 +86,11 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   ensure(sp.count, B);
   float kth = 0;
   bool haveKth = false;
-  if (batchFused) {
+  if (batchFused || reluFused) {
     const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
-    if (want > 0) {
+    if (reluFused) {
+      haveKth = true;  // every candidate is selected: kth stays 0 and each candidate is > 0
+    } else if (want > 0) {
       std::vector<float> all;
       all.reserve(cand.total);
       for (auto& bl : cand.blocks) all.insert(all.end(), bl.val.begin(), bl.val.end());
@@ -121,8 +132,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.minSelected = kth;
     }
   }
-  if (haveKth) lastKth_ = kth;
-  if (c.act != TOPK && !batchFused) {
+  if (haveKth && !reluFused) lastKth_ = kth;
+  if (c.act != TOPK && !batchFused && !reluFused) {
     // Threshold rules: count per row, then fill (or go dense).
     auto keep = [&](float z, int j) -> bool {
       switch (c.act) {
@@ -163,6 +174,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       });
     }
   }
+
+  if (c.act == RELU) lastSparse_ = !r.dense;
 
   // ---- Per-latent epilogue shared by both paths: sparsity terms, anchors, biases, fired counts.
   // sumV: sum of activations (ReLU L1's decoder-norm gradient); sumDaK, sumK: JumpReLU's threshold gradient.
