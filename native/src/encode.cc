@@ -126,6 +126,7 @@ class AboveSink final : public BlockSink {
     for (auto& t : th_) {
       t.ci.resize(R_);
       t.cv.resize(R_);
+      t.n.assign(R_, 0);
       t.npos = 0;
     }
   }
@@ -136,12 +137,15 @@ class AboveSink final : public BlockSink {
       const float* z = C + r * ldc;
       std::vector<int32_t>& ci = t.ci[r];
       std::vector<float>& cv = t.cv[r];
-      const size_t n0 = ci.size();
-      ci.resize(n0 + nc + 16);
-      cv.resize(n0 + nc + 16);
-      const int got = collect(z, nc, floor_, true, j0, ci.data() + n0, cv.data() + n0);
-      ci.resize(n0 + got);
-      cv.resize(n0 + got);
+      const size_t n0 = t.n[r];
+      // Room for a whole block's entries; grown geometrically, so the zero-filling of resize() is rare (it was a
+      // memset of every block's width per row per block).
+      if (ci.size() < n0 + nc + 16) {
+        const size_t cap = std::max(2 * ci.size(), n0 + nc + 16);
+        ci.resize(cap);
+        cv.resize(cap);
+      }
+      t.n[r] = n0 + collect(z, nc, floor_, true, j0, ci.data() + n0, cv.data() + n0);
       t.npos += countPositiveRow(z, nc);
     }
     dead_.block(thread, mc, j0, nc, C, ldc);
@@ -151,14 +155,13 @@ class AboveSink final : public BlockSink {
     Th& t = th_[thread];
     Candidates::Block& b = out_.blocks[i0 / R_];
     b.off.assign(mc + 1, 0);
-    for (int r = 0; r < mc; r++) b.off[r + 1] = b.off[r] + (long)t.ci[r].size();
+    for (int r = 0; r < mc; r++) b.off[r + 1] = b.off[r] + (long)t.n[r];
     b.idx.resize(b.off[mc]);
     b.val.resize(b.off[mc]);
     for (int r = 0; r < mc; r++) {
-      std::copy(t.ci[r].begin(), t.ci[r].end(), b.idx.begin() + b.off[r]);
-      std::copy(t.cv[r].begin(), t.cv[r].end(), b.val.begin() + b.off[r]);
-      t.ci[r].clear();
-      t.cv[r].clear();
+      std::copy(t.ci[r].begin(), t.ci[r].begin() + t.n[r], b.idx.begin() + b.off[r]);
+      std::copy(t.cv[r].begin(), t.cv[r].begin() + t.n[r], b.val.begin() + b.off[r]);
+      t.n[r] = 0;
     }
     b.npos = t.npos;
     t.npos = 0;
@@ -174,6 +177,7 @@ class AboveSink final : public BlockSink {
   struct Th {
     std::vector<std::vector<int32_t>> ci;
     std::vector<std::vector<float>> cv;
+    std::vector<size_t> n;  // entries held per row (the vectors are longer: capacity)
     long npos = 0;
   };
   const float floor_;
