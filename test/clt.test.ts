@@ -98,6 +98,18 @@ function decOffsetPlain(s: CltShape, l: number): number {
   return off;
 }
 
+/** Asserts a native gradient equals the reference within 1e-4 of the reference's scale; returns that scale. */
+function closeGradients(a: Float32Array, b: Float32Array, what: string): number {
+  let worst = 0,
+    scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  assert.ok(worst <= 1e-4 * Math.max(1, scale), `${what}: worst difference ${worst} (scale ${scale})`);
+  return scale;
+}
+
 function data(s: CltShape, B: number, rng: Rng): { X: Float32Array; Y: Float32Array } {
   return {
     X: Float32Array.from({ length: B * s.L * s.dI }, () => rng.normal()),
@@ -208,18 +220,7 @@ for (const c of nativeCases)
     assert.deepEqual(Array.from(fired), Array.from(ref.fired));
     if (c.act === 'batchtopk') for (let l = 0; l < s.L; l++) near(r.minSelected[l], ref.minSelected[l], `kth ${l}`);
     if (c.aux) assert.ok(ref.auxLoss > 0, 'AuxK ran');
-    for (const key of Object.keys(p) as (keyof CltParams)[]) {
-      const a = gNat[key]!,
-        b = gRef[key]!;
-      let worst = 0,
-        scale = 0;
-      for (let i = 0; i < a.length; i++) {
-        worst = Math.max(worst, Math.abs(a[i] - b[i]));
-        scale = Math.max(scale, Math.abs(b[i]));
-      }
-      assert.ok(worst <= 1e-4 * Math.max(1, scale), `d${key}: worst difference ${worst} (scale ${scale})`);
-      assert.ok(scale > 0, `d${key} is not all zero`);
-    }
+    for (const key of Object.keys(p) as (keyof CltParams)[]) assert.ok(closeGradients(gNat[key]!, gRef[key]!, `d${key}`) > 0, `d${key} is not all zero`);
     // Inference: same features and reconstructions.
     const theta =
       c.act === 'batchtopk' ? new Float32Array(s.L * s.n).fill(0.5) : c.act === 'jumprelu' ? Float32Array.from(p.log_threshold!, Math.exp) : undefined;
@@ -315,17 +316,7 @@ test('native CLT TopK selected inside each layer’s encoder GEMM: blocks crosse
     assert.ok(ref.auxLoss > 0, 'AuxK ran');
     assert.equal(r.l0, ref.l0);
     assert.deepEqual(Array.from(fired), Array.from(ref.fired), `k ${k}: fired`);
-    for (const key of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) {
-      const a = gNat[key]!,
-        b = gRef[key]!;
-      let worst = 0,
-        scale = 0;
-      for (let i = 0; i < a.length; i++) {
-        worst = Math.max(worst, Math.abs(a[i] - b[i]));
-        scale = Math.max(scale, Math.abs(b[i]));
-      }
-      assert.ok(worst <= 1e-4 * Math.max(1, scale), `k ${k} d${key}: worst difference ${worst} (scale ${scale})`);
-    }
+    for (const key of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) closeGradients(gNat[key]!, gRef[key]!, `k ${k} d${key}`);
     const fr = cltReferenceForward(s, 'topk', k, p, X, B, undefined);
     const fn = e.forward(p as Required<CltParams>, X, B, undefined, true);
     assert.deepEqual(Array.from(fn.idx), Array.from(fr.idx), `k ${k}: inference selection`);

@@ -258,6 +258,25 @@ test('native BatchTopK and Matryoshka selected inside the encoder GEMM once they
   for (const act of ['batchtopk', 'matryoshka'] as const) fusedBatchCase(act);
 });
 
+/** One native step of an SAE (x as input and target) on fresh gradient buffers: its result, gradients and firing counts. */
+function stepFresh(
+  e: ReturnType<typeof nativeEngine>,
+  cfg: DictConfig,
+  np: NativeTensors,
+  x: Float32Array,
+  B: number,
+  opts: Parameters<ReturnType<typeof nativeEngine>['step']>[5],
+) {
+  const g: NativeTensors = {
+    W_encT: new Float32Array(cfg.dSae * cfg.dIn),
+    b_enc: new Float32Array(cfg.dSae),
+    W_dec: new Float32Array(cfg.dSae * cfg.dOut),
+    b_dec: new Float32Array(cfg.dOut),
+  };
+  const fired = new Float32Array(cfg.dSae);
+  return { r: e.step(np, g, x, x, B, opts, fired), g, fired };
+}
+
 function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   const cfg = config(act, { dIn: 20, dSae: 1100, k: 8, matryoshkaWidths: [100, 500, 1100] });
   const { dIn, dSae } = cfg;
@@ -271,17 +290,7 @@ function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
   const engine = () => nativeEngine(cfg);
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
-  const run = (e: ReturnType<typeof engine>, x: Float32Array) => {
-    const g: NativeTensors = {
-      W_encT: new Float32Array(dSae * dIn),
-      b_enc: new Float32Array(dSae),
-      W_dec: new Float32Array(dSae * dIn),
-      b_dec: new Float32Array(dIn),
-    };
-    const fired = new Float32Array(dSae);
-    const r = e.step(np, g, x, x, B, opts, fired);
-    return { r, g, fired };
-  };
+  const run = (e: ReturnType<typeof engine>, x: Float32Array) => stepFresh(e, cfg, np, x, B, opts);
   const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
     for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'] as const) assert.equal(a.r[f], b.r[f], `${act} ${name}: ${f}`);
     assert.deepEqual(a.fired, b.fired, `${act} ${name}: fired`);
@@ -486,16 +495,7 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   w.b_enc.fill(-pre[Math.floor(0.97 * pre.length)]);
   const opts = { sparsity: 0.3, bandwidth: 1, auxkCoefficient: 0, auxkK: 0, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
-  const run = (e: ReturnType<typeof nativeEngine>, x: Float32Array) => {
-    const g: NativeTensors = {
-      W_encT: new Float32Array(dSae * dIn),
-      b_enc: new Float32Array(dSae),
-      W_dec: new Float32Array(dSae * dIn),
-      b_dec: new Float32Array(dIn),
-    };
-    const fired = new Float32Array(dSae);
-    return { r: e.step(np, g, x, x, B, opts, fired), g, fired };
-  };
+  const run = (e: ReturnType<typeof nativeEngine>, x: Float32Array) => stepFresh(e, cfg, np, x, B, opts);
   const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
     for (const f of ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense'] as const) assert.equal(a.r[f], b.r[f], `${name}: ${f}`);
     assert.deepEqual(a.fired, b.fired, `${name}: fired`);

@@ -134,7 +134,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       kth_[l] = kthLargestPositive(pool_, all.data(), (long)all.size(), want);
     }
     // Each row's selected entries, layer by layer (global index order, as the unfused fill).
-    auto each = [&](long b, auto&& f) {
+    fillSparse(pool_, B, sp, [&](long b, auto&& f) {
       for (int l = 0; l < L; l++) {
         const float t = kth_[l];
         if (!(t > 0.f)) continue;
@@ -142,23 +142,6 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
         const int rr = (int)(b % R);
         for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++)
           if (bl.val[e] >= t) f(bl.idx[e] + l * n, bl.val[e]);
-      }
-    };
-    pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        int c = 0;
-        each(b, [&](int32_t, float) { c++; });
-        sp.count[b] = c;
-      }
-    });
-    long total = 0;
-    for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
-    ensure(sp.idx, (size_t)total + 1);
-    ensure(sp.val, (size_t)total + 1);
-    pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        long s = sp.start[b];
-        each(b, [&](int32_t j, float v) { sp.idx[s] = j; sp.val[s] = v; s++; });
       }
     });
   } else if (c_.act == TOPK) {

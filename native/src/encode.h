@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "gemm.h"
+#include "util.h"
 
 namespace sdl {
 
@@ -37,5 +38,28 @@ struct Candidates {
 // found, the batch's k-th largest is among them and the selection is exact; otherwise the caller recomputes.
 void encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux);
+
+// Fills sp with rows [0, B): each(b, f) calls f(latent, value) for row b's entries in order. Two passes (count, then
+// fill) so each row writes its own slice in parallel. Used to turn encodeAbove's candidates into a selection.
+template <class Each>
+void fillSparse(Pool& pool, int B, Sparse& sp, Each&& each) {
+  pool.range(B, [&](long b0, long b1, int) {
+    for (long b = b0; b < b1; b++) {
+      int n = 0;
+      each(b, [&](int32_t, float) { n++; });
+      sp.count[b] = n;
+    }
+  });
+  long total = 0;
+  for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
+  ensure(sp.idx, (size_t)total + 1);
+  ensure(sp.val, (size_t)total + 1);
+  pool.range(B, [&](long b0, long b1, int) {
+    for (long b = b0; b < b1; b++) {
+      long s = sp.start[b];
+      each(b, [&](int32_t j, float v) { sp.idx[s] = j; sp.val[s] = v; s++; });
+    }
+  });
+}
 
 }  // namespace sdl

@@ -100,28 +100,11 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     }
     // Each row's selected entries from its candidates (index order, as the unfused fill).
     const int R = gemmBlockRows();
-    auto each = [&](int b, auto&& f) {
+    fillSparse(pool_, B, sp, [&](long b, auto&& f) {
       const Candidates::Block& bl = cand.blocks[b / R];
-      const int rr = b % R;
+      const int rr = (int)(b % R);
       for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++)
         if (haveKth && bl.val[e] >= kth) f(bl.idx[e], bl.val[e]);
-    };
-    pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        int n = 0;
-        each((int)b, [&](int32_t, float) { n++; });
-        sp.count[b] = n;
-      }
-    });
-    long total = 0;
-    for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
-    ensure(sp.idx, (size_t)total + 1);
-    ensure(sp.val, (size_t)total + 1);
-    pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        long s = sp.start[b];
-        each((int)b, [&](int32_t j, float v) { sp.idx[s] = j; sp.val[s] = v; s++; });
-      }
     });
   } else if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
     long npos = countPositive(pool_, pre, BM);
