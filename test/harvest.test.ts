@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSy
 import { join } from 'node:path';
 import { harvest, type HarvestConfig } from '../src/activations/harvest.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
-import { ShardBuffer, decodeShard, encodeShard } from '../src/activations/shard.js';
+import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
 import { readShard } from '../src/activations/reader.js';
@@ -321,6 +321,23 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
     }
     assert.equal(readShard(d, m, 0, ['b']).values.has('a'), false, 'only the columns asked for');
   }
+  // Parquet: decoded whole once, then sliced for each range asked in turn.
+  const pq = encodeShardParquet(buf, 'f32');
+  mkdirSync(join(dir, 'pq'), { recursive: true });
+  writeFileSync(join(dir, 'pq', 'shard-00000.parquet'), pq);
+  const mq = { sites, tokens: 50, shards: [{ file: 'shard-00000.parquet', rows: 50, sha256: sha256(pq) }] } as unknown as Manifest;
+  for (const [from, to] of [
+    [0, 20],
+    [20, 40],
+    [40, 60],
+  ])
+    assert.deepEqual(
+      readShard(join(dir, 'pq'), mq, 0, ['a'], {}, { from, to }).values.get('a'),
+      decodeShard(whole)
+        .values.get('a')!
+        .subarray(from * 5, Math.min(to, 50) * 5),
+      `parquet [${from}, ${to})`,
+    );
   // A column of another type (a string): no range layout, the file is read whole, the same rows come back.
   const withText = tableToIPC(table.assign(tableFromArrays({ note: Array.from({ length: 50 }, (_, i) => `r${i}`) })), 'file');
   const { d: dt, m: mt } = write('text', withText);

@@ -10,11 +10,10 @@ import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
 import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
-import { ACTIVATIONS } from '../src/sdl/activations.js';
 import type { EngineWeights } from '../src/sdl/engine.js';
 import { transpose, concatRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
-import { NativeTrainEngine } from '../src/sdl/engine-native.js';
+import { NativeTrainEngine, nativeEngineOptions } from '../src/sdl/engine-native.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
 import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
@@ -96,18 +95,7 @@ function close(name: string, got: ArrayLike<number>, want: ArrayLike<number>, to
 
 /** The native engine for a dictionary config, on two threads. */
 function nativeEngine(cfg: DictConfig) {
-  return new mod.Engine({
-    dIn: cfg.dIn,
-    dOut: cfg.dOut,
-    dSae: cfg.dSae,
-    activation: ACTIVATIONS[cfg.activation].nativeCode,
-    k: cfg.k,
-    widths: cfg.matryoshkaWidths,
-    applyBDec: cfg.applyBDecToInput,
-    noBias: cfg.noBias,
-    tied: cfg.tied,
-    threads: 2,
-  });
+  return new mod.Engine(nativeEngineOptions(cfg, 2));
 }
 
 /** Runs one step natively and with step.ts on the same inputs, and compares every output. */

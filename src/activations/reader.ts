@@ -29,6 +29,12 @@ const verified = new Map<string, string>();
 /** Layouts of Arrow shards read in this process, by path, under the same stamp (undefined: read whole). */
 const layouts = new Map<string, { stamp: string; layout: ArrowLayout | undefined }>();
 
+/**
+ * The last shard decoded whole (Parquet, or an Arrow layout read whole), kept while its pieces are asked for in turn:
+ * the training stream and the index read a shard range by range, and must not decode the file once per range.
+ */
+let lastWhole: { key: string; data: ShardData } | undefined;
+
 /** A view of rows [from, to) of decoded shard data. */
 function sliceShard(d: ShardData, from: number, to: number): ShardData {
   const values = new Map<string, Float32Array>();
@@ -84,8 +90,13 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
         : undefined;
     if (res) ({ total, data } = res);
     else {
-      const file = readFileSync(path);
-      const whole = decodeShard(new Uint8Array(file.buffer, file.byteOffset, file.byteLength), sites, format);
+      const key = `${path}:${stamp}:${sites.join(',')}`;
+      if (lastWhole?.key !== key) {
+        lastWhole = undefined; // the previous shard is freed before the next is decoded
+        const file = readFileSync(path);
+        lastWhole = { key, data: decodeShard(new Uint8Array(file.buffer, file.byteOffset, file.byteLength), sites, format) };
+      }
+      const whole = lastWhole.data;
       total = whole.rows;
       const from = Math.min(span?.from ?? 0, total);
       data = span ? sliceShard(whole, from, Math.max(from, Math.min(span.to, total))) : whole;

@@ -30,18 +30,7 @@ export class NativeTrainEngine implements Engine {
     this.cfg = cfg;
     this.train = train;
     this.backend = `native-${mod.isa}`;
-    this.e = new mod.Engine({
-      dIn: cfg.dIn,
-      dOut: cfg.dOut,
-      dSae: cfg.dSae,
-      activation: ACTIVATIONS[cfg.activation].nativeCode,
-      k: cfg.k,
-      widths: cfg.matryoshkaWidths,
-      applyBDec: cfg.applyBDecToInput,
-      noBias: cfg.noBias,
-      tied: cfg.tied,
-      threads: nativeThreads(),
-    });
+    this.e = new mod.Engine(nativeEngineOptions(cfg, nativeThreads()));
     const W_encT = transpose(w.W_enc, cfg.dIn, cfg.dSae);
     this.p = { W_encT, b_enc: Float32Array.from(w.b_enc), W_dec: cfg.tied ? W_encT : Float32Array.from(w.W_dec), b_dec: Float32Array.from(w.b_dec) };
     if (ACTIVATIONS[cfg.activation].selection === 'threshold')
@@ -186,6 +175,22 @@ export class NativeTrainEngine implements Engine {
 }
 
 /** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
+/** The native engine's constructor options for a dictionary config. */
+export function nativeEngineOptions(cfg: DictConfig, threads: number) {
+  return {
+    dIn: cfg.dIn,
+    dOut: cfg.dOut,
+    dSae: cfg.dSae,
+    activation: ACTIVATIONS[cfg.activation].nativeCode,
+    k: cfg.k,
+    widths: cfg.matryoshkaWidths,
+    applyBDec: cfg.applyBDecToInput,
+    noBias: cfg.noBias,
+    tied: cfg.tied,
+    threads,
+  };
+}
+
 export function denseAbove(): number {
   const v = Number(process.env.SDLKIT_DENSE_ABOVE);
   return Number.isFinite(v) && v > 0 ? v : 0.07;
