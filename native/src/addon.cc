@@ -8,6 +8,7 @@
 #include <string>
 
 #include "clt.h"
+#include "screen.h"
 #include "engine.h"
 #include "index_stats.h"
 #include "gemm.h"
@@ -66,6 +67,9 @@ bool boolProp(napi_env env, napi_value obj, const char* name) {
   CHECK_NAPI(napi_get_value_bool(env, v, &b));
   return b;
 }
+
+// `screen` defaults to on: the screened TopK encoder gives the exact path's result (screen.h).
+bool screenProp(napi_env env, napi_value obj) { return isUndefined(env, get(env, obj, "screen")) || boolProp(env, obj, "screen"); }
 
 struct TypedArray {
   napi_typedarray_type type;
@@ -162,6 +166,7 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
     c.applyBDec = boolProp(env, o, "applyBDec");
     c.noBias = boolProp(env, o, "noBias");
     c.tied = boolProp(env, o, "tied");
+    c.screen = screenProp(env, o);
     napi_value w = get(env, o, "widths");
     if (!isUndefined(env, w)) {
       uint32_t n;
@@ -371,6 +376,7 @@ napi_value CltNew(napi_env env, napi_callback_info info) {
     c.k = (int)numProp(env, o, "k", 0);
     if ((c.act == sdl::TOPK || c.act == sdl::BATCHTOPK) && (c.k < 1 || c.k > c.n)) throw JsError{"k must be in [1, n], got " + std::to_string(c.k)};
     c.skip = boolProp(env, o, "skip");
+    c.screen = screenProp(env, o);
     if ((double)c.L * c.n * (c.dI + (double)c.L * c.dO) > 4e9) throw JsError{"the CLT's weights would exceed 4e9 values"};
     int threads = (int)numProp(env, o, "threads", 1);
     if (threads < 1 || threads > 1024) throw JsError{"threads must be in [1, 1024]"};
@@ -656,6 +662,9 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value isa;
   napi_create_string_utf8(env, SDL_ISA, NAPI_AUTO_LENGTH, &isa);
   napi_set_named_property(env, exports, "isa", isa);
+  napi_value screen;
+  napi_get_boolean(env, sdl::screenSupported(), &screen);
+  napi_set_named_property(env, exports, "bf16Screen", screen);
   return exports;
 }
 

@@ -26,17 +26,18 @@ void Clt::preacts(const CltTensors& p, const float* X, int B, float* pre) {
          p.b_enc + (long)l * n);
 }
 
-void Clt::encodeTopKLayers(const CltTensors& p, const float* X, int B, const uint8_t* dead, int auxkK, Sparse& out, long r0) {
+bool Clt::encodeTopKLayers(const CltTensors& p, const float* X, int B, const uint8_t* dead, int auxkK, Sparse& out, long r0) {
   const int L = c_.L, dI = c_.dI, n = c_.n, k = c_.k < n ? c_.k : n;
   layerSp_.resize(L);
   layerAux_.resize(L);
+  bool screened = true;
   for (int l = 0; l < L; l++) {
     std::vector<int32_t> deadL;
     if (dead)
       for (int i = 0; i < n; i++)
         if (dead[(long)l * n + i]) deadL.push_back(i);
     Sparse* aux = dead && !deadL.empty() && auxkK > 0 ? &layerAux_[l] : nullptr;
-    encodeTopK(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, k, layerSp_[l], deadL, auxkK, aux);
+    screened &= encodeTopK(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, k, layerSp_[l], deadL, auxkK, aux, c_.screen);
     if (aux)
       for (int b = 0; b < B; b++)
         for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;
@@ -56,6 +57,7 @@ void Clt::encodeTopKLayers(const CltTensors& p, const float* X, int B, const uin
       out.count[row] = (int)(s - out.start[row]);
     }
   });
+  return screened;
 }
 
 // Yh[b][t dO ..] = x_t W_skip^t for every layer t (overwrites Yh).
@@ -99,7 +101,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     }
     r.selection = batchFused ? 1 : 2;
   }
-  if (c_.act == TOPK) r.selection = 1;
+  if (c_.act == TOPK) r.selection = 1;  // 3 below when every layer's selection was screened in bf16
   float* pre = c_.act == TOPK || batchFused ? nullptr : ensure(pre_, (size_t)BM);
   if (pre) preacts(p, X, B, pre);
   const float* Wd = p.W_dec;
@@ -148,7 +150,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     const int k = c_.k < n ? c_.k : n;
     ensure(sp.idx, (size_t)B * L * k + 1);
     ensure(sp.val, (size_t)B * L * k + 1);
-    encodeTopKLayers(p, X, B, wantAux ? o.dead : nullptr, o.auxkK, sp, 0);
+    if (encodeTopKLayers(p, X, B, wantAux ? o.dead : nullptr, o.auxkK, sp, 0)) r.selection = 3;
   } else {
   if (c_.act == BATCHTOPK) {
     float* tmp = ensure(tmp_, (size_t)B * n);

@@ -24,6 +24,7 @@ struct CltConfig {
   Activation act = TOPK;
   int k = 0;  // TopK/BatchTopK: per layer
   bool skip = false;
+  bool screen = true;  // TopK: screen each layer's encoder in bf16 where the processor can (screen.h)
 };
 
 // W_encT [L n][dI]; b_enc [L n]; W_dec: layer blocks back to back, block l = n rows of (L - l) dO; b_dec [L dO];
@@ -72,7 +73,8 @@ class Clt {
   // TopK: each layer's top k selected inside its encoder GEMM (encode.cc), never storing [B, L n] pre-activations.
   // Rows [r0, r0 + B) of out (row at row L k, layer by layer, global latent indices; out sized by the caller). With
   // `dead`, layerAux_[l] gets each row's top k_aux dead pre-activations of layer l, global indices.
-  void encodeTopKLayers(const CltTensors& p, const float* X, int B, const uint8_t* dead, int auxkK, Sparse& out, long r0);
+  // Returns whether every layer was screened in bf16 (screen.h).
+  bool encodeTopKLayers(const CltTensors& p, const float* X, int B, const uint8_t* dead, int auxkK, Sparse& out, long r0);
   void addSkip(const CltTensors& p, const float* X, int B, float* Yh);
   StepResult& denseStep(const CltTensors& p, const CltTensors& g, const float* X, const float* Y, int B, const CltStepOptions& o, float* fired, float* pre,
                         const std::vector<float>& norms, const std::vector<float>& theta, StepResult& r);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "screen.h"
 #include "select.h"
 
 namespace sdl {
@@ -206,20 +207,25 @@ void finishAux(int n, bool withAux, Sparse* aux) {
 
 }  // namespace
 
-void encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool screen) {
   k = k < m ? k : m;
   out.start.resize(n);
   out.count.resize(n);
   out.idx.resize((size_t)n * k + 1);
   out.val.resize((size_t)n * k + 1);
-  bool withAux;
+  bool withAux, screened = false;
   prepareAux(n, dead, kAux, aux, withAux);
   if (k <= 0) {
     for (int b = 0; b < n; b++) { out.start[b] = 0; out.count[b] = 0; }
     out.nnz = 0;
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
+  } else if (screen && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+    screened = true;
+    long s = 0;
+    for (int b = 0; b < n; b++) s += out.count[b];
+    out.nnz = s;
   } else {
     DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
     TopKSink sink(pool.size(), k, out, dk);
@@ -229,6 +235,7 @@ void encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     out.nnz = s;
   }
   finishAux(n, withAux, aux);
+  return screened;
 }
 
 void encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,

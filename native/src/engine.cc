@@ -39,7 +39,7 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
   if (c.act == TOPK) {
     // Rows' top k selected inside the encoder GEMM (encode.h): no [n, m] pre-activations.
     const float* A = encoderInput(p, X, n, useXt ? ensure(xt_, (size_t)n * dIn) : nullptr);
-    encodeTopK(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.k, out, {}, 0, nullptr);
+    encodeTopK(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.k, out, {}, 0, nullptr, c.screen);
   } else {
     // Threshold rules: counted and then filled without gaps, a chunk of rows at a time.
     out.start.assign(n, 0);

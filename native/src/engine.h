@@ -22,6 +22,7 @@ struct Config {
   int k = 0;
   std::vector<int> widths;  // Matryoshka prefixes, ascending, last = dSae
   bool applyBDec = true, noBias = false, tied = false;
+  bool screen = true;  // TopK: screen the encoder in bf16 where the processor can (screen.h; the same result)
 };
 
 // Parameter (or gradient) buffers. W_encT [dSae][dIn]; W_dec [dSae][dOut] (the same buffer as W_encT when tied).
@@ -51,7 +52,8 @@ struct StepResult {
   bool dense = false;
   long nnz = 0;
   // How the batch's selection was made: 0 from stored pre-activations, 1 inside the encoder GEMM, 2 inside it first
-  // and then from stored pre-activations (BatchTopK: the floor under the last threshold left too few candidates).
+  // and then from stored pre-activations (BatchTopK: the floor under the last threshold left too few candidates),
+  // 3 inside the encoder GEMM screened in bf16 (TopK; screen.h: the same selection as 1).
   int selection = 0;
 };
 

@@ -193,6 +193,7 @@ constexpr int BMC = MR * 12;  // rows per gemmBlocks task: the whole K of their 
 constexpr int BNC = NR * 16;  // columns per block handed to the sink: BMC x BNC floats of C stay in L2 too
 }  // namespace
 
+int gemmDepthBlock() { return KC; }
 int gemmBlockRows() { return BMC; }
 int gemmBlockCols() { return BNC; }
 

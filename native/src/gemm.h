@@ -29,6 +29,7 @@ struct BlockSink {
 // its columns in ascending blocks, handing each to the sink while it is still in cache (an epilogue, e.g. a TopK
 // selection, then reads it from L2 instead of memory). The entries are bit-identical to gemm()'s.
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink);
+int gemmDepthBlock();  // depths per packed block: each entry is one FMA chain per block, blocks added in order
 int gemmBlockRows();  // the most rows of one block
 int gemmBlockCols();  // the most columns of one block
 

@@ -54,8 +54,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   }
   float* pre = nullptr;
   if (fused) {
-    encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_);
-    r.selection = 1;
+    r.selection = encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_, c.screen) ? 3 : 1;
   } else if (!batchFused && !reluFused) {
     pre = ensure(pre_, (size_t)BM);
     gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);

@@ -41,7 +41,7 @@ export interface NativeStepResult {
   /** 1 when the dense (GEMM) path ran. */
   dense: number;
   nnz: number;
-  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high). */
+  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK; the same selection as 1). */
   selection: number;
 }
 
@@ -65,6 +65,8 @@ export interface NativeEngineConfig {
   noBias: boolean;
   tied: boolean;
   threads: number;
+  /** TopK: screen the encoder in bf16 where the processor can (native/src/screen.h; the same result). Default true. */
+  screen?: boolean;
 }
 
 /** The optimiser kernels every native engine has (native/src/engine.cc's sumSquares and adamUpdate, on its pool). */
@@ -103,6 +105,8 @@ export interface NativeCltConfig {
   k: number;
   skip: boolean;
   threads: number;
+  /** As NativeEngineConfig.screen, per layer. */
+  screen?: boolean;
 }
 
 export interface NativeCltTensors {
@@ -164,6 +168,8 @@ export interface IndexStatsLike {
 
 export interface NativeModule {
   isa: 'avx512' | 'avx2' | 'generic';
+  /** This build and processor can screen the TopK encoder in bf16 (AVX512_BF16). */
+  bf16Screen: boolean;
   Engine: new (cfg: NativeEngineConfig) => NativeEngine;
   Clt: new (cfg: NativeCltConfig) => NativeClt;
   IndexStats: new (cfg: IndexStatsConfig) => IndexStatsLike;
@@ -233,6 +239,11 @@ export function native(): NativeModule | undefined {
 export function nativeStatus(): string {
   native();
   return status;
+}
+
+/** Whether TopK encoders are screened in bf16 (exact either way; SDLKIT_SCREEN=0 turns it off, for comparisons). */
+export function screenEnabled(): boolean {
+  return process.env.SDLKIT_SCREEN !== '0';
 }
 
 /** Worker threads for the native kernels: SDLKIT_THREADS, else the machine's cores (at most 16). */

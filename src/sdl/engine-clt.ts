@@ -2,7 +2,7 @@
 // the TypeScript reference (clt-reference.ts). Parameters live in the compact layout (clt.ts); the trainer sees the
 // dense SAELens-orientation form only through weights(), at evaluation and save time.
 import type { NativeClt, NativeModule } from '../native/kernels.js';
-import { nativeThreads } from '../native/kernels.js';
+import { nativeThreads, screenEnabled } from '../native/kernels.js';
 import { denseAbove } from './engine-native.js';
 import type { NamedTensor } from '../tensor/safetensors.js';
 import { ACTIVATIONS } from './activations.js';
@@ -36,7 +36,17 @@ export class CltEngine implements Engine {
     this.s = cltShape(cfg);
     const { L, dI, dO, n, skip } = this.s;
     if (mod) {
-      this.nat = new mod.Clt({ L, dIn: dI, dOut: dO, n, activation: ACTIVATIONS[cfg.activation].nativeCode, k: cfg.k, skip, threads: nativeThreads() });
+      this.nat = new mod.Clt({
+        L,
+        dIn: dI,
+        dOut: dO,
+        n,
+        activation: ACTIVATIONS[cfg.activation].nativeCode,
+        k: cfg.k,
+        skip,
+        threads: nativeThreads(),
+        screen: screenEnabled(),
+      });
       this.backend = `native-${mod.isa}`;
     } else this.backend = 'typescript';
     this.p = cltFromDense(this.s, weights);

@@ -1,0 +1,502 @@
+#include "screen.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "encode.h"
+#include "gemm.h"
+#include "select.h"
+#include "simd.h"
+#include "util.h"
+
+#if defined(__AVX512F__) && defined(__x86_64__)
+#include <immintrin.h>
+#define SDL_SCREEN 1
+#endif
+
+namespace sdl {
+
+#ifndef SDL_SCREEN
+
+bool screenSupported() { return false; }
+bool screenTopK(Pool&, const float*, long, int, int, int, const float*, const float*, int, Sparse&, const std::vector<int32_t>&, int, Sparse*) {
+  return false;
+}
+
+#else
+
+bool screenSupported() {
+  static const bool ok = __builtin_cpu_supports("avx512bf16");
+  return ok;
+}
+
+namespace {
+
+constexpr int SMR = 14;          // rows of the bf16 register tile (14 x 2 accumulators)
+constexpr int SNR = 32;          // columns of the bf16 register tile
+constexpr int SKC = 512;         // depth of a packed B block (256 bf16 pairs x 32 columns = 32 KB, in L1)
+constexpr int SMC = SMR * 12;    // rows per task: their packed A (all of K) stays in L2
+constexpr int SNC = SNR * 16;    // columns per block handed to the screen
+constexpr double kU = 1.0 / 16777216.0;  // float32's unit roundoff, 2^-24
+
+// bf16 rounding (to nearest even) of a finite float; subnormal results flush to zero here, so the residual
+// records what the instruction (which treats bf16 subnormals as zero) actually multiplies.
+inline uint16_t toBf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7FFFu + ((b >> 16) & 1u);
+  uint16_t h = (uint16_t)(b >> 16);
+  if ((h & 0x7F80u) == 0) h &= 0x8000u;
+  return h;
+}
+inline float fromBf16(uint16_t h) {
+  uint32_t b = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+// A double rounded up to the next float at or above it (the bounds only ever grow).
+inline float upFloat(double d) {
+  float f = (float)d;
+  return (double)f >= d ? f : std::nextafter(f, INFINITY);
+}
+
+struct Aligned {
+  void* p = nullptr;
+  size_t bytes = 0;
+  void* get(size_t want) {
+    if (want > bytes) {
+      free(p);
+      p = nullptr;
+      if (posix_memalign(&p, 64, want ? want : 64) != 0) throw std::bad_alloc();
+      bytes = want;
+    }
+    return p;
+  }
+  ~Aligned() { free(p); }
+};
+
+// Per-row candidates of one selection: latent, screened value and half-width, in latent order.
+struct List {
+  std::vector<int32_t> j;
+  std::vector<float> p, e;
+  size_t n = 0, pruneAt = 0;
+  float tau = -INFINITY;  // the k-th largest lower bound seen so far (a value below every top-k member's upper bound)
+  void reset(int k) {
+    n = 0;
+    tau = -INFINITY;
+    pruneAt = (size_t)std::max(2 * k, 64);
+  }
+  void room(size_t more) {
+    if (j.size() < n + more) {
+      size_t cap = std::max(2 * j.size(), n + more);
+      j.resize(cap);
+      p.resize(cap);
+      e.resize(cap);
+    }
+  }
+  // Raises tau to the k-th largest lower bound among the candidates and drops those whose upper bound is below it.
+  void prune(int k, std::vector<float>& work) {
+    if ((int)n >= k) {
+      work.resize(n);
+      for (size_t i = 0; i < n; i++) work[i] = p[i] - e[i];
+      std::nth_element(work.begin(), work.begin() + (k - 1), work.begin() + n, std::greater<float>());
+      tau = std::max(tau, work[k - 1]);
+    }
+    // In place, 16 at a time: a store at w <= i only overwrites entries already read (and the room past n).
+    room(16);
+    const __m512 tv = _mm512_set1_ps(tau);
+    size_t w = 0;
+    for (size_t i = 0; i < n; i += 16) {
+      const __mmask16 in = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+      const __m512 pv = _mm512_maskz_loadu_ps(in, p.data() + i), ev = _mm512_maskz_loadu_ps(in, e.data() + i);
+      const __m512i jv = _mm512_maskz_loadu_epi32(in, j.data() + i);
+      const __mmask16 keep = in & _mm512_cmp_ps_mask(_mm512_add_ps(pv, ev), tv, _CMP_GE_OQ);
+      _mm512_storeu_si512(j.data() + w, _mm512_maskz_compress_epi32(keep, jv));
+      _mm512_storeu_ps(p.data() + w, _mm512_maskz_compress_ps(keep, pv));
+      _mm512_storeu_ps(e.data() + w, _mm512_maskz_compress_ps(keep, ev));
+      w += __builtin_popcount((unsigned)keep);
+    }
+    n = w;
+    pruneAt = std::max(pruneAt, 2 * n);
+  }
+};
+
+// One row of d floats in bf16: pairs[q] = bf16(v[2q]) | bf16(v[2q + 1]) << 16 (a missing last element is 0), and
+// upper bounds on the squared norms of v, of its residual v - bf16(v) (exact in float32) and of bf16(v). The sums
+// run in float32 lanes (48 terms each at d_in 768): (1 + 1e-5) covers their rounding.
+void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, double& nt) {
+  const __m512i round = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), expo = _mm512_set1_epi32(0x7F80), sign = _mm512_set1_epi32(0x8000);
+  __m512 sv = _mm512_setzero_ps(), sr = sv, st = sv;
+  for (int i = 0; i < d; i += 16) {
+    const __mmask16 in = d - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - i)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(in, v + i);
+    const __m512i b = _mm512_castps_si512(x);
+    __m512i h = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(round, _mm512_and_si512(_mm512_srli_epi32(b, 16), one))), 16);
+    // bf16 subnormals flush to (signed) zero: what the dot-product instruction multiplies.
+    const __mmask16 sub = _mm512_cmpeq_epi32_mask(_mm512_and_si512(h, expo), _mm512_setzero_si512());
+    h = _mm512_mask_and_epi32(h, sub, h, sign);
+    const __m512 t = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    const __m512 r = _mm512_sub_ps(x, t);
+    sv = _mm512_fmadd_ps(x, x, sv);
+    sr = _mm512_fmadd_ps(r, r, sr);
+    st = _mm512_fmadd_ps(t, t, st);
+    const __m256i packed = _mm512_cvtepi32_epi16(h);  // 16 halves = 8 pairs, low half first
+    alignas(32) uint32_t q[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(q), packed);
+    const int np = std::min(8, (d - i + 1) / 2);
+    for (int z = 0; z < np; z++) pairs[i / 2 + z] = q[z];
+  }
+  auto sum = [](__m512 a) {
+    alignas(64) float f[16];
+    _mm512_store_ps(f, a);
+    double s = 0;
+    for (float x : f) s += x;
+    return s * (1 + 1e-5);
+  };
+  nv = sum(sv);
+  nr = sum(sr);
+  nt = sum(st);
+}
+
+// Packs W_enc (its transpose's rows are the encoder's columns) into bf16 pair panels and computes the columns'
+// bound terms: P = |r_w| + g (|w| + |w~|), Q = (1 + g) |w~|, Z = 2 g |b|, each rounded up.
+bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, double g, Aligned& bBuf, std::vector<float>& P,
+           std::vector<float>& Q, std::vector<float>& Z, std::vector<float>& bias, float& wMax) {
+  const int kp = (dIn + 1) / 2, nPanels = (m + SNR - 1) / SNR, npad = nPanels * SNR;
+  uint32_t* Bp = static_cast<uint32_t*>(bBuf.get((size_t)kp * npad * 4));
+  P.assign(npad, 0.f);
+  Q.assign(npad, 0.f);
+  Z.assign(npad, 0.f);
+  bias.assign(npad, 0.f);
+  std::vector<float> wt(npad, 0.f);
+  const double slack = 1 + 1e-6;
+  std::vector<std::vector<uint32_t>> rowPairs(pool.size(), std::vector<uint32_t>(kp + 8));
+  pool.run(nPanels, [&](int jp, int thread) {
+    uint32_t* pr = rowPairs[thread].data();
+    for (int c = 0; c < SNR; c++) {
+      const int j = jp * SNR + c;
+      double nw = 0, nr = 0, nt = 0;
+      if (j < m) bf16Row(W_encT + (long)j * dIn, dIn, pr, nw, nr, nt);
+      else std::fill(pr, pr + kp, 0u);
+      for (int k0 = 0; k0 < dIn; k0 += SKC) {
+        const int kcp = (std::min(dIn - k0, SKC) + 1) / 2;
+        uint32_t* dst = Bp + (long)(k0 / 2) * npad + (long)jp * kcp * SNR + c;
+        for (int pp = 0; pp < kcp; pp++) dst[(long)pp * SNR] = pr[k0 / 2 + pp];
+      }
+      if (j >= m) continue;
+      const double sw = std::sqrt(nw) * slack, sr = std::sqrt(nr) * slack, st = std::sqrt(nt) * slack;
+      P[j] = upFloat((sr + g * (sw + st)) * slack);
+      Q[j] = upFloat((1 + g) * st * slack);
+      const double b = b_enc ? std::fabs((double)b_enc[j]) : 0;
+      Z[j] = upFloat((2 * g * b + 1e-30) * slack);
+      bias[j] = b_enc ? b_enc[j] : 0.f;
+      wt[j] = (float)st;
+    }
+  });
+  wMax = 0;
+  for (int j = 0; j < m; j++) {
+    if (!std::isfinite(P[j]) || !std::isfinite(Q[j]) || !std::isfinite(Z[j])) return false;
+    wMax = std::max(wMax, wt[j]);
+  }
+  return true;
+}
+
+// Rows [i0, i0 + mc) of A into bf16 pair panels (K-block kb at (k0 / 2) * SMC, MR-panel ir at ir * kcp), and each
+// row's |x| and |r_x| (rounded up).
+void packRows(const float* A, long lda, int i0, int mc, int dIn, uint32_t* Ap, float* X, float* Y, std::vector<uint32_t>& pairs) {
+  const int kp = (dIn + 1) / 2;
+  uint32_t* pr = ensure(pairs, (size_t)kp + 8);
+  for (int r = 0; r < SMC; r++) {
+    double nx = 0, nr = 0, nt = 0;
+    if (r < mc) bf16Row(A + (long)(i0 + r) * lda, dIn, pr, nx, nr, nt);
+    else std::fill(pr, pr + kp, 0u);
+    const int ir = r / SMR * SMR, i = r % SMR;
+    for (int k0 = 0; k0 < dIn; k0 += SKC) {
+      const int kcp = (std::min(dIn - k0, SKC) + 1) / 2;
+      uint32_t* dst = Ap + (long)(k0 / 2) * SMC + (long)ir * kcp + i;
+      for (int pp = 0; pp < kcp; pp++) dst[(long)pp * SMR] = pr[k0 / 2 + pp];
+    }
+    if (r < mc) {
+      X[r] = upFloat(std::sqrt(nx) * (1 + 1e-6));
+      Y[r] = upFloat(std::sqrt(nr) * (1 + 1e-6));
+    }
+  }
+}
+
+// C tile (mr x nr, row stride ldc) = or += the bf16 A panel x B panel over kcp pairs.
+__attribute__((target("avx512bf16"))) inline void microkernel(int kcp, const uint32_t* __restrict a, const uint32_t* __restrict b, float* __restrict c,
+                                                             long ldc, int mr, int nr, bool overwrite) {
+  __m512 acc[SMR][2];
+  for (int i = 0; i < SMR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int pp = 0; pp < kcp; pp++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + pp * SNR), b1 = (__m512bh)_mm512_load_si512(b + pp * SNR + 16);
+#pragma GCC unroll 14
+    for (int i = 0; i < SMR; i++) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[pp * SMR + i]);
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+  if (mr == SMR && nr == SNR) {
+    for (int i = 0; i < SMR; i++)
+      for (int v = 0; v < 2; v++) {
+        float* cp = c + i * ldc + v * 16;
+        _mm512_storeu_ps(cp, overwrite ? acc[i][v] : _mm512_add_ps(_mm512_loadu_ps(cp), acc[i][v]));
+      }
+  } else {
+    alignas(64) float t[32];
+    for (int i = 0; i < mr; i++) {
+      _mm512_store_ps(t, acc[i][0]);
+      _mm512_store_ps(t + 16, acc[i][1]);
+      for (int q = 0; q < nr; q++) c[i * ldc + q] = overwrite ? t[q] : c[i * ldc + q] + t[q];
+    }
+  }
+}
+
+// r[i] = row i of a 16 x 16 block -> r[q] = its column q (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  // u[4a + b] holds, in 128-bit lane L, rows 4a..4a+3 at column 4L + b.
+  for (int a = 0; a < 4; a += 2)
+    for (int b = 0; b < 4; b++) {
+      t[4 * a + b] = _mm512_shuffle_f32x4(u[4 * a + b], u[4 * (a + 1) + b], 0x88);
+      t[4 * (a + 1) + b] = _mm512_shuffle_f32x4(u[4 * a + b], u[4 * (a + 1) + b], 0xDD);
+    }
+  for (int b = 0; b < 4; b++) {
+    r[b] = _mm512_shuffle_f32x4(t[b], t[8 + b], 0x88);
+    r[8 + b] = _mm512_shuffle_f32x4(t[b], t[8 + b], 0xDD);
+    r[4 + b] = _mm512_shuffle_f32x4(t[4 + b], t[12 + b], 0x88);
+    r[12 + b] = _mm512_shuffle_f32x4(t[4 + b], t[12 + b], 0xDD);
+  }
+}
+
+// The float32 pre-activations of row x at the latents js[0..cnt), bit-identical to gemm()/gemmBlocks(): each
+// GEMM depth block (gemmDepthBlock(), a multiple of 16) is one FMA chain from zero in depth order; the first block
+// adds the bias, later blocks are added to the running value. Sixteen latents share a vector: 16 depths of their
+// encoder rows are loaded and transposed in registers (cheaper than gathering).
+void exactAt(const float* x, const float* W_encT, const float* b_enc, int dIn, const int32_t* js, int cnt, float* out) {
+  const int KC = gemmDepthBlock();
+  for (int g0 = 0; g0 < cnt; g0 += 16) {
+    const int nl = std::min(16, cnt - g0);
+    const float* w[16];
+    for (int l = 0; l < 16; l++) w[l] = W_encT + (long)js[g0 + (l < nl ? l : 0)] * dIn;
+    __m512 c = _mm512_setzero_ps();
+    for (int k0 = 0; k0 < dIn; k0 += KC) {
+      const int k1 = std::min(dIn, k0 + KC);
+      __m512 acc = _mm512_setzero_ps();
+      for (int kk = k0; kk < k1; kk += 16) {
+        const int tl = std::min(16, k1 - kk);
+        const __mmask16 in = (__mmask16)((1u << tl) - 1);
+        __m512 r[16];
+        for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(in, w[l] + kk);
+        transpose16(r);
+        for (int q = 0; q < tl; q++) acc = _mm512_fmadd_ps(_mm512_set1_ps(x[kk + q]), r[q], acc);
+      }
+      if (k0 == 0) {
+        c = acc;
+        if (b_enc) {
+          alignas(64) float bv[16] = {0};
+          for (int l = 0; l < nl; l++) bv[l] = b_enc[js[g0 + l]];
+          c = _mm512_add_ps(c, _mm512_load_ps(bv));
+        }
+      } else {
+        c = _mm512_add_ps(c, acc);
+      }
+    }
+    alignas(64) float t[16];
+    _mm512_store_ps(t, c);
+    for (int l = 0; l < nl; l++) out[g0 + l] = t[l];
+  }
+}
+
+struct Thread {
+  Aligned a, c;
+  std::vector<float> X, Y, work, exact, scratch;
+  std::vector<List> main, aux;
+  std::vector<int32_t> pos;
+  std::vector<uint32_t> pairs;
+};
+
+}  // namespace
+
+bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+  if (!screenSupported() || k <= 0 || n <= 0 || dIn <= 0 || (long)m * dIn >= (1L << 31)) return false;
+  const bool withAux = aux && kAux > 0 && !dead.empty();
+  const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
+  static thread_local Aligned bBuf;
+  std::vector<float> P, Q, Z, bias;
+  float wMax = 0;
+  if (!packW(pool, W_encT, b_enc, dIn, m, g, bBuf, P, Q, Z, bias, wMax)) return false;
+  const int kp = (dIn + 1) / 2, npad = (m + SNR - 1) / SNR * SNR;
+  const uint32_t* Bp = static_cast<const uint32_t*>(bBuf.p);
+  const int nDead = (int)dead.size();
+  const int rowBlocks = (n + SMC - 1) / SMC;
+  std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
+  std::vector<Thread> th(pool.size());
+  // A row's screened sums are bounded by |x~| |w~|; keep them far from float32's overflow so every value is finite.
+  const double sumCap = 1e36;
+
+  pool.run(rowBlocks, [&](int t, int thread) {
+    Thread& T = th[thread];
+    const int i0 = t * SMC, mc = std::min(SMC, n - i0);
+    uint32_t* Ap = static_cast<uint32_t*>(T.a.get((size_t)SMC * kp * 4));
+    T.X.resize(SMC);
+    T.Y.resize(SMC);
+    packRows(A, lda, i0, mc, dIn, Ap, T.X.data(), T.Y.data(), T.pairs);
+    for (int r = 0; r < mc; r++)
+      if (!std::isfinite(T.X[r]) || !std::isfinite(T.Y[r]) || ((double)T.X[r] + T.Y[r]) * wMax > sumCap) {
+        refused[t] = 1;
+        return;
+      }
+    T.main.resize(SMC);
+    T.aux.resize(SMC);
+    for (int r = 0; r < mc; r++) {
+      T.main[r].reset(k);
+      T.aux[r].reset(kAux);
+    }
+    float* Cb = static_cast<float*>(T.c.get((size_t)SMC * SNC * 4));
+    for (int j0 = 0; j0 < m; j0 += SNC) {
+      const int nc = std::min(SNC, m - j0);
+      for (int k0 = 0; k0 < dIn; k0 += SKC) {
+        const int kcp = (std::min(dIn - k0, SKC) + 1) / 2;
+        const uint32_t* Bk = Bp + (long)(k0 / 2) * npad;
+        const uint32_t* Ak = Ap + (long)(k0 / 2) * SMC;
+        for (int jr = 0; jr < nc; jr += SNR) {
+          const int nr = std::min(SNR, nc - jr);
+          const uint32_t* bp = Bk + (long)((j0 + jr) / SNR) * kcp * SNR;
+          for (int ir = 0; ir < mc; ir += SMR)
+            microkernel(kcp, Ak + (long)ir * kcp, bp, Cb + (long)ir * SNC + jr, SNC, std::min(SMR, mc - ir), nr, k0 == 0);
+        }
+      }
+      // Screen the block: a latent stays a candidate while its upper bound reaches the row's running tau (and 0).
+      const int lo = withAux ? (int)(std::lower_bound(dead.begin(), dead.end(), j0) - dead.begin()) : 0;
+      const int hi = withAux ? (int)(std::lower_bound(dead.begin(), dead.end(), j0 + nc) - dead.begin()) : 0;
+      const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+      const __m512 tiny = _mm512_set1_ps(1.0f / 2097152.0f), zero = _mm512_setzero_ps();
+      for (int r = 0; r < mc; r++) {
+        const float* z = Cb + (long)r * SNC;
+        const __m512 xv = _mm512_set1_ps(T.X[r]), yv = _mm512_set1_ps(T.Y[r]);
+        List& L = T.main[r];
+        const __m512 tv = _mm512_set1_ps(L.tau);
+        L.room(nc + 16);
+        for (int q = 0; q < nc; q += 16) {
+          const __mmask16 in = nc - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - q)) - 1);
+          const int j = j0 + q;
+          const __m512 pt = _mm512_add_ps(_mm512_maskz_loadu_ps(in, z + q), _mm512_maskz_loadu_ps(in, bias.data() + j));
+          __m512 e = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(in, P.data() + j),
+                                     _mm512_fmadd_ps(yv, _mm512_maskz_loadu_ps(in, Q.data() + j), _mm512_maskz_loadu_ps(in, Z.data() + j)));
+          e = _mm512_fmadd_ps(tiny, _mm512_abs_ps(pt), e);
+          const __m512 up = _mm512_add_ps(pt, e);
+          const __mmask16 keep = in & _mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(up, tv, _CMP_GE_OQ);
+          // Branch-free (whether a vector has a candidate is unpredictable in a row's first blocks). Compress in registers and store whole vectors (a compressing store to memory is microcoded on some
+          // processors); the lists keep 16 entries of room past their end.
+          _mm512_storeu_si512(L.j.data() + L.n, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(iota, _mm512_set1_epi32(j))));
+          _mm512_storeu_ps(L.p.data() + L.n, _mm512_maskz_compress_ps(keep, pt));
+          _mm512_storeu_ps(L.e.data() + L.n, _mm512_maskz_compress_ps(keep, e));
+          L.n += __builtin_popcount((unsigned)keep);
+        }
+        if (L.n >= L.pruneAt) L.prune(k, T.work);
+        if (withAux && hi > lo) {
+          List& D = T.aux[r];
+          D.room(hi - lo + 16);
+          for (int q = lo; q < hi; q++) {
+            const int j = dead[q];
+            const float pt = z[j - j0] + bias[j];
+            const float e = std::fma(T.X[r], P[j], std::fma(T.Y[r], Q[j], Z[j])) + std::fabs(pt) * (1.0f / 2097152.0f);
+            const float up = pt + e;
+            if (up > 0.f && up >= D.tau) {
+              D.j[D.n] = j;
+              D.p[D.n] = pt;
+              D.e[D.n] = e;
+              D.n++;
+            }
+          }
+          if (D.n >= D.pruneAt) D.prune(kAux, T.work);
+        }
+      }
+    }
+    // Each row: the last pruning, the float32 values of the survivors, and the top k among them (topkRow: the same
+    // rule, ties to the lower latent, as the exact path). A row the bounds could not narrow redoes its block exactly.
+    const int cap = std::max(4 * k + 256, m / 8);
+    for (int r = 0; r < mc; r++) {
+      T.main[r].prune(k, T.work);
+      if (withAux) T.aux[r].prune(kAux, T.work);
+      if ((int)T.main[r].n > cap || (withAux && (int)T.aux[r].n > std::max(4 * kAux + 256, nDead / 8))) {
+        redo[t] = 1;
+        return;
+      }
+    }
+    // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
+    auto prefetchRow = [&](int r) {
+      for (int s = 0; s < (withAux ? 2 : 1); s++) {
+        const List& L = s == 0 ? T.main[r] : T.aux[r];
+        for (size_t q = 0; q < L.n; q++) {
+          const char* w = reinterpret_cast<const char*>(W_encT + (long)L.j[q] * dIn);
+          for (long o = 0; o < (long)dIn * 4; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
+        }
+      }
+    };
+    prefetchRow(0);
+    for (int r = 0; r < mc; r++) {
+      if (r + 1 < mc) prefetchRow(r + 1);
+      const long row = i0 + r;
+      const float* x = A + row * lda;
+      for (int s = 0; s < (withAux ? 2 : 1); s++) {
+        List& L = s == 0 ? T.main[r] : T.aux[r];
+        const int kk = s == 0 ? k : kAux;
+        Sparse& o = s == 0 ? out : *aux;
+        const int cnt = (int)L.n;
+        T.exact.resize(cnt + 16);
+        T.scratch.resize(5 * (size_t)cnt + 160);
+        T.pos.resize(kk + 16);
+        exactAt(x, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
+        float* v = o.val.data() + row * kk;
+        const int got = topkRow(T.exact.data(), cnt, kk, T.pos.data(), v, T.scratch.data());
+        int32_t* ix = o.idx.data() + row * kk;
+        for (int q = 0; q < got; q++) ix[q] = L.j[T.pos[q]];
+        o.start[row] = row * kk;
+        o.count[row] = got;
+      }
+    }
+  });
+  if (std::find(refused.begin(), refused.end(), 1) != refused.end()) return false;
+  // Row blocks whose candidates stayed too many (bounds too wide for their data) run the exact fused encoder.
+  for (int t = 0; t < rowBlocks; t++) {
+    if (!redo[t]) continue;
+    const int i0 = t * SMC, mc = std::min(SMC, n - i0);
+    Sparse o, a;
+    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, k, o, dead, kAux, withAux ? &a : nullptr, false);
+    for (int r = 0; r < mc; r++) {
+      const long row = i0 + r;
+      out.start[row] = row * k;
+      out.count[row] = o.count[r];
+      std::copy(o.idx.begin() + (long)r * k, o.idx.begin() + (long)r * k + o.count[r], out.idx.begin() + row * k);
+      std::copy(o.val.begin() + (long)r * k, o.val.begin() + (long)r * k + o.count[r], out.val.begin() + row * k);
+      if (withAux) {
+        aux->start[row] = row * kAux;
+        aux->count[row] = a.count[r];
+        std::copy(a.idx.begin() + (long)r * kAux, a.idx.begin() + (long)r * kAux + a.count[r], aux->idx.begin() + row * kAux);
+        std::copy(a.val.begin() + (long)r * kAux, a.val.begin() + (long)r * kAux + a.count[r], aux->val.begin() + row * kAux);
+      }
+    }
+  }
+  return true;
+}
+
+#endif
+
+}  // namespace sdl

@@ -1,0 +1,31 @@
+// The TopK encoder screened in bfloat16, exact in float32. The encoder GEMM runs in bf16 (AVX512_BF16's dot
+// product does twice the float32 FMA's work per instruction) and gives each pre-activation an interval that
+// provably holds the float32 GEMM's value: only the latents whose interval can reach a row's top k are kept,
+// their pre-activations are recomputed in float32 in the GEMM's own order of operations, and the top k is taken
+// among those. The selection and values are bit-identical to encodeTopK's exact path.
+//
+// The interval. With x~, w~ the bf16 roundings of a row x and an encoder column w (residuals r_x = x - x~,
+// r_w = w - w~, held exactly in float32), x.w - x~.w~ = x.r_w + r_x.w~, so by Cauchy-Schwarz
+//   |x.w - x~.w~| <= |x| |r_w| + |r_x| |w~|,
+// and both sums' own float32 rounding is at most gamma_n (|x| |w| + |x~| |w~| + 2 |b|), gamma_n = n u / (1 - n u)
+// (u = 2^-24, n = 2 d_in + 2 roundings, the bf16 instruction's two per pair included). The row and column norms
+// are computed once per call in double and rounded up, so an entry's half-width costs two FMAs.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine.h"
+#include "pool.h"
+
+namespace sdl {
+
+// True when this binary and processor can screen (the AVX-512 build on a processor with AVX512_BF16).
+bool screenSupported();
+
+// encodeTopK's selection (encode.h) for rows [0, n): out and aux (when given, with kAux >= 1 and `dead` non-empty)
+// are already sized by the caller. Returns false when it cannot screen (no BF16 instructions, a non-finite or huge
+// norm, indices past 2^31): the caller then runs the exact path, which writes every row again.
+bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux);
+
+}  // namespace sdl

@@ -1,0 +1,233 @@
+// The bf16-screened TopK encoder (native/src/screen.h) against the exact float32 fused encoder: the same latents
+// and bit-identical values on data chosen to break it (exact ties, an outlier dimension, rows of zeros, subnormal
+// inputs, rows with fewer than k positives, depths that cross the GEMM's blocks, columns so alike that the bounds
+// cannot separate them, values too large to screen), and the same training steps (AuxK on dead latents included)
+// for SAEs and cross-layer transcoders. A machine without AVX512_BF16 runs the exact path twice; the tests say so.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import { Rng } from '../src/util/rng.js';
+
+const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+let mod: NativeModule;
+before(() => {
+  if (skip) return;
+  const m = native();
+  assert.ok(m, `the native kernels are ${nativeStatus()}`);
+  mod = m;
+  if (!m.bf16Screen) console.log(`# this processor or build (${m.isa}) has no AVX512_BF16: the screened path is not exercised here`);
+});
+
+interface Data {
+  dIn: number;
+  m: number;
+  n: number;
+  W_encT: Float32Array;
+  b_enc: Float32Array;
+  X: Float32Array;
+}
+
+function gaussian(dIn: number, m: number, n: number, seed: number, wScale = 0.05): Data {
+  const rng = new Rng(seed);
+  const W_encT = Float32Array.from({ length: m * dIn }, () => rng.normal() * wScale);
+  const b_enc = Float32Array.from({ length: m }, () => rng.normal() * 0.01);
+  const X = Float32Array.from({ length: n * dIn }, () => rng.normal());
+  return { dIn, m, n, W_encT, b_enc, X };
+}
+
+function engine(d: Data, k: number, screen: boolean) {
+  return new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 1, k, applyBDec: false, noBias: false, tied: false, threads: 2, screen });
+}
+
+function params(d: Data): NativeTensors {
+  return { W_encT: d.W_encT, b_enc: d.b_enc, W_dec: new Float32Array(d.m * d.dIn), b_dec: new Float32Array(d.dIn) };
+}
+
+/** Forward with and without screening: every row's count, latents and values identical (values bit for bit). */
+function sameForward(name: string, d: Data, k: number) {
+  const p = params(d);
+  const exact = engine(d, k, false).forward(p, d.X, d.n, 0, false);
+  const screened = engine(d, k, true).forward(p, d.X, d.n, 0, false);
+  assert.deepEqual(Array.from(screened.count), Array.from(exact.count), `${name}: counts`);
+  assert.deepEqual(Array.from(screened.idx), Array.from(exact.idx), `${name}: latents`);
+  assert.deepEqual(
+    new Uint32Array(screened.val.buffer, screened.val.byteOffset, screened.val.length),
+    new Uint32Array(exact.val.buffer, exact.val.byteOffset, exact.val.length),
+    `${name}: value bits`,
+  );
+  return exact;
+}
+
+test('bf16-screened TopK encoder = the exact fused encoder, bit for bit, on data chosen to break it', { skip }, () => {
+  // d_in 777: odd (a padded bf16 pair), past the bf16 kernel's 512-deep block and three of the float32 GEMM's
+  // 256-deep blocks (the recomputation's order), a partial 16-wide tail; 1,500 latents: partial column panels.
+  sameForward('gaussian, d_in 777', gaussian(777, 1500, 400, 1), 32);
+  sameForward('gaussian, k 1', gaussian(64, 700, 300, 2), 1);
+
+  // Exact ties: every 7th latent copies the previous one's encoder (the lower index must win).
+  const ties = gaussian(96, 1100, 350, 3);
+  for (let j = 1; j < ties.m; j += 7) {
+    ties.W_encT.copyWithin(j * ties.dIn, (j - 1) * ties.dIn, j * ties.dIn);
+    ties.b_enc[j] = ties.b_enc[j - 1];
+  }
+  sameForward('exact ties', ties, 16);
+
+  // An outlier dimension (a "massive activation" 100x the rest), rows of zeros, a row of subnormal values.
+  const odd = gaussian(128, 1024, 300, 4);
+  for (let i = 0; i < odd.n; i++) odd.X[i * odd.dIn + 3] = 100 + i / 7;
+  for (let i = 0; i < odd.n; i += 5) odd.X.fill(0, i * odd.dIn, (i + 1) * odd.dIn);
+  for (let q = 0; q < odd.dIn; q++) odd.X[7 * odd.dIn + q] = (q % 3) * 1e-40;
+  sameForward('outlier dimension, zero and subnormal rows', odd, 32);
+
+  // Fewer than k positive pre-activations in most rows.
+  const few = gaussian(48, 600, 200, 5);
+  few.b_enc.fill(-1.2);
+  const out = sameForward('fewer positives than k', few, 64);
+  assert.ok(
+    out.count.some((c) => c < 64),
+    'some rows have fewer than k positives',
+  );
+
+  // Columns alike to within the bf16 rounding: the bounds cannot narrow the rows, which are redone exactly.
+  const alike = gaussian(64, 800, 200, 6);
+  const base = alike.W_encT.slice(0, alike.dIn);
+  const rng = new Rng(60);
+  for (let j = 0; j < alike.m; j++) for (let q = 0; q < alike.dIn; q++) alike.W_encT[j * alike.dIn + q] = base[q] * (1 + 1e-5 * rng.normal());
+  alike.b_enc.fill(0.5);
+  sameForward('columns alike (rows redone exactly)', alike, 8);
+
+  // Values whose bf16 products could overflow: refused before screening, the exact path runs.
+  const huge = gaussian(32, 300, 60, 7);
+  for (let q = 0; q < huge.dIn; q++) huge.X[5 * huge.dIn + q] = 3e37;
+  sameForward('huge values (screening refused)', huge, 8);
+});
+
+/** bf16 rounding to nearest even, as the kernel rounds (a float32 in, the rounded float32 out). */
+function bf16(v: number): number {
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer);
+  u[0] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 16) << 16;
+  return f[0];
+}
+
+test('bf16 screening on rows built to reverse the bf16 order of two latents: the bound keeps both, the exact values decide', { skip }, () => {
+  // Row r pits latent 2r against 2r + 1. w_{2r} is random; w_{2r+1} = bf16(w_{2r}) plus one bf16 step on four
+  // coordinates (exactly representable). x (bf16-representable) points along bf16(w_{2r}) and along w_{2r}'s
+  // rounding residual, so in bf16 latent 2r + 1 is ahead, while in float32 latent 2r is, by most of the residual
+  // term of the bound: a bound even a few times too tight drops latent 2r and the test fails.
+  const dIn = 256,
+    n = 64,
+    m = 2 * n + 200;
+  const rng = new Rng(11);
+  const W = Float32Array.from({ length: m * dIn }, () => rng.normal());
+  const X = new Float32Array(n * dIn);
+  for (let r = 0; r < n; r++) {
+    const w0 = W.subarray(2 * r * dIn, (2 * r + 1) * dIn),
+      w1 = W.subarray((2 * r + 1) * dIn, (2 * r + 2) * dIn);
+    const t = Array.from(w0, bf16);
+    const res = Array.from(w0, (v, i) => v - t[i]);
+    const nt = Math.hypot(...t),
+      nr = Math.hypot(...res);
+    const x = X.subarray(r * dIn, (r + 1) * dIn);
+    for (let i = 0; i < dIn; i++) x[i] = bf16((5 * t[i]) / nt + (5 * res[i]) / nr);
+    for (let i = 0; i < dIn; i++) w1[i] = t[i];
+    // One bf16 step up on the four coordinates where x is largest and positive.
+    const order = Array.from(x.keys()).sort((a, b) => x[b] - x[a]);
+    for (const i of order.slice(0, 4)) {
+      const f = new Float32Array([t[i]]);
+      const u = new Uint32Array(f.buffer);
+      u[0] += t[i] >= 0 ? 0x10000 : -0x10000;
+      w1[i] = f[0];
+    }
+    let e0 = 0,
+      e1 = 0,
+      s0 = 0,
+      s1 = 0;
+    for (let i = 0; i < dIn; i++) {
+      e0 += x[i] * w0[i];
+      e1 += x[i] * w1[i];
+      s0 += x[i] * t[i];
+      s1 += x[i] * bf16(w1[i]);
+    }
+    assert.ok(e0 > e1 && s1 > s0, `row ${r}: float32 order ${e0} > ${e1} and bf16 order ${s1} > ${s0}`);
+  }
+  // The other latents far below: small random columns.
+  for (let j = 2 * n; j < m; j++) for (let i = 0; i < dIn; i++) W[j * dIn + i] *= 0.05;
+  const d: Data = { dIn, m, n, W_encT: W, b_enc: new Float32Array(m), X };
+  const exact = sameForward('reversed pairs', d, 1);
+  for (let r = 0; r < n; r++) assert.equal(exact.idx[r], 2 * r, `row ${r}: the float32 winner`);
+});
+
+test('a screened TopK training step = the exact step: loss, selection, AuxK on dead latents, every gradient', { skip }, () => {
+  const d = gaussian(200, 2000, 512, 8, 0.08);
+  const k = 16;
+  const dead = new Uint8Array(d.m);
+  for (let j = 2; j < d.m; j += 3) dead[j] = 1;
+  const rng = new Rng(80);
+  const p: NativeTensors = {
+    W_encT: d.W_encT,
+    b_enc: d.b_enc,
+    W_dec: Float32Array.from({ length: d.m * d.dIn }, () => rng.normal() * 0.05),
+    b_dec: Float32Array.from({ length: d.dIn }, () => rng.normal() * 0.1),
+  };
+  const run = (screen: boolean) => {
+    const g: NativeTensors = {
+      W_encT: new Float32Array(d.m * d.dIn),
+      b_enc: new Float32Array(d.m),
+      W_dec: new Float32Array(d.m * d.dIn),
+      b_dec: new Float32Array(d.dIn),
+    };
+    const fired = new Float32Array(d.m);
+    const e = new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 1, k, applyBDec: true, noBias: false, tied: false, threads: 2, screen });
+    const r = e.step(p, g, d.X, d.X, d.n, { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 24, dead }, fired);
+    return { r, g, fired };
+  };
+  const exact = run(false);
+  const screened = run(true);
+  assert.equal(exact.r.selection, 1);
+  assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
+  assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
+  for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'nnz'] as const) assert.equal(screened.r[f], exact.r[f], f);
+  assert.deepEqual(screened.fired, exact.fired, 'fired');
+  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(screened.g[t], exact.g[t], `d${t}`);
+});
+
+test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {
+  const L = 3,
+    dI = 40,
+    dO = 40,
+    n = 700,
+    B = 300,
+    k = 8;
+  const rng = new Rng(90);
+  const r = (len: number, s: number) => Float32Array.from({ length: len }, () => rng.normal() * s);
+  let decRows = 0;
+  for (let l = 0; l < L; l++) decRows += n * (L - l) * dO;
+  const p = { W_encT: r(L * n * dI, 0.15), b_enc: r(L * n, 0.01), W_dec: r(decRows, 0.05), b_dec: r(L * dO, 0.1) };
+  const X = r(B * L * dI, 1),
+    Y = r(B * L * dO, 1);
+  const dead = new Uint8Array(L * n);
+  for (let j = 1; j < L * n; j += 4) dead[j] = 1;
+  const run = (screen: boolean) => {
+    const e = new mod.Clt({ L, dIn: dI, dOut: dO, n, activation: 1, k, skip: false, threads: 2, screen });
+    const g = {
+      W_encT: new Float32Array(p.W_encT.length),
+      b_enc: new Float32Array(p.b_enc.length),
+      W_dec: new Float32Array(p.W_dec.length),
+      b_dec: new Float32Array(p.b_dec.length),
+    };
+    const fired = new Float32Array(L * n);
+    const res = e.step(p, g, X, Y, B, { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 12, dead }, fired);
+    const fwd = e.forward(p, X, B, undefined, false);
+    return { res, g, fired, fwd };
+  };
+  const exact = run(false);
+  const screened = run(true);
+  assert.equal(screened.res.selection, mod.bf16Screen ? 3 : 1);
+  assert.ok(exact.res.auxLoss > 0, 'AuxK ran');
+  for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'nnz'] as const) assert.equal(screened.res[f], exact.res[f], f);
+  assert.deepEqual(screened.fired, exact.fired);
+  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(screened.g[t], exact.g[t], `d${t}`);
+  assert.deepEqual(Array.from(screened.fwd.idx), Array.from(exact.fwd.idx), 'inference latents');
+  assert.deepEqual(screened.fwd.val, exact.fwd.val, 'inference values');
+});
