@@ -36,7 +36,18 @@ function gaussian(dIn: number, m: number, n: number, seed: number, wScale = 0.05
 }
 
 function engine(d: Data, k: number, screen: boolean) {
-  return new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 1, k, applyBDec: false, noBias: false, tied: false, threads: 2, screen });
+  return new mod.Engine({
+    dIn: d.dIn,
+    dOut: d.dIn,
+    dSae: d.m,
+    activation: 1,
+    k,
+    applyBDec: false,
+    noBias: false,
+    tied: false,
+    threads: 2,
+    screen: screen ? 2 : 0,
+  });
 }
 
 function params(d: Data): NativeTensors {
@@ -178,13 +189,28 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
       b_dec: new Float32Array(d.dIn),
     };
     const fired = new Float32Array(d.m);
-    const e = new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 1, k, applyBDec: true, noBias: false, tied: false, threads: 2, screen });
+    const e = new mod.Engine({
+      dIn: d.dIn,
+      dOut: d.dIn,
+      dSae: d.m,
+      activation: 1,
+      k,
+      applyBDec: true,
+      noBias: false,
+      tied: false,
+      threads: 2,
+      screen: screen ? 2 : 0,
+    });
     const r = e.step(p, g, d.X, d.X, d.n, { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 24, dead }, fired);
     return { r, g, fired };
   };
   const exact = run(false);
   const screened = run(true);
   assert.equal(exact.r.selection, 1);
+  const byDefault = new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 1, k, applyBDec: true, noBias: false, tied: false, threads: 2 });
+  const g0 = { W_encT: new Float32Array(d.m * d.dIn), b_enc: new Float32Array(d.m), W_dec: new Float32Array(d.m * d.dIn), b_dec: new Float32Array(d.dIn) };
+  const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 24, dead };
+  assert.equal(byDefault.step(p, g0, d.X, d.X, d.n, opts, new Float32Array(d.m)).selection, 1, 'by default, d_in 200 is not screened (slower there)');
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
   for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'nnz'] as const) assert.equal(screened.r[f], exact.r[f], f);
@@ -209,7 +235,7 @@ test('a screened cross-layer transcoder step = the exact step (each layer screen
   const dead = new Uint8Array(L * n);
   for (let j = 1; j < L * n; j += 4) dead[j] = 1;
   const run = (screen: boolean) => {
-    const e = new mod.Clt({ L, dIn: dI, dOut: dO, n, activation: 1, k, skip: false, threads: 2, screen });
+    const e = new mod.Clt({ L, dIn: dI, dOut: dO, n, activation: 1, k, skip: false, threads: 2, screen: screen ? 2 : 0 });
     const g = {
       W_encT: new Float32Array(p.W_encT.length),
       b_enc: new Float32Array(p.b_enc.length),

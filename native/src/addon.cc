@@ -68,8 +68,11 @@ bool boolProp(napi_env env, napi_value obj, const char* name) {
   return b;
 }
 
-// `screen` defaults to on: the screened TopK encoder gives the exact path's result (screen.h).
-bool screenProp(napi_env env, napi_value obj) { return isUndefined(env, get(env, obj, "screen")) || boolProp(env, obj, "screen"); }
+// `screen`: 0 never, 1 where it is faster (the default), 2 wherever the processor can (see Config::screen).
+int screenProp(napi_env env, napi_value obj) {
+  napi_value v = get(env, obj, "screen");
+  return isUndefined(env, v) ? 1 : count(env, v, "screen", 0, 2);
+}
 
 struct TypedArray {
   napi_typedarray_type type;

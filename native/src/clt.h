@@ -24,7 +24,7 @@ struct CltConfig {
   Activation act = TOPK;
   int k = 0;  // TopK/BatchTopK: per layer
   bool skip = false;
-  bool screen = true;  // TopK: screen each layer's encoder in bf16 where the processor can (screen.h)
+  int screen = 1;  // TopK: screen each layer's encoder in bf16, as Config::screen
 };
 
 // W_encT [L n][dI]; b_enc [L n]; W_dec: layer blocks back to back, block l = n rows of (L - l) dO; b_dec [L dO];

@@ -208,7 +208,7 @@ void finishAux(int n, bool withAux, Sparse* aux) {
 }  // namespace
 
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool screen) {
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen) {
   k = k < m ? k : m;
   out.start.resize(n);
   out.count.resize(n);
@@ -221,7 +221,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     out.nnz = 0;
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
-  } else if (screen && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  } else if ((screen == 2 || (screen == 1 && dIn >= kScreenMinDepth)) && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
     screened = true;
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];

@@ -16,10 +16,10 @@ namespace sdl {
 // out gets row b's top-k at b * k (start, count, idx, val sized here). When `dead` (ascending latent indices) is
 // non-empty and aux is given, aux gets each row's top-kAux positive pre-activations among the dead latents, at
 // b * kAux (AuxK's selection).
-// With `screen`, the selection is screened in bf16 where the processor can (screen.h): the same result, faster.
-// Returns whether it was.
+// `screen` (Config::screen): 1 screens the selection in bf16 where that is faster (screen.h: the same result), 2
+// wherever the processor can. Returns whether it was screened.
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool screen);
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen);
 
 // A batch-wide selection's candidates: every pre-activation above a floor (and > 0), per row in index order, in
 // blocks of gemmBlockRows() rows (block q holds rows [q R, q R + mc), row r's entries at [off[r], off[r + 1])); and

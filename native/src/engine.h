@@ -22,7 +22,9 @@ struct Config {
   int k = 0;
   std::vector<int> widths;  // Matryoshka prefixes, ascending, last = dSae
   bool applyBDec = true, noBias = false, tied = false;
-  bool screen = true;  // TopK: screen the encoder in bf16 where the processor can (screen.h; the same result)
+  // TopK: screen the encoder in bf16 (screen.h; the same result): 0 never, 1 where it is faster (d_in >= 320 with
+  // AVX512_BF16), 2 wherever the processor can (tests).
+  int screen = 1;
 };
 
 // Parameter (or gradient) buffers. W_encT [dSae][dIn]; W_dec [dSae][dOut] (the same buffer as W_encT when tied).

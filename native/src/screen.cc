@@ -38,7 +38,7 @@ constexpr int SMR = 14;          // rows of the bf16 register tile (14 x 2 accum
 constexpr int SNR = 32;          // columns of the bf16 register tile
 constexpr int SKC = 512;         // depth of a packed B block (256 bf16 pairs x 32 columns = 32 KB, in L1)
 constexpr int SMC = SMR * 12;    // rows per task: their packed A (all of K) stays in L2
-constexpr int SNC = SNR * 16;    // columns per block handed to the screen
+constexpr int SNC = SNR * 8;    // columns per block handed to the screen
 constexpr double kU = 1.0 / 16777216.0;  // float32's unit roundoff, 2^-24
 
 // bf16 rounding (to nearest even) of a finite float; subnormal results flush to zero here, so the residual
@@ -82,12 +82,16 @@ struct Aligned {
 struct List {
   std::vector<int32_t> j;
   std::vector<float> p, e;
+  std::vector<float> low;  // min-heap of the k largest lower bounds offered so far
   size_t n = 0, pruneAt = 0;
-  float tau = -INFINITY;  // the k-th largest lower bound seen so far (a value below every top-k member's upper bound)
-  void reset(int k) {
+  int k = 0;
+  float tau = -INFINITY;  // once k are offered, the smallest of them: below every top-k member's upper bound
+  void reset(int want) {
     n = 0;
+    k = want;
+    low.clear();
     tau = -INFINITY;
-    pruneAt = (size_t)std::max(2 * k, 64);
+    pruneAt = (size_t)std::max(2 * want, 64);
   }
   void room(size_t more) {
     if (j.size() < n + more) {
@@ -97,14 +101,22 @@ struct List {
       e.resize(cap);
     }
   }
-  // Raises tau to the k-th largest lower bound among the candidates and drops those whose upper bound is below it.
-  void prune(int k, std::vector<float>& work) {
-    if ((int)n >= k) {
-      work.resize(n);
-      for (size_t i = 0; i < n; i++) work[i] = p[i] - e[i];
-      std::nth_element(work.begin(), work.begin() + (k - 1), work.begin() + n, std::greater<float>());
-      tau = std::max(tau, work[k - 1]);
+  // A candidate's lower bound: tau rises when it is among the k largest (k values at or above tau exist, so the
+  // k-th largest value is at least tau, and a latent whose upper bound is below tau cannot be in the top k).
+  void offer(float lo) {
+    if ((int)low.size() < k) {
+      low.push_back(lo);
+      std::push_heap(low.begin(), low.end(), std::greater<float>());
+      if ((int)low.size() == k) tau = low.front();
+    } else if (lo > low.front()) {
+      std::pop_heap(low.begin(), low.end(), std::greater<float>());
+      low.back() = lo;
+      std::push_heap(low.begin(), low.end(), std::greater<float>());
+      tau = low.front();
     }
+  }
+  // Drops the candidates whose upper bound is below tau.
+  void prune() {
     // In place, 16 at a time: a store at w <= i only overwrites entries already read (and the room past n).
     room(16);
     const __m512 tv = _mm512_set1_ps(tau);
@@ -161,21 +173,37 @@ void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, dou
   nt = sum(st);
 }
 
+// Per pool thread: its packed rows, block of screened values, candidate lists and scratch.
+struct Thread {
+  Aligned a, c;
+  std::vector<float> X, Y, exact, scratch;
+  std::vector<List> main, aux;
+  std::vector<int32_t> pos;
+  std::vector<uint32_t> pairs;
+};
+
+// Kept by the calling thread between calls (a training step calls once per step): the buffers are reused, not
+// allocated and returned to the system every step.
+struct Workspace {
+  Aligned b;  // W_enc in bf16 pairs
+  std::vector<float> P, Q, Z, bias, wt;
+  std::vector<Thread> th;
+};
+
 // Packs W_enc (its transpose's rows are the encoder's columns) into bf16 pair panels and computes the columns'
 // bound terms: P = |r_w| + g (|w| + |w~|), Q = (1 + g) |w~|, Z = 2 g |b|, each rounded up.
-bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, double g, Aligned& bBuf, std::vector<float>& P,
-           std::vector<float>& Q, std::vector<float>& Z, std::vector<float>& bias, float& wMax) {
+bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, double g, Workspace& ws, float& wMax) {
+  std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias, &wt = ws.wt;
   const int kp = (dIn + 1) / 2, nPanels = (m + SNR - 1) / SNR, npad = nPanels * SNR;
-  uint32_t* Bp = static_cast<uint32_t*>(bBuf.get((size_t)kp * npad * 4));
+  uint32_t* Bp = static_cast<uint32_t*>(ws.b.get((size_t)kp * npad * 4));
   P.assign(npad, 0.f);
   Q.assign(npad, 0.f);
   Z.assign(npad, 0.f);
   bias.assign(npad, 0.f);
-  std::vector<float> wt(npad, 0.f);
+  wt.assign(npad, 0.f);
   const double slack = 1 + 1e-6;
-  std::vector<std::vector<uint32_t>> rowPairs(pool.size(), std::vector<uint32_t>(kp + 8));
   pool.run(nPanels, [&](int jp, int thread) {
-    uint32_t* pr = rowPairs[thread].data();
+    uint32_t* pr = ensure(ws.th[thread].pairs, (size_t)kp + 8);
     for (int c = 0; c < SNR; c++) {
       const int j = jp * SNR + c;
       double nw = 0, nr = 0, nt = 0;
@@ -322,13 +350,6 @@ void exactAt(const float* x, const float* W_encT, const float* b_enc, int dIn, c
   }
 }
 
-struct Thread {
-  Aligned a, c;
-  std::vector<float> X, Y, work, exact, scratch;
-  std::vector<List> main, aux;
-  std::vector<int32_t> pos;
-  std::vector<uint32_t> pairs;
-};
 
 }  // namespace
 
@@ -337,16 +358,17 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   if (!screenSupported() || k <= 0 || n <= 0 || dIn <= 0 || (long)m * dIn >= (1L << 31)) return false;
   const bool withAux = aux && kAux > 0 && !dead.empty();
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
-  static thread_local Aligned bBuf;
-  std::vector<float> P, Q, Z, bias;
+  static thread_local Workspace ws;
+  if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
   float wMax = 0;
-  if (!packW(pool, W_encT, b_enc, dIn, m, g, bBuf, P, Q, Z, bias, wMax)) return false;
+  if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;
+  const std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias;
+  std::vector<Thread>& th = ws.th;
   const int kp = (dIn + 1) / 2, npad = (m + SNR - 1) / SNR * SNR;
-  const uint32_t* Bp = static_cast<const uint32_t*>(bBuf.p);
+  const uint32_t* Bp = static_cast<const uint32_t*>(ws.b.p);
   const int nDead = (int)dead.size();
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
-  std::vector<Thread> th(pool.size());
   // A row's screened sums are bounded by |x~| |w~|; keep them far from float32's overflow so every value is finite.
   const double sumCap = 1e36;
 
@@ -391,7 +413,7 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
         const float* z = Cb + (long)r * SNC;
         const __m512 xv = _mm512_set1_ps(T.X[r]), yv = _mm512_set1_ps(T.Y[r]);
         List& L = T.main[r];
-        const __m512 tv = _mm512_set1_ps(L.tau);
+        __m512 tv = _mm512_set1_ps(L.tau);
         L.room(nc + 16);
         for (int q = 0; q < nc; q += 16) {
           const __mmask16 in = nc - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - q)) - 1);
@@ -408,8 +430,15 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
           _mm512_storeu_ps(L.p.data() + L.n, _mm512_maskz_compress_ps(keep, pt));
           _mm512_storeu_ps(L.e.data() + L.n, _mm512_maskz_compress_ps(keep, e));
           L.n += __builtin_popcount((unsigned)keep);
+          __mmask16 better = keep & _mm512_cmp_ps_mask(_mm512_sub_ps(pt, e), tv, _CMP_GT_OQ);
+          if (better) {
+            alignas(64) float lv[16];
+            _mm512_store_ps(lv, _mm512_sub_ps(pt, e));
+            for (; better; better &= better - 1) L.offer(lv[__builtin_ctz((unsigned)better)]);
+            tv = _mm512_set1_ps(L.tau);
+          }
         }
-        if (L.n >= L.pruneAt) L.prune(k, T.work);
+        if (L.n >= L.pruneAt) L.prune();
         if (withAux && hi > lo) {
           List& D = T.aux[r];
           D.room(hi - lo + 16);
@@ -423,9 +452,10 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
               D.p[D.n] = pt;
               D.e[D.n] = e;
               D.n++;
+              if (pt - e > D.tau) D.offer(pt - e);
             }
           }
-          if (D.n >= D.pruneAt) D.prune(kAux, T.work);
+          if (D.n >= D.pruneAt) D.prune();
         }
       }
     }
@@ -433,8 +463,8 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     // rule, ties to the lower latent, as the exact path). A row the bounds could not narrow redoes its block exactly.
     const int cap = std::max(4 * k + 256, m / 8);
     for (int r = 0; r < mc; r++) {
-      T.main[r].prune(k, T.work);
-      if (withAux) T.aux[r].prune(kAux, T.work);
+      T.main[r].prune();
+      if (withAux) T.aux[r].prune();
       if ((int)T.main[r].n > cap || (withAux && (int)T.aux[r].n > std::max(4 * kAux + 256, nDead / 8))) {
         redo[t] = 1;
         return;
@@ -479,7 +509,7 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     if (!redo[t]) continue;
     const int i0 = t * SMC, mc = std::min(SMC, n - i0);
     Sparse o, a;
-    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, k, o, dead, kAux, withAux ? &a : nullptr, false);
+    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, k, o, dead, kAux, withAux ? &a : nullptr, 0);
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
       out.start[row] = row * k;

@@ -19,6 +19,12 @@
 
 namespace sdl {
 
+// The narrowest encoder input screened by default: below it the bf16 GEMM's saving is smaller than the screen's
+// per-entry and per-candidate work (forward, 2 threads, k 32, exact vs screened: d_in 64 x 16,384 latents 34 vs 48
+// ms, 128 x 8,192 29 vs 37, 256 x 4,096 26 vs 29; 384 x 6,144 54 vs 49, 512 x 16,384 173 vs 131, 768 x 24,576 378
+// vs 306).
+constexpr int kScreenMinDepth = 320;
+
 // True when this binary and processor can screen (the AVX-512 build on a processor with AVX512_BF16).
 bool screenSupported();
 

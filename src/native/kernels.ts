@@ -65,8 +65,8 @@ export interface NativeEngineConfig {
   noBias: boolean;
   tied: boolean;
   threads: number;
-  /** TopK: screen the encoder in bf16 where the processor can (native/src/screen.h; the same result). Default true. */
-  screen?: boolean;
+  /** TopK: screen the encoder in bf16 (native/src/screen.h; the same result): 0 never, 1 where faster (default), 2 wherever the processor can. */
+  screen?: 0 | 1 | 2;
 }
 
 /** The optimiser kernels every native engine has (native/src/engine.cc's sumSquares and adamUpdate, on its pool). */
@@ -106,7 +106,7 @@ export interface NativeCltConfig {
   skip: boolean;
   threads: number;
   /** As NativeEngineConfig.screen, per layer. */
-  screen?: boolean;
+  screen?: 0 | 1 | 2;
 }
 
 export interface NativeCltTensors {
@@ -241,9 +241,9 @@ export function nativeStatus(): string {
   return status;
 }
 
-/** Whether TopK encoders are screened in bf16 (exact either way; SDLKIT_SCREEN=0 turns it off, for comparisons). */
-export function screenEnabled(): boolean {
-  return process.env.SDLKIT_SCREEN !== '0';
+/** The engines' `screen` setting: 1 (screen TopK encoders in bf16 where faster; exact either way), 0 with SDLKIT_SCREEN=0 (for comparisons). */
+export function screenSetting(): 0 | 1 {
+  return process.env.SDLKIT_SCREEN === '0' ? 0 : 1;
 }
 
 /** Worker threads for the native kernels: SDLKIT_THREADS, else the machine's cores (at most 16). */

@@ -2,7 +2,7 @@
 // the TypeScript reference (clt-reference.ts). Parameters live in the compact layout (clt.ts); the trainer sees the
 // dense SAELens-orientation form only through weights(), at evaluation and save time.
 import type { NativeClt, NativeModule } from '../native/kernels.js';
-import { nativeThreads, screenEnabled } from '../native/kernels.js';
+import { nativeThreads, screenSetting } from '../native/kernels.js';
 import { denseAbove } from './engine-native.js';
 import type { NamedTensor } from '../tensor/safetensors.js';
 import { ACTIVATIONS } from './activations.js';
@@ -45,7 +45,7 @@ export class CltEngine implements Engine {
         k: cfg.k,
         skip,
         threads: nativeThreads(),
-        screen: screenEnabled(),
+        screen: screenSetting(),
       });
       this.backend = `native-${mod.isa}`;
     } else this.backend = 'typescript';

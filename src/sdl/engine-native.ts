@@ -2,7 +2,7 @@
 // the encoder is stored latent-major (W_encT [dSae, dIn]) so every latent owns a contiguous row in both
 // matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
 import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernels.js';
-import { nativeThreads, screenEnabled } from '../native/kernels.js';
+import { nativeThreads, screenSetting } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 import { concatRows, transpose } from '../tensor/linalg.js';
@@ -188,7 +188,7 @@ export function nativeEngineOptions(cfg: DictConfig, threads: number) {
     noBias: cfg.noBias,
     tied: cfg.tied,
     threads,
-    screen: screenEnabled(),
+    screen: screenSetting(),
   };
 }
 
