@@ -2,7 +2,8 @@
 // and bit-identical values on data chosen to break it (exact ties, an outlier dimension, rows of zeros, subnormal
 // inputs, rows with fewer than k positives, depths that cross the GEMM's blocks, columns so alike that the bounds
 // cannot separate them, values too large to screen), and the same training steps (AuxK on dead latents included)
-// for SAEs and cross-layer transcoders. A machine without AVX512_BF16 runs the exact path twice; the tests say so.
+// for SAEs and cross-layer transcoders, TopK and the batch-wide selections (BatchTopK, Matryoshka). A machine without
+// AVX512_BF16 runs the exact path twice; the tests say so.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
@@ -256,4 +257,100 @@ test('a screened cross-layer transcoder step = the exact step (each layer screen
   for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(screened.g[t], exact.g[t], `d${t}`);
   assert.deepEqual(Array.from(screened.fwd.idx), Array.from(exact.fwd.idx), 'inference latents');
   assert.deepEqual(screened.fwd.val, exact.fwd.val, 'inference values');
+});
+
+test('screened BatchTopK and Matryoshka steps = the exact fused steps: candidates above the floor, AuxK, the fallback when the threshold falls', {
+  skip,
+}, () => {
+  for (const activation of [2, 4]) {
+    const d = gaussian(150, 1800, 400, 12 + activation, 0.08);
+    const k = 12;
+    const dead = new Uint8Array(d.m);
+    for (let j = 4; j < d.m; j += 5) dead[j] = 1;
+    const rng = new Rng(120 + activation);
+    const p: NativeTensors = {
+      W_encT: d.W_encT,
+      b_enc: d.b_enc,
+      W_dec: Float32Array.from({ length: d.m * d.dIn }, () => rng.normal() * 0.05),
+      b_dec: new Float32Array(d.dIn),
+    };
+    const make = (screen: 0 | 2) =>
+      new mod.Engine({
+        dIn: d.dIn,
+        dOut: d.dIn,
+        dSae: d.m,
+        activation,
+        k,
+        widths: [200, 900, d.m],
+        applyBDec: true,
+        noBias: false,
+        tied: false,
+        threads: 2,
+        screen,
+      });
+    const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 16, dead };
+    const step = (e: ReturnType<typeof make>, X: Float32Array) => {
+      const g: NativeTensors = {
+        W_encT: new Float32Array(d.m * d.dIn),
+        b_enc: new Float32Array(d.m),
+        W_dec: new Float32Array(d.m * d.dIn),
+        b_dec: new Float32Array(d.dIn),
+      };
+      const fired = new Float32Array(d.m);
+      return { r: e.step(p, g, X, X, d.n, opts, fired), g, fired };
+    };
+    const same = (name: string, a: ReturnType<typeof step>, b: ReturnType<typeof step>) => {
+      for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'] as const) assert.equal(a.r[f], b.r[f], `${activation} ${name}: ${f}`);
+      assert.deepEqual(a.fired, b.fired, `${activation} ${name}: fired`);
+      for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${activation} ${name}: d${t}`);
+    };
+    const exact = make(0),
+      screened = make(2);
+    same('first step (no threshold yet)', step(screened, d.X), step(exact, d.X));
+    const a = step(screened, d.X),
+      b = step(exact, d.X);
+    assert.equal(b.r.selection, 1);
+    assert.equal(a.r.selection, mod.bf16Screen ? 3 : 1, 'the second step is screened');
+    if (activation === 2) assert.ok(b.r.auxLoss > 0, 'AuxK ran');
+    same('fused', a, b);
+    const small = d.X.map((v) => v * 0.2);
+    const fa = step(screened, small),
+      fb = step(exact, small);
+    assert.equal(fa.r.selection, 2, 'the threshold fell: recomputed');
+    same('recomputed', fa, fb);
+  }
+});
+
+test('a screened cross-layer BatchTopK step = the exact one', { skip }, () => {
+  const L = 2,
+    dI = 96,
+    n = 800,
+    B = 600,
+    k = 16;
+  const rng = new Rng(130);
+  const r = (len: number, s: number) => Float32Array.from({ length: len }, () => rng.normal() * s);
+  const p = { W_encT: r(L * n * dI, 0.15), b_enc: r(L * n, 0.01), W_dec: r(n * L * dI + n * dI, 0.05), b_dec: r(L * dI, 0.1) };
+  const X = r(B * L * dI, 1);
+  const run = (screen: 0 | 2) => {
+    const e = new mod.Clt({ L, dIn: dI, dOut: dI, n, activation: 2, k, skip: false, threads: 2, screen });
+    const out = [];
+    for (let s = 0; s < 2; s++) {
+      const g = {
+        W_encT: new Float32Array(p.W_encT.length),
+        b_enc: new Float32Array(p.b_enc.length),
+        W_dec: new Float32Array(p.W_dec.length),
+        b_dec: new Float32Array(p.b_dec.length),
+      };
+      const res = e.step(p, g, X, X, B, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 }, new Float32Array(L * n));
+      out.push({ res, g });
+    }
+    return out;
+  };
+  const [, b] = run(0);
+  const [, a] = run(2);
+  assert.equal(b.res.selection, 1);
+  assert.equal(a.res.selection, mod.bf16Screen ? 3 : 1);
+  for (const f of ['loss', 'mse', 'l0', 'nnz'] as const) assert.equal(a.res[f], b.res[f], f);
+  assert.deepEqual(a.res.minSelected, b.res.minSelected);
+  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `d${t}`);
 });

@@ -85,21 +85,22 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     cand.resize(L);
     layerAux_.resize(L);
     batchFused = true;
+    bool screened = true;
     for (int l = 0; l < L && batchFused; l++) {
       std::vector<int32_t> deadL;
       if (wantAux)
         for (int i = 0; i < n; i++)
           if (o.dead[(long)l * n + i]) deadL.push_back(i);
       Sparse* aux = !deadL.empty() && o.auxkK > 0 ? &layerAux_[l] : nullptr;
-      encodeAbove(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, kBatchFloor * lastKth_[l], cand[l], deadL,
-                  o.auxkK, aux);
+      screened &= encodeAbove(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, kBatchFloor * lastKth_[l],
+                              cand[l], deadL, o.auxkK, aux, c_.screen);
       if (aux)
         for (int b = 0; b < B; b++)
           for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;
       const long want = (long)c_.k * B < cand[l].npos ? (long)c_.k * B : cand[l].npos;
       batchFused = cand[l].total >= want;
     }
-    r.selection = batchFused ? 1 : 2;
+    r.selection = batchFused ? (screened ? 3 : 1) : 2;
   }
   if (c_.act == TOPK) r.selection = 1;  // 3 below when every layer's selection was screened in bf16
   float* pre = c_.act == TOPK || batchFused ? nullptr : ensure(pre_, (size_t)BM);

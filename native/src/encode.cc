@@ -198,6 +198,9 @@ void prepareAux(int n, const std::vector<int32_t>& dead, int& kAux, Sparse* aux,
   aux->val.resize((size_t)n * kAux + 1);
 }
 
+// Config::screen: 2 always (where the processor can), 1 from kScreenMinDepth.
+bool screenWanted(int screen, int dIn) { return screen == 2 || (screen == 1 && dIn >= kScreenMinDepth); }
+
 void finishAux(int n, bool withAux, Sparse* aux) {
   if (!withAux) return;
   long a = 0;
@@ -221,7 +224,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     out.nnz = 0;
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
-  } else if ((screen == 2 || (screen == 1 && dIn >= kScreenMinDepth)) && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  } else if (screenWanted(screen, dIn) && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
     screened = true;
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];
@@ -238,10 +241,14 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   return screened;
 }
 
-void encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
+  if (screenWanted(screen, dIn) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+    finishAux(n, withAux, aux);
+    return true;
+  }
   out.blocks.assign((n + gemmBlockRows() - 1) / gemmBlockRows(), Candidates::Block{});
   DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
   AboveSink sink(pool.size(), floor, out, dk);
@@ -253,6 +260,7 @@ void encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
     out.npos += b.npos;
   }
   finishAux(n, withAux, aux);
+  return false;
 }
 
 }  // namespace sdl

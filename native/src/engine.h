@@ -55,7 +55,7 @@ struct StepResult {
   long nnz = 0;
   // How the batch's selection was made: 0 from stored pre-activations, 1 inside the encoder GEMM, 2 inside it first
   // and then from stored pre-activations (BatchTopK: the floor under the last threshold left too few candidates),
-  // 3 inside the encoder GEMM screened in bf16 (TopK; screen.h: the same selection as 1).
+  // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1).
   int selection = 0;
 };
 

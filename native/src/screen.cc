@@ -24,6 +24,9 @@ bool screenSupported() { return false; }
 bool screenTopK(Pool&, const float*, long, int, int, int, const float*, const float*, int, Sparse&, const std::vector<int32_t>&, int, Sparse*) {
   return false;
 }
+bool screenAbove(Pool&, const float*, long, int, int, int, const float*, const float*, float, Candidates&, const std::vector<int32_t>&, int, Sparse*) {
+  return false;
+}
 
 #else
 
@@ -353,9 +356,56 @@ void exactAt(const float* x, const float* W_encT, const float* b_enc, int dIn, c
 
 }  // namespace
 
-bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
-  if (!screenSupported() || k <= 0 || n <= 0 || dIn <= 0 || (long)m * dIn >= (1L << 31)) return false;
+namespace {
+
+// What a screened encoder selects: each row's top k (into a Sparse, as encodeTopK), or every entry above a floor
+// (a batch-wide selection's candidates, as encodeAbove).
+struct Target {
+  int k = 0;                     // TopK
+  Sparse* topk = nullptr;
+  float floor = 0;               // Above: entries > max(floor, 0)
+  Candidates* above = nullptr;
+};
+
+// Copies rows [i0, i0 + mc) of an exact encodeTopK / encodeAbove run on those rows alone (rows are independent, so
+// their values are the ones the whole batch would get) into the outputs.
+void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, int m, const float* W_encT, const float* b_enc, const Target& t,
+               const std::vector<int32_t>& dead, int kAux, Sparse* aux, long& nposHi) {
+  Sparse a;
+  Sparse* ap = aux ? &a : nullptr;
+  if (t.topk) {
+    Sparse o;
+    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, t.k, o, dead, kAux, ap, 0);
+    for (int r = 0; r < mc; r++) {
+      const long row = i0 + r;
+      t.topk->start[row] = row * t.k;
+      t.topk->count[row] = o.count[r];
+      std::copy(o.idx.begin() + (long)r * t.k, o.idx.begin() + (long)r * t.k + o.count[r], t.topk->idx.begin() + row * t.k);
+      std::copy(o.val.begin() + (long)r * t.k, o.val.begin() + (long)r * t.k + o.count[r], t.topk->val.begin() + row * t.k);
+    }
+  } else {
+    Candidates c;
+    encodeAbove(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, t.floor, c, dead, kAux, ap, 0);
+    t.above->blocks[i0 / SMC] = std::move(c.blocks[0]);
+    nposHi += c.npos;
+  }
+  if (aux)
+    for (int r = 0; r < mc; r++) {
+      const long row = i0 + r;
+      aux->start[row] = row * kAux;
+      aux->count[row] = a.count[r];
+      std::copy(a.idx.begin() + (long)r * kAux, a.idx.begin() + (long)r * kAux + a.count[r], aux->idx.begin() + row * kAux);
+      std::copy(a.val.begin() + (long)r * kAux, a.val.begin() + (long)r * kAux + a.count[r], aux->val.begin() + row * kAux);
+    }
+}
+
+bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, const Target& tg,
+            const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+  if (!screenSupported() || n <= 0 || dIn <= 0 || (long)m * dIn >= (1L << 31) || SMC != gemmBlockRows()) return false;
+  const bool topk = tg.topk != nullptr;
+  if (topk && tg.k <= 0) return false;
+  const int k = tg.k;
+  const float floor = std::max(tg.floor, 0.f);
   const bool withAux = aux && kAux > 0 && !dead.empty();
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
   static thread_local Workspace ws;
@@ -369,6 +419,8 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   const int nDead = (int)dead.size();
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
+  std::vector<long> blockPosHi(rowBlocks, 0);
+  if (!topk) tg.above->blocks.assign(rowBlocks, Candidates::Block{});
   // A row's screened sums are bounded by |x~| |w~|; keep them far from float32's overflow so every value is finite.
   const double sumCap = 1e36;
 
@@ -388,8 +440,13 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     T.aux.resize(SMC);
     for (int r = 0; r < mc; r++) {
       T.main[r].reset(k);
+      if (!topk) {
+        T.main[r].tau = floor;  // fixed: every entry whose upper bound passes the floor is a candidate
+        T.main[r].pruneAt = SIZE_MAX;
+      }
       T.aux[r].reset(kAux);
     }
+    long posHi = 0;  // entries whose upper bound is positive: at least the batch's positive count
     float* Cb = static_cast<float*>(T.c.get((size_t)SMC * SNC * 4));
     for (int j0 = 0; j0 < m; j0 += SNC) {
       const int nc = std::min(SNC, m - j0);
@@ -404,7 +461,7 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
             microkernel(kcp, Ak + (long)ir * kcp, bp, Cb + (long)ir * SNC + jr, SNC, std::min(SMR, mc - ir), nr, k0 == 0);
         }
       }
-      // Screen the block: a latent stays a candidate while its upper bound reaches the row's running tau (and 0).
+      // Screen the block: a latent stays a candidate while its upper bound reaches the row's tau (and 0).
       const int lo = withAux ? (int)(std::lower_bound(dead.begin(), dead.end(), j0) - dead.begin()) : 0;
       const int hi = withAux ? (int)(std::lower_bound(dead.begin(), dead.end(), j0 + nc) - dead.begin()) : 0;
       const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -423,13 +480,19 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
                                      _mm512_fmadd_ps(yv, _mm512_maskz_loadu_ps(in, Q.data() + j), _mm512_maskz_loadu_ps(in, Z.data() + j)));
           e = _mm512_fmadd_ps(tiny, _mm512_abs_ps(pt), e);
           const __m512 up = _mm512_add_ps(pt, e);
-          const __mmask16 keep = in & _mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(up, tv, _CMP_GE_OQ);
-          // Branch-free (whether a vector has a candidate is unpredictable in a row's first blocks). Compress in registers and store whole vectors (a compressing store to memory is microcoded on some
-          // processors); the lists keep 16 entries of room past their end.
+          const __mmask16 pos = in & _mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ);
+          const __mmask16 keep = pos & _mm512_cmp_ps_mask(up, tv, _CMP_GE_OQ);
+          // Branch-free (whether a vector has a candidate is unpredictable in a row's first blocks). Compressed in
+          // registers and stored whole (a compressing store to memory is microcoded on some processors); the lists
+          // keep 16 entries of room past their end.
           _mm512_storeu_si512(L.j.data() + L.n, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(iota, _mm512_set1_epi32(j))));
           _mm512_storeu_ps(L.p.data() + L.n, _mm512_maskz_compress_ps(keep, pt));
           _mm512_storeu_ps(L.e.data() + L.n, _mm512_maskz_compress_ps(keep, e));
           L.n += __builtin_popcount((unsigned)keep);
+          if (!topk) {
+            posHi += __builtin_popcount((unsigned)pos);
+            continue;
+          }
           __mmask16 better = keep & _mm512_cmp_ps_mask(_mm512_sub_ps(pt, e), tv, _CMP_GT_OQ);
           if (better) {
             alignas(64) float lv[16];
@@ -459,16 +522,24 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
         }
       }
     }
-    // Each row: the last pruning, the float32 values of the survivors, and the top k among them (topkRow: the same
-    // rule, ties to the lower latent, as the exact path). A row the bounds could not narrow redoes its block exactly.
+    // Each row: the last pruning, then the float32 values of the survivors; TopK takes the top k among them
+    // (topkRow: the same rule, ties to the lower latent, as the exact path), Above keeps those above the floor. A
+    // row the bounds could not narrow has its block redone exactly.
     const int cap = std::max(4 * k + 256, m / 8);
     for (int r = 0; r < mc; r++) {
-      T.main[r].prune();
+      if (topk) T.main[r].prune();
       if (withAux) T.aux[r].prune();
       if ((int)T.main[r].n > cap || (withAux && (int)T.aux[r].n > std::max(4 * kAux + 256, nDead / 8))) {
         redo[t] = 1;
         return;
       }
+    }
+    blockPosHi[t] = posHi;
+    Candidates::Block* blk = topk ? nullptr : &tg.above->blocks[t];
+    if (blk) {
+      blk->off.assign(mc + 1, 0);
+      blk->idx.clear();
+      blk->val.clear();
     }
     // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
     auto prefetchRow = [&](int r) {
@@ -487,13 +558,22 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
       const float* x = A + row * lda;
       for (int s = 0; s < (withAux ? 2 : 1); s++) {
         List& L = s == 0 ? T.main[r] : T.aux[r];
-        const int kk = s == 0 ? k : kAux;
-        Sparse& o = s == 0 ? out : *aux;
         const int cnt = (int)L.n;
         T.exact.resize(cnt + 16);
+        exactAt(x, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
+        if (s == 0 && !topk) {
+          for (int q = 0; q < cnt; q++)
+            if (T.exact[q] > floor) {
+              blk->idx.push_back(L.j[q]);
+              blk->val.push_back(T.exact[q]);
+            }
+          blk->off[r + 1] = (long)blk->idx.size();
+          continue;
+        }
+        const int kk = s == 0 ? k : kAux;
+        Sparse& o = s == 0 ? *tg.topk : *aux;
         T.scratch.resize(5 * (size_t)cnt + 160);
         T.pos.resize(kk + 16);
-        exactAt(x, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
         float* v = o.val.data() + row * kk;
         const int got = topkRow(T.exact.data(), cnt, kk, T.pos.data(), v, T.scratch.data());
         int32_t* ix = o.idx.data() + row * kk;
@@ -505,26 +585,40 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   });
   if (std::find(refused.begin(), refused.end(), 1) != refused.end()) return false;
   // Row blocks whose candidates stayed too many (bounds too wide for their data) run the exact fused encoder.
+  long nposHi = 0;
   for (int t = 0; t < rowBlocks; t++) {
-    if (!redo[t]) continue;
-    const int i0 = t * SMC, mc = std::min(SMC, n - i0);
-    Sparse o, a;
-    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, k, o, dead, kAux, withAux ? &a : nullptr, 0);
-    for (int r = 0; r < mc; r++) {
-      const long row = i0 + r;
-      out.start[row] = row * k;
-      out.count[row] = o.count[r];
-      std::copy(o.idx.begin() + (long)r * k, o.idx.begin() + (long)r * k + o.count[r], out.idx.begin() + row * k);
-      std::copy(o.val.begin() + (long)r * k, o.val.begin() + (long)r * k + o.count[r], out.val.begin() + row * k);
-      if (withAux) {
-        aux->start[row] = row * kAux;
-        aux->count[row] = a.count[r];
-        std::copy(a.idx.begin() + (long)r * kAux, a.idx.begin() + (long)r * kAux + a.count[r], aux->idx.begin() + row * kAux);
-        std::copy(a.val.begin() + (long)r * kAux, a.val.begin() + (long)r * kAux + a.count[r], aux->val.begin() + row * kAux);
-      }
-    }
+    if (redo[t])
+      redoExact(pool, A, lda, t * SMC, std::min(SMC, n - t * SMC), dIn, m, W_encT, b_enc, tg, dead, kAux, withAux ? aux : nullptr, nposHi);
+    else
+      nposHi += blockPosHi[t];
+  }
+  if (!topk) {
+    // Candidates' count, and a positive count that gives the caller the decisions the exact count would: the
+    // exact count is between the candidates (all positive) and nposHi, and only min(k B, npos) <= total matters.
+    Candidates& c = *tg.above;
+    c.total = 0;
+    for (auto& b : c.blocks) c.total += (long)b.val.size();
+    c.npos = c.total >= nposHi ? c.total : nposHi;
   }
   return true;
+}
+
+}  // namespace
+
+bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+  Target t;
+  t.k = k;
+  t.topk = &out;
+  return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
+}
+
+bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+  Target t;
+  t.floor = floor;
+  t.above = &out;
+  return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
 }
 
 #endif

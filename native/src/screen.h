@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "encode.h"
 #include "engine.h"
 #include "pool.h"
 
@@ -33,5 +34,12 @@ bool screenSupported();
 // norm, indices past 2^31): the caller then runs the exact path, which writes every row again.
 bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
                 const std::vector<int32_t>& dead, int kAux, Sparse* aux);
+
+// encodeAbove's candidates (encode.h: every entry > max(floor, 0), per row block) and AuxK's selection, screened the
+// same way; false as screenTopK. `out.npos` is then not the exact positive count but one that gives the same
+// decisions wherever only min(k B, npos) <= out.total is asked (BatchTopK's fused step): the exact count when every
+// entry that might be positive is a candidate, else an upper bound on it.
+bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux);
 
 }  // namespace sdl

@@ -38,17 +38,17 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   Candidates cand;
   bool batchFused = false;
   if ((c.act == BATCHTOPK || c.act == MATRYOSHKA) && lastKth_ > 0) {
-    encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_);
+    const bool screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_, c.screen);
     const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
     batchFused = cand.total >= want;
-    r.selection = batchFused ? 1 : 2;
+    r.selection = batchFused ? (screened ? 3 : 1) : 2;
   }
   // ReLU once a step has taken the sparse path: the GEMM keeps the positive entries (encodeAbove with floor 0, which
   // are the selection) instead of storing [B, m]; if more than denseAbove of the batch fires after all, the
   // pre-activations are computed for the dense path (selection 2).
   bool reluFused = false;
   if (c.act == RELU && lastSparse_) {
-    encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr);
+    encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr, 0);  // ReLU needs the exact positive count
     reluFused = !((double)cand.npos > o.denseAbove * (double)BM);
     r.selection = reluFused ? 1 : 2;
   }

@@ -41,7 +41,7 @@ export interface NativeStepResult {
   /** 1 when the dense (GEMM) path ran. */
   dense: number;
   nnz: number;
-  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK; the same selection as 1). */
+  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK, BatchTopK; the same selection as 1). */
   selection: number;
 }
 
