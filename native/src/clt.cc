@@ -93,7 +93,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
           if (o.dead[(long)l * n + i]) deadL.push_back(i);
       Sparse* aux = !deadL.empty() && o.auxkK > 0 ? &layerAux_[l] : nullptr;
       screened &= encodeAbove(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, kBatchFloor * lastKth_[l],
-                              cand[l], deadL, o.auxkK, aux, c_.screen);
+                              cand[l], deadL, o.auxkK, aux, c_.screen, (long)c_.k * B);
       if (aux)
         for (int b = 0; b < B; b++)
           for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;

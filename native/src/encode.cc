@@ -242,10 +242,10 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
 }
 
 bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen) {
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
-  if (screenWanted(screen, dIn) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  if (screenWanted(screen, dIn) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
     finishAux(n, withAux, aux);
     return true;
   }

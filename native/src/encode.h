@@ -38,10 +38,10 @@ struct Candidates {
 // The fused encoder for BatchTopK: collects each row's entries above `floor` (and AuxK's dead-latent top-kAux, as
 // encodeTopK does; rows of A at stride lda) without storing the pre-activations. When at least as many candidates as the batch selects were
 // found, the batch's k-th largest is among them and the selection is exact; otherwise the caller recomputes.
-// `screen` as encodeTopK's (then out.npos is a stand-in for the positive count: see screenAbove). Returns whether it
-// was screened.
+// `screen` as encodeTopK's; a screened call may leave out candidates below the batch's keepTop largest, and its
+// out.npos stands in for the positive count (see screenAbove). Returns whether it was screened.
 bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen);
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop = 0);
 
 // Fills sp with rows [0, B): each(b, f) calls f(latent, value) for row b's entries in order. Two passes (count, then
 // fill) so each row writes its own slice in parallel. Used to turn encodeAbove's candidates into a selection.

@@ -24,7 +24,7 @@ bool screenSupported() { return false; }
 bool screenTopK(Pool&, const float*, long, int, int, int, const float*, const float*, int, Sparse&, const std::vector<int32_t>&, int, Sparse*) {
   return false;
 }
-bool screenAbove(Pool&, const float*, long, int, int, int, const float*, const float*, float, Candidates&, const std::vector<int32_t>&, int, Sparse*) {
+bool screenAbove(Pool&, const float*, long, int, int, int, const float*, const float*, float, long, Candidates&, const std::vector<int32_t>&, int, Sparse*) {
   return false;
 }
 
@@ -191,6 +191,14 @@ struct Workspace {
   Aligned b;  // W_enc in bf16 pairs
   std::vector<float> P, Q, Z, bias, wt;
   std::vector<Thread> th;
+  // Above: each row block's screened candidates (row r's at [off[r], off[r + 1])), held until the batch's cut is known.
+  struct Held {
+    std::vector<long> off;
+    std::vector<int32_t> j;
+    std::vector<float> p, e;
+    long sure = 0;  // candidates whose lower bound is above the floor
+  };
+  std::vector<Held> held;
 };
 
 // Packs W_enc (its transpose's rows are the encoder's columns) into bf16 pair panels and computes the columns'
@@ -364,6 +372,7 @@ struct Target {
   int k = 0;                     // TopK
   Sparse* topk = nullptr;
   float floor = 0;               // Above: entries > max(floor, 0)
+  long keepTop = 0;              // Above: the caller selects this many of the batch's largest (0: it needs them all)
   Candidates* above = nullptr;
 };
 
@@ -408,7 +417,9 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const float floor = std::max(tg.floor, 0.f);
   const bool withAux = aux && kAux > 0 && !dead.empty();
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
-  static thread_local Workspace ws;
+  // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
+  static thread_local Workspace own;
+  Workspace& ws = own;
   if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
   float wMax = 0;
   if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;
@@ -420,7 +431,10 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
   std::vector<long> blockPosHi(rowBlocks, 0);
-  if (!topk) tg.above->blocks.assign(rowBlocks, Candidates::Block{});
+  if (!topk) {
+    tg.above->blocks.assign(rowBlocks, Candidates::Block{});
+    if ((int)ws.held.size() < rowBlocks) ws.held.resize(rowBlocks);
+  }
   // A row's screened sums are bounded by |x~| |w~|; keep them far from float32's overflow so every value is finite.
   const double sumCap = 1e36;
 
@@ -535,15 +549,28 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       }
     }
     blockPosHi[t] = posHi;
-    Candidates::Block* blk = topk ? nullptr : &tg.above->blocks[t];
-    if (blk) {
-      blk->off.assign(mc + 1, 0);
-      blk->idx.clear();
-      blk->val.clear();
+    if (!topk) {
+      // Held for the second pass: which of them need float32 values depends on the whole batch (below).
+      Workspace::Held& h = ws.held[t];
+      h.off.assign(mc + 1, 0);
+      h.j.clear();
+      h.p.clear();
+      h.e.clear();
+      h.sure = 0;
+      for (int r = 0; r < mc; r++) {
+        const List& L = T.main[r];
+        h.j.insert(h.j.end(), L.j.begin(), L.j.begin() + L.n);
+        h.p.insert(h.p.end(), L.p.begin(), L.p.begin() + L.n);
+        h.e.insert(h.e.end(), L.e.begin(), L.e.begin() + L.n);
+        for (size_t q = 0; q < L.n; q++) h.sure += L.p[q] - L.e[q] > floor;
+        h.off[r + 1] = (long)h.j.size();
+      }
     }
     // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
+    const int s0 = topk ? 0 : 1, s1 = withAux ? 2 : 1;  // Above: only AuxK's lists here
+    if (s0 >= s1) return;
     auto prefetchRow = [&](int r) {
-      for (int s = 0; s < (withAux ? 2 : 1); s++) {
+      for (int s = s0; s < s1; s++) {
         const List& L = s == 0 ? T.main[r] : T.aux[r];
         for (size_t q = 0; q < L.n; q++) {
           const char* w = reinterpret_cast<const char*>(W_encT + (long)L.j[q] * dIn);
@@ -556,20 +583,11 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       if (r + 1 < mc) prefetchRow(r + 1);
       const long row = i0 + r;
       const float* x = A + row * lda;
-      for (int s = 0; s < (withAux ? 2 : 1); s++) {
+      for (int s = s0; s < s1; s++) {
         List& L = s == 0 ? T.main[r] : T.aux[r];
         const int cnt = (int)L.n;
         T.exact.resize(cnt + 16);
         exactAt(x, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
-        if (s == 0 && !topk) {
-          for (int q = 0; q < cnt; q++)
-            if (T.exact[q] > floor) {
-              blk->idx.push_back(L.j[q]);
-              blk->val.push_back(T.exact[q]);
-            }
-          blk->off[r + 1] = (long)blk->idx.size();
-          continue;
-        }
         const int kk = s == 0 ? k : kAux;
         Sparse& o = s == 0 ? *tg.topk : *aux;
         T.scratch.resize(5 * (size_t)cnt + 160);
@@ -584,6 +602,51 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     }
   });
   if (std::find(refused.begin(), refused.end(), 1) != refused.end()) return false;
+  if (!topk) {
+    // The second pass. When at least keepTop candidates are surely above the floor, the caller's selection (the
+    // batch's keepTop largest) lies at or above the keepTop-th largest lower bound `cut`, and only candidates whose
+    // upper bound reaches it need float32 values: the rest are below the selection, and the caller's decisions
+    // (total >= min(k B, npos), then the keepTop-th largest) come out the same without them. Otherwise every
+    // candidate is computed and kept above the floor, as the exact path keeps them.
+    long sure = 0;
+    for (int t = 0; t < rowBlocks; t++)
+      if (!redo[t]) sure += ws.held[t].sure;
+    float cut = -INFINITY;
+    if (tg.keepTop > 0 && sure >= tg.keepTop && std::find(redo.begin(), redo.end(), 1) == redo.end()) {
+      std::vector<float> lows;
+      for (int t = 0; t < rowBlocks; t++) {
+        const Workspace::Held& h = ws.held[t];
+        for (size_t q = 0; q < h.p.size(); q++) lows.push_back(h.p[q] - h.e[q]);
+      }
+      std::nth_element(lows.begin(), lows.begin() + (tg.keepTop - 1), lows.end(), std::greater<float>());
+      cut = lows[tg.keepTop - 1];
+    }
+    pool.run(rowBlocks, [&](int t, int thread) {
+      if (redo[t]) return;
+      Thread& T = th[thread];
+      const Workspace::Held& h = ws.held[t];
+      Candidates::Block& blk = tg.above->blocks[t];
+      const int i0 = t * SMC, mc = std::min(SMC, n - i0);
+      blk.off.assign(mc + 1, 0);
+      blk.idx.clear();
+      blk.val.clear();
+      std::vector<int32_t>& js = T.pos;
+      for (int r = 0; r < mc; r++) {
+        js.clear();
+        for (long q = h.off[r]; q < h.off[r + 1]; q++)
+          if (h.p[q] + h.e[q] >= cut) js.push_back(h.j[q]);
+        const int cnt = (int)js.size();
+        T.exact.resize(cnt + 16);
+        exactAt(A + (long)(i0 + r) * lda, W_encT, b_enc, dIn, js.data(), cnt, T.exact.data());
+        for (int q = 0; q < cnt; q++)
+          if (T.exact[q] > floor) {
+            blk.idx.push_back(js[q]);
+            blk.val.push_back(T.exact[q]);
+          }
+        blk.off[r + 1] = (long)blk.idx.size();
+      }
+    });
+  }
   // Row blocks whose candidates stayed too many (bounds too wide for their data) run the exact fused encoder.
   long nposHi = 0;
   for (int t = 0; t < rowBlocks; t++) {
@@ -613,10 +676,11 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
 }
 
-bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, long keepTop,
+                 Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
   Target t;
   t.floor = floor;
+  t.keepTop = keepTop;
   t.above = &out;
   return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
 }

@@ -36,10 +36,11 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
                 const std::vector<int32_t>& dead, int kAux, Sparse* aux);
 
 // encodeAbove's candidates (encode.h: every entry > max(floor, 0), per row block) and AuxK's selection, screened the
-// same way; false as screenTopK. `out.npos` is then not the exact positive count but one that gives the same
-// decisions wherever only min(k B, npos) <= out.total is asked (BatchTopK's fused step): the exact count when every
-// entry that might be positive is a candidate, else an upper bound on it.
-bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux);
+// same way; false as screenTopK. For a caller that then selects the batch's keepTop largest (BatchTopK: k B; 0 keeps
+// every candidate), `out` may leave out candidates that are provably below that selection, and `out.npos` is not the
+// exact positive count but one that gives the same decisions where only min(keepTop, npos) <= out.total is asked:
+// the exact count when every entry that might be positive is a candidate, else an upper bound on it.
+bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, long keepTop,
+                 Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux);
 
 }  // namespace sdl

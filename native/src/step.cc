@@ -38,7 +38,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   Candidates cand;
   bool batchFused = false;
   if ((c.act == BATCHTOPK || c.act == MATRYOSHKA) && lastKth_ > 0) {
-    const bool screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_, c.screen);
+    const bool screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_, c.screen,
+                                        (long)c.k * B);
     const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
     batchFused = cand.total >= want;
     r.selection = batchFused ? (screened ? 3 : 1) : 2;
