@@ -278,24 +278,31 @@ function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
   const engine = () => nativeEngine(cfg);
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
-  const run = (e: ReturnType<typeof engine>, x: Float32Array) => stepFresh(e, cfg, np, x, B, opts);
+  const run = (e: ReturnType<typeof engine>, x: Float32Array, storedFallback = false) => stepFresh(e, cfg, np, x, B, { ...opts, storedFallback });
   const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
     for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'] as const) assert.equal(a.r[f], b.r[f], `${act} ${name}: ${f}`);
     assert.deepEqual(a.fired, b.fired, `${act} ${name}: fired`);
     for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${act} ${name}: d${t}`);
   };
+  const stored = run(engine(), X, true);
+  assert.equal(stored.r.selection, 0, `${act}: with storedFallback, the first step stores the pre-activations`);
   const e = engine();
   const first = run(e, X);
-  assert.equal(first.r.selection, 0, `${act}: the first step has no threshold yet: stored pre-activations`);
+  assert.equal(first.r.selection, 4, `${act}: the first step has no threshold: a floor from the rows' own top 2k`);
+  same('first step, rows floor vs stored', first, stored);
   const second = run(e, X);
-  assert.equal(second.r.selection, 1, `${act}: the second step selects inside the GEMM`);
-  same('fused vs stored', second, first);
+  assert.equal(second.r.selection, 1, `${act}: the second step selects inside the GEMM above the last threshold's floor`);
+  same('fused vs stored', second, stored);
   if (act === 'batchtopk') assert.ok(first.r.auxLoss > 0, 'AuxK ran');
-  // Inputs scaled down: the batch threshold falls far below the floor under the last one, so the step recomputes.
+  // Inputs scaled down: the batch threshold falls far below the floor under the last one.
   const small = X.map((v) => v * 0.2);
   const fell = run(e, small);
-  assert.equal(fell.r.selection, 2, `${act}: too few candidates: recomputed from stored pre-activations`);
-  same(`${act} recomputed vs a fresh engine`, fell, run(engine(), small));
+  assert.equal(fell.r.selection, 4, `${act}: too few candidates: the rows' floor`);
+  const e2 = engine();
+  run(e2, X, true);
+  const fellStored = run(e2, small, true);
+  assert.equal(fellStored.r.selection, 2, `${act}: with storedFallback, recomputed from stored pre-activations`);
+  same(`${act} rows floor vs stored after the threshold fell`, fell, fellStored);
 }
 
 test('native GEMM on strided views equals a float64 product, with and without accumulation', { skip }, () => {

@@ -40,14 +40,30 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
     // Rows' top k selected inside the encoder GEMM (encode.h): no [n, m] pre-activations.
     const float* A = encoderInput(p, X, n, useXt ? ensure(xt_, (size_t)n * dIn) : nullptr);
     encodeTopK(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.k, out, {}, 0, nullptr, c.screen);
+  } else if (c.act != JUMPRELU) {
+    // One threshold for every latent (ReLU's 0, the batch-wide rules' inference threshold): the entries above it
+    // are kept inside the encoder GEMM (encodeAbove: the same values, no [n, m] pre-activations; screened in bf16
+    // for the batch-wide rules, where many entries sit near the threshold less often than near ReLU's 0).
+    const float* A = encoderInput(p, X, n, useXt ? ensure(xt_, (size_t)n * dIn) : nullptr);
+    Candidates cand;
+    encodeAbove(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.act == RELU ? 0.f : threshold, cand, {}, 0, nullptr, c.act == RELU ? 0 : c.screen);
+    out.start.assign(n, 0);
+    out.count.assign(n, 0);
+    const int R = gemmBlockRows();
+    fillSparse(pool_, n, out, [&](long b, auto&& f) {
+      const Candidates::Block& bl = cand.blocks[b / R];
+      const int rr = (int)(b % R);
+      for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++) f(bl.idx[e], bl.val[e]);
+    });
+    out.nnz = cand.total;
   } else {
-    // Threshold rules: counted and then filled without gaps, a chunk of rows at a time.
+    // JumpReLU's per-latent thresholds: counted and then filled without gaps, a chunk of rows at a time.
     out.start.assign(n, 0);
     out.count.assign(n, 0);
     out.nnz = 0;
     out.idx.clear();
     out.val.clear();
-    auto thr = [&](int j) { return c.act == RELU ? 0.f : c.act == JUMPRELU ? theta[j] : threshold; };
+    auto thr = [&](int j) { return theta[j]; };
     for (int r0 = 0; r0 < n; r0 += CH) {
       const int rows = n - r0 < CH ? n - r0 : CH;
       const float* A = encoderInput(p, X + (long)r0 * dIn, rows, useXt ? ensure(xt_, (size_t)rows * dIn) : nullptr);

@@ -45,6 +45,9 @@ struct StepOptions {
   const float* anchorDec = nullptr;  // [anchorK][dOut]
   int anchorK = 0;
   float anchorWeight = 0;
+  // BatchTopK/Matryoshka with no threshold yet, or after it fell: store the pre-activations (the unfused path) instead
+  // of taking a floor from the rows' top 2k. The same selection; for tests.
+  bool storedFallback = false;
   float denseAbove = 0.07f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
 };
 
@@ -55,7 +58,8 @@ struct StepResult {
   long nnz = 0;
   // How the batch's selection was made: 0 from stored pre-activations, 1 inside the encoder GEMM, 2 inside it first
   // and then from stored pre-activations (BatchTopK: the floor under the last threshold left too few candidates),
-  // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1).
+  // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1), 4 inside it
+  // above a floor from the rows' own top 2k (BatchTopK with no threshold yet, or after it fell).
   int selection = 0;
 };
 
@@ -136,7 +140,7 @@ class Engine {
   Config cfg_;
   Pool pool_;
   std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;
-  Sparse sp_, aux_;
+  Sparse sp_, aux_, rowTop_;
   // The sparse path's per-entry and per-latent workspace, kept across steps.
   struct Work {
     std::vector<float> dpre, dact, auxDp;

@@ -30,19 +30,39 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     for (int j = 0; j < m; j++)
       if (o.dead[j]) deadList.push_back(j);
   // TopK selects inside the encoder GEMM (each row's top k, and AuxK's top k_aux among dead latents) and never
-  // stores the pre-activations. BatchTopK and Matryoshka (a batch-wide TopK) do too once they have a threshold:
-  // every entry above kBatchFloor x the last step's threshold is a candidate, and when there are at least as many as
-  // the batch selects, its k-th largest is among them (exact); otherwise (the threshold fell further) the
-  // pre-activations are computed after all. ReLU and JumpReLU use the stored pre-activations.
+  // stores the pre-activations. BatchTopK and Matryoshka (a batch-wide TopK) do too: every entry above a floor is a
+  // candidate, and when there are at least as many as the batch selects, its k B-th largest is among them (exact).
+  // The floor is kBatchFloor x the last step's threshold; with no threshold yet, or when it fell further, it is the
+  // k B-th largest of the rows' own top 2k (the union holds k B entries at or above it, so the batch's k B-th largest
+  // is too). Only when the rows hold fewer than k B positive entries between them are the pre-activations stored.
+  // ReLU's dense path and JumpReLU use the stored pre-activations.
   const bool fused = c.act == TOPK;
   Candidates cand;
   bool batchFused = false;
-  if ((c.act == BATCHTOPK || c.act == MATRYOSHKA) && lastKth_ > 0) {
-    const bool screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, kBatchFloor * lastKth_, cand, deadList, o.auxkK, &aux_, c.screen,
-                                        (long)c.k * B);
-    const long want = (long)c.k * B < cand.npos ? (long)c.k * B : cand.npos;
-    batchFused = cand.total >= want;
-    r.selection = batchFused ? (screened ? 3 : 1) : 2;
+  if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
+    const long kB = (long)c.k * B;
+    bool screened = false;
+    auto above = [&](float floor) {
+      screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, floor, cand, deadList, o.auxkK, &aux_, c.screen, kB);
+      const long want = kB < cand.npos ? kB : cand.npos;
+      return cand.total >= want;
+    };
+    if (lastKth_ > 0) {
+      batchFused = above(kBatchFloor * lastKth_);
+      r.selection = batchFused ? (screened ? 3 : 1) : 2;
+    }
+    if (!batchFused && !o.storedFallback) {
+      const int k2 = 2 * c.k < m ? 2 * c.k : m;
+      encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, k2, rowTop_, {}, 0, nullptr, c.screen);
+      if (rowTop_.nnz >= kB) {
+        std::vector<float> vals;
+        vals.reserve(rowTop_.nnz);
+        for (int b = 0; b < B; b++) vals.insert(vals.end(), rowTop_.val.begin() + rowTop_.start[b], rowTop_.val.begin() + rowTop_.start[b] + rowTop_.count[b]);
+        const float bound = kthLargestPositive(pool_, vals.data(), (long)vals.size(), kB);
+        batchFused = above(std::nextafter(bound, 0.f));  // entries >= bound are candidates
+        r.selection = batchFused ? 4 : 2;
+      }
+    }
   }
   // ReLU once a step has taken the sparse path: the GEMM keeps the positive entries (encodeAbove with floor 0, which
   // are the selection) instead of storing [B, m]; if more than denseAbove of the batch fires after all, the

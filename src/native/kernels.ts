@@ -27,6 +27,8 @@ export interface NativeStepOptions {
   anchorDec?: Float32Array;
   anchorWeight?: number;
   denseAbove?: number;
+  /** BatchTopK/Matryoshka with no threshold yet or after it fell: store the pre-activations instead of taking a floor from the rows' top 2k (the same selection; for tests). */
+  storedFallback?: boolean;
 }
 
 export interface NativeStepResult {
@@ -41,7 +43,7 @@ export interface NativeStepResult {
   /** 1 when the dense (GEMM) path ran. */
   dense: number;
   nnz: number;
-  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK, BatchTopK; the same selection as 1). */
+  /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK, BatchTopK; the same selection as 1); 4: inside it, above a floor from the rows' own top 2k (BatchTopK's first step, or after its threshold fell). */
   selection: number;
 }
 
