@@ -6,7 +6,7 @@
 // AVX512_BF16 runs the exact path twice; the tests say so.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import { native, nativeStatus, type NativeForward, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
 import { Rng } from '../src/util/rng.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
@@ -55,11 +55,8 @@ function params(d: Data): NativeTensors {
   return { W_encT: d.W_encT, b_enc: d.b_enc, W_dec: new Float32Array(d.m * d.dIn), b_dec: new Float32Array(d.dIn) };
 }
 
-/** Forward with and without screening: every row's count, latents and values identical (values bit for bit). */
-function sameForward(name: string, d: Data, k: number) {
-  const p = params(d);
-  const exact = engine(d, k, false).forward(p, d.X, d.n, 0, false);
-  const screened = engine(d, k, true).forward(p, d.X, d.n, 0, false);
+/** Every row's count, latents and values identical (values bit for bit). */
+function sameOutputs(name: string, exact: NativeForward, screened: NativeForward) {
   assert.deepEqual(Array.from(screened.count), Array.from(exact.count), `${name}: counts`);
   assert.deepEqual(Array.from(screened.idx), Array.from(exact.idx), `${name}: latents`);
   assert.deepEqual(
@@ -67,6 +64,18 @@ function sameForward(name: string, d: Data, k: number) {
     new Uint32Array(exact.val.buffer, exact.val.byteOffset, exact.val.length),
     `${name}: value bits`,
   );
+}
+
+/** TopK inference, then BatchTopK's (every entry above one threshold: the median of the TopK values), screened and not. */
+function sameForward(name: string, d: Data, k: number) {
+  const p = params(d);
+  const exact = engine(d, k, false).forward(p, d.X, d.n, 0, false);
+  sameOutputs(name, exact, engine(d, k, true).forward(p, d.X, d.n, 0, false));
+  const sorted = Float32Array.from(exact.val).sort();
+  const threshold = sorted.length ? sorted[sorted.length >> 1] : 0;
+  const batch = (screen: boolean) =>
+    new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 2, k, applyBDec: false, noBias: false, tied: false, threads: 2, screen: screen ? 2 : 0 });
+  sameOutputs(`${name}, above ${threshold}`, batch(false).forward(p, d.X, d.n, threshold, false), batch(true).forward(p, d.X, d.n, threshold, false));
   return exact;
 }
 
