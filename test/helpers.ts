@@ -7,6 +7,8 @@ import { randomLlamaWeights, writeLlama2c } from '../src/models/llama2c.js';
 import { llama2cBaseVocab, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { Rng } from '../src/util/rng.js';
+import assert from 'node:assert/strict';
+import type { NativeEngine, NativeStepOptions, NativeTensors } from '../src/native/kernels.js';
 
 export const ROOT = resolve(new URL('.', import.meta.url).pathname, '../..');
 export const SHARED = resolve(ROOT, '../shared');
@@ -133,4 +135,37 @@ export function bundledDictionaries(dir: string, tokens: string): { acts: string
     );
   }
   return { acts, sae, transcoder };
+}
+
+/** One native step (x as input and target) on fresh gradient buffers: its result, gradients and firing counts. */
+export function nativeStepFresh(
+  e: NativeEngine,
+  shape: { dIn: number; dOut: number; dSae: number },
+  p: NativeTensors,
+  x: Float32Array,
+  B: number,
+  opts: NativeStepOptions,
+) {
+  const g: NativeTensors = {
+    W_encT: new Float32Array(shape.dSae * shape.dIn),
+    b_enc: new Float32Array(shape.dSae),
+    W_dec: new Float32Array(shape.dSae * shape.dOut),
+    b_dec: new Float32Array(shape.dOut),
+  };
+  const fired = new Float32Array(shape.dSae);
+  return { r: e.step(p, g, x, x, B, opts, fired), g, fired };
+}
+
+type StepField = 'loss' | 'mse' | 'sparsityLoss' | 'auxLoss' | 'l0' | 'minSelected' | 'nnz' | 'dense';
+
+/** Two native steps with the same results, firing counts and every gradient, bit for bit. */
+export function sameNativeStep(
+  name: string,
+  a: ReturnType<typeof nativeStepFresh>,
+  b: ReturnType<typeof nativeStepFresh>,
+  fields: readonly StepField[] = ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'],
+) {
+  for (const f of fields) assert.equal(a.r[f], b.r[f], `${name}: ${f}`);
+  assert.deepEqual(a.fired, b.fired, `${name}: fired`);
+  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${name}: d${t}`);
 }

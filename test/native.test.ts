@@ -17,6 +17,7 @@ import { NativeTrainEngine, nativeEngineOptions } from '../src/sdl/engine-native
 import { Dictionary } from '../src/sdl/dictionary.js';
 import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
+import { nativeStepFresh, sameNativeStep } from './helpers.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -246,25 +247,6 @@ test('native BatchTopK and Matryoshka selected inside the encoder GEMM once they
   for (const act of ['batchtopk', 'matryoshka'] as const) fusedBatchCase(act);
 });
 
-/** One native step of an SAE (x as input and target) on fresh gradient buffers: its result, gradients and firing counts. */
-function stepFresh(
-  e: ReturnType<typeof nativeEngine>,
-  cfg: DictConfig,
-  np: NativeTensors,
-  x: Float32Array,
-  B: number,
-  opts: Parameters<ReturnType<typeof nativeEngine>['step']>[5],
-) {
-  const g: NativeTensors = {
-    W_encT: new Float32Array(cfg.dSae * cfg.dIn),
-    b_enc: new Float32Array(cfg.dSae),
-    W_dec: new Float32Array(cfg.dSae * cfg.dOut),
-    b_dec: new Float32Array(cfg.dOut),
-  };
-  const fired = new Float32Array(cfg.dSae);
-  return { r: e.step(np, g, x, x, B, opts, fired), g, fired };
-}
-
 function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   const cfg = config(act, { dIn: 20, dSae: 1100, k: 8, matryoshkaWidths: [100, 500, 1100] });
   const { dIn, dSae } = cfg;
@@ -278,12 +260,8 @@ function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
   const engine = () => nativeEngine(cfg);
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
-  const run = (e: ReturnType<typeof engine>, x: Float32Array, storedFallback = false) => stepFresh(e, cfg, np, x, B, { ...opts, storedFallback });
-  const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
-    for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'] as const) assert.equal(a.r[f], b.r[f], `${act} ${name}: ${f}`);
-    assert.deepEqual(a.fired, b.fired, `${act} ${name}: fired`);
-    for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${act} ${name}: d${t}`);
-  };
+  const run = (e: ReturnType<typeof engine>, x: Float32Array, storedFallback = false) => nativeStepFresh(e, cfg, np, x, B, { ...opts, storedFallback });
+  const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => sameNativeStep(`${act} ${name}`, a, b);
   const stored = run(engine(), X, true);
   assert.equal(stored.r.selection, 0, `${act}: with storedFallback, the first step stores the pre-activations`);
   const e = engine();
@@ -490,12 +468,9 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   w.b_enc.fill(-pre[Math.floor(0.97 * pre.length)]);
   const opts = { sparsity: 0.3, bandwidth: 1, auxkCoefficient: 0, auxkK: 0, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
-  const run = (e: ReturnType<typeof nativeEngine>, x: Float32Array) => stepFresh(e, cfg, np, x, B, opts);
-  const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) => {
-    for (const f of ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense'] as const) assert.equal(a.r[f], b.r[f], `${name}: ${f}`);
-    assert.deepEqual(a.fired, b.fired, `${name}: fired`);
-    for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${name}: d${t}`);
-  };
+  const run = (e: ReturnType<typeof nativeEngine>, x: Float32Array) => nativeStepFresh(e, cfg, np, x, B, opts);
+  const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) =>
+    sameNativeStep(name, a, b, ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense']);
   const e = nativeEngine(cfg);
   const first = run(e, X);
   assert.equal(first.r.selection, 0);

@@ -6,8 +6,21 @@
 // AVX512_BF16 runs the exact path twice; the tests say so.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { native, nativeStatus, type NativeForward, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import {
+  native,
+  nativeStatus,
+  type NativeEngine,
+  type NativeForward,
+  type NativeModule,
+  type NativeStepOptions,
+  type NativeTensors,
+} from '../src/native/kernels.js';
 import { Rng } from '../src/util/rng.js';
+import { nativeStepFresh, sameNativeStep } from './helpers.js';
+
+/** One SAE step of d's shape on fresh buffers (test/helpers.ts). */
+const stepFresh = (e: NativeEngine, d: Data, p: NativeTensors, X: Float32Array, opts: NativeStepOptions) =>
+  nativeStepFresh(e, { dIn: d.dIn, dOut: d.dIn, dSae: d.m }, p, X, d.n, opts);
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -53,6 +66,23 @@ function engine(d: Data, k: number, screen: boolean) {
 
 function params(d: Data): NativeTensors {
   return { W_encT: d.W_encT, b_enc: d.b_enc, W_dec: new Float32Array(d.m * d.dIn), b_dec: new Float32Array(d.dIn) };
+}
+
+/** An SAE engine over d's shape (x is input and target, b_dec subtracted first). */
+function saeEngine(d: Data, activation: number, k: number, screen?: 0 | 1 | 2) {
+  return new mod.Engine({
+    dIn: d.dIn,
+    dOut: d.dIn,
+    dSae: d.m,
+    activation,
+    k,
+    widths: [200, 900, d.m],
+    applyBDec: true,
+    noBias: false,
+    tied: false,
+    threads: 2,
+    screen,
+  });
 }
 
 /** Every row's count, latents and values identical (values bit for bit). */
@@ -191,41 +221,14 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
     W_dec: Float32Array.from({ length: d.m * d.dIn }, () => rng.normal() * 0.05),
     b_dec: Float32Array.from({ length: d.dIn }, () => rng.normal() * 0.1),
   };
-  const run = (screen: boolean) => {
-    const g: NativeTensors = {
-      W_encT: new Float32Array(d.m * d.dIn),
-      b_enc: new Float32Array(d.m),
-      W_dec: new Float32Array(d.m * d.dIn),
-      b_dec: new Float32Array(d.dIn),
-    };
-    const fired = new Float32Array(d.m);
-    const e = new mod.Engine({
-      dIn: d.dIn,
-      dOut: d.dIn,
-      dSae: d.m,
-      activation: 1,
-      k,
-      applyBDec: true,
-      noBias: false,
-      tied: false,
-      threads: 2,
-      screen: screen ? 2 : 0,
-    });
-    const r = e.step(p, g, d.X, d.X, d.n, { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 24, dead }, fired);
-    return { r, g, fired };
-  };
-  const exact = run(false);
-  const screened = run(true);
-  assert.equal(exact.r.selection, 1);
-  const byDefault = new mod.Engine({ dIn: d.dIn, dOut: d.dIn, dSae: d.m, activation: 1, k, applyBDec: true, noBias: false, tied: false, threads: 2 });
-  const g0 = { W_encT: new Float32Array(d.m * d.dIn), b_enc: new Float32Array(d.m), W_dec: new Float32Array(d.m * d.dIn), b_dec: new Float32Array(d.dIn) };
   const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 24, dead };
-  assert.equal(byDefault.step(p, g0, d.X, d.X, d.n, opts, new Float32Array(d.m)).selection, 1, 'by default, d_in 200 is not screened (slower there)');
+  const exact = stepFresh(saeEngine(d, 1, k, 0), d, p, d.X, opts);
+  const screened = stepFresh(saeEngine(d, 1, k, 2), d, p, d.X, opts);
+  assert.equal(exact.r.selection, 1);
+  assert.equal(stepFresh(saeEngine(d, 1, k), d, p, d.X, opts).r.selection, 1, 'by default, d_in 200 is not screened (slower there)');
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
-  for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'nnz'] as const) assert.equal(screened.r[f], exact.r[f], f);
-  assert.deepEqual(screened.fired, exact.fired, 'fired');
-  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(screened.g[t], exact.g[t], `d${t}`);
+  sameNativeStep('topk', screened, exact);
 });
 
 test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {
@@ -283,38 +286,11 @@ test('screened BatchTopK and Matryoshka steps = the exact fused steps: candidate
       W_dec: Float32Array.from({ length: d.m * d.dIn }, () => rng.normal() * 0.05),
       b_dec: new Float32Array(d.dIn),
     };
-    const make = (screen: 0 | 2) =>
-      new mod.Engine({
-        dIn: d.dIn,
-        dOut: d.dIn,
-        dSae: d.m,
-        activation,
-        k,
-        widths: [200, 900, d.m],
-        applyBDec: true,
-        noBias: false,
-        tied: false,
-        threads: 2,
-        screen,
-      });
     const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 16, dead };
-    const step = (e: ReturnType<typeof make>, X: Float32Array) => {
-      const g: NativeTensors = {
-        W_encT: new Float32Array(d.m * d.dIn),
-        b_enc: new Float32Array(d.m),
-        W_dec: new Float32Array(d.m * d.dIn),
-        b_dec: new Float32Array(d.dIn),
-      };
-      const fired = new Float32Array(d.m);
-      return { r: e.step(p, g, X, X, d.n, opts, fired), g, fired };
-    };
-    const same = (name: string, a: ReturnType<typeof step>, b: ReturnType<typeof step>) => {
-      for (const f of ['loss', 'mse', 'auxLoss', 'l0', 'minSelected', 'nnz'] as const) assert.equal(a.r[f], b.r[f], `${activation} ${name}: ${f}`);
-      assert.deepEqual(a.fired, b.fired, `${activation} ${name}: fired`);
-      for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${activation} ${name}: d${t}`);
-    };
-    const exact = make(0),
-      screened = make(2);
+    const step = (e: NativeEngine, X: Float32Array) => stepFresh(e, d, p, X, opts);
+    const same = (name: string, a: ReturnType<typeof step>, b: ReturnType<typeof step>) => sameNativeStep(`${activation} ${name}`, a, b);
+    const exact = saeEngine(d, activation, k, 0),
+      screened = saeEngine(d, activation, k, 2);
     same('first step (no threshold yet)', step(screened, d.X), step(exact, d.X));
     const a = step(screened, d.X),
       b = step(exact, d.X);

@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "util.h"
+
 namespace sdl {
 namespace {
 
@@ -11,25 +13,7 @@ constexpr int KC = 256;      // depth of a packed block: a KC x NR panel of B st
 constexpr int MC = MR * 12;  // rows of A per task block (MC x KC floats stay in L2)
 constexpr int NC = NR * 48;  // columns per task block
 
-float* alignedAlloc(size_t n) {
-  void* p = nullptr;
-  if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) != 0) throw std::bad_alloc();
-  return static_cast<float*>(p);
-}
-
-struct Buffer {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t want) {
-    if (want > n) {
-      free(p);
-      p = alignedAlloc(want);
-      n = want;
-    }
-    return p;
-  }
-  ~Buffer() { free(p); }
-};
+using Buffer = AlignedBuffer<float>;
 
 // Per-thread A-panel buffers (threads are identified by the pool's thread index).
 Buffer& aBuffer(int thread) {

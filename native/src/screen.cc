@@ -66,21 +66,6 @@ inline float upFloat(double d) {
   return (double)f >= d ? f : std::nextafter(f, INFINITY);
 }
 
-struct Aligned {
-  void* p = nullptr;
-  size_t bytes = 0;
-  void* get(size_t want) {
-    if (want > bytes) {
-      free(p);
-      p = nullptr;
-      if (posix_memalign(&p, 64, want ? want : 64) != 0) throw std::bad_alloc();
-      bytes = want;
-    }
-    return p;
-  }
-  ~Aligned() { free(p); }
-};
-
 // Per-row candidates of one selection: latent, screened value and half-width, in latent order.
 struct List {
   std::vector<int32_t> j;
@@ -178,7 +163,8 @@ void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, dou
 
 // Per pool thread: its packed rows, block of screened values, candidate lists and scratch.
 struct Thread {
-  Aligned a, c;
+  AlignedBuffer<uint32_t> a;  // packed rows
+  AlignedBuffer<float> c;     // a block of screened values
   std::vector<float> X, Y, exact, scratch;
   std::vector<List> main, aux;
   std::vector<int32_t> pos;
@@ -188,7 +174,7 @@ struct Thread {
 // Kept by the calling thread between calls (a training step calls once per step): the buffers are reused, not
 // allocated and returned to the system every step.
 struct Workspace {
-  Aligned b;  // W_enc in bf16 pairs
+  AlignedBuffer<uint32_t> b;  // W_enc in bf16 pairs
   std::vector<float> P, Q, Z, bias, wt;
   std::vector<Thread> th;
   // Above: each row block's screened candidates (row r's at [off[r], off[r + 1])), held until the batch's cut is known.
@@ -206,7 +192,7 @@ struct Workspace {
 bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, double g, Workspace& ws, float& wMax) {
   std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias, &wt = ws.wt;
   const int kp = (dIn + 1) / 2, nPanels = (m + SNR - 1) / SNR, npad = nPanels * SNR;
-  uint32_t* Bp = static_cast<uint32_t*>(ws.b.get((size_t)kp * npad * 4));
+  uint32_t* Bp = ws.b.get((size_t)kp * npad);
   P.assign(npad, 0.f);
   Q.assign(npad, 0.f);
   Z.assign(npad, 0.f);
@@ -426,7 +412,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias;
   std::vector<Thread>& th = ws.th;
   const int kp = (dIn + 1) / 2, npad = (m + SNR - 1) / SNR * SNR;
-  const uint32_t* Bp = static_cast<const uint32_t*>(ws.b.p);
+  const uint32_t* Bp = ws.b.p;
   const int nDead = (int)dead.size();
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
@@ -441,7 +427,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   pool.run(rowBlocks, [&](int t, int thread) {
     Thread& T = th[thread];
     const int i0 = t * SMC, mc = std::min(SMC, n - i0);
-    uint32_t* Ap = static_cast<uint32_t*>(T.a.get((size_t)SMC * kp * 4));
+    uint32_t* Ap = T.a.get((size_t)SMC * kp);
     T.X.resize(SMC);
     T.Y.resize(SMC);
     packRows(A, lda, i0, mc, dIn, Ap, T.X.data(), T.Y.data(), T.pairs);
@@ -461,7 +447,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       T.aux[r].reset(kAux);
     }
     long posHi = 0;  // entries whose upper bound is positive: at least the batch's positive count
-    float* Cb = static_cast<float*>(T.c.get((size_t)SMC * SNC * 4));
+    float* Cb = T.c.get((size_t)SMC * SNC);
     for (int j0 = 0; j0 < m; j0 += SNC) {
       const int nc = std::min(SNC, m - j0);
       for (int k0 = 0; k0 < dIn; k0 += SKC) {

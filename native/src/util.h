@@ -1,6 +1,8 @@
 // Small helpers shared by the engine's translation units.
 #pragma once
 #include <cstddef>
+#include <cstdlib>
+#include <new>
 #include <vector>
 
 namespace sdl {
@@ -10,6 +12,27 @@ T* ensure(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
+
+// A 64-byte-aligned buffer that only grows: packing and screening buffers kept between calls.
+template <class T>
+struct AlignedBuffer {
+  T* p = nullptr;
+  size_t n = 0;
+  T* get(size_t want) {
+    if (want > n) {
+      free(p);
+      p = nullptr;
+      if (posix_memalign(reinterpret_cast<void**>(&p), 64, (want ? want : 1) * sizeof(T)) != 0) throw std::bad_alloc();
+      n = want;
+    }
+    return p;
+  }
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  AlignedBuffer(AlignedBuffer&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; o.n = 0; }
+  ~AlignedBuffer() { free(p); }
+};
 
 // Per-thread partial sums, padded apart so threads do not share cache lines.
 struct Partials {
