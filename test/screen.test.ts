@@ -229,6 +229,9 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
   sameNativeStep('topk', screened, exact);
+  // Over a third of the latents dead: AuxK's own float32 GEMM would cost more than screening saves, so it is not.
+  const manyDead = new Uint8Array(d.m).map((_, j) => (j % 2 ? 1 : 0));
+  assert.equal(stepFresh(saeEngine(d, 1, k, 2), d, p, d.X, { ...opts, dead: manyDead }).r.selection, 1, 'half dead: the float32 path');
 });
 
 test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {

@@ -211,7 +211,7 @@ void finishAux(int n, bool withAux, Sparse* aux) {
 }  // namespace
 
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen) {
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, const int32_t* cols) {
   k = k < m ? k : m;
   out.start.resize(n);
   out.count.resize(n);
@@ -224,7 +224,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     out.nnz = 0;
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
-  } else if (screenWanted(screen, dIn) && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  } else if (!cols && screenWanted(screen, dIn) && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
     screened = true;
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];
@@ -232,7 +232,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   } else {
     DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
     TopKSink sink(pool.size(), k, out, dk);
-    gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink);
+    gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];
     out.nnz = s;

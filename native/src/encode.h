@@ -17,9 +17,10 @@ namespace sdl {
 // non-empty and aux is given, aux gets each row's top-kAux positive pre-activations among the dead latents, at
 // b * kAux (AuxK's selection).
 // `screen` (Config::screen): 1 screens the selection in bf16 where that is faster (screen.h: the same result), 2
-// wherever the processor can. Returns whether it was screened.
+// wherever the processor can. Returns whether it was screened. With `cols` (exact path only), latent j is W_encT's
+// row cols[j] and b_enc holds their biases in that order: a top k among a subset of latents, indices into it.
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen);
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, const int32_t* cols = nullptr);
 
 // A batch-wide selection's candidates: every pre-activation above a floor (and > 0), per row in index order, in
 // blocks of gemmBlockRows() rows (block q holds rows [q R, q R + mc), row r's entries at [off[r], off[r + 1])); and

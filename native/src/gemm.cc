@@ -44,10 +44,18 @@ void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
   }
 }
 
-// Packs depths [k0, k0 + kc) and the NR-wide panel starting at column j0 of B: out[p][NR].
-void packBPanel(const View& B, int k0, int kc, int j0, int nr, float* out) {
+// Packs depths [k0, k0 + kc) and the NR-wide panel starting at column j0 of B: out[p][NR]. With `cols`, column j
+// is B's column cols[j].
+void packBPanel(const View& B, int k0, int kc, int j0, int nr, float* out, const int32_t* cols) {
   const float* base = B.p + (long)k0 * B.rs + (long)j0 * B.cs;
-  if (B.cs == 1) {
+  if (cols) {
+    for (int j = 0; j < nr; j++) {
+      const float* src = B.p + (long)k0 * B.rs + (long)cols[j0 + j] * B.cs;
+      for (int p = 0; p < kc; p++) out[(long)p * NR + j] = src[(long)p * B.rs];
+    }
+    for (int j = nr; j < NR; j++)
+      for (int p = 0; p < kc; p++) out[(long)p * NR + j] = 0.f;
+  } else if (B.cs == 1) {
     for (int p = 0; p < kc; p++) {
       const float* src = base + (long)p * B.rs;
       float* dst = out + (long)p * NR;
@@ -130,7 +138,7 @@ void tile(int kc, const float* Ap, const float* Bk, int j0, int nc, int mc, floa
 }
 
 // B packed once per product: K-block kb starts at k0 * Npad; within it, panel jp at jp * kc * NR.
-const float* packB(Pool& pool, int N, int K, const View& B) {
+const float* packB(Pool& pool, int N, int K, const View& B, const int32_t* cols = nullptr) {
   const int nPanels = (N + NR - 1) / NR;
   const long Npad = (long)nPanels * NR;
   const int nKBlocks = (K + KC - 1) / KC;
@@ -140,7 +148,7 @@ const float* packB(Pool& pool, int N, int K, const View& B) {
     int kb = t / nPanels, jp = t % nPanels;
     int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
     int j0 = jp * NR, nr = N - j0 < NR ? N - j0 : NR;
-    packBPanel(B, k0, kc, j0, nr, Bp + (long)k0 * Npad + (long)jp * kc * NR);
+    packBPanel(B, k0, kc, j0, nr, Bp + (long)k0 * Npad + (long)jp * kc * NR, cols);
   });
   return Bp;
 }
@@ -181,11 +189,11 @@ int gemmDepthBlock() { return KC; }
 int gemmBlockRows() { return BMC; }
 int gemmBlockCols() { return BNC; }
 
-void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink) {
+void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols) {
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
   const long Npad = (long)((N + NR - 1) / NR) * NR;
   const int nKBlocks = (K + KC - 1) / KC;
-  const float* Bp = packB(pool, N, K, B);
+  const float* Bp = packB(pool, N, K, B, cols);
   static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
   pool.run((M + BMC - 1) / BMC, [&](int t, int thread) {
     const int i0 = t * BMC, mc = M - i0 < BMC ? M - i0 : BMC;

@@ -3,6 +3,8 @@
 // microkernel (MR x NR accumulators) runs over them. Operands are strided views, so A^T B, A B^T and
 // A^T B^T need no separate transposes.
 #pragma once
+#include <cstdint>
+
 #include "pool.h"
 #include "simd.h"
 
@@ -27,8 +29,9 @@ struct BlockSink {
 
 // C = A B (+ colBias) without ever holding C: each task takes a block of at most gemmBlockRows() rows and produces
 // its columns in ascending blocks, handing each to the sink while it is still in cache (an epilogue, e.g. a TopK
-// selection, then reads it from L2 instead of memory). The entries are bit-identical to gemm()'s.
-void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink);
+// selection, then reads it from L2 instead of memory). The entries are bit-identical to gemm()'s. With `cols`, the
+// product's column j is B's column cols[j] (colBias indexed by j): a subset of the columns, the same values.
+void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols = nullptr);
 int gemmDepthBlock();  // depths per packed block: each entry is one FMA chain per block, blocks added in order
 int gemmBlockRows();  // the most rows of one block
 int gemmBlockCols();  // the most columns of one block

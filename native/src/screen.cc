@@ -166,7 +166,7 @@ struct Thread {
   AlignedBuffer<uint32_t> a;  // packed rows
   AlignedBuffer<float> c;     // a block of screened values
   std::vector<float> X, Y, exact, scratch;
-  std::vector<List> main, aux;
+  std::vector<List> main;
   std::vector<int32_t> pos;
   std::vector<uint32_t> pairs;
 };
@@ -365,12 +365,10 @@ struct Target {
 // Copies rows [i0, i0 + mc) of an exact encodeTopK / encodeAbove run on those rows alone (rows are independent, so
 // their values are the ones the whole batch would get) into the outputs.
 void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, int m, const float* W_encT, const float* b_enc, const Target& t,
-               const std::vector<int32_t>& dead, int kAux, Sparse* aux, long& nposHi) {
-  Sparse a;
-  Sparse* ap = aux ? &a : nullptr;
+               long& nposHi) {
   if (t.topk) {
     Sparse o;
-    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, t.k, o, dead, kAux, ap, 0);
+    encodeTopK(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, t.k, o, {}, 0, nullptr, 0);
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
       t.topk->start[row] = row * t.k;
@@ -380,18 +378,30 @@ void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, in
     }
   } else {
     Candidates c;
-    encodeAbove(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, t.floor, c, dead, kAux, ap, 0);
+    encodeAbove(pool, A + (long)i0 * lda, lda, mc, dIn, m, W_encT, b_enc, t.floor, c, {}, 0, nullptr, 0);
     t.above->blocks[i0 / SMC] = std::move(c.blocks[0]);
     nposHi += c.npos;
   }
-  if (aux)
-    for (int r = 0; r < mc; r++) {
-      const long row = i0 + r;
-      aux->start[row] = row * kAux;
-      aux->count[row] = a.count[r];
-      std::copy(a.idx.begin() + (long)r * kAux, a.idx.begin() + (long)r * kAux + a.count[r], aux->idx.begin() + row * kAux);
-      std::copy(a.val.begin() + (long)r * kAux, a.val.begin() + (long)r * kAux + a.count[r], aux->val.begin() + row * kAux);
+}
+
+// AuxK's top kAux among the dead latents, exactly as the float32 path selects it: a float32 GEMM over the dead
+// latents' columns alone (the same values entry for entry) with the fused TopK. Screening these would recompute
+// ~kAux candidates per row (k_aux is d_in / 2 by default), more than the GEMM over them costs.
+void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float* W_encT, const float* b_enc, const std::vector<int32_t>& dead, int kAux,
+              Sparse& aux) {
+  const int nDead = (int)dead.size();
+  std::vector<float> bDead(b_enc ? nDead : 0);
+  for (int q = 0; q < (int)bDead.size(); q++) bDead[q] = b_enc[dead[q]];
+  Sparse a;
+  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, a, {}, 0, nullptr, 0, dead.data());
+  for (long row = 0; row < n; row++) {
+    aux.start[row] = row * kAux;
+    aux.count[row] = a.count[row];
+    for (int q = 0; q < a.count[row]; q++) {
+      aux.idx[row * kAux + q] = dead[a.idx[a.start[row] + q]];
+      aux.val[row * kAux + q] = a.val[a.start[row] + q];
     }
+  }
 }
 
 bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, const Target& tg,
@@ -402,6 +412,10 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const int k = tg.k;
   const float floor = std::max(tg.floor, 0.f);
   const bool withAux = aux && kAux > 0 && !dead.empty();
+  // AuxK's dead latents take a float32 GEMM of their own here (deadTopK), which the float32 path gets for free: past a
+  // third of the latents it costs more than the bf16 GEMM saves (768 x 24,576, k_aux 384, float32 vs screened step:
+  // 10% dead 915 / 952 vs 825 / 804 ms, 20% 994 / 965 vs 912 / 870, 50% 1,074 vs 1,105, 90% 1,173 vs 1,387).
+  if (withAux && 3 * (long)dead.size() > m) return false;
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
   // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
   static thread_local Workspace own;
@@ -413,7 +427,6 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   std::vector<Thread>& th = ws.th;
   const int kp = (dIn + 1) / 2, npad = (m + SNR - 1) / SNR * SNR;
   const uint32_t* Bp = ws.b.p;
-  const int nDead = (int)dead.size();
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
   std::vector<long> blockPosHi(rowBlocks, 0);
@@ -437,14 +450,12 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
         return;
       }
     T.main.resize(SMC);
-    T.aux.resize(SMC);
     for (int r = 0; r < mc; r++) {
       T.main[r].reset(k);
       if (!topk) {
         T.main[r].tau = floor;  // fixed: every entry whose upper bound passes the floor is a candidate
         T.main[r].pruneAt = SIZE_MAX;
       }
-      T.aux[r].reset(kAux);
     }
     long posHi = 0;  // entries whose upper bound is positive: at least the batch's positive count
     float* Cb = T.c.get((size_t)SMC * SNC);
@@ -462,8 +473,6 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
         }
       }
       // Screen the block: a latent stays a candidate while its upper bound reaches the row's tau (and 0).
-      const int lo = withAux ? (int)(std::lower_bound(dead.begin(), dead.end(), j0) - dead.begin()) : 0;
-      const int hi = withAux ? (int)(std::lower_bound(dead.begin(), dead.end(), j0 + nc) - dead.begin()) : 0;
       const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
       const __m512 tiny = _mm512_set1_ps(1.0f / 2097152.0f), zero = _mm512_setzero_ps();
       for (int r = 0; r < mc; r++) {
@@ -502,24 +511,6 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
           }
         }
         if (L.n >= L.pruneAt) L.prune();
-        if (withAux && hi > lo) {
-          List& D = T.aux[r];
-          D.room(hi - lo + 16);
-          for (int q = lo; q < hi; q++) {
-            const int j = dead[q];
-            const float pt = z[j - j0] + bias[j];
-            const float e = std::fma(T.X[r], P[j], std::fma(T.Y[r], Q[j], Z[j])) + std::fabs(pt) * (1.0f / 2097152.0f);
-            const float up = pt + e;
-            if (up > 0.f && up >= D.tau) {
-              D.j[D.n] = j;
-              D.p[D.n] = pt;
-              D.e[D.n] = e;
-              D.n++;
-              if (pt - e > D.tau) D.offer(pt - e);
-            }
-          }
-          if (D.n >= D.pruneAt) D.prune();
-        }
       }
     }
     // Each row: the last pruning, then the float32 values of the survivors; TopK takes the top k among them
@@ -528,8 +519,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     const int cap = std::max(4 * k + 256, m / 8);
     for (int r = 0; r < mc; r++) {
       if (topk) T.main[r].prune();
-      if (withAux) T.aux[r].prune();
-      if ((int)T.main[r].n > cap || (withAux && (int)T.aux[r].n > std::max(4 * kAux + 256, nDead / 8))) {
+      if ((int)T.main[r].n > cap) {
         redo[t] = 1;
         return;
       }
@@ -553,38 +543,31 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       }
     }
     // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
-    const int s0 = topk ? 0 : 1, s1 = withAux ? 2 : 1;  // Above: only AuxK's lists here
-    if (s0 >= s1) return;
+    if (!topk) return;
+    // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
     auto prefetchRow = [&](int r) {
-      for (int s = s0; s < s1; s++) {
-        const List& L = s == 0 ? T.main[r] : T.aux[r];
-        for (size_t q = 0; q < L.n; q++) {
-          const char* w = reinterpret_cast<const char*>(W_encT + (long)L.j[q] * dIn);
-          for (long o = 0; o < (long)dIn * 4; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
-        }
+      const List& L = T.main[r];
+      for (size_t q = 0; q < L.n; q++) {
+        const char* w = reinterpret_cast<const char*>(W_encT + (long)L.j[q] * dIn);
+        for (long o = 0; o < (long)dIn * 4; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
       }
     };
     prefetchRow(0);
     for (int r = 0; r < mc; r++) {
       if (r + 1 < mc) prefetchRow(r + 1);
       const long row = i0 + r;
-      const float* x = A + row * lda;
-      for (int s = s0; s < s1; s++) {
-        List& L = s == 0 ? T.main[r] : T.aux[r];
-        const int cnt = (int)L.n;
-        T.exact.resize(cnt + 16);
-        exactAt(x, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
-        const int kk = s == 0 ? k : kAux;
-        Sparse& o = s == 0 ? *tg.topk : *aux;
-        T.scratch.resize(5 * (size_t)cnt + 160);
-        T.pos.resize(kk + 16);
-        float* v = o.val.data() + row * kk;
-        const int got = topkRow(T.exact.data(), cnt, kk, T.pos.data(), v, T.scratch.data());
-        int32_t* ix = o.idx.data() + row * kk;
-        for (int q = 0; q < got; q++) ix[q] = L.j[T.pos[q]];
-        o.start[row] = row * kk;
-        o.count[row] = got;
-      }
+      List& L = T.main[r];
+      const int cnt = (int)L.n;
+      T.exact.resize(cnt + 16);
+      exactAt(A + row * lda, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
+      T.scratch.resize(5 * (size_t)cnt + 160);
+      T.pos.resize(k + 16);
+      Sparse& o = *tg.topk;
+      const int got = topkRow(T.exact.data(), cnt, k, T.pos.data(), o.val.data() + row * k, T.scratch.data());
+      int32_t* ix = o.idx.data() + row * k;
+      for (int q = 0; q < got; q++) ix[q] = L.j[T.pos[q]];
+      o.start[row] = row * k;
+      o.count[row] = got;
     }
   });
   if (std::find(refused.begin(), refused.end(), 1) != refused.end()) return false;
@@ -637,10 +620,11 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   long nposHi = 0;
   for (int t = 0; t < rowBlocks; t++) {
     if (redo[t])
-      redoExact(pool, A, lda, t * SMC, std::min(SMC, n - t * SMC), dIn, m, W_encT, b_enc, tg, dead, kAux, withAux ? aux : nullptr, nposHi);
+      redoExact(pool, A, lda, t * SMC, std::min(SMC, n - t * SMC), dIn, m, W_encT, b_enc, tg, nposHi);
     else
       nposHi += blockPosHi[t];
   }
+  if (withAux) deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
   if (!topk) {
     // Candidates' count, and a positive count that gives the caller the decisions the exact count would: the
     // exact count is between the candidates (all positive) and nposHi, and only min(k B, npos) <= total matters.
