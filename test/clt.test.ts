@@ -324,7 +324,7 @@ test('native CLT TopK selected inside each layer’s encoder GEMM: blocks crosse
   }
 });
 
-test('native CLT BatchTopK selected inside each layer’s encoder GEMM once it has thresholds: bit-equal to the stored path, and recomputed when they fall', {
+test('native CLT BatchTopK selected inside each layer’s encoder GEMM (above its last threshold, or a floor from the rows’ top 2k): bit-equal to the stored path, also when the thresholds fall', {
   skip: skipNative,
 }, () => {
   const s: CltShape = { L: 2, dI: 16, dO: 8, n: 700, skip: true };
@@ -336,10 +336,10 @@ test('native CLT BatchTopK selected inside each layer’s encoder GEMM once it h
   const dead = Uint8Array.from({ length: s.L * s.n }, (_, j) => (j % 5 === 0 ? 1 : 0));
   const o = { sparsity: 0, bandwidth: 1, auxkCoefficient: 1 / 32, auxkK: 6, dead, denseAbove: 0.07 };
   const engine = () => new mod.Clt({ L: s.L, dIn: s.dI, dOut: s.dO, n: s.n, activation: ACTIVATIONS.batchtopk.nativeCode, k, skip: true, threads: 2 });
-  const run = (e: ReturnType<typeof engine>, x: Float32Array) => {
+  const run = (e: ReturnType<typeof engine>, x: Float32Array, storedFallback = false) => {
     const g = zerosLike(p);
     const fired = new Float32Array(s.L * s.n);
-    const r = e.step(p as Required<CltParams>, g as Required<CltParams>, x, Y, B, o, fired);
+    const r = e.step(p as Required<CltParams>, g as Required<CltParams>, x, Y, B, { ...o, storedFallback }, fired);
     return { r, g, fired };
   };
   const same = (a: ReturnType<typeof run>, b: ReturnType<typeof run>, what: string) => {
@@ -348,21 +348,28 @@ test('native CLT BatchTopK selected inside each layer’s encoder GEMM once it h
     assert.deepEqual(a.fired, b.fired, `${what}: fired`);
     for (const key of Object.keys(p) as (keyof CltParams)[]) assert.deepEqual(a.g[key], b.g[key], `${what}: d${key}`);
   };
+  const stored = run(engine(), X, true);
+  assert.equal(stored.r.selection, 0, 'with storedFallback, the first step stores the pre-activations');
   const e = engine();
   const first = run(e, X);
   const second = run(e, X);
-  assert.equal(first.r.selection, 0, 'the first step has no thresholds: stored pre-activations');
-  assert.equal(second.r.selection, 1, 'the second step selects inside the encoder GEMMs');
+  assert.equal(first.r.selection, 4, "the first step has no thresholds: floors from each layer's rows' own top 2k");
+  assert.equal(second.r.selection, 1, 'the second step selects inside the encoder GEMMs above the last thresholds');
   assert.ok(first.r.auxLoss > 0, 'AuxK ran');
-  same(second, first, 'fused vs stored');
+  same(first, stored, 'rows floor vs stored');
+  same(second, stored, 'fused vs stored');
   // And both equal the reference step.
   const gRef = zerosLike(p);
   const ref = cltReferenceStep(s, 'batchtopk', k, p, gRef, X, Y, B, o);
   assert.ok(Math.abs(second.r.loss - ref.loss) <= 1e-4 * Math.abs(ref.loss), `loss ${second.r.loss} vs reference ${ref.loss}`);
   assert.deepEqual(Array.from(second.fired), Array.from(ref.fired));
-  // Inputs scaled down: the thresholds fall below the floor, the step recomputes, and equals a fresh engine's.
+  // Inputs scaled down: the thresholds fall below the floor; the rows' floors take over, and equal the stored path.
   const small = X.map((v) => v * 0.2);
   const fallen = run(e, small);
-  assert.equal(fallen.r.selection, 2, 'fell back to stored pre-activations');
-  same(fallen, run(engine(), small), 'fallback vs fresh');
+  assert.equal(fallen.r.selection, 4, "the thresholds fell: the rows' floors");
+  const e2 = engine();
+  run(e2, X, true);
+  const fallenStored = run(e2, small, true);
+  assert.equal(fallenStored.r.selection, 2, 'with storedFallback, recomputed from stored pre-activations');
+  same(fallen, fallenStored, 'rows floor vs stored after the thresholds fell');
 });

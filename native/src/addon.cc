@@ -409,6 +409,7 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, (size_t)e->latents(), "dead", true);
     so.denseAbove = (float)numProp(env, o, "denseAbove", 0.07);
+    so.storedFallback = boolProp(env, o, "storedFallback");
     float* fired = f32(env, a[6], (size_t)e->latents(), "fired");
     sdl::StepResult r = e->step(p, g, X, Y, B, so, fired);
     napi_value out;

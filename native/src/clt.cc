@@ -73,34 +73,49 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   const long BM = (long)B * M;
   StepResult r;
   const bool wantAux = (c_.act == TOPK || c_.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
-  // TopK selects inside the encoder GEMMs. BatchTopK does too once every layer has a threshold: each layer's entries
-  // above kBatchFloor x its last threshold are candidates, and when a layer has at least as many as it selects, its
-  // k-th largest is among them (exact); if any layer falls short the pre-activations are computed after all. The
-  // other rules need the pre-activations stored.
+  // TopK selects inside the encoder GEMMs. BatchTopK does too, per layer: the entries above a floor are candidates,
+  // and when a layer has at least as many as it selects, its k-th largest is among them (exact). The floor is
+  // kBatchFloor x the layer's last threshold, or with none yet (or when it fell further) the k B-th largest of the
+  // rows' own top 2k in that layer (rowsTopFloor); if a layer's rows hold too few positive entries, the
+  // pre-activations are computed after all. The other rules need the pre-activations stored.
   const int R = gemmBlockRows();
   std::vector<Candidates> cand;
   bool batchFused = false;
   lastKth_.resize(L, 0.f);
-  if (c_.act == BATCHTOPK && std::all_of(lastKth_.begin(), lastKth_.end(), [](float t) { return t > 0.f; })) {
+  if (c_.act == BATCHTOPK) {
     cand.resize(L);
     layerAux_.resize(L);
     batchFused = true;
-    bool screened = true;
+    bool screened = true, rowsFloor = false;
+    const long kB = (long)c_.k * B;
     for (int l = 0; l < L && batchFused; l++) {
       std::vector<int32_t> deadL;
       if (wantAux)
         for (int i = 0; i < n; i++)
           if (o.dead[(long)l * n + i]) deadL.push_back(i);
       Sparse* aux = !deadL.empty() && o.auxkK > 0 ? &layerAux_[l] : nullptr;
-      screened &= encodeAbove(pool_, X + (long)l * dI, (long)L * dI, B, dI, n, p.W_encT + (long)l * n * dI, p.b_enc + (long)l * n, kBatchFloor * lastKth_[l],
-                              cand[l], deadL, o.auxkK, aux, c_.screen, (long)c_.k * B);
-      if (aux)
-        for (int b = 0; b < B; b++)
-          for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;
-      const long want = (long)c_.k * B < cand[l].npos ? (long)c_.k * B : cand[l].npos;
-      batchFused = cand[l].total >= want;
+      const float* Xl = X + (long)l * dI;
+      const float *Wl = p.W_encT + (long)l * n * dI, *bl = p.b_enc + (long)l * n;
+      auto above = [&](float floor) {
+        screened &= encodeAbove(pool_, Xl, (long)L * dI, B, dI, n, Wl, bl, floor, cand[l], deadL, o.auxkK, aux, c_.screen, kB);
+        if (aux)  // AuxK's picks as global latent indices
+          for (int b = 0; b < B; b++)
+            for (int q = 0; q < aux->count[b]; q++) aux->idx[aux->start[b] + q] += l * n;
+        const long want = kB < cand[l].npos ? kB : cand[l].npos;
+        return cand[l].total >= want;
+      };
+      bool fusedL = lastKth_[l] > 0 && above(kBatchFloor * lastKth_[l]);
+      if (!fusedL && !o.storedFallback) {
+        const float floor = rowsTopFloor(pool_, Xl, (long)L * dI, B, dI, n, Wl, bl, 2 * c_.k < n ? 2 * c_.k : n, kB, rowTop_, c_.screen);
+        if (floor > 0) {
+          fusedL = above(std::nextafter(floor, 0.f));  // entries >= floor are candidates
+          rowsFloor = true;
+        }
+      }
+      batchFused = fusedL;
     }
-    r.selection = batchFused ? (screened ? 3 : 1) : 2;
+    const bool hadThresholds = std::all_of(lastKth_.begin(), lastKth_.end(), [](float t) { return t > 0.f; });
+    r.selection = batchFused ? (rowsFloor ? 4 : screened ? 3 : 1) : hadThresholds ? 2 : 0;
   }
   if (c_.act == TOPK) r.selection = 1;  // 3 below when every layer's selection was screened in bf16
   float* pre = c_.act == TOPK || batchFused ? nullptr : ensure(pre_, (size_t)BM);

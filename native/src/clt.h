@@ -44,6 +44,7 @@ struct CltStepOptions {
   int auxkK = 0;                  // dead latents per layer that reconstruct the residual
   const uint8_t* dead = nullptr;  // [L n]
   float denseAbove = 0.07f;       // ReLU/JumpReLU: GEMMs for the decoder and backward when more than this fraction fires
+  bool storedFallback = false;    // BatchTopK: as StepOptions::storedFallback (engine.h), per layer
 };
 
 class Clt {
@@ -83,7 +84,7 @@ class Clt {
   Pool pool_;
   std::vector<long> dec_;
   std::vector<float> pre_, G_, E_, skip_, scratch_, tmp_, kth_, acts_, dacts_;
-  Sparse sp_;
+  Sparse sp_, rowTop_;
   std::vector<Sparse> layerSp_, layerAux_;
   // BatchTopK: each layer's last batch threshold; the next step's fused encoders keep the entries above kBatchFloor
   // x it as candidates (as the SAE step does, step.cc).

@@ -263,4 +263,14 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
   return false;
 }
 
+float rowsTopFloor(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k2, long want, Sparse& rows,
+                   int screen) {
+  encodeTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k2, rows, {}, 0, nullptr, screen);
+  if (want <= 0 || rows.nnz < want) return -1.f;
+  std::vector<float> vals;
+  vals.reserve(rows.nnz);
+  for (int b = 0; b < n; b++) vals.insert(vals.end(), rows.val.begin() + rows.start[b], rows.val.begin() + rows.start[b] + rows.count[b]);
+  return kthLargestPositive(pool, vals.data(), (long)vals.size(), want);
+}
+
 }  // namespace sdl

@@ -44,6 +44,12 @@ struct Candidates {
 bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop = 0);
 
+// A floor for a batch-wide selection of `want` entries with no threshold to go by: the want-th largest of the rows'
+// own top k2 (their union holds `want` entries at or above it, so the batch's want-th largest is too), or -1 when the
+// rows hold fewer than `want` positive entries between them. `rows` is scratch.
+float rowsTopFloor(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k2, long want, Sparse& rows,
+                   int screen);
+
 // Fills sp with rows [0, B): each(b, f) calls f(latent, value) for row b's entries in order. Two passes (count, then
 // fill) so each row writes its own slice in parallel. Used to turn encodeAbove's candidates into a selection.
 template <class Each>

@@ -52,14 +52,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.selection = batchFused ? (screened ? 3 : 1) : 2;
     }
     if (!batchFused && !o.storedFallback) {
-      const int k2 = 2 * c.k < m ? 2 * c.k : m;
-      encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, k2, rowTop_, {}, 0, nullptr, c.screen);
-      if (rowTop_.nnz >= kB) {
-        std::vector<float> vals;
-        vals.reserve(rowTop_.nnz);
-        for (int b = 0; b < B; b++) vals.insert(vals.end(), rowTop_.val.begin() + rowTop_.start[b], rowTop_.val.begin() + rowTop_.start[b] + rowTop_.count[b]);
-        const float bound = kthLargestPositive(pool_, vals.data(), (long)vals.size(), kB);
-        batchFused = above(std::nextafter(bound, 0.f));  // entries >= bound are candidates
+      const float floor = rowsTopFloor(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 2 * c.k < m ? 2 * c.k : m, kB, rowTop_, c.screen);
+      if (floor > 0) {
+        batchFused = above(std::nextafter(floor, 0.f));  // entries >= floor are candidates
         r.selection = batchFused ? 4 : 2;
       }
     }

@@ -127,7 +127,7 @@ export interface NativeClt extends NativeOptimiser {
     X: Float32Array,
     Y: Float32Array,
     B: number,
-    o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array; denseAbove?: number },
+    o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array; denseAbove?: number; storedFallback?: boolean },
     fired: Float32Array,
   ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; dense: number; selection: number; minSelected: Float32Array };
   forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean): NativeForward;
