@@ -224,15 +224,14 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     out.nnz = 0;
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
-  } else if (!cols && screenWanted(screen, dIn) && screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
-    screened = true;
-    long s = 0;
-    for (int b = 0; b < n; b++) s += out.count[b];
-    out.nnz = s;
   } else {
-    DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
-    TopKSink sink(pool.size(), k, out, dk);
-    gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
+    screened = !cols && screenWanted(screen, dIn) &&
+               screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
+    if (!screened) {
+      DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
+      TopKSink sink(pool.size(), k, out, dk);
+      gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
+    }
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];
     out.nnz = s;

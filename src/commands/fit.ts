@@ -20,6 +20,7 @@ import type { Manifest } from '../activations/manifest.js';
 import { memberName, parseSweep, readSweepFile, type MemberSettings, type SweepRecord } from '../sdl/sweep.js';
 import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
+import { screenSetting } from '../native/kernels.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, parseLayers, printJson } from './common.js';
 import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
@@ -59,6 +60,7 @@ type FitArgs = Record<string, unknown>;
 
 /** One dictionary's configuration from fit's options: the single place they are turned into configs. */
 function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; train: TrainConfig; defaultOut: string } {
+  screenSetting(); // SDLKIT_SCREEN is checked here, before anything is written (the engines read it again)
   const kind = argv.kind as Kind;
   const str = (k: string) => (argv[k] === undefined ? undefined : String(argv[k]));
   const sites =

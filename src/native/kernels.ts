@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UserError } from '../util/errors.js';
 
 export interface NativeTensors {
   W_encT: Float32Array;
@@ -245,7 +246,10 @@ export function nativeStatus(): string {
 
 /** The engines' `screen` setting: 1 (screen TopK encoders in bf16 where faster; exact either way), 0 with SDLKIT_SCREEN=0 (for comparisons). */
 export function screenSetting(): 0 | 1 {
-  return process.env.SDLKIT_SCREEN === '0' ? 0 : 1;
+  const v = process.env.SDLKIT_SCREEN;
+  if (v === undefined || v === '' || v === '1') return 1;
+  if (v === '0') return 0;
+  throw new UserError(`SDLKIT_SCREEN must be 0 or 1, got '${v}'; unset it to screen where it is faster`);
 }
 
 /** Worker threads for the native kernels: SDLKIT_THREADS, else the machine's cores (at most 16). */
