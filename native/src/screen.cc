@@ -165,7 +165,7 @@ void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, dou
 struct Thread {
   AlignedBuffer<uint32_t> a;  // packed rows
   AlignedBuffer<float> c;     // a block of screened values
-  std::vector<float> X, Y, exact, scratch;
+  std::vector<float> X, Y, scratch;
   std::vector<List> main;
   std::vector<int32_t> pos;
   std::vector<uint32_t> pairs;
@@ -181,10 +181,15 @@ struct Workspace {
   struct Held {
     std::vector<long> off;
     std::vector<int32_t> j;
-    std::vector<float> p, e;
-    long sure = 0;  // candidates whose lower bound is above the floor
+    std::vector<float> p, e;  // Above only: screened value and half-width
+    std::vector<float> x;     // the float32 values (of those exactHeld computes)
+    long sure = 0;            // candidates whose lower bound is above the floor
   };
   std::vector<Held> held;
+  // exactHeld's candidates grouped by latent: latent j's at [byLatent[j], byLatent[j + 1]).
+  std::vector<long> byLatent;
+  std::vector<int32_t> ordRow;
+  std::vector<float*> ordDst;
 };
 
 // Packs W_enc (its transpose's rows are the encoder's columns) into bf16 pair panels and computes the columns'
@@ -308,16 +313,17 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// The float32 pre-activations of row x at the latents js[0..cnt), bit-identical to gemm()/gemmBlocks(): each
-// GEMM depth block (gemmDepthBlock(), a multiple of 16) is one FMA chain from zero in depth order; the first block
-// adds the bias, later blocks are added to the running value. Sixteen latents share a vector: 16 depths of their
-// encoder rows are loaded and transposed in registers (cheaper than gathering).
-void exactAt(const float* x, const float* W_encT, const float* b_enc, int dIn, const int32_t* js, int cnt, float* out) {
+// The float32 pre-activations of one latent (encoder row w, bias b when hasBias) at the rows rows[0..cnt) of A,
+// bit-identical to gemm()/gemmBlocks(): each GEMM depth block (gemmDepthBlock(), a multiple of 16) is one FMA chain
+// from zero in depth order; the first block adds the bias, later blocks are added to the running value. Sixteen rows
+// share a vector: 16 depths of each are loaded and transposed in registers (cheaper than gathering), and the
+// latent's weights are broadcast.
+void exactRows(const float* A, long lda, const float* w, float b, bool hasBias, int dIn, const int32_t* rows, int cnt, float* const* dst) {
   const int KC = gemmDepthBlock();
   for (int g0 = 0; g0 < cnt; g0 += 16) {
     const int nl = std::min(16, cnt - g0);
-    const float* w[16];
-    for (int l = 0; l < 16; l++) w[l] = W_encT + (long)js[g0 + (l < nl ? l : 0)] * dIn;
+    const float* x[16];
+    for (int l = 0; l < 16; l++) x[l] = A + (long)rows[g0 + (l < nl ? l : 0)] * lda;
     __m512 c = _mm512_setzero_ps();
     for (int k0 = 0; k0 < dIn; k0 += KC) {
       const int k1 = std::min(dIn, k0 + KC);
@@ -326,27 +332,59 @@ void exactAt(const float* x, const float* W_encT, const float* b_enc, int dIn, c
         const int tl = std::min(16, k1 - kk);
         const __mmask16 in = (__mmask16)((1u << tl) - 1);
         __m512 r[16];
-        for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(in, w[l] + kk);
+        for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(in, x[l] + kk);
         transpose16(r);
-        for (int q = 0; q < tl; q++) acc = _mm512_fmadd_ps(_mm512_set1_ps(x[kk + q]), r[q], acc);
+        for (int q = 0; q < tl; q++) acc = _mm512_fmadd_ps(r[q], _mm512_set1_ps(w[kk + q]), acc);
       }
-      if (k0 == 0) {
-        c = acc;
-        if (b_enc) {
-          alignas(64) float bv[16] = {0};
-          for (int l = 0; l < nl; l++) bv[l] = b_enc[js[g0 + l]];
-          c = _mm512_add_ps(c, _mm512_load_ps(bv));
-        }
-      } else {
-        c = _mm512_add_ps(c, acc);
-      }
+      if (k0 == 0) c = hasBias ? _mm512_add_ps(acc, _mm512_set1_ps(b)) : acc;
+      else c = _mm512_add_ps(c, acc);
     }
     alignas(64) float t[16];
     _mm512_store_ps(t, c);
-    for (int l = 0; l < nl; l++) out[g0 + l] = t[l];
+    for (int l = 0; l < nl; l++) *dst[g0 + l] = t[l];
   }
 }
 
+// The float32 values of the held candidates whose upper bound reaches `cut` (every one for -inf), into each Held's x.
+// Grouped by latent, so each encoder row is read once, in latent order, and shared by its candidate rows (a row's
+// candidates are scattered over W_enc: gathering their encoder rows row by row cost ~4x more, memory-bound).
+void exactHeld(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float cut,
+               const std::vector<uint8_t>& redo, Workspace& ws) {
+  const int rowBlocks = (int)redo.size();
+  std::vector<long>& at = ws.byLatent;
+  at.assign((size_t)m + 1, 0);
+  auto wanted = [&](const Workspace::Held& h, size_t q) { return h.p.empty() || h.p[q] + h.e[q] >= cut; };
+  long total = 0;
+  for (int t = 0; t < rowBlocks; t++) {
+    if (redo[t]) continue;
+    Workspace::Held& h = ws.held[t];
+    h.x.resize(h.j.size());
+    for (size_t q = 0; q < h.j.size(); q++)
+      if (wanted(h, q)) at[h.j[q] + 1]++, total++;
+  }
+  for (int j = 0; j < m; j++) at[j + 1] += at[j];
+  int32_t* ordRow = ensure(ws.ordRow, (size_t)total + 1);
+  float** ordDst = ensure(ws.ordDst, (size_t)total + 1);
+  std::vector<long> fill(at.begin(), at.end() - 1);
+  for (int t = 0; t < rowBlocks; t++) {
+    if (redo[t]) continue;
+    Workspace::Held& h = ws.held[t];
+    const int i0 = t * SMC, mc = std::min(SMC, n - i0);
+    for (int r = 0; r < mc; r++)
+      for (long q = h.off[r]; q < h.off[r + 1]; q++)
+        if (wanted(h, q)) {
+          const long e = fill[h.j[q]]++;
+          ordRow[e] = i0 + r;
+          ordDst[e] = h.x.data() + q;
+        }
+  }
+  pool.rangeDynamic(m, [&](long j0, long j1) {
+    for (long j = j0; j < j1; j++) {
+      const int cnt = (int)(at[j + 1] - at[j]);
+      if (cnt) exactRows(A, lda, W_encT + j * dIn, b_enc ? b_enc[j] : 0.f, b_enc != nullptr, dIn, ordRow + at[j], cnt, ordDst + at[j]);
+    }
+  }, 16);
+}
 
 }  // namespace
 
@@ -430,10 +468,8 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
   std::vector<long> blockPosHi(rowBlocks, 0);
-  if (!topk) {
-    tg.above->blocks.assign(rowBlocks, Candidates::Block{});
-    if ((int)ws.held.size() < rowBlocks) ws.held.resize(rowBlocks);
-  }
+  if (!topk) tg.above->blocks.assign(rowBlocks, Candidates::Block{});
+  if ((int)ws.held.size() < rowBlocks) ws.held.resize(rowBlocks);
   // A row's screened sums are bounded by |x~| |w~|; keep them far from float32's overflow so every value is finite.
   const double sumCap = 1e36;
 
@@ -525,62 +561,36 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       }
     }
     blockPosHi[t] = posHi;
-    if (!topk) {
-      // Held for the second pass: which of them need float32 values depends on the whole batch (below).
-      Workspace::Held& h = ws.held[t];
-      h.off.assign(mc + 1, 0);
-      h.j.clear();
-      h.p.clear();
-      h.e.clear();
-      h.sure = 0;
-      for (int r = 0; r < mc; r++) {
-        const List& L = T.main[r];
-        h.j.insert(h.j.end(), L.j.begin(), L.j.begin() + L.n);
+    // Held until the batch is screened: the float32 values are computed grouped by latent (exactHeld), and for
+    // Above which candidates need them depends on the whole batch (below).
+    Workspace::Held& h = ws.held[t];
+    h.off.assign(mc + 1, 0);
+    h.j.clear();
+    h.p.clear();
+    h.e.clear();
+    h.sure = 0;
+    for (int r = 0; r < mc; r++) {
+      const List& L = T.main[r];
+      h.j.insert(h.j.end(), L.j.begin(), L.j.begin() + L.n);
+      if (!topk) {
         h.p.insert(h.p.end(), L.p.begin(), L.p.begin() + L.n);
         h.e.insert(h.e.end(), L.e.begin(), L.e.begin() + L.n);
         for (size_t q = 0; q < L.n; q++) h.sure += L.p[q] - L.e[q] > floor;
-        h.off[r + 1] = (long)h.j.size();
       }
-    }
-    // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
-    if (!topk) return;
-    // The survivors' encoder rows are scattered over W_enc: the next row's are fetched while this row computes.
-    auto prefetchRow = [&](int r) {
-      const List& L = T.main[r];
-      for (size_t q = 0; q < L.n; q++) {
-        const char* w = reinterpret_cast<const char*>(W_encT + (long)L.j[q] * dIn);
-        for (long o = 0; o < (long)dIn * 4; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
-      }
-    };
-    prefetchRow(0);
-    for (int r = 0; r < mc; r++) {
-      if (r + 1 < mc) prefetchRow(r + 1);
-      const long row = i0 + r;
-      List& L = T.main[r];
-      const int cnt = (int)L.n;
-      T.exact.resize(cnt + 16);
-      exactAt(A + row * lda, W_encT, b_enc, dIn, L.j.data(), cnt, T.exact.data());
-      T.scratch.resize(5 * (size_t)cnt + 160);
-      T.pos.resize(k + 16);
-      Sparse& o = *tg.topk;
-      const int got = topkRow(T.exact.data(), cnt, k, T.pos.data(), o.val.data() + row * k, T.scratch.data());
-      int32_t* ix = o.idx.data() + row * k;
-      for (int q = 0; q < got; q++) ix[q] = L.j[T.pos[q]];
-      o.start[row] = row * k;
-      o.count[row] = got;
+      h.off[r + 1] = (long)h.j.size();
     }
   });
   if (std::find(refused.begin(), refused.end(), 1) != refused.end()) return false;
+  // Above's cut. When at least keepTop candidates are surely above the floor, the caller's selection (the batch's
+  // keepTop largest) lies at or above the keepTop-th largest lower bound `cut`, and only candidates whose upper bound
+  // reaches it need float32 values: the rest are below the selection, and the caller's decisions (total >= min(k B,
+  // npos), then the keepTop-th largest) come out the same without them. Otherwise every candidate is computed and
+  // kept above the floor, as the exact path keeps them.
+  float cut = -INFINITY;
   if (!topk) {
-    // The second pass. When at least keepTop candidates are surely above the floor, the caller's selection (the
-    // batch's keepTop largest) lies at or above the keepTop-th largest lower bound `cut`, and only candidates whose
-    // upper bound reaches it need float32 values: the rest are below the selection, and the caller's decisions
-    // (total >= min(k B, npos), then the keepTop-th largest) come out the same without them. Otherwise every
-    // candidate is computed and kept above the floor, as the exact path keeps them.
     long sure = 0;
     for (int t = 0; t < rowBlocks; t++)
       if (!redo[t]) sure += ws.held[t].sure;
-    float cut = -INFINITY;
     if (tg.keepTop > 0 && sure >= tg.keepTop && std::find(redo.begin(), redo.end(), 1) == redo.end()) {
       std::vector<float> lows;
       for (int t = 0; t < rowBlocks; t++) {
@@ -590,32 +600,43 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       std::nth_element(lows.begin(), lows.begin() + (tg.keepTop - 1), lows.end(), std::greater<float>());
       cut = lows[tg.keepTop - 1];
     }
-    pool.run(rowBlocks, [&](int t, int thread) {
-      if (redo[t]) return;
-      Thread& T = th[thread];
-      const Workspace::Held& h = ws.held[t];
-      Candidates::Block& blk = tg.above->blocks[t];
-      const int i0 = t * SMC, mc = std::min(SMC, n - i0);
-      blk.off.assign(mc + 1, 0);
-      blk.idx.clear();
-      blk.val.clear();
-      std::vector<int32_t>& js = T.pos;
-      for (int r = 0; r < mc; r++) {
-        js.clear();
-        for (long q = h.off[r]; q < h.off[r + 1]; q++)
-          if (h.p[q] + h.e[q] >= cut) js.push_back(h.j[q]);
-        const int cnt = (int)js.size();
-        T.exact.resize(cnt + 16);
-        exactAt(A + (long)(i0 + r) * lda, W_encT, b_enc, dIn, js.data(), cnt, T.exact.data());
-        for (int q = 0; q < cnt; q++)
-          if (T.exact[q] > floor) {
-            blk.idx.push_back(js[q]);
-            blk.val.push_back(T.exact[q]);
-          }
-        blk.off[r + 1] = (long)blk.idx.size();
-      }
-    });
   }
+  exactHeld(pool, A, lda, n, dIn, m, W_encT, b_enc, cut, redo, ws);
+  // Each row's selection from its candidates' float32 values: TopK's top k (topkRow: the same rule, ties to the
+  // lower latent, as the exact path), Above's entries above the floor, in latent order.
+  pool.run(rowBlocks, [&](int t, int thread) {
+    if (redo[t]) return;
+    Thread& T = th[thread];
+    const Workspace::Held& h = ws.held[t];
+    const int i0 = t * SMC, mc = std::min(SMC, n - i0);
+    if (topk) {
+      Sparse& o = *tg.topk;
+      for (int r = 0; r < mc; r++) {
+        const long row = i0 + r;
+        const int cnt = (int)(h.off[r + 1] - h.off[r]);
+        T.scratch.resize(5 * (size_t)cnt + 160);
+        T.pos.resize(k + 16);
+        const int got = topkRow(h.x.data() + h.off[r], cnt, k, T.pos.data(), o.val.data() + row * k, T.scratch.data());
+        int32_t* ix = o.idx.data() + row * k;
+        for (int q = 0; q < got; q++) ix[q] = h.j[h.off[r] + T.pos[q]];
+        o.start[row] = row * k;
+        o.count[row] = got;
+      }
+      return;
+    }
+    Candidates::Block& blk = tg.above->blocks[t];
+    blk.off.assign(mc + 1, 0);
+    blk.idx.clear();
+    blk.val.clear();
+    for (int r = 0; r < mc; r++) {
+      for (long q = h.off[r]; q < h.off[r + 1]; q++)
+        if (h.p[q] + h.e[q] >= cut && h.x[q] > floor) {
+          blk.idx.push_back(h.j[q]);
+          blk.val.push_back(h.x[q]);
+        }
+      blk.off[r + 1] = (long)blk.idx.size();
+    }
+  });
   // Row blocks whose candidates stayed too many (bounds too wide for their data) run the exact fused encoder.
   long nposHi = 0;
   for (int t = 0; t < rowBlocks; t++) {
