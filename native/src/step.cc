@@ -314,6 +314,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         const int32_t* ix = sp.idx.data() + st;
         const float* v = sp.val.data() + st;
         const float* y = Y + b * dOut;
+        // The active decoder rows are scattered over W_dec: the next row's are fetched while this one computes.
+        if (b + 1 < b1) prefetchRows(Wd, dOut, sp.idx.data() + sp.start[b + 1], sp.count[b + 1]);
         for (int i = 0; i < dOut; i++) yh[i] = p.b_dec[i];
         if (c.act == MATRYOSHKA) {
           // Nested prefixes: r_g = b_dec + sum_{j < w_g} f_j W_dec[j] - y; L = mean_g ||r_g||^2 / B.
