@@ -140,13 +140,14 @@ Engine* unwrap(napi_env env, napi_value self) {
   return static_cast<Engine*>(p);
 }
 
-sdl::Tensors tensors(napi_env env, Engine* e, napi_value obj, const char* what) {
+// rowsOptional: gradients of a deferRows step, which need no W_encT or W_dec.
+sdl::Tensors tensors(napi_env env, Engine* e, napi_value obj, const char* what, bool rowsOptional = false) {
   const sdl::Config& c = e->config();
   const size_t m = c.dSae;
   sdl::Tensors t;
-  t.W_encT = f32(env, get(env, obj, "W_encT"), m * c.dIn, "W_encT");
+  t.W_encT = f32(env, get(env, obj, "W_encT"), m * c.dIn, "W_encT", rowsOptional);
   t.b_enc = f32(env, get(env, obj, "b_enc"), m, "b_enc");
-  t.W_dec = c.tied ? t.W_encT : f32(env, get(env, obj, "W_dec"), m * c.dOut, "W_dec");
+  t.W_dec = c.tied ? t.W_encT : f32(env, get(env, obj, "W_dec"), m * c.dOut, "W_dec", rowsOptional);
   t.b_dec = f32(env, get(env, obj, "b_dec"), c.dOut, "b_dec");
   t.log_threshold = f32(env, get(env, obj, "log_threshold"), m, "log_threshold", c.act != sdl::JUMPRELU);
   (void)what;
@@ -198,12 +199,15 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 7, &self);
     Engine* e = unwrap(env, self);
     const sdl::Config& c = e->config();
-    sdl::Tensors p = tensors(env, e, a[0], "params"), g = tensors(env, e, a[1], "grads");
+    napi_value o = a[5];
+    sdl::StepOptions so;
+    so.deferRows = boolProp(env, o, "deferRows");
+    so.projectDec = boolProp(env, o, "projectDec");
+    so.rowsNorm = !boolProp(env, o, "noRowsNorm");
+    sdl::Tensors p = tensors(env, e, a[0], "params"), g = tensors(env, e, a[1], "grads", so.deferRows);
     int B = count(env, a[4], "B", 1);
     const float* X = f32(env, a[2], (size_t)B * c.dIn, "X");
     const float* Y = f32(env, a[3], (size_t)B * c.dOut, "Y");
-    napi_value o = a[5];
-    sdl::StepOptions so;
     so.sparsity = (float)numProp(env, o, "sparsity", 0);
     so.bandwidth = (float)numProp(env, o, "bandwidth", 1);
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
@@ -231,7 +235,26 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     setNum(env, out, "dense", r.dense ? 1 : 0);
     setNum(env, out, "nnz", (double)r.nnz);
     setNum(env, out, "selection", r.selection);
+    setNum(env, out, "rowsSq", r.rowsSq);
     return out;
+  });
+}
+
+// applyRows(params, mEnc, vEnc, mDec, vDec, lr, gscale, beta1, beta2, eps, t, normalize): after a deferRows step.
+napi_value EngineApplyRows(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 12, &self);
+    Engine* e = unwrap(env, self);
+    const sdl::Config& c = e->config();
+    sdl::Tensors p = tensors(env, e, a[0], "params");
+    const size_t ne = (size_t)c.dSae * c.dIn, nd = (size_t)c.dSae * c.dOut;
+    bool normalize;
+    CHECK_NAPI(napi_get_value_bool(env, a[11], &normalize));
+    e->applyRows(p, f32(env, a[1], ne, "mEnc"), f32(env, a[2], ne, "vEnc"), f32(env, a[3], nd, "mDec"), f32(env, a[4], nd, "vDec"), (float)num(env, a[5], "lr"),
+                 (float)num(env, a[6], "gscale"), (float)num(env, a[7], "beta1"), (float)num(env, a[8], "beta2"), (float)num(env, a[9], "eps"),
+                 (int)num(env, a[10], "t"), normalize);
+    return nullptr;
   });
 }
 
@@ -632,6 +655,7 @@ napi_value CpuFeatures(napi_env env, napi_callback_info) {
 napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"step", nullptr, EngineStep, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"applyRows", nullptr, EngineApplyRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"forward", nullptr, EngineForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"projectDecoderGrad", nullptr, EngineProject, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normalizeRows", nullptr, EngineNormalize, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -99,11 +99,7 @@ void Engine::projectDecoderGrad(const float* W, float* g) {
 
 void Engine::normalizeRows(float* W, int d) {
   pool_.range(cfg_.dSae, [&](long j0, long j1, int) {
-    for (long j = j0; j < j1; j++) {
-      float* w = W + j * d;
-      float s = 1.f / (std::sqrt(dot(d, w, w)) + 1e-12f);
-      for (int i = 0; i < d; i++) w[i] *= s;
-    }
+    for (long j = j0; j < j1; j++) normalizeRow(W + j * d, d);
   });
 }
 
@@ -127,18 +123,8 @@ double sumSquares(Pool& pool, const float* x, long n) {
 }
 
 void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t) {
-  const float bc1 = 1.f - std::pow(b1, (float)t), bc2 = 1.f - std::pow(b2, (float)t);
-  const float ib1 = 1.f - b1, ib2 = 1.f - b2, rbc1 = 1.f / bc1, rbc2 = 1.f / bc2;
-  pool.range(n, [&](long b, long e, int) {
-    for (long i = b; i < e; i++) {
-      float gi = g[i] * gscale;
-      float mi = b1 * m[i] + ib1 * gi;
-      float vi = b2 * v[i] + ib2 * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      p[i] -= lr * (mi * rbc1) / (std::sqrt(vi * rbc2) + eps);
-    }
-  });
+  const AdamStep a(lr, gscale, b1, b2, eps, t);
+  pool.range(n, [&](long b, long e, int) { adamSpan(a, p, g, m, v, b, e); });
 }
 
 }  // namespace sdl

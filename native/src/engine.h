@@ -7,6 +7,7 @@
 // sparse path (every activation) touches nnz rows of W_dec per pass, and a dense path (ReLU and JumpReLU when
 // many latents fire) uses GEMMs for the decoder and the backward pass.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -49,6 +50,12 @@ struct StepOptions {
   // of taking a floor from the rows' top 2k. The same selection; for tests.
   bool storedFallback = false;
   float denseAbove = 0.07f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
+  // Untied TopK family only: W_enc's and W_dec's gradients are not written (g.W_encT, g.W_dec may be null); the step
+  // keeps its entries grouped by latent and reports the rows' squared norm (StepResult::rowsSq), and applyRows makes
+  // each latent's rows again and applies Adam to them. projectDec: the decoder rows' gradients have their component
+  // along the row removed first (the unit-norm constraint), in the norm and in the update.
+  bool deferRows = false, projectDec = false;
+  bool rowsNorm = true;  // deferRows: compute rowsSq (gradient-norm clipping needs it; else the rows are made once)
 };
 
 struct StepResult {
@@ -61,6 +68,7 @@ struct StepResult {
   // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1), 4 inside it
   // above a floor from the rows' own top 2k (BatchTopK with no threshold yet, or after it fell).
   int selection = 0;
+  double rowsSq = 0;  // deferRows: the squared norm of W_enc's and W_dec's gradients
 };
 
 // Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).
@@ -76,6 +84,24 @@ struct Sparse {
 // every engine.
 double sumSquares(Pool& pool, const float* x, long n);
 void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
+
+// One Adam step's constants, and its update of elements [i0, i1): one implementation for every caller.
+struct AdamStep {
+  float lr, gscale, b1, b2, eps, ib1, ib2, rbc1, rbc2;
+  AdamStep(float lr, float gscale, float b1, float b2, float eps, int t)
+      : lr(lr), gscale(gscale), b1(b1), b2(b2), eps(eps), ib1(1.f - b1), ib2(1.f - b2),
+        rbc1(1.f / (1.f - std::pow(b1, (float)t))), rbc2(1.f / (1.f - std::pow(b2, (float)t))) {}
+};
+inline void adamSpan(const AdamStep& a, float* p, const float* g, float* m, float* v, long i0, long i1) {
+  for (long i = i0; i < i1; i++) {
+    float gi = g[i] * a.gscale;
+    float mi = a.b1 * m[i] + a.ib1 * gi;
+    float vi = a.b2 * v[i] + a.ib2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= a.lr * (mi * a.rbc1) / (std::sqrt(vi * a.rbc2) + a.eps);
+  }
+}
 
 // Inference by a threshold rule on rows [r0, r0 + rows) of pre-activations pre [rows][M]: the entries with z > thr(j)
 // and z > 0, counted per row and then written after out's existing entries (rows back to back). Both engines' forward.
@@ -133,6 +159,11 @@ class Engine {
   double sumSquares(const float* x, long n);
   // Adam with bias correction on one tensor: g is scaled by gscale first.
   void adam(float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
+  // After a step with deferRows: Adam on W_enc's and W_dec's rows (moments mEnc, vEnc [dSae][dIn] and mDec, vDec
+  // [dSae][dOut]) with the gradients made again from that step's entries, scaled by gscale; W_dec's rows renormalised
+  // after when `normalize`. The same values as the step writing the gradients and the separate kernels.
+  void applyRows(const Tensors& p, float* mEnc, float* vEnc, float* mDec, float* vDec, float lr, float gscale, float b1, float b2, float eps, int t,
+                 bool normalize);
 
  private:
   // The encoder's input rows: x - b_dec written into xt when given (b_dec applied to the input), else X.
@@ -148,6 +179,29 @@ class Engine {
     std::vector<long> cnt, colStart, off, order;
     std::vector<int32_t> slotRow, auxRow;
   } w_;
+  // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
+  // for applyRows after a step with deferRows.
+  struct Grouped {
+    const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
+    long mainCap = 0;              // entry references below it are main entries, the rest AuxK's
+    bool hasAux = false;
+    const float* pre = nullptr;    // JumpReLU: the stored pre-activations
+    float eps = 1;                 // JumpReLU's bandwidth
+    bool l1 = false;               // ReLU's L1 term (norms_)
+    float sparsityOverB = 0;
+    const float *anchorEnc = nullptr, *anchorDec = nullptr;
+    int anchorK = 0;
+    float anchorWeight = 0;
+    bool projectDec = false, pending = false;
+  } grp_;
+  struct LatentSums {
+    double sumV = 0, sumDaK = 0, sumK = 0, gbe = 0, nf = 0;
+  };
+  LatentSums entryRows(long j, float* gwd, float* gwe) const;
+  LatentSums entrySums(long j) const;
+  double rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const;
+  std::vector<float> norms_, theta_, rowBuf_;  // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows
+  std::vector<double> rowSq_;
   // BatchTopK: the last step's batch threshold; the next step's fused encoder keeps the entries above
   // kBatchFloor x it as candidates.
   float lastKth_ = 0;

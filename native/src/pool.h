@@ -65,7 +65,8 @@ class Pool {
   }
 
   // Dynamic chunks (about chunksPerThread per thread, claimed as threads free up) for loops whose results do not
-  // depend on which thread ran which chunk (each index writes only its own outputs): better load balance.
+  // depend on which thread ran which chunk (each index writes only its own outputs): better load balance. f gets the
+  // running thread's index for its scratch.
   template <class F>
   void rangeDynamic(long n, F&& f, int chunksPerThread = 4) {
     if (n <= 0) return;
@@ -73,9 +74,9 @@ class Pool {
     if (chunks > n) chunks = n;
     long step = (n + chunks - 1) / chunks;
     int tasks = (int)((n + step - 1) / step);
-    run(tasks, [&](int t, int) {
+    run(tasks, [&](int t, int thread) {
       long b = (long)t * step, e = b + step < n ? b + step : n;
-      f(b, e);
+      f(b, e, thread);
     });
   }
 

@@ -378,7 +378,7 @@ void exactHeld(Pool& pool, const float* A, long lda, int n, int dIn, int m, cons
           ordDst[e] = h.x.data() + q;
         }
   }
-  pool.rangeDynamic(m, [&](long j0, long j1) {
+  pool.rangeDynamic(m, [&](long j0, long j1, int) {
     for (long j = j0; j < j1; j++) {
       const int cnt = (int)(at[j + 1] - at[j]);
       if (cnt) exactRows(A, lda, W_encT + j * dIn, b_enc ? b_enc[j] : 0.f, b_enc != nullptr, dIn, ordRow + at[j], cnt, ordDst + at[j]);

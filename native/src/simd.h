@@ -2,6 +2,7 @@
 // Each addon binary (avx512, avx2, generic) compiles all sources with its own flags; nothing ISA-specific is
 // shared between them, so no function compiled for one instruction set can be linked into another.
 #pragma once
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -61,6 +62,12 @@ static inline float dot(int n, const float* __restrict x, const float* __restric
   float s = vsum((s0 + s1) + (s2 + s3));
   for (; i < n; i++) s += x[i] * y[i];
   return s;
+}
+
+// Rescales w[0..d) to unit norm (the 1e-12 keeps a zero row finite): the unit-norm decoder constraint's one kernel.
+static inline void normalizeRow(float* w, int d) {
+  const float s = 1.f / (std::sqrt(dot(d, w, w)) + 1e-12f);
+  for (int i = 0; i < d; i++) w[i] *= s;
 }
 
 }  // namespace sdl

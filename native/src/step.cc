@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #include "encode.h"
 #include "engine.h"
@@ -23,6 +24,13 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   const bool useXt = c.applyBDec && !c.noBias;
   float* xt = useXt ? ensure(xt_, (size_t)B * dIn) : nullptr;
   const float* xrows = encoderInput(p, X, B, xt);
+  if (o.deferRows) {
+    // applyRows reads the input rows again after this call returns: held in the engine, not the caller's array.
+    if (c.tied || (c.act != TOPK && c.act != BATCHTOPK && c.act != MATRYOSHKA))
+      throw std::invalid_argument("deferRows needs an untied TopK, BatchTopK or Matryoshka dictionary");
+    if (!useXt) xrows = static_cast<const float*>(std::memcpy(ensure(xt_, (size_t)B * dIn), X, sizeof(float) * B * dIn));
+  }
+  grp_.pending = false;
   // AuxK's candidates: the latents counted dead.
   const bool wantAux = (c.act == TOPK || c.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
   std::vector<int32_t> deadList;
@@ -80,7 +88,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   float* gWd = c.tied ? g.W_encT : g.W_dec;
 
   // Decoder row norms (ReLU's L1 term) and JumpReLU thresholds.
-  std::vector<float> norms, theta;
+  std::vector<float>&norms = norms_, &theta = theta_;
   const bool l1 = c.act == RELU && o.sparsity > 0;
   if (l1) {
     norms.resize(m);
@@ -178,28 +186,21 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   // ---- Per-latent epilogue shared by both paths: sparsity terms, anchors, biases, fired counts.
   // sumV: sum of activations (ReLU L1's decoder-norm gradient); sumDaK, sumK: JumpReLU's threshold gradient.
   Partials anchorLoss(T);
-  auto finishLatent = [&](long j, double sumV, double sumDaK, double sumK, double gbe, double nFired, int th) {
-    float* gwd = gWd + j * dOut;
-    float* gwe = g.W_encT + j * dIn;
-    if (l1) axpy(dOut, (float)(o.sparsity / B * sumV / (norms[j] + 1e-12)), Wd + j * dOut, gwd);
+  grp_ = Grouped{};
+  grp_.l1 = l1;
+  grp_.sparsityOverB = o.sparsity / B;
+  grp_.anchorEnc = o.anchorEnc;
+  grp_.anchorDec = o.anchorDec;
+  grp_.anchorK = o.anchorK;
+  grp_.anchorWeight = o.anchorWeight;
+  auto finishLatent = [&](long j, double sumV, double sumDaK, double sumK, double gbe, double nFired, int th, float* gwd, float* gwe) {
+    if (gwd) {
+      const double al = rowTerms(p, j, sumV, gwd, gwe);
+      if (j < o.anchorK) anchorLoss.at(th)[0] += al;
+    }
     if (c.act == JUMPRELU) {
       double gTheta = -theta[j] * sumDaK - o.sparsity / B * sumK;
       g.log_threshold[j] = (float)(gTheta * theta[j]);
-    }
-    if (j < o.anchorK) {
-      double s = 0;
-      const float w2 = 2 * o.anchorWeight;
-      for (int i = 0; i < dIn; i++) {
-        float de = p.W_encT[j * dIn + i] - o.anchorEnc[j * dIn + i];
-        s += (double)de * de;
-        gwe[i] += w2 * de;
-      }
-      for (int i = 0; i < dOut; i++) {
-        float dd = Wd[j * dOut + i] - o.anchorDec[j * dOut + i];
-        s += (double)dd * dd;
-        gwd[i] += w2 * dd;
-      }
-      anchorLoss.at(th)[0] += o.anchorWeight * s;
     }
     if (!c.noBias) g.b_enc[j] = (float)gbe;
     fired[j] = (float)nFired;
@@ -288,7 +289,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         double s[NS] = {0, 0, 0, 0, 0};
         for (int t = 0; t < T; t++)
           for (int q = 0; q < NS; q++) s[q] += cols[((size_t)t * NS + q) * m + j];
-        finishLatent(j, s[0], s[1], s[2], s[3], s[4], th);
+        finishLatent(j, s[0], s[1], s[2], s[3], s[4], th, gWd + j * dOut, g.W_encT + j * dIn);
       }
     });
   } else {
@@ -509,52 +510,45 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           for (int q = 0; q < ax.count[b]; q++) auxRow[ax.start[b] + q] = (int32_t)b;
       }
     });
+    grp_.xrows = xrows;
+    grp_.mainCap = mainCap;
+    grp_.hasAux = hasAux;
+    grp_.pre = pre;
+    grp_.eps = eps;
+    // Deferred (o.deferRows): each latent's gradient rows are made in this thread's scratch, projected, and only
+    // their squared norm kept; applyRows makes them again from the same entries for the Adam update.
+    const bool defer = o.deferRows;
+    float* rowBuf = defer ? ensure(rowBuf_, (size_t)T * (dIn + dOut)) : nullptr;
+    double* rowSq = defer ? ensure(rowSq_, (size_t)m) : nullptr;
     auto latentRows = [&](long j0, long j1, int th) {
       for (long j = j0; j < j1; j++) {
-        float* gwd = gWd + j * dOut;
-        float* gwe = g.W_encT + j * dIn;
-        for (int i = 0; i < dOut; i++) gwd[i] = 0.f;
-        if (!c.tied)
-          for (int i = 0; i < dIn; i++) gwe[i] = 0.f;
-        double sumV = 0, sumDaK = 0, sumK = 0, gbe = 0, nf = 0;
-        for (long e = colStart[j]; e < colStart[j + 1]; e++) {
-          long s = order[e];
-          float v, dp;
-          const float* gr;
-          int b;
-          if (s < mainCap) {
-            v = sp.val[s];
-            dp = dpre[s];
-            gr = grow[s];
-            b = slotRow[s];
-            sumV += v;
-            nf += v > 0.f;
-            if (c.act == JUMPRELU) {
-              float K = rect(pre[(long)b * m + j], theta[j], eps);
-              sumDaK += (double)dact[s] * K;
-              sumK += K;
-            }
-          } else {
-            s -= mainCap;
-            v = ax.val[s];
-            dp = auxDp[s];
-            gr = auxGrow[s];
-            b = auxRow[s];
-          }
-          if (v != 0.f) axpy(dOut, v, gr, gwd);
-          if (dp != 0.f) {
-            axpy(dIn, dp, xrows + (long)b * dIn, gwe);
-            gbe += dp;
-          }
+        float* gwd = defer ? rowBuf + (size_t)th * (dIn + dOut) : gWd + j * dOut;
+        float* gwe = defer ? gwd + dOut : g.W_encT + j * dIn;
+        if (defer && !o.rowsNorm) {
+          const LatentSums ls = entrySums(j);
+          finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, nullptr, nullptr);
+          continue;
         }
-        finishLatent(j, sumV, sumDaK, sumK, gbe, nf, th);
+        const LatentSums ls = entryRows(j, gwd, gwe);
+        finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, gwd, gwe);
+        if (defer) {
+          if (o.projectDec) axpy(dOut, -dot(dOut, gwd, Wd + j * dOut), Wd + j * dOut, gwd);
+          rowSq[j] = (double)dot(dIn, gwe, gwe) + (double)dot(dOut, gwd, gwd);
+        }
       }
     };
     // Latents fire unevenly, so equal slices leave one thread waiting: chunks claimed as threads free up. Each
     // latent writes only its own rows, so the result does not depend on the schedule, except the anchors' loss
     // (summed per slice): with anchors, fixed slices.
     if (o.anchorK > 0) pool_.range(m, latentRows);
-    else pool_.rangeDynamic(m, [&](long j0, long j1) { latentRows(j0, j1, 0); }, 8);
+    else pool_.rangeDynamic(m, latentRows, 8);
+    if (defer) {
+      double sq = 0;
+      for (int j = 0; j < m; j++) sq += rowSq[j];
+      r.rowsSq = sq;
+      grp_.projectDec = o.projectDec;
+      grp_.pending = true;
+    }
   }
 
   // ---- b_dec: sum over rows of dL/dy^ (Matryoshka: the first prefix's, which every prefix includes),
@@ -602,6 +596,115 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   r.anchorLoss = anchorLoss.total();
   r.loss = mainLoss + r.sparsityLoss + r.auxLoss + r.anchorLoss;
   return r;
+}
+
+// Latent j's gradient rows from its entries (the sparse path's grouping, grp_): gwd = sum of v dL/dy^ rows, gwe =
+// sum of dL/dpre input rows (both zeroed first; one row when tied), and the sums the per-latent epilogue needs.
+Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
+  const Config& c = cfg_;
+  const int dIn = c.dIn, dOut = c.dOut, m = c.dSae;
+  const Grouped& G = grp_;
+  for (int i = 0; i < dOut; i++) gwd[i] = 0.f;
+  if (!c.tied)
+    for (int i = 0; i < dIn; i++) gwe[i] = 0.f;
+  LatentSums ls;
+  for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
+    long s = w_.order[e];
+    float v, dp;
+    const float* gr;
+    int b;
+    if (s < G.mainCap) {
+      v = sp_.val[s];
+      dp = w_.dpre[s];
+      gr = w_.grow[s];
+      b = w_.slotRow[s];
+      ls.sumV += v;
+      ls.nf += v > 0.f;
+      if (c.act == JUMPRELU) {
+        float K = rect(G.pre[(long)b * m + j], theta_[j], G.eps);
+        ls.sumDaK += (double)w_.dact[s] * K;
+        ls.sumK += K;
+      }
+    } else {
+      s -= G.mainCap;
+      v = aux_.val[s];
+      dp = w_.auxDp[s];
+      gr = w_.auxGrow[s];
+      b = w_.auxRow[s];
+    }
+    if (v != 0.f) axpy(dOut, v, gr, gwd);
+    if (dp != 0.f) {
+      axpy(dIn, dp, G.xrows + (long)b * dIn, gwe);
+      ls.gbe += dp;
+    }
+  }
+  return ls;
+}
+
+// entryRows' sums alone (a deferred step that needs no norm): the entries' scalars, no rows.
+Engine::LatentSums Engine::entrySums(long j) const {
+  LatentSums ls;
+  for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
+    long s = w_.order[e];
+    if (s < grp_.mainCap) {
+      const float v = sp_.val[s], dp = w_.dpre[s];
+      ls.sumV += v;
+      ls.nf += v > 0.f;
+      if (dp != 0.f) ls.gbe += dp;
+    } else {
+      const float dp = w_.auxDp[s - grp_.mainCap];
+      if (dp != 0.f) ls.gbe += dp;
+    }
+  }
+  return ls;
+}
+
+// The terms of latent j's gradient rows that come from its parameters rather than its entries: ReLU's L1 term on the
+// decoder row, and the anchors (returns the anchor's loss).
+double Engine::rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const {
+  const Config& c = cfg_;
+  const int dIn = c.dIn, dOut = c.dOut;
+  const Grouped& G = grp_;
+  const float* Wd = c.tied ? p.W_encT : p.W_dec;
+  if (G.l1) axpy(dOut, (float)(G.sparsityOverB * sumV / (norms_[j] + 1e-12)), Wd + j * dOut, gwd);
+  if (j >= G.anchorK) return 0;
+  double s = 0;
+  const float w2 = 2 * G.anchorWeight;
+  for (int i = 0; i < dIn; i++) {
+    float de = p.W_encT[j * dIn + i] - G.anchorEnc[j * dIn + i];
+    s += (double)de * de;
+    gwe[i] += w2 * de;
+  }
+  for (int i = 0; i < dOut; i++) {
+    float dd = Wd[j * dOut + i] - G.anchorDec[j * dOut + i];
+    s += (double)dd * dd;
+    gwd[i] += w2 * dd;
+  }
+  return G.anchorWeight * s;
+}
+
+void Engine::applyRows(const Tensors& p, float* mEnc, float* vEnc, float* mDec, float* vDec, float lr, float gscale, float b1, float b2, float eps, int t,
+                       bool normalize) {
+  if (!grp_.pending) throw std::logic_error("applyRows needs a step with deferRows first (and at most once per step)");
+  grp_.pending = false;
+  const int dIn = cfg_.dIn, dOut = cfg_.dOut;
+  float* rowBuf = ensure(rowBuf_, (size_t)pool_.size() * (dIn + dOut));
+  const AdamStep a(lr, gscale, b1, b2, eps, t);
+  // Each latent's rows are made, projected, and applied while in cache: W_enc's and W_dec's rows and their moments
+  // are read and written once, and no [dSae, d] gradient exists.
+  pool_.rangeDynamic(cfg_.dSae, [&](long j0, long j1, int th) {
+    float* gwd = rowBuf + (size_t)th * (dIn + dOut);
+    float* gwe = gwd + dOut;
+    for (long j = j0; j < j1; j++) {
+      float* wd = p.W_dec + j * dOut;
+      const LatentSums ls = entryRows(j, gwd, gwe);
+      rowTerms(p, j, ls.sumV, gwd, gwe);
+      if (grp_.projectDec) axpy(dOut, -dot(dOut, gwd, wd), wd, gwd);
+      adamSpan(a, p.W_encT + j * dIn, gwe, mEnc + j * dIn, vEnc + j * dIn, 0, dIn);
+      adamSpan(a, wd, gwd, mDec + j * dOut, vDec + j * dOut, 0, dOut);
+      if (normalize) normalizeRow(wd, dOut);
+    }
+  }, 8);
 }
 
 }  // namespace sdl

@@ -21,6 +21,7 @@ import { memberName, parseSweep, readSweepFile, type MemberSettings, type SweepR
 import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { screenSetting } from '../native/kernels.js';
+import { checkLowMemory } from '../sdl/engine.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, parseLayers, printJson } from './common.js';
 import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
@@ -125,9 +126,11 @@ function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; tra
     checkpointEvery: argv['checkpoint-every'] as number,
     shuffleBufferTokens: count('buffer') ?? defaultShuffleRows(rowWidth([...sitesIn, ...sitesOut])),
     excludeBos: !argv['include-bos'],
+    lowMemory: argv['low-memory'] as boolean,
   };
   // A raw tensor name (/transformer/h.2/Add_1_output_0) must not become nested folders.
   const siteTag = (sitesIn.length === 1 ? sitesIn[0].name : `${sitesIn.length}sites`).replace(/[^\w.+-]+/g, '_').replace(/^_+|_+$/g, '');
+  checkLowMemory(dict, train, argv.backend as string | undefined);
   return { dict, train, defaultOut: join(cacheDir(), 'dicts', `${manifest.identity.model.name}-${dict.kind}-${activation}-${siteTag}-${dSae}`) };
 }
 
@@ -299,6 +302,11 @@ export function register(y: Argv): Argv {
         .option('checkpoint-every', { type: 'number', default: TRAIN_DEFAULTS.checkpointEvery })
         .option('buffer', { type: 'string', describe: 'shuffle-buffer rows (default 262,144, or 256 MiB of rows when fewer)' })
         .option('include-bos', { type: 'boolean', default: false, describe: 'train on BOS rows too' })
+        .option('low-memory', {
+          type: 'boolean',
+          default: false,
+          describe: 'keep no W_enc/W_dec gradients (TopK family, native): latents x (d_in + d_out) x 4 bytes less; slower with --clip',
+        })
         .option('backend', {
           choices: ['native', 'node', 'wasm', 'cpu'] as const,
           describe: "compute backend: sdlkit's native kernels, or TensorFlow.js (node, wasm, cpu); default: native, else node, else wasm, else cpu",

@@ -17,6 +17,9 @@ export interface NativeTensors {
   log_threshold?: Float32Array;
 }
 
+/** A step's gradients: W_enc's and W_dec's may be left out for a deferRows step. */
+export type NativeGrads = Omit<NativeTensors, 'W_encT'> & { W_encT?: Float32Array };
+
 export interface NativeStepOptions {
   sparsity: number;
   bandwidth: number;
@@ -30,6 +33,12 @@ export interface NativeStepOptions {
   denseAbove?: number;
   /** BatchTopK/Matryoshka with no threshold yet or after it fell: store the pre-activations instead of taking a floor from the rows' top 2k (the same selection; for tests). */
   storedFallback?: boolean;
+  /** Untied TopK family: leave W_enc's and W_dec's gradients unwritten (g may omit them); applyRows makes them again and applies Adam. */
+  deferRows?: boolean;
+  /** With deferRows: remove each decoder row's gradient component along the row (the unit-norm constraint) first. */
+  projectDec?: boolean;
+  /** With deferRows: skip rowsSq (no gradient-norm clipping), so each latent's rows are made only once, by applyRows. */
+  noRowsNorm?: boolean;
 }
 
 export interface NativeStepResult {
@@ -46,6 +55,8 @@ export interface NativeStepResult {
   nnz: number;
   /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK, BatchTopK; the same selection as 1); 4: inside it, above a floor from the rows' own top 2k (BatchTopK's first step, or after its threshold fell). */
   selection: number;
+  /** deferRows: the squared norm of W_enc's and W_dec's gradients (decoder rows projected when projectDec). */
+  rowsSq: number;
 }
 
 export interface NativeForward {
@@ -90,10 +101,25 @@ export interface NativeOptimiser {
 }
 
 export interface NativeEngine extends NativeOptimiser {
-  step(p: NativeTensors, g: NativeTensors, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
+  step(p: NativeTensors, g: NativeGrads, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
   forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, wantYhat: boolean): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
+  /** After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by gscale), W_dec's rows renormalised after when `normalize`. */
+  applyRows(
+    p: NativeTensors,
+    mEnc: Float32Array,
+    vEnc: Float32Array,
+    mDec: Float32Array,
+    vDec: Float32Array,
+    lr: number,
+    gscale: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    t: number,
+    normalize: boolean,
+  ): void;
 }
 
 export interface NativeCltConfig {

@@ -83,6 +83,12 @@ export interface TrainConfig {
   shuffleBufferTokens: number;
   /** Skip the BOS row of every window (its activations are outliers). */
   excludeBos: boolean;
+  /**
+   * Keep no W_enc/W_dec gradients (native engine, untied TopK family): the update makes each latent's gradient rows
+   * again from the step's entries and applies Adam to them in cache. Saves dSae x (dIn + dOut) x 4 bytes; the same
+   * weights without clipping, and to rounding with it (where each step makes the rows twice).
+   */
+  lowMemory?: boolean;
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {

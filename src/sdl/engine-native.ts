@@ -1,7 +1,7 @@
 // The Engine on sdlkit's native kernels. Weights live in Float32Arrays shared with C++ without copies;
 // the encoder is stored latent-major (W_encT [dSae, dIn]) so every latent owns a contiguous row in both
 // matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
-import type { NativeEngine, NativeModule, NativeTensors } from '../native/kernels.js';
+import type { NativeEngine, NativeGrads, NativeModule, NativeTensors } from '../native/kernels.js';
 import { nativeThreads, screenSetting } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
@@ -17,7 +17,11 @@ export class NativeTrainEngine implements Engine {
   private readonly cfg: DictConfig;
   private readonly train: TrainConfig;
   private readonly p: NativeTensors;
-  private readonly g: NativeTensors;
+  private readonly g: NativeGrads;
+  /** train.lowMemory (untied TopK family): W_enc's and W_dec's gradients are never stored; the step keeps its entries
+   * and the update makes each latent's gradient rows again and applies Adam to them in cache (native applyRows). */
+  private readonly deferRows: boolean;
+  private rowsSq = 0;
   private readonly m = new Map<Name, Float32Array>();
   private readonly v = new Map<Name, Float32Array>();
   private readonly trainable: Name[];
@@ -35,10 +39,12 @@ export class NativeTrainEngine implements Engine {
     this.p = { W_encT, b_enc: Float32Array.from(w.b_enc), W_dec: cfg.tied ? W_encT : Float32Array.from(w.W_dec), b_dec: Float32Array.from(w.b_dec) };
     if (ACTIVATIONS[cfg.activation].selection === 'threshold')
       this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
+    const sel = ACTIVATIONS[cfg.activation].selection;
+    this.deferRows = Boolean(train.lowMemory) && !cfg.tied && (sel === 'topk' || sel === 'batch');
     this.g = {
-      W_encT: new Float32Array(W_encT.length),
+      W_encT: this.deferRows ? undefined : new Float32Array(W_encT.length),
       b_enc: new Float32Array(cfg.dSae),
-      W_dec: cfg.tied ? undefined : new Float32Array(cfg.dSae * cfg.dOut),
+      W_dec: cfg.tied || this.deferRows ? undefined : new Float32Array(cfg.dSae * cfg.dOut),
       b_dec: new Float32Array(cfg.dOut),
     };
     if (this.p.log_threshold) this.g.log_threshold = new Float32Array(cfg.dSae);
@@ -68,7 +74,11 @@ export class NativeTrainEngine implements Engine {
   }
 
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult {
-    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, denseAbove: denseAbove() }, this.fired);
+    // Without clipping the update needs no gradient norm, and the deferred rows are made once (in the update).
+    const noRowsNorm = !(this.train.clipGradNorm > 0);
+    const defer = this.deferRows ? { deferRows: true, projectDec: this.train.unitNormDecoder, noRowsNorm } : {};
+    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...defer, denseAbove: denseAbove() }, this.fired);
+    this.rowsSq = this.deferRows && noRowsNorm ? Number.NaN : r.rowsSq;
     const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
     return {
       loss: r.loss,
@@ -82,16 +92,22 @@ export class NativeTrainEngine implements Engine {
   }
 
   update(lr: number, clip: number): void {
-    const { cfg, train } = this;
-    if (train.unitNormDecoder && !cfg.tied) this.e.projectDecoderGrad(this.p.W_dec!, this.g.W_dec!);
-    let sq = 0;
-    for (const n of this.trainable) sq += this.e.sumSquares(this.g[n]!);
+    const { cfg, train, m, v } = this;
+    if (train.unitNormDecoder && !cfg.tied && !this.deferRows) this.e.projectDecoderGrad(this.p.W_dec!, this.g.W_dec!);
+    const rows: Name[] = this.deferRows ? ['W_encT', 'W_dec'] : [];
+    const separate = this.trainable.filter((n) => !rows.includes(n));
+    if (this.deferRows && clip > 0 && Number.isNaN(this.rowsSq))
+      throw new Error(`update with clip ${clip} after a step without the gradient norm (the engine's train.clipGradNorm is ${train.clipGradNorm})`);
+    let sq = this.deferRows && clip > 0 ? this.rowsSq : 0;
+    for (const n of separate) sq += this.e.sumSquares(this.g[n]!);
     const norm = Math.sqrt(sq);
     const scale = clip > 0 && norm > clip ? clip / norm : 1;
     this.t++;
-    for (const n of this.trainable)
-      this.e.adam(this.p[n]!, this.g[n]!, this.m.get(n)!, this.v.get(n)!, lr, scale, train.adamBeta1, train.adamBeta2, train.adamEps, this.t);
-    if (train.unitNormDecoder) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
+    const { adamBeta1: b1, adamBeta2: b2, adamEps: eps } = train;
+    if (this.deferRows)
+      this.e.applyRows(this.p, m.get('W_encT')!, v.get('W_encT')!, m.get('W_dec')!, v.get('W_dec')!, lr, scale, b1, b2, eps, this.t, train.unitNormDecoder);
+    for (const n of separate) this.e.adam(this.p[n]!, this.g[n]!, m.get(n)!, v.get(n)!, lr, scale, b1, b2, eps, this.t);
+    if (train.unitNormDecoder && !this.deferRows) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
   }
 
   forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward {

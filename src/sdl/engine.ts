@@ -3,7 +3,9 @@
 // sdlkit's native CPU kernels (engine-native.ts, the default where they are built) and TensorFlow.js
 // (engine-tf.ts: tfjs-node, wasm or cpu), which is also the reference the native kernels are tested against.
 import type { Engine, EngineInit } from './engine-types.js';
+import type { DictConfig, TrainConfig } from './config.js';
 import { native, nativeStatus } from '../native/kernels.js';
+import { ACTIVATIONS } from './activations.js';
 import { UserError } from '../util/errors.js';
 import { usesCltKernels } from './clt.js';
 
@@ -13,9 +15,22 @@ export type * from './engine-types.js';
  * The engine for a backend request: 'native', 'node' (tfjs-node), 'wasm', 'cpu', or undefined for the best
  * available (native, then tfjs-node, wasm, cpu). `note` says why the native kernels were not used, if not.
  */
+/**
+ * Refuses train.lowMemory where no engine can honour it, rather than ignoring it (the user asked for the memory and
+ * would otherwise find out from running out of it). `sdl fit` calls it where its config is built, before writing.
+ */
+export function checkLowMemory(cfg: DictConfig, train: TrainConfig, requested: string | undefined): void {
+  if (!train.lowMemory) return;
+  const sel = ACTIVATIONS[cfg.activation].selection;
+  if (usesCltKernels(cfg) || cfg.tied || (sel !== 'topk' && sel !== 'batch') || (requested && requested !== 'native'))
+    throw new UserError('--low-memory applies to untied TopK, BatchTopK and Matryoshka SAEs, transcoders and crosscoders on the native backend; drop it');
+  if (!native()) throw new UserError(`--low-memory needs the native kernels, which are ${nativeStatus()}; drop it`);
+}
+
 export async function createEngine(requested: string | undefined, init: EngineInit): Promise<{ engine: Engine; note?: string }> {
   if (requested && !['native', 'node', 'tensorflow', 'wasm', 'cpu'].includes(requested))
     throw new UserError(`unknown backend '${requested}'; use native, node, wasm or cpu`);
+  checkLowMemory(init.cfg, init.train, requested);
   if (usesCltKernels(init.cfg)) {
     // CLTs and skip transcoders: the native CLT kernels, else their TypeScript reference (TensorFlow.js has no CLT step).
     const mod = requested && requested !== 'native' ? undefined : native();

@@ -1,0 +1,228 @@
+// --low-memory (native/src/step.cc's deferRows and Engine::applyRows): the untied TopK family trained without
+// W_enc/W_dec gradient buffers, each latent's gradient rows made again from the step's entries in the update. The
+// same parameters and Adam moments, bit for bit, as the step writing the gradients followed by the separate
+// projection, Adam and renormalisation kernels (given the same clipping scale), for TopK with AuxK on dead latents,
+// BatchTopK and Matryoshka, with and without b_dec applied to the input, with anchors; the same weights through the
+// trainer's engine without clipping and to rounding with it; and the cases it cannot serve refused in one line.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { native, nativeStatus, type NativeModule, type NativeStepOptions, type NativeTensors } from '../src/native/kernels.js';
+import { createEngine } from '../src/sdl/engine.js';
+import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
+import { Rng } from '../src/util/rng.js';
+import { UserError } from '../src/util/errors.js';
+
+const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+let mod: NativeModule;
+before(() => {
+  if (skip) return;
+  const m = native();
+  assert.ok(m, `the native kernels are ${nativeStatus()}`);
+  mod = m;
+});
+
+const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+interface Case {
+  name: string;
+  activation: number; // 1 topk, 2 batchtopk, 4 matryoshka
+  applyBDec: boolean;
+  dead?: boolean;
+  anchors?: boolean;
+}
+
+function run(c: Case) {
+  const dIn = 48,
+    m = 640,
+    B = 300,
+    k = 8;
+  const rng = new Rng(7);
+  const W_encT = Float32Array.from({ length: m * dIn }, () => rng.normal() * 0.2);
+  const W_dec = Float32Array.from({ length: m * dIn }, () => rng.normal() * 0.2);
+  for (let j = 0; j < m; j++) {
+    const row = W_dec.subarray(j * dIn, (j + 1) * dIn);
+    const n = Math.hypot(...row);
+    row.forEach((v, i) => (row[i] = v / n));
+  }
+  const b_enc = Float32Array.from({ length: m }, () => rng.normal() * 0.01);
+  const b_dec = Float32Array.from({ length: dIn }, () => rng.normal() * 0.1);
+  const batches = Array.from({ length: 3 }, () => Float32Array.from({ length: B * dIn }, () => rng.normal()));
+  const dead = c.dead ? Uint8Array.from({ length: m }, (_, j) => (j % 5 === 0 ? 1 : 0)) : undefined;
+  const anchorK = c.anchors ? 6 : 0;
+  const anchor = () => Float32Array.from({ length: anchorK * dIn }, () => rng.normal() * 0.1);
+  const opts: NativeStepOptions = {
+    sparsity: 0,
+    bandwidth: 1,
+    auxkCoefficient: c.dead ? 1 / 32 : 0,
+    auxkK: c.dead ? 16 : 0,
+    dead,
+    ...(anchorK ? { anchorK, anchorEnc: anchor(), anchorDec: anchor(), anchorWeight: 0.3 } : {}),
+  };
+  const make = () =>
+    new mod.Engine({
+      dIn,
+      dOut: dIn,
+      dSae: m,
+      activation: c.activation,
+      k,
+      widths: [80, 320, m],
+      applyBDec: c.applyBDec,
+      noBias: false,
+      tied: false,
+      threads: 2,
+    });
+  const state = () => {
+    const p: NativeTensors = { W_encT: W_encT.slice(), b_enc: b_enc.slice(), W_dec: W_dec.slice(), b_dec: b_dec.slice() };
+    const zeros = () => ({ W_encT: new Float32Array(m * dIn), W_dec: new Float32Array(m * dIn), b_enc: new Float32Array(m), b_dec: new Float32Array(dIn) });
+    return { e: make(), p, mo: zeros(), v: zeros() };
+  };
+  const classic = state(),
+    deferred = state();
+  const [lr, b1, b2, eps] = [3e-3, 0.9, 0.999, 1e-8];
+  for (let t = 1; t <= 3; t++) {
+    const X = batches[t - 1];
+    // The step writing the gradients, then the separate kernels (the trainer's update without --low-memory).
+    const g = { W_encT: new Float32Array(m * dIn), b_enc: new Float32Array(m), W_dec: new Float32Array(m * dIn), b_dec: new Float32Array(dIn) };
+    const firedA = new Float32Array(m);
+    const ra = classic.e.step(classic.p, g, X, X, B, opts, firedA);
+    classic.e.projectDecoderGrad(classic.p.W_dec!, g.W_dec);
+    const sq = classic.e.sumSquares(g.W_encT) + classic.e.sumSquares(g.W_dec);
+    // Deferred: no W_enc/W_dec gradients given; the caller's batch is overwritten before the update (the engine
+    // must have kept its own copy of the input rows).
+    const gs = { b_enc: new Float32Array(m), b_dec: new Float32Array(dIn) };
+    const firedB = new Float32Array(m);
+    const Xb = X.slice();
+    const rb = deferred.e.step(deferred.p, gs, Xb, Xb, B, { ...opts, deferRows: true, projectDec: true }, firedB);
+    Xb.fill(Number.NaN);
+    const name = `${c.name}, step ${t}`;
+    for (const f of ['loss', 'mse', 'auxLoss', 'anchorLoss', 'l0', 'minSelected', 'nnz', 'selection'] as const) assert.equal(rb[f], ra[f], `${name}: ${f}`);
+    assert.deepEqual(bits(firedB), bits(firedA), `${name}: fired`);
+    assert.deepEqual(bits(gs.b_enc), bits(g.b_enc), `${name}: db_enc`);
+    assert.deepEqual(bits(gs.b_dec), bits(g.b_dec), `${name}: db_dec`);
+    // The rows' squared norm is the gradients' (summed in another order: equal to rounding).
+    assert.ok(Math.abs(rb.rowsSq - sq) <= 1e-5 * sq, `${name}: rowsSq ${rb.rowsSq} vs ${sq}`);
+    if (t === 1) assert.ok(sq > 0, `${name}: the gradients are not zero`);
+    // The same clipping scale for both (clip at half the norm: the scale matters).
+    const scale = 0.5;
+    for (const n of ['W_encT', 'W_dec'] as const) classic.e.adam(classic.p[n]!, g[n], classic.mo[n], classic.v[n], lr, scale, b1, b2, eps, t);
+    classic.e.normalizeRows(classic.p.W_dec!, dIn);
+    deferred.e.applyRows(deferred.p, deferred.mo.W_encT, deferred.v.W_encT, deferred.mo.W_dec, deferred.v.W_dec, lr, scale, b1, b2, eps, t, true);
+    for (const n of ['W_encT', 'W_dec'] as const) {
+      assert.deepEqual(bits(deferred.p[n]!), bits(classic.p[n]!), `${name}: ${n}`);
+      assert.deepEqual(bits(deferred.mo[n]), bits(classic.mo[n]), `${name}: Adam m of ${n}`);
+      assert.deepEqual(bits(deferred.v[n]), bits(classic.v[n]), `${name}: Adam v of ${n}`);
+    }
+    // The small tensors take the usual kernel in both (their gradients are written either way).
+    for (const s of [classic, deferred]) {
+      const gg = s === classic ? g : gs;
+      s.e.adam(s.p.b_enc, gg.b_enc, s.mo.b_enc, s.v.b_enc, lr, scale, b1, b2, eps, t);
+      s.e.adam(s.p.b_dec, gg.b_dec, s.mo.b_dec, s.v.b_dec, lr, scale, b1, b2, eps, t);
+    }
+  }
+  // The parameters moved (a no-op update would pass the comparisons above).
+  assert.notDeepEqual(bits(deferred.p.W_encT), bits(W_encT), `${c.name}: W_enc trained`);
+}
+
+test('deferred rows: the same parameters and Adam moments as stored gradients, bit for bit', { skip }, () => {
+  run({ name: 'TopK, AuxK on dead latents', activation: 1, applyBDec: true, dead: true });
+  run({ name: 'TopK, input without b_dec, anchors', activation: 1, applyBDec: false, anchors: true });
+  run({ name: 'BatchTopK', activation: 2, applyBDec: true });
+  run({ name: 'Matryoshka, AuxK', activation: 4, applyBDec: false, dead: true });
+});
+
+test('deferred rows: refused where they do not apply, and applyRows only once after a deferred step', { skip }, () => {
+  const relu = new mod.Engine({ dIn: 8, dOut: 8, dSae: 32, activation: 0, k: 0, applyBDec: true, noBias: false, tied: false, threads: 2 });
+  const p: NativeTensors = {
+    W_encT: new Float32Array(256).fill(0.1),
+    b_enc: new Float32Array(32),
+    W_dec: new Float32Array(256).fill(0.1),
+    b_dec: new Float32Array(8),
+  };
+  const X = new Float32Array(8 * 4).fill(1);
+  const small = { b_enc: new Float32Array(32), b_dec: new Float32Array(8) };
+  const o: NativeStepOptions = { sparsity: 1, bandwidth: 1, auxkCoefficient: 0, auxkK: 0, deferRows: true };
+  assert.throws(() => relu.step(p, small, X, X, 4, o, new Float32Array(32)), /deferRows needs an untied TopK/);
+  const topk = new mod.Engine({ dIn: 8, dOut: 8, dSae: 32, activation: 1, k: 2, applyBDec: true, noBias: false, tied: false, threads: 2 });
+  const m = () => new Float32Array(256);
+  assert.throws(() => topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true), /applyRows needs a step with deferRows first/);
+  topk.step(p, small, X, X, 4, o, new Float32Array(32));
+  topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true);
+  assert.throws(() => topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 2, true), /at most once per step/);
+  // Gradients without W_enc/W_dec are refused on a step that writes them.
+  assert.throws(() => topk.step(p, small, X, X, 4, { ...o, deferRows: false }, new Float32Array(32)), /W_encT/);
+});
+
+/** Weights after `steps` trainer-engine steps and updates. */
+async function trained(activation: Activation, lowMemory: boolean, clip: number, steps = 4) {
+  const dIn = 40,
+    dSae = 320,
+    B = 256;
+  const cfg: DictConfig = {
+    kind: 'sae',
+    activation,
+    sitesIn: [{ name: 'x', width: dIn }],
+    sitesOut: [{ name: 'x', width: dIn }],
+    dIn,
+    dOut: dIn,
+    dSae,
+    k: 6,
+    matryoshkaWidths: [40, 160, dSae],
+    applyBDecToInput: true,
+    noBias: false,
+    tied: false,
+  };
+  const rng = new Rng(3);
+  const W_enc = Float32Array.from({ length: dIn * dSae }, () => rng.normal() * 0.2);
+  const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal() * 0.2);
+  const train = { ...TRAIN_DEFAULTS, lr: 2e-3, clipGradNorm: clip, lowMemory };
+  const { engine } = await createEngine('native', { cfg, train, weights: { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec: new Float32Array(dIn) } });
+  for (let i = 0; i < steps; i++) {
+    const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
+    engine.step(X, X, B, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
+    engine.update(2e-3, clip);
+  }
+  const w = engine.weights();
+  engine.dispose();
+  return w;
+}
+
+test('--low-memory through the trainer engine: the same weights without clipping, to rounding with it', { skip }, async () => {
+  for (const activation of ['topk', 'batchtopk'] as const) {
+    const [a, b] = [await trained(activation, false, 0), await trained(activation, true, 0)];
+    for (const n of ['W_enc', 'W_dec', 'b_enc', 'b_dec'] as const) assert.deepEqual(bits(b[n]), bits(a[n]), `${activation}, clip 0: ${n}`);
+    // Clipping active (a clip far below these gradients' norm): the norm is summed in another order.
+    const [c, d] = [await trained(activation, false, 1e-3), await trained(activation, true, 1e-3)];
+    for (const n of ['W_enc', 'W_dec'] as const) {
+      let worst = 0;
+      for (let i = 0; i < c[n].length; i++) worst = Math.max(worst, Math.abs(c[n][i] - d[n][i]));
+      assert.ok(worst < 1e-6, `${activation}, clipped: ${n} differs by ${worst}`);
+      assert.notDeepEqual(bits(c[n]), bits(a[n]), `${activation}: clipping changed ${n}`);
+    }
+  }
+});
+
+test('--low-memory is refused in one line where no engine can honour it', { skip }, async () => {
+  const cfg = (activation: Activation, tied = false): DictConfig => ({
+    kind: 'sae',
+    activation,
+    sitesIn: [{ name: 'x', width: 8 }],
+    sitesOut: [{ name: 'x', width: 8 }],
+    dIn: 8,
+    dOut: 8,
+    dSae: 32,
+    k: 4,
+    matryoshkaWidths: [32],
+    applyBDecToInput: true,
+    noBias: false,
+    tied,
+  });
+  const weights = { W_enc: new Float32Array(256), b_enc: new Float32Array(32), W_dec: new Float32Array(256), b_dec: new Float32Array(8) };
+  const train = { ...TRAIN_DEFAULTS, lowMemory: true };
+  for (const [c, backend] of [
+    [cfg('relu'), 'native'],
+    [cfg('jumprelu'), undefined],
+    [cfg('topk', true), undefined],
+    [cfg('topk'), 'cpu'],
+  ] as const)
+    await assert.rejects(createEngine(backend, { cfg: c, train, weights }), (e: Error) => e instanceof UserError && /--low-memory applies to/.test(e.message));
+});
