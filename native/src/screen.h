@@ -11,8 +11,9 @@
 // and both sums' own float32 rounding is at most gamma_n (|x| |w| + |x~| |w~| + 2 |b|), gamma_n = n u / (1 - n u)
 // (u = 2^-24, n = 2 d_in + 8 roundings, the bf16 instruction's two per pair included). The row and column norms are
 // computed once per call and rounded up, so an entry's half-width costs two FMAs. The bound is a worst case (about
-// 25x the typical error at d_in 768), which keeps ~60 candidates per row for TopK k 32: the float32 recomputation of
-// those (gathered encoder rows, transposed in registers) is what keeps screening from paying below d_in 320.
+// 25x the typical error at d_in 768), which keeps 56-100 candidates per row for TopK k 32: the float32 recomputation
+// of those (grouped by latent, the batch rows transposed in registers) is what keeps screening from paying below
+// d_in 320.
 #pragma once
 #include <cstdint>
 #include <vector>
