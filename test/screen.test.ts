@@ -226,6 +226,15 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   const screened = stepFresh(saeEngine(d, 1, k, 2), d, p, d.X, opts);
   assert.equal(exact.r.selection, 1);
   assert.equal(stepFresh(saeEngine(d, 1, k), d, p, d.X, opts).r.selection, 1, 'by default, d_in 200 is not screened (slower there)');
+  // The default's other bound: from d_in 320, screened from 6,144 latents (fewer: the float32 path is as fast or faster).
+  for (const [m, want] of [
+    [6143, 1],
+    [6144, mod.bf16Screen ? 3 : 1],
+  ] as const) {
+    const w = gaussian(320, m, 24, 81);
+    const pw = { ...params(w), b_dec: new Float32Array(320) };
+    assert.equal(stepFresh(saeEngine(w, 1, 8), w, pw, w.X, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 }).r.selection, want, `default at 320 x ${m}`);
+  }
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
   sameNativeStep('topk', screened, exact);

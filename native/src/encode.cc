@@ -198,8 +198,8 @@ void prepareAux(int n, const std::vector<int32_t>& dead, int& kAux, Sparse* aux,
   aux->val.resize((size_t)n * kAux + 1);
 }
 
-// Config::screen: 2 always (where the processor can), 1 from kScreenMinDepth.
-bool screenWanted(int screen, int dIn) { return screen == 2 || (screen == 1 && dIn >= kScreenMinDepth); }
+// Config::screen: 2 always (where the processor can), 1 from kScreenMinDepth inputs and kScreenMinLatents latents.
+bool screenWanted(int screen, int dIn, int m) { return screen == 2 || (screen == 1 && dIn >= kScreenMinDepth && m >= kScreenMinLatents); }
 
 void finishAux(int n, bool withAux, Sparse* aux) {
   if (!withAux) return;
@@ -225,7 +225,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
   } else {
-    screened = !cols && screenWanted(screen, dIn) &&
+    screened = !cols && screenWanted(screen, dIn, m) &&
                screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
     if (!screened) {
       DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
@@ -244,7 +244,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
-  if (screenWanted(screen, dIn) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  if (screenWanted(screen, dIn, m) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
     finishAux(n, withAux, aux);
     return true;
   }

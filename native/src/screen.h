@@ -24,11 +24,14 @@
 
 namespace sdl {
 
-// The narrowest encoder input screened by default: below it the bf16 GEMM's saving is smaller than the screen's
-// per-entry and per-candidate work (forward, 2 threads, k 32, exact vs screened: d_in 64 x 16,384 latents 34 vs 48
-// ms, 128 x 8,192 29 vs 37, 256 x 4,096 26 vs 29; 384 x 6,144 54 vs 49, 512 x 16,384 173 vs 131, 768 x 24,576 378
-// vs 306).
+// Screened by default from this encoder input width and this many latents: below them the bf16 GEMM's saving is
+// smaller than the screen's per-entry and per-candidate work (the candidates' share of the latents falls as they
+// grow). Forward, 2 threads, k 32, exact vs screened: d_in 64 x 16,384 latents 34 vs 48 ms, 128 x 8,192 29 vs 37,
+// 256 x 4,096 26 vs 29; 384 x 6,144 54 vs 49, 512 x 16,384 173 vs 131, 768 x 24,576 378 vs 306. TopK training
+// steps, tokens/s (paired runs): 384 x 3,072 95k vs 84k, 512 x 4,096 63k vs 61k, 640 x 5,120 41k vs 41k (even);
+// 384 x 12,288 32k vs 38k, 512 x 8,192 34k vs 40k, 768 x 6,144 29k vs 33k.
 constexpr int kScreenMinDepth = 320;
+constexpr int kScreenMinLatents = 6144;
 
 // True when this binary and processor can screen (the AVX-512 build on a processor with AVX512_BF16).
 bool screenSupported();
