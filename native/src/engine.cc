@@ -75,12 +75,7 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
   if (yhat) {
     pool_.range(n, [&](long b0, long b1, int) {
       for (long b = b0; b < b1; b++) {
-        float* y = yhat + b * dOut;
-        for (int i = 0; i < dOut; i++) y[i] = p.b_dec[i];
-        for (int q = 0; q < out.count[b]; q++) {
-          long e = out.start[b] + q;
-          axpy(dOut, out.val[e], Wd + (long)out.idx[e] * dOut, y);
-        }
+        decodeRow(dOut, out.count[b], out.idx.data() + out.start[b], out.val.data() + out.start[b], Wd, p.b_dec, yhat + b * dOut, false);
       }
     });
   }

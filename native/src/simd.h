@@ -3,8 +3,10 @@
 // shared between them, so no function compiled for one instruction set can be linked into another.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 namespace sdl {
 
@@ -62,6 +64,46 @@ static inline float dot(int n, const float* __restrict x, const float* __restric
   float s = vsum((s0 + s1) + (s2 + s3));
   for (; i < n; i++) s += x[i] * y[i];
   return s;
+}
+
+// out[0..n) = init[0..n) (0 without it) + sum over e < cnt of coef[e] src[e][0..n), each element summed in e order
+// with the same roundings as repeated axpy, but with the partial sums in registers (a block of columns at a time)
+// instead of loaded and stored once per source row.
+static inline void accumulate(int n, int cnt, const float* coef, const float* const* src, const float* init, float* out) {
+  constexpr int U = VW == 16 ? 16 : 8;  // accumulators: half the register file
+  int i = 0;
+  for (; i + U * VW <= n; i += U * VW) {
+    vf acc[U];
+    for (int u = 0; u < U; u++) acc[u] = init ? vload(init + i + u * VW) : vsplat(0.f);
+    for (int e = 0; e < cnt; e++) {
+      const vf av = vsplat(coef[e]);
+      const float* x = src[e] + i;
+      for (int u = 0; u < U; u++) acc[u] = acc[u] + av * vload(x + u * VW);
+    }
+    for (int u = 0; u < U; u++) vstore(out + i + u * VW, acc[u]);
+  }
+  for (; i + VW <= n; i += VW) {
+    vf acc = init ? vload(init + i) : vsplat(0.f);
+    for (int e = 0; e < cnt; e++) acc = acc + vsplat(coef[e]) * vload(src[e] + i);
+    vstore(out + i, acc);
+  }
+  for (; i < n; i++) {
+    float a = init ? init[i] : 0.f;
+    for (int e = 0; e < cnt; e++) a += coef[e] * src[e][i];
+    out[i] = a;
+  }
+}
+
+// out[0..d) = init (0 without it) + sum over q < n of val[q] W[idx[q]] (rows of width d), in q order; entries whose
+// value is 0 are left out when skipZero (as the callers' loops of axpy left them out).
+static inline void decodeRow(int d, int n, const int32_t* idx, const float* val, const float* W, const float* init, float* out, bool skipZero) {
+  static thread_local std::vector<float> coef;
+  static thread_local std::vector<const float*> src;
+  coef.clear();
+  src.clear();
+  for (int q = 0; q < n; q++)
+    if (!skipZero || val[q] != 0.f) coef.push_back(val[q]), src.push_back(W + (long)idx[q] * d);
+  accumulate(d, (int)coef.size(), coef.data(), src.data(), init, out);
 }
 
 // Rescales w[0..d) to unit norm (the 1e-12 keeps a zero row finite): the unit-norm decoder constraint's one kernel.

@@ -317,9 +317,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         const float* y = Y + b * dOut;
         // The active decoder rows are scattered over W_dec: the next row's are fetched while this one computes.
         if (b + 1 < b1) prefetchRows(Wd, dOut, sp.idx.data() + sp.start[b + 1], sp.count[b + 1]);
-        for (int i = 0; i < dOut; i++) yh[i] = p.b_dec[i];
         if (c.act == MATRYOSHKA) {
           // Nested prefixes: r_g = b_dec + sum_{j < w_g} f_j W_dec[j] - y; L = mean_g ||r_g||^2 / B.
+          for (int i = 0; i < dOut; i++) yh[i] = p.b_dec[i];
           // S_h = sum_{g >= h} 2 r_g / (B G) is dL/dy^ for the latents of block h.
           int q = 0;
           for (int gi = 0; gi < nG; gi++) {
@@ -349,8 +349,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           }
           continue;
         }
-        for (int q = 0; q < n; q++)
-          if (v[q] != 0.f) axpy(dOut, v[q], Wd + (long)ix[q] * dOut, yh);
+        decodeRow(dOut, n, ix, v, Wd, p.b_dec, yh, true);
         float* Gb = G + b * dOut;
         for (int i = 0; i < dOut; i++) {
           float e = yh[i] - y[i];
@@ -438,8 +437,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           const int32_t* ix = ax.idx.data() + ax.start[b];
           const float* v = ax.val.data() + ax.start[b];
           const int n = ax.count[b];
-          for (int i = 0; i < dOut; i++) eh[i] = 0.f;
-          for (int q = 0; q < n; q++) axpy(dOut, v[q], Wd + (long)ix[q] * dOut, eh);
+          decodeRow(dOut, n, ix, v, Wd, nullptr, eh, false);
           float* ga_b = GA + b * dOut;
           for (int i = 0; i < dOut; i++) {
             float d = eh[i] + E[b * dOut + i];  // e^ - (y - y^)
@@ -604,9 +602,11 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   const Config& c = cfg_;
   const int dIn = c.dIn, dOut = c.dOut, m = c.dSae;
   const Grouped& G = grp_;
-  for (int i = 0; i < dOut; i++) gwd[i] = 0.f;
-  if (!c.tied)
-    for (int i = 0; i < dIn; i++) gwe[i] = 0.f;
+  // Each row's sources and coefficients (entries with a zero coefficient add nothing and are left out, as axpy's
+  // callers skip them), then the rows summed in registers.
+  static thread_local std::vector<float> coefD, coefE;
+  static thread_local std::vector<const float*> srcD, srcE;
+  coefD.clear(), coefE.clear(), srcD.clear(), srcE.clear();
   LatentSums ls;
   for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
     long s = w_.order[e];
@@ -632,11 +632,20 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
       gr = w_.auxGrow[s];
       b = w_.auxRow[s];
     }
-    if (v != 0.f) axpy(dOut, v, gr, gwd);
+    // Tied (W_dec = W_enc^T, one row): both terms into one list, in entry order.
+    std::vector<float>& ce = c.tied ? coefD : coefE;
+    std::vector<const float*>& se = c.tied ? srcD : srcE;
+    if (v != 0.f) coefD.push_back(v), srcD.push_back(gr);
     if (dp != 0.f) {
-      axpy(dIn, dp, G.xrows + (long)b * dIn, gwe);
+      ce.push_back(dp), se.push_back(G.xrows + (long)b * dIn);
       ls.gbe += dp;
     }
+  }
+  if (c.tied) {
+    accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
+  } else {
+    accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
+    accumulate(dIn, (int)coefE.size(), coefE.data(), srcE.data(), nullptr, gwe);
   }
   return ls;
 }
