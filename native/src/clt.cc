@@ -307,8 +307,10 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       const int l = (int)(j / n), len = rowLen(l);
       float* gwd = g.W_dec + decRow((int)j);
       float* gwe = g.W_encT + j * dI;
-      std::memset(gwd, 0, sizeof(float) * len);
-      std::memset(gwe, 0, sizeof(float) * dI);
+      // The entries' rows, summed in registers (accumulate: the same roundings as an axpy per entry).
+      static thread_local std::vector<float> coefD, coefE;
+      static thread_local std::vector<const float*> srcD, srcE;
+      coefD.clear(), coefE.clear(), srcD.clear(), srcE.clear();
       double sumV = 0, sumDaK = 0, sumK = 0, gbe = 0, nf = 0;
       for (long e = colStart[j]; e < colStart[j + 1]; e++) {
         const long s = order[e];
@@ -321,12 +323,14 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
           sumDaK += (double)dact[s] * K;
           sumK += K;
         }
-        if (v != 0.f) axpy(len, v, G + (long)b * DO + (long)l * dO, gwd);
+        if (v != 0.f) coefD.push_back(v), srcD.push_back(G + (long)b * DO + (long)l * dO);
         if (dp != 0.f) {
-          axpy(dI, dp, X + (long)b * DI + (long)l * dI, gwe);
+          coefE.push_back(dp), srcE.push_back(X + (long)b * DI + (long)l * dI);
           gbe += dp;
         }
       }
+      accumulate(len, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
+      accumulate(dI, (int)coefE.size(), coefE.data(), srcE.data(), nullptr, gwe);
       if (l1) axpy(len, (float)(o.sparsity / B * sumV / (norms[j] + 1e-12)), Wd + decRow((int)j), gwd);
       if (c_.act == JUMPRELU) {
         double gTheta = -theta[j] * sumDaK - o.sparsity / B * sumK;
