@@ -77,6 +77,21 @@ class TopKSink final : public BlockSink {
       int32_t* ci = t.ci.data() + (size_t)r * cap_;
       float* cv = t.cv.data() + (size_t)r * cap_;
       int& cnt = t.n[r];
+      if (cnt == 0 && t.thr[r] <= 0.f) {
+        // A row's first block: a floor from its strided group maxima keeps the collection near k entries instead
+        // of every positive one. The block holds k entries >= the floor, so ties at it are collected (>=) here and
+        // a later block's equal value loses to them (> from then on, as after a compaction).
+        const float floor = topkFloor(C + r * ldc, nc, k_, t.work.data());
+        if (floor > 0.f) {
+          cnt = collect(C + r * ldc, nc, floor, false, j0, ci, cv);
+          t.thr[r] = floor;
+          if (cnt >= 2 * k_) {
+            t.thr[r] = keepTopK(ci, cv, cnt, k_, t.work.data());
+            cnt = k_;
+          }
+          continue;
+        }
+      }
       cnt += collect(C + r * ldc, nc, t.thr[r], true, j0, ci + cnt, cv + cnt);
       if (cnt >= 2 * k_) {
         t.thr[r] = keepTopK(ci, cv, cnt, k_, t.work.data());

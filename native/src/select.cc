@@ -176,29 +176,31 @@ float keepTopK(int32_t* ci, float* cv, int n, int k, float* work) {
   return kth;
 }
 
-int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch) {
-  if (k <= 0) return 0;
-  float* cv = scratch;                                         // candidate values
-  int32_t* ci = reinterpret_cast<int32_t*>(scratch + m + 16);  // candidate indices
-  float* tmp = scratch + 2 * m + 32;                           // selection workspace (3m + 64 values)
+float topkFloor(const float* z, int m, int k, float* work) {
   // Strided groups {z[g], z[g + G], z[g + 2G], ...}: their maxima come from vertical vector maxima. The k-th
   // largest group maximum t bounds the k-th largest value from below (k groups each hold a value >= t), so
   // only values >= t can be among the top k; with G = 4k groups that leaves few candidates.
   int G = nextPow2(4 * k);
   if (G < VW) G = VW;
-  float t = 0.f;
-  if (k < m && m >= 2 * G) {
-    float* gmax = tmp;
-    switch (G / VW) {
-      case 1: groupMax<1>(z, m, gmax); break;
-      case 2: groupMax<2>(z, m, gmax); break;
-      case 4: groupMax<4>(z, m, gmax); break;
-      case 8: groupMax<8>(z, m, gmax); break;
-      case 16: groupMax<16>(z, m, gmax); break;
-      default: groupMaxAny(z, m, G, gmax);
-    }
-    t = kthLargestInPlace(gmax, G, k, tmp + G + 16);
+  if (k <= 0 || k >= m || m < 2 * G) return 0.f;
+  float* gmax = work;
+  switch (G / VW) {
+    case 1: groupMax<1>(z, m, gmax); break;
+    case 2: groupMax<2>(z, m, gmax); break;
+    case 4: groupMax<4>(z, m, gmax); break;
+    case 8: groupMax<8>(z, m, gmax); break;
+    case 16: groupMax<16>(z, m, gmax); break;
+    default: groupMaxAny(z, m, G, gmax);
   }
+  return kthLargestInPlace(gmax, G, k, work + G + 16);
+}
+
+int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch) {
+  if (k <= 0) return 0;
+  float* cv = scratch;                                         // candidate values
+  int32_t* ci = reinterpret_cast<int32_t*>(scratch + m + 16);  // candidate indices
+  float* tmp = scratch + 2 * m + 32;                           // selection workspace (3m + 64 values)
+  const float t = topkFloor(z, m, k, tmp);
   int nc = collect(z, m, t, false, 0, ci, cv);
   if (nc > k) {
     keepTopK(ci, cv, nc, k, tmp);

@@ -21,6 +21,10 @@ int collect(const float* z, int m, float t, bool strict, int j0, int32_t* ci, fl
 // the k-th largest value. `work` holds >= 3n + 64 floats.
 float keepTopK(int32_t* ci, float* cv, int n, int k, float* work);
 
+// A lower bound on the k-th largest of z[0..m) (the k-th largest maximum of 4k strided groups; 0 when m is under
+// 8k or k >= m): only values >= it can be among the top k. `work` holds >= 3 x 4k + 64 floats.
+float topkFloor(const float* z, int m, int k, float* work);
+
 // Top-k of z[0..m) among values > 0, sorted by index; returns how many (<= k). `scratch` holds >= 5m + 128 floats.
 int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scratch);
 
