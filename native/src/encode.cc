@@ -55,13 +55,13 @@ class DeadTopK {
   std::vector<Th> th_;
 };
 
-// Per thread, per row of its current block: candidates in index order (at most 2k before a compaction, plus one
+// Per thread, per row of its current block: candidates in index order (at most 4k before a compaction, plus one
 // block's worth), and the running threshold: once a row holds k candidates, only values above its k-th can enter
 // (an equal value later in the row loses the tie to the earlier one).
 class TopKSink final : public BlockSink {
  public:
   TopKSink(int threads, int k, Sparse& out, DeadTopK& dead)
-      : k_(k), R_(gemmBlockRows()), cap_(2 * k + gemmBlockCols() + 32), out_(out), dead_(dead), th_(threads) {
+      : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), out_(out), dead_(dead), th_(threads) {
     for (auto& t : th_) {
       t.ci.resize((size_t)R_ * cap_);
       t.cv.resize((size_t)R_ * cap_);
@@ -93,7 +93,7 @@ class TopKSink final : public BlockSink {
         }
       }
       cnt += collect(C + r * ldc, nc, t.thr[r], true, j0, ci + cnt, cv + cnt);
-      if (cnt >= 2 * k_) {
+      if (cnt >= 4 * k_) {
         t.thr[r] = keepTopK(ci, cv, cnt, k_, t.work.data());
         cnt = k_;
       }
