@@ -85,7 +85,7 @@ class TopKSink final : public BlockSink {
         if (floor > 0.f) {
           cnt = collect(C + r * ldc, nc, floor, false, j0, ci, cv);
           t.thr[r] = floor;
-          if (cnt >= 2 * k_) {
+          if (cnt >= 4 * k_) {
             t.thr[r] = keepTopK(ci, cv, cnt, k_, t.work.data());
             cnt = k_;
           }
