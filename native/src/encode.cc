@@ -79,15 +79,18 @@ class TopKSink final : public BlockSink {
       int& cnt = t.n[r];
       if (cnt == 0 && t.thr[r] <= 0.f) {
         // A row's first block: a floor from its strided group maxima keeps the collection near k entries instead
-        // of every positive one. The block holds k entries >= the floor, so ties at it are collected (>=) here and
-        // a later block's equal value loses to them (> from then on, as after a compaction).
+        // of every positive one. The block holds k entries >= the floor, so ties at it are collected (>=) here, and
+        // a later block's value equal to the k-th kept loses to it (> from then on, as after a compaction).
         const float floor = topkFloor(C + r * ldc, nc, k_, t.work.data());
         if (floor > 0.f) {
           cnt = collect(C + r * ldc, nc, floor, false, j0, ci, cv);
-          t.thr[r] = floor;
-          if (cnt >= 4 * k_) {
+          // At least k were collected: keep the k largest now, so later blocks are held to their k-th (higher
+          // than the floor: about half as many entries of a row's later blocks get collected).
+          if (cnt > k_) {
             t.thr[r] = keepTopK(ci, cv, cnt, k_, t.work.data());
             cnt = k_;
+          } else {
+            t.thr[r] = *std::min_element(cv, cv + cnt);
           }
           continue;
         }
