@@ -11,6 +11,10 @@ import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
 import { UserError } from '../src/util/errors.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI, tmp } from './helpers.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -225,4 +229,22 @@ test('--low-memory is refused in one line where no engine can honour it', { skip
     [cfg('topk'), 'cpu'],
   ] as const)
     await assert.rejects(createEngine(backend, { cfg: c, train, weights }), (e: Error) => e instanceof UserError && /--low-memory applies to/.test(e.message));
+});
+
+test('sdl fit --low-memory: the same weights file as without it (no clipping); refused in one line, exit 2, nothing written', { skip }, () => {
+  const dir = tmp('sdl-lowmem-');
+  const sdl = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const acts = join(dir, 'acts');
+  assert.equal(sdl('synth', '-n', '64', '--np', '40', '-N', '12k', '--out', acts).status, 0);
+  const common = ['fit', '--acts', acts, '--site', 'x_p', '--latents', '320', '--k', '8', '--batch', '512', '--tokens', '8k', '--lr', '1e-3', '--clip', '0'];
+  const a = sdl(...common, '--out', join(dir, 'a'));
+  const b = sdl(...common, '--low-memory', '--out', join(dir, 'b'));
+  assert.equal(a.status, 0, a.stderr);
+  assert.equal(b.status, 0, b.stderr);
+  const weights = (d: string) => readFileSync(join(dir, d, 'sae_weights.safetensors'));
+  assert.ok(weights('a').equals(weights('b')), 'the same weights, byte for byte');
+  const r = sdl(...common, '--activation', 'relu', '--low-memory', '--out', join(dir, 'c'));
+  assert.equal(r.status, 2);
+  assert.match(r.stderr.trim(), /^[^\n]*--low-memory applies to untied TopK[^\n]*$/);
+  assert.ok(!existsSync(join(dir, 'c')), 'nothing written');
 });
