@@ -233,7 +233,11 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   ] as const) {
     const w = gaussian(320, m, 24, 81);
     const pw = { ...params(w), b_dec: new Float32Array(320) };
-    assert.equal(stepFresh(saeEngine(w, 1, 8), w, pw, w.X, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 }).r.selection, want, `default at 320 x ${m}`);
+    assert.equal(
+      stepFresh(saeEngine(w, 1, 8), w, pw, w.X, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 }).r.selection,
+      want,
+      `default at 320 x ${m}`,
+    );
   }
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
