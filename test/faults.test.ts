@@ -267,6 +267,18 @@ test('fit killed 5 times at seeded random moments, resumed each time: the same w
   assert.ok((log.match(/"event":"resume"/g) ?? []).length >= 1, 'resumes are logged');
 });
 
+test('fit --low-memory killed 3 times, resumed each time: the same weights as an unbroken --low-memory run', async () => {
+  // The deferred update (no gradient buffers) between a step and its update is the state a kill can interrupt.
+  const base = ['fit', '--acts', acts, '--latents', '512', '--k', '8', '--batch', '512', '--steps', '800', '--eval-tokens', '2048', '--checkpoint-every', '10'];
+  const T = timed([...base, '--low-memory', '--out', join(dir, 'lowmem-whole')]);
+  const out = join(dir, 'lowmem-killed');
+  const kills = await killAndFinish([...base, '--low-memory', '--out', out], seeded(12, 3, 0.15 * T, 0.3 * T), () =>
+    existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : [],
+  );
+  assert.ok(kills >= 3, `${kills} kills`);
+  assert.deepEqual(readFileSync(join(out, 'sae_weights.safetensors')), readFileSync(join(dir, 'lowmem-whole', 'sae_weights.safetensors')));
+});
+
 test('harvest killed 5 times at seeded random moments ends byte-identical to an unbroken harvest', async () => {
   const base = ['harvest', '--layer', '6', '--tokens', '400k', '--shard-tokens', '8192'];
   const T = timed([...base, '--out', join(dir, 'h-whole')]);
