@@ -8,7 +8,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, nativeStatus, type NativeModule, type NativeStepOptions, type NativeTensors } from '../src/native/kernels.js';
 import { createEngine } from '../src/sdl/engine.js';
-import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
+import { TRAIN_DEFAULTS, makeDictConfig, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
 import { UserError } from '../src/util/errors.js';
 import { spawnSync } from 'node:child_process';
@@ -161,20 +161,8 @@ async function trained(activation: Activation, lowMemory: boolean, clip: number,
   const dIn = 40,
     dSae = 320,
     B = 256;
-  const cfg: DictConfig = {
-    kind: 'sae',
-    activation,
-    sitesIn: [{ name: 'x', width: dIn }],
-    sitesOut: [{ name: 'x', width: dIn }],
-    dIn,
-    dOut: dIn,
-    dSae,
-    k: 6,
-    matryoshkaWidths: [40, 160, dSae],
-    applyBDecToInput: true,
-    noBias: false,
-    tied: false,
-  };
+  const cfg = makeDictConfig({ kind: 'sae', activation, sitesIn: [{ name: 'x', width: dIn }], latents: dSae, k: 6, matryoshkaWidths: [40, 160, dSae] });
+
   const rng = new Rng(3);
   const W_enc = Float32Array.from({ length: dIn * dSae }, () => rng.normal() * 0.2);
   const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal() * 0.2);
@@ -206,20 +194,9 @@ test('--low-memory through the trainer engine: the same weights without clipping
 });
 
 test('--low-memory is refused in one line where no engine can honour it', { skip }, async () => {
-  const cfg = (activation: Activation, tied = false): DictConfig => ({
-    kind: 'sae',
-    activation,
-    sitesIn: [{ name: 'x', width: 8 }],
-    sitesOut: [{ name: 'x', width: 8 }],
-    dIn: 8,
-    dOut: 8,
-    dSae: 32,
-    k: 4,
-    matryoshkaWidths: [32],
-    applyBDecToInput: true,
-    noBias: false,
-    tied,
-  });
+  const cfg = (activation: Activation, tied = false): DictConfig =>
+    makeDictConfig({ kind: 'sae', activation, sitesIn: [{ name: 'x', width: 8 }], latents: 32, k: 4, matryoshkaWidths: [32], tied });
+
   const weights = { W_enc: new Float32Array(256), b_enc: new Float32Array(32), W_dec: new Float32Array(256), b_dec: new Float32Array(8) };
   const train = { ...TRAIN_DEFAULTS, lowMemory: true };
   for (const [c, backend] of [
