@@ -54,6 +54,14 @@ for (const c of [
   theoryCmd,
 ])
   y = c.register(y);
+// yargs reads a boolean option given any value but true or false (--low-memory=maybe) as false, silently: refused.
+y.middleware(() => {
+  const booleans = new Set<string>((y as unknown as { getOptions(): { boolean: string[] } }).getOptions().boolean);
+  for (const a of hideBin(process.argv)) {
+    const m = /^--(?:no-)?([^=]+)=(.*)$/s.exec(a);
+    if (m && booleans.has(m[1]) && !/^(true|false)$/.test(m[2])) throw new UserError(`--${m[1]} is a switch: give it alone, or =true / =false (got '${m[2]}')`);
+  }
+}, true);
 y.fail((msg, err) => {
   if (err) fail(err);
   // yargs words some messages over several lines (Invalid values: / Argument: ...): one line, as every other.

@@ -134,6 +134,18 @@ const ROWS: [string, string[], RegExp, string?][] = [
   ['steer --scale abc', ['steer', '@/dict', '--feature', '3', '--scale', 'abc', 'hi'], /must be a number \(got 'abc'\)/],
   ['run empty text', ['run', '@/dict', ''], /the text is empty/],
   ['ablate --features x', ['ablate', '@/dict', '--features', 'x'], /cannot read feature 'x'/],
+  [
+    'fit --low-memory=maybe (yargs would read it as false)',
+    ['fit', '--acts', '@/acts', '--low-memory=maybe', '--out', '@/lowmem-maybe'],
+    /--low-memory is a switch/,
+    '@/lowmem-maybe',
+  ],
+  [
+    'fit --low-memory with ReLU',
+    ['fit', '--acts', '@/acts', '--activation', 'relu', '--low-memory', '--out', '@/lowmem-relu'],
+    /--low-memory applies to untied TopK/,
+    '@/lowmem-relu',
+  ],
   // Runs that would record a false history
   [
     'fit --resume with another --k',

@@ -149,7 +149,8 @@ test('deferred rows: refused where they do not apply, and applyRows only once af
   const topk = new mod.Engine({ dIn: 8, dOut: 8, dSae: 32, activation: 1, k: 2, applyBDec: true, noBias: false, tied: false, threads: 2 });
   const m = () => new Float32Array(256);
   assert.throws(() => topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true), /applyRows needs a step with deferRows first/);
-  topk.step(p, small, X, X, 4, o, new Float32Array(32));
+  const r = topk.step(p, small, X, X, 4, { ...o, noRowsNorm: true }, new Float32Array(32));
+  assert.ok(Number.isNaN(r.rowsSq), 'no norm asked for: NaN, not a number that looks measured');
   topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true);
   assert.throws(() => topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 2, true), /at most once per step/);
   // Gradients without W_enc/W_dec are refused on a step that writes them.

@@ -629,7 +629,7 @@ void Clt::projectDecoderGrad(const float* W, float* g) {
       const int len = rowLen((int)j / c_.n);
       const float* w = W + decRow((int)j);
       float* gr = g + decRow((int)j);
-      axpy(len, -dot(len, gr, w), w, gr);
+      projectRow(len, w, gr);
     }
   });
 }

@@ -87,7 +87,7 @@ void Engine::projectDecoderGrad(const float* W, float* g) {
     for (long j = j0; j < j1; j++) {
       const float* w = W + j * d;
       float* gr = g + j * d;
-      axpy(d, -dot(d, gr, w), w, gr);
+      projectRow(d, w, gr);
     }
   });
 }

@@ -68,7 +68,7 @@ struct StepResult {
   // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1), 4 inside it
   // above a floor from the rows' own top 2k (BatchTopK with no threshold yet, or after it fell).
   int selection = 0;
-  double rowsSq = 0;  // deferRows: the squared norm of W_enc's and W_dec's gradients
+  double rowsSq = 0;  // deferRows: the squared norm of W_enc's and W_dec's gradients (NaN without rowsNorm)
 };
 
 // Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).
@@ -184,7 +184,6 @@ class Engine {
   struct Grouped {
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     long mainCap = 0;              // entry references below it are main entries, the rest AuxK's
-    bool hasAux = false;
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations
     float eps = 1;                 // JumpReLU's bandwidth
     bool l1 = false;               // ReLU's L1 term (norms_)
@@ -198,7 +197,6 @@ class Engine {
     double sumV = 0, sumDaK = 0, sumK = 0, gbe = 0, nf = 0;
   };
   LatentSums entryRows(long j, float* gwd, float* gwe) const;
-  LatentSums entrySums(long j) const;
   double rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const;
   std::vector<float> norms_, theta_, rowBuf_;  // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows
   std::vector<double> rowSq_;

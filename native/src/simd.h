@@ -106,6 +106,9 @@ static inline void decodeRow(int d, int n, const int32_t* idx, const float* val,
   accumulate(d, (int)coef.size(), coef.data(), src.data(), init, out);
 }
 
+// Removes from g[0..d) its component along the unit row w (the unit-norm decoder constraint's gradient projection).
+static inline void projectRow(int d, const float* w, float* g) { axpy(d, -dot(d, g, w), w, g); }
+
 // Rescales w[0..d) to unit norm (the 1e-12 keeps a zero row finite): the unit-norm decoder constraint's one kernel.
 static inline void normalizeRow(float* w, int d) {
   const float s = 1.f / (std::sqrt(dot(d, w, w)) + 1e-12f);

@@ -510,7 +510,6 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     });
     grp_.xrows = xrows;
     grp_.mainCap = mainCap;
-    grp_.hasAux = hasAux;
     grp_.pre = pre;
     grp_.eps = eps;
     // Deferred (o.deferRows): each latent's gradient rows are made in this thread's scratch, projected, and only
@@ -522,15 +521,11 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       for (long j = j0; j < j1; j++) {
         float* gwd = defer ? rowBuf + (size_t)th * (dIn + dOut) : gWd + j * dOut;
         float* gwe = defer ? gwd + dOut : g.W_encT + j * dIn;
-        if (defer && !o.rowsNorm) {
-          const LatentSums ls = entrySums(j);
-          finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, nullptr, nullptr);
-          continue;
-        }
+        if (defer && !o.rowsNorm) gwd = gwe = nullptr;  // no norm wanted: the rows are made once, by applyRows
         const LatentSums ls = entryRows(j, gwd, gwe);
         finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, gwd, gwe);
-        if (defer) {
-          if (o.projectDec) axpy(dOut, -dot(dOut, gwd, Wd + j * dOut), Wd + j * dOut, gwd);
+        if (defer && gwd) {
+          if (o.projectDec) projectRow(dOut, Wd + j * dOut, gwd);
           rowSq[j] = (double)dot(dIn, gwe, gwe) + (double)dot(dOut, gwd, gwd);
         }
       }
@@ -542,8 +537,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     else pool_.rangeDynamic(m, latentRows, 8);
     if (defer) {
       double sq = 0;
-      for (int j = 0; j < m; j++) sq += rowSq[j];
-      r.rowsSq = sq;
+      if (o.rowsNorm)
+        for (int j = 0; j < m; j++) sq += rowSq[j];
+      r.rowsSq = o.rowsNorm ? sq : NAN;  // not computed without rowsNorm
       grp_.projectDec = o.projectDec;
       grp_.pending = true;
     }
@@ -597,7 +593,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
 }
 
 // Latent j's gradient rows from its entries (the sparse path's grouping, grp_): gwd = sum of v dL/dy^ rows, gwe =
-// sum of dL/dpre input rows (both zeroed first; one row when tied), and the sums the per-latent epilogue needs.
+// sum of dL/dpre input rows (one row when tied), and the sums the per-latent epilogue needs; without rows (gwd null)
+// the sums alone.
 Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   const Config& c = cfg_;
   const int dIn = c.dIn, dOut = c.dOut, m = c.dSae;
@@ -635,35 +632,18 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
     // Tied (W_dec = W_enc^T, one row): both terms into one list, in entry order.
     std::vector<float>& ce = c.tied ? coefD : coefE;
     std::vector<const float*>& se = c.tied ? srcD : srcE;
-    if (v != 0.f) coefD.push_back(v), srcD.push_back(gr);
+    if (v != 0.f && gwd) coefD.push_back(v), srcD.push_back(gr);
     if (dp != 0.f) {
-      ce.push_back(dp), se.push_back(G.xrows + (long)b * dIn);
+      if (gwd) ce.push_back(dp), se.push_back(G.xrows + (long)b * dIn);
       ls.gbe += dp;
     }
   }
+  if (!gwd) return ls;
   if (c.tied) {
     accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
   } else {
     accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
     accumulate(dIn, (int)coefE.size(), coefE.data(), srcE.data(), nullptr, gwe);
-  }
-  return ls;
-}
-
-// entryRows' sums alone (a deferred step that needs no norm): the entries' scalars, no rows.
-Engine::LatentSums Engine::entrySums(long j) const {
-  LatentSums ls;
-  for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
-    long s = w_.order[e];
-    if (s < grp_.mainCap) {
-      const float v = sp_.val[s], dp = w_.dpre[s];
-      ls.sumV += v;
-      ls.nf += v > 0.f;
-      if (dp != 0.f) ls.gbe += dp;
-    } else {
-      const float dp = w_.auxDp[s - grp_.mainCap];
-      if (dp != 0.f) ls.gbe += dp;
-    }
   }
   return ls;
 }
@@ -708,7 +688,7 @@ void Engine::applyRows(const Tensors& p, float* mEnc, float* vEnc, float* mDec, 
       float* wd = p.W_dec + j * dOut;
       const LatentSums ls = entryRows(j, gwd, gwe);
       rowTerms(p, j, ls.sumV, gwd, gwe);
-      if (grp_.projectDec) axpy(dOut, -dot(dOut, gwd, wd), wd, gwd);
+      if (grp_.projectDec) projectRow(dOut, wd, gwd);
       adamSpan(a, p.W_encT + j * dIn, gwe, mEnc + j * dIn, vEnc + j * dIn, 0, dIn);
       adamSpan(a, wd, gwd, mDec + j * dOut, vDec + j * dOut, 0, dOut);
       if (normalize) normalizeRow(wd, dOut);

@@ -1,6 +1,7 @@
 // Small helpers shared by the engine's translation units.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <vector>

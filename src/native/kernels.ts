@@ -55,7 +55,7 @@ export interface NativeStepResult {
   nnz: number;
   /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK, BatchTopK; the same selection as 1); 4: inside it, above a floor from the rows' own top 2k (BatchTopK's first step, or after its threshold fell). */
   selection: number;
-  /** deferRows: the squared norm of W_enc's and W_dec's gradients (decoder rows projected when projectDec). */
+  /** deferRows: the squared norm of W_enc's and W_dec's gradients (decoder rows projected when projectDec); NaN with noRowsNorm. */
   rowsSq: number;
 }
 

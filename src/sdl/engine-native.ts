@@ -78,7 +78,7 @@ export class NativeTrainEngine implements Engine {
     const noRowsNorm = !(this.train.clipGradNorm > 0);
     const defer = this.deferRows ? { deferRows: true, projectDec: this.train.unitNormDecoder, noRowsNorm } : {};
     const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...defer, denseAbove: denseAbove() }, this.fired);
-    this.rowsSq = this.deferRows && noRowsNorm ? Number.NaN : r.rowsSq;
+    this.rowsSq = r.rowsSq;
     const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
     return {
       loss: r.loss,
