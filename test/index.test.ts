@@ -56,7 +56,7 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   // Brute force.
   const count = new Float64Array(40),
     max = new Float64Array(40);
-  const all: { f: number; act: number; window: number; pos: number }[] = [];
+  const all: { f: number; act: number; window: number; pos: number; token: number }[] = [];
   for (const f of ['shard-00000.arrow', 'shard-00001.arrow']) {
     const s = decodeShard(readFileSync(join(acts, f)));
     const feats = d.encode(s.values.get(site.name)!, s.rows);
@@ -66,7 +66,7 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
         if (a <= 0) continue;
         count[i]++;
         max[i] = Math.max(max[i], a);
-        all.push({ f: i, act: a, window: s.window[row], pos: s.pos[row] });
+        all.push({ f: i, act: a, window: s.window[row], pos: s.pos[row], token: s.token[row] });
       }
   }
   const db = openIndex(dictDir);
@@ -99,6 +99,34 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   );
   assert.throws(() => runSql(db, 'delete from features'), /read-only SELECT/);
   assert.throws(() => featureDetail(db, 99), /feature 99 does not exist; the dictionary has features 0-39/);
+  // Each (token, feature) pair's firing count and mean activation (written in the table's key order).
+  const pairs = new Map<string, { count: number; sum: number }>();
+  for (const e of all) {
+    const p = pairs.get(`${e.token}:${e.f}`) ?? { count: 0, sum: 0 };
+    p.count++;
+    p.sum += e.act;
+    pairs.set(`${e.token}:${e.f}`, p);
+  }
+  const tf = db.prepare('select token, feature, count, mean_act from token_features').all() as {
+    token: number;
+    feature: number;
+    count: number;
+    mean_act: number;
+  }[];
+  assert.equal(tf.length, pairs.size);
+  for (const r of tf) {
+    const want = pairs.get(`${r.token}:${r.feature}`);
+    assert.equal(r.count, want?.count, `token ${r.token}, feature ${r.feature}`);
+    assert.ok(Math.abs(r.mean_act - want!.sum / want!.count) < 1e-4);
+  }
+  // The lookups' secondary indexes exist (made once the rows are in) and the planner uses them.
+  const indexes = (db.prepare("select name from sqlite_master where type = 'index' and name not like 'sqlite_%'").all() as { name: string }[]).map(
+    (r) => r.name,
+  );
+  for (const n of ['features_freq', 'features_max', 'features_dead', 'features_dense', 'token_features_feature', 'features_absorption'])
+    assert.ok(indexes.includes(n), n);
+  const plan = JSON.stringify(db.prepare('explain query plan select * from token_features where feature = 3').all());
+  assert.match(plan, /token_features_feature/);
   db.close();
   const mtime = statSync(join(dictDir, 'index.sqlite')).mtimeMs;
   const again = await buildIndex(dictDir, d, acts, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true });

@@ -194,6 +194,38 @@ test('--low-memory through the trainer engine: the same weights without clipping
   }
 });
 
+test('memory: handed-over initial arrays are trained in place; takeWeights gives them back without copies; the engine refuses use after', {
+  skip,
+}, async () => {
+  const dIn = 40,
+    dSae = 320,
+    B = 256;
+  const cfg = makeDictConfig({ kind: 'sae', activation: 'topk', sitesIn: [{ name: 'x', width: dIn }], latents: dSae, k: 6 });
+  const rng = new Rng(5);
+  const W_enc = Float32Array.from({ length: dIn * dSae }, () => rng.normal() * 0.2);
+  const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal() * 0.2);
+  const train = { ...TRAIN_DEFAULTS, lr: 2e-3 };
+  const weights = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec: new Float32Array(dIn) };
+  // The same run without handing over: the reference weights.
+  const ref = await createEngine('native', { cfg, train, weights: { ...weights, W_enc: W_enc.slice(), W_dec: W_dec.slice() } });
+  const { engine } = await createEngine('native', { cfg, train, weights, handOver: true });
+  const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
+  for (const e of [ref.engine, engine])
+    for (let i = 0; i < 3; i++) {
+      e.step(X, X, B, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
+      e.update(2e-3, 1);
+    }
+  const want = ref.engine.weights();
+  const got = engine.takeWeights();
+  // The decoder trained in the caller's array; the caller's encoder array (W_encT's first Adam moment meanwhile)
+  // comes back holding the trained encoder.
+  assert.equal(got.W_dec, W_dec);
+  assert.equal(got.W_enc, W_enc);
+  for (const n of ['W_enc', 'W_dec', 'b_enc', 'b_dec'] as const) assert.deepEqual(bits(got[n]), bits(want[n]), n);
+  assert.throws(() => engine.step(X, X, B, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 }), /gave its weights away/);
+  assert.throws(() => engine.weights(), /gave its weights away/);
+});
+
 test('--low-memory is refused in one line where no engine can honour it', { skip }, async () => {
   const cfg = (activation: Activation, tied = false): DictConfig =>
     makeDictConfig({ kind: 'sae', activation, sitesIn: [{ name: 'x', width: 8 }], latents: 32, k: 4, matryoshkaWidths: [32], tied });

@@ -8,9 +8,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api';
+import type { DuckDBConnection } from '@duckdb/node-api';
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
-import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
+import { parquetWasm } from './parquet.js';
 import { UserError } from '../util/errors.js';
 import { ACTS_MANIFEST_FILE } from '../util/files.js';
 import { identityHash, openActivations, type HarvestIdentity } from './manifest.js';
@@ -78,6 +78,7 @@ async function addIndex(con: DuckDBConnection, indexPath: string, tmp: string): 
       const rows = stmt.raw().all() as unknown[][];
       if (!rows.length) continue;
       const arrays = Object.fromEntries(cols.map((c, j) => [c, rows.map((r) => r[j] as string | number | null)]));
+      const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
       const table = WasmTable.fromIPCStream(tableToIPC(tableFromArrays(arrays as Parameters<typeof tableFromArrays>[0]), 'stream'));
       const file = join(tmp, `${name}.parquet`);
       writeFileSync(file, writeParquet(table, new WriterPropertiesBuilder().setCompression(Compression.SNAPPY).build()));
@@ -90,6 +91,8 @@ async function addIndex(con: DuckDBConnection, indexPath: string, tmp: string): 
 }
 /** Runs one read-only statement over a harvest (Parquet) and/or a feature index. */
 export async function querySources(src: { harvest?: string; index?: string; noHarvest?: string }, sql: string): Promise<QueryResult> {
+  // Loaded here, not at start-up: every other command would load DuckDB's 70 MB library (10 MB of it resident in a fit) for nothing.
+  const { DuckDBInstance, StatementType } = await import('@duckdb/node-api');
   const con = await (await DuckDBInstance.create(':memory:')).connect();
   const tmp = mkdtempSync(join(tmpdir(), 'sdl-query-'));
   try {

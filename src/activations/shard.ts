@@ -19,7 +19,7 @@ import {
   tableToIPC,
   type Data,
 } from 'apache-arrow';
-import { Compression, Table as WasmTable, WriterPropertiesBuilder, readParquet, writeParquet } from 'parquet-wasm';
+import { parquetWasm } from './parquet.js';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
 
 export type ShardFormat = 'arrow' | 'parquet';
@@ -114,6 +114,7 @@ export function encodeShardChunks(buf: ShardBuffer, dtype: Dtype, metadata: Reco
  * reading it back gives the same table as the .arrow shard.
  */
 export function encodeShardParquet(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
+  const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
   const table = WasmTable.fromIPCStream(tableToIPC(shardTable(buf, dtype, metadata), 'stream'));
   // zstd without dictionary pages (random floats gain nothing from them): measured in docs/scale.md.
   const props = new WriterPropertiesBuilder().setCompression(Compression.ZSTD).setDictionaryEnabled(false).setMaxRowGroupSize(Math.max(1, buf.rows)).build();
@@ -145,7 +146,7 @@ function concatInt(parts: Int32Array[]): Int32Array {
 
 /** Reads a shard; `sites` limits which float columns are materialised. */
 export function decodeShard(bytes: Uint8Array, sites?: string[], format: ShardFormat = 'arrow'): ShardData {
-  const table = tableFromIPC(format === 'parquet' ? readParquet(bytes).intoIPCStream() : bytes);
+  const table = tableFromIPC(format === 'parquet' ? parquetWasm().readParquet(bytes).intoIPCStream() : bytes);
   const rows = table.numRows;
   const intCol = (name: string): Int32Array => {
     const col = table.getChild(name);

@@ -6,7 +6,8 @@ import type { HookPoint } from '../onnx/hooks.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { createSession, exposeHooks, makeFeeds, runtimeInputs } from '../onnx/session.js';
 import { spliceModel, spliceMany } from '../export/splice.js';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
+import { onnxRuntime } from '../onnx/runtime.js';
 import { documents } from '../corpus/sources.js';
 import { tokenWindows } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
@@ -261,7 +262,7 @@ async function crosscoderEval(model: LoadedModel, dict: Dictionary, windows: Int
       const fired = f.idx.subarray(f.start[from], f.start[to]);
       quality.add(x.subarray(from * c.dIn, to * c.dIn), rec.subarray(from * c.dIn, to * c.dIn), ctx - 1, firingCounts(fired, c.dSae), fired.length);
     }
-    const extra = Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
+    const extra = Object.fromEntries(names.map((nm, i) => [nm, new (onnxRuntime().Tensor)('float32', repl[i], [B, ctx, c.sitesIn[i].width])]));
     const rs = await spliced.run({ ...feeds, ...extra }, [logitsName]);
     const rz = await zero.run(feeds, [logitsName]);
     acc.add(ids, B, ctx, rc[logitsName].data as Float32Array, rs[logitsName].data as Float32Array, rz[logitsName].data as Float32Array);

@@ -13,10 +13,10 @@ import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
 import { gemm } from '../tensor/linalg.js';
 import { createIndexStats } from './stats.js';
-import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
+import { checkOutput, fsyncFile, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
-import { SCHEMA } from './schema.js';
+import { INDEXES, SCHEMA } from './schema.js';
 import { QUANTILE_EDGES, QuantileSampler, type ContextExample } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
 import { ExampleStore, TopExamples } from './examples.js';
@@ -237,6 +237,10 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
 
   function writeIndexDb(tmpPath: string): { dead: number; dense: number } {
     const db = new Database(tmpPath);
+    // A temporary file, renamed over the index only once complete and synced (below): no journal or per-commit sync is
+    // needed while it is built.
+    db.pragma('journal_mode = OFF');
+    db.pragma('synchronous = OFF');
     db.exec(SCHEMA);
     const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
     const meta: Record<string, unknown> = {
@@ -300,7 +304,6 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           // The 10 most frequent tokens (ties: lower id first), selected without an object per vocabulary entry.
           const best = topIndices(c, 10);
           topTokens = Array.from(best, (t) => ({ token: t, count: c[t], mean: tokSum[i * V + t] / c[t] }));
-          for (let t = 0; t < V; t++) if (c[t] > 0) insTf.run(t, i, c[t], tokSum[i * V + t] / c[t]);
         }
         insFeat.run(
           i,
@@ -346,6 +349,13 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           }
         }
       }
+      // In the table's key order (token, feature): appends, not inserts into the middle of the B-tree.
+      if (keepTokens)
+        for (let t = 0; t < V; t++)
+          for (let i = 0; i < m; i++) {
+            const c = tokCount[i * V + t];
+            if (c > 0) insTf.run(t, i, c, tokSum[i * V + t] / c);
+          }
       if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
       if (abs) {
         for (const l of abs.letters) insLetter.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
@@ -360,9 +370,11 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           }),
         );
       }
+      db.exec(INDEXES);
     })();
     db.pragma('journal_mode = WAL');
     db.close();
+    fsyncFile(tmpPath);
     return { dead, dense };
   }
 }

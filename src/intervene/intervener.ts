@@ -2,7 +2,8 @@
 // SteerReplacement in export/splice.ts) serves the per-token readout (`sdl run`), steering (`sdl steer`),
 // ablation (`sdl ablate`) and the dashboard's live endpoints. With no intervention the graph computes exactly
 // the clean model (the added term is 0) and also returns the features and the hooked tensors.
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
+import { onnxRuntime } from '../onnx/runtime.js';
 import { spliceMany, STEER } from '../export/splice.js';
 import { appendToGraph } from '../onnx/proto.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
@@ -110,7 +111,7 @@ export class Intervener {
       const session = await this.shifted();
       const feeds: Record<string, ort.Tensor> = makeFeeds(runtimeInputs(this.model.proto), ids, 1, ids.length);
       const vecs = this.shiftVectors(iv.add);
-      this.shiftNames().forEach((n, i) => (feeds[n] = new ort.Tensor('float32', vecs[i], [1, vecs[i].length])));
+      this.shiftNames().forEach((n, i) => (feeds[n] = new (onnxRuntime().Tensor)('float32', vecs[i], [1, vecs[i].length])));
       return (await session.run(feeds, [this.logitsName]))[this.logitsName].data as Float32Array;
     }
     return (await this.forward(ids, 1, ids.length, iv, true)).logits;
@@ -139,12 +140,12 @@ export class Intervener {
       mask[f] = 1;
       value[f] = v;
     }
-    const row = (a: Float32Array) => new ort.Tensor('float32', a, [1, m]);
+    const row = (a: Float32Array) => new (onnxRuntime().Tensor)('float32', a, [1, m]);
     feeds[STEER.add] = row(add);
     if (iv.clampAll) {
       if (iv.clampAll.length !== N * m) throw new Error(`clampAll holds ${iv.clampAll.length} values, expected ${N * m}`);
-      feeds[STEER.clampMask] = new ort.Tensor('float32', new Float32Array(N * m).fill(1), [N, m]);
-      feeds[STEER.clampValue] = new ort.Tensor('float32', iv.clampAll, [N, m]);
+      feeds[STEER.clampMask] = new (onnxRuntime().Tensor)('float32', new Float32Array(N * m).fill(1), [N, m]);
+      feeds[STEER.clampValue] = new (onnxRuntime().Tensor)('float32', iv.clampAll, [N, m]);
     } else {
       feeds[STEER.clampMask] = row(mask);
       feeds[STEER.clampValue] = row(value);
@@ -160,9 +161,9 @@ export class Intervener {
         N,
       );
       features = densify(encodeSparse(this.dict, x, N), m);
-      feeds[STEER.features] = new ort.Tensor('float32', features, [N, m]);
+      feeds[STEER.features] = new (onnxRuntime().Tensor)('float32', features, [N, m]);
     }
-    if (this.cleanPass && !features) feeds[STEER.features] = new ort.Tensor('float32', new Float32Array(N * m), [N, m]);
+    if (this.cleanPass && !features) feeds[STEER.features] = new (onnxRuntime().Tensor)('float32', new Float32Array(N * m), [N, m]);
     if (logitsOnly) {
       const logits = (await this.session.run(feeds, [this.logitsName]))[this.logitsName].data as Float32Array;
       const none = new Float32Array(0);

@@ -218,6 +218,8 @@ export interface NativeModule {
     threads: number,
   ): void;
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
+  /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
+  mallocLean(): void;
 }
 
 const require = createRequire(import.meta.url);

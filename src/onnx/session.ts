@@ -1,6 +1,7 @@
 // Running ONNX models with onnxruntime-node: exposing hook tensors as outputs and feeding the
 // inputs that decoder-only LMs take (ids, positions, attention mask, empty KV caches).
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
+import { onnxRuntime } from './runtime.js';
 import { DATA_TYPE_NAMES, DataType, appendToGraph, pruneGraph, type ModelProto, type ValueInfo } from './proto.js';
 import { GraphIndex, ID_INPUT, staticIdsShape } from './graph.js';
 import type { HookPoint } from './hooks.js';
@@ -15,7 +16,7 @@ export interface SessionOptions {
 
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
   try {
-    return await ort.InferenceSession.create(bytes, {
+    return await onnxRuntime().InferenceSession.create(bytes, {
       intraOpNumThreads: opts.threads ?? 0,
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
@@ -99,8 +100,8 @@ export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, s
   const feeds: Record<string, ort.Tensor> = {};
   const intTensor = (elemType: number, values: ArrayLike<number>, dims: number[]) =>
     elemType === DataType.INT32
-      ? new ort.Tensor('int32', Int32Array.from(values), dims)
-      : new ort.Tensor('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
+      ? new (onnxRuntime().Tensor)('int32', Int32Array.from(values), dims)
+      : new (onnxRuntime().Tensor)('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
   for (const inp of inputs) {
     const n = inp.name;
     if (ID_INPUT.test(n)) feeds[n] = intTensor(inp.elemType, ids, [batch, seq]);
@@ -114,7 +115,7 @@ export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, s
       // optimum's merged decoder: false takes the branch without a cache (the caches are fed empty).
       if (inp.elemType !== DataType.BOOL)
         throw new UserError(`model input use_cache_branch is ${DATA_TYPE_NAMES[inp.elemType] ?? inp.elemType}; sdlkit feeds it as bool`);
-      feeds[n] = new ort.Tensor('bool', new Uint8Array(1), [1]);
+      feeds[n] = new (onnxRuntime().Tensor)('bool', new Uint8Array(1), [1]);
     } else if (/past|cache/.test(n)) {
       const dims = (inp.shape ?? []).map((d) => {
         if (typeof d === 'number' && d > 0) return d;
@@ -125,7 +126,7 @@ export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, s
       });
       const size = dims.reduce((a, b) => a * b, 1);
       const type = inp.elemType === DataType.FLOAT16 ? 'float16' : 'float32';
-      feeds[n] = new ort.Tensor(type, type === 'float16' ? new Uint16Array(size) : new Float32Array(size), dims);
+      feeds[n] = new (onnxRuntime().Tensor)(type, type === 'float16' ? new Uint16Array(size) : new Float32Array(size), dims);
     } else {
       throw new UserError(
         `model input '${n}' is not one sdlkit can feed (it feeds input_ids, position_ids, attention_mask, token_type_ids, use_cache_branch and empty past_* caches); export the model without it`,

@@ -166,6 +166,14 @@ export class CltEngine implements Engine {
     };
   }
 
+  /** The dense form is new arrays anyway; the Adam moments are let go. */
+  takeWeights(): EngineWeights {
+    const w = this.weights();
+    this.m.clear();
+    this.v.clear();
+    return w;
+  }
+
   resample(): void {
     throw new UserError('--resample is not available for CLTs and skip transcoders (AuxK revives their dead latents)');
   }

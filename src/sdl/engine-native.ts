@@ -28,6 +28,7 @@ export class NativeTrainEngine implements Engine {
   private readonly fired: Float32Array;
   private readonly anchorOpts: { anchorK: number; anchorEnc?: Float32Array; anchorDec?: Float32Array; anchorWeight?: number };
   private t = 0;
+  private spent = false;
 
   constructor(mod: NativeModule, init: EngineInit) {
     const { cfg, train, weights: w, anchors } = init;
@@ -36,11 +37,17 @@ export class NativeTrainEngine implements Engine {
     this.backend = `native-${mod.isa}`;
     this.e = new mod.Engine(nativeEngineOptions(cfg, nativeThreads()));
     const W_encT = transpose(w.W_enc, cfg.dIn, cfg.dSae);
-    this.p = { W_encT, b_enc: Float32Array.from(w.b_enc), W_dec: cfg.tied ? W_encT : Float32Array.from(w.W_dec), b_dec: Float32Array.from(w.b_dec) };
+    this.p = {
+      W_encT,
+      b_enc: Float32Array.from(w.b_enc),
+      W_dec: cfg.tied ? W_encT : init.handOver ? w.W_dec : Float32Array.from(w.W_dec),
+      b_dec: Float32Array.from(w.b_dec),
+    };
     if (ACTIVATIONS[cfg.activation].selection === 'threshold')
       this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
     const sel = ACTIVATIONS[cfg.activation].selection;
     this.deferRows = Boolean(train.lowMemory) && !cfg.tied && (sel === 'topk' || sel === 'batch');
+    if (train.lowMemory) mod.mallocLean();
     this.g = {
       W_encT: this.deferRows ? undefined : new Float32Array(W_encT.length),
       b_enc: new Float32Array(cfg.dSae),
@@ -55,7 +62,8 @@ export class NativeTrainEngine implements Engine {
       ...(this.p.log_threshold ? ['log_threshold' as const] : []),
     ];
     for (const n of this.trainable) {
-      this.m.set(n, new Float32Array(this.p[n]!.length));
+      // A handed-over W_enc, once transposed, is an array of the right size nothing else holds: W_encT's first moment.
+      this.m.set(n, n === 'W_encT' && init.handOver ? w.W_enc.fill(0) : new Float32Array(this.p[n]!.length));
       this.v.set(n, new Float32Array(this.p[n]!.length));
     }
     this.fired = new Float32Array(cfg.dSae);
@@ -74,6 +82,7 @@ export class NativeTrainEngine implements Engine {
   }
 
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult {
+    this.live();
     // Without clipping the update needs no gradient norm, and the deferred rows are made once (in the update).
     const noRowsNorm = !(this.train.clipGradNorm > 0);
     const defer = this.deferRows ? { deferRows: true, projectDec: this.train.unitNormDecoder, noRowsNorm } : {};
@@ -92,6 +101,7 @@ export class NativeTrainEngine implements Engine {
   }
 
   update(lr: number, clip: number): void {
+    this.live();
     const { cfg, train, m, v } = this;
     if (train.unitNormDecoder && !cfg.tied && !this.deferRows) this.e.projectDecoderGrad(this.p.W_dec!, this.g.W_dec!);
     const rows: Name[] = this.deferRows ? ['W_encT', 'W_dec'] : [];
@@ -111,14 +121,38 @@ export class NativeTrainEngine implements Engine {
   }
 
   forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward {
+    this.live();
     const r = this.e.forward(this.p, X, n, batchThresholds[0] ?? 0, true);
     const fired = new Float64Array(this.cfg.dSae);
     for (const j of r.idx) fired[j]++;
     return { yhat: r.yhat!, fired, actives: r.idx.length };
   }
 
+  /** W_enc is transposed into W_encT's first Adam moment, which nothing needs any more; the rest are the live arrays. */
+  takeWeights(): EngineWeights {
+    const { cfg, p } = this;
+    this.live();
+    this.spent = true;
+    const W_enc = transpose(p.W_encT, cfg.dSae, cfg.dIn, this.m.get('W_encT'));
+    this.m.clear();
+    this.v.clear();
+    return {
+      W_enc,
+      b_enc: p.b_enc,
+      W_dec: cfg.tied ? p.W_encT : p.W_dec!,
+      b_dec: p.b_dec,
+      ...(p.log_threshold ? { log_threshold: p.log_threshold } : {}),
+    };
+  }
+
+  /** Refuses every call once takeWeights has handed the arrays over. */
+  private live(): void {
+    if (this.spent) throw new Error('the native engine gave its weights away (takeWeights); it cannot be used after');
+  }
+
   weights(): EngineWeights {
     const { cfg, p } = this;
+    this.live();
     const W_enc = transpose(p.W_encT, cfg.dSae, cfg.dIn);
     return {
       W_enc,
@@ -131,6 +165,7 @@ export class NativeTrainEngine implements Engine {
 
   resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void {
     const { cfg, p } = this;
+    this.live();
     latents.forEach((j, i) => {
       p.W_encT.set(encoder[i].subarray(0, cfg.dIn), j * cfg.dIn);
       if (!cfg.tied) p.W_dec!.set(decoder[i].subarray(0, cfg.dOut), j * cfg.dOut);
@@ -148,6 +183,7 @@ export class NativeTrainEngine implements Engine {
   /** The parameters and Adam moments as views of the live arrays (W_enc's transposed as written): write before the next step. */
   saveState(): Record<string, TensorSource> {
     const { cfg, p } = this;
+    this.live();
     const t: Record<string, TensorSource> = {
       W_enc: { transposeOf: p.W_encT, shape: [cfg.dIn, cfg.dSae] },
       b_enc: { data: p.b_enc, shape: [cfg.dSae] },
@@ -169,7 +205,7 @@ export class NativeTrainEngine implements Engine {
 
   loadState(t: Record<string, NamedTensor>, adamT: number): void {
     const { cfg, p } = this;
-    p.W_encT.set(transpose(t.W_enc.data, cfg.dIn, cfg.dSae));
+    transpose(t.W_enc.data, cfg.dIn, cfg.dSae, p.W_encT);
     p.b_enc.set(t.b_enc.data);
     if (!cfg.tied) p.W_dec!.set(t.W_dec.data);
     p.b_dec.set(t.b_dec.data);
@@ -181,7 +217,8 @@ export class NativeTrainEngine implements Engine {
       for (const [n, a] of store) {
         const src = t[`adam_${kind}.${n === 'W_encT' ? 'W_enc' : n}`];
         if (!src) continue;
-        a.set(n === 'W_encT' ? transpose(src.data, cfg.dIn, cfg.dSae) : src.data);
+        if (n === 'W_encT') transpose(src.data, cfg.dIn, cfg.dSae, a);
+        else a.set(src.data);
       }
     }
     this.t = adamT;

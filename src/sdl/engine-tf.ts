@@ -138,6 +138,12 @@ export class TfEngine implements Engine {
     return w;
   }
 
+  takeWeights(): EngineWeights {
+    const w = this.weights();
+    this.dispose();
+    return w;
+  }
+
   resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void {
     const { cfg, p } = this;
     const w = this.weights();

@@ -63,10 +63,14 @@ export interface Engine {
   forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward;
   /** A copy of the parameters. */
   weights(): EngineWeights;
+  /**
+   * The final parameters, handed over without copies where the engine can (the native engine gives its own arrays:
+   * 151 MB saved at the end of a 768 x 24,576 fit). The engine is spent: nothing may be called on it after.
+   */
+  takeWeights(): EngineWeights;
   /** Resampling: new encoder columns, decoder rows and zero b_enc for the given latents; their Adam moments are zeroed. */
   resample(latents: number[], encoder: Float32Array[], decoder: Float32Array[]): void;
   /** Parameters and Adam moments (adam_m.<name>, adam_v.<name>), SAELens orientation: the checkpoint format. May be views of live state: write them before the next step. */
-  /** Parameters and Adam moments for a checkpoint (views of live arrays where possible: consume before the next step). */
   saveState(): Record<string, TensorSource>;
   loadState(t: Record<string, NamedTensor>, adamT: number): void;
   readonly adamT: number;
@@ -77,5 +81,7 @@ export interface EngineInit {
   cfg: DictConfig;
   train: TrainConfig;
   weights: EngineWeights;
+  /** The caller made `weights` for the engine and lets them go: the engine may keep the arrays instead of copying them. */
+  handOver?: boolean;
   anchors?: Anchors;
 }

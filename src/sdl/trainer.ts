@@ -7,6 +7,7 @@ import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
+import type { EngineWeights } from './engine-types.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
 import { decodeSafetensors, safetensorsParts, type NamedTensor } from '../tensor/safetensors.js';
 import type { Manifest } from '../activations/manifest.js';
@@ -142,9 +143,9 @@ function checkCheckpoint(t: Record<string, NamedTensor>, cfg: DictConfig, path: 
   return t;
 }
 
-/** The engine's weights with the per-site input/target scales folded into them. */
-function foldWeights(engine: Engine, cfg: DictConfig, scalesIn: number[], scalesOut: number[], threshold?: Float32Array): DictionaryWeights {
-  const { W_enc, W_dec, b_enc, b_dec, W_skip } = engine.weights();
+/** The engine's final weights with the per-site input/target scales folded into them, in place. */
+function foldWeights(w: EngineWeights, cfg: DictConfig, scalesIn: number[], scalesOut: number[], threshold?: Float32Array): DictionaryWeights {
+  const { W_enc, W_dec, b_enc, b_dec, W_skip } = w;
   // Trained on x' = s_in x, y' = s_out y:  W_enc rows of site j scale by s_j; W_dec columns and b_dec by 1/s_out.
   let off = 0;
   cfg.sitesIn.forEach((s, i) => {
@@ -179,9 +180,9 @@ function perColumn(sites: { width: number }[], scales: number[]): Float64Array {
   return out;
 }
 
-function thresholdVector(engine: Engine, cfg: DictConfig, thresholds: number[]): Float32Array | undefined {
+function thresholdVector(w: EngineWeights, cfg: DictConfig, thresholds: number[]): Float32Array | undefined {
   const how = ACTIVATIONS[cfg.activation].inference;
-  if (how === 'per-latent') return Float32Array.from(engine.weights().log_threshold!, Math.exp);
+  if (how === 'per-latent') return Float32Array.from(w.log_threshold!, Math.exp);
   if (how !== 'global') return undefined;
   // One threshold per selection group: the whole dictionary, or each CLT layer's latents.
   const t = new Float32Array(cfg.dSae),
@@ -192,15 +193,22 @@ function thresholdVector(engine: Engine, cfg: DictConfig, thresholds: number[]):
 
 /** BatchTopK selection groups: CLTs select per layer. */
 
+/** Held-out rows, normalised a chunk at a time (no normalised copy of the whole set is kept); a chunk is overwritten by the next. */
+interface HeldOut {
+  n: number;
+  chunk(r0: number, n: number): Rows;
+}
+
 /** Evaluates the engine (normalised space) on held-out rows; reconstructions are compared in harvest units. */
-function evaluate(cfg: DictConfig, engine: Engine, held: Rows, scalesOut: number[], batchThreshold: number[]): EvalMetrics {
+function evaluate(cfg: DictConfig, engine: Engine, held: HeldOut, scalesOut: number[], batchThreshold: number[]): EvalMetrics {
   const acc = new EvalAccumulator(cfg.sitesOut, cfg.dSae);
-  const chunk = 4096;
   const inv = scalesOut.map((s) => 1 / s);
-  for (let r = 0; r < held.n; r += chunk) {
-    const n = Math.min(chunk, held.n - r);
-    const f = engine.forward(held.x.subarray(r * cfg.dIn, (r + n) * cfg.dIn), n, batchThreshold);
-    const y = held.y.slice(r * cfg.dOut, (r + n) * cfg.dOut);
+  for (let r = 0; r < held.n; r += HELD_CHUNK) {
+    const n = Math.min(HELD_CHUNK, held.n - r);
+    const rows = held.chunk(r, n);
+    const f = engine.forward(rows.x, n, batchThreshold);
+    // y may be x (same sites): forward is done with it.
+    const y = rows.y;
     // Back to harvest units (undo the per-site scale) before comparing.
     applyScales(y, cfg.sitesOut, inv);
     applyScales(f.yhat, cfg.sitesOut, inv);
@@ -279,11 +287,13 @@ interface SharedRows {
   trainRanges: RowRange[];
   /** Rows for the members' normalisation scales and initialisation; released once every member is open. */
   sample?: Rows;
-  /** The held-out rows in the shared layout; each member keeps its own normalised copy, so released with the sample. */
-  held?: Rows;
+  /** The held-out rows in the shared layout, unnormalised: every member reads them a chunk at a time (HeldOut). */
+  held: Rows;
 }
 
 const SAMPLE_BYTES = 64 * 2 ** 20;
+/** Held-out rows evaluated at a time. */
+const HELD_CHUNK = 4096;
 
 function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
   const { manifest } = job;
@@ -337,7 +347,11 @@ class SitePicker {
     this.d = sites.reduce((a, s) => a + s.width, 0);
   }
 
-  pick(src: Float32Array, width: number, n: number, scales: number[], out: Float32Array = new Float32Array(n * this.d)): Float32Array {
+  /** Without `out`, rows that would come out unchanged (one site, the whole row, scale 1) are a view of src: read-only. */
+  pick(src: Float32Array, width: number, n: number, scales: number[], out?: Float32Array): Float32Array {
+    const whole = this.parts.length === 1 && this.parts[0].from === 0 && this.d === width;
+    if (!out && whole && scales[0] === 1) return src.subarray(0, n * width);
+    out ??= new Float32Array(n * this.d);
     for (let r = 0; r < n; r++) {
       let o = r * this.d;
       for (const p of this.parts) {
@@ -355,13 +369,11 @@ class SitePicker {
 async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResult[]> {
   const shared = sharedRows(job, specs);
   const runs: MemberRun[] = [];
-  for (const m of specs) {
+  for (const [i, m] of specs.entries()) {
     const run = new MemberRun(m, job, shared);
-    await run.open();
+    await run.open(i === specs.length - 1);
     runs.push(run);
   }
-  shared.sample = undefined;
-  shared.held = undefined;
   const t = specs[0].train;
   const B = t.batchTokens;
   // One stream for all: the first member's seed orders the data (a sweep of seeds varies the initialisation).
@@ -423,7 +435,7 @@ class MemberRun {
   private state?: CheckpointState;
   private scalesIn: number[] = [];
   private scalesOut: number[] = [];
-  private heldRows!: Rows;
+  private held!: HeldOut;
   private Xb!: Float32Array;
   private Yb!: Float32Array;
   private sinceFired!: Float64Array;
@@ -471,13 +483,50 @@ class MemberRun {
     return this.stepNo >= this.totalSteps;
   }
 
-  /** This member's rows of the shared layout (x and y; y is x when the member reads and writes the same sites). */
+  /** This member's rows of the shared layout (x and y; y is x when the member reads and writes the same sites): read-only, they may be views of src. */
   private rows(src: Rows, scalesIn: number[], scalesOut: number[]): Rows {
     const x = this.inPick.pick(src.x, this.shared.width, src.n, scalesIn);
     return { n: src.n, x, y: this.same ? x : this.outPick.pick(src.x, this.shared.width, src.n, scalesOut) };
   }
 
-  async open(): Promise<void> {
+  /** The shared held-out rows, normalised with this member's scales a chunk at a time into buffers made once. */
+  private heldOut(): HeldOut {
+    const src = this.shared.held,
+      w = this.shared.width,
+      size = Math.min(HELD_CHUNK, src.n);
+    const bx = new Float32Array(size * this.cfg.dIn),
+      by = this.same ? bx : new Float32Array(size * this.cfg.dOut);
+    return {
+      n: src.n,
+      chunk: (r0, n) => {
+        const x = src.x.subarray(r0 * w, (r0 + n) * w);
+        const px = this.inPick.pick(x, w, n, this.scalesIn, bx.subarray(0, n * this.cfg.dIn));
+        return { n, x: px, y: this.same ? px : this.outPick.pick(x, w, n, this.scalesOut, by.subarray(0, n * this.cfg.dOut)) };
+      },
+    };
+  }
+
+  /**
+   * The normalisation scales (kept from the checkpoint on resume), computed from the shared sample of raw training
+   * rows, and the first of those rows normalised, for b_dec's initialisation.
+   */
+  private fromSample(state?: CheckpointState): { y: Float32Array; n: number } {
+    const { cfg, train } = this;
+    const sample = this.rows(
+      this.shared.sample!,
+      cfg.sitesIn.map(() => 1),
+      cfg.sitesOut.map(() => 1),
+    );
+    this.scalesIn = state?.scalesIn ?? (train.normalizeActivations ? siteScales(sample, cfg.sitesIn, 'x') : cfg.sitesIn.map(() => 1));
+    this.scalesOut =
+      state?.scalesOut ?? (this.same ? this.scalesIn : train.normalizeActivations ? siteScales(sample, cfg.sitesOut, 'y') : cfg.sitesOut.map(() => 1));
+    const n = Math.min(sample.n, 4096);
+    const y = (this.same ? sample.x : sample.y).slice(0, n * cfg.dOut);
+    applyScales(y, cfg.sitesOut, this.scalesOut);
+    return { y, n };
+  }
+
+  async open(lastToOpen: boolean): Promise<void> {
     const { cfg, train, job, spec } = this;
     const { manifest } = job;
     removeStaleTemps(spec.out);
@@ -525,21 +574,12 @@ class MemberRun {
       throw new UserError(`${spec.out} already holds a dictionary; pass --force to replace it, --resume to continue its run, or choose another --out`);
     }
     this.state = state;
-    // Normalisation scales from a sample of training rows (kept from the checkpoint on resume).
-    // Raw (unscaled) rows: the scales are computed from them.
-    const sample = this.rows(
-      this.shared.sample!,
-      cfg.sitesIn.map(() => 1),
-      cfg.sitesOut.map(() => 1),
-    );
-    this.scalesIn = state?.scalesIn ?? (train.normalizeActivations ? siteScales(sample, cfg.sitesIn, 'x') : cfg.sitesIn.map(() => 1));
-    this.scalesOut =
-      state?.scalesOut ?? (this.same ? this.scalesIn : train.normalizeActivations ? siteScales(sample, cfg.sitesOut, 'y') : cfg.sitesOut.map(() => 1));
-    this.heldRows = this.rows(this.shared.held!, this.scalesIn, this.scalesOut);
-    if (this.heldRows.n < 2)
-      throw new UserError(
-        `${this.heldRows.n} held-out row${this.heldRows.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`,
-      );
+    const first = this.fromSample(state);
+    // The last member to open lets the 64 MB sample go before its engine's arrays are made (start-up's peak).
+    if (lastToOpen) this.shared.sample = undefined;
+    this.held = this.heldOut();
+    if (this.held.n < 2)
+      throw new UserError(`${this.held.n} held-out row${this.held.n === 1 ? '' : 's'}: FVU needs at least 2; raise --eval-tokens or harvest more tokens`);
 
     // Parameters: fresh, or from the checkpoint.
     this.threshold = state?.thresholds ?? new Array(selectionGroups(cfg)).fill(state?.threshold ?? 0);
@@ -554,14 +594,9 @@ class MemberRun {
           log_threshold: saved.log_threshold?.data,
           W_skip: saved.W_skip?.data,
         }
-      : (() => {
-          const n = Math.min(sample.n, 4096);
-          const ys = (this.same ? sample.x : sample.y).slice(0, n * cfg.dOut);
-          applyScales(ys, cfg.sitesOut, this.scalesOut);
-          return initWeights(cfg, train, { y: ys, n });
-        })();
+      : initWeights(cfg, train, first);
     this.anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
-    const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, anchors: this.anchors });
+    const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, handOver: !saved, anchors: this.anchors });
     if (note) job.onNote?.(note);
     this.engine = engine;
     this.backend = engine.backend;
@@ -741,7 +776,7 @@ class MemberRun {
     };
     if (resampled) rec.resampled = resampled;
     if (this.stepNo % train.evalEvery === 0 || this.stepNo === this.totalSteps) {
-      this.lastEval = evaluate(cfg, engine, this.heldRows, this.scalesOut, this.threshold);
+      this.lastEval = evaluate(cfg, engine, this.held, this.scalesOut, this.threshold);
       rec.eval = this.lastEval;
     }
     if (this.stepNo % 10 === 0 || rec.eval || resampled) this.log(rec);
@@ -760,9 +795,12 @@ class MemberRun {
     const { cfg, train, engine, job, spec } = this;
     const { manifest } = job;
     const B = train.batchTokens;
-    const evalNow = this.lastEval ?? evaluate(cfg, engine, this.heldRows, this.scalesOut, this.threshold);
+    const evalNow = this.lastEval ?? evaluate(cfg, engine, this.held, this.scalesOut, this.threshold);
     const deadFraction = this.sinceFired.reduce((a, s) => a + (s >= this.deadWindow ? 1 : 0), 0) / cfg.dSae;
-    const weights = foldWeights(engine, cfg, this.scalesIn, this.scalesOut, thresholdVector(engine, cfg, this.threshold));
+    // The engine is done: its arrays become the dictionary's (no copy of the weights at the end of the run).
+    const final = engine.takeWeights();
+    this.disposed = true;
+    const weights = foldWeights(final, cfg, this.scalesIn, this.scalesOut, thresholdVector(final, cfg, this.threshold));
     const dictionary = new Dictionary(cfg, weights, {
       model_name: manifest.identity.model.name,
       model_sha256: manifest.identity.model.sha256,

@@ -31,13 +31,23 @@ export function gemm(
 }
 
 /** Transposes a row-major [rows, cols] matrix into [cols, rows]. */
-export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  return transposeRows(a, rows, cols, 0, cols);
+export function transpose(a: Float32Array, rows: number, cols: number, out?: Float32Array): Float32Array {
+  return transposeRows(a, rows, cols, 0, cols, out);
 }
 
-/** Rows [r0, r1) of the transpose of `a` ([rows, cols] row-major), as [r1 - r0, rows]: a transpose written in pieces. */
-export function transposeRows(a: Float32Array, rows: number, cols: number, r0: number, r1: number): Float32Array {
-  const out = new Float32Array((r1 - r0) * rows);
+/**
+ * Rows [r0, r1) of the transpose of `a` ([rows, cols] row-major), as [r1 - r0, rows]: a transpose written in pieces.
+ * Into `out` when given (another array than `a`, at least that long).
+ */
+export function transposeRows(
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  r0: number,
+  r1: number,
+  out: Float32Array = new Float32Array((r1 - r0) * rows),
+): Float32Array {
+  if (out.buffer === a.buffer || out.length < (r1 - r0) * rows) throw new Error('transpose: the output overlaps the input or is too short');
   for (let i = 0; i < rows; i++) for (let j = r0; j < r1; j++) out[(j - r0) * rows + i] = a[i * cols + j];
   return out;
 }

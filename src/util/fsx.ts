@@ -48,6 +48,16 @@ export function sha256File(path: string): string {
   return h.digest('hex');
 }
 
+/** Flushes a file written by someone else (SQLite with synchronous off) to the disk, before it is renamed into place. */
+export function fsyncFile(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Writes to `path.tmp-PID`, fsyncs, then renames over `path`. Parts are written one after another (a generator's
  * are made as they are written). Returns the SHA-256 of what was written.
