@@ -10,6 +10,7 @@ import { fit } from '../src/sdl/trainer.js';
 import { openActivations } from '../src/activations/manifest.js';
 import { TRAIN_DEFAULTS, type DictConfig } from '../src/sdl/config.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
+import { loadRows, splitRows } from '../src/sdl/data.js';
 import { CLI, tmp } from './helpers.js';
 
 /** For each true direction (rows of W [n, d]), the best cosine with any dictionary row of M [m, d]. */
@@ -126,6 +127,44 @@ test('a transcoder recovers the target-side directions; a crosscoder reports per
   const saved = JSON.parse(readFileSync(join(dir, 'cc', 'cfg.json'), 'utf8'));
   assert.equal(saved.architecture, 'jumprelu'); // BatchTopK infers with its learned global threshold
   assert.ok(Dictionary.load(join(dir, 'cc')).w.threshold!.every((t) => t > 0));
+});
+
+test('held-out metrics are read from the shards a chunk at a time: they equal the saved transcoder evaluated on the last rows of the harvest', async () => {
+  const dir = tmp();
+  bench(join(dir, 'acts'), 40, 24, 60000, 5, 20);
+  const m = openActivations(join(dir, 'acts'));
+  // 12,000 held-out rows: the last shard's 10,848 and 1,152 of the one before, read in pieces that do not divide them.
+  const evalTokens = 12000;
+  const r = await fit({
+    actsDir: join(dir, 'acts'),
+    manifest: m,
+    dict: dict({ kind: 'transcoder', sitesOut: [{ name: 'y', width: 20 }], dOut: 20, applyBDecToInput: false }),
+    train: { ...train, steps: 80, evalTokens },
+    out: join(dir, 'tc'),
+    quiet: true,
+  });
+  const { held } = splitRows(m, evalTokens);
+  assert.equal(held.length, 2, 'the held-out rows span two shards');
+  const d = Dictionary.load(join(dir, 'tc'));
+  let n = 0,
+    sse = 0;
+  const sum = new Float64Array(20),
+    sum2 = new Float64Array(20);
+  for (const range of held) {
+    const rows = loadRows(join(dir, 'acts'), m, range, [{ name: 'x', width: 24 }], [{ name: 'y', width: 20 }], true);
+    const yhat = d.decode(d.encode(rows.x, rows.n), rows.n);
+    for (let i = 0; i < rows.n * 20; i++) {
+      sse += (rows.y[i] - yhat[i]) ** 2;
+      sum[i % 20] += rows.y[i];
+      sum2[i % 20] += rows.y[i] ** 2;
+    }
+    n += rows.n;
+  }
+  let sst = 0;
+  for (let j = 0; j < 20; j++) sst += sum2[j] - sum[j] ** 2 / n;
+  assert.equal(r.eval.tokens, evalTokens);
+  assert.ok(Math.abs(r.eval.fvu - sse / sst) < 1e-4 * (sse / sst), `held-out FVU ${r.eval.fvu} vs ${sse / sst} from the saved transcoder`);
+  assert.ok(Math.abs(r.eval.mse - sse / n) < 1e-4 * (sse / n), `held-out MSE ${r.eval.mse} vs ${sse / n}`);
 });
 
 function sdl(...args: string[]) {

@@ -9,7 +9,7 @@ import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
-import { readShard } from '../src/activations/reader.js';
+import { ReadBuffers, readShard } from '../src/activations/reader.js';
 import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/data.js';
 import { sha256 } from '../src/util/fsx.js';
 import { UserError } from '../src/util/errors.js';
@@ -256,14 +256,22 @@ test('training stream reads shards in pieces: the same batches, in the same orde
   assert.ok(m.shards.length >= 3, 'several shards');
   const site = { name: m.sites[0].name, width: m.sites[0].width };
   const load = (r: RowRange) => loadRows(out, m, r, [site], [site], true);
+  // Read into reused arrays (each piece overwrites the last): the same rows as fresh arrays.
+  const buffers = new ReadBuffers();
+  const reused = (r: RowRange) => loadRows(out, m, r, [site], [site], true, { buffers });
   const { train } = splitRows(m, 256);
-  const streams = [37, 1e9].map((pieceRows) => new ShuffleStream(load, train, site.width, site.width, 300, 5, { sameInOut: true, pieceRows }));
+  const streams = [
+    new ShuffleStream(load, train, site.width, site.width, 300, 5, { sameInOut: true, pieceRows: 37 }),
+    new ShuffleStream(load, train, site.width, site.width, 300, 5, { sameInOut: true, pieceRows: 1e9 }),
+    new ShuffleStream(reused, train, site.width, site.width, 300, 5, { sameInOut: true, pieceRows: 37 }),
+  ];
   const B = 128;
   const xs = streams.map(() => new Float32Array(B * site.width));
   // More rows than the harvest holds: the walk crosses pieces, shards and an epoch boundary.
   for (let b = 0; b < Math.ceil((2 * m.tokens) / B); b++) {
     streams.forEach((s, i) => s.batch(B, xs[i], xs[i]));
     assert.deepEqual(xs[0], xs[1], `batch ${b}`);
+    assert.deepEqual(xs[0], xs[2], `batch ${b}, reused arrays`);
   }
   assert.ok(streams[0].epoch >= 1);
   assert.equal(streams[0].epoch, streams[1].epoch);
@@ -303,6 +311,8 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
   ] as const) {
     const { d, m } = write(name, bytes);
     const ref = decodeShard(bytes);
+    const buffers = new ReadBuffers();
+    let first: ReturnType<typeof readShard> | undefined;
     assert.equal(arrowLayout(openSync(join(d, 'shard-00000.arrow'), 'r'))!.columns.get('a')!.pieces.length, name === 'three' ? 3 : 1);
     for (const [from, to] of [
       [0, 50],
@@ -313,6 +323,13 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
     ]) {
       const got = readShard(d, m, 0, ['a', 'b'], {}, { from, to });
       const hi = Math.min(to, 50);
+      // Into reused arrays: the same values, in the arrays the first read made (overwritten, not allocated).
+      const again = readShard(d, m, 0, ['a', 'b'], { buffers }, { from, to });
+      assert.deepEqual(again.values.get('a'), ref.values.get('a')!.subarray(from * 5, hi * 5), `${name} [${from}, ${to}) a, reused`);
+      assert.deepEqual(again.values.get('b'), ref.values.get('b')!.subarray(from * 3, hi * 3), `${name} [${from}, ${to}) b, reused`);
+      assert.deepEqual(again.token, ref.token.subarray(from, hi));
+      if (first) assert.equal(again.values.get('a')!.buffer, first.values.get('a')!.buffer, "the first read's array is reused");
+      first ??= again;
       assert.equal(got.rows, hi - from);
       assert.deepEqual(got.token, ref.token.subarray(from, hi), `${name} [${from}, ${to}) tokens`);
       assert.deepEqual(got.pos, ref.pos.subarray(from, hi));

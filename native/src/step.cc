@@ -37,6 +37,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   if (wantAux)
     for (int j = 0; j < m; j++)
       if (o.dead[j]) deadList.push_back(j);
+  // AuxK runs (and keeps the residual E for it) only when some latent is dead: no [B, d_out] buffer otherwise.
+  const bool auxRows = !deadList.empty() && o.auxkK > 0;
   // TopK selects inside the encoder GEMM (each row's top k, and AuxK's top k_aux among dead latents) and never
   // stores the pre-activations. BatchTopK and Matryoshka (a batch-wide TopK) do too: every entry above a floor is a
   // candidate, and when there are at least as many as the batch selects, its k B-th largest is among them (exact).
@@ -303,7 +305,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     float* dact = ensure(w_.dact, c.act == JUMPRELU ? (size_t)cap + 1 : 1);
     const float** grow = ensure(w_.grow, (size_t)cap + 1);
     G = ensure(G_, (size_t)nG * B * dOut);
-    float* E = wantAux ? ensure(E_, (size_t)B * dOut) : nullptr;
+    float* E = auxRows ? ensure(E_, (size_t)B * dOut) : nullptr;
     ensure(scratch_, (size_t)T * dOut);
     const float lb = o.sparsity / B;
     pool_.range(B, [&](long b0, long b1, int th) {
@@ -383,7 +385,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     long auxTotal = 0;
     float* auxDp = nullptr;
     const float** auxGrow = nullptr;
-    if (!deadList.empty() && o.auxkK > 0) {
+    if (auxRows) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
       // Variance of the target -e about its batch mean.

@@ -8,7 +8,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeShard, formatOf, type ShardData } from './shard.js';
-import { arrowLayout, readColumnRows, withFile, type ArrowLayout } from './arrow-layout.js';
+import { arrowLayout, readColumnRows, withFile, type ArrowLayout, type ReadBuffers } from './arrow-layout.js';
+export { ReadBuffers } from './arrow-layout.js';
 import type { Manifest } from './manifest.js';
 import { sha256File } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
@@ -16,6 +17,8 @@ import { UserError } from '../util/errors.js';
 export interface ReadOptions {
   /** Compare each shard's SHA-256 with the manifest (default true; `--no-verify` turns it off). */
   verify?: boolean;
+  /** Read Arrow shards into these reused arrays: what a read returns is overwritten by the next read given them. */
+  buffers?: ReadBuffers;
 }
 
 /** Rows [from, to) of a shard (`to` past the end means the end). */
@@ -43,17 +46,17 @@ function sliceShard(d: ShardData, from: number, to: number): ShardData {
   return { ...d, rows: to - from, doc: cut(d.doc), window: cut(d.window), pos: cut(d.pos), token: cut(d.token), values };
 }
 
-function readArrowRows(fd: number, layout: ArrowLayout, sites: string[], from: number, to: number): ShardData {
+function readArrowRows(fd: number, layout: ArrowLayout, sites: string[], from: number, to: number, buffers?: ReadBuffers): ShardData {
   const col = (name: string) => {
     const c = layout.columns.get(name);
     if (!c) throw new Error(`shard has no '${name}' column`);
     return c;
   };
-  const ints = (name: string) => readColumnRows(fd, col(name), from, to) as Int32Array;
+  const ints = (name: string) => readColumnRows(fd, col(name), from, to, buffers, name) as Int32Array;
   const values = new Map<string, Float32Array>();
   const widths = new Map<string, number>();
   for (const [name, c] of layout.columns) if (c.kind !== 'int32') widths.set(name, c.width);
-  for (const name of sites) if (widths.has(name)) values.set(name, readColumnRows(fd, col(name), from, to) as Float32Array);
+  for (const name of sites) if (widths.has(name)) values.set(name, readColumnRows(fd, col(name), from, to, buffers, name) as Float32Array);
   return { rows: to - from, doc: ints('doc'), window: ints('window'), pos: ints('pos'), token: ints('token'), values, widths, metadata: layout.metadata };
 }
 
@@ -85,7 +88,7 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
             if (!layout) return undefined;
             const from = Math.min(span?.from ?? 0, layout.rows),
               to = Math.min(span?.to ?? layout.rows, layout.rows);
-            return { total: layout.rows, data: readArrowRows(fd, layout, sites, from, Math.max(from, to)) };
+            return { total: layout.rows, data: readArrowRows(fd, layout, sites, from, Math.max(from, to), opts.buffers) };
           })
         : undefined;
     if (res) ({ total, data } = res);

@@ -1,6 +1,6 @@
 // Training data from harvested shards: site selection, per-site normalisation, a held-out split, NaN
 // checks, and a streaming shuffle buffer whose memory is bounded whatever the shards' total size.
-import { readShard, type ReadOptions } from '../activations/reader.js';
+import { readShard, type ReadBuffers, type ReadOptions } from '../activations/reader.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
@@ -22,7 +22,14 @@ export interface Rows {
  * compacted in place (keep is ascending, so each row moves down): no second copy of the shard in memory. A site that
  * is a small part of its file (one of several hooks) is copied instead, so the rest of the file can be freed.
  */
-function concatSites(values: Map<string, Float32Array>, sites: SiteRef[], keep: Int32Array, n: number, inPlace: boolean): Float32Array {
+function concatSites(
+  values: Map<string, Float32Array>,
+  sites: SiteRef[],
+  keep: Int32Array,
+  n: number,
+  inPlace: boolean,
+  out?: { buffers: ReadBuffers; key: string },
+): Float32Array {
   const only = sites.length === 1 ? values.get(sites[0].name)! : undefined;
   if (inPlace && only && only.byteLength * 2 >= only.buffer.byteLength) {
     const v = only;
@@ -31,14 +38,14 @@ function concatSites(values: Map<string, Float32Array>, sites: SiteRef[], keep: 
     return v.subarray(0, n * w);
   }
   const d = sites.reduce((a, s) => a + s.width, 0);
-  const out = new Float32Array(n * d);
+  const rows = out ? out.buffers.float32(out.key, n * d) : new Float32Array(n * d);
   let off = 0;
   for (const s of sites) {
     const v = values.get(s.name)!;
-    for (let r = 0; r < n; r++) out.set(v.subarray(keep[r] * s.width, (keep[r] + 1) * s.width), r * d + off);
+    for (let r = 0; r < n; r++) rows.set(v.subarray(keep[r] * s.width, (keep[r] + 1) * s.width), r * d + off);
     off += s.width;
   }
-  return out;
+  return rows;
 }
 
 const sameSites = (a: SiteRef[], b: SiteRef[]) => a.length === b.length && a.every((s, i) => s.name === b[i].name);
@@ -50,7 +57,10 @@ export interface RowRange {
   to: number;
 }
 
-/** Loads a range of a shard's rows (BOS rows dropped when asked), refusing NaN or Inf with the shard and row. */
+/**
+ * Loads a range of a shard's rows (BOS rows dropped when asked), refusing NaN or Inf with the shard and row. With
+ * `read.buffers` the rows returned are overwritten by the next load given the same buffers.
+ */
 export function loadRows(
   dir: string,
   manifest: Manifest,
@@ -80,8 +90,9 @@ export function loadRows(
   for (let r = 0; r < data.rows; r++) if (!excludeBos || data.pos[r] !== 0) keep[n++] = r;
   const same = sameSites(sitesIn, sitesOut);
   const shared = sitesIn.some((a) => sitesOut.some((b) => b.name === a.name));
-  const x = concatSites(data.values, sitesIn, keep, n, same || !shared);
-  const y = same ? x : concatSites(data.values, sitesOut, keep, n, !shared);
+  const reuse = (key: string) => (read.buffers ? { buffers: read.buffers, key } : undefined);
+  const x = concatSites(data.values, sitesIn, keep, n, same || !shared, reuse(':x'));
+  const y = same ? x : concatSites(data.values, sitesOut, keep, n, !shared, reuse(':y'));
   return { n, x, y };
 }
 
@@ -130,7 +141,7 @@ export function splitRows(manifest: Manifest, evalTokens: number): { train: RowR
 }
 
 /** Rows are read from a shard this many bytes at a time (a piece of the shard, in order; see ShuffleStream). */
-export const PIECE_BYTES = 16 * 2 ** 20;
+export const PIECE_BYTES = 4 * 2 ** 20;
 
 /**
  * Streams training rows in random order: shards in a seeded random order per epoch, rows drawn at

@@ -4,6 +4,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync
 import { basename, join } from 'node:path';
 import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, ruleLr, selectionGroups, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
+import { ReadBuffers } from '../activations/reader.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
@@ -193,19 +194,21 @@ function thresholdVector(w: EngineWeights, cfg: DictConfig, thresholds: number[]
 
 /** BatchTopK selection groups: CLTs select per layer. */
 
-/** Held-out rows, normalised a chunk at a time (no normalised copy of the whole set is kept); a chunk is overwritten by the next. */
+/**
+ * Held-out rows, read from the shards and normalised a chunk at a time when evaluated: no copy of the set is kept
+ * between evaluations (48 MB at d 768 and 16,384 rows). A chunk is overwritten by the next.
+ */
 interface HeldOut {
   n: number;
-  chunk(r0: number, n: number): Rows;
+  chunks(): Iterable<Rows>;
 }
 
 /** Evaluates the engine (normalised space) on held-out rows; reconstructions are compared in harvest units. */
 function evaluate(cfg: DictConfig, engine: Engine, held: HeldOut, scalesOut: number[], batchThreshold: number[]): EvalMetrics {
   const acc = new EvalAccumulator(cfg.sitesOut, cfg.dSae);
   const inv = scalesOut.map((s) => 1 / s);
-  for (let r = 0; r < held.n; r += HELD_CHUNK) {
-    const n = Math.min(HELD_CHUNK, held.n - r);
-    const rows = held.chunk(r, n);
+  for (const rows of held.chunks()) {
+    const n = rows.n;
     const f = engine.forward(rows.x, n, batchThreshold);
     // y may be x (same sites): forward is done with it.
     const y = rows.y;
@@ -283,17 +286,23 @@ export function checkSweep(list: SweepMember[]): SweepMember[] {
 interface SharedRows {
   sites: SiteRef[];
   width: number;
-  load: (r: RowRange) => Rows;
+  /** Reads a range's rows in the shared layout; with `buffers`, into arrays the next read given them overwrites. */
+  load: (r: RowRange, buffers?: ReadBuffers) => Rows;
   trainRanges: RowRange[];
   /** Rows for the members' normalisation scales and initialisation; released once every member is open. */
   sample?: Rows;
-  /** The held-out rows in the shared layout, unnormalised: every member reads them a chunk at a time (HeldOut). */
-  held: Rows;
+  /** Where the held-out rows are and how many there are (BOS rows dropped): every member reads them a chunk at a time (HeldOut). */
+  held: { ranges: RowRange[]; n: number };
 }
 
 const SAMPLE_BYTES = 64 * 2 ** 20;
-/** Held-out rows evaluated at a time. */
-const HELD_CHUNK = 4096;
+/** Held-out rows read and evaluated at a time (at most; fewer where BOS rows are dropped or a range ends). */
+const HELD_CHUNK = 1024;
+
+/** Splits ranges of rows into pieces of at most `size` rows. */
+function* pieces(ranges: RowRange[], size: number): Generator<RowRange> {
+  for (const r of ranges) for (let a = r.from; a < r.to; a += size) yield { shard: r.shard, from: a, to: Math.min(r.to, a + size) };
+}
 
 function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
   const { manifest } = job;
@@ -305,15 +314,11 @@ function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
   const width = sites.reduce((a, s) => a + s.width, 0);
   const t = members[0].train;
   const { train: trainRanges, held: heldRanges } = splitRows(manifest, t.evalTokens);
-  const load = (r: RowRange) => loadRows(job.actsDir, manifest, r, sites, sites, t.excludeBos, { verify: job.verify });
-  const parts = heldRanges.map(load);
-  const n = parts.reduce((a, p) => a + p.n, 0);
-  const x = new Float32Array(n * width);
-  let o = 0;
-  for (const p of parts) {
-    x.set(p.x, o * width);
-    o += p.n;
-  }
+  const load = (r: RowRange, buffers?: ReadBuffers) => loadRows(job.actsDir, manifest, r, sites, sites, t.excludeBos, { verify: job.verify, buffers });
+  // The held-out rows are read once here (checked for NaN, counted) and again at each evaluation.
+  const buffers = new ReadBuffers();
+  let n = 0;
+  for (const p of pieces(heldRanges, HELD_CHUNK)) n += load(p, buffers).n;
   if (!trainRanges.length) throw new UserError('no training rows: the harvest is empty after the held-out split; harvest more tokens or lower --eval-tokens');
   // The sample (normalisation scales, b_dec's initialisation) is the first training shard's first kept rows, at
   // most 64 MiB of them, read in pieces of that size (a wide harvest's shard is 200 MB at d 768).
@@ -328,7 +333,7 @@ function sharedRows(job: SweepJob, members: SweepMember[]): SharedRows {
     got += take;
   }
   const sample = { n: got, x: sx.subarray(0, got * width), y: sx.subarray(0, got * width) };
-  return { sites, width, load, trainRanges, sample, held: { n, x, y: x } };
+  return { sites, width, load, trainRanges, sample, held: { ranges: heldRanges, n } };
 }
 
 /** Copies one member's sites out of rows of the shared layout, each site multiplied by its scale. */
@@ -347,10 +352,14 @@ class SitePicker {
     this.d = sites.reduce((a, s) => a + s.width, 0);
   }
 
+  /** One site that is the whole shared row: `out` may then be src itself (scaled in place). */
+  whole(width: number): boolean {
+    return this.parts.length === 1 && this.parts[0].from === 0 && this.d === width;
+  }
+
   /** Without `out`, rows that would come out unchanged (one site, the whole row, scale 1) are a view of src: read-only. */
   pick(src: Float32Array, width: number, n: number, scales: number[], out?: Float32Array): Float32Array {
-    const whole = this.parts.length === 1 && this.parts[0].from === 0 && this.d === width;
-    if (!out && whole && scales[0] === 1) return src.subarray(0, n * width);
+    if (!out && this.whole(width) && scales[0] === 1) return src.subarray(0, n * width);
     out ??= new Float32Array(n * this.d);
     for (let r = 0; r < n; r++) {
       let o = r * this.d;
@@ -377,7 +386,10 @@ async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResu
   const t = specs[0].train;
   const B = t.batchTokens;
   // One stream for all: the first member's seed orders the data (a sweep of seeds varies the initialisation).
-  const stream = new ShuffleStream(shared.load, shared.trainRanges, shared.width, shared.width, t.shuffleBufferTokens, t.seed, { sameInOut: true });
+  const streamBuffers = new ReadBuffers();
+  const stream = new ShuffleStream((r) => shared.load(r, streamBuffers), shared.trainRanges, shared.width, shared.width, t.shuffleBufferTokens, t.seed, {
+    sameInOut: true,
+  });
   for (const r of runs) r.stream = stream;
   stream.skip(Math.min(...runs.map((r) => r.nextDrawn)));
   const total = Math.max(...runs.map((r) => r.totalSteps)) * B;
@@ -436,8 +448,11 @@ class MemberRun {
   private scalesIn: number[] = [];
   private scalesOut: number[] = [];
   private held!: HeldOut;
-  private Xb!: Float32Array;
-  private Yb!: Float32Array;
+  /** This member's batch, normalised; undefined when the stream's batch is scaled in place (batchInPlace). */
+  private Xb?: Float32Array;
+  private Yb?: Float32Array;
+  /** A sweep of one reading one whole site scales the stream's batch in place: no second batch-sized array (12 MB at d 768). */
+  private readonly batchInPlace: boolean;
   private sinceFired!: Float64Array;
   private stepNo = 0;
   private threshold: number[] = [];
@@ -475,6 +490,7 @@ class MemberRun {
     this.inPick = new SitePicker(shared.sites, this.cfg.sitesIn);
     this.outPick = new SitePicker(shared.sites, this.cfg.sitesOut);
     this.same = this.cfg.sitesIn.length === this.cfg.sitesOut.length && this.cfg.sitesIn.every((s, i) => s.name === this.cfg.sitesOut[i].name);
+    this.batchInPlace = job.members.length === 1 && this.same && this.inPick.whole(shared.width);
     this.ckptDir = join(spec.out, CHECKPOINT_DIR);
     this.logPath = join(spec.out, TRAINING_LOG_FILE);
   }
@@ -489,19 +505,24 @@ class MemberRun {
     return { n: src.n, x, y: this.same ? x : this.outPick.pick(src.x, this.shared.width, src.n, scalesOut) };
   }
 
-  /** The shared held-out rows, normalised with this member's scales a chunk at a time into buffers made once. */
+  /** The held-out rows read from the shards a chunk at a time and normalised with this member's scales, into buffers made once. */
   private heldOut(): HeldOut {
-    const src = this.shared.held,
+    const { ranges, n } = this.shared.held,
       w = this.shared.width,
-      size = Math.min(HELD_CHUNK, src.n);
+      size = Math.min(HELD_CHUNK, n);
+    const buffers = new ReadBuffers();
     const bx = new Float32Array(size * this.cfg.dIn),
       by = this.same ? bx : new Float32Array(size * this.cfg.dOut);
+    const self = this;
     return {
-      n: src.n,
-      chunk: (r0, n) => {
-        const x = src.x.subarray(r0 * w, (r0 + n) * w);
-        const px = this.inPick.pick(x, w, n, this.scalesIn, bx.subarray(0, n * this.cfg.dIn));
-        return { n, x: px, y: this.same ? px : this.outPick.pick(x, w, n, this.scalesOut, by.subarray(0, n * this.cfg.dOut)) };
+      n,
+      *chunks() {
+        for (const p of pieces(ranges, HELD_CHUNK)) {
+          const raw = self.shared.load(p, buffers);
+          if (!raw.n) continue;
+          const px = self.inPick.pick(raw.x, w, raw.n, self.scalesIn, bx.subarray(0, raw.n * self.cfg.dIn));
+          yield { n: raw.n, x: px, y: self.same ? px : self.outPick.pick(raw.x, w, raw.n, self.scalesOut, by.subarray(0, raw.n * self.cfg.dOut)) };
+        }
       },
     };
   }
@@ -614,8 +635,10 @@ class MemberRun {
     if (state) this.log({ event: 'resume', step: state.step, tokens: state.tokens, changed: resumeChanges });
 
     this.sinceFired = state?.sinceFired ? Float64Array.from(state.sinceFired) : new Float64Array(cfg.dSae);
-    this.Xb = new Float32Array(B * cfg.dIn);
-    this.Yb = this.same ? this.Xb : new Float32Array(B * cfg.dOut);
+    if (!this.batchInPlace) {
+      this.Xb = new Float32Array(B * cfg.dIn);
+      this.Yb = this.same ? this.Xb : new Float32Array(B * cfg.dOut);
+    }
     this.stepNo = state?.step ?? 0;
     this.tokens = state?.tokens ?? 0;
     this.nextDrawn = state?.drawn ?? 0;
@@ -711,13 +734,14 @@ class MemberRun {
     return dead.length;
   }
 
-  /** One training step on a batch of the shared layout. */
+  /** One training step on a batch of the shared layout (scaled in place when batchInPlace). */
   step(batch: Float32Array): void {
     const { cfg, train, engine, sinceFired } = this;
     const B = train.batchTokens;
     const drawnBefore = this.nextDrawn;
-    this.inPick.pick(batch, this.shared.width, B, this.scalesIn, this.Xb);
-    if (!this.same) this.outPick.pick(batch, this.shared.width, B, this.scalesOut, this.Yb);
+    const w = this.shared.width;
+    const Xb = this.inPick.pick(batch, w, B, this.scalesIn, this.Xb ?? batch.subarray(0, B * w));
+    const Yb = this.same ? Xb : this.outPick.pick(batch, w, B, this.scalesOut, this.Yb);
     const stepNo = this.stepNo;
     const lrNow =
       this.lr *
@@ -730,7 +754,7 @@ class MemberRun {
       for (let i = 0; i < cfg.dSae; i++) dead[i] = sinceFired[i] >= this.deadWindow ? 1 : 0;
     }
     const opts = { sparsity: spNow, bandwidth: train.jumpreluBandwidth, dead, auxkCoefficient: train.auxkCoefficient, auxkK: this.auxkK };
-    const r = engine.step(this.Xb, this.Yb, B, opts);
+    const r = engine.step(Xb, Yb, B, opts);
     if (!Number.isFinite(r.loss)) {
       const where = existsSync(join(this.ckptDir, CHECKPOINT_STATE_FILE))
         ? `the last good checkpoint (step ${this.lastCheckpointStep}) is in ${this.ckptDir}; lower --lr and resume with --resume`
@@ -751,7 +775,7 @@ class MemberRun {
       // after the update. The EMA (SAELens's rule) averages over the last ~1/lr steps, so a run of a few hundred
       // steps would keep a threshold set by its first weights (docs/fit.md: held-out L0 25 instead of 32 after 100).
       if (stepNo + 1 === this.totalSteps) {
-        const last = engine.step(this.Xb, this.Yb, B, opts).minSelected!;
+        const last = engine.step(Xb, Yb, B, opts).minSelected!;
         this.threshold = last.map((m, g) => (m < 0 ? this.threshold[g] : m));
       }
     }
