@@ -2,14 +2,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { harvest } from '../src/activations/harvest.js';
 import { decodeShard } from '../src/activations/shard.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
 import type { DictConfig } from '../src/sdl/config.js';
 import { buildIndex, INDEX_DEFAULTS } from '../src/index/build.js';
 import { openIndex, listFeatures, featureDetail, runSql } from '../src/index/query.js';
+import { IndexDbWriter, type FirstRows, type SecondRows } from '../src/index/db-writer.js';
+import { ExampleStore, TopExamples } from '../src/index/examples.js';
+import { QuantileSampler } from '../src/index/quantiles.js';
 import { Rng } from '../src/util/rng.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 
@@ -150,4 +153,45 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   );
   const bad = spawnSync(process.execPath, [CLI, 'features', dictDir, '--where', 'freq > 0; drop table features'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
+});
+
+test('the index writer thread: a file it cannot open is an error, not a hang; an aborted index leaves no file', async () => {
+  const first = (): FirstRows => ({ examples: new TopExamples(2, 3, new ExampleStore(3)).lists(), quantiles: new QuantileSampler(2, 5, 1).lists() });
+  const second = (): SecondRows => ({
+    meta: [['tokens', '0']],
+    features: {
+      count: new Float64Array(2),
+      sum: new Float64Array(2),
+      max: new Float32Array(2),
+      hist: new Uint32Array(2),
+      bins: 1,
+      tokens: 0,
+      denseThreshold: 0.1,
+      decoderNorm: new Float32Array(2),
+      encDecCos: new Float32Array(2),
+    },
+    neighbors: { n: 1, other: new Int32Array([1, 0]), cosine: new Float32Array([0.5, 0.5]) },
+  });
+  const bad = new IndexDbWriter(join(tmp(), 'no-such-folder', 'index.sqlite'));
+  bad.first(first());
+  await assert.rejects(bad.finish(second()), /directory does not exist/);
+  await bad.abort();
+  // A complete write: both rows, the neighbours and the secondary indexes.
+  const ok = join(tmp(), 'index.sqlite');
+  const w = new IndexDbWriter(ok);
+  w.first(first());
+  await w.finish(second());
+  const db = openIndex(dirname(ok));
+  assert.deepEqual(runSql(db, 'select feature, other from neighbors order by feature'), [
+    { feature: 0, other: 1 },
+    { feature: 1, other: 0 },
+  ]);
+  db.close();
+  // Aborted after its first rows: the file it had begun is removed.
+  const gone = join(tmp(), 'index.sqlite');
+  const a = new IndexDbWriter(gone);
+  a.first(first());
+  await new Promise((r) => setTimeout(r, 300));
+  await a.abort();
+  assert.equal(existsSync(gone), false);
 });

@@ -13,11 +13,12 @@ import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
 import { gemm } from '../tensor/linalg.js';
 import { createIndexStats } from './stats.js';
-import { checkOutput, fsyncFile, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
+import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
-import { INDEXES, SCHEMA } from './schema.js';
-import { QUANTILE_EDGES, QuantileSampler, type ContextExample } from './quantiles.js';
+import { IndexDbWriter, type FirstRows, type SecondRows } from './db-writer.js';
+import { largest, topIndices } from './select.js';
+import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
 import { ExampleStore, TopExamples } from './examples.js';
 import { targetNorms } from '../sdl/clt.js';
@@ -50,9 +51,6 @@ export const INDEX_DEFAULTS: IndexOptions = { topK: 20, contextRadius: 8, denseT
 
 /** Histogram bin edges for activation values (log-spaced), shared by every feature. */
 export const HIST_EDGES = Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
-
-/** A top activating example (the same record as a quantile example, without its band). */
-export type Example = ContextExample;
 
 export interface IndexResult {
   path: string;
@@ -182,67 +180,84 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   }
   progress.done();
   const { count, sum, max, hist, tokCount, tokSum, co } = stats.result();
-  const coAt = (i: number, j: number) => (i < j ? co[i * m + j] : co[j * m + i]);
-
-  // Decoder geometry: norms, encoder/decoder cosine, nearest features by decoder cosine.
-  const dOut = d.cfg.dOut;
-  const dn = new Float32Array(m),
-    ec = new Float32Array(m);
-  const unit = new Float32Array(m * dOut);
-  for (let i = 0; i < m; i++) {
-    let q = 0;
-    for (let j = 0; j < dOut; j++) q += d.w.W_dec[i * dOut + j] ** 2;
-    dn[i] = Math.sqrt(q);
-    for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
-    if (d.cfg.dIn === dOut) {
-      let dot = 0,
-        en = 0;
-      for (let j = 0; j < dOut; j++) {
-        dot += d.w.W_enc[j * m + i] * unit[i * dOut + j];
-        en += d.w.W_enc[j * m + i] ** 2;
-      }
-      ec[i] = dot / (Math.sqrt(en) || 1);
-    } else ec[i] = NaN;
-  }
-  const nearest = nearestByCosine(unit, m, dOut, opts.neighbors);
-  // Dictionaries that write several sites (CLTs: every later layer; crosscoders): each feature's decoder norm per site.
-  const siteNorms = d.cfg.sitesOut.length > 1 ? targetNorms(d.cfg, d.w.W_dec) : undefined;
-
-  const abs =
-    doAbsorption && absLabel.length >= 200
-      ? measureAbsorption(
-          { x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats },
-          d.cfg.dIn,
-          d.w.W_dec,
-          d.cfg.dOut,
-          m,
-        )
-      : undefined;
-
-  const tmpPath = `${path}.tmp-${process.pid}`;
-  rmSync(tmpPath, { force: true });
-  const lens = model ? featureLogitLens(model, d, 10, opts.onNote) : undefined;
   const total = done;
-  let counts: { dead: number; dense: number };
+  // The pass's rows go to the writer thread now, and are inserted while the rest is computed here.
+  const tmpPath = `${path}.tmp-${process.pid}`;
+  const writer = new IndexDbWriter(tmpPath);
   try {
-    counts = writeIndexDb(tmpPath);
+    writer.first({
+      examples: tops.lists(),
+      quantiles: quantiles.lists(),
+      ...(keepTokens ? tokenRows(tokCount, tokSum, m, V) : {}),
+      pieces: tok ? Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) : undefined,
+    });
+    const rows = perFeatureRows();
+    await writer.finish(rows);
   } catch (e) {
     // Out of space or killed half-way: no half-written index is left behind.
-    for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${tmpPath}${suffix}`, { force: true });
+    await writer.abort();
     throw outputError(path, e);
   }
   renameSync(tmpPath, path);
   for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
-  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, ...counts };
+  let dead = 0,
+    dense = 0;
+  for (let i = 0; i < m; i++) {
+    dead += count[i] === 0 ? 1 : 0;
+    dense += count[i] / Math.max(1, total) > opts.denseThreshold ? 1 : 0;
+  }
+  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, dead, dense };
 
-  function writeIndexDb(tmpPath: string): { dead: number; dense: number } {
-    const db = new Database(tmpPath);
-    // A temporary file, renamed over the index only once complete and synced (below): no journal or per-commit sync is
-    // needed while it is built.
-    db.pragma('journal_mode = OFF');
-    db.pragma('synchronous = OFF');
-    db.exec(SCHEMA);
-    const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
+  /** Decoder geometry, nearest neighbours, co-occurrence, absorption probes and logit lens: the rows besides the pass's. */
+  function perFeatureRows(): SecondRows {
+    const dOut = d.cfg.dOut;
+    const dn = new Float32Array(m),
+      ec = new Float32Array(m);
+    const unit = new Float32Array(m * dOut);
+    for (let i = 0; i < m; i++) {
+      let q = 0;
+      for (let j = 0; j < dOut; j++) q += d.w.W_dec[i * dOut + j] ** 2;
+      dn[i] = Math.sqrt(q);
+      for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
+      if (d.cfg.dIn === dOut) {
+        let dot = 0,
+          en = 0;
+        for (let j = 0; j < dOut; j++) {
+          dot += d.w.W_enc[j * m + i] * unit[i * dOut + j];
+          en += d.w.W_enc[j * m + i] ** 2;
+        }
+        ec[i] = dot / (Math.sqrt(en) || 1);
+      } else ec[i] = NaN;
+    }
+    const n = opts.neighbors;
+    const neighbors = nearestByCosine(unit, m, dOut, n);
+    let cooccurrence: SecondRows['cooccurrence'];
+    if (coOn) {
+      const coAt = (i: number, j: number) => (i < j ? co[i * m + j] : co[j * m + i]);
+      cooccurrence = { n, other: new Int32Array(m * n).fill(-1), count: new Float64Array(m * n), jaccard: new Float64Array(m * n) };
+      for (let i = 0; i < m; i++) {
+        let q = i * n;
+        for (const { j, score: c } of largest(m, n, (j) => (j === i ? 0 : coAt(i, j)))) {
+          if (!(c > 0)) continue;
+          cooccurrence.other[q] = j;
+          cooccurrence.count[q] = c;
+          cooccurrence.jaccard[q++] = c / (count[i] + count[j] - c);
+        }
+      }
+    }
+    // Dictionaries that write several sites (CLTs: every later layer; crosscoders): each feature's decoder norm per site.
+    const siteNorms = d.cfg.sitesOut.length > 1 ? { sites: d.cfg.sitesOut.length, norm: targetNorms(d.cfg, d.w.W_dec) } : undefined;
+    const abs =
+      doAbsorption && absLabel.length >= 200
+        ? measureAbsorption(
+            { x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats },
+            d.cfg.dIn,
+            d.w.W_dec,
+            d.cfg.dOut,
+            m,
+          )
+        : undefined;
+    const lens = model ? featureLogitLens(model, d, 10, opts.onNote) : undefined;
     const meta: Record<string, unknown> = {
       index_identity: identity,
       tokens: total,
@@ -260,6 +275,15 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       l0_histogram: trimZeros(Array.from(l0Hist)),
       quantile_edges: QUANTILE_EDGES.map((e) => (Number.isFinite(e) ? e : null)),
       logit_lens: lens ? lens.source : undefined,
+      absorption: abs
+        ? {
+            method: 'first-letter (SAEBench, adapted: natural word occurrences)',
+            samples: absLabel.length,
+            letters_evaluated: abs.letters.length,
+            mean_absorption_fraction: abs.meanAbsorption,
+            mean_full_absorption: abs.meanFullAbsorption,
+          }
+        : undefined,
     };
     try {
       const saved = JSON.parse(readFileSync(join(dictDir, CFG_FILE), 'utf8'));
@@ -267,116 +291,62 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     } catch {
       /* a dictionary without training record */
     }
-    const insFeat = db.prepare(
-      'insert into features (id, count, freq, mean_act, max_act, decoder_norm, enc_dec_cos, dead, dense, histogram, top_tokens, absorption, logit_lens) values (?,?,?,?,?,?,?,?,?,?,?,?,?)',
-    );
-    const insQ = db.prepare(
-      'insert into quantile_examples (feature, band, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?,?)',
-    );
-    const insLetter = db.prepare(
-      'insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)',
-    );
-    const insEx = db.prepare(
-      'insert into examples (feature, rank, act, doc, window, pos, token, context_start, context_tokens, context_acts) values (?,?,?,?,?,?,?,?,?,?)',
-    );
-    const insNb = db.prepare('insert into neighbors (feature, rank, other, cosine) values (?,?,?,?)');
-    const insNorm = db.prepare('insert into site_norms (feature, site, norm) values (?,?,?)');
-    const insCo = db.prepare('insert into cooccurrence (feature, other, count, jaccard) values (?,?,?,?)');
-    const insTf = db.prepare('insert into token_features (token, feature, count, mean_act) values (?,?,?,?)');
-    const insTok = db.prepare('insert into tokens (id, text) values (?, ?)');
-    let dead = 0,
-      dense = 0;
-    db.transaction(() => {
-      for (const [k, v] of Object.entries(meta)) if (v !== undefined) put.run(k, typeof v === 'string' ? v : JSON.stringify(v));
-      if (siteNorms) {
-        const S = d.cfg.sitesOut.length;
-        for (let i = 0; i < m; i++) for (let t = 0; t < S; t++) if (siteNorms[i * S + t] > 0) insNorm.run(i, t, siteNorms[i * S + t]);
-      }
-      for (let i = 0; i < m; i++) {
-        const freq = count[i] / Math.max(1, total);
-        const isDead = count[i] === 0 ? 1 : 0,
-          isDense = freq > opts.denseThreshold ? 1 : 0;
-        dead += isDead;
-        dense += isDense;
-        let topTokens: { token: number; count: number; mean: number }[] = [];
-        if (keepTokens) {
-          const c = tokCount.subarray(i * V, (i + 1) * V);
-          // The 10 most frequent tokens (ties: lower id first), selected without an object per vocabulary entry.
-          const best = topIndices(c, 10);
-          topTokens = Array.from(best, (t) => ({ token: t, count: c[t], mean: tokSum[i * V + t] / c[t] }));
-        }
-        insFeat.run(
-          i,
-          count[i],
-          freq,
-          count[i] ? sum[i] / count[i] : 0,
-          max[i],
-          dn[i],
-          Number.isNaN(ec[i]) ? null : ec[i],
-          isDead,
-          isDense,
-          JSON.stringify(Array.from(hist.subarray(i * (HIST_EDGES.length + 1), (i + 1) * (HIST_EDGES.length + 1)))),
-          JSON.stringify(topTokens),
-          abs ? (abs.latentScore.get(i) ?? 0) : null,
-          lens ? JSON.stringify(lens.rows[i]) : null,
-        );
-        const round = (v: number) => Math.round(v * 1e4) / 1e4;
-        quantiles
-          .examples(i)
-          .forEach((e, rank) =>
-            insQ.run(i, e.band, rank, e.act, e.doc, e.window, e.pos, e.token, e.ctxStart, JSON.stringify(e.ctxTokens), JSON.stringify(e.ctxActs.map(round))),
-          );
-        tops
-          .examples(i)
-          .forEach((e, rank) =>
-            insEx.run(
-              i,
-              rank,
-              e.act,
-              e.doc,
-              e.window,
-              e.pos,
-              e.token,
-              e.ctxStart,
-              JSON.stringify(e.ctxTokens),
-              JSON.stringify(e.ctxActs.map((v) => Math.round(v * 1e4) / 1e4)),
-            ),
-          );
-        nearest[i].forEach(({ j, score }, rank) => insNb.run(i, rank, j, score));
-        if (coOn) {
-          for (const { j, score: c } of largest(m, opts.neighbors, (j) => (j === i ? 0 : coAt(i, j)))) {
-            if (c > 0) insCo.run(i, j, c, c / (count[i] + count[j] - c));
-          }
-        }
-      }
-      // In the table's key order (token, feature): appends, not inserts into the middle of the B-tree.
-      if (keepTokens)
-        for (let t = 0; t < V; t++)
-          for (let i = 0; i < m; i++) {
-            const c = tokCount[i * V + t];
-            if (c > 0) insTf.run(t, i, c, tokSum[i * V + t] / c);
-          }
-      if (tok) for (let t = 0; t < tok.vocabSize; t++) insTok.run(t, tok.piece(t));
-      if (abs) {
-        for (const l of abs.letters) insLetter.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
-        put.run(
-          'absorption',
-          JSON.stringify({
-            method: 'first-letter (SAEBench, adapted: natural word occurrences)',
-            samples: absLabel.length,
-            letters_evaluated: abs.letters.length,
-            mean_absorption_fraction: abs.meanAbsorption,
-            mean_full_absorption: abs.meanFullAbsorption,
-          }),
-        );
-      }
-      db.exec(INDEXES);
-    })();
-    db.pragma('journal_mode = WAL');
-    db.close();
-    fsyncFile(tmpPath);
-    return { dead, dense };
+    let absorption: Float64Array | undefined;
+    if (abs) {
+      absorption = new Float64Array(m);
+      for (const [i, v] of abs.latentScore) absorption[i] = v;
+    }
+    return {
+      meta: Object.entries(meta)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+      features: {
+        count,
+        sum,
+        max,
+        hist,
+        bins: HIST_EDGES.length + 1,
+        tokens: total,
+        denseThreshold: opts.denseThreshold,
+        decoderNorm: dn,
+        encDecCos: ec,
+        absorption,
+        lens: lens ? lens.rows.map((r) => JSON.stringify(r)) : undefined,
+      },
+      neighbors,
+      cooccurrence,
+      siteNorms,
+      letters: abs?.letters,
+    };
   }
+}
+
+/** The feature-token pairs that fired, in (token, feature) order, and each feature's 10 most frequent tokens (ties: lower id first). */
+function tokenRows(count: Float32Array, sum: Float32Array, m: number, V: number): Pick<FirstRows, 'tokenFeatures' | 'topTokens'> {
+  let nnz = 0;
+  for (let e = 0; e < m * V; e++) if (count[e] > 0) nnz++;
+  const tf = { token: new Int32Array(nnz), feature: new Int32Array(nnz), count: new Float32Array(nnz), sum: new Float32Array(nnz) };
+  let e = 0;
+  for (let t = 0; t < V; t++)
+    for (let i = 0; i < m; i++) {
+      const c = count[i * V + t];
+      if (!(c > 0)) continue;
+      tf.token[e] = t;
+      tf.feature[e] = i;
+      tf.count[e] = c;
+      tf.sum[e++] = sum[i * V + t];
+    }
+  const n = 10;
+  const top = { n, token: new Int32Array(m * n).fill(-1), count: new Float32Array(m * n), sum: new Float32Array(m * n) };
+  for (let i = 0; i < m; i++) {
+    const c = count.subarray(i * V, (i + 1) * V);
+    topIndices(c, n).forEach((t, q) => {
+      top.token[i * n + q] = t;
+      top.count[i * n + q] = c[t];
+      top.sum[i * n + q] = sum[i * V + t];
+    });
+  }
+  return { tokenFeatures: tf, topTokens: top };
 }
 
 const trimZeros = (a: number[]): number[] => {
@@ -385,47 +355,10 @@ const trimZeros = (a: number[]): number[] => {
   return a.slice(0, n);
 };
 
-/** The n largest scores among j in [0, m) with their indices, best first (ties: lower j first); a partial selection. */
-export function largest(m: number, n: number, score: (j: number) => number): { j: number; score: number }[] {
-  const best: { j: number; score: number }[] = [];
-  for (let j = 0; j < m; j++) {
-    const s = score(j);
-    if (best.length === n && s <= best[n - 1].score) continue;
-    let p = best.length;
-    while (p > 0 && best[p - 1].score < s) p--;
-    best.splice(p, 0, { j, score: s });
-    if (best.length > n) best.pop();
-  }
-  return best;
-}
-
-/**
- * Indices of the n largest values of a (ties: lower index first), best first; only positive values unless `any`.
- * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n.
- */
-export function topIndices(a: Float32Array, n: number, any = false): Int32Array {
-  const idx = new Int32Array(n),
-    val = new Float64Array(n);
-  let size = 0;
-  for (let j = 0; j < a.length; j++) {
-    const v = a[j];
-    if (!any && !(v > 0)) continue;
-    if (size === n && !(v > val[n - 1])) continue;
-    let p = size < n ? size++ : n - 1;
-    while (p > 0 && val[p - 1] < v) {
-      val[p] = val[p - 1];
-      idx[p] = idx[p - 1];
-      p--;
-    }
-    val[p] = v;
-    idx[p] = j;
-  }
-  return idx.slice(0, size);
-}
-
-/** Each latent's nearest latents by decoder cosine (unit rows [m, d]), in blocks of rows so memory stays O(m). */
-function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): { j: number; score: number }[][] {
-  const out: { j: number; score: number }[][] = [];
+/** Each latent's n nearest latents by decoder cosine (unit rows [m, d]) as [m, n] ids (-1 past the last) and cosines; in blocks of rows so memory stays O(m). */
+function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): SecondRows['neighbors'] {
+  const other = new Int32Array(m * n).fill(-1),
+    cosine = new Float32Array(m * n);
   const blk = 256;
   const C = new Float32Array(blk * m);
   for (let i0 = 0; i0 < m; i0 += blk) {
@@ -434,8 +367,13 @@ function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): {
     for (let r = 0; r < rows; r++) {
       const row = C.subarray(r * m, (r + 1) * m);
       row[i0 + r] = Number.NEGATIVE_INFINITY; // not its own neighbour
-      out.push(Array.from(topIndices(row, n, true), (j) => ({ j, score: row[j] })));
+      const best = topIndices(row, n, true);
+      const o = (i0 + r) * n;
+      best.forEach((j, q) => {
+        other[o + q] = j;
+        cosine[o + q] = row[j];
+      });
     }
   }
-  return out;
+  return { n, other, cosine };
 }

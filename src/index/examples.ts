@@ -1,16 +1,27 @@
 // Context examples kept while indexing (top activating examples and quantile samples), in typed slots that grow by
 // doubling: writing an example copies numbers into preallocated arrays instead of allocating an object and two arrays,
 // which at 16k features and millions of candidate examples was most of the index's garbage-collection time.
-/** An example of a feature firing: the token, its context inside the window, and the feature's activation on each. */
-export interface ContextExample {
-  act: number;
-  doc: number;
-  window: number;
-  pos: number;
-  token: number;
-  ctxStart: number;
-  ctxTokens: number[];
-  ctxActs: number[];
+/** An ExampleStore's arrays, as sent to the index's writer thread (index/db-writer.ts). */
+export interface StoreParts {
+  width: number;
+  act: Float32Array;
+  doc: Int32Array;
+  window: Int32Array;
+  pos: Int32Array;
+  token: Int32Array;
+  ctxStart: Int32Array;
+  ctxLen: Int32Array;
+  ctxTok: Int32Array;
+  ctxAct: Float32Array;
+}
+
+/** Each feature's examples as store slots, in the order they are written: feature i's are slots[off[i] .. off[i+1]). */
+export interface ExampleLists {
+  store: StoreParts;
+  off: Int32Array;
+  slots: Int32Array;
+  /** Quantile examples: each slot's activation band. */
+  band?: Uint8Array;
 }
 
 export class ExampleStore {
@@ -84,20 +95,9 @@ export class ExampleStore {
     for (let c = 0; c < n; c++) this.ctxAct[s * this.width + c] = acts[c];
   }
 
-  /** Slot s as a record (at the end, for the few examples that are kept). */
-  get(s: number): ContextExample {
-    const n = this.ctxLen[s],
-      o = s * this.width;
-    return {
-      act: this.act[s],
-      doc: this.doc[s],
-      window: this.window[s],
-      pos: this.pos[s],
-      token: this.token[s],
-      ctxStart: this.ctxStart[s],
-      ctxTokens: Array.from(this.ctxTok.subarray(o, o + n)),
-      ctxActs: Array.from(this.ctxAct.subarray(o, o + n)),
-    };
+  parts(): StoreParts {
+    const { width, act, doc, window, pos, token, ctxStart, ctxLen, ctxTok, ctxAct } = this;
+    return { width, act, doc, window, pos, token, ctxStart, ctxLen, ctxTok, ctxAct };
   }
 }
 
@@ -125,12 +125,22 @@ export class TopExamples {
     return worst;
   }
 
-  /** Feature i's examples, strongest first. */
-  examples(i: number): ContextExample[] {
+  /** Feature i's slots, strongest first (ties: the earlier slot first). */
+  slots(i: number): number[] {
     const b = this.base[i];
     if (b < 0) return [];
     const slots = Array.from({ length: this.count[i] }, (_, q) => b + q);
-    slots.sort((p, q) => this.store.act[q] - this.store.act[p] || p - q);
-    return slots.map((s) => this.store.get(s));
+    return slots.sort((p, q) => this.store.act[q] - this.store.act[p] || p - q);
+  }
+
+  /** Every feature's examples, strongest first, as slots of the store. */
+  lists(): ExampleLists {
+    const off = new Int32Array(this.m + 1);
+    const all: number[] = [];
+    for (let i = 0; i < this.m; i++) {
+      for (const s of this.slots(i)) all.push(s);
+      off[i + 1] = all.length;
+    }
+    return { store: this.store.parts(), off, slots: Int32Array.from(all) };
   }
 }

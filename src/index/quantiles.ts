@@ -4,17 +4,11 @@
 // activation on each). One pass, memory proportional to the samples kept.
 import type { SparseActs } from '../sdl/encoder.js';
 import { Rng } from '../util/rng.js';
-import { type ContextExample, ExampleStore } from './examples.js';
-
-export type { ContextExample };
+import { type ExampleLists, ExampleStore } from './examples.js';
 
 /** Band edges: band b holds activations in [EDGES[b], EDGES[b+1]) (the first band also everything below). */
 export const QUANTILE_EDGES = [0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, Infinity];
 export const BANDS = QUANTILE_EDGES.length - 1;
-
-export interface QuantileExample extends ContextExample {
-  band: number;
-}
 
 const bandOf = (a: number): number => {
   let b = 0;
@@ -86,16 +80,31 @@ export class QuantileSampler {
     }
   }
 
-  /** Feature i's kept examples, band by band (lowest first), strongest first within a band. */
-  examples(i: number): QuantileExample[] {
-    const out: QuantileExample[] = [];
+  /** Feature i's kept examples as [slot, band] pairs, band by band (lowest first), strongest first within a band. */
+  private slots(i: number): [number, number][] {
+    const out: [number, number][] = [];
     for (let band = 0; band < BANDS; band++) {
       const b = this.base.get(i * BANDS + band);
       if (b === undefined) continue;
       const filled = Math.min(this.seen[i * BANDS + band], this.perBand);
       const slots = Array.from({ length: filled }, (_, q) => b + q).sort((p, q) => this.store.act[q] - this.store.act[p]);
-      for (const s of slots) out.push({ ...this.store.get(s), band });
+      for (const s of slots) out.push([s, band]);
     }
     return out;
+  }
+
+  /** Every feature's kept examples band by band (lowest first), strongest first within a band, as slots of the store with their bands. */
+  lists(): ExampleLists {
+    const off = new Int32Array(this.m + 1);
+    const slots: number[] = [],
+      bands: number[] = [];
+    for (let i = 0; i < this.m; i++) {
+      for (const [s, band] of this.slots(i)) {
+        slots.push(s);
+        bands.push(band);
+      }
+      off[i + 1] = slots.length;
+    }
+    return { store: this.store.parts(), off, slots: Int32Array.from(slots), band: Uint8Array.from(bands) };
   }
 }

@@ -1,0 +1,195 @@
+// The index's writer thread (see db-writer.ts): one transaction over two messages, rows inserted many to a statement
+// (one call into SQLite per 32 rows instead of per row), secondary indexes made after the rows, then the file is
+// closed and synced. Any failure is sent back as the reply; the caller removes the file.
+import Database, { type Database as Db, type Statement } from 'better-sqlite3';
+import { parentPort, workerData } from 'node:worker_threads';
+import { fsyncFile } from '../util/fsx.js';
+import { INDEXES, SCHEMA } from './schema.js';
+import type { FirstRows, SecondRows, WriterMessage, WriterReply } from './db-writer.js';
+import type { ExampleLists } from './examples.js';
+
+const ROWS_PER_STATEMENT = 32;
+
+/** Rows of one table, inserted ROWS_PER_STATEMENT at a time by one multi-row statement. */
+class Inserter {
+  private readonly args: unknown[] = [];
+  private rows = 0;
+  private readonly many: Statement;
+
+  constructor(
+    private readonly db: Db,
+    private readonly table: string,
+    private readonly columns: string[],
+  ) {
+    this.many = db.prepare(this.sql(ROWS_PER_STATEMENT));
+  }
+
+  private sql(rows: number): string {
+    const one = `(${this.columns.map(() => '?').join(',')})`;
+    return `insert into ${this.table} (${this.columns.join(',')}) values ${Array(rows).fill(one).join(',')}`;
+  }
+
+  add(...values: unknown[]): void {
+    for (const v of values) this.args.push(v);
+    if (++this.rows === ROWS_PER_STATEMENT) {
+      this.many.run(this.args);
+      this.args.length = 0;
+      this.rows = 0;
+    }
+  }
+
+  end(): void {
+    if (this.rows) this.db.prepare(this.sql(this.rows)).run(this.args);
+    this.args.length = 0;
+    this.rows = 0;
+  }
+}
+
+const round4 = (v: number) => Math.round(v * 1e4) / 1e4;
+
+/** Examples (top or quantile) with their contexts as JSON arrays; activations in the context rounded to 1e-4. */
+function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: ExampleLists): void {
+  const band = l.band;
+  const cols = ['feature', ...(band ? ['band'] : []), 'rank', 'act', 'doc', 'window', 'pos', 'token', 'context_start', 'context_tokens', 'context_acts'];
+  const ins = new Inserter(db, table, cols);
+  const s = l.store;
+  for (let i = 0; i + 1 < l.off.length; i++) {
+    for (let q = l.off[i]; q < l.off[i + 1]; q++) {
+      const slot = l.slots[q],
+        o = slot * s.width,
+        n = s.ctxLen[slot];
+      const tokens = `[${s.ctxTok.subarray(o, o + n).join(',')}]`;
+      const acts = `[${Array.from(s.ctxAct.subarray(o, o + n), round4).join(',')}]`;
+      const rank = q - l.off[i];
+      if (band) ins.add(i, band[q], rank, s.act[slot], s.doc[slot], s.window[slot], s.pos[slot], s.token[slot], s.ctxStart[slot], tokens, acts);
+      else ins.add(i, rank, s.act[slot], s.doc[slot], s.window[slot], s.pos[slot], s.token[slot], s.ctxStart[slot], tokens, acts);
+    }
+  }
+  ins.end();
+}
+
+class IndexFile {
+  private readonly db: Db;
+  private topTokens?: FirstRows['topTokens'];
+
+  constructor(private readonly path: string) {
+    this.db = new Database(path);
+    // A temporary file, renamed over the index only once complete and synced: no journal or per-commit sync is needed.
+    this.db.pragma('journal_mode = OFF');
+    this.db.pragma('synchronous = OFF');
+    this.db.exec(SCHEMA);
+    this.db.exec('begin');
+  }
+
+  first(r: FirstRows): void {
+    insertExamples(this.db, 'examples', r.examples);
+    insertExamples(this.db, 'quantile_examples', r.quantiles);
+    this.topTokens = r.topTokens;
+    if (r.tokenFeatures) {
+      const { token, feature, count, sum } = r.tokenFeatures;
+      const ins = new Inserter(this.db, 'token_features', ['token', 'feature', 'count', 'mean_act']);
+      for (let e = 0; e < token.length; e++) ins.add(token[e], feature[e], count[e], sum[e] / count[e]);
+      ins.end();
+    }
+    if (r.pieces) {
+      const ins = new Inserter(this.db, 'tokens', ['id', 'text']);
+      r.pieces.forEach((p, t) => ins.add(t, p));
+      ins.end();
+    }
+  }
+
+  second(r: SecondRows): void {
+    const db = this.db;
+    const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
+    for (const [k, v] of r.meta) put.run(k, v);
+    const f = r.features;
+    const m = f.count.length;
+    if (r.siteNorms) {
+      const S = r.siteNorms.sites,
+        norm = r.siteNorms.norm;
+      const ins = new Inserter(db, 'site_norms', ['feature', 'site', 'norm']);
+      for (let i = 0; i < m; i++) for (let t = 0; t < S; t++) if (norm[i * S + t] > 0) ins.add(i, t, norm[i * S + t]);
+      ins.end();
+    }
+    const feats = new Inserter(db, 'features', [
+      'id',
+      'count',
+      'freq',
+      'mean_act',
+      'max_act',
+      'decoder_norm',
+      'enc_dec_cos',
+      'dead',
+      'dense',
+      'histogram',
+      'top_tokens',
+      'absorption',
+      'logit_lens',
+    ]);
+    const tk = this.topTokens;
+    for (let i = 0; i < m; i++) {
+      const freq = f.count[i] / Math.max(1, f.tokens);
+      const top: { token: number; count: number; mean: number }[] = [];
+      for (let q = i * (tk?.n ?? 0); tk && q < (i + 1) * tk.n && tk.token[q] >= 0; q++)
+        top.push({ token: tk.token[q], count: tk.count[q], mean: tk.sum[q] / tk.count[q] });
+      feats.add(
+        i,
+        f.count[i],
+        freq,
+        f.count[i] ? f.sum[i] / f.count[i] : 0,
+        f.max[i],
+        f.decoderNorm[i],
+        Number.isNaN(f.encDecCos[i]) ? null : f.encDecCos[i],
+        f.count[i] === 0 ? 1 : 0,
+        freq > f.denseThreshold ? 1 : 0,
+        `[${f.hist.subarray(i * f.bins, (i + 1) * f.bins).join(',')}]`,
+        JSON.stringify(top),
+        f.absorption ? f.absorption[i] : null,
+        f.lens ? f.lens[i] : null,
+      );
+    }
+    feats.end();
+    const nb = new Inserter(db, 'neighbors', ['feature', 'rank', 'other', 'cosine']);
+    const { n, other, cosine } = r.neighbors;
+    for (let i = 0; i < m; i++) for (let q = 0; q < n && other[i * n + q] >= 0; q++) nb.add(i, q, other[i * n + q], cosine[i * n + q]);
+    nb.end();
+    if (r.cooccurrence) {
+      const co = r.cooccurrence;
+      const ins = new Inserter(db, 'cooccurrence', ['feature', 'other', 'count', 'jaccard']);
+      for (let i = 0; i < m; i++)
+        for (let q = 0; q < co.n && co.other[i * co.n + q] >= 0; q++) ins.add(i, co.other[i * co.n + q], co.count[i * co.n + q], co.jaccard[i * co.n + q]);
+      ins.end();
+    }
+    if (r.letters) {
+      const ins = db.prepare(
+        'insert into absorption_letters (letter, probe_f1, main_latents, main_f1, tokens, mean_absorption, full_absorption_rate) values (?,?,?,?,?,?,?)',
+      );
+      for (const l of r.letters) ins.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
+    }
+    db.exec(INDEXES);
+    db.exec('commit');
+    db.pragma('journal_mode = WAL');
+    db.close();
+    fsyncFile(this.path);
+  }
+}
+
+const port = parentPort!;
+let file: IndexFile | undefined;
+let failed = false;
+port.on('message', (msg: WriterMessage) => {
+  if (failed) return;
+  try {
+    file ??= new IndexFile(workerData.path as string);
+    if (msg.kind === 'first') file.first(msg.rows);
+    else {
+      file.second(msg.rows);
+      port.postMessage({ done: true } satisfies WriterReply);
+      port.close();
+    }
+  } catch (e) {
+    failed = true;
+    port.postMessage({ error: (e as Error).message, code: (e as NodeJS.ErrnoException).code } satisfies WriterReply);
+    port.close();
+  }
+});

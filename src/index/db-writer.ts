@@ -1,0 +1,101 @@
+// The index's SQLite file is written by a worker thread (db-worker.ts) while the main thread goes on computing:
+// the rows that come straight out of the pass over the activations (examples, quantile examples, token counts) are
+// sent first and inserted while the main thread works out the decoder geometry, nearest neighbours, absorption probes
+// and logit lens; those rows follow. At 16,384 latents the inserts are ~2 s of one core (730k rows) that otherwise
+// ran after everything else.
+import { rmSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import type { ExampleLists } from './examples.js';
+import type { LetterResult } from '../analysis/absorption.js';
+
+/** What the pass over the activations gives: sent as soon as it ends. */
+export interface FirstRows {
+  examples: ExampleLists;
+  quantiles: ExampleLists;
+  /** Feature-token pairs that fired, in (token, feature) order: firings and summed activation (token_features). */
+  tokenFeatures?: { token: Int32Array; feature: Int32Array; count: Float32Array; sum: Float32Array };
+  /** Each feature's n most frequent tokens, [m, n] (-1 past the last), with their firings and summed activation. */
+  topTokens?: { n: number; token: Int32Array; count: Float32Array; sum: Float32Array };
+  /** Each token id's text (the tokens table). */
+  pieces?: string[];
+}
+
+/** Everything else, per feature and for the whole dictionary. */
+export interface SecondRows {
+  meta: [string, string][];
+  features: {
+    count: Float64Array;
+    sum: Float64Array;
+    max: Float32Array;
+    /** [m, bins] activation histogram counts. */
+    hist: Uint32Array;
+    bins: number;
+    tokens: number;
+    denseThreshold: number;
+    decoderNorm: Float32Array;
+    /** NaN where undefined (input and output widths differ): stored as null. */
+    encDecCos: Float32Array;
+    /** Absorption score per feature; undefined when no probes ran (stored as null). */
+    absorption?: Float64Array;
+    /** Each feature's logit lens as JSON; undefined without a model. */
+    lens?: string[];
+  };
+  /** Up to n neighbours per feature: [m, n] ids (-1 past the last) and cosines. */
+  neighbors: { n: number; other: Int32Array; cosine: Float32Array };
+  /** Up to n co-occurring features per feature: [m, n] ids (-1 past the last), counts and Jaccard indices. */
+  cooccurrence?: { n: number; other: Int32Array; count: Float64Array; jaccard: Float64Array };
+  /** [m, sites] decoder norm per output site (dictionaries writing several sites). */
+  siteNorms?: { sites: number; norm: Float32Array };
+  letters?: LetterResult[];
+}
+
+export type WriterMessage = { kind: 'first'; rows: FirstRows } | { kind: 'second'; rows: SecondRows };
+export type WriterReply = { done: true } | { error: string; code?: string };
+
+/** Writes an index file at `path` (a temporary name; the caller renames it) on a worker thread. */
+export class IndexDbWriter {
+  private readonly worker: Worker;
+  private readonly finished: Promise<void>;
+  private settled = false;
+
+  constructor(readonly path: string) {
+    rmSync(path, { force: true });
+    this.worker = new Worker(new URL('./db-worker.js', import.meta.url), { workerData: { path } });
+    this.finished = new Promise<void>((resolve, reject) => {
+      this.worker.on('message', (m: WriterReply) => {
+        this.settled = true;
+        if ('error' in m) reject(Object.assign(new Error(m.error), { code: m.code }));
+        else resolve();
+      });
+      this.worker.on('error', (e) => {
+        this.settled = true;
+        reject(e);
+      });
+      this.worker.on('exit', (code) => {
+        if (!this.settled) reject(new Error(`the index writer thread stopped (exit code ${code}) before the index was written`));
+      });
+    });
+    // Awaited in finish(); a failure before then must not surface as an unhandled rejection.
+    this.finished.catch(() => undefined);
+  }
+
+  /** The pass's rows; their arrays move to the worker (not copied). */
+  first(rows: FirstRows): void {
+    const moved = new Set<ArrayBufferLike>();
+    for (const part of [rows.examples.store, rows.examples, rows.quantiles.store, rows.quantiles, rows.tokenFeatures, rows.topTokens])
+      for (const a of Object.values(part ?? {})) if (ArrayBuffer.isView(a)) moved.add(a.buffer);
+    this.worker.postMessage({ kind: 'first', rows } satisfies WriterMessage, [...moved] as ArrayBuffer[]);
+  }
+
+  /** The remaining rows; resolves once the file is complete, closed and synced. */
+  async finish(rows: SecondRows): Promise<void> {
+    this.worker.postMessage({ kind: 'second', rows } satisfies WriterMessage);
+    await this.finished;
+  }
+
+  /** Stops the worker and removes what it wrote. */
+  async abort(): Promise<void> {
+    await this.worker.terminate();
+    for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${this.path}${suffix}`, { force: true });
+  }
+}

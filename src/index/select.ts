@@ -1,0 +1,38 @@
+// Small top-n selections for the index: a feature's most frequent tokens, nearest and most co-occurring features.
+/** The n largest scores among j in [0, m) with their indices, best first (ties: lower j first); a partial selection. */
+export function largest(m: number, n: number, score: (j: number) => number): { j: number; score: number }[] {
+  const best: { j: number; score: number }[] = [];
+  for (let j = 0; j < m; j++) {
+    const s = score(j);
+    if (best.length === n && s <= best[n - 1].score) continue;
+    let p = best.length;
+    while (p > 0 && best[p - 1].score < s) p--;
+    best.splice(p, 0, { j, score: s });
+    if (best.length > n) best.pop();
+  }
+  return best;
+}
+
+/**
+ * Indices of the n largest values of a (ties: lower index first), best first; only positive values unless `any`.
+ * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n.
+ */
+export function topIndices(a: Float32Array, n: number, any = false): Int32Array {
+  const idx = new Int32Array(n),
+    val = new Float64Array(n);
+  let size = 0;
+  for (let j = 0; j < a.length; j++) {
+    const v = a[j];
+    if (!any && !(v > 0)) continue;
+    if (size === n && !(v > val[n - 1])) continue;
+    let p = size < n ? size++ : n - 1;
+    while (p > 0 && val[p - 1] < v) {
+      val[p] = val[p - 1];
+      idx[p] = idx[p - 1];
+      p--;
+    }
+    val[p] = v;
+    idx[p] = j;
+  }
+  return idx.slice(0, size);
+}
