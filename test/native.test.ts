@@ -18,6 +18,7 @@ import { Dictionary } from '../src/sdl/dictionary.js';
 import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
 import { nativeStepFresh, sameNativeStep } from './helpers.js';
+import { nearestByCosine, nearestByCosineReference } from '../src/index/neighbors.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -485,4 +486,30 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   assert.equal(dense.r.selection, 2);
   assert.equal(dense.r.dense, 1);
   same('dense again vs a fresh engine', dense, run(nativeEngine(cfg), big));
+});
+
+test('native nearest neighbours = the TypeScript reference: ids and cosines bit-equal, exact ties, blocks of 256 rows, fewer rows than neighbours', {
+  skip,
+}, () => {
+  const rng = new Rng(11);
+  for (const [m, d, n] of [
+    [600, 24, 10],
+    [5, 8, 10],
+  ]) {
+    const unit = new Float32Array(m * d);
+    for (let i = 0; i < m * d; i++) unit[i] = rng.normal();
+    // Rows 3, 300 and 301 repeat row 7: exact ties at the top of row 7's list, broken by the lower id.
+    for (const r of [3, 300, 301]) if (r < m) unit.copyWithin(r * d, 7 * d, 8 * d);
+    for (let i = 0; i < m; i++) {
+      const row = unit.subarray(i * d, (i + 1) * d);
+      const norm = Math.hypot(...row);
+      for (let j = 0; j < d; j++) row[j] /= norm;
+    }
+    const got = nearestByCosine(unit, m, d, n);
+    const want = nearestByCosineReference(unit, m, d, n);
+    assert.deepEqual(got.other, want.other, `${m} rows: ids`);
+    assert.deepEqual(got.cosine, want.cosine, `${m} rows: cosines`);
+    if (m > 301) assert.deepEqual(Array.from(got.other.subarray(7 * n, 7 * n + 3)), [3, 300, 301]);
+    if (m < n) assert.equal(got.other[n - 1], -1, 'past the last neighbour');
+  }
 });

@@ -512,6 +512,13 @@ napi_value CltAdam(napi_env env, napi_callback_info info) {
 }
 
 // gemm(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, accumulate, threads): for tests and benchmarks.
+// The pool of the stateless calls (gemm, nearestRows), made again when another thread count is asked for.
+sdl::Pool& sharedPool(int threads) {
+  static std::unique_ptr<sdl::Pool> pool;
+  if (!pool || pool->size() != threads) pool.reset(new sdl::Pool(threads));
+  return *pool;
+}
+
 napi_value Gemm(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     auto a = args(env, info, 13);
@@ -521,15 +528,34 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
     size_t needA = (size_t)((M - 1) * ars + (K - 1) * acs + 1), needB = (size_t)((K - 1) * brs + (N - 1) * bcs + 1);
     bool acc;
     CHECK_NAPI(napi_get_value_bool(env, a[11], &acc));
-    static std::unique_ptr<sdl::Pool> pool;
-    int threads = count(env, a[12], "threads", 1, 1024);
-    if (!pool || pool->size() != threads) pool.reset(new sdl::Pool(threads));
-    sdl::gemm(*pool, M, N, K, sdl::View{f32(env, a[3], needA, "A"), ars, acs}, sdl::View{f32(env, a[6], needB, "B"), brs, bcs},
+    sdl::Pool& pool = sharedPool(count(env, a[12], "threads", 1, 1024));
+    sdl::gemm(pool, M, N, K, sdl::View{f32(env, a[3], needA, "A"), ars, acs}, sdl::View{f32(env, a[6], needB, "B"), brs, bcs},
               f32(env, a[9], (size_t)(M - 1) * ldc + N, "C"), ldc, acc);
     return nullptr;
   });
 }
 
+
+// nearestRows(unit: Float32Array [m, d], m, d, n, threads) -> { other: Int32Array [m, n], cosine: Float32Array [m, n] }
+napi_value NearestRows(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 5);
+    int m = count(env, a[1], "m", 1), d = count(env, a[2], "d", 1), n = count(env, a[3], "n", 1);
+    const float* unit = f32(env, a[0], (size_t)m * d, "unit");
+    sdl::Pool& pool = sharedPool(count(env, a[4], "threads", 1, 1024));
+    void *po, *pc;
+    napi_value abo, abc, to, tc, out;
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * m * n, &po, &abo));
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * m * n, &pc, &abc));
+    sdl::nearestRows(pool, unit, m, d, n, static_cast<int32_t*>(po), static_cast<float*>(pc));
+    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, (size_t)m * n, abo, 0, &to));
+    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, (size_t)m * n, abc, 0, &tc));
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, "other", to));
+    CHECK_NAPI(napi_set_named_property(env, out, "cosine", tc));
+    return out;
+  });
+}
 
 // ---- IndexStats
 
@@ -704,6 +730,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);
   napi_set_named_property(env, exports, "gemm", fn);
+  napi_create_function(env, "nearestRows", NAPI_AUTO_LENGTH, NearestRows, nullptr, &fn);
+  napi_set_named_property(env, exports, "nearestRows", fn);
   napi_create_function(env, "mallocLean", NAPI_AUTO_LENGTH, MallocLean, nullptr, &fn);
   napi_set_named_property(env, exports, "mallocLean", fn);
   napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);

@@ -1,7 +1,10 @@
 #include "index_stats.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
+
+#include "gemm.h"
 
 namespace sdl {
 
@@ -82,6 +85,39 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         for (int b = a + 1; b < q1; b++) row[idx[b]]++;
       }
     }
+  }
+}
+
+void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine) {
+  const int BR = 256;
+  std::vector<float> C((size_t)(m < BR ? m : BR) * m);
+  for (int i0 = 0; i0 < m; i0 += BR) {
+    const int rows = m - i0 < BR ? m - i0 : BR;
+    gemm(pool, rows, m, d, View{unit + (long)i0 * d, d, 1}, View{unit, 1, d}, C.data(), m, false);  // cosines of the block with every row
+    pool.range(rows, [&](long r0, long r1, int) {
+      for (long r = r0; r < r1; r++) {
+        float* row = C.data() + r * m;
+        row[i0 + r] = -INFINITY;  // not its own neighbour
+        int32_t* idx = other + (i0 + r) * n;
+        float* val = cosine + (i0 + r) * n;
+        int size = 0;
+        for (int j = 0; j < m; j++) {
+          const float v = row[j];
+          if (size == n && !(v > val[n - 1])) continue;
+          int p = size < n ? size++ : n - 1;
+          for (; p > 0 && val[p - 1] < v; p--) {
+            val[p] = val[p - 1];
+            idx[p] = idx[p - 1];
+          }
+          val[p] = v;
+          idx[p] = j;
+        }
+        for (int q = size; q < n; q++) {
+          idx[q] = -1;
+          val[q] = 0.f;
+        }
+      }
+    });
   }
 }
 

@@ -10,6 +10,11 @@
 
 namespace sdl {
 
+// Each of the m unit rows' n nearest other rows by dot product (cosine), best first (ties: the lower index first),
+// as [m, n] ids (-1 past the last) and cosines: 256-row blocks of the m x m cosines by gemm, each row's n largest
+// kept by insertion (the TypeScript reference, index/neighbors.ts, selects the same way from the same blocks).
+void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine);
+
 struct IndexEvent {
   int32_t feature, row, lo, hi;  // context rows [lo, hi] of the chunk (same window, within the radius)
   float act;

@@ -11,13 +11,13 @@ import type { Dictionary } from '../sdl/dictionary.js';
 import { loadModel, type LoadedModel } from '../models/model.js';
 import type { Tokenizer } from '../models/tokenizer.js';
 import { encodeSparse } from '../sdl/encoder.js';
-import { gemm } from '../tensor/linalg.js';
 import { createIndexStats } from './stats.js';
 import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { IndexDbWriter, type FirstRows, type SecondRows } from './db-writer.js';
 import { largest, topIndices } from './select.js';
+import { nearestByCosine } from './neighbors.js';
 import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
 import { featureLogitLens } from './logit-lens.js';
 import { ExampleStore, TopExamples } from './examples.js';
@@ -354,26 +354,3 @@ const trimZeros = (a: number[]): number[] => {
   while (n > 1 && a[n - 1] === 0) n--;
   return a.slice(0, n);
 };
-
-/** Each latent's n nearest latents by decoder cosine (unit rows [m, d]) as [m, n] ids (-1 past the last) and cosines; in blocks of rows so memory stays O(m). */
-function nearestByCosine(unit: Float32Array, m: number, d: number, n: number): SecondRows['neighbors'] {
-  const other = new Int32Array(m * n).fill(-1),
-    cosine = new Float32Array(m * n);
-  const blk = 256;
-  const C = new Float32Array(blk * m);
-  for (let i0 = 0; i0 < m; i0 += blk) {
-    const rows = Math.min(blk, m - i0);
-    gemm(rows, m, d, unit.subarray(i0 * d), d, 1, unit, 1, d, C, m); // cosines of this block with every row
-    for (let r = 0; r < rows; r++) {
-      const row = C.subarray(r * m, (r + 1) * m);
-      row[i0 + r] = Number.NEGATIVE_INFINITY; // not its own neighbour
-      const best = topIndices(row, n, true);
-      const o = (i0 + r) * n;
-      best.forEach((j, q) => {
-        other[o + q] = j;
-        cosine[o + q] = row[j];
-      });
-    }
-  }
-  return { n, other, cosine };
-}
