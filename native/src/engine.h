@@ -170,12 +170,12 @@ class Engine {
   const float* encoderInput(const Tensors& p, const float* X, int B, float* xt);
   Config cfg_;
   Pool pool_;
-  std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, GA_, yhat_, scratch_;
+  std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, yhat_, scratch_;
   Sparse sp_, aux_, rowTop_;
   // The sparse path's per-entry and per-latent workspace, kept across steps.
   struct Work {
     std::vector<float> dpre, dact, auxDp;
-    std::vector<const float*> grow, auxGrow;
+    std::vector<const float*> grow;
     std::vector<long> cnt, colStart, off, order;
     std::vector<int32_t> slotRow, auxRow;
   } w_;
@@ -184,6 +184,7 @@ class Engine {
   struct Grouped {
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     long mainCap = 0;              // entry references below it are main entries, the rest AuxK's
+    const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations
     float eps = 1;                 // JumpReLU's bandwidth
     bool l1 = false;               // ReLU's L1 term (norms_)

@@ -384,7 +384,6 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     Sparse& ax = aux_;
     long auxTotal = 0;
     float* auxDp = nullptr;
-    const float** auxGrow = nullptr;
     if (auxRows) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
@@ -428,8 +427,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         });
       }
       auxDp = ensure(w_.auxDp, (size_t)B * kAux + 1);
-      auxGrow = ensure(w_.auxGrow, (size_t)B * kAux + 1);
-      float* GA = ensure(GA_, (size_t)B * dOut);
+      // AuxK's gradient rows overwrite the residual E row by row, each element once it is read: no second [B, d_out] buffer.
+      float* GA = E;
+      grp_.auxG = GA;
       std::vector<float> ehs((size_t)T * dOut);
       const float ga = (float)(2.0 * o.auxkCoefficient / denom);
       pool_.range(B, [&](long b0, long b1, int th) {
@@ -446,10 +446,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
             s += (double)d * d;
             ga_b[i] = ga * d;
           }
-          for (int q = 0; q < n; q++) {
-            auxDp[b * kAux + q] = dot(dOut, ga_b, Wd + (long)ix[q] * dOut);
-            auxGrow[b * kAux + q] = ga_b;
-          }
+          for (int q = 0; q < n; q++) auxDp[b * kAux + q] = dot(dOut, ga_b, Wd + (long)ix[q] * dOut);
         }
         aux.at(th)[0] += s;
       });
@@ -628,8 +625,8 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
       s -= G.mainCap;
       v = aux_.val[s];
       dp = w_.auxDp[s];
-      gr = w_.auxGrow[s];
       b = w_.auxRow[s];
+      gr = G.auxG + (long)b * dOut;
     }
     // Tied (W_dec = W_enc^T, one row): both terms into one list, in entry order.
     std::vector<float>& ce = c.tied ? coefD : coefE;
