@@ -512,9 +512,10 @@ napi_value CltAdam(napi_env env, napi_callback_info info) {
 }
 
 // gemm(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, accumulate, threads): for tests and benchmarks.
-// The pool of the stateless calls (gemm, nearestRows), made again when another thread count is asked for.
+// The pool of the stateless calls (gemm, nearestRows), made again when another thread count is asked for. One per
+// calling thread: the index calls them from a worker thread while the main thread may call them too.
 sdl::Pool& sharedPool(int threads) {
-  static std::unique_ptr<sdl::Pool> pool;
+  static thread_local std::unique_ptr<sdl::Pool> pool;
   if (!pool || pool->size() != threads) pool.reset(new sdl::Pool(threads));
   return *pool;
 }

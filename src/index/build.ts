@@ -17,12 +17,12 @@ import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { IndexDbWriter, type FirstRows, type SecondRows } from './db-writer.js';
 import { largest, topIndices } from './select.js';
-import { nearestByCosine } from './neighbors.js';
 import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
-import { featureLogitLens } from './logit-lens.js';
+import { lensInputs } from './logit-lens.js';
+import { type AbsorptionInput, FeatureAnalysis } from './analysis.js';
 import { ExampleStore, TopExamples } from './examples.js';
 import { targetNorms } from '../sdl/clt.js';
-import { firstLetter, measureAbsorption } from '../analysis/absorption.js';
+import { firstLetter } from '../analysis/absorption.js';
 import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
 
 export { INDEX_FILE };
@@ -101,84 +101,76 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     cooccurrence: coOn,
     edges: Float32Array.from(HIST_EDGES),
   });
-  const progress = new Progress('index', manifest.tokens, 'tok', 0, opts.quiet);
   const t0 = performance.now();
+  // Decoder geometry: norms, encoder/decoder cosine, and the unit rows the analysis thread finds neighbours among.
+  const dOut = d.cfg.dOut;
+  const dn = new Float32Array(m),
+    ec = new Float32Array(m);
+  const unit = new Float32Array(m * dOut);
+  for (let i = 0; i < m; i++) {
+    let q = 0;
+    for (let j = 0; j < dOut; j++) q += d.w.W_dec[i * dOut + j] ** 2;
+    dn[i] = Math.sqrt(q);
+    for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
+    if (d.cfg.dIn === dOut) {
+      let dot = 0,
+        en = 0;
+      for (let j = 0; j < dOut; j++) {
+        dot += d.w.W_enc[j * m + i] * unit[i * dOut + j];
+        en += d.w.W_enc[j * m + i] ** 2;
+      }
+      ec[i] = dot / (Math.sqrt(en) || 1);
+    } else ec[i] = NaN;
+  }
+  // Neighbours and the logit lens start now on the analysis thread, the absorption probes once their samples are in.
+  const analysis = new FeatureAnalysis({
+    unit,
+    W_dec: d.w.W_dec,
+    m,
+    dOut,
+    neighbors: opts.neighbors,
+    lens: model ? lensInputs(model, d, opts.onNote) : undefined,
+    lensTokens: 10,
+  });
   let done = 0;
   // Rows at word tokens, for first-letter absorption (SAEs whose input and output are the same site).
   const letterOf = new Int8Array(V).fill(-1);
   if (tok) for (let t = 0; t < V; t++) letterOf[t] = firstLetter(tok.piece(t));
   const doAbsorption = Boolean(tok) && d.cfg.kind !== 'transcoder' && d.cfg.dIn === d.cfg.dOut;
-  const ABS_MAX = 12000;
+  const ABS_MAX = 12000,
+    ABS_MIN = 200;
   const absX = new Float32Array(doAbsorption ? ABS_MAX * d.cfg.dIn : 0);
   const absLabel: number[] = [],
     absToken: number[] = [];
   const absFeats: { ids: Int32Array; vals: Float32Array }[] = [];
+  /** The samples gathered, as the analysis thread takes them (undefined: too few for the probes). */
+  const absorptionInput = (): AbsorptionInput | undefined => {
+    const n = absLabel.length;
+    if (!doAbsorption || n < ABS_MIN) return undefined;
+    const start = new Int32Array(n + 1);
+    absFeats.forEach((f, r) => {
+      start[r + 1] = start[r] + f.ids.length;
+    });
+    const ids = new Int32Array(start[n]),
+      vals = new Float32Array(start[n]);
+    absFeats.forEach((f, r) => {
+      ids.set(f.ids, start[r]);
+      vals.set(f.vals, start[r]);
+    });
+    return { x: absX.subarray(0, n * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), start, ids, vals, dIn: d.cfg.dIn };
+  };
   // Chunks of whole windows, so every context lies inside the chunk; large chunks amortise the native calls.
   const ctx = Math.max(1, manifest.context_length);
   const chunkRows = Math.max(ctx, Math.floor(16384 / ctx) * ctx);
   const x = new Float32Array(chunkRows * d.cfg.dIn);
   const quantiles = new QuantileSampler(m, opts.perBand ?? 5, opts.contextRadius);
   const l0Hist = new Float64Array(257);
-  for (let si = 0; si < manifest.shards.length; si++) {
-    const shardRows = manifest.shards[si].rows;
-    for (let r0 = 0; r0 < shardRows; r0 += chunkRows) {
-      // One chunk of the shard at a time, read from disk by range: memory follows the chunk, not the shard.
-      const s = readShard(
-        actsDir,
-        manifest,
-        si,
-        sites.map((x) => x.name),
-        { verify: opts.verify },
-        { from: r0, to: r0 + chunkRows },
-      );
-      const n = s.rows;
-      let off = 0;
-      for (const site of sites) {
-        const v = s.values.get(site.name)!;
-        if (sites.length === 1) x.set(v);
-        else for (let r = 0; r < n; r++) x.set(v.subarray(r * site.width, (r + 1) * site.width), r * d.cfg.dIn + off);
-        off += site.width;
-      }
-      const f = encodeSparse(d, x, n);
-      quantiles.add(f, { doc: s.doc, window: s.window, pos: s.pos, token: s.token });
-      for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
-      const ev = stats.add(f.start, f.idx, f.val, s.token, s.window);
-      // Entries into a feature's top K, in order: keep the example (tokens and activations of its context) in the slot
-      // of the feature's weakest one.
-      for (let e = 0; e < ev.acts.length; e++) {
-        const i = ev.events[e * 5],
-          row = ev.events[e * 5 + 1],
-          lo = ev.events[e * 5 + 2],
-          hi = ev.events[e * 5 + 3],
-          co = ev.events[e * 5 + 4];
-        tops.store.set(
-          tops.slotFor(i),
-          ev.acts[e],
-          s.doc[row],
-          s.window[row],
-          s.pos[row],
-          s.token[row],
-          s.pos[lo],
-          s.token.subarray(lo, hi + 1),
-          ev.ctx.subarray(co, co + hi - lo + 1),
-        );
-      }
-      if (doAbsorption && absLabel.length < ABS_MAX) {
-        for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
-          const row = r0 + r,
-            t = s.token[r];
-          if (!(t >= 0 && t < V && letterOf[t] >= 0 && ((row * 2654435761) >>> 0) % 4 === 0)) continue;
-          absX.set(x.subarray(r * d.cfg.dIn, (r + 1) * d.cfg.dIn), absLabel.length * d.cfg.dIn);
-          absLabel.push(letterOf[t]);
-          absToken.push(t);
-          absFeats.push({ ids: f.idx.slice(f.start[r], f.start[r + 1]), vals: f.val.slice(f.start[r], f.start[r + 1]) });
-        }
-      }
-      done += n;
-      progress.update(done);
-    }
+  try {
+    pass();
+  } catch (e) {
+    await analysis.abort();
+    throw e;
   }
-  progress.done();
   const { count, sum, max, hist, tokCount, tokSum, co } = stats.result();
   const total = done;
   // The pass's rows go to the writer thread now, and are inserted while the rest is computed here.
@@ -191,11 +183,11 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       ...(keepTokens ? tokenRows(tokCount, tokSum, m, V) : {}),
       pieces: tok ? Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) : undefined,
     });
-    const rows = perFeatureRows();
+    const rows = await perFeatureRows();
     await writer.finish(rows);
   } catch (e) {
     // Out of space or killed half-way: no half-written index is left behind.
-    await writer.abort();
+    await Promise.all([writer.abort(), analysis.abort()]);
     throw outputError(path, e);
   }
   renameSync(tmpPath, path);
@@ -208,29 +200,77 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   }
   return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, dead, dense };
 
-  /** Decoder geometry, nearest neighbours, co-occurrence, absorption probes and logit lens: the rows besides the pass's. */
-  function perFeatureRows(): SecondRows {
-    const dOut = d.cfg.dOut;
-    const dn = new Float32Array(m),
-      ec = new Float32Array(m);
-    const unit = new Float32Array(m * dOut);
-    for (let i = 0; i < m; i++) {
-      let q = 0;
-      for (let j = 0; j < dOut; j++) q += d.w.W_dec[i * dOut + j] ** 2;
-      dn[i] = Math.sqrt(q);
-      for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
-      if (d.cfg.dIn === dOut) {
-        let dot = 0,
-          en = 0;
-        for (let j = 0; j < dOut; j++) {
-          dot += d.w.W_enc[j * m + i] * unit[i * dOut + j];
-          en += d.w.W_enc[j * m + i] ** 2;
+  /** The pass over the activations: per-token statistics, top and quantile examples, the absorption samples. */
+  function pass(): void {
+    const progress = new Progress('index', manifest.tokens, 'tok', 0, opts.quiet);
+    for (let si = 0; si < manifest.shards.length; si++) {
+      const shardRows = manifest.shards[si].rows;
+      for (let r0 = 0; r0 < shardRows; r0 += chunkRows) {
+        // One chunk of the shard at a time, read from disk by range: memory follows the chunk, not the shard.
+        const s = readShard(
+          actsDir,
+          manifest,
+          si,
+          sites.map((x) => x.name),
+          { verify: opts.verify },
+          { from: r0, to: r0 + chunkRows },
+        );
+        const n = s.rows;
+        let off = 0;
+        for (const site of sites) {
+          const v = s.values.get(site.name)!;
+          if (sites.length === 1) x.set(v);
+          else for (let r = 0; r < n; r++) x.set(v.subarray(r * site.width, (r + 1) * site.width), r * d.cfg.dIn + off);
+          off += site.width;
         }
-        ec[i] = dot / (Math.sqrt(en) || 1);
-      } else ec[i] = NaN;
+        const f = encodeSparse(d, x, n);
+        quantiles.add(f, { doc: s.doc, window: s.window, pos: s.pos, token: s.token });
+        for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
+        const ev = stats.add(f.start, f.idx, f.val, s.token, s.window);
+        // Entries into a feature's top K, in order: keep the example (tokens and activations of its context) in the slot
+        // of the feature's weakest one.
+        for (let e = 0; e < ev.acts.length; e++) {
+          const i = ev.events[e * 5],
+            row = ev.events[e * 5 + 1],
+            lo = ev.events[e * 5 + 2],
+            hi = ev.events[e * 5 + 3],
+            co = ev.events[e * 5 + 4];
+          tops.store.set(
+            tops.slotFor(i),
+            ev.acts[e],
+            s.doc[row],
+            s.window[row],
+            s.pos[row],
+            s.token[row],
+            s.pos[lo],
+            s.token.subarray(lo, hi + 1),
+            ev.ctx.subarray(co, co + hi - lo + 1),
+          );
+        }
+        if (doAbsorption && !analysis.absorptionSent) {
+          for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
+            const row = r0 + r,
+              t = s.token[r];
+            if (!(t >= 0 && t < V && letterOf[t] >= 0 && ((row * 2654435761) >>> 0) % 4 === 0)) continue;
+            absX.set(x.subarray(r * d.cfg.dIn, (r + 1) * d.cfg.dIn), absLabel.length * d.cfg.dIn);
+            absLabel.push(letterOf[t]);
+            absToken.push(t);
+            absFeats.push({ ids: f.idx.slice(f.start[r], f.start[r + 1]), vals: f.val.slice(f.start[r], f.start[r + 1]) });
+          }
+          // All the samples are in: the probes run on the analysis thread while the pass goes on.
+          if (absLabel.length === ABS_MAX) analysis.absorption(absorptionInput());
+        }
+        done += n;
+        progress.update(done);
+      }
     }
+    progress.done();
+    if (!analysis.absorptionSent) analysis.absorption(absorptionInput());
+  }
+
+  /** The rows besides the pass's: the analysis thread's neighbours, lens and absorption, co-occurrence, site norms. */
+  async function perFeatureRows(): Promise<SecondRows> {
     const n = opts.neighbors;
-    const neighbors = nearestByCosine(unit, m, dOut, n);
     let cooccurrence: SecondRows['cooccurrence'];
     if (coOn) {
       const coAt = (i: number, j: number) => (i < j ? co[i * m + j] : co[j * m + i]);
@@ -247,17 +287,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     }
     // Dictionaries that write several sites (CLTs: every later layer; crosscoders): each feature's decoder norm per site.
     const siteNorms = d.cfg.sitesOut.length > 1 ? { sites: d.cfg.sitesOut.length, norm: targetNorms(d.cfg, d.w.W_dec) } : undefined;
-    const abs =
-      doAbsorption && absLabel.length >= 200
-        ? measureAbsorption(
-            { x: absX.subarray(0, absLabel.length * d.cfg.dIn), label: Int32Array.from(absLabel), token: Int32Array.from(absToken), feats: absFeats },
-            d.cfg.dIn,
-            d.w.W_dec,
-            d.cfg.dOut,
-            m,
-          )
-        : undefined;
-    const lens = model ? featureLogitLens(model, d, 10, opts.onNote) : undefined;
+    const { neighbors, lens, absorption: abs } = await analysis.result();
     const meta: Record<string, unknown> = {
       index_identity: identity,
       tokens: total,
@@ -311,7 +341,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         decoderNorm: dn,
         encDecCos: ec,
         absorption,
-        lens: lens ? lens.rows.map((r) => JSON.stringify(r)) : undefined,
+        lens: lens?.rows,
       },
       neighbors,
       cooccurrence,

@@ -11,12 +11,15 @@ export interface LensRow {
   neg: [number, number][];
 }
 
-/**
- * Per feature, the `n` most raised and most lowered tokens. The direction is the part of the decoder row that
- * writes a residual-width site (the last one, for crosscoders over several layers). Undefined, with a note, when
- * the model's head or such a site cannot be found.
- */
-export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, onNote?: (s: string) => void): { rows: LensRow[]; source: string } | undefined {
+/** What the lens needs besides the decoder: the unembedding, and where the residual-width site lies in a decoder row. */
+export interface LensInputs {
+  u: Unembedding;
+  /** First column of the decoder row that writes a residual-width site (the last such site, for crosscoders over several layers). */
+  off: number;
+}
+
+/** The lens's inputs, or undefined with a note when the model's head or a residual-width site cannot be found. */
+export function lensInputs(model: LoadedModel, d: Dictionary, onNote?: (s: string) => void): LensInputs | undefined {
   let u: Unembedding;
   try {
     u = findUnembedding(model);
@@ -25,10 +28,9 @@ export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, o
     onNote?.(`no logit lens: ${e.message}`);
     return undefined;
   }
-  const c = d.cfg;
   let off = -1,
     acc = 0;
-  for (const s of c.sitesOut) {
+  for (const s of d.cfg.sitesOut) {
     if (s.width === u.d) off = acc;
     acc += s.width;
   }
@@ -36,8 +38,13 @@ export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, o
     onNote?.(`no logit lens: no site the dictionary writes is ${u.d} wide (the residual width of ${model.name})`);
     return undefined;
   }
-  const m = c.dSae,
-    D = u.d,
+  return { u, off };
+}
+
+/** Per feature (decoder rows [m, dOut]), the `n` most raised and most lowered tokens, and where the lens came from. */
+export function lensRows(l: LensInputs, W_dec: Float32Array, dOut: number, m: number, n: number): { rows: LensRow[]; source: string } {
+  const { u, off } = l;
+  const D = u.d,
     V = u.vocab;
   const rows: LensRow[] = [];
   const block = Math.max(1, Math.min(m, Math.floor(2 ** 24 / V)));
@@ -45,7 +52,7 @@ export function featureLogitLens(model: LoadedModel, d: Dictionary, n: number, o
     C = new Float32Array(block * V);
   for (let i0 = 0; i0 < m; i0 += block) {
     const b = Math.min(block, m - i0);
-    for (let r = 0; r < b; r++) for (let j = 0; j < D; j++) A[r * D + j] = d.w.W_dec[(i0 + r) * c.dOut + off + j] * u.scale[j];
+    for (let r = 0; r < b; r++) for (let j = 0; j < D; j++) A[r * D + j] = W_dec[(i0 + r) * dOut + off + j] * u.scale[j];
     gemm(b, V, D, A, D, 1, u.W_U, V, 1, C, V);
     for (let r = 0; r < b; r++) {
       const e = C.subarray(r * V, (r + 1) * V);

@@ -1,0 +1,32 @@
+// The index's analysis thread (see analysis.ts): nearest neighbours and the logit lens when the weights arrive, the
+// absorption probes when their samples do, then one reply with all three. A failure is the reply.
+import { parentPort } from 'node:worker_threads';
+import { measureAbsorption } from '../analysis/absorption.js';
+import { type AnalysisInit, type AnalysisMessage, type AnalysisReply, type AnalysisResult, absorptionSample } from './analysis.js';
+import { lensRows } from './logit-lens.js';
+import { nearestByCosine } from './neighbors.js';
+
+const port = parentPort!;
+let init: AnalysisInit | undefined;
+let partial: Omit<AnalysisResult, 'absorption'> | undefined;
+port.on('message', (msg: AnalysisMessage) => {
+  try {
+    if (msg.kind === 'init') {
+      init = msg.init;
+      const { unit, W_dec, m, dOut, lens } = init;
+      const neighbors = nearestByCosine(unit, m, dOut, init.neighbors);
+      const l = lens ? lensRows(lens, W_dec, dOut, m, init.lensTokens) : undefined;
+      partial = { neighbors, lens: l ? { rows: l.rows.map((r) => JSON.stringify(r)), source: l.source } : undefined };
+    } else {
+      if (!init || !partial) throw new Error('the analysis thread got its samples before the weights');
+      const a = msg.input;
+      const absorption = a ? measureAbsorption(absorptionSample(a), a.dIn, init.W_dec, init.dOut, init.m) : undefined;
+      const { other, cosine } = partial.neighbors;
+      port.postMessage({ result: { ...partial, absorption } } satisfies AnalysisReply, [other.buffer as ArrayBuffer, cosine.buffer as ArrayBuffer]);
+      port.close();
+    }
+  } catch (e) {
+    port.postMessage({ error: (e as Error).message } satisfies AnalysisReply);
+    port.close();
+  }
+});

@@ -1,0 +1,103 @@
+// The index's per-feature analyses that need no pass over the activations, or only its first part, run on a worker
+// thread (analysis-worker.ts) while the main thread runs the pass: nearest neighbours and the logit lens need only the
+// weights and start with the pass; the first-letter absorption probes start as soon as the pass has gathered their
+// samples. On 2 cores the pass's single-threaded stretches (examples, quantiles, reading) leave a core to them.
+import { Worker } from 'node:worker_threads';
+import type { AbsorptionResult, AbsorptionSample } from '../analysis/absorption.js';
+import type { LensInputs } from './logit-lens.js';
+import type { Neighbors } from './neighbors.js';
+
+export interface AnalysisInit {
+  /** Unit decoder rows [m, dOut], for the nearest neighbours. */
+  unit: Float32Array;
+  /** Decoder rows [m, dOut] as trained, for the lens and the absorption probes. */
+  W_dec: Float32Array;
+  m: number;
+  dOut: number;
+  neighbors: number;
+  lens?: LensInputs;
+  /** Tokens per feature in each direction of the lens. */
+  lensTokens: number;
+}
+
+/** The absorption samples with their sparse features as one CSR (feats[r] = ids/vals[start[r] .. start[r+1])). */
+export interface AbsorptionInput {
+  x: Float32Array;
+  label: Int32Array;
+  token: Int32Array;
+  start: Int32Array;
+  ids: Int32Array;
+  vals: Float32Array;
+  dIn: number;
+}
+
+export interface AnalysisResult {
+  neighbors: Neighbors;
+  /** Each feature's lens as JSON, and where the lens came from. */
+  lens?: { rows: string[]; source: string };
+  absorption?: AbsorptionResult;
+}
+
+export type AnalysisMessage = { kind: 'init'; init: AnalysisInit } | { kind: 'absorption'; input?: AbsorptionInput };
+export type AnalysisReply = { result: AnalysisResult } | { error: string };
+
+/** The absorption samples as measureAbsorption takes them (views of the CSR arrays). */
+export function absorptionSample(a: AbsorptionInput): AbsorptionSample {
+  const feats = Array.from({ length: a.label.length }, (_, r) => ({
+    ids: a.ids.subarray(a.start[r], a.start[r + 1]),
+    vals: a.vals.subarray(a.start[r], a.start[r + 1]),
+  }));
+  return { x: a.x, label: a.label, token: a.token, feats };
+}
+
+export class FeatureAnalysis {
+  private readonly worker: Worker;
+  private readonly done: Promise<AnalysisResult>;
+  private settled = false;
+  private sentAbsorption = false;
+
+  constructor(init: AnalysisInit) {
+    this.worker = new Worker(new URL('./analysis-worker.js', import.meta.url));
+    this.done = new Promise<AnalysisResult>((resolve, reject) => {
+      this.worker.on('message', (m: AnalysisReply) => {
+        this.settled = true;
+        if ('error' in m) reject(new Error(m.error));
+        else resolve(m.result);
+      });
+      this.worker.on('error', (e) => {
+        this.settled = true;
+        reject(e);
+      });
+      this.worker.on('exit', (code) => {
+        if (!this.settled) reject(new Error(`the index's analysis thread stopped (exit code ${code}) before it answered`));
+      });
+    });
+    this.done.catch(() => undefined); // awaited in result()
+    this.worker.postMessage({ kind: 'init', init } satisfies AnalysisMessage);
+  }
+
+  /** The absorption samples (once; undefined: no probes), moved to the worker. */
+  absorption(input?: AbsorptionInput): void {
+    if (this.sentAbsorption) return;
+    this.sentAbsorption = true;
+    const moved = input ? [input.x, input.label, input.token, input.start, input.ids, input.vals].map((a) => a.buffer as ArrayBuffer) : [];
+    this.worker.postMessage({ kind: 'absorption', input } satisfies AnalysisMessage, moved);
+  }
+
+  get absorptionSent(): boolean {
+    return this.sentAbsorption;
+  }
+
+  async result(): Promise<AnalysisResult> {
+    if (!this.sentAbsorption) this.absorption(undefined);
+    try {
+      return await this.done;
+    } finally {
+      await this.worker.terminate();
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
