@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { readShard } from '../activations/reader.js';
+import { ReadBuffers, readShard } from '../activations/reader.js';
 import { openActivations, type Manifest } from '../activations/manifest.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { loadModel, type LoadedModel } from '../models/model.js';
@@ -203,6 +203,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   /** The pass over the activations: per-token statistics, top and quantile examples, the absorption samples. */
   function pass(): void {
     const progress = new Progress('index', manifest.tokens, 'tok', 0, opts.quiet);
+    // Each chunk is read into the same arrays: nothing of it is kept past its turn (examples and samples are copied).
+    const buffers = new ReadBuffers();
     for (let si = 0; si < manifest.shards.length; si++) {
       const shardRows = manifest.shards[si].rows;
       for (let r0 = 0; r0 < shardRows; r0 += chunkRows) {
@@ -212,7 +214,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           manifest,
           si,
           sites.map((x) => x.name),
-          { verify: opts.verify },
+          { verify: opts.verify, buffers },
           { from: r0, to: r0 + chunkRows },
         );
         const n = s.rows;

@@ -2,18 +2,7 @@
 // doubling: writing an example copies numbers into preallocated arrays instead of allocating an object and two arrays,
 // which at 16k features and millions of candidate examples was most of the index's garbage-collection time.
 /** An ExampleStore's arrays, as sent to the index's writer thread (index/db-writer.ts). */
-export interface StoreParts {
-  width: number;
-  act: Float32Array;
-  doc: Int32Array;
-  window: Int32Array;
-  pos: Int32Array;
-  token: Int32Array;
-  ctxStart: Int32Array;
-  ctxLen: Int32Array;
-  ctxTok: Int32Array;
-  ctxAct: Float32Array;
-}
+export type StoreParts = Pick<ExampleStore, 'width' | 'act' | 'doc' | 'window' | 'pos' | 'token' | 'ctxStart' | 'ctxLen' | 'ctxTok' | 'ctxAct'>;
 
 /** Each feature's examples as store slots, in the order they are written: feature i's are slots[off[i] .. off[i+1]). */
 export interface ExampleLists {
