@@ -513,3 +513,30 @@ test('native nearest neighbours = the TypeScript reference: ids and cosines bit-
     if (m < n) assert.equal(got.other[n - 1], -1, 'past the last neighbour');
   }
 });
+
+test('native fused encoder: a product of one row block (B packed a column block at a time) gives the same entries as the same rows in a larger batch', {
+  skip,
+}, () => {
+  // d_in 300 (two depth blocks) and 1,100 latents (three column blocks): the rows' entries must not depend on the batch.
+  for (const act of ['topk', 'relu', 'batchtopk'] as Activation[]) {
+    const cfg = config(act, { dIn: 300, dSae: 1100, k: 12 });
+    const rng = new Rng(5);
+    const w = randomWeights(cfg, rng);
+    const p = { W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+    const n = 400,
+      few = 90;
+    const X = Float32Array.from({ length: n * cfg.dIn }, () => rng.normal());
+    const e = nativeEngine(cfg);
+    const all = e.forward(p, X, n, 0.5, false);
+    const part = e.forward(p, X.subarray(0, few * cfg.dIn), few, 0.5, false);
+    const entries = (f: typeof all, rows: number) => {
+      const out: [number, number][] = [];
+      let s = 0;
+      for (let b = 0; b < rows; b++) for (let q = 0; q < f.count[b]; q++, s++) out.push([b * cfg.dSae + f.idx[s], f.val[s]]);
+      return out;
+    };
+    const want = entries(all, few);
+    assert.ok(want.length > few, `${act}: entries to compare`);
+    assert.deepEqual(entries(part, few), want, `${act}: the first ${few} rows alone`);
+  }
+});

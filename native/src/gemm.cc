@@ -193,8 +193,39 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
   const long Npad = (long)((N + NR - 1) / NR) * NR;
   const int nKBlocks = (K + KC - 1) / KC;
-  const float* Bp = packB(pool, N, K, B, cols);
   static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
+  if (M <= BMC) {
+    // One row block (the screened encoder's exact redo of a block): B is packed a column block at a time, just
+    // before use, instead of whole (a packed copy of all of W_enc, 75 MB at 768 x 24,576, that stayed allocated).
+    // The panels hold the same numbers in the same order, so every entry is the same.
+    static thread_local Buffer aOne, bChunk;
+    float* Ap = aOne.get((size_t)BMC * K);
+    for (int kb = 0; kb < nKBlocks; kb++) {
+      int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+      packA(A, 0, M, k0, kc, Ap + (long)k0 * BMC);
+    }
+    float* Cb = cBuf.get((size_t)BMC * BNC);
+    float* Bc = bChunk.get((size_t)K * BNC);
+    for (int j0 = 0; j0 < N; j0 += BNC) {
+      const int nc = N - j0 < BNC ? N - j0 : BNC;
+      const int panels = (nc + NR - 1) / NR;
+      for (int kb = 0; kb < nKBlocks; kb++) {
+        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+        for (int jp = 0; jp < panels; jp++) {
+          const int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
+          packBPanel(B, k0, kc, j0 + jp * NR, nr, Bc + (long)k0 * panels * NR + (long)jp * kc * NR, cols);
+        }
+      }
+      for (int kb = 0; kb < nKBlocks; kb++) {
+        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+        tile(kc, Ap + (long)k0 * BMC, Bc + (long)k0 * panels * NR, 0, nc, M, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
+      }
+      sink.block(0, 0, M, j0, nc, Cb, BNC);
+    }
+    sink.rowsDone(0, 0, M);
+    return;
+  }
+  const float* Bp = packB(pool, N, K, B, cols);
   pool.run((M + BMC - 1) / BMC, [&](int t, int thread) {
     const int i0 = t * BMC, mc = M - i0 < BMC ? M - i0 : BMC;
     // This row block's A, every K-block packed once (K-block kb at k0 * BMC).
