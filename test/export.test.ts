@@ -135,7 +135,10 @@ test('safetensors: a tensor held transposed is written in row blocks, byte-equal
     cols = 3000;
   const held = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i) * (i % 13));
   const whole = transpose(held, cols, rows);
-  const parts = [...safetensorsParts({ b: { data: new Float32Array([1, 2]), shape: [2] }, W: { transposeOf: held, shape: [rows, cols] } })];
+  // Each part copied as it comes: a transposed tensor's blocks reuse one array.
+  const parts = Array.from(safetensorsParts({ b: { data: new Float32Array([1, 2]), shape: [2] }, W: { transposeOf: held, shape: [rows, cols] } }), (p) =>
+    Buffer.from(p),
+  );
   assert.ok(parts.length >= 5, `header, b, then blocks of W (got ${parts.length} parts)`);
   const bytes = Buffer.concat(parts);
   assert.deepEqual(bytes, Buffer.from(encodeSafetensors({ b: { data: new Float32Array([1, 2]), shape: [2] }, W: { data: whole, shape: [rows, cols] } })));

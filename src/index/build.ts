@@ -2,6 +2,8 @@
 // (better-sqlite3): frequency, mean and max activation, a histogram, decoder norm, encoder/decoder cosine,
 // top activating examples with their token contexts and per-token activations, top tokens, nearest
 // features by decoder cosine, co-occurrence, dead and dense flags. Built in a temporary file and renamed.
+// Three threads: this one runs the pass over the activations; the analysis thread (analysis.ts) computes neighbours,
+// logit lens and absorption meanwhile; the writer thread (db-writer.ts) owns the SQLite file.
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -30,8 +30,8 @@ export const tensorData = (t: TensorSource): Float32Array => ('data' in t ? t.da
 
 /**
  * The file as parts: the header, then each tensor's bytes: a view of a plain tensor (nothing copied: a checkpoint
- * of a 24k-latent dictionary with its Adam moments is 600 MB), blocks of rows of a transposed one. Consume the
- * parts before the tensors change.
+ * of a 24k-latent dictionary with its Adam moments is 600 MB), blocks of rows of a transposed one. Consume each part
+ * before asking for the next (a transposed tensor's blocks share one array) and all of them before the tensors change.
  */
 export function* safetensorsParts(tensors: Record<string, TensorSource>, metadata?: Record<string, string>): Generator<Uint8Array> {
   const header: Record<string, unknown> = {};
@@ -53,6 +53,7 @@ export function* safetensorsParts(tensors: Record<string, TensorSource>, metadat
   new DataView(head.buffer).setBigUint64(0, BigInt(hb.length), true);
   head.set(hb, 8);
   yield head;
+  let block: Float32Array | undefined;
   for (const n of names) {
     const t = tensors[n];
     if ('data' in t) {
@@ -61,16 +62,20 @@ export function* safetensorsParts(tensors: Record<string, TensorSource>, metadat
     }
     const [rows, cols] = t.shape;
     const step = Math.max(1, Math.floor(BLOCK_BYTES / (4 * cols)));
+    // One block array for every block: a fresh one each time left tens of MB waiting for the garbage collector
+    // while a checkpoint was written.
+    if (!block || block.length < step * cols) block = new Float32Array(step * cols);
     for (let r = 0; r < rows; r += step) {
-      const b = transposeRows(t.transposeOf, cols, rows, r, Math.min(rows, r + step));
-      yield new Uint8Array(b.buffer);
+      const end = Math.min(rows, r + step);
+      transposeRows(t.transposeOf, cols, rows, r, end, block);
+      yield new Uint8Array(block.buffer, 0, 4 * (end - r) * cols);
     }
   }
 }
 
 /** The file as one buffer. */
 export function encodeSafetensors(tensors: Record<string, TensorSource>, metadata?: Record<string, string>): Uint8Array {
-  return Buffer.concat([...safetensorsParts(tensors, metadata)]);
+  return Buffer.concat(Array.from(safetensorsParts(tensors, metadata), (p) => Buffer.from(p))); // each part copied as it comes
 }
 
 /** Writes the file atomically; returns its SHA-256. */
