@@ -194,41 +194,14 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
   const long Npad = (long)((N + NR - 1) / NR) * NR;
   const int nKBlocks = (K + KC - 1) / KC;
   static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
-  if (M <= BMC) {
-    // One row block (the screened encoder's exact redo of a block): B is packed a column block at a time, just
-    // before use, instead of whole (a packed copy of all of W_enc, 75 MB at 768 x 24,576, that stayed allocated).
-    // The panels hold the same numbers in the same order, so every entry is the same.
-    static thread_local Buffer aOne, bChunk;
-    float* Ap = aOne.get((size_t)BMC * K);
-    for (int kb = 0; kb < nKBlocks; kb++) {
-      int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-      packA(A, 0, M, k0, kc, Ap + (long)k0 * BMC);
-    }
-    float* Cb = cBuf.get((size_t)BMC * BNC);
-    float* Bc = bChunk.get((size_t)K * BNC);
-    for (int j0 = 0; j0 < N; j0 += BNC) {
-      const int nc = N - j0 < BNC ? N - j0 : BNC;
-      const int panels = (nc + NR - 1) / NR;
-      for (int kb = 0; kb < nKBlocks; kb++) {
-        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        for (int jp = 0; jp < panels; jp++) {
-          const int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
-          packBPanel(B, k0, kc, j0 + jp * NR, nr, Bc + (long)k0 * panels * NR + (long)jp * kc * NR, cols);
-        }
-      }
-      for (int kb = 0; kb < nKBlocks; kb++) {
-        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        tile(kc, Ap + (long)k0 * BMC, Bc + (long)k0 * panels * NR, 0, nc, M, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
-      }
-      sink.block(0, 0, M, j0, nc, Cb, BNC);
-    }
-    sink.rowsDone(0, 0, M);
-    return;
-  }
-  const float* Bp = packB(pool, N, K, B, cols);
-  pool.run((M + BMC - 1) / BMC, [&](int t, int thread) {
-    const int i0 = t * BMC, mc = M - i0 < BMC ? M - i0 : BMC;
-    // This row block's A, every K-block packed once (K-block kb at k0 * BMC).
+  // A column block's packed B: K-block kb at base + k0 * stride, its panels counted from column `from`.
+  struct PackedCols {
+    const float* base;
+    long stride;
+    int from;
+  };
+  // One row block: its A packed once (K-block kb at k0 * BMC), then each column block's entries handed to the sink.
+  auto rowBlock = [&](int thread, int i0, int mc, auto&& colsB) {
     float* Ap = aBuffer(thread).get((size_t)BMC * K);
     for (int kb = 0; kb < nKBlocks; kb++) {
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
@@ -237,14 +210,39 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
     float* Cb = cBuf.get((size_t)BMC * BNC);
     for (int j0 = 0; j0 < N; j0 += BNC) {
       const int nc = N - j0 < BNC ? N - j0 : BNC;
+      const PackedCols b = colsB(j0, nc);
       // The same accumulation order per entry as gemm(): K-block 0 overwrites (with the bias), later ones add.
       for (int kb = 0; kb < nKBlocks; kb++) {
         int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        tile(kc, Ap + (long)k0 * BMC, Bp + (long)k0 * Npad, j0, nc, mc, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
+        tile(kc, Ap + (long)k0 * BMC, b.base + (long)k0 * b.stride, j0 - b.from, nc, mc, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
       }
       sink.block(thread, i0, mc, j0, nc, Cb, BNC);
     }
     sink.rowsDone(thread, i0, mc);
+  };
+  if (M <= BMC) {
+    // One row block (the screened encoder's exact redo of a block), run here: B is packed a column block at a time,
+    // just before use, instead of whole (a packed copy of all of W_enc, 75 MB at 768 x 24,576, that stayed
+    // allocated). The panels hold the same numbers in the same order, so every entry is the same.
+    static thread_local Buffer bChunk;
+    float* Bc = bChunk.get((size_t)K * BNC);
+    rowBlock(0, 0, M, [&](int j0, int nc) {
+      const int panels = (nc + NR - 1) / NR;
+      for (int kb = 0; kb < nKBlocks; kb++) {
+        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+        for (int jp = 0; jp < panels; jp++) {
+          const int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
+          packBPanel(B, k0, kc, j0 + jp * NR, nr, Bc + (long)k0 * panels * NR + (long)jp * kc * NR, cols);
+        }
+      }
+      return PackedCols{Bc, (long)panels * NR, j0};
+    });
+    return;
+  }
+  const float* Bp = packB(pool, N, K, B, cols);
+  pool.run((M + BMC - 1) / BMC, [&](int t, int thread) {
+    const int i0 = t * BMC;
+    rowBlock(thread, i0, M - i0 < BMC ? M - i0 : BMC, [&](int, int) { return PackedCols{Bp, Npad, 0}; });
   });
 }
 

@@ -17,7 +17,7 @@ import { createIndexStats } from './stats.js';
 import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.js';
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
-import { IndexDbWriter, type FirstRows, type SecondRows } from './db-writer.js';
+import { IndexDbWriter, type FirstRows, type SecondRows, type WriterCounts } from './db-writer.js';
 import { largest, topIndices } from './select.js';
 import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
 import { lensInputs } from './logit-lens.js';
@@ -178,6 +178,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   // The pass's rows go to the writer thread now, and are inserted while the rest is computed here.
   const tmpPath = `${path}.tmp-${process.pid}`;
   const writer = new IndexDbWriter(tmpPath);
+  let counts: WriterCounts;
   try {
     writer.first({
       examples: tops.lists(),
@@ -186,7 +187,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       pieces: tok ? Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) : undefined,
     });
     const rows = await perFeatureRows();
-    await writer.finish(rows);
+    counts = await writer.finish(rows);
   } catch (e) {
     // Out of space or killed half-way: no half-written index is left behind.
     await Promise.all([writer.abort(), analysis.abort()]);
@@ -194,13 +195,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   }
   renameSync(tmpPath, path);
   for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
-  let dead = 0,
-    dense = 0;
-  for (let i = 0; i < m; i++) {
-    dead += count[i] === 0 ? 1 : 0;
-    dense += count[i] / Math.max(1, total) > opts.denseThreshold ? 1 : 0;
-  }
-  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, dead, dense };
+  return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, ...counts };
 
   /** The pass over the activations: per-token statistics, top and quantile examples, the absorption samples. */
   function pass(): void {

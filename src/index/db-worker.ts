@@ -5,7 +5,7 @@ import Database, { type Database as Db, type Statement } from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
 import { fsyncFile } from '../util/fsx.js';
 import { INDEXES, SCHEMA } from './schema.js';
-import type { FirstRows, SecondRows, WriterMessage, WriterReply } from './db-writer.js';
+import type { FirstRows, SecondRows, WriterCounts, WriterMessage, WriterReply } from './db-writer.js';
 import type { ExampleLists } from './examples.js';
 
 const ROWS_PER_STATEMENT = 32;
@@ -98,7 +98,7 @@ class IndexFile {
     }
   }
 
-  second(r: SecondRows): void {
+  second(r: SecondRows): WriterCounts {
     const db = this.db;
     const put = db.prepare('insert into dictionary (key, value) values (?, ?)');
     for (const [k, v] of r.meta) put.run(k, v);
@@ -127,8 +127,13 @@ class IndexFile {
       'logit_lens',
     ]);
     const tk = this.topTokens;
+    const counts = { dead: 0, dense: 0 };
     for (let i = 0; i < m; i++) {
       const freq = f.count[i] / Math.max(1, f.tokens);
+      const dead = f.count[i] === 0 ? 1 : 0,
+        dense = freq > f.denseThreshold ? 1 : 0;
+      counts.dead += dead;
+      counts.dense += dense;
       const top: { token: number; count: number; mean: number }[] = [];
       for (let q = i * (tk?.n ?? 0); tk && q < (i + 1) * tk.n && tk.token[q] >= 0; q++)
         top.push({ token: tk.token[q], count: tk.count[q], mean: tk.sum[q] / tk.count[q] });
@@ -140,8 +145,8 @@ class IndexFile {
         f.max[i],
         f.decoderNorm[i],
         Number.isNaN(f.encDecCos[i]) ? null : f.encDecCos[i],
-        f.count[i] === 0 ? 1 : 0,
-        freq > f.denseThreshold ? 1 : 0,
+        dead,
+        dense,
         `[${f.hist.subarray(i * f.bins, (i + 1) * f.bins).join(',')}]`,
         JSON.stringify(top),
         f.absorption ? f.absorption[i] : null,
@@ -171,6 +176,7 @@ class IndexFile {
     db.pragma('journal_mode = WAL');
     db.close();
     fsyncFile(this.path);
+    return counts;
   }
 }
 
@@ -183,8 +189,7 @@ port.on('message', (msg: WriterMessage) => {
     file ??= new IndexFile(workerData.path as string);
     if (msg.kind === 'first') file.first(msg.rows);
     else {
-      file.second(msg.rows);
-      port.postMessage({ done: true } satisfies WriterReply);
+      port.postMessage({ done: file.second(msg.rows) } satisfies WriterReply);
       port.close();
     }
   } catch (e) {

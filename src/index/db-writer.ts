@@ -50,22 +50,28 @@ export interface SecondRows {
 }
 
 export type WriterMessage = { kind: 'first'; rows: FirstRows } | { kind: 'second'; rows: SecondRows };
-export type WriterReply = { done: true } | { error: string; code?: string };
+/** The features written dead (never fired) and dense (above the threshold). */
+export interface WriterCounts {
+  dead: number;
+  dense: number;
+}
+
+export type WriterReply = { done: WriterCounts } | { error: string; code?: string };
 
 /** Writes an index file at `path` (a temporary name; the caller renames it) on a worker thread. */
 export class IndexDbWriter {
   private readonly worker: Worker;
-  private readonly finished: Promise<void>;
+  private readonly finished: Promise<WriterCounts>;
   private settled = false;
 
   constructor(readonly path: string) {
     rmSync(path, { force: true });
     this.worker = new Worker(new URL('./db-worker.js', import.meta.url), { workerData: { path } });
-    this.finished = new Promise<void>((resolve, reject) => {
+    this.finished = new Promise<WriterCounts>((resolve, reject) => {
       this.worker.on('message', (m: WriterReply) => {
         this.settled = true;
         if ('error' in m) reject(Object.assign(new Error(m.error), { code: m.code }));
-        else resolve();
+        else resolve(m.done);
       });
       this.worker.on('error', (e) => {
         this.settled = true;
@@ -87,10 +93,10 @@ export class IndexDbWriter {
     this.worker.postMessage({ kind: 'first', rows } satisfies WriterMessage, [...moved] as ArrayBuffer[]);
   }
 
-  /** The remaining rows; resolves once the file is complete, closed and synced. */
-  async finish(rows: SecondRows): Promise<void> {
+  /** The remaining rows; resolves once the file is complete, closed and synced, with its dead and dense counts. */
+  async finish(rows: SecondRows): Promise<WriterCounts> {
     this.worker.postMessage({ kind: 'second', rows } satisfies WriterMessage);
-    await this.finished;
+    return await this.finished;
   }
 
   /** Stops the worker and removes what it wrote. */
