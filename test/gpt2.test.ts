@@ -48,14 +48,18 @@ test('tiny-random-gpt2: hooks by exporter names agree with the structural resolv
   assert.equal(m.hooks.points.get('blocks.0.hook_resid_pre')!.tensor, 'EmbedLayerNormalization_0_embedding_sum');
 });
 
-test('tiny-random-gpt2: harvested resid_post and resid_mid equal onnxruntime outputs added by hand', { skip: sharedSkip }, async () => {
+test("tiny-random-gpt2: harvested resid_post and resid_mid (and resid_pre, the same tensor as the layer before's resid_post) equal onnxruntime outputs added by hand", {
+  skip: sharedSkip,
+}, async () => {
   const dir = tmp();
   const corpus = corpusFile(dir, 60);
   const out = join(dir, 'acts');
   const ctx = 32;
   await harvest({
     model: GPT2,
-    hooks: ['blocks.2.hook_resid_post', 'blocks.2.hook_resid_mid', 'blocks.1.hook_attn_out', 'blocks.1.hook_mlp_out'],
+    // blocks.3.hook_resid_pre is blocks.2.hook_resid_post's tensor: fetched once, stored twice (the second batch is
+    // written into the shard's buffer by onnxruntime, then copied to the other site).
+    hooks: ['blocks.2.hook_resid_post', 'blocks.2.hook_resid_mid', 'blocks.1.hook_attn_out', 'blocks.1.hook_mlp_out', 'blocks.3.hook_resid_pre'],
     corpus,
     split: 'all',
     tokens: 4 * ctx,
@@ -84,6 +88,7 @@ test('tiny-random-gpt2: harvested resid_post and resid_mid equal onnxruntime out
   const close = (a: Float32Array, b: Float32Array, tol: number) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) <= tol);
   assert.ok(close(shard.values.get('blocks.2.hook_resid_post')!, res[names[0]].data as Float32Array, 1e-6));
   assert.ok(close(shard.values.get('blocks.2.hook_resid_mid')!, res[names[1]].data as Float32Array, 1e-6));
+  assert.deepEqual(shard.values.get('blocks.3.hook_resid_pre'), shard.values.get('blocks.2.hook_resid_post'));
   // attn_out and mlp_out are differences of consecutive residual sums (the fused bias added back).
   const diff = (a: Float32Array, b: Float32Array) => a.map((v, i) => v - b[i]);
   const mid1 = res[names[2]].data as Float32Array,

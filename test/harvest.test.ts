@@ -4,14 +4,16 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { harvest, type HarvestConfig } from '../src/activations/harvest.js';
+import { harvest, resolveHookSpecs, type HarvestConfig } from '../src/activations/harvest.js';
+import { loadModel } from '../src/models/model.js';
+import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/onnx/session.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
 import { ReadBuffers, readShard } from '../src/activations/reader.js';
 import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/data.js';
-import { sha256 } from '../src/util/fsx.js';
+import { sha256, writeAtomic } from '../src/util/fsx.js';
 import { UserError } from '../src/util/errors.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 
@@ -370,4 +372,65 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
     () => readShard(dd, md, 0, ['a']),
     (e: Error) => e instanceof UserError && /does not match the checksum/.test(e.message),
   );
+});
+
+test('harvested values are the hooks of a direct run, batch by batch: written in place or copied, partial batches', async () => {
+  const dir = tmp();
+  const model = tinyLlama(join(dir, 'm'));
+  const m = loadModel(model);
+  // 16 windows a shard in batches of 3: a shard's first batch goes to onnxruntime's tensors, the rest (a last one of
+  // one window among them) into the shard's buffer.
+  const hooks = ['blocks.1.hook_resid_post', 'blocks.0.hook_mlp_out', 'blocks.0.hook_mlp_in'];
+  const r = await harvest({ ...base(model, corpusFile(dir), join(dir, 'a')), hooks, dtype: 'f32', tokens: 1024, batch: 3 });
+  assert.equal(r.manifest.shards.length, 2);
+  const points = resolveHookSpecs(m, hooks);
+  const session = await createSession(hookSubgraph(m.bytes, m.proto, points));
+  const inputs = runtimeInputs(m.proto);
+  const ctx = 32;
+  let batches = 0;
+  for (const s of r.manifest.shards) {
+    const shard = decodeShard(readFileSync(join(dir, 'a', s.file)));
+    const windows = shard.rows / ctx;
+    for (let w0 = 0; w0 < windows; w0 += 3) {
+      const n = Math.min(3, windows - w0);
+      const out = await session.run(makeFeeds(inputs, shard.token.slice(w0 * ctx, (w0 + n) * ctx), n, ctx));
+      points.forEach((p, i) => {
+        const want = out[p.tensor].data as Float32Array;
+        const got = shard.values.get(hooks[i])!.subarray(w0 * ctx * 16, (w0 + n) * ctx * 16);
+        assert.deepEqual(got, want, `${hooks[i]}, windows ${w0}-${w0 + n - 1} of ${s.file}`);
+      });
+      batches++;
+    }
+  }
+  assert.equal(batches, 12);
+  await session.release();
+});
+
+test('O_DIRECT writes (shards) give the same bytes and SHA-256 as buffered ones, at every size; without the native build they are buffered', () => {
+  const dir = tmp();
+  const block = 8 << 20; // fsx.ts's staging buffer
+  const sizes = [0, 1, 4095, 4096, 4097, block - 1, block, block + 5000, 2 * block + 123];
+  for (const size of sizes) {
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i++) bytes[i] = (i * 2654435761) >>> 24;
+    // Parts of uneven sizes, as the Arrow writer's chunks come.
+    const parts: Uint8Array[] = [];
+    for (let at = 0, n = 1; at < size; at += n, n = n * 7 + 3) parts.push(bytes.subarray(at, Math.min(size, at + n)));
+    const path = join(dir, `f${size}`);
+    const digest = writeAtomic(path, parts, { direct: true });
+    assert.equal(digest, sha256(bytes), `size ${size}`);
+    assert.deepEqual(new Uint8Array(readFileSync(path)), bytes, `size ${size}`);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('.tmp-')),
+      [],
+    );
+  }
+  // No aligned memory without the native build: the same bytes through the page cache.
+  const path = join(dir, 'plain');
+  const src = `import { writeAtomic } from ${JSON.stringify(new URL('../src/util/fsx.js', import.meta.url).href)};
+    process.stdout.write(writeAtomic(${JSON.stringify(path)}, [new Uint8Array(10000).fill(7)], { direct: true }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', src], { env: { ...process.env, SDLKIT_NATIVE: 'off' }, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, sha256(new Uint8Array(10000).fill(7)));
+  assert.equal(readFileSync(path).length, 10000);
 });

@@ -6,6 +6,7 @@
 #include <malloc.h>
 #endif
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -697,6 +698,30 @@ napi_value MallocLean(napi_env env, napi_callback_info) {
   return undefined;
 }
 
+// alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot
+// ask for an alignment, and O_DIRECT writes (src/util/fsx.ts) need the buffer's address aligned to the disk's block.
+napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value a[1];
+    size_t got = 1;
+    CHECK_NAPI(napi_get_cb_info(env, info, &got, a, nullptr, nullptr));
+    if (got < 1) throw JsError{"alignedBuffer(bytes)"};
+    const double n = num(env, a[0], "bytes");
+    if (!(n > 0) || n > 1e12 || n != static_cast<double>(static_cast<size_t>(n))) throw JsError{"alignedBuffer: bytes must be a positive integer"};
+    const size_t bytes = (static_cast<size_t>(n) + 4095) & ~static_cast<size_t>(4095);
+    void* p = std::aligned_alloc(4096, bytes);
+    if (!p) throw JsError{"alignedBuffer: out of memory"};
+    napi_value out;
+    const napi_status st = napi_create_external_arraybuffer(
+        env, p, static_cast<size_t>(n), [](napi_env, void* data, void*) { std::free(data); }, nullptr, &out);
+    if (st != napi_ok) {
+      std::free(p);
+      throw JsError{"alignedBuffer: napi_create_external_arraybuffer failed"};
+    }
+    return out;
+  });
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"step", nullptr, EngineStep, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -735,6 +760,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "nearestRows", fn);
   napi_create_function(env, "mallocLean", NAPI_AUTO_LENGTH, MallocLean, nullptr, &fn);
   napi_set_named_property(env, exports, "mallocLean", fn);
+  napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
+  napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
   napi_set_named_property(env, exports, "cpuFeatures", fn);
   napi_value isa;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { loadModel, rawTensorHook, tokenizerIdentity, type LoadedModel } from '../models/model.js';
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
-import { checkStaticShape, createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../onnx/session.js';
+import { checkStaticShape, createSession, hookSubgraph, makeFeeds, outputInto, runtimeInputs } from '../onnx/session.js';
 import { f16ToF32 } from '../util/f16.js';
 import { documents, describeCorpus, type Split } from '../corpus/sources.js';
 import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
@@ -230,7 +230,9 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     const elapsedBefore = m.elapsed_s;
 
     const bytes = hookSubgraph(model.bytes, model.proto, hooks);
-    const session = await createSession(bytes, { threads: cfg.threads, spinning: false }); // the shard writer shares the cores
+    // Idle intra-op threads spin: on a small model the wake-ups between its many short ops cost more (0.71x -> 0.75x
+    // of the bare forward) than the shard writer loses, now that it writes with O_DIRECT (docs/BENCHMARKS.md).
+    const session = await createSession(bytes, { threads: cfg.threads });
     const inputs = runtimeInputs(model.proto);
     const fetches = [...new Set(hooks.map((h) => h.tensor))];
 
@@ -258,14 +260,31 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       }
     };
 
-    const runBatch = (ws: Window[]): Promise<ort.InferenceSession.OnnxValueMapType> => {
+    // A batch's hooks land either in onnxruntime's own output tensors (copied into the shard buffer after) or, once
+    // the sites are known to be float32, straight in the shard buffer at the batch's rows (`into`): no output
+    // allocated per batch and no copy.
+    interface Run {
+      out: Promise<ort.InferenceSession.OnnxValueMapType>;
+      inPlace: boolean;
+    }
+    const runBatch = (ws: Window[], into?: { buf: ShardBuffer; row: number }): Run => {
       const ids = new Int32Array(ws.length * cfg.ctx);
       ws.forEach((w, b) => ids.set(w.ids, b * cfg.ctx));
-      const p = session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), fetches).catch((e: Error) => {
+      let want: string[] | Record<string, ort.Tensor> = fetches;
+      if (into) {
+        want = {};
+        for (let si = 0; si < sites!.length; si++) {
+          const { tensor, width } = sites![si];
+          if (want[tensor]) continue; // two hooks of one tensor: the second copies from the first
+          const at = into.row * width;
+          want[tensor] = outputInto(into.buf.values[si].subarray(at, at + ws.length * cfg.ctx * width), [ws.length, cfg.ctx, width]);
+        }
+      }
+      const p = session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), want).catch((e: Error) => {
         throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
       });
       p.catch(() => undefined); // awaited later (a batch runs while the previous one is written out); not unhandled meanwhile
-      return p;
+      return { out: p, inPlace: into !== undefined };
     };
 
     const writer = new ShardWriter();
@@ -318,11 +337,11 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       const it = jobs();
       let job = it.next();
       let pending = job.done ? undefined : runBatch(job.value.ws);
+      let inPlace = false; // every site is float32 [batch, seq, width]: later batches of a shard run into its buffer
       while (!job.done) {
-        // Tokenize the next batch while this one runs, and start it before copying this one out: the model never waits.
         const next = it.next();
-        const res = await pending!;
-        if (!next.done) pending = runBatch(next.value.ws);
+        const run = pending!;
+        const res = await run.out;
         const { k, ws: bw, last } = job.value;
         if (!sites) {
           sites = hooks.map((h) => {
@@ -330,19 +349,30 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
             return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
           });
           m.sites = sites;
+          const [b0, s0] = res[sites[0].tensor].dims;
+          inPlace = sites.every((s) => res[s.tensor].type === 'float32' && res[s.tensor].dims.length === 3) && b0 === bw.length && s0 === cfg.ctx;
         }
         if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
+        // Start the next batch before copying this one out: the model never waits. Within this shard it writes its
+        // hooks right after this batch's rows; the first batch of the next shard goes to onnxruntime's own tensors.
+        if (!next.done) pending = runBatch(next.value.ws, inPlace && next.value.k === k ? { buf, row: buf.rows + bw.length * cfg.ctx } : undefined);
         for (let si = 0; si < sites.length; si++) {
+          const at = buf.rows * sites[si].width;
+          const n = bw.length * cfg.ctx * sites[si].width;
+          if (run.inPlace) {
+            const first = sites.findIndex((s) => s.tensor === sites![si].tensor);
+            if (first !== si) buf.values[si].set(buf.values[first].subarray(at, at + n), at);
+            continue;
+          }
           const t = res[sites[si].tensor];
-          const expect = bw.length * cfg.ctx * sites[si].width;
-          if ((t.type !== 'float32' && t.type !== 'float16') || t.data.length !== expect) {
+          if ((t.type !== 'float32' && t.type !== 'float16') || t.data.length !== n) {
             throw new UserError(
               `hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 or float16 tensors of shape [batch, seq, width]`,
             );
           }
           // A model that computes in float16 gives float16 hooks: widen them (exactly) before storing.
           const values = t.type === 'float16' ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
-          buf.values[si].set(values, buf.rows * sites[si].width);
+          buf.values[si].set(values, at);
         }
         bw.forEach((w, i) => {
           const r = buf!.rows + i * cfg.ctx;

@@ -29,7 +29,9 @@ export interface Written {
 function finalize(job: Job): Written {
   const buf = Object.assign(Object.create(ShardBuffer.prototype) as ShardBuffer, { ...job, capacity: job.rows });
   const data = job.format === 'parquet' ? [encodeShardParquet(buf, job.dtype, job.metadata)] : encodeShardChunks(buf, job.dtype, job.metadata);
-  return { rows: job.rows, sha256: writeAtomic(job.path, data) };
+  // O_DIRECT: a harvest writes far more than it will read back soon, and the page cache's copy and writeback
+  // would take the cores the model runs on.
+  return { rows: job.rows, sha256: writeAtomic(job.path, data, { direct: true }) };
 }
 
 if (!isMainThread && parentPort) {

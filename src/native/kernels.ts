@@ -220,6 +220,8 @@ export interface NativeModule {
   /** Each unit row's n nearest other rows by cosine, [m, n] (-1 past the last): index/neighbors.ts's reference, natively. */
   nearestRows(unit: Float32Array, m: number, d: number, n: number, threads: number): { other: Int32Array; cosine: Float32Array };
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
+  /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
+  alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
   mallocLean(): void;
 }

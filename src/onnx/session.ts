@@ -92,6 +92,11 @@ export function checkStaticShape(model: { proto: ModelProto; name: string }, bat
     );
 }
 
+/** A fetch that onnxruntime fills in place: its float32 output is written into `data` (a view into the caller's array). */
+export function outputInto(data: Float32Array, dims: number[]): ort.Tensor {
+  return new (onnxRuntime().Tensor)('float32', data, dims);
+}
+
 /**
  * Builds the feeds for a [batch, seq] window of token ids. Knows input_ids, position_ids, attention_mask
  * and past key/value inputs (fed empty); anything else is refused by name.
