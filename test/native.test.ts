@@ -322,7 +322,7 @@ test('native GEMM on strided views equals a float64 product, with and without ac
   }
 });
 
-test('native forward = Dictionary.encode/decode for every activation', { skip }, () => {
+test('native forward = Dictionary.encode/decode for every activation; a reconstruction written into a given array is the same', { skip }, () => {
   const cases: [Activation, number, number, number][] = [
     ['relu', 300, 37, 0],
     ['topk', 300, 37, 0],
@@ -355,6 +355,15 @@ test('native forward = Dictionary.encode/decode for every activation', { skip },
     for (let b = 0; b < n; b++) for (let q = 0; q < out.count[b]; q++, s++) got[b * cfg.dSae + out.idx[s]] = out.val[s];
     close(`${act} features`, got, want, 1e-5);
     close(`${act} reconstruction`, out.yhat!, d.decode(want, n), 1e-5);
+    // Into a reused array (an evaluation's chunks): written there, bit-equal, the rest of the array untouched.
+    const into = new Float32Array(n * cfg.dOut + 7).fill(-3);
+    const p = { W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold };
+    const again = e.forward(p, X, n, threshold, into.subarray(0, n * cfg.dOut));
+    assert.equal(again.yhat!.buffer, into.buffer, act);
+    assert.deepEqual(into.subarray(0, n * cfg.dOut), out.yhat, act);
+    assert.deepEqual(into.subarray(n * cfg.dOut), new Float32Array(7).fill(-3), act);
+    assert.deepEqual(again.idx, out.idx, act);
+    assert.throws(() => e.forward(p, X, n, threshold, new Float32Array(n * cfg.dOut - 1)), /yhat/);
   }
 });
 

@@ -294,7 +294,7 @@ napi_value sparseOut(napi_env env, const sdl::Sparse& sp, int n, const std::vect
   return out;
 }
 
-// forward(params, X, n, threshold, wantYhat) -> { count: Int32Array[n], idx: Int32Array, val: Float32Array, yhat?: Float32Array }
+// forward(params, X, n, threshold, wantYhat | yhat) -> { count: Int32Array[n], idx: Int32Array, val: Float32Array, yhat?: Float32Array }
 napi_value EngineForward(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -305,12 +305,19 @@ napi_value EngineForward(napi_env env, napi_callback_info info) {
     int n = count(env, a[2], "n", 1);
     const float* X = f32(env, a[1], (size_t)n * c.dIn, "X");
     float threshold = (float)num(env, a[3], "threshold");
-    bool wantYhat;
-    CHECK_NAPI(napi_get_value_bool(env, a[4], &wantYhat));
+    // a[4]: false, true (a new yhat array), or a Float32Array of at least n x dOut to write yhat into (an
+    // evaluation reuses one, instead of leaving each chunk's reconstruction behind for the collector).
+    bool isArray = false;
+    CHECK_NAPI(napi_is_typedarray(env, a[4], &isArray));
+    bool wantYhat = isArray;
+    if (!isArray) CHECK_NAPI(napi_get_value_bool(env, a[4], &wantYhat));
     sdl::Sparse sp;
-    std::vector<float> yhat(wantYhat ? (size_t)n * c.dOut : 0);
-    e->forward(p, X, n, threshold, sp, wantYhat ? yhat.data() : nullptr);
-    return sparseOut(env, sp, n, wantYhat ? &yhat : nullptr);
+    float* into = isArray ? f32(env, a[4], (size_t)n * c.dOut, "yhat") : nullptr;
+    std::vector<float> yhat(wantYhat && !into ? (size_t)n * c.dOut : 0);
+    e->forward(p, X, n, threshold, sp, into ? into : wantYhat ? yhat.data() : nullptr);
+    napi_value out = sparseOut(env, sp, n, wantYhat && !into ? &yhat : nullptr);
+    if (into) CHECK_NAPI(napi_set_named_property(env, out, "yhat", a[4]));
+    return out;
   });
 }
 

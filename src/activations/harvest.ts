@@ -1,5 +1,5 @@
 // Harvest: run a model over text and write hook activations to Arrow shards, resumably.
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { loadModel, rawTensorHook, tokenizerIdentity, type LoadedModel } from '../models/model.js';
@@ -10,7 +10,7 @@ import { documents, describeCorpus, type Split } from '../corpus/sources.js';
 import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
 import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
-import { checkOutput, lockFolder, removeStaleTemps, sha256, writeAtomic } from '../util/fsx.js';
+import { checkOutput, lockFolder, removeStaleTemps, sha256File, writeAtomic } from '../util/fsx.js';
 import { Progress, fmtCount } from '../util/progress.js';
 import { SHARD_FORMATS, shardFile, type ShardBuffer, type Dtype, type ShardFormat } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
@@ -200,7 +200,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     for (const s of manifest?.shards ?? []) {
       const p = join(out, s.file);
       const k = Number(/(\d+)/.exec(s.file)?.[1]);
-      if (existsSync(p) && sha256(readFileSync(p)) === s.sha256) good.set(k, s);
+      if (existsSync(p) && sha256File(p) === s.sha256) good.set(k, s);
       else if (!cfg.quiet) process.stderr.write(`shard ${s.file} is missing or corrupt (checksum mismatch): redoing it\n`);
     }
     const now = new Date().toISOString();

@@ -2,10 +2,10 @@
 // before anything is written: the parts belong to one job, each index 0..n-1 is present exactly once and finished,
 // every shard's bytes match its checksum, and together the shards are 0..K-1 without a gap. Then the shards are
 // linked (or copied) into the output and the manifest is written last, so a folder with a manifest is complete.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UserError } from '../util/errors.js';
-import { checkOutput, lockFolder, sha256 } from '../util/fsx.js';
+import { checkOutput, lockFolder, sha256File } from '../util/fsx.js';
 import { MANIFEST_FILE } from '../util/files.js';
 import { readManifest, writeManifest, type Manifest } from './manifest.js';
 
@@ -67,7 +67,7 @@ export function mergeParts(dirs: string[], out: string): MergeResult {
     for (const s of p.m.shards) {
       const k = Number(/(\d+)/.exec(s.file)![1]);
       const path = join(p.dir, s.file);
-      if (!existsSync(path) || sha256(readFileSync(path)) !== s.sha256)
+      if (!existsSync(path) || sha256File(path) !== s.sha256)
         throw new UserError(`shard ${path} does not match its checksum (damaged or missing); run part ${p.m.identity.part!.index}/${count} again`);
       shards.set(k, { dir: p.dir, s });
     }
@@ -87,7 +87,7 @@ export function mergeParts(dirs: string[], out: string): MergeResult {
       const from = join(dir, s.file),
         to = join(out, s.file);
       if (resolve(from) === resolve(to)) continue;
-      if (existsSync(to) && sha256(readFileSync(to)) === s.sha256) continue;
+      if (existsSync(to) && sha256File(to) === s.sha256) continue;
       try {
         linkSync(from, to);
         linked++;

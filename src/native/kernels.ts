@@ -102,7 +102,8 @@ export interface NativeOptimiser {
 
 export interface NativeEngine extends NativeOptimiser {
   step(p: NativeTensors, g: NativeGrads, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
-  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, wantYhat: boolean): NativeForward;
+  /** `yhat`: true for a new reconstruction array, or an array of at least n x dOut to write it into. */
+  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, yhat: boolean | Float32Array): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
   /** After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by gscale), W_dec's rows renormalised after when `normalize`. */

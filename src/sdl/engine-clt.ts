@@ -144,14 +144,19 @@ export class CltEngine implements Engine {
     return undefined;
   }
 
-  forward(X: Float32Array, rows: number, thresholds: number[]): EngineForward {
+  forward(X: Float32Array, rows: number, thresholds: number[], into?: Float32Array): EngineForward {
     const theta = this.theta(thresholds);
     const r = this.nat
       ? this.nat.forward(this.p as Required<CltParams>, X, rows, theta, true)
       : cltReferenceForward(this.s, this.cfg.activation, this.cfg.k, this.p, X, rows, theta);
     const fired = new Float64Array(this.s.L * this.s.n);
     for (const j of r.idx) fired[j]++;
-    return { yhat: r.yhat!, fired, actives: r.idx.length };
+    let yhat = r.yhat!;
+    if (into) {
+      into.set(yhat);
+      yhat = into.subarray(0, yhat.length);
+    }
+    return { yhat, fired, actives: r.idx.length };
   }
 
   weights(): EngineWeights {

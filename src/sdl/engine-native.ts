@@ -120,9 +120,9 @@ export class NativeTrainEngine implements Engine {
     if (train.unitNormDecoder && !this.deferRows) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
   }
 
-  forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward {
+  forward(X: Float32Array, n: number, batchThresholds: number[], into?: Float32Array): EngineForward {
     this.live();
-    const r = this.e.forward(this.p, X, n, batchThresholds[0] ?? 0, true);
+    const r = this.e.forward(this.p, X, n, batchThresholds[0] ?? 0, into ? into.subarray(0, n * this.cfg.dOut) : true);
     const fired = new Float64Array(this.cfg.dSae);
     for (const j of r.idx) fired[j]++;
     return { yhat: r.yhat!, fired, actives: r.idx.length };

@@ -99,10 +99,10 @@ export class TfEngine implements Engine {
     }
   }
 
-  forward(Xa: Float32Array, n: number, batchThresholds: number[]): EngineForward {
+  forward(Xa: Float32Array, n: number, batchThresholds: number[], into?: Float32Array): EngineForward {
     const { cfg, p } = this;
     const batchThreshold = batchThresholds[0] ?? 0;
-    const yhat = new Float32Array(n * cfg.dOut);
+    const yhat = into ? into.subarray(0, n * cfg.dOut) : new Float32Array(n * cfg.dOut);
     const fired = new Float64Array(cfg.dSae);
     let actives = 0;
     const chunk = 2048;

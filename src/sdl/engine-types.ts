@@ -59,8 +59,11 @@ export interface Engine {
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult;
   /** Applies the last step's gradients: decoder-gradient projection, global-norm clipping, Adam, unit-norm decoder rows. */
   update(lr: number, clip: number): void;
-  /** Inference (thresholds, not batch statistics) on n rows; BatchTopK thresholds per selection group. */
-  forward(X: Float32Array, n: number, batchThresholds: number[]): EngineForward;
+  /**
+   * Inference (thresholds, not batch statistics) on n rows; BatchTopK thresholds per selection group. `into`: an
+   * array of at least n x dOut that becomes the result's yhat (an evaluation reuses one for all its chunks).
+   */
+  forward(X: Float32Array, n: number, batchThresholds: number[], into?: Float32Array): EngineForward;
   /** A copy of the parameters. */
   weights(): EngineWeights;
   /**
