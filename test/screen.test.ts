@@ -355,3 +355,49 @@ test('a screened cross-layer BatchTopK step = the exact one', { skip }, () => {
   assert.deepEqual(a.res.minSelected, b.res.minSelected);
   for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `d${t}`);
 });
+
+test("screened batch-wide selection: rows with more than 1,024 candidates (their lists' arrays given back after the block) and the rows after them = the exact encoder", {
+  skip,
+}, () => {
+  // 12,000 latents: a row may hold up to 1,500 candidates before its block is redone exactly (which skips the
+  // trimming). Rows of norm 0.92 to 1.04 x sqrt(d_in) put ~8% to ~11% of their pre-activations above the threshold
+  // (~1,000 to ~1,300 candidates), so some rows' lists pass 1,024 entries and are trimmed, and later rows (the other
+  // blocks, the second batch) reuse those slots.
+  const d = gaussian(32, 12000, 400, 77);
+  const rng = new Rng(78);
+  const batches = [0, 1].map(() => {
+    const X = Float32Array.from({ length: d.n * d.dIn }, () => rng.normal());
+    for (let r = 0; r < d.n; r++) {
+      const row = X.subarray(r * d.dIn, (r + 1) * d.dIn);
+      const scale = ((0.92 + (0.12 * ((r * 7) % d.n)) / d.n) * Math.sqrt(d.dIn)) / Math.hypot(...row);
+      for (let c = 0; c < d.dIn; c++) row[c] *= scale;
+    }
+    return X;
+  });
+  const threshold = 1.28 * 0.05 * Math.sqrt(d.dIn);
+  const p = params(d);
+  const batch = (screen: boolean) =>
+    new mod.Engine({
+      dIn: d.dIn,
+      dOut: d.dIn,
+      dSae: d.m,
+      activation: 2,
+      k: 32,
+      applyBDec: false,
+      noBias: false,
+      tied: false,
+      threads: 2,
+      screen: screen ? 2 : 0,
+    });
+  const exact = batch(false),
+    screened = batch(true);
+  for (const [i, X] of batches.entries()) {
+    const want = exact.forward(p, X, d.n, threshold, false);
+    const counts = Array.from(want.count);
+    assert.ok(
+      counts.filter((c) => c > 1100).length > 20 && Math.max(...counts) < 1400,
+      `batch ${i}: rows of ${Math.min(...counts)}-${Math.max(...counts)} entries`,
+    );
+    sameOutputs(`batch ${i}`, want, screened.forward(p, X, d.n, threshold, false));
+  }
+});
