@@ -362,6 +362,14 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           if (run.inPlace) {
             const first = sites.findIndex((s) => s.tensor === sites![si].tensor);
             if (first !== si) buf.values[si].set(buf.values[first].subarray(at, at + n), at);
+            // onnxruntime-node also returns the output: its first and last values must be what landed in the shard
+            // (a runtime that ignored the pre-allocated output would otherwise leave stale rows in a finished shard).
+            const got = res[sites[si].tensor].data as Float32Array;
+            const v = buf.values[si];
+            if (got.length !== n || !Object.is(got[0], v[at]) || !Object.is(got[n - 1], v[at + n - 1]))
+              throw new Error(
+                `onnxruntime did not write hook ${sites[si].name} into the shard buffer (onnxruntime-node ${versions()['onnxruntime-node']}); please report this`,
+              );
             continue;
           }
           const t = res[sites[si].tensor];
