@@ -14,6 +14,7 @@ import { IndexDbWriter, type FirstRows, type SecondRows } from '../src/index/db-
 import { ExampleStore, TopExamples } from '../src/index/examples.js';
 import { QuantileSampler } from '../src/index/quantiles.js';
 import { Rng } from '../src/util/rng.js';
+import { round4Array, round4Text } from '../src/util/format.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 
 test('stored frequencies, maxima and top examples equal a brute-force computation; re-runs are no-ops', async () => {
@@ -194,4 +195,43 @@ test('the index writer thread: a file it cannot open is an error, not a hang; an
   await new Promise((r) => setTimeout(r, 300));
   await a.abort();
   assert.equal(existsSync(gone), false);
+});
+
+test('context activations are written as String(Math.round(v * 1e4) / 1e4) would print them, from integers', () => {
+  const want = (v: number) => String(Math.round(v * 1e4) / 1e4);
+  const edges = [
+    0,
+    -0,
+    1e-5,
+    -1e-5,
+    5e-5,
+    -5e-5,
+    0.0001,
+    0.00015,
+    0.5,
+    -0.5,
+    1,
+    -1,
+    10.05,
+    123.4567,
+    -123.45675,
+    99999.99995,
+    1e10,
+    1e11 + 0.5,
+    1e12,
+    -1e13,
+    1e21,
+    3e300,
+  ];
+  const special = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY];
+  for (const v of [...edges, ...special, ...edges.map(Math.fround)]) assert.equal(round4Text(v), want(v), `value ${v}`);
+  // Activations as stored (float32), over 12 orders of magnitude, both signs.
+  const rng = new Rng(7);
+  for (let i = 0; i < 200_000; i++) {
+    const v = Math.fround((rng.next() - 0.3) * Math.exp(rng.next() * 28 - 14));
+    if (round4Text(v) !== want(v)) assert.fail(`value ${v}: ${round4Text(v)} vs ${want(v)}`);
+  }
+  const a = Float32Array.from([0.5, 1.23456, 0, -2, 1e-6]);
+  assert.equal(round4Array(a), JSON.stringify(Array.from(a, (v) => Math.round(v * 1e4) / 1e4)));
+  assert.equal(round4Array(new Float32Array(0)), '[]');
 });

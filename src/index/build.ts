@@ -167,25 +167,24 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const x = new Float32Array(chunkRows * d.cfg.dIn);
   const quantiles = new QuantileSampler(m, opts.perBand ?? 5, opts.contextRadius);
   const l0Hist = new Float64Array(257);
+  // The writer thread starts with the pass: the schema and the tokens table go in meanwhile.
+  const tmpPath = `${path}.tmp-${process.pid}`;
+  const writer = new IndexDbWriter(tmpPath);
+  if (tok) writer.first({ pieces: Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) });
   try {
     pass();
   } catch (e) {
-    await analysis.abort();
+    await Promise.all([writer.abort(), analysis.abort()]);
     throw e;
   }
   const { count, sum, max, hist, tokCount, tokSum, co } = stats.result();
   const total = done;
-  // The pass's rows go to the writer thread now, and are inserted while the rest is computed here.
-  const tmpPath = `${path}.tmp-${process.pid}`;
-  const writer = new IndexDbWriter(tmpPath);
   let counts: WriterCounts;
   try {
-    writer.first({
-      examples: tops.lists(),
-      quantiles: quantiles.lists(),
-      ...(keepTokens ? tokenRows(tokCount, tokSum, m, V) : {}),
-      pieces: tok ? Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) : undefined,
-    });
+    // The pass's rows go to the writer thread part by part: each is inserted while the next is made here.
+    writer.first({ examples: tops.lists() });
+    writer.first({ quantiles: quantiles.lists() });
+    if (keepTokens) writer.first(tokenRows(tokCount, tokSum, m, V));
     const rows = await perFeatureRows();
     counts = await writer.finish(rows);
   } catch (e) {
@@ -234,17 +233,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
             lo = ev.events[e * 5 + 2],
             hi = ev.events[e * 5 + 3],
             co = ev.events[e * 5 + 4];
-          tops.store.set(
-            tops.slotFor(i),
-            ev.acts[e],
-            s.doc[row],
-            s.window[row],
-            s.pos[row],
-            s.token[row],
-            s.pos[lo],
-            s.token.subarray(lo, hi + 1),
-            ev.ctx.subarray(co, co + hi - lo + 1),
-          );
+          tops.store.set(tops.slotFor(i), ev.acts[e], s.doc[row], s.window[row], s.pos[row], s.token[row], s.pos[lo], s.token, lo, hi - lo + 1, ev.ctx, co);
         }
         if (doAbsorption && !analysis.absorptionSent) {
           for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {

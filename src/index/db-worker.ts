@@ -1,10 +1,11 @@
-// The index's writer thread (see db-writer.ts): one transaction over two messages, rows inserted many to a statement
+// The index's writer thread (see db-writer.ts): one transaction over its messages, rows inserted many to a statement
 // (one call into SQLite per 32 rows instead of per row), secondary indexes made after the rows, then the file is
 // closed and synced. Any failure is sent back as the reply; the caller removes the file.
 import Database, { type Database as Db, type Statement } from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
 import { fsyncFile } from '../util/fsx.js';
 import { INDEXES, SCHEMA } from './schema.js';
+import { round4Array } from '../util/format.js';
 import type { FirstRows, SecondRows, WriterCounts, WriterMessage, WriterReply } from './db-writer.js';
 import type { ExampleLists } from './examples.js';
 
@@ -45,8 +46,6 @@ class Inserter {
   }
 }
 
-const round4 = (v: number) => Math.round(v * 1e4) / 1e4;
-
 /** Examples (top or quantile) with their contexts as JSON arrays; activations in the context rounded to 1e-4. */
 function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: ExampleLists): void {
   const band = l.band;
@@ -59,7 +58,7 @@ function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: Exam
         o = slot * s.width,
         n = s.ctxLen[slot];
       const tokens = `[${s.ctxTok.subarray(o, o + n).join(',')}]`;
-      const acts = `[${Array.from(s.ctxAct.subarray(o, o + n), round4).join(',')}]`;
+      const acts = round4Array(s.ctxAct.subarray(o, o + n));
       const rank = q - l.off[i];
       if (band) ins.add(i, band[q], rank, s.act[slot], s.doc[slot], s.window[slot], s.pos[slot], s.token[slot], s.ctxStart[slot], tokens, acts);
       else ins.add(i, rank, s.act[slot], s.doc[slot], s.window[slot], s.pos[slot], s.token[slot], s.ctxStart[slot], tokens, acts);
@@ -82,9 +81,9 @@ class IndexFile {
   }
 
   first(r: FirstRows): void {
-    insertExamples(this.db, 'examples', r.examples);
-    insertExamples(this.db, 'quantile_examples', r.quantiles);
-    this.topTokens = r.topTokens;
+    if (r.examples) insertExamples(this.db, 'examples', r.examples);
+    if (r.quantiles) insertExamples(this.db, 'quantile_examples', r.quantiles);
+    if (r.topTokens) this.topTokens = r.topTokens;
     if (r.tokenFeatures) {
       const { token, feature, count, sum } = r.tokenFeatures;
       const ins = new Inserter(this.db, 'token_features', ['token', 'feature', 'count', 'mean_act']);

@@ -1,17 +1,19 @@
-// The index's SQLite file is written by a worker thread (db-worker.ts) while the main thread goes on computing:
-// the rows that come straight out of the pass over the activations (examples, quantile examples, token counts) are
-// sent first and inserted while the main thread works out the decoder geometry, nearest neighbours, absorption probes
-// and logit lens; those rows follow. At 16,384 latents the inserts are ~2 s of one core (730k rows) that otherwise
-// ran after everything else.
+// The index's SQLite file is written by a worker thread (db-worker.ts) while the main thread goes on computing. The
+// writer starts with the pass (the tokens table goes in then); the pass's rows follow in parts as soon as each is
+// ready (top examples, then quantile examples, then token counts: the writer inserts one while the main thread makes
+// the next), and the per-feature rows, which wait on the analysis thread, come last. At 16,384 latents the inserts
+// are ~1 s of one core (730k rows).
 import { rmSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { ExampleLists } from './examples.js';
 import type { LetterResult } from '../analysis/absorption.js';
 
-/** What the pass over the activations gives: sent as soon as it ends. */
+/** A part of the rows that do not wait on the analysis thread; `first` takes any number of them, in any grouping. */
 export interface FirstRows {
-  examples: ExampleLists;
-  quantiles: ExampleLists;
+  /** Top activating examples (the examples table). */
+  examples?: ExampleLists;
+  /** Quantile examples (quantile_examples). */
+  quantiles?: ExampleLists;
   /** Feature-token pairs that fired, in (token, feature) order: firings and summed activation (token_features). */
   tokenFeatures?: { token: Int32Array; feature: Int32Array; count: Float32Array; sum: Float32Array };
   /** Each feature's n most frequent tokens, [m, n] (-1 past the last), with their firings and summed activation. */
@@ -85,10 +87,10 @@ export class IndexDbWriter {
     this.finished.catch(() => undefined);
   }
 
-  /** The pass's rows; their arrays move to the worker (not copied). */
+  /** Rows that do not wait on the analysis thread, in parts, inserted in the order sent; their arrays move to the worker (not copied). */
   first(rows: FirstRows): void {
     const moved = new Set<ArrayBufferLike>();
-    for (const part of [rows.examples.store, rows.examples, rows.quantiles.store, rows.quantiles, rows.tokenFeatures, rows.topTokens])
+    for (const part of [rows.examples?.store, rows.examples, rows.quantiles?.store, rows.quantiles, rows.tokenFeatures, rows.topTokens])
       for (const a of Object.values(part ?? {})) if (ArrayBuffer.isView(a)) moved.add(a.buffer);
     this.worker.postMessage({ kind: 'first', rows } satisfies WriterMessage, [...moved] as ArrayBuffer[]);
   }

@@ -5,11 +5,8 @@ import type { Dictionary } from '../sdl/dictionary.js';
 import { findUnembedding, type Unembedding } from '../analysis/logit-lens.js';
 import { gemm } from '../tensor/linalg.js';
 import { UserError } from '../util/errors.js';
-
-export interface LensRow {
-  pos: [number, number][];
-  neg: [number, number][];
-}
+import { topIndices } from './select.js';
+import { round4Text } from '../util/format.js';
 
 /** What the lens needs besides the decoder: the unembedding, and where the residual-width site lies in a decoder row. */
 export interface LensInputs {
@@ -41,37 +38,39 @@ export function lensInputs(model: LoadedModel, d: Dictionary, onNote?: (s: strin
   return { u, off };
 }
 
-/** Per feature (decoder rows [m, dOut]), the `n` most raised and most lowered tokens, and where the lens came from. */
-export function lensRows(l: LensInputs, W_dec: Float32Array, dOut: number, m: number, n: number): { rows: LensRow[]; source: string } {
+/**
+ * Per feature (decoder rows [m, dOut]), the `n` most raised and most lowered tokens as the index stores them, JSON
+ * `{"pos":[[token,logit],...],"neg":[...]}` (logits rounded to 1e-4), and where the lens came from.
+ */
+export function lensRows(l: LensInputs, W_dec: Float32Array, dOut: number, m: number, n: number): { rows: string[]; source: string } {
   const { u, off } = l;
   const D = u.d,
     V = u.vocab;
-  const rows: LensRow[] = [];
+  const rows: string[] = [];
   const block = Math.max(1, Math.min(m, Math.floor(2 ** 24 / V)));
   const A = new Float32Array(block * D),
-    C = new Float32Array(block * V);
+    C = new Float32Array(block * V),
+    neg = new Float32Array(V);
   for (let i0 = 0; i0 < m; i0 += block) {
     const b = Math.min(block, m - i0);
     for (let r = 0; r < b; r++) for (let j = 0; j < D; j++) A[r * D + j] = W_dec[(i0 + r) * dOut + off + j] * u.scale[j];
     gemm(b, V, D, A, D, 1, u.W_U, V, 1, C, V);
     for (let r = 0; r < b; r++) {
       const e = C.subarray(r * V, (r + 1) * V);
-      rows.push({ pos: topN(e, n, 1), neg: topN(e, n, -1) });
+      rows.push(`{"pos":${topN(e, n, 1, neg)},"neg":${topN(e, n, -1, neg)}}`);
     }
   }
   return { rows, source: `${u.source}; direction: decoder columns ${off}-${off + D - 1}` };
 }
 
-/** The n entries with the largest sign * value, best first, as [index, value] (one pass, a small sorted list). */
-function topN(e: Float32Array, n: number, sign: 1 | -1): [number, number][] {
-  const best: [number, number][] = [];
-  for (let t = 0; t < e.length; t++) {
-    const v = sign * e[t];
-    if (best.length === n && v <= best[n - 1][1]) continue;
-    let at = best.length;
-    while (at > 0 && best[at - 1][1] < v) at--;
-    best.splice(at, 0, [t, v]);
-    if (best.length > n) best.pop();
+/** The n entries with the largest sign * value, best first (ties: the lower index first), as JSON [[index, value], ...]. */
+function topN(e: Float32Array, n: number, sign: 1 | -1, scratch: Float32Array): string {
+  let a = e;
+  if (sign < 0) {
+    a = scratch; // negation is exact: the same order as -value
+    for (let t = 0; t < e.length; t++) a[t] = -e[t];
   }
-  return best.map(([t, v]) => [t, Math.round(sign * v * 1e4) / 1e4]);
+  let s = '';
+  for (const t of topIndices(a, n, true)) s += `${s ? ',' : ''}[${t},${round4Text(e[t])}]`;
+  return `[${s}]`;
 }

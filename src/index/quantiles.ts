@@ -75,7 +75,7 @@ export class QuantileSampler {
         while (lo > 0 && r - lo < this.radius && rows.window[lo - 1] === rows.window[r]) lo--;
         while (hi + 1 < f.rows && hi - r < this.radius && rows.window[hi + 1] === rows.window[r]) hi++;
         for (let c = lo; c <= hi; c++) this.acts[c - lo] = c === r ? a : actAt(f, c, i);
-        this.store.set(b + slot, a, rows.doc[r], rows.window[r], rows.pos[r], rows.token[r], rows.pos[lo], rows.token.subarray(lo, hi + 1), this.acts);
+        this.store.set(b + slot, a, rows.doc[r], rows.window[r], rows.pos[r], rows.token[r], rows.pos[lo], rows.token, lo, hi - lo + 1, this.acts, 0);
       }
     }
   }

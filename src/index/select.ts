@@ -17,7 +17,7 @@ export function largest(m: number, n: number, score: (j: number) => number): { j
  * Indices of the n largest values of a (ties: lower index first), best first; only positive values unless `any`.
  * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n.
  */
-export function topIndices(a: Float32Array, n: number, any = false): Int32Array {
+export function topIndices(a: Float32Array | Float64Array, n: number, any = false): Int32Array {
   const idx = new Int32Array(n),
     val = new Float64Array(n);
   let size = 0;
