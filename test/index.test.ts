@@ -12,7 +12,8 @@ import { buildIndex, INDEX_DEFAULTS } from '../src/index/build.js';
 import { openIndex, listFeatures, featureDetail, runSql } from '../src/index/query.js';
 import { IndexDbWriter, type FirstRows, type SecondRows } from '../src/index/db-writer.js';
 import { ExampleStore, TopExamples } from '../src/index/examples.js';
-import { QuantileSampler } from '../src/index/quantiles.js';
+import { BANDS, INNER_EDGES, QuantileExamples, reservoirSlot } from '../src/index/quantiles.js';
+import { JsIndexStats } from '../src/index/stats.js';
 import { Rng } from '../src/util/rng.js';
 import { round4Array, round4Text } from '../src/util/format.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
@@ -93,6 +94,33 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
       assert.ok(Math.abs(acts[g.pos - g.context_start] - g.act) < 1e-3, 'the context holds the firing token');
     });
   }
+  // Quantile examples: per (feature, band) min(5, firings in the band), each a real firing of that feature in its band,
+  // its context holding the firing token.
+  const bandOf = (a: number) => INNER_EDGES.filter((e) => e <= a).length;
+  const quantileRows = db.prepare('select feature, band, act, window, pos, token, context_start, context_acts from quantile_examples').all() as {
+    feature: number;
+    band: number;
+    act: number;
+    window: number;
+    pos: number;
+    token: number;
+    context_start: number;
+    context_acts: string;
+  }[];
+  assert.ok(quantileRows.length > 0);
+  for (let i = 0; i < 40; i++)
+    for (let band = 0; band < BANDS; band++) {
+      const fired = all.filter((e) => e.f === i && bandOf(e.act) === band);
+      const kept = quantileRows.filter((q) => q.feature === i && q.band === band);
+      assert.equal(kept.length, Math.min(5, fired.length), `feature ${i} band ${band}`);
+      for (const q of kept) {
+        assert.ok(
+          fired.some((e) => e.window === q.window && e.pos === q.pos && e.token === q.token && Math.abs(e.act - q.act) < 1e-4),
+          `quantile example of ${i} at window ${q.window} pos ${q.pos} is a firing in band ${band}`,
+        );
+        assert.ok(Math.abs((JSON.parse(q.context_acts) as number[])[q.pos - q.context_start] - q.act) < 1e-3);
+      }
+    }
   assert.deepEqual(
     listFeatures(db, { dead: true, limit: 100 }).map((x) => x.id),
     Array.from(count.keys()).filter((i) => count[i] === 0),
@@ -157,7 +185,10 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
 });
 
 test('the index writer thread: a file it cannot open is an error, not a hang; an aborted index leaves no file', async () => {
-  const first = (): FirstRows => ({ examples: new TopExamples(2, 3, new ExampleStore(3)).lists(), quantiles: new QuantileSampler(2, 5, 1).lists() });
+  const first = (): FirstRows => ({
+    examples: new TopExamples(2, 3, new ExampleStore(3)).lists(),
+    quantiles: new QuantileExamples(2, 5, 1).lists(new Int32Array(2 * BANDS)),
+  });
   const second = (): SecondRows => ({
     meta: [['tokens', '0']],
     features: {
@@ -234,4 +265,46 @@ test('context activations are written as String(Math.round(v * 1e4) / 1e4) would
   const a = Float32Array.from([0.5, 1.23456, 0, -2, 1e-6]);
   assert.equal(round4Array(a), JSON.stringify(Array.from(a, (v) => Math.round(v * 1e4) / 1e4)));
   assert.equal(round4Array(new Float32Array(0)), '[]');
+});
+
+test('quantile examples are uniform reservoir samples: each firing equally likely to be kept, draws independent across features', () => {
+  // 200 features firing on every one of 10,000 rows (5 chunks) in one band; 5 kept each: 1,000 kept rows in all.
+  const m = 200,
+    rows = 2000,
+    chunks = 5,
+    perBand = 5;
+  const stats = new JsIndexStats({ m, vocab: 0, topK: 1, radius: 0, cooccurrence: false, edges: new Float32Array(0), perBand, bandEdges: INNER_EDGES });
+  const start = Int32Array.from({ length: rows + 1 }, (_, r) => r * m);
+  const idx = Int32Array.from({ length: rows * m }, (_, q) => q % m);
+  const val = new Float32Array(rows * m).fill(0.5);
+  const kept = new Int32Array(m * perBand).fill(-1); // global row in each (feature, slot)
+  for (let c = 0; c < chunks; c++) {
+    const ev = stats.add(
+      start,
+      idx,
+      val,
+      new Int32Array(rows),
+      Int32Array.from({ length: rows }, (_, r) => r),
+    );
+    for (let e = 0; e < ev.qacts.length; e++) {
+      const [i, band, slot, row] = ev.qevents.subarray(e * 7, e * 7 + 4);
+      assert.equal(band, 3, '0.5 lies in [0.3, 1)');
+      kept[i * perBand + slot] = c * rows + row;
+    }
+  }
+  const N = rows * chunks;
+  assert.ok(kept.every((r) => r >= 0));
+  assert.ok(stats.result().qSeen.every((s, key) => s === (key % BANDS === 3 ? N : 0)));
+  // Uniform over the 10,000 rows: the mean position within 0.03 of 0.5 (3 standard errors), each quarter near 1/4.
+  const mean = kept.reduce((a, r) => a + r / N, 0) / kept.length;
+  assert.ok(Math.abs(mean - 0.5) < 0.03, `mean kept position ${mean}`);
+  for (let qtr = 0; qtr < 4; qtr++) {
+    const share = kept.filter((r) => Math.floor((4 * r) / N) === qtr).length / kept.length;
+    assert.ok(Math.abs(share - 0.25) < 0.05, `quarter ${qtr}: ${share}`);
+  }
+  // Independent across features: the kept sets differ (a shared stream or a hash of n alone would repeat them).
+  const sets = new Set(Array.from({ length: m }, (_, i) => Array.from(kept.subarray(i * perBand, (i + 1) * perBand)).join(',')));
+  assert.ok(sets.size > m * 0.99, `${sets.size} distinct kept sets of ${m}`);
+  // The draw is a slot in [0, n).
+  for (let n = 1; n < 5000; n += 7) assert.ok(reservoirSlot(12345, n) < n);
 });

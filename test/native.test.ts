@@ -19,6 +19,7 @@ import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
 import { nativeStepFresh, sameNativeStep } from './helpers.js';
 import { nearestByCosine, nearestByCosineReference } from '../src/index/neighbors.js';
+import { INNER_EDGES } from '../src/index/quantiles.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -412,14 +413,17 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
   }
 });
 
-test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, histogram, tokens, co-occurrence, top-K events', { skip }, async () => {
+test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, histogram, tokens, co-occurrence, top-K and quantile events', {
+  skip,
+}, async () => {
   const { JsIndexStats } = await import('../src/index/stats.js');
   const rng = new Rng(41);
   const m = 70,
     V = 13,
     n = 400;
   const edges = Float32Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
-  const cfg = { m, vocab: V, topK: 5, radius: 3, cooccurrence: true, edges };
+  // Two quantile examples per band: most bands see more firings than that, so the reservoirs draw.
+  const cfg = { m, vocab: V, topK: 5, radius: 3, cooccurrence: true, edges, perBand: 2, bandEdges: INNER_EDGES };
   const a = new JsIndexStats(cfg),
     b = new mod.IndexStats({ ...cfg, threads: 2 });
   for (let chunk = 0; chunk < 3; chunk++) {
@@ -449,10 +453,22 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
     };
     assert.deepEqual(byFeature(eb), byFeature(ea), `chunk ${chunk}: top-K events`);
     assert.ok(ea.acts.length > 0);
+    const quantileEvents = (e: typeof ea) => {
+      const out = new Map<number, string[]>();
+      for (let q = 0; q < e.qacts.length; q++) {
+        const [i, band, slot, r, lo, hi, off] = e.qevents.subarray(q * 7, q * 7 + 7);
+        out.set(i, [...(out.get(i) ?? []), JSON.stringify([band, slot, r, lo, hi, e.qacts[q], Array.from(e.ctx.subarray(off, off + hi - lo + 1))])]);
+      }
+      return out;
+    };
+    assert.deepEqual(quantileEvents(eb), quantileEvents(ea), `chunk ${chunk}: quantile events`);
+    assert.ok(ea.qacts.length > 0);
   }
   const ra = a.result(),
     rb = b.result();
-  for (const k of ['count', 'max', 'hist', 'tokCount', 'co'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  for (const k of ['count', 'max', 'hist', 'tokCount', 'co', 'qSeen'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  // The reservoirs drew: some band saw more firings than it keeps.
+  assert.ok(ra.qSeen.some((c) => c > 2));
   close('sum', rb.sum, ra.sum, 1e-9);
   close('tokSum', rb.tokSum, ra.tokSum, 1e-6);
 });

@@ -574,7 +574,7 @@ sdl::IndexStats* unwrapStats(napi_env env, napi_value self) {
   return static_cast<sdl::IndexStats*>(p);
 }
 
-// new IndexStats({ m, vocab, topK, radius, cooccurrence, edges: Float32Array })
+// new IndexStats({ m, vocab, topK, radius, cooccurrence, edges: Float32Array, perBand, bandEdges: Float64Array })
 napi_value StatsNew(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -584,15 +584,23 @@ napi_value StatsNew(napi_env env, napi_callback_info info) {
     TypedArray ev = typedInfo(env, get(env, o, "edges"), "edges");
     if (ev.type != napi_float32_array) throw JsError{"edges must be a Float32Array"};
     std::vector<float> edges(static_cast<float*>(ev.data), static_cast<float*>(ev.data) + ev.length);
+    const int perBand = (int)numProp(env, o, "perBand", 0);
+    std::vector<double> bandEdges;
+    if (perBand > 0) {
+      TypedArray be = typedInfo(env, get(env, o, "bandEdges"), "bandEdges");
+      if (be.type != napi_float64_array) throw JsError{"bandEdges must be a Float64Array"};
+      bandEdges.assign(static_cast<double*>(be.data), static_cast<double*>(be.data) + be.length);
+    }
     auto* st = new sdl::IndexStats(m, (int)numProp(env, o, "vocab", 0), (int)num(env, get(env, o, "topK"), "topK"), (int)num(env, get(env, o, "radius"), "radius"),
-                                   boolProp(env, o, "cooccurrence"), std::move(edges), (int)numProp(env, o, "threads", 1));
+                                   boolProp(env, o, "cooccurrence"), std::move(edges), perBand, std::move(bandEdges), (int)numProp(env, o, "threads", 1));
     CHECK_NAPI(napi_wrap(env, self, st, [](napi_env, void* p, void*) { delete static_cast<sdl::IndexStats*>(p); }, nullptr, nullptr));
     return self;
   });
 }
 
 // add(start: Int32Array[n + 1], idx, val, token: Int32Array[n], window: Int32Array[n])
-//   -> { events: Int32Array [e * 5: feature, row, lo, hi, ctxOffset], acts: Float32Array[e], ctx: Float32Array }
+//   -> { events: Int32Array [e * 5: feature, row, lo, hi, ctxOffset], acts: Float32Array[e],
+//        qevents: Int32Array [q * 7: feature, band, slot, row, lo, hi, ctxOffset], qacts: Float32Array[q], ctx: Float32Array }
 napi_value StatsAdd(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -610,22 +618,23 @@ napi_value StatsAdd(napi_env env, napi_callback_info info) {
     for (size_t q = 0; q < nnz; q++)
       if (idx[q] < 0 || idx[q] >= st->m) throw JsError{"latent index out of range"};
     st->add(n, start, idx, val, token, window);
-    const size_t e = st->events.size();
-    std::vector<int32_t> ev(e * 5);
-    std::vector<float> acts(e);
-    for (size_t i = 0; i < e; i++) {
-      const sdl::IndexEvent& x = st->events[i];
-      ev[i * 5] = x.feature;
-      ev[i * 5 + 1] = x.row;
-      ev[i * 5 + 2] = x.lo;
-      ev[i * 5 + 3] = x.hi;
-      ev[i * 5 + 4] = x.ctxOffset;
-      acts[i] = x.act;
+    std::vector<int32_t> ev, qev;
+    std::vector<float> acts, qacts;
+    for (const sdl::IndexEvent& x : st->events) {
+      if (x.band < 0) {
+        ev.insert(ev.end(), {x.feature, x.row, x.lo, x.hi, x.ctxOffset});
+        acts.push_back(x.act);
+      } else {
+        qev.insert(qev.end(), {x.feature, x.band, x.slot, x.row, x.lo, x.hi, x.ctxOffset});
+        qacts.push_back(x.act);
+      }
     }
     napi_value out;
     CHECK_NAPI(napi_create_object(env, &out));
     CHECK_NAPI(napi_set_named_property(env, out, "events", copyOut(env, ev.data(), ev.size() * 4, napi_int32_array, ev.size())));
     CHECK_NAPI(napi_set_named_property(env, out, "acts", copyOut(env, acts.data(), acts.size() * 4, napi_float32_array, acts.size())));
+    CHECK_NAPI(napi_set_named_property(env, out, "qevents", copyOut(env, qev.data(), qev.size() * 4, napi_int32_array, qev.size())));
+    CHECK_NAPI(napi_set_named_property(env, out, "qacts", copyOut(env, qacts.data(), qacts.size() * 4, napi_float32_array, qacts.size())));
     CHECK_NAPI(napi_set_named_property(env, out, "ctx", copyOut(env, st->ctxActs.data(), st->ctxActs.size() * 4, napi_float32_array, st->ctxActs.size())));
     return out;
   });
@@ -646,7 +655,8 @@ napi_value give(napi_env env, std::vector<T>& v, napi_typedarray_type t) {
   return arr;
 }
 
-// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tokCount, tokSum: Float32Array, co: Uint32Array }
+// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tokCount, tokSum: Float32Array, co: Uint32Array,
+//   qSeen: Int32Array }
 // (moves the accumulators out: call once, at the end)
 napi_value StatsResult(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
@@ -662,6 +672,7 @@ napi_value StatsResult(napi_env env, napi_callback_info info) {
     CHECK_NAPI(napi_set_named_property(env, out, "tokCount", give(env, st->tokCount, napi_float32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "tokSum", give(env, st->tokSum, napi_float32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "co", give(env, st->co, napi_uint32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "qSeen", give(env, st->qSeen, napi_int32_array)));
     return out;
   });
 }

@@ -8,8 +8,10 @@
 
 namespace sdl {
 
-IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, std::vector<float> edges_, int threads)
-    : m(m_), vocab(vocab_), topK(topK_), radius(radius_), coOn(coOn_), edges(std::move(edges_)),
+IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, std::vector<float> edges_, int perBand_, std::vector<double> bandEdges_,
+                       int threads)
+    : m(m_), vocab(vocab_), topK(topK_), radius(radius_), coOn(coOn_), edges(std::move(edges_)), perBand(perBand_), bandEdges(std::move(bandEdges_)),
+      qSeen(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, 0),
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
       tokCount(vocab_ > 0 ? (size_t)m_ * vocab_ : 0, 0.f), tokSum(vocab_ > 0 ? (size_t)m_ * vocab_ : 0, 0.f),
       co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_(m_), pool_(threads), tev_(threads), tctx_(threads) {}
@@ -36,6 +38,7 @@ void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const floa
 void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, int j0,
                           int j1, std::vector<IndexEvent>& events, std::vector<float>& ctxActs) {
   const int H = (int)edges.size();
+  const int QB = (int)bandEdges.size() + 1;
   const std::greater<float> minFirst;
   for (int r = 0; r < n; r++) {
     const int q0 = start[r], q1 = start[r + 1];
@@ -59,6 +62,19 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         tokCount[(size_t)i * vocab + t] += 1.f;
         tokSum[(size_t)i * vocab + t] += a;
       }
+      // Row r's context (same window, within the radius) and feature i's activation on each of its rows.
+      auto emit = [&](int32_t band, int32_t slot) {
+        int lo = r, hi = r;
+        while (lo > 0 && r - lo < radius && window[lo - 1] == window[r]) lo--;
+        while (hi + 1 < n && hi - r < radius && window[hi + 1] == window[r]) hi++;
+        events.push_back(IndexEvent{i, r, lo, hi, a, (int32_t)ctxActs.size(), band, slot});
+        for (int rr = lo; rr <= hi; rr++) {
+          float v = 0.f;
+          for (int s = start[rr]; s < start[rr + 1]; s++)
+            if (idx[s] == i) { v = val[s]; break; }
+          ctxActs.push_back(v);
+        }
+      };
       std::vector<float>& h = heap_[i];
       if ((int)h.size() < topK || a > h.front()) {
         if ((int)h.size() >= topK) {
@@ -67,16 +83,15 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         }
         h.push_back(a);
         std::push_heap(h.begin(), h.end(), minFirst);
-        int lo = r, hi = r;
-        while (lo > 0 && r - lo < radius && window[lo - 1] == window[r]) lo--;
-        while (hi + 1 < n && hi - r < radius && window[hi + 1] == window[r]) hi++;
-        events.push_back(IndexEvent{i, r, lo, hi, a, (int32_t)ctxActs.size()});
-        for (int rr = lo; rr <= hi; rr++) {
-          float v = 0.f;
-          for (int s = start[rr]; s < start[rr + 1]; s++)
-            if (idx[s] == i) { v = val[s]; break; }
-          ctxActs.push_back(v);
-        }
+        emit(-1, 0);
+      }
+      if (perBand > 0 && a > 0) {
+        int band = 0;
+        while (band < QB - 1 && bandEdges[band] <= (double)a) band++;
+        const int key = i * QB + band;
+        const int seen = ++qSeen[key];
+        const int slot = seen <= perBand ? seen - 1 : (int)reservoirSlot((uint32_t)key, (uint32_t)seen);
+        if (slot < perBand) emit(band, slot);
       }
     }
     if (coOn) {

@@ -1,7 +1,8 @@
 // Per-feature statistics of the feature index, accumulated over sparse activations chunk by chunk: firing
 // counts, sums, maxima, a histogram over fixed edges, per-token counts and sums, pair co-occurrence, and the
-// running top-K activations of each feature. When an activation enters a feature's top K, an event carries
-// it out (row, context bounds, the feature's activation on each context row) so the caller can keep the example.
+// running top-K activations of each feature, and each feature's quantile examples (a reservoir sample per
+// activation band). When an activation enters a feature's top K, or is kept in a band's sample, an event carries it
+// out (row, context bounds, the feature's activation on each context row) so the caller can keep the example.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -19,23 +20,40 @@ struct IndexEvent {
   int32_t feature, row, lo, hi;  // context rows [lo, hi] of the chunk (same window, within the radius)
   float act;
   int32_t ctxOffset;  // into ctxActs
+  int32_t band, slot;  // a quantile example's band and reservoir slot; band -1: an entry into the top K
 };
+
+// Reservoir sampling's draw for the n-th firing of a (feature, band) key, as index/quantiles.ts reservoirSlot:
+// a slot in [0, n) from a hash of (key, n), the same whichever thread draws it.
+inline uint32_t reservoirSlot(uint32_t key, uint32_t n) {
+  uint32_t h = (key * 0x9e3779b1u) ^ (n * 0x85ebca77u) ^ 0x2545f491u;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h % n;
+}
 
 class IndexStats {
  public:
-  IndexStats(int m, int vocab, int topK, int radius, bool cooccurrence, std::vector<float> edges, int threads);
+  IndexStats(int m, int vocab, int topK, int radius, bool cooccurrence, std::vector<float> edges, int perBand, std::vector<double> bandEdges,
+             int threads);
   // One chunk: rows [0, n) with activations in idx/val[start[r] .. start[r+1]) (latents increasing within a row).
   void add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window);
 
   int m, vocab, topK, radius;
   bool coOn;
   std::vector<float> edges;
+  int perBand;
+  std::vector<double> bandEdges;  // between quantile bands
+  std::vector<int32_t> qSeen;     // [m][bands]: firings per band, when sampling
   std::vector<double> count, sum;
   std::vector<float> max;
   std::vector<uint32_t> hist;      // [m][edges + 1]
   std::vector<float> tokCount, tokSum;  // [m][vocab], when kept
   std::vector<uint32_t> co;        // [m][m], i < j
-  std::vector<IndexEvent> events;  // of the last chunk
+  std::vector<IndexEvent> events;  // of the last chunk, both kinds
   std::vector<float> ctxActs;      // of the last chunk's events
 
  private:

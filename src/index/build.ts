@@ -19,7 +19,7 @@ import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { IndexDbWriter, type FirstRows, type SecondRows, type WriterCounts } from './db-writer.js';
 import { largest, topIndices } from './select.js';
-import { QUANTILE_EDGES, QuantileSampler } from './quantiles.js';
+import { INNER_EDGES, QUANTILE_EDGES, QuantileExamples } from './quantiles.js';
 import { lensInputs } from './logit-lens.js';
 import { type AbsorptionInput, FeatureAnalysis } from './analysis.js';
 import { ExampleStore, TopExamples } from './examples.js';
@@ -102,6 +102,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     radius: opts.contextRadius,
     cooccurrence: coOn,
     edges: Float32Array.from(HIST_EDGES),
+    perBand: opts.perBand ?? 5,
+    bandEdges: INNER_EDGES,
   });
   const t0 = performance.now();
   // Decoder geometry: norms, encoder/decoder cosine, and the unit rows the analysis thread finds neighbours among.
@@ -165,7 +167,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const ctx = Math.max(1, manifest.context_length);
   const chunkRows = Math.max(ctx, Math.floor(16384 / ctx) * ctx);
   const x = new Float32Array(chunkRows * d.cfg.dIn);
-  const quantiles = new QuantileSampler(m, opts.perBand ?? 5, opts.contextRadius);
+  const quantiles = new QuantileExamples(m, opts.perBand ?? 5, opts.contextRadius);
   const l0Hist = new Float64Array(257);
   // The writer thread starts with the pass: the schema and the tokens table go in meanwhile.
   const tmpPath = `${path}.tmp-${process.pid}`;
@@ -177,13 +179,13 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     await Promise.all([writer.abort(), analysis.abort()]);
     throw e;
   }
-  const { count, sum, max, hist, tokCount, tokSum, co } = stats.result();
+  const { count, sum, max, hist, tokCount, tokSum, co, qSeen } = stats.result();
   const total = done;
   let counts: WriterCounts;
   try {
     // The pass's rows go to the writer thread part by part: each is inserted while the next is made here.
     writer.first({ examples: tops.lists() });
-    writer.first({ quantiles: quantiles.lists() });
+    writer.first({ quantiles: quantiles.lists(qSeen) });
     if (keepTokens) writer.first(tokenRows(tokCount, tokSum, m, V));
     const rows = await perFeatureRows();
     counts = await writer.finish(rows);
@@ -222,7 +224,6 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
           off += site.width;
         }
         const f = encodeSparse(d, x, n);
-        quantiles.add(f, { doc: s.doc, window: s.window, pos: s.pos, token: s.token });
         for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
         const ev = stats.add(f.start, f.idx, f.val, s.token, s.window);
         // Entries into a feature's top K, in order: keep the example (tokens and activations of its context) in the slot
@@ -234,6 +235,30 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
             hi = ev.events[e * 5 + 3],
             co = ev.events[e * 5 + 4];
           tops.store.set(tops.slotFor(i), ev.acts[e], s.doc[row], s.window[row], s.pos[row], s.token[row], s.pos[lo], s.token, lo, hi - lo + 1, ev.ctx, co);
+        }
+        // Quantile examples kept by the reservoirs, each into its (feature, band, slot).
+        const qe = ev.qevents;
+        for (let e = 0; e < ev.qacts.length; e++) {
+          const o = e * 7,
+            row = qe[o + 3],
+            lo = qe[o + 4],
+            hi = qe[o + 5];
+          quantiles.set(
+            qe[o],
+            qe[o + 1],
+            qe[o + 2],
+            ev.qacts[e],
+            s.doc[row],
+            s.window[row],
+            s.pos[row],
+            s.token[row],
+            s.pos[lo],
+            s.token,
+            lo,
+            hi - lo + 1,
+            ev.ctx,
+            qe[o + 6],
+          );
         }
         if (doAbsorption && !analysis.absorptionSent) {
           for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {

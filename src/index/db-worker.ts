@@ -4,7 +4,7 @@
 import Database, { type Database as Db, type Statement } from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
 import { fsyncFile } from '../util/fsx.js';
-import { INDEXES, SCHEMA } from './schema.js';
+import { INDEXES, SCHEMA, TOKEN_FEATURES_INDEX } from './schema.js';
 import { round4Array } from '../util/format.js';
 import type { FirstRows, SecondRows, WriterCounts, WriterMessage, WriterReply } from './db-writer.js';
 import type { ExampleLists } from './examples.js';
@@ -70,6 +70,7 @@ function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: Exam
 class IndexFile {
   private readonly db: Db;
   private topTokens?: FirstRows['topTokens'];
+  private tokenIndexMade = false;
 
   constructor(private readonly path: string) {
     this.db = new Database(path);
@@ -89,6 +90,8 @@ class IndexFile {
       const ins = new Inserter(this.db, 'token_features', ['token', 'feature', 'count', 'mean_act']);
       for (let e = 0; e < token.length; e++) ins.add(token[e], feature[e], count[e], sum[e] / count[e]);
       ins.end();
+      this.db.exec(TOKEN_FEATURES_INDEX);
+      this.tokenIndexMade = true;
     }
     if (r.pieces) {
       const ins = new Inserter(this.db, 'tokens', ['id', 'text']);
@@ -171,6 +174,7 @@ class IndexFile {
       for (const l of r.letters) ins.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
     }
     db.exec(INDEXES);
+    if (!this.tokenIndexMade) db.exec(TOKEN_FEATURES_INDEX); // no token rows came (no tokenizer): the index all the same
     db.exec('commit');
     db.pragma('journal_mode = WAL');
     db.close();

@@ -42,6 +42,8 @@ create index features_freq on features (freq);
 create index features_max on features (max_act);
 create index features_dead on features (dead) where dead = 1;
 create index features_dense on features (dense) where dense = 1;
-create index token_features_feature on token_features (feature);
 create index features_absorption on features (absorption) where absorption > 0;
 `;
+
+/** token_features' secondary index, made as soon as its rows are in (before the per-feature rows arrive). */
+export const TOKEN_FEATURES_INDEX = 'create index token_features_feature on token_features (feature);';

@@ -1,7 +1,9 @@
 // The feature index's per-token statistics, accumulated chunk by chunk over sparse activations: counts, sums,
-// maxima, a histogram, per-token counts and sums, pair co-occurrence, and each feature's running top K (an
-// event per entry into it, with the context's activations). The native IndexStats (native/src/index_stats.cc)
+// maxima, a histogram, per-token counts and sums, pair co-occurrence, each feature's running top K (an event per
+// entry into it, with the context's activations) and its quantile examples (reservoir samples per activation band,
+// an event per example kept). The native IndexStats (native/src/index_stats.cc)
 // is the fast path; this TypeScript class is the reference it is tested against, and the fallback.
+import { reservoirSlot } from './quantiles.js';
 import { native, nativeThreads, type IndexEvents, type IndexStatsConfig, type IndexStatsLike, type IndexStatsResult } from '../native/kernels.js';
 
 export class JsIndexStats implements IndexStatsLike {
@@ -20,6 +22,7 @@ export class JsIndexStats implements IndexStatsLike {
       tokCount: new Float32Array(vocab > 0 ? m * vocab : 0),
       tokSum: new Float32Array(vocab > 0 ? m * vocab : 0),
       co: new Uint32Array(c.cooccurrence ? m * m : 0),
+      qSeen: new Int32Array(c.perBand > 0 ? m * (c.bandEdges.length + 1) : 0),
     };
     this.top = Array.from({ length: m }, () => new Float32Array(c.topK));
     this.topLen = new Int32Array(m);
@@ -27,13 +30,34 @@ export class JsIndexStats implements IndexStatsLike {
   }
 
   add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array): IndexEvents {
-    const { m, vocab, topK, radius, edges, cooccurrence } = this.c;
-    const { count, sum, max, hist, tokCount, tokSum, co } = this.r;
-    const H = edges.length;
+    const { m, vocab, topK, radius, edges, cooccurrence, perBand, bandEdges } = this.c;
+    const { count, sum, max, hist, tokCount, tokSum, co, qSeen } = this.r;
+    const H = edges.length,
+      QB = bandEdges.length + 1;
     const n = start.length - 1;
     const events: number[] = [],
       acts: number[] = [],
+      qevents: number[] = [],
+      qacts: number[] = [],
       ctx: number[] = [];
+    // Row r's context (same window, within the radius) and feature i's activation on each of its rows, into ctx.
+    let c0 = 0,
+      c1 = 0;
+    const context = (r: number, i: number): void => {
+      c0 = r;
+      c1 = r;
+      while (c0 > 0 && r - c0 < radius && window[c0 - 1] === window[r]) c0--;
+      while (c1 + 1 < n && c1 - r < radius && window[c1 + 1] === window[r]) c1++;
+      for (let rr = c0; rr <= c1; rr++) {
+        let v = 0;
+        for (let s = start[rr]; s < start[rr + 1]; s++)
+          if (idx[s] === i) {
+            v = val[s];
+            break;
+          }
+        ctx.push(v);
+      }
+    };
     for (let r = 0; r < n; r++) {
       const q0 = start[r],
         q1 = start[r + 1],
@@ -59,20 +83,22 @@ export class JsIndexStats implements IndexStatsLike {
         }
         if (this.topLen[i] < topK || a > this.topMin[i]) {
           this.pushTop(i, a);
-          let c0 = r,
-            c1 = r;
-          while (c0 > 0 && r - c0 < radius && window[c0 - 1] === window[r]) c0--;
-          while (c1 + 1 < n && c1 - r < radius && window[c1 + 1] === window[r]) c1++;
-          events.push(i, r, c0, c1, ctx.length);
+          const off = ctx.length;
+          context(r, i);
+          events.push(i, r, c0, c1, off);
           acts.push(a);
-          for (let rr = c0; rr <= c1; rr++) {
-            let v = 0;
-            for (let s = start[rr]; s < start[rr + 1]; s++)
-              if (idx[s] === i) {
-                v = val[s];
-                break;
-              }
-            ctx.push(v);
+        }
+        if (perBand > 0 && a > 0) {
+          let band = 0;
+          while (band < QB - 1 && bandEdges[band] <= a) band++;
+          const key = i * QB + band;
+          const seen = ++qSeen[key];
+          const slot = seen <= perBand ? seen - 1 : reservoirSlot(key, seen);
+          if (slot < perBand) {
+            const off = ctx.length;
+            context(r, i);
+            qevents.push(i, band, slot, r, c0, c1, off);
+            qacts.push(a);
           }
         }
       }
@@ -83,7 +109,13 @@ export class JsIndexStats implements IndexStatsLike {
         }
       }
     }
-    return { events: Int32Array.from(events), acts: Float32Array.from(acts), ctx: Float32Array.from(ctx) };
+    return {
+      events: Int32Array.from(events),
+      acts: Float32Array.from(acts),
+      qevents: Int32Array.from(qevents),
+      qacts: Float32Array.from(qacts),
+      ctx: Float32Array.from(ctx),
+    };
   }
 
   private pushTop(i: number, a: number): void {

@@ -165,8 +165,13 @@ export interface NativeClt extends NativeOptimiser {
 
 /** One chunk's top-K entries: [feature, row, lo, hi, ctxOffset] per event, its activation, and context activations. */
 export interface IndexEvents {
+  /** Entries into a feature's top K, [e * 5]: feature, row, context lo, context hi, offset of its activations in ctx. */
   events: Int32Array;
   acts: Float32Array;
+  /** Quantile examples kept, [e * 7]: feature, band, slot, row, context lo, context hi, offset in ctx. */
+  qevents: Int32Array;
+  qacts: Float32Array;
+  /** The feature's activation on each context row of every event, both kinds. */
   ctx: Float32Array;
 }
 
@@ -178,6 +183,8 @@ export interface IndexStatsResult {
   tokCount: Float32Array;
   tokSum: Float32Array;
   co: Uint32Array;
+  /** Firings per (feature, quantile band), [m * bands] (empty without quantile sampling). */
+  qSeen: Int32Array;
 }
 
 export interface IndexStatsConfig {
@@ -187,6 +194,10 @@ export interface IndexStatsConfig {
   radius: number;
   cooccurrence: boolean;
   edges: Float32Array;
+  /** Quantile examples kept per (feature, band), by reservoir sampling (0: none). */
+  perBand: number;
+  /** The edges between quantile bands (index/quantiles.ts INNER_EDGES). */
+  bandEdges: Float64Array;
   /** Native only: threads, each owning a range of latents. */
   threads?: number;
 }
