@@ -176,8 +176,9 @@ class Engine {
   struct Work {
     std::vector<float> dpre, dact, auxDp;
     std::vector<const float*> grow;
-    std::vector<long> cnt, colStart, off, order;
-    std::vector<int32_t> slotRow, auxRow;
+    std::vector<long> cnt, colStart, off;
+    std::vector<int32_t> order;  // entry references grouped by latent (32-bit: 4 bytes an entry, AuxK's ~1.6M a step at 4,096 x 384)
+    std::vector<int32_t> slotRow;  // a main entry's row (an AuxK entry's is its slot / Grouped::auxStride)
   } w_;
   // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
   // for applyRows after a step with deferRows.
@@ -185,6 +186,7 @@ class Engine {
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     long mainCap = 0;              // entry references below it are main entries, the rest AuxK's
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
+    long auxStride = 1;            // AuxK's entries per row slot: row b's are slots [b * auxStride, b * auxStride + count)
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations
     float eps = 1;                 // JumpReLU's bandwidth
     bool l1 = false;               // ReLU's L1 term (norms_)

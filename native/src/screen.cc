@@ -441,16 +441,13 @@ void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float*
   const int nDead = (int)dead.size();
   std::vector<float> bDead(b_enc ? nDead : 0);
   for (int q = 0; q < (int)bDead.size(); q++) bDead[q] = b_enc[dead[q]];
-  Sparse a;
-  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, a, {}, 0, nullptr, 0, dead.data());
-  for (long row = 0; row < n; row++) {
-    aux.start[row] = row * kAux;
-    aux.count[row] = a.count[row];
-    for (int q = 0; q < a.count[row]; q++) {
-      aux.idx[row * kAux + q] = dead[a.idx[a.start[row] + q]];
-      aux.val[row * kAux + q] = a.val[a.start[row] + q];
-    }
-  }
+  // Straight into the AuxK arrays (row b's at b * kAux, as the float32 path lays them out), then the positions among
+  // the dead latents made latent ids: no second [n, kAux] selection held meanwhile.
+  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, aux, {}, 0, nullptr, 0, dead.data());
+  pool.range(n, [&](long r0, long r1, int) {
+    for (long row = r0; row < r1; row++)
+      for (int q = 0; q < aux.count[row]; q++) aux.idx[row * kAux + q] = dead[aux.idx[aux.start[row] + q]];
+  });
 }
 
 bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, const Target& tg,

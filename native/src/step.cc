@@ -481,32 +481,35 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       }
     }
     colStart[m] = run;
-    long* order = ensure(w_.order, (size_t)run + 1);
+    // References fit 32 bits: main slots below mainCap, AuxK's after it (B * (k + k_aux) entries at most).
+    if (mainCap + (long)aux_.idx.size() >= (1L << 31)) throw std::length_error("a step of more than 2^31 entries (batch x (k + k_aux)): use a smaller batch");
+    int32_t* order = ensure(w_.order, (size_t)run + 1);
     pool_.run(T, [&](int t, int) {
       long* o2 = off + (size_t)t * m;
       auto [b0, b1] = rowsOf(t);
       for (long b = b0; b < b1; b++) {
         for (int q = 0; q < sp.count[b]; q++) {
           long s = sp.start[b] + q;
-          order[o2[sp.idx[s]]++] = s;
+          order[o2[sp.idx[s]]++] = (int32_t)s;
         }
         if (hasAux)
           for (int q = 0; q < ax.count[b]; q++) {
             long s = ax.start[b] + q;
-            order[o2[ax.idx[s]]++] = mainCap + s;
+            order[o2[ax.idx[s]]++] = (int32_t)(mainCap + s);
           }
       }
     });
-    // Row b of an entry: main slots follow sp.start; recover it with a slot -> row table.
+    // Row b of an entry: main slots follow sp.start; recover it with a slot -> row table. AuxK's rows are laid out at
+    // a fixed stride (every selection path writes row b's at b * k_aux), so their row is their slot / k_aux.
     int32_t* slotRow = ensure(w_.slotRow, (size_t)mainCap);
-    int32_t* auxRow = ensure(w_.auxRow, hasAux ? (size_t)B * (o.auxkK < (int)deadList.size() ? o.auxkK : deadList.size()) + 1 : 1);
     pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
+      for (long b = b0; b < b1; b++)
         for (int q = 0; q < sp.count[b]; q++) slotRow[sp.start[b] + q] = (int32_t)b;
-        if (hasAux)
-          for (int q = 0; q < ax.count[b]; q++) auxRow[ax.start[b] + q] = (int32_t)b;
-      }
     });
+    grp_.auxStride = hasAux ? (o.auxkK < (int)deadList.size() ? o.auxkK : (long)deadList.size()) : 1;
+    if (hasAux)
+      for (int b = 0; b < B; b++)
+        if (ax.count[b] && ax.start[b] != b * grp_.auxStride) throw std::logic_error("AuxK's entries are not at a fixed stride per row");
     grp_.xrows = xrows;
     grp_.mainCap = mainCap;
     grp_.pre = pre;
@@ -625,7 +628,7 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
       s -= G.mainCap;
       v = aux_.val[s];
       dp = w_.auxDp[s];
-      b = w_.auxRow[s];
+      b = (int)(s / G.auxStride);
       gr = G.auxG + (long)b * dOut;
     }
     // Tied (W_dec = W_enc^T, one row): both terms into one list, in entry order.
