@@ -175,8 +175,8 @@ class AboveSink final : public BlockSink {
     Candidates::Block& b = out_.blocks[i0 / R_];
     b.off.assign(mc + 1, 0);
     for (int r = 0; r < mc; r++) b.off[r + 1] = b.off[r] + (long)t.n[r];
-    b.idx.resize(b.off[mc]);
-    b.val.resize(b.off[mc]);
+    resizeExact(b.idx, b.off[mc]);
+    resizeExact(b.val, b.off[mc]);
     for (int r = 0; r < mc; r++) {
       std::copy(t.ci[r].begin(), t.ci[r].begin() + t.n[r], b.idx.begin() + b.off[r]);
       std::copy(t.cv[r].begin(), t.cv[r].begin() + t.n[r], b.val.begin() + b.off[r]);
@@ -212,8 +212,8 @@ void prepareAux(int n, const std::vector<int32_t>& dead, int& kAux, Sparse* aux,
   kAux = kAux < (int)dead.size() ? kAux : (int)dead.size();
   aux->start.resize(n);
   aux->count.resize(n);
-  aux->idx.resize((size_t)n * kAux + 1);
-  aux->val.resize((size_t)n * kAux + 1);
+  resizeExact(aux->idx, (size_t)n * kAux + 1);
+  resizeExact(aux->val, (size_t)n * kAux + 1);
 }
 
 // Config::screen: 2 always (where the processor can), 1 from kScreenMinDepth inputs and kScreenMinLatents latents.
@@ -233,8 +233,8 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
   k = k < m ? k : m;
   out.start.resize(n);
   out.count.resize(n);
-  out.idx.resize((size_t)n * k + 1);
-  out.val.resize((size_t)n * k + 1);
+  resizeExact(out.idx, (size_t)n * k + 1);
+  resizeExact(out.val, (size_t)n * k + 1);
   bool withAux, screened = false;
   prepareAux(n, dead, kAux, aux, withAux);
   if (k <= 0) {

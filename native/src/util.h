@@ -8,9 +8,18 @@
 
 namespace sdl {
 
+// Resizes to n, growing the capacity to exactly n when it must grow. std::vector::resize past the capacity doubles
+// it (libstdc++: max(2 size, n)): a buffer whose size creeps up from step to step (AuxK's arrays while the dead
+// latents number fewer than k_aux, the batch-wide rules' candidate blocks) would keep up to twice what it uses.
+template <class V>
+void resizeExact(V& v, size_t n) {
+  if (n > v.capacity()) v.reserve(n);
+  v.resize(n);
+}
+
 template <class T>
 T* ensure(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
+  if (v.size() < n) resizeExact(v, n);
   return v.data();
 }
 
