@@ -243,10 +243,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
             row = qe[o + 3],
             lo = qe[o + 4],
             hi = qe[o + 5];
-          quantiles.set(
-            qe[o],
-            qe[o + 1],
-            qe[o + 2],
+          quantiles.store.set(
+            quantiles.slotFor(qe[o], qe[o + 1], qe[o + 2]),
             ev.qacts[e],
             s.doc[row],
             s.window[row],

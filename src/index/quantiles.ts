@@ -30,7 +30,7 @@ export function reservoirSlot(key: number, n: number): number {
 export class QuantileExamples {
   /** (feature, band) -> its first slot in the store (perBand slots each, allocated when first needed), or -1. */
   private readonly base: Int32Array;
-  private readonly store: ExampleStore;
+  readonly store: ExampleStore;
 
   constructor(
     readonly m: number,
@@ -41,27 +41,11 @@ export class QuantileExamples {
     this.store = new ExampleStore(2 * radius + 1);
   }
 
-  /** Keeps an example in slot `slot` of feature i's band: its fields and context as ExampleStore.set takes them. */
-  set(
-    i: number,
-    band: number,
-    slot: number,
-    act: number,
-    doc: number,
-    window: number,
-    pos: number,
-    token: number,
-    ctxStart: number,
-    tokens: Int32Array,
-    from: number,
-    n: number,
-    acts: ArrayLike<number>,
-    actsFrom: number,
-  ): void {
+  /** The store slot of reservoir slot `slot` of feature i's band (the band's slots allocated when first needed). */
+  slotFor(i: number, band: number, slot: number): number {
     const key = i * BANDS + band;
-    let b = this.base[key];
-    if (b < 0) b = this.base[key] = this.store.alloc(this.perBand);
-    this.store.set(b + slot, act, doc, window, pos, token, ctxStart, tokens, from, n, acts, actsFrom);
+    if (this.base[key] < 0) this.base[key] = this.store.alloc(this.perBand);
+    return this.base[key] + slot;
   }
 
   /**
