@@ -242,9 +242,22 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
   sameNativeStep('topk', screened, exact);
-  // Over a third of the latents dead: AuxK's own float32 GEMM would cost more than screening saves, so it is not.
-  const manyDead = new Uint8Array(d.m).map((_, j) => (j % 2 ? 1 : 0));
-  assert.equal(stepFresh(saeEngine(d, 1, k, 2), d, p, d.X, { ...opts, dead: manyDead }).r.selection, 1, 'half dead: the float32 path');
+  // Most latents dead, more than one chunk of them (2,048 dead columns at a time, each row's AuxK selection merged
+  // across chunks): still screened, and still the exact step.
+  const w = gaussian(200, 6000, 512, 8, 0.08);
+  const pw: NativeTensors = {
+    W_encT: w.W_encT,
+    b_enc: w.b_enc,
+    W_dec: Float32Array.from({ length: w.m * w.dIn }, () => rng.normal() * 0.05),
+    b_dec: Float32Array.from({ length: w.dIn }, () => rng.normal() * 0.1),
+  };
+  const manyDead = new Uint8Array(w.m).map((_, j) => (j % 4 ? 1 : 0)); // 4,500 dead: three chunks
+  const manyOpts = { ...opts, auxkK: 100, dead: manyDead };
+  const screenedMany = stepFresh(saeEngine(w, 1, k, 2), w, pw, w.X, manyOpts);
+  assert.equal(screenedMany.r.selection, mod.bf16Screen ? 3 : 1, 'three quarters dead: still screened');
+  const exactMany = stepFresh(saeEngine(w, 1, k, 0), w, pw, w.X, manyOpts);
+  assert.ok(exactMany.r.auxLoss > 0);
+  sameNativeStep('topk', screenedMany, exactMany);
 });
 
 test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {

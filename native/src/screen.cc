@@ -435,15 +435,52 @@ void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, in
 
 // AuxK's top kAux among the dead latents, exactly as the float32 path selects it: a float32 GEMM over the dead
 // latents' columns alone (the same values entry for entry) with the fused TopK. Screening these would recompute
-// ~kAux candidates per row (k_aux is d_in / 2 by default), more than the GEMM over them costs.
+// ~kAux candidates per row (k_aux is d_in / 2 by default), more than the GEMM over them costs. The dead columns go
+// kDeadChunk at a time, each row's running top kAux merged with the chunk's (the union in index order, its kAux
+// largest kept, ties to the lower index: the selection over all of them at once), so the packed columns take
+// kDeadChunk x d_in floats however many latents die (all of them at once: 25 MB at 8,000 dead of 768 x 24,576).
+constexpr int kDeadChunk = 2048;
+
 void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float* W_encT, const float* b_enc, const std::vector<int32_t>& dead, int kAux,
               Sparse& aux) {
   const int nDead = (int)dead.size();
-  std::vector<float> bDead(b_enc ? nDead : 0);
-  for (int q = 0; q < (int)bDead.size(); q++) bDead[q] = b_enc[dead[q]];
-  // Straight into the AuxK arrays (row b's at b * kAux, as the float32 path lays them out), then the positions among
-  // the dead latents made latent ids: no second [n, kAux] selection held meanwhile.
-  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, aux, {}, 0, nullptr, 0, dead.data());
+  // A chunk holds at least kAux columns, so the first lays its rows out at the stride kAux (encodeTopK's k is min(k, m)).
+  const int chunk = std::max(kDeadChunk, kAux);
+  std::vector<float> bDead(b_enc ? std::min(nDead, chunk) : 0);
+  Sparse part;
+  for (int q0 = 0; q0 < nDead; q0 += chunk) {
+    const int nc = std::min(chunk, nDead - q0);
+    for (int q = 0; q < (int)bDead.size() && q < nc; q++) bDead[q] = b_enc[dead[q0 + q]];
+    const float* bias = b_enc ? bDead.data() : nullptr;
+    if (q0 == 0) {
+      // The first chunk straight into the AuxK arrays (row b's at b * kAux, as the float32 path lays them out).
+      encodeTopK(pool, A, lda, n, dIn, nc, W_encT, bias, kAux, aux, {}, 0, nullptr, 0, dead.data());
+      continue;
+    }
+    encodeTopK(pool, A, lda, n, dIn, nc, W_encT, bias, kAux, part, {}, 0, nullptr, 0, dead.data() + q0);
+    pool.range(n, [&](long r0, long r1, int) {
+      std::vector<int32_t> ci(2 * (size_t)kAux);
+      std::vector<float> cv(2 * (size_t)kAux), work(6 * (size_t)kAux + 64);
+      for (long row = r0; row < r1; row++) {
+        // Positions among the dead latents: this row's so far, then the chunk's (all after them).
+        int c = aux.count[row];
+        std::copy(aux.idx.begin() + row * kAux, aux.idx.begin() + row * kAux + c, ci.begin());
+        std::copy(aux.val.begin() + row * kAux, aux.val.begin() + row * kAux + c, cv.begin());
+        for (int q = 0; q < part.count[row]; q++) {
+          ci[c] = q0 + part.idx[part.start[row] + q];
+          cv[c++] = part.val[part.start[row] + q];
+        }
+        if (c > kAux) {
+          keepTopK(ci.data(), cv.data(), c, kAux, work.data());
+          c = kAux;
+        }
+        std::copy(ci.begin(), ci.begin() + c, aux.idx.begin() + row * kAux);
+        std::copy(cv.begin(), cv.begin() + c, aux.val.begin() + row * kAux);
+        aux.count[row] = c;
+      }
+    });
+  }
+  // Positions among the dead latents made latent ids.
   pool.range(n, [&](long r0, long r1, int) {
     for (long row = r0; row < r1; row++)
       for (int q = 0; q < aux.count[row]; q++) aux.idx[row * kAux + q] = dead[aux.idx[aux.start[row] + q]];
@@ -458,10 +495,10 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const int k = tg.k;
   const float floor = std::max(tg.floor, 0.f);
   const bool withAux = aux && kAux > 0 && !dead.empty();
-  // AuxK's dead latents take a float32 GEMM of their own here (deadTopK), which the float32 path gets for free: past a
-  // third of the latents it costs more than the bf16 GEMM saves (768 x 24,576, k_aux 384, float32 vs screened step:
-  // 10% dead 915 / 952 vs 825 / 804 ms, 20% 994 / 965 vs 912 / 870, 50% 1,074 vs 1,105, 90% 1,173 vs 1,387).
-  if (withAux && 3 * (long)dead.size() > m) return false;
+  // AuxK's dead latents take a float32 GEMM of their own here (deadTopK), which the float32 path gets for free (768 x
+  // 24,576, k_aux 384, float32 vs screened step: 10% dead 915 / 952 vs 825 / 804 ms, 20% 994 / 965 vs 912 / 870, 50%
+  // 1,074 vs 1,105, 90% 1,173 vs 1,387). Screened whatever the number dead all the same: the float32 path packs all
+  // of W_enc (75 MB there) beside the bf16 copy, and fit's memory would jump by that when a third of the latents die.
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
   // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
   static thread_local Workspace own;
