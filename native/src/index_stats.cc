@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "gemm.h"
+#include "simd.h"
 
 namespace sdl {
 
@@ -14,7 +15,7 @@ IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, s
       qSeen(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, 0),
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
       tokCount(vocab_ > 0 ? (size_t)m_ * vocab_ : 0, 0.f), tokSum(vocab_ > 0 ? (size_t)m_ * vocab_ : 0, 0.f),
-      co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_(m_), floor_(m_, 0.f), pool_(threads), tev_(threads), tctx_(threads) {}
+      co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_(m_), pool_(threads), tev_(threads), tctx_(threads) {}
 
 void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window) {
   const int T = pool_.size();
@@ -68,24 +69,21 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         while (lo > 0 && r - lo < radius && window[lo - 1] == window[r]) lo--;
         while (hi + 1 < n && hi - r < radius && window[hi + 1] == window[r]) hi++;
         events.push_back(IndexEvent{i, r, lo, hi, a, (int32_t)ctxActs.size(), band, slot});
-        // A row's latents increase along it: a binary search finds feature i among them (~800k top-K and ~370k
-        // quantile events over 256k tokens at 16,384 latents, 17 context rows each).
         for (int rr = lo; rr <= hi; rr++) {
-          const int32_t *b = idx + start[rr], *e = idx + start[rr + 1];
-          const int32_t* p = std::lower_bound(b, e, i);
-          ctxActs.push_back(p != e && *p == i ? val[p - idx] : 0.f);
+          float v = 0.f;
+          for (int s = start[rr]; s < start[rr + 1]; s++)
+            if (idx[s] == i) { v = val[s]; break; }
+          ctxActs.push_back(v);
         }
       };
       std::vector<float>& h = heap_[i];
-      // The heap's minimum is read from floor_ (one contiguous array) rather than through each heap's own allocation.
-      if ((int)h.size() < topK || a > floor_[i]) {
+      if ((int)h.size() < topK || a > h.front()) {
         if ((int)h.size() >= topK) {
           std::pop_heap(h.begin(), h.end(), minFirst);
           h.pop_back();
         }
         h.push_back(a);
         std::push_heap(h.begin(), h.end(), minFirst);
-        floor_[i] = h.front();
         emit(-1, 0);
       }
       if (perBand > 0 && a > 0) {
@@ -120,6 +118,17 @@ void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* ot
         float* val = cosine + (i0 + r) * n;
         int size = 0;
         for (int j = 0; j < m; j++) {
+          // Once n are held, most of a row falls below the n-th: skip 4 vectors at a time that hold nothing above
+          // it (the test below skips each of their values), so the scan runs at vector speed.
+          if (size == n && (j & (4 * VW - 1)) == 0) {
+            const vf t = vsplat(val[n - 1]);
+            while (j + 4 * VW <= m) {
+              const float* q = row + j;
+              if (anyAbove(vmax(vmax(vload(q), vload(q + VW)), vmax(vload(q + 2 * VW), vload(q + 3 * VW))), t)) break;
+              j += 4 * VW;
+            }
+            if (j >= m) break;
+          }
           const float v = row[j];
           if (size == n && !(v > val[n - 1])) continue;
           int p = size < n ? size++ : n - 1;

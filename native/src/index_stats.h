@@ -61,7 +61,6 @@ class IndexStats {
   void addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, int j0, int j1,
                 std::vector<IndexEvent>& ev, std::vector<float>& ctx);
   std::vector<std::vector<float>> heap_;  // per feature: min-heap of its top-K activations
-  std::vector<float> floor_;               // per feature: its heap's minimum (valid once the heap holds topK)
   Pool pool_;
   std::vector<std::vector<IndexEvent>> tev_;
   std::vector<std::vector<float>> tctx_;

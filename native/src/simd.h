@@ -41,6 +41,14 @@ static inline float vsum(vf v) {
   return s;
 }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+// Whether any lane of v is above t's (NaN lanes are not).
+static inline bool anyAbove(vf v, vf t) {
+  typedef int32_t vi __attribute__((vector_size(VW * 4)));
+  const vi g = v > t;
+  int32_t any = 0;
+  for (int q = 0; q < VW; q++) any |= g[q];
+  return any != 0;
+}
 
 // y[0..n) += a * x[0..n)
 static inline void axpy(int n, float a, const float* __restrict x, float* __restrict y) {

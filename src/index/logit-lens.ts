@@ -70,7 +70,7 @@ function topN(e: Float32Array, n: number, sign: 1 | -1, scratch: Float32Array): 
     a = scratch; // negation is exact: the same order as -value
     for (let t = 0; t < e.length; t++) a[t] = -e[t];
   }
-  let s = '';
-  for (const t of topIndices(a, n, true)) s += `${s ? ',' : ''}[${t},${round4Text(e[t])}]`;
-  return `[${s}]`;
+  const parts: string[] = [];
+  for (const t of topIndices(a, n, true)) parts.push(`[${t},${round4Text(e[t])}]`);
+  return `[${parts.join(',')}]`;
 }
