@@ -1,9 +1,9 @@
-// The index's analysis thread (see analysis.ts): nearest neighbours and the logit lens when the weights arrive, the
-// absorption probes when their samples do, then one reply with all three. A failure is the reply.
+// The index's analysis thread (see analysis.ts): nearest neighbours and the logit lens when the weights arrive (sent
+// at once), the absorption probes when their samples do (sent when done). A failure is the reply.
 import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { measureAbsorption } from '../analysis/absorption.js';
-import { type AnalysisInit, type AnalysisMessage, type AnalysisReply, type AnalysisResult, absorptionSample } from './analysis.js';
+import { type AnalysisInit, type AnalysisMessage, type AnalysisReply, absorptionSample } from './analysis.js';
 import { lensRows } from './logit-lens.js';
 import { nearestByCosine } from './neighbors.js';
 
@@ -19,7 +19,7 @@ try {
 
 const port = parentPort!;
 let init: AnalysisInit | undefined;
-let partial: Omit<AnalysisResult, 'absorption'> | undefined;
+let ready = false;
 port.on('message', (msg: AnalysisMessage) => {
   try {
     if (msg.kind === 'init') {
@@ -27,13 +27,16 @@ port.on('message', (msg: AnalysisMessage) => {
       const { unit, W_dec, m, dOut, lens } = init;
       const neighbors = nearestByCosine(unit, m, dOut, init.neighbors);
       const l = lens ? lensRows(lens, W_dec, dOut, m, init.lensTokens) : undefined;
-      partial = { neighbors, lens: l };
+      port.postMessage({ partial: { neighbors, lens: l } } satisfies AnalysisReply, [
+        neighbors.other.buffer as ArrayBuffer,
+        neighbors.cosine.buffer as ArrayBuffer,
+      ]);
+      ready = true;
     } else {
-      if (!init || !partial) throw new Error('the analysis thread got its samples before the weights');
+      if (!init || !ready) throw new Error('the analysis thread got its samples before the weights');
       const a = msg.input;
       const absorption = a ? measureAbsorption(absorptionSample(a), a.dIn, init.W_dec, init.dOut, init.m) : undefined;
-      const { other, cosine } = partial.neighbors;
-      port.postMessage({ result: { ...partial, absorption } } satisfies AnalysisReply, [other.buffer as ArrayBuffer, cosine.buffer as ArrayBuffer]);
+      port.postMessage({ result: { absorption } } satisfies AnalysisReply);
       port.close();
     }
   } catch (e) {

@@ -39,7 +39,8 @@ export interface AnalysisResult {
 }
 
 export type AnalysisMessage = { kind: 'init'; init: AnalysisInit } | { kind: 'absorption'; input?: AbsorptionInput };
-export type AnalysisReply = { result: AnalysisResult } | { error: string };
+/** Neighbours and lens as soon as they are made (the writer can insert the neighbours before the probes end), then the probes'. */
+export type AnalysisReply = { partial: Omit<AnalysisResult, 'absorption'> } | { result: Pick<AnalysisResult, 'absorption'> } | { error: string };
 
 /** The absorption samples as measureAbsorption takes them (views of the CSR arrays). */
 export function absorptionSample(a: AbsorptionInput): AbsorptionSample {
@@ -52,6 +53,7 @@ export function absorptionSample(a: AbsorptionInput): AbsorptionSample {
 
 export class FeatureAnalysis {
   private readonly worker: Worker;
+  private readonly first: Promise<Omit<AnalysisResult, 'absorption'>>;
   private readonly done: Promise<AnalysisResult>;
   private settled = false;
   private sentAbsorption = false;
@@ -61,21 +63,34 @@ export class FeatureAnalysis {
     // threads there waits at every join for whichever thread the scheduler set aside (the absorption probes' 240
     // small GEMMs took 0.57 s that way against 0.06 s on one thread alone).
     this.worker = new Worker(new URL('./analysis-worker.js', import.meta.url), { env: { ...process.env, SDLKIT_THREADS: '1' } });
+    let firstIn: (p: Omit<AnalysisResult, 'absorption'>) => void = () => undefined;
+    let failFirst: (e: Error) => void = () => undefined;
+    this.first = new Promise((resolve, reject) => {
+      firstIn = resolve;
+      failFirst = reject;
+    });
     this.done = new Promise<AnalysisResult>((resolve, reject) => {
-      this.worker.on('message', (m: AnalysisReply) => {
+      const fail = (e: Error) => {
         this.settled = true;
-        if ('error' in m) reject(new Error(m.error));
-        else resolve(m.result);
-      });
-      this.worker.on('error', (e) => {
-        this.settled = true;
+        failFirst(e);
         reject(e);
+      };
+      this.worker.on('message', (m: AnalysisReply) => {
+        if ('error' in m) fail(new Error(m.error));
+        else if ('partial' in m) firstIn(m.partial);
+        else {
+          this.settled = true;
+          this.first.then((p) => resolve({ ...p, ...m.result }), reject);
+        }
       });
+      this.worker.on('error', fail);
       this.worker.on('exit', (code) => {
-        if (!this.settled) reject(new Error(`the index's analysis thread stopped (exit code ${code}) before it answered`));
+        if (!this.settled) fail(new Error(`the index's analysis thread stopped (exit code ${code}) before it answered`));
       });
     });
-    this.done.catch(() => undefined); // awaited in result()
+    // Awaited in partial() and result(); a failure before then must not surface as an unhandled rejection.
+    this.first.catch(() => undefined);
+    this.done.catch(() => undefined);
     this.worker.postMessage({ kind: 'init', init } satisfies AnalysisMessage);
   }
 
@@ -89,6 +104,11 @@ export class FeatureAnalysis {
 
   get absorptionSent(): boolean {
     return this.sentAbsorption;
+  }
+
+  /** The neighbours and the lens, which do not wait on the absorption samples. */
+  async partial(): Promise<Omit<AnalysisResult, 'absorption'>> {
+    return await this.first;
   }
 
   async result(): Promise<AnalysisResult> {

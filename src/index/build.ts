@@ -187,6 +187,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     writer.first({ examples: tops.lists() });
     writer.first({ quantiles: quantiles.lists(qSeen) });
     if (keepTokens) writer.first(tokenRows(tokCount, tokSum, m, V));
+    // The neighbours were made during the pass: inserted now, while the absorption probes may still run.
+    writer.first({ neighbors: (await analysis.partial()).neighbors });
     const rows = await perFeatureRows();
     counts = await writer.finish(rows);
   } catch (e) {
@@ -298,7 +300,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     }
     // Dictionaries that write several sites (CLTs: every later layer; crosscoders): each feature's decoder norm per site.
     const siteNorms = d.cfg.sitesOut.length > 1 ? { sites: d.cfg.sitesOut.length, norm: targetNorms(d.cfg, d.w.W_dec) } : undefined;
-    const { neighbors, lens, absorption: abs } = await analysis.result();
+    const { lens, absorption: abs } = await analysis.result();
     const meta: Record<string, unknown> = {
       index_identity: identity,
       tokens: total,
@@ -354,7 +356,6 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         absorption,
         lens: lens?.rows,
       },
-      neighbors,
       cooccurrence,
       siteNorms,
       letters: abs?.letters,

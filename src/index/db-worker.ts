@@ -67,6 +67,13 @@ function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: Exam
   ins.end();
 }
 
+function insertNeighbors(db: Db, { n, other, cosine }: NonNullable<SecondRows['neighbors']>): void {
+  const nb = new Inserter(db, 'neighbors', ['feature', 'rank', 'other', 'cosine']);
+  const m = other.length / n;
+  for (let i = 0; i < m; i++) for (let q = 0; q < n && other[i * n + q] >= 0; q++) nb.add(i, q, other[i * n + q], cosine[i * n + q]);
+  nb.end();
+}
+
 class IndexFile {
   private readonly db: Db;
   private topTokens?: FirstRows['topTokens'];
@@ -93,6 +100,7 @@ class IndexFile {
       this.db.exec(TOKEN_FEATURES_INDEX);
       this.tokenIndexMade = true;
     }
+    if (r.neighbors) insertNeighbors(this.db, r.neighbors);
     if (r.pieces) {
       const ins = new Inserter(this.db, 'tokens', ['id', 'text']);
       r.pieces.forEach((p, t) => ins.add(t, p));
@@ -156,10 +164,7 @@ class IndexFile {
       );
     }
     feats.end();
-    const nb = new Inserter(db, 'neighbors', ['feature', 'rank', 'other', 'cosine']);
-    const { n, other, cosine } = r.neighbors;
-    for (let i = 0; i < m; i++) for (let q = 0; q < n && other[i * n + q] >= 0; q++) nb.add(i, q, other[i * n + q], cosine[i * n + q]);
-    nb.end();
+    if (r.neighbors) insertNeighbors(db, r.neighbors);
     if (r.cooccurrence) {
       const co = r.cooccurrence;
       const ins = new Inserter(db, 'cooccurrence', ['feature', 'other', 'count', 'jaccard']);

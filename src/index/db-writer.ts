@@ -20,6 +20,8 @@ export interface FirstRows {
   topTokens?: { n: number; token: Int32Array; count: Float32Array; sum: Float32Array };
   /** Each token id's text (the tokens table). */
   pieces?: string[];
+  /** Up to n neighbours per feature: [m, n] ids (-1 past the last) and cosines (from the analysis thread, early). */
+  neighbors?: SecondRows['neighbors'];
 }
 
 /** Everything else, per feature and for the whole dictionary. */
@@ -42,8 +44,8 @@ export interface SecondRows {
     /** Each feature's logit lens as JSON; undefined without a model. */
     lens?: string[];
   };
-  /** Up to n neighbours per feature: [m, n] ids (-1 past the last) and cosines. */
-  neighbors: { n: number; other: Int32Array; cosine: Float32Array };
+  /** Up to n neighbours per feature: [m, n] ids (-1 past the last) and cosines, unless a first part brought them. */
+  neighbors?: { n: number; other: Int32Array; cosine: Float32Array };
   /** Up to n co-occurring features per feature: [m, n] ids (-1 past the last), counts and Jaccard indices. */
   cooccurrence?: { n: number; other: Int32Array; count: Float64Array; jaccard: Float64Array };
   /** [m, sites] decoder norm per output site (dictionaries writing several sites). */
@@ -90,7 +92,7 @@ export class IndexDbWriter {
   /** Rows that do not wait on the analysis thread, in parts, inserted in the order sent; their arrays move to the worker (not copied). */
   first(rows: FirstRows): void {
     const moved = new Set<ArrayBufferLike>();
-    for (const part of [rows.examples?.store, rows.examples, rows.quantiles?.store, rows.quantiles, rows.tokenFeatures, rows.topTokens])
+    for (const part of [rows.examples?.store, rows.examples, rows.quantiles?.store, rows.quantiles, rows.tokenFeatures, rows.topTokens, rows.neighbors])
       for (const a of Object.values(part ?? {})) if (ArrayBuffer.isView(a)) moved.add(a.buffer);
     this.worker.postMessage({ kind: 'first', rows } satisfies WriterMessage, [...moved] as ArrayBuffer[]);
   }
