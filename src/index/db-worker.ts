@@ -67,6 +67,16 @@ function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: Exam
   ins.end();
 }
 
+/** Each feature's top tokens, [{token, count, mean}, ...] as JSON. */
+function topTokensJson(tk: NonNullable<FirstRows['topTokens']>): string[] {
+  const m = tk.token.length / tk.n;
+  return Array.from({ length: m }, (_, i) => {
+    const top: { token: number; count: number; mean: number }[] = [];
+    for (let q = i * tk.n; q < (i + 1) * tk.n && tk.token[q] >= 0; q++) top.push({ token: tk.token[q], count: tk.count[q], mean: tk.sum[q] / tk.count[q] });
+    return JSON.stringify(top);
+  });
+}
+
 function insertNeighbors(db: Db, { n, other, cosine }: NonNullable<SecondRows['neighbors']>): void {
   const nb = new Inserter(db, 'neighbors', ['feature', 'rank', 'other', 'cosine']);
   const m = other.length / n;
@@ -76,7 +86,9 @@ function insertNeighbors(db: Db, { n, other, cosine }: NonNullable<SecondRows['n
 
 class IndexFile {
   private readonly db: Db;
-  private topTokens?: FirstRows['topTokens'];
+  /** Each feature's top tokens as the features table stores them (JSON), made when they arrive: the writer has
+   * time then, while the per-feature rows wait on the analysis thread. */
+  private topTokensJson?: string[];
   private tokenIndexMade = false;
 
   constructor(private readonly path: string) {
@@ -91,7 +103,7 @@ class IndexFile {
   first(r: FirstRows): void {
     if (r.examples) insertExamples(this.db, 'examples', r.examples);
     if (r.quantiles) insertExamples(this.db, 'quantile_examples', r.quantiles);
-    if (r.topTokens) this.topTokens = r.topTokens;
+    if (r.topTokens) this.topTokensJson = topTokensJson(r.topTokens);
     if (r.tokenFeatures) {
       const { token, feature, count, sum } = r.tokenFeatures;
       const ins = new Inserter(this.db, 'token_features', ['token', 'feature', 'count', 'mean_act']);
@@ -136,7 +148,6 @@ class IndexFile {
       'absorption',
       'logit_lens',
     ]);
-    const tk = this.topTokens;
     const counts = { dead: 0, dense: 0 };
     for (let i = 0; i < m; i++) {
       const freq = f.count[i] / Math.max(1, f.tokens);
@@ -144,9 +155,6 @@ class IndexFile {
         dense = freq > f.denseThreshold ? 1 : 0;
       counts.dead += dead;
       counts.dense += dense;
-      const top: { token: number; count: number; mean: number }[] = [];
-      for (let q = i * (tk?.n ?? 0); tk && q < (i + 1) * tk.n && tk.token[q] >= 0; q++)
-        top.push({ token: tk.token[q], count: tk.count[q], mean: tk.sum[q] / tk.count[q] });
       feats.add(
         i,
         f.count[i],
@@ -158,7 +166,7 @@ class IndexFile {
         dead,
         dense,
         `[${f.hist.subarray(i * f.bins, (i + 1) * f.bins).join(',')}]`,
-        JSON.stringify(top),
+        this.topTokensJson?.[i] ?? '[]',
         f.absorption ? f.absorption[i] : null,
         f.lens ? f.lens[i] : null,
       );
