@@ -565,3 +565,31 @@ test('native fused encoder: a product of one row block (B packed a column block 
     assert.deepEqual(entries(part, few), want, `${act}: the first ${few} rows alone`);
   }
 });
+
+test("native probeGradient = the TypeScript reference (the absorption probes' sigmoid step), a class without positives zero", { skip }, async () => {
+  const { probeGradient } = await import('../src/analysis/absorption.js');
+  const rng = new Rng(93);
+  const n = 700,
+    C = 26;
+  const L = Float32Array.from({ length: n * C }, () => rng.normal() * 3);
+  const b = Float64Array.from({ length: C }, () => rng.normal());
+  const y = Int32Array.from({ length: n }, () => rng.int(C - 1)); // class 25 has no positives
+  const pos = new Float64Array(C);
+  for (const c of y) pos[c]++;
+  const wPos = Float64Array.from(pos, (p) => (p ? n / (2 * p) : 0)),
+    wNeg = Float64Array.from(pos, (p) => (p ? n / (2 * (n - p)) : 0));
+  const Ga = new Float32Array(n * C).fill(7),
+    Gb = new Float32Array(n * C).fill(7);
+  const ga = new Float64Array(C).fill(0.5),
+    gb = new Float64Array(C).fill(0.5);
+  probeGradient(L, b, pos, wPos, wNeg, y, Ga, ga);
+  mod.probeGradient(L, b, pos, wPos, wNeg, y, Gb, gb);
+  // std::exp and Math.exp may differ in the last bit: each entry equal to 1e-6 of itself, the sums to 1e-12.
+  for (let q = 0; q < n * C; q++) assert.ok(Math.abs(Gb[q] - Ga[q]) <= 1e-6 * Math.abs(Ga[q]), `G[${q}]: ${Gb[q]} vs ${Ga[q]}`);
+  for (let c = 0; c < C; c++) assert.ok(Math.abs(gb[c] - ga[c]) <= 1e-12 * Math.max(1, Math.abs(ga[c])), `gb[${c}]: ${gb[c]} vs ${ga[c]}`);
+  for (let r = 0; r < n; r++) assert.equal(Gb[r * C + 25], 0, 'no positives: zero gradient');
+  assert.ok(
+    ga.some((v) => v !== 0.5),
+    'the sums were added to',
+  );
+});

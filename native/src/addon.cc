@@ -566,6 +566,30 @@ napi_value NearestRows(napi_env env, napi_callback_info info) {
   });
 }
 
+// probeGradient(L: Float32Array [n C], b, pos, wPos, wNeg: Float64Array [C], y: Int32Array [n], G: Float32Array [n C], gb: Float64Array [C])
+//   writes G and adds to gb (index_stats.h)
+napi_value ProbeGradient(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 8);
+    TypedArray yi = typedInfo(env, a[5], "y");
+    const int n = (int)yi.length;
+    TypedArray bi = typedInfo(env, a[1], "b");
+    const int C = (int)bi.length;
+    const float* L = f32(env, a[0], (size_t)n * C, "L");
+    const double* b = typed<double>(env, a[1], napi_float64_array, C, "b");
+    const double* pos = typed<double>(env, a[2], napi_float64_array, C, "pos");
+    const double* wPos = typed<double>(env, a[3], napi_float64_array, C, "wPos");
+    const double* wNeg = typed<double>(env, a[4], napi_float64_array, C, "wNeg");
+    const int32_t* y = typed<int32_t>(env, a[5], napi_int32_array, n, "y");
+    float* G = f32(env, a[6], (size_t)n * C, "G");
+    double* gb = typed<double>(env, a[7], napi_float64_array, C, "gb");
+    sdl::probeGradient(L, b, y, pos, wPos, wNeg, n, C, G, gb);
+    napi_value undefined;
+    CHECK_NAPI(napi_get_undefined(env, &undefined));
+    return undefined;
+  });
+}
+
 // ---- IndexStats
 
 sdl::IndexStats* unwrapStats(napi_env env, napi_value self) {
@@ -776,6 +800,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "gemm", fn);
   napi_create_function(env, "nearestRows", NAPI_AUTO_LENGTH, NearestRows, nullptr, &fn);
   napi_set_named_property(env, exports, "nearestRows", fn);
+  napi_create_function(env, "probeGradient", NAPI_AUTO_LENGTH, ProbeGradient, nullptr, &fn);
+  napi_set_named_property(env, exports, "probeGradient", fn);
   napi_create_function(env, "mallocLean", NAPI_AUTO_LENGTH, MallocLean, nullptr, &fn);
   napi_set_named_property(env, exports, "mallocLean", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);

@@ -104,6 +104,24 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
   }
 }
 
+void probeGradient(const float* L, const double* b, const int32_t* y, const double* pos, const double* wPos, const double* wNeg, int n, int C, float* G,
+                   double* gb) {
+  for (int r = 0; r < n; r++) {
+    const int yr = y[r];
+    for (int c = 0; c < C; c++) {
+      if (pos[c] == 0) {
+        G[(long)r * C + c] = 0.f;
+        continue;
+      }
+      const double p = 1 / (1 + std::exp(-((double)L[(long)r * C + c] + b[c])));
+      const int t = yr == c ? 1 : 0;
+      const double g = ((t ? wPos[c] : wNeg[c]) * (p - t)) / n;
+      G[(long)r * C + c] = (float)g;
+      gb[c] += g;
+    }
+  }
+}
+
 void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine) {
   const int BR = 256;
   std::vector<float> C((size_t)(m < BR ? m : BR) * m);

@@ -16,6 +16,13 @@ namespace sdl {
 // kept by insertion (the TypeScript reference, index/neighbors.ts, selects the same way from the same blocks).
 void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine);
 
+// One step of the absorption probes' gradient (src/analysis/absorption.ts trainProbe, its TypeScript reference): for
+// each row r and class c with positives, p = sigmoid(L[r, c] + b[c]), g = w (p - t) / n with w the class-balanced
+// weight of the target t (1 when y[r] == c), G[r, c] = g, gb[c] += g (rows in order); G[r, c] = 0 for a class
+// without positives. In double, as the reference, whose Math.exp may differ from std::exp in the last bit.
+void probeGradient(const float* L, const double* b, const int32_t* y, const double* pos, const double* wPos, const double* wNeg, int n, int C, float* G,
+                   double* gb);
+
 struct IndexEvent {
   int32_t feature, row, lo, hi;  // context rows [lo, hi] of the chunk (same window, within the radius)
   float act;
