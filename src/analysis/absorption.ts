@@ -39,7 +39,7 @@ export interface AbsorptionResult {
 }
 
 import { gemm } from '../tensor/linalg.js';
-import { native } from '../native/kernels.js';
+import { native, type ProbeGradient } from '../native/kernels.js';
 import { topIndices } from '../index/select.js';
 
 const f1 = (tp: number, fp: number, fn: number) => (tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn));
@@ -49,16 +49,7 @@ const f1 = (tp: number, fp: number, fn: number) => (tp === 0 ? 0 : (2 * tp) / (2
  * p = sigmoid(L + b[c]), g = w (p - t) / n (w the class-balanced weight of the target t = [y[r] == c]); G = g, gb += g
  * (rows in order). The reference of the native probeGradient (native/src/index_stats.cc).
  */
-export function probeGradient(
-  L: Float32Array,
-  b: Float64Array,
-  pos: Float64Array,
-  wPos: Float64Array,
-  wNeg: Float64Array,
-  y: Int32Array,
-  G: Float32Array,
-  gb: Float64Array,
-): void {
+export const probeGradient: ProbeGradient = (L, b, pos, wPos, wNeg, y, G, gb) => {
   const n = y.length,
     C = b.length;
   for (let r = 0; r < n; r++) {
@@ -75,7 +66,7 @@ export function probeGradient(
       gb[c] += g;
     }
   }
-}
+};
 
 /** One-vs-rest logistic probes (26 outputs) by full-batch gradient descent with class-balanced weights. */
 function trainProbe(x: Float32Array, y: Int32Array, idx: number[], d: number, steps = 120, lr = 1): { W: Float64Array; b: Float64Array } {

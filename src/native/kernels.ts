@@ -207,6 +207,18 @@ export interface IndexStatsLike {
   result(): IndexStatsResult;
 }
 
+/** One step of the absorption probes' gradient: logits L [n, C], bias b, positives, class weights, labels y [n] -> G [n, C], gb += (analysis/absorption.ts). */
+export type ProbeGradient = (
+  L: Float32Array,
+  b: Float64Array,
+  pos: Float64Array,
+  wPos: Float64Array,
+  wNeg: Float64Array,
+  y: Int32Array,
+  G: Float32Array,
+  gb: Float64Array,
+) => void;
+
 export interface NativeModule {
   isa: 'avx512' | 'avx2' | 'generic';
   /** This build and processor can screen the TopK encoder in bf16 (AVX512_BF16). */
@@ -232,16 +244,7 @@ export interface NativeModule {
   /** Each unit row's n nearest other rows by cosine, [m, n] (-1 past the last): index/neighbors.ts's reference, natively. */
   nearestRows(unit: Float32Array, m: number, d: number, n: number, threads: number): { other: Int32Array; cosine: Float32Array };
   /** One step of the absorption probes' gradient (analysis/absorption.ts probeGradient is the reference): writes G, adds to gb. */
-  probeGradient(
-    L: Float32Array,
-    b: Float64Array,
-    pos: Float64Array,
-    wPos: Float64Array,
-    wNeg: Float64Array,
-    y: Int32Array,
-    G: Float32Array,
-    gb: Float64Array,
-  ): void;
+  probeGradient: ProbeGradient;
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
   /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
   alignedBuffer(bytes: number): ArrayBuffer;
