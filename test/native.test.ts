@@ -4,6 +4,8 @@
 // The native kernels are part of the product: these tests fail when they are not built (SDLKIT_NATIVE=off
 // skips them on purpose).
 import { test, before } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { tf, initBackend } from '../src/tensor/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
@@ -30,6 +32,9 @@ before(async () => {
   const m = native();
   assert.ok(m, `the native kernels are ${nativeStatus()}`);
   mod = m;
+  // A run for one build (the test at the end) must be testing that build.
+  const want = process.env.SDLKIT_NATIVE;
+  if (want) assert.equal(m.isa, want);
 });
 
 function config(activation: Activation, o: Partial<DictConfig> = {}): DictConfig {
@@ -592,4 +597,22 @@ test("native probeGradient = the TypeScript reference (the absorption probes' si
     ga.some((v) => v !== 0.5),
     'the sums were added to',
   );
+});
+
+test('every build this processor can run (generic, AVX2, AVX-512) passes these tests, not only the fastest one loaded', { skip }, () => {
+  // Each build has its own vector code (select.cc's compress steps, the GEMM's register tile): run this file again
+  // with each of the others forced. The runs it starts name their build, so they do not start more.
+  if (process.env.SDLKIT_NATIVE) return;
+  const f = mod.cpuFeatures();
+  const runs = { generic: true, avx2: f.avx2 && f.fma, avx512: f.avx512 };
+  const others = (Object.keys(runs) as (keyof typeof runs)[]).filter((isa) => runs[isa] && isa !== mod.isa);
+  assert.ok(others.includes('generic'));
+  for (const isa of others) {
+    // Without the runner's NODE_TEST_CONTEXT the child reports in TAP on its stdout, not to this runner.
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const r = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], { encoding: 'utf8', env: { ...env, SDLKIT_NATIVE: isa } });
+    assert.equal(r.status, 0, `the ${isa} build: ${r.stdout.slice(-3000)}${r.stderr.slice(-1000)}`);
+    assert.match(r.stdout, /# pass [1-9]/);
+    assert.match(r.stdout, /# fail 0/);
+  }
 });

@@ -5,11 +5,31 @@
 
 #include "simd.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 namespace sdl {
+
+#if !defined(__AVX512F__) && defined(__AVX2__)
+namespace {
+// AVX2 has no compress instruction: lane permutations that move a mask's set lanes to the front, in order, one
+// per 8-bit mask (8 KB), for _mm256_permutevar8x32.
+struct CompressTable {
+  alignas(32) int32_t perm[256][8];
+  CompressTable() {
+    for (int mask = 0; mask < 256; mask++) {
+      int o = 0;
+      for (int b = 0; b < 8; b++)
+        if (mask >> b & 1) perm[mask][o++] = b;
+      for (; o < 8; o++) perm[mask][o] = 0;
+    }
+  }
+};
+const CompressTable kCompress;
+inline __m256i compressPerm(int mask) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.perm[mask])); }
+}  // namespace
+#endif
 
 void partitionTopK(float* val, int32_t* idx, int n, int k) {
   if (k <= 0 || k >= n) return;
@@ -54,8 +74,9 @@ void sortByIndex(int32_t* idx, float* val, int n) {
 namespace {
 
 // The k-th largest of v[0..n) (1 <= k <= n). Quickselect without data-dependent branches: each round splits
-// the values into those above and below the pivot (AVX-512: compressed vectors), rotating through three
-// buffers; v has room for n + 16 floats and `work` for 2n + 32. v may be overwritten.
+// the values into those above and below the pivot (compressed vectors: AVX-512's instruction, AVX2 by a lane
+// permutation table), rotating through three buffers; v has room for n + 16 floats and `work` for 2n + 32. v may be
+// overwritten.
 float kthLargestInPlace(float* v, int n, int k, float* work) {
   float* buf[3] = {v, work, work + n + 16};
   int in = 0;
@@ -84,6 +105,16 @@ float kthLargestInPlace(float* v, int n, int k, float* work) {
       // cores); the buffers have 16 floats of slack.
       _mm512_storeu_ps(hi + nh, _mm512_maskz_compress_ps(mh, y));
       _mm512_storeu_ps(lo + nl, _mm512_maskz_compress_ps(ml, y));
+      nh += __builtin_popcount(mh);
+      nl += __builtin_popcount(ml);
+    }
+#elif defined(__AVX2__)
+    const __m256 pv = _mm256_set1_ps(pivot);
+    for (; i + 8 <= n; i += 8) {
+      __m256 y = _mm256_loadu_ps(x + i);
+      const int mh = _mm256_movemask_ps(_mm256_cmp_ps(y, pv, _CMP_GT_OQ)), ml = _mm256_movemask_ps(_mm256_cmp_ps(y, pv, _CMP_LT_OQ));
+      _mm256_storeu_ps(hi + nh, _mm256_permutevar8x32_ps(y, compressPerm(mh)));
+      _mm256_storeu_ps(lo + nl, _mm256_permutevar8x32_ps(y, compressPerm(ml)));
       nh += __builtin_popcount(mh);
       nl += __builtin_popcount(ml);
     }
@@ -153,6 +184,26 @@ int collect(const float* z, int m, float t, bool strict, int j0, int32_t* ci, fl
       n += __builtin_popcount(k);
     }
     iv = _mm512_add_epi32(iv, step);
+  }
+#elif defined(__AVX2__)
+  // Few entries pass (the threshold is a top-k floor): test 32 at a time and compress only blocks with a hit.
+  const __m256 tv = _mm256_set1_ps(t);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  auto pass = [&](__m256 x) { return strict ? _mm256_cmp_ps(x, tv, _CMP_GT_OQ) : _mm256_cmp_ps(x, tv, _CMP_GE_OQ); };
+  for (; j + 32 <= m; j += 32) {
+    const __m256 x0 = _mm256_loadu_ps(z + j), x1 = _mm256_loadu_ps(z + j + 8), x2 = _mm256_loadu_ps(z + j + 16), x3 = _mm256_loadu_ps(z + j + 24);
+    const __m256 p0 = pass(x0), p1 = pass(x1), p2 = pass(x2), p3 = pass(x3);
+    if (!_mm256_movemask_ps(_mm256_or_ps(_mm256_or_ps(p0, p1), _mm256_or_ps(p2, p3)))) continue;
+    const __m256 xs[4] = {x0, x1, x2, x3}, ps[4] = {p0, p1, p2, p3};
+    for (int q = 0; q < 4; q++) {
+      const int mask = _mm256_movemask_ps(ps[q]);
+      if (!mask) continue;
+      const __m256i perm = compressPerm(mask);
+      _mm256_storeu_ps(cv + n, _mm256_permutevar8x32_ps(xs[q], perm));
+      const __m256i iv = _mm256_add_epi32(lane, _mm256_set1_epi32(j0 + j + 8 * q));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ci + n), _mm256_permutevar8x32_epi32(iv, perm));
+      n += __builtin_popcount(mask);
+    }
   }
 #endif
   for (; j < m; j++) {
