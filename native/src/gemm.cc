@@ -92,21 +92,17 @@ inline void microkernel(int kc, const float* __restrict a, const float* __restri
       for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];
     }
   }
-  if (bias) {
-    // Only on the first depth block, which overwrites C.
-    if (nr == NR) {
+  if (mr == MR && nr == NR) {
+    // The whole tile, from registers (the partial path's per-lane reads below would keep acc in memory).
+    if (bias) {
+      // Only on the first depth block, which overwrites C.
 #pragma GCC unroll 4
       for (int v = 0; v < NV; v++) {
         vf bv = vload(bias + v * VW);
 #pragma GCC unroll 16
         for (int i = 0; i < MR; i++) acc[i][v] += bv;
       }
-    } else {
-      for (int i = 0; i < MR; i++)
-        for (int j = 0; j < nr; j++) acc[i][j / VW][j % VW] += bias[j];
     }
-  }
-  if (mr == MR && nr == NR) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
@@ -114,14 +110,19 @@ inline void microkernel(int kc, const float* __restrict a, const float* __restri
         float* cp = c + i * ldc + v * VW;
         vstore(cp, overwrite ? acc[i][v] : vload(cp) + acc[i][v]);
       }
-  } else {
-    for (int i = 0; i < mr; i++)
-      for (int j = 0; j < nr; j++) {
-        float x = acc[i][j / VW][j % VW];
-        float* cp = c + i * ldc + j;
-        *cp = overwrite ? x : *cp + x;
-      }
+    return;
   }
+  float t[MR][NR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) vstore(t[i] + v * VW, acc[i][v]);
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < nr; j++) {
+      const float x = bias ? t[i][j] + bias[j] : t[i][j];
+      float* cp = c + i * ldc + j;
+      *cp = overwrite ? x : *cp + x;
+    }
 }
 
 // One depth block of C[0..mc) x [j0, j0 + nc) (C points at its first entry) from the packed A panels Ap (kc deep)
