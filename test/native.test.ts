@@ -606,7 +606,8 @@ test('every build this processor can run (generic, AVX2, AVX-512) passes these t
   const f = mod.cpuFeatures();
   const runs = { generic: true, avx2: f.avx2 && f.fma, avx512: f.avx512 };
   const others = (Object.keys(runs) as (keyof typeof runs)[]).filter((isa) => runs[isa] && isa !== mod.isa);
-  assert.ok(others.includes('generic'));
+  // x86 machines load a vector build and run at least the generic one here; elsewhere generic is the only build.
+  if (mod.isa !== 'generic') assert.ok(others.includes('generic'));
   for (const isa of others) {
     // Without the runner's NODE_TEST_CONTEXT the child reports in TAP on its stdout, not to this runner.
     const { NODE_TEST_CONTEXT: _, ...env } = process.env;
