@@ -22,6 +22,8 @@ import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/
 import { nativeStepFresh, sameNativeStep } from './helpers.js';
 import { nearestByCosine, nearestByCosineReference } from '../src/index/neighbors.js';
 import { INNER_EDGES } from '../src/index/quantiles.js';
+import { ExampleStore } from '../src/index/examples.js';
+import { contextTexts, contextTextsReference } from '../src/index/context-text.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
 let mod: NativeModule;
@@ -471,11 +473,15 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
   }
   const ra = a.result(),
     rb = b.result();
-  for (const k of ['count', 'max', 'hist', 'tokCount', 'co', 'qSeen'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  for (const k of ['count', 'max', 'hist', 'co', 'qSeen'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  // Per (feature, token): firings at even places, summed activations at odd ones.
+  const half = (a: Float32Array, p: number) => a.filter((_, e) => e % 2 === p);
+  assert.deepEqual(Array.from(half(rb.tok, 0)), Array.from(half(ra.tok, 0)), 'token firings');
+  assert.ok(half(ra.tok, 0).some((c) => c > 1));
   // The reservoirs drew: some band saw more firings than it keeps.
   assert.ok(ra.qSeen.some((c) => c > 2));
   close('sum', rb.sum, ra.sum, 1e-9);
-  close('tokSum', rb.tokSum, ra.tokSum, 1e-6);
+  close('token sums', half(rb.tok, 1), half(ra.tok, 1), 1e-6);
 });
 
 test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire', {
@@ -569,6 +575,51 @@ test('native fused encoder: a product of one row block (B packed a column block 
     assert.ok(want.length > few, `${act}: entries to compare`);
     assert.deepEqual(entries(part, few), want, `${act}: the first ${few} rows alone`);
   }
+});
+
+test('native example contexts = the TypeScript text: tokens and activations rounded to 1e-4, halves, -0, huge and non-finite values', { skip }, () => {
+  const width = 17,
+    slots = 3000;
+  const rng = new Rng(5);
+  const store = new ExampleStore(width, slots);
+  store.alloc(slots);
+  const special = [
+    0,
+    -0,
+    5e-5,
+    -5e-5,
+    0.00015,
+    -0.00015,
+    0.5,
+    99999.99995,
+    1e10,
+    1e11 + 0.5,
+    -1e13,
+    1e21,
+    Number.NaN,
+    Number.POSITIVE_INFINITY,
+    Number.NEGATIVE_INFINITY,
+  ];
+  for (let s = 0; s < slots; s++) {
+    store.ctxLen[s] = s % (width + 1); // 0 to width values, an empty context among them
+    for (let c = 0; c < width; c++) {
+      store.ctxTok[s * width + c] = Math.floor((rng.next() - 0.1) * 300000); // a few negative ids: printed as they are
+      // Float32 activations over 12 orders of magnitude, both signs; every 50th slot carries the special values.
+      store.ctxAct[s * width + c] = s % 50 === 7 ? special[c % special.length] : (rng.next() - 0.3) * Math.exp(rng.next() * 28 - 14);
+    }
+  }
+  // Slots out of order and repeated, as the lists give them.
+  const order = Int32Array.from({ length: 5000 }, () => Math.floor(rng.next() * slots));
+  const got = contextTexts(store.parts(), order);
+  const want = contextTextsReference(store.parts(), order);
+  assert.deepEqual(got.tokens, want.tokens);
+  assert.deepEqual(got.acts, want.acts);
+  assert.ok(
+    got.acts.some((a) => a.includes('e+')),
+    'a value past 1e11 went through the TypeScript path',
+  );
+  assert.deepEqual(contextTexts(store.parts(), new Int32Array(0)), { tokens: [], acts: [] });
+  assert.throws(() => mod.contextTexts(store.ctxTok, store.ctxAct, store.ctxLen, width, Int32Array.of(slots)), /out of range/);
 });
 
 test("native probeGradient = the TypeScript reference (the absorption probes' sigmoid step), a class without positives zero", { skip }, async () => {

@@ -17,6 +17,7 @@
 #include "index_stats.h"
 #include "gemm.h"
 #include "simd.h"
+#include "text.h"
 
 namespace {
 
@@ -590,6 +591,42 @@ napi_value ProbeGradient(napi_env env, napi_callback_info info) {
   });
 }
 
+// contextTexts(ctxTok: Int32Array, ctxAct: Float32Array [slots * width], ctxLen: Int32Array [slots], width, slots: Int32Array [n])
+//   -> { text: string, ends: Int32Array [2n], exotic: Uint8Array [n] } (text.h)
+napi_value ContextTexts(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 5);
+    const int width = count(env, a[3], "width", 1, 1 << 20);
+    TypedArray li = typedInfo(env, a[2], "ctxLen");
+    TypedArray si = typedInfo(env, a[4], "slots");
+    if (li.type != napi_int32_array || si.type != napi_int32_array) throw JsError{"ctxLen and slots must be Int32Arrays"};
+    const size_t cap = li.length, n = si.length;
+    const int32_t* ctxLen = static_cast<int32_t*>(li.data);
+    const int32_t* slots = static_cast<int32_t*>(si.data);
+    const int32_t* ctxTok = typed<int32_t>(env, a[0], napi_int32_array, cap * width, "ctxTok");
+    const float* ctxAct = f32(env, a[1], cap * width, "ctxAct");
+    for (size_t q = 0; q < n; q++)
+      if (slots[q] < 0 || (size_t)slots[q] >= cap || ctxLen[slots[q]] < 0 || ctxLen[slots[q]] > width) throw JsError{"contextTexts: a slot or its length is out of range"};
+    // Each value takes at most 22 characters (an int32 with its comma; an activation below 1e11 with sign and 4 decimals).
+    if ((double)n * (2 * width * 22 + 4) > 2e9) throw JsError{"contextTexts: too many slots for one call"};
+    std::string text;
+    text.reserve(n * (size_t)width * 12);
+    void *pe, *px;
+    napi_value abe, abx, te, tx, str, out;
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * 2 * n, &pe, &abe));
+    CHECK_NAPI(napi_create_arraybuffer(env, n, &px, &abx));
+    sdl::contextTexts(ctxTok, ctxAct, ctxLen, width, slots, (int)n, text, static_cast<int32_t*>(pe), static_cast<uint8_t*>(px));
+    CHECK_NAPI(napi_create_string_latin1(env, text.data(), text.size(), &str));
+    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, 2 * n, abe, 0, &te));
+    CHECK_NAPI(napi_create_typedarray(env, napi_uint8_array, n, abx, 0, &tx));
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, "text", str));
+    CHECK_NAPI(napi_set_named_property(env, out, "ends", te));
+    CHECK_NAPI(napi_set_named_property(env, out, "exotic", tx));
+    return out;
+  });
+}
+
 // ---- IndexStats
 
 sdl::IndexStats* unwrapStats(napi_env env, napi_value self) {
@@ -679,7 +716,7 @@ napi_value give(napi_env env, std::vector<T>& v, napi_typedarray_type t) {
   return arr;
 }
 
-// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tokCount, tokSum: Float32Array, co: Uint32Array,
+// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tok: Float32Array, co: Uint32Array,
 //   qSeen: Int32Array }
 // (moves the accumulators out: call once, at the end)
 napi_value StatsResult(napi_env env, napi_callback_info info) {
@@ -693,8 +730,7 @@ napi_value StatsResult(napi_env env, napi_callback_info info) {
     CHECK_NAPI(napi_set_named_property(env, out, "sum", give(env, st->sum, napi_float64_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "max", give(env, st->max, napi_float32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "hist", give(env, st->hist, napi_uint32_array)));
-    CHECK_NAPI(napi_set_named_property(env, out, "tokCount", give(env, st->tokCount, napi_float32_array)));
-    CHECK_NAPI(napi_set_named_property(env, out, "tokSum", give(env, st->tokSum, napi_float32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "tok", give(env, st->tok, napi_float32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "co", give(env, st->co, napi_uint32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "qSeen", give(env, st->qSeen, napi_int32_array)));
     return out;
@@ -802,6 +838,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "nearestRows", fn);
   napi_create_function(env, "probeGradient", NAPI_AUTO_LENGTH, ProbeGradient, nullptr, &fn);
   napi_set_named_property(env, exports, "probeGradient", fn);
+  napi_create_function(env, "contextTexts", NAPI_AUTO_LENGTH, ContextTexts, nullptr, &fn);
+  napi_set_named_property(env, exports, "contextTexts", fn);
   napi_create_function(env, "mallocLean", NAPI_AUTO_LENGTH, MallocLean, nullptr, &fn);
   napi_set_named_property(env, exports, "mallocLean", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);

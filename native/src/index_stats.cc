@@ -14,7 +14,7 @@ IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, s
     : m(m_), vocab(vocab_), topK(topK_), radius(radius_), coOn(coOn_), edges(std::move(edges_)), perBand(perBand_), bandEdges(std::move(bandEdges_)),
       qSeen(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, 0),
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
-      tokCount(vocab_ > 0 ? (size_t)m_ * vocab_ : 0, 0.f), tokSum(vocab_ > 0 ? (size_t)m_ * vocab_ : 0, 0.f),
+      tok(vocab_ > 0 ? (size_t)2 * m_ * vocab_ : 0, 0.f),
       co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_(m_), pool_(threads), tev_(threads), tctx_(threads) {}
 
 void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window) {
@@ -60,8 +60,9 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
       int b = (int)(std::upper_bound(edges.begin(), edges.end(), a) - edges.begin());
       hist[(size_t)i * (H + 1) + b]++;
       if (tokOk) {
-        tokCount[(size_t)i * vocab + t] += 1.f;
-        tokSum[(size_t)i * vocab + t] += a;
+        float* c = tok.data() + 2 * ((size_t)i * vocab + t);  // count and sum on one cache line: one miss, not two
+        c[0] += 1.f;
+        c[1] += a;
       }
       // Row r's context (same window, within the radius) and feature i's activation on each of its rows.
       auto emit = [&](int32_t band, int32_t slot) {
@@ -70,10 +71,9 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         while (hi + 1 < n && hi - r < radius && window[hi + 1] == window[r]) hi++;
         events.push_back(IndexEvent{i, r, lo, hi, a, (int32_t)ctxActs.size(), band, slot});
         for (int rr = lo; rr <= hi; rr++) {
-          float v = 0.f;
-          for (int s = start[rr]; s < start[rr + 1]; s++)
-            if (idx[s] == i) { v = val[s]; break; }
-          ctxActs.push_back(v);
+          // A row's latents increase along it: found by bisection (a linear scan was a quarter of this function's time).
+          const int32_t* e = std::lower_bound(idx + start[rr], idx + start[rr + 1], i);
+          ctxActs.push_back(e != idx + start[rr + 1] && *e == i ? val[e - idx] : 0.f);
         }
       };
       std::vector<float>& h = heap_[i];

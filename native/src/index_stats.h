@@ -58,7 +58,7 @@ class IndexStats {
   std::vector<double> count, sum;
   std::vector<float> max;
   std::vector<uint32_t> hist;      // [m][edges + 1]
-  std::vector<float> tokCount, tokSum;  // [m][vocab], when kept
+  std::vector<float> tok;          // [m][vocab][2]: firings and summed activation, when kept
   std::vector<uint32_t> co;        // [m][m], i < j
   std::vector<IndexEvent> events;  // of the last chunk, both kinds
   std::vector<float> ctxActs;      // of the last chunk's events

@@ -179,14 +179,14 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     await Promise.all([writer.abort(), analysis.abort()]);
     throw e;
   }
-  const { count, sum, max, hist, tokCount, tokSum, co, qSeen } = stats.result();
+  const { count, sum, max, hist, tok: tokStats, co, qSeen } = stats.result();
   const total = done;
   let counts: WriterCounts;
   try {
     // The pass's rows go to the writer thread part by part: each is inserted while the next is made here.
     writer.first({ examples: tops.lists() });
     writer.first({ quantiles: quantiles.lists(qSeen) });
-    if (keepTokens) writer.first(tokenRows(tokCount, tokSum, m, V));
+    if (keepTokens) writer.first(tokenRows(tokStats, m, V));
     // The neighbours were made during the pass: inserted now, while the absorption probes may still run.
     writer.first({ neighbors: (await analysis.partial()).neighbors });
     const rows = await perFeatureRows();
@@ -363,29 +363,35 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   }
 }
 
-/** The feature-token pairs that fired, in (token, feature) order, and each feature's 10 most frequent tokens (ties: lower id first). */
-function tokenRows(count: Float32Array, sum: Float32Array, m: number, V: number): Pick<FirstRows, 'tokenFeatures' | 'topTokens'> {
-  let nnz = 0;
-  for (let e = 0; e < m * V; e++) if (count[e] > 0) nnz++;
+/**
+ * The feature-token pairs that fired, in (token, feature) order, and each feature's 10 most frequent tokens (ties:
+ * lower id first), from tok [m, V, 2] (firings, summed activation). Read row by row (a feature's tokens lie together):
+ * the pairs are counted per token first, then each goes to its token's next place, so features stay in order.
+ */
+function tokenRows(tok: Float32Array, m: number, V: number): Pick<FirstRows, 'tokenFeatures' | 'topTokens'> {
+  const at = new Int32Array(V + 1);
+  for (let e = 0; e < m * V; e++) if (tok[2 * e] > 0) at[(e % V) + 1]++;
+  for (let t = 0; t < V; t++) at[t + 1] += at[t];
+  const nnz = at[V];
   const tf = { token: new Int32Array(nnz), feature: new Int32Array(nnz), count: new Float32Array(nnz), sum: new Float32Array(nnz) };
-  let e = 0;
-  for (let t = 0; t < V; t++)
-    for (let i = 0; i < m; i++) {
-      const c = count[i * V + t];
+  for (let i = 0; i < m; i++)
+    for (let t = 0; t < V; t++) {
+      const c = tok[2 * (i * V + t)];
       if (!(c > 0)) continue;
+      const e = at[t]++;
       tf.token[e] = t;
       tf.feature[e] = i;
       tf.count[e] = c;
-      tf.sum[e++] = sum[i * V + t];
+      tf.sum[e] = tok[2 * (i * V + t) + 1];
     }
   const n = 10;
   const top = { n, token: new Int32Array(m * n).fill(-1), count: new Float32Array(m * n), sum: new Float32Array(m * n) };
   for (let i = 0; i < m; i++) {
-    const c = count.subarray(i * V, (i + 1) * V);
-    topIndices(c, n).forEach((t, q) => {
+    const row = tok.subarray(2 * i * V, 2 * (i + 1) * V);
+    topIndices(row, n, false, 2).forEach((t, q) => {
       top.token[i * n + q] = t;
-      top.count[i * n + q] = c[t];
-      top.sum[i * n + q] = sum[i * V + t];
+      top.count[i * n + q] = row[2 * t];
+      top.sum[i * n + q] = row[2 * t + 1];
     });
   }
   return { tokenFeatures: tf, topTokens: top };

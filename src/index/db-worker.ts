@@ -5,7 +5,7 @@ import Database, { type Database as Db, type Statement } from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
 import { fsyncFile } from '../util/fsx.js';
 import { INDEXES, SCHEMA, TOKEN_FEATURES_INDEX } from './schema.js';
-import { round4Array } from '../util/format.js';
+import { contextTexts } from './context-text.js';
 import type { FirstRows, SecondRows, WriterCounts, WriterMessage, WriterReply } from './db-writer.js';
 import type { ExampleLists } from './examples.js';
 
@@ -46,20 +46,23 @@ class Inserter {
   }
 }
 
-/** Examples (top or quantile) with their contexts as JSON arrays; activations in the context rounded to 1e-4. */
+/** Examples (top or quantile) with their contexts as JSON arrays (context-text.ts), made a block of slots at a time. */
 function insertExamples(db: Db, table: 'examples' | 'quantile_examples', l: ExampleLists): void {
   const band = l.band;
   const cols = ['feature', ...(band ? ['band'] : []), 'rank', 'act', 'doc', 'window', 'pos', 'token', 'context_start', 'context_tokens', 'context_acts'];
   const ins = new Inserter(db, table, cols);
   const s = l.store;
-  for (let i = 0; i + 1 < l.off.length; i++) {
-    for (let q = l.off[i]; q < l.off[i + 1]; q++) {
+  const BLOCK = 4096;
+  let i = 0;
+  for (let q0 = 0; q0 < l.slots.length; q0 += BLOCK) {
+    const q1 = Math.min(l.slots.length, q0 + BLOCK);
+    const text = contextTexts(s, l.slots.subarray(q0, q1));
+    for (let q = q0; q < q1; q++) {
+      while (l.off[i + 1] <= q) i++; // example q is feature i's
       const slot = l.slots[q],
-        o = slot * s.width,
-        n = s.ctxLen[slot];
-      const tokens = `[${s.ctxTok.subarray(o, o + n).join(',')}]`;
-      const acts = round4Array(s.ctxAct.subarray(o, o + n));
-      const rank = q - l.off[i];
+        rank = q - l.off[i],
+        tokens = text.tokens[q - q0],
+        acts = text.acts[q - q0];
       if (band) ins.add(i, band[q], rank, s.act[slot], s.doc[slot], s.window[slot], s.pos[slot], s.token[slot], s.ctxStart[slot], tokens, acts);
       else ins.add(i, rank, s.act[slot], s.doc[slot], s.window[slot], s.pos[slot], s.token[slot], s.ctxStart[slot], tokens, acts);
     }

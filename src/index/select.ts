@@ -15,14 +15,16 @@ export function largest(m: number, n: number, score: (j: number) => number): { j
 
 /**
  * Indices of the n largest values of a (ties: lower index first), best first; only positive values unless `any`.
- * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n.
+ * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n. With a
+ * stride, the values are a[0], a[stride], a[2 stride], ... and index j stands for a[j * stride].
  */
-export function topIndices(a: Float32Array | Float64Array, n: number, any = false): Int32Array {
+export function topIndices(a: Float32Array | Float64Array, n: number, any = false, stride = 1): Int32Array {
   const idx = new Int32Array(n),
     val = new Float64Array(n);
   let size = 0;
-  for (let j = 0; j < a.length; j++) {
-    const v = a[j];
+  const len = Math.floor(a.length / stride);
+  for (let j = 0; j < len; j++) {
+    const v = a[j * stride];
     if (!any && !(v > 0)) continue;
     if (size === n && !(v > val[n - 1])) continue;
     let p = size < n ? size++ : n - 1;

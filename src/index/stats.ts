@@ -19,8 +19,7 @@ export class JsIndexStats implements IndexStatsLike {
       sum: new Float64Array(m),
       max: new Float32Array(m),
       hist: new Uint32Array(m * (c.edges.length + 1)),
-      tokCount: new Float32Array(vocab > 0 ? m * vocab : 0),
-      tokSum: new Float32Array(vocab > 0 ? m * vocab : 0),
+      tok: new Float32Array(vocab > 0 ? 2 * m * vocab : 0),
       co: new Uint32Array(c.cooccurrence ? m * m : 0),
       qSeen: new Int32Array(c.perBand > 0 ? m * (c.bandEdges.length + 1) : 0),
     };
@@ -31,7 +30,7 @@ export class JsIndexStats implements IndexStatsLike {
 
   add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array): IndexEvents {
     const { m, vocab, topK, radius, edges, cooccurrence, perBand, bandEdges } = this.c;
-    const { count, sum, max, hist, tokCount, tokSum, co, qSeen } = this.r;
+    const { count, sum, max, hist, tok, co, qSeen } = this.r;
     const H = edges.length,
       QB = bandEdges.length + 1;
     const n = start.length - 1;
@@ -78,8 +77,8 @@ export class JsIndexStats implements IndexStatsLike {
         }
         hist[i * (H + 1) + lo]++;
         if (tokOk) {
-          tokCount[i * vocab + t]++;
-          tokSum[i * vocab + t] += a;
+          tok[2 * (i * vocab + t)]++;
+          tok[2 * (i * vocab + t) + 1] += a;
         }
         if (this.topLen[i] < topK || a > this.topMin[i]) {
           this.pushTop(i, a);

@@ -180,8 +180,8 @@ export interface IndexStatsResult {
   sum: Float64Array;
   max: Float32Array;
   hist: Uint32Array;
-  tokCount: Float32Array;
-  tokSum: Float32Array;
+  /** Per (feature, token), [m, vocab, 2]: firings, then summed activation (empty where tokens are not kept). */
+  tok: Float32Array;
   co: Uint32Array;
   /** Firings per (feature, quantile band), [m * bands] (empty without quantile sampling). */
   qSeen: Int32Array;
@@ -245,6 +245,14 @@ export interface NativeModule {
   nearestRows(unit: Float32Array, m: number, d: number, n: number, threads: number): { other: Int32Array; cosine: Float32Array };
   /** One step of the absorption probes' gradient (analysis/absorption.ts probeGradient is the reference): writes G, adds to gb. */
   probeGradient: ProbeGradient;
+  /** Example contexts as the index's JSON text (index/context-text.ts is the reference): text, where each ends, and the rows left to TypeScript. */
+  contextTexts(
+    ctxTok: Int32Array,
+    ctxAct: Float32Array,
+    ctxLen: Int32Array,
+    width: number,
+    slots: Int32Array,
+  ): { text: string; ends: Int32Array; exotic: Uint8Array };
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
   /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
   alignedBuffer(bytes: number): ArrayBuffer;
