@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { harvest } from '../src/activations/harvest.js';
 import { decodeShard } from '../src/activations/shard.js';
@@ -58,6 +58,8 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   d.save(dictDir);
   const res = await buildIndex(dictDir, d, acts, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true });
   assert.equal(res.tokens, 2048);
+  // The examples' part file (written by the second writer, copied in) and the temporary file are gone.
+  assert.deepEqual(readdirSync(dictDir).filter((f) => f.includes('.tmp-') || f.includes('-examples')), []);
   // Brute force.
   const count = new Float64Array(40),
     max = new Float64Array(40);

@@ -172,30 +172,38 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   // The writer thread starts with the pass: the schema and the tokens table go in meanwhile.
   const tmpPath = `${path}.tmp-${process.pid}`;
   const writer = new IndexDbWriter(tmpPath);
+  // The examples' rows go to a file of their own on a second writer thread, copied in at the end (db-writer.ts).
+  const examplesWriter = new IndexDbWriter(join(dictDir, `${INDEX_FILE}-examples.tmp-${process.pid}`));
   if (tok) writer.first({ pieces: Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) });
+  const abort = () => Promise.all([writer.abort(), examplesWriter.abort(), analysis.abort()]);
   try {
     pass();
   } catch (e) {
-    await Promise.all([writer.abort(), analysis.abort()]);
+    await abort();
     throw e;
   }
   const { count, sum, max, hist, tok: tokStats, co, qSeen } = stats.result();
   const total = done;
   let counts: WriterCounts;
   try {
-    // The pass's rows go to the writer thread part by part: each is inserted while the next is made here.
-    writer.first({ examples: tops.lists() });
-    writer.first({ quantiles: quantiles.lists(qSeen) });
+    // The pass's rows go to the writer threads part by part: each is inserted while the next is made here.
+    examplesWriter.first({ examples: tops.lists() });
+    examplesWriter.first({ quantiles: quantiles.lists(qSeen) });
+    // Copied in by the first writer as soon as the second has closed its file, while the analysis thread may still run.
+    const examplesDone = examplesWriter.close().then(() => writer.first({ examplesFrom: examplesWriter.path }));
+    examplesDone.catch(() => undefined); // awaited below; a failure meanwhile is not an unhandled rejection
     if (keepTokens) writer.first(tokenRows(tokStats, m, V));
     // The neighbours were made during the pass: inserted now, while the absorption probes may still run.
     writer.first({ neighbors: (await analysis.partial()).neighbors });
     const rows = await perFeatureRows();
+    await examplesDone;
     counts = await writer.finish(rows);
   } catch (e) {
     // Out of space or killed half-way: no half-written index is left behind.
-    await Promise.all([writer.abort(), analysis.abort()]);
+    await abort();
     throw outputError(path, e);
   }
+  rmSync(examplesWriter.path, { force: true });
   renameSync(tmpPath, path);
   for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
   return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, ...counts };

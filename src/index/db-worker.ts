@@ -116,11 +116,30 @@ class IndexFile {
       this.tokenIndexMade = true;
     }
     if (r.neighbors) insertNeighbors(this.db, r.neighbors);
+    if (r.examplesFrom) {
+      // Same tables, empty here: SQLite's transfer optimisation copies the records as they are. A database is attached
+      // and detached outside a transaction (journal off: a commit here costs nothing).
+      const db = this.db;
+      db.exec('commit');
+      db.prepare('attach ? as part').run(r.examplesFrom);
+      db.exec('begin');
+      db.exec('insert into main.examples select * from part.examples');
+      db.exec('insert into main.quantile_examples select * from part.quantile_examples');
+      db.exec('commit');
+      db.exec('detach part');
+      db.exec('begin');
+    }
     if (r.pieces) {
       const ins = new Inserter(this.db, 'tokens', ['id', 'text']);
       r.pieces.forEach((p, t) => ins.add(t, p));
       ins.end();
     }
+  }
+
+  /** The rows so far committed and the file closed: a part another writer copies in (not synced: it is read and removed). */
+  close(): void {
+    this.db.exec('commit');
+    this.db.close();
   }
 
   second(r: SecondRows): WriterCounts {
@@ -207,7 +226,11 @@ port.on('message', (msg: WriterMessage) => {
   try {
     file ??= new IndexFile(workerData.path as string);
     if (msg.kind === 'first') file.first(msg.rows);
-    else {
+    else if (msg.kind === 'close') {
+      file.close();
+      port.postMessage({ closed: true } satisfies WriterReply);
+      port.close();
+    } else {
       port.postMessage({ done: file.second(msg.rows) } satisfies WriterReply);
       port.close();
     }
