@@ -59,7 +59,10 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   const res = await buildIndex(dictDir, d, acts, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true });
   assert.equal(res.tokens, 2048);
   // The examples' part file (written by the second writer, copied in) and the temporary file are gone.
-  assert.deepEqual(readdirSync(dictDir).filter((f) => f.includes('.tmp-') || f.includes('-examples')), []);
+  assert.deepEqual(
+    readdirSync(dictDir).filter((f) => f.includes('.tmp-') || f.includes('-examples')),
+    [],
+  );
   // Brute force.
   const count = new Float64Array(40),
     max = new Float64Array(40);

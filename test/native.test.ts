@@ -438,7 +438,8 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
     const idx: number[] = [],
       val: number[] = [];
     for (let r = 0; r < n; r++) {
-      const lat = [...new Set(Array.from({ length: rng.int(6) }, () => rng.int(m)))].sort((x, y) => x - y);
+      // Mostly short rows, every third up to 40 latents (the native search for a context row's latent compares 8 at a time).
+      const lat = [...new Set(Array.from({ length: rng.int(r % 3 === 0 ? 40 : 6) }, () => rng.int(m)))].sort((x, y) => x - y);
       for (const l of lat) {
         idx.push(l);
         val.push(Math.exp(rng.normal() * 2));

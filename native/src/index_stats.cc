@@ -6,6 +6,9 @@
 
 #include "gemm.h"
 #include "simd.h"
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace sdl {
 
@@ -15,7 +18,28 @@ IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, s
       qSeen(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, 0),
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
       tok(vocab_ > 0 ? (size_t)2 * m_ * vocab_ : 0, 0.f),
-      co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_(m_), pool_(threads), tev_(threads), tctx_(threads) {}
+      co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_((size_t)m_ * topK_), heapSize_(m_, 0), heapMin_(m_, 0.f), pool_(threads), tev_(threads),
+      tctx_(threads) {}
+
+namespace {
+
+// Where latent i is among a row's n latents (increasing), or -1: eight compared at a time where the build has vectors
+// (no branch to mispredict per step, as a bisection has), the rest one by one.
+int findLatent(const int32_t* ids, int n, int32_t i) {
+  int q = 0;
+#if defined(__AVX2__)
+  const __m256i want = _mm256_set1_epi32(i);
+  for (; q + 8 <= n; q += 8) {
+    const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i*)(ids + q)), want)));
+    if (mask) return q + __builtin_ctz(mask);
+  }
+#endif
+  for (; q < n; q++)
+    if (ids[q] == i) return q;
+  return -1;
+}
+
+}  // namespace
 
 void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window) {
   const int T = pool_.size();
@@ -71,19 +95,20 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         while (hi + 1 < n && hi - r < radius && window[hi + 1] == window[r]) hi++;
         events.push_back(IndexEvent{i, r, lo, hi, a, (int32_t)ctxActs.size(), band, slot});
         for (int rr = lo; rr <= hi; rr++) {
-          // A row's latents increase along it: found by bisection (a linear scan was a quarter of this function's time).
-          const int32_t* e = std::lower_bound(idx + start[rr], idx + start[rr + 1], i);
-          ctxActs.push_back(e != idx + start[rr + 1] && *e == i ? val[e - idx] : 0.f);
+          const int at = findLatent(idx + start[rr], start[rr + 1] - start[rr], i);
+          ctxActs.push_back(at >= 0 ? val[start[rr] + at] : 0.f);
         }
       };
-      std::vector<float>& h = heap_[i];
-      if ((int)h.size() < topK || a > h.front()) {
-        if ((int)h.size() >= topK) {
-          std::pop_heap(h.begin(), h.end(), minFirst);
-          h.pop_back();
-        }
-        h.push_back(a);
-        std::push_heap(h.begin(), h.end(), minFirst);
+      // Feature i's top K as a min-heap in its own stretch of one array; whether a enters is decided from the flat arrays
+      // of sizes and minima (the heap itself, a cache miss away, is touched only when it does).
+      if (topK > 0 && (heapSize_[i] < topK || a > heapMin_[i])) {
+        float* h = heap_.data() + (size_t)i * topK;
+        int size = heapSize_[i];
+        if (size >= topK) std::pop_heap(h, h + size--, minFirst);
+        h[size++] = a;
+        std::push_heap(h, h + size, minFirst);
+        heapSize_[i] = size;
+        heapMin_[i] = h[0];
         emit(-1, 0);
       }
       if (perBand > 0 && a > 0) {

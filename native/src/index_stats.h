@@ -67,7 +67,9 @@ class IndexStats {
   // Rows [0, n), latents [j0, j1): each thread owns a range of latents, so no counter is shared.
   void addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, int j0, int j1,
                 std::vector<IndexEvent>& ev, std::vector<float>& ctx);
-  std::vector<std::vector<float>> heap_;  // per feature: min-heap of its top-K activations
+  std::vector<float> heap_;        // [m][topK]: each feature's top-K activations so far, a min-heap of heapSize_[i]
+  std::vector<int32_t> heapSize_;  // [m]
+  std::vector<float> heapMin_;     // [m]: heap_'s smallest where full (the activation to beat)
   Pool pool_;
   std::vector<std::vector<IndexEvent>> tev_;
   std::vector<std::vector<float>> tctx_;
