@@ -23,6 +23,7 @@ import { nativeStepFresh, sameNativeStep } from './helpers.js';
 import { nearestByCosine, nearestByCosineReference } from '../src/index/neighbors.js';
 import { INNER_EDGES } from '../src/index/quantiles.js';
 import { ExampleStore } from '../src/index/examples.js';
+import { topIndices } from '../src/index/select.js';
 import { contextTexts, contextTextsReference } from '../src/index/context-text.js';
 
 const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
@@ -575,6 +576,29 @@ test('native fused encoder: a product of one row block (B packed a column block 
     const want = entries(all, few);
     assert.ok(want.length > few, `${act}: entries to compare`);
     assert.deepEqual(entries(part, few), want, `${act}: the first ${few} rows alone`);
+  }
+});
+
+test("native rowsLargest = topIndices (the logit lens's most raised and lowered tokens): ties to the lower index, NaN, rows shorter than n", { skip }, () => {
+  const rng = new Rng(17);
+  for (const [rows, cols, n] of [
+    [40, 512, 10],
+    [7, 70, 10],
+    [5, 6, 10],
+  ]) {
+    // Values on a coarse grid (many exact ties), a few NaN and infinities.
+    const C = Float32Array.from({ length: rows * cols }, () => Math.round(rng.normal() * 4) / 2);
+    for (let q = 0; q < rows * cols; q += 37) C[q] = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY][q % 3];
+    for (const negate of [false, true]) {
+      const got = mod.rowsLargest(C, rows, cols, n, negate, 2);
+      for (let r = 0; r < rows; r++) {
+        const row = C.subarray(r * cols, (r + 1) * cols);
+        const want = topIndices(negate ? row.map((v) => -v) : row, n, true);
+        const ids = Array.from(got.index.subarray(r * n, (r + 1) * n));
+        assert.deepEqual(ids, [...want, ...Array(n - want.length).fill(-1)], `${rows}x${cols} row ${r}${negate ? ', negated' : ''}`);
+        want.forEach((j, q) => assert.ok(Object.is(got.value[r * n + q], negate ? -row[j] : row[j])));
+      }
+    }
   }
 });
 

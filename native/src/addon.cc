@@ -567,6 +567,29 @@ napi_value NearestRows(napi_env env, napi_callback_info info) {
   });
 }
 
+// rowsLargest(C: Float32Array [rows, cols], rows, cols, n, negate, threads) -> { index: Int32Array [rows, n], value: Float32Array [rows, n] }
+napi_value RowsLargest(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 6);
+    int rows = count(env, a[1], "rows", 0), cols = count(env, a[2], "cols", 0), n = count(env, a[3], "n", 1, 1 << 16);
+    const float* C = f32(env, a[0], (size_t)rows * cols, "C");
+    bool negate;
+    CHECK_NAPI(napi_get_value_bool(env, a[4], &negate));
+    sdl::Pool& pool = sharedPool(count(env, a[5], "threads", 1, 1024));
+    void *pi, *pv;
+    napi_value abi, abv, ti, tv, out;
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * rows * n, &pi, &abi));
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * rows * n, &pv, &abv));
+    sdl::rowsLargest(pool, C, rows, cols, n, negate, static_cast<int32_t*>(pi), static_cast<float*>(pv));
+    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, (size_t)rows * n, abi, 0, &ti));
+    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, (size_t)rows * n, abv, 0, &tv));
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, "index", ti));
+    CHECK_NAPI(napi_set_named_property(env, out, "value", tv));
+    return out;
+  });
+}
+
 // probeGradient(L: Float32Array [n C], b, pos, wPos, wNeg: Float64Array [C], y: Int32Array [n], G: Float32Array [n C], gb: Float64Array [C])
 //   writes G and adds to gb (index_stats.h)
 napi_value ProbeGradient(napi_env env, napi_callback_info info) {
@@ -836,6 +859,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "gemm", fn);
   napi_create_function(env, "nearestRows", NAPI_AUTO_LENGTH, NearestRows, nullptr, &fn);
   napi_set_named_property(env, exports, "nearestRows", fn);
+  napi_create_function(env, "rowsLargest", NAPI_AUTO_LENGTH, RowsLargest, nullptr, &fn);
+  napi_set_named_property(env, exports, "rowsLargest", fn);
   napi_create_function(env, "probeGradient", NAPI_AUTO_LENGTH, ProbeGradient, nullptr, &fn);
   napi_set_named_property(env, exports, "probeGradient", fn);
   napi_create_function(env, "contextTexts", NAPI_AUTO_LENGTH, ContextTexts, nullptr, &fn);

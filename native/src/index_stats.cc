@@ -147,6 +147,54 @@ void probeGradient(const float* L, const double* b, const int32_t* y, const doub
   }
 }
 
+namespace {
+
+template <bool Negate>
+void largestOfRowT(const float* row, int len, int n, int32_t* idx, float* val) {
+  int size = 0;
+  for (int j = 0; j < len; j++) {
+    // Once n are held, most of a row falls below the n-th: skip 4 vectors at a time that hold nothing above it (the
+    // test below skips each of their values), so the scan runs at vector speed.
+    if (size == n && (j & (4 * VW - 1)) == 0) {
+      const vf t = vsplat(val[n - 1]);
+      while (j + 4 * VW <= len) {
+        const float* q = row + j;
+        vf a = vload(q), b = vload(q + VW), c = vload(q + 2 * VW), d = vload(q + 3 * VW);
+        if (Negate) a = -a, b = -b, c = -c, d = -d;
+        if (anyAbove4(a, b, c, d, t)) break;
+        j += 4 * VW;
+      }
+      if (j >= len) break;
+    }
+    const float v = Negate ? -row[j] : row[j];
+    if (size == n && !(v > val[n - 1])) continue;
+    int p = size < n ? size++ : n - 1;
+    for (; p > 0 && val[p - 1] < v; p--) {
+      val[p] = val[p - 1];
+      idx[p] = idx[p - 1];
+    }
+    val[p] = v;
+    idx[p] = j;
+  }
+  for (int q = size; q < n; q++) {
+    idx[q] = -1;
+    val[q] = 0.f;
+  }
+}
+
+}  // namespace
+
+void largestOfRow(const float* row, int len, int n, bool negate, int32_t* idx, float* val) {
+  if (negate) largestOfRowT<true>(row, len, n, idx, val);
+  else largestOfRowT<false>(row, len, n, idx, val);
+}
+
+void rowsLargest(Pool& pool, const float* C, int rows, int cols, int n, bool negate, int32_t* idx, float* val) {
+  pool.range(rows, [&](long r0, long r1, int) {
+    for (long r = r0; r < r1; r++) largestOfRow(C + r * cols, cols, n, negate, idx + r * n, val + r * n);
+  });
+}
+
 void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine) {
   const int BR = 256;
   std::vector<float> C((size_t)(m < BR ? m : BR) * m);
@@ -157,35 +205,7 @@ void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* ot
       for (long r = r0; r < r1; r++) {
         float* row = C.data() + r * m;
         row[i0 + r] = -INFINITY;  // not its own neighbour
-        int32_t* idx = other + (i0 + r) * n;
-        float* val = cosine + (i0 + r) * n;
-        int size = 0;
-        for (int j = 0; j < m; j++) {
-          // Once n are held, most of a row falls below the n-th: skip 4 vectors at a time that hold nothing above
-          // it (the test below skips each of their values), so the scan runs at vector speed.
-          if (size == n && (j & (4 * VW - 1)) == 0) {
-            const vf t = vsplat(val[n - 1]);
-            while (j + 4 * VW <= m) {
-              const float* q = row + j;
-              if (anyAbove(vmax(vmax(vload(q), vload(q + VW)), vmax(vload(q + 2 * VW), vload(q + 3 * VW))), t)) break;
-              j += 4 * VW;
-            }
-            if (j >= m) break;
-          }
-          const float v = row[j];
-          if (size == n && !(v > val[n - 1])) continue;
-          int p = size < n ? size++ : n - 1;
-          for (; p > 0 && val[p - 1] < v; p--) {
-            val[p] = val[p - 1];
-            idx[p] = idx[p - 1];
-          }
-          val[p] = v;
-          idx[p] = j;
-        }
-        for (int q = size; q < n; q++) {
-          idx[q] = -1;
-          val[q] = 0.f;
-        }
+        largestOfRow(row, m, n, false, other + (i0 + r) * n, cosine + (i0 + r) * n);
       }
     });
   }

@@ -16,6 +16,12 @@ namespace sdl {
 // kept by insertion (the TypeScript reference, index/neighbors.ts, selects the same way from the same blocks).
 void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine);
 
+// The n largest of row[0..len) (negate: of -row), best first, ties to the lower index, as ids (-1 past the last) and
+// values (of -row when negated): index/select.ts topIndices(a, n, true) is the reference.
+void largestOfRow(const float* row, int len, int n, bool negate, int32_t* idx, float* val);
+// largestOfRow for each row of C [rows, cols], into idx and val [rows, n].
+void rowsLargest(Pool& pool, const float* C, int rows, int cols, int n, bool negate, int32_t* idx, float* val);
+
 // One step of the absorption probes' gradient (src/analysis/absorption.ts trainProbe, its TypeScript reference): for
 // each row r and class c with positives, p = sigmoid(L[r, c] + b[c]), g = w (p - t) / n with w the class-balanced
 // weight of the target t (1 when y[r] == c), G[r, c] = g, gb[c] += g (rows in order); G[r, c] = 0 for a class

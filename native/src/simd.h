@@ -50,6 +50,15 @@ static inline bool anyAbove(vf v, vf t) {
   return any != 0;
 }
 
+// Whether any lane of a, b, c or d is above t's: each compared (a maximum first would let a NaN lane hide a larger one).
+static inline bool anyAbove4(vf a, vf b, vf c, vf d, vf t) {
+  typedef int32_t vi __attribute__((vector_size(VW * 4)));
+  const vi g = (a > t) | (b > t) | (c > t) | (d > t);
+  int32_t any = 0;
+  for (int q = 0; q < VW; q++) any |= g[q];
+  return any != 0;
+}
+
 // y[0..n) += a * x[0..n)
 static inline void axpy(int n, float a, const float* __restrict x, float* __restrict y) {
   vf av = vsplat(a);

@@ -1,9 +1,11 @@
 // Every feature's logit lens for the index: the tokens whose logits its decoder direction raises and lowers most
-// (analysis/logit-lens.ts), computed as one blocked GEMM of the decoder rows against the unembedding.
+// (analysis/logit-lens.ts), computed as one blocked GEMM of the decoder rows against the unembedding, each row's most
+// raised and most lowered tokens selected natively where the kernels are built (topN below is the reference).
 import type { LoadedModel } from '../models/model.js';
 import type { Dictionary } from '../sdl/dictionary.js';
 import { findUnembedding, type Unembedding } from '../analysis/logit-lens.js';
 import { gemm } from '../tensor/linalg.js';
+import { native, nativeThreads } from '../native/kernels.js';
 import { UserError } from '../util/errors.js';
 import { topIndices } from './select.js';
 import { round4Text } from '../util/format.js';
@@ -55,10 +57,20 @@ export function lensRows(l: LensInputs, W_dec: Float32Array, dOut: number, m: nu
     const b = Math.min(block, m - i0);
     for (let r = 0; r < b; r++) for (let j = 0; j < D; j++) A[r * D + j] = W_dec[(i0 + r) * dOut + off + j] * u.scale[j];
     gemm(b, V, D, A, D, 1, u.W_U, V, 1, C, V);
-    for (let r = 0; r < b; r++) {
-      const e = C.subarray(r * V, (r + 1) * V);
-      rows.push(`{"pos":${topN(e, n, 1, neg)},"neg":${topN(e, n, -1, neg)}}`);
-    }
+    const mod = native();
+    if (mod) {
+      // Both selections natively (the TypeScript below is their reference): only the printing is left here.
+      const pos = mod.rowsLargest(C, b, V, n, false, nativeThreads()),
+        low = mod.rowsLargest(C, b, V, n, true, nativeThreads());
+      for (let r = 0; r < b; r++) {
+        const e = C.subarray(r * V, (r + 1) * V);
+        rows.push(`{"pos":${pairs(e, pos.index.subarray(r * n, (r + 1) * n))},"neg":${pairs(e, low.index.subarray(r * n, (r + 1) * n))}}`);
+      }
+    } else
+      for (let r = 0; r < b; r++) {
+        const e = C.subarray(r * V, (r + 1) * V);
+        rows.push(`{"pos":${topN(e, n, 1, neg)},"neg":${topN(e, n, -1, neg)}}`);
+      }
   }
   return { rows, source: `${u.source}; direction: decoder columns ${off}-${off + D - 1}` };
 }
@@ -70,7 +82,15 @@ function topN(e: Float32Array, n: number, sign: 1 | -1, scratch: Float32Array): 
     a = scratch; // negation is exact: the same order as -value
     for (let t = 0; t < e.length; t++) a[t] = -e[t];
   }
+  return pairs(e, topIndices(a, n, true));
+}
+
+/** Tokens (up to the first -1) with their logits in e, as JSON [[token, logit], ...], logits rounded to 1e-4. */
+function pairs(e: Float32Array, tokens: Int32Array): string {
   const parts: string[] = [];
-  for (const t of topIndices(a, n, true)) parts.push(`[${t},${round4Text(e[t])}]`);
+  for (const t of tokens) {
+    if (t < 0) break;
+    parts.push(`[${t},${round4Text(e[t])}]`);
+  }
   return `[${parts.join(',')}]`;
 }

@@ -243,6 +243,8 @@ export interface NativeModule {
   ): void;
   /** Each unit row's n nearest other rows by cosine, [m, n] (-1 past the last): index/neighbors.ts's reference, natively. */
   nearestRows(unit: Float32Array, m: number, d: number, n: number, threads: number): { other: Int32Array; cosine: Float32Array };
+  /** Each row's n largest values (of -C when negated), [rows, n] ids (-1 past the last) and values: index/select.ts topIndices(row, n, true), natively. */
+  rowsLargest(C: Float32Array, rows: number, cols: number, n: number, negate: boolean, threads: number): { index: Int32Array; value: Float32Array };
   /** One step of the absorption probes' gradient (analysis/absorption.ts probeGradient is the reference): writes G, adds to gb. */
   probeGradient: ProbeGradient;
   /** Example contexts as the index's JSON text (index/context-text.ts is the reference): text, where each ends, and the rows left to TypeScript. */
