@@ -149,16 +149,18 @@ void probeGradient(const float* L, const double* b, const int32_t* y, const doub
 
 namespace {
 
+// Feeds values v[0..len) (negated when Negate), standing for candidates base, base + 1, ..., into a running list of the
+// n largest (size held so far, ids and values best first; ties: the earlier candidate first). A list fed its candidates
+// in pieces, in increasing order, ends as one fed them all at once.
 template <bool Negate>
-void largestOfRowT(const float* row, int len, int n, int32_t* idx, float* val) {
-  int size = 0;
+void feedLargest(const float* v, int len, int base, int n, int32_t* idx, float* val, int& size) {
   for (int j = 0; j < len; j++) {
-    // Once n are held, most of a row falls below the n-th: skip 4 vectors at a time that hold nothing above it (the
-    // test below skips each of their values), so the scan runs at vector speed.
+    // Once n are held, most values fall below the n-th: skip 4 vectors at a time that hold nothing above it (the test
+    // below skips each of their values), so the scan runs at vector speed.
     if (size == n && (j & (4 * VW - 1)) == 0) {
       const vf t = vsplat(val[n - 1]);
       while (j + 4 * VW <= len) {
-        const float* q = row + j;
+        const float* q = v + j;
         vf a = vload(q), b = vload(q + VW), c = vload(q + 2 * VW), d = vload(q + 3 * VW);
         if (Negate) a = -a, b = -b, c = -c, d = -d;
         if (anyAbove4(a, b, c, d, t)) break;
@@ -166,16 +168,19 @@ void largestOfRowT(const float* row, int len, int n, int32_t* idx, float* val) {
       }
       if (j >= len) break;
     }
-    const float v = Negate ? -row[j] : row[j];
-    if (size == n && !(v > val[n - 1])) continue;
+    const float x = Negate ? -v[j] : v[j];
+    if (size == n && !(x > val[n - 1])) continue;
     int p = size < n ? size++ : n - 1;
-    for (; p > 0 && val[p - 1] < v; p--) {
+    for (; p > 0 && val[p - 1] < x; p--) {
       val[p] = val[p - 1];
       idx[p] = idx[p - 1];
     }
-    val[p] = v;
-    idx[p] = j;
+    val[p] = x;
+    idx[p] = base + j;
   }
+}
+
+void endLargest(int n, int32_t* idx, float* val, int size) {
   for (int q = size; q < n; q++) {
     idx[q] = -1;
     val[q] = 0.f;
@@ -185,8 +190,10 @@ void largestOfRowT(const float* row, int len, int n, int32_t* idx, float* val) {
 }  // namespace
 
 void largestOfRow(const float* row, int len, int n, bool negate, int32_t* idx, float* val) {
-  if (negate) largestOfRowT<true>(row, len, n, idx, val);
-  else largestOfRowT<false>(row, len, n, idx, val);
+  int size = 0;
+  if (negate) feedLargest<true>(row, len, 0, n, idx, val, size);
+  else feedLargest<false>(row, len, 0, n, idx, val, size);
+  endLargest(n, idx, val, size);
 }
 
 void rowsLargest(Pool& pool, const float* C, int rows, int cols, int n, bool negate, int32_t* idx, float* val) {
@@ -196,19 +203,63 @@ void rowsLargest(Pool& pool, const float* C, int rows, int cols, int n, bool neg
 }
 
 void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* other, float* cosine) {
+  // The cosines are symmetric (each entry is the same k-ordered sum of the same products either way round), so only
+  // the upper triangle is multiplied: block I's rows against rows I0 .. m. Its rows take their candidates from I0 on
+  // there; every later row j takes block I's rows as candidates from column j of the block. Each row is fed its
+  // candidates in increasing order (earlier blocks first), as the reference scans them, so the lists come out the same.
   const int BR = 256;
+  std::vector<int> size(m, 0);
+  std::vector<float> thr(m);  // each row's n-th value held, NaN while its list has room
   std::vector<float> C((size_t)(m < BR ? m : BR) * m);
+  auto takeOne = [&](float x, int cand, int j) {
+    int32_t* idx = other + (long)j * n;
+    float* val = cosine + (long)j * n;
+    int& sz = size[j];
+    if (sz == n && !(x > val[n - 1])) return;
+    int p = sz < n ? sz++ : n - 1;
+    for (; p > 0 && val[p - 1] < x; p--) {
+      val[p] = val[p - 1];
+      idx[p] = idx[p - 1];
+    }
+    val[p] = x;
+    idx[p] = cand;
+    thr[j] = sz < n ? NAN : val[n - 1];
+  };
   for (int i0 = 0; i0 < m; i0 += BR) {
-    const int rows = m - i0 < BR ? m - i0 : BR;
-    gemm(pool, rows, m, d, View{unit + (long)i0 * d, d, 1}, View{unit, 1, d}, C.data(), m, false);  // cosines of the block with every row
+    const int rows = m - i0 < BR ? m - i0 : BR, cols = m - i0;
+    gemm(pool, rows, cols, d, View{unit + (long)i0 * d, d, 1}, View{unit + (long)i0 * d, 1, d}, C.data(), cols, false);
     pool.range(rows, [&](long r0, long r1, int) {
       for (long r = r0; r < r1; r++) {
-        float* row = C.data() + r * m;
-        row[i0 + r] = -INFINITY;  // not its own neighbour
-        largestOfRow(row, m, n, false, other + (i0 + r) * n, cosine + (i0 + r) * n);
+        float* row = C.data() + r * cols;
+        row[r] = -INFINITY;  // not its own neighbour
+        feedLargest<false>(row, cols, i0, n, other + (i0 + r) * n, cosine + (i0 + r) * n, size[i0 + r]);
+      }
+    });
+    // Later rows j = i0 + c (c >= rows) take candidate i0 + r from C[r][c], r in order, each thread its own columns. A
+    // vector of VW rows' thresholds tells which of them may take it: !(x <= t) holds above t and where either is NaN
+    // (a list with room); takeOne decides exactly.
+    const int later = cols - rows;
+    pool.range((later + VW - 1) / VW, [&](long v0, long v1, int) {
+      const int c0 = rows + (int)v0 * VW, c1 = rows + (int)(v1 * VW < later ? v1 * VW : later);
+      for (int c = c0; c < c1; c++) thr[i0 + c] = size[i0 + c] < n ? NAN : cosine[(long)(i0 + c) * n + n - 1];
+      for (int r = 0; r < rows; r++) {
+        const float* row = C.data() + (size_t)r * cols;
+        int c = c0;
+        const float* t = thr.data() + i0;
+        for (; c + 4 * VW <= c1; c += 4 * VW) {
+          // Four vectors tested together: most of them take nothing.
+          const vi t0 = !(vload(row + c) <= vload(t + c)), t1 = !(vload(row + c + VW) <= vload(t + c + VW));
+          const vi t2 = !(vload(row + c + 2 * VW) <= vload(t + c + 2 * VW)), t3 = !(vload(row + c + 3 * VW) <= vload(t + c + 3 * VW));
+          if (!vany(t0 | t1 | t2 | t3)) continue;
+          for (int q = 0; q < 4 * VW; q++)
+            if (!(row[c + q] <= t[c + q])) takeOne(row[c + q], i0 + r, i0 + c + q);
+        }
+        for (; c < c1; c++)
+          if (!(row[c] <= t[c])) takeOne(row[c], i0 + r, i0 + c);
       }
     });
   }
+  for (int i = 0; i < m; i++) endLargest(n, other + (long)i * n, cosine + (long)i * n, size[i]);
 }
 
 }  // namespace sdl

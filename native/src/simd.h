@@ -7,6 +7,9 @@
 #include <cstring>
 #include <utility>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace sdl {
 
@@ -41,23 +44,27 @@ static inline float vsum(vf v) {
   return s;
 }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-// Whether any lane of v is above t's (NaN lanes are not).
-static inline bool anyAbove(vf v, vf t) {
-  typedef int32_t vi __attribute__((vector_size(VW * 4)));
-  const vi g = v > t;
+typedef int32_t vi __attribute__((vector_size(VW * 4)));  // a comparison's lanes: all ones where true
+
+// Whether any lane of a comparison is true: one instruction where the build has it (GCC otherwise reads the lanes out
+// one at a time).
+static inline bool vany(vi g) {
+#if defined(__AVX512F__)
+  return _mm512_test_epi32_mask((__m512i)g, (__m512i)g) != 0;
+#elif defined(__AVX2__)
+  return !_mm256_testz_si256((__m256i)g, (__m256i)g);
+#else
   int32_t any = 0;
   for (int q = 0; q < VW; q++) any |= g[q];
   return any != 0;
+#endif
 }
 
+// Whether any lane of v is above t's (NaN lanes are not).
+static inline bool anyAbove(vf v, vf t) { return vany(v > t); }
+
 // Whether any lane of a, b, c or d is above t's: each compared (a maximum first would let a NaN lane hide a larger one).
-static inline bool anyAbove4(vf a, vf b, vf c, vf d, vf t) {
-  typedef int32_t vi __attribute__((vector_size(VW * 4)));
-  const vi g = (a > t) | (b > t) | (c > t) | (d > t);
-  int32_t any = 0;
-  for (int q = 0; q < VW; q++) any |= g[q];
-  return any != 0;
-}
+static inline bool anyAbove4(vf a, vf b, vf c, vf d, vf t) { return vany((a > t) | (b > t) | (c > t) | (d > t)); }
 
 // y[0..n) += a * x[0..n)
 static inline void axpy(int n, float a, const float* __restrict x, float* __restrict y) {

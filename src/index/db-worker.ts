@@ -127,6 +127,9 @@ class IndexFile {
       db.exec('insert into main.quantile_examples select * from part.quantile_examples');
       db.exec('commit');
       db.exec('detach part');
+      // The copied pages (most of the file) go to disk now, while this thread waits for the per-feature rows: the sync
+      // that ends the index has little left to write.
+      fsyncFile(this.path);
       db.exec('begin');
     }
     if (r.pieces) {
