@@ -172,10 +172,12 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   // The writer thread starts with the pass: the schema and the tokens table go in meanwhile.
   const tmpPath = `${path}.tmp-${process.pid}`;
   const writer = new IndexDbWriter(tmpPath);
-  // The examples' rows go to a file of their own on a second writer thread, copied in at the end (db-writer.ts).
-  const examplesWriter = new IndexDbWriter(join(dictDir, `${INDEX_FILE}-examples.tmp-${process.pid}`));
+  // The top and quantile examples go to files of their own on two more writer threads, copied in (db-writer.ts).
+  const partWriter = (name: string) => new IndexDbWriter(join(dictDir, `${INDEX_FILE}-${name}.tmp-${process.pid}`));
+  const topWriter = partWriter('examples'),
+    quantileWriter = partWriter('quantiles');
   if (tok) writer.first({ pieces: Array.from({ length: tok.vocabSize }, (_, t) => tok.piece(t)) });
-  const abort = () => Promise.all([writer.abort(), examplesWriter.abort(), analysis.abort()]);
+  const abort = () => Promise.all([writer.abort(), topWriter.abort(), quantileWriter.abort(), analysis.abort()]);
   try {
     pass();
   } catch (e) {
@@ -187,10 +189,12 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   let counts: WriterCounts;
   try {
     // The pass's rows go to the writer threads part by part: each is inserted while the next is made here.
-    examplesWriter.first({ examples: tops.lists() });
-    examplesWriter.first({ quantiles: quantiles.lists(qSeen) });
-    // Copied in by the first writer as soon as the second has closed its file, while the analysis thread may still run.
-    const examplesDone = examplesWriter.close().then(() => writer.first({ examplesFrom: examplesWriter.path }));
+    topWriter.first({ examples: tops.lists() });
+    quantileWriter.first({ quantiles: quantiles.lists(qSeen) });
+    // Each part copied in by the first writer as soon as it is closed, while the analysis thread may still run.
+    const copied = (w: IndexDbWriter, table: 'examples' | 'quantile_examples') =>
+      w.close().then(() => writer.first({ copyFrom: { path: w.path, tables: [table] } }));
+    const examplesDone = Promise.all([copied(topWriter, 'examples'), copied(quantileWriter, 'quantile_examples')]);
     examplesDone.catch(() => undefined); // awaited below; a failure meanwhile is not an unhandled rejection
     if (keepTokens) writer.first(tokenRows(tokStats, m, V));
     // The neighbours were made during the pass: inserted now, while the absorption probes may still run.
@@ -203,7 +207,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     await abort();
     throw outputError(path, e);
   }
-  rmSync(examplesWriter.path, { force: true });
+  for (const w of [topWriter, quantileWriter]) rmSync(w.path, { force: true });
   renameSync(tmpPath, path);
   for (const suffix of ['-wal', '-shm']) rmSync(`${tmpPath}${suffix}`, { force: true });
   return { path, tokens: total, seconds: (performance.now() - t0) / 1000, upToDate: false, ...counts };

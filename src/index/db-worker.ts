@@ -2,6 +2,7 @@
 // (one call into SQLite per 32 rows instead of per row), secondary indexes made after the rows, then the file is
 // closed and synced. Any failure is sent back as the reply; the caller removes the file.
 import Database, { type Database as Db, type Statement } from 'better-sqlite3';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { fsyncFile } from '../util/fsx.js';
 import { INDEXES, SCHEMA, TOKEN_FEATURES_INDEX } from './schema.js';
@@ -116,15 +117,14 @@ class IndexFile {
       this.tokenIndexMade = true;
     }
     if (r.neighbors) insertNeighbors(this.db, r.neighbors);
-    if (r.examplesFrom) {
+    if (r.copyFrom) {
       // Same tables, empty here: SQLite's transfer optimisation copies the records as they are. A database is attached
       // and detached outside a transaction (journal off: a commit here costs nothing).
       const db = this.db;
       db.exec('commit');
-      db.prepare('attach ? as part').run(r.examplesFrom);
+      db.prepare('attach ? as part').run(r.copyFrom.path);
       db.exec('begin');
-      db.exec('insert into main.examples select * from part.examples');
-      db.exec('insert into main.quantile_examples select * from part.quantile_examples');
+      for (const t of r.copyFrom.tables) db.exec(`insert into main.${t} select * from part.${t}`);
       db.exec('commit');
       db.exec('detach part');
       // The copied pages (most of the file) go to disk now, while this thread waits for the per-feature rows: the sync
@@ -219,6 +219,15 @@ class IndexFile {
     fsyncFile(this.path);
     return counts;
   }
+}
+
+// The lowest priority, as the analysis thread's (analysis-worker.ts): the writers work after the pass, beside the
+// analysis thread's last probes, and at equal priority the three share the cores instead of the probes waiting for the
+// inserts to end. A scheduling hint only: where it is refused, the same rows are written at normal priority.
+try {
+  setPriority(0, 19);
+} catch {
+  /* not permitted here: no effect on the file */
 }
 
 const port = parentPort!;

@@ -1,9 +1,9 @@
 // The index's SQLite file is written by a worker thread (db-worker.ts) while the main thread goes on computing. The
 // writer starts with the pass (the tokens table goes in then); the pass's rows follow in parts as soon as each is
 // ready, and the per-feature rows, which wait on the analysis thread, come last. The examples (top and quantile: 300k
-// rows of JSON contexts at 16,384 latents, half the inserting) go to a second writer thread and file meanwhile, which
-// the first copies in once that file is closed, with one INSERT ... SELECT per table (SQLite moves the records without
-// decoding them: 0.14 s against 0.9 s to insert them), so the two halves of the inserting run on both cores after the pass.
+// rows of JSON contexts at 16,384 latents, half the inserting) go to two more writer threads, each with a file of its
+// own, which the first copies in once each is closed, with one INSERT ... SELECT (SQLite moves the records without
+// decoding them: 0.14 s against 0.9 s to insert them): the inserting after the pass runs on both cores.
 import { rmSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { ExampleLists } from './examples.js';
@@ -21,8 +21,8 @@ export interface FirstRows {
   topTokens?: { n: number; token: Int32Array; count: Float32Array; sum: Float32Array };
   /** Each token id's text (the tokens table). */
   pieces?: string[];
-  /** A file a second writer closed, whose examples and quantile_examples rows are copied in (IndexDbWriter.close). */
-  examplesFrom?: string;
+  /** A file another writer closed (IndexDbWriter.close), whose rows of these tables are copied in. */
+  copyFrom?: { path: string; tables: ('examples' | 'quantile_examples')[] };
   /** Up to n neighbours per feature: [m, n] ids (-1 past the last) and cosines (from the analysis thread, early). */
   neighbors?: SecondRows['neighbors'];
 }
