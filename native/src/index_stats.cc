@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 #include "gemm.h"
@@ -129,16 +130,71 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
   }
 }
 
+namespace {
+
+typedef double vd __attribute__((vector_size(VW * 4), aligned(8), may_alias));
+typedef int64_t vl __attribute__((vector_size(VW * 4)));
+constexpr int VD = VW / 2;  // doubles per vector
+
+// e^x for each lane, to a few units in the last place: x = n ln 2 + r with |r| <= ln 2 / 2 (n rounded by the
+// 1.5 * 2^52 shift, whose low bits then hold n), e^r by its Taylor series to r^13 (the rest below 1e-17 of it), times
+// 2^n built in the exponent bits. Arguments beyond +-700 are clamped: there the sigmoid is 0 or 1 to float precision.
+inline vd vexp(vd x) {
+  const vd zero = {}, lo = zero - 700.0, hi = zero + 700.0;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const double shift = 0x1.8p52;
+  const vd t = x * 1.4426950408889634 + shift;
+  const vd n = t - shift;
+  const vd r = (x - n * 0x1.62e42fee00000p-1) - n * 0x1.a39ef35793c76p-33;
+  const double c[14] = {1.0,
+                        1.0,
+                        1.0 / 2,
+                        1.0 / 6,
+                        1.0 / 24,
+                        1.0 / 120,
+                        1.0 / 720,
+                        1.0 / 5040,
+                        1.0 / 40320,
+                        1.0 / 362880,
+                        1.0 / 3628800,
+                        1.0 / 39916800,
+                        1.0 / 479001600,
+                        1.0 / 6227020800.0};
+  vd p = r * c[13] + c[12];
+  for (int k = 11; k >= 0; k--) p = p * r + c[k];
+  vl bits;
+  std::memcpy(&bits, &t, sizeof t);
+  vl shiftBits;
+  const vd shiftV = zero + shift;
+  std::memcpy(&shiftBits, &shiftV, sizeof shiftV);
+  const vl e = ((bits - shiftBits) + 1023) << 52;
+  vd scale;
+  std::memcpy(&scale, &e, sizeof e);
+  return p * scale;
+}
+
+}  // namespace
+
 void probeGradient(const float* L, const double* b, const int32_t* y, const double* pos, const double* wPos, const double* wNeg, int n, int C, float* G,
                    double* gb) {
+  // A row's C exponentials a vector at a time (15% of the step here), then the reference's steps class by class.
+  std::vector<double> e((size_t)(C + VD - 1) / VD * VD, 0.0);
   for (int r = 0; r < n; r++) {
     const int yr = y[r];
+    for (int c = 0; c < C; c++) e[c] = -((double)L[(long)r * C + c] + b[c]);
+    for (int c = 0; c < C; c += VD) {
+      vd x;
+      std::memcpy(&x, e.data() + c, sizeof x);
+      x = vexp(x);
+      std::memcpy(e.data() + c, &x, sizeof x);
+    }
     for (int c = 0; c < C; c++) {
       if (pos[c] == 0) {
         G[(long)r * C + c] = 0.f;
         continue;
       }
-      const double p = 1 / (1 + std::exp(-((double)L[(long)r * C + c] + b[c])));
+      const double p = 1 / (1 + e[c]);
       const int t = yr == c ? 1 : 0;
       const double g = ((t ? wPos[c] : wNeg[c]) * (p - t)) / n;
       G[(long)r * C + c] = (float)g;

@@ -25,7 +25,8 @@ void rowsLargest(Pool& pool, const float* C, int rows, int cols, int n, bool neg
 // One step of the absorption probes' gradient (src/analysis/absorption.ts trainProbe, its TypeScript reference): for
 // each row r and class c with positives, p = sigmoid(L[r, c] + b[c]), g = w (p - t) / n with w the class-balanced
 // weight of the target t (1 when y[r] == c), G[r, c] = g, gb[c] += g (rows in order); G[r, c] = 0 for a class
-// without positives. In double, as the reference, whose Math.exp may differ from std::exp in the last bit.
+// without positives. In double, as the reference; the exponentials by a vector series accurate to a few units in the
+// last place (Math.exp's own may differ in the last bit), arguments clamped to +-700.
 void probeGradient(const float* L, const double* b, const int32_t* y, const double* pos, const double* wPos, const double* wNeg, int n, int C, float* G,
                    double* gb);
 
