@@ -205,6 +205,20 @@ void probeGradient(const float* L, const double* b, const int32_t* y, const doub
 
 namespace {
 
+// Candidate id with value x into a list of the n largest (size held so far, best first; ties: the earlier candidate
+// first, as it was inserted first). Returns whether it went in.
+inline bool insertLargest(float x, int32_t id, int n, int32_t* idx, float* val, int& size) {
+  if (size == n && !(x > val[n - 1])) return false;
+  int p = size < n ? size++ : n - 1;
+  for (; p > 0 && val[p - 1] < x; p--) {
+    val[p] = val[p - 1];
+    idx[p] = idx[p - 1];
+  }
+  val[p] = x;
+  idx[p] = id;
+  return true;
+}
+
 // Feeds values v[0..len) (negated when Negate), standing for candidates base, base + 1, ..., into a running list of the
 // n largest (size held so far, ids and values best first; ties: the earlier candidate first). A list fed its candidates
 // in pieces, in increasing order, ends as one fed them all at once.
@@ -224,15 +238,7 @@ void feedLargest(const float* v, int len, int base, int n, int32_t* idx, float* 
       }
       if (j >= len) break;
     }
-    const float x = Negate ? -v[j] : v[j];
-    if (size == n && !(x > val[n - 1])) continue;
-    int p = size < n ? size++ : n - 1;
-    for (; p > 0 && val[p - 1] < x; p--) {
-      val[p] = val[p - 1];
-      idx[p] = idx[p - 1];
-    }
-    val[p] = x;
-    idx[p] = base + j;
+    insertLargest(Negate ? -v[j] : v[j], base + j, n, idx, val, size);
   }
 }
 
@@ -268,18 +274,8 @@ void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* ot
   std::vector<float> thr(m);  // each row's n-th value held, NaN while its list has room
   std::vector<float> C((size_t)(m < BR ? m : BR) * m);
   auto takeOne = [&](float x, int cand, int j) {
-    int32_t* idx = other + (long)j * n;
     float* val = cosine + (long)j * n;
-    int& sz = size[j];
-    if (sz == n && !(x > val[n - 1])) return;
-    int p = sz < n ? sz++ : n - 1;
-    for (; p > 0 && val[p - 1] < x; p--) {
-      val[p] = val[p - 1];
-      idx[p] = idx[p - 1];
-    }
-    val[p] = x;
-    idx[p] = cand;
-    thr[j] = sz < n ? NAN : val[n - 1];
+    if (insertLargest(x, cand, n, other + (long)j * n, val, size[j])) thr[j] = size[j] < n ? NAN : val[n - 1];
   };
   for (int i0 = 0; i0 < m; i0 += BR) {
     const int rows = m - i0 < BR ? m - i0 : BR, cols = m - i0;
