@@ -546,6 +546,32 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
 }
 
 
+// Two outputs of len entries for a kernel to fill, ids (Int32Array) and values (Float32Array), handed back as one
+// object (nearestRows, rowsLargest).
+struct IdsAndValues {
+  napi_env env;
+  size_t len;
+  int32_t* ids;
+  float* values;
+  napi_value idsBuffer, valuesBuffer;
+  IdsAndValues(napi_env e, size_t n) : env(e), len(n) {
+    void *pi, *pv;
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * len, &pi, &idsBuffer));
+    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * len, &pv, &valuesBuffer));
+    ids = static_cast<int32_t*>(pi);
+    values = static_cast<float*>(pv);
+  }
+  napi_value object(const char* idsName, const char* valuesName) {
+    napi_value ti, tv, out;
+    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, len, idsBuffer, 0, &ti));
+    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, len, valuesBuffer, 0, &tv));
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_set_named_property(env, out, idsName, ti));
+    CHECK_NAPI(napi_set_named_property(env, out, valuesName, tv));
+    return out;
+  }
+};
+
 // nearestRows(unit: Float32Array [m, d], m, d, n, threads) -> { other: Int32Array [m, n], cosine: Float32Array [m, n] }
 napi_value NearestRows(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
@@ -553,17 +579,9 @@ napi_value NearestRows(napi_env env, napi_callback_info info) {
     int m = count(env, a[1], "m", 1), d = count(env, a[2], "d", 1), n = count(env, a[3], "n", 1);
     const float* unit = f32(env, a[0], (size_t)m * d, "unit");
     sdl::Pool& pool = sharedPool(count(env, a[4], "threads", 1, 1024));
-    void *po, *pc;
-    napi_value abo, abc, to, tc, out;
-    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * m * n, &po, &abo));
-    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * m * n, &pc, &abc));
-    sdl::nearestRows(pool, unit, m, d, n, static_cast<int32_t*>(po), static_cast<float*>(pc));
-    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, (size_t)m * n, abo, 0, &to));
-    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, (size_t)m * n, abc, 0, &tc));
-    CHECK_NAPI(napi_create_object(env, &out));
-    CHECK_NAPI(napi_set_named_property(env, out, "other", to));
-    CHECK_NAPI(napi_set_named_property(env, out, "cosine", tc));
-    return out;
+    IdsAndValues out(env, (size_t)m * n);
+    sdl::nearestRows(pool, unit, m, d, n, out.ids, out.values);
+    return out.object("other", "cosine");
   });
 }
 
@@ -576,17 +594,9 @@ napi_value RowsLargest(napi_env env, napi_callback_info info) {
     bool negate;
     CHECK_NAPI(napi_get_value_bool(env, a[4], &negate));
     sdl::Pool& pool = sharedPool(count(env, a[5], "threads", 1, 1024));
-    void *pi, *pv;
-    napi_value abi, abv, ti, tv, out;
-    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * rows * n, &pi, &abi));
-    CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * rows * n, &pv, &abv));
-    sdl::rowsLargest(pool, C, rows, cols, n, negate, static_cast<int32_t*>(pi), static_cast<float*>(pv));
-    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, (size_t)rows * n, abi, 0, &ti));
-    CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, (size_t)rows * n, abv, 0, &tv));
-    CHECK_NAPI(napi_create_object(env, &out));
-    CHECK_NAPI(napi_set_named_property(env, out, "index", ti));
-    CHECK_NAPI(napi_set_named_property(env, out, "value", tv));
-    return out;
+    IdsAndValues out(env, (size_t)rows * n);
+    sdl::rowsLargest(pool, C, rows, cols, n, negate, out.ids, out.values);
+    return out.object("index", "value");
   });
 }
 

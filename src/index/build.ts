@@ -382,7 +382,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
  */
 function tokenRows(tok: Float32Array, m: number, V: number): Pick<FirstRows, 'tokenFeatures' | 'topTokens'> {
   const at = new Int32Array(V + 1);
-  for (let e = 0; e < m * V; e++) if (tok[2 * e] > 0) at[(e % V) + 1]++;
+  for (let i = 0; i < m; i++) for (let t = 0; t < V; t++) if (tok[2 * (i * V + t)] > 0) at[t + 1]++;
   for (let t = 0; t < V; t++) at[t + 1] += at[t];
   const nnz = at[V];
   const tf = { token: new Int32Array(nnz), feature: new Int32Array(nnz), count: new Float32Array(nnz), sum: new Float32Array(nnz) };
