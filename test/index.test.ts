@@ -283,23 +283,29 @@ test('quantile examples are uniform reservoir samples: each firing equally likel
   const idx = Int32Array.from({ length: rows * m }, (_, q) => q % m);
   const val = new Float32Array(rows * m).fill(0.5);
   const kept = new Int32Array(m * perBand).fill(-1); // global row in each (feature, slot)
-  for (let c = 0; c < chunks; c++) {
-    const ev = stats.add(
+  // Each row's document id is its global row number: the examples kept say which rows they came from.
+  for (let c = 0; c < chunks; c++)
+    stats.add(
       start,
       idx,
       val,
       new Int32Array(rows),
       Int32Array.from({ length: rows }, (_, r) => r),
+      Int32Array.from({ length: rows }, (_, r) => c * rows + r),
+      new Int32Array(rows),
     );
-    for (let e = 0; e < ev.qacts.length; e++) {
-      const [i, band, slot, row] = ev.qevents.subarray(e * 7, e * 7 + 4);
-      assert.equal(band, 3, '0.5 lies in [0.3, 1)');
-      kept[i * perBand + slot] = c * rows + row;
+  const res = stats.result();
+  const q = res.quantiles;
+  for (let i = 0; i < m; i++) {
+    assert.equal(q.off[i + 1] - q.off[i], perBand);
+    for (let e = q.off[i]; e < q.off[i + 1]; e++) {
+      assert.equal(q.band?.[e], 3, '0.5 lies in [0.3, 1)');
+      kept[i * perBand + e - q.off[i]] = q.store.doc[q.slots[e]];
     }
   }
   const N = rows * chunks;
   assert.ok(kept.every((r) => r >= 0));
-  assert.ok(stats.result().qSeen.every((s, key) => s === (key % BANDS === 3 ? N : 0)));
+  assert.ok(res.qSeen.every((s, key) => s === (key % BANDS === 3 ? N : 0)));
   // Uniform over the 10,000 rows: the mean position within 0.03 of 0.5 (3 standard errors), each quarter near 1/4.
   const mean = kept.reduce((a, r) => a + r / N, 0) / kept.length;
   assert.ok(Math.abs(mean - 0.5) < 0.03, `mean kept position ${mean}`);

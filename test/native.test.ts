@@ -421,7 +421,7 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
   }
 });
 
-test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, histogram, tokens, co-occurrence, top-K and quantile events', {
+test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, histogram, tokens, co-occurrence, top-K and quantile examples', {
   skip,
 }, async () => {
   const { JsIndexStats } = await import('../src/index/stats.js');
@@ -443,47 +443,60 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
       const lat = [...new Set(Array.from({ length: rng.int(r % 3 === 0 ? 40 : 6) }, () => rng.int(m)))].sort((x, y) => x - y);
       for (const l of lat) {
         idx.push(l);
-        val.push(Math.exp(rng.normal() * 2));
+        // Now and then a value seen before: equal activations rank by the slot they were kept in.
+        val.push(r % 11 === 0 ? 60 : Math.exp(rng.normal() * 2));
       }
       start[r + 1] = idx.length;
     }
     const token = Int32Array.from({ length: n }, () => rng.int(V + 2) - 1); // includes ids outside the vocabulary
     const window = Int32Array.from({ length: n }, (_, r) => Math.floor(r / 17));
-    const ea = a.add(start, Int32Array.from(idx), Float32Array.from(val), token, window);
-    const eb = b.add(start, Int32Array.from(idx), Float32Array.from(val), token, window);
-    // Events may come in another order across features; per feature they must agree, in order.
-    const byFeature = (e: typeof ea) => {
-      const out = new Map<number, string[]>();
-      for (let q = 0; q < e.acts.length; q++) {
-        const [i, r, lo, hi, off] = e.events.subarray(q * 5, q * 5 + 5);
-        out.set(i, [...(out.get(i) ?? []), JSON.stringify([r, lo, hi, e.acts[q], Array.from(e.ctx.subarray(off, off + hi - lo + 1))])]);
-      }
-      return out;
-    };
-    assert.deepEqual(byFeature(eb), byFeature(ea), `chunk ${chunk}: top-K events`);
-    assert.ok(ea.acts.length > 0);
-    const quantileEvents = (e: typeof ea) => {
-      const out = new Map<number, string[]>();
-      for (let q = 0; q < e.qacts.length; q++) {
-        const [i, band, slot, r, lo, hi, off] = e.qevents.subarray(q * 7, q * 7 + 7);
-        out.set(i, [...(out.get(i) ?? []), JSON.stringify([band, slot, r, lo, hi, e.qacts[q], Array.from(e.ctx.subarray(off, off + hi - lo + 1))])]);
-      }
-      return out;
-    };
-    assert.deepEqual(quantileEvents(eb), quantileEvents(ea), `chunk ${chunk}: quantile events`);
-    assert.ok(ea.qacts.length > 0);
+    const doc = Int32Array.from({ length: n }, (_, r) => chunk * 100 + Math.floor(r / 40));
+    const pos = Int32Array.from({ length: n }, (_, r) => r % 17);
+    for (const s of [a, b]) s.add(start, Int32Array.from(idx), Float32Array.from(val), token, window, doc, pos);
   }
   const ra = a.result(),
     rb = b.result();
   for (const k of ['count', 'max', 'hist', 'co', 'qSeen'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
-  // Per (feature, token): firings at even places, summed activations at odd ones.
+  // Per (token, feature): firings at even places, summed activations at odd ones.
   const half = (a: Float32Array, p: number) => a.filter((_, e) => e % 2 === p);
   assert.deepEqual(Array.from(half(rb.tok, 0)), Array.from(half(ra.tok, 0)), 'token firings');
   assert.ok(half(ra.tok, 0).some((c) => c > 1));
-  // The reservoirs drew: some band saw more firings than it keeps.
+  // The reservoirs drew: some band saw more firings than it keeps; and some feature's top K was replaced.
   assert.ok(ra.qSeen.some((c) => c > 2));
+  assert.ok(ra.count.some((c) => c > cfg.topK));
   close('sum', rb.sum, ra.sum, 1e-9);
   close('token sums', half(rb.tok, 1), half(ra.tok, 1), 1e-6);
+  // The example lists, example by example in order: feature, band, the row's fields and the context.
+  const examples = (l: typeof ra.examples) => {
+    const out: string[] = [];
+    let i = 0;
+    for (let q = 0; q < l.slots.length; q++) {
+      while (l.off[i + 1] <= q) i++;
+      const s = l.slots[q],
+        w = l.store.width,
+        len = l.store.ctxLen[s];
+      const st = l.store;
+      out.push(
+        JSON.stringify([i, l.band?.[q], st.act[s], st.doc[s], st.window[s], st.pos[s], st.token[s], st.ctxStart[s], len]) +
+          JSON.stringify([Array.from(st.ctxTok.subarray(s * w, s * w + len)), Array.from(st.ctxAct.subarray(s * w, s * w + len))]),
+      );
+    }
+    return out;
+  };
+  const [ta, tb] = [examples(ra.examples), examples(rb.examples)];
+  assert.ok(ta.length > 0 && new Set(ta.map((e) => e.slice(0, e.indexOf(',')))).size > 10);
+  // Some feature's list holds equal activations (ranked by slot).
+  const { off, store } = ra.examples;
+  assert.ok(
+    Array.from({ length: m }, (_, i) => i).some((i) => {
+      for (let q = off[i] + 1; q < off[i + 1]; q++) if (store.act[ra.examples.slots[q]] === store.act[ra.examples.slots[q - 1]]) return true;
+      return false;
+    }),
+  );
+  assert.deepEqual(tb, ta, 'top examples');
+  const [qa, qb] = [examples(ra.quantiles), examples(rb.quantiles)];
+  assert.ok(qa.length > 0);
+  assert.deepEqual(qb, qa, 'quantile examples');
 });
 
 test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire', {

@@ -692,13 +692,12 @@ napi_value StatsNew(napi_env env, napi_callback_info info) {
   });
 }
 
-// add(start: Int32Array[n + 1], idx, val, token: Int32Array[n], window: Int32Array[n])
-//   -> { events: Int32Array [e * 5: feature, row, lo, hi, ctxOffset], acts: Float32Array[e],
-//        qevents: Int32Array [q * 7: feature, band, slot, row, lo, hi, ctxOffset], qacts: Float32Array[q], ctx: Float32Array }
+// add(start: Int32Array[n + 1], idx, val, token: Int32Array[n], window, doc, pos: Int32Array[n]): the chunk's statistics, and
+// its examples kept in the accumulator's stores.
 napi_value StatsAdd(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
-    auto a = args(env, info, 5, &self);
+    auto a = args(env, info, 7, &self);
     sdl::IndexStats* st = unwrapStats(env, self);
     TypedArray sa = typedInfo(env, a[0], "start");
     if (sa.type != napi_int32_array || sa.length < 1) throw JsError{"start must be an Int32Array of rows + 1 offsets"};
@@ -709,29 +708,43 @@ napi_value StatsAdd(napi_env env, napi_callback_info info) {
     const float* val = f32(env, a[2], nnz, "val");
     const int32_t* token = typed<int32_t>(env, a[3], napi_int32_array, n, "token");
     const int32_t* window = typed<int32_t>(env, a[4], napi_int32_array, n, "window");
+    const int32_t* doc = typed<int32_t>(env, a[5], napi_int32_array, n, "doc");
+    const int32_t* pos = typed<int32_t>(env, a[6], napi_int32_array, n, "pos");
     for (size_t q = 0; q < nnz; q++)
       if (idx[q] < 0 || idx[q] >= st->m) throw JsError{"latent index out of range"};
-    st->add(n, start, idx, val, token, window);
-    std::vector<int32_t> ev, qev;
-    std::vector<float> acts, qacts;
-    for (const sdl::IndexEvent& x : st->events) {
-      if (x.band < 0) {
-        ev.insert(ev.end(), {x.feature, x.row, x.lo, x.hi, x.ctxOffset});
-        acts.push_back(x.act);
-      } else {
-        qev.insert(qev.end(), {x.feature, x.band, x.slot, x.row, x.lo, x.hi, x.ctxOffset});
-        qacts.push_back(x.act);
-      }
-    }
-    napi_value out;
-    CHECK_NAPI(napi_create_object(env, &out));
-    CHECK_NAPI(napi_set_named_property(env, out, "events", copyOut(env, ev.data(), ev.size() * 4, napi_int32_array, ev.size())));
-    CHECK_NAPI(napi_set_named_property(env, out, "acts", copyOut(env, acts.data(), acts.size() * 4, napi_float32_array, acts.size())));
-    CHECK_NAPI(napi_set_named_property(env, out, "qevents", copyOut(env, qev.data(), qev.size() * 4, napi_int32_array, qev.size())));
-    CHECK_NAPI(napi_set_named_property(env, out, "qacts", copyOut(env, qacts.data(), qacts.size() * 4, napi_float32_array, qacts.size())));
-    CHECK_NAPI(napi_set_named_property(env, out, "ctx", copyOut(env, st->ctxActs.data(), st->ctxActs.size() * 4, napi_float32_array, st->ctxActs.size())));
-    return out;
+    st->add(n, start, idx, val, token, window, doc, pos);
+    return nullptr;
   });
+}
+
+// { store: { width, act, doc, window, pos, token, ctxStart, ctxLen, ctxTok, ctxAct }, off, slots, band? } (index/examples.ts
+// ExampleLists), the store holding the examples in list order (slots 0, 1, ...). Copied into ordinary ArrayBuffers, which
+// move to the index's writer threads.
+napi_value exampleListOut(napi_env env, const sdl::ExampleList& l, bool withBand) {
+  const sdl::ExampleSlots& s = l.slots;
+  auto i32 = [&](const std::vector<int32_t>& v) { return copyOut(env, v.data(), v.size() * 4, napi_int32_array, v.size()); };
+  auto f32s = [&](const std::vector<float>& v) { return copyOut(env, v.data(), v.size() * 4, napi_float32_array, v.size()); };
+  napi_value store, out, width;
+  CHECK_NAPI(napi_create_object(env, &store));
+  CHECK_NAPI(napi_create_int32(env, s.width, &width));
+  CHECK_NAPI(napi_set_named_property(env, store, "width", width));
+  CHECK_NAPI(napi_set_named_property(env, store, "act", f32s(s.act)));
+  CHECK_NAPI(napi_set_named_property(env, store, "doc", i32(s.doc)));
+  CHECK_NAPI(napi_set_named_property(env, store, "window", i32(s.window)));
+  CHECK_NAPI(napi_set_named_property(env, store, "pos", i32(s.pos)));
+  CHECK_NAPI(napi_set_named_property(env, store, "token", i32(s.token)));
+  CHECK_NAPI(napi_set_named_property(env, store, "ctxStart", i32(s.ctxStart)));
+  CHECK_NAPI(napi_set_named_property(env, store, "ctxLen", i32(s.ctxLen)));
+  CHECK_NAPI(napi_set_named_property(env, store, "ctxTok", i32(s.ctxTok)));
+  CHECK_NAPI(napi_set_named_property(env, store, "ctxAct", f32s(s.ctxAct)));
+  CHECK_NAPI(napi_create_object(env, &out));
+  CHECK_NAPI(napi_set_named_property(env, out, "store", store));
+  CHECK_NAPI(napi_set_named_property(env, out, "off", i32(l.off)));
+  std::vector<int32_t> slots(s.size());
+  for (size_t q = 0; q < slots.size(); q++) slots[q] = (int32_t)q;
+  CHECK_NAPI(napi_set_named_property(env, out, "slots", i32(slots)));
+  if (withBand) CHECK_NAPI(napi_set_named_property(env, out, "band", copyOut(env, l.band.data(), l.band.size(), napi_uint8_array, l.band.size())));
+  return out;
 }
 
 // Hands a vector's memory to JavaScript without copying (the ArrayBuffer's finalizer frees it).
@@ -750,7 +763,7 @@ napi_value give(napi_env env, std::vector<T>& v, napi_typedarray_type t) {
 }
 
 // result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tok: Float32Array, co: Uint32Array,
-//   qSeen: Int32Array }
+//   qSeen: Int32Array, examples, quantiles (exampleListOut) }
 // (moves the accumulators out: call once, at the end)
 napi_value StatsResult(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
@@ -759,6 +772,9 @@ napi_value StatsResult(napi_env env, napi_callback_info info) {
     sdl::IndexStats* st = unwrapStats(env, self);
     napi_value out;
     CHECK_NAPI(napi_create_object(env, &out));
+    // The example lists first: the quantiles' read qSeen, which is moved out below.
+    CHECK_NAPI(napi_set_named_property(env, out, "examples", exampleListOut(env, st->topExamples(), false)));
+    CHECK_NAPI(napi_set_named_property(env, out, "quantiles", exampleListOut(env, st->quantileExamples(), true)));
     CHECK_NAPI(napi_set_named_property(env, out, "count", give(env, st->count, napi_float64_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "sum", give(env, st->sum, napi_float64_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "max", give(env, st->max, napi_float32_array)));

@@ -19,8 +19,33 @@ IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, s
       qSeen(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, 0),
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
       tok(vocab_ > 0 ? (size_t)2 * m_ * vocab_ : 0, 0.f),
-      co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_((size_t)m_ * topK_), heapSize_(m_, 0), heapMin_(m_, 0.f), pool_(threads), tev_(threads),
-      tctx_(threads) {}
+      co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_((size_t)m_ * topK_), heapSize_(m_, 0), heapMin_(m_, 0.f), pool_(threads), topStore_(pool_.size()),
+      quantileStore_(pool_.size()), topBase_(m_, -1), topCount_(m_, 0), quantileBase_(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, -1) {
+  for (auto* stores : {&topStore_, &quantileStore_})
+    for (ExampleSlots& st : *stores) st.width = 2 * radius + 1;
+}
+
+int32_t ExampleSlots::alloc(int n) {
+  const size_t first = act.size(), to = first + n;
+  // Doubling, as the reference: a feature's first example costs an amortised copy, not a reallocation each.
+  act.resize(to);
+  for (auto* v : {&doc, &window, &pos, &token, &ctxStart, &ctxLen}) v->resize(to);
+  ctxAct.resize(to * width);
+  ctxTok.resize(to * width);
+  return (int32_t)first;
+}
+
+void ExampleSlots::append(const ExampleSlots& src, int32_t from) {
+  act.push_back(src.act[from]);
+  doc.push_back(src.doc[from]);
+  window.push_back(src.window[from]);
+  pos.push_back(src.pos[from]);
+  token.push_back(src.token[from]);
+  ctxStart.push_back(src.ctxStart[from]);
+  ctxLen.push_back(src.ctxLen[from]);
+  ctxTok.insert(ctxTok.end(), src.ctxTok.begin() + (size_t)from * width, src.ctxTok.begin() + (size_t)(from + 1) * width);
+  ctxAct.insert(ctxAct.end(), src.ctxAct.begin() + (size_t)from * width, src.ctxAct.begin() + (size_t)(from + 1) * width);
+}
 
 namespace {
 
@@ -42,27 +67,37 @@ int findLatent(const int32_t* ids, int n, int32_t i) {
 
 }  // namespace
 
-void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window) {
-  const int T = pool_.size();
-  pool_.run(T, [&](int t, int) {
-    tev_[t].clear();
-    tctx_[t].clear();
-    addRange(n, start, idx, val, token, window, (int)((long)m * t / T), (int)((long)m * (t + 1) / T), tev_[t], tctx_[t]);
-  });
-  events.clear();
-  ctxActs.clear();
-  for (int t = 0; t < T; t++) {
-    const int32_t base = (int32_t)ctxActs.size();
-    for (IndexEvent e : tev_[t]) {
-      e.ctxOffset += base;
-      events.push_back(e);
-    }
-    ctxActs.insert(ctxActs.end(), tctx_[t].begin(), tctx_[t].end());
-  }
+void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, const int32_t* doc,
+                     const int32_t* pos) {
+  pool_.run(pool_.size(), [&](int t, int) { addRange(n, start, idx, val, token, window, doc, pos, t); });
 }
 
-void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, int j0,
-                          int j1, std::vector<IndexEvent>& events, std::vector<float>& ctxActs) {
+int IndexStats::owner(int i) const {
+  const int T = pool_.size();
+  int t = (int)((long)i * T / m);
+  while (t > 0 && i < (int)((long)m * t / T)) t--;
+  while (t + 1 < T && i >= (int)((long)m * (t + 1) / T)) t++;
+  return t;
+}
+
+// Feature i's slot for a new top example: its next free one, or its weakest (the first of equals), as
+// index/examples.ts TopExamples.slotFor.
+int32_t IndexStats::topSlot(ExampleSlots& st, int i) {
+  if (topBase_[i] < 0) topBase_[i] = st.alloc(topK);
+  const int32_t b = topBase_[i];
+  if (topCount_[i] < topK) return b + topCount_[i]++;
+  int32_t worst = b;
+  for (int32_t q = b + 1; q < b + topK; q++)
+    if (st.act[q] < st.act[worst]) worst = q;
+  return worst;
+}
+
+void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, const int32_t* doc,
+                          const int32_t* pos, int thread) {
+  const int T = pool_.size();
+  const int j0 = (int)((long)m * thread / T), j1 = (int)((long)m * (thread + 1) / T);
+  ExampleSlots& tops = topStore_[thread];
+  ExampleSlots& quantiles = quantileStore_[thread];
   const int H = (int)edges.size();
   const int QB = (int)bandEdges.size() + 1;
   const std::greater<float> minFirst;
@@ -71,7 +106,7 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
     const int t = token[r];
     const bool tokOk = vocab > 0 && t >= 0 && t < vocab;
     // This thread's entries of the row (latents increase along it).
-    int a0 = q0, a1 = q1;
+    int a0 = q0, a1 = q0;
     while (a0 < q1 && idx[a0] < j0) a0++;
     a1 = a0;
     while (a1 < q1 && idx[a1] < j1) a1++;
@@ -85,19 +120,33 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
       int b = (int)(std::upper_bound(edges.begin(), edges.end(), a) - edges.begin());
       hist[(size_t)i * (H + 1) + b]++;
       if (tokOk) {
-        float* c = tok.data() + 2 * ((size_t)i * vocab + t);  // count and sum on one cache line: one miss, not two
+        // Token-major, count and sum side by side: a row's latents share its token's stretch, which stays cached for
+        // the frequent tokens (feature-major, each firing was a miss somewhere in 2 m V floats).
+        float* c = tok.data() + 2 * ((size_t)t * m + i);
         c[0] += 1.f;
         c[1] += a;
       }
-      // Row r's context (same window, within the radius) and feature i's activation on each of its rows.
-      auto emit = [&](int32_t band, int32_t slot) {
+      // The example into slot s of a store: row r's fields, its context (same window, within the radius) and feature
+      // i's activation on each context row.
+      auto keep = [&](ExampleSlots& st, int32_t s) {
         int lo = r, hi = r;
         while (lo > 0 && r - lo < radius && window[lo - 1] == window[r]) lo--;
         while (hi + 1 < n && hi - r < radius && window[hi + 1] == window[r]) hi++;
-        events.push_back(IndexEvent{i, r, lo, hi, a, (int32_t)ctxActs.size(), band, slot});
-        for (int rr = lo; rr <= hi; rr++) {
+        st.act[s] = a;
+        st.doc[s] = doc[r];
+        st.window[s] = window[r];
+        st.pos[s] = pos[r];
+        st.token[s] = t;
+        st.ctxStart[s] = pos[lo];
+        const int len = std::min(hi - lo + 1, st.width);
+        st.ctxLen[s] = len;
+        int32_t* ct = st.ctxTok.data() + (size_t)s * st.width;
+        float* ca = st.ctxAct.data() + (size_t)s * st.width;
+        for (int c = 0; c < len; c++) {
+          const int rr = lo + c;
           const int at = findLatent(idx + start[rr], start[rr + 1] - start[rr], i);
-          ctxActs.push_back(at >= 0 ? val[start[rr] + at] : 0.f);
+          ct[c] = token[rr];
+          ca[c] = at >= 0 ? val[start[rr] + at] : 0.f;
         }
       };
       // Feature i's top K as a min-heap in its own stretch of one array; whether a enters is decided from the flat arrays
@@ -110,7 +159,7 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         std::push_heap(h, h + size, minFirst);
         heapSize_[i] = size;
         heapMin_[i] = h[0];
-        emit(-1, 0);
+        keep(tops, topSlot(tops, i));
       }
       if (perBand > 0 && a > 0) {
         int band = 0;
@@ -118,7 +167,10 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         const int key = i * QB + band;
         const int seen = ++qSeen[key];
         const int slot = seen <= perBand ? seen - 1 : (int)reservoirSlot((uint32_t)key, (uint32_t)seen);
-        if (slot < perBand) emit(band, slot);
+        if (slot < perBand) {
+          if (quantileBase_[key] < 0) quantileBase_[key] = quantiles.alloc(perBand);
+          keep(quantiles, quantileBase_[key] + slot);
+        }
       }
     }
     if (coOn) {
@@ -128,6 +180,41 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
       }
     }
   }
+}
+
+// Each key's (feature's, or feature band's) filled slots, strongest first (ties: the earlier slot), copied out key by
+// key in order.
+ExampleList IndexStats::gather(std::vector<ExampleSlots>& stores, const std::vector<int32_t>& base, int keysPerFeature, int per,
+                               const int32_t* filled) const {
+  ExampleList out;
+  out.slots.width = 2 * radius + 1;
+  out.off.assign(m + 1, 0);
+  std::vector<int32_t> order;
+  for (int i = 0; i < m; i++) {
+    const ExampleSlots& st = stores[owner(i)];
+    for (int k = 0; k < keysPerFeature; k++) {
+      const size_t key = (size_t)i * keysPerFeature + k;
+      if (base.empty() || base[key] < 0) continue;
+      const int nKept = std::min(filled[key], per);
+      order.resize(nKept);
+      for (int q = 0; q < nKept; q++) order[q] = base[key] + q;
+      std::stable_sort(order.begin(), order.end(), [&](int32_t p, int32_t q) { return st.act[p] > st.act[q]; });
+      for (int32_t sl : order) {
+        out.slots.append(st, sl);
+        if (keysPerFeature > 1) out.band.push_back((uint8_t)k);
+      }
+    }
+    out.off[i + 1] = (int32_t)out.slots.size();
+  }
+  // The stores are done with: their memory goes before the lists are copied out.
+  for (ExampleSlots& st : stores) st = ExampleSlots{};
+  return out;
+}
+
+ExampleList IndexStats::topExamples() { return gather(topStore_, topBase_, 1, topK, topCount_.data()); }
+
+ExampleList IndexStats::quantileExamples() {
+  return gather(quantileStore_, quantileBase_, (int)bandEdges.size() + 1, perBand, qSeen.data());
 }
 
 namespace {

@@ -1,8 +1,8 @@
 // Per-feature statistics of the feature index, accumulated over sparse activations chunk by chunk: firing
 // counts, sums, maxima, a histogram over fixed edges, per-token counts and sums, pair co-occurrence, and the
 // running top-K activations of each feature, and each feature's quantile examples (a reservoir sample per
-// activation band). When an activation enters a feature's top K, or is kept in a band's sample, an event carries it
-// out (row, context bounds, the feature's activation on each context row) so the caller can keep the example.
+// activation band). When an activation enters a feature's top K, or is kept in a band's sample, the example (its row's
+// fields, its context's tokens and the feature's activation on each) is written to a slot of the owning thread's store.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -30,11 +30,26 @@ void rowsLargest(Pool& pool, const float* C, int rows, int cols, int n, bool neg
 void probeGradient(const float* L, const double* b, const int32_t* y, const double* pos, const double* wPos, const double* wNeg, int n, int C, float* G,
                    double* gb);
 
-struct IndexEvent {
-  int32_t feature, row, lo, hi;  // context rows [lo, hi] of the chunk (same window, within the radius)
-  float act;
-  int32_t ctxOffset;  // into ctxActs
-  int32_t band, slot;  // a quantile example's band and reservoir slot; band -1: an entry into the top K
+// Examples kept while indexing, one slot each (index/examples.ts ExampleStore is the reference): the firing row's
+// fields, and `width` context tokens with the feature's activation on each (the first ctxLen used). Slots are handed
+// out in blocks and never freed.
+struct ExampleSlots {
+  int width = 0;
+  std::vector<float> act, ctxAct;
+  std::vector<int32_t> doc, window, pos, token, ctxStart, ctxLen, ctxTok;
+  // n consecutive new slots; returns the first.
+  int32_t alloc(int n);
+  // Slot `from` of `src` appended here.
+  void append(const ExampleSlots& src, int32_t from);
+  size_t size() const { return act.size(); }
+};
+
+// Every feature's examples in order (feature by feature; quantile examples band by band), strongest first, each
+// feature's from off[i] to off[i + 1]; `band`, for quantile examples, each one's band.
+struct ExampleList {
+  ExampleSlots slots;
+  std::vector<int32_t> off;
+  std::vector<uint8_t> band;
 };
 
 // Reservoir sampling's draw for the n-th firing of a (feature, band) key, as index/quantiles.ts reservoirSlot:
@@ -53,8 +68,15 @@ class IndexStats {
  public:
   IndexStats(int m, int vocab, int topK, int radius, bool cooccurrence, std::vector<float> edges, int perBand, std::vector<double> bandEdges,
              int threads);
-  // One chunk: rows [0, n) with activations in idx/val[start[r] .. start[r+1]) (latents increasing within a row).
-  void add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window);
+  // One chunk: rows [0, n) with activations in idx/val[start[r] .. start[r+1]) (latents increasing within a row), and
+  // each row's token, window, document and position in its window.
+  void add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, const int32_t* doc,
+           const int32_t* pos);
+  // The top examples (slots sorted strongest first, ties to the earlier slot) and the quantile examples (band by band,
+  // the min(firings, perBand) slots filled, strongest first, ties to the earlier slot). Before result(), which moves
+  // qSeen out. Each once: the stores are emptied.
+  ExampleList topExamples();
+  ExampleList quantileExamples();
 
   int m, vocab, topK, radius;
   bool coOn;
@@ -65,21 +87,25 @@ class IndexStats {
   std::vector<double> count, sum;
   std::vector<float> max;
   std::vector<uint32_t> hist;      // [m][edges + 1]
-  std::vector<float> tok;          // [m][vocab][2]: firings and summed activation, when kept
+  std::vector<float> tok;          // [vocab][m][2]: firings and summed activation, when kept
   std::vector<uint32_t> co;        // [m][m], i < j
-  std::vector<IndexEvent> events;  // of the last chunk, both kinds
-  std::vector<float> ctxActs;      // of the last chunk's events
 
  private:
-  // Rows [0, n), latents [j0, j1): each thread owns a range of latents, so no counter is shared.
-  void addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, int j0, int j1,
-                std::vector<IndexEvent>& ev, std::vector<float>& ctx);
+  // Rows [0, n), the thread's latents (a range of its own: no counter or store is shared).
+  void addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, const int32_t* doc,
+                const int32_t* pos, int thread);
+  int owner(int i) const;  // the thread whose range of latents holds i
   std::vector<float> heap_;        // [m][topK]: each feature's top-K activations so far, a min-heap of heapSize_[i]
   std::vector<int32_t> heapSize_;  // [m]
   std::vector<float> heapMin_;     // [m]: heap_'s smallest where full (the activation to beat)
   Pool pool_;
-  std::vector<std::vector<IndexEvent>> tev_;
-  std::vector<std::vector<float>> tctx_;
+  // Each thread's stores of top and quantile examples; where a feature's (a feature band's) slots begin, -1 before
+  // its first example, and how many of a feature's top slots are filled.
+  std::vector<ExampleSlots> topStore_, quantileStore_;
+  std::vector<int32_t> topBase_, topCount_, quantileBase_;
+  int32_t topSlot(ExampleSlots& st, int i);
+  ExampleList gather(std::vector<ExampleSlots>& stores, const std::vector<int32_t>& base, int keysPerFeature, int per,
+                     const int32_t* filled) const;
 };
 
 }  // namespace sdl

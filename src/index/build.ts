@@ -18,11 +18,10 @@ import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { IndexDbWriter, type FirstRows, type SecondRows, type WriterCounts } from './db-writer.js';
-import { largest, topIndices } from './select.js';
-import { INNER_EDGES, QUANTILE_EDGES, QuantileExamples } from './quantiles.js';
+import { largest } from './select.js';
+import { INNER_EDGES, QUANTILE_EDGES } from './quantiles.js';
 import { lensInputs } from './logit-lens.js';
 import { type AbsorptionInput, FeatureAnalysis } from './analysis.js';
-import { ExampleStore, TopExamples } from './examples.js';
 import { targetNorms } from '../sdl/clt.js';
 import { firstLetter } from '../analysis/absorption.js';
 import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
@@ -90,7 +89,6 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     opts.onNote?.(`the harvest's model ${manifest.model_path} is gone: the index holds token ids without their text, and no absorption scores`);
   }
   const m = d.cfg.dSae;
-  const tops = new TopExamples(m, opts.topK, new ExampleStore(2 * opts.contextRadius + 1));
   const V = tok?.vocabSize ?? 0;
   const keepTokens = V > 0 && V * m <= 1 << 26;
   // Co-occurrence counts for pairs i < j (upper triangle); skipped for very wide dictionaries (m^2 counters).
@@ -167,7 +165,6 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const ctx = Math.max(1, manifest.context_length);
   const chunkRows = Math.max(ctx, Math.floor(16384 / ctx) * ctx);
   const x = new Float32Array(chunkRows * d.cfg.dIn);
-  const quantiles = new QuantileExamples(m, opts.perBand ?? 5, opts.contextRadius);
   const l0Hist = new Float64Array(257);
   // The writer thread starts with the pass: the schema and the tokens table go in meanwhile.
   const tmpPath = `${path}.tmp-${process.pid}`;
@@ -184,13 +181,13 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     await abort();
     throw e;
   }
-  const { count, sum, max, hist, tok: tokStats, co, qSeen } = stats.result();
+  const { count, sum, max, hist, tok: tokStats, co, examples, quantiles } = stats.result();
   const total = done;
   let counts: WriterCounts;
   try {
     // The pass's rows go to the writer threads part by part: each is inserted while the next is made here.
-    topWriter.first({ examples: tops.lists() });
-    quantileWriter.first({ quantiles: quantiles.lists(qSeen) });
+    topWriter.first({ examples });
+    quantileWriter.first({ quantiles });
     // Each part copied in by the first writer as soon as it is closed, while the analysis thread may still run.
     const copied = (w: IndexDbWriter, table: 'examples' | 'quantile_examples') =>
       w.close().then(() => writer.first({ copyFrom: { path: w.path, tables: [table] } }));
@@ -239,39 +236,8 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
         }
         const f = encodeSparse(d, x, n);
         for (let r = 0; r < n; r++) l0Hist[Math.min(256, f.start[r + 1] - f.start[r])]++;
-        const ev = stats.add(f.start, f.idx, f.val, s.token, s.window);
-        // Entries into a feature's top K, in order: keep the example (tokens and activations of its context) in the slot
-        // of the feature's weakest one.
-        for (let e = 0; e < ev.acts.length; e++) {
-          const i = ev.events[e * 5],
-            row = ev.events[e * 5 + 1],
-            lo = ev.events[e * 5 + 2],
-            hi = ev.events[e * 5 + 3],
-            co = ev.events[e * 5 + 4];
-          tops.store.set(tops.slotFor(i), ev.acts[e], s.doc[row], s.window[row], s.pos[row], s.token[row], s.pos[lo], s.token, lo, hi - lo + 1, ev.ctx, co);
-        }
-        // Quantile examples kept by the reservoirs, each into its (feature, band, slot).
-        const qe = ev.qevents;
-        for (let e = 0; e < ev.qacts.length; e++) {
-          const o = e * 7,
-            row = qe[o + 3],
-            lo = qe[o + 4],
-            hi = qe[o + 5];
-          quantiles.store.set(
-            quantiles.slotFor(qe[o], qe[o + 1], qe[o + 2]),
-            ev.qacts[e],
-            s.doc[row],
-            s.window[row],
-            s.pos[row],
-            s.token[row],
-            s.pos[lo],
-            s.token,
-            lo,
-            hi - lo + 1,
-            ev.ctx,
-            qe[o + 6],
-          );
-        }
+        // The per-token statistics, and the examples that enter a feature's top K or a band's sample, with their contexts.
+        stats.add(f.start, f.idx, f.val, s.token, s.window, s.doc, s.pos);
         if (doAbsorption && !analysis.absorptionSent) {
           for (let r = 0; r < n && absLabel.length < ABS_MAX; r++) {
             const row = r0 + r,
@@ -377,35 +343,40 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
 
 /**
  * The feature-token pairs that fired, in (token, feature) order, and each feature's 10 most frequent tokens (ties:
- * lower id first), from tok [m, V, 2] (firings, summed activation). Read row by row (a feature's tokens lie together):
- * the pairs are counted per token first, then each goes to its token's next place, so features stay in order.
+ * lower id first), from tok [V, m, 2] (firings, summed activation), read once in its own order. A feature's list
+ * takes a pair only when it beats the list's last (tokens arrive in increasing order, so a tie keeps the lower id).
  */
 function tokenRows(tok: Float32Array, m: number, V: number): Pick<FirstRows, 'tokenFeatures' | 'topTokens'> {
-  const at = new Int32Array(V + 1);
-  for (let i = 0; i < m; i++) for (let t = 0; t < V; t++) if (tok[2 * (i * V + t)] > 0) at[t + 1]++;
-  for (let t = 0; t < V; t++) at[t + 1] += at[t];
-  const nnz = at[V];
+  let nnz = 0;
+  for (let e = 0; e < m * V; e++) if (tok[2 * e] > 0) nnz++;
   const tf = { token: new Int32Array(nnz), feature: new Int32Array(nnz), count: new Float32Array(nnz), sum: new Float32Array(nnz) };
-  for (let i = 0; i < m; i++)
-    for (let t = 0; t < V; t++) {
-      const c = tok[2 * (i * V + t)];
+  const n = 10;
+  const top = { n, token: new Int32Array(m * n).fill(-1), count: new Float32Array(m * n), sum: new Float32Array(m * n) };
+  const size = new Int32Array(m);
+  let e = 0;
+  for (let t = 0; t < V; t++)
+    for (let i = 0; i < m; i++) {
+      const c = tok[2 * (t * m + i)];
       if (!(c > 0)) continue;
-      const e = at[t]++;
+      const s = tok[2 * (t * m + i) + 1];
       tf.token[e] = t;
       tf.feature[e] = i;
       tf.count[e] = c;
-      tf.sum[e] = tok[2 * (i * V + t) + 1];
+      tf.sum[e++] = s;
+      // Feature i's running top n, best first.
+      const b = i * n;
+      if (size[i] === n && !(c > top.count[b + n - 1])) continue;
+      let p = size[i] < n ? size[i]++ : n - 1;
+      while (p > 0 && top.count[b + p - 1] < c) {
+        top.token[b + p] = top.token[b + p - 1];
+        top.count[b + p] = top.count[b + p - 1];
+        top.sum[b + p] = top.sum[b + p - 1];
+        p--;
+      }
+      top.token[b + p] = t;
+      top.count[b + p] = c;
+      top.sum[b + p] = s;
     }
-  const n = 10;
-  const top = { n, token: new Int32Array(m * n).fill(-1), count: new Float32Array(m * n), sum: new Float32Array(m * n) };
-  for (let i = 0; i < m; i++) {
-    const row = tok.subarray(2 * i * V, 2 * (i + 1) * V);
-    topIndices(row, n, false, 2).forEach((t, q) => {
-      top.token[i * n + q] = t;
-      top.count[i * n + q] = row[2 * t];
-      top.sum[i * n + q] = row[2 * t + 1];
-    });
-  }
   return { tokenFeatures: tf, topTokens: top };
 }
 

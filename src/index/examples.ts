@@ -1,6 +1,8 @@
 // Context examples kept while indexing (top activating examples and quantile samples), in typed slots that grow by
 // doubling: writing an example copies numbers into preallocated arrays instead of allocating an object and two arrays,
-// which at 16k features and millions of candidate examples was most of the index's garbage-collection time.
+// which at 16k features and millions of candidate examples was most of the index's garbage-collection time. The
+// TypeScript accumulator (index/stats.ts) keeps its examples here; the native one keeps them the same way in C++
+// (native/src/index_stats.cc, ExampleSlots), and both hand out the same ExampleLists.
 /** An ExampleStore's arrays, as sent to the index's writer thread (index/db-writer.ts). */
 export type StoreParts = Pick<ExampleStore, 'width' | 'act' | 'doc' | 'window' | 'pos' | 'token' | 'ctxStart' | 'ctxLen' | 'ctxTok' | 'ctxAct'>;
 

@@ -1,19 +1,25 @@
 // The feature index's per-token statistics, accumulated chunk by chunk over sparse activations: counts, sums,
-// maxima, a histogram, per-token counts and sums, pair co-occurrence, each feature's running top K (an event per
-// entry into it, with the context's activations) and its quantile examples (reservoir samples per activation band,
-// an event per example kept). The native IndexStats (native/src/index_stats.cc)
-// is the fast path; this TypeScript class is the reference it is tested against, and the fallback.
-import { reservoirSlot } from './quantiles.js';
-import { native, nativeThreads, type IndexEvents, type IndexStatsConfig, type IndexStatsLike, type IndexStatsResult } from '../native/kernels.js';
+// maxima, a histogram, per-token counts and sums, pair co-occurrence, each feature's top K examples (kept with their
+// contexts as they enter) and its quantile examples (reservoir samples per activation band). The native IndexStats
+// (native/src/index_stats.cc) is the fast path; this TypeScript class is the reference it is tested against, and the
+// fallback.
+import { BANDS, QuantileExamples, reservoirSlot } from './quantiles.js';
+import { ExampleStore, TopExamples } from './examples.js';
+import { native, nativeThreads, type IndexStatsConfig, type IndexStatsLike, type IndexStatsResult } from '../native/kernels.js';
 
 export class JsIndexStats implements IndexStatsLike {
-  private readonly r: IndexStatsResult;
+  private readonly r: Omit<IndexStatsResult, 'examples' | 'quantiles'>;
   private readonly top: Float32Array[]; // per feature: its top-K activations (unsorted), minimum tracked apart
   private readonly topLen: Int32Array;
   private readonly topMin: Float32Array;
+  private readonly tops: TopExamples;
+  private readonly quantiles: QuantileExamples;
+  private readonly ctxBuf: Float32Array;
 
   constructor(private readonly c: IndexStatsConfig) {
     const { m, vocab } = c;
+    if (c.perBand > 0 && c.bandEdges.length + 1 !== BANDS)
+      throw new Error(`IndexStats: ${c.bandEdges.length + 1} quantile bands, the example store has ${BANDS}`);
     this.r = {
       count: new Float64Array(m),
       sum: new Float64Array(m),
@@ -26,36 +32,34 @@ export class JsIndexStats implements IndexStatsLike {
     this.top = Array.from({ length: m }, () => new Float32Array(c.topK));
     this.topLen = new Int32Array(m);
     this.topMin = new Float32Array(m);
+    this.tops = new TopExamples(m, c.topK, new ExampleStore(2 * c.radius + 1));
+    this.quantiles = new QuantileExamples(m, c.perBand, c.radius);
+    this.ctxBuf = new Float32Array(2 * c.radius + 1);
   }
 
-  add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array): IndexEvents {
+  add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array, doc: Int32Array, pos: Int32Array): void {
     const { m, vocab, topK, radius, edges, cooccurrence, perBand, bandEdges } = this.c;
     const { count, sum, max, hist, tok, co, qSeen } = this.r;
     const H = edges.length,
       QB = bandEdges.length + 1;
     const n = start.length - 1;
-    const events: number[] = [],
-      acts: number[] = [],
-      qevents: number[] = [],
-      qacts: number[] = [],
-      ctx: number[] = [];
-    // Row r's context (same window, within the radius) and feature i's activation on each of its rows, into ctx.
-    let c0 = 0,
-      c1 = 0;
-    const context = (r: number, i: number): void => {
-      c0 = r;
-      c1 = r;
+    // The example of feature i at row r into slot s of a store: the row's fields, its context (same window, within the
+    // radius) and feature i's activation on each context row.
+    const keep = (store: ExampleStore, s: number, r: number, i: number, a: number): void => {
+      let c0 = r,
+        c1 = r;
       while (c0 > 0 && r - c0 < radius && window[c0 - 1] === window[r]) c0--;
       while (c1 + 1 < n && c1 - r < radius && window[c1 + 1] === window[r]) c1++;
       for (let rr = c0; rr <= c1; rr++) {
         let v = 0;
-        for (let s = start[rr]; s < start[rr + 1]; s++)
-          if (idx[s] === i) {
-            v = val[s];
+        for (let e = start[rr]; e < start[rr + 1]; e++)
+          if (idx[e] === i) {
+            v = val[e];
             break;
           }
-        ctx.push(v);
+        this.ctxBuf[rr - c0] = v;
       }
+      store.set(s, a, doc[r], window[r], pos[r], token[r], pos[c0], token, c0, c1 - c0 + 1, this.ctxBuf, 0);
     };
     for (let r = 0; r < n; r++) {
       const q0 = start[r],
@@ -77,15 +81,12 @@ export class JsIndexStats implements IndexStatsLike {
         }
         hist[i * (H + 1) + lo]++;
         if (tokOk) {
-          tok[2 * (i * vocab + t)]++;
-          tok[2 * (i * vocab + t) + 1] += a;
+          tok[2 * (t * m + i)]++;
+          tok[2 * (t * m + i) + 1] += a;
         }
-        if (this.topLen[i] < topK || a > this.topMin[i]) {
+        if (topK > 0 && (this.topLen[i] < topK || a > this.topMin[i])) {
           this.pushTop(i, a);
-          const off = ctx.length;
-          context(r, i);
-          events.push(i, r, c0, c1, off);
-          acts.push(a);
+          keep(this.tops.store, this.tops.slotFor(i), r, i, a);
         }
         if (perBand > 0 && a > 0) {
           let band = 0;
@@ -93,12 +94,7 @@ export class JsIndexStats implements IndexStatsLike {
           const key = i * QB + band;
           const seen = ++qSeen[key];
           const slot = seen <= perBand ? seen - 1 : reservoirSlot(key, seen);
-          if (slot < perBand) {
-            const off = ctx.length;
-            context(r, i);
-            qevents.push(i, band, slot, r, c0, c1, off);
-            qacts.push(a);
-          }
+          if (slot < perBand) keep(this.quantiles.store, this.quantiles.slotFor(i, band, slot), r, i, a);
         }
       }
       if (cooccurrence) {
@@ -108,13 +104,6 @@ export class JsIndexStats implements IndexStatsLike {
         }
       }
     }
-    return {
-      events: Int32Array.from(events),
-      acts: Float32Array.from(acts),
-      qevents: Int32Array.from(qevents),
-      qacts: Float32Array.from(qacts),
-      ctx: Float32Array.from(ctx),
-    };
   }
 
   private pushTop(i: number, a: number): void {
@@ -131,7 +120,7 @@ export class JsIndexStats implements IndexStatsLike {
   }
 
   result(): IndexStatsResult {
-    return this.r;
+    return { ...this.r, examples: this.tops.lists(), quantiles: this.quantiles.lists(this.r.qSeen) };
   }
 }
 

@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../util/errors.js';
+import type { ExampleLists } from '../index/examples.js';
 
 export interface NativeTensors {
   W_encT: Float32Array;
@@ -163,28 +164,20 @@ export interface NativeClt extends NativeOptimiser {
   normalizeDecoder(W: Float32Array): void;
 }
 
-/** One chunk's top-K entries: [feature, row, lo, hi, ctxOffset] per event, its activation, and context activations. */
-export interface IndexEvents {
-  /** Entries into a feature's top K, [e * 5]: feature, row, context lo, context hi, offset of its activations in ctx. */
-  events: Int32Array;
-  acts: Float32Array;
-  /** Quantile examples kept, [e * 7]: feature, band, slot, row, context lo, context hi, offset in ctx. */
-  qevents: Int32Array;
-  qacts: Float32Array;
-  /** The feature's activation on each context row of every event, both kinds. */
-  ctx: Float32Array;
-}
-
 export interface IndexStatsResult {
   count: Float64Array;
   sum: Float64Array;
   max: Float32Array;
   hist: Uint32Array;
-  /** Per (feature, token), [m, vocab, 2]: firings, then summed activation (empty where tokens are not kept). */
+  /** Per (token, feature), [vocab, m, 2]: firings, then summed activation (empty where tokens are not kept). */
   tok: Float32Array;
   co: Uint32Array;
   /** Firings per (feature, quantile band), [m * bands] (empty without quantile sampling). */
   qSeen: Int32Array;
+  /** Each feature's top examples, strongest first. */
+  examples: ExampleLists;
+  /** Each feature's quantile examples, band by band, strongest first within a band. */
+  quantiles: ExampleLists;
 }
 
 export interface IndexStatsConfig {
@@ -203,7 +196,9 @@ export interface IndexStatsConfig {
 }
 
 export interface IndexStatsLike {
-  add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array): IndexEvents;
+  /** One chunk's sparse activations (rows' entries from start[r], latents increasing) and each row's token, window, document and position. */
+  add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array, doc: Int32Array, pos: Int32Array): void;
+  /** The accumulators and example lists, moved out: once, at the end. */
   result(): IndexStatsResult;
 }
 
