@@ -188,17 +188,25 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     // The pass's rows go to the writer threads part by part: each is inserted while the next is made here.
     topWriter.first({ examples });
     quantileWriter.first({ quantiles });
+    // The token-feature pairs go with the quantile examples (the lighter part); each feature's top tokens, which its
+    // row holds, to the first writer.
+    const { tokenFeatures, topTokens } = keepTokens ? tokenRows(tokStats, m, V) : {};
+    if (tokenFeatures) quantileWriter.first({ tokenFeatures });
+    if (topTokens) writer.first({ topTokens });
     // Each part copied in by the first writer as soon as it is closed, while the analysis thread may still run.
-    const copied = (w: IndexDbWriter, table: 'examples' | 'quantile_examples') =>
-      w.close().then(() => writer.first({ copyFrom: { path: w.path, tables: [table] } }));
-    const examplesDone = Promise.all([copied(topWriter, 'examples'), copied(quantileWriter, 'quantile_examples')]);
+    const copied = (w: IndexDbWriter, tables: NonNullable<FirstRows['copyFrom']>['tables']) =>
+      w.close().then(() => writer.first({ copyFrom: { path: w.path, tables } }));
+    const examplesDone = Promise.all([
+      copied(topWriter, ['examples']),
+      copied(quantileWriter, tokenFeatures ? ['quantile_examples', 'token_features'] : ['quantile_examples']),
+    ]);
     examplesDone.catch(() => undefined); // awaited below; a failure meanwhile is not an unhandled rejection
-    if (keepTokens) writer.first(tokenRows(tokStats, m, V));
     // The neighbours were made during the pass: inserted now, while the absorption probes may still run.
     writer.first({ neighbors: (await analysis.partial()).neighbors });
-    const rows = await perFeatureRows();
+    // The per-feature rows as soon as the analysis thread has them, before or after the parts are copied in.
+    writer.second(await perFeatureRows());
     await examplesDone;
-    counts = await writer.finish(rows);
+    counts = await writer.finish();
   } catch (e) {
     // Out of space or killed half-way: no half-written index is left behind.
     await abort();

@@ -122,15 +122,18 @@ class IndexFile {
       // Same tables, empty here: SQLite's transfer optimisation copies the records as they are. A database is attached
       // and detached outside a transaction (journal off: a commit here costs nothing).
       const db = this.db;
+      // token_features comes with its secondary index made in the part: made here too (on the empty table), so that
+      // the transfer copies the index's pages as well instead of building it again.
+      if (r.copyFrom.tables.includes('token_features') && !this.tokenIndexMade) {
+        db.exec(TOKEN_FEATURES_INDEX);
+        this.tokenIndexMade = true;
+      }
       db.exec('commit');
       db.prepare('attach ? as part').run(r.copyFrom.path);
       db.exec('begin');
       for (const t of r.copyFrom.tables) db.exec(`insert into main.${t} select * from part.${t}`);
       db.exec('commit');
       db.exec('detach part');
-      // The copied pages (most of the file) go to disk now, while this thread waits for the per-feature rows: the sync
-      // that ends the index has little left to write.
-      fsyncFile(this.path);
       db.exec('begin');
     }
     if (r.pieces) {
@@ -213,12 +216,17 @@ class IndexFile {
       for (const l of r.letters) ins.run(l.letter, l.probeF1, JSON.stringify(l.main), l.mainF1, l.tokens, l.meanAbsorption, l.fullAbsorptionRate);
     }
     db.exec(INDEXES);
+    return counts;
+  }
+
+  /** Commits everything, closes the file and syncs it: the index is complete. */
+  end(): void {
+    const db = this.db;
     if (!this.tokenIndexMade) db.exec(TOKEN_FEATURES_INDEX); // no token rows came (no tokenizer): the index all the same
     db.exec('commit');
     db.pragma('journal_mode = WAL');
     db.close();
     fsyncFile(this.path);
-    return counts;
   }
 }
 
@@ -233,6 +241,7 @@ try {
 
 const port = parentPort!;
 let file: IndexFile | undefined;
+let counts: WriterCounts | undefined;
 let failed = false;
 port.on('message', (msg: WriterMessage) => {
   if (failed) return;
@@ -243,8 +252,11 @@ port.on('message', (msg: WriterMessage) => {
       file.close();
       port.postMessage({ closed: true } satisfies WriterReply);
       port.close();
-    } else {
-      port.postMessage({ done: file.second(msg.rows) } satisfies WriterReply);
+    } else if (msg.kind === 'second') counts = file.second(msg.rows);
+    else {
+      if (!counts) throw new Error('the index writer was ended before its per-feature rows');
+      file.end();
+      port.postMessage({ done: counts } satisfies WriterReply);
       port.close();
     }
   } catch (e) {

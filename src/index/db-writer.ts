@@ -22,7 +22,7 @@ export interface FirstRows {
   /** Each token id's text (the tokens table). */
   pieces?: string[];
   /** A file another writer closed (IndexDbWriter.close), whose rows of these tables are copied in. */
-  copyFrom?: { path: string; tables: ('examples' | 'quantile_examples')[] };
+  copyFrom?: { path: string; tables: ('examples' | 'quantile_examples' | 'token_features')[] };
   /** Up to n neighbours per feature: [m, n] ids (-1 past the last) and cosines (from the analysis thread, early). */
   neighbors?: SecondRows['neighbors'];
 }
@@ -56,7 +56,7 @@ export interface SecondRows {
   letters?: LetterResult[];
 }
 
-export type WriterMessage = { kind: 'first'; rows: FirstRows } | { kind: 'second'; rows: SecondRows } | { kind: 'close' };
+export type WriterMessage = { kind: 'first'; rows: FirstRows } | { kind: 'second'; rows: SecondRows } | { kind: 'end' } | { kind: 'close' };
 /** The features written dead (never fired) and dense (above the threshold). */
 export interface WriterCounts {
   dead: number;
@@ -101,9 +101,15 @@ export class IndexDbWriter {
     this.worker.postMessage({ kind: 'first', rows } satisfies WriterMessage, [...moved] as ArrayBuffer[]);
   }
 
-  /** The remaining rows; resolves once the file is complete, closed and synced, with its dead and dense counts. */
-  async finish(rows: SecondRows): Promise<WriterCounts> {
+  /** The per-feature rows (once), inserted with the features' indexes; parts sent after them are still taken. */
+  second(rows: SecondRows): void {
     this.worker.postMessage({ kind: 'second', rows } satisfies WriterMessage);
+  }
+
+  /** The per-feature rows, unless `second` sent them; resolves once the file is complete, closed and synced, with its dead and dense counts. */
+  async finish(rows?: SecondRows): Promise<WriterCounts> {
+    if (rows) this.second(rows);
+    this.worker.postMessage({ kind: 'end' } satisfies WriterMessage);
     const counts = await this.finished;
     if (!counts) throw new Error('the index writer closed without its per-feature rows');
     return counts;
