@@ -7,7 +7,7 @@ import { tf, initBackend } from '../src/tensor/backend.js';
 import { loadModel, BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { readLlama2c } from '../src/models/llama2c.js';
 import { llamaToLm, lmForward } from '../src/lm/lm.js';
-import { createSession, makeFeeds } from '../src/onnx/session.js';
+import { createSession, makeFeeds, widenToInt64 } from '../src/onnx/session.js';
 import { documents } from '../src/corpus/sources.js';
 import { heldoutWindows } from '../src/lm/train-lm.js';
 import type { Llama2cTokenizer } from '../src/models/tokenizer.js';
@@ -70,4 +70,13 @@ test('held-out loss recomputed with onnxruntime matches the model card, far belo
   const loss = nll / (n * ctx);
   assert.ok(Math.abs(loss - card.loss.heldout_nats) < 2e-3, `onnxruntime ${loss} vs card ${card.loss.heldout_nats}`);
   assert.ok(loss < card.loss.unigram_entropy_nats - 1, `held-out ${loss} vs unigram ${card.loss.unigram_entropy_nats}`);
+});
+
+test('int32 feeds widened to int64 word by word equal BigInt conversion, negatives and the extremes included', () => {
+  const v = Int32Array.from([0, 1, -1, 2 ** 31 - 1, -(2 ** 31), 511, -512, 123456789, -987654321]);
+  assert.deepEqual(
+    Array.from(widenToInt64(v)),
+    Array.from(v, (x) => BigInt(x)),
+  );
+  assert.equal(widenToInt64(new Int32Array(0)).length, 0);
 });

@@ -98,15 +98,32 @@ export function outputInto(data: Float32Array, dims: number[]): ort.Tensor {
 }
 
 /**
+ * int32 values as int64, written as two 32-bit words each (the value, then its sign) instead of a BigInt per value:
+ * a batch of 2,048 ids made 2,048 heap objects, 77 ms of a 300k-token harvest. The words' order is the platform's.
+ */
+export function widenToInt64(values: Int32Array): BigInt64Array {
+  const out = new BigInt64Array(values.length);
+  const words = new Int32Array(out.buffer);
+  const [lo, hi] = LITTLE_ENDIAN ? [0, 1] : [1, 0];
+  for (let i = 0; i < values.length; i++) {
+    words[2 * i + lo] = values[i];
+    words[2 * i + hi] = values[i] >> 31;
+  }
+  return out;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
  * Builds the feeds for a [batch, seq] window of token ids. Knows input_ids, position_ids, attention_mask
  * and past key/value inputs (fed empty); anything else is refused by name.
  */
 export function makeFeeds(inputs: ValueInfo[], ids: Int32Array, batch: number, seq: number): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
-  const intTensor = (elemType: number, values: ArrayLike<number>, dims: number[]) =>
+  const intTensor = (elemType: number, values: Int32Array, dims: number[]) =>
     elemType === DataType.INT32
       ? new (onnxRuntime().Tensor)('int32', Int32Array.from(values), dims)
-      : new (onnxRuntime().Tensor)('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
+      : new (onnxRuntime().Tensor)('int64', widenToInt64(values), dims);
   for (const inp of inputs) {
     const n = inp.name;
     if (ID_INPUT.test(n)) feeds[n] = intTensor(inp.elemType, ids, [batch, seq]);
