@@ -20,7 +20,7 @@ IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, s
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
       tok(vocab_ > 0 ? (size_t)2 * m_ * vocab_ : 0, 0.f),
       co(coOn_ ? (size_t)m_ * m_ : 0, 0u), heap_((size_t)m_ * topK_), heapSize_(m_, 0), heapMin_(m_, 0.f), pool_(threads), topStore_(pool_.size()),
-      quantileStore_(pool_.size()), topBase_(m_, -1), topCount_(m_, 0), quantileBase_(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, -1) {
+      quantileStore_(pool_.size()), topBase_(m_, -1), quantileBase_(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, -1) {
   for (auto* stores : {&topStore_, &quantileStore_})
     for (ExampleSlots& st : *stores) st.width = 2 * radius + 1;
 }
@@ -80,12 +80,12 @@ int IndexStats::owner(int i) const {
   return t;
 }
 
-// Feature i's slot for a new top example: its next free one, or its weakest (the first of equals), as
-// index/examples.ts TopExamples.slotFor.
+// Feature i's slot for a new top example, chosen before the heap takes it: its next free one (the heap's size is the
+// number filled), or its weakest (the first of equals), as index/examples.ts TopExamples.slotFor.
 int32_t IndexStats::topSlot(ExampleSlots& st, int i) {
   if (topBase_[i] < 0) topBase_[i] = st.alloc(topK);
   const int32_t b = topBase_[i];
-  if (topCount_[i] < topK) return b + topCount_[i]++;
+  if (heapSize_[i] < topK) return b + heapSize_[i];
   int32_t worst = b;
   for (int32_t q = b + 1; q < b + topK; q++)
     if (st.act[q] < st.act[worst]) worst = q;
@@ -152,6 +152,7 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
       // Feature i's top K as a min-heap in its own stretch of one array; whether a enters is decided from the flat arrays
       // of sizes and minima (the heap itself, a cache miss away, is touched only when it does).
       if (topK > 0 && (heapSize_[i] < topK || a > heapMin_[i])) {
+        const int32_t slot = topSlot(tops, i);
         float* h = heap_.data() + (size_t)i * topK;
         int size = heapSize_[i];
         if (size >= topK) std::pop_heap(h, h + size--, minFirst);
@@ -159,7 +160,7 @@ void IndexStats::addRange(int n, const int32_t* start, const int32_t* idx, const
         std::push_heap(h, h + size, minFirst);
         heapSize_[i] = size;
         heapMin_[i] = h[0];
-        keep(tops, topSlot(tops, i));
+        keep(tops, slot);
       }
       if (perBand > 0 && a > 0) {
         int band = 0;
@@ -211,7 +212,7 @@ ExampleList IndexStats::gather(std::vector<ExampleSlots>& stores, const std::vec
   return out;
 }
 
-ExampleList IndexStats::topExamples() { return gather(topStore_, topBase_, 1, topK, topCount_.data()); }
+ExampleList IndexStats::topExamples() { return gather(topStore_, topBase_, 1, topK, heapSize_.data()); }
 
 ExampleList IndexStats::quantileExamples() {
   return gather(quantileStore_, quantileBase_, (int)bandEdges.size() + 1, perBand, qSeen.data());

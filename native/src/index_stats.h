@@ -99,10 +99,10 @@ class IndexStats {
   std::vector<int32_t> heapSize_;  // [m]
   std::vector<float> heapMin_;     // [m]: heap_'s smallest where full (the activation to beat)
   Pool pool_;
-  // Each thread's stores of top and quantile examples; where a feature's (a feature band's) slots begin, -1 before
-  // its first example, and how many of a feature's top slots are filled.
+  // Each thread's stores of top and quantile examples, and where a feature's (a feature band's) slots begin, -1 before
+  // its first example (a feature's top slots filled: heapSize_).
   std::vector<ExampleSlots> topStore_, quantileStore_;
-  std::vector<int32_t> topBase_, topCount_, quantileBase_;
+  std::vector<int32_t> topBase_, quantileBase_;
   int32_t topSlot(ExampleSlots& st, int i);
   ExampleList gather(std::vector<ExampleSlots>& stores, const std::vector<int32_t>& base, int keysPerFeature, int per,
                      const int32_t* filled) const;
