@@ -176,6 +176,7 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
     c.noBias = boolProp(env, o, "noBias");
     c.tied = boolProp(env, o, "tied");
     c.screen = screenProp(env, o);
+    c.lean = boolProp(env, o, "lean");
     napi_value w = get(env, o, "widths");
     if (!isUndefined(env, w)) {
       uint32_t n;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "gemm.h"
+#include "screen.h"
 #include "select.h"
 #include "simd.h"
 #include "util.h"
@@ -23,6 +24,23 @@ const float* Engine::encoderInput(const Tensors& p, const float* X, int B, float
       for (int i = 0; i < dIn; i++) xt[b * dIn + i] = X[b * dIn + i] - p.b_dec[i];
   });
   return xt;
+}
+
+void Engine::releaseEncoder() {
+  gemmRelease();
+  screenRelease();
+}
+
+void Engine::releaseGradient() {
+  release(G_);
+  release(E_);
+  release(w_.dpre);
+  release(w_.dact);
+  release(w_.auxDp);
+  release(w_.grow);
+  release(w_.order);
+  release(w_.slotRow);
+  grp_.auxG = nullptr;  // pointed into E_
 }
 
 void Engine::forward(const Tensors& p, const float* X, int n, float threshold, Sparse& out, float* yhat) {
@@ -72,6 +90,7 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
       appendThresholded(pool_, pre, rows, m, r0, thr, out);
     }
   }
+  if (c.lean) releaseEncoder();
   if (yhat) {
     pool_.range(n, [&](long b0, long b1, int) {
       for (long b = b0; b < b1; b++) {

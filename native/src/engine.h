@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pool.h"
+#include "util.h"
 
 namespace sdl {
 
@@ -26,6 +27,10 @@ struct Config {
   // TopK: screen the encoder in bf16 (screen.h; the same result): 0 never, 1 where it is faster (d_in >= 320 with
   // AVX512_BF16), 2 wherever the processor can (tests).
   int screen = 1;
+  // Gives each phase's scratch back to the system once the phase is over (sdl fit --low-memory): the encoder's packed
+  // copy of W_enc after the encoder, the per-entry and per-row buffers of the gradient after the update. The peak is
+  // then the larger phase's, not the two together, for a few page faults a step. The same values either way.
+  bool lean = false;
 };
 
 // Parameter (or gradient) buffers. W_encT [dSae][dIn]; W_dec [dSae][dOut] (the same buffer as W_encT when tied).
@@ -168,17 +173,22 @@ class Engine {
  private:
   // The encoder's input rows: x - b_dec written into xt when given (b_dec applied to the input), else X.
   const float* encoderInput(const Tensors& p, const float* X, int B, float* xt);
+  // Config::lean: the encoder's scratch (gemm's and the screen's, this thread's), and the gradient's (after the
+  // update, or after a step whose gradients were written).
+  void releaseEncoder();
+  void releaseGradient();
   Config cfg_;
   Pool pool_;
-  std::vector<float> xt_, pre_, acts_, dacts_, G_, E_, yhat_, scratch_;
+  std::vector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
+  LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine (util.h: huge pages)
   Sparse sp_, aux_, rowTop_;
   // The sparse path's per-entry and per-latent workspace, kept across steps.
   struct Work {
-    std::vector<float> dpre, dact, auxDp;
-    std::vector<const float*> grow;
+    LargeVector<float> dpre, dact, auxDp;
+    LargeVector<const float*> grow;
     std::vector<long> cnt, colStart, off;
-    std::vector<int32_t> order;  // entry references grouped by latent (32-bit: 4 bytes an entry, AuxK's ~1.6M a step at 4,096 x 384)
-    std::vector<int32_t> slotRow;  // a main entry's row (an AuxK entry's is its slot / Grouped::auxStride)
+    LargeVector<int32_t> order;  // entry references grouped by latent (32-bit: 4 bytes an entry, AuxK's ~1.6M a step at 4,096 x 384)
+    LargeVector<int32_t> slotRow;  // a main entry's row (an AuxK entry's is its slot / Grouped::auxStride)
   } w_;
   // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
   // for applyRows after a step with deferRows.

@@ -15,6 +15,9 @@ constexpr int NC = NR * 48;  // columns per task block
 
 using Buffer = AlignedBuffer<float>;
 
+// B packed whole (packB), per calling thread: W_enc's 75 MB at 768 x 24,576, kept between products.
+thread_local Buffer bWhole;
+
 // Per-thread A-panel buffers (threads are identified by the pool's thread index).
 Buffer& aBuffer(int thread) {
   static thread_local Buffer buf;
@@ -143,8 +146,7 @@ const float* packB(Pool& pool, int N, int K, const View& B, const int32_t* cols 
   const int nPanels = (N + NR - 1) / NR;
   const long Npad = (long)nPanels * NR;
   const int nKBlocks = (K + KC - 1) / KC;
-  static thread_local Buffer bBuf;
-  float* Bp = bBuf.get((size_t)K * Npad);
+  float* Bp = bWhole.get((size_t)K * Npad);
   pool.run(nKBlocks * nPanels, [&](int t, int) {
     int kb = t / nPanels, jp = t % nPanels;
     int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
@@ -185,6 +187,8 @@ namespace {
 constexpr int BMC = MR * 12;  // rows per gemmBlocks task: the whole K of their packed A stays in L2
 constexpr int BNC = NR * 16;  // columns per block handed to the sink: BMC x BNC floats of C stay in L2 too
 }  // namespace
+
+void gemmRelease() { bWhole.release(); }
 
 int gemmDepthBlock() { return KC; }
 int gemmBlockRows() { return BMC; }

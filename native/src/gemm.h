@@ -32,6 +32,8 @@ struct BlockSink {
 // selection, then reads it from L2 instead of memory). The entries are bit-identical to gemm()'s. With `cols`, the
 // product's column j is B's column cols[j] (colBias indexed by j): a subset of the columns, the same values.
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols = nullptr);
+// Frees the calling thread's packed copy of B (kept between products: a lean engine gives it back after its encoder).
+void gemmRelease();
 int gemmDepthBlock();  // depths per packed block: each entry is one FMA chain per block, blocks added in order
 int gemmBlockRows();  // the most rows of one block
 int gemmBlockCols();  // the most columns of one block

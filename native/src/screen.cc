@@ -27,6 +27,7 @@ bool screenTopK(Pool&, const float*, long, int, int, int, const float*, const fl
 bool screenAbove(Pool&, const float*, long, int, int, int, const float*, const float*, float, long, Candidates&, const std::vector<int32_t>&, int, Sparse*) {
   return false;
 }
+void screenRelease() {}
 
 #else
 
@@ -201,6 +202,9 @@ struct Workspace {
   std::vector<int32_t> ordRow;
   std::vector<float*> ordDst;
 };
+
+// Kept by each calling thread between its calls.
+thread_local Workspace own;
 
 // Packs W_enc (its transpose's rows are the encoder's columns) into bf16 pair panels and computes the columns'
 // bound terms: P = |r_w| + g (|w| + |w~|), Q = (1 + g) |w~|, Z = 2 g |b|, each rounded up.
@@ -503,7 +507,6 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   // of W_enc (75 MB there) beside the bf16 copy, and fit's memory would jump by that when a third of the latents die.
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
   // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
-  static thread_local Workspace own;
   Workspace& ws = own;
   if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
   float wMax = 0;
@@ -734,6 +737,14 @@ bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
   t.keepTop = keepTop;
   t.above = &out;
   return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
+}
+
+void screenRelease() {
+  own.b.release();
+  release(own.held);
+  release(own.byLatent);
+  release(own.ordRow);
+  release(own.ordDst);
 }
 
 #endif

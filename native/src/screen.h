@@ -50,4 +50,8 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
 bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, long keepTop,
                  Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux);
 
+// Frees what the calling thread keeps between screened calls: W_enc's bf16 copy (38 MB at 768 x 24,576) and the held
+// candidates (a lean engine gives them back after its encoder; the next call makes them again).
+void screenRelease();
+
 }  // namespace sdl

@@ -85,6 +85,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     pre = ensure(pre_, (size_t)BM);
     gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
   }
+  if (c.lean) releaseEncoder();  // no encoder GEMM follows in this step
   const bool auxSelected = fused || batchFused;
   float* Wd = c.tied ? p.W_encT : p.W_dec;
   float* gWd = c.tied ? g.W_encT : g.W_dec;
@@ -591,6 +592,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   else if (c.act == JUMPRELU) r.sparsityLoss = o.sparsity * spLoss.total() / B;
   r.anchorLoss = anchorLoss.total();
   r.loss = mainLoss + r.sparsityLoss + r.auxLoss + r.anchorLoss;
+  if (c.lean && !grp_.pending) releaseGradient();  // gradients written: nothing of the step is read again
   return r;
 }
 
@@ -696,6 +698,7 @@ void Engine::applyRows(const Tensors& p, float* mEnc, float* vEnc, float* mDec, 
       if (normalize) normalizeRow(wd, dOut);
     }
   }, 8);
+  if (cfg_.lean) releaseGradient();
 }
 
 }  // namespace sdl

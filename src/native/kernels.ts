@@ -82,6 +82,8 @@ export interface NativeEngineConfig {
   threads: number;
   /** TopK: screen the encoder in bf16 (native/src/screen.h; the same result): 0 never, 1 where faster (default), 2 wherever the processor can. */
   screen?: 0 | 1 | 2;
+  /** Give each phase's scratch back once it is over (the encoder's packed W_enc, the gradient's buffers): sdl fit --low-memory. */
+  lean?: boolean;
 }
 
 /** The optimiser kernels every native engine has (native/src/engine.cc's sumSquares and adamUpdate, on its pool). */

@@ -35,7 +35,8 @@ export class NativeTrainEngine implements Engine {
     this.cfg = cfg;
     this.train = train;
     this.backend = `native-${mod.isa}`;
-    this.e = new mod.Engine(nativeEngineOptions(cfg, nativeThreads()));
+    // --low-memory: the encoder's and the gradient's scratch given back between phases (native Config::lean).
+    this.e = new mod.Engine({ ...nativeEngineOptions(cfg, nativeThreads()), lean: Boolean(train.lowMemory) });
     const W_encT = transpose(w.W_enc, cfg.dIn, cfg.dSae);
     this.p = {
       W_encT,
