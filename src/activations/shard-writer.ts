@@ -1,7 +1,7 @@
 // Shard finalisation (Arrow encoding, checksum, atomic write) in a worker thread, so the disk work of
 // shard k overlaps the model running on shard k+1. At most one shard is in flight: memory stays bounded.
 import { UserError } from '../util/errors.js';
-import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { join } from 'node:path';
 import { ShardBuffer, encodeShardChunks, encodeShardParquet, formatOf, type Dtype, type ShardFormat, type ShardSite } from './shard.js';
 import { writeAtomic } from '../util/fsx.js';
@@ -34,7 +34,8 @@ function finalize(job: Job): Written {
   return { rows: job.rows, sha256: writeAtomic(job.path, data, { direct: true }) };
 }
 
-if (!isMainThread && parentPort) {
+// Only the writer's own thread: another worker that imports this module (through harvest.js) keeps its messages.
+if (!isMainThread && parentPort && (workerData as { shardWriter?: boolean } | undefined)?.shardWriter) {
   const port = parentPort;
   port.on('message', (job: Job) => {
     const arrays = { doc: job.doc, window: job.window, pos: job.pos, token: job.token, values: job.values };
@@ -58,7 +59,7 @@ export class ShardWriter {
   /** A writer thread, or inline writes when `inline` (tests, tiny jobs). */
   constructor(inline = false) {
     if (inline) return;
-    this.worker = new Worker(new URL(import.meta.url));
+    this.worker = new Worker(new URL(import.meta.url), { workerData: { shardWriter: true } });
     this.worker.unref(); // never keeps the process alive after an error elsewhere
     this.worker.on(
       'message',
