@@ -95,6 +95,20 @@ function duplicateEncoders(w: EngineWeights, cfg: DictConfig, n: number) {
   }
 }
 
+/** Encoder biases at minus the 97th percentile of x W_enc (every 4th row): about 3% of entries fire, ReLU's sparse path. */
+function sparseReluBias(w: EngineWeights, cfg: DictConfig, X: Float32Array, B: number) {
+  const { dIn, dSae } = cfg;
+  const pre: number[] = [];
+  for (let b = 0; b < B; b += 4)
+    for (let j = 0; j < dSae; j++) {
+      let z = 0;
+      for (let i = 0; i < dIn; i++) z += (X[b * dIn + i] - w.b_dec[i]) * w.W_enc[i * dSae + j];
+      pre.push(z);
+    }
+  pre.sort((a, b) => a - b);
+  w.b_enc.fill(-pre[Math.floor(0.97 * pre.length)]);
+}
+
 function close(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = 2e-4) {
   assert.equal(got.length, want.length, `${name}: length`);
   let scale = 0;
@@ -249,6 +263,48 @@ test('native TopK fused into the encoder GEMM: many row and column blocks, parti
     { cfg: config('topk', { dIn: 20, dOut: 9, dSae: 700, k: 8, kind: 'transcoder', applyBDecToInput: false }), sparsity: 0, B: 200, tied: 300 },
     12,
   );
+});
+
+test('native fused encoder over column chunks (W_enc packed a chunk at a time, rows paused and resumed): bit-equal to one chunk, and to tfjs', {
+  skip,
+}, () => {
+  // 1,100 latents are one chunk at the default budget and five (one column block each) at 1 byte: TopK with AuxK on
+  // dead latents in every chunk, BatchTopK's batch-wide candidates (second step: selected inside the GEMM) and
+  // ReLU's positive entries (encodeAbove) must not depend on where the chunks end. Exact ties cross chunks.
+  const before = mod.gemmChunkBytes();
+  assert.ok(before >= 1 << 20, `default chunk budget ${before}`);
+  try {
+    for (const act of ['topk', 'batchtopk', 'relu'] as const) {
+      const cfg = config(act, { dIn: 20, dSae: 1100, k: 8 });
+      const rng = new Rng(91);
+      const w = randomWeights(cfg, rng);
+      duplicateEncoders(w, cfg, 500);
+      const B = 400;
+      const X = Float32Array.from({ length: B * cfg.dIn }, () => rng.normal() * 1.5);
+      if (act === 'relu') sparseReluBias(w, cfg, X, B);
+      const dead = new Uint8Array(cfg.dSae);
+      for (let j = 1; j < cfg.dSae; j += 4) dead[j] = 1;
+      const aux = act === 'relu' ? 0 : 1 / 32;
+      const opts = { sparsity: 0.2, bandwidth: 1, auxkCoefficient: aux, auxkK: aux ? 60 : 0, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
+      const np: NativeTensors = { W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+      const steps = (bytes: number) => {
+        mod.gemmChunkBytes(bytes);
+        const e = nativeEngine(cfg);
+        return [nativeStepFresh(e, cfg, np, X, B, opts), nativeStepFresh(e, cfg, np, X, B, opts)];
+      };
+      const one = steps(1 << 30);
+      const many = steps(1);
+      assert.equal(many[1].r.selection, 1, `${act}: the second step selects inside the GEMM`);
+      if (aux) assert.ok(many[1].r.auxLoss > 0, `${act}: AuxK ran`);
+      for (const s of [0, 1]) sameNativeStep(`${act} step ${s + 1}, five chunks vs one`, many[s], one[s]);
+    }
+    mod.gemmChunkBytes(1);
+    const dead = new Uint8Array(1100);
+    for (let j = 3; j < 1100; j += 7) dead[j] = 1;
+    compare('fused topk over five chunks', { cfg: config('topk', { dIn: 20, dSae: 1100, k: 8 }), sparsity: 0, B: 400, tied: 500, dead, auxkK: 6 }, 48);
+  } finally {
+    mod.gemmChunkBytes(before);
+  }
 });
 
 test('native BatchTopK and Matryoshka selected inside the encoder GEMM once they have a threshold: bit-equal to the unfused step, recomputed when the threshold falls', {
@@ -508,16 +564,7 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   const rng = new Rng(78);
   const w = randomWeights(cfg, rng);
   const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
-  // Encoder biases at minus the 97th percentile of x W_enc: about 3% of entries fire (the sparse path).
-  const pre: number[] = [];
-  for (let b = 0; b < B; b += 4)
-    for (let j = 0; j < dSae; j++) {
-      let z = 0;
-      for (let i = 0; i < dIn; i++) z += (X[b * dIn + i] - w.b_dec[i]) * w.W_enc[i * dSae + j];
-      pre.push(z);
-    }
-  pre.sort((a, b) => a - b);
-  w.b_enc.fill(-pre[Math.floor(0.97 * pre.length)]);
+  sparseReluBias(w, cfg, X, B);
   const opts = { sparsity: 0.3, bandwidth: 1, auxkCoefficient: 0, auxkK: 0, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
   const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
   const run = (e: ReturnType<typeof nativeEngine>, x: Float32Array) => nativeStepFresh(e, cfg, np, x, B, opts);

@@ -546,6 +546,21 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
   });
 }
 
+// gemmChunkBytes(bytes?): the fused encoder's column-chunk budget (gemm.h), set when bytes is given; returns the
+// value before. For tests (small chunks cross many of them) and benchmarks.
+napi_value GemmChunkBytes(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    size_t argc = 1;
+    napi_value a[1];
+    CHECK_NAPI(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+    napi_valuetype t = napi_undefined;
+    if (argc >= 1) CHECK_NAPI(napi_typeof(env, a[0], &t));
+    const size_t before = t == napi_undefined ? sdl::gemmChunkBytes() : sdl::setGemmChunkBytes((size_t)count(env, a[0], "bytes", 1));
+    napi_value out;
+    CHECK_NAPI(napi_create_double(env, (double)before, &out));
+    return out;
+  });
+}
 
 // Two outputs of len entries for a kernel to fill, ids (Int32Array) and values (Float32Array), handed back as one
 // object (nearestRows, rowsLargest).
@@ -884,6 +899,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);
   napi_set_named_property(env, exports, "gemm", fn);
+  napi_create_function(env, "gemmChunkBytes", NAPI_AUTO_LENGTH, GemmChunkBytes, nullptr, &fn);
+  napi_set_named_property(env, exports, "gemmChunkBytes", fn);
   napi_create_function(env, "nearestRows", NAPI_AUTO_LENGTH, NearestRows, nullptr, &fn);
   napi_set_named_property(env, exports, "nearestRows", fn);
   napi_create_function(env, "rowsLargest", NAPI_AUTO_LENGTH, RowsLargest, nullptr, &fn);

@@ -9,10 +9,14 @@ namespace sdl {
 namespace {
 
 // AuxK's selection inside the fused encoder: each row's pre-activations of the dead latents are gathered as the
-// blocks pass, then each row keeps its top k_aux of them (topkRow, as the unfused path does).
+// blocks pass, then each row keeps its top k_aux of them (topkRow, as the unfused path does). Across column chunks
+// (gemmBlocks' rowsPause) a row's top k_aux so far waits in the AuxK arrays as positions among the dead latents, with
+// its k_aux-th value (thr_, 0 while it holds fewer): a later chunk's entries above it are appended (their positions
+// all follow) and the k_aux largest kept, ties to the earlier: the same selection as over every dead latent at once.
 class DeadTopK {
  public:
-  DeadTopK(int threads, const std::vector<int32_t>& dead, int kAux, Sparse* aux) : dead_(dead), kAux_(kAux), aux_(aux), th_(aux ? threads : 0) {
+  DeadTopK(int threads, int n, const std::vector<int32_t>& dead, int kAux, Sparse* aux)
+      : dead_(dead), kAux_(kAux), aux_(aux), th_(aux ? threads : 0), thr_(aux ? n : 0, 0.f) {
     const int nDead = (int)dead.size();
     for (auto& t : th_) {
       t.gathered.resize((size_t)gemmBlockRows() * nDead + 16);
@@ -24,44 +28,90 @@ class DeadTopK {
     const int nDead = (int)dead_.size();
     const int lo = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0) - dead_.begin());
     const int hi = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0 + nc) - dead_.begin());
-    float* g0 = th_[thread].gathered.data();
+    Th& t = th_[thread];
+    if (t.qlo < 0) t.qlo = lo;
+    t.qhi = hi;
+    float* g0 = t.gathered.data();
     for (int r = 0; r < mc; r++) {
       float* g = g0 + (size_t)r * nDead;
       const float* z = C + r * ldc - j0;
       for (int q = lo; q < hi; q++) g[q] = z[dead_[q]];
     }
   }
-  void rowsDone(int thread, int i0, int mc) {
+  void rowsResume(int thread) {
+    if (aux_) th_[thread].resumed = true;
+  }
+  // The rows' dead latents gathered since the last pause, taken into each row's top k_aux.
+  void rowsPause(int thread, int i0, int mc) {
     if (!aux_) return;
+    Th& t = th_[thread];
     const int nDead = (int)dead_.size();
+    const int qlo = t.qlo < 0 ? 0 : t.qlo, width = t.qlo < 0 ? 0 : t.qhi - t.qlo;
+    if (t.resumed) {
+      ensure(t.mi, (size_t)kAux_ + width + 16);
+      ensure(t.mv, (size_t)kAux_ + width + 16);
+      ensure(t.work, (size_t)3 * (kAux_ + width) + 64);
+    }
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
       int32_t* ix = aux_->idx.data() + row * kAux_;
       float* v = aux_->val.data() + row * kAux_;
-      int na = topkRow(th_[thread].gathered.data() + (size_t)r * nDead, nDead, kAux_, ix, v, th_[thread].scratch.data());
-      for (int q = 0; q < na; q++) ix[q] = dead_[ix[q]];
+      const float* g = t.gathered.data() + (size_t)r * nDead + qlo;
+      if (!t.resumed) {
+        const int na = width > 0 ? topkRow(g, width, kAux_, ix, v, t.scratch.data()) : 0;
+        for (int q = 0; q < na; q++) ix[q] += qlo;
+        aux_->count[row] = na;
+        thr_[row] = na == kAux_ ? *std::min_element(v, v + na) : 0.f;
+        continue;
+      }
+      int c = aux_->count[row];
+      std::copy(ix, ix + c, t.mi.begin());
+      std::copy(v, v + c, t.mv.begin());
+      if (width > 0) c += collect(g, width, thr_[row], true, qlo, t.mi.data() + c, t.mv.data() + c);
+      if (c > kAux_) {
+        thr_[row] = keepTopK(t.mi.data(), t.mv.data(), c, kAux_, t.work.data());
+        c = kAux_;
+      }
+      std::copy(t.mi.begin(), t.mi.begin() + c, ix);
+      std::copy(t.mv.begin(), t.mv.begin() + c, v);
+      aux_->count[row] = c;
+    }
+    t.qlo = -1;
+    t.resumed = false;
+  }
+  void rowsDone(int thread, int i0, int mc) {
+    if (!aux_) return;
+    rowsPause(thread, i0, mc);
+    for (int r = 0; r < mc; r++) {
+      const long row = i0 + r;
+      int32_t* ix = aux_->idx.data() + row * kAux_;
+      for (int q = 0; q < aux_->count[row]; q++) ix[q] = dead_[ix[q]];
       aux_->start[row] = row * kAux_;
-      aux_->count[row] = na;
     }
   }
 
  private:
   struct Th {
-    std::vector<float> gathered, scratch;
+    std::vector<float> gathered, scratch, mv, work;
+    std::vector<int32_t> mi;
+    int qlo = -1, qhi = 0;  // the dead positions gathered since the last pause
+    bool resumed = false;    // the rows hold what earlier chunks kept
   };
   const std::vector<int32_t>& dead_;
   const int kAux_;
   Sparse* aux_;
   std::vector<Th> th_;
+  std::vector<float> thr_;  // each row's k_aux-th value so far (0 while it holds fewer)
 };
 
 // Per thread, per row of its current block: candidates in index order (at most 4k before a compaction, plus one
 // block's worth), and the running threshold: once a row holds k candidates, only values above its k-th can enter
-// (an equal value later in the row loses the tie to the earlier one).
+// (an equal value later in the row loses the tie to the earlier one). Between column chunks a row's state is its k
+// largest so far (in the output arrays, in index order) and its threshold (thr_): what a compaction leaves.
 class TopKSink final : public BlockSink {
  public:
-  TopKSink(int threads, int k, Sparse& out, DeadTopK& dead)
-      : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), out_(out), dead_(dead), th_(threads) {
+  TopKSink(int threads, int n, int k, Sparse& out, DeadTopK& dead)
+      : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), out_(out), dead_(dead), th_(threads), thr_(n, 0.f) {
     for (auto& t : th_) {
       t.ci.resize((size_t)R_ * cap_);
       t.cv.resize((size_t)R_ * cap_);
@@ -105,6 +155,33 @@ class TopKSink final : public BlockSink {
   }
 
   void rowsDone(int thread, int i0, int mc) override {
+    save(thread, i0, mc);
+    dead_.rowsDone(thread, i0, mc);
+  }
+
+  void rowsPause(int thread, int i0, int mc) override {
+    Th& t = th_[thread];
+    for (int r = 0; r < mc; r++) thr_[i0 + r] = t.thr[r];
+    save(thread, i0, mc);
+    dead_.rowsPause(thread, i0, mc);
+  }
+
+  void rowsResume(int thread, int i0, int mc) override {
+    Th& t = th_[thread];
+    for (int r = 0; r < mc; r++) {
+      const long row = i0 + r;
+      const int cnt = out_.count[row];
+      std::copy(out_.idx.data() + row * k_, out_.idx.data() + row * k_ + cnt, t.ci.data() + (size_t)r * cap_);
+      std::copy(out_.val.data() + row * k_, out_.val.data() + row * k_ + cnt, t.cv.data() + (size_t)r * cap_);
+      t.n[r] = cnt;
+      t.thr[r] = thr_[row];
+    }
+    dead_.rowsResume(thread);
+  }
+
+ private:
+  // Rows [i0, i0 + mc) compacted to their k largest into the output arrays; the thread's rows emptied.
+  void save(int thread, int i0, int mc) {
     Th& t = th_[thread];
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
@@ -112,8 +189,9 @@ class TopKSink final : public BlockSink {
       float* cv = t.cv.data() + (size_t)r * cap_;
       int cnt = t.n[r];
       if (cnt > k_) {
-        keepTopK(ci, cv, cnt, k_, t.work.data());
+        const float kth = keepTopK(ci, cv, cnt, k_, t.work.data());
         cnt = k_;
+        thr_[row] = kth;
       }
       out_.start[row] = row * k_;
       out_.count[row] = cnt;
@@ -122,10 +200,8 @@ class TopKSink final : public BlockSink {
       t.n[r] = 0;
       t.thr[r] = 0.f;
     }
-    dead_.rowsDone(thread, i0, mc);
   }
 
- private:
   struct Th {
     std::vector<int32_t> ci;
     std::vector<float> cv, thr, work;
@@ -135,13 +211,16 @@ class TopKSink final : public BlockSink {
   Sparse& out_;
   DeadTopK& dead_;
   std::vector<Th> th_;
+  std::vector<float> thr_;  // each row's threshold between column chunks
 };
 
 // Every entry above a floor, per row in index order, and the count of positive entries: a batch-wide selection's
-// candidates. Each row block's candidates land in its own slot of `out` (rows back to back).
+// candidates. Each row block's candidates land in its own slot of `out` (rows back to back). Between column chunks a
+// row block's entries so far wait in parts_ (one block per chunk), joined row by row at the end.
 class AboveSink final : public BlockSink {
  public:
-  AboveSink(int threads, float floor, Candidates& out, DeadTopK& dead) : floor_(floor), R_(gemmBlockRows()), out_(out), dead_(dead), th_(threads) {
+  AboveSink(int threads, float floor, Candidates& out, DeadTopK& dead)
+      : floor_(floor), R_(gemmBlockRows()), out_(out), dead_(dead), th_(threads), parts_(out.blocks.size()) {
     for (auto& t : th_) {
       t.ci.resize(R_);
       t.cv.resize(R_);
@@ -171,8 +250,49 @@ class AboveSink final : public BlockSink {
   }
 
   void rowsDone(int thread, int i0, int mc) override {
-    Th& t = th_[thread];
+    std::vector<Candidates::Block>& parts = parts_[i0 / R_];
     Candidates::Block& b = out_.blocks[i0 / R_];
+    if (parts.empty()) {
+      take(thread, mc, b);
+    } else {
+      // Each row's entries from every chunk, in chunk order (ascending latents).
+      parts.emplace_back();
+      take(thread, mc, parts.back());
+      b.off.assign(mc + 1, 0);
+      b.npos = 0;
+      for (const auto& p : parts) {
+        b.npos += p.npos;
+        for (int r = 0; r < mc; r++) b.off[r + 1] += p.off[r + 1] - p.off[r];
+      }
+      for (int r = 0; r < mc; r++) b.off[r + 1] += b.off[r];
+      resizeExact(b.idx, b.off[mc]);
+      resizeExact(b.val, b.off[mc]);
+      for (int r = 0; r < mc; r++) {
+        long at = b.off[r];
+        for (const auto& p : parts) {
+          std::copy(p.idx.begin() + p.off[r], p.idx.begin() + p.off[r + 1], b.idx.begin() + at);
+          std::copy(p.val.begin() + p.off[r], p.val.begin() + p.off[r + 1], b.val.begin() + at);
+          at += p.off[r + 1] - p.off[r];
+        }
+      }
+      release(parts);
+    }
+    dead_.rowsDone(thread, i0, mc);
+  }
+
+  void rowsPause(int thread, int i0, int mc) override {
+    std::vector<Candidates::Block>& parts = parts_[i0 / R_];
+    parts.emplace_back();
+    take(thread, mc, parts.back());
+    dead_.rowsPause(thread, i0, mc);
+  }
+
+  void rowsResume(int thread, int, int) override { dead_.rowsResume(thread); }
+
+ private:
+  // The thread's rows (mc of them) into b, rows back to back; the thread's rows emptied.
+  void take(int thread, int mc, Candidates::Block& b) {
+    Th& t = th_[thread];
     b.off.assign(mc + 1, 0);
     for (int r = 0; r < mc; r++) b.off[r + 1] = b.off[r] + (long)t.n[r];
     resizeExact(b.idx, b.off[mc]);
@@ -184,10 +304,8 @@ class AboveSink final : public BlockSink {
     }
     b.npos = t.npos;
     t.npos = 0;
-    dead_.rowsDone(thread, i0, mc);
   }
 
- private:
   static long countPositiveRow(const float* z, int n) {
     long c = 0;
     for (int j = 0; j < n; j++) c += z[j] > 0.f;
@@ -204,6 +322,7 @@ class AboveSink final : public BlockSink {
   Candidates& out_;
   DeadTopK& dead_;
   std::vector<Th> th_;
+  std::vector<std::vector<Candidates::Block>> parts_;  // per row block, its entries of each finished chunk
 };
 
 void prepareAux(int n, const std::vector<int32_t>& dead, int& kAux, Sparse* aux, bool& withAux) {
@@ -246,8 +365,8 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     screened = !cols && screenWanted(screen, dIn, m) &&
                screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
     if (!screened) {
-      DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
-      TopKSink sink(pool.size(), k, out, dk);
+      DeadTopK dk(pool.size(), n, dead, kAux, withAux ? aux : nullptr);
+      TopKSink sink(pool.size(), n, k, out, dk);
       gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
     }
     long s = 0;
@@ -267,7 +386,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
     return true;
   }
   out.blocks.assign((n + gemmBlockRows() - 1) / gemmBlockRows(), Candidates::Block{});
-  DeadTopK dk(pool.size(), dead, kAux, withAux ? aux : nullptr);
+  DeadTopK dk(pool.size(), n, dead, kAux, withAux ? aux : nullptr);
   AboveSink sink(pool.size(), floor, out, dk);
   gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink);
   out.total = 0;

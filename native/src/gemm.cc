@@ -1,5 +1,7 @@
 #include "gemm.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <stdexcept>
 #include <vector>
@@ -15,7 +17,7 @@ constexpr int NC = NR * 48;  // columns per task block
 
 using Buffer = AlignedBuffer<float>;
 
-// B packed whole (packB), per calling thread: W_enc's 75 MB at 768 x 24,576, kept between products.
+// B packed whole (packB: gemm(), and gemmBlocks when B fits one chunk), per calling thread, kept between products.
 thread_local Buffer bWhole;
 
 // Per-thread A-panel buffers (threads are identified by the pool's thread index).
@@ -188,7 +190,19 @@ constexpr int BMC = MR * 12;  // rows per gemmBlocks task: the whole K of their 
 constexpr int BNC = NR * 16;  // columns per block handed to the sink: BMC x BNC floats of C stay in L2 too
 }  // namespace
 
-void gemmRelease() { bWhole.release(); }
+// gemmBlocks' packed column chunk, per calling thread (kept between products, as bWhole).
+thread_local Buffer bChunk;
+// 8 MiB: at d_in 768 a chunk of 2,560 columns (ten column blocks), which stays in the shared L3 while every row block
+// runs over it. Packing all of W_enc at once (75 MB there) was the encoder's largest buffer, and fit's peak memory.
+std::atomic<size_t> chunkBytes{(size_t)8 << 20};
+
+void gemmRelease() {
+  bWhole.release();
+  bChunk.release();
+}
+
+size_t gemmChunkBytes() { return chunkBytes.load(); }
+size_t setGemmChunkBytes(size_t bytes) { return chunkBytes.exchange(bytes); }
 
 int gemmDepthBlock() { return KC; }
 int gemmBlockRows() { return BMC; }
@@ -196,59 +210,71 @@ int gemmBlockCols() { return BNC; }
 
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols) {
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
-  const long Npad = (long)((N + NR - 1) / NR) * NR;
   const int nKBlocks = (K + KC - 1) / KC;
   static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
-  // A column block's packed B: K-block kb at base + k0 * stride, its panels counted from column `from`.
-  struct PackedCols {
-    const float* base;
-    long stride;
-    int from;
+  // Columns [c0, c0 + cn) of B packed: K-block kb at Bc + k0 * stride (stride: the chunk's padded width), its
+  // panels counted from column c0. Packing runs on the pool unless one thread does it all.
+  auto packChunk = [&](float* Bc, int c0, int cn, bool parallel) {
+    const int panels = (cn + NR - 1) / NR;
+    auto one = [&](int t) {
+      const int kb = t / panels, jp = t % panels;
+      const int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+      const int nr = cn - jp * NR < NR ? cn - jp * NR : NR;
+      packBPanel(B, k0, kc, c0 + jp * NR, nr, Bc + (long)k0 * panels * NR + (long)jp * kc * NR, cols);
+    };
+    if (parallel) pool.run(nKBlocks * panels, [&](int t, int) { one(t); });
+    else
+      for (int t = 0; t < nKBlocks * panels; t++) one(t);
+    return (long)panels * NR;
   };
-  // One row block: its A packed once (K-block kb at k0 * BMC), then each column block's entries handed to the sink.
-  auto rowBlock = [&](int thread, int i0, int mc, auto&& colsB) {
+  // One row block over the columns [c0, c0 + cn) of a packed chunk (stride as packChunk's): its A packed (K-block kb
+  // at k0 * BMC; unless packRows is false, when the thread's buffer holds these rows already), then each column block's entries handed to the sink, in the same accumulation order per entry as
+  // gemm() (K-block 0 overwrites, with the bias; later ones add).
+  auto rowBlock = [&](int thread, int i0, int mc, const float* Bc, long stride, int c0, int cn, bool packRows) {
     float* Ap = aBuffer(thread).get((size_t)BMC * K);
-    for (int kb = 0; kb < nKBlocks; kb++) {
+    for (int kb = 0; packRows && kb < nKBlocks; kb++) {
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
       packA(A, i0, mc, k0, kc, Ap + (long)k0 * BMC);
     }
     float* Cb = cBuf.get((size_t)BMC * BNC);
-    for (int j0 = 0; j0 < N; j0 += BNC) {
-      const int nc = N - j0 < BNC ? N - j0 : BNC;
-      const PackedCols b = colsB(j0, nc);
-      // The same accumulation order per entry as gemm(): K-block 0 overwrites (with the bias), later ones add.
+    for (int j0 = c0; j0 < c0 + cn; j0 += BNC) {
+      const int nc = c0 + cn - j0 < BNC ? c0 + cn - j0 : BNC;
       for (int kb = 0; kb < nKBlocks; kb++) {
         int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        tile(kc, Ap + (long)k0 * BMC, b.base + (long)k0 * b.stride, j0 - b.from, nc, mc, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
+        tile(kc, Ap + (long)k0 * BMC, Bc + (long)k0 * stride, j0 - c0, nc, mc, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
       }
       sink.block(thread, i0, mc, j0, nc, Cb, BNC);
     }
-    sink.rowsDone(thread, i0, mc);
   };
   if (M <= BMC) {
     // One row block (the screened encoder's exact redo of a block), run here: B is packed a column block at a time,
-    // just before use, instead of whole (a packed copy of all of W_enc, 75 MB at 768 x 24,576, that stayed
-    // allocated). The panels hold the same numbers in the same order, so every entry is the same.
-    static thread_local Buffer bChunk;
+    // just before use. The panels hold the same numbers in the same order, so every entry is the same. The rows stay
+    // on this thread, so the sink is not paused between blocks.
     float* Bc = bChunk.get((size_t)K * BNC);
-    rowBlock(0, 0, M, [&](int j0, int nc) {
-      const int panels = (nc + NR - 1) / NR;
-      for (int kb = 0; kb < nKBlocks; kb++) {
-        int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        for (int jp = 0; jp < panels; jp++) {
-          const int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
-          packBPanel(B, k0, kc, j0 + jp * NR, nr, Bc + (long)k0 * panels * NR + (long)jp * kc * NR, cols);
-        }
-      }
-      return PackedCols{Bc, (long)panels * NR, j0};
-    });
+    for (int c0 = 0; c0 < N; c0 += BNC) {
+      const int cn = N - c0 < BNC ? N - c0 : BNC;
+      rowBlock(0, 0, M, Bc, packChunk(Bc, c0, cn, false), c0, cn, c0 == 0);
+    }
+    sink.rowsDone(0, 0, M);
     return;
   }
-  const float* Bp = packB(pool, N, K, B, cols);
-  pool.run((M + BMC - 1) / BMC, [&](int t, int thread) {
-    const int i0 = t * BMC;
-    rowBlock(thread, i0, M - i0 < BMC ? M - i0 : BMC, [&](int, int) { return PackedCols{Bp, Npad, 0}; });
-  });
+  // Chunks of whole column blocks, as wide as the byte budget allows.
+  const long perBlock = (long)K * BNC * (long)sizeof(float);
+  const int chunk = (int)std::max(1L, (long)(chunkBytes.load() / (size_t)perBlock)) * BNC;
+  const int rowBlocks = (M + BMC - 1) / BMC;
+  float* Bc = chunk >= N ? bWhole.get((size_t)K * ((N + NR - 1) / NR) * NR) : bChunk.get((size_t)K * chunk);
+  for (int c0 = 0; c0 < N; c0 += chunk) {
+    const int cn = N - c0 < chunk ? N - c0 : chunk;
+    const long stride = packChunk(Bc, c0, cn, true);
+    const bool first = c0 == 0, last = c0 + cn >= N;
+    pool.run(rowBlocks, [&](int t, int thread) {
+      const int i0 = t * BMC, mc = M - i0 < BMC ? M - i0 : BMC;
+      if (!first) sink.rowsResume(thread, i0, mc);
+      rowBlock(thread, i0, mc, Bc, stride, c0, cn, true);
+      if (last) sink.rowsDone(thread, i0, mc);
+      else sink.rowsPause(thread, i0, mc);
+    });
+  }
 }
 
 }  // namespace sdl

@@ -24,6 +24,10 @@ struct BlockSink {
   virtual void block(int thread, int i0, int mc, int j0, int nc, const float* C, long ldc) = 0;
   // After the last column block of rows [i0, i0 + mc).
   virtual void rowsDone(int thread, int i0, int mc) = 0;
+  // After the last column block of a column chunk when more chunks follow: the rows' state must be kept apart from
+  // the thread's, for the next chunk may give these rows to another thread (rowsResume before its first block).
+  virtual void rowsPause(int thread, int i0, int mc) = 0;
+  virtual void rowsResume(int thread, int i0, int mc) = 0;
   virtual ~BlockSink() = default;
 };
 
@@ -31,9 +35,16 @@ struct BlockSink {
 // its columns in ascending blocks, handing each to the sink while it is still in cache (an epilogue, e.g. a TopK
 // selection, then reads it from L2 instead of memory). The entries are bit-identical to gemm()'s. With `cols`, the
 // product's column j is B's column cols[j] (colBias indexed by j): a subset of the columns, the same values.
+// B is packed a column chunk at a time (gemmChunkBytes() of packed B, whole blocks): every row block runs over one
+// chunk's columns (rowsPause after it), then over the next (rowsResume first), so the packed copy of B is a chunk,
+// not all of W_enc (75 MB at 768 x 24,576).
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols = nullptr);
-// Frees the calling thread's packed copy of B (kept between products: a lean engine gives it back after its encoder).
+// Frees the calling thread's packed copies of B (kept between products: a lean engine gives them back after its encoder).
 void gemmRelease();
+// The most bytes of B that gemmBlocks packs at once (the chunk holds at least one column block whatever the setting);
+// set returns the previous value. A tuning knob, process-wide: the tests make chunks small to cross many of them.
+size_t gemmChunkBytes();
+size_t setGemmChunkBytes(size_t bytes);
 int gemmDepthBlock();  // depths per packed block: each entry is one FMA chain per block, blocks added in order
 int gemmBlockRows();  // the most rows of one block
 int gemmBlockCols();  // the most columns of one block

@@ -253,6 +253,11 @@ export interface NativeModule {
     slots: Int32Array,
   ): { text: string; ends: Int32Array; exotic: Uint8Array };
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
+  /**
+   * The fused encoder's column-chunk budget in bytes of packed W_enc (native/src/gemm.h), set when `bytes` is given;
+   * returns the value before. A process-wide tuning knob: tests make chunks small to cross many of them.
+   */
+  gemmChunkBytes(bytes?: number): number;
   /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
   alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
