@@ -48,9 +48,9 @@ class DeadTopK {
     const int nDead = (int)dead_.size();
     const int qlo = t.qlo < 0 ? 0 : t.qlo, width = t.qlo < 0 ? 0 : t.qhi - t.qlo;
     if (t.resumed) {
-      ensure(t.mi, (size_t)kAux_ + width + 16);
-      ensure(t.mv, (size_t)kAux_ + width + 16);
-      ensure(t.work, (size_t)3 * (kAux_ + width) + 64);
+      ensure(t.mi, (size_t)width + 16);
+      ensure(t.mv, (size_t)width + 16);
+      ensure(t.work, (size_t)kAux_ + width + 16);
     }
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
@@ -64,17 +64,31 @@ class DeadTopK {
         thr_[row] = na == kAux_ ? *std::min_element(v, v + na) : 0.f;
         continue;
       }
-      int c = aux_->count[row];
-      std::copy(ix, ix + c, t.mi.begin());
-      std::copy(v, v + c, t.mv.begin());
-      if (width > 0) c += collect(g, width, thr_[row], true, qlo, t.mi.data() + c, t.mv.data() + c);
-      if (c > kAux_) {
-        thr_[row] = keepTopK(t.mi.data(), t.mv.data(), c, kAux_, t.work.data());
-        c = kAux_;
+      // This chunk's entries above the row's k_aux-th so far (all after the kept ones in index order).
+      const int c = aux_->count[row];
+      const int nn = width > 0 ? collect(g, width, thr_[row], true, qlo, t.mi.data(), t.mv.data()) : 0;
+      if (c + nn <= kAux_) {
+        std::copy(t.mi.begin(), t.mi.begin() + nn, ix + c);
+        std::copy(t.mv.begin(), t.mv.begin() + nn, v + c);
+        aux_->count[row] = c + nn;
+        continue;
       }
-      std::copy(t.mi.begin(), t.mi.begin() + c, ix);
-      std::copy(t.mv.begin(), t.mv.begin() + c, v);
-      aux_->count[row] = c;
+      // The k_aux largest of both, in place and in order, ties to the earlier: those above the k_aux-th value, and
+      // as many equal to it as fill k_aux, the earliest first.
+      float* w = t.work.data();
+      std::copy(v, v + c, w);
+      std::copy(t.mv.begin(), t.mv.begin() + nn, w + c);
+      std::nth_element(w, w + (kAux_ - 1), w + c + nn, std::greater<float>());
+      const float kth = w[kAux_ - 1];
+      int ties = kAux_;
+      for (int q = 0; q < c + nn; q++) ties -= w[q] > kth;
+      int out = 0;
+      for (int q = 0; q < c; q++)
+        if (v[q] > kth || (v[q] == kth && ties-- > 0)) ix[out] = ix[q], v[out++] = v[q];
+      for (int q = 0; q < nn; q++)
+        if (t.mv[q] > kth || (t.mv[q] == kth && ties-- > 0)) ix[out] = t.mi[q], v[out++] = t.mv[q];
+      aux_->count[row] = out;
+      thr_[row] = kth;
     }
     t.qlo = -1;
     t.resumed = false;

@@ -192,9 +192,12 @@ constexpr int BNC = NR * 16;  // columns per block handed to the sink: BMC x BNC
 
 // gemmBlocks' packed column chunk, per calling thread (kept between products, as bWhole).
 thread_local Buffer bChunk;
-// 8 MiB: at d_in 768 a chunk of 2,560 columns (ten column blocks), which stays in the shared L3 while every row block
-// runs over it. Packing all of W_enc at once (75 MB there) was the encoder's largest buffer, and fit's peak memory.
-std::atomic<size_t> chunkBytes{(size_t)8 << 20};
+// 16 MiB: at d_in 768 a chunk of 5,376 columns (21 column blocks; five chunks for 24,576 latents), which stays in the
+// shared L3 while every row block runs over it. Packing all of W_enc at once (75 MB there) was the encoder's largest
+// buffer and set fit's peak memory; with chunks the gradient's buffers do (~45 MB with AuxK). Fewer chunks mean fewer
+// merges of AuxK's running selection (each row's k_aux so far, once per chunk): 8 MiB cost 4-18% per encoder call
+// with a fifth of the latents dead.
+std::atomic<size_t> chunkBytes{(size_t)16 << 20};
 
 void gemmRelease() {
   bWhole.release();

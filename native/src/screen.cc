@@ -503,8 +503,9 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const bool withAux = aux && kAux > 0 && !dead.empty();
   // AuxK's dead latents take a float32 GEMM of their own here (deadTopK), which the float32 path gets for free (768 x
   // 24,576, k_aux 384, float32 vs screened step: 10% dead 915 / 952 vs 825 / 804 ms, 20% 994 / 965 vs 912 / 870, 50%
-  // 1,074 vs 1,105, 90% 1,173 vs 1,387). Screened whatever the number dead all the same: the float32 path packs all
-  // of W_enc (75 MB there) beside the bf16 copy, and fit's memory would jump by that when a third of the latents die.
+  // 1,074 vs 1,105, 90% 1,173 vs 1,387). Screened whatever the number dead all the same: the float32 path then packed
+  // all of W_enc (75 MB there) beside the bf16 copy, and fit's memory jumped by that when a third of the latents died
+  // (it now packs a 16 MiB column chunk at a time, gemm.h; not measured again on an AVX-512 machine since).
   const double g = (2.0 * dIn + 8) * kU / (1 - (2.0 * dIn + 8) * kU);
   // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
   Workspace& ws = own;
