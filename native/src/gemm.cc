@@ -17,7 +17,7 @@ constexpr int NC = NR * 48;  // columns per task block
 
 using Buffer = AlignedBuffer<float>;
 
-// B packed whole (packB: gemm(), and gemmBlocks when B fits one chunk), per calling thread, kept between products.
+// B packed whole (gemm(), and gemmBlocks when B fits one chunk), per calling thread, kept between products.
 thread_local Buffer bWhole;
 
 // Per-thread A-panel buffers (threads are identified by the pool's thread index).
@@ -143,19 +143,22 @@ void tile(int kc, const float* Ap, const float* Bk, int j0, int nc, int mc, floa
   }
 }
 
-// B packed once per product: K-block kb starts at k0 * Npad; within it, panel jp at jp * kc * NR.
-const float* packB(Pool& pool, int N, int K, const View& B, const int32_t* cols = nullptr) {
-  const int nPanels = (N + NR - 1) / NR;
-  const long Npad = (long)nPanels * NR;
-  const int nKBlocks = (K + KC - 1) / KC;
-  float* Bp = bWhole.get((size_t)K * Npad);
-  pool.run(nKBlocks * nPanels, [&](int t, int) {
-    int kb = t / nPanels, jp = t % nPanels;
-    int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-    int j0 = jp * NR, nr = N - j0 < NR ? N - j0 : NR;
-    packBPanel(B, k0, kc, j0, nr, Bp + (long)k0 * Npad + (long)jp * kc * NR, cols);
-  });
-  return Bp;
+// Columns [c0, c0 + cn) of B packed into Bp: K-block kb at Bp + k0 * stride, where stride (returned) is the columns'
+// padded width; within it, panel jp (columns c0 + jp NR on) at jp * kc * NR. On the pool, or on this thread alone.
+// gemm() packs all of B this way, gemmBlocks a column chunk at a time.
+long packColumns(Pool* pool, const View& B, int K, int c0, int cn, float* Bp, const int32_t* cols) {
+  const int panels = (cn + NR - 1) / NR, nKBlocks = (K + KC - 1) / KC;
+  const long stride = (long)panels * NR;
+  auto one = [&](int t) {
+    const int kb = t / panels, jp = t % panels;
+    const int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
+    const int nr = cn - jp * NR < NR ? cn - jp * NR : NR;
+    packBPanel(B, k0, kc, c0 + jp * NR, nr, Bp + (long)k0 * stride + (long)jp * kc * NR, cols);
+  };
+  if (pool) pool->run(nKBlocks * panels, [&](int t, int) { one(t); });
+  else
+    for (int t = 0; t < nKBlocks * panels; t++) one(t);
+  return stride;
 }
 
 }  // namespace
@@ -167,9 +170,9 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
       for (int j = 0; j < N; j++) C[(long)i * ldc + j] = (accumulate ? C[(long)i * ldc + j] : 0.f) + (colBias ? colBias[j] : 0.f);
     return;
   }
-  const long Npad = (long)((N + NR - 1) / NR) * NR;
   const int nKBlocks = (K + KC - 1) / KC;
-  const float* Bp = packB(pool, N, K, B);
+  float* Bp = bWhole.get((size_t)K * ((N + NR - 1) / NR) * NR);
+  const long Npad = packColumns(&pool, B, K, 0, N, Bp, nullptr);
   const int mBlocks = (M + MC - 1) / MC, nBlocks = (N + NC - 1) / NC;
   pool.run(mBlocks * nBlocks, [&](int t, int thread) {
     int ib = t / nBlocks, jb = t % nBlocks;
@@ -215,24 +218,9 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
   const int nKBlocks = (K + KC - 1) / KC;
   static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
-  // Columns [c0, c0 + cn) of B packed: K-block kb at Bc + k0 * stride (stride: the chunk's padded width), its
-  // panels counted from column c0. Packing runs on the pool unless one thread does it all.
-  auto packChunk = [&](float* Bc, int c0, int cn, bool parallel) {
-    const int panels = (cn + NR - 1) / NR;
-    auto one = [&](int t) {
-      const int kb = t / panels, jp = t % panels;
-      const int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-      const int nr = cn - jp * NR < NR ? cn - jp * NR : NR;
-      packBPanel(B, k0, kc, c0 + jp * NR, nr, Bc + (long)k0 * panels * NR + (long)jp * kc * NR, cols);
-    };
-    if (parallel) pool.run(nKBlocks * panels, [&](int t, int) { one(t); });
-    else
-      for (int t = 0; t < nKBlocks * panels; t++) one(t);
-    return (long)panels * NR;
-  };
-  // One row block over the columns [c0, c0 + cn) of a packed chunk (stride as packChunk's): its A packed (K-block kb
-  // at k0 * BMC; unless packRows is false, when the thread's buffer holds these rows already), then each column block's entries handed to the sink, in the same accumulation order per entry as
-  // gemm() (K-block 0 overwrites, with the bias; later ones add).
+  // One row block over the columns [c0, c0 + cn) of a packed chunk (stride as packColumns'): its A packed (K-block
+  // kb at k0 * BMC; unless packRows is false, when the thread's buffer holds these rows already), then each column
+  // block's entries handed to the sink, in gemm()'s order per entry (K-block 0 overwrites, with the bias; later add).
   auto rowBlock = [&](int thread, int i0, int mc, const float* Bc, long stride, int c0, int cn, bool packRows) {
     float* Ap = aBuffer(thread).get((size_t)BMC * K);
     for (int kb = 0; packRows && kb < nKBlocks; kb++) {
@@ -256,7 +244,7 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
     float* Bc = bChunk.get((size_t)K * BNC);
     for (int c0 = 0; c0 < N; c0 += BNC) {
       const int cn = N - c0 < BNC ? N - c0 : BNC;
-      rowBlock(0, 0, M, Bc, packChunk(Bc, c0, cn, false), c0, cn, c0 == 0);
+      rowBlock(0, 0, M, Bc, packColumns(nullptr, B, K, c0, cn, Bc, cols), c0, cn, c0 == 0);
     }
     sink.rowsDone(0, 0, M);
     return;
@@ -268,7 +256,7 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
   float* Bc = chunk >= N ? bWhole.get((size_t)K * ((N + NR - 1) / NR) * NR) : bChunk.get((size_t)K * chunk);
   for (int c0 = 0; c0 < N; c0 += chunk) {
     const int cn = N - c0 < chunk ? N - c0 : chunk;
-    const long stride = packChunk(Bc, c0, cn, true);
+    const long stride = packColumns(&pool, B, K, c0, cn, Bc, cols);
     const bool first = c0 == 0, last = c0 + cn >= N;
     pool.run(rowBlocks, [&](int t, int thread) {
       const int i0 = t * BMC, mc = M - i0 < BMC ? M - i0 : BMC;
