@@ -11,7 +11,17 @@
 namespace sdl {
 namespace {
 
-constexpr int KC = 256;      // depth of a packed block: a KC x NR panel of B stays in L1
+// Depth of a packed block: a KC x NR panel of B stays in L1. On AVX2 the next panel is fetched while the current one
+// runs (below), and both fit in L1 at 128 deep (8 KB each): gemmBlocks at 4096 x 768 x 5,376 on a Zen 3 core went
+// from 56-61 to 66-72 GFLOP/s (docs/BENCHMARKS.md). AVX-512's panel is twice as wide (32 KB at 256): unchanged there,
+// and the generic build gained nothing from either.
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr int KC = 128;
+constexpr bool kFetchNextPanel = true;
+#else
+constexpr int KC = 256;
+constexpr bool kFetchNextPanel = false;
+#endif
 constexpr int MC = MR * 12;  // rows of A per task block (MC x KC floats stay in L2)
 constexpr int NC = NR * 48;  // columns per task block
 
@@ -136,8 +146,17 @@ void tile(int kc, const float* Ap, const float* Bk, int j0, int nc, int mc, floa
   for (int jr = 0; jr < nc; jr += NR) {
     int nr = nc - jr < NR ? nc - jr : NR;
     const float* bp = Bk + (long)((j0 + jr) / NR) * kc * NR;
+    // The panel after this one (contiguous in the packing; past a column block's end it is another K-block's, fetched
+    // for nothing) is asked into L1 a share per A panel: otherwise the first microkernel on each panel waits on L3
+    // for every depth (one cache line of B per depth at NR = 16).
+    const float* next = bp + (long)kc * NR;
+    const int share = kFetchNextPanel ? (kc + (mc + MR - 1) / MR - 1) / ((mc + MR - 1) / MR) : 0;
     for (int ir = 0; ir < mc; ir += MR) {
       int mr = mc - ir < MR ? mc - ir : MR;
+      if (kFetchNextPanel && jr + NR < nc) {
+        const int l0 = (ir / MR) * share, l1 = l0 + share < kc ? l0 + share : kc;
+        for (int l = l0; l < l1; l++) __builtin_prefetch(next + (long)l * NR, 0, 3);
+      }
       microkernel(kc, Ap + (long)ir * kc, bp, C + (long)ir * ldc + jr, ldc, mr, nr, overwrite, bias ? bias + jr : nullptr);
     }
   }
