@@ -13,7 +13,7 @@ namespace {
 
 // Depth of a packed block: a KC x NR panel of B stays in L1. On AVX2 the next panel is fetched while the current one
 // runs (below), and both fit in L1 at 128 deep (8 KB each): gemmBlocks at 4096 x 768 x 5,376 on a Zen 3 core went
-// from 56-61 to 66-72 GFLOP/s (docs/BENCHMARKS.md). AVX-512's panel is twice as wide (32 KB at 256): unchanged there,
+// from 55-64 to 66-71 GFLOP/s (docs/BENCHMARKS.md). AVX-512's panel is twice as wide (32 KB at 256): unchanged there,
 // and the generic build gained nothing from either.
 #if defined(__AVX2__) && !defined(__AVX512F__)
 constexpr int KC = 128;
@@ -150,7 +150,7 @@ void tile(int kc, const float* Ap, const float* Bk, int j0, int nc, int mc, floa
     // for nothing) is asked into L1 a share per A panel: otherwise the first microkernel on each panel waits on L3
     // for every depth (one cache line of B per depth at NR = 16).
     const float* next = bp + (long)kc * NR;
-    const int share = kFetchNextPanel ? (kc + (mc + MR - 1) / MR - 1) / ((mc + MR - 1) / MR) : 0;
+    const int aPanels = (mc + MR - 1) / MR, share = (kc + aPanels - 1) / aPanels;
     for (int ir = 0; ir < mc; ir += MR) {
       int mr = mc - ir < MR ? mc - ir : MR;
       if (kFetchNextPanel && jr + NR < nc) {
