@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -24,6 +25,7 @@ constexpr bool kFetchNextPanel = false;
 #endif
 constexpr int MC = MR * 12;  // rows of A per task block (MC x KC floats stay in L2)
 constexpr int NC = NR * 48;  // columns per task block
+constexpr int kWideMC = (96 * 1024 / KC) / MR * MR;  // rows of A^T per task block: 384 KB of packed A
 
 using Buffer = AlignedBuffer<float>;
 
@@ -37,50 +39,124 @@ Buffer& aBuffer(int thread) {
   return buf;
 }
 
+// Packing. A panel is W lines (MR rows of A, or NR columns of B) laid out depth by depth: out[p][W], lines past
+// `lines` zero. The operands are strided views, so a panel's source is one of two shapes: each line's depths
+// contiguous (A row-major, or W_enc^T's columns: the panel is a transpose), or each depth's lines contiguous (A^T,
+// B row-major: the panel is a row-by-row copy). With N small (a decoder's or a weight gradient's product, N = d_in)
+// every packed entry of A serves only 2 N flops, and a float at a time the packing was a fifth of a dense ReLU step
+// at 128 x 1,024 (docs/BENCHMARKS.md).
+#if defined(__AVX2__)
+// r[i] = row i of an 8 x 8 block; afterwards r[q] = its column q.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// The first w (8, 6 or 4: what W - 8 g can be for MR and NR) lanes of v at d.
+inline void storeLanes(float* d, __m256 v, int w) {
+  if (w == 8) {
+    _mm256_storeu_ps(d, v);
+    return;
+  }
+  _mm_storeu_ps(d, _mm256_castps256_ps128(v));
+  if (w == 6) _mm_storel_pi(reinterpret_cast<__m64*>(d + 4), _mm256_extractf128_ps(v, 1));
+}
+#endif
+
+// Each line's depths contiguous: line(i) points at line i's first depth.
+template <int W, class Line>
+void packTransposed(Line line, int lines, int kc, float* out) {
+  int p0 = 0;
+#if defined(__AVX2__)
+  static_assert(W % 2 == 0 && (W % 8 == 0 || W % 8 >= 4), "storeLanes stores 8, 6 or 4 lanes");
+  // Eight depths at a time: eight lines' vectors (zeros past the last line), transposed, give eight W-wide rows.
+  for (; p0 + 8 <= kc; p0 += 8)
+    for (int g = 0; g < W; g += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) r[i] = g + i < lines ? _mm256_loadu_ps(line(g + i) + p0) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int q = 0; q < 8; q++) storeLanes(out + (long)(p0 + q) * W + g, r[q], W - g < 8 ? W - g : 8);
+    }
+#endif
+  for (int i = 0; i < lines; i++) {
+    const float* src = line(i);
+    for (int p = p0; p < kc; p++) out[(long)p * W + i] = src[p];
+  }
+  for (int i = lines; i < W; i++)
+    for (int p = p0; p < kc; p++) out[(long)p * W + i] = 0.f;
+}
+
+// Depths at stride ds, lines at stride ls (src: line 0 of depth 0).
+template <int W>
+void packPanel(const float* src, long ls, long ds, int lines, int kc, float* out) {
+  if (ds == 1) {
+    packTransposed<W>([&](int i) { return src + (long)i * ls; }, lines, kc, out);
+    return;
+  }
+  for (int p = 0; p < kc; p++) {
+    const float* s = src + (long)p * ds;
+    float* d = out + (long)p * W;
+    if (ls == 1 && lines == W) {
+      std::memcpy(d, s, sizeof(float) * W);  // a constant size: a few vector moves
+      continue;
+    }
+    int i = 0;
+    for (; i < lines; i++) d[i] = s[(long)i * ls];
+    for (; i < W; i++) d[i] = 0.f;
+  }
+}
+
 // Packs rows [i0, i0 + mc) and depths [k0, k0 + kc) of A into MR-high panels: panel r holds a[p][MR].
 void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
-  for (int ir = 0; ir < mc; ir += MR) {
-    int mr = mc - ir < MR ? mc - ir : MR;
-    float* dst = out + (long)ir * kc;
-    const float* base = A.p + (long)(i0 + ir) * A.rs + (long)k0 * A.cs;
-    if (A.cs == 1) {
-      for (int i = 0; i < mr; i++) {
-        const float* src = base + (long)i * A.rs;
-        for (int p = 0; p < kc; p++) dst[p * MR + i] = src[p];
-      }
-    } else {
-      for (int p = 0; p < kc; p++) {
-        const float* src = base + (long)p * A.cs;
-        for (int i = 0; i < mr; i++) dst[p * MR + i] = src[(long)i * A.rs];
+  if (A.rs == 1 && A.cs != 1) {
+    // A^T (a weight gradient's activations): each depth is a row in memory, read once across all the panels. Panel
+    // by panel, every depth would be a new line 4 cs bytes past the last, and at cs a multiple of 1,024 (every
+    // dictionary width here) all of a panel's lines fall in one set of L1: each panel fetched them again from L2.
+    for (int p = 0; p < kc; p++) {
+      const float* src = A.p + i0 + (long)(k0 + p) * A.cs;
+      for (int ir = 0; ir < mc; ir += MR) {
+        float* d = out + (long)ir * kc + (long)p * MR;
+        if (mc - ir >= MR) {
+          std::memcpy(d, src + ir, sizeof(float) * MR);  // a constant size: a few vector moves
+        } else {
+          int i = 0;
+          for (; i < mc - ir; i++) d[i] = src[ir + i];
+          for (; i < MR; i++) d[i] = 0.f;
+        }
       }
     }
-    for (int i = mr; i < MR; i++)
-      for (int p = 0; p < kc; p++) dst[p * MR + i] = 0.f;
+    return;
+  }
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int mr = mc - ir < MR ? mc - ir : MR;
+    packPanel<MR>(A.p + (long)(i0 + ir) * A.rs + (long)k0 * A.cs, A.rs, A.cs, mr, kc, out + (long)ir * kc);
   }
 }
 
 // Packs depths [k0, k0 + kc) and the NR-wide panel starting at column j0 of B: out[p][NR]. With `cols`, column j
 // is B's column cols[j].
 void packBPanel(const View& B, int k0, int kc, int j0, int nr, float* out, const int32_t* cols) {
-  const float* base = B.p + (long)k0 * B.rs + (long)j0 * B.cs;
-  if (cols) {
-    for (int j = 0; j < nr; j++) {
-      const float* src = B.p + (long)k0 * B.rs + (long)cols[j0 + j] * B.cs;
-      for (int p = 0; p < kc; p++) out[(long)p * NR + j] = src[(long)p * B.rs];
-    }
-    for (int j = nr; j < NR; j++)
-      for (int p = 0; p < kc; p++) out[(long)p * NR + j] = 0.f;
-  } else if (B.cs == 1) {
-    for (int p = 0; p < kc; p++) {
-      const float* src = base + (long)p * B.rs;
-      float* dst = out + (long)p * NR;
-      int j = 0;
-      for (; j < nr; j++) dst[j] = src[j];
-      for (; j < NR; j++) dst[j] = 0.f;
-    }
+  if (!cols) {
+    packPanel<NR>(B.p + (long)k0 * B.rs + (long)j0 * B.cs, B.cs, B.rs, nr, kc, out);
+  } else if (B.rs == 1) {
+    packTransposed<NR>([&](int j) { return B.p + (long)k0 + (long)cols[j0 + j] * B.cs; }, nr, kc, out);
   } else {
     for (int j = 0; j < nr; j++) {
-      const float* src = base + (long)j * B.cs;
+      const float* src = B.p + (long)k0 * B.rs + (long)cols[j0 + j] * B.cs;
       for (int p = 0; p < kc; p++) out[(long)p * NR + j] = src[(long)p * B.rs];
     }
     for (int j = nr; j < NR; j++)
@@ -192,12 +268,23 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
   const int nKBlocks = (K + KC - 1) / KC;
   float* Bp = bWhole.get((size_t)K * ((N + NR - 1) / NR) * NR);
   const long Npad = packColumns(&pool, B, K, 0, N, Bp, nullptr);
-  const int mBlocks = (M + MC - 1) / MC, nBlocks = (N + NC - 1) / NC;
+  // Rows of A per task. A^T (a weight gradient's [batch, latents] activations) is packed a row of memory per depth,
+  // each task reading its rows' stretch of it: at 72 rows (288 bytes, the next depth 4 cs bytes on) and few columns
+  // of B to spread it over (N = d_in 128), the packing was a fifth of a dense ReLU step at 128 x 1,024. There a task
+  // takes up to kWideMC rows (an L2's worth of packed A), as many tasks as threads at least. Measured on a Zen 3
+  // (docs/BENCHMARKS.md): 1,024 x 128 x 4,096 ~1.3x faster, 4,096 x 512 x 4,096 ~1.2x, 6,144 x 768 x 4,096 ~1.2x
+  // slower, so N = 512 is the widest that gets it.
+  int mcStep = MC;
+  if (A.rs == 1 && A.cs != 1 && N <= 512) {
+    const int per = (M + pool.size() - 1) / pool.size();
+    mcStep = std::max(MC, std::min(kWideMC, (per + MR - 1) / MR * MR));
+  }
+  const int mBlocks = (M + mcStep - 1) / mcStep, nBlocks = (N + NC - 1) / NC;
   pool.run(mBlocks * nBlocks, [&](int t, int thread) {
     int ib = t / nBlocks, jb = t % nBlocks;
-    int i0 = ib * MC, mc = M - i0 < MC ? M - i0 : MC;
+    int i0 = ib * mcStep, mc = M - i0 < mcStep ? M - i0 : mcStep;
     int j0 = jb * NC, nc = N - j0 < NC ? N - j0 : NC;
-    float* Ap = aBuffer(thread).get((size_t)MC * KC);
+    float* Ap = aBuffer(thread).get((size_t)mcStep * KC);
     for (int kb = 0; kb < nKBlocks; kb++) {
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
       packA(A, i0, mc, k0, kc, Ap);

@@ -260,14 +260,30 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         const float* z = pre + b * m;
         float* d = D + b * m;
         if (c.act == RELU) {
-          for (int j = 0; j < m; j++) {
-            bool on = a[j] > 0.f;
-            float dp = on ? d[j] + (l1 ? lb * norms[j] : 0.f) : 0.f;
+          // In vectors, without a branch or a double sum: half the entries fire, at random, and the scalar loop with
+          // its branch was 15% of a dense step at 128 x 1,024. The L1 term's loss is summed from the column sums
+          // below (sum_j |W_dec_j| sum_b a_bj). Each entry's numbers are the scalar form's (lb n_j + d_j fused).
+          const vf zero = vsplat(0.f), one = vsplat(1.f), lbv = vsplat(l1 ? lb : 0.f);
+          const float* nr = l1 ? norms.data() : nullptr;
+          int j = 0;
+          for (; j + VW <= m; j += VW) {
+            const vf av = vload(a + j);
+            const vi on = av > zero;
+            const vf t = nr ? vload(d + j) + lbv * vload(nr + j) : vload(d + j);
+            const vf dp = on ? t : zero;
+            vstore(d + j, dp);
+            vstore(cV + j, vload(cV + j) + av);
+            vstore(cDp + j, vload(cDp + j) + dp);
+            vstore(cF + j, vload(cF + j) + (on ? one : zero));
+          }
+          for (; j < m; j++) {
+            const bool on = a[j] > 0.f;
+            const float t = nr ? d[j] + lb * nr[j] : d[j];
+            const float dp = on ? t : 0.f;
             d[j] = dp;
             cV[j] += a[j];
             cDp[j] += dp;
             cF[j] += on ? 1.f : 0.f;
-            if (l1) sl += (double)a[j] * norms[j];
           }
         } else {
           for (int j = 0; j < m; j++) {
@@ -292,6 +308,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         double s[NS] = {0, 0, 0, 0, 0};
         for (int t = 0; t < T; t++)
           for (int q = 0; q < NS; q++) s[q] += cols[((size_t)t * NS + q) * m + j];
+        if (c.act == RELU && l1) spLoss.at(th)[0] += s[0] * norms[j];
         finishLatent(j, s[0], s[1], s[2], s[3], s[4], th, gWd + j * dOut, g.W_encT + j * dIn);
       }
     });
