@@ -352,7 +352,8 @@ function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
 test('native GEMM on strided views equals a float64 product in every entry, with and without accumulation', { skip }, () => {
   const rng = new Rng(11);
   // Partial register tiles (M not a multiple of 6 or 14, N of 16 or 32), depths not a multiple of 8 (the vector
-  // packing's step) or of a depth block, and A^T wide enough for the wide row blocks (1,700 rows over 2 threads).
+  // packing's step) or of a depth block (over one, each task's C block is summed in a padded buffer), and A^T wide
+  // enough for the wide row blocks (1,700 rows over 2 threads).
   for (const [M, N, K] of [
     [1, 1, 1],
     [15, 33, 7],
@@ -371,17 +372,21 @@ test('native GEMM on strided views equals a float64 product in every entry, with
       // A(i, p) is A[i*K + p] or, transposed storage, A[p*M + i]; likewise B.
       const [ars, acs] = ta ? [1, M] : [K, 1];
       const [brs, bcs] = tb ? [1, K] : [N, 1];
-      const C0 = Float32Array.from({ length: M * N }, () => rng.normal());
+      // C's rows 3 floats longer than N: the entries past N are not C's and must come back untouched.
+      const ldc = N + 3;
+      const C0 = Float32Array.from({ length: M * ldc }, () => rng.normal());
       for (const acc of [false, true]) {
         const C = C0.slice();
-        mod.gemm(M, N, K, A, ars, acs, Bm, brs, bcs, C, N, acc, 2);
-        for (let i = 0; i < M; i++)
+        mod.gemm(M, N, K, A, ars, acs, Bm, brs, bcs, C, ldc, acc, 2);
+        for (let i = 0; i < M; i++) {
           for (let j = 0; j < N; j++) {
-            let s = acc ? C0[i * N + j] : 0;
+            let s = acc ? C0[i * ldc + j] : 0;
             for (let p = 0; p < K; p++) s += A[i * ars + p * acs] * Bm[p * brs + j * bcs];
-            if (!(Math.abs(C[i * N + j] - s) <= 1e-4 * Math.sqrt(K) * 4))
-              assert.fail(`gemm ${M}x${N}x${K} ta=${ta} tb=${tb} acc=${acc} C[${i},${j}] = ${C[i * N + j]}, want ${s}`);
+            if (!(Math.abs(C[i * ldc + j] - s) <= 1e-4 * Math.sqrt(K) * 4))
+              assert.fail(`gemm ${M}x${N}x${K} ta=${ta} tb=${tb} acc=${acc} C[${i},${j}] = ${C[i * ldc + j]}, want ${s}`);
           }
+          for (let j = N; j < ldc; j++) if (C[i * ldc + j] !== C0[i * ldc + j]) assert.fail(`gemm ${M}x${N}x${K} wrote C[${i},${j}], past its ${N} columns`);
+        }
       }
     }
   }

@@ -32,6 +32,13 @@ using Buffer = AlignedBuffer<float>;
 // B packed whole (gemm(), and gemmBlocks when B fits one chunk), per calling thread, kept between products.
 thread_local Buffer bWhole;
 
+// Per-thread C blocks of gemm()'s tasks (see there); rows kCPad floats longer than a multiple of NR.
+constexpr int kCPad = 16;
+Buffer& cBuffer() {
+  static thread_local Buffer buf;
+  return buf;
+}
+
 // Per-thread A-panel buffers (threads are identified by the pool's thread index).
 Buffer& aBuffer(int thread) {
   static thread_local Buffer buf;
@@ -285,12 +292,27 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
     int i0 = ib * mcStep, mc = M - i0 < mcStep ? M - i0 : mcStep;
     int j0 = jb * NC, nc = N - j0 < NC ? N - j0 : NC;
     float* Ap = aBuffer(thread).get((size_t)mcStep * KC);
+    float* Ct = C + (long)i0 * ldc + j0;
+    // Over more than one depth block the task's C block is read and written once per block: it is summed in a
+    // contiguous per-thread buffer instead, its rows kCPad floats past a multiple of NR (so no two rows are a multiple
+    // of 4 KB apart, as C's are at ldc = 768 or 6,144: d_in or the latents), and written to C once. The dense ReLU
+    // step's products at 512 and 768 wide ran 4-16% faster, the step 1.15x at 768 x 6,144 (docs/BENCHMARKS.md).
+    // The same sums in the same order: when accumulating, the buffer starts as C's block.
+    float* Cb = Ct;
+    long ldb = ldc;
+    if (nKBlocks > 1) {
+      ldb = (nc + NR - 1) / NR * NR + kCPad;
+      Cb = cBuffer().get((size_t)mc * ldb);
+      if (accumulate)
+        for (int i = 0; i < mc; i++) std::memcpy(Cb + (long)i * ldb, Ct + (long)i * ldc, sizeof(float) * nc);
+    }
     for (int kb = 0; kb < nKBlocks; kb++) {
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
       packA(A, i0, mc, k0, kc, Ap);
-      tile(kc, Ap, Bp + (long)k0 * Npad, j0, nc, mc, C + (long)i0 * ldc + j0, ldc, kb == 0 && !accumulate,
-           colBias && kb == 0 ? colBias + j0 : nullptr);
+      tile(kc, Ap, Bp + (long)k0 * Npad, j0, nc, mc, Cb, ldb, kb == 0 && !accumulate, colBias && kb == 0 ? colBias + j0 : nullptr);
     }
+    if (Cb != Ct)
+      for (int i = 0; i < mc; i++) std::memcpy(Ct + (long)i * ldc, Cb + (long)i * ldb, sizeof(float) * nc);
   });
 }
 
@@ -323,7 +345,8 @@ int gemmBlockCols() { return BNC; }
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols) {
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
   const int nKBlocks = (K + KC - 1) / KC;
-  static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer)
+  static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer), rows padded as gemm()'s
+  const long ldb = BNC + kCPad;
   // One row block over the columns [c0, c0 + cn) of a packed chunk (stride as packColumns'): its A packed (K-block
   // kb at k0 * BMC; unless packRows is false, when the thread's buffer holds these rows already), then each column
   // block's entries handed to the sink, in gemm()'s order per entry (K-block 0 overwrites, with the bias; later add).
@@ -333,14 +356,14 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
       packA(A, i0, mc, k0, kc, Ap + (long)k0 * BMC);
     }
-    float* Cb = cBuf.get((size_t)BMC * BNC);
+    float* Cb = cBuf.get((size_t)BMC * ldb);
     for (int j0 = c0; j0 < c0 + cn; j0 += BNC) {
       const int nc = c0 + cn - j0 < BNC ? c0 + cn - j0 : BNC;
       for (int kb = 0; kb < nKBlocks; kb++) {
         int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
-        tile(kc, Ap + (long)k0 * BMC, Bc + (long)k0 * stride, j0 - c0, nc, mc, Cb, BNC, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
+        tile(kc, Ap + (long)k0 * BMC, Bc + (long)k0 * stride, j0 - c0, nc, mc, Cb, ldb, kb == 0, colBias && kb == 0 ? colBias + j0 : nullptr);
       }
-      sink.block(thread, i0, mc, j0, nc, Cb, BNC);
+      sink.block(thread, i0, mc, j0, nc, Cb, ldb);
     }
   };
   if (M <= BMC) {
