@@ -84,8 +84,14 @@ function peer(dIn: number, expansion: number, activation: string, k: number, B: 
     return /No module named 'torch'/.test(r.stderr)
       ? 'torch missing: apt-get install python3-torch libopenblas0-pthread'
       : `peer failed: ${r.stderr.trim().split('\n').pop()}`;
-  return JSON.parse(r.stdout).tokens_per_second;
+  const out = JSON.parse(r.stdout);
+  peerBlas.cores.add(out.blas.openblas_core ?? 'not OpenBLAS');
+  peerBlas.gflops.push(out.blas.gemm_gflops);
+  return out.tokens_per_second;
 }
+
+/** What the peers' BLAS measured and which kernel OpenBLAS picked, printed under the table (bench/peers/blas.py). */
+const peerBlas = { cores: new Set<string>(), gflops: [] as number[] };
 
 /** GFLOP/s of the native GEMM on the encoder's shape ([B, d] x [d, m]), median of 3: the roofline's rate. */
 async function gemmRate(B: number, d: number, m: number): Promise<number> {
@@ -172,6 +178,10 @@ async function main() {
       });
     }
   }
+  if (peerBlas.gflops.length)
+    console.log(
+      `PyTorch peers' BLAS: kernel ${[...peerBlas.cores].join(', ')}, one 1024 x 1024 x 512 GEMM as each started ${Math.round(median(peerBlas.gflops))} GFLOP/s (${spread(peerBlas.gflops)})`,
+    );
   const out = arg('json', '');
   if (out) writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), batch: B, steps, repeats, rows }, null, 2));
 }

@@ -8,6 +8,7 @@ import sys
 import time
 
 import torch
+from blas import require_optimized_blas
 
 
 def bench(layers: int, d: int, n: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
@@ -58,5 +59,6 @@ def bench(layers: int, d: int, n: int, activation: str, k: int, batch: int, step
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
+    blas = require_optimized_blas()
     layers, d, n, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-    print(json.dumps({"tokens_per_second": bench(layers, d, n, activation, k, batch, steps, 3), "torch": torch.__version__}))
+    print(json.dumps({"tokens_per_second": bench(layers, d, n, activation, k, batch, steps, 3), "torch": torch.__version__, "blas": blas}))

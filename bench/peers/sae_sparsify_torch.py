@@ -9,6 +9,7 @@ import sys
 import time
 
 import torch
+from blas import require_optimized_blas
 import torch.nn.functional as F
 
 
@@ -85,5 +86,6 @@ def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
+    blas = require_optimized_blas()
     d_in, expansion, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-    print(json.dumps({"tokens_per_second": bench(d_in, expansion, activation, k, batch, steps, 3), "torch": torch.__version__}))
+    print(json.dumps({"tokens_per_second": bench(d_in, expansion, activation, k, batch, steps, 3), "torch": torch.__version__, "blas": blas}))
