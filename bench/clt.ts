@@ -9,6 +9,7 @@ import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, makeDictConfig, type Activation } from '../src/sdl/config.js';
 import { cltShape, cltToDense, decOffset } from '../src/sdl/clt.js';
 import { Rng } from '../src/util/rng.js';
+import { peerEnv } from './peers/env.js';
 import { median, spread } from './stats.js';
 
 const arg = (name: string, def: string) => {
@@ -55,12 +56,9 @@ async function sdlkit(L: number, d: number, n: number, activation: Activation, k
 }
 
 function peer(L: number, d: number, n: number, activation: string, k: number, B: number, steps: number): number | string {
-  const env = { ...process.env };
-  delete env.OPENBLAS_CORETYPE; // with them set, OpenBLAS picks a slower kernel on this processor
-  delete env.OPENBLAS_L2_SIZE;
   const r = spawnSync('/usr/bin/python3', [join(process.cwd(), 'bench/peers/clt_torch.py'), ...[L, d, n, activation, k, B, steps].map(String)], {
     encoding: 'utf8',
-    env,
+    env: peerEnv(arg('peer-coretype', '')),
   });
   if (r.status !== 0) return `peer failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()} (apt-get install python3-torch)`;
   return JSON.parse(r.stdout).tokens_per_second as number;

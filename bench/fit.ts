@@ -1,13 +1,14 @@
 // Dictionary training throughput: sdlkit's training step and update (the Engine the trainer uses) against the
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
-// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--json out.json]
+// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--json out.json]
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
+import { peerEnv } from './peers/env.js';
 import { median, spread } from './stats.js';
 
 const arg = (name: string, def: string) => {
@@ -72,13 +73,10 @@ async function sdlkit(
 const PEERS = { dense: 'bench/peers/sae_torch.py', sparsify: 'bench/peers/sae_sparsify_torch.py' } as const;
 
 function peer(dIn: number, expansion: number, activation: string, k: number, B: number, steps: number, which: keyof typeof PEERS = 'dense'): number | string {
-  const env = { ...process.env };
-  delete env.OPENBLAS_CORETYPE; // with them set, OpenBLAS picks a slower kernel on this processor (DEVELOPERS.md)
-  delete env.OPENBLAS_L2_SIZE;
   const r = spawnSync(
     '/usr/bin/python3',
     [join(process.cwd(), PEERS[which]), String(dIn), String(expansion), activation, String(k), String(B), String(steps)],
-    { encoding: 'utf8', env },
+    { encoding: 'utf8', env: peerEnv(arg('peer-coretype', '')) },
   );
   if (r.status !== 0)
     return /No module named 'torch'/.test(r.stderr)

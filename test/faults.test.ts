@@ -470,4 +470,12 @@ test('no silent fallbacks: each one either works or says so', () => {
   });
   assert.equal(nat.status, 0, nat.stderr);
   assert.match(nat.stderr, /note: native kernels not loaded: SDLKIT_NATIVE=avx is not one of off, generic, avx2, avx512; using TensorFlow\.js/);
+  // An unknown SDLKIT_SCREEN value is refused before anything is written.
+  const scr = spawnSync(process.execPath, [CLI, 'fit', '--acts', acts, '--latents', '64', '--steps', '3', '--out', join(dir, 'scr')], {
+    encoding: 'utf8',
+    env: { ...process.env, SDLKIT_SCREEN: '3' },
+  });
+  assert.equal(scr.status, 2, scr.stderr);
+  assert.equal(scr.stderr, "sdl: SDLKIT_SCREEN must be 0, 1 or 2, got '3'; unset it to screen where it is faster\n");
+  assert.equal(existsSync(join(dir, 'scr')), false);
 });

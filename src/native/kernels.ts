@@ -314,12 +314,16 @@ export function nativeStatus(): string {
   return status;
 }
 
-/** The engines' `screen` setting: 1 (screen TopK encoders in bf16 where faster; exact either way), 0 with SDLKIT_SCREEN=0 (for comparisons). */
-export function screenSetting(): 0 | 1 {
+/**
+ * The engines' `screen` setting: 1 (screen TopK encoders in bf16 at the sizes where it is faster; exact either way),
+ * 0 with SDLKIT_SCREEN=0 and 2 (at every size, where the processor has AVX512_BF16) with SDLKIT_SCREEN=2, for
+ * comparisons.
+ */
+export function screenSetting(): 0 | 1 | 2 {
   const v = process.env.SDLKIT_SCREEN;
   if (v === undefined || v === '' || v === '1') return 1;
-  if (v === '0') return 0;
-  throw new UserError(`SDLKIT_SCREEN must be 0 or 1, got '${v}'; unset it to screen where it is faster`);
+  if (v === '0' || v === '2') return Number(v) as 0 | 2;
+  throw new UserError(`SDLKIT_SCREEN must be 0, 1 or 2, got '${v}'; unset it to screen where it is faster`);
 }
 
 /** Worker threads for the native kernels: SDLKIT_THREADS, else the machine's cores (at most 16). */
