@@ -478,4 +478,11 @@ test('no silent fallbacks: each one either works or says so', () => {
   assert.equal(scr.status, 2, scr.stderr);
   assert.equal(scr.stderr, "sdl: SDLKIT_SCREEN must be 0, 1 or 2, got '3'; unset it to screen where it is faster\n");
   assert.equal(existsSync(join(dir, 'scr')), false);
+  const dense = spawnSync(process.execPath, [CLI, 'fit', '--acts', acts, '--latents', '64', '--steps', '3', '--out', join(dir, 'dense')], {
+    encoding: 'utf8',
+    env: { ...process.env, SDLKIT_DENSE_ABOVE: 'half' },
+  });
+  assert.equal(dense.status, 2, dense.stderr);
+  assert.equal(dense.stderr, "sdl: SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got 'half'; unset it for the default 0.07\n");
+  assert.equal(existsSync(join(dir, 'dense')), false);
 });

@@ -22,6 +22,7 @@ import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { screenSetting } from '../native/kernels.js';
 import { checkLowMemory } from '../sdl/engine.js';
+import { denseAbove } from '../sdl/engine-native.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, parseLayers, printJson } from './common.js';
 import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
@@ -61,7 +62,8 @@ type FitArgs = Record<string, unknown>;
 
 /** One dictionary's configuration from fit's options: the single place they are turned into configs. */
 function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; train: TrainConfig; defaultOut: string } {
-  screenSetting(); // SDLKIT_SCREEN is checked here, before anything is written (the engines read it again)
+  screenSetting(); // SDLKIT_SCREEN and SDLKIT_DENSE_ABOVE are checked here, before anything is written (the engines
+  denseAbove(); // read them again)
   const kind = argv.kind as Kind;
   const str = (k: string) => (argv[k] === undefined ? undefined : String(argv[k]));
   const sites =

@@ -8,6 +8,7 @@ import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 import { concatRows, transpose } from '../tensor/linalg.js';
 import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine-types.js';
 import { ACTIVATIONS } from './activations.js';
+import { UserError } from '../util/errors.js';
 
 type Name = 'W_encT' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
 
@@ -228,7 +229,6 @@ export class NativeTrainEngine implements Engine {
   dispose(): void {}
 }
 
-/** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
 /** The native engine's constructor options for a dictionary config. */
 export function nativeEngineOptions(cfg: DictConfig, threads: number) {
   return {
@@ -246,7 +246,11 @@ export function nativeEngineOptions(cfg: DictConfig, threads: number) {
   };
 }
 
+/** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
 export function denseAbove(): number {
-  const v = Number(process.env.SDLKIT_DENSE_ABOVE);
-  return Number.isFinite(v) && v > 0 ? v : 0.07;
+  const raw = process.env.SDLKIT_DENSE_ABOVE;
+  if (raw === undefined || raw === '') return 0.07;
+  const v = Number(raw);
+  if (!(v > 0 && v <= 1)) throw new UserError(`SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the default 0.07`);
+  return v;
 }
