@@ -470,19 +470,18 @@ test('no silent fallbacks: each one either works or says so', () => {
   });
   assert.equal(nat.status, 0, nat.stderr);
   assert.match(nat.stderr, /note: native kernels not loaded: SDLKIT_NATIVE=avx is not one of off, generic, avx2, avx512; using TensorFlow\.js/);
-  // An unknown SDLKIT_SCREEN value is refused before anything is written.
-  const scr = spawnSync(process.execPath, [CLI, 'fit', '--acts', acts, '--latents', '64', '--steps', '3', '--out', join(dir, 'scr')], {
-    encoding: 'utf8',
-    env: { ...process.env, SDLKIT_SCREEN: '3' },
-  });
-  assert.equal(scr.status, 2, scr.stderr);
-  assert.equal(scr.stderr, "sdl: SDLKIT_SCREEN must be 0, 1 or 2, got '3'; unset it to screen where it is faster\n");
-  assert.equal(existsSync(join(dir, 'scr')), false);
-  const dense = spawnSync(process.execPath, [CLI, 'fit', '--acts', acts, '--latents', '64', '--steps', '3', '--out', join(dir, 'dense')], {
-    encoding: 'utf8',
-    env: { ...process.env, SDLKIT_DENSE_ABOVE: 'half' },
-  });
-  assert.equal(dense.status, 2, dense.stderr);
-  assert.equal(dense.stderr, "sdl: SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got 'half'; unset it for the default 0.07\n");
-  assert.equal(existsSync(join(dir, 'dense')), false);
+  // Bad values of the kernels' tuning variables are refused before anything is written.
+  for (const [name, value, message] of [
+    ['SDLKIT_SCREEN', '3', "SDLKIT_SCREEN must be 0, 1 or 2, got '3'; unset it to screen where it is faster"],
+    ['SDLKIT_DENSE_ABOVE', 'half', "SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got 'half'; unset it for the default 0.07"],
+  ]) {
+    const out = join(dir, name);
+    const r = spawnSync(process.execPath, [CLI, 'fit', '--acts', acts, '--latents', '64', '--steps', '3', '--out', out], {
+      encoding: 'utf8',
+      env: { ...process.env, [name]: value },
+    });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr, `sdl: ${message}\n`);
+    assert.equal(existsSync(out), false);
+  }
 });
