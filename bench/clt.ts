@@ -1,15 +1,13 @@
 // Cross-layer transcoder training throughput: sdlkit's CLT step and update (the Engine the trainer uses, native
 // kernels) against the PyTorch reference CLT step in bench/peers/clt_torch.py, same sizes and algorithm, 2 threads,
 // alternating, repeated; medians and spread.
-// Usage: node dist/bench/clt.js [--sizes 8x64x512,8x256x2048] [--activations topk,relu] [--k 32] [--batch 1024] [--steps 20] [--repeats 3] [--json out.json]
-import { spawnSync } from 'node:child_process';
+// Usage: node dist/bench/clt.js [--sizes 8x64x512,8x256x2048] [--activations topk,relu] [--k 32] [--batch 1024] [--steps 20] [--repeats 3] [--peer-coretype Haswell] [--json out.json]
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, makeDictConfig, type Activation } from '../src/sdl/config.js';
 import { cltShape, cltToDense, decOffset } from '../src/sdl/clt.js';
 import { Rng } from '../src/util/rng.js';
-import { peerEnv } from './peers/env.js';
+import { runPeer } from './peers/run.js';
 import { median, spread } from './stats.js';
 
 const arg = (name: string, def: string) => {
@@ -56,12 +54,8 @@ async function sdlkit(L: number, d: number, n: number, activation: Activation, k
 }
 
 function peer(L: number, d: number, n: number, activation: string, k: number, B: number, steps: number): number | string {
-  const r = spawnSync('/usr/bin/python3', [join(process.cwd(), 'bench/peers/clt_torch.py'), ...[L, d, n, activation, k, B, steps].map(String)], {
-    encoding: 'utf8',
-    env: peerEnv(arg('peer-coretype', '')),
-  });
-  if (r.status !== 0) return `peer failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()} (apt-get install python3-torch)`;
-  return JSON.parse(r.stdout).tokens_per_second as number;
+  const out = runPeer('clt_torch.py', [L, d, n, activation, k, B, steps], arg('peer-coretype', ''));
+  return typeof out === 'string' ? out : out.tokens_per_second;
 }
 
 const sizes = arg('sizes', '8x64x512,8x256x2048')

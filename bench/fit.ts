@@ -2,13 +2,11 @@
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
 // Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--json out.json]
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
-import { peerEnv } from './peers/env.js';
+import { runPeer } from './peers/run.js';
 import { median, spread } from './stats.js';
 
 const arg = (name: string, def: string) => {
@@ -70,19 +68,11 @@ async function sdlkit(
 }
 
 /** The PyTorch peers: the dense loop (every activation) and the sparsify-style step (the TopK family). */
-const PEERS = { dense: 'bench/peers/sae_torch.py', sparsify: 'bench/peers/sae_sparsify_torch.py' } as const;
+const PEERS = { dense: 'sae_torch.py', sparsify: 'sae_sparsify_torch.py' } as const;
 
 function peer(dIn: number, expansion: number, activation: string, k: number, B: number, steps: number, which: keyof typeof PEERS = 'dense'): number | string {
-  const r = spawnSync(
-    '/usr/bin/python3',
-    [join(process.cwd(), PEERS[which]), String(dIn), String(expansion), activation, String(k), String(B), String(steps)],
-    { encoding: 'utf8', env: peerEnv(arg('peer-coretype', '')) },
-  );
-  if (r.status !== 0)
-    return /No module named 'torch'/.test(r.stderr)
-      ? 'torch missing: apt-get install python3-torch libopenblas0-pthread'
-      : `peer failed: ${r.stderr.trim().split('\n').pop()}`;
-  const out = JSON.parse(r.stdout);
+  const out = runPeer(PEERS[which], [dIn, expansion, activation, k, B, steps], arg('peer-coretype', ''));
+  if (typeof out === 'string') return out;
   peerBlas.cores.add(out.blas.openblas_core ?? 'not OpenBLAS');
   peerBlas.gflops.push(out.blas.gemm_gflops);
   return out.tokens_per_second;

@@ -4,6 +4,7 @@ against ~140 for OpenBLAS), and a peer timed on it would make sdlkit look 20-50x
 torch's sgemm binds to cannot be read reliably from the maps (OpenBLAS's liblapack.so.3 carries a BLAS too), so the
 check times one GEMM and refuses to go on below a rate no optimized BLAS falls to."""
 import ctypes
+import os
 import sys
 import time
 
@@ -33,4 +34,8 @@ def require_optimized_blas() -> dict:
             core = lib.openblas_get_corename().decode()
         except (OSError, AttributeError):
             pass
+    asked = os.environ.get("OPENBLAS_CORETYPE")
+    if asked and core and core.lower() != asked.lower():  # OpenBLAS falls back to its own pick without a word
+        sys.exit(f"OpenBLAS has no kernel named '{asked}' (it ran {core}): give one of its names, e.g. Haswell, SkylakeX, "
+                 "Zen, Cooperlake, or leave --peer-coretype out")
     return {"gemm_gflops": round(gflops, 1), "openblas_core": core}
