@@ -738,8 +738,8 @@ napi_value StatsAdd(napi_env env, napi_callback_info info) {
 // move to the index's writer threads.
 napi_value exampleListOut(napi_env env, const sdl::ExampleList& l, bool withBand) {
   const sdl::ExampleSlots& s = l.slots;
-  auto i32 = [&](const std::vector<int32_t>& v) { return copyOut(env, v.data(), v.size() * 4, napi_int32_array, v.size()); };
-  auto f32s = [&](const std::vector<float>& v) { return copyOut(env, v.data(), v.size() * 4, napi_float32_array, v.size()); };
+  auto i32 = [&](const auto& v) { return copyOut(env, v.data(), v.size() * 4, napi_int32_array, v.size()); };
+  auto f32s = [&](const auto& v) { return copyOut(env, v.data(), v.size() * 4, napi_float32_array, v.size()); };
   napi_value store, out, width;
   CHECK_NAPI(napi_create_object(env, &store));
   CHECK_NAPI(napi_create_int32(env, s.width, &width));
@@ -764,16 +764,16 @@ napi_value exampleListOut(napi_env env, const sdl::ExampleList& l, bool withBand
 }
 
 // Hands a vector's memory to JavaScript without copying (the ArrayBuffer's finalizer frees it).
-template <class T>
-napi_value give(napi_env env, std::vector<T>& v, napi_typedarray_type t) {
-  auto* holder = new std::vector<T>(std::move(v));
+template <class T, class A>
+napi_value give(napi_env env, std::vector<T, A>& v, napi_typedarray_type t) {
+  auto* holder = new std::vector<T, A>(std::move(v));
   napi_value ab, arr;
   void* p = holder->empty() ? nullptr : holder->data();
   if (!p) {
     delete holder;
     return copyOut(env, nullptr, 0, t, 0);
   }
-  CHECK_NAPI(napi_create_external_arraybuffer(env, p, holder->size() * sizeof(T), [](napi_env, void*, void* h) { delete static_cast<std::vector<T>*>(h); }, holder, &ab));
+  CHECK_NAPI(napi_create_external_arraybuffer(env, p, holder->size() * sizeof(T), [](napi_env, void*, void* h) { delete static_cast<std::vector<T, A>*>(h); }, holder, &ab));
   CHECK_NAPI(napi_create_typedarray(env, t, holder->size(), ab, 0, &arr));
   return arr;
 }

@@ -23,6 +23,19 @@ IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, bool coOn_, s
       quantileStore_(pool_.size()), topBase_(m_, -1), quantileBase_(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, -1) {
   for (auto* stores : {&topStore_, &quantileStore_})
     for (ExampleSlots& st : *stores) st.width = 2 * radius + 1;
+  // Each thread's stores hold at most topK slots per feature of its range, and perBand per band of each.
+  const int T = pool_.size();
+  for (int t = 0; t < T; t++) {
+    const size_t features = (size_t)((long)m * (t + 1) / T - (long)m * t / T);
+    if (topK > 0) topStore_[t].reserve(features * topK);
+    if (perBand > 0) quantileStore_[t].reserve(features * (bandEdges.size() + 1) * perBand);
+  }
+}
+
+void ExampleSlots::reserve(size_t n) {
+  for (auto* v : {&act, &ctxAct}) v->reserve(v == &act ? n : n * width);
+  for (auto* v : {&doc, &window, &pos, &token, &ctxStart, &ctxLen}) v->reserve(n);
+  ctxTok.reserve(n * width);
 }
 
 int32_t ExampleSlots::alloc(int n) {
@@ -190,6 +203,11 @@ ExampleList IndexStats::gather(std::vector<ExampleSlots>& stores, const std::vec
   ExampleList out;
   out.slots.width = 2 * radius + 1;
   out.off.assign(m + 1, 0);
+  size_t total = 0;
+  for (size_t key = 0; key < base.size(); key++)
+    if (base[key] >= 0) total += (size_t)std::min(filled[key], per);
+  out.slots.reserve(total);  // appended without regrowing
+  if (keysPerFeature > 1) out.band.reserve(total);
   std::vector<int32_t> order;
   for (int i = 0; i < m; i++) {
     const ExampleSlots& st = stores[owner(i)];
@@ -360,7 +378,7 @@ void nearestRows(Pool& pool, const float* unit, int m, int d, int n, int32_t* ot
   const int BR = 256;
   std::vector<int> size(m, 0);
   std::vector<float> thr(m);  // each row's n-th value held, NaN while its list has room
-  std::vector<float> C((size_t)(m < BR ? m : BR) * m);
+  LargeVector<float> C((size_t)(m < BR ? m : BR) * m);  // huge pages: 16 MB at 16,384 rows
   auto takeOne = [&](float x, int cand, int j) {
     float* val = cosine + (long)j * n;
     if (insertLargest(x, cand, n, other + (long)j * n, val, size[j])) thr[j] = size[j] < n ? NAN : val[n - 1];

@@ -114,16 +114,26 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     for (let j = 0; j < dOut; j++) q += d.w.W_dec[i * dOut + j] ** 2;
     dn[i] = Math.sqrt(q);
     for (let j = 0; j < dOut; j++) unit[i * dOut + j] = d.w.W_dec[i * dOut + j] / (dn[i] || 1);
-    if (d.cfg.dIn === dOut) {
-      let dot = 0,
-        en = 0;
-      for (let j = 0; j < dOut; j++) {
-        dot += d.w.W_enc[j * m + i] * unit[i * dOut + j];
-        en += d.w.W_enc[j * m + i] ** 2;
-      }
-      ec[i] = dot / (Math.sqrt(en) || 1);
-    } else ec[i] = NaN;
   }
+  if (d.cfg.dIn === dOut) {
+    // W_enc is [dIn, m]: its column i is read along rows, a block of latents at a time (a column read alone strides
+    // m floats per element: 0.28 s of the index's start at 16,384 latents). Each sum still runs in j order.
+    const B = 64,
+      dot = new Float64Array(B),
+      en = new Float64Array(B);
+    for (let i0 = 0; i0 < m; i0 += B) {
+      const b = Math.min(B, m - i0);
+      dot.fill(0);
+      en.fill(0);
+      for (let j = 0; j < dOut; j++)
+        for (let r = 0; r < b; r++) {
+          const w = d.w.W_enc[j * m + i0 + r];
+          dot[r] += w * unit[(i0 + r) * dOut + j];
+          en[r] += w ** 2;
+        }
+      for (let r = 0; r < b; r++) ec[i0 + r] = dot[r] / (Math.sqrt(en[r]) || 1);
+    }
+  } else ec.fill(NaN);
   // Neighbours and the logit lens start now on the analysis thread, the absorption probes once their samples are in.
   const analysis = new FeatureAnalysis({
     unit,
