@@ -1,5 +1,6 @@
 // Running ONNX models with onnxruntime-node: exposing hook tensors as outputs and feeding the
 // inputs that decoder-only LMs take (ids, positions, attention mask, empty KV caches).
+import { availableParallelism } from 'node:os';
 import type * as ort from 'onnxruntime-node';
 import { onnxRuntime } from './runtime.js';
 import { DATA_TYPE_NAMES, DataType, appendToGraph, pruneGraph, type ModelProto, type ValueInfo } from './proto.js';
@@ -17,7 +18,9 @@ export interface SessionOptions {
 export async function createSession(bytes: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
   try {
     return await onnxRuntime().InferenceSession.create(bytes, {
-      intraOpNumThreads: opts.threads ?? 0,
+      // All cores, counted by Node: onnxruntime's own default (0, its count of physical cores) ran one thread on a
+      // 2-core VM (docs/BENCHMARKS.md: a GPT-2-small-sized harvest 997 -> 1,736 tok/s with both).
+      intraOpNumThreads: opts.threads ?? availableParallelism(),
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
