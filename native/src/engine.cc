@@ -39,7 +39,11 @@ void Engine::releaseGradient() {
   release(w_.auxDp);
   release(w_.grow);
   release(w_.order);
-  release(w_.slotRow);
+  release(w_.ev);
+  release(w_.edp);
+  release(w_.edact);
+  release(w_.eb);
+  release(w_.egr);
   grp_.auxG = nullptr;  // pointed into E_
 }
 

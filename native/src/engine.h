@@ -188,7 +188,10 @@ class Engine {
     LargeVector<const float*> grow;
     std::vector<long> cnt, colStart, off;
     LargeVector<int32_t> order;  // entry references grouped by latent (32-bit: 4 bytes an entry, AuxK's ~1.6M a step at 4,096 x 384)
-    LargeVector<int32_t> slotRow;  // a main entry's row (an AuxK entry's is its slot / Grouped::auxStride)
+    // In the same grouped order: each entry's value, dL/dpre, row and gradient row, and JumpReLU's dL/dact.
+    LargeVector<float> ev, edp, edact;
+    LargeVector<int32_t> eb;
+    LargeVector<const float*> egr;
   } w_;
   // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
   // for applyRows after a step with deferRows.
