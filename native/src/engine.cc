@@ -38,12 +38,8 @@ void Engine::releaseGradient() {
   release(w_.dact);
   release(w_.auxDp);
   release(w_.grow);
-  release(w_.order);
-  release(w_.ev);
-  release(w_.edp);
+  release(w_.ent);
   release(w_.edact);
-  release(w_.eb);
-  release(w_.egr);
   grp_.auxG = nullptr;  // pointed into E_
 }
 

@@ -182,22 +182,26 @@ class Engine {
   std::vector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
   LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine (util.h: huge pages)
   Sparse sp_, aux_, rowTop_;
+  // An entry of the sparse path as its latent's gradient rows read it: its dL/dy^ row (AuxK's for an AuxK entry), value,
+  // dL/dpre, row of the batch, and whether it is a main entry (24 bytes).
+  struct Entry {
+    const float* grow;
+    float v, dp;
+    int32_t row;
+    bool main;
+  };
   // The sparse path's per-entry and per-latent workspace, kept across steps.
   struct Work {
     LargeVector<float> dpre, dact, auxDp;
     LargeVector<const float*> grow;
     std::vector<long> cnt, colStart, off;
-    LargeVector<int32_t> order;  // entry references grouped by latent (32-bit: 4 bytes an entry, AuxK's ~1.6M a step at 4,096 x 384)
-    // In the same grouped order: each entry's value, dL/dpre, row and gradient row, and JumpReLU's dL/dact.
-    LargeVector<float> ev, edp, edact;
-    LargeVector<int32_t> eb;
-    LargeVector<const float*> egr;
+    LargeVector<Entry> ent;     // the entries grouped by latent
+    LargeVector<float> edact;  // JumpReLU: each grouped entry's dL/dact
   } w_;
   // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
   // for applyRows after a step with deferRows.
   struct Grouped {
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
-    long mainCap = 0;              // entry references below it are main entries, the rest AuxK's
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
     long auxStride = 1;            // AuxK's entries per row slot: row b's are slots [b * auxStride, b * auxStride + count)
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations

@@ -473,8 +473,6 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     }
 
     // ---- Entries grouped by latent (a counting sort per thread), then each latent's gradient rows.
-    // An entry reference is its slot in the main arrays, or mainCap + its slot in the AuxK arrays.
-    const long mainCap = cap + 1;
     long* cnt = ensure(w_.cnt, (size_t)T * (m + 1));
     std::fill(cnt, cnt + (size_t)T * (m + 1), 0L);
     auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
@@ -499,21 +497,15 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       }
     }
     colStart[m] = run;
-    // References fit 32 bits: main slots below mainCap, AuxK's after it (B * (k + k_aux) entries at most).
-    if (mainCap + (long)aux_.idx.size() >= (1L << 31)) throw std::length_error("a step of more than 2^31 entries (batch x (k + k_aux)): use a smaller batch");
     // AuxK's rows are laid out at a fixed stride (every selection path writes row b's at b * k_aux).
     grp_.auxStride = hasAux ? (o.auxkK < (int)deadList.size() ? o.auxkK : (long)deadList.size()) : 1;
     if (hasAux)
       for (int b = 0; b < B; b++)
         if (ax.count[b] && ax.start[b] != b * grp_.auxStride) throw std::logic_error("AuxK's entries are not at a fixed stride per row");
-    // Each entry's reference, and what entryRows reads of it (value, dL/dpre, row, gradient row; JumpReLU's dL/dact),
-    // written in grouped order here, where the entries are read in slot order: entryRows then reads them in sequence
-    // instead of four scattered loads an entry (a third of a TopK step at 128 x 1,024 was entryRows and its gathers).
-    int32_t* order = ensure(w_.order, (size_t)run + 1);
-    float* ev = ensure(w_.ev, (size_t)run + 1);
-    float* edp = ensure(w_.edp, (size_t)run + 1);
-    int32_t* eb = ensure(w_.eb, (size_t)run + 1);
-    const float** egr = ensure(w_.egr, (size_t)run + 1);
+    // What entryRows reads of each entry (engine.h Entry; JumpReLU's dL/dact apart), one record written in grouped
+    // order here, where the entries are read in slot order: entryRows then reads them in sequence instead of four
+    // scattered loads an entry (a third of a TopK step at 128 x 1,024 was entryRows and its gathers).
+    Entry* ent = ensure(w_.ent, (size_t)run + 1);
     float* edact = c.act == JUMPRELU ? ensure(w_.edact, (size_t)run + 1) : nullptr;
     pool_.run(T, [&](int t, int) {
       long* o2 = off + (size_t)t * m;
@@ -522,27 +514,17 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         for (int q = 0; q < sp.count[b]; q++) {
           const long s = sp.start[b] + q;
           const long e = o2[sp.idx[s]]++;
-          order[e] = (int32_t)s;
-          ev[e] = sp.val[s];
-          edp[e] = w_.dpre[s];
-          eb[e] = (int32_t)b;
-          egr[e] = w_.grow[s];
+          ent[e] = Entry{w_.grow[s], sp.val[s], w_.dpre[s], (int32_t)b, true};
           if (edact) edact[e] = w_.dact[s];
         }
         if (hasAux)
           for (int q = 0; q < ax.count[b]; q++) {
             const long s = ax.start[b] + q;
-            const long e = o2[ax.idx[s]]++;
-            order[e] = (int32_t)(mainCap + s);
-            ev[e] = ax.val[s];
-            edp[e] = auxDp[s];
-            eb[e] = (int32_t)b;
-            egr[e] = grp_.auxG + b * dOut;
+            ent[o2[ax.idx[s]]++] = Entry{grp_.auxG + b * dOut, ax.val[s], auxDp[s], (int32_t)b, false};
           }
       }
     });
     grp_.xrows = xrows;
-    grp_.mainCap = mainCap;
     grp_.pre = pre;
     grp_.eps = eps;
     // Deferred (o.deferRows): each latent's gradient rows are made in this thread's scratch, projected, and only
@@ -640,10 +622,11 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   coefD.clear(), coefE.clear(), srcD.clear(), srcE.clear();
   LatentSums ls;
   for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
-    const float v = w_.ev[e], dp = w_.edp[e];
-    const float* gr = w_.egr[e];
-    const int b = w_.eb[e];
-    if (w_.order[e] < G.mainCap) {
+    const Entry& en = w_.ent[e];
+    const float v = en.v, dp = en.dp;
+    const float* gr = en.grow;
+    const int b = en.row;
+    if (en.main) {
       ls.sumV += v;
       ls.nf += v > 0.f;
       if (c.act == JUMPRELU) {
