@@ -182,13 +182,12 @@ class Engine {
   std::vector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
   LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine (util.h: huge pages)
   Sparse sp_, aux_, rowTop_;
-  // An entry of the sparse path as its latent's gradient rows read it: its dL/dy^ row (AuxK's for an AuxK entry), value,
-  // dL/dpre, row of the batch, and whether it is a main entry (24 bytes).
+  // An entry of the sparse path as its latent's gradient rows read it: value, dL/dpre, row of the batch, and its dL/dy^
+  // row of Grouped::G (Matryoshka: of its prefix's block), -1 for an AuxK entry (whose is its row of Grouped::auxG).
+  // 16 bytes: AuxK's 1.57M entries a step at 768 x 24,576 hold 25 MB of them.
   struct Entry {
-    const float* grow;
     float v, dp;
-    int32_t row;
-    bool main;
+    int32_t row, grow;
   };
   // The sparse path's per-entry and per-latent workspace, kept across steps.
   struct Work {
@@ -201,6 +200,7 @@ class Engine {
   // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
   // for applyRows after a step with deferRows.
   struct Grouped {
+    const float* G = nullptr;      // the main entries' dL/dy^ rows
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
     long auxStride = 1;            // AuxK's entries per row slot: row b's are slots [b * auxStride, b * auxStride + count)

@@ -514,16 +514,17 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         for (int q = 0; q < sp.count[b]; q++) {
           const long s = sp.start[b] + q;
           const long e = o2[sp.idx[s]]++;
-          ent[e] = Entry{w_.grow[s], sp.val[s], w_.dpre[s], (int32_t)b, true};
+          ent[e] = Entry{sp.val[s], w_.dpre[s], (int32_t)b, (int32_t)((w_.grow[s] - G) / dOut)};
           if (edact) edact[e] = w_.dact[s];
         }
         if (hasAux)
           for (int q = 0; q < ax.count[b]; q++) {
             const long s = ax.start[b] + q;
-            ent[o2[ax.idx[s]]++] = Entry{grp_.auxG + b * dOut, ax.val[s], auxDp[s], (int32_t)b, false};
+            ent[o2[ax.idx[s]]++] = Entry{ax.val[s], auxDp[s], (int32_t)b, -1};
           }
       }
     });
+    grp_.G = G;
     grp_.xrows = xrows;
     grp_.pre = pre;
     grp_.eps = eps;
@@ -624,9 +625,10 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
     const Entry& en = w_.ent[e];
     const float v = en.v, dp = en.dp;
-    const float* gr = en.grow;
     const int b = en.row;
-    if (en.main) {
+    const bool main = en.grow >= 0;
+    const float* gr = main ? G.G + (long)en.grow * dOut : G.auxG + (long)b * dOut;
+    if (main) {
       ls.sumV += v;
       ls.nf += v > 0.f;
       if (c.act == JUMPRELU) {
