@@ -5,6 +5,7 @@
 // skips them on purpose).
 import { test, before } from 'node:test';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { tf, initBackend } from '../src/tensor/backend.js';
@@ -757,4 +758,26 @@ test('every build this processor can run (generic, AVX2, AVX-512) passes these t
     assert.match(r.stdout, /# pass [1-9]/);
     assert.match(r.stdout, /# fail 0/);
   }
+});
+
+test('adviseHuge: huge pages under a large array keep its contents; small arrays and the kernel without THP are left alone', { skip }, () => {
+  const thp = (() => {
+    try {
+      return readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+    } catch {
+      return '[never]';
+    }
+  })();
+  assert.equal(mod.adviseHuge(new Float32Array(1 << 18)), 0, 'a 1 MiB array is not advised');
+  // 24 MiB written before the advice: MADV_COLLAPSE remakes touched pages, which must keep every value.
+  const a = Float32Array.from({ length: 6 << 20 }, (_, i) => Math.sin(i));
+  const before = a.slice();
+  const advised = mod.adviseHuge(a);
+  if (thp.includes('[never]')) assert.equal(advised, 0, 'THP off: nothing advised');
+  else {
+    // Whole 2 MiB pages inside the array: at least 20 of its 24 MiB whatever its start's alignment.
+    assert.ok(advised >= 20 << 20 && advised <= a.byteLength && advised % (2 << 20) === 0, `advised ${advised} bytes`);
+  }
+  assert.deepEqual(a, before, 'contents unchanged');
+  assert.throws(() => mod.adviseHuge(new Uint8Array(8 << 20) as unknown as Float32Array), /Float32Array/);
 });

@@ -218,7 +218,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     so.bandwidth = (float)numProp(env, o, "bandwidth", 1);
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
-    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.07);
+    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.1);
     so.storedFallback = boolProp(env, o, "storedFallback");
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, c.dSae, "dead", true);
     so.anchorK = (int)numProp(env, o, "anchorK", 0);
@@ -444,7 +444,7 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, (size_t)e->latents(), "dead", true);
-    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.07);
+    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.1);
     so.storedFallback = boolProp(env, o, "storedFallback");
     float* fired = f32(env, a[6], (size_t)e->latents(), "fired");
     sdl::StepResult r = e->step(p, g, X, Y, B, so, fired);
@@ -865,6 +865,25 @@ napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
   });
 }
 
+// adviseHuge(typedArray): huge pages for a large JavaScript array the kernels read at random (util.h adviseHuge);
+// returns the bytes advised.
+napi_value AdviseHuge(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value a[1];
+    size_t got = 1;
+    CHECK_NAPI(napi_get_cb_info(env, info, &got, a, nullptr, nullptr));
+    if (got < 1) throw JsError{"adviseHuge(typedArray)"};
+    TypedArray t = typedInfo(env, a[0], "adviseHuge's argument");
+    size_t width = 1;
+    if (t.type == napi_float32_array || t.type == napi_int32_array || t.type == napi_uint32_array) width = 4;
+    else if (t.type == napi_float64_array) width = 8;
+    else throw JsError{"adviseHuge: a Float32Array, Int32Array, Uint32Array or Float64Array"};
+    napi_value out;
+    CHECK_NAPI(napi_create_double(env, (double)sdl::adviseHuge(t.data, t.length * width), &out));
+    return out;
+  });
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"step", nullptr, EngineStep, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -913,6 +932,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "mallocLean", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
   napi_set_named_property(env, exports, "alignedBuffer", fn);
+  napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);
+  napi_set_named_property(env, exports, "adviseHuge", fn);
   napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
   napi_set_named_property(env, exports, "cpuFeatures", fn);
   napi_value isa;

@@ -43,7 +43,7 @@ struct CltStepOptions {
   float auxkCoefficient = 0;
   int auxkK = 0;                  // dead latents per layer that reconstruct the residual
   const uint8_t* dead = nullptr;  // [L n]
-  float denseAbove = 0.07f;       // ReLU/JumpReLU: GEMMs for the decoder and backward when more than this fraction fires
+  float denseAbove = 0.1f;       // ReLU/JumpReLU: GEMMs for the decoder and backward when more than this fraction fires
   bool storedFallback = false;    // BatchTopK: as StepOptions::storedFallback (engine.h), per layer
 };
 
@@ -83,7 +83,8 @@ class Clt {
   CltConfig c_;
   Pool pool_;
   std::vector<long> dec_;
-  std::vector<float> pre_, G_, E_, skip_, scratch_, tmp_, kth_, acts_, dacts_;
+  LargeVector<float> pre_, G_, E_, skip_, scratch_, tmp_, acts_, dacts_;  // huge pages (engine.h's reason)
+  std::vector<float> kth_;
   Sparse sp_, rowTop_;
   std::vector<Sparse> layerSp_, layerAux_;
   // BatchTopK: each layer's last batch threshold; the next step's fused encoders keep the entries above kBatchFloor

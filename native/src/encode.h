@@ -63,8 +63,8 @@ void fillSparse(Pool& pool, int B, Sparse& sp, Each&& each) {
   });
   long total = 0;
   for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
-  ensure(sp.idx, (size_t)total + 1);
-  ensure(sp.val, (size_t)total + 1);
+  ensureGrowing(sp.idx, (size_t)total + 1);
+  ensureGrowing(sp.val, (size_t)total + 1);
   pool.range(B, [&](long b0, long b1, int) {
     for (long b = b0; b < b1; b++) {
       long s = sp.start[b];

@@ -54,7 +54,7 @@ struct StepOptions {
   // BatchTopK/Matryoshka with no threshold yet, or after it fell: store the pre-activations (the unfused path) instead
   // of taking a floor from the rows' top 2k. The same selection; for tests.
   bool storedFallback = false;
-  float denseAbove = 0.07f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
+  float denseAbove = 0.1f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
   // Untied TopK family only: W_enc's and W_dec's gradients are not written (g.W_encT, g.W_dec may be null); the step
   // keeps its entries grouped by latent and reports the rows' squared norm (StepResult::rowsSq), and applyRows makes
   // each latent's rows again and applies Adam to them. projectDec: the decoder rows' gradients have their component
@@ -80,8 +80,8 @@ struct StepResult {
 struct Sparse {
   std::vector<long> start;
   std::vector<int> count;
-  std::vector<int32_t> idx;
-  std::vector<float> val;
+  LargeVector<int32_t> idx;  // huge pages from 4 MiB (util.h)
+  LargeVector<float> val;
   long nnz = 0;
 };
 
@@ -179,8 +179,10 @@ class Engine {
   void releaseGradient();
   Config cfg_;
   Pool pool_;
-  std::vector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
-  LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine (util.h: huge pages)
+  // In huge pages (util.h LargeVector): the sparse path reads the input rows and dL/dy^ rows at random, one latent's
+  // entries at a time, and each 4 KiB page a row lands in cost a TLB miss.
+  LargeVector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
+  LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine
   Sparse sp_, aux_, rowTop_;
   // An entry of the sparse path as its latent's gradient rows read it: value, dL/dpre, row of the batch, and its dL/dy^
   // row of Grouped::G (Matryoshka: of its prefix's block), -1 for an AuxK entry (whose is its row of Grouped::auxG).
@@ -203,7 +205,6 @@ class Engine {
     const float* G = nullptr;      // the main entries' dL/dy^ rows
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
-    long auxStride = 1;            // AuxK's entries per row slot: row b's are slots [b * auxStride, b * auxStride + count)
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations
     float eps = 1;                 // JumpReLU's bandwidth
     bool l1 = false;               // ReLU's L1 term (norms_)

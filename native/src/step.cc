@@ -15,6 +15,10 @@
 
 namespace sdl {
 
+// The most floats of decoder rows fetched ahead for the next row of the sparse path (256 KiB, a quarter of a
+// typical per-core L2).
+constexpr long kPrefetchFloats = 65536;
+
 StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired) {
   const Config& c = cfg_;
   const int m = c.dSae, dIn = c.dIn, dOut = c.dOut;
@@ -167,8 +171,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
     r.dense = (c.act == RELU || c.act == JUMPRELU) && (double)total > o.denseAbove * (double)BM;
     if (!r.dense) {
-      ensure(sp.idx, (size_t)total + 1);
-      ensure(sp.val, (size_t)total + 1);
+      ensureGrowing(sp.idx, (size_t)total + 1);
+      ensureGrowing(sp.val, (size_t)total + 1);
       pool_.range(B, [&](long b0, long b1, int) {
         for (long b = b0; b < b1; b++) {
           const float* z = pre + b * m;
@@ -319,9 +323,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     r.nnz = total;
     const long cap = c.act == TOPK ? (long)B * (c.k < m ? c.k : m) : total;
     // Per-entry buffers live in the engine (a fresh vector per step costs page faults and zeroing).
-    float* dpre = ensure(w_.dpre, (size_t)cap + 1);
-    float* dact = ensure(w_.dact, c.act == JUMPRELU ? (size_t)cap + 1 : 1);
-    const float** grow = ensure(w_.grow, (size_t)cap + 1);
+    float* dpre = ensureGrowing(w_.dpre, (size_t)cap + 1);
+    float* dact = ensureGrowing(w_.dact, c.act == JUMPRELU ? (size_t)cap + 1 : 1);
+    const float** grow = ensureGrowing(w_.grow, (size_t)cap + 1);
     G = ensure(G_, (size_t)nG * B * dOut);
     float* E = auxRows ? ensure(E_, (size_t)B * dOut) : nullptr;
     ensure(scratch_, (size_t)T * dOut);
@@ -335,8 +339,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         const int32_t* ix = sp.idx.data() + st;
         const float* v = sp.val.data() + st;
         const float* y = Y + b * dOut;
-        // The active decoder rows are scattered over W_dec: the next row's are fetched while this one computes.
-        if (b + 1 < b1) prefetchRows(Wd, dOut, sp.idx.data() + sp.start[b + 1], sp.count[b + 1]);
+        // The active decoder rows are scattered over W_dec: the next row's are fetched while this one computes, when
+        // they are few (TopK's k): a ReLU row's hundreds would push this row's, which its dot products read again,
+        // out of cache (at 768 x 6,144 and 5% firing this pass took 125-130 ms with them fetched, 103-106 without).
+        if (b + 1 < b1 && (long)sp.count[b + 1] * dOut <= kPrefetchFloats) prefetchRows(Wd, dOut, sp.idx.data() + sp.start[b + 1], sp.count[b + 1]);
         if (c.act == MATRYOSHKA) {
           // Nested prefixes: r_g = b_dec + sum_{j < w_g} f_j W_dec[j] - y; L = mean_g ||r_g||^2 / B.
           for (int i = 0; i < dOut; i++) yh[i] = p.b_dec[i];
@@ -497,16 +503,11 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       }
     }
     colStart[m] = run;
-    // AuxK's rows are laid out at a fixed stride (every selection path writes row b's at b * k_aux).
-    grp_.auxStride = hasAux ? (o.auxkK < (int)deadList.size() ? o.auxkK : (long)deadList.size()) : 1;
-    if (hasAux)
-      for (int b = 0; b < B; b++)
-        if (ax.count[b] && ax.start[b] != b * grp_.auxStride) throw std::logic_error("AuxK's entries are not at a fixed stride per row");
     // What entryRows reads of each entry (engine.h Entry; JumpReLU's dL/dact apart), one record written in grouped
     // order here, where the entries are read in slot order: entryRows then reads them in sequence instead of four
     // scattered loads an entry (a third of a TopK step at 128 x 1,024 was entryRows and its gathers).
-    Entry* ent = ensure(w_.ent, (size_t)run + 1);
-    float* edact = c.act == JUMPRELU ? ensure(w_.edact, (size_t)run + 1) : nullptr;
+    Entry* ent = ensureGrowing(w_.ent, (size_t)run + 1);
+    float* edact = c.act == JUMPRELU ? ensureGrowing(w_.edact, (size_t)run + 1) : nullptr;
     pool_.run(T, [&](int t, int) {
       long* o2 = off + (size_t)t * m;
       auto [b0, b1] = rowsOf(t);

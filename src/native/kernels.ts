@@ -262,6 +262,8 @@ export interface NativeModule {
   alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
   mallocLean(): void;
+  /** Transparent huge pages over a large array's whole 2 MiB pages (advice: the bytes advised, 0 when refused). */
+  adviseHuge(a: Float32Array | Int32Array | Uint32Array | Float64Array): number;
 }
 
 const require = createRequire(import.meta.url);
@@ -331,4 +333,11 @@ export function nativeThreads(): number {
   const env = Number(process.env.SDLKIT_THREADS);
   if (Number.isInteger(env) && env > 0) return env;
   return Math.max(1, Math.min(16, availableParallelism()));
+}
+
+/** Asks for huge pages under an engine's large arrays (parameters, gradients, Adam moments): the sparse step reads
+ * W_dec's and W_enc's rows at random, and with 4 KiB pages each row read costs a TLB miss. Advice only; arrays under
+ * 4 MiB are left alone. */
+export function adviseHugePages(mod: NativeModule, arrays: Iterable<Float32Array | undefined>): void {
+  for (const a of arrays) if (a) mod.adviseHuge(a);
 }

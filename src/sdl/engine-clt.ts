@@ -2,7 +2,7 @@
 // the TypeScript reference (clt-reference.ts). Parameters live in the compact layout (clt.ts); the trainer sees the
 // dense SAELens-orientation form only through weights(), at evaluation and save time.
 import type { NativeClt, NativeModule } from '../native/kernels.js';
-import { nativeThreads, screenSetting } from '../native/kernels.js';
+import { adviseHugePages, nativeThreads, screenSetting } from '../native/kernels.js';
 import { denseAbove } from './engine-native.js';
 import type { NamedTensor } from '../tensor/safetensors.js';
 import { ACTIVATIONS } from './activations.js';
@@ -66,6 +66,8 @@ export class CltEngine implements Engine {
       this.v.set(name, new Float32Array(this.p[name]!.length));
     }
     this.fired = new Float32Array(L * n);
+    if (mod)
+      adviseHugePages(mod, [this.p.W_encT, this.p.W_dec, this.p.W_skip, this.g.W_encT, this.g.W_dec, this.g.W_skip, ...this.m.values(), ...this.v.values()]);
   }
 
   get adamT(): number {

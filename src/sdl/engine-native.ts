@@ -2,7 +2,7 @@
 // the encoder is stored latent-major (W_encT [dSae, dIn]) so every latent owns a contiguous row in both
 // matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
 import type { NativeEngine, NativeGrads, NativeModule, NativeTensors } from '../native/kernels.js';
-import { nativeThreads, screenSetting } from '../native/kernels.js';
+import { adviseHugePages, nativeThreads, screenSetting } from '../native/kernels.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 import { concatRows, transpose } from '../tensor/linalg.js';
@@ -69,6 +69,7 @@ export class NativeTrainEngine implements Engine {
       this.v.set(n, new Float32Array(this.p[n]!.length));
     }
     this.fired = new Float32Array(cfg.dSae);
+    adviseHugePages(mod, [this.p.W_encT, this.p.W_dec, this.g.W_encT, this.g.W_dec, ...this.m.values(), ...this.v.values()]);
     this.anchorOpts = anchors
       ? {
           anchorK: anchors.encoder.length,
@@ -249,8 +250,8 @@ export function nativeEngineOptions(cfg: DictConfig, threads: number) {
 /** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
 export function denseAbove(): number {
   const raw = process.env.SDLKIT_DENSE_ABOVE;
-  if (raw === undefined || raw === '') return 0.07;
+  if (raw === undefined || raw === '') return 0.1;
   const v = Number(raw);
-  if (!(v > 0 && v <= 1)) throw new UserError(`SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the default 0.07`);
+  if (!(v > 0 && v <= 1)) throw new UserError(`SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the default 0.1`);
   return v;
 }
