@@ -760,7 +760,7 @@ test('every build this processor can run (generic, AVX2, AVX-512) passes these t
   }
 });
 
-test('adviseHuge: huge pages under a large array keep its contents; small arrays and the kernel without THP are left alone', { skip }, () => {
+test('adviseHuge: huge pages under a large array keep its contents; small arrays are left alone', { skip }, () => {
   const thp = (() => {
     try {
       return readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
@@ -773,9 +773,9 @@ test('adviseHuge: huge pages under a large array keep its contents; small arrays
   const a = Float32Array.from({ length: 6 << 20 }, (_, i) => Math.sin(i));
   const before = a.slice();
   const advised = mod.adviseHuge(a);
-  if (thp.includes('[never]')) assert.equal(advised, 0, 'THP off: nothing advised');
-  else {
-    // Whole 2 MiB pages inside the array: at least 20 of its 24 MiB whatever its start's alignment.
+  // Whole 2 MiB pages inside the array: at least 20 of its 24 MiB whatever its start's alignment (a kernel with THP
+  // off may accept the advice or refuse it).
+  if (!thp.includes('[never]')) {
     assert.ok(advised >= 20 << 20 && advised <= a.byteLength && advised % (2 << 20) === 0, `advised ${advised} bytes`);
   }
   assert.deepEqual(a, before, 'contents unchanged');
