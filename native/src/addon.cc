@@ -869,11 +869,7 @@ napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
 // returns the bytes advised.
 napi_value AdviseHuge(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
-    napi_value a[1];
-    size_t got = 1;
-    CHECK_NAPI(napi_get_cb_info(env, info, &got, a, nullptr, nullptr));
-    if (got < 1) throw JsError{"adviseHuge(typedArray)"};
-    TypedArray t = typedInfo(env, a[0], "adviseHuge's argument");
+    TypedArray t = typedInfo(env, args(env, info, 1)[0], "adviseHuge's argument");
     size_t width = 1;
     if (t.type == napi_float32_array || t.type == napi_int32_array || t.type == napi_uint32_array) width = 4;
     else if (t.type == napi_float64_array) width = 8;
