@@ -218,7 +218,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     so.bandwidth = (float)numProp(env, o, "bandwidth", 1);
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
-    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.1);
+    so.denseAbove = (float)numProp(env, o, "denseAbove", sdl::kDenseAbove);
     so.storedFallback = boolProp(env, o, "storedFallback");
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, c.dSae, "dead", true);
     so.anchorK = (int)numProp(env, o, "anchorK", 0);
@@ -444,7 +444,7 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, (size_t)e->latents(), "dead", true);
-    so.denseAbove = (float)numProp(env, o, "denseAbove", 0.1);
+    so.denseAbove = (float)numProp(env, o, "denseAbove", sdl::kDenseAbove);
     so.storedFallback = boolProp(env, o, "storedFallback");
     float* fired = f32(env, a[6], (size_t)e->latents(), "fired");
     sdl::StepResult r = e->step(p, g, X, Y, B, so, fired);
@@ -870,10 +870,9 @@ napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
 napi_value AdviseHuge(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     TypedArray t = typedInfo(env, args(env, info, 1)[0], "adviseHuge's argument");
-    size_t width = 1;
-    if (t.type == napi_float32_array || t.type == napi_int32_array || t.type == napi_uint32_array) width = 4;
-    else if (t.type == napi_float64_array) width = 8;
-    else throw JsError{"adviseHuge: a Float32Array, Int32Array, Uint32Array or Float64Array"};
+    const bool w4 = t.type == napi_float32_array || t.type == napi_int32_array || t.type == napi_uint32_array;
+    if (!w4 && t.type != napi_float64_array) throw JsError{"adviseHuge: a Float32Array, Int32Array, Uint32Array or Float64Array"};
+    const size_t width = w4 ? 4 : 8;
     napi_value out;
     CHECK_NAPI(napi_create_double(env, (double)sdl::adviseHuge(t.data, t.length * width), &out));
     return out;

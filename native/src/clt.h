@@ -43,7 +43,7 @@ struct CltStepOptions {
   float auxkCoefficient = 0;
   int auxkK = 0;                  // dead latents per layer that reconstruct the residual
   const uint8_t* dead = nullptr;  // [L n]
-  float denseAbove = 0.1f;       // ReLU/JumpReLU: GEMMs for the decoder and backward when more than this fraction fires
+  float denseAbove = kDenseAbove;  // engine.h
   bool storedFallback = false;    // BatchTopK: as StepOptions::storedFallback (engine.h), per layer
 };
 

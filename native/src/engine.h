@@ -42,6 +42,10 @@ struct Tensors {
   float* log_threshold = nullptr;
 };
 
+// ReLU/JumpReLU: the fraction of a batch firing above which a step uses GEMMs for the decoder and backward (the
+// measured crossovers are in docs/native.md; SDLKIT_DENSE_ABOVE sets it per run).
+constexpr float kDenseAbove = 0.1f;
+
 struct StepOptions {
   float sparsity = 0, bandwidth = 1;
   float auxkCoefficient = 0;
@@ -54,7 +58,7 @@ struct StepOptions {
   // BatchTopK/Matryoshka with no threshold yet, or after it fell: store the pre-activations (the unfused path) instead
   // of taking a floor from the rows' top 2k. The same selection; for tests.
   bool storedFallback = false;
-  float denseAbove = 0.1f;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
+  float denseAbove = kDenseAbove;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
   // Untied TopK family only: W_enc's and W_dec's gradients are not written (g.W_encT, g.W_dec may be null); the step
   // keeps its entries grouped by latent and reports the rows' squared norm (StepResult::rowsSq), and applyRows makes
   // each latent's rows again and applies Adam to them. projectDec: the decoder rows' gradients have their component
