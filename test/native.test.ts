@@ -584,6 +584,12 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   const second = run(e, X);
   assert.equal(second.r.selection, 1, 'the next step keeps the positive entries inside the GEMM');
   same('fused vs stored', second, first);
+  // The next fused step refills the candidate arrays the last one left (kept across steps), with fewer entries.
+  const fewer = X.map((v) => v * 0.8);
+  const third = run(e, fewer);
+  assert.equal(third.r.selection, 1);
+  assert.ok(third.r.nnz < second.r.nnz, `fewer entries fire (${third.r.nnz} vs ${second.r.nnz})`);
+  same('fused over kept arrays vs stored', third, run(nativeEngine(cfg), fewer));
   // Inputs scaled up: many entries fire, the step computes the pre-activations after all and goes dense.
   const big = X.map((v) => v * 12);
   const dense = run(e, big);

@@ -22,20 +22,6 @@ namespace sdl {
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, const int32_t* cols = nullptr);
 
-// A batch-wide selection's candidates: every pre-activation above a floor (and > 0), per row in index order, in
-// blocks of gemmBlockRows() rows (block q holds rows [q R, q R + mc), row r's entries at [off[r], off[r + 1])); and
-// how many entries of the batch are positive.
-struct Candidates {
-  struct Block {
-    std::vector<long> off;
-    std::vector<int32_t> idx;
-    std::vector<float> val;
-    long npos = 0;
-  };
-  std::vector<Block> blocks;
-  long total = 0, npos = 0;
-};
-
 // The fused encoder for BatchTopK: collects each row's entries above `floor` (and AuxK's dead-latent top-kAux, as
 // encodeTopK does; rows of A at stride lda) without storing the pre-activations. When at least as many candidates as the batch selects were
 // found, the batch's k-th largest is among them and the selection is exact; otherwise the caller recomputes.

@@ -89,6 +89,20 @@ struct Sparse {
   long nnz = 0;
 };
 
+// A batch-wide selection's candidates: every pre-activation above a floor (and > 0), per row in index order, in
+// blocks of gemmBlockRows() rows (block q holds rows [q R, q R + mc), row r's entries at [off[r], off[r + 1])); and
+// how many entries of the batch are positive.
+struct Candidates {
+  struct Block {
+    std::vector<long> off;
+    std::vector<int32_t> idx;
+    std::vector<float> val;
+    long npos = 0;
+  };
+  std::vector<Block> blocks;
+  long total = 0, npos = 0;
+};
+
 // Sum of squares of n floats, and Adam with bias correction on one tensor (g scaled by gscale first): shared by
 // every engine.
 double sumSquares(Pool& pool, const float* x, long n);
@@ -188,6 +202,7 @@ class Engine {
   LargeVector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
   LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine
   Sparse sp_, aux_, rowTop_;
+  Candidates cand_;  // the fused encoder's candidates (BatchTopK, Matryoshka, sparse ReLU), kept across steps
   // An entry of the sparse path as its latent's gradient rows read it: value, dL/dpre, row of the batch, and its dL/dy^
   // row of Grouped::G (Matryoshka: of its prefix's block), -1 for an AuxK entry (whose is its row of Grouped::auxG).
   // 16 bytes: AuxK's 1.57M entries a step at 768 x 24,576 hold 25 MB of them.

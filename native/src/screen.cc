@@ -519,7 +519,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const int rowBlocks = (n + SMC - 1) / SMC;
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
   std::vector<long> blockPosHi(rowBlocks, 0);
-  if (!topk) tg.above->blocks.assign(rowBlocks, Candidates::Block{});
+  if (!topk) tg.above->blocks.resize(rowBlocks);  // every block is written below (kept arrays: encodeAbove)
   if ((int)ws.held.size() < rowBlocks) ws.held.resize(rowBlocks);
   // A row's screened sums are bounded by |x~| |w~|; keep them far from float32's overflow so every value is finite.
   const double sumCap = 1e36;

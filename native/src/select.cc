@@ -178,11 +178,11 @@ int collect(const float* z, int m, float t, bool strict, int j0, int32_t* ci, fl
   for (; j + 16 <= m; j += 16) {
     __m512 x = _mm512_loadu_ps(z + j);
     __mmask16 k = strict ? _mm512_cmp_ps_mask(x, tv, _CMP_GT_OQ) : _mm512_cmp_ps_mask(x, tv, _CMP_GE_OQ);
-    if (k) {
-      _mm512_storeu_ps(cv + n, _mm512_maskz_compress_ps(k, x));
-      _mm512_storeu_si512(ci + n, _mm512_maskz_compress_epi32(k, iv));
-      n += __builtin_popcount(k);
-    }
+    // Stored whether or not any lane passed: a branch on it mispredicts (a row's first block passes ~6% of its
+    // entries, so ~60% of 16-lane groups hold one). The 16 lanes written at n <= j stay inside [0, m).
+    _mm512_storeu_ps(cv + n, _mm512_maskz_compress_ps(k, x));
+    _mm512_storeu_si512(ci + n, _mm512_maskz_compress_epi32(k, iv));
+    n += __builtin_popcount(k);
     iv = _mm512_add_epi32(iv, step);
   }
 #elif defined(__AVX2__)

@@ -51,7 +51,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   // is too). Only when the rows hold fewer than k B positive entries between them are the pre-activations stored.
   // ReLU's dense path and JumpReLU use the stored pre-activations.
   const bool fused = c.act == TOPK;
-  Candidates cand;
+  Candidates& cand = cand_;
   bool batchFused = false;
   if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
     const long kB = (long)c.k * B;
@@ -81,6 +81,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr, 0);  // ReLU needs the exact positive count
     reluFused = !((double)cand.npos > o.denseAbove * (double)BM);
     r.selection = reluFused ? 1 : 2;
+    if (!reluFused) release(cand.blocks);  // more than a sparse step's worth: not kept for the next one
   }
   float* pre = nullptr;
   if (fused) {
@@ -136,6 +137,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++)
         if (haveKth && bl.val[e] >= kth) f(bl.idx[e], bl.val[e]);
     });
+    if (c.lean) release(cand.blocks);
   } else if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
     long npos = countPositive(pool_, pre, BM);
     long want = (long)c.k * B < npos ? (long)c.k * B : npos;
