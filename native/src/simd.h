@@ -93,6 +93,7 @@ static inline float dot(int n, const float* __restrict x, const float* __restric
 // out[0..n) = init[0..n) (0 without it) + sum over e < cnt of coef[e] src[e][0..n), each element summed in e order
 // with the same roundings as repeated axpy, but with the partial sums in registers (a block of columns at a time)
 // instead of loaded and stored once per source row.
+constexpr int kAccumulateAhead = 8;
 static inline void accumulate(int n, int cnt, const float* coef, const float* const* src, const float* init, float* out) {
   constexpr int U = VW == 16 ? 16 : 8;  // accumulators: half the register file
   int i = 0;
@@ -102,6 +103,10 @@ static inline void accumulate(int n, int cnt, const float* coef, const float* co
     for (int e = 0; e < cnt; e++) {
       const vf av = vsplat(coef[e]);
       const float* x = src[e] + i;
+      // The source rows lie scattered (a latent's entries' batch rows, a row's decoder rows): this block of the row
+      // kAccumulateAhead entries on is fetched now, a cache line at a time.
+      if (e + kAccumulateAhead < cnt)
+        for (int u = 0; u < U * VW; u += 64 / (int)sizeof(float)) __builtin_prefetch(src[e + kAccumulateAhead] + i + u, 0, 3);
       for (int u = 0; u < U; u++) acc[u] = acc[u] + av * vload(x + u * VW);
     }
     for (int u = 0; u < U; u++) vstore(out + i + u * VW, acc[u]);
