@@ -332,6 +332,7 @@ inline void transpose16(__m512 r[16]) {
 // from zero in depth order; the first block adds the bias, later blocks are added to the running value. Sixteen rows
 // share a vector: 16 depths of each are loaded and transposed in registers (cheaper than gathering), and the
 // latent's weights are broadcast.
+constexpr int kExactAhead = 128;
 void exactRows(const float* A, long lda, const float* w, float b, bool hasBias, int dIn, const int32_t* rows, int cnt, float* const* dst) {
   const int KC = gemmDepthBlock();
   for (int g0 = 0; g0 < cnt; g0 += 16) {
@@ -346,6 +347,9 @@ void exactRows(const float* A, long lda, const float* w, float b, bool hasBias, 
         const int tl = std::min(16, k1 - kk);
         const __mmask16 in = (__mmask16)((1u << tl) - 1);
         __m512 r[16];
+        // Sixteen scattered rows read side by side: each one's line kExactAhead floats on is fetched now.
+        if (kk + kExactAhead < dIn)
+          for (int l = 0; l < 16; l++) __builtin_prefetch(x[l] + kk + kExactAhead, 0, 3);
         for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(in, x[l] + kk);
         transpose16(r);
         for (int q = 0; q < tl; q++) acc = _mm512_fmadd_ps(r[q], _mm512_set1_ps(w[kk + q]), acc);
