@@ -9,6 +9,26 @@
 namespace sdl {
 namespace {
 
+// A sink's per-thread state, kept on the thread that runs the row block (a gemmBlocks task runs on one thread from its
+// first block to its pause or end) from one encoder call to the next: made afresh for every call, the TopK sink's
+// candidate arrays (~0.9 MB a thread) were zeroed and faulted in every step, 3-4% of a TopK step at 512 x 4,096, and
+// AuxK's gathered dead pre-activations (rows x dead latents) the same. `call` is the sink's id (one per sink object):
+// a thread's first use in a call runs `start` on its state (sizes the buffers, empties the rows) whatever an earlier
+// call left there.
+uint64_t nextSinkId() {
+  static std::atomic<uint64_t> ids{0};
+  return ++ids;
+}
+template <class State, class Start>
+State& threadState(uint64_t call, Start&& start) {
+  static thread_local State t;
+  if (t.call != call) {
+    t.call = call;
+    start(t);
+  }
+  return t;
+}
+
 // AuxK's selection inside the fused encoder: each row's pre-activations of the dead latents are gathered as the
 // blocks pass, then each row keeps its top k_aux of them (topkRow, as the unfused path does). Across column chunks
 // (gemmBlocks' rowsPause) a row's top k_aux so far waits in the AuxK arrays as positions among the dead latents, with
@@ -16,20 +36,13 @@ namespace {
 // all follow) and the k_aux largest kept, ties to the earlier: the same selection as over every dead latent at once.
 class DeadTopK {
  public:
-  DeadTopK(int threads, int n, const std::vector<int32_t>& dead, int kAux, Sparse* aux)
-      : dead_(dead), kAux_(kAux), aux_(aux), th_(aux ? threads : 0), thr_(aux ? n : 0, 0.f) {
-    const int nDead = (int)dead.size();
-    for (auto& t : th_) {
-      t.gathered.resize((size_t)gemmBlockRows() * nDead + 16);
-      t.scratch.resize((size_t)5 * nDead + 128);
-    }
-  }
-  void block(int thread, int mc, int j0, int nc, const float* C, long ldc) {
+  DeadTopK(int n, const std::vector<int32_t>& dead, int kAux, Sparse* aux) : id_(nextSinkId()), dead_(dead), kAux_(kAux), aux_(aux), thr_(aux ? n : 0, 0.f) {}
+  void block(int, int mc, int j0, int nc, const float* C, long ldc) {
     if (!aux_) return;
     const int nDead = (int)dead_.size();
     const int lo = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0) - dead_.begin());
     const int hi = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0 + nc) - dead_.begin());
-    Th& t = th_[thread];
+    Th& t = mine();
     if (t.qlo < 0) t.qlo = lo;
     t.qhi = hi;
     float* g0 = t.gathered.data();
@@ -39,13 +52,13 @@ class DeadTopK {
       for (int q = lo; q < hi; q++) g[q] = z[dead_[q]];
     }
   }
-  void rowsResume(int thread) {
-    if (aux_) th_[thread].resumed = true;
+  void rowsResume(int) {
+    if (aux_) mine().resumed = true;
   }
   // The rows' dead latents gathered since the last pause, taken into each row's top k_aux.
-  void rowsPause(int thread, int i0, int mc) {
+  void rowsPause(int, int i0, int mc) {
     if (!aux_) return;
-    Th& t = th_[thread];
+    Th& t = mine();
     const int nDead = (int)dead_.size();
     const int qlo = t.qlo < 0 ? 0 : t.qlo, width = t.qlo < 0 ? 0 : t.qhi - t.qlo;
     if (t.resumed) {
@@ -111,11 +124,22 @@ class DeadTopK {
     std::vector<int32_t> mi;
     int qlo = -1, qhi = 0;  // the dead positions gathered since the last pause
     bool resumed = false;    // the rows hold what earlier chunks kept
+    uint64_t call = 0;
   };
+  Th& mine() const {
+    return threadState<Th>(id_, [&](Th& t) {
+      const size_t nDead = dead_.size();
+      ensure(t.gathered, (size_t)gemmBlockRows() * nDead + 16);
+      ensure(t.scratch, 5 * nDead + 128);
+      t.qlo = -1;
+      t.qhi = 0;
+      t.resumed = false;
+    });
+  }
+  const uint64_t id_;
   const std::vector<int32_t>& dead_;
   const int kAux_;
   Sparse* aux_;
-  std::vector<Th> th_;
   std::vector<float> thr_;  // each row's k_aux-th value so far (0 while it holds fewer)
 };
 
@@ -126,7 +150,7 @@ class DeadTopK {
 class TopKSink final : public BlockSink {
  public:
   TopKSink(int n, int k, Sparse& out, DeadTopK& dead)
-      : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), id_(++calls), out_(out), dead_(dead), thr_(n, 0.f) {}
+      : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), id_(nextSinkId()), out_(out), dead_(dead), thr_(n, 0.f) {}
 
   void block(int thread, int, int mc, int j0, int nc, const float* C, long ldc) override {
     Th& t = mine();
@@ -209,10 +233,7 @@ class TopKSink final : public BlockSink {
     }
   }
 
-  // A row block's state lives on the thread that runs it (a gemmBlocks task runs on one thread from its first block
-  // to its pause or end), in buffers that thread keeps from call to call: made afresh for every encoder call they
-  // were ~1.8 MB zeroed and faulted in a step, 3-4% of a TopK step at 512 x 4,096. A task leaves its rows empty
-  // (save); a thread's first task of a call starts from empty rows whatever an earlier call left.
+  // On the running thread (threadState); a task leaves its rows empty (save).
   struct Th {
     std::vector<int32_t> ci;
     std::vector<float> cv, thr, work;
@@ -220,18 +241,14 @@ class TopKSink final : public BlockSink {
     uint64_t call = 0;
   };
   Th& mine() const {
-    static thread_local Th t;
-    if (t.call != id_) {
-      t.call = id_;
+    return threadState<Th>(id_, [&](Th& t) {
       ensure(t.ci, (size_t)R_ * cap_);
       ensure(t.cv, (size_t)R_ * cap_);
       ensure(t.work, (size_t)3 * cap_ + 64);
       t.n.assign(R_, 0);
       t.thr.assign(R_, 0.f);
-    }
-    return t;
+    });
   }
-  static inline std::atomic<uint64_t> calls{0};
   const int k_, R_, cap_;
   const uint64_t id_;
   Sparse& out_;
@@ -390,7 +407,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     screened = !cols && screenWanted(screen, dIn, m) &&
                screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
     if (!screened) {
-      DeadTopK dk(pool.size(), n, dead, kAux, withAux ? aux : nullptr);
+      DeadTopK dk(n, dead, kAux, withAux ? aux : nullptr);
       TopKSink sink(n, k, out, dk);
       gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
     }
@@ -413,7 +430,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
   // The blocks' arrays are kept from call to call (a step's candidates are about as many as the last step's): fresh,
   // a ReLU step at 5% firing faulted in and zeroed ~10 MB of them at 768 x 6,144.
   out.blocks.resize((n + gemmBlockRows() - 1) / gemmBlockRows());
-  DeadTopK dk(pool.size(), n, dead, kAux, withAux ? aux : nullptr);
+  DeadTopK dk(n, dead, kAux, withAux ? aux : nullptr);
   AboveSink sink(pool.size(), floor, out, dk);
   gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink);
   out.total = 0;
