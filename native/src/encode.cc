@@ -37,7 +37,7 @@ State& threadState(uint64_t call, Start&& start) {
 class DeadTopK {
  public:
   DeadTopK(int n, const std::vector<int32_t>& dead, int kAux, Sparse* aux) : id_(nextSinkId()), dead_(dead), kAux_(kAux), aux_(aux), thr_(aux ? n : 0, 0.f) {}
-  void block(int, int mc, int j0, int nc, const float* C, long ldc) {
+  void block(int mc, int j0, int nc, const float* C, long ldc) {
     if (!aux_) return;
     const int nDead = (int)dead_.size();
     const int lo = (int)(std::lower_bound(dead_.begin(), dead_.end(), j0) - dead_.begin());
@@ -52,11 +52,11 @@ class DeadTopK {
       for (int q = lo; q < hi; q++) g[q] = z[dead_[q]];
     }
   }
-  void rowsResume(int) {
+  void rowsResume() {
     if (aux_) mine().resumed = true;
   }
   // The rows' dead latents gathered since the last pause, taken into each row's top k_aux.
-  void rowsPause(int, int i0, int mc) {
+  void rowsPause(int i0, int mc) {
     if (!aux_) return;
     Th& t = mine();
     const int nDead = (int)dead_.size();
@@ -107,9 +107,9 @@ class DeadTopK {
     t.qlo = -1;
     t.resumed = false;
   }
-  void rowsDone(int thread, int i0, int mc) {
+  void rowsDone(int i0, int mc) {
     if (!aux_) return;
-    rowsPause(thread, i0, mc);
+    rowsPause(i0, mc);
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
       int32_t* ix = aux_->idx.data() + row * kAux_;
@@ -152,7 +152,7 @@ class TopKSink final : public BlockSink {
   TopKSink(int n, int k, Sparse& out, DeadTopK& dead)
       : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), id_(nextSinkId()), out_(out), dead_(dead), thr_(n, 0.f) {}
 
-  void block(int thread, int, int mc, int j0, int nc, const float* C, long ldc) override {
+  void block(int, int, int mc, int j0, int nc, const float* C, long ldc) override {
     Th& t = mine();
     for (int r = 0; r < mc; r++) {
       int32_t* ci = t.ci.data() + (size_t)r * cap_;
@@ -182,22 +182,22 @@ class TopKSink final : public BlockSink {
         cnt = k_;
       }
     }
-    dead_.block(thread, mc, j0, nc, C, ldc);
+    dead_.block(mc, j0, nc, C, ldc);
   }
 
-  void rowsDone(int thread, int i0, int mc) override {
-    save(thread, i0, mc);
-    dead_.rowsDone(thread, i0, mc);
+  void rowsDone(int, int i0, int mc) override {
+    save(i0, mc);
+    dead_.rowsDone(i0, mc);
   }
 
-  void rowsPause(int thread, int i0, int mc) override {
+  void rowsPause(int, int i0, int mc) override {
     Th& t = mine();
     for (int r = 0; r < mc; r++) thr_[i0 + r] = t.thr[r];
-    save(thread, i0, mc);
-    dead_.rowsPause(thread, i0, mc);
+    save(i0, mc);
+    dead_.rowsPause(i0, mc);
   }
 
-  void rowsResume(int thread, int i0, int mc) override {
+  void rowsResume(int, int i0, int mc) override {
     Th& t = mine();
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
@@ -207,12 +207,12 @@ class TopKSink final : public BlockSink {
       t.n[r] = cnt;
       t.thr[r] = thr_[row];
     }
-    dead_.rowsResume(thread);
+    dead_.rowsResume();
   }
 
  private:
   // Rows [i0, i0 + mc) compacted to their k largest into the output arrays; the thread's rows emptied.
-  void save(int, int i0, int mc) {
+  void save(int i0, int mc) {
     Th& t = mine();
     for (int r = 0; r < mc; r++) {
       const long row = i0 + r;
@@ -288,7 +288,7 @@ class AboveSink final : public BlockSink {
       t.n[r] = n0 + collect(z, nc, floor_, true, j0, ci.data() + n0, cv.data() + n0);
       t.npos += countPositiveRow(z, nc);
     }
-    dead_.block(thread, mc, j0, nc, C, ldc);
+    dead_.block(mc, j0, nc, C, ldc);
   }
 
   void rowsDone(int thread, int i0, int mc) override {
@@ -319,17 +319,17 @@ class AboveSink final : public BlockSink {
       }
       release(parts);
     }
-    dead_.rowsDone(thread, i0, mc);
+    dead_.rowsDone(i0, mc);
   }
 
   void rowsPause(int thread, int i0, int mc) override {
     std::vector<Candidates::Block>& parts = parts_[i0 / R_];
     parts.emplace_back();
     take(thread, mc, parts.back());
-    dead_.rowsPause(thread, i0, mc);
+    dead_.rowsPause(i0, mc);
   }
 
-  void rowsResume(int thread, int, int) override { dead_.rowsResume(thread); }
+  void rowsResume(int, int, int) override { dead_.rowsResume(); }
 
  private:
   // The thread's rows (mc of them) into b, rows back to back; the thread's rows emptied.

@@ -79,21 +79,8 @@ T* ensure(std::vector<T, A>& v, size_t n) {
 // count of active entries changes with every batch): when it must grow again it takes an eighth more than asked and
 // does not copy what it held, so a count that wanders up does not reallocate, and fault in fresh pages, every other
 // step (25-35 ms a step at 768 x 6,144 and 5% firing). The first allocation is exact.
-template <class T, class A>
-T* ensureGrowing(std::vector<T, A>& v, size_t n) {
-  if (v.size() < n) {
-    if (n > v.capacity() && v.capacity() > 0) {
-      v.clear();
-      v.reserve(n + n / 8);
-    }
-    v.resize(n);
-  }
-  return v.data();
-}
-
-// Resizes to n (unlike ensureGrowing, shrinking too: the size is the count held), growing the capacity as
-// ensureGrowing does, an eighth over and without copying, when it must: for arrays refilled every step with about as
-// many entries as the last.
+// resizeGrowing: resizes to n (shrinking too: for arrays whose size is the count they hold, refilled every step with
+// about as many entries as the last), the capacity grown that way when it must grow.
 template <class T, class A>
 void resizeGrowing(std::vector<T, A>& v, size_t n) {
   if (n > v.capacity() && v.capacity() > 0) {
@@ -101,6 +88,11 @@ void resizeGrowing(std::vector<T, A>& v, size_t n) {
     v.reserve(n + n / 8);
   }
   v.resize(n);
+}
+template <class T, class A>
+T* ensureGrowing(std::vector<T, A>& v, size_t n) {
+  if (v.size() < n) resizeGrowing(v, n);
+  return v.data();
 }
 
 // Empties v and gives its memory back (clear() keeps the capacity).
