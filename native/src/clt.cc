@@ -245,12 +245,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
         if (v[q] != 0.f) axpy(rowLen(l), v[q], Wd + decRow(ix[q]), yh + (long)l * dO);
       }
       const float* y = Y + b * DO;
-      for (int i = 0; i < DO; i++) {
-        float e = yh[i] - y[i];
-        s += (double)e * e;
-        if (E) E[b * DO + i] = e;
-        Gb[i] = e * (2.f / B);
-      }
+      s += residualRow(DO, yh, y, 2.f / B, Gb, E ? E + b * DO : nullptr);
       for (int q = 0; q < cnt; q++) {
         const int j = ix[q], l = j / n;
         float da = dot(rowLen(l), Gb + (long)l * dO, Wd + decRow(j));
@@ -513,12 +508,11 @@ StepResult& Clt::denseStep(const CltTensors& p, const CltTensors& g, const float
   Partials sse(T), spLoss(T);
   pool_.range(B, [&](long b0, long b1, int th) {
     double s = 0;
-    for (long b = b0; b < b1; b++)
-      for (int i = 0; i < DO; i++) {
-        float e = G[b * DO + i] + p.b_dec[i] - Y[b * DO + i];
-        s += (double)e * e;
-        G[b * DO + i] = e * (2.f / B);
-      }
+    for (long b = b0; b < b1; b++) {
+      float* row = G + b * DO;
+      for (int i = 0; i < DO; i++) row[i] += p.b_dec[i];
+      s += residualRow(DO, row, Y + b * DO, 2.f / B, row, nullptr);
+    }
     sse.at(th)[0] += s;
   });
   float* D = ensure(dacts_, (size_t)BM);
