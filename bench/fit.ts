@@ -81,7 +81,10 @@ function peer(dIn: number, expansion: number, activation: string, k: number, B: 
 /** What the peers' BLAS measured and which kernel OpenBLAS picked, printed under the table (bench/peers/blas.py). */
 const peerBlas = { cores: new Set<string>(), gflops: [] as number[] };
 
-/** GFLOP/s of the native GEMM on the encoder's shape ([B, d] x [d, m]), median of 3: the roofline's rate. */
+/**
+ * GFLOP/s of the native GEMM on the encoder's shape ([B, d] x [d, m]): the roofline's rate, the median of 9 timed
+ * products after one warm-up (3 gave 252 and 356 GFLOP/s a minute apart at 512 x 4,096).
+ */
 async function gemmRate(B: number, d: number, m: number): Promise<number> {
   const { native } = await import('../src/native/kernels.js');
   const mod = native();
@@ -90,7 +93,7 @@ async function gemmRate(B: number, d: number, m: number): Promise<number> {
   const W = Float32Array.from({ length: d * m }, (_, i) => Math.cos(i));
   const C = new Float32Array(B * m);
   const times: number[] = [];
-  for (let r = 0; r < 4; r++) {
+  for (let r = 0; r < 10; r++) {
     const t0 = performance.now();
     mod.gemm(B, m, d, A, d, 1, W, 1, d, C, m, false, 2);
     if (r > 0) times.push((performance.now() - t0) / 1000);
