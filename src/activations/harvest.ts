@@ -257,8 +257,9 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     let doneRows = doneRowsAtStart;
 
     // A batch's hooks land either in onnxruntime's own output tensors (copied into the shard buffer after) or, once
-    // the sites are known to be float32, straight in the shard buffer at the batch's rows (`into`): no output
-    // allocated per batch and no copy.
+    // the sites are known to be float32, straight in the shard buffer at the batch's rows (`into`): onnxruntime
+    // allocates no output of its own. (onnxruntime-node 1.30 still hands back a copy of a pre-allocated output, so
+    // the binding's copy remains; fetching and copying here measured the same: docs/BENCHMARKS.md.)
     interface Run {
       out: Promise<ort.InferenceSession.OnnxValueMapType>;
       inPlace: boolean;
