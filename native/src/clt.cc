@@ -146,10 +146,9 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     for (int l = 0; l < L; l++) {
       const long want = (long)c_.k * B < cand[l].npos ? (long)c_.k * B : cand[l].npos;
       if (want <= 0) continue;
-      std::vector<float> all;
-      all.reserve(cand[l].total);
-      for (auto& bl : cand[l].blocks) all.insert(all.end(), bl.val.begin(), bl.val.end());
-      kth_[l] = kthLargestPositive(pool_, all.data(), (long)all.size(), want);
+      std::vector<FloatSpan> all;
+      for (auto& bl : cand[l].blocks) all.push_back({bl.val.data(), (long)bl.val.size()});
+      kth_[l] = kthLargestPositive(pool_, all, want);
     }
     // Each row's selected entries, layer by layer (global index order, as the unfused fill).
     fillSparse(pool_, B, sp, [&](long b, auto&& f) {

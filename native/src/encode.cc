@@ -447,10 +447,10 @@ float rowsTopFloor(Pool& pool, const float* A, long lda, int n, int dIn, int m, 
                    int screen) {
   encodeTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k2, rows, {}, 0, nullptr, screen);
   if (want <= 0 || rows.nnz < want) return -1.f;
-  std::vector<float> vals;
-  vals.reserve(rows.nnz);
-  for (int b = 0; b < n; b++) vals.insert(vals.end(), rows.val.begin() + rows.start[b], rows.val.begin() + rows.start[b] + rows.count[b]);
-  return kthLargestPositive(pool, vals.data(), (long)vals.size(), want);
+  std::vector<FloatSpan> spans;
+  spans.reserve(n);
+  for (int b = 0; b < n; b++) spans.push_back({rows.val.data() + rows.start[b], (long)rows.count[b]});
+  return kthLargestPositive(pool, spans, want);
 }
 
 }  // namespace sdl

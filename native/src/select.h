@@ -2,6 +2,7 @@
 // (BatchTopK), and small sorts, on (value, index) pairs held in separate arrays.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "pool.h"
 
@@ -30,6 +31,12 @@ int topkRow(const float* z, int m, int k, int32_t* idx, float* val, float* scrat
 
 // The want-th largest value among the positive entries of z[0..n) (want >= 1, at most their count).
 float kthLargestPositive(Pool& pool, const float* z, long n, long want);
+// The same over the concatenation of several spans of values.
+struct FloatSpan {
+  const float* p;
+  long n;
+};
+float kthLargestPositive(Pool& pool, const std::vector<FloatSpan>& parts, long want);
 
 // Number of positive entries of z[0..n).
 long countPositive(Pool& pool, const float* z, long n);

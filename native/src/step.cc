@@ -122,10 +122,9 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     if (reluFused) {
       haveKth = true;  // every candidate is selected: kth stays 0 and each candidate is > 0
     } else if (want > 0) {
-      std::vector<float> all;
-      all.reserve(cand.total);
-      for (auto& bl : cand.blocks) all.insert(all.end(), bl.val.begin(), bl.val.end());
-      kth = kthLargestPositive(pool_, all.data(), (long)all.size(), want);
+      std::vector<FloatSpan> all;
+      for (auto& bl : cand.blocks) all.push_back({bl.val.data(), (long)bl.val.size()});
+      kth = kthLargestPositive(pool_, all, want);
       haveKth = true;
       r.minSelected = kth;
     }
