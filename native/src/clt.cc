@@ -244,7 +244,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
         if (v[q] != 0.f) axpy(rowLen(l), v[q], Wd + decRow(ix[q]), yh + (long)l * dO);
       }
       const float* y = Y + b * DO;
-      s += residualRow(DO, yh, y, 2.f / B, Gb, E ? E + b * DO : nullptr);
+      s += residualRow(DO, yh, nullptr, y, 2.f / B, Gb, E ? E + b * DO : nullptr);
       for (int q = 0; q < cnt; q++) {
         const int j = ix[q], l = j / n;
         float da = dot(rowLen(l), Gb + (long)l * dO, Wd + decRow(j));
@@ -507,11 +507,7 @@ StepResult& Clt::denseStep(const CltTensors& p, const CltTensors& g, const float
   Partials sse(T), spLoss(T);
   pool_.range(B, [&](long b0, long b1, int th) {
     double s = 0;
-    for (long b = b0; b < b1; b++) {
-      float* row = G + b * DO;
-      for (int i = 0; i < DO; i++) row[i] += p.b_dec[i];
-      s += residualRow(DO, row, Y + b * DO, 2.f / B, row, nullptr);
-    }
+    for (long b = b0; b < b1; b++) s += residualRow(DO, G + b * DO, p.b_dec, Y + b * DO, 2.f / B, G + b * DO, nullptr);
     sse.at(th)[0] += s;
   });
   float* D = ensure(dacts_, (size_t)BM);

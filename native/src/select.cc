@@ -1,7 +1,6 @@
 #include "select.h"
 
 #include <algorithm>
-
 #include <cstring>
 #include <vector>
 

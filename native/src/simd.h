@@ -90,17 +90,18 @@ static inline float dot(int n, const float* __restrict x, const float* __restric
   return s;
 }
 
-// The reconstruction error of one row: e = yh - y, stored as g = e * scale (and as e in E when given); returns the
-// sum of e^2 in double; g may be yh (in place). The squares are summed in VW double lanes (a sequential double sum was one dependent add per
-// element: ~1.4% of a TopK step at 512 x 4,096); only the reported loss's last bits depend on that order.
-static inline double residualRow(int n, const float* yh, const float* y, float scale, float* g, float* E) {
+// The reconstruction error of one row: e = (yh + bias) - y (bias: b_dec for a product without it; null: none),
+// stored as g = e * scale (and as e in E when given); g may be yh (in place). Returns the sum of e^2 in double, summed
+// in VW double lanes (a sequential double sum was one dependent add per element: ~1.4% of a TopK step at 512 x
+// 4,096); only the reported loss's last bits depend on that order.
+static inline double residualRow(int n, const float* yh, const float* bias, const float* y, float scale, float* g, float* E) {
   typedef float hf __attribute__((vector_size(VW * 2), may_alias));
   typedef double vd __attribute__((vector_size(VW * 4), may_alias));  // VW / 2 doubles
   vd s0 = {}, s1 = {};
   const vf sc = vsplat(scale);
   int i = 0;
   for (; i + VW <= n; i += VW) {
-    const vf e = vload(yh + i) - vload(y + i);
+    const vf e = (bias ? vload(yh + i) + vload(bias + i) : vload(yh + i)) - vload(y + i);
     if (E) vstore(E + i, e);
     vstore(g + i, e * sc);
     hf lo, hi;
@@ -114,7 +115,7 @@ static inline double residualRow(int n, const float* yh, const float* y, float s
   double s = 0;
   for (int q = 0; q < VW / 2; q++) s += s0[q];
   for (; i < n; i++) {
-    const float e = yh[i] - y[i];
+    const float e = (bias ? yh[i] + bias[i] : yh[i]) - y[i];
     if (E) E[i] = e;
     g[i] = e * scale;
     s += (double)e * e;

@@ -242,11 +242,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     G = ensure(G_, (size_t)B * dOut);
     pool_.range(B, [&](long b0, long b1, int th) {
       double s = 0;
-      for (long b = b0; b < b1; b++) {
-        float* row = yh + b * dOut;
-        for (int i = 0; i < dOut; i++) row[i] += p.b_dec[i];
-        s += residualRow(dOut, row, Y + b * dOut, 2.f / B, G + b * dOut, nullptr);
-      }
+      for (long b = b0; b < b1; b++) s += residualRow(dOut, yh + b * dOut, p.b_dec, Y + b * dOut, 2.f / B, G + b * dOut, nullptr);
       sse.at(th)[0] += s;
     });
     float* D = ensure(dacts_, (size_t)BM);
@@ -377,7 +373,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         }
         decodeRow(dOut, n, ix, v, Wd, p.b_dec, yh, true);
         float* Gb = G + b * dOut;
-        s += residualRow(dOut, yh, y, 2.f / B, Gb, E ? E + b * dOut : nullptr);
+        s += residualRow(dOut, yh, nullptr, y, 2.f / B, Gb, E ? E + b * dOut : nullptr);
         for (int q = 0; q < n; q++) {
           const int j = ix[q];
           float da = dot(dOut, Gb, Wd + (long)j * dOut);
