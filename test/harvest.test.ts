@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { harvest, resolveHookSpecs, type HarvestConfig } from '../src/activations/harvest.js';
 import { BUNDLED_MODEL_DIR, loadModel } from '../src/models/model.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/onnx/session.js';
+import { autoWorkers, createForward, modelWidth } from '../src/onnx/forward.js';
+import type { ModelProto } from '../src/onnx/proto.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
@@ -201,6 +203,10 @@ test('bad input gets one clear line and exit code 2, and leaves no harvest behin
     sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--ctx', '1000', '--out', out),
     /--ctx 1000 exceeds tiny's context length 256/,
   );
+  assertCleanError(
+    sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--workers', 'two', '--out', out),
+    /--workers two: give auto or a count/,
+  );
   assert.ok(!existsSync(join(out, 'manifest.json')));
   // A working run on the same folder then succeeds.
   const ok = sdl('harvest', '--model', model, '--layer', '0', '--corpus', corpus, '--tokens', '256', '--ctx', '32', '--out', out, '--json');
@@ -392,15 +398,17 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
   );
 });
 
-test('harvested values are the hooks of a direct run, batch by batch: written in place or copied, partial batches', async () => {
+test('harvested values are the hooks of a direct run, batch by batch, partial batches; one session or sessions on worker threads, the same bytes', async () => {
   const dir = tmp();
   const model = tinyLlama(join(dir, 'm'));
   const m = loadModel(model);
-  // 16 windows a shard in batches of 3: a shard's first batch goes to onnxruntime's tensors, the rest (a last one of
-  // one window among them) into the shard's buffer.
+  // 16 windows a shard in batches of 3 (a last one of one window among them). Three worker sessions take the batches
+  // out of order; the shards must still hold them in order, byte for byte what one session in this thread writes.
   const hooks = ['blocks.1.hook_resid_post', 'blocks.0.hook_mlp_out', 'blocks.0.hook_mlp_in'];
-  const r = await harvest({ ...base(model, corpusFile(dir), join(dir, 'a')), hooks, dtype: 'f32', tokens: 1024, batch: 3 });
+  const r = await harvest({ ...base(model, corpusFile(dir), join(dir, 'a')), hooks, dtype: 'f32', tokens: 1024, batch: 3, workers: 3, threads: 3 });
+  const one = await harvest({ ...base(model, corpusFile(dir), join(dir, 'b')), hooks, dtype: 'f32', tokens: 1024, batch: 3, workers: 0 });
   assert.equal(r.manifest.shards.length, 2);
+  assert.deepEqual(shardBytes(join(dir, 'a')), shardBytes(join(dir, 'b')));
   const points = resolveHookSpecs(m, hooks);
   const session = await createSession(hookSubgraph(m.bytes, m.proto, points));
   const inputs = runtimeInputs(m.proto);
@@ -421,7 +429,51 @@ test('harvested values are the hooks of a direct run, batch by batch: written in
     }
   }
   assert.equal(batches, 12);
+  assert.equal(one.manifest.tokens, r.manifest.tokens);
   await session.release();
+});
+
+test("the forward's layout: one session per core for narrow models; a worker's onnxruntime failure is the caller's error", async () => {
+  const bundled = loadModel(join(BUNDLED_MODEL_DIR, 'sdl-tiny'));
+  assert.equal(modelWidth(bundled.proto), 64);
+  assert.equal(autoWorkers(bundled.proto, 4), 4);
+  assert.equal(autoWorkers(bundled.proto, 1), 0, 'one core: no workers, the session runs in this thread');
+  // A GPT-2-small-wide embedding (768) keeps one session threaded inside operators.
+  const wide = { graph: { initializers: [{ name: 'E', dims: [512, 768] }], nodes: [{ opType: 'Gather', inputs: ['E', 'ids'] }] } } as unknown as ModelProto;
+  assert.equal(modelWidth(wide), 768);
+  assert.equal(autoWorkers(wide, 4), 0);
+  const points = resolveHookSpecs(bundled, ['blocks.1.hook_resid_post']);
+  const f = await createForward(hookSubgraph(bundled.bytes, bundled.proto, points), bundled.proto, runtimeInputs(bundled.proto), [points[0].tensor], {
+    threads: 2,
+    workers: 2,
+    modelName: 'sdl-tiny',
+  });
+  try {
+    assert.equal(f.layout, '2 workers x 1 thread');
+    const ok = await f.run(
+      Int32Array.from({ length: 8 }, (_, i) => i + 1),
+      2,
+      4,
+    );
+    assert.deepEqual(ok[points[0].tensor].dims, [2, 4, 64]);
+    // An id past the embedding table: onnxruntime refuses it inside the worker; the error names the model.
+    await assert.rejects(
+      f.run(
+        Int32Array.from({ length: 8 }, () => 100000),
+        2,
+        4,
+      ),
+      (e: Error) => e instanceof UserError && /onnxruntime failed running sdl-tiny/.test(e.message),
+    );
+    const again = await f.run(
+      Int32Array.from({ length: 8 }, (_, i) => i + 1),
+      2,
+      4,
+    );
+    assert.deepEqual(again[points[0].tensor].data, ok[points[0].tensor].data, 'the worker goes on after a failed batch');
+  } finally {
+    await f.release();
+  }
 });
 
 test('O_DIRECT writes (shards) give the same bytes and SHA-256 as buffered ones, at every size; without the native build they are buffered', () => {

@@ -1,10 +1,11 @@
 // Harvest: run a model over text and write hook activations to Arrow shards, resumably.
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import type * as ort from 'onnxruntime-node';
 import { loadModel, rawTensorHook, tokenizerIdentity, type LoadedModel } from '../models/model.js';
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
-import { checkStaticShape, createSession, hookSubgraph, makeFeeds, outputInto, runtimeInputs } from '../onnx/session.js';
+import { checkStaticShape, hookSubgraph, runtimeInputs } from '../onnx/session.js';
+import { createForward, type Fetched } from '../onnx/forward.js';
 import { f16ToF32 } from '../util/f16.js';
 import { describeCorpus, type Split } from '../corpus/sources.js';
 import { WindowSource } from '../corpus/window-source.js';
@@ -48,7 +49,10 @@ export interface HarvestConfig {
   out?: string;
   /** Replace token ids the model cannot embed with this id (default: refuse them). */
   oovId?: number;
+  /** Cores for the forward passes (default: all). */
   threads?: number;
+  /** Sessions on worker threads, each with threads / workers intra-op threads; 0: one session in this thread; 'auto' (default): one per core for narrow models (src/onnx/forward.ts). */
+  workers?: number | 'auto';
   /** Overwrite an output folder that holds a different harvest. */
   force?: boolean;
   quiet?: boolean;
@@ -127,6 +131,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   checkNumber(cfg.shardTokens, 'int>0', '--shard-tokens');
   checkNumber(cfg.oovId, 'int>=0', '--oov-id');
   checkNumber(cfg.threads, 'int>0', '--threads');
+  if (cfg.workers !== 'auto') checkNumber(cfg.workers, 'int>=0', '--workers');
   if (cfg.shardTokens < cfg.ctx) throw new UserError(`--shard-tokens ${cfg.shardTokens} is less than one window of --ctx ${cfg.ctx} tokens`);
   describeCorpus(cfg.corpus); // fails early on a missing, empty or binary corpus
   const model = loadModel(cfg.model, { tokenizer: cfg.tokenizer });
@@ -242,11 +247,13 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     });
 
     const bytes = hookSubgraph(model.bytes, model.proto, hooks);
-    // Idle intra-op threads spin: on a small model the wake-ups between its many short ops cost more (0.71x -> 0.75x
-    // of the bare forward) than the shard writer loses, now that it writes with O_DIRECT (docs/BENCHMARKS.md).
-    const session = await createSession(bytes, { threads: cfg.threads });
-    const inputs = runtimeInputs(model.proto);
     const fetches = [...new Set(hooks.map((h) => h.tensor))];
+    const threads = cfg.threads ?? availableParallelism();
+    const forward = await createForward(bytes, model.proto, runtimeInputs(model.proto), fetches, {
+      threads,
+      workers: cfg.workers ?? 'auto',
+      modelName: model.name,
+    });
 
     let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
     let buf: ShardBuffer | undefined;
@@ -255,33 +262,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
     const progress = new Progress('harvest', totalRows, 'tok', doneRowsAtStart, cfg.quiet);
     let doneRows = doneRowsAtStart;
-
-    // A batch's hooks land either in onnxruntime's own output tensors (copied into the shard buffer after) or, once
-    // the sites are known to be float32, straight in the shard buffer at the batch's rows (`into`): onnxruntime
-    // allocates no output of its own. (onnxruntime-node 1.30 still hands back a copy of a pre-allocated output, so
-    // the binding's copy remains; fetching and copying here measured the same: docs/BENCHMARKS.md.)
-    interface Run {
-      out: Promise<ort.InferenceSession.OnnxValueMapType>;
-      inPlace: boolean;
-    }
-    const runBatch = (job: Job, into?: { buf: ShardBuffer; row: number }): Run => {
-      const nw = job.n;
-      let want: string[] | Record<string, ort.Tensor> = fetches;
-      if (into) {
-        want = {};
-        for (let si = 0; si < sites!.length; si++) {
-          const { tensor, width } = sites![si];
-          if (want[tensor]) continue; // two hooks of one tensor: the second copies from the first
-          const at = into.row * width;
-          want[tensor] = outputInto(into.buf.values[si].subarray(at, at + nw * cfg.ctx * width), [nw, cfg.ctx, width]);
-        }
-      }
-      const p = session.run(makeFeeds(inputs, job.ids, nw, cfg.ctx), want).catch((e: Error) => {
-        throw new UserError(`onnxruntime failed running ${model.name}: ${String(e.message).split('\n')[0]}`);
-      });
-      p.catch(() => undefined); // awaited later (a batch runs while the previous one is written out); not unhandled meanwhile
-      return { out: p, inPlace: into !== undefined };
-    };
 
     const writer = new ShardWriter();
     let inFlight: Promise<{ k: number; file: string; w: Written; oov: number }> | undefined;
@@ -324,43 +304,34 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     }
     try {
       const it = jobs();
-      let job = await it.next();
-      let pending = job.done ? undefined : runBatch(job.value);
-      let inPlace = false; // every site is float32 [batch, seq, width]: later batches of a shard run into its buffer
-      while (!job.done) {
-        const next = await it.next();
-        const run = pending!;
-        const res = await run.out;
-        const { k, n: nw, last, ids, docs, first } = job.value;
+      // Batches in flight, in job order: the forward always has the next ones while this thread copies one out.
+      const queue: { job: Job; out: Promise<Record<string, Fetched>> }[] = [];
+      const refill = async () => {
+        while (queue.length < forward.depth) {
+          const next = await it.next();
+          if (next.done) return;
+          const out = forward.run(next.value.ids, next.value.n, cfg.ctx);
+          out.catch(() => undefined); // awaited in its turn; not unhandled meanwhile
+          queue.push({ job: next.value, out });
+        }
+      };
+      await refill();
+      while (queue.length) {
+        const { job, out: pending } = queue.shift()!;
+        const res = await pending;
+        await refill();
+        const { k, n: nw, last, ids, docs, first } = job;
         if (!sites) {
           sites = hooks.map((h) => {
             const dims = res[h.tensor].dims;
             return { name: h.name, tensor: h.tensor, width: Number(dims[dims.length - 1]), ...(h.layer >= 0 ? { layer: h.layer, site: h.site } : {}) };
           });
           m.sites = sites;
-          const [b0, s0] = res[sites[0].tensor].dims;
-          inPlace = sites.every((s) => res[s.tensor].type === 'float32' && res[s.tensor].dims.length === 3) && b0 === nw && s0 === cfg.ctx;
         }
         if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
-        // Start the next batch before copying this one out: the model never waits. Within this shard it writes its
-        // hooks right after this batch's rows; the first batch of the next shard goes to onnxruntime's own tensors.
-        if (!next.done) pending = runBatch(next.value, inPlace && next.value.k === k ? { buf, row: buf.rows + nw * cfg.ctx } : undefined);
         for (let si = 0; si < sites.length; si++) {
           const at = buf.rows * sites[si].width;
           const n = nw * cfg.ctx * sites[si].width;
-          if (run.inPlace) {
-            const first = sites.findIndex((s) => s.tensor === sites![si].tensor);
-            if (first !== si) buf.values[si].set(buf.values[first].subarray(at, at + n), at);
-            // onnxruntime-node also returns the output: its first and last values must be what landed in the shard
-            // (a runtime that ignored the pre-allocated output would otherwise leave stale rows in a finished shard).
-            const got = res[sites[si].tensor].data as Float32Array;
-            const v = buf.values[si];
-            if (got.length !== n || !Object.is(got[0], v[at]) || !Object.is(got[n - 1], v[at + n - 1]))
-              throw new Error(
-                `onnxruntime did not write hook ${sites[si].name} into the shard buffer (onnxruntime-node ${versions()['onnxruntime-node']}); please report this`,
-              );
-            continue;
-          }
           const t = res[sites[si].tensor];
           if ((t.type !== 'float32' && t.type !== 'float16') || t.data.length !== n) {
             throw new UserError(
@@ -387,17 +358,16 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           const file = shardFile(k, format);
           const full = buf;
           buf = undefined;
-          const oovHere = job.value.oov;
+          const oovHere = job.oov;
           // The shard records the job, not the part: a part's shard is byte for byte the whole run's.
           inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: jobHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
         }
-        job = next;
       }
       await recordWrite();
     } finally {
       await writer.close();
       await windows.close();
-      await session.release();
+      await forward.release();
     }
     if (windows.exhausted && !cfg.quiet)
       process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);

@@ -16,6 +16,15 @@ function parsePart(v: string): HarvestPart {
   return p;
 }
 
+/** `--workers auto` or a count (0: one session in the main thread). */
+function parseWorkers(v: string): number | 'auto' {
+  if (v === 'auto') return 'auto';
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n))
+    throw new UserError(`--workers ${v}: give auto or a count of sessions (0 for one session in the main thread)`);
+  return n;
+}
+
 export function register(y: Argv): Argv {
   return y
     .command(
@@ -45,7 +54,13 @@ export function register(y: Argv): Argv {
           .option('seed', { type: 'number', default: HARVEST_DEFAULTS.seed, describe: 'document-order shuffle seed' })
           .option('shard-tokens', { type: 'string', default: String(HARVEST_DEFAULTS.shardTokens), describe: 'rows per shard' })
           .option('oov-id', { type: 'number', describe: 'map token ids the model cannot embed to this id (default: refuse)' })
-          .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default: all cores)' })
+          .option('threads', { type: 'number', describe: 'cores for the model (default: all)' })
+          .option('workers', {
+            type: 'string',
+            default: 'auto',
+            describe:
+              'model sessions on their own threads, batches in parallel (0: one session, threads inside operators; auto: one per core for models of width <= 128)',
+          })
           .option('out', { type: 'string', describe: 'output folder (default: cache/acts/<model>-<hooks>-<hash>)' })
           .option('force', { type: 'boolean', default: false, describe: 'replace an output folder that holds a different harvest' })
           .option('format', { choices: ['arrow', 'parquet'] as const, default: 'arrow' as const, describe: 'shard files: Arrow IPC or Parquet (zstd)' })
@@ -55,6 +70,7 @@ export function register(y: Argv): Argv {
           .example('sdl harvest --layer 6', 'residual and MLP activations of layer 6 of the bundled model')
           .example('sdl harvest --layers all --sites mlp_in,mlp_out', 'what a cross-layer transcoder (sdl fit --kind clt) needs, in one pass')
           .example('sdl harvest --model models/stories15M --layers 2,4 --sites resid_post --tokens 1M --dtype f16', '')
+          .example('sdl harvest --layer 6 --workers 0 --threads 2', 'one session, onnxruntime threading inside each operator (the default for wide models)')
           .example('sdl harvest --model past.onnx --tensor /transformer/h.2/Add_1_output_0 --oov-id 0 --corpus my.txt', ''),
       async (argv) => {
         const layers = argv.layers === 'all' ? 'all' : argv.layers !== undefined ? parseLayers(argv.layers) : argv.layer !== undefined ? [argv.layer] : [];
@@ -80,6 +96,7 @@ export function register(y: Argv): Argv {
           out: argv.out,
           oovId: argv['oov-id'],
           threads: argv.threads,
+          workers: parseWorkers(argv.workers),
           force: argv.force,
           quiet: argv.json,
           part: argv.part !== undefined ? parsePart(argv.part) : undefined,

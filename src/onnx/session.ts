@@ -95,11 +95,6 @@ export function checkStaticShape(model: { proto: ModelProto; name: string }, bat
     );
 }
 
-/** A fetch that onnxruntime fills in place: its float32 output is written into `data` (a view into the caller's array). */
-export function outputInto(data: Float32Array, dims: number[]): ort.Tensor {
-  return new (onnxRuntime().Tensor)('float32', data, dims);
-}
-
 /**
  * int32 values as int64, written as two 32-bit words each (the value, then its sign) instead of a BigInt per value:
  * a batch of 2,048 ids made 2,048 heap objects, 77 ms of a 300k-token harvest. The words' order is the platform's.

@@ -1,0 +1,228 @@
+// The forward passes a harvest runs: one onnxruntime session in this thread using every core (intra-op threads), or
+// one single-threaded session per core, each on its own worker thread, with whole batches in flight at once.
+//
+// Why both: onnxruntime parallelises inside each operator, and on a narrow model (d_model 64-128) the operators are
+// too small to share: its threads spend the forward waking each other. Whole batches on separate cores scale
+// instead. Bare pruned forward, 2 cores, batch 16 x 128 (2026-12-02, docs/BENCHMARKS.md): d 64 (the bundled model)
+// 123-128k tok/s on one session vs 193-201k on two workers; d 128 54-55k vs 64-71k; d 288 17.3-17.6k vs 16.5k; d 768
+// 2.8-2.9k vs 2.7k. onnxruntime-node runs one session's batches one after another, so the parallel sessions need
+// threads of their own. Both give the same bits (a session's outputs do not depend on its thread count: checked).
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import type * as ort from 'onnxruntime-node';
+import { createSession, makeFeeds } from './session.js';
+import type { ModelProto, ValueInfo } from './proto.js';
+import { UserError } from '../util/errors.js';
+
+/** One fetched tensor, as it crosses threads. */
+export interface Fetched {
+  type: string;
+  dims: number[];
+  data: Float32Array | Uint16Array;
+}
+
+export interface Forward {
+  /** Batches worth keeping in flight (the caller queues this many ahead). */
+  readonly depth: number;
+  /** How the forward runs, for logs and benchmarks: "1 session x 2 threads" or "2 workers x 1 thread". */
+  readonly layout: string;
+  /** The fetched tensors of one [batch, seq] window of ids. */
+  run(ids: Int32Array, batch: number, seq: number): Promise<Record<string, Fetched>>;
+  release(): Promise<void>;
+}
+
+export interface ForwardOptions {
+  /** Cores to use in all (default: all). */
+  threads: number;
+  /** Sessions on worker threads; 0 runs one session in this thread; 'auto' picks by the model's width. */
+  workers: number | 'auto';
+  /** Where onnxruntime's failures are named ("onnxruntime failed running <model>: ..."). */
+  modelName: string;
+}
+
+/** Widths up to this use one session per core ('auto'): measured faster at d 64 and 128, slower at 288 and 768. */
+export const PARALLEL_SESSIONS_MAX_WIDTH = 128;
+
+/** The embedding table's width (d_model) read from the graph, when its first Gather on an initializer has one. */
+export function modelWidth(proto: ModelProto): number | undefined {
+  const inits = new Map(proto.graph.initializers.map((t) => [t.name, t]));
+  for (const n of proto.graph.nodes) {
+    const table = n.opType === 'Gather' ? inits.get(n.inputs[0]) : n.opType === 'EmbedLayerNormalization' ? inits.get(n.inputs[2]) : undefined;
+    if (table && table.dims.length === 2) return table.dims[1];
+  }
+  return undefined;
+}
+
+/** How many worker sessions 'auto' gives a model on `threads` cores: one per core when it is narrow, else none. */
+export function autoWorkers(proto: ModelProto, threads: number): number {
+  const d = modelWidth(proto);
+  return threads > 1 && d !== undefined && d <= PARALLEL_SESSIONS_MAX_WIDTH ? threads : 0;
+}
+
+/** A forward over `bytes` (the graph already cut to the hooks) fetching `fetches`, laid out as `o` asks. */
+export async function createForward(bytes: Uint8Array, proto: ModelProto, inputs: ValueInfo[], fetches: string[], o: ForwardOptions): Promise<Forward> {
+  const workers = o.workers === 'auto' ? autoWorkers(proto, o.threads) : o.workers;
+  if (workers > 0) return WorkerForward.start(bytes, inputs, fetches, workers, Math.max(1, Math.floor(o.threads / workers)), o.modelName);
+  const session = await createSession(bytes, { threads: o.threads });
+  return new SessionForward(session, inputs, fetches, o.threads, o.modelName);
+}
+
+function fetched(res: ort.InferenceSession.OnnxValueMapType, fetches: string[]): Record<string, Fetched> {
+  const out: Record<string, Fetched> = {};
+  for (const f of fetches) {
+    const t = res[f];
+    out[f] = { type: t.type, dims: t.dims.map(Number), data: t.data as Float32Array | Uint16Array };
+  }
+  return out;
+}
+
+function runFailed(modelName: string, message: string): UserError {
+  return new UserError(`onnxruntime failed running ${modelName}: ${message.split('\n')[0]}`);
+}
+
+class SessionForward implements Forward {
+  readonly depth = 1;
+  readonly layout: string;
+  constructor(
+    private session: ort.InferenceSession,
+    private inputs: ValueInfo[],
+    private fetches: string[],
+    threads: number,
+    private modelName: string,
+  ) {
+    this.layout = `1 session x ${threads} thread${threads === 1 ? '' : 's'}`;
+  }
+  async run(ids: Int32Array, batch: number, seq: number): Promise<Record<string, Fetched>> {
+    try {
+      return fetched(await this.session.run(makeFeeds(this.inputs, ids, batch, seq), this.fetches), this.fetches);
+    } catch (e) {
+      throw e instanceof UserError ? e : runFailed(this.modelName, String((e as Error).message));
+    }
+  }
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+interface WorkerSetup {
+  forwardSession: true;
+  bytes: Uint8Array;
+  inputs: ValueInfo[];
+  fetches: string[];
+  threads: number;
+}
+type Reply = { ready: true } | { id: number; out: Record<string, Fetched> } | { id?: number; error: string; user: boolean };
+
+// The worker's side: make the session, then answer each batch with its fetched tensors (their buffers transferred).
+if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefined)?.forwardSession) {
+  const port = parentPort;
+  const w = workerData as WorkerSetup;
+  const fail = (e: unknown, id?: number) => port.postMessage({ id, error: String((e as Error).message), user: e instanceof UserError });
+  createSession(w.bytes, { threads: w.threads }).then(
+    (session) => {
+      port.on('message', (m: { id: number; ids: Int32Array; batch: number; seq: number }) => {
+        let feeds: Record<string, ort.Tensor>;
+        try {
+          feeds = makeFeeds(w.inputs, m.ids, m.batch, m.seq);
+        } catch (e) {
+          return fail(e, m.id);
+        }
+        session.run(feeds, w.fetches).then(
+          (res) => {
+            const out = fetched(res, w.fetches);
+            port.postMessage({ id: m.id, out }, [...new Set(Object.values(out).map((t) => t.data.buffer as ArrayBuffer))]);
+          },
+          (e) => fail(e, m.id),
+        );
+      });
+      port.postMessage({ ready: true });
+    },
+    (e) => fail(e),
+  );
+}
+
+class WorkerForward implements Forward {
+  readonly depth: number;
+  readonly layout: string;
+  private next = 0;
+  private waiting = new Map<number, { resolve: (o: Record<string, Fetched>) => void; reject: (e: Error) => void; worker: number }>();
+  private load: number[];
+  private failure?: Error;
+
+  private constructor(
+    private workers: Worker[],
+    threads: number,
+    private modelName: string,
+  ) {
+    // One batch running on each worker and one queued behind it: a worker never waits for the main thread.
+    this.depth = 2 * workers.length;
+    this.layout = `${workers.length} workers x ${threads} thread${threads === 1 ? '' : 's'}`;
+    this.load = workers.map(() => 0);
+    workers.forEach((w, i) => {
+      w.on('message', (m: Reply) => this.reply(m));
+      w.on('error', (e) => this.fail(new Error(`a forward worker stopped: ${e.message}`)));
+      w.on('exit', (code) => {
+        if (this.waiting.size) this.fail(new Error(`forward worker ${i} exited (code ${code}) with batches in flight`));
+      });
+    });
+  }
+
+  static async start(bytes: Uint8Array, inputs: ValueInfo[], fetches: string[], n: number, threads: number, modelName: string): Promise<WorkerForward> {
+    const setup: WorkerSetup = { forwardSession: true, bytes, inputs, fetches, threads };
+    const workers = Array.from({ length: n }, () => new Worker(new URL(import.meta.url), { workerData: setup }));
+    for (const w of workers) w.unref(); // never keeps the process alive after an error elsewhere
+    const ready = workers.map(
+      (w) =>
+        new Promise<void>((resolve, reject) => {
+          w.once('message', (m: Reply) =>
+            'ready' in m
+              ? resolve()
+              : reject('error' in m && m.user ? new UserError(m.error) : new Error(`a forward worker failed to start: ${'error' in m ? m.error : ''}`)),
+          );
+          w.once('error', reject);
+        }),
+    );
+    try {
+      await Promise.all(ready);
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw e;
+    }
+    return new WorkerForward(workers, threads, modelName);
+  }
+
+  run(ids: Int32Array, batch: number, seq: number): Promise<Record<string, Fetched>> {
+    if (this.failure) return Promise.reject(this.failure);
+    // The least loaded worker; ties to the lowest index.
+    let w = 0;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
+    const id = this.next++;
+    this.load[w]++;
+    // A copy of just these ids (a view would send its whole buffer, the tokenizer's chunk), handed over.
+    const own = ids.slice();
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, worker: w });
+      this.workers[w].postMessage({ id, ids: own, batch, seq }, [own.buffer]);
+    });
+  }
+
+  private reply(m: Reply): void {
+    if ('ready' in m) return;
+    const w = m.id === undefined ? undefined : this.waiting.get(m.id);
+    if (!w) return;
+    this.waiting.delete(m.id!);
+    this.load[w.worker]--;
+    if ('out' in m) w.resolve(m.out);
+    else w.reject(m.user ? new UserError(m.error) : runFailed(this.modelName, m.error));
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    for (const w of this.waiting.values()) w.reject(e);
+    this.waiting.clear();
+  }
+
+  async release(): Promise<void> {
+    this.failure ??= new Error('the forward was released');
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
