@@ -94,7 +94,9 @@ export function loadModel(spec: string, opts: { tokenizer?: string } = {}): Load
     config = folderConfig(dir, basename(spec));
   }
   if (!existsSync(onnxPath)) throw new UserError(`model file ${onnxPath} not found`);
-  const bytes = new Uint8Array(readFileSync(onnxPath));
+  // A plain Uint8Array over the file's own buffer: no copy of a model that may be gigabytes.
+  const file = readFileSync(onnxPath);
+  const bytes = new Uint8Array(file.buffer, file.byteOffset, file.length);
   let proto: ModelProto;
   try {
     proto = decodeModel(bytes);

@@ -524,7 +524,7 @@ export function rewriteGraph(model: Uint8Array, visit: (f: GraphField) => Uint8A
       for (const b of append()) g.raw(b);
       first = false;
     }
-    w.bytes(7, g.finish());
+    w.message(7, g);
   }
   return w.finish();
 }

@@ -102,10 +102,22 @@ export class Reader {
 const textDecoder = new TextDecoder('utf-8', { fatal: false });
 const textEncoder = new TextEncoder();
 
-/** Growable byte buffer writer; messages are built bottom-up and embedded as bytes. */
+/**
+ * Byte writer; messages are built bottom-up. Pieces of at least BY_REFERENCE bytes (a tensor's raw data, an original
+ * model's untouched fields, an embedded message's parts through `message`) are kept by reference and copied once,
+ * by `finish`: cutting a 355 MB model's graph copied its 213 MB six times over (growth, each embedding level, each
+ * finish), 2.3 s of a 3.0 s `hookSubgraph`. The referenced arrays must not change before `finish`.
+ */
+const BY_REFERENCE = 4096;
 export class Writer {
+  private parts: Uint8Array[] = [];
+  private partsLen = 0;
   private buf = new Uint8Array(256);
   private len = 0;
+  /** Bytes written so far. */
+  get length(): number {
+    return this.partsLen + this.len;
+  }
   private ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
     let cap = this.buf.length * 2;
@@ -113,6 +125,25 @@ export class Writer {
     const nb = new Uint8Array(cap);
     nb.set(this.buf.subarray(0, this.len));
     this.buf = nb;
+  }
+  /** The small bytes written since the last piece become a part of their own (the scratch buffer starts afresh). */
+  private seal(): void {
+    if (!this.len) return;
+    this.parts.push(this.buf.subarray(0, this.len));
+    this.partsLen += this.len;
+    this.buf = new Uint8Array(256);
+    this.len = 0;
+  }
+  private append(b: Uint8Array): void {
+    if (b.length >= BY_REFERENCE) {
+      this.seal();
+      this.parts.push(b);
+      this.partsLen += b.length;
+      return;
+    }
+    this.ensure(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
   }
   rawVarint(v: number): this {
     if (v < 0) {
@@ -142,9 +173,14 @@ export class Writer {
   }
   bytes(field: number, b: Uint8Array): this {
     this.tag(field, WIRE_LEN).rawVarint(b.length);
-    this.ensure(b.length);
-    this.buf.set(b, this.len);
-    this.len += b.length;
+    this.append(b);
+    return this;
+  }
+  /** An embedded message from another writer, its parts taken over (not copied); `inner` must not be used after. */
+  message(field: number, inner: Writer): this {
+    this.tag(field, WIRE_LEN).rawVarint(inner.length);
+    inner.seal();
+    for (const p of inner.parts) this.append(p);
     return this;
   }
   string(field: number, s: string): this {
@@ -164,12 +200,18 @@ export class Writer {
   }
   /** Appends already-encoded bytes (a whole field copied from another message). */
   raw(b: Uint8Array): this {
-    this.ensure(b.length);
-    this.buf.set(b, this.len);
-    this.len += b.length;
+    this.append(b);
     return this;
   }
+  /** The bytes, in one new array. */
   finish(): Uint8Array {
-    return this.buf.slice(0, this.len);
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const p of this.parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    out.set(this.buf.subarray(0, this.len), at);
+    return out;
   }
 }
