@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { decodeModel, type ModelProto } from '../onnx/proto.js';
 import { parseCanonical, resolveHooks, type HookMap, type HookPoint } from '../onnx/hooks.js';
-import { staticIdsShape } from '../onnx/graph.js';
+import { embeddingTable, staticIdsShape } from '../onnx/graph.js';
 import { loadTokenizer, type BosRule, type Tokenizer } from './tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { sha256 } from '../util/fsx.js';
@@ -49,16 +49,6 @@ export interface LoadedModel {
 }
 
 export const BUNDLED_MODEL_DIR = resolve(dirname(new URL(import.meta.url).pathname), '../../../models');
-
-/** Reads the embedding's vocabulary size from the graph: the first dim of the Gather table fed by the ids. */
-function embeddingRows(proto: ModelProto): number | undefined {
-  const inits = new Map(proto.graph.initializers.map((t) => [t.name, t]));
-  for (const n of proto.graph.nodes) {
-    if (n.opType === 'Gather' && inits.has(n.inputs[0])) return inits.get(n.inputs[0])!.dims[0];
-    if (n.opType === 'EmbedLayerNormalization' && inits.has(n.inputs[2])) return inits.get(n.inputs[2])!.dims[0];
-  }
-  return undefined;
-}
 
 function positionRows(proto: ModelProto): number | undefined {
   const inits = new Map(proto.graph.initializers.map((t) => [t.name, t]));
@@ -104,7 +94,7 @@ export function loadModel(spec: string, opts: { tokenizer?: string } = {}): Load
   } catch (e) {
     throw new UserError(`${onnxPath} is ${(e as Error).message}`);
   }
-  const vocabSize = config?.vocab_size ?? embeddingRows(proto);
+  const vocabSize = config?.vocab_size ?? embeddingTable(proto)?.dims[0];
   const candidates = opts.tokenizer ? [opts.tokenizer] : config ? [join(dir, config.tokenizer)] : [join(dir, 'tokenizer.json'), join(dir, 'tokenizer.bin')];
   const tokPath = candidates.find((p) => existsSync(p));
   if (opts.tokenizer && !tokPath)

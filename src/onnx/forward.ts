@@ -10,6 +10,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type * as ort from 'onnxruntime-node';
 import { createSession, makeFeeds } from './session.js';
+import { embeddingTable } from './graph.js';
 import type { ModelProto, ValueInfo } from './proto.js';
 import { UserError } from '../util/errors.js';
 
@@ -42,14 +43,10 @@ export interface ForwardOptions {
 /** Widths up to this use one session per core ('auto'): measured faster at d 64 and 128, slower at 288 and 768. */
 export const PARALLEL_SESSIONS_MAX_WIDTH = 128;
 
-/** The embedding table's width (d_model) read from the graph, when its first Gather on an initializer has one. */
+/** The model's width (d_model): its embedding table's second dimension, when the graph has one. */
 export function modelWidth(proto: ModelProto): number | undefined {
-  const inits = new Map(proto.graph.initializers.map((t) => [t.name, t]));
-  for (const n of proto.graph.nodes) {
-    const table = n.opType === 'Gather' ? inits.get(n.inputs[0]) : n.opType === 'EmbedLayerNormalization' ? inits.get(n.inputs[2]) : undefined;
-    if (table && table.dims.length === 2) return table.dims[1];
-  }
-  return undefined;
+  const table = embeddingTable(proto);
+  return table?.dims.length === 2 ? table.dims[1] : undefined;
 }
 
 /** How many worker sessions 'auto' gives a model on `threads` cores: one per core when it is narrow, else none. */

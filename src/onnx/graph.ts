@@ -1,5 +1,5 @@
 // Read-only views over a decoded ONNX graph: producers, consumers, ancestry, and a summary for `inspect`.
-import type { GraphProto, ModelProto, NodeProto, ValueInfo } from './proto.js';
+import type { GraphProto, ModelProto, NodeProto, TensorProto, ValueInfo } from './proto.js';
 
 export class GraphIndex {
   readonly producer = new Map<string, { node: NodeProto; index: number; slot: number }>();
@@ -77,4 +77,17 @@ export function staticIdsShape(proto: ModelProto): { batch?: number; seq?: numbe
   const fixed = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : undefined);
   const [batch, seq] = [fixed(shape[0]), fixed(shape[1])];
   return batch === undefined && seq === undefined ? undefined : { batch, seq, input: inp.name };
+}
+
+/**
+ * The token embedding table [vocab, d_model]: the initializer read by the first Gather on one (or by onnxruntime's
+ * fused EmbedLayerNormalization). The model's vocabulary size and width both come from it.
+ */
+export function embeddingTable(proto: ModelProto): TensorProto | undefined {
+  const inits = new Map(proto.graph.initializers.map((t) => [t.name, t]));
+  for (const n of proto.graph.nodes) {
+    const table = n.opType === 'Gather' ? inits.get(n.inputs[0]) : n.opType === 'EmbedLayerNormalization' ? inits.get(n.inputs[2]) : undefined;
+    if (table) return table;
+  }
+  return undefined;
 }
