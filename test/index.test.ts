@@ -278,7 +278,7 @@ test('quantile examples are uniform reservoir samples: each firing equally likel
     rows = 2000,
     chunks = 5,
     perBand = 5;
-  const stats = new JsIndexStats({ m, vocab: 0, topK: 1, radius: 0, cooccurrence: false, edges: new Float32Array(0), perBand, bandEdges: INNER_EDGES });
+  const stats = new JsIndexStats({ m, vocab: 0, topK: 1, radius: 0, cooccurrence: 0, edges: new Float32Array(0), perBand, bandEdges: INNER_EDGES });
   const start = Int32Array.from({ length: rows + 1 }, (_, r) => r * m);
   const idx = Int32Array.from({ length: rows * m }, (_, q) => q % m);
   const val = new Float32Array(rows * m).fill(0.5);

@@ -12,7 +12,7 @@ import { tf, initBackend } from '../src/tensor/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
-import { native, nativeStatus, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import { native, nativeStatus, type IndexStatsConfig, type IndexStatsLike, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
 import type { EngineWeights } from '../src/sdl/engine.js';
 import { transpose, concatRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
@@ -493,7 +493,7 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
     n = 400;
   const edges = Float32Array.from({ length: 21 }, (_, i) => 10 ** (-3 + (i * 6) / 20));
   // Two quantile examples per band: most bands see more firings than that, so the reservoirs draw.
-  const cfg = { m, vocab: V, topK: 5, radius: 3, cooccurrence: true, edges, perBand: 2, bandEdges: INNER_EDGES };
+  const cfg = { m, vocab: V, topK: 5, radius: 3, cooccurrence: 6, edges, perBand: 2, bandEdges: INNER_EDGES };
   const a = new JsIndexStats(cfg),
     b = new mod.IndexStats({ ...cfg, threads: 2 });
   for (let chunk = 0; chunk < 3; chunk++) {
@@ -518,7 +518,10 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
   }
   const ra = a.result(),
     rb = b.result();
-  for (const k of ['count', 'max', 'hist', 'co', 'qSeen'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  for (const k of ['count', 'max', 'hist', 'qSeen'] as const) assert.deepEqual(Array.from(rb[k]), Array.from(ra[k]), k);
+  const [ca, cb] = [a.cooccurrence(), b.cooccurrence()];
+  assert.equal(cb.tokens, 3 * n);
+  assert.deepEqual([Array.from(cb.other), Array.from(cb.count)], [Array.from(ca.other), Array.from(ca.count)], 'co-occurrence');
   // Per (token, feature): firings at even places, summed activations at odd ones.
   const half = (a: Float32Array, p: number) => a.filter((_, e) => e % 2 === p);
   assert.deepEqual(Array.from(half(rb.tok, 0)), Array.from(half(ra.tok, 0)), 'token firings');
@@ -559,6 +562,88 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
   const [qa, qb] = [examples(ra.quantiles), examples(rb.quantiles)];
   assert.ok(qa.length > 0);
   assert.deepEqual(qb, qa, 'quantile examples');
+});
+
+test("co-occurrence at 9,000 latents (past the m x m counters of old): each feature's most co-occurring, exact against pair counting, over the rows kept", async () => {
+  const { JsIndexStats } = await import('../src/index/stats.js');
+  const rng = new Rng(77);
+  const m = 9000,
+    n = 300,
+    top = 4;
+  // Rows of a few hot latents (many ties among their counts) and scattered others, latents increasing.
+  const start = new Int32Array(n + 1);
+  const idx: number[] = [];
+  for (let r = 0; r < n; r++) {
+    const hot = Array.from({ length: rng.int(5) }, () => 100 * rng.int(12));
+    const cold = Array.from({ length: rng.int(4) }, () => rng.int(m));
+    idx.push(...[...new Set([...hot, ...cold])].sort((x, y) => x - y));
+    start[r + 1] = idx.length;
+  }
+  const ids = Int32Array.from(idx);
+  const zeros = new Int32Array(n);
+  /** Brute force over the first `rows` rows: every pair of each row counted both ways, each feature's list sorted. */
+  const expected = (rows: number) => {
+    const pairs = new Map<number, Map<number, number>>();
+    for (let r = 0; r < rows; r++)
+      for (let a = start[r]; a < start[r + 1]; a++)
+        for (let b = start[r]; b < start[r + 1]; b++) {
+          if (a === b) continue;
+          const row = pairs.get(ids[a]) ?? new Map<number, number>();
+          row.set(ids[b], (row.get(ids[b]) ?? 0) + 1);
+          pairs.set(ids[a], row);
+        }
+    const other = new Int32Array(m * top).fill(-1),
+      count = new Uint32Array(m * top);
+    for (const [i, row] of pairs) {
+      const best = [...row].sort((x, y) => y[1] - x[1] || x[0] - y[0]).slice(0, top);
+      best.forEach(([j, c], q) => {
+        other[i * top + q] = j;
+        count[i * top + q] = c;
+      });
+    }
+    return { other: Array.from(other), count: Array.from(count) };
+  };
+  const want = expected(n);
+  // Ties were broken: some feature's list holds equal counts.
+  assert.ok(want.count.some((c, q) => q % top > 0 && c > 0 && c === want.count[q - 1]));
+  // A cap that falls inside the second of two chunks: whole rows up to it, the rest uncounted.
+  const cap = Math.floor(start[n] * 0.7);
+  let kept = 0;
+  while (start[kept + 1] <= cap) kept++;
+  const capped = expected(kept);
+  assert.notDeepEqual(capped.count, want.count);
+  const half = n / 2;
+  const chunk = (c: number) => ({
+    s: Int32Array.from(start.subarray(c * half, (c + 1) * half + 1), (v) => v - start[c * half]),
+    i: ids.subarray(start[c * half], start[(c + 1) * half]),
+  });
+  const makers: [string, (c: IndexStatsConfig) => IndexStatsLike][] = [['TypeScript', (c) => new JsIndexStats(c)]];
+  if (!skip) makers.push(['native', (c) => new mod.IndexStats({ ...c, threads: 2 })]);
+  for (const [name, make] of makers)
+    for (const [maxEntries, exp, rows] of [
+      [undefined, want, n],
+      [cap, capped, kept],
+    ] as const) {
+      const cfg = {
+        m,
+        vocab: 0,
+        topK: 0,
+        radius: 0,
+        cooccurrence: top,
+        cooccurrenceMaxEntries: maxEntries,
+        edges: new Float32Array(0),
+        perBand: 0,
+        bandEdges: INNER_EDGES,
+      };
+      const st = make(cfg);
+      for (const c of [0, 1]) {
+        const { s, i } = chunk(c);
+        st.add(s, i, new Float32Array(i.length).fill(1), zeros.subarray(0, half), zeros.subarray(0, half), zeros.subarray(0, half), zeros.subarray(0, half));
+      }
+      const got = st.cooccurrence();
+      assert.equal(got.tokens, rows, `${name} rows counted (cap ${maxEntries})`);
+      assert.deepEqual({ other: Array.from(got.other), count: Array.from(got.count) }, exp, `${name} (cap ${maxEntries})`);
+    }
 });
 
 test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire', {

@@ -684,7 +684,7 @@ sdl::IndexStats* unwrapStats(napi_env env, napi_value self) {
   return static_cast<sdl::IndexStats*>(p);
 }
 
-// new IndexStats({ m, vocab, topK, radius, cooccurrence, edges: Float32Array, perBand, bandEdges: Float64Array })
+// new IndexStats({ m, vocab, topK, radius, cooccurrence: n, cooccurrenceMaxEntries?, edges: Float32Array, perBand, bandEdges: Float64Array })
 napi_value StatsNew(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -702,7 +702,8 @@ napi_value StatsNew(napi_env env, napi_callback_info info) {
       bandEdges.assign(static_cast<double*>(be.data), static_cast<double*>(be.data) + be.length);
     }
     auto* st = new sdl::IndexStats(m, (int)numProp(env, o, "vocab", 0), (int)num(env, get(env, o, "topK"), "topK"), (int)num(env, get(env, o, "radius"), "radius"),
-                                   boolProp(env, o, "cooccurrence"), std::move(edges), perBand, std::move(bandEdges), (int)numProp(env, o, "threads", 1));
+                                   (int)numProp(env, o, "cooccurrence", 0), (size_t)numProp(env, o, "cooccurrenceMaxEntries", (double)(1u << 28)),
+                                   std::move(edges), perBand, std::move(bandEdges), (int)numProp(env, o, "threads", 1));
     CHECK_NAPI(napi_wrap(env, self, st, [](napi_env, void* p, void*) { delete static_cast<sdl::IndexStats*>(p); }, nullptr, nullptr));
     return self;
   });
@@ -778,7 +779,7 @@ napi_value give(napi_env env, std::vector<T, A>& v, napi_typedarray_type t) {
   return arr;
 }
 
-// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tok: Float32Array, co: Uint32Array,
+// result() -> { count, sum: Float64Array[m], max: Float32Array[m], hist: Uint32Array, tok: Float32Array,
 //   qSeen: Int32Array, examples, quantiles (exampleListOut) }
 // (moves the accumulators out: call once, at the end)
 napi_value StatsResult(napi_env env, napi_callback_info info) {
@@ -796,8 +797,30 @@ napi_value StatsResult(napi_env env, napi_callback_info info) {
     CHECK_NAPI(napi_set_named_property(env, out, "max", give(env, st->max, napi_float32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "hist", give(env, st->hist, napi_uint32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "tok", give(env, st->tok, napi_float32_array)));
-    CHECK_NAPI(napi_set_named_property(env, out, "co", give(env, st->co, napi_uint32_array)));
     CHECK_NAPI(napi_set_named_property(env, out, "qSeen", give(env, st->qSeen, napi_int32_array)));
+    return out;
+  });
+}
+
+// cooccurrence() -> { n, other: Int32Array[m * n], count: Uint32Array[m * n], tokens }: each feature's n most
+// co-occurring features over the rows kept (once; IndexStats::cooccurrence).
+napi_value StatsCooccurrence(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    args(env, info, 0, &self);
+    sdl::IndexStats* st = unwrapStats(env, self);
+    const size_t len = (size_t)st->m * st->cooTop;
+    std::vector<int32_t> other(len);
+    std::vector<uint32_t> count(len);
+    if (len) st->cooccurrence(other.data(), count.data());
+    napi_value out, n, tokens;
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_create_int32(env, st->cooTop, &n));
+    CHECK_NAPI(napi_create_double(env, (double)st->cooTokens(), &tokens));
+    CHECK_NAPI(napi_set_named_property(env, out, "n", n));
+    CHECK_NAPI(napi_set_named_property(env, out, "other", give(env, other, napi_int32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "count", give(env, count, napi_uint32_array)));
+    CHECK_NAPI(napi_set_named_property(env, out, "tokens", tokens));
     return out;
   });
 }
@@ -906,9 +929,10 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor statsMethods[] = {
       {"add", nullptr, StatsAdd, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"result", nullptr, StatsResult, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cooccurrence", nullptr, StatsCooccurrence, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_value statsCls;
-  napi_define_class(env, "IndexStats", NAPI_AUTO_LENGTH, StatsNew, nullptr, 2, statsMethods, &statsCls);
+  napi_define_class(env, "IndexStats", NAPI_AUTO_LENGTH, StatsNew, nullptr, sizeof(statsMethods) / sizeof(statsMethods[0]), statsMethods, &statsCls);
   napi_set_named_property(env, exports, "IndexStats", statsCls);
   napi_value fn;
   napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);

@@ -71,8 +71,10 @@ inline uint32_t reservoirSlot(uint32_t key, uint32_t n) {
 
 class IndexStats {
  public:
-  IndexStats(int m, int vocab, int topK, int radius, bool cooccurrence, std::vector<float> edges, int perBand, std::vector<double> bandEdges,
-             int threads);
+  // cooTop: each feature's most co-occurring features to find (0: none); their rows are kept up to cooMaxEntries
+  // latent ids in all (whole rows; the rest of the pass uncounted, as cooTokens() says).
+  IndexStats(int m, int vocab, int topK, int radius, int cooTop, size_t cooMaxEntries, std::vector<float> edges, int perBand,
+             std::vector<double> bandEdges, int threads);
   // One chunk: rows [0, n) with activations in idx/val[start[r] .. start[r+1]) (latents increasing within a row), and
   // each row's token, window, document and position in its window.
   void add(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, const int32_t* doc,
@@ -82,9 +84,15 @@ class IndexStats {
   // qSeen out. Each once: the stores are emptied.
   ExampleList topExamples();
   ExampleList quantileExamples();
+  // Each feature's cooTop features that fire with it on the most rows kept (count > 0; most first, ties to the lower
+  // id), as [m][cooTop] ids (-1 past the last) and counts: exact, from the rows grouped by feature (each feature's
+  // counts over the rows it fires on, in one array of m counters per thread). Once: the kept rows are released.
+  void cooccurrence(int32_t* other, uint32_t* count);
+  long cooTokens() const { return (long)cooStart_.size() - 1; }
 
   int m, vocab, topK, radius;
-  bool coOn;
+  int cooTop;
+  size_t cooMaxEntries;
   std::vector<float> edges;
   int perBand;
   std::vector<double> bandEdges;  // between quantile bands
@@ -95,13 +103,17 @@ class IndexStats {
   // and 512 tokens) was ~10% of the index's page faults.
   LargeVector<uint32_t> hist;  // [m][edges + 1]
   LargeVector<float> tok;      // [vocab][m][2]: firings and summed activation, when kept
-  LargeVector<uint32_t> co;    // [m][m], i < j
 
  private:
   // Rows [0, n), the thread's latents (a range of its own: no counter or store is shared).
   void addRange(int n, const int32_t* start, const int32_t* idx, const float* val, const int32_t* token, const int32_t* window, const int32_t* doc,
                 const int32_t* pos, int thread);
   int owner(int i) const;  // the thread whose range of latents holds i
+  // The rows kept for co-occurrence: their latent ids one after another, row r's at [cooStart_[r], cooStart_[r + 1]).
+  // O(firings) instead of m x m counters (1 GiB at 16,384 latents); full once a row would pass cooMaxEntries.
+  std::vector<int32_t> cooIds_;
+  std::vector<uint32_t> cooStart_{0};
+  bool cooFull_ = false;
   LargeVector<float> heap_;        // [m][topK]: each feature's top-K activations so far, a min-heap of heapSize_[i]
   std::vector<int32_t> heapSize_;  // [m]
   std::vector<float> heapMin_;     // [m]: heap_'s smallest where full (the activation to beat)

@@ -18,18 +18,15 @@ import { checkOutput, outputError, removeStaleTemps, sha256 } from '../util/fsx.
 import { Progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { IndexDbWriter, type FirstRows, type SecondRows, type WriterCounts } from './db-writer.js';
-import { largest } from './select.js';
 import { INNER_EDGES, QUANTILE_EDGES } from './quantiles.js';
 import { lensInputs } from './logit-lens.js';
 import { type AbsorptionInput, FeatureAnalysis } from './analysis.js';
 import { targetNorms } from '../sdl/clt.js';
+import { COOCCURRENCE_MAX_ENTRIES } from '../native/kernels.js';
 import { firstLetter } from '../analysis/absorption.js';
 import { CFG_FILE, INDEX_FILE, WEIGHTS_FILE } from '../util/files.js';
 
 export { INDEX_FILE };
-
-/** Above this many latents the m x m co-occurrence counters (4 m^2 bytes) are not kept. */
-export const MAX_COOCCURRENCE_LATENTS = 8192;
 
 export interface IndexOptions {
   topK: number;
@@ -91,14 +88,13 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
   const m = d.cfg.dSae;
   const V = tok?.vocabSize ?? 0;
   const keepTokens = V > 0 && V * m <= 1 << 26;
-  // Co-occurrence counts for pairs i < j (upper triangle); skipped for very wide dictionaries (m^2 counters).
-  const coOn = m <= MAX_COOCCURRENCE_LATENTS;
   const stats = createIndexStats({
     m,
     vocab: keepTokens ? V : 0,
     topK: opts.topK,
     radius: opts.contextRadius,
-    cooccurrence: coOn,
+    // Each feature's most co-occurring features, exact over every token (stats.ts): as many as its neighbours.
+    cooccurrence: opts.neighbors,
     edges: Float32Array.from(HIST_EDGES),
     perBand: opts.perBand ?? 5,
     bandEdges: INNER_EDGES,
@@ -191,7 +187,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
     await abort();
     throw e;
   }
-  const { count, sum, max, hist, tok: tokStats, co, examples, quantiles } = stats.result();
+  const { count, sum, max, hist, tok: tokStats, examples, quantiles } = stats.result();
   const total = done;
   let counts: WriterCounts;
   try {
@@ -279,21 +275,18 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
 
   /** The rows besides the pass's: the analysis thread's neighbours, lens and absorption, co-occurrence, site norms. */
   async function perFeatureRows(): Promise<SecondRows> {
-    const n = opts.neighbors;
-    let cooccurrence: SecondRows['cooccurrence'];
-    if (coOn) {
-      const coAt = (i: number, j: number) => (i < j ? co[i * m + j] : co[j * m + i]);
-      cooccurrence = { n, other: new Int32Array(m * n).fill(-1), count: new Float64Array(m * n), jaccard: new Float64Array(m * n) };
-      for (let i = 0; i < m; i++) {
-        let q = i * n;
-        for (const { j, score: c } of largest(m, n, (j) => (j === i ? 0 : coAt(i, j)))) {
-          if (!(c > 0)) continue;
-          cooccurrence.other[q] = j;
-          cooccurrence.count[q] = c;
-          cooccurrence.jaccard[q++] = c / (count[i] + count[j] - c);
-        }
+    const co = stats.cooccurrence();
+    if (co.tokens < total)
+      opts.onNote?.(
+        `co-occurrence is counted over the first ${co.tokens} of the ${total} tokens (the rows it keeps reached ${COOCCURRENCE_MAX_ENTRIES} latent ids); the other statistics cover every token`,
+      );
+    const { n, other } = co;
+    const cooccurrence: SecondRows['cooccurrence'] = { n, other, count: Float64Array.from(co.count), jaccard: new Float64Array(m * n) };
+    for (let i = 0; i < m; i++)
+      for (let q = i * n; q < (i + 1) * n && other[q] >= 0; q++) {
+        const c = co.count[q];
+        cooccurrence.jaccard[q] = c / (count[i] + count[other[q]] - c);
       }
-    }
     // Dictionaries that write several sites (CLTs: every later layer; crosscoders): each feature's decoder norm per site.
     const siteNorms = d.cfg.sitesOut.length > 1 ? { sites: d.cfg.sitesOut.length, norm: targetNorms(d.cfg, d.w.W_dec) } : undefined;
     const { lens, absorption: abs } = await analysis.result();
@@ -311,6 +304,7 @@ export async function buildIndex(dictDir: string, d: Dictionary, actsDir: string
       dense_threshold: opts.denseThreshold,
       histogram_edges: HIST_EDGES,
       dead_window: `never fired over the ${total} indexed tokens`,
+      cooccurrence_tokens: co.tokens,
       l0_histogram: trimZeros(Array.from(l0Hist)),
       quantile_edges: QUANTILE_EDGES.map((e) => (Number.isFinite(e) ? e : null)),
       logit_lens: lens ? lens.source : undefined,

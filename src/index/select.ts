@@ -1,24 +1,10 @@
-// Small top-n selections for the index: a feature's most frequent tokens, nearest and most co-occurring features.
-/** The n largest scores among j in [0, m) with their indices, best first (ties: lower j first); a partial selection. */
-export function largest(m: number, n: number, score: (j: number) => number): { j: number; score: number }[] {
-  const best: { j: number; score: number }[] = [];
-  for (let j = 0; j < m; j++) {
-    const s = score(j);
-    if (best.length === n && s <= best[n - 1].score) continue;
-    let p = best.length;
-    while (p > 0 && best[p - 1].score < s) p--;
-    best.splice(p, 0, { j, score: s });
-    if (best.length > n) best.pop();
-  }
-  return best;
-}
-
+// Small top-n selections: a feature's nearest and most co-occurring features (the references), its logit lens's tokens, probe candidates.
 /**
  * Indices of the n largest values of a (ties: lower index first), best first; only positive values unless `any`.
  * A bounded insertion list with a threshold test per value: no allocation per element, O(len) for small n. With a
  * stride, the values are a[0], a[stride], a[2 stride], ... and index j stands for a[j * stride].
  */
-export function topIndices(a: Float32Array | Float64Array, n: number, any = false, stride = 1): Int32Array {
+export function topIndices(a: Float32Array | Float64Array | Uint32Array, n: number, any = false, stride = 1): Int32Array {
   const idx = new Int32Array(n),
     val = new Float64Array(n);
   let size = 0;

@@ -5,7 +5,16 @@
 // fallback.
 import { BANDS, QuantileExamples, reservoirSlot } from './quantiles.js';
 import { ExampleStore, TopExamples } from './examples.js';
-import { native, nativeThreads, type IndexStatsConfig, type IndexStatsLike, type IndexStatsResult } from '../native/kernels.js';
+import { topIndices } from './select.js';
+import {
+  COOCCURRENCE_MAX_ENTRIES,
+  native,
+  nativeThreads,
+  type Cooccurrence,
+  type IndexStatsConfig,
+  type IndexStatsLike,
+  type IndexStatsResult,
+} from '../native/kernels.js';
 
 export class JsIndexStats implements IndexStatsLike {
   private readonly r: Omit<IndexStatsResult, 'examples' | 'quantiles'>;
@@ -15,6 +24,11 @@ export class JsIndexStats implements IndexStatsLike {
   private readonly tops: TopExamples;
   private readonly quantiles: QuantileExamples;
   private readonly ctxBuf: Float32Array;
+  /** The rows kept for co-occurrence: each chunk's latent ids, and where each row ends in their concatenation. */
+  private readonly cooIds: Int32Array[] = [];
+  private readonly cooEnd: number[] = [];
+  private cooKept = 0;
+  private cooFull = false;
 
   constructor(private readonly c: IndexStatsConfig) {
     const { m, vocab } = c;
@@ -26,7 +40,6 @@ export class JsIndexStats implements IndexStatsLike {
       max: new Float32Array(m),
       hist: new Uint32Array(m * (c.edges.length + 1)),
       tok: new Float32Array(vocab > 0 ? 2 * m * vocab : 0),
-      co: new Uint32Array(c.cooccurrence ? m * m : 0),
       qSeen: new Int32Array(c.perBand > 0 ? m * (c.bandEdges.length + 1) : 0),
     };
     this.top = Array.from({ length: m }, () => new Float32Array(c.topK));
@@ -39,7 +52,7 @@ export class JsIndexStats implements IndexStatsLike {
 
   add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array, doc: Int32Array, pos: Int32Array): void {
     const { m, vocab, topK, radius, edges, cooccurrence, perBand, bandEdges } = this.c;
-    const { count, sum, max, hist, tok, co, qSeen } = this.r;
+    const { count, sum, max, hist, tok, qSeen } = this.r;
     const H = edges.length,
       QB = bandEdges.length + 1;
     const n = start.length - 1;
@@ -97,13 +110,52 @@ export class JsIndexStats implements IndexStatsLike {
           if (slot < perBand) keep(this.quantiles.store, this.quantiles.slotFor(i, band, slot), r, i, a);
         }
       }
-      if (cooccurrence) {
-        for (let a = q0; a < q1; a++) {
-          const base = idx[a] * m;
-          for (let b = a + 1; b < q1; b++) co[base + idx[b]]++;
-        }
-      }
     }
+    // Whole rows, in order, while they fit.
+    if (cooccurrence > 0 && !this.cooFull) {
+      const cap = this.c.cooccurrenceMaxEntries ?? COOCCURRENCE_MAX_ENTRIES;
+      let r = 0;
+      while (r < n && this.cooKept + start[r + 1] - start[0] <= cap) this.cooEnd.push(this.cooKept + start[++r] - start[0]);
+      this.cooFull = r < n;
+      this.cooIds.push(idx.slice(start[0], start[r]));
+      this.cooKept += start[r] - start[0];
+    }
+  }
+
+  cooccurrence(): Cooccurrence {
+    const { m, cooccurrence: n } = this.c;
+    const other = new Int32Array(m * n).fill(-1),
+      count = new Uint32Array(m * n);
+    const ids = new Int32Array(this.cooKept);
+    let at = 0;
+    for (const part of this.cooIds) {
+      ids.set(part, at);
+      at += part.length;
+    }
+    const rows = this.cooEnd.length,
+      rowEnd = this.cooEnd;
+    // The rows each feature fires on, in increasing order, then each feature's counts over its rows' latents.
+    const colStart = new Uint32Array(m + 1);
+    for (const j of ids) colStart[j + 1]++;
+    for (let j = 0; j < m; j++) colStart[j + 1] += colStart[j];
+    const rowsOf = new Uint32Array(ids.length),
+      fill = colStart.slice(0, m);
+    for (let r = 0, q = 0; r < rows; r++) for (; q < rowEnd[r]; q++) rowsOf[fill[ids[q]]++] = r;
+    const c = new Uint32Array(m);
+    for (let i = 0; i < m; i++) {
+      for (let e = colStart[i]; e < colStart[i + 1]; e++) {
+        const r = rowsOf[e];
+        for (let q = r > 0 ? rowEnd[r - 1] : 0; q < rowEnd[r]; q++) c[ids[q]]++;
+      }
+      c[i] = 0;
+      // The n largest counts (most first; scanned in id order, so a tie keeps the lower id), counters cleared behind.
+      const top = topIndices(c, n);
+      other.set(top, i * n);
+      for (let q = 0; q < top.length; q++) count[i * n + q] = c[top[q]];
+      c.fill(0);
+    }
+    this.cooIds.length = 0;
+    return { n, other, count, tokens: rows };
   }
 
   private pushTop(i: number, a: number): void {
@@ -127,5 +179,6 @@ export class JsIndexStats implements IndexStatsLike {
 /** The native accumulator where the kernels are built, else the TypeScript one. */
 export function createIndexStats(c: IndexStatsConfig): IndexStatsLike {
   const mod = native();
-  return mod ? new mod.IndexStats({ ...c, threads: nativeThreads() }) : new JsIndexStats(c);
+  const cfg = { cooccurrenceMaxEntries: COOCCURRENCE_MAX_ENTRIES, ...c };
+  return mod ? new mod.IndexStats({ ...cfg, threads: nativeThreads() }) : new JsIndexStats(cfg);
 }

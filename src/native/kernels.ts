@@ -173,7 +173,6 @@ export interface IndexStatsResult {
   hist: Uint32Array;
   /** Per (token, feature), [vocab, m, 2]: firings, then summed activation (empty where tokens are not kept). */
   tok: Float32Array;
-  co: Uint32Array;
   /** Firings per (feature, quantile band), [m * bands] (empty without quantile sampling). */
   qSeen: Int32Array;
   /** Each feature's top examples, strongest first. */
@@ -187,7 +186,10 @@ export interface IndexStatsConfig {
   vocab: number;
   topK: number;
   radius: number;
-  cooccurrence: boolean;
+  /** Each feature's most co-occurring features to find (0: none). */
+  cooccurrence: number;
+  /** The most latent ids kept for co-occurrence, in whole rows (default COOCCURRENCE_MAX_ENTRIES); rows past it go uncounted. */
+  cooccurrenceMaxEntries?: number;
   edges: Float32Array;
   /** Quantile examples kept per (feature, band), by reservoir sampling (0: none). */
   perBand: number;
@@ -202,6 +204,22 @@ export interface IndexStatsLike {
   add(start: Int32Array, idx: Int32Array, val: Float32Array, token: Int32Array, window: Int32Array, doc: Int32Array, pos: Int32Array): void;
   /** The accumulators and example lists, moved out: once, at the end. */
   result(): IndexStatsResult;
+  /** Each feature's most co-occurring features: once, at the end (the rows kept for it are released). */
+  cooccurrence(): Cooccurrence;
+}
+
+/** The rows kept for co-occurrence: 2^28 latent ids, 1 GiB (and as much again while they are grouped by feature). */
+export const COOCCURRENCE_MAX_ENTRIES = 2 ** 28;
+
+/**
+ * Each feature's n features that fire with it on the most rows, over the first `tokens` rows (all of them unless the
+ * entries kept reached their cap): [m, n] ids, most first (ties: the lower id), -1 past the last, and their counts.
+ */
+export interface Cooccurrence {
+  n: number;
+  other: Int32Array;
+  count: Uint32Array;
+  tokens: number;
 }
 
 /** One step of the absorption probes' gradient: logits L [n, C], bias b, positives, class weights, labels y [n] -> G [n, C], gb += (analysis/absorption.ts). */
