@@ -242,8 +242,8 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');
   assert.ok(exact.r.auxLoss > 0, 'AuxK ran');
   sameNativeStep('topk', screened, exact);
-  // Most latents dead, more than one chunk of them (4,096 dead columns at a time, each row's AuxK selection merged
-  // across chunks): still screened, and still the exact step.
+  // Most latents dead, their columns over several of the GEMM's chunks (a 1 MiB budget: 1,024 columns of 200
+  // floats, each row's AuxK selection carried from chunk to chunk): still screened, and still the exact step.
   const w = gaussian(200, 6000, 512, 8, 0.08);
   const pw: NativeTensors = {
     W_encT: w.W_encT,
@@ -251,11 +251,17 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
     W_dec: Float32Array.from({ length: w.m * w.dIn }, () => rng.normal() * 0.05),
     b_dec: Float32Array.from({ length: w.dIn }, () => rng.normal() * 0.1),
   };
-  const manyDead = new Uint8Array(w.m).map((_, j) => (j % 4 ? 1 : 0)); // 4,500 dead: two chunks
+  const manyDead = new Uint8Array(w.m).map((_, j) => (j % 4 ? 1 : 0)); // 4,500 dead: five chunks
   const manyOpts = { ...opts, auxkK: 100, dead: manyDead };
-  const screenedMany = stepFresh(saeEngine(w, 1, k, 2), w, pw, w.X, manyOpts);
+  const before = mod.gemmChunkBytes(1 << 20);
+  let screenedMany: ReturnType<typeof stepFresh>, exactMany: ReturnType<typeof stepFresh>;
+  try {
+    screenedMany = stepFresh(saeEngine(w, 1, k, 2), w, pw, w.X, manyOpts);
+    exactMany = stepFresh(saeEngine(w, 1, k, 0), w, pw, w.X, manyOpts);
+  } finally {
+    mod.gemmChunkBytes(before);
+  }
   assert.equal(screenedMany.r.selection, mod.bf16Screen ? 3 : 1, 'three quarters dead: still screened');
-  const exactMany = stepFresh(saeEngine(w, 1, k, 0), w, pw, w.X, manyOpts);
   assert.ok(exactMany.r.auxLoss > 0);
   sameNativeStep('topk', screenedMany, exactMany);
 });

@@ -39,6 +39,7 @@ void Engine::releaseGradient() {
   release(w_.auxDp);
   release(w_.grow);
   release(w_.ent);
+  release(w_.auxRef);
   release(w_.edact);
   grp_.auxG = nullptr;  // pointed into E_
 }

@@ -214,8 +214,9 @@ class Engine {
   struct Work {
     LargeVector<float> dpre, dact, auxDp;
     LargeVector<const float*> grow;
-    std::vector<long> cnt, colStart, off;
-    LargeVector<Entry> ent;     // the entries grouped by latent
+    std::vector<long> cnt, colStart, off, cntAux, auxColStart, auxOff;
+    LargeVector<Entry> ent;       // the main entries grouped by latent
+    LargeVector<int32_t> auxRef;  // AuxK's entries grouped by latent: slots into its arrays (row = slot / k_aux)
     LargeVector<float> edact;  // JumpReLU: each grouped entry's dL/dact
   } w_;
   // What a sparse step's per-latent gradient rows are made of besides w_ and the entries (entryRows, rowTerms), kept
@@ -224,6 +225,8 @@ class Engine {
     const float* G = nullptr;      // the main entries' dL/dy^ rows
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
+    const float *auxVal = nullptr, *auxDp = nullptr;  // AuxK's activations and dL/dpre by slot
+    int kAux = 0;                  // AuxK's slots per row; 0: no AuxK entries this step
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations
     float eps = 1;                 // JumpReLU's bandwidth
     bool l1 = false;               // ReLU's L1 term (norms_)

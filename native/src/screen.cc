@@ -443,53 +443,17 @@ void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, in
 
 // AuxK's top kAux among the dead latents, exactly as the float32 path selects it: a float32 GEMM over the dead
 // latents' columns alone (the same values entry for entry) with the fused TopK. Screening these would recompute
-// ~kAux candidates per row (k_aux is d_in / 2 by default), more than the GEMM over them costs. The dead columns go
-// kDeadChunk at a time, each row's running top kAux merged with the chunk's (the union in index order, its kAux
-// largest kept, ties to the lower index: the selection over all of them at once), so the packed columns take
-// kDeadChunk x d_in floats however many latents die (12.6 MB at d_in 768; all at once, 25 MB at 8,000 dead of 24,576).
-// 4,096 rather than 2,048: with fewer merges the step is as fast as one product over every dead column (2,048: 2-5%
-// slower with 15-29% of 24,576 latents dead).
-constexpr int kDeadChunk = 4096;
-
+// ~kAux candidates per row (k_aux is d_in / 2 by default), more than the GEMM over them costs. The GEMM packs the
+// dead columns a chunk at a time (gemm.h), each row's running top kAux carried from chunk to chunk by the sink, so
+// the packed columns take one chunk (16 MiB) however many latents die, and no second selection is made per chunk
+// (it was 12.6 MB at 768 x 24,576 past 4,096 dead, beside the bf16 copy of W_enc).
 void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float* W_encT, const float* b_enc, const std::vector<int32_t>& dead, int kAux,
               Sparse& aux) {
   const int nDead = (int)dead.size();
-  // A chunk holds at least kAux columns, so the first lays its rows out at the stride kAux (encodeTopK's k is min(k, m)).
-  const int chunk = std::max(kDeadChunk, kAux);
-  std::vector<float> bDead(b_enc ? std::min(nDead, chunk) : 0);
-  Sparse part;
-  for (int q0 = 0; q0 < nDead; q0 += chunk) {
-    const int nc = std::min(chunk, nDead - q0);
-    for (int q = 0; q < (int)bDead.size() && q < nc; q++) bDead[q] = b_enc[dead[q0 + q]];
-    const float* bias = b_enc ? bDead.data() : nullptr;
-    if (q0 == 0) {
-      // The first chunk straight into the AuxK arrays (row b's at b * kAux, as the float32 path lays them out).
-      encodeTopK(pool, A, lda, n, dIn, nc, W_encT, bias, kAux, aux, {}, 0, nullptr, 0, dead.data());
-      continue;
-    }
-    encodeTopK(pool, A, lda, n, dIn, nc, W_encT, bias, kAux, part, {}, 0, nullptr, 0, dead.data() + q0);
-    pool.range(n, [&](long r0, long r1, int) {
-      std::vector<int32_t> ci(2 * (size_t)kAux);
-      std::vector<float> cv(2 * (size_t)kAux), work(6 * (size_t)kAux + 64);
-      for (long row = r0; row < r1; row++) {
-        // Positions among the dead latents: this row's so far, then the chunk's (all after them).
-        int c = aux.count[row];
-        std::copy(aux.idx.begin() + row * kAux, aux.idx.begin() + row * kAux + c, ci.begin());
-        std::copy(aux.val.begin() + row * kAux, aux.val.begin() + row * kAux + c, cv.begin());
-        for (int q = 0; q < part.count[row]; q++) {
-          ci[c] = q0 + part.idx[part.start[row] + q];
-          cv[c++] = part.val[part.start[row] + q];
-        }
-        if (c > kAux) {
-          keepTopK(ci.data(), cv.data(), c, kAux, work.data());
-          c = kAux;
-        }
-        std::copy(ci.begin(), ci.begin() + c, aux.idx.begin() + row * kAux);
-        std::copy(cv.begin(), cv.begin() + c, aux.val.begin() + row * kAux);
-        aux.count[row] = c;
-      }
-    });
-  }
+  std::vector<float> bDead(b_enc ? nDead : 0);
+  for (int q = 0; q < (int)bDead.size(); q++) bDead[q] = b_enc[dead[q]];
+  // Row b's entries at b * kAux (kAux <= nDead: encodeTopK's k is min(k, m)), as the float32 path lays them out.
+  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, aux, {}, 0, nullptr, 0, dead.data());
   // Positions among the dead latents made latent ids.
   pool.range(n, [&](long r0, long r1, int) {
     for (long row = r0; row < r1; row++)
@@ -514,6 +478,15 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
   Workspace& ws = own;
   if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
+  // A lean engine gave the bf16 copy back after the last step's encoder (screenRelease): AuxK's selection then runs
+  // first and gives its packed dead columns back before the copy is made, so the encoder's phase holds one of them
+  // at a time (the dead columns' chunk, 16 MiB, and the bf16 copy, 38 MB at 768 x 24,576), not both. Otherwise
+  // (buffers kept between steps) after the screen, as its result does not depend on when it runs.
+  const bool auxFirst = withAux && ws.b.p == nullptr;
+  if (auxFirst) {
+    deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
+    gemmRelease();
+  }
   float wMax = 0;
   if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;
   const std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias;
@@ -713,7 +686,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     else
       nposHi += blockPosHi[t];
   }
-  if (withAux) deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
+  if (withAux && !auxFirst) deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
   if (!topk) {
     // Candidates' count, and a positive count that gives the caller the decisions the exact count would: the
     // exact count is between the candidates (all positive) and nposHi, and only min(k B, npos) <= total matters.

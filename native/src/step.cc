@@ -398,10 +398,12 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // ---- AuxK: the top k_aux dead pre-activations reconstruct the (detached) residual y - y^.
     Sparse& ax = aux_;
     long auxTotal = 0;
+    int kAuxUsed = 0;  // AuxK's slots per row this step
     float* auxDp = nullptr;
     if (auxRows) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
+      kAuxUsed = kAux;
       // Variance of the target -e about its batch mean.
       std::vector<double> mean(dOut, 0.0);
       for (int b = 0; b < B; b++)
@@ -469,35 +471,52 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.auxLoss = o.auxkCoefficient * aux.total() / denom;
     }
 
-    // ---- Entries grouped by latent (a counting sort per thread), then each latent's gradient rows.
+    // ---- Entries grouped by latent (a counting sort per thread), then each latent's gradient rows. The main
+    // entries and AuxK's are grouped apart: AuxK's, 12x as many (4,096 x 384 at 768 x 24,576), as 4-byte slots into
+    // its arrays rather than 16-byte records (27 MB of the gradient's phase once latents die); entryRows merges the
+    // two lists of a latent in row order, as one list of both held them.
+    const bool hasAux = auxTotal > 0;
+    const int kAuxRow = hasAux ? kAuxUsed : 0;
     long* cnt = ensure(w_.cnt, (size_t)T * (m + 1));
     std::fill(cnt, cnt + (size_t)T * (m + 1), 0L);
+    long* cntAux = hasAux ? ensure(w_.cntAux, (size_t)T * (m + 1)) : nullptr;
+    if (hasAux) std::fill(cntAux, cntAux + (size_t)T * (m + 1), 0L);
     auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
-    const bool hasAux = auxTotal > 0;
     pool_.run(T, [&](int t, int) {
       long* ct = cnt + (size_t)t * (m + 1);
       auto [b0, b1] = rowsOf(t);
       for (long b = b0; b < b1; b++) {
         for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
-        if (hasAux)
-          for (int q = 0; q < ax.count[b]; q++) ct[ax.idx[ax.start[b] + q]]++;
+        if (hasAux) {
+          long* ca = cntAux + (size_t)t * (m + 1);
+          for (int q = 0; q < ax.count[b]; q++) ca[ax.idx[ax.start[b] + q]]++;
+        }
       }
     });
-    long* colStart = ensure(w_.colStart, (size_t)m + 1);
-    long* off = ensure(w_.off, (size_t)T * m);
-    long run = 0;
-    for (int j = 0; j < m; j++) {
-      colStart[j] = run;
-      for (int t = 0; t < T; t++) {
-        off[(size_t)t * m + j] = run;
-        run += cnt[(size_t)t * (m + 1) + j];
+    // Each thread's place in each latent's list: the latents' lists one after another, threads in row order within.
+    auto offsets = [&](const long* counts, std::vector<long>& start, std::vector<long>& offs) {
+      long* cs = ensure(start, (size_t)m + 1);
+      long* o = ensure(offs, (size_t)T * m);
+      long run = 0;
+      for (int j = 0; j < m; j++) {
+        cs[j] = run;
+        for (int t = 0; t < T; t++) {
+          o[(size_t)t * m + j] = run;
+          run += counts[(size_t)t * (m + 1) + j];
+        }
       }
-    }
-    colStart[m] = run;
-    // What entryRows reads of each entry (engine.h Entry; JumpReLU's dL/dact apart), one record written in grouped
+      cs[m] = run;
+      return run;
+    };
+    const long run = offsets(cnt, w_.colStart, w_.off);
+    const long runAux = hasAux ? offsets(cntAux, w_.auxColStart, w_.auxOff) : 0;
+    long* off = w_.off.data();
+    long* auxOff = hasAux ? w_.auxOff.data() : nullptr;
+    // What entryRows reads of each main entry (engine.h Entry; JumpReLU's dL/dact apart), one record written in grouped
     // order here, where the entries are read in slot order: entryRows then reads them in sequence instead of four
     // scattered loads an entry (a third of a TopK step at 128 x 1,024 was entryRows and its gathers).
     Entry* ent = ensureGrowing(w_.ent, (size_t)run + 1);
+    int32_t* auxRef = hasAux ? ensureGrowing(w_.auxRef, (size_t)runAux + 1) : nullptr;
     float* edact = c.act == JUMPRELU ? ensureGrowing(w_.edact, (size_t)run + 1) : nullptr;
     pool_.run(T, [&](int t, int) {
       long* o2 = off + (size_t)t * m;
@@ -509,13 +528,20 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           ent[e] = Entry{sp.val[s], w_.dpre[s], (int32_t)b, (int32_t)((w_.grow[s] - G) / dOut)};
           if (edact) edact[e] = w_.dact[s];
         }
-        if (hasAux)
+        if (hasAux) {
+          // AuxK's row b lies at b x k_aux in its arrays (every selection path lays it so): a slot gives its row back.
+          if (ax.start[b] != b * kAuxRow) throw std::logic_error("AuxK's rows are not laid out at row x k_aux");
+          long* oa = auxOff + (size_t)t * m;
           for (int q = 0; q < ax.count[b]; q++) {
             const long s = ax.start[b] + q;
-            ent[o2[ax.idx[s]]++] = Entry{ax.val[s], auxDp[s], (int32_t)b, -1};
+            auxRef[oa[ax.idx[s]]++] = (int32_t)s;
           }
+        }
       }
     });
+    grp_.auxVal = hasAux ? ax.val.data() : nullptr;
+    grp_.auxDp = auxDp;
+    grp_.kAux = kAuxRow;
     grp_.G = G;
     grp_.xrows = xrows;
     grp_.pre = pre;
@@ -614,18 +640,29 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   static thread_local std::vector<const float*> srcD, srcE;
   coefD.clear(), coefE.clear(), srcD.clear(), srcE.clear();
   LatentSums ls;
-  for (long e = w_.colStart[j]; e < w_.colStart[j + 1]; e++) {
-    const Entry& en = w_.ent[e];
-    const float v = en.v, dp = en.dp;
-    const int b = en.row;
-    const bool main = en.grow >= 0;
-    const float* gr = main ? G.G + (long)en.grow * dOut : G.auxG + (long)b * dOut;
+  // The main entries and AuxK's (slots into its arrays), merged in row order, a row's main entry before its AuxK one.
+  long e = w_.colStart[j], a = G.kAux ? w_.auxColStart[j] : 0;
+  const long e1 = w_.colStart[j + 1], a1 = G.kAux ? w_.auxColStart[j + 1] : 0;
+  while (e < e1 || a < a1) {
+    const bool main = a >= a1 || (e < e1 && w_.ent[e].row <= w_.auxRef[a] / G.kAux);
+    float v, dp;
+    int b;
+    const float* gr;
+    if (main) {
+      const Entry& en = w_.ent[e++];
+      v = en.v, dp = en.dp, b = en.row;
+      gr = G.G + (long)en.grow * dOut;
+    } else {
+      const int32_t s = w_.auxRef[a++];
+      v = G.auxVal[s], dp = G.auxDp[s], b = s / G.kAux;
+      gr = G.auxG + (long)b * dOut;
+    }
     if (main) {
       ls.sumV += v;
       ls.nf += v > 0.f;
       if (c.act == JUMPRELU) {
         float K = rect(G.pre[(long)b * m + j], theta_[j], G.eps);
-        ls.sumDaK += (double)w_.edact[e] * K;
+        ls.sumDaK += (double)w_.edact[e - 1] * K;
         ls.sumK += K;
       }
     }
