@@ -653,6 +653,11 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
       v = en.v, dp = en.dp, b = en.row;
       gr = G.G + (long)en.grow * dOut;
     } else {
+      // AuxK's slots of one latent lie a row apart (k_aux floats) in its arrays: fetched 16 entries ahead.
+      if (a + 16 < a1) {
+        __builtin_prefetch(G.auxVal + w_.auxRef[a + 16]);
+        __builtin_prefetch(G.auxDp + w_.auxRef[a + 16]);
+      }
       const int32_t s = w_.auxRef[a++];
       v = G.auxVal[s], dp = G.auxDp[s], b = s / G.kAux;
       gr = G.auxG + (long)b * dOut;
