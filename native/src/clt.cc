@@ -275,15 +275,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
   });
   std::vector<long> colStart(M + 1), off((size_t)T * M);
-  long run = 0;
-  for (int j = 0; j < M; j++) {
-    colStart[j] = run;
-    for (int t = 0; t < T; t++) {
-      off[(size_t)t * M + j] = run;
-      run += cnt[(size_t)t * (M + 1) + j];
-    }
-  }
-  colStart[M] = run;
+  const long run = groupOffsets(cnt.data(), T, M, colStart.data(), off.data());
   std::vector<long> order(run + 1);
   std::vector<int32_t> slotRow(cap + 1);
   pool_.run(T, [&](int t, int) {

@@ -494,22 +494,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       }
     });
     // Each thread's place in each latent's list: the latents' lists one after another, threads in row order within.
-    auto offsets = [&](const long* counts, std::vector<long>& start, std::vector<long>& offs) {
-      long* cs = ensure(start, (size_t)m + 1);
-      long* o = ensure(offs, (size_t)T * m);
-      long run = 0;
-      for (int j = 0; j < m; j++) {
-        cs[j] = run;
-        for (int t = 0; t < T; t++) {
-          o[(size_t)t * m + j] = run;
-          run += counts[(size_t)t * (m + 1) + j];
-        }
-      }
-      cs[m] = run;
-      return run;
-    };
-    const long run = offsets(cnt, w_.colStart, w_.off);
-    const long runAux = hasAux ? offsets(cntAux, w_.auxColStart, w_.auxOff) : 0;
+    const long run = groupOffsets(cnt, T, m, ensure(w_.colStart, (size_t)m + 1), ensure(w_.off, (size_t)T * m));
+    const long runAux = hasAux ? groupOffsets(cntAux, T, m, ensure(w_.auxColStart, (size_t)m + 1), ensure(w_.auxOff, (size_t)T * m)) : 0;
     long* off = w_.off.data();
     long* auxOff = hasAux ? w_.auxOff.data() : nullptr;
     // What entryRows reads of each main entry (engine.h Entry; JumpReLU's dL/dact apart), one record written in grouped

@@ -156,4 +156,20 @@ inline float rect(float z, float theta, float eps) {
   return (u > -0.5f && u < 0.5f) ? 1.f / eps : 0.f;
 }
 
+// A counting sort's places: from counts [T][m + 1] (entries of latent j counted by thread t), each latent's list start
+// (colStart [m + 1]: the lists one after another) and each thread's place in it (off [T][m]: threads in order within a
+// list). Returns the total.
+inline long groupOffsets(const long* counts, int T, int m, long* colStart, long* off) {
+  long run = 0;
+  for (int j = 0; j < m; j++) {
+    colStart[j] = run;
+    for (int t = 0; t < T; t++) {
+      off[(size_t)t * m + j] = run;
+      run += counts[(size_t)t * (m + 1) + j];
+    }
+  }
+  colStart[m] = run;
+  return run;
+}
+
 }  // namespace sdl
