@@ -564,17 +564,22 @@ test('native IndexStats = the TypeScript accumulator: counts, sums, maxima, hist
   assert.deepEqual(qb, qa, 'quantile examples');
 });
 
-test("co-occurrence at 9,000 latents (past the m x m counters of old): each feature's most co-occurring, exact against pair counting, over the rows kept", async () => {
+test("co-occurrence at 9,000 latents (past the m x m counters of old) and at 70,000 (ids past 16 bits): each feature's most co-occurring, exact against pair counting, over the rows kept", async () => {
+  await cooccurrenceCase(9000);
+  // Hot latents above 65,535: the native kept ids in 32 bits.
+  await cooccurrenceCase(70000);
+});
+
+async function cooccurrenceCase(m: number) {
   const { JsIndexStats } = await import('../src/index/stats.js');
   const rng = new Rng(77);
-  const m = 9000,
-    n = 300,
+  const n = 300,
     top = 4;
   // Rows of a few hot latents (many ties among their counts) and scattered others, latents increasing.
   const start = new Int32Array(n + 1);
   const idx: number[] = [];
   for (let r = 0; r < n; r++) {
-    const hot = Array.from({ length: rng.int(5) }, () => 100 * rng.int(12));
+    const hot = Array.from({ length: rng.int(5) }, () => m - 1 - 100 * rng.int(12));
     const cold = Array.from({ length: rng.int(4) }, () => rng.int(m));
     idx.push(...[...new Set([...hot, ...cold])].sort((x, y) => x - y));
     start[r + 1] = idx.length;
@@ -618,7 +623,11 @@ test("co-occurrence at 9,000 latents (past the m x m counters of old): each feat
     i: ids.subarray(start[c * half], start[(c + 1) * half]),
   });
   const makers: [string, (c: IndexStatsConfig) => IndexStatsLike][] = [['TypeScript', (c) => new JsIndexStats(c)]];
-  if (!skip) makers.push(['native', (c) => new mod.IndexStats({ ...c, threads: 2 })]);
+  if (!skip) {
+    makers.push(['native', (c) => new mod.IndexStats({ ...c, threads: 2 })]);
+    // Rows grouped a few features at a time (blocks of at most 7 entries; a hot feature, with more, alone in its own).
+    makers.push(['native, blocks of 7', (c) => new mod.IndexStats({ ...c, threads: 2, cooccurrenceBlock: 7 })]);
+  }
   for (const [name, make] of makers)
     for (const [maxEntries, exp, rows] of [
       [undefined, want, n],
@@ -642,9 +651,9 @@ test("co-occurrence at 9,000 latents (past the m x m counters of old): each feat
       }
       const got = st.cooccurrence();
       assert.equal(got.tokens, rows, `${name} rows counted (cap ${maxEntries})`);
-      assert.deepEqual({ other: Array.from(got.other), count: Array.from(got.count) }, exp, `${name} (cap ${maxEntries})`);
+      assert.deepEqual({ other: Array.from(got.other), count: Array.from(got.count) }, exp, `${name}, ${m} latents (cap ${maxEntries})`);
     }
-});
+}
 
 test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire', {
   skip,

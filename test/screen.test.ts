@@ -69,8 +69,9 @@ function params(d: Data): NativeTensors {
 }
 
 /** An SAE engine over d's shape (x is input and target, b_dec subtracted first). */
-function saeEngine(d: Data, activation: number, k: number, screen?: 0 | 1 | 2) {
+function saeEngine(d: Data, activation: number, k: number, screen?: 0 | 1 | 2, lean = false) {
   return new mod.Engine({
+    lean,
     dIn: d.dIn,
     dOut: d.dIn,
     dSae: d.m,
@@ -264,6 +265,19 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   assert.equal(screenedMany.r.selection, mod.bf16Screen ? 3 : 1, 'three quarters dead: still screened');
   assert.ok(exactMany.r.auxLoss > 0);
   sameNativeStep('topk', screenedMany, exactMany);
+  // A lean engine (--low-memory) selects AuxK's latents after the encoder has given its bf16 copy back, and writes
+  // AuxK's dL/dpre over the latent ids once grouped: the second step (the copy given back by the first) takes that
+  // order for certain. The same step, chunks and all.
+  mod.gemmChunkBytes(1 << 20);
+  try {
+    for (let s = 0; s < 2; s++) {
+      const lean = stepFresh(saeEngine(w, 1, k, 2, true), w, pw, w.X, manyOpts);
+      assert.equal(lean.r.selection, mod.bf16Screen ? 3 : 1);
+      sameNativeStep('topk', lean, exactMany);
+    }
+  } finally {
+    mod.gemmChunkBytes(before);
+  }
 });
 
 test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {

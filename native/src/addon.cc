@@ -684,7 +684,8 @@ sdl::IndexStats* unwrapStats(napi_env env, napi_value self) {
   return static_cast<sdl::IndexStats*>(p);
 }
 
-// new IndexStats({ m, vocab, topK, radius, cooccurrence: n, cooccurrenceMaxEntries?, edges: Float32Array, perBand, bandEdges: Float64Array })
+// new IndexStats({ m, vocab, topK, radius, cooccurrence: n, cooccurrenceMaxEntries?, cooccurrenceBlock?, edges: Float32Array, perBand,
+//                  bandEdges: Float64Array })
 napi_value StatsNew(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -703,6 +704,7 @@ napi_value StatsNew(napi_env env, napi_callback_info info) {
     }
     auto* st = new sdl::IndexStats(m, (int)numProp(env, o, "vocab", 0), (int)num(env, get(env, o, "topK"), "topK"), (int)num(env, get(env, o, "radius"), "radius"),
                                    (int)numProp(env, o, "cooccurrence", 0), (size_t)numProp(env, o, "cooccurrenceMaxEntries", (double)(1u << 28)),
+                                   (size_t)numProp(env, o, "cooccurrenceBlock", (double)(1u << 25)),
                                    std::move(edges), perBand, std::move(bandEdges), (int)numProp(env, o, "threads", 1));
     CHECK_NAPI(napi_wrap(env, self, st, [](napi_env, void* p, void*) { delete static_cast<sdl::IndexStats*>(p); }, nullptr, nullptr));
     return self;

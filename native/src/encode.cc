@@ -19,9 +19,14 @@ uint64_t nextSinkId() {
   static std::atomic<uint64_t> ids{0};
   return ++ids;
 }
+template <class State>
+State& threadSlot() {
+  static thread_local State t;
+  return t;
+}
 template <class State, class Start>
 State& threadState(uint64_t call, Start&& start) {
-  static thread_local State t;
+  State& t = threadSlot<State>();
   if (t.call != call) {
     t.call = call;
     start(t);
@@ -36,6 +41,7 @@ State& threadState(uint64_t call, Start&& start) {
 // all follow) and the k_aux largest kept, ties to the earlier: the same selection as over every dead latent at once.
 class DeadTopK {
  public:
+  static void releaseThread() { threadSlot<Th>() = Th{}; }
   DeadTopK(int n, const std::vector<int32_t>& dead, int kAux, Sparse* aux) : id_(nextSinkId()), dead_(dead), kAux_(kAux), aux_(aux), thr_(aux ? n : 0, 0.f) {}
   void block(int mc, int j0, int nc, const float* C, long ldc) {
     if (!aux_) return;
@@ -149,6 +155,7 @@ class DeadTopK {
 // largest so far (in the output arrays, in index order) and its threshold (thr_): what a compaction leaves.
 class TopKSink final : public BlockSink {
  public:
+  static void releaseThread() { threadSlot<Th>() = Th{}; }
   TopKSink(int n, int k, Sparse& out, DeadTopK& dead)
       : k_(k), R_(gemmBlockRows()), cap_(4 * k + gemmBlockCols() + 32), id_(nextSinkId()), out_(out), dead_(dead), thr_(n, 0.f) {}
 
@@ -367,12 +374,29 @@ class AboveSink final : public BlockSink {
   std::vector<std::vector<Candidates::Block>> parts_;  // per row block, its entries of each finished chunk
 };
 
+}  // namespace
+
+void encodeRelease(Pool& pool) {
+  pool.each([](int) {
+    DeadTopK::releaseThread();
+    TopKSink::releaseThread();
+  });
+}
+
+namespace {
+
 void prepareAux(int n, const std::vector<int32_t>& dead, int& kAux, Sparse* aux, bool& withAux) {
   withAux = aux && !dead.empty() && kAux > 0;
   if (!withAux) return;
   kAux = kAux < (int)dead.size() ? kAux : (int)dead.size();
   aux->start.resize(n);
   aux->count.resize(n);
+}
+
+// AuxK's arrays for the float32 path's fused selection (DeadTopK). The screened path's deadTopK sizes them itself
+// when it runs, after the bf16 copy of W_enc is given back: not held beside it through the encoder.
+void sizeAux(int n, int kAux, bool withAux, Sparse* aux) {
+  if (!withAux) return;
   resizeExact(aux->idx, (size_t)n * kAux + 1);
   resizeExact(aux->val, (size_t)n * kAux + 1);
 }
@@ -407,6 +431,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     screened = !cols && screenWanted(screen, dIn, m) &&
                screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
     if (!screened) {
+      sizeAux(n, kAux, withAux, aux);
       DeadTopK dk(n, dead, kAux, withAux ? aux : nullptr);
       TopKSink sink(n, k, out, dk);
       gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
@@ -430,6 +455,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
   // The blocks' arrays are kept from call to call (a step's candidates are about as many as the last step's): fresh,
   // a ReLU step at 5% firing faulted in and zeroed ~10 MB of them at 768 x 6,144.
   out.blocks.resize((n + gemmBlockRows() - 1) / gemmBlockRows());
+  sizeAux(n, kAux, withAux, aux);
   DeadTopK dk(n, dead, kAux, withAux ? aux : nullptr);
   AboveSink sink(pool.size(), floor, out, dk);
   gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink);

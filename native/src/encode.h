@@ -36,6 +36,10 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
 float rowsTopFloor(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k2, long want, Sparse& rows,
                    int screen);
 
+// Gives back the fused selections' per-thread arrays, kept from call to call otherwise (a lean engine, between the
+// phases of a step: AuxK's top k_aux in the dead latents' selection holds 2.8 MB a thread at k_aux 384).
+void encodeRelease(Pool& pool);
+
 // Fills sp with rows [0, B): each(b, f) calls f(latent, value) for row b's entries in order. Two passes (count, then
 // fill) so each row writes its own slice in parallel. Used to turn encodeAbove's candidates into a selection.
 template <class Each>

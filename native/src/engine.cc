@@ -29,6 +29,7 @@ const float* Engine::encoderInput(const Tensors& p, const float* X, int B, float
 void Engine::releaseEncoder() {
   gemmRelease();
   screenRelease();
+  encodeRelease(pool_);
 }
 
 void Engine::releaseGradient() {
@@ -36,10 +37,11 @@ void Engine::releaseGradient() {
   release(E_);
   release(w_.dpre);
   release(w_.dact);
-  release(w_.auxDp);
   release(w_.grow);
   release(w_.ent);
   release(w_.auxRef);
+  release(aux_.idx);  // AuxK's selection: made again by the next step's encoder
+  release(aux_.val);
   release(w_.edact);
   grp_.auxG = nullptr;  // pointed into E_
 }

@@ -212,7 +212,7 @@ class Engine {
   };
   // The sparse path's per-entry and per-latent workspace, kept across steps.
   struct Work {
-    LargeVector<float> dpre, dact, auxDp;
+    LargeVector<float> dpre, dact;
     LargeVector<const float*> grow;
     std::vector<long> cnt, colStart, off, cntAux, auxColStart, auxOff;
     LargeVector<Entry> ent;       // the main entries grouped by latent
@@ -225,7 +225,8 @@ class Engine {
     const float* G = nullptr;      // the main entries' dL/dy^ rows
     const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
-    const float *auxVal = nullptr, *auxDp = nullptr;  // AuxK's activations and dL/dpre by slot
+    const float* auxVal = nullptr;    // AuxK's activations by slot
+    const int32_t* auxDp = nullptr;   // and dL/dpre, by slot, written over the latent ids (floatBits)
     int kAux = 0;                  // AuxK's slots per row; 0: no AuxK entries this step
     const float* pre = nullptr;    // JumpReLU: the stored pre-activations
     float eps = 1;                 // JumpReLU's bandwidth

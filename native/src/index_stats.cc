@@ -13,9 +13,9 @@
 
 namespace sdl {
 
-IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, int cooTop_, size_t cooMaxEntries_, std::vector<float> edges_, int perBand_,
-                       std::vector<double> bandEdges_, int threads)
-    : m(m_), vocab(vocab_), topK(topK_), radius(radius_), cooTop(cooTop_), cooMaxEntries(cooMaxEntries_), edges(std::move(edges_)), perBand(perBand_),
+IndexStats::IndexStats(int m_, int vocab_, int topK_, int radius_, int cooTop_, size_t cooMaxEntries_, size_t cooBlock_, std::vector<float> edges_,
+                       int perBand_, std::vector<double> bandEdges_, int threads)
+    : m(m_), vocab(vocab_), topK(topK_), radius(radius_), cooTop(cooTop_), cooMaxEntries(cooMaxEntries_), cooBlock(cooBlock_ ? cooBlock_ : 1), edges(std::move(edges_)), perBand(perBand_),
       bandEdges(std::move(bandEdges_)),
       qSeen(perBand_ > 0 ? (size_t)m_ * (bandEdges.size() + 1) : 0, 0),
       count(m_, 0.0), sum(m_, 0.0), max(m_, 0.f), hist((size_t)m_ * (edges.size() + 1), 0u),
@@ -87,79 +87,102 @@ void IndexStats::add(int n, const int32_t* start, const int32_t* idx, const floa
   // Whole rows, in order, while they fit.
   for (int r = 0; cooTop > 0 && !cooFull_ && r < n; r++) {
     const size_t len = (size_t)(start[r + 1] - start[r]);
-    if (cooIds_.size() + len > cooMaxEntries) {
+    if (cooSize() + len > cooMaxEntries) {
       cooFull_ = true;
       break;
     }
-    cooIds_.insert(cooIds_.end(), idx + start[r], idx + start[r + 1]);
-    cooStart_.push_back((uint32_t)cooIds_.size());
+    if (m <= 65536)
+      cooIds16_.insert(cooIds16_.end(), idx + start[r], idx + start[r + 1]);  // ids < m: each fits
+    else
+      cooIds32_.insert(cooIds32_.end(), idx + start[r], idx + start[r + 1]);
+    cooStart_.push_back((uint32_t)cooSize());
   }
 }
 
 void IndexStats::cooccurrence(int32_t* other, uint32_t* count) {
+  std::fill(other, other + (size_t)m * cooTop, -1);
+  std::fill(count, count + (size_t)m * cooTop, 0u);
+  if (m <= 65536)
+    cooCount(cooIds16_, other, count);
+  else
+    cooCount(cooIds32_, other, count);
+  std::vector<uint16_t>().swap(cooIds16_);
+  std::vector<int32_t>().swap(cooIds32_);
+}
+
+template <class Id>
+void IndexStats::cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* count) {
   const int n = cooTop;
-  std::fill(other, other + (size_t)m * n, -1);
-  std::fill(count, count + (size_t)m * n, 0u);
   const long rows = cooTokens();
-  // The rows each feature fires on, in increasing order (a counting sort of the kept entries by latent).
+  // The rows each feature fires on, in increasing order (a counting sort of the kept entries by latent), a block of
+  // features at a time: each block's lists made by a pass over the kept rows, at most cooBlock entries (128 MB by
+  // default) beside the ids however long the index's pass (every list at once was 4 bytes more per firing: 328 MB
+  // at 2.56M tokens x k 32). A feature with more entries than cooBlock takes a block of its own.
   std::vector<uint32_t> colStart((size_t)m + 1, 0);
-  for (int32_t j : cooIds_) colStart[j + 1]++;
+  for (Id j : ids) colStart[(size_t)j + 1]++;
   for (int j = 0; j < m; j++) colStart[j + 1] += colStart[j];
-  std::vector<uint32_t> rowsOf(cooIds_.size());
-  {
-    std::vector<uint32_t> at(colStart.begin(), colStart.end() - 1);
-    for (long r = 0; r < rows; r++)
-      for (uint32_t q = cooStart_[r]; q < cooStart_[r + 1]; q++) rowsOf[at[cooIds_[q]]++] = (uint32_t)r;
-  }
   const int T = pool_.size();
   std::vector<std::vector<uint32_t>> counters(T);
-  pool_.rangeDynamic(m, [&](long i0, long i1, int th) {
-    std::vector<uint32_t>& cv = counters[th];
-    if (cv.empty()) cv.assign(((size_t)m + 15) / 16 * 16, 0u);  // whole groups of 16, the tail's left at 0
-    uint32_t* c = cv.data();
-    for (long i = i0; i < i1; i++) {
-      if (colStart[i] == colStart[i + 1]) continue;  // never fired: no list
-      // No branch per increment (which latent a row brings first is a coin flip): counters for every latent.
-      // The rows lie scattered over the kept ids: each is fetched a few rows ahead (its offset further ahead).
-      const uint32_t e1 = colStart[i + 1];
-      for (uint32_t e = colStart[i]; e < e1; e++) {
-        if (e + 16 < e1) __builtin_prefetch(cooStart_.data() + rowsOf[e + 16]);
-        if (e + 6 < e1) {
-          const int32_t* ahead = cooIds_.data() + cooStart_[rowsOf[e + 6]];
-          __builtin_prefetch(ahead);
-          __builtin_prefetch(ahead + 16);
-        }
-        const uint32_t r = rowsOf[e];
-        for (uint32_t q = cooStart_[r]; q < cooStart_[r + 1]; q++) c[cooIds_[q]]++;
+  std::vector<uint32_t> rowsOf, at(m);
+  for (int j0 = 0; j0 < m;) {
+    int j1 = j0 + 1;
+    while (j1 < m && colStart[j1 + 1] - colStart[j0] <= cooBlock) j1++;
+    const uint32_t base = colStart[j0];
+    rowsOf.resize(colStart[j1] - base);
+    for (int j = j0; j < j1; j++) at[j] = colStart[j] - base;
+    for (long r = 0; r < rows; r++)
+      for (uint32_t q = cooStart_[r]; q < cooStart_[r + 1]; q++) {
+        const int j = ids[q];
+        if (j >= j0 && j < j1) rowsOf[at[j]++] = (uint32_t)r;
       }
-      c[i] = 0;
-      // The n largest counts (most first; scanned in id order, so a tie keeps the lower id), a group of 16 looked
-      // at only when its largest could enter; every counter cleared behind.
-      int32_t* o = other + i * n;
-      uint32_t* k = count + i * n;
-      int size = 0;
-      for (long g = 0; g < m; g += 16) {
-        uint32_t mx = 0;
-        for (int l = 0; l < 16; l++) mx = c[g + l] > mx ? c[g + l] : mx;
-        if (mx > 0 && (size < n || mx > k[n - 1])) {
-          for (int l = 0; l < 16; l++) {
-            const uint32_t v = c[g + l];
-            if (v == 0 || (size == n && v <= k[n - 1])) continue;
-            int p = size < n ? size++ : n - 1;
-            while (p > 0 && k[p - 1] < v) {
-              k[p] = k[p - 1];
-              o[p] = o[p - 1];
-              p--;
-            }
-            k[p] = v;
-            o[p] = (int32_t)(g + l);
+    pool_.rangeDynamic(j1 - j0, [&](long a0, long a1, int th) {
+      std::vector<uint32_t>& cv = counters[th];
+      if (cv.empty()) cv.assign(((size_t)m + 15) / 16 * 16, 0u);  // whole groups of 16, the tail's left at 0
+      uint32_t* c = cv.data();
+      for (long i = j0 + a0; i < j0 + a1; i++) {
+        if (colStart[i] == colStart[i + 1]) continue;  // never fired: no list
+        // No branch per increment (which latent a row brings first is a coin flip): counters for every latent.
+        // The rows lie scattered over the kept ids: each is fetched a few rows ahead (its offset further ahead).
+        const uint32_t e1 = colStart[i + 1];
+        for (uint32_t e = colStart[i]; e < e1; e++) {
+          if (e + 16 < e1) __builtin_prefetch(cooStart_.data() + rowsOf[e + 16 - base]);
+          if (e + 6 < e1) {
+            const Id* ahead = ids.data() + cooStart_[rowsOf[e + 6 - base]];
+            __builtin_prefetch(ahead);
+            __builtin_prefetch(ahead + 16);
           }
+          const uint32_t r = rowsOf[e - base];
+          for (uint32_t q = cooStart_[r]; q < cooStart_[r + 1]; q++) c[ids[q]]++;
         }
-        std::fill(c + g, c + g + 16, 0u);
+        c[i] = 0;
+        // The n largest counts (most first; scanned in id order, so a tie keeps the lower id), a group of 16 looked
+        // at only when its largest could enter; every counter cleared behind.
+        int32_t* o = other + i * n;
+        uint32_t* k = count + i * n;
+        int size = 0;
+        for (long g = 0; g < m; g += 16) {
+          uint32_t mx = 0;
+          for (int l = 0; l < 16; l++) mx = c[g + l] > mx ? c[g + l] : mx;
+          if (mx > 0 && (size < n || mx > k[n - 1])) {
+            for (int l = 0; l < 16; l++) {
+              const uint32_t v = c[g + l];
+              if (v == 0 || (size == n && v <= k[n - 1])) continue;
+              int p = size < n ? size++ : n - 1;
+              while (p > 0 && k[p - 1] < v) {
+                k[p] = k[p - 1];
+                o[p] = o[p - 1];
+                p--;
+              }
+              k[p] = v;
+              o[p] = (int32_t)(g + l);
+            }
+          }
+          std::fill(c + g, c + g + 16, 0u);
+        }
       }
-    }
-  }, 16);
-  std::vector<int32_t>().swap(cooIds_);
+    }, 16);
+    j0 = j1;
+  }
 }
 
 int IndexStats::owner(int i) const {

@@ -73,7 +73,8 @@ class IndexStats {
  public:
   // cooTop: each feature's most co-occurring features to find (0: none); their rows are kept up to cooMaxEntries
   // latent ids in all (whole rows; the rest of the pass uncounted, as cooTokens() says).
-  IndexStats(int m, int vocab, int topK, int radius, int cooTop, size_t cooMaxEntries, std::vector<float> edges, int perBand,
+  // cooBlock: the most grouped rows held at once while counting (cooccurrence()).
+  IndexStats(int m, int vocab, int topK, int radius, int cooTop, size_t cooMaxEntries, size_t cooBlock, std::vector<float> edges, int perBand,
              std::vector<double> bandEdges, int threads);
   // One chunk: rows [0, n) with activations in idx/val[start[r] .. start[r+1]) (latents increasing within a row), and
   // each row's token, window, document and position in its window.
@@ -92,7 +93,7 @@ class IndexStats {
 
   int m, vocab, topK, radius;
   int cooTop;
-  size_t cooMaxEntries;
+  size_t cooMaxEntries, cooBlock;
   std::vector<float> edges;
   int perBand;
   std::vector<double> bandEdges;  // between quantile bands
@@ -110,8 +111,13 @@ class IndexStats {
                 const int32_t* pos, int thread);
   int owner(int i) const;  // the thread whose range of latents holds i
   // The rows kept for co-occurrence: their latent ids one after another, row r's at [cooStart_[r], cooStart_[r + 1]).
-  // O(firings) instead of m x m counters (1 GiB at 16,384 latents); full once a row would pass cooMaxEntries.
-  std::vector<int32_t> cooIds_;
+  // O(firings) instead of m x m counters (1 GiB at 16,384 latents); full once a row would pass cooMaxEntries. In
+  // 16 bits where every id fits (m <= 65,536), half the memory; otherwise 32.
+  std::vector<uint16_t> cooIds16_;
+  std::vector<int32_t> cooIds32_;
+  size_t cooSize() const { return m <= 65536 ? cooIds16_.size() : cooIds32_.size(); }
+  template <class Id>
+  void cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* count);
   std::vector<uint32_t> cooStart_{0};
   bool cooFull_ = false;
   LargeVector<float> heap_;        // [m][topK]: each feature's top-K activations so far, a min-heap of heapSize_[i]

@@ -50,6 +50,30 @@ class Pool {
     while (busy_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
 
+  // Runs f(thread) once on every thread of the pool, the caller's included: for state each thread keeps of its own
+  // (thread_locals), which no task-claiming region is sure to visit on every thread.
+  template <class F>
+  void each(F&& f) {
+    if (n_ == 1) {
+      f(0);
+      return;
+    }
+    struct Ctx { F* f; };
+    Ctx ctx{&f};
+    fn_ = [](void* c, int, int thread) { (*static_cast<Ctx*>(c)->f)(thread); };
+    ctx_ = &ctx;
+    each_ = true;  // seen by the workers after the generation below changes (its increment orders it before)
+    busy_.store(n_ - 1);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      gen_.fetch_add(1);
+    }
+    cv_.notify_all();
+    f(0);
+    while (busy_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    each_ = false;
+  }
+
   // Splits [0, n) into one contiguous slice per thread and runs f(begin, end, slice) on each. The slice index (not
   // the thread that happens to run it) names the caller's per-slice buffers, so partial sums are combined in the
   // same order every time: training is bit-for-bit reproducible whatever the scheduling (exact resume relies on it).
@@ -104,7 +128,10 @@ class Pool {
       }
       seen = gen_.load();
       if (stop_) return;
-      work(thread);
+      if (each_)
+        fn_(ctx_, 0, thread);
+      else
+        work(thread);
       busy_.fetch_sub(1, std::memory_order_release);
     }
   }
@@ -120,6 +147,7 @@ class Pool {
   void (*fn_)(void*, int, int) = nullptr;
   void* ctx_ = nullptr;
   bool stop_ = false;
+  bool each_ = false;  // the region runs fn_ once per thread (each) rather than claiming tasks
 };
 
 }  // namespace sdl

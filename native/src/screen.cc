@@ -479,14 +479,11 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   Workspace& ws = own;
   if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
   // A lean engine gave the bf16 copy back after the last step's encoder (screenRelease): AuxK's selection then runs
-  // first and gives its packed dead columns back before the copy is made, so the encoder's phase holds one of them
-  // at a time (the dead columns' chunk, 16 MiB, and the bf16 copy, 38 MB at 768 x 24,576), not both. Otherwise
-  // (buffers kept between steps) after the screen, as its result does not depend on when it runs.
-  const bool auxFirst = withAux && ws.b.p == nullptr;
-  if (auxFirst) {
-    deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
-    gemmRelease();
-  }
+  // last, once this call has given the copy back (38 MB at 768 x 24,576), so that the encoder's phase holds the copy
+  // and nothing of AuxK, and AuxK's phase its dead columns' chunk (16 MiB) and its selection without the copy. Fit's
+  // peak is then the encoder's phase's whether or not latents have died. Otherwise (buffers kept between steps)
+  // after the screen all the same, as its result does not depend on when it runs.
+  const bool lean = ws.b.p == nullptr;
   float wMax = 0;
   if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;
   const std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias;
@@ -686,7 +683,11 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     else
       nposHi += blockPosHi[t];
   }
-  if (withAux && !auxFirst) deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
+  if (withAux) {
+    if (lean) screenRelease();
+    deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
+    if (lean) gemmRelease();
+  }
   if (!topk) {
     // Candidates' count, and a positive count that gives the caller the decisions the exact count would: the
     // exact count is between the candidates (all positive) and nposHi, and only min(k B, npos) <= total matters.

@@ -397,9 +397,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
 
     // ---- AuxK: the top k_aux dead pre-activations reconstruct the (detached) residual y - y^.
     Sparse& ax = aux_;
-    long auxTotal = 0;
+    long auxTotal = 0, runAux = 0;
     int kAuxUsed = 0;  // AuxK's slots per row this step
-    float* auxDp = nullptr;
+    int32_t* auxRef = nullptr;
+    auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
     if (auxRows) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
@@ -443,7 +444,34 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           }
         });
       }
-      auxDp = ensure(w_.auxDp, (size_t)B * kAux + 1);
+      for (int b = 0; b < B; b++) auxTotal += ax.count[b];
+      if (auxTotal > 0) {
+        // AuxK's slots grouped by latent (a counting sort per thread, as the main entries below) while its arrays
+        // still hold the latent ids: the pass below writes each slot's dL/dpre over its id, so that no third
+        // [B, k_aux] array is held through the gradient's phase (6 MiB at 768 x 24,576).
+        long* cntAux = ensure(w_.cntAux, (size_t)T * (m + 1));
+        std::fill(cntAux, cntAux + (size_t)T * (m + 1), 0L);
+        pool_.run(T, [&](int t, int) {
+          long* ca = cntAux + (size_t)t * (m + 1);
+          auto [b0, b1] = rowsOf(t);
+          for (long b = b0; b < b1; b++)
+            for (int q = 0; q < ax.count[b]; q++) ca[ax.idx[ax.start[b] + q]]++;
+        });
+        runAux = groupOffsets(cntAux, T, m, ensure(w_.auxColStart, (size_t)m + 1), ensure(w_.auxOff, (size_t)T * m));
+        auxRef = ensureGrowing(w_.auxRef, (size_t)runAux + 1);
+        pool_.run(T, [&](int t, int) {
+          long* oa = w_.auxOff.data() + (size_t)t * m;
+          auto [b0, b1] = rowsOf(t);
+          for (long b = b0; b < b1; b++) {
+            // Row b lies at b x k_aux in AuxK's arrays (every selection path lays it so): a slot gives its row back.
+            if (ax.start[b] != b * kAux) throw std::logic_error("AuxK's rows are not laid out at row x k_aux");
+            for (int q = 0; q < ax.count[b]; q++) {
+              const long s = ax.start[b] + q;
+              auxRef[oa[ax.idx[s]]++] = (int32_t)s;
+            }
+          }
+        });
+      }
       // AuxK's gradient rows overwrite the residual E row by row, each element once it is read: no second [B, d_out] buffer.
       float* GA = E;
       grp_.auxG = GA;
@@ -463,46 +491,36 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
             s += (double)d * d;
             ga_b[i] = ga * d;
           }
-          for (int q = 0; q < n; q++) auxDp[b * kAux + q] = dot(dOut, ga_b, Wd + (long)ix[q] * dOut);
+          // Each slot's dL/dpre over its latent id, once read (entryRows reads it back: floatBits).
+          int32_t* dpBits = ax.idx.data() + ax.start[b];
+          for (int q = 0; q < n; q++) putFloatBits(dpBits + q, dot(dOut, ga_b, Wd + (long)ix[q] * dOut));
         }
         aux.at(th)[0] += s;
       });
-      for (int b = 0; b < B; b++) auxTotal += ax.count[b];
       r.auxLoss = o.auxkCoefficient * aux.total() / denom;
     }
 
     // ---- Entries grouped by latent (a counting sort per thread), then each latent's gradient rows. The main
-    // entries and AuxK's are grouped apart: AuxK's, 12x as many (4,096 x 384 at 768 x 24,576), as 4-byte slots into
-    // its arrays rather than 16-byte records (27 MB of the gradient's phase once latents die); entryRows merges the
-    // two lists of a latent in row order, as one list of both held them.
+    // entries and AuxK's are grouped apart: AuxK's (above), 12x as many (4,096 x 384 at 768 x 24,576), as 4-byte slots
+    // into its arrays rather than 16-byte records (27 MB of the gradient's phase once latents die); entryRows merges
+    // the two lists of a latent in row order, as one list of both held them.
     const bool hasAux = auxTotal > 0;
     const int kAuxRow = hasAux ? kAuxUsed : 0;
     long* cnt = ensure(w_.cnt, (size_t)T * (m + 1));
     std::fill(cnt, cnt + (size_t)T * (m + 1), 0L);
-    long* cntAux = hasAux ? ensure(w_.cntAux, (size_t)T * (m + 1)) : nullptr;
-    if (hasAux) std::fill(cntAux, cntAux + (size_t)T * (m + 1), 0L);
-    auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
     pool_.run(T, [&](int t, int) {
       long* ct = cnt + (size_t)t * (m + 1);
       auto [b0, b1] = rowsOf(t);
-      for (long b = b0; b < b1; b++) {
+      for (long b = b0; b < b1; b++)
         for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
-        if (hasAux) {
-          long* ca = cntAux + (size_t)t * (m + 1);
-          for (int q = 0; q < ax.count[b]; q++) ca[ax.idx[ax.start[b] + q]]++;
-        }
-      }
     });
     // Each thread's place in each latent's list: the latents' lists one after another, threads in row order within.
     const long run = groupOffsets(cnt, T, m, ensure(w_.colStart, (size_t)m + 1), ensure(w_.off, (size_t)T * m));
-    const long runAux = hasAux ? groupOffsets(cntAux, T, m, ensure(w_.auxColStart, (size_t)m + 1), ensure(w_.auxOff, (size_t)T * m)) : 0;
     long* off = w_.off.data();
-    long* auxOff = hasAux ? w_.auxOff.data() : nullptr;
     // What entryRows reads of each main entry (engine.h Entry; JumpReLU's dL/dact apart), one record written in grouped
     // order here, where the entries are read in slot order: entryRows then reads them in sequence instead of four
     // scattered loads an entry (a third of a TopK step at 128 x 1,024 was entryRows and its gathers).
     Entry* ent = ensureGrowing(w_.ent, (size_t)run + 1);
-    int32_t* auxRef = hasAux ? ensureGrowing(w_.auxRef, (size_t)runAux + 1) : nullptr;
     float* edact = c.act == JUMPRELU ? ensureGrowing(w_.edact, (size_t)run + 1) : nullptr;
     pool_.run(T, [&](int t, int) {
       long* o2 = off + (size_t)t * m;
@@ -514,19 +532,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           ent[e] = Entry{sp.val[s], w_.dpre[s], (int32_t)b, (int32_t)((w_.grow[s] - G) / dOut)};
           if (edact) edact[e] = w_.dact[s];
         }
-        if (hasAux) {
-          // AuxK's row b lies at b x k_aux in its arrays (every selection path lays it so): a slot gives its row back.
-          if (ax.start[b] != b * kAuxRow) throw std::logic_error("AuxK's rows are not laid out at row x k_aux");
-          long* oa = auxOff + (size_t)t * m;
-          for (int q = 0; q < ax.count[b]; q++) {
-            const long s = ax.start[b] + q;
-            auxRef[oa[ax.idx[s]]++] = (int32_t)s;
-          }
-        }
       }
     });
     grp_.auxVal = hasAux ? ax.val.data() : nullptr;
-    grp_.auxDp = auxDp;
+    grp_.auxDp = hasAux ? ax.idx.data() : nullptr;
     grp_.kAux = kAuxRow;
     grp_.G = G;
     grp_.xrows = xrows;
@@ -645,7 +654,7 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
         __builtin_prefetch(G.auxDp + w_.auxRef[a + 16]);
       }
       const int32_t s = w_.auxRef[a++];
-      v = G.auxVal[s], dp = G.auxDp[s], b = s / G.kAux;
+      v = G.auxVal[s], dp = floatBits(G.auxDp + s), b = s / G.kAux;
       gr = G.auxG + (long)b * dOut;
     }
     if (main) {

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -170,6 +171,15 @@ inline long groupOffsets(const long* counts, int T, int m, long* colStart, long*
   }
   colStart[m] = run;
   return run;
+}
+
+// A float kept in an int32 slot whose int is no longer read (AuxK's dL/dpre over its latent ids), by its bits:
+// memcpy rather than a pointer cast, which the compiler's aliasing rules do not allow.
+inline void putFloatBits(int32_t* slot, float v) { std::memcpy(slot, &v, sizeof v); }
+inline float floatBits(const int32_t* slot) {
+  float v;
+  std::memcpy(&v, slot, sizeof v);
+  return v;
 }
 
 }  // namespace sdl

@@ -190,6 +190,8 @@ export interface IndexStatsConfig {
   cooccurrence: number;
   /** The most latent ids kept for co-occurrence, in whole rows (default COOCCURRENCE_MAX_ENTRIES); rows past it go uncounted. */
   cooccurrenceMaxEntries?: number;
+  /** Native only: the most rows-by-feature entries grouped at once while counting co-occurrence (default 2^25, 128 MB); tests make it small. */
+  cooccurrenceBlock?: number;
   edges: Float32Array;
   /** Quantile examples kept per (feature, band), by reservoir sampling (0: none). */
   perBand: number;
