@@ -40,14 +40,7 @@ class Pool {
     ctx_ = &ctx;
     tasks_ = tasks;
     next_.store(0);
-    busy_.store(n_ - 1);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      gen_.fetch_add(1);
-    }
-    cv_.notify_all();
-    work(0);
-    while (busy_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    region([&] { work(0); });
   }
 
   // Runs f(thread) once on every thread of the pool, the caller's included: for state each thread keeps of its own
@@ -62,15 +55,8 @@ class Pool {
     Ctx ctx{&f};
     fn_ = [](void* c, int, int thread) { (*static_cast<Ctx*>(c)->f)(thread); };
     ctx_ = &ctx;
-    each_ = true;  // seen by the workers after the generation below changes (its increment orders it before)
-    busy_.store(n_ - 1);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      gen_.fetch_add(1);
-    }
-    cv_.notify_all();
-    f(0);
-    while (busy_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    each_ = true;  // seen by the workers after the generation changes (region: its increment orders it before)
+    region([&] { f(0); });
     each_ = false;
   }
 
@@ -105,6 +91,18 @@ class Pool {
   }
 
  private:
+  // One parallel region over fn_ and ctx_: the workers woken, `mine` run on this thread, then every worker waited for.
+  template <class G>
+  void region(G&& mine) {
+    busy_.store(n_ - 1);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      gen_.fetch_add(1);
+    }
+    cv_.notify_all();
+    mine();
+    while (busy_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
   void work(int thread) {
     for (;;) {
       int t = next_.fetch_add(1);

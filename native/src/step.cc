@@ -401,6 +401,18 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     int kAuxUsed = 0;  // AuxK's slots per row this step
     int32_t* auxRef = nullptr;
     auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
+    // The counting sort's first pass: each thread's count of each latent's entries in its rows of s.
+    auto countByLatent = [&](const Sparse& s, auto& buf) {
+      long* cn = ensure(buf, (size_t)T * (m + 1));
+      std::fill(cn, cn + (size_t)T * (m + 1), 0L);
+      pool_.run(T, [&](int t, int) {
+        long* ct = cn + (size_t)t * (m + 1);
+        auto [b0, b1] = rowsOf(t);
+        for (long b = b0; b < b1; b++)
+          for (int q = 0; q < s.count[b]; q++) ct[s.idx[s.start[b] + q]]++;
+      });
+      return cn;
+    };
     if (auxRows) {
       const int nDead = (int)deadList.size();
       const int kAux = o.auxkK < nDead ? o.auxkK : nDead;
@@ -449,14 +461,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         // AuxK's slots grouped by latent (a counting sort per thread, as the main entries below) while its arrays
         // still hold the latent ids: the pass below writes each slot's dL/dpre over its id, so that no third
         // [B, k_aux] array is held through the gradient's phase (6 MiB at 768 x 24,576).
-        long* cntAux = ensure(w_.cntAux, (size_t)T * (m + 1));
-        std::fill(cntAux, cntAux + (size_t)T * (m + 1), 0L);
-        pool_.run(T, [&](int t, int) {
-          long* ca = cntAux + (size_t)t * (m + 1);
-          auto [b0, b1] = rowsOf(t);
-          for (long b = b0; b < b1; b++)
-            for (int q = 0; q < ax.count[b]; q++) ca[ax.idx[ax.start[b] + q]]++;
-        });
+        long* cntAux = countByLatent(ax, w_.cntAux);
         runAux = groupOffsets(cntAux, T, m, ensure(w_.auxColStart, (size_t)m + 1), ensure(w_.auxOff, (size_t)T * m));
         auxRef = ensureGrowing(w_.auxRef, (size_t)runAux + 1);
         pool_.run(T, [&](int t, int) {
@@ -506,14 +511,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // the two lists of a latent in row order, as one list of both held them.
     const bool hasAux = auxTotal > 0;
     const int kAuxRow = hasAux ? kAuxUsed : 0;
-    long* cnt = ensure(w_.cnt, (size_t)T * (m + 1));
-    std::fill(cnt, cnt + (size_t)T * (m + 1), 0L);
-    pool_.run(T, [&](int t, int) {
-      long* ct = cnt + (size_t)t * (m + 1);
-      auto [b0, b1] = rowsOf(t);
-      for (long b = b0; b < b1; b++)
-        for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
-    });
+    long* cnt = countByLatent(sp, w_.cnt);
     // Each thread's place in each latent's list: the latents' lists one after another, threads in row order within.
     const long run = groupOffsets(cnt, T, m, ensure(w_.colStart, (size_t)m + 1), ensure(w_.off, (size_t)T * m));
     long* off = w_.off.data();
