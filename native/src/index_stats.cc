@@ -110,6 +110,54 @@ void IndexStats::cooccurrence(int32_t* other, uint32_t* count) {
   std::vector<int32_t>().swap(cooIds32_);
 }
 
+namespace {
+
+// Feature i's co-occurrence counts: c[j] += 1 for every latent j of every row feature i fires on (rows[0, len), row r's
+// ids at ids[rowStart[r], rowStart[r + 1])). No branch per increment (which latent a row brings first is a coin flip):
+// a counter for every latent. The rows lie scattered over the ids: each is fetched a few rows ahead, its offset
+// further ahead, and its ids from their first and 16 further.
+template <class Id>
+void countRows(const uint32_t* rows, uint32_t len, const uint32_t* rowStart, const Id* ids, uint32_t* c) {
+  for (uint32_t e = 0; e < len; e++) {
+    if (e + 16 < len) __builtin_prefetch(rowStart + rows[e + 16]);
+    if (e + 6 < len) {
+      const Id* ahead = ids + rowStart[rows[e + 6]];
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + 16);
+    }
+    const uint32_t r = rows[e];
+    for (uint32_t q = rowStart[r]; q < rowStart[r + 1]; q++) c[ids[q]]++;
+  }
+}
+
+// The n largest non-zero counters of c[0, m) (m a multiple of 16) into o (ids) and k (counts), most first (those past
+// the last non-zero one left as they were); scanned in id order, so a tie keeps the lower id. A group of 16 is looked at only when its largest
+// could enter; every counter is cleared behind (c all zero on return).
+void takeTop(uint32_t* c, long m, int n, int32_t* o, uint32_t* k) {
+  int size = 0;
+  for (long g = 0; g < m; g += 16) {
+    uint32_t mx = 0;
+    for (int l = 0; l < 16; l++) mx = c[g + l] > mx ? c[g + l] : mx;
+    if (mx > 0 && (size < n || mx > k[n - 1])) {
+      for (int l = 0; l < 16; l++) {
+        const uint32_t v = c[g + l];
+        if (v == 0 || (size == n && v <= k[n - 1])) continue;
+        int p = size < n ? size++ : n - 1;
+        while (p > 0 && k[p - 1] < v) {
+          k[p] = k[p - 1];
+          o[p] = o[p - 1];
+          p--;
+        }
+        k[p] = v;
+        o[p] = (int32_t)(g + l);
+      }
+    }
+    std::fill(c + g, c + g + 16, 0u);
+  }
+}
+
+}  // namespace
+
 template <class Id>
 void IndexStats::cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* count) {
   const int n = cooTop;
@@ -122,6 +170,7 @@ void IndexStats::cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* 
   for (Id j : ids) colStart[(size_t)j + 1]++;
   for (int j = 0; j < m; j++) colStart[j + 1] += colStart[j];
   const int T = pool_.size();
+  const long mPad = ((long)m + 15) / 16 * 16;  // whole groups of 16 for takeTop, the tail's counters left at 0
   std::vector<std::vector<uint32_t>> counters(T);
   std::vector<uint32_t> rowsOf, at(m);
   for (int j0 = 0; j0 < m;) {
@@ -137,48 +186,12 @@ void IndexStats::cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* 
       }
     pool_.rangeDynamic(j1 - j0, [&](long a0, long a1, int th) {
       std::vector<uint32_t>& cv = counters[th];
-      if (cv.empty()) cv.assign(((size_t)m + 15) / 16 * 16, 0u);  // whole groups of 16, the tail's left at 0
-      uint32_t* c = cv.data();
+      if (cv.empty()) cv.assign((size_t)mPad, 0u);
       for (long i = j0 + a0; i < j0 + a1; i++) {
         if (colStart[i] == colStart[i + 1]) continue;  // never fired: no list
-        // No branch per increment (which latent a row brings first is a coin flip): counters for every latent.
-        // The rows lie scattered over the kept ids: each is fetched a few rows ahead (its offset further ahead).
-        const uint32_t e1 = colStart[i + 1];
-        for (uint32_t e = colStart[i]; e < e1; e++) {
-          if (e + 16 < e1) __builtin_prefetch(cooStart_.data() + rowsOf[e + 16 - base]);
-          if (e + 6 < e1) {
-            const Id* ahead = ids.data() + cooStart_[rowsOf[e + 6 - base]];
-            __builtin_prefetch(ahead);
-            __builtin_prefetch(ahead + 16);
-          }
-          const uint32_t r = rowsOf[e - base];
-          for (uint32_t q = cooStart_[r]; q < cooStart_[r + 1]; q++) c[ids[q]]++;
-        }
-        c[i] = 0;
-        // The n largest counts (most first; scanned in id order, so a tie keeps the lower id), a group of 16 looked
-        // at only when its largest could enter; every counter cleared behind.
-        int32_t* o = other + i * n;
-        uint32_t* k = count + i * n;
-        int size = 0;
-        for (long g = 0; g < m; g += 16) {
-          uint32_t mx = 0;
-          for (int l = 0; l < 16; l++) mx = c[g + l] > mx ? c[g + l] : mx;
-          if (mx > 0 && (size < n || mx > k[n - 1])) {
-            for (int l = 0; l < 16; l++) {
-              const uint32_t v = c[g + l];
-              if (v == 0 || (size == n && v <= k[n - 1])) continue;
-              int p = size < n ? size++ : n - 1;
-              while (p > 0 && k[p - 1] < v) {
-                k[p] = k[p - 1];
-                o[p] = o[p - 1];
-                p--;
-              }
-              k[p] = v;
-              o[p] = (int32_t)(g + l);
-            }
-          }
-          std::fill(c + g, c + g + 16, 0u);
-        }
+        countRows(rowsOf.data() + (colStart[i] - base), colStart[i + 1] - colStart[i], cooStart_.data(), ids.data(), cv.data());
+        cv[i] = 0;  // not its own
+        takeTop(cv.data(), mPad, n, other + i * n, count + i * n);
       }
     }, 16);
     j0 = j1;

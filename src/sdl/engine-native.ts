@@ -3,6 +3,7 @@
 // matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
 import type { NativeEngine, NativeGrads, NativeModule, NativeTensors } from '../native/kernels.js';
 import { adviseHugePages, nativeThreads, screenSetting } from '../native/kernels.js';
+import { holdYoungGeneration } from '../util/young-generation.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 import { concatRows, transpose } from '../tensor/linalg.js';
@@ -49,7 +50,10 @@ export class NativeTrainEngine implements Engine {
       this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
     const sel = ACTIVATIONS[cfg.activation].selection;
     this.deferRows = Boolean(train.lowMemory) && !cfg.tied && (sel === 'topk' || sel === 'batch');
-    if (train.lowMemory) mod.mallocLean();
+    if (train.lowMemory) {
+      mod.mallocLean();
+      holdYoungGeneration();
+    }
     this.g = {
       W_encT: this.deferRows ? undefined : new Float32Array(W_encT.length),
       b_enc: new Float32Array(cfg.dSae),

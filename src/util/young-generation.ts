@@ -1,0 +1,13 @@
+// V8's young generation doubles (up to 16 MiB a semi-space) whenever the bytes surviving its scavenges since the last
+// growth pass its size: however steady a program's allocation, a long run steps up in memory now and then. A 10M-token
+// `sdl fit --low-memory` at 768 x 24,576 took +16 MiB of RSS ~8M tokens in (the semi-spaces 8 -> 16 MiB) for nothing:
+// its loop allocates a few MB/s of short-lived objects, which the size it has when training starts takes in full.
+// `--semi-space-growth-factor=1` stops the young generation growing: V8 reads that flag each time it would grow, so
+// it takes effect when set while running (checked by test/young-generation.test.ts). In that 10M-token fit the heap's
+// committed size then stayed at ~29 MB, and fell to ~16 MB (1 MiB semi-spaces) where it would have doubled.
+// Process-wide and one-way: only for the runs whose flat peak is asked for.
+import { setFlagsFromString } from 'node:v8';
+
+export function holdYoungGeneration(): void {
+  setFlagsFromString('--semi-space-growth-factor=1');
+}
