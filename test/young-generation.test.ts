@@ -1,5 +1,5 @@
-// holdYoungGeneration (src/util/young-generation.ts): set while the process runs, V8's young generation keeps its size
-// through an allocation pattern that, in a control process, makes it grow.
+// holdYoungGeneration (src/util/young-generation.ts): set while the process runs, V8's young generation does not grow
+// through an allocation pattern that, in a control process, makes it grow (V8 may still shrink it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -33,12 +33,12 @@ function newSpace(hold: boolean): { before: number; after: number } {
   return JSON.parse(r.stdout);
 }
 
-test('holdYoungGeneration: the young generation keeps its size where it otherwise grows', () => {
+test('holdYoungGeneration: the young generation does not grow where it otherwise grows', () => {
   const control = newSpace(false);
   assert.ok(
     control.after > control.before,
     `the control's young generation did not grow (${control.before} -> ${control.after} KiB): this allocation pattern no longer tests the hold`,
   );
   const held = newSpace(true);
-  assert.equal(held.after, held.before, `held: ${held.before} -> ${held.after} KiB`);
+  assert.ok(held.after <= held.before, `held, it grew: ${held.before} -> ${held.after} KiB`);
 });

@@ -130,9 +130,9 @@ void countRows(const uint32_t* rows, uint32_t len, const uint32_t* rowStart, con
   }
 }
 
-// The n largest non-zero counters of c[0, m) (m a multiple of 16) into o (ids) and k (counts), most first (those past
-// the last non-zero one left as they were); scanned in id order, so a tie keeps the lower id. A group of 16 is looked at only when its largest
-// could enter; every counter is cleared behind (c all zero on return).
+// The n largest non-zero counters of c[0, m) (m a multiple of 16) into o (ids) and k (counts), most first (those
+// past the last non-zero one left as they were); scanned in id order, so a tie keeps the lower id. A group of 16 is
+// looked at only when its largest could enter; every counter is cleared behind (c all zero on return).
 void takeTop(uint32_t* c, long m, int n, int32_t* o, uint32_t* k) {
   int size = 0;
   for (long g = 0; g < m; g += 16) {
