@@ -480,9 +480,10 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
   // A lean engine gave the bf16 copy back after the last step's encoder (screenRelease): AuxK's selection then runs
   // last, once this call has given the copy back (38 MB at 768 x 24,576), so that the encoder's phase holds the copy
-  // and nothing of AuxK, and AuxK's phase its dead columns' chunk (16 MiB) and its selection without the copy. Fit's
-  // peak is then the encoder's phase's whether or not latents have died. Otherwise (buffers kept between steps)
-  // after the screen all the same, as its result does not depend on when it runs.
+  // and nothing of AuxK, and AuxK's phase its dead columns' chunk (16 MiB) and its selection without the copy: the
+  // encoder's phase peaks the same whether or not latents have died (the gradient's phase then holds AuxK's working
+  // memory: docs/BENCHMARKS.md). Otherwise (buffers kept between steps) after the screen all the same, as its result
+  // does not depend on when it runs.
   const bool lean = ws.b.p == nullptr;
   float wMax = 0;
   if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;
