@@ -18,6 +18,7 @@ import { transpose, concatRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
 import { NativeTrainEngine, nativeEngineOptions } from '../src/sdl/engine-native.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
+import { encodeSparse, SparseBuffers } from '../src/sdl/encoder.js';
 import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
 import { nativeStepFresh, sameNativeStep } from './helpers.js';
@@ -435,6 +436,37 @@ test('native forward = Dictionary.encode/decode for every activation; a reconstr
     assert.deepEqual(into.subarray(n * cfg.dOut), new Float32Array(7).fill(-3), act);
     assert.deepEqual(again.idx, out.idx, act);
     assert.throws(() => e.forward(p, X, n, threshold, new Float32Array(n * cfg.dOut - 1)), /yhat/);
+  }
+});
+
+test('encodeSparse into kept buffers (a pass over chunks) = into new arrays; the buffers reused while they fit, grown when not', { skip }, () => {
+  for (const act of ['relu', 'topk'] as Activation[]) {
+    const cfg = config(act, { dIn: 10, dSae: 300, k: 4 });
+    const rng = new Rng(5);
+    const w = randomWeights(cfg, rng);
+    const d = new Dictionary(cfg, { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec });
+    const buffers = new SparseBuffers();
+    // 40 rows; the same again; its first 25 (no more entries than the first: they fit); 90 new rows (more: they grow).
+    const first = Float32Array.from({ length: 40 * cfg.dIn }, () => rng.normal());
+    const chunks = [first, first.slice(), first.slice(0, 25 * cfg.dIn), Float32Array.from({ length: 90 * cfg.dIn }, () => rng.normal())];
+    let held: ArrayBufferLike | undefined;
+    chunks.forEach((x, c) => {
+      const n = x.length / cfg.dIn;
+      const want = encodeSparse(d, x, n);
+      const got = encodeSparse(d, x, n, buffers);
+      assert.equal(got.rows, n);
+      assert.deepEqual(got.start, want.start, `${act} chunk ${c}`);
+      assert.deepEqual(got.idx, want.idx, `${act} chunk ${c}`);
+      assert.deepEqual(got.val, want.val, `${act} chunk ${c}`);
+      // Chunks 1 and 2 need no more room than chunk 0: written into the same memory.
+      if (c === 1 || c === 2) assert.ok(got.idx.buffer === held && got.val.buffer === buffers.into.val?.buffer, `${act} chunk ${c} reuses the arrays`);
+      if (c === 3) assert.ok(got.idx.buffer !== held, `${act}: a chunk with more entries gets larger arrays`);
+      held = got.idx.buffer;
+    });
+    // The larger arrays are kept for what follows.
+    const again = encodeSparse(d, chunks[0], 40, buffers);
+    assert.ok(again.idx.buffer === held, act);
+    assert.deepEqual(again.idx, encodeSparse(d, chunks[0], 40).idx, act);
   }
 });
 

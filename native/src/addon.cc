@@ -6,6 +6,7 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -131,11 +132,12 @@ napi_value guard(napi_env env, F&& f) {
   return nullptr;
 }
 
-std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t n, napi_value* self = nullptr) {
+// The first n arguments (those not passed are undefined); fewer than `required` (default n) is an error.
+std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t n, napi_value* self = nullptr, size_t required = SIZE_MAX) {
   std::vector<napi_value> a(n);
   size_t got = n;
   CHECK_NAPI(napi_get_cb_info(env, info, &got, a.data(), self, nullptr));
-  if (got < n) throw JsError{"expected " + std::to_string(n) + " arguments"};
+  if (got < std::min(n, required)) throw JsError{"expected " + std::to_string(std::min(n, required)) + " arguments"};
   return a;
 }
 
@@ -273,34 +275,64 @@ napi_value copyOut(napi_env env, const void* src, size_t bytes, napi_typedarray_
   return arr;
 }
 
-// { count: Int32Array[n], idx, val (rows back to back, without the gaps the engine may leave), yhat? }
-napi_value sparseOut(napi_env env, const sdl::Sparse& sp, int n, const std::vector<float>* yhat) {
+// An array of `into` (forward's last argument) to write n elements of type t into: its data, buffer and offset, or
+// false when `into` has no such array of at least n elements (a new one is made instead).
+bool intoArray(napi_env env, napi_value into, const char* name, napi_typedarray_type t, size_t n, void** data, napi_value* ab, size_t* off) {
+  if (isUndefined(env, into)) return false;
+  napi_value v;
+  bool has = false;
+  CHECK_NAPI(napi_has_named_property(env, into, name, &has));
+  if (!has) return false;
+  CHECK_NAPI(napi_get_named_property(env, into, name, &v));
+  bool is = false;
+  CHECK_NAPI(napi_is_typedarray(env, v, &is));
+  if (!is) return false;
+  napi_typedarray_type type;
+  size_t len;
+  CHECK_NAPI(napi_get_typedarray_info(env, v, &type, &len, data, ab, off));
+  return type == t && len >= n;
+}
+
+// An array of n elements of type t, over `into`'s array of that name where it is long enough (a view of its first n),
+// else new; *data is where its elements go.
+napi_value outArray(napi_env env, napi_value into, const char* name, napi_typedarray_type t, size_t elem, size_t n, void** data) {
+  napi_value ab, arr;
+  size_t off = 0;
+  if (!intoArray(env, into, name, t, n, data, &ab, &off)) CHECK_NAPI(napi_create_arraybuffer(env, elem * n, data, &ab));
+  CHECK_NAPI(napi_create_typedarray(env, t, n, ab, off, &arr));
+  return arr;
+}
+
+// { count: Int32Array[n], idx, val (rows back to back, without the gaps the engine may leave), yhat? }, the first three
+// written into `into`'s arrays of those names where they are long enough (see outArray), else new.
+napi_value sparseOut(napi_env env, const sdl::Sparse& sp, int n, const std::vector<float>* yhat, napi_value into) {
   napi_value out;
   CHECK_NAPI(napi_create_object(env, &out));
-  CHECK_NAPI(napi_set_named_property(env, out, "count", copyOut(env, sp.count.data(), sizeof(int) * n, napi_int32_array, n)));
-  void *di, *dv;
-  napi_value abi, abv, ai, av;
-  CHECK_NAPI(napi_create_arraybuffer(env, sizeof(int32_t) * sp.nnz, &di, &abi));
-  CHECK_NAPI(napi_create_arraybuffer(env, sizeof(float) * sp.nnz, &dv, &abv));
+  void *dc, *di, *dv;
+  napi_value ac = outArray(env, into, "count", napi_int32_array, sizeof(int32_t), n, &dc);
+  napi_value ai = outArray(env, into, "idx", napi_int32_array, sizeof(int32_t), sp.nnz, &di);
+  napi_value av = outArray(env, into, "val", napi_float32_array, sizeof(float), sp.nnz, &dv);
+  if (n) memcpy(dc, sp.count.data(), sizeof(int32_t) * n);
   long o = 0;
   for (int b = 0; b < n; b++) {
     memcpy(static_cast<int32_t*>(di) + o, sp.idx.data() + sp.start[b], sizeof(int32_t) * sp.count[b]);
     memcpy(static_cast<float*>(dv) + o, sp.val.data() + sp.start[b], sizeof(float) * sp.count[b]);
     o += sp.count[b];
   }
-  CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, sp.nnz, abi, 0, &ai));
-  CHECK_NAPI(napi_create_typedarray(env, napi_float32_array, sp.nnz, abv, 0, &av));
+  CHECK_NAPI(napi_set_named_property(env, out, "count", ac));
   CHECK_NAPI(napi_set_named_property(env, out, "idx", ai));
   CHECK_NAPI(napi_set_named_property(env, out, "val", av));
   if (yhat) CHECK_NAPI(napi_set_named_property(env, out, "yhat", copyOut(env, yhat->data(), sizeof(float) * yhat->size(), napi_float32_array, yhat->size())));
   return out;
 }
 
-// forward(params, X, n, threshold, wantYhat | yhat) -> { count: Int32Array[n], idx: Int32Array, val: Float32Array, yhat?: Float32Array }
+// forward(params, X, n, threshold, wantYhat | yhat, into?) -> { count: Int32Array[n], idx: Int32Array, val: Float32Array,
+// yhat?: Float32Array }. `into` ({ count, idx, val }): arrays to write the rows into where long enough (sparseOut), for
+// a pass calling forward chunk after chunk; the engine then keeps its own output buffers between the calls too.
 napi_value EngineForward(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
-    auto a = args(env, info, 5, &self);
+    auto a = args(env, info, 6, &self, 5);
     Engine* e = unwrap(env, self);
     const sdl::Config& c = e->config();
     sdl::Tensors p = tensors(env, e, a[0], "params");
@@ -313,11 +345,12 @@ napi_value EngineForward(napi_env env, napi_callback_info info) {
     CHECK_NAPI(napi_is_typedarray(env, a[4], &isArray));
     bool wantYhat = isArray;
     if (!isArray) CHECK_NAPI(napi_get_value_bool(env, a[4], &wantYhat));
-    sdl::Sparse sp;
+    sdl::Sparse local;
+    sdl::Sparse& sp = isUndefined(env, a[5]) ? local : e->passOut;
     float* into = isArray ? f32(env, a[4], (size_t)n * c.dOut, "yhat") : nullptr;
     std::vector<float> yhat(wantYhat && !into ? (size_t)n * c.dOut : 0);
     e->forward(p, X, n, threshold, sp, into ? into : wantYhat ? yhat.data() : nullptr);
-    napi_value out = sparseOut(env, sp, n, wantYhat && !into ? &yhat : nullptr);
+    napi_value out = sparseOut(env, sp, n, wantYhat && !into ? &yhat : nullptr, a[5]);
     if (into) CHECK_NAPI(napi_set_named_property(env, out, "yhat", a[4]));
     return out;
   });
@@ -464,11 +497,12 @@ napi_value CltStep(napi_env env, napi_callback_info info) {
   });
 }
 
-// forward(params, X, n, theta: Float32Array[L n] | undefined, wantYhat) -> { count, idx, val, yhat? }
+// forward(params, X, n, theta: Float32Array[L n] | undefined, wantYhat, into?) -> { count, idx, val, yhat? } (`into`: as
+// EngineForward's)
 napi_value CltForward(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
-    auto a = args(env, info, 5, &self);
+    auto a = args(env, info, 6, &self, 5);
     sdl::Clt* e = unwrapClt(env, self);
     const sdl::CltConfig& c = e->config();
     sdl::CltTensors p = cltTensors(env, e, a[0]);
@@ -477,10 +511,11 @@ napi_value CltForward(napi_env env, napi_callback_info info) {
     const float* theta = f32(env, a[3], (size_t)e->latents(), "theta", c.act == sdl::RELU || c.act == sdl::TOPK);
     bool wantYhat;
     CHECK_NAPI(napi_get_value_bool(env, a[4], &wantYhat));
-    sdl::Sparse sp;
+    sdl::Sparse local;
+    sdl::Sparse& sp = isUndefined(env, a[5]) ? local : e->passOut;
     std::vector<float> yhat(wantYhat ? (size_t)n * c.L * c.dO : 0);
     e->forward(p, X, n, theta, sp, wantYhat ? yhat.data() : nullptr);
-    return sparseOut(env, sp, n, wantYhat ? &yhat : nullptr);
+    return sparseOut(env, sp, n, wantYhat ? &yhat : nullptr, a[5]);
   });
 }
 

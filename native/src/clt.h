@@ -65,6 +65,7 @@ class Clt {
 
   // Inference: TopK per layer, or pre > theta[j] (BatchTopK's per-layer threshold, JumpReLU's own) and > 0.
   void forward(const CltTensors& p, const float* X, int n, const float* theta, Sparse& out, float* yhat);
+  Sparse passOut;  // as Engine::passOut
 
   void projectDecoderGrad(const float* W, float* g);
   void normalizeDecoder(float* W);

@@ -173,6 +173,9 @@ class Engine {
   // Inference: activations with thresholds instead of batch statistics (BatchTopK/Matryoshka: pre > threshold).
   // Writes the active entries into `out` and, when yhat is given, the reconstruction [n][dOut].
   void forward(const Tensors& p, const float* X, int n, float threshold, Sparse& out, float* yhat);
+  // forward's output kept between the calls of a pass over many chunks (the index's): a Sparse made afresh for each
+  // chunk faulted in new pages every time.
+  Sparse passOut;
 
   // Removes from each decoder row's gradient its component along the row.
   void projectDecoderGrad(const float* W, float* g);

@@ -106,8 +106,8 @@ void IndexStats::cooccurrence(int32_t* other, uint32_t* count) {
     cooCount(cooIds16_, other, count);
   else
     cooCount(cooIds32_, other, count);
-  std::vector<uint16_t>().swap(cooIds16_);
-  std::vector<int32_t>().swap(cooIds32_);
+  release(cooIds16_);
+  release(cooIds32_);
 }
 
 namespace {
@@ -159,7 +159,7 @@ void takeTop(uint32_t* c, long m, int n, int32_t* o, uint32_t* k) {
 }  // namespace
 
 template <class Id>
-void IndexStats::cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* count) {
+void IndexStats::cooCount(const LargeVector<Id>& ids, int32_t* other, uint32_t* count) {
   const int n = cooTop;
   const long rows = cooTokens();
   // The rows each feature fires on, in increasing order (a counting sort of the kept entries by latent), a block of
@@ -172,7 +172,9 @@ void IndexStats::cooCount(const std::vector<Id>& ids, int32_t* other, uint32_t* 
   const int T = pool_.size();
   const long mPad = ((long)m + 15) / 16 * 16;  // whole groups of 16 for takeTop, the tail's counters left at 0
   std::vector<std::vector<uint32_t>> counters(T);
-  std::vector<uint32_t> rowsOf, at(m);
+  // The lists in huge pages: 32 MB at 256k tokens x k 32, whose 4 KiB pages were 8,000 of the index's page faults.
+  LargeVector<uint32_t> rowsOf;
+  std::vector<uint32_t> at(m);
   for (int j0 = 0; j0 < m;) {
     int j1 = j0 + 1;
     while (j1 < m && colStart[j1 + 1] - colStart[j0] <= cooBlock) j1++;

@@ -7,7 +7,7 @@ import { basename, join, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import { openIndex, tokenText, type FeatureRow } from '../index/query.js';
 import { type Dictionary, WEIGHTS_FILE } from '../sdl/dictionary.js';
-import { sha256 } from '../util/fsx.js';
+import { sha256File } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { EVAL_FILE, SPLICE_EVAL_FILE, TRAINING_LOG_FILE } from '../util/files.js';
 
@@ -44,7 +44,7 @@ const readJson = <T>(p: string): T | undefined => (existsSync(p) ? (JSON.parse(r
 export function openCheckedIndex(dictDir: string): Database.Database {
   const db = openIndex(dictDir);
   const row = db.prepare("select value from dictionary where key = 'index_identity'").get() as { value: string } | undefined;
-  const weights = sha256(readFileSync(join(dictDir, WEIGHTS_FILE)));
+  const weights = sha256File(join(dictDir, WEIGHTS_FILE));
   if (!row?.value.startsWith(weights)) {
     db.close();
     throw new UserError(`the feature index in ${dictDir} was built from other weights; run 'sdl index ${dictDir} --force'`);

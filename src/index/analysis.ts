@@ -3,6 +3,7 @@
 // weights and start with the pass; the first-letter absorption probes start as soon as the pass has gathered their
 // samples. On 2 cores the pass's single-threaded stretches (examples, quantiles, reading) leave a core to them.
 import { Worker } from 'node:worker_threads';
+import { SMALL_YOUNG_GENERATION } from '../util/young-generation.js';
 import type { AbsorptionResult, AbsorptionSample } from '../analysis/absorption.js';
 import type { LensInputs } from './logit-lens.js';
 import type { Neighbors } from './neighbors.js';
@@ -62,7 +63,10 @@ export class FeatureAnalysis {
     // One kernel thread: the thread runs in the gaps the pass leaves (analysis-worker.ts); a kernel split over two
     // threads there waits at every join for whichever thread the scheduler set aside (the absorption probes' 240
     // small GEMMs took 0.57 s that way against 0.06 s on one thread alone).
-    this.worker = new Worker(new URL('./analysis-worker.js', import.meta.url), { env: { ...process.env, SDLKIT_THREADS: '1' } });
+    this.worker = new Worker(new URL('./analysis-worker.js', import.meta.url), {
+      env: { ...process.env, SDLKIT_THREADS: '1' },
+      resourceLimits: SMALL_YOUNG_GENERATION,
+    });
     let firstIn: (p: Omit<AnalysisResult, 'absorption'>) => void = () => undefined;
     let failFirst: (e: Error) => void = () => undefined;
     this.first = new Promise((resolve, reject) => {

@@ -6,6 +6,7 @@
 // decoding them: 0.14 s against 0.9 s to insert them): the inserting after the pass runs on both cores.
 import { rmSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { SMALL_YOUNG_GENERATION } from '../util/young-generation.js';
 import type { ExampleLists } from './examples.js';
 import type { LetterResult } from '../analysis/absorption.js';
 
@@ -74,7 +75,7 @@ export class IndexDbWriter {
 
   constructor(readonly path: string) {
     rmSync(path, { force: true });
-    this.worker = new Worker(new URL('./db-worker.js', import.meta.url), { workerData: { path } });
+    this.worker = new Worker(new URL('./db-worker.js', import.meta.url), { workerData: { path }, resourceLimits: SMALL_YOUNG_GENERATION });
     this.finished = new Promise<WriterCounts | undefined>((resolve, reject) => {
       this.worker.on('message', (m: WriterReply) => {
         this.settled = true;

@@ -49,7 +49,10 @@ export function lensRows(l: LensInputs, W_dec: Float32Array, dOut: number, m: nu
   const D = u.d,
     V = u.vocab;
   const rows: string[] = [];
-  const block = Math.max(1, Math.min(m, Math.floor(2 ** 24 / V)));
+  // Blocks of about 2^20 logits (4 MB, reused block after block; at least 256 rows, which keeps the GEMM efficient at
+  // a large vocabulary): the whole [16,384, 512] at once was a 32 MB array, and 8,192 page faults, of the index's
+  // analysis thread.
+  const block = Math.max(1, Math.min(m, Math.max(256, Math.floor(2 ** 20 / V))));
   const A = new Float32Array(block * D),
     C = new Float32Array(block * V),
     neg = new Float32Array(V);

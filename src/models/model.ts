@@ -10,7 +10,7 @@ import { parseCanonical, resolveHooks, type HookMap, type HookPoint } from '../o
 import { embeddingTable, staticIdsShape } from '../onnx/graph.js';
 import { loadTokenizer, type BosRule, type Tokenizer } from './tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { sha256 } from '../util/fsx.js';
+import { sha256, sha256File } from '../util/fsx.js';
 
 /** config.json of a model folder written by sdlkit. */
 export interface ModelConfig {
@@ -134,8 +134,8 @@ export function tokenizerIdentity(m: LoadedModel): { kind: string; sha256: strin
   const cfg = join(dirname(path), 'tokenizer_config.json');
   return {
     kind: tok.kind,
-    sha256: sha256(readFileSync(path)),
-    ...(tok.kind.startsWith('hf-') && existsSync(cfg) ? { config_sha256: sha256(readFileSync(cfg)) } : {}),
+    sha256: sha256File(path),
+    ...(tok.kind.startsWith('hf-') && existsSync(cfg) ? { config_sha256: sha256File(cfg) } : {}),
     bos: tok.bos,
   };
 }

@@ -106,7 +106,8 @@ export interface NativeOptimiser {
 export interface NativeEngine extends NativeOptimiser {
   step(p: NativeTensors, g: NativeGrads, X: Float32Array, Y: Float32Array, B: number, o: NativeStepOptions, fired: Float32Array): NativeStepResult;
   /** `yhat`: true for a new reconstruction array, or an array of at least n x dOut to write it into. */
-  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, yhat: boolean | Float32Array): NativeForward;
+  /** `into`: arrays to write count, idx and val into where long enough (the result's are then views of them), for a pass over many chunks; see NativeForward. */
+  forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, yhat: boolean | Float32Array, into?: Partial<NativeForward>): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
   /** After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by gscale), W_dec's rows renormalised after when `normalize`. */
@@ -161,7 +162,8 @@ export interface NativeClt extends NativeOptimiser {
     o: { sparsity: number; bandwidth: number; auxkCoefficient: number; auxkK: number; dead?: Uint8Array; denseAbove?: number; storedFallback?: boolean },
     fired: Float32Array,
   ): { loss: number; mse: number; sparsityLoss: number; auxLoss: number; l0: number; nnz: number; dense: number; selection: number; minSelected: Float32Array };
-  forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean): NativeForward;
+  /** `into`: as NativeEngine.forward's. */
+  forward(p: NativeCltTensors, X: Float32Array, n: number, theta: Float32Array | undefined, wantYhat: boolean, into?: Partial<NativeForward>): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeDecoder(W: Float32Array): void;
 }
