@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { harvest } from '../src/activations/harvest.js';
 import { decodeShard } from '../src/activations/shard.js';
@@ -187,6 +187,23 @@ test('stored frequencies, maxima and top examples equal a brute-force computatio
   );
   const bad = spawnSync(process.execPath, [CLI, 'features', dictDir, '--where', 'freq > 0; drop table features'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
+  // A shard damaged after the harvest, found in the pass once the index's threads have started: the build fails with
+  // the shard named, its threads stopped (else this test would not end) and no file of theirs left behind.
+  const damaged = join(dir, 'damaged');
+  cpSync(acts, damaged, { recursive: true });
+  const shard = join(damaged, 'shard-00001.arrow');
+  const bytes = readFileSync(shard);
+  bytes[bytes.length >> 1] ^= 1;
+  writeFileSync(shard, bytes);
+  for (const f of readdirSync(dictDir)) if (f.startsWith('index.sqlite')) rmSync(join(dictDir, f)); // the index and its readers' WAL files
+  await assert.rejects(
+    buildIndex(dictDir, d, damaged, { ...INDEX_DEFAULTS, topK: 5, contextRadius: 3, quiet: true }),
+    /shard-00001\.arrow does not match the checksum/,
+  );
+  assert.deepEqual(
+    readdirSync(dictDir).filter((f) => f.startsWith('index.sqlite')),
+    [],
+  );
 });
 
 test('the index writer thread: a file it cannot open is an error, not a hang; an aborted index leaves no file', async () => {

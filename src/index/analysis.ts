@@ -59,7 +59,8 @@ export class FeatureAnalysis {
   private settled = false;
   private sentAbsorption = false;
 
-  constructor(init: AnalysisInit) {
+  /** Starts the thread; its work begins with start(). */
+  constructor() {
     // One kernel thread: the thread runs in the gaps the pass leaves (analysis-worker.ts); a kernel split over two
     // threads there waits at every join for whichever thread the scheduler set aside (the absorption probes' 240
     // small GEMMs took 0.57 s that way against 0.06 s on one thread alone).
@@ -95,6 +96,10 @@ export class FeatureAnalysis {
     // Awaited in partial() and result(); a failure before then must not surface as an unhandled rejection.
     this.first.catch(() => undefined);
     this.done.catch(() => undefined);
+  }
+
+  /** The weights: the neighbours and the lens begin. */
+  start(init: AnalysisInit): void {
     this.worker.postMessage({ kind: 'init', init } satisfies AnalysisMessage);
   }
 
