@@ -94,13 +94,12 @@ function run(c: Case) {
     const ra = classic.e.step(classic.p, g, X, X, B, opts, firedA);
     classic.e.projectDecoderGrad(classic.p.W_dec!, g.W_dec);
     const sq = classic.e.sumSquares(g.W_encT) + classic.e.sumSquares(g.W_dec);
-    // Deferred: no W_enc/W_dec gradients given; the caller's batch is overwritten before the update (the engine
-    // must have kept its own copy of the input rows).
+    // Deferred: no W_enc/W_dec gradients given; the update reads the input rows from the caller's batch, given
+    // again (its own array: the engine keeps no copy).
     const gs = { b_enc: new Float32Array(m), b_dec: new Float32Array(dIn) };
     const firedB = new Float32Array(m);
     const Xb = X.slice();
     const rb = deferred.e.step(deferred.p, gs, Xb, Xb, B, { ...opts, deferRows: true, projectDec: true }, firedB);
-    Xb.fill(Number.NaN);
     const name = `${c.name}, step ${t}`;
     for (const f of ['loss', 'mse', 'auxLoss', 'anchorLoss', 'l0', 'minSelected', 'nnz', 'selection'] as const) assert.equal(rb[f], ra[f], `${name}: ${f}`);
     assert.deepEqual(bits(firedB), bits(firedA), `${name}: fired`);
@@ -113,7 +112,7 @@ function run(c: Case) {
     const scale = 0.5;
     for (const n of ['W_encT', 'W_dec'] as const) classic.e.adam(classic.p[n]!, g[n], classic.mo[n], classic.v[n], lr, scale, b1, b2, eps, t);
     classic.e.normalizeRows(classic.p.W_dec!, dIn);
-    deferred.e.applyRows(deferred.p, deferred.mo.W_encT, deferred.v.W_encT, deferred.mo.W_dec, deferred.v.W_dec, lr, scale, b1, b2, eps, t, true);
+    deferred.e.applyRows(deferred.p, Xb, deferred.mo.W_encT, deferred.v.W_encT, deferred.mo.W_dec, deferred.v.W_dec, lr, scale, b1, b2, eps, t, true);
     for (const n of ['W_encT', 'W_dec'] as const) {
       assert.deepEqual(bits(deferred.p[n]!), bits(classic.p[n]!), `${name}: ${n}`);
       assert.deepEqual(bits(deferred.mo[n]), bits(classic.mo[n]), `${name}: Adam m of ${n}`);
@@ -164,11 +163,17 @@ test('deferred rows: refused where they do not apply, and applyRows only once af
   assert.throws(() => relu.step(p, small, X, X, 4, o, new Float32Array(32)), /deferRows needs an untied TopK/);
   const topk = new mod.Engine({ dIn: 8, dOut: 8, dSae: 32, activation: 1, k: 2, applyBDec: true, noBias: false, tied: false, threads: 2 });
   const m = () => new Float32Array(256);
-  assert.throws(() => topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true), /applyRows needs a step with deferRows first/);
+  assert.throws(() => topk.applyRows(p, X, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true), /applyRows needs a step with deferRows first/);
   const r = topk.step(p, small, X, X, 4, { ...o, noRowsNorm: true }, new Float32Array(32));
   assert.ok(Number.isNaN(r.rowsSq), 'no norm asked for: NaN, not a number that looks measured');
-  topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true);
-  assert.throws(() => topk.applyRows(p, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 2, true), /at most once per step/);
+  // The update reads the step's input rows: another array, or the same one changed since, is refused (rows made from
+  // them would be another batch's gradient).
+  assert.throws(() => topk.applyRows(p, X.slice(), m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true), /the X its step was given/);
+  X[5] = 2;
+  assert.throws(() => topk.applyRows(p, X, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true), /X changed between the step and applyRows/);
+  X[5] = 1;
+  topk.applyRows(p, X, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 1, true);
+  assert.throws(() => topk.applyRows(p, X, m(), m(), m(), m(), 1e-3, 1, 0.9, 0.999, 1e-8, 2, true), /at most once per step/);
   // Gradients without W_enc/W_dec are refused on a step that writes them.
   assert.throws(() => topk.step(p, small, X, X, 4, { ...o, deferRows: false }, new Float32Array(32)), /W_encT/);
 });

@@ -248,20 +248,21 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
   });
 }
 
-// applyRows(params, mEnc, vEnc, mDec, vDec, lr, gscale, beta1, beta2, eps, t, normalize): after a deferRows step.
+// applyRows(params, X, mEnc, vEnc, mDec, vDec, lr, gscale, beta1, beta2, eps, t, normalize): after a deferRows step,
+// X the array that step was given (the engine checks it is the same).
 napi_value EngineApplyRows(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
-    auto a = args(env, info, 12, &self);
+    auto a = args(env, info, 13, &self);
     Engine* e = unwrap(env, self);
     const sdl::Config& c = e->config();
     sdl::Tensors p = tensors(env, e, a[0], "params");
     const size_t ne = (size_t)c.dSae * c.dIn, nd = (size_t)c.dSae * c.dOut;
     bool normalize;
-    CHECK_NAPI(napi_get_value_bool(env, a[11], &normalize));
-    e->applyRows(p, f32(env, a[1], ne, "mEnc"), f32(env, a[2], ne, "vEnc"), f32(env, a[3], nd, "mDec"), f32(env, a[4], nd, "vDec"), (float)num(env, a[5], "lr"),
-                 (float)num(env, a[6], "gscale"), (float)num(env, a[7], "beta1"), (float)num(env, a[8], "beta2"), (float)num(env, a[9], "eps"),
-                 (int)num(env, a[10], "t"), normalize);
+    CHECK_NAPI(napi_get_value_bool(env, a[12], &normalize));
+    e->applyRows(p, f32(env, a[1], 0, "X"), f32(env, a[2], ne, "mEnc"), f32(env, a[3], ne, "vEnc"), f32(env, a[4], nd, "mDec"), f32(env, a[5], nd, "vDec"),
+                 (float)num(env, a[6], "lr"), (float)num(env, a[7], "gscale"), (float)num(env, a[8], "beta1"), (float)num(env, a[9], "beta2"),
+                 (float)num(env, a[10], "eps"), (int)num(env, a[11], "t"), normalize);
     return nullptr;
   });
 }
@@ -280,10 +281,7 @@ napi_value copyOut(napi_env env, const void* src, size_t bytes, napi_typedarray_
 bool intoArray(napi_env env, napi_value into, const char* name, napi_typedarray_type t, size_t n, void** data, napi_value* ab, size_t* off) {
   if (isUndefined(env, into)) return false;
   napi_value v;
-  bool has = false;
-  CHECK_NAPI(napi_has_named_property(env, into, name, &has));
-  if (!has) return false;
-  CHECK_NAPI(napi_get_named_property(env, into, name, &v));
+  CHECK_NAPI(napi_get_named_property(env, into, name, &v));  // undefined where `into` has none: not a typed array
   bool is = false;
   CHECK_NAPI(napi_is_typedarray(env, v, &is));
   if (!is) return false;

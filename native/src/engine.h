@@ -187,8 +187,9 @@ class Engine {
   void adam(float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
   // After a step with deferRows: Adam on W_enc's and W_dec's rows (moments mEnc, vEnc [dSae][dIn] and mDec, vDec
   // [dSae][dOut]) with the gradients made again from that step's entries, scaled by gscale; W_dec's rows renormalised
-  // after when `normalize`. The same values as the step writing the gradients and the separate kernels.
-  void applyRows(const Tensors& p, float* mEnc, float* vEnc, float* mDec, float* vDec, float lr, float gscale, float b1, float b2, float eps, int t,
+  // after when `normalize`. The same values as the step writing the gradients and the separate kernels. X: the array
+  // the step was given, unchanged (W_enc's gradient rows read its rows; checked, else invalid_argument).
+  void applyRows(const Tensors& p, const float* X, float* mEnc, float* vEnc, float* mDec, float* vDec, float lr, float gscale, float b1, float b2, float eps, int t,
                  bool normalize);
 
  private:
@@ -226,7 +227,11 @@ class Engine {
   // for applyRows after a step with deferRows.
   struct Grouped {
     const float* G = nullptr;      // the main entries' dL/dy^ rows
-    const float* xrows = nullptr;  // the encoder's input rows [B][dIn] (the engine's copy when deferred)
+    const float* xrows = nullptr;  // the rows W_enc's gradient rows read [B][dIn]: the engine's x - b_dec, or X
+    const float* xIn = nullptr;    // untied: X, the step's input (applyRows checks it is given the same, unchanged)
+    long xLen = 0;
+    uint64_t xHash = 0;
+    const float* xcenter = nullptr;  // untied with b_dec applied: b_dec as the step read it, subtracted from X's rows
     const float* auxG = nullptr;   // AuxK's gradient rows [B][dOut] (an AuxK entry's is its row's)
     const float* auxVal = nullptr;    // AuxK's activations by slot
     const int32_t* auxDp = nullptr;   // and dL/dpre, by slot, written over the latent ids (floatBits)
@@ -245,7 +250,8 @@ class Engine {
   };
   LatentSums entryRows(long j, float* gwd, float* gwe) const;
   double rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const;
-  std::vector<float> norms_, theta_, rowBuf_;  // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows
+  // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows, b_dec as the step read it (Grouped::xcenter)
+  std::vector<float> norms_, theta_, rowBuf_, bdecAt_;
   std::vector<double> rowSq_;
   // BatchTopK: the last step's batch threshold; the next step's fused encoder keeps the entries above
   // kBatchFloor x it as candidates.

@@ -123,37 +123,44 @@ static inline double residualRow(int n, const float* yh, const float* bias, cons
   return s;
 }
 
-// out[0..n) = init[0..n) (0 without it) + sum over e < cnt of coef[e] src[e][0..n), each element summed in e order
-// with the same roundings as repeated axpy, but with the partial sums in registers (a block of columns at a time)
-// instead of loaded and stored once per source row.
+// out[0..n) = init[0..n) (0 without it) + sum over e < cnt of coef[e] (src[e] - center)[0..n) (center 0 without it),
+// each element summed in e order with the same roundings as repeated axpy of the differences, but with the partial
+// sums in registers (a block of columns at a time) instead of loaded and stored once per source row. `center` lets a
+// caller read rows x - c from x and c without a stored copy of the differences: each is rounded as the copy's was.
 constexpr int kAccumulateAhead = 8;
-static inline void accumulate(int n, int cnt, const float* coef, const float* const* src, const float* init, float* out) {
+template <bool Centered>
+static inline void accumulateRows(int n, int cnt, const float* coef, const float* const* src, const float* init, const float* center, float* out) {
   constexpr int U = VW == 16 ? 16 : 8;  // accumulators: half the register file
+  auto row = [&](const float* x, int i) { return Centered ? vload(x + i) - vload(center + i) : vload(x + i); };
   int i = 0;
   for (; i + U * VW <= n; i += U * VW) {
     vf acc[U];
     for (int u = 0; u < U; u++) acc[u] = init ? vload(init + i + u * VW) : vsplat(0.f);
     for (int e = 0; e < cnt; e++) {
       const vf av = vsplat(coef[e]);
-      const float* x = src[e] + i;
+      const float* x = src[e];
       // The source rows lie scattered (a latent's entries' batch rows, a row's decoder rows): this block of the row
       // kAccumulateAhead entries on is fetched now, a cache line at a time.
       if (e + kAccumulateAhead < cnt)
         for (int u = 0; u < U * VW; u += 64 / (int)sizeof(float)) __builtin_prefetch(src[e + kAccumulateAhead] + i + u, 0, 3);
-      for (int u = 0; u < U; u++) acc[u] = acc[u] + av * vload(x + u * VW);
+      for (int u = 0; u < U; u++) acc[u] = acc[u] + av * row(x, i + u * VW);
     }
     for (int u = 0; u < U; u++) vstore(out + i + u * VW, acc[u]);
   }
   for (; i + VW <= n; i += VW) {
     vf acc = init ? vload(init + i) : vsplat(0.f);
-    for (int e = 0; e < cnt; e++) acc = acc + vsplat(coef[e]) * vload(src[e] + i);
+    for (int e = 0; e < cnt; e++) acc = acc + vsplat(coef[e]) * row(src[e], i);
     vstore(out + i, acc);
   }
   for (; i < n; i++) {
     float a = init ? init[i] : 0.f;
-    for (int e = 0; e < cnt; e++) a += coef[e] * src[e][i];
+    for (int e = 0; e < cnt; e++) a += coef[e] * (Centered ? src[e][i] - center[i] : src[e][i]);
     out[i] = a;
   }
+}
+static inline void accumulate(int n, int cnt, const float* coef, const float* const* src, const float* init, float* out, const float* center = nullptr) {
+  if (center) accumulateRows<true>(n, cnt, coef, src, init, center, out);
+  else accumulateRows<false>(n, cnt, coef, src, init, nullptr, out);
 }
 
 // out[0..d) = init (0 without it) + sum over q < n of val[q] W[idx[q]] (rows of width d), in q order; entries whose

@@ -110,9 +110,14 @@ export interface NativeEngine extends NativeOptimiser {
   forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, yhat: boolean | Float32Array, into?: Partial<NativeForward>): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
-  /** After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by gscale), W_dec's rows renormalised after when `normalize`. */
+  /**
+   * After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by
+   * gscale), W_dec's rows renormalised after when `normalize`. X: the array that step was given, unchanged (W_enc's
+   * gradient rows read its rows; another array is refused).
+   */
   applyRows(
     p: NativeTensors,
+    X: Float32Array,
     mEnc: Float32Array,
     vEnc: Float32Array,
     mDec: Float32Array,

@@ -24,6 +24,8 @@ export class NativeTrainEngine implements Engine {
    * and the update makes each latent's gradient rows again and applies Adam to them in cache (native applyRows). */
   private readonly deferRows: boolean;
   private rowsSq = 0;
+  /** deferRows: the last step's input, whose rows the update reads again (the trainer leaves it unchanged between). */
+  private stepX?: Float32Array;
   private readonly m = new Map<Name, Float32Array>();
   private readonly v = new Map<Name, Float32Array>();
   private readonly trainable: Name[];
@@ -95,6 +97,7 @@ export class NativeTrainEngine implements Engine {
     const defer = this.deferRows ? { deferRows: true, projectDec: this.train.unitNormDecoder, noRowsNorm } : {};
     const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...defer, denseAbove: denseAbove() }, this.fired);
     this.rowsSq = r.rowsSq;
+    if (this.deferRows) this.stepX = X;
     const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
     return {
       loss: r.loss,
@@ -122,7 +125,21 @@ export class NativeTrainEngine implements Engine {
     this.t++;
     const { adamBeta1: b1, adamBeta2: b2, adamEps: eps } = train;
     if (this.deferRows)
-      this.e.applyRows(this.p, m.get('W_encT')!, v.get('W_encT')!, m.get('W_dec')!, v.get('W_dec')!, lr, scale, b1, b2, eps, this.t, train.unitNormDecoder);
+      this.e.applyRows(
+        this.p,
+        this.stepX!,
+        m.get('W_encT')!,
+        v.get('W_encT')!,
+        m.get('W_dec')!,
+        v.get('W_dec')!,
+        lr,
+        scale,
+        b1,
+        b2,
+        eps,
+        this.t,
+        train.unitNormDecoder,
+      );
     for (const n of separate) this.e.adam(this.p[n]!, this.g[n]!, m.get(n)!, v.get(n)!, lr, scale, b1, b2, eps, this.t);
     if (train.unitNormDecoder && !this.deferRows) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
   }
