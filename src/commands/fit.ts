@@ -21,7 +21,7 @@ import { memberName, parseSweep, readSweepFile, type MemberSettings, type SweepR
 import { checkOutput, readJson, sha256, writeJsonAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { screenSetting } from '../native/kernels.js';
-import { checkLowMemory } from '../sdl/engine.js';
+import { checkLowMemory, leanMemory } from '../sdl/engine.js';
 import { denseAbove } from '../sdl/engine-native.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, parseLayers, printJson } from './common.js';
@@ -327,6 +327,7 @@ export function register(y: Argv): Argv {
         .example('sdl fit --kind transcoder --layer 6 --skip', 'a skip transcoder')
         .example('sdl fit --kind crosscoder --sites blocks.2.hook_resid_post,blocks.4.hook_resid_post --activation batchtopk', ''),
     async (argv) => {
+      if (argv['low-memory']) leanMemory(); // before anything is read: see leanMemory
       const actsDir = argv.acts ?? latestHarvest();
       const manifest = openActivations(actsDir);
       if (argv.sweep !== undefined || argv['sweep-file'] !== undefined) return runSweep(argv as unknown as FitArgs, actsDir, manifest);

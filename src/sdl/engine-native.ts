@@ -3,13 +3,13 @@
 // matrices, and is transposed to SAELens orientation only at the boundary (weights(), checkpoints).
 import type { NativeEngine, NativeGrads, NativeModule, NativeTensors } from '../native/kernels.js';
 import { adviseHugePages, nativeThreads, screenSetting } from '../native/kernels.js';
-import { holdYoungGeneration } from '../util/young-generation.js';
 import type { DictConfig, TrainConfig } from './config.js';
 import type { NamedTensor, TensorSource } from '../tensor/safetensors.js';
 import { concatRows, transpose } from '../tensor/linalg.js';
 import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine-types.js';
 import { ACTIVATIONS } from './activations.js';
 import { UserError } from '../util/errors.js';
+import { leanMemory } from './engine.js';
 
 type Name = 'W_encT' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
 
@@ -52,10 +52,7 @@ export class NativeTrainEngine implements Engine {
       this.p.log_threshold = w.log_threshold ? Float32Array.from(w.log_threshold) : new Float32Array(cfg.dSae).fill(Math.log(train.jumpreluInitThreshold));
     const sel = ACTIVATIONS[cfg.activation].selection;
     this.deferRows = Boolean(train.lowMemory) && !cfg.tied && (sel === 'topk' || sel === 'batch');
-    if (train.lowMemory) {
-      mod.mallocLean();
-      holdYoungGeneration();
-    }
+    if (train.lowMemory) leanMemory();
     this.g = {
       W_encT: this.deferRows ? undefined : new Float32Array(W_encT.length),
       b_enc: new Float32Array(cfg.dSae),

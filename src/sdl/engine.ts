@@ -8,6 +8,7 @@ import { native, nativeStatus } from '../native/kernels.js';
 import { ACTIVATIONS } from './activations.js';
 import { UserError } from '../util/errors.js';
 import { usesCltKernels } from './clt.js';
+import { holdYoungGeneration } from '../util/young-generation.js';
 
 export type * from './engine-types.js';
 
@@ -25,6 +26,18 @@ export function checkLowMemory(cfg: DictConfig, train: TrainConfig, requested: s
   if (usesCltKernels(cfg) || cfg.tied || (sel !== 'topk' && sel !== 'batch') || (requested && requested !== 'native'))
     throw new UserError('--low-memory applies to untied TopK, BatchTopK and Matryoshka SAEs, transcoders and crosscoders on the native backend; drop it');
   if (!native()) throw new UserError(`--low-memory needs the native kernels, which are ${nativeStatus()}; drop it`);
+}
+
+/**
+ * --low-memory's process-wide settings: the C library's fixed mmap threshold and two arenas (addon.cc mallocLean) and
+ * V8's young generation held at its size. The engine sets them when it is made; `sdl fit` sets them first thing, before
+ * it opens the harvest, because what malloc's heap holds by then stays under the rest of the run: set at the engine,
+ * a 1.31M-token fit at 768 x 24,576 peaked ~3 MiB higher and rose 6-8 MiB more as AuxK began (docs/BENCHMARKS.md).
+ * Does nothing without the native kernels (checkLowMemory then refuses the option).
+ */
+export function leanMemory(): void {
+  native()?.mallocLean();
+  holdYoungGeneration();
 }
 
 export async function createEngine(requested: string | undefined, init: EngineInit): Promise<{ engine: Engine; note?: string }> {
