@@ -32,7 +32,8 @@ export function checkLowMemory(cfg: DictConfig, train: TrainConfig, requested: s
  * --low-memory's process-wide settings: the C library's fixed mmap threshold and two arenas (addon.cc mallocLean) and
  * V8's young generation held at its size. The engine sets them when it is made; `sdl fit` sets them first thing, before
  * it opens the harvest, because what malloc's heap holds by then stays under the rest of the run: set at the engine,
- * a 1.31M-token fit at 768 x 24,576 peaked ~3 MiB higher and rose 6-8 MiB more as AuxK began (docs/BENCHMARKS.md).
+ * a 1.31M-token fit at 768 x 24,576 rose 8.4 MiB over the run against 2.3, and a 10M one ended 6.3 MiB higher
+ * (docs/BENCHMARKS.md).
  * Does nothing without the native kernels (checkLowMemory then refuses the option).
  */
 export function leanMemory(): void {
