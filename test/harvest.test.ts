@@ -356,6 +356,14 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
       assert.deepEqual(again.token, ref.token.subarray(from, hi));
       if (first) assert.equal(again.values.get('a')!.buffer, first.values.get('a')!.buffer, "the first read's array is reused");
       first ??= again;
+      // Into an arena (at an odd offset, too small for every column): the same values, the first columns laid out in it.
+      const arena = new Uint8Array(new ArrayBuffer(4096), 3, 2000);
+      const inArena = readShard(d, m, 0, ['a', 'b'], { buffers: new ReadBuffers(arena) }, { from, to });
+      assert.deepEqual(inArena.values.get('a'), ref.values.get('a')!.subarray(from * 5, hi * 5), `${name} [${from}, ${to}) a, arena`);
+      assert.deepEqual(inArena.values.get('b'), ref.values.get('b')!.subarray(from * 3, hi * 3), `${name} [${from}, ${to}) b, arena`);
+      assert.deepEqual(inArena.token, ref.token.subarray(from, hi), `${name} [${from}, ${to}) tokens, arena`);
+      if (hi > from) assert.equal(inArena.values.get('a')!.buffer, arena.buffer, 'the first column lies in the arena');
+      if (to - from === 50) assert.notEqual(inArena.token.buffer, arena.buffer, 'a column past its end has an array of its own');
       assert.equal(got.rows, hi - from);
       assert.deepEqual(got.token, ref.token.subarray(from, hi), `${name} [${from}, ${to}) tokens`);
       assert.deepEqual(got.pos, ref.pos.subarray(from, hi));
@@ -381,6 +389,14 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
         .subarray(from * 5, Math.min(to, 50) * 5),
       `parquet [${from}, ${to})`,
     );
+  // BOS rows dropped from the Parquet shard (decoded once, kept for the next range): the same rows on every read, and
+  // the same as from Arrow (compacting the kept shard in place once changed what the second read returned).
+  const siteA = [{ name: 'a', width: 5 }];
+  const arrow = write('again', whole);
+  const fromArrow = loadRows(arrow.d, arrow.m, { shard: 0, from: 0, to: 50 }, siteA, siteA, true).x;
+  assert.equal(fromArrow.length, 50 * 5 - 7 * 5, 'the 7 BOS rows dropped');
+  for (const pass of [1, 2, 3])
+    assert.deepEqual(loadRows(join(dir, 'pq'), mq, { shard: 0, from: 0, to: 50 }, siteA, siteA, true).x, fromArrow, `parquet, BOS dropped, read ${pass}`);
   // A column of another type (a string): no range layout, the file is read whole, the same rows come back.
   const withText = tableToIPC(table.assign(tableFromArrays({ note: Array.from({ length: 50 }, (_, i) => `r${i}`) })), 'file');
   const { d: dt, m: mt } = write('text', withText);

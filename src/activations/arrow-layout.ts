@@ -115,27 +115,44 @@ export function arrowLayout(fd: number): ArrowLayout | undefined {
  * Arrays a reader reuses from one read to the next, by key: the training stream reads a shard 16 MiB at a time, and
  * a fresh array per piece left several pieces waiting for the garbage collector (48 MiB of the fit's peak at d 768).
  * An array a read returned is overwritten by the next read given the same buffers.
+ *
+ * With an arena (memory idle while these arrays are in use: fit's batch array between steps, where the held-out rows
+ * are read and evaluated), each key's array is laid out in it, one after another, while room is left; past that, and
+ * without one, arrays of their own. Reading into an arena adds nothing to the process's resident memory.
  */
 export class ReadBuffers {
-  private readonly held = new Map<string, ArrayBuffer>();
+  private readonly held = new Map<string, Uint8Array<ArrayBuffer>>();
+  private used = 0;
 
-  /** At least `bytes` bytes of the buffer kept under `key`, grown (never shrunk) when too small. */
-  private buffer(key: string, bytes: number): ArrayBuffer {
+  constructor(private readonly arena?: Uint8Array<ArrayBuffer>) {}
+
+  /** At least `bytes` bytes kept under `key`, made again (never shrunk) when too small; 8-byte aligned. */
+  private buffer(key: string, bytes: number): Uint8Array<ArrayBuffer> {
     let b = this.held.get(key);
-    if (!b || b.byteLength < bytes) this.held.set(key, (b = new ArrayBuffer(bytes)));
+    if (!b || b.byteLength < bytes) {
+      const a = this.arena;
+      const at = a ? this.used + ((8 - ((a.byteOffset + this.used) % 8)) % 8) : 0;
+      if (a && at + bytes <= a.byteLength) {
+        b = a.subarray(at, at + bytes);
+        this.used = at + bytes;
+      } else b = new Uint8Array(bytes);
+      this.held.set(key, b);
+    }
     return b;
   }
 
   float32(key: string, n: number): Float32Array<ArrayBuffer> {
-    return new Float32Array(this.buffer(key, 4 * n), 0, n);
+    const b = this.buffer(key, 4 * n);
+    return new Float32Array(b.buffer, b.byteOffset, n);
   }
 
   int32(key: string, n: number): Int32Array<ArrayBuffer> {
-    return new Int32Array(this.buffer(key, 4 * n), 0, n);
+    const b = this.buffer(key, 4 * n);
+    return new Int32Array(b.buffer, b.byteOffset, n);
   }
 
   bytes(key: string, n: number): Uint8Array<ArrayBuffer> {
-    return new Uint8Array(this.buffer(key, n), 0, n);
+    return this.buffer(key, n).subarray(0, n);
   }
 }
 
@@ -156,9 +173,9 @@ export function readColumnRows(fd: number, col: ColumnLayout, from: number, to: 
       if (col.kind === 'f16') {
         const len = (z - a) * w * 2;
         const raw = readInto(fd, buffers ? buffers.bytes(`${key}:f16`, len) : new Uint8Array(len), pos);
-        f16ToF32(new Uint16Array(raw.buffer, 0, (z - a) * w), new Float32Array(out.buffer, o * 4, (z - a) * w));
+        f16ToF32(new Uint16Array(raw.buffer, raw.byteOffset, (z - a) * w), new Float32Array(out.buffer, out.byteOffset + o * 4, (z - a) * w));
       } else {
-        readInto(fd, new Uint8Array(out.buffer, o * 4, (z - a) * w * 4), pos);
+        readInto(fd, new Uint8Array(out.buffer, out.byteOffset + o * 4, (z - a) * w * 4), pos);
       }
     }
     base += p.rows;

@@ -57,7 +57,17 @@ function readArrowRows(fd: number, layout: ArrowLayout, sites: string[], from: n
   const widths = new Map<string, number>();
   for (const [name, c] of layout.columns) if (c.kind !== 'int32') widths.set(name, c.width);
   for (const name of sites) if (widths.has(name)) values.set(name, readColumnRows(fd, col(name), from, to, buffers, name) as Float32Array);
-  return { rows: to - from, doc: ints('doc'), window: ints('window'), pos: ints('pos'), token: ints('token'), values, widths, metadata: layout.metadata };
+  return {
+    rows: to - from,
+    doc: ints('doc'),
+    window: ints('window'),
+    pos: ints('pos'),
+    token: ints('token'),
+    values,
+    widths,
+    metadata: layout.metadata,
+    own: true,
+  };
 }
 
 /** Reads the columns `sites` (and the index columns) of shard `index`, all rows or the rows of `span`. */

@@ -131,6 +131,8 @@ export interface ShardData {
   values: Map<string, Float32Array>;
   widths: Map<string, number>;
   metadata: Map<string, string>;
+  /** The arrays are this read's own (rows read by range from disk), free to rearrange; else views of a shard decoded whole and kept. */
+  own?: boolean;
 }
 
 function concatInt(parts: Int32Array[]): Int32Array {

@@ -18,9 +18,10 @@ export interface Rows {
 }
 
 /**
- * The kept rows of the sites side by side. One site read by nothing else, filling most of the file it came from, is
- * compacted in place (keep is ascending, so each row moves down): no second copy of the shard in memory. A site that
- * is a small part of its file (one of several hooks) is copied instead, so the rest of the file can be freed.
+ * The kept rows of the sites side by side. One site read by nothing else, in arrays that are the read's own (a range
+ * read from disk: ShardData.own), is compacted in place (keep is ascending, so each row moves down): no second copy
+ * in memory. Views of a shard decoded whole (Parquet) are copied instead: the decoded shard is kept for the next range
+ * asked of it, and compacting it in place changed what a second read of the same rows returned.
  */
 function concatSites(
   values: Map<string, Float32Array>,
@@ -31,7 +32,7 @@ function concatSites(
   out?: { buffers: ReadBuffers; key: string },
 ): Float32Array {
   const only = sites.length === 1 ? values.get(sites[0].name)! : undefined;
-  if (inPlace && only && only.byteLength * 2 >= only.buffer.byteLength) {
+  if (inPlace && only) {
     const v = only;
     const w = sites[0].width;
     for (let r = 0; r < n; r++) if (keep[r] !== r) v.copyWithin(r * w, keep[r] * w, (keep[r] + 1) * w);
@@ -91,8 +92,9 @@ export function loadRows(
   const same = sameSites(sitesIn, sitesOut);
   const shared = sitesIn.some((a) => sitesOut.some((b) => b.name === a.name));
   const reuse = (key: string) => (read.buffers ? { buffers: read.buffers, key } : undefined);
-  const x = concatSites(data.values, sitesIn, keep, n, same || !shared, reuse(':x'));
-  const y = same ? x : concatSites(data.values, sitesOut, keep, n, !shared, reuse(':y'));
+  const own = data.own === true;
+  const x = concatSites(data.values, sitesIn, keep, n, own && (same || !shared), reuse(':x'));
+  const y = same ? x : concatSites(data.values, sitesOut, keep, n, own && !shared, reuse(':y'));
   return { n, x, y };
 }
 

@@ -196,24 +196,22 @@ function thresholdVector(w: EngineWeights, cfg: DictConfig, thresholds: number[]
 
 /**
  * Held-out rows, read from the shards and normalised a chunk at a time when evaluated: no copy of the set is kept
- * between evaluations (48 MB at d 768 and 16,384 rows). A chunk is overwritten by the next.
+ * between evaluations (48 MB at d 768 and 16,384 rows). A chunk, and the array for its reconstruction, are
+ * overwritten by the next.
  */
 interface HeldOut {
   n: number;
-  chunks(): Iterable<Rows>;
+  /** `idle`: memory unused until the next step (the step's batch array) to read and reconstruct the chunks in. */
+  chunks(idle?: Float32Array): Iterable<Rows & { yhat: Float32Array }>;
 }
 
 /** Evaluates the engine (normalised space) on held-out rows; reconstructions are compared in harvest units. */
-function evaluate(cfg: DictConfig, engine: Engine, held: HeldOut, scalesOut: number[], batchThreshold: number[]): EvalMetrics {
+function evaluate(cfg: DictConfig, engine: Engine, held: HeldOut, scalesOut: number[], batchThreshold: number[], idle?: Float32Array): EvalMetrics {
   const acc = new EvalAccumulator(cfg.sitesOut, cfg.dSae);
   const inv = scalesOut.map((s) => 1 / s);
-  // One reconstruction array for every chunk: a new one each (3 MB at d 768) stayed until V8 collected it, and
-  // the last evaluation was fit's memory peak.
-  let yhat: Float32Array | undefined;
-  for (const rows of held.chunks()) {
+  for (const rows of held.chunks(idle)) {
     const n = rows.n;
-    if (!yhat || yhat.length < n * cfg.dOut) yhat = new Float32Array(n * cfg.dOut);
-    const f = engine.forward(rows.x, n, batchThreshold, yhat);
+    const f = engine.forward(rows.x, n, batchThreshold, rows.yhat);
     // y may be x (same sites): forward is done with it.
     const y = rows.y;
     // Back to harvest units (undo the per-site scale) before comparing.
@@ -457,6 +455,8 @@ class MemberRun {
   private Yb?: Float32Array;
   /** A sweep of one reading one whole site scales the stream's batch in place: no second batch-sized array (12 MB at d 768). */
   private readonly batchInPlace: boolean;
+  /** This member's batch array, idle between its steps (see heldOut). */
+  private idle?: Float32Array;
   private sinceFired!: Float64Array;
   private stepNo = 0;
   private threshold: number[] = [];
@@ -509,23 +509,33 @@ class MemberRun {
     return { n: src.n, x, y: this.same ? x : this.outPick.pick(src.x, this.shared.width, src.n, scalesOut) };
   }
 
-  /** The held-out rows read from the shards a chunk at a time and normalised with this member's scales, into buffers made once. */
+  /**
+   * The held-out rows read from the shards a chunk at a time and normalised with this member's scales. Given idle
+   * memory (the step's batch array, between steps), everything an evaluation reads and writes is laid out in it:
+   * arrays of its own, made at the first evaluation and kept, added 9 MiB at d 768 to every later step's peak
+   * (the 10M-token fit's memory rose there, 613.5 -> 625.5 MiB). Without (a member finished before its first step
+   * on resume), arrays made once and kept.
+   */
   private heldOut(): HeldOut {
     const { ranges, n } = this.shared.held,
       w = this.shared.width,
       size = Math.min(HELD_CHUNK, n);
-    const buffers = new ReadBuffers();
-    const bx = new Float32Array(size * this.cfg.dIn),
-      by = this.same ? bx : new Float32Array(size * this.cfg.dOut);
+    const { dIn, dOut } = this.cfg;
+    let own: ReadBuffers | undefined;
     const self = this;
     return {
       n,
-      *chunks() {
+      *chunks(idle) {
+        const buffers = idle ? new ReadBuffers(new Uint8Array(idle.buffer as ArrayBuffer, idle.byteOffset, idle.byteLength)) : (own ??= new ReadBuffers());
+        const bx = buffers.float32('held:x', size * dIn),
+          by = self.same ? bx : buffers.float32('held:y', size * dOut),
+          yhat = buffers.float32('held:yhat', size * dOut);
         for (const p of pieces(ranges, HELD_CHUNK)) {
           const raw = self.shared.load(p, buffers);
           if (!raw.n) continue;
-          const px = self.inPick.pick(raw.x, w, raw.n, self.scalesIn, bx.subarray(0, raw.n * self.cfg.dIn));
-          yield { n: raw.n, x: px, y: self.same ? px : self.outPick.pick(raw.x, w, raw.n, self.scalesOut, by.subarray(0, raw.n * self.cfg.dOut)) };
+          const px = self.inPick.pick(raw.x, w, raw.n, self.scalesIn, bx.subarray(0, raw.n * dIn));
+          const py = self.same ? px : self.outPick.pick(raw.x, w, raw.n, self.scalesOut, by.subarray(0, raw.n * dOut));
+          yield { n: raw.n, x: px, y: py, yhat: yhat.subarray(0, raw.n * dOut) };
         }
       },
     };
@@ -745,6 +755,9 @@ class MemberRun {
     const drawnBefore = this.nextDrawn;
     const w = this.shared.width;
     const Xb = this.inPick.pick(batch, w, B, this.scalesIn, this.Xb ?? batch.subarray(0, B * w));
+    // Once the update has read it, the batch array is idle until the next step: evaluations are read into it. A
+    // member's own (sweeps) rather than the shared one, which the next member's step still reads.
+    this.idle = this.Xb ?? batch;
     const Yb = this.same ? Xb : this.outPick.pick(batch, w, B, this.scalesOut, this.Yb);
     const stepNo = this.stepNo;
     const lrNow =
@@ -804,7 +817,7 @@ class MemberRun {
     };
     if (resampled) rec.resampled = resampled;
     if (this.stepNo % train.evalEvery === 0 || this.stepNo === this.totalSteps) {
-      this.lastEval = evaluate(cfg, engine, this.held, this.scalesOut, this.threshold);
+      this.lastEval = evaluate(cfg, engine, this.held, this.scalesOut, this.threshold, this.idle);
       rec.eval = this.lastEval;
     }
     if (this.stepNo % 10 === 0 || rec.eval || resampled) this.log(rec);
@@ -823,7 +836,7 @@ class MemberRun {
     const { cfg, train, engine, job, spec } = this;
     const { manifest } = job;
     const B = train.batchTokens;
-    const evalNow = this.lastEval ?? evaluate(cfg, engine, this.held, this.scalesOut, this.threshold);
+    const evalNow = this.lastEval ?? evaluate(cfg, engine, this.held, this.scalesOut, this.threshold, this.idle);
     const deadFraction = this.sinceFired.reduce((a, s) => a + (s >= this.deadWindow ? 1 : 0), 0) / cfg.dSae;
     // The engine is done: its arrays become the dictionary's (no copy of the weights at the end of the run).
     const final = engine.takeWeights();
