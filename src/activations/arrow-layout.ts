@@ -112,8 +112,9 @@ export function arrowLayout(fd: number): ArrowLayout | undefined {
 }
 
 /**
- * Arrays a reader reuses from one read to the next, by key: the training stream reads a shard 16 MiB at a time, and
- * a fresh array per piece left several pieces waiting for the garbage collector (48 MiB of the fit's peak at d 768).
+ * Arrays a reader reuses from one read to the next, by key: the training stream reads a shard a piece at a time
+ * (PIECE_BYTES, src/sdl/data.ts), and a fresh array per piece left several pieces waiting for the garbage collector
+ * (48 MiB of the fit's peak at d 768 when pieces were 16 MiB).
  * An array a read returned is overwritten by the next read given the same buffers.
  *
  * With an arena (memory idle while these arrays are in use: fit's batch array between steps, where the held-out rows
