@@ -209,15 +209,30 @@ test(`${ROWS.length} bad inputs: exit 2, one line, no stack, nothing that looks 
   assert.equal(readFileSync(join(dir, 'afile'), 'utf8'), 'not a folder');
 });
 
-/** Runs `args`, killing it after each of the seeded delays (seconds), then once more to the end. */
-async function killAndFinish(args: string[], delays: number[], resume: () => string[] = () => [], afterKill?: () => void): Promise<number> {
+/**
+ * Runs `args` once per kill point, killing the run once `progress()` (read every 10 ms) reaches the point's `at`
+ * and then its `jitterMs` more; then once more to the end. The moments follow the work done, not the clock, so a
+ * machine that speeds up or slows down mid-test still gets every kill in before the run could finish.
+ */
+async function killAndFinish(
+  args: string[],
+  points: { at: number; jitterMs: number }[],
+  progress: () => number,
+  resume: () => string[] = () => [],
+  afterKill?: () => void,
+): Promise<number> {
   let kills = 0;
-  for (const d of delays) {
+  for (const { at, jitterMs } of points) {
     const child = spawn(process.execPath, [CLI, ...args, ...resume()], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (b) => (err += b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), d * 1000);
+    let timer: NodeJS.Timeout | undefined;
+    const poll = setInterval(() => {
+      if (timer || progress() < at) return;
+      timer = setTimeout(() => child.kill('SIGKILL'), jitterMs);
+    }, 10);
     const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+    clearInterval(poll);
     clearTimeout(timer);
     if (code === null) {
       kills++;
@@ -229,17 +244,23 @@ async function killAndFinish(args: string[], delays: number[], resume: () => str
   return kills;
 }
 
-/** Seconds an unbroken run of `args` takes here, now (kill moments scale with it, so a loaded machine still gets its kills in). */
-function timed(args: string[]): number {
-  const t0 = performance.now();
-  const r = sdl(...args);
-  assert.equal(r.status, 0, r.stderr);
-  return (performance.now() - t0) / 1000;
-}
-
-const seeded = (seed: number, n: number, lo: number, hi: number) => {
+/**
+ * `n` seeded kill points: the i-th at a random place in the i-th of `n` equal parts of [lo, hi) of the work (so they
+ * rise), each then delayed by a random 0-`maxJitterMs` ms so that a kill lands anywhere in a step or a write.
+ */
+const seeded = (seed: number, n: number, lo: number, hi: number, maxJitterMs: number) => {
   const rng = new Rng(seed);
-  return Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
+  const part = (hi - lo) / n;
+  return Array.from({ length: n }, (_, i) => ({ at: lo + part * (i + rng.next()), jitterMs: maxJitterMs * rng.next() }));
+};
+
+/** The step of the last checkpoint written in `out` (0 before the first). */
+const checkpointStep = (out: string) => {
+  try {
+    return (JSON.parse(readFileSync(join(out, 'checkpoint', 'state.json'), 'utf8')) as { step: number }).step;
+  } catch {
+    return 0; // none yet, or (between a write and its rename) not there for an instant
+  }
 };
 
 test('fit killed 5 times at seeded random moments, resumed each time: the same weights as an unbroken run', async () => {
@@ -262,18 +283,20 @@ test('fit killed 5 times at seeded random moments, resumed each time: the same w
     '--resample',
     '100',
   ];
-  const T = timed([...base, '--out', join(dir, 'fit-whole')]);
+  const whole = sdl(...base, '--out', join(dir, 'fit-whole'));
+  assert.equal(whole.status, 0, whole.stderr);
   const out = join(dir, 'fit-killed');
   // --resume once a checkpoint exists (a run killed before its first checkpoint simply starts again).
   const kills = await killAndFinish(
     [...base, '--out', out],
-    seeded(11, 5, 0.1 * T, 0.25 * T),
+    seeded(11, 5, 0, 1200, 50),
+    () => checkpointStep(out),
     () => (existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : []),
     () => {
       assert.ok(!existsSync(join(out, 'cfg.json')), 'a killed fit never leaves a cfg.json');
     },
   );
-  assert.ok(kills >= 5, `${kills} kills`);
+  assert.equal(kills, 5);
   assert.deepEqual(readFileSync(join(out, 'sae_weights.safetensors')), readFileSync(join(dir, 'fit-whole', 'sae_weights.safetensors')));
   const log = readFileSync(join(out, 'training_log.jsonl'), 'utf8');
   assert.ok((log.match(/"event":"resume"/g) ?? []).length >= 1, 'resumes are logged');
@@ -282,23 +305,29 @@ test('fit killed 5 times at seeded random moments, resumed each time: the same w
 test('fit --low-memory killed 3 times, resumed each time: the same weights as an unbroken --low-memory run', async () => {
   // The deferred update (no gradient buffers) between a step and its update is the state a kill can interrupt.
   const base = ['fit', '--acts', acts, '--latents', '512', '--k', '8', '--batch', '512', '--steps', '800', '--eval-tokens', '2048', '--checkpoint-every', '10'];
-  const T = timed([...base, '--low-memory', '--out', join(dir, 'lowmem-whole')]);
+  const whole = sdl(...base, '--low-memory', '--out', join(dir, 'lowmem-whole'));
+  assert.equal(whole.status, 0, whole.stderr);
   const out = join(dir, 'lowmem-killed');
-  const kills = await killAndFinish([...base, '--low-memory', '--out', out], seeded(12, 3, 0.15 * T, 0.3 * T), () =>
-    existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : [],
+  const kills = await killAndFinish(
+    [...base, '--low-memory', '--out', out],
+    seeded(12, 3, 0, 640, 50),
+    () => checkpointStep(out),
+    () => (existsSync(join(out, 'checkpoint', 'state.json')) ? ['--resume'] : []),
   );
-  assert.ok(kills >= 3, `${kills} kills`);
+  assert.equal(kills, 3);
   assert.deepEqual(readFileSync(join(out, 'sae_weights.safetensors')), readFileSync(join(dir, 'lowmem-whole', 'sae_weights.safetensors')));
 });
 
 test('harvest killed 5 times at seeded random moments ends byte-identical to an unbroken harvest', async () => {
   const base = ['harvest', '--layer', '6', '--tokens', '400k', '--shard-tokens', '8192'];
-  const T = timed([...base, '--out', join(dir, 'h-whole')]);
-  const out = join(dir, 'h-killed');
-  // Each run starts (about 0.4 s) and then gets 6-15% of the work done before its kill: five kills stay short of the whole.
-  const kills = await killAndFinish([...base, '--out', out], seeded(12, 5, 0.4 + 0.06 * T, 0.4 + 0.15 * T));
-  assert.ok(kills >= 5, `${kills} kills`);
+  const whole = sdl(...base, '--out', join(dir, 'h-whole'));
+  assert.equal(whole.status, 0, whole.stderr);
   const shards = readdirSync(join(dir, 'h-whole')).filter((f) => f.endsWith('.arrow'));
+  const out = join(dir, 'h-killed');
+  const finished = () => (existsSync(out) ? readdirSync(out).filter((f) => f.endsWith('.arrow')).length : 0);
+  // Kill points by shards finished (49 in all), the last at 80% of them: a kill never finds the harvest done.
+  const kills = await killAndFinish([...base, '--out', out], seeded(12, 5, 0, 0.8 * shards.length, 100), finished);
+  assert.equal(kills, 5);
   assert.deepEqual(
     readdirSync(out).filter((f) => f.endsWith('.arrow')),
     shards,
@@ -317,7 +346,15 @@ test('index killed 5 times at seeded random moments: the index is always the old
     return v;
   };
   const old = identity();
-  const kills = await killAndFinish(['index', dict, '--force', '--top-k', '7'], seeded(13, 5, 0.15, 0.6), undefined, () => assert.equal(identity(), old));
+  // The index has no progress to watch: its kills fall 150-600 ms after the start (it takes longer than that here).
+  const delays = seeded(13, 5, 150, 600, 0).map(({ at }) => ({ at: 0, jitterMs: at }));
+  const kills = await killAndFinish(
+    ['index', dict, '--force', '--top-k', '7'],
+    delays,
+    () => 0,
+    undefined,
+    () => assert.equal(identity(), old),
+  );
   assert.ok(kills >= 5, `${kills} kills`);
   assert.notEqual(identity(), old, 'the finished run replaced the index');
   assert.ok(!readdirSync(dict).some((f) => f.includes('.tmp-')), 'temporary files of the killed runs are gone');
