@@ -46,6 +46,9 @@ void Engine::releaseGradient() {
   release(aux_.idx);  // AuxK's selection: made again by the next step's encoder
   release(aux_.val);
   release(w_.edact);
+  // The per-latent counts and offsets (main entries' and AuxK's: T x d_sae longs each, ~1 MB a set at 24,576
+  // latents) were kept between steps; kept, they lay under the next encoder's peak, AuxK's set from the first dead latent on.
+  for (auto* v : {&w_.cnt, &w_.colStart, &w_.off, &w_.cntAux, &w_.auxColStart, &w_.auxOff}) release(*v);
   grp_.auxG = nullptr;  // pointed into E_
 #if defined(__GLIBC__)
   // The step's small vectors (under the 128 KiB mmap threshold a lean engine sets) come and go in the C library's

@@ -3,7 +3,7 @@
 // weights and start with the pass; the first-letter absorption probes start as soon as the pass has gathered their
 // samples. On 2 cores the pass's single-threaded stretches (examples, quantiles, reading) leave a core to them.
 import { Worker } from 'node:worker_threads';
-import { SMALL_YOUNG_GENERATION } from '../util/young-generation.js';
+import { SMALL_YOUNG_GENERATION } from '../util/v8-heap.js';
 import type { AbsorptionResult, AbsorptionSample } from '../analysis/absorption.js';
 import type { LensInputs } from './logit-lens.js';
 import type { Neighbors } from './neighbors.js';

@@ -6,7 +6,7 @@
 // decoding them: 0.14 s against 0.9 s to insert them): the inserting after the pass runs on both cores.
 import { rmSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { SMALL_YOUNG_GENERATION } from '../util/young-generation.js';
+import { SMALL_YOUNG_GENERATION } from '../util/v8-heap.js';
 import type { ExampleLists } from './examples.js';
 import type { LetterResult } from '../analysis/absorption.js';
 

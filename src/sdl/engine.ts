@@ -8,7 +8,7 @@ import { native, nativeStatus } from '../native/kernels.js';
 import { ACTIVATIONS } from './activations.js';
 import { UserError } from '../util/errors.js';
 import { usesCltKernels } from './clt.js';
-import { holdYoungGeneration } from '../util/young-generation.js';
+import { holdYoungGeneration } from '../util/v8-heap.js';
 
 export type * from './engine-types.js';
 

@@ -11,6 +11,7 @@ import { createEngine, type Engine } from './engine.js';
 import type { EngineWeights } from './engine-types.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
 import { decodeSafetensors, safetensorsParts, type NamedTensor } from '../tensor/safetensors.js';
+import { collectGarbage } from '../util/v8-heap.js';
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, readJson, removeStaleTemps, sha256, writeAtomic, writeJsonAtomic } from '../util/fsx.js';
@@ -412,7 +413,10 @@ async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResu
       const pos = stream.drawn;
       stream.batch(B, X, X);
       // Members resumed from a later checkpoint wait until the stream reaches them.
-      for (const r of runs) if (!r.done && r.nextDrawn === pos) r.step(X);
+      let rare = false;
+      for (const r of runs) if (!r.done && r.nextDrawn === pos && r.step(X) && r.train.lowMemory) rare = true;
+      // --low-memory asks for a flat peak: the garbage of a checkpoint or an evaluation goes before the next step.
+      if (rare) collectGarbage();
       settle();
       if (runs.length === 1) progress.update(runs[0].tokens, runs[0].status());
       else
@@ -440,7 +444,7 @@ class MemberRun {
   /** Stream position of this member's next batch. */
   nextDrawn = 0;
   private readonly cfg: DictConfig;
-  private readonly train: TrainConfig;
+  readonly train: TrainConfig;
   private readonly inPick: SitePicker;
   private readonly outPick: SitePicker;
   private readonly same: boolean;
@@ -748,8 +752,11 @@ class MemberRun {
     return dead.length;
   }
 
-  /** One training step on a batch of the shared layout (scaled in place when batchInPlace). */
-  step(batch: Float32Array): void {
+  /**
+   * One training step on a batch of the shared layout (scaled in place when batchInPlace). True when the step also
+   * did rare work (a checkpoint, an evaluation, resampling) whose garbage is best collected before the next step.
+   */
+  step(batch: Float32Array): boolean {
     const { cfg, train, engine, sinceFired } = this;
     const B = train.batchTokens;
     const drawnBefore = this.nextDrawn;
@@ -780,7 +787,11 @@ class MemberRun {
     }
     // Checkpoint here, before the update: these parameters just produced a finite loss, so a checkpoint
     // is always a good state to resume from.
-    if (stepNo > 0 && stepNo % train.checkpointEvery === 0 && stepNo !== this.lastCheckpointStep) this.saveCheckpoint(drawnBefore);
+    let rare = false;
+    if (stepNo > 0 && stepNo % train.checkpointEvery === 0 && stepNo !== this.lastCheckpointStep) {
+      this.saveCheckpoint(drawnBefore);
+      rare = true;
+    }
     engine.update(lrNow, train.clipGradNorm);
     for (let i = 0; i < cfg.dSae; i++) sinceFired[i] = r.fired[i] > 0 ? 0 : sinceFired[i] + B;
     if (r.minSelected !== undefined) {
@@ -822,6 +833,7 @@ class MemberRun {
     }
     if (this.stepNo % 10 === 0 || rec.eval || resampled) this.log(rec);
     if (this.done) this.seconds = (performance.now() - this.t0) / 1000;
+    return rare || resampled > 0 || rec.eval !== undefined;
   }
 
   status(short = false): string {

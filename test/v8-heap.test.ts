@@ -1,5 +1,5 @@
-// holdYoungGeneration (src/util/young-generation.ts): set while the process runs, V8's young generation does not grow
-// through an allocation pattern that, in a control process, makes it grow (V8 may still shrink it).
+// src/util/v8-heap.ts. holdYoungGeneration: set while the process runs, V8's young generation does not grow through an
+// allocation pattern that, in a control process, makes it grow (V8 may still shrink it). collectGarbage: collects now.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import { ROOT } from './helpers.js';
 // size between the two and at the end, in KiB.
 const churn = (hold: boolean) => `
   import { getHeapSpaceStatistics } from 'node:v8';
-  import { holdYoungGeneration } from ${JSON.stringify(join(ROOT, 'dist/src/util/young-generation.js'))};
+  import { holdYoungGeneration } from ${JSON.stringify(join(ROOT, 'dist/src/util/v8-heap.js'))};
   const size = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size >> 10;
   const keep = [];
   const allocate = (n) => {
@@ -41,4 +41,14 @@ test('holdYoungGeneration: the young generation does not grow where it otherwise
   );
   const held = newSpace(true);
   assert.ok(held.after <= held.before, `held, it grew: ${held.before} -> ${held.after} KiB`);
+});
+
+test('collectGarbage: an object nothing references is gone right after it, without --expose-gc', async () => {
+  const { collectGarbage } = await import('../src/util/v8-heap.js');
+  const make = () => new WeakRef({ big: new Array(1000).fill(1) });
+  const refs = Array.from({ length: 5 }, make);
+  await new Promise((r) => setImmediate(r)); // WeakRef targets stay alive to the end of the turn that made them
+  collectGarbage();
+  assert.equal(refs.filter((w) => w.deref() !== undefined).length, 0);
+  collectGarbage(); // a second call reuses the gc it was given
 });
