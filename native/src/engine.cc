@@ -33,6 +33,10 @@ void Engine::releaseEncoder() {
   gemmRelease();
   screenRelease();
   encodeRelease(pool_);
+  // The float32 GEMM's per-thread panels: with the bf16 screen they are first made when AuxK's selection (or a row
+  // block redone exactly) runs, and kept, they lifted a 10M-token fit's peak at 768 x 24,576 by ~1.6 MB when the first
+  // latents died (docs/BENCHMARKS.md).
+  pool_.each([](int) { gemmReleaseThread(); });
 }
 
 void Engine::releaseGradient() {

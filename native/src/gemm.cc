@@ -39,6 +39,12 @@ Buffer& cBuffer() {
   return buf;
 }
 
+// gemmBlocks' C blocks, per thread (each pool thread runs its tasks in its own buffer), rows padded as gemm()'s.
+Buffer& blocksCBuffer() {
+  static thread_local Buffer buf;
+  return buf;
+}
+
 // Per-thread A-panel buffers (threads are identified by the pool's thread index).
 Buffer& aBuffer(int thread) {
   static thread_local Buffer buf;
@@ -335,6 +341,12 @@ void gemmRelease() {
   bChunk.release();
 }
 
+void gemmReleaseThread() {
+  aBuffer(0).release();
+  cBuffer().release();
+  blocksCBuffer().release();
+}
+
 size_t gemmChunkBytes() { return chunkBytes.load(); }
 size_t setGemmChunkBytes(size_t bytes) { return chunkBytes.exchange(bytes); }
 
@@ -345,7 +357,6 @@ int gemmBlockCols() { return BNC; }
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols) {
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
   const int nKBlocks = (K + KC - 1) / KC;
-  static thread_local Buffer cBuf;  // per thread (each pool thread runs its tasks in its own buffer), rows padded as gemm()'s
   const long ldb = BNC + kCPad;
   // One row block over the columns [c0, c0 + cn) of a packed chunk (stride as packColumns'): its A packed (K-block
   // kb at k0 * BMC; unless packRows is false, when the thread's buffer holds these rows already), then each column
@@ -356,7 +367,7 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
       int k0 = kb * KC, kc = K - k0 < KC ? K - k0 : KC;
       packA(A, i0, mc, k0, kc, Ap + (long)k0 * BMC);
     }
-    float* Cb = cBuf.get((size_t)BMC * ldb);
+    float* Cb = blocksCBuffer().get((size_t)BMC * ldb);
     for (int j0 = c0; j0 < c0 + cn; j0 += BNC) {
       const int nc = c0 + cn - j0 < BNC ? c0 + cn - j0 : BNC;
       for (int kb = 0; kb < nKBlocks; kb++) {

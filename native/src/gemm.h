@@ -41,6 +41,9 @@ struct BlockSink {
 void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols = nullptr);
 // Frees the calling thread's packed copies of B (kept between products: a lean engine gives them back after its encoder).
 void gemmRelease();
+// Frees the calling thread's A panels and C blocks (~0.9 MB a thread at d_in 768), kept between products; a lean engine
+// gives them back on every pool thread after its encoder (Pool::each).
+void gemmReleaseThread();
 // The most bytes of B that gemmBlocks packs at once (the chunk holds at least one column block whatever the setting);
 // set returns the previous value. A tuning knob, process-wide: the tests make chunks small to cross many of them.
 size_t gemmChunkBytes();
