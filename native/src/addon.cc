@@ -887,11 +887,14 @@ napi_value CpuFeatures(napi_env env, napi_callback_info) {
 // sdl fit --low-memory: glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), after
 // which freed read chunks, evaluation chunks and per-batch arrays are carved from the heap and kept there; and it gives
 // every thread its own arena. A fixed threshold returns large blocks to the system when freed, and two arenas are
-// enough for a main thread and a two-core pool: 768 x 24,576 fit's steady RSS ~50 MB lower at the same speed. Not the
-// default: the page faults of fresh mappings cost the index ~0.3 s in 7 (docs/BENCHMARKS.md).
+// enough for a main thread and a two-core pool: 768 x 24,576 fit's steady RSS ~50 MB lower at the same speed. The
+// threshold is 16 KiB, not 128: the step's blocks between the two (per-thread lists and selections whose sizes follow
+// the dead latents' count) left free chunks in the arenas that later steps could not reuse; at 16 KiB a 10M-token
+// fit's peak is 2-4 MB lower, ~55 more mmap calls a step, the same speed (docs/BENCHMARKS.md). Not the default: the
+// page faults of fresh mappings cost the index ~0.3 s in 7.
 napi_value MallocLean(napi_env env, napi_callback_info) {
 #ifdef __GLIBC__
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  mallopt(M_MMAP_THRESHOLD, 16 * 1024);
   mallopt(M_ARENA_MAX, 2);
 #endif
   napi_value undefined;

@@ -54,8 +54,9 @@ void Engine::releaseGradient() {
   // latents) were kept between steps; kept, they lay under the next encoder's peak, AuxK's set from the first dead latent on.
   for (auto* v : {&w_.cnt, &w_.colStart, &w_.off, &w_.cntAux, &w_.auxColStart, &w_.auxOff}) release(*v);
   grp_.auxG = nullptr;  // pointed into E_
+  pool_.each([](int) { releaseEntryLists(); });
 #if defined(__GLIBC__)
-  // The step's small vectors (under the 128 KiB mmap threshold a lean engine sets) come and go in the C library's
+  // The step's small vectors (under the 16 KiB mmap threshold a lean engine sets) come and go in the C library's
   // arenas, and the free chunks they leave are kept resident: over a 10M-token run at 768 x 24,576 the main heap
   // alone grew 12 -> 17 MB between steps. malloc_trim gives every whole free page of every arena back (glibc 2.8+:
   // inside a heap, not only at its top), once a step.

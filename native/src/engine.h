@@ -107,6 +107,8 @@ struct Candidates {
 // every engine.
 double sumSquares(Pool& pool, const float* x, long n);
 void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
+// Frees the calling thread's lists of the sparse step's per-latent gradient rows (step.cc, Engine::entryRows).
+void releaseEntryLists();
 
 // One Adam step's constants, and its update of elements [i0, i1): one implementation for every caller.
 struct AdamStep {

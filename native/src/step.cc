@@ -636,6 +636,20 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   return r;
 }
 
+namespace {
+// entryRows' lists, one set per thread, grown to the most entries a latent has had. They reach a whole batch's rows
+// (4,096) when the first latents die, as every row's AuxK selection then holds all of them (fewer than k_aux are
+// dead): ~96 KB a thread, made by doubling in the C library's arenas, where they were kept for the run (a lean
+// engine now gives them back with the gradient's arrays: releaseEntryLists).
+struct EntryLists {
+  std::vector<float> coefD, coefE;
+  std::vector<const float*> srcD, srcE;
+};
+thread_local EntryLists entryLists;
+}  // namespace
+
+void releaseEntryLists() { entryLists = EntryLists{}; }
+
 // Latent j's gradient rows from its entries (the sparse path's grouping, grp_): gwd = sum of v dL/dy^ rows, gwe =
 // sum of dL/dpre input rows (one row when tied), and the sums the per-latent epilogue needs; without rows (gwd null)
 // the sums alone.
@@ -645,8 +659,10 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   const Grouped& G = grp_;
   // Each row's sources and coefficients (entries with a zero coefficient add nothing and are left out, as axpy's
   // callers skip them), then the rows summed in registers.
-  static thread_local std::vector<float> coefD, coefE;
-  static thread_local std::vector<const float*> srcD, srcE;
+  std::vector<float>& coefD = entryLists.coefD;
+  std::vector<float>& coefE = entryLists.coefE;
+  std::vector<const float*>& srcD = entryLists.srcD;
+  std::vector<const float*>& srcE = entryLists.srcE;
   coefD.clear(), coefE.clear(), srcD.clear(), srcE.clear();
   LatentSums ls;
   // The main entries and AuxK's (slots into its arrays), merged in row order, a row's main entry before its AuxK one.
