@@ -26,11 +26,10 @@ const arg = (name: string, def: string) => {
 const MiB = 1024 * 1024;
 const fmtMiB = (kib: number) => (kib / 1024).toFixed(1);
 
-/** VmHWM and VmRSS of a live process in KiB; undefined once it is gone. */
-function residency(pid: number): { hwm: number; rss: number } | undefined {
+/** The peak resident set (VmHWM) of a live process in KiB; undefined once it is gone. */
+function peakResident(pid: number): number | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    return { hwm: Number(/VmHWM:\s+(\d+)/.exec(s)?.[1]), rss: Number(/VmRSS:\s+(\d+)/.exec(s)?.[1]) };
+    return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
   } catch {
     return undefined;
   }
@@ -79,17 +78,20 @@ async function main() {
   let stdout = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d: Buffer) => {
+    process.stderr.write(d); // the fit's own progress, rate and ETA
     tail = (tail + d.toString()).slice(-4000);
     const m = [...tail.matchAll(/step (\d+)\//g)];
     if (m.length) step = Number(m[m.length - 1][1]);
   });
   const rises: { step: number; hwm: number }[] = [];
-  let last = { hwm: 0, rss: 0 };
+  // The kernel's VmHWM can read a few hundred KiB lower than an earlier read (its RSS counters are summed lazily per
+  // CPU): the peak is the largest read so far.
+  let peak = 0;
   const timer = setInterval(() => {
-    const r = residency(child.pid!);
-    if (!r) return;
-    if (r.hwm > last.hwm) rises.push({ step, hwm: r.hwm });
-    last = r;
+    const hwm = peakResident(child.pid!);
+    if (hwm === undefined || !(hwm > peak)) return;
+    peak = hwm;
+    rises.push({ step, hwm });
   }, 200);
   const code: number = await new Promise((ok) => child.on('exit', (c) => ok(c ?? 1)));
   clearInterval(timer);
