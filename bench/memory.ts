@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCount } from '../src/commands/common.js';
+import { UserError } from '../src/util/errors.js';
 
 const CLI = join(import.meta.dirname, '../src/cli.js');
 const dashdash = process.argv.indexOf('--');
@@ -35,14 +36,31 @@ function peakResident(pid: number): number | undefined {
   }
 }
 
+/** The fit failed and said why on stderr (passed through): the bench exits with its code and adds nothing. */
+class FitFailed extends Error {
+  constructor(readonly code: number) {
+    super(`sdl fit exited ${code}`);
+  }
+}
+
 async function main() {
   if (!existsSync('/proc/self/status')) throw new Error('bench:memory reads /proc/<pid>/status: Linux only');
-  const latents = Number(arg('latents', '24576'));
+  const latents = parseCount(arg('latents', '24576'), '--latents');
   const k = arg('k', '32');
   const batch = parseCount(arg('batch', '4096'), '--batch');
   const tokens = parseCount(arg('tokens', '10M'), '--tokens');
-  let acts = arg('acts', '');
+  const acts = arg('acts', '');
+  // The synthetic harvest, the dictionary and its checkpoint (~0.9 GB at 768 x 24,576) are not kept, whatever happens.
   const dir = mkdtempSync(join(tmpdir(), 'sdl-bench-memory-'));
+  try {
+    await measure(dir, acts, latents, k, batch, tokens);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measure(dir: string, givenActs: string, latents: number, k: string, batch: number, tokens: number) {
+  let acts = givenActs;
   if (!acts) {
     acts = join(dir, 's768');
     const r = spawnSync(process.execPath, [CLI, 'synth', '-n', '2000', '--np', '768', '-S', '0.99', '-N', '400k', '--out', acts], { encoding: 'utf8' });
@@ -95,7 +113,7 @@ async function main() {
   }, 200);
   const code: number = await new Promise((ok) => child.on('exit', (c) => ok(c ?? 1)));
   clearInterval(timer);
-  if (code !== 0) throw new Error(`sdl fit exited ${code}: ${tail.split('\n').slice(-3).join(' ')}`);
+  if (code !== 0) throw new FitFailed(code);
 
   // VmHWM once each million tokens had been trained: the last rise at or before that step.
   const hwmAt = (t: number) => rises.filter((x) => x.step * batch <= t).reduce((a, x) => Math.max(a, x.hwm), 0);
@@ -132,11 +150,10 @@ async function main() {
   console.log(`fit: ${row.fit}`);
   const json = arg('json', '');
   if (json) writeFileSync(json, JSON.stringify({ ...row, rises }, null, 1));
-  // The dictionary and its checkpoint (~0.9 GB at 768 x 24,576) and the synthetic harvest are not kept.
-  rmSync(dir, { recursive: true, force: true });
 }
 
 main().catch((e) => {
-  console.error(String(e?.message ?? e));
-  process.exit(1);
+  if (e instanceof FitFailed) process.exit(e.code);
+  console.error(`bench:memory: ${String(e?.message ?? e)}`);
+  process.exit(e instanceof UserError ? 2 : 1);
 });
