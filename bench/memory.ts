@@ -1,19 +1,21 @@
 // Fit's peak memory over a long run, against the bound issue #20 sets: `sdl fit` runs as a child while this process
-// reads its peak resident set (VmHWM, /proc/<pid>/status) every 200 ms, and reports it at each million tokens, where
-// it stepped up (the step as the fit's progress line last gave it), the 1M -> end change, and 1.5 x (weights + Adam
-// moments + one batch). Linux only: the figures come from /proc.
-// Usage: node dist/bench/memory.js [--acts DIR] [--latents 24576] [--k 32] [--batch 4096] [--tokens 10M]
-//          [--json out.json] [-- extra sdl fit options]
-// Without --acts it makes a 400k-token synthetic 768-wide harvest first (`sdl synth`), which the fit passes over
-// repeatedly. Defaults: the research size of docs/BENCHMARKS.md (768 x 24,576, k 32, batch 4,096, `--low-memory
-// --buffer 4096 --eval-tokens 4096`).
+// reads its peak resident set (VmHWM, /proc/<pid>/status) every 200 ms and then resets it (`5` to
+// /proc/<pid>/clear_refs), so that each read is the peak of its own 200 ms. From those windows it reports, for each
+// million tokens, the peak within that million (what that part of the run needed) and the peak so far (VmHWM as a
+// process without resets would show it), where the peak so far stepped up (the step as the fit's training log last
+// gave it), and 1.5 x (weights + Adam moments + one batch). Linux only: the figures come from /proc.
+// Why both: the peak so far is a maximum over thousands of steps whose own peaks vary with how the pool's threads
+// interleave their allocations, so it creeps up as rarer interleavings occur even when no step needs more memory than
+// the first million's did; the peak within each million separates such a creep from a trend.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCount } from '../src/commands/common.js';
 import { UserError } from '../src/util/errors.js';
+import { TRAINING_LOG_FILE } from '../src/util/files.js';
+import { peakSinceLast } from './proc-memory.js';
 
 const CLI = join(import.meta.dirname, '../src/cli.js');
 const dashdash = process.argv.indexOf('--');
@@ -27,12 +29,27 @@ const arg = (name: string, def: string) => {
 const MiB = 1024 * 1024;
 const fmtMiB = (kib: number) => (kib / 1024).toFixed(1);
 
-/** The peak resident set (VmHWM) of a live process in KiB; undefined once it is gone. */
-function peakResident(pid: number): number | undefined {
+/** The step of the last whole record of a training log being written; undefined before its first. */
+function lastLoggedStep(path: string): number | undefined {
+  let fd: number;
   try {
-    return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+    fd = openSync(path, 'r');
   } catch {
     return undefined;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.min(size, 4096));
+    readSync(fd, buf, 0, buf.length, size - buf.length);
+    const lines = buf.toString('utf8').split('\n');
+    // The last element is what follows the last newline: empty, or a record still being written.
+    for (let i = lines.length - 2; i >= 0; i--) {
+      const m = /^\{"step":(\d+),/.exec(lines[i]);
+      if (m) return Number(m[1]);
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -90,66 +107,79 @@ async function measure(dir: string, givenActs: string, latents: number, k: strin
   ];
   process.stderr.write(`sdl ${args.join(' ')}\n`);
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  // The fit's progress line ("... step 300/2442 ...", every 5 s off a terminal) gives the step the samples belong to.
-  let step = 0;
-  let tail = '';
   let stdout = '';
   child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d: Buffer) => {
-    process.stderr.write(d); // the fit's own progress, rate and ETA
-    tail = (tail + d.toString()).slice(-4000);
-    const m = [...tail.matchAll(/step (\d+)\//g)];
-    if (m.length) step = Number(m[m.length - 1][1]);
-  });
-  const rises: { step: number; hwm: number }[] = [];
-  // The kernel's VmHWM can read a few hundred KiB lower than an earlier read (its RSS counters are summed lazily per
-  // CPU): the peak is the largest read so far.
-  let peak = 0;
+  child.stderr.on('data', (d: Buffer) => process.stderr.write(d)); // the fit's own progress, rate and ETA
+  // The step a window ends in: the last record of the fit's training log (one every 10 steps and at each evaluation;
+  // its progress line comes only every 5 s off a terminal).
+  const log = join(out, TRAINING_LOG_FILE);
+  let step = 0;
+  // Each 200 ms window's peak, by the step it ended in; the peak so far is their running maximum.
+  const windows: { step: number; hwm: number }[] = [];
+  let failure: Error | undefined;
   const timer = setInterval(() => {
-    const hwm = peakResident(child.pid!);
-    if (hwm === undefined || !(hwm > peak)) return;
-    peak = hwm;
-    rises.push({ step, hwm });
+    try {
+      const hwm = peakSinceLast(child.pid!);
+      step = Math.max(step, lastLoggedStep(log) ?? 0);
+      if (hwm !== undefined) windows.push({ step, hwm });
+    } catch (e) {
+      failure = e as Error;
+      child.kill();
+    }
   }, 200);
   const code: number = await new Promise((ok) => child.on('exit', (c) => ok(c ?? 1)));
   clearInterval(timer);
+  if (failure) throw failure;
   if (code !== 0) throw new FitFailed(code);
 
-  // VmHWM once each million tokens had been trained: the last rise at or before that step.
-  const hwmAt = (t: number) => rises.filter((x) => x.step * batch <= t).reduce((a, x) => Math.max(a, x.hwm), 0);
-  const marks: number[] = [];
-  for (let t = 1e6; t < tokens; t += 1e6) marks.push(hwmAt(t));
-  const end = rises.reduce((a, x) => Math.max(a, x.hwm), 0);
-  const at1M = marks[0] ?? end;
+  const millionOf = (w: { step: number }) => Math.min(Math.floor((w.step * batch) / 1e6), Math.ceil(tokens / 1e6) - 1);
+  const millions = Math.ceil(tokens / 1e6);
+  const within = new Array<number>(millions).fill(0);
+  const soFar = new Array<number>(millions).fill(0);
+  for (const w of windows) within[millionOf(w)] = Math.max(within[millionOf(w)], w.hwm);
+  for (let m = 0; m < millions; m++) soFar[m] = Math.max(within[m], m ? soFar[m - 1] : 0);
+  const end = soFar[millions - 1];
+  const at1M = soFar[0];
+  // Where the peak so far stepped up after the first million tokens (the run's start is its first allocations).
+  const rises: { step: number; hwm: number }[] = [];
+  let peak = 0;
+  for (const w of windows) if (w.hwm > peak) rises.push({ step: w.step, hwm: (peak = w.hwm) });
+  const later = rises.filter((x) => x.step * batch > 1e6);
+  const laterMax = Math.max(0, ...within.slice(1));
   // The bound: 1.5 x (W_enc, W_dec, b_enc, b_dec in float32, their two Adam moments, and one float32 batch).
   const dIn = (JSON.parse(readFileSync(join(out, 'cfg.json'), 'utf8')) as { d_in: number }).d_in;
   const params = 2 * dIn * latents + latents + dIn;
   const boundBytes = 1.5 * (3 * params * 4 + batch * dIn * 4);
   const weights = join(out, 'sae_weights.safetensors');
   const sha = existsSync(weights) ? createHash('sha256').update(readFileSync(weights)).digest('hex').slice(0, 16) : '-';
-  // Where the peak stepped up after the first million tokens (the run's start is its first allocations).
-  const later = rises.filter((x, i) => i > 0 && x.step * batch > 1e6 && x.hwm > rises[i - 1].hwm);
   const row = {
     size: `${dIn} x ${latents}`,
     tokens,
-    hwmMiBPerMillion: marks.map((m) => Number(fmtMiB(m))),
+    peakWithinMillionMiB: within.map((m) => Number(fmtMiB(m))),
+    peakSoFarMiB: soFar.map((m) => Number(fmtMiB(m))),
     endMiB: Number(fmtMiB(end)),
     riseMiB: Number(fmtMiB(end - at1M)),
     risePercent: Number(((100 * (end - at1M)) / at1M).toFixed(2)),
+    laterWithinOverFirstMiB: millions > 1 ? Number(fmtMiB(laterMax - within[0])) : 0,
     boundMiB: Number((boundBytes / MiB).toFixed(1)),
     stepsAfter1M: later.map((x) => `${x.hwm} KiB @${x.step}`),
+    windowCount: windows.length,
     weightsSha256: sha,
     fit: stdout.trim().split('\n').slice(-2).join(' '),
   };
-  console.log(`| size | tokens | VmHWM (MiB) at 1 / 2 / ... M tokens, end | 1M -> end | bound 1.5 x (weights + Adam + batch) |`);
-  console.log('|---|---|---|---|---|');
   console.log(
-    `| ${row.size} | ${tokens} | ${row.hwmMiBPerMillion.join(' / ')}, end ${row.endMiB} | +${row.riseMiB} MiB, +${row.risePercent}% | ${row.boundMiB} MiB |`,
+    '| size | tokens | peak within each million (MiB): 1st / 2nd / ... | peak so far at each million, end | 1M -> end | bound 1.5 x (weights + Adam + batch) |',
   );
-  console.log(`peak steps after 1M tokens (KiB @ step): ${later.length ? row.stepsAfter1M.join(', ') : 'none'}; weights SHA-256 ${sha}...`);
+  console.log('|---|---|---|---|---|---|');
+  console.log(
+    `| ${row.size} | ${tokens} | ${row.peakWithinMillionMiB.join(' / ')} | ${row.peakSoFarMiB.join(' / ')} | +${row.riseMiB} MiB, +${row.risePercent}% | ${row.boundMiB} MiB |`,
+  );
+  console.log(
+    `later millions' largest peak against the first's: ${row.laterWithinOverFirstMiB >= 0 ? '+' : ''}${row.laterWithinOverFirstMiB} MiB; peak so far stepped up after 1M (KiB @ step): ${later.length ? row.stepsAfter1M.join(', ') : 'never'}; ${windows.length} windows of 200 ms; weights SHA-256 ${sha}...`,
+  );
   console.log(`fit: ${row.fit}`);
   const json = arg('json', '');
-  if (json) writeFileSync(json, JSON.stringify({ ...row, rises }, null, 1));
+  if (json) writeFileSync(json, JSON.stringify({ ...row, rises, windows }, null, 1));
 }
 
 main().catch((e) => {
