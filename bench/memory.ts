@@ -132,11 +132,20 @@ async function measure(dir: string, givenActs: string, latents: number, k: strin
   if (failure) throw failure;
   if (code !== 0) throw new FitFailed(code);
 
-  const millionOf = (w: { step: number }) => Math.min(Math.floor((w.step * batch) / 1e6), Math.ceil(tokens / 1e6) - 1);
   const millions = Math.ceil(tokens / 1e6);
   const within = new Array<number>(millions).fill(0);
   const soFar = new Array<number>(millions).fill(0);
-  for (const w of windows) within[millionOf(w)] = Math.max(within[millionOf(w)], w.hwm);
+  for (const w of windows) {
+    const m = Math.min(Math.floor((w.step * batch) / 1e6), millions - 1);
+    within[m] = Math.max(within[m], w.hwm);
+  }
+  // A million with no window would read as a peak of 0 (a fit too fast for 200 ms windows, or no training log where
+  // the bench reads it): no figures rather than wrong ones.
+  const empty = within.indexOf(0);
+  if (empty >= 0)
+    throw new UserError(
+      `no 200 ms window fell in million ${empty + 1} of the fit's tokens (${windows.length} windows in all; the training log read at ${log}); pass more --latents or --tokens, and no --out after --`,
+    );
   for (let m = 0; m < millions; m++) soFar[m] = Math.max(within[m], m ? soFar[m - 1] : 0);
   const end = soFar[millions - 1];
   const at1M = soFar[0];

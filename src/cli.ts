@@ -62,6 +62,17 @@ y.middleware(() => {
     if (m && booleans.has(m[1]) && !/^(true|false)$/.test(m[2])) throw new UserError(`--${m[1]} is a switch: give it alone, or =true / =false (got '${m[2]}')`);
   }
 }, true);
+// yargs makes an option given twice (--out a --out b) an array, which every command would then take for one value.
+y.middleware((argv) => {
+  const { array, count } = (y as unknown as { getOptions(): { array: string[]; count: string[] } }).getOptions();
+  const many = new Set([...array, ...count]);
+  for (const [k, v] of Object.entries(argv)) {
+    if (k === '_' || k.includes('-') || !Array.isArray(v) || many.has(k)) continue;
+    const flag = k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    if (many.has(flag)) continue;
+    throw new UserError(`--${flag} was given ${v.length} times (${v.join(', ')}); give it once`);
+  }
+}, true);
 y.fail((msg, err) => {
   if (err) fail(err);
   // yargs words some messages over several lines (Invalid values: / Argument: ...): one line, as every other.

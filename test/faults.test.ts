@@ -135,6 +135,18 @@ const ROWS: [string, string[], RegExp, string?][] = [
   ['run empty text', ['run', '@/dict', ''], /the text is empty/],
   ['ablate --features x', ['ablate', '@/dict', '--features', 'x'], /cannot read feature 'x'/],
   [
+    'fit --out given twice (yargs would pass an array)',
+    ['fit', '--acts', '@/acts', '--out', '@/twice-a', '--out', '@/twice-b'],
+    /--out was given 2 times .*; give it once/,
+    '@/twice-b',
+  ],
+  [
+    'harvest --layer given twice',
+    ['harvest', '--layer', '2', '--layer', '4', '--out', '@/h-twice'],
+    /--layer was given 2 times \(2, 4\); give it once/,
+    '@/h-twice',
+  ],
+  [
     'fit --low-memory=maybe (yargs would read it as false)',
     ['fit', '--acts', '@/acts', '--low-memory=maybe', '--out', '@/lowmem-maybe'],
     /--low-memory is a switch/,
