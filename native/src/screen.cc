@@ -617,6 +617,10 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     }
   });
   if (std::find(refused.begin(), refused.end(), 1) != refused.end()) return false;
+  // A lean engine gives the bf16 copy back now, before exactHeld's arrays are made: nothing below reads it, and
+  // the copy (38 MB at 768 x 24,576) beside them made the step's peak, which then grew with the candidates that
+  // survive the screen (20 bytes each held at once there; their number per row rises as the weights train).
+  if (lean) ws.b.release();
   // Above's cut. When at least keepTop candidates are surely above the floor, the caller's selection (the batch's
   // keepTop largest) lies at or above the keepTop-th largest lower bound `cut`, and only candidates whose upper bound
   // reaches it need float32 values: the rest are below the selection, and the caller's decisions (total >= min(k B,
