@@ -106,7 +106,7 @@ const ROWS: [string, string[], RegExp, string?][] = [
   ['fit --lr -1', ['fit', '--acts', '@/acts', '--lr', '-1', '--out', '@/o-lr'], /--lr must be a positive number \(got -1\)/, '@/o-lr/cfg.json'],
   ['fit --batch 0', ['fit', '--acts', '@/acts', '--batch', '0', '--out', '@/o-b'], /--batch must be a positive integer/],
   ['fit --k 0', ['fit', '--acts', '@/acts', '--k', '0', '--out', '@/o-k'], /--k must be an integer between 1 and the number of latents/],
-  ['fit --expansion 0', ['fit', '--acts', '@/acts', '--expansion', '0', '--out', '@/o-e'], /--latents \/ --expansion must give a positive whole number/],
+  ['fit --expansion 0', ['fit', '--acts', '@/acts', '--expansion', '0', '--out', '@/o-e'], /--expansion must be a positive number \(got 0\)/],
   ['fit --lr-decay 2', ['fit', '--acts', '@/acts', '--lr-decay', '2', '--out', '@/o-d'], /--lr-decay must be between 0 and 1/],
   ['fit --eval-tokens 1', ['fit', '--acts', '@/acts', '--eval-tokens', '1', '--steps', '3', '--out', '@/o-ev'], /FVU needs at least 2/, '@/o-ev/cfg.json'],
   ['harvest --ctx -3', ['harvest', '--layer', '6', '--ctx', '-3', '--out', '@/h1'], /--ctx must be an integer of at least 2 \(got -3\)/, '@/h1'],
@@ -200,6 +200,54 @@ const ROWS: [string, string[], RegExp, string?][] = [
     /already holds a dictionary; pass --force/,
   ],
   ['fit --acts missing', ['fit', '--acts', '@/nope', '--steps', '5'], /activations folder .*nope not found/],
+  // Values far out of range, found by running every numeric option of every command with abc, -1, 0, 0.5, 1e12,
+  // NaN, Infinity and '' (each was an internal error, a timer warning, or a count silently rounded)
+  [
+    'fit --latents past the machine',
+    ['fit', '--acts', '@/acts', '--latents', '1e12', '--steps', '5', '--out', '@/o-huge'],
+    /1000000000000 latents x \(d_in 64 \+ d_out 64\): W_enc and W_dec would take 512\.0 TB and this machine has .* of memory; lower --latents/,
+    '@/o-huge',
+  ],
+  [
+    'fit --matryoshka-widths for TopK',
+    ['fit', '--acts', '@/acts', '--matryoshka-widths', 'abc', '--steps', '5', '--out', '@/o-mw'],
+    /--matryoshka-widths is for --activation matryoshka \(got --activation topk\)/,
+    '@/o-mw',
+  ],
+  ['fit --batch 0.5', ['fit', '--acts', '@/acts', '--batch', '0.5', '--out', '@/o-half'], /--batch must be a whole count .*got '0\.5'/, '@/o-half'],
+  [
+    'harvest --threads 1e12',
+    ['harvest', '--layer', '6', '--threads', '1e12', '--out', '@/h-thr'],
+    /--threads 1000000000000 is more than sdlkit runs \(at most 256/,
+    '@/h-thr',
+  ],
+  [
+    'harvest --oov-id past the vocabulary',
+    ['harvest', '--layer', '6', '--tokens', '4k', '--oov-id', '99999', '--out', '@/h-oov'],
+    /--oov-id 99999 is not a token of .*ids 0-\d+/,
+    '@/h-oov',
+  ],
+  ['search --limit abc', ['search', '@/dict', '--token', ' the', '--limit', 'abc'], /--limit must be a positive integer \(got NaN\)/],
+  ['search --limit -1 (SQLite: no limit)', ['search', '@/dict', '--token', ' the', '--limit', '-1'], /--limit must be a positive integer \(got -1\)/],
+  ['sql --timeout past a timer', ['sql', '@/dict', 'select 1', '--timeout', '1e12'], /--timeout must be a positive number of seconds up to 2147483/],
+  ['eval --windows past the corpus', ['eval', '@/dict', '--windows', '1e12'], /the corpus gave only \d+ windows of 128 tokens; lower --windows/],
+  ['eval --ctx past the model', ['eval', '@/dict', '--ctx', '1e12'], /--ctx 1000000000000 exceeds .*context length/],
+  ['ablate --ctx past the model', ['ablate', '@/dict', '--features', '3', '--ctx', '100000'], /--ctx 100000 exceeds .*context length/],
+  ['harvest --layers backwards', ['harvest', '--layers', '3-1', '--out', '@/h-back'], /the range 3-1 runs backwards; write it as 1-3/, '@/h-back'],
+  ['run --file is a folder', ['run', '@/dict', '--file', '@/adir'], /text file .*adir is a folder; pass a text file/],
+  ['dashboard of a harvest (no note first)', ['dashboard', '@/acts', '--out', '@/dash-acts'], /acts is not a dictionary folder/, '@/dash-acts'],
+  [
+    'model train --heads 3 at --dim 64',
+    ['model', 'train', '--heads', '3', '--out', '@/lm-heads'],
+    /--dim 64 must split into --heads 3 heads of an even width/,
+    '@/lm-heads',
+  ],
+  [
+    'synth --np past the machine',
+    ['synth', '--n', '16', '--np', '1e12', '--N', '1000', '--out', '@/s-huge'],
+    /their directions would take .* and this machine has/,
+    '@/s-huge',
+  ],
 ];
 
 test(`${ROWS.length} bad inputs: exit 2, one line, no stack, nothing that looks finished`, () => {

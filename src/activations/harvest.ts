@@ -123,6 +123,9 @@ export interface HarvestResult {
   tokensPerSecond: number;
 }
 
+/** The most threads (and worker sessions) a harvest starts. */
+export const MAX_THREADS = 256;
+
 export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   checkNumber(cfg.ctx, 'int>=2', '--ctx');
   checkNumber(cfg.batch, 'int>0', '--batch');
@@ -132,9 +135,19 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   checkNumber(cfg.oovId, 'int>=0', '--oov-id');
   checkNumber(cfg.threads, 'int>0', '--threads');
   if (cfg.workers !== 'auto') checkNumber(cfg.workers, 'int>=0', '--workers');
+  // Each thread and worker is a real one (a worker holds a session and a copy of the weights): a count far past the
+  // cores is a typo, refused before the model is read rather than failing on the thousandth thread.
+  for (const [v, option] of [
+    [cfg.threads, '--threads'],
+    [cfg.workers === 'auto' ? undefined : cfg.workers, '--workers'],
+  ] as const)
+    if (v !== undefined && v > MAX_THREADS)
+      throw new UserError(`${option} ${v} is more than sdlkit runs (at most ${MAX_THREADS}; this machine has ${availableParallelism()} cores)`);
   if (cfg.shardTokens < cfg.ctx) throw new UserError(`--shard-tokens ${cfg.shardTokens} is less than one window of --ctx ${cfg.ctx} tokens`);
   describeCorpus(cfg.corpus); // fails early on a missing, empty or binary corpus
   const model = loadModel(cfg.model, { tokenizer: cfg.tokenizer });
+  if (cfg.oovId !== undefined && cfg.oovId >= model.vocabSize)
+    throw new UserError(`--oov-id ${cfg.oovId} is not a token of ${model.name}: its vocabulary has ids 0-${model.vocabSize - 1}`);
   if (cfg.ctx > model.contextLength) throw new UserError(`--ctx ${cfg.ctx} exceeds ${model.name}'s context length ${model.contextLength}`);
   checkStaticShape(model, cfg.batch, cfg.ctx);
   const hooks = resolveHookSpecs(model, cfg.hooks);

@@ -26,6 +26,7 @@ export function parseLayers(s: string): number[] {
     if (!m) throw new UserError(`cannot read layers '${s}'; write them as 6, 2,4,6 or 2-6`);
     const a = Number(m[1]),
       b = m[2] !== undefined ? Number(m[2]) : a;
+    if (b < a) throw new UserError(`cannot read layers '${s}': the range ${part} runs backwards; write it as ${b}-${a}`);
     for (let l = a; l <= b; l++) out.push(l);
   }
   return out;
@@ -37,7 +38,12 @@ export function parseCount(s: string | number, what: string): number {
   const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(s.trim());
   if (!m) throw new UserError(`${what} must be a number like 100000, 64k or 1M (got '${s}')`);
   const mult = { '': 1, k: 1e3, K: 1e3, m: 1e6, M: 1e6, g: 1e9, G: 1e9 }[m[2]]!;
-  return Math.round(Number(m[1]) * mult);
+  // Products like 1.5k are exact to within float rounding (1.1k is 1100.0000000000002); anything further from a
+  // whole count (0.5, 1.2345k) is refused rather than rounded to a count the user did not write.
+  const v = Number(m[1]) * mult;
+  const n = Math.round(v);
+  if (Math.abs(v - n) > 1e-6 * Math.max(1, n)) throw new UserError(`${what} must be a whole count like 100000, 64k or 1.5M (got '${s}')`);
+  return n;
 }
 
 export function printJson(v: unknown): void {

@@ -17,8 +17,9 @@ import { cacheDir } from '../util/files.js';
 async function ensureIndexes(dicts: string[], quiet: boolean): Promise<void> {
   for (const dir of dicts) {
     if (existsSync(join(dir, INDEX_FILE))) continue;
+    const dict = Dictionary.load(dir); // a folder that is no dictionary is refused before the note
     process.stderr.write(`note: ${dir} has no feature index; building it now (sdl index ${dir})\n`);
-    await buildIndex(dir, Dictionary.load(dir), trainingActs(dir), { ...INDEX_DEFAULTS, quiet, onNote: (n) => process.stderr.write(`note: ${n}\n`) });
+    await buildIndex(dir, dict, trainingActs(dir), { ...INDEX_DEFAULTS, quiet, onNote: (n) => process.stderr.write(`note: ${n}\n`) });
   }
 }
 

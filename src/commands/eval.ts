@@ -63,6 +63,8 @@ export function register(y: Argv): Argv {
           throw new UserError(
             `${argv.truth} is a CLT bench (sdl synth --layers): its features are measured per target layer on a CLT (sdl fit --kind clt); this is a ${d.cfg.kind}`,
           );
+        if (argv.exclude >= d.cfg.dSae)
+          throw new UserError(`--exclude ${argv.exclude} leaves none of the dictionary's ${d.cfg.dSae} features to measure; exclude fewer`);
         const exclude = Array.from({ length: argv.exclude }, (_, i) => i);
         const rec = recovery(d, t, { tau: argv.tau, using: argv.using, exclude });
         const match = matching(d, t, argv.using);

@@ -25,7 +25,7 @@ import { checkLowMemory, leanMemory } from '../sdl/engine.js';
 import { denseAbove } from '../sdl/engine-native.js';
 import { fmtCount } from '../util/progress.js';
 import { parseCount, parseLayers, printJson } from './common.js';
-import { ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
+import { ACTIVATIONS, ACTIVATION_NAMES, KIND_NAMES } from '../sdl/activations.js';
 import { CFG_FILE, CHECKPOINT_DIR, CHECKPOINT_STATE_FILE, LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
 
 /** The harvest to use when --acts is not given: the last one. */
@@ -84,6 +84,8 @@ function buildMember(argv: FitArgs, manifest: Manifest): { dict: DictConfig; tra
   if (kind !== 'clt' && (argv.layers !== undefined || argv.input !== undefined || argv['latents-per-layer'] !== undefined))
     throw new UserError('--layers, --input and --latents-per-layer are for --kind clt');
   const activation = argv.activation as Activation;
+  if (argv['matryoshka-widths'] !== undefined && !ACTIVATIONS[activation]?.nested)
+    throw new UserError(`--matryoshka-widths is for --activation matryoshka (got --activation ${activation})`);
   const dict = makeDictConfig({
     kind,
     activation,

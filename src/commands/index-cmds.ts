@@ -6,6 +6,7 @@ import { buildIndex, INDEX_DEFAULTS, HIST_EDGES } from '../index/build.js';
 import { openIndex, featureDetail, featuresForToken, queryWithTimeout, tokenText, type FeatureRow } from '../index/query.js';
 import { bindModel } from '../intervene/bind.js';
 import { Intervener } from '../intervene/intervener.js';
+import { checkOptions } from '../util/check.js';
 import { UserError } from '../util/errors.js';
 import { printJson } from './common.js';
 import { CFG_FILE, MANIFEST_FILE } from '../util/files.js';
@@ -93,7 +94,7 @@ export function register(y: Argv): Argv {
           .example('sdl features cache/dicts/pipeline-sae-L6 --dead', '')
           .example('sdl features cache/dicts/pipeline-sae-L6 --sort freq --limit 10', ''),
       async (argv) => {
-        if (!Number.isInteger(argv.limit) || argv.limit < 1) throw new UserError(`--limit must be a positive integer (got ${argv.limit})`);
+        checkOptions(argv, { limit: 'int>0' });
         const q = { dead: argv.dead, dense: argv.dense, absorbed: argv.absorbed, sort: argv.sort, limit: argv.limit, where: argv.where };
         const rows = (await queryWithTimeout(argv.dictionary!, { features: q }, argv.timeout)) as FeatureRow[];
         if (argv.json) return printJson(rows.map((r) => ({ ...r, histogram: JSON.parse(r.histogram), top_tokens: JSON.parse(r.top_tokens) })));
@@ -180,6 +181,7 @@ export function register(y: Argv): Argv {
           .example('sdl search cache/dicts/pipeline-sae-L6 --text "The whale swam under the ship."', ''),
       async (argv) => {
         if (!argv.token === !argv.text) throw new UserError('pass --token or --text');
+        checkOptions(argv, { limit: 'int>0' });
         if (argv.token !== undefined) {
           const db = openIndex(argv.dictionary!);
           const rows = featuresForToken(db, argv.token, argv.limit) as { token: number; feature: number; count: number; mean_act: number; share: number }[];

@@ -1,7 +1,7 @@
 // `sdl run`, `sdl steer`, `sdl ablate`: reading features token by token and intervening on them inside the
 // model, all through one intervened graph (intervene/intervener.ts).
 import type { Argv } from 'yargs';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { Dictionary } from '../sdl/dictionary.js';
 import { bindModel } from '../intervene/bind.js';
 import { Intervener, type Intervention } from '../intervene/intervener.js';
@@ -32,6 +32,7 @@ export function parseFeatureValues(spec: string | number, scale: string | number
 function readText(text: string | undefined, file: string | undefined): string {
   if (file !== undefined) {
     if (!existsSync(file)) throw new UserError(`text file ${file} not found`);
+    if (statSync(file).isDirectory()) throw new UserError(`text file ${file} is a folder; pass a text file`);
     text = readFileSync(file, 'utf8');
   }
   if (text === undefined || !text.trim()) throw new UserError('the text is empty; give it as an argument or with --file');

@@ -40,17 +40,21 @@ export interface SpliceMetrics {
 
 /** Held-out windows of the model's own tokenizer (the first `count` of the heldout split, unshuffled). */
 export function evalWindows(model: LoadedModel, count: number, ctx: number, corpus = 'builtin'): Int32Array {
-  const out = new Int32Array(count * ctx);
-  let n = 0;
+  if (ctx > model.contextLength) throw new UserError(`--ctx ${ctx} exceeds ${model.name}'s context length ${model.contextLength}`);
+  // Windows are gathered before the array is made: --windows may ask for more than the corpus holds (refused below
+  // with the count it has), and an array of the asked size could be past what the machine can allocate.
+  const got: Int32Array[] = [];
   for (const w of tokenWindows(
     documents({ source: corpus, split: corpus === 'builtin' || corpus === 'sotu' || corpus === 'moby-dick' ? 'heldout' : 'all' }),
     model.tokenizer,
     ctx,
   )) {
-    out.set(w.ids, n * ctx);
-    if (++n === count) break;
+    got.push(w.ids); // a fresh array each window
+    if (got.length === count) break;
   }
-  if (n < count) throw new UserError(`the corpus gave only ${n} windows of ${ctx} tokens; lower --windows or --ctx`);
+  if (got.length < count) throw new UserError(`the corpus gave only ${got.length} windows of ${ctx} tokens; lower --windows or --ctx`);
+  const out = new Int32Array(count * ctx);
+  got.forEach((ids, i) => out.set(ids, i * ctx));
   return out;
 }
 

@@ -123,8 +123,13 @@ export function runSql(db: Database.Database, sql: string): unknown[] {
  * A query with a time limit (`sdl sql`, `sdl features --where`): it runs in a child process (query-worker.ts),
  * killed past `seconds`; the command then stops with one line.
  */
+/** The longest --timeout a query takes, in seconds. */
+export const MAX_TIMEOUT_S = Math.floor((2 ** 31 - 1) / 1000);
+
 export function queryWithTimeout(dir: string, job: { sql: string } | { features: FeatureQuery }, seconds: number): Promise<unknown[]> {
-  if (!(seconds > 0)) throw new UserError(`--timeout must be a positive number of seconds (got ${seconds})`);
+  // Node's timers take at most 2^31 - 1 ms (24.8 days); a longer one fires at once, with a warning.
+  if (!(seconds > 0 && seconds <= MAX_TIMEOUT_S))
+    throw new UserError(`--timeout must be a positive number of seconds up to ${MAX_TIMEOUT_S} (24 days) (got ${seconds})`);
   openIndex(dir).close(); // a missing index is reported before a worker starts
   return new Promise((resolve, reject) => {
     const child = fork(fileURLToPath(new URL('./query-worker.js', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });

@@ -1,7 +1,7 @@
 // Trains the bundled model: a byte-fallback BPE tokenizer and a small llama2.c-architecture transformer,
 // on the train split of the public-domain corpora, with TensorFlow.js. Resumable; seeded.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { LM_DEFAULTS, type LmTrainConfig } from './config.js';
+import { LM_DEFAULTS, checkLmConfig, type LmTrainConfig } from './config.js';
 import { join } from 'node:path';
 import { tf, initBackend, ensureGradients } from '../tensor/backend.js';
 import { documents } from '../corpus/sources.js';
@@ -75,6 +75,7 @@ export async function trainBundledModel(
   cfgIn: LmTrainConfig,
 ): Promise<{ dir: string; heldout: number; train: number; unigram: number; steps: number; seconds: number }> {
   const cfg = { ...LM_DEFAULTS, ...cfgIn };
+  checkLmConfig(cfg); // before TensorFlow.js loads or the folder is made
   const backend = await initBackend();
   ensureGradients();
   const work = join(cfg.out, 'training');

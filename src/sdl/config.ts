@@ -1,7 +1,7 @@
 // Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
 // Where the established tools disagree (SAELens, sparsify, dictionary_learning), the choice is named at the field.
 import { UserError } from '../util/errors.js';
-import { checkNumber, type Rule } from '../util/check.js';
+import { checkFitsInMemory, checkNumber, type Rule } from '../util/check.js';
 import { ACTIVATIONS, ACTIVATION_NAMES, KINDS, KIND_NAMES } from './activations.js';
 
 import type { Activation, Kind } from './activations.js';
@@ -282,8 +282,13 @@ export function makeDictConfig(s: DictSpec): DictConfig {
     dOut = sitesOut.reduce((a, x) => a + x.width, 0);
   // A CLT's expansion is per layer (of one layer's width), like a transcoder's.
   const layers = selectionGroups(s);
+  checkNumber(s.latents, 'int>0', '--latents');
+  checkNumber(s.expansion, '>0', '--expansion');
+  checkNumber(s.latentsPerLayer, 'int>0', '--latents-per-layer');
   const dSae = s.latentsPerLayer !== undefined ? s.latentsPerLayer * layers : (s.latents ?? Math.round((s.expansion ?? DEFAULT_EXPANSION) * dIn));
   if (!(Number.isInteger(dSae) && dSae > 0)) throw new UserError(`--latents / --expansion must give a positive whole number of latents (got ${dSae})`);
+  // W_enc and W_dec alone (training adds Adam's two moments of each): past the machine's memory nothing can be trained.
+  checkFitsInMemory(4 * dSae * (dIn + dOut), `${dSae} latents x (d_in ${dIn} + d_out ${dOut}): W_enc and W_dec`, 'lower --latents or --expansion');
   const bias = s.bias ?? true;
   const cfg: DictConfig = {
     kind: s.kind,

@@ -9,7 +9,7 @@ import { writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import { writeJsonAtomic, checkOutput } from '../util/fsx.js';
 import { Rng } from '../util/rng.js';
 import { UserError } from '../util/errors.js';
-import { checkNumber, type Rule } from '../util/check.js';
+import { checkFitsInMemory, checkNumber, type Rule } from '../util/check.js';
 
 export interface LrbConfig {
   /** Ground-truth features. */
@@ -93,6 +93,13 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
   if (c.layers > 0 && (c.sources > 1 || c.nr > 0 || c.parents > 0))
     throw new UserError('--layers makes a CLT bench (targets per layer, n_r = n_p); it does not combine with --sources, --nr or --parents');
   if (c.layers > c.n) throw new UserError(`--layers ${c.layers} needs at least one feature per layer; n is ${c.n}`);
+  // The true directions of every site at once, and featureDirections' Gram matrix and gradient for one of them.
+  const widths = c.layers > 0 ? 2 * c.layers * c.np : c.sources * c.np + c.nr;
+  checkFitsInMemory(
+    4 * (c.n * widths + c.n * c.n + c.n * Math.max(c.np, c.nr)),
+    `${c.n} features in ${widths} dimensions of sites: their directions`,
+    'lower --n, --np, --nr, --sources or --layers',
+  );
   return c;
 }
 

@@ -1,6 +1,8 @@
 // Range checks for numeric settings, one table for the whole tool: configs (sdl/config.ts) and command options
 // use the same rules and the same one-line message.
+import { totalmem } from 'node:os';
 import { UserError } from './errors.js';
+import { fmtBytes } from './progress.js';
 
 export type Rule = 'int>0' | 'int>=0' | 'int>=2' | '>0' | '>=0' | '[0,1]' | '(0,1)' | '[0,1)' | '(0,1]' | 'int';
 export const RULES: Record<Rule, [(v: number) => boolean, string]> = {
@@ -26,4 +28,14 @@ export function checkNumber(value: unknown, rule: Rule, option: string): void {
 /** Checks several command options at once: { windows: 'int>0', ctx: 'int>=2' } against argv. */
 export function checkOptions(argv: Record<string, unknown>, spec: Record<string, Rule>): void {
   for (const [name, rule] of Object.entries(spec)) checkNumber(argv[name], rule, `--${name}`);
+}
+
+/**
+ * Refuses settings whose arrays could never fit: `bytes` (what they need at the least) above this machine's memory.
+ * Checked where the config is built, so a typo like --latents 1e12 is one line naming it instead of a failed
+ * allocation deep inside (or a machine swapping for minutes first).
+ */
+export function checkFitsInMemory(bytes: number, what: string, fix: string): void {
+  const have = totalmem();
+  if (bytes > have) throw new UserError(`${what} would take ${fmtBytes(bytes)} and this machine has ${fmtBytes(have)} of memory; ${fix}`);
 }

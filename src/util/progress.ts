@@ -40,6 +40,18 @@ export function fmtCount(n: number): string {
   return String(Math.round(n));
 }
 
+/** Bytes in the largest unit that keeps a digit before the point: 512 B, 3.2 MB, 1.5 TB (powers of 1000). */
+export function fmtBytes(b: number): string {
+  if (!Number.isFinite(b)) return '?';
+  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB', 'EB'];
+  let u = 0;
+  while (b >= 1000 && u < units.length - 1) {
+    b /= 1000;
+    u++;
+  }
+  return u === 0 ? `${Math.round(b)} B` : `${b.toFixed(1)} ${units[u]}`;
+}
+
 export function fmtDuration(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
