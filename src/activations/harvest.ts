@@ -124,7 +124,7 @@ export interface HarvestResult {
 }
 
 /** The most threads (and worker sessions) a harvest starts. */
-export const MAX_THREADS = 256;
+const MAX_THREADS = 256;
 
 export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   checkNumber(cfg.ctx, 'int>=2', '--ctx');

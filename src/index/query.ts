@@ -124,7 +124,7 @@ export function runSql(db: Database.Database, sql: string): unknown[] {
  * killed past `seconds`; the command then stops with one line.
  */
 /** The longest --timeout a query takes, in seconds. */
-export const MAX_TIMEOUT_S = Math.floor((2 ** 31 - 1) / 1000);
+const MAX_TIMEOUT_S = Math.floor((2 ** 31 - 1) / 1000);
 
 export function queryWithTimeout(dir: string, job: { sql: string } | { features: FeatureQuery }, seconds: number): Promise<unknown[]> {
   // Node's timers take at most 2^31 - 1 ms (24.8 days); a longer one fires at once, with a warning.

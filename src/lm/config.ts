@@ -1,5 +1,5 @@
 // The bundled model's training settings, apart from the trainer so that reading them loads no TensorFlow.js.
-import { checkFitsInMemory, checkNumber, type Rule } from '../util/check.js';
+import { checkFields, checkFitsInMemory, type Rule } from '../util/check.js';
 import { UserError } from '../util/errors.js';
 
 export interface LmTrainConfig {
@@ -74,7 +74,7 @@ export function checkLmConfig(c: LmTrainConfig): void {
     ['stopStep', 'int>0', '--stop-step'],
     ['seed', 'int>=0', '--seed'],
   ];
-  for (const [key, rule, option] of spec) checkNumber(c[key], rule, option);
+  checkFields(c, spec);
   if (c.vocabSize <= LLAMA2C_BASE_PIECES)
     throw new UserError(
       `--vocab ${c.vocabSize} leaves no room for merges: the tokenizer's first ${LLAMA2C_BASE_PIECES} pieces are fixed (3 specials, 256 bytes)`,

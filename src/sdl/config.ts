@@ -1,7 +1,7 @@
 // Typed configuration records for dictionaries and their training, with the defaults sdlkit uses.
 // Where the established tools disagree (SAELens, sparsify, dictionary_learning), the choice is named at the field.
 import { UserError } from '../util/errors.js';
-import { checkFitsInMemory, checkNumber, type Rule } from '../util/check.js';
+import { checkFields, checkFitsInMemory, checkNumber, type Rule } from '../util/check.js';
 import { ACTIVATIONS, ACTIVATION_NAMES, KINDS, KIND_NAMES } from './activations.js';
 
 import type { Activation, Kind } from './activations.js';
@@ -192,7 +192,7 @@ const TRAIN_RULES: [keyof TrainConfig, Rule, string][] = [
 
 /** Refuses out-of-range training settings with one line naming the option; every caller of the trainer gets it. */
 export function checkTrainConfig(t: TrainConfig): void {
-  for (const [key, rule, option] of TRAIN_RULES) checkNumber(t[key], rule, option);
+  checkFields(t, TRAIN_RULES);
 }
 
 /**

@@ -9,7 +9,7 @@ import { writeSafetensors, type NamedTensor } from '../tensor/safetensors.js';
 import { writeJsonAtomic, checkOutput } from '../util/fsx.js';
 import { Rng } from '../util/rng.js';
 import { UserError } from '../util/errors.js';
-import { checkFitsInMemory, checkNumber, type Rule } from '../util/check.js';
+import { checkFields, checkFitsInMemory, type Rule } from '../util/check.js';
 
 export interface LrbConfig {
   /** Ground-truth features. */
@@ -88,7 +88,7 @@ export function checkLrbConfig(c: LrbConfig): LrbConfig {
     ['zipf', '>=0', '--zipf'],
     ['shardTokens', 'int>0', 'shard tokens'],
   ];
-  for (const [key, rule, option] of spec) checkNumber(c[key], rule, option);
+  checkFields(c, spec);
   if (c.parents * (c.children + 1) > c.n) throw new UserError(`the hierarchy needs ${c.parents * (c.children + 1)} features; n is ${c.n}`);
   if (c.layers > 0 && (c.sources > 1 || c.nr > 0 || c.parents > 0))
     throw new UserError('--layers makes a CLT bench (targets per layer, n_r = n_p); it does not combine with --sources, --nr or --parents');

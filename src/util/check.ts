@@ -25,6 +25,11 @@ export function checkNumber(value: unknown, rule: Rule, option: string): void {
   if (typeof value !== 'number' || !ok(value)) throw new UserError(`${option} must be ${what} (got ${String(value)})`);
 }
 
+/** Checks a config's fields against a table of [field, rule, the option that sets it]: one line naming the option. */
+export function checkFields<T>(obj: T, spec: readonly (readonly [keyof T, Rule, string])[]): void {
+  for (const [key, rule, option] of spec) checkNumber(obj[key], rule, option);
+}
+
 /** Checks several command options at once: { windows: 'int>0', ctx: 'int>=2' } against argv. */
 export function checkOptions(argv: Record<string, unknown>, spec: Record<string, Rule>): void {
   for (const [name, rule] of Object.entries(spec)) checkNumber(argv[name], rule, `--${name}`);
