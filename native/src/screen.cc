@@ -537,33 +537,37 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       // Screen the block: a latent stays a candidate while its upper bound reaches the row's tau (and 0).
       const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
       const __m512 tiny = _mm512_set1_ps(1.0f / 2097152.0f), zero = _mm512_setzero_ps();
+      // Everything the loop reads, in locals: its stores are through may-alias vector types, after which the
+      // compiler would reload each pointer (through the lambda's captures) and the lists' fields every iteration.
+      const float *bj = bias.data() + j0, *Pj = P.data() + j0, *Qj = Q.data() + j0, *Zj = Z.data() + j0;
+      const bool isTopk = topk;
       for (int r = 0; r < mc; r++) {
         const float* z = Cb + (long)r * SNC;
         const __m512 xv = _mm512_set1_ps(T.X[r]), yv = _mm512_set1_ps(T.Y[r]);
         List& L = T.main[r];
         __m512 tv = _mm512_set1_ps(L.tau);
         L.room(nc + 16);
+        int32_t* lj = L.j.data();
+        float *lp = L.p.data(), *le = L.e.data();
+        size_t ln = L.n;
+        long rowPos = 0;
         for (int q = 0; q < nc; q += 16) {
           const __mmask16 in = nc - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - q)) - 1);
-          const int j = j0 + q;
-          const __m512 pt = _mm512_add_ps(_mm512_maskz_loadu_ps(in, z + q), _mm512_maskz_loadu_ps(in, bias.data() + j));
-          __m512 e = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(in, P.data() + j),
-                                     _mm512_fmadd_ps(yv, _mm512_maskz_loadu_ps(in, Q.data() + j), _mm512_maskz_loadu_ps(in, Z.data() + j)));
+          const __m512 pt = _mm512_add_ps(_mm512_maskz_loadu_ps(in, z + q), _mm512_maskz_loadu_ps(in, bj + q));
+          __m512 e = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(in, Pj + q), _mm512_fmadd_ps(yv, _mm512_maskz_loadu_ps(in, Qj + q), _mm512_maskz_loadu_ps(in, Zj + q)));
           e = _mm512_fmadd_ps(tiny, _mm512_abs_ps(pt), e);
           const __m512 up = _mm512_add_ps(pt, e);
           const __mmask16 pos = in & _mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ);
           const __mmask16 keep = pos & _mm512_cmp_ps_mask(up, tv, _CMP_GE_OQ);
-          // Branch-free (whether a vector has a candidate is unpredictable in a row's first blocks). Compressed in
-          // registers and stored whole (a compressing store to memory is microcoded on some processors); the lists
-          // keep 16 entries of room past their end.
-          _mm512_storeu_si512(L.j.data() + L.n, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(iota, _mm512_set1_epi32(j))));
-          _mm512_storeu_ps(L.p.data() + L.n, _mm512_maskz_compress_ps(keep, pt));
-          _mm512_storeu_ps(L.e.data() + L.n, _mm512_maskz_compress_ps(keep, e));
-          L.n += __builtin_popcount((unsigned)keep);
-          if (!topk) {
-            posHi += __builtin_popcount((unsigned)pos);
-            continue;
-          }
+          if (!isTopk) rowPos += __builtin_popcount((unsigned)pos);
+          if (!keep) continue;
+          // Compressed in registers and stored whole (a compressing store to memory is microcoded on some
+          // processors); the lists keep 16 entries of room past their end.
+          _mm512_storeu_si512(lj + ln, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(iota, _mm512_set1_epi32(j0 + q))));
+          _mm512_storeu_ps(lp + ln, _mm512_maskz_compress_ps(keep, pt));
+          _mm512_storeu_ps(le + ln, _mm512_maskz_compress_ps(keep, e));
+          ln += __builtin_popcount((unsigned)keep);
+          if (!isTopk) continue;
           __mmask16 better = keep & _mm512_cmp_ps_mask(_mm512_sub_ps(pt, e), tv, _CMP_GT_OQ);
           if (better) {
             alignas(64) float lv[16];
@@ -572,6 +576,8 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
             tv = _mm512_set1_ps(L.tau);
           }
         }
+        L.n = ln;
+        posHi += rowPos;
         if (L.n >= L.pruneAt) L.prune();
       }
     }
