@@ -3,6 +3,7 @@
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
 // Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--json out.json]
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
@@ -78,6 +79,19 @@ function peer(dIn: number, expansion: number, activation: string, k: number, B: 
   return out.tokens_per_second;
 }
 
+/**
+ * The processor's own ceiling (native/src/peak.h): GFLOP/s of its fastest multiply-add in registers, the bf16 dot
+ * product where it has one (the TopK encoder's screen runs on it), else float32 FMA, on both cores at once. No exact
+ * TopK step can run faster than its encoder GEMM at that rate: every pre-activation is computed.
+ */
+async function peakRate(): Promise<number> {
+  const { native } = await import('../src/native/kernels.js');
+  const mod = native();
+  if (!mod) return NaN;
+  const r = mod.instructionPeak(availableParallelism(), 0.15);
+  return r.bf16 || r.fp32;
+}
+
 /** What the peers' BLAS measured and which kernel OpenBLAS picked, printed under the table (bench/peers/blas.py). */
 const peerBlas = { cores: new Set<string>(), gflops: [] as number[] };
 
@@ -120,9 +134,9 @@ async function main() {
     `fit throughput, tokens/s, batch ${B}, TopK family ${steps} timed steps after 3 warm-up, ReLU+L1 a whole run of ${reluSteps} steps; median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
   );
   console.log(
-    `| size | activation | ${backends.map((b) => `sdlkit ${b}`).join(' | ')} | PyTorch dense | PyTorch sparsify-style | ${backends.map((b) => `${b} / faster peer (ratio of medians; paired per repeat)`).join(' | ')} | GEMM GFLOP/s (before each repeat) | bound tok/s | fraction of the bound (paired) |`,
+    `| size | activation | ${backends.map((b) => `sdlkit ${b}`).join(' | ')} | PyTorch dense | PyTorch sparsify-style | ${backends.map((b) => `${b} / faster peer (ratio of medians; paired per repeat)`).join(' | ')} | GEMM GFLOP/s (before each repeat) | bound tok/s | fraction of the bound (paired) | instruction peak GFLOP/s (bf16 dot, else fp32 FMA) | ceiling tok/s (the encoder alone at that peak) | 5x the faster peer, tok/s |`,
   );
-  console.log(`|---|---|${backends.map(() => '---|').join('')}---|---|${backends.map(() => '---|').join('')}---|---|---|`);
+  console.log(`|---|---|${backends.map(() => '---|').join('')}---|---|${backends.map(() => '---|').join('')}---|---|---|---|---|---|`);
   for (const { d, e } of sizes) {
     // The bound's GEMM is measured again right before each repeat's sdlkit runs and each repeat's fraction taken
     // against it: this VM's speed drifts by 15% within minutes, and a rate measured once would leave that drift in
@@ -138,9 +152,11 @@ async function main() {
       let peerNote = '';
       const fractions: number[] = [];
       const actRates: number[] = [];
+      const peaks: number[] = [];
       for (let r = 0; r < repeats; r++) {
         const rate = await gemmRate(B, d, d * e);
         actRates.push(rate);
+        peaks.push(await peakRate());
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
           ours[b].push(s.tps);
@@ -172,7 +188,7 @@ async function main() {
       const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
       const frac = act === 'relu' ? '-' : `${pct(median(fractions))} (${pct(Math.min(...fractions))}-${pct(Math.max(...fractions))})`;
       console.log(
-        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} |`,
+        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} | ${median(peaks).toFixed(0)} | ${Math.round(boundOf(median(peaks)))} | ${best ? Math.round(5 * best) : '-'} |`,
       );
       rows.push({
         d_in: d,
@@ -185,6 +201,8 @@ async function main() {
         paired_ratio: Object.fromEntries(backends.map((b) => [names[b], pairedOf(b)])),
         gemm_gflops: actRates,
         bound_tok_s: actRates.map(boundOf),
+        instruction_peak_gflops: peaks,
+        ceiling_tok_s: peaks.map(boundOf),
         roofline_fraction: act === 'relu' ? undefined : fractions,
       });
     }

@@ -892,6 +892,20 @@ test('every build this processor can run (generic, AVX2, AVX-512) passes these t
   }
 });
 
+test('instructionPeak: the multiply-add rates the benchmarks read their ceiling from, bf16 exactly where the screen can run', { skip }, () => {
+  const f = mod.cpuFeatures();
+  const r = mod.instructionPeak(1, 0.02);
+  // Any processor with FMA does billions a second; without FMA (or off x86) there is no rate to report.
+  if (f.fma || f.avx512) assert.ok(r.fp32 > 1, `fp32 ${r.fp32}`);
+  else assert.equal(r.fp32, 0);
+  // Where this build screens the TopK encoder in bf16 the processor has the dot product, and it does twice an
+  // FMA's products per instruction of the same width (so well over the FMA's rate; 0 where it is missing).
+  if (mod.bf16Screen) assert.ok(r.bf16 > 1.2 * r.fp32, `bf16 ${r.bf16} vs fp32 ${r.fp32}`);
+  assert.ok(r.bf16 === 0 || r.bf16 > r.fp32);
+  assert.throws(() => mod.instructionPeak(0, 0.02), /threads must be an integer from 1 to 256/);
+  assert.throws(() => mod.instructionPeak(1, 0), /seconds must be in/);
+});
+
 test('adviseHuge: huge pages under a large array keep its contents; small arrays are left alone', { skip }, () => {
   const thp = (() => {
     try {

@@ -16,6 +16,7 @@
 #include "screen.h"
 #include "engine.h"
 #include "index_stats.h"
+#include "peak.h"
 #include "gemm.h"
 #include "simd.h"
 #include "text.h"
@@ -860,6 +861,28 @@ napi_value StatsCooccurrence(napi_env env, napi_callback_info info) {
   });
 }
 
+// instructionPeak(threads, seconds) -> { fp32, bf16 }: GFLOP/s of float32 FMA and of the bf16 dot product in
+// registers, `threads` threads at once (0 where the processor lacks the instruction; native/src/peak.h).
+napi_value InstructionPeak(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value a[2];
+    size_t got = 2;
+    CHECK_NAPI(napi_get_cb_info(env, info, &got, a, nullptr, nullptr));
+    if (got < 2) throw JsError{"instructionPeak(threads, seconds)"};
+    const double threads = num(env, a[0], "threads"), seconds = num(env, a[1], "seconds");
+    if (!(threads >= 1 && threads <= 256) || threads != (int)threads) throw JsError{"instructionPeak: threads must be an integer from 1 to 256"};
+    if (!(seconds > 0 && seconds <= 10)) throw JsError{"instructionPeak: seconds must be in (0, 10]"};
+    const sdl::PeakRates r = sdl::instructionPeak((int)threads, seconds);
+    napi_value out, v;
+    CHECK_NAPI(napi_create_object(env, &out));
+    CHECK_NAPI(napi_create_double(env, r.fp32, &v));
+    CHECK_NAPI(napi_set_named_property(env, out, "fp32", v));
+    CHECK_NAPI(napi_create_double(env, r.bf16, &v));
+    CHECK_NAPI(napi_set_named_property(env, out, "bf16", v));
+    return out;
+  });
+}
+
 // cpuFeatures() -> { avx512, avx2, fma }: which of the other builds this processor can run.
 napi_value CpuFeatures(napi_env env, napi_callback_info) {
   return guard(env, [&]() -> napi_value {
@@ -993,6 +1016,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "adviseHuge", fn);
   napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
   napi_set_named_property(env, exports, "cpuFeatures", fn);
+  napi_create_function(env, "instructionPeak", NAPI_AUTO_LENGTH, InstructionPeak, nullptr, &fn);
+  napi_set_named_property(env, exports, "instructionPeak", fn);
   napi_value isa;
   napi_create_string_utf8(env, SDL_ISA, NAPI_AUTO_LENGTH, &isa);
   napi_set_named_property(env, exports, "isa", isa);

@@ -280,6 +280,8 @@ export interface NativeModule {
     slots: Int32Array,
   ): { text: string; ends: Int32Array; exotic: Uint8Array };
   cpuFeatures(): { avx512: boolean; avx2: boolean; fma: boolean };
+  /** GFLOP/s of float32 FMA and of the bf16 dot product in registers on `threads` threads at once, ~`seconds` each (0 where the processor lacks one): the instructions' own ceiling, for the benchmarks. */
+  instructionPeak(threads: number, seconds: number): { fp32: number; bf16: number };
   /**
    * The fused encoder's column-chunk budget in bytes of packed W_enc (native/src/gemm.h), set when `bytes` is given;
    * returns the value before. A process-wide tuning knob: tests make chunks small to cross many of them.
