@@ -188,7 +188,7 @@ async function main() {
       const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
       const frac = act === 'relu' ? '-' : `${pct(median(fractions))} (${pct(Math.min(...fractions))}-${pct(Math.max(...fractions))})`;
       console.log(
-        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} | ${median(peaks).toFixed(0)} | ${Math.round(boundOf(median(peaks)))} | ${best ? Math.round(5 * best) : '-'} |`,
+        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} | ${median(peaks).toFixed(0)} | ${act === 'relu' ? '-' : Math.round(boundOf(median(peaks)))} | ${best && act !== 'relu' ? Math.round(5 * best) : '-'} |`,
       );
       rows.push({
         d_in: d,
@@ -202,7 +202,7 @@ async function main() {
         gemm_gflops: actRates,
         bound_tok_s: actRates.map(boundOf),
         instruction_peak_gflops: peaks,
-        ceiling_tok_s: peaks.map(boundOf),
+        ceiling_tok_s: act === 'relu' ? undefined : peaks.map(boundOf),
         roofline_fraction: act === 'relu' ? undefined : fractions,
       });
     }
