@@ -89,7 +89,8 @@ async function peakRate(): Promise<number> {
   const mod = native();
   if (!mod) return NaN;
   const r = mod.instructionPeak(availableParallelism(), 0.15);
-  return r.bf16 || r.fp32;
+  // 0 from both: a processor without FMA (or not x86), where there is no ceiling to print (NaN, as gemmRate without the kernels).
+  return r.bf16 || r.fp32 || NaN;
 }
 
 /** What the peers' BLAS measured and which kernel OpenBLAS picked, printed under the table (bench/peers/blas.py). */
@@ -188,7 +189,7 @@ async function main() {
       const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
       const frac = act === 'relu' ? '-' : `${pct(median(fractions))} (${pct(Math.min(...fractions))}-${pct(Math.max(...fractions))})`;
       console.log(
-        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} | ${median(peaks).toFixed(0)} | ${act === 'relu' ? '-' : Math.round(boundOf(median(peaks)))} | ${best && act !== 'relu' ? Math.round(5 * best) : '-'} |`,
+        `| ${d} x ${d * e} | ${act === 'relu' ? 'ReLU+L1' : `${act === 'topk' ? 'TopK' : 'BatchTopK'} k=32`} | ${backends.map((b) => cell(ours[b])).join(' | ')} | ${cell(dense) === '-' ? peerNote : cell(dense)} | ${cell(sparse)} | ${ratios.join(' | ')} | ${rate.toFixed(0)} | ${Math.round(bound)} | ${frac} | ${median(peaks).toFixed(0)} | ${act === 'relu' || !(median(peaks) > 0) ? '-' : Math.round(boundOf(median(peaks)))} | ${best && act !== 'relu' ? Math.round(5 * best) : '-'} |`,
       );
       rows.push({
         d_in: d,
