@@ -148,6 +148,39 @@ test('bf16-screened TopK encoder = the exact fused encoder, bit for bit, on data
   alike.b_enc.fill(0.5);
   sameForward('columns alike (rows redone exactly)', alike, 8);
 
+  // TopK's two passes over more than one chunk of latents (9,216 a chunk), ties across the chunks' boundary and
+  // a partial last vector: every 5th latent copies the one 9,216 - 5 before it (the lower index must win).
+  const chunks = gaussian(40, 9300, 120, 8);
+  for (let j = 9216; j < chunks.m; j += 5) {
+    chunks.W_encT.copyWithin(j * chunks.dIn, (j - 9211) * chunks.dIn, (j - 9210) * chunks.dIn);
+    chunks.b_enc[j] = chunks.b_enc[j - 9211];
+  }
+  sameForward('two chunks of latents', chunks, 32);
+  // A last block of 5 latents: 15 of its 16 vectors hold no latent (the groups past the end).
+  sameForward('a last block of 5 latents', gaussian(64, 1029, 150, 9), 32);
+
+  // Errors near the bound, against the two-pass screen's group bounds (k 1). x: 32 entries of 1 + 2^-9 (bf16 rounds
+  // them down to 1), then 32 of 1. Latent 0 (A) has 1 + 2^-9 on the first 32: its bf16 value 32 is 0.125 below its
+  // float32 value 32.125, the bound allowing ~0.15. Latent 16 (B) has 1 on the last 32 and bias 0.09: exactly 32.09,
+  // lower bound ~32.03, above A's bf16 value. Latent 32 (C) has 1 + 3 x 2^-9 on the last 32 (bf16 rounds it up to
+  // 1 + 2^-7) and bias -0.08: bf16 32.17, above A's upper bound, float32 32.1075. A is the top 1: kept only if
+  // its group's upper bound carries the half-width (B's lower bound is above A's bf16 value) and the row's first
+  // tau is a lower bound (C's bf16 value is above A's upper bound). The rest: no weights, bias -10.
+  const near = gaussian(64, 300, 4, 10);
+  near.W_encT.fill(0);
+  near.b_enc.fill(-10);
+  for (let i = 0; i < near.n; i++) for (let q = 0; q < 64; q++) near.X[i * 64 + q] = q < 32 ? 1 + 2 ** -9 : 1;
+  for (let q = 0; q < 32; q++) {
+    near.W_encT[0 * 64 + q] = 1 + 2 ** -9;
+    near.W_encT[16 * 64 + 32 + q] = 1;
+    near.W_encT[32 * 64 + 32 + q] = 1 + 3 * 2 ** -9;
+  }
+  near.b_enc[0] = 0;
+  near.b_enc[16] = 0.09;
+  near.b_enc[32] = -0.08;
+  const top = sameForward('errors near the bound', near, 1);
+  assert.deepEqual(Array.from(top.idx), [0, 0, 0, 0], "latent 0 is every row's top 1");
+
   // Values whose bf16 products could overflow: refused before screening, the exact path runs.
   const huge = gaussian(32, 300, 60, 7);
   for (let q = 0; q < huge.dIn; q++) huge.X[5 * huge.dIn + q] = 3e37;
@@ -227,17 +260,22 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   const screened = stepFresh(saeEngine(d, 1, k, 2), d, p, d.X, opts);
   assert.equal(exact.r.selection, 1);
   assert.equal(stepFresh(saeEngine(d, 1, k), d, p, d.X, opts).r.selection, 1, 'by default, d_in 200 is not screened (slower there)');
-  // The default's other bound: from d_in 320, screened from 6,144 latents (fewer: the float32 path is as fast or faster).
-  for (const [m, want] of [
-    [6143, 1],
-    [6144, mod.bf16Screen ? 3 : 1],
+  // The default's bounds for TopK: from d_in 256 and 2^20 products a row (d_in x latents); below either the float32
+  // path is as fast or faster.
+  const yes = mod.bf16Screen ? 3 : 1;
+  for (const [dIn, m, want] of [
+    [255, 8192, 1],
+    [256, 4095, 1],
+    [256, 4096, yes],
+    [320, 3276, 1],
+    [320, 3277, yes],
   ] as const) {
-    const w = gaussian(320, m, 24, 81);
-    const pw = { ...params(w), b_dec: new Float32Array(320) };
+    const w = gaussian(dIn, m, 24, 81);
+    const pw = { ...params(w), b_dec: new Float32Array(dIn) };
     assert.equal(
       stepFresh(saeEngine(w, 1, 8), w, pw, w.X, { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 }).r.selection,
       want,
-      `default at 320 x ${m}`,
+      `default at ${dIn} x ${m}`,
     );
   }
   assert.equal(screened.r.selection, mod.bf16Screen ? 3 : 1, 'screened where the processor can');

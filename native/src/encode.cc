@@ -401,8 +401,13 @@ void sizeAux(int n, int kAux, bool withAux, Sparse* aux) {
   resizeExact(aux->val, (size_t)n * kAux + 1);
 }
 
-// Config::screen: 2 always (where the processor can), 1 from kScreenMinDepth inputs and kScreenMinLatents latents.
-bool screenWanted(int screen, int dIn, int m) { return screen == 2 || (screen == 1 && dIn >= kScreenMinDepth && m >= kScreenMinLatents); }
+// Config::screen: 2 always (where the processor can), 1 where screening is faster (screen.h): TopK from
+// kScreenMinDepthTopK inputs and kScreenMinProductsTopK products a row, the batch-wide selections from
+// kScreenMinDepth inputs and kScreenMinLatents latents.
+bool screenWanted(int screen, int dIn, int m, bool topk) {
+  if (screen != 1) return screen == 2;
+  return topk ? dIn >= kScreenMinDepthTopK && (long)dIn * m >= kScreenMinProductsTopK : dIn >= kScreenMinDepth && m >= kScreenMinLatents;
+}
 
 void finishAux(int n, bool withAux, Sparse* aux) {
   if (!withAux) return;
@@ -428,7 +433,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
   } else {
-    screened = !cols && screenWanted(screen, dIn, m) &&
+    screened = !cols && screenWanted(screen, dIn, m, true) &&
                screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
     if (!screened) {
       sizeAux(n, kAux, withAux, aux);
@@ -448,7 +453,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
-  if (screenWanted(screen, dIn, m) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  if (screenWanted(screen, dIn, m, false) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
     finishAux(n, withAux, aux);
     return true;
   }

@@ -44,6 +44,11 @@ constexpr int SKC = 512;         // depth of a packed B block (256 bf16 pairs x 
 constexpr int SMC = SMR * 12;    // rows per task: their packed A (all of K) stays in L2
 constexpr int SNC = SNR * 8;    // columns per block handed to the screen
 constexpr double kU = 1.0 / 16777216.0;  // float32's unit roundoff, 2^-24
+constexpr float kTiny = 1.0f / 2097152.0f;  // 2^-21 |value| in each half-width: the bound's own float32 roundings
+// TopK's two-pass screen keeps a row block's screened values for up to this many bytes of latents at once, per thread
+// (a chunk: all of them to 9,216 latents). At 768 x 24,576 the screen's own work beside the bf16 GEMM's was 0.29 of
+// it with the whole row block held (17 MB a thread), 0.31 with 6 MiB chunks, 0.38 with 0.7 MB (in L2) and 0.37 in one pass.
+constexpr size_t kTwoPassBytes = 6u << 20;
 
 // bf16 rounding (to nearest even) of a finite float; subnormal results flush to zero here, so the residual
 // records what the instruction (which treats bf16 subnormals as zero) actually multiplies.
@@ -75,11 +80,12 @@ struct List {
   size_t n = 0, pruneAt = 0;
   int k = 0;
   float tau = -INFINITY;  // once k are offered, the smallest of them: below every top-k member's upper bound
-  void reset(int want) {
+  float tau0 = -INFINITY;  // a lower bound on the k-th largest value known before any offer (the two-pass screen)
+  void reset(int want, float start = -INFINITY) {
     n = 0;
     k = want;
     low.clear();
-    tau = -INFINITY;
+    tau = tau0 = start;
     pruneAt = (size_t)std::max(2 * want, 64);
   }
   void room(size_t more) {
@@ -96,12 +102,12 @@ struct List {
     if ((int)low.size() < k) {
       low.push_back(lo);
       std::push_heap(low.begin(), low.end(), std::greater<float>());
-      if ((int)low.size() == k) tau = low.front();
+      if ((int)low.size() == k) tau = std::max(tau0, low.front());
     } else if (lo > low.front()) {
       std::pop_heap(low.begin(), low.end(), std::greater<float>());
       low.back() = lo;
       std::push_heap(low.begin(), low.end(), std::greater<float>());
-      tau = low.front();
+      tau = std::max(tau0, low.front());
     }
   }
   // Gives back a list's arrays when they grew past kKeep entries. A thread's lists are reused row slot by row slot,
@@ -113,6 +119,11 @@ struct List {
     std::vector<int32_t>().swap(j);
     std::vector<float>().swap(p);
     std::vector<float>().swap(e);
+  }
+  // A lower bound on the k-th largest value found apart from the offers: tau is at least it from now on.
+  void raise(float t) {
+    tau0 = std::max(tau0, t);
+    tau = std::max(tau, tau0);
   }
   // Drops the candidates whose upper bound is below tau.
   void prune() {
@@ -175,8 +186,10 @@ void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, dou
 // Per pool thread: its packed rows, block of screened values, candidate lists and scratch.
 struct Thread {
   AlignedBuffer<uint32_t> a;  // packed rows
-  AlignedBuffer<float> c;     // a block of screened values
+  AlignedBuffer<float> c;     // screened values: a chunk's (TopK) or a block's (Above)
   std::vector<float> X, Y, scratch;
+  std::vector<float> gmax;  // the two-pass screen: each row's largest screened value per vector of a chunk
+  std::vector<float> ups;   // the two-pass screen: a row's groups' upper bounds in a chunk
   std::vector<List> main;
   std::vector<int32_t> pos;
   std::vector<uint32_t> pairs;
@@ -187,6 +200,7 @@ struct Thread {
 struct Workspace {
   AlignedBuffer<uint32_t> b;  // W_enc in bf16 pairs
   std::vector<float> P, Q, Z, bias, wt;
+  std::vector<float> gP, gQ, gZ;  // the two-pass screen: P, Q, Z's largest over each vector's 16 latents
   std::vector<Thread> th;
   // Above: each row block's screened candidates (row r's at [off[r], off[r + 1])), held until the batch's cut is known.
   struct Held {
@@ -461,6 +475,46 @@ void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float*
   });
 }
 
+// The columns' terms of the half-width (packW) and the bias, indexed by latent.
+struct Terms {
+  const float *bias, *P, *Q, *Z;
+};
+// Where a row's list is being appended to (its arrays, with room for 16 entries past n).
+struct Out {
+  int32_t* j;
+  float *p, *e;
+  size_t n;
+};
+
+// Screens latents [j, j + 16) of a row (lanes `in`; zq their screened values, xv and yv the row's |x| and |r_x|):
+// those whose upper bound is positive and reaches tau are appended to the row's list in latent order, and for TopK
+// the lower bounds above tau are offered (tv follows the list's tau). Returns the lanes with a positive upper bound.
+inline __mmask16 screenVector(const float* zq, const Terms& t, int j, __mmask16 in, __m512 xv, __m512 yv, bool topk, List& L, __m512& tv, Out& o) {
+  const __m512 tiny = _mm512_set1_ps(kTiny), zero = _mm512_setzero_ps();
+  const __m512 pt = _mm512_add_ps(_mm512_maskz_loadu_ps(in, zq), _mm512_maskz_loadu_ps(in, t.bias + j));
+  __m512 e = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(in, t.P + j), _mm512_fmadd_ps(yv, _mm512_maskz_loadu_ps(in, t.Q + j), _mm512_maskz_loadu_ps(in, t.Z + j)));
+  e = _mm512_fmadd_ps(tiny, _mm512_abs_ps(pt), e);
+  const __m512 up = _mm512_add_ps(pt, e);
+  const __mmask16 pos = in & _mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ);
+  const __mmask16 keep = pos & _mm512_cmp_ps_mask(up, tv, _CMP_GE_OQ);
+  if (!keep) return pos;
+  // Compressed in registers and stored whole (a compressing store to memory is microcoded on some processors).
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  _mm512_storeu_si512(o.j + o.n, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(iota, _mm512_set1_epi32(j))));
+  _mm512_storeu_ps(o.p + o.n, _mm512_maskz_compress_ps(keep, pt));
+  _mm512_storeu_ps(o.e + o.n, _mm512_maskz_compress_ps(keep, e));
+  o.n += __builtin_popcount((unsigned)keep);
+  if (!topk) return pos;
+  __mmask16 better = keep & _mm512_cmp_ps_mask(_mm512_sub_ps(pt, e), tv, _CMP_GT_OQ);
+  if (better) {
+    alignas(64) float lv[16];
+    _mm512_store_ps(lv, _mm512_sub_ps(pt, e));
+    for (; better; better &= better - 1) L.offer(lv[__builtin_ctz((unsigned)better)]);
+    tv = _mm512_set1_ps(L.tau);
+  }
+  return pos;
+}
+
 bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, const Target& tg,
             const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
   if (!screenSupported() || n <= 0 || dIn <= 0 || (long)m * dIn >= (1L << 31) || SMC != gemmBlockRows()) return false;
@@ -492,6 +546,25 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   const int kp = (dIn + 1) / 2, npad = (m + SNR - 1) / SNR * SNR;
   const uint32_t* Bp = ws.b.p;
   const int rowBlocks = (n + SMC - 1) / SMC;
+  // TopK screens in two passes over chunks of the latents (kTwoPassBytes). In one pass the row's tau starts at -inf
+  // and rises as the latents go by, so the early blocks keep most of their latents as candidates: at 512 x 4,096
+  // (Gaussian rows, k 32) 215 listed and 170 offered a row, for 52 that survive; the first pass's group maxima give
+  // each row a tau near its k-th largest before any is listed, and let the second skip the groups below it. The
+  // batch-wide selections (a fixed floor, every positive upper bound counted) keep one pass.
+  const int nBlocks = (m + SNC - 1) / SNC, nVec = nBlocks * (SNC / 16);
+  const int chunkBlocks = std::min(nBlocks, std::max(1, (int)(kTwoPassBytes / (SMC * SNC * sizeof(float)))));
+  if (topk) {
+    // Each vector's (16 latents') largest terms of the half-width.
+    ws.gP.assign(nVec, 0.f);
+    ws.gQ.assign(nVec, 0.f);
+    ws.gZ.assign(nVec, 0.f);
+    for (int j = 0; j < m; j++) {
+      const int g = j / 16;
+      ws.gP[g] = std::max(ws.gP[g], P[j]);
+      ws.gQ[g] = std::max(ws.gQ[g], Q[j]);
+      ws.gZ[g] = std::max(ws.gZ[g], Z[j]);
+    }
+  }
   std::vector<uint8_t> redo(rowBlocks, 0), refused(rowBlocks, 0);
   std::vector<long> blockPosHi(rowBlocks, 0);
   if (!topk) tg.above->blocks.resize(rowBlocks);  // every block is written below (kept arrays: encodeAbove)
@@ -520,9 +593,13 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       }
     }
     long posHi = 0;  // entries whose upper bound is positive: at least the batch's positive count
-    float* Cb = T.c.get((size_t)SMC * SNC);
-    for (int j0 = 0; j0 < m; j0 += SNC) {
-      const int nc = std::min(SNC, m - j0);
+    // TopK's two passes keep a chunk's screened values (block b's at column (b - b0) x SNC of C), Above's one pass a
+    // block of them at a time.
+    const long ldc = topk ? (long)chunkBlocks * SNC : SNC;
+    float* C = T.c.get((size_t)SMC * ldc);
+    const __m512 tiny = _mm512_set1_ps(kTiny), zero = _mm512_setzero_ps();
+    // The screened values of latents [j0, j0 + nc) at rows [i0, i0 + mc) into Cb (row stride ldc).
+    auto gemmBlock = [&](int j0, int nc, float* Cb) {
       for (int k0 = 0; k0 < dIn; k0 += SKC) {
         const int kcp = (std::min(dIn - k0, SKC) + 1) / 2;
         const uint32_t* Bk = Bp + (long)(k0 / 2) * npad;
@@ -531,54 +608,112 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
           const int nr = std::min(SNR, nc - jr);
           const uint32_t* bp = Bk + (long)((j0 + jr) / SNR) * kcp * SNR;
           for (int ir = 0; ir < mc; ir += SMR)
-            microkernel(kcp, Ak + (long)ir * kcp, bp, Cb + (long)ir * SNC + jr, SNC, std::min(SMR, mc - ir), nr, k0 == 0);
+            microkernel(kcp, Ak + (long)ir * kcp, bp, Cb + (long)ir * ldc + jr, ldc, std::min(SMR, mc - ir), nr, k0 == 0);
         }
       }
-      // Screen the block: a latent stays a candidate while its upper bound reaches the row's tau (and 0).
-      const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-      const __m512 tiny = _mm512_set1_ps(1.0f / 2097152.0f), zero = _mm512_setzero_ps();
+    };
+    // Above, in one pass a block at a time: every latent whose upper bound passes the floor is a candidate, and
+    // every positive upper bound is counted.
+    auto aboveBlock = [&](int j0, int nc, const float* Cb) {
       // Everything the loop reads, in locals: its stores are through may-alias vector types, after which the
       // compiler would reload each pointer (through the lambda's captures) and the lists' fields every iteration.
-      const float *bj = bias.data() + j0, *Pj = P.data() + j0, *Qj = Q.data() + j0, *Zj = Z.data() + j0;
-      const bool isTopk = topk;
+      const Terms terms{bias.data(), P.data(), Q.data(), Z.data()};
+      long blockPos = 0;
       for (int r = 0; r < mc; r++) {
         const float* z = Cb + (long)r * SNC;
         const __m512 xv = _mm512_set1_ps(T.X[r]), yv = _mm512_set1_ps(T.Y[r]);
         List& L = T.main[r];
         __m512 tv = _mm512_set1_ps(L.tau);
         L.room(nc + 16);
-        int32_t* lj = L.j.data();
-        float *lp = L.p.data(), *le = L.e.data();
-        size_t ln = L.n;
-        long rowPos = 0;
+        Out o{L.j.data(), L.p.data(), L.e.data(), L.n};
         for (int q = 0; q < nc; q += 16) {
           const __mmask16 in = nc - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - q)) - 1);
-          const __m512 pt = _mm512_add_ps(_mm512_maskz_loadu_ps(in, z + q), _mm512_maskz_loadu_ps(in, bj + q));
-          __m512 e = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(in, Pj + q), _mm512_fmadd_ps(yv, _mm512_maskz_loadu_ps(in, Qj + q), _mm512_maskz_loadu_ps(in, Zj + q)));
-          e = _mm512_fmadd_ps(tiny, _mm512_abs_ps(pt), e);
-          const __m512 up = _mm512_add_ps(pt, e);
-          const __mmask16 pos = in & _mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ);
-          const __mmask16 keep = pos & _mm512_cmp_ps_mask(up, tv, _CMP_GE_OQ);
-          if (!isTopk) rowPos += __builtin_popcount((unsigned)pos);
-          if (!keep) continue;
-          // Compressed in registers and stored whole (a compressing store to memory is microcoded on some
-          // processors); the lists keep 16 entries of room past their end.
-          _mm512_storeu_si512(lj + ln, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(iota, _mm512_set1_epi32(j0 + q))));
-          _mm512_storeu_ps(lp + ln, _mm512_maskz_compress_ps(keep, pt));
-          _mm512_storeu_ps(le + ln, _mm512_maskz_compress_ps(keep, e));
-          ln += __builtin_popcount((unsigned)keep);
-          if (!isTopk) continue;
-          __mmask16 better = keep & _mm512_cmp_ps_mask(_mm512_sub_ps(pt, e), tv, _CMP_GT_OQ);
-          if (better) {
-            alignas(64) float lv[16];
-            _mm512_store_ps(lv, _mm512_sub_ps(pt, e));
-            for (; better; better &= better - 1) L.offer(lv[__builtin_ctz((unsigned)better)]);
-            tv = _mm512_set1_ps(L.tau);
+          blockPos += __builtin_popcount((unsigned)screenVector(z + q, terms, j0 + q, in, xv, yv, false, L, tv, o));
+        }
+        L.n = o.n;
+      }
+      posHi += blockPos;
+    };
+    if (!topk) {
+      for (int j0 = 0; j0 < m; j0 += SNC) {
+        const int nc = std::min(SNC, m - j0);
+        gemmBlock(j0, nc, C);
+        aboveBlock(j0, nc, C);
+      }
+    } else {
+      // TopK in two passes over chunks of the latents (all of them where a row block's screened values fit
+      // kTwoPassBytes). First pass: the chunk's screened values, and each row's largest screened value in each 16
+      // latents (a vector, a group), taken while the block is still in cache.
+      //
+      // Second pass, row by row. A group's bounds come from its largest screened value and the largest P, Q, Z among
+      // its latents, computed operation for operation as screenVector computes a latent's: float rounding is
+      // monotone, so the group's lower bound is at most the lower bound of the latent holding that value, and its
+      // upper bound (widened by 2^-20 of |value| + half-width) at least every one of its latents' upper bounds. The row's tau
+      // rises to the k-th largest lower bound of the chunk's groups: the groups are disjoint, so k latents have lower
+      // bounds at or above it, the row's k-th largest float32 value is too, and a latent whose upper bound is below
+      // it cannot be among the top k. A group whose upper bound is below the row's tau (or not positive) is passed
+      // over without reading its values.
+      const int chunkVec = chunkBlocks * 16;
+      float* gm = ensure(T.gmax, (size_t)SMC * chunkVec);
+      float* lows = ensure(T.scratch, 3 * (size_t)chunkVec + 48);
+      float* ups = ensure(T.ups, (size_t)chunkVec);
+      const Terms terms{bias.data(), P.data(), Q.data(), Z.data()};
+      const __m512 widen = _mm512_set1_ps(1.0f / 1048576.0f);
+      for (int r = 0; r < mc; r++) T.main[r].reset(k);
+      for (int b0 = 0; b0 < nBlocks; b0 += chunkBlocks) {
+        const int b1 = std::min(nBlocks, b0 + chunkBlocks), nv = (b1 - b0) * 16;
+        for (int b = b0; b < b1; b++) {
+          const int j0 = b * SNC, nc = std::min(SNC, m - j0);
+          gemmBlock(j0, nc, C + (long)(b - b0) * SNC);
+          const float* bj = bias.data() + j0;
+          for (int r = 0; r < mc; r++) {
+            const float* z = C + (long)r * ldc + (long)(b - b0) * SNC;
+            float* g = gm + (long)r * chunkVec + (b - b0) * 16;
+            for (int q = 0; q < nc; q += 16) {
+              const __mmask16 in = nc - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - q)) - 1);
+              g[q / 16] = _mm512_mask_reduce_max_ps(in, _mm512_add_ps(_mm512_maskz_loadu_ps(in, z + q), _mm512_maskz_loadu_ps(in, bj + q)));
+            }
+            for (int q = (nc + 15) / 16; q < 16; q++) g[q] = -INFINITY;  // past the last latent: no latent, no candidate
           }
         }
-        L.n = ln;
-        posHi += rowPos;
-        if (L.n >= L.pruneAt) L.prune();
+        const float *gP = ws.gP.data() + b0 * 16, *gQ = ws.gQ.data() + b0 * 16, *gZ = ws.gZ.data() + b0 * 16;
+        for (int r = 0; r < mc; r++) {
+          const __m512 xv = _mm512_set1_ps(T.X[r]), yv = _mm512_set1_ps(T.Y[r]);
+          const float* g = gm + (long)r * chunkVec;
+          for (int q = 0; q < nv; q += 16) {
+            const __m512 pt = _mm512_loadu_ps(g + q);
+            __m512 e = _mm512_fmadd_ps(xv, _mm512_loadu_ps(gP + q), _mm512_fmadd_ps(yv, _mm512_loadu_ps(gQ + q), _mm512_loadu_ps(gZ + q)));
+            e = _mm512_fmadd_ps(tiny, _mm512_abs_ps(pt), e);
+            _mm512_storeu_ps(lows + q, _mm512_sub_ps(pt, e));
+            // Widened by 2^-20 of its terms' size: a member below the largest value has its own rounding (its
+            // half-width's |pt| term is its own), a few units of 2^-24 of that size either way.
+            _mm512_storeu_ps(ups + q, _mm512_fmadd_ps(widen, _mm512_add_ps(_mm512_abs_ps(pt), e), _mm512_add_ps(pt, e)));
+          }
+          List& L = T.main[r];
+          if (nv >= k) L.raise(kthLargestInPlace(lows, nv, k, lows + nv + 16));
+          const float* z = C + (long)r * ldc;
+          __m512 tv = _mm512_set1_ps(L.tau);
+          // The groups to visit are scattered over the chunk's values (out of L2 at larger sizes): the next block's,
+          // by the tau known now (it only rises), are fetched while this block's are screened.
+          auto toVisit = [&](int b) { return _mm512_cmp_ps_mask(_mm512_loadu_ps(ups + (b - b0) * 16), _mm512_max_ps(tv, zero), _CMP_GE_OQ); };
+          for (__mmask16 f = toVisit(b0); f; f &= f - 1) _mm_prefetch((const char*)(z + __builtin_ctz((unsigned)f) * 16), _MM_HINT_T0);
+          for (int b = b0; b < b1; b++) {
+            const int j0 = b * SNC, nc = std::min(SNC, m - j0);
+            L.room(nc + 16);
+            Out o{L.j.data(), L.p.data(), L.e.data(), L.n};
+            __mmask16 visit = toVisit(b);
+            if (b + 1 < b1)
+              for (__mmask16 f = toVisit(b + 1); f; f &= f - 1)
+                _mm_prefetch((const char*)(z + (long)(b + 1 - b0) * SNC + __builtin_ctz((unsigned)f) * 16), _MM_HINT_T0);
+            for (; visit; visit &= visit - 1) {
+              const int q = __builtin_ctz((unsigned)visit) * 16;
+              const __mmask16 in = nc - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - q)) - 1);
+              screenVector(z + (long)(b - b0) * SNC + q, terms, j0 + q, in, xv, yv, true, L, tv, o);
+            }
+            L.n = o.n;
+            if (L.n >= L.pruneAt) L.prune();
+          }
+        }
       }
     }
     // Each row: the last pruning, then the float32 values of the survivors; TopK takes the top k among them

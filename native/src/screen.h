@@ -24,14 +24,21 @@
 
 namespace sdl {
 
-// Screened by default from this encoder input width and this many latents: below them the bf16 GEMM's saving is
-// smaller than the screen's per-entry and per-candidate work (the candidates' share of the latents falls as they
-// grow). Forward, 2 threads, k 32, exact vs screened: d_in 64 x 16,384 latents 34 vs 48 ms, 128 x 8,192 29 vs 37,
-// 256 x 4,096 26 vs 29; 384 x 6,144 54 vs 49, 512 x 16,384 173 vs 131, 768 x 24,576 378 vs 306. TopK training
-// steps, tokens/s (paired runs): 384 x 3,072 95k vs 84k, 512 x 4,096 63k vs 61k, 640 x 5,120 41k vs 41k (even);
-// 384 x 12,288 32k vs 38k, 512 x 8,192 34k vs 40k, 768 x 6,144 29k vs 33k.
+// The batch-wide selections (BatchTopK, Matryoshka) are screened by default from this encoder input width and this
+// many latents: below them the bf16 GEMM's saving is smaller than the screen's per-entry and per-candidate work (the
+// candidates' share of the latents falls as they grow). Forward, 2 threads, k 32, exact vs screened: d_in 64 x
+// 16,384 latents 34 vs 48 ms, 128 x 8,192 29 vs 37, 256 x 4,096 26 vs 29; 384 x 6,144 54 vs 49, 512 x 16,384 173 vs
+// 131, 768 x 24,576 378 vs 306. BatchTopK training steps, float32 vs screened (tokens/s, Gaussian rows, 2 runs each,
+// stop 43): 256 x 4,096 110-114k vs 84-86k, 384 x 3,072 93-95k vs 73-76k, 512 x 4,096 59-60k vs 53k.
 constexpr int kScreenMinDepth = 320;
 constexpr int kScreenMinLatents = 6144;
+// TopK (two passes, screen.cc) from this width and this many products a row (d_in x latents). TopK training steps,
+// float32 vs screened (tokens/s, Gaussian rows, k 32, 2 runs each, stop 43): 128 x 1,024 283-296k vs 224-231k, 192 x
+// 3,072 152-159k vs 135-148k, 256 x 2,048 174-184k vs 151-156k, 256 x 3,072 138k vs 128-144k (even), 512 x 2,048
+// 97-99k vs 94-97k (even); 256 x 4,096 106-107k vs 115-116k, 384 x 3,072 90-91k vs 98-100k, 640 x 2,560 66-67k vs
+// 71-73k, 512 x 4,096 52-64k vs 57-71k (1.08-1.14x in 7 alternated pairs), 768 x 6,144 25-27k vs 28-33k.
+constexpr int kScreenMinDepthTopK = 256;
+constexpr long kScreenMinProductsTopK = 1L << 20;
 
 // True when this binary and processor can screen (the AVX-512 build on a processor with AVX512_BF16).
 bool screenSupported();

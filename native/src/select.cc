@@ -72,8 +72,6 @@ void sortByIndex(int32_t* idx, float* val, int n) {
   }
 }
 
-namespace {
-
 // The k-th largest of v[0..n) (1 <= k <= n). Quickselect without data-dependent branches: each round splits
 // the values into those above and below the pivot (compressed vectors: AVX-512's instruction, AVX2 by a lane
 // permutation table), rotating through three buffers; v has room for n + 16 floats and `work` for 2n + 32. v may be
@@ -132,6 +130,8 @@ float kthLargestInPlace(float* v, int n, int k, float* work) {
     else { k -= n - nl; n = nl; in = (in + 2) % 3; }
   }
 }
+
+namespace {
 
 
 int nextPow2(int x) {

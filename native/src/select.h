@@ -11,6 +11,10 @@ namespace sdl {
 // Reorders (val, idx) so that the first k entries are the k largest values (in no particular order).
 void partitionTopK(float* val, int32_t* idx, int n, int k);
 
+// The k-th largest of v[0..n) (1 <= k <= n), without data-dependent branches. v has room for n + 16 floats and is
+// overwritten; `work` holds >= 2n + 32 floats.
+float kthLargestInPlace(float* v, int n, int k, float* work);
+
 // Sorts (idx, val) pairs by ascending idx (n is small: k entries of one row).
 void sortByIndex(int32_t* idx, float* val, int n);
 
