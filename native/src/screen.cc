@@ -552,7 +552,9 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   // each row a tau near its k-th largest before any is listed, and let the second skip the groups below it. The
   // batch-wide selections (a fixed floor, every positive upper bound counted) keep one pass.
   const int nBlocks = (m + SNC - 1) / SNC, nVec = nBlocks * (SNC / 16);
-  const int chunkBlocks = std::min(nBlocks, std::max(1, (int)(kTwoPassBytes / (SMC * SNC * sizeof(float)))));
+  // A lean engine holds a quarter of that (1.5 MiB a thread: 2,304 latents a chunk), ~3 MB beside the bf16 copy.
+  const size_t chunkBytes = lean ? kTwoPassBytes / 4 : kTwoPassBytes;
+  const int chunkBlocks = std::min(nBlocks, std::max(1, (int)(chunkBytes / (SMC * SNC * sizeof(float)))));
   if (topk) {
     // Each vector's (16 latents') largest terms of the half-width.
     ws.gP.assign(nVec, 0.f);
