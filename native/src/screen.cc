@@ -45,9 +45,10 @@ constexpr int SMC = SMR * 12;    // rows per task: their packed A (all of K) sta
 constexpr int SNC = SNR * 8;    // columns per block handed to the screen
 constexpr double kU = 1.0 / 16777216.0;  // float32's unit roundoff, 2^-24
 constexpr float kTiny = 1.0f / 2097152.0f;  // 2^-21 |value| in each half-width: the bound's own float32 roundings
-// TopK's two-pass screen keeps a row block's screened values for up to this many bytes of latents at once, per thread
-// (a chunk: all of them to 9,216 latents). At 768 x 24,576 the screen's own work beside the bf16 GEMM's was 0.29 of
-// it with the whole row block held (17 MB a thread), 0.31 with 6 MiB chunks, 0.38 with 0.7 MB (in L2) and 0.37 in one pass.
+// TopK's two-pass screen keeps a row block's screened values for up to this many bytes of latents at once, per
+// thread (a chunk: all of them to 9,216 latents). At 768 x 24,576 the screen's own work beside the bf16 GEMM's was
+// 0.29 of it with the whole row block held (17 MB a thread), 0.31 with 6 MiB chunks, 0.38 with 0.7 MB (in L2) and
+// 0.37 in one pass.
 constexpr size_t kTwoPassBytes = 6u << 20;
 
 // bf16 rounding (to nearest even) of a finite float; subnormal results flush to zero here, so the residual
@@ -650,11 +651,11 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       // Second pass, row by row. A group's bounds come from its largest screened value and the largest P, Q, Z among
       // its latents, computed operation for operation as screenVector computes a latent's: float rounding is
       // monotone, so the group's lower bound is at most the lower bound of the latent holding that value, and its
-      // upper bound (widened by 2^-20 of |value| + half-width) at least every one of its latents' upper bounds. The row's tau
-      // rises to the k-th largest lower bound of the chunk's groups: the groups are disjoint, so k latents have lower
-      // bounds at or above it, the row's k-th largest float32 value is too, and a latent whose upper bound is below
-      // it cannot be among the top k. A group whose upper bound is below the row's tau (or not positive) is passed
-      // over without reading its values.
+      // upper bound (widened by 2^-20 of |value| + half-width) at least every one of its latents' upper bounds. The
+      // row's tau rises to the k-th largest lower bound of the chunk's groups: the groups are disjoint, so k latents
+      // have lower bounds at or above it, the row's k-th largest float32 value is too, and a latent whose upper bound
+      // is below it cannot be among the top k. A group whose upper bound is below the row's tau (or not positive) is
+      // passed over without reading its values.
       const int chunkVec = chunkBlocks * 16;
       float* gm = ensure(T.gmax, (size_t)SMC * chunkVec);
       float* lows = ensure(T.scratch, 3 * (size_t)chunkVec + 48);
