@@ -7,12 +7,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
  * and the reset is lost. Throws when the reset is refused: the windows would silently become the peak so far.
  */
 export function peakSinceLast(pid: number): number | undefined {
-  let hwm: number;
+  let found: string | undefined;
   try {
-    hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+    found = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   } catch {
     return undefined;
   }
+  // An exiting process (a zombie) still has a status file, without its memory lines: gone, not a peak of NaN
+  // (a window read at a fit's exit once made a million's peak NaN, written to the JSON as null).
+  if (found === undefined) return undefined;
+  const hwm = Number(found);
   try {
     writeFileSync(`/proc/${pid}/clear_refs`, '5');
   } catch (e) {
