@@ -894,14 +894,21 @@ test('every build this processor can run (generic, AVX2, AVX-512) passes these t
 
 test('instructionPeak: the multiply-add rates the benchmarks read their ceiling from, bf16 exactly where the screen can run', { skip }, () => {
   const f = mod.cpuFeatures();
-  const r = mod.instructionPeak(1, 0.02);
+  // The rates are timed: the best of five short runs of each, interleaved, so that a run the other tests' threads
+  // preempted does not decide (one run each, beside a CI's other test files, once read bf16 at 0.63x fp32).
+  const r = { fp32: 0, bf16: 0 };
+  for (let i = 0; i < 5; i++) {
+    const once = mod.instructionPeak(1, 0.02);
+    r.fp32 = Math.max(r.fp32, once.fp32);
+    r.bf16 = Math.max(r.bf16, once.bf16);
+  }
   // Any processor with FMA does billions a second; without FMA (or off x86) there is no rate to report.
   if (f.fma || f.avx512) assert.ok(r.fp32 > 1, `fp32 ${r.fp32}`);
   else assert.equal(r.fp32, 0);
   // Where this build screens the TopK encoder in bf16 the processor has the dot product, and it does twice an
   // FMA's products per instruction of the same width (so well over the FMA's rate; 0 where it is missing).
   if (mod.bf16Screen) assert.ok(r.bf16 > 1.2 * r.fp32, `bf16 ${r.bf16} vs fp32 ${r.fp32}`);
-  assert.ok(r.bf16 === 0 || r.bf16 > r.fp32);
+  assert.ok(r.bf16 === 0 || r.bf16 > r.fp32, `bf16 ${r.bf16} vs fp32 ${r.fp32}`);
   assert.throws(() => mod.instructionPeak(0, 0.02), /threads must be an integer from 1 to 256/);
   assert.throws(() => mod.instructionPeak(1, 0), /seconds must be in/);
 });
