@@ -81,12 +81,12 @@ struct List {
   size_t n = 0, pruneAt = 0;
   int k = 0;
   float tau = -INFINITY;  // once k are offered, the smallest of them: below every top-k member's upper bound
-  float tau0 = -INFINITY;  // a lower bound on the k-th largest value known before any offer (the two-pass screen)
-  void reset(int want, float start = -INFINITY) {
+  float tau0 = -INFINITY;  // a lower bound on the k-th largest value found apart from the offers (raise)
+  void reset(int want) {
     n = 0;
     k = want;
     low.clear();
-    tau = tau0 = start;
+    tau = tau0 = -INFINITY;
     pruneAt = (size_t)std::max(2 * want, 64);
   }
   void room(size_t more) {
@@ -662,7 +662,6 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
       float* ups = ensure(T.ups, (size_t)chunkVec);
       const Terms terms{bias.data(), P.data(), Q.data(), Z.data()};
       const __m512 widen = _mm512_set1_ps(1.0f / 1048576.0f);
-      for (int r = 0; r < mc; r++) T.main[r].reset(k);
       for (int b0 = 0; b0 < nBlocks; b0 += chunkBlocks) {
         const int b1 = std::min(nBlocks, b0 + chunkBlocks), nv = (b1 - b0) * 16;
         for (int b = b0; b < b1; b++) {
