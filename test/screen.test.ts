@@ -318,6 +318,27 @@ test('a screened TopK training step = the exact step: loss, selection, AuxK on d
   }
 });
 
+test("a lean engine gives the screen's bf16 copy of W_enc back within its step; any other keeps it for the next", { skip }, (t) => {
+  if (!mod.bf16Screen) return t.skip('no AVX512_BF16: nothing is screened');
+  // Until stop 44 a screened call took itself to be lean when it found no copy kept, which every engine's first call
+  // did: every engine then gave its copy back and made it again each step, with a lean engine's smaller chunks.
+  const w = gaussian(64, 1000, 100, 5); // at least the engines' Matryoshka widths (900)
+  const pw = { ...params(w), b_dec: new Float32Array(w.dIn) };
+  const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 };
+  const copyBytes = (w.dIn / 2) * Math.ceil(w.m / 32) * 32 * 4; // bf16 pairs x latents padded to the 32-wide tile
+  // TopK (selection 3: screened), and BatchTopK's first step (4: its floor from the rows' own screened top 2k).
+  for (const [lean, activation, selection, want] of [
+    [false, 1, 3, copyBytes],
+    [true, 1, 3, 0],
+    [false, 2, 4, copyBytes],
+    [true, 2, 4, 0],
+  ] as const) {
+    const r = stepFresh(saeEngine(w, activation, 8, 2, lean), w, pw, w.X, opts).r;
+    assert.equal(r.selection, selection);
+    assert.equal(mod.screenCopyBytes(), want, `${lean ? 'lean' : 'kept'}, activation ${activation}`);
+  }
+});
+
 test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {
   const L = 3,
     dI = 40,

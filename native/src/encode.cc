@@ -419,7 +419,7 @@ void finishAux(int n, bool withAux, Sparse* aux) {
 }  // namespace
 
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, const int32_t* cols) {
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, const int32_t* cols) {
   k = k < m ? k : m;
   out.start.resize(n);
   out.count.resize(n);
@@ -433,8 +433,8 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
   } else {
-    screened = !cols && screenWanted(screen, dIn, m, true) &&
-               screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr);
+    screened = !cols && screenWanted(screen.level, dIn, m, true) &&
+               screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr, screen.lean);
     if (!screened) {
       sizeAux(n, kAux, withAux, aux);
       DeadTopK dk(n, dead, kAux, withAux ? aux : nullptr);
@@ -450,10 +450,11 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
 }
 
 bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop) {
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, long keepTop) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
-  if (screenWanted(screen, dIn, m, false) && screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr)) {
+  if (screenWanted(screen.level, dIn, m, false) &&
+      screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr, screen.lean)) {
     finishAux(n, withAux, aux);
     return true;
   }
@@ -475,7 +476,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
 }
 
 float rowsTopFloor(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k2, long want, Sparse& rows,
-                   int screen) {
+                   Screen screen) {
   encodeTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k2, rows, {}, 0, nullptr, screen);
   if (want <= 0 || rows.nnz < want) return -1.f;
   std::vector<FloatSpan> spans;

@@ -12,6 +12,16 @@
 
 namespace sdl {
 
+// How an encoder call may screen in bf16 (screen.h): `level` as Config::screen (0 never, 1 where it is faster, 2
+// wherever the processor can), and whether the engine is lean (Config::lean, `--low-memory`): a lean call gives the
+// screen's bf16 copy of W_enc back before its float32 recomputation and holds a quarter of the screened values at
+// once; otherwise the copy and those buffers are kept for the next call.
+struct Screen {
+  int level = 0;
+  bool lean = false;
+  Screen(int level = 0, bool lean = false) : level(level), lean(lean) {}  // NOLINT: an int is a level
+};
+
 // Rows of A [n][dIn] (row stride lda: a CLT reads one layer's slice of each row) through W_encT [m][dIn] and b_enc:
 // out gets row b's top-k at b * k (start, count, idx, val sized here). When `dead` (ascending latent indices) is
 // non-empty and aux is given, aux gets each row's top-kAux positive pre-activations among the dead latents, at
@@ -20,7 +30,7 @@ namespace sdl {
 // wherever the processor can. Returns whether it was screened. With `cols` (exact path only), latent j is W_encT's
 // row cols[j] and b_enc holds their biases in that order: a top k among a subset of latents, indices into it.
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, const int32_t* cols = nullptr);
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, const int32_t* cols = nullptr);
 
 // The fused encoder for BatchTopK: collects each row's entries above `floor` (and AuxK's dead-latent top-kAux, as
 // encodeTopK does; rows of A at stride lda) without storing the pre-activations. When at least as many candidates as the batch selects were
@@ -28,13 +38,13 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
 // `screen` as encodeTopK's; a screened call may leave out candidates below the batch's keepTop largest, and its
 // out.npos stands in for the positive count (see screenAbove). Returns whether it was screened.
 bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, Candidates& out,
-                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, int screen, long keepTop = 0);
+                 const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, long keepTop = 0);
 
 // A floor for a batch-wide selection of `want` entries with no threshold to go by: the want-th largest of the rows'
 // own top k2 (their union holds `want` entries at or above it, so the batch's want-th largest is too), or -1 when the
 // rows hold fewer than `want` positive entries between them. `rows` is scratch.
 float rowsTopFloor(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k2, long want, Sparse& rows,
-                   int screen);
+                   Screen screen);
 
 // Gives back the fused selections' per-thread arrays, kept from call to call otherwise (a lean engine, between the
 // phases of a step: AuxK's top k_aux in the dead latents' selection holds 2.8 MB a thread at k_aux 384).

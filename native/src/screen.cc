@@ -21,13 +21,15 @@ namespace sdl {
 #ifndef SDL_SCREEN
 
 bool screenSupported() { return false; }
-bool screenTopK(Pool&, const float*, long, int, int, int, const float*, const float*, int, Sparse&, const std::vector<int32_t>&, int, Sparse*) {
+bool screenTopK(Pool&, const float*, long, int, int, int, const float*, const float*, int, Sparse&, const std::vector<int32_t>&, int, Sparse*, bool) {
   return false;
 }
-bool screenAbove(Pool&, const float*, long, int, int, int, const float*, const float*, float, long, Candidates&, const std::vector<int32_t>&, int, Sparse*) {
+bool screenAbove(Pool&, const float*, long, int, int, int, const float*, const float*, float, long, Candidates&, const std::vector<int32_t>&, int, Sparse*,
+                 bool) {
   return false;
 }
 void screenRelease() {}
+size_t screenCopyBytes() { return 0; }
 
 #else
 
@@ -432,6 +434,7 @@ struct Target {
   float floor = 0;               // Above: entries > max(floor, 0)
   long keepTop = 0;              // Above: the caller selects this many of the batch's largest (0: it needs them all)
   Candidates* above = nullptr;
+  bool lean = false;             // Screen::lean (encode.h)
 };
 
 // Copies rows [i0, i0 + mc) of an exact encodeTopK / encodeAbove run on those rows alone (rows are independent, so
@@ -533,13 +536,15 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   // The calling thread's; a named reference, so the pool's threads (lambdas do not capture thread_locals) use it too.
   Workspace& ws = own;
   if ((int)ws.th.size() < pool.size()) ws.th.resize(pool.size());
-  // A lean engine gave the bf16 copy back after the last step's encoder (screenRelease): AuxK's selection then runs
-  // last, once this call has given the copy back (38 MB at 768 x 24,576), so that the encoder's phase holds the copy
-  // and nothing of AuxK, and AuxK's phase its dead columns' chunk (16 MiB) and its selection without the copy: the
-  // encoder's phase peaks the same whether or not latents have died (the gradient's phase then holds AuxK's working
-  // memory: docs/BENCHMARKS.md). Otherwise (buffers kept between steps) after the screen all the same, as its result
-  // does not depend on when it runs.
-  const bool lean = ws.b.p == nullptr;
+  // A lean call gives the bf16 copy back before its float32 recomputation (and its engine, screenRelease, the rest
+  // after the step): AuxK's selection then runs last, once the copy is given back (38 MB at 768 x 24,576), so that the
+  // encoder's phase holds the copy and nothing of AuxK, and AuxK's phase its dead columns' chunk (16 MiB) and its
+  // selection without the copy: the encoder's phase peaks the same whether or not latents have died (the gradient's
+  // phase then holds AuxK's working memory: docs/BENCHMARKS.md). Otherwise the copy is kept for the next call, and
+  // AuxK's selection runs after the screen all the same, as its result does not depend on when it runs. (Until stop
+  // 44 a call took itself to be lean when it found no copy kept, which every engine's first call did, and then gave
+  // the copy back: every engine ran lean here.)
+  const bool lean = tg.lean;
   float wMax = 0;
   if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;
   const std::vector<float>&P = ws.P, &Q = ws.Q, &Z = ws.Z, &bias = ws.bias;
@@ -853,21 +858,25 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
 }  // namespace
 
 bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool lean) {
   Target t;
+  t.lean = lean;
   t.k = k;
   t.topk = &out;
   return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
 }
 
 bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, long keepTop,
-                 Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux) {
+                 Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool lean) {
   Target t;
+  t.lean = lean;
   t.floor = floor;
   t.keepTop = keepTop;
   t.above = &out;
   return screen(pool, A, lda, n, dIn, m, W_encT, b_enc, t, dead, kAux, aux);
 }
+
+size_t screenCopyBytes() { return own.b.n * sizeof(uint32_t); }
 
 void screenRelease() {
   own.b.release();

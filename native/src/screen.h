@@ -45,9 +45,10 @@ bool screenSupported();
 
 // encodeTopK's selection (encode.h) for rows [0, n): out and aux (when given, with kAux >= 1 and `dead` non-empty)
 // are already sized by the caller. Returns false when it cannot screen (no BF16 instructions, a non-finite or huge
-// norm, indices past 2^31): the caller then runs the exact path, which writes every row again.
+// norm, indices past 2^31): the caller then runs the exact path, which writes every row again. `lean` as
+// Screen::lean (encode.h).
 bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux);
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool lean);
 
 // encodeAbove's candidates (encode.h: every entry > max(floor, 0), per row block) and AuxK's selection, screened the
 // same way; false as screenTopK. For a caller that then selects the batch's keepTop largest (BatchTopK: k B; 0 keeps
@@ -55,7 +56,10 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
 // exact positive count but one that gives the same decisions where only min(keepTop, npos) <= out.total is asked:
 // the exact count when every entry that might be positive is a candidate, else an upper bound on it.
 bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, long keepTop,
-                 Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux);
+                 Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool lean);
+
+// Bytes of W_enc's bf16 copy the calling thread keeps for its next screened call (0 after a lean call): for tests.
+size_t screenCopyBytes();
 
 // Frees what the calling thread keeps between screened calls: W_enc's bf16 copy (38 MB at 768 x 24,576) and the held
 // candidates (a lean engine gives them back after its encoder; the next call makes them again).

@@ -287,6 +287,8 @@ export interface NativeModule {
    * returns the value before. A process-wide tuning knob: tests make chunks small to cross many of them.
    */
   gemmChunkBytes(bytes?: number): number;
+  /** Bytes of W_enc's bf16 copy the calling thread keeps between screened encoder calls (0 after a lean engine's): tests. */
+  screenCopyBytes(): number;
   /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
   alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
