@@ -337,6 +337,20 @@ test("a lean engine gives the screen's bf16 copy of W_enc back within its step; 
     assert.equal(r.selection, selection);
     assert.equal(mod.screenCopyBytes(), want, `${lean ? 'lean' : 'kept'}, activation ${activation}`);
   }
+  // TopK's screened values, a chunk of latents at a time: a whole row block's 4,096 here (2.6 MiB a thread), a lean
+  // engine's 2,304 (9 blocks of 256, its 1.5 MiB). A lean step after another engine's call (fit's initialisation
+  // encodes a sample through an inference engine) holds its own chunk again, not the larger one left behind.
+  const w2 = gaussian(64, 4096, 400, 6);
+  const pw2 = { ...params(w2), b_dec: new Float32Array(w2.dIn) };
+  const rowBlock = 168; // screen.cc's SMC
+  for (const [lean, want] of [
+    [false, rowBlock * 4096 * 4],
+    [true, rowBlock * 9 * 256 * 4],
+    [false, rowBlock * 4096 * 4],
+  ] as const) {
+    assert.equal(stepFresh(saeEngine(w2, 1, 8, 2, lean), w2, pw2, w2.X, opts).r.selection, 3);
+    assert.equal(mod.screenChunkBytes(), want, lean ? 'lean' : 'kept');
+  }
 });
 
 test('a screened cross-layer transcoder step = the exact step (each layer screened, AuxK per layer)', { skip }, () => {

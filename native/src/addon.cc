@@ -602,6 +602,12 @@ napi_value ScreenCopyBytes(napi_env env, napi_callback_info) {
   return out;
 }
 
+napi_value ScreenChunkBytes(napi_env env, napi_callback_info) {
+  napi_value out;
+  napi_create_double(env, (double)sdl::screenChunkBytes(), &out);
+  return out;
+}
+
 // Two outputs of len entries for a kernel to fill, ids (Int32Array) and values (Float32Array), handed back as one
 // object (nearestRows, rowsLargest).
 struct IdsAndValues {
@@ -1008,6 +1014,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "gemmChunkBytes", fn);
   napi_create_function(env, "screenCopyBytes", NAPI_AUTO_LENGTH, ScreenCopyBytes, nullptr, &fn);
   napi_set_named_property(env, exports, "screenCopyBytes", fn);
+  napi_create_function(env, "screenChunkBytes", NAPI_AUTO_LENGTH, ScreenChunkBytes, nullptr, &fn);
+  napi_set_named_property(env, exports, "screenChunkBytes", fn);
   napi_create_function(env, "nearestRows", NAPI_AUTO_LENGTH, NearestRows, nullptr, &fn);
   napi_set_named_property(env, exports, "nearestRows", fn);
   napi_create_function(env, "rowsLargest", NAPI_AUTO_LENGTH, RowsLargest, nullptr, &fn);

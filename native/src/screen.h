@@ -60,6 +60,8 @@ bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
 
 // Bytes of W_enc's bf16 copy the calling thread keeps for its next screened call (0 after a lean call): for tests.
 size_t screenCopyBytes();
+// The most bytes of screened values any pool thread keeps for the calling thread's screened calls: for tests.
+size_t screenChunkBytes();
 
 // Frees what the calling thread keeps between screened calls: W_enc's bf16 copy (38 MB at 768 x 24,576) and the held
 // candidates (a lean engine gives them back after its encoder; the next call makes them again).

@@ -289,6 +289,8 @@ export interface NativeModule {
   gemmChunkBytes(bytes?: number): number;
   /** Bytes of W_enc's bf16 copy the calling thread keeps between screened encoder calls (0 after a lean engine's): tests. */
   screenCopyBytes(): number;
+  /** The most bytes of screened values any pool thread keeps for the calling thread's screened calls (a lean engine's chunk after its step): tests. */
+  screenChunkBytes(): number;
   /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
   alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
