@@ -12,16 +12,6 @@
 
 namespace sdl {
 
-// How an encoder call may screen in bf16 (screen.h): `level` as Config::screen (0 never, 1 where it is faster, 2
-// wherever the processor can), and whether the engine is lean (Config::lean, `--low-memory`): a lean call gives the
-// screen's bf16 copy of W_enc back before its float32 recomputation and holds a quarter of the screened values at
-// once; otherwise the copy and those buffers are kept for the next call.
-struct Screen {
-  int level = 0;
-  bool lean = false;
-  Screen(int level = 0, bool lean = false) : level(level), lean(lean) {}  // NOLINT: an int is a level
-};
-
 // Rows of A [n][dIn] (row stride lda: a CLT reads one layer's slice of each row) through W_encT [m][dIn] and b_enc:
 // out gets row b's top-k at b * k (start, count, idx, val sized here). When `dead` (ascending latent indices) is
 // non-empty and aux is given, aux gets each row's top-kAux positive pre-activations among the dead latents, at

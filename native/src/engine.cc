@@ -78,14 +78,14 @@ void Engine::forward(const Tensors& p, const float* X, int n, float threshold, S
   if (c.act == TOPK) {
     // Rows' top k selected inside the encoder GEMM (encode.h): no [n, m] pre-activations.
     const float* A = encoderInput(p, X, n, useXt ? ensure(xt_, (size_t)n * dIn) : nullptr);
-    encodeTopK(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.k, out, {}, 0, nullptr, Screen{c.screen, c.lean});
+    encodeTopK(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.k, out, {}, 0, nullptr, c.screening());
   } else if (c.act != JUMPRELU) {
     // One threshold for every latent (ReLU's 0, the batch-wide rules' inference threshold): the entries above it
     // are kept inside the encoder GEMM (encodeAbove: the same values, no [n, m] pre-activations; screened in bf16
     // for the batch-wide rules, where many entries sit near the threshold less often than near ReLU's 0).
     const float* A = encoderInput(p, X, n, useXt ? ensure(xt_, (size_t)n * dIn) : nullptr);
     Candidates cand;
-    encodeAbove(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.act == RELU ? 0.f : threshold, cand, {}, 0, nullptr, Screen{c.act == RELU ? 0 : c.screen, c.lean});
+    encodeAbove(pool_, A, dIn, n, dIn, m, p.W_encT, p.b_enc, c.act == RELU ? 0.f : threshold, cand, {}, 0, nullptr, c.act == RELU ? Screen{} : c.screening());
     out.start.assign(n, 0);
     out.count.assign(n, 0);
     const int R = gemmBlockRows();

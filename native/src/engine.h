@@ -18,6 +18,16 @@ namespace sdl {
 
 enum Activation { RELU = 0, TOPK = 1, BATCHTOPK = 2, JUMPRELU = 3, MATRYOSHKA = 4 };
 
+// How an encoder call may screen in bf16 (screen.h): `level` as Config::screen (0 never, 1 where it is faster, 2
+// wherever the processor can), and whether the engine is lean (Config::lean, `--low-memory`): a lean call gives the
+// screen's bf16 copy of W_enc back before its float32 recomputation and holds a quarter of the screened values at
+// once; otherwise the copy and those buffers are kept for the next call.
+struct Screen {
+  int level = 0;
+  bool lean = false;
+  Screen(int level = 0, bool lean = false) : level(level), lean(lean) {}  // NOLINT: an int is a level
+};
+
 struct Config {
   int dIn = 0, dOut = 0, dSae = 0;
   Activation act = TOPK;
@@ -31,6 +41,8 @@ struct Config {
   // copy of W_enc after the encoder, the per-entry and per-row buffers of the gradient after the update. The peak is
   // then the larger phase's, not the two together, for a few page faults a step. The same values either way.
   bool lean = false;
+  // How this engine's encoder calls screen (encode.h).
+  Screen screening() const { return Screen{screen, lean}; }
 };
 
 // Parameter (or gradient) buffers. W_encT [dSae][dIn]; W_dec [dSae][dOut] (the same buffer as W_encT when tied).

@@ -542,9 +542,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   // encoder's phase holds the copy and nothing of AuxK, and AuxK's phase its dead columns' chunk (16 MiB) and its
   // selection without the copy: the encoder's phase peaks the same whether or not latents have died (the gradient's
   // phase then holds AuxK's working memory: docs/BENCHMARKS.md). Otherwise the copy is kept for the next call, and
-  // AuxK's selection runs after the screen all the same, as its result does not depend on when it runs. (Until stop
-  // 44 a call took itself to be lean when it found no copy kept, which every engine's first call did, and then gave
-  // the copy back: every engine ran lean here.)
+  // AuxK's selection runs after the screen all the same, as its result does not depend on when it runs.
   const bool lean = tg.lean;
   float wMax = 0;
   if (!packW(pool, W_encT, b_enc, dIn, m, g, ws, wMax)) return false;

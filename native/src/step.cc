@@ -62,7 +62,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     const long kB = (long)c.k * B;
     bool screened = false;
     auto above = [&](float floor) {
-      screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, floor, cand, deadList, o.auxkK, &aux_, Screen{c.screen, c.lean}, kB);
+      screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, floor, cand, deadList, o.auxkK, &aux_, c.screening(), kB);
       const long want = kB < cand.npos ? kB : cand.npos;
       return cand.total >= want;
     };
@@ -71,7 +71,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.selection = batchFused ? (screened ? 3 : 1) : 2;
     }
     if (!batchFused && !o.storedFallback) {
-      const float floor = rowsTopFloor(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 2 * c.k < m ? 2 * c.k : m, kB, rowTop_, Screen{c.screen, c.lean});
+      const float floor = rowsTopFloor(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 2 * c.k < m ? 2 * c.k : m, kB, rowTop_, c.screening());
       if (floor > 0) {
         batchFused = above(std::nextafter(floor, 0.f));  // entries >= floor are candidates
         r.selection = batchFused ? 4 : 2;
@@ -90,7 +90,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   }
   float* pre = nullptr;
   if (fused) {
-    r.selection = encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_, Screen{c.screen, c.lean}) ? 3 : 1;
+    r.selection = encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_, c.screening()) ? 3 : 1;
   } else if (!batchFused && !reluFused) {
     pre = ensure(pre_, (size_t)BM);
     gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
