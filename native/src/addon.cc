@@ -412,6 +412,21 @@ napi_value EngineAdam(napi_env env, napi_callback_info info) {
   });
 }
 
+// adamUnitRows(p, g, m, v, lr, gscale, beta1, beta2, eps, t, d): Adam on rows of width d, each renormalised after.
+napi_value EngineAdamUnitRows(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 11, &self);
+    const size_t len = typedInfo(env, a[0], "p").length;
+    const int d = count(env, a[10], "d", 1);
+    if (len % d) throw JsError{"adamUnitRows: p's length is not a multiple of the row width d"};
+    sdl::adamUnitRows(unwrap(env, self)->pool(), f32(env, a[0], len, "p"), f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"),
+                      (long)(len / d), d, (float)num(env, a[4], "lr"), (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"),
+                      (float)num(env, a[7], "beta2"), (float)num(env, a[8], "eps"), (int)num(env, a[9], "t"));
+    return nullptr;
+  });
+}
+
 // ---- Clt: cross-layer (and skip) transcoders.
 
 sdl::Clt* unwrapClt(napi_env env, napi_value self) {
@@ -984,6 +999,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"normalizeRows", nullptr, EngineNormalize, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sumSquares", nullptr, EngineSumSquares, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adam", nullptr, EngineAdam, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adamUnitRows", nullptr, EngineAdamUnitRows, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_value cls;
   napi_define_class(env, "Engine", NAPI_AUTO_LENGTH, EngineNew, nullptr, sizeof(methods) / sizeof(methods[0]), methods, &cls);

@@ -162,4 +162,12 @@ void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n
   pool.range(n, [&](long b, long e, int) { adamSpan(a, p, g, m, v, b, e); });
 }
 
+void adamUnitRows(Pool& pool, float* p, const float* g, float* m, float* v, long rows, int d, float lr, float gscale, float b1, float b2, float eps,
+                  int t) {
+  const AdamStep a(lr, gscale, b1, b2, eps, t);
+  pool.range(rows, [&](long j0, long j1, int) {
+    for (long j = j0; j < j1; j++) adamUnitRow(a, p + j * d, g + j * d, m + j * d, v + j * d, d);
+  });
+}
+
 }  // namespace sdl

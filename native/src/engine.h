@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pool.h"
+#include "simd.h"
 #include "util.h"
 
 namespace sdl {
@@ -72,11 +73,13 @@ struct StepOptions {
   bool storedFallback = false;
   float denseAbove = kDenseAbove;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
   // Untied TopK family only: W_enc's and W_dec's gradients are not written (g.W_encT, g.W_dec may be null); the step
-  // keeps its entries grouped by latent and reports the rows' squared norm (StepResult::rowsSq), and applyRows makes
-  // each latent's rows again and applies Adam to them. projectDec: the decoder rows' gradients have their component
-  // along the row removed first (the unit-norm constraint), in the norm and in the update.
+  // keeps its entries grouped by latent, and applyRows makes each latent's rows again and applies Adam to them.
+  // Untied, projectDec: the decoder rows' gradients have their component along the row removed (the unit-norm
+  // constraint) as each latent's rows are finished, before their norm and the update; rowsNorm: the step reports
+  // W_enc's and W_dec's gradients' squared norm (StepResult::rowsSq), summed over the rows as they are finished
+  // (gradient-norm clipping needs it; with deferRows and no norm the rows are made once, by applyRows).
   bool deferRows = false, projectDec = false;
-  bool rowsNorm = true;  // deferRows: compute rowsSq (gradient-norm clipping needs it; else the rows are made once)
+  bool rowsNorm = true;
 };
 
 struct StepResult {
@@ -89,7 +92,7 @@ struct StepResult {
   // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1), 4 inside it
   // above a floor from the rows' own top 2k (BatchTopK with no threshold yet, or after it fell).
   int selection = 0;
-  double rowsSq = 0;  // deferRows: the squared norm of W_enc's and W_dec's gradients (NaN without rowsNorm)
+  double rowsSq = 0;  // untied: the squared norm of W_enc's and W_dec's gradients (NaN without rowsNorm, and tied)
 };
 
 // Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).
@@ -116,9 +119,13 @@ struct Candidates {
 };
 
 // Sum of squares of n floats, and Adam with bias correction on one tensor (g scaled by gscale first): shared by
-// every engine.
+// every engine. adamUnitRows: the same update on a tensor of rows of width d, each row renormalised to unit norm
+// (the unit-norm decoder) right after its update, while in cache, as applyRows does its decoder rows: the values of
+// adamUpdate and then a pass of its own over the rows, without that pass.
 double sumSquares(Pool& pool, const float* x, long n);
 void adamUpdate(Pool& pool, float* p, const float* g, float* m, float* v, long n, float lr, float gscale, float b1, float b2, float eps, int t);
+void adamUnitRows(Pool& pool, float* p, const float* g, float* m, float* v, long rows, int d, float lr, float gscale, float b1, float b2, float eps,
+                  int t);
 // Frees the calling thread's lists of the sparse step's per-latent gradient rows (step.cc, Engine::entryRows).
 void releaseEntryLists();
 
@@ -138,6 +145,11 @@ inline void adamSpan(const AdamStep& a, float* p, const float* g, float* m, floa
     v[i] = vi;
     p[i] -= a.lr * (mi * a.rbc1) / (std::sqrt(vi * a.rbc2) + a.eps);
   }
+}
+// One row's Adam step, then the row renormalised to unit norm: adamUnitRows' rows, and applyRows' decoder rows.
+inline void adamUnitRow(const AdamStep& a, float* w, const float* g, float* m, float* v, int d) {
+  adamSpan(a, w, g, m, v, 0, d);
+  normalizeRow(w, d);
 }
 
 // Inference by a threshold rule on rows [r0, r0 + rows) of pre-activations pre [rows][M]: the entries with z > thr(j)

@@ -170,10 +170,8 @@ void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, dou
     sr = _mm512_fmadd_ps(r, r, sr);
     st = _mm512_fmadd_ps(t, t, st);
     const __m256i packed = _mm512_cvtepi32_epi16(h);  // 16 halves = 8 pairs, low half first
-    alignas(32) uint32_t q[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(q), packed);
     const int np = std::min(8, (d - i + 1) / 2);
-    for (int z = 0; z < np; z++) pairs[i / 2 + z] = q[z];
+    _mm256_mask_storeu_epi32(pairs + i / 2, (__mmask8)((1u << np) - 1), packed);
   }
   auto sum = [](__m512 a) {
     alignas(64) float f[16];
@@ -224,6 +222,33 @@ struct Workspace {
 // Kept by each calling thread between its calls.
 thread_local Workspace own;
 
+// r[i] = row i of a 16 x 16 block -> r[q] = its column q (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  // u[4a + b] holds, in 128-bit lane L, rows 4a..4a+3 at column 4L + b.
+  for (int a = 0; a < 4; a += 2)
+    for (int b = 0; b < 4; b++) {
+      t[4 * a + b] = _mm512_shuffle_f32x4(u[4 * a + b], u[4 * (a + 1) + b], 0x88);
+      t[4 * (a + 1) + b] = _mm512_shuffle_f32x4(u[4 * a + b], u[4 * (a + 1) + b], 0xDD);
+    }
+  for (int b = 0; b < 4; b++) {
+    r[b] = _mm512_shuffle_f32x4(t[b], t[8 + b], 0x88);
+    r[8 + b] = _mm512_shuffle_f32x4(t[b], t[8 + b], 0xDD);
+    r[4 + b] = _mm512_shuffle_f32x4(t[4 + b], t[12 + b], 0x88);
+    r[12 + b] = _mm512_shuffle_f32x4(t[4 + b], t[12 + b], 0xDD);
+  }
+}
+
 // Packs W_enc (its transpose's rows are the encoder's columns) into bf16 pair panels and computes the columns'
 // bound terms: P = |r_w| + g (|w| + |w~|), Q = (1 + g) |w~|, Z = 2 g |b|, each rounded up.
 bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, double g, Workspace& ws, float& wMax) {
@@ -236,18 +261,18 @@ bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, 
   bias.assign(npad, 0.f);
   wt.assign(npad, 0.f);
   const double slack = 1 + 1e-6;
+  // A panel's SNR rows in bf16 pairs, one after another (row c at c x ld), then written into the panel's K-blocks
+  // (pair by pair, the SNR columns side by side) 16 x 16 at a time, transposed in registers: a row at a time, each
+  // pair was a 4-byte store of its own, 128 bytes from the last.
+  const int ld = (kp + 15) / 16 * 16;
   pool.run(nPanels, [&](int jp, int thread) {
-    uint32_t* pr = ensure(ws.th[thread].pairs, (size_t)kp + 8);
+    uint32_t* rows = ensure(ws.th[thread].pairs, (size_t)SNR * ld);
     for (int c = 0; c < SNR; c++) {
       const int j = jp * SNR + c;
+      uint32_t* pr = rows + (size_t)c * ld;
       double nw = 0, nr = 0, nt = 0;
       if (j < m) bf16Row(W_encT + (long)j * dIn, dIn, pr, nw, nr, nt);
       else std::fill(pr, pr + kp, 0u);
-      for (int k0 = 0; k0 < dIn; k0 += SKC) {
-        const int kcp = (std::min(dIn - k0, SKC) + 1) / 2;
-        uint32_t* dst = Bp + (long)(k0 / 2) * npad + (long)jp * kcp * SNR + c;
-        for (int pp = 0; pp < kcp; pp++) dst[(long)pp * SNR] = pr[k0 / 2 + pp];
-      }
       if (j >= m) continue;
       const double sw = std::sqrt(nw) * slack, sr = std::sqrt(nr) * slack, st = std::sqrt(nt) * slack;
       P[j] = upFloat((sr + g * (sw + st)) * slack);
@@ -256,6 +281,20 @@ bool packW(Pool& pool, const float* W_encT, const float* b_enc, int dIn, int m, 
       Z[j] = upFloat((2 * g * b + 1e-30) * slack);
       bias[j] = b_enc ? b_enc[j] : 0.f;
       wt[j] = (float)st;
+    }
+    for (int k0 = 0; k0 < dIn; k0 += SKC) {
+      const int kcp = (std::min(dIn - k0, SKC) + 1) / 2;
+      uint32_t* dst = Bp + (long)(k0 / 2) * npad + (long)jp * kcp * SNR;
+      for (int p0 = 0; p0 < kcp; p0 += 16) {
+        const int np = std::min(16, kcp - p0);
+        const __mmask16 in = (__mmask16)((1u << np) - 1);
+        for (int c0 = 0; c0 < SNR; c0 += 16) {
+          __m512 r[16];
+          for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(in, rows + (size_t)(c0 + l) * ld + k0 / 2 + p0);
+          transpose16(r);
+          for (int q = 0; q < np; q++) _mm512_storeu_ps(reinterpret_cast<float*>(dst + (long)(p0 + q) * SNR + c0), r[q]);
+        }
+      }
     }
   });
   wMax = 0;
@@ -315,33 +354,6 @@ __attribute__((target("avx512bf16"))) inline void microkernel(int kcp, const uin
       _mm512_store_ps(t + 16, acc[i][1]);
       for (int q = 0; q < nr; q++) c[i * ldc + q] = overwrite ? t[q] : c[i * ldc + q] + t[q];
     }
-  }
-}
-
-// r[i] = row i of a 16 x 16 block -> r[q] = its column q (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles).
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-  // u[4a + b] holds, in 128-bit lane L, rows 4a..4a+3 at column 4L + b.
-  for (int a = 0; a < 4; a += 2)
-    for (int b = 0; b < 4; b++) {
-      t[4 * a + b] = _mm512_shuffle_f32x4(u[4 * a + b], u[4 * (a + 1) + b], 0x88);
-      t[4 * (a + 1) + b] = _mm512_shuffle_f32x4(u[4 * a + b], u[4 * (a + 1) + b], 0xDD);
-    }
-  for (int b = 0; b < 4; b++) {
-    r[b] = _mm512_shuffle_f32x4(t[b], t[8 + b], 0x88);
-    r[8 + b] = _mm512_shuffle_f32x4(t[b], t[8 + b], 0xDD);
-    r[4 + b] = _mm512_shuffle_f32x4(t[4 + b], t[12 + b], 0x88);
-    r[12 + b] = _mm512_shuffle_f32x4(t[4 + b], t[12 + b], 0xDD);
   }
 }
 

@@ -218,6 +218,16 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     if (!c.noBias) g.b_enc[j] = (float)gbe;
     fired[j] = (float)nFired;
   };
+  // Untied, each latent's finished gradient rows, still in cache: the decoder row's projected (projectDec) and both
+  // rows' squared norm kept (rowsNorm), so that the update makes no pass of its own over the gradients for either.
+  // The same sums in the same order whether the rows are kept (the gradient buffers) or made again by applyRows
+  // (deferRows, which keeps only the norm here): --low-memory then changes where the rows live, not the update.
+  double* rowSq = !c.tied && o.rowsNorm ? ensure(rowSq_, (size_t)m) : nullptr;
+  auto finishRows = [&](long j, float* gwd, const float* gwe) {
+    if (c.tied || !gwd) return;
+    if (o.projectDec) projectRow(dOut, Wd + j * dOut, gwd);
+    if (rowSq) rowSq[j] = (double)dot(dIn, gwe, gwe) + (double)dot(dOut, gwd, gwd);
+  };
 
   Partials sse(T), spLoss(T), aux(T);
   float* G = nullptr;            // dL/dy^ rows [B][dOut] (Matryoshka: one block of rows per prefix)
@@ -315,6 +325,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
           for (int q = 0; q < NS; q++) s[q] += cols[((size_t)t * NS + q) * m + j];
         if (c.act == RELU && l1) spLoss.at(th)[0] += s[0] * norms[j];
         finishLatent(j, s[0], s[1], s[2], s[3], s[4], th, gWd + j * dOut, g.W_encT + j * dIn);
+        finishRows(j, gWd + j * dOut, g.W_encT + j * dIn);
       }
     });
   } else {
@@ -559,7 +570,6 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // their squared norm kept; applyRows makes them again from the same entries for the Adam update.
     const bool defer = o.deferRows;
     float* rowBuf = defer ? ensure(rowBuf_, (size_t)T * (dIn + dOut)) : nullptr;
-    double* rowSq = defer ? ensure(rowSq_, (size_t)m) : nullptr;
     auto latentRows = [&](long j0, long j1, int th) {
       for (long j = j0; j < j1; j++) {
         float* gwd = defer ? rowBuf + (size_t)th * (dIn + dOut) : gWd + j * dOut;
@@ -567,10 +577,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         if (defer && !o.rowsNorm) gwd = gwe = nullptr;  // no norm wanted: the rows are made once, by applyRows
         const LatentSums ls = entryRows(j, gwd, gwe);
         finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, gwd, gwe);
-        if (defer && gwd) {
-          if (o.projectDec) projectRow(dOut, Wd + j * dOut, gwd);
-          rowSq[j] = (double)dot(dIn, gwe, gwe) + (double)dot(dOut, gwd, gwd);
-        }
+        finishRows(j, gwd, gwe);
       }
     };
     // Latents fire unevenly, so equal slices leave one thread waiting: chunks claimed as threads free up. Each
@@ -579,10 +586,6 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     if (o.anchorK > 0) pool_.range(m, latentRows);
     else pool_.rangeDynamic(m, latentRows, 8);
     if (defer) {
-      double sq = 0;
-      if (o.rowsNorm)
-        for (int j = 0; j < m; j++) sq += rowSq[j];
-      r.rowsSq = o.rowsNorm ? sq : NAN;  // not computed without rowsNorm
       grp_.projectDec = o.projectDec;
       grp_.pending = true;
     }
@@ -623,6 +626,14 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     }
   }
 
+  // rowsNorm: the latents' squared row norms summed in latent order (NaN where not computed: tied, or not asked).
+  if (rowSq) {
+    double sq = 0;
+    for (int j = 0; j < m; j++) sq += rowSq[j];
+    r.rowsSq = sq;
+  } else {
+    r.rowsSq = NAN;
+  }
   double l0 = 0;
   for (int j = 0; j < m; j++) l0 += fired[j];
   r.l0 = l0 / B;
@@ -760,8 +771,8 @@ void Engine::applyRows(const Tensors& p, const float* X, float* mEnc, float* vEn
       rowTerms(p, j, ls.sumV, gwd, gwe);
       if (grp_.projectDec) projectRow(dOut, wd, gwd);
       adamSpan(a, p.W_encT + j * dIn, gwe, mEnc + j * dIn, vEnc + j * dIn, 0, dIn);
-      adamSpan(a, wd, gwd, mDec + j * dOut, vDec + j * dOut, 0, dOut);
-      if (normalize) normalizeRow(wd, dOut);
+      if (normalize) adamUnitRow(a, wd, gwd, mDec + j * dOut, vDec + j * dOut, dOut);
+      else adamSpan(a, wd, gwd, mDec + j * dOut, vDec + j * dOut, 0, dOut);
     }
   }, 8);
   if (cfg_.lean) releaseGradient();

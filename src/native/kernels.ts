@@ -36,9 +36,9 @@ export interface NativeStepOptions {
   storedFallback?: boolean;
   /** Untied TopK family: leave W_enc's and W_dec's gradients unwritten (g may omit them); applyRows makes them again and applies Adam. */
   deferRows?: boolean;
-  /** With deferRows: remove each decoder row's gradient component along the row (the unit-norm constraint) first. */
+  /** Untied: remove each decoder row's gradient component along the row (the unit-norm constraint) as the step finishes it, before rowsSq and the update. */
   projectDec?: boolean;
-  /** With deferRows: skip rowsSq (no gradient-norm clipping), so each latent's rows are made only once, by applyRows. */
+  /** Skip rowsSq (no gradient-norm clipping); with deferRows each latent's rows are then made only once, by applyRows. */
   noRowsNorm?: boolean;
 }
 
@@ -56,7 +56,7 @@ export interface NativeStepResult {
   nnz: number;
   /** 0: selected from stored pre-activations; 1: inside the encoder GEMM; 2: inside it, then recomputed (BatchTopK's floor was too high); 3: inside it, screened in bf16 (TopK, BatchTopK; the same selection as 1); 4: inside it, above a floor from the rows' own top 2k (BatchTopK's first step, or after its threshold fell). */
   selection: number;
-  /** deferRows: the squared norm of W_enc's and W_dec's gradients (decoder rows projected when projectDec); NaN with noRowsNorm. */
+  /** Untied: the squared norm of W_enc's and W_dec's gradients, summed over the rows as the step finishes them (decoder rows projected when projectDec); NaN with noRowsNorm, and tied. */
   rowsSq: number;
 }
 
@@ -110,6 +110,20 @@ export interface NativeEngine extends NativeOptimiser {
   forward(p: NativeTensors, X: Float32Array, n: number, threshold: number, yhat: boolean | Float32Array, into?: Partial<NativeForward>): NativeForward;
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
+  /** adam on p's rows of width d, each renormalised to unit norm right after its update (adam then normalizeRows, in one pass). */
+  adamUnitRows(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    lr: number,
+    gscale: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    t: number,
+    d: number,
+  ): void;
   /**
    * After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by
    * gscale), W_dec's rows renormalised after when `normalize`. X: the array that step was given, unchanged (W_enc's

@@ -89,10 +89,12 @@ export class NativeTrainEngine implements Engine {
 
   step(X: Float32Array, Y: Float32Array, B: number, o: EngineStepOptions): EngineStepResult {
     this.live();
-    // Without clipping the update needs no gradient norm, and the deferred rows are made once (in the update).
+    // Without clipping the update needs no gradient norm, and the deferred rows are made once (in the update). Untied,
+    // the step projects W_dec's gradient rows and sums both weights' gradient norms as it finishes each latent's rows
+    // (in cache), kept or deferred alike: the update makes no pass over those gradients for either.
     const noRowsNorm = !(this.train.clipGradNorm > 0);
-    const defer = this.deferRows ? { deferRows: true, projectDec: this.train.unitNormDecoder, noRowsNorm } : {};
-    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...defer, denseAbove: denseAbove() }, this.fired);
+    const rows = this.cfg.tied ? {} : { deferRows: this.deferRows, projectDec: this.train.unitNormDecoder, noRowsNorm };
+    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...rows, denseAbove: denseAbove() }, this.fired);
     this.rowsSq = r.rowsSq;
     if (this.deferRows) this.stepX = X;
     const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
@@ -110,13 +112,15 @@ export class NativeTrainEngine implements Engine {
   update(lr: number, clip: number): void {
     this.live();
     const { cfg, train, m, v } = this;
-    if (train.unitNormDecoder && !cfg.tied && !this.deferRows) this.e.projectDecoderGrad(this.p.W_dec!, this.g.W_dec!);
+    // Untied, the step projected W_dec's gradient and measured both weights' (tied, W_enc^T's one gradient is
+    // measured here, unprojected).
+    const measured: Name[] = cfg.tied ? [] : ['W_encT', 'W_dec'];
     const rows: Name[] = this.deferRows ? ['W_encT', 'W_dec'] : [];
     const separate = this.trainable.filter((n) => !rows.includes(n));
-    if (this.deferRows && clip > 0 && Number.isNaN(this.rowsSq))
+    if (measured.length && clip > 0 && Number.isNaN(this.rowsSq))
       throw new Error(`update with clip ${clip} after a step without the gradient norm (the engine's train.clipGradNorm is ${train.clipGradNorm})`);
-    let sq = this.deferRows && clip > 0 ? this.rowsSq : 0;
-    for (const n of separate) sq += this.e.sumSquares(this.g[n]!);
+    let sq = measured.length && clip > 0 ? this.rowsSq : 0;
+    for (const n of this.trainable) if (!measured.includes(n)) sq += this.e.sumSquares(this.g[n]!);
     const norm = Math.sqrt(sq);
     const scale = clip > 0 && norm > clip ? clip / norm : 1;
     this.t++;
@@ -137,8 +141,12 @@ export class NativeTrainEngine implements Engine {
         this.t,
         train.unitNormDecoder,
       );
-    for (const n of separate) this.e.adam(this.p[n]!, this.g[n]!, m.get(n)!, v.get(n)!, lr, scale, b1, b2, eps, this.t);
-    if (train.unitNormDecoder && !this.deferRows) this.e.normalizeRows(cfg.tied ? this.p.W_encT : this.p.W_dec!, cfg.tied ? cfg.dIn : cfg.dOut);
+    // The unit-norm decoder's rows are renormalised as each is updated, in cache (applyRows does its own).
+    const unit: Name | undefined = train.unitNormDecoder && !this.deferRows ? (cfg.tied ? 'W_encT' : 'W_dec') : undefined;
+    for (const n of separate) {
+      if (n === unit) this.e.adamUnitRows(this.p[n]!, this.g[n]!, m.get(n)!, v.get(n)!, lr, scale, b1, b2, eps, this.t, cfg.tied ? cfg.dIn : cfg.dOut);
+      else this.e.adam(this.p[n]!, this.g[n]!, m.get(n)!, v.get(n)!, lr, scale, b1, b2, eps, this.t);
+    }
   }
 
   forward(X: Float32Array, n: number, batchThresholds: number[], into?: Float32Array): EngineForward {
