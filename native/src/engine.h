@@ -136,14 +136,28 @@ struct AdamStep {
       : lr(lr), gscale(gscale), b1(b1), b2(b2), eps(eps), ib1(1.f - b1), ib2(1.f - b2),
         rbc1(1.f / (1.f - std::pow(b1, (float)t))), rbc2(1.f / (1.f - std::pow(b2, (float)t))) {}
 };
+// Adam streams four arrays (p, g, m, v) and writes three: each is read kAdamAhead floats ahead, 64 elements at a time
+// (the hardware's prefetching alone left it waiting on memory: 768 x 24,576's update 14-17 -> 11-13 ms). The same
+// operations per element as one plain loop.
+constexpr long kAdamAhead = 1024;
 inline void adamSpan(const AdamStep& a, float* p, const float* g, float* m, float* v, long i0, long i1) {
-  for (long i = i0; i < i1; i++) {
-    float gi = g[i] * a.gscale;
-    float mi = a.b1 * m[i] + a.ib1 * gi;
-    float vi = a.b2 * v[i] + a.ib2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] -= a.lr * (mi * a.rbc1) / (std::sqrt(vi * a.rbc2) + a.eps);
+  for (long b0 = i0; b0 < i1; b0 += 64) {
+    const long b1 = b0 + 64 < i1 ? b0 + 64 : i1;
+    if (b0 + kAdamAhead < i1)
+      for (long q = 0; q < 64; q += 16) {
+        __builtin_prefetch(p + b0 + kAdamAhead + q, 1, 3);
+        __builtin_prefetch(g + b0 + kAdamAhead + q, 0, 3);
+        __builtin_prefetch(m + b0 + kAdamAhead + q, 1, 3);
+        __builtin_prefetch(v + b0 + kAdamAhead + q, 1, 3);
+      }
+    for (long i = b0; i < b1; i++) {
+      float gi = g[i] * a.gscale;
+      float mi = a.b1 * m[i] + a.ib1 * gi;
+      float vi = a.b2 * v[i] + a.ib2 * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] -= a.lr * (mi * a.rbc1) / (std::sqrt(vi * a.rbc2) + a.eps);
+    }
   }
 }
 // One row's Adam step, then the row renormalised to unit norm: adamUnitRows' rows, and applyRows' decoder rows.
