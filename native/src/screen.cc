@@ -150,12 +150,12 @@ struct List {
   }
 };
 
-// One row of d floats in bf16: pairs[q] = bf16(v[2q]) | bf16(v[2q + 1]) << 16 (a missing last element is 0), and
-// upper bounds on the squared norms of v, of its residual v - bf16(v) (exact in float32) and of bf16(v). The sums
-// run in float32 lanes (48 terms each at d_in 768): (1 + 1e-5) covers their rounding.
 // bf16Row reads its rows (W_enc's, a panel of them one after another) this many floats ahead: the hardware's own
 // prefetching left the packing waiting on memory (768 x 24,576: 15.7 -> 9.0 ms a call, 256 to 2,048 ahead alike).
 constexpr int kPackAhead = 1024;
+// One row of d floats in bf16: pairs[q] = bf16(v[2q]) | bf16(v[2q + 1]) << 16 (a missing last element is 0), and
+// upper bounds on the squared norms of v, of its residual v - bf16(v) (exact in float32) and of bf16(v). The sums
+// run in float32 lanes (48 terms each at d_in 768): (1 + 1e-5) covers their rounding.
 void bf16Row(const float* v, int d, uint32_t* pairs, double& nv, double& nr, double& nt) {
   const __m512i round = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), expo = _mm512_set1_epi32(0x7F80), sign = _mm512_set1_epi32(0x8000);
   __m512 sv = _mm512_setzero_ps(), sr = sv, st = sv;

@@ -111,19 +111,7 @@ export interface NativeEngine extends NativeOptimiser {
   projectDecoderGrad(W: Float32Array, g: Float32Array): void;
   normalizeRows(W: Float32Array, d: number): void;
   /** adam on p's rows of width d, each renormalised to unit norm right after its update (adam then normalizeRows, in one pass). */
-  adamUnitRows(
-    p: Float32Array,
-    g: Float32Array,
-    m: Float32Array,
-    v: Float32Array,
-    lr: number,
-    gscale: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    t: number,
-    d: number,
-  ): void;
+  adamUnitRows(...args: [...Parameters<NativeOptimiser['adam']>, d: number]): void;
   /**
    * After a deferRows step: Adam on W_enc's and W_dec's rows with the gradients made again from its entries (scaled by
    * gscale), W_dec's rows renormalised after when `normalize`. X: the array that step was given, unchanged (W_enc's
