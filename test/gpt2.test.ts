@@ -98,6 +98,42 @@ test("tiny-random-gpt2: harvested resid_post and resid_mid (and resid_pre, the s
   assert.ok(close(shard.values.get('blocks.1.hook_mlp_out')!, diff(post1, mid1), 1e-4));
 });
 
+test('tiny-random-gpt2: two hooks of one tensor are both stored when worker sessions place the batches in the shard, the same bytes as one session', {
+  skip: sharedSkip,
+}, async () => {
+  const dir = tmp();
+  const corpus = corpusFile(dir, 200);
+  // 16 windows in batches of 2 on two workers: the first four batches are in flight before the widths are known (copied
+  // in), the rest are written into the shard by the workers; blocks.3.hook_resid_pre is copied from its twin.
+  const run = (out: string, workers: number) =>
+    harvest({
+      model: GPT2,
+      hooks: ['blocks.2.hook_resid_post', 'blocks.3.hook_resid_pre', 'blocks.1.hook_mlp_out'],
+      corpus,
+      split: 'all',
+      tokens: 16 * 32,
+      ctx: 32,
+      batch: 2,
+      dtype: 'f32',
+      seed: 0,
+      shardTokens: 1024,
+      out: join(dir, out),
+      oovId: 0,
+      workers,
+      threads: 2,
+      quiet: true,
+    });
+  const [a, b] = [await run('a', 2), await run('b', 0)];
+  assert.equal(a.manifest.tokens, 16 * 32);
+  assert.deepEqual(
+    a.manifest.shards.map((s) => s.sha256),
+    b.manifest.shards.map((s) => s.sha256),
+  );
+  const shard = decodeShard(readFileSync(join(dir, 'a', 'shard-00000.arrow')));
+  assert.deepEqual(shard.values.get('blocks.3.hook_resid_pre'), shard.values.get('blocks.2.hook_resid_post'));
+  assert.ok(shard.values.get('blocks.1.hook_mlp_out')!.some((v) => v !== 0));
+});
+
 test('tiny-random-gpt2: token ids beyond the 1000-id vocabulary are refused with a clear message', { skip: sharedSkip }, async () => {
   const dir = tmp();
   await assert.rejects(

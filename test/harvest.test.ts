@@ -8,7 +8,9 @@ import { harvest, resolveHookSpecs, type HarvestConfig } from '../src/activation
 import { BUNDLED_MODEL_DIR, loadModel } from '../src/models/model.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/onnx/session.js';
 import { autoWorkers, createForward, modelWidth } from '../src/onnx/forward.js';
-import type { ModelProto } from '../src/onnx/proto.js';
+import { DataType, type ModelProto } from '../src/onnx/proto.js';
+import { GraphBuilder } from '../src/onnx/builder.js';
+import { f16ToF32 } from '../src/util/f16.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
@@ -489,6 +491,58 @@ test("the forward's layout: one session per core for narrow models; a worker's o
     assert.deepEqual(again[points[0].tensor].data, ok[points[0].tensor].data, 'the worker goes on after a failed batch');
   } finally {
     await f.release();
+  }
+});
+
+test('the forward places fetched tensors where the caller says: float32 as is, float16 widened; other sizes come back; workers take shared memory only', async () => {
+  // ids -> Gather(E) = x (float32 [b, s, 4]); Cast(x) = h (float16).
+  const g = new GraphBuilder('place');
+  const x = g.op(
+    'Gather',
+    [
+      g.f32(
+        'E',
+        Float32Array.from({ length: 40 }, (_, i) => Math.sin(i) * 3.3),
+        [10, 4],
+      ),
+      g.input('input_ids', DataType.INT64, ['b', 's']),
+    ],
+    {},
+    'x',
+  );
+  g.op('Cast', [x], { to: DataType.FLOAT16 }, 'h');
+  g.output('x', DataType.FLOAT);
+  g.output('h', DataType.FLOAT16);
+  const bytes = g.toBytes();
+  const inputs = [{ name: 'input_ids', elemType: DataType.INT64 }];
+  const ids = Int32Array.from({ length: 6 }, (_, i) => (i * 7) % 10);
+  for (const workers of [0, 2]) {
+    const f = await createForward(bytes, {} as ModelProto, inputs, ['x', 'h'], { threads: 2, workers, modelName: 'place' });
+    try {
+      const plain = await f.run(ids, 2, 3);
+      assert.ok(!plain.x.placed && plain.h.type === 'float16');
+      const mem = new SharedArrayBuffer(4 * 64);
+      const into = { x: new Float32Array(mem, 16, 24), h: new Float32Array(mem, 128, 24) };
+      const got = await f.run(ids, 2, 3, into);
+      assert.ok(got.x.placed && got.h.placed, `placed (${f.layout})`);
+      assert.equal(got.x.data, into.x);
+      assert.deepEqual(Array.from(into.x), Array.from(plain.x.data));
+      assert.deepEqual(Array.from(into.h), Array.from(f16ToF32(plain.h.data as Uint16Array)), 'float16 widened exactly');
+      assert.deepEqual(got.h.dims, [2, 3, 4]);
+      assert.equal(new Float32Array(mem, 0, 4).join(), '0,0,0,0', 'nothing written outside the views');
+      // A view of another size is not written: the tensor comes back as its own data.
+      const small = new Float32Array(new SharedArrayBuffer(4 * 23));
+      const other = await f.run(ids, 2, 3, { x: small });
+      assert.ok(!other.x.placed && other.x.data.length === 24 && small.every((v) => v === 0));
+      if (workers)
+        await assert.rejects(
+          f.run(ids, 2, 3, { x: new Float32Array(24) }),
+          /must be a view of a SharedArrayBuffer/,
+          "a copy would be written, not the caller's array",
+        );
+    } finally {
+      await f.release();
+    }
   }
 });
 

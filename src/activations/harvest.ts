@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadModel, rawTensorHook, tokenizerIdentity, type LoadedModel } from '../models/model.js';
 import { canonical, describeAvailable, parseCanonical, SITES, type HookPoint } from '../onnx/hooks.js';
 import { checkStaticShape, hookSubgraph, runtimeInputs } from '../onnx/session.js';
-import { createForward, type Fetched } from '../onnx/forward.js';
+import { createForward, type Fetched, type Into } from '../onnx/forward.js';
 import { f16ToF32 } from '../util/f16.js';
 import { describeCorpus, type Split } from '../corpus/sources.js';
 import { WindowSource } from '../corpus/window-source.js';
@@ -269,7 +269,9 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     });
 
     let sites: SiteInfo[] | undefined = m.sites.length ? m.sites : undefined;
-    let buf: ShardBuffer | undefined;
+    /** The buffers of the shards being filled (this one, and the next once batches of it are in flight). */
+    const buffers = new Map<number, ShardBuffer>();
+    const shardRows = windowsPerShard * cfg.ctx;
     let totalRows = 0;
     for (let k = 0; k < nShards; k++) if (ownShard(k)) totalRows += Math.min(windowsPerShard, nWindows - k * windowsPerShard) * cfg.ctx;
     const doneRowsAtStart = [...good.values()].reduce((a, s) => a + s.rows, 0);
@@ -317,13 +319,27 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     }
     try {
       const it = jobs();
-      // Batches in flight, in job order: the forward always has the next ones while this thread copies one out.
+      /** Where a batch's hooks land in its shard's buffer: the forward writes them there (once the widths are known). */
+      const placeFor = (job: Job): Into | undefined => {
+        if (!sites) return undefined;
+        let b = buffers.get(job.k);
+        if (!b) {
+          b = writer.buffer(shardRows, sites, true);
+          if (!b) return undefined; // the writer still holds the other buffer: this batch is copied in when it returns
+          buffers.set(job.k, b);
+        }
+        const [row, n] = [(job.first - job.k * windowsPerShard) * cfg.ctx, job.n * cfg.ctx];
+        const into: Into = {};
+        sites.forEach((s, si) => (into[s.tensor] ??= b.values[si].subarray(row * s.width, (row + n) * s.width)));
+        return into;
+      };
+      // Batches in flight, in job order: the forward always has the next ones while this thread takes one in.
       const queue: { job: Job; out: Promise<Record<string, Fetched>> }[] = [];
       const refill = async () => {
         while (queue.length < forward.depth) {
           const next = await it.next();
           if (next.done) return;
-          const out = forward.run(next.value.ids, next.value.n, cfg.ctx);
+          const out = forward.run(next.value.ids, next.value.n, cfg.ctx, placeFor(next.value));
           out.catch(() => undefined); // awaited in its turn; not unhandled meanwhile
           queue.push({ job: next.value, out });
         }
@@ -332,7 +348,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       while (queue.length) {
         const { job, out: pending } = queue.shift()!;
         const res = await pending;
-        await refill();
         const { k, n: nw, last, ids, docs, first } = job;
         if (!sites) {
           sites = hooks.map((h) => {
@@ -341,7 +356,13 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           });
           m.sites = sites;
         }
-        if (!buf) buf = writer.buffer(windowsPerShard * cfg.ctx, sites);
+        await refill(); // the widths known, the next batches are placed in their shard
+        let buf = buffers.get(k);
+        if (!buf) {
+          buf = writer.buffer(shardRows, sites)!;
+          buffers.set(k, buf);
+        }
+        if (buf.rows !== (first - k * windowsPerShard) * cfg.ctx) throw new Error(`harvest: shard ${k}'s batches arrived out of order`);
         for (let si = 0; si < sites.length; si++) {
           const at = buf.rows * sites[si].width;
           const n = nw * cfg.ctx * sites[si].width;
@@ -351,9 +372,12 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
               `hook ${sites[si].name} (tensor ${sites[si].tensor}) has shape [${t.dims}] and type ${t.type}; sdlkit harvests float32 or float16 tensors of shape [batch, seq, width]`,
             );
           }
+          const dst = buf.values[si];
+          // Placed by the forward where this site's rows go: nothing to copy (a second site of the same tensor copies).
+          if (t.placed && t.data.buffer === dst.buffer && t.data.byteOffset === dst.byteOffset + 4 * at) continue;
           // A model that computes in float16 gives float16 hooks: widen them (exactly) before storing.
-          const values = t.type === 'float16' ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
-          buf.values[si].set(values, at);
+          const values = t.type === 'float16' && !t.placed ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
+          dst.set(values, at);
         }
         buf.token.set(ids, buf.rows);
         buf.doc.set(docs, buf.rows);
@@ -370,7 +394,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           await recordWrite();
           const file = shardFile(k, format);
           const full = buf;
-          buf = undefined;
+          buffers.delete(k);
           const oovHere = job.oov;
           // The shard records the job, not the part: a part's shard is byte for byte the whole run's.
           inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: jobHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));

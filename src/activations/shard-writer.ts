@@ -35,14 +35,12 @@ function finalize(job: Job): Written {
 }
 
 // Only the writer's own thread: another worker that imports this module (through harvest.js) keeps its messages.
+// The job's arrays are views of the main thread's shared shard buffer: read in place, nothing sent back.
 if (!isMainThread && parentPort && (workerData as { shardWriter?: boolean } | undefined)?.shardWriter) {
   const port = parentPort;
   port.on('message', (job: Job) => {
-    const arrays = { doc: job.doc, window: job.window, pos: job.pos, token: job.token, values: job.values };
-    const transfer = [job.doc.buffer, job.window.buffer, job.pos.buffer, job.token.buffer, ...job.values.map((v) => v.buffer)] as ArrayBuffer[];
     try {
-      // The arrays go back to the main thread for the next shard: no 50 MB allocation per shard.
-      port.postMessage({ id: job.id, ok: finalize(job), arrays }, transfer);
+      port.postMessage({ id: job.id, ok: finalize(job) });
     } catch (e) {
       // A full or read-only disk is the user's to fix: it crosses the thread boundary as such.
       port.postMessage({ id: job.id, error: String((e as Error).message), user: e instanceof UserError });
@@ -55,33 +53,30 @@ export class ShardWriter {
   private next = 0;
   private waiting = new Map<number, { resolve: (w: Written) => void; reject: (e: Error) => void; buf: ShardBuffer }>();
   private free: ShardBuffer[] = [];
+  /** Buffers made so far. */
+  private made = 0;
 
   /** A writer thread, or inline writes when `inline` (tests, tiny jobs). */
   constructor(inline = false) {
     if (inline) return;
     this.worker = new Worker(new URL(import.meta.url), { workerData: { shardWriter: true } });
     this.worker.unref(); // never keeps the process alive after an error elsewhere
-    this.worker.on(
-      'message',
-      (m: { id: number; ok?: Written; error?: string; user?: boolean; arrays?: Pick<ShardBuffer, 'doc' | 'window' | 'pos' | 'token' | 'values'> }) => {
-        const w = this.waiting.get(m.id)!;
-        this.waiting.delete(m.id);
-        if (m.arrays) {
-          Object.assign(w.buf, m.arrays);
-          w.buf.reset();
-          this.free.push(w.buf);
-        }
-        if (m.ok) w.resolve(m.ok);
-        else w.reject(m.user ? new UserError(m.error!) : new Error(`writing a shard failed: ${m.error}`));
-      },
-    );
+    this.worker.on('message', (m: { id: number; ok?: Written; error?: string; user?: boolean }) => {
+      const w = this.waiting.get(m.id)!;
+      this.waiting.delete(m.id);
+      // The writer is done reading the buffer, written or not: the next shard may fill it.
+      w.buf.reset();
+      this.free.push(w.buf);
+      if (m.ok) w.resolve(m.ok);
+      else w.reject(m.user ? new UserError(m.error!) : new Error(`writing a shard failed: ${m.error}`));
+    });
     this.worker.on('error', (e) => {
       for (const w of this.waiting.values()) w.reject(e);
       this.waiting.clear();
     });
   }
 
-  /** Hands a filled buffer over (its arrays are transferred: the caller must not reuse it). */
+  /** Hands a filled buffer over (the writer reads it in place: the caller must not touch it until the promise settles). */
   write(dir: string, file: string, buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string>): Promise<Written> {
     const job: Job = {
       id: this.next++,
@@ -103,16 +98,23 @@ export class ShardWriter {
       this.free.push(buf);
       return Promise.resolve(w);
     }
+    if (!(buf.doc.buffer instanceof SharedArrayBuffer)) throw new Error('ShardWriter.write takes the shared buffers of ShardWriter.buffer()');
     return new Promise((resolve, reject) => {
       this.waiting.set(job.id, { resolve, reject, buf });
-      this.worker!.postMessage(job, [job.doc.buffer, job.window.buffer, job.pos.buffer, job.token.buffer, ...job.values.map((v) => v.buffer)] as ArrayBuffer[]);
+      this.worker!.postMessage(job);
     });
   }
 
-  /** A buffer for the next shard: a returned one when its shape fits, else a new one. */
-  buffer(capacity: number, sites: ShardSite[]): ShardBuffer {
+  /**
+   * A buffer for a shard: a returned one when its shape fits, else a new one. `onlyIfFree`: none (undefined) rather
+   * than a third buffer while two are out, one being filled and one being written: memory stays at two shards.
+   */
+  buffer(capacity: number, sites: ShardSite[], onlyIfFree = false): ShardBuffer | undefined {
     const i = this.free.findIndex((b) => b.capacity === capacity && b.sites.length === sites.length && b.sites.every((s, j) => s.width === sites[j].width));
-    return i >= 0 ? this.free.splice(i, 1)[0] : new ShardBuffer(capacity, sites);
+    if (i >= 0) return this.free.splice(i, 1)[0];
+    if (onlyIfFree && this.made >= 2) return undefined;
+    this.made++;
+    return new ShardBuffer(capacity, sites, this.worker !== undefined);
   }
 
   async close(): Promise<void> {

@@ -38,7 +38,12 @@ export interface ShardSite {
   width: number;
 }
 
-/** An in-memory shard being filled row by row (preallocated; no growth in the hot path). */
+/**
+ * An in-memory shard being filled row by row (preallocated; no growth in the hot path). `shared`: its arrays live in
+ * one SharedArrayBuffer, so a writer thread reads them where they are: handing a transferred 50 MB buffer to another
+ * thread and back made each side's V8 count it as new external memory and collect (36 full collections per million
+ * tokens of the bundled model against 1, docs/BENCHMARKS.md).
+ */
 export class ShardBuffer {
   rows = 0;
   doc: Int32Array;
@@ -50,12 +55,22 @@ export class ShardBuffer {
   constructor(
     readonly capacity: number,
     readonly sites: ShardSite[],
+    shared = false,
   ) {
-    this.doc = new Int32Array(capacity);
-    this.window = new Int32Array(capacity);
-    this.pos = new Int32Array(capacity);
-    this.token = new Int32Array(capacity);
-    this.values = sites.map((s) => new Float32Array(capacity * s.width));
+    const words = 4 * capacity + sites.reduce((a, s) => a + capacity * s.width, 0);
+    const memory = shared ? new SharedArrayBuffer(4 * words) : new ArrayBuffer(4 * words);
+    let at = 0;
+    const take = <T>(n: number, make: (b: ArrayBufferLike, offset: number, length: number) => T): T => {
+      const a = make(memory, 4 * at, n);
+      at += n;
+      return a;
+    };
+    const int = (b: ArrayBufferLike, o: number, n: number) => new Int32Array(b, o, n);
+    this.doc = take(capacity, int);
+    this.window = take(capacity, int);
+    this.pos = take(capacity, int);
+    this.token = take(capacity, int);
+    this.values = sites.map((s) => take(capacity * s.width, (b, o, n) => new Float32Array(b, o, n)));
   }
 
   get full(): boolean {

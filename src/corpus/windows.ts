@@ -47,10 +47,9 @@ export function* tokenWindows(docs: Iterable<Doc>, tok: Tokenizer, ctx: number):
     docNo++;
     const toks = tok.encode(d.text, { bos: false });
     // Separator BOS before each document, except where the window's own BOS already stands.
-    const stream = fill === 1 ? toks : [tok.bosId, ...toks];
     if (fill === 1) dn[0] = docNo;
-    for (const t of stream) {
-      ids[fill] = t;
+    for (let i = fill === 1 ? 0 : -1; i < toks.length; i++) {
+      ids[fill] = i < 0 ? tok.bosId : toks[i];
       dn[fill] = docNo;
       fill++;
       if (fill === ctx) {

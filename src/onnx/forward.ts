@@ -13,21 +13,33 @@ import { createSession, makeFeeds } from './session.js';
 import { embeddingTable } from './graph.js';
 import type { ModelProto, ValueInfo } from './proto.js';
 import { UserError } from '../util/errors.js';
+import { f16ToF32 } from '../util/f16.js';
 
 /** One fetched tensor, as it crosses threads. */
 export interface Fetched {
   type: string;
   dims: number[];
   data: Float32Array | Uint16Array;
+  /** The values were written (widened to float32 if float16) into the caller's `into` array, and `data` is it. */
+  placed?: boolean;
 }
+
+/**
+ * Where a batch's fetched tensors should land, by name: float32 arrays of exactly the tensor's element count (views of
+ * a SharedArrayBuffer when the forward runs on worker threads). A tensor of another size or type is not placed and
+ * comes back as its own data, for the caller to check. Placing lets a harvest's workers copy their outputs straight
+ * into the shard being filled: the main thread neither copies them nor collects 768 MB of transferred buffers per
+ * million tokens of the bundled model (docs/BENCHMARKS.md).
+ */
+export type Into = Record<string, Float32Array>;
 
 export interface Forward {
   /** Batches worth keeping in flight (the caller queues this many ahead). */
   readonly depth: number;
   /** How the forward runs, for logs and benchmarks: "1 session x 2 threads" or "2 workers x 1 thread". */
   readonly layout: string;
-  /** The fetched tensors of one [batch, seq] window of ids. */
-  run(ids: Int32Array, batch: number, seq: number): Promise<Record<string, Fetched>>;
+  /** The fetched tensors of one [batch, seq] window of ids, placed in `into` where it names them. */
+  run(ids: Int32Array, batch: number, seq: number, into?: Into): Promise<Record<string, Fetched>>;
   release(): Promise<void>;
 }
 
@@ -63,11 +75,18 @@ export async function createForward(bytes: Uint8Array, proto: ModelProto, inputs
   return new SessionForward(session, inputs, fetches, o.threads, o.modelName);
 }
 
-function fetched(res: ort.InferenceSession.OnnxValueMapType, fetches: string[]): Record<string, Fetched> {
+function fetched(res: ort.InferenceSession.OnnxValueMapType, fetches: string[], into?: Into): Record<string, Fetched> {
   const out: Record<string, Fetched> = {};
   for (const f of fetches) {
     const t = res[f];
-    out[f] = { type: t.type, dims: t.dims.map(Number), data: t.data as Float32Array | Uint16Array };
+    const data = t.data as Float32Array | Uint16Array;
+    const dst = into?.[f];
+    const dims = t.dims.map(Number);
+    if (dst && dst.length === data.length && (t.type === 'float32' || t.type === 'float16')) {
+      if (t.type === 'float16') f16ToF32(data as Uint16Array, dst);
+      else dst.set(data);
+      out[f] = { type: t.type, dims, data: dst, placed: true };
+    } else out[f] = { type: t.type, dims, data };
   }
   return out;
 }
@@ -88,9 +107,9 @@ class SessionForward implements Forward {
   ) {
     this.layout = `1 session x ${threads} thread${threads === 1 ? '' : 's'}`;
   }
-  async run(ids: Int32Array, batch: number, seq: number): Promise<Record<string, Fetched>> {
+  async run(ids: Int32Array, batch: number, seq: number, into?: Into): Promise<Record<string, Fetched>> {
     try {
-      return fetched(await this.session.run(makeFeeds(this.inputs, ids, batch, seq), this.fetches), this.fetches);
+      return fetched(await this.session.run(makeFeeds(this.inputs, ids, batch, seq), this.fetches), this.fetches, into);
     } catch (e) {
       throw e instanceof UserError ? e : runFailed(this.modelName, String((e as Error).message));
     }
@@ -107,7 +126,7 @@ interface WorkerSetup {
   fetches: string[];
   threads: number;
 }
-type Reply = { ready: true } | { id: number; out: Record<string, Fetched> } | { id?: number; error: string; user: boolean };
+type Reply = { ready: true } | { id: number; out: Record<string, Fetched | Omit<Fetched, 'data'>> } | { id?: number; error: string; user: boolean };
 
 // The worker's side: make the session, then answer each batch with its fetched tensors (their buffers transferred).
 if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefined)?.forwardSession) {
@@ -116,7 +135,7 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
   const fail = (e: unknown, id?: number) => port.postMessage({ id, error: String((e as Error).message), user: e instanceof UserError });
   createSession(w.bytes, { threads: w.threads }).then(
     (session) => {
-      port.on('message', (m: { id: number; ids: Int32Array; batch: number; seq: number }) => {
+      port.on('message', (m: { id: number; ids: Int32Array; batch: number; seq: number; into?: Into }) => {
         let feeds: Record<string, ort.Tensor>;
         try {
           feeds = makeFeeds(w.inputs, m.ids, m.batch, m.seq);
@@ -125,8 +144,12 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
         }
         session.run(feeds, w.fetches).then(
           (res) => {
-            const out = fetched(res, w.fetches);
-            port.postMessage({ id: m.id, out }, [...new Set(Object.values(out).map((t) => t.data.buffer as ArrayBuffer))]);
+            const out = fetched(res, w.fetches, m.into);
+            // Placed tensors are already in the caller's shared memory: only their type and shape go back.
+            const back: Record<string, Fetched | Omit<Fetched, 'data'>> = {};
+            for (const [f, t] of Object.entries(out)) back[f] = t.placed ? { type: t.type, dims: t.dims, placed: true } : t;
+            const transfer = Object.values(out).flatMap((t) => (t.placed ? [] : [t.data.buffer as ArrayBuffer]));
+            port.postMessage({ id: m.id, out: back }, [...new Set(transfer)]);
           },
           (e) => fail(e, m.id),
         );
@@ -141,7 +164,7 @@ class WorkerForward implements Forward {
   readonly depth: number;
   readonly layout: string;
   private next = 0;
-  private waiting = new Map<number, { resolve: (o: Record<string, Fetched>) => void; reject: (e: Error) => void; worker: number }>();
+  private waiting = new Map<number, { resolve: (o: Record<string, Fetched>) => void; reject: (e: Error) => void; worker: number; into?: Into }>();
   private load: number[];
   private failure?: Error;
 
@@ -187,8 +210,11 @@ class WorkerForward implements Forward {
     return new WorkerForward(workers, threads, modelName);
   }
 
-  run(ids: Int32Array, batch: number, seq: number): Promise<Record<string, Fetched>> {
+  run(ids: Int32Array, batch: number, seq: number, into?: Into): Promise<Record<string, Fetched>> {
     if (this.failure) return Promise.reject(this.failure);
+    // An array in ordinary memory would reach the worker as a copy, and the values written there would be lost.
+    for (const [f, a] of Object.entries(into ?? {}))
+      if (!(a.buffer instanceof SharedArrayBuffer)) return Promise.reject(new Error(`forward: 'into' for ${f} must be a view of a SharedArrayBuffer`));
     // The least loaded worker; ties to the lowest index.
     let w = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
@@ -197,8 +223,8 @@ class WorkerForward implements Forward {
     // A copy of just these ids (a view would send its whole buffer, the tokenizer's chunk), handed over.
     const own = ids.slice();
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, worker: w });
-      this.workers[w].postMessage({ id, ids: own, batch, seq }, [own.buffer]);
+      this.waiting.set(id, { resolve, reject, worker: w, into });
+      this.workers[w].postMessage({ id, ids: own, batch, seq, into }, [own.buffer]);
     });
   }
 
@@ -208,8 +234,11 @@ class WorkerForward implements Forward {
     if (!w) return;
     this.waiting.delete(m.id!);
     this.load[w.worker]--;
-    if ('out' in m) w.resolve(m.out);
-    else w.reject(m.user ? new UserError(m.error) : runFailed(this.modelName, m.error));
+    if ('out' in m) {
+      const out: Record<string, Fetched> = {};
+      for (const [f, t] of Object.entries(m.out)) out[f] = 'data' in t ? t : { ...t, data: w.into![f] };
+      w.resolve(out);
+    } else w.reject(m.user ? new UserError(m.error) : runFailed(this.modelName, m.error));
   }
 
   private fail(e: Error): void {

@@ -41,7 +41,7 @@ export function f32ToF16(src: Float32Array, dst = new Uint16Array(src.length)): 
   return dst;
 }
 
-export function f16ToF32(src: Uint16Array, dst = new Float32Array(src.length)): Float32Array {
+export function f16ToF32<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
   for (let i = 0; i < src.length; i++) dst[i] = fromHalf(src[i]);
   return dst;
 }
