@@ -952,6 +952,22 @@ napi_value MallocLean(napi_env env, napi_callback_info) {
   return undefined;
 }
 
+// mallocKeep(): the opposite policy, for sdl harvest's forward workers. onnxruntime-node allocates every output
+// tensor anew each batch (napi_create_arraybuffer, zero-filled), and a worker frees it as soon as it has copied it
+// into the shard. With glibc's defaults the freed top of the worker's arena went back to the system and was faulted
+// in and zeroed by the kernel again next batch: 0.6-0.8 s of kernel time per million tokens of the bundled model.
+// Blocks up to 4 MiB now come from the arenas and an arena keeps up to 256 MiB free (a harvest's peak is its two shard
+// buffers and a few batches); a loop that frees its outputs elsewhere is unchanged by it (docs/BENCHMARKS.md).
+napi_value MallocKeep(napi_env env, napi_callback_info) {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  return undefined;
+}
+
 // alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot
 // ask for an alignment, and O_DIRECT writes (src/util/fsx.ts) need the buffer's address aligned to the disk's block.
 napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
@@ -1042,6 +1058,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "contextTexts", fn);
   napi_create_function(env, "mallocLean", NAPI_AUTO_LENGTH, MallocLean, nullptr, &fn);
   napi_set_named_property(env, exports, "mallocLean", fn);
+  napi_create_function(env, "mallocKeep", NAPI_AUTO_LENGTH, MallocKeep, nullptr, &fn);
+  napi_set_named_property(env, exports, "mallocKeep", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);

@@ -297,6 +297,8 @@ export interface NativeModule {
   alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */
   mallocLean(): void;
+  /** glibc: freed blocks up to 4 MiB kept in the arenas for reuse, not returned and faulted in again (sdl harvest's forward workers; addon.cc). */
+  mallocKeep(): void;
   /** Transparent huge pages over a large array's whole 2 MiB pages (advice: the bytes advised, 0 when refused). */
   adviseHuge(a: Float32Array | Int32Array | Uint32Array | Float64Array): number;
 }

@@ -14,6 +14,7 @@ import { embeddingTable } from './graph.js';
 import type { ModelProto, ValueInfo } from './proto.js';
 import { UserError } from '../util/errors.js';
 import { f16ToF32 } from '../util/f16.js';
+import { native } from '../native/kernels.js';
 
 /** One fetched tensor, as it crosses threads. */
 export interface Fetched {
@@ -187,6 +188,10 @@ class WorkerForward implements Forward {
   }
 
   static async start(bytes: Uint8Array, inputs: ValueInfo[], fetches: string[], n: number, threads: number, modelName: string): Promise<WorkerForward> {
+    // Each worker frees its batch's output tensors itself (once placed): the C library is told to keep that memory
+    // for the next batch rather than return it and fault it in again (addon.cc mallocKeep; without the native build,
+    // glibc's defaults).
+    native()?.mallocKeep();
     const setup: WorkerSetup = { forwardSession: true, bytes, inputs, fetches, threads };
     const workers = Array.from({ length: n }, () => new Worker(new URL(import.meta.url), { workerData: setup }));
     for (const w of workers) w.unref(); // never keeps the process alive after an error elsewhere
