@@ -23,9 +23,11 @@ test('BPE training: byte fallback, merges that never cross a space, and run.c en
   );
   const tok = new Llama2cTokenizer(writeLlama2cTokenizer(t.vocab, t.scores), t.vocab.length);
   assert.ok(tok.wordSafe);
-  for (const s of [text, 'unseen words: ζ∑ and emoji 🐋 fall back to bytes']) {
+  // Spaces at either end and in runs: each starts a word of its own (the split keeps them).
+  const spaced = ['', ' ', '  ', 'a', ' a', 'a ', '  the  cat   sat ', ' \nthe\n ', 'the the the'];
+  for (const s of [text, 'unseen words: ζ∑ and emoji 🐋 fall back to bytes', ...spaced]) {
     const ids = tok.encode(s);
-    assert.deepEqual(ids, tok.encodeGlobal(s), "word-by-word encoding equals run.c's global merge loop");
+    assert.deepEqual(ids, tok.encodeGlobal(s), `word-by-word encoding equals run.c's global merge loop (${JSON.stringify(s.slice(0, 20))})`);
     assert.equal(tok.decode(ids), s);
   }
   assert.ok(tok.encode(text).length < 0.7 * text.length, `merges compress the training text (${tok.encode(text).length} tokens for ${text.length} characters)`);

@@ -69,20 +69,24 @@ export class Llama2cTokenizer implements Tokenizer {
     const withPrefix = this.withPrefix(text, true);
     // Words start at each space; runs of spaces each start a word (a merge may still join them, since
     // a piece '  ' has its second space after index 0 only if such a piece exists, which wordSafe excludes).
-    let start = 0;
-    for (let i = 1; i <= withPrefix.length; i++) {
-      if (i === withPrefix.length || withPrefix.charCodeAt(i) === 32) {
-        const word = withPrefix.slice(start, i);
-        let ids = this.wordCache.get(word);
-        if (!ids) {
-          ids = this.mergeAll(word);
-          if (this.wordCache.size < 200000) this.wordCache.set(word, ids);
-        }
-        for (const id of ids) tokens.push(id);
-        start = i;
-      }
-    }
+    // Split natively: parts[i > 0] is the word ' ' + parts[i] (cached under parts[i]); parts[0] is a word of
+    // its own unless empty (the text began with a space, and parts[1] carries it).
+    const parts = withPrefix.split(' ');
+    if (parts[0] !== '') this.pushWord(tokens, parts[0], this.wordCache, '');
+    for (let i = 1; i < parts.length; i++) this.pushWord(tokens, parts[i], this.spacedCache, ' ');
     return tokens;
+  }
+
+  /** Words' ids by the text after their leading space. */
+  private readonly spacedCache = new Map<string, number[]>();
+
+  private pushWord(tokens: number[], key: string, cache: Map<string, number[]>, lead: string): void {
+    let ids = cache.get(key);
+    if (!ids) {
+      ids = this.mergeAll(lead + key);
+      if (cache.size < 200000) cache.set(key, ids);
+    }
+    for (let j = 0; j < ids.length; j++) tokens.push(ids[j]);
   }
 
   private withPrefix(text: string, first: boolean): string {
