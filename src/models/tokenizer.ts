@@ -84,7 +84,7 @@ export class Llama2cTokenizer implements Tokenizer {
     let ids = cache.get(key);
     if (!ids) {
       ids = this.mergeAll(lead + key);
-      if (cache.size < 200000) cache.set(key, ids);
+      if (this.wordCache.size + this.spacedCache.size < 200000) cache.set(key, ids); // one bound for both caches
     }
     for (let j = 0; j < ids.length; j++) tokens.push(ids[j]);
   }
