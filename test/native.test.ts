@@ -351,6 +351,41 @@ function fusedBatchCase(act: 'batchtopk' | 'matryoshka') {
   same(`${act} rows floor vs stored after the threshold fell`, fell, fellStored);
 }
 
+test("native BatchTopK's floor follows how far the threshold fell lately: tight after steady steps, wider after a fall; each step bit-equal to the stored path", {
+  skip,
+}, () => {
+  const cfg = config('batchtopk', { dIn: 20, dSae: 1100, k: 8 });
+  const { dIn, dSae } = cfg;
+  const B = 400;
+  const rng = new Rng(78);
+  const w = randomWeights(cfg, rng);
+  // No biases: the pre-activations scale with the inputs, so scaling them by 0.95 lowers the threshold ~5%.
+  w.b_enc.fill(0);
+  w.b_dec.fill(0);
+  const X = Float32Array.from({ length: B * dIn }, () => rng.normal() * 1.5);
+  const opts = { sparsity: 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0, dead: new Uint8Array(dSae), anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
+  const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+  const e = nativeEngine(cfg);
+  const scaled = (f: number) => X.map((v) => v * f);
+  // Each step against a fresh engine that stores the pre-activations (the unfused selection).
+  const step = (name: string, x: Float32Array, selection: number) => {
+    const got = nativeStepFresh(e, cfg, np, x, B, opts);
+    assert.equal(got.r.selection, selection, `${name}: selection`);
+    sameNativeStep(name, got, nativeStepFresh(nativeEngine(cfg), cfg, np, x, B, { ...opts, storedFallback: true }));
+    return got.r.minSelected;
+  };
+  const t0 = step('first step: no threshold yet', X, 4);
+  for (let s = 0; s < 5; s++) step(`steady step ${s + 1}`, X, 1);
+  // Five equal thresholds: the floor is 0.97 of the last, and a 5% fall goes under it (the fixed 0.8 took it).
+  const t1 = step('a 5% fall after steady steps: the rows floor', scaled(0.95), 4);
+  assert.ok(t1 < 0.97 * t0 && t1 > 0.8 * t0, `the threshold fell from ${t0} to ${t1}`);
+  // That fall is now in the window: the floor is 0.03 under it, and the same fall again is found above it.
+  step('the same fall again: above the widened floor', scaled(0.95 * 0.95), 1);
+  // Sixteen steady steps later the fall has left the window, and the floor is tight again.
+  for (let s = 0; s < 16; s++) nativeStepFresh(e, cfg, np, scaled(0.95 * 0.95), B, opts);
+  step('a 5% fall once the window holds only steady steps', scaled(0.95 * 0.95 * 0.95), 4);
+});
+
 test('native GEMM on strided views equals a float64 product in every entry, with and without accumulation', { skip }, () => {
   const rng = new Rng(11);
   // Partial register tiles (M not a multiple of 6 or 14, N of 16 or 32), depths not a multiple of 8 (the vector

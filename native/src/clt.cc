@@ -75,13 +75,13 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   const bool wantAux = (c_.act == TOPK || c_.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
   // TopK selects inside the encoder GEMMs. BatchTopK does too, per layer: the entries above a floor are candidates,
   // and when a layer has at least as many as it selects, its k-th largest is among them (exact). The floor is
-  // kBatchFloor x the layer's last threshold, or with none yet (or when it fell further) the k B-th largest of the
+  // under the layer's last threshold (floor_, engine.h: by how far it fell lately), or with none yet (or when it fell further) the k B-th largest of the
   // rows' own top 2k in that layer (rowsTopFloor); if a layer's rows hold too few positive entries, the
   // pre-activations are computed after all. The other rules need the pre-activations stored.
   const int R = gemmBlockRows();
   std::vector<Candidates> cand;
   bool batchFused = false;
-  lastKth_.resize(L, 0.f);
+  floor_.resize(L);
   if (c_.act == BATCHTOPK) {
     cand.resize(L);
     layerAux_.resize(L);
@@ -104,7 +104,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
         const long want = kB < cand[l].npos ? kB : cand[l].npos;
         return cand[l].total >= want;
       };
-      bool fusedL = lastKth_[l] > 0 && above(kBatchFloor * lastKth_[l]);
+      bool fusedL = floor_[l].next() > 0 && above(floor_[l].next());
       if (!fusedL && !o.storedFallback) {
         const float floor = rowsTopFloor(pool_, Xl, (long)L * dI, B, dI, n, Wl, bl, 2 * c_.k < n ? 2 * c_.k : n, kB, rowTop_, c_.screen);
         if (floor > 0) {
@@ -114,7 +114,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       }
       batchFused = fusedL;
     }
-    const bool hadThresholds = std::all_of(lastKth_.begin(), lastKth_.end(), [](float t) { return t > 0.f; });
+    const bool hadThresholds = std::all_of(floor_.begin(), floor_.end(), [](const BatchFloor& f) { return f.next() > 0.f; });
     r.selection = batchFused ? (rowsFloor ? 4 : screened ? 3 : 1) : hadThresholds ? 2 : 0;
   }
   if (c_.act == TOPK) r.selection = 1;  // 3 below when every layer's selection was screened in bf16
@@ -214,7 +214,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     });
   }
   for (int l = 0; l < L; l++)
-    if (kth_[l] > 0.f) lastKth_[l] = kth_[l];
+    floor_[l].observe(kth_[l]);
   long total = 0;
   for (int b = 0; b < B; b++) total += sp.count[b];
   r.nnz = total;

@@ -88,10 +88,9 @@ class Clt {
   std::vector<float> kth_;
   Sparse sp_, rowTop_;
   std::vector<Sparse> layerSp_, layerAux_;
-  // BatchTopK: each layer's last batch threshold; the next step's fused encoders keep the entries above kBatchFloor
-  // x it as candidates (as the SAE step does, step.cc).
-  std::vector<float> lastKth_;
-  static constexpr float kBatchFloor = 0.8f;
+  // BatchTopK: each layer's floor under its next threshold, from its last steps' (engine.h; the next step's fused
+  // encoders keep the entries above it as candidates, as the SAE step does, step.cc).
+  std::vector<BatchFloor> floor_;
 };
 
 }  // namespace sdl

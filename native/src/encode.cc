@@ -401,12 +401,11 @@ void sizeAux(int n, int kAux, bool withAux, Sparse* aux) {
   resizeExact(aux->val, (size_t)n * kAux + 1);
 }
 
-// Config::screen: 2 always (where the processor can), 1 where screening is faster (screen.h): TopK from
-// kScreenMinDepthTopK inputs and kScreenMinProductsTopK products a row, the batch-wide selections from
-// kScreenMinDepth inputs and kScreenMinLatents latents.
-bool screenWanted(int screen, int dIn, int m, bool topk) {
+// Config::screen: 2 always (where the processor can), 1 where screening is faster (screen.h): from kScreenMinDepth
+// inputs and kScreenMinProducts products a row.
+bool screenWanted(int screen, int dIn, int m) {
   if (screen != 1) return screen == 2;
-  return topk ? dIn >= kScreenMinDepthTopK && (long)dIn * m >= kScreenMinProductsTopK : dIn >= kScreenMinDepth && m >= kScreenMinLatents;
+  return dIn >= kScreenMinDepth && (long)dIn * m >= kScreenMinProducts;
 }
 
 void finishAux(int n, bool withAux, Sparse* aux) {
@@ -433,7 +432,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
     if (withAux)
       for (int b = 0; b < n; b++) { aux->start[b] = 0; aux->count[b] = 0; }
   } else {
-    screened = !cols && screenWanted(screen.level, dIn, m, true) &&
+    screened = !cols && screenWanted(screen.level, dIn, m) &&
                screenTopK(pool, A, lda, n, dIn, m, W_encT, b_enc, k, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr, screen.lean);
     if (!screened) {
       sizeAux(n, kAux, withAux, aux);
@@ -453,7 +452,7 @@ bool encodeAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, co
                  const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, long keepTop) {
   bool withAux;
   prepareAux(n, dead, kAux, aux, withAux);
-  if (screenWanted(screen.level, dIn, m, false) &&
+  if (screenWanted(screen.level, dIn, m) &&
       screenAbove(pool, A, lda, n, dIn, m, W_encT, b_enc, floor, keepTop, out, dead, withAux ? kAux : 0, withAux ? aux : nullptr, screen.lean)) {
     finishAux(n, withAux, aux);
     return true;

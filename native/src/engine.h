@@ -35,8 +35,8 @@ struct Config {
   int k = 0;
   std::vector<int> widths;  // Matryoshka prefixes, ascending, last = dSae
   bool applyBDec = true, noBias = false, tied = false;
-  // TopK: screen the encoder in bf16 (screen.h; the same result): 0 never, 1 where it is faster (d_in >= 320 with
-  // AVX512_BF16), 2 wherever the processor can (tests).
+  // The TopK family: screen the encoder in bf16 (screen.h; the same result): 0 never, 1 where it is faster (d_in >= 256
+  // and 2^20 products a row, with AVX512_BF16), 2 wherever the processor can (tests).
   int screen = 1;
   // Gives each phase's scratch back to the system once the phase is over (sdl fit --low-memory): the encoder's packed
   // copy of W_enc after the encoder, the per-entry and per-row buffers of the gradient after the update. The peak is
@@ -58,6 +58,43 @@ struct Tensors {
 // ReLU/JumpReLU: the fraction of a batch firing above which a step uses GEMMs for the decoder and backward (the
 // measured crossovers are in docs/native.md; SDLKIT_DENSE_ABOVE sets it per run).
 constexpr float kDenseAbove = 0.1f;
+
+// Where a batch-wide selection (BatchTopK, Matryoshka) looks for the next step's threshold. The step's fused encoder
+// keeps the entries above a floor as candidates; when they number at least the k B it selects, the selection is among
+// them (exact), and otherwise the step takes a floor from the rows' own top 2k, another encoder pass. A floor far under
+// the threshold lists more candidates than the selection needs, each one stored, bounded and sorted (Gaussian rows,
+// k 32 of 4,096 latents: at 0.8 x the last threshold ~3 k B, and in the bf16 screen every entry over it listed):
+// BatchTopK steps at 512 x 4,096 ran ~20% faster screened at 0.95 than at 0.8 (docs/BENCHMARKS.md). So the floor
+// follows how far the threshold fell from step to step lately: kMargin under the smallest ratio of the last kWindow
+// steps' thresholds, within [kLow, kHigh]; kLow (the fixed fraction before) until kWindow / 4 ratios are known. A
+// fall past the floor costs that step the rows' pass, and widens the floor for the next kWindow steps.
+class BatchFloor {
+ public:
+  // The next step's floor; 0 before any threshold.
+  float next() const { return last_ > 0 ? frac_ * last_ : 0.f; }
+  // A step's threshold (a step without one, kth <= 0, leaves the floor as it was).
+  void observe(float kth) {
+    if (!(kth > 0)) return;
+    if (last_ > 0) {
+      ratio_[at_] = kth / last_;
+      at_ = (at_ + 1) % kWindow;
+      if (seen_ < kWindow) seen_++;
+    }
+    last_ = kth;
+    float low = ratio_[0];
+    for (int i = 1; i < seen_; i++) low = ratio_[i] < low ? ratio_[i] : low;
+    frac_ = seen_ < kWindow / 4 ? kLow : low - kMargin < kLow ? kLow : low - kMargin > kHigh ? kHigh : low - kMargin;
+  }
+  float fraction() const { return frac_; }
+
+  static constexpr int kWindow = 16;
+  static constexpr float kLow = 0.8f, kHigh = 0.97f, kMargin = 0.03f;
+
+ private:
+  float last_ = 0, frac_ = kLow;
+  float ratio_[kWindow] = {};
+  int seen_ = 0, at_ = 0;
+};
 
 struct StepOptions {
   float sparsity = 0, bandwidth = 1;
@@ -293,10 +330,9 @@ class Engine {
   // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows, b_dec as the step read it (Grouped::xcenter)
   std::vector<float> norms_, theta_, rowBuf_, bdecAt_;
   std::vector<double> rowSq_;
-  // BatchTopK: the last step's batch threshold; the next step's fused encoder keeps the entries above
-  // kBatchFloor x it as candidates.
-  float lastKth_ = 0;
-  static constexpr float kBatchFloor = 0.8f;
+  // BatchTopK/Matryoshka: the floor under the next step's threshold, from the last steps' (the fused encoder keeps
+  // the entries above it as candidates).
+  BatchFloor floor_;
   // ReLU: the last step took the sparse path, so this one first tries keeping the positive entries inside the GEMM.
   bool lastSparse_ = false;
 };

@@ -13,7 +13,7 @@
 // computed once per call and rounded up, so an entry's half-width costs two FMAs. The bound is a worst case (about
 // 25x the typical error at d_in 768), which keeps 56-100 candidates per row for TopK k 32: the float32 recomputation
 // of those (grouped by latent, the batch rows transposed in registers) is what keeps screening from paying below
-// d_in 320.
+// d_in 256 (kScreenMinDepth).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -24,21 +24,19 @@
 
 namespace sdl {
 
-// The batch-wide selections (BatchTopK, Matryoshka) are screened by default from this encoder input width and this
-// many latents: below them the bf16 GEMM's saving is smaller than the screen's per-entry and per-candidate work (the
-// candidates' share of the latents falls as they grow). Forward, 2 threads, k 32, exact vs screened: d_in 64 x
-// 16,384 latents 34 vs 48 ms, 128 x 8,192 29 vs 37, 256 x 4,096 26 vs 29; 384 x 6,144 54 vs 49, 512 x 16,384 173 vs
-// 131, 768 x 24,576 378 vs 306. BatchTopK training steps, float32 vs screened (tokens/s, Gaussian rows, 2 runs each,
-// stop 43): 256 x 4,096 110-114k vs 84-86k, 384 x 3,072 93-95k vs 73-76k, 512 x 4,096 59-60k vs 53k.
-constexpr int kScreenMinDepth = 320;
-constexpr int kScreenMinLatents = 6144;
-// TopK (two passes, screen.cc) from this width and this many products a row (d_in x latents). TopK training steps,
-// float32 vs screened (tokens/s, Gaussian rows, k 32, 2 runs each, stop 43): 128 x 1,024 283-296k vs 224-231k, 192 x
-// 3,072 152-159k vs 135-148k, 256 x 2,048 174-184k vs 151-156k, 256 x 3,072 138k vs 128-144k (even), 512 x 2,048
-// 97-99k vs 94-97k (even); 256 x 4,096 106-107k vs 115-116k, 384 x 3,072 90-91k vs 98-100k, 640 x 2,560 66-67k vs
-// 71-73k, 512 x 4,096 52-64k vs 57-71k (1.08-1.14x in 7 alternated pairs), 768 x 6,144 25-27k vs 28-33k.
-constexpr int kScreenMinDepthTopK = 256;
-constexpr long kScreenMinProductsTopK = 1L << 20;
+// Screened by default (Config::screen 1) from this encoder input width and this many products a row (d_in x latents):
+// below them the bf16 GEMM's saving is smaller than the screen's per-entry and per-candidate work. TopK training
+// steps, float32 vs screened (tokens/s, Gaussian rows, k 32, 2 runs each, stop 43): 128 x 1,024 283-296k vs
+// 224-231k, 192 x 3,072 152-159k vs 135-148k, 256 x 2,048 174-184k vs 151-156k, 256 x 3,072 138k vs 128-144k (even),
+// 512 x 2,048 97-99k vs 94-97k (even); 256 x 4,096 106-107k vs 115-116k, 384 x 3,072 90-91k vs 98-100k, 640 x 2,560
+// 66-67k vs 71-73k, 512 x 4,096 52-64k vs 57-71k (1.08-1.14x in 7 alternated pairs), 768 x 6,144 25-27k vs 28-33k.
+// The batch-wide selections (BatchTopK, Matryoshka) pay from the same sizes since their floor follows the threshold
+// (engine.h BatchFloor; at 0.8 x the last threshold they paid only from 320 x 6,144). BatchTopK training steps, stop
+// 47, alternated: 256 x 2,048 163-167k vs 146-151k, 256 x 4,096 103-113k vs 109-115k, 384 x 3,072 94-97k vs 93-99k,
+// 512 x 2,048 95-96k vs 91-95k, 512 x 4,096 57-59k vs 68-69k; inference at the batch threshold (ms per 4,096 rows,
+// medians of 12) 256 x 4,096 39-41 vs 40-43, 384 x 3,072 52-60 vs 45-51, 512 x 4,096 82-85 vs 74-76.
+constexpr int kScreenMinDepth = 256;
+constexpr long kScreenMinProducts = 1L << 20;
 
 // True when this binary and processor can screen (the AVX-512 build on a processor with AVX512_BF16).
 bool screenSupported();
