@@ -390,13 +390,14 @@ test('native GEMM on strided views equals a float64 product in every entry, with
   const rng = new Rng(11);
   // Partial register tiles (M not a multiple of 6 or 14, N of 16 or 32), depths not a multiple of 8 (the vector
   // packing's step) or of a depth block (over one, each task's C block is summed in a padded buffer), and A^T wide
-  // enough for the wide row blocks (1,700 rows over 2 threads).
+  // enough for the wide row blocks (1,700 rows over 2 threads), and tall enough for several row blocks of either kind.
   for (const [M, N, K] of [
     [1, 1, 1],
     [15, 33, 7],
     [70, 45, 300],
     [200, 130, 513],
     [1700, 40, 67],
+    [900, 70, 600],
   ]) {
     for (const [ta, tb] of [
       [false, false],
@@ -415,6 +416,12 @@ test('native GEMM on strided views equals a float64 product in every entry, with
       for (const acc of [false, true]) {
         const C = C0.slice();
         mod.gemm(M, N, K, A, ars, acs, Bm, brs, bcs, C, ldc, acc, 2);
+        // On 1 and 3 threads A^T's row blocks have other heights (chosen for even work): the same bits.
+        for (const threads of [1, 3]) {
+          const Ct = C0.slice();
+          mod.gemm(M, N, K, A, ars, acs, Bm, brs, bcs, Ct, ldc, acc, threads);
+          assert.deepEqual(Ct, C, `gemm ${M}x${N}x${K} ta=${ta} tb=${tb} acc=${acc}: ${threads} threads vs 2`);
+        }
         for (let i = 0; i < M; i++) {
           for (let j = 0; j < N; j++) {
             let s = acc ? C0[i * ldc + j] : 0;

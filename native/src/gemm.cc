@@ -269,6 +269,33 @@ long packColumns(Pool* pool, const View& B, int K, int c0, int cn, float* Bp, co
   return stride;
 }
 
+// Rows of A per gemm() task: a multiple of MR in [lo, hi] (M rounded up to MR if that is less), the one whose tasks
+// (row blocks x column blocks of NC, claimed in order by whichever thread is free, so each goes to the thread with the
+// least work so far) leave the threads' work most even, the largest of those within 1% of the best. A fixed height
+// left one core idle at the end: a weight gradient at 1,024 latents (M) x d_in 128 in the wide blocks (378 rows) was
+// 3 tasks on 2 threads, 646 rows against 378 (ReLU+L1 at 128 x 1,024, 200 steps: 4.08-4.31 -> 3.75-3.91 s, stop 47);
+// at 4,096 x 512, 11 tasks (300-304 -> 306-316 GFLOP/s). The row blocks only group the work: every entry is summed
+// in the same order whatever their height (a test compares 1, 2 and 3 threads bit for bit).
+int balancedRows(int M, int N, int threads, int lo, int hi) {
+  const int top = std::min(hi, (M + MR - 1) / MR * MR);
+  if (threads <= 1 || top <= lo) return std::max(top, MR);
+  std::vector<double> load(threads), span;
+  for (int mc = top; mc >= lo; mc -= MR) {
+    std::fill(load.begin(), load.end(), 0.0);
+    for (int i0 = 0; i0 < M; i0 += mc)
+      for (int j0 = 0; j0 < N; j0 += NC) {
+        // Work in whole register tiles: a block's last partial panel costs a full one.
+        const int rows = std::min(mc, M - i0), cols = std::min(NC, N - j0);
+        *std::min_element(load.begin(), load.end()) += (double)((rows + MR - 1) / MR) * ((cols + NR - 1) / NR);
+      }
+    span.push_back(*std::max_element(load.begin(), load.end()));
+  }
+  const double least = *std::min_element(span.begin(), span.end());
+  int q = 0;
+  while (span[q] > least * 1.01) q++;
+  return top - q * MR;
+}
+
 }  // namespace
 
 void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, bool accumulate, const float* colBias) {
@@ -284,14 +311,13 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
   // Rows of A per task. A^T (a weight gradient's [batch, latents] activations) is packed a row of memory per depth,
   // each task reading its rows' stretch of it: at 72 rows (288 bytes, the next depth 4 cs bytes on) and few columns
   // of B to spread it over (N = d_in 128), the packing was a fifth of a dense ReLU step at 128 x 1,024. There a task
-  // takes up to kWideMC rows (an L2's worth of packed A), as many tasks as threads at least. Measured on a Zen 3
-  // (docs/BENCHMARKS.md): 1,024 x 128 x 4,096 ~1.3x faster, 4,096 x 512 x 4,096 ~1.2x, 6,144 x 768 x 4,096 ~1.2x
-  // slower, so N = 512 is the widest that gets it.
-  int mcStep = MC;
-  if (A.rs == 1 && A.cs != 1 && N <= 512) {
-    const int per = (M + pool.size() - 1) / pool.size();
-    mcStep = std::max(MC, std::min(kWideMC, (per + MR - 1) / MR * MR));
-  }
+  // takes MC to kWideMC rows (up to an L2's worth of packed A). Measured on a Zen 3 (docs/BENCHMARKS.md): 1,024 x 128
+  // x 4,096 ~1.3x faster, 4,096 x 512 x 4,096 ~1.2x, 6,144 x 768 x 4,096 ~1.2x slower, so N = 512 is the widest that
+  // gets it, in the height between those that evens the threads' work (balancedRows). Otherwise MC rows: evening the
+  // work with heights down to 2/3 MC made ReLU+L1's dense steps at 64 x 512 7% slower (1,311-1,321 -> 1,407-1,415 ms
+  // for 200 steps, stop 47), and at 4,096 rows there are 25 or more tasks.
+  const bool wide = A.rs == 1 && A.cs != 1 && N <= 512;
+  const int mcStep = wide ? balancedRows(M, N, pool.size(), MC, kWideMC) : MC;
   const int mBlocks = (M + mcStep - 1) / mcStep, nBlocks = (N + NC - 1) / NC;
   pool.run(mBlocks * nBlocks, [&](int t, int thread) {
     int ib = t / nBlocks, jb = t % nBlocks;
