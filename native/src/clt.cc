@@ -75,9 +75,9 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   const bool wantAux = (c_.act == TOPK || c_.act == BATCHTOPK) && o.dead && o.auxkCoefficient > 0;
   // TopK selects inside the encoder GEMMs. BatchTopK does too, per layer: the entries above a floor are candidates,
   // and when a layer has at least as many as it selects, its k-th largest is among them (exact). The floor is
-  // under the layer's last threshold (floor_, engine.h: by how far it fell lately), or with none yet (or when it fell further) the k B-th largest of the
-  // rows' own top 2k in that layer (rowsTopFloor); if a layer's rows hold too few positive entries, the
-  // pre-activations are computed after all. The other rules need the pre-activations stored.
+  // under the layer's last threshold (floor_, engine.h: by how far it fell lately), or with none yet (or when it
+  // fell further) the k B-th largest of the rows' own top 2k in that layer (rowsTopFloor); if a layer's rows hold too
+  // few positive entries, the pre-activations are computed after all. The other rules need the pre-activations stored.
   const int R = gemmBlockRows();
   std::vector<Candidates> cand;
   bool batchFused = false;
@@ -104,7 +104,8 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
         const long want = kB < cand[l].npos ? kB : cand[l].npos;
         return cand[l].total >= want;
       };
-      bool fusedL = floor_[l].next() > 0 && above(floor_[l].next());
+      const float f = floor_[l].next();
+      bool fusedL = f > 0 && above(f);
       if (!fusedL && !o.storedFallback) {
         const float floor = rowsTopFloor(pool_, Xl, (long)L * dI, B, dI, n, Wl, bl, 2 * c_.k < n ? 2 * c_.k : n, kB, rowTop_, c_.screen);
         if (floor > 0) {

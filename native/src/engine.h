@@ -7,6 +7,7 @@
 // sparse path (every activation) touches nnz rows of W_dec per pass, and a dense path (ReLU and JumpReLU when
 // many latents fire) uses GEMMs for the decoder and the backward pass.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -81,11 +82,9 @@ class BatchFloor {
       if (seen_ < kWindow) seen_++;
     }
     last_ = kth;
-    float low = ratio_[0];
-    for (int i = 1; i < seen_; i++) low = ratio_[i] < low ? ratio_[i] : low;
-    frac_ = seen_ < kWindow / 4 ? kLow : low - kMargin < kLow ? kLow : low - kMargin > kHigh ? kHigh : low - kMargin;
+    const float low = *std::min_element(ratio_, ratio_ + seen_);
+    frac_ = seen_ < kWindow / 4 ? kLow : std::clamp(low - kMargin, kLow, kHigh);
   }
-  float fraction() const { return frac_; }
 
   static constexpr int kWindow = 16;
   static constexpr float kLow = 0.8f, kHigh = 0.97f, kMargin = 0.03f;

@@ -52,8 +52,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   // stores the pre-activations. BatchTopK and Matryoshka (a batch-wide TopK) do too: every entry above a floor is a
   // candidate, and when there are at least as many as the batch selects, its k B-th largest is among them (exact).
   // The floor is under the last step's threshold (floor_, engine.h: by how far the threshold fell lately); with no
-  // threshold yet, or when it fell further, it is the k B-th largest of the rows' own top 2k (the union holds k B entries at or above it, so the batch's k B-th largest
-  // is too). Only when the rows hold fewer than k B positive entries between them are the pre-activations stored.
+  // threshold yet, or when it fell further, it is the k B-th largest of the rows' own top 2k (the union holds k B
+  // entries at or above it, so the batch's k B-th largest is too). Only when the rows hold fewer than k B positive entries between them are the pre-activations stored.
   // ReLU's dense path and JumpReLU use the stored pre-activations.
   const bool fused = c.act == TOPK;
   Candidates& cand = cand_;
@@ -66,8 +66,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       const long want = kB < cand.npos ? kB : cand.npos;
       return cand.total >= want;
     };
-    if (floor_.next() > 0) {
-      batchFused = above(floor_.next());
+    if (const float f = floor_.next(); f > 0) {
+      batchFused = above(f);
       r.selection = batchFused ? (screened ? 3 : 1) : 2;
     }
     if (!batchFused && !o.storedFallback) {
@@ -151,7 +151,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       r.minSelected = kth;
     }
   }
-  if (haveKth && !reluFused && (c.act == BATCHTOPK || c.act == MATRYOSHKA)) floor_.observe(kth);
+  if (haveKth && !reluFused) floor_.observe(kth);
   if (c.act != TOPK && !batchFused && !reluFused) {
     // Threshold rules: count per row, then fill (or go dense).
     auto keep = [&](float z, int j) -> bool {
