@@ -428,6 +428,57 @@ test('screened BatchTopK and Matryoshka steps = the exact fused steps: candidate
   }
 });
 
+test('screened ReLU sparse steps = the exact ones: the positives and their exact count (dense or sparse decided alike), screened only while few fire', {
+  skip,
+}, () => {
+  // ~1.4% of the entries positive (pre-activations ~N(-2.2, 1)); rows scaled by 3 then put ~25% above zero.
+  const d = gaussian(150, 1800, 400, 31, 0.08);
+  d.b_enc.forEach((_, j) => (d.b_enc[j] = -2.2 + 0.1 * Math.sin(j)));
+  const rng = new Rng(131);
+  const p: NativeTensors = {
+    W_encT: d.W_encT,
+    b_enc: d.b_enc,
+    W_dec: Float32Array.from({ length: d.m * d.dIn }, () => rng.normal() * 0.05),
+    b_dec: new Float32Array(d.dIn),
+  };
+  const opts = { sparsity: 0.5, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 };
+  const step = (e: NativeEngine, X: Float32Array) => stepFresh(e, d, p, X, opts);
+  const same = (name: string, a: ReturnType<typeof step>, b: ReturnType<typeof step>) =>
+    sameNativeStep(`relu ${name}`, a, b, ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense']);
+  const exact = saeEngine(d, 0, 0, 0),
+    screened = saeEngine(d, 0, 0, 2);
+  same('first step (the pre-activations stored)', step(screened, d.X), step(exact, d.X));
+  const a = step(screened, d.X),
+    b = step(exact, d.X);
+  assert.ok(!b.r.dense && b.r.l0 / d.m < 0.02, `few fire (${((100 * b.r.l0) / d.m).toFixed(2)}%)`);
+  assert.equal(b.r.selection, 1);
+  assert.equal(a.r.selection, mod.bf16Screen ? 3 : 1, 'under 2% firing: screened');
+  same('sparse', a, b);
+  // The dense-or-sparse decision at the exact count: with the line just above it both stay sparse (an upper bound on
+  // the count in its place would send the screened step down the dense path).
+  const edge = { ...opts, denseAbove: (b.r.nnz + 0.5) / (d.n * d.m) };
+  const ea = stepFresh(screened, d, p, d.X, edge),
+    eb = stepFresh(exact, d, p, d.X, edge);
+  assert.equal(ea.r.selection, mod.bf16Screen ? 3 : 1);
+  assert.ok(!ea.r.dense && !eb.r.dense, 'sparse at the line');
+  same('at the dense line', ea, eb);
+  // Many more fire: the screened encoder's count is exact, so both go dense (selection 2), the same step.
+  const big = d.X.map((v) => v * 3);
+  const ba = step(screened, big),
+    bb = step(exact, big);
+  assert.ok(bb.r.dense, 'the scaled rows take the dense path');
+  assert.equal(ba.r.selection, 2);
+  same('dense after a screened step', ba, bb);
+  // After the dense step the next one stores the pre-activations again (0), and after that a step that fired over
+  // 2% is not screened (1).
+  same('after the dense step', step(screened, d.X), step(exact, d.X));
+  const mid = d.X.map((v) => v * 1.5);
+  same('between 2% and 10% firing', step(screened, mid), step(exact, mid));
+  const m2 = step(screened, mid);
+  assert.ok(!m2.r.dense, 'still sparse');
+  assert.equal(m2.r.selection, 1, 'the last step fired over 2%: not screened');
+});
+
 test('a screened cross-layer BatchTopK step = the exact one', { skip }, () => {
   const L = 2,
     dI = 96,

@@ -418,7 +418,7 @@ void finishAux(int n, bool withAux, Sparse* aux) {
 }  // namespace
 
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, const int32_t* cols) {
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, const int32_t* cols, size_t chunkBudget) {
   k = k < m ? k : m;
   out.start.resize(n);
   out.count.resize(n);
@@ -438,7 +438,7 @@ bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
       sizeAux(n, kAux, withAux, aux);
       DeadTopK dk(n, dead, kAux, withAux ? aux : nullptr);
       TopKSink sink(n, k, out, dk);
-      gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols);
+      gemmBlocks(pool, n, m, dIn, View{A, lda, 1}, View{W_encT, 1, dIn}, b_enc, sink, cols, chunkBudget);
     }
     long s = 0;
     for (int b = 0; b < n; b++) s += out.count[b];

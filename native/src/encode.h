@@ -20,7 +20,7 @@ namespace sdl {
 // wherever the processor can. Returns whether it was screened. With `cols` (exact path only), latent j is W_encT's
 // row cols[j] and b_enc holds their biases in that order: a top k among a subset of latents, indices into it.
 bool encodeTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, int k, Sparse& out,
-                const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, const int32_t* cols = nullptr);
+                const std::vector<int32_t>& dead, int kAux, Sparse* aux, Screen screen, const int32_t* cols = nullptr, size_t chunkBudget = 0);
 
 // The fused encoder for BatchTopK: collects each row's entries above `floor` (and AuxK's dead-latent top-kAux, as
 // encodeTopK does; rows of A at stride lda) without storing the pre-activations. When at least as many candidates as the batch selects were

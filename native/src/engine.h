@@ -59,6 +59,10 @@ struct Tensors {
 // ReLU/JumpReLU: the fraction of a batch firing above which a step uses GEMMs for the decoder and backward (the
 // measured crossovers are in docs/native.md; SDLKIT_DENSE_ABOVE sets it per run).
 constexpr float kDenseAbove = 0.1f;
+// ReLU's sparse steps screen their encoder in bf16 (screen.h, where Config::screen wants it) while the last step fired
+// under this fraction: each entry whose bound reaches 0 (1.2-1.5 a positive one) is recomputed in float32, which
+// costs more than the bf16 GEMM saves once more fire (docs/BENCHMARKS.md, stop 48).
+constexpr float kScreenReluBelow = 0.02f;
 
 // Where a batch-wide selection (BatchTopK, Matryoshka) looks for the next step's threshold. The step's fused encoder
 // keeps the entries above a floor as candidates; when they number at least the k B it selects, the selection is among
@@ -125,7 +129,7 @@ struct StepResult {
   long nnz = 0;
   // How the batch's selection was made: 0 from stored pre-activations, 1 inside the encoder GEMM, 2 inside it first
   // and then from stored pre-activations (BatchTopK: the floor under the last threshold left too few candidates),
-  // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK; screen.h: the same selection as 1), 4 inside it
+  // 3 inside the encoder GEMM screened in bf16 (TopK, BatchTopK, ReLU; screen.h: the same selection as 1), 4 inside it
   // above a floor from the rows' own top 2k (BatchTopK with no threshold yet, or after it fell).
   int selection = 0;
   double rowsSq = 0;  // untied: the squared norm of W_enc's and W_dec's gradients (NaN without rowsNorm, and tied)
@@ -332,8 +336,10 @@ class Engine {
   // BatchTopK/Matryoshka: the floor under the next step's threshold, from the last steps' (the fused encoder keeps
   // the entries above it as candidates).
   BatchFloor floor_;
-  // ReLU: the last step took the sparse path, so this one first tries keeping the positive entries inside the GEMM.
+  // ReLU: the last step took the sparse path, so this one first tries keeping the positive entries inside the GEMM;
+  // the fraction of the batch that fired in the last step (its encoder is screened under kScreenReluBelow).
   bool lastSparse_ = false;
+  float lastFiring_ = 1;
 };
 
 }  // namespace sdl

@@ -380,7 +380,7 @@ int gemmDepthBlock() { return KC; }
 int gemmBlockRows() { return BMC; }
 int gemmBlockCols() { return BNC; }
 
-void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols) {
+void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols, size_t chunkBudget) {
   if (M <= 0 || N <= 0 || K <= 0) throw std::invalid_argument("gemmBlocks: empty product");
   const int nKBlocks = (K + KC - 1) / KC;
   const long ldb = BNC + kCPad;
@@ -417,7 +417,7 @@ void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* co
   }
   // Chunks of whole column blocks, as wide as the byte budget allows.
   const long perBlock = (long)K * BNC * (long)sizeof(float);
-  const int chunk = (int)std::max(1L, (long)(chunkBytes.load() / (size_t)perBlock)) * BNC;
+  const int chunk = (int)std::max(1L, (long)((chunkBudget ? chunkBudget : chunkBytes.load()) / (size_t)perBlock)) * BNC;
   const int rowBlocks = (M + BMC - 1) / BMC;
   float* Bc = chunk >= N ? bWhole.get((size_t)K * ((N + NR - 1) / NR) * NR) : bChunk.get((size_t)K * chunk);
   for (int c0 = 0; c0 < N; c0 += chunk) {

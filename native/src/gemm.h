@@ -37,8 +37,9 @@ struct BlockSink {
 // product's column j is B's column cols[j] (colBias indexed by j): a subset of the columns, the same values.
 // B is packed a column chunk at a time (gemmChunkBytes() of packed B, whole blocks): every row block runs over one
 // chunk's columns (rowsPause after it), then over the next (rowsResume first), so the packed copy of B is a chunk,
-// not all of W_enc (75 MB at 768 x 24,576).
-void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols = nullptr);
+// not all of W_enc (75 MB at 768 x 24,576). `chunkBudget` (bytes) in place of gemmChunkBytes() when not 0.
+void gemmBlocks(Pool& pool, int M, int N, int K, View A, View B, const float* colBias, BlockSink& sink, const int32_t* cols = nullptr,
+                size_t chunkBudget = 0);
 // Frees the calling thread's packed copies of B (kept between products: a lean engine gives them back after its encoder).
 void gemmRelease();
 // Frees the calling thread's A panels and C blocks (~0.9 MB a thread at d_in 768), kept between products; a lean engine

@@ -481,14 +481,18 @@ void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, in
 // ~kAux candidates per row (k_aux is d_in / 2 by default), more than the GEMM over them costs. The GEMM packs the
 // dead columns a chunk at a time (gemm.h), each row's running top kAux carried from chunk to chunk by the sink, so
 // the packed columns take one chunk (16 MiB) however many latents die, and no second selection is made per chunk
-// (it was 12.6 MB at 768 x 24,576 past 4,096 dead, beside the bf16 copy of W_enc).
+// (it was 12.6 MB at 768 x 24,576 past 4,096 dead, beside the bf16 copy of W_enc). A lean engine's chunk is
+// kLeanAuxChunkBytes (or gemmChunkBytes() when smaller): with 16 MiB, AuxK's phase came within ~2.7 MB of the encoder's and set the step's peak once
+// latents died (a 10M-token fit at 768 x 24,576: 611.9 MiB against 610.0 with 8 MiB; docs/BENCHMARKS.md, stop 48).
+constexpr size_t kLeanAuxChunkBytes = (size_t)8 << 20;
 void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float* W_encT, const float* b_enc, const std::vector<int32_t>& dead, int kAux,
-              Sparse& aux) {
+              Sparse& aux, bool lean) {
   const int nDead = (int)dead.size();
   std::vector<float> bDead(b_enc ? nDead : 0);
   for (int q = 0; q < (int)bDead.size(); q++) bDead[q] = b_enc[dead[q]];
   // Row b's entries at b * kAux (kAux <= nDead: encodeTopK's k is min(k, m)), as the float32 path lays them out.
-  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, aux, {}, 0, nullptr, 0, dead.data());
+  encodeTopK(pool, A, lda, n, dIn, nDead, W_encT, b_enc ? bDead.data() : nullptr, kAux, aux, {}, 0, nullptr, 0, dead.data(),
+             lean ? std::min(gemmChunkBytes(), kLeanAuxChunkBytes) : 0);
   // Positions among the dead latents made latent ids.
   pool.range(n, [&](long r0, long r1, int) {
     for (long row = r0; row < r1; row++)
@@ -749,11 +753,14 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     }
     // Each row: the last pruning, then the float32 values of the survivors; TopK takes the top k among them
     // (topkRow: the same rule, ties to the lower latent, as the exact path), Above keeps those above the floor. A
-    // row the bounds could not narrow has its block redone exactly.
-    const int cap = std::max(4 * k + 256, m / 8);
+    // block the bounds could not narrow is redone exactly: TopK's when a row keeps too many, Above's when its rows
+    // do on average (a ReLU batch at 1% firing has rows with over 12% of the latents positive in every block).
+    const long cap = std::max(4 * k + 256, m / 8);
+    long listed = 0;
     for (int r = 0; r < mc; r++) {
       if (topk) T.main[r].prune();
-      if ((int)T.main[r].n > cap) {
+      listed += (long)T.main[r].n;
+      if (topk ? (long)T.main[r].n > cap : listed > cap * mc) {
         redo[t] = 1;
         return;
       }
@@ -865,7 +872,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
   }
   if (withAux) {
     if (lean) screenRelease();
-    deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux);
+    deadTopK(pool, A, lda, n, dIn, W_encT, b_enc, dead, kAux, *aux, lean);
     if (lean) gemmRelease();
   }
   if (!topk) {
@@ -874,7 +881,8 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     Candidates& c = *tg.above;
     c.total = 0;
     for (auto& b : c.blocks) c.total += (long)b.val.size();
-    c.npos = c.total >= nposHi ? c.total : nposHi;
+    // With the floor at 0 and no cut (ReLU), every entry that might be positive was a candidate: the count is exact.
+    c.npos = tg.floor == 0.f && tg.keepTop == 0 ? c.total : c.total >= nposHi ? c.total : nposHi;
   }
   return true;
 }

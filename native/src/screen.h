@@ -52,7 +52,8 @@ bool screenTopK(Pool& pool, const float* A, long lda, int n, int dIn, int m, con
 // same way; false as screenTopK. For a caller that then selects the batch's keepTop largest (BatchTopK: k B; 0 keeps
 // every candidate), `out` may leave out candidates that are provably below that selection, and `out.npos` is not the
 // exact positive count but one that gives the same decisions where only min(keepTop, npos) <= out.total is asked:
-// the exact count when every entry that might be positive is a candidate, else an upper bound on it.
+// the exact count when every entry that might be positive is a candidate, else an upper bound on it. With floor 0
+// and keepTop 0 (ReLU's sparse step) every positive entry is a candidate and `out.npos` is the exact count.
 bool screenAbove(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float floor, long keepTop,
                  Candidates& out, const std::vector<int32_t>& dead, int kAux, Sparse* aux, bool lean);
 

@@ -80,12 +80,14 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   }
   // ReLU once a step has taken the sparse path: the GEMM keeps the positive entries (encodeAbove with floor 0, which
   // are the selection) instead of storing [B, m]; if more than denseAbove of the batch fires after all, the
-  // pre-activations are computed for the dense path (selection 2).
+  // pre-activations are computed for the dense path (selection 2). Screened in bf16 (the same entries, and their exact
+  // count) while the last step fired under kScreenReluBelow: every entry whose bound reaches 0 is recomputed in float32.
   bool reluFused = false;
   if (c.act == RELU && lastSparse_) {
-    encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr, 0);  // ReLU needs the exact positive count
+    const Screen s = lastFiring_ < kScreenReluBelow ? c.screening() : Screen{0, c.lean};
+    const bool screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr, s);
     reluFused = !((double)cand.npos > o.denseAbove * (double)BM);
-    r.selection = reluFused ? 1 : 2;
+    r.selection = reluFused ? (screened ? 3 : 1) : 2;
     if (!reluFused) release(cand.blocks);  // more than a sparse step's worth: not kept for the next one
   }
   float* pre = nullptr;
@@ -637,6 +639,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
   double l0 = 0;
   for (int j = 0; j < m; j++) l0 += fired[j];
   r.l0 = l0 / B;
+  lastFiring_ = (float)(r.l0 / m);
   r.mse = sse.total() / B;
   const double mainLoss = c.act == MATRYOSHKA ? spLoss.total() / B : r.mse;
   if (c.act == RELU) r.sparsityLoss = l1 ? o.sparsity * spLoss.total() / B : 0;
