@@ -482,8 +482,9 @@ void redoExact(Pool& pool, const float* A, long lda, int i0, int mc, int dIn, in
 // dead columns a chunk at a time (gemm.h), each row's running top kAux carried from chunk to chunk by the sink, so
 // the packed columns take one chunk (16 MiB) however many latents die, and no second selection is made per chunk
 // (it was 12.6 MB at 768 x 24,576 past 4,096 dead, beside the bf16 copy of W_enc). A lean engine's chunk is
-// kLeanAuxChunkBytes (or gemmChunkBytes() when smaller): with 16 MiB, AuxK's phase came within ~2.7 MB of the encoder's and set the step's peak once
-// latents died (a 10M-token fit at 768 x 24,576: 611.9 MiB against 610.0 with 8 MiB; docs/BENCHMARKS.md, stop 48).
+// kLeanAuxChunkBytes (or gemmChunkBytes() when smaller): with 16 MiB, AuxK's phase came within ~2.7 MB of the
+// encoder's and set the step's peak once latents died (a 10M-token fit at 768 x 24,576: 611.9 MiB against 610.0 with
+// 8 MiB; docs/BENCHMARKS.md, stop 48).
 constexpr size_t kLeanAuxChunkBytes = (size_t)8 << 20;
 void deadTopK(Pool& pool, const float* A, long lda, int n, int dIn, const float* W_encT, const float* b_enc, const std::vector<int32_t>& dead, int kAux,
               Sparse& aux, bool lean) {
@@ -882,7 +883,7 @@ bool screen(Pool& pool, const float* A, long lda, int n, int dIn, int m, const f
     c.total = 0;
     for (auto& b : c.blocks) c.total += (long)b.val.size();
     // With the floor at 0 and no cut (ReLU), every entry that might be positive was a candidate: the count is exact.
-    c.npos = tg.floor == 0.f && tg.keepTop == 0 ? c.total : c.total >= nposHi ? c.total : nposHi;
+    c.npos = floor == 0.f && tg.keepTop == 0 ? c.total : c.total >= nposHi ? c.total : nposHi;
   }
   return true;
 }
