@@ -125,9 +125,10 @@ test('tiny-random-gpt2: two hooks of one tensor are both stored when worker sess
     });
   const [a, b] = [await run('a', 2), await run('b', 0)];
   assert.equal(a.manifest.tokens, 16 * 32);
+  assert.ok(a.manifest.shards.every((s) => /^[0-9a-f]{8}$/.test(s.crc32c ?? '')));
   assert.deepEqual(
-    a.manifest.shards.map((s) => s.sha256),
-    b.manifest.shards.map((s) => s.sha256),
+    a.manifest.shards.map((s) => s.crc32c),
+    b.manifest.shards.map((s) => s.crc32c),
   );
   const shard = decodeShard(readFileSync(join(dir, 'a', 'shard-00000.arrow')));
   assert.deepEqual(shard.values.get('blocks.3.hook_resid_pre'), shard.values.get('blocks.2.hook_resid_post'));

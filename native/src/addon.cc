@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "checksum.h"
 #include "clt.h"
 #include "screen.h"
 #include "engine.h"
@@ -968,6 +969,25 @@ napi_value MallocKeep(napi_env env, napi_callback_info) {
   return undefined;
 }
 
+// crc32c(bytes: Uint8Array, crc = 0) -> the CRC-32C of the bytes continuing from crc (checksum.h): shards' checksums.
+napi_value Crc32c(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value a[2];
+    size_t got = 2;
+    CHECK_NAPI(napi_get_cb_info(env, info, &got, a, nullptr, nullptr));
+    if (got < 1) throw JsError{"crc32c(bytes, crc?)"};
+    TypedArray t = typedInfo(env, a[0], "crc32c's bytes");
+    if (t.type != napi_uint8_array) throw JsError{"crc32c's bytes must be a Uint8Array"};
+    uint32_t crc = 0;
+    if (got > 1 && !isUndefined(env, a[1])) {
+      const double c = num(env, a[1], "crc");
+      if (!(c >= 0 && c <= 4294967295.0) || c != static_cast<double>(static_cast<uint32_t>(c))) throw JsError{"crc32c: crc must be an integer in [0, 2^32)"};
+      crc = static_cast<uint32_t>(c);
+    }
+    return mkNum(env, sdl::crc32c(crc, static_cast<const uint8_t*>(t.data), t.length));
+  });
+}
+
 // alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot
 // ask for an alignment, and O_DIRECT writes (src/util/fsx.ts) need the buffer's address aligned to the disk's block.
 napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
@@ -1060,6 +1080,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "mallocLean", fn);
   napi_create_function(env, "mallocKeep", NAPI_AUTO_LENGTH, MallocKeep, nullptr, &fn);
   napi_set_named_property(env, exports, "mallocKeep", fn);
+  napi_create_function(env, "crc32c", NAPI_AUTO_LENGTH, Crc32c, nullptr, &fn);
+  napi_set_named_property(env, exports, "crc32c", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);

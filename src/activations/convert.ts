@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
-import { checkOutput, lockFolder, removeStaleTemps, sha256, writeAtomic } from '../util/fsx.js';
+import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
 import { identityHash, openActivations, readManifest, writeManifest, type Manifest } from './manifest.js';
 import { readShard, type ReadOptions } from './reader.js';
 import { ShardBuffer, encodeShard, encodeShardParquet, formatOf, shardFile, type ShardFormat } from './shard.js';
@@ -40,8 +40,7 @@ export function convertHarvest(src: string, format: ShardFormat, out: string, re
       const meta = { sdlkit_identity: idHash, shard: String(k) };
       const bytes = format === 'parquet' ? encodeShardParquet(buf, m.dtype, meta) : encodeShard(buf, m.dtype, meta);
       const file = shardFile(k, format);
-      writeAtomic(join(out, file), bytes);
-      shards.push({ file, rows: d.rows, sha256: sha256(bytes) });
+      shards.push({ file, rows: d.rows, crc32c: writeAtomic(join(out, file), bytes, { checksum: 'crc32c' }) });
     });
     const converted: Manifest = { ...m, identity, identity_sha256: idHash, shards };
     writeManifest(out, converted);

@@ -11,7 +11,7 @@ import { describeCorpus, type Split } from '../corpus/sources.js';
 import { WindowSource } from '../corpus/window-source.js';
 import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
-import { checkOutput, lockFolder, removeStaleTemps, sha256File, writeAtomic } from '../util/fsx.js';
+import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
 import { Progress, fmtCount } from '../util/progress.js';
 import { SHARD_FORMATS, shardFile, type ShardBuffer, type Dtype, type ShardFormat } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
@@ -20,6 +20,7 @@ import {
   identityHash,
   manifestName,
   readManifest,
+  shardFileMatches,
   writeManifest,
   type HarvestIdentity,
   type HarvestPart,
@@ -213,7 +214,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     for (const s of manifest?.shards ?? []) {
       const p = join(out, s.file);
       const k = Number(/(\d+)/.exec(s.file)?.[1]);
-      if (existsSync(p) && sha256File(p) === s.sha256) good.set(k, s);
+      if (shardFileMatches(p, s)) good.set(k, s);
       else if (!cfg.quiet) process.stderr.write(`shard ${s.file} is missing or corrupt (checksum mismatch): redoing it\n`);
     }
     const now = new Date().toISOString();
@@ -285,7 +286,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       if (!inFlight) return;
       const { k, file, w, oov: o } = await inFlight;
       inFlight = undefined;
-      good.set(k, { file, rows: w.rows, sha256: w.sha256 });
+      good.set(k, { file, rows: w.rows, crc32c: w.crc32c });
       newShards++;
       m.shards = [...good.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
       m.tokens = m.shards.reduce((a, s) => a + s.rows, 0);

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { sha256, writeJsonAtomic } from '../util/fsx.js';
+import { type ChecksumKind, fileDigest } from '../util/checksum.js';
 import type { Dtype } from './shard.js';
 import { MANIFEST_FILE } from '../util/files.js';
 import type { BosRule } from '../models/tokenizer.js';
@@ -21,7 +22,23 @@ export interface SiteInfo {
 export interface ShardInfo {
   file: string;
   rows: number;
-  sha256: string;
+  /** The file's CRC-32C (eight hex digits): what sdlkit writes. */
+  crc32c?: string;
+  /** The file's SHA-256: harvests written before shards carried CRC-32C (still read and checked). */
+  sha256?: string;
+}
+
+/** The checksum a shard's entry records, CRC-32C or (older harvests) SHA-256. */
+export function shardChecksum(s: ShardInfo): { kind: ChecksumKind; value: string } {
+  if (typeof s.crc32c === 'string') return { kind: 'crc32c', value: s.crc32c };
+  if (typeof s.sha256 === 'string') return { kind: 'sha256', value: s.sha256 };
+  throw new Error(`shard ${s.file} has no checksum`); // readManifest refuses such a manifest first
+}
+
+/** True when the file at `path` exists and has the checksum its entry records. */
+export function shardFileMatches(path: string, s: ShardInfo): boolean {
+  const { kind, value } = shardChecksum(s);
+  return existsSync(path) && fileDigest(path, kind) === value;
 }
 
 /** Everything that determines the shards' bytes. Equal identity => the same harvest. */
@@ -89,6 +106,9 @@ export function readManifest(dir: string, file = MANIFEST_FILE): Manifest | unde
   try {
     const m = JSON.parse(readFileSync(p, 'utf8')) as Manifest;
     if (m.format !== 'sdlkit-activations/1') throw new Error('format');
+    if (!Array.isArray(m.shards)) throw new Error('shards');
+    for (const s of m.shards)
+      if (typeof s?.file !== 'string' || typeof s.rows !== 'number' || (typeof s.crc32c !== 'string' && typeof s.sha256 !== 'string')) throw new Error('shard');
     return m;
   } catch {
     throw new UserError(`${p} is not an sdlkit activations manifest; pass another --out folder or remove it`);

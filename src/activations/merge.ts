@@ -5,9 +5,9 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UserError } from '../util/errors.js';
-import { checkOutput, lockFolder, sha256File } from '../util/fsx.js';
+import { checkOutput, lockFolder } from '../util/fsx.js';
 import { MANIFEST_FILE } from '../util/files.js';
-import { readManifest, writeManifest, type Manifest } from './manifest.js';
+import { readManifest, shardFileMatches, writeManifest, type Manifest } from './manifest.js';
 
 interface Part {
   dir: string;
@@ -67,7 +67,7 @@ export function mergeParts(dirs: string[], out: string): MergeResult {
     for (const s of p.m.shards) {
       const k = Number(/(\d+)/.exec(s.file)![1]);
       const path = join(p.dir, s.file);
-      if (!existsSync(path) || sha256File(path) !== s.sha256)
+      if (!shardFileMatches(path, s))
         throw new UserError(`shard ${path} does not match its checksum (damaged or missing); run part ${p.m.identity.part!.index}/${count} again`);
       shards.set(k, { dir: p.dir, s });
     }
@@ -87,7 +87,7 @@ export function mergeParts(dirs: string[], out: string): MergeResult {
       const from = join(dir, s.file),
         to = join(out, s.file);
       if (resolve(from) === resolve(to)) continue;
-      if (existsSync(to) && sha256File(to) === s.sha256) continue;
+      if (shardFileMatches(to, s)) continue;
       try {
         linkSync(from, to);
         linked++;

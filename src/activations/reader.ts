@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import { decodeShard, formatOf, type ShardData } from './shard.js';
 import { arrowLayout, readColumnRows, withFile, type ArrowLayout, type ReadBuffers } from './arrow-layout.js';
 export { ReadBuffers } from './arrow-layout.js';
-import type { Manifest } from './manifest.js';
-import { sha256File } from '../util/fsx.js';
+import { shardChecksum, type Manifest } from './manifest.js';
+import { fileDigest } from '../util/checksum.js';
 import { UserError } from '../util/errors.js';
 
 export interface ReadOptions {
-  /** Compare each shard's SHA-256 with the manifest (default true; `--no-verify` turns it off). */
+  /** Compare each shard's checksum with the manifest (default true; `--no-verify` turns it off). */
   verify?: boolean;
   /** Read Arrow shards into these reused arrays: what a read returns is overwritten by the next read given them. */
   buffers?: ReadBuffers;
@@ -76,9 +76,10 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
   const path = join(dir, info.file);
   if (!existsSync(path)) throw new UserError(`shard ${info.file} listed in ${dir}'s manifest is missing; run the same 'sdl harvest' again to redo it`);
   const st = statSync(path);
-  const stamp = `${info.sha256}:${st.size}:${st.mtimeMs}`;
+  const sum = shardChecksum(info);
+  const stamp = `${sum.kind}:${sum.value}:${st.size}:${st.mtimeMs}`;
   if ((opts.verify ?? true) && verified.get(path) !== stamp) {
-    if (sha256File(path) !== info.sha256) {
+    if (fileDigest(path, sum.kind) !== sum.value) {
       throw new UserError(
         `shard ${path} does not match the checksum in its manifest (changed or damaged after the harvest); run the same 'sdl harvest' again to redo it, or pass --no-verify if you changed it on purpose`,
       );

@@ -23,7 +23,8 @@ interface Job {
 
 export interface Written {
   rows: number;
-  sha256: string;
+  /** The file's CRC-32C (src/util/checksum.ts). */
+  crc32c: string;
 }
 
 function finalize(job: Job): Written {
@@ -31,7 +32,7 @@ function finalize(job: Job): Written {
   const data = job.format === 'parquet' ? [encodeShardParquet(buf, job.dtype, job.metadata)] : encodeShardChunks(buf, job.dtype, job.metadata);
   // O_DIRECT: a harvest writes far more than it will read back soon, and the page cache's copy and writeback
   // would take the cores the model runs on.
-  return { rows: job.rows, sha256: writeAtomic(job.path, data, { direct: true }) };
+  return { rows: job.rows, crc32c: writeAtomic(job.path, data, { direct: true, checksum: 'crc32c' }) };
 }
 
 // Only the writer's own thread: another worker that imports this module (through harvest.js) keeps its messages.

@@ -293,6 +293,8 @@ export interface NativeModule {
   screenCopyBytes(): number;
   /** The most bytes of screened values any pool thread keeps for the calling thread's screened calls (a lean engine's chunk after its step): tests. */
   screenChunkBytes(): number;
+  /** CRC-32C of the bytes continuing from `crc` (native/src/checksum.cc; src/util/checksum.ts is the reference). */
+  crc32c(bytes: Uint8Array, crc?: number): number;
   /** `bytes` of memory starting on a 4096-byte boundary (O_DIRECT writes need it; JavaScript cannot ask for it). */
   alignedBuffer(bytes: number): ArrayBuffer;
   /** glibc: large blocks returned to the system when freed, two malloc arenas (sdl fit --low-memory; native/src/addon.cc). */

@@ -88,8 +88,7 @@ export function writeRowsAsShards(
     buf.rows = n;
     const file = `shard-${String(k).padStart(5, '0')}.arrow`;
     const data = encodeShardChunks(buf, dtype, { sdlkit_identity: idHash, shard: String(k) });
-    writeAtomic(join(dir, file), data);
-    m.shards.push({ file, rows: n, sha256: sha256(data) });
+    m.shards.push({ file, rows: n, crc32c: writeAtomic(join(dir, file), data, { checksum: 'crc32c' }) });
     m.tokens += n;
     if (progress) progress.update(m.tokens);
   }

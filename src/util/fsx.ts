@@ -9,7 +9,6 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
-  readSync,
   readdirSync,
   renameSync,
   rmSync,
@@ -21,6 +20,7 @@ import {
 import { dirname, join } from 'node:path';
 import { UserError } from './errors.js';
 import { native } from '../native/kernels.js';
+import { type ChecksumKind, digest, fileDigest } from './checksum.js';
 
 /** Bytes as one buffer, a string, or parts in order (an array, or a generator consumed once). */
 export type Bytes = Uint8Array | string | Iterable<Uint8Array>;
@@ -32,27 +32,8 @@ export function sha256(data: Bytes): string {
   return h.digest('hex');
 }
 
-/** sha256File's read buffer, made once per thread: a new 16 MiB one per shard checked was 16 MiB of fit's peak RSS. */
-let hashBuf: Uint8Array | undefined;
-
-/** A file's SHA-256, read 1 MiB at a time (a 200 MB shard is not held in memory to be checked). */
-export function sha256File(path: string): string {
-  const h = createHash('sha256');
-  hashBuf ??= new Uint8Array(2 ** 20);
-  const buf = hashBuf;
-  const fd = openSync(path, 'r');
-  try {
-    for (let pos = 0; ; ) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
-}
+/** A file's SHA-256, read in pieces. */
+export const sha256File = (path: string): string => fileDigest(path, 'sha256');
 
 /** Flushes a file written by someone else (SQLite with synchronous off) to the disk, before it is renamed into place. */
 export function fsyncFile(path: string): void {
@@ -66,10 +47,10 @@ export function fsyncFile(path: string): void {
 
 /**
  * Writes to `path.tmp-PID`, fsyncs, then renames over `path`. Parts are written one after another (a generator's
- * are made as they are written). Returns the SHA-256 of what was written. `direct`: write with O_DIRECT (see
- * TempFile), for large files nothing will read back soon.
+ * are made as they are written). Returns the checksum of what was written (`checksum`, default SHA-256). `direct`:
+ * write with O_DIRECT (see TempFile), for large files nothing will read back soon.
  */
-export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean } = {}): string {
+export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean; checksum?: ChecksumKind } = {}): string {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   let file: TempFile;
@@ -78,7 +59,7 @@ export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean 
   } catch (e) {
     throw outputError(path, e);
   }
-  const h = createHash('sha256');
+  const h = digest(opts.checksum ?? 'sha256');
   try {
     for (const part of partsOf(data)) {
       const buf = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
@@ -87,7 +68,7 @@ export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean 
     }
     file.finish();
     renameSync(tmp, path);
-    return h.digest('hex');
+    return h.hex();
   } catch (e) {
     file.close();
     rmSync(tmp, { force: true });

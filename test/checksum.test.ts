@@ -1,0 +1,124 @@
+// Shard checksums: CRC-32C's native kernel and TypeScript reference agree with the standard and with each other; shards
+// are written and checked with it; harvests written before (SHA-256 entries) still open and are still checked.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crc32c, crc32cReference, digest, fileDigest } from '../src/util/checksum.js';
+import { native } from '../src/native/kernels.js';
+import { sha256, writeAtomic } from '../src/util/fsx.js';
+import { readManifest, shardChecksum, shardFileMatches, type Manifest } from '../src/activations/manifest.js';
+import { readShard } from '../src/activations/reader.js';
+import { ShardBuffer, encodeShard } from '../src/activations/shard.js';
+import { writeRowsAsShards } from '../src/synth/write.js';
+import { UserError } from '../src/util/errors.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'sdl-crc-'));
+const bytesOf = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => ((i + seed) * 2654435761) >>> 24);
+
+test('CRC-32C gives the standard check values (RFC 3720 B.4), natively and in the reference', () => {
+  const cases: [Uint8Array, number][] = [
+    [new TextEncoder().encode('123456789'), 0xe3069283],
+    [new Uint8Array(0), 0],
+    [new Uint8Array(32), 0x8a9136aa],
+    [new Uint8Array(32).fill(0xff), 0x62a8ab43],
+    [Uint8Array.from({ length: 32 }, (_, i) => i), 0x46dd794e],
+    [Uint8Array.from({ length: 32 }, (_, i) => 31 - i), 0x113fdb5c],
+  ];
+  for (const [b, want] of cases) {
+    assert.equal(crc32cReference(b), want);
+    assert.equal(crc32c(b), want);
+  }
+});
+
+test('the native CRC-32C equals the reference at every length and offset, and continues across parts', (t) => {
+  const mod = native();
+  if (!mod) return t.skip('native kernels not built');
+  const big = bytesOf(70000, 3);
+  for (const off of [0, 1, 3, 7, 8, 13])
+    for (const n of [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4097, 65536]) {
+      const b = big.subarray(off, off + n);
+      assert.equal(mod.crc32c(b), crc32cReference(b), `offset ${off}, length ${n}`);
+      assert.equal(mod.crc32c(b, 0x12345678), crc32cReference(b, 0x12345678), `offset ${off}, length ${n}, continued`);
+    }
+  // crc(a || b) = crc(b) continued from crc(a), for any cut.
+  const whole = crc32cReference(big);
+  for (const cut of [0, 1, 5, 4096, 33333, 70000]) assert.equal(mod.crc32c(big.subarray(cut), mod.crc32c(big.subarray(0, cut))), whole, `cut ${cut}`);
+  assert.throws(() => mod.crc32c(new Float32Array(4) as unknown as Uint8Array), /Uint8Array/);
+  assert.throws(() => mod.crc32c(big, -1), /crc must be an integer/);
+});
+
+test('writeAtomic returns the CRC-32C or SHA-256 of what it wrote, in parts and with O_DIRECT; fileDigest reads it back the same', () => {
+  const dir = tmp();
+  for (const size of [0, 5, 4096, (8 << 20) + 777]) {
+    const bytes = bytesOf(size, size);
+    const parts: Uint8Array[] = [];
+    for (let at = 0, n = 1; at < size; at += n, n = n * 5 + 1) parts.push(bytes.subarray(at, Math.min(size, at + n)));
+    const path = join(dir, `f${size}`);
+    const crc = writeAtomic(path, parts, { direct: true, checksum: 'crc32c' });
+    assert.equal(crc, crc32cReference(bytes).toString(16).padStart(8, '0'), `size ${size}`);
+    assert.match(crc, /^[0-9a-f]{8}$/);
+    assert.equal(fileDigest(path, 'crc32c'), crc);
+    assert.equal(fileDigest(path, 'sha256'), sha256(bytes));
+    assert.equal(writeAtomic(path, parts, { direct: true }), sha256(bytes));
+    const d = digest('crc32c');
+    for (const p of parts) d.update(p);
+    assert.equal(d.hex(), crc);
+  }
+});
+
+test('shards are recorded with CRC-32C; one changed byte is caught; a harvest recorded with SHA-256 still opens and is still checked', () => {
+  const dir = tmp();
+  const m = writeRowsAsShards(join(dir, 'syn'), [{ name: 'x', width: 6, data: Float32Array.from({ length: 6 * 40 }, (_, i) => Math.sin(i)) }], 40, {
+    source: 'test',
+    seed: 0,
+    shardTokens: 16,
+  });
+  assert.equal(m.shards.length, 3);
+  for (const s of m.shards) {
+    assert.match(s.crc32c ?? '', /^[0-9a-f]{8}$/);
+    assert.equal(s.sha256, undefined);
+    assert.equal(shardChecksum(s).kind, 'crc32c');
+    assert.ok(shardFileMatches(join(dir, 'syn', s.file), s));
+  }
+  const path = join(dir, 'syn', m.shards[1].file);
+  const good = readFileSync(path);
+  const bad = Uint8Array.from(good);
+  bad[bad.length - 300] ^= 0x01;
+  writeFileSync(path, bad);
+  assert.equal(shardFileMatches(path, m.shards[1]), false);
+  assert.throws(
+    () => readShard(join(dir, 'syn'), m, 1, ['x']),
+    (e: Error) => e instanceof UserError && /does not match the checksum in its manifest/.test(e.message),
+  );
+  // The same folder as an older sdlkit wrote it: each entry's SHA-256, no CRC-32C.
+  const old = join(dir, 'old');
+  mkdirSync(old);
+  const buf = new ShardBuffer(8, [{ name: 'x', width: 2 }], false);
+  for (let r = 0; r < 8; r++) buf.values[0].set([r, -r], 2 * r);
+  buf.rows = 8;
+  const bytes = new Uint8Array(encodeShard(buf, 'f32'));
+  writeFileSync(join(old, 'shard-00000.arrow'), bytes);
+  const mo = {
+    format: 'sdlkit-activations/1',
+    sites: [{ name: 'x', tensor: 'x', width: 2 }],
+    tokens: 8,
+    complete: true,
+    shards: [{ file: 'shard-00000.arrow', rows: 8, sha256: sha256(bytes) }],
+  };
+  writeFileSync(join(old, 'manifest.json'), JSON.stringify(mo));
+  const read = readManifest(old)!;
+  assert.equal(shardChecksum(read.shards[0]).kind, 'sha256');
+  assert.deepEqual(Array.from(readShard(old, read, 0, ['x']).values.get('x')!.subarray(0, 4)), [0, -0, 1, -1]);
+  const flipped = Uint8Array.from(bytes);
+  flipped[flipped.length - 200] ^= 0x40;
+  writeFileSync(join(old, 'shard-00000.arrow'), flipped);
+  assert.throws(() => readShard(old, { ...read } as Manifest, 0, ['x']), /does not match the checksum/);
+  // An entry with no checksum at all is not a manifest sdlkit wrote.
+  writeFileSync(join(old, 'manifest.json'), JSON.stringify({ ...mo, shards: [{ file: 'shard-00000.arrow', rows: 8 }] }));
+  assert.throws(
+    () => readManifest(old),
+    (e: Error) => e instanceof UserError && /is not an sdlkit activations manifest/.test(e.message),
+  );
+});
