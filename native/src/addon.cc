@@ -972,18 +972,12 @@ napi_value MallocKeep(napi_env env, napi_callback_info) {
 // crc32c(bytes: Uint8Array, crc = 0) -> the CRC-32C of the bytes continuing from crc (checksum.h): shards' checksums.
 napi_value Crc32c(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
-    napi_value a[2];
-    size_t got = 2;
-    CHECK_NAPI(napi_get_cb_info(env, info, &got, a, nullptr, nullptr));
-    if (got < 1) throw JsError{"crc32c(bytes, crc?)"};
+    auto a = args(env, info, 2, nullptr, 1);
     TypedArray t = typedInfo(env, a[0], "crc32c's bytes");
     if (t.type != napi_uint8_array) throw JsError{"crc32c's bytes must be a Uint8Array"};
-    uint32_t crc = 0;
-    if (got > 1 && !isUndefined(env, a[1])) {
-      const double c = num(env, a[1], "crc");
-      if (!(c >= 0 && c <= 4294967295.0) || c != static_cast<double>(static_cast<uint32_t>(c))) throw JsError{"crc32c: crc must be an integer in [0, 2^32)"};
-      crc = static_cast<uint32_t>(c);
-    }
+    const double c = isUndefined(env, a[1]) ? 0 : num(env, a[1], "crc");
+    if (!(c >= 0 && c <= 4294967295.0) || c != static_cast<double>(static_cast<uint32_t>(c))) throw JsError{"crc32c: crc must be an integer in [0, 2^32)"};
+    const uint32_t crc = static_cast<uint32_t>(c);
     return mkNum(env, sdl::crc32c(crc, static_cast<const uint8_t*>(t.data), t.length));
   });
 }
