@@ -17,6 +17,7 @@ import { availableParallelism } from 'node:os';
 import { resolveHookSpecs } from '../src/activations/harvest.js';
 import { Rng } from '../src/util/rng.js';
 import { median, spread } from './stats.js';
+import { UserError } from '../src/util/errors.js';
 import { gpt2SmallSized } from './gpt2-sized.js';
 
 const arg = (name: string, def: string) => {
@@ -70,7 +71,7 @@ async function main() {
   const layerArg = arg('layer', '');
   const sites = arg('sites', 'resid_post,mlp_in,mlp_out').split(',');
   const bareLayouts = arg('bare', 'both');
-  if (bareLayouts !== 'both' && bareLayouts !== 'harvest') throw new Error(`--bare ${bareLayouts}: give both or harvest`);
+  if (bareLayouts !== 'both' && bareLayouts !== 'harvest') throw new UserError(`--bare ${bareLayouts}: give both (default) or harvest`);
   const models: [string, string][] = [];
   const given = arg('model', '');
   if (given) models.push([given, given]);
@@ -158,6 +159,11 @@ async function main() {
 }
 
 main().catch((e) => {
+  // A bad option is one line and exit 2; anything else keeps its stack.
+  if (e instanceof UserError) {
+    console.error(`bench:harvest: ${e.message}`);
+    process.exit(2);
+  }
   console.error(e);
   process.exit(1);
 });

@@ -1,5 +1,5 @@
 // CRC-32C (Castagnoli), the checksum of activation shards: what gsutil, iSCSI, ext4 and Kafka use to catch damaged
-// data. The TypeScript reference is src/util/crc32c.ts; a test holds the two equal.
+// data. The TypeScript reference is src/util/checksum.ts; a test holds the two equal.
 #pragma once
 #include <cstddef>
 #include <cstdint>

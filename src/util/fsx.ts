@@ -1,5 +1,4 @@
 // Atomic writes and hashing: a file is either complete or absent, never half-written.
-import { createHash } from 'node:crypto';
 import {
   accessSync,
   closeSync,
@@ -27,9 +26,9 @@ export type Bytes = Uint8Array | string | Iterable<Uint8Array>;
 const partsOf = (data: Bytes): Iterable<Uint8Array | string> => (typeof data === 'string' || data instanceof Uint8Array ? [data] : data);
 
 export function sha256(data: Bytes): string {
-  const h = createHash('sha256');
-  for (const part of partsOf(data)) h.update(part);
-  return h.digest('hex');
+  const h = digest('sha256');
+  for (const part of partsOf(data)) h.update(typeof part === 'string' ? Buffer.from(part, 'utf8') : part);
+  return h.hex();
 }
 
 /** A file's SHA-256, read in pieces. */
