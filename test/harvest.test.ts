@@ -13,6 +13,7 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { f16ToF32 } from '../src/util/f16.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
+import { ShardWriter } from '../src/activations/shard-writer.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
 import { ReadBuffers, readShard } from '../src/activations/reader.js';
@@ -658,4 +659,53 @@ test('window chunks: the stream of windows cut at shard ends, one batch first, s
     count,
   );
   assert.ok(mapped.every((c) => c.ids.every((id) => id < high)));
+});
+
+test("the shard writer's thread writes what the calling thread would: Arrow and Parquet, float32 and float16, same bytes and CRC-32C", async () => {
+  const dir = tmp('writer');
+  const sites = [
+    { name: 'a', tensor: 'a', width: 5 },
+    { name: 'b', tensor: 'b', width: 3 },
+  ];
+  const threaded = new ShardWriter();
+  const inline = new ShardWriter(true);
+  const fill = (w: ShardWriter) => {
+    const buf = w.buffer(64, sites)!;
+    for (let r = 0; r < 40; r++) {
+      buf.doc[r] = r >> 3;
+      buf.window[r] = r >> 4;
+      buf.pos[r] = r & 15;
+      buf.token[r] = (r * 7) % 11;
+      for (let j = 0; j < 5; j++) buf.values[0][r * 5 + j] = Math.sin(r + j) * 3;
+      for (let j = 0; j < 3; j++) buf.values[1][r * 3 + j] = -r - j / 3;
+    }
+    buf.rows = 40;
+    return buf;
+  };
+  try {
+    for (const format of ['arrow', 'parquet'] as const)
+      for (const dtype of ['f32', 'f16'] as const) {
+        const file = `shard-00000.${format}`;
+        const [dt, di] = [join(dir, `t-${format}-${dtype}`), join(dir, `i-${format}-${dtype}`)];
+        mkdirSync(dt, { recursive: true });
+        mkdirSync(di, { recursive: true });
+        const wt = await threaded.write(dt, file, fill(threaded), dtype, { shard: '0' });
+        const wi = await inline.write(di, file, fill(inline), dtype, { shard: '0' });
+        const [bt, bi] = [readFileSync(join(dt, file)), readFileSync(join(di, file))];
+        assert.deepEqual(bt, bi, `${format} ${dtype}: the same bytes`);
+        assert.deepEqual(wt, wi, `${format} ${dtype}: the same rows and CRC-32C`);
+        assert.equal(wt.rows, 40);
+        const back = decodeShard(bt, undefined, format);
+        assert.equal(back.rows, 40);
+        assert.deepEqual(Array.from(back.token.subarray(0, 5)), [0, 7, 3, 10, 6], `${format} ${dtype}: the token column read back`);
+        const a = back.values.get('a')!;
+        assert.ok(Math.abs(a[7] - Math.sin(1 + 2) * 3) < (dtype === 'f16' ? 2e-3 : 1e-6), `${format} ${dtype}: a value read back`);
+      }
+    // A write that cannot land (its folder is a file) is refused on either thread.
+    writeFileSync(join(dir, 'plain-file'), 'x');
+    await assert.rejects(threaded.write(join(dir, 'plain-file'), 'shard-00000.arrow', fill(threaded), 'f32', {}), /plain-file/);
+    await assert.rejects(inline.write(join(dir, 'plain-file'), 'shard-00000.parquet', fill(inline), 'f16', {}), /plain-file/);
+  } finally {
+    await threaded.close();
+  }
 });

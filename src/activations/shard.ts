@@ -136,6 +136,11 @@ export function encodeShardParquet(buf: ShardBuffer, dtype: Dtype, metadata: Rec
   return writeParquet(table, props);
 }
 
+/** A shard's file bytes in the given format (Arrow as chunks, Parquet whole). */
+export function encodeShardData(buf: ShardBuffer, format: ShardFormat, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array[] {
+  return format === 'parquet' ? [encodeShardParquet(buf, dtype, metadata)] : encodeShardChunks(buf, dtype, metadata);
+}
+
 export interface ShardData {
   rows: number;
   doc: Int32Array;
