@@ -7,6 +7,7 @@ import { Llama2cTokenizer, loadTokenizer, writeLlama2cTokenizer } from '../src/m
 import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { documents } from '../src/corpus/sources.js';
 import { UserError } from '../src/util/errors.js';
+import { native } from '../src/native/kernels.js';
 import { STORIES, sharedSkip, tmp } from './helpers.js';
 
 const text = `Call me Ishmael. Some years ago - never mind how long precisely - having little or no money in my purse,
@@ -111,4 +112,73 @@ test('a tokenizer.json of a type sdlkit cannot read is refused in one line namin
     () => loadTokenizer(f),
     (e: Error) => e instanceof UserError && /cannot be read: Unknown Normalizer type: Frobnicate/.test(e.message),
   );
+});
+
+test('the native llama2.c encoder gives the TypeScript reference ids: the whole built-in corpus, edge strings, lone surrogates', () => {
+  const mod = native();
+  const bytes = readFileSync(join(BUNDLED_MODEL_DIR, 'sdl-tiny/tokenizer.bin'));
+  const ref = new Llama2cTokenizer(bytes, 512, 'bundled', false);
+  const tok = new Llama2cTokenizer(bytes, 512, 'bundled');
+  assert.equal(ref.usesNative, false);
+  assert.equal(tok.usesNative, mod !== undefined, 'the native encoder is used wherever the native build loads');
+  if (!mod) return;
+  let tokens = 0;
+  for (const d of documents({ source: 'builtin', split: 'all' })) {
+    const ids = tok.encodeIds(d.text);
+    tokens += ids.length;
+    assert.deepEqual(ids, Int32Array.from(ref.encode(d.text, { bos: false })), `document ${d.key}`);
+  }
+  assert.ok(tokens > 5e6, `the whole corpus (${tokens} tokens)`);
+  const edges = ['', ' ', '  ', 'a', ' a', 'a ', '  the  cat   sat ', ' \nthe\n ', '\0 nul', 'ζ∑ 🐋🐋 naïve café', 'x'.repeat(5000), text];
+  const lone = ['\uD800', 'a\uDC00b', '🐋\uD83D', ' \uDFFF '];
+  for (const s of [...edges, ...lone, ...edges.map((e) => e.toUpperCase())])
+    for (const bos of [true, false]) {
+      assert.deepEqual(tok.encode(s, { bos }), ref.encode(s, { bos }), JSON.stringify(s.slice(0, 30)));
+      assert.deepEqual(tok.encodeIds(s), ref.encodeIds(s), JSON.stringify(s.slice(0, 30)));
+    }
+  // Random strings over a small alphabet of spaces, newlines, ASCII, accents, CJK and astral characters.
+  const alphabet = [' ', ' ', '\n', 'e', 't', 'a', 'th', 'é', '—', '中', '🐋', '\t', '.'];
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  for (let q = 0; q < 300; q++) {
+    const s = Array.from({ length: rand(60) }, () => alphabet[rand(alphabet.length)]).join('');
+    assert.deepEqual(tok.encode(s), ref.encode(s), JSON.stringify(s));
+  }
+  // Ties: merges of equal score (ab, ba) and one merge at several places (aa): the leftmost is taken first.
+  const vocab = ['<unk>', '\n<s>\n', '\n</s>\n', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)];
+  const pieces: [string, number][] = [
+    [' ', -9],
+    ['a', -9],
+    ['b', -9],
+    [' a', -1],
+    ['aa', -2],
+    ['ab', -3],
+    ['ba', -3],
+    ['aaa', -4],
+    ['aba', -5],
+    [' ab', -5],
+  ];
+  const crafted = writeLlama2cTokenizer([...vocab, ...pieces.map((p) => p[0])], [...vocab.map(() => 0), ...pieces.map((p) => p[1])]);
+  const [cref, ctok] = [
+    new Llama2cTokenizer(crafted, vocab.length + pieces.length, 'crafted', false),
+    new Llama2cTokenizer(crafted, vocab.length + pieces.length, 'crafted'),
+  ];
+  assert.ok(ctok.usesNative);
+  for (const s of ['aba', 'baba', 'aaaa', 'aaaaa', 'babab', 'ab ba aab bba', 'abababa aaaa  b', 'xaba'])
+    assert.deepEqual(ctok.encode(s), cref.encode(s), JSON.stringify(s));
+  assert.deepEqual(
+    cref.encode('baba', { bos: false }).map((id) => cref.vocab[id]),
+    [' ', 'ba', 'ba'],
+    'the tie between ab and ba goes to the leftmost pair',
+  );
+  assert.throws(() => new mod.Bpe(['a', 'b'], new Float32Array(2)), /at least 259/);
+});
+
+test('the native encoder on the stories260K tokenizer gives the reference ids', { skip: sharedSkip }, () => {
+  const bytes = readFileSync(join(STORIES, 'tok512.bin'));
+  const [ref, tok] = [new Llama2cTokenizer(bytes, 512, 'stories', false), new Llama2cTokenizer(bytes, 512, 'stories')];
+  for (const d of documents({ source: 'builtin', split: 'heldout' })) assert.deepEqual(tok.encode(d.text), ref.encode(d.text), `document ${d.key}`);
 });

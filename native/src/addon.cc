@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "bpe.h"
 #include "checksum.h"
 #include "clt.h"
 #include "screen.h"
@@ -1020,6 +1021,68 @@ napi_value AdviseHuge(napi_env env, napi_callback_info info) {
   });
 }
 
+// ---- Bpe (llama2.c's tokenizer; the TypeScript reference is Llama2cTokenizer in src/models/tokenizer.ts)
+
+// A JavaScript string as UTF-8 (a lone surrogate becomes U+FFFD: the caller passes well-formed text).
+std::string utf8(napi_env env, napi_value v, const char* what) {
+  napi_valuetype t;
+  CHECK_NAPI(napi_typeof(env, v, &t));
+  if (t != napi_string) throw JsError{std::string(what) + " must be a string"};
+  size_t n = 0;
+  CHECK_NAPI(napi_get_value_string_utf8(env, v, nullptr, 0, &n));
+  std::string s(n, '\0');
+  CHECK_NAPI(napi_get_value_string_utf8(env, v, s.data(), n + 1, &n));
+  return s;
+}
+
+// new Bpe(vocab: string[], scores: Float32Array): a vocabulary of at least 259 pieces (3 specials, 256 bytes).
+napi_value BpeNew(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 2, &self);
+    bool isArray = false;
+    CHECK_NAPI(napi_is_array(env, a[0], &isArray));
+    if (!isArray) throw JsError{"Bpe: vocab must be an array of strings"};
+    uint32_t n = 0;
+    CHECK_NAPI(napi_get_array_length(env, a[0], &n));
+    if (n < 259) throw JsError{"Bpe: a llama2.c vocabulary has at least 259 pieces (3 specials and 256 bytes)"};
+    std::vector<std::string> vocab(n);
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value e;
+      CHECK_NAPI(napi_get_element(env, a[0], i, &e));
+      vocab[i] = utf8(env, e, "a vocab piece");
+    }
+    const float* sc = f32(env, a[1], n, "scores");
+    auto* b = new sdl::Bpe(std::move(vocab), std::vector<float>(sc, sc + n));
+    CHECK_NAPI(napi_wrap(env, self, b, [](napi_env, void* p, void*) { delete static_cast<sdl::Bpe*>(p); }, nullptr, nullptr));
+    return self;
+  });
+}
+
+// encode(text: string, prefix: boolean): Int32Array of the ids, no BOS.
+napi_value BpeEncode(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value self;
+    auto a = args(env, info, 2, &self);
+    void* p;
+    CHECK_NAPI(napi_unwrap(env, self, &p));
+    const std::string text = utf8(env, a[0], "text");
+    bool prefix = false;
+    CHECK_NAPI(napi_get_value_bool(env, a[1], &prefix));
+    thread_local std::vector<int32_t> ids;
+    ids.clear();
+    static_cast<sdl::Bpe*>(p)->encode(text, prefix, ids);
+    void* data;
+    napi_value ab, out;
+    CHECK_NAPI(napi_create_arraybuffer(env, ids.size() * sizeof(int32_t), &data, &ab));
+    if (!ids.empty()) std::memcpy(data, ids.data(), ids.size() * sizeof(int32_t));
+    CHECK_NAPI(napi_create_typedarray(env, napi_int32_array, ids.size(), ab, 0, &out));
+    return out;
+  });
+}
+
+// ---- Init
+
 napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"step", nullptr, EngineStep, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -1053,6 +1116,12 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value statsCls;
   napi_define_class(env, "IndexStats", NAPI_AUTO_LENGTH, StatsNew, nullptr, sizeof(statsMethods) / sizeof(statsMethods[0]), statsMethods, &statsCls);
   napi_set_named_property(env, exports, "IndexStats", statsCls);
+  napi_property_descriptor bpeMethods[] = {
+      {"encode", nullptr, BpeEncode, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_value bpeCls;
+  napi_define_class(env, "Bpe", NAPI_AUTO_LENGTH, BpeNew, nullptr, sizeof(bpeMethods) / sizeof(bpeMethods[0]), bpeMethods, &bpeCls);
+  napi_set_named_property(env, exports, "Bpe", bpeCls);
   napi_value fn;
   napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);
   napi_set_named_property(env, exports, "gemm", fn);

@@ -45,7 +45,7 @@ export function* tokenWindows(docs: Iterable<Doc>, tok: Tokenizer, ctx: number):
   start();
   for (const d of docs) {
     docNo++;
-    const toks = tok.encode(d.text, { bos: false });
+    const toks = tok.encodeIds(d.text);
     // Separator BOS before each document, except where the window's own BOS already stands.
     if (fill === 1) dn[0] = docNo;
     for (let i = fill === 1 ? 0 : -1; i < toks.length; i++) {

@@ -116,6 +116,10 @@ export class HfTokenizer implements Tokenizer {
     return (opts.bos ?? true) ? [this.bos.id, ...ids] : ids;
   }
 
+  encodeIds(text: string): Int32Array {
+    return Int32Array.from(this.encode(text, { bos: false }));
+  }
+
   decode(ids: readonly number[]): string {
     return this.lib.decode(Array.from(ids), { skip_special_tokens: true, clean_up_tokenization_spaces: false });
   }

@@ -165,6 +165,7 @@ export function mapOutOfVocabulary(m: LoadedModel, oovId: number): LoadedModel {
     bos: { ...tok.bos, id: map(tok.bos.id), source: `${tok.bos.source}; beyond the model's vocabulary, mapped to --oov-id ${oovId}` },
     bosId: map(tok.bosId),
     encode: (text, opts) => tok.encode(text, opts).map(map),
+    encodeIds: (text) => tok.encodeIds(text).map(map),
     decode: (ids) => tok.decode(ids),
     piece: (id) => tok.piece(id),
   };

@@ -16,6 +16,8 @@ export interface Tokenizer {
   readonly bosId: number;
   /** The text's ids; with bos (default true) the BOS id first. Never adds other special tokens. */
   encode(text: string, opts?: { bos?: boolean }): number[];
+  /** encode(text, { bos: false }) as an Int32Array: the harvest's windows take it without a number[] in between. */
+  encodeIds(text: string): Int32Array;
   decode(ids: readonly number[]): string;
   /** The display text of one token (for feature contexts). */
   piece(id: number): string;

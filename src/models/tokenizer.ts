@@ -3,12 +3,15 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { UserError } from '../util/errors.js';
+import { native, type NativeBpe } from '../native/kernels.js';
 import { HfTokenizer } from './hf-tokenizer.js';
 import type { BosRule, Tokenizer } from './tokenizer-types.js';
 
 export type { BosRule, Tokenizer } from './tokenizer-types.js';
 
 const utf8 = new TextDecoder('utf-8');
+/** A UTF-16 surrogate without its pair (in a u-mode pattern, a whole pair is one code point, not Cs). */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 export class Llama2cTokenizer implements Tokenizer {
   readonly kind = 'llama2c';
@@ -20,7 +23,11 @@ export class Llama2cTokenizer implements Tokenizer {
   private readonly lookup = new Map<string, number>();
   readonly maxTokenLength: number;
 
-  constructor(buf: Uint8Array, vocabSize: number, source = 'tokenizer') {
+  /**
+   * `useNative` (default true): word-safe vocabularies encode well-formed text through the native kernel
+   * (native/src/bpe.cc) where it is built; false keeps this class's own code, the reference the tests hold it to.
+   */
+  constructor(buf: Uint8Array, vocabSize: number, source = 'tokenizer', useNative = true) {
     const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     if (buf.length < 4) throw new UserError(`${source} is not a llama2.c tokenizer (too short)`);
     this.maxTokenLength = dv.getInt32(0, true);
@@ -42,6 +49,17 @@ export class Llama2cTokenizer implements Tokenizer {
       if (!this.lookup.has(s)) this.lookup.set(s, i);
     }
     this.wordSafe = this.vocab.every((p) => p.indexOf(' ', 1) < 0);
+    // 259 pieces at least: the byte fallback's ids (3..258) must be pieces of the vocabulary.
+    const mod = useNative && this.wordSafe && this.vocab.length >= 259 ? native() : undefined;
+    this.fast = mod?.Bpe ? new mod.Bpe(this.vocab, this.scores) : undefined; // (a build from before bpe.cc lacks it)
+  }
+
+  /** The native encoder (native/src/bpe.cc), for word-safe vocabularies where the native build loads. */
+  private readonly fast?: NativeBpe;
+
+  /** Whether encode() goes through the native kernel (for tests and logs). */
+  get usesNative(): boolean {
+    return this.fast !== undefined;
   }
 
   get vocabSize(): number {
@@ -61,7 +79,14 @@ export class Llama2cTokenizer implements Tokenizer {
    * characters cut after a newline, so the quadratic merge loop stays fast on long documents.
    */
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
-    const tokens: number[] = (opts.bos ?? true) ? [this.bosId] : [];
+    const bos = opts.bos ?? true;
+    const native = this.nativeIds(text);
+    if (native) {
+      const out: number[] = bos ? [this.bosId] : [];
+      for (let i = 0; i < native.length; i++) out.push(native[i]);
+      return out;
+    }
+    const tokens: number[] = bos ? [this.bosId] : [];
     if (!this.wordSafe) {
       for (const [piece, first] of pieces(text, 2000)) tokens.push(...this.mergeAll(this.withPrefix(piece, first)));
       return tokens;
@@ -75,6 +100,19 @@ export class Llama2cTokenizer implements Tokenizer {
     if (parts[0] !== '') this.pushWord(tokens, parts[0], this.wordCache, '');
     for (let i = 1; i < parts.length; i++) this.pushWord(tokens, parts[i], this.spacedCache, ' ');
     return tokens;
+  }
+
+  encodeIds(text: string): Int32Array {
+    return this.nativeIds(text) ?? Int32Array.from(this.encode(text, { bos: false }));
+  }
+
+  /**
+   * The native encoder's ids (no BOS), or undefined where this class's own code encodes: no native build, a
+   * vocabulary that is not word-safe, or a lone surrogate in the text (it has no UTF-8 form: the native side would
+   * read U+FFFD, which may be a piece, where run.c's rule takes the bytes of U+FFFD through the byte fallback).
+   */
+  private nativeIds(text: string): Int32Array | undefined {
+    return this.fast && !LONE_SURROGATE.test(text) ? this.fast.encode(text, this.lookup.has(' ')) : undefined;
   }
 
   /** Words' ids by the text after their leading space. */

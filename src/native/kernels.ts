@@ -245,6 +245,11 @@ export type ProbeGradient = (
   gb: Float64Array,
 ) => void;
 
+export interface NativeBpe {
+  /** The ids of well-formed text, no BOS; `prefix`: the dummy-prefix space before a non-empty text. */
+  encode(text: string, prefix: boolean): Int32Array;
+}
+
 export interface NativeModule {
   isa: 'avx512' | 'avx2' | 'generic';
   /** This build and processor can screen the TopK encoder in bf16 (AVX512_BF16). */
@@ -252,6 +257,11 @@ export interface NativeModule {
   Engine: new (cfg: NativeEngineConfig) => NativeEngine;
   Clt: new (cfg: NativeCltConfig) => NativeClt;
   IndexStats: new (cfg: IndexStatsConfig) => IndexStatsLike;
+  /** llama2.c's tokenizer word by word (native/src/bpe.cc; Llama2cTokenizer.encode in models/tokenizer.ts is the reference). */
+  Bpe: new (
+    vocab: string[],
+    scores: Float32Array,
+  ) => NativeBpe;
   gemm(
     M: number,
     N: number,
