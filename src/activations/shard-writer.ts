@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { ShardBuffer, encodeShardChunks, encodeShardData, formatOf, type Dtype, type ShardSite } from './shard.js';
 import { type WriteJob, type WriteReply, type Written, writeShardFile } from './shard-write-worker.js';
+import { native } from '../native/kernels.js';
 
 export type { Written } from './shard-write-worker.js';
 
@@ -75,7 +76,12 @@ export class ShardWriter {
     if (i >= 0) return this.free.splice(i, 1)[0];
     if (onlyIfFree && this.made >= 2) return undefined;
     this.made++;
-    return new ShardBuffer(capacity, sites, this.worker !== undefined);
+    const buf = new ShardBuffer(capacity, sites, this.worker !== undefined);
+    // Huge pages where the system gives them on request: a shard buffer is ~50 MB that the forward workers touch
+    // first, page by page, and a page fault costs ~11 us on this VM (0.27 s for a harvest's two buffers in 4 KiB
+    // pages; docs/BENCHMARKS.md). The buffers are reused, so this is paid once per buffer either way.
+    if (this.worker) native()?.adviseHuge(new Float32Array(buf.doc.buffer));
+    return buf;
   }
 
   async close(): Promise<void> {
