@@ -62,6 +62,8 @@ test('writeAtomic returns the CRC-32C or SHA-256 of what it wrote, in parts and 
     assert.equal(fileDigest(path, 'crc32c'), crc);
     assert.equal(fileDigest(path, 'sha256'), sha256(bytes));
     assert.equal(writeAtomic(path, parts, { direct: true }), sha256(bytes));
+    assert.equal(writeAtomic(path, parts, { checksum: 'crc32c' }), crc, 'through the page cache, the same');
+    assert.deepEqual(new Uint8Array(readFileSync(path)), bytes);
     const d = digest('crc32c');
     for (const p of parts) d.update(p);
     assert.equal(d.hex(), crc);
