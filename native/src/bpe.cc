@@ -7,6 +7,9 @@ namespace sdl {
 
 namespace {
 constexpr size_t kCacheWords = 200000;
+// Pairs looked up, kept at most this many (~40 MB): a large vocabulary over a long harvest meets ever more of them,
+// and the cache is only a cache.
+constexpr size_t kCachePairs = 1u << 20;
 
 // Bytes in the UTF-8 sequence a lead byte starts (well-formed input: continuation bytes never lead).
 inline size_t seqLen(unsigned char c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
@@ -27,6 +30,7 @@ int32_t Bpe::pair(int32_t a, int32_t b) {
   s += vocab_[b];
   auto f = lookup_.find(s);
   const int32_t id = f == lookup_.end() ? -1 : f->second;
+  if (pairs_.size() >= kCachePairs) pairs_.clear();
   pairs_.emplace(key, id);
   return id;
 }
