@@ -80,10 +80,10 @@ export class Llama2cTokenizer implements Tokenizer {
    */
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
     const bos = opts.bos ?? true;
-    const native = this.nativeIds(text);
-    if (native) {
+    const fastIds = this.nativeIds(text);
+    if (fastIds) {
       const out: number[] = bos ? [this.bosId] : [];
-      for (let i = 0; i < native.length; i++) out.push(native[i]);
+      for (let i = 0; i < fastIds.length; i++) out.push(fastIds[i]);
       return out;
     }
     const tokens: number[] = bos ? [this.bosId] : [];
