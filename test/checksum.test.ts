@@ -35,16 +35,18 @@ test('CRC-32C gives the standard check values (RFC 3720 B.4), natively and in th
 test('the native CRC-32C equals the reference at every length and offset, and continues across parts', (t) => {
   const mod = native();
   if (!mod) return t.skip('native kernels not built');
-  const big = bytesOf(70000, 3);
+  const big = bytesOf(250000, 3);
+  // Lengths around the native kernel's three-block step (3 x 8,192 bytes) and its multiples too.
   for (const off of [0, 1, 3, 7, 8, 13])
-    for (const n of [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4097, 65536]) {
+    for (const n of [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4097, 24575, 24576, 24577, 49159, 65536, 200003]) {
       const b = big.subarray(off, off + n);
       assert.equal(mod.crc32c(b), crc32cReference(b), `offset ${off}, length ${n}`);
       assert.equal(mod.crc32c(b, 0x12345678), crc32cReference(b, 0x12345678), `offset ${off}, length ${n}, continued`);
     }
   // crc(a || b) = crc(b) continued from crc(a), for any cut.
   const whole = crc32cReference(big);
-  for (const cut of [0, 1, 5, 4096, 33333, 70000]) assert.equal(mod.crc32c(big.subarray(cut), mod.crc32c(big.subarray(0, cut))), whole, `cut ${cut}`);
+  for (const cut of [0, 1, 5, 4096, 24576, 33333, 70000, 250000])
+    assert.equal(mod.crc32c(big.subarray(cut), mod.crc32c(big.subarray(0, cut))), whole, `cut ${cut}`);
   assert.throws(() => mod.crc32c(new Float32Array(4) as unknown as Uint8Array), /Uint8Array/);
   assert.throws(() => mod.crc32c(big, -1), /crc must be an integer/);
 });
