@@ -2,15 +2,15 @@
 // are written and checked with it; harvests written before (SHA-256 entries) still open and are still checked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32c, crc32cReference, digest, fileDigest } from '../src/util/checksum.js';
 import { native } from '../src/native/kernels.js';
-import { sha256, writeAtomic } from '../src/util/fsx.js';
+import { directFromCaller, sha256, writeAtomic } from '../src/util/fsx.js';
 import { readManifest, shardChecksum, shardFileMatches, type Manifest } from '../src/activations/manifest.js';
 import { readShard } from '../src/activations/reader.js';
-import { ShardBuffer, encodeShard } from '../src/activations/shard.js';
+import { ShardBuffer, arrowBodyOffset, encodeShard, encodeShardChunks } from '../src/activations/shard.js';
 import { writeRowsAsShards } from '../src/synth/write.js';
 import { UserError } from '../src/util/errors.js';
 
@@ -70,6 +70,75 @@ test('writeAtomic returns the CRC-32C or SHA-256 of what it wrote, in parts and 
     for (const p of parts) d.update(p);
     assert.equal(d.hex(), crc);
   }
+});
+
+test("O_DIRECT takes whole blocks straight from the caller's memory where its address agrees with the file offset, and the file is the same bytes", (t) => {
+  const mod = native();
+  if (!mod?.pageOffset) return t.skip('native kernels not built');
+  const dir = tmp();
+  const probe = join(dir, 'probe');
+  try {
+    closeSync(openSync(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT));
+  } catch {
+    return t.skip('this file system refuses O_DIRECT');
+  }
+  const memory = new Uint8Array(new SharedArrayBuffer(9 * 4096 + 8192));
+  memory.set(bytesOf(memory.length, 11));
+  const base = mod.pageOffset(memory);
+  for (const [head, agree] of [
+    [100, true],
+    [100, false],
+    [0, true],
+    [4096 + 8, true],
+  ] as const) {
+    const headBytes = bytesOf(head, 3);
+    // The body's address modulo 4096 equals its file offset (head) when `agree`; one byte off when not.
+    const start = ((((head - base) % 4096) + 4096) % 4096) + (agree ? 0 : 8);
+    const body = memory.subarray(start, start + 6 * 4096 + 123);
+    assert.equal(mod.pageOffset(body) === head % 4096, agree);
+    const before = directFromCaller.bytes;
+    const path = join(dir, `f${head}-${agree}`);
+    const crc = writeAtomic(path, [headBytes, body, bytesOf(77, 5)], { direct: true, checksum: 'crc32c' });
+    const whole = Buffer.concat([headBytes, body, bytesOf(77, 5)]);
+    assert.deepEqual(new Uint8Array(readFileSync(path)), new Uint8Array(whole), `head ${head}, agree ${agree}`);
+    assert.equal(crc, crc32cReference(whole).toString(16).padStart(8, '0'));
+    const direct = directFromCaller.bytes - before;
+    // Agreeing: every whole block after the stage's first block boundary; not agreeing: none.
+    assert.equal(direct, agree ? Math.floor((body.length - ((4096 - (head % 4096)) % 4096)) / 4096) * 4096 : 0, `head ${head}, agree ${agree}`);
+  }
+});
+
+test("a shard buffer's arrays slide so that the Arrow body's address agrees with its file offset; the file is the same bytes", (t) => {
+  const mod = native();
+  if (!mod?.pageOffset) return t.skip('native kernels not built');
+  const sites = [
+    { name: 'blocks.0.hook_resid_post', width: 16 },
+    { name: 'blocks.0.hook_mlp_out', width: 8 },
+  ];
+  const meta = { sdlkit_identity: 'abc', shard: '7' };
+  const fill = (b: ShardBuffer) => {
+    b.rows = b.capacity;
+    for (let i = 0; i < b.capacity; i++) [b.doc[i], b.window[i], b.pos[i], b.token[i]] = [i % 13, i >> 7, i & 127, (i * 31) % 500];
+    b.values.forEach((v, j) => {
+      for (let i = 0; i < v.length; i++) v[i] = Math.sin(i + j);
+    });
+  };
+  const plain = new ShardBuffer(2048, sites);
+  fill(plain);
+  const shared = new ShardBuffer(2048, sites, true);
+  const at = arrowBodyOffset(shared, meta);
+  assert.ok(at !== undefined && at > 0 && at % 8 === 0);
+  shared.alignBody(at);
+  assert.equal(mod.pageOffset(shared.doc), at % 4096);
+  assert.equal(shared.values[1].byteOffset + shared.values[1].byteLength, shared.doc.byteOffset + 4 * (4 * 2048 + 24 * 2048));
+  fill(shared);
+  const path = join(tmp(), 'shard.arrow');
+  const before = directFromCaller.bytes;
+  writeAtomic(path, encodeShardChunks(shared, 'f32', meta), { direct: true, checksum: 'crc32c' });
+  assert.deepEqual(new Uint8Array(readFileSync(path)), encodeShard(plain, 'f32', meta));
+  if (directFromCaller.bytes === before) t.diagnostic('O_DIRECT refused here: written through the page cache');
+  else assert.ok(directFromCaller.bytes - before >= 4 * 28 * 2048 - 4096, 'the body, its columns joined, from its own memory but for one block');
+  assert.throws(() => shared.alignBody(at), /holds rows/);
 });
 
 test('shards are recorded with CRC-32C; one changed byte is caught; a harvest recorded with SHA-256 still opens and is still checked', () => {

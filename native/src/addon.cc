@@ -1007,6 +1007,15 @@ napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
   });
 }
 
+// pageOffset(typedArray) -> the address of the array's first byte modulo 4096. An O_DIRECT write can take bytes from
+// where they lie when their address and their place in the file agree modulo the block (src/util/fsx.ts).
+napi_value PageOffset(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    TypedArray t = typedInfo(env, args(env, info, 1)[0], "pageOffset's argument");
+    return mkNum(env, static_cast<double>(reinterpret_cast<uintptr_t>(t.data) & 4095));
+  });
+}
+
 // adviseHuge(typedArray): huge pages for a large JavaScript array the kernels read at random (util.h adviseHuge);
 // returns the bytes advised.
 napi_value AdviseHuge(napi_env env, napi_callback_info info) {
@@ -1149,6 +1158,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);
   napi_set_named_property(env, exports, "adviseHuge", fn);
+  napi_create_function(env, "pageOffset", NAPI_AUTO_LENGTH, PageOffset, nullptr, &fn);
+  napi_set_named_property(env, exports, "pageOffset", fn);
   napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
   napi_set_named_property(env, exports, "cpuFeatures", fn);
   napi_create_function(env, "instructionPeak", NAPI_AUTO_LENGTH, InstructionPeak, nullptr, &fn);

@@ -13,7 +13,7 @@ import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
 import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
 import { Progress, fmtCount } from '../util/progress.js';
-import { SHARD_FORMATS, shardFile, type ShardBuffer, type Dtype, type ShardFormat } from './shard.js';
+import { SHARD_FORMATS, arrowBodyOffset, shardFile, type ShardBuffer, type Dtype, type ShardFormat } from './shard.js';
 import { ShardWriter, type Written } from './shard-writer.js';
 import {
   checkPart,
@@ -318,6 +318,22 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         }
       }
     }
+    const shardMetadata = (k: number) => ({ sdlkit_identity: jobHash, shard: String(k) });
+    /** Where a float32 Arrow shard's body starts in its file, by the digits of its number (the metadata's only change). */
+    const bodyOffsets = new Map<number, number | undefined>();
+    /** Shard k's buffer, its arrays laid where the writer can send them to the disk without a copy (alignBody). */
+    const takeBuffer = (k: number, onlyIfFree: boolean): ShardBuffer | undefined => {
+      const b = writer.buffer(shardRows, sites!, onlyIfFree);
+      if (!b) return undefined;
+      if (format === 'arrow' && cfg.dtype === 'f32') {
+        const digits = String(k).length;
+        if (!bodyOffsets.has(digits)) bodyOffsets.set(digits, arrowBodyOffset(b, shardMetadata(k)));
+        const at = bodyOffsets.get(digits);
+        if (at !== undefined) b.alignBody(at);
+      }
+      buffers.set(k, b);
+      return b;
+    };
     try {
       const it = jobs();
       /** Where a batch's hooks land in its shard's buffer: the forward writes them there (once the widths are known). */
@@ -325,9 +341,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         if (!sites) return undefined;
         let b = buffers.get(job.k);
         if (!b) {
-          b = writer.buffer(shardRows, sites, true);
+          b = takeBuffer(job.k, true);
           if (!b) return undefined; // the writer still holds the other buffer: this batch is copied in when it returns
-          buffers.set(job.k, b);
         }
         const [row, n] = [(job.first - job.k * windowsPerShard) * cfg.ctx, job.n * cfg.ctx];
         const into: Into = {};
@@ -358,11 +373,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           m.sites = sites;
         }
         await refill(); // the widths known, the next batches are placed in their shard
-        let buf = buffers.get(k);
-        if (!buf) {
-          buf = writer.buffer(shardRows, sites)!;
-          buffers.set(k, buf);
-        }
+        const buf = buffers.get(k) ?? takeBuffer(k, false)!;
         if (buf.rows !== (first - k * windowsPerShard) * cfg.ctx) throw new Error(`harvest: shard ${k}'s batches arrived out of order`);
         for (let si = 0; si < sites.length; si++) {
           const at = buf.rows * sites[si].width;
@@ -398,7 +409,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           buffers.delete(k);
           const oovHere = job.oov;
           // The shard records the job, not the part: a part's shard is byte for byte the whole run's.
-          inFlight = writer.write(out, file, full, cfg.dtype, { sdlkit_identity: jobHash, shard: String(k) }).then((w) => ({ k, file, w, oov: oovHere }));
+          inFlight = writer.write(out, file, full, cfg.dtype, shardMetadata(k)).then((w) => ({ k, file, w, oov: oovHere }));
         }
       }
       await recordWrite();

@@ -21,6 +21,7 @@ import {
 } from 'apache-arrow';
 import { parquetWasm } from './parquet.js';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
+import { native } from '../native/kernels.js';
 
 export type ShardFormat = 'arrow' | 'parquet';
 export const SHARD_FORMATS: readonly ShardFormat[] = ['arrow', 'parquet'];
@@ -46,31 +47,55 @@ export interface ShardSite {
  */
 export class ShardBuffer {
   rows = 0;
-  doc: Int32Array;
-  window: Int32Array;
-  pos: Int32Array;
-  token: Int32Array;
-  values: Float32Array[];
+  doc!: Int32Array;
+  window!: Int32Array;
+  pos!: Int32Array;
+  token!: Int32Array;
+  values!: Float32Array[];
+  private readonly memory: ArrayBufferLike;
+  /** Where the arrays start in `memory` (bytes; see alignBody). */
+  private shift = 0;
 
   constructor(
     readonly capacity: number,
     readonly sites: ShardSite[],
     shared = false,
   ) {
-    const words = 4 * capacity + sites.reduce((a, s) => a + capacity * s.width, 0);
-    const memory = shared ? new SharedArrayBuffer(4 * words) : new ArrayBuffer(4 * words);
-    let at = 0;
+    const bytes = 4 * (4 * capacity + sites.reduce((a, s) => a + capacity * s.width, 0));
+    // A shared buffer (the writer thread's) gets a block of room to slide its arrays along: alignBody.
+    this.memory = shared ? new SharedArrayBuffer(bytes + BODY_ALIGN) : new ArrayBuffer(bytes);
+    this.layOut(0);
+  }
+
+  /** The arrays one after another from byte `shift` of the memory: doc, window, pos, token, then each site's values. */
+  private layOut(shift: number): void {
+    let at = shift / 4;
     const take = <T>(n: number, make: (b: ArrayBufferLike, offset: number, length: number) => T): T => {
-      const a = make(memory, 4 * at, n);
+      const a = make(this.memory, 4 * at, n);
       at += n;
       return a;
     };
     const int = (b: ArrayBufferLike, o: number, n: number) => new Int32Array(b, o, n);
-    this.doc = take(capacity, int);
-    this.window = take(capacity, int);
-    this.pos = take(capacity, int);
-    this.token = take(capacity, int);
-    this.values = sites.map((s) => take(capacity * s.width, (b, o, n) => new Float32Array(b, o, n)));
+    this.doc = take(this.capacity, int);
+    this.window = take(this.capacity, int);
+    this.pos = take(this.capacity, int);
+    this.token = take(this.capacity, int);
+    this.values = this.sites.map((s) => take(this.capacity * s.width, (b, o, n) => new Float32Array(b, o, n)));
+    this.shift = shift;
+  }
+
+  /**
+   * Slides an empty shared buffer's arrays so that the first starts at an address that agrees with `fileOffset`
+   * modulo 4096. A full float32 shard's Arrow body is the arrays in this order with no gaps, so when the body starts
+   * at `fileOffset` in the file, the writer sends it to the disk with O_DIRECT from here, without copying it into its
+   * staging buffer (src/util/fsx.ts). Without the native build, or where the offsets cannot agree, nothing moves.
+   */
+  alignBody(fileOffset: number): void {
+    if (this.rows) throw new Error('ShardBuffer.alignBody: the buffer holds rows');
+    const pageOffset = native()?.pageOffset;
+    if (!pageOffset || !(this.memory instanceof SharedArrayBuffer)) return;
+    const shift = (((fileOffset - pageOffset(new Uint8Array(this.memory, 0, 1))) % BODY_ALIGN) + BODY_ALIGN) % BODY_ALIGN;
+    if (shift % 4 === 0 && shift !== this.shift) this.layOut(shift);
   }
 
   get full(): boolean {
@@ -79,6 +104,29 @@ export class ShardBuffer {
 
   reset(): void {
     this.rows = 0;
+  }
+}
+
+/** The block a shard body's address is matched to its file offset modulo (ShardBuffer.alignBody). */
+const BODY_ALIGN = 4096;
+
+/**
+ * Where a full float32 Arrow shard of `buf`'s shape and these metadata starts its body (the bytes of the arrays) in
+ * the file: the schema and the record batch's header come first. The same for every shard whose metadata values
+ * have the same lengths.
+ */
+export function arrowBodyOffset(buf: ShardBuffer, metadata: Record<string, string>): number | undefined {
+  const rows = buf.rows;
+  buf.rows = buf.capacity;
+  try {
+    let at = 0;
+    for (const c of encodeShardChunks(buf, 'f32', metadata)) {
+      if (c.buffer === buf.doc.buffer && c.byteOffset === buf.doc.byteOffset) return at;
+      at += c.length;
+    }
+    return undefined;
+  } finally {
+    buf.rows = rows;
   }
 }
 

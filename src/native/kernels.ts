@@ -313,6 +313,8 @@ export interface NativeModule {
   mallocKeep(): void;
   /** Transparent huge pages over a large array's whole 2 MiB pages (advice: the bytes advised, 0 when refused). */
   adviseHuge(a: Float32Array | Int32Array | Uint32Array | Float64Array): number;
+  /** The address of the array's first byte modulo 4096 (O_DIRECT from the caller's memory, src/util/fsx.ts); absent in builds before it. */
+  pageOffset?(a: ArrayBufferView): number;
 }
 
 const require = createRequire(import.meta.url);
