@@ -66,7 +66,8 @@ const BUILTIN: Record<BuiltinName, { pkg: string; files: (dir: string) => string
  * sessions were being made) before the first window, and a million tokens use a sixth of it (docs/BENCHMARKS.md).
  */
 class StoredDoc implements Doc {
-  private read?: string;
+  /** The text, once read. */
+  private loaded?: string;
 
   constructor(
     readonly key: string,
@@ -75,15 +76,15 @@ class StoredDoc implements Doc {
   ) {}
 
   get text(): string {
-    if (this.read === undefined) {
+    if (this.loaded === undefined) {
       const d = BUILTIN[this.corpus].read(this.path);
       if (d.key !== this.key)
         throw new UserError(
           `${this.path} holds document ${d.key} where sdlkit's index of ${BUILTIN[this.corpus].pkg} has ${this.key}: the package's files changed; reinstall it (npm ci)`,
         );
-      this.read = d.text;
+      this.loaded = d.text;
     }
-    return this.read;
+    return this.loaded;
   }
 }
 
