@@ -22,6 +22,7 @@ import {
 import { parquetWasm } from './parquet.js';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
 import { native } from '../native/kernels.js';
+import { DIRECT_ALIGN } from '../util/fsx.js';
 
 export type ShardFormat = 'arrow' | 'parquet';
 export const SHARD_FORMATS: readonly ShardFormat[] = ['arrow', 'parquet'];
@@ -53,8 +54,6 @@ export class ShardBuffer {
   token!: Int32Array;
   values!: Float32Array[];
   private readonly memory: ArrayBufferLike;
-  /** Where the arrays start in `memory` (bytes; see alignBody). */
-  private shift = 0;
 
   constructor(
     readonly capacity: number,
@@ -63,7 +62,7 @@ export class ShardBuffer {
   ) {
     const bytes = 4 * (4 * capacity + sites.reduce((a, s) => a + capacity * s.width, 0));
     // A shared buffer (the writer thread's) gets a block of room to slide its arrays along: alignBody.
-    this.memory = shared ? new SharedArrayBuffer(bytes + BODY_ALIGN) : new ArrayBuffer(bytes);
+    this.memory = shared ? new SharedArrayBuffer(bytes + DIRECT_ALIGN) : new ArrayBuffer(bytes);
     this.layOut(0);
   }
 
@@ -81,7 +80,6 @@ export class ShardBuffer {
     this.pos = take(this.capacity, int);
     this.token = take(this.capacity, int);
     this.values = this.sites.map((s) => take(this.capacity * s.width, (b, o, n) => new Float32Array(b, o, n)));
-    this.shift = shift;
   }
 
   /**
@@ -94,8 +92,8 @@ export class ShardBuffer {
     if (this.rows) throw new Error('ShardBuffer.alignBody: the buffer holds rows');
     const pageOffset = native()?.pageOffset;
     if (!pageOffset || !(this.memory instanceof SharedArrayBuffer)) return;
-    const shift = (((fileOffset - pageOffset(new Uint8Array(this.memory, 0, 1))) % BODY_ALIGN) + BODY_ALIGN) % BODY_ALIGN;
-    if (shift % 4 === 0 && shift !== this.shift) this.layOut(shift);
+    const shift = (((fileOffset - pageOffset(new Uint8Array(this.memory, 0, 1))) % DIRECT_ALIGN) + DIRECT_ALIGN) % DIRECT_ALIGN;
+    if (shift % 4 === 0 && shift !== this.doc.byteOffset) this.layOut(shift);
   }
 
   get full(): boolean {
@@ -106,9 +104,6 @@ export class ShardBuffer {
     this.rows = 0;
   }
 }
-
-/** The block a shard body's address is matched to its file offset modulo (ShardBuffer.alignBody). */
-const BODY_ALIGN = 4096;
 
 /**
  * Where a full float32 Arrow shard of `buf`'s shape and these metadata starts its body (the bytes of the arrays) in

@@ -99,7 +99,8 @@ export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean;
 /** O_DIRECT writes go through this many bytes of 4096-aligned memory (one per thread: each has its own module). */
 const DIRECT_BLOCK = 8 << 20;
 /** The block O_DIRECT's addresses, offsets and lengths are aligned to (the largest logical block in common use). */
-const BLOCK = 4096;
+export const DIRECT_ALIGN = 4096;
+const BLOCK = DIRECT_ALIGN;
 let directStage: Uint8Array | null | undefined;
 
 /** Bytes this thread has written with O_DIRECT straight from its callers' memory, not through the staging buffer (tests). */
@@ -108,8 +109,8 @@ export const directFromCaller = { bytes: 0 };
 /**
  * A file being written, either through the page cache or with O_DIRECT: the disk reads the bytes from an aligned
  * staging buffer, or in whole blocks straight from the caller's memory where its address agrees with its place in
- * the file (a harvest's shard body), so the kernel neither copies them into cached pages nor writes those back later. On this VM that
- * is the difference between 0.2-1.9 s and 0.04 s of kernel time per 768 MB (docs/BENCHMARKS.md). O_DIRECT needs
+ * the file (a harvest's shard body), so the kernel neither copies them into cached pages nor writes those back
+ * later. On this VM that is the difference between 0.2-1.9 s and 0.04 s of kernel time per 768 MB (docs/BENCHMARKS.md). O_DIRECT needs
  * aligned memory (the native build's alignedBuffer), aligned sizes (the last block is padded, then the file
  * truncated to its length) and a file system that takes it; without any of them the file is written through the
  * page cache, with the same bytes.
