@@ -245,6 +245,17 @@ test("a shard written as the Arrow writer's chunks is byte-identical to the join
     const chunks = encodeShardChunks(b, dtype, { k: 'v' });
     const joined = Buffer.concat(chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
     assert.equal(Buffer.compare(Buffer.from(one), joined), 0, dtype);
+    // A writer thread's (shared) buffer: the value columns, float16 ones included, go to the thread as views of
+    // shared memory (no 25-100 MB copy a shard when the job is posted), and the file is the same bytes.
+    const shared = new ShardBuffer(300, b.sites, true);
+    shared.rows = 257;
+    b.values.forEach((v, i) => shared.values[i].set(v));
+    shared.token.set(b.token);
+    const sc = encodeShardChunks(shared, dtype, { k: 'v' });
+    const inShared = sc.filter((c) => c.buffer instanceof SharedArrayBuffer).reduce((a, c) => a + c.byteLength, 0);
+    assert.ok(inShared >= 257 * 11 * (dtype === 'f16' ? 2 : 4), `${dtype}: ${inShared} bytes in shared memory`);
+    const sj = Buffer.concat(sc.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
+    assert.equal(Buffer.compare(Buffer.from(one), sj), 0, `${dtype}, shared`);
   }
 });
 

@@ -14,6 +14,7 @@
 
 #include "bpe.h"
 #include "checksum.h"
+#include "half.h"
 #include "clt.h"
 #include "screen.h"
 #include "engine.h"
@@ -983,6 +984,29 @@ napi_value Crc32c(napi_env env, napi_callback_info info) {
   });
 }
 
+// f32ToF16(src: Float32Array, dst: Uint16Array) and f16ToF32(src: Uint16Array, dst: Float32Array): src.length
+// values converted into dst's first src.length (half.h; src/util/f16.ts is the reference).
+template <class S, class D>
+napi_value convertHalf(napi_env env, napi_callback_info info, napi_typedarray_type srcType, napi_typedarray_type dstType, const char* name,
+                       void (*convert)(const S*, D*, size_t)) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 2);
+    TypedArray s = typedInfo(env, a[0], name), d = typedInfo(env, a[1], name);
+    if (s.type != srcType || d.type != dstType) throw JsError{std::string(name) + ": wrong array types"};
+    if (d.length < s.length) throw JsError{std::string(name) + ": dst is shorter than src"};
+    convert(static_cast<const S*>(s.data), static_cast<D*>(d.data), s.length);
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    return undefined;
+  });
+}
+napi_value F32ToF16(napi_env env, napi_callback_info info) {
+  return convertHalf<float, uint16_t>(env, info, napi_float32_array, napi_uint16_array, "f32ToF16(src: Float32Array, dst: Uint16Array)", sdl::f32ToF16);
+}
+napi_value F16ToF32(napi_env env, napi_callback_info info) {
+  return convertHalf<uint16_t, float>(env, info, napi_uint16_array, napi_float32_array, "f16ToF32(src: Uint16Array, dst: Float32Array)", sdl::f16ToF32);
+}
+
 // alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot
 // ask for an alignment, and O_DIRECT writes (src/util/fsx.ts) need the buffer's address aligned to the disk's block.
 napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
@@ -1154,6 +1178,10 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "mallocKeep", fn);
   napi_create_function(env, "crc32c", NAPI_AUTO_LENGTH, Crc32c, nullptr, &fn);
   napi_set_named_property(env, exports, "crc32c", fn);
+  napi_create_function(env, "f32ToF16", NAPI_AUTO_LENGTH, F32ToF16, nullptr, &fn);
+  napi_set_named_property(env, exports, "f32ToF16", fn);
+  napi_create_function(env, "f16ToF32", NAPI_AUTO_LENGTH, F16ToF32, nullptr, &fn);
+  napi_set_named_property(env, exports, "f16ToF32", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);

@@ -1,6 +1,6 @@
-// The shard writer's thread (see shard-writer.ts): writes each shard's bytes atomically with their CRC-32C. A float32
-// Arrow shard arrives already encoded (its chunks, most of them views of the shared shard buffer); a Parquet or
-// float16 shard arrives as the buffer's arrays and is encoded here (zstd, the float16 rounding: real work). This
+// The shard writer's thread (see shard-writer.ts): writes each shard's bytes atomically with their CRC-32C. An Arrow
+// shard arrives already encoded (its chunks, most of them views of the shared shard buffer); a Parquet shard arrives
+// as the buffer's arrays and is encoded here (zstd: real work). This
 // module imports no Arrow or Parquet code at the top: loading apache-arrow cost the thread ~0.29 s of CPU at a
 // harvest's start, taken from the forward (docs/BENCHMARKS.md).
 import { parentPort, workerData } from 'node:worker_threads';

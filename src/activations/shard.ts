@@ -54,6 +54,8 @@ export class ShardBuffer {
   token!: Int32Array;
   values!: Float32Array[];
   private readonly memory: ArrayBufferLike;
+  /** Each site's values rounded to float16 for an f16 shard (made on first use, in shared memory when the buffer's is). */
+  private halves?: Uint16Array[];
 
   constructor(
     readonly capacity: number,
@@ -94,6 +96,25 @@ export class ShardBuffer {
     if (!pageOffset || !(this.memory instanceof SharedArrayBuffer)) return;
     const shift = (((fileOffset - pageOffset(new Uint8Array(this.memory, 0, 1))) % DIRECT_ALIGN) + DIRECT_ALIGN) % DIRECT_ALIGN;
     if (shift % 4 === 0 && shift !== this.doc.byteOffset) this.layOut(shift);
+  }
+
+  /**
+   * Site i's values (the first `rows` rows) rounded to float16, in this buffer's own array for them: an f16 shard's
+   * column. Shared like the rest, so the writer's thread reads them where they are.
+   */
+  halfValues(i: number): Uint16Array {
+    if (!this.halves) {
+      const total = this.sites.reduce((a, s) => a + this.capacity * s.width, 0);
+      const mem = this.memory instanceof SharedArrayBuffer ? new SharedArrayBuffer(2 * total) : new ArrayBuffer(2 * total);
+      let at = 0;
+      this.halves = this.sites.map((s) => {
+        const a = new Uint16Array(mem, 2 * at, this.capacity * s.width);
+        at += this.capacity * s.width;
+        return a;
+      });
+    }
+    const n = this.rows * this.sites[i].width;
+    return f32ToF16(this.values[i].subarray(0, n), this.halves[i].subarray(0, n));
   }
 
   get full(): boolean {
@@ -138,7 +159,7 @@ function shardTable(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, str
     const flat = buf.values[i].subarray(0, n * s.width);
     const child =
       dtype === 'f16'
-        ? makeData({ type: new Float16(), length: flat.length, nullCount: 0, data: f32ToF16(flat) })
+        ? makeData({ type: new Float16(), length: flat.length, nullCount: 0, data: buf.halfValues(i) })
         : makeData({ type: new Float32(), length: flat.length, nullCount: 0, data: flat });
     const itemField = new Field('item', child.type, false);
     const type = new FixedSizeList(s.width, itemField);

@@ -6,7 +6,7 @@
 import type { LoadedModel } from '../models/model.js';
 import { DataType, type TensorProto } from '../onnx/proto.js';
 import { GraphIndex } from '../onnx/graph.js';
-import { fromHalf } from '../util/f16.js';
+import { f16ToF32 } from '../util/f16.js';
 import { UserError } from '../util/errors.js';
 
 export interface Unembedding {
@@ -28,7 +28,7 @@ function floats(t: TensorProto): Float32Array {
   }
   if (t.dataType === DataType.FLOAT16 && t.raw) {
     const h = new Uint16Array(t.raw.buffer.slice(t.raw.byteOffset, t.raw.byteOffset + 2 * n));
-    return Float32Array.from(h, fromHalf);
+    return f16ToF32(h);
   }
   throw new UserError(`tensor ${t.name} is stored as ${t.external ? 'external data' : `type ${t.dataType}`}, which the logit lens cannot read`);
 }

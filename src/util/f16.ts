@@ -1,14 +1,21 @@
-// IEEE half precision conversion (round to nearest even), for --dtype f16 shards.
+// IEEE half precision (binary16) conversion: --dtype f16 shards, F16 safetensors and ONNX initializers, float16
+// model outputs. Round to nearest even, subnormals kept, NaN payloads carried as the F16C instructions carry them
+// (quiet bit set, the top payload bits kept). The arrays go through the native build's F16C/AVX-512 conversion
+// (native/src/half.cc) when it is loaded; the functions here are its reference, and a test holds the two equal bit
+// for bit over every half and a sweep of float32 patterns.
+import { native } from '../native/kernels.js';
+
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/** The half nearest `v` (ties to even), as its 16 bits. */
 export function toHalf(v: number): number {
   f32[0] = v;
   const x = u32[0];
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // Inf / NaN
+  if (exp === 0xff) return sign | (mant ? 0x7e00 | (mant >>> 13) : 0x7c00); // NaN (made quiet) / Inf
   const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00; // overflow -> Inf
   if (e <= 0) {
@@ -27,21 +34,51 @@ export function toHalf(v: number): number {
   return sign | h;
 }
 
-export function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
+/** The float32 bits of half `h` (exact: every half is a float32). */
+function halfBits(h: number): number {
+  const sign = (h & 0x8000) << 16;
   const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+  let mant = h & 0x3ff;
+  if (exp === 0x1f) return (sign | 0x7f800000 | (mant ? 0x400000 | (mant << 13) : 0)) >>> 0;
+  if (exp !== 0) return (sign | ((exp - 15 + 127) << 23) | (mant << 13)) >>> 0;
+  if (mant === 0) return sign >>> 0;
+  let e = -14;
+  while (!(mant & 0x400)) {
+    mant <<= 1;
+    e--;
+  }
+  return (sign | ((e + 127) << 23) | ((mant & 0x3ff) << 13)) >>> 0;
 }
 
-export function f32ToF16(src: Float32Array, dst = new Uint16Array(src.length)): Uint16Array {
+export function fromHalf(h: number): number {
+  u32[0] = halfBits(h);
+  return f32[0];
+}
+
+export function f32ToF16Reference<D extends Uint16Array<ArrayBufferLike> = Uint16Array>(src: Float32Array, dst: D = new Uint16Array(src.length) as D): D {
   for (let i = 0; i < src.length; i++) dst[i] = toHalf(src[i]);
   return dst;
 }
 
+export function f16ToF32Reference<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) bits[i] = halfBits(src[i]);
+  return dst;
+}
+
+/** Below this many values the native call's own cost is more than the conversion's. */
+const NATIVE_FROM = 64;
+
+export function f32ToF16<D extends Uint16Array<ArrayBufferLike> = Uint16Array>(src: Float32Array, dst: D = new Uint16Array(src.length) as D): D {
+  const convert = src.length >= NATIVE_FROM ? native()?.f32ToF16 : undefined;
+  if (!convert) return f32ToF16Reference(src, dst);
+  convert(src, dst);
+  return dst;
+}
+
 export function f16ToF32<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
-  for (let i = 0; i < src.length; i++) dst[i] = fromHalf(src[i]);
+  const convert = src.length >= NATIVE_FROM ? native()?.f16ToF32 : undefined;
+  if (!convert) return f16ToF32Reference(src, dst);
+  convert(src, dst);
   return dst;
 }

@@ -1,0 +1,13 @@
+// float32 <-> IEEE 754 binary16 (float16: `--dtype f16` shards, F16 safetensors, float16 model outputs). Round to
+// nearest even, subnormals kept, NaN payloads as the F16C instructions carry them (quiet bit set, the top payload
+// bits kept). The TypeScript reference is src/util/f16.ts; a test holds the two equal bit for bit.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace sdl {
+
+void f32ToF16(const float* src, uint16_t* dst, size_t n);
+void f16ToF32(const uint16_t* src, float* dst, size_t n);
+
+}  // namespace sdl
