@@ -129,6 +129,57 @@ test('SAELens export: tensor names, shapes and dtype in the safetensors header; 
   }
 });
 
+test('a SAELens folder saved from a bfloat16 run imports exactly', () => {
+  const dir = tmp();
+  const d = randomDict('topk');
+  const out = join(dir, 'bf16');
+  exportSaelens(d, out);
+  // The same file with every tensor as BF16: each float32's upper 16 bits (a bf16 value; its float32 is those bits
+  // followed by zeros), one of them a negative zero and one a subnormal, to be read back bit for bit.
+  const file = join(out, 'sae_weights.safetensors');
+  const f32 = decodeSafetensors(readFileSync(file)).tensors;
+  f32.b_enc.data[0] = -0;
+  f32.b_enc.data[1] = 1e-39;
+  const header: Record<string, unknown> = {};
+  const parts: Buffer[] = [];
+  let at = 0;
+  const want: Record<string, Uint32Array> = {};
+  for (const [name, t] of Object.entries(f32)) {
+    const hi = Uint16Array.from(new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length), (b) => b >>> 16);
+    want[name] = Uint32Array.from(hi, (h) => h << 16);
+    header[name] = { dtype: 'BF16', shape: t.shape, data_offsets: [at, at + 2 * hi.length] };
+    parts.push(Buffer.from(hi.buffer));
+    at += 2 * hi.length;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, json, ...parts]));
+  const back = decodeSafetensors(readFileSync(file)).tensors;
+  for (const [name, bits] of Object.entries(want)) {
+    const got = back[name].data;
+    assert.deepEqual(new Uint32Array(got.buffer, got.byteOffset, got.length), bits, name);
+    assert.equal(back[name].dtype, 'BF16');
+  }
+  assert.ok(Object.is(back.b_enc.data[0], -0) && back.b_enc.data[1] > 0 && back.b_enc.data[1] < 1.2e-38, 'negative zero and a subnormal kept');
+  // The imported dictionary is the one whose weights are the bf16 values.
+  const imported = importSaelens(out);
+  const x = Float32Array.from({ length: 36 }, (_, i) => Math.sin(i));
+  const rounded = (a: Float32Array) => {
+    const r = new Float32Array(a.length);
+    new Uint32Array(r.buffer).set(Uint32Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length), (b) => (b >>> 16) << 16));
+    return r;
+  };
+  const ref = new Dictionary(d.cfg, {
+    ...d.w,
+    W_enc: rounded(d.w.W_enc),
+    W_dec: rounded(d.w.W_dec),
+    b_enc: rounded(f32.b_enc.data),
+    b_dec: rounded(d.w.b_dec),
+  });
+  assert.deepEqual(imported.encode(x, 3), ref.encode(x, 3));
+});
+
 test('safetensors: a tensor held transposed is written in row blocks, byte-equal to writing its transpose whole', () => {
   // [700, 3000] stored as [3000, 700]: 4 MiB blocks of 349 rows, the last one 2 rows.
   const rows = 700,

@@ -1,9 +1,10 @@
 // safetensors: an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
-// then the raw little-endian bytes. F32 is written; F32, F16 and F64 are read.
+// then the raw little-endian bytes. F32 is written; F32, F16, BF16 (a dictionary saved from a bfloat16 run)
+// and F64 are read, all exactly.
 import { existsSync, readFileSync } from 'node:fs';
 import { UserError } from '../util/errors.js';
 import { writeAtomic } from '../util/fsx.js';
-import { f16ToF32 } from '../util/f16.js';
+import { bf16ToF32, f16ToF32 } from '../util/f16.js';
 import { transpose, transposeRows } from './linalg.js';
 
 export interface NamedTensor {
@@ -109,8 +110,8 @@ export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): Safe
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const { dtype, shape, data_offsets } = info as { dtype: string; shape: number[]; data_offsets: [number, number] };
-    const size = { F32: 4, F16: 2, F64: 8 }[dtype];
-    if (!size) throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; sdlkit reads F32, F16 and F64`);
+    const size = { F32: 4, F16: 2, BF16: 2, F64: 8 }[dtype];
+    if (!size) throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; sdlkit reads F32, F16, BF16 and F64`);
     const [a, b] = Array.isArray(data_offsets) ? data_offsets : [NaN, NaN];
     const count = Array.isArray(shape) ? shape.reduce((x, y) => x * y, 1) : NaN;
     if (!(a >= 0 && b >= a && b - a === count * size))
@@ -126,6 +127,7 @@ export function decodeSafetensors(buf: Uint8Array, source = 'safetensors'): Safe
     let data: Float32Array;
     if (dtype === 'F32') data = new Float32Array(bytes.buffer, 0, (b - a) / 4);
     else if (dtype === 'F16') data = f16ToF32(new Uint16Array(bytes.buffer, 0, (b - a) / 2));
+    else if (dtype === 'BF16') data = bf16ToF32(new Uint16Array(bytes.buffer, 0, (b - a) / 2));
     else data = Float32Array.from(new Float64Array(bytes.buffer, 0, (b - a) / 8));
     tensors[name] = { data, shape, dtype };
   }

@@ -2,7 +2,7 @@
 // model outputs. Round to nearest even, subnormals kept, NaN payloads carried as the F16C instructions carry them
 // (quiet bit set, the top payload bits kept). The arrays go through the native build's F16C/AVX-512 conversion
 // (native/src/half.cc) when it is loaded; the functions here are its reference, and a test holds the two equal bit
-// for bit over every half and a sweep of float32 patterns.
+// for bit over every half and a sweep of float32 patterns. bfloat16 (BF16 safetensors) is widened at the end.
 import { native } from '../native/kernels.js';
 
 const f32 = new Float32Array(1);
@@ -80,5 +80,12 @@ export function f16ToF32<D extends Float32Array<ArrayBufferLike> = Float32Array>
   const convert = src.length >= NATIVE_FROM ? native()?.f16ToF32 : undefined;
   if (!convert) return f16ToF32Reference(src, dst);
   convert(src, dst);
+  return dst;
+}
+
+/** bfloat16 (a float32's upper 16 bits) -> float32: exact, every bit pattern kept. */
+export function bf16ToF32<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
   return dst;
 }
