@@ -85,6 +85,10 @@ test('ONNX export matches sdlkit encode/decode within 1e-5 for every activation,
   });
   await compare(tc, dictionaryToOnnx(tc), 1e-5);
   await compare(randomDict('topk'), dictionaryToOnnx(randomDict('topk'), { fp16: true }), 2e-2);
+  // A weight past float16's range is refused, not stored as an infinity.
+  const loud = randomDict('topk');
+  loud.w.b_dec[3] = -7e4;
+  assert.throws(() => dictionaryToOnnx(loud, { fp16: true }), /b_dec holds values beyond float16's range \(\|x\| > 65504\): export without --fp16/);
   const enc = await ort.InferenceSession.create(dictionaryToOnnx(randomDict('relu'), { encoderOnly: true }));
   assert.deepEqual(enc.outputNames, ['features']);
 });

@@ -33,7 +33,14 @@ test('the reference: known halves, ties to even, overflow, subnormals, signed ze
   ];
   for (const [v, h] of cases) assert.equal(toHalf(v), h, `toHalf(${v})`);
   const nan = new Uint32Array([0x7f800001, 0xffbfffff, 0x7f802000]);
-  assert.deepEqual(Array.from(f32ToF16Reference(floatsOf(nan))), [0x7e00, 0xffff, 0x7e01]);
+  const nanHalves = new Uint16Array(3);
+  assert.equal(f32ToF16Reference(floatsOf(nan), nanHalves), 0, 'NaN is not an overflow');
+  assert.deepEqual(Array.from(nanHalves), [0x7e00, 0xffff, 0x7e01]);
+  // Finite values too large for a half are counted (they become infinities); infinities themselves are not.
+  const edge = new Float32Array([65504, 65519.99, 65520, -70000, 3e38, Infinity, -Infinity, 1]);
+  const edgeHalves = new Uint16Array(edge.length);
+  assert.equal(f32ToF16Reference(edge, edgeHalves), 3);
+  assert.deepEqual(Array.from(edgeHalves), [0x7bff, 0x7bff, 0x7c00, 0xfc00, 0x7c00, 0x7c00, 0xfc00, 0x3c00]);
   // Every half's value by the definition; every non-NaN half rounds back to itself.
   for (let h = 0; h < 0x10000; h++) {
     const e = (h >>> 10) & 0x1f;
@@ -72,8 +79,10 @@ test('native float16 conversion = the reference, bit for bit', { skip }, () => {
   for (let i = 0; i < 200_000; i++) pats.push(rng.int(2 ** 16) * 2 ** 16 + rng.int(2 ** 16));
   const src = floatsOf(Uint32Array.from(pats));
   const got = new Uint16Array(src.length);
-  mod!.f32ToF16!(src, got);
-  const want = f32ToF16Reference(src);
+  const want = new Uint16Array(src.length);
+  const overflows = f32ToF16Reference(src, want);
+  assert.ok(overflows > 1000, `${overflows} overflows among the patterns`);
+  assert.equal(mod!.f32ToF16!(src, got), overflows, 'the same overflow count');
   for (let i = 0; i < src.length; i++)
     if (got[i] !== want[i]) assert.fail(`f32 bits ${pats[i].toString(16)}: native ${got[i].toString(16)}, reference ${want[i].toString(16)}`);
 
@@ -82,15 +91,18 @@ test('native float16 conversion = the reference, bit for bit', { skip }, () => {
     for (let n = 0; n <= 40; n++) {
       const s = src.subarray(1000 + off, 1000 + off + n);
       const d = new Uint16Array(n + 2).fill(0xabcd);
-      mod!.f32ToF16!(s, d);
-      assert.deepEqual(Array.from(d), [...f32ToF16Reference(s), 0xabcd, 0xabcd], `f32ToF16, offset ${off}, length ${n}`);
+      const r = new Uint16Array(n);
+      assert.equal(mod!.f32ToF16!(s, d), f32ToF16Reference(s, r), `overflows, offset ${off}, length ${n}`);
+      assert.deepEqual(Array.from(d), [...r, 0xabcd, 0xabcd], `f32ToF16, offset ${off}, length ${n}`);
       const h = halves.subarray(31000 + off, 31000 + off + n);
       const w = new Float32Array(n + 1).fill(7);
       mod!.f16ToF32!(h, w);
       assert.deepEqual(Array.from(w), [...f16ToF32Reference(h), 7], `f16ToF32, offset ${off}, length ${n}`);
     }
   // The exported functions (native past a few dozen values) give the reference's bits.
-  assert.deepEqual(f32ToF16(src), want);
+  const viaExport = new Uint16Array(src.length);
+  assert.equal(f32ToF16(src, viaExport), overflows);
+  assert.deepEqual(viaExport, want);
   assert.deepEqual(bitsOf(f16ToF32(halves)), bitsOf(wide));
   assert.throws(() => mod!.f32ToF16!(src, new Uint16Array(3)), /dst is shorter than src/);
   assert.throws(() => mod!.f16ToF32!(halves, new Uint16Array(0x10000) as unknown as Float32Array), /wrong array types/);

@@ -30,6 +30,7 @@ before(() => {
   assert.equal(sdl('index', dict).status, 0);
   tinyLlama(join(dir, 'other'), { dim: 64, layers: 8 }); // another model of the same width
   tinyLlama(join(dir, 'narrow'), { dim: 16, layers: 8 }); // a narrower one
+  tinyLlama(join(dir, 'loud'), { dim: 16, layers: 2, scale: 30 }); // activations up to ~1e7, past float16's range
   // Damaged copies of the harvest and of the dictionary.
   const copy = (from: string, name: string) => {
     const to = join(dir, name);
@@ -233,6 +234,12 @@ const ROWS: [string, string[], RegExp, string?][] = [
   ['eval --windows past the corpus', ['eval', '@/dict', '--windows', '1e12'], /the corpus gave only \d+ windows of 128 tokens; lower --windows/],
   ['eval --ctx past the model', ['eval', '@/dict', '--ctx', '1e12'], /--ctx 1000000000000 exceeds .*context length/],
   ['ablate --ctx past the model', ['ablate', '@/dict', '--features', '3', '--ctx', '100000'], /--ctx 100000 exceeds .*context length/],
+  [
+    'harvest --dtype f16 of activations past float16',
+    ['harvest', '--model', '@/loud/model', '--corpus', '@/corpus.txt', '--layer', '1', '--tokens', '1k', '--dtype', 'f16', '--out', '@/h-loud'],
+    /blocks\.1\.hook_resid_post holds \d+ value\(s\) beyond float16's range \(\|x\| > 65504\), which an f16 shard would store as infinity; harvest with --dtype f32/,
+    '@/h-loud/shard-00000.arrow',
+  ],
   ['harvest --layers backwards', ['harvest', '--layers', '3-1', '--out', '@/h-back'], /the range 3-1 runs backwards; write it as 1-3/, '@/h-back'],
   ['run --file is a folder', ['run', '@/dict', '--file', '@/adir'], /text file .*adir is a folder; pass a text file/],
   ['dashboard of a harvest (no note first)', ['dashboard', '@/acts', '--out', '@/dash-acts'], /acts is not a dictionary folder/, '@/dash-acts'],

@@ -25,8 +25,11 @@ export function tmp(prefix = 'sdl-test-'): string {
   return dir;
 }
 
-/** A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. */
-export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number } = {}): string {
+/**
+ * A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. `scale`: the
+ * weights' standard deviation (0.3; far larger makes activations past float16's range).
+ */
+export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number; scale?: number } = {}): string {
   const dim = opts.dim ?? 16,
     L = opts.layers ?? 2,
     H = 40,
@@ -52,7 +55,7 @@ export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; se
       shared_classifier: true,
     },
     new Rng(opts.seed ?? 1),
-    { scale: 0.3, normNoise: 0.1 },
+    { scale: opts.scale ?? 0.3, normNoise: 0.1 },
   );
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'ckpt.bin'), writeLlama2c(w));

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "bpe.h"
 #include "checksum.h"
@@ -984,27 +985,32 @@ napi_value Crc32c(napi_env env, napi_callback_info info) {
   });
 }
 
-// f32ToF16(src: Float32Array, dst: Uint16Array) and f16ToF32(src: Uint16Array, dst: Float32Array): src.length
-// values converted into dst's first src.length (half.h; src/util/f16.ts is the reference).
-template <class S, class D>
+// f32ToF16(src: Float32Array, dst: Uint16Array) -> overflows, and f16ToF32(src: Uint16Array, dst: Float32Array):
+// src.length values converted into dst's first src.length (half.h; src/util/f16.ts is the reference).
+// f32ToF16 returns how many finite values were too large for a half (half.h).
+template <class S, class D, class R>
 napi_value convertHalf(napi_env env, napi_callback_info info, napi_typedarray_type srcType, napi_typedarray_type dstType, const char* name,
-                       void (*convert)(const S*, D*, size_t)) {
+                       R (*convert)(const S*, D*, size_t)) {
   return guard(env, [&]() -> napi_value {
     auto a = args(env, info, 2);
     TypedArray s = typedInfo(env, a[0], name), d = typedInfo(env, a[1], name);
     if (s.type != srcType || d.type != dstType) throw JsError{std::string(name) + ": wrong array types"};
     if (d.length < s.length) throw JsError{std::string(name) + ": dst is shorter than src"};
-    convert(static_cast<const S*>(s.data), static_cast<D*>(d.data), s.length);
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    return undefined;
+    if constexpr (std::is_void_v<R>) {
+      convert(static_cast<const S*>(s.data), static_cast<D*>(d.data), s.length);
+      napi_value undefined;
+      napi_get_undefined(env, &undefined);
+      return undefined;
+    } else {
+      return mkNum(env, static_cast<double>(convert(static_cast<const S*>(s.data), static_cast<D*>(d.data), s.length)));
+    }
   });
 }
 napi_value F32ToF16(napi_env env, napi_callback_info info) {
-  return convertHalf<float, uint16_t>(env, info, napi_float32_array, napi_uint16_array, "f32ToF16(src: Float32Array, dst: Uint16Array)", sdl::f32ToF16);
+  return convertHalf<float, uint16_t, size_t>(env, info, napi_float32_array, napi_uint16_array, "f32ToF16(src: Float32Array, dst: Uint16Array)", sdl::f32ToF16);
 }
 napi_value F16ToF32(napi_env env, napi_callback_info info) {
-  return convertHalf<uint16_t, float>(env, info, napi_uint16_array, napi_float32_array, "f16ToF32(src: Uint16Array, dst: Float32Array)", sdl::f16ToF32);
+  return convertHalf<uint16_t, float, void>(env, info, napi_uint16_array, napi_float32_array, "f16ToF32(src: Uint16Array, dst: Float32Array)", sdl::f16ToF32);
 }
 
 // alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot

@@ -1,5 +1,6 @@
 #include "half.h"
 
+#include <cmath>
 #include <cstring>
 
 #if defined(__F16C__)
@@ -57,16 +58,29 @@ float fromHalf(uint16_t h) {
 
 }  // namespace
 
-void f32ToF16(const float* src, uint16_t* dst, size_t n) {
-  size_t i = 0;
+size_t f32ToF16(const float* src, uint16_t* dst, size_t n) {
+  size_t i = 0, over = 0;
 #if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m512 lo = _mm512_set1_ps(65520.f), inf = _mm512_set1_ps(INFINITY);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(src + i), a = _mm512_abs_ps(v);
+    over += __builtin_popcount(_mm512_cmp_ps_mask(a, lo, _CMP_GE_OQ) & _mm512_cmp_ps_mask(a, inf, _CMP_LT_OQ));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
 #elif defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m256 lo = _mm256_set1_ps(65520.f), inf = _mm256_set1_ps(INFINITY), sign = _mm256_set1_ps(-0.f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(src + i), a = _mm256_andnot_ps(sign, v);
+    over += __builtin_popcount(_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, inf, _CMP_LT_OQ))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
 #endif
-  for (; i < n; i++) dst[i] = toHalf(src[i]);
+  for (; i < n; i++) {
+    const float a = std::fabs(src[i]);
+    over += a >= 65520.f && a < INFINITY;
+    dst[i] = toHalf(src[i]);
+  }
+  return over;
 }
 
 void f16ToF32(const uint16_t* src, float* dst, size_t n) {

@@ -7,7 +7,9 @@
 
 namespace sdl {
 
-void f32ToF16(const float* src, uint16_t* dst, size_t n);
+// Returns how many finite values were too large for a half (|x| >= 65520, rounded to infinity): a caller storing
+// activations or weights as float16 refuses them rather than write infinities.
+size_t f32ToF16(const float* src, uint16_t* dst, size_t n);
 void f16ToF32(const uint16_t* src, float* dst, size_t n);
 
 }  // namespace sdl

@@ -399,6 +399,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           for (let p = 0; p < cfg.ctx; p++) buf.pos[r + p] = p;
         }
         buf.rows += nw * cfg.ctx;
+        if (cfg.dtype === 'f16') buf.roundToHalf(); // each batch as it lands: a value past float16's range stops the harvest at once
         doneRows += nw * cfg.ctx;
         progress.update(doneRows, `shard ${k + 1}/${nShards}`);
         if (last) {

@@ -21,6 +21,7 @@ import {
 } from 'apache-arrow';
 import { parquetWasm } from './parquet.js';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
+import { UserError } from '../util/errors.js';
 import { native } from '../native/kernels.js';
 import { DIRECT_ALIGN } from '../util/fsx.js';
 
@@ -56,6 +57,8 @@ export class ShardBuffer {
   private readonly memory: ArrayBufferLike;
   /** Each site's values rounded to float16 for an f16 shard (made on first use, in shared memory when the buffer's is). */
   private halves?: Uint16Array[];
+  /** Rows rounded into `halves` so far. */
+  private halfRows?: number;
 
   constructor(
     readonly capacity: number,
@@ -99,10 +102,12 @@ export class ShardBuffer {
   }
 
   /**
-   * Site i's values (the first `rows` rows) rounded to float16, in this buffer's own array for them: an f16 shard's
-   * column. Shared like the rest, so the writer's thread reads them where they are.
+   * Rounds the rows filled since the last call into this buffer's float16 arrays (shared like the rest, so the
+   * writer's thread reads them where they are). An f16 harvest calls it as each batch lands, so that a value too
+   * large for a half is refused at once rather than stored as an infinity (every dictionary fit on it would fail or
+   * be wrong).
    */
-  halfValues(i: number): Uint16Array {
+  roundToHalf(): void {
     if (!this.halves) {
       const total = this.sites.reduce((a, s) => a + this.capacity * s.width, 0);
       const mem = this.memory instanceof SharedArrayBuffer ? new SharedArrayBuffer(2 * total) : new ArrayBuffer(2 * total);
@@ -113,8 +118,23 @@ export class ShardBuffer {
         return a;
       });
     }
-    const n = this.rows * this.sites[i].width;
-    return f32ToF16(this.values[i].subarray(0, n), this.halves[i].subarray(0, n));
+    const from = this.halfRows ?? 0;
+    if (from >= this.rows) return;
+    this.sites.forEach((s, i) => {
+      const [a, b] = [from * s.width, this.rows * s.width];
+      const over = f32ToF16(this.values[i].subarray(a, b), this.halves![i].subarray(a, b));
+      if (over > 0)
+        throw new UserError(
+          `${s.name} holds ${over} value(s) beyond float16's range (|x| > 65504), which an f16 shard would store as infinity; harvest with --dtype f32 (and --force to replace this unfinished harvest)`,
+        );
+    });
+    this.halfRows = this.rows;
+  }
+
+  /** Site i's values (the first `rows` rows) as float16: an f16 shard's column (see roundToHalf). */
+  halfValues(i: number): Uint16Array {
+    this.roundToHalf();
+    return this.halves![i].subarray(0, this.rows * this.sites[i].width);
   }
 
   get full(): boolean {
@@ -123,6 +143,7 @@ export class ShardBuffer {
 
   reset(): void {
     this.rows = 0;
+    this.halfRows = 0;
   }
 }
 

@@ -7,6 +7,7 @@ import type { Dictionary } from '../sdl/dictionary.js';
 import { selectionGroups, type DictConfig } from '../sdl/config.js';
 import { cltFromDense, cltShape, decRow } from '../sdl/clt.js';
 import { f32ToF16 } from '../util/f16.js';
+import { UserError } from '../util/errors.js';
 import { ACTIVATIONS } from '../sdl/activations.js';
 
 export interface OnnxExportOptions {
@@ -29,7 +30,8 @@ export function addDictionaryNodes(
   const P = opts.prefix ?? '';
   const weight = (name: string, data: Float32Array, dims: number[]): string => {
     if (!opts.fp16) return g.f32(P + name, data, dims);
-    const h = f32ToF16(data);
+    const h = new Uint16Array(data.length);
+    if (f32ToF16(data, h) > 0) throw new UserError(`${name} holds values beyond float16's range (|x| > 65504): export without --fp16`);
     g.graph.initializers.push({ name: `${P}${name}_f16`, dataType: DataType.FLOAT16, dims, raw: new Uint8Array(h.buffer) });
     return g.op('Cast', [`${P}${name}_f16`], { to: DataType.FLOAT }, P + name);
   };

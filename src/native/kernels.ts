@@ -313,8 +313,8 @@ export interface NativeModule {
   mallocKeep(): void;
   /** Transparent huge pages over a large array's whole 2 MiB pages (advice: the bytes advised, 0 when refused). */
   adviseHuge(a: Float32Array | Int32Array | Uint32Array | Float64Array): number;
-  /** float32 -> IEEE half, round to nearest even, into dst's first src.length (native/src/half.cc; src/util/f16.ts is the reference); absent in builds before it. */
-  f32ToF16?(src: Float32Array, dst: Uint16Array): void;
+  /** float32 -> IEEE half, round to nearest even, into dst's first src.length; returns how many finite values overflowed to infinity (native/src/half.cc; src/util/f16.ts is the reference); absent in builds before it. */
+  f32ToF16?(src: Float32Array, dst: Uint16Array): number;
   /** IEEE half -> float32 (exact), into dst's first src.length; absent in builds before it. */
   f16ToF32?(src: Uint16Array, dst: Float32Array): void;
   /** The address of the array's first byte modulo 4096 (O_DIRECT from the caller's memory, src/util/fsx.ts); absent in builds before it. */

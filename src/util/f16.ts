@@ -1,6 +1,7 @@
 // IEEE half precision (binary16) conversion: --dtype f16 shards, F16 safetensors and ONNX initializers, float16
 // model outputs. Round to nearest even, subnormals kept, NaN payloads carried as the F16C instructions carry them
-// (quiet bit set, the top payload bits kept). The arrays go through the native build's F16C/AVX-512 conversion
+// (quiet bit set, the top payload bits kept); a finite value too large for a half is counted, for the caller to
+// refuse (it would be stored as an infinity). The arrays go through the native build's F16C/AVX-512 conversion
 // (native/src/half.cc) when it is loaded; the functions here are its reference, and a test holds the two equal bit
 // for bit over every half and a sweep of float32 patterns. bfloat16 (BF16 safetensors) is widened at the end.
 import { native } from '../native/kernels.js';
@@ -55,9 +56,21 @@ export function fromHalf(h: number): number {
   return f32[0];
 }
 
-export function f32ToF16Reference<D extends Uint16Array<ArrayBufferLike> = Uint16Array>(src: Float32Array, dst: D = new Uint16Array(src.length) as D): D {
-  for (let i = 0; i < src.length; i++) dst[i] = toHalf(src[i]);
-  return dst;
+/** The smallest float32 magnitude that rounds to a half's infinity (ties to even: 65520 is halfway past 65504). */
+const HALF_OVERFLOW = 65520;
+
+/**
+ * src rounded to halves into dst's first src.length entries; returns how many finite values were too large for a
+ * half (each became an infinity), for the caller to refuse.
+ */
+export function f32ToF16Reference(src: Float32Array, dst: Uint16Array): number {
+  let over = 0;
+  for (let i = 0; i < src.length; i++) {
+    const a = Math.abs(src[i]);
+    if (a >= HALF_OVERFLOW && a < Infinity) over++;
+    dst[i] = toHalf(src[i]);
+  }
+  return over;
 }
 
 export function f16ToF32Reference<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
@@ -69,11 +82,10 @@ export function f16ToF32Reference<D extends Float32Array<ArrayBufferLike> = Floa
 /** Below this many values the native call's own cost is more than the conversion's. */
 const NATIVE_FROM = 64;
 
-export function f32ToF16<D extends Uint16Array<ArrayBufferLike> = Uint16Array>(src: Float32Array, dst: D = new Uint16Array(src.length) as D): D {
+/** As f32ToF16Reference, natively where the build is loaded. */
+export function f32ToF16(src: Float32Array, dst: Uint16Array): number {
   const convert = src.length >= NATIVE_FROM ? native()?.f32ToF16 : undefined;
-  if (!convert) return f32ToF16Reference(src, dst);
-  convert(src, dst);
-  return dst;
+  return convert ? convert(src, dst) : f32ToF16Reference(src, dst);
 }
 
 export function f16ToF32<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
