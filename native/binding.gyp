@@ -1,6 +1,6 @@
 {
   "target_defaults": {
-    "sources": ["src/addon.cc", "src/engine.cc", "src/step.cc", "src/clt.cc", "src/gemm.cc", "src/encode.cc", "src/screen.cc", "src/select.cc", "src/index_stats.cc", "src/text.cc", "src/peak.cc", "src/checksum.cc", "src/bpe.cc", "src/half.cc"],
+    "sources": ["src/addon.cc", "src/engine.cc", "src/step.cc", "src/clt.cc", "src/gemm.cc", "src/encode.cc", "src/screen.cc", "src/select.cc", "src/index_stats.cc", "src/text.cc", "src/peak.cc", "src/checksum.cc", "src/bpe.cc", "src/half.cc", "src/finite.cc"],
     "cflags_cc!": ["-fno-exceptions"],
     "cflags_cc": ["-std=gnu++17", "-O3", "-fexceptions", "-ffp-contract=fast", "-fno-math-errno", "-pthread"],
     "ldflags": ["-pthread"],

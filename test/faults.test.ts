@@ -30,7 +30,9 @@ before(() => {
   assert.equal(sdl('index', dict).status, 0);
   tinyLlama(join(dir, 'other'), { dim: 64, layers: 8 }); // another model of the same width
   tinyLlama(join(dir, 'narrow'), { dim: 16, layers: 8 }); // a narrower one
-  tinyLlama(join(dir, 'loud'), { dim: 16, layers: 2, scale: 30 }); // activations up to ~1e7, past float16's range
+  // Embeddings ~1e5 (the residual stream past float16's range), and NaN embeddings (every hook NaN).
+  tinyLlama(join(dir, 'loud'), { dim: 16, layers: 2, edit: (w) => w.tok_embeddings.forEach((v, i, a) => (a[i] = v * 1e5)) });
+  tinyLlama(join(dir, 'nan'), { dim: 16, layers: 2, edit: (w) => w.tok_embeddings.fill(Number.NaN) });
   // Damaged copies of the harvest and of the dictionary.
   const copy = (from: string, name: string) => {
     const to = join(dir, name);
@@ -239,6 +241,12 @@ const ROWS: [string, string[], RegExp, string?][] = [
     ['harvest', '--model', '@/loud/model', '--corpus', '@/corpus.txt', '--layer', '1', '--tokens', '1k', '--dtype', 'f16', '--out', '@/h-loud'],
     /blocks\.1\.hook_resid_post holds \d+ value\(s\) beyond float16's range \(\|x\| > 65504\), which an f16 shard would store as infinity; harvest with --dtype f32/,
     '@/h-loud/shard-00000.arrow',
+  ],
+  [
+    'harvest of a model that gives NaN',
+    ['harvest', '--model', '@/nan/model', '--corpus', '@/corpus.txt', '--layer', '1', '--tokens', '1k', '--out', '@/h-nan'],
+    /the model gave NaN or Inf for blocks\.1\.hook_resid_post \(shard 0, row 0\); check the model/,
+    '@/h-nan/shard-00000.arrow',
   ],
   ['harvest --layers backwards', ['harvest', '--layers', '3-1', '--out', '@/h-back'], /the range 3-1 runs backwards; write it as 1-3/, '@/h-back'],
   ['run --file is a folder', ['run', '@/dict', '--file', '@/adir'], /text file .*adir is a folder; pass a text file/],

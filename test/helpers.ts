@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { randomLlamaWeights, writeLlama2c } from '../src/models/llama2c.js';
+import { randomLlamaWeights, writeLlama2c, type LlamaWeights } from '../src/models/llama2c.js';
 import { llama2cBaseVocab, writeLlama2cTokenizer } from '../src/models/tokenizer.js';
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { Rng } from '../src/util/rng.js';
@@ -26,10 +26,10 @@ export function tmp(prefix = 'sdl-test-'): string {
 }
 
 /**
- * A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. `scale`: the
- * weights' standard deviation (0.3; far larger makes activations past float16's range).
+ * A random llama2.c checkpoint + tokenizer with some English merges, imported into a model folder. `edit` changes the
+ * weights before they are written (a model with huge or NaN embeddings, for the refusals).
  */
-export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number; scale?: number } = {}): string {
+export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; seed?: number; edit?: (w: LlamaWeights) => void } = {}): string {
   const dim = opts.dim ?? 16,
     L = opts.layers ?? 2,
     H = 40,
@@ -55,8 +55,9 @@ export function tinyLlama(dir = tmp(), opts: { dim?: number; layers?: number; se
       shared_classifier: true,
     },
     new Rng(opts.seed ?? 1),
-    { scale: opts.scale ?? 0.3, normNoise: 0.1 },
+    { scale: 0.3, normNoise: 0.1 },
   );
+  opts.edit?.(w);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'ckpt.bin'), writeLlama2c(w));
   writeFileSync(join(dir, 'tok.bin'), writeLlama2cTokenizer(vocab, scores));

@@ -16,6 +16,7 @@
 #include "bpe.h"
 #include "checksum.h"
 #include "half.h"
+#include "finite.h"
 #include "clt.h"
 #include "screen.h"
 #include "engine.h"
@@ -1013,6 +1014,15 @@ napi_value F16ToF32(napi_env env, napi_callback_info info) {
   return convertHalf<uint16_t, float, void>(env, info, napi_uint16_array, napi_float32_array, "f16ToF32(src: Uint16Array, dst: Float32Array)", sdl::f16ToF32);
 }
 
+// countNonFinite(a: Float32Array) -> how many entries are NaN or infinite (finite.h).
+napi_value CountNonFinite(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    TypedArray t = typedInfo(env, args(env, info, 1)[0], "countNonFinite's argument");
+    if (t.type != napi_float32_array) throw JsError{"countNonFinite takes a Float32Array"};
+    return mkNum(env, static_cast<double>(sdl::countNonFinite(static_cast<const float*>(t.data), t.length)));
+  });
+}
+
 // alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot
 // ask for an alignment, and O_DIRECT writes (src/util/fsx.ts) need the buffer's address aligned to the disk's block.
 napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
@@ -1188,6 +1198,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "f32ToF16", fn);
   napi_create_function(env, "f16ToF32", NAPI_AUTO_LENGTH, F16ToF32, nullptr, &fn);
   napi_set_named_property(env, exports, "f16ToF32", fn);
+  napi_create_function(env, "countNonFinite", NAPI_AUTO_LENGTH, CountNonFinite, nullptr, &fn);
+  napi_set_named_property(env, exports, "countNonFinite", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);

@@ -29,6 +29,7 @@ import {
 } from './manifest.js';
 import { versions } from '../util/versions.js';
 import { LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
+import { countNonFinite, firstNonFinite } from '../util/finite.js';
 
 export interface HarvestConfig {
   /** Model folder or .onnx file. */
@@ -126,6 +127,21 @@ export interface HarvestResult {
 
 /** The most threads (and worker sessions) a harvest starts. */
 const MAX_THREADS = 256;
+
+/**
+ * A model's NaN or infinite hook values are refused as each batch lands (rows [from, to) of shard `shard`): stored,
+ * every dictionary fit on them would fail or be wrong, and harvesting again would give them again.
+ */
+function refuseNonFinite(buf: ShardBuffer, shard: number, from: number, to: number): void {
+  buf.sites.forEach((s, i) => {
+    const v = buf.values[i].subarray(from * s.width, to * s.width);
+    if (countNonFinite(v) === 0) return;
+    const row = from + Math.floor(firstNonFinite(v) / s.width);
+    throw new UserError(
+      `the model gave NaN or Inf for ${s.name} (shard ${shard}, row ${row}); check the model (one that computes in float16 overflows past 65504: export it in float32)`,
+    );
+  });
+}
 
 export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   checkNumber(cfg.ctx, 'int>=2', '--ctx');
@@ -398,6 +414,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           buf.window.fill(first + i, r, r + cfg.ctx);
           for (let p = 0; p < cfg.ctx; p++) buf.pos[r + p] = p;
         }
+        refuseNonFinite(buf, k, buf.rows, buf.rows + nw * cfg.ctx);
         buf.rows += nw * cfg.ctx;
         if (cfg.dtype === 'f16') buf.roundToHalf(); // each batch as it lands: a value past float16's range stops the harvest at once
         doneRows += nw * cfg.ctx;

@@ -317,6 +317,8 @@ export interface NativeModule {
   f32ToF16?(src: Float32Array, dst: Uint16Array): number;
   /** IEEE half -> float32 (exact), into dst's first src.length; absent in builds before it. */
   f16ToF32?(src: Uint16Array, dst: Float32Array): void;
+  /** How many entries are NaN or infinite (native/src/finite.cc; src/util/finite.ts is the reference); absent in builds before it. */
+  countNonFinite?(a: Float32Array): number;
   /** The address of the array's first byte modulo 4096 (O_DIRECT from the caller's memory, src/util/fsx.ts); absent in builds before it. */
   pageOffset?(a: ArrayBufferView): number;
 }

@@ -4,6 +4,7 @@ import { readShard, type ReadBuffers, type ReadOptions } from '../activations/re
 import type { Manifest } from '../activations/manifest.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
+import { countNonFinite, firstNonFinite } from '../util/finite.js';
 
 export interface SiteRef {
   name: string;
@@ -79,11 +80,11 @@ export function loadRows(
     const v = data.values.get(name);
     if (!v) throw new UserError(`shard ${info.file} has no column ${name}`);
     const w = data.widths.get(name)!;
-    for (let i = 0; i < v.length; i++) {
-      if (!Number.isFinite(v[i]))
-        throw new UserError(
-          `shard ${info.file} row ${range.from + Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`,
-        );
+    if (countNonFinite(v) > 0) {
+      const i = firstNonFinite(v);
+      throw new UserError(
+        `shard ${info.file} row ${range.from + Math.floor(i / w)} has ${Number.isNaN(v[i]) ? 'NaN' : 'Inf'} in ${name}; harvest it again or drop the shard`,
+      );
     }
   }
   const keep = new Int32Array(data.rows);
