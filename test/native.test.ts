@@ -916,8 +916,9 @@ test("native probeGradient = the TypeScript reference (the absorption probes' si
 });
 
 test('every build this processor can run (generic, AVX2, AVX-512) passes these tests, not only the fastest one loaded', { skip }, () => {
-  // Each build has its own vector code (select.cc's compress steps, the GEMM's register tile): run this file again
-  // with each of the others forced. The runs it starts name their build, so they do not start more.
+  // Each build has its own vector code (select.cc's compress steps, the GEMM's register tile, the CRC-32C, float16
+  // and non-finite kernels): run this file and those kernels' tests again with each of the others forced. The runs
+  // it starts name their build, so they do not start more.
   if (process.env.SDLKIT_NATIVE) return;
   const f = mod.cpuFeatures();
   const runs = { generic: true, avx2: f.avx2 && f.fma, avx512: f.avx512 };
@@ -927,7 +928,8 @@ test('every build this processor can run (generic, AVX2, AVX-512) passes these t
   for (const isa of others) {
     // Without the runner's NODE_TEST_CONTEXT the child reports in TAP on its stdout, not to this runner.
     const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-    const r = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], { encoding: 'utf8', env: { ...env, SDLKIT_NATIVE: isa } });
+    const files = [import.meta.url, ...['f16', 'finite', 'checksum'].map((n) => new URL(`./${n}.test.js`, import.meta.url).href)].map((u) => fileURLToPath(u));
+    const r = spawnSync(process.execPath, ['--test', ...files], { encoding: 'utf8', env: { ...env, SDLKIT_NATIVE: isa } });
     assert.equal(r.status, 0, `the ${isa} build: ${r.stdout.slice(-3000)}${r.stderr.slice(-1000)}`);
     assert.match(r.stdout, /# pass [1-9]/);
     assert.match(r.stdout, /# fail 0/);
