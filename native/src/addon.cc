@@ -1023,6 +1023,18 @@ napi_value CountNonFinite(napi_env env, napi_callback_info info) {
   });
 }
 
+// copyCountNonFinite(src: Float32Array, dst: Float32Array) -> src copied into dst's first src.length, and how many
+// of its entries are NaN or infinite (finite.h).
+napi_value CopyCountNonFinite(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    auto a = args(env, info, 2);
+    TypedArray s = typedInfo(env, a[0], "copyCountNonFinite's src"), d = typedInfo(env, a[1], "copyCountNonFinite's dst");
+    if (s.type != napi_float32_array || d.type != napi_float32_array) throw JsError{"copyCountNonFinite takes two Float32Arrays"};
+    if (d.length < s.length) throw JsError{"copyCountNonFinite: dst is shorter than src"};
+    return mkNum(env, static_cast<double>(sdl::copyCountNonFinite(static_cast<const float*>(s.data), static_cast<float*>(d.data), s.length)));
+  });
+}
+
 // alignedBuffer(bytes) -> ArrayBuffer whose memory starts on a 4096-byte boundary, freed with it. JavaScript cannot
 // ask for an alignment, and O_DIRECT writes (src/util/fsx.ts) need the buffer's address aligned to the disk's block.
 napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
@@ -1200,6 +1212,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "f16ToF32", fn);
   napi_create_function(env, "countNonFinite", NAPI_AUTO_LENGTH, CountNonFinite, nullptr, &fn);
   napi_set_named_property(env, exports, "countNonFinite", fn);
+  napi_create_function(env, "copyCountNonFinite", NAPI_AUTO_LENGTH, CopyCountNonFinite, nullptr, &fn);
+  napi_set_named_property(env, exports, "copyCountNonFinite", fn);
   napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);

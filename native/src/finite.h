@@ -7,4 +7,8 @@ namespace sdl {
 
 size_t countNonFinite(const float* p, size_t n);
 
+// Copies n floats and counts the NaN or infinite ones in the same pass: a forward worker places a batch's hooks in
+// the shard with it, so checking them costs no second read.
+size_t copyCountNonFinite(const float* src, float* dst, size_t n);
+
 }  // namespace sdl

@@ -29,7 +29,7 @@ import {
 } from './manifest.js';
 import { versions } from '../util/versions.js';
 import { LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
-import { countNonFinite, firstNonFinite } from '../util/finite.js';
+import { copyCountingNonFinite, countNonFinite, firstNonFinite } from '../util/finite.js';
 
 export interface HarvestConfig {
   /** Model folder or .onnx file. */
@@ -129,18 +129,13 @@ export interface HarvestResult {
 const MAX_THREADS = 256;
 
 /**
- * A model's NaN or infinite hook values are refused as each batch lands (rows [from, to) of shard `shard`): stored,
- * every dictionary fit on them would fail or be wrong, and harvesting again would give them again.
+ * A model's NaN or infinite hook values are refused as each batch lands (counted as they are placed in the shard):
+ * stored, every dictionary fit on them would fail or be wrong, and harvesting again would give them again.
  */
-function refuseNonFinite(buf: ShardBuffer, shard: number, from: number, to: number): void {
-  buf.sites.forEach((s, i) => {
-    const v = buf.values[i].subarray(from * s.width, to * s.width);
-    if (countNonFinite(v) === 0) return;
-    const row = from + Math.floor(firstNonFinite(v) / s.width);
-    throw new UserError(
-      `the model gave NaN or Inf for ${s.name} (shard ${shard}, row ${row}); check the model (one that computes in float16 overflows past 65504: export it in float32)`,
-    );
-  });
+function refuseNonFinite(hook: string, shard: number, row: number): never {
+  throw new UserError(
+    `the model gave NaN or Inf for ${hook} (shard ${shard}, row ${row}); check the model (one that computes in float16 overflows past 65504: export it in float32)`,
+  );
 }
 
 export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
@@ -401,11 +396,17 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
             );
           }
           const dst = buf.values[si];
-          // Placed by the forward where this site's rows go: nothing to copy (a second site of the same tensor copies).
-          if (t.placed && t.data.buffer === dst.buffer && t.data.byteOffset === dst.byteOffset + 4 * at) continue;
-          // A model that computes in float16 gives float16 hooks: widen them (exactly) before storing.
-          const values = t.type === 'float16' && !t.placed ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
-          dst.set(values, at);
+          // Placed by the forward where this site's rows go: nothing to copy, and its NaN/Inf already counted (a second
+          // site of the same tensor copies).
+          let nonFinite: number;
+          if (t.placed && t.data.buffer === dst.buffer && t.data.byteOffset === dst.byteOffset + 4 * at) {
+            nonFinite = t.nonFinite ?? countNonFinite(dst.subarray(at, at + n));
+          } else {
+            // A model that computes in float16 gives float16 hooks: widen them (exactly) before storing.
+            const values = t.type === 'float16' && !t.placed ? f16ToF32(t.data as Uint16Array) : (t.data as Float32Array);
+            nonFinite = copyCountingNonFinite(values, dst.subarray(at, at + n));
+          }
+          if (nonFinite) refuseNonFinite(sites[si].name, k, buf.rows + Math.floor(firstNonFinite(dst.subarray(at, at + n)) / sites[si].width));
         }
         buf.token.set(ids, buf.rows);
         buf.doc.set(docs, buf.rows);
@@ -414,7 +415,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           buf.window.fill(first + i, r, r + cfg.ctx);
           for (let p = 0; p < cfg.ctx; p++) buf.pos[r + p] = p;
         }
-        refuseNonFinite(buf, k, buf.rows, buf.rows + nw * cfg.ctx);
         buf.rows += nw * cfg.ctx;
         if (cfg.dtype === 'f16') buf.roundToHalf(); // each batch as it lands: a value past float16's range stops the harvest at once
         doneRows += nw * cfg.ctx;

@@ -319,6 +319,8 @@ export interface NativeModule {
   f16ToF32?(src: Uint16Array, dst: Float32Array): void;
   /** How many entries are NaN or infinite (native/src/finite.cc; src/util/finite.ts is the reference); absent in builds before it. */
   countNonFinite?(a: Float32Array): number;
+  /** src copied into dst's first src.length, returning how many entries are NaN or infinite (one pass); absent in builds before it. */
+  copyCountNonFinite?(src: Float32Array, dst: Float32Array): number;
   /** The address of the array's first byte modulo 4096 (O_DIRECT from the caller's memory, src/util/fsx.ts); absent in builds before it. */
   pageOffset?(a: ArrayBufferView): number;
 }

@@ -14,6 +14,7 @@ import { embeddingTable } from './graph.js';
 import type { ModelProto, ValueInfo } from './proto.js';
 import { UserError } from '../util/errors.js';
 import { f16ToF32 } from '../util/f16.js';
+import { copyCountingNonFinite, countNonFinite } from '../util/finite.js';
 import { native } from '../native/kernels.js';
 
 /** One fetched tensor, as it crosses threads. */
@@ -23,6 +24,8 @@ export interface Fetched {
   data: Float32Array | Uint16Array;
   /** The values were written (widened to float32 if float16) into the caller's `into` array, and `data` is it. */
   placed?: boolean;
+  /** Placed: how many of the values are NaN or infinite, counted as they were placed (no second read for the caller's check). */
+  nonFinite?: number;
 }
 
 /**
@@ -84,9 +87,8 @@ function fetched(res: ort.InferenceSession.OnnxValueMapType, fetches: string[], 
     const dst = into?.[f];
     const dims = t.dims.map(Number);
     if (dst && dst.length === data.length && (t.type === 'float32' || t.type === 'float16')) {
-      if (t.type === 'float16') f16ToF32(data as Uint16Array, dst);
-      else dst.set(data);
-      out[f] = { type: t.type, dims, data: dst, placed: true };
+      const nonFinite = t.type === 'float16' ? countNonFinite(f16ToF32(data as Uint16Array, dst)) : copyCountingNonFinite(data as Float32Array, dst);
+      out[f] = { type: t.type, dims, data: dst, placed: true, nonFinite };
     } else out[f] = { type: t.type, dims, data };
   }
   return out;
@@ -148,7 +150,7 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
             const out = fetched(res, w.fetches, m.into);
             // Placed tensors are already in the caller's shared memory: only their type and shape go back.
             const back: Record<string, Fetched | Omit<Fetched, 'data'>> = {};
-            for (const [f, t] of Object.entries(out)) back[f] = t.placed ? { type: t.type, dims: t.dims, placed: true } : t;
+            for (const [f, t] of Object.entries(out)) back[f] = t.placed ? { type: t.type, dims: t.dims, placed: true, nonFinite: t.nonFinite } : t;
             const transfer = Object.values(out).flatMap((t) => (t.placed ? [] : [t.data.buffer as ArrayBuffer]));
             port.postMessage({ id: m.id, out: back }, [...new Set(transfer)]);
           },

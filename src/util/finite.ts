@@ -14,6 +14,14 @@ export function countNonFinite(a: Float32Array): number {
   return count ? count(a) : countNonFiniteReference(a);
 }
 
+/** `src` copied into `dst` (from its start), returning how many entries are NaN or infinite: one pass where native. */
+export function copyCountingNonFinite(src: Float32Array, dst: Float32Array): number {
+  const copy = src.length >= 64 ? native()?.copyCountNonFinite : undefined;
+  if (copy) return copy(src, dst);
+  dst.set(src);
+  return countNonFiniteReference(src);
+}
+
 /** The index of the first NaN or infinite entry of `a`, or -1 (the slow path, once a count found some). */
 export function firstNonFinite(a: Float32Array): number {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
