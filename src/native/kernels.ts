@@ -331,6 +331,9 @@ const buildDir = join(root, 'native', 'build', 'Release');
 let loaded: NativeModule | null | undefined;
 let status = '';
 
+/** Arrays shorter than this go to the TypeScript reference of an element-wise kernel: the native call's own cost is more than the work. */
+export const NATIVE_MIN_LENGTH = 64;
+
 /** The fastest native build this processor can run, or undefined (see nativeStatus()). SDLKIT_NATIVE=off disables it, =generic|avx2|avx512 picks one. */
 export function native(): NativeModule | undefined {
   if (loaded !== undefined) return loaded ?? undefined;

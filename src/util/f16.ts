@@ -4,7 +4,7 @@
 // refuse (it would be stored as an infinity). The arrays go through the native build's F16C/AVX-512 conversion
 // (native/src/half.cc) when it is loaded; the functions here are its reference, and a test holds the two equal bit
 // for bit over every half and a sweep of float32 patterns. bfloat16 (BF16 safetensors) is widened at the end.
-import { native } from '../native/kernels.js';
+import { NATIVE_MIN_LENGTH, native } from '../native/kernels.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -79,17 +79,14 @@ export function f16ToF32Reference<D extends Float32Array<ArrayBufferLike> = Floa
   return dst;
 }
 
-/** Below this many values the native call's own cost is more than the conversion's. */
-const NATIVE_FROM = 64;
-
 /** As f32ToF16Reference, natively where the build is loaded. */
 export function f32ToF16(src: Float32Array, dst: Uint16Array): number {
-  const convert = src.length >= NATIVE_FROM ? native()?.f32ToF16 : undefined;
+  const convert = src.length >= NATIVE_MIN_LENGTH ? native()?.f32ToF16 : undefined;
   return convert ? convert(src, dst) : f32ToF16Reference(src, dst);
 }
 
 export function f16ToF32<D extends Float32Array<ArrayBufferLike> = Float32Array>(src: Uint16Array, dst: D = new Float32Array(src.length) as D): D {
-  const convert = src.length >= NATIVE_FROM ? native()?.f16ToF32 : undefined;
+  const convert = src.length >= NATIVE_MIN_LENGTH ? native()?.f16ToF32 : undefined;
   if (!convert) return f16ToF32Reference(src, dst);
   convert(src, dst);
   return dst;

@@ -1,6 +1,6 @@
 // NaN and infinities in activations: counted natively where the build is loaded (native/src/finite.cc), by the
 // reference here otherwise; a test holds the two equal.
-import { native } from '../native/kernels.js';
+import { NATIVE_MIN_LENGTH, native } from '../native/kernels.js';
 
 export function countNonFiniteReference(a: Float32Array): number {
   let bad = 0;
@@ -10,13 +10,13 @@ export function countNonFiniteReference(a: Float32Array): number {
 
 /** How many entries of `a` are NaN or infinite. */
 export function countNonFinite(a: Float32Array): number {
-  const count = a.length >= 64 ? native()?.countNonFinite : undefined;
+  const count = a.length >= NATIVE_MIN_LENGTH ? native()?.countNonFinite : undefined;
   return count ? count(a) : countNonFiniteReference(a);
 }
 
 /** `src` copied into `dst` (from its start), returning how many entries are NaN or infinite: one pass where native. */
 export function copyCountingNonFinite(src: Float32Array, dst: Float32Array): number {
-  const copy = src.length >= 64 ? native()?.copyCountNonFinite : undefined;
+  const copy = src.length >= NATIVE_MIN_LENGTH ? native()?.copyCountNonFinite : undefined;
   if (copy) return copy(src, dst);
   dst.set(src);
   return countNonFiniteReference(src);
