@@ -12,7 +12,8 @@ import { DataType, type ModelProto } from '../src/onnx/proto.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
 import { f16ToF32 } from '../src/util/f16.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
-import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet } from '../src/activations/shard.js';
+import { ShardBuffer, decodeShard, encodeShard } from '../src/activations/shard.js';
+import { parquetWasm } from '../src/activations/parquet.js';
 import { ShardWriter } from '../src/activations/shard-writer.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
@@ -387,8 +388,10 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
     }
     assert.equal(readShard(d, m, 0, ['b']).values.has('a'), false, 'only the columns asked for');
   }
-  // Parquet: decoded whole once, then sliced for each range asked in turn.
-  const pq = encodeShardParquet(buf, 'f32');
+  // A Parquet shard as sdlkit wrote them before (parquet-wasm, zstd: no values to read in place): decoded whole once,
+  // then sliced for each range asked in turn. (The Parquet files written now are read by range: test/parquet.test.ts.)
+  const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
+  const pq = writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), new WriterPropertiesBuilder().setCompression(Compression.ZSTD).build());
   mkdirSync(join(dir, 'pq'), { recursive: true });
   writeFileSync(join(dir, 'pq', 'shard-00000.parquet'), pq);
   const mq = { sites, tokens: 50, shards: [{ file: 'shard-00000.parquet', rows: 50, sha256: sha256(pq) }] } as unknown as Manifest;

@@ -8,9 +8,9 @@ import { type FixedSizeList, Message, Type, type Field } from 'apache-arrow';
 import { Footer } from 'apache-arrow/ipc/metadata/file';
 import { f16ToF32 } from '../util/f16.js';
 
-type Kind = 'int32' | 'f32' | 'f16';
+export type Kind = 'int32' | 'f32' | 'f16';
 
-/** One column's data buffer in one record batch: absolute file offset and the batch's rows. */
+/** One column's values in one record batch (a Parquet page): the rows and the absolute file offset of their bytes. */
 interface Piece {
   rows: number;
   offset: number;
@@ -23,13 +23,14 @@ export interface ColumnLayout {
   pieces: Piece[];
 }
 
-export interface ArrowLayout {
+/** Where a shard file's columns lie (an Arrow file: arrowLayout; a Parquet file: parquetLayout in parquet-shard.ts). */
+export interface ShardLayout {
   rows: number;
   columns: Map<string, ColumnLayout>;
   metadata: Map<string, string>;
 }
 
-const BYTES: Record<Kind, number> = { int32: 4, f32: 4, f16: 2 };
+export const BYTES: Record<Kind, number> = { int32: 4, f32: 4, f16: 2 };
 const MAGIC_AND_PADDING = 10; // "ARROW1" + int32 footer length at the end of the file
 
 /** Fills `dst` from byte `pos` of the file (reads may return short; a file that ends early is an error). */
@@ -43,10 +44,10 @@ function readInto(fd: number, dst: Uint8Array, pos: number): Uint8Array {
   return dst;
 }
 
-const readAt = (fd: number, pos: number, len: number): Uint8Array => readInto(fd, new Uint8Array(len), pos);
+export const readAt = (fd: number, pos: number, len: number): Uint8Array => readInto(fd, new Uint8Array(len), pos);
 
 /** A scalar column's kind, or a FixedSizeList's item kind; undefined for any other type. */
-function kindOf(f: Field): { kind: Kind; width: number; list: boolean } | undefined {
+export function kindOf(f: Field): { kind: Kind; width: number; list: boolean } | undefined {
   const scalar = (t: Field['type']): Kind | undefined =>
     t.typeId === Type.Int && t.bitWidth === 32 && t.isSigned
       ? 'int32'
@@ -68,7 +69,7 @@ function kindOf(f: Field): { kind: Kind; width: number; list: boolean } | undefi
  * The layout of an open Arrow file, or undefined where it cannot be read in ranges (compressed bodies, dictionary
  * batches, or a column of another type): the caller then decodes the whole file. Throws on a damaged file.
  */
-export function arrowLayout(fd: number): ArrowLayout | undefined {
+export function arrowLayout(fd: number): ShardLayout | undefined {
   const size = fstatSync(fd).size;
   if (size < 2 * MAGIC_AND_PADDING) throw new Error(`${size} bytes is too short for an Arrow file`);
   const tail = readAt(fd, size - MAGIC_AND_PADDING, MAGIC_AND_PADDING);

@@ -6,7 +6,7 @@ import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
 import { identityHash, openActivations, readManifest, writeManifest, type Manifest } from './manifest.js';
 import { readShard, type ReadOptions } from './reader.js';
-import { ShardBuffer, encodeShard, encodeShardParquet, formatOf, shardFile, type ShardFormat } from './shard.js';
+import { ShardBuffer, encodeShardData, formatOf, shardFile, type ShardFormat } from './shard.js';
 
 export function convertHarvest(src: string, format: ShardFormat, out: string, read: ReadOptions = {}): Manifest {
   const m = openActivations(src);
@@ -38,7 +38,7 @@ export function convertHarvest(src: string, format: ShardFormat, out: string, re
       buf.rows = d.rows;
       const k = Number(/(\d+)/.exec(info.file)![1]);
       const meta = { sdlkit_identity: idHash, shard: String(k) };
-      const bytes = format === 'parquet' ? encodeShardParquet(buf, m.dtype, meta) : encodeShard(buf, m.dtype, meta);
+      const bytes = encodeShardData(buf, format, m.dtype, meta);
       const file = shardFile(k, format);
       shards.push({ file, rows: d.rows, crc32c: writeAtomic(join(out, file), bytes, { checksum: 'crc32c' }) });
     });

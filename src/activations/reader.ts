@@ -1,14 +1,17 @@
 // Opening a harvest's shards for reading (fit, index, eval, merge): every shard is checked against the manifest
-// where it is opened: present, the checksum recorded at harvest time (unless the user opts out), a readable Arrow
+// where it is opened: present, the checksum recorded at harvest time (unless the user opts out), a readable Arrow or Parquet
 // file, the recorded number of rows and, for every column read, the width the manifest claims. A shard changed,
 // truncated or mislabelled after the harvest is refused with one line instead of being trained on.
 //
-// Arrow shards are read by range: only the rows and columns asked for leave the disk (arrow-layout.ts), so a
-// reader's memory follows what it reads, not the shard's size. Parquet shards are decoded whole and sliced.
+// Shards are read by range: only the rows and columns asked for leave the disk (arrow-layout.ts, parquet-shard.ts),
+// so a reader's memory follows what it reads, not the shard's size. A file whose values cannot be read in place
+// (compressed: Parquet shards written before sdlkit wrote its own, or an Arrow file from another tool) is decoded
+// whole and sliced.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeShard, formatOf, type ShardData } from './shard.js';
-import { arrowLayout, readColumnRows, withFile, type ArrowLayout, type ReadBuffers } from './arrow-layout.js';
+import { parquetLayout } from './parquet-shard.js';
+import { arrowLayout, readColumnRows, withFile, type ShardLayout, type ReadBuffers } from './arrow-layout.js';
 export { ReadBuffers } from './arrow-layout.js';
 import { shardChecksum, type Manifest } from './manifest.js';
 import { fileDigest } from '../util/checksum.js';
@@ -17,7 +20,7 @@ import { UserError } from '../util/errors.js';
 export interface ReadOptions {
   /** Compare each shard's checksum with the manifest (default true; `--no-verify` turns it off). */
   verify?: boolean;
-  /** Read Arrow shards into these reused arrays: what a read returns is overwritten by the next read given them. */
+  /** Read shards into these reused arrays: what a read returns is overwritten by the next read given them. */
   buffers?: ReadBuffers;
 }
 
@@ -29,11 +32,11 @@ export interface RowSpan {
 
 /** Shards already verified in this process, by path, with the size and mtime they had: each is hashed once per run. */
 const verified = new Map<string, string>();
-/** Layouts of Arrow shards read in this process, by path, under the same stamp (undefined: read whole). */
-const layouts = new Map<string, { stamp: string; layout: ArrowLayout | undefined }>();
+/** Layouts of the shards read in this process, by path, under the same stamp (undefined: read whole). */
+const layouts = new Map<string, { stamp: string; layout: ShardLayout | undefined }>();
 
 /**
- * The last shard decoded whole (Parquet, or an Arrow layout read whole), kept while its pieces are asked for in turn:
+ * The last shard decoded whole (one whose values cannot be read in place), kept while its pieces are asked for in turn:
  * the training stream and the index read a shard range by range, and must not decode the file once per range.
  */
 let lastWhole: { key: string; data: ShardData } | undefined;
@@ -46,7 +49,7 @@ function sliceShard(d: ShardData, from: number, to: number): ShardData {
   return { ...d, rows: to - from, doc: cut(d.doc), window: cut(d.window), pos: cut(d.pos), token: cut(d.token), values };
 }
 
-function readArrowRows(fd: number, layout: ArrowLayout, sites: string[], from: number, to: number, buffers?: ReadBuffers): ShardData {
+function readLayoutRows(fd: number, layout: ShardLayout, sites: string[], from: number, to: number, buffers?: ReadBuffers): ShardData {
   const col = (name: string) => {
     const c = layout.columns.get(name);
     if (!c) throw new Error(`shard has no '${name}' column`);
@@ -91,17 +94,14 @@ export function readShard(dir: string, manifest: Manifest, index: number, sites:
   let total: number;
   try {
     const known = layouts.get(path);
-    const res =
-      format === 'arrow'
-        ? withFile(path, (fd) => {
-            const layout = known?.stamp === stamp ? known.layout : arrowLayout(fd);
-            layouts.set(path, { stamp, layout });
-            if (!layout) return undefined;
-            const from = Math.min(span?.from ?? 0, layout.rows),
-              to = Math.min(span?.to ?? layout.rows, layout.rows);
-            return { total: layout.rows, data: readArrowRows(fd, layout, sites, from, Math.max(from, to), opts.buffers) };
-          })
-        : undefined;
+    const res = withFile(path, (fd) => {
+      const layout = known?.stamp === stamp ? known.layout : format === 'arrow' ? arrowLayout(fd) : parquetLayout(fd);
+      layouts.set(path, { stamp, layout });
+      if (!layout) return undefined;
+      const from = Math.min(span?.from ?? 0, layout.rows),
+        to = Math.min(span?.to ?? layout.rows, layout.rows);
+      return { total: layout.rows, data: readLayoutRows(fd, layout, sites, from, Math.max(from, to), opts.buffers) };
+    });
     if (res) ({ total, data } = res);
     else {
       const key = `${path}:${stamp}:${sites.join(',')}`;

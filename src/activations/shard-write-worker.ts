@@ -1,28 +1,13 @@
-// The shard writer's thread (see shard-writer.ts): writes each shard's bytes atomically with their CRC-32C. An Arrow
-// shard arrives already encoded (its chunks, most of them views of the shared shard buffer); a Parquet shard arrives
-// as the buffer's arrays and is encoded here (zstd: real work). This
-// module imports no Arrow or Parquet code at the top: loading apache-arrow cost the thread ~0.29 s of CPU at a
-// harvest's start, taken from the forward (docs/BENCHMARKS.md).
+// The shard writer's thread (see shard-writer.ts): writes each shard's bytes atomically with their CRC-32C. A shard
+// arrives encoded (its chunks, most of them views of the shared shard buffer). This module imports no Arrow code:
+// loading apache-arrow cost the thread ~0.29 s of CPU at a harvest's start, taken from the forward
+// (docs/BENCHMARKS.md).
 import { parentPort, workerData } from 'node:worker_threads';
 import { UserError } from '../util/errors.js';
 import { writeAtomic } from '../util/fsx.js';
-import type { Dtype, ShardFormat, ShardSite } from './shard.js';
 
-/** A shard's arrays, as the shared buffer holds them, to be encoded on the writer's thread. */
-export interface ArraysJob {
-  format: ShardFormat;
-  rows: number;
-  sites: ShardSite[];
-  doc: Int32Array;
-  window: Int32Array;
-  pos: Int32Array;
-  token: Int32Array;
-  values: Float32Array[];
-  dtype: Dtype;
-  metadata: Record<string, string>;
-}
-
-export type WriteJob = { id: number; path: string; rows: number } & ({ chunks: Uint8Array[] } | { arrays: ArraysJob });
+/** A shard's file as chunks to write in order (most of them views of the shared shard buffer). */
+export type WriteJob = { id: number; path: string; rows: number; chunks: Uint8Array[] };
 
 export interface Written {
   rows: number;
@@ -41,17 +26,9 @@ export function writeShardFile(path: string, rows: number, data: Uint8Array[]): 
 // Only the writer's own thread: another worker that imports this module (through harvest.js) keeps its messages.
 if (parentPort && (workerData as { shardWriter?: boolean } | undefined)?.shardWriter) {
   const port = parentPort;
-  port.on('message', async (job: WriteJob) => {
+  port.on('message', (job: WriteJob) => {
     try {
-      let data: Uint8Array[];
-      if ('chunks' in job) data = job.chunks;
-      else {
-        const { ShardBuffer, encodeShardData } = await import('./shard.js');
-        const a = job.arrays;
-        const buf = Object.assign(Object.create(ShardBuffer.prototype) as InstanceType<typeof ShardBuffer>, { ...a, capacity: a.rows });
-        data = encodeShardData(buf, a.format, a.dtype, a.metadata);
-      }
-      port.postMessage({ id: job.id, ok: writeShardFile(job.path, job.rows, data) } satisfies WriteReply);
+      port.postMessage({ id: job.id, ok: writeShardFile(job.path, job.rows, job.chunks) } satisfies WriteReply);
     } catch (e) {
       // A full or read-only disk is the user's to fix: it crosses the thread boundary as such.
       port.postMessage({ id: job.id, error: String((e as Error).message), user: e instanceof UserError } satisfies WriteReply);

@@ -1,12 +1,12 @@
 // Shard finalisation in a worker thread (shard-write-worker.ts), so the disk work of shard k overlaps the model
-// running on shard k+1. At most one shard is in flight: memory stays bounded. An Arrow shard is encoded here, on the
-// calling thread (a few flatbuffers; its chunks are views of the shared buffer, a float16 shard's of the buffer's
-// shared float16 arrays, rounded here: ~3 ms a 50 MB shard natively), so the writer's thread loads no Arrow code for it;
-// Parquet shards are encoded on the writer's thread (zstd: real work).
+// running on shard k+1. At most one shard is in flight: memory stays bounded. A shard is encoded here, on the calling
+// thread (an Arrow file's few flatbuffers, a Parquet file's page headers and levels; the chunks are views of the
+// shared buffer, a float16 shard's of the buffer's shared float16 arrays, rounded here: ~3 ms a 50 MB shard
+// natively), so the writer's thread loads no Arrow code and only writes.
 import { UserError } from '../util/errors.js';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import { ShardBuffer, encodeShardChunks, encodeShardData, formatOf, type Dtype, type ShardSite } from './shard.js';
+import { ShardBuffer, encodeShardData, formatOf, type Dtype, type ShardSite } from './shard.js';
 import { type WriteJob, type WriteReply, type Written, writeShardFile } from './shard-write-worker.js';
 import { native } from '../native/kernels.js';
 
@@ -57,11 +57,7 @@ export class ShardWriter {
     }
     if (!(buf.doc.buffer instanceof SharedArrayBuffer)) throw new Error('ShardWriter.write takes the shared buffers of ShardWriter.buffer()');
     const id = this.next++;
-    const { rows, sites, doc, window, pos, token, values } = buf;
-    const job: WriteJob =
-      format === 'arrow'
-        ? { id, path, rows, chunks: encodeShardChunks(buf, dtype, metadata) }
-        : { id, path, rows, arrays: { format, rows, sites, doc, window, pos, token, values, dtype, metadata } };
+    const job: WriteJob = { id, path, rows: buf.rows, chunks: encodeShardData(buf, format, dtype, metadata) };
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, buf });
       this.worker!.postMessage(job);

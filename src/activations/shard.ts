@@ -1,8 +1,9 @@
 // Activation shards: Apache Arrow IPC files (or the same table as Parquet), one row per token. Columns: doc,
 // window, pos, token (int32) and one FixedSizeList<float32|float16>[width] column per hook site, named by the hook.
 // Any Arrow reader opens the .arrow files (pyarrow.ipc.open_file, polars); Spark, Ray Data, DuckDB and Polars read
-// the .parquet ones without plugins. Parquet goes through parquet-wasm (Rust's arrow/parquet crates compiled to
-// WebAssembly: nothing to build or download), chosen by measurement (docs/scale.md).
+// the .parquet ones without plugins. sdlkit writes and reads its Parquet shards itself (parquet-shard.ts: the values
+// stored as they lie in memory); parquet-wasm (Rust's arrow/parquet crates compiled to WebAssembly) reads the
+// compressed ones earlier versions wrote.
 import {
   Field,
   FixedSizeList,
@@ -20,6 +21,7 @@ import {
   type Data,
 } from 'apache-arrow';
 import { parquetWasm } from './parquet.js';
+import { encodeParquet, type ParquetColumn } from './parquet-shard.js';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
 import { UserError } from '../util/errors.js';
 import { native } from '../native/kernels.js';
@@ -171,24 +173,33 @@ function intData(a: Int32Array): Data<Int32> {
   return makeData({ type: new Int32(), length: a.length, nullCount: 0, data: a });
 }
 
-/** Serialises the first `rows` rows of a buffer as an Arrow IPC file. */
+/** A shard's Arrow schema: the index columns, then one FixedSizeList column per site. */
+function shardSchema(sites: ShardSite[], dtype: Dtype, metadata: Record<string, string>): Schema {
+  const item = dtype === 'f16' ? new Float16() : new Float32();
+  const fields = [
+    ...INDEX_COLUMNS.map((c) => new Field(c, new Int32(), false)),
+    ...sites.map((s) => new Field(s.name, new FixedSizeList(s.width, new Field('item', item, false)), false)),
+  ];
+  return new Schema(fields, new Map(Object.entries(metadata)));
+}
+
+/** Site i's values of the first `rows` rows, as the shard stores them (float32, or float16's bits). */
+function siteValues(buf: ShardBuffer, dtype: Dtype, i: number): Float32Array | Uint16Array {
+  return dtype === 'f16' ? buf.halfValues(i) : buf.values[i].subarray(0, buf.rows * buf.sites[i].width);
+}
+
+/** The first `rows` rows of a buffer as an Arrow table. */
 function shardTable(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string>): Table {
   const n = buf.rows;
-  const fields: Field[] = INDEX_COLUMNS.map((c) => new Field(c, new Int32(), false));
+  const schema = shardSchema(buf.sites, dtype, metadata);
   const children: Data[] = [buf.doc, buf.window, buf.pos, buf.token].map((a) => intData(a.subarray(0, n)));
-  buf.sites.forEach((s, i) => {
-    const flat = buf.values[i].subarray(0, n * s.width);
-    const child =
-      dtype === 'f16'
-        ? makeData({ type: new Float16(), length: flat.length, nullCount: 0, data: buf.halfValues(i) })
-        : makeData({ type: new Float32(), length: flat.length, nullCount: 0, data: flat });
-    const itemField = new Field('item', child.type, false);
-    const type = new FixedSizeList(s.width, itemField);
-    fields.push(new Field(s.name, type, false));
+  buf.sites.forEach((_, i) => {
+    const type = schema.fields[INDEX_COLUMNS.length + i].type as FixedSizeList;
+    const data = siteValues(buf, dtype, i);
+    const child = makeData({ type: type.children[0].type, length: data.length, nullCount: 0, data });
     children.push(makeData({ type, length: n, nullCount: 0, child }));
   });
-  const schema = new Schema(fields, new Map(Object.entries(metadata)));
-  const data = makeData({ type: new Struct(fields), length: n, nullCount: 0, children });
+  const data = makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children });
   return new Table([new RecordBatch(schema, data)]);
 }
 
@@ -210,20 +221,29 @@ export function encodeShardChunks(buf: ShardBuffer, dtype: Dtype, metadata: Reco
 }
 
 /**
- * The shard as one Parquet file: zstd, one row group, the Arrow schema (and its metadata) kept in the file, so
- * reading it back gives the same table as the .arrow shard.
+ * The shard as one Parquet file (parquet-shard.ts), as chunks to write in order: most of them views of the buffer's
+ * arrays. The Arrow schema (and the metadata) kept in its footer make reading it back give the same table as the
+ * .arrow shard.
  */
-export function encodeShardParquet(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
-  const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
-  const table = WasmTable.fromIPCStream(tableToIPC(shardTable(buf, dtype, metadata), 'stream'));
-  // zstd without dictionary pages (random floats gain nothing from them): measured in docs/scale.md.
-  const props = new WriterPropertiesBuilder().setCompression(Compression.ZSTD).setDictionaryEnabled(false).setMaxRowGroupSize(Math.max(1, buf.rows)).build();
-  return writeParquet(table, props);
+export function encodeShardParquet(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array[] {
+  const n = buf.rows;
+  const columns: ParquetColumn[] = [
+    ...[buf.doc, buf.window, buf.pos, buf.token].map((a, i) => ({ name: INDEX_COLUMNS[i], kind: 'int32' as const, width: 1, values: a.subarray(0, n) })),
+    ...buf.sites.map((s, i) => ({ name: s.name, kind: dtype, width: s.width, values: siteValues(buf, dtype, i) })),
+  ];
+  return encodeParquet(columns, n, schemaMessage(shardSchema(buf.sites, dtype, metadata)), metadata);
 }
 
-/** A shard's file bytes in the given format (Arrow as chunks, Parquet whole). */
+/** A schema as the encapsulated IPC message Arrow's Parquet readers look for under 'ARROW:schema'. */
+function schemaMessage(schema: Schema): Uint8Array {
+  // An IPC stream of no batches is the schema message and the 8-byte end-of-stream marker.
+  const stream = tableToIPC(new Table(schema), 'stream');
+  return stream.subarray(0, stream.length - 8);
+}
+
+/** A shard's file bytes in the given format, as chunks to write in order. */
 export function encodeShardData(buf: ShardBuffer, format: ShardFormat, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array[] {
-  return format === 'parquet' ? [encodeShardParquet(buf, dtype, metadata)] : encodeShardChunks(buf, dtype, metadata);
+  return format === 'parquet' ? encodeShardParquet(buf, dtype, metadata) : encodeShardChunks(buf, dtype, metadata);
 }
 
 export interface ShardData {

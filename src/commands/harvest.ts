@@ -63,7 +63,7 @@ export function register(y: Argv): Argv {
           })
           .option('out', { type: 'string', describe: 'output folder (default: cache/acts/<model>-<hooks>-<hash>)' })
           .option('force', { type: 'boolean', default: false, describe: 'replace an output folder that holds a different harvest' })
-          .option('format', { choices: ['arrow', 'parquet'] as const, default: 'arrow' as const, describe: 'shard files: Arrow IPC or Parquet (zstd)' })
+          .option('format', { choices: ['arrow', 'parquet'] as const, default: 'arrow' as const, describe: 'shard files: Arrow IPC or Parquet (uncompressed)' })
           .option('part', { type: 'string', describe: 'harvest part i of n (0-based, e.g. 0/4): shards k with k mod n = i; join with sdl merge' })
           .option('json', { type: 'boolean', default: false })
           .example('sdl harvest --layer 6 --tokens 1M --part 0/2 --out cache/acts/big', 'one of two parts; run --part 1/2 anywhere at once, then sdl merge')

@@ -1,0 +1,278 @@
+// A shard as a Parquet file, written and read here: one row group, uncompressed PLAIN pages, the Arrow schema kept
+// under the footer's 'ARROW:schema' key (so pyarrow, Polars and parquet-wasm give back FixedSizeList columns and the
+// shard's metadata). A shard's values are what Parquet stores byte for byte in a PLAIN page, so the file is mostly
+// views of the shard's arrays: only page headers and the lists' levels are made here (parquet-wasm, which wrote
+// them before, took ~740 ms a 50 MB shard to build and encode the levels; docs/BENCHMARKS.md). For the same reason a
+// reader finds each page's values by their offset and reads a range of rows from disk, as it does in an Arrow file.
+//
+// A hook column is Parquet's three-level LIST (the layout the format's LogicalTypes.md gives):
+//   required group <hook> (LIST) { repeated group list { required float|float16 element } }
+// so its maximum repetition and definition levels are 1: each row's first value has repetition level 0 and the
+// others 1, and every value has definition level 1. Both are written as runs of the RLE/bit-packed hybrid (width 1).
+import { Message, type Schema } from 'apache-arrow';
+import { fstatSync } from 'node:fs';
+import { T, ThriftReader, ThriftWriter, list, type Decoded, type ThriftStruct } from '../util/thrift-compact.js';
+import { BYTES, kindOf, readAt, type ColumnLayout, type Kind, type ShardLayout } from './arrow-layout.js';
+
+const MAGIC = new TextEncoder().encode('PAR1');
+/** A page holds whole rows, about this many bytes of values at most: the size Parquet writers default to. */
+const PAGE_BYTES = 1 << 20;
+
+// Parquet's enums (parquet.thrift).
+const TYPE = { INT32: 1, FLOAT: 4, FIXED_LEN_BYTE_ARRAY: 7 } as const;
+const REPETITION = { REQUIRED: 0, REPEATED: 2 } as const;
+const ENCODING = { PLAIN: 0, RLE: 3 } as const;
+const CONVERTED_LIST = 3;
+/** Each kind's physical type: a float16 is two bytes (FIXED_LEN_BYTE_ARRAY) with the FLOAT16 logical type. */
+const PHYSICAL: Record<Kind, number> = { int32: TYPE.INT32, f32: TYPE.FLOAT, f16: TYPE.FIXED_LEN_BYTE_ARRAY };
+const PAGE_DATA = 0;
+const CODEC_UNCOMPRESSED = 0;
+
+/** One column to write: int32 scalars, or float32 / float16 (as raw halves) lists of `width` values a row. */
+export interface ParquetColumn {
+  name: string;
+  kind: Kind;
+  width: number;
+  values: Int32Array | Float32Array | Uint16Array;
+}
+
+const bytesOf = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+const u32 = (n: number): Uint8Array => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+};
+
+/** Runs [value, count] as the RLE/bit-packed hybrid at bit width 1: a varint header (count << 1) and one value byte. */
+function rleRuns(runs: Iterable<readonly [number, number]>): Uint8Array {
+  const out: number[] = [];
+  for (const [value, count] of runs) {
+    let h = count * 2;
+    while (h >= 0x80) {
+      out.push((h % 0x80) | 0x80);
+      h = Math.floor(h / 0x80);
+    }
+    out.push(h, value);
+  }
+  return Uint8Array.from(out);
+}
+
+/** The repetition and definition levels of `rows` lists of `width` values, each prefixed by its byte length (data page v1). */
+function listLevels(rows: number, width: number): Uint8Array {
+  function* repetition(): Generator<readonly [number, number]> {
+    if (width === 1) yield [0, rows];
+    else
+      for (let r = 0; r < rows; r++) {
+        yield [0, 1];
+        yield [1, width - 1];
+      }
+  }
+  const rep = rleRuns(repetition());
+  const def = rleRuns([[1, rows * width]]);
+  const out = new Uint8Array(8 + rep.length + def.length);
+  out.set(u32(rep.length), 0);
+  out.set(rep, 4);
+  out.set(u32(def.length), 4 + rep.length);
+  out.set(def, 8 + rep.length);
+  return out;
+}
+
+const i32 = (v: number) => [T.I32, v] as const;
+const i64 = (v: number) => [T.I64, v] as const;
+const str = (v: string) => [T.BINARY, v] as const;
+const struct = (v: ThriftStruct) => [T.STRUCT, v] as const;
+
+/** The schema elements of one column, depth first. */
+function schemaElements(c: ParquetColumn): ThriftStruct[] {
+  if (c.kind === 'int32') return [{ 1: i32(PHYSICAL.int32), 3: i32(REPETITION.REQUIRED), 4: str(c.name) }];
+  const leaf: ThriftStruct =
+    c.kind === 'f16'
+      ? { 1: i32(PHYSICAL.f16), 2: i32(2), 3: i32(REPETITION.REQUIRED), 4: str('element'), 10: struct({ 15: struct({}) }) }
+      : { 1: i32(PHYSICAL.f32), 3: i32(REPETITION.REQUIRED), 4: str('element') };
+  return [
+    { 3: i32(REPETITION.REQUIRED), 4: str(c.name), 5: i32(1), 6: i32(CONVERTED_LIST), 10: struct({ 3: struct({}) }) },
+    { 3: i32(REPETITION.REPEATED), 4: str('list'), 5: i32(1) },
+    leaf,
+  ];
+}
+
+/**
+ * The Parquet file of `rows` rows of these columns, as chunks to write in order (most of them views of the
+ * columns' arrays). `arrowSchema` is the serialised Arrow schema message (base64 under 'ARROW:schema');
+ * `metadata` goes to the footer's key-value list too.
+ */
+export function encodeParquet(columns: ParquetColumn[], rows: number, arrowSchema: Uint8Array, metadata: Record<string, string>): Uint8Array[] {
+  const chunks: Uint8Array[] = [MAGIC];
+  let at = MAGIC.length;
+  const push = (b: Uint8Array) => {
+    chunks.push(b);
+    at += b.length;
+  };
+  const chunkMeta: ThriftStruct[] = [];
+  let rowGroupBytes = 0;
+  for (const c of columns) {
+    const isList = c.kind !== 'int32';
+    const valueBytes = BYTES[c.kind] * c.width;
+    if (c.values.length < rows * c.width) throw new Error(`parquet: column ${c.name} holds ${c.values.length} values, fewer than ${rows} rows of ${c.width}`);
+    const perPage = Math.max(1, Math.floor(PAGE_BYTES / valueBytes));
+    const start = at;
+    const levels = new Map<number, Uint8Array>(); // by page rows: every full page has the same
+    for (let r = 0; r < rows || (r === 0 && rows === 0); r += perPage) {
+      const n = Math.min(perPage, rows - r);
+      const body = bytesOf(c.values.subarray(r * c.width, (r + n) * c.width));
+      let lv: Uint8Array | undefined;
+      if (isList) {
+        lv = levels.get(n);
+        if (!lv) levels.set(n, (lv = listLevels(n, c.width)));
+      }
+      const size = (lv?.length ?? 0) + body.length;
+      const dataPage: ThriftStruct = { 1: i32(n * c.width), 2: i32(ENCODING.PLAIN), 3: i32(ENCODING.RLE), 4: i32(ENCODING.RLE) };
+      push(new ThriftWriter().struct({ 1: i32(PAGE_DATA), 2: i32(size), 3: i32(size), 5: struct(dataPage) }).finish());
+      if (lv) push(lv);
+      push(body);
+      if (rows === 0) break;
+    }
+    const total = at - start;
+    rowGroupBytes += total;
+    const path = isList ? [c.name, 'list', 'element'] : [c.name];
+    const meta: ThriftStruct = {
+      1: i32(PHYSICAL[c.kind]),
+      2: [T.LIST, list(T.I32, isList ? [ENCODING.PLAIN, ENCODING.RLE] : [ENCODING.PLAIN])],
+      3: [T.LIST, list(T.BINARY, path)],
+      4: i32(CODEC_UNCOMPRESSED),
+      5: i64(rows * c.width),
+      6: i64(total),
+      7: i64(total),
+      9: i64(start),
+    };
+    chunkMeta.push({ 2: i64(start), 3: struct(meta) });
+  }
+  const keyValues = [...Object.entries(metadata), ['ARROW:schema', Buffer.from(arrowSchema).toString('base64')]].map(([k, v]) => ({ 1: str(k), 2: str(v) }));
+  const root: ThriftStruct = { 4: str('schema'), 5: i32(columns.length) };
+  const footer = new ThriftWriter()
+    .struct({
+      1: i32(1),
+      2: [T.LIST, list(T.STRUCT, [root, ...columns.flatMap(schemaElements)])],
+      3: i64(rows),
+      4: [
+        T.LIST,
+        list(T.STRUCT, [
+          {
+            1: [T.LIST, list(T.STRUCT, chunkMeta)],
+            2: i64(rowGroupBytes),
+            3: i64(rows),
+            5: i64(MAGIC.length),
+            6: i64(rowGroupBytes),
+            7: [T.I16, 0],
+          },
+        ]),
+      ],
+      5: [T.LIST, list(T.STRUCT, keyValues)],
+      6: str('sdlkit'),
+    })
+    .finish();
+  push(footer);
+  push(u32(footer.length));
+  push(MAGIC);
+  return chunks;
+}
+
+const text = (v: unknown): string => new TextDecoder().decode(v as Uint8Array);
+const num = (s: Decoded, id: number, what: string): number => {
+  const v = s.get(id);
+  if (typeof v !== 'number') throw new Error(`the Parquet footer lacks ${what}`);
+  return v;
+};
+
+/** The Arrow schema kept in a Parquet footer's key-value list, or undefined when none is. */
+function arrowSchemaOf(keyValues: Decoded[]): Schema | undefined {
+  const kv = keyValues.find((e) => text(e.get(1)) === 'ARROW:schema');
+  if (!kv) return undefined;
+  const b = new Uint8Array(Buffer.from(text(kv.get(2)), 'base64'));
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  // An encapsulated IPC message: the continuation marker 0xFFFFFFFF (or none, before Arrow 0.15), its length, the message.
+  const start = view.getInt32(0, true) === -1 ? 8 : 4;
+  const msg = Message.decode(b.subarray(start, start + view.getInt32(start - 4, true)));
+  return msg.isSchema() ? msg.header() : undefined;
+}
+
+/**
+ * Where each column's values lie in an open Parquet file, when they can be read in place: every page a v1 data page
+ * of PLAIN values, uncompressed, of the columns an Arrow schema in the footer describes (what encodeParquet writes).
+ * Undefined for any other Parquet file (compressed, dictionary-encoded, written by another tool without an Arrow
+ * schema): the caller decodes it whole. Throws on a damaged file.
+ */
+export function parquetLayout(fd: number): ShardLayout | undefined {
+  const size = fstatSync(fd).size;
+  if (size < 12) throw new Error(`${size} bytes is too short for a Parquet file`);
+  const tail = readAt(fd, size - 8, 8);
+  if (text(tail.subarray(4)) !== 'PAR1' || text(readAt(fd, 0, 4)) !== 'PAR1')
+    throw new Error('no Parquet magic at both ends (truncated, or not a Parquet file)');
+  const footerLen = new DataView(tail.buffer).getUint32(0, true);
+  if (footerLen > size - 12) throw new Error(`footer length ${footerLen} does not fit the file`);
+  const meta = new ThriftReader(readAt(fd, size - 8 - footerLen, footerLen)).struct();
+  const schema = arrowSchemaOf((meta.get(5) as Decoded[] | undefined) ?? []);
+  if (!schema) return undefined;
+  const kinds = schema.fields.map(kindOf);
+  if (kinds.some((k) => !k)) return undefined;
+  // The Parquet schema must be the one encodeParquet writes for these fields: required INT32 scalars, lists of required leaves.
+  const elements = meta.get(2) as Decoded[];
+  let e = 1;
+  for (const [i, f] of schema.fields.entries()) {
+    const k = kinds[i]!;
+    const want = k.list ? 3 : 1;
+    const els = elements.slice(e, e + want);
+    e += want;
+    const leaf = els.at(-1);
+    if (els.length < want || text(els[0].get(4)) !== f.name || els[0].get(3) !== REPETITION.REQUIRED || leaf?.get(3) !== REPETITION.REQUIRED) return undefined;
+    if (k.list && (els[1].get(3) !== REPETITION.REPEATED || els[0].get(5) !== 1 || els[1].get(5) !== 1)) return undefined;
+    if (leaf.get(1) !== PHYSICAL[k.kind]) return undefined;
+  }
+  if (e !== elements.length) return undefined;
+  const columns = new Map<string, ColumnLayout>();
+  schema.fields.forEach((f, i) => columns.set(f.name, { kind: kinds[i]!.kind, width: kinds[i]!.width, pieces: [] }));
+  let rows = 0;
+  for (const group of (meta.get(4) as Decoded[] | undefined) ?? []) {
+    const groupRows = num(group, 3, "a row group's row count");
+    const chunks = group.get(1) as Decoded[];
+    if (chunks.length !== schema.fields.length) throw new Error(`a row group holds ${chunks.length} columns, not ${schema.fields.length}`);
+    for (const [i, f] of schema.fields.entries()) {
+      const k = kinds[i]!;
+      const md = chunks[i].get(3) as Decoded | undefined;
+      if (!md) return undefined; // column data in another file
+      if (md.get(4) !== CODEC_UNCOMPRESSED || md.has(11)) return undefined;
+      const col = columns.get(f.name)!;
+      let pos = num(md, 9, "a column's first page");
+      const end = pos + num(md, 7, "a column's size");
+      if (end > size - 8 - footerLen) throw new Error(`column ${f.name} runs past the end of its data`);
+      let got = 0;
+      while (pos < end) {
+        const head = readAt(fd, pos, Math.min(end - pos, 4096));
+        const r = new ThriftReader(head);
+        const page = r.struct();
+        const pageSize = num(page, 3, "a page's size");
+        const data = page.get(5) as Decoded | undefined;
+        if (page.get(1) !== PAGE_DATA || !data || data.get(2) !== ENCODING.PLAIN) return undefined;
+        const values = num(data, 1, "a page's value count");
+        let at = pos + r.at;
+        const stop = at + pageSize;
+        if (stop > end) throw new Error(`a page of column ${f.name} runs past its column`);
+        if (k.list) {
+          // Skip the levels: their lengths prefix them.
+          for (let j = 0; j < 2; j++) at += 4 + new DataView(readAt(fd, at, 4).buffer).getUint32(0, true);
+        }
+        if (values % k.width !== 0) return undefined; // a page that splits a row: not written here
+        if (stop - at !== values * BYTES[k.kind])
+          throw new Error(`a page of column ${f.name} holds ${stop - at} bytes of values, not ${values * BYTES[k.kind]}`);
+        col.pieces.push({ rows: values / k.width, offset: at });
+        got += values / k.width;
+        pos = stop;
+      }
+      if (got !== groupRows) throw new Error(`column ${f.name} holds ${got} rows of its row group's ${groupRows}`);
+    }
+    rows += groupRows;
+  }
+  if (rows !== num(meta, 3, 'the row count')) throw new Error(`the row groups hold ${rows} rows, the footer says ${meta.get(3)}`);
+  return { rows, columns, metadata: schema.metadata };
+}

@@ -1,0 +1,249 @@
+// sdlkit's own Parquet shards (src/activations/parquet-shard.ts) and the Thrift compact protocol under them: the bytes
+// the protocol's specification gives, files that two independent readers (parquet-wasm: Rust's parquet crate; DuckDB:
+// C++) read back as the Arrow shard's table, reads by range across pages, older compressed shards, damaged files.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tableFromIPC, tableToIPC } from 'apache-arrow';
+import { ThriftReader, ThriftWriter, T, list } from '../src/util/thrift-compact.js';
+import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet, type Dtype } from '../src/activations/shard.js';
+import { parquetLayout } from '../src/activations/parquet-shard.js';
+import { readColumnRows } from '../src/activations/arrow-layout.js';
+import { readShard } from '../src/activations/reader.js';
+import { parquetWasm } from '../src/activations/parquet.js';
+import type { Manifest } from '../src/activations/manifest.js';
+import { UserError } from '../src/util/errors.js';
+import { sha256 } from '../src/util/fsx.js';
+import { tmp } from './helpers.js';
+
+test('Thrift compact protocol: the specification’s bytes for field headers, zigzag varints, lists; what is written reads back', () => {
+  const bytes = (s: Parameters<ThriftWriter['struct']>[0]) => Array.from(new ThriftWriter().struct(s).finish());
+  // Field 1 (delta 1) of type i32 (5) in one byte 0x15, zigzag(0) = 0, then the stop byte.
+  assert.deepEqual(bytes({ 1: [T.I32, 0] }), [0x15, 0x00, 0x00]);
+  assert.deepEqual(bytes({ 1: [T.I32, -1] }), [0x15, 0x01, 0x00]);
+  assert.deepEqual(bytes({ 1: [T.I32, 64] }), [0x15, 0x80, 0x01, 0x00], 'zigzag(64) = 128: two varint bytes');
+  // Field 20 is 20 past the last: long form (type byte, zigzag varint id 40), then i64 300 as zigzag 600 = 0xd8 0x04.
+  assert.deepEqual(bytes({ 20: [T.I64, 300] }), [0x06, 0x28, 0xd8, 0x04, 0x00]);
+  // A boolean field carries its value in the type nibble; a binary is its varint length and bytes.
+  assert.deepEqual(bytes({ 2: [T.TRUE, true], 3: [T.TRUE, false], 4: [T.BINARY, 'ab'] }), [0x21, 0x12, 0x18, 0x02, 0x61, 0x62, 0x00]);
+  // A list of under 15: size and element type in one byte; of 15 or more: 0xf0 | type, then the size.
+  assert.deepEqual(bytes({ 1: [T.LIST, list(T.I32, [1, 2])] }), [0x19, 0x25, 0x02, 0x04, 0x00]);
+  assert.deepEqual(bytes({ 1: [T.LIST, list(T.I32, new Array(15).fill(0))] }).slice(0, 3), [0x19, 0xf5, 0x0f]);
+
+  const big = 2 ** 40 + 3;
+  const written = new ThriftWriter()
+    .struct({
+      1: [T.I32, -123456],
+      2: [T.I64, big],
+      3: [T.I64, -big],
+      4: [T.BINARY, 'ARROW:schema'],
+      5: [T.LIST, list(T.STRUCT, [{ 1: [T.I16, 7] }, {}])],
+      6: [T.LIST, list(T.TRUE, [true, false, true])],
+      40: [T.STRUCT, { 15: [T.STRUCT, {}] }],
+      41: [
+        T.LIST,
+        list(
+          T.BINARY,
+          Array.from({ length: 20 }, (_, i) => `p${i}`),
+        ),
+      ],
+    })
+    .finish();
+  const r = new ThriftReader(written);
+  const s = r.struct();
+  assert.equal(r.at, written.length, 'read to the stop byte');
+  assert.equal(s.get(1), -123456);
+  assert.equal(s.get(2), big);
+  assert.equal(s.get(3), -big);
+  assert.equal(new TextDecoder().decode(s.get(4) as Uint8Array), 'ARROW:schema');
+  const structs = s.get(5) as Map<number, unknown>[];
+  assert.equal(structs.length, 2);
+  assert.equal(structs[0].get(1), 7);
+  assert.equal(structs[1].size, 0);
+  assert.deepEqual(s.get(6), [true, false, true]);
+  assert.ok((s.get(40) as Map<number, Map<number, unknown>>).get(15) instanceof Map);
+  assert.equal((s.get(41) as Uint8Array[]).length, 20);
+  // Bytes that end inside a value, and a varint that never ends, are errors, not garbage.
+  assert.throws(() => new ThriftReader(written.subarray(0, 6)).struct(), RangeError);
+  assert.throws(() => new ThriftReader(new Uint8Array([0x16, ...new Array(12).fill(0xff)])).struct(), /varint|end inside/);
+  assert.throws(() => new ThriftWriter().struct({ 1: [T.I64, 2 ** 60] }), /not an integer/);
+});
+
+/** A shard of `rows` rows: a 300-wide site (873 rows to a 1 MiB page of float32: several pages) and a 1-wide one. */
+function shard(rows: number): ShardBuffer {
+  const buf = new ShardBuffer(rows, [
+    { name: 'blocks.0.hook_resid_post', width: 300 },
+    { name: 'blocks.0.hook_mlp_out', width: 1 },
+  ]);
+  for (let r = 0; r < rows; r++) {
+    buf.doc[r] = r >> 6;
+    buf.window[r] = r >> 7;
+    buf.pos[r] = r & 63;
+    buf.token[r] = (r * 7919) % 32000;
+    for (let j = 0; j < 300; j++) buf.values[0][r * 300 + j] = Math.sin(r * 300 + j) * 4;
+    buf.values[1][r] = -r / 3;
+  }
+  // A -0, a subnormal and the largest half: stored as they are.
+  buf.values[0][5] = -0;
+  buf.values[0][6] = 2 ** -20;
+  buf.values[0][7] = 65504;
+  buf.rows = rows;
+  return buf;
+}
+
+const META = { sdlkit_identity: 'abc123', shard: '7' };
+
+test('Parquet shards: parquet-wasm and DuckDB read the Arrow shard’s table; read by range across pages, in place', async () => {
+  const dir = tmp();
+  const { DuckDBInstance } = await import('@duckdb/node-api');
+  const con = await (await DuckDBInstance.create(':memory:')).connect();
+  try {
+    for (const dtype of ['f32', 'f16'] as Dtype[]) {
+      const rows = 2000;
+      const buf = shard(rows);
+      const file = join(dir, `s-${dtype}.parquet`);
+      const chunks = encodeShardParquet(buf, dtype, META);
+      assert.ok(
+        chunks.some((c) => c.buffer === buf.doc.buffer),
+        'the index columns are written from where they lie',
+      );
+      writeFileSync(file, Buffer.concat(chunks));
+      const want = decodeShard(encodeShard(buf, dtype, META));
+
+      // parquet-wasm (arrow-rs) reads it as the Arrow shard: columns, widths, values bit for bit, metadata.
+      const viaWasm = decodeShard(new Uint8Array(readFileSync(file)), undefined, 'parquet');
+      assert.equal(viaWasm.rows, rows);
+      for (const c of ['doc', 'window', 'pos', 'token'] as const) assert.deepEqual(viaWasm[c], want[c], `${dtype} ${c}`);
+      assert.deepEqual(viaWasm.widths, want.widths);
+      for (const [name, v] of want.values) assert.deepEqual(viaWasm.values.get(name), v, `${dtype} ${name}`);
+      assert.deepEqual(Object.fromEntries(viaWasm.metadata), META);
+
+      // DuckDB reads the lists and the values.
+      const q = await con.runAndReadAll(
+        `select count(*)::int n, sum(token)::bigint t, min(len("blocks.0.hook_resid_post"))::int w, ` +
+          `max("blocks.0.hook_resid_post"[8])::double big, sum("blocks.0.hook_mlp_out"[1])::double m from read_parquet('${file}')`,
+      );
+      const [n, t, w, big, m] = q.getRows()[0] as [number, bigint, number, number, number];
+      assert.equal(n, rows);
+      assert.equal(
+        Number(t),
+        Array.from(want.token).reduce((a, b) => a + b, 0),
+      );
+      assert.equal(w, 300);
+      assert.equal(big, 65504);
+      const mlp = want.values.get('blocks.0.hook_mlp_out')!;
+      assert.ok(Math.abs(m - mlp.reduce((a, b) => a + b, 0)) < 1e-6 * rows * rows, `${dtype}: DuckDB's sum ${m}`);
+
+      // The layout: every column's pages found, values read by range from disk, across page boundaries.
+      const fd = openSync(file, 'r');
+      try {
+        const layout = parquetLayout(fd)!;
+        assert.ok(layout, `${dtype}: read in place`);
+        assert.equal(layout.rows, rows);
+        assert.deepEqual(Object.fromEntries(layout.metadata), META);
+        const site = layout.columns.get('blocks.0.hook_resid_post')!;
+        assert.equal(site.width, 300);
+        assert.equal(site.kind, dtype);
+        const perPage = Math.floor(2 ** 20 / (300 * (dtype === 'f16' ? 2 : 4)));
+        assert.equal(site.pieces.length, Math.ceil(rows / perPage), `${dtype}: pages of whole rows, about 1 MiB each`);
+        const full = want.values.get('blocks.0.hook_resid_post')!;
+        for (const [from, to] of [
+          [0, rows],
+          [perPage - 3, perPage + 5],
+          [1, 2],
+          [rows - 1, rows],
+          [500, 500],
+        ])
+          assert.deepEqual(readColumnRows(fd, site, from, to), full.subarray(from * 300, to * 300), `${dtype} rows [${from}, ${to})`);
+        assert.deepEqual(readColumnRows(fd, layout.columns.get('token')!, 10, 1990), want.token.subarray(10, 1990));
+      } finally {
+        closeSync(fd);
+      }
+
+      // Through readShard (a manifest), by span.
+      const hd = join(dir, `h-${dtype}`);
+      mkdirSync(hd, { recursive: true });
+      const bytes = readFileSync(file);
+      writeFileSync(join(hd, 'shard-00007.parquet'), bytes);
+      const man = {
+        sites: [...want.widths].map(([name, width]) => ({ name, width })),
+        tokens: rows,
+        shards: [{ file: 'shard-00007.parquet', rows, sha256: sha256(bytes) }],
+      } as unknown as Manifest;
+      const got = readShard(hd, man, 0, ['blocks.0.hook_mlp_out'], {}, { from: 100, to: 1900 });
+      assert.equal(got.own, true, 'read by range, not decoded whole');
+      assert.deepEqual(got.values.get('blocks.0.hook_mlp_out'), mlp.subarray(100, 1900));
+      assert.deepEqual(got.pos, want.pos.subarray(100, 1900));
+      assert.equal(got.values.has('blocks.0.hook_resid_post'), false, 'only the columns asked for');
+    }
+    // An empty shard is a valid file too.
+    const empty = join(dir, 'empty.parquet');
+    writeFileSync(empty, Buffer.concat(encodeShardParquet(shard(0), 'f32', META)));
+    assert.equal(decodeShard(new Uint8Array(readFileSync(empty)), undefined, 'parquet').rows, 0);
+    const fd = openSync(empty, 'r');
+    assert.equal(parquetLayout(fd)!.rows, 0);
+    closeSync(fd);
+  } finally {
+    con.closeSync();
+  }
+});
+
+test('Parquet shards: an older zstd shard is decoded whole and gives the same rows; damaged files refused in one line', () => {
+  const dir = tmp();
+  const rows = 1200;
+  const buf = shard(rows);
+  const want = decodeShard(encodeShard(buf, 'f32', META));
+  // A shard as sdlkit wrote them before (parquet-wasm, zstd): no layout, the same values through the whole decode.
+  const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
+  const legacy = writeParquet(
+    WasmTable.fromIPCStream(tableToIPC(tableFromIPC(encodeShard(buf, 'f32', META)), 'stream')),
+    new WriterPropertiesBuilder().setCompression(Compression.ZSTD).setDictionaryEnabled(false).build(),
+  );
+  const put = (name: string, bytes: Uint8Array, recorded = bytes) => {
+    const d = join(dir, name);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, 'shard-00000.parquet'), bytes);
+    const man = {
+      sites: [...want.widths].map(([n, width]) => ({ name: n, width })),
+      tokens: rows,
+      shards: [{ file: 'shard-00000.parquet', rows, sha256: sha256(recorded) }],
+    } as unknown as Manifest;
+    return { d, man };
+  };
+  const old = put('legacy', legacy);
+  const fd = openSync(join(old.d, 'shard-00000.parquet'), 'r');
+  assert.equal(parquetLayout(fd), undefined, 'compressed pages: not read in place');
+  closeSync(fd);
+  const got = readShard(old.d, old.man, 0, ['blocks.0.hook_resid_post'], {}, { from: 1000, to: 1100 });
+  assert.deepEqual(got.values.get('blocks.0.hook_resid_post'), want.values.get('blocks.0.hook_resid_post')!.subarray(300_000, 330_000));
+
+  // Damaged: cut short, a footer length past the file, a page whose size disagrees with its values. Without the
+  // checksum check (which would refuse them first), the reader still says which file and what to do, in one line.
+  const good = Buffer.concat(encodeShardParquet(buf, 'f32', META));
+  const longFooter = Buffer.from(good);
+  longFooter.writeUInt32LE(good.length, good.length - 8);
+  const badPage = Buffer.from(good);
+  // The first page header (after 'PAR1'): type, uncompressed size, compressed size; one more byte in the sizes.
+  const r = new ThriftReader(badPage, 4);
+  const page = r.struct();
+  const size = page.get(3) as number;
+  const patched = new ThriftWriter()
+    .struct({ 1: [T.I32, 0], 2: [T.I32, size + 4], 3: [T.I32, size + 4], 5: [T.STRUCT, { 1: [T.I32, rows], 2: [T.I32, 0], 3: [T.I32, 3], 4: [T.I32, 3] }] })
+    .finish();
+  assert.equal(patched.length, r.at - 4, 'the patched header is as long as the original');
+  badPage.set(patched, 4);
+  for (const [name, bytes, re] of [
+    ['cut', good.subarray(0, good.length - 100), /no Parquet magic/],
+    ['footer', longFooter, /footer length/],
+    ['page', badPage, /holds \d+ bytes of values|runs past/],
+  ] as [string, Uint8Array, RegExp][]) {
+    const { d, man } = put(name, bytes, good);
+    assert.throws(
+      () => readShard(d, man, 0, ['blocks.0.hook_resid_post'], { verify: false }, { from: 0, to: 10 }),
+      (e: Error) => e instanceof UserError && /not a readable Parquet file/.test(e.message) && re.test(e.message) && !e.message.includes('\n'),
+      name,
+    );
+    assert.throws(() => readShard(d, man, 0, ['blocks.0.hook_resid_post'], {}, { from: 0, to: 10 }), /does not match the checksum/, `${name}, verified`);
+  }
+});
