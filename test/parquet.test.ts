@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tableFromIPC, tableToIPC } from 'apache-arrow';
+import { Field, Int32, Schema, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ThriftReader, ThriftWriter, T, list } from '../src/util/thrift-compact.js';
 import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet, type Dtype } from '../src/activations/shard.js';
 import { parquetLayout } from '../src/activations/parquet-shard.js';
@@ -247,3 +247,72 @@ test('Parquet shards: an older zstd shard is decoded whole and gives the same ro
     assert.throws(() => readShard(d, man, 0, ['blocks.0.hook_resid_post'], {}, { from: 0, to: 10 }), /does not match the checksum/, `${name}, verified`);
   }
 });
+
+test('Parquet layout: a page header longer than the first read (large statistics) is read whole', () => {
+  const dir = tmp();
+  const values = Int32Array.from({ length: 1000 }, (_, i) => i * 3 - 7);
+  const schema = new Schema([new Field('token', new Int32(), false)]);
+  const stream = tableToIPC(new Table(schema), 'stream');
+  const arrowSchema = Buffer.from(stream.subarray(0, stream.length - 8)).toString('base64');
+  // Statistics with a 10 KB max value (a writer may store long binary bounds): the header outgrows a 4 KiB read.
+  const stats = { 5: [T.BINARY, new Uint8Array(10_000).fill(7)] } as const;
+  const header = new ThriftWriter()
+    .struct({
+      1: [T.I32, 0],
+      2: [T.I32, 4000],
+      3: [T.I32, 4000],
+      5: [T.STRUCT, { 1: [T.I32, 1000], 2: [T.I32, 0], 3: [T.I32, 3], 4: [T.I32, 3], 5: [T.STRUCT, stats] }],
+    })
+    .finish();
+  assert.ok(header.length > 10_000);
+  const body = new Uint8Array(values.buffer);
+  const column = {
+    1: [T.I32, 1],
+    2: [T.LIST, list(T.I32, [0])],
+    3: [T.LIST, list(T.BINARY, ['token'])],
+    4: [T.I32, 0],
+    5: [T.I64, 1000],
+    6: [T.I64, header.length + body.length],
+    7: [T.I64, header.length + body.length],
+    9: [T.I64, 4],
+  } as const;
+  const footer = new ThriftWriter()
+    .struct({
+      1: [T.I32, 1],
+      2: [
+        T.LIST,
+        list(T.STRUCT, [
+          { 4: [T.BINARY, 'schema'], 5: [T.I32, 1] },
+          { 1: [T.I32, 1], 3: [T.I32, 0], 4: [T.BINARY, 'token'] },
+        ]),
+      ],
+      3: [T.I64, 1000],
+      4: [T.LIST, list(T.STRUCT, [{ 1: [T.LIST, list(T.STRUCT, [{ 2: [T.I64, 4], 3: [T.STRUCT, column] }])], 2: [T.I64, 4000], 3: [T.I64, 1000] }])],
+      5: [T.LIST, list(T.STRUCT, [{ 1: [T.BINARY, 'ARROW:schema'], 2: [T.BINARY, arrowSchema] }])],
+    })
+    .finish();
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, footer.length, true);
+  const file = join(dir, 'long-header.parquet');
+  writeFileSync(file, Buffer.concat([Buffer.from('PAR1'), header, body, footer, len, Buffer.from('PAR1')]));
+  // parquet-wasm reads the hand-made file: it is valid Parquet.
+  assert.deepEqual(decodeShardTokens(file), values);
+  const fd = openSync(file, 'r');
+  try {
+    const layout = parquetLayout(fd)!;
+    assert.deepEqual(layout.columns.get('token')!.pieces, [{ rows: 1000, offset: 4 + header.length }]);
+    assert.deepEqual(readColumnRows(fd, layout.columns.get('token')!, 990, 1000), values.subarray(990));
+  } finally {
+    closeSync(fd);
+  }
+});
+
+/** The token column of a Parquet file, as parquet-wasm reads it. */
+function decodeShardTokens(file: string): Int32Array {
+  const t = tableFromIPC(
+    parquetWasm()
+      .readParquet(new Uint8Array(readFileSync(file)))
+      .intoIPCStream(),
+  );
+  return t.getChild('token')!.toArray() as Int32Array;
+}

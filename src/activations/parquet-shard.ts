@@ -197,6 +197,18 @@ function arrowSchemaOf(keyValues: Decoded[]): Schema | undefined {
   return msg.isSchema() ? msg.header() : undefined;
 }
 
+/** The page header at `pos` and its length in bytes: read 4 KiB at a time (statistics can make one long). */
+function pageHeader(fd: number, pos: number, end: number): { page: Decoded; length: number } {
+  for (let len = 4096; ; len *= 16) {
+    const r = new ThriftReader(readAt(fd, pos, Math.min(end - pos, len)));
+    try {
+      return { page: r.struct(), length: r.at };
+    } catch (e) {
+      if (!(e instanceof RangeError) || len >= end - pos) throw e;
+    }
+  }
+}
+
 /**
  * Where each column's values lie in an open Parquet file, when they can be read in place: every page a v1 data page
  * of PLAIN values, uncompressed, of the columns an Arrow schema in the footer describes (what encodeParquet writes).
@@ -248,14 +260,12 @@ export function parquetLayout(fd: number): ShardLayout | undefined {
       if (end > size - 8 - footerLen) throw new Error(`column ${f.name} runs past the end of its data`);
       let got = 0;
       while (pos < end) {
-        const head = readAt(fd, pos, Math.min(end - pos, 4096));
-        const r = new ThriftReader(head);
-        const page = r.struct();
+        const { page, length } = pageHeader(fd, pos, end);
         const pageSize = num(page, 3, "a page's size");
         const data = page.get(5) as Decoded | undefined;
         if (page.get(1) !== PAGE_DATA || !data || data.get(2) !== ENCODING.PLAIN) return undefined;
         const values = num(data, 1, "a page's value count");
-        let at = pos + r.at;
+        let at = pos + length;
         const stop = at + pageSize;
         if (stop > end) throw new Error(`a page of column ${f.name} runs past its column`);
         if (k.list) {
