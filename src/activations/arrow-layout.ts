@@ -47,7 +47,7 @@ function readInto(fd: number, dst: Uint8Array, pos: number): Uint8Array {
 export const readAt = (fd: number, pos: number, len: number): Uint8Array => readInto(fd, new Uint8Array(len), pos);
 
 /** A scalar column's kind, or a FixedSizeList's item kind; undefined for any other type. */
-export function kindOf(f: Field): { kind: Kind; width: number; list: boolean } | undefined {
+function kindOf(f: Field): { kind: Kind; width: number; list: boolean } | undefined {
   const scalar = (t: Field['type']): Kind | undefined =>
     t.typeId === Type.Int && t.bitWidth === 32 && t.isSigned
       ? 'int32'

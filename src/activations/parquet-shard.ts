@@ -9,10 +9,9 @@
 //   required group <hook> (LIST) { repeated group list { required float|float16 element } }
 // so its maximum repetition and definition levels are 1: each row's first value has repetition level 0 and the
 // others 1, and every value has definition level 1. Both are written as runs of the RLE/bit-packed hybrid (width 1).
-import { Message, type Schema } from 'apache-arrow';
 import { fstatSync } from 'node:fs';
 import { T, ThriftReader, ThriftWriter, list, type Decoded, type ThriftStruct } from '../util/thrift-compact.js';
-import { BYTES, kindOf, readAt, type ColumnLayout, type Kind, type ShardLayout } from './arrow-layout.js';
+import { BYTES, readAt, type ColumnLayout, type Kind, type ShardLayout } from './arrow-layout.js';
 
 const MAGIC = new TextEncoder().encode('PAR1');
 /** A page holds whole rows, about this many bytes of values at most: the size Parquet writers default to. */
@@ -185,18 +184,6 @@ const num = (s: Decoded, id: number, what: string): number => {
   return v;
 };
 
-/** The Arrow schema kept in a Parquet footer's key-value list, or undefined when none is. */
-function arrowSchemaOf(keyValues: Decoded[]): Schema | undefined {
-  const kv = keyValues.find((e) => text(e.get(1)) === 'ARROW:schema');
-  if (!kv) return undefined;
-  const b = new Uint8Array(Buffer.from(text(kv.get(2)), 'base64'));
-  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  // An encapsulated IPC message: the continuation marker 0xFFFFFFFF (or none, before Arrow 0.15), its length, the message.
-  const start = view.getInt32(0, true) === -1 ? 8 : 4;
-  const msg = Message.decode(b.subarray(start, start + view.getInt32(start - 4, true)));
-  return msg.isSchema() ? msg.header() : undefined;
-}
-
 /** The page header at `pos` and its length in bytes: read 4 KiB at a time (statistics can make one long). */
 function pageHeader(fd: number, pos: number, end: number): { page: Decoded; length: number } {
   for (let len = 4096; ; len *= 16) {
@@ -209,11 +196,43 @@ function pageHeader(fd: number, pos: number, end: number): { page: Decoded; leng
   }
 }
 
+/** A column of the file's schema, as encodeParquet writes it: a required INT32, or a LIST of required float / float16. */
+interface SchemaColumn {
+  name: string;
+  kind: Kind;
+  list: boolean;
+}
+
+/** The columns of a flat list of Parquet schema elements, or undefined for a schema encodeParquet does not write. */
+function schemaColumns(elements: Decoded[]): SchemaColumn[] | undefined {
+  const out: SchemaColumn[] = [];
+  let e = 1;
+  for (let c = 0, n = elements[0]?.get(5); c < (n as number); c++) {
+    const el = elements[e];
+    if (!el || el.get(3) !== REPETITION.REQUIRED) return undefined;
+    const name = text(el.get(4));
+    if (!el.has(5)) {
+      if (el.get(1) !== PHYSICAL.int32) return undefined;
+      out.push({ name, kind: 'int32', list: false });
+      e += 1;
+      continue;
+    }
+    const [mid, leaf] = [elements[e + 1], elements[e + 2]];
+    if (el.get(5) !== 1 || mid?.get(3) !== REPETITION.REPEATED || mid.get(5) !== 1 || leaf?.get(3) !== REPETITION.REQUIRED || leaf.has(5)) return undefined;
+    const half = leaf.get(1) === PHYSICAL.f16 && leaf.get(2) === 2 && (leaf.get(10) as Decoded | undefined)?.has(15);
+    if (!half && leaf.get(1) !== PHYSICAL.f32) return undefined;
+    out.push({ name, kind: half ? 'f16' : 'f32', list: true });
+    e += 3;
+  }
+  return e === elements.length ? out : undefined;
+}
+
 /**
- * Where each column's values lie in an open Parquet file, when they can be read in place: every page a v1 data page
- * of PLAIN values, uncompressed, of the columns an Arrow schema in the footer describes (what encodeParquet writes).
- * Undefined for any other Parquet file (compressed, dictionary-encoded, written by another tool without an Arrow
- * schema): the caller decodes it whole. Throws on a damaged file.
+ * Where each column's values lie in an open Parquet file, when they can be read in place: the schema encodeParquet
+ * writes, every page a v1 data page of PLAIN values, uncompressed, each list page's levels those of fixed-size rows
+ * (compared byte for byte with what encodeParquet writes). Undefined for any other Parquet file (compressed,
+ * dictionary-encoded, other types or list shapes): the caller decodes it whole. Throws on a damaged file. The footer's
+ * Arrow schema is left alone: apache-arrow's decoder ran out of memory on damaged ones (test/parquet.test.ts).
  */
 export function parquetLayout(fd: number): ShardLayout | undefined {
   const size = fstatSync(fd).size;
@@ -224,40 +243,30 @@ export function parquetLayout(fd: number): ShardLayout | undefined {
   const footerLen = new DataView(tail.buffer).getUint32(0, true);
   if (footerLen > size - 12) throw new Error(`footer length ${footerLen} does not fit the file`);
   const meta = new ThriftReader(readAt(fd, size - 8 - footerLen, footerLen)).struct();
-  const schema = arrowSchemaOf((meta.get(5) as Decoded[] | undefined) ?? []);
-  if (!schema) return undefined;
-  const kinds = schema.fields.map(kindOf);
-  if (kinds.some((k) => !k)) return undefined;
-  // The Parquet schema must be the one encodeParquet writes for these fields: required INT32 scalars, lists of required leaves.
-  const elements = meta.get(2) as Decoded[];
-  let e = 1;
-  for (const [i, f] of schema.fields.entries()) {
-    const k = kinds[i]!;
-    const want = k.list ? 3 : 1;
-    const els = elements.slice(e, e + want);
-    e += want;
-    const leaf = els.at(-1);
-    if (els.length < want || text(els[0].get(4)) !== f.name || els[0].get(3) !== REPETITION.REQUIRED || leaf?.get(3) !== REPETITION.REQUIRED) return undefined;
-    if (k.list && (els[1].get(3) !== REPETITION.REPEATED || els[0].get(5) !== 1 || els[1].get(5) !== 1)) return undefined;
-    if (leaf.get(1) !== PHYSICAL[k.kind]) return undefined;
-  }
-  if (e !== elements.length) return undefined;
+  const fields = schemaColumns(meta.get(2) as Decoded[]);
+  const total = num(meta, 3, 'the row count');
+  // An empty file says nothing of its lists' widths: decoded whole (its Arrow schema does).
+  if (!fields || total === 0) return undefined;
   const columns = new Map<string, ColumnLayout>();
-  schema.fields.forEach((f, i) => columns.set(f.name, { kind: kinds[i]!.kind, width: kinds[i]!.width, pieces: [] }));
+  const levels = new Map<string, Uint8Array>(); // the levels encodeParquet writes for a page's rows and width
   let rows = 0;
   for (const group of (meta.get(4) as Decoded[] | undefined) ?? []) {
     const groupRows = num(group, 3, "a row group's row count");
     const chunks = group.get(1) as Decoded[];
-    if (chunks.length !== schema.fields.length) throw new Error(`a row group holds ${chunks.length} columns, not ${schema.fields.length}`);
-    for (const [i, f] of schema.fields.entries()) {
-      const k = kinds[i]!;
+    if (chunks.length !== fields.length) throw new Error(`a row group holds ${chunks.length} columns, not ${fields.length}`);
+    for (const [i, f] of fields.entries()) {
       const md = chunks[i].get(3) as Decoded | undefined;
       if (!md) return undefined; // column data in another file
       if (md.get(4) !== CODEC_UNCOMPRESSED || md.has(11)) return undefined;
-      const col = columns.get(f.name)!;
+      // A list's width: its values over the rows (each page's levels then show that every row holds that many).
+      const width = f.list ? num(md, 5, "a column's value count") / groupRows : 1;
+      if (!Number.isInteger(width) || width < 1) return undefined;
+      const col = columns.get(f.name) ?? { kind: f.kind, width, pieces: [] };
+      columns.set(f.name, col);
+      if (col.width !== width) return undefined;
       let pos = num(md, 9, "a column's first page");
       const end = pos + num(md, 7, "a column's size");
-      if (end > size - 8 - footerLen) throw new Error(`column ${f.name} runs past the end of its data`);
+      if (pos < 4 || end < pos || end > size - 8 - footerLen) throw new Error(`column ${f.name} lies outside the file's data`);
       let got = 0;
       while (pos < end) {
         const { page, length } = pageHeader(fd, pos, end);
@@ -265,24 +274,34 @@ export function parquetLayout(fd: number): ShardLayout | undefined {
         const data = page.get(5) as Decoded | undefined;
         if (page.get(1) !== PAGE_DATA || !data || data.get(2) !== ENCODING.PLAIN) return undefined;
         const values = num(data, 1, "a page's value count");
+        if (pageSize < 0 || values < 0) throw new Error(`a page of column ${f.name} has a negative size`);
+        if (values % width !== 0) return undefined; // a page that splits a row: not written here
+        const pageRows = values / width;
         let at = pos + length;
         const stop = at + pageSize;
         if (stop > end) throw new Error(`a page of column ${f.name} runs past its column`);
-        if (k.list) {
-          // Skip the levels: their lengths prefix them.
-          for (let j = 0; j < 2; j++) at += 4 + new DataView(readAt(fd, at, 4).buffer).getUint32(0, true);
+        if (f.list) {
+          const key = `${pageRows}x${width}`;
+          let want = levels.get(key);
+          if (!want) levels.set(key, (want = listLevels(pageRows, width)));
+          if (at + want.length > stop || !Buffer.from(readAt(fd, at, want.length)).equals(want)) return undefined;
+          at += want.length;
         }
-        if (values % k.width !== 0) return undefined; // a page that splits a row: not written here
-        if (stop - at !== values * BYTES[k.kind])
-          throw new Error(`a page of column ${f.name} holds ${stop - at} bytes of values, not ${values * BYTES[k.kind]}`);
-        col.pieces.push({ rows: values / k.width, offset: at });
-        got += values / k.width;
+        if (stop - at !== values * BYTES[f.kind])
+          throw new Error(`a page of column ${f.name} holds ${stop - at} bytes of values, not ${values * BYTES[f.kind]}`);
+        col.pieces.push({ rows: pageRows, offset: at });
+        got += pageRows;
         pos = stop;
       }
       if (got !== groupRows) throw new Error(`column ${f.name} holds ${got} rows of its row group's ${groupRows}`);
     }
     rows += groupRows;
   }
-  if (rows !== num(meta, 3, 'the row count')) throw new Error(`the row groups hold ${rows} rows, the footer says ${meta.get(3)}`);
-  return { rows, columns, metadata: schema.metadata };
+  if (rows !== total) throw new Error(`the row groups hold ${rows} rows, the footer says ${total}`);
+  const metadata = new Map<string, string>();
+  for (const kv of (meta.get(5) as Decoded[] | undefined) ?? []) {
+    const key = text(kv.get(1));
+    if (key !== 'ARROW:schema') metadata.set(key, text(kv.get(2) ?? new Uint8Array()));
+  }
+  return { rows, columns, metadata };
 }
