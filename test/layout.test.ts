@@ -1,5 +1,6 @@
 // The module layout keeps its promises: the native training path and the query commands never load
-// TensorFlow.js (it loads only when it is the engine), and no module imports one that imports it back.
+// TensorFlow.js (it loads only when it is the engine), training never loads apache-arrow, and no module imports one
+// that imports it back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -17,19 +18,26 @@ function loaded(args: string[], env: Record<string, string> = {}): string[] {
   return readFileSync(log, 'utf8').split('\n').filter(Boolean);
 }
 
-test('sdl fit on the native kernels loads no TensorFlow.js; --backend wasm does', () => {
+test('sdl fit on the native kernels loads no TensorFlow.js and no apache-arrow; --backend wasm loads TensorFlow.js', () => {
   const dir = tmp();
   const acts = join(dir, 'acts');
   assert.equal(spawnSync(process.execPath, [CLI, 'harvest', '--layer', '6', '--tokens', '8k', '--out', acts]).status, 0);
   const nat = loaded(['fit', '--acts', acts, '--steps', '3', '--eval-tokens', '1024', '--latents', '64', '--out', join(dir, 'a')]);
   assert.ok(
-    nat.some((u) => u.includes('onnxruntime') || u.includes('apache-arrow')),
+    nat.some((u) => u.includes('node_modules/yargs')),
     'the log records package modules',
   );
   assert.deepEqual(
     nat.filter((u) => u.includes('@tensorflow')),
     [],
   );
+  // Shards are read by range without apache-arrow (arrow-layout.ts reads the footer): it loads where shards are written.
+  assert.deepEqual(
+    nat.filter((u) => u.includes('apache-arrow')),
+    [],
+  );
+  const harvested = loaded(['harvest', '--layer', '6', '--tokens', '4k', '--out', join(dir, 'acts2')]);
+  assert.ok(harvested.includes('require:apache-arrow'), 'CommonJS packages loaded on first use are recorded');
   const wasm = loaded(['fit', '--acts', acts, '--steps', '3', '--eval-tokens', '1024', '--latents', '64', '--backend', 'wasm', '--out', join(dir, 'b')]);
   assert.ok(wasm.some((u) => u.includes('@tensorflow')));
 });

@@ -4,8 +4,7 @@
 // buffers (offset and length within the batch body) in the schema's depth-first order (Arrow columnar format:
 // a primitive column has a validity and a data buffer, a FixedSizeList a validity buffer and then its child's).
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { type FixedSizeList, Message, Type, type Field } from 'apache-arrow';
-import { Footer } from 'apache-arrow/ipc/metadata/file';
+import { FlatTable, int64At } from '../util/flatbuffers.js';
 import { f16ToF32 } from '../util/f16.js';
 
 export type Kind = 'int32' | 'f32' | 'f16';
@@ -46,28 +45,49 @@ function readInto(fd: number, dst: Uint8Array, pos: number): Uint8Array {
 
 export const readAt = (fd: number, pos: number, len: number): Uint8Array => readInto(fd, new Uint8Array(len), pos);
 
+// Arrow's FlatBuffers schema (format/Schema.fbs, File.fbs, Message.fbs): the slots of the fields read here, in order.
+const TYPE_INT = 2;
+const TYPE_FLOAT = 3;
+const TYPE_FIXED_SIZE_LIST = 16;
+const HEADER_RECORD_BATCH = 3;
+const Footer = { schema: 1, dictionaries: 2, recordBatches: 3 } as const;
+const Schema = { endianness: 0, fields: 1, metadata: 2 } as const;
+const FieldT = { name: 0, typeType: 2, type: 3, dictionary: 4, children: 5 } as const;
+const MessageT = { headerType: 1, header: 2 } as const;
+const RecordBatchT = { length: 0, buffers: 2, compression: 3 } as const;
+/** Block { offset: int64; metaDataLength: int32; (4 bytes padding) bodyLength: int64 }. */
+const BLOCK_BYTES = 24;
+
 /** A scalar column's kind, or a FixedSizeList's item kind; undefined for any other type. */
-function kindOf(f: Field): { kind: Kind; width: number; list: boolean } | undefined {
-  const scalar = (t: Field['type']): Kind | undefined =>
-    t.typeId === Type.Int && t.bitWidth === 32 && t.isSigned
-      ? 'int32'
-      : t.typeId === Type.Float && t.precision === 1
-        ? 'f32'
-        : t.typeId === Type.Float && t.precision === 0
-          ? 'f16'
-          : undefined;
-  if (f.type.typeId === Type.FixedSizeList) {
-    const t = f.type as FixedSizeList;
-    const k = scalar(t.children[0].type);
-    return k && k !== 'int32' ? { kind: k, width: t.listSize, list: true } : undefined;
+function kindOf(f: FlatTable): { kind: Kind; width: number; list: boolean } | undefined {
+  const scalar = (t: FlatTable): Kind | undefined => {
+    const type = t.table(FieldT.type);
+    if (!type) return undefined;
+    const id = t.uint8(FieldT.typeType);
+    if (id === TYPE_INT) return type.int32(0) === 32 && type.bool(1) ? 'int32' : undefined;
+    if (id === TYPE_FLOAT) return (['f16', 'f32'] as const)[type.int16(0)];
+    return undefined;
+  };
+  if (f.table(FieldT.dictionary)) return undefined;
+  if (f.uint8(FieldT.typeType) === TYPE_FIXED_SIZE_LIST) {
+    const [item] = f.tables(FieldT.children);
+    const k = item && scalar(item);
+    const width = f.table(FieldT.type)!.int32(0);
+    return k && k !== 'int32' && width > 0 ? { kind: k, width, list: true } : undefined;
   }
-  const k = scalar(f.type);
+  const k = scalar(f);
   return k ? { kind: k, width: 1, list: false } : undefined;
+}
+
+/** Key-value pairs of a table's custom_metadata vector. */
+function keyValues(t: FlatTable, slot: number): Map<string, string> {
+  return new Map(t.tables(slot).map((kv) => [kv.string(0) ?? '', kv.string(1) ?? '']));
 }
 
 /**
  * The layout of an open Arrow file, or undefined where it cannot be read in ranges (compressed bodies, dictionary
- * batches, or a column of another type): the caller then decodes the whole file. Throws on a damaged file.
+ * batches, or a column of another type): the caller then decodes the whole file. Throws on a damaged file: the
+ * footer and messages are read with every offset checked (src/util/flatbuffers.ts).
  */
 export function arrowLayout(fd: number): ShardLayout | undefined {
   const size = fstatSync(fd).size;
@@ -76,40 +96,56 @@ export function arrowLayout(fd: number): ShardLayout | undefined {
   if (new TextDecoder().decode(tail.subarray(4)) !== 'ARROW1') throw new Error('no Arrow file magic at the end (truncated, or not an Arrow IPC file)');
   const footerLen = new DataView(tail.buffer).getInt32(0, true);
   if (footerLen <= 0 || footerLen > size - 2 * MAGIC_AND_PADDING) throw new Error(`footer length ${footerLen} does not fit the file`);
-  const footer = Footer.decode(readAt(fd, size - MAGIC_AND_PADDING - footerLen, footerLen));
-  if (footer.numDictionaries > 0) return undefined;
-  const kinds = footer.schema.fields.map(kindOf);
+  const footer = FlatTable.root(readAt(fd, size - MAGIC_AND_PADDING - footerLen, footerLen));
+  if (footer.vector(Footer.dictionaries, BLOCK_BYTES).length > 0) return undefined;
+  const schema = footer.table(Footer.schema);
+  if (!schema) throw new Error('the footer holds no schema');
+  if (schema.int16(Schema.endianness) !== 0) return undefined; // big-endian
+  const fields = schema.tables(Schema.fields);
+  const kinds = fields.map(kindOf);
   if (kinds.some((k) => !k)) return undefined;
+  const names = fields.map((f) => f.string(FieldT.name) ?? '');
   const columns = new Map<string, ColumnLayout>();
-  footer.schema.fields.forEach((f, i) => columns.set(f.name, { kind: kinds[i]!.kind, width: kinds[i]!.width, pieces: [] }));
+  names.forEach((name, i) => columns.set(name, { kind: kinds[i]!.kind, width: kinds[i]!.width, pieces: [] }));
+  if (columns.size !== names.length) return undefined; // two columns of one name
   let rows = 0;
-  for (const block of footer.recordBatches()) {
-    if (block.offset + block.metaDataLength + block.bodyLength > size) throw new Error('a record batch runs past the end of the file');
+  const blocks = footer.structs(Footer.recordBatches, BLOCK_BYTES, (v, at) => ({
+    offset: int64At(v, at),
+    metaDataLength: v.getInt32(at + 8, true),
+    bodyLength: int64At(v, at + 16),
+  }));
+  for (const block of blocks) {
+    if (block.offset < 0 || block.metaDataLength <= 0 || block.bodyLength < 0 || block.offset + block.metaDataLength + block.bodyLength > size)
+      throw new Error('a record batch runs past the end of the file');
     const meta = readAt(fd, block.offset, block.metaDataLength);
     const view = new DataView(meta.buffer);
     // A message starts with the continuation marker 0xFFFFFFFF (format >= 0.15) or directly with its length.
     const start = view.getInt32(0, true) === -1 ? 8 : 4;
-    const len = view.getInt32(start - 4, true);
+    const len = start <= meta.length ? view.getInt32(start - 4, true) : -1;
     if (len <= 0 || start + len > meta.length) throw new Error('a record batch message has a bad length');
-    const msg = Message.decode(meta.subarray(start, start + len));
-    if (!msg.isRecordBatch()) throw new Error('the footer points at a message that is not a record batch');
-    const header = msg.header();
-    if (header.compression) return undefined;
+    const msg = FlatTable.root(meta.subarray(start, start + len));
+    const header = msg.table(MessageT.header);
+    if (msg.uint8(MessageT.headerType) !== HEADER_RECORD_BATCH || !header) throw new Error('the footer points at a message that is not a record batch');
+    if (header.table(RecordBatchT.compression)) return undefined;
+    const length = header.int64(RecordBatchT.length);
+    if (length < 0) throw new Error('a record batch of negative length');
+    const buffers = header.structs(RecordBatchT.buffers, 16, (v, at) => ({ offset: int64At(v, at), length: int64At(v, at + 8) }));
     const body = block.offset + block.metaDataLength;
     let b = 0;
-    footer.schema.fields.forEach((f, i) => {
+    names.forEach((name, i) => {
       const k = kinds[i]!;
       if (k.list) b++; // the list's validity buffer (no nulls in a shard)
       b++; // the values' validity buffer
-      const data = header.buffers[b++];
-      if (!data) throw new Error(`record batch lists too few buffers for column ${f.name}`);
-      const need = header.length * k.width * BYTES[k.kind];
-      if (data.length < need || data.offset + need > block.bodyLength) throw new Error(`column ${f.name}'s values run past their record batch`);
-      columns.get(f.name)!.pieces.push({ rows: header.length, offset: body + data.offset });
+      const data = buffers[b++];
+      if (!data) throw new Error(`record batch lists too few buffers for column ${name}`);
+      const need = length * k.width * BYTES[k.kind];
+      if (data.offset < 0 || data.length < need || data.offset + need > block.bodyLength)
+        throw new Error(`column ${name}'s values run past their record batch`);
+      columns.get(name)!.pieces.push({ rows: length, offset: body + data.offset });
     });
-    rows += header.length;
+    rows += length;
   }
-  return { rows, columns, metadata: footer.schema.metadata };
+  return { rows, columns, metadata: keyValues(schema, Schema.metadata) };
 }
 
 /**

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { tableFromArrays, tableToIPC } from 'apache-arrow';
+import { apacheArrow } from './arrow.js';
 import { parquetWasm } from './parquet.js';
 import { UserError } from '../util/errors.js';
 import { ACTS_MANIFEST_FILE } from '../util/files.js';
@@ -79,6 +79,7 @@ async function addIndex(con: DuckDBConnection, indexPath: string, tmp: string): 
       if (!rows.length) continue;
       const arrays = Object.fromEntries(cols.map((c, j) => [c, rows.map((r) => r[j] as string | number | null)]));
       const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
+      const { tableFromArrays, tableToIPC } = apacheArrow();
       const table = WasmTable.fromIPCStream(tableToIPC(tableFromArrays(arrays as Parameters<typeof tableFromArrays>[0]), 'stream'));
       const file = join(tmp, `${name}.parquet`);
       writeFileSync(file, writeParquet(table, new WriterPropertiesBuilder().setCompression(Compression.SNAPPY).build()));

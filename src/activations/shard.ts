@@ -4,22 +4,8 @@
 // the .parquet ones without plugins. sdlkit writes and reads its Parquet shards itself (parquet-shard.ts: the values
 // stored as they lie in memory); parquet-wasm (Rust's arrow/parquet crates compiled to WebAssembly) reads the
 // compressed ones earlier versions wrote.
-import {
-  Field,
-  FixedSizeList,
-  Float16,
-  Float32,
-  Int32,
-  RecordBatch,
-  RecordBatchFileWriter,
-  Schema,
-  Struct,
-  Table,
-  makeData,
-  tableFromIPC,
-  tableToIPC,
-  type Data,
-} from 'apache-arrow';
+import type { Data, FixedSizeList, Int32, Schema, Table } from 'apache-arrow';
+import { apacheArrow as arrow } from './arrow.js';
 import { parquetWasm } from './parquet.js';
 import { encodeParquet, type ParquetColumn } from './parquet-shard.js';
 import { f16ToF32, f32ToF16 } from '../util/f16.js';
@@ -170,11 +156,13 @@ export function arrowBodyOffset(buf: ShardBuffer, metadata: Record<string, strin
 }
 
 function intData(a: Int32Array): Data<Int32> {
+  const { makeData, Int32 } = arrow();
   return makeData({ type: new Int32(), length: a.length, nullCount: 0, data: a });
 }
 
 /** A shard's Arrow schema: the index columns, then one FixedSizeList column per site. */
 function shardSchema(sites: ShardSite[], dtype: Dtype, metadata: Record<string, string>): Schema {
+  const { Field, FixedSizeList, Float16, Float32, Int32, Schema } = arrow();
   const item = dtype === 'f16' ? new Float16() : new Float32();
   const fields = [
     ...INDEX_COLUMNS.map((c) => new Field(c, new Int32(), false)),
@@ -190,6 +178,7 @@ function siteValues(buf: ShardBuffer, dtype: Dtype, i: number): Float32Array | U
 
 /** The first `rows` rows of a buffer as an Arrow table. */
 function shardTable(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string>): Table {
+  const { makeData, RecordBatch, Struct, Table } = arrow();
   const n = buf.rows;
   const schema = shardSchema(buf.sites, dtype, metadata);
   const children: Data[] = [buf.doc, buf.window, buf.pos, buf.token].map((a) => intData(a.subarray(0, n)));
@@ -205,7 +194,7 @@ function shardTable(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, str
 
 /** A shard as one Arrow IPC file. */
 export function encodeShard(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array {
-  return tableToIPC(shardTable(buf, dtype, metadata), 'file');
+  return arrow().tableToIPC(shardTable(buf, dtype, metadata), 'file');
 }
 
 /**
@@ -214,7 +203,7 @@ export function encodeShard(buf: ShardBuffer, dtype: Dtype, metadata: Record<str
  * an apache-arrow version keeps it elsewhere, falls back to the joined bytes.)
  */
 export function encodeShardChunks(buf: ShardBuffer, dtype: Dtype, metadata: Record<string, string> = {}): Uint8Array[] {
-  const writer = RecordBatchFileWriter.writeAll(shardTable(buf, dtype, metadata));
+  const writer = arrow().RecordBatchFileWriter.writeAll(shardTable(buf, dtype, metadata));
   const queued = (writer as unknown as { _sink?: { _values?: unknown } })._sink?._values;
   if (Array.isArray(queued) && queued.every((c) => c instanceof Uint8Array)) return queued as Uint8Array[];
   return [writer.toUint8Array(true)];
@@ -237,6 +226,7 @@ export function encodeShardParquet(buf: ShardBuffer, dtype: Dtype, metadata: Rec
 /** A schema as the encapsulated IPC message Arrow's Parquet readers look for under 'ARROW:schema'. */
 function schemaMessage(schema: Schema): Uint8Array {
   // An IPC stream of no batches is the schema message and the 8-byte end-of-stream marker.
+  const { tableToIPC, Table } = arrow();
   const stream = tableToIPC(new Table(schema), 'stream');
   return stream.subarray(0, stream.length - 8);
 }
@@ -273,7 +263,7 @@ function concatInt(parts: Int32Array[]): Int32Array {
 
 /** Reads a shard; `sites` limits which float columns are materialised. */
 export function decodeShard(bytes: Uint8Array, sites?: string[], format: ShardFormat = 'arrow'): ShardData {
-  const table = tableFromIPC(format === 'parquet' ? parquetWasm().readParquet(bytes).intoIPCStream() : bytes);
+  const table = arrow().tableFromIPC(format === 'parquet' ? parquetWasm().readParquet(bytes).intoIPCStream() : bytes);
   const rows = table.numRows;
   const intCol = (name: string): Int32Array => {
     const col = table.getChild(name);

@@ -1,6 +1,7 @@
-// sdlkit's own Parquet shards (src/activations/parquet-shard.ts) and the Thrift compact protocol under them: the bytes
-// the protocol's specification gives, files that two independent readers (parquet-wasm: Rust's parquet crate; DuckDB:
-// C++) read back as the Arrow shard's table, reads by range across pages, older compressed shards, damaged files.
+// Shard files as sdlkit writes and reads them. Its own Parquet shards (src/activations/parquet-shard.ts) and the
+// Thrift compact protocol under them: the bytes the protocol's specification gives, files that two independent
+// readers (parquet-wasm: Rust's parquet crate; DuckDB: C++) read back as the Arrow shard's table, reads by range across
+// pages, older compressed shards. Damaged Parquet and Arrow files read without their checksum.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
@@ -318,49 +319,76 @@ function decodeShardTokens(file: string): Int32Array {
   return t.getChild('token')!.toArray() as Int32Array;
 }
 
-test('Parquet layout: 600 damaged copies (bytes changed in a page header and the footer) each read or refused in one line; none hangs or runs out of memory', () => {
-  const dir = tmp();
-  const rows = 900;
-  const buf = shard(rows);
-  const good = Buffer.concat(encodeShardParquet(buf, 'f32', META));
-  const want = decodeShard(encodeShard(buf, 'f32', META));
-  // Where the structure lies: two columns' first page headers (one with its levels) and the footer.
-  const r = new ThriftReader(good, 4);
-  r.struct();
-  const footerAt = good.length - 8 - good.readUInt32LE(good.length - 8);
-  const meta = new ThriftReader(good, footerAt).struct();
-  type M = Map<number, unknown>;
-  const firstSitePage = (((meta.get(4) as M[])[0].get(1) as M[])[4].get(3) as M).get(9) as number;
-  const structure = [
-    [0, r.at + 40], // the doc column's first page header
-    [firstSitePage, firstSitePage + 64], // the first site's first page header and levels
-    [footerAt, good.length],
-  ];
-  const rng = new Rng(54);
-  const d = join(dir, 'fuzz');
+/**
+ * Writes 600 copies of `good` with 1-3 bytes changed in one of `ranges` (in turn) as shard 0 of a harvest and reads each
+ * without its checksum (`--no-verify`): each either reads (a change the reader does not use) or is refused with one
+ * line; none may hang or run out of memory. Returns how many were refused.
+ */
+function readDamaged(file: string, good: Uint8Array, ranges: number[][], rows: number, sites: { name: string; width: number }[], seed: number): number {
+  const d = join(tmp(), 'damaged');
   mkdirSync(d, { recursive: true });
-  const man = {
-    sites: [...want.widths].map(([name, width]) => ({ name, width })),
-    tokens: rows,
-    shards: [{ file: 'shard-00000.parquet', rows, sha256: sha256(good) }],
-  } as unknown as Manifest;
+  const man = { sites, tokens: rows, shards: [{ file, rows, sha256: sha256(good) }] } as unknown as Manifest;
+  const rng = new Rng(seed);
   let refused = 0;
   for (let i = 0; i < 600; i++) {
     const bad = Buffer.from(good);
-    const [a, z] = structure[i % 3];
+    const [a, z] = ranges[i % ranges.length];
     for (let j = 0, n = 1 + Math.floor(rng.next() * 3); j < n; j++) bad[a + Math.floor(rng.next() * (z - a))] = Math.floor(rng.next() * 256);
-    writeFileSync(join(d, 'shard-00000.parquet'), bad);
+    writeFileSync(join(d, file), bad);
     try {
       const got = readShard(d, man, 0, ['blocks.0.hook_mlp_out'], { verify: false }, { from: 0, to: rows });
-      // Read without complaint: a change the reader does not use (an unused size, the Arrow schema, metadata) or the
+      // Read without complaint: a change the reader does not use (an unused size, a schema copy, metadata) or the
       // first index values (what the checksum, on by default, is there for).
       assert.equal(got.rows, rows);
       assert.equal(got.values.get('blocks.0.hook_mlp_out')!.length, rows);
     } catch (e) {
-      assert.ok(e instanceof UserError, `copy ${i}: ${(e as Error).stack}`);
+      assert.ok(e instanceof UserError, `${file}, copy ${i}: ${(e as Error).stack}`);
       assert.ok(!(e as Error).message.includes('\n'), 'one line');
       refused++;
     }
   }
-  assert.ok(refused > 150, `damaged copies are refused (${refused} of 600)`);
+  return refused;
+}
+
+test('damaged shards without their checksum: 600 copies of a Parquet and of an Arrow shard, each read or refused in one line; none hangs or runs out of memory', () => {
+  const rows = 900;
+  const buf = shard(rows);
+  const sites = buf.sites.map((s) => ({ name: s.name, width: s.width }));
+  // Parquet: two columns' first page headers (one with its levels) and the footer.
+  const pq = Buffer.concat(encodeShardParquet(buf, 'f32', META));
+  const r = new ThriftReader(pq, 4);
+  r.struct();
+  const footerAt = pq.length - 8 - pq.readUInt32LE(pq.length - 8);
+  const meta = new ThriftReader(pq, footerAt).struct();
+  type M = Map<number, unknown>;
+  const firstSitePage = (((meta.get(4) as M[])[0].get(1) as M[])[4].get(3) as M).get(9) as number;
+  const pqRefused = readDamaged(
+    'shard-00000.parquet',
+    pq,
+    [
+      [0, r.at + 40],
+      [firstSitePage, firstSitePage + 64],
+      [footerAt, pq.length],
+    ],
+    rows,
+    sites,
+    54,
+  );
+  assert.ok(pqRefused > 150, `damaged Parquet copies are refused (${pqRefused} of 600)`);
+  // Arrow: the footer (schema and record batch blocks: apache-arrow's decoder ran out of memory on damaged ones) and the
+  // file's first 1,200 bytes (the schema message and the record batch's).
+  const arrow = Buffer.from(encodeShard(buf, 'f32', META));
+  const arrowFooter = arrow.length - 10 - arrow.readInt32LE(arrow.length - 10);
+  const arrowRefused = readDamaged(
+    'shard-00000.arrow',
+    arrow,
+    [
+      [arrowFooter, arrow.length - 10],
+      [0, 1200],
+    ],
+    rows,
+    sites,
+    7,
+  );
+  assert.ok(arrowRefused > 150, `damaged Arrow copies are refused (${arrowRefused} of 600)`);
 });
