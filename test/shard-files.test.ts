@@ -8,9 +8,9 @@ import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { Field, Int32, Schema, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ThriftReader, ThriftWriter, T, list } from '../src/util/thrift-compact.js';
-import { ShardBuffer, decodeShard, encodeShard, encodeShardParquet, type Dtype } from '../src/activations/shard.js';
+import { INDEX_COLUMNS, ShardBuffer, decodeShard, encodeShard, encodeShardParquet, type Dtype } from '../src/activations/shard.js';
 import { parquetLayout } from '../src/activations/parquet-shard.js';
-import { readColumnRows } from '../src/activations/arrow-layout.js';
+import { arrowLayout, readColumnRows } from '../src/activations/arrow-layout.js';
 import { readShard } from '../src/activations/reader.js';
 import { parquetWasm } from '../src/activations/parquet.js';
 import type { Manifest } from '../src/activations/manifest.js';
@@ -391,4 +391,36 @@ test('damaged shards without their checksum: 600 copies of a Parquet and of an A
     7,
   );
   assert.ok(arrowRefused > 150, `damaged Arrow copies are refused (${arrowRefused} of 600)`);
+});
+
+test('Arrow layout: the footer read with every offset checked gives apache-arrow’s columns, widths, kinds and metadata', () => {
+  const dir = tmp();
+  for (const dtype of ['f32', 'f16'] as Dtype[]) {
+    const buf = shard(700);
+    const bytes = encodeShard(buf, dtype, META);
+    const file = join(dir, `s-${dtype}.arrow`);
+    writeFileSync(file, bytes);
+    const table = tableFromIPC(bytes);
+    const fd = openSync(file, 'r');
+    try {
+      const layout = arrowLayout(fd)!;
+      assert.equal(layout.rows, table.numRows);
+      assert.deepEqual(layout.metadata, table.schema.metadata);
+      assert.deepEqual(
+        [...layout.columns].map(([name, c]) => [name, c.kind, c.width]),
+        table.schema.fields.map((f) => [
+          f.name,
+          (INDEX_COLUMNS as readonly string[]).includes(f.name) ? 'int32' : dtype,
+          (f.type as { listSize?: number }).listSize ?? 1,
+        ]),
+      );
+      const want = decodeShard(bytes);
+      assert.deepEqual(
+        readColumnRows(fd, layout.columns.get('blocks.0.hook_resid_post')!, 3, 650),
+        want.values.get('blocks.0.hook_resid_post')!.subarray(900, 195_000),
+      );
+    } finally {
+      closeSync(fd);
+    }
+  }
 });
