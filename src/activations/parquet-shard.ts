@@ -117,7 +117,9 @@ export function encodeParquet(columns: ParquetColumn[], rows: number, arrowSchem
     const perPage = Math.max(1, Math.floor(PAGE_BYTES / valueBytes));
     const start = at;
     const levels = new Map<number, Uint8Array>(); // by page rows: every full page has the same
-    for (let r = 0; r < rows || (r === 0 && rows === 0); r += perPage) {
+    // At least one page, so that an empty shard's column has one (empty) page.
+    for (let p = 0, pages = Math.max(1, Math.ceil(rows / perPage)); p < pages; p++) {
+      const r = p * perPage;
       const n = Math.min(perPage, rows - r);
       const body = bytesOf(c.values.subarray(r * c.width, (r + n) * c.width));
       let lv: Uint8Array | undefined;
@@ -130,7 +132,6 @@ export function encodeParquet(columns: ParquetColumn[], rows: number, arrowSchem
       push(new ThriftWriter().struct({ 1: i32(PAGE_DATA), 2: i32(size), 3: i32(size), 5: struct(dataPage) }).finish());
       if (lv) push(lv);
       push(body);
-      if (rows === 0) break;
     }
     const total = at - start;
     rowGroupBytes += total;
