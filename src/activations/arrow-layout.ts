@@ -72,7 +72,9 @@ function kindOf(f: FlatTable): { kind: Kind; width: number; list: boolean } | un
   if (f.uint8(FieldT.typeType) === TYPE_FIXED_SIZE_LIST) {
     const [item] = f.tables(FieldT.children);
     const k = item && scalar(item);
-    const width = f.table(FieldT.type)!.int32(0);
+    const type = f.table(FieldT.type);
+    if (!type) throw new Error(`column ${f.string(FieldT.name)} is a FixedSizeList without its size`);
+    const width = type.int32(0);
     return k && k !== 'int32' && width > 0 ? { kind: k, width, list: true } : undefined;
   }
   const k = scalar(f);
