@@ -1,5 +1,5 @@
 // Harvest throughput against a bare onnxruntime-node forward pass of the same graph cut to the hooked layers, same batch and context.
-// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out] [--dtype f32|f16]
+// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out] [--dtype f32|f16] [--format arrow|parquet]
 // --gpt2-small: a random llama2.c model of GPT-2-small's shape (bench/gpt2-sized.ts) instead of the small models.
 // --bare harvest: time the bare pass in the harvest's own layout only (default both: the faster of the two is the
 // reference); at GPT-2-small width and 1M tokens each pass takes ~7 minutes, and the layout the harvest does not pick
@@ -73,6 +73,8 @@ async function main() {
   const bareLayouts = arg('bare', 'both');
   const dtype = arg('dtype', 'f32');
   if (dtype !== 'f32' && dtype !== 'f16') throw new UserError(`--dtype ${dtype}: give f32 (default) or f16`);
+  const format = arg('format', 'arrow');
+  if (format !== 'arrow' && format !== 'parquet') throw new UserError(`--format ${format}: give arrow (default) or parquet`);
   if (bareLayouts !== 'both' && bareLayouts !== 'harvest') throw new UserError(`--bare ${bareLayouts}: give both (default) or harvest`);
   const models: [string, string][] = [];
   const given = arg('model', '');
@@ -129,6 +131,7 @@ async function main() {
         ctx,
         batch,
         dtype,
+        format,
         seed: r,
         shardTokens: 65536,
         out,
@@ -154,7 +157,7 @@ async function main() {
     `harvest vs a bare onnxruntime forward of the same graph cut to the hooked layers (fetching the hooks), ${tokens} tokens, ${repeats} repeats of bare-harvest-bare; medians (min-max), tokens/s. Bare rates: from the graph cut on, as the harvest's clock counts (sessions made, first batches); then warmed up (set-up excluded). Ratios: each harvest over the faster bare layout's mean of the passes around it`,
   );
   console.log(
-    `| model | ctx | batch | bare, 1 session x ${cores} threads: from the cut; warm | bare, ${cores} workers x 1 thread: from the cut; warm | sdl harvest (${sites.join(', ')}; ${dtype} shards; tokenize + write; layout) | harvest / bare from the cut, paired | harvest / bare warm, paired |`,
+    `| model | ctx | batch | bare, 1 session x ${cores} threads: from the cut; warm | bare, ${cores} workers x 1 thread: from the cut; warm | sdl harvest (${sites.join(', ')}; ${dtype} ${format} shards; tokenize + write; layout) | harvest / bare from the cut, paired | harvest / bare warm, paired |`,
   );
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);

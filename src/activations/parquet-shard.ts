@@ -43,38 +43,41 @@ const u32 = (n: number): Uint8Array => {
   return b;
 };
 
-/** Runs [value, count] as the RLE/bit-packed hybrid at bit width 1: a varint header (count << 1) and one value byte. */
-function rleRuns(runs: Iterable<readonly [number, number]>): Uint8Array {
-  const out: number[] = [];
-  for (const [value, count] of runs) {
-    let h = count * 2;
-    while (h >= 0x80) {
-      out.push((h % 0x80) | 0x80);
-      h = Math.floor(h / 0x80);
-    }
-    out.push(h, value);
+/** Appends a run of `count` copies of `value` in the RLE/bit-packed hybrid at bit width 1: a varint header (count << 1), one value byte. */
+function rleRun(out: Uint8Array, at: number, value: number, count: number): number {
+  let h = count * 2;
+  while (h >= 0x80) {
+    out[at++] = (h % 0x80) | 0x80;
+    h = Math.floor(h / 0x80);
   }
-  return Uint8Array.from(out);
+  out[at++] = h;
+  out[at++] = value;
+  return at;
 }
 
-/** The repetition and definition levels of `rows` lists of `width` values, each prefixed by its byte length (data page v1). */
+/** Levels made so far, by rows and width: every shard of a harvest has the same pages (cleared past a few shapes). */
+const levelCache = new Map<string, Uint8Array>();
+
+/**
+ * The repetition and definition levels of `rows` lists of `width` values, each prefixed by its byte length (data page
+ * v1): repetition 0 for a row's first value and 1 for the rest (one run each), definition 1 for all.
+ */
 function listLevels(rows: number, width: number): Uint8Array {
-  function* repetition(): Generator<readonly [number, number]> {
-    if (width === 1) yield [0, rows];
-    else
-      for (let r = 0; r < rows; r++) {
-        yield [0, 1];
-        yield [1, width - 1];
-      }
-  }
-  const rep = rleRuns(repetition());
-  const def = rleRuns([[1, rows * width]]);
-  const out = new Uint8Array(8 + rep.length + def.length);
-  out.set(u32(rep.length), 0);
-  out.set(rep, 4);
-  out.set(u32(def.length), 4 + rep.length);
-  out.set(def, 8 + rep.length);
-  return out;
+  const key = `${rows}x${width}`;
+  const cached = levelCache.get(key);
+  if (cached) return cached;
+  const out = new Uint8Array(8 + rows * 14 + 24); // a run is at most 12 bytes (a varint of up to 2^53, its value)
+  let at = 4;
+  if (width === 1) at = rleRun(out, at, 0, rows);
+  else for (let r = 0; r < rows; r++) at = rleRun(out, rleRun(out, at, 0, 1), 1, width - 1);
+  new DataView(out.buffer).setUint32(0, at - 4, true);
+  const defAt = at;
+  at = rleRun(out, at + 4, 1, rows * width);
+  new DataView(out.buffer).setUint32(defAt, at - defAt - 4, true);
+  if (levelCache.size >= 64) levelCache.clear();
+  const levels = out.slice(0, at);
+  levelCache.set(key, levels);
+  return levels;
 }
 
 const i32 = (v: number) => [T.I32, v] as const;
@@ -116,17 +119,12 @@ export function encodeParquet(columns: ParquetColumn[], rows: number, arrowSchem
     if (c.values.length < rows * c.width) throw new Error(`parquet: column ${c.name} holds ${c.values.length} values, fewer than ${rows} rows of ${c.width}`);
     const perPage = Math.max(1, Math.floor(PAGE_BYTES / valueBytes));
     const start = at;
-    const levels = new Map<number, Uint8Array>(); // by page rows: every full page has the same
     // At least one page, so that an empty shard's column has one (empty) page.
     for (let p = 0, pages = Math.max(1, Math.ceil(rows / perPage)); p < pages; p++) {
       const r = p * perPage;
       const n = Math.min(perPage, rows - r);
       const body = bytesOf(c.values.subarray(r * c.width, (r + n) * c.width));
-      let lv: Uint8Array | undefined;
-      if (isList) {
-        lv = levels.get(n);
-        if (!lv) levels.set(n, (lv = listLevels(n, c.width)));
-      }
+      const lv = isList ? listLevels(n, c.width) : undefined;
       const size = (lv?.length ?? 0) + body.length;
       const dataPage: ThriftStruct = { 1: i32(n * c.width), 2: i32(ENCODING.PLAIN), 3: i32(ENCODING.RLE), 4: i32(ENCODING.RLE) };
       push(new ThriftWriter().struct({ 1: i32(PAGE_DATA), 2: i32(size), 3: i32(size), 5: struct(dataPage) }).finish());
@@ -249,7 +247,6 @@ export function parquetLayout(fd: number): ShardLayout | undefined {
   // An empty file says nothing of its lists' widths: decoded whole (its Arrow schema does).
   if (!fields || total === 0) return undefined;
   const columns = new Map<string, ColumnLayout>();
-  const levels = new Map<string, Uint8Array>(); // the levels encodeParquet writes for a page's rows and width
   let rows = 0;
   for (const group of (meta.get(4) as Decoded[] | undefined) ?? []) {
     const groupRows = num(group, 3, "a row group's row count");
@@ -282,9 +279,7 @@ export function parquetLayout(fd: number): ShardLayout | undefined {
         const stop = at + pageSize;
         if (stop > end) throw new Error(`a page of column ${f.name} runs past its column`);
         if (f.list) {
-          const key = `${pageRows}x${width}`;
-          let want = levels.get(key);
-          if (!want) levels.set(key, (want = listLevels(pageRows, width)));
+          const want = listLevels(pageRows, width);
           if (at + want.length > stop || !Buffer.from(readAt(fd, at, want.length)).equals(want)) return undefined;
           at += want.length;
         }
