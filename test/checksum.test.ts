@@ -195,3 +195,26 @@ test('shards are recorded with CRC-32C; one changed byte is caught; a harvest re
     (e: Error) => e instanceof UserError && /is not an sdlkit activations manifest/.test(e.message),
   );
 });
+
+test('copyBytes (the O_DIRECT stage): the bytes TypedArray.set gives, from shared and plain memory at every alignment; bad arguments refused', (t) => {
+  const mod = native();
+  if (!mod?.copyBytes) return t.skip('native kernels not built');
+  for (const shared of [true, false]) {
+    const src = new Uint8Array(shared ? new SharedArrayBuffer(70_000) : new ArrayBuffer(70_000));
+    src.set(bytesOf(src.length, 9));
+    for (const from of [0, 1, 3, 8, 13])
+      for (const at of [0, 1, 5, 8, 21])
+        for (const n of [0, 1, 7, 64, 4099, 65_536]) {
+          const want = bytesOf(70_000, 2);
+          const got = want.slice();
+          want.set(src.subarray(from, from + n), at);
+          assert.equal(mod.copyBytes(got, at, src.subarray(from, from + n)), n);
+          assert.deepEqual(got, want, `shared ${shared}, from ${from}, at ${at}, ${n} bytes`);
+        }
+  }
+  const dst = new Uint8Array(100);
+  assert.throws(() => mod.copyBytes!(dst, 90, new Uint8Array(11)), /must fit/);
+  assert.throws(() => mod.copyBytes!(dst, -1, new Uint8Array(1)), /must fit/);
+  assert.throws(() => mod.copyBytes!(dst, 0.5, new Uint8Array(1)), /must fit/);
+  assert.throws(() => mod.copyBytes!(new Float32Array(4) as unknown as Uint8Array, 0, new Uint8Array(1)), /Uint8Arrays/);
+});

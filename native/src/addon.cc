@@ -1068,6 +1068,23 @@ napi_value PageOffset(napi_env env, napi_callback_info info) {
   });
 }
 
+// copyBytes(dst, offset, src): src's bytes into dst from byte `offset` (both Uint8Arrays; memmove). V8 copies from a
+// SharedArrayBuffer with relaxed atomics, a byte at a time where the two addresses disagree modulo the word: 16 ms per
+// 50 MB against 3 (O_DIRECT's staging copy of a Parquet shard, src/util/fsx.ts). TypedArray.set is the reference.
+napi_value CopyBytes(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    const std::vector<napi_value> a = args(env, info, 3);
+    TypedArray dst = typedInfo(env, a[0], "copyBytes' dst");
+    TypedArray src = typedInfo(env, a[2], "copyBytes' src");
+    if (dst.type != napi_uint8_array || src.type != napi_uint8_array) throw JsError{"copyBytes: dst and src must be Uint8Arrays"};
+    const double off = num(env, a[1], "offset");
+    if (!(off >= 0) || off != static_cast<double>(static_cast<size_t>(off)) || static_cast<size_t>(off) + src.length > dst.length)
+      throw JsError{"copyBytes: offset + src.length must fit in dst"};
+    if (src.length) std::memmove(static_cast<char*>(dst.data) + static_cast<size_t>(off), src.data, src.length);
+    return mkNum(env, static_cast<double>(src.length));
+  });
+}
+
 // adviseHuge(typedArray): huge pages for a large JavaScript array the kernels read at random (util.h adviseHuge);
 // returns the bytes advised.
 napi_value AdviseHuge(napi_env env, napi_callback_info info) {
@@ -1220,6 +1237,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "adviseHuge", fn);
   napi_create_function(env, "pageOffset", NAPI_AUTO_LENGTH, PageOffset, nullptr, &fn);
   napi_set_named_property(env, exports, "pageOffset", fn);
+  napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &fn);
+  napi_set_named_property(env, exports, "copyBytes", fn);
   napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
   napi_set_named_property(env, exports, "cpuFeatures", fn);
   napi_create_function(env, "instructionPeak", NAPI_AUTO_LENGTH, InstructionPeak, nullptr, &fn);

@@ -323,6 +323,8 @@ export interface NativeModule {
   copyCountNonFinite?(src: Float32Array, dst: Float32Array): number;
   /** The address of the array's first byte modulo 4096 (O_DIRECT from the caller's memory, src/util/fsx.ts); absent in builds before it. */
   pageOffset?(a: ArrayBufferView): number;
+  /** src's bytes into dst from byte `offset` (memmove; TypedArray.set is the reference, byte-wise from shared memory at unaligned offsets); returns src.length; absent in builds before it. */
+  copyBytes?(dst: Uint8Array, offset: number, src: Uint8Array): number;
 }
 
 const require = createRequire(import.meta.url);

@@ -157,9 +157,13 @@ class TempFile {
   /** Stages buf[from, to) (flushing each time the stage fills) while O_DIRECT is on; returns where it stopped. */
   private stageBytes(buf: Uint8Array, from: number, to: number): number {
     let i = from;
+    // Large pieces by memmove: V8 copies from shared memory (a shard buffer) a byte at a time where source and stage
+    // disagree modulo the word, as a Parquet shard's pages do (16 ms per 50 MB against 3).
+    const copy = to - from >= BLOCK ? native()?.copyBytes : undefined;
     while (this.stage && i < to) {
       const n = Math.min(this.stage.length - this.fill, to - i);
-      this.stage.set(buf.subarray(i, i + n), this.fill);
+      if (copy) copy(this.stage, this.fill, buf.subarray(i, i + n));
+      else this.stage.set(buf.subarray(i, i + n), this.fill);
       this.fill += n;
       i += n;
       if (this.fill === this.stage.length) this.flushStage(this.fill);
