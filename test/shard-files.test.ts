@@ -4,7 +4,8 @@
 // pages, older compressed shards. Damaged Parquet and Arrow files read without their checksum.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Field, Int32, Schema, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { ThriftReader, ThriftWriter, T, list } from '../src/util/thrift-compact.js';
@@ -13,11 +14,12 @@ import { parquetLayout } from '../src/activations/parquet-shard.js';
 import { arrowLayout, readColumnRows } from '../src/activations/arrow-layout.js';
 import { readShard } from '../src/activations/reader.js';
 import { parquetWasm } from '../src/activations/parquet.js';
-import type { Manifest } from '../src/activations/manifest.js';
+import { readManifest, writeManifest, type Manifest } from '../src/activations/manifest.js';
+import { crc32c } from '../src/util/checksum.js';
 import { UserError } from '../src/util/errors.js';
 import { sha256 } from '../src/util/fsx.js';
 import { Rng } from '../src/util/rng.js';
-import { tmp } from './helpers.js';
+import { CLI, tmp } from './helpers.js';
 
 test('Thrift compact protocol: the specification’s bytes for field headers, zigzag varints, lists; what is written reads back', () => {
   const bytes = (s: Parameters<ThriftWriter['struct']>[0]) => Array.from(new ThriftWriter().struct(s).finish());
@@ -423,4 +425,35 @@ test('Arrow layout: the footer read with every offset checked gives apache-arrow
       closeSync(fd);
     }
   }
+});
+
+test('sdl convert --format parquet rewrites a harvest of older zstd Parquet shards as the shards written now; refuses one already read in place', () => {
+  const dir = tmp();
+  const now = join(dir, 'now');
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  assert.equal(run('harvest', '--layer', '6', '--tokens', '8k', '--shard-tokens', '4k', '--format', 'parquet', '--out', now).status, 0);
+  // The same harvest as an earlier sdlkit wrote it: each shard's table through parquet-wasm with zstd, the manifest's checksums to match.
+  const old = join(dir, 'old');
+  cpSync(now, old, { recursive: true });
+  const man = readManifest(old)!;
+  const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet, readParquet } = parquetWasm();
+  for (const s of man.shards) {
+    const path = join(old, s.file);
+    const stream = readParquet(new Uint8Array(readFileSync(path))).intoIPCStream();
+    const zstd = writeParquet(WasmTable.fromIPCStream(stream), new WriterPropertiesBuilder().setCompression(Compression.ZSTD).build());
+    writeFileSync(path, zstd);
+    s.crc32c = crc32c(zstd).toString(16).padStart(8, '0');
+    const fd = openSync(path, 'r');
+    assert.equal(parquetLayout(fd), undefined, 'an older shard: decoded whole');
+    closeSync(fd);
+  }
+  writeManifest(old, man);
+  const up = join(dir, 'up');
+  const r = run('convert', old, '--format', 'parquet', '--out', up);
+  assert.equal(r.status, 0, r.stderr);
+  for (const s of man.shards) assert.ok(readFileSync(join(up, s.file)).equals(readFileSync(join(now, s.file))), `${s.file}: the shard written now`);
+  assert.deepEqual(readManifest(up)!.shards, readManifest(now)!.shards);
+  const again = run('convert', now, '--format', 'parquet', '--out', join(dir, 'again'));
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /already a parquet harvest whose shards are read in place/);
 });

@@ -14,7 +14,7 @@ export function register(y: Argv): Argv {
   return y
     .command(
       'convert <harvest>',
-      "Rewrite a harvest's shards as Parquet (or back to Arrow): same rows, checksums and manifest",
+      "Rewrite a harvest's shards as Parquet (or back to Arrow; Parquet shards from before 2026-12-06, zstd, as ones read in place): same rows, checksums and manifest",
       (a) =>
         a
           .positional('harvest', { type: 'string', demandOption: true })
