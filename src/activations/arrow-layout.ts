@@ -45,7 +45,7 @@ function readInto(fd: number, dst: Uint8Array, pos: number): Uint8Array {
 
 export const readAt = (fd: number, pos: number, len: number): Uint8Array => readInto(fd, new Uint8Array(len), pos);
 
-// Arrow's FlatBuffers schema (format/Schema.fbs, File.fbs, Message.fbs): the slots of the fields read here, in order.
+// Arrow's FlatBuffers schema (its Schema, File and Message tables): the slots of the fields read here, in order.
 const TYPE_INT = 2;
 const TYPE_FLOAT = 3;
 const TYPE_FIXED_SIZE_LIST = 16;

@@ -5,7 +5,7 @@
 // them before, took ~740 ms a 50 MB shard to build and encode the levels; docs/BENCHMARKS.md). For the same reason a
 // reader finds each page's values by their offset and reads a range of rows from disk, as it does in an Arrow file.
 //
-// A hook column is Parquet's three-level LIST (the layout the format's LogicalTypes.md gives):
+// A hook column is Parquet's three-level LIST (the layout Parquet's specification gives for lists):
 //   required group <hook> (LIST) { repeated group list { required float|float16 element } }
 // so its maximum repetition and definition levels are 1: each row's first value has repetition level 0 and the
 // others 1, and every value has definition level 1. Both are written as runs of the RLE/bit-packed hybrid (width 1).
@@ -17,7 +17,7 @@ const MAGIC = new TextEncoder().encode('PAR1');
 /** A page holds whole rows, about this many bytes of values at most: the size Parquet writers default to. */
 const PAGE_BYTES = 1 << 20;
 
-// Parquet's enums (parquet.thrift).
+// Parquet's enums, as its format specification numbers them.
 const TYPE = { INT32: 1, FLOAT: 4, FIXED_LEN_BYTE_ARRAY: 7 } as const;
 const REPETITION = { REQUIRED: 0, REPEATED: 2 } as const;
 const ENCODING = { PLAIN: 0, RLE: 3 } as const;
