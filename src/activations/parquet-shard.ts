@@ -278,6 +278,8 @@ export function parquetLayout(fd: number): ShardLayout | undefined {
         let at = pos + length;
         const stop = at + pageSize;
         if (stop > end) throw new Error(`a page of column ${f.name} runs past its column`);
+        // Checked before the levels are made for its rows: a damaged count could ask for gigabytes of them.
+        if (values * BYTES[f.kind] > stop - at) throw new Error(`a page of column ${f.name} claims ${values} values in ${stop - at} bytes`);
         if (f.list) {
           const want = listLevels(pageRows, width);
           if (at + want.length > stop || !Buffer.from(readAt(fd, at, want.length)).equals(want)) return undefined;
