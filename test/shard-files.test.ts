@@ -457,3 +457,56 @@ test('sdl convert --format parquet rewrites a harvest of older zstd Parquet shar
   assert.equal(again.status, 2);
   assert.match(again.stderr, /already a parquet harvest whose shards are read in place/);
 });
+
+test('Parquet layout: a page that claims more values than its bytes hold is refused before its levels are made', () => {
+  const dir = tmp();
+  // One list column of width 64, one row group of one row; its one page claims 2^30 values in 300 bytes.
+  const body = new Uint8Array(300);
+  const header = new ThriftWriter()
+    .struct({
+      1: [T.I32, 0],
+      2: [T.I32, body.length],
+      3: [T.I32, body.length],
+      5: [T.STRUCT, { 1: [T.I32, 2 ** 30], 2: [T.I32, 0], 3: [T.I32, 3], 4: [T.I32, 3] }],
+    })
+    .finish();
+  const size = header.length + body.length;
+  const column = {
+    1: [T.I32, 4],
+    2: [T.LIST, list(T.I32, [0, 3])],
+    3: [T.LIST, list(T.BINARY, ['a', 'list', 'element'])],
+    4: [T.I32, 0],
+    5: [T.I64, 64],
+    6: [T.I64, size],
+    7: [T.I64, size],
+    9: [T.I64, 4],
+  } as const;
+  const footer = new ThriftWriter()
+    .struct({
+      1: [T.I32, 1],
+      2: [
+        T.LIST,
+        list(T.STRUCT, [
+          { 4: [T.BINARY, 'schema'], 5: [T.I32, 1] },
+          { 3: [T.I32, 0], 4: [T.BINARY, 'a'], 5: [T.I32, 1], 6: [T.I32, 3] },
+          { 3: [T.I32, 2], 4: [T.BINARY, 'list'], 5: [T.I32, 1] },
+          { 1: [T.I32, 4], 3: [T.I32, 0], 4: [T.BINARY, 'element'] },
+        ]),
+      ],
+      3: [T.I64, 1],
+      4: [T.LIST, list(T.STRUCT, [{ 1: [T.LIST, list(T.STRUCT, [{ 2: [T.I64, 4], 3: [T.STRUCT, column] }])], 2: [T.I64, size], 3: [T.I64, 1] }])],
+    })
+    .finish();
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, footer.length, true);
+  const file = join(dir, 'claims.parquet');
+  writeFileSync(file, Buffer.concat([Buffer.from('PAR1'), header, body, footer, len, Buffer.from('PAR1')]));
+  const fd = openSync(file, 'r');
+  try {
+    const t0 = performance.now();
+    assert.throws(() => parquetLayout(fd), /claims 1073741824 values in 300 bytes/);
+    assert.ok(performance.now() - t0 < 1000, 'at once');
+  } finally {
+    closeSync(fd);
+  }
+});
