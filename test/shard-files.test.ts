@@ -427,7 +427,7 @@ test('Arrow layout: the footer read with every offset checked gives apache-arrow
   }
 });
 
-test('sdl convert --format parquet rewrites a harvest of older zstd Parquet shards as the shards written now; refuses one already read in place', () => {
+test('older zstd Parquet shards: fit trains the same weights and says to convert; sdl convert --format parquet rewrites them as the shards written now; refuses shards already read in place', () => {
   const dir = tmp();
   const now = join(dir, 'now');
   const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
@@ -448,6 +448,17 @@ test('sdl convert --format parquet rewrites a harvest of older zstd Parquet shar
     closeSync(fd);
   }
   writeManifest(old, man);
+  // Training on it works, and says how to make its reads faster.
+  const fit = run('fit', '--acts', old, '--steps', '3', '--latents', '32', '--eval-tokens', '1024', '--out', join(dir, 'fit-old'));
+  assert.equal(fit.status, 0, fit.stderr);
+  assert.match(fit.stderr, /note: .* holds shards that are decoded whole on every read .*sdl convert .* --format parquet/);
+  const fitNow = run('fit', '--acts', now, '--steps', '3', '--latents', '32', '--eval-tokens', '1024', '--out', join(dir, 'fit-now'));
+  assert.equal(fitNow.status, 0, fitNow.stderr);
+  assert.doesNotMatch(fitNow.stderr, /decoded whole/);
+  assert.ok(
+    readFileSync(join(dir, 'fit-old', 'sae_weights.safetensors')).equals(readFileSync(join(dir, 'fit-now', 'sae_weights.safetensors'))),
+    'the same weights',
+  );
   const up = join(dir, 'up');
   const r = run('convert', old, '--format', 'parquet', '--out', up);
   assert.equal(r.status, 0, r.stderr);

@@ -6,25 +6,14 @@ import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
 import { identityHash, openActivations, readManifest, writeManifest, type Manifest } from './manifest.js';
-import { readShard, type ReadOptions } from './reader.js';
-import { parquetLayout } from './parquet-shard.js';
-import { withFile } from './arrow-layout.js';
+import { readShard, readsInPlace, type ReadOptions } from './reader.js';
 import { ShardBuffer, encodeShardData, formatOf, shardFile, type ShardFormat } from './shard.js';
-
-/** Whether a Parquet shard's values can be read where they lie (a damaged one is left for the checked reader to name). */
-function readsInPlace(path: string): boolean {
-  try {
-    return withFile(path, (fd) => parquetLayout(fd) !== undefined);
-  } catch {
-    return false;
-  }
-}
 
 export function convertHarvest(src: string, format: ShardFormat, out: string, read: ReadOptions = {}): Manifest {
   const m = openActivations(src);
   const from = formatOf(m.shards[0].file);
   // Parquet to Parquet rewrites shards written before sdlkit wrote its own (zstd, decoded whole) as ones read in place.
-  if (from === format && (format === 'arrow' || m.shards.every((s) => readsInPlace(join(src, s.file)))))
+  if (from === format && (format === 'arrow' || m.shards.every((s) => readsInPlace(join(src, s.file)) === true)))
     throw new UserError(`${src} is already a ${format} harvest${format === 'parquet' ? ' whose shards are read in place' : ''}; nothing to convert`);
   checkOutput(out, 'dir');
   if (readManifest(out) || (existsSync(out) && readdirSync(out).some((f) => /^shard-\d+\./.test(f))))

@@ -73,6 +73,19 @@ function readLayoutRows(fd: number, layout: ShardLayout, sites: string[], from: 
   };
 }
 
+/**
+ * Whether a shard's values can be read where they lie (every Arrow and Parquet shard sdlkit writes now; not a Parquet
+ * shard of before 2026-12-06, zstd, which is decoded whole on every read). Undefined for a file that cannot be read:
+ * readShard names what is wrong with it.
+ */
+export function readsInPlace(path: string): boolean | undefined {
+  try {
+    return withFile(path, (fd) => (formatOf(path) === 'arrow' ? arrowLayout(fd) : parquetLayout(fd)) !== undefined);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads the columns `sites` (and the index columns) of shard `index`, all rows or the rows of `span`. */
 export function readShard(dir: string, manifest: Manifest, index: number, sites: string[], opts: ReadOptions = {}, span?: RowSpan): ShardData {
   const info = manifest.shards[index];

@@ -4,7 +4,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync
 import { basename, join } from 'node:path';
 import { TRAIN_DEFAULTS, defaultSparsity, checkDictConfig, checkTrainConfig, ruleLr, selectionGroups, type DictConfig, type TrainConfig } from './config.js';
 import { CFG_FILE, Dictionary, type DictionaryWeights } from './dictionary.js';
-import { ReadBuffers } from '../activations/reader.js';
+import { ReadBuffers, readsInPlace } from '../activations/reader.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
@@ -379,6 +379,12 @@ class SitePicker {
 }
 
 async function sweepLocked(job: SweepJob, specs: SweepMember[]): Promise<FitResult[]> {
+  // A harvest's shards come from one sdlkit: its first says whether they are read in place.
+  const first = job.manifest.shards[0];
+  if (first && readsInPlace(join(job.actsDir, first.file)) === false)
+    job.onNote?.(
+      `${job.actsDir} holds shards that are decoded whole on every read (Parquet written before 2026-12-06, zstd); sdl convert ${job.actsDir} --format parquet --out <new folder> rewrites them to be read in place (fits about 2.5x faster)`,
+    );
   const shared = sharedRows(job, specs);
   const runs: MemberRun[] = [];
   for (const [i, m] of specs.entries()) {
