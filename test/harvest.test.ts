@@ -389,7 +389,7 @@ test('Arrow shards read by range: rows across record batches, float16 widened, o
     assert.equal(readShard(d, m, 0, ['b']).values.has('a'), false, 'only the columns asked for');
   }
   // A Parquet shard as sdlkit wrote them before (parquet-wasm, zstd: no values to read in place): decoded whole once,
-  // then sliced for each range asked in turn. (The Parquet files written now are read by range: test/parquet.test.ts.)
+  // then sliced for each range asked in turn. (The Parquet files written now are read by range: test/shard-files.test.ts.)
   const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = parquetWasm();
   const pq = writeParquet(WasmTable.fromIPCStream(tableToIPC(table, 'stream')), new WriterPropertiesBuilder().setCompression(Compression.ZSTD).build());
   mkdirSync(join(dir, 'pq'), { recursive: true });

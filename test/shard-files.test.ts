@@ -8,7 +8,7 @@ import { closeSync, cpSync, mkdirSync, openSync, readFileSync, writeFileSync } f
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Field, Int32, Schema, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
-import { ThriftReader, ThriftWriter, T, list } from '../src/util/thrift-compact.js';
+import { ThriftReader, ThriftWriter, T, list, type ThriftStruct } from '../src/util/thrift-compact.js';
 import { INDEX_COLUMNS, ShardBuffer, decodeShard, encodeShard, encodeShardParquet, type Dtype } from '../src/activations/shard.js';
 import { parquetLayout } from '../src/activations/parquet-shard.js';
 import { arrowLayout, readColumnRows } from '../src/activations/arrow-layout.js';
@@ -269,36 +269,20 @@ test('Parquet layout: a page header longer than the first read (large statistics
     })
     .finish();
   assert.ok(header.length > 10_000);
-  const body = new Uint8Array(values.buffer);
-  const column = {
-    1: [T.I32, 1],
-    2: [T.LIST, list(T.I32, [0])],
-    3: [T.LIST, list(T.BINARY, ['token'])],
-    4: [T.I32, 0],
-    5: [T.I64, 1000],
-    6: [T.I64, header.length + body.length],
-    7: [T.I64, header.length + body.length],
-    9: [T.I64, 4],
-  } as const;
-  const footer = new ThriftWriter()
-    .struct({
-      1: [T.I32, 1],
-      2: [
-        T.LIST,
-        list(T.STRUCT, [
-          { 4: [T.BINARY, 'schema'], 5: [T.I32, 1] },
-          { 1: [T.I32, 1], 3: [T.I32, 0], 4: [T.BINARY, 'token'] },
-        ]),
-      ],
-      3: [T.I64, 1000],
-      4: [T.LIST, list(T.STRUCT, [{ 1: [T.LIST, list(T.STRUCT, [{ 2: [T.I64, 4], 3: [T.STRUCT, column] }])], 2: [T.I64, 4000], 3: [T.I64, 1000] }])],
-      5: [T.LIST, list(T.STRUCT, [{ 1: [T.BINARY, 'ARROW:schema'], 2: [T.BINARY, arrowSchema] }])],
-    })
-    .finish();
-  const len = new Uint8Array(4);
-  new DataView(len.buffer).setUint32(0, footer.length, true);
   const file = join(dir, 'long-header.parquet');
-  writeFileSync(file, Buffer.concat([Buffer.from('PAR1'), header, body, footer, len, Buffer.from('PAR1')]));
+  writeFileSync(
+    file,
+    handMadeParquet({
+      header,
+      body: new Uint8Array(values.buffer),
+      leaves: [{ 1: [T.I32, 1], 3: [T.I32, 0], 4: [T.BINARY, 'token'] }],
+      path: ['token'],
+      type: 1,
+      values: 1000,
+      rows: 1000,
+      keyValues: [{ 1: [T.BINARY, 'ARROW:schema'], 2: [T.BINARY, arrowSchema] }],
+    }),
+  );
   // parquet-wasm reads the hand-made file: it is valid Parquet.
   assert.deepEqual(decodeShardTokens(file), values);
   const fd = openSync(file, 'r');
@@ -481,37 +465,23 @@ test('Parquet layout: a page that claims more values than its bytes hold is refu
       5: [T.STRUCT, { 1: [T.I32, 2 ** 30], 2: [T.I32, 0], 3: [T.I32, 3], 4: [T.I32, 3] }],
     })
     .finish();
-  const size = header.length + body.length;
-  const column = {
-    1: [T.I32, 4],
-    2: [T.LIST, list(T.I32, [0, 3])],
-    3: [T.LIST, list(T.BINARY, ['a', 'list', 'element'])],
-    4: [T.I32, 0],
-    5: [T.I64, 64],
-    6: [T.I64, size],
-    7: [T.I64, size],
-    9: [T.I64, 4],
-  } as const;
-  const footer = new ThriftWriter()
-    .struct({
-      1: [T.I32, 1],
-      2: [
-        T.LIST,
-        list(T.STRUCT, [
-          { 4: [T.BINARY, 'schema'], 5: [T.I32, 1] },
-          { 3: [T.I32, 0], 4: [T.BINARY, 'a'], 5: [T.I32, 1], 6: [T.I32, 3] },
-          { 3: [T.I32, 2], 4: [T.BINARY, 'list'], 5: [T.I32, 1] },
-          { 1: [T.I32, 4], 3: [T.I32, 0], 4: [T.BINARY, 'element'] },
-        ]),
-      ],
-      3: [T.I64, 1],
-      4: [T.LIST, list(T.STRUCT, [{ 1: [T.LIST, list(T.STRUCT, [{ 2: [T.I64, 4], 3: [T.STRUCT, column] }])], 2: [T.I64, size], 3: [T.I64, 1] }])],
-    })
-    .finish();
-  const len = new Uint8Array(4);
-  new DataView(len.buffer).setUint32(0, footer.length, true);
   const file = join(dir, 'claims.parquet');
-  writeFileSync(file, Buffer.concat([Buffer.from('PAR1'), header, body, footer, len, Buffer.from('PAR1')]));
+  writeFileSync(
+    file,
+    handMadeParquet({
+      header,
+      body,
+      leaves: [
+        { 3: [T.I32, 0], 4: [T.BINARY, 'a'], 5: [T.I32, 1], 6: [T.I32, 3] },
+        { 3: [T.I32, 2], 4: [T.BINARY, 'list'], 5: [T.I32, 1] },
+        { 1: [T.I32, 4], 3: [T.I32, 0], 4: [T.BINARY, 'element'] },
+      ],
+      path: ['a', 'list', 'element'],
+      type: 4,
+      values: 64,
+      rows: 1,
+    }),
+  );
   const fd = openSync(file, 'r');
   try {
     const t0 = performance.now();
@@ -521,3 +491,42 @@ test('Parquet layout: a page that claims more values than its bytes hold is refu
     closeSync(fd);
   }
 });
+
+/**
+ * A Parquet file of one column and one page, made by hand (what encodeParquet would not write): 'PAR1', the page's
+ * header and body, the footer (the schema: a root, then `leaves`, the column's elements), its length, 'PAR1'.
+ */
+function handMadeParquet(o: {
+  header: Uint8Array;
+  body: Uint8Array;
+  leaves: ThriftStruct[];
+  path: string[];
+  type: number;
+  values: number;
+  rows: number;
+  keyValues?: ThriftStruct[];
+}): Buffer {
+  const size = o.header.length + o.body.length;
+  const column: ThriftStruct = {
+    1: [T.I32, o.type],
+    2: [T.LIST, list(T.I32, o.path.length > 1 ? [0, 3] : [0])],
+    3: [T.LIST, list(T.BINARY, o.path)],
+    4: [T.I32, 0],
+    5: [T.I64, o.values],
+    6: [T.I64, size],
+    7: [T.I64, size],
+    9: [T.I64, 4],
+  };
+  const footer = new ThriftWriter()
+    .struct({
+      1: [T.I32, 1],
+      2: [T.LIST, list(T.STRUCT, [{ 4: [T.BINARY, 'schema'], 5: [T.I32, 1] }, ...o.leaves])],
+      3: [T.I64, o.rows],
+      4: [T.LIST, list(T.STRUCT, [{ 1: [T.LIST, list(T.STRUCT, [{ 2: [T.I64, 4], 3: [T.STRUCT, column] }])], 2: [T.I64, size], 3: [T.I64, o.rows] }])],
+      5: o.keyValues ? [T.LIST, list(T.STRUCT, o.keyValues)] : undefined,
+    })
+    .finish();
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(footer.length);
+  return Buffer.concat([Buffer.from('PAR1'), o.header, o.body, footer, len, Buffer.from('PAR1')]);
+}

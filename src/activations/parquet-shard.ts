@@ -223,7 +223,8 @@ function schemaColumns(elements: Decoded[]): SchemaColumn[] | undefined {
     out.push({ name, kind: half ? 'f16' : 'f32', list: true });
     e += 3;
   }
-  return e === elements.length ? out : undefined;
+  // Columns are found by name: two of one name are not a shard's.
+  return e === elements.length && new Set(out.map((c) => c.name)).size === out.length ? out : undefined;
 }
 
 /**
@@ -231,7 +232,7 @@ function schemaColumns(elements: Decoded[]): SchemaColumn[] | undefined {
  * writes, every page a v1 data page of PLAIN values, uncompressed, each list page's levels those of fixed-size rows
  * (compared byte for byte with what encodeParquet writes). Undefined for any other Parquet file (compressed,
  * dictionary-encoded, other types or list shapes): the caller decodes it whole. Throws on a damaged file. The footer's
- * Arrow schema is left alone: apache-arrow's decoder ran out of memory on damaged ones (test/parquet.test.ts).
+ * Arrow schema is left alone: apache-arrow's decoder ran out of memory on damaged ones (test/shard-files.test.ts).
  */
 export function parquetLayout(fd: number): ShardLayout | undefined {
   const size = fstatSync(fd).size;
