@@ -31,7 +31,15 @@ interface BareRate {
   whole: number;
   /** Tokens after the first `depth` batches over the time after them: the steady rate, set-up excluded. */
   steady: number;
+  /** CPU seconds of the whole process (every thread) per million tokens, the model's loading included. */
+  cpu: number;
 }
+
+/** CPU seconds of every thread of this process (getrusage: the forward's workers, the harvest's threads, V8's). */
+const cpuSeconds = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 
 /**
  * The least work any harvester must do: onnxruntime on the graph cut to the layers the hooks need (the same cut the
@@ -41,6 +49,7 @@ interface BareRate {
  * (before the graph is cut and the sessions made; the model file already read), so the two count the same set-up.
  */
 async function bareForward(modelDir: string, tokens: number, ctx: number, batch: number, hooks: string[], workers: number): Promise<BareRate> {
+  const cpu0 = cpuSeconds();
   const m = loadModel(modelDir);
   const points = resolveHookSpecs(m, hooks);
   const rng = new Rng(1);
@@ -60,7 +69,8 @@ async function bareForward(modelDir: string, tokens: number, ctx: number, batch:
   await Promise.all(inFlight);
   const end = performance.now();
   await f.release();
-  return { whole: (n * ctx * batch) / ((end - t0) / 1000), steady: ((n - f.depth) * ctx * batch) / ((end - warm) / 1000) };
+  const cpu = ((cpuSeconds() - cpu0) * 1e6) / (n * ctx * batch);
+  return { whole: (n * ctx * batch) / ((end - t0) / 1000), steady: ((n - f.depth) * ctx * batch) / ((end - warm) / 1000), cpu };
 }
 
 async function main() {
@@ -97,9 +107,12 @@ async function main() {
     const bareOne: BareRate[] = [],
       bareWorkers: BareRate[] = [],
       harv: number[] = [],
+      harvCpu: number[] = [],
+      extraCpu: number[] = [],
       ratios: number[] = [],
       steadyRatios: number[] = [];
     let layout = '';
+    let ownWorkers = 0; // the harvest's layout: its worker sessions (0: one session threaded inside operators)
     for (let r = 0; r < repeats; r++) {
       // Bare, harvest, bare: each harvest is compared with the bare passes right around it, so the machine's
       // drifting speed (this shared VM's bare pass ranges over +-30% within minutes) cancels in the ratio. The bare
@@ -111,6 +124,7 @@ async function main() {
       const layer = layerArg ? Number(layerArg) : nl > 6 ? 6 : Math.floor(nl / 2) + 1;
       const hooks = sites.map((site) => `blocks.${layer}.hook_${site}`);
       const w = autoWorkers(model.proto, cores);
+      ownWorkers = w;
       layout = w ? `${w} workers x 1 thread` : `1 session x ${cores} threads`;
       const bare = async (): Promise<BareRate> => {
         const runs: BareRate[] = [];
@@ -118,10 +132,13 @@ async function main() {
         if (bareLayouts === 'both' || w) runs.push(await bareForward(dir, tokens, ctx, batch, hooks, cores));
         if (bareLayouts === 'both' || !w) bareOne.push(runs[0]);
         if (bareLayouts === 'both' || w) bareWorkers.push(runs[runs.length - 1]);
-        return { whole: Math.max(...runs.map((x) => x.whole)), steady: Math.max(...runs.map((x) => x.steady)) };
+        // The CPU of the harvest's own layout: the pass whose work the harvest repeats.
+        const own = w ? runs[runs.length - 1] : runs[0];
+        return { whole: Math.max(...runs.map((x) => x.whole)), steady: Math.max(...runs.map((x) => x.steady)), cpu: own.cpu };
       };
       const before = await bare();
       const out = mkdtempSync(join(tmpdir(), 'bench-h-'));
+      const cpu0 = cpuSeconds();
       const res = await harvest({
         model: dir,
         hooks,
@@ -138,8 +155,11 @@ async function main() {
         quiet: true,
       });
       harv.push(res.tokensPerSecond);
+      const cpu = ((cpuSeconds() - cpu0) * 1e6) / res.manifest.tokens;
+      harvCpu.push(cpu);
       rmSync(out, { recursive: true, force: true });
       const after = await bare();
+      extraCpu.push(cpu - (before.cpu + after.cpu) / 2);
       ratios.push(res.tokensPerSecond / ((before.whole + after.whole) / 2));
       steadyRatios.push(res.tokensPerSecond / ((before.steady + after.steady) / 2));
     }
@@ -148,18 +168,21 @@ async function main() {
       const v = xs.map((x) => x[k]);
       return `${Math.round(median(v))} (${spread(v)})`;
     };
+    // CPU seconds per million tokens, every thread: each harvest's over the mean of its own layout's bare passes around it.
+    const bareCpu = (ownWorkers ? bareWorkers : bareOne).map((x) => x.cpu);
+    const cpuFigure = (xs: number[]) => `${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
     const paired = (xs: number[]) => `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
     rows.push(
-      `| ${label} | ${ctx} | ${batch} | ${rate(bareOne, 'whole')}; ${rate(bareOne, 'steady')} | ${rate(bareWorkers, 'whole')}; ${rate(bareWorkers, 'steady')} | ${Math.round(median(harv))} (${spread(harv)}; ${layout}) | ${paired(ratios)} | ${paired(steadyRatios)} |`,
+      `| ${label} | ${ctx} | ${batch} | ${rate(bareOne, 'whole')}; ${rate(bareOne, 'steady')} | ${rate(bareWorkers, 'whole')}; ${rate(bareWorkers, 'steady')} | ${Math.round(median(harv))} (${spread(harv)}; ${layout}) | ${paired(ratios)} | ${paired(steadyRatios)} | ${cpuFigure(bareCpu)}; ${cpuFigure(harvCpu)}; ${cpuFigure(extraCpu)} |`,
     );
   }
   console.log(
-    `harvest vs a bare onnxruntime forward of the same graph cut to the hooked layers (fetching the hooks), ${tokens} tokens, ${repeats} repeats of bare-harvest-bare; medians (min-max), tokens/s. Bare rates: from the graph cut on, as the harvest's clock counts (sessions made, first batches); then warmed up (set-up excluded). Ratios: each harvest over the faster bare layout's mean of the passes around it`,
+    `harvest vs a bare onnxruntime forward of the same graph cut to the hooked layers (fetching the hooks), ${tokens} tokens, ${repeats} repeats of bare-harvest-bare; medians (min-max), tokens/s. Bare rates: from the graph cut on, as the harvest's clock counts (sessions made, first batches); then warmed up (set-up excluded). Ratios: each harvest over the faster bare layout's mean of the passes around it. CPU: seconds of every thread per million tokens (the model's loading included): the bare pass in the harvest's layout, the harvest, and the harvest's extra over the bare passes around it (on cores the forward keeps busy, that extra is what the harvest's other threads take from it)`,
   );
   console.log(
-    `| model | ctx | batch | bare, 1 session x ${cores} threads: from the cut; warm | bare, ${cores} workers x 1 thread: from the cut; warm | sdl harvest (${sites.join(', ')}; ${dtype} ${format} shards; tokenize + write; layout) | harvest / bare from the cut, paired | harvest / bare warm, paired |`,
+    `| model | ctx | batch | bare, 1 session x ${cores} threads: from the cut; warm | bare, ${cores} workers x 1 thread: from the cut; warm | sdl harvest (${sites.join(', ')}; ${dtype} ${format} shards; tokenize + write; layout) | harvest / bare from the cut, paired | harvest / bare warm, paired | CPU s per 1M tokens: bare; harvest; harvest's extra, paired |`,
   );
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
 }
 
