@@ -6,27 +6,12 @@ import { join } from 'node:path';
 import { absorption, activationPatterns, readTruth, recovery } from '../analysis/truth.js';
 import { fit } from '../sdl/trainer.js';
 import { openActivations } from '../activations/manifest.js';
-import { TRAIN_DEFAULTS } from '../sdl/config.js';
-import { METHODS, benchDict, ensureLrb, pm, runTracker } from './common.js';
+import { METHODS, benchDict, benchTrain, ensureLrb, pm, runTracker, type BenchRunOptions } from './common.js';
 
-export interface AbsorptionOptions {
-  /** Hide each run's own training progress (--json). */
-  quiet?: boolean;
-  n: number;
-  np: number;
+export interface AbsorptionOptions extends BenchRunOptions {
   parents: number;
   children: number;
-  latents: number;
-  k: number;
-  S: number;
-  M: number;
-  N: number;
-  steps: number;
-  batch: number;
-  lr: number;
-  seeds: number[];
   methods: string[];
-  cache: string;
   /** ReLU L1 / JumpReLU L0 coefficient (default: fit's). */
   sparsity?: number;
 }
@@ -60,18 +45,7 @@ export async function runAbsorption(o: AbsorptionOptions, log: (s: string) => vo
         out: join(acts, `dict-${name}`),
         quiet: o.quiet ?? true,
         force: true,
-        train: {
-          ...TRAIN_DEFAULTS,
-          steps: o.steps,
-          batchTokens: o.batch,
-          lr: o.lr,
-          seed,
-          evalTokens: 4096,
-          evalEvery: o.steps,
-          checkpointEvery: 1e9,
-          excludeBos: false,
-          ...(o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),
-        },
+        train: benchTrain(o, seed, o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),
       });
       const a = absorption(res.dictionary, truth);
       // The prediction is informative only where a parent lost some of its children but not all of them; by chance

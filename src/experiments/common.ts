@@ -5,7 +5,7 @@ import { generateLrb, type LrbConfig } from '../synth/lrb.js';
 import type { TruthFile } from '../analysis/truth.js';
 import type { Manifest } from '../activations/manifest.js';
 import { fmtDuration } from '../util/progress.js';
-import { makeDictConfig, type Activation, type DictConfig, type Kind } from '../sdl/config.js';
+import { TRAIN_DEFAULTS, makeDictConfig, type Activation, type DictConfig, type Kind, type TrainConfig } from '../sdl/config.js';
 import { MANIFEST_FILE } from '../util/files.js';
 
 /** The bench's shards and truth in `dir`, generated unless a finished copy with the same configuration is there. */
@@ -40,6 +40,46 @@ export function benchDict(m: Manifest, method: Method, latents: number, k: numbe
   const sitesIn = sIn.map((s) => ({ name: s.name, width: s.width })),
     sitesOut = sOut.map((s) => ({ name: s.name, width: s.width }));
   return makeDictConfig({ kind: method.kind, activation: method.act, sitesIn, sitesOut, latents, k });
+}
+
+/**
+ * What every experiment's options hold: the bench (n features in n_p dimensions, S the probability a feature is off,
+ * M the directions' largest interference, N rows: src/synth/lrb.ts), the dictionary (latents, k), training (steps, batch, learning rate), the seeds, where the
+ * bench is cached, and whether each run's own progress is hidden (--json).
+ */
+export interface BenchRunOptions {
+  n: number;
+  np: number;
+  S: number;
+  M: number;
+  N: number;
+  latents: number;
+  k: number;
+  steps: number;
+  batch: number;
+  lr: number;
+  seeds: number[];
+  cache: string;
+  quiet?: boolean;
+}
+
+/**
+ * An experiment's training run on the bench: the defaults, its steps, batch, learning rate and seed, one evaluation
+ * on 4,096 tokens at the end, no checkpoints, and BOS rows kept (the bench has no BOS); `more` replaces any of these.
+ */
+export function benchTrain(o: { steps: number; batch: number; lr: number }, seed: number, more: Partial<TrainConfig> = {}): TrainConfig {
+  return {
+    ...TRAIN_DEFAULTS,
+    steps: o.steps,
+    batchTokens: o.batch,
+    lr: o.lr,
+    seed,
+    evalTokens: 4096,
+    evalEvery: o.steps,
+    checkpointEvery: 1e9,
+    excludeBos: false,
+    ...more,
+  };
 }
 
 /** Unit anchor directions for the first `count` true features (the bench's features are exchangeable). */

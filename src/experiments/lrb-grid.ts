@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import { readTruth, recovery } from '../analysis/truth.js';
 import { fit } from '../sdl/trainer.js';
 import { openActivations } from '../activations/manifest.js';
-import { TRAIN_DEFAULTS } from '../sdl/config.js';
-import { METHODS, anchorsFor, benchDict, ensureLrb, pm, runTracker } from './common.js';
+import { METHODS, anchorsFor, benchDict, benchTrain, ensureLrb, pm, runTracker, type BenchRunOptions } from './common.js';
 
 /** The paper's Table 1 (n = 1000, n_p = n_r = 768, n_q = 16,000, S = 0.99, M = 0.1): M_GT % / M_IP, without and with FA. */
 export const PAPER_TABLE1: Record<string, [string, string]> = {
@@ -18,23 +17,10 @@ export const PAPER_TABLE1: Record<string, [string, string]> = {
   crosscoder: ['56.4 / 0.940', '57.69 / 0.941'],
 };
 
-export interface GridOptions {
-  n: number;
-  np: number;
-  latents: number;
-  k: number;
-  S: number;
-  M: number;
-  N: number;
-  steps: number;
-  batch: number;
-  lr: number;
+export interface GridOptions extends BenchRunOptions {
   anchors: number;
   anchorWeight: number;
-  seeds: number[];
   methods: string[];
-  cache: string;
-  quiet?: boolean;
 }
 
 export interface GridRow {
@@ -73,18 +59,7 @@ export async function runLrbGrid(o: GridOptions, log: (s: string) => void = () =
           out: join(dir, `dict-${name}${fa ? '-fa' : ''}`),
           quiet: o.quiet ?? true,
           force: true,
-          train: {
-            ...TRAIN_DEFAULTS,
-            steps: o.steps,
-            batchTokens: o.batch,
-            lr: o.lr,
-            seed,
-            evalTokens: 4096,
-            evalEvery: o.steps,
-            checkpointEvery: 1e9,
-            excludeBos: false,
-            ...(fa ? { anchors: anchorsFor(truth, dict, o.anchors), anchorWeight: o.anchorWeight } : {}),
-          },
+          train: benchTrain(o, seed, fa ? { anchors: anchorsFor(truth, dict, o.anchors), anchorWeight: o.anchorWeight } : {}),
         });
         const exclude = fa ? Array.from({ length: o.anchors }, (_, i) => i) : [];
         // Transcoders' encoders live in x_p and their decoders in x_r: the paper's W_E^T metric is read on the decoder.

@@ -6,31 +6,17 @@ import { join } from 'node:path';
 import { activationPatterns, readTruth, recovery } from '../analysis/truth.js';
 import { fit } from '../sdl/trainer.js';
 import { openActivations } from '../activations/manifest.js';
-import { TRAIN_DEFAULTS, type Activation } from '../sdl/config.js';
+import type { Activation } from '../sdl/config.js';
 import { lineChart, type Series } from '../util/svg-plot.js';
-import { benchDict, ensureLrb, pm, runTracker } from './common.js';
+import { benchDict, benchTrain, ensureLrb, pm, runTracker, type BenchRunOptions } from './common.js';
 import { ACTIVATIONS } from '../sdl/activations.js';
 import { TRAINING_LOG_FILE } from '../util/files.js';
 
-export interface ResampleOptions {
-  /** Hide each run's own training progress (--json). */
-  quiet?: boolean;
-  n: number;
-  np: number;
-  latents: number;
-  k: number;
-  S: number;
-  M: number;
-  N: number;
+export interface ResampleOptions extends BenchRunOptions {
   activation: Activation;
   sparsity?: number;
-  steps: number;
-  batch: number;
-  lr: number;
   resampleEvery: number;
   deadWindow: number;
-  seeds: number[];
-  cache: string;
 }
 
 interface Arm {
@@ -74,21 +60,15 @@ export async function runResample(o: ResampleOptions, log: (s: string) => void =
         out,
         quiet: o.quiet ?? true,
         force: true,
-        train: {
-          ...TRAIN_DEFAULTS,
-          steps: o.steps,
-          batchTokens: o.batch,
-          lr: o.lr,
-          seed,
+        // Evaluated ~30 times along the run: its curves are the result.
+        train: benchTrain(o, seed, {
           evalTokens: 8192,
           evalEvery: Math.max(1, Math.floor(o.steps / 30)),
-          checkpointEvery: 1e9,
-          excludeBos: false,
           deadWindowTokens: o.deadWindow,
           auxkCoefficient: arm.auxk,
           resampleEvery: arm.resample ? o.resampleEvery : 0,
           ...(o.sparsity !== undefined ? { sparsityCoefficient: o.sparsity } : {}),
-        },
+        }),
       });
       const recs = readFileSync(join(out, TRAINING_LOG_FILE), 'utf8')
         .trim()
