@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { runLrbGrid } from '../experiments/lrb-grid.js';
 import { runResample } from '../experiments/resample.js';
 import { runAbsorption } from '../experiments/absorption.js';
-import { METHODS } from '../experiments/common.js';
+import { METHODS, type BenchRunOptions } from '../experiments/common.js';
 import { writeAtomic } from '../util/fsx.js';
 import { UserError } from '../util/errors.js';
 import { checkOptions } from '../util/check.js';
@@ -27,10 +27,41 @@ const seedsOf = (s: string) =>
     if (!Number.isInteger(v)) throw new UserError(`--seeds takes integers separated by commas, not '${x}'`);
     return v;
   });
-/** The shared size options, checked before any bench data is made or anything trains. */
-function checkSizes(argv: Record<string, unknown> & { k: number; latents: number }): void {
+/** sizeOptions' flags as yargs gives them. */
+interface SizeArgs {
+  [flag: string]: unknown;
+  n: number;
+  np: number;
+  latents: number;
+  k: number;
+  S: number;
+  M: number;
+  N: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  seeds: string;
+  json: boolean;
+}
+/** The options every experiment shares, checked before any bench data is made or anything trains. */
+function benchRun(argv: SizeArgs): BenchRunOptions {
   checkOptions(argv, { n: 'int>0', np: 'int>0', latents: 'int>0', k: 'int>0', S: '[0,1)', M: '(0,1]', steps: 'int>0', batch: 'int>0', lr: '>0' });
   if (argv.k > argv.latents) throw new UserError(`--k ${argv.k} is more than --latents ${argv.latents}`);
+  return {
+    n: argv.n,
+    np: argv.np,
+    S: argv.S,
+    M: argv.M,
+    N: parseCount(argv.N, '--N'),
+    latents: argv.latents,
+    k: argv.k,
+    steps: argv.steps,
+    batch: argv.batch,
+    lr: argv.lr,
+    seeds: seedsOf(argv.seeds),
+    cache: join(cacheDir(), 'bench'),
+    quiet: argv.json,
+  };
 }
 const log = (json: boolean) => (s: string) => {
   if (!json) process.stderr.write(`${s}\n`);
@@ -72,27 +103,10 @@ export function register(y: Argv): Argv {
               "Table 7's TopK k = 32 at the paper's size",
             ),
         async (argv) => {
-          checkSizes(argv);
+          const run = benchRun(argv);
           checkOptions(argv, { anchors: 'int>=0', 'anchor-weight': '>=0' });
           const r = await runLrbGrid(
-            {
-              n: argv.n,
-              np: argv.np,
-              latents: argv.latents,
-              k: argv.k,
-              S: argv.S,
-              M: argv.M,
-              N: parseCount(argv.N, '--N'),
-              steps: argv.steps,
-              batch: argv.batch,
-              lr: argv.lr,
-              anchors: argv.anchors,
-              anchorWeight: argv['anchor-weight'],
-              seeds: seedsOf(argv.seeds),
-              methods: list(argv.methods, 'method', Object.keys(METHODS)),
-              cache: join(cacheDir(), 'bench'),
-              quiet: argv.json,
-            },
+            { ...run, anchors: argv.anchors, anchorWeight: argv['anchor-weight'], methods: list(argv.methods, 'method', Object.keys(METHODS)) },
             log(argv.json),
           );
           if (argv.out) writeAtomic(argv.out, `${r.markdown}\n`);
@@ -112,27 +126,15 @@ export function register(y: Argv): Argv {
             .option('out', { type: 'string', describe: 'markdown here, and the plot beside it (.svg)' })
             .example('sdl bench resample --seeds 0,1,2 --out cache/resample.md', 'writes cache/resample.md and cache/resample.svg'),
         async (argv) => {
-          checkSizes(argv);
+          const run = benchRun(argv);
           checkOptions(argv, { sparsity: '>=0', 'resample-every': 'int>0' });
           const r = await runResample(
             {
-              n: argv.n,
-              np: argv.np,
-              latents: argv.latents,
-              k: argv.k,
+              ...run,
               activation: argv.activation as Activation,
               sparsity: argv.sparsity,
-              S: argv.S,
-              M: argv.M,
-              N: parseCount(argv.N, '--N'),
-              steps: argv.steps,
-              batch: argv.batch,
-              lr: argv.lr,
               resampleEvery: argv['resample-every'],
               deadWindow: parseCount(argv['dead-window'], '--dead-window'),
-              seeds: seedsOf(argv.seeds),
-              cache: join(cacheDir(), 'bench'),
-              quiet: argv.json,
             },
             log(argv.json),
           );
@@ -157,33 +159,12 @@ export function register(y: Argv): Argv {
             .option('out', { type: 'string', describe: 'write the table as markdown here' })
             .example('sdl bench absorption --latents 128 --k 1 --seeds 0,1,2', 'one latent per feature and per token: absorption appears'),
         async (argv) => {
-          checkSizes(argv);
+          const run = benchRun(argv);
           checkOptions(argv, { parents: 'int>0', children: 'int>0', sparsity: '>=0' });
           const methods = list(argv.methods, 'method', ACTIVATION_NAMES);
           if (argv.parents * (argv.children + 1) > argv.n)
             throw new UserError(`--parents ${argv.parents} x (--children ${argv.children} + 1) needs more than --n ${argv.n} features`);
-          const r = await runAbsorption(
-            {
-              n: argv.n,
-              np: argv.np,
-              parents: argv.parents,
-              children: argv.children,
-              latents: argv.latents,
-              k: argv.k,
-              S: argv.S,
-              M: argv.M,
-              N: parseCount(argv.N, '--N'),
-              steps: argv.steps,
-              batch: argv.batch,
-              lr: argv.lr,
-              seeds: seedsOf(argv.seeds),
-              methods,
-              cache: join(cacheDir(), 'bench'),
-              sparsity: argv.sparsity,
-              quiet: argv.json,
-            },
-            log(argv.json),
-          );
+          const r = await runAbsorption({ ...run, parents: argv.parents, children: argv.children, methods, sparsity: argv.sparsity }, log(argv.json));
           if (argv.out) writeAtomic(argv.out, `${r.markdown}\n`);
           if (argv.json) return printJson(r.rows);
           console.log(r.markdown);
