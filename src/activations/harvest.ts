@@ -19,6 +19,7 @@ import { ShardWriter, type Written } from './shard-writer.js';
 import {
   checkPart,
   identityHash,
+  newManifest,
   manifestName,
   readManifest,
   shardFileMatches,
@@ -28,7 +29,6 @@ import {
   type Manifest,
   type SiteInfo,
 } from './manifest.js';
-import { versions } from '../util/versions.js';
 import { LATEST_HARVEST_FILE, cacheDir } from '../util/files.js';
 import { copyCountingNonFinite, countNonFinite, firstNonFinite } from '../util/finite.js';
 
@@ -229,26 +229,16 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       if (shardFileMatches(p, s)) good.set(k, s);
       else if (!cfg.quiet) process.stderr.write(`shard ${s.file} is missing or corrupt (checksum mismatch): redoing it\n`);
     }
-    const now = new Date().toISOString();
-    const m: Manifest = manifest ?? {
-      format: 'sdlkit-activations/1',
-      identity,
-      identity_sha256: idHash,
-      ...(part ? { job_sha256: jobHash } : {}),
-      model_path: model.onnxPath,
-      tokenizer_path: model.tokenizerPath as string,
-      context_length: cfg.ctx,
-      dtype: cfg.dtype,
-      sites: [],
-      shards: [],
-      tokens: 0,
-      complete: false,
-      oov_mapped: 0,
-      created: now,
-      updated: now,
-      elapsed_s: 0,
-      versions: versions(),
-    };
+    const m: Manifest =
+      manifest ??
+      newManifest(identity, {
+        ...(part ? { job_sha256: jobHash } : {}),
+        model_path: model.onnxPath,
+        tokenizer_path: model.tokenizerPath as string,
+        context_length: cfg.ctx,
+        dtype: cfg.dtype,
+        sites: [],
+      });
     m.complete = false;
     // The manifest lands before any shard, so a run killed after its first shard still resumes as itself.
     writeManifest(out, m, manifestFile);

@@ -7,6 +7,7 @@ import { sha256, writeJsonAtomic } from '../util/fsx.js';
 import { type ChecksumKind, fileDigest } from '../util/checksum.js';
 import type { Dtype } from './shard.js';
 import { MANIFEST_FILE } from '../util/files.js';
+import { versions } from '../util/versions.js';
 import type { BosRule } from '../models/tokenizer.js';
 
 export interface SiteInfo {
@@ -99,6 +100,33 @@ export interface Manifest {
 }
 
 export const identityHash = (id: HarvestIdentity): string => sha256(JSON.stringify(id));
+
+/** A new harvest's manifest before any shard: its identity (and that hash), where its rows come from, its sites if known. */
+export function newManifest(
+  identity: HarvestIdentity,
+  from: Pick<Manifest, 'model_path' | 'tokenizer_path' | 'context_length' | 'dtype' | 'sites' | 'job_sha256'>,
+): Manifest {
+  const now = new Date().toISOString();
+  return {
+    format: 'sdlkit-activations/1',
+    identity,
+    identity_sha256: identityHash(identity),
+    ...(from.job_sha256 ? { job_sha256: from.job_sha256 } : {}),
+    model_path: from.model_path,
+    tokenizer_path: from.tokenizer_path,
+    context_length: from.context_length,
+    dtype: from.dtype,
+    sites: from.sites,
+    shards: [],
+    tokens: 0,
+    complete: false,
+    oov_mapped: 0,
+    created: now,
+    updated: now,
+    elapsed_s: 0,
+    versions: versions(),
+  };
+}
 
 export function readManifest(dir: string, file = MANIFEST_FILE): Manifest | undefined {
   const p = join(dir, file);

@@ -4,9 +4,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ShardBuffer, encodeShardChunks, type Dtype } from '../activations/shard.js';
 import { Progress } from '../util/progress.js';
-import { identityHash, writeManifest, type HarvestIdentity, type Manifest } from '../activations/manifest.js';
+import { identityHash, newManifest, writeManifest, type HarvestIdentity, type Manifest } from '../activations/manifest.js';
 import { sha256, writeAtomic } from '../util/fsx.js';
-import { versions } from '../util/versions.js';
 
 export interface SiteRows {
   name: string;
@@ -42,25 +41,13 @@ export function writeRowsAsShards(
     oov_id: null,
   };
   const idHash = identityHash(identity);
-  const now = new Date().toISOString();
-  const m: Manifest = {
-    format: 'sdlkit-activations/1',
-    identity,
-    identity_sha256: idHash,
+  const m: Manifest = newManifest(identity, {
     model_path: '',
     tokenizer_path: '',
     context_length: 1,
     dtype,
     sites: sites.map((s) => ({ name: s.name, tensor: s.name, width: s.width })),
-    shards: [],
-    tokens: 0,
-    complete: false,
-    oov_mapped: 0,
-    created: now,
-    updated: now,
-    elapsed_s: 0,
-    versions: versions(),
-  };
+  });
   const buf = new ShardBuffer(
     Math.min(shardTokens, rows),
     sites.map((s) => ({ name: s.name, width: s.width })),
