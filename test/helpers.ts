@@ -9,6 +9,7 @@ import { importLlama2c } from '../src/models/import-llama2c.js';
 import { Rng } from '../src/util/rng.js';
 import assert from 'node:assert/strict';
 import type { NativeEngine, NativeStepOptions, NativeTensors } from '../src/native/kernels.js';
+import type { Activation, DictConfig } from '../src/sdl/config.js';
 
 export const ROOT = resolve(new URL('.', import.meta.url).pathname, '../..');
 export const SHARED = resolve(ROOT, '../shared');
@@ -172,4 +173,33 @@ export function sameNativeStep(
   for (const f of fields) assert.equal(a.r[f], b.r[f], `${name}: ${f}`);
   assert.deepEqual(a.fired, b.fired, `${name}: fired`);
   for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${name}: d${t}`);
+}
+
+/**
+ * A small dictionary for the step tests: an SAE reading site a (a transcoder a -> b when dOut differs), untied, with
+ * biases, b_dec subtracted from an SAE's input; `shape` sets the test file's own sizes, `o` overrides anything.
+ */
+export function smallDict(
+  activation: Activation,
+  shape: { dIn: number; dSae: number; k: number; widths: (dSae: number) => number[] },
+  o: Partial<DictConfig> = {},
+): DictConfig {
+  const dIn = o.dIn ?? shape.dIn,
+    dOut = o.dOut ?? dIn,
+    dSae = o.dSae ?? shape.dSae;
+  return {
+    kind: dIn === dOut ? 'sae' : 'transcoder',
+    activation,
+    sitesIn: [{ name: 'a', width: dIn }],
+    sitesOut: [{ name: 'b', width: dOut }],
+    dIn,
+    dOut,
+    dSae,
+    k: shape.k,
+    matryoshkaWidths: shape.widths(dSae),
+    applyBDecToInput: dIn === dOut,
+    noBias: false,
+    tied: false,
+    ...o,
+  };
 }

@@ -21,7 +21,7 @@ import { Dictionary } from '../src/sdl/dictionary.js';
 import { encodeSparse, SparseBuffers } from '../src/sdl/encoder.js';
 import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
-import { nativeStepFresh, sameNativeStep } from './helpers.js';
+import { nativeStepFresh, sameNativeStep, smallDict } from './helpers.js';
 import { nearestByCosine, nearestByCosineReference } from '../src/index/neighbors.js';
 import { INNER_EDGES } from '../src/index/quantiles.js';
 import { ExampleStore } from '../src/index/examples.js';
@@ -42,26 +42,8 @@ before(async () => {
   if (want) assert.equal(m.isa, want);
 });
 
-function config(activation: Activation, o: Partial<DictConfig> = {}): DictConfig {
-  const dIn = o.dIn ?? 12,
-    dOut = o.dOut ?? dIn,
-    dSae = o.dSae ?? 40;
-  return {
-    kind: dIn === dOut ? 'sae' : 'transcoder',
-    activation,
-    sitesIn: [{ name: 'a', width: dIn }],
-    sitesOut: [{ name: 'b', width: dOut }],
-    dIn,
-    dOut,
-    dSae,
-    k: 4,
-    matryoshkaWidths: [5, 17, dSae],
-    applyBDecToInput: dIn === dOut,
-    noBias: false,
-    tied: false,
-    ...o,
-  };
-}
+const config = (activation: Activation, o: Partial<DictConfig> = {}): DictConfig =>
+  smallDict(activation, { dIn: 12, dSae: 40, k: 4, widths: (m) => [5, 17, m] }, o);
 
 interface Case {
   cfg: DictConfig;

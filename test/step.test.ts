@@ -6,6 +6,7 @@ import { tf, initBackend } from '../src/tensor/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
+import { smallDict } from './helpers.js';
 
 before(async () => {
   await initBackend('cpu');
@@ -21,26 +22,8 @@ interface Case {
   anchors?: { enc: Float64Array; dec: Float64Array; k: number; weight: number };
 }
 
-function config(activation: Activation, o: Partial<DictConfig> = {}): DictConfig {
-  const dIn = o.dIn ?? 5,
-    dOut = o.dOut ?? dIn,
-    dSae = o.dSae ?? 8;
-  return {
-    kind: dIn === dOut ? 'sae' : 'transcoder',
-    activation,
-    sitesIn: [{ name: 'a', width: dIn }],
-    sitesOut: [{ name: 'b', width: dOut }],
-    dIn,
-    dOut,
-    dSae,
-    k: 3,
-    matryoshkaWidths: [2, 5, dSae],
-    applyBDecToInput: dIn === dOut,
-    noBias: false,
-    tied: false,
-    ...o,
-  };
-}
+const config = (activation: Activation, o: Partial<DictConfig> = {}): DictConfig =>
+  smallDict(activation, { dIn: 5, dSae: 8, k: 3, widths: (m) => [2, 5, m] }, o);
 
 /** The objective in float64, with batch-dependent selections recomputed from the given parameters. */
 function refLoss(c: Case, p: P64, X: Float64Array, Y: Float64Array, B: number, eFixed?: Float64Array): number {
