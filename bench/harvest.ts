@@ -107,12 +107,12 @@ async function main() {
     const bareOne: BareRate[] = [],
       bareWorkers: BareRate[] = [],
       harv: number[] = [],
+      bareCpu: number[] = [],
       harvCpu: number[] = [],
       extraCpu: number[] = [],
       ratios: number[] = [],
       steadyRatios: number[] = [];
     let layout = '';
-    let ownWorkers = 0; // the harvest's layout: its worker sessions (0: one session threaded inside operators)
     for (let r = 0; r < repeats; r++) {
       // Bare, harvest, bare: each harvest is compared with the bare passes right around it, so the machine's
       // drifting speed (this shared VM's bare pass ranges over +-30% within minutes) cancels in the ratio. The bare
@@ -124,7 +124,6 @@ async function main() {
       const layer = layerArg ? Number(layerArg) : nl > 6 ? 6 : Math.floor(nl / 2) + 1;
       const hooks = sites.map((site) => `blocks.${layer}.hook_${site}`);
       const w = autoWorkers(model.proto, cores);
-      ownWorkers = w;
       layout = w ? `${w} workers x 1 thread` : `1 session x ${cores} threads`;
       const bare = async (): Promise<BareRate> => {
         const runs: BareRate[] = [];
@@ -159,6 +158,7 @@ async function main() {
       harvCpu.push(cpu);
       rmSync(out, { recursive: true, force: true });
       const after = await bare();
+      bareCpu.push(before.cpu, after.cpu);
       extraCpu.push(cpu - (before.cpu + after.cpu) / 2);
       ratios.push(res.tokensPerSecond / ((before.whole + after.whole) / 2));
       steadyRatios.push(res.tokensPerSecond / ((before.steady + after.steady) / 2));
@@ -169,7 +169,6 @@ async function main() {
       return `${Math.round(median(v))} (${spread(v)})`;
     };
     // CPU seconds per million tokens, every thread: each harvest's over the mean of its own layout's bare passes around it.
-    const bareCpu = (ownWorkers ? bareWorkers : bareOne).map((x) => x.cpu);
     const cpuFigure = (xs: number[]) => `${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
     const paired = (xs: number[]) => `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
     rows.push(

@@ -232,7 +232,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     const m: Manifest =
       manifest ??
       newManifest(identity, {
-        ...(part ? { job_sha256: jobHash } : {}),
+        job_sha256: part ? jobHash : undefined,
         model_path: model.onnxPath,
         tokenizer_path: model.tokenizerPath as string,
         context_length: cfg.ctx,
