@@ -26,7 +26,7 @@ import { createRequire } from 'node:module';
 import { builtinCorpus, documents, indexEntries } from '../src/corpus/sources.js';
 import { BUILTIN_INDEX } from '../src/corpus/builtin-index.js';
 import { shuffleDocs, tokenWindows } from '../src/corpus/windows.js';
-import { windowChunks, type WindowPlan } from '../src/corpus/window-source.js';
+import { windowChunks, type WindowPlan } from '../src/corpus/window-chunks.js';
 
 const base = (model: string, corpus: string, out: string): HarvestConfig => ({
   model,
@@ -656,7 +656,6 @@ test('window chunks: the stream of windows cut at shard ends, one batch first, s
     seed: 5,
     ctx: 48,
     batch: 7,
-    tokenizerPath: bundled.tokenizerPath as string,
     modelVocab: tok.vocabSize,
     modelName: 'sdl-tiny',
     windowsPerShard: 150,

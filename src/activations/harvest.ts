@@ -8,7 +8,7 @@ import { checkStaticShape, hookSubgraph, runtimeInputs } from '../onnx/session.j
 import { createForward, type Fetched, type Into } from '../onnx/forward.js';
 import { f16ToF32 } from '../util/f16.js';
 import { describeCorpus, type Split } from '../corpus/sources.js';
-import { WindowSource } from '../corpus/window-source.js';
+import { windowChunks } from '../corpus/window-chunks.js';
 import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
 import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
@@ -248,23 +248,6 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     const t0 = performance.now();
     const elapsedBefore = m.elapsed_s;
     const ownShard = (k: number) => !part || k % part.count === part.index;
-    // Tokenizing starts on its own thread while the session is made. Finished shards are re-derived there
-    // (tokenization is cheap next to the model) and skipped, so the stream stays in order.
-    const windows = new WindowSource({
-      corpus: cfg.corpus,
-      split: cfg.split,
-      seed: cfg.seed,
-      ctx: cfg.ctx,
-      batch: cfg.batch,
-      tokenizerPath: model.tokenizerPath as string,
-      modelVocab: model.vocabSize,
-      modelName: model.name,
-      oovId: cfg.oovId,
-      windowsPerShard,
-      nWindows,
-      skip: Array.from({ length: nShards }, (_, k) => k).filter((k) => good.has(k) || !ownShard(k)),
-    });
-
     const bytes = hookSubgraph(model.bytes, model.proto, hooks);
     const fetches = [...new Set(hooks.map((h) => h.tensor))];
     const threads = cfg.threads ?? availableParallelism();
@@ -310,9 +293,34 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       last: boolean;
       oov: number;
     }
-    async function* jobs(): AsyncGenerator<Job> {
+    // The windows are made here as the forward needs them (src/corpus/window-chunks.ts). Finished shards are re-derived
+    // (tokenizing is cheap next to the model) and skipped, so the stream stays in order.
+    const windows = windowChunks(
+      {
+        corpus: cfg.corpus,
+        split: cfg.split,
+        seed: cfg.seed,
+        ctx: cfg.ctx,
+        batch: cfg.batch,
+        modelVocab: model.vocabSize,
+        modelName: model.name,
+        oovId: cfg.oovId,
+        windowsPerShard,
+        nWindows,
+        skip: Array.from({ length: nShards }, (_, k) => k).filter((k) => good.has(k) || !ownShard(k)),
+      },
+      model.tokenizer,
+    );
+    /** Set once the windows ran out because the corpus did (not because every shard was made). */
+    let exhausted = false;
+    function* jobs(): Generator<Job> {
       let oov = 0;
-      for (let c = await windows.next(); c; c = await windows.next()) {
+      for (let r = windows.next(); ; r = windows.next()) {
+        if (r.done) {
+          exhausted = r.value;
+          return;
+        }
+        const c = r.value;
         oov += c.oov;
         for (let b = 0; b < c.n; b += cfg.batch) {
           const nb = Math.min(cfg.batch, c.n - b);
@@ -356,16 +364,16 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       };
       // Batches in flight, in job order: the forward always has the next ones while this thread takes one in.
       const queue: { job: Job; out: Promise<Record<string, Fetched>> }[] = [];
-      const refill = async () => {
+      const refill = () => {
         while (queue.length < forward.depth) {
-          const next = await it.next();
+          const next = it.next();
           if (next.done) return;
           const out = forward.run(next.value.ids, next.value.n, cfg.ctx, placeFor(next.value));
           out.catch(() => undefined); // awaited in its turn; not unhandled meanwhile
           queue.push({ job: next.value, out });
         }
       };
-      await refill();
+      refill();
       while (queue.length) {
         const { job, out: pending } = queue.shift()!;
         const res = await pending;
@@ -377,7 +385,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           });
           m.sites = sites;
         }
-        await refill(); // the widths known, the next batches are placed in their shard
+        refill(); // the widths known, the next batches are placed in their shard
         const buf = buffers.get(k) ?? takeBuffer(k, false)!;
         if (buf.rows !== (first - k * windowsPerShard) * cfg.ctx) throw new Error(`harvest: shard ${k}'s batches arrived out of order`);
         for (let si = 0; si < sites.length; si++) {
@@ -426,10 +434,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       }
       await recordWrite();
     } finally {
-      // The three threads' ends at once (ending each takes 5-25 ms of waiting, after the last shard is written).
-      await Promise.all([writer.close(), windows.close(), forward.release()]);
+      // The threads' ends at once (ending each takes 5-25 ms of waiting, after the last shard is written).
+      await Promise.all([writer.close(), forward.release()]);
     }
-    if (windows.exhausted && !cfg.quiet)
+    if (exhausted && !cfg.quiet)
       process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
     if (m.tokens === 0)
       throw new UserError(
