@@ -268,6 +268,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     let doneRows = doneRowsAtStart;
 
     const writer = new ShardWriter();
+    let released: Promise<void> | undefined;
     let inFlight: Promise<{ k: number; file: string; w: Written; oov: number }> | undefined;
     let newShards = 0;
     const recordWrite = async () => {
@@ -432,10 +433,11 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           inFlight = writer.write(out, file, full, cfg.dtype, shardMetadata(k)).then((w) => ({ k, file, w, oov: oovHere }));
         }
       }
+      // The forward's threads end while the last shard is written (ending them takes 5-25 ms of waiting).
+      released = forward.release();
       await recordWrite();
     } finally {
-      // The threads' ends at once (ending each takes 5-25 ms of waiting, after the last shard is written).
-      await Promise.all([writer.close(), forward.release()]);
+      await Promise.all([writer.close(), released ?? forward.release()]);
     }
     if (exhausted && !cfg.quiet)
       process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);
