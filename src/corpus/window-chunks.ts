@@ -1,7 +1,7 @@
 // A harvest's token windows, in chunks of its shards. The harvest makes them on its own thread as the model needs
 // them: the forward runs on worker threads (or, for a wide model, takes ~1,000x longer than tokenizing), so that
-// thread is free between batches, and a thread of their own cost more than the tokenizing itself (its start, its
-// messages and its collector: ~0.15-0.25 s of CPU per million tokens of the bundled model, docs/BENCHMARKS.md).
+// thread is free between batches, and a thread of their own cost about as much again as the tokenizing (its start,
+// its messages and its collector: ~0.15 s of CPU per million tokens of the bundled model, docs/BENCHMARKS.md).
 import type { Tokenizer } from '../models/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { documents, type Split } from './sources.js';
