@@ -21,7 +21,7 @@ export interface WindowPlan {
   oovId?: number;
   windowsPerShard: number;
   nWindows: number;
-  /** Shards whose windows are derived, to keep the stream in order, but not sent: finished ones, other parts'. */
+  /** Shards whose windows are derived, to keep the stream in order, but not yielded: finished ones, other parts'. */
   skip: number[];
 }
 
