@@ -1,5 +1,5 @@
 // Harvest throughput against a bare onnxruntime-node forward pass of the same graph cut to the hooked layers, same batch and context.
-// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out] [--dtype f32|f16] [--format arrow|parquet]
+// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out] [--dtype f32|f16] [--format arrow|parquet] [--shard-tokens 65536]
 // --gpt2-small: a random llama2.c model of GPT-2-small's shape (bench/gpt2-sized.ts) instead of the small models.
 // --bare harvest: time the bare pass in the harvest's own layout only (default both: the faster of the two is the
 // reference); at GPT-2-small width and 1M tokens each pass takes ~7 minutes, and the layout the harvest does not pick
@@ -83,6 +83,7 @@ async function main() {
   const bareLayouts = arg('bare', 'both');
   const dtype = arg('dtype', 'f32');
   if (dtype !== 'f32' && dtype !== 'f16') throw new UserError(`--dtype ${dtype}: give f32 (default) or f16`);
+  const shardTokens = Number(arg('shard-tokens', '65536'));
   const format = arg('format', 'arrow');
   if (format !== 'arrow' && format !== 'parquet') throw new UserError(`--format ${format}: give arrow (default) or parquet`);
   if (bareLayouts !== 'both' && bareLayouts !== 'harvest') throw new UserError(`--bare ${bareLayouts}: give both (default) or harvest`);
@@ -149,7 +150,7 @@ async function main() {
         dtype,
         format,
         seed: r,
-        shardTokens: 65536,
+        shardTokens,
         out,
         quiet: true,
       });

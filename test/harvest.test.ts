@@ -12,14 +12,15 @@ import { DataType, type ModelProto } from '../src/onnx/proto.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
 import { f16ToF32 } from '../src/util/f16.js';
 import { Table, tableFromArrays, tableFromIPC, tableToIPC } from 'apache-arrow';
-import { ShardBuffer, decodeShard, encodeShard } from '../src/activations/shard.js';
+import { ShardBuffer, arrowBodyOffset, decodeShard, encodeShard, encodeShardData } from '../src/activations/shard.js';
+import { digest } from '../src/util/checksum.js';
 import { parquetWasm } from '../src/activations/parquet.js';
 import { ShardWriter } from '../src/activations/shard-writer.js';
 import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
 import { ReadBuffers, readShard } from '../src/activations/reader.js';
 import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/data.js';
-import { readJson, sha256, writeAtomic } from '../src/util/fsx.js';
+import { directFromCaller, readJson, sha256, writeAtomic } from '../src/util/fsx.js';
 import { UserError } from '../src/util/errors.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 import { createRequire } from 'node:module';
@@ -246,8 +247,8 @@ test("a shard written as the Arrow writer's chunks is byte-identical to the join
     const chunks = encodeShardChunks(b, dtype, { k: 'v' });
     const joined = Buffer.concat(chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
     assert.equal(Buffer.compare(Buffer.from(one), joined), 0, dtype);
-    // A writer thread's (shared) buffer: the value columns, float16 ones included, go to the thread as views of
-    // shared memory (no 25-100 MB copy a shard when the job is posted), and the file is the same bytes.
+    // A harvest's (shared) buffer: the value columns, float16 ones included, go to the writer as views of the shared
+    // memory (no 25-100 MB copy a shard), and the file is the same bytes.
     const shared = new ShardBuffer(300, b.sites, true);
     shared.rows = 257;
     b.values.forEach((v, i) => shared.values[i].set(v));
@@ -713,51 +714,65 @@ test('window chunks: the stream of windows cut at shard ends, one batch first, s
   assert.ok(mapped.every((c) => c.ids.every((id) => id < high)));
 });
 
-test("the shard writer's thread writes what the calling thread would: Arrow and Parquet, float32 and float16, same bytes and CRC-32C", async () => {
+test('the shard writer, a slice at a time between turns of the event loop, writes what writeAtomic writes at once: Arrow and Parquet, float32 and float16, same bytes and CRC-32C', async () => {
   const dir = tmp('writer');
   const sites = [
     { name: 'a', tensor: 'a', width: 5 },
     { name: 'b', tensor: 'b', width: 3 },
   ];
-  const threaded = new ShardWriter();
-  const inline = new ShardWriter(true);
-  const fill = (w: ShardWriter) => {
-    const buf = w.buffer(64, sites)!;
-    for (let r = 0; r < 40; r++) {
+  // Enough rows for several 4 MiB slices of the value columns; a full shard, as the harvest's are but the last.
+  const [capacity, rows] = [262_144, 262_144];
+  const writer = new ShardWriter();
+  const fill = (buf: ShardBuffer) => {
+    for (let r = 0; r < rows; r++) {
       buf.doc[r] = r >> 3;
       buf.window[r] = r >> 4;
       buf.pos[r] = r & 15;
       buf.token[r] = (r * 7) % 11;
       for (let j = 0; j < 5; j++) buf.values[0][r * 5 + j] = Math.sin(r + j) * 3;
-      for (let j = 0; j < 3; j++) buf.values[1][r * 3 + j] = -r - j / 3;
+      for (let j = 0; j < 3; j++) buf.values[1][r * 3 + j] = -(r % 1000) - j / 3;
     }
-    buf.rows = 40;
+    buf.rows = rows;
     return buf;
   };
-  try {
-    for (const format of ['arrow', 'parquet'] as const)
-      for (const dtype of ['f32', 'f16'] as const) {
-        const file = `shard-00000.${format}`;
-        const [dt, di] = [join(dir, `t-${format}-${dtype}`), join(dir, `i-${format}-${dtype}`)];
-        mkdirSync(dt, { recursive: true });
-        mkdirSync(di, { recursive: true });
-        const wt = await threaded.write(dt, file, fill(threaded), dtype, { shard: '0' });
-        const wi = await inline.write(di, file, fill(inline), dtype, { shard: '0' });
-        const [bt, bi] = [readFileSync(join(dt, file)), readFileSync(join(di, file))];
-        assert.deepEqual(bt, bi, `${format} ${dtype}: the same bytes`);
-        assert.deepEqual(wt, wi, `${format} ${dtype}: the same rows and CRC-32C`);
-        assert.equal(wt.rows, 40);
-        const back = decodeShard(bt, undefined, format);
-        assert.equal(back.rows, 40);
-        assert.deepEqual(Array.from(back.token.subarray(0, 5)), [0, 7, 3, 10, 6], `${format} ${dtype}: the token column read back`);
-        const a = back.values.get('a')!;
-        assert.ok(Math.abs(a[7] - Math.sin(1 + 2) * 3) < (dtype === 'f16' ? 2e-3 : 1e-6), `${format} ${dtype}: a value read back`);
-      }
-    // A write that cannot land (its folder is a file) is refused on either thread.
-    writeFileSync(join(dir, 'plain-file'), 'x');
-    await assert.rejects(threaded.write(join(dir, 'plain-file'), 'shard-00000.arrow', fill(threaded), 'f32', {}), /plain-file/);
-    await assert.rejects(inline.write(join(dir, 'plain-file'), 'shard-00000.parquet', fill(inline), 'f16', {}), /plain-file/);
-  } finally {
-    await threaded.close();
-  }
+  for (const format of ['arrow', 'parquet'] as const)
+    for (const dtype of ['f32', 'f16'] as const) {
+      const file = `shard-00000.${format}`;
+      const [ds, da] = [join(dir, `s-${format}-${dtype}`), join(dir, `a-${format}-${dtype}`)];
+      const buf = writer.buffer(capacity, sites)!;
+      // Laid out as a harvest lays a float32 Arrow shard, so its body goes to the disk from the buffer, slice by slice.
+      if (format === 'arrow' && dtype === 'f32') buf.alignBody(arrowBodyOffset(buf, { shard: '0' })!);
+      fill(buf);
+      if (dtype === 'f16') buf.roundToHalf();
+      // The reference first: the writer resets the buffer once written.
+      const beforeRef = directFromCaller.bytes;
+      const crcAtOnce = writeAtomic(join(da, file), encodeShardData(buf, format, dtype, { shard: '0' }), { direct: true, checksum: 'crc32c' });
+      let turns = 0;
+      const ticking = setInterval(() => turns++, 0);
+      const fromCaller = directFromCaller.bytes;
+      const w = await writer.write(ds, file, buf, dtype, { shard: '0' }).finally(() => clearInterval(ticking));
+      // Where the file system took the reference's body from its own memory (O_DIRECT), the slices' is so too.
+      if (format === 'arrow' && dtype === 'f32' && fromCaller > beforeRef)
+        assert.ok(directFromCaller.bytes - fromCaller > 0.9 * rows * 8 * 4, `the body written from the buffer (${directFromCaller.bytes - fromCaller} bytes)`);
+      const [bs, ba] = [readFileSync(join(ds, file)), readFileSync(join(da, file))];
+      assert.ok(bs.length > 3 * (4 << 20) * (dtype === 'f16' ? 0.5 : 1), `${format} ${dtype}: several slices (${bs.length} bytes)`);
+      assert.ok(turns > 0, `${format} ${dtype}: the event loop ran while the shard was written`);
+      assert.equal(Buffer.compare(bs, ba), 0, `${format} ${dtype}: the same bytes`);
+      assert.deepEqual(w, { rows, crc32c: crcAtOnce }, `${format} ${dtype}: the same rows and CRC-32C`);
+      const d = digest('crc32c');
+      d.update(bs);
+      assert.equal(d.hex(), w.crc32c, `${format} ${dtype}: the CRC-32C is the file's`);
+      assert.equal(buf.rows, 0, 'the buffer is free again');
+      const back = decodeShard(bs, undefined, format);
+      assert.equal(back.rows, rows);
+      assert.deepEqual(Array.from(back.token.subarray(0, 5)), [0, 7, 3, 10, 6], `${format} ${dtype}: the token column read back`);
+      const a = back.values.get('a')!;
+      assert.ok(Math.abs(a[7] - Math.sin(1 + 2) * 3) < (dtype === 'f16' ? 2e-3 : 1e-6), `${format} ${dtype}: a value read back`);
+      assert.deepEqual(readdirSync(ds), [file], 'no temporary file left');
+    }
+  // A write that cannot land (its folder is a file) is refused, naming the path, and frees the buffer.
+  writeFileSync(join(dir, 'plain-file'), 'x');
+  const buf = fill(writer.buffer(capacity, sites)!);
+  await assert.rejects(writer.write(join(dir, 'plain-file'), 'shard-00000.parquet', buf, 'f32', {}), /plain-file/);
+  assert.equal(buf.rows, 0);
 });

@@ -423,7 +423,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         doneRows += nw * cfg.ctx;
         progress.update(doneRows, `shard ${k + 1}/${nShards}`);
         if (last) {
-          // Hand the shard to the writer thread; record the previous one once it is safely on disk.
+          // Hand the shard to the writer (its slices written between batches); record the previous one once it is safely on disk.
           await recordWrite();
           const file = shardFile(k, format);
           const full = buf;
@@ -437,7 +437,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       released = forward.release();
       await recordWrite();
     } finally {
-      await Promise.all([writer.close(), released ?? forward.release()]);
+      // A shard still being written when the harvest stops early (an error) lands or is removed before the folder is unlocked.
+      await Promise.all([released ?? forward.release(), inFlight?.catch(() => undefined)]);
     }
     if (exhausted && !cfg.quiet)
       process.stderr.write(`the corpus (${cfg.corpus}, split ${cfg.split}) ran out after ${fmtCount(m.tokens)} tokens; the harvest holds what there was\n`);

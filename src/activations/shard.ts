@@ -31,9 +31,9 @@ export interface ShardSite {
 
 /**
  * An in-memory shard being filled row by row (preallocated; no growth in the hot path). `shared`: its arrays live in
- * one SharedArrayBuffer, so a writer thread reads them where they are: handing a transferred 50 MB buffer to another
- * thread and back made each side's V8 count it as new external memory and collect (36 full collections per million
- * tokens of the bundled model against 1, docs/BENCHMARKS.md).
+ * one SharedArrayBuffer, so the forward's worker threads write their batches' hooks where they belong (a harvest's
+ * buffers): handing transferred 50 MB buffers between threads made each side's V8 count them as new external memory
+ * and collect (36 full collections per million tokens of the bundled model against 1, docs/BENCHMARKS.md).
  */
 export class ShardBuffer {
   rows = 0;
@@ -54,7 +54,7 @@ export class ShardBuffer {
     shared = false,
   ) {
     const bytes = 4 * (4 * capacity + sites.reduce((a, s) => a + capacity * s.width, 0));
-    // A shared buffer (the writer thread's) gets a block of room to slide its arrays along: alignBody.
+    // A shared buffer (a harvest's, filled by the forward's workers) gets a block of room to slide its arrays along: alignBody.
     this.memory = shared ? new SharedArrayBuffer(bytes + DIRECT_ALIGN) : new ArrayBuffer(bytes);
     this.layOut(0);
   }
@@ -90,8 +90,8 @@ export class ShardBuffer {
   }
 
   /**
-   * Rounds the rows filled since the last call into this buffer's float16 arrays (shared like the rest, so the
-   * writer's thread reads them where they are). An f16 harvest calls it as each batch lands, so that a value too
+   * Rounds the rows filled since the last call into this buffer's float16 arrays (the shard's writer reads them
+   * where they are). An f16 harvest calls it as each batch lands, so that a value too
    * large for a half is refused at once rather than stored as an infinity (every dictionary fit on it would fail or
    * be wrong).
    */

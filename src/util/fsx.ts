@@ -71,7 +71,36 @@ export function fsyncFile(path: string): void {
  * are made as they are written). Returns the checksum of what was written (`checksum`, default SHA-256). `direct`:
  * write with O_DIRECT (see TempFile), for large files nothing will read back soon.
  */
-export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean; checksum?: ChecksumKind } = {}): string {
+export function writeAtomic(path: string, data: Bytes, opts: WriteOptions = {}): string {
+  const steps = atomicWriteSteps(path, data, opts, Number.POSITIVE_INFINITY);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * writeAtomic a slice at a time, the event loop let in after each slice of at most `slice` bytes (rounded to whole
+ * blocks): a harvest writes its shards on the thread that hands the forward its batches, so a shard's write may hold
+ * that thread for one slice (a few ms), never for the whole 50 MB (docs/BENCHMARKS.md). The bytes and checksum are
+ * writeAtomic's: both run the same steps.
+ */
+export async function writeAtomicInSlices(path: string, data: Bytes, opts: WriteOptions & { slice: number }): Promise<string> {
+  const steps = atomicWriteSteps(path, data, opts, Math.max(BLOCK, Math.floor(opts.slice / BLOCK) * BLOCK));
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+export interface WriteOptions {
+  direct?: boolean;
+  checksum?: ChecksumKind;
+}
+
+/** writeAtomic's work, yielding after each piece of at most `slice` bytes is checksummed and written. */
+function* atomicWriteSteps(path: string, data: Bytes, opts: WriteOptions, slice: number): Generator<void, string> {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   let file: TempFile;
@@ -82,10 +111,13 @@ export function writeAtomic(path: string, data: Bytes, opts: { direct?: boolean;
   }
   const h = digest(opts.checksum ?? 'sha256');
   try {
-    for (const buf of joinAdjacent(data)) {
-      h.update(buf);
-      file.write(buf);
-    }
+    for (const buf of joinAdjacent(data))
+      for (let at = 0; at < buf.length; at += slice) {
+        const piece = at === 0 && buf.length <= slice ? buf : buf.subarray(at, Math.min(buf.length, at + slice));
+        h.update(piece);
+        file.write(piece);
+        if (slice < Number.POSITIVE_INFINITY) yield;
+      }
     file.finish();
     renameSync(tmp, path);
     return h.hex();
