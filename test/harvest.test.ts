@@ -551,6 +551,11 @@ test('the forward places fetched tensors where the caller says: float32 as is, f
       const small = new Float32Array(new SharedArrayBuffer(4 * 23));
       const other = await f.run(ids, 2, 3, { x: small });
       assert.ok(!other.x.placed && other.x.data.length === 24 && small.every((v) => v === 0));
+      // One placed and one not: the placed tensor's own buffer is freed in the worker, the other comes back whole.
+      const one = await f.run(ids, 2, 3, { x: new Float32Array(new SharedArrayBuffer(96)) });
+      assert.ok(one.x.placed && !one.h.placed);
+      assert.deepEqual(Array.from(one.x.data), Array.from(plain.x.data));
+      assert.deepEqual(Array.from(one.h.data), Array.from(plain.h.data));
       if (workers)
         await assert.rejects(
           f.run(ids, 2, 3, { x: new Float32Array(24) }),

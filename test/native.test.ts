@@ -960,3 +960,23 @@ test('adviseHuge: huge pages under a large array keep its contents; small arrays
   assert.deepEqual(a, before, 'contents unchanged');
   assert.throws(() => mod.adviseHuge(new Uint8Array(8 << 20) as unknown as Float32Array), /Float32Array/);
 });
+
+test("detach: an ArrayBuffer's memory freed at once, its views emptied; shared memory refused", { skip }, () => {
+  const buf = new ArrayBuffer(1 << 20);
+  const view = new Float32Array(buf);
+  view[3] = 7;
+  assert.equal(mod.detach!(buf), true);
+  assert.equal(buf.byteLength, 0, 'detached');
+  assert.equal(view.length, 0, 'its views see nothing');
+  assert.equal(mod.detach!(buf), false, 'already detached');
+  // A harvest's shard buffers are shared by the forward's threads: never detached.
+  assert.throws(() => mod.detach!(new SharedArrayBuffer(64) as unknown as ArrayBuffer), /an ArrayBuffer/);
+  assert.throws(() => mod.detach!(new Float32Array(4) as unknown as ArrayBuffer), /an ArrayBuffer/);
+  // Freed now, not at a collection: the process's count of array buffer memory falls by the buffer's size at once.
+  const big = new ArrayBuffer(64 << 20);
+  new Uint8Array(big).fill(1);
+  const held = process.memoryUsage().arrayBuffers;
+  mod.detach!(big);
+  const freed = held - process.memoryUsage().arrayBuffers;
+  assert.ok(freed >= 64 << 20, `${freed} bytes of array buffers freed`);
+});

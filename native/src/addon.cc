@@ -958,8 +958,8 @@ napi_value MallocLean(napi_env env, napi_callback_info) {
 }
 
 // mallocKeep(): the opposite policy, for sdl harvest's forward workers. onnxruntime-node allocates every output
-// tensor anew each batch (napi_create_arraybuffer, zero-filled), and a worker frees it as soon as it has copied it
-// into the shard. With glibc's defaults the freed top of the worker's arena went back to the system and was faulted
+// tensor anew each batch (napi_create_arraybuffer, zero-filled), and a worker frees it (detach, below) as soon as it
+// has copied it into the shard. With glibc's defaults the freed top of the worker's arena went back to the system and was faulted
 // in and zeroed by the kernel again next batch: 0.6-0.8 s of kernel time per million tokens of the bundled model.
 // Blocks up to 4 MiB now come from the arenas and an arena keeps up to 256 MiB free (a harvest's peak is its two shard
 // buffers and a few batches); a loop that frees its outputs elsewhere is unchanged by it (docs/BENCHMARKS.md).
@@ -971,6 +971,27 @@ napi_value MallocKeep(napi_env env, napi_callback_info) {
   napi_value undefined;
   napi_get_undefined(env, &undefined);
   return undefined;
+}
+
+// detach(arrayBuffer): detaches an ArrayBuffer, which frees its memory now (when nothing else shares it) rather than
+// at its thread's next garbage collection. A harvest's forward worker detaches onnxruntime-node's output buffers once
+// it has copied them into the shard: left to the worker's collector, ~20 batches' outputs (tens of MB) piled up
+// between collections and each pile was new memory, 20-60k page faults a million tokens of the bundled model; freed
+// at once, the next batch's outputs reuse the same blocks (docs/BENCHMARKS.md). Returns whether it detached.
+napi_value Detach(napi_env env, napi_callback_info info) {
+  return guard(env, [&]() -> napi_value {
+    napi_value buf = args(env, info, 1)[0];
+    bool isBuffer = false;
+    CHECK_NAPI(napi_is_arraybuffer(env, buf, &isBuffer));
+    if (!isBuffer) throw JsError{"detach: an ArrayBuffer"};
+    bool detached = false;
+    CHECK_NAPI(napi_is_detached_arraybuffer(env, buf, &detached));
+    // A buffer that cannot be detached (one a WebAssembly memory owns, say) is left to the collector.
+    const bool now = !detached && napi_detach_arraybuffer(env, buf) == napi_ok;
+    napi_value out;
+    CHECK_NAPI(napi_get_boolean(env, now, &out));
+    return out;
+  });
 }
 
 // crc32c(bytes: Uint8Array, crc = 0) -> the CRC-32C of the bytes continuing from crc (checksum.h): shards' checksums.
@@ -1235,6 +1256,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "alignedBuffer", fn);
   napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);
   napi_set_named_property(env, exports, "adviseHuge", fn);
+  napi_create_function(env, "detach", NAPI_AUTO_LENGTH, Detach, nullptr, &fn);
+  napi_set_named_property(env, exports, "detach", fn);
   napi_create_function(env, "pageOffset", NAPI_AUTO_LENGTH, PageOffset, nullptr, &fn);
   napi_set_named_property(env, exports, "pageOffset", fn);
   napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &fn);

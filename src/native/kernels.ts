@@ -313,6 +313,8 @@ export interface NativeModule {
   mallocKeep(): void;
   /** Transparent huge pages over a large array's whole 2 MiB pages (advice: the bytes advised, 0 when refused). */
   adviseHuge(a: Float32Array | Int32Array | Uint32Array | Float64Array): number;
+  /** Detaches an ArrayBuffer, freeing its memory now rather than at the next collection (sdl harvest's forward workers; addon.cc); whether it did; absent in builds before it. */
+  detach?(buffer: ArrayBuffer): boolean;
   /** float32 -> IEEE half, round to nearest even, into dst's first src.length; returns how many finite values overflowed to infinity (native/src/half.cc; src/util/f16.ts is the reference); absent in builds before it. */
   f32ToF16?(src: Float32Array, dst: Uint16Array): number;
   /** IEEE half -> float32 (exact), into dst's first src.length; absent in builds before it. */

@@ -153,6 +153,11 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
             for (const [f, t] of Object.entries(out)) back[f] = t.placed ? { type: t.type, dims: t.dims, placed: true, nonFinite: t.nonFinite } : t;
             const transfer = Object.values(out).flatMap((t) => (t.placed ? [] : [t.data.buffer as ArrayBuffer]));
             port.postMessage({ id: m.id, out: back }, [...new Set(transfer)]);
+            // The placed tensors' own buffers are freed now, not at this thread's next collection: ~20 batches of
+            // them piled up between collections as new memory, 20-60k page faults a million tokens of the bundled
+            // model, against ~5k freed at once (addon.cc detach; docs/BENCHMARKS.md). The rest went with the message.
+            const placed = new Set(w.fetches.filter((f) => out[f].placed).map((f) => (res[f].data as Float32Array).buffer as ArrayBuffer));
+            for (const b of placed) if (!transfer.includes(b)) native()?.detach?.(b);
           },
           (e) => fail(e, m.id),
         );
