@@ -3,6 +3,7 @@ import {
   accessSync,
   closeSync,
   constants,
+  fsync,
   fsyncSync,
   ftruncateSync,
   mkdirSync,
@@ -73,25 +74,44 @@ export function fsyncFile(path: string): void {
  */
 export function writeAtomic(path: string, data: Bytes, opts: WriteOptions = {}): string {
   const steps = atomicWriteSteps(path, data, opts, Number.POSITIVE_INFINITY);
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
+  let r = steps.next();
+  while (!r.done) {
+    if (r.value) {
+      try {
+        fsyncSync(r.value.fsync);
+      } catch (e) {
+        r = steps.throw(e);
+        continue;
+      }
+    }
+    r = steps.next();
   }
+  return r.value;
 }
 
 /**
  * writeAtomic a slice at a time, the event loop let in after each slice of at most `slice` bytes (rounded to whole
- * blocks): a harvest writes its shards on the thread that hands the forward its batches, so a shard's write may hold
- * that thread for one slice (a few ms), never for the whole 50 MB (docs/BENCHMARKS.md). The bytes and checksum are
- * writeAtomic's: both run the same steps.
+ * blocks), and the fsync on libuv's threads: a harvest writes its shards on the thread that hands the forward its
+ * batches, so a shard's write may hold that thread for one slice (~3 ms), never for the whole 50 MB nor for the
+ * fsync (35-40 ms a shard written with O_DIRECT on this VM, longer than a worker's queued batch lasts;
+ * docs/BENCHMARKS.md). The bytes and checksum are writeAtomic's: both run the same steps.
  */
 export async function writeAtomicInSlices(path: string, data: Bytes, opts: WriteOptions & { slice: number }): Promise<string> {
   const steps = atomicWriteSteps(path, data, opts, Math.max(BLOCK, Math.floor(opts.slice / BLOCK) * BLOCK));
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  let r = steps.next();
+  while (!r.done) {
+    const step = r.value;
+    if (step) {
+      try {
+        await new Promise<void>((resolve, reject) => fsync(step.fsync, (e) => (e ? reject(e) : resolve())));
+      } catch (e) {
+        r = steps.throw(e);
+        continue;
+      }
+    } else await new Promise<void>((resolve) => setImmediate(resolve));
+    r = steps.next();
   }
+  return r.value;
 }
 
 export interface WriteOptions {
@@ -99,8 +119,11 @@ export interface WriteOptions {
   checksum?: ChecksumKind;
 }
 
-/** writeAtomic's work, yielding after each piece of at most `slice` bytes is checksummed and written. */
-function* atomicWriteSteps(path: string, data: Bytes, opts: WriteOptions, slice: number): Generator<void, string> {
+/** What writeAtomic's steps ask of their driver: nothing (a slice is written), or an fsync of the file. */
+type WriteStep = undefined | { fsync: number };
+
+/** writeAtomic's work, yielding after each piece of at most `slice` bytes is checksummed and written, and for the fsync. */
+function* atomicWriteSteps(path: string, data: Bytes, opts: WriteOptions, slice: number): Generator<WriteStep, string> {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   let file: TempFile;
@@ -118,7 +141,9 @@ function* atomicWriteSteps(path: string, data: Bytes, opts: WriteOptions, slice:
         file.write(piece);
         if (slice < Number.POSITIVE_INFINITY) yield;
       }
-    file.finish();
+    file.flush();
+    yield { fsync: file.fd };
+    file.end();
     renameSync(tmp, path);
     return h.hex();
   } catch (e) {
@@ -148,7 +173,7 @@ export const directFromCaller = { bytes: 0 };
  * page cache, with the same bytes.
  */
 class TempFile {
-  private fd: number;
+  fd: number;
   private stage?: Uint8Array;
   private fill = 0;
   private pos = 0;
@@ -219,8 +244,8 @@ class TempFile {
     return b.length;
   }
 
-  /** Writes what is staged, pads an O_DIRECT file's last block, sets its length, fsyncs and closes. */
-  finish(): void {
+  /** Writes what is staged, pads an O_DIRECT file's last block and sets its length (the caller fsyncs and closes). */
+  flush(): void {
     if (this.stage && this.fill) {
       const length = this.pos + this.fill;
       const padded = Math.ceil(this.fill / 4096) * 4096;
@@ -228,11 +253,16 @@ class TempFile {
       this.flushStage(padded);
       if (this.stage) ftruncateSync(this.fd, length);
     }
-    fsyncSync(this.fd);
-    closeSync(this.fd);
-    this.fd = -1;
   }
 
+  /** Closes the written file; an error is the write's. */
+  end(): void {
+    const fd = this.fd;
+    this.fd = -1;
+    closeSync(fd);
+  }
+
+  /** Closes the file after a failure, quietly (the failure is what is reported). */
   close(): void {
     if (this.fd < 0) return;
     try {
