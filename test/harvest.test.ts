@@ -20,7 +20,7 @@ import { readManifest, type Manifest } from '../src/activations/manifest.js';
 import { arrowLayout } from '../src/activations/arrow-layout.js';
 import { ReadBuffers, readShard } from '../src/activations/reader.js';
 import { ShuffleStream, loadRows, splitRows, type RowRange } from '../src/sdl/data.js';
-import { directFromCaller, readJson, sha256, writeAtomic } from '../src/util/fsx.js';
+import { directFromCaller, readJson, sha256, writeAtomic, writeAtomicInSlices } from '../src/util/fsx.js';
 import { UserError } from '../src/util/errors.js';
 import { CLI, corpusFile, tinyLlama, tmp } from './helpers.js';
 import { createRequire } from 'node:module';
@@ -595,6 +595,31 @@ test('O_DIRECT writes (shards) give the same bytes and SHA-256 as buffered ones,
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, sha256(new Uint8Array(10000).fill(7)));
   assert.equal(readFileSync(path).length, 10000);
+});
+
+test('O_DIRECT files written a slice at a time, two at once, each get their own bytes (each file its own staging buffer)', async () => {
+  const dir = tmp();
+  const make = (size: number, seed: number) => Uint8Array.from({ length: size }, (_, i) => ((i + seed) * 2654435761) >>> 24);
+  // Uneven parts, so both files go through staging buffers, interleaved slice by slice.
+  const split = (b: Uint8Array) => {
+    const parts: Uint8Array[] = [];
+    for (let at = 0, n = 1000; at < b.length; at += n, n = n * 3 + 7) parts.push(b.subarray(at, Math.min(b.length, at + n)));
+    return parts;
+  };
+  const [a, b] = [make((9 << 20) + 123, 1), make((5 << 20) + 4095, 2)];
+  const [da, db] = await Promise.all([
+    writeAtomicInSlices(join(dir, 'a'), split(a), { direct: true, slice: 1 << 20 }),
+    writeAtomicInSlices(join(dir, 'b'), split(b), { direct: true, slice: 1 << 20 }),
+  ]);
+  assert.deepEqual([da, db], [sha256(a), sha256(b)]);
+  assert.deepEqual(new Uint8Array(readFileSync(join(dir, 'a'))), a);
+  assert.deepEqual(new Uint8Array(readFileSync(join(dir, 'b'))), b);
+  // And a whole file written at once in between uses a buffer of its own too.
+  const c = make(3 << 20, 3);
+  const pending = writeAtomicInSlices(join(dir, 'a2'), split(a), { direct: true, slice: 1 << 20 });
+  assert.equal(writeAtomic(join(dir, 'c'), split(c), { direct: true }), sha256(c));
+  assert.equal(await pending, sha256(a));
+  assert.deepEqual(new Uint8Array(readFileSync(join(dir, 'a2'))), a);
 });
 
 test("the built-in corpora, read a document at a time, are the packages' own documents in their order", () => {

@@ -153,12 +153,13 @@ function* atomicWriteSteps(path: string, data: Bytes, opts: WriteOptions, slice:
   }
 }
 
-/** O_DIRECT writes go through this many bytes of 4096-aligned memory (one per thread: each has its own module). */
+/** O_DIRECT writes go through this many bytes of 4096-aligned memory, one buffer per file being written at once. */
 const DIRECT_BLOCK = 8 << 20;
 /** The block O_DIRECT's addresses, offsets and lengths are aligned to (the largest logical block in common use). */
 export const DIRECT_ALIGN = 4096;
 const BLOCK = DIRECT_ALIGN;
-let directStage: Uint8Array | null | undefined;
+/** Staging buffers made and not in use (each thread has its own module, so its own list): made once, reused. */
+const freeStages: Uint8Array[] = [];
 
 /** Bytes this thread has written with O_DIRECT straight from its callers' memory, not through the staging buffer (tests). */
 export const directFromCaller = { bytes: 0 };
@@ -190,8 +191,9 @@ class TempFile {
         this.fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_DIRECT, 0o666);
         return;
       } catch (e) {
+        this.releaseStage();
         if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
-        this.stage = undefined; // the file system does not take O_DIRECT (tmpfs before Linux 6.6)
+        // the file system does not take O_DIRECT (tmpfs before Linux 6.6)
       }
     }
     this.fd = openSync(path, 'w');
@@ -257,6 +259,7 @@ class TempFile {
 
   /** Closes the written file; an error is the write's. */
   end(): void {
+    this.releaseStage();
     const fd = this.fd;
     this.fd = -1;
     closeSync(fd);
@@ -264,6 +267,7 @@ class TempFile {
 
   /** Closes the file after a failure, quietly (the failure is what is reported). */
   close(): void {
+    this.releaseStage();
     if (this.fd < 0) return;
     try {
       closeSync(this.fd);
@@ -283,8 +287,8 @@ class TempFile {
       if ((e as NodeJS.ErrnoException).code !== 'EINVAL' || this.pos !== 0) throw e;
       closeSync(this.fd);
       this.fd = openSync(this.path, 'w');
-      this.stage = undefined;
       this.writeAll(stage, 0, this.fill);
+      this.releaseStage();
       this.fill = 0;
       return;
     }
@@ -292,17 +296,23 @@ class TempFile {
     this.fill = 0;
   }
 
+  /** The staging buffer back to the free list (a file written through the page cache from here on has none). */
+  private releaseStage(): void {
+    if (this.stage) freeStages.push(this.stage);
+    this.stage = undefined;
+  }
+
   private writeAll(buf: Uint8Array, from: number, to: number): void {
     for (let off = from; off < to; ) off += writeSync(this.fd, buf, off, to - off);
   }
 }
 
+/** A staging buffer for one file: a free one, else a new one (none without the native build's aligned memory). */
 function stageBuffer(): Uint8Array | undefined {
-  if (directStage === undefined) {
-    const n = native();
-    directStage = n ? new Uint8Array(n.alignedBuffer(DIRECT_BLOCK)) : null;
-  }
-  return directStage ?? undefined;
+  const free = freeStages.pop();
+  if (free) return free;
+  const n = native();
+  return n ? new Uint8Array(n.alignedBuffer(DIRECT_BLOCK)) : undefined;
 }
 
 /** A file-system error while writing `path` as one line saying what to do (out of space, read-only, ...). */
