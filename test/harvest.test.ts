@@ -551,6 +551,16 @@ test('the forward places fetched tensors where the caller says: float32 as is, f
       const small = new Float32Array(new SharedArrayBuffer(4 * 23));
       const other = await f.run(ids, 2, 3, { x: small });
       assert.ok(!other.x.placed && other.x.data.length === 24 && small.every((v) => v === 0));
+      // Shared buffers go to a worker once and are named by number after: many buffers, each used twice, more than a
+      // worker keeps (it is told to forget and is sent them again), every batch in its own buffer's place.
+      const many = Array.from({ length: 20 }, () => new SharedArrayBuffer(4 * 64));
+      for (const round of [0, 1])
+        for (const [i, m] of many.entries()) {
+          const view = new Float32Array(m, 4 * ((i + round) % 8), 24);
+          const r = await f.run(ids, 2, 3, { x: view });
+          assert.ok(r.x.placed, `buffer ${i}, round ${round}`);
+          assert.deepEqual(Array.from(view), Array.from(plain.x.data), `buffer ${i}, round ${round}`);
+        }
       // One placed and one not: the placed tensor's own buffer is freed in the worker, the other comes back whole.
       const one = await f.run(ids, 2, 3, { x: new Float32Array(new SharedArrayBuffer(96)) });
       assert.ok(one.x.placed && !one.h.placed);

@@ -122,6 +122,24 @@ class SessionForward implements Forward {
   }
 }
 
+/** Where a worker places a fetched tensor: [shared buffer number, byte offset, length]. */
+type PlacedAt = Record<string, [number, number, number]>;
+
+/** A batch for a worker: its ids, where its tensors go, and the shared buffers the worker has not had yet. */
+interface BatchMessage {
+  id: number;
+  ids: Int32Array;
+  batch: number;
+  seq: number;
+  into?: PlacedAt;
+  share: [number, SharedArrayBuffer][];
+  /** Drop the buffers sent before (the list is bounded: SHARED_KEPT). */
+  forget: boolean;
+}
+
+/** Shared buffers a worker keeps by number before it is told to forget them (a harvest uses two). */
+const SHARED_KEPT = 8;
+
 interface WorkerSetup {
   forwardSession: true;
   bytes: Uint8Array;
@@ -138,7 +156,16 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
   const fail = (e: unknown, id?: number) => port.postMessage({ id, error: String((e as Error).message), user: e instanceof UserError });
   createSession(w.bytes, { threads: w.threads }).then(
     (session) => {
-      port.on('message', (m: { id: number; ids: Int32Array; batch: number; seq: number; into?: Into }) => {
+      /** The shared buffers batches are placed in, sent once each and named by number afterwards (WorkerForward.run). */
+      const shared = new Map<number, SharedArrayBuffer>();
+      port.on('message', (m: BatchMessage) => {
+        if (m.forget) shared.clear();
+        for (const [n, b] of m.share) shared.set(n, b);
+        let into: Into | undefined;
+        if (m.into) {
+          into = {};
+          for (const [f, [n, offset, length]] of Object.entries(m.into)) into[f] = new Float32Array(shared.get(n)!, offset, length);
+        }
         let feeds: Record<string, ort.Tensor>;
         try {
           feeds = makeFeeds(w.inputs, m.ids, m.batch, m.seq);
@@ -147,7 +174,7 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
         }
         session.run(feeds, w.fetches).then(
           (res) => {
-            const out = fetched(res, w.fetches, m.into);
+            const out = fetched(res, w.fetches, into);
             // Placed tensors are already in the caller's shared memory: only their type and shape go back.
             const back: Record<string, Fetched | Omit<Fetched, 'data'>> = {};
             for (const [f, t] of Object.entries(out)) back[f] = t.placed ? { type: t.type, dims: t.dims, placed: true, nonFinite: t.nonFinite } : t;
@@ -174,6 +201,7 @@ class WorkerForward implements Forward {
   private next = 0;
   private waiting = new Map<number, { resolve: (o: Record<string, Fetched>) => void; reject: (e: Error) => void; worker: number; into?: Into }>();
   private load: number[];
+  private sent: Map<SharedArrayBuffer, number>[];
   private failure?: Error;
 
   private constructor(
@@ -185,6 +213,7 @@ class WorkerForward implements Forward {
     this.depth = 2 * workers.length;
     this.layout = `${workers.length} workers x ${threads} thread${threads === 1 ? '' : 's'}`;
     this.load = workers.map(() => 0);
+    this.sent = workers.map(() => new Map());
     workers.forEach((w, i) => {
       w.on('message', (m: Reply) => this.reply(m));
       w.on('error', (e) => this.fail(new Error(`a forward worker stopped: ${e.message}`)));
@@ -236,7 +265,29 @@ class WorkerForward implements Forward {
     const own = ids.slice();
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, worker: w, into });
-      this.workers[w].postMessage({ id, ids: own, batch, seq, into }, [own.buffer]);
+      // The shard buffers go to each worker once and are named by number afterwards: a view of shared memory in
+      // every batch's message cost the main thread ~0.1 s of CPU a million tokens of the bundled model, and each
+      // worker as much to take in (docs/BENCHMARKS.md).
+      const message: BatchMessage = { id, ids: own, batch, seq, share: [], forget: false };
+      if (into) {
+        const known = this.sent[w];
+        const buffers = new Set(Object.values(into).map((a) => a.buffer as SharedArrayBuffer));
+        if ([...buffers].filter((b) => !known.has(b)).length + known.size > SHARED_KEPT) {
+          known.clear();
+          message.forget = true;
+        }
+        message.into = {};
+        for (const [f, a] of Object.entries(into)) {
+          const b = a.buffer as SharedArrayBuffer;
+          let n = known.get(b);
+          if (n === undefined) {
+            known.set(b, (n = known.size));
+            message.share.push([n, b]);
+          }
+          message.into[f] = [n, a.byteOffset, a.length];
+        }
+      }
+      this.workers[w].postMessage(message, [own.buffer]);
     });
   }
 
