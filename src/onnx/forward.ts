@@ -79,8 +79,16 @@ export async function createForward(bytes: Uint8Array, proto: ModelProto, inputs
   return new SessionForward(session, inputs, fetches, o.threads, o.modelName);
 }
 
+/**
+ * The fetched tensors, those `into` names placed there. A placed tensor's own buffer is freed at once (addon.cc
+ * detach), not at this thread's next collection: a harvest's worker piled up ~20 batches of them between collections
+ * as new memory, 20-60k page faults a million tokens of the bundled model against ~5k freed at once
+ * (docs/BENCHMARKS.md). A buffer that also holds a tensor not placed is kept.
+ */
 function fetched(res: ort.InferenceSession.OnnxValueMapType, fetches: string[], into?: Into): Record<string, Fetched> {
   const out: Record<string, Fetched> = {};
+  const used = new Set<ArrayBufferLike>();
+  const spent = new Set<ArrayBufferLike>();
   for (const f of fetches) {
     const t = res[f];
     const data = t.data as Float32Array | Uint16Array;
@@ -89,8 +97,13 @@ function fetched(res: ort.InferenceSession.OnnxValueMapType, fetches: string[], 
     if (dst && dst.length === data.length && (t.type === 'float32' || t.type === 'float16')) {
       const nonFinite = t.type === 'float16' ? countNonFinite(f16ToF32(data as Uint16Array, dst)) : copyCountingNonFinite(data as Float32Array, dst);
       out[f] = { type: t.type, dims, data: dst, placed: true, nonFinite };
-    } else out[f] = { type: t.type, dims, data };
+      spent.add(data.buffer);
+    } else {
+      out[f] = { type: t.type, dims, data };
+      used.add(data.buffer);
+    }
   }
+  for (const b of spent) if (!used.has(b) && !(b instanceof SharedArrayBuffer)) native()?.detach?.(b as ArrayBuffer);
   return out;
 }
 
@@ -180,11 +193,6 @@ if (!isMainThread && parentPort && (workerData as Partial<WorkerSetup> | undefin
             for (const [f, t] of Object.entries(out)) back[f] = t.placed ? { type: t.type, dims: t.dims, placed: true, nonFinite: t.nonFinite } : t;
             const transfer = Object.values(out).flatMap((t) => (t.placed ? [] : [t.data.buffer as ArrayBuffer]));
             port.postMessage({ id: m.id, out: back }, [...new Set(transfer)]);
-            // The placed tensors' own buffers are freed now, not at this thread's next collection: ~20 batches of
-            // them piled up between collections as new memory, 20-60k page faults a million tokens of the bundled
-            // model, against ~5k freed at once (addon.cc detach; docs/BENCHMARKS.md). The rest went with the message.
-            const placed = new Set(w.fetches.filter((f) => out[f].placed).map((f) => (res[f].data as Float32Array).buffer as ArrayBuffer));
-            for (const b of placed) if (!transfer.includes(b)) native()?.detach?.(b);
           },
           (e) => fail(e, m.id),
         );
