@@ -1,5 +1,8 @@
 // Harvest throughput against a bare onnxruntime-node forward pass of the same graph cut to the hooked layers, same batch and context.
-// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out] [--dtype f32|f16] [--format arrow|parquet] [--shard-tokens 65536]
+// Usage: node dist/bench/harvest.js [--model <folder> | --gpt2-small] [--tokens 131072] [--repeats 3] [--layer 6] [--sites resid_post,mlp_in,mlp_out] [--dtype f32|f16] [--format arrow|parquet] [--shard-tokens 65536] [--token-cache cold|warm]
+// --token-cache warm: each harvest reads its windows from the token cache, filled before the bare pass ahead of it
+// (as an earlier harvest of the same text and tokenizer leaves it; src/corpus/window-cache.ts); cold (default): each
+// harvest tokenizes its corpus.
 // --gpt2-small: a random llama2.c model of GPT-2-small's shape (bench/gpt2-sized.ts) instead of the small models.
 // --bare harvest: time the bare pass in the harvest's own layout only (default both: the faster of the two is the
 // reference); at GPT-2-small width and 1M tokens each pass takes ~7 minutes, and the layout the harvest does not pick
@@ -8,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { harvest } from '../src/activations/harvest.js';
+import { fillTokenCache, harvest, type HarvestConfig } from '../src/activations/harvest.js';
 import { loadModel } from '../src/models/model.js';
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { hookSubgraph, runtimeInputs } from '../src/onnx/session.js';
@@ -87,6 +90,10 @@ async function main() {
   const format = arg('format', 'arrow');
   if (format !== 'arrow' && format !== 'parquet') throw new UserError(`--format ${format}: give arrow (default) or parquet`);
   if (bareLayouts !== 'both' && bareLayouts !== 'harvest') throw new UserError(`--bare ${bareLayouts}: give both (default) or harvest`);
+  const tokenCache = arg('token-cache', 'cold');
+  if (tokenCache !== 'cold' && tokenCache !== 'warm') throw new UserError(`--token-cache ${tokenCache}: give cold (default) or warm`);
+  // The warm cache's files in a folder of the bench's own, removed at the end.
+  if (tokenCache === 'warm') process.env.SDL_CACHE = mkdtempSync(join(tmpdir(), 'bench-cache-'));
   const models: [string, string][] = [];
   const given = arg('model', '');
   if (given) models.push([given, given]);
@@ -136,10 +143,8 @@ async function main() {
         const own = w ? runs[runs.length - 1] : runs[0];
         return { whole: Math.max(...runs.map((x) => x.whole)), steady: Math.max(...runs.map((x) => x.steady)), cpu: own.cpu };
       };
-      const before = await bare();
       const out = mkdtempSync(join(tmpdir(), 'bench-h-'));
-      const cpu0 = cpuSeconds();
-      const res = await harvest({
+      const cfg: HarvestConfig = {
         model: dir,
         hooks,
         corpus: 'builtin',
@@ -153,7 +158,12 @@ async function main() {
         shardTokens,
         out,
         quiet: true,
-      });
+        tokenCache: tokenCache === 'warm',
+      };
+      if (tokenCache === 'warm') fillTokenCache(cfg);
+      const before = await bare();
+      const cpu0 = cpuSeconds();
+      const res = await harvest(cfg);
       harv.push(res.tokensPerSecond);
       const cpu = ((cpuSeconds() - cpu0) * 1e6) / res.manifest.tokens;
       harvCpu.push(cpu);
@@ -180,10 +190,11 @@ async function main() {
     `harvest vs a bare onnxruntime forward of the same graph cut to the hooked layers (fetching the hooks), ${tokens} tokens, ${repeats} repeats of bare-harvest-bare; medians (min-max), tokens/s. Bare rates: from the graph cut on, as the harvest's clock counts (sessions made, first batches); then warmed up (set-up excluded). Ratios: each harvest over the faster bare layout's mean of the passes around it. CPU: seconds of every thread per million tokens (the model's loading included): the bare pass in the harvest's layout, the harvest, and the harvest's extra over the bare passes around it (on cores the forward keeps busy, that extra is what the harvest's other threads take from it)`,
   );
   console.log(
-    `| model | ctx | batch | bare, 1 session x ${cores} threads: from the cut; warm | bare, ${cores} workers x 1 thread: from the cut; warm | sdl harvest (${sites.join(', ')}; ${dtype} ${format} shards; tokenize + write; layout) | harvest / bare from the cut, paired | harvest / bare warm, paired | CPU s per 1M tokens: bare; harvest; harvest's extra, paired |`,
+    `| model | ctx | batch | bare, 1 session x ${cores} threads: from the cut; warm | bare, ${cores} workers x 1 thread: from the cut; warm | sdl harvest (${sites.join(', ')}; ${dtype} ${format} shards; ${tokenCache === 'warm' ? 'windows from the token cache' : 'tokenize'} + write; layout) | harvest / bare from the cut, paired | harvest / bare warm, paired | CPU s per 1M tokens: bare; harvest; harvest's extra, paired |`,
   );
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
+  if (tokenCache === 'warm') rmSync(process.env.SDL_CACHE!, { recursive: true, force: true });
 }
 
 main().catch((e) => {

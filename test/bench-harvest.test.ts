@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT } from './helpers.js';
+import { readdirSync } from 'node:fs';
+import { ROOT, tmp } from './helpers.js';
 
 const BENCH = join(ROOT, 'dist/bench/harvest.js');
 const MODEL = join(ROOT, 'models/sdl-tiny');
@@ -34,4 +35,22 @@ test('bench:harvest: a bad option is one line and exit 2', () => {
   assert.equal(r.status, 2);
   assert.equal(r.stderr.trim().split('\n').length, 1);
   assert.match(r.stderr, /--format csv: give arrow \(default\) or parquet/);
+});
+
+test('bench:harvest --token-cache warm: the harvests read their windows from a cache of the bench own, removed at the end', () => {
+  const temp = tmp();
+  const r = spawnSync(process.execPath, [BENCH, '--model', MODEL, '--tokens', '16384', '--repeats', '1', '--bare', 'harvest', '--token-cache', 'warm'], {
+    encoding: 'utf8',
+    cwd: ROOT,
+    env: { ...process.env, TMPDIR: temp },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /f32 arrow shards; windows from the token cache \+ write; layout\)/);
+  assert.deepEqual(
+    readdirSync(temp).filter((f) => f.startsWith('bench-cache-')),
+    [],
+  );
+  const bad = spawnSync(process.execPath, [BENCH, '--model', MODEL, '--token-cache', 'hot'], { encoding: 'utf8', cwd: ROOT });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^sdl: --token-cache hot: give cold \(default\) or warm\n$|--token-cache hot: give cold \(default\) or warm/);
 });

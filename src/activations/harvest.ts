@@ -8,7 +8,7 @@ import { checkStaticShape, hookSubgraph, runtimeInputs } from '../onnx/session.j
 import { createForward, type Fetched, type Into } from '../onnx/forward.js';
 import { f16ToF32 } from '../util/f16.js';
 import { describeCorpus, type Split } from '../corpus/sources.js';
-import { windowChunks } from '../corpus/window-chunks.js';
+import { windowChunks, type WindowPlan } from '../corpus/window-chunks.js';
 import { UserError } from '../util/errors.js';
 import { checkNumber } from '../util/check.js';
 import { checkOutput, lockFolder, removeStaleTemps, writeAtomic } from '../util/fsx.js';
@@ -63,6 +63,8 @@ export interface HarvestConfig {
   format?: ShardFormat;
   /** Harvest only part `index` (0-based) of `count`: the shards k with k mod count = index (`sdl merge` joins them). */
   part?: HarvestPart;
+  /** Read the token windows from the cache folder's windows/ when a harvest of this text and tokenizer left them there, and leave them there (default true). */
+  tokenCache?: boolean;
 }
 
 /** A short folder-name summary of the hooks: L6-resid_post+mlp_in+mlp_out. */
@@ -124,6 +126,8 @@ export interface HarvestResult {
   newShards: number;
   seconds: number;
   tokensPerSecond: number;
+  /** Where the token windows came from: the token cache file read, or the one written as they were tokenized (none: --no-token-cache). */
+  tokenCache?: { file: string; hit: boolean };
 }
 
 /** The most threads (and worker sessions) a harvest starts. */
@@ -137,6 +141,43 @@ function refuseNonFinite(hook: string, shard: number, row: number): never {
   throw new UserError(
     `the model gave NaN or Inf for ${hook} (shard ${shard}, row ${row}); check the model (one that computes in float16 overflows past 65504: export it in float32)`,
   );
+}
+
+/** Where a harvest keeps its token windows (undefined: cfg.tokenCache false); a damaged cache file is one line on stderr. */
+function tokenCacheOf(cfg: HarvestConfig, tokenizer: HarvestIdentity['tokenizer']): WindowPlan['cache'] {
+  if (cfg.tokenCache === false) return undefined;
+  return { dir: join(cacheDir(), 'windows'), tokenizer, warn: (line) => cfg.quiet || process.stderr.write(`${line}\n`) };
+}
+
+/** The harvest's windows in chunks of its shards (skipped shards' windows made and passed over), through the token cache unless cfg.tokenCache is false. */
+function harvestWindows(cfg: HarvestConfig, model: LoadedModel, cache: WindowPlan['cache'], skip: number[]) {
+  return windowChunks(
+    {
+      corpus: cfg.corpus,
+      split: cfg.split,
+      seed: cfg.seed,
+      ctx: cfg.ctx,
+      batch: cfg.batch,
+      modelVocab: model.vocabSize,
+      modelName: model.name,
+      oovId: cfg.oovId,
+      windowsPerShard: Math.max(1, Math.floor(cfg.shardTokens / cfg.ctx)),
+      nWindows: Math.ceil(cfg.tokens / cfg.ctx),
+      skip,
+      cache,
+    },
+    model.tokenizer,
+  );
+}
+
+/**
+ * Makes the token windows a harvest of `cfg` would read and leaves them in the token cache, running no model: what
+ * an earlier harvest of the same text and tokenizer leaves there (bench:harvest times harvests from a warm cache so).
+ */
+export function fillTokenCache(cfg: HarvestConfig): void {
+  const model = loadModel(cfg.model, { tokenizer: cfg.tokenizer });
+  const windows = harvestWindows(cfg, model, tokenCacheOf(cfg, tokenizerIdentity(model)), []);
+  while (!windows.next().done);
 }
 
 export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
@@ -296,21 +337,12 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     }
     // The windows are made here as the forward needs them (src/corpus/window-chunks.ts). Finished shards are re-derived
     // (tokenizing is cheap next to the model) and skipped, so the stream stays in order.
-    const windows = windowChunks(
-      {
-        corpus: cfg.corpus,
-        split: cfg.split,
-        seed: cfg.seed,
-        ctx: cfg.ctx,
-        batch: cfg.batch,
-        modelVocab: model.vocabSize,
-        modelName: model.name,
-        oovId: cfg.oovId,
-        windowsPerShard,
-        nWindows,
-        skip: Array.from({ length: nShards }, (_, k) => k).filter((k) => good.has(k) || !ownShard(k)),
-      },
-      model.tokenizer,
+    const tokenCache = tokenCacheOf(cfg, identity.tokenizer);
+    const windows = harvestWindows(
+      cfg,
+      model,
+      tokenCache,
+      Array.from({ length: nShards }, (_, k) => k).filter((k) => good.has(k) || !ownShard(k)),
     );
     /** Set once the windows ran out because the corpus did (not because every shard was made). */
     let exhausted = false;
@@ -437,6 +469,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       released = forward.release();
       await recordWrite();
     } finally {
+      windows.return(false); // a window cache file left half written by an early stop is removed
       // A shard still being written when the harvest stops early (an error) lands or is removed before the folder is unlocked.
       await Promise.all([released ?? forward.release(), inFlight?.catch(() => undefined)]);
     }
@@ -452,7 +485,15 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
     const seconds = (performance.now() - t0) / 1000;
     progress.done();
     if (!part) writeAtomic(join(cacheDir(), LATEST_HARVEST_FILE), `${out}\n`);
-    return { out, manifest: m, reusedShards: m.shards.length - newShards, newShards, seconds, tokensPerSecond: (doneRows - doneRowsAtStart) / seconds };
+    return {
+      out,
+      manifest: m,
+      reusedShards: m.shards.length - newShards,
+      newShards,
+      seconds,
+      tokensPerSecond: (doneRows - doneRowsAtStart) / seconds,
+      tokenCache: tokenCache?.file ? { file: tokenCache.file, hit: tokenCache.hit === true } : undefined,
+    };
   } finally {
     unlock();
   }

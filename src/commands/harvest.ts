@@ -65,6 +65,11 @@ export function register(y: Argv): Argv {
           .option('force', { type: 'boolean', default: false, describe: 'replace an output folder that holds a different harvest' })
           .option('format', { choices: ['arrow', 'parquet'] as const, default: 'arrow' as const, describe: 'shard files: Arrow IPC or Parquet (uncompressed)' })
           .option('part', { type: 'string', describe: 'harvest part i of n (0-based, e.g. 0/4): shards k with k mod n = i; join with sdl merge' })
+          .option('token-cache', {
+            type: 'boolean',
+            default: true,
+            describe: "keep the corpus's token windows in cache/windows and read them from there next time (--no-token-cache: tokenize every time)",
+          })
           .option('json', { type: 'boolean', default: false })
           .example('sdl harvest --layer 6 --tokens 1M --part 0/2 --out cache/acts/big', 'one of two parts; run --part 1/2 anywhere at once, then sdl merge')
           .example('sdl harvest --layer 6', 'residual and MLP activations of layer 6 of the bundled model')
@@ -101,6 +106,7 @@ export function register(y: Argv): Argv {
           quiet: argv.json,
           part: argv.part !== undefined ? parsePart(argv.part) : undefined,
           format: argv.format,
+          tokenCache: argv['token-cache'],
         });
         if (argv.json)
           return printJson({
@@ -111,10 +117,16 @@ export function register(y: Argv): Argv {
             seconds: r.seconds,
             tokens_per_second: r.tokensPerSecond,
             sites: r.manifest.sites,
+            token_cache: r.tokenCache ?? null,
           });
         const sitesTxt = r.manifest.sites.map((s) => `${s.name}[${s.width}]`).join(', ');
+        const windows = !r.tokenCache
+          ? ''
+          : r.tokenCache.hit
+            ? `; token windows read from ${r.tokenCache.file}`
+            : `; token windows kept in ${r.tokenCache.file}`;
         console.log(
-          `harvested ${fmtCount(r.manifest.tokens)} tokens (${r.manifest.shards.length} shards, ${r.reusedShards} reused) of ${sitesTxt} in ${r.seconds.toFixed(1)}s (${fmtCount(r.tokensPerSecond)} tok/s) -> ${r.out}`,
+          `harvested ${fmtCount(r.manifest.tokens)} tokens (${r.manifest.shards.length} shards, ${r.reusedShards} reused) of ${sitesTxt} in ${r.seconds.toFixed(1)}s (${fmtCount(r.tokensPerSecond)} tok/s)${windows} -> ${r.out}`,
         );
       },
     )

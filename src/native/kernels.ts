@@ -333,6 +333,7 @@ const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const buildDir = join(root, 'native', 'build', 'Release');
 let loaded: NativeModule | null | undefined;
+let loadedFile: string | undefined;
 let status = '';
 
 /** Arrays shorter than this go to the TypeScript reference of an element-wise kernel: the native call's own cost is more than the work. */
@@ -367,6 +368,7 @@ export function native(): NativeModule | undefined {
     const file = join(buildDir, `sdlkit_${pick}.node`);
     // An explicit request is kept or refused; the automatic pick says when it had to settle for the generic build.
     if (!existsSync(file) && want) throw new Error(`SDLKIT_NATIVE=${want}, but the ${pick} build is missing (npm run build:native)`);
+    loadedFile = existsSync(file) ? file : generic;
     loaded = existsSync(file) ? (require(file) as NativeModule) : g;
     status = existsSync(file) ? `native-${loaded.isa}` : `native-generic (the ${pick} build is missing: npm run build:native)`;
   } catch (e) {
@@ -374,6 +376,11 @@ export function native(): NativeModule | undefined {
     loaded = null;
   }
   return loaded ?? undefined;
+}
+
+/** The file of the native build loaded (undefined when none is). */
+export function nativeFile(): string | undefined {
+  return native() ? loadedFile : undefined;
 }
 
 /** 'native-avx512' etc. when loaded, else why not. */
