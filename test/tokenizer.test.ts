@@ -7,6 +7,8 @@ import { Llama2cTokenizer, loadTokenizer, writeLlama2cTokenizer } from '../src/m
 import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { documents } from '../src/corpus/sources.js';
 import { UserError } from '../src/util/errors.js';
+import { WordCache, bpeWordCache } from '../src/models/hf-tokenizer.js';
+import type { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import { native } from '../src/native/kernels.js';
 import { STORIES, sharedSkip, tmp } from './helpers.js';
 
@@ -71,9 +73,14 @@ for (const [family, [bosToken, bosSource]] of Object.entries(EXPECTED_BOS)) {
     assert.equal(tok.vocabSize, ref.vocab_size);
     assert.equal(tok.bos.token, bosToken);
     assert.match(tok.bos.source, bosSource);
+    // BPE files run with sdlkit's word cache in the library's place (hf-tokenizer.ts): each case is encoded twice,
+    // the second time from the cache.
+    const cache = bpeWordCache((tok as unknown as { lib: HfLibTokenizer }).lib);
+    if (tok.kind === 'hf-BPE') assert.ok(cache instanceof WordCache, `${family}: the library's word cache was replaced`);
     let tokens = 0;
     for (const c of ref.cases) {
       assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}: ${JSON.stringify(c.text.slice(0, 40))}`);
+      assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}, again: ${JSON.stringify(c.text.slice(0, 40))}`);
       tokens += c.ids.length;
       // Where the tokenizer's own post-processor starts the sequence, sdlkit's BOS is that token.
       if (/post-processor/.test(tok.bos.source)) assert.equal(c.ids_special[0], tok.bosId);

@@ -48,6 +48,28 @@ function leadingSpecial(pp: PostProcessor | null | undefined): string | undefine
   return undefined;
 }
 
+/**
+ * The BPE model's word cache: @huggingface/tokenizers keeps 10,000 words in an LRU cache whose every hit deletes and
+ * re-inserts its key (a third of a GPT-2 tokenizer's time, and a corpus's words outnumber it, so they are merged again
+ * and again). This one keeps up to 200,000 (as llama2.c's encoder does, native/src/bpe.cc) and starts over when full;
+ * a cache only, so the ids are the library's (tested against the Rust library's).
+ */
+export class WordCache<V> {
+  private readonly map = new Map<string, V>();
+  get(key: string): V | undefined {
+    return this.map.get(key);
+  }
+  put(key: string, value: V): void {
+    if (this.map.size >= 200_000) this.map.clear();
+    this.map.set(key, value);
+  }
+}
+
+/** Whether the library's model has the word cache this module replaces (BPE models do; see WordCache). */
+export function bpeWordCache(lib: HfLibTokenizer): unknown {
+  return (lib as unknown as { model?: { cache?: unknown } }).model?.cache;
+}
+
 export class HfTokenizer implements Tokenizer {
   readonly kind: string;
   readonly vocabSize: number;
@@ -71,6 +93,8 @@ export class HfTokenizer implements Tokenizer {
       throw new UserError(`${source} cannot be read: ${String((e as Error).message).split('\n')[0]}`);
     }
     this.kind = `hf-${type}`;
+    const model = (this.lib as unknown as { model?: { cache?: { get?: unknown; put?: unknown } } }).model;
+    if (type === 'BPE' && model?.cache && typeof model.cache.get === 'function' && typeof model.cache.put === 'function') model.cache = new WordCache();
     let maxId = -1;
     for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
     for (const a of j.added_tokens ?? []) {
