@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUNDLED_MODEL_DIR, loadModel } from '../src/models/model.js';
 import { tokenizerIdentity } from '../src/models/model.js';
@@ -162,4 +162,30 @@ test('sdl harvest: the second run reads its windows from the token cache, with t
   assert.deepEqual(crcs('c'), crcs('a'));
   const json = JSON.parse(run('d', '--json'));
   assert.equal(json.token_cache.hit, true);
+});
+
+test('token cache: a folder that cannot be made is one line, and the windows are tokenized', () => {
+  const dir = tmp();
+  const blocked = join(dir, 'windows');
+  writeFileSync(blocked, 'a file where the cache folder should be');
+  const p = plan(blocked);
+  assert.deepEqual(drain(p), drain(plan(undefined)));
+  assert.equal(p.warnings.length, 1);
+  assert.match(p.warnings[0], /^window cache .*windows cannot be written \((EEXIST|ENOTDIR)\): the harvest tokenizes without it$/);
+  assert.equal(p.cache?.file, undefined);
+  assert.equal(p.cache?.hit, false);
+});
+
+test('token cache: a cache file that cannot be written is one line, and the harvest goes on with the same windows', () => {
+  const first = plan(tmp(), { nWindows: 300 });
+  drain(first);
+  const name = (first.cache?.file as string).split('/').pop() as string;
+  const dir = tmp();
+  mkdirSync(join(dir, `${name}.tmp-${process.pid}`)); // where the writer's temporary file would go
+  const p = plan(dir, { nWindows: 300 });
+  assert.deepEqual(drain(p), drain(plan(undefined, { nWindows: 300 })));
+  assert.equal(p.warnings.length, 1);
+  assert.match(p.warnings[0], /\.windows cannot be written \(EISDIR\): the harvest tokenizes without it$/);
+  assert.equal(existsSync(join(dir, name)), false);
+  assert.equal(p.cache?.file, undefined, 'no file is said to be kept');
 });

@@ -1,7 +1,7 @@
 // The token windows of a corpus, kept on disk after a harvest tokenizes them, so the next harvest of the same text
 // with the same tokenizer (another layer, more sites, another model of the family) reads them instead: SAELens and
-// sparsify train from pretokenized datasets for the same reason. A Hugging Face tokenizer in JavaScript takes ~6 us a
-// token (GPT-2's: ~6 s of CPU a million tokens, on the thread that feeds the model); reading them back takes ~10 ms
+// sparsify train from pretokenized datasets for the same reason. A Hugging Face tokenizer in JavaScript takes ~5 us a
+// token (GPT-2's: ~5 s of CPU a million tokens, on the thread that feeds the model); reading them back takes ~40 ms
 // (docs/BENCHMARKS.md).
 //
 // A cache file holds windows 0..n-1 of the stream tokenWindows makes (src/corpus/windows.ts): each window's ids then
@@ -225,24 +225,25 @@ class WindowCacheWriter {
    * cache file cut short by a crash fails its checks and is made again.
    */
   finish(exhausted: boolean): void {
-    try {
-      this.flush();
-      const table = Uint32Array.from(this.crcs);
-      writeSync(this.fd, new Uint8Array(table.buffer));
-      const h: Header = { ctx: this.ctx, perBlock: this.perBlock, windows: this.windows, exhausted, blocks: this.crcs.length };
-      writeSync(this.fd, encodeHeader(h, table), 0, HEADER_BYTES, 0);
-      closeSync(this.fd);
-      this.fd = -1;
-      renameSync(this.tmp, this.path);
-    } catch {
-      this.abort(); // a cache that cannot be written (a full disk) costs the next harvest its tokenizing, nothing more
-    }
+    this.flush();
+    const table = Uint32Array.from(this.crcs);
+    writeSync(this.fd, new Uint8Array(table.buffer));
+    const h: Header = { ctx: this.ctx, perBlock: this.perBlock, windows: this.windows, exhausted, blocks: this.crcs.length };
+    writeSync(this.fd, encodeHeader(h, table), 0, HEADER_BYTES, 0);
+    closeSync(this.fd);
+    this.fd = -1;
+    renameSync(this.tmp, this.path);
   }
 
+  /** Removes the temporary file (quietly: what went wrong is reported by whoever aborts). */
   abort(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
-    rmSync(this.tmp, { force: true });
+    try {
+      if (this.fd >= 0) closeSync(this.fd);
+      this.fd = -1;
+      rmSync(this.tmp, { force: true });
+    } catch {
+      /* a temporary file left behind is removed by the next harvest (removeStaleTemps) */
+    }
   }
 }
 
@@ -255,14 +256,20 @@ export interface CachedWindowsOptions {
   need: number;
   tokenize: () => Generator<Window>;
   warn: (line: string) => void;
+  /** Called when the cache file being written will not be there after all (it could not be written). */
+  unkept?: () => void;
 }
 
 export interface CachedWindows {
   windows: Generator<Window>;
-  /** The cache file: the windows are read from it (hit), or written to it as they are tokenized. */
-  path: string;
+  /** The cache file: the windows are read from it (hit), or written to it as they are tokenized; none when the folder cannot be used. */
+  path?: string;
   hit: boolean;
 }
+
+/** The one line for a cache folder or file that cannot be written (a file where the folder should be, a full disk): the harvest goes on without it. */
+const unwritable = (where: string, e: unknown) =>
+  `window cache ${where} cannot be written (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): the harvest tokenizes without it`;
 
 /**
  * The stream's first `need` windows (fewer when the corpus runs out), from the cache when it holds them, else
@@ -270,8 +277,13 @@ export interface CachedWindows {
  * early calls the generator's return(): the partial file is removed.
  */
 export function cachedWindows(o: CachedWindowsOptions): CachedWindows {
-  mkdirSync(o.dir, { recursive: true });
-  removeStaleTemps(o.dir);
+  try {
+    mkdirSync(o.dir, { recursive: true });
+    removeStaleTemps(o.dir);
+  } catch (e) {
+    o.warn(unwritable(o.dir, e));
+    return { windows: o.tokenize(), hit: false };
+  }
   const path = join(o.dir, o.name);
   let file: WindowCacheFile | undefined;
   try {
@@ -305,24 +317,45 @@ function* fromFile(file: WindowCacheFile, o: CachedWindowsOptions): Generator<Wi
 }
 
 function* written(o: CachedWindowsOptions, path: string): Generator<Window> {
-  const writer = new WindowCacheWriter(path, o.ctx);
+  let writer: WindowCacheWriter | undefined;
+  /** A cache that cannot be written costs the next harvest its tokenizing, nothing more: one line, and on. */
+  const stop = (e: unknown) => {
+    o.warn(unwritable(path, e));
+    writer?.abort();
+    writer = undefined;
+    o.unkept?.();
+  };
+  try {
+    writer = new WindowCacheWriter(path, o.ctx);
+  } catch (e) {
+    stop(e);
+  }
   let done = false;
   try {
     let n = 0;
     for (const w of o.tokenize()) {
-      writer.add(w);
-      // The caller asks for nothing after its last window: the file is finished before that window is handed over.
-      if (++n === o.need) {
-        writer.finish(false);
+      n++;
+      try {
+        writer?.add(w);
+        // The caller asks for nothing after its last window: the file is finished before that window is handed over.
+        if (n === o.need) writer?.finish(false);
+      } catch (e) {
+        stop(e);
+      }
+      if (n === o.need) {
         done = true;
         yield w;
         return;
       }
       yield w;
     }
-    writer.finish(true);
+    try {
+      writer?.finish(true);
+    } catch (e) {
+      stop(e);
+    }
     done = true;
   } finally {
-    if (!done) writer.abort();
+    if (!done) writer?.abort();
   }
 }

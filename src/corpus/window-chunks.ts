@@ -69,7 +69,7 @@ function windowStream(plan: WindowPlan, tok: Tokenizer): Generator<Window> {
   if (!c) return tokenize();
   const { corpus, split, seed, ctx } = plan;
   const name = windowCacheName({ tokenizer: c.tokenizer, corpusFiles: corpusFiles(corpus), corpus, split, seed, ctx });
-  const r = cachedWindows({ dir: c.dir, name, ctx, need: plan.nWindows, tokenize, warn: c.warn });
+  const r = cachedWindows({ dir: c.dir, name, ctx, need: plan.nWindows, tokenize, warn: c.warn, unkept: () => (c.file = undefined) });
   c.file = r.path;
   c.hit = r.hit;
   return r.windows;
