@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { BUNDLED_MODEL_DIR, loadModel } from '../src/models/model.js';
 import { tokenizerIdentity } from '../src/models/model.js';
 import { windowChunks, type WindowChunk, type WindowPlan } from '../src/corpus/window-chunks.js';
@@ -179,7 +179,9 @@ test('token cache: a folder that cannot be made is one line, and the windows are
 test('token cache: a cache file that cannot be written is one line, and the harvest goes on with the same windows', () => {
   const first = plan(tmp(), { nWindows: 300 });
   drain(first);
-  const name = (first.cache?.file as string).split('/').pop() as string;
+  const kept = first.cache?.file;
+  assert.ok(kept);
+  const name = basename(kept);
   const dir = tmp();
   mkdirSync(join(dir, `${name}.tmp-${process.pid}`)); // where the writer's temporary file would go
   const p = plan(dir, { nWindows: 300 });
