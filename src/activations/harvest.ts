@@ -149,6 +149,11 @@ function tokenCacheOf(cfg: HarvestConfig, tokenizer: HarvestIdentity['tokenizer'
   return { dir: join(cacheDir(), 'windows'), tokenizer, warn: (line) => cfg.quiet || process.stderr.write(`${line}\n`) };
 }
 
+/** A harvest's windows: per shard (rows per shard rounded down to whole windows), and in all. */
+function windowCounts(cfg: HarvestConfig): { windowsPerShard: number; nWindows: number } {
+  return { windowsPerShard: Math.max(1, Math.floor(cfg.shardTokens / cfg.ctx)), nWindows: Math.ceil(cfg.tokens / cfg.ctx) };
+}
+
 /** The harvest's windows in chunks of its shards (skipped shards' windows made and passed over), through the token cache unless cfg.tokenCache is false. */
 function harvestWindows(cfg: HarvestConfig, model: LoadedModel, cache: WindowPlan['cache'], skip: number[]) {
   return windowChunks(
@@ -161,8 +166,7 @@ function harvestWindows(cfg: HarvestConfig, model: LoadedModel, cache: WindowPla
       modelVocab: model.vocabSize,
       modelName: model.name,
       oovId: cfg.oovId,
-      windowsPerShard: Math.max(1, Math.floor(cfg.shardTokens / cfg.ctx)),
-      nWindows: Math.ceil(cfg.tokens / cfg.ctx),
+      ...windowCounts(cfg),
       skip,
       cache,
     },
@@ -205,8 +209,7 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
   if (cfg.ctx > model.contextLength) throw new UserError(`--ctx ${cfg.ctx} exceeds ${model.name}'s context length ${model.contextLength}`);
   checkStaticShape(model, cfg.batch, cfg.ctx);
   const hooks = resolveHookSpecs(model, cfg.hooks);
-  const windowsPerShard = Math.max(1, Math.floor(cfg.shardTokens / cfg.ctx));
-  const nWindows = Math.ceil(cfg.tokens / cfg.ctx);
+  const { windowsPerShard, nWindows } = windowCounts(cfg);
   const nShards = Math.ceil(nWindows / windowsPerShard);
 
   const format = cfg.format ?? 'arrow';

@@ -65,9 +65,12 @@ export class WordCache<V> {
   }
 }
 
-/** Whether the library's model has the word cache this module replaces (BPE models do; see WordCache). */
+/** The library's model, where its word cache lives (BPE models have one; see WordCache). */
+const libModel = (lib: HfLibTokenizer) => (lib as unknown as { model?: { cache?: { get?: unknown; put?: unknown } } }).model;
+
+/** The word cache of the library's model (a WordCache once HfTokenizer has replaced it). */
 export function bpeWordCache(lib: HfLibTokenizer): unknown {
-  return (lib as unknown as { model?: { cache?: unknown } }).model?.cache;
+  return libModel(lib)?.cache;
 }
 
 export class HfTokenizer implements Tokenizer {
@@ -93,7 +96,7 @@ export class HfTokenizer implements Tokenizer {
       throw new UserError(`${source} cannot be read: ${String((e as Error).message).split('\n')[0]}`);
     }
     this.kind = `hf-${type}`;
-    const model = (this.lib as unknown as { model?: { cache?: { get?: unknown; put?: unknown } } }).model;
+    const model = libModel(this.lib);
     if (type === 'BPE' && model?.cache && typeof model.cache.get === 'function' && typeof model.cache.put === 'function') model.cache = new WordCache();
     let maxId = -1;
     for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
