@@ -27,6 +27,7 @@ import { createRequire } from 'node:module';
 import { builtinCorpus, documents, indexEntries } from '../src/corpus/sources.js';
 import { BUILTIN_INDEX } from '../src/corpus/builtin-index.js';
 import { shuffleDocs, tokenWindows } from '../src/corpus/windows.js';
+import type { Tokenizer } from '../src/models/tokenizer.js';
 import { windowChunks, type WindowPlan } from '../src/corpus/window-chunks.js';
 
 const base = (model: string, corpus: string, out: string): HarvestConfig => ({
@@ -686,6 +687,40 @@ test("the built-in corpora's index is the installed packages' files and keys; a 
     read.map((d) => d.key),
     want,
   );
+});
+
+test('token windows: documents joined by BOS, each window begun by BOS, as a token-at-a-time packing gives (every ctx from 2, empty documents, windows kept past the next)', () => {
+  // A tokenizer whose ids are a document's character codes: documents of every length, empty ones included.
+  const charTok = { bosId: 1, encodeIds: (t: string) => Int32Array.from(t, (c) => c.charCodeAt(0)) } as unknown as Tokenizer;
+  const texts = ['abc', '', 'defghijklmnop', 'q', '', '', 'rs', 'tuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'.repeat(5), 'x', 'yz'];
+  const docs = texts.map((text, i) => ({ key: `d${i}`, text }));
+  // The reference: one token at a time, a separator BOS before each document unless the window's own BOS stands there.
+  const oracle = (ctx: number) => {
+    const out: { ids: number[]; docs: number[] }[] = [];
+    let w = { ids: [1], docs: [0] };
+    texts.forEach((t, d) => {
+      if (w.ids.length === 1) w.docs[0] = d;
+      for (const id of [...(w.ids.length === 1 ? [] : [1]), ...Array.from(t, (c) => c.charCodeAt(0))]) {
+        w.ids.push(id);
+        w.docs.push(d);
+        if (w.ids.length === ctx) {
+          out.push(w);
+          w = { ids: [1], docs: [d] };
+        }
+      }
+    });
+    return out;
+  };
+  for (let ctx = 2; ctx <= 70; ctx++) {
+    const got = [...tokenWindows(docs, charTok, ctx)]; // every window kept until the end: none is overwritten by a later one
+    const want = oracle(ctx);
+    assert.equal(got.length, want.length, `ctx ${ctx}`);
+    got.forEach((w, i) => {
+      assert.equal(w.index, i);
+      assert.deepEqual([...w.ids], want[i].ids, `ctx ${ctx} window ${i}`);
+      assert.deepEqual([...w.docs], want[i].docs, `ctx ${ctx} window ${i}'s documents`);
+    });
+  }
 });
 
 test('window chunks: the stream of windows cut at shard ends, one batch first, skipped shards left out, OOV ids mapped or refused', () => {

@@ -409,11 +409,10 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
           queue.push({ job: next.value, out });
         }
       };
-      refill();
-      while (queue.length) {
-        const { job, out: pending } = queue.shift()!;
-        const res = await pending;
-        const { k, n: nw, last, ids, docs, first } = job;
+      const positions = Int32Array.from({ length: cfg.ctx }, (_, p) => p);
+      /** Takes a batch's hooks into its shard's buffer (checked; copied where the forward did not place them), with its tokens and positions. */
+      const take = (job: Job, res: Record<string, Fetched>): ShardBuffer => {
+        const { k, n: nw, ids, docs, first } = job;
         if (!sites) {
           sites = hooks.map((h) => {
             const dims = res[h.tensor].dims;
@@ -451,23 +450,35 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         for (let i = 0; i < nw; i++) {
           const r = buf.rows + i * cfg.ctx;
           buf.window.fill(first + i, r, r + cfg.ctx);
-          for (let p = 0; p < cfg.ctx; p++) buf.pos[r + p] = p;
+          buf.pos.set(positions, r);
         }
         buf.rows += nw * cfg.ctx;
         if (cfg.dtype === 'f16') buf.roundToHalf(); // each batch as it lands: a value past float16's range stops the harvest at once
         doneRows += nw * cfg.ctx;
         progress.update(doneRows, `shard ${k + 1}/${nShards}`);
-        if (last) {
-          // Hand the shard to the writer (its slices written between batches); record the previous one once it is safely on disk.
-          await recordWrite();
-          const file = shardFile(k, format);
-          const full = buf;
-          buffers.delete(k);
-          const oovHere = job.oov;
-          // The shard records the job, not the part: a part's shard is byte for byte the whole run's.
-          inFlight = writer.write(out, file, full, cfg.dtype, shardMetadata(k)).then((w) => ({ k, file, w, oov: oovHere }));
+        return buf;
+      };
+      /** Hands a full shard to the writer (its slices written between batches), once the previous one is safely on disk. */
+      const handOver = async (job: Job, full: ShardBuffer) => {
+        await recordWrite();
+        const { k, oov } = job;
+        const file = shardFile(k, format);
+        buffers.delete(k);
+        // The shard records the job, not the part: a part's shard is byte for byte the whole run's.
+        inFlight = writer.write(out, file, full, cfg.dtype, shardMetadata(k)).then((w) => ({ k, file, w, oov }));
+      };
+      // The loop that waits on the forward is a small function of its own: V8 optimizes a function its awaits resume
+      // often, and optimizing all of harvest() took ~150 ms of CPU a harvest (twice, once deoptimized), a point of the
+      // bundled model's rate (docs/BENCHMARKS.md).
+      const drain = async () => {
+        while (queue.length) {
+          const { job, out: pending } = queue.shift()!;
+          const buf = take(job, await pending);
+          if (job.last) await handOver(job, buf);
         }
-      }
+      };
+      refill();
+      await drain();
       // The forward's threads end while the last shard is written (ending them takes 5-25 ms of waiting).
       released = forward.release();
       await recordWrite();
