@@ -1165,7 +1165,17 @@ napi_value BpeEncode(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 2, &self);
     void* p;
     CHECK_NAPI(napi_unwrap(env, self, &p));
-    const std::string text = utf8(env, a[0], "text");
+    // The text as UTF-8 in one pass, into a buffer kept between calls: a UTF-16 unit is at most three bytes.
+    napi_valuetype t;
+    CHECK_NAPI(napi_typeof(env, a[0], &t));
+    if (t != napi_string) throw JsError{"text must be a string"};
+    size_t units = 0;
+    CHECK_NAPI(napi_get_value_string_utf16(env, a[0], nullptr, 0, &units));
+    thread_local std::string buf;
+    if (buf.size() < 3 * units + 1) buf.resize(3 * units + 1);
+    size_t n = 0;
+    CHECK_NAPI(napi_get_value_string_utf8(env, a[0], buf.data(), 3 * units + 1, &n));
+    const std::string_view text(buf.data(), n);
     bool prefix = false;
     CHECK_NAPI(napi_get_value_bool(env, a[1], &prefix));
     thread_local std::vector<int32_t> ids;

@@ -30,15 +30,43 @@ class Bpe {
   std::vector<std::string> vocab_;
   std::vector<float> scores_;
   std::unordered_map<std::string, int32_t> lookup_;
-  std::unordered_map<uint64_t, int32_t> pairs_;
-  // A word's ids at [at, at + n) of cached_, by the word's text (with its leading space). Bounded as the
-  // reference's caches are (200,000 words): the bound changes nothing but memory.
-  struct Span {
-    uint32_t at, n;
+  int32_t ascii_[128];  // lookup_ of each one-byte character, or -1
+  std::vector<int32_t> merged_;
+
+  // The caches are flat tables probed in place (open addressing, linear probing, at most half full): a word costs one
+  // probe into one array, where std::unordered_map's buckets and nodes cost two or three cache misses a word, most of
+  // the encoder's time over a corpus's ~10^5 distinct words (docs/BENCHMARKS.md).
+
+  // Pairs looked up: key a << 32 | b (ids are non-negative, so kNoPair never occurs), value the merged id or -1.
+  struct PairSlot {
+    uint64_t key;
+    int32_t id;
   };
-  std::unordered_map<std::string, Span> cache_;
+  static constexpr uint64_t kNoPair = ~0ull;
+  std::vector<PairSlot> pairs_;
+  size_t pairCount_ = 0;
+
+  // A word's ids at [at, at + n) of cached_; its text (with its leading space) in the slot itself when at most
+  // kInline bytes (most words: one memory access a word), else at [key, key + len) of words_. Bounded as the
+  // reference's caches are (200,000 words): the bound changes nothing but memory.
+  static constexpr size_t kInline = 16;
+  struct WordSlot {
+    uint64_t hash;
+    uint32_t len;  // 0: an empty slot (a word is never empty)
+    uint32_t key;
+    uint32_t at, n;
+    char text[kInline];
+  };
+  std::vector<WordSlot> slots_;
+  size_t wordCount_ = 0;
+  std::string words_;
   std::vector<int32_t> cached_;
   std::vector<int32_t> scratch_;
+  std::string prefixed_;
+
+  const WordSlot* findWord(std::string_view word, uint64_t hash) const;
+  void addWord(std::string_view word, uint64_t hash, const std::vector<int32_t>& ids);
+  void growWords();
 };
 
 }  // namespace sdl
