@@ -139,6 +139,48 @@ test("a shard buffer's arrays slide so that the Arrow body's address agrees with
   if (directFromCaller.bytes === before) t.diagnostic('O_DIRECT refused here: written through the page cache');
   else assert.ok(directFromCaller.bytes - before >= 4 * 28 * 2048 - 4096, 'the body, its columns joined, from its own memory but for one block');
   assert.throws(() => shared.alignBody(at), /holds rows/);
+  assert.throws(() => shared.fit(1152), /holds rows/);
+});
+
+test("a shard shorter than its buffer (a harvest's last) is laid out for its rows: its body too goes to the disk from where it lies", (t) => {
+  const mod = native();
+  if (!mod?.pageOffset) return t.skip('native kernels not built');
+  const sites = [
+    { name: 'blocks.0.hook_resid_post', width: 16 },
+    { name: 'blocks.0.hook_mlp_out', width: 8 },
+  ];
+  const meta = { sdlkit_identity: 'abc', shard: '12' };
+  // 9 windows of 128 tokens: apache-arrow pads each column to 64 bytes, so a harvest's rows (whole windows) leave no gaps.
+  const rows = 1152;
+  const fill = (b: ShardBuffer) => {
+    for (let i = 0; i < rows; i++) [b.doc[i], b.window[i], b.pos[i], b.token[i]] = [i % 13, i >> 7, i & 127, (i * 31) % 500];
+    b.values.forEach((v, j) => {
+      for (let i = 0; i < rows * sites[j].width; i++) v[i] = Math.cos(i - j);
+    });
+    b.rows = rows;
+  };
+  const plain = new ShardBuffer(2048, sites);
+  fill(plain);
+  const shared = new ShardBuffer(2048, sites, true);
+  shared.fit(rows);
+  assert.equal(shared.laidRows, rows);
+  assert.equal(shared.values[1].length, rows * 8);
+  assert.equal(shared.token.byteOffset, shared.doc.byteOffset + 3 * 4 * rows, 'the columns one after another, for 1,152 rows');
+  const at = arrowBodyOffset(shared, meta)!;
+  shared.alignBody(at);
+  assert.equal(mod.pageOffset(shared.doc), at % 4096);
+  fill(shared);
+  const path = join(tmp(), 'short.arrow');
+  const before = directFromCaller.bytes;
+  writeAtomic(path, encodeShardChunks(shared, 'f32', meta), { direct: true, checksum: 'crc32c' });
+  assert.deepEqual(new Uint8Array(readFileSync(path)), encodeShard(plain, 'f32', meta), 'the same file as from a buffer laid out for 2,048 rows');
+  if (directFromCaller.bytes === before) t.diagnostic('O_DIRECT refused here: written through the page cache');
+  else assert.ok(directFromCaller.bytes - before >= 4 * 28 * rows - 2 * 4096, 'the body from its own memory but for its first and last blocks');
+  // Taken again for a full shard, it is laid out for its capacity again.
+  shared.reset();
+  shared.fit(2048);
+  assert.equal(shared.values[1].length, 2048 * 8);
+  assert.throws(() => shared.fit(4096), /4096 rows in a buffer of 2048/);
 });
 
 test('shards are recorded with CRC-32C; one changed byte is caught; a harvest recorded with SHA-256 still opens and is still checked', () => {

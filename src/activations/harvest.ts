@@ -368,16 +368,19 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
       }
     }
     const shardMetadata = (k: number) => ({ sdlkit_identity: jobHash, shard: String(k) });
-    /** Where a float32 Arrow shard's body starts in its file, by the digits of its number (the metadata's only change). */
-    const bodyOffsets = new Map<number, number | undefined>();
-    /** Shard k's buffer, its arrays laid where the writer can send them to the disk without a copy (alignBody). */
+    /** Where a float32 Arrow shard's body starts in its file, by its rows and the digits of its number (the metadata's only change). */
+    const bodyOffsets = new Map<string, number | undefined>();
+    /** Shard k's buffer, its arrays laid where the writer can send them to the disk without a copy (fit, alignBody). */
     const takeBuffer = (k: number, onlyIfFree: boolean): ShardBuffer | undefined => {
       const b = writer.buffer(shardRows, sites!, onlyIfFree);
       if (!b) return undefined;
       if (format === 'arrow' && cfg.dtype === 'f32') {
-        const digits = String(k).length;
-        if (!bodyOffsets.has(digits)) bodyOffsets.set(digits, arrowBodyOffset(b, shardMetadata(k)));
-        const at = bodyOffsets.get(digits);
+        // The rows shard k will hold (the last is shorter; a corpus that runs out early leaves it shorter still, and
+        // that shard is written through the staging copy).
+        b.fit(Math.min(windowsPerShard, nWindows - k * windowsPerShard) * cfg.ctx);
+        const key = `${b.laidRows}:${String(k).length}`;
+        if (!bodyOffsets.has(key)) bodyOffsets.set(key, arrowBodyOffset(b, shardMetadata(k)));
+        const at = bodyOffsets.get(key);
         if (at !== undefined) b.alignBody(at);
       }
       buffers.set(k, b);

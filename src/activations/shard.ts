@@ -56,7 +56,15 @@ export class ShardBuffer {
     const bytes = 4 * (4 * capacity + sites.reduce((a, s) => a + capacity * s.width, 0));
     // A shared buffer (a harvest's, filled by the forward's workers) gets a block of room to slide its arrays along: alignBody.
     this.memory = shared ? new SharedArrayBuffer(bytes + DIRECT_ALIGN) : new ArrayBuffer(bytes);
+    this.laid = capacity;
     this.layOut(0);
+  }
+
+  /** Rows the arrays are laid out for: the capacity, or fewer for a shard known to be shorter (fit). */
+  private laid: number;
+
+  get laidRows(): number {
+    return this.laid;
   }
 
   /** The arrays one after another from byte `shift` of the memory: doc, window, pos, token, then each site's values. */
@@ -68,11 +76,25 @@ export class ShardBuffer {
       return a;
     };
     const int = (b: ArrayBufferLike, o: number, n: number) => new Int32Array(b, o, n);
-    this.doc = take(this.capacity, int);
-    this.window = take(this.capacity, int);
-    this.pos = take(this.capacity, int);
-    this.token = take(this.capacity, int);
-    this.values = this.sites.map((s) => take(this.capacity * s.width, (b, o, n) => new Float32Array(b, o, n)));
+    this.doc = take(this.laid, int);
+    this.window = take(this.laid, int);
+    this.pos = take(this.laid, int);
+    this.token = take(this.laid, int);
+    this.values = this.sites.map((s) => take(this.laid * s.width, (b, o, n) => new Float32Array(b, o, n)));
+  }
+
+  /**
+   * Lays an empty buffer's arrays out for a shard of `rows` rows (at most the capacity), one after another, as a
+   * float32 Arrow file of that many rows has them: a harvest's last shard, shorter than the others, then goes to the
+   * disk from where it lies as theirs do (alignBody), not through the writer's staging copy (~35 ms at the harvest's
+   * end, docs/BENCHMARKS.md). A buffer taken for a full shard again is laid out for the capacity again.
+   */
+  fit(rows: number): void {
+    if (this.rows) throw new Error('ShardBuffer.fit: the buffer holds rows');
+    if (!(rows > 0 && rows <= this.capacity)) throw new Error(`ShardBuffer.fit: ${rows} rows in a buffer of ${this.capacity}`);
+    if (rows === this.laid) return;
+    this.laid = rows;
+    this.layOut(this.doc.byteOffset);
   }
 
   /**
@@ -136,13 +158,13 @@ export class ShardBuffer {
 }
 
 /**
- * Where a full float32 Arrow shard of `buf`'s shape and these metadata starts its body (the bytes of the arrays) in
+ * Where a float32 Arrow shard of `buf`'s shape (the rows it is laid out for) and these metadata starts its body (the bytes of the arrays) in
  * the file: the schema and the record batch's header come first. The same for every shard whose metadata values
  * have the same lengths.
  */
 export function arrowBodyOffset(buf: ShardBuffer, metadata: Record<string, string>): number | undefined {
   const rows = buf.rows;
-  buf.rows = buf.capacity;
+  buf.rows = buf.laidRows;
   try {
     let at = 0;
     for (const c of encodeShardChunks(buf, 'f32', metadata)) {
