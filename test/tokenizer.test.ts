@@ -7,10 +7,10 @@ import { Llama2cTokenizer, loadTokenizer, writeLlama2cTokenizer } from '../src/m
 import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { documents } from '../src/corpus/sources.js';
 import { UserError } from '../src/util/errors.js';
-import { WordCache, bpeWordCache } from '../src/models/hf-tokenizer.js';
+import { type HfTokenizer, WordCache, bpeWordCache } from '../src/models/hf-tokenizer.js';
 import type { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import { native } from '../src/native/kernels.js';
-import { STORIES, sharedSkip, tmp } from './helpers.js';
+import { SHARED, STORIES, sharedSkip, tmp } from './helpers.js';
 
 const text = `Call me Ishmael. Some years ago - never mind how long precisely - having little or no money in my purse,
 and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world.
@@ -77,6 +77,8 @@ for (const [family, [bosToken, bosSource]] of Object.entries(EXPECTED_BOS)) {
     // the second time from the cache.
     const cache = bpeWordCache((tok as unknown as { lib: HfLibTokenizer }).lib);
     if (tok.kind === 'hf-BPE') assert.ok(cache instanceof WordCache, `${family}: the library's word cache was replaced`);
+    // Byte-level files write each word in the byte alphabet once (cacheByteLevel): the second encoding reads it back.
+    assert.equal((tok as HfTokenizer).byteLevelCached > 0, /gpt2|llama3|qwen3/.test(family), `${family}: byte-level words cached`);
     let tokens = 0;
     for (const c of ref.cases) {
       assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}: ${JSON.stringify(c.text.slice(0, 40))}`);
@@ -188,4 +190,22 @@ test('the native encoder on the stories260K tokenizer gives the reference ids', 
   const bytes = readFileSync(join(STORIES, 'tok512.bin'));
   const [ref, tok] = [new Llama2cTokenizer(bytes, 512, 'stories', false), new Llama2cTokenizer(bytes, 512, 'stories')];
   for (const d of documents({ source: 'builtin', split: 'heldout' })) assert.deepEqual(tok.encode(d.text), ref.encode(d.text), `document ${d.key}`);
+});
+
+test("GPT-2's whole tokenizer.json with sdlkit's caches gives the library's own ids on the held-out corpus, twice", { skip: sharedSkip }, async () => {
+  const dir = join(SHARED, 'models/tiny-random-gpt2');
+  const json = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+  const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
+  const { Tokenizer: Lib } = await import('@huggingface/tokenizers');
+  const plain = new Lib(json, config); // the library as published (its ids match the Rust library's on the fixtures)
+  const tok = loadTokenizer(join(dir, 'tokenizer.json')) as HfTokenizer;
+  assert.equal(tok.byteLevelCached, 1);
+  let n = 0;
+  for (const d of documents({ source: 'builtin', split: 'heldout' })) {
+    const want = plain.encode(d.text, { add_special_tokens: false }).ids;
+    assert.deepEqual(tok.encode(d.text, { bos: false }), want, d.key);
+    assert.deepEqual(Array.from(tok.encodeIds(d.text)), want, `${d.key}, again`);
+    n += want.length;
+  }
+  assert.ok(n > 100_000, `${n} tokens`);
 });
