@@ -79,6 +79,8 @@ for (const [family, [bosToken, bosSource]] of Object.entries(EXPECTED_BOS)) {
     if (tok.kind === 'hf-BPE') assert.ok(cache instanceof WordCache, `${family}: the library's word cache was replaced`);
     // Byte-level files write each word in the byte alphabet once (cacheByteLevel): the second encoding reads it back.
     assert.equal((tok as HfTokenizer).byteLevelCached > 0, /gpt2|llama3|qwen3/.test(family), `${family}: byte-level words cached`);
+    // Llama-2's layout (no pre-tokenizer: whole texts to the model) is merged a word at a time (cutAtWords).
+    assert.equal((tok as HfTokenizer).wordsCut === true, family === 'llama2', `${family}: texts cut at words`);
     let tokens = 0;
     for (const c of ref.cases) {
       assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}: ${JSON.stringify(c.text.slice(0, 40))}`);
@@ -99,12 +101,17 @@ test('the bundled tokenizer.json gives the same ids as its tokenizer.bin (llama2
   const bin = loadTokenizer(join(BUNDLED_MODEL_DIR, 'sdl-tiny/tokenizer.bin'), 512);
   const json = loadTokenizer(join(BUNDLED_MODEL_DIR, 'sdl-tiny/tokenizer.json'));
   assert.equal(json.kind, 'hf-BPE');
+  assert.ok((json as HfTokenizer).wordsCut, 'whole documents merged a word at a time (cutAtWords)');
   assert.equal(json.bosId, bin.bosId);
+  // Every held-out document, twice (the second time from the word caches).
   let n = 0;
   for (const d of documents({ source: 'builtin', split: 'heldout' })) {
-    assert.deepEqual(json.encode(d.text), bin.encode(d.text), d.text.slice(0, 60));
-    if (++n === 20) break;
+    const want = bin.encode(d.text);
+    assert.deepEqual(json.encode(d.text), want, d.text.slice(0, 60));
+    assert.deepEqual(json.encode(d.text), want, `${d.text.slice(0, 60)}, again`);
+    n += want.length;
   }
+  assert.ok(n > 100_000, `${n} tokens`);
 });
 
 test('a tokenizer.json of a type sdlkit cannot read is refused in one line naming the type', () => {

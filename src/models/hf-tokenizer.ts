@@ -106,6 +106,48 @@ export function cacheByteLevel(pt: unknown): number {
   return 1;
 }
 
+/** What cutAtWords uses of the library's BPE model. */
+interface BpeModelLike {
+  merges?: unknown;
+  end_of_word_suffix?: unknown;
+  continuing_subword_suffix?: unknown;
+  bpe?: (text: string) => string[];
+}
+
+/** Texts up to this long go to the model whole (its word cache keeps them); longer ones are cut at words. */
+const WHOLE_TEXT = 32;
+
+/**
+ * A tokenizer.json with no pre-tokenizer (Llama-2, Mistral: the normalizer writes spaces as '▁') hands its BPE model
+ * each text whole, and the library merges a whole document at once and caches none of it (~9-11 us a token on the
+ * bundled model's tokenizer.json). Where no merge makes a piece with a '▁' after any other character than '▁', no
+ * merge ever joins what lies before such a '▁' to what follows: so a long text is merged in words cut before each
+ * '▁' that follows another character, each word through the model's own merging and its word cache, and the pieces
+ * are the same. Returns whether the model was changed (the merges may not allow it; tests check the Llama-2 layouts).
+ */
+export function cutAtWords(model: unknown): boolean {
+  const m = model as BpeModelLike | undefined;
+  if (!m || typeof m.bpe !== 'function' || !Array.isArray(m.merges) || m.end_of_word_suffix || m.continuing_subword_suffix) return false;
+  for (const pair of m.merges as unknown[]) {
+    if (!Array.isArray(pair) || pair.length !== 2) return false;
+    if (/[^▁]▁/u.test(`${pair[0]}${pair[1]}`)) return false;
+  }
+  const merge = m.bpe.bind(m);
+  m.bpe = (text: string): string[] => {
+    if (text.length <= WHOLE_TEXT) return merge(text);
+    const out: string[] = [];
+    let start = 0;
+    for (let i = 1; i < text.length; i++) {
+      if (text.charCodeAt(i) !== 0x2581 || text.charCodeAt(i - 1) === 0x2581) continue;
+      for (const t of merge(text.slice(start, i))) out.push(t);
+      start = i;
+    }
+    for (const t of merge(text.slice(start))) out.push(t);
+    return out;
+  };
+  return true;
+}
+
 /** What cacheByteLevel uses of the library's ByteLevel pre-tokenizer (its public fields). */
 interface ByteLevelLike {
   add_prefix_space: boolean;
@@ -124,6 +166,8 @@ export class HfTokenizer implements Tokenizer {
   private readonly wordPiece: boolean;
   /** Byte-level pre-tokenizers whose words are written once each (cacheByteLevel). */
   readonly byteLevelCached: number;
+  /** Texts handed to the BPE model whole are merged a word at a time (cutAtWords). */
+  readonly wordsCut: boolean;
 
   constructor(json: unknown, config: Record<string, unknown>, source = 'tokenizer.json') {
     const j = json as TokenizerJson;
@@ -142,6 +186,7 @@ export class HfTokenizer implements Tokenizer {
     const model = libModel(this.lib);
     if (type === 'BPE' && model?.cache && typeof model.cache.get === 'function' && typeof model.cache.put === 'function') model.cache = new WordCache();
     this.byteLevelCached = cacheByteLevel((this.lib as unknown as { pre_tokenizer?: unknown }).pre_tokenizer);
+    this.wordsCut = type === 'BPE' && !(this.lib as unknown as { pre_tokenizer?: unknown }).pre_tokenizer && cutAtWords(model);
     let maxId = -1;
     for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
     for (const a of j.added_tokens ?? []) {
