@@ -7,10 +7,11 @@ import { Llama2cTokenizer, loadTokenizer, writeLlama2cTokenizer } from '../src/m
 import { BUNDLED_MODEL_DIR } from '../src/models/model.js';
 import { documents } from '../src/corpus/sources.js';
 import { UserError } from '../src/util/errors.js';
-import { type HfTokenizer, WordCache, bpeWordCache } from '../src/models/hf-tokenizer.js';
+import { HfTokenizer, WordCache, bpeWordCache } from '../src/models/hf-tokenizer.js';
 import type { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import { native } from '../src/native/kernels.js';
 import { SHARED, STORIES, sharedSkip, tmp } from './helpers.js';
+import { Rng } from '../src/util/rng.js';
 
 const text = `Call me Ishmael. Some years ago - never mind how long precisely - having little or no money in my purse,
 and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world.
@@ -79,8 +80,8 @@ for (const [family, [bosToken, bosSource]] of Object.entries(EXPECTED_BOS)) {
     if (tok.kind === 'hf-BPE') assert.ok(cache instanceof WordCache, `${family}: the library's word cache was replaced`);
     // Byte-level files write each word in the byte alphabet once (cacheByteLevel): the second encoding reads it back.
     assert.equal((tok as HfTokenizer).byteLevelCached > 0, /gpt2|llama3|qwen3/.test(family), `${family}: byte-level words cached`);
-    // Llama-2's layout (no pre-tokenizer: whole texts to the model) is merged a word at a time (cutAtWords).
-    assert.equal((tok as HfTokenizer).wordsCut === true, family === 'llama2', `${family}: texts cut at words`);
+    // Metaspace BPE files (Llama-2's and Gemma-3's layouts hand the model whole texts) are merged a word at a time (cutAtWords).
+    assert.equal((tok as HfTokenizer).wordsCut === true, /llama2|gemma3/.test(family), `${family}: texts cut at words`);
     let tokens = 0;
     for (const c of ref.cases) {
       assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}: ${JSON.stringify(c.text.slice(0, 40))}`);
@@ -215,4 +216,57 @@ test("GPT-2's whole tokenizer.json with sdlkit's caches gives the library's own 
     n += want.length;
   }
   assert.ok(n > 100_000, `${n} tokens`);
+});
+
+test("a Metaspace BPE file's long texts merged a word at a time give the library's ids, also where a merge spans a word's start (Gemma-3's '>▁</')", async () => {
+  const { Tokenizer: Lib } = await import('@huggingface/tokenizers');
+  const chars = ['▁', 'a', 'b', 'c', '>', '<'];
+  const merges = [
+    ['▁', 'a'],
+    ['>', '▁'],
+    ['▁', '<'],
+    ['>▁', '<'],
+    ['a', 'b'],
+    ['▁a', 'b'],
+    ['▁', '▁'],
+  ];
+  const pieces = [...chars, ...merges.map((p) => p.join(''))];
+  const json = {
+    version: '1.0',
+    added_tokens: [
+      { id: 0, content: '<unk>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: 1, content: '<s>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+    ],
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: null,
+    model: {
+      type: 'BPE',
+      unk_token: '<unk>',
+      fuse_unk: true,
+      byte_fallback: false,
+      vocab: Object.fromEntries([['<unk>', 0], ['<s>', 1], ...pieces.map((p, i) => [p, i + 2])]),
+      merges: merges.map((p) => p.join(' ')),
+    },
+  };
+  const config = { bos_token: '<s>' };
+  const plain = new Lib(json, config);
+  const tok = new HfTokenizer(json, config);
+  assert.ok(tok.wordsCut);
+  const rng = new Rng(7);
+  const rand = (n: number) => rng.int(n);
+  const alphabet = ['a', 'b', 'c', '>', '<', ' ', ' ', '> <'];
+  for (let q = 0; q < 400; q++) {
+    const s = Array.from({ length: 20 + rand(60) }, () => alphabet[rand(alphabet.length)]).join('');
+    const want = plain.encode(s, { add_special_tokens: false }).ids;
+    assert.deepEqual(tok.encode(s, { bos: false }), want, JSON.stringify(s));
+    assert.deepEqual(tok.encode(s, { bos: false }), want, `${JSON.stringify(s)}, again`);
+  }
 });

@@ -118,20 +118,27 @@ interface BpeModelLike {
 const WHOLE_TEXT = 32;
 
 /**
- * A tokenizer.json with no pre-tokenizer (Llama-2, Mistral: the normalizer writes spaces as '▁') hands its BPE model
- * each text whole, and the library merges a whole document at once and caches none of it (~9-11 us a token on the
- * bundled model's tokenizer.json). Where no merge makes a piece with a '▁' after any other character than '▁', no
- * merge ever joins what lies before such a '▁' to what follows: so a long text is merged in words cut before each
- * '▁' that follows another character, each word through the model's own merging and its word cache, and the pieces
- * are the same. Returns whether the model was changed (the merges may not allow it; tests check the Llama-2 layouts).
+ * Metaspace BPE files (Llama-2, Mistral, Gemma: the normalizer writes spaces as '▁') can hand the BPE model whole
+ * documents as one word (Llama-2's have no pre-tokenizer; Gemma-3's splits at spaces the normalizer has already
+ * replaced), which the library merges at once and caches none of: ~9-11 us a token with the bundled model's
+ * tokenizer.json, ~57 us with Gemma-3's. A merge joins two pieces of the text; the pieces it makes that have a '▁'
+ * after another character than '▁' (Llama-2: none; Gemma-3: one, ">▁</") are the only ones that can span the place
+ * before such a '▁'. So a long text is cut before every '▁' that follows another character, except where one of
+ * those pieces lies across the cut in the text, and the words are merged one by one through the model's own merging
+ * and word cache: the same pieces. Returns whether the model was changed (a file whose merges have no '▁' is not).
  */
 export function cutAtWords(model: unknown): boolean {
   const m = model as BpeModelLike | undefined;
   if (!m || typeof m.bpe !== 'function' || !Array.isArray(m.merges) || m.end_of_word_suffix || m.continuing_subword_suffix) return false;
+  const spanning: { text: string; at: number }[] = []; // a piece that may lie across a cut, and where its '▁' is
+  let metaspace = false;
   for (const pair of m.merges as unknown[]) {
     if (!Array.isArray(pair) || pair.length !== 2) return false;
-    if (/[^▁]▁/u.test(`${pair[0]}${pair[1]}`)) return false;
+    const piece = `${pair[0]}${pair[1]}`;
+    if (piece.includes('▁')) metaspace = true;
+    for (let j = piece.indexOf('▁', 1); j > 0; j = piece.indexOf('▁', j + 1)) if (piece[j - 1] !== '▁') spanning.push({ text: piece, at: j });
   }
+  if (!metaspace) return false;
   const merge = m.bpe.bind(m);
   m.bpe = (text: string): string[] => {
     if (text.length <= WHOLE_TEXT) return merge(text);
@@ -139,6 +146,7 @@ export function cutAtWords(model: unknown): boolean {
     let start = 0;
     for (let i = 1; i < text.length; i++) {
       if (text.charCodeAt(i) !== 0x2581 || text.charCodeAt(i - 1) === 0x2581) continue;
+      if (spanning.some((p) => text.startsWith(p.text, i - p.at))) continue;
       for (const t of merge(text.slice(start, i))) out.push(t);
       start = i;
     }
@@ -166,7 +174,7 @@ export class HfTokenizer implements Tokenizer {
   private readonly wordPiece: boolean;
   /** Byte-level pre-tokenizers whose words are written once each (cacheByteLevel). */
   readonly byteLevelCached: number;
-  /** Texts handed to the BPE model whole are merged a word at a time (cutAtWords). */
+  /** Long texts handed to a Metaspace BPE model are merged a word at a time (cutAtWords). */
   readonly wordsCut: boolean;
 
   constructor(json: unknown, config: Record<string, unknown>, source = 'tokenizer.json') {
@@ -186,7 +194,7 @@ export class HfTokenizer implements Tokenizer {
     const model = libModel(this.lib);
     if (type === 'BPE' && model?.cache && typeof model.cache.get === 'function' && typeof model.cache.put === 'function') model.cache = new WordCache();
     this.byteLevelCached = cacheByteLevel((this.lib as unknown as { pre_tokenizer?: unknown }).pre_tokenizer);
-    this.wordsCut = type === 'BPE' && !(this.lib as unknown as { pre_tokenizer?: unknown }).pre_tokenizer && cutAtWords(model);
+    this.wordsCut = type === 'BPE' && cutAtWords(model);
     let maxId = -1;
     for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
     for (const a of j.added_tokens ?? []) {
