@@ -471,8 +471,8 @@ export async function harvest(cfg: HarvestConfig): Promise<HarvestResult> {
         inFlight = writer.write(out, file, full, cfg.dtype, shardMetadata(k)).then((w) => ({ k, file, w, oov }));
       };
       // The loop that waits on the forward is a small function of its own: V8 optimizes a function its awaits resume
-      // often, and optimizing all of harvest() took ~150 ms of CPU a harvest (twice, once deoptimized), a point of the
-      // bundled model's rate (docs/BENCHMARKS.md).
+      // often, and optimizing all of harvest() took ~150 ms of compiling a harvest (twice, once deoptimized;
+      // docs/BENCHMARKS.md).
       const drain = async () => {
         while (queue.length) {
           const { job, out: pending } = queue.shift()!;
