@@ -220,42 +220,19 @@ test("GPT-2's whole tokenizer.json with sdlkit's caches gives the library's own 
 
 test("a Metaspace BPE file's long texts merged a word at a time give the library's ids, also where a merge spans a word's start (Gemma-3's '>▁</')", async () => {
   const { Tokenizer: Lib } = await import('@huggingface/tokenizers');
-  const chars = ['▁', 'a', 'b', 'c', '>', '<'];
-  const merges = [
-    ['▁', 'a'],
-    ['>', '▁'],
-    ['▁', '<'],
-    ['>▁', '<'],
+  // A Metaspace file (sdlkit's own writer of them, src/lm/bpe-train.ts) whose merges make '>▁<' across a word's start.
+  const chars = [' ', 'a', 'b', 'c', '>', '<'];
+  const merges: [string, string][] = [
+    [' ', 'a'],
+    ['>', ' '],
+    [' ', '<'],
+    ['> ', '<'],
     ['a', 'b'],
-    ['▁a', 'b'],
-    ['▁', '▁'],
+    [' a', 'b'],
+    [' ', ' '],
   ];
-  const pieces = [...chars, ...merges.map((p) => p.join(''))];
-  const json = {
-    version: '1.0',
-    added_tokens: [
-      { id: 0, content: '<unk>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-      { id: 1, content: '<s>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-    ],
-    normalizer: {
-      type: 'Sequence',
-      normalizers: [
-        { type: 'Prepend', prepend: '▁' },
-        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
-      ],
-    },
-    pre_tokenizer: null,
-    post_processor: null,
-    decoder: null,
-    model: {
-      type: 'BPE',
-      unk_token: '<unk>',
-      fuse_unk: true,
-      byte_fallback: false,
-      vocab: Object.fromEntries([['<unk>', 0], ['<s>', 1], ...pieces.map((p, i) => [p, i + 2])]),
-      merges: merges.map((p) => p.join(' ')),
-    },
-  };
+  const vocab = ['<unk>', '<s>', '</s>', ...chars, ...merges.map((p) => p.join(''))];
+  const json = hfTokenizerJson({ vocab, scores: new Float32Array(vocab.length), merges });
   const config = { bos_token: '<s>' };
   const plain = new Lib(json, config);
   const tok = new HfTokenizer(json, config);
