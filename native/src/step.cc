@@ -24,10 +24,6 @@ static uint64_t rowsHash(const float* x, long n) {
   return h;
 }
 
-// The most floats of decoder rows fetched ahead for the next row of the sparse path (256 KiB, a quarter of a
-// typical per-core L2).
-constexpr long kPrefetchFloats = 65536;
-
 StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired) {
   const Config& c = cfg_;
   const int m = c.dSae, dIn = c.dIn, dOut = c.dOut;
@@ -364,10 +360,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         const int32_t* ix = sp.idx.data() + st;
         const float* v = sp.val.data() + st;
         const float* y = Y + b * dOut;
-        // The active decoder rows are scattered over W_dec: the next row's are fetched while this one computes, when
-        // they are few (TopK's k): a ReLU row's hundreds would push this row's, which its dot products read again,
-        // out of cache (at 768 x 6,144 and 5% firing this pass took 125-130 ms with them fetched, 103-106 without).
-        if (b + 1 < b1 && (long)sp.count[b + 1] * dOut <= kPrefetchFloats) prefetchRows(Wd, dOut, sp.idx.data() + sp.start[b + 1], sp.count[b + 1]);
+        // The active decoder rows lie scattered over W_dec; decodeRow's sum fetches them a few entries ahead. Fetching
+        // the next row's as well, while this one computes, cost more than it saved once that sum fetched its own
+        // (a 512 x 4,096 step, six alternated pairs: TopK 62.7k -> 64.4k tok/s median, BatchTopK 59.6k -> 63.0k;
+        // docs/BENCHMARKS.md, stop 60); with ReLU's hundreds of rows it pushed this row's out of cache.
         if (c.act == MATRYOSHKA) {
           // Nested prefixes: r_g = b_dec + sum_{j < w_g} f_j W_dec[j] - y; L = mean_g ||r_g||^2 / B.
           for (int i = 0; i < dOut; i++) yh[i] = p.b_dec[i];

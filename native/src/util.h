@@ -142,15 +142,6 @@ struct Partials {
   std::vector<double> v;
 };
 
-// Asks for rows idx[0..n) of a row-major matrix (width floats each) to be brought into cache: for rows scattered
-// over a matrix larger than the cache, fetched one row of work ahead of their use.
-inline void prefetchRows(const float* M, int width, const int32_t* idx, int n) {
-  for (int q = 0; q < n; q++) {
-    const char* r = reinterpret_cast<const char*>(M + (long)idx[q] * width);
-    for (long o = 0; o < (long)width * 4; o += 64) __builtin_prefetch(r + o, 0, 2);
-  }
-}
-
 // The straight-through estimator's rectangle kernel K((z - theta) / eps) / eps.
 inline float rect(float z, float theta, float eps) {
   float u = (z - theta) / eps;
