@@ -82,6 +82,8 @@ for (const [family, [bosToken, bosSource]] of Object.entries(EXPECTED_BOS)) {
     assert.equal((tok as HfTokenizer).byteLevelCached > 0, /gpt2|llama3|qwen3/.test(family), `${family}: byte-level words cached`);
     // Metaspace BPE files (Llama-2's and Gemma-3's layouts hand the model whole texts) are merged a word at a time (cutAtWords).
     assert.equal((tok as HfTokenizer).wordsCut === true, /llama2|gemma3/.test(family), `${family}: texts cut at words`);
+    // WordPiece and Unigram models encode each distinct word once (cacheWordModel).
+    assert.equal((tok as HfTokenizer).wordsCached, /bert|t5/.test(family), `${family}: words' pieces cached`);
     let tokens = 0;
     for (const c of ref.cases) {
       assert.deepEqual(tok.encode(c.text, { bos: false }), c.ids, `${ref.what}: ${JSON.stringify(c.text.slice(0, 40))}`);
@@ -216,6 +218,27 @@ test("GPT-2's whole tokenizer.json with sdlkit's caches gives the library's own 
     n += want.length;
   }
   assert.ok(n > 100_000, `${n} tokens`);
+});
+
+test("WordPiece (BERT) and Unigram (T5) files with sdlkit's word cache give the library's own ids on the held-out corpus, twice", async () => {
+  const { Tokenizer: Lib } = await import('@huggingface/tokenizers');
+  // Words past the cache's length limit go to the model uncached; WordPiece's past 100 characters are [UNK].
+  const long = `${'x'.repeat(70)} ${'whale'.repeat(30)} ${'y'.repeat(65)}-${'z'.repeat(64)}`;
+  for (const family of ['bert', 't5']) {
+    const json = JSON.parse(readFileSync(join(FIXTURES, family, 'tokenizer.json'), 'utf8'));
+    const config = JSON.parse(readFileSync(join(FIXTURES, family, 'tokenizer_config.json'), 'utf8'));
+    const plain = new Lib(json, config); // the library as published (its ids match the Rust library's on the fixtures)
+    const tok = loadTokenizer(join(FIXTURES, family, 'tokenizer.json')) as HfTokenizer;
+    assert.ok(tok.wordsCached, family);
+    let n = 0;
+    for (const text of [long, ...Array.from(documents({ source: 'builtin', split: 'heldout' }), (d) => d.text)]) {
+      const want = plain.encode(text, { add_special_tokens: false }).ids;
+      assert.deepEqual(tok.encode(text, { bos: false }), want, `${family}: ${text.slice(0, 40)}`);
+      assert.deepEqual(Array.from(tok.encodeIds(text)), want, `${family}: ${text.slice(0, 40)}, again`);
+      n += want.length;
+    }
+    assert.ok(n > 100_000, `${family}: ${n} tokens`);
+  }
 });
 
 test("a Metaspace BPE file's long texts merged a word at a time give the library's ids, also where a merge spans a word's start (Gemma-3's '>▁</')", async () => {

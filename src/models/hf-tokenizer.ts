@@ -106,6 +106,37 @@ export function cacheByteLevel(pt: unknown): number {
   return 1;
 }
 
+/** Words longer than this go to the model uncached (a Unigram file whose pre-tokenizer does not split hands it whole texts). */
+const CACHED_WORD = 64;
+
+/**
+ * WordPiece (BERT) and Unigram (T5, ALBERT) models encode each word the pre-tokenizer hands them on its own: WordPiece
+ * by greedy longest match (the word as an array of characters, and a joined string and a Map lookup for every prefix
+ * tried), Unigram by a Viterbi pass over a lattice of the word's pieces; neither keeps what it found. This has each
+ * distinct word encoded once, by the model's own code on the word alone, and its pieces kept in a WordCache. The
+ * library's steps after the model (fusing unknown pieces, which may join across words) see the same pieces. Returns
+ * whether the model was changed.
+ */
+export function cacheWordModel(model: unknown): boolean {
+  const m = model as { encode?: (words: string[]) => string[] } | undefined;
+  if (!m || typeof m.encode !== 'function') return false;
+  const encode = m.encode.bind(m);
+  const cache = new WordCache<string[]>();
+  m.encode = (words: string[]): string[] => {
+    const out: string[] = [];
+    for (const w of words) {
+      let pieces = w.length > CACHED_WORD ? undefined : cache.get(w);
+      if (pieces === undefined) {
+        pieces = encode([w]);
+        if (w.length <= CACHED_WORD) cache.put(w, pieces);
+      }
+      for (const p of pieces) out.push(p);
+    }
+    return out;
+  };
+  return true;
+}
+
 /** What cutAtWords uses of the library's BPE model. */
 interface BpeModelLike {
   merges?: unknown;
@@ -176,6 +207,8 @@ export class HfTokenizer implements Tokenizer {
   readonly byteLevelCached: number;
   /** Long texts handed to a Metaspace BPE model are merged a word at a time (cutAtWords). */
   readonly wordsCut: boolean;
+  /** A WordPiece or Unigram model encodes each distinct word once (cacheWordModel). */
+  readonly wordsCached: boolean;
 
   constructor(json: unknown, config: Record<string, unknown>, source = 'tokenizer.json') {
     const j = json as TokenizerJson;
@@ -195,6 +228,7 @@ export class HfTokenizer implements Tokenizer {
     if (type === 'BPE' && model?.cache && typeof model.cache.get === 'function' && typeof model.cache.put === 'function') model.cache = new WordCache();
     this.byteLevelCached = cacheByteLevel((this.lib as unknown as { pre_tokenizer?: unknown }).pre_tokenizer);
     this.wordsCut = type === 'BPE' && cutAtWords(model);
+    this.wordsCached = (type === 'WordPiece' || type === 'Unigram') && cacheWordModel(model);
     let maxId = -1;
     for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
     for (const a of j.added_tokens ?? []) {
