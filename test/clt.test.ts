@@ -4,20 +4,18 @@
 // round trip every other command relies on.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { native, nativeStatus, type NativeModule } from '../src/native/kernels.js';
+import type { NativeModule } from '../src/native/kernels.js';
+import { nativeSkip, requireNative } from './helpers.js';
 import { cltReferenceForward, cltReferenceStep, type CltStepOptions } from '../src/sdl/clt-reference.js';
 import { type CltParams, type CltShape, cltFromDense, cltToDense, decOffset } from '../src/sdl/clt.js';
 import { makeDictConfig, type Activation } from '../src/sdl/config.js';
 import { ACTIVATIONS } from '../src/sdl/activations.js';
 import { Rng } from '../src/util/rng.js';
 
-const skipNative = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+const skipNative = nativeSkip;
 let mod: NativeModule;
 before(() => {
-  if (skipNative) return;
-  const m = native();
-  assert.ok(m, `the native kernels are ${nativeStatus()}`);
-  mod = m;
+  if (!skipNative) mod = requireNative();
 });
 
 function randomParams(s: CltShape, rng: Rng, act: Activation): CltParams {

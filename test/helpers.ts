@@ -8,7 +8,7 @@ import { llama2cBaseVocab, writeLlama2cTokenizer } from '../src/models/tokenizer
 import { importLlama2c } from '../src/models/import-llama2c.js';
 import { Rng } from '../src/util/rng.js';
 import assert from 'node:assert/strict';
-import type { NativeEngine, NativeStepOptions, NativeTensors } from '../src/native/kernels.js';
+import { native, nativeStatus, type NativeEngine, type NativeModule, type NativeStepOptions, type NativeTensors } from '../src/native/kernels.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 
 export const ROOT = resolve(new URL('.', import.meta.url).pathname, '../..');
@@ -202,4 +202,14 @@ export function smallDict(
     tied: false,
     ...o,
   };
+}
+
+/** The native kernels' tests are skipped, with this reason, under SDLKIT_NATIVE=off (the TypeScript-only run). */
+export const nativeSkip: string | false = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+
+/** The native module, failing the test when it is not built (call it only where nativeSkip is false). */
+export function requireNative(): NativeModule {
+  const m = native();
+  assert.ok(m, `the native kernels are ${nativeStatus()}`);
+  return m;
 }

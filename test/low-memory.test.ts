@@ -8,7 +8,7 @@
 // and the cases it cannot serve refused in one line.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { native, nativeStatus, type NativeModule, type NativeStepOptions, type NativeTensors } from '../src/native/kernels.js';
+import type { NativeModule, NativeStepOptions, NativeTensors } from '../src/native/kernels.js';
 import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, makeDictConfig, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
@@ -16,15 +16,12 @@ import { UserError } from '../src/util/errors.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, tmp } from './helpers.js';
+import { CLI, nativeSkip, requireNative, tmp } from './helpers.js';
 
-const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+const skip = nativeSkip;
 let mod: NativeModule;
 before(() => {
-  if (skip) return;
-  const m = native();
-  assert.ok(m, `the native kernels are ${nativeStatus()}`);
-  mod = m;
+  if (!skip) mod = requireNative();
 });
 
 const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);

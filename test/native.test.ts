@@ -12,7 +12,7 @@ import { tf, initBackend } from '../src/tensor/backend.js';
 import { step, type Params } from '../src/sdl/step.js';
 import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
-import { native, nativeStatus, type IndexStatsConfig, type IndexStatsLike, type NativeModule, type NativeTensors } from '../src/native/kernels.js';
+import type { IndexStatsConfig, IndexStatsLike, NativeModule, NativeTensors } from '../src/native/kernels.js';
 import type { EngineWeights } from '../src/sdl/engine.js';
 import { transpose, concatRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
@@ -21,22 +21,20 @@ import { Dictionary } from '../src/sdl/dictionary.js';
 import { encodeSparse, SparseBuffers } from '../src/sdl/encoder.js';
 import { Rng } from '../src/util/rng.js';
 import { decodeSafetensors, encodeSafetensors, tensorData } from '../src/tensor/safetensors.js';
-import { nativeStepFresh, sameNativeStep, smallDict } from './helpers.js';
+import { nativeSkip, nativeStepFresh, requireNative, sameNativeStep, smallDict } from './helpers.js';
 import { nearestByCosine, nearestByCosineReference } from '../src/index/neighbors.js';
 import { INNER_EDGES } from '../src/index/quantiles.js';
 import { ExampleStore } from '../src/index/examples.js';
 import { topIndices } from '../src/index/select.js';
 import { contextTexts, contextTextsReference } from '../src/index/context-text.js';
 
-const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+const skip = nativeSkip;
 let mod: NativeModule;
 
 before(async () => {
   await initBackend('cpu');
   if (skip) return;
-  const m = native();
-  assert.ok(m, `the native kernels are ${nativeStatus()}`);
-  mod = m;
+  const m = (mod = requireNative());
   // A run for one build (the test at the end) must be testing that build.
   const want = process.env.SDLKIT_NATIVE;
   if (want) assert.equal(m.isa, want);

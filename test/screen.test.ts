@@ -6,29 +6,19 @@
 // AVX512_BF16 runs the exact path twice; the tests say so.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  native,
-  nativeStatus,
-  type NativeEngine,
-  type NativeForward,
-  type NativeModule,
-  type NativeStepOptions,
-  type NativeTensors,
-} from '../src/native/kernels.js';
+import type { NativeEngine, NativeForward, NativeModule, NativeStepOptions, NativeTensors } from '../src/native/kernels.js';
 import { Rng } from '../src/util/rng.js';
-import { nativeStepFresh, sameNativeStep } from './helpers.js';
+import { nativeSkip, nativeStepFresh, requireNative, sameNativeStep } from './helpers.js';
 
 /** One SAE step of d's shape on fresh buffers (test/helpers.ts). */
 const stepFresh = (e: NativeEngine, d: Data, p: NativeTensors, X: Float32Array, opts: NativeStepOptions) =>
   nativeStepFresh(e, { dIn: d.dIn, dOut: d.dIn, dSae: d.m }, p, X, d.n, opts);
 
-const skip = process.env.SDLKIT_NATIVE === 'off' ? 'SDLKIT_NATIVE=off' : false;
+const skip = nativeSkip;
 let mod: NativeModule;
 before(() => {
   if (skip) return;
-  const m = native();
-  assert.ok(m, `the native kernels are ${nativeStatus()}`);
-  mod = m;
+  const m = (mod = requireNative());
   if (!m.bf16Screen) console.log(`# this processor or build (${m.isa}) has no AVX512_BF16: the screened path is not exercised here`);
 });
 

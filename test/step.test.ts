@@ -25,10 +25,9 @@ interface Case {
 const config = (activation: Activation, o: Partial<DictConfig> = {}): DictConfig =>
   smallDict(activation, { dIn: 5, dSae: 8, k: 3, widths: (m) => [2, 5, m] }, o);
 
-/** The objective in float64, with batch-dependent selections recomputed from the given parameters. */
-function refLoss(c: Case, p: P64, X: Float64Array, Y: Float64Array, B: number, eFixed?: Float64Array): number {
-  const { dIn, dOut, dSae, k, activation } = c.cfg;
-  const Wd = c.cfg.tied ? Float64Array.from({ length: dSae * dOut }, (_, i) => p.W_enc[(i % dOut) * dSae + Math.floor(i / dOut)]) : p.W_dec;
+/** Pre-activations in float64: b_enc + (x - b_dec where applied) W_enc. */
+function preacts64(c: Case, p: P64, X: Float64Array, B: number): Float64Array {
+  const { dIn, dSae } = c.cfg;
   const pre = new Float64Array(B * dSae);
   for (let b = 0; b < B; b++)
     for (let i = 0; i < dSae; i++) {
@@ -36,6 +35,14 @@ function refLoss(c: Case, p: P64, X: Float64Array, Y: Float64Array, B: number, e
       for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - (c.cfg.applyBDecToInput ? p.b_dec[j] : 0)) * p.W_enc[j * dSae + i];
       pre[b * dSae + i] = s;
     }
+  return pre;
+}
+
+/** The objective in float64, with batch-dependent selections recomputed from the given parameters. */
+function refLoss(c: Case, p: P64, X: Float64Array, Y: Float64Array, B: number, eFixed?: Float64Array): number {
+  const { dIn, dOut, dSae, k, activation } = c.cfg;
+  const Wd = c.cfg.tied ? Float64Array.from({ length: dSae * dOut }, (_, i) => p.W_enc[(i % dOut) * dSae + Math.floor(i / dOut)]) : p.W_dec;
+  const pre = preacts64(c, p, X, B);
   const mask = new Float64Array(B * dSae);
   if (activation === 'relu') pre.forEach((v, i) => (mask[i] = v > 0 ? 1 : 0));
   else if (activation === 'jumprelu') pre.forEach((v, i) => (mask[i] = v > Math.exp(p.log_threshold![i % dSae]) ? 1 : 0));
@@ -145,13 +152,7 @@ function checkCase(name: string, c: Case, seed = 1) {
   let eFixed: Float64Array | undefined;
   if (c.dead) {
     const yhat = new Float64Array(B * dOut);
-    const pre = new Float64Array(B * dSae);
-    for (let b = 0; b < B; b++)
-      for (let i = 0; i < dSae; i++) {
-        let s = p.b_enc[i];
-        for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - p.b_dec[j]) * p.W_enc[j * dSae + i];
-        pre[b * dSae + i] = s;
-      }
+    const pre = preacts64(c, p, X, B);
     // Reuse the reference's selection by evaluating its reconstruction through the loss pieces.
     for (let b = 0; b < B; b++) {
       const row = Array.from(pre.subarray(b * dSae, (b + 1) * dSae));
@@ -221,15 +222,9 @@ test('JumpReLU: weight gradients match finite differences; the threshold gets th
   const c: Case = { cfg: config('jumprelu'), sparsity: 0.4 };
   const { res, p, X, Y, B } = checkCase('jumprelu', c);
   // Expected STE gradient of log theta, computed independently.
-  const { dIn, dOut, dSae } = c.cfg;
+  const { dOut, dSae } = c.cfg;
   const eps = 0.5;
-  const pre = new Float64Array(B * dSae);
-  for (let b = 0; b < B; b++)
-    for (let i = 0; i < dSae; i++) {
-      let s = p.b_enc[i];
-      for (let j = 0; j < dIn; j++) s += (X[b * dIn + j] - p.b_dec[j]) * p.W_enc[j * dSae + i];
-      pre[b * dSae + i] = s;
-    }
+  const pre = preacts64(c, p, X, B);
   const theta = p.log_threshold!.map(Math.exp);
   const acts = pre.map((v, i) => (v > theta[i % dSae] ? v : 0));
   const e = new Float64Array(B * dOut);

@@ -3,12 +3,8 @@ matmul), per-layer TopK (k per layer) or ReLU, each layer's decoder writing its 
 output (dense matmuls, as PyTorch CLT trainers do), loss = mean over tokens of the summed squared error of every
 layer's output, Adam, unit-norm decoder rows (each feature's concatenated writes) with the parallel gradient
 removed. fp32, 2 threads. Prints tokens per second as JSON. Run with Debian's python3."""
-import json
-import sys
-import time
-
 import torch
-from blas import require_optimized_blas
+from loop import main, tokens_per_second, unit_norm_update
 
 
 def bench(layers: int, d: int, n: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
@@ -39,26 +35,10 @@ def bench(layers: int, d: int, n: int, activation: str, k: int, batch: int, step
         loss = ((recon - y.reshape(batch, L * d)) ** 2).sum(1).mean()
         if activation == "relu":
             loss = loss + 5.0 * sum((acts[:, l, :] * W_dec[l].norm(dim=1)).sum(1).mean() for l in range(L))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            for w in W_dec:
-                w.grad -= (w.grad * w).sum(1, keepdim=True) * w
-        opt.step()
-        with torch.no_grad():
-            for w in W_dec:
-                w.div_(w.norm(dim=1, keepdim=True))
+        unit_norm_update(opt, loss, W_dec)
 
-    for i in range(warmup):
-        step(x_all[i % 4], y_all[i % 4])
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(x_all[i % 4], y_all[i % 4])
-    return steps * batch / (time.perf_counter() - t0)
+    return tokens_per_second(step, [(x_all[j], y_all[j]) for j in range(4)], batch, steps, warmup)
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
-    blas = require_optimized_blas()
-    layers, d, n, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-    print(json.dumps({"tokens_per_second": bench(layers, d, n, activation, k, batch, steps, 3), "torch": torch.__version__, "blas": blas}))
+    main(bench, [int, int, int, str, int, int, int])

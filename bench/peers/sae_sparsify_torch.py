@@ -4,13 +4,9 @@ columns (index_add into the weight gradient, embedding_bag for the input gradien
 the selected decoder rows weighted by the activations. Same initialisation and optimiser as sae_torch.py (Adam,
 unit-norm decoder rows with the parallel gradient removed), fp32, 2 threads. BatchTopK keeps the k x batch largest
 pre-activations of the batch (variable per row): the same kernels on (row, latent) pairs. Prints tokens per second."""
-import json
-import sys
-import time
-
 import torch
-from blas import require_optimized_blas
 import torch.nn.functional as F
+from loop import main, tokens_per_second, unit_norm_update
 
 
 class FusedEncoder(torch.autograd.Function):
@@ -68,24 +64,10 @@ def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps:
         else:
             recon = F.embedding_bag(cols, W_dec, per_sample_weights=vals, mode="sum") + b_dec
         loss = ((recon - x) ** 2).sum(1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            W_dec.grad -= (W_dec.grad * W_dec).sum(1, keepdim=True) * W_dec
-        opt.step()
-        with torch.no_grad():
-            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+        unit_norm_update(opt, loss, [W_dec])
 
-    for i in range(warmup):
-        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
-    return steps * batch / (time.perf_counter() - t0)
+    return tokens_per_second(step, [(x_all[j * batch:(j + 1) * batch],) for j in range(4)], batch, steps, warmup)
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
-    blas = require_optimized_blas()
-    d_in, expansion, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-    print(json.dumps({"tokens_per_second": bench(d_in, expansion, activation, k, batch, steps, 3), "torch": torch.__version__, "blas": blas}))
+    main(bench, [int, int, str, int, int, int])

@@ -1,12 +1,8 @@
 """PyTorch reference SAE trainer for sdlkit's benchmark (the algorithm SAELens / dictionary_learning / sparsify
 implement): Adam, unit-norm decoder rows with the parallel gradient removed, TopK, BatchTopK or ReLU + decoder-norm-weighted L1,
 fp32, the same batch. Prints tokens per second as JSON. Run with Debian's python3 and torch.set_num_threads(2)."""
-import json
-import sys
-import time
-
 import torch
-from blas import require_optimized_blas
+from loop import main, tokens_per_second, unit_norm_update
 
 
 def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
@@ -35,24 +31,10 @@ def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps:
         else:
             acts = torch.relu(pre)
             loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean() + 5.0 * (acts * W_dec.norm(dim=1)).sum(1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            W_dec.grad -= (W_dec.grad * W_dec).sum(1, keepdim=True) * W_dec
-        opt.step()
-        with torch.no_grad():
-            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+        unit_norm_update(opt, loss, [W_dec])
 
-    for i in range(warmup):
-        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(x_all[(i % 4) * batch:(i % 4 + 1) * batch])
-    return steps * batch / (time.perf_counter() - t0)
+    return tokens_per_second(step, [(x_all[j * batch:(j + 1) * batch],) for j in range(4)], batch, steps, warmup)
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
-    blas = require_optimized_blas()
-    d_in, expansion, activation, k, batch, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-    print(json.dumps({"tokens_per_second": bench(d_in, expansion, activation, k, batch, steps, 3), "torch": torch.__version__, "blas": blas}))
+    main(bench, [int, int, str, int, int, int])

@@ -9,9 +9,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "bpe.h"
 #include "checksum.h"
@@ -1192,90 +1194,68 @@ napi_value BpeEncode(napi_env env, napi_callback_info info) {
 
 // ---- Init
 
-napi_value Init(napi_env env, napi_value exports) {
-  napi_property_descriptor methods[] = {
-      {"step", nullptr, EngineStep, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"applyRows", nullptr, EngineApplyRows, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"forward", nullptr, EngineForward, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"projectDecoderGrad", nullptr, EngineProject, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"normalizeRows", nullptr, EngineNormalize, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"sumSquares", nullptr, EngineSumSquares, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"adam", nullptr, EngineAdam, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"adamUnitRows", nullptr, EngineAdamUnitRows, nullptr, nullptr, nullptr, napi_default, nullptr},
-  };
+struct Method {
+  const char* name;
+  napi_callback fn;
+};
+
+// exports[name] = a class made by `ctor` with these methods.
+void defineClass(napi_env env, napi_value exports, const char* name, napi_callback ctor, std::initializer_list<Method> methods) {
+  std::vector<napi_property_descriptor> d;
+  for (const Method& m : methods) d.push_back({m.name, nullptr, m.fn, nullptr, nullptr, nullptr, napi_default, nullptr});
   napi_value cls;
-  napi_define_class(env, "Engine", NAPI_AUTO_LENGTH, EngineNew, nullptr, sizeof(methods) / sizeof(methods[0]), methods, &cls);
-  napi_set_named_property(env, exports, "Engine", cls);
-  napi_property_descriptor cltMethods[] = {
-      {"step", nullptr, CltStep, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"forward", nullptr, CltForward, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"projectDecoderGrad", nullptr, CltProject, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"normalizeDecoder", nullptr, CltNormalize, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"sumSquares", nullptr, CltSumSquares, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"adam", nullptr, CltAdam, nullptr, nullptr, nullptr, napi_default, nullptr},
-  };
-  napi_value cltCls;
-  napi_define_class(env, "Clt", NAPI_AUTO_LENGTH, CltNew, nullptr, sizeof(cltMethods) / sizeof(cltMethods[0]), cltMethods, &cltCls);
-  napi_set_named_property(env, exports, "Clt", cltCls);
-  napi_property_descriptor statsMethods[] = {
-      {"add", nullptr, StatsAdd, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"result", nullptr, StatsResult, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"cooccurrence", nullptr, StatsCooccurrence, nullptr, nullptr, nullptr, napi_default, nullptr},
-  };
-  napi_value statsCls;
-  napi_define_class(env, "IndexStats", NAPI_AUTO_LENGTH, StatsNew, nullptr, sizeof(statsMethods) / sizeof(statsMethods[0]), statsMethods, &statsCls);
-  napi_set_named_property(env, exports, "IndexStats", statsCls);
-  napi_property_descriptor bpeMethods[] = {
-      {"encode", nullptr, BpeEncode, nullptr, nullptr, nullptr, napi_default, nullptr},
-  };
-  napi_value bpeCls;
-  napi_define_class(env, "Bpe", NAPI_AUTO_LENGTH, BpeNew, nullptr, sizeof(bpeMethods) / sizeof(bpeMethods[0]), bpeMethods, &bpeCls);
-  napi_set_named_property(env, exports, "Bpe", bpeCls);
-  napi_value fn;
-  napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, nullptr, &fn);
-  napi_set_named_property(env, exports, "gemm", fn);
-  napi_create_function(env, "gemmChunkBytes", NAPI_AUTO_LENGTH, GemmChunkBytes, nullptr, &fn);
-  napi_set_named_property(env, exports, "gemmChunkBytes", fn);
-  napi_create_function(env, "screenCopyBytes", NAPI_AUTO_LENGTH, ScreenCopyBytes, nullptr, &fn);
-  napi_set_named_property(env, exports, "screenCopyBytes", fn);
-  napi_create_function(env, "screenChunkBytes", NAPI_AUTO_LENGTH, ScreenChunkBytes, nullptr, &fn);
-  napi_set_named_property(env, exports, "screenChunkBytes", fn);
-  napi_create_function(env, "nearestRows", NAPI_AUTO_LENGTH, NearestRows, nullptr, &fn);
-  napi_set_named_property(env, exports, "nearestRows", fn);
-  napi_create_function(env, "rowsLargest", NAPI_AUTO_LENGTH, RowsLargest, nullptr, &fn);
-  napi_set_named_property(env, exports, "rowsLargest", fn);
-  napi_create_function(env, "probeGradient", NAPI_AUTO_LENGTH, ProbeGradient, nullptr, &fn);
-  napi_set_named_property(env, exports, "probeGradient", fn);
-  napi_create_function(env, "contextTexts", NAPI_AUTO_LENGTH, ContextTexts, nullptr, &fn);
-  napi_set_named_property(env, exports, "contextTexts", fn);
-  napi_create_function(env, "mallocLean", NAPI_AUTO_LENGTH, MallocLean, nullptr, &fn);
-  napi_set_named_property(env, exports, "mallocLean", fn);
-  napi_create_function(env, "mallocKeep", NAPI_AUTO_LENGTH, MallocKeep, nullptr, &fn);
-  napi_set_named_property(env, exports, "mallocKeep", fn);
-  napi_create_function(env, "crc32c", NAPI_AUTO_LENGTH, Crc32c, nullptr, &fn);
-  napi_set_named_property(env, exports, "crc32c", fn);
-  napi_create_function(env, "f32ToF16", NAPI_AUTO_LENGTH, F32ToF16, nullptr, &fn);
-  napi_set_named_property(env, exports, "f32ToF16", fn);
-  napi_create_function(env, "f16ToF32", NAPI_AUTO_LENGTH, F16ToF32, nullptr, &fn);
-  napi_set_named_property(env, exports, "f16ToF32", fn);
-  napi_create_function(env, "countNonFinite", NAPI_AUTO_LENGTH, CountNonFinite, nullptr, &fn);
-  napi_set_named_property(env, exports, "countNonFinite", fn);
-  napi_create_function(env, "copyCountNonFinite", NAPI_AUTO_LENGTH, CopyCountNonFinite, nullptr, &fn);
-  napi_set_named_property(env, exports, "copyCountNonFinite", fn);
-  napi_create_function(env, "alignedBuffer", NAPI_AUTO_LENGTH, AlignedBuffer, nullptr, &fn);
-  napi_set_named_property(env, exports, "alignedBuffer", fn);
-  napi_create_function(env, "adviseHuge", NAPI_AUTO_LENGTH, AdviseHuge, nullptr, &fn);
-  napi_set_named_property(env, exports, "adviseHuge", fn);
-  napi_create_function(env, "detach", NAPI_AUTO_LENGTH, Detach, nullptr, &fn);
-  napi_set_named_property(env, exports, "detach", fn);
-  napi_create_function(env, "pageOffset", NAPI_AUTO_LENGTH, PageOffset, nullptr, &fn);
-  napi_set_named_property(env, exports, "pageOffset", fn);
-  napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &fn);
-  napi_set_named_property(env, exports, "copyBytes", fn);
-  napi_create_function(env, "cpuFeatures", NAPI_AUTO_LENGTH, CpuFeatures, nullptr, &fn);
-  napi_set_named_property(env, exports, "cpuFeatures", fn);
-  napi_create_function(env, "instructionPeak", NAPI_AUTO_LENGTH, InstructionPeak, nullptr, &fn);
-  napi_set_named_property(env, exports, "instructionPeak", fn);
+  napi_define_class(env, name, NAPI_AUTO_LENGTH, ctor, nullptr, d.size(), d.data(), &cls);
+  napi_set_named_property(env, exports, name, cls);
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  defineClass(env, exports, "Engine", EngineNew,
+              {{"step", EngineStep},
+               {"applyRows", EngineApplyRows},
+               {"forward", EngineForward},
+               {"projectDecoderGrad", EngineProject},
+               {"normalizeRows", EngineNormalize},
+               {"sumSquares", EngineSumSquares},
+               {"adam", EngineAdam},
+               {"adamUnitRows", EngineAdamUnitRows}});
+  defineClass(env, exports, "Clt", CltNew,
+              {{"step", CltStep},
+               {"forward", CltForward},
+               {"projectDecoderGrad", CltProject},
+               {"normalizeDecoder", CltNormalize},
+               {"sumSquares", CltSumSquares},
+               {"adam", CltAdam}});
+  defineClass(env, exports, "IndexStats", StatsNew, {{"add", StatsAdd}, {"result", StatsResult}, {"cooccurrence", StatsCooccurrence}});
+  defineClass(env, exports, "Bpe", BpeNew, {{"encode", BpeEncode}});
+  // Functions.
+  for (const Method& m : std::initializer_list<Method>{
+           {"gemm", Gemm},
+           {"gemmChunkBytes", GemmChunkBytes},
+           {"screenCopyBytes", ScreenCopyBytes},
+           {"screenChunkBytes", ScreenChunkBytes},
+           {"nearestRows", NearestRows},
+           {"rowsLargest", RowsLargest},
+           {"probeGradient", ProbeGradient},
+           {"contextTexts", ContextTexts},
+           {"mallocLean", MallocLean},
+           {"mallocKeep", MallocKeep},
+           {"crc32c", Crc32c},
+           {"f32ToF16", F32ToF16},
+           {"f16ToF32", F16ToF32},
+           {"countNonFinite", CountNonFinite},
+           {"copyCountNonFinite", CopyCountNonFinite},
+           {"alignedBuffer", AlignedBuffer},
+           {"adviseHuge", AdviseHuge},
+           {"detach", Detach},
+           {"pageOffset", PageOffset},
+           {"copyBytes", CopyBytes},
+           {"cpuFeatures", CpuFeatures},
+           {"instructionPeak", InstructionPeak},
+       }) {
+    napi_value fn;
+    napi_create_function(env, m.name, NAPI_AUTO_LENGTH, m.fn, nullptr, &fn);
+    napi_set_named_property(env, exports, m.name, fn);
+  }
   napi_value isa;
   napi_create_string_utf8(env, SDL_ISA, NAPI_AUTO_LENGTH, &isa);
   napi_set_named_property(env, exports, "isa", isa);

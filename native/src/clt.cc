@@ -248,18 +248,9 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
       s += residualRow(DO, yh, nullptr, y, 2.f / B, Gb, E ? E + b * DO : nullptr);
       for (int q = 0; q < cnt; q++) {
         const int j = ix[q], l = j / n;
-        float da = dot(rowLen(l), Gb + (long)l * dO, Wd + decRow(j));
-        if (c_.act == RELU) {
-          dpre[st + q] = da + (l1 ? lb * norms[j] : 0.f);
-          if (l1) sl += (double)v[q] * norms[j];
-        } else if (c_.act == JUMPRELU) {
-          dact[st + q] = da;
-          bool on = v[q] != 0.f;
-          dpre[st + q] = on ? da : 0.f;
-          sl += on ? 1.0 : 0.0;
-        } else {
-          dpre[st + q] = da;
-        }
+        const float da = dot(rowLen(l), Gb + (long)l * dO, Wd + decRow(j));
+        if (c_.act == JUMPRELU) dact[st + q] = da;
+        dpre[st + q] = entryGrad(c_.act, da, v[q], j, l1 ? norms.data() : nullptr, lb, sl);
       }
     }
     sse.at(th)[0] += s;
@@ -268,10 +259,9 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
 
   // ---- Entries grouped by latent (counting sort per slice of rows), then each latent's gradient rows.
   std::vector<long> cnt((size_t)T * (M + 1), 0);
-  auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
   pool_.run(T, [&](int t, int) {
     long* ct = cnt.data() + (size_t)t * (M + 1);
-    auto [b0, b1] = rowsOf(t);
+    auto [b0, b1] = threadRows(B, T, t);
     for (long b = b0; b < b1; b++)
       for (int q = 0; q < sp.count[b]; q++) ct[sp.idx[sp.start[b] + q]]++;
   });
@@ -281,7 +271,7 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
   std::vector<int32_t> slotRow(cap + 1);
   pool_.run(T, [&](int t, int) {
     long* o2 = off.data() + (size_t)t * M;
-    auto [b0, b1] = rowsOf(t);
+    auto [b0, b1] = threadRows(B, T, t);
     for (long b = b0; b < b1; b++)
       for (int q = 0; q < sp.count[b]; q++) {
         long s = sp.start[b] + q;
@@ -438,12 +428,11 @@ StepResult& Clt::finish(const CltTensors& g, const float* X, int B, const float*
   const int L = c_.L, dI = c_.dI, dO = c_.dO, M = L * c_.n, DI = L * dI, DO = L * dO;
   const int T = pool_.size();
   const float* G = G_.data();
-  auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
   // b_dec: the sum over rows of dL/dy^, in fixed slices added in order (bit-for-bit reproducible).
   std::vector<double> part((size_t)T * (DO + 8), 0.0);
   pool_.run(T, [&](int t, int) {
     double* pp = part.data() + (size_t)t * (DO + 8);
-    auto [b0, b1] = rowsOf(t);
+    auto [b0, b1] = threadRows(B, T, t);
     for (long b = b0; b < b1; b++)
       for (int i = 0; i < DO; i++) pp[i] += G[b * DO + i];
   });

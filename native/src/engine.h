@@ -20,6 +20,24 @@ namespace sdl {
 
 enum Activation { RELU = 0, TOPK = 1, BATCHTOPK = 2, JUMPRELU = 3, MATRYOSHKA = 4 };
 
+// dL/dpre of one selected entry (latent j, value v) from dL/da = da, the sparse steps' rule for every activation:
+// ReLU adds its L1 term's lb |W_dec row j| (l1Norms: the rows' norms, null without the term) and adds v |W_dec row j|
+// to the sparsity sum; JumpReLU passes da only where the entry fired (v != 0: the straight-through window's entries
+// hold 0) and counts the firing for its L0 term (its threshold's gradient reads da itself, which the caller keeps);
+// the TopK family passes da through.
+inline float entryGrad(Activation act, float da, float v, int j, const float* l1Norms, float lb, double& sl) {
+  if (act == RELU) {
+    if (l1Norms) sl += (double)v * l1Norms[j];
+    return da + (l1Norms ? lb * l1Norms[j] : 0.f);  // + 0.f as the dense rule: a -0 gradient reads +0
+  }
+  if (act == JUMPRELU) {
+    const bool on = v != 0.f;
+    sl += on ? 1.0 : 0.0;
+    return on ? da : 0.f;
+  }
+  return da;
+}
+
 // How an encoder call may screen in bf16 (screen.h): `level` as Config::screen (0 never, 1 where it is faster, 2
 // wherever the processor can), and whether the engine is lean (Config::lean, `--low-memory`): a lean call gives the
 // screen's bf16 copy of W_enc back before its float32 recomputation and holds a quarter of the screened values at

@@ -401,19 +401,10 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         s += residualRow(dOut, yh, nullptr, y, 2.f / B, Gb, E ? E + b * dOut : nullptr);
         for (int q = 0; q < n; q++) {
           const int j = ix[q];
-          float da = dot(dOut, Gb, Wd + (long)j * dOut);
+          const float da = dot(dOut, Gb, Wd + (long)j * dOut);
           grow[st + q] = Gb;
-          if (c.act == RELU) {
-            dpre[st + q] = da + (l1 ? lb * norms[j] : 0.f);
-            if (l1) sl += (double)v[q] * norms[j];
-          } else if (c.act == JUMPRELU) {
-            dact[st + q] = da;
-            bool on = v[q] != 0.f;
-            dpre[st + q] = on ? da : 0.f;
-            sl += on ? 1.0 : 0.0;
-          } else {
-            dpre[st + q] = da;
-          }
+          if (c.act == JUMPRELU) dact[st + q] = da;
+          dpre[st + q] = entryGrad(c.act, da, v[q], j, l1 ? norms.data() : nullptr, lb, sl);
         }
       }
       sse.at(th)[0] += s;
@@ -425,14 +416,13 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     long auxTotal = 0, runAux = 0;
     int kAuxUsed = 0;  // AuxK's slots per row this step
     int32_t* auxRef = nullptr;
-    auto rowsOf = [&](int t) { long per = (B + T - 1) / T; long b0 = per * t; long b1 = b0 + per < B ? b0 + per : B; return std::pair<long, long>(b0, b1 > b0 ? b1 : b0); };
     // The counting sort's first pass: each thread's count of each latent's entries in its rows of s.
     auto countByLatent = [&](const Sparse& s, auto& buf) {
       long* cn = ensure(buf, (size_t)T * (m + 1));
       std::fill(cn, cn + (size_t)T * (m + 1), 0L);
       pool_.run(T, [&](int t, int) {
         long* ct = cn + (size_t)t * (m + 1);
-        auto [b0, b1] = rowsOf(t);
+        auto [b0, b1] = threadRows(B, T, t);
         for (long b = b0; b < b1; b++)
           for (int q = 0; q < s.count[b]; q++) ct[s.idx[s.start[b] + q]]++;
       });
@@ -491,7 +481,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         auxRef = ensureGrowing(w_.auxRef, (size_t)runAux + 1);
         pool_.run(T, [&](int t, int) {
           long* oa = w_.auxOff.data() + (size_t)t * m;
-          auto [b0, b1] = rowsOf(t);
+          auto [b0, b1] = threadRows(B, T, t);
           for (long b = b0; b < b1; b++) {
             // Row b lies at b x k_aux in AuxK's arrays (every selection path lays it so): a slot gives its row back.
             if (ax.start[b] != b * kAux) throw std::logic_error("AuxK's rows are not laid out at row x k_aux");
@@ -547,7 +537,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     float* edact = c.act == JUMPRELU ? ensureGrowing(w_.edact, (size_t)run + 1) : nullptr;
     pool_.run(T, [&](int t, int) {
       long* o2 = off + (size_t)t * m;
-      auto [b0, b1] = rowsOf(t);
+      auto [b0, b1] = threadRows(B, T, t);
       for (long b = b0; b < b1; b++) {
         for (int q = 0; q < sp.count[b]; q++) {
           const long s = sp.start[b] + q;
@@ -598,7 +588,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     std::vector<double> part((size_t)T * (dOut + 8), 0.0);
     pool_.run(T, [&](int t, int) {
       double* pp = part.data() + (size_t)t * (dOut + 8);
-      const long per = (B + T - 1) / T, b0 = per * t, b1 = b0 + per < B ? b0 + per : B;
+      const auto [b0, b1] = threadRows(B, T, t);
       for (long b = b0; b < b1; b++)
         for (int i = 0; i < dOut; i++) pp[i] += G0[b * dOut + i];
     });
@@ -606,7 +596,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     if (useXt) {
       pool_.run(T, [&](int t, int) {
         double* cc = corr.data() + (size_t)t * (dIn + 8);
-        const long per = (m + T - 1) / T, j0 = per * t, j1 = j0 + per < m ? j0 + per : m;
+        const auto [j0, j1] = threadRows(m, T, t);
         for (long j = j0; j < j1; j++) {
           float gb = g.b_enc[j];
           if (gb == 0.f) continue;

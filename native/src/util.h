@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include <sys/mman.h>
@@ -146,6 +147,13 @@ struct Partials {
 inline float rect(float z, float theta, float eps) {
   float u = (z - theta) / eps;
   return (u > -0.5f && u < 0.5f) ? 1.f / eps : 0.f;
+}
+
+// Thread t's slice [b0, b1) of B rows split into T near-equal slices in order (empty past the end): the fixed
+// slices whose per-thread sums are added in thread order, so a result does not depend on which thread ran first.
+inline std::pair<long, long> threadRows(long B, int T, int t) {
+  const long per = (B + T - 1) / T, b0 = per * t, b1 = b0 + per < B ? b0 + per : B;
+  return {b0, b1 > b0 ? b1 : b0};
 }
 
 // A counting sort's places: from counts [T][m + 1] (entries of latent j counted by thread t), each latent's list start

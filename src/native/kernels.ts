@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../util/errors.js';
 import type { ExampleLists } from '../index/examples.js';
+import type { CltParams } from '../sdl/clt.js';
 
 export interface NativeTensors {
   W_encT: Float32Array;
@@ -87,20 +88,12 @@ export interface NativeEngineConfig {
 }
 
 /** The optimiser kernels every native engine has (native/src/engine.cc's sumSquares and adamUpdate, on its pool). */
+/** Adam's step settings: the gradient is scaled by gscale (clipping) before the update; t counts from 1. */
+export type AdamSettings = [lr: number, gscale: number, beta1: number, beta2: number, eps: number, t: number];
+
 export interface NativeOptimiser {
   sumSquares(x: Float32Array): number;
-  adam(
-    p: Float32Array,
-    g: Float32Array,
-    m: Float32Array,
-    v: Float32Array,
-    lr: number,
-    gscale: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    t: number,
-  ): void;
+  adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, ...settings: AdamSettings): void;
 }
 
 export interface NativeEngine extends NativeOptimiser {
@@ -124,13 +117,7 @@ export interface NativeEngine extends NativeOptimiser {
     vEnc: Float32Array,
     mDec: Float32Array,
     vDec: Float32Array,
-    lr: number,
-    gscale: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    t: number,
-    normalize: boolean,
+    ...settings: [...AdamSettings, normalize: boolean]
   ): void;
 }
 
@@ -150,14 +137,7 @@ export interface NativeCltConfig {
   screen?: 0 | 1 | 2;
 }
 
-export interface NativeCltTensors {
-  W_encT: Float32Array;
-  b_enc: Float32Array;
-  W_dec: Float32Array;
-  b_dec: Float32Array;
-  log_threshold?: Float32Array;
-  W_skip?: Float32Array;
-}
+export type NativeCltTensors = CltParams;
 
 export interface NativeClt extends NativeOptimiser {
   step(

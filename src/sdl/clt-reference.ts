@@ -3,26 +3,13 @@
 // float64 sums. Slow (scalar loops), but it needs nothing compiled.
 import type { Activation } from './activations.js';
 import { type CltParams, type CltShape, decRow } from './clt.js';
+import type { EngineStepOptions, EngineStepResult } from './engine-types.js';
 
-export interface CltStepOptions {
-  sparsity: number;
-  bandwidth: number;
-  auxkCoefficient: number;
-  auxkK: number;
-  /** [L n]: 1 for latents counted dead. */
-  dead?: Uint8Array;
-}
+/** As the SAE engine's step: `dead` is [L n] here. */
+export type CltStepOptions = EngineStepOptions;
 
-export interface CltStepResult {
-  loss: number;
-  mse: number;
-  sparsityLoss: number;
-  auxLoss: number;
-  l0: number;
-  fired: Float32Array;
-  /** BatchTopK: each layer's k-th selected pre-activation (-1 where nothing was selected). */
-  minSelected: number[];
-}
+/** minSelected: BatchTopK's k-th selected pre-activation per layer (-1 where nothing was selected). */
+export type CltStepResult = EngineStepResult & { minSelected: number[] };
 
 interface Entry {
   b: number;

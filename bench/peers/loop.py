@@ -1,0 +1,42 @@
+"""What the PyTorch peers share: the update after a step's loss (Adam, with the decoder rows kept at unit norm and
+the gradient's component along each row removed first, as SAELens and sparsify do), the timed loop, and the command
+line (positional arguments, tokens per second printed as JSON with torch's version and the BLAS check's figures)."""
+import json
+import sys
+import time
+from typing import Callable, Sequence
+
+import torch
+from blas import require_optimized_blas
+
+
+def unit_norm_update(opt: torch.optim.Optimizer, loss: torch.Tensor, decoders: Sequence[torch.Tensor]) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for w in decoders:
+            w.grad -= (w.grad * w).sum(1, keepdim=True) * w
+    opt.step()
+    with torch.no_grad():
+        for w in decoders:
+            w.div_(w.norm(dim=1, keepdim=True))
+
+
+def tokens_per_second(step: Callable[..., None], batches: Sequence[tuple], batch: int, steps: int, warmup: int) -> float:
+    """step(*batches[i % len(batches)]) warmup times untimed, then steps times timed."""
+    for i in range(warmup):
+        step(*batches[i % len(batches)])
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(*batches[i % len(batches)])
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main(bench: Callable[..., float], types: Sequence[type]) -> None:
+    """bench(*argv converted by types, warmup=3) on 2 threads once the BLAS is checked."""
+    torch.set_num_threads(2)
+    blas = require_optimized_blas()
+    if len(sys.argv) != 1 + len(types):
+        sys.exit(f"{sys.argv[0]} takes {len(types)} arguments ({len(sys.argv) - 1} given): see bench/peers/run.ts's callers")
+    args = [t(a) for t, a in zip(types, sys.argv[1:])]
+    print(json.dumps({"tokens_per_second": bench(*args, 3), "torch": torch.__version__, "blas": blas}))
