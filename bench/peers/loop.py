@@ -10,6 +10,19 @@ import torch
 from blas import require_optimized_blas
 
 
+def sae_init(d_in: int, d_sae: int, batch: int) -> tuple:
+    """The SAE peers' start (sdlkit's bench makes the same): four batches of standard normal rows, unit-norm random
+    decoder rows W_dec [d_sae, d_in], zero biases; the caller makes W_enc = W_dec^T in its own orientation."""
+    torch.manual_seed(0)
+    x_all = torch.randn(batch * 4, d_in)
+    W_dec = torch.randn(d_sae, d_in)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_dec.requires_grad_(True)
+    b_enc = torch.zeros(d_sae, requires_grad=True)
+    b_dec = torch.zeros(d_in, requires_grad=True)
+    return [(x_all[j * batch:(j + 1) * batch],) for j in range(4)], W_dec, b_enc, b_dec
+
+
 def unit_norm_update(opt: torch.optim.Optimizer, loss: torch.Tensor, decoders: Sequence[torch.Tensor]) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -6,7 +6,7 @@ unit-norm decoder rows with the parallel gradient removed), fp32, 2 threads. Bat
 pre-activations of the batch (variable per row): the same kernels on (row, latent) pairs. Prints tokens per second."""
 import torch
 import torch.nn.functional as F
-from loop import main, tokens_per_second, unit_norm_update
+from loop import main, sae_init, tokens_per_second, unit_norm_update
 
 
 class FusedEncoder(torch.autograd.Function):
@@ -45,15 +45,8 @@ class FusedEncoder(torch.autograd.Function):
 
 
 def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
-    torch.manual_seed(0)
-    d_sae = d_in * expansion
-    x_all = torch.randn(batch * 4, d_in)
-    W_dec = torch.randn(d_sae, d_in)
-    W_dec /= W_dec.norm(dim=1, keepdim=True)
-    W_dec.requires_grad_(True)
+    batches, W_dec, b_enc, b_dec = sae_init(d_in, d_in * expansion, batch)
     W_enc = W_dec.detach().clone().requires_grad_(True)  # [d_sae, d_in]: W_enc = W_dec^T in SAELens orientation
-    b_enc = torch.zeros(d_sae, requires_grad=True)
-    b_dec = torch.zeros(d_in, requires_grad=True)
     opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=1e-3)
     batch_topk = activation == "batchtopk"
 
@@ -66,7 +59,7 @@ def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps:
         loss = ((recon - x) ** 2).sum(1).mean()
         unit_norm_update(opt, loss, [W_dec])
 
-    return tokens_per_second(step, [(x_all[j * batch:(j + 1) * batch],) for j in range(4)], batch, steps, warmup)
+    return tokens_per_second(step, batches, batch, steps, warmup)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,12 @@
 implement): Adam, unit-norm decoder rows with the parallel gradient removed, TopK, BatchTopK or ReLU + decoder-norm-weighted L1,
 fp32, the same batch. Prints tokens per second as JSON. Run with Debian's python3 and torch.set_num_threads(2)."""
 import torch
-from loop import main, tokens_per_second, unit_norm_update
+from loop import main, sae_init, tokens_per_second, unit_norm_update
 
 
 def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps: int, warmup: int) -> float:
-    torch.manual_seed(0)
-    d_sae = d_in * expansion
-    x_all = torch.randn(batch * 4, d_in)
-    W_dec = torch.randn(d_sae, d_in)
-    W_dec /= W_dec.norm(dim=1, keepdim=True)
-    W_dec.requires_grad_(True)
+    batches, W_dec, b_enc, b_dec = sae_init(d_in, d_in * expansion, batch)
     W_enc = W_dec.detach().t().clone().requires_grad_(True)
-    b_enc = torch.zeros(d_sae, requires_grad=True)
-    b_dec = torch.zeros(d_in, requires_grad=True)
     params = [W_enc, b_enc, W_dec, b_dec]
     opt = torch.optim.Adam(params, lr=1e-3)
 
@@ -33,7 +26,7 @@ def bench(d_in: int, expansion: int, activation: str, k: int, batch: int, steps:
             loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean() + 5.0 * (acts * W_dec.norm(dim=1)).sum(1).mean()
         unit_norm_update(opt, loss, [W_dec])
 
-    return tokens_per_second(step, [(x_all[j * batch:(j + 1) * batch],) for j in range(4)], batch, steps, warmup)
+    return tokens_per_second(step, batches, batch, steps, warmup)
 
 
 if __name__ == "__main__":
