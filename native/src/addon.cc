@@ -386,35 +386,30 @@ napi_value EngineNormalize(napi_env env, napi_callback_info info) {
   });
 }
 
-// sumSquares(x) -> number, on a pool (Engine's or Clt's).
-napi_value sumSquaresOn(napi_env env, sdl::Pool& pool, napi_value xv) {
-  TypedArray x = typedInfo(env, xv, "x");
-  if (x.type != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
-  return mkNum(env, sdl::sumSquares(pool, static_cast<float*>(x.data), (long)x.length));
-}
-
-// adam(p, g, m, v, lr, gscale, beta1, beta2, eps, t), on a pool.
-void adamOn(napi_env env, sdl::Pool& pool, const std::vector<napi_value>& a) {
-  const size_t len = typedInfo(env, a[0], "p").length;
-  float* p = f32(env, a[0], len, "p");
-  sdl::adamUpdate(pool, p, f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"), (long)len, (float)num(env, a[4], "lr"),
-                  (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"), (float)num(env, a[7], "beta2"), (float)num(env, a[8], "eps"),
-                  (int)num(env, a[9], "t"));
-}
-
-napi_value EngineSumSquares(napi_env env, napi_callback_info info) {
+// The optimiser's methods of Engine and Clt, on the object's pool (Unwrap: unwrap or unwrapClt).
+// sumSquares(x) -> number.
+template <auto Unwrap>
+napi_value SumSquaresOf(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
     auto a = args(env, info, 1, &self);
-    return sumSquaresOn(env, unwrap(env, self)->pool(), a[0]);
+    TypedArray x = typedInfo(env, a[0], "x");
+    if (x.type != napi_float32_array) throw JsError{"sumSquares needs a Float32Array"};
+    return mkNum(env, sdl::sumSquares(Unwrap(env, self)->pool(), static_cast<float*>(x.data), (long)x.length));
   });
 }
 
-napi_value EngineAdam(napi_env env, napi_callback_info info) {
+// adam(p, g, m, v, lr, gscale, beta1, beta2, eps, t).
+template <auto Unwrap>
+napi_value AdamOf(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
     auto a = args(env, info, 10, &self);
-    adamOn(env, unwrap(env, self)->pool(), a);
+    const size_t len = typedInfo(env, a[0], "p").length;
+    float* p = f32(env, a[0], len, "p");
+    sdl::adamUpdate(Unwrap(env, self)->pool(), p, f32(env, a[1], len, "g"), f32(env, a[2], len, "m"), f32(env, a[3], len, "v"), (long)len,
+                    (float)num(env, a[4], "lr"), (float)num(env, a[5], "gscale"), (float)num(env, a[6], "beta1"), (float)num(env, a[7], "beta2"),
+                    (float)num(env, a[8], "eps"), (int)num(env, a[9], "t"));
     return nullptr;
   });
 }
@@ -556,23 +551,6 @@ napi_value CltNormalize(napi_env env, napi_callback_info info) {
     auto a = args(env, info, 1, &self);
     sdl::Clt* e = unwrapClt(env, self);
     e->normalizeDecoder(f32(env, a[0], (size_t)e->decSize(), "W"));
-    return nullptr;
-  });
-}
-
-napi_value CltSumSquares(napi_env env, napi_callback_info info) {
-  return guard(env, [&]() -> napi_value {
-    napi_value self;
-    auto a = args(env, info, 1, &self);
-    return sumSquaresOn(env, unwrapClt(env, self)->pool(), a[0]);
-  });
-}
-
-napi_value CltAdam(napi_env env, napi_callback_info info) {
-  return guard(env, [&]() -> napi_value {
-    napi_value self;
-    auto a = args(env, info, 10, &self);
-    adamOn(env, unwrapClt(env, self)->pool(), a);
     return nullptr;
   });
 }
@@ -1215,16 +1193,16 @@ napi_value Init(napi_env env, napi_value exports) {
                {"forward", EngineForward},
                {"projectDecoderGrad", EngineProject},
                {"normalizeRows", EngineNormalize},
-               {"sumSquares", EngineSumSquares},
-               {"adam", EngineAdam},
+               {"sumSquares", SumSquaresOf<unwrap>},
+               {"adam", AdamOf<unwrap>},
                {"adamUnitRows", EngineAdamUnitRows}});
   defineClass(env, exports, "Clt", CltNew,
               {{"step", CltStep},
                {"forward", CltForward},
                {"projectDecoderGrad", CltProject},
                {"normalizeDecoder", CltNormalize},
-               {"sumSquares", CltSumSquares},
-               {"adam", CltAdam}});
+               {"sumSquares", SumSquaresOf<unwrapClt>},
+               {"adam", AdamOf<unwrapClt>}});
   defineClass(env, exports, "IndexStats", StatsNew, {{"add", StatsAdd}, {"result", StatsResult}, {"cooccurrence", StatsCooccurrence}});
   defineClass(env, exports, "Bpe", BpeNew, {{"encode", BpeEncode}});
   // Functions.
