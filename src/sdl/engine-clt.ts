@@ -9,7 +9,15 @@ import { ACTIVATIONS } from './activations.js';
 import { cltReferenceForward, cltReferenceStep } from './clt-reference.js';
 import { type CltParams, type CltShape, cltFromDense, cltShape, cltToDense, cltTrained, decRow } from './clt.js';
 import type { DictConfig, TrainConfig } from './config.js';
-import type { Engine, EngineForward, EngineInit, EngineStepOptions, EngineStepResult, EngineWeights } from './engine-types.js';
+import {
+  weightsOf,
+  type Engine,
+  type EngineForward,
+  type EngineInit,
+  type EngineStepOptions,
+  type EngineStepResult,
+  type EngineWeights,
+} from './engine-types.js';
 import { UserError } from '../util/errors.js';
 
 type Name = keyof CltParams;
@@ -205,14 +213,7 @@ export class CltEngine implements Engine {
   }
 
   loadState(t: Record<string, NamedTensor>, adamT: number): void {
-    const p = cltFromDense(this.s, {
-      W_enc: t.W_enc.data,
-      b_enc: t.b_enc.data,
-      W_dec: t.W_dec.data,
-      b_dec: t.b_dec.data,
-      W_skip: t.W_skip?.data,
-      log_threshold: t.log_threshold?.data,
-    });
+    const p = cltFromDense(this.s, weightsOf(t));
     for (const n of Object.keys(p) as Name[]) this.p[n]?.set(p[n]!);
     for (const [kind, store] of [
       ['m', this.m],

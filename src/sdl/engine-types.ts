@@ -15,6 +15,18 @@ export interface EngineWeights {
   W_skip?: Float32Array;
 }
 
+/** The parameters among named tensors in SAELens orientation (a checkpoint's, or a state given to loadState). */
+export function weightsOf(t: Record<string, NamedTensor>): EngineWeights {
+  return {
+    W_enc: t.W_enc.data,
+    b_enc: t.b_enc.data,
+    W_dec: t.W_dec.data,
+    b_dec: t.b_dec.data,
+    log_threshold: t.log_threshold?.data,
+    W_skip: t.W_skip?.data,
+  };
+}
+
 export interface Anchors {
   /** Anchored encoder directions (one per latent, dIn values) and decoder rows (dOut values). */
   encoder: Float32Array[];

@@ -8,7 +8,7 @@ import { ReadBuffers, readsInPlace } from '../activations/reader.js';
 import { ShuffleStream, applyScales, loadRows, siteScales, splitRows, type RowRange, type Rows, type SiteRef } from './data.js';
 import { initWeights } from './init.js';
 import { createEngine, type Engine } from './engine.js';
-import type { EngineWeights } from './engine-types.js';
+import { weightsOf, type EngineWeights } from './engine-types.js';
 import { EvalAccumulator, type EvalMetrics } from './metrics.js';
 import { decodeSafetensors, safetensorsParts, type NamedTensor } from '../tensor/safetensors.js';
 import { collectGarbage } from '../util/v8-heap.js';
@@ -630,16 +630,7 @@ class MemberRun {
     this.threshold = state?.thresholds ?? new Array(selectionGroups(cfg)).fill(state?.threshold ?? 0);
     this.thresholdInit = state?.thresholdInit ?? false;
     const saved = state ? checkCheckpoint(checkpointTensors(ckptDir, state), cfg, join(ckptDir, CHECKPOINT_TENSORS_FILE)) : undefined;
-    const init = saved
-      ? {
-          W_enc: saved.W_enc.data,
-          b_enc: saved.b_enc.data,
-          W_dec: saved.W_dec.data,
-          b_dec: saved.b_dec.data,
-          log_threshold: saved.log_threshold?.data,
-          W_skip: saved.W_skip?.data,
-        }
-      : initWeights(cfg, train, first);
+    const init = saved ? weightsOf(saved) : initWeights(cfg, train, first);
     this.anchors = train.anchors ? { encoder: train.anchors.encoder, decoder: train.anchors.decoder, weight: train.anchorWeight } : undefined;
     const { engine, note } = await createEngine(job.backend, { cfg, train, weights: init, handOver: !saved, anchors: this.anchors });
     if (note) job.onNote?.(note);
