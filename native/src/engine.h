@@ -28,7 +28,7 @@ enum Activation { RELU = 0, TOPK = 1, BATCHTOPK = 2, JUMPRELU = 3, MATRYOSHKA = 
 inline float entryGrad(Activation act, float da, float v, int j, const float* l1Norms, float lb, double& sl) {
   if (act == RELU) {
     if (l1Norms) sl += (double)v * l1Norms[j];
-    return da + (l1Norms ? lb * l1Norms[j] : 0.f);  // + 0.f as the dense rule: a -0 gradient reads +0
+    return da + (l1Norms ? lb * l1Norms[j] : 0.f);  // + 0.f without the term too, as before: a -0 da gives +0
   }
   if (act == JUMPRELU) {
     const bool on = v != 0.f;
