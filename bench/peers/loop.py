@@ -47,9 +47,16 @@ def tokens_per_second(step: Callable[..., None], batches: Sequence[tuple], batch
 
 def main(bench: Callable[..., float], types: Sequence[type]) -> None:
     """bench(*argv converted by types, warmup=3) on 2 threads once the BLAS is checked."""
+    def refuse(why: str) -> None:
+        print(f"{sys.argv[0]}: {why}: see bench/peers/run.ts's callers", file=sys.stderr)
+        sys.exit(2)
+
+    if len(sys.argv) != 1 + len(types):
+        refuse(f"takes {len(types)} arguments ({len(sys.argv) - 1} given)")
+    try:
+        args = [t(a) for t, a in zip(types, sys.argv[1:])]
+    except ValueError as e:
+        refuse(f"a bad argument ({e})")
     torch.set_num_threads(2)
     blas = require_optimized_blas()
-    if len(sys.argv) != 1 + len(types):
-        sys.exit(f"{sys.argv[0]} takes {len(types)} arguments ({len(sys.argv) - 1} given): see bench/peers/run.ts's callers")
-    args = [t(a) for t, a in zip(types, sys.argv[1:])]
     print(json.dumps({"tokens_per_second": bench(*args, 3), "torch": torch.__version__, "blas": blas}))
