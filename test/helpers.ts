@@ -156,6 +156,7 @@ export function nativeStepFresh(
     b_enc: new Float32Array(shape.dSae),
     W_dec: new Float32Array(shape.dSae * shape.dOut),
     b_dec: new Float32Array(shape.dOut),
+    log_threshold: p.log_threshold ? new Float32Array(shape.dSae) : undefined,
   };
   const fired = new Float32Array(shape.dSae);
   return { r: e.step(p, g, x, x, B, opts, fired), g, fired };
@@ -172,7 +173,7 @@ export function sameNativeStep(
 ) {
   for (const f of fields) assert.equal(a.r[f], b.r[f], `${name}: ${f}`);
   assert.deepEqual(a.fired, b.fired, `${name}: fired`);
-  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec'] as const) assert.deepEqual(a.g[t], b.g[t], `${name}: d${t}`);
+  for (const t of ['W_encT', 'b_enc', 'W_dec', 'b_dec', 'log_threshold'] as const) assert.deepEqual(a.g[t], b.g[t], `${name}: d${t}`);
 }
 
 /**

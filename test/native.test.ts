@@ -50,6 +50,8 @@ interface Case {
   auxkK?: number;
   anchorK?: number;
   denseAbove?: number;
+  /** The sparse path's decoder pass in blocks of this many latents (0: where it pays, -1: a row at a time). */
+  decodeBlock?: number;
   B?: number;
   /** Latents [dSae - tied, dSae) copy the encoder of latents [0, tied): exact ties in the selection. */
   tied?: number;
@@ -164,6 +166,7 @@ function compare(name: string, c: Case, seed = 1) {
       anchorDec: concatRows(aDec, dOut),
       anchorWeight: 0.3,
       denseAbove: c.denseAbove ?? 0.05,
+      decodeBlock: c.decodeBlock ?? 0,
     },
     fired,
   );
@@ -196,6 +199,63 @@ test('native step = tfjs step: every activation, sparse path', { skip }, () => {
   for (const act of ['relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'] as const) {
     const r = compare(act, { cfg: config(act), sparsity: act === 'relu' ? 0.7 : act === 'jumprelu' ? 0.4 : 0, denseAbove: 1.1 });
     assert.equal(r.dense, 0, `${act} took the sparse path`);
+  }
+});
+
+test('native step = tfjs step: the sparse path with its decoder pass a block of latents at a time', { skip }, () => {
+  for (const act of ['relu', 'topk', 'jumprelu'] as const) {
+    const r = compare(`${act} blocked`, { cfg: config(act), sparsity: act === 'topk' ? 0 : 0.5, denseAbove: 1.1, decodeBlock: 7 });
+    assert.equal(r.dense, 0, `${act} took the sparse path`);
+  }
+});
+
+test("native sparse step's decoder pass and gradient rows in blocks = a row and a latent at a time, to the bit: every block size, AuxK's residual, L1, JumpReLU's window, tied", {
+  skip,
+}, () => {
+  const B = 120;
+  for (const [act, tied] of [
+    ['relu', false],
+    ['relu', true],
+    ['jumprelu', false],
+    ['topk', false],
+  ] as const) {
+    const cfg = config(act, { dIn: 20, dSae: 300, k: 60, tied });
+    const { dIn, dSae } = cfg;
+    const name = `${act}${tied ? ' tied' : ''}`;
+    const rng = new Rng(91);
+    const w = randomWeights(cfg, rng);
+    const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
+    const W_encT = transpose(w.W_enc, dIn, dSae);
+    const np: NativeTensors = { W_encT, b_enc: w.b_enc, W_dec: tied ? W_encT : w.W_dec, b_dec: w.b_dec, log_threshold: w.log_threshold };
+    // TopK with latents counted dead: AuxK reads the residual rows the blocked decoder pass writes.
+    const dead = act === 'topk' ? Uint8Array.from({ length: dSae }, (_, j) => (j % 5 === 0 ? 1 : 0)) : undefined;
+    const opts = {
+      sparsity: act === 'topk' ? 0 : 0.4,
+      bandwidth: 0.7,
+      auxkCoefficient: 1 / 32,
+      auxkK: act === 'topk' ? 16 : 0,
+      dead,
+      anchorK: 0,
+      anchorWeight: 0,
+      denseAbove: 1.1,
+    };
+    const run = (blocks: { decodeBlock: number; rowBlock: number }) => {
+      const r = nativeStepFresh(nativeEngine(cfg), cfg, np, X, B, { ...opts, ...blocks });
+      if (tied) r.g.W_dec = new Float32Array(0); // a tied step writes W_enc's gradient alone
+      return r;
+    };
+    const unblocked = run({ decodeBlock: -1, rowBlock: -1 });
+    assert.equal(unblocked.r.dense, 0, `${name}: the sparse path`);
+    assert.ok(unblocked.r.l0 > 20, `${name}: tens of entries a row (L0 ${unblocked.r.l0})`);
+    if (act === 'topk') assert.ok(unblocked.r.auxLoss > 0, 'AuxK ran');
+    else assert.ok(unblocked.r.sparsityLoss > 0, `${name}: a sparsity loss`);
+    const fields = ['loss', 'mse', 'sparsityLoss', 'auxLoss', 'l0', 'nnz', 'dense'] as const;
+    // One latent (one batch row) a block, blocks that leave a partial one at the end, one block holding all, past it.
+    for (const decodeBlock of [1, 7, 64, dSae, 5000])
+      sameNativeStep(`${name}, decoder blocks of ${decodeBlock}`, run({ decodeBlock, rowBlock: -1 }), unblocked, fields);
+    // Gradient rows in blocks of batch rows (a step with AuxK entries sums each latent's at once whatever is asked).
+    for (const rowBlock of [1, 7, 50, B, 500])
+      sameNativeStep(`${name}, gradient row blocks of ${rowBlock}`, run({ decodeBlock: 7, rowBlock }), unblocked, fields);
   }
 });
 

@@ -229,6 +229,8 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     so.auxkCoefficient = (float)numProp(env, o, "auxkCoefficient", 0);
     so.auxkK = (int)numProp(env, o, "auxkK", 0);
     so.denseAbove = (float)numProp(env, o, "denseAbove", sdl::kDenseAbove);
+    so.decodeBlock = (int)numProp(env, o, "decodeBlock", 0);
+    so.rowBlock = (int)numProp(env, o, "rowBlock", 0);
     so.storedFallback = boolProp(env, o, "storedFallback");
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, c.dSae, "dead", true);
     so.anchorK = (int)numProp(env, o, "anchorK", 0);

@@ -52,7 +52,8 @@ void Engine::releaseGradient() {
   release(w_.edact);
   // The per-latent counts and offsets (main entries' and AuxK's: T x d_sae longs each, ~1 MB a set at 24,576
   // latents) were kept between steps; kept, they lay under the next encoder's peak, AuxK's set from the first dead latent on.
-  for (auto* v : {&w_.cnt, &w_.colStart, &w_.off, &w_.cntAux, &w_.auxColStart, &w_.auxOff}) release(*v);
+  for (auto* v : {&w_.cnt, &w_.colStart, &w_.off, &w_.cntAux, &w_.auxColStart, &w_.auxOff, &blockEnds_, &latentAt_}) release(*v);
+  release(sums_);
   grp_.auxG = nullptr;  // pointed into E_
   pool_.each([](int) { releaseEntryLists(); });
 #if defined(__GLIBC__)

@@ -28,7 +28,9 @@ enum Activation { RELU = 0, TOPK = 1, BATCHTOPK = 2, JUMPRELU = 3, MATRYOSHKA = 
 inline float entryGrad(Activation act, float da, float v, int j, const float* l1Norms, float lb, double& sl) {
   if (act == RELU) {
     if (l1Norms) sl += (double)v * l1Norms[j];
-    return da + (l1Norms ? lb * l1Norms[j] : 0.f);  // + 0.f without the term too, as before: a -0 da gives +0
+    // Fused (one rounding), as the dense path's vectors compute it: the same number wherever the compiler inlines
+    // this. + 0.f without the term, as before: a -0 da gives +0.
+    return l1Norms ? std::fma(lb, l1Norms[j], da) : da + 0.f;
   }
   if (act == JUMPRELU) {
     const bool on = v != 0.f;
@@ -81,6 +83,14 @@ constexpr float kDenseAbove = 0.1f;
 // under this fraction: each entry whose bound reaches 0 (1.2-1.5 a positive one) is recomputed in float32, which
 // costs more than the bf16 GEMM saves once more fire (docs/BENCHMARKS.md, stop 48).
 constexpr float kScreenReluBelow = 0.02f;
+// The sparse path's decoder pass, in blocks of this many latents (0: a row at a time) when W_dec is larger than the
+// last-level cache would hold and a row has on average at least a few entries in a block (ReLU while a few percent
+// fire at 768 x 24,576): see Engine::step.
+int blockedDecode(long dSae, int dOut, long entries, int B, int option);
+// The sparse path's gradient rows, a block of this many batch rows at a time (0: every entry of a latent at once),
+// when the rows they read (B x width floats) are larger than the cache would hold and a latent has on average enough
+// entries in a block: see Engine::step.
+int blockedRows(int B, int width, long entries, long dSae, int option);
 
 // Where a batch-wide selection (BatchTopK, Matryoshka) looks for the next step's threshold. The step's fused encoder
 // keeps the entries above a floor as candidates; when they number at least the k B it selects, the selection is among
@@ -130,6 +140,10 @@ struct StepOptions {
   // of taking a floor from the rows' top 2k. The same selection; for tests.
   bool storedFallback = false;
   float denseAbove = kDenseAbove;  // use the dense path for ReLU/JumpReLU when more than this fraction fires
+  // The sparse path's decoder pass a block of latents at a time (blockedDecode): 0 where it pays, n > 0 in blocks of
+  // n latents always, < 0 never. The same step either way; for tests.
+  int decodeBlock = 0;
+  int rowBlock = 0;  // the same for the gradient rows (blockedRows): batch rows a block, 0 where it pays, < 0 never
   // Untied TopK family only: W_enc's and W_dec's gradients are not written (g.W_encT, g.W_dec may be null); the step
   // keeps its entries grouped by latent, and applyRows makes each latent's rows again and applies Adam to them.
   // Untied, projectDec: the decoder rows' gradients have their component along the row removed (the unit-norm
@@ -303,6 +317,8 @@ class Engine {
   // entries at a time, and each 4 KiB page a row lands in cost a TLB miss.
   LargeVector<float> xt_, pre_, acts_, dacts_, yhat_, scratch_;
   LargeVector<float> G_, E_;  // given back and taken again every step by a lean engine
+  std::vector<long> blockEnds_;  // the blocked decoder pass's: where each row's entries of each block end
+  std::vector<long> latentAt_;   // the blocked gradient rows': each latent's place in its entries
   Sparse sp_, aux_, rowTop_;
   Candidates cand_;  // the fused encoder's candidates (BatchTopK, Matryoshka, sparse ReLU), kept across steps
   // An entry of the sparse path as its latent's gradient rows read it: value, dL/dpre, row of the batch, and its dL/dy^
@@ -346,7 +362,9 @@ class Engine {
   struct LatentSums {
     double sumV = 0, sumDaK = 0, sumK = 0, gbe = 0, nf = 0;
   };
+  std::vector<LatentSums> sums_;  // the blocked gradient rows': each latent's sums so far
   LatentSums entryRows(long j, float* gwd, float* gwe) const;
+  void entrySums(long j, long e, long e1, long a, long a1, float* gwd, float* gwe, bool onto, LatentSums& ls) const;
   double rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const;
   // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows, b_dec as the step read it (Grouped::xcenter)
   std::vector<float> norms_, theta_, rowBuf_, bdecAt_;

@@ -24,6 +24,29 @@ static uint64_t rowsHash(const float* x, long n) {
   return h;
 }
 
+int blockedDecode(long dSae, int dOut, long entries, int B, int option) {
+  if (option != 0) return option > 0 ? option : 0;
+  // Measured at 768 x 24,576 (75 MB of decoder rows) while 5% -> 1.5% fire: sparse steps 5-12% faster blocked; at
+  // 768 x 6,144 (19 MB) and 512 x 4,096 (8 MB), 4-8% slower, the decoder rows served by the cache anyway
+  // (docs/BENCHMARKS.md, stop 62).
+  constexpr double kLargerThan = 32.0 * (1 << 20), kEntriesPerBlock = 8.0;
+  constexpr long kBlockBytes = 8 << 20;
+  int JB = (int)(kBlockBytes / ((long)sizeof(float) * dOut));
+  if (JB < 16) JB = 16;
+  if ((double)dSae * dOut * sizeof(float) < kLargerThan || (double)entries / B * JB / dSae < kEntriesPerBlock) return 0;
+  return JB;
+}
+
+int blockedRows(int B, int width, long entries, long dSae, int option) {
+  if (option != 0) return option > 0 ? option : 0;
+  constexpr long kBlockBytes = 12 << 20;
+  constexpr double kLargerThan = 16.0 * (1 << 20), kEntriesPerBlock = 16.0;
+  int RB = (int)(kBlockBytes / ((long)sizeof(float) * width));
+  if (RB < 64) RB = 64;
+  if ((double)B * width * sizeof(float) <= kLargerThan || RB >= B || (double)entries / dSae * RB / B < kEntriesPerBlock) return 0;
+  return RB;
+}
+
 StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired) {
   const Config& c = cfg_;
   const int m = c.dSae, dIn = c.dIn, dOut = c.dOut;
@@ -351,7 +374,49 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     float* E = auxRows ? ensure(E_, (size_t)B * dOut) : nullptr;
     ensure(scratch_, (size_t)T * dOut);
     const float lb = o.sparsity / B;
-    pool_.range(B, [&](long b0, long b1, int th) {
+    // Hundreds of entries a row (ReLU while a few percent fire) over a W_dec too large for the cache: the row-at-a-time
+    // pass read each row's decoder rows from memory. Blocked (blockedDecode), a thread takes its rows a block of
+    // latents at a time, the block's decoder rows held in cache while every row adds its entries there, the partial
+    // sums kept in the rows of G; then dL/dacts the same way. The same sums in the same order as decodeRow's: the
+    // same step to the bit.
+    if (const int JB = c.act == MATRYOSHKA ? 0 : blockedDecode(m, dOut, total, B, o.decodeBlock)) {
+      const int nb = (m + JB - 1) / JB;
+      // Where each row's entries of each block end, [block][row], found by the first pass and read by the second.
+      long* ends = ensure(blockEnds_, (size_t)nb * B);
+      pool_.range(B, [&](long b0, long b1, int th) {
+        auto from = [&](int blk, long b) { return blk ? ends[(size_t)(blk - 1) * B + b] : sp.start[b]; };
+        for (long b = b0; b < b1; b++) std::memcpy(G + b * dOut, p.b_dec, sizeof(float) * dOut);
+        for (int blk = 0; blk < nb; blk++) {
+          const int j1 = (blk + 1) * JB < m ? (blk + 1) * JB : m;
+          for (long b = b0; b < b1; b++) {
+            const long q0 = from(blk, b), end = sp.start[b] + sp.count[b];
+            long q1 = q0;
+            while (q1 < end && sp.idx[q1] < j1) q1++;
+            ends[(size_t)blk * B + b] = q1;
+            float* Gb = G + b * dOut;
+            if (q1 > q0) decodeRow(dOut, (int)(q1 - q0), sp.idx.data() + q0, sp.val.data() + q0, Wd, Gb, Gb, true);
+          }
+        }
+        double s = 0, sl = 0;
+        for (long b = b0; b < b1; b++) s += residualRow(dOut, G + b * dOut, nullptr, Y + b * dOut, 2.f / B, G + b * dOut, E ? E + b * dOut : nullptr);
+        for (int blk = 0; blk < nb; blk++)
+          for (long b = b0; b < b1; b++) {
+            const float* Gb = G + b * dOut;
+            for (long q = from(blk, b), q1 = ends[(size_t)blk * B + b]; q < q1; q++) {
+              dpre[q] = dot(dOut, Gb, Wd + (long)sp.idx[q] * dOut);  // dL/dact, made dL/dpre below
+              grow[q] = Gb;
+            }
+          }
+        // Each entry's dL/dpre in row order, as the row-at-a-time pass: the sparsity loss summed in the same order.
+        for (long b = b0; b < b1; b++)
+          for (long q = sp.start[b]; q < sp.start[b] + sp.count[b]; q++) {
+            if (c.act == JUMPRELU) dact[q] = dpre[q];
+            dpre[q] = entryGrad(c.act, dpre[q], sp.val[q], sp.idx[q], l1 ? norms.data() : nullptr, lb, sl);
+          }
+        sse.at(th)[0] += s;
+        spLoss.at(th)[0] += sl;
+      });
+    } else pool_.range(B, [&](long b0, long b1, int th) {
       float* yh = scratch_.data() + (size_t)th * dOut;
       double s = 0, sl = 0;
       for (long b = b0; b < b1; b++) {
@@ -571,8 +636,42 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // Latents fire unevenly, so equal slices leave one thread waiting: chunks claimed as threads free up. Each
     // latent writes only its own rows, so the result does not depend on the schedule, except the anchors' loss
     // (summed per slice): with anchors, fixed slices.
-    if (o.anchorK > 0) pool_.range(m, latentRows);
-    else pool_.rangeDynamic(m, latentRows, 8);
+    auto eachLatent = [&](auto&& f) {
+      if (o.anchorK > 0) pool_.range(m, f);
+      else pool_.rangeDynamic(m, f, 8);
+    };
+    // Hundreds of entries a latent (ReLU while a few percent fire) read input and dL/dy^ rows scattered over 25 MB
+    // at 768 wide, more than the cache holds beside the rest: blocked (blockedRows), every latent adds its entries
+    // of one block of batch rows at a time, the block's rows held in cache, onto the gradient rows written so far.
+    // The same sums in the same order as entryRows's, so the same gradient to the bit.
+    const int RB = defer || hasAux ? 0 : blockedRows(B, c.tied ? dOut : dIn + dOut, run, m, o.rowBlock);
+    if (RB) {
+      LatentSums* sums = ensure(sums_, (size_t)m);
+      std::fill(sums, sums + m, LatentSums{});
+      long* cur = ensure(latentAt_, (size_t)m);
+      for (long r0 = 0; r0 < B; r0 += RB) {
+        const long r1 = r0 + RB < B ? r0 + RB : B;
+        pool_.rangeDynamic(m, [&](long j0, long j1, int) {
+          for (long j = j0; j < j1; j++) {
+            const long e = r0 ? cur[j] : w_.colStart[j], end = w_.colStart[j + 1];
+            long e1 = e;
+            while (e1 < end && w_.ent[e1].row < r1) e1++;
+            const bool onto = e > w_.colStart[j];  // an earlier block added (or zeroed) the rows
+            if (e1 > e || (r1 == B && !onto)) entrySums(j, e, e1, 0, 0, gWd + j * dOut, g.W_encT + j * dIn, onto, sums[j]);
+            cur[j] = e1;
+          }
+        }, 8);
+      }
+      eachLatent([&](long j0, long j1, int th) {
+        for (long j = j0; j < j1; j++) {
+          const LatentSums& ls = sums[j];
+          finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, gWd + j * dOut, g.W_encT + j * dIn);
+          finishRows(j, gWd + j * dOut, g.W_encT + j * dIn);
+        }
+      });
+    } else {
+      eachLatent(latentRows);
+    }
     if (defer) {
       grp_.projectDec = o.projectDec;
       grp_.pending = true;
@@ -654,6 +753,16 @@ void releaseEntryLists() { entryLists = EntryLists{}; }
 // sum of dL/dpre input rows (one row when tied), and the sums the per-latent epilogue needs; without rows (gwd null)
 // the sums alone.
 Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
+  LatentSums ls;
+  const long a0 = grp_.kAux ? w_.auxColStart[j] : 0, a1 = grp_.kAux ? w_.auxColStart[j + 1] : 0;
+  entrySums(j, w_.colStart[j], w_.colStart[j + 1], a0, a1, gwd, gwe, false, ls);
+  return ls;
+}
+
+// Latent j's main entries [e, e1) and AuxK slots [a, a1) of its lists added to its gradient rows (onto: to what they
+// hold; else from 0) and to ls, in the order entryRows adds all of them: rows summed a block of entries at a time end
+// as the whole list summed at once, bit for bit.
+void Engine::entrySums(long j, long e, long e1, long a, long a1, float* gwd, float* gwe, bool onto, LatentSums& ls) const {
   const Config& c = cfg_;
   const int dIn = c.dIn, dOut = c.dOut, m = c.dSae;
   const Grouped& G = grp_;
@@ -664,10 +773,7 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
   std::vector<const float*>& srcD = entryLists.srcD;
   std::vector<const float*>& srcE = entryLists.srcE;
   coefD.clear(), coefE.clear(), srcD.clear(), srcE.clear();
-  LatentSums ls;
   // The main entries and AuxK's (slots into its arrays), merged in row order, a row's main entry before its AuxK one.
-  long e = w_.colStart[j], a = G.kAux ? w_.auxColStart[j] : 0;
-  const long e1 = w_.colStart[j + 1], a1 = G.kAux ? w_.auxColStart[j + 1] : 0;
   while (e < e1 || a < a1) {
     const bool main = a >= a1 || (e < e1 && w_.ent[e].row <= w_.auxRef[a] / G.kAux);
     float v, dp;
@@ -705,14 +811,9 @@ Engine::LatentSums Engine::entryRows(long j, float* gwd, float* gwe) const {
       ls.gbe += dp;
     }
   }
-  if (!gwd) return ls;
-  if (c.tied) {
-    accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
-  } else {
-    accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), nullptr, gwd);
-    accumulate(dIn, (int)coefE.size(), coefE.data(), srcE.data(), nullptr, gwe, G.xcenter);
-  }
-  return ls;
+  if (!gwd) return;
+  accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), onto ? gwd : nullptr, gwd);
+  if (!c.tied) accumulate(dIn, (int)coefE.size(), coefE.data(), srcE.data(), onto ? gwe : nullptr, gwe, G.xcenter);
 }
 
 // The terms of latent j's gradient rows that come from its parameters rather than its entries: ReLU's L1 term on the

@@ -33,6 +33,10 @@ export interface NativeStepOptions {
   anchorDec?: Float32Array;
   anchorWeight?: number;
   denseAbove?: number;
+  /** The sparse path's decoder pass a block of latents at a time: 0 (default) where it pays, n > 0 in blocks of n latents always, < 0 never (the same step; for tests). */
+  decodeBlock?: number;
+  /** The sparse path's gradient rows a block of this many batch rows at a time: 0 (default) where it pays, n > 0 always, < 0 never (the same step; for tests). */
+  rowBlock?: number;
   /** BatchTopK/Matryoshka with no threshold yet or after it fell: store the pre-activations instead of taking a floor from the rows' top 2k (the same selection; for tests). */
   storedFallback?: boolean;
   /** Untied TopK family: leave W_enc's and W_dec's gradients unwritten (g may omit them); applyRows makes them again and applies Adam. */
