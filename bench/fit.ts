@@ -1,7 +1,9 @@
 // Dictionary training throughput: sdlkit's training step and update (the Engine the trainer uses) against the
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
-// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--json out.json]
+// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--per-step] [--json out.json]
+// --per-step: after each sdlkit run, its steps by the fraction of latents firing (ReLU+L1's run starts dense and
+// gets sparse: where its time goes).
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createEngine } from '../src/sdl/engine.js';
@@ -24,7 +26,7 @@ async function sdlkit(
   k: number,
   B: number,
   steps: number,
-): Promise<{ tps: number; name: string }> {
+): Promise<{ tps: number; name: string; perStep: { firing: number; ms: number }[] }> {
   const dSae = dIn * expansion;
   const cfg: DictConfig = {
     kind: 'sae',
@@ -54,18 +56,35 @@ async function sdlkit(
   const { engine } = await createEngine(backend, { cfg, train, weights: { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec: new Float32Array(dIn) } });
   // Four fixed batches of standard normal rows, cycled (as the peer does).
   const batches = Array.from({ length: 4 }, () => Float32Array.from({ length: B * dIn }, () => rng.normal()));
+  const perStep: { firing: number; ms: number }[] = [];
   const one = (i: number) => {
     const X = batches[i % 4];
-    engine.step(X, X, B, { sparsity: activation === 'relu' ? 5 : 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
+    const t = performance.now();
+    const r = engine.step(X, X, B, { sparsity: activation === 'relu' ? 5 : 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
     engine.update(1e-3, 0);
+    return { firing: r.l0 / dSae, ms: performance.now() - t };
   };
   for (let i = 0; i < 3; i++) one(i);
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) one(i);
+  for (let i = 0; i < steps; i++) perStep.push(one(i));
   const tps = (steps * B) / ((performance.now() - t0) / 1000);
   const name = engine.backend;
   engine.dispose();
-  return { tps, name };
+  return { tps, name, perStep };
+}
+
+/** A run's steps in bands of the fraction firing: how many, their time, a step's mean (--per-step). */
+function printPerStep(label: string, perStep: { firing: number; ms: number }[]) {
+  const bands = [0.1, 0.05, 0.03, 0.02, 0.01, 0];
+  console.log(`${label}, by the fraction of latents firing:`);
+  console.log('| firing | steps | time s | ms a step |\n|---|---|---|---|');
+  bands.forEach((lo, i) => {
+    const hi = i ? bands[i - 1] : Infinity;
+    const sel = perStep.filter((s) => s.firing >= lo && s.firing < hi);
+    const t = sel.reduce((a, s) => a + s.ms, 0);
+    const name = i ? `${100 * lo}-${100 * hi}%` : `${100 * lo}% and more`;
+    if (sel.length) console.log(`| ${name} | ${sel.length} | ${(t / 1000).toFixed(1)} | ${(t / sel.length).toFixed(0)} |`);
+  });
 }
 
 /** The PyTorch peers: the dense loop (every activation) and the sparsify-style step (the TopK family). */
@@ -131,6 +150,7 @@ async function main() {
   // `--peers none` times sdlkit alone (a quick check while working on a kernel).
   const peers = arg('peers', 'dense,sparsify').split(',');
   const rows: Record<string, unknown>[] = [];
+  const stepTables: (() => void)[] = []; // --per-step: printed under the table
   console.log(
     `fit throughput, tokens/s, batch ${B}, TopK family ${steps} timed steps after 3 warm-up, ReLU+L1 a whole run of ${reluSteps} steps; median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
   );
@@ -160,6 +180,7 @@ async function main() {
         peaks.push(await peakRate());
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
+          if (process.argv.includes('--per-step')) stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep));
           ours[b].push(s.tps);
           names[b] = s.name;
           if (b === backends[0]) fractions.push(s.tps / boundOf(rate));
@@ -208,6 +229,7 @@ async function main() {
       });
     }
   }
+  for (const print of stepTables) print();
   if (peerBlas.gflops.length)
     console.log(
       `PyTorch peers' BLAS: kernel ${[...peerBlas.cores].join(', ')}, one 1024 x 1024 x 512 GEMM as each started ${Math.round(median(peerBlas.gflops))} GFLOP/s (${spread(peerBlas.gflops)})`,
