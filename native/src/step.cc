@@ -26,9 +26,10 @@ static uint64_t rowsHash(const float* x, long n) {
 
 int blockedDecode(long dSae, int dOut, long entries, int B, int option) {
   if (option != 0) return option > 0 ? option : 0;
-  // Measured at 768 x 24,576 (75 MB of decoder rows) while 5% -> 1.5% fire: sparse steps 5-12% faster blocked; at
-  // 768 x 6,144 (19 MB) and 512 x 4,096 (8 MB), 4-8% slower, the decoder rows served by the cache anyway
-  // (docs/BENCHMARKS.md, stop 62).
+  // Blocks the size of a share of the last-level cache, not of L2: at 768 x 24,576 (75 MB of decoder rows), 20 steps
+  // from 5% firing, the pass took 5.8-6.0 s a row at a time, 4.1-4.3 s in blocks of 2,720 latents (8 MiB), 4.6-7.3 s
+  // in blocks of 170 (L2). At 768 x 6,144 (19 MB) and 512 x 4,096 (8 MB) blocks were 4-8% slower, the decoder rows
+  // served by the cache anyway (docs/BENCHMARKS.md, stop 62).
   constexpr double kLargerThan = 32.0 * (1 << 20), kEntriesPerBlock = 8.0;
   constexpr long kBlockBytes = 8 << 20;
   int JB = (int)(kBlockBytes / ((long)sizeof(float) * dOut));
@@ -39,6 +40,9 @@ int blockedDecode(long dSae, int dOut, long entries, int B, int option) {
 
 int blockedRows(int B, int width, long entries, long dSae, int option) {
   if (option != 0) return option > 0 ? option : 0;
+  // At 768 wide (25 MB of input and dL/dy^ rows), 20 steps from 5% firing at 24,576 latents: 4.5-4.9 s unblocked,
+  // 3.3-3.7 s in two blocks of 2,048 rows (12 MiB), 4.3-4.4 s in six; at 512 x 4,096 (16 MB) no difference
+  // (docs/BENCHMARKS.md, stop 62).
   constexpr long kBlockBytes = 12 << 20;
   constexpr double kLargerThan = 16.0 * (1 << 20), kEntriesPerBlock = 16.0;
   int RB = (int)(kBlockBytes / ((long)sizeof(float) * width));
