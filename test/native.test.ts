@@ -213,15 +213,17 @@ test("native sparse step's decoder pass and gradient rows in blocks = a row and 
   skip,
 }, () => {
   const B = 120;
-  for (const [act, tied] of [
-    ['relu', false],
-    ['relu', true],
-    ['jumprelu', false],
-    ['topk', false],
+  // [activation, tied, anchored latents (fixed slices for the anchors' loss)]
+  for (const [act, tied, anchorK] of [
+    ['relu', false, 0],
+    ['relu', true, 0],
+    ['relu', false, 12],
+    ['jumprelu', false, 0],
+    ['topk', false, 0],
   ] as const) {
     const cfg = config(act, { dIn: 20, dSae: 300, k: 60, tied });
     const { dIn, dSae } = cfg;
-    const name = `${act}${tied ? ' tied' : ''}`;
+    const name = `${act}${tied ? ' tied' : ''}${anchorK ? ' anchored' : ''}`;
     const rng = new Rng(91);
     const w = randomWeights(cfg, rng);
     const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
@@ -235,8 +237,10 @@ test("native sparse step's decoder pass and gradient rows in blocks = a row and 
       auxkCoefficient: 1 / 32,
       auxkK: act === 'topk' ? 16 : 0,
       dead,
-      anchorK: 0,
-      anchorWeight: 0,
+      anchorK,
+      anchorEnc: Float32Array.from({ length: anchorK * dIn }, () => rng.normal()),
+      anchorDec: Float32Array.from({ length: anchorK * dIn }, () => rng.normal()),
+      anchorWeight: 0.3,
       denseAbove: 1.1,
     };
     const run = (blocks: { decodeBlock: number; rowBlock: number }) => {
