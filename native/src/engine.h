@@ -81,8 +81,9 @@ struct Tensors {
 constexpr float kDenseAbove = 0.1f;
 // ReLU's sparse steps screen their encoder in bf16 (screen.h, where Config::screen wants it) while the last step fired
 // under this fraction: each entry whose bound reaches 0 (1.2-1.5 a positive one) is recomputed in float32, which
-// costs more than the bf16 GEMM saves once more fire (docs/BENCHMARKS.md, stop 48).
-constexpr float kScreenReluBelow = 0.02f;
+// costs more than the bf16 GEMM saves once more fire (docs/BENCHMARKS.md, stops 48 and 63: at 2-3% firing the same
+// time either way at 512 x 4,096 and 768 x 6,144, 40-90 ms a step less screened at 768 x 24,576; ~even at 3-4%).
+constexpr float kScreenReluBelow = 0.03f;
 // The sparse path's decoder pass, in blocks of this many latents (0: a row at a time) when W_dec is larger than the
 // last-level cache would hold and a row has on average at least a few entries in a block (ReLU while a few percent
 // fire at 768 x 24,576): see Engine::step.

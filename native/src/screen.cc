@@ -114,12 +114,15 @@ struct List {
       tau = std::max(tau0, low.front());
     }
   }
-  // Gives back a list's arrays when they grew past kKeep entries. A thread's lists are reused row slot by row slot,
-  // and each slot's arrays would stay at the most candidates any row in it ever had: a batch-wide selection's lists
-  // held ~1.4M entries (17 MB) for rows that average ~175 candidates. The few rows with more grow theirs again.
+  // Gives back a list's arrays when they grew past kKeep entries and past twice the row's own count. A thread's lists
+  // are reused row slot by row slot, and each slot's arrays would stay at the most candidates any row in it ever had:
+  // a batch-wide selection's lists held ~1.4M entries (17 MB) for rows that average ~175 candidates. The few rows
+  // with more grow theirs again. Rows that all list more than kKeep keep theirs: a ReLU step screened at 5.8% of
+  // 24,576 latents (~1,400 a row) gave back and grew every row's, and the screen's pass over the bf16 values took
+  // 175-190 ms a thread instead of 45-60 (the page faults of memory freed and taken again).
   static constexpr size_t kKeep = 1024;
   void trim() {
-    if (j.capacity() <= kKeep) return;
+    if (j.capacity() <= std::max(kKeep, 2 * n)) return;
     std::vector<int32_t>().swap(j);
     std::vector<float>().swap(p);
     std::vector<float>().swap(e);
@@ -217,8 +220,9 @@ struct Workspace {
     long sure = 0;            // candidates whose lower bound is above the floor
   };
   std::vector<Held> held;
-  // exactHeld's candidates grouped by latent: latent j's at [byLatent[j], byLatent[j + 1]).
-  std::vector<long> byLatent;
+  // exactHeld's candidates grouped by latent: latent j's at [byLatent[j], byLatent[j + 1]); its counting sort's
+  // per-thread counts [T][m + 1] and places [T][m].
+  std::vector<long> byLatent, counts, offsets;
   std::vector<int32_t> ordRow;
   std::vector<float*> ordDst;
 };
@@ -399,42 +403,53 @@ void exactRows(const float* A, long lda, const float* w, float b, bool hasBias, 
 
 // The float32 values of the held candidates whose upper bound reaches `cut` (every one for -inf), into each Held's x.
 // Grouped by latent, so each encoder row is read once, in latent order, and shared by its candidate rows (a row's
-// candidates are scattered over W_enc: gathering their encoder rows row by row cost ~4x more, memory-bound).
+// candidates are scattered over W_enc: gathering their encoder rows row by row cost ~4x more, memory-bound). The
+// grouping is a counting sort on the pool, each thread a slice of the row blocks (on one thread it took 50-70 ms of a
+// ReLU step screened at 4-5% candidates, 768 x 24,576, beside ~200 ms of float32 values).
 void exactHeld(Pool& pool, const float* A, long lda, int n, int dIn, int m, const float* W_encT, const float* b_enc, float cut,
                const std::vector<uint8_t>& redo, Workspace& ws) {
-  const int rowBlocks = (int)redo.size();
-  std::vector<long>& at = ws.byLatent;
-  at.assign((size_t)m + 1, 0);
+  const int rowBlocks = (int)redo.size(), T = pool.size();
   auto wanted = [&](const Workspace::Held& h, size_t q) { return h.p.empty() || h.p[q] + h.e[q] >= cut; };
-  long total = 0;
-  for (int t = 0; t < rowBlocks; t++) {
-    if (redo[t]) continue;
-    Workspace::Held& h = ws.held[t];
-    h.x.reserve(h.j.size());  // exact, as the other arrays of a Held
-    h.x.resize(h.j.size());
-    for (size_t q = 0; q < h.j.size(); q++)
-      if (wanted(h, q)) at[h.j[q] + 1]++, total++;
-  }
-  for (int j = 0; j < m; j++) at[j + 1] += at[j];
+  long* cnt = ensure(ws.counts, (size_t)T * (m + 1));
+  std::fill(cnt, cnt + (size_t)T * (m + 1), 0L);
+  pool.run(T, [&](int t, int) {
+    long* ct = cnt + (size_t)t * (m + 1);
+    const auto [t0, t1] = threadRows(rowBlocks, T, t);
+    for (long tb = t0; tb < t1; tb++) {
+      if (redo[tb]) continue;
+      Workspace::Held& h = ws.held[tb];
+      h.x.reserve(h.j.size());  // exact, as the other arrays of a Held
+      h.x.resize(h.j.size());
+      for (size_t q = 0; q < h.j.size(); q++)
+        if (wanted(h, q)) ct[h.j[q]]++;
+    }
+  });
+  std::vector<long>& at = ws.byLatent;
+  at.resize((size_t)m + 1);
+  long* off = ensure(ws.offsets, (size_t)T * m);
+  const long total = groupOffsets(cnt, T, m, at.data(), off);
   int32_t* ordRow = ensure(ws.ordRow, (size_t)total + 1);
   float** ordDst = ensure(ws.ordDst, (size_t)total + 1);
-  std::vector<long> fill(at.begin(), at.end() - 1);
-  for (int t = 0; t < rowBlocks; t++) {
-    if (redo[t]) continue;
-    Workspace::Held& h = ws.held[t];
-    const int i0 = t * SMC, mc = std::min(SMC, n - i0);
-    for (int r = 0; r < mc; r++)
-      for (long q = h.off[r]; q < h.off[r + 1]; q++)
-        if (wanted(h, q)) {
-          const long e = fill[h.j[q]]++;
-          ordRow[e] = i0 + r;
-          ordDst[e] = h.x.data() + q;
-        }
-  }
+  pool.run(T, [&](int t, int) {
+    long* fill = off + (size_t)t * m;
+    const auto [t0, t1] = threadRows(rowBlocks, T, t);
+    for (long tb = t0; tb < t1; tb++) {
+      if (redo[tb]) continue;
+      Workspace::Held& h = ws.held[tb];
+      const int i0 = (int)tb * SMC, mc = std::min(SMC, n - i0);
+      for (int r = 0; r < mc; r++)
+        for (long q = h.off[r]; q < h.off[r + 1]; q++)
+          if (wanted(h, q)) {
+            const long e = fill[h.j[q]]++;
+            ordRow[e] = i0 + r;
+            ordDst[e] = h.x.data() + q;
+          }
+    }
+  });
   pool.rangeDynamic(m, [&](long j0, long j1, int) {
     for (long j = j0; j < j1; j++) {
-      const int cnt = (int)(at[j + 1] - at[j]);
-      if (cnt) exactRows(A, lda, W_encT + j * dIn, b_enc ? b_enc[j] : 0.f, b_enc != nullptr, dIn, ordRow + at[j], cnt, ordDst + at[j]);
+      const int c = (int)(at[j + 1] - at[j]);
+      if (c) exactRows(A, lda, W_encT + j * dIn, b_enc ? b_enc[j] : 0.f, b_enc != nullptr, dIn, ordRow + at[j], c, ordDst + at[j]);
     }
   }, 16);
 }
@@ -921,6 +936,8 @@ void screenRelease() {
   own.b.release();
   release(own.held);
   release(own.byLatent);
+  release(own.counts);
+  release(own.offsets);
   release(own.ordRow);
   release(own.ordDst);
 }
