@@ -52,6 +52,8 @@ interface Case {
   denseAbove?: number;
   /** The sparse path's decoder pass in blocks of this many latents (0: where it pays, -1: a row at a time). */
   decodeBlock?: number;
+  /** Its gradient rows in blocks of this many batch rows (0: where it pays, -1: every entry of a latent at once). */
+  rowBlock?: number;
   B?: number;
   /** Latents [dSae - tied, dSae) copy the encoder of latents [0, tied): exact ties in the selection. */
   tied?: number;
@@ -167,6 +169,7 @@ function compare(name: string, c: Case, seed = 1) {
       anchorWeight: 0.3,
       denseAbove: c.denseAbove ?? 0.05,
       decodeBlock: c.decodeBlock ?? 0,
+      rowBlock: c.rowBlock ?? 0,
     },
     fired,
   );
@@ -202,10 +205,21 @@ test('native step = tfjs step: every activation, sparse path', { skip }, () => {
   }
 });
 
-test('native step = tfjs step: the sparse path with its decoder pass a block of latents at a time', { skip }, () => {
+test('native step = tfjs step: the sparse path with its decoder pass a block of latents at a time, and its gradient rows a block of batch rows', {
+  skip,
+}, () => {
   for (const act of ['relu', 'topk', 'jumprelu'] as const) {
-    const r = compare(`${act} blocked`, { cfg: config(act), sparsity: act === 'topk' ? 0 : 0.5, denseAbove: 1.1, decodeBlock: 7 });
-    assert.equal(r.dense, 0, `${act} took the sparse path`);
+    for (const rowBlock of [-1, 7]) {
+      // Both blocked, ReLU and TopK without AuxK make dL/dact latent by latent with the gradient rows (Engine::step).
+      const r = compare(`${act} blocked${rowBlock > 0 ? ', rows too' : ''}`, {
+        cfg: config(act),
+        sparsity: act === 'topk' ? 0 : 0.5,
+        denseAbove: 1.1,
+        decodeBlock: 7,
+        rowBlock,
+      });
+      assert.equal(r.dense, 0, `${act} took the sparse path`);
+    }
   }
 });
 

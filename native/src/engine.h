@@ -20,23 +20,27 @@ namespace sdl {
 
 enum Activation { RELU = 0, TOPK = 1, BATCHTOPK = 2, JUMPRELU = 3, MATRYOSHKA = 4 };
 
+// One selected entry's term of the sparsity sum: ReLU's v |W_dec row j| (l1Norms: the rows' norms, null without the
+// L1 term), JumpReLU's count of entries that fired (v != 0). entryGrad adds it; a step whose dL/da come later (the
+// blocked path's dot products made by latent, Engine::step) adds it alone, in the same row order.
+inline void entryLoss(Activation act, float v, int j, const float* l1Norms, double& sl) {
+  if (act == RELU && l1Norms) sl += (double)v * l1Norms[j];
+  if (act == JUMPRELU) sl += v != 0.f ? 1.0 : 0.0;
+}
+
 // dL/dpre of one selected entry (latent j, value v) from dL/da = da, the sparse steps' rule for every activation:
 // ReLU adds its L1 term's lb |W_dec row j| (l1Norms: the rows' norms, null without the term) and adds v |W_dec row j|
 // to the sparsity sum; JumpReLU passes da only where the entry fired (v != 0: the straight-through window's entries
 // hold 0) and counts the firing for its L0 term (its threshold's gradient reads da itself, which the caller keeps);
 // the TopK family passes da through.
 inline float entryGrad(Activation act, float da, float v, int j, const float* l1Norms, float lb, double& sl) {
+  entryLoss(act, v, j, l1Norms, sl);
   if (act == RELU) {
-    if (l1Norms) sl += (double)v * l1Norms[j];
     // Fused (one rounding), as the dense path's vectors compute it: the same number wherever the compiler inlines
     // this. + 0.f without the term, as before: a -0 da gives +0.
     return l1Norms ? std::fma(lb, l1Norms[j], da) : da + 0.f;
   }
-  if (act == JUMPRELU) {
-    const bool on = v != 0.f;
-    sl += on ? 1.0 : 0.0;
-    return on ? da : 0.f;
-  }
+  if (act == JUMPRELU) return v != 0.f ? da : 0.f;
   return da;
 }
 
