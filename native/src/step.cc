@@ -384,14 +384,15 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // sums kept in the rows of G; then dL/dacts the same way. The same sums in the same order as decodeRow's: the
     // same step to the bit.
     const int JB = c.act == MATRYOSHKA ? 0 : blockedDecode(m, dOut, total, B, o.decodeBlock);
+    // The gradient rows' blocks (blockedRows; below): not with AuxK's entries, which join the lists, nor deferred rows.
+    const int RB = o.deferRows || auxRows ? 0 : blockedRows(B, c.tied ? dOut : dIn + dOut, total, m, o.rowBlock);
     // When the gradient rows are blocked too (below), dL/dact is made there instead, latent by latent within each
     // block of batch rows, just before that latent's rows are summed: the dot products then read each entry's row of
     // dL/dy^ from the cache's last level and its decoder row from L1, and the sum right after reads the same rows of
     // dL/dy^ again from L2, where a pass of its own read every entry's decoder row from the last level (21 GB a step
     // at 7% of 24,576 latents firing, 768 wide). The same dot products of the same rows: the same step to the bit.
-    // Not with AuxK (its entries join the lists) or JumpReLU (its threshold's gradient reads dL/dact in row order).
-    const bool dotsByLatent = JB && !o.deferRows && !auxRows && c.act != JUMPRELU &&
-                              blockedRows(B, c.tied ? dOut : dIn + dOut, total, m, o.rowBlock) != 0;
+    // Not JumpReLU (its threshold's gradient reads dL/dact in row order).
+    const bool dotsByLatent = JB && RB && c.act != JUMPRELU;
     if (JB) {
       const int nb = (m + JB - 1) / JB;
       // Where each row's entries of each block end, [block][row], found by the first pass and read by the second.
@@ -666,8 +667,6 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // at 768 wide, more than the cache holds beside the rest: blocked (blockedRows), every latent adds its entries
     // of one block of batch rows at a time, the block's rows held in cache, onto the gradient rows written so far.
     // The same sums in the same order as entryRows's, so the same gradient to the bit.
-    const int RB = defer || hasAux ? 0 : blockedRows(B, c.tied ? dOut : dIn + dOut, run, m, o.rowBlock);
-    if (dotsByLatent && !RB) throw std::logic_error("dL/dact was left to the blocked gradient rows, which are not blocked");
     if (RB) {
       LatentSums* sums = ensure(sums_, (size_t)m);
       std::fill(sums, sums + m, LatentSums{});
