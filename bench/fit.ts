@@ -1,12 +1,15 @@
 // Dictionary training throughput: sdlkit's training step and update (the Engine the trainer uses) against the
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
-// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--per-step] [--json out.json]
+// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--per-step] [--products] [--json out.json]
 // --per-step: after each sdlkit run, its steps by the fraction of latents firing (ReLU+L1's run starts dense and
 // gets sparse: where its time goes).
+// --products: before each ReLU+L1 repeat, the five GEMMs of its dense step timed alone in their own layouts, against
+// that run's dense steps (the floor a dense step cannot go under at this GEMM's speed).
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createEngine } from '../src/sdl/engine.js';
+import { denseAbove } from '../src/sdl/engine-native.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
 import { runPeer } from './peers/run.js';
@@ -87,6 +90,22 @@ function printPerStep(label: string, perStep: { firing: number; ms: number }[]) 
   });
 }
 
+/** The dense step's products timed alone against the run's dense steps (--products). */
+function printProducts(label: string, macs: number, products: { name: string; ms: number }[], perStep: { firing: number; ms: number }[]) {
+  if (products.some((p) => !Number.isFinite(p.ms))) {
+    console.log(`${label}: the native kernels are not built, no products timed`);
+    return;
+  }
+  const dense = perStep.filter((s) => s.firing > denseAbove());
+  const sum = products.reduce((a, p) => a + p.ms, 0);
+  const each = products.map((p) => `${p.name} ${p.ms.toPrecision(3)} ms (${((2 * macs) / p.ms / 1e6).toFixed(0)} GFLOP/s)`).join(', ');
+  const stepMs = dense.length ? dense.reduce((a, s) => a + s.ms, 0) / dense.length : NaN;
+  const share = dense.length
+    ? `; its ${dense.length} dense steps ${stepMs.toFixed(0)} ms a step: the products are ${((100 * sum) / stepMs).toFixed(0)}% of one`
+    : '; no dense step';
+  console.log(`${label}, the dense step's products alone: ${each}; together ${sum.toPrecision(4)} ms${share}`);
+}
+
 /** The PyTorch peers: the dense loop (every activation) and the sparsify-style step (the TopK family). */
 const PEERS = { dense: 'sae_torch.py', sparsify: 'sae_sparsify_torch.py' } as const;
 
@@ -116,23 +135,47 @@ async function peakRate(): Promise<number> {
 const peerBlas = { cores: new Set<string>(), gflops: [] as number[] };
 
 /**
- * GFLOP/s of the native GEMM on the encoder's shape ([B, d] x [d, m]): the roofline's rate, the median of 9 timed
- * products after one warm-up (3 gave 252 and 356 GFLOP/s a minute apart at 512 x 4,096).
+ * Seconds of one native product C[M, N] = A[M, K] B[K, N] in the given strides (as gemm's binding), the median of 9
+ * timed products after one warm-up (3 gave 252 and 356 GFLOP/s a minute apart at 512 x 4,096); NaN without the
+ * kernels.
  */
-async function gemmRate(B: number, d: number, m: number): Promise<number> {
+async function productSeconds(M: number, N: number, K: number, a: [number, number], b: [number, number]): Promise<number> {
   const { native } = await import('../src/native/kernels.js');
   const mod = native();
   if (!mod) return NaN;
-  const A = Float32Array.from({ length: B * d }, (_, i) => Math.sin(i));
-  const W = Float32Array.from({ length: d * m }, (_, i) => Math.cos(i));
-  const C = new Float32Array(B * m);
+  const A = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i));
+  const W = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i));
+  const C = new Float32Array(M * N);
   const times: number[] = [];
   for (let r = 0; r < 10; r++) {
     const t0 = performance.now();
-    mod.gemm(B, m, d, A, d, 1, W, 1, d, C, m, false, 2);
+    mod.gemm(M, N, K, A, a[0], a[1], W, b[0], b[1], C, N, false, 2);
     if (r > 0) times.push((performance.now() - t0) / 1000);
   }
-  return (2 * B * d * m) / median(times) / 1e9;
+  return median(times);
+}
+
+/** GFLOP/s of the native GEMM on the encoder's shape ([B, d] x [d, m], W_enc stored transposed): the roofline's rate. */
+async function gemmRate(B: number, d: number, m: number): Promise<number> {
+  return (2 * B * d * m) / (await productSeconds(B, m, d, [d, 1], [1, d])) / 1e9;
+}
+
+/**
+ * The dense ReLU step's five products (native/src/step.cc's dense path), each in the layout the step gives it: the
+ * encoder x W_enc, the decoder acts W_dec, dL/dact = dL/dy^ W_dec^T, and the weight gradients acts^T dL/dy^ and
+ * dL/dpre^T x (the [B, m] operand read transposed). Milliseconds each (--products).
+ */
+async function denseProducts(B: number, d: number, m: number): Promise<{ name: string; ms: number }[]> {
+  const shapes: [string, number, number, number, [number, number], [number, number]][] = [
+    ['encoder', B, m, d, [d, 1], [1, d]],
+    ['decoder', B, d, m, [m, 1], [d, 1]],
+    ['dL/dact', B, m, d, [d, 1], [1, d]],
+    ['W_dec gradient', m, d, B, [1, m], [d, 1]],
+    ['W_enc gradient', m, d, B, [1, m], [d, 1]],
+  ];
+  const out: { name: string; ms: number }[] = [];
+  for (const [name, M, N, K, a, b] of shapes) out.push({ name, ms: 1000 * (await productSeconds(M, N, K, a, b)) });
+  return out;
 }
 
 async function main() {
@@ -178,9 +221,12 @@ async function main() {
         const rate = await gemmRate(B, d, d * e);
         actRates.push(rate);
         peaks.push(await peakRate());
+        const products = act === 'relu' && process.argv.includes('--products') ? await denseProducts(B, d, d * e) : undefined;
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
           if (process.argv.includes('--per-step')) stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep));
+          if (products && s.name.startsWith('native'))
+            stepTables.push(() => printProducts(`sdlkit ${s.name}, ${d} x ${d * e} ReLU+L1, repeat ${r + 1}`, B * d * d * e, products, s.perStep));
           ours[b].push(s.tps);
           names[b] = s.name;
           if (b === backends[0]) fractions.push(s.tps / boundOf(rate));
