@@ -217,11 +217,13 @@ async function main() {
       const fractions: number[] = [];
       const actRates: number[] = [];
       const peaks: number[] = [];
+      const productsMs: Record<string, number>[] = []; // --products, per repeat
       for (let r = 0; r < repeats; r++) {
         const rate = await gemmRate(B, d, d * e);
         actRates.push(rate);
         peaks.push(await peakRate());
         const products = act === 'relu' && process.argv.includes('--products') ? await denseProducts(B, d, d * e) : undefined;
+        if (products) productsMs.push(Object.fromEntries(products.map((p) => [p.name, p.ms])));
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
           if (process.argv.includes('--per-step')) stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep));
@@ -270,6 +272,7 @@ async function main() {
         gemm_gflops: actRates,
         bound_tok_s: actRates.map(boundOf),
         instruction_peak_gflops: peaks,
+        dense_products_ms: productsMs.length ? productsMs : undefined,
         ceiling_tok_s: act === 'relu' ? undefined : peaks.map(boundOf),
         roofline_fraction: act === 'relu' ? undefined : fractions,
       });
