@@ -192,6 +192,12 @@ async function main() {
   const acts = arg('activations', 'topk,batchtopk,relu').split(',') as ('topk' | 'batchtopk' | 'relu')[];
   // `--peers none` times sdlkit alone (a quick check while working on a kernel).
   const peers = arg('peers', 'dense,sparsify').split(',');
+  // --products times the dense ReLU step's GEMMs natively: it needs a ReLU+L1 row and the native backend.
+  const wantProducts = process.argv.includes('--products');
+  if (wantProducts && !(acts.includes('relu') && backends.includes('native'))) {
+    console.error('bench:fit: --products times the dense ReLU+L1 step of the native backend; add relu to --activations and native to --backends');
+    process.exit(2);
+  }
   const rows: Record<string, unknown>[] = [];
   const stepTables: (() => void)[] = []; // --per-step: printed under the table
   console.log(
@@ -222,7 +228,7 @@ async function main() {
         const rate = await gemmRate(B, d, d * e);
         actRates.push(rate);
         peaks.push(await peakRate());
-        const products = act === 'relu' && process.argv.includes('--products') ? await denseProducts(B, d, d * e) : undefined;
+        const products = act === 'relu' && wantProducts ? await denseProducts(B, d, d * e) : undefined;
         if (products) productsMs.push(Object.fromEntries(products.map((p) => [p.name, p.ms])));
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
