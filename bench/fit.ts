@@ -76,9 +76,9 @@ async function sdlkit(
   return { tps, name, perStep };
 }
 
-/** A run's steps in bands of the fraction firing: how many, their time, a step's mean (--per-step). */
-function printPerStep(label: string, perStep: { firing: number; ms: number }[]) {
-  const bands = [0.1, 0.05, 0.03, 0.02, 0.01, 0];
+/** A run's steps in bands of the fraction firing, the first band the dense steps (above `line`): how many, their time, a step's mean (--per-step). */
+function printPerStep(label: string, perStep: { firing: number; ms: number }[], line: number) {
+  const bands = [line, ...[0.1, 0.05, 0.03, 0.02, 0.01, 0].filter((b) => b < line)];
   console.log(`${label}, by the fraction of latents firing:`);
   console.log('| firing | steps | time s | ms a step |\n|---|---|---|---|');
   bands.forEach((lo, i) => {
@@ -91,12 +91,12 @@ function printPerStep(label: string, perStep: { firing: number; ms: number }[]) 
 }
 
 /** The dense step's products timed alone against the run's dense steps (--products). */
-function printProducts(label: string, macs: number, products: { name: string; ms: number }[], perStep: { firing: number; ms: number }[]) {
+function printProducts(label: string, macs: number, products: { name: string; ms: number }[], perStep: { firing: number; ms: number }[], line: number) {
   if (products.some((p) => !Number.isFinite(p.ms))) {
     console.log(`${label}: the native kernels are not built, no products timed`);
     return;
   }
-  const dense = perStep.filter((s) => s.firing > denseAbove());
+  const dense = perStep.filter((s) => s.firing > line);
   const sum = products.reduce((a, p) => a + p.ms, 0);
   const each = products.map((p) => `${p.name} ${p.ms.toPrecision(3)} ms (${((2 * macs) / p.ms / 1e6).toFixed(0)} GFLOP/s)`).join(', ');
   const stepMs = dense.length ? dense.reduce((a, s) => a + s.ms, 0) / dense.length : NaN;
@@ -232,9 +232,12 @@ async function main() {
         if (products) productsMs.push(Object.fromEntries(products.map((p) => [p.name, p.ms])));
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
-          if (process.argv.includes('--per-step')) stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep));
+          // The engine's own line between its dense and sparse steps for this dictionary.
+          const line = denseAbove({ activation: act as Activation, dSae: d * e, dOut: d });
+          if (process.argv.includes('--per-step'))
+            stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep, line));
           if (products && s.name.startsWith('native'))
-            stepTables.push(() => printProducts(`sdlkit ${s.name}, ${d} x ${d * e} ReLU+L1, repeat ${r + 1}`, B * d * d * e, products, s.perStep));
+            stepTables.push(() => printProducts(`sdlkit ${s.name}, ${d} x ${d * e} ReLU+L1, repeat ${r + 1}`, B * d * d * e, products, s.perStep, line));
           ours[b].push(s.tps);
           names[b] = s.name;
           if (b === backends[0]) fractions.push(s.tps / boundOf(rate));

@@ -16,7 +16,7 @@ import type { IndexStatsConfig, IndexStatsLike, NativeModule, NativeTensors } fr
 import type { EngineWeights } from '../src/sdl/engine.js';
 import { transpose, concatRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
-import { NativeTrainEngine, nativeEngineOptions } from '../src/sdl/engine-native.js';
+import { NativeTrainEngine, denseAbove, nativeEngineOptions } from '../src/sdl/engine-native.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
 import { encodeSparse, SparseBuffers } from '../src/sdl/encoder.js';
 import { Rng } from '../src/util/rng.js';
@@ -274,6 +274,26 @@ test("native sparse step's decoder pass and gradient rows in blocks = a row and 
     // Gradient rows in blocks of batch rows (a step with AuxK entries sums each latent's at once whatever is asked).
     for (const rowBlock of [1, 7, 50, B, 500])
       sameNativeStep(`${name}, gradient row blocks of ${rowBlock}`, run({ decodeBlock: 7, rowBlock }), unblocked, fields);
+  }
+});
+
+test("ReLU's dense line: 12.5% firing for decoders over 1 MiB, 0.1 for smaller ones and for JumpReLU; SDLKIT_DENSE_ABOVE overrides", () => {
+  const saved = process.env.SDLKIT_DENSE_ABOVE;
+  try {
+    delete process.env.SDLKIT_DENSE_ABOVE;
+    assert.equal(denseAbove({ activation: 'relu', dSae: 4096, dOut: 512 }), 0.125);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 24576, dOut: 768 }), 0.125);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 1024, dOut: 256 }), 0.1, 'exactly 1 MiB is not over it');
+    assert.equal(denseAbove({ activation: 'relu', dSae: 1024, dOut: 128 }), 0.1);
+    assert.equal(denseAbove({ activation: 'jumprelu', dSae: 24576, dOut: 768 }), 0.1);
+    assert.equal(denseAbove(), 0.1);
+    process.env.SDLKIT_DENSE_ABOVE = '0.3';
+    assert.equal(denseAbove({ activation: 'relu', dSae: 4096, dOut: 512 }), 0.3);
+    process.env.SDLKIT_DENSE_ABOVE = '0';
+    assert.throws(() => denseAbove({ activation: 'relu', dSae: 4096, dOut: 512 }), /SDLKIT_DENSE_ABOVE must be a fraction in \(0, 1\]/);
+  } finally {
+    if (saved === undefined) delete process.env.SDLKIT_DENSE_ABOVE;
+    else process.env.SDLKIT_DENSE_ABOVE = saved;
   }
 });
 

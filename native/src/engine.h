@@ -80,8 +80,9 @@ struct Tensors {
   float* log_threshold = nullptr;
 };
 
-// ReLU/JumpReLU: the fraction of a batch firing above which a step uses GEMMs for the decoder and backward (the
-// measured crossovers are in docs/native.md; SDLKIT_DENSE_ABOVE sets it per run).
+// ReLU/JumpReLU: the fraction of a batch firing above which a step uses GEMMs for the decoder and backward, when the
+// caller gives none. The engines of src/sdl give theirs (denseAbove in src/sdl/engine-native.ts: 0.125 for ReLU
+// decoders over 1 MiB; the measured crossovers are in docs/native.md; SDLKIT_DENSE_ABOVE sets it per run).
 constexpr float kDenseAbove = 0.1f;
 // ReLU's sparse steps screen their encoder in bf16 (screen.h, where Config::screen wants it) while the last step fired
 // under this fraction: each entry whose bound reaches 0 (1.2-1.5 a positive one) is recomputed in float32, which

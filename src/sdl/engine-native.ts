@@ -94,7 +94,7 @@ export class NativeTrainEngine implements Engine {
     // (in cache), kept or deferred alike: the update makes no pass over those gradients for either.
     const noRowsNorm = !(this.train.clipGradNorm > 0);
     const rows = this.cfg.tied ? {} : { deferRows: this.deferRows, projectDec: this.train.unitNormDecoder, noRowsNorm };
-    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...rows, denseAbove: denseAbove() }, this.fired);
+    const r = this.e.step(this.p, this.g, X, Y, B, { ...o, ...this.anchorOpts, ...rows, denseAbove: denseAbove(this.cfg) }, this.fired);
     this.rowsSq = r.rowsSq;
     if (this.deferRows) this.stepX = X;
     const batchTop = ACTIVATIONS[this.cfg.activation].selection === 'batch';
@@ -273,11 +273,23 @@ export function nativeEngineOptions(cfg: DictConfig, threads: number) {
   };
 }
 
-/** Fraction of active entries above which ReLU/JumpReLU steps use dense GEMMs (SDLKIT_DENSE_ABOVE overrides). */
-export function denseAbove(): number {
+/** ReLU decoders larger than this (bytes) keep their sparse step up to 12.5% firing (denseAbove). */
+const LARGE_DECODER_BYTES = 1 << 20;
+
+/**
+ * Fraction of a batch's entries firing above which ReLU/JumpReLU steps use dense GEMMs: SDLKIT_DENSE_ABOVE, else the
+ * measured crossover. A ReLU step whose decoder is over 1 MiB stays sparse up to 12.5%: its sparse step took less than
+ * the dense one up to ~14.5% firing at 512 x 4,096, ~13% at 768 x 6,144, ~13.5% at 768 x 24,576, against ~10-11% at
+ * 64 x 512 and 128 x 1,024 (docs/BENCHMARKS.md, stop 65). JumpReLU's sparse step makes a pass more and keeps 0.1, as
+ * does the cross-layer engine and a caller with no dictionary (the option check).
+ */
+export function denseAbove(dict?: Pick<DictConfig, 'activation' | 'dSae' | 'dOut'>): number {
   const raw = process.env.SDLKIT_DENSE_ABOVE;
-  if (raw === undefined || raw === '') return 0.1;
+  if (raw === undefined || raw === '') return dict?.activation === 'relu' && dict.dSae * dict.dOut * 4 > LARGE_DECODER_BYTES ? 0.125 : 0.1;
   const v = Number(raw);
-  if (!(v > 0 && v <= 1)) throw new UserError(`SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the default 0.1`);
+  if (!(v > 0 && v <= 1))
+    throw new UserError(
+      `SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the measured default (0.1, 0.125 for ReLU decoders over 1 MiB)`,
+    );
   return v;
 }
