@@ -2,14 +2,13 @@
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
 // Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--per-step] [--products] [--json out.json]
-// --per-step: after each sdlkit run, its steps by the fraction of latents firing (ReLU+L1's run starts dense and
-// gets sparse: where its time goes).
+// --per-step: after each sdlkit run, its dense-path steps, and its sparse ones by the fraction of latents firing
+// (ReLU+L1's run starts dense and gets sparse: where its time goes).
 // --products: before each ReLU+L1 repeat, the five GEMMs of its dense step timed alone in their own layouts, against
 // that run's dense steps (the floor a dense step cannot go under at this GEMM's speed).
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createEngine } from '../src/sdl/engine.js';
-import { denseAbove } from '../src/sdl/engine-native.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
 import { runPeer } from './peers/run.js';
@@ -20,6 +19,9 @@ const arg = (name: string, def: string) => {
   return i >= 0 ? process.argv[i + 1] : def;
 };
 
+/** One timed step: the fraction of latents firing, its milliseconds, and whether it ran the dense (GEMM) path. */
+type StepTime = { firing: number; ms: number; dense: boolean };
+
 /** Tokens per second of `steps` training steps (after 3 warm-up steps), the way PyTorch's loop is timed. */
 async function sdlkit(
   backend: string,
@@ -29,7 +31,7 @@ async function sdlkit(
   k: number,
   B: number,
   steps: number,
-): Promise<{ tps: number; name: string; perStep: { firing: number; ms: number }[] }> {
+): Promise<{ tps: number; name: string; perStep: StepTime[] }> {
   const dSae = dIn * expansion;
   const cfg: DictConfig = {
     kind: 'sae',
@@ -59,13 +61,13 @@ async function sdlkit(
   const { engine } = await createEngine(backend, { cfg, train, weights: { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec: new Float32Array(dIn) } });
   // Four fixed batches of standard normal rows, cycled (as the peer does).
   const batches = Array.from({ length: 4 }, () => Float32Array.from({ length: B * dIn }, () => rng.normal()));
-  const perStep: { firing: number; ms: number }[] = [];
+  const perStep: StepTime[] = [];
   const one = (i: number) => {
     const X = batches[i % 4];
     const t = performance.now();
     const r = engine.step(X, X, B, { sparsity: activation === 'relu' ? 5 : 0, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
     engine.update(1e-3, 0);
-    return { firing: r.l0 / dSae, ms: performance.now() - t };
+    return { firing: r.l0 / dSae, ms: performance.now() - t, dense: r.dense === true };
   };
   for (let i = 0; i < 3; i++) one(i);
   const t0 = performance.now();
@@ -76,27 +78,36 @@ async function sdlkit(
   return { tps, name, perStep };
 }
 
-/** A run's steps in bands of the fraction firing, the first band the dense steps (above `line`): how many, their time, a step's mean (--per-step). */
-function printPerStep(label: string, perStep: { firing: number; ms: number }[], line: number) {
-  const bands = [line, ...[0.1, 0.05, 0.03, 0.02, 0.01, 0].filter((b) => b < line)];
-  console.log(`${label}, by the fraction of latents firing:`);
-  console.log('| firing | steps | time s | ms a step |\n|---|---|---|---|');
-  bands.forEach((lo, i) => {
-    const hi = i ? bands[i - 1] : Infinity;
-    const sel = perStep.filter((s) => s.firing >= lo && s.firing < hi);
+/** A run's steps (--per-step): the dense (GEMM) path's, then the sparse path's in bands of the fraction firing: how many, their time, a step's mean. */
+function printPerStep(label: string, perStep: StepTime[]) {
+  console.log(`${label}, by path and fraction of latents firing:`);
+  console.log('| steps | count | time s | ms a step |\n|---|---|---|---|');
+  const row = (name: string, sel: StepTime[]) => {
     const t = sel.reduce((a, s) => a + s.ms, 0);
-    const name = i ? `${100 * lo}-${100 * hi}%` : `${100 * lo}% and more`;
     if (sel.length) console.log(`| ${name} | ${sel.length} | ${(t / 1000).toFixed(1)} | ${(t / sel.length).toFixed(0)} |`);
-  });
+  };
+  row(
+    'dense path',
+    perStep.filter((s) => s.dense),
+  );
+  const sparse = perStep.filter((s) => !s.dense);
+  const edges = [Number.POSITIVE_INFINITY, 0.1, 0.05, 0.03, 0.02, 0.01, 0];
+  for (let i = 1; i < edges.length; i++) {
+    const [lo, hi] = [edges[i], edges[i - 1]];
+    row(
+      i === 1 ? `sparse, ${100 * lo}% and more` : `sparse, ${100 * lo}-${100 * hi}%`,
+      sparse.filter((s) => s.firing >= lo && s.firing < hi),
+    );
+  }
 }
 
 /** The dense step's products timed alone against the run's dense steps (--products). */
-function printProducts(label: string, macs: number, products: { name: string; ms: number }[], perStep: { firing: number; ms: number }[], line: number) {
+function printProducts(label: string, macs: number, products: { name: string; ms: number }[], perStep: StepTime[]) {
   if (products.some((p) => !Number.isFinite(p.ms))) {
     console.log(`${label}: the native kernels are not built, no products timed`);
     return;
   }
-  const dense = perStep.filter((s) => s.firing > line);
+  const dense = perStep.filter((s) => s.dense);
   const sum = products.reduce((a, p) => a + p.ms, 0);
   const each = products.map((p) => `${p.name} ${p.ms.toPrecision(3)} ms (${((2 * macs) / p.ms / 1e6).toFixed(0)} GFLOP/s)`).join(', ');
   const stepMs = dense.length ? dense.reduce((a, s) => a + s.ms, 0) / dense.length : NaN;
@@ -232,12 +243,9 @@ async function main() {
         if (products) productsMs.push(Object.fromEntries(products.map((p) => [p.name, p.ms])));
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
-          // The engine's own line between its dense and sparse steps for this dictionary.
-          const line = denseAbove({ activation: act as Activation, dSae: d * e, dOut: d });
-          if (process.argv.includes('--per-step'))
-            stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep, line));
+          if (process.argv.includes('--per-step')) stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep));
           if (products && s.name.startsWith('native'))
-            stepTables.push(() => printProducts(`sdlkit ${s.name}, ${d} x ${d * e} ReLU+L1, repeat ${r + 1}`, B * d * d * e, products, s.perStep, line));
+            stepTables.push(() => printProducts(`sdlkit ${s.name}, ${d} x ${d * e} ReLU+L1, repeat ${r + 1}`, B * d * d * e, products, s.perStep));
           ours[b].push(s.tps);
           names[b] = s.name;
           if (b === backends[0]) fractions.push(s.tps / boundOf(rate));

@@ -297,6 +297,43 @@ test("ReLU's dense line: 12.5% firing for decoders over 1 MiB, 0.1 for smaller o
   }
 });
 
+test("the native engine's ReLU step takes the path its dense line gives: sparse at ~11% firing with a 2 MiB decoder, dense with a 64 KiB one or the line at 0.1", {
+  skip,
+}, () => {
+  const saved = process.env.SDLKIT_DENSE_ABOVE;
+  try {
+    for (const [dIn, dSae, line, wantDense] of [
+      [512, 1024, '', false],
+      [512, 1024, '0.1', true],
+      [64, 256, '', true],
+    ] as const) {
+      if (line) process.env.SDLKIT_DENSE_ABOVE = line;
+      else delete process.env.SDLKIT_DENSE_ABOVE;
+      const cfg = config('relu', { dIn, dSae });
+      const rng = new Rng(5);
+      // Unit encoder rows and b_enc -1.23 over standard normal rows: each pre-activation ~ N(-1.23, 1), ~11% positive.
+      const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal());
+      for (let j = 0; j < dSae; j++) {
+        const row = W_dec.subarray(j * dIn, (j + 1) * dIn);
+        const n = Math.hypot(...row);
+        row.forEach((v, i) => (row[i] = v / n));
+      }
+      const weights = { W_enc: transpose(W_dec, dSae, dIn), b_enc: new Float32Array(dSae).fill(-1.23), W_dec, b_dec: new Float32Array(dIn) };
+      const e = new NativeTrainEngine(mod, { cfg, train: TRAIN_DEFAULTS, weights });
+      const B = 256;
+      const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
+      const r = e.step(X, X, B, { sparsity: 1, bandwidth: 1, auxkCoefficient: 0, auxkK: 0 });
+      e.dispose();
+      const firing = r.l0 / dSae;
+      assert.ok(firing > 0.1 && firing < 0.125, `${dIn} x ${dSae}: ${firing} of the entries fired, not between the two lines`);
+      assert.equal(r.dense, wantDense, `${dIn} x ${dSae}, SDLKIT_DENSE_ABOVE '${line}': the dense path ${r.dense ? 'ran' : 'did not run'}`);
+    }
+  } finally {
+    if (saved === undefined) delete process.env.SDLKIT_DENSE_ABOVE;
+    else process.env.SDLKIT_DENSE_ABOVE = saved;
+  }
+});
+
 test('native step = tfjs step: ReLU and JumpReLU on the dense (GEMM) path, at sizes that leave partial register tiles', { skip }, () => {
   for (const act of ['relu', 'jumprelu'] as const) {
     for (const [dIn, dSae, B] of [

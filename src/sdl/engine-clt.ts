@@ -87,7 +87,7 @@ export class CltEngine implements Engine {
     const opts = { sparsity: o.sparsity, bandwidth: o.bandwidth, auxkCoefficient: o.auxkCoefficient, auxkK: o.auxkK, dead: o.dead, denseAbove: denseAbove() };
     if (this.nat) {
       const r = this.nat.step(this.p as Required<CltParams>, this.g as Required<CltParams>, X, Y, B, opts, this.fired);
-      return { ...r, fired: this.fired, minSelected: batch ? Array.from(r.minSelected) : undefined };
+      return { ...r, fired: this.fired, minSelected: batch ? Array.from(r.minSelected) : undefined, dense: r.dense === 1 };
     }
     const r = cltReferenceStep(this.s, this.cfg.activation, this.cfg.k, this.p, this.g, X, Y, B, opts);
     this.fired.set(r.fired);

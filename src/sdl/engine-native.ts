@@ -106,6 +106,7 @@ export class NativeTrainEngine implements Engine {
       l0: r.l0,
       fired: this.fired,
       minSelected: batchTop && r.minSelected >= 0 ? [r.minSelected] : undefined,
+      dense: r.dense === 1,
     };
   }
 

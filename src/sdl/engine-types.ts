@@ -53,6 +53,8 @@ export interface EngineStepResult {
   fired: Float32Array;
   /** BatchTopK/Matryoshka: the smallest selected pre-activation, per selection group (one; CLTs: one per layer). */
   minSelected?: number[];
+  /** The native engines: whether this ReLU/JumpReLU step ran the dense (GEMM) path (denseAbove in engine-native.ts). */
+  dense?: boolean;
 }
 
 export interface EngineForward {
