@@ -9,6 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createEngine } from '../src/sdl/engine.js';
+import { transpose, unitRows } from '../src/tensor/linalg.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
 import { runPeer } from './peers/run.js';
@@ -49,14 +50,12 @@ async function sdlkit(
   };
   // The peer's initialisation: unit-norm random decoder rows, W_enc = W_dec^T, zero biases.
   const rng = new Rng(0);
-  const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal());
-  for (let j = 0; j < dSae; j++) {
-    const row = W_dec.subarray(j * dIn, (j + 1) * dIn);
-    const n = Math.hypot(...row);
-    row.forEach((v, i) => (row[i] = v / n));
-  }
-  const W_enc = new Float32Array(dIn * dSae);
-  for (let j = 0; j < dSae; j++) for (let i = 0; i < dIn; i++) W_enc[i * dSae + j] = W_dec[j * dIn + i];
+  const W_dec = unitRows(
+    Float32Array.from({ length: dSae * dIn }, () => rng.normal()),
+    dSae,
+    dIn,
+  );
+  const W_enc = transpose(W_dec, dSae, dIn);
   const train = { ...TRAIN_DEFAULTS, unitNormDecoder: true };
   const { engine } = await createEngine(backend, { cfg, train, weights: { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec: new Float32Array(dIn) } });
   // Four fixed batches of standard normal rows, cycled (as the peer does).

@@ -12,6 +12,7 @@ import type { NativeModule, NativeStepOptions, NativeTensors } from '../src/nati
 import { createEngine } from '../src/sdl/engine.js';
 import { TRAIN_DEFAULTS, makeDictConfig, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
+import { unitRows } from '../src/tensor/linalg.js';
 import { UserError } from '../src/util/errors.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -44,11 +45,7 @@ function run(c: Case) {
   const rng = new Rng(7);
   const W_encT = Float32Array.from({ length: m * dIn }, () => rng.normal() * 0.2);
   const W_dec = Float32Array.from({ length: m * dIn }, () => rng.normal() * 0.2);
-  for (let j = 0; j < m; j++) {
-    const row = W_dec.subarray(j * dIn, (j + 1) * dIn);
-    const n = Math.hypot(...row);
-    row.forEach((v, i) => (row[i] = v / n));
-  }
+  unitRows(W_dec, m, dIn);
   const b_enc = Float32Array.from({ length: m }, () => rng.normal() * 0.01);
   const b_dec = Float32Array.from({ length: dIn }, () => rng.normal() * 0.1);
   const batches = Array.from({ length: 3 }, () => Float32Array.from({ length: B * dIn }, () => rng.normal()));

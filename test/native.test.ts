@@ -14,7 +14,7 @@ import type { Activation, DictConfig } from '../src/sdl/config.js';
 import { TRAIN_DEFAULTS } from '../src/sdl/config.js';
 import type { IndexStatsConfig, IndexStatsLike, NativeModule, NativeTensors } from '../src/native/kernels.js';
 import type { EngineWeights } from '../src/sdl/engine.js';
-import { transpose, concatRows } from '../src/tensor/linalg.js';
+import { transpose, concatRows, unitRows } from '../src/tensor/linalg.js';
 import { TfEngine } from '../src/sdl/engine-tf.js';
 import { NativeTrainEngine, denseAbove, nativeEngineOptions } from '../src/sdl/engine-native.js';
 import { Dictionary } from '../src/sdl/dictionary.js';
@@ -312,12 +312,11 @@ test("the native engine's ReLU step takes the path its dense line gives: sparse 
       const cfg = config('relu', { dIn, dSae });
       const rng = new Rng(5);
       // Unit encoder rows and b_enc -1.23 over standard normal rows: each pre-activation ~ N(-1.23, 1), ~11% positive.
-      const W_dec = Float32Array.from({ length: dSae * dIn }, () => rng.normal());
-      for (let j = 0; j < dSae; j++) {
-        const row = W_dec.subarray(j * dIn, (j + 1) * dIn);
-        const n = Math.hypot(...row);
-        row.forEach((v, i) => (row[i] = v / n));
-      }
+      const W_dec = unitRows(
+        Float32Array.from({ length: dSae * dIn }, () => rng.normal()),
+        dSae,
+        dIn,
+      );
       const weights = { W_enc: transpose(W_dec, dSae, dIn), b_enc: new Float32Array(dSae).fill(-1.23), W_dec, b_dec: new Float32Array(dIn) };
       const e = new NativeTrainEngine(mod, { cfg, train: TRAIN_DEFAULTS, weights });
       const B = 256;
@@ -632,12 +631,7 @@ test('native and tfjs engines train alike: 30 steps of Adam with clipping, unit-
     const cfg = config(act, { dIn: 16, dSae: 64 });
     const rng = new Rng(31);
     const w = randomWeights(cfg, rng);
-    // Unit decoder rows to start from, as the trainer's initialisation gives.
-    for (let j = 0; j < cfg.dSae; j++) {
-      const row = w.W_dec.subarray(j * cfg.dOut, (j + 1) * cfg.dOut);
-      const nrm = Math.hypot(...row);
-      row.forEach((v, i) => (row[i] = v / nrm));
-    }
+    unitRows(w.W_dec, cfg.dSae, cfg.dOut); // unit decoder rows to start from, as the trainer's initialisation gives
     const train = { ...TRAIN_DEFAULTS, clipGradNorm: 1 };
     const a = new TfEngine('cpu', { cfg, train, weights: w });
     const b = new NativeTrainEngine(mod, { cfg, train, weights: w });

@@ -30,6 +30,16 @@ export function gemm(
   }
 }
 
+/** Scales each row of a row-major [rows, cols] matrix to unit Euclidean norm, in place (a decoder's initialisation); returns it. */
+export function unitRows(a: Float32Array, rows: number, cols: number): Float32Array {
+  for (let j = 0; j < rows; j++) {
+    const row = a.subarray(j * cols, (j + 1) * cols);
+    const n = Math.hypot(...row);
+    row.forEach((v, i) => (row[i] = v / n));
+  }
+  return a;
+}
+
 /** Transposes a row-major [rows, cols] matrix into [cols, rows]. */
 export function transpose(a: Float32Array, rows: number, cols: number, out?: Float32Array): Float32Array {
   return transposeRows(a, rows, cols, 0, cols, out);
