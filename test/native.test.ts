@@ -277,12 +277,14 @@ test("native sparse step's decoder pass and gradient rows in blocks = a row and 
   }
 });
 
-test("ReLU's dense line: 12.5% firing for decoders over 1 MiB, 0.1 for smaller ones and for JumpReLU; SDLKIT_DENSE_ABOVE overrides", () => {
+test("ReLU's dense line: 15% firing for decoders over 32 MiB, 12.5% over 1 MiB, 0.1 for smaller ones and for JumpReLU; SDLKIT_DENSE_ABOVE overrides", () => {
   const saved = process.env.SDLKIT_DENSE_ABOVE;
   try {
     delete process.env.SDLKIT_DENSE_ABOVE;
     assert.equal(denseAbove({ activation: 'relu', dSae: 4096, dOut: 512 }), 0.125);
-    assert.equal(denseAbove({ activation: 'relu', dSae: 24576, dOut: 768 }), 0.125);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 24576, dOut: 768 }), 0.15);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 8192, dOut: 1024 }), 0.125, 'exactly 32 MiB is not over it');
+    assert.equal(denseAbove({ activation: 'relu', dSae: 6144, dOut: 768 }), 0.125);
     assert.equal(denseAbove({ activation: 'relu', dSae: 1024, dOut: 256 }), 0.1, 'exactly 1 MiB is not over it');
     assert.equal(denseAbove({ activation: 'relu', dSae: 1024, dOut: 128 }), 0.1);
     assert.equal(denseAbove({ activation: 'jumprelu', dSae: 24576, dOut: 768 }), 0.1);
@@ -403,16 +405,20 @@ test('native fused encoder over column chunks (W_enc packed a chunk at a time, r
       const aux = act === 'relu' ? 0 : 1 / 32;
       const opts = { sparsity: 0.2, bandwidth: 1, auxkCoefficient: aux, auxkK: aux ? 60 : 0, dead, anchorK: 0, anchorWeight: 0, denseAbove: 0.07 };
       const np: NativeTensors = { W_encT: transpose(w.W_enc, cfg.dIn, cfg.dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+      // Then a batch with more entries above the floor and one with fewer: the chunks' kept arrays (encodeAbove's
+      // parts, reused from call to call) grow, then hold more than the call fills.
+      const batches = [X, X, X.map((v) => v * 1.15), X.map((v) => v * 0.85)];
       const steps = (bytes: number) => {
         mod.gemmChunkBytes(bytes);
         const e = nativeEngine(cfg);
-        return [nativeStepFresh(e, cfg, np, X, B, opts), nativeStepFresh(e, cfg, np, X, B, opts)];
+        return batches.map((x) => nativeStepFresh(e, cfg, np, x, B, opts));
       };
       const one = steps(1 << 30);
       const many = steps(1);
       assert.equal(many[1].r.selection, 1, `${act}: the second step selects inside the GEMM`);
+      if (act === 'relu') for (const s of [2, 3]) assert.equal(many[s].r.selection, 1, `relu step ${s + 1} selects inside the GEMM`);
       if (aux) assert.ok(many[1].r.auxLoss > 0, `${act}: AuxK ran`);
-      for (const s of [0, 1]) sameNativeStep(`${act} step ${s + 1}, five chunks vs one`, many[s], one[s]);
+      for (const s of [0, 1, 2, 3]) sameNativeStep(`${act} step ${s + 1}, five chunks vs one`, many[s], one[s]);
     }
     mod.gemmChunkBytes(1);
     const dead = new Uint8Array(1100);

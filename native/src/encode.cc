@@ -265,11 +265,12 @@ class TopKSink final : public BlockSink {
 
 // Every entry above a floor, per row in index order, and the count of positive entries: a batch-wide selection's
 // candidates. Each row block's candidates land in its own slot of `out` (rows back to back). Between column chunks a
-// row block's entries so far wait in parts_ (one block per chunk), joined row by row at the end.
+// row block's entries so far wait in out.parts (one block per chunk), joined row by row at the end.
 class AboveSink final : public BlockSink {
  public:
   AboveSink(int threads, float floor, Candidates& out, DeadTopK& dead)
-      : floor_(floor), R_(gemmBlockRows()), out_(out), dead_(dead), th_(threads), parts_(out.blocks.size()) {
+      : floor_(floor), R_(gemmBlockRows()), out_(out), dead_(dead), th_(threads), used_(out.blocks.size(), 0) {
+    out_.parts.resize(out.blocks.size());
     for (auto& t : th_) {
       t.ci.resize(R_);
       t.cv.resize(R_);
@@ -299,17 +300,18 @@ class AboveSink final : public BlockSink {
   }
 
   void rowsDone(int thread, int i0, int mc) override {
-    std::vector<Candidates::Block>& parts = parts_[i0 / R_];
-    Candidates::Block& b = out_.blocks[i0 / R_];
-    if (parts.empty()) {
+    const int i = i0 / R_;
+    Candidates::Block& b = out_.blocks[i];
+    if (used_[i] == 0) {
       take(thread, mc, b);
     } else {
       // Each row's entries from every chunk, in chunk order (ascending latents).
-      parts.emplace_back();
-      take(thread, mc, parts.back());
+      const int np = nextPart(thread, i0, mc) + 1;
+      const std::vector<Candidates::Block>& parts = out_.parts[i];
       b.off.assign(mc + 1, 0);
       b.npos = 0;
-      for (const auto& p : parts) {
+      for (int q = 0; q < np; q++) {
+        const Candidates::Block& p = parts[q];
         b.npos += p.npos;
         for (int r = 0; r < mc; r++) b.off[r + 1] += p.off[r + 1] - p.off[r];
       }
@@ -318,27 +320,35 @@ class AboveSink final : public BlockSink {
       resizeGrowing(b.val, b.off[mc]);
       for (int r = 0; r < mc; r++) {
         long at = b.off[r];
-        for (const auto& p : parts) {
+        for (int q = 0; q < np; q++) {
+          const Candidates::Block& p = parts[q];
           std::copy(p.idx.begin() + p.off[r], p.idx.begin() + p.off[r + 1], b.idx.begin() + at);
           std::copy(p.val.begin() + p.off[r], p.val.begin() + p.off[r + 1], b.val.begin() + at);
           at += p.off[r + 1] - p.off[r];
         }
       }
-      release(parts);
+      used_[i] = 0;
     }
     dead_.rowsDone(i0, mc);
   }
 
   void rowsPause(int thread, int i0, int mc) override {
-    std::vector<Candidates::Block>& parts = parts_[i0 / R_];
-    parts.emplace_back();
-    take(thread, mc, parts.back());
+    nextPart(thread, i0, mc);
     dead_.rowsPause(i0, mc);
   }
 
   void rowsResume(int, int, int) override { dead_.rowsResume(); }
 
  private:
+  // The thread's rows into the row block's next part (its arrays kept from the last call); returns the part's place.
+  int nextPart(int thread, int i0, int mc) {
+    const int i = i0 / R_;
+    std::vector<Candidates::Block>& parts = out_.parts[i];
+    if ((size_t)used_[i] == parts.size()) parts.emplace_back();
+    take(thread, mc, parts[used_[i]]);
+    return used_[i]++;
+  }
+
   // The thread's rows (mc of them) into b, rows back to back; the thread's rows emptied.
   void take(int thread, int mc, Candidates::Block& b) {
     Th& t = th_[thread];
@@ -371,7 +381,7 @@ class AboveSink final : public BlockSink {
   Candidates& out_;
   DeadTopK& dead_;
   std::vector<Th> th_;
-  std::vector<std::vector<Candidates::Block>> parts_;  // per row block, its entries of each finished chunk
+  std::vector<int> used_;  // per row block, how many of out_.parts it holds this call
 };
 
 }  // namespace

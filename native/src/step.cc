@@ -111,7 +111,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     const bool screened = encodeAbove(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, 0.f, cand, {}, 0, nullptr, s);
     reluFused = !((double)cand.npos > o.denseAbove * (double)BM);
     r.selection = reluFused ? (screened ? 3 : 1) : 2;
-    if (!reluFused) release(cand.blocks);  // more than a sparse step's worth: not kept for the next one
+    if (!reluFused) cand.release();  // more than a sparse step's worth: not kept for the next one
   }
   float* pre = nullptr;
   if (fused) {
@@ -166,7 +166,7 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       for (long e = bl.off[rr]; e < bl.off[rr + 1]; e++)
         if (haveKth && bl.val[e] >= kth) f(bl.idx[e], bl.val[e]);
     });
-    if (c.lean) release(cand.blocks);
+    if (c.lean) cand.release();
   } else if (c.act == BATCHTOPK || c.act == MATRYOSHKA) {
     long npos = countPositive(pool_, pre, BM);
     long want = (long)c.k * B < npos ? (long)c.k * B : npos;
