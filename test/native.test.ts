@@ -221,6 +221,23 @@ test('native step = tfjs step: the sparse path with its decoder pass a block of 
       assert.equal(r.dense, 0, `${act} took the sparse path`);
     }
   }
+  // ReLU 256 wide: dL/dact made in the same pass over the dL/dy^ rows as the gradient rows (an SAE; a transcoder
+  // into 256 from 20, whose encoder rows are 20 wide).
+  for (const [dIn, dOut] of [
+    [256, 256],
+    [20, 256],
+  ]) {
+    for (const rowBlock of [-1, 7]) {
+      const r = compare(`relu ${dIn} -> ${dOut}, dL/dact with the gradient rows${rowBlock > 0 ? ', rows blocked' : ''}`, {
+        cfg: config('relu', { dIn, dOut, dSae: 48 }),
+        sparsity: 0.5,
+        denseAbove: 1.1,
+        rowBlock,
+      });
+      assert.equal(r.dense, 0, 'the sparse path');
+      assert.equal(r.dotsFused, 1, 'dL/dact made with the gradient rows');
+    }
+  }
 });
 
 test("native sparse step's decoder pass and gradient rows in blocks = a row and a latent at a time, to the bit: every block size, AuxK's residual, L1, JumpReLU's window, tied", {
@@ -274,6 +291,54 @@ test("native sparse step's decoder pass and gradient rows in blocks = a row and 
     // Gradient rows in blocks of batch rows (a step with AuxK entries sums each latent's at once whatever is asked).
     for (const rowBlock of [1, 7, 50, B, 500])
       sameNativeStep(`${name}, gradient row blocks of ${rowBlock}`, run({ decodeBlock: 7, rowBlock }), unblocked, fields);
+  }
+});
+
+test("native ReLU step with dL/dact made in the gradient rows' pass over dL/dy^ = a dot product an entry apart, to the bit: a row and a latent at a time and blocked, L1, anchors", {
+  skip,
+}, () => {
+  const B = 96;
+  for (const anchorK of [0, 12]) {
+    // d_out 256: whole blocks of the pass's columns on every instruction set (256, 64 or 32 floats).
+    const cfg = config('relu', { dIn: 256, dSae: 300 });
+    const { dIn, dSae } = cfg;
+    const rng = new Rng(17);
+    const w = randomWeights(cfg, rng);
+    const X = Float32Array.from({ length: B * dIn }, () => rng.normal());
+    const np: NativeTensors = { W_encT: transpose(w.W_enc, dIn, dSae), b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
+    const opts = {
+      sparsity: 0.4,
+      bandwidth: 1,
+      auxkCoefficient: 0,
+      auxkK: 0,
+      anchorK,
+      anchorEnc: Float32Array.from({ length: anchorK * dIn }, () => rng.normal()),
+      anchorDec: Float32Array.from({ length: anchorK * dIn }, () => rng.normal()),
+      anchorWeight: 0.3,
+      denseAbove: 1.1,
+    };
+    const run = (o: { decodeBlock: number; rowBlock: number; dotsApart?: boolean }) => nativeStepFresh(nativeEngine(cfg), cfg, np, X, B, { ...opts, ...o });
+    const apart = run({ decodeBlock: -1, rowBlock: -1, dotsApart: true });
+    const name = anchorK ? 'anchored' : 'relu';
+    assert.equal(apart.r.dense, 0, `${name}: the sparse path`);
+    assert.equal(apart.r.dotsFused, 0, `${name}: dotsApart makes dL/dact apart`);
+    assert.ok(apart.r.l0 > 20, `${name}: tens of entries a row (L0 ${apart.r.l0})`);
+    assert.ok(apart.r.sparsityLoss > 0, `${name}: a sparsity loss`);
+    const fields = ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense'] as const;
+    // A row and a latent at a time; the decoder pass in blocks (dL/dact then waits for the latents' pass either way);
+    // the gradient rows in blocks of one batch row, of some, of all, and past it.
+    for (const [decodeBlock, rowBlock] of [
+      [-1, -1],
+      [7, -1],
+      [7, 1],
+      [64, 50],
+      [dSae, B],
+      [5000, 500],
+    ]) {
+      const fused = run({ decodeBlock, rowBlock });
+      assert.equal(fused.r.dotsFused, 1, `${name}: decoder blocks ${decodeBlock}, row blocks ${rowBlock}: dL/dact made with the gradient rows`);
+      sameNativeStep(`${name}: decoder blocks ${decodeBlock}, row blocks ${rowBlock}`, fused, apart, fields);
+    }
   }
 });
 

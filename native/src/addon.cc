@@ -208,7 +208,7 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
   });
 }
 
-// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz, selection }
+// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz, selection, rowsSq, dotsFused }
 napi_value EngineStep(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -231,6 +231,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     so.denseAbove = (float)numProp(env, o, "denseAbove", sdl::kDenseAbove);
     so.decodeBlock = (int)numProp(env, o, "decodeBlock", 0);
     so.rowBlock = (int)numProp(env, o, "rowBlock", 0);
+    so.dotsApart = boolProp(env, o, "dotsApart");
     so.storedFallback = boolProp(env, o, "storedFallback");
     so.dead = typed<uint8_t>(env, get(env, o, "dead"), napi_uint8_array, c.dSae, "dead", true);
     so.anchorK = (int)numProp(env, o, "anchorK", 0);
@@ -254,6 +255,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     setNum(env, out, "nnz", (double)r.nnz);
     setNum(env, out, "selection", r.selection);
     setNum(env, out, "rowsSq", r.rowsSq);
+    setNum(env, out, "dotsFused", r.dotsFused ? 1 : 0);
     return out;
   });
 }

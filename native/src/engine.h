@@ -150,6 +150,9 @@ struct StepOptions {
   // n latents always, < 0 never. The same step either way; for tests.
   int decodeBlock = 0;
   int rowBlock = 0;  // the same for the gradient rows (blockedRows): batch rows a block, 0 where it pays, < 0 never
+  // ReLU's dL/dact a dot product an entry apart from the gradient rows' sums even where both can be made in one pass
+  // over the dL/dy^ rows (accumulateDots). The same step either way; for tests.
+  bool dotsApart = false;
   // Untied TopK family only: W_enc's and W_dec's gradients are not written (g.W_encT, g.W_dec may be null); the step
   // keeps its entries grouped by latent, and applyRows makes each latent's rows again and applies Adam to them.
   // Untied, projectDec: the decoder rows' gradients have their component along the row removed (the unit-norm
@@ -171,6 +174,7 @@ struct StepResult {
   // above a floor from the rows' own top 2k (BatchTopK with no threshold yet, or after it fell).
   int selection = 0;
   double rowsSq = 0;  // untied: the squared norm of W_enc's and W_dec's gradients (NaN without rowsNorm, and tied)
+  bool dotsFused = false;  // the sparse path made dL/dact in the gradient rows' pass over dL/dy^ (accumulateDots)
 };
 
 // Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).
@@ -379,6 +383,7 @@ class Engine {
   std::vector<LatentSums> sums_;  // the blocked gradient rows': each latent's sums so far
   LatentSums entryRows(long j, float* gwd, float* gwe) const;
   void entrySums(long j, long e, long e1, long a, long a1, float* gwd, float* gwe, bool onto, LatentSums& ls) const;
+  bool entrySumsDots(long j, long e, long e1, const float* wj, const float* l1Norms, float lb, float* gwd, float* gwe, bool onto, LatentSums& ls);
   double rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const;
   // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows, b_dec as the step read it (Grouped::xcenter)
   std::vector<float> norms_, theta_, rowBuf_, bdecAt_;

@@ -128,10 +128,18 @@ static inline double residualRow(int n, const float* yh, const float* bias, cons
 // sums in registers (a block of columns at a time) instead of loaded and stored once per source row. `center` lets a
 // caller read rows x - c from x and c without a stored copy of the differences: each is rounded as the copy's was.
 constexpr int kAccumulateAhead = 8;
-template <bool Centered>
-static inline void accumulateRows(int n, int cnt, const float* coef, const float* const* src, const float* init, const float* center, float* out) {
-  constexpr int U = VW == 16 ? 16 : 8;  // accumulators: half the register file
+constexpr int kAccumulateVectors = VW == 16 ? 16 : 8;  // accumulators: half the register file
+constexpr int kAccumulateBlock = kAccumulateVectors * VW;  // columns summed in registers at a time
+// Dots: also dots[e] = dot(n, src[e], w) for every source row (no center), made in the same pass, each row read once:
+// dot's four vector sums carried from one block of columns to the next in `partial` (cnt x 4 x VW floats) and added
+// as dot adds them, so each is dot's to the bit. Only for n whole blocks (accumulateDotsFits).
+template <bool Centered, bool Dots = false>
+static inline void accumulateRows(int n, int cnt, const float* coef, const float* const* src, const float* init, const float* center, float* out,
+                                  const float* w = nullptr, float* dots = nullptr, float* partial = nullptr) {
+  constexpr int U = kAccumulateVectors;
+  static_assert(!Dots || (U % 4 == 0 && !Centered), "a block of columns holds whole steps of dot's four sums");
   auto row = [&](const float* x, int i) { return Centered ? vload(x + i) - vload(center + i) : vload(x + i); };
+  if (Dots) std::memset(partial, 0, sizeof(float) * 4 * VW * (size_t)cnt);
   int i = 0;
   for (; i + U * VW <= n; i += U * VW) {
     vf acc[U];
@@ -143,9 +151,28 @@ static inline void accumulateRows(int n, int cnt, const float* coef, const float
       // kAccumulateAhead entries on is fetched now, a cache line at a time.
       if (e + kAccumulateAhead < cnt)
         for (int u = 0; u < U * VW; u += 64 / (int)sizeof(float)) __builtin_prefetch(src[e + kAccumulateAhead] + i + u, 0, 3);
-      for (int u = 0; u < U; u++) acc[u] = acc[u] + av * row(x, i + u * VW);
+      if constexpr (Dots) {
+        float* pe = partial + (long)e * 4 * VW;
+        vf s[4] = {vload(pe), vload(pe + VW), vload(pe + 2 * VW), vload(pe + 3 * VW)};
+#pragma GCC unroll 16
+        for (int u = 0; u < U; u++) {
+          const vf xv = vload(x + i + u * VW);
+          acc[u] = acc[u] + av * xv;
+          s[u % 4] += xv * vload(w + i + u * VW);
+        }
+        for (int k = 0; k < 4; k++) vstore(pe + k * VW, s[k]);
+      } else {
+        for (int u = 0; u < U; u++) acc[u] = acc[u] + av * row(x, i + u * VW);
+      }
     }
     for (int u = 0; u < U; u++) vstore(out + i + u * VW, acc[u]);
+  }
+  if constexpr (Dots) {
+    for (int e = 0; e < cnt; e++) {
+      const float* pe = partial + (long)e * 4 * VW;
+      dots[e] = vsum((vload(pe) + vload(pe + VW)) + (vload(pe + 2 * VW) + vload(pe + 3 * VW)));
+    }
+    return;
   }
   for (; i + VW <= n; i += VW) {
     vf acc = init ? vload(init + i) : vsplat(0.f);
@@ -161,6 +188,11 @@ static inline void accumulateRows(int n, int cnt, const float* coef, const float
 static inline void accumulate(int n, int cnt, const float* coef, const float* const* src, const float* init, float* out, const float* center = nullptr) {
   if (center) accumulateRows<true>(n, cnt, coef, src, init, center, out);
   else accumulateRows<false>(n, cnt, coef, src, init, nullptr, out);
+}
+static inline bool accumulateDotsFits(int n) { return n > 0 && n % kAccumulateBlock == 0; }
+// accumulate (no center) and dots[e] = dot(n, src[e], w) for each source row, to the bit, in one pass over the rows.
+static inline void accumulateDots(int n, int cnt, const float* coef, const float* const* src, const float* w, const float* init, float* out, float* dots, float* partial) {
+  accumulateRows<false, true>(n, cnt, coef, src, init, nullptr, out, w, dots, partial);
 }
 
 // out[0..d) = init (0 without it) + sum over q < n of val[q] W[idx[q]] (rows of width d), in q order; entries whose

@@ -386,13 +386,19 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     const int JB = c.act == MATRYOSHKA ? 0 : blockedDecode(m, dOut, total, B, o.decodeBlock);
     // The gradient rows' blocks (blockedRows; below): not with AuxK's entries, which join the lists, nor deferred rows.
     const int RB = o.deferRows || auxRows ? 0 : blockedRows(B, c.tied ? dOut : dIn + dOut, total, m, o.rowBlock);
-    // When the gradient rows are blocked too (below), dL/dact is made there instead, latent by latent within each
-    // block of batch rows, just before that latent's rows are summed: the dot products then read each entry's row of
-    // dL/dy^ from the cache's last level and its decoder row from L1, and the sum right after reads the same rows of
-    // dL/dy^ again from L2, where a pass of its own read every entry's decoder row from the last level (21 GB a step
-    // at 7% of 24,576 latents firing, 768 wide). The same dot products of the same rows: the same step to the bit.
-    // Not JumpReLU (its threshold's gradient reads dL/dact in row order).
-    const bool dotsByLatent = JB && RB && c.act != JUMPRELU;
+    // dL/dact is made with the gradient rows (dotsByLatent), latent by latent (within each block of batch rows when
+    // those are blocked), just before that latent's rows are summed, rather than by the decoder pass a row at a time,
+    // which read every entry's decoder row from the cache's last level (21 GB a step at 7% of 24,576 latents firing,
+    // 768 wide); the latent's decoder row is then in L1. ReLU's, untied and with no AuxK, where d_out is whole blocks
+    // of accumulateDots' columns (fuseDots), come from the same pass over each entry's row of dL/dy^ that sums the
+    // decoder's gradient row (entrySumsDots): a sparse step at 768 x 24,576 3-10% faster at 1-7% firing and ~15% at
+    // 15%, at 768 x 6,144 3-8% (docs/BENCHMARKS.md, stop 67). Otherwise only where both passes are blocked, a dot
+    // product an entry that reads the row from the last level, the sum right after reading it again from L2. The same
+    // dot products of the same rows either way: the same step to the bit. Not JumpReLU (its threshold's gradient
+    // reads dL/dact in row order).
+    const bool fuseDots = !o.dotsApart && c.act == RELU && !auxRows && !c.tied && !o.deferRows && accumulateDotsFits(dOut);
+    const bool dotsByLatent = fuseDots || (JB && RB && c.act != JUMPRELU);
+    r.dotsFused = fuseDots;
     if (JB) {
       const int nb = (m + JB - 1) / JB;
       // Where each row's entries of each block end, [block][row], found by the first pass and read by the second.
@@ -487,6 +493,14 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         decodeRow(dOut, n, ix, v, Wd, p.b_dec, yh, true);
         float* Gb = G + b * dOut;
         s += residualRow(dOut, yh, nullptr, y, 2.f / B, Gb, E ? E + b * dOut : nullptr);
+        if (dotsByLatent) {
+          // dL/dact comes with the gradient rows; the sparsity loss is summed here, in row order, as entryGrad would.
+          for (int q = 0; q < n; q++) {
+            grow[st + q] = Gb;
+            entryLoss(c.act, v[q], ix[q], l1 ? norms.data() : nullptr, sl);
+          }
+          continue;
+        }
         for (int q = 0; q < n; q++) {
           const int j = ix[q];
           const float da = dot(dOut, Gb, Wd + (long)j * dOut);
@@ -646,7 +660,32 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     // their squared norm kept; applyRows makes them again from the same entries for the Adam update.
     const bool defer = o.deferRows;
     float* rowBuf = defer ? ensure(rowBuf_, (size_t)T * (dIn + dOut)) : nullptr;
+    // Latent j's main entries [e, e1) added to its gradient rows (onto: to what they hold) and to ls, their dL/dpre
+    // made first where dotsByLatent: in the same pass where fuseDots allows, else a dot product an entry.
+    auto addEntries = [&](long j, long e, long e1, bool onto, LatentSums& ls) {
+      float *gwd = gWd + j * dOut, *gwe = g.W_encT + j * dIn;
+      if (dotsByLatent) {
+        const float* wj = Wd + j * dOut;
+        if (fuseDots && entrySumsDots(j, e, e1, wj, l1 ? norms.data() : nullptr, lb, gwd, gwe, onto, ls)) return;
+        double unused = 0;  // the sparsity loss was summed in row order above
+        for (long q = e; q < e1; q++) {
+          Entry& en = w_.ent[q];
+          en.dp = entryGrad(c.act, dot(dOut, G + (long)en.grow * dOut, wj), en.v, (int)j, l1 ? norms.data() : nullptr, lb, unused);
+        }
+      }
+      entrySums(j, e, e1, 0, 0, gwd, gwe, onto, ls);
+    };
     auto latentRows = [&](long j0, long j1, int th) {
+      if (dotsByLatent) {
+        // No AuxK, not deferred (fuseDots): each latent's entries at once, straight into the gradient buffers.
+        for (long j = j0; j < j1; j++) {
+          LatentSums ls;
+          addEntries(j, w_.colStart[j], w_.colStart[j + 1], false, ls);
+          finishLatent(j, ls.sumV, ls.sumDaK, ls.sumK, ls.gbe, ls.nf, th, gWd + j * dOut, g.W_encT + j * dIn);
+          finishRows(j, gWd + j * dOut, g.W_encT + j * dIn);
+        }
+        return;
+      }
       for (long j = j0; j < j1; j++) {
         float* gwd = defer ? rowBuf + (size_t)th * (dIn + dOut) : gWd + j * dOut;
         float* gwe = defer ? gwd + dOut : g.W_encT + j * dIn;
@@ -678,16 +717,8 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
             const long e = r0 ? cur[j] : w_.colStart[j], end = w_.colStart[j + 1];
             long e1 = e;
             while (e1 < end && w_.ent[e1].row < r1) e1++;
-            if (dotsByLatent) {
-              const float* wj = Wd + j * dOut;
-              double unused = 0;  // the sparsity loss was summed in row order above
-              for (long q = e; q < e1; q++) {
-                Entry& en = w_.ent[q];
-                en.dp = entryGrad(c.act, dot(dOut, G + (long)en.grow * dOut, wj), en.v, (int)j, l1 ? norms.data() : nullptr, lb, unused);
-              }
-            }
             const bool onto = e > w_.colStart[j];  // an earlier block added (or zeroed) the rows
-            if (e1 > e || (r1 == B && !onto)) entrySums(j, e, e1, 0, 0, gWd + j * dOut, g.W_encT + j * dIn, onto, sums[j]);
+            if (e1 > e || (r1 == B && !onto)) addEntries(j, e, e1, onto, sums[j]);
             cur[j] = e1;
           }
         }, 8);
@@ -771,8 +802,9 @@ namespace {
 // dead): ~96 KB a thread, made by doubling in the C library's arenas, where they were kept for the run (a lean
 // engine now gives them back with the gradient's arrays: releaseEntryLists).
 struct EntryLists {
-  std::vector<float> coefD, coefE;
+  std::vector<float> coefD, coefE, dots;
   std::vector<const float*> srcD, srcE;
+  std::vector<float> partial;  // accumulateDots' four vector sums an entry
 };
 thread_local EntryLists entryLists;
 }  // namespace
@@ -844,6 +876,42 @@ void Engine::entrySums(long j, long e, long e1, long a, long a1, float* gwd, flo
   if (!gwd) return;
   accumulate(dOut, (int)coefD.size(), coefD.data(), srcD.data(), onto ? gwd : nullptr, gwd);
   if (!c.tied) accumulate(dIn, (int)coefE.size(), coefE.data(), srcE.data(), onto ? gwe : nullptr, gwe, G.xcenter);
+}
+
+// entrySums for latent j's main entries [e, e1) whose dL/dpre is not made yet (untied ReLU without AuxK; all its
+// entries, or one block of batch rows' when the gradient rows are blocked): each entry's dL/dact = dL/dy^ row . W_dec
+// row j made in the same pass over the dL/dy^ rows that sums the decoder's gradient row (accumulateDots), then its
+// dL/dpre (entryGrad; the sparsity loss was summed in row order by the decoder pass) and the encoder's gradient row as
+// entrySums makes it. The same numbers to the bit as dot and then entrySums, with each dL/dy^ row read once instead of
+// twice. False, with nothing changed, where it does not apply (a width accumulateDots does not take, or an entry with
+// v = 0, which entrySums leaves out of the decoder's row).
+bool Engine::entrySumsDots(long j, long e, long e1, const float* wj, const float* l1Norms, float lb, float* gwd, float* gwe, bool onto, LatentSums& ls) {
+  const Config& c = cfg_;
+  const int dIn = c.dIn, dOut = c.dOut;
+  const Grouped& G = grp_;
+  if (c.tied || c.act != RELU || G.kAux || !gwd || !accumulateDotsFits(dOut)) return false;
+  for (long q = e; q < e1; q++)
+    if (w_.ent[q].v == 0.f) return false;
+  EntryLists& L = entryLists;
+  const int cnt = (int)(e1 - e);
+  L.coefD.clear(), L.coefE.clear(), L.srcD.clear(), L.srcE.clear();
+  for (long q = e; q < e1; q++) L.coefD.push_back(w_.ent[q].v), L.srcD.push_back(G.G + (long)w_.ent[q].grow * dOut);
+  if (L.dots.size() < (size_t)cnt) L.dots.resize(cnt);
+  if (L.partial.size() < (size_t)cnt * 4 * VW) L.partial.resize((size_t)cnt * 4 * VW);
+  accumulateDots(dOut, cnt, L.coefD.data(), L.srcD.data(), wj, onto ? gwd : nullptr, gwd, L.dots.data(), L.partial.data());
+  double unused = 0;
+  for (long q = e; q < e1; q++) {
+    Entry& en = w_.ent[q];
+    en.dp = entryGrad(c.act, L.dots[q - e], en.v, (int)j, l1Norms, lb, unused);
+    ls.sumV += en.v;
+    ls.nf += en.v > 0.f;
+    if (en.dp != 0.f) {
+      L.coefE.push_back(en.dp), L.srcE.push_back(G.xrows + (long)en.row * dIn);
+      ls.gbe += en.dp;
+    }
+  }
+  accumulate(dIn, (int)L.coefE.size(), L.coefE.data(), L.srcE.data(), onto ? gwe : nullptr, gwe, G.xcenter);
+  return true;
 }
 
 // The terms of latent j's gradient rows that come from its parameters rather than its entries: ReLU's L1 term on the

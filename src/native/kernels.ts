@@ -37,6 +37,8 @@ export interface NativeStepOptions {
   decodeBlock?: number;
   /** The sparse path's gradient rows a block of this many batch rows at a time: 0 (default) where it pays, n > 0 always, < 0 never (the same step; for tests). */
   rowBlock?: number;
+  /** ReLU: dL/dact a dot product an entry, apart from the gradient rows, even where both are made in one pass over the dL/dy^ rows (the same step; for tests). */
+  dotsApart?: boolean;
   /** BatchTopK/Matryoshka with no threshold yet or after it fell: store the pre-activations instead of taking a floor from the rows' top 2k (the same selection; for tests). */
   storedFallback?: boolean;
   /** Untied TopK family: leave W_enc's and W_dec's gradients unwritten (g may omit them); applyRows makes them again and applies Adam. */
@@ -63,6 +65,8 @@ export interface NativeStepResult {
   selection: number;
   /** Untied: the squared norm of W_enc's and W_dec's gradients, summed over the rows as the step finishes them (decoder rows projected when projectDec); NaN with noRowsNorm, and tied. */
   rowsSq: number;
+  /** 1 when the sparse path made dL/dact in the same pass over the dL/dy^ rows as the gradient rows (untied ReLU without AuxK, d_out a multiple of 256 floats with AVX-512, 64 with AVX2, 32 otherwise). */
+  dotsFused: number;
 }
 
 export interface NativeForward {
