@@ -588,7 +588,7 @@ test('no silent fallbacks: each one either works or says so', () => {
     [
       'SDLKIT_DENSE_ABOVE',
       'half',
-      "SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got 'half'; unset it for the measured default (0.1; for ReLU decoders 0.125 over 1 MiB, 0.15 over 32 MiB)",
+      "SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got 'half'; unset it for the measured default (0.1; for ReLU decoders 0.125 over 1 MiB, 0.15 over 16 MiB, 0.165 over 32 MiB)",
     ],
   ]) {
     const out = join(dir, name);

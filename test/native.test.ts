@@ -342,14 +342,15 @@ test("native ReLU step with dL/dact made in the gradient rows' pass over dL/dy^ 
   }
 });
 
-test("ReLU's dense line: 15% firing for decoders over 32 MiB, 12.5% over 1 MiB, 0.1 for smaller ones and for JumpReLU; SDLKIT_DENSE_ABOVE overrides", () => {
+test("ReLU's dense line: 16.5% firing for decoders over 32 MiB, 15% over 16 MiB, 12.5% over 1 MiB, 0.1 for smaller ones and for JumpReLU; SDLKIT_DENSE_ABOVE overrides", () => {
   const saved = process.env.SDLKIT_DENSE_ABOVE;
   try {
     delete process.env.SDLKIT_DENSE_ABOVE;
     assert.equal(denseAbove({ activation: 'relu', dSae: 4096, dOut: 512 }), 0.125);
-    assert.equal(denseAbove({ activation: 'relu', dSae: 24576, dOut: 768 }), 0.15);
-    assert.equal(denseAbove({ activation: 'relu', dSae: 8192, dOut: 1024 }), 0.125, 'exactly 32 MiB is not over it');
-    assert.equal(denseAbove({ activation: 'relu', dSae: 6144, dOut: 768 }), 0.125);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 24576, dOut: 768 }), 0.165);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 8192, dOut: 1024 }), 0.15, 'exactly 32 MiB is not over it');
+    assert.equal(denseAbove({ activation: 'relu', dSae: 6144, dOut: 768 }), 0.15);
+    assert.equal(denseAbove({ activation: 'relu', dSae: 4096, dOut: 1024 }), 0.125, 'exactly 16 MiB is not over it');
     assert.equal(denseAbove({ activation: 'relu', dSae: 1024, dOut: 256 }), 0.1, 'exactly 1 MiB is not over it');
     assert.equal(denseAbove({ activation: 'relu', dSae: 1024, dOut: 128 }), 0.1);
     assert.equal(denseAbove({ activation: 'jumprelu', dSae: 24576, dOut: 768 }), 0.1);

@@ -274,29 +274,30 @@ export function nativeEngineOptions(cfg: DictConfig, threads: number) {
   };
 }
 
-/** ReLU decoders larger than these (bytes) keep their sparse step up to 12.5% and 15% firing (denseAbove). */
+/** ReLU decoders larger than these (bytes) keep their sparse step up to 12.5%, 15% and 16.5% firing (denseAbove). */
 const LARGE_DECODER_BYTES = 1 << 20;
+const WIDE_DECODER_BYTES = 16 << 20;
 const HUGE_DECODER_BYTES = 32 << 20;
 
 /**
  * Fraction of a batch's entries firing above which ReLU/JumpReLU steps use dense GEMMs: SDLKIT_DENSE_ABOVE, else the
- * measured crossover. A ReLU step whose decoder is over 1 MiB stays sparse up to 12.5%, over 32 MiB up to 15%: its
- * sparse step took less than the dense one up to ~13-14.5% firing at 512 x 4,096 and 768 x 6,144 (stops 65-66) and
- * ~15.5% at 768 x 24,576 (stop 66, once the encoder's candidate arrays were kept from step to step), against ~10-11%
- * at 64 x 512 and 128 x 1,024 (docs/BENCHMARKS.md). JumpReLU's sparse step makes a pass more and keeps 0.1, as does
- * the cross-layer engine and a caller with no dictionary (the option check).
+ * measured crossover. A ReLU step whose decoder is over 1 MiB stays sparse up to 12.5%, over 16 MiB up to 15%, over
+ * 32 MiB up to 16.5%: its sparse step took less than the dense one up to ~13-14% firing at 512 x 4,096 (stops 65-67),
+ * ~15.5% at 768 x 6,144 and ~17% at 768 x 24,576 (stop 67, once dL/dact came from the gradient rows' pass), against
+ * ~10-11% at 64 x 512 and 128 x 1,024 (docs/BENCHMARKS.md). JumpReLU's sparse step makes a pass more and keeps 0.1, as
+ * does the cross-layer engine and a caller with no dictionary (the option check).
  */
 export function denseAbove(dict?: Pick<DictConfig, 'activation' | 'dSae' | 'dOut'>): number {
   const raw = process.env.SDLKIT_DENSE_ABOVE;
   if (raw === undefined || raw === '') {
     if (dict?.activation !== 'relu') return 0.1;
     const bytes = dict.dSae * dict.dOut * 4;
-    return bytes > HUGE_DECODER_BYTES ? 0.15 : bytes > LARGE_DECODER_BYTES ? 0.125 : 0.1;
+    return bytes > HUGE_DECODER_BYTES ? 0.165 : bytes > WIDE_DECODER_BYTES ? 0.15 : bytes > LARGE_DECODER_BYTES ? 0.125 : 0.1;
   }
   const v = Number(raw);
   if (!(v > 0 && v <= 1))
     throw new UserError(
-      `SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the measured default (0.1; for ReLU decoders 0.125 over 1 MiB, 0.15 over 32 MiB)`,
+      `SDLKIT_DENSE_ABOVE must be a fraction in (0, 1], got '${raw}'; unset it for the measured default (0.1; for ReLU decoders 0.125 over 1 MiB, 0.15 over 16 MiB, 0.165 over 32 MiB)`,
     );
   return v;
 }
