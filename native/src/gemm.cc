@@ -26,6 +26,13 @@ constexpr bool kFetchNextPanel = false;
 constexpr int MC = MR * 12;  // rows of A per task block (MC x KC floats stay in L2)
 constexpr int NC = NR * 48;  // columns per task block
 constexpr int kWideMC = (96 * 1024 / KC) / MR * MR;  // rows of A^T per task block: 384 KB of packed A
+#if defined(__AVX512F__)
+constexpr int kWidestWide = 768;  // the widest B (N) whose A^T tasks take up to kWideMC rows (gemm())
+#else
+constexpr int kWidestWide = 512;
+#endif
+// Depths of A^T that packA asks for ahead of the one it copies (below).
+constexpr int kPackAhead = 8;
 
 using Buffer = AlignedBuffer<float>;
 
@@ -139,8 +146,16 @@ void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
     // A^T (a weight gradient's activations): each depth is a row in memory, read once across all the panels. Panel
     // by panel, every depth would be a new line 4 cs bytes past the last, and at cs a multiple of 1,024 (every
     // dictionary width here) all of a panel's lines fall in one set of L1: each panel fetched them again from L2.
+    // Each depth's stretch lies a whole row of A (cs floats, 16-96 KB) past the last, further than the processor's
+    // prefetchers follow: the stretch kPackAhead depths on is asked for now, a cache line at a time. The weight
+    // gradients' products (A^T B with A [4,096, latents]) 4-7% faster at 512 x 4,096 and 768 x 24,576, 18-28% at
+    // 128 x 1,024 (gemm alone, min of 5-7, two threads; docs/BENCHMARKS.md, stop 67).
     for (int p = 0; p < kc; p++) {
       const float* src = A.p + i0 + (long)(k0 + p) * A.cs;
+      if (p + kPackAhead < kc) {
+        const char* ahead = reinterpret_cast<const char*>(src + (long)kPackAhead * A.cs);
+        for (long o = 0; o < (long)mc * (long)sizeof(float); o += 64) __builtin_prefetch(ahead + o, 0, 3);
+      }
       for (int ir = 0; ir < mc; ir += MR) {
         float* d = out + (long)ir * kc + (long)p * MR;
         if (mc - ir >= MR) {
@@ -315,8 +330,11 @@ void gemm(Pool& pool, int M, int N, int K, View A, View B, float* C, long ldc, b
   // x 4,096 ~1.3x faster, 4,096 x 512 x 4,096 ~1.2x, 6,144 x 768 x 4,096 ~1.2x slower, so N = 512 is the widest that
   // gets it, in the height between those that evens the threads' work (balancedRows). Otherwise MC rows: evening the
   // work with heights down to 2/3 MC made ReLU+L1's dense steps at 64 x 512 7% slower (1,311-1,321 -> 1,407-1,415 ms
-  // for 200 steps, stop 47), and at 4,096 rows there are 25 or more tasks.
-  const bool wide = A.rs == 1 && A.cs != 1 && N <= 512;
+  // for 200 steps, stop 47), and at 4,096 rows there are 25 or more tasks. With packA fetching the depths ahead
+  // (stop 67), the Zen 5 machine's AVX-512 build gains from wide tasks at N = 768 too: 24,576 x 768 x 4,096 468-484
+  // against 507-556 ms (min of 4, three rounds), 6,144 x 768 x 4,096 117-120 against 119-130 ms; the other builds
+  // keep 512, as measured on the Zen 3.
+  const bool wide = A.rs == 1 && A.cs != 1 && N <= kWidestWide;
   const int mcStep = wide ? balancedRows(M, N, pool.size(), MC, kWideMC) : MC;
   const int mBlocks = (M + mcStep - 1) / mcStep, nBlocks = (N + NC - 1) / NC;
   pool.run(mBlocks * nBlocks, [&](int t, int thread) {
