@@ -577,7 +577,8 @@ test('native GEMM on strided views equals a float64 product in every entry, with
   // Partial register tiles (M not a multiple of 6 or 14, N of 16 or 32), depths not a multiple of 8 (the vector
   // packing's step) or of a depth block (over one, each task's C block is summed in a padded buffer), and A^T wide
   // enough for the wide row blocks (1,700 rows over 2 threads), and tall enough for several row blocks of either kind;
-  // N = 600 takes the wide blocks on AVX-512 (up to 768 there) and MC rows elsewhere.
+  // N = 600 takes the wide blocks on AVX-512 (up to 768 there) and MC rows elsewhere; A^T 4,201 wide is packed 8
+  // depths at a time (from 4,096 wide), its depths' last block short and its last panel partial.
   for (const [M, N, K] of [
     [1, 1, 1],
     [15, 33, 7],
@@ -586,6 +587,7 @@ test('native GEMM on strided views equals a float64 product in every entry, with
     [1700, 40, 67],
     [900, 70, 600],
     [400, 600, 260],
+    [4201, 20, 300],
   ]) {
     for (const [ta, tb] of [
       [false, false],

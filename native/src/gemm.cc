@@ -31,8 +31,11 @@ constexpr int kWidestWide = 768;  // the widest B (N) whose A^T tasks take up to
 #else
 constexpr int kWidestWide = 512;
 #endif
-// Depths of A^T that packA asks for ahead of the one it copies (below).
+// Depths of A^T that packA asks for ahead of the one it copies, and how many it copies at a time from how wide an
+// A^T on (below).
 constexpr int kPackAhead = 8;
+constexpr int kDepthBlock = 8;
+constexpr long kDepthBlockFrom = 4096;
 
 using Buffer = AlignedBuffer<float>;
 
@@ -150,6 +153,36 @@ void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
     // prefetchers follow: the stretch kPackAhead depths on is asked for now, a cache line at a time. The weight
     // gradients' products (A^T B with A [4,096, latents]) 4-7% faster at 512 x 4,096 and 768 x 24,576, 18-28% at
     // 128 x 1,024 (gemm alone, min of 5-7, two threads; docs/BENCHMARKS.md, stop 67).
+    if (A.cs >= kDepthBlockFrom) {
+      // kDepthBlock depths at a time: their stretches (8 x 1.5 KB at 378 rows) stay in L1 while each panel takes its
+      // kDepthBlock x MR floats, contiguous, instead of every panel taking MR floats a depth (27 write streams at
+      // once, 56 bytes each a depth). The weight gradients' products at 768 x 24,576 and 512 x 4,096 2-14% faster
+      // (gemm alone, five alternated pairs each), 768 x 6,144 the same or faster; narrower A^T keep the loop below,
+      // which this one's code, a depth at a time, was a fifth to a third slower than at 64 x 512 and 128 x 1,024
+      // (docs/BENCHMARKS.md, stop 68). The same floats in the same places either way.
+      const float* const a = A.p + i0;
+      const long cs = A.cs;
+      for (int p0 = 0; p0 < kc; p0 += kDepthBlock) {
+        const int p1 = p0 + kDepthBlock < kc ? p0 + kDepthBlock : kc;
+        for (int p = p0; p < p1 && p + kPackAhead < kc; p++) {
+          const char* ahead = reinterpret_cast<const char*>(a + (long)(k0 + p + kPackAhead) * cs);
+          for (long o = 0; o < (long)mc * (long)sizeof(float); o += 64) __builtin_prefetch(ahead + o, 0, 3);
+        }
+        for (int ir = 0; ir < mc; ir += MR)
+          for (int p = p0; p < p1; p++) {
+            const float* src = a + (long)(k0 + p) * cs + ir;
+            float* d = out + (long)ir * kc + (long)p * MR;
+            if (mc - ir >= MR) {
+              std::memcpy(d, src, sizeof(float) * MR);
+            } else {
+              int i = 0;
+              for (; i < mc - ir; i++) d[i] = src[i];
+              for (; i < MR; i++) d[i] = 0.f;
+            }
+          }
+      }
+      return;
+    }
     for (int p = 0; p < kc; p++) {
       const float* src = A.p + i0 + (long)(k0 + p) * A.cs;
       if (p + kPackAhead < kc) {
