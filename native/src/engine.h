@@ -387,6 +387,7 @@ class Engine {
   double rowTerms(const Tensors& p, long j, double sumV, float* gwd, float* gwe) const;
   // ReLU L1's decoder row norms, JumpReLU's thresholds, per-thread rows, b_dec as the step read it (Grouped::xcenter)
   std::vector<float> norms_, theta_, rowBuf_, bdecAt_;
+  std::vector<float> colSums_;  // the dense ReLU step's column sums, per row block (DpreStore, step.cc)
   std::vector<double> rowSq_;
   // BatchTopK/Matryoshka: the floor under the next step's threshold, from the last steps' (the fused encoder keeps
   // the entries above it as candidates).

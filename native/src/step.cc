@@ -51,6 +51,108 @@ int blockedRows(int B, int width, long entries, long dSae, int option) {
   return RB;
 }
 
+namespace {
+
+// The dense ReLU step's encoder, a block of pre-activations at a time while it is in cache (gemmBlocks): stored as the
+// activations max(z, 0), each row's positive entries counted. The pass over [B, m] that counted them and the one
+// that applied the ReLU were 7 and 11 ms of a dense step at 768 x 24,576 (docs/BENCHMARKS.md, stops 64 and 68).
+class ReluStore final : public BlockSink {
+ public:
+  ReluStore(float* acts, long lda, int* count) : acts_(acts), lda_(lda), count_(count) {}
+  void block(int, int i0, int mc, int j0, int nc, const float* C, long ldc) override {
+    const vf zero = vsplat(0.f);
+    for (int r = 0; r < mc; r++) {
+      const float* z = C + r * ldc;
+      float* a = acts_ + (long)(i0 + r) * lda_ + j0;
+      vi on = vi{} ;
+      int j = 0;
+      for (; j + VW <= nc; j += VW) {
+        const vf v = vload(z + j);
+        const vi pos = v > zero;
+        vstore(a + j, pos ? v : zero);
+        on -= pos;  // a true lane is -1
+      }
+      int n = 0;
+      for (int q = 0; q < VW; q++) n += on[q];
+      for (; j < nc; j++) {
+        a[j] = z[j] > 0.f ? z[j] : 0.f;
+        n += z[j] > 0.f;
+      }
+      count_[i0 + r] += n;  // each row block is one task's in a chunk, and chunks run one after another
+    }
+  }
+  void rowsDone(int, int, int) override {}
+  void rowsPause(int, int, int) override {}
+  void rowsResume(int, int, int) override {}
+
+ private:
+  float* const acts_;
+  const long lda_;
+  int* const count_;
+};
+
+// The dense ReLU step's dL/dact = dL/dy^ W_dec^T, a block at a time while it is in cache (gemmBlocks): made dL/dpre
+// into D (0 where the entry did not fire, plus the L1 term's lb |W_dec_j| where it did), with each row block's column
+// sums of the activations, of dL/dpre and of the entries that fired written to sums[row block][3][m]. They are added
+// up in row-block order afterwards, so that no sum depends on which thread ran which block. The pass over D it
+// replaces, reading and writing [B, m] once more, was 26-30 ms of a dense step at 768 x 24,576 (docs/BENCHMARKS.md).
+class DpreStore final : public BlockSink {
+ public:
+  DpreStore(int threads, const float* acts, float* D, long m, const float* norms, float lb, float* sums)
+      : acts_(acts), D_(D), m_(m), norms_(norms), lb_(lb), sums_(sums), R_(gemmBlockRows()),
+        scratch_((size_t)threads * 3 * gemmBlockCols()) {}
+  void block(int thread, int i0, int mc, int j0, int nc, const float* C, long ldc) override {
+    float* sV = scratch_.data() + (size_t)thread * 3 * gemmBlockCols();
+    float *sDp = sV + nc, *sF = sDp + nc;
+    std::fill(sV, sV + 3 * nc, 0.f);
+    const vf zero = vsplat(0.f), one = vsplat(1.f), lbv = vsplat(norms_ ? lb_ : 0.f);
+    for (int r = 0; r < mc; r++) {
+      const float* d = C + r * ldc;
+      const float* a = acts_ + (long)(i0 + r) * m_ + j0;
+      float* out = D_ + (long)(i0 + r) * m_ + j0;
+      int j = 0;
+      for (; j + VW <= nc; j += VW) {
+        const vf av = vload(a + j);
+        const vi on = av > zero;
+        const vf t = norms_ ? vload(d + j) + lbv * vload(norms_ + j0 + j) : vload(d + j);
+        const vf dp = on ? t : zero;
+        vstore(out + j, dp);
+        vstore(sV + j, vload(sV + j) + av);
+        vstore(sDp + j, vload(sDp + j) + dp);
+        vstore(sF + j, vload(sF + j) + (on ? one : zero));
+      }
+      for (; j < nc; j++) {
+        const bool on = a[j] > 0.f;
+        const float t = norms_ ? d[j] + lb_ * norms_[j0 + j] : d[j];
+        const float dp = on ? t : 0.f;
+        out[j] = dp;
+        sV[j] += a[j];
+        sDp[j] += dp;
+        sF[j] += on ? 1.f : 0.f;
+      }
+    }
+    float* to = sums_ + (size_t)(i0 / R_) * 3 * m_ + j0;
+    std::memcpy(to, sV, sizeof(float) * nc);
+    std::memcpy(to + m_, sDp, sizeof(float) * nc);
+    std::memcpy(to + 2 * m_, sF, sizeof(float) * nc);
+  }
+  void rowsDone(int, int, int) override {}
+  void rowsPause(int, int, int) override {}
+  void rowsResume(int, int, int) override {}
+
+ private:
+  const float* const acts_;
+  float* const D_;
+  const long m_;
+  const float* const norms_;
+  const float lb_;
+  float* const sums_;
+  const int R_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace
+
 StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, const float* Y, int B, const StepOptions& o, float* fired) {
   const Config& c = cfg_;
   const int m = c.dSae, dIn = c.dIn, dOut = c.dOut;
@@ -118,7 +220,16 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
     r.selection = encodeTopK(pool_, xrows, dIn, B, dIn, m, p.W_encT, p.b_enc, c.k, sp_, deadList, o.auxkK, &aux_, c.screening()) ? 3 : 1;
   } else if (!batchFused && !reluFused) {
     pre = ensure(pre_, (size_t)BM);
-    gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
+    if (c.act == RELU) {
+      // Stored as activations, each row's count with them (ReluStore): the same values as the GEMM's, the negative
+      // ones 0, which no later pass of a ReLU step tells apart.
+      ensure(sp_.count, B);
+      std::fill(sp_.count.begin(), sp_.count.begin() + B, 0);
+      ReluStore sink(pre, m, sp_.count.data());
+      gemmBlocks(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, p.b_enc, sink);
+    } else {
+      gemm(pool_, B, m, dIn, View{xrows, dIn, 1}, View{p.W_encT, 1, dIn}, pre, m, false, p.b_enc);
+    }
   }
   if (c.lean) releaseEncoder();  // no encoder GEMM follows in this step
   const bool auxSelected = fused || batchFused;
@@ -186,18 +297,16 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
         default: return haveKth && z >= kth;
       }
     };
-    pool_.range(B, [&](long b0, long b1, int) {
-      for (long b = b0; b < b1; b++) {
-        const float* z = pre + b * m;
-        int n = 0;
-        if (c.act == RELU) {
-          for (int j = 0; j < m; j++) n += z[j] > 0.f;
-        } else {
+    // ReLU's rows were counted by the encoder (ReluStore).
+    if (c.act != RELU)
+      pool_.range(B, [&](long b0, long b1, int) {
+        for (long b = b0; b < b1; b++) {
+          const float* z = pre + b * m;
+          int n = 0;
           for (int j = 0; j < m; j++) n += keep(z[j], j);
+          sp.count[b] = n;
         }
-        sp.count[b] = n;
-      }
-    });
+      });
     long total = 0;
     for (int b = 0; b < B; b++) { sp.start[b] = total; total += sp.count[b]; }
     r.dense = (c.act == RELU || c.act == JUMPRELU) && (double)total > o.denseAbove * (double)BM;
@@ -260,23 +369,26 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
 
   if (r.dense) {
     // ---- Dense path (ReLU / JumpReLU with many active latents): GEMMs for decoder and backward.
+    // ReLU's encoder stored the activations (ReluStore) and counted them; JumpReLU's are made here.
     float* acts = c.act == RELU ? pre : ensure(acts_, (size_t)BM);
-    Partials nnz(T);
-    pool_.range(B, [&](long b0, long b1, int th) {
+    if (c.act == RELU) {
       long n = 0;
-      for (long b = b0; b < b1; b++) {
-        float* z = pre + b * m;
-        float* a = acts + b * m;
-        if (c.act == RELU) {
-          for (int j = 0; j < m; j++) a[j] = z[j] > 0.f ? z[j] : 0.f;
-        } else {
+      for (int b = 0; b < B; b++) n += sp.count[b];
+      r.nnz = n;
+    } else {
+      Partials nnz(T);
+      pool_.range(B, [&](long b0, long b1, int th) {
+        long n = 0;
+        for (long b = b0; b < b1; b++) {
+          const float* z = pre + b * m;
+          float* a = acts + b * m;
           for (int j = 0; j < m; j++) a[j] = z[j] > theta[j] ? z[j] : 0.f;
+          for (int j = 0; j < m; j++) n += a[j] > 0.f;
         }
-        for (int j = 0; j < m; j++) n += a[j] > 0.f;
-      }
-      nnz.at(th)[0] += n;
-    });
-    r.nnz = (long)nnz.total();
+        nnz.at(th)[0] += n;
+      });
+      r.nnz = (long)nnz.total();
+    }
     float* yh = ensure(yhat_, (size_t)B * dOut);
     gemm(pool_, B, dOut, m, View{acts, m, 1}, View{Wd, dOut, 1}, yh, dOut, false);
     G = ensure(G_, (size_t)B * dOut);
@@ -286,46 +398,25 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
       sse.at(th)[0] += s;
     });
     float* D = ensure(dacts_, (size_t)BM);
-    gemm(pool_, B, m, dOut, View{G, dOut, 1}, View{Wd, 1, dOut}, D, m, false);
-    // dpre in place of dacts, with per-thread column sums.
     const int NS = 5;  // sumV, sumDaK, sumK, gbe, fired
-    std::vector<float> cols((size_t)T * NS * m, 0.f);
-    pool_.range(B, [&](long b0, long b1, int th) {
-      float* cV = cols.data() + (size_t)th * NS * m;
-      float *cDaK = cV + m, *cK = cV + 2 * m, *cDp = cV + 3 * m, *cF = cV + 4 * m;
-      double sl = 0;
-      const float lb = o.sparsity / B;
-      for (long b = b0; b < b1; b++) {
-        const float* a = acts + b * m;
-        const float* z = pre + b * m;
-        float* d = D + b * m;
-        if (c.act == RELU) {
-          // In vectors, without a branch or a double sum: half the entries fire, at random, and the scalar loop with
-          // its branch was 15% of a dense step at 128 x 1,024. The L1 term's loss is summed from the column sums
-          // below (sum_j |W_dec_j| sum_b a_bj). Each entry's numbers are the scalar form's (lb n_j + d_j fused).
-          const vf zero = vsplat(0.f), one = vsplat(1.f), lbv = vsplat(l1 ? lb : 0.f);
-          const float* nr = l1 ? norms.data() : nullptr;
-          int j = 0;
-          for (; j + VW <= m; j += VW) {
-            const vf av = vload(a + j);
-            const vi on = av > zero;
-            const vf t = nr ? vload(d + j) + lbv * vload(nr + j) : vload(d + j);
-            const vf dp = on ? t : zero;
-            vstore(d + j, dp);
-            vstore(cV + j, vload(cV + j) + av);
-            vstore(cDp + j, vload(cDp + j) + dp);
-            vstore(cF + j, vload(cF + j) + (on ? one : zero));
-          }
-          for (; j < m; j++) {
-            const bool on = a[j] > 0.f;
-            const float t = nr ? d[j] + lb * nr[j] : d[j];
-            const float dp = on ? t : 0.f;
-            d[j] = dp;
-            cV[j] += a[j];
-            cDp[j] += dp;
-            cF[j] += on ? 1.f : 0.f;
-          }
-        } else {
+    // Column sums: ReLU's per row block (DpreStore), JumpReLU's per thread.
+    const int R = gemmBlockRows(), rowBlocks = (B + R - 1) / R;
+    std::vector<float> cols;
+    if (c.act == RELU) {
+      DpreStore sink(T, acts, D, m, l1 ? norms.data() : nullptr, o.sparsity / B, ensure(colSums_, (size_t)rowBlocks * 3 * m));
+      gemmBlocks(pool_, B, m, dOut, View{G, dOut, 1}, View{Wd, 1, dOut}, nullptr, sink);
+    } else {
+      gemm(pool_, B, m, dOut, View{G, dOut, 1}, View{Wd, 1, dOut}, D, m, false);
+      // dpre in place of dacts, with per-thread column sums.
+      cols.assign((size_t)T * NS * m, 0.f);
+      pool_.range(B, [&](long b0, long b1, int th) {
+        float* cV = cols.data() + (size_t)th * NS * m;
+        float *cDaK = cV + m, *cK = cV + 2 * m, *cDp = cV + 3 * m, *cF = cV + 4 * m;
+        double sl = 0;
+        for (long b = b0; b < b1; b++) {
+          const float* a = acts + b * m;
+          const float* z = pre + b * m;
+          float* d = D + b * m;
           for (int j = 0; j < m; j++) {
             bool on = a[j] > 0.f;
             float K = rect(z[j], theta[j], eps);
@@ -338,16 +429,26 @@ StepResult Engine::step(const Tensors& p, const Tensors& g, const float* X, cons
             sl += on ? 1.0 : 0.0;
           }
         }
-      }
-      spLoss.at(th)[0] += sl;
-    });
+        spLoss.at(th)[0] += sl;
+      });
+    }
     gemm(pool_, m, dOut, B, View{acts, 1, m}, View{G, dOut, 1}, gWd, dOut, false);
     gemm(pool_, m, dIn, B, View{D, 1, m}, View{xrows, dIn, 1}, g.W_encT, dIn, c.tied);
     pool_.range(m, [&](long j0, long j1, int th) {
       for (long j = j0; j < j1; j++) {
         double s[NS] = {0, 0, 0, 0, 0};
-        for (int t = 0; t < T; t++)
-          for (int q = 0; q < NS; q++) s[q] += cols[((size_t)t * NS + q) * m + j];
+        if (c.act == RELU) {
+          // The L1 term's loss from the column sums: sum_j |W_dec_j| sum_b a_bj.
+          for (int q = 0; q < rowBlocks; q++) {
+            const float* at = colSums_.data() + (size_t)q * 3 * m + j;
+            s[0] += at[0];
+            s[3] += at[m];
+            s[4] += at[2 * m];
+          }
+        } else {
+          for (int t = 0; t < T; t++)
+            for (int q = 0; q < NS; q++) s[q] += cols[((size_t)t * NS + q) * m + j];
+        }
         if (c.act == RELU && l1) spLoss.at(th)[0] += s[0] * norms[j];
         finishLatent(j, s[0], s[1], s[2], s[3], s[4], th, gWd + j * dOut, g.W_encT + j * dIn);
         finishRows(j, gWd + j * dOut, g.W_encT + j * dIn);
