@@ -143,6 +143,17 @@ void packPanel(const float* src, long ls, long ds, int lines, int kc, float* out
   }
 }
 
+// One depth of an A^T panel: the first `lines` (MR or fewer) of src's floats into d's MR, zeros past them.
+inline void packLine(const float* src, int lines, float* d) {
+  if (lines >= MR) {
+    std::memcpy(d, src, sizeof(float) * MR);  // a constant size: a few vector moves
+    return;
+  }
+  int i = 0;
+  for (; i < lines; i++) d[i] = src[i];
+  for (; i < MR; i++) d[i] = 0.f;
+}
+
 // Packs rows [i0, i0 + mc) and depths [k0, k0 + kc) of A into MR-high panels: panel r holds a[p][MR].
 void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
   if (A.rs == 1 && A.cs != 1) {
@@ -169,17 +180,7 @@ void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
           for (long o = 0; o < (long)mc * (long)sizeof(float); o += 64) __builtin_prefetch(ahead + o, 0, 3);
         }
         for (int ir = 0; ir < mc; ir += MR)
-          for (int p = p0; p < p1; p++) {
-            const float* src = a + (long)(k0 + p) * cs + ir;
-            float* d = out + (long)ir * kc + (long)p * MR;
-            if (mc - ir >= MR) {
-              std::memcpy(d, src, sizeof(float) * MR);
-            } else {
-              int i = 0;
-              for (; i < mc - ir; i++) d[i] = src[i];
-              for (; i < MR; i++) d[i] = 0.f;
-            }
-          }
+          for (int p = p0; p < p1; p++) packLine(a + (long)(k0 + p) * cs + ir, mc - ir, out + (long)ir * kc + (long)p * MR);
       }
       return;
     }
@@ -189,16 +190,7 @@ void packA(const View& A, int i0, int mc, int k0, int kc, float* out) {
         const char* ahead = reinterpret_cast<const char*>(src + (long)kPackAhead * A.cs);
         for (long o = 0; o < (long)mc * (long)sizeof(float); o += 64) __builtin_prefetch(ahead + o, 0, 3);
       }
-      for (int ir = 0; ir < mc; ir += MR) {
-        float* d = out + (long)ir * kc + (long)p * MR;
-        if (mc - ir >= MR) {
-          std::memcpy(d, src + ir, sizeof(float) * MR);  // a constant size: a few vector moves
-        } else {
-          int i = 0;
-          for (; i < mc - ir; i++) d[i] = src[ir + i];
-          for (; i < MR; i++) d[i] = 0.f;
-        }
-      }
+      for (int ir = 0; ir < mc; ir += MR) packLine(src + ir, mc - ir, out + (long)ir * kc + (long)p * MR);
     }
     return;
   }

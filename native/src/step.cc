@@ -64,7 +64,7 @@ class ReluStore final : public BlockSink {
     for (int r = 0; r < mc; r++) {
       const float* z = C + r * ldc;
       float* a = acts_ + (long)(i0 + r) * lda_ + j0;
-      vi on = vi{} ;
+      vi on = vi{};
       int j = 0;
       for (; j + VW <= nc; j += VW) {
         const vf v = vload(z + j);
