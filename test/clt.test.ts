@@ -219,6 +219,15 @@ for (const c of nativeCases)
     if (c.act === 'batchtopk') for (let l = 0; l < s.L; l++) near(r.minSelected[l], ref.minSelected[l], `kth ${l}`);
     if (c.aux) assert.ok(ref.auxLoss > 0, 'AuxK ran');
     for (const key of Object.keys(p) as (keyof CltParams)[]) assert.ok(closeGradients(gNat[key]!, gRef[key]!, `d${key}`) > 0, `d${key} is not all zero`);
+    if (c.denseAbove === 0) {
+      // After a sparse step, which gives back the dense path's arrays, the same engine takes them again: the same step.
+      const sparse = e.step(p as Required<CltParams>, zerosLike(p) as Required<CltParams>, X, Y, B, { ...o, denseAbove: 2 }, new Float32Array(s.L * s.n));
+      assert.equal(sparse.dense, 0);
+      const gAgain = zerosLike(p);
+      const again = e.step(p as Required<CltParams>, gAgain as Required<CltParams>, X, Y, B, { ...o, denseAbove: 0 }, new Float32Array(s.L * s.n));
+      assert.equal(again.loss, r.loss);
+      for (const key of Object.keys(p) as (keyof CltParams)[]) assert.deepEqual(gAgain[key], gNat[key], `dense again: d${key}`);
+    }
     // Inference: same features and reconstructions.
     const theta =
       c.act === 'batchtopk' ? new Float32Array(s.L * s.n).fill(0.5) : c.act === 'jumprelu' ? Float32Array.from(p.log_threshold!, Math.exp) : undefined;

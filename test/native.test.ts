@@ -914,7 +914,7 @@ async function cooccurrenceCase(m: number) {
     }
 }
 
-test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire', {
+test('native ReLU keeps its positive entries inside the encoder GEMM once a step went sparse: bit-equal to the stored path, dense again when many fire; sparse steps give back the [B, d_sae] arrays', {
   skip,
 }, () => {
   const cfg = config('relu', { dIn: 20, dSae: 1100 });
@@ -930,12 +930,21 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   const same = (name: string, a: ReturnType<typeof run>, b: ReturnType<typeof run>) =>
     sameNativeStep(name, a, b, ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense']);
   const e = nativeEngine(cfg);
+  const BM4 = B * dSae * 4;
+  // Inputs scaled up: many entries fire, the dense path (its activations and dL/dpre, [B, d_sae] each).
+  const big = X.map((v) => v * 12);
+  const dense0 = run(e, big);
+  assert.equal(dense0.r.dense, 1);
+  assert.equal(dense0.r.denseBytes, 2 * BM4, 'the dense path holds the activations and dL/dpre');
   const first = run(e, X);
   assert.equal(first.r.selection, 0);
   assert.equal(first.r.dense, 0, 'few entries fire: the sparse path');
   assert.ok(first.r.l0 > 1, `some entries fire (L0 ${first.r.l0})`);
+  assert.equal(first.r.denseBytes, 0, 'a sparse step gives back the [B, d_sae] arrays');
+  same('sparse after dense vs a fresh engine', first, run(nativeEngine(cfg), X));
   const second = run(e, X);
   assert.equal(second.r.selection, 1, 'the next step keeps the positive entries inside the GEMM');
+  assert.equal(second.r.denseBytes, 0);
   same('fused vs stored', second, first);
   // The next fused step refills the candidate arrays the last one left (kept across steps), with fewer entries.
   const fewer = X.map((v) => v * 0.8);
@@ -943,12 +952,29 @@ test('native ReLU keeps its positive entries inside the encoder GEMM once a step
   assert.equal(third.r.selection, 1);
   assert.ok(third.r.nnz < second.r.nnz, `fewer entries fire (${third.r.nnz} vs ${second.r.nnz})`);
   same('fused over kept arrays vs stored', third, run(nativeEngine(cfg), fewer));
-  // Inputs scaled up: many entries fire, the step computes the pre-activations after all and goes dense.
-  const big = X.map((v) => v * 12);
+  // Many entries fire again: the step computes the pre-activations after all and goes dense, its arrays taken again.
   const dense = run(e, big);
   assert.equal(dense.r.selection, 2);
   assert.equal(dense.r.dense, 1);
+  assert.equal(dense.r.denseBytes, 2 * BM4);
   same('dense again vs a fresh engine', dense, run(nativeEngine(cfg), big));
+  same('dense again vs the first dense step', dense, dense0);
+  // JumpReLU's sparse steps give back the dense path's arrays but keep its pre-activations (its window reads them).
+  const jcfg = config('jumprelu', { dIn: 20, dSae: 1100 });
+  const jnp: NativeTensors = { ...np, log_threshold: new Float32Array(dSae).fill(Math.log(0.05)) };
+  const jopts = { ...opts, bandwidth: 0.001 };
+  const jrun = (en: ReturnType<typeof nativeEngine>, x: Float32Array) => nativeStepFresh(en, jcfg, jnp, x, B, jopts);
+  const je = nativeEngine(jcfg);
+  const jDense = jrun(je, big);
+  assert.equal(jDense.r.dense, 1);
+  assert.equal(jDense.r.denseBytes, 3 * BM4, 'pre-activations, activations and dL/dpre');
+  const jSparse = jrun(je, X);
+  assert.equal(jSparse.r.dense, 0);
+  assert.equal(jSparse.r.denseBytes, BM4, 'the pre-activations alone');
+  sameNativeStep('JumpReLU sparse after dense vs a fresh engine', jSparse, jrun(nativeEngine(jcfg), X), ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense']);
+  const jAgain = jrun(je, big);
+  assert.equal(jAgain.r.denseBytes, 3 * BM4);
+  sameNativeStep('JumpReLU dense again vs the first dense step', jAgain, jDense, ['loss', 'mse', 'sparsityLoss', 'l0', 'nnz', 'dense']);
 });
 
 test('native nearest neighbours = the TypeScript reference: ids and cosines bit-equal, exact ties, blocks of 256 rows, fewer rows than neighbours', {

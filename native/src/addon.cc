@@ -208,7 +208,7 @@ napi_value EngineNew(napi_env env, napi_callback_info info) {
   });
 }
 
-// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz, selection, rowsSq, dotsFused }
+// step(params, grads, X, Y, B, opts, fired) -> { loss, mse, sparsityLoss, auxLoss, anchorLoss, l0, minSelected, dense, nnz, selection, rowsSq, dotsFused, denseBytes }
 napi_value EngineStep(napi_env env, napi_callback_info info) {
   return guard(env, [&]() -> napi_value {
     napi_value self;
@@ -256,6 +256,7 @@ napi_value EngineStep(napi_env env, napi_callback_info info) {
     setNum(env, out, "selection", r.selection);
     setNum(env, out, "rowsSq", r.rowsSq);
     setNum(env, out, "dotsFused", r.dotsFused ? 1 : 0);
+    setNum(env, out, "denseBytes", r.denseBytes);
     return out;
   });
 }

@@ -199,6 +199,8 @@ StepResult Clt::step(const CltTensors& p, const CltTensors& g, const float* X, c
     // ReLU/JumpReLU with many active entries (early in training): GEMMs for the decoder and the backward pass.
     r.dense = (c_.act == RELU || c_.act == JUMPRELU) && (double)total > o.denseAbove * (double)BM;
     if (r.dense) return denseStep(p, g, X, Y, B, o, fired, pre, norms, theta, r);
+    release(acts_);  // the dense path's arrays, given back while steps stay sparse (as Engine::step does)
+    release(dacts_);
     ensureGrowing(sp.idx, (size_t)total + 1);
     ensureGrowing(sp.val, (size_t)total + 1);
     pool_.range(B, [&](long b0, long b1, int) {

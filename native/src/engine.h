@@ -175,6 +175,7 @@ struct StepResult {
   int selection = 0;
   double rowsSq = 0;  // untied: the squared norm of W_enc's and W_dec's gradients (NaN without rowsNorm, and tied)
   bool dotsFused = false;  // the sparse path made dL/dact in the gradient rows' pass over dL/dy^ (accumulateDots)
+  double denseBytes = 0;   // bytes held after the step in the [B, m] arrays of the stored and dense paths: for tests
 };
 
 // Active entries of a batch, row-major: row b holds entries [start[b], start[b] + count[b]) (rows may leave gaps).

@@ -67,6 +67,8 @@ export interface NativeStepResult {
   rowsSq: number;
   /** 1 when the sparse path made dL/dact in the same pass over the dL/dy^ rows as the gradient rows (untied ReLU without AuxK, d_out a multiple of 256 floats with AVX-512, 64 with AVX2, 32 otherwise). */
   dotsFused: number;
+  /** Bytes the engine holds after the step in its [B, d_sae] arrays of the stored and dense paths (a sparse ReLU step gives them back, JumpReLU all but its pre-activations): for tests. */
+  denseBytes: number;
 }
 
 export interface NativeForward {
