@@ -1,17 +1,21 @@
 // Dictionary training throughput: sdlkit's training step and update (the Engine the trainer uses) against the
 // PyTorch reference in bench/peers/sae_torch.py, on the same sizes, in one run, alternating, repeated.
 // The peer needs Debian's python3-torch; without it the bench says how to get it and reports sdlkit alone.
-// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--per-step] [--products] [--json out.json]
+// Usage: node dist/bench/fit.js [--steps 20] [--relu-steps 200] [--repeats 3] [--sizes 64,128,512,768,768x32] [--activations topk,batchtopk,relu] [--backends native,wasm] [--peers dense,sparsify|none] [--peer-coretype Haswell] [--per-step] [--products] [--json out.json] [--plot prefix]
 // --per-step: after each sdlkit run, its dense-path steps, and its sparse ones by the fraction of latents firing
 // (ReLU+L1's run starts dense and gets sparse: where its time goes).
 // --products: before each ReLU+L1 repeat, the five GEMMs of its dense step timed alone in their own layouts, against
 // that run's dense steps (the floor a dense step cannot go under at this GEMM's speed).
+// --plot prefix: each ReLU+L1 run of the first backend drawn as prefix-<d_in>x<d_sae>-r<repeat>.svg: the run's time
+// so far against the dense peer's (at the rate it measured in the same repeat) and 2.5x it, each step's time, and
+// the fraction of latents firing.
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createEngine } from '../src/sdl/engine.js';
 import { transpose, unitRows } from '../src/tensor/linalg.js';
 import { TRAIN_DEFAULTS, type Activation, type DictConfig } from '../src/sdl/config.js';
 import { Rng } from '../src/util/rng.js';
+import { lineChart } from '../src/util/svg-plot.js';
 import { runPeer } from './peers/run.js';
 import { median, spread } from './stats.js';
 
@@ -98,6 +102,54 @@ function printPerStep(label: string, perStep: StepTime[]) {
       sparse.filter((s) => s.firing >= lo && s.firing < hi),
     );
   }
+}
+
+/**
+ * A ReLU+L1 run as an SVG (--plot): its time so far against the dense peer's at the peer's measured rate (NaN when
+ * the peer did not run: its lines are left out), each step's milliseconds (dense-path and sparse-path steps apart),
+ * and the fraction of latents firing.
+ */
+function plotRun(path: string, title: string, perStep: StepTime[], B: number, peerTps: number) {
+  const steps = perStep.map((_, i) => i + 1);
+  let t = 0;
+  const cumulative = perStep.map((s, i): [number, number] => [steps[i], (t += s.ms / 1000)]);
+  const peerStep = Number.isFinite(peerTps) && peerTps > 0 ? B / peerTps : NaN;
+  const line = (perStepS: number): [number, number][] => [
+    [1, perStepS],
+    [perStep.length, perStep.length * perStepS],
+  ];
+  const peerLines = Number.isFinite(peerStep)
+    ? [
+        { name: 'PyTorch dense', points: line(peerStep) },
+        { name: '2.5x the dense peer', points: line(peerStep / 2.5) },
+      ]
+    : [];
+  const svg = lineChart(
+    [
+      { title: 'Time so far', xLabel: 'step', yLabel: 'seconds', series: [{ name: 'sdlkit', points: cumulative }, ...peerLines] },
+      {
+        title: 'Each step',
+        xLabel: 'step',
+        yLabel: 'ms',
+        series: [
+          ...(['dense', 'sparse'] as const).map((path) => ({
+            name: `sdlkit, ${path} steps`,
+            points: perStep.flatMap((s, i): [number, number][] => (s.dense === (path === 'dense') ? [[steps[i], s.ms]] : [])),
+          })),
+          ...(Number.isFinite(peerStep) ? [{ name: 'PyTorch dense', points: line(0).map(([x]): [number, number] => [x, 1000 * peerStep]) }] : []),
+        ],
+      },
+      {
+        title: 'Latents firing',
+        xLabel: 'step',
+        yLabel: '% of the batch',
+        series: [{ name: 'sdlkit', points: perStep.map((s, i): [number, number] => [steps[i], 100 * s.firing]) }],
+      },
+    ],
+    { title },
+  );
+  writeFileSync(path, svg);
+  console.log(`wrote ${path}`);
 }
 
 /** The dense step's products timed alone against the run's dense steps (--products). */
@@ -208,8 +260,14 @@ async function main() {
     console.error('bench:fit: --products times the dense ReLU+L1 step of the native backend; add relu to --activations and native to --backends');
     process.exit(2);
   }
+  const plotPrefix = arg('plot', '');
+  if (process.argv.includes('--plot') && (!plotPrefix || plotPrefix.startsWith('--') || !acts.includes('relu'))) {
+    console.error('bench:fit: --plot takes a path prefix (--plot docs/img/relu-run) and draws ReLU+L1 runs; add relu to --activations');
+    process.exit(2);
+  }
   const rows: Record<string, unknown>[] = [];
   const stepTables: (() => void)[] = []; // --per-step: printed under the table
+  const plots: (() => void)[] = []; // --plot: drawn once each repeat's peer has run
   console.log(
     `fit throughput, tokens/s, batch ${B}, TopK family ${steps} timed steps after 3 warm-up, ReLU+L1 a whole run of ${reluSteps} steps; median of ${repeats} (min-max); PyTorch fp32 on 2 threads`,
   );
@@ -243,6 +301,10 @@ async function main() {
         for (const b of backends) {
           const s = await sdlkit(b, d, e, act as Activation, k, B, n);
           if (process.argv.includes('--per-step')) stepTables.push(() => printPerStep(`sdlkit ${s.name}, ${d} x ${d * e} ${act}, repeat ${r + 1}`, s.perStep));
+          if (plotPrefix && act === 'relu' && b === backends[0])
+            plots.push(() =>
+              plotRun(`${plotPrefix}-${d}x${d * e}-r${r + 1}.svg`, `ReLU+L1, ${d} x ${d * e}, ${s.name}, repeat ${r + 1}`, s.perStep, B, dense[r]),
+            );
           if (products && s.name.startsWith('native'))
             stepTables.push(() => printProducts(`sdlkit ${s.name}, ${d} x ${d * e} ReLU+L1, repeat ${r + 1}`, B * d * d * e, products, s.perStep));
           ours[b].push(s.tps);
@@ -295,6 +357,7 @@ async function main() {
     }
   }
   for (const print of stepTables) print();
+  for (const draw of plots) draw();
   if (peerBlas.gflops.length)
     console.log(
       `PyTorch peers' BLAS: kernel ${[...peerBlas.cores].join(', ')}, one 1024 x 1024 x 512 GEMM as each started ${Math.round(median(peerBlas.gflops))} GFLOP/s (${spread(peerBlas.gflops)})`,
