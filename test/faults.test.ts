@@ -378,8 +378,28 @@ test('fit killed 5 times at seeded random moments, resumed each time: the same w
 });
 
 test('fit --low-memory killed 3 times, resumed each time: the same weights as an unbroken --low-memory run', async () => {
-  // The deferred update (no gradient buffers) between a step and its update is the state a kill can interrupt.
-  const base = ['fit', '--acts', acts, '--latents', '512', '--k', '8', '--batch', '512', '--steps', '800', '--eval-tokens', '2048', '--checkpoint-every', '10'];
+  // The deferred update (no gradient buffers) between a step and its update is the state a kill can interrupt. One
+  // run, not a learning-rate race: a race's members checkpoint beside `out`, so out/checkpoint (the kill points'
+  // progress) appeared only as the run ended, and the kills landed in its last milliseconds or, on a fast machine, after it.
+  const base = [
+    'fit',
+    '--acts',
+    acts,
+    '--latents',
+    '512',
+    '--k',
+    '8',
+    '--batch',
+    '512',
+    '--steps',
+    '800',
+    '--eval-tokens',
+    '2048',
+    '--checkpoint-every',
+    '10',
+    '--lr',
+    '0.004',
+  ];
   const whole = sdl(...base, '--low-memory', '--out', join(dir, 'lowmem-whole'));
   assert.equal(whole.status, 0, whole.stderr);
   const out = join(dir, 'lowmem-killed');
@@ -420,9 +440,14 @@ test('index killed 5 times at seeded random moments: the index is always the old
     db.close();
     return v;
   };
+  // The index has no progress to watch: its kills fall 20-80% of the way through an unbroken run timed here first
+  // (fixed delays of 150-600 ms outlasted the whole run on a faster machine, and the kill never came). The timed run
+  // keeps 6 examples a feature, so that the killed runs' 7 make another index.
+  const t0 = performance.now();
+  assert.equal(sdl('index', dict, '--force', '--top-k', '6').status, 0);
+  const whole = performance.now() - t0;
   const old = identity();
-  // The index has no progress to watch: its kills fall 150-600 ms after the start (it takes longer than that here).
-  const delays = seeded(13, 5, 150, 600, 0).map(({ at }) => ({ at: 0, jitterMs: at }));
+  const delays = seeded(13, 5, 0.2 * whole, 0.8 * whole, 0).map(({ at }) => ({ at: 0, jitterMs: at }));
   const kills = await killAndFinish(
     ['index', dict, '--force', '--top-k', '7'],
     delays,
